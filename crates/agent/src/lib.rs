@@ -1,0 +1,1 @@
+//! sandpit-agent (work in progress).

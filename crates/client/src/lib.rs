@@ -1,0 +1,1 @@
+//! sandpit-client (work in progress).

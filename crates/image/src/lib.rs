@@ -1,0 +1,1 @@
+//! sandpit-image (work in progress).

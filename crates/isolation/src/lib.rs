@@ -1,0 +1,1 @@
+//! sandpit-isolation (work in progress).

@@ -1,0 +1,384 @@
+//! The in-sandbox agent API (`/api/*`), as specified by the Cloudflare Sandbox container
+//! protocol (reference §2.3–§2.11). Field names are camelCase on the wire unless noted.
+//!
+//! Requests accept unknown fields (the published client may send more than we read);
+//! responses carry `success` and an RFC 3339 `timestamp`.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// Environment for one command or session: `null` values mean "unset".
+pub type EnvMap = BTreeMap<String, Option<String>>;
+
+// ---------------------------------------------------------------------------------------------
+// Utility
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PingResponse {
+    pub success: bool,
+    pub status: String,
+    pub timestamp: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VersionResponse {
+    pub success: bool,
+    pub version: String,
+    pub timestamp: String,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Sessions
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SessionCreateRequest {
+    #[serde(default)]
+    pub id: Option<String>,
+    #[serde(default)]
+    pub env: Option<EnvMap>,
+    #[serde(default)]
+    pub cwd: Option<String>,
+    #[serde(default)]
+    pub command_timeout_ms: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SessionInfo {
+    pub id: String,
+    pub cwd: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SessionCreateResponse {
+    pub success: bool,
+    pub data: SessionInfo,
+    /// Always present, `null` here (the seed's placement id has no meaning for sandpit).
+    pub container_placement_id: Option<String>,
+    pub timestamp: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SessionListResponse {
+    pub success: bool,
+    pub data: Vec<String>,
+    pub timestamp: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SessionDeleteRequest {
+    /// Required; missing gives 400 VALIDATION_FAILED.
+    #[serde(default)]
+    pub session_id: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SessionDeleteResponse {
+    pub success: bool,
+    pub session_id: String,
+    pub timestamp: String,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Commands
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ExecuteRequest {
+    pub command: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub background: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub env: Option<EnvMap>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cwd: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ExecuteResponse {
+    pub success: bool,
+    pub exit_code: i32,
+    pub stdout: String,
+    pub stderr: String,
+    pub command: String,
+    /// Milliseconds the command ran.
+    pub duration: u64,
+    pub timestamp: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_id: Option<String>,
+    /// sandpit extension: set when output beyond the buffer cap was dropped.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub truncated: bool,
+}
+
+/// One SSE event of `/api/execute/stream` (reference §2.5). `data:` lines carry this JSON.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "camelCase")]
+pub enum ExecEvent {
+    #[serde(rename_all = "camelCase")]
+    Start {
+        command: String,
+        timestamp: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pid: Option<u32>,
+    },
+    Stdout { data: String, timestamp: String },
+    Stderr { data: String, timestamp: String },
+    #[serde(rename_all = "camelCase")]
+    Complete { exit_code: i32, timestamp: String },
+    Error { error: String, timestamp: String },
+}
+
+// ---------------------------------------------------------------------------------------------
+// Files
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReadFileRequest {
+    pub path: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encoding: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_id: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReadFileResponse {
+    pub success: bool,
+    pub path: String,
+    pub content: String,
+    pub timestamp: String,
+    /// `utf-8` or `base64`.
+    pub encoding: String,
+    pub is_binary: bool,
+    pub mime_type: String,
+    pub size: u64,
+}
+
+/// One SSE event of `/api/read/stream` (reference §2.7).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "camelCase")]
+pub enum FileStreamEvent {
+    #[serde(rename_all = "camelCase")]
+    Metadata { mime_type: String, size: u64, is_binary: bool, encoding: String },
+    Chunk { data: String },
+    #[serde(rename_all = "camelCase")]
+    Complete { bytes_read: u64 },
+    Error { error: String },
+}
+
+/// Largest chunk of a file stream, in bytes (reference §7).
+pub const FILE_STREAM_CHUNK: usize = 65_535;
+
+/// Largest file `/api/read` returns in one body; larger gives 413 FILE_TOO_LARGE.
+pub const MAX_READ_BYTES: u64 = 32 * 1024 * 1024;
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WriteFileRequest {
+    pub path: String,
+    pub content: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encoding: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_id: Option<String>,
+}
+
+/// Body of `/api/delete` and `/api/exists`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PathRequest {
+    pub path: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_id: Option<String>,
+}
+
+/// Answer of `/api/write` and `/api/delete`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PathResponse {
+    pub success: bool,
+    pub path: String,
+    pub timestamp: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RenameRequest {
+    pub old_path: String,
+    pub new_path: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_id: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MoveRequest {
+    pub source_path: String,
+    pub destination_path: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_id: Option<String>,
+}
+
+/// Answer of `/api/rename` and `/api/move`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RenameResponse {
+    pub success: bool,
+    pub path: String,
+    pub new_path: String,
+    pub timestamp: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MkdirRequest {
+    pub path: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recursive: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_id: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MkdirResponse {
+    pub success: bool,
+    pub path: String,
+    pub recursive: bool,
+    pub timestamp: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ListFilesOptions {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recursive: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub include_hidden: Option<bool>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ListFilesRequest {
+    pub path: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub options: Option<ListFilesOptions>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_id: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FileType {
+    File,
+    Directory,
+    Symlink,
+    Other,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FilePermissions {
+    pub readable: bool,
+    pub writable: bool,
+    pub executable: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FileInfo {
+    pub name: String,
+    pub absolute_path: String,
+    pub relative_path: String,
+    #[serde(rename = "type")]
+    pub file_type: FileType,
+    pub size: u64,
+    pub modified_at: String,
+    /// Symbolic mode, e.g. `rwxr-xr-x`.
+    pub mode: String,
+    pub permissions: FilePermissions,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ListFilesResponse {
+    pub success: bool,
+    pub path: String,
+    pub files: Vec<FileInfo>,
+    pub count: usize,
+    pub timestamp: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ExistsResponse {
+    pub success: bool,
+    pub path: String,
+    pub exists: bool,
+    pub timestamp: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn exec_events_match_the_seed_shapes() {
+        let start = ExecEvent::Start { command: "echo hi".into(), timestamp: "t".into(), pid: None };
+        assert_eq!(
+            serde_json::to_value(&start).unwrap(),
+            json!({"type": "start", "command": "echo hi", "timestamp": "t"})
+        );
+        let done = ExecEvent::Complete { exit_code: 3, timestamp: "t".into() };
+        assert_eq!(
+            serde_json::to_value(&done).unwrap(),
+            json!({"type": "complete", "exitCode": 3, "timestamp": "t"})
+        );
+    }
+
+    #[test]
+    fn execute_request_reads_what_the_sdk_sends() {
+        let req: ExecuteRequest = serde_json::from_value(json!({
+            "command": "echo hi", "sessionId": "sandbox-default", "timeoutMs": 5000,
+            "env": {"A": "1", "B": null}, "cwd": "/tmp", "origin": "user", "extra": 1
+        }))
+        .unwrap();
+        assert_eq!(req.session_id.as_deref(), Some("sandbox-default"));
+        assert_eq!(req.timeout_ms, Some(5000));
+        assert_eq!(req.env.unwrap().get("B"), Some(&None));
+    }
+
+    #[test]
+    fn file_info_uses_type_key() {
+        let info = FileInfo {
+            name: "a".into(),
+            absolute_path: "/a".into(),
+            relative_path: "a".into(),
+            file_type: FileType::Directory,
+            size: 0,
+            modified_at: "t".into(),
+            mode: "rwxr-xr-x".into(),
+            permissions: FilePermissions { readable: true, writable: true, executable: true },
+        };
+        let v = serde_json::to_value(&info).unwrap();
+        assert_eq!(v["type"], "directory");
+        assert_eq!(v["absolutePath"], "/a");
+    }
+}

@@ -1,0 +1,179 @@
+//! The control-plane API (`/v1/sandboxes`). Requests reject unknown fields so a misspelt option
+//! is a clear 400, never silently ignored.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// Default idle time before a sandbox sleeps (`sleepAfter`), in seconds.
+pub const DEFAULT_SLEEP_AFTER_SECS: u64 = 600;
+
+/// Name of the image sandboxes use when none is given.
+pub const DEFAULT_IMAGE: &str = "default";
+
+/// A sandbox id: 1–63 chars of `[a-z0-9-]` (upper case accepted and kept), no leading or
+/// trailing `-`, not a reserved word. Same rule as the seed's `sanitizeSandboxId`, so ids can
+/// be used as DNS labels in preview URLs.
+pub fn validate_sandbox_id(id: &str) -> Result<(), String> {
+    const RESERVED: [&str; 7] = ["www", "api", "admin", "root", "system", "cloudflare", "workers"];
+    if id.is_empty() || id.len() > 63 {
+        return Err("sandbox id must be 1-63 characters".into());
+    }
+    if id.starts_with('-') || id.ends_with('-') {
+        return Err("sandbox id must not start or end with '-'".into());
+    }
+    if !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
+        return Err("sandbox id may contain only letters, digits and '-'".into());
+    }
+    if RESERVED.contains(&id.to_ascii_lowercase().as_str()) {
+        return Err(format!("sandbox id {id:?} is reserved"));
+    }
+    Ok(())
+}
+
+/// Resource limits of one sandbox. Every field is optional on input; the server fills defaults.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Limits {
+    /// CPU quota in cores (e.g. 0.5, 2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpus: Option<f64>,
+    /// Memory limit in MiB (no swap).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_mb: Option<u64>,
+    /// Maximum number of processes and threads.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pids: Option<u64>,
+    /// Disk limit of the sandbox's writable layer in MiB (enforced where the filesystem allows).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk_mb: Option<u64>,
+}
+
+/// Lifecycle state of a sandbox.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "lowercase")]
+pub enum SandboxState {
+    Creating,
+    Running,
+    Sleeping,
+    Destroyed,
+}
+
+impl SandboxState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SandboxState::Creating => "creating",
+            SandboxState::Running => "running",
+            SandboxState::Sleeping => "sleeping",
+            SandboxState::Destroyed => "destroyed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [Self::Creating, Self::Running, Self::Sleeping, Self::Destroyed]
+            .into_iter()
+            .find(|state| state.as_str() == s)
+    }
+}
+
+/// `POST /v1/sandboxes`: create a sandbox, or return the existing one with this id.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CreateSandboxRequest {
+    /// The key of the sandbox; generated when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// Idle time before sleeping: seconds, or a string such as "30s", "5m", "1h".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
+    pub sleep_after: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_alive: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub env: Option<BTreeMap<String, String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits: Option<Limits>,
+    /// When true, the writable layer is discarded when the sandbox sleeps.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ephemeral: Option<bool>,
+}
+
+/// `PATCH /v1/sandboxes/{id}`: change options of an existing sandbox. Limits apply at the next
+/// start.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct UpdateSandboxRequest {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
+    pub sleep_after: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_alive: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub env: Option<BTreeMap<String, String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits: Option<Limits>,
+}
+
+/// A sandbox as the control plane reports it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct SandboxInfo {
+    pub id: String,
+    pub image: String,
+    pub state: SandboxState,
+    pub sleep_after_secs: u64,
+    pub keep_alive: bool,
+    pub ephemeral: bool,
+    pub env: BTreeMap<String, String>,
+    /// Effective limits (defaults filled in).
+    pub limits: Limits,
+    pub created_at: String,
+    pub last_active_at: String,
+}
+
+/// `GET /v1/sandboxes?limit=&cursor=`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct SandboxList {
+    pub sandboxes: Vec<SandboxInfo>,
+    /// Pass as `cursor` to get the next page; absent on the last page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn ids_follow_the_seed_rule() {
+        assert!(validate_sandbox_id("user-123").is_ok());
+        assert!(validate_sandbox_id("").is_err());
+        assert!(validate_sandbox_id("-a").is_err());
+        assert!(validate_sandbox_id("a_b").is_err());
+        assert!(validate_sandbox_id("a/../b").is_err());
+        assert!(validate_sandbox_id("admin").is_err());
+        assert!(validate_sandbox_id(&"a".repeat(64)).is_err());
+    }
+
+    #[test]
+    fn unknown_options_are_rejected() {
+        let err = serde_json::from_value::<CreateSandboxRequest>(json!({"id": "a", "sleepAfterr": 3}));
+        assert!(err.is_err());
+        let err = serde_json::from_value::<CreateSandboxRequest>(json!({"limits": {"memory": 3}}));
+        assert!(err.is_err());
+        let ok: CreateSandboxRequest =
+            serde_json::from_value(json!({"id": "a", "sleepAfter": "30s", "limits": {"memoryMb": 256}}))
+                .unwrap();
+        assert_eq!(ok.limits.unwrap().memory_mb, Some(256));
+    }
+}

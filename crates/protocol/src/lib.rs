@@ -1,0 +1,21 @@
+//! Wire types shared by every sandpit component.
+//!
+//! * [`error`]: the one error-code table (code → HTTP status) and the error envelope.
+//! * [`container`]: the in-sandbox agent API, byte-compatible with the Cloudflare Sandbox
+//!   container protocol (`/api/*`), including SSE event enums.
+//! * [`control`]: the control-plane API (`/v1/sandboxes`).
+//!
+//! No I/O and no async runtime here: every crate may depend on this one.
+
+pub mod container;
+pub mod control;
+pub mod error;
+pub mod time;
+
+pub use error::{ErrorCode, ErrorResponse};
+
+/// Session id that means "run without a session" (the seed's `DISABLE_SESSION_TOKEN`).
+pub const DISABLE_SESSION: &str = "__DISABLE_SESSION__";
+
+/// Version string the agent reports on `/api/version`.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -1,0 +1,68 @@
+//! Timestamps and durations as they appear on the wire.
+
+use std::time::{Duration, SystemTime};
+
+/// RFC 3339 timestamp with milliseconds, e.g. `2026-11-22T10:00:00.123Z`.
+pub fn timestamp(at: SystemTime) -> String {
+    humantime::format_rfc3339_millis(at).to_string()
+}
+
+/// The current time as a wire timestamp.
+pub fn now() -> String {
+    timestamp(SystemTime::now())
+}
+
+/// Parses a `sleepAfter`-style duration: a number of seconds (`90`, `"90"`) or a humantime
+/// string (`"30s"`, `"5m"`, `"1h"`, `"1h 30m"`). Zero is rejected.
+pub fn parse_duration(value: &serde_json::Value) -> Result<Duration, String> {
+    let duration = match value {
+        serde_json::Value::Number(n) => n
+            .as_f64()
+            .filter(|s| s.is_finite() && *s >= 0.0)
+            .map(Duration::from_secs_f64)
+            .ok_or_else(|| format!("invalid number of seconds: {n}"))?,
+        serde_json::Value::String(s) => {
+            let trimmed = s.trim();
+            if let Ok(secs) = trimmed.parse::<u64>() {
+                Duration::from_secs(secs)
+            } else {
+                humantime::parse_duration(trimmed)
+                    .map_err(|e| format!("invalid duration {s:?}: {e}"))?
+            }
+        }
+        other => return Err(format!("expected seconds or a duration string, got {other}")),
+    };
+    if duration.is_zero() {
+        return Err("duration must be greater than zero".into());
+    }
+    Ok(duration)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn parses_seconds_and_strings() {
+        assert_eq!(parse_duration(&json!(30)), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration(&json!("30s")), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration(&json!("5m")), Ok(Duration::from_secs(300)));
+        assert_eq!(parse_duration(&json!("1h")), Ok(Duration::from_secs(3600)));
+        assert_eq!(parse_duration(&json!("45")), Ok(Duration::from_secs(45)));
+    }
+
+    #[test]
+    fn rejects_garbage() {
+        assert!(parse_duration(&json!("soon")).is_err());
+        assert!(parse_duration(&json!(0)).is_err());
+        assert!(parse_duration(&json!(-3)).is_err());
+        assert!(parse_duration(&json!(true)).is_err());
+    }
+
+    #[test]
+    fn timestamp_is_rfc3339_millis() {
+        let ts = timestamp(SystemTime::UNIX_EPOCH);
+        assert_eq!(ts, "1970-01-01T00:00:00.000Z");
+    }
+}

@@ -1,0 +1,75 @@
+//! Host-side sandbox lifecycle.
+//!
+//! The control plane talks to sandboxes only through the [`Driver`] trait: start one (get back
+//! the Unix socket of its agent), stop it (every process gone, the writable layer kept), destroy
+//! it (everything gone), and reconcile after a crash. [`local::LocalDriver`] implements it with
+//! Linux namespaces on this host; a Kubernetes driver can come later.
+
+use std::path::PathBuf;
+
+use sandpit_protocol::control::Limits;
+
+/// Everything a driver needs to start one sandbox.
+#[derive(Debug, Clone)]
+pub struct SandboxSpec {
+    /// The sandbox id (also its hostname).
+    pub id: String,
+    /// Directory of the image's root filesystem (read-only lower layer).
+    pub image_rootfs: PathBuf,
+    /// Effective limits (server defaults already filled in).
+    pub limits: Limits,
+    /// Environment given to every process of the sandbox.
+    pub env: Vec<(String, String)>,
+    /// First host uid/gid of the sandbox's 65536-id range (sandbox root maps to it).
+    pub uid_base: u32,
+    /// Drop the writable layer when the sandbox stops.
+    pub ephemeral: bool,
+}
+
+/// A started sandbox.
+#[derive(Debug, Clone)]
+pub struct Started {
+    /// Unix socket on which the sandbox's agent serves the container API.
+    pub socket: PathBuf,
+    /// Host pid of the sandbox's init (the agent).
+    pub pid: u32,
+}
+
+/// Errors of a driver.
+#[derive(Debug, thiserror::Error)]
+pub enum DriverError {
+    #[error("sandbox {id}: {stage}: {source}")]
+    Io {
+        id: String,
+        stage: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("sandbox {id} failed to start: {message}")]
+    StartFailed { id: String, message: String },
+    #[error("invalid sandbox spec: {0}")]
+    InvalidSpec(String),
+}
+
+/// Runs sandboxes. Implementations must be safe to call concurrently for different ids; the
+/// control plane never calls two lifecycle methods for the same id at once.
+#[async_trait::async_trait]
+pub trait Driver: Send + Sync + 'static {
+    /// Starts the sandbox (its writable layer is reused if it exists) and returns once its agent
+    /// accepts connections.
+    async fn start(&self, spec: &SandboxSpec) -> Result<Started, DriverError>;
+
+    /// Stops every process of the sandbox and releases its cgroups and socket. The writable
+    /// layer survives unless the spec was ephemeral. Stopping a stopped sandbox is a no-op.
+    async fn stop(&self, id: &str) -> Result<(), DriverError>;
+
+    /// Stops the sandbox and deletes its writable layer and every other trace of it.
+    async fn destroy(&self, id: &str) -> Result<(), DriverError>;
+
+    /// Whether the sandbox's init is still alive.
+    async fn is_running(&self, id: &str) -> bool;
+
+    /// Called once at server start: stops everything a previous server left running (processes,
+    /// cgroups, sockets) and returns the ids it found, so the control plane can mark them asleep.
+    async fn reconcile(&self) -> Result<Vec<String>, DriverError>;
+}

@@ -1,0 +1,1 @@
+//! sandpit-server (work in progress).

@@ -1,0 +1,1 @@
+//! sandpit-store (work in progress).
