@@ -1,0 +1,35 @@
+# Shared by scripts/serve.sh and scripts/test.sh: installs what sandpit needs on a fresh Debian 12
+# machine and builds it. Sourced, not run.
+
+SANDPIT_TRIPLE=x86_64-unknown-linux-gnu
+
+# Debian packages sandpit uses: debootstrap builds the default image; bubblewrap is the benchmark
+# baseline; nodejs/npm run the compatibility test against the published npm client.
+install_debian_packages() {
+  local wanted=(debootstrap bubblewrap ca-certificates)
+  command -v node >/dev/null 2>&1 || wanted+=(nodejs)
+  command -v npm >/dev/null 2>&1 || wanted+=(npm)
+  local missing=()
+  for pkg in "${wanted[@]}"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
+  done
+  if [ ${#missing[@]} -gt 0 ]; then
+    echo "==> installing Debian packages: ${missing[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+  fi
+}
+
+# Builds the workspace with the given cargo profile, plus the agent as a static binary (it runs as
+# PID 1 inside sandboxes whose images may have no or another libc).
+build_sandpit() {
+  local profile=$1 dir
+  [ "$profile" = release ] && dir=release || dir=debug
+  echo "==> building sandpit ($profile)"
+  cargo build --workspace --bins --profile "$profile"
+  echo "==> building the static agent"
+  RUSTFLAGS="-C target-feature=+crt-static" \
+    cargo build -p sandpit-agent --profile "$profile" --target "$SANDPIT_TRIPLE"
+  SANDPIT_BIN_DIR="$PWD/target/$dir"
+  export SANDPIT_AGENT_BIN="$PWD/target/$SANDPIT_TRIPLE/$dir/sandpit-agent"
+}

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Quick start, command 2: runs the whole test suite (as root: sandboxes need namespaces, cgroups
+# and idmapped mounts). Installs what is missing, builds, builds the default image if it is not
+# there yet, installs the npm client for the compatibility test, then runs every test.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/lib.sh
+install_debian_packages
+
+echo "==> format and lint"
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets -- -D warnings
+
+build_sandpit dev
+
+export SANDPIT_IMAGES_DIR=${SANDPIT_IMAGES_DIR:-/var/lib/sandpit/images}
+echo "==> default image in $SANDPIT_IMAGES_DIR"
+"$SANDPIT_BIN_DIR/sandpit" image build --images-dir "$SANDPIT_IMAGES_DIR"
+
+echo "==> npm client for the compatibility test"
+(cd compat && npm ci --no-audit --no-fund)
+
+echo "==> tests"
+if cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run --workspace --no-fail-fast
+else
+  cargo test --workspace --no-fail-fast -- --test-threads=1
+fi
