@@ -1,1 +1,28 @@
-//! sandpit-client (work in progress).
+//! Rust SDK for sandpit.
+//!
+//! ```no_run
+//! # async fn demo() -> sandpit_client::Result<()> {
+//! use sandpit_client::{Client, ExecOptions};
+//! let client = Client::new("http://127.0.0.1:7070", "API-KEY")?;
+//! let sandbox = client.sandbox("user-123"); // created on first use
+//! let out = sandbox.exec("python3 -c 'print(2+2)'", &ExecOptions::default()).await?;
+//! assert_eq!(out.stdout, "4\n");
+//! # Ok(()) }
+//! ```
+//!
+//! * [`Client`]: the control plane (create, get, list, update, stop, destroy).
+//! * [`SandboxHandle`]: one sandbox's container API (exec, streaming exec, sessions, files).
+//! * [`ClientError`]: `Api` carries the server's error envelope (code, status, context).
+
+mod client;
+mod error;
+mod sandbox;
+mod sse;
+
+pub use client::{Client, ListOptions};
+pub use error::{ClientError, Result};
+pub use sandbox::{ExecOptions, FileDownload, SandboxHandle};
+pub use sse::EventStream;
+
+/// The wire types, re-exported so users need no second dependency.
+pub use sandpit_protocol as protocol;
