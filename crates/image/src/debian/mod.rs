@@ -1,0 +1,276 @@
+//! The default image: Debian bookworm (debootstrap, minbase) plus the tools sandboxes expect,
+//! and a current Node LTS.
+//!
+//! Stages (reported through [`Progress`]): `bootstrap` (debootstrap), `packages` (apt-get in a
+//! chroot, percent from `APT::Status-Fd`), `node` (optional Node LTS), `finalize` (trim and
+//! sandbox-specific files). Every chroot command runs in a private mount namespace, so a
+//! failed or killed build never leaves /proc mounted inside the staging directory.
+
+pub(crate) mod cmd;
+pub mod mirror;
+mod node;
+pub mod status;
+
+use std::fs;
+use std::path::Path;
+
+pub use node::NODE_VERSION;
+
+use crate::error::io_err;
+use crate::fsutil::remove_tree;
+use crate::store::{IfReady, ImageConfig, SOURCE_DEBOOTSTRAP};
+use crate::{DEFAULT_IMAGE, ImageError, ImageInfo, ImageStore, Progress};
+use cmd::{clean_command, in_rootfs, run_lines};
+use status::{AptProgress, AptStatus, parse_apt_status, parse_debootstrap_line};
+
+const CODENAME: &str = "bookworm";
+
+/// Installed on top of debootstrap's minbase.
+pub(crate) const PACKAGES: &[&str] = &[
+    "bash",
+    "coreutils",
+    "procps",
+    "file",
+    "git",
+    "curl",
+    "wget",
+    "jq",
+    "ca-certificates",
+    "python3",
+    "ipython3",
+    "python3-matplotlib",
+    "python3-numpy",
+    "python3-pandas",
+    "nodejs",
+    "npm",
+];
+
+/// Keeps documentation out of the image, now and for later `apt-get install`s inside it
+/// (copyright files stay).
+const DPKG_EXCLUDES: &str = "\
+path-exclude=/usr/share/doc/*
+path-include=/usr/share/doc/*/copyright
+path-exclude=/usr/share/man/*
+path-exclude=/usr/share/info/*
+path-exclude=/usr/share/lintian/*
+";
+
+impl ImageStore {
+    /// Builds the image [`DEFAULT_IMAGE`] (needs root, debootstrap and network access to a
+    /// Debian mirror). Returns at once if it is already built. Takes several minutes.
+    pub fn build_default(&self, progress: &dyn Progress) -> Result<ImageInfo, ImageError> {
+        self.commit(
+            DEFAULT_IMAGE,
+            SOURCE_DEBOOTSTRAP,
+            IfReady::Reuse,
+            progress,
+            |staging| build(staging, progress),
+        )
+    }
+}
+
+fn build(staging: &Path, progress: &dyn Progress) -> Result<ImageConfig, ImageError> {
+    if !nix::unistd::geteuid().is_root() {
+        return Err(ImageError::build(
+            "bootstrap",
+            "building the default image needs root",
+        ));
+    }
+    let rootfs = staging.join("rootfs");
+    let sources = mirror::host_sources(Path::new("/etc/apt"), CODENAME);
+    bootstrap(
+        &rootfs,
+        mirror::bootstrap_mirror(&sources, CODENAME),
+        progress,
+    )?;
+    configure_apt(&rootfs, &sources)?;
+    install_packages(&rootfs, progress)?;
+
+    let mut config = ImageConfig {
+        env: vec![
+            "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_owned(),
+            "LANG=C.UTF-8".to_owned(),
+        ],
+        working_dir: Some("/workspace".to_owned()),
+        cmd: vec!["/bin/bash".to_owned()],
+        ..ImageConfig::default()
+    };
+    progress.stage("node", Some(3));
+    match node::install(&rootfs, &staging.join("node-pack"), progress) {
+        Ok(version) => {
+            progress.message(&format!("node {version} installed in /usr/local/bin"));
+            config.labels.insert("sandpit.node".to_owned(), version);
+        }
+        Err(reason) => {
+            progress.message(&format!(
+                "keeping Debian's node 18: Node {NODE_VERSION} failed: {reason}"
+            ));
+            tracing::warn!(%reason, "default image keeps Debian's node 18");
+            config
+                .labels
+                .insert("sandpit.node".to_owned(), "debian".to_owned());
+        }
+    }
+    finalize(&rootfs, progress)?;
+    Ok(config)
+}
+
+fn bootstrap(
+    rootfs: &Path,
+    mirror: Option<String>,
+    progress: &dyn Progress,
+) -> Result<(), ImageError> {
+    progress.stage("bootstrap", None);
+    match &mirror {
+        Some(mirror) => progress.message(&format!(
+            "debootstrap {CODENAME} from the host's mirror {mirror}"
+        )),
+        None => progress.message(&format!(
+            "debootstrap {CODENAME} from debootstrap's default mirror"
+        )),
+    }
+    // A private mount namespace: debootstrap mounts /proc and /sys in the target and would leak
+    // them on the host if killed half-way.
+    let mut cmd = clean_command("unshare");
+    cmd.args([
+        "--mount",
+        "--propagation",
+        "private",
+        "--",
+        "debootstrap",
+        "--variant=minbase",
+    ])
+    .arg(CODENAME)
+    .arg(rootfs);
+    if let Some(mirror) = mirror {
+        cmd.arg(mirror);
+    }
+    let mut lines = 0u64;
+    let mut on_line = |line: &str| {
+        if let Some(message) = parse_debootstrap_line(line) {
+            lines += 1;
+            progress.advance(lines);
+            progress.message(&message);
+        }
+    };
+    // debootstrap reports on stderr; stdout only has the occasional dpkg line.
+    let stderr_progress = |line: &str| {
+        if let Some(message) = parse_debootstrap_line(line) {
+            progress.message(&message);
+        }
+    };
+    run_lines(&mut cmd, "bootstrap", &mut on_line, stderr_progress)
+}
+
+/// Points the image's apt at the host's sources for the release (when there are any; otherwise
+/// debootstrap's sources.list stays) and keeps docs out of future installs.
+fn configure_apt(rootfs: &Path, sources: &[mirror::AptSource]) -> Result<(), ImageError> {
+    let write = |rel: &str, data: &str| {
+        let path = rootfs.join(rel);
+        fs::write(&path, data).map_err(io_err(format!("writing {}", path.display())))
+    };
+    write("etc/dpkg/dpkg.cfg.d/sandpit-nodoc", DPKG_EXCLUDES)?;
+    write(
+        "etc/apt/apt.conf.d/90sandpit",
+        "APT::Install-Recommends \"false\";\n",
+    )?;
+    if !sources.is_empty() {
+        write(
+            "etc/apt/sources.list.d/debian.sources",
+            &mirror::render_deb822(sources, rootfs),
+        )?;
+        let list = rootfs.join("etc/apt/sources.list");
+        if list.exists() {
+            fs::remove_file(&list).map_err(io_err(format!("removing {}", list.display())))?;
+        }
+    }
+    Ok(())
+}
+
+fn install_packages(rootfs: &Path, progress: &dyn Progress) -> Result<(), ImageError> {
+    progress.stage("packages", Some(100));
+    // Status lines go to stdout (fd 3 → 1), apt's human output to stderr.
+    let script = "chroot \"$R\" apt-get -q -o APT::Status-Fd=3 update 3>&1 1>&2; \
+        chroot \"$R\" apt-get -q -y --no-install-recommends -o APT::Status-Fd=3 \
+        -o Dpkg::Use-Pty=0 install \"$@\" 3>&1 1>&2";
+    let mut cmd = in_rootfs(rootfs, script);
+    cmd.args(PACKAGES);
+    let mut percent = AptProgress::default();
+    let on_status = |line: &str| {
+        let Some(status) = parse_apt_status(line) else {
+            return;
+        };
+        progress.advance(percent.update(&status));
+        match &status {
+            AptStatus::Install { message, .. } => progress.message(message),
+            AptStatus::Error { package, message } => {
+                progress.message(&format!("error: {package}: {message}"))
+            }
+            AptStatus::Download { .. } => {}
+        }
+    };
+    run_lines(&mut cmd, "packages", on_status, |_| {})
+}
+
+/// Shrinks the image and writes the files sandboxes expect.
+fn finalize(rootfs: &Path, progress: &dyn Progress) -> Result<(), ImageError> {
+    progress.stage("finalize", None);
+    progress.message("cleaning apt caches and docs");
+    let mut clean = in_rootfs(rootfs, "chroot \"$R\" apt-get clean");
+    run_lines(&mut clean, "finalize", |_| {}, |_| {})?;
+    for dir in [
+        "var/lib/apt/lists",
+        "var/cache/apt",
+        "usr/share/man",
+        "usr/share/info",
+        "var/log/apt",
+        "tmp",
+    ] {
+        clear_dir(&rootfs.join(dir))?;
+    }
+    remove_docs_except_copyright(&rootfs.join("usr/share/doc"))?;
+    for file in [
+        "var/log/dpkg.log",
+        "var/log/alternatives.log",
+        "var/log/bootstrap.log",
+    ] {
+        let _ = fs::remove_file(rootfs.join(file));
+    }
+
+    progress.message("writing /workspace, /etc/resolv.conf, /etc/hostname");
+    let workspace = rootfs.join("workspace");
+    fs::create_dir_all(&workspace).map_err(io_err(format!("creating {}", workspace.display())))?;
+    // debootstrap copies the host's resolv.conf and hostname; the sandbox runtime provides its
+    // own, and the host's should not leak into images.
+    for (file, content) in [("etc/resolv.conf", ""), ("etc/hostname", "sandbox\n")] {
+        let path = rootfs.join(file);
+        let _ = fs::remove_file(&path);
+        fs::write(&path, content).map_err(io_err(format!("writing {}", path.display())))?;
+    }
+    Ok(())
+}
+
+/// Empties a directory of the (trusted, just built) rootfs without following symlinks.
+fn clear_dir(dir: &Path) -> Result<(), ImageError> {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return Ok(());
+    };
+    for entry in entries.flatten() {
+        remove_tree(&entry.path())?;
+    }
+    Ok(())
+}
+
+fn remove_docs_except_copyright(doc: &Path) -> Result<(), ImageError> {
+    for entry in walkdir::WalkDir::new(doc).min_depth(1).contents_first(true) {
+        let Ok(entry) = entry else { continue };
+        let path = entry.path();
+        if entry.file_type().is_dir() {
+            // Fails (harmlessly) while a copyright file is left inside.
+            let _ = fs::remove_dir(path);
+        } else if entry.file_name() != "copyright" {
+            let _ = fs::remove_file(path);
+        }
+    }
+    Ok(())
+}

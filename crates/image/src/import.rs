@@ -1,0 +1,1 @@
+//! Import of OCI layout and docker-save tarballs.
