@@ -1,1 +1,143 @@
-//! sandpit-store (work in progress).
+//! The sandbox registry of the control plane.
+//!
+//! [`Store`] is what the server needs from persistent state: tenants and their API keys (kept
+//! as SHA-256 digests, never in clear), and one record per sandbox with its options, lifecycle
+//! state and uid slot. [`SqliteStore`] implements it on one SQLite file (WAL mode, versioned
+//! migrations in [`migrations`]); its blocking calls run on tokio's blocking pool.
+
+mod migrations;
+mod sqlite;
+
+use std::collections::BTreeMap;
+
+use sandpit_protocol::control::{Limits, SandboxState};
+
+pub use sqlite::SqliteStore;
+
+/// First host uid of slot 0; slot `n` owns `UID_BASE + n * UID_RANGE ..+ UID_RANGE`.
+pub const UID_BASE: u32 = 100_000;
+/// Size of the uid/gid range of one sandbox.
+pub const UID_RANGE: u32 = 65_536;
+/// Number of slots that fit below `u32::MAX`.
+pub const MAX_SLOTS: u32 = (u32::MAX - UID_BASE) / UID_RANGE;
+
+/// First host uid of a slot's range.
+pub fn uid_base(slot: u32) -> u32 {
+    UID_BASE + slot * UID_RANGE
+}
+
+/// Errors of a store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database: {0}")]
+    Db(#[from] rusqlite::Error),
+    #[error("cannot open store at {path}: {source}")]
+    Open {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("no free uid slot: {0} sandboxes exist")]
+    NoFreeSlot(u32),
+    #[error("tenant {0:?} does not exist")]
+    NoSuchTenant(String),
+    #[error("corrupt record {id}: {message}")]
+    Corrupt { id: String, message: String },
+    #[error("store task failed: {0}")]
+    Task(String),
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// Options of a sandbox chosen at creation (and partly changeable later).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SandboxOptions {
+    pub image: String,
+    pub sleep_after_secs: u64,
+    pub keep_alive: bool,
+    pub ephemeral: bool,
+    pub env: BTreeMap<String, String>,
+    pub limits: Limits,
+}
+
+/// What the server asks the store to create.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewSandbox {
+    pub tenant: String,
+    pub id: String,
+    /// Name the driver knows the sandbox by (unique across tenants).
+    pub internal_id: String,
+    pub options: SandboxOptions,
+    pub state: SandboxState,
+    /// Creation time, Unix milliseconds.
+    pub now_ms: i64,
+}
+
+/// One sandbox as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SandboxRecord {
+    pub tenant: String,
+    pub id: String,
+    pub internal_id: String,
+    pub options: SandboxOptions,
+    pub state: SandboxState,
+    /// The sandbox's uid slot; see [`uid_base`].
+    pub slot: u32,
+    /// Unix milliseconds.
+    pub created_at_ms: i64,
+    /// Unix milliseconds.
+    pub last_active_at_ms: i64,
+}
+
+/// Persistent state of the control plane. Every method is safe to call concurrently.
+#[async_trait::async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Creates a tenant if it does not exist yet.
+    async fn ensure_tenant(&self, tenant: &str) -> Result<()>;
+
+    /// Records an API key (its SHA-256 digest, hex) for an existing tenant.
+    async fn add_api_key(&self, tenant: &str, key_sha256: &str) -> Result<()>;
+
+    /// The tenant that owns a key digest.
+    async fn tenant_for_key(&self, key_sha256: &str) -> Result<Option<String>>;
+
+    /// Inserts the sandbox, allocating the lowest free uid slot, or returns the existing record
+    /// with the same `(tenant, id)`. The flag is true when it was created by this call.
+    async fn create_sandbox(&self, new: NewSandbox) -> Result<(SandboxRecord, bool)>;
+
+    async fn get_sandbox(&self, tenant: &str, id: &str) -> Result<Option<SandboxRecord>>;
+
+    /// A tenant's sandboxes ordered by id, starting after `after`.
+    async fn list_sandboxes(
+        &self,
+        tenant: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<SandboxRecord>>;
+
+    /// Replaces the options of a sandbox. Returns false when it does not exist.
+    async fn update_options(
+        &self,
+        tenant: &str,
+        id: &str,
+        options: &SandboxOptions,
+    ) -> Result<bool>;
+
+    /// Sets the state (and, when given, the last-activity time) of a sandbox.
+    async fn set_state(
+        &self,
+        tenant: &str,
+        id: &str,
+        state: SandboxState,
+        last_active_ms: Option<i64>,
+    ) -> Result<bool>;
+
+    /// Moves every sandbox in one of `from` to `to`; returns how many changed.
+    async fn reset_states(&self, from: &[SandboxState], to: SandboxState) -> Result<usize>;
+
+    /// Deletes a sandbox record (its slot becomes free). Returns false when it did not exist.
+    async fn delete_sandbox(&self, tenant: &str, id: &str) -> Result<bool>;
+
+    /// Number of sandboxes per state, over all tenants.
+    async fn count_by_state(&self) -> Result<Vec<(SandboxState, u64)>>;
+}

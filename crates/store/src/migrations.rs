@@ -1,0 +1,60 @@
+//! Versioned schema migrations. Append new versions; never edit a released one.
+
+use rusqlite::Connection;
+
+/// `(version, sql)` in order. Each runs once, inside a transaction, and is recorded in
+/// `schema_migrations`.
+pub(crate) const MIGRATIONS: &[(i64, &str)] = &[(
+    1,
+    "CREATE TABLE tenants (
+        name        TEXT PRIMARY KEY,
+        created_at  INTEGER NOT NULL
+    );
+    CREATE TABLE api_keys (
+        key_sha256  TEXT PRIMARY KEY,
+        tenant      TEXT NOT NULL REFERENCES tenants(name) ON DELETE CASCADE,
+        created_at  INTEGER NOT NULL
+    );
+    CREATE TABLE sandboxes (
+        tenant          TEXT NOT NULL REFERENCES tenants(name),
+        id              TEXT NOT NULL,
+        internal_id     TEXT NOT NULL UNIQUE,
+        image           TEXT NOT NULL,
+        state           TEXT NOT NULL,
+        sleep_after     INTEGER NOT NULL,
+        keep_alive      INTEGER NOT NULL,
+        ephemeral       INTEGER NOT NULL,
+        env             TEXT NOT NULL,
+        limits          TEXT NOT NULL,
+        slot            INTEGER NOT NULL UNIQUE,
+        created_at      INTEGER NOT NULL,
+        last_active_at  INTEGER NOT NULL,
+        PRIMARY KEY (tenant, id)
+    );
+    CREATE INDEX sandboxes_state ON sandboxes(state);",
+)];
+
+/// Brings the schema to the newest version.
+pub(crate) fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (
+            version     INTEGER PRIMARY KEY,
+            applied_at  INTEGER NOT NULL
+        );",
+    )?;
+    let current: i64 = conn.query_row(
+        "SELECT COALESCE(MAX(version), 0) FROM schema_migrations",
+        [],
+        |r| r.get(0),
+    )?;
+    for (version, sql) in MIGRATIONS.iter().filter(|(v, _)| *v > current) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.execute(
+            "INSERT INTO schema_migrations (version, applied_at) VALUES (?1, strftime('%s','now'))",
+            [version],
+        )?;
+        tx.commit()?;
+    }
+    Ok(())
+}

@@ -1,0 +1,381 @@
+//! [`Store`] on one SQLite database file.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
+use sandpit_protocol::control::SandboxState;
+
+use crate::{
+    MAX_SLOTS, NewSandbox, Result, SandboxOptions, SandboxRecord, Store, StoreError, migrations,
+};
+
+/// SQLite-backed store. One connection behind a mutex: SQLite serialises writers anyway, and
+/// every statement here takes microseconds. Calls run on tokio's blocking pool.
+#[derive(Clone)]
+pub struct SqliteStore {
+    conn: Arc<Mutex<Connection>>,
+}
+
+const COLUMNS: &str = "tenant, id, internal_id, image, state, sleep_after, keep_alive, ephemeral, \
+                       env, limits, slot, created_at, last_active_at";
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `path` and applies pending migrations.
+    pub fn open(path: &Path) -> Result<Self> {
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).map_err(|source| StoreError::Open {
+                path: parent.display().to_string(),
+                source,
+            })?;
+        }
+        let conn = Connection::open(path)?;
+        Self::init(conn)
+    }
+
+    /// A private in-memory database (tests).
+    pub fn open_in_memory() -> Result<Self> {
+        Self::init(Connection::open_in_memory()?)
+    }
+
+    fn init(mut conn: Connection) -> Result<Self> {
+        // WAL keeps readers off the writer's back; NORMAL sync is durable across process
+        // crashes, which is what matters for a registry that is reconciled at start anyway.
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        migrations::migrate(&mut conn)?;
+        Ok(SqliteStore {
+            conn: Arc::new(Mutex::new(conn)),
+        })
+    }
+
+    /// Runs `f` with the connection on the blocking pool.
+    async fn with<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T> + Send + 'static,
+    {
+        let conn = self.conn.clone();
+        tokio::task::spawn_blocking(move || {
+            // A panic while holding the lock cannot leave SQLite inconsistent (statements are
+            // atomic), so a poisoned lock is still usable.
+            let mut guard = conn.lock().unwrap_or_else(|p| p.into_inner());
+            f(&mut guard)
+        })
+        .await
+        .map_err(|e| StoreError::Task(e.to_string()))?
+    }
+}
+
+fn now_secs() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+fn corrupt(id: &str, message: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt {
+        id: id.to_owned(),
+        message: message.to_string(),
+    }
+}
+
+/// Raw row, decoded outside rusqlite's closure so JSON errors keep their own type.
+struct RawRow {
+    tenant: String,
+    id: String,
+    internal_id: String,
+    image: String,
+    state: String,
+    sleep_after: i64,
+    keep_alive: bool,
+    ephemeral: bool,
+    env: String,
+    limits: String,
+    slot: i64,
+    created_at: i64,
+    last_active_at: i64,
+}
+
+fn raw_row(row: &Row<'_>) -> rusqlite::Result<RawRow> {
+    Ok(RawRow {
+        tenant: row.get(0)?,
+        id: row.get(1)?,
+        internal_id: row.get(2)?,
+        image: row.get(3)?,
+        state: row.get(4)?,
+        sleep_after: row.get(5)?,
+        keep_alive: row.get(6)?,
+        ephemeral: row.get(7)?,
+        env: row.get(8)?,
+        limits: row.get(9)?,
+        slot: row.get(10)?,
+        created_at: row.get(11)?,
+        last_active_at: row.get(12)?,
+    })
+}
+
+impl TryFrom<RawRow> for SandboxRecord {
+    type Error = StoreError;
+
+    fn try_from(r: RawRow) -> Result<Self> {
+        let state = SandboxState::parse(&r.state)
+            .ok_or_else(|| corrupt(&r.id, format!("unknown state {:?}", r.state)))?;
+        let env = serde_json::from_str(&r.env).map_err(|e| corrupt(&r.id, e))?;
+        let limits = serde_json::from_str(&r.limits).map_err(|e| corrupt(&r.id, e))?;
+        let slot = u32::try_from(r.slot).map_err(|e| corrupt(&r.id, e))?;
+        Ok(SandboxRecord {
+            options: SandboxOptions {
+                image: r.image,
+                sleep_after_secs: r.sleep_after.max(0) as u64,
+                keep_alive: r.keep_alive,
+                ephemeral: r.ephemeral,
+                env,
+                limits,
+            },
+            tenant: r.tenant,
+            id: r.id,
+            internal_id: r.internal_id,
+            state,
+            slot,
+            created_at_ms: r.created_at,
+            last_active_at_ms: r.last_active_at,
+        })
+    }
+}
+
+fn get(conn: &Connection, tenant: &str, id: &str) -> Result<Option<SandboxRecord>> {
+    let sql = format!("SELECT {COLUMNS} FROM sandboxes WHERE tenant = ?1 AND id = ?2");
+    conn.query_row(&sql, params![tenant, id], raw_row)
+        .optional()?
+        .map(SandboxRecord::try_from)
+        .transpose()
+}
+
+/// The lowest slot not in use (slots are kept sorted by the query).
+fn free_slot(conn: &Connection) -> Result<u32> {
+    let mut stmt = conn.prepare("SELECT slot FROM sandboxes ORDER BY slot")?;
+    let mut expected: u32 = 0;
+    for slot in stmt.query_map([], |r| r.get::<_, i64>(0))? {
+        if slot? != i64::from(expected) {
+            break;
+        }
+        expected += 1;
+    }
+    if expected >= MAX_SLOTS {
+        return Err(StoreError::NoFreeSlot(expected));
+    }
+    Ok(expected)
+}
+
+fn to_json<T: serde::Serialize>(value: &T) -> String {
+    // Maps of strings and plain numbers always serialise.
+    serde_json::to_string(value).unwrap_or_else(|_| "{}".into())
+}
+
+#[async_trait::async_trait]
+impl Store for SqliteStore {
+    async fn ensure_tenant(&self, tenant: &str) -> Result<()> {
+        let tenant = tenant.to_owned();
+        self.with(move |c| {
+            c.execute(
+                "INSERT OR IGNORE INTO tenants (name, created_at) VALUES (?1, ?2)",
+                params![tenant, now_secs()],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn add_api_key(&self, tenant: &str, key_sha256: &str) -> Result<()> {
+        let (tenant, key) = (tenant.to_owned(), key_sha256.to_owned());
+        self.with(move |c| {
+            let exists: bool = c
+                .query_row("SELECT 1 FROM tenants WHERE name = ?1", [&tenant], |_| {
+                    Ok(true)
+                })
+                .optional()?
+                .unwrap_or(false);
+            if !exists {
+                return Err(StoreError::NoSuchTenant(tenant));
+            }
+            c.execute(
+                "INSERT INTO api_keys (key_sha256, tenant, created_at) VALUES (?1, ?2, ?3)",
+                params![key, tenant, now_secs()],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn tenant_for_key(&self, key_sha256: &str) -> Result<Option<String>> {
+        let key = key_sha256.to_owned();
+        self.with(move |c| {
+            Ok(c.query_row(
+                "SELECT tenant FROM api_keys WHERE key_sha256 = ?1",
+                [key],
+                |r| r.get(0),
+            )
+            .optional()?)
+        })
+        .await
+    }
+
+    async fn create_sandbox(&self, new: NewSandbox) -> Result<(SandboxRecord, bool)> {
+        self.with(move |c| {
+            // IMMEDIATE takes the write lock up front, so two creators of the same id (even
+            // from two processes) cannot both miss the existing row.
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            if let Some(existing) = get(&tx, &new.tenant, &new.id)? {
+                return Ok((existing, false));
+            }
+            tx.execute(
+                "INSERT OR IGNORE INTO tenants (name, created_at) VALUES (?1, ?2)",
+                params![new.tenant, now_secs()],
+            )?;
+            let slot = free_slot(&tx)?;
+            let o = &new.options;
+            tx.execute(
+                &format!(
+                    "INSERT INTO sandboxes ({COLUMNS}) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?12)"
+                ),
+                params![
+                    new.tenant,
+                    new.id,
+                    new.internal_id,
+                    o.image,
+                    new.state.as_str(),
+                    o.sleep_after_secs as i64,
+                    o.keep_alive,
+                    o.ephemeral,
+                    to_json(&o.env),
+                    to_json(&o.limits),
+                    slot,
+                    new.now_ms,
+                ],
+            )?;
+            let record = get(&tx, &new.tenant, &new.id)?
+                .ok_or_else(|| corrupt(&new.id, "row vanished after insert"))?;
+            tx.commit()?;
+            Ok((record, true))
+        })
+        .await
+    }
+
+    async fn get_sandbox(&self, tenant: &str, id: &str) -> Result<Option<SandboxRecord>> {
+        let (tenant, id) = (tenant.to_owned(), id.to_owned());
+        self.with(move |c| get(c, &tenant, &id)).await
+    }
+
+    async fn list_sandboxes(
+        &self,
+        tenant: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<SandboxRecord>> {
+        let (tenant, after) = (tenant.to_owned(), after.unwrap_or("").to_owned());
+        self.with(move |c| {
+            let sql = format!(
+                "SELECT {COLUMNS} FROM sandboxes WHERE tenant = ?1 AND id > ?2 ORDER BY id LIMIT ?3"
+            );
+            let mut stmt = c.prepare(&sql)?;
+            let rows = stmt.query_map(params![tenant, after, limit as i64], raw_row)?;
+            rows.map(|r| SandboxRecord::try_from(r?)).collect()
+        })
+        .await
+    }
+
+    async fn update_options(
+        &self,
+        tenant: &str,
+        id: &str,
+        options: &SandboxOptions,
+    ) -> Result<bool> {
+        let (tenant, id, o) = (tenant.to_owned(), id.to_owned(), options.clone());
+        self.with(move |c| {
+            let n = c.execute(
+                "UPDATE sandboxes SET image = ?3, sleep_after = ?4, keep_alive = ?5, \
+                 ephemeral = ?6, env = ?7, limits = ?8 WHERE tenant = ?1 AND id = ?2",
+                params![
+                    tenant,
+                    id,
+                    o.image,
+                    o.sleep_after_secs as i64,
+                    o.keep_alive,
+                    o.ephemeral,
+                    to_json(&o.env),
+                    to_json(&o.limits),
+                ],
+            )?;
+            Ok(n > 0)
+        })
+        .await
+    }
+
+    async fn set_state(
+        &self,
+        tenant: &str,
+        id: &str,
+        state: SandboxState,
+        last_active_ms: Option<i64>,
+    ) -> Result<bool> {
+        let (tenant, id) = (tenant.to_owned(), id.to_owned());
+        self.with(move |c| {
+            let n = c.execute(
+                "UPDATE sandboxes SET state = ?3, last_active_at = COALESCE(?4, last_active_at) \
+                 WHERE tenant = ?1 AND id = ?2",
+                params![tenant, id, state.as_str(), last_active_ms],
+            )?;
+            Ok(n > 0)
+        })
+        .await
+    }
+
+    async fn reset_states(&self, from: &[SandboxState], to: SandboxState) -> Result<usize> {
+        let from: Vec<&'static str> = from.iter().map(|s| s.as_str()).collect();
+        self.with(move |c| {
+            let mut changed = 0;
+            for state in from {
+                changed += c.execute(
+                    "UPDATE sandboxes SET state = ?2 WHERE state = ?1",
+                    params![state, to.as_str()],
+                )?;
+            }
+            Ok(changed)
+        })
+        .await
+    }
+
+    async fn delete_sandbox(&self, tenant: &str, id: &str) -> Result<bool> {
+        let (tenant, id) = (tenant.to_owned(), id.to_owned());
+        self.with(move |c| {
+            let n = c.execute(
+                "DELETE FROM sandboxes WHERE tenant = ?1 AND id = ?2",
+                params![tenant, id],
+            )?;
+            Ok(n > 0)
+        })
+        .await
+    }
+
+    async fn count_by_state(&self) -> Result<Vec<(SandboxState, u64)>> {
+        self.with(|c| {
+            let mut stmt = c.prepare("SELECT state, COUNT(*) FROM sandboxes GROUP BY state")?;
+            let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (state, n) = row?;
+                if let Some(state) = SandboxState::parse(&state) {
+                    out.push((state, n.max(0) as u64));
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+}

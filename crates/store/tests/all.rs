@@ -1,0 +1,2 @@
+//! Integration tests of sandpit-store (one binary, see the house conventions).
+mod suite;

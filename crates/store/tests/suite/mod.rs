@@ -1,0 +1,29 @@
+mod keys;
+mod sandboxes;
+
+use std::collections::BTreeMap;
+
+use sandpit_protocol::control::{Limits, SandboxState};
+use sandpit_store::{NewSandbox, SandboxOptions};
+
+pub fn new_sandbox(tenant: &str, id: &str) -> NewSandbox {
+    NewSandbox {
+        tenant: tenant.into(),
+        id: id.into(),
+        internal_id: format!("{tenant}-{id}"),
+        options: SandboxOptions {
+            image: "default".into(),
+            sleep_after_secs: 600,
+            keep_alive: false,
+            ephemeral: false,
+            env: BTreeMap::from([("A".into(), "1".into())]),
+            limits: Limits {
+                memory_mb: Some(256),
+                cpus: Some(0.5),
+                ..Limits::default()
+            },
+        },
+        state: SandboxState::Creating,
+        now_ms: 1_000,
+    }
+}

@@ -1,0 +1,155 @@
+use std::sync::Arc;
+
+use sandpit_protocol::control::SandboxState;
+use sandpit_store::{SqliteStore, Store, uid_base};
+
+use super::new_sandbox;
+
+#[tokio::test]
+async fn create_is_create_or_get() {
+    let store = SqliteStore::open_in_memory().unwrap();
+    let (first, created) = store.create_sandbox(new_sandbox("t", "a")).await.unwrap();
+    assert!(created);
+    assert_eq!(first.slot, 0);
+    assert_eq!(first.state, SandboxState::Creating);
+    assert_eq!(first.options.env["A"], "1");
+    assert_eq!(first.options.limits.memory_mb, Some(256));
+    let mut again = new_sandbox("t", "a");
+    again.options.image = "other".into();
+    let (second, created) = store.create_sandbox(again).await.unwrap();
+    assert!(!created);
+    assert_eq!(second, first, "the existing record is returned unchanged");
+}
+
+#[tokio::test]
+async fn same_id_in_two_tenants_is_two_sandboxes() {
+    let store = SqliteStore::open_in_memory().unwrap();
+    let (a, _) = store.create_sandbox(new_sandbox("t1", "x")).await.unwrap();
+    let (b, created) = store.create_sandbox(new_sandbox("t2", "x")).await.unwrap();
+    assert!(created);
+    assert_ne!(a.slot, b.slot);
+    assert!(store.get_sandbox("t1", "x").await.unwrap().is_some());
+    assert!(store.get_sandbox("t3", "x").await.unwrap().is_none());
+    assert_eq!(store.list_sandboxes("t2", None, 10).await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn slots_are_reused_after_delete() {
+    let store = SqliteStore::open_in_memory().unwrap();
+    for id in ["a", "b", "c"] {
+        store.create_sandbox(new_sandbox("t", id)).await.unwrap();
+    }
+    assert!(store.delete_sandbox("t", "b").await.unwrap());
+    assert!(!store.delete_sandbox("t", "b").await.unwrap());
+    let (d, _) = store.create_sandbox(new_sandbox("t", "d")).await.unwrap();
+    assert_eq!(d.slot, 1, "the freed slot is taken first");
+    let (e, _) = store.create_sandbox(new_sandbox("t", "e")).await.unwrap();
+    assert_eq!(e.slot, 3);
+    assert_eq!(uid_base(e.slot), 100_000 + 3 * 65_536);
+}
+
+#[tokio::test]
+async fn concurrent_creates_make_one_record() {
+    let store = Arc::new(SqliteStore::open_in_memory().unwrap());
+    let tasks: Vec<_> = (0..20)
+        .map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move { store.create_sandbox(new_sandbox("t", "same")).await })
+        })
+        .collect();
+    let mut created = 0;
+    for task in tasks {
+        if task.await.unwrap().unwrap().1 {
+            created += 1;
+        }
+    }
+    assert_eq!(created, 1);
+    assert_eq!(store.list_sandboxes("t", None, 100).await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn list_pages_by_id() {
+    let store = SqliteStore::open_in_memory().unwrap();
+    for i in 0..7 {
+        store
+            .create_sandbox(new_sandbox("t", &format!("sb-{i}")))
+            .await
+            .unwrap();
+    }
+    store
+        .create_sandbox(new_sandbox("other", "sb-9"))
+        .await
+        .unwrap();
+    let page1 = store.list_sandboxes("t", None, 3).await.unwrap();
+    let ids: Vec<_> = page1.iter().map(|r| r.id.as_str()).collect();
+    assert_eq!(ids, ["sb-0", "sb-1", "sb-2"]);
+    let page3 = store.list_sandboxes("t", Some("sb-5"), 3).await.unwrap();
+    let ids: Vec<_> = page3.iter().map(|r| r.id.as_str()).collect();
+    assert_eq!(ids, ["sb-6"]);
+}
+
+#[tokio::test]
+async fn state_and_options_updates() {
+    let store = SqliteStore::open_in_memory().unwrap();
+    let (rec, _) = store.create_sandbox(new_sandbox("t", "a")).await.unwrap();
+    assert!(
+        store
+            .set_state("t", "a", SandboxState::Running, Some(5_000))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .set_state("t", "zz", SandboxState::Running, None)
+            .await
+            .unwrap()
+    );
+    let mut opts = rec.options.clone();
+    opts.keep_alive = true;
+    opts.sleep_after_secs = 5;
+    assert!(store.update_options("t", "a", &opts).await.unwrap());
+    let got = store.get_sandbox("t", "a").await.unwrap().unwrap();
+    assert_eq!(got.state, SandboxState::Running);
+    assert_eq!(got.last_active_at_ms, 5_000);
+    assert_eq!(got.options, opts);
+    store.create_sandbox(new_sandbox("t", "b")).await.unwrap();
+    let n = store
+        .reset_states(
+            &[SandboxState::Running, SandboxState::Creating],
+            SandboxState::Sleeping,
+        )
+        .await
+        .unwrap();
+    assert_eq!(n, 2);
+    assert_eq!(
+        store.count_by_state().await.unwrap(),
+        vec![(SandboxState::Sleeping, 2)]
+    );
+}
+
+#[tokio::test]
+async fn state_survives_reopen_and_migrations_are_idempotent() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("nested/sandpit.db");
+    {
+        let store = SqliteStore::open(&path).unwrap();
+        store
+            .create_sandbox(new_sandbox("t", "keep"))
+            .await
+            .unwrap();
+        store.ensure_tenant("t").await.unwrap();
+        store.add_api_key("t", "digest").await.unwrap();
+    }
+    let store = SqliteStore::open(&path).unwrap();
+    let rec = store.get_sandbox("t", "keep").await.unwrap().unwrap();
+    assert_eq!(rec.internal_id, "t-keep");
+    assert_eq!(
+        store.tenant_for_key("digest").await.unwrap().as_deref(),
+        Some("t")
+    );
+    let mode: String = rusqlite::Connection::open(&path)
+        .unwrap()
+        .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(mode, "wal");
+}
