@@ -1,0 +1,784 @@
+//! Per-sandbox cgroups behind one trait: [`V1Hybrid`] (v1 controllers plus an optional cgroup2
+//! mount used only for `cgroup.kill`) and [`V2`] (pure unified hierarchy).
+//!
+//! Sandbox cgroups live at `<own cgroup>/<group>/<name>` in every hierarchy, where `<own cgroup>`
+//! is the cgroup of the calling process (from `/proc/self/cgroup`), so a server started inside a
+//! limited cgroup stays inside its accounting. Everything here is plain file I/O.
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+/// CFS period used for CPU quotas (100 ms, the kernel default).
+pub const CPU_PERIOD_US: u64 = 100_000;
+
+/// Resource limits of one sandbox. `None` means unlimited.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct CgroupLimits {
+    /// Memory limit in bytes; swap is not allowed on top of it.
+    pub memory_bytes: Option<u64>,
+    /// Maximum number of tasks (processes and threads).
+    pub pids: Option<u64>,
+    /// CPU quota in cores (e.g. `0.5`).
+    pub cpus: Option<f64>,
+}
+
+impl CgroupLimits {
+    /// CFS quota in microseconds per [`CPU_PERIOD_US`], at least 1 ms.
+    pub fn cpu_quota_us(&self) -> Option<u64> {
+        self.cpus
+            .filter(|c| c.is_finite() && *c > 0.0)
+            .map(|c| ((c * CPU_PERIOD_US as f64) as u64).max(1_000))
+    }
+}
+
+/// Errors of cgroup management.
+#[derive(Debug, thiserror::Error)]
+pub enum CgroupError {
+    #[error("cgroup {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("no usable cgroup hierarchy: {0}")]
+    Unsupported(String),
+    #[error("invalid cgroup name {0:?}")]
+    InvalidName(String),
+}
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> CgroupError + '_ {
+    move |source| CgroupError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+fn write_file(path: &Path, value: &str) -> Result<(), CgroupError> {
+    fs::write(path, value).map_err(io_err(path))
+}
+
+fn check_name(name: &str) -> Result<(), CgroupError> {
+    if name.is_empty() || name == "." || name == ".." || name.contains('/') || name.contains('\0') {
+        return Err(CgroupError::InvalidName(name.to_string()));
+    }
+    Ok(())
+}
+
+fn read_pids(procs: &Path) -> Result<Vec<u32>, CgroupError> {
+    match fs::read_to_string(procs) {
+        Ok(s) => Ok(s.lines().filter_map(|l| l.trim().parse().ok()).collect()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(io_err(procs)(e)),
+    }
+}
+
+/// rmdir that treats "already gone" as success.
+fn remove_dir(dir: &Path) -> Result<(), CgroupError> {
+    match fs::remove_dir(dir) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(io_err(dir)(e)),
+    }
+}
+
+fn list_children(base: &Path, out: &mut BTreeSet<String>) -> Result<(), CgroupError> {
+    let entries = match fs::read_dir(base) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(io_err(base)(e)),
+    };
+    for entry in entries.flatten() {
+        if entry.file_type().map(|t| t.is_dir()).unwrap_or(false)
+            && let Some(name) = entry.file_name().to_str()
+        {
+            out.insert(name.to_string());
+        }
+    }
+    Ok(())
+}
+
+fn kill_pids(pids: &[u32]) {
+    for pid in pids {
+        if let Ok(pid) = i32::try_from(*pid) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+}
+
+/// One cgroup backend. All methods take the sandbox name (a single path component).
+pub trait CgroupManager: Send + Sync + std::fmt::Debug {
+    /// `"v1-hybrid"` or `"v2"`.
+    fn kind(&self) -> &'static str;
+    /// Creates the sandbox's cgroups (reusing leftovers) and writes the limits.
+    fn create(&self, name: &str, limits: &CgroupLimits) -> Result<(), CgroupError>;
+    /// The `cgroup.procs` files a process must write its pid to, to join every hierarchy.
+    fn procs_files(&self, name: &str) -> Vec<PathBuf>;
+    /// Every directory of the sandbox (one per hierarchy), whether or not it exists.
+    fn dirs(&self, name: &str) -> Vec<PathBuf>;
+    /// Whether any directory of the sandbox exists.
+    fn exists(&self, name: &str) -> bool {
+        self.dirs(name).iter().any(|d| d.is_dir())
+    }
+    /// Pids (host namespace) of the processes in the sandbox.
+    fn pids(&self, name: &str) -> Result<Vec<u32>, CgroupError>;
+    /// Sends SIGKILL to every process of the sandbox (asynchronously: they may still be exiting
+    /// when this returns).
+    fn kill_all(&self, name: &str) -> Result<(), CgroupError>;
+    /// Removes the sandbox's directories. Fails (EBUSY) while processes are still exiting;
+    /// callers retry.
+    fn remove(&self, name: &str) -> Result<(), CgroupError>;
+    /// Names of every sandbox cgroup that exists under the group.
+    fn list(&self) -> Result<Vec<String>, CgroupError>;
+}
+
+/// Detects the host's layout and returns the matching backend for sandboxes under `group`.
+pub fn detect(group: &str) -> Result<Box<dyn CgroupManager>, CgroupError> {
+    check_name(group)?;
+    let mountinfo = fs::read_to_string("/proc/self/mountinfo")
+        .map_err(io_err(Path::new("/proc/self/mountinfo")))?;
+    let own =
+        fs::read_to_string("/proc/self/cgroup").map_err(io_err(Path::new("/proc/self/cgroup")))?;
+    from_layout(
+        &parse_mountinfo(&mountinfo),
+        &parse_proc_cgroup(&own),
+        group,
+    )
+}
+
+/// A cgroup filesystem mount from `/proc/self/mountinfo`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CgroupMount {
+    /// Root of the mount inside the hierarchy (`/` unless a subtree is mounted).
+    pub root: String,
+    pub mount_point: PathBuf,
+    /// Controllers of a v1 mount (e.g. `["cpu", "cpuacct"]`, `["name=systemd"]`); empty for v2.
+    pub controllers: Vec<String>,
+    pub v2: bool,
+}
+
+/// A line of `/proc/self/cgroup`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OwnCgroup {
+    /// Controllers of the hierarchy (empty for the unified one).
+    pub controllers: Vec<String>,
+    pub path: String,
+}
+
+fn unescape_mount_path(s: &str) -> String {
+    // mountinfo escapes space, tab, newline and backslash as \ooo.
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'\\'
+            && i + 4 <= bytes.len()
+            && let Some(v) = std::str::from_utf8(&bytes[i + 1..i + 4])
+                .ok()
+                .and_then(|o| u8::from_str_radix(o, 8).ok())
+        {
+            out.push(v);
+            i += 4;
+            continue;
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Parses the cgroup mounts out of `/proc/self/mountinfo`.
+pub fn parse_mountinfo(text: &str) -> Vec<CgroupMount> {
+    let mut out = Vec::new();
+    for line in text.lines() {
+        let Some((left, right)) = line.split_once(" - ") else {
+            continue;
+        };
+        let left: Vec<&str> = left.split(' ').collect();
+        let right: Vec<&str> = right.split(' ').collect();
+        if left.len() < 5 || right.len() < 3 {
+            continue;
+        }
+        let (fstype, super_opts) = (right[0], right[2]);
+        let v2 = match fstype {
+            "cgroup2" => true,
+            "cgroup" => false,
+            _ => continue,
+        };
+        let controllers = if v2 {
+            Vec::new()
+        } else {
+            super_opts
+                .split(',')
+                .filter(|o| {
+                    !matches!(
+                        *o,
+                        "rw" | "ro" | "relatime" | "noatime" | "nosuid" | "nodev" | "noexec"
+                    ) && !o.starts_with("release_agent")
+                        && *o != "clone_children"
+                        && *o != "xattr"
+                        && *o != "noprefix"
+                })
+                .map(str::to_string)
+                .collect()
+        };
+        out.push(CgroupMount {
+            root: unescape_mount_path(left[3]),
+            mount_point: PathBuf::from(unescape_mount_path(left[4])),
+            controllers,
+            v2,
+        });
+    }
+    out
+}
+
+/// Parses `/proc/self/cgroup`.
+pub fn parse_proc_cgroup(text: &str) -> Vec<OwnCgroup> {
+    text.lines()
+        .filter_map(|line| {
+            let mut parts = line.splitn(3, ':');
+            let _id = parts.next()?;
+            let controllers = parts.next()?;
+            let path = parts.next()?;
+            Some(OwnCgroup {
+                controllers: controllers
+                    .split(',')
+                    .filter(|c| !c.is_empty())
+                    .map(str::to_string)
+                    .collect(),
+                path: path.to_string(),
+            })
+        })
+        .collect()
+}
+
+/// `<mount point>/<own path relative to the mount root>/<group>`.
+fn group_base(mount: &CgroupMount, own_path: &str, group: &str) -> PathBuf {
+    let rel = own_path
+        .strip_prefix(mount.root.trim_end_matches('/'))
+        .unwrap_or(own_path);
+    let mut p = mount.mount_point.clone();
+    for comp in rel.split('/').filter(|c| !c.is_empty()) {
+        p.push(comp);
+    }
+    p.push(group);
+    p
+}
+
+/// Picks the backend for a parsed layout.
+pub fn from_layout(
+    mounts: &[CgroupMount],
+    own: &[OwnCgroup],
+    group: &str,
+) -> Result<Box<dyn CgroupManager>, CgroupError> {
+    check_name(group)?;
+    let own_v1 = |m: &CgroupMount| {
+        own.iter()
+            .find(|o| {
+                !o.controllers.is_empty() && {
+                    let mut a = o.controllers.clone();
+                    let mut b = m.controllers.clone();
+                    a.sort();
+                    b.sort();
+                    a == b
+                }
+            })
+            .map(|o| o.path.clone())
+            .unwrap_or_else(|| "/".to_string())
+    };
+    let own_v2 = own
+        .iter()
+        .find(|o| o.controllers.is_empty())
+        .map(|o| o.path.clone())
+        .unwrap_or_else(|| "/".to_string());
+    let v2_mount = mounts.iter().find(|m| m.v2);
+    let find_v1 = |ctrl: &str| {
+        mounts
+            .iter()
+            .find(|m| !m.v2 && m.controllers.iter().any(|c| c == ctrl))
+    };
+
+    if let Some(memory) = find_v1("memory") {
+        let mut hierarchies = vec![V1Hierarchy::new(
+            "memory",
+            group_base(memory, &own_v1(memory), group),
+        )];
+        let Some(pids) = find_v1("pids") else {
+            return Err(CgroupError::Unsupported(
+                "v1 memory hierarchy without pids".into(),
+            ));
+        };
+        hierarchies.push(V1Hierarchy::new(
+            "pids",
+            group_base(pids, &own_v1(pids), group),
+        ));
+        if let Some(cpu) = find_v1("cpu") {
+            hierarchies.push(V1Hierarchy::new(
+                "cpu",
+                group_base(cpu, &own_v1(cpu), group),
+            ));
+        }
+        // cpuacct may share the cpu mount (then it is already covered).
+        if let Some(acct) = find_v1("cpuacct").filter(|m| !m.controllers.iter().any(|c| c == "cpu"))
+        {
+            hierarchies.push(V1Hierarchy::new(
+                "cpuacct",
+                group_base(acct, &own_v1(acct), group),
+            ));
+        }
+        if let Some(freezer) = find_v1("freezer") {
+            hierarchies.push(V1Hierarchy::new(
+                "freezer",
+                group_base(freezer, &own_v1(freezer), group),
+            ));
+        }
+        let unified = v2_mount.map(|m| group_base(m, &own_v2, group));
+        return Ok(Box::new(V1Hybrid {
+            hierarchies,
+            unified,
+        }));
+    }
+    match v2_mount {
+        Some(m) => {
+            let base = group_base(m, &own_v2, group);
+            Ok(Box::new(V2::new(base)))
+        }
+        None => Err(CgroupError::Unsupported(
+            "neither a v1 memory hierarchy nor a cgroup2 mount found".into(),
+        )),
+    }
+}
+
+/// One v1 hierarchy: the controller it is used for and `<mount>/<own>/<group>`.
+#[derive(Debug, Clone)]
+pub struct V1Hierarchy {
+    pub controller: &'static str,
+    pub base: PathBuf,
+}
+
+impl V1Hierarchy {
+    fn new(controller: &'static str, base: PathBuf) -> Self {
+        Self { controller, base }
+    }
+}
+
+/// cgroup v1 controllers (memory, pids, cpu, cpuacct, freezer) plus, if mounted, a cgroup2 child
+/// used for `cgroup.kill`.
+#[derive(Debug, Clone)]
+pub struct V1Hybrid {
+    pub hierarchies: Vec<V1Hierarchy>,
+    pub unified: Option<PathBuf>,
+}
+
+impl V1Hybrid {
+    fn dir_of(&self, controller: &str, name: &str) -> Option<PathBuf> {
+        self.hierarchies
+            .iter()
+            .find(|h| h.controller == controller)
+            .map(|h| h.base.join(name))
+    }
+
+    fn write_memory(dir: &Path, bytes: u64) -> Result<(), CgroupError> {
+        let limit = dir.join("memory.limit_in_bytes");
+        let memsw = dir.join("memory.memsw.limit_in_bytes");
+        let value = bytes.to_string();
+        // memsw must stay >= limit: order the writes so neither is rejected when a leftover
+        // cgroup had other values.
+        if !memsw.exists() {
+            return write_file(&limit, &value);
+        }
+        match write_file(&limit, &value) {
+            Ok(()) => write_file(&memsw, &value),
+            Err(_) => {
+                write_file(&memsw, &value)?;
+                write_file(&limit, &value)
+            }
+        }
+    }
+
+    /// Freeze, SIGKILL every member, thaw: the v1 way to kill without racing forks.
+    fn kill_with_freezer(&self, name: &str) -> Result<(), CgroupError> {
+        let Some(freezer) = self.dir_of("freezer", name).filter(|d| d.is_dir()) else {
+            for _ in 0..3 {
+                kill_pids(&self.pids(name)?);
+            }
+            return Ok(());
+        };
+        let state = freezer.join("freezer.state");
+        write_file(&state, "FROZEN")?;
+        for _ in 0..200 {
+            if fs::read_to_string(&state)
+                .map(|s| s.trim() == "FROZEN")
+                .unwrap_or(true)
+            {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        kill_pids(&read_pids(&freezer.join("cgroup.procs"))?);
+        write_file(&state, "THAWED")
+    }
+}
+
+impl CgroupManager for V1Hybrid {
+    fn kind(&self) -> &'static str {
+        "v1-hybrid"
+    }
+
+    fn create(&self, name: &str, limits: &CgroupLimits) -> Result<(), CgroupError> {
+        check_name(name)?;
+        for dir in self.dirs(name) {
+            fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+        }
+        if let (Some(dir), Some(bytes)) = (self.dir_of("memory", name), limits.memory_bytes) {
+            Self::write_memory(&dir, bytes)?;
+        }
+        if let Some(dir) = self.dir_of("pids", name) {
+            let v = limits
+                .pids
+                .map_or_else(|| "max".to_string(), |p| p.to_string());
+            write_file(&dir.join("pids.max"), &v)?;
+        }
+        if let Some(dir) = self.dir_of("cpu", name) {
+            write_file(&dir.join("cpu.cfs_period_us"), &CPU_PERIOD_US.to_string())?;
+            let quota = limits
+                .cpu_quota_us()
+                .map_or_else(|| "-1".to_string(), |q| q.to_string());
+            write_file(&dir.join("cpu.cfs_quota_us"), &quota)?;
+        }
+        Ok(())
+    }
+
+    fn procs_files(&self, name: &str) -> Vec<PathBuf> {
+        self.dirs(name)
+            .into_iter()
+            .map(|d| d.join("cgroup.procs"))
+            .collect()
+    }
+
+    fn dirs(&self, name: &str) -> Vec<PathBuf> {
+        let mut v: Vec<PathBuf> = self.hierarchies.iter().map(|h| h.base.join(name)).collect();
+        if let Some(u) = &self.unified {
+            v.push(u.join(name));
+        }
+        v
+    }
+
+    fn pids(&self, name: &str) -> Result<Vec<u32>, CgroupError> {
+        let mut all = BTreeSet::new();
+        for dir in self.dirs(name) {
+            all.extend(read_pids(&dir.join("cgroup.procs"))?);
+        }
+        Ok(all.into_iter().collect())
+    }
+
+    fn kill_all(&self, name: &str) -> Result<(), CgroupError> {
+        check_name(name)?;
+        if let Some(kill) = self
+            .unified
+            .as_ref()
+            .map(|u| u.join(name).join("cgroup.kill"))
+            && kill.exists()
+        {
+            return write_file(&kill, "1");
+        }
+        self.kill_with_freezer(name)
+    }
+
+    fn remove(&self, name: &str) -> Result<(), CgroupError> {
+        check_name(name)?;
+        let mut first_err = None;
+        for dir in self.dirs(name) {
+            if let Err(e) = remove_dir(&dir) {
+                first_err.get_or_insert(e);
+            }
+        }
+        first_err.map_or(Ok(()), Err)
+    }
+
+    fn list(&self) -> Result<Vec<String>, CgroupError> {
+        let mut names = BTreeSet::new();
+        for h in &self.hierarchies {
+            list_children(&h.base, &mut names)?;
+        }
+        if let Some(u) = &self.unified {
+            list_children(u, &mut names)?;
+        }
+        Ok(names.into_iter().collect())
+    }
+}
+
+/// Pure cgroup v2: memory.max, memory.swap.max, pids.max, cpu.max and cgroup.kill in one tree.
+#[derive(Debug, Clone)]
+pub struct V2 {
+    /// `<mount>/<own>/<group>`.
+    pub base: PathBuf,
+}
+
+impl V2 {
+    /// A v2 backend rooted at `base` (`<mount>/<own cgroup>/<group>`); `base`'s parent is the
+    /// cgroup of the server. Tests pass a plain directory.
+    pub fn new(base: PathBuf) -> Self {
+        Self { base }
+    }
+
+    /// Enables the controllers sandboxes need in `dir/cgroup.subtree_control`.
+    fn enable_controllers(dir: &Path) -> Result<(), CgroupError> {
+        let available = fs::read_to_string(dir.join("cgroup.controllers")).unwrap_or_default();
+        let wanted: Vec<String> = ["memory", "pids", "cpu"]
+            .iter()
+            .filter(|c| available.split_whitespace().any(|a| a == **c))
+            .map(|c| format!("+{c}"))
+            .collect();
+        if wanted.is_empty() {
+            return Ok(());
+        }
+        let path = dir.join("cgroup.subtree_control");
+        fs::write(&path, wanted.join(" ")).map_err(|source| {
+            if source.raw_os_error() == Some(libc::EBUSY) {
+                CgroupError::Unsupported(format!(
+                    "cannot enable controllers in {}: the cgroup has member processes \
+                     (run the server in a leaf of a delegated cgroup)",
+                    dir.display()
+                ))
+            } else {
+                CgroupError::Io { path, source }
+            }
+        })
+    }
+}
+
+impl CgroupManager for V2 {
+    fn kind(&self) -> &'static str {
+        "v2"
+    }
+
+    fn create(&self, name: &str, limits: &CgroupLimits) -> Result<(), CgroupError> {
+        check_name(name)?;
+        if let Some(parent) = self.base.parent() {
+            Self::enable_controllers(parent)?;
+        }
+        fs::create_dir_all(&self.base).map_err(io_err(&self.base))?;
+        Self::enable_controllers(&self.base)?;
+        let dir = self.base.join(name);
+        fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+        let mem = limits
+            .memory_bytes
+            .map_or_else(|| "max".to_string(), |b| b.to_string());
+        write_file(&dir.join("memory.max"), &mem)?;
+        if limits.memory_bytes.is_some() {
+            write_file(&dir.join("memory.swap.max"), "0")?;
+        }
+        let pids = limits
+            .pids
+            .map_or_else(|| "max".to_string(), |p| p.to_string());
+        write_file(&dir.join("pids.max"), &pids)?;
+        let cpu = match limits.cpu_quota_us() {
+            Some(q) => format!("{q} {CPU_PERIOD_US}"),
+            None => format!("max {CPU_PERIOD_US}"),
+        };
+        write_file(&dir.join("cpu.max"), &cpu)
+    }
+
+    fn procs_files(&self, name: &str) -> Vec<PathBuf> {
+        vec![self.base.join(name).join("cgroup.procs")]
+    }
+
+    fn dirs(&self, name: &str) -> Vec<PathBuf> {
+        vec![self.base.join(name)]
+    }
+
+    fn pids(&self, name: &str) -> Result<Vec<u32>, CgroupError> {
+        read_pids(&self.base.join(name).join("cgroup.procs"))
+    }
+
+    fn kill_all(&self, name: &str) -> Result<(), CgroupError> {
+        check_name(name)?;
+        let dir = self.base.join(name);
+        if !dir.is_dir() {
+            return Ok(());
+        }
+        write_file(&dir.join("cgroup.kill"), "1")
+    }
+
+    fn remove(&self, name: &str) -> Result<(), CgroupError> {
+        check_name(name)?;
+        remove_dir(&self.base.join(name))
+    }
+
+    fn list(&self) -> Result<Vec<String>, CgroupError> {
+        let mut names = BTreeSet::new();
+        list_children(&self.base, &mut names)?;
+        Ok(names.into_iter().collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HYBRID_MOUNTINFO: &str = "\
+22 27 0:21 / /proc rw,relatime - proc proc rw
+31 23 0:28 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755
+32 31 0:29 / /sys/fs/cgroup/cpu rw,relatime - cgroup cgroup rw,cpu
+33 31 0:30 / /sys/fs/cgroup/cpuacct rw,relatime - cgroup cgroup rw,cpuacct
+35 31 0:32 / /sys/fs/cgroup/memory rw,relatime - cgroup cgroup rw,memory
+37 31 0:34 / /sys/fs/cgroup/freezer rw,relatime - cgroup cgroup rw,freezer
+39 31 0:36 / /sys/fs/cgroup/pids rw,relatime - cgroup cgroup rw,pids
+40 31 0:37 / /sys/fs/cgroup/systemd rw,relatime - cgroup cgroup rw,name=systemd
+41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw
+";
+    const HYBRID_OWN: &str = "\
+9:name=systemd:/
+8:pids:/
+6:freezer:/
+4:memory:/process_api/abc
+2:cpuacct:/
+1:cpu:/
+0::/
+";
+
+    #[test]
+    fn parses_hybrid_layout() {
+        let mounts = parse_mountinfo(HYBRID_MOUNTINFO);
+        assert_eq!(mounts.len(), 7);
+        assert_eq!(mounts[2].controllers, vec!["memory".to_string()]);
+        assert!(mounts[6].v2);
+        let mgr = from_layout(&mounts, &parse_proc_cgroup(HYBRID_OWN), "sandpit").unwrap();
+        assert_eq!(mgr.kind(), "v1-hybrid");
+        let dirs = mgr.dirs("sb1");
+        assert_eq!(
+            dirs,
+            vec![
+                PathBuf::from("/sys/fs/cgroup/memory/process_api/abc/sandpit/sb1"),
+                PathBuf::from("/sys/fs/cgroup/pids/sandpit/sb1"),
+                PathBuf::from("/sys/fs/cgroup/cpu/sandpit/sb1"),
+                PathBuf::from("/sys/fs/cgroup/cpuacct/sandpit/sb1"),
+                PathBuf::from("/sys/fs/cgroup/freezer/sandpit/sb1"),
+                PathBuf::from("/sys/fs/cgroup/unified/sandpit/sb1"),
+            ]
+        );
+        assert_eq!(mgr.procs_files("sb1").len(), 6);
+    }
+
+    #[test]
+    fn combined_cpu_cpuacct_is_one_hierarchy() {
+        let mi = "32 31 0:29 / /sys/fs/cgroup/cpu,cpuacct rw - cgroup cgroup rw,cpu,cpuacct\n\
+                  35 31 0:32 / /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory\n\
+                  39 31 0:36 / /sys/fs/cgroup/pids rw - cgroup cgroup rw,pids\n";
+        let own = "3:cpu,cpuacct:/x\n4:memory:/x\n8:pids:/x\n";
+        let mgr = from_layout(&parse_mountinfo(mi), &parse_proc_cgroup(own), "g").unwrap();
+        let dirs = mgr.dirs("s");
+        assert_eq!(dirs.len(), 3);
+        assert!(dirs.contains(&PathBuf::from("/sys/fs/cgroup/cpu,cpuacct/x/g/s")));
+    }
+
+    #[test]
+    fn pure_v2_layout() {
+        let mi = "30 23 0:26 / /sys/fs/cgroup rw,nosuid - cgroup2 cgroup2 rw,nsdelegate\n";
+        let own = "0::/system.slice/sandpit.service\n";
+        let mgr = from_layout(&parse_mountinfo(mi), &parse_proc_cgroup(own), "sandpit").unwrap();
+        assert_eq!(mgr.kind(), "v2");
+        assert_eq!(
+            mgr.dirs("a"),
+            vec![PathBuf::from(
+                "/sys/fs/cgroup/system.slice/sandpit.service/sandpit/a"
+            )]
+        );
+    }
+
+    #[test]
+    fn no_cgroups_is_an_error() {
+        let r = from_layout(
+            &parse_mountinfo("22 27 0:21 / /proc rw - proc proc rw\n"),
+            &[],
+            "g",
+        );
+        assert!(matches!(r, Err(CgroupError::Unsupported(_))));
+    }
+
+    #[test]
+    fn rejects_bad_names() {
+        let mgr = V2::new(PathBuf::from("/nonexistent"));
+        for bad in ["", ".", "..", "a/b"] {
+            assert!(matches!(
+                mgr.create(bad, &CgroupLimits::default()),
+                Err(CgroupError::InvalidName(_))
+            ));
+        }
+    }
+
+    #[test]
+    fn v2_writes_limits_into_a_fake_tree() {
+        let tmp = tempfile::tempdir().unwrap();
+        let own = tmp.path().join("server");
+        fs::create_dir_all(&own).unwrap();
+        fs::write(
+            own.join("cgroup.controllers"),
+            "cpuset cpu io memory pids\n",
+        )
+        .unwrap();
+        let mgr = V2::new(own.join("sandpit"));
+        fs::create_dir_all(&mgr.base).unwrap();
+        fs::write(mgr.base.join("cgroup.controllers"), "cpu memory pids\n").unwrap();
+        let limits = CgroupLimits {
+            memory_bytes: Some(256 << 20),
+            pids: Some(100),
+            cpus: Some(0.5),
+        };
+        mgr.create("sb", &limits).unwrap();
+        let dir = mgr.base.join("sb");
+        let read = |f: &str| fs::read_to_string(dir.join(f)).unwrap();
+        assert_eq!(read("memory.max"), (256u64 << 20).to_string());
+        assert_eq!(read("memory.swap.max"), "0");
+        assert_eq!(read("pids.max"), "100");
+        assert_eq!(read("cpu.max"), "50000 100000");
+        assert_eq!(
+            fs::read_to_string(own.join("cgroup.subtree_control")).unwrap(),
+            "+memory +pids +cpu"
+        );
+        assert_eq!(mgr.list().unwrap(), vec!["sb".to_string()]);
+        mgr.kill_all("sb").unwrap();
+        assert_eq!(read("cgroup.kill"), "1");
+        assert_eq!(mgr.procs_files("sb"), vec![dir.join("cgroup.procs")]);
+        // A fake dir has files in it, so rmdir fails like a busy cgroup would.
+        assert!(mgr.remove("sb").is_err());
+    }
+
+    #[test]
+    fn v2_unlimited_values() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mgr = V2::new(tmp.path().join("g"));
+        mgr.create("sb", &CgroupLimits::default()).unwrap();
+        let dir = mgr.base.join("sb");
+        assert_eq!(fs::read_to_string(dir.join("memory.max")).unwrap(), "max");
+        assert_eq!(fs::read_to_string(dir.join("pids.max")).unwrap(), "max");
+        assert_eq!(
+            fs::read_to_string(dir.join("cpu.max")).unwrap(),
+            "max 100000"
+        );
+        assert!(!dir.join("memory.swap.max").exists());
+    }
+
+    #[test]
+    fn cpu_quota_rounding() {
+        let l = |c| CgroupLimits {
+            cpus: Some(c),
+            ..Default::default()
+        };
+        assert_eq!(l(2.0).cpu_quota_us(), Some(200_000));
+        assert_eq!(l(0.001).cpu_quota_us(), Some(1_000));
+        assert_eq!(l(0.0).cpu_quota_us(), None);
+        assert_eq!(l(f64::NAN).cpu_quota_us(), None);
+    }
+
+    #[test]
+    fn unescapes_mount_points() {
+        assert_eq!(unescape_mount_path("/a\\040b"), "/a b");
+        assert_eq!(unescape_mount_path("/plain"), "/plain");
+    }
+}

@@ -1,0 +1,459 @@
+//! The sandbox launcher: turns the calling (single-threaded, host-root) process into a sandbox.
+//!
+//! The host starts `<agent> launch` with a [`LaunchConfig`] as JSON on stdin and the listening
+//! socket as fd [`LISTEN_FD`]. [`launch_from_stdin`] (or [`enter_sandbox`]) then forks: the
+//! launcher prints `{"pid": N}` (the sandbox init's host pid) on stdout once the sandbox is ready
+//! and exits 0 (or prints `{"error": "..."}` and exits 1); the child returns to the caller as
+//! PID 1 of the sandbox, with the root, namespaces, limits and seccomp filter in place.
+#![allow(unsafe_code)]
+
+use std::fs;
+use std::io::{self, Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+use std::os::unix::net::UnixListener;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use nix::fcntl::OFlag;
+use nix::sched::{CloneFlags, setns, unshare};
+use nix::unistd::{ForkResult, Gid, Uid, fork, pipe2};
+use serde::{Deserialize, Serialize};
+
+use crate::{hardening, mounts, sys, userns};
+
+/// The fd number on which the launcher receives the listening socket.
+pub const LISTEN_FD: RawFd = 3;
+/// The sandbox's working directory (created in the writable layer on first start).
+pub const WORKSPACE: &str = "/workspace";
+/// Default RLIMIT_NOFILE inside the sandbox (capped at the host's hard limit).
+pub const DEFAULT_NOFILE: u64 = 65536;
+
+fn default_listen_fd() -> RawFd {
+    LISTEN_FD
+}
+
+fn default_nofile() -> u64 {
+    DEFAULT_NOFILE
+}
+
+/// Everything the launcher needs, written by the host as JSON on the launcher's stdin.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LaunchConfig {
+    /// Sandbox id (for messages).
+    pub id: String,
+    /// Hostname inside the sandbox (usually the id).
+    pub hostname: String,
+    /// The image's root directory (host path, read-only lower layer).
+    pub image_rootfs: PathBuf,
+    /// Host directory holding `upper/`, `work/` (the writable layer), `lower/` and `rootfs/`
+    /// (mount points; nothing is ever mounted on them in the host's namespace).
+    pub sandbox_dir: PathBuf,
+    /// First host uid/gid of the sandbox's 65536 ids; sandbox root maps to it.
+    pub uid_base: u32,
+    /// `cgroup.procs` files the launcher joins before anything else.
+    #[serde(default)]
+    pub cgroup_procs: Vec<PathBuf>,
+    /// fd number of the inherited listening socket (the sandbox init keeps it open).
+    #[serde(default = "default_listen_fd")]
+    pub listen_fd: RawFd,
+    /// RLIMIT_NOFILE (soft and hard) inside the sandbox.
+    #[serde(default = "default_nofile")]
+    pub nofile: u64,
+    /// Environment for processes of the sandbox (the launcher does not apply it; the agent
+    /// reads it).
+    #[serde(default)]
+    pub env: Vec<(String, String)>,
+    /// Host file that receives the sandbox init's stdout and stderr (truncated at start);
+    /// `None` sends them to /dev/null.
+    #[serde(default)]
+    pub log_file: Option<PathBuf>,
+}
+
+impl LaunchConfig {
+    pub fn upper_dir(&self) -> PathBuf {
+        self.sandbox_dir.join("upper")
+    }
+    pub fn work_dir(&self) -> PathBuf {
+        self.sandbox_dir.join("work")
+    }
+    pub fn lower_dir(&self) -> PathBuf {
+        self.sandbox_dir.join("lower")
+    }
+    pub fn rootfs_dir(&self) -> PathBuf {
+        self.sandbox_dir.join("rootfs")
+    }
+
+    /// Checks what the kernel would otherwise reject with an obscure error.
+    pub fn validate(&self) -> Result<(), LaunchError> {
+        let bad = |m: String| Err(LaunchError::Config(m));
+        if self.hostname.is_empty() || self.hostname.len() > 64 {
+            return bad(format!("hostname {:?} must be 1-64 bytes", self.hostname));
+        }
+        if self.uid_base == 0 || self.uid_base.checked_add(userns::ID_RANGE).is_none() {
+            return bad(format!(
+                "uid_base {} must be > 0 and leave room for 65536 ids",
+                self.uid_base
+            ));
+        }
+        if self.listen_fd < 3 {
+            return bad(format!("listen_fd {} must be >= 3", self.listen_fd));
+        }
+        for (what, p) in [
+            ("image_rootfs", &self.image_rootfs),
+            ("sandbox_dir", &self.sandbox_dir),
+        ] {
+            let s = p.to_string_lossy();
+            if !p.is_absolute() || s.contains([',', ':', '\\']) || s.contains(char::is_whitespace) {
+                return bad(format!(
+                    "{what} {s:?} must be absolute and free of ',', ':', '\\' and whitespace (overlay options)"
+                ));
+            }
+        }
+        if !self.image_rootfs.is_dir() {
+            return bad(format!(
+                "image rootfs {} is not a directory",
+                self.image_rootfs.display()
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// What [`enter_sandbox`] returns in the process that continues: the sandbox init.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Entered {
+    /// The caller is now PID 1 of the sandbox: root in its user namespace, cwd `/workspace`,
+    /// stdin `/dev/null`, stdout/stderr the log file, fd `listen_fd` the listener, no other fds,
+    /// single-threaded, seccomp filter and capability limits in force.
+    Sandbox,
+}
+
+/// Errors of the launcher.
+#[derive(Debug, thiserror::Error)]
+pub enum LaunchError {
+    #[error("invalid launch config: {0}")]
+    Config(String),
+    #[error("{stage} failed")]
+    Sys {
+        stage: &'static str,
+        #[source]
+        source: io::Error,
+    },
+    #[error("seccomp: {0}")]
+    Seccomp(String),
+    #[error("sandbox init: {0}")]
+    Init(String),
+}
+
+impl LaunchError {
+    pub(crate) fn sys<E: Into<io::Error>>(stage: &'static str) -> impl FnOnce(E) -> LaunchError {
+        move |e| LaunchError::Sys {
+            stage,
+            source: e.into(),
+        }
+    }
+
+    /// The message with its causes, e.g. `pivot_root failed: Invalid argument (os error 22)`.
+    pub fn full_message(&self) -> String {
+        let mut msg = self.to_string();
+        let mut src = std::error::Error::source(self);
+        while let Some(s) = src {
+            msg.push_str(": ");
+            msg.push_str(&s.to_string());
+            src = s.source();
+        }
+        msg
+    }
+}
+
+fn ensure_single_threaded() -> Result<(), LaunchError> {
+    let status = fs::read_to_string("/proc/self/status")
+        .map_err(LaunchError::sys("read /proc/self/status"))?;
+    let threads = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Threads:"))
+        .map(|v| v.trim().to_string());
+    if threads.as_deref() != Some("1") {
+        return Err(LaunchError::Config(format!(
+            "enter_sandbox must run in a single-threaded process (threads: {})",
+            threads.unwrap_or_default()
+        )));
+    }
+    Ok(())
+}
+
+fn open_log(path: Option<&Path>) -> Result<fs::File, LaunchError> {
+    match path {
+        Some(p) => fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .custom_flags(libc::O_CLOEXEC)
+            .open(p)
+            .map_err(LaunchError::sys("open the log file")),
+        None => fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_CLOEXEC)
+            .open("/dev/null")
+            .map_err(LaunchError::sys("open /dev/null")),
+    }
+}
+
+/// Reads a [`LaunchConfig`] from stdin and enters the sandbox. Returns only in the sandbox init;
+/// in the launcher it prints the result line and exits the process.
+pub fn launch_from_stdin() -> LaunchConfig {
+    let mut input = String::new();
+    let config = io::stdin()
+        .read_to_string(&mut input)
+        .map_err(LaunchError::sys("read the launch config from stdin"))
+        .and_then(|_| {
+            serde_json::from_str::<LaunchConfig>(&input)
+                .map_err(|e| LaunchError::Config(e.to_string()))
+        });
+    match config.and_then(|c| enter_sandbox(&c).map(|_| c)) {
+        Ok(c) => c,
+        Err(e) => report_failure(&e),
+    }
+}
+
+/// Prints `{"error": ...}` on stdout (and the message on stderr) and exits 1.
+pub fn report_failure(err: &LaunchError) -> ! {
+    let msg = err.full_message();
+    eprintln!("sandpit launch: {msg}");
+    let line = serde_json::json!({ "error": msg });
+    let mut out = io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
+    std::process::exit(1)
+}
+
+/// Builds the sandbox around the calling process (see the module docs and docs/isolation.md
+/// for the sequence). Must be called by a single-threaded host-root process before any thread
+/// (tokio runtime, ...) exists.
+///
+/// Returns `Ok(Entered::Sandbox)` only in the sandbox init. In the launcher it never returns on
+/// success (it prints `{"pid": N}` and exits 0); an `Err` is returned only in the launcher, whose
+/// caller should pass it to [`report_failure`]. Errors inside the sandbox init are sent to the
+/// launcher, which returns them.
+pub fn enter_sandbox(cfg: &LaunchConfig) -> Result<Entered, LaunchError> {
+    cfg.validate()?;
+    ensure_single_threaded()?;
+
+    // a. Join the cgroups first, so everything below (and every process of the sandbox) is
+    //    accounted and limited.
+    for procs in &cfg.cgroup_procs {
+        fs::write(procs, "0").map_err(LaunchError::sys("join the sandbox cgroup"))?;
+    }
+    let log = open_log(cfg.log_file.as_deref())?;
+
+    // b. The user namespace (0 -> uid_base, 65536 ids).
+    let userns = userns::create(cfg.uid_base)?;
+
+    // c. A private mount namespace for the launcher: nothing below is visible on the host.
+    unshare(CloneFlags::CLONE_NEWNS).map_err(LaunchError::sys("unshare(CLONE_NEWNS)"))?;
+    mounts::make_rprivate()?;
+
+    // d. Idmapped, read-only image under a writable overlay.
+    let (lower, root) = (cfg.lower_dir(), cfg.rootfs_dir());
+    for dir in [&lower, &root] {
+        fs::create_dir_all(dir).map_err(LaunchError::sys("create the mount points"))?;
+    }
+    mounts::idmapped_bind(&cfg.image_rootfs, &lower, &userns)?;
+    mounts::overlay(&lower, &cfg.upper_dir(), &cfg.work_dir(), &root)?;
+
+    // e. /dev.
+    mounts::prepare_dev(&root, cfg.uid_base)?;
+
+    // f. Become root of the user namespace and create the remaining namespaces.
+    nix::unistd::setgroups(&[]).map_err(LaunchError::sys("setgroups"))?;
+    setns(&userns, CloneFlags::CLONE_NEWUSER).map_err(LaunchError::sys("setns(user)"))?;
+    drop(userns);
+    let root_gid = Gid::from_raw(0);
+    let root_uid = Uid::from_raw(0);
+    nix::unistd::setresgid(root_gid, root_gid, root_gid)
+        .map_err(LaunchError::sys("setresgid(0)"))?;
+    nix::unistd::setresuid(root_uid, root_uid, root_uid)
+        .map_err(LaunchError::sys("setresuid(0)"))?;
+    unshare(
+        CloneFlags::CLONE_NEWNS
+            | CloneFlags::CLONE_NEWPID
+            | CloneFlags::CLONE_NEWNET
+            | CloneFlags::CLONE_NEWUTS
+            | CloneFlags::CLONE_NEWIPC
+            | CloneFlags::CLONE_NEWCGROUP,
+    )
+    .map_err(LaunchError::sys("unshare(mnt|pid|net|uts|ipc|cgroup)"))?;
+
+    let (ready_r, ready_w) = pipe2(OFlag::O_CLOEXEC).map_err(LaunchError::sys("pipe"))?;
+    // SAFETY: the process is single-threaded (checked above), so the child may run arbitrary
+    // code; it becomes the sandbox init and continues as the caller.
+    match unsafe { fork() }.map_err(LaunchError::sys("fork the sandbox init"))? {
+        ForkResult::Child => {
+            drop(ready_r);
+            match init(cfg, log) {
+                Ok(()) => {
+                    let mut ready = fs::File::from(ready_w);
+                    let _ = ready.write_all(&[0]);
+                    drop(ready);
+                    // Nothing but stdio and the listener survives into the sandbox.
+                    let fd = cfg.listen_fd as u32;
+                    let _ = sys::close_range(3, fd - 1);
+                    let _ = sys::close_range(fd + 1, u32::MAX);
+                    Ok(Entered::Sandbox)
+                }
+                Err(e) => {
+                    let mut ready = fs::File::from(ready_w);
+                    let mut msg = vec![1u8];
+                    msg.extend_from_slice(e.full_message().as_bytes());
+                    let _ = ready.write_all(&msg);
+                    sys::exit_immediately(1)
+                }
+            }
+        }
+        ForkResult::Parent { child } => {
+            drop(ready_w);
+            drop(log);
+            let mut reply = Vec::new();
+            let _ = fs::File::from(ready_r).read_to_end(&mut reply);
+            match reply.split_first() {
+                Some((0, _)) => {
+                    let mut out = io::stdout().lock();
+                    let _ = writeln!(out, "{}", serde_json::json!({ "pid": child.as_raw() }));
+                    let _ = out.flush();
+                    std::process::exit(0)
+                }
+                Some((_, msg)) => Err(LaunchError::Init(String::from_utf8_lossy(msg).into_owned())),
+                None => {
+                    let status = nix::sys::wait::waitpid(child, None);
+                    Err(LaunchError::Init(format!(
+                        "sandbox init died before it was ready: {status:?}"
+                    )))
+                }
+            }
+        }
+    }
+}
+
+/// The sandbox init's half of the setup (step g and h).
+fn init(cfg: &LaunchConfig, log: fs::File) -> Result<(), LaunchError> {
+    let root = cfg.rootfs_dir();
+    mounts::mount_kernel_fs(&root)?;
+    mounts::ensure_dir(&root.join(WORKSPACE.trim_start_matches('/')))?;
+    nix::unistd::sethostname(&cfg.hostname).map_err(LaunchError::sys("sethostname"))?;
+    sys::set_link_up("lo").map_err(LaunchError::sys("bring lo up"))?;
+    mounts::pivot_into(&root)?;
+    mounts::mask_paths()?;
+    nix::unistd::chdir(WORKSPACE).map_err(LaunchError::sys("chdir /workspace"))?;
+
+    let null = fs::File::open("/dev/null").map_err(LaunchError::sys("open /dev/null"))?;
+    sys::dup2_raw(null.as_raw_fd(), 0).map_err(LaunchError::sys("dup2 stdin"))?;
+    sys::dup2_raw(log.as_raw_fd(), 1).map_err(LaunchError::sys("dup2 stdout"))?;
+    sys::dup2_raw(log.as_raw_fd(), 2).map_err(LaunchError::sys("dup2 stderr"))?;
+    drop(null);
+    drop(log);
+
+    hardening::harden(cfg.nofile)
+}
+
+static LISTENER_TAKEN: AtomicBool = AtomicBool::new(false);
+
+/// Takes ownership of the inherited listening socket at `fd` (normally
+/// [`LaunchConfig::listen_fd`]). Succeeds once per process; the fd must be a socket.
+pub fn take_listener(fd: RawFd) -> io::Result<UnixListener> {
+    let meta = fs::metadata(format!("/proc/self/fd/{fd}"))?;
+    if !meta.file_type().is_socket() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("fd {fd} is not a socket"),
+        ));
+    }
+    if LISTENER_TAKEN.swap(true, Ordering::SeqCst) {
+        return Err(io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            "the listener was already taken",
+        ));
+    }
+    // SAFETY: the fd is open (checked above) and was inherited from the launcher for this
+    // purpose; no other Rust object owns it, and the flag above ensures we wrap it only once.
+    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+    // Never inherit it into processes the agent spawns.
+    let _ = nix::fcntl::fcntl(
+        &owned,
+        nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+    );
+    Ok(UnixListener::from(owned))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> LaunchConfig {
+        LaunchConfig {
+            id: "sb".into(),
+            hostname: "sb".into(),
+            image_rootfs: PathBuf::from("/"),
+            sandbox_dir: PathBuf::from("/var/lib/sandpit/sandboxes/sb"),
+            uid_base: 100_000,
+            cgroup_procs: vec![],
+            listen_fd: 3,
+            nofile: 1024,
+            env: vec![("A".into(), "b".into())],
+            log_file: None,
+        }
+    }
+
+    #[test]
+    fn config_roundtrips_and_defaults() {
+        let c = config();
+        let json = serde_json::to_string(&c).unwrap();
+        assert!(json.contains("\"imageRootfs\""));
+        assert_eq!(serde_json::from_str::<LaunchConfig>(&json).unwrap(), c);
+        let minimal =
+            r#"{"id":"a","hostname":"a","imageRootfs":"/","sandboxDir":"/x","uidBase":100000}"#;
+        let m: LaunchConfig = serde_json::from_str(minimal).unwrap();
+        assert_eq!(m.listen_fd, LISTEN_FD);
+        assert_eq!(m.nofile, DEFAULT_NOFILE);
+        assert!(serde_json::from_str::<LaunchConfig>(r#"{"id":"a","bogus":1}"#).is_err());
+    }
+
+    #[test]
+    fn validate_rejects_bad_input() {
+        assert!(config().validate().is_ok());
+        let mut c = config();
+        c.hostname = "x".repeat(65);
+        assert!(c.validate().is_err());
+        let mut c = config();
+        c.uid_base = 0;
+        assert!(c.validate().is_err());
+        let mut c = config();
+        c.sandbox_dir = PathBuf::from("/a,b");
+        assert!(c.validate().is_err());
+        let mut c = config();
+        c.sandbox_dir = PathBuf::from("relative");
+        assert!(c.validate().is_err());
+        let mut c = config();
+        c.image_rootfs = PathBuf::from("/nonexistent-rootfs");
+        assert!(c.validate().is_err());
+        let mut c = config();
+        c.listen_fd = 1;
+        assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn enter_sandbox_refuses_threads() {
+        // The test harness runs tests on threads, so this process is multi-threaded.
+        let _t = std::thread::spawn(|| std::thread::sleep(std::time::Duration::from_millis(200)));
+        let err = enter_sandbox(&config()).unwrap_err();
+        assert!(err.to_string().contains("single-threaded"), "{err}");
+    }
+
+    #[test]
+    fn full_message_includes_causes() {
+        let e = LaunchError::sys("pivot_root")(io::Error::from_raw_os_error(libc::EINVAL));
+        assert!(e.full_message().starts_with("pivot_root failed: "));
+    }
+}

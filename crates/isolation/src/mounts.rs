@@ -1,0 +1,255 @@
+//! The sandbox's file system: idmapped image, overlay root, /dev, proc/sys/devpts, pivot_root and
+//! the /proc masks. Host-side steps run in the launcher's private mount namespace (as host
+//! root); the rest runs in the sandbox init, inside the user namespace.
+
+use std::fs;
+use std::io;
+use std::os::fd::AsFd;
+use std::os::unix::fs::{DirBuilderExt, symlink};
+use std::path::Path;
+
+use nix::mount::{MntFlags, MsFlags, mount, umount2};
+
+use crate::launch::LaunchError;
+use crate::sys;
+
+const NONE: Option<&str> = None;
+
+fn mkdir_p(path: &Path, stage: &'static str) -> Result<(), LaunchError> {
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o755)
+        .create(path)
+        .map_err(LaunchError::sys(stage))
+}
+
+fn touch(path: &Path) -> Result<(), LaunchError> {
+    match fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+    {
+        Ok(_) => Ok(()),
+        Err(e) => Err(LaunchError::sys("create /dev node placeholder")(e)),
+    }
+}
+
+/// Makes every mount of the (new, private) mount namespace private, so nothing mounted here
+/// propagates to the host and vice versa.
+pub(crate) fn make_rprivate() -> Result<(), LaunchError> {
+    mount(NONE, "/", NONE, MsFlags::MS_REC | MsFlags::MS_PRIVATE, NONE)
+        .map_err(LaunchError::sys("make / rprivate"))
+}
+
+/// Read-only bind of `image` at `target` whose owners are shifted by `userns`'s map, so the
+/// image's root-owned files appear owned by sandbox root.
+pub(crate) fn idmapped_bind(
+    image: &Path,
+    target: &Path,
+    userns: impl AsFd,
+) -> Result<(), LaunchError> {
+    let tree =
+        sys::open_tree_clone(image).map_err(LaunchError::sys("open_tree of the image rootfs"))?;
+    sys::mount_setattr_idmap(
+        tree.as_fd(),
+        libc::MOUNT_ATTR_IDMAP | libc::MOUNT_ATTR_RDONLY,
+        userns.as_fd(),
+    )
+    .map_err(LaunchError::sys("mount_setattr(MOUNT_ATTR_IDMAP)"))?;
+    sys::move_mount_to(tree.as_fd(), target)
+        .map_err(LaunchError::sys("move_mount of the idmapped image"))
+}
+
+/// Overlay of `lower` (read-only) and `upper`/`work` (the sandbox's persistent layer) at `target`.
+pub(crate) fn overlay(
+    lower: &Path,
+    upper: &Path,
+    work: &Path,
+    target: &Path,
+) -> Result<(), LaunchError> {
+    let opts = format!(
+        "lowerdir={},upperdir={},workdir={}",
+        lower.display(),
+        upper.display(),
+        work.display()
+    );
+    mount(
+        Some("overlay"),
+        target,
+        Some("overlay"),
+        MsFlags::MS_NODEV,
+        Some(opts.as_str()),
+    )
+    .map_err(LaunchError::sys("mount overlay root"))
+}
+
+/// Host device nodes bind-mounted into the sandbox's /dev.
+const DEV_NODES: &[&str] = &["null", "zero", "full", "random", "urandom", "tty"];
+/// Symlinks of the sandbox's /dev.
+const DEV_LINKS: &[(&str, &str)] = &[
+    ("fd", "/proc/self/fd"),
+    ("stdin", "/proc/self/fd/0"),
+    ("stdout", "/proc/self/fd/1"),
+    ("stderr", "/proc/self/fd/2"),
+    ("ptmx", "pts/ptmx"),
+];
+
+/// A small tmpfs /dev with the usual nodes (bound from the host), links and /dev/shm.
+pub(crate) fn prepare_dev(root: &Path, owner: u32) -> Result<(), LaunchError> {
+    let dev = root.join("dev");
+    mkdir_p(&dev, "mkdir /dev")?;
+    let tmpfs_flags = MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC;
+    let opts = format!("mode=755,size=1m,nr_inodes=4096,uid={owner},gid={owner}");
+    mount(
+        Some("sandpit-dev"),
+        &dev,
+        Some("tmpfs"),
+        tmpfs_flags,
+        Some(opts.as_str()),
+    )
+    .map_err(LaunchError::sys("mount tmpfs /dev"))?;
+    for node in DEV_NODES {
+        let target = dev.join(node);
+        touch(&target)?;
+        let source = Path::new("/dev").join(node);
+        mount(Some(&source), &target, NONE, MsFlags::MS_BIND, NONE)
+            .map_err(LaunchError::sys("bind a /dev node"))?;
+    }
+    for (name, to) in DEV_LINKS {
+        symlink(to, dev.join(name)).map_err(LaunchError::sys("symlink in /dev"))?;
+    }
+    mkdir_p(&dev.join("pts"), "mkdir /dev/pts")?;
+    let shm = dev.join("shm");
+    mkdir_p(&shm, "mkdir /dev/shm")?;
+    let opts = format!("mode=1777,size=64m,uid={owner},gid={owner}");
+    mount(
+        Some("shm"),
+        &shm,
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        Some(opts.as_str()),
+    )
+    .map_err(LaunchError::sys("mount /dev/shm"))
+}
+
+/// Inside the sandbox's mount namespace, before pivot_root: an unlocked bind of the root onto
+/// itself (pivot_root refuses mounts inherited from a more privileged namespace), then proc,
+/// sysfs and a private devpts.
+pub(crate) fn mount_kernel_fs(root: &Path) -> Result<(), LaunchError> {
+    mount(
+        Some(root),
+        root,
+        NONE,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        NONE,
+    )
+    .map_err(LaunchError::sys("bind the root onto itself"))?;
+    let proc_dir = root.join("proc");
+    mkdir_p(&proc_dir, "mkdir /proc")?;
+    let fs_flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+    mount(Some("proc"), &proc_dir, Some("proc"), fs_flags, NONE)
+        .map_err(LaunchError::sys("mount /proc"))?;
+    let sys_dir = root.join("sys");
+    if mkdir_p(&sys_dir, "mkdir /sys").is_ok() {
+        // Optional: sysfs needs a netns owned by our userns and an unobstructed host /sys.
+        let _ = mount(
+            Some("sysfs"),
+            &sys_dir,
+            Some("sysfs"),
+            fs_flags | MsFlags::MS_RDONLY,
+            NONE,
+        );
+    }
+    mount(
+        Some("devpts"),
+        &root.join("dev/pts"),
+        Some("devpts"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+        Some("newinstance,ptmxmode=0666,mode=620,gid=5"),
+    )
+    .map_err(LaunchError::sys("mount /dev/pts"))
+}
+
+/// `pivot_root(".", ".")` + lazy unmount of the old root: no host path stays reachable.
+pub(crate) fn pivot_into(root: &Path) -> Result<(), LaunchError> {
+    nix::unistd::chdir(root).map_err(LaunchError::sys("chdir to the new root"))?;
+    nix::unistd::pivot_root(".", ".").map_err(LaunchError::sys("pivot_root"))?;
+    umount2(".", MntFlags::MNT_DETACH).map_err(LaunchError::sys("detach the old root"))?;
+    nix::unistd::chdir("/").map_err(LaunchError::sys("chdir /"))
+}
+
+/// Paths made read-only inside the sandbox (as Docker does).
+pub const READONLY_PATHS: &[&str] = &[
+    "/proc/sys",
+    "/proc/sysrq-trigger",
+    "/proc/irq",
+    "/proc/bus",
+    "/proc/fs",
+];
+/// Paths hidden inside the sandbox: files get /dev/null bound over them, directories an empty
+/// read-only tmpfs.
+pub const MASKED_PATHS: &[&str] = &[
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/timer_list",
+    "/proc/latency_stats",
+    "/proc/sched_debug",
+    "/proc/acpi",
+    "/proc/scsi",
+    "/sys/firmware",
+];
+
+/// Applies [`READONLY_PATHS`] and [`MASKED_PATHS`] (after pivot_root); missing paths are skipped.
+pub(crate) fn mask_paths() -> Result<(), LaunchError> {
+    for p in READONLY_PATHS {
+        let path = Path::new(p);
+        if !path.exists() {
+            continue;
+        }
+        mount(
+            Some(path),
+            path,
+            NONE,
+            MsFlags::MS_BIND | MsFlags::MS_REC,
+            NONE,
+        )
+        .map_err(LaunchError::sys("bind a read-only /proc path"))?;
+        let flags = MsFlags::MS_BIND
+            | MsFlags::MS_REMOUNT
+            | MsFlags::MS_RDONLY
+            | MsFlags::MS_NOSUID
+            | MsFlags::MS_NODEV
+            | MsFlags::MS_NOEXEC;
+        mount(NONE, path, NONE, flags, NONE)
+            .map_err(LaunchError::sys("remount a /proc path read-only"))?;
+    }
+    for p in MASKED_PATHS {
+        let path = Path::new(p);
+        let Ok(meta) = fs::symlink_metadata(path) else {
+            continue;
+        };
+        let res = if meta.is_dir() {
+            mount(
+                Some("masked"),
+                path,
+                Some("tmpfs"),
+                MsFlags::MS_RDONLY,
+                Some("size=0"),
+            )
+        } else {
+            mount(Some("/dev/null"), path, NONE, MsFlags::MS_BIND, NONE)
+        };
+        res.map_err(LaunchError::sys("mask a path"))?;
+    }
+    Ok(())
+}
+
+/// Creates `dir` (inside the sandbox, so sandbox root owns it) unless it exists.
+pub(crate) fn ensure_dir(dir: &Path) -> Result<(), LaunchError> {
+    match fs::DirBuilder::new().mode(0o755).create(dir) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(LaunchError::sys("mkdir /workspace")(e)),
+    }
+}
