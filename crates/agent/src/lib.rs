@@ -1,1 +1,24 @@
-//! sandpit-agent (work in progress).
+//! sandpit-agent: the in-sandbox daemon. It speaks the Cloudflare Sandbox container API
+//! (`/api/*`, see the protocol crate) over HTTP/1.1 on a Unix socket, runs commands in
+//! persistent bash sessions or sessionless, serves file operations, and reaps orphans as the
+//! sandbox's PID 1.
+//!
+//! * [`serve::run`] / [`serve::serve`]: serve a bound Unix socket until SIGTERM.
+//! * [`http::router`]: the axum router over an [`Agent`].
+//! * [`Agent`]: command execution independent of HTTP.
+//! * [`reaper::Reaper`]: the `waitpid(-1)` reaper every child's exit status goes through.
+
+pub mod agent;
+pub mod config;
+pub mod error;
+pub mod exec;
+pub mod files;
+pub mod http;
+pub mod reaper;
+pub mod serve;
+pub mod sse;
+
+pub use agent::Agent;
+pub use config::AgentConfig;
+pub use error::ApiError;
+pub use serve::{run, serve};

@@ -1,0 +1,62 @@
+//! Agent configuration.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Default working directory of sessions and sessionless commands.
+pub const DEFAULT_WORKSPACE: &str = "/workspace";
+
+/// Largest request body accepted (a base64 file write of the 32 MiB read limit fits).
+pub const MAX_BODY_BYTES: usize = 64 * 1024 * 1024;
+
+/// Largest amount of each output stream buffered for `/api/execute`.
+pub const OUTPUT_CAP_BYTES: usize = 16 * 1024 * 1024;
+
+/// How the agent runs commands.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    /// Default cwd for sessions and sessionless commands, and base of relative file paths.
+    pub workspace: PathBuf,
+    /// The environment every shell and command starts from (the "container env").
+    pub env: BTreeMap<String, String>,
+    /// Default timeout of session commands (`COMMAND_TIMEOUT_MS`); `None` is unlimited.
+    pub command_timeout: Option<Duration>,
+    /// Request body limit; bigger bodies get 413.
+    pub max_body_bytes: usize,
+    /// Per-stream buffer cap of `/api/execute`.
+    pub output_cap: usize,
+    /// The shell used for sessions and sessionless commands.
+    pub shell: PathBuf,
+}
+
+impl AgentConfig {
+    /// A configuration from an environment (the agent's own, or the one the launcher passes).
+    /// Reads `COMMAND_TIMEOUT_MS` and `SANDPIT_WORKSPACE`.
+    pub fn from_env(env: BTreeMap<String, String>) -> Self {
+        let command_timeout = env
+            .get("COMMAND_TIMEOUT_MS")
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .filter(|ms| *ms > 0)
+            .map(Duration::from_millis);
+        let workspace = env
+            .get("SANDPIT_WORKSPACE")
+            .map_or_else(|| PathBuf::from(DEFAULT_WORKSPACE), PathBuf::from);
+        AgentConfig {
+            workspace,
+            env,
+            command_timeout,
+            max_body_bytes: MAX_BODY_BYTES,
+            output_cap: OUTPUT_CAP_BYTES,
+            shell: PathBuf::from("/bin/bash"),
+        }
+    }
+
+    /// The configuration from this process's environment (non-UTF-8 entries are skipped).
+    pub fn from_process_env() -> Self {
+        let env = std::env::vars_os()
+            .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+            .collect();
+        AgentConfig::from_env(env)
+    }
+}

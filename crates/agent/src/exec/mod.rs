@@ -1,0 +1,197 @@
+//! Running commands: persistent session shells ([`session`]) and one-shot sessionless commands
+//! ([`oneshot`]), both writing their output to a [`Sink`].
+
+pub mod oneshot;
+pub mod output;
+pub mod session;
+pub mod shell;
+
+use std::collections::BTreeMap;
+use std::os::fd::OwnedFd;
+
+use bytes::Bytes;
+use sandpit_protocol::container::{EnvMap, ExecEvent};
+use sandpit_protocol::time;
+use tokio::net::unix::pipe;
+use tokio::sync::mpsc;
+
+use crate::config::AgentConfig;
+use crate::error::ApiError;
+use crate::sse;
+use output::{CappedBuffer, Utf8Carry};
+
+/// Which output stream bytes came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamKind {
+    Stdout,
+    Stderr,
+}
+
+/// Where a running command's output goes.
+#[derive(Debug)]
+pub enum Sink {
+    /// Buffered for `/api/execute`, capped per stream.
+    Collect {
+        stdout: CappedBuffer,
+        stderr: CappedBuffer,
+    },
+    /// Streamed as SSE frames for `/api/execute/stream`. `tx` becomes `None` when the client
+    /// went away; output is then drained and dropped so the command can finish.
+    Events {
+        tx: Option<mpsc::Sender<Bytes>>,
+        stdout: Utf8Carry,
+        stderr: Utf8Carry,
+    },
+}
+
+impl Sink {
+    pub fn collect(cap: usize) -> Self {
+        Sink::Collect {
+            stdout: CappedBuffer::new(cap),
+            stderr: CappedBuffer::new(cap),
+        }
+    }
+
+    pub fn events(tx: mpsc::Sender<Bytes>) -> Self {
+        Sink::Events {
+            tx: Some(tx),
+            stdout: Utf8Carry::default(),
+            stderr: Utf8Carry::default(),
+        }
+    }
+
+    /// Takes output bytes of one stream.
+    pub async fn output(&mut self, kind: StreamKind, bytes: &[u8]) {
+        if bytes.is_empty() {
+            return;
+        }
+        match self {
+            Sink::Collect { stdout, stderr } => match kind {
+                StreamKind::Stdout => stdout.push(bytes),
+                StreamKind::Stderr => stderr.push(bytes),
+            },
+            Sink::Events { tx, stdout, stderr } => {
+                let text = match kind {
+                    StreamKind::Stdout => stdout.push(bytes),
+                    StreamKind::Stderr => stderr.push(bytes),
+                };
+                send_text(tx, kind, text).await;
+            }
+        }
+    }
+
+    /// Flushes characters still carried at the end of the output.
+    pub async fn finish_output(&mut self) {
+        if let Sink::Events { tx, stdout, stderr } = self {
+            let out = stdout.finish();
+            send_text(tx, StreamKind::Stdout, out).await;
+            let err = stderr.finish();
+            send_text(tx, StreamKind::Stderr, err).await;
+        }
+    }
+
+    /// Sends a whole event (stream mode only; ignored when collecting).
+    pub async fn event(&mut self, event: &ExecEvent) {
+        if let Sink::Events { tx, .. } = self {
+            send_frame(tx, sse::frame(event)).await;
+        }
+    }
+}
+
+async fn send_text(tx: &mut Option<mpsc::Sender<Bytes>>, kind: StreamKind, data: String) {
+    if data.is_empty() {
+        return;
+    }
+    let timestamp = time::now();
+    let event = match kind {
+        StreamKind::Stdout => ExecEvent::Stdout { data, timestamp },
+        StreamKind::Stderr => ExecEvent::Stderr { data, timestamp },
+    };
+    send_frame(tx, sse::frame(&event)).await;
+}
+
+async fn send_frame(tx: &mut Option<mpsc::Sender<Bytes>>, frame: Bytes) {
+    if let Some(sender) = tx
+        && sender.send(frame).await.is_err()
+    {
+        // The client disconnected: keep the command running, drop its output from now on.
+        *tx = None;
+    }
+}
+
+/// Checks per-command or per-session environment keys and values.
+pub fn validate_env(env: &EnvMap) -> Result<(), ApiError> {
+    for (key, value) in env {
+        let mut chars = key.chars();
+        let valid = chars
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !valid {
+            return Err(ApiError::validation(
+                "env",
+                format!(
+                    "Invalid environment variable name: {key:?} (must match ^[A-Za-z_][A-Za-z0-9_]*$)"
+                ),
+            ));
+        }
+        if value.as_deref().is_some_and(|v| v.contains('\0')) {
+            return Err(ApiError::validation(
+                "env",
+                format!("Environment variable {key} contains a NUL byte"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The environment of a new shell or sessionless command: the agent's env with sane defaults,
+/// then `overlay` (where `null` unsets).
+pub fn child_env(config: &AgentConfig, overlay: Option<&EnvMap>) -> BTreeMap<String, String> {
+    let mut env = config.env.clone();
+    env.entry("PATH".into())
+        .or_insert_with(|| "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
+    env.entry("HOME".into()).or_insert_with(|| "/root".into());
+    env.insert("LANG".into(), "C.UTF-8".into());
+    for (key, value) in overlay.into_iter().flatten() {
+        match value {
+            Some(v) => env.insert(key.clone(), v.clone()),
+            None => env.remove(key),
+        };
+    }
+    env
+}
+
+/// Wraps the parent end of a child's output pipe for async reads.
+pub fn reader(fd: impl Into<OwnedFd>) -> std::io::Result<pipe::Receiver> {
+    pipe::Receiver::from_owned_fd(fd.into())
+}
+
+/// Shell single-quoting: safe for every byte except NUL (rejected earlier).
+pub fn quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_names_are_checked() {
+        let ok: EnvMap = [
+            ("A_1".to_string(), Some("x".to_string())),
+            ("_b".into(), None),
+        ]
+        .into();
+        assert!(validate_env(&ok).is_ok());
+        for bad in ["1A", "A-B", "", "A B", "É"] {
+            let env: EnvMap = [(bad.to_string(), Some("x".to_string()))].into();
+            assert!(validate_env(&env).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn quoting_escapes_single_quotes() {
+        assert_eq!(quote("a'b $X"), r"'a'\''b $X'");
+    }
+}

@@ -1,0 +1,375 @@
+//! One persistent `bash` per session, driven through pipes.
+//!
+//! The agent writes a small script per command to bash's stdin. The script keeps the command
+//! text in a single-quoted variable, applies the per-command env and cwd, runs the command with
+//! `eval` in the shell itself (so `cd`, `export`, functions and aliases persist, and a syntax
+//! error only fails that `eval`), restores env and cwd, then prints a random marker on stdout and
+//! on stderr and `"<exit code> <$PWD>\0"` on fd 3, a pipe that only the agent reads. Output before
+//! the markers is the command's output, byte for byte.
+
+use std::collections::BTreeMap;
+use std::os::fd::OwnedFd;
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+use command_fds::{CommandFdExt, FdMapping};
+use nix::fcntl::OFlag;
+use rand::Rng;
+use sandpit_protocol::container::EnvMap;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::unix::pipe;
+use tokio::sync::oneshot;
+
+use super::output::MarkerScanner;
+use super::{Sink, StreamKind, quote, reader};
+use crate::reaper::Reaper;
+
+/// Size of one read from an output pipe.
+const READ_CHUNK: usize = 64 * 1024;
+
+/// Why a command did not complete.
+#[derive(Debug, thiserror::Error)]
+pub enum ShellError {
+    /// The shell exited (the user ran `exit`, or it was killed).
+    #[error("shell exited with code {0}")]
+    Exited(i32),
+    #[error("could not start the shell: {0}")]
+    Spawn(#[source] std::io::Error),
+}
+
+/// How a command ended.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Status {
+    pub exit_code: i32,
+    /// The shell's `$PWD` after the command.
+    pub cwd: String,
+}
+
+/// What to run: the command text and its scoped env and cwd.
+#[derive(Debug, Clone, Copy)]
+pub struct CommandSpec<'a> {
+    pub command: &'a str,
+    pub env: Option<&'a EnvMap>,
+    pub cwd: Option<&'a str>,
+}
+
+/// The agent's ends of a session shell's pipes. Owned by the session's command lock.
+#[derive(Debug)]
+pub struct ShellIo {
+    stdin: pipe::Sender,
+    stdout: pipe::Receiver,
+    stderr: pipe::Receiver,
+    control: pipe::Receiver,
+    exit: Option<oneshot::Receiver<i32>>,
+    /// Bytes that arrived after a marker (output of background jobs), shown with the next
+    /// command.
+    stdout_rest: Vec<u8>,
+    stderr_rest: Vec<u8>,
+    control_rest: Vec<u8>,
+    stdout_eof: bool,
+    stderr_eof: bool,
+    /// The first command also carries [`PRELUDE`].
+    fresh: bool,
+}
+
+/// Starts `shell --noprofile --norc` in its own process group. Returns its pid and pipes.
+pub fn spawn(
+    shell: &Path,
+    env: &BTreeMap<String, String>,
+    cwd: &Path,
+    reaper: &Reaper,
+) -> Result<(i32, ShellIo), ShellError> {
+    let (control_r, control_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC)
+        .map_err(|e| ShellError::Spawn(std::io::Error::from(e)))?;
+    let mut cmd = Command::new(shell);
+    cmd.args(["--noprofile", "--norc"])
+        .env_clear()
+        .envs(env)
+        .current_dir(cwd)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0);
+    cmd.fd_mappings(vec![FdMapping {
+        parent_fd: control_w,
+        child_fd: 3,
+    }])
+    .map_err(|e| ShellError::Spawn(std::io::Error::other(e)))?;
+    let spawned_at = Instant::now();
+    let mut child = cmd.spawn().map_err(ShellError::Spawn)?;
+    // Registering right after the spawn, without an await in between, so the reaper cannot
+    // see the exit first; `spawned_at` covers the case anyway.
+    let pid = child.id() as i32;
+    let exit = reaper.register(pid, spawned_at);
+    drop(cmd); // closes our copy of the control pipe's write end
+    let (Some(stdin), Some(stdout), Some(stderr)) =
+        (child.stdin.take(), child.stdout.take(), child.stderr.take())
+    else {
+        return Err(ShellError::Spawn(std::io::Error::other("missing pipe")));
+    };
+    let io = (|| {
+        Ok::<_, std::io::Error>(ShellIo {
+            stdin: pipe::Sender::from_owned_fd(OwnedFd::from(stdin))?,
+            stdout: reader(stdout)?,
+            stderr: reader(stderr)?,
+            control: reader(control_r)?,
+            exit: Some(exit),
+            stdout_rest: Vec::new(),
+            stderr_rest: Vec::new(),
+            control_rest: Vec::new(),
+            stdout_eof: false,
+            stderr_eof: false,
+            fresh: true,
+        })
+    })()
+    .map_err(ShellError::Spawn)?;
+    Ok((pid, io))
+}
+
+/// A fresh random marker, split in two halves that the script prints separately, so the marker
+/// never appears literally in the script (`set -x` / `set -v` echo it to stderr).
+fn new_marker() -> (String, String) {
+    let mut rng = rand::rng();
+    let hex: String = (0..32)
+        .map(|_| char::from(b"0123456789abcdef"[rng.random_range(0..16)]))
+        .collect();
+    (
+        format!("\u{1}SANDPIT{}", &hex[..16]),
+        format!("{}\u{1}", &hex[16..]),
+    )
+}
+
+/// The script for one command and the marker that ends its output.
+pub fn script(spec: &CommandSpec<'_>) -> (String, Vec<u8>) {
+    let (left, right) = new_marker();
+    let mut s = String::with_capacity(spec.command.len() + 512);
+    s.push_str(&format!("__sp_cmd={}\n", quote(spec.command)));
+    let env: Vec<(&String, &Option<String>)> = spec.env.into_iter().flatten().collect();
+    for (i, (key, value)) in env.iter().enumerate() {
+        // Remember value and export flag, then apply.
+        s.push_str(&format!(
+            "if [[ -v {key} ]]; then __sp_s{i}=1; __sp_v{i}=\"${key}\"; [[ ${{{key}@a}} == *x* ]] && __sp_x{i}=1 || __sp_x{i}=0; else __sp_s{i}=0; fi\n"
+        ));
+        match value {
+            Some(v) => s.push_str(&format!("builtin export {key}={}\n", quote(v))),
+            None => s.push_str(&format!("builtin unset {key}\n")),
+        }
+    }
+    let run = "builtin eval \"$__sp_cmd\" </dev/null 3>&-\n__sp_rc=$?\n";
+    match spec.cwd {
+        Some(cwd) => {
+            let q = quote(cwd);
+            s.push_str(&format!(
+                "__sp_prev=\"$PWD\"\nif builtin cd -- {q} >/dev/null 2>&1; then\n{run}builtin cd -- \"$__sp_prev\" >/dev/null 2>&1\nelse\nbuiltin printf 'Failed to change directory to %s\\n' {q} >&2\n__sp_rc=1\nfi\n"
+            ));
+        }
+        None => s.push_str(run),
+    }
+    for (i, (key, _)) in env.iter().enumerate() {
+        s.push_str(&format!(
+            "if [[ $__sp_s{i} == 1 ]]; then {key}=\"$__sp_v{i}\"; if [[ $__sp_x{i} == 1 ]]; then builtin export {key}; else builtin export -n {key}; fi; else builtin unset {key}; fi\n"
+        ));
+    }
+    let (l, r) = (quote(&left), quote(&right));
+    s.push_str(&format!(
+        "builtin printf '%s%s' {l} {r}\nbuiltin printf '%s%s' {l} {r} >&2\nbuiltin printf '%d %s\\0' \"$__sp_rc\" \"$PWD\" >&3\nbuiltin unset __sp_cmd __sp_rc __sp_prev"
+    ));
+    for i in 0..env.len() {
+        s.push_str(&format!(" __sp_s{i} __sp_v{i} __sp_x{i}"));
+    }
+    s.push('\n');
+    (s, format!("{left}{right}").into_bytes())
+}
+
+/// Lines run once when a session shell starts.
+pub const PRELUDE: &str = "shopt -s expand_aliases\n";
+
+impl ShellIo {
+    /// Runs one command script and streams its output into `sink` until its markers and status
+    /// arrive, or the shell exits.
+    pub async fn run(
+        &mut self,
+        script: &str,
+        marker: &[u8],
+        sink: &mut Sink,
+    ) -> Result<Status, ShellError> {
+        let ShellIo {
+            stdin,
+            stdout,
+            stderr,
+            control,
+            exit,
+            stdout_rest,
+            stderr_rest,
+            control_rest,
+            stdout_eof,
+            stderr_eof,
+            fresh,
+        } = self;
+        let Some(exit_rx) = exit.as_mut() else {
+            return Err(ShellError::Exited(-1));
+        };
+        if let Ok(code) = exit_rx.try_recv() {
+            *exit = None;
+            return Err(ShellError::Exited(code));
+        }
+
+        let mut out = MarkerScanner::new(marker);
+        let mut err = MarkerScanner::new(marker);
+        let mut out_done = *stdout_eof;
+        let mut err_done = *stderr_eof;
+        // Output of background jobs that arrived between commands goes to this command.
+        feed(
+            &mut out,
+            StreamKind::Stdout,
+            &std::mem::take(stdout_rest),
+            stdout_rest,
+            sink,
+        )
+        .await;
+        feed(
+            &mut err,
+            StreamKind::Stderr,
+            &std::mem::take(stderr_rest),
+            stderr_rest,
+            sink,
+        )
+        .await;
+
+        let script = if std::mem::take(fresh) {
+            format!("{PRELUDE}{script}")
+        } else {
+            script.to_owned()
+        };
+        let write = stdin.write_all(script.as_bytes());
+        tokio::pin!(write);
+        let mut written = false;
+        let mut status: Option<Status> = None;
+        let mut out_buf = vec![0u8; READ_CHUNK];
+        let mut err_buf = vec![0u8; READ_CHUNK];
+        let mut ctl_buf = [0u8; 4096];
+
+        loop {
+            out_done |= out.found();
+            err_done |= err.found();
+            if out_done && err_done && status.is_some() && written {
+                break;
+            }
+            tokio::select! {
+                r = &mut write, if !written => {
+                    written = true;
+                    if r.is_err() {
+                        // EPIPE: the shell is gone; its status follows.
+                        let code = exit_rx.await.unwrap_or(-1);
+                        *exit = None;
+                        return Err(ShellError::Exited(code));
+                    }
+                }
+                r = stdout.read(&mut out_buf), if !out_done => match r {
+                    Ok(n) if n > 0 => feed(&mut out, StreamKind::Stdout, &out_buf[..n], stdout_rest, sink).await,
+                    // EOF: the command closed the shell's stdout (or the shell is gone).
+                    _ => {
+                        *stdout_eof = true;
+                        out_done = true;
+                        let held = out.take_pending();
+                        sink.output(StreamKind::Stdout, &held).await;
+                    }
+                },
+                r = stderr.read(&mut err_buf), if !err_done => match r {
+                    Ok(n) if n > 0 => feed(&mut err, StreamKind::Stderr, &err_buf[..n], stderr_rest, sink).await,
+                    _ => {
+                        *stderr_eof = true;
+                        err_done = true;
+                        let held = err.take_pending();
+                        sink.output(StreamKind::Stderr, &held).await;
+                    }
+                },
+                r = control.read(&mut ctl_buf), if status.is_none() => match r {
+                    Ok(n) if n > 0 => {
+                        control_rest.extend_from_slice(&ctl_buf[..n]);
+                        if let Some(end) = control_rest.iter().position(|&b| b == 0) {
+                            let record: Vec<u8> = control_rest.drain(..=end).collect();
+                            status = Some(parse_status(&record[..end]));
+                        }
+                    }
+                    _ => {
+                        let code = exit_rx.await.unwrap_or(-1);
+                        *exit = None;
+                        return Err(ShellError::Exited(code));
+                    }
+                },
+                code = &mut *exit_rx => {
+                    *exit = None;
+                    return Err(ShellError::Exited(code.unwrap_or(-1)));
+                }
+            }
+        }
+        sink.finish_output().await;
+        status.ok_or(ShellError::Exited(-1))
+    }
+}
+
+/// Feeds bytes through a marker scanner into the sink; bytes after the marker are kept in
+/// `rest` for the next command.
+async fn feed(
+    scanner: &mut MarkerScanner,
+    kind: StreamKind,
+    bytes: &[u8],
+    rest: &mut Vec<u8>,
+    sink: &mut Sink,
+) {
+    if bytes.is_empty() {
+        return;
+    }
+    let scan = scanner.feed(bytes);
+    sink.output(kind, &scan.output).await;
+    if let Some(after) = scan.after_marker {
+        rest.extend_from_slice(&after);
+    }
+}
+
+fn parse_status(record: &[u8]) -> Status {
+    let text = String::from_utf8_lossy(record);
+    let (code, cwd) = text.split_once(' ').unwrap_or((&text, ""));
+    Status {
+        exit_code: code.trim().parse().unwrap_or(-1),
+        cwd: cwd.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn script_never_contains_the_marker() {
+        let env: EnvMap = [
+            ("A".to_string(), Some("it's".to_string())),
+            ("B".into(), None),
+        ]
+        .into();
+        let spec = CommandSpec {
+            command: "echo hi",
+            env: Some(&env),
+            cwd: Some("/tmp"),
+        };
+        let (script, marker) = script(&spec);
+        let marker = String::from_utf8(marker).unwrap();
+        assert!(!script.contains(&marker));
+        assert!(script.contains("builtin export A='it'\\''s'"));
+        assert!(script.contains("builtin unset B"));
+    }
+
+    #[test]
+    fn status_record_parses() {
+        assert_eq!(
+            parse_status(b"3 /tmp/a b"),
+            Status {
+                exit_code: 3,
+                cwd: "/tmp/a b".into()
+            }
+        );
+    }
+}
