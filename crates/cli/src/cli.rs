@@ -1,0 +1,207 @@
+//! Command-line grammar (clap derive).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Default data directory of the server (state, admin key, images).
+pub const DEFAULT_DATA_DIR: &str = "/var/lib/sandpit";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "sandpit",
+    version,
+    about = "Run untrusted code in isolated Linux sandboxes"
+)]
+pub struct Cli {
+    /// Server URL.
+    #[arg(
+        long,
+        global = true,
+        env = "SANDPIT_URL",
+        default_value = "http://127.0.0.1:7070"
+    )]
+    pub url: String,
+    /// API key (default: the admin key in <data-dir>/admin.key).
+    #[arg(long, global = true, env = "SANDPIT_KEY", hide_env_values = true)]
+    pub key: Option<String>,
+    /// Server data directory (state, admin key, images).
+    #[arg(long, global = true, env = "SANDPIT_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
+    pub data_dir: PathBuf,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the server (builds the default image first if it is missing).
+    Serve(ServeArgs),
+    /// Create a sandbox (or show the existing one with that id).
+    Create(CreateArgs),
+    /// List sandboxes.
+    Ls(LsArgs),
+    /// Put a sandbox to sleep (its files are kept; the next call wakes it).
+    Stop { id: String },
+    /// Destroy sandboxes and their files.
+    Rm {
+        #[arg(required = true)]
+        ids: Vec<String>,
+    },
+    /// Run a command in a sandbox (created on first use), streaming its output; exits with
+    /// the command's exit code.
+    Exec(ExecArgs),
+    /// Copy a file between this machine and a sandbox: `cp ./a ID:/path` or `cp ID:/path ./a`.
+    Cp { src: String, dst: String },
+    /// Manage the images sandboxes run on (works on the image directory directly).
+    Image(ImageArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:7070")]
+    pub listen: SocketAddr,
+    #[command(flatten)]
+    pub images: ImagesDir,
+}
+
+#[derive(Debug, Args)]
+pub struct ImagesDir {
+    /// Image directory (default: <data-dir>/images).
+    #[arg(long, env = "SANDPIT_IMAGES_DIR")]
+    pub images_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct CreateArgs {
+    /// Sandbox id (generated when absent).
+    pub id: Option<String>,
+    /// Image to run.
+    #[arg(long)]
+    pub image: Option<String>,
+    /// Idle time before the sandbox sleeps: seconds or e.g. 30s, 5m, 1h.
+    #[arg(long)]
+    pub sleep_after: Option<String>,
+    /// Never put the sandbox to sleep.
+    #[arg(long)]
+    pub keep_alive: bool,
+    /// Discard the sandbox's files when it sleeps.
+    #[arg(long)]
+    pub ephemeral: bool,
+    /// Memory limit in MiB.
+    #[arg(long)]
+    pub memory_mb: Option<u64>,
+    /// CPU quota in cores (e.g. 0.5).
+    #[arg(long)]
+    pub cpus: Option<f64>,
+    /// Maximum number of processes.
+    #[arg(long)]
+    pub pids: Option<u64>,
+    /// Disk limit of the writable layer in MiB.
+    #[arg(long)]
+    pub disk_mb: Option<u64>,
+    /// Environment variable for every command (repeatable).
+    #[arg(long = "env", value_name = "K=V", value_parser = parse_env)]
+    pub env: Vec<(String, String)>,
+    /// Print the sandbox as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct LsArgs {
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ExecArgs {
+    /// Sandbox id.
+    pub id: String,
+    /// Session to run in (shell state persists between commands of one session).
+    #[arg(long)]
+    pub session: Option<String>,
+    /// Working directory for this command.
+    #[arg(long)]
+    pub cwd: Option<String>,
+    /// Environment variable for this command (repeatable).
+    #[arg(long = "env", value_name = "K=V", value_parser = parse_env)]
+    pub env: Vec<(String, String)>,
+    /// Give up after this many milliseconds (exit code 124).
+    #[arg(long)]
+    pub timeout_ms: Option<u64>,
+    /// The command. Several words are shell-quoted and joined; a single word is passed to the
+    /// shell as is (so `sandpit exec ID 'ls | wc -l'` runs a pipeline).
+    #[arg(last = true, required = true, value_name = "CMD")]
+    pub command: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ImageArgs {
+    #[command(flatten)]
+    pub images: ImagesDir,
+    #[command(subcommand)]
+    pub command: ImageCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ImageCommand {
+    /// Build the default image (Debian bookworm with Python and Node) if it is missing.
+    Build {
+        /// Rebuild even if it exists.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Import an OCI-layout or `docker save` tarball.
+    Import {
+        file: PathBuf,
+        #[arg(long)]
+        name: String,
+    },
+    /// List images.
+    Ls,
+    /// Remove an image.
+    Rm { name: String },
+}
+
+/// Parses `K=V` (`V` may be empty or contain `=`).
+fn parse_env(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
+        _ => Err(format!("expected K=V, got {s:?}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_pairs() {
+        assert_eq!(parse_env("A=1=2"), Ok(("A".into(), "1=2".into())));
+        assert_eq!(parse_env("A="), Ok(("A".into(), String::new())));
+        assert!(parse_env("=1").is_err());
+        assert!(parse_env("A").is_err());
+    }
+
+    #[test]
+    fn grammar_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn exec_takes_everything_after_the_separator() {
+        let cli = Cli::try_parse_from([
+            "sandpit", "exec", "demo", "--env", "A=1", "--", "ls", "-la", "--env",
+        ])
+        .unwrap();
+        let Command::Exec(args) = cli.command else {
+            panic!("not exec")
+        };
+        assert_eq!(args.command, ["ls", "-la", "--env"]);
+        assert_eq!(args.env, [("A".to_owned(), "1".to_owned())]);
+    }
+}

@@ -1,0 +1,154 @@
+//! `sandpit cp`: copies one file between this machine and a sandbox.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use futures::StreamExt;
+use sandpit_client::Client;
+use sandpit_client::protocol::control::validate_sandbox_id;
+use tokio::io::AsyncWriteExt;
+
+use crate::progress::bytes_bar;
+
+/// One side of a copy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Location {
+    Local(PathBuf),
+    Sandbox { id: String, path: String },
+}
+
+impl Location {
+    /// `ID:/path` is a sandbox path; anything starting with `/` or `.`, or whose part before
+    /// `:` is not a valid sandbox id, is local.
+    pub fn parse(s: &str) -> anyhow::Result<Location> {
+        if !s.starts_with('/') && !s.starts_with('.') {
+            if let Some((id, path)) = s.split_once(':') {
+                if validate_sandbox_id(id).is_ok() {
+                    if path.is_empty() {
+                        bail!("missing path after {id}: (use {id}:/path)");
+                    }
+                    return Ok(Location::Sandbox {
+                        id: id.to_owned(),
+                        path: path.to_owned(),
+                    });
+                }
+            }
+        }
+        Ok(Location::Local(PathBuf::from(s)))
+    }
+}
+
+pub async fn run(client: &Client, src: &str, dst: &str) -> anyhow::Result<()> {
+    match (Location::parse(src)?, Location::parse(dst)?) {
+        (Location::Local(from), Location::Sandbox { id, path }) => {
+            upload(client, &from, &id, &path).await
+        }
+        (Location::Sandbox { id, path }, Location::Local(to)) => {
+            download(client, &id, &path, &to).await
+        }
+        _ => {
+            bail!("one of SRC and DST must be a sandbox path (ID:/path) and the other a local path")
+        }
+    }
+}
+
+async fn upload(client: &Client, from: &Path, id: &str, path: &str) -> anyhow::Result<()> {
+    let meta = tokio::fs::metadata(from)
+        .await
+        .with_context(|| format!("reading {}", from.display()))?;
+    if meta.is_dir() {
+        bail!("{} is a directory; cp copies single files", from.display());
+    }
+    let content = tokio::fs::read(from)
+        .await
+        .with_context(|| format!("reading {}", from.display()))?;
+    let target = if path.ends_with('/') {
+        let name = from.file_name().context("source has no file name")?;
+        format!("{path}{}", name.to_string_lossy())
+    } else {
+        path.to_owned()
+    };
+    let bar = bytes_bar(content.len() as u64, "upload");
+    let shown = bar.clone();
+    let result = client
+        .sandbox(id)
+        .write_bytes_with_progress(&target, content.into(), move |n| shown.set_position(n))
+        .await;
+    bar.finish_and_clear();
+    Ok(result?)
+}
+
+async fn download(client: &Client, id: &str, path: &str, to: &Path) -> anyhow::Result<()> {
+    let download = client.sandbox(id).read_stream_bytes(path).await?;
+    let target = if to.is_dir() {
+        let name = Path::new(path)
+            .file_name()
+            .context("source has no file name")?;
+        to.join(name)
+    } else {
+        to.to_path_buf()
+    };
+    let bar = bytes_bar(download.size, "download");
+    let result = async {
+        let mut file = tokio::fs::File::create(&target)
+            .await
+            .with_context(|| format!("creating {}", target.display()))?;
+        let mut chunks = download.chunks;
+        let mut written = 0u64;
+        while let Some(chunk) = chunks.next().await {
+            let chunk = chunk?;
+            file.write_all(&chunk)
+                .await
+                .with_context(|| format!("writing {}", target.display()))?;
+            written += chunk.len() as u64;
+            bar.set_position(written);
+        }
+        file.flush().await?;
+        anyhow::Ok(())
+    }
+    .await;
+    bar.finish_and_clear();
+    if result.is_err() {
+        // A partial file looks like a good one; don't leave it behind.
+        let _ = tokio::fs::remove_file(&target).await;
+    }
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sandbox(id: &str, path: &str) -> Location {
+        Location::Sandbox {
+            id: id.into(),
+            path: path.into(),
+        }
+    }
+
+    #[test]
+    fn locations() {
+        assert_eq!(
+            Location::parse("demo:/w/a.txt").unwrap(),
+            sandbox("demo", "/w/a.txt")
+        );
+        assert_eq!(Location::parse("demo:rel").unwrap(), sandbox("demo", "rel"));
+        assert_eq!(
+            Location::parse("./demo:x").unwrap(),
+            Location::Local("./demo:x".into())
+        );
+        assert_eq!(
+            Location::parse("/tmp/a:b").unwrap(),
+            Location::Local("/tmp/a:b".into())
+        );
+        assert_eq!(
+            Location::parse("a_b:c").unwrap(),
+            Location::Local("a_b:c".into())
+        );
+        assert_eq!(
+            Location::parse("file.txt").unwrap(),
+            Location::Local("file.txt".into())
+        );
+        assert!(Location::parse("demo:").is_err());
+    }
+}

@@ -1,0 +1,42 @@
+//! `sandpit serve`.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use sandpit_image::ImageStore;
+use sandpit_server::{ServeConfig, Server};
+
+use crate::cli::ServeArgs;
+
+pub async fn run(args: ServeArgs, data_dir: PathBuf) -> anyhow::Result<()> {
+    let mut config = ServeConfig::new(data_dir.clone());
+    config.listen = args.listen;
+    config.images_dir = super::image::images_dir(&args.images, &data_dir);
+
+    let images_dir = config.images_dir.clone();
+    tokio::task::spawn_blocking(move || {
+        let store = ImageStore::open(&images_dir)?;
+        super::image::ensure_default(&store)
+    })
+    .await??;
+
+    let server = Server::start(config).await.context("starting the server")?;
+    let url = format!("http://{}", server.addr());
+    println!("sandpit listening on {url}");
+    println!("admin key stored in {}", server.key_file().display());
+    println!("try: SANDPIT_URL={url} sandpit exec demo -- echo hello");
+    shutdown_signal().await?;
+    eprintln!("shutting down (stopping sandboxes)");
+    server.shutdown().await
+}
+
+/// Resolves on ctrl-c or SIGTERM.
+async fn shutdown_signal() -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    tokio::select! {
+        result = tokio::signal::ctrl_c() => result.context("waiting for ctrl-c")?,
+        _ = term.recv() => {}
+    }
+    Ok(())
+}

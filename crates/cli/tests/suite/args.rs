@@ -1,0 +1,133 @@
+//! Argument handling and the commands that need no server.
+
+use super::support::sandpit;
+
+fn stderr_of(output: &std::process::Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[test]
+fn help_lists_every_command() {
+    let out = sandpit()
+        .arg("--help")
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let help = String::from_utf8(out).unwrap();
+    for command in ["serve", "create", "ls", "stop", "rm", "exec", "cp", "image"] {
+        assert!(help.contains(command), "{command} missing from:\n{help}");
+    }
+    assert!(help.contains("SANDPIT_URL"), "{help}");
+}
+
+#[test]
+fn exec_needs_a_command() {
+    let out = sandpit()
+        .args(["exec", "demo"])
+        .assert()
+        .code(2)
+        .get_output()
+        .clone();
+    assert!(stderr_of(&out).contains("CMD"), "{}", stderr_of(&out));
+}
+
+#[test]
+fn malformed_env_is_rejected_before_anything_runs() {
+    let out = sandpit()
+        .args(["exec", "--env", "NOEQUALS", "demo", "--", "true"])
+        .assert()
+        .code(2)
+        .get_output()
+        .clone();
+    assert!(
+        stderr_of(&out).contains("expected K=V"),
+        "{}",
+        stderr_of(&out)
+    );
+}
+
+#[test]
+fn a_missing_key_is_explained() {
+    let empty = tempfile::tempdir().unwrap();
+    let out = sandpit()
+        .args(["ls", "--data-dir"])
+        .arg(empty.path())
+        .assert()
+        .code(1)
+        .get_output()
+        .clone();
+    let err = stderr_of(&out);
+    assert!(err.starts_with("error: no API key"), "{err}");
+    assert!(err.contains("admin.key"), "{err}");
+}
+
+#[test]
+fn an_unreachable_server_is_a_transport_error() {
+    // Nothing listens on port 1 of loopback.
+    let out = sandpit()
+        .args(["--url", "http://127.0.0.1:1", "--key", "k", "ls"])
+        .assert()
+        .code(1)
+        .get_output()
+        .clone();
+    assert!(
+        stderr_of(&out).starts_with("error: transport error"),
+        "{}",
+        stderr_of(&out)
+    );
+}
+
+#[test]
+fn cp_needs_exactly_one_sandbox_side() {
+    let out = sandpit()
+        .args(["--key", "k", "cp", "./a", "./b"])
+        .assert()
+        .code(1)
+        .get_output()
+        .clone();
+    assert!(
+        stderr_of(&out).contains("one of SRC and DST must be a sandbox path"),
+        "{}",
+        stderr_of(&out)
+    );
+}
+
+#[test]
+fn image_commands_work_on_an_empty_store() {
+    let dir = tempfile::tempdir().unwrap();
+    sandpit()
+        .args(["image", "--images-dir"])
+        .arg(dir.path())
+        .arg("ls")
+        .assert()
+        .success()
+        .stdout("no images\n");
+    let out = sandpit()
+        .args(["image", "--images-dir"])
+        .arg(dir.path())
+        .args(["rm", "nope"])
+        .assert()
+        .code(1)
+        .get_output()
+        .clone();
+    assert!(
+        stderr_of(&out).starts_with("error: "),
+        "{}",
+        stderr_of(&out)
+    );
+    let out = sandpit()
+        .args(["image", "--images-dir"])
+        .arg(dir.path())
+        .args(["import", "/nonexistent.tar", "--name", "x"])
+        .assert()
+        .code(1)
+        .get_output()
+        .clone();
+    assert!(
+        stderr_of(&out).contains("/nonexistent.tar"),
+        "{}",
+        stderr_of(&out)
+    );
+}

@@ -1,0 +1,275 @@
+//! The commands against a fake server: exact output streams, exit codes and error lines.
+
+use std::sync::{Arc, Mutex};
+
+use axum::body::Bytes;
+use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+use super::support::sandpit;
+
+const KEY: &str = "test-key";
+const TS: &str = "2026-01-01T00:00:00.000Z";
+
+type Bodies = Arc<Mutex<Vec<(String, Value)>>>;
+
+fn json_response(status: StatusCode, body: Value) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+fn error(status: u16, code: &str, message: &str) -> Response {
+    json_response(
+        StatusCode::from_u16(status).unwrap(),
+        json!({"code": code, "message": message, "context": {}, "httpStatus": status, "timestamp": TS}),
+    )
+}
+
+fn sse(events: &[Value]) -> Response {
+    let body: String = events.iter().map(|e| format!("data: {e}\n\n")).collect();
+    ([(header::CONTENT_TYPE, "text/event-stream")], body).into_response()
+}
+
+fn info(id: &str, state: &str) -> Value {
+    json!({"id": id, "image": "default", "state": state, "sleepAfterSecs": 600, "keepAlive": id == "b",
+           "ephemeral": false, "env": {}, "limits": {}, "createdAt": TS, "lastActiveAt": TS})
+}
+
+fn handle(
+    bodies: &Bodies,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Response {
+    if headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        != Some(&format!("Bearer {KEY}"))
+    {
+        return error(401, "UNAUTHORIZED", "missing or wrong API key");
+    }
+    let body: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+    bodies
+        .lock()
+        .unwrap()
+        .push((uri.path().to_owned(), body.clone()));
+    match (method.as_str(), uri.path()) {
+        ("GET", "/v1/sandboxes") => json_response(
+            StatusCode::OK,
+            json!({"sandboxes": [info("a", "running"), info("b", "sleeping")]}),
+        ),
+        ("POST", "/v1/sandboxes") => json_response(
+            StatusCode::CREATED,
+            info(body["id"].as_str().unwrap_or("gen-1"), "running"),
+        ),
+        ("POST", "/v1/sandboxes/nope/stop") => error(404, "SANDBOX_NOT_FOUND", "no sandbox nope"),
+        ("POST", "/v1/sandboxes/demo/api/execute/stream") => sse(&[
+            json!({"type": "start", "command": body["command"], "timestamp": TS}),
+            json!({"type": "stdout", "data": format!("ran: {}\n", body["command"].as_str().unwrap()), "timestamp": TS}),
+            json!({"type": "stderr", "data": "to stderr\n", "timestamp": TS}),
+            json!({"type": "complete", "exitCode": 7, "timestamp": TS}),
+        ]),
+        ("POST", "/v1/sandboxes/broken/api/execute/stream") => {
+            sse(&[json!({"type": "stdout", "data": "partial", "timestamp": TS})])
+        }
+        ("POST", "/v1/sandboxes/demo/api/read/stream") if body["path"] == "/missing" => {
+            sse(&[json!({"type": "error", "error": "File not found: /missing"})])
+        }
+        ("POST", "/v1/sandboxes/demo/api/read/stream") => sse(&[
+            json!({"type": "metadata", "mimeType": "text/plain", "size": 11, "isBinary": false, "encoding": "utf-8"}),
+            json!({"type": "chunk", "data": "hello "}),
+            json!({"type": "chunk", "data": "world"}),
+            json!({"type": "complete", "bytesRead": 11}),
+        ]),
+        ("POST", "/v1/sandboxes/demo/api/write") => json_response(
+            StatusCode::OK,
+            json!({"success": true, "path": body["path"], "timestamp": TS}),
+        ),
+        _ => error(404, "ROUTE_NOT_FOUND", "unexpected request"),
+    }
+}
+
+/// Starts the fake server on its own thread and runtime; returns its URL and request log.
+fn start() -> (String, Bodies) {
+    let bodies: Bodies = Arc::default();
+    let app = {
+        let bodies = bodies.clone();
+        axum::Router::new().fallback(move |m: Method, u: Uri, h: HeaderMap, b: Bytes| {
+            let bodies = bodies.clone();
+            async move { handle(&bodies, &m, &u, &h, &b) }
+        })
+    };
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            axum::serve(listener, app).await.unwrap();
+        });
+    });
+    (url, bodies)
+}
+
+fn cli(url: &str) -> assert_cmd::Command {
+    let mut cmd = sandpit();
+    cmd.args(["--url", url, "--key", KEY]);
+    cmd
+}
+
+#[test]
+fn exec_streams_to_matching_fds_and_exits_with_the_command_code() {
+    let (url, bodies) = start();
+    cli(&url)
+        .args([
+            "exec",
+            "demo",
+            "--env",
+            "A=1",
+            "--cwd",
+            "/tmp",
+            "--session",
+            "s",
+            "--",
+            "python3",
+            "-c",
+            "print(2+2)",
+        ])
+        .assert()
+        .code(7)
+        .stdout("ran: python3 -c 'print(2+2)'\n")
+        .stderr("to stderr\n");
+    let (_, body) = bodies.lock().unwrap().last().cloned().unwrap();
+    assert_eq!(
+        body,
+        json!({"command": "python3 -c 'print(2+2)'", "sessionId": "s", "env": {"A": "1"}, "cwd": "/tmp"})
+    );
+}
+
+#[test]
+fn exec_reports_a_stream_cut_short() {
+    let (url, _) = start();
+    cli(&url)
+        .args(["exec", "broken", "--", "true"])
+        .assert()
+        .code(1)
+        .stdout("partial")
+        .stderr("error: the output stream ended before the command completed\n");
+}
+
+#[test]
+fn server_errors_print_code_and_message() {
+    let (url, _) = start();
+    cli(&url)
+        .args(["stop", "nope"])
+        .assert()
+        .code(1)
+        .stderr("error: SANDBOX_NOT_FOUND: no sandbox nope\n");
+    sandpit()
+        .args(["--url", &url, "--key", "wrong", "ls"])
+        .assert()
+        .code(1)
+        .stderr("error: UNAUTHORIZED: missing or wrong API key\n");
+}
+
+#[test]
+fn the_key_file_in_the_data_dir_is_the_default_key() {
+    let (url, _) = start();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("admin.key"), format!("{KEY}\n")).unwrap();
+    let out = sandpit()
+        .args(["--url", &url, "ls", "--data-dir"])
+        .arg(dir.path())
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let table = String::from_utf8(out).unwrap();
+    let lines: Vec<&str> = table.lines().collect();
+    assert_eq!(lines.len(), 3, "{table}");
+    assert!(lines[0].starts_with("ID  STATE"), "{table}");
+    assert!(lines[1].starts_with("a   running"), "{table}");
+    assert!(
+        lines[2].starts_with("b   sleeping") && lines[2].ends_with("keep-alive"),
+        "{table}"
+    );
+}
+
+#[test]
+fn create_sends_every_option() {
+    let (url, bodies) = start();
+    cli(&url)
+        .args([
+            "create",
+            "box1",
+            "--sleep-after",
+            "5m",
+            "--keep-alive",
+            "--memory-mb",
+            "256",
+            "--cpus",
+            "0.5",
+        ])
+        .args(["--env", "K=V", "--ephemeral", "--image", "default"])
+        .assert()
+        .success()
+        .stdout("box1\n");
+    let (_, body) = bodies.lock().unwrap().last().cloned().unwrap();
+    assert_eq!(
+        body,
+        json!({"id": "box1", "image": "default", "sleepAfter": "5m", "keepAlive": true, "env": {"K": "V"},
+               "limits": {"cpus": 0.5, "memoryMb": 256}, "ephemeral": true})
+    );
+}
+
+#[test]
+fn cp_copies_both_ways() {
+    let (url, bodies) = start();
+    let dir = tempfile::tempdir().unwrap();
+    let local = dir.path().join("up.bin");
+    std::fs::write(&local, [0u8, 1, 2, 255]).unwrap();
+    cli(&url)
+        .arg("cp")
+        .arg(&local)
+        .arg("demo:/workspace/")
+        .assert()
+        .success();
+    let (path, body) = bodies.lock().unwrap().last().cloned().unwrap();
+    assert_eq!(path, "/v1/sandboxes/demo/api/write");
+    assert_eq!(
+        body,
+        json!({"path": "/workspace/up.bin", "encoding": "base64", "content": "AAEC/w=="})
+    );
+
+    cli(&url)
+        .arg("cp")
+        .arg("demo:/workspace/hello.txt")
+        .arg(dir.path())
+        .assert()
+        .success();
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("hello.txt")).unwrap(),
+        "hello world"
+    );
+
+    let target = dir.path().join("missing.txt");
+    cli(&url)
+        .arg("cp")
+        .arg("demo:/missing")
+        .arg(&target)
+        .assert()
+        .code(1)
+        .stderr("error: stream error: File not found: /missing\n");
+    assert!(!target.exists(), "a failed download leaves no file behind");
+}

@@ -1,0 +1,5 @@
+mod args;
+mod compat;
+mod fake_server;
+mod real_server;
+mod support;

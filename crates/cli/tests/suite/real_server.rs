@@ -1,0 +1,121 @@
+//! The CLI against a real `sandpit serve` (root, namespaces, default image).
+
+use super::support::{Served, images_dir_or_skip};
+
+fn stdout(assert: assert_cmd::assert::Assert) -> String {
+    String::from_utf8(assert.get_output().stdout.clone()).unwrap()
+}
+
+#[test]
+fn serial_cli_against_real_server() {
+    let Some(images) = images_dir_or_skip("serial_cli_against_real_server") else {
+        return;
+    };
+    let served = Served::start(&images);
+
+    // First use creates the sandbox; argv is shell-quoted.
+    served
+        .cli()
+        .args(["exec", "demo", "--", "python3", "-c", "print(2+2)"])
+        .assert()
+        .success()
+        .stdout("4\n");
+    // Exit codes and stderr come through; a single word is a command line.
+    served
+        .cli()
+        .args(["exec", "demo", "--", "echo oops >&2; exit 5"])
+        .assert()
+        .code(5)
+        .stdout("")
+        .stderr("oops\n");
+    served
+        .cli()
+        .args([
+            "exec",
+            "--env",
+            "A=x y",
+            "--cwd",
+            "/tmp",
+            "demo",
+            "--",
+            "sh",
+            "-c",
+            "echo \"$A\"; pwd",
+        ])
+        .assert()
+        .success()
+        .stdout("x y\n/tmp\n");
+
+    // cp both ways with a file large enough to take several chunks.
+    let dir = tempfile::tempdir().unwrap();
+    let content: Vec<u8> = (0..3_000_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    let up = dir.path().join("big.bin");
+    std::fs::write(&up, &content).unwrap();
+    served
+        .cli()
+        .arg("cp")
+        .arg(&up)
+        .arg("demo:/workspace/big.bin")
+        .assert()
+        .success();
+    let down = dir.path().join("back.bin");
+    served
+        .cli()
+        .arg("cp")
+        .arg("demo:/workspace/big.bin")
+        .arg(&down)
+        .assert()
+        .success();
+    assert!(
+        std::fs::read(&down).unwrap() == content,
+        "downloaded bytes differ"
+    );
+
+    let listed = stdout(served.cli().arg("ls").assert().success());
+    assert!(
+        listed
+            .lines()
+            .any(|l| l.starts_with("demo ") && l.contains("running")),
+        "{listed}"
+    );
+
+    // Files survive sleep; the next exec wakes the sandbox.
+    served.cli().args(["stop", "demo"]).assert().success();
+    let listed = stdout(served.cli().arg("ls").assert().success());
+    assert!(
+        listed
+            .lines()
+            .any(|l| l.starts_with("demo ") && l.contains("sleeping")),
+        "{listed}"
+    );
+    served
+        .cli()
+        .args([
+            "exec",
+            "demo",
+            "--",
+            "stat",
+            "-c",
+            "%s",
+            "/workspace/big.bin",
+        ])
+        .assert()
+        .success()
+        .stdout("3000000\n");
+
+    served.cli().args(["rm", "demo"]).assert().success();
+    let listed = stdout(served.cli().arg("ls").assert().success());
+    assert!(!listed.lines().any(|l| l.starts_with("demo ")), "{listed}");
+
+    let out = served
+        .cli()
+        .args(["stop", "never-made"])
+        .assert()
+        .code(1)
+        .get_output()
+        .clone();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.starts_with("error: SANDBOX_NOT_FOUND: "), "{err}");
+}
