@@ -185,24 +185,24 @@ impl ImageStore {
     where
         F: FnOnce(&Path) -> Result<ImageConfig, ImageError>,
     {
-        self.commit(name, source, IfReady::Fail, progress, |staging| {
-            fill(&staging.join(ROOTFS))
+        self.commit(name, IfReady::Fail, progress, |staging| {
+            Ok((fill(&staging.join(ROOTFS))?, source.to_owned()))
         })
     }
 
     /// The stage-then-commit protocol. Under the image's lock: reuse or refuse a ready image,
     /// delete leftovers of earlier attempts, let `fill` work in a fresh `.tmp-<name>-*` dir
-    /// (which holds an empty `rootfs/`), rename it into place, then write `image.json`.
+    /// (which holds an empty `rootfs/`), rename it into place, then write `image.json`. `fill`
+    /// returns the image's config and source.
     pub(crate) fn commit<F>(
         &self,
         name: &str,
-        source: &str,
         if_ready: IfReady,
         progress: &dyn Progress,
         fill: F,
     ) -> Result<ImageInfo, ImageError>
     where
-        F: FnOnce(&Path) -> Result<ImageConfig, ImageError>,
+        F: FnOnce(&Path) -> Result<(ImageConfig, String), ImageError>,
     {
         validate_name(name)?;
         let _lock = ImageLock::acquire(&self.root, name)?;
@@ -221,7 +221,7 @@ impl ImageStore {
         let staging = Staging::create(self.tmp_path(name))?;
         let rootfs = staging.path.join(ROOTFS);
         fs::create_dir(&rootfs).map_err(io_err(format!("creating {}", rootfs.display())))?;
-        let config = fill(&staging.path)?;
+        let (config, source) = fill(&staging.path)?;
         // Anything the builder left next to rootfs/ (downloads, scratch) is not part of the image.
         for entry in fs::read_dir(&staging.path)
             .map_err(io_err(format!("reading {}", staging.path.display())))?
@@ -237,7 +237,7 @@ impl ImageStore {
             name: name.to_owned(),
             size_bytes: tree_size(&rootfs)?,
             created_at: sandpit_protocol::time::now(),
-            source: source.to_owned(),
+            source,
             config,
         };
         fs::rename(&staging.path, &dir)

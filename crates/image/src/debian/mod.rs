@@ -59,13 +59,9 @@ impl ImageStore {
     /// Builds the image [`DEFAULT_IMAGE`] (needs root, debootstrap and network access to a
     /// Debian mirror). Returns at once if it is already built. Takes several minutes.
     pub fn build_default(&self, progress: &dyn Progress) -> Result<ImageInfo, ImageError> {
-        self.commit(
-            DEFAULT_IMAGE,
-            SOURCE_DEBOOTSTRAP,
-            IfReady::Reuse,
-            progress,
-            |staging| build(staging, progress),
-        )
+        self.commit(DEFAULT_IMAGE, IfReady::Reuse, progress, |staging| {
+            Ok((build(staging, progress)?, SOURCE_DEBOOTSTRAP.to_owned()))
+        })
     }
 }
 
