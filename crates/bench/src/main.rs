@@ -1,1 +1,304 @@
-fn main() {}
+//! `sandpit-bench`: start, exec, concurrency, memory and wake numbers of sandpit, with
+//! baselines (fork+exec, bubblewrap) measured in the same run. A program, not a test.
+
+mod machine;
+mod stats;
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::Parser;
+use sandpit_client::protocol::control::CreateSandboxRequest;
+use sandpit_client::{Client, ExecOptions};
+use sandpit_image::{DEFAULT_IMAGE, ImageStore};
+use sandpit_server::{ServeConfig, Server};
+
+use crate::stats::Samples;
+
+#[derive(Debug, Parser)]
+#[command(name = "sandpit-bench", about = "Measure sandpit against fork+exec and bubblewrap")]
+struct Args {
+    /// Image directory with the default image.
+    #[arg(long, env = "SANDPIT_IMAGES_DIR", default_value = "/var/lib/sandpit/images")]
+    images_dir: PathBuf,
+    /// Write the Markdown report here (and print it).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Sequential cold create → first exec samples.
+    #[arg(long, default_value_t = 50)]
+    cold: usize,
+    /// Warm exec round trips.
+    #[arg(long, default_value_t = 200)]
+    warm: usize,
+    /// Concurrent create+exec.
+    #[arg(long, default_value_t = 50)]
+    concurrent: usize,
+    /// Idle sandboxes for the memory measurement.
+    #[arg(long, default_value_t = 100)]
+    idle: usize,
+    /// Sleep → wake samples.
+    #[arg(long, default_value_t = 20)]
+    wake: usize,
+    /// Baseline samples (fork+exec, bwrap).
+    #[arg(long, default_value_t = 200)]
+    baseline: usize,
+}
+
+/// One row of the report.
+struct Row {
+    name: String,
+    samples: Samples,
+    target: String,
+}
+
+struct Report {
+    rows: Vec<Row>,
+    notes: Vec<String>,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("SANDPIT_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let report = runtime.block_on(run(&args))?;
+    let text = render(&args, &report);
+    println!("{text}");
+    if let Some(out) = &args.out {
+        std::fs::write(out, &text).with_context(|| format!("writing {}", out.display()))?;
+        eprintln!("wrote {}", out.display());
+    }
+    Ok(())
+}
+
+async fn run(args: &Args) -> anyhow::Result<Report> {
+    let rootfs = ImageStore::open(&args.images_dir)?
+        .rootfs(DEFAULT_IMAGE)
+        .context("the default image is missing (build it with `sandpit image build`)")?;
+
+    eprintln!("baselines...");
+    let fork_exec = time_command(args.baseline, || Command::new("true"))?;
+    let bwrap = time_command(args.baseline, || {
+        let mut cmd = Command::new("bwrap");
+        cmd.args(["--unshare-all", "--die-with-parent", "--ro-bind"])
+            .arg(&rootfs)
+            .args(["/", "--proc", "/proc", "--dev", "/dev", "true"]);
+        cmd
+    })
+    .context("running bwrap (is bubblewrap installed?)")?;
+
+    let data_dir = tempfile::tempdir()?;
+    let mut config = ServeConfig::new(data_dir.path().to_path_buf());
+    config.listen = ([127, 0, 0, 1], 0).into();
+    config.images_dir = args.images_dir.clone();
+    let server = Server::start(config).await.context("starting the server")?;
+    let client = Client::new(format!("http://{}", server.addr()), server.admin_key())?;
+
+    let result = measure(args, &client).await;
+    server.shutdown().await?;
+    let (mut rows, notes) = result?;
+
+    let cold_p50 = rows[0].samples.p50();
+    let warm_p50 = rows[1].samples.p50();
+    rows.push(Row { name: "baseline: fork+exec `true`".into(), samples: fork_exec.clone(), target: String::new() });
+    rows.push(Row { name: "baseline: bwrap --unshare-all … true".into(), samples: bwrap.clone(), target: String::new() });
+    let mut notes = notes;
+    notes.insert(0, format!(
+        "Ratios: cold create→exec p50 / bwrap p50 = **{:.2}×** (target ≤ 2×); warm exec p50 / fork+exec p50 = **{:.2}×**.",
+        cold_p50 / bwrap.p50(),
+        warm_p50 / fork_exec.p50()
+    ));
+    Ok(Report { rows, notes })
+}
+
+/// Runs the sandbox measurements against a started server.
+async fn measure(args: &Args, client: &Client) -> anyhow::Result<(Vec<Row>, Vec<String>)> {
+    let mut rows = Vec::new();
+    let mut notes = Vec::new();
+    let run = std::process::id();
+
+    // (1) Cold create → first exec.
+    eprintln!("cold create → exec x{}...", args.cold);
+    let mut cold = Samples::default();
+    for i in 0..args.cold {
+        let id = format!("cold-{run}-{i}");
+        let t = Instant::now();
+        create_and_exec(client, &id).await?;
+        cold.push(t.elapsed());
+        client.destroy(&id).await?;
+    }
+    rows.push(Row { name: format!("cold create → first `exec true` (N={})", cold.len()), samples: cold, target: "p50 ≤ 20 ms, p99 ≤ 60 ms, ≤ 2× bwrap".into() });
+
+    // (2) Warm exec.
+    eprintln!("warm exec x{}...", args.warm);
+    let id = format!("warm-{run}");
+    create_and_exec(client, &id).await?;
+    let sandbox = client.sandbox(&id);
+    for _ in 0..10 {
+        exec_true(&sandbox).await?;
+    }
+    let mut warm = Samples::default();
+    for _ in 0..args.warm {
+        let t = Instant::now();
+        exec_true(&sandbox).await?;
+        warm.push(t.elapsed());
+    }
+    rows.push(Row { name: format!("warm `exec true` round trip (N={})", warm.len()), samples: warm, target: "p50 ≤ 3 ms".into() });
+
+    // (5) Sleep → wake, on the warm sandbox.
+    eprintln!("sleep → wake x{}...", args.wake);
+    let mut wake = Samples::default();
+    for _ in 0..args.wake {
+        client.stop(&id).await?;
+        let t = Instant::now();
+        exec_true(&sandbox).await?;
+        wake.push(t.elapsed());
+    }
+    client.destroy(&id).await?;
+
+    // (3) Concurrent create + exec.
+    eprintln!("{} concurrent create → exec...", args.concurrent);
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..args.concurrent)
+        .map(|i| {
+            let client = client.clone();
+            let id = format!("conc-{run}-{i}");
+            tokio::spawn(async move {
+                let t = Instant::now();
+                let result = create_and_exec(&client, &id).await;
+                (id, t.elapsed(), result)
+            })
+        })
+        .collect();
+    let mut concurrent = Samples::default();
+    let mut errors = Vec::new();
+    let mut ids = Vec::new();
+    for task in tasks {
+        let (id, elapsed, result) = task.await?;
+        match result {
+            Ok(()) => concurrent.push(elapsed),
+            Err(e) => errors.push(format!("{id}: {e:#}")),
+        }
+        ids.push(id);
+    }
+    let total = started.elapsed();
+    destroy_all(client, &ids).await;
+    rows.push(Row {
+        name: format!("{} concurrent create → exec (each)", args.concurrent),
+        samples: concurrent,
+        target: "no errors".into(),
+    });
+    notes.push(format!(
+        "{} concurrent create → exec: **{} errors**, all done in {:.0} ms.{}",
+        args.concurrent,
+        errors.len(),
+        total.as_secs_f64() * 1000.0,
+        errors.first().map(|e| format!(" First error: `{e}`")).unwrap_or_default()
+    ));
+    rows.push(Row { name: format!("sleep → wake (stop, then first `exec true`; N={})", wake.len()), samples: wake, target: String::new() });
+
+    // (4) Memory per idle sandbox.
+    eprintln!("{} idle sandboxes...", args.idle);
+    let ids: Vec<String> = (0..args.idle).map(|i| format!("idle-{run}-{i}")).collect();
+    let mut started_ok = 0usize;
+    for chunk in ids.chunks(10) {
+        let results = futures::future::join_all(chunk.iter().map(|id| create_and_exec(client, id))).await;
+        started_ok += results.iter().filter(|r| r.is_ok()).count();
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let pids = machine::descendants();
+    let pss = machine::pss_bytes(&pids);
+    let (cgroup_bytes, groups) = machine::cgroup_usage(&pids);
+    destroy_all(client, &ids).await;
+    let per = |bytes: u64| bytes as f64 / started_ok.max(1) as f64 / (1024.0 * 1024.0);
+    notes.push(format!(
+        "Memory per idle sandbox ({started_ok} running, target ≤ 6 MiB): **{:.2} MiB PSS** \
+         (sum of `Pss` in /proc/<pid>/smaps_rollup over all {} sandbox processes — the \
+         descendants of the in-process server — divided by {started_ok}); the sandboxes' memory \
+         cgroups ({groups} found) charge {:.2} MiB each (`memory.usage_in_bytes`, includes page cache).",
+        per(pss),
+        pids.len(),
+        per(cgroup_bytes),
+    ));
+    Ok((rows, notes))
+}
+
+async fn create_and_exec(client: &Client, id: &str) -> anyhow::Result<()> {
+    let request = CreateSandboxRequest { id: Some(id.to_owned()), ..Default::default() };
+    client.create(&request).await?;
+    exec_true(&client.sandbox(id)).await
+}
+
+async fn exec_true(sandbox: &sandpit_client::SandboxHandle) -> anyhow::Result<()> {
+    let out = sandbox.exec("true", &ExecOptions::default()).await?;
+    if out.exit_code != 0 {
+        bail!("`true` exited {} in {}: {}", out.exit_code, sandbox.id(), out.stderr);
+    }
+    Ok(())
+}
+
+async fn destroy_all(client: &Client, ids: &[String]) {
+    let client = Arc::new(client.clone());
+    for chunk in ids.chunks(10) {
+        futures::future::join_all(chunk.iter().map(|id| {
+            let client = client.clone();
+            async move {
+                if let Err(e) = client.destroy(id).await {
+                    eprintln!("warning: destroying {id}: {e}");
+                }
+            }
+        }))
+        .await;
+    }
+}
+
+/// Times `n` runs of a command to completion; each must succeed.
+fn time_command(n: usize, make: impl Fn() -> Command) -> anyhow::Result<Samples> {
+    let mut samples = Samples::default();
+    for _ in 0..n {
+        let mut cmd = make();
+        cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
+        let t = Instant::now();
+        let out = cmd.output()?;
+        samples.push(t.elapsed());
+        if !out.status.success() {
+            bail!("{:?} failed: {}", cmd, String::from_utf8_lossy(&out.stderr).trim());
+        }
+    }
+    Ok(samples)
+}
+
+fn render(args: &Args, report: &Report) -> String {
+    let mut out = String::from("# sandpit benchmarks\n\n");
+    out.push_str("Produced by `cargo run --release -p sandpit-bench -- --out docs/benchmarks.md` ");
+    out.push_str("(server in-process, HTTP over loopback, default image).\n\n");
+    out.push_str(&format!("Machine: {}.\n\n", machine::describe()));
+    out.push_str(&format!(
+        "Parameters: cold N={}, warm N={}, concurrent {}, idle {}, wake N={}, baselines N={}.\n\n",
+        args.cold, args.warm, args.concurrent, args.idle, args.wake, args.baseline
+    ));
+    out.push_str("| measurement | p50 ms | p95 ms | p99 ms | target |\n|---|---:|---:|---:|---|\n");
+    for row in &report.rows {
+        out.push_str(&format!(
+            "| {} | {:.2} | {:.2} | {:.2} | {} |\n",
+            row.name,
+            row.samples.p50(),
+            row.samples.p95(),
+            row.samples.p99(),
+            row.target
+        ));
+    }
+    out.push('\n');
+    for note in &report.notes {
+        out.push_str(&format!("- {note}\n"));
+    }
+    out
+}

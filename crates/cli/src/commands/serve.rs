@@ -25,18 +25,6 @@ pub async fn run(args: ServeArgs, data_dir: PathBuf) -> anyhow::Result<()> {
     println!("sandpit listening on {url}");
     println!("admin key stored in {}", server.key_file().display());
     println!("try: SANDPIT_URL={url} sandpit exec demo -- echo hello");
-    shutdown_signal().await?;
-    eprintln!("shutting down (stopping sandboxes)");
-    server.shutdown().await
-}
-
-/// Resolves on ctrl-c or SIGTERM.
-async fn shutdown_signal() -> anyhow::Result<()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
-    tokio::select! {
-        result = tokio::signal::ctrl_c() => result.context("waiting for ctrl-c")?,
-        _ = term.recv() => {}
-    }
-    Ok(())
+    // Until ctrl-c or SIGTERM; then running sandboxes are put to sleep.
+    server.wait().await
 }
