@@ -1,1 +1,286 @@
-//! sandpit-server (work in progress).
+//! The sandpit control plane.
+//!
+//! [`Server::start`] opens the registry (`<data_dir>/sandpit.db`), loads or creates the admin
+//! key, reconciles what a previous run left behind, binds the listener and spawns the idle
+//! reaper. Routes (see `docs/api.md`):
+//!
+//! * `POST|GET /v1/sandboxes`, `GET|PATCH|DELETE /v1/sandboxes/{id}`,
+//!   `POST /v1/sandboxes/{id}/stop`: lifecycle ([`lifecycle`]);
+//! * `ANY /v1/sandboxes/{id}/api/*`, `/ws`, `/ws/*`: forwarded to the agent ([`forward`]);
+//! * `POST /v1/keys`: admin creates tenant keys ([`auth`]);
+//! * `GET /v1/openapi.json`, `GET /metrics`, `GET /healthz`: no key needed.
+
+pub mod auth;
+mod config;
+pub mod error;
+mod forward;
+pub mod lifecycle;
+mod metrics;
+pub mod openapi;
+mod routes;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::middleware::{from_fn_with_state, map_response_with_state};
+use axum::response::Response;
+use axum::routing::{any, get, post};
+use http::Request;
+use sandpit_image::ImageStore;
+use sandpit_protocol::ErrorCode;
+use sandpit_runtime::Driver;
+use sandpit_store::{SqliteStore, Store};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
+
+pub use config::{ADMIN_KEY_ENV, AGENT_BIN_ENV, ServeConfig, find_agent_binary};
+
+use crate::auth::Auth;
+use crate::error::ApiError;
+use crate::lifecycle::Manager;
+use crate::metrics::Metrics;
+
+/// Shared state of the handlers.
+pub(crate) struct AppState {
+    pub manager: Arc<Manager>,
+    pub metrics: Arc<Metrics>,
+    pub max_body_bytes: usize,
+}
+
+async fn route_not_found() -> ApiError {
+    ApiError::new(ErrorCode::RouteNotFound, "no such route")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        ErrorCode::MethodNotAllowed,
+        "method not allowed on this route",
+    )
+}
+
+/// Counts error responses by code (the code rides in a response extension).
+async fn count_errors(
+    axum::extract::State(metrics): axum::extract::State<Arc<Metrics>>,
+    response: Response,
+) -> Response {
+    if let Some(code) = response.extensions().get::<ErrorCode>() {
+        metrics.error(*code);
+    }
+    response
+}
+
+fn router(app: Arc<AppState>, auth: Arc<Auth>, max_control_body: usize) -> Router {
+    use routes::{keys, sandboxes, system};
+    let forward = any(forward::forward);
+    let authed = Router::new()
+        .route("/v1/keys", post(keys::create_key))
+        .route(
+            "/v1/sandboxes",
+            post(sandboxes::create).get(sandboxes::list),
+        )
+        .route(
+            "/v1/sandboxes/{id}",
+            get(sandboxes::get)
+                .patch(sandboxes::update)
+                .delete(sandboxes::destroy),
+        )
+        .route("/v1/sandboxes/{id}/stop", post(sandboxes::stop))
+        .route("/v1/sandboxes/{id}/api/{*path}", forward.clone())
+        .route("/v1/sandboxes/{id}/ws", forward.clone())
+        .route("/v1/sandboxes/{id}/ws/{*path}", forward)
+        .route_layer(from_fn_with_state(auth, auth::require_key));
+    let open = Router::new()
+        .route("/healthz", get(system::health))
+        .route("/metrics", get(system::metrics))
+        .route("/v1/openapi.json", get(system::openapi));
+    let metrics = app.metrics.clone();
+    authed
+        .merge(open)
+        .fallback(route_not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(app)
+        // Applies to extractors (JSON bodies); forwarded bodies have their own cap.
+        .layer(DefaultBodyLimit::max(max_control_body))
+        .layer(map_response_with_state(metrics, count_errors))
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(
+            TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {
+                let request_id = request
+                    .headers()
+                    .get("x-request-id")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("-");
+                tracing::info_span!(
+                    "request",
+                    method = %request.method(),
+                    path = %request.uri().path(),
+                    request_id = %request_id,
+                )
+            }),
+        )
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+}
+
+/// A running control plane.
+pub struct Server {
+    addr: SocketAddr,
+    admin_key: String,
+    key_file: PathBuf,
+    manager: Arc<Manager>,
+    shutdown: watch::Sender<bool>,
+    serve: JoinHandle<std::io::Result<()>>,
+    reaper: JoinHandle<()>,
+    grace: Duration,
+}
+
+impl Server {
+    /// Starts the server with the local namespace driver.
+    pub async fn start(config: ServeConfig) -> anyhow::Result<Server> {
+        let driver = local_driver(&config)?;
+        Self::start_with_driver(config, driver).await
+    }
+
+    /// Starts the server with any driver (tests use one that runs agents as host processes).
+    pub async fn start_with_driver(
+        config: ServeConfig,
+        driver: Arc<dyn Driver>,
+    ) -> anyhow::Result<Server> {
+        std::fs::create_dir_all(&config.data_dir)
+            .with_context(|| format!("creating {}", config.data_dir.display()))?;
+        let db = config.data_dir.join("sandpit.db");
+        let store: Arc<dyn Store> =
+            Arc::new(SqliteStore::open(&db).with_context(|| format!("opening {}", db.display()))?);
+        let (admin_key, key_file) =
+            auth::load_or_create_admin_key(&config.data_dir, config.admin_key.as_deref())?;
+        if config.admin_key.is_none() {
+            tracing::info!(path = %key_file.display(), "admin key is stored in this file");
+        }
+        store.ensure_tenant(auth::DEFAULT_TENANT).await?;
+        let images = ImageStore::open(&config.images_dir)
+            .with_context(|| format!("opening images at {}", config.images_dir.display()))?;
+        let metrics = Arc::new(Metrics::new());
+        let manager = Arc::new(Manager::new(
+            store.clone(),
+            driver,
+            images,
+            config.default_limits.clone(),
+            metrics.clone(),
+        ));
+        manager
+            .reconcile()
+            .await
+            .context("reconciling sandboxes of a previous run")?;
+
+        let app = Arc::new(AppState {
+            manager: manager.clone(),
+            metrics,
+            max_body_bytes: config.max_body_bytes,
+        });
+        let auth = Arc::new(Auth::new(&admin_key, store));
+        let router = router(app, auth, config.max_control_body_bytes);
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("binding {}", config.listen))?;
+        let addr = listener.local_addr()?;
+        let (shutdown, mut stop_serving) = watch::channel(false);
+        let serve = tokio::spawn(async move {
+            axum::serve(listener, router)
+                .with_graceful_shutdown(async move {
+                    let _ = stop_serving.wait_for(|stop| *stop).await;
+                })
+                .await
+        });
+        let reaper = tokio::spawn(reap_forever(
+            manager.clone(),
+            config.reaper_interval,
+            shutdown.subscribe(),
+        ));
+        tracing::info!(%addr, "sandpit server listening");
+        Ok(Server {
+            addr,
+            admin_key,
+            key_file,
+            manager,
+            shutdown,
+            serve,
+            reaper,
+            grace: config.shutdown_grace,
+        })
+    }
+
+    /// The address the server listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The admin key (tenant `default`).
+    pub fn admin_key(&self) -> &str {
+        &self.admin_key
+    }
+
+    /// Where a generated admin key is kept (`<data_dir>/admin.key`).
+    pub fn key_file(&self) -> &Path {
+        &self.key_file
+    }
+
+    /// Stops serving (open requests get `shutdown_grace` to finish), then puts every running
+    /// sandbox to sleep.
+    pub async fn shutdown(self) -> anyhow::Result<()> {
+        let Server {
+            shutdown,
+            mut serve,
+            reaper,
+            manager,
+            grace,
+            ..
+        } = self;
+        let _ = shutdown.send(true);
+        let _ = reaper.await;
+        let finished = tokio::time::timeout(grace, &mut serve).await.is_ok();
+        // Sleeping the sandboxes also ends streams still open after the grace period.
+        manager.sleep_all().await;
+        if !finished
+            && tokio::time::timeout(Duration::from_secs(1), &mut serve)
+                .await
+                .is_err()
+        {
+            serve.abort();
+        }
+        tracing::info!("sandpit server stopped");
+        Ok(())
+    }
+
+    /// Serves until ctrl-c or SIGTERM, then shuts down.
+    pub async fn wait(self) -> anyhow::Result<()> {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            r = tokio::signal::ctrl_c() => r?,
+            _ = term.recv() => {}
+        }
+        tracing::info!("signal received, shutting down");
+        self.shutdown().await
+    }
+}
+
+async fn reap_forever(manager: Arc<Manager>, every: Duration, mut stop: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => manager.reap().await,
+            _ = async { stop.wait_for(|stop| *stop).await.is_ok() } => return,
+        }
+    }
+}
+
+fn local_driver(config: &ServeConfig) -> anyhow::Result<Arc<dyn Driver>> {
+    let _ = config;
+    anyhow::bail!("the local driver is not available in this build")
+}

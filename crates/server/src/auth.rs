@@ -1,0 +1,207 @@
+//! API keys: the admin key, tenant keys (stored as SHA-256 digests) and the bearer middleware.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+
+use axum::extract::{Request, State};
+use axum::middleware::Next;
+use axum::response::Response;
+use sandpit_protocol::ErrorCode;
+use sandpit_store::Store;
+use sha2::{Digest, Sha256};
+
+use crate::error::ApiError;
+
+/// Tenant that owns the admin key.
+pub const DEFAULT_TENANT: &str = "default";
+/// File under the data dir holding a generated admin key.
+pub const ADMIN_KEY_FILE: &str = "admin.key";
+
+/// The caller, as resolved from its bearer key (a request extension on every `/v1` route).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tenant {
+    pub name: String,
+    pub admin: bool,
+}
+
+/// A fresh random key: `sp_` + 64 hex digits.
+pub fn generate_key() -> String {
+    format!("sp_{}", hex::encode(rand::random::<[u8; 32]>()))
+}
+
+/// Hex SHA-256 of a key: what the store keeps.
+pub fn key_digest(key: &str) -> String {
+    hex::encode(Sha256::digest(key.as_bytes()))
+}
+
+/// Equality whose time does not depend on where the inputs differ.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// The configured admin key, or the one saved in `<data_dir>/admin.key`, or a new one saved
+/// there (mode 0600). Returns the key and the file it lives in.
+pub fn load_or_create_admin_key(
+    data_dir: &Path,
+    configured: Option<&str>,
+) -> anyhow::Result<(String, PathBuf)> {
+    let file = data_dir.join(ADMIN_KEY_FILE);
+    if let Some(key) = configured {
+        return Ok((key.to_owned(), file));
+    }
+    match std::fs::read_to_string(&file) {
+        Ok(key) if !key.trim().is_empty() => return Ok((key.trim().to_owned(), file)),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(anyhow::anyhow!("reading {}: {e}", file.display())),
+    }
+    let key = generate_key();
+    let tmp = data_dir.join(format!(".{ADMIN_KEY_FILE}.tmp"));
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(|e| anyhow::anyhow!("creating {}: {e}", tmp.display()))?;
+    f.write_all(format!("{key}\n").as_bytes())?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, &file)?;
+    tracing::info!(path = %file.display(), "generated an admin key");
+    Ok((key, file))
+}
+
+/// Resolves bearer keys to tenants.
+pub struct Auth {
+    admin_digest: String,
+    store: Arc<dyn Store>,
+    /// Digest → tenant of keys seen before (keys are never revoked while running).
+    cache: RwLock<HashMap<String, String>>,
+}
+
+impl Auth {
+    pub fn new(admin_key: &str, store: Arc<dyn Store>) -> Self {
+        Auth {
+            admin_digest: key_digest(admin_key),
+            store,
+            cache: RwLock::new(HashMap::new()),
+        }
+    }
+
+    /// The tenant a key belongs to, if any.
+    pub async fn resolve(&self, key: &str) -> Result<Option<Tenant>, ApiError> {
+        let digest = key_digest(key);
+        if constant_time_eq(digest.as_bytes(), self.admin_digest.as_bytes()) {
+            return Ok(Some(Tenant {
+                name: DEFAULT_TENANT.into(),
+                admin: true,
+            }));
+        }
+        let cached = self
+            .cache
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&digest)
+            .cloned();
+        let tenant = match cached {
+            Some(t) => Some(t),
+            None => {
+                let found = self.store.tenant_for_key(&digest).await?;
+                if let Some(t) = &found {
+                    self.cache
+                        .write()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert(digest, t.clone());
+                }
+                found
+            }
+        };
+        Ok(tenant.map(|name| Tenant { name, admin: false }))
+    }
+}
+
+fn bearer(request: &Request) -> Option<&str> {
+    let value = request
+        .headers()
+        .get(http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?;
+    let (scheme, key) = value.trim().split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| key.trim())
+        .filter(|k| !k.is_empty())
+}
+
+/// Middleware: 401 unless the request carries a valid bearer key; adds the [`Tenant`].
+pub async fn require_key(
+    State(auth): State<Arc<Auth>>,
+    mut request: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    let Some(key) = bearer(&request) else {
+        return Err(ApiError::new(
+            ErrorCode::Unauthorized,
+            "missing API key: send Authorization: Bearer <key>",
+        ));
+    };
+    let Some(tenant) = auth.resolve(key).await? else {
+        return Err(ApiError::new(ErrorCode::Unauthorized, "invalid API key"));
+    };
+    request.extensions_mut().insert(tenant);
+    Ok(next.run(request).await)
+}
+
+/// Tenant names: 1–32 chars of `[a-z0-9-]`, no leading or trailing `-`.
+pub fn validate_tenant(name: &str) -> Result<(), ApiError> {
+    let ok = !name.is_empty()
+        && name.len() <= 32
+        && !name.starts_with('-')
+        && !name.ends_with('-')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err(
+            ApiError::validation("tenant must be 1-32 characters of [a-z0-9-]")
+                .context("tenant", name),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn constant_time_eq_compares() {
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abc", b"abd"));
+        assert!(!constant_time_eq(b"abc", b"ab"));
+    }
+
+    #[test]
+    fn generated_keys_are_distinct_and_prefixed() {
+        let (a, b) = (generate_key(), generate_key());
+        assert_ne!(a, b);
+        assert!(a.starts_with("sp_") && a.len() == 67);
+    }
+
+    #[test]
+    fn admin_key_is_generated_once_with_private_mode() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let (k1, file) = load_or_create_admin_key(dir.path(), None).unwrap();
+        let (k2, _) = load_or_create_admin_key(dir.path(), None).unwrap();
+        assert_eq!(k1, k2);
+        let mode = std::fs::metadata(&file).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let (k3, _) = load_or_create_admin_key(dir.path(), Some("given")).unwrap();
+        assert_eq!(k3, "given");
+    }
+}

@@ -1,0 +1,736 @@
+//! The sandbox lifecycle: create-or-get, wake, sleep, destroy, the idle reaper and activity
+//! tracking.
+//!
+//! States: `creating → running → sleeping → running … → (deleted)`. Every lifecycle change of
+//! one sandbox happens under that sandbox's async mutex ([`Entry::inner`]), so start, stop and
+//! destroy never overlap and concurrent first calls for a new id create exactly one sandbox.
+//! Forwarded requests take the same mutex only long enough to find (or start) the agent and to
+//! count themselves in-flight; the reaper checks the in-flight count under the mutex too, so it
+//! can never stop a sandbox that a request is about to use.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use sandpit_image::{ImageError, ImageStore};
+use sandpit_protocol::ErrorCode;
+use sandpit_protocol::control::{
+    CreateSandboxRequest, DEFAULT_IMAGE, DEFAULT_SLEEP_AFTER_SECS, Limits, SandboxInfo,
+    SandboxState, UpdateSandboxRequest, validate_sandbox_id,
+};
+use sandpit_protocol::time::{parse_duration, timestamp};
+use sandpit_runtime::{Driver, SandboxSpec, Started};
+use sandpit_store::{NewSandbox, SandboxOptions, SandboxRecord, Store, uid_base};
+use sha2::{Digest, Sha256};
+
+use crate::error::{ApiError, ApiResult};
+use crate::metrics::Metrics;
+
+/// Wall clock in Unix milliseconds.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+fn ms_timestamp(ms: i64) -> String {
+    timestamp(UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64))
+}
+
+/// The driver's name for a sandbox: `<id lowercased, cut>-<12 hex of sha256(tenant, id)>`.
+/// Unique per (tenant, id) (case-sensitive ids stay distinct through the hash), a valid
+/// hostname of at most 63 chars, and safe as a path component.
+pub fn internal_id(tenant: &str, id: &str) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update(tenant.as_bytes());
+    hasher.update([0]);
+    hasher.update(id.as_bytes());
+    let hash = hex::encode(hasher.finalize());
+    let stem: String = id.to_ascii_lowercase().chars().take(50).collect();
+    format!("{}-{}", stem.trim_end_matches('-'), &hash[..12])
+}
+
+/// One sandbox as the running server tracks it.
+pub struct Entry {
+    pub tenant: String,
+    pub id: String,
+    pub internal: String,
+    inner: tokio::sync::Mutex<Inner>,
+    in_flight: AtomicUsize,
+    last_activity_ms: AtomicI64,
+    /// Mirrors `inner.started.is_some()` so the reaper can skip idle entries without locking.
+    running: AtomicBool,
+}
+
+#[derive(Default)]
+struct Inner {
+    /// Cached store record; `None` until loaded or when the sandbox does not exist.
+    record: Option<SandboxRecord>,
+    started: Option<Started>,
+}
+
+impl Entry {
+    fn touch(&self) {
+        self.last_activity_ms.store(now_ms(), Ordering::SeqCst);
+    }
+
+    /// Requests and streams open right now.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::SeqCst)
+    }
+}
+
+/// Keeps a sandbox awake while a forwarded request or stream is open; dropping it records the
+/// end of the activity (and, for `/api/execute`, its latency).
+pub struct ActivityGuard {
+    entry: Arc<Entry>,
+    exec: Option<(Instant, Arc<Metrics>)>,
+}
+
+impl ActivityGuard {
+    /// Records the guard's lifetime as an exec latency when dropped.
+    pub fn time_exec(&mut self, metrics: Arc<Metrics>) {
+        self.exec = Some((Instant::now(), metrics));
+    }
+}
+
+impl Drop for ActivityGuard {
+    fn drop(&mut self) {
+        self.entry.touch();
+        self.entry.in_flight.fetch_sub(1, Ordering::SeqCst);
+        if let Some((start, metrics)) = self.exec.take() {
+            metrics.exec_finished(start.elapsed());
+        }
+    }
+}
+
+/// A sandbox ready for a forwarded request.
+pub struct Lease {
+    pub socket: PathBuf,
+    pub guard: ActivityGuard,
+    pub entry: Arc<Entry>,
+}
+
+/// Options given on create/patch, validated.
+struct OptionChanges {
+    sleep_after_secs: Option<u64>,
+    keep_alive: Option<bool>,
+    env: Option<BTreeMap<String, String>>,
+    limits: Option<Limits>,
+}
+
+impl OptionChanges {
+    fn parse(
+        sleep_after: Option<&serde_json::Value>,
+        keep_alive: Option<bool>,
+        env: Option<&BTreeMap<String, String>>,
+        limits: Option<&Limits>,
+    ) -> ApiResult<Self> {
+        let sleep_after_secs = sleep_after
+            .map(|v| {
+                parse_duration(v)
+                    .map(|d| d.as_secs().max(1))
+                    .map_err(|e| ApiError::validation(format!("sleepAfter: {e}")))
+            })
+            .transpose()?;
+        if let Some(env) = env {
+            for (k, v) in env {
+                if k.is_empty() || k.contains('=') || k.contains('\0') || v.contains('\0') {
+                    return Err(ApiError::validation(format!("env: invalid variable {k:?}")));
+                }
+            }
+        }
+        if let Some(l) = limits {
+            validate_limits(l)?;
+        }
+        Ok(OptionChanges {
+            sleep_after_secs,
+            keep_alive,
+            env: env.cloned(),
+            limits: limits.cloned(),
+        })
+    }
+
+    fn is_empty(&self) -> bool {
+        self.sleep_after_secs.is_none()
+            && self.keep_alive.is_none()
+            && self.env.is_none()
+            && self.limits.is_none()
+    }
+
+    fn apply(self, options: &mut SandboxOptions) {
+        if let Some(s) = self.sleep_after_secs {
+            options.sleep_after_secs = s;
+        }
+        if let Some(k) = self.keep_alive {
+            options.keep_alive = k;
+        }
+        if let Some(env) = self.env {
+            options.env = env;
+        }
+        if let Some(l) = self.limits {
+            options.limits = merge_limits(&l, &options.limits);
+        }
+    }
+}
+
+fn validate_limits(l: &Limits) -> ApiResult<()> {
+    if let Some(c) = l.cpus
+        && !(c.is_finite() && c > 0.0 && c <= 1024.0)
+    {
+        return Err(ApiError::validation(
+            "limits.cpus must be a number of cores > 0",
+        ));
+    }
+    if l.memory_mb == Some(0) || l.pids == Some(0) || l.disk_mb == Some(0) {
+        return Err(ApiError::validation("limits must be greater than zero"));
+    }
+    Ok(())
+}
+
+/// `primary`'s fields where set, else `fallback`'s.
+fn merge_limits(primary: &Limits, fallback: &Limits) -> Limits {
+    Limits {
+        cpus: primary.cpus.or(fallback.cpus),
+        memory_mb: primary.memory_mb.or(fallback.memory_mb),
+        pids: primary.pids.or(fallback.pids),
+        disk_mb: primary.disk_mb.or(fallback.disk_mb),
+    }
+}
+
+/// Owns every sandbox of the server.
+pub struct Manager {
+    store: Arc<dyn Store>,
+    driver: Arc<dyn Driver>,
+    images: ImageStore,
+    default_limits: Limits,
+    metrics: Arc<Metrics>,
+    entries: Mutex<HashMap<String, Arc<Entry>>>,
+}
+
+impl Manager {
+    pub fn new(
+        store: Arc<dyn Store>,
+        driver: Arc<dyn Driver>,
+        images: ImageStore,
+        default_limits: Limits,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Manager {
+            store,
+            driver,
+            images,
+            default_limits,
+            metrics,
+            entries: Mutex::default(),
+        }
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// The entry of `(tenant, id)`, created on first use. Entries are never removed, so two
+    /// callers can never end up holding different mutexes for the same sandbox.
+    fn entry(&self, tenant: &str, id: &str) -> Arc<Entry> {
+        let internal = internal_id(tenant, id);
+        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        entries
+            .entry(internal.clone())
+            .or_insert_with(|| {
+                Arc::new(Entry {
+                    tenant: tenant.to_owned(),
+                    id: id.to_owned(),
+                    internal,
+                    inner: tokio::sync::Mutex::default(),
+                    in_flight: AtomicUsize::new(0),
+                    last_activity_ms: AtomicI64::new(0),
+                    running: AtomicBool::new(false),
+                })
+            })
+            .clone()
+    }
+
+    fn existing_entry(&self, tenant: &str, id: &str) -> Option<Arc<Entry>> {
+        let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        entries.get(&internal_id(tenant, id)).cloned()
+    }
+
+    fn all_entries(&self) -> Vec<Arc<Entry>> {
+        let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        entries.values().cloned().collect()
+    }
+
+    /// The cached record, loaded from the store the first time.
+    async fn load(&self, entry: &Entry, inner: &mut Inner) -> ApiResult<Option<SandboxRecord>> {
+        if inner.record.is_none() {
+            inner.record = self.store.get_sandbox(&entry.tenant, &entry.id).await?;
+        }
+        Ok(inner.record.clone())
+    }
+
+    /// Public view of a record, with the in-memory activity time when newer.
+    fn info(&self, record: &SandboxRecord) -> SandboxInfo {
+        let mut last_active = record.last_active_at_ms;
+        if let Some(entry) = self.existing_entry(&record.tenant, &record.id) {
+            last_active = last_active.max(entry.last_activity_ms.load(Ordering::SeqCst));
+        }
+        let o = &record.options;
+        SandboxInfo {
+            id: record.id.clone(),
+            image: o.image.clone(),
+            state: record.state,
+            sleep_after_secs: o.sleep_after_secs,
+            keep_alive: o.keep_alive,
+            ephemeral: o.ephemeral,
+            env: o.env.clone(),
+            limits: merge_limits(&o.limits, &self.default_limits),
+            created_at: ms_timestamp(record.created_at_ms),
+            last_active_at: ms_timestamp(last_active),
+        }
+    }
+
+    fn image_rootfs(&self, image: &str) -> ApiResult<(PathBuf, Vec<(String, String)>)> {
+        let not_found = || {
+            ApiError::new(
+                ErrorCode::ImageNotFound,
+                format!("image {image:?} not found"),
+            )
+            .context("image", image)
+        };
+        match self.images.info(image) {
+            Ok(info) => {
+                let rootfs = self.images.rootfs(image).map_err(|_| not_found())?;
+                let env = info
+                    .config
+                    .env
+                    .iter()
+                    .filter_map(|kv| kv.split_once('='))
+                    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                    .collect();
+                Ok((rootfs, env))
+            }
+            Err(ImageError::NotFound(_) | ImageError::InvalidName { .. }) => Err(not_found()),
+            Err(e) => Err(ApiError::internal(format!("image {image:?}: {e}"))),
+        }
+    }
+
+    /// Starts a stopped sandbox (under its lock) and records it as running.
+    async fn start(
+        &self,
+        entry: &Entry,
+        inner: &mut Inner,
+        record: &SandboxRecord,
+    ) -> ApiResult<()> {
+        let o = &record.options;
+        let (image_rootfs, image_env) = self.image_rootfs(&o.image)?;
+        let mut env = image_env;
+        env.retain(|(k, _)| !o.env.contains_key(k));
+        env.extend(o.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+        let spec = SandboxSpec {
+            id: entry.internal.clone(),
+            image_rootfs,
+            limits: merge_limits(&o.limits, &self.default_limits),
+            env,
+            uid_base: uid_base(record.slot),
+            ephemeral: o.ephemeral,
+        };
+        let started = self.driver.start(&spec).await.map_err(|e| {
+            tracing::warn!(sandbox = %entry.id, tenant = %entry.tenant, error = %e, "start failed");
+            ApiError::new(
+                ErrorCode::SandboxStartFailed,
+                format!("sandbox failed to start: {e}"),
+            )
+            .context("sandboxId", entry.id.as_str())
+        })?;
+        tracing::info!(sandbox = %entry.id, tenant = %entry.tenant, pid = started.pid, "sandbox started");
+        self.metrics.sandbox_started();
+        entry.touch();
+        let now = now_ms();
+        self.store
+            .set_state(&entry.tenant, &entry.id, SandboxState::Running, Some(now))
+            .await?;
+        inner.started = Some(started);
+        entry.running.store(true, Ordering::SeqCst);
+        if let Some(r) = inner.record.as_mut() {
+            r.state = SandboxState::Running;
+            r.last_active_at_ms = now;
+        }
+        Ok(())
+    }
+
+    /// Stops a running sandbox (under its lock); it becomes `sleeping`.
+    async fn sleep(&self, entry: &Entry, inner: &mut Inner) -> ApiResult<()> {
+        if inner.started.take().is_some() {
+            entry.running.store(false, Ordering::SeqCst);
+            if let Err(e) = self.driver.stop(&entry.internal).await {
+                tracing::warn!(sandbox = %entry.id, error = %e, "stop failed");
+            }
+            tracing::info!(sandbox = %entry.id, tenant = %entry.tenant, "sandbox asleep");
+        }
+        let last = entry.last_activity_ms.load(Ordering::SeqCst);
+        let last = (last > 0).then_some(last);
+        self.store
+            .set_state(&entry.tenant, &entry.id, SandboxState::Sleeping, last)
+            .await?;
+        if let Some(r) = inner.record.as_mut() {
+            r.state = SandboxState::Sleeping;
+            if let Some(last) = last {
+                r.last_active_at_ms = last;
+            }
+        }
+        Ok(())
+    }
+
+    /// Creates the record and starts the sandbox (the caller holds the entry lock and knows the
+    /// record does not exist). A failed first start leaves nothing behind.
+    async fn create_locked(
+        &self,
+        entry: &Entry,
+        inner: &mut Inner,
+        image: String,
+        ephemeral: bool,
+        changes: OptionChanges,
+    ) -> ApiResult<SandboxRecord> {
+        self.image_rootfs(&image)?;
+        let mut options = SandboxOptions {
+            image,
+            sleep_after_secs: DEFAULT_SLEEP_AFTER_SECS,
+            keep_alive: false,
+            ephemeral,
+            env: BTreeMap::new(),
+            limits: Limits::default(),
+        };
+        changes.apply(&mut options);
+        let new = NewSandbox {
+            tenant: entry.tenant.clone(),
+            id: entry.id.clone(),
+            internal_id: entry.internal.clone(),
+            options,
+            state: SandboxState::Creating,
+            now_ms: now_ms(),
+        };
+        let (record, _) = self.store.create_sandbox(new).await?;
+        inner.record = Some(record.clone());
+        if let Err(e) = self.start(entry, inner, &record).await {
+            inner.record = None;
+            if let Err(de) = self.driver.destroy(&entry.internal).await {
+                tracing::warn!(sandbox = %entry.id, error = %de, "cleanup after failed start");
+            }
+            self.store.delete_sandbox(&entry.tenant, &entry.id).await?;
+            return Err(e);
+        }
+        Ok(inner.record.clone().unwrap_or(record))
+    }
+
+    /// `POST /v1/sandboxes`: create-or-get. Returns the sandbox and whether it was created.
+    pub async fn create(
+        &self,
+        tenant: &str,
+        req: CreateSandboxRequest,
+    ) -> ApiResult<(SandboxInfo, bool)> {
+        let id = match req.id {
+            Some(id) => id,
+            None => format!("sb-{}", &uuid::Uuid::new_v4().simple().to_string()[..16]),
+        };
+        validate_sandbox_id(&id).map_err(|m| ApiError::validation(m).context("id", id.as_str()))?;
+        let changes = OptionChanges::parse(
+            req.sleep_after.as_ref(),
+            req.keep_alive,
+            req.env.as_ref(),
+            req.limits.as_ref(),
+        )?;
+        let entry = self.entry(tenant, &id);
+        let mut inner = entry.inner.lock().await;
+        if let Some(mut record) = self.load(&entry, &mut inner).await? {
+            let conflict = |field: &str, existing: String| {
+                ApiError::new(
+                    ErrorCode::SandboxConflict,
+                    format!("sandbox {id:?} exists with a different {field} ({existing})"),
+                )
+                .context("sandboxId", id.as_str())
+            };
+            if let Some(image) = &req.image
+                && *image != record.options.image
+            {
+                return Err(conflict("image", record.options.image));
+            }
+            if let Some(e) = req.ephemeral
+                && e != record.options.ephemeral
+            {
+                return Err(conflict("ephemeral", record.options.ephemeral.to_string()));
+            }
+            // Like the seed's getSandbox(id, options): mutable options are (re)applied.
+            if !changes.is_empty() {
+                changes.apply(&mut record.options);
+                self.store
+                    .update_options(tenant, &id, &record.options)
+                    .await?;
+                inner.record = Some(record.clone());
+            }
+            return Ok((self.info(&record), false));
+        }
+        let image = req.image.unwrap_or_else(|| DEFAULT_IMAGE.to_owned());
+        let record = self
+            .create_locked(
+                &entry,
+                &mut inner,
+                image,
+                req.ephemeral.unwrap_or(false),
+                changes,
+            )
+            .await?;
+        Ok((self.info(&record), true))
+    }
+
+    pub async fn get(&self, tenant: &str, id: &str) -> ApiResult<SandboxInfo> {
+        let record = self
+            .store
+            .get_sandbox(tenant, id)
+            .await?
+            .ok_or_else(|| ApiError::sandbox_not_found(id))?;
+        Ok(self.info(&record))
+    }
+
+    /// A page of the tenant's sandboxes and the cursor of the next one.
+    pub async fn list(
+        &self,
+        tenant: &str,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> ApiResult<(Vec<SandboxInfo>, Option<String>)> {
+        let mut records = self.store.list_sandboxes(tenant, cursor, limit + 1).await?;
+        let more = records.len() > limit;
+        records.truncate(limit);
+        let next = if more {
+            records.last().map(|r| r.id.clone())
+        } else {
+            None
+        };
+        Ok((records.iter().map(|r| self.info(r)).collect(), next))
+    }
+
+    pub async fn update(
+        &self,
+        tenant: &str,
+        id: &str,
+        req: UpdateSandboxRequest,
+    ) -> ApiResult<SandboxInfo> {
+        let changes = OptionChanges::parse(
+            req.sleep_after.as_ref(),
+            req.keep_alive,
+            req.env.as_ref(),
+            req.limits.as_ref(),
+        )?;
+        let entry = self.entry(tenant, id);
+        let mut inner = entry.inner.lock().await;
+        let mut record = self
+            .load(&entry, &mut inner)
+            .await?
+            .ok_or_else(|| ApiError::sandbox_not_found(id))?;
+        changes.apply(&mut record.options);
+        self.store
+            .update_options(tenant, id, &record.options)
+            .await?;
+        inner.record = Some(record.clone());
+        Ok(self.info(&record))
+    }
+
+    /// `POST /v1/sandboxes/{id}/stop`: sleep now, whatever is in flight.
+    pub async fn stop(&self, tenant: &str, id: &str) -> ApiResult<SandboxInfo> {
+        let entry = self.entry(tenant, id);
+        let mut inner = entry.inner.lock().await;
+        self.load(&entry, &mut inner)
+            .await?
+            .ok_or_else(|| ApiError::sandbox_not_found(id))?;
+        self.sleep(&entry, &mut inner).await?;
+        let record = inner
+            .record
+            .clone()
+            .ok_or_else(|| ApiError::sandbox_not_found(id))?;
+        Ok(self.info(&record))
+    }
+
+    /// `DELETE /v1/sandboxes/{id}`: processes, writable layer and record are gone.
+    pub async fn destroy(&self, tenant: &str, id: &str) -> ApiResult<()> {
+        let entry = self.entry(tenant, id);
+        let mut inner = entry.inner.lock().await;
+        self.load(&entry, &mut inner)
+            .await?
+            .ok_or_else(|| ApiError::sandbox_not_found(id))?;
+        inner.started = None;
+        entry.running.store(false, Ordering::SeqCst);
+        self.driver.destroy(&entry.internal).await.map_err(|e| {
+            ApiError::internal(format!("destroying sandbox {id:?}: {e}")).context("sandboxId", id)
+        })?;
+        self.store.delete_sandbox(tenant, id).await?;
+        inner.record = None;
+        tracing::info!(sandbox = %id, tenant = %tenant, "sandbox destroyed");
+        Ok(())
+    }
+
+    /// A running sandbox for a forwarded request: created with defaults if unknown, woken if
+    /// asleep. The returned guard keeps it awake.
+    pub async fn acquire(&self, tenant: &str, id: &str) -> ApiResult<Lease> {
+        let entry = self.entry(tenant, id);
+        let mut inner = entry.inner.lock().await;
+        if inner.started.is_none() {
+            match self.load(&entry, &mut inner).await? {
+                Some(record) => self.start(&entry, &mut inner, &record).await?,
+                None => {
+                    let changes = OptionChanges::parse(None, None, None, None)?;
+                    self.create_locked(&entry, &mut inner, DEFAULT_IMAGE.into(), false, changes)
+                        .await?;
+                }
+            }
+        }
+        let socket = match &inner.started {
+            Some(s) => s.socket.clone(),
+            None => return Err(ApiError::internal("sandbox did not start")),
+        };
+        entry.in_flight.fetch_add(1, Ordering::SeqCst);
+        entry.touch();
+        drop(inner);
+        let guard = ActivityGuard {
+            entry: entry.clone(),
+            exec: None,
+        };
+        Ok(Lease {
+            socket,
+            guard,
+            entry,
+        })
+    }
+
+    /// Called when a sandbox's agent refused a connection: if its init died, forget the
+    /// process so the next call starts it again. Returns true if it was found dead.
+    pub async fn check_dead(&self, entry: &Entry) -> bool {
+        let mut inner = entry.inner.lock().await;
+        if inner.started.is_none() || self.driver.is_running(&entry.internal).await {
+            return false;
+        }
+        tracing::warn!(sandbox = %entry.id, "sandbox died; it will be restarted on next use");
+        if let Err(e) = self.sleep(entry, &mut inner).await {
+            tracing::warn!(sandbox = %entry.id, error = %e, "recording dead sandbox");
+        }
+        true
+    }
+
+    /// One pass of the idle reaper: sleeps every running sandbox with nothing in flight whose
+    /// idle time reached its `sleepAfter` (never `keepAlive` ones).
+    pub async fn reap(&self) {
+        let now = now_ms();
+        for entry in self.all_entries() {
+            if !entry.running.load(Ordering::SeqCst) || entry.in_flight() > 0 {
+                continue;
+            }
+            // Busy means someone is starting, stopping or leasing it right now: not idle.
+            let Ok(mut inner) = entry.inner.try_lock() else {
+                continue;
+            };
+            let Some(record) = inner.record.clone() else {
+                continue;
+            };
+            let idle_ms = now - entry.last_activity_ms.load(Ordering::SeqCst);
+            let due = !record.options.keep_alive
+                && entry.in_flight() == 0
+                && inner.started.is_some()
+                && idle_ms >= (record.options.sleep_after_secs as i64) * 1000;
+            if due {
+                tracing::debug!(sandbox = %entry.id, idle_ms, "idle: putting to sleep");
+                if let Err(e) = self.sleep(&entry, &mut inner).await {
+                    tracing::warn!(sandbox = %entry.id, error = %e, "sleeping idle sandbox");
+                }
+            }
+        }
+    }
+
+    /// At server start: the driver stops leftovers of a previous run, and every sandbox the
+    /// store thought running is recorded as sleeping (it wakes on next use).
+    pub async fn reconcile(&self) -> anyhow::Result<()> {
+        let found = self.driver.reconcile().await?;
+        if !found.is_empty() {
+            tracing::info!(
+                count = found.len(),
+                "stopped sandboxes left by a previous run"
+            );
+        }
+        let n = self
+            .store
+            .reset_states(
+                &[SandboxState::Running, SandboxState::Creating],
+                SandboxState::Sleeping,
+            )
+            .await?;
+        if n > 0 {
+            tracing::info!(count = n, "sandboxes marked asleep after restart");
+        }
+        Ok(())
+    }
+
+    /// At shutdown: every running sandbox goes to sleep.
+    pub async fn sleep_all(&self) {
+        for entry in self.all_entries() {
+            let mut inner = entry.inner.lock().await;
+            if inner.started.is_some()
+                && let Err(e) = self.sleep(&entry, &mut inner).await
+            {
+                tracing::warn!(sandbox = %entry.id, error = %e, "sleeping at shutdown");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn internal_ids_are_hostnames_and_distinct() {
+        let long = "a".repeat(63);
+        for (t, id) in [
+            ("default", "Foo"),
+            ("default", "foo"),
+            ("acme", "foo"),
+            ("x", &long[..]),
+        ] {
+            let name = internal_id(t, id);
+            assert!(name.len() <= 63, "{name}");
+            assert!(
+                name.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            );
+            assert!(!name.starts_with('-') && !name.ends_with('-'));
+        }
+        assert_ne!(internal_id("default", "Foo"), internal_id("default", "foo"));
+        assert_ne!(internal_id("a", "x"), internal_id("b", "x"));
+        assert_eq!(internal_id("a", "x"), internal_id("a", "x"));
+    }
+
+    #[test]
+    fn limits_merge_field_by_field() {
+        let d = Limits {
+            cpus: Some(1.0),
+            memory_mb: Some(512),
+            pids: Some(100),
+            disk_mb: None,
+        };
+        let m = merge_limits(
+            &Limits {
+                memory_mb: Some(64),
+                ..Limits::default()
+            },
+            &d,
+        );
+        assert_eq!(
+            m,
+            Limits {
+                memory_mb: Some(64),
+                ..d
+            }
+        );
+    }
+}

@@ -1,0 +1,71 @@
+//! The OpenAPI document, generated from the handlers' annotations.
+
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+use crate::routes::{keys, sandboxes};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "sandpit control plane",
+        description = "Sandboxes for untrusted code. Every /v1 route except /v1/openapi.json needs `Authorization: Bearer <key>`. Errors are `ErrorResponse` bodies; see docs/api.md.",
+        license(name = "Apache-2.0"),
+    ),
+    paths(
+        sandboxes::create,
+        sandboxes::list,
+        sandboxes::get,
+        sandboxes::update,
+        sandboxes::destroy,
+        sandboxes::stop,
+        sandboxes::forward_doc,
+        keys::create_key,
+    ),
+    components(schemas(
+        sandpit_protocol::control::CreateSandboxRequest,
+        sandpit_protocol::control::UpdateSandboxRequest,
+        sandpit_protocol::control::SandboxInfo,
+        sandpit_protocol::control::SandboxList,
+        sandpit_protocol::control::SandboxState,
+        sandpit_protocol::control::Limits,
+        sandpit_protocol::ErrorResponse,
+        sandpit_protocol::ErrorCode,
+        keys::CreateKeyRequest,
+        keys::CreateKeyResponse,
+    )),
+    modifiers(&BearerAuth),
+    tags(
+        (name = "sandboxes", description = "Sandbox lifecycle"),
+        (name = "forward", description = "The container API of one sandbox"),
+        (name = "keys", description = "API keys (admin)"),
+    )
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        if let Some(components) = openapi.components.as_mut() {
+            components.add_security_scheme(
+                "bearer",
+                SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+            );
+        }
+    }
+}
+
+/// The document served at `GET /v1/openapi.json`.
+pub fn document() -> utoipa::openapi::OpenApi {
+    ApiDoc::openapi()
+}
+
+/// The document as committed in `docs/openapi.json` (pretty, trailing newline).
+pub fn document_json() -> String {
+    let mut json = document()
+        .to_pretty_json()
+        .unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"));
+    json.push('\n');
+    json
+}

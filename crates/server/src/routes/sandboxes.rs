@@ -1,0 +1,204 @@
+//! `/v1/sandboxes`: create-or-get, list, get, patch, stop, destroy.
+
+use std::sync::Arc;
+
+use axum::Extension;
+use axum::extract::{FromRequestParts, State};
+use http::StatusCode;
+use sandpit_protocol::ErrorResponse;
+use sandpit_protocol::control::{
+    CreateSandboxRequest, SandboxInfo, SandboxList, UpdateSandboxRequest,
+};
+use serde::Deserialize;
+use utoipa::IntoParams;
+
+use super::ApiJson;
+use crate::AppState;
+use crate::auth::Tenant;
+use crate::error::{ApiError, ApiResult};
+
+/// Default and largest page size of `GET /v1/sandboxes`.
+pub const DEFAULT_PAGE: usize = 50;
+pub const MAX_PAGE: usize = 500;
+
+/// `axum::extract::Path` with [`ApiError`] rejections.
+#[derive(Debug, FromRequestParts)]
+#[from_request(via(axum::extract::Path), rejection(ApiError))]
+pub struct ApiPath<T>(pub T);
+
+/// `axum::extract::Query` with [`ApiError`] rejections.
+#[derive(Debug, FromRequestParts)]
+#[from_request(via(axum::extract::Query), rejection(ApiError))]
+pub struct ApiQuery<T>(pub T);
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ListQuery {
+    /// Page size, 1–500 (default 50).
+    pub limit: Option<usize>,
+    /// `nextCursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+/// Create a sandbox, or get the existing one with this id.
+///
+/// Creation starts the sandbox at once (state `running`). For an existing sandbox the mutable
+/// options given (`sleepAfter`, `keepAlive`, `env`, `limits`) are applied as by PATCH; a
+/// different `image` or `ephemeral` is a 409.
+#[utoipa::path(
+    post, path = "/v1/sandboxes", tag = "sandboxes",
+    request_body = CreateSandboxRequest,
+    responses(
+        (status = 201, description = "Created and started", body = SandboxInfo),
+        (status = 200, description = "Already existed", body = SandboxInfo),
+        (status = 400, description = "Invalid id or options", body = ErrorResponse),
+        (status = 401, description = "Missing or invalid API key", body = ErrorResponse),
+        (status = 404, description = "Unknown image (IMAGE_NOT_FOUND)", body = ErrorResponse),
+        (status = 409, description = "Exists with another image (SANDBOX_CONFLICT)", body = ErrorResponse),
+        (status = 500, description = "Failed to start (SANDBOX_START_FAILED)", body = ErrorResponse),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn create(
+    State(app): State<Arc<AppState>>,
+    Extension(tenant): Extension<Tenant>,
+    ApiJson(req): ApiJson<CreateSandboxRequest>,
+) -> ApiResult<(StatusCode, ApiJson<SandboxInfo>)> {
+    let (info, created) = app.manager.create(&tenant.name, req).await?;
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, ApiJson(info)))
+}
+
+/// List the caller's sandboxes, ordered by id.
+#[utoipa::path(
+    get, path = "/v1/sandboxes", tag = "sandboxes",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "One page", body = SandboxList),
+        (status = 400, description = "Invalid limit", body = ErrorResponse),
+        (status = 401, description = "Missing or invalid API key", body = ErrorResponse),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn list(
+    State(app): State<Arc<AppState>>,
+    Extension(tenant): Extension<Tenant>,
+    ApiQuery(q): ApiQuery<ListQuery>,
+) -> ApiResult<ApiJson<SandboxList>> {
+    let limit = q.limit.unwrap_or(DEFAULT_PAGE);
+    if !(1..=MAX_PAGE).contains(&limit) {
+        return Err(ApiError::validation(format!("limit must be 1-{MAX_PAGE}")));
+    }
+    let (sandboxes, next_cursor) = app
+        .manager
+        .list(&tenant.name, q.cursor.as_deref(), limit)
+        .await?;
+    Ok(ApiJson(SandboxList {
+        sandboxes,
+        next_cursor,
+    }))
+}
+
+/// Get one sandbox.
+#[utoipa::path(
+    get, path = "/v1/sandboxes/{id}", tag = "sandboxes",
+    params(("id" = String, Path, description = "Sandbox id")),
+    responses(
+        (status = 200, description = "The sandbox", body = SandboxInfo),
+        (status = 404, description = "SANDBOX_NOT_FOUND", body = ErrorResponse),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn get(
+    State(app): State<Arc<AppState>>,
+    Extension(tenant): Extension<Tenant>,
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult<ApiJson<SandboxInfo>> {
+    Ok(ApiJson(app.manager.get(&tenant.name, &id).await?))
+}
+
+/// Change options of a sandbox. `env` and `limits` apply at its next start.
+#[utoipa::path(
+    patch, path = "/v1/sandboxes/{id}", tag = "sandboxes",
+    params(("id" = String, Path, description = "Sandbox id")),
+    request_body = UpdateSandboxRequest,
+    responses(
+        (status = 200, description = "Updated", body = SandboxInfo),
+        (status = 400, description = "Invalid options", body = ErrorResponse),
+        (status = 404, description = "SANDBOX_NOT_FOUND", body = ErrorResponse),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn update(
+    State(app): State<Arc<AppState>>,
+    Extension(tenant): Extension<Tenant>,
+    ApiPath(id): ApiPath<String>,
+    ApiJson(req): ApiJson<UpdateSandboxRequest>,
+) -> ApiResult<ApiJson<SandboxInfo>> {
+    Ok(ApiJson(app.manager.update(&tenant.name, &id, req).await?))
+}
+
+/// Destroy a sandbox: its processes, writable layer and record.
+#[utoipa::path(
+    delete, path = "/v1/sandboxes/{id}", tag = "sandboxes",
+    params(("id" = String, Path, description = "Sandbox id")),
+    responses(
+        (status = 204, description = "Destroyed"),
+        (status = 404, description = "SANDBOX_NOT_FOUND", body = ErrorResponse),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn destroy(
+    State(app): State<Arc<AppState>>,
+    Extension(tenant): Extension<Tenant>,
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult<StatusCode> {
+    app.manager.destroy(&tenant.name, &id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Put a sandbox to sleep now (all processes stop; the workspace is kept unless ephemeral).
+#[utoipa::path(
+    post, path = "/v1/sandboxes/{id}/stop", tag = "sandboxes",
+    params(("id" = String, Path, description = "Sandbox id")),
+    responses(
+        (status = 200, description = "Asleep", body = SandboxInfo),
+        (status = 404, description = "SANDBOX_NOT_FOUND", body = ErrorResponse),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn stop(
+    State(app): State<Arc<AppState>>,
+    Extension(tenant): Extension<Tenant>,
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult<ApiJson<SandboxInfo>> {
+    Ok(ApiJson(app.manager.stop(&tenant.name, &id).await?))
+}
+
+/// Forward a container-API call to the sandbox's agent (`/api/{path}`).
+///
+/// An unknown id is created with default options and a sleeping sandbox is woken first.
+/// Request and response bodies (including SSE streams) pass through unchanged; the caller's
+/// `Authorization` header is removed and `X-Sandbox-Id` added. `/v1/sandboxes/{id}/ws` and
+/// `/ws/{path}` forward WebSocket upgrades the same way. Errors of the agent itself use the
+/// container codes of the same error table.
+#[utoipa::path(
+    method(get, post, put, delete, patch), path = "/v1/sandboxes/{id}/api/{path}", tag = "forward",
+    params(
+        ("id" = String, Path, description = "Sandbox id"),
+        ("path" = String, Path, description = "Container API path, e.g. `execute`"),
+    ),
+    responses(
+        (status = 200, description = "The agent's answer, streamed"),
+        (status = 413, description = "PAYLOAD_TOO_LARGE", body = ErrorResponse),
+        (status = 500, description = "SANDBOX_START_FAILED", body = ErrorResponse),
+        (status = 502, description = "SANDBOX_UNAVAILABLE: the agent did not answer", body = ErrorResponse),
+    ),
+    security(("bearer" = []))
+)]
+#[allow(dead_code)] // Documentation only: the route is served by `forward::forward`.
+pub(crate) async fn forward_doc() {}

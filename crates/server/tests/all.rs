@@ -1,0 +1,2 @@
+//! Integration tests of sandpit-server (one binary, see the house conventions).
+mod suite;

@@ -1,0 +1,224 @@
+//! Sleep, wake, keepAlive, stop, restart of the server.
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use futures::StreamExt;
+use reqwest::Method;
+use serde_json::json;
+
+use super::{TestServer, eventually};
+
+async fn state(ts: &TestServer, id: &str) -> String {
+    ts.get(&format!("/v1/sandboxes/{id}")).await.1["state"]
+        .as_str()
+        .unwrap_or("?")
+        .to_owned()
+}
+
+#[tokio::test]
+async fn idle_sandboxes_sleep_and_wake_with_their_files() {
+    let ts = TestServer::start().await;
+    ts.json(
+        Method::POST,
+        "/v1/sandboxes",
+        json!({"id": "nap", "sleepAfter": "1s"}),
+    )
+    .await;
+    let (s, _) = ts
+        .json(
+            Method::POST,
+            "/v1/sandboxes/nap/api/write",
+            json!({"path": "/workspace/f", "content": "kept"}),
+        )
+        .await;
+    assert_eq!(s, 200);
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            state(&ts, "nap").await == "sleeping"
+        })
+        .await
+    );
+    assert_eq!(ts.driver.counters.stops.load(Ordering::SeqCst), 1);
+    assert!(ts.driver.running_ids().is_empty());
+    let (s, b) = ts
+        .json(
+            Method::POST,
+            "/v1/sandboxes/nap/api/read",
+            json!({"path": "/workspace/f"}),
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(b["content"], "kept");
+    assert_eq!(state(&ts, "nap").await, "running");
+    assert_eq!(ts.driver.counters.starts.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn an_open_stream_keeps_the_sandbox_awake() {
+    let ts = TestServer::start().await;
+    ts.json(
+        Method::POST,
+        "/v1/sandboxes",
+        json!({"id": "streamer", "sleepAfter": 1}),
+    )
+    .await;
+    let r = ts
+        .req(
+            Method::POST,
+            "/v1/sandboxes/streamer/api/stream?n=6&delay_ms=500",
+        )
+        .send()
+        .await
+        .unwrap();
+    let mut stream = r.bytes_stream();
+    let mut events = 0;
+    while let Some(chunk) = stream.next().await {
+        events += String::from_utf8_lossy(&chunk.unwrap())
+            .matches("data:")
+            .count();
+        assert_eq!(
+            state(&ts, "streamer").await,
+            "running",
+            "slept during a stream"
+        );
+    }
+    assert_eq!(events, 6);
+    // A long request (no bytes for 2 s) counts too.
+    let (s, _) = ts.exec("streamer", "sleep-ms 2000").await;
+    assert_eq!(s, 200);
+    assert_eq!(ts.driver.counters.stops.load(Ordering::SeqCst), 0);
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            state(&ts, "streamer").await == "sleeping"
+        })
+        .await
+    );
+}
+
+#[tokio::test]
+async fn keep_alive_never_sleeps_and_stop_sleeps_now() {
+    let ts = TestServer::start().await;
+    ts.json(
+        Method::POST,
+        "/v1/sandboxes",
+        json!({"id": "awake", "sleepAfter": 1, "keepAlive": true}),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(state(&ts, "awake").await, "running");
+    let (s, b) = ts
+        .json(Method::POST, "/v1/sandboxes/awake/stop", json!({}))
+        .await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(b["state"], "sleeping");
+    assert!(ts.driver.running_ids().is_empty());
+    // Stopping a sleeping sandbox is fine.
+    let (s, _) = ts
+        .json(Method::POST, "/v1/sandboxes/awake/stop", json!({}))
+        .await;
+    assert_eq!(s, 200);
+}
+
+#[tokio::test]
+async fn ephemeral_sandboxes_lose_files_on_sleep() {
+    let ts = TestServer::start().await;
+    ts.json(
+        Method::POST,
+        "/v1/sandboxes",
+        json!({"id": "eph", "ephemeral": true}),
+    )
+    .await;
+    ts.json(
+        Method::POST,
+        "/v1/sandboxes/eph/api/write",
+        json!({"path": "/f", "content": "x"}),
+    )
+    .await;
+    ts.json(Method::POST, "/v1/sandboxes/eph/stop", json!({}))
+        .await;
+    let (s, _) = ts
+        .json(
+            Method::POST,
+            "/v1/sandboxes/eph/api/read",
+            json!({"path": "/f"}),
+        )
+        .await;
+    assert_eq!(s, 404);
+    assert!(ts.driver.specs.lock().unwrap().iter().all(|s| s.ephemeral));
+}
+
+#[tokio::test]
+async fn state_survives_a_restart_and_sandboxes_wake() {
+    let ts = TestServer::start().await;
+    let key = ts.key.clone();
+    let tenant_key = ts.create_key("acme").await;
+    ts.json(
+        Method::POST,
+        "/v1/sandboxes",
+        json!({"id": "durable", "keepAlive": true}),
+    )
+    .await;
+    ts.json(
+        Method::POST,
+        "/v1/sandboxes/durable/api/write",
+        json!({"path": "/f", "content": "v1"}),
+    )
+    .await;
+    let (dir, driver, tmp) = ts.shutdown().await;
+    assert_eq!(
+        driver.counters.stops.load(Ordering::SeqCst),
+        1,
+        "shutdown puts sandboxes to sleep"
+    );
+    assert!(driver.running_ids().is_empty());
+
+    let ts = TestServer::start_in(&dir, driver.clone(), |_| {}).await;
+    assert_eq!(ts.key, key, "the generated admin key is reused");
+    let (s, info) = ts.get("/v1/sandboxes/durable").await;
+    assert_eq!(s, 200);
+    assert_eq!(info["state"], "sleeping");
+    assert_eq!(info["keepAlive"], true);
+    let (s, b) = ts
+        .json(
+            Method::POST,
+            "/v1/sandboxes/durable/api/read",
+            json!({"path": "/f"}),
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(b["content"], "v1");
+    assert_eq!(state(&ts, "durable").await, "running");
+    let r = ts
+        .req_as(&tenant_key, Method::GET, "/v1/sandboxes")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "tenant keys survive restarts");
+    drop(tmp);
+}
+
+#[tokio::test]
+async fn restart_after_a_crash_reconciles_running_sandboxes() {
+    let ts = TestServer::start().await;
+    ts.exec("orphan", "x").await;
+    // Simulate a crash: the server goes away without putting sandboxes to sleep.
+    let TestServer {
+        server,
+        dir,
+        driver,
+        _tmp,
+        ..
+    } = ts;
+    std::mem::forget(server);
+    assert_eq!(driver.running_ids().len(), 1);
+    let ts = TestServer::start_in(&dir, driver.clone(), |_| {}).await;
+    assert!(
+        driver.running_ids().is_empty(),
+        "reconcile stopped the leftover"
+    );
+    assert_eq!(state(&ts, "orphan").await, "sleeping");
+    let (s, _) = ts.exec("orphan", "y").await;
+    assert_eq!(s, 200);
+    drop(_tmp);
+}
