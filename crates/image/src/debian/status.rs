@@ -59,20 +59,42 @@ pub fn parse_debootstrap_line(line: &str) -> Option<String> {
     }
 }
 
-/// Folds apt status into one monotonic 0..=100 figure: downloads count for the first 30%,
-/// dpkg's work for the rest.
-#[derive(Debug, Default)]
+/// Folds the status of several apt runs into one monotonic 0..=100 figure. Each run is a phase
+/// owning a slice of the range (see [`AptProgress::phase`]); inside it downloads count for the
+/// first 30%, dpkg's work for the rest.
+#[derive(Debug)]
 pub(crate) struct AptProgress {
     done: u64,
+    range: (f64, f64),
+}
+
+impl Default for AptProgress {
+    fn default() -> Self {
+        Self {
+            done: 0,
+            range: (0.0, 100.0),
+        }
+    }
 }
 
 impl AptProgress {
+    /// The following status lines belong to a run spanning `from..to` percent overall.
+    pub(crate) fn phase(&mut self, from: f64, to: f64) -> u64 {
+        self.range = (from, to);
+        self.advance_to(from)
+    }
+
     pub(crate) fn update(&mut self, status: &AptStatus) -> u64 {
-        let overall = match status {
+        let within = match status {
             AptStatus::Download { percent, .. } => percent * 0.3,
             AptStatus::Install { percent, .. } => 30.0 + percent * 0.7,
             AptStatus::Error { .. } => return self.done,
         };
+        let (from, to) = self.range;
+        self.advance_to(from + (to - from) * within / 100.0)
+    }
+
+    fn advance_to(&mut self, overall: f64) -> u64 {
         // Truncation is intended: a whole-percent progress figure.
         #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
         let overall = overall.clamp(0.0, 100.0) as u64;
@@ -183,6 +205,25 @@ mod tests {
             "a second download pass does not go back"
         );
         assert_eq!(progress.update(&pm(50.0)), 65);
+        assert_eq!(progress.update(&pm(100.0)), 100);
+    }
+
+    #[test]
+    fn apt_progress_phases_split_the_range() {
+        let mut progress = AptProgress::default();
+        let pm = |p| AptStatus::Install {
+            package: "x".into(),
+            percent: p,
+            message: String::new(),
+        };
+        assert_eq!(progress.phase(0.0, 20.0), 0);
+        assert_eq!(progress.update(&pm(100.0)), 20);
+        assert_eq!(progress.phase(20.0, 100.0), 20);
+        assert_eq!(
+            progress.update(&pm(0.0)),
+            44,
+            "30% of the phase is downloading"
+        );
         assert_eq!(progress.update(&pm(100.0)), 100);
     }
 }
