@@ -110,11 +110,10 @@ pub(crate) fn dup2_raw(old: RawFd, new: RawFd) -> io::Result<()> {
     if old == new {
         // SAFETY: fcntl on an integer fd has no memory-safety requirements.
         let flags = check(unsafe { libc::fcntl(old, libc::F_GETFD) } as libc::c_long)?;
+        let cleared = flags as libc::c_int & !libc::FD_CLOEXEC;
         // SAFETY: as above.
-        check(
-            unsafe { libc::fcntl(old, libc::F_SETFD, flags as libc::c_int & !libc::FD_CLOEXEC) }
-                as libc::c_long,
-        )?;
+        let ret = unsafe { libc::fcntl(old, libc::F_SETFD, cleared) };
+        check(ret as libc::c_long)?;
         return Ok(());
     }
     // SAFETY: dup2 on integer fds has no memory-safety requirements; it is async-signal-safe,

@@ -5,6 +5,8 @@
 //! it (everything gone), and reconcile after a crash. [`local::LocalDriver`] implements it with
 //! Linux namespaces on this host; a Kubernetes driver can come later.
 
+pub mod local;
+
 use std::path::PathBuf;
 
 use sandpit_protocol::control::Limits;

@@ -1,0 +1,684 @@
+//! [`LocalDriver`]: sandboxes as Linux namespaces on this host.
+//!
+//! Per start: cgroups under `<own cgroup>/<group>/<id>`, host dirs under
+//! `<data_dir>/sandboxes/<id>` (`upper/` + `work/` are the persistent writable layer), a listening
+//! socket `<data_dir>/run/<id>.sock` (0600, host root), then `<agent_bin> launch` with a
+//! [`LaunchConfig`] on stdin and the socket as fd 3. The launcher prints `{"pid": N}` and exits;
+//! the sandbox init (the agent) is re-parented to this process (a child subreaper), which watches
+//! it with a pidfd and reaps it.
+
+use std::collections::{BTreeSet, HashMap};
+use std::os::fd::OwnedFd;
+use std::os::unix::fs::{PermissionsExt, chown};
+use std::os::unix::net::UnixListener;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::unistd::Pid;
+use sandpit_isolation::cgroup::{CgroupLimits, CgroupManager};
+use sandpit_isolation::launch::{LISTEN_FD, LaunchConfig};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::sync::watch;
+
+use crate::{Driver, DriverError, SandboxSpec, Started};
+
+/// Longest usable `sun_path` (108 bytes including the terminating NUL).
+const MAX_SOCKET_PATH: usize = 107;
+/// Smallest memory limit a sandbox can start with.
+const MIN_MEMORY_MB: u64 = 8;
+/// Smallest pids limit a sandbox can start with.
+const MIN_PIDS: u64 = 4;
+/// Cap on the launcher stderr kept for error messages.
+const MAX_STDERR: usize = 16 * 1024;
+
+/// Settings of a [`LocalDriver`]; [`LocalDriverConfig::new`] fills in defaults.
+#[derive(Debug, Clone)]
+pub struct LocalDriverConfig {
+    /// Holds `sandboxes/<id>/` and `run/<id>.sock`.
+    pub data_dir: PathBuf,
+    /// Binary started as `<agent_bin> launch`.
+    pub agent_bin: PathBuf,
+    /// Name of the cgroup that groups the sandboxes under the server's own cgroup.
+    pub cgroup_group: String,
+    /// How long the launcher may take before the start fails.
+    pub start_timeout: Duration,
+    /// How long `stop` waits for the processes to go away.
+    pub stop_timeout: Duration,
+    /// RLIMIT_NOFILE inside sandboxes (capped at the host's hard limit).
+    pub nofile: u64,
+}
+
+impl LocalDriverConfig {
+    pub fn new(data_dir: PathBuf, agent_bin: PathBuf) -> Self {
+        Self {
+            data_dir,
+            agent_bin,
+            cgroup_group: "sandpit".to_string(),
+            start_timeout: Duration::from_secs(10),
+            stop_timeout: Duration::from_secs(10),
+            nofile: sandpit_isolation::launch::DEFAULT_NOFILE,
+        }
+    }
+}
+
+/// A sandbox started by this driver.
+struct Running {
+    pid: u32,
+    socket: PathBuf,
+    exited: watch::Receiver<bool>,
+}
+
+/// The local namespace driver. See the module docs.
+pub struct LocalDriver {
+    config: LocalDriverConfig,
+    cgroups: Box<dyn CgroupManager>,
+    running: Mutex<HashMap<String, Running>>,
+}
+
+impl std::fmt::Debug for LocalDriver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalDriver")
+            .field("config", &self.config)
+            .field("cgroups", &self.cgroups)
+            .finish_non_exhaustive()
+    }
+}
+
+fn io_err<'a>(id: &'a str, stage: &'static str) -> impl FnOnce(std::io::Error) -> DriverError + 'a {
+    move |source| DriverError::Io {
+        id: id.to_string(),
+        stage,
+        source,
+    }
+}
+
+fn cg_err<'a>(
+    id: &'a str,
+    stage: &'static str,
+) -> impl FnOnce(sandpit_isolation::cgroup::CgroupError) -> DriverError + 'a {
+    move |e| DriverError::Io {
+        id: id.to_string(),
+        stage,
+        source: std::io::Error::other(e.to_string()),
+    }
+}
+
+/// Sandbox ids become hostnames, directory and cgroup names: 1-63 of `[A-Za-z0-9._-]`, starting
+/// with a letter or digit.
+pub fn validate_id(id: &str) -> Result<(), DriverError> {
+    let ok = !id.is_empty()
+        && id.len() <= 63
+        && id.as_bytes()[0].is_ascii_alphanumeric()
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(DriverError::InvalidSpec(format!(
+            "sandbox id {id:?} must be 1-63 characters of [A-Za-z0-9._-] starting with a letter or digit"
+        )))
+    }
+}
+
+fn cgroup_limits(spec: &SandboxSpec) -> Result<CgroupLimits, DriverError> {
+    let l = &spec.limits;
+    let invalid = |m: String| Err(DriverError::InvalidSpec(m));
+    if let Some(m) = l.memory_mb
+        && !(MIN_MEMORY_MB..=(u64::MAX >> 20)).contains(&m)
+    {
+        return invalid(format!("memoryMb {m} must be at least {MIN_MEMORY_MB}"));
+    }
+    if let Some(p) = l.pids
+        && p < MIN_PIDS
+    {
+        return invalid(format!("pids {p} must be at least {MIN_PIDS}"));
+    }
+    if let Some(c) = l.cpus
+        && !(c.is_finite() && c > 0.0 && c <= 4096.0)
+    {
+        return invalid(format!("cpus {c} must be a positive number"));
+    }
+    Ok(CgroupLimits {
+        memory_bytes: l.memory_mb.map(|m| m << 20),
+        pids: l.pids,
+        cpus: l.cpus,
+    })
+}
+
+/// Adds search permission for everyone (the sandbox init, an unprivileged uid on the host,
+/// must traverse the path to its rootfs mount point).
+fn ensure_traversable(dir: &Path) -> std::io::Result<()> {
+    let meta = std::fs::metadata(dir)?;
+    let mode = meta.permissions().mode();
+    if mode & 0o001 == 0 {
+        std::fs::set_permissions(
+            dir,
+            std::fs::Permissions::from_mode((mode & 0o7777) | 0o011),
+        )?;
+    }
+    Ok(())
+}
+
+fn mkdir_mode(dir: &Path, mode: u32) -> std::io::Result<()> {
+    match std::fs::create_dir(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(e),
+    }
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode))
+}
+
+fn remove_dir_all_if_exists(dir: &Path) -> std::io::Result<()> {
+    match std::fs::remove_dir_all(dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
+/// Reaps `pid` once its pidfd reports the exit, then flips `exited` to true.
+async fn watch_exit(pid: u32, pidfd: OwnedFd, exited: watch::Sender<bool>) {
+    // `with_interest` is deprecated because it accepts any `AsRawFd`; an `OwnedFd` we exclusively
+    // own is exactly the I/O-safe case (its unsafe replacement is not allowed in this crate).
+    #[allow(deprecated)]
+    let registered = tokio::io::unix::AsyncFd::with_interest(pidfd, tokio::io::Interest::READABLE);
+    match registered {
+        Ok(afd) => {
+            let _ = afd.readable().await;
+        }
+        Err(_) => {
+            // No reactor support: poll for the exit instead.
+            while nix::sys::signal::kill(Pid::from_raw(pid as i32), None).is_ok() && !is_zombie(pid)
+            {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+    loop {
+        match waitpid(Pid::from_raw(pid as i32), Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::StillAlive) => tokio::time::sleep(Duration::from_millis(5)).await,
+            Err(Errno::EINTR) => {}
+            // Reaped, or not our child (then whoever is its parent reaps it).
+            _ => break,
+        }
+    }
+    let _ = exited.send(true);
+}
+
+fn is_zombie(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| {
+            s.rsplit_once(')')
+                .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
+        })
+        .unwrap_or(true)
+}
+
+impl LocalDriver {
+    /// A driver with default settings. Makes this process a child subreaper and detects the
+    /// cgroup layout.
+    pub fn new(data_dir: PathBuf, agent_bin: PathBuf) -> Result<Self, DriverError> {
+        Self::with_config(LocalDriverConfig::new(data_dir, agent_bin))
+    }
+
+    pub fn with_config(config: LocalDriverConfig) -> Result<Self, DriverError> {
+        let setup = |stage: &'static str| {
+            move |source| DriverError::Io {
+                id: String::new(),
+                stage,
+                source,
+            }
+        };
+        if !config.data_dir.is_absolute() {
+            return Err(DriverError::InvalidSpec(format!(
+                "data dir {} must be an absolute path",
+                config.data_dir.display()
+            )));
+        }
+        sandpit_isolation::process::set_child_subreaper()
+            .map_err(setup("PR_SET_CHILD_SUBREAPER"))?;
+        let cgroups = sandpit_isolation::cgroup::detect(&config.cgroup_group).map_err(|e| {
+            DriverError::Io {
+                id: String::new(),
+                stage: "detect cgroups",
+                source: std::io::Error::other(e.to_string()),
+            }
+        })?;
+        std::fs::create_dir_all(&config.data_dir).map_err(setup("create the data dir"))?;
+        ensure_traversable(&config.data_dir).map_err(setup("chmod the data dir"))?;
+        mkdir_mode(&config.data_dir.join("sandboxes"), 0o711)
+            .map_err(setup("create sandboxes/"))?;
+        mkdir_mode(&config.data_dir.join("run"), 0o700).map_err(setup("create run/"))?;
+        Ok(Self {
+            config,
+            cgroups,
+            running: Mutex::new(HashMap::new()),
+        })
+    }
+
+    pub fn config(&self) -> &LocalDriverConfig {
+        &self.config
+    }
+
+    /// The cgroup backend (e.g. to read a sandbox's limits or list its processes).
+    pub fn cgroups(&self) -> &dyn CgroupManager {
+        self.cgroups.as_ref()
+    }
+
+    /// `<data_dir>/sandboxes/<id>`.
+    pub fn sandbox_dir(&self, id: &str) -> PathBuf {
+        self.config.data_dir.join("sandboxes").join(id)
+    }
+
+    /// `<data_dir>/run/<id>.sock`.
+    pub fn socket_path(&self, id: &str) -> PathBuf {
+        self.config.data_dir.join("run").join(format!("{id}.sock"))
+    }
+
+    /// Host pid of the sandbox's init, if this driver started it and it is alive.
+    pub fn pid(&self, id: &str) -> Option<u32> {
+        let map = self.running.lock().ok()?;
+        map.get(id).filter(|r| !*r.exited.borrow()).map(|r| r.pid)
+    }
+
+    fn ephemeral_marker(&self, id: &str) -> PathBuf {
+        self.sandbox_dir(id).join("ephemeral")
+    }
+
+    fn prepare_dirs(&self, spec: &SandboxSpec) -> Result<(), DriverError> {
+        let id = spec.id.as_str();
+        let dir = self.sandbox_dir(id);
+        mkdir_mode(&dir, 0o711).map_err(io_err(id, "create the sandbox dir"))?;
+        for (name, mode) in [("upper", 0o755), ("work", 0o700)] {
+            let d = dir.join(name);
+            if !d.exists() {
+                mkdir_mode(&d, mode).map_err(io_err(id, "create the writable layer"))?;
+                chown(&d, Some(spec.uid_base), Some(spec.uid_base))
+                    .map_err(io_err(id, "chown the writable layer"))?;
+            }
+        }
+        for name in ["lower", "rootfs"] {
+            mkdir_mode(&dir.join(name), 0o755).map_err(io_err(id, "create the mount points"))?;
+        }
+        let marker = self.ephemeral_marker(id);
+        if spec.ephemeral {
+            std::fs::write(&marker, b"").map_err(io_err(id, "write the ephemeral marker"))?;
+        } else if marker.exists() {
+            std::fs::remove_file(&marker).map_err(io_err(id, "remove the ephemeral marker"))?;
+        }
+        Ok(())
+    }
+
+    fn bind_socket(&self, id: &str) -> Result<UnixListener, DriverError> {
+        let path = self.socket_path(id);
+        let _ = std::fs::remove_file(&path);
+        let listener = UnixListener::bind(&path).map_err(io_err(id, "bind the agent socket"))?;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+            .map_err(io_err(id, "chmod the agent socket"))?;
+        Ok(listener)
+    }
+
+    fn validate(&self, spec: &SandboxSpec) -> Result<CgroupLimits, DriverError> {
+        validate_id(&spec.id)?;
+        if spec.uid_base == 0
+            || spec
+                .uid_base
+                .checked_add(sandpit_isolation::ID_RANGE)
+                .is_none()
+        {
+            return Err(DriverError::InvalidSpec(format!(
+                "uid_base {} is out of range",
+                spec.uid_base
+            )));
+        }
+        if !spec.image_rootfs.is_absolute() || !spec.image_rootfs.is_dir() {
+            return Err(DriverError::InvalidSpec(format!(
+                "image rootfs {} is not an absolute path to a directory",
+                spec.image_rootfs.display()
+            )));
+        }
+        let socket = self.socket_path(&spec.id);
+        let len = socket.as_os_str().len();
+        if len > MAX_SOCKET_PATH {
+            return Err(DriverError::InvalidSpec(format!(
+                "socket path {} is {len} bytes, the limit for Unix sockets is {MAX_SOCKET_PATH}: use a shorter data dir or id",
+                socket.display()
+            )));
+        }
+        cgroup_limits(spec)
+    }
+
+    /// Runs the launcher and waits for its `{"pid": N}` line.
+    async fn launch(&self, spec: &SandboxSpec, listener: UnixListener) -> Result<u32, DriverError> {
+        let id = spec.id.as_str();
+        let dir = self.sandbox_dir(id);
+        let config = LaunchConfig {
+            id: id.to_string(),
+            hostname: id.to_string(),
+            image_rootfs: spec.image_rootfs.clone(),
+            sandbox_dir: dir.clone(),
+            uid_base: spec.uid_base,
+            cgroup_procs: self.cgroups.procs_files(id),
+            listen_fd: LISTEN_FD,
+            nofile: self.config.nofile,
+            env: spec.env.clone(),
+            log_file: Some(dir.join("agent.log")),
+        };
+        let input = serde_json::to_vec(&config).map_err(|e| DriverError::StartFailed {
+            id: id.to_string(),
+            message: format!("serialising the launch config: {e}"),
+        })?;
+        let mut cmd = std::process::Command::new(&self.config.agent_bin);
+        cmd.arg("launch")
+            .env_clear()
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        sandpit_isolation::process::pass_fd(&mut cmd, OwnedFd::from(listener), LISTEN_FD);
+        let mut cmd = tokio::process::Command::from(cmd);
+        cmd.kill_on_drop(true);
+        let mut child = cmd.spawn().map_err(io_err(id, "spawn the launcher"))?;
+        drop(cmd); // closes our copy of the listener
+        let failed = |message: String| DriverError::StartFailed {
+            id: id.to_string(),
+            message,
+        };
+        let (Some(mut stdin), Some(stdout), Some(mut stderr)) =
+            (child.stdin.take(), child.stdout.take(), child.stderr.take())
+        else {
+            return Err(failed("launcher stdio missing".into()));
+        };
+        let stderr_task = tokio::spawn(async move {
+            let mut buf = Vec::new();
+            let _ = (&mut stderr)
+                .take(MAX_STDERR as u64)
+                .read_to_end(&mut buf)
+                .await;
+            String::from_utf8_lossy(&buf).trim().to_string()
+        });
+        let exchange = async {
+            stdin
+                .write_all(&input)
+                .await
+                .map_err(|e| format!("writing the launch config: {e}"))?;
+            drop(stdin);
+            let mut line = String::new();
+            BufReader::new(stdout)
+                .read_line(&mut line)
+                .await
+                .map_err(|e| format!("reading the launcher's reply: {e}"))?;
+            Ok::<String, String>(line)
+        };
+        let outcome = tokio::time::timeout(self.config.start_timeout, exchange).await;
+        let line = match outcome {
+            Ok(Ok(line)) => line,
+            Ok(Err(message)) => {
+                let _ = child.start_kill();
+                return Err(failed(message));
+            }
+            Err(_) => {
+                let _ = child.start_kill();
+                let _ = self.cgroups.kill_all(id);
+                let stderr = tokio::time::timeout(Duration::from_millis(200), stderr_task)
+                    .await
+                    .ok()
+                    .and_then(Result::ok)
+                    .unwrap_or_default();
+                return Err(failed(format!(
+                    "launcher did not report within {:?}; stderr: {stderr}",
+                    self.config.start_timeout
+                )));
+            }
+        };
+        let status = tokio::time::timeout(Duration::from_secs(2), child.wait()).await;
+        let reply: serde_json::Value = serde_json::from_str(line.trim()).unwrap_or_default();
+        if let Some(pid) = reply
+            .get("pid")
+            .and_then(|p| p.as_u64())
+            .and_then(|p| u32::try_from(p).ok())
+        {
+            return Ok(pid);
+        }
+        let stderr = tokio::time::timeout(Duration::from_secs(1), stderr_task)
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .unwrap_or_default();
+        let message = match reply.get("error").and_then(|e| e.as_str()) {
+            Some(e) => e.to_string(),
+            None => format!(
+                "launcher replied {:?}, exit status {:?}; stderr: {stderr}",
+                line.trim(),
+                status.ok()
+            ),
+        };
+        Err(failed(message))
+    }
+
+    /// Kills every process of `id`, waits for them (and the init) to be gone, removes the
+    /// cgroups and the socket.
+    async fn teardown(&self, id: &str, running: Option<Running>) -> Result<(), DriverError> {
+        let deadline = Instant::now() + self.config.stop_timeout;
+        if self.cgroups.exists(id) {
+            self.cgroups
+                .kill_all(id)
+                .map_err(cg_err(id, "kill the sandbox"))?;
+        }
+        if let Some(mut r) = running {
+            let waited =
+                tokio::time::timeout(self.config.stop_timeout, r.exited.wait_for(|e| *e)).await;
+            if waited.is_err() {
+                let _ = nix::sys::signal::kill(
+                    Pid::from_raw(r.pid as i32),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
+        // rmdir fails while the killed tasks are still exiting: retry until the deadline.
+        loop {
+            match self.cgroups.remove(id) {
+                Ok(()) => break,
+                Err(e) if Instant::now() >= deadline => {
+                    return Err(cg_err(id, "remove the cgroups")(e));
+                }
+                Err(_) => {
+                    let _ = self.cgroups.kill_all(id);
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            }
+        }
+        match std::fs::remove_file(self.socket_path(id)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(io_err(id, "remove the socket")(e));
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+#[async_trait::async_trait]
+impl Driver for LocalDriver {
+    async fn start(&self, spec: &SandboxSpec) -> Result<Started, DriverError> {
+        let limits = self.validate(spec)?;
+        let id = spec.id.as_str();
+        if let Ok(map) = self.running.lock()
+            && let Some(r) = map.get(id).filter(|r| !*r.exited.borrow())
+        {
+            return Ok(Started {
+                socket: r.socket.clone(),
+                pid: r.pid,
+            });
+        }
+        let stale = self.running.lock().ok().and_then(|mut m| m.remove(id));
+        // Leftovers of an earlier run (crash, failed start) would break the new one.
+        if stale.is_some() || self.cgroups.exists(id) {
+            self.teardown(id, stale).await?;
+        }
+        self.prepare_dirs(spec)?;
+        self.cgroups
+            .create(id, &limits)
+            .map_err(cg_err(id, "create the cgroups"))?;
+        let started_at = Instant::now();
+        let result = match self.bind_socket(id) {
+            Ok(listener) => self.launch(spec, listener).await,
+            Err(e) => Err(e),
+        };
+        let pid = match result {
+            Ok(pid) => pid,
+            Err(e) => {
+                let _ = self.teardown(id, None).await;
+                return Err(e);
+            }
+        };
+        tracing::debug!(id, pid, elapsed = ?started_at.elapsed(), "sandbox launched");
+        let pidfd = match sandpit_isolation::process::pidfd_open(pid) {
+            Ok(fd) => fd,
+            Err(e) => {
+                let _ = self.teardown(id, None).await;
+                return Err(io_err(id, "pidfd_open the sandbox init")(e));
+            }
+        };
+        let (tx, rx) = watch::channel(false);
+        tokio::spawn(watch_exit(pid, pidfd, tx));
+        let socket = self.socket_path(id);
+        if let Ok(mut map) = self.running.lock() {
+            map.insert(
+                id.to_string(),
+                Running {
+                    pid,
+                    socket: socket.clone(),
+                    exited: rx,
+                },
+            );
+        }
+        Ok(Started { socket, pid })
+    }
+
+    async fn stop(&self, id: &str) -> Result<(), DriverError> {
+        validate_id(id)?;
+        let running = self.running.lock().ok().and_then(|mut m| m.remove(id));
+        self.teardown(id, running).await?;
+        if self.ephemeral_marker(id).exists() {
+            let dir = self.sandbox_dir(id);
+            for name in ["upper", "work"] {
+                remove_dir_all_if_exists(&dir.join(name))
+                    .map_err(io_err(id, "drop the writable layer"))?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn destroy(&self, id: &str) -> Result<(), DriverError> {
+        self.stop(id).await?;
+        remove_dir_all_if_exists(&self.sandbox_dir(id))
+            .map_err(io_err(id, "remove the sandbox dir"))
+    }
+
+    async fn is_running(&self, id: &str) -> bool {
+        self.pid(id).is_some()
+    }
+
+    async fn reconcile(&self) -> Result<Vec<String>, DriverError> {
+        let mine: BTreeSet<String> = self
+            .running
+            .lock()
+            .map(|m| m.keys().cloned().collect())
+            .unwrap_or_default();
+        let mut found = BTreeSet::new();
+        // Only cgroups with a sandbox dir are ours: another server (other data dir) may share
+        // the cgroup group.
+        for id in self
+            .cgroups
+            .list()
+            .map_err(cg_err("", "list the sandbox cgroups"))?
+        {
+            if validate_id(&id).is_ok() && self.sandbox_dir(&id).is_dir() {
+                found.insert(id);
+            }
+        }
+        let run = self.config.data_dir.join("run");
+        if let Ok(entries) = std::fs::read_dir(&run) {
+            for entry in entries.flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if let Some(id) = name.strip_suffix(".sock")
+                    && validate_id(id).is_ok()
+                {
+                    found.insert(id.to_string());
+                }
+            }
+        }
+        let found: Vec<String> = found.into_iter().filter(|id| !mine.contains(id)).collect();
+        for id in &found {
+            self.stop(id).await?;
+        }
+        Ok(found)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids() {
+        for ok in ["a", "sb-1", "A.b_c", &"x".repeat(63)] {
+            assert!(validate_id(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "-a", ".a", "a/b", "a b", "..", &"x".repeat(64), "ü"] {
+            assert!(validate_id(bad).is_err(), "{bad}");
+        }
+    }
+
+    fn spec(limits: sandpit_protocol::control::Limits) -> SandboxSpec {
+        SandboxSpec {
+            id: "a".into(),
+            image_rootfs: "/".into(),
+            limits,
+            env: vec![],
+            uid_base: 100_000,
+            ephemeral: false,
+        }
+    }
+
+    #[test]
+    fn limits_are_checked_and_converted() {
+        use sandpit_protocol::control::Limits;
+        let l = cgroup_limits(&spec(Limits {
+            cpus: Some(1.5),
+            memory_mb: Some(256),
+            pids: Some(64),
+            disk_mb: None,
+        }))
+        .unwrap();
+        assert_eq!(l.memory_bytes, Some(256 << 20));
+        assert_eq!(l.cpu_quota_us(), Some(150_000));
+        for bad in [
+            Limits {
+                memory_mb: Some(1),
+                ..Default::default()
+            },
+            Limits {
+                pids: Some(1),
+                ..Default::default()
+            },
+            Limits {
+                cpus: Some(-1.0),
+                ..Default::default()
+            },
+            Limits {
+                cpus: Some(f64::INFINITY),
+                ..Default::default()
+            },
+        ] {
+            assert!(matches!(
+                cgroup_limits(&spec(bad)),
+                Err(DriverError::InvalidSpec(_))
+            ));
+        }
+    }
+}

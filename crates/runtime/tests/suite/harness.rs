@@ -1,0 +1,144 @@
+//! Shared helpers: a driver on a temporary data dir, the probe as the agent, command execution
+//! through the sandbox's socket.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use sandpit_protocol::control::Limits;
+use sandpit_runtime::local::{LocalDriver, LocalDriverConfig};
+use sandpit_runtime::{Driver, SandboxSpec, Started};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+pub const ROOTFS_ENV: &str = "SANDPIT_TEST_ROOTFS";
+pub const DEFAULT_ROOTFS: &str = "/var/lib/sandpit/images/default/rootfs";
+
+/// The image rootfs for tests, or `None` (with a loud message) when there is none.
+pub fn rootfs() -> Option<PathBuf> {
+    let path = std::env::var_os(ROOTFS_ENV)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_ROOTFS));
+    if path.join("bin/sh").exists() {
+        Some(path)
+    } else {
+        eprintln!(
+            "\n!!! SKIPPED: no image rootfs at {} (set {ROOTFS_ENV} to a debootstrap rootfs) !!!\n",
+            path.display()
+        );
+        None
+    }
+}
+
+pub fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+pub fn probe_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_sandpit-launch-probe"))
+}
+
+pub struct Env {
+    pub driver: LocalDriver,
+    pub rootfs: PathBuf,
+    pub dir: tempfile::TempDir,
+}
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// A unique sandbox id (the test processes share the host's cgroup group).
+pub fn unique_id(prefix: &str) -> String {
+    let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+    format!("{prefix}-{}-{n}", std::process::id())
+}
+
+impl Env {
+    /// `None` when not root or without a rootfs (the test then returns early).
+    pub fn new() -> Option<Env> {
+        Self::with(|_| {})
+    }
+
+    pub fn with(tweak: impl FnOnce(&mut LocalDriverConfig)) -> Option<Env> {
+        if !is_root() {
+            eprintln!("\n!!! SKIPPED: needs root !!!\n");
+            return None;
+        }
+        let rootfs = rootfs()?;
+        let dir = tempfile::Builder::new().prefix("sp").tempdir().unwrap();
+        let mut config = LocalDriverConfig::new(dir.path().to_path_buf(), probe_bin());
+        tweak(&mut config);
+        let driver = LocalDriver::with_config(config).unwrap();
+        Some(Env {
+            driver,
+            rootfs,
+            dir,
+        })
+    }
+
+    pub fn spec(&self, id: &str, uid_base: u32) -> SandboxSpec {
+        SandboxSpec {
+            id: id.to_string(),
+            image_rootfs: self.rootfs.clone(),
+            limits: Limits {
+                cpus: Some(1.0),
+                memory_mb: Some(256),
+                pids: Some(128),
+                disk_mb: None,
+            },
+            env: vec![
+                (
+                    "PATH".into(),
+                    "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin".into(),
+                ),
+                ("SANDPIT_TEST".into(), "yes".into()),
+            ],
+            uid_base,
+            ephemeral: false,
+        }
+    }
+
+    pub async fn start(&self, spec: &SandboxSpec) -> Started {
+        match self.driver.start(spec).await {
+            Ok(s) => s,
+            Err(e) => {
+                let log =
+                    std::fs::read_to_string(self.driver.sandbox_dir(&spec.id).join("agent.log"))
+                        .unwrap_or_default();
+                panic!("start failed: {e}\nagent.log: {log}");
+            }
+        }
+    }
+
+    pub fn host_path(&self, id: &str, rel: &str) -> PathBuf {
+        self.driver.sandbox_dir(id).join("upper").join(rel)
+    }
+}
+
+/// Runs `cmd` with `/bin/sh -c` in the sandbox; returns (exit code, combined output).
+pub async fn exec(socket: &Path, cmd: &str) -> (i32, String) {
+    let fut = async {
+        let mut conn = tokio::net::UnixStream::connect(socket).await.unwrap();
+        conn.write_all(format!("{cmd}\n").as_bytes()).await.unwrap();
+        let mut out = String::new();
+        conn.read_to_string(&mut out).await.unwrap();
+        out
+    };
+    let out = tokio::time::timeout(Duration::from_secs(30), fut)
+        .await
+        .unwrap_or_else(|_| panic!("command timed out: {cmd}"));
+    let Some(at) = out.rfind("__EXIT__ ") else {
+        panic!("no exit trailer in {out:?} for {cmd}");
+    };
+    let code = out[at + 9..].trim().parse().unwrap();
+    (code, out[..at].to_string())
+}
+
+/// Like [`exec`] but asserts success and returns trimmed output.
+pub async fn ok(socket: &Path, cmd: &str) -> String {
+    let (code, out) = exec(socket, cmd).await;
+    assert_eq!(code, 0, "`{cmd}` failed: {out}");
+    out.trim().to_string()
+}
+
+pub fn alive(pid: u32) -> bool {
+    std::path::Path::new(&format!("/proc/{pid}")).exists()
+}

@@ -1,0 +1,221 @@
+//! start / stop / destroy / reconcile, and failure handling.
+
+use std::time::{Duration, Instant};
+
+use sandpit_runtime::local::{LocalDriver, LocalDriverConfig};
+use sandpit_runtime::{Driver, DriverError};
+
+use super::harness::{Env, alive, exec, ok, unique_id};
+
+fn assert_gone(env: &Env, id: &str, pids: &[u32]) {
+    for pid in pids {
+        assert!(!alive(*pid), "pid {pid} of {id} survived");
+    }
+    for dir in env.driver.cgroups().dirs(id) {
+        assert!(!dir.exists(), "cgroup {} left behind", dir.display());
+    }
+    assert!(!env.driver.socket_path(id).exists(), "socket left behind");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serial_stop_kills_everything_and_workspace_survives() {
+    let Some(env) = Env::new() else { return };
+    let id = unique_id("life");
+    let spec = env.spec(&id, 1_400_000);
+    let started = env.start(&spec).await;
+    let s = &started.socket;
+    assert!(env.driver.is_running(&id).await);
+    ok(s, "echo persisted > /workspace/keep; (sleep 1000 >/dev/null 2>&1 &); (sleep 1000 >/dev/null 2>&1 &)").await;
+    let pids = env.driver.cgroups().pids(&id).unwrap();
+    assert!(pids.len() >= 3, "{pids:?}");
+    assert!(pids.contains(&started.pid));
+
+    env.driver.stop(&id).await.unwrap();
+    assert!(!env.driver.is_running(&id).await);
+    assert_gone(&env, &id, &pids);
+    // Stopping again is a no-op.
+    env.driver.stop(&id).await.unwrap();
+
+    // The writable layer survives the stop.
+    let again = env.start(&spec).await;
+    assert_ne!(again.pid, started.pid);
+    assert_eq!(ok(&again.socket, "cat /workspace/keep").await, "persisted");
+    // Starting a running sandbox returns it unchanged.
+    assert_eq!(env.driver.start(&spec).await.unwrap().pid, again.pid);
+
+    env.driver.destroy(&id).await.unwrap();
+    assert_gone(&env, &id, &[again.pid]);
+    assert!(!env.driver.sandbox_dir(&id).exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serial_ephemeral_layer_is_dropped_on_stop() {
+    let Some(env) = Env::new() else { return };
+    let id = unique_id("eph");
+    let mut spec = env.spec(&id, 1_500_000);
+    spec.ephemeral = true;
+    let started = env.start(&spec).await;
+    ok(&started.socket, "echo gone > /workspace/tmp").await;
+    env.driver.stop(&id).await.unwrap();
+    assert!(!env.driver.sandbox_dir(&id).join("upper").exists());
+    let again = env.start(&spec).await;
+    assert_ne!(exec(&again.socket, "test -e /workspace/tmp").await.0, 0);
+    env.driver.destroy(&id).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serial_init_exit_is_noticed_and_reaped() {
+    let Some(env) = Env::new() else { return };
+    let id = unique_id("exit");
+    let started = env.start(&env.spec(&id, 1_550_000)).await;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(started.pid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while env.driver.is_running(&id).await {
+        assert!(Instant::now() < deadline, "exit not noticed");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Reaped: no zombie left.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(!alive(started.pid), "init not reaped");
+    env.driver.stop(&id).await.unwrap();
+    assert_gone(&env, &id, &[]);
+    env.driver.destroy(&id).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serial_reconcile_cleans_up_after_a_crash() {
+    let Some(env) = Env::new() else { return };
+    let ids = [unique_id("rec"), unique_id("rec")];
+    let mut pids = Vec::new();
+    for (n, id) in ids.iter().enumerate() {
+        let started = env.start(&env.spec(id, 1_600_000 + n as u32 * 65536)).await;
+        ok(&started.socket, "(sleep 1000 >/dev/null 2>&1 &)").await;
+        pids.extend(env.driver.cgroups().pids(id).unwrap());
+    }
+    // A stale socket without a sandbox, as a crashed server leaves it.
+    std::fs::write(env.driver.socket_path("stale"), b"").unwrap();
+
+    // A new server on the same data dir.
+    let second = LocalDriver::new(
+        env.dir.path().to_path_buf(),
+        env.driver.config().agent_bin.clone(),
+    )
+    .unwrap();
+    let mut found = second.reconcile().await.unwrap();
+    found.sort();
+    let mut expected = vec![ids[0].clone(), ids[1].clone(), "stale".to_string()];
+    expected.sort();
+    assert_eq!(found, expected);
+    for id in &ids {
+        assert_gone(&env, id, &pids);
+        // The writable layer is kept for the next start.
+        assert!(env.driver.sandbox_dir(id).join("upper/workspace").is_dir());
+    }
+    assert!(!env.driver.socket_path("stale").exists());
+    assert!(second.reconcile().await.unwrap().is_empty());
+    for id in &ids {
+        env.driver.destroy(id).await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serial_invalid_specs_are_rejected() {
+    let Some(env) = Env::new() else { return };
+    let mut spec = env.spec("bad/id", 1_700_000);
+    assert!(matches!(
+        env.driver.start(&spec).await,
+        Err(DriverError::InvalidSpec(_))
+    ));
+    spec.id = "x".repeat(63);
+    let long = LocalDriver::new(
+        env.dir.path().join("a".repeat(60)),
+        env.driver.config().agent_bin.clone(),
+    )
+    .unwrap();
+    let err = long.start(&spec).await.unwrap_err();
+    assert!(err.to_string().contains("Unix sockets"), "{err}");
+    spec.id = "ok".into();
+    spec.image_rootfs = "/nonexistent".into();
+    assert!(matches!(
+        env.driver.start(&spec).await,
+        Err(DriverError::InvalidSpec(_))
+    ));
+    spec.image_rootfs = env.rootfs.clone();
+    spec.uid_base = 0;
+    assert!(matches!(
+        env.driver.start(&spec).await,
+        Err(DriverError::InvalidSpec(_))
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serial_failed_launch_is_reported_and_cleaned_up() {
+    let Some(env) = Env::new() else { return };
+    // A launcher that exits without a reply.
+    let failing = LocalDriver::with_config(LocalDriverConfig::new(
+        env.dir.path().to_path_buf(),
+        "/bin/false".into(),
+    ))
+    .unwrap();
+    let id = unique_id("fail");
+    let err = failing.start(&env.spec(&id, 1_750_000)).await.unwrap_err();
+    assert!(matches!(err, DriverError::StartFailed { .. }), "{err}");
+    assert_gone(&env, &id, &[]);
+
+    // A launcher that hangs: the start times out.
+    let script = env.dir.path().join("hang.sh");
+    std::fs::write(&script, "#!/bin/sh\nexec sleep 30\n").unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let mut config = LocalDriverConfig::new(env.dir.path().to_path_buf(), script);
+    config.start_timeout = Duration::from_millis(300);
+    let hanging = LocalDriver::with_config(config).unwrap();
+    let t = Instant::now();
+    let err = hanging.start(&env.spec(&id, 1_750_000)).await.unwrap_err();
+    assert!(err.to_string().contains("did not report"), "{err}");
+    assert!(t.elapsed() < Duration::from_secs(5));
+    assert_gone(&env, &id, &[]);
+
+    // The launcher's own error (here: the image is not usable) comes back as the message.
+    let id = unique_id("fail");
+    let mut spec = env.spec(&id, 1_750_000);
+    spec.image_rootfs = env.dir.path().join("empty-image");
+    std::fs::create_dir_all(&spec.image_rootfs).unwrap();
+    std::fs::write(spec.image_rootfs.join("dev"), b"not a directory").unwrap();
+    let err = env.driver.start(&spec).await.unwrap_err();
+    assert!(matches!(err, DriverError::StartFailed { .. }), "{err}");
+    assert!(err.to_string().contains("/dev"), "{err}");
+    assert_gone(&env, &id, &[]);
+    env.driver.destroy(&id).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serial_start_latency() {
+    let Some(env) = Env::new() else { return };
+    let runs = 15;
+    let (mut start, mut first_exec, mut stop) = (Vec::new(), Vec::new(), Vec::new());
+    for n in 0..runs {
+        let id = unique_id("lat");
+        let spec = env.spec(&id, 1_800_000 + (n % 4) * 65536);
+        let t = Instant::now();
+        let started = env.start(&spec).await;
+        start.push(t.elapsed());
+        ok(&started.socket, "true").await;
+        first_exec.push(t.elapsed());
+        let t = Instant::now();
+        env.driver.destroy(&id).await.unwrap();
+        stop.push(t.elapsed());
+    }
+    let p50 = |v: &mut Vec<Duration>| {
+        v.sort();
+        v[v.len() / 2]
+    };
+    let (a, b, c) = (p50(&mut start), p50(&mut first_exec), p50(&mut stop));
+    eprintln!(
+        "LATENCY over {runs} runs: start p50 {a:?}, start+first exec p50 {b:?}, destroy p50 {c:?}"
+    );
+    assert!(a < Duration::from_secs(1), "start p50 {a:?}");
+}

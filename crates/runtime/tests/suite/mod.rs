@@ -1,0 +1,4 @@
+mod harness;
+mod isolation;
+mod lifecycle;
+mod limits;
