@@ -1,6 +1,22 @@
-//! `sandpit-agent launch`. TODO: enter the sandbox with `sandpit_isolation::launch` once the
-//! isolation crate provides it.
+//! `sandpit-agent launch`: become the sandbox's PID 1, then serve.
+//!
+//! The host starts this with a `LaunchConfig` (JSON) on stdin and the listening socket as fd 3.
+//! `launch_from_stdin` builds the sandbox around this process before any thread exists; in the
+//! launcher branch it reports `{"pid": N}` and exits, so only the sandbox init returns here.
+
+use std::collections::BTreeMap;
+
+use anyhow::Context;
+use sandpit_agent::AgentConfig;
+use sandpit_isolation::launch::{launch_from_stdin, take_listener};
 
 pub fn launch() -> anyhow::Result<()> {
-    anyhow::bail!("launch is not available yet")
+    let launch = launch_from_stdin();
+    // The process env of the sandbox is the config's, not the launcher's.
+    let env: BTreeMap<String, String> = launch.env.iter().cloned().collect();
+    crate::init_tracing(env.get("RUST_LOG").map(String::as_str));
+    let listener = take_listener(launch.listen_fd).context("taking the listening socket")?;
+    let config = AgentConfig::from_env(env);
+    tracing::info!(sandbox = %launch.id, "agent started as sandbox init");
+    sandpit_agent::run(listener, config).context("agent failed")
 }

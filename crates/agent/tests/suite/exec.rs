@@ -1,0 +1,342 @@
+//! `/api/execute`: session semantics, output exactness, timeouts, output cap.
+
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use super::harness::Agent;
+
+#[tokio::test]
+async fn session_state_persists_across_commands() {
+    let a = Agent::start();
+    let (_, _, code) = a
+        .sh("s", "mkdir -p sub && cd sub && export FOO='a b' && greet() { echo \"hi $1\"; } && alias say='echo said'")
+        .await;
+    assert_eq!(code, 0);
+    let (out, err, code) = a.sh("s", "pwd; echo \"$FOO\"; greet you; say it").await;
+    assert_eq!(err, "");
+    assert_eq!(code, 0);
+    assert_eq!(
+        out,
+        format!("{}\na b\nhi you\nsaid it\n", a.ws("sub").display())
+    );
+    // Another session does not share it.
+    let (out, _, _) = a.sh("other", "echo \"[$FOO]\"; pwd").await;
+    assert_eq!(out, format!("[]\n{}\n", a.workspace.display()));
+}
+
+#[tokio::test]
+async fn output_is_exact_and_streams_are_separated() {
+    let a = Agent::start();
+    let v = a
+        .exec(json!({"command": "printf 'out1\\n'; printf 'err1' >&2; printf 'no newline'; exit_code() { return 7; }; exit_code", "sessionId": "s"}))
+        .await;
+    assert_eq!(v["stdout"], "out1\nno newline");
+    assert_eq!(v["stderr"], "err1");
+    assert_eq!(v["exitCode"], 7);
+    assert_eq!(v["success"], false);
+    assert_eq!(v["sessionId"], "s");
+    assert!(v["timestamp"].as_str().unwrap().ends_with('Z'));
+    // Empty lines, carriage returns, tabs and the exit code of a pipeline survive unchanged.
+    let (out, _, code) = a
+        .sh("s", "printf '\\n\\na\\r\\n\\tb\\n\\n'; false | true")
+        .await;
+    assert_eq!(out, "\n\na\r\n\tb\n\n");
+    assert_eq!(code, 0);
+    let (_, err, code) = a.sh("s", "no-such-command-xyz").await;
+    assert_eq!(code, 127);
+    assert!(err.contains("no-such-command-xyz"), "{err}");
+}
+
+#[tokio::test]
+async fn default_session_is_used_without_session_id() {
+    let a = Agent::start();
+    let v = a.exec(json!({"command": "export X=1"})).await;
+    assert_eq!(v["sessionId"], "default");
+    let (out, _, _) = a.sh("default", "echo $X").await;
+    assert_eq!(out, "1\n");
+}
+
+#[tokio::test]
+async fn per_command_env_and_cwd_do_not_leak() {
+    let a = Agent::start();
+    a.sh("s", "export KEEP=session; export GONE=present; LOCAL=1")
+        .await;
+    let v = a
+        .exec(json!({
+            "command": "echo \"$KEEP|$NEW|${GONE-unset}|$LOCAL\"; pwd; env | grep -c '^NEW='",
+            "sessionId": "s",
+            "env": {"KEEP": "it's \"quoted\" $HOME", "NEW": "n", "GONE": null, "LOCAL": "2"},
+            "cwd": "/tmp"
+        }))
+        .await;
+    assert_eq!(v["stdout"], "it's \"quoted\" $HOME|n|unset|2\n/tmp\n1\n");
+    let (out, _, _) = a
+        .sh(
+            "s",
+            "echo \"$KEEP|${NEW-unset}|$GONE|$LOCAL\"; pwd; env | grep -c '^LOCAL=' || true",
+        )
+        .await;
+    assert_eq!(
+        out,
+        format!("session|unset|present|1\n{}\n0\n", a.workspace.display())
+    );
+}
+
+#[tokio::test]
+async fn cd_failure_and_bad_env_names() {
+    let a = Agent::start();
+    let v = a
+        .exec(json!({"command": "echo never", "sessionId": "s", "cwd": "/no/such/dir"}))
+        .await;
+    assert_eq!(v["exitCode"], 1);
+    assert_eq!(v["stdout"], "");
+    assert_eq!(v["stderr"], "Failed to change directory to /no/such/dir\n");
+    let r = a
+        .post(
+            "/api/execute",
+            json!({"command": "true", "env": {"BAD-NAME": "x"}}),
+        )
+        .await;
+    assert_eq!(r.status, 400);
+    assert_eq!(r.json()["code"], "VALIDATION_FAILED");
+    let r = a.post("/api/execute", json!({"command": "  "})).await;
+    assert_eq!(r.status, 400);
+}
+
+#[tokio::test]
+async fn stdin_is_dev_null() {
+    let a = Agent::start();
+    let started = Instant::now();
+    let (out, _, code) = a.sh("s", "cat; read -r line; echo \"read=$?\"").await;
+    assert_eq!(out, "read=1\n");
+    assert_eq!(code, 0);
+    assert!(started.elapsed() < Duration::from_secs(5));
+    let v = a
+        .exec(json!({"command": "cat; echo ok", "sessionId": "__DISABLE_SESSION__"}))
+        .await;
+    assert_eq!(v["stdout"], "ok\n");
+}
+
+#[tokio::test]
+async fn heredocs_and_multiline_commands() {
+    let a = Agent::start();
+    let cmd = "cat <<'EOF'\nline $1 'q'\n  indented\nEOF\nfor i in 1 2; do\n  echo \"n$i\"\ndone\nx=$(cat <<EOT\nexpanded $((1+1))\nEOT\n)\necho \"$x\"";
+    let (out, err, code) = a.sh("s", cmd).await;
+    assert_eq!(err, "");
+    assert_eq!(code, 0);
+    assert_eq!(out, "line $1 'q'\n  indented\nn1\nn2\nexpanded 2\n");
+}
+
+#[tokio::test]
+async fn syntax_error_does_not_kill_the_session() {
+    let a = Agent::start();
+    a.sh("s", "export ALIVE=yes").await;
+    let (_, err, code) = a.sh("s", "if then fi (").await;
+    assert_eq!(code, 2);
+    assert!(err.contains("syntax error"), "{err}");
+    let (_, _, code) = a.sh("s", "echo 'unterminated").await;
+    assert_eq!(code, 2);
+    let (out, _, _) = a.sh("s", "echo $ALIVE").await;
+    assert_eq!(out, "yes\n");
+}
+
+#[tokio::test]
+async fn exit_terminates_the_session_which_is_then_recreated() {
+    let a = Agent::start();
+    a.sh("s", "export GONE_AFTER_EXIT=1").await;
+    let r = a
+        .post(
+            "/api/execute",
+            json!({"command": "echo bye; exit 3", "sessionId": "s"}),
+        )
+        .await;
+    assert_eq!(r.status, 410);
+    let e = r.json();
+    assert_eq!(e["code"], "SESSION_TERMINATED");
+    assert_eq!(e["httpStatus"], 410);
+    assert_eq!(e["context"]["sessionId"], "s");
+    assert_eq!(e["context"]["exitCode"], 3);
+    let (out, _, code) = a.sh("s", "echo \"fresh ${GONE_AFTER_EXIT-unset}\"").await;
+    assert_eq!((out.as_str(), code), ("fresh unset\n", 0));
+}
+
+#[tokio::test]
+async fn session_timeout_answers_500_and_the_command_finishes_later() {
+    let a = Agent::start();
+    let started = Instant::now();
+    let r = a
+        .post(
+            "/api/execute",
+            json!({"command": "sleep 1; echo done > finished.txt", "sessionId": "s", "timeoutMs": 200}),
+        )
+        .await;
+    assert!(started.elapsed() < Duration::from_millis(900));
+    assert_eq!(r.status, 500);
+    let e = r.json();
+    assert_eq!(e["code"], "COMMAND_EXECUTION_ERROR");
+    assert_eq!(
+        e["message"],
+        "Failed to execute command 'sleep 1; echo done > finished.txt' in session 's': Command timeout after 200ms"
+    );
+    assert!(!a.ws("finished.txt").exists());
+    // The next command in the session waits for the timed-out one.
+    let (out, _, _) = a.sh("s", "cat finished.txt").await;
+    assert_eq!(out, "done\n");
+}
+
+#[tokio::test]
+async fn session_command_timeout_comes_from_the_session_or_the_env() {
+    let a = Agent::start_with(|c| {
+        c.env("COMMAND_TIMEOUT_MS", "300");
+    });
+    let r = a
+        .post(
+            "/api/execute",
+            json!({"command": "sleep 2", "sessionId": "env"}),
+        )
+        .await;
+    assert_eq!(r.status, 500);
+    assert!(
+        r.json()["message"]
+            .as_str()
+            .unwrap()
+            .contains("timeout after 300ms")
+    );
+    let r = a
+        .post(
+            "/api/session/create",
+            json!({"id": "own", "commandTimeoutMs": 150}),
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    let r = a
+        .post(
+            "/api/execute",
+            json!({"command": "sleep 2", "sessionId": "own"}),
+        )
+        .await;
+    assert!(
+        r.json()["message"]
+            .as_str()
+            .unwrap()
+            .contains("timeout after 150ms")
+    );
+}
+
+#[tokio::test]
+async fn sessionless_commands_share_nothing_and_time_out_with_124() {
+    let a = Agent::start();
+    let none = "__DISABLE_SESSION__";
+    a.exec(json!({"command": "export X=1; cd /tmp", "sessionId": none}))
+        .await;
+    let v = a
+        .exec(json!({"command": "echo \"[$X]\"; pwd", "sessionId": none}))
+        .await;
+    assert_eq!(v["stdout"], format!("[]\n{}\n", a.workspace.display()));
+    let v = a
+        .exec(json!({"command": "echo $V; pwd", "sessionId": none, "env": {"V": "v"}, "cwd": "/"}))
+        .await;
+    assert_eq!(v["stdout"], "v\n/\n");
+    let started = Instant::now();
+    let v = a
+        .exec(json!({"command": "echo before; sleep 5; echo after", "sessionId": none, "timeoutMs": 300}))
+        .await;
+    assert!(started.elapsed() < Duration::from_secs(3));
+    assert_eq!(v["exitCode"], 124);
+    assert_eq!(v["stdout"], "before\n");
+    assert_eq!(v["stderr"], "Command timed out after 300ms");
+    let v = a
+        .exec(json!({"command": "exit 5", "sessionId": none}))
+        .await;
+    assert_eq!(v["exitCode"], 5);
+}
+
+#[tokio::test]
+async fn sessionless_timeout_kills_the_whole_group_even_if_sigterm_is_ignored() {
+    let a = Agent::start();
+    let started = Instant::now();
+    let v = a
+        .exec(json!({
+            "command": "trap '' TERM; (trap '' TERM; sleep 30) & sleep 30",
+            "sessionId": "__DISABLE_SESSION__",
+            "timeoutMs": 200
+        }))
+        .await;
+    let took = started.elapsed();
+    assert_eq!(v["exitCode"], 124);
+    assert!(
+        took >= Duration::from_secs(5) && took < Duration::from_secs(9),
+        "{took:?}"
+    );
+}
+
+#[tokio::test]
+async fn two_sessions_run_concurrently_and_one_session_serialises() {
+    let a = Agent::start();
+    a.sh("one", "true").await;
+    a.sh("two", "true").await;
+    let started = Instant::now();
+    let (x, y) = tokio::join!(
+        a.sh("one", "sleep 1; echo 1"),
+        a.sh("two", "sleep 1; echo 2")
+    );
+    let took = started.elapsed();
+    assert_eq!((x.0.as_str(), y.0.as_str()), ("1\n", "2\n"));
+    assert!(
+        took < Duration::from_millis(1700),
+        "sessions ran serially: {took:?}"
+    );
+
+    let started = Instant::now();
+    let (x, y) = tokio::join!(
+        a.sh("one", "sleep 0.5; echo a"),
+        a.sh("one", "sleep 0.5; echo b")
+    );
+    assert!(started.elapsed() >= Duration::from_millis(1000));
+    assert_eq!(x.0.len() + y.0.len(), 4);
+}
+
+#[tokio::test]
+async fn flooding_output_is_capped_and_flagged() {
+    let a = Agent::start();
+    let started = Instant::now();
+    let v = a
+        .exec(json!({"command": "yes | head -c 200M; echo tail >&2", "sessionId": "s"}))
+        .await;
+    assert!(started.elapsed() < Duration::from_secs(60));
+    assert_eq!(v["exitCode"], 0);
+    assert_eq!(v["truncated"], true);
+    let out = v["stdout"].as_str().unwrap();
+    let cap = 16 * 1024 * 1024;
+    assert!(out.starts_with("y\ny\n"));
+    assert!(out.ends_with(&format!(
+        "[sandpit: output truncated, {} bytes dropped]",
+        200 * 1024 * 1024 - cap
+    )));
+    assert_eq!(v["stderr"], "tail\n");
+    // The agent did not buffer the whole flood.
+    let status = std::fs::read_to_string(format!("/proc/{}/status", a.pid())).unwrap();
+    let hwm_kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    assert!(hwm_kb < 160 * 1024, "peak RSS {hwm_kb} kB");
+    // The session is still usable.
+    let (out, _, _) = a.sh("s", "echo ok").await;
+    assert_eq!(out, "ok\n");
+}
+
+#[tokio::test]
+async fn background_jobs_do_not_block_commands() {
+    let a = Agent::start();
+    let started = Instant::now();
+    let (_, _, code) = a.sh("s", "sleep 30 &").await;
+    assert_eq!(code, 0);
+    let v = a
+        .exec(json!({"command": "sleep 30 & echo started", "sessionId": "__DISABLE_SESSION__"}))
+        .await;
+    assert_eq!(v["stdout"], "started\n");
+    assert!(started.elapsed() < Duration::from_secs(5));
+}

@@ -1,0 +1,7 @@
+mod exec;
+mod files;
+mod harness;
+mod http;
+mod reaping;
+mod sessions;
+mod streaming;
