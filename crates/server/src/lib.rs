@@ -166,13 +166,16 @@ impl Server {
         let images = ImageStore::open(&config.images_dir)
             .with_context(|| format!("opening images at {}", config.images_dir.display()))?;
         let metrics = Arc::new(Metrics::new());
-        let manager = Arc::new(Manager::new(
+        let manager = Manager::new(
             store.clone(),
             driver,
             images,
             config.default_limits.clone(),
             metrics.clone(),
-        ));
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("initialising the sandbox manager: {e}"))?;
+        let manager = Arc::new(manager);
         manager
             .reconcile()
             .await
@@ -280,7 +283,10 @@ async fn reap_forever(manager: Arc<Manager>, every: Duration, mut stop: watch::R
     }
 }
 
+/// The namespace driver, keeping its per-sandbox dirs and sockets under the data dir.
 fn local_driver(config: &ServeConfig) -> anyhow::Result<Arc<dyn Driver>> {
-    let _ = config;
-    anyhow::bail!("the local driver is not available in this build")
+    let data_dir = std::path::absolute(&config.data_dir)?;
+    let driver = sandpit_runtime::local::LocalDriver::new(data_dir, config.agent_bin.clone())
+        .context("setting up the local sandbox driver")?;
+    Ok(Arc::new(driver))
 }

@@ -40,11 +40,14 @@ fn ms_timestamp(ms: i64) -> String {
     timestamp(UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64))
 }
 
-/// The driver's name for a sandbox: `<id lowercased, cut>-<12 hex of sha256(tenant, id)>`.
-/// Unique per (tenant, id) (case-sensitive ids stay distinct through the hash), a valid
-/// hostname of at most 63 chars, and safe as a path component.
-pub fn internal_id(tenant: &str, id: &str) -> String {
+/// The driver's name for a sandbox: `<id lowercased, cut>-<12 hex of sha256(instance, tenant,
+/// id)>`. Unique per (tenant, id) (case-sensitive ids stay distinct through the hash) and per
+/// data dir (`instance` is a random id kept in the store: servers with different data dirs share
+/// the host's cgroup group), a valid hostname of at most 63 chars, and safe as a path component.
+pub fn internal_id(instance: &str, tenant: &str, id: &str) -> String {
     let mut hasher = Sha256::new();
+    hasher.update(instance.as_bytes());
+    hasher.update([0]);
     hasher.update(tenant.as_bytes());
     hasher.update([0]);
     hasher.update(id.as_bytes());
@@ -208,25 +211,31 @@ pub struct Manager {
     images: ImageStore,
     default_limits: Limits,
     metrics: Arc<Metrics>,
+    /// Random id of this data dir (see [`internal_id`]).
+    instance: String,
     entries: Mutex<HashMap<String, Arc<Entry>>>,
 }
 
 impl Manager {
-    pub fn new(
+    /// A manager; the first one on a data dir picks its random instance id.
+    pub async fn new(
         store: Arc<dyn Store>,
         driver: Arc<dyn Driver>,
         images: ImageStore,
         default_limits: Limits,
         metrics: Arc<Metrics>,
-    ) -> Self {
-        Manager {
+    ) -> ApiResult<Self> {
+        let fresh = hex::encode(rand::random::<[u8; 8]>());
+        let instance = store.setting_or_init("instance_id", &fresh).await?;
+        Ok(Manager {
             store,
             driver,
             images,
             default_limits,
             metrics,
+            instance,
             entries: Mutex::default(),
-        }
+        })
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {
@@ -236,7 +245,7 @@ impl Manager {
     /// The entry of `(tenant, id)`, created on first use. Entries are never removed, so two
     /// callers can never end up holding different mutexes for the same sandbox.
     fn entry(&self, tenant: &str, id: &str) -> Arc<Entry> {
-        let internal = internal_id(tenant, id);
+        let internal = internal_id(&self.instance, tenant, id);
         let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
         entries
             .entry(internal.clone())
@@ -256,7 +265,9 @@ impl Manager {
 
     fn existing_entry(&self, tenant: &str, id: &str) -> Option<Arc<Entry>> {
         let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-        entries.get(&internal_id(tenant, id)).cloned()
+        entries
+            .get(&internal_id(&self.instance, tenant, id))
+            .cloned()
     }
 
     fn all_entries(&self) -> Vec<Arc<Entry>> {
@@ -697,7 +708,7 @@ mod tests {
             ("acme", "foo"),
             ("x", &long[..]),
         ] {
-            let name = internal_id(t, id);
+            let name = internal_id("i", t, id);
             assert!(name.len() <= 63, "{name}");
             assert!(
                 name.bytes()
@@ -705,9 +716,13 @@ mod tests {
             );
             assert!(!name.starts_with('-') && !name.ends_with('-'));
         }
-        assert_ne!(internal_id("default", "Foo"), internal_id("default", "foo"));
-        assert_ne!(internal_id("a", "x"), internal_id("b", "x"));
-        assert_eq!(internal_id("a", "x"), internal_id("a", "x"));
+        assert_ne!(
+            internal_id("i", "default", "Foo"),
+            internal_id("i", "default", "foo")
+        );
+        assert_ne!(internal_id("i", "a", "x"), internal_id("i", "b", "x"));
+        assert_ne!(internal_id("i", "a", "x"), internal_id("j", "a", "x"));
+        assert_eq!(internal_id("i", "a", "x"), internal_id("i", "a", "x"));
     }
 
     #[test]

@@ -92,6 +92,9 @@ pub struct SandboxRecord {
 /// Persistent state of the control plane. Every method is safe to call concurrently.
 #[async_trait::async_trait]
 pub trait Store: Send + Sync + 'static {
+    /// The value of a setting, storing `default` first if it has none.
+    async fn setting_or_init(&self, key: &str, default: &str) -> Result<String>;
+
     /// Creates a tenant if it does not exist yet.
     async fn ensure_tenant(&self, tenant: &str) -> Result<()>;
 

@@ -4,9 +4,10 @@ use rusqlite::Connection;
 
 /// `(version, sql)` in order. Each runs once, inside a transaction, and is recorded in
 /// `schema_migrations`.
-pub(crate) const MIGRATIONS: &[(i64, &str)] = &[(
-    1,
-    "CREATE TABLE tenants (
+pub(crate) const MIGRATIONS: &[(i64, &str)] = &[
+    (
+        1,
+        "CREATE TABLE tenants (
         name        TEXT PRIMARY KEY,
         created_at  INTEGER NOT NULL
     );
@@ -32,7 +33,15 @@ pub(crate) const MIGRATIONS: &[(i64, &str)] = &[(
         PRIMARY KEY (tenant, id)
     );
     CREATE INDEX sandboxes_state ON sandboxes(state);",
-)];
+    ),
+    (
+        2,
+        "CREATE TABLE settings (
+            key    TEXT PRIMARY KEY,
+            value  TEXT NOT NULL
+        );",
+    ),
+];
 
 /// Brings the schema to the newest version.
 pub(crate) fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {

@@ -179,6 +179,22 @@ fn to_json<T: serde::Serialize>(value: &T) -> String {
 
 #[async_trait::async_trait]
 impl Store for SqliteStore {
+    async fn setting_or_init(&self, key: &str, default: &str) -> Result<String> {
+        let (key, default) = (key.to_owned(), default.to_owned());
+        self.with(move |c| {
+            c.execute(
+                "INSERT OR IGNORE INTO settings (key, value) VALUES (?1, ?2)",
+                params![key, default],
+            )?;
+            Ok(
+                c.query_row("SELECT value FROM settings WHERE key = ?1", [key], |r| {
+                    r.get(0)
+                })?,
+            )
+        })
+        .await
+    }
+
     async fn ensure_tenant(&self, tenant: &str) -> Result<()> {
         let tenant = tenant.to_owned();
         self.with(move |c| {

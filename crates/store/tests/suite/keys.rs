@@ -19,3 +19,16 @@ async fn key_for_unknown_tenant_is_rejected() {
     let err = store.add_api_key("ghost", "k").await.unwrap_err();
     assert!(matches!(err, StoreError::NoSuchTenant(t) if t == "ghost"));
 }
+
+#[tokio::test]
+async fn settings_keep_their_first_value() {
+    let store = SqliteStore::open_in_memory().unwrap();
+    assert_eq!(
+        store.setting_or_init("instance", "one").await.unwrap(),
+        "one"
+    );
+    assert_eq!(
+        store.setting_or_init("instance", "two").await.unwrap(),
+        "one"
+    );
+}
