@@ -15,7 +15,15 @@ use std::time::Duration;
 
 use nix::sys::wait::{WaitStatus, waitpid};
 
-type Statuses = Arc<(Mutex<HashMap<i32, i32>>, Condvar)>;
+/// Exit codes by pid, plus a count of spawned commands (wakes the reaper when it has no children).
+struct Shared {
+    statuses: Mutex<HashMap<i32, i32>>,
+    exited: Condvar,
+    spawned: Mutex<u64>,
+    spawn: Condvar,
+}
+
+type Statuses = Arc<Shared>;
 
 fn main() {
     if std::env::args().nth(1).as_deref() != Some("launch") {
@@ -30,18 +38,31 @@ fn main() {
             std::process::exit(1);
         }
     };
-    let statuses: Statuses = Arc::new((Mutex::new(HashMap::new()), Condvar::new()));
+    let statuses: Statuses = Arc::new(Shared {
+        statuses: Mutex::new(HashMap::new()),
+        exited: Condvar::new(),
+        spawned: Mutex::new(0),
+        spawn: Condvar::new(),
+    });
     let reaper = statuses.clone();
     // As PID 1 we reap every process; statuses of the commands we started are handed over.
     std::thread::spawn(move || {
         loop {
+            let seen = reaper.spawned.lock().map(|n| *n).unwrap_or(0);
             match waitpid(None, None) {
                 Ok(WaitStatus::Exited(pid, code)) => record(&reaper, pid.as_raw(), code),
                 Ok(WaitStatus::Signaled(pid, sig, _)) => {
                     record(&reaper, pid.as_raw(), 128 + sig as i32)
                 }
                 Ok(_) => {}
-                Err(_) => std::thread::sleep(Duration::from_millis(20)),
+                Err(_) => {
+                    // No children: sleep until the next spawn.
+                    if let Ok(n) = reaper.spawned.lock() {
+                        let _ = reaper
+                            .spawn
+                            .wait_timeout_while(n, Duration::from_secs(1), |n| *n == seen);
+                    }
+                }
             }
         }
     });
@@ -57,11 +78,10 @@ fn main() {
     }
 }
 
-fn record(statuses: &Statuses, pid: i32, code: i32) {
-    let (map, cv) = &**statuses;
-    if let Ok(mut m) = map.lock() {
+fn record(shared: &Shared, pid: i32, code: i32) {
+    if let Ok(mut m) = shared.statuses.lock() {
         m.insert(pid, code);
-        cv.notify_all();
+        shared.exited.notify_all();
     }
 }
 
@@ -79,16 +99,25 @@ fn serve(conn: UnixStream, statuses: &Statuses, env: &[(String, String)]) -> std
         .stderr(writer);
     let child = cmd.spawn()?;
     drop(cmd);
+    if let Ok(mut n) = statuses.spawned.lock() {
+        *n += 1;
+        statuses.spawn.notify_all();
+    }
     let pid = child.id() as i32;
     let mut output = Vec::new();
     reader.read_to_end(&mut output)?;
-    let (map, cv) = &**statuses;
-    let mut m = map.lock().map_err(|_| std::io::Error::other("poisoned"))?;
+    let mut m = statuses
+        .statuses
+        .lock()
+        .map_err(|_| std::io::Error::other("poisoned"))?;
     let code = loop {
         if let Some(code) = m.remove(&pid) {
             break code;
         }
-        m = cv.wait(m).map_err(|_| std::io::Error::other("poisoned"))?;
+        m = statuses
+            .exited
+            .wait(m)
+            .map_err(|_| std::io::Error::other("poisoned"))?;
     };
     drop(m);
     let mut conn = conn;

@@ -93,3 +93,34 @@ async fn serial_limits_are_applied_and_enforced() {
 
     env.driver.destroy(&id).await.unwrap();
 }
+
+/// Informational: host memory charged to an idle sandbox (kernel objects + the probe as init).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serial_idle_footprint() {
+    let Some(env) = Env::new() else { return };
+    let id = unique_id("mem");
+    let started = env.start(&env.spec(&id, 2_000_000)).await;
+    ok(&started.socket, "true").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let cg = env.driver.cgroups();
+    let usage = cg
+        .dirs(&id)
+        .iter()
+        .map(|d| d.join("memory.usage_in_bytes"))
+        .chain(cg.dirs(&id).iter().map(|d| d.join("memory.current")))
+        .find(|p| p.exists())
+        .map(|p| read(&p).parse::<u64>().unwrap())
+        .unwrap();
+    let status = std::fs::read_to_string(format!("/proc/{}/status", started.pid)).unwrap();
+    let rss = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .unwrap_or_default()
+        .to_string();
+    eprintln!(
+        "FOOTPRINT idle sandbox: cgroup memory {} KiB, init {rss}",
+        usage / 1024
+    );
+    assert!(usage < 64 << 20, "idle sandbox uses {usage} bytes");
+    env.driver.destroy(&id).await.unwrap();
+}
