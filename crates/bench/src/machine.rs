@@ -5,7 +5,9 @@ use std::path::PathBuf;
 
 /// `nproc`, memory, kernel and CPU model.
 pub fn describe() -> String {
-    let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
+    let cpus = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
     let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
     let mem_kib: u64 = meminfo
         .lines()
@@ -16,7 +18,11 @@ pub fn describe() -> String {
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let model = cpuinfo
         .lines()
-        .find_map(|l| l.strip_prefix("model name").and_then(|r| r.split_once(':')).map(|(_, m)| m.trim()))
+        .find_map(|l| {
+            l.strip_prefix("model name")
+                .and_then(|r| r.split_once(':'))
+                .map(|(_, m)| m.trim())
+        })
         .unwrap_or("unknown");
     format!(
         "nproc {cpus}, memory {:.1} GiB, kernel {}, CPU {model}",
@@ -28,12 +34,24 @@ pub fn describe() -> String {
 /// pid → parent pid of every process.
 fn parents() -> HashMap<u32, u32> {
     let mut map = HashMap::new();
-    let Ok(entries) = std::fs::read_dir("/proc") else { return map };
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return map;
+    };
     for entry in entries.flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
-        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else { continue };
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
         // The command name is in parentheses and may contain spaces: parse after the last ')'.
-        let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else { continue };
+        let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
+            continue;
+        };
         if let Some(ppid) = rest.split_whitespace().nth(1).and_then(|p| p.parse().ok()) {
             map.insert(pid, ppid);
         }

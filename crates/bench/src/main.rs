@@ -19,10 +19,17 @@ use sandpit_server::{ServeConfig, Server};
 use crate::stats::Samples;
 
 #[derive(Debug, Parser)]
-#[command(name = "sandpit-bench", about = "Measure sandpit against fork+exec and bubblewrap")]
+#[command(
+    name = "sandpit-bench",
+    about = "Measure sandpit against fork+exec and bubblewrap"
+)]
 struct Args {
     /// Image directory with the default image.
-    #[arg(long, env = "SANDPIT_IMAGES_DIR", default_value = "/var/lib/sandpit/images")]
+    #[arg(
+        long,
+        env = "SANDPIT_IMAGES_DIR",
+        default_value = "/var/lib/sandpit/images"
+    )]
     images_dir: PathBuf,
     /// Write the Markdown report here (and print it).
     #[arg(long)]
@@ -68,7 +75,9 @@ fn main() -> anyhow::Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     let report = runtime.block_on(run(&args))?;
     let text = render(&args, &report);
     println!("{text}");
@@ -108,8 +117,16 @@ async fn run(args: &Args) -> anyhow::Result<Report> {
 
     let cold_p50 = rows[0].samples.p50();
     let warm_p50 = rows[1].samples.p50();
-    rows.push(Row { name: "baseline: fork+exec `true`".into(), samples: fork_exec.clone(), target: String::new() });
-    rows.push(Row { name: "baseline: bwrap --unshare-all … true".into(), samples: bwrap.clone(), target: String::new() });
+    rows.push(Row {
+        name: "baseline: fork+exec `true`".into(),
+        samples: fork_exec.clone(),
+        target: String::new(),
+    });
+    rows.push(Row {
+        name: "baseline: bwrap --unshare-all … true".into(),
+        samples: bwrap.clone(),
+        target: String::new(),
+    });
     let mut notes = notes;
     notes.insert(0, format!(
         "Ratios: cold create→exec p50 / bwrap p50 = **{:.2}×** (target ≤ 2×); warm exec p50 / fork+exec p50 = **{:.2}×**.",
@@ -135,7 +152,11 @@ async fn measure(args: &Args, client: &Client) -> anyhow::Result<(Vec<Row>, Vec<
         cold.push(t.elapsed());
         client.destroy(&id).await?;
     }
-    rows.push(Row { name: format!("cold create → first `exec true` (N={})", cold.len()), samples: cold, target: "p50 ≤ 20 ms, p99 ≤ 60 ms, ≤ 2× bwrap".into() });
+    rows.push(Row {
+        name: format!("cold create → first `exec true` (N={})", cold.len()),
+        samples: cold,
+        target: "p50 ≤ 20 ms, p99 ≤ 60 ms, ≤ 2× bwrap".into(),
+    });
 
     // (2) Warm exec.
     eprintln!("warm exec x{}...", args.warm);
@@ -151,7 +172,11 @@ async fn measure(args: &Args, client: &Client) -> anyhow::Result<(Vec<Row>, Vec<
         exec_true(&sandbox).await?;
         warm.push(t.elapsed());
     }
-    rows.push(Row { name: format!("warm `exec true` round trip (N={})", warm.len()), samples: warm, target: "p50 ≤ 3 ms".into() });
+    rows.push(Row {
+        name: format!("warm `exec true` round trip (N={})", warm.len()),
+        samples: warm,
+        target: "p50 ≤ 3 ms".into(),
+    });
 
     // (5) Sleep → wake, on the warm sandbox.
     eprintln!("sleep → wake x{}...", args.wake);
@@ -201,16 +226,27 @@ async fn measure(args: &Args, client: &Client) -> anyhow::Result<(Vec<Row>, Vec<
         args.concurrent,
         errors.len(),
         total.as_secs_f64() * 1000.0,
-        errors.first().map(|e| format!(" First error: `{e}`")).unwrap_or_default()
+        errors
+            .first()
+            .map(|e| format!(" First error: `{e}`"))
+            .unwrap_or_default()
     ));
-    rows.push(Row { name: format!("sleep → wake (stop, then first `exec true`; N={})", wake.len()), samples: wake, target: String::new() });
+    rows.push(Row {
+        name: format!(
+            "sleep → wake (stop, then first `exec true`; N={})",
+            wake.len()
+        ),
+        samples: wake,
+        target: String::new(),
+    });
 
     // (4) Memory per idle sandbox.
     eprintln!("{} idle sandboxes...", args.idle);
     let ids: Vec<String> = (0..args.idle).map(|i| format!("idle-{run}-{i}")).collect();
     let mut started_ok = 0usize;
     for chunk in ids.chunks(10) {
-        let results = futures::future::join_all(chunk.iter().map(|id| create_and_exec(client, id))).await;
+        let results =
+            futures::future::join_all(chunk.iter().map(|id| create_and_exec(client, id))).await;
         started_ok += results.iter().filter(|r| r.is_ok()).count();
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -232,7 +268,10 @@ async fn measure(args: &Args, client: &Client) -> anyhow::Result<(Vec<Row>, Vec<
 }
 
 async fn create_and_exec(client: &Client, id: &str) -> anyhow::Result<()> {
-    let request = CreateSandboxRequest { id: Some(id.to_owned()), ..Default::default() };
+    let request = CreateSandboxRequest {
+        id: Some(id.to_owned()),
+        ..Default::default()
+    };
     client.create(&request).await?;
     exec_true(&client.sandbox(id)).await
 }
@@ -240,7 +279,12 @@ async fn create_and_exec(client: &Client, id: &str) -> anyhow::Result<()> {
 async fn exec_true(sandbox: &sandpit_client::SandboxHandle) -> anyhow::Result<()> {
     let out = sandbox.exec("true", &ExecOptions::default()).await?;
     if out.exit_code != 0 {
-        bail!("`true` exited {} in {}: {}", out.exit_code, sandbox.id(), out.stderr);
+        bail!(
+            "`true` exited {} in {}: {}",
+            out.exit_code,
+            sandbox.id(),
+            out.stderr
+        );
     }
     Ok(())
 }
@@ -265,12 +309,18 @@ fn time_command(n: usize, make: impl Fn() -> Command) -> anyhow::Result<Samples>
     let mut samples = Samples::default();
     for _ in 0..n {
         let mut cmd = make();
-        cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
         let t = Instant::now();
         let out = cmd.output()?;
         samples.push(t.elapsed());
         if !out.status.success() {
-            bail!("{:?} failed: {}", cmd, String::from_utf8_lossy(&out.stderr).trim());
+            bail!(
+                "{:?} failed: {}",
+                cmd,
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
         }
     }
     Ok(samples)

@@ -21,18 +21,18 @@ impl Location {
     /// `ID:/path` is a sandbox path; anything starting with `/` or `.`, or whose part before
     /// `:` is not a valid sandbox id, is local.
     pub fn parse(s: &str) -> anyhow::Result<Location> {
-        if !s.starts_with('/') && !s.starts_with('.') {
-            if let Some((id, path)) = s.split_once(':') {
-                if validate_sandbox_id(id).is_ok() {
-                    if path.is_empty() {
-                        bail!("missing path after {id}: (use {id}:/path)");
-                    }
-                    return Ok(Location::Sandbox {
-                        id: id.to_owned(),
-                        path: path.to_owned(),
-                    });
-                }
+        let local = s.starts_with('/') || s.starts_with('.');
+        if let Some((id, path)) = s.split_once(':')
+            && !local
+            && validate_sandbox_id(id).is_ok()
+        {
+            if path.is_empty() {
+                bail!("missing path after {id}: (use {id}:/path)");
             }
+            return Ok(Location::Sandbox {
+                id: id.to_owned(),
+                path: path.to_owned(),
+            });
         }
         Ok(Location::Local(PathBuf::from(s)))
     }

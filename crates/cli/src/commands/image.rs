@@ -62,7 +62,7 @@ pub fn ensure_default(store: &ImageStore) -> anyhow::Result<ImageInfo> {
     let progress = StageProgress::new();
     let result = store.build_default(&progress);
     progress.finish();
-    Ok(result.context("building the default image")?)
+    result.context("building the default image")
 }
 
 fn print_images(images: &[ImageInfo]) {

@@ -92,13 +92,12 @@ impl Served {
             if let Ok(Some(status)) = self.child.try_wait() {
                 panic!("sandpit serve exited early ({status}):\n{}", self.log());
             }
-            if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                if let Ok(key) = std::fs::read_to_string(&key_file) {
-                    if !key.trim().is_empty() {
-                        self.key = key.trim().to_owned();
-                        return;
-                    }
-                }
+            if TcpStream::connect(("127.0.0.1", port)).is_ok()
+                && let Ok(key) = std::fs::read_to_string(&key_file)
+                && !key.trim().is_empty()
+            {
+                self.key = key.trim().to_owned();
+                return;
             }
             assert!(
                 Instant::now() < deadline,

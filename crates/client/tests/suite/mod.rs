@@ -1,1 +1,2 @@
 mod fake_server;
+mod real_server;

@@ -1,0 +1,247 @@
+//! The SDK against a real server started in-process (root, namespaces, default image).
+
+use std::path::PathBuf;
+
+use futures::StreamExt;
+use sandpit_client::protocol::ErrorCode;
+use sandpit_client::protocol::container::{
+    ExecEvent, FileType, ListFilesOptions, SessionCreateRequest,
+};
+use sandpit_client::protocol::control::{CreateSandboxRequest, SandboxState, UpdateSandboxRequest};
+use sandpit_client::{Client, ExecOptions};
+use sandpit_server::{ServeConfig, Server};
+
+fn images_dir_or_skip(test: &str) -> Option<PathBuf> {
+    let dir = PathBuf::from(
+        std::env::var("SANDPIT_IMAGES_DIR").unwrap_or_else(|_| "/var/lib/sandpit/images".into()),
+    );
+    if dir.join("default").join("image.json").is_file() {
+        return Some(dir);
+    }
+    eprintln!(
+        "SKIPPED {test}: no default image in {} (run `sandpit image build`)",
+        dir.display()
+    );
+    None
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serial_client_against_real_server() {
+    let Some(images) = images_dir_or_skip("serial_client_against_real_server") else {
+        return;
+    };
+    let data = tempfile::tempdir().unwrap();
+    let mut config = ServeConfig::new(data.path().to_path_buf());
+    config.listen = ([127, 0, 0, 1], 0).into();
+    config.images_dir = images;
+    config.admin_key = Some("sdk-test-key".into());
+    let server = Server::start(config).await.unwrap();
+    let url = format!("http://{}", server.addr());
+    let client = Client::new(&url, "sdk-test-key").unwrap();
+
+    let result = tokio::spawn(exercise(client.clone(), url)).await;
+    server.shutdown().await.unwrap();
+    if let Err(e) = result {
+        std::panic::resume_unwind(e.into_panic());
+    }
+}
+
+async fn exercise(client: Client, url: String) {
+    // Control plane.
+    let request = CreateSandboxRequest {
+        id: Some("sdk-a".into()),
+        env: Some([("GREETING".to_owned(), "hi there".to_owned())].into()),
+        ..Default::default()
+    };
+    let info = client.create(&request).await.unwrap();
+    assert_eq!(info.id, "sdk-a");
+    assert_eq!(client.get("sdk-a").await.unwrap().id, "sdk-a");
+    assert!(
+        client
+            .list_all()
+            .await
+            .unwrap()
+            .iter()
+            .any(|s| s.id == "sdk-a")
+    );
+    let updated = client
+        .update(
+            "sdk-a",
+            &UpdateSandboxRequest {
+                keep_alive: Some(true),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert!(updated.keep_alive);
+
+    let sandbox = client.sandbox("sdk-a");
+    sandbox.ping().await.unwrap();
+
+    // Commands.
+    let out = sandbox
+        .exec(
+            "echo \"$GREETING\"; echo err >&2; exit 3",
+            &ExecOptions::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (out.exit_code, out.stdout.as_str(), out.stderr.as_str()),
+        (3, "hi there\n", "err\n")
+    );
+    let out = sandbox
+        .exec(
+            "echo \"$A\"; pwd",
+            &ExecOptions::default().env("A", "1").cwd("/tmp"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(out.stdout, "1\n/tmp\n");
+
+    let events: Vec<ExecEvent> = sandbox
+        .exec_stream(
+            "for i in 1 2 3; do echo line$i; done; exit 4",
+            &ExecOptions::default(),
+        )
+        .await
+        .unwrap()
+        .map(|e| e.unwrap())
+        .collect()
+        .await;
+    assert!(
+        matches!(events.first(), Some(ExecEvent::Start { .. })),
+        "{events:?}"
+    );
+    let stdout: String = events
+        .iter()
+        .filter_map(|e| match e {
+            ExecEvent::Stdout { data, .. } => Some(data.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(stdout, "line1\nline2\nline3\n");
+    assert!(
+        matches!(
+            events.last(),
+            Some(ExecEvent::Complete { exit_code: 4, .. })
+        ),
+        "{events:?}"
+    );
+
+    // Sessions keep shell state.
+    let session = SessionCreateRequest {
+        id: Some("s1".into()),
+        cwd: Some("/tmp".into()),
+        ..Default::default()
+    };
+    sandbox.create_session(&session).await.unwrap();
+    let s1 = sandbox.clone().with_session("s1");
+    s1.exec("cd / && export X=kept", &ExecOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        s1.exec("echo $X; pwd", &ExecOptions::default())
+            .await
+            .unwrap()
+            .stdout,
+        "kept\n/\n"
+    );
+    assert!(
+        sandbox
+            .list_sessions()
+            .await
+            .unwrap()
+            .contains(&"s1".to_owned())
+    );
+    sandbox.delete_session("s1").await.unwrap();
+
+    // Files.
+    sandbox.mkdir("/workspace/d/e", true).await.unwrap();
+    sandbox
+        .write_file("/workspace/d/t.txt", "héllo\n")
+        .await
+        .unwrap();
+    assert_eq!(
+        sandbox
+            .read_file("/workspace/d/t.txt")
+            .await
+            .unwrap()
+            .content,
+        "héllo\n"
+    );
+    let binary: Vec<u8> = (0..300_000u32).map(|i| (i % 256) as u8).collect();
+    sandbox
+        .write_bytes("/workspace/d/b.bin", &binary)
+        .await
+        .unwrap();
+    assert!(sandbox.read_bytes("/workspace/d/b.bin").await.unwrap() == binary);
+    let download = sandbox
+        .read_stream_bytes("/workspace/d/b.bin")
+        .await
+        .unwrap();
+    assert_eq!(download.size, 300_000);
+    let chunks: Vec<Vec<u8>> = download.chunks.map(|c| c.unwrap()).collect().await;
+    assert!(chunks.len() > 1);
+    assert!(chunks.concat() == binary);
+
+    let files = sandbox
+        .list_files("/workspace/d", &ListFilesOptions::default())
+        .await
+        .unwrap();
+    let mut names: Vec<_> = files
+        .iter()
+        .map(|f| (f.name.as_str(), f.file_type))
+        .collect();
+    names.sort_by_key(|(n, _)| *n);
+    assert_eq!(
+        names,
+        [
+            ("b.bin", FileType::File),
+            ("e", FileType::Directory),
+            ("t.txt", FileType::File)
+        ]
+    );
+
+    sandbox
+        .rename("/workspace/d/t.txt", "/workspace/d/u.txt")
+        .await
+        .unwrap();
+    sandbox
+        .move_file("/workspace/d/u.txt", "/workspace/d/e/u.txt")
+        .await
+        .unwrap();
+    assert!(sandbox.exists("/workspace/d/e/u.txt").await.unwrap());
+    assert!(!sandbox.exists("/workspace/d/t.txt").await.unwrap());
+    sandbox.delete_file("/workspace/d/e/u.txt").await.unwrap();
+    let err = sandbox.read_file("/workspace/d/e/u.txt").await.unwrap_err();
+    assert_eq!(
+        (err.code(), err.http_status()),
+        (Some(ErrorCode::FileNotFound), Some(404))
+    );
+
+    // Sleep keeps files; the next call wakes the sandbox.
+    client.stop("sdk-a").await.unwrap();
+    assert_eq!(
+        client.get("sdk-a").await.unwrap().state,
+        SandboxState::Sleeping
+    );
+    assert!(sandbox.exists("/workspace/d/b.bin").await.unwrap());
+    assert_eq!(
+        client.get("sdk-a").await.unwrap().state,
+        SandboxState::Running
+    );
+
+    // Errors carry the server's codes.
+    let wrong = Client::new(&url, "wrong-key").unwrap();
+    assert_eq!(
+        wrong.get("sdk-a").await.unwrap_err().code(),
+        Some(ErrorCode::Unauthorized)
+    );
+    client.destroy("sdk-a").await.unwrap();
+    assert_eq!(
+        client.get("sdk-a").await.unwrap_err().code(),
+        Some(ErrorCode::SandboxNotFound)
+    );
+}
