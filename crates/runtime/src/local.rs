@@ -9,7 +9,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::os::fd::OwnedFd;
-use std::os::unix::fs::{PermissionsExt, chown};
+use std::os::unix::fs::{MetadataExt, PermissionsExt, chown};
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -180,6 +180,38 @@ fn remove_dir_all_if_exists(dir: &Path) -> std::io::Result<()> {
     }
 }
 
+/// Moves every owner (uid and gid) in `old_base..old_base+65536` below `dir` to the same offset
+/// from `new_base`; ids outside the old range (unmapped ones) are left alone.
+fn shift_owners(dir: &Path, old_base: u32, new_base: u32) -> std::io::Result<()> {
+    let range = sandpit_isolation::ID_RANGE;
+    let shift = |id: u32| {
+        id.checked_sub(old_base)
+            .filter(|off| *off < range)
+            .map(|off| new_base + off)
+    };
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(path) = stack.pop() {
+        let meta = std::fs::symlink_metadata(&path)?;
+        let (uid, gid) = (shift(meta.uid()), shift(meta.gid()));
+        if uid.is_some() || gid.is_some() {
+            std::os::unix::fs::lchown(&path, uid, gid)?;
+            // chown clears setuid/setgid bits; put them back.
+            if !meta.file_type().is_symlink() && meta.mode() & 0o6000 != 0 {
+                std::fs::set_permissions(
+                    &path,
+                    std::fs::Permissions::from_mode(meta.mode() & 0o7777),
+                )?;
+            }
+        }
+        if meta.is_dir() {
+            for entry in std::fs::read_dir(&path)? {
+                stack.push(entry?.path());
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Reaps `pid` once its pidfd reports the exit, then flips `exited` to true.
 async fn watch_exit(pid: u32, pidfd: OwnedFd, exited: watch::Sender<bool>) {
     // `with_interest` is deprecated because it accepts any `AsRawFd`; an `OwnedFd` we exclusively
@@ -293,6 +325,30 @@ impl LocalDriver {
         let id = spec.id.as_str();
         let dir = self.sandbox_dir(id);
         mkdir_mode(&dir, 0o711).map_err(io_err(id, "create the sandbox dir"))?;
+        // The uid range the layer was written with (the upper dir's owner can be changed from
+        // inside, so it is recorded separately).
+        let recorded = dir.join("uid_base");
+        let previous = std::fs::read_to_string(&recorded)
+            .ok()
+            .and_then(|s| s.trim().parse::<u32>().ok());
+        if let Some(old) = previous.filter(|old| *old != spec.uid_base)
+            && dir.join("upper").exists()
+        {
+            tracing::info!(
+                id,
+                from = old,
+                to = spec.uid_base,
+                "shifting the writable layer's owners"
+            );
+            shift_owners(&dir.join("upper"), old, spec.uid_base)
+                .map_err(io_err(id, "shift the writable layer's owners"))?;
+            remove_dir_all_if_exists(&dir.join("work"))
+                .map_err(io_err(id, "reset the overlay work dir"))?;
+        }
+        if previous != Some(spec.uid_base) {
+            std::fs::write(&recorded, spec.uid_base.to_string())
+                .map_err(io_err(id, "record the uid range"))?;
+        }
         for (name, mode) in [("upper", 0o755), ("work", 0o700)] {
             let d = dir.join(name);
             if !d.exists() {

@@ -219,3 +219,33 @@ async fn serial_start_latency() {
     );
     assert!(a < Duration::from_secs(1), "start p50 {a:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serial_new_uid_range_shifts_the_writable_layer() {
+    use std::os::unix::fs::MetadataExt;
+    let Some(env) = Env::new() else { return };
+    let id = unique_id("shift");
+    let mut spec = env.spec(&id, 2_100_000);
+    let started = env.start(&spec).await;
+    ok(
+        &started.socket,
+        "echo a > /workspace/f && chown 1000:1000 /workspace/f",
+    )
+    .await;
+    env.driver.stop(&id).await.unwrap();
+
+    spec.uid_base = 2_300_000;
+    let again = env.start(&spec).await;
+    assert_eq!(
+        ok(
+            &again.socket,
+            "stat -c %u:%g /workspace/f /workspace; cat /workspace/f"
+        )
+        .await,
+        "1000:1000\n0:0\na"
+    );
+    ok(&again.socket, "echo b >> /workspace/f").await;
+    let meta = std::fs::metadata(env.host_path(&id, "workspace/f")).unwrap();
+    assert_eq!((meta.uid(), meta.gid()), (2_301_000, 2_301_000));
+    env.driver.destroy(&id).await.unwrap();
+}
