@@ -1,0 +1,424 @@
+//! End to end through `Server::start`: the real LocalDriver, `sandpit-agent` and the default
+//! image. Needs root, the agent binary (`cargo build -p sandpit-agent`, or `SANDPIT_AGENT_BIN`)
+//! and an image in `$SANDPIT_IMAGES_DIR` (default `/var/lib/sandpit/images`); each test returns
+//! early with a loud message when one is missing.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use reqwest::Method;
+use sandpit_image::ImageStore;
+use sandpit_server::{ServeConfig, Server, find_agent_binary};
+use serde_json::{Value, json};
+
+use super::{assert_error, eventually, status_json};
+
+fn images_dir() -> PathBuf {
+    std::env::var_os("SANDPIT_IMAGES_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/var/lib/sandpit/images"))
+}
+
+fn skip(why: &str) -> Option<Real> {
+    eprintln!("\n!!! SKIPPED: {why} !!!\n");
+    None
+}
+
+/// The config of a real server on `data_dir`, or `None` (said loudly) when it cannot run here.
+fn real_config(data_dir: &Path) -> Option<ServeConfig> {
+    if !nix_is_root() {
+        skip("needs root");
+        return None;
+    }
+    let images = images_dir();
+    if ImageStore::open(&images)
+        .and_then(|s| s.rootfs("default"))
+        .is_err()
+    {
+        skip(&format!(
+            "no default image in {} (sandpit image build)",
+            images.display()
+        ));
+        return None;
+    }
+    let Some(agent_bin) = find_agent_binary() else {
+        skip("no sandpit-agent binary (cargo build -p sandpit-agent or set SANDPIT_AGENT_BIN)");
+        return None;
+    };
+    let mut config = ServeConfig::new(data_dir.to_path_buf());
+    config.listen = "127.0.0.1:0".parse().unwrap();
+    config.images_dir = images;
+    config.agent_bin = agent_bin;
+    config.admin_key = None;
+    config.reaper_interval = Duration::from_millis(200);
+    config.shutdown_grace = Duration::from_secs(1);
+    Some(config)
+}
+
+fn nix_is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .map(|l| l.split_whitespace().nth(2) == Some("0"))
+        })
+        .unwrap_or(false)
+}
+
+struct Real {
+    server: Option<Server>,
+    client: reqwest::Client,
+    base: String,
+    key: String,
+    data_dir: PathBuf,
+    _tmp: Option<tempfile::TempDir>,
+}
+
+impl Real {
+    async fn start() -> Option<Real> {
+        // Short path: sockets live under it (sun_path is 108 bytes).
+        let tmp = tempfile::Builder::new().prefix("sps").tempdir().unwrap();
+        let mut real = Self::start_on(&tmp.path().join("d")).await?;
+        real._tmp = Some(tmp);
+        Some(real)
+    }
+
+    async fn start_on(data_dir: &Path) -> Option<Real> {
+        let config = real_config(data_dir)?;
+        let server = Server::start(config).await.unwrap();
+        Some(Real {
+            base: format!("http://{}", server.addr()),
+            key: server.admin_key().to_owned(),
+            server: Some(server),
+            client: reqwest::Client::new(),
+            data_dir: data_dir.to_path_buf(),
+            _tmp: None,
+        })
+    }
+
+    fn req_as(&self, key: &str, method: Method, path: &str) -> reqwest::RequestBuilder {
+        self.client
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(key)
+    }
+
+    async fn call_as(&self, key: &str, method: Method, path: &str, body: Value) -> (u16, Value) {
+        status_json(
+            self.req_as(key, method, path)
+                .json(&body)
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await
+    }
+
+    async fn call(&self, method: Method, path: &str, body: Value) -> (u16, Value) {
+        self.call_as(&self.key.clone(), method, path, body).await
+    }
+
+    async fn exec_as(&self, key: &str, id: &str, command: &str) -> (u16, Value) {
+        let path = format!("/v1/sandboxes/{id}/api/execute");
+        self.call_as(key, Method::POST, &path, json!({"command": command}))
+            .await
+    }
+
+    async fn exec(&self, id: &str, command: &str) -> Value {
+        let (s, b) = self.exec_as(&self.key.clone(), id, command).await;
+        assert_eq!(s, 200, "{b}");
+        b
+    }
+
+    async fn state(&self, id: &str) -> String {
+        let (_, b) = self
+            .call(Method::GET, &format!("/v1/sandboxes/{id}"), Value::Null)
+            .await;
+        b["state"].as_str().unwrap_or("?").to_owned()
+    }
+
+    async fn stop(mut self) {
+        self.server.take().unwrap().shutdown().await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn serial_e2e_create_exec_sleep_and_wake_with_workspace() {
+    let Some(rs) = Real::start().await else {
+        return;
+    };
+    let (s, b) = rs
+        .call(
+            Method::POST,
+            "/v1/sandboxes",
+            json!({"id": "e2e-nap", "sleepAfter": "2s"}),
+        )
+        .await;
+    assert_eq!(s, 201, "{b}");
+    assert_eq!(b["state"], "running");
+    let (s, again) = rs
+        .call(Method::POST, "/v1/sandboxes", json!({"id": "e2e-nap"}))
+        .await;
+    assert_eq!(s, 200, "{again}");
+
+    let out = rs
+        .exec(
+            "e2e-nap",
+            "echo kept > /workspace/f && cat /workspace/f && id -u",
+        )
+        .await;
+    assert_eq!(out["exitCode"], 0, "{out}");
+    assert_eq!(out["stdout"], "kept\n0\n", "{out}");
+
+    let slept = eventually(Duration::from_secs(10), || async {
+        rs.state("e2e-nap").await == "sleeping"
+    });
+    assert!(slept.await, "did not sleep after 2s idle");
+    let woke = Instant::now();
+    let out = rs.exec("e2e-nap", "cat /workspace/f").await;
+    assert_eq!(out["stdout"], "kept\n", "{out}");
+    eprintln!("wake + exec took {:?}", woke.elapsed());
+    assert_eq!(rs.state("e2e-nap").await, "running");
+    rs.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn serial_e2e_keep_alive_stop_and_destroy() {
+    let Some(rs) = Real::start().await else {
+        return;
+    };
+    let body = json!({"id": "e2e-awake", "sleepAfter": 1, "keepAlive": true});
+    let (s, b) = rs.call(Method::POST, "/v1/sandboxes", body).await;
+    assert_eq!(s, 201, "{b}");
+    rs.exec("e2e-awake", "touch /workspace/x").await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(rs.state("e2e-awake").await, "running", "keepAlive slept");
+
+    let (s, b) = rs
+        .call(Method::POST, "/v1/sandboxes/e2e-awake/stop", json!({}))
+        .await;
+    assert_eq!((s, b["state"].as_str()), (200, Some("sleeping")), "{b}");
+    let out = rs.exec("e2e-awake", "ls /workspace").await;
+    assert_eq!(out["stdout"], "x\n");
+
+    let sandboxes = rs.data_dir.join("sandboxes");
+    let before = std::fs::read_dir(&sandboxes)
+        .map(|d| d.count())
+        .unwrap_or(0);
+    assert_eq!(before, 1, "one sandbox dir");
+    let r = rs
+        .req_as(&rs.key, Method::DELETE, "/v1/sandboxes/e2e-awake")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    let (s, b) = rs
+        .call(Method::GET, "/v1/sandboxes/e2e-awake", Value::Null)
+        .await;
+    assert_error(s, &b, 404, "SANDBOX_NOT_FOUND");
+    let after = std::fs::read_dir(&sandboxes)
+        .map(|d| d.count())
+        .unwrap_or(0);
+    assert_eq!(after, 0, "destroy removes the sandbox's directory");
+    // The id is free again: a new, empty sandbox.
+    let out = rs.exec("e2e-awake", "ls /workspace | wc -l").await;
+    assert_eq!(out["stdout"], "0\n");
+    rs.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn serial_e2e_tenants_cannot_reach_each_other() {
+    let Some(rs) = Real::start().await else {
+        return;
+    };
+    let (s, b) = rs
+        .call(Method::POST, "/v1/keys", json!({"tenant": "tenant-b"}))
+        .await;
+    assert_eq!(s, 201, "{b}");
+    let b_key = b["key"].as_str().unwrap().to_owned();
+    rs.exec("e2e-shared", "echo secret-of-a > /workspace/secret")
+        .await;
+
+    let (s, b) = rs
+        .call_as(&b_key, Method::GET, "/v1/sandboxes/e2e-shared", Value::Null)
+        .await;
+    assert_error(s, &b, 404, "SANDBOX_NOT_FOUND");
+    let (s, b) = rs
+        .call_as(
+            &b_key,
+            Method::DELETE,
+            "/v1/sandboxes/e2e-shared",
+            Value::Null,
+        )
+        .await;
+    assert_error(s, &b, 404, "SANDBOX_NOT_FOUND");
+    let (s, out) = rs
+        .exec_as(&b_key, "e2e-shared", "cat /workspace/secret; hostname")
+        .await;
+    assert_eq!(s, 200, "{out}");
+    assert!(
+        !out["stdout"].as_str().unwrap().contains("secret-of-a"),
+        "{out}"
+    );
+    let a_out = rs
+        .exec("e2e-shared", "cat /workspace/secret; hostname")
+        .await;
+    assert!(
+        a_out["stdout"]
+            .as_str()
+            .unwrap()
+            .starts_with("secret-of-a\n"),
+        "{a_out}"
+    );
+    assert_ne!(
+        out["stdout"], a_out["stdout"],
+        "different hostnames: different sandboxes"
+    );
+    rs.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn serial_e2e_restart_keeps_state_and_sandboxes_wake() {
+    let tmp = tempfile::Builder::new().prefix("sps").tempdir().unwrap();
+    let data_dir = tmp.path().join("d");
+    let Some(rs) = Real::start_on(&data_dir).await else {
+        return;
+    };
+    rs.exec("e2e-durable", "echo v1 > /workspace/state").await;
+    let key = rs.key.clone();
+    rs.stop().await;
+
+    let rs = Real::start_on(&data_dir).await.unwrap();
+    assert_eq!(rs.key, key);
+    assert_eq!(rs.state("e2e-durable").await, "sleeping");
+    let out = rs.exec("e2e-durable", "cat /workspace/state").await;
+    assert_eq!(out["stdout"], "v1\n");
+    assert_eq!(rs.state("e2e-durable").await, "running");
+    rs.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn serial_e2e_streams_metrics_and_bad_requests() {
+    let Some(rs) = Real::start().await else {
+        return;
+    };
+    let r = rs
+        .req_as(
+            &rs.key,
+            Method::POST,
+            "/v1/sandboxes/e2e-stream/api/execute/stream",
+        )
+        .json(&json!({"command": "echo one; sleep 1; echo two"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let start = Instant::now();
+    let mut stream = r.bytes_stream();
+    let mut text = String::new();
+    let mut one_at = None;
+    while let Some(chunk) = stream.next().await {
+        text.push_str(&String::from_utf8_lossy(&chunk.unwrap()));
+        if one_at.is_none() && text.contains("one\\n") {
+            one_at = Some(start.elapsed());
+        }
+    }
+    assert!(text.contains("\"complete\""), "{text}");
+    assert!(
+        one_at.unwrap() < Duration::from_millis(800),
+        "first line arrived late: buffered?"
+    );
+
+    rs.exec("e2e-stream", "true").await;
+    let metrics = rs
+        .client
+        .get(format!("{}/metrics", rs.base))
+        .send()
+        .await
+        .unwrap();
+    let metrics = metrics.text().await.unwrap();
+    assert!(
+        metrics.contains("sandpit_sandboxes{state=\"running\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("sandpit_exec_duration_seconds_count 1"),
+        "{metrics}"
+    );
+
+    // Bad input, then the server and the sandbox still answer.
+    let r = rs
+        .req_as(&rs.key, Method::POST, "/v1/sandboxes")
+        .header("content-type", "application/json")
+        .body("{oops")
+        .send()
+        .await
+        .unwrap();
+    let (s, b) = status_json(r).await;
+    assert_error(s, &b, 400, "VALIDATION_FAILED");
+    let (s, b) = rs
+        .call(
+            Method::POST,
+            "/v1/sandboxes",
+            json!({"id": "x", "memory": 1}),
+        )
+        .await;
+    assert_error(s, &b, 400, "VALIDATION_FAILED");
+    let (s, b) = rs
+        .call(Method::POST, "/v1/sandboxes", json!({"id": "Bad_Id"}))
+        .await;
+    assert_error(s, &b, 400, "VALIDATION_FAILED");
+    let (s, b) = rs
+        .call(
+            Method::POST,
+            "/v1/sandboxes",
+            json!({"image": "no-such-image"}),
+        )
+        .await;
+    assert_error(s, &b, 404, "IMAGE_NOT_FOUND");
+    // Announce a body over 64 MiB and send none: the answer must come from the header alone
+    // (a client still sending would see the connection close under it).
+    let addr = rs.server.as_ref().unwrap().addr();
+    let head = format!(
+        "POST /v1/sandboxes/e2e-stream/api/write HTTP/1.1\r\nHost: x\r\n\
+         Authorization: Bearer {}\r\nContent-Length: {}\r\n\r\n",
+        rs.key,
+        (64u64 << 20) + 1
+    );
+    let answer = super::raw_request(addr, head.as_bytes()).await;
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(answer.contains("PAYLOAD_TOO_LARGE"), "{answer}");
+    let out = rs.exec("e2e-stream", "echo alive").await;
+    assert_eq!(out["stdout"], "alive\n");
+    rs.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn serial_e2e_concurrent_first_calls_make_one_sandbox() {
+    let Some(rs) = Real::start().await else {
+        return;
+    };
+    let rs = std::sync::Arc::new(rs);
+    let calls: Vec<_> = (0..20)
+        .map(|i| {
+            let rs = rs.clone();
+            tokio::spawn(
+                async move { rs.exec_as(&rs.key, "e2e-crowd", &format!("echo {i}")).await },
+            )
+        })
+        .collect();
+    for call in calls {
+        let (s, b) = call.await.unwrap();
+        assert_eq!(s, 200, "{b}");
+        assert_eq!(b["exitCode"], 0, "{b}");
+    }
+    let (_, list) = rs.call(Method::GET, "/v1/sandboxes", Value::Null).await;
+    assert_eq!(list["sandboxes"].as_array().unwrap().len(), 1);
+    let dirs = std::fs::read_dir(rs.data_dir.join("sandboxes"))
+        .unwrap()
+        .count();
+    assert_eq!(dirs, 1);
+    let rs = std::sync::Arc::into_inner(rs).unwrap();
+    rs.stop().await;
+}
