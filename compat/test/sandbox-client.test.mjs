@@ -77,7 +77,7 @@ describe('SandboxClient against sandpit', { concurrency: false }, () => {
   });
 
   test('execute reports exit codes, stderr, per-command env and cwd', async () => {
-    const out = await client.commands.execute('echo "$A" >&2; pwd; exit 3', SESSION, {
+    const out = await client.commands.execute('echo "$A" >&2; pwd; (exit 3)', SESSION, {
       env: { A: 'one' },
       cwd: '/',
     });
@@ -91,7 +91,7 @@ describe('SandboxClient against sandpit', { concurrency: false }, () => {
   });
 
   test('executeStream yields start, output and complete events', async () => {
-    const stream = await client.commands.executeStream('echo out; echo err >&2; exit 7', SESSION);
+    const stream = await client.commands.executeStream('echo out; echo err >&2; (exit 7)', SESSION);
     const events = await drain(parseSSEStream(stream));
     assert.equal(events[0].type, 'start');
     const stdout = events.filter((e) => e.type === 'stdout').map((e) => e.data).join('');
@@ -187,6 +187,18 @@ describe('SandboxClient against sandpit', { concurrency: false }, () => {
       assert.equal(err.httpStatus, 400);
       return true;
     });
+  });
+
+  test('a bare exit ends the session shell with SessionTerminatedError', async () => {
+    await assert.rejects(client.commands.execute('exit 4', 'compat-doomed'), (err) => {
+      assert.equal(err.name, 'SessionTerminatedError');
+      assert.equal(err.code, 'SESSION_TERMINATED');
+      assert.equal(err.httpStatus, 410);
+      return true;
+    });
+    // The next command gets a fresh shell.
+    const again = await client.commands.execute('echo back', 'compat-doomed');
+    assert.equal(again.stdout, 'back\n');
   });
 
   test('deleteSession', async () => {

@@ -120,7 +120,8 @@ pub struct LsArgs {
 pub struct ExecArgs {
     /// Sandbox id.
     pub id: String,
-    /// Session to run in (shell state persists between commands of one session).
+    /// Session to run in: its shell keeps cwd, variables and functions between commands.
+    /// Without it every command runs in a fresh `bash -c`.
     #[arg(long)]
     pub session: Option<String>,
     /// Working directory for this command.

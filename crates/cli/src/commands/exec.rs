@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use anyhow::bail;
 use futures::StreamExt;
+use sandpit_client::protocol::DISABLE_SESSION;
 use sandpit_client::protocol::container::ExecEvent;
 use sandpit_client::{Client, ExecOptions};
 
@@ -17,8 +18,11 @@ pub const TIMEOUT_EXIT: i32 = 124;
 /// Runs the command; returns its exit code.
 pub async fn run(client: &Client, args: ExecArgs) -> anyhow::Result<i32> {
     let command = shell::join(&args.command);
+    // Without --session each command gets its own `bash -c` (like `docker exec`): `exit 5`
+    // is an exit code, not the end of a shared shell.
+    let session_id = args.session.unwrap_or_else(|| DISABLE_SESSION.to_owned());
     let mut options = ExecOptions {
-        session_id: args.session,
+        session_id: Some(session_id),
         cwd: args.cwd,
         timeout_ms: args.timeout_ms,
         ..Default::default()

@@ -82,7 +82,7 @@ async fn exercise(client: Client, url: String) {
     // Commands.
     let out = sandbox
         .exec(
-            "echo \"$GREETING\"; echo err >&2; exit 3",
+            "echo \"$GREETING\"; echo err >&2; (exit 3)",
             &ExecOptions::default(),
         )
         .await
@@ -102,7 +102,7 @@ async fn exercise(client: Client, url: String) {
 
     let events: Vec<ExecEvent> = sandbox
         .exec_stream(
-            "for i in 1 2 3; do echo line$i; done; exit 4",
+            "for i in 1 2 3; do echo line$i; done; (exit 4)",
             &ExecOptions::default(),
         )
         .await
