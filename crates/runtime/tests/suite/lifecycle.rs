@@ -93,7 +93,11 @@ async fn serial_reconcile_cleans_up_after_a_crash() {
     let mut pids = Vec::new();
     for (n, id) in ids.iter().enumerate() {
         let started = env.start(&env.spec(id, 1_600_000 + n as u32 * 65536)).await;
-        ok(&started.socket, "(sleep 1000 >/dev/null 2>&1 &)").await;
+        ok(
+            &started.socket,
+            "echo x > /workspace/keep; (sleep 1000 >/dev/null 2>&1 &)",
+        )
+        .await;
         pids.extend(env.driver.cgroups().pids(id).unwrap());
     }
     // A stale socket without a sandbox, as a crashed server leaves it.
@@ -113,7 +117,7 @@ async fn serial_reconcile_cleans_up_after_a_crash() {
     for id in &ids {
         assert_gone(&env, id, &pids);
         // The writable layer is kept for the next start.
-        assert!(env.driver.sandbox_dir(id).join("upper/workspace").is_dir());
+        assert!(env.host_path(id, "workspace/keep").is_file());
     }
     assert!(!env.driver.socket_path("stale").exists());
     assert!(second.reconcile().await.unwrap().is_empty());
