@@ -175,6 +175,10 @@ async fn serial_hardening_seccomp_caps_nnp() {
         "-1 38"
     );
 
+    // The init (agent) is not dumpable: sandboxed code cannot read its memory or environment.
+    assert_ne!(exec(s, "cat /proc/1/environ").await.0, 0);
+    assert_ne!(exec(s, "head -c 1 /proc/1/mem").await.0, 0);
+
     // Namespaces and mounts cannot be created.
     assert_ne!(exec(s, "unshare -U true").await.0, 0);
     assert_ne!(exec(s, "mount -t tmpfs x /mnt").await.0, 0);
