@@ -18,6 +18,8 @@ pub mod lifecycle;
 mod metrics;
 pub mod openapi;
 mod routes;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

@@ -2,6 +2,7 @@ mod api;
 mod e2e;
 mod fake_agent;
 mod forward;
+mod host_agent;
 mod lifecycle;
 mod openapi;
 
