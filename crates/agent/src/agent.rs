@@ -235,10 +235,7 @@ impl Agent {
         &self,
         req: &ExecuteRequest,
     ) -> Result<(Option<ex::oneshot::Running>, String), ApiError> {
-        let cwd = req
-            .cwd
-            .as_deref()
-            .map_or_else(|| self.config.workspace.clone(), PathBuf::from);
+        let cwd = ex::cwd_in(&self.config, req.cwd.as_deref());
         let cwd_text = cwd.to_string_lossy().into_owned();
         if !cwd.is_dir() {
             return Ok((None, cwd_text));

@@ -1,6 +1,7 @@
 //! `sandpit-agent`: `serve --socket PATH` (host-side dev/test mode) or `launch` (enter the
 //! sandbox described on stdin, then serve on the socket passed as fd 3).
 
+use std::io::IsTerminal;
 use std::os::unix::fs::FileTypeExt;
 use std::os::unix::net::UnixListener;
 use std::path::PathBuf;
@@ -36,7 +37,7 @@ enum Cmd {
     Launch,
 }
 
-fn init_tracing(rust_log: Option<&str>) {
+pub(crate) fn init_tracing(rust_log: Option<&str>) {
     let filter = rust_log
         .and_then(|v| EnvFilter::try_new(v).ok())
         .unwrap_or_else(|| EnvFilter::new("warn"));

@@ -135,6 +135,12 @@ pub fn validate_env(env: &EnvMap) -> Result<(), ApiError> {
                 ),
             ));
         }
+        if key.starts_with("__sp_") {
+            return Err(ApiError::validation(
+                "env",
+                format!("Environment variable name {key:?} is reserved (prefix __sp_)"),
+            ));
+        }
         if value.as_deref().is_some_and(|v| v.contains('\0')) {
             return Err(ApiError::validation(
                 "env",
@@ -145,6 +151,11 @@ pub fn validate_env(env: &EnvMap) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// `cwd` made absolute against the workspace.
+pub fn cwd_in(config: &AgentConfig, cwd: Option<&str>) -> std::path::PathBuf {
+    cwd.map_or_else(|| config.workspace.clone(), |c| config.workspace.join(c))
+}
+
 /// The environment of a new shell or sessionless command: the agent's env with sane defaults,
 /// then `overlay` (where `null` unsets).
 pub fn child_env(config: &AgentConfig, overlay: Option<&EnvMap>) -> BTreeMap<String, String> {
@@ -153,6 +164,7 @@ pub fn child_env(config: &AgentConfig, overlay: Option<&EnvMap>) -> BTreeMap<Str
         .or_insert_with(|| "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
     env.entry("HOME".into()).or_insert_with(|| "/root".into());
     env.insert("LANG".into(), "C.UTF-8".into());
+    env.insert("LC_ALL".into(), "C.UTF-8".into());
     for (key, value) in overlay.into_iter().flatten() {
         match value {
             Some(v) => env.insert(key.clone(), v.clone()),

@@ -99,19 +99,9 @@ impl Running {
 
         while out_open || err_open || exit_code.is_none() {
             tokio::select! {
-                r = stdout.read(&mut out_buf), if out_open => match r {
-                    Ok(n) if n > 0 => sink.output(StreamKind::Stdout, &out_buf[..n]).await,
-                    _ => out_open = false,
-                },
-                r = stderr.read(&mut err_buf), if err_open => match r {
-                    Ok(n) if n > 0 => sink.output(StreamKind::Stderr, &err_buf[..n]).await,
-                    _ => err_open = false,
-                },
-                code = &mut exit, if exit_code.is_none() => {
-                    exit_code = Some(code.unwrap_or(-1));
-                    // Background jobs may hold the pipes open; do not wait for them.
-                    deadline = deadline.min(TokioInstant::now() + DRAIN_AFTER_EXIT);
-                }
+                // The deadline first, so a flooding command cannot starve its timeout; stdout
+                // before stderr when both are ready (closer to the order they were written).
+                biased;
                 () = sleep_until(deadline) => {
                     if exit_code.is_some() {
                         break;
@@ -124,6 +114,19 @@ impl Running {
                         let _ = killpg(Pid::from_raw(pid), Signal::SIGTERM);
                         deadline = TokioInstant::now() + KILL_GRACE;
                     }
+                }
+                r = stdout.read(&mut out_buf), if out_open => match r {
+                    Ok(n) if n > 0 => sink.output(StreamKind::Stdout, &out_buf[..n]).await,
+                    _ => out_open = false,
+                },
+                r = stderr.read(&mut err_buf), if err_open => match r {
+                    Ok(n) if n > 0 => sink.output(StreamKind::Stderr, &err_buf[..n]).await,
+                    _ => err_open = false,
+                },
+                code = &mut exit, if exit_code.is_none() => {
+                    exit_code = Some(code.unwrap_or(-1));
+                    // Background jobs may hold the pipes open; do not wait for them.
+                    deadline = deadline.min(TokioInstant::now() + DRAIN_AFTER_EXIT);
                 }
             }
         }

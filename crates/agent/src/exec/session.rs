@@ -13,7 +13,7 @@ use sandpit_protocol::container::EnvMap;
 use tokio::sync::{Mutex as AsyncMutex, OwnedMutexGuard};
 
 use super::shell::{self, ShellIo};
-use super::{child_env, validate_env};
+use super::{child_env, cwd_in, validate_env};
 use crate::config::AgentConfig;
 use crate::error::ApiError;
 use crate::reaper::Reaper;
@@ -169,10 +169,7 @@ impl Sessions {
 
     fn spawn(&self, id: &str, options: &SessionOptions) -> Result<Arc<Session>, ApiError> {
         let env = child_env(&self.config, options.env.as_ref());
-        let requested = options
-            .cwd
-            .as_deref()
-            .map_or_else(|| self.config.workspace.clone(), PathBuf::from);
+        let requested = cwd_in(&self.config, options.cwd.as_deref());
         let cwd = pick_cwd(&requested, env.get("HOME").map(String::as_str));
         let (pid, io) =
             shell::spawn(&self.config.shell, &env, &cwd, &self.reaper).map_err(|e| {

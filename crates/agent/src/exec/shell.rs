@@ -258,6 +258,13 @@ impl ShellIo {
                 break;
             }
             tokio::select! {
+                // Shell exit first; stdout before stderr when both are ready (closer to the order
+                // they were written).
+                biased;
+                code = &mut *exit_rx => {
+                    *exit = None;
+                    return Err(ShellError::Exited(code.unwrap_or(-1)));
+                }
                 r = &mut write, if !written => {
                     written = true;
                     if r.is_err() {
@@ -300,10 +307,6 @@ impl ShellIo {
                         return Err(ShellError::Exited(code));
                     }
                 },
-                code = &mut *exit_rx => {
-                    *exit = None;
-                    return Err(ShellError::Exited(code.unwrap_or(-1)));
-                }
             }
         }
         sink.finish_output().await;

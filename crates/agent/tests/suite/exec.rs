@@ -340,3 +340,25 @@ async fn background_jobs_do_not_block_commands() {
     assert_eq!(v["stdout"], "started\n");
     assert!(started.elapsed() < Duration::from_secs(5));
 }
+
+#[tokio::test]
+async fn a_flooding_sessionless_command_still_times_out() {
+    let a = Agent::start();
+    let started = Instant::now();
+    let v = a
+        .exec(json!({"command": "yes", "sessionId": "__DISABLE_SESSION__", "timeoutMs": 500}))
+        .await;
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(v["exitCode"], 124);
+    assert_eq!(v["truncated"], true);
+    assert!(
+        v["stderr"]
+            .as_str()
+            .unwrap()
+            .ends_with("Command timed out after 500ms")
+    );
+}

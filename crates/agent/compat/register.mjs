@@ -1,0 +1,1 @@
+import { register } from 'node:module'; register('./loader-hooks.mjs', import.meta.url);
