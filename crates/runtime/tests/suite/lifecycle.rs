@@ -253,3 +253,24 @@ async fn serial_new_uid_range_shifts_the_writable_layer() {
     assert_eq!((meta.uid(), meta.gid()), (2_301_000, 2_301_000));
     env.driver.destroy(&id).await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serial_parallel_starts() {
+    let Some(env) = Env::new() else { return };
+    let ids: Vec<String> = (0..4).map(|_| unique_id("par")).collect();
+    let specs: Vec<_> = ids
+        .iter()
+        .enumerate()
+        .map(|(n, id)| env.spec(id, 2_500_000 + n as u32 * 65536))
+        .collect();
+    let started = futures::future::join_all(specs.iter().map(|s| env.driver.start(s))).await;
+    for (id, res) in ids.iter().zip(started) {
+        let s = res.unwrap();
+        assert_eq!(ok(&s.socket, "hostname").await, *id);
+    }
+    let stopped = futures::future::join_all(ids.iter().map(|id| env.driver.destroy(id))).await;
+    assert!(stopped.iter().all(Result::is_ok));
+    for id in &ids {
+        assert_gone(&env, id, &[]);
+    }
+}
