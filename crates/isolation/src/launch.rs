@@ -325,7 +325,11 @@ pub fn enter_sandbox(cfg: &LaunchConfig) -> Result<Entered, LaunchError> {
                     let _ = out.flush();
                     std::process::exit(0)
                 }
-                Some((_, msg)) => Err(LaunchError::Init(String::from_utf8_lossy(msg).into_owned())),
+                Some((_, msg)) => {
+                    // Reap it here: once we exit it would be a zombie of the host's subreaper.
+                    let _ = nix::sys::wait::waitpid(child, None);
+                    Err(LaunchError::Init(String::from_utf8_lossy(msg).into_owned()))
+                }
                 None => {
                     let status = nix::sys::wait::waitpid(child, None);
                     Err(LaunchError::Init(format!(

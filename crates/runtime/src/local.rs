@@ -180,6 +180,13 @@ fn remove_dir_all_if_exists(dir: &Path) -> std::io::Result<()> {
     }
 }
 
+/// SIGKILLs the launcher and reaps it (bounded: a process stuck in the kernel is left to
+/// tokio's orphan reaping).
+async fn kill_and_reap(child: &mut tokio::process::Child) {
+    let _ = child.start_kill();
+    let _ = tokio::time::timeout(Duration::from_secs(2), child.wait()).await;
+}
+
 /// Moves every owner (uid and gid) in `old_base..old_base+65536` below `dir` to the same offset
 /// from `new_base`; ids outside the old range (unmapped ones) are left alone.
 fn shift_owners(dir: &Path, old_base: u32, new_base: u32) -> std::io::Result<()> {
@@ -473,11 +480,11 @@ impl LocalDriver {
         let line = match outcome {
             Ok(Ok(line)) => line,
             Ok(Err(message)) => {
-                let _ = child.start_kill();
+                kill_and_reap(&mut child).await;
                 return Err(failed(message));
             }
             Err(_) => {
-                let _ = child.start_kill();
+                kill_and_reap(&mut child).await;
                 let _ = self.cgroups.kill_all(id);
                 let stderr = tokio::time::timeout(Duration::from_millis(200), stderr_task)
                     .await
@@ -519,6 +526,9 @@ impl LocalDriver {
     /// cgroups and the socket.
     async fn teardown(&self, id: &str, running: Option<Running>) -> Result<(), DriverError> {
         let deadline = Instant::now() + self.config.stop_timeout;
+        // Processes that may have been re-parented to us without a watcher (an init whose
+        // launcher was killed mid-start): reaped below, or they would stay zombies.
+        let members = self.cgroups.pids(id).unwrap_or_default();
         if self.cgroups.exists(id) {
             self.cgroups
                 .kill_all(id)
@@ -546,6 +556,10 @@ impl LocalDriver {
                     tokio::time::sleep(Duration::from_millis(10)).await;
                 }
             }
+        }
+        for pid in members {
+            // Only succeeds for our own (exited) children; others return ECHILD or StillAlive.
+            let _ = waitpid(Pid::from_raw(pid as i32), Some(WaitPidFlag::WNOHANG));
         }
         match std::fs::remove_file(self.socket_path(id)) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => {

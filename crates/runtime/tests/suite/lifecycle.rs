@@ -183,6 +183,32 @@ async fn serial_failed_launch_is_reported_and_cleaned_up() {
     assert!(t.elapsed() < Duration::from_secs(5));
     assert_gone(&env, &id, &[]);
 
+    // Starts that time out mid-launch (the real launcher, killed at whatever step it reached).
+    let mut timeouts = 0;
+    for _ in 0..6 {
+        let mut config = LocalDriverConfig::new(
+            env.dir.path().to_path_buf(),
+            env.driver.config().agent_bin.clone(),
+        );
+        config.start_timeout = Duration::from_millis(1);
+        let impatient = LocalDriver::with_config(config).unwrap();
+        let id = unique_id("tmo");
+        match impatient.start(&env.spec(&id, 1_750_000)).await {
+            Err(_) => timeouts += 1,
+            Ok(_) => impatient.stop(&id).await.unwrap(),
+        }
+        assert_gone(&env, &id, &[]);
+        env.driver.destroy(&id).await.unwrap();
+    }
+    assert!(timeouts > 0, "no start timed out");
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let z = zombie_children();
+    let names: Vec<String> = z
+        .iter()
+        .map(|p| std::fs::read_to_string(format!("/proc/{p}/comm")).unwrap_or_default())
+        .collect();
+    assert_eq!(z, Vec::<u32>::new(), "{names:?}");
+
     // The launcher's own error (here: the image is not usable) comes back as the message.
     let id = unique_id("fail");
     let mut spec = env.spec(&id, 1_750_000);
@@ -193,6 +219,27 @@ async fn serial_failed_launch_is_reported_and_cleaned_up() {
     assert!(matches!(err, DriverError::StartFailed { .. }), "{err}");
     assert!(err.to_string().contains("/dev"), "{err}");
     assert_gone(&env, &id, &[]);
+    env.driver.destroy(&id).await.unwrap();
+
+    // A failure inside the sandbox init (after the fork) is reported too, and leaves no zombie.
+    let id = unique_id("fail");
+    let mut spec = env.spec(&id, 1_750_000);
+    spec.image_rootfs = env.dir.path().join("bad-proc-image");
+    std::fs::create_dir_all(&spec.image_rootfs).unwrap();
+    std::fs::write(spec.image_rootfs.join("proc"), b"not a directory").unwrap();
+    let err = env.driver.start(&spec).await.unwrap_err();
+    assert!(
+        err.to_string().contains("sandbox init: mkdir /proc"),
+        "{err}"
+    );
+    assert_gone(&env, &id, &[]);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let z = zombie_children();
+    let names: Vec<String> = z
+        .iter()
+        .map(|p| std::fs::read_to_string(format!("/proc/{p}/comm")).unwrap_or_default())
+        .collect();
+    assert_eq!(z, Vec::<u32>::new(), "{names:?}");
     env.driver.destroy(&id).await.unwrap();
 }
 
@@ -273,4 +320,22 @@ async fn serial_parallel_starts() {
     for id in &ids {
         assert_gone(&env, id, &[]);
     }
+}
+
+/// Zombie children of this test process.
+fn zombie_children() -> Vec<u32> {
+    let me = std::process::id().to_string();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            let Some((_, rest)) = stat.rsplit_once(')') else {
+                return false;
+            };
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            fields.first() == Some(&"Z") && fields.get(1) == Some(&me.as_str())
+        })
+        .collect()
 }
