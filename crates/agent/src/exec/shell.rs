@@ -14,7 +14,6 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
-use command_fds::{CommandFdExt, FdMapping};
 use nix::fcntl::OFlag;
 use rand::Rng;
 use sandpit_protocol::container::EnvMap;
@@ -92,11 +91,8 @@ pub fn spawn(
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0);
-    cmd.fd_mappings(vec![FdMapping {
-        parent_fd: control_w,
-        child_fd: 3,
-    }])
-    .map_err(|e| ShellError::Spawn(std::io::Error::other(e)))?;
+    // fd 3 of the shell is the control pipe (the isolation crate holds the pre-exec dup2).
+    sandpit_isolation::process::pass_fd(&mut cmd, control_w, 3);
     let spawned_at = Instant::now();
     let mut child = cmd.spawn().map_err(ShellError::Spawn)?;
     // Registering right after the spawn, without an await in between, so the reaper cannot

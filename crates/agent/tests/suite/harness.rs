@@ -15,10 +15,11 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_sandpit-agent");
 
 /// A running agent; stopped (SIGTERM, then SIGKILL) on drop.
 pub struct Agent {
-    pub child: Child,
+    /// `None` for a client of an agent started elsewhere.
+    pub child: Option<Child>,
     pub socket: PathBuf,
     pub workspace: PathBuf,
-    pub _dir: tempfile::TempDir,
+    pub _dir: Option<tempfile::TempDir>,
 }
 
 /// A buffered response.
@@ -74,10 +75,20 @@ impl Agent {
             std::thread::sleep(Duration::from_millis(10));
         }
         Agent {
-            child,
+            child: Some(child),
             socket,
             workspace,
-            _dir: dir,
+            _dir: Some(dir),
+        }
+    }
+
+    /// A client for an agent listening on `socket` (not stopped on drop).
+    pub fn client_for(socket: &Path) -> Agent {
+        Agent {
+            child: None,
+            socket: socket.to_path_buf(),
+            workspace: PathBuf::from("/workspace"),
+            _dir: None,
         }
     }
 
@@ -170,15 +181,19 @@ impl Agent {
     }
 
     pub fn pid(&self) -> i32 {
-        self.child.id() as i32
+        self.child.as_ref().map_or(0, |c| c.id() as i32)
     }
 }
 
 impl Drop for Agent {
     fn drop(&mut self) {
+        let Some(child) = self.child.as_mut() else {
+            return;
+        };
         // The agent, or the agent behind a wrapper like `unshare --fork` (which ignores SIGTERM).
-        let mut targets = children_of(self.pid());
-        targets.push(self.pid());
+        let pid = child.id() as i32;
+        let mut targets = children_of(pid);
+        targets.push(pid);
         for pid in targets {
             let _ = nix::sys::signal::kill(
                 nix::unistd::Pid::from_raw(pid),
@@ -187,13 +202,13 @@ impl Drop for Agent {
         }
         let deadline = Instant::now() + Duration::from_secs(5);
         while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
+            if let Ok(Some(_)) = child.try_wait() {
                 return;
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        let _ = child.kill();
+        let _ = child.wait();
     }
 }
 

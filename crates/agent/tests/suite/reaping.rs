@@ -71,7 +71,7 @@ async fn sigterm_terminates_sessions() {
         nix::sys::signal::Signal::SIGTERM,
     )
     .unwrap();
-    let status = a.child.wait().unwrap();
+    let status = a.child.as_mut().unwrap().wait().unwrap();
     assert!(status.success(), "{status:?}");
     std::thread::sleep(Duration::from_millis(200));
     for pid in pids {
