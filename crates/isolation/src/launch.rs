@@ -345,12 +345,15 @@ pub fn enter_sandbox(cfg: &LaunchConfig) -> Result<Entered, LaunchError> {
 fn init(cfg: &LaunchConfig, log: fs::File) -> Result<(), LaunchError> {
     let root = cfg.rootfs_dir();
     mounts::mount_kernel_fs(&root)?;
-    mounts::ensure_dir(&root.join(WORKSPACE.trim_start_matches('/')))?;
     nix::unistd::sethostname(&cfg.hostname).map_err(LaunchError::sys("sethostname"))?;
     sys::set_link_up("lo").map_err(LaunchError::sys("bring lo up"))?;
     mounts::pivot_into(&root)?;
     mounts::mask_paths()?;
-    nix::unistd::chdir(WORKSPACE).map_err(LaunchError::sys("chdir /workspace"))?;
+    // A workspace the sandbox broke (e.g. replaced by a dangling link) must not brick it.
+    let _ = mounts::ensure_dir(Path::new(WORKSPACE));
+    if nix::unistd::chdir(WORKSPACE).is_err() {
+        nix::unistd::chdir("/").map_err(LaunchError::sys("chdir /"))?;
+    }
 
     let null = fs::File::open("/dev/null").map_err(LaunchError::sys("open /dev/null"))?;
     sys::dup2_raw(null.as_raw_fd(), 0).map_err(LaunchError::sys("dup2 stdin"))?;

@@ -15,12 +15,22 @@ use crate::sys;
 
 const NONE: Option<&str> = None;
 
-fn mkdir_p(path: &Path, stage: &'static str) -> Result<(), LaunchError> {
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o755)
-        .create(path)
-        .map_err(LaunchError::sys(stage))
+/// A directory to mount on: created if missing. A symlink or a non-directory (possibly planted
+/// in the image or the writable layer) is refused, so no step follows a link the sandbox
+/// controls.
+fn mount_point(path: &Path, stage: &'static str) -> Result<(), LaunchError> {
+    match fs::symlink_metadata(path) {
+        Ok(meta) if meta.is_dir() => Ok(()),
+        Ok(_) => Err(LaunchError::sys(stage)(io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            format!("{} exists and is not a directory", path.display()),
+        ))),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => fs::DirBuilder::new()
+            .mode(0o755)
+            .create(path)
+            .map_err(LaunchError::sys(stage)),
+        Err(e) => Err(LaunchError::sys(stage)(e)),
+    }
 }
 
 fn touch(path: &Path) -> Result<(), LaunchError> {
@@ -98,7 +108,7 @@ const DEV_LINKS: &[(&str, &str)] = &[
 /// A small tmpfs /dev with the usual nodes (bound from the host), links and /dev/shm.
 pub(crate) fn prepare_dev(root: &Path, owner: u32) -> Result<(), LaunchError> {
     let dev = root.join("dev");
-    mkdir_p(&dev, "mkdir /dev")?;
+    mount_point(&dev, "mkdir /dev")?;
     let tmpfs_flags = MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC;
     let opts = format!("mode=755,size=1m,nr_inodes=4096,uid={owner},gid={owner}");
     mount(
@@ -119,9 +129,9 @@ pub(crate) fn prepare_dev(root: &Path, owner: u32) -> Result<(), LaunchError> {
     for (name, to) in DEV_LINKS {
         symlink(to, dev.join(name)).map_err(LaunchError::sys("symlink in /dev"))?;
     }
-    mkdir_p(&dev.join("pts"), "mkdir /dev/pts")?;
+    mount_point(&dev.join("pts"), "mkdir /dev/pts")?;
     let shm = dev.join("shm");
-    mkdir_p(&shm, "mkdir /dev/shm")?;
+    mount_point(&shm, "mkdir /dev/shm")?;
     let opts = format!("mode=1777,size=64m,uid={owner},gid={owner}");
     mount(
         Some("shm"),
@@ -146,12 +156,12 @@ pub(crate) fn mount_kernel_fs(root: &Path) -> Result<(), LaunchError> {
     )
     .map_err(LaunchError::sys("bind the root onto itself"))?;
     let proc_dir = root.join("proc");
-    mkdir_p(&proc_dir, "mkdir /proc")?;
+    mount_point(&proc_dir, "mkdir /proc")?;
     let fs_flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
     mount(Some("proc"), &proc_dir, Some("proc"), fs_flags, NONE)
         .map_err(LaunchError::sys("mount /proc"))?;
     let sys_dir = root.join("sys");
-    if mkdir_p(&sys_dir, "mkdir /sys").is_ok() {
+    if mount_point(&sys_dir, "mkdir /sys").is_ok() {
         // Optional: sysfs needs a netns owned by our userns and an unobstructed host /sys.
         let _ = mount(
             Some("sysfs"),
@@ -245,11 +255,11 @@ pub(crate) fn mask_paths() -> Result<(), LaunchError> {
     Ok(())
 }
 
-/// Creates `dir` (inside the sandbox, so sandbox root owns it) unless it exists.
-pub(crate) fn ensure_dir(dir: &Path) -> Result<(), LaunchError> {
+/// Creates `dir` unless it exists (called after pivot_root, so links resolve inside the
+/// sandbox, and sandbox root owns the result).
+pub(crate) fn ensure_dir(dir: &Path) -> io::Result<()> {
     match fs::DirBuilder::new().mode(0o755).create(dir) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
-        Err(e) => Err(LaunchError::sys("mkdir /workspace")(e)),
+        Err(e) if e.kind() != io::ErrorKind::AlreadyExists => Err(e),
+        _ => Ok(()),
     }
 }

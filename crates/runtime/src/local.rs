@@ -522,13 +522,48 @@ impl LocalDriver {
         Err(failed(message))
     }
 
+    /// Reaps zombie children of this process that are (forks of) the launcher: when a launcher
+    /// dies mid-start (timeout), its holder and init children are re-parented to us without a
+    /// watcher. The launcher never execs, so they all carry its name. Taking the status of
+    /// another start's launcher or init this way is harmless: both treat ECHILD as "exited".
+    fn reap_orphaned_launchers(&self) {
+        let Some(name) = self
+            .config
+            .agent_bin
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+        else {
+            return;
+        };
+        // The kernel keeps 15 bytes of the command name.
+        let comm: String = name.chars().take(15).collect();
+        let me = std::process::id().to_string();
+        let Ok(entries) = std::fs::read_dir("/proc") else {
+            return;
+        };
+        for pid in entries
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        {
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                continue;
+            };
+            let Some((head, rest)) = stat.rsplit_once(')') else {
+                continue;
+            };
+            let mut fields = rest.split_whitespace();
+            let (state, ppid) = (fields.next(), fields.next());
+            let proc_comm = head.split_once('(').map(|(_, c)| c).unwrap_or_default();
+            if state == Some("Z") && ppid == Some(me.as_str()) && proc_comm == comm {
+                let _ = waitpid(Pid::from_raw(pid), Some(WaitPidFlag::WNOHANG));
+            }
+        }
+    }
+
     /// Kills every process of `id`, waits for them (and the init) to be gone, removes the
     /// cgroups and the socket.
     async fn teardown(&self, id: &str, running: Option<Running>) -> Result<(), DriverError> {
         let deadline = Instant::now() + self.config.stop_timeout;
-        // Processes that may have been re-parented to us without a watcher (an init whose
-        // launcher was killed mid-start): reaped below, or they would stay zombies.
-        let members = self.cgroups.pids(id).unwrap_or_default();
         if self.cgroups.exists(id) {
             self.cgroups
                 .kill_all(id)
@@ -556,10 +591,6 @@ impl LocalDriver {
                     tokio::time::sleep(Duration::from_millis(10)).await;
                 }
             }
-        }
-        for pid in members {
-            // Only succeeds for our own (exited) children; others return ECHILD or StillAlive.
-            let _ = waitpid(Pid::from_raw(pid as i32), Some(WaitPidFlag::WNOHANG));
         }
         match std::fs::remove_file(self.socket_path(id)) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
@@ -602,6 +633,7 @@ impl Driver for LocalDriver {
             Ok(pid) => pid,
             Err(e) => {
                 let _ = self.teardown(id, None).await;
+                self.reap_orphaned_launchers();
                 return Err(e);
             }
         };

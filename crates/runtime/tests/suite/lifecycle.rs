@@ -30,16 +30,20 @@ async fn serial_stop_kills_everything_and_workspace_survives() {
     assert!(pids.len() >= 3, "{pids:?}");
     assert!(pids.contains(&started.pid));
 
+    ok(s, "mv /workspace /ws-old && ln -s /nonexistent /workspace").await;
     env.driver.stop(&id).await.unwrap();
     assert!(!env.driver.is_running(&id).await);
     assert_gone(&env, &id, &pids);
     // Stopping again is a no-op.
     env.driver.stop(&id).await.unwrap();
 
-    // The writable layer survives the stop.
+    // The writable layer survives the stop, even with a workspace the sandbox broke.
     let again = env.start(&spec).await;
     assert_ne!(again.pid, started.pid);
-    assert_eq!(ok(&again.socket, "cat /workspace/keep").await, "persisted");
+    assert_eq!(
+        ok(&again.socket, "pwd; cat /ws-old/keep").await,
+        "/\npersisted"
+    );
     // Starting a running sandbox returns it unchanged.
     assert_eq!(env.driver.start(&spec).await.unwrap().pid, again.pid);
 
@@ -218,6 +222,17 @@ async fn serial_failed_launch_is_reported_and_cleaned_up() {
     let err = env.driver.start(&spec).await.unwrap_err();
     assert!(matches!(err, DriverError::StartFailed { .. }), "{err}");
     assert!(err.to_string().contains("/dev"), "{err}");
+    assert_gone(&env, &id, &[]);
+    env.driver.destroy(&id).await.unwrap();
+
+    // Symlinks planted where the launcher mounts are refused, not followed.
+    let id = unique_id("fail");
+    let mut spec = env.spec(&id, 1_750_000);
+    spec.image_rootfs = env.dir.path().join("link-image");
+    std::fs::create_dir_all(&spec.image_rootfs).unwrap();
+    std::os::unix::fs::symlink("/", spec.image_rootfs.join("dev")).unwrap();
+    let err = env.driver.start(&spec).await.unwrap_err();
+    assert!(err.to_string().contains("is not a directory"), "{err}");
     assert_gone(&env, &id, &[]);
     env.driver.destroy(&id).await.unwrap();
 
