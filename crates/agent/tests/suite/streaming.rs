@@ -148,3 +148,38 @@ async fn stream_validation_errors_are_plain_error_responses() {
     assert_eq!(r.status, 400);
     assert_eq!(r.json()["code"], "VALIDATION_FAILED");
 }
+
+#[tokio::test]
+async fn a_slow_client_slows_the_command_instead_of_filling_memory() {
+    let a = Agent::start();
+    let mut s = a
+        .sse(
+            "/api/execute/stream",
+            json!({"command": "yes | head -c 40M; echo end", "sessionId": "__DISABLE_SESSION__"}),
+        )
+        .await;
+    let rss_kb = |pid: i32| -> u64 {
+        std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .unwrap()
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap()
+    };
+    assert_eq!(s.next().await.unwrap()["type"], "start");
+    let before = rss_kb(a.pid());
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Not reading for 1.5 s: the agent holds a few chunks, not the 40 MB produced.
+    let growth = rss_kb(a.pid()).saturating_sub(before);
+    assert!(growth < 16 * 1024, "agent RSS grew by {growth} kB");
+    let mut bytes = 0usize;
+    let mut last = None;
+    while let Some(e) = s.next().await {
+        if e["type"] == "stdout" {
+            bytes += e["data"].as_str().unwrap().len();
+        }
+        last = Some(e);
+    }
+    assert_eq!(bytes, 40 * 1024 * 1024 + 4);
+    assert_eq!(last.unwrap()["type"], "complete");
+}
