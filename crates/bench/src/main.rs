@@ -11,8 +11,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::Parser;
+use sandpit_client::protocol::DISABLE_SESSION;
+use sandpit_client::protocol::container::ExecuteResponse;
 use sandpit_client::protocol::control::CreateSandboxRequest;
-use sandpit_client::{Client, ExecOptions};
+use sandpit_client::{Client, ExecOptions, SandboxHandle};
 use sandpit_image::{DEFAULT_IMAGE, ImageStore};
 use sandpit_server::{ServeConfig, Server};
 
@@ -64,6 +66,14 @@ struct Row {
 struct Report {
     rows: Vec<Row>,
     notes: Vec<String>,
+    /// (target, measured value, met?)
+    verdicts: Vec<(String, String, bool)>,
+}
+
+/// Numbers beyond latency rows that targets are checked against.
+struct Facts {
+    concurrent_errors: usize,
+    mib_per_idle: f64,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -113,31 +123,75 @@ async fn run(args: &Args) -> anyhow::Result<Report> {
 
     let result = measure(args, &client).await;
     server.shutdown().await?;
-    let (mut rows, notes) = result?;
+    let (mut rows, mut notes, facts) = result?;
 
-    let cold_p50 = rows[0].samples.p50();
+    let cold = rows[0].samples.clone();
     let warm_p50 = rows[1].samples.p50();
+    let cold_ratio = cold.p50() / bwrap.p50();
+    notes.insert(
+        0,
+        format!(
+            "Ratios: cold create→exec p50 / bwrap p50 = **{cold_ratio:.2}×**; \
+             warm exec p50 / fork+exec p50 = **{:.2}×**.",
+            warm_p50 / fork_exec.p50()
+        ),
+    );
+    notes.push(
+        "The default-session exec runs `true` in the session's persistent bash (a builtin, no \
+         fork); the sessionless row forks `bash -c true` inside the sandbox per call."
+            .into(),
+    );
+    let ms = |v: f64| format!("{v:.2} ms");
+    let verdicts = vec![
+        (
+            "cold p50 ≤ 20 ms".into(),
+            ms(cold.p50()),
+            cold.p50() <= 20.0,
+        ),
+        (
+            "cold p99 ≤ 60 ms".into(),
+            ms(cold.p99()),
+            cold.p99() <= 60.0,
+        ),
+        (
+            "cold p50 ≤ 2× bwrap p50".into(),
+            format!("{cold_ratio:.2}×"),
+            cold_ratio <= 2.0,
+        ),
+        ("warm exec p50 ≤ 3 ms".into(), ms(warm_p50), warm_p50 <= 3.0),
+        (
+            "≤ 6 MiB per idle sandbox".into(),
+            format!("{:.2} MiB", facts.mib_per_idle),
+            facts.mib_per_idle <= 6.0,
+        ),
+        (
+            format!(
+                "{} concurrent create → exec without errors",
+                args.concurrent
+            ),
+            format!("{} errors", facts.concurrent_errors),
+            facts.concurrent_errors == 0,
+        ),
+    ];
     rows.push(Row {
         name: "baseline: fork+exec `true`".into(),
-        samples: fork_exec.clone(),
+        samples: fork_exec,
         target: String::new(),
     });
     rows.push(Row {
         name: "baseline: bwrap --unshare-all … true".into(),
-        samples: bwrap.clone(),
+        samples: bwrap,
         target: String::new(),
     });
-    let mut notes = notes;
-    notes.insert(0, format!(
-        "Ratios: cold create→exec p50 / bwrap p50 = **{:.2}×** (target ≤ 2×); warm exec p50 / fork+exec p50 = **{:.2}×**.",
-        cold_p50 / bwrap.p50(),
-        warm_p50 / fork_exec.p50()
-    ));
-    Ok(Report { rows, notes })
+    Ok(Report {
+        rows,
+        notes,
+        verdicts,
+    })
 }
 
 /// Runs the sandbox measurements against a started server.
-async fn measure(args: &Args, client: &Client) -> anyhow::Result<(Vec<Row>, Vec<String>)> {
+async fn measure(args: &Args, client: &Client) -> anyhow::Result<(Vec<Row>, Vec<String>, Facts)> {
     let mut rows = Vec::new();
     let mut notes = Vec::new();
     let run = std::process::id();
@@ -173,9 +227,27 @@ async fn measure(args: &Args, client: &Client) -> anyhow::Result<(Vec<Row>, Vec<
         warm.push(t.elapsed());
     }
     rows.push(Row {
-        name: format!("warm `exec true` round trip (N={})", warm.len()),
+        name: format!(
+            "warm `exec true` round trip, default session (N={})",
+            warm.len()
+        ),
         samples: warm,
         target: "p50 ≤ 3 ms".into(),
+    });
+    let oneshot = ExecOptions::default().session(DISABLE_SESSION);
+    let mut sessionless = Samples::default();
+    for _ in 0..args.warm {
+        let t = Instant::now();
+        check_true(&sandbox, sandbox.exec("true", &oneshot).await?)?;
+        sessionless.push(t.elapsed());
+    }
+    rows.push(Row {
+        name: format!(
+            "warm `exec true`, sessionless `bash -c` (N={})",
+            sessionless.len()
+        ),
+        samples: sessionless,
+        target: String::new(),
     });
 
     // (5) Sleep → wake, on the warm sandbox.
@@ -264,7 +336,11 @@ async fn measure(args: &Args, client: &Client) -> anyhow::Result<(Vec<Row>, Vec<
         pids.len(),
         per(cgroup_bytes),
     ));
-    Ok((rows, notes))
+    let facts = Facts {
+        concurrent_errors: errors.len(),
+        mib_per_idle: per(pss),
+    };
+    Ok((rows, notes, facts))
 }
 
 async fn create_and_exec(client: &Client, id: &str) -> anyhow::Result<()> {
@@ -276,8 +352,14 @@ async fn create_and_exec(client: &Client, id: &str) -> anyhow::Result<()> {
     exec_true(&client.sandbox(id)).await
 }
 
-async fn exec_true(sandbox: &sandpit_client::SandboxHandle) -> anyhow::Result<()> {
-    let out = sandbox.exec("true", &ExecOptions::default()).await?;
+async fn exec_true(sandbox: &SandboxHandle) -> anyhow::Result<()> {
+    check_true(
+        sandbox,
+        sandbox.exec("true", &ExecOptions::default()).await?,
+    )
+}
+
+fn check_true(sandbox: &SandboxHandle, out: ExecuteResponse) -> anyhow::Result<()> {
     if out.exit_code != 0 {
         bail!(
             "`true` exited {} in {}: {}",
@@ -345,6 +427,11 @@ fn render(args: &Args, report: &Report) -> String {
             row.samples.p99(),
             row.target
         ));
+    }
+    out.push_str("\n| target | measured | met |\n|---|---|---|\n");
+    for (target, value, met) in &report.verdicts {
+        let met = if *met { "yes" } else { "**no**" };
+        out.push_str(&format!("| {target} | {value} | {met} |\n"));
     }
     out.push('\n');
     for note in &report.notes {
