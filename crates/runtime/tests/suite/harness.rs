@@ -142,3 +142,24 @@ pub async fn ok(socket: &Path, cmd: &str) -> String {
 pub fn alive(pid: u32) -> bool {
     std::path::Path::new(&format!("/proc/{pid}")).exists()
 }
+
+/// A failed (panicking) test must not leave sandboxes running: kill and remove the cgroups of
+/// every sandbox of this data dir.
+impl Drop for Env {
+    fn drop(&mut self) {
+        let cg = self.driver.cgroups();
+        let ids: Vec<String> = cg
+            .list()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|id| self.driver.sandbox_dir(id).exists())
+            .collect();
+        for id in ids {
+            let _ = cg.kill_all(&id);
+            let deadline = std::time::Instant::now() + Duration::from_secs(3);
+            while cg.remove(&id).is_err() && std::time::Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+    }
+}
