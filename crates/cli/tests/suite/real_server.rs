@@ -12,6 +12,18 @@ fn serial_cli_against_real_server() {
         return;
     };
     let served = Served::start(&images);
+    assert!(
+        served
+            .log()
+            .contains(&format!("sandpit listening on {}", served.url)),
+        "{}",
+        served.log()
+    );
+    assert!(
+        served.log().contains("admin key stored in"),
+        "{}",
+        served.log()
+    );
 
     // First use creates the sandbox; argv is shell-quoted.
     served
@@ -45,6 +57,38 @@ fn serial_cli_against_real_server() {
         .assert()
         .success()
         .stdout("x y\n/tmp\n");
+
+    // --timeout-ms gives up quickly with 124, as coreutils `timeout` does.
+    let started = std::time::Instant::now();
+    served
+        .cli()
+        .args(["exec", "--timeout-ms", "300", "demo", "--", "sleep", "5"])
+        .assert()
+        .code(124);
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(4),
+        "{:?}",
+        started.elapsed()
+    );
+    // Sessions keep shell state between invocations.
+    served
+        .cli()
+        .args([
+            "exec",
+            "--session",
+            "s1",
+            "demo",
+            "--",
+            "cd /tmp && export K=v",
+        ])
+        .assert()
+        .success();
+    served
+        .cli()
+        .args(["exec", "--session", "s1", "demo", "--", "echo $K; pwd"])
+        .assert()
+        .success()
+        .stdout("v\n/tmp\n");
 
     // cp both ways with a file large enough to take several chunks.
     let dir = tempfile::tempdir().unwrap();
@@ -118,4 +162,34 @@ fn serial_cli_against_real_server() {
         .clone();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.starts_with("error: SANDBOX_NOT_FOUND: "), "{err}");
+}
+
+#[test]
+fn serial_image_build_is_a_no_op_when_the_image_exists() {
+    let Some(images) = images_dir_or_skip("serial_image_build_is_a_no_op_when_the_image_exists")
+    else {
+        return;
+    };
+    let out = stdout(
+        super::support::sandpit()
+            .args(["image", "--images-dir"])
+            .arg(&images)
+            .arg("build")
+            .assert()
+            .success(),
+    );
+    assert!(out.starts_with("default ready"), "{out}");
+    let out = stdout(
+        super::support::sandpit()
+            .args(["image", "--images-dir"])
+            .arg(&images)
+            .arg("ls")
+            .assert()
+            .success(),
+    );
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("default ") && l.contains("debootstrap")),
+        "{out}"
+    );
 }
