@@ -124,3 +124,37 @@ async fn serial_idle_footprint() {
     assert!(usage < 64 << 20, "idle sandbox uses {usage} bytes");
     env.driver.destroy(&id).await.unwrap();
 }
+
+fn meminfo_kib(keys: &[&str]) -> u64 {
+    let text = std::fs::read_to_string("/proc/meminfo").unwrap();
+    text.lines()
+        .filter(|l| keys.iter().any(|k| l.starts_with(&format!("{k}:"))))
+        .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .sum()
+}
+
+/// Informational: kernel memory per idle sandbox (unreclaimable slab, per-cpu, stacks, page
+/// tables), from /proc/meminfo deltas over 16 sandboxes. Noisy on a busy host.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serial_kernel_footprint() {
+    let Some(env) = Env::new() else { return };
+    let keys = ["SUnreclaim", "Percpu", "KernelStack", "PageTables"];
+    let n = 16u32;
+    let before = meminfo_kib(&keys);
+    let mut ids = Vec::new();
+    for i in 0..n {
+        let id = unique_id("kmem");
+        let started = env.start(&env.spec(&id, 3_000_000 + i * 65536)).await;
+        ok(&started.socket, "true").await;
+        ids.push(id);
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let after = meminfo_kib(&keys);
+    eprintln!(
+        "FOOTPRINT kernel per idle sandbox ({keys:?}): {} KiB",
+        after.saturating_sub(before) / u64::from(n)
+    );
+    for id in &ids {
+        env.driver.destroy(id).await.unwrap();
+    }
+}
