@@ -483,8 +483,9 @@ impl CgroupManager for V1Hybrid {
             .as_ref()
             .map(|u| u.join(name).join("cgroup.kill"))
             && kill.exists()
+            && write_file(&kill, "1").is_ok()
         {
-            return write_file(&kill, "1");
+            return Ok(());
         }
         self.kill_with_freezer(name)
     }
