@@ -28,8 +28,10 @@ use crate::auth::Tenant;
 use crate::error::{ApiError, ApiResult};
 use crate::lifecycle::{ActivityGuard, Lease};
 
-/// Headers that describe one hop, not the message (RFC 9110 §7.6.1), plus the caller's key.
-const HOP_HEADERS: [HeaderName; 8] = [
+/// Headers that describe one hop, not the message (RFC 9110 §7.6.1). `Expect` is answered by
+/// our own server when the body is read; the agent must not answer it a second time.
+const HOP_HEADERS: [HeaderName; 9] = [
+    header::EXPECT,
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     header::PROXY_AUTHENTICATE,
