@@ -69,7 +69,7 @@ pub struct ServeArgs {
 #[derive(Debug, Args)]
 pub struct ImagesDir {
     /// Image directory (default: <data-dir>/images).
-    #[arg(long, env = "SANDPIT_IMAGES_DIR")]
+    #[arg(long, env = "SANDPIT_IMAGES_DIR", global = true)]
     pub images_dir: Option<PathBuf>,
 }
 
@@ -191,6 +191,21 @@ mod tests {
     fn grammar_is_consistent() {
         use clap::CommandFactory;
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn images_dir_goes_before_or_after_the_image_subcommand() {
+        for argv in [
+            ["sandpit", "image", "build", "--images-dir", "/x"],
+            ["sandpit", "image", "--images-dir", "/x", "build"],
+        ] {
+            let cli = Cli::try_parse_from(argv).unwrap();
+            let Command::Image(args) = cli.command else {
+                panic!("not image")
+            };
+            assert_eq!(args.images.images_dir, Some(PathBuf::from("/x")));
+            assert!(matches!(args.command, ImageCommand::Build { force: false }));
+        }
     }
 
     #[test]

@@ -172,9 +172,8 @@ fn serial_image_build_is_a_no_op_when_the_image_exists() {
     };
     let out = stdout(
         super::support::sandpit()
-            .args(["image", "--images-dir"])
+            .args(["image", "build", "--images-dir"])
             .arg(&images)
-            .arg("build")
             .assert()
             .success(),
     );
