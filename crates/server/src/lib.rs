@@ -137,9 +137,28 @@ pub struct Server {
     key_file: PathBuf,
     manager: Arc<Manager>,
     shutdown: watch::Sender<bool>,
-    serve: JoinHandle<std::io::Result<()>>,
-    reaper: JoinHandle<()>,
+    /// `None` once shut down.
+    serve: Option<JoinHandle<std::io::Result<()>>>,
+    reaper: Option<JoinHandle<()>>,
     grace: Duration,
+    /// Held while the server lives: one server per data dir.
+    _data_dir_lock: std::fs::File,
+}
+
+/// Dropping a server without [`Server::shutdown`] stops serving at once and leaves its
+/// sandboxes running, like a crash; the next server on the data dir reconciles them.
+impl Drop for Server {
+    fn drop(&mut self) {
+        for task in [
+            self.reaper.take().map(|t| t.abort_handle()),
+            self.serve.take().map(|t| t.abort_handle()),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            task.abort();
+        }
+    }
 }
 
 impl Server {
@@ -156,6 +175,7 @@ impl Server {
     ) -> anyhow::Result<Server> {
         std::fs::create_dir_all(&config.data_dir)
             .with_context(|| format!("creating {}", config.data_dir.display()))?;
+        let data_dir_lock = lock_data_dir(&config.data_dir)?;
         let db = config.data_dir.join("sandpit.db");
         let store: Arc<dyn Store> =
             Arc::new(SqliteStore::open(&db).with_context(|| format!("opening {}", db.display()))?);
@@ -214,9 +234,10 @@ impl Server {
             key_file,
             manager,
             shutdown,
-            serve,
-            reaper,
+            serve: Some(serve),
+            reaper: Some(reaper),
             grace: config.shutdown_grace,
+            _data_dir_lock: data_dir_lock,
         })
     }
 
@@ -237,26 +258,19 @@ impl Server {
 
     /// Stops serving (open requests get `shutdown_grace` to finish), then puts every running
     /// sandbox to sleep.
-    pub async fn shutdown(self) -> anyhow::Result<()> {
-        let Server {
-            shutdown,
-            mut serve,
-            reaper,
-            manager,
-            grace,
-            ..
-        } = self;
-        let _ = shutdown.send(true);
-        let _ = reaper.await;
-        let finished = tokio::time::timeout(grace, &mut serve).await.is_ok();
-        // Sleeping the sandboxes also ends streams still open after the grace period.
-        manager.sleep_all().await;
-        if !finished
-            && tokio::time::timeout(Duration::from_secs(1), &mut serve)
-                .await
-                .is_err()
-        {
-            serve.abort();
+    pub async fn shutdown(mut self) -> anyhow::Result<()> {
+        let _ = self.shutdown.send(true);
+        if let Some(reaper) = self.reaper.take() {
+            let _ = reaper.await;
+        }
+        if let Some(mut serve) = self.serve.take() {
+            let finished = tokio::time::timeout(self.grace, &mut serve).await.is_ok();
+            // Sleeping the sandboxes also ends streams still open after the grace period.
+            self.manager.sleep_all().await;
+            let one_more = Duration::from_secs(1);
+            if !finished && tokio::time::timeout(one_more, &mut serve).await.is_err() {
+                serve.abort();
+            }
         }
         tracing::info!("sandpit server stopped");
         Ok(())
@@ -271,6 +285,28 @@ impl Server {
         }
         tracing::info!("signal received, shutting down");
         self.shutdown().await
+    }
+}
+
+/// Takes `<data_dir>/server.lock`: two servers on one data dir would fight over its sandboxes.
+fn lock_data_dir(data_dir: &Path) -> anyhow::Result<std::fs::File> {
+    let path = data_dir.join("server.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => anyhow::bail!(
+            "another sandpit server is using {} (lock {} is held)",
+            data_dir.display(),
+            path.display()
+        ),
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(anyhow::Error::new(e).context(format!("locking {}", path.display())))
+        }
     }
 }
 

@@ -210,7 +210,7 @@ async fn restart_after_a_crash_reconciles_running_sandboxes() {
         _tmp,
         ..
     } = ts;
-    std::mem::forget(server);
+    drop(server);
     assert_eq!(driver.running_ids().len(), 1);
     let ts = TestServer::start_in(&dir, driver.clone(), |_| {}).await;
     assert!(
@@ -221,4 +221,15 @@ async fn restart_after_a_crash_reconciles_running_sandboxes() {
     let (s, _) = ts.exec("orphan", "y").await;
     assert_eq!(s, 200);
     drop(_tmp);
+}
+
+#[tokio::test]
+async fn one_server_per_data_dir() {
+    let ts = TestServer::start().await;
+    let cfg = super::config(&ts.dir);
+    let err = sandpit_server::Server::start_with_driver(cfg, ts.driver.clone()).await;
+    let message = format!("{:#}", err.err().expect("a second server must not start"));
+    assert!(message.contains("another sandpit server"), "{message}");
+    let (s, _) = ts.get("/v1/sandboxes").await;
+    assert_eq!(s, 200, "the first one is unaffected");
 }
