@@ -153,7 +153,8 @@ pub fn script(spec: &CommandSpec<'_>) -> (String, Vec<u8>) {
             None => s.push_str(&format!("builtin unset {key}\n")),
         }
     }
-    let run = "builtin eval \"$__sp_cmd\" </dev/null 3>&-\n__sp_rc=$?\n";
+    // The command sees none of the agent's descriptors (fd 3, the saved stdout/stderr).
+    let run = "builtin eval \"$__sp_cmd\" </dev/null 3>&- {__sp_o}>&- {__sp_e}>&-\n__sp_rc=$?\n";
     match spec.cwd {
         Some(cwd) => {
             let q = quote(cwd);
@@ -170,7 +171,7 @@ pub fn script(spec: &CommandSpec<'_>) -> (String, Vec<u8>) {
     }
     let (l, r) = (quote(&left), quote(&right));
     s.push_str(&format!(
-        "builtin printf '%s%s' {l} {r}\nbuiltin printf '%s%s' {l} {r} >&2\nbuiltin printf '%d %s\\0' \"$__sp_rc\" \"$PWD\" >&3\nbuiltin unset __sp_cmd __sp_rc __sp_prev"
+        "builtin printf '%s%s' {l} {r} >&\"$__sp_o\"\nbuiltin printf '%s%s' {l} {r} >&\"$__sp_e\"\nbuiltin printf '%d %s\\0' \"$__sp_rc\" \"$PWD\" >&3\nbuiltin unset __sp_cmd __sp_rc __sp_prev"
     ));
     for i in 0..env.len() {
         s.push_str(&format!(" __sp_s{i} __sp_v{i} __sp_x{i}"));
@@ -180,7 +181,9 @@ pub fn script(spec: &CommandSpec<'_>) -> (String, Vec<u8>) {
 }
 
 /// Lines run once when a session shell starts.
-pub const PRELUDE: &str = "shopt -s expand_aliases\n";
+/// Markers go to copies of the original stdout/stderr, so a command that redirects the
+/// shell's own (`exec >/dev/null`) cannot make the agent wait forever.
+pub const PRELUDE: &str = "shopt -s expand_aliases\nexec {__sp_o}>&1 {__sp_e}>&2\n";
 
 impl ShellIo {
     /// Runs one command script and streams its output into `sink` until its markers and status

@@ -362,3 +362,35 @@ async fn a_flooding_sessionless_command_still_times_out() {
             .ends_with("Command timed out after 500ms")
     );
 }
+
+#[tokio::test]
+async fn redirecting_the_shells_own_descriptors_does_not_hang_the_session() {
+    let a = Agent::start();
+    let started = Instant::now();
+    let (out, _, code) = a.sh("s", "exec 3>/dev/null; echo three").await;
+    assert_eq!((out.as_str(), code), ("three\n", 0));
+    let (out, err, code) = a
+        .sh("s", "echo before; exec >/dev/null 2>&1; echo hidden")
+        .await;
+    assert_eq!((out.as_str(), err.as_str(), code), ("before\n", "", 0));
+    // Later output goes where the session's stdout now points, and commands still complete.
+    let (out, _, code) = a
+        .sh("s", "echo gone; exit_status() { return 4; }; exit_status")
+        .await;
+    assert_eq!((out.as_str(), code), ("", 4));
+    assert!(started.elapsed() < Duration::from_secs(5));
+    // The agent's descriptors (control pipe, saved stdout/stderr) are not inherited by commands.
+    // (Other descriptors the test runner leaked into the agent may be; in a sandbox there are
+    // none, see the launch test.)
+    let (out, _, _) = a
+        .sh("t", "echo $__sp_o $__sp_e; sh -c 'ls /proc/$$/fd'")
+        .await;
+    let mut lines = out.lines();
+    let saved: Vec<&str> = lines.next().unwrap().split(' ').collect();
+    let fds: Vec<&str> = lines.collect();
+    assert_eq!(saved.len(), 2);
+    for fd in saved.iter().chain(&["3"]) {
+        assert!(!fds.contains(fd), "fd {fd} leaked: {fds:?}");
+    }
+    assert!(fds.starts_with(&["0", "1"]));
+}
