@@ -24,10 +24,14 @@ pub fn describe() -> String {
                 .map(|(_, m)| m.trim())
         })
         .unwrap_or("unknown");
+    // Other work on the machine skews latencies; the load average shows how busy it was.
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let load: Vec<&str> = load.split_whitespace().take(3).collect();
     format!(
-        "nproc {cpus}, memory {:.1} GiB, kernel {}, CPU {model}",
+        "nproc {cpus}, memory {:.1} GiB, kernel {}, CPU {model}; load average at start {}",
         mem_kib as f64 / (1024.0 * 1024.0),
-        kernel.trim()
+        kernel.trim(),
+        load.join(" ")
     )
 }
 
