@@ -21,7 +21,7 @@ use sandpit_protocol::control::{
     SandboxState, UpdateSandboxRequest, validate_sandbox_id,
 };
 use sandpit_protocol::time::{parse_duration, timestamp};
-use sandpit_runtime::{Driver, SandboxSpec, Started};
+use sandpit_runtime::{Driver, DriverError, SandboxSpec, Started};
 use sandpit_store::{NewSandbox, SandboxOptions, SandboxRecord, Store, uid_base};
 use sha2::{Digest, Sha256};
 
@@ -351,11 +351,15 @@ impl Manager {
         };
         let started = self.driver.start(&spec).await.map_err(|e| {
             tracing::warn!(sandbox = %entry.id, tenant = %entry.tenant, error = %e, "start failed");
-            ApiError::new(
-                ErrorCode::SandboxStartFailed,
-                format!("sandbox failed to start: {e}"),
-            )
-            .context("sandboxId", entry.id.as_str())
+            let error = match &e {
+                // The spec's limits or env are what the driver refused: the caller's input.
+                DriverError::InvalidSpec(m) => ApiError::validation(m.clone()),
+                _ => ApiError::new(
+                    ErrorCode::SandboxStartFailed,
+                    format!("sandbox failed to start: {e}"),
+                ),
+            };
+            error.context("sandboxId", entry.id.as_str())
         })?;
         tracing::info!(sandbox = %entry.id, tenant = %entry.tenant, pid = started.pid, "sandbox started");
         self.metrics.sandbox_started();

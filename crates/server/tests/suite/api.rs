@@ -322,6 +322,13 @@ async fn failed_first_start_leaves_nothing() {
     assert_error(s, &b, 500, "SANDBOX_START_FAILED");
     let (s, b) = ts.get("/v1/sandboxes/boom").await;
     assert_error(s, &b, 404, "SANDBOX_NOT_FOUND");
+    // Limits the driver refuses are the caller's mistake.
+    let body = json!({"id": "tiny", "limits": {"memoryMb": 1}});
+    let (s, b) = ts.json(Method::POST, "/v1/sandboxes", body).await;
+    assert_error(s, &b, 400, "VALIDATION_FAILED");
+    assert!(b["message"].as_str().unwrap().contains("memoryMb"), "{b}");
+    let (s, b) = ts.get("/v1/sandboxes/tiny").await;
+    assert_error(s, &b, 404, "SANDBOX_NOT_FOUND");
 }
 
 #[tokio::test]

@@ -377,6 +377,9 @@ async fn serial_e2e_streams_metrics_and_bad_requests() {
         )
         .await;
     assert_error(s, &b, 404, "IMAGE_NOT_FOUND");
+    let body = json!({"id": "e2e-tiny", "limits": {"memoryMb": 1}});
+    let (s, b) = rs.call(Method::POST, "/v1/sandboxes", body).await;
+    assert_error(s, &b, 400, "VALIDATION_FAILED");
     // Announce a body over 64 MiB and send none: the answer must come from the header alone
     // (a client still sending would see the connection close under it).
     let addr = rs.server.as_ref().unwrap().addr();

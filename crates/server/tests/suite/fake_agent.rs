@@ -76,6 +76,11 @@ impl Driver for FakeDriver {
                 message: "asked to fail".into(),
             });
         }
+        if spec.limits.memory_mb.is_some_and(|m| m < 8) {
+            return Err(DriverError::InvalidSpec(
+                "memoryMb must be at least 8".into(),
+            ));
+        }
         self.specs.lock().unwrap().push(spec.clone());
         self.counters.starts.fetch_add(1, Ordering::SeqCst);
         let socket = self.dir.join(format!("{}.sock", spec.id));
