@@ -25,6 +25,8 @@ use cmd::{clean_command, in_rootfs, run_lines};
 use status::{AptProgress, AptStatus, parse_apt_status, parse_debootstrap_line};
 
 const CODENAME: &str = "bookworm";
+/// Where Debian keeps locally added CA certificates (on the host and in the image).
+const HOST_LOCAL_CAS: &str = "/usr/local/share/ca-certificates";
 
 // Backstops against a stalled mirror or a hung maintainer script (a build takes ~2 minutes).
 const BOOTSTRAP_LIMIT: Duration = Duration::from_secs(30 * 60);
@@ -86,12 +88,20 @@ fn build(staging: &Path, progress: &dyn Progress) -> Result<ImageConfig, ImageEr
         progress,
     )?;
     configure_apt(&rootfs, &sources)?;
+    copy_local_cas(
+        Path::new(HOST_LOCAL_CAS),
+        &rootfs.join(HOST_LOCAL_CAS.trim_start_matches('/')),
+        progress,
+    )?;
     install_packages(&rootfs, progress)?;
 
     let mut config = ImageConfig {
         env: vec![
             "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_owned(),
             "LANG=C.UTF-8".to_owned(),
+            // The official Node build ships its own CA list; this adds the system one (with
+            // any host-local CAs) so node agrees with curl, git and pip.
+            "NODE_EXTRA_CA_CERTS=/etc/ssl/certs/ca-certificates.crt".to_owned(),
         ],
         working_dir: Some("/workspace".to_owned()),
         cmd: vec!["/bin/bash".to_owned()],
@@ -195,6 +205,33 @@ fn configure_apt(rootfs: &Path, sources: &[mirror::AptSource]) -> Result<(), Ima
     Ok(())
 }
 
+/// Copies the host's local CA certificates (`*.crt`) into the image before `ca-certificates`
+/// is installed, whose postinst then adds them to the image's bundle: on hosts whose network
+/// intercepts TLS, https inside sandboxes works like on the host. Certificates are public.
+fn copy_local_cas(from: &Path, to: &Path, progress: &dyn Progress) -> Result<(), ImageError> {
+    let Ok(entries) = fs::read_dir(from) else {
+        return Ok(());
+    };
+    let mut copied = 0;
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let is_crt = path.extension().is_some_and(|e| e == "crt");
+        if !is_crt || !entry.file_type().is_ok_and(|t| t.is_file()) {
+            continue;
+        }
+        fs::create_dir_all(to).map_err(io_err(format!("creating {}", to.display())))?;
+        let target = to.join(entry.file_name());
+        fs::copy(&path, &target).map_err(io_err(format!("copying {}", path.display())))?;
+        copied += 1;
+    }
+    if copied > 0 {
+        progress.message(&format!(
+            "trusting {copied} local CA certificate(s) of the host ({HOST_LOCAL_CAS})"
+        ));
+    }
+    Ok(())
+}
+
 fn install_packages(rootfs: &Path, progress: &dyn Progress) -> Result<(), ImageError> {
     progress.stage("packages", Some(100));
     // Three apt runs; each announces itself on stdout so the progress figure can give it a
@@ -290,4 +327,35 @@ fn remove_docs_except_copyright(doc: &Path) -> Result<(), ImageError> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn copies_only_crt_files_of_the_host() {
+        let host = tempfile::tempdir().unwrap();
+        std::fs::write(host.path().join("corp.crt"), "cert").unwrap();
+        std::fs::write(host.path().join("notes.txt"), "x").unwrap();
+        std::fs::create_dir(host.path().join("dir.crt")).unwrap();
+        let image = tempfile::tempdir().unwrap();
+        let target = image.path().join("usr/local/share/ca-certificates");
+        copy_local_cas(host.path(), &target, &crate::NoProgress).unwrap();
+        let mut names: Vec<_> = std::fs::read_dir(&target)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["corp.crt"]);
+        // A host without local CAs changes nothing.
+        let empty = tempfile::tempdir().unwrap();
+        copy_local_cas(
+            &empty.path().join("missing"),
+            &empty.path().join("t"),
+            &crate::NoProgress,
+        )
+        .unwrap();
+        assert!(!empty.path().join("t").exists());
+    }
 }

@@ -79,7 +79,7 @@ fn pack_on_host(spec: &str, scratch: &Path) -> Result<PathBuf, String> {
 /// `npm pack` with the image's npm, in the image's /tmp (emptied by the finalize stage).
 fn pack_in_image(spec: &str, rootfs: &Path) -> Result<PathBuf, String> {
     let script = "mkdir -p \"$R/tmp/node-pack\"; \
-        chroot \"$R\" sh -c 'cd /tmp/node-pack && npm pack --silent --ignore-scripts \"$1\"' sh \"$1\"";
+        chroot \"$R\" sh -c 'cd /tmp/node-pack && npm pack --loglevel=error --ignore-scripts \"$1\"' sh \"$1\"";
     let mut cmd = in_rootfs(rootfs, script);
     cmd.arg(spec);
     output(&mut cmd, STAGE, FETCH_LIMIT).map_err(|e| e.to_string())?;
