@@ -10,6 +10,10 @@ use sandpit_image::Progress;
 /// Files at least this large get a progress bar in `cp`.
 pub const BAR_THRESHOLD: u64 = 1 << 20;
 
+const BYTES: &str = "{prefix} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}";
+const STAGE_BAR: &str = "{spinner} {prefix:>10} [{bar:30}] {percent:>3}% {wide_msg}";
+const STAGE_SPINNER: &str = "{spinner} {prefix:>10} {elapsed} {wide_msg}";
+
 fn style(template: &str) -> ProgressStyle {
     ProgressStyle::with_template(template)
         .unwrap_or_else(|_| ProgressStyle::default_bar())
@@ -21,9 +25,7 @@ pub fn bytes_bar(total: u64, label: &str) -> ProgressBar {
     if total < BAR_THRESHOLD {
         return ProgressBar::hidden();
     }
-    let bar = ProgressBar::new(total).with_style(style(
-        "{prefix} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
-    ));
+    let bar = ProgressBar::new(total).with_style(style(BYTES));
     bar.set_prefix(label.to_owned());
     bar
 }
@@ -65,14 +67,10 @@ impl Progress for StageProgress {
         }
         match total {
             Some(total) => {
-                self.bar.set_style(style(
-                    "{spinner} {prefix:>10} [{bar:30}] {percent:>3}% {wide_msg}",
-                ));
+                self.bar.set_style(style(STAGE_BAR));
                 self.bar.set_length(total);
             }
-            None => self
-                .bar
-                .set_style(style("{spinner} {prefix:>10} {elapsed} {wide_msg}")),
+            None => self.bar.set_style(style(STAGE_SPINNER)),
         }
         self.bar.set_position(0);
         self.bar.set_prefix(name.to_owned());
@@ -101,5 +99,22 @@ impl Progress for StageProgress {
         if self.plain.is_none() {
             self.bar.set_message(msg.to_owned());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn templates_parse() {
+        for template in [BYTES, STAGE_BAR, STAGE_SPINNER] {
+            assert!(ProgressStyle::with_template(template).is_ok(), "{template}");
+        }
+    }
+
+    #[test]
+    fn small_transfers_get_no_bar() {
+        assert!(bytes_bar(BAR_THRESHOLD - 1, "x").is_hidden());
     }
 }
