@@ -109,7 +109,7 @@ async fn forward_inner(app: Arc<AppState>, mut request: Request) -> ApiResult<Re
         mut guard,
         entry,
     } = app.manager.acquire(&tenant.name, &id).await?;
-    if target == "/api/execute" {
+    if target.split('?').next() == Some("/api/execute") {
         guard.time_exec(app.metrics.clone());
     }
 
