@@ -261,7 +261,10 @@ async fn serial_failed_launch_is_reported_and_cleaned_up() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serial_start_latency() {
     let Some(env) = Env::new() else { return };
-    let runs = 15;
+    let runs: u32 = std::env::var("SANDPIT_LATENCY_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(15);
     let (mut start, mut first_exec, mut stop) = (Vec::new(), Vec::new(), Vec::new());
     for n in 0..runs {
         let id = unique_id("lat");
