@@ -39,7 +39,7 @@ impl ImageStore {
         let limits = self.limits();
         self.commit(name, IfReady::Fail, progress, |staging| {
             progress.stage("index", None);
-            let archive = Archive::open(tar, staging)?;
+            let archive = Archive::open(tar, staging, limits.max_bytes)?;
             let (plan, source) = if archive.has("oci-layout") && archive.has("index.json") {
                 (oci_plan(&archive)?, SOURCE_OCI)
             } else if archive.has("manifest.json") {
@@ -102,7 +102,9 @@ struct Archive {
 }
 
 impl Archive {
-    fn open(path: &Path, scratch: &Path) -> Result<Self, ImageError> {
+    /// `max_plain` caps the decompressed size of a gzipped tarball (a gzip bomb must not fill
+    /// the disk).
+    fn open(path: &Path, scratch: &Path, max_plain: u64) -> Result<Self, ImageError> {
         let ctx = || format!("reading {}", path.display());
         let mut file = File::open(path).map_err(io_err(ctx()))?;
         let mut magic = [0u8; 2];
@@ -112,7 +114,13 @@ impl Archive {
             let mut out =
                 File::create(&plain).map_err(io_err(format!("writing {}", plain.display())))?;
             let input = File::open(path).map_err(io_err(ctx()))?;
-            io::copy(&mut MultiGzDecoder::new(input), &mut out).map_err(io_err(ctx()))?;
+            let mut plain_bytes = MultiGzDecoder::new(input).take(max_plain.saturating_add(1));
+            let written = io::copy(&mut plain_bytes, &mut out).map_err(io_err(ctx()))?;
+            if written > max_plain {
+                return Err(ImageError::TooLarge(format!(
+                    "the decompressed tarball exceeds {max_plain} bytes"
+                )));
+            }
             File::open(&plain).map_err(io_err(ctx()))?
         } else {
             File::open(path).map_err(io_err(ctx()))?

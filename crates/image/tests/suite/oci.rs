@@ -109,3 +109,20 @@ fn size_and_entry_limits_apply() {
     fs::remove_file(&path).unwrap();
     env.assert_clean_failure("big");
 }
+
+#[test]
+fn gzip_bomb_outer_tarball_is_capped() {
+    let env = Env::new();
+    let small = env.store.clone().with_limits(ImportLimits {
+        max_bytes: 1 << 20,
+        max_entries: 100,
+    });
+    let path = env.dir.path().join("bomb.tar.gz");
+    fs::write(&path, gzip(&vec![0u8; 8 << 20])).unwrap();
+    let err = small
+        .import_tar(&path, "bomb", &sandpit_image::NoProgress)
+        .unwrap_err();
+    assert!(matches!(err, ImageError::TooLarge(_)), "{err}");
+    fs::remove_file(&path).unwrap();
+    env.assert_clean_failure("bomb");
+}
