@@ -318,6 +318,12 @@ impl LocalDriver {
         self.config.data_dir.join("run").join(format!("{id}.sock"))
     }
 
+    /// `<data_dir>/sandboxes/<id>/agent.log`: the sandbox init's stdout and stderr (truncated
+    /// at every start).
+    pub fn agent_log(&self, id: &str) -> PathBuf {
+        self.sandbox_dir(id).join("agent.log")
+    }
+
     /// Host pid of the sandbox's init, if this driver started it and it is alive.
     pub fn pid(&self, id: &str) -> Option<u32> {
         let map = self.running.lock().ok()?;
@@ -429,7 +435,7 @@ impl LocalDriver {
             listen_fd: LISTEN_FD,
             nofile: self.config.nofile,
             env: spec.env.clone(),
-            log_file: Some(dir.join("agent.log")),
+            log_file: Some(self.agent_log(id)),
         };
         let input = serde_json::to_vec(&config).map_err(|e| DriverError::StartFailed {
             id: id.to_string(),

@@ -101,8 +101,7 @@ impl Env {
             Ok(s) => s,
             Err(e) => {
                 let log =
-                    std::fs::read_to_string(self.driver.sandbox_dir(&spec.id).join("agent.log"))
-                        .unwrap_or_default();
+                    std::fs::read_to_string(self.driver.agent_log(&spec.id)).unwrap_or_default();
                 panic!("start failed: {e}\nagent.log: {log}");
             }
         }
