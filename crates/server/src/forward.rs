@@ -7,6 +7,7 @@
 //! the sandbox's [`ActivityGuard`], so an open SSE stream keeps the sandbox awake until the
 //! client has read it to the end or gone away. WebSocket upgrades are spliced through.
 
+use std::io::ErrorKind;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -104,15 +105,6 @@ async fn forward_inner(app: Arc<AppState>, mut request: Request) -> ApiResult<Re
         ));
     }
 
-    let Lease {
-        socket,
-        mut guard,
-        entry,
-    } = app.manager.acquire(&tenant.name, &id).await?;
-    if target.split('?').next() == Some("/api/execute") {
-        guard.time_exec(app.metrics.clone());
-    }
-
     let is_upgrade = request.headers().contains_key(header::UPGRADE);
     let client_upgrade = is_upgrade.then(|| hyper::upgrade::on(&mut request));
     let (mut parts, body) = request.into_parts();
@@ -132,18 +124,10 @@ async fn forward_inner(app: Arc<AppState>, mut request: Request) -> ApiResult<Re
     let body = http_body_util::Limited::new(body, app.max_body_bytes);
     let outgoing = http::Request::from_parts(parts, body);
 
-    let stream = match UnixStream::connect(&socket).await {
-        Ok(s) => s,
-        Err(e) => {
-            let dead = app.manager.check_dead(&entry).await;
-            return Err(ApiError::new(
-                ErrorCode::SandboxUnavailable,
-                format!("sandbox agent is not reachable: {e}"),
-            )
-            .context("sandboxId", id.as_str())
-            .context("restartOnNextCall", dead));
-        }
-    };
+    let (stream, mut guard) = connect(&app, &tenant.name, &id).await?;
+    if target.split('?').next() == Some("/api/execute") {
+        guard.time_exec(app.metrics.clone());
+    }
     let unavailable = |what: &str, e: hyper::Error| {
         ApiError::new(
             ErrorCode::SandboxUnavailable,
@@ -183,6 +167,39 @@ async fn forward_inner(app: Arc<AppState>, mut request: Request) -> ApiResult<Re
             _guard: guard,
         }),
     ))
+}
+
+/// Leases the sandbox (creating or waking it) and connects to its agent. When nothing listens
+/// any more (the agent died), the sandbox is restarted once: the request has not been sent yet,
+/// so the retry is safe.
+async fn connect(app: &AppState, tenant: &str, id: &str) -> ApiResult<(UnixStream, ActivityGuard)> {
+    let mut retried = false;
+    loop {
+        let Lease {
+            socket,
+            pid,
+            guard,
+            entry,
+        } = app.manager.acquire(tenant, id).await?;
+        match UnixStream::connect(&socket).await {
+            Ok(stream) => return Ok((stream, guard)),
+            Err(e)
+                if !retried
+                    && matches!(e.kind(), ErrorKind::ConnectionRefused | ErrorKind::NotFound) =>
+            {
+                drop(guard);
+                app.manager.agent_gone(&entry, pid).await;
+                retried = true;
+            }
+            Err(e) => {
+                return Err(ApiError::new(
+                    ErrorCode::SandboxUnavailable,
+                    format!("sandbox agent is not reachable: {e}"),
+                )
+                .context("sandboxId", id));
+            }
+        }
+    }
 }
 
 /// Copies bytes between the client's and the agent's upgraded connections until both close.

@@ -113,6 +113,8 @@ impl Drop for ActivityGuard {
 /// A sandbox ready for a forwarded request.
 pub struct Lease {
     pub socket: PathBuf,
+    /// Host pid of the agent the socket belongs to (identifies this run of the sandbox).
+    pub pid: u32,
     pub guard: ActivityGuard,
     pub entry: Arc<Entry>,
 }
@@ -602,8 +604,8 @@ impl Manager {
                 }
             }
         }
-        let socket = match &inner.started {
-            Some(s) => s.socket.clone(),
+        let (socket, pid) = match &inner.started {
+            Some(s) => (s.socket.clone(), s.pid),
             None => return Err(ApiError::internal("sandbox did not start")),
         };
         entry.in_flight.fetch_add(1, Ordering::SeqCst);
@@ -615,23 +617,24 @@ impl Manager {
         };
         Ok(Lease {
             socket,
+            pid,
             guard,
             entry,
         })
     }
 
-    /// Called when a sandbox's agent refused a connection: if its init died, forget the
-    /// process so the next call starts it again. Returns true if it was found dead.
-    pub async fn check_dead(&self, entry: &Entry) -> bool {
+    /// Called when nothing listens on a sandbox's socket any more (its agent died: crash, OOM
+    /// kill): unless another caller already restarted it, the driver cleans up what is left and
+    /// the sandbox is recorded asleep, so the next [`Manager::acquire`] starts it afresh.
+    pub async fn agent_gone(&self, entry: &Entry, pid: u32) {
         let mut inner = entry.inner.lock().await;
-        if inner.started.is_none() || self.driver.is_running(&entry.internal).await {
-            return false;
+        if inner.started.as_ref().is_none_or(|s| s.pid != pid) {
+            return;
         }
-        tracing::warn!(sandbox = %entry.id, "sandbox died; it will be restarted on next use");
+        tracing::warn!(sandbox = %entry.id, tenant = %entry.tenant, pid, "sandbox agent died");
         if let Err(e) = self.sleep(entry, &mut inner).await {
             tracing::warn!(sandbox = %entry.id, error = %e, "recording dead sandbox");
         }
-        true
     }
 
     /// One pass of the idle reaper: sleeps every running sandbox with nothing in flight whose

@@ -425,3 +425,51 @@ async fn serial_e2e_concurrent_first_calls_make_one_sandbox() {
     let rs = std::sync::Arc::into_inner(rs).unwrap();
     rs.stop().await;
 }
+
+/// Host pids of every process whose cgroup path has a component starting with `prefix`.
+fn pids_in_cgroup(prefix: &str) -> Vec<i32> {
+    let mut pids = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let cgroups = std::fs::read_to_string(entry.path().join("cgroup")).unwrap_or_default();
+        if cgroups
+            .lines()
+            .any(|l| l.split('/').any(|c| c.starts_with(prefix)))
+        {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn serial_e2e_killed_sandbox_restarts_on_next_call() {
+    let Some(rs) = Real::start().await else {
+        return;
+    };
+    rs.exec("e2e-crash", "echo up > /workspace/f").await;
+    let pids = pids_in_cgroup("e2e-crash-");
+    assert!(
+        !pids.is_empty(),
+        "no processes found in the sandbox's cgroup"
+    );
+    for pid in pids {
+        let _ = std::process::Command::new("kill")
+            .args(["-9", &pid.to_string()])
+            .status();
+    }
+    // Never a hang: nothing listens any more, so the call restarts the sandbox and goes through.
+    let started = Instant::now();
+    let out = tokio::time::timeout(
+        Duration::from_secs(20),
+        rs.exec("e2e-crash", "cat /workspace/f"),
+    )
+    .await
+    .expect("a call to a killed sandbox hung");
+    assert_eq!(out["stdout"], "up\n", "{out}");
+    eprintln!("recovery took {:?}", started.elapsed());
+    assert!(!pids_in_cgroup("e2e-crash-").is_empty(), "running again");
+    rs.stop().await;
+}

@@ -8,7 +8,7 @@ use reqwest::Method;
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::{TestServer, assert_error, status_json};
+use super::{TestServer, status_json};
 
 #[tokio::test]
 async fn first_call_creates_the_sandbox_and_forwards() {
@@ -116,16 +116,32 @@ async fn bodies_stream_up_to_the_limit() {
 }
 
 #[tokio::test]
-async fn a_crashed_agent_is_502_then_restarted() {
+async fn a_crashed_agent_is_restarted_transparently() {
     let ts = TestServer::start().await;
-    ts.exec("crashy", "x").await;
+    ts.json(
+        Method::POST,
+        "/v1/sandboxes/crashy/api/write",
+        json!({"path": "f", "content": "1"}),
+    )
+    .await;
     let internal = ts.driver.specs.lock().unwrap()[0].id.clone();
     ts.driver.crash(&internal);
-    let (s, b) = ts.exec("crashy", "y").await;
-    assert_error(s, &b, 502, "SANDBOX_UNAVAILABLE");
-    let (s, b) = ts.exec("crashy", "z").await;
+    // Nothing listens any more: the call restarts the sandbox and goes through.
+    let (s, b) = ts
+        .json(
+            Method::POST,
+            "/v1/sandboxes/crashy/api/read",
+            json!({"path": "f"}),
+        )
+        .await;
     assert_eq!(s, 200, "{b}");
+    assert_eq!(b["content"], "1", "same workspace after the restart");
     assert_eq!(ts.driver.counters.starts.load(Ordering::SeqCst), 2);
+    assert_eq!(
+        ts.driver.counters.stops.load(Ordering::SeqCst),
+        1,
+        "leftovers cleaned up"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
