@@ -637,30 +637,31 @@ impl Manager {
         }
     }
 
-    /// One pass of the idle reaper: sleeps every running sandbox with nothing in flight whose
-    /// idle time reached its `sleepAfter` (never `keepAlive` ones).
+    /// One pass of the reaper: sleeps every running sandbox with nothing in flight whose idle
+    /// time reached its `sleepAfter` (never `keepAlive` ones), and records sandboxes whose agent
+    /// died as asleep (the driver cleans up what is left; the next call starts them again).
     pub async fn reap(&self) {
         let now = now_ms();
         for entry in self.all_entries() {
-            if !entry.running.load(Ordering::SeqCst) || entry.in_flight() > 0 {
+            if !entry.running.load(Ordering::SeqCst) {
                 continue;
             }
             // Busy means someone is starting, stopping or leasing it right now: not idle.
             let Ok(mut inner) = entry.inner.try_lock() else {
                 continue;
             };
-            let Some(record) = inner.record.clone() else {
+            let (Some(record), Some(_)) = (inner.record.clone(), inner.started.as_ref()) else {
                 continue;
             };
             let idle_ms = now - entry.last_activity_ms.load(Ordering::SeqCst);
-            let due = !record.options.keep_alive
+            let idle = !record.options.keep_alive
                 && entry.in_flight() == 0
-                && inner.started.is_some()
                 && idle_ms >= (record.options.sleep_after_secs as i64) * 1000;
-            if due {
-                tracing::debug!(sandbox = %entry.id, idle_ms, "idle: putting to sleep");
+            let dead = !idle && !self.driver.is_running(&entry.internal).await;
+            if idle || dead {
+                tracing::info!(sandbox = %entry.id, idle_ms, dead, "putting sandbox to sleep");
                 if let Err(e) = self.sleep(&entry, &mut inner).await {
-                    tracing::warn!(sandbox = %entry.id, error = %e, "sleeping idle sandbox");
+                    tracing::warn!(sandbox = %entry.id, error = %e, "sleeping sandbox");
                 }
             }
         }

@@ -233,3 +233,29 @@ async fn one_server_per_data_dir() {
     let (s, _) = ts.get("/v1/sandboxes").await;
     assert_eq!(s, 200, "the first one is unaffected");
 }
+
+#[tokio::test]
+async fn a_dead_agent_is_noticed_without_a_call() {
+    let ts = TestServer::start().await;
+    ts.json(
+        Method::POST,
+        "/v1/sandboxes",
+        json!({"id": "ghost", "keepAlive": true}),
+    )
+    .await;
+    let internal = ts.driver.specs.lock().unwrap()[0].id.clone();
+    ts.driver.crash(&internal);
+    assert!(
+        eventually(Duration::from_secs(3), || async {
+            state(&ts, "ghost").await == "sleeping"
+        })
+        .await
+    );
+    assert_eq!(
+        ts.driver.counters.stops.load(Ordering::SeqCst),
+        1,
+        "the driver cleaned up"
+    );
+    let (s, _) = ts.exec("ghost", "back").await;
+    assert_eq!(s, 200);
+}
