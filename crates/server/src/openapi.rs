@@ -19,7 +19,9 @@ use crate::routes::{keys, sandboxes};
         sandboxes::update,
         sandboxes::destroy,
         sandboxes::stop,
-        sandboxes::forward_doc,
+        sandboxes::forward_get,
+        sandboxes::forward_post,
+        sandboxes::forward_delete,
         keys::create_key,
     ),
     components(schemas(

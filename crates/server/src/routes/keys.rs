@@ -32,7 +32,7 @@ pub struct CreateKeyResponse {
 
 /// Create an API key for a tenant (admin key only).
 #[utoipa::path(
-    post, path = "/v1/keys", tag = "keys",
+    post, path = "/v1/keys", operation_id = "createKey", tag = "keys",
     request_body = CreateKeyRequest,
     responses(
         (status = 201, description = "Key created", body = CreateKeyResponse),

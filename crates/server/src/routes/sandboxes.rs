@@ -46,7 +46,7 @@ pub struct ListQuery {
 /// options given (`sleepAfter`, `keepAlive`, `env`, `limits`) are applied as by PATCH; a
 /// different `image` or `ephemeral` is a 409.
 #[utoipa::path(
-    post, path = "/v1/sandboxes", tag = "sandboxes",
+    post, path = "/v1/sandboxes", operation_id = "createSandbox", tag = "sandboxes",
     request_body = CreateSandboxRequest,
     responses(
         (status = 201, description = "Created and started", body = SandboxInfo),
@@ -75,7 +75,7 @@ pub async fn create(
 
 /// List the caller's sandboxes, ordered by id.
 #[utoipa::path(
-    get, path = "/v1/sandboxes", tag = "sandboxes",
+    get, path = "/v1/sandboxes", operation_id = "listSandboxes", tag = "sandboxes",
     params(ListQuery),
     responses(
         (status = 200, description = "One page", body = SandboxList),
@@ -105,7 +105,7 @@ pub async fn list(
 
 /// Get one sandbox.
 #[utoipa::path(
-    get, path = "/v1/sandboxes/{id}", tag = "sandboxes",
+    get, path = "/v1/sandboxes/{id}", operation_id = "getSandbox", tag = "sandboxes",
     params(("id" = String, Path, description = "Sandbox id")),
     responses(
         (status = 200, description = "The sandbox", body = SandboxInfo),
@@ -123,7 +123,7 @@ pub async fn get(
 
 /// Change options of a sandbox. `env` and `limits` apply at its next start.
 #[utoipa::path(
-    patch, path = "/v1/sandboxes/{id}", tag = "sandboxes",
+    patch, path = "/v1/sandboxes/{id}", operation_id = "updateSandbox", tag = "sandboxes",
     params(("id" = String, Path, description = "Sandbox id")),
     request_body = UpdateSandboxRequest,
     responses(
@@ -144,7 +144,7 @@ pub async fn update(
 
 /// Destroy a sandbox: its processes, writable layer and record.
 #[utoipa::path(
-    delete, path = "/v1/sandboxes/{id}", tag = "sandboxes",
+    delete, path = "/v1/sandboxes/{id}", operation_id = "destroySandbox", tag = "sandboxes",
     params(("id" = String, Path, description = "Sandbox id")),
     responses(
         (status = 204, description = "Destroyed"),
@@ -163,7 +163,7 @@ pub async fn destroy(
 
 /// Put a sandbox to sleep now (all processes stop; the workspace is kept unless ephemeral).
 #[utoipa::path(
-    post, path = "/v1/sandboxes/{id}/stop", tag = "sandboxes",
+    post, path = "/v1/sandboxes/{id}/stop", operation_id = "stopSandbox", tag = "sandboxes",
     params(("id" = String, Path, description = "Sandbox id")),
     responses(
         (status = 200, description = "Asleep", body = SandboxInfo),
@@ -179,26 +179,35 @@ pub async fn stop(
     Ok(ApiJson(app.manager.stop(&tenant.name, &id).await?))
 }
 
-/// Forward a container-API call to the sandbox's agent (`/api/{path}`).
-///
-/// An unknown id is created with default options and a sleeping sandbox is woken first.
-/// Request and response bodies (including SSE streams) pass through unchanged; the caller's
-/// `Authorization` header is removed and `X-Sandbox-Id` added. `/v1/sandboxes/{id}/ws` and
-/// `/ws/{path}` forward WebSocket upgrades the same way. Errors of the agent itself use the
-/// container codes of the same error table.
-#[utoipa::path(
-    method(get, post, put, delete, patch), path = "/v1/sandboxes/{id}/api/{path}", tag = "forward",
-    params(
-        ("id" = String, Path, description = "Sandbox id"),
-        ("path" = String, Path, description = "Container API path, e.g. `execute`"),
-    ),
-    responses(
-        (status = 200, description = "The agent's answer, streamed"),
-        (status = 413, description = "PAYLOAD_TOO_LARGE", body = ErrorResponse),
-        (status = 500, description = "SANDBOX_START_FAILED", body = ErrorResponse),
-        (status = 502, description = "SANDBOX_UNAVAILABLE: the agent did not answer", body = ErrorResponse),
-    ),
-    security(("bearer" = []))
-)]
-#[allow(dead_code)] // Documentation only: the route is served by `forward::forward`.
-pub(crate) async fn forward_doc() {}
+macro_rules! forward_doc {
+    ($name:ident, $method:ident, $op:literal) => {
+        /// Forward a container-API call to the sandbox's agent (`/api/{path}`).
+        ///
+        /// Any method is forwarded. An unknown id is created with default options and a
+        /// sleeping sandbox is woken first. Request and response bodies (including SSE streams)
+        /// pass through unchanged; the caller's `Authorization` header is removed and
+        /// `X-Sandbox-Id` added. `/v1/sandboxes/{id}/ws` and `/ws/{path}` forward WebSocket
+        /// upgrades the same way. Errors of the agent itself use the container codes of the
+        /// same error table.
+        #[utoipa::path(
+            $method, path = "/v1/sandboxes/{id}/api/{path}", operation_id = $op, tag = "forward",
+            params(
+                ("id" = String, Path, description = "Sandbox id"),
+                ("path" = String, Path, description = "Container API path, e.g. `execute`"),
+            ),
+            responses(
+                (status = 200, description = "The agent's answer, streamed"),
+                (status = 413, description = "PAYLOAD_TOO_LARGE", body = ErrorResponse),
+                (status = 500, description = "SANDBOX_START_FAILED", body = ErrorResponse),
+                (status = 502, description = "SANDBOX_UNAVAILABLE: the agent did not answer", body = ErrorResponse),
+            ),
+            security(("bearer" = []))
+        )]
+        #[allow(dead_code)] // Documentation only: the route is served by `forward::forward`.
+        pub(crate) async fn $name() {}
+    };
+}
+
+forward_doc!(forward_get, get, "sandboxApiGet");
+forward_doc!(forward_post, post, "sandboxApiPost");
+forward_doc!(forward_delete, delete, "sandboxApiDelete");

@@ -41,5 +41,15 @@ async fn served_document_lists_the_routes() {
         assert!(paths.contains_key(p), "{p} missing");
     }
     assert!(doc["components"]["schemas"]["ErrorResponse"].is_object());
+    let mut ids: Vec<&str> = paths
+        .values()
+        .flat_map(|item| item.as_object().unwrap().values())
+        .filter_map(|op| op["operationId"].as_str())
+        .collect();
+    let total = ids.len();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), total, "operationIds must be unique");
+    assert!(total >= 10);
     assert!(doc["components"]["securitySchemes"]["bearer"].is_object());
 }
