@@ -272,6 +272,17 @@ impl Manager {
             .cloned()
     }
 
+    /// The entry of a sandbox that exists (so unknown ids never grow the entry map).
+    async fn known_entry(&self, tenant: &str, id: &str) -> ApiResult<Arc<Entry>> {
+        if let Some(entry) = self.existing_entry(tenant, id) {
+            return Ok(entry);
+        }
+        if self.store.get_sandbox(tenant, id).await?.is_none() {
+            return Err(ApiError::sandbox_not_found(id));
+        }
+        Ok(self.entry(tenant, id))
+    }
+
     fn all_entries(&self) -> Vec<Arc<Entry>> {
         let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
         entries.values().cloned().collect()
@@ -542,7 +553,7 @@ impl Manager {
             req.env.as_ref(),
             req.limits.as_ref(),
         )?;
-        let entry = self.entry(tenant, id);
+        let entry = self.known_entry(tenant, id).await?;
         let mut inner = entry.inner.lock().await;
         let mut record = self
             .load(&entry, &mut inner)
@@ -558,7 +569,7 @@ impl Manager {
 
     /// `POST /v1/sandboxes/{id}/stop`: sleep now, whatever is in flight.
     pub async fn stop(&self, tenant: &str, id: &str) -> ApiResult<SandboxInfo> {
-        let entry = self.entry(tenant, id);
+        let entry = self.known_entry(tenant, id).await?;
         let mut inner = entry.inner.lock().await;
         self.load(&entry, &mut inner)
             .await?
@@ -573,7 +584,7 @@ impl Manager {
 
     /// `DELETE /v1/sandboxes/{id}`: processes, writable layer and record are gone.
     pub async fn destroy(&self, tenant: &str, id: &str) -> ApiResult<()> {
-        let entry = self.entry(tenant, id);
+        let entry = self.known_entry(tenant, id).await?;
         let mut inner = entry.inner.lock().await;
         self.load(&entry, &mut inner)
             .await?
