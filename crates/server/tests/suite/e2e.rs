@@ -67,17 +67,17 @@ fn nix_is_root() -> bool {
         .unwrap_or(false)
 }
 
-struct Real {
-    server: Option<Server>,
-    client: reqwest::Client,
-    base: String,
-    key: String,
-    data_dir: PathBuf,
+pub(super) struct Real {
+    pub(super) server: Option<Server>,
+    pub(super) client: reqwest::Client,
+    pub(super) base: String,
+    pub(super) key: String,
+    pub(super) data_dir: PathBuf,
     _tmp: Option<tempfile::TempDir>,
 }
 
 impl Real {
-    async fn start() -> Option<Real> {
+    pub(super) async fn start() -> Option<Real> {
         // Short path: sockets live under it (sun_path is 108 bytes).
         let tmp = tempfile::Builder::new().prefix("sps").tempdir().unwrap();
         let mut real = Self::start_on(&tmp.path().join("d")).await?;
@@ -85,7 +85,7 @@ impl Real {
         Some(real)
     }
 
-    async fn start_on(data_dir: &Path) -> Option<Real> {
+    pub(super) async fn start_on(data_dir: &Path) -> Option<Real> {
         let config = real_config(data_dir)?;
         let server = Server::start(config).await.unwrap();
         Some(Real {
@@ -98,13 +98,19 @@ impl Real {
         })
     }
 
-    fn req_as(&self, key: &str, method: Method, path: &str) -> reqwest::RequestBuilder {
+    pub(super) fn req_as(&self, key: &str, method: Method, path: &str) -> reqwest::RequestBuilder {
         self.client
             .request(method, format!("{}{path}", self.base))
             .bearer_auth(key)
     }
 
-    async fn call_as(&self, key: &str, method: Method, path: &str, body: Value) -> (u16, Value) {
+    pub(super) async fn call_as(
+        &self,
+        key: &str,
+        method: Method,
+        path: &str,
+        body: Value,
+    ) -> (u16, Value) {
         status_json(
             self.req_as(key, method, path)
                 .json(&body)
@@ -115,30 +121,30 @@ impl Real {
         .await
     }
 
-    async fn call(&self, method: Method, path: &str, body: Value) -> (u16, Value) {
+    pub(super) async fn call(&self, method: Method, path: &str, body: Value) -> (u16, Value) {
         self.call_as(&self.key.clone(), method, path, body).await
     }
 
-    async fn exec_as(&self, key: &str, id: &str, command: &str) -> (u16, Value) {
+    pub(super) async fn exec_as(&self, key: &str, id: &str, command: &str) -> (u16, Value) {
         let path = format!("/v1/sandboxes/{id}/api/execute");
         self.call_as(key, Method::POST, &path, json!({"command": command}))
             .await
     }
 
-    async fn exec(&self, id: &str, command: &str) -> Value {
+    pub(super) async fn exec(&self, id: &str, command: &str) -> Value {
         let (s, b) = self.exec_as(&self.key.clone(), id, command).await;
         assert_eq!(s, 200, "{b}");
         b
     }
 
-    async fn state(&self, id: &str) -> String {
+    pub(super) async fn state(&self, id: &str) -> String {
         let (_, b) = self
             .call(Method::GET, &format!("/v1/sandboxes/{id}"), Value::Null)
             .await;
         b["state"].as_str().unwrap_or("?").to_owned()
     }
 
-    async fn stop(mut self) {
+    pub(super) async fn stop(mut self) {
         self.server.take().unwrap().shutdown().await.unwrap();
     }
 }

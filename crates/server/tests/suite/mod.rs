@@ -1,4 +1,5 @@
 mod api;
+mod attacks;
 mod e2e;
 mod fake_agent;
 mod forward;
