@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use reqwest::Method;
 use sandpit_image::ImageStore;
+use sandpit_runtime::Driver;
+use sandpit_runtime::local::LocalDriver;
 use sandpit_server::{ServeConfig, Server, find_agent_binary};
 use serde_json::{Value, json};
 
@@ -146,6 +148,29 @@ impl Real {
 
     pub(super) async fn stop(mut self) {
         self.server.take().unwrap().shutdown().await.unwrap();
+    }
+}
+
+/// A test that panics drops its server without `stop`: kill what it left running, as the next
+/// server on that data dir would, so a failed test cannot leak sandboxes.
+impl Drop for Real {
+    fn drop(&mut self) {
+        let Some(server) = self.server.take() else {
+            return;
+        };
+        drop(server);
+        let (data_dir, agent) = (self.data_dir.clone(), find_agent_binary());
+        let cleanup = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            let driver = LocalDriver::new(data_dir, agent.unwrap()).unwrap();
+            runtime.block_on(driver.reconcile())
+        });
+        if let Ok(Err(e)) = cleanup.join() {
+            eprintln!("cleanup after a failed test: {e}");
+        }
     }
 }
 
