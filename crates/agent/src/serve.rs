@@ -22,6 +22,7 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 pub async fn serve(listener: UnixListener, config: AgentConfig) -> io::Result<()> {
     let reaper = Reaper::start()?;
     let agent = Agent::new(config, reaper);
+    agent.sessions.prewarm();
     let app = http::router(agent.clone());
     let stop = stop_signal(agent.clone())?;
     tokio::select! {

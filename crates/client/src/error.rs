@@ -11,7 +11,7 @@ pub enum ClientError {
     #[error("{0}")]
     Api(Box<ErrorResponse>),
     /// The request could not be sent or the connection broke.
-    #[error("transport error: {0}")]
+    #[error("transport error")]
     Transport(#[from] reqwest::Error),
     /// A 2xx answer whose body was not what the protocol says.
     #[error("unexpected response: {0}")]

@@ -12,7 +12,7 @@ use sandpit_protocol::ErrorCode;
 use sandpit_protocol::container::EnvMap;
 use tokio::sync::{Mutex as AsyncMutex, OwnedMutexGuard};
 
-use super::shell::{self, ShellIo};
+use super::shell::{self, ShellError, ShellIo};
 use super::{child_env, cwd_in, validate_env};
 use crate::config::AgentConfig;
 use crate::error::ApiError;
@@ -70,6 +70,16 @@ pub struct Sessions {
     config: Arc<AgentConfig>,
     reaper: Arc<Reaper>,
     map: Mutex<HashMap<String, Arc<Session>>>,
+    /// A shell started with default options before any command asked for it, so the first
+    /// session of a fresh sandbox does not wait for bash to start (see [`Sessions::prewarm`]).
+    spare: Mutex<Option<SpareShell>>,
+}
+
+#[derive(Debug)]
+struct SpareShell {
+    pid: i32,
+    cwd: PathBuf,
+    io: ShellIo,
 }
 
 impl Sessions {
@@ -78,7 +88,20 @@ impl Sessions {
             config,
             reaper,
             map: Mutex::new(HashMap::new()),
+            spare: Mutex::new(None),
         }
+    }
+
+    /// Starts the spare shell that the next session with default options adopts.
+    pub fn prewarm(&self) {
+        match self.start_shell(None, None) {
+            Ok(shell) => *self.spare() = Some(shell),
+            Err(e) => tracing::debug!("no spare shell: {e}"),
+        }
+    }
+
+    fn spare(&self) -> std::sync::MutexGuard<'_, Option<SpareShell>> {
+        self.spare.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     fn map(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Session>>> {
@@ -155,38 +178,58 @@ impl Sessions {
         // Background jobs of the dead shell are left to themselves, like after a logout.
     }
 
-    /// Sends `signal` to every session's process group.
+    /// Sends `signal` to every session's process group (and the spare shell's).
     pub fn signal_all(&self, signal: Signal) {
-        for session in self.map().values() {
-            session.kill(signal);
+        for pid in self.pids() {
+            let _ = killpg(Pid::from_raw(pid), signal);
         }
     }
 
-    /// Process-group ids of all sessions.
+    /// Process-group ids of all sessions and of the spare shell.
     pub fn pids(&self) -> Vec<i32> {
-        self.map().values().map(|s| s.pid).collect()
+        let spare = self.spare().as_ref().map(|s| s.pid);
+        self.map().values().map(|s| s.pid).chain(spare).collect()
     }
 
     fn spawn(&self, id: &str, options: &SessionOptions) -> Result<Arc<Session>, ApiError> {
-        let env = child_env(&self.config, options.env.as_ref());
-        let requested = cwd_in(&self.config, options.cwd.as_deref());
-        let cwd = pick_cwd(&requested, env.get("HOME").map(String::as_str));
-        let (pid, io) =
-            shell::spawn(&self.config.shell, &env, &cwd, &self.reaper).map_err(|e| {
-                ApiError::new(
-                    ErrorCode::CommandExecutionError,
-                    format!("Failed to create session '{id}': {e}"),
-                )
-                .context("sessionId", id)
-            })?;
-        tracing::debug!(session = id, pid, "session shell started");
+        let default_options = options.env.is_none() && options.cwd.is_none();
+        let adopted = if default_options {
+            self.spare().take()
+        } else {
+            None
+        };
+        let shell = match adopted {
+            Some(shell) => shell,
+            None => self
+                .start_shell(options.env.as_ref(), options.cwd.as_deref())
+                .map_err(|e| {
+                    ApiError::new(
+                        ErrorCode::CommandExecutionError,
+                        format!("Failed to create session '{id}': {e}"),
+                    )
+                    .context("sessionId", id)
+                })?,
+        };
+        tracing::debug!(session = id, pid = shell.pid, "session shell started");
         Ok(Arc::new(Session {
             id: id.to_owned(),
-            pid,
-            cwd: Mutex::new(cwd.to_string_lossy().into_owned()),
+            pid: shell.pid,
+            cwd: Mutex::new(shell.cwd.to_string_lossy().into_owned()),
             command_timeout: options.command_timeout,
-            io: Arc::new(AsyncMutex::new(io)),
+            io: Arc::new(AsyncMutex::new(shell.io)),
         }))
+    }
+
+    fn start_shell(
+        &self,
+        env: Option<&EnvMap>,
+        cwd: Option<&str>,
+    ) -> Result<SpareShell, ShellError> {
+        let env = child_env(&self.config, env);
+        let requested = cwd_in(&self.config, cwd);
+        let cwd = pick_cwd(&requested, env.get("HOME").map(String::as_str));
+        let (pid, io) = shell::spawn(&self.config.shell, &env, &cwd, &self.reaper)?;
+        Ok(SpareShell { pid, cwd, io })
     }
 }
 
