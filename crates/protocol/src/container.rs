@@ -137,11 +137,23 @@ pub enum ExecEvent {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         pid: Option<u32>,
     },
-    Stdout { data: String, timestamp: String },
-    Stderr { data: String, timestamp: String },
+    Stdout {
+        data: String,
+        timestamp: String,
+    },
+    Stderr {
+        data: String,
+        timestamp: String,
+    },
     #[serde(rename_all = "camelCase")]
-    Complete { exit_code: i32, timestamp: String },
-    Error { error: String, timestamp: String },
+    Complete {
+        exit_code: i32,
+        timestamp: String,
+    },
+    Error {
+        error: String,
+        timestamp: String,
+    },
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -176,11 +188,22 @@ pub struct ReadFileResponse {
 #[serde(tag = "type", rename_all = "camelCase")]
 pub enum FileStreamEvent {
     #[serde(rename_all = "camelCase")]
-    Metadata { mime_type: String, size: u64, is_binary: bool, encoding: String },
-    Chunk { data: String },
+    Metadata {
+        mime_type: String,
+        size: u64,
+        is_binary: bool,
+        encoding: String,
+    },
+    Chunk {
+        data: String,
+    },
     #[serde(rename_all = "camelCase")]
-    Complete { bytes_read: u64 },
-    Error { error: String },
+    Complete {
+        bytes_read: u64,
+    },
+    Error {
+        error: String,
+    },
 }
 
 /// Largest chunk of a file stream, in bytes (reference §7).
@@ -341,12 +364,19 @@ mod tests {
 
     #[test]
     fn exec_events_match_the_seed_shapes() {
-        let start = ExecEvent::Start { command: "echo hi".into(), timestamp: "t".into(), pid: None };
+        let start = ExecEvent::Start {
+            command: "echo hi".into(),
+            timestamp: "t".into(),
+            pid: None,
+        };
         assert_eq!(
             serde_json::to_value(&start).unwrap(),
             json!({"type": "start", "command": "echo hi", "timestamp": "t"})
         );
-        let done = ExecEvent::Complete { exit_code: 3, timestamp: "t".into() };
+        let done = ExecEvent::Complete {
+            exit_code: 3,
+            timestamp: "t".into(),
+        };
         assert_eq!(
             serde_json::to_value(&done).unwrap(),
             json!({"type": "complete", "exitCode": 3, "timestamp": "t"})
@@ -375,7 +405,11 @@ mod tests {
             size: 0,
             modified_at: "t".into(),
             mode: "rwxr-xr-x".into(),
-            permissions: FilePermissions { readable: true, writable: true, executable: true },
+            permissions: FilePermissions {
+                readable: true,
+                writable: true,
+                executable: true,
+            },
         };
         let v = serde_json::to_value(&info).unwrap();
         assert_eq!(v["type"], "directory");

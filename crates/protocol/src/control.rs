@@ -15,7 +15,15 @@ pub const DEFAULT_IMAGE: &str = "default";
 /// trailing `-`, not a reserved word. Same rule as the seed's `sanitizeSandboxId`, so ids can
 /// be used as DNS labels in preview URLs.
 pub fn validate_sandbox_id(id: &str) -> Result<(), String> {
-    const RESERVED: [&str; 7] = ["www", "api", "admin", "root", "system", "cloudflare", "workers"];
+    const RESERVED: [&str; 7] = [
+        "www",
+        "api",
+        "admin",
+        "root",
+        "system",
+        "cloudflare",
+        "workers",
+    ];
     if id.is_empty() || id.len() > 63 {
         return Err("sandbox id must be 1-63 characters".into());
     }
@@ -72,9 +80,14 @@ impl SandboxState {
     }
 
     pub fn parse(s: &str) -> Option<Self> {
-        [Self::Creating, Self::Running, Self::Sleeping, Self::Destroyed]
-            .into_iter()
-            .find(|state| state.as_str() == s)
+        [
+            Self::Creating,
+            Self::Running,
+            Self::Sleeping,
+            Self::Destroyed,
+        ]
+        .into_iter()
+        .find(|state| state.as_str() == s)
     }
 }
 
@@ -167,13 +180,15 @@ mod tests {
 
     #[test]
     fn unknown_options_are_rejected() {
-        let err = serde_json::from_value::<CreateSandboxRequest>(json!({"id": "a", "sleepAfterr": 3}));
+        let err =
+            serde_json::from_value::<CreateSandboxRequest>(json!({"id": "a", "sleepAfterr": 3}));
         assert!(err.is_err());
         let err = serde_json::from_value::<CreateSandboxRequest>(json!({"limits": {"memory": 3}}));
         assert!(err.is_err());
-        let ok: CreateSandboxRequest =
-            serde_json::from_value(json!({"id": "a", "sleepAfter": "30s", "limits": {"memoryMb": 256}}))
-                .unwrap();
+        let ok: CreateSandboxRequest = serde_json::from_value(
+            json!({"id": "a", "sleepAfter": "30s", "limits": {"memoryMb": 256}}),
+        )
+        .unwrap();
         assert_eq!(ok.limits.unwrap().memory_mb, Some(256));
     }
 }

@@ -187,7 +187,10 @@ impl ErrorResponse {
 
     /// The "endpoint not found" answer of the container router (reference §2.2).
     pub fn unknown_route() -> Self {
-        let mut e = ErrorResponse::new(ErrorCode::UnknownError, "The requested endpoint was not found");
+        let mut e = ErrorResponse::new(
+            ErrorCode::UnknownError,
+            "The requested endpoint was not found",
+        );
         e.http_status = 404;
         e
     }
@@ -216,11 +219,19 @@ mod tests {
     #[test]
     fn only_not_ready_codes_are_503() {
         // The published SDK retries every 503 for minutes, so nothing else may use it.
-        let retryable: Vec<_> =
-            ErrorCode::ALL.iter().filter(|c| c.http_status() == 503).map(|c| c.as_str()).collect();
+        let retryable: Vec<_> = ErrorCode::ALL
+            .iter()
+            .filter(|c| c.http_status() == 503)
+            .map(|c| c.as_str())
+            .collect();
         assert_eq!(
             retryable,
-            ["INTERPRETER_NOT_READY", "OPENCODE_STARTUP_FAILED", "RPC_TRANSPORT_ERROR", "CONTAINER_UNAVAILABLE"]
+            [
+                "INTERPRETER_NOT_READY",
+                "OPENCODE_STARTUP_FAILED",
+                "RPC_TRANSPORT_ERROR",
+                "CONTAINER_UNAVAILABLE"
+            ]
         );
     }
 

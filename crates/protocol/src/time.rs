@@ -30,7 +30,11 @@ pub fn parse_duration(value: &serde_json::Value) -> Result<Duration, String> {
                     .map_err(|e| format!("invalid duration {s:?}: {e}"))?
             }
         }
-        other => return Err(format!("expected seconds or a duration string, got {other}")),
+        other => {
+            return Err(format!(
+                "expected seconds or a duration string, got {other}"
+            ));
+        }
     };
     if duration.is_zero() {
         return Err("duration must be greater than zero".into());
