@@ -58,7 +58,7 @@ pub struct ReadResult {
 }
 
 /// Checks that `path` is a readable regular file no bigger than `limit`; returns its size.
-fn regular_file(path: &Path, shown: &str, limit: Option<u64>) -> Result<u64, ApiError> {
+pub(crate) fn regular_file(path: &Path, shown: &str, limit: Option<u64>) -> Result<u64, ApiError> {
     let meta = fs::metadata(path).map_err(|e| io_error(&e, shown, "file.read"))?;
     if meta.is_dir() {
         return Err(ApiError::new(
@@ -258,35 +258,11 @@ pub fn write(
         _ => content.as_bytes().to_vec(),
     };
     let err = |e: io::Error| io_error(&e, shown, "file.write");
-    // Write through symlinks, like a plain open() would.
-    let target = match fs::canonicalize(path) {
-        Ok(real) => real,
-        Err(_) => path.to_path_buf(),
+    let (target, existing) = match write_target(path, shown)? {
+        WriteTarget::InPlace(target) => return fs::write(&target, &bytes).map_err(err),
+        WriteTarget::Replace { target, existing } => (target, existing),
     };
-    let existing = fs::metadata(&target).ok();
-    if let Some(meta) = &existing {
-        if meta.is_dir() {
-            return Err(ApiError::new(
-                ErrorCode::IsDirectory,
-                format!("Path is a directory: {shown}"),
-            )
-            .context("path", shown)
-            .operation("file.write"));
-        }
-        if !meta.is_file() {
-            // Devices, FIFOs: write in place.
-            return fs::write(&target, &bytes).map_err(err);
-        }
-    }
-    let (Some(dir), Some(_)) = (target.parent(), target.file_name()) else {
-        return Err(ApiError::validation(
-            "path",
-            format!("not a file path: {shown}"),
-        ));
-    };
-    fs::create_dir_all(dir).map_err(err)?;
-    // A short name: `name` may already be close to NAME_MAX.
-    let temp = dir.join(format!(".sandpit-write-{:016x}.tmp", rand::random::<u64>()));
+    let temp = temp_beside(&target, shown)?;
     let result = (|| {
         let mut file = fs::OpenOptions::new()
             .write(true)
@@ -303,6 +279,55 @@ pub fn write(
         let _ = fs::remove_file(&temp);
     }
     result.map_err(err)
+}
+
+/// Where a write to `path` lands.
+pub(crate) enum WriteTarget {
+    /// Devices, FIFOs: written in place.
+    InPlace(PathBuf),
+    /// A regular file (or a new one) replaced atomically; `existing` keeps its permissions.
+    Replace {
+        target: PathBuf,
+        existing: Option<fs::Metadata>,
+    },
+}
+
+/// Resolves a write destination: through symlinks, like a plain open() would; a directory is
+/// `IS_DIRECTORY`.
+pub(crate) fn write_target(path: &Path, shown: &str) -> Result<WriteTarget, ApiError> {
+    let target = match fs::canonicalize(path) {
+        Ok(real) => real,
+        Err(_) => path.to_path_buf(),
+    };
+    let existing = fs::metadata(&target).ok();
+    if let Some(meta) = &existing {
+        if meta.is_dir() {
+            return Err(ApiError::new(
+                ErrorCode::IsDirectory,
+                format!("Path is a directory: {shown}"),
+            )
+            .context("path", shown)
+            .operation("file.write"));
+        }
+        if !meta.is_file() {
+            return Ok(WriteTarget::InPlace(target));
+        }
+    }
+    Ok(WriteTarget::Replace { target, existing })
+}
+
+/// A fresh temp file name next to `target` (for a write-then-rename), after creating missing
+/// parent directories.
+pub(crate) fn temp_beside(target: &Path, shown: &str) -> Result<PathBuf, ApiError> {
+    let (Some(dir), Some(_)) = (target.parent(), target.file_name()) else {
+        return Err(ApiError::validation(
+            "path",
+            format!("not a file path: {shown}"),
+        ));
+    };
+    fs::create_dir_all(dir).map_err(|e| io_error(&e, shown, "file.write"))?;
+    // A short name: the target's name may already be close to NAME_MAX.
+    Ok(dir.join(format!(".sandpit-write-{:016x}.tmp", rand::random::<u64>())))
 }
 
 /// `/api/delete`: files (and symlinks) only.

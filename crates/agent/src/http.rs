@@ -19,7 +19,7 @@ use tokio::sync::mpsc;
 use crate::agent::Agent;
 use crate::error::ApiError;
 use crate::exec::session::SessionOptions;
-use crate::{files, sse};
+use crate::{files, files_raw, sse};
 
 type AppState = Arc<Agent>;
 type ApiResult<T> = Result<T, ApiError>;
@@ -44,6 +44,10 @@ pub fn router(agent: Arc<Agent>) -> Router {
         .route("/api/mkdir", post(mkdir))
         .route("/api/list-files", post(list_files))
         .route("/api/exists", post(exists))
+        .route(
+            "/api/files/raw",
+            get(files_raw::download).put(files_raw::upload),
+        )
         .fallback(unknown_route)
         .method_not_allowed_fallback(unknown_route)
         .layer(DefaultBodyLimit::max(limit))
@@ -73,7 +77,7 @@ async fn unknown_route(method: Method) -> Response {
         let mut response = StatusCode::OK.into_response();
         response.headers_mut().insert(
             header::ACCESS_CONTROL_ALLOW_METHODS,
-            HeaderValue::from_static("GET, POST, DELETE, OPTIONS"),
+            HeaderValue::from_static("GET, POST, PUT, DELETE, OPTIONS"),
         );
         return response;
     }

@@ -13,6 +13,7 @@ pub mod config;
 pub mod error;
 pub mod exec;
 pub mod files;
+pub mod files_raw;
 pub mod http;
 pub mod reaper;
 pub mod serve;

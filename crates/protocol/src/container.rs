@@ -357,6 +357,18 @@ pub struct ExistsResponse {
     pub timestamp: String,
 }
 
+/// Answer of the raw upload `PUT /api/files/raw` (a sandpit extension): the path as given and
+/// the number of bytes now in the file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct FileUploadResponse {
+    pub success: bool,
+    pub path: String,
+    pub size: u64,
+    pub timestamp: String,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

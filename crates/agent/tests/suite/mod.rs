@@ -1,5 +1,6 @@
 mod exec;
 mod files;
+mod files_raw;
 mod harness;
 mod http;
 mod launch;
