@@ -29,6 +29,8 @@ pub struct Agent {
     pub config: Arc<AgentConfig>,
     pub reaper: Arc<Reaper>,
     pub sessions: Arc<Sessions>,
+    /// File watches (`/api/watch`, `/api/watch/check`).
+    pub watches: Arc<crate::watch::Watches>,
     /// Process groups of running sessionless commands.
     running: Arc<Mutex<HashSet<i32>>>,
 }
@@ -43,10 +45,12 @@ impl Agent {
     pub fn new(config: AgentConfig, reaper: Arc<Reaper>) -> Arc<Self> {
         let config = Arc::new(config);
         let sessions = Arc::new(Sessions::new(config.clone(), reaper.clone()));
+        let watches = crate::watch::Watches::new(config.workspace.clone());
         Arc::new(Agent {
             config,
             reaper,
             sessions,
+            watches,
             running: Arc::default(),
         })
     }

@@ -44,6 +44,9 @@ pub fn router(agent: Arc<Agent>) -> Router {
         .route("/api/mkdir", post(mkdir))
         .route("/api/list-files", post(list_files))
         .route("/api/exists", post(exists))
+        .route("/api/git/checkout", post(crate::git::checkout_handler))
+        .route("/api/watch", post(crate::watch::watch_handler))
+        .route("/api/watch/check", post(crate::watch::check_handler))
         .route(
             "/api/files/raw",
             get(files_raw::download).put(files_raw::upload),

@@ -14,10 +14,12 @@ pub mod error;
 pub mod exec;
 pub mod files;
 pub mod files_raw;
+pub mod git;
 pub mod http;
 pub mod reaper;
 pub mod serve;
 pub mod sse;
+pub mod watch;
 
 pub use agent::Agent;
 pub use config::AgentConfig;

@@ -369,6 +369,140 @@ pub struct FileUploadResponse {
     pub timestamp: String,
 }
 
+// ---------------------------------------------------------------------------------------------
+// Git (reference §2.3, §3.5)
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GitCheckoutRequest {
+    pub repo_url: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub branch: Option<String>,
+    /// Default `/workspace/<repo name>`; relative paths resolve against the session's cwd.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_dir: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub depth: Option<u64>,
+    /// Clone timeout, default 600000 ms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GitCheckoutResponse {
+    pub success: bool,
+    /// The URL as given, with any credentials replaced by `***`.
+    pub repo_url: String,
+    /// The branch checked out (`git branch --show-current`).
+    pub branch: String,
+    pub target_dir: String,
+    pub timestamp: String,
+}
+
+// ---------------------------------------------------------------------------------------------
+// File watch (reference §1.3, §2.10)
+
+/// Kinds of file-system change a watch reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WatchEventType {
+    Create,
+    Modify,
+    Delete,
+    MoveFrom,
+    MoveTo,
+    Attrib,
+}
+
+/// Body of `POST /api/watch`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WatchRequest {
+    pub path: String,
+    /// Default `true`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recursive: Option<bool>,
+    /// Default: create, modify, delete, move_from, move_to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub events: Option<Vec<WatchEventType>>,
+    /// Glob patterns; only matching paths are reported. Exclusive with `exclude`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub include: Option<Vec<String>>,
+    /// Glob patterns; default `.git`, `node_modules`, `.DS_Store`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exclude: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_id: Option<String>,
+}
+
+/// One SSE event of `/api/watch`: `watching` first, then `event`s, ending with `stopped` or
+/// `error`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "camelCase")]
+pub enum WatchEvent {
+    #[serde(rename_all = "camelCase")]
+    Watching {
+        path: String,
+        watch_id: String,
+    },
+    #[serde(rename_all = "camelCase")]
+    Event {
+        event_type: WatchEventType,
+        path: String,
+        is_directory: bool,
+        timestamp: String,
+    },
+    Error {
+        error: String,
+    },
+    Stopped {
+        reason: String,
+    },
+}
+
+/// Body of `POST /api/watch/check`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CheckChangesRequest {
+    #[serde(flatten)]
+    pub watch: WatchRequest,
+    /// A `version` from an earlier answer (`"<watchId>:<cursor>"`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ChangeStatus {
+    Unchanged,
+    Changed,
+    Resync,
+}
+
+/// Why a `since` token can no longer be compared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ResyncReason {
+    /// The watch it came from is gone (idle expiry); this is a new one.
+    Expired,
+    /// The agent restarted since.
+    Restarted,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CheckChangesResult {
+    pub success: bool,
+    pub status: ChangeStatus,
+    pub version: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<ResyncReason>,
+    pub timestamp: String,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,5 +1,6 @@
 mod exec;
 mod files;
+mod git;
 mod files_raw;
 mod harness;
 mod http;
@@ -7,3 +8,4 @@ mod launch;
 mod reaping;
 mod sessions;
 mod streaming;
+mod watch;
