@@ -29,6 +29,8 @@ pub struct Agent {
     pub config: Arc<AgentConfig>,
     pub reaper: Arc<Reaper>,
     pub sessions: Arc<Sessions>,
+    /// Background processes (`/api/process/*`).
+    pub processes: Arc<crate::process::Processes>,
     /// File watches (`/api/watch`, `/api/watch/check`).
     pub watches: Arc<crate::watch::Watches>,
     /// Process groups of running sessionless commands.
@@ -45,11 +47,17 @@ impl Agent {
     pub fn new(config: AgentConfig, reaper: Arc<Reaper>) -> Arc<Self> {
         let config = Arc::new(config);
         let sessions = Arc::new(Sessions::new(config.clone(), reaper.clone()));
+        let processes = Arc::new(crate::process::Processes::new(
+            config.clone(),
+            reaper.clone(),
+            sessions.clone(),
+        ));
         let watches = crate::watch::Watches::new(config.workspace.clone());
         Arc::new(Agent {
             config,
             reaper,
             sessions,
+            processes,
             watches,
             running: Arc::default(),
         })
@@ -299,6 +307,7 @@ impl Agent {
     /// Terminates every session and sessionless command: SIGTERM, then SIGKILL after `grace`.
     pub async fn shutdown(&self, grace: Duration) {
         let mut groups = self.sessions.pids();
+        groups.extend(self.processes.running_groups());
         groups.extend(
             self.running
                 .lock()

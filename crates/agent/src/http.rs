@@ -44,6 +44,8 @@ pub fn router(agent: Arc<Agent>) -> Router {
         .route("/api/mkdir", post(mkdir))
         .route("/api/list-files", post(list_files))
         .route("/api/exists", post(exists))
+        .merge(crate::process::routes())
+        .merge(crate::port_watch::routes())
         .route("/api/git/checkout", post(crate::git::checkout_handler))
         .route("/api/watch", post(crate::watch::watch_handler))
         .route("/api/watch/check", post(crate::watch::check_handler))
@@ -149,8 +151,12 @@ async fn version() -> Json<VersionResponse> {
 async fn execute(
     State(agent): State<AppState>,
     Body(req): Body<ExecuteRequest>,
-) -> ApiResult<Json<ExecuteResponse>> {
-    agent.execute(req).await.map(Json)
+) -> ApiResult<Response> {
+    if req.background == Some(true) {
+        let req = crate::process::from_execute(req);
+        return agent.processes.start(req).map(|r| Json(r).into_response());
+    }
+    agent.execute(req).await.map(|r| Json(r).into_response())
 }
 
 async fn execute_stream(
@@ -215,6 +221,7 @@ async fn session_delete(
     };
     // Deleting an unknown session is not an error (the seed answers success too).
     agent.sessions.delete(&id);
+    agent.processes.kill_all(Some(&id)).await;
     Ok(Json(SessionDeleteResponse {
         success: true,
         session_id: id,

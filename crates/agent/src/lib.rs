@@ -16,6 +16,8 @@ pub mod files;
 pub mod files_raw;
 pub mod git;
 pub mod http;
+pub mod port_watch;
+pub mod process;
 pub mod reaper;
 pub mod serve;
 pub mod sse;

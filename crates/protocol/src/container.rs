@@ -503,6 +503,245 @@ pub struct CheckChangesResult {
     pub timestamp: String,
 }
 
+// ---------------------------------------------------------------------------------------------
+// Background processes (reference §2.3, §2.6, §3.3)
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ProcessStartRequest {
+    pub command: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub process_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub env: Option<EnvMap>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cwd: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encoding: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auto_cleanup: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ProcessStartResult {
+    pub success: bool,
+    pub process_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
+    pub command: String,
+    pub timestamp: String,
+}
+
+/// `ProcessStatus`: derived from the exit code (0 → completed, 137/143 → killed, else failed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProcessStatus {
+    Starting,
+    Running,
+    Completed,
+    Failed,
+    Killed,
+    Error,
+}
+
+impl ProcessStatus {
+    /// The wire name (`running`, `completed`...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProcessStatus::Starting => "starting",
+            ProcessStatus::Running => "running",
+            ProcessStatus::Completed => "completed",
+            ProcessStatus::Failed => "failed",
+            ProcessStatus::Killed => "killed",
+            ProcessStatus::Error => "error",
+        }
+    }
+
+    /// True once the process has ended (for whatever reason).
+    pub fn is_finished(self) -> bool {
+        !matches!(self, ProcessStatus::Starting | ProcessStatus::Running)
+    }
+}
+
+/// One process record. `endTime` is omitted in list answers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ProcessInfo {
+    pub id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
+    pub command: String,
+    pub status: ProcessStatus,
+    pub start_time: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end_time: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    /// sandpit extension: the session the process was started from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_id: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ProcessListResponse {
+    pub success: bool,
+    pub processes: Vec<ProcessInfo>,
+    pub timestamp: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ProcessGetResponse {
+    pub success: bool,
+    pub process: ProcessInfo,
+    pub timestamp: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ProcessLogsResponse {
+    pub success: bool,
+    pub process_id: String,
+    pub stdout: String,
+    pub stderr: String,
+    pub timestamp: String,
+    /// sandpit extension: stdout bytes dropped from the front of the bounded log buffer.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub stdout_dropped_bytes: u64,
+    /// sandpit extension: stderr bytes dropped from the front of the bounded log buffer.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub stderr_dropped_bytes: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+/// One SSE event of `GET /api/process/{id}/stream` (reference §2.6): `process_info`, then the
+/// replay of buffered output, live output, and `exit` (or `error` if the exit code is unknown).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ProcessStreamEvent {
+    #[serde(rename_all = "camelCase")]
+    ProcessInfo {
+        process_id: String,
+        command: String,
+        status: ProcessStatus,
+        timestamp: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pid: Option<u32>,
+    },
+    #[serde(rename_all = "camelCase")]
+    Stdout {
+        data: String,
+        process_id: String,
+        timestamp: String,
+    },
+    #[serde(rename_all = "camelCase")]
+    Stderr {
+        data: String,
+        process_id: String,
+        timestamp: String,
+    },
+    #[serde(rename_all = "camelCase")]
+    Exit {
+        process_id: String,
+        exit_code: i32,
+        data: String,
+        timestamp: String,
+    },
+    #[serde(rename_all = "camelCase")]
+    Error {
+        process_id: String,
+        data: String,
+        timestamp: String,
+    },
+}
+
+/// The SDK's name for process stream events.
+pub type LogEvent = ProcessStreamEvent;
+
+/// Optional body of `DELETE /api/process/{id}` (also accepted as `?signal=`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct KillRequest {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signal: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct KillResponse {
+    pub success: bool,
+    pub process_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signal: Option<String>,
+    pub timestamp: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct KillAllResponse {
+    pub success: bool,
+    pub cleaned_count: usize,
+    pub timestamp: String,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Port readiness (reference §2.8)
+
+/// `POST /api/port-watch`. Numbers are read wide so that out-of-range values become an `error`
+/// event rather than a body rejection.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PortWatchRequest {
+    pub port: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status_min: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status_max: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub process_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interval: Option<i64>,
+}
+
+/// One SSE event of `/api/port-watch`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PortWatchEvent {
+    #[serde(rename = "type")]
+    pub kind: PortWatchEventKind,
+    pub port: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status_code: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PortWatchEventKind {
+    Watching,
+    Ready,
+    ProcessExited,
+    Error,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

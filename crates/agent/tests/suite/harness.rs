@@ -153,11 +153,21 @@ impl Agent {
 
     /// Opens an SSE stream; events are read with [`Sse::next`].
     pub async fn sse(&self, path: &str, body: Value) -> Sse {
+        self.sse_with("POST", path, Bytes::from(body.to_string()))
+            .await
+    }
+
+    /// Opens an SSE stream with a GET request.
+    pub async fn sse_get(&self, path: &str) -> Sse {
+        self.sse_with("GET", path, Bytes::new()).await
+    }
+
+    async fn sse_with(&self, method: &str, path: &str, body: Bytes) -> Sse {
         let req = Request::builder()
-            .method("POST")
+            .method(method)
             .uri(format!("http://sandbox{path}"))
             .header("content-type", "application/json")
-            .body(Full::new(Bytes::from(body.to_string())))
+            .body(Full::new(body))
             .unwrap();
         let resp = self.send(req).await;
         assert_eq!(resp.status().as_u16(), 200);

@@ -9,3 +9,5 @@ mod reaping;
 mod sessions;
 mod streaming;
 mod watch;
+mod port_watch;
+mod processes;

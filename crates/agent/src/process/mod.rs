@@ -1,0 +1,597 @@
+//! Background processes (`/api/process/*`, `/api/execute` with `background: true`): each runs
+//! as `bash -c <command>` in a process group of its own, from the cwd and environment of the
+//! session it was started from, with bounded logs kept after it ends.
+//!
+//! * [`Processes`]: start, list, inspect, kill and stream processes.
+//! * [`routes`]: their HTTP routes.
+
+mod ring;
+mod routes;
+mod store;
+mod tree;
+
+use std::collections::BTreeMap;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use nix::sys::signal::Signal;
+use sandpit_protocol::container::{
+    ExecuteRequest, KillResponse, ProcessInfo, ProcessLogsResponse, ProcessStartRequest,
+    ProcessStartResult, ProcessStatus, ProcessStreamEvent,
+};
+use sandpit_protocol::{DISABLE_SESSION, ErrorCode, time};
+use tokio::io::AsyncReadExt;
+use tokio::sync::mpsc;
+
+pub use routes::routes;
+pub use tree::parse_signal;
+
+use crate::agent::DEFAULT_SESSION;
+use crate::config::AgentConfig;
+use crate::error::ApiError;
+use crate::exec::output::Utf8Carry;
+use crate::exec::session::Sessions;
+use crate::exec::{StreamKind, child_env, reader, validate_env};
+use crate::reaper::Reaper;
+use crate::sse;
+use store::{Record, Store};
+
+/// Bytes of log kept per process and stream.
+pub const LOG_CAP_BYTES: usize = 1024 * 1024;
+
+/// Finished process records kept (the oldest is evicted first).
+pub const MAX_FINISHED: usize = 256;
+
+/// Time between the asked-for signal (SIGTERM by default) and SIGKILL.
+pub const KILL_GRACE: Duration = Duration::from_secs(5);
+
+/// How long output is still read after the process exited while descendants hold its pipes.
+const DRAIN_AFTER_EXIT: Duration = Duration::from_millis(200);
+
+/// The background processes of the agent.
+#[derive(Debug)]
+pub struct Processes {
+    config: Arc<AgentConfig>,
+    reaper: Arc<Reaper>,
+    sessions: Arc<Sessions>,
+    store: Arc<Store>,
+    log_cap: usize,
+}
+
+impl Processes {
+    pub fn new(config: Arc<AgentConfig>, reaper: Arc<Reaper>, sessions: Arc<Sessions>) -> Self {
+        Processes {
+            config,
+            reaper,
+            sessions,
+            store: Arc::new(Store::new(MAX_FINISHED)),
+            log_cap: LOG_CAP_BYTES,
+        }
+    }
+
+    /// Starts a process. Its id is `processId` if given (409 while a running process has it),
+    /// else `proc_<ms>_<rand6>`.
+    pub fn start(&self, req: ProcessStartRequest) -> Result<ProcessStartResult, ApiError> {
+        if req.command.trim().is_empty() {
+            return Err(ApiError::validation("command", "command must not be empty"));
+        }
+        if req.command.contains('\0') {
+            return Err(ApiError::validation(
+                "command",
+                "command must not contain NUL bytes",
+            ));
+        }
+        if req
+            .cwd
+            .as_deref()
+            .is_some_and(|c| c.is_empty() || c.contains('\0'))
+        {
+            return Err(ApiError::validation(
+                "cwd",
+                "cwd must be a non-empty path without NUL bytes",
+            ));
+        }
+        if let Some(env) = &req.env {
+            validate_env(env)?;
+        }
+        let id = match req.process_id.clone() {
+            Some(id) => {
+                validate_id(&id)?;
+                id
+            }
+            None => new_id(),
+        };
+        let session_id = match req.session_id.as_deref() {
+            Some(DISABLE_SESSION) => None,
+            Some("") => {
+                return Err(ApiError::validation(
+                    "sessionId",
+                    "sessionId must not be empty",
+                ));
+            }
+            Some(s) => Some(s.to_owned()),
+            None => Some(DEFAULT_SESSION.to_owned()),
+        };
+        let (cwd, env) = self.context(session_id.as_deref(), &req);
+        let busy = || {
+            ApiError::new(
+                ErrorCode::ResourceBusy,
+                format!("Process {id} is already running"),
+            )
+            .context("processId", id.clone())
+            .operation("process.start")
+        };
+        let mut spawned = None;
+        let record = self.store.insert_with(
+            &id,
+            |seq| {
+                let child = spawn(&self.config.shell, &req.command, &cwd, &env, &self.reaper)
+                    .map_err(|e| {
+                        ApiError::new(
+                            ErrorCode::ProcessError,
+                            format!("Failed to start process: {e}"),
+                        )
+                        .context("processId", id.clone())
+                        .context("command", req.command.clone())
+                        .context("cwd", cwd.to_string_lossy().into_owned())
+                        .operation("process.start")
+                    })?;
+                let pid = child.pid;
+                spawned = Some(child);
+                Ok(Record::new(
+                    id.clone(),
+                    req.command.clone(),
+                    session_id.clone(),
+                    pid,
+                    seq,
+                    self.log_cap,
+                ))
+            },
+            busy,
+        )?;
+        let Some(child) = spawned else {
+            return Err(ApiError::internal("process spawn lost"));
+        };
+        let timeout = req
+            .timeout_ms
+            .filter(|ms| *ms > 0)
+            .map(Duration::from_millis);
+        tokio::spawn(supervise(
+            record.clone(),
+            child,
+            timeout,
+            self.store.clone(),
+        ));
+        Ok(ProcessStartResult {
+            success: true,
+            process_id: id,
+            pid: u32::try_from(record.pid).ok(),
+            command: req.command,
+            timestamp: time::now(),
+        })
+    }
+
+    /// The cwd and environment of a process started from `session_id`: the session shell's
+    /// current directory and the environment it was started with (the agent's env plus the
+    /// session's env; variables exported later inside the shell are not seen), then the
+    /// request's `cwd` (relative to the session's) and `env`.
+    fn context(
+        &self,
+        session_id: Option<&str>,
+        req: &ProcessStartRequest,
+    ) -> (PathBuf, BTreeMap<String, String>) {
+        let session = session_id.and_then(|id| self.sessions.get(id));
+        let base = session
+            .as_ref()
+            .map_or_else(|| self.config.workspace.clone(), |s| PathBuf::from(s.cwd()));
+        let cwd = req.cwd.as_deref().map_or(base.clone(), |c| base.join(c));
+        let mut env = session
+            .as_ref()
+            .and_then(|s| environ_of(s.pid))
+            .unwrap_or_else(|| child_env(&self.config, None));
+        for (key, value) in req.env.iter().flatten() {
+            match value {
+                Some(v) => env.insert(key.clone(), v.clone()),
+                None => env.remove(key),
+            };
+        }
+        (cwd, env)
+    }
+
+    fn record(&self, id: &str) -> Result<Arc<Record>, ApiError> {
+        self.store.get(id).ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::ProcessNotFound,
+                format!("Process {id} not found"),
+            )
+            .context("processId", id)
+        })
+    }
+
+    /// Every process, oldest first; only those with `status` if given.
+    pub fn list(&self, status: Option<&str>) -> Vec<ProcessInfo> {
+        self.store
+            .all()
+            .iter()
+            .map(|r| r.info())
+            .filter(|info| status.is_none_or(|s| info.status.as_str() == s))
+            .collect()
+    }
+
+    pub fn get(&self, id: &str) -> Result<ProcessInfo, ApiError> {
+        Ok(self.record(id)?.info())
+    }
+
+    /// The status and exit code of `id`, `None` if there is no such process.
+    pub fn status(&self, id: &str) -> Option<(ProcessStatus, Option<i32>)> {
+        self.store.get(id).map(|r| {
+            let state = r.state();
+            (state.status, state.exit_code)
+        })
+    }
+
+    pub fn logs(&self, id: &str) -> Result<ProcessLogsResponse, ApiError> {
+        let record = self.record(id)?;
+        let state = record.state();
+        Ok(ProcessLogsResponse {
+            success: true,
+            process_id: id.to_owned(),
+            stdout: state.stdout.text(),
+            stderr: state.stderr.text(),
+            timestamp: time::now(),
+            stdout_dropped_bytes: state.stdout.dropped(),
+            stderr_dropped_bytes: state.stderr.dropped(),
+        })
+    }
+
+    /// Kills the process tree of `id` with `signal` (SIGTERM by default), then SIGKILL after
+    /// [`KILL_GRACE`]; returns once the tree is gone. A finished process is left alone.
+    pub async fn kill(&self, id: &str, signal: Option<Signal>) -> Result<KillResponse, ApiError> {
+        let record = self.record(id)?;
+        let signal = signal.unwrap_or(Signal::SIGTERM);
+        kill_tree(&record, signal).await;
+        Ok(KillResponse {
+            success: true,
+            process_id: id.to_owned(),
+            signal: Some(signal.as_str().to_owned()),
+            timestamp: time::now(),
+        })
+    }
+
+    /// Kills every running process (of `session_id` only, if given); returns how many.
+    pub async fn kill_all(&self, session_id: Option<&str>) -> usize {
+        let running: Vec<Arc<Record>> = self
+            .store
+            .all()
+            .into_iter()
+            .filter(|r| !r.is_finished())
+            .filter(|r| session_id.is_none_or(|s| r.session_id.as_deref() == Some(s)))
+            .collect();
+        futures::future::join_all(running.iter().map(|r| kill_tree(r, Signal::SIGTERM))).await;
+        running.len()
+    }
+
+    /// Process groups of running processes (for agent shutdown and signal forwarding).
+    pub fn running_groups(&self) -> Vec<i32> {
+        self.store
+            .all()
+            .iter()
+            .filter(|r| !r.is_finished())
+            .map(|r| r.pid)
+            .collect()
+    }
+
+    /// `GET /api/process/{id}/stream`: `process_info`, the replay of the kept output, live
+    /// output, then `exit` (or `error` when the exit code is unknown).
+    pub fn stream(&self, id: &str) -> Result<mpsc::Receiver<Bytes>, ApiError> {
+        let record = self.record(id)?;
+        let (tx, rx) = mpsc::channel(sse::CHANNEL_CAPACITY);
+        tokio::spawn(follow(record, tx));
+        Ok(rx)
+    }
+}
+
+async fn follow(record: Arc<Record>, tx: mpsc::Sender<Bytes>) {
+    let mut changed = record.subscribe();
+    changed.borrow_and_update();
+    let info = record.info();
+    let first = ProcessStreamEvent::ProcessInfo {
+        process_id: record.id.clone(),
+        command: record.command.clone(),
+        status: info.status,
+        timestamp: time::now(),
+        pid: info.pid,
+    };
+    if tx.send(sse::frame(&first)).await.is_err() {
+        return;
+    }
+    let (mut out_pos, mut err_pos) = (0u64, 0u64);
+    let (mut out_text, mut err_text) = (Utf8Carry::default(), Utf8Carry::default());
+    loop {
+        changed.borrow_and_update();
+        let (out, err, end) = {
+            let state = record.state();
+            let out = state.stdout.since(out_pos);
+            let err = state.stderr.since(err_pos);
+            out_pos = state.stdout.end();
+            err_pos = state.stderr.end();
+            let end = state
+                .status
+                .is_finished()
+                .then_some((state.status, state.exit_code));
+            (out, err, end)
+        };
+        let mut texts = vec![
+            (StreamKind::Stdout, out_text.push(&out)),
+            (StreamKind::Stderr, err_text.push(&err)),
+        ];
+        if end.is_some() {
+            texts.push((StreamKind::Stdout, out_text.finish()));
+            texts.push((StreamKind::Stderr, err_text.finish()));
+        }
+        for (kind, data) in texts {
+            if data.is_empty() {
+                continue;
+            }
+            let process_id = record.id.clone();
+            let timestamp = time::now();
+            let event = match kind {
+                StreamKind::Stdout => ProcessStreamEvent::Stdout {
+                    data,
+                    process_id,
+                    timestamp,
+                },
+                StreamKind::Stderr => ProcessStreamEvent::Stderr {
+                    data,
+                    process_id,
+                    timestamp,
+                },
+            };
+            if tx.send(sse::frame(&event)).await.is_err() {
+                return;
+            }
+        }
+        if let Some((status, exit_code)) = end {
+            let process_id = record.id.clone();
+            let timestamp = time::now();
+            let event = match exit_code {
+                Some(exit_code) => ProcessStreamEvent::Exit {
+                    process_id,
+                    exit_code,
+                    data: format!("Process {} with exit code {exit_code}", status.as_str()),
+                    timestamp,
+                },
+                None => ProcessStreamEvent::Error {
+                    process_id,
+                    data: "The process ended but its exit status could not be determined".into(),
+                    timestamp,
+                },
+            };
+            let _ = tx.send(sse::frame(&event)).await;
+            return;
+        }
+        tokio::select! {
+            r = changed.changed() => if r.is_err() { return },
+            () = tx.closed() => return,
+        }
+    }
+}
+
+/// Signals the tree, waits up to the grace period, then SIGKILLs what is left and waits for the
+/// process to be recorded as finished.
+async fn kill_tree(record: &Record, signal: Signal) {
+    let pgid = record.pid;
+    // After the process ended its pid may be reused: only its group (which keeps the id
+    // reserved while it has members) still belongs to it.
+    let root = if record.is_finished() {
+        None
+    } else {
+        record.state().kill_signal = Some(signal);
+        Some(pgid)
+    };
+    let targets = tree::members(root, pgid);
+    if targets.is_empty() && root.is_none() {
+        return;
+    }
+    tree::signal(pgid, &targets, signal);
+    let gone = |targets: &[i32]| {
+        record.is_finished()
+            && !tree::any_alive(targets)
+            && !tree::any_alive(&tree::members(root, pgid))
+    };
+    if signal != Signal::SIGKILL && wait_until(KILL_GRACE, || gone(&targets)).await {
+        return;
+    }
+    let mut left = tree::members(root, pgid);
+    left.extend(targets.iter().copied());
+    tree::signal(pgid, &left, Signal::SIGKILL);
+    wait_until(Duration::from_secs(5), || gone(&left)).await;
+}
+
+/// Polls `done` until it holds or `limit` passes; true if it held.
+async fn wait_until(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    loop {
+        if done() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A spawned process: its pid, exit status channel and output pipes.
+struct Child {
+    pid: i32,
+    exit: tokio::sync::oneshot::Receiver<i32>,
+    stdout: tokio::net::unix::pipe::Receiver,
+    stderr: tokio::net::unix::pipe::Receiver,
+}
+
+fn spawn(
+    shell: &Path,
+    command: &str,
+    cwd: &Path,
+    env: &BTreeMap<String, String>,
+    reaper: &Reaper,
+) -> std::io::Result<Child> {
+    if !cwd.is_dir() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            format!("working directory {} does not exist", cwd.display()),
+        ));
+    }
+    let mut cmd = Command::new(shell);
+    cmd.arg("-c")
+        .arg(command)
+        .env_clear()
+        .envs(env)
+        .current_dir(cwd)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0);
+    let spawned_at = Instant::now();
+    let mut child = cmd.spawn()?;
+    let pid = child.id() as i32;
+    // The reaper owns waiting: `child` is dropped without `wait`.
+    let exit = reaper.register(pid, spawned_at);
+    let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
+        return Err(std::io::Error::other("missing pipe"));
+    };
+    Ok(Child {
+        pid,
+        exit,
+        stdout: reader(stdout)?,
+        stderr: reader(stderr)?,
+    })
+}
+
+/// Copies the output into the record until the process exits and its pipes close (or
+/// [`DRAIN_AFTER_EXIT`] passed), enforcing `timeout`, then records the end.
+async fn supervise(
+    record: Arc<Record>,
+    child: Child,
+    timeout: Option<Duration>,
+    store: Arc<Store>,
+) {
+    let Child {
+        pid: _,
+        mut exit,
+        mut stdout,
+        mut stderr,
+    } = child;
+    let far = tokio::time::Instant::now() + Duration::from_secs(86400 * 365);
+    let mut deadline = timeout.map_or(far, |t| tokio::time::Instant::now() + t);
+    let mut exit_code: Option<Option<i32>> = None;
+    let (mut out_open, mut err_open) = (true, true);
+    let mut out_buf = vec![0u8; 64 * 1024];
+    let mut err_buf = vec![0u8; 64 * 1024];
+    while out_open || err_open || exit_code.is_none() {
+        tokio::select! {
+            biased;
+            () = tokio::time::sleep_until(deadline) => {
+                if exit_code.is_some() {
+                    break;
+                }
+                // Timed out: kill in a task of its own; the exit arrives through `exit`.
+                deadline = far;
+                let record = record.clone();
+                tokio::spawn(async move { kill_tree(&record, Signal::SIGTERM).await });
+            }
+            r = stdout.read(&mut out_buf), if out_open => match r {
+                Ok(n) if n > 0 => record.append(StreamKind::Stdout, &out_buf[..n]),
+                _ => out_open = false,
+            },
+            r = stderr.read(&mut err_buf), if err_open => match r {
+                Ok(n) if n > 0 => record.append(StreamKind::Stderr, &err_buf[..n]),
+                _ => err_open = false,
+            },
+            code = &mut exit, if exit_code.is_none() => {
+                exit_code = Some(code.ok());
+                deadline = tokio::time::Instant::now() + DRAIN_AFTER_EXIT;
+            }
+        }
+    }
+    record.finish(exit_code.flatten());
+    store.finished(&record);
+}
+
+/// The environment a process was started with, from `/proc/<pid>/environ`.
+fn environ_of(pid: i32) -> Option<BTreeMap<String, String>> {
+    let bytes = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
+    let env: BTreeMap<String, String> = bytes
+        .split(|b| *b == 0)
+        .filter_map(|entry| {
+            let text = std::str::from_utf8(entry).ok()?;
+            let (key, value) = text.split_once('=')?;
+            (!key.is_empty()).then(|| (key.to_owned(), value.to_owned()))
+        })
+        .collect();
+    (!env.is_empty()).then_some(env)
+}
+
+/// `/api/execute` with `background: true`: the same as `/api/process/start`.
+pub fn from_execute(req: ExecuteRequest) -> ProcessStartRequest {
+    ProcessStartRequest {
+        command: req.command,
+        session_id: req.session_id,
+        timeout_ms: req.timeout_ms,
+        env: req.env,
+        cwd: req.cwd,
+        origin: req.origin,
+        ..ProcessStartRequest::default()
+    }
+}
+
+fn validate_id(id: &str) -> Result<(), ApiError> {
+    let valid = !id.is_empty()
+        && id.len() <= 256
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | ':'));
+    if valid {
+        Ok(())
+    } else {
+        Err(ApiError::validation(
+            "processId",
+            format!("Invalid processId {id:?}: use 1-256 characters of [A-Za-z0-9_.:-]"),
+        ))
+    }
+}
+
+/// `proc_<ms>_<rand6>`.
+fn new_id() -> String {
+    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+    let ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis());
+    let suffix: String = (0..6)
+        .map(|_| ALPHABET[rand::random_range(0..ALPHABET.len())] as char)
+        .collect();
+    format!("proc_{ms}_{suffix}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_ids_have_the_seed_shape() {
+        let id = new_id();
+        let parts: Vec<&str> = id.split('_').collect();
+        assert_eq!(parts.len(), 3, "{id}");
+        assert_eq!(parts[0], "proc");
+        assert!(parts[1].parse::<u64>().is_ok());
+        assert_eq!(parts[2].len(), 6);
+        assert!(validate_id(&id).is_ok());
+        assert!(validate_id("a/b").is_err());
+        assert!(validate_id("").is_err());
+    }
+}
