@@ -1,6 +1,5 @@
 //! HTTP handlers, one module per resource.
 
-pub mod files;
 pub mod keys;
 pub mod sandboxes;
 pub mod system;
