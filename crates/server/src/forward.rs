@@ -83,7 +83,7 @@ pub async fn forward(State(app): State<Arc<AppState>>, request: Request) -> Resp
     }
 }
 
-async fn forward_inner(app: Arc<AppState>, mut request: Request) -> ApiResult<Response> {
+async fn forward_inner(app: Arc<AppState>, request: Request) -> ApiResult<Response> {
     let tenant = request
         .extensions()
         .get::<Tenant>()
@@ -105,6 +105,19 @@ async fn forward_inner(app: Arc<AppState>, mut request: Request) -> ApiResult<Re
         ));
     }
 
+    proxy(&app, request, &tenant.name, &id, target, Some(app.max_body_bytes)).await
+}
+
+/// Sends `request` to the agent of sandbox `id` (leasing, waking or creating it) at `target`
+/// (path and query) and streams the answer back. `limit` caps the request body.
+pub(crate) async fn proxy(
+    app: &AppState,
+    mut request: Request,
+    tenant: &str,
+    id: &str,
+    target: String,
+    limit: Option<usize>,
+) -> ApiResult<Response> {
     let is_upgrade = request.headers().contains_key(header::UPGRADE);
     let client_upgrade = is_upgrade.then(|| hyper::upgrade::on(&mut request));
     let (mut parts, body) = request.into_parts();
@@ -114,17 +127,20 @@ async fn forward_inner(app: Arc<AppState>, mut request: Request) -> ApiResult<Re
     parts
         .headers
         .insert(header::HOST, HeaderValue::from_static("sandbox"));
-    if let Ok(v) = HeaderValue::from_str(&id) {
+    if let Ok(v) = HeaderValue::from_str(id) {
         parts.headers.insert("x-sandbox-id", v);
     }
     parts.uri = target
         .parse()
         .map_err(|_| ApiError::validation("invalid request path"))?;
     parts.version = http::Version::HTTP_11;
-    let body = http_body_util::Limited::new(body, app.max_body_bytes);
+    let body = match limit {
+        Some(limit) => Body::new(http_body_util::Limited::new(body, limit)),
+        None => body,
+    };
     let outgoing = http::Request::from_parts(parts, body);
 
-    let (stream, mut guard) = connect(&app, &tenant.name, &id).await?;
+    let (stream, mut guard) = connect(app, tenant, id).await?;
     if target.split('?').next() == Some("/api/execute") {
         guard.time_exec(app.metrics.clone());
     }
@@ -133,7 +149,7 @@ async fn forward_inner(app: Arc<AppState>, mut request: Request) -> ApiResult<Re
             ErrorCode::SandboxUnavailable,
             format!("sandbox agent {what}: {e}"),
         )
-        .context("sandboxId", id.as_str())
+        .context("sandboxId", id)
     };
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await

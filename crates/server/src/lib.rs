@@ -7,6 +7,7 @@
 //! * `POST|GET /v1/sandboxes`, `GET|PATCH|DELETE /v1/sandboxes/{id}`,
 //!   `POST /v1/sandboxes/{id}/stop`: lifecycle ([`lifecycle`]);
 //! * `ANY /v1/sandboxes/{id}/api/*`, `/ws`, `/ws/*`: forwarded to the agent ([`forward`]);
+//! * `GET|PUT /v1/sandboxes/{id}/files/*`: raw file bytes, streamed without a size cap;
 //! * `POST /v1/keys`: admin creates tenant keys ([`auth`]);
 //! * `GET /v1/openapi.json`, `GET /metrics`, `GET /healthz`: no key needed.
 
@@ -79,7 +80,7 @@ async fn count_errors(
 }
 
 fn router(app: Arc<AppState>, auth: Arc<Auth>, max_control_body: usize) -> Router {
-    use routes::{keys, sandboxes, system};
+    use routes::{files, keys, sandboxes, system};
     let forward = any(forward::forward);
     let authed = Router::new()
         .route("/v1/keys", post(keys::create_key))
@@ -94,6 +95,10 @@ fn router(app: Arc<AppState>, auth: Arc<Auth>, max_control_body: usize) -> Route
                 .delete(sandboxes::destroy),
         )
         .route("/v1/sandboxes/{id}/stop", post(sandboxes::stop))
+        .route(
+            "/v1/sandboxes/{id}/files/{*path}",
+            get(files::download).put(files::upload),
+        )
         .route("/v1/sandboxes/{id}/api/{*path}", forward.clone())
         .route("/v1/sandboxes/{id}/ws", forward.clone())
         .route("/v1/sandboxes/{id}/ws/{*path}", forward)

@@ -3,7 +3,7 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::routes::{keys, sandboxes};
+use crate::routes::{files, keys, sandboxes};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -22,6 +22,8 @@ use crate::routes::{keys, sandboxes};
         sandboxes::forward_get,
         sandboxes::forward_post,
         sandboxes::forward_delete,
+        files::download,
+        files::upload,
         keys::create_key,
     ),
     components(schemas(
@@ -33,6 +35,7 @@ use crate::routes::{keys, sandboxes};
         sandpit_protocol::control::Limits,
         sandpit_protocol::ErrorResponse,
         sandpit_protocol::ErrorCode,
+        sandpit_protocol::container::FileUploadResponse,
         keys::CreateKeyRequest,
         keys::CreateKeyResponse,
     )),
@@ -40,6 +43,7 @@ use crate::routes::{keys, sandboxes};
     tags(
         (name = "sandboxes", description = "Sandbox lifecycle"),
         (name = "forward", description = "The container API of one sandbox"),
+        (name = "files", description = "Raw file bytes of one sandbox, any size"),
         (name = "keys", description = "API keys (admin)"),
     )
 )]

@@ -307,3 +307,58 @@ async fn check_changes_across_reconnects() {
         assert_eq!(r.json()["code"], "VALIDATION_FAILED");
     }
 }
+
+#[tokio::test]
+async fn only_the_requested_event_types() {
+    let a = Agent::start();
+    let dir = a.ws("e");
+    std::fs::create_dir(&dir).unwrap();
+    let f = dir.join("f");
+    std::fs::write(&f, "").unwrap();
+    let (mut s, _) = watch(&a, json!({"path": "e", "events": ["attrib", "delete"]})).await;
+    std::fs::write(dir.join("ignored"), "x").unwrap();
+    std::fs::set_permissions(&f, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    std::fs::remove_file(&f).unwrap();
+    let events = collect(&mut s, Duration::from_secs(10), |ev| has(ev, "delete", &f)).await;
+    assert!(has(&events, "attrib", &f), "{events:#?}");
+    assert!(
+        events
+            .iter()
+            .all(|e| e["eventType"] == "attrib" || e["eventType"] == "delete"),
+        "{events:#?}"
+    );
+}
+
+#[tokio::test]
+async fn a_flood_ends_the_stream_with_a_resync_error() {
+    let a = Agent::start();
+    let dir = a.ws("flood");
+    std::fs::create_dir(&dir).unwrap();
+    let (mut s, _) = watch(&a, json!({"path": "flood"})).await;
+    // Far more distinct changes than a subscriber may have pending (or the kernel queues).
+    let writer = {
+        let dir = dir.clone();
+        std::thread::spawn(move || {
+            for i in 0..40_000 {
+                std::fs::File::create(dir.join(format!("f{i}"))).unwrap();
+            }
+        })
+    };
+    let events = collect(&mut s, Duration::from_secs(60), |ev| {
+        ev.last().is_some_and(|e| e["type"] == "error")
+    })
+    .await;
+    writer.join().unwrap();
+    let last = events.last().unwrap();
+    assert_eq!(
+        last["type"],
+        "error",
+        "{} events, last {last}",
+        events.len()
+    );
+    assert!(last["error"].as_str().unwrap().contains("resync"), "{last}");
+    assert!(
+        next(&mut s).await.is_none(),
+        "the stream ends after the error"
+    );
+}

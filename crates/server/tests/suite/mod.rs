@@ -2,6 +2,7 @@ mod api;
 mod attacks;
 mod e2e;
 mod fake_agent;
+mod files;
 mod forward;
 mod host_agent;
 mod lifecycle;
