@@ -11,7 +11,9 @@
 //! ```
 //!
 //! * [`Client`]: the control plane (create, get, list, update, stop, destroy).
-//! * [`SandboxHandle`]: one sandbox's container API (exec, streaming exec, sessions, files).
+//! * [`SandboxHandle`]: one sandbox's container API (exec, streaming exec, sessions, files),
+//!   and raw transfers of files of any size ([`SandboxHandle::upload`],
+//!   [`SandboxHandle::download`]).
 //! * [`ClientError`]: `Api` carries the server's error envelope (code, status, context).
 
 mod client;
@@ -21,7 +23,7 @@ mod sse;
 
 pub use client::{Client, ListOptions};
 pub use error::{ClientError, Result};
-pub use sandbox::{ExecOptions, FileDownload, SandboxHandle};
+pub use sandbox::{Download, ExecOptions, FileDownload, SandboxHandle};
 pub use sse::EventStream;
 
 /// The wire types, re-exported so users need no second dependency.

@@ -1,21 +1,24 @@
-//! The container API of one sandbox (`/v1/sandboxes/{id}/api/*`): commands, sessions, files.
+//! The container API of one sandbox (`/v1/sandboxes/{id}/api/*`): commands, sessions, files;
+//! and raw file transfers of any size (`/v1/sandboxes/{id}/files/*`).
+
+use std::pin::Pin;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use bytes::Bytes;
-use futures::StreamExt;
+use futures::{Stream, StreamExt};
 use reqwest::Method;
 use sandpit_protocol::container::{
     EnvMap, ExecEvent, ExecuteRequest, ExecuteResponse, ExistsResponse, FileInfo, FileStreamEvent,
-    ListFilesOptions, ListFilesRequest, ListFilesResponse, MkdirRequest, MoveRequest, PathRequest,
-    PingResponse, ReadFileRequest, ReadFileResponse, RenameRequest, SessionCreateRequest,
-    SessionCreateResponse, SessionDeleteRequest, SessionInfo, SessionListResponse,
-    WriteFileRequest,
+    FileUploadResponse, ListFilesOptions, ListFilesRequest, ListFilesResponse, MkdirRequest,
+    MoveRequest, PathRequest, PingResponse, ReadFileRequest, ReadFileResponse, RenameRequest,
+    SessionCreateRequest, SessionCreateResponse, SessionDeleteRequest, SessionInfo,
+    SessionListResponse, WriteFileRequest,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::client::{Client, check_id};
+use crate::client::{Client, check_id, percent_encode};
 use crate::error::{ClientError, Result};
 use crate::sse::{self, EventStream};
 
@@ -62,6 +65,14 @@ pub struct FileDownload {
     pub is_binary: bool,
     /// Decoded chunks; ends with an error if the stream broke or ended before `complete`.
     pub chunks: EventStream<Vec<u8>>,
+}
+
+/// A raw download started by [`SandboxHandle::download`].
+pub struct Download {
+    /// The file's size (the answer's `Content-Length`).
+    pub size: Option<u64>,
+    /// The file's bytes in pieces; ends with an error if the transfer broke off early.
+    pub body: Pin<Box<dyn Stream<Item = Result<Bytes>> + Send>>,
 }
 
 /// The fields of a `/api/write` body that precede the streamed content.
@@ -310,6 +321,50 @@ impl SandboxHandle {
         Ok(())
     }
 
+    /// Uploads a file of any size from a stream of bytes, through the raw file route (no size
+    /// cap, constant memory on every hop). The file is replaced atomically once the stream
+    /// ends; if the stream fails or the connection breaks, the sandbox keeps no partial file.
+    /// `progress` gets the number of bytes handed to the connection so far.
+    pub async fn upload<S>(
+        &self,
+        path: &str,
+        content: S,
+        progress: impl Fn(u64) + Send + Sync + 'static,
+    ) -> Result<FileUploadResponse>
+    where
+        S: Stream<Item = std::io::Result<Bytes>> + Send + 'static,
+    {
+        let mut sent = 0u64;
+        let counted = content.map(move |piece| {
+            if let Ok(bytes) = &piece {
+                sent += bytes.len() as u64;
+                progress(sent);
+            }
+            piece
+        });
+        let request = self
+            .client
+            .request(Method::PUT, &self.files_path(path)?)
+            .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
+            .body(reqwest::Body::wrap_stream(counted));
+        self.client.json(request).await
+    }
+
+    /// Downloads a file of any size as a stream of bytes, through the raw file route. Fails up
+    /// front if the file cannot be read (`FILE_NOT_FOUND`, `IS_DIRECTORY`...).
+    pub async fn download(&self, path: &str) -> Result<Download> {
+        let request = self.client.request(Method::GET, &self.files_path(path)?);
+        let response = self.client.send(request).await?;
+        let size = response.content_length();
+        let body = response
+            .bytes_stream()
+            .map(|piece| piece.map_err(ClientError::from));
+        Ok(Download {
+            size,
+            body: Box::pin(body),
+        })
+    }
+
     /// Deletes a file (not a directory: `IS_DIRECTORY`).
     pub async fn delete_file(&self, path: &str) -> Result<()> {
         let body = PathRequest {
@@ -391,6 +446,25 @@ impl SandboxHandle {
         Ok(format!("/v1/sandboxes/{}/api/{endpoint}", self.id))
     }
 
+    /// `/v1/sandboxes/{id}/files/<path>`, the path as one percent-encoded segment (so `/`,
+    /// `.` and `..` reach the sandbox as they are instead of being resolved in the URL).
+    fn files_path(&self, path: &str) -> Result<String> {
+        check_id(&self.id)?;
+        if path.is_empty() {
+            return Err(ClientError::InvalidArgument("empty file path".into()));
+        }
+        // A segment that is only dots would be resolved by URL normalisation.
+        let path = match path {
+            "." | ".." => format!("{path}/"),
+            _ => path.to_owned(),
+        };
+        Ok(format!(
+            "/v1/sandboxes/{}/files/{}",
+            self.id,
+            percent_encode(&path)
+        ))
+    }
+
     async fn get<T: DeserializeOwned>(&self, endpoint: &str) -> Result<T> {
         let request = self.client.request(Method::GET, &self.path(endpoint)?);
         self.client.json(request).await
@@ -426,5 +500,26 @@ fn decode_content(encoding: &str, data: &str) -> Result<Vec<u8>> {
             .decode(data)
             .map_err(|e| ClientError::Decode(format!("bad base64 content: {e}"))),
         _ => Ok(data.as_bytes().to_vec()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_paths_are_one_encoded_segment() {
+        let client = Client::new("http://127.0.0.1:1", "k").unwrap();
+        let sandbox = client.sandbox("box");
+        assert_eq!(
+            sandbox.files_path("/workspace/a b/../c").unwrap(),
+            "/v1/sandboxes/box/files/%2Fworkspace%2Fa%20b%2F..%2Fc"
+        );
+        assert_eq!(
+            sandbox.files_path("..").unwrap(),
+            "/v1/sandboxes/box/files/..%2F"
+        );
+        assert!(sandbox.files_path("").is_err());
+        assert!(client.sandbox("../x").files_path("a").is_err());
     }
 }
