@@ -7,6 +7,7 @@ use futures::StreamExt;
 use sandpit_client::Client;
 use sandpit_client::protocol::control::validate_sandbox_id;
 use tokio::io::AsyncWriteExt;
+use tokio_util::io::ReaderStream;
 
 use crate::progress::bytes_bar;
 
@@ -52,34 +53,40 @@ pub async fn run(client: &Client, src: &str, dst: &str) -> anyhow::Result<()> {
     }
 }
 
+/// Read size of uploads (one piece on the wire each).
+const PIECE: usize = 256 * 1024;
+
 async fn upload(client: &Client, from: &Path, id: &str, path: &str) -> anyhow::Result<()> {
-    let meta = tokio::fs::metadata(from)
+    let file = tokio::fs::File::open(from)
+        .await
+        .with_context(|| format!("reading {}", from.display()))?;
+    let meta = file
+        .metadata()
         .await
         .with_context(|| format!("reading {}", from.display()))?;
     if meta.is_dir() {
         bail!("{} is a directory; cp copies single files", from.display());
     }
-    let content = tokio::fs::read(from)
-        .await
-        .with_context(|| format!("reading {}", from.display()))?;
     let target = if path.ends_with('/') {
         let name = from.file_name().context("source has no file name")?;
         format!("{path}{}", name.to_string_lossy())
     } else {
         path.to_owned()
     };
-    let bar = bytes_bar(content.len() as u64, "upload");
+    let bar = bytes_bar(meta.len(), "upload");
     let shown = bar.clone();
+    let content = ReaderStream::with_capacity(file, PIECE);
     let result = client
         .sandbox(id)
-        .write_bytes_with_progress(&target, content.into(), move |n| shown.set_position(n))
+        .upload(&target, content, move |n| shown.set_position(n))
         .await;
     bar.finish_and_clear();
-    Ok(result?)
+    result?;
+    Ok(())
 }
 
 async fn download(client: &Client, id: &str, path: &str, to: &Path) -> anyhow::Result<()> {
-    let download = client.sandbox(id).read_stream_bytes(path).await?;
+    let download = client.sandbox(id).download(path).await?;
     let target = if to.is_dir() {
         let name = Path::new(path)
             .file_name()
@@ -88,22 +95,27 @@ async fn download(client: &Client, id: &str, path: &str, to: &Path) -> anyhow::R
     } else {
         to.to_path_buf()
     };
-    let bar = bytes_bar(download.size, "download");
+    let bar = bytes_bar(download.size.unwrap_or(0), "download");
     let result = async {
         let mut file = tokio::fs::File::create(&target)
             .await
             .with_context(|| format!("creating {}", target.display()))?;
-        let mut chunks = download.chunks;
+        let mut body = download.body;
         let mut written = 0u64;
-        while let Some(chunk) = chunks.next().await {
-            let chunk = chunk?;
-            file.write_all(&chunk)
+        while let Some(piece) = body.next().await {
+            let piece = piece?;
+            file.write_all(&piece)
                 .await
                 .with_context(|| format!("writing {}", target.display()))?;
-            written += chunk.len() as u64;
+            written += piece.len() as u64;
             bar.set_position(written);
         }
         file.flush().await?;
+        if let Some(size) = download.size
+            && size != written
+        {
+            bail!("download ended after {written} of {size} bytes");
+        }
         anyhow::Ok(())
     }
     .await;

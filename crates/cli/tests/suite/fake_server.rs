@@ -54,7 +54,14 @@ fn handle(
     {
         return error(401, "UNAUTHORIZED", "missing or wrong API key");
     }
-    let body: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+    // Raw uploads are logged as their bytes.
+    let body: Value = serde_json::from_slice(body).unwrap_or_else(|_| {
+        if body.is_empty() {
+            Value::Null
+        } else {
+            json!(body.to_vec())
+        }
+    });
     bodies
         .lock()
         .unwrap()
@@ -78,19 +85,18 @@ fn handle(
         ("POST", "/v1/sandboxes/broken/api/execute/stream") => {
             sse(&[json!({"type": "stdout", "data": "partial", "timestamp": TS})])
         }
-        ("POST", "/v1/sandboxes/demo/api/read/stream") if body["path"] == "/missing" => {
-            sse(&[json!({"type": "error", "error": "File not found: /missing"})])
-        }
-        ("POST", "/v1/sandboxes/demo/api/read/stream") => sse(&[
-            json!({"type": "metadata", "mimeType": "text/plain", "size": 11, "isBinary": false, "encoding": "utf-8"}),
-            json!({"type": "chunk", "data": "hello "}),
-            json!({"type": "chunk", "data": "world"}),
-            json!({"type": "complete", "bytesRead": 11}),
-        ]),
-        ("POST", "/v1/sandboxes/demo/api/write") => json_response(
+        ("PUT", "/v1/sandboxes/demo/files/%2Fworkspace%2Fup.bin") => json_response(
             StatusCode::OK,
-            json!({"success": true, "path": body["path"], "timestamp": TS}),
+            json!({"success": true, "path": "/workspace/up.bin", "size": 4, "timestamp": TS}),
         ),
+        ("GET", "/v1/sandboxes/demo/files/%2Fmissing") => {
+            error(404, "FILE_NOT_FOUND", "File not found: /missing")
+        }
+        ("GET", "/v1/sandboxes/demo/files/%2Fworkspace%2Fhello.txt") => (
+            [(header::CONTENT_TYPE, "application/octet-stream")],
+            "hello world",
+        )
+            .into_response(),
         _ => error(404, "ROUTE_NOT_FOUND", "unexpected request"),
     }
 }
@@ -246,11 +252,8 @@ fn cp_copies_both_ways() {
         .assert()
         .success();
     let (path, body) = bodies.lock().unwrap().last().cloned().unwrap();
-    assert_eq!(path, "/v1/sandboxes/demo/api/write");
-    assert_eq!(
-        body,
-        json!({"path": "/workspace/up.bin", "encoding": "base64", "content": "AAEC/w=="})
-    );
+    assert_eq!(path, "/v1/sandboxes/demo/files/%2Fworkspace%2Fup.bin");
+    assert_eq!(body, json!([0, 1, 2, 255]));
 
     cli(&url)
         .arg("cp")
@@ -270,6 +273,6 @@ fn cp_copies_both_ways() {
         .arg(&target)
         .assert()
         .code(1)
-        .stderr("error: stream error: File not found: /missing\n");
+        .stderr("error: FILE_NOT_FOUND: File not found: /missing\n");
     assert!(!target.exists(), "a failed download leaves no file behind");
 }

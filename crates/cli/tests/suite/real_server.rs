@@ -192,3 +192,77 @@ fn serial_image_build_is_a_no_op_when_the_image_exists() {
         "{out}"
     );
 }
+
+fn sha256_of(path: &std::path::Path) -> String {
+    let out = std::process::Command::new("sha256sum")
+        .arg(path)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    String::from_utf8(out.stdout).unwrap()[..64].to_owned()
+}
+
+#[test]
+fn serial_cli_cp_100_mib_both_ways() {
+    let Some(images) = images_dir_or_skip("serial_cli_cp_100_mib_both_ways") else {
+        return;
+    };
+    let served = Served::start(&images);
+    let dir = tempfile::tempdir().unwrap();
+    // 100 MiB, no two MiB alike: a random block stamped with the MiB's index.
+    let mut block = vec![0u8; 1 << 20];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut block))
+        .unwrap();
+    let up = dir.path().join("big.bin");
+    {
+        let mut file = std::io::BufWriter::new(std::fs::File::create(&up).unwrap());
+        for i in 0u64..100 {
+            block[..8].copy_from_slice(&i.to_le_bytes());
+            std::io::Write::write_all(&mut file, &block).unwrap();
+        }
+    }
+    let want = sha256_of(&up);
+
+    served
+        .cli()
+        .arg("cp")
+        .arg(&up)
+        .arg("big:/workspace/in/")
+        .assert()
+        .success();
+    let in_sandbox = stdout(
+        served
+            .cli()
+            .args(["exec", "big", "--", "sha256sum /workspace/in/big.bin"])
+            .assert()
+            .success(),
+    );
+    assert!(in_sandbox.starts_with(&want), "{in_sandbox} vs {want}");
+
+    let down = dir.path().join("back.bin");
+    served
+        .cli()
+        .arg("cp")
+        .arg("big:in/big.bin")
+        .arg(&down)
+        .assert()
+        .success();
+    assert_eq!(sha256_of(&down), want);
+
+    // A missing source is an error, and leaves no local file.
+    let missing = dir.path().join("missing.bin");
+    let out = served
+        .cli()
+        .arg("cp")
+        .arg("big:/workspace/nope.bin")
+        .arg(&missing)
+        .assert()
+        .code(1)
+        .get_output()
+        .clone();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.starts_with("error: FILE_NOT_FOUND: "), "{err}");
+    assert!(!missing.exists());
+    served.cli().args(["rm", "big"]).assert().success();
+}
