@@ -334,6 +334,9 @@ impl Agent {
     /// Sends `signal` to every session and sessionless command (SIGHUP forwarding).
     pub fn signal_children(&self, signal: Signal) {
         self.sessions.signal_all(signal);
+        for pid in self.processes.running_groups() {
+            let _ = killpg(Pid::from_raw(pid), signal);
+        }
         for pid in self
             .running
             .lock()

@@ -262,16 +262,19 @@ impl Processes {
         })
     }
 
-    /// Kills every running process (of `session_id` only, if given); returns how many.
+    /// Kills every running process (of `session_id` only, if given) and what finished ones left
+    /// running in their process groups; returns how many processes were running.
     pub async fn kill_all(&self, session_id: Option<&str>) -> usize {
-        let running: Vec<Arc<Record>> = self
+        let live = tree::live_groups();
+        let (running, leftovers): (Vec<Arc<Record>>, Vec<Arc<Record>>) = self
             .store
             .all()
             .into_iter()
-            .filter(|r| !r.is_finished())
             .filter(|r| session_id.is_none_or(|s| r.session_id.as_deref() == Some(s)))
-            .collect();
-        futures::future::join_all(running.iter().map(|r| kill_tree(r, Signal::SIGTERM))).await;
+            .filter(|r| !r.is_finished() || live.contains(&r.pid))
+            .partition(|r| !r.is_finished());
+        let all = running.iter().chain(&leftovers);
+        futures::future::join_all(all.map(|r| kill_tree(r, Signal::SIGTERM))).await;
         running.len()
     }
 

@@ -65,6 +65,15 @@ pub fn members(root: Option<i32>, pgid: i32) -> Vec<i32> {
     pids
 }
 
+/// Process groups that have at least one live member.
+pub fn live_groups() -> HashSet<i32> {
+    scan()
+        .into_iter()
+        .filter(|s| !s.zombie)
+        .map(|s| s.pgrp)
+        .collect()
+}
+
 /// Whether any of `pids` still runs (not a zombie).
 pub fn any_alive(pids: &[i32]) -> bool {
     pids.iter().any(|pid| {

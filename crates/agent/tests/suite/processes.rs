@@ -388,6 +388,33 @@ async fn kill_all_counts_the_running_processes() {
 }
 
 #[tokio::test]
+async fn what_a_finished_process_left_running_is_killed_too() {
+    let agent = Agent::start();
+    let mut leftovers = Vec::new();
+    for _ in 0..2 {
+        let id = start(&agent, json!({"command": "sleep 100 & echo $!"})).await;
+        let p = wait_done(&agent, &id, Duration::from_secs(10)).await;
+        assert_eq!(p["status"], "completed");
+        let out = logs(&agent, &id).await["stdout"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let pid: i32 = out.trim().parse().unwrap();
+        assert!(alive(pid));
+        leftovers.push((id, pid));
+    }
+    // By id...
+    let (id, pid) = &leftovers[0];
+    kill(&agent, &format!("/api/process/{id}"), "").await;
+    assert!(!alive(*pid));
+    assert_eq!(info(&agent, id).await["status"], "completed");
+    // ...and by kill-all, which counts only running processes.
+    let v = kill(&agent, "/api/process/kill-all", "").await;
+    assert_eq!(v["cleanedCount"], 0);
+    assert!(!alive(leftovers[1].1));
+}
+
+#[tokio::test]
 async fn logs_are_bounded_and_count_what_was_dropped() {
     let agent = Agent::start();
     let total = 3_000_000u64;
