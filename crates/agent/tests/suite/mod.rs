@@ -1,13 +1,13 @@
 mod exec;
 mod files;
-mod git;
 mod files_raw;
+mod git;
 mod harness;
 mod http;
 mod launch;
+mod port_watch;
+mod processes;
 mod reaping;
 mod sessions;
 mod streaming;
 mod watch;
-mod port_watch;
-mod processes;
