@@ -29,6 +29,8 @@ pub struct Agent {
     pub config: Arc<AgentConfig>,
     pub reaper: Arc<Reaper>,
     pub sessions: Arc<Sessions>,
+    /// PTY terminals (`/ws/pty`), by session id.
+    pub terminals: Arc<crate::pty::Terminals>,
     /// Background processes (`/api/process/*`).
     pub processes: Arc<crate::process::Processes>,
     /// File watches (`/api/watch`, `/api/watch/check`).
@@ -47,6 +49,11 @@ impl Agent {
     pub fn new(config: AgentConfig, reaper: Arc<Reaper>) -> Arc<Self> {
         let config = Arc::new(config);
         let sessions = Arc::new(Sessions::new(config.clone(), reaper.clone()));
+        let terminals = Arc::new(crate::pty::Terminals::new(
+            config.clone(),
+            reaper.clone(),
+            sessions.clone(),
+        ));
         let processes = Arc::new(crate::process::Processes::new(
             config.clone(),
             reaper.clone(),
@@ -57,6 +64,7 @@ impl Agent {
             config,
             reaper,
             sessions,
+            terminals,
             processes,
             watches,
             running: Arc::default(),
@@ -307,6 +315,7 @@ impl Agent {
     /// Terminates every session and sessionless command: SIGTERM, then SIGKILL after `grace`.
     pub async fn shutdown(&self, grace: Duration) {
         let mut groups = self.sessions.pids();
+        groups.extend(self.terminals.pids());
         groups.extend(self.processes.running_groups());
         groups.extend(
             self.running

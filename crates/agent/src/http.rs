@@ -53,6 +53,9 @@ pub fn router(agent: Arc<Agent>) -> Router {
             "/api/files/raw",
             get(files_raw::download).put(files_raw::upload),
         )
+        .route("/ws", get(crate::ws_control::handler))
+        .route("/api/ws", get(crate::ws_control::handler))
+        .route("/ws/pty", get(crate::pty::handler))
         .fallback(unknown_route)
         .method_not_allowed_fallback(unknown_route)
         .layer(DefaultBodyLimit::max(limit))
@@ -221,6 +224,7 @@ async fn session_delete(
     };
     // Deleting an unknown session is not an error (the seed answers success too).
     agent.sessions.delete(&id);
+    agent.terminals.kill(&id);
     agent.processes.kill_all(Some(&id)).await;
     Ok(Json(SessionDeleteResponse {
         success: true,

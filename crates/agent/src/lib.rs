@@ -18,10 +18,12 @@ pub mod git;
 pub mod http;
 pub mod port_watch;
 pub mod process;
+pub mod pty;
 pub mod reaper;
 pub mod serve;
 pub mod sse;
 pub mod watch;
+pub mod ws_control;
 
 pub use agent::Agent;
 pub use config::AgentConfig;

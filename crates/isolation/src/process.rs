@@ -28,3 +28,24 @@ pub fn pass_fd(cmd: &mut std::process::Command, fd: OwnedFd, target: RawFd) {
         cmd.pre_exec(hook);
     }
 }
+
+/// Makes the process that `cmd` spawns a session leader whose controlling terminal is its
+/// stdin (`setsid` + `TIOCSCTTY` on fd 0): what a terminal's shell needs for job control and
+/// for `SIGWINCH`/`SIGHUP` delivery. Set stdin to the PTY's slave end.
+pub fn controlling_terminal(cmd: &mut std::process::Command) {
+    let hook = || {
+        // SAFETY: setsid takes no arguments and is async-signal-safe.
+        if unsafe { libc::setsid() } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: ioctl(TIOCSCTTY) on fd 0 takes no pointer and is async-signal-safe.
+        if unsafe { libc::ioctl(0, libc::TIOCSCTTY, 0) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    };
+    // SAFETY: the hook only makes the async-signal-safe calls above and does not allocate.
+    unsafe {
+        cmd.pre_exec(hook);
+    }
+}

@@ -162,6 +162,17 @@ pub struct SandboxList {
     pub next_cursor: Option<String>,
 }
 
+/// `POST /v1/sandboxes/{id}/ws-ticket`: a single-use credential for one WebSocket upgrade of
+/// that sandbox (`?ticket=`), for clients that cannot send an `Authorization` header.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct WsTicket {
+    pub ticket: String,
+    /// After this instant the ticket is refused.
+    pub expires_at: String,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,0 +1,319 @@
+//! The WebSocket control transport (`/ws`, reference §2.12): JSON request frames are routed
+//! through the same axum router as plain HTTP requests, concurrently; a JSON answer comes back
+//! as one `response` frame, an SSE answer as one `stream` frame per event followed by a final
+//! `response` frame. `{type:'cancel', id}` aborts a request.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::State;
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::response::Response;
+use futures::{SinkExt, StreamExt};
+use http::{HeaderName, HeaderValue, Method, header};
+use http_body_util::BodyExt;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+use tokio::task::AbortHandle;
+use tower::ServiceExt;
+
+use crate::agent::Agent;
+
+/// Frames queued for one connection's writer.
+const OUTBOX: usize = 64;
+
+/// A frame from the client.
+#[derive(Debug, Deserialize)]
+#[serde(tag = "type", rename_all = "camelCase")]
+enum ClientFrame {
+    Request(WsRequest),
+    Cancel { id: String },
+}
+
+#[derive(Debug, Deserialize)]
+struct WsRequest {
+    id: String,
+    method: String,
+    path: String,
+    #[serde(default)]
+    body: Option<Value>,
+    #[serde(default)]
+    headers: Option<HashMap<String, String>>,
+}
+
+/// `GET /ws` (and `/api/ws`).
+pub async fn handler(State(agent): State<Arc<Agent>>, ws: WebSocketUpgrade) -> Response {
+    ws.on_upgrade(move |socket| serve(agent, socket))
+}
+
+type Active = Arc<Mutex<HashMap<String, AbortHandle>>>;
+
+async fn serve(agent: Arc<Agent>, socket: WebSocket) {
+    let app = crate::http::router(agent);
+    let (mut sink, mut stream) = socket.split();
+    let (out, mut outbox) = mpsc::channel::<Value>(OUTBOX);
+    let writer = tokio::spawn(async move {
+        while let Some(frame) = outbox.recv().await {
+            if sink
+                .send(Message::Text(frame.to_string().into()))
+                .await
+                .is_err()
+            {
+                break;
+            }
+        }
+    });
+    let active: Active = Arc::default();
+    while let Some(Ok(message)) = stream.next().await {
+        let text = match message {
+            Message::Text(text) => text,
+            Message::Close(_) => break,
+            Message::Binary(_) => {
+                let _ = out
+                    .send(error(
+                        None,
+                        "INVALID_REQUEST",
+                        "binary frames are not supported",
+                        400,
+                    ))
+                    .await;
+                continue;
+            }
+            _ => continue,
+        };
+        let value: Value = match serde_json::from_str(&text) {
+            Ok(v) => v,
+            Err(e) => {
+                let _ = out
+                    .send(error(
+                        None,
+                        "PARSE_ERROR",
+                        &format!("invalid JSON: {e}"),
+                        400,
+                    ))
+                    .await;
+                continue;
+            }
+        };
+        let id = value.get("id").and_then(Value::as_str).map(str::to_owned);
+        match serde_json::from_value::<ClientFrame>(value) {
+            Ok(ClientFrame::Request(request)) => {
+                let id = request.id.clone();
+                let task = tokio::spawn(run(app.clone(), request, out.clone(), active.clone()));
+                lock(&active).insert(id, task.abort_handle());
+            }
+            Ok(ClientFrame::Cancel { id }) => {
+                if let Some(task) = lock(&active).remove(&id) {
+                    task.abort();
+                }
+            }
+            Err(e) => {
+                let message = format!("expected a request or cancel frame: {e}");
+                let _ = out
+                    .send(error(id.as_deref(), "INVALID_REQUEST", &message, 400))
+                    .await;
+            }
+        }
+    }
+    // The client left: nothing it asked for is worth finishing.
+    for (_, task) in lock(&active).drain() {
+        task.abort();
+    }
+    drop(out);
+    let _ = writer.await;
+}
+
+fn lock(active: &Active) -> std::sync::MutexGuard<'_, HashMap<String, AbortHandle>> {
+    active.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn error(id: Option<&str>, code: &str, message: &str, status: u16) -> Value {
+    let mut frame = json!({"type": "error", "code": code, "message": message, "status": status});
+    if let Some(id) = id {
+        frame["id"] = Value::from(id);
+    }
+    frame
+}
+
+/// Runs one request and sends its frames.
+async fn run(app: Router, request: WsRequest, out: mpsc::Sender<Value>, active: Active) {
+    let id = request.id.clone();
+    let frames = answer(app, request, &out).await;
+    if let Some(frame) = frames {
+        let _ = out.send(frame).await;
+    }
+    lock(&active).remove(&id);
+}
+
+/// Sends the stream frames of `request`; returns the final frame.
+async fn answer(app: Router, request: WsRequest, out: &mpsc::Sender<Value>) -> Option<Value> {
+    let id = request.id.clone();
+    let http_request = match build(request) {
+        Ok(r) => r,
+        Err(message) => return Some(error(Some(&id), "INVALID_REQUEST", &message, 400)),
+    };
+    let Ok(response) = app.oneshot(http_request).await;
+    let status = response.status().as_u16();
+    let is_sse = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/event-stream"));
+    let mut body = response.into_body();
+    if !is_sse {
+        let bytes = match body.collect().await {
+            Ok(collected) => collected.to_bytes(),
+            Err(e) => return Some(error(Some(&id), "STREAM_ERROR", &e.to_string(), 500)),
+        };
+        let body = serde_json::from_slice::<Value>(&bytes)
+            .unwrap_or_else(|_| Value::from(String::from_utf8_lossy(&bytes).into_owned()));
+        return Some(
+            json!({"type": "response", "id": id, "status": status, "body": body, "done": true}),
+        );
+    }
+    let mut parser = SseParser::default();
+    while let Some(frame) = body.frame().await {
+        let data = match frame {
+            Ok(frame) => match frame.into_data() {
+                Ok(data) => data,
+                Err(_) => continue,
+            },
+            Err(e) => return Some(error(Some(&id), "STREAM_ERROR", &e.to_string(), 500)),
+        };
+        for event in parser.push(&data) {
+            let mut frame = json!({"type": "stream", "id": id, "data": event.data});
+            if let Some(name) = event.event {
+                frame["event"] = Value::from(name);
+            }
+            if out.send(frame).await.is_err() {
+                return None;
+            }
+        }
+    }
+    Some(json!({"type": "response", "id": id, "status": status, "done": true}))
+}
+
+/// The HTTP request a frame stands for.
+fn build(request: WsRequest) -> Result<http::Request<Body>, String> {
+    let method = Method::from_bytes(request.method.to_ascii_uppercase().as_bytes())
+        .map_err(|_| format!("invalid method {:?}", request.method))?;
+    if !request.path.starts_with('/') {
+        return Err(format!("path must start with '/': {:?}", request.path));
+    }
+    let mut builder = http::Request::builder()
+        .method(method)
+        .uri(&request.path)
+        .header(header::HOST, "sandbox");
+    for (name, value) in request.headers.iter().flatten() {
+        let name = HeaderName::from_bytes(name.as_bytes())
+            .map_err(|_| format!("invalid header name {name:?}"))?;
+        let value =
+            HeaderValue::from_str(value).map_err(|_| format!("invalid value of header {name}"))?;
+        builder = builder.header(name, value);
+    }
+    let body = match request.body {
+        None | Some(Value::Null) => Body::empty(),
+        Some(value) => {
+            builder = builder.header(header::CONTENT_TYPE, "application/json");
+            Body::from(value.to_string())
+        }
+    };
+    builder
+        .body(body)
+        .map_err(|e| format!("invalid request: {e}"))
+}
+
+/// One server-sent event.
+#[derive(Debug, PartialEq)]
+struct SseEvent {
+    event: Option<String>,
+    data: String,
+}
+
+/// Splits an SSE byte stream into events (`data:` lines joined by newlines, `event:` kept).
+#[derive(Debug, Default)]
+struct SseParser {
+    buf: Vec<u8>,
+}
+
+impl SseParser {
+    fn push(&mut self, bytes: &[u8]) -> Vec<SseEvent> {
+        self.buf.extend_from_slice(bytes);
+        let mut events = Vec::new();
+        while let Some(end) = self.buf.windows(2).position(|w| w == b"\n\n") {
+            let block: Vec<u8> = self.buf.drain(..end + 2).collect();
+            let text = String::from_utf8_lossy(&block);
+            let mut data: Vec<&str> = Vec::new();
+            let mut event = None;
+            for line in text.lines() {
+                if let Some(d) = line.strip_prefix("data:") {
+                    data.push(d.strip_prefix(' ').unwrap_or(d));
+                } else if let Some(e) = line.strip_prefix("event:") {
+                    event = Some(e.trim().to_owned());
+                }
+            }
+            if !data.is_empty() {
+                events.push(SseEvent {
+                    event,
+                    data: data.join("\n"),
+                });
+            }
+        }
+        events
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sse_events_split_across_chunks() {
+        let mut p = SseParser::default();
+        assert!(p.push(b"data: {\"a\":").is_empty());
+        let events = p.push(b"1}\n\n: comment\n\nevent: x\ndata: 2\n\ndata: 3");
+        assert_eq!(
+            events,
+            vec![
+                SseEvent {
+                    event: None,
+                    data: "{\"a\":1}".into()
+                },
+                SseEvent {
+                    event: Some("x".into()),
+                    data: "2".into()
+                },
+            ]
+        );
+        assert_eq!(p.push(b"\n\n")[0].data, "3");
+    }
+
+    #[test]
+    fn frames_become_requests() {
+        let r = build(WsRequest {
+            id: "1".into(),
+            method: "post".into(),
+            path: "/api/execute?x=1".into(),
+            body: Some(json!({"command": "true"})),
+            headers: Some([("X-Session-Id".to_string(), "s".to_string())].into()),
+        })
+        .unwrap();
+        assert_eq!(r.method(), Method::POST);
+        assert_eq!(r.uri().path(), "/api/execute");
+        assert_eq!(r.headers()["x-session-id"], "s");
+        assert_eq!(r.headers()["content-type"], "application/json");
+        assert!(
+            build(WsRequest {
+                id: "1".into(),
+                method: "GET".into(),
+                path: "api".into(),
+                body: None,
+                headers: None,
+            })
+            .is_err()
+        );
+    }
+}
