@@ -2,7 +2,9 @@
 //! (new subdirectories are added as they appear, moved-away ones dropped), and the
 //! translation of raw inotify events into reported [`Change`]s.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
@@ -39,6 +41,19 @@ pub struct Tree {
     root_wd: WatchDescriptor,
     dirs: HashMap<WatchDescriptor, PathBuf>,
     mask: AddWatchFlags,
+    /// Rename cookies of the agent's own write temp files moving into place.
+    own_renames: HashSet<u32>,
+}
+
+/// Most rename cookies remembered (a rename whose second half never came is forgotten).
+const MAX_OWN_RENAMES: usize = 1024;
+
+/// The agent's file API writes `<dir>/.sandpit-write-<hex>.tmp` and renames it over the
+/// target: the temp file is not reported, its rename onto the target is reported as `modify`
+/// (what a plain write of the file would have shown).
+fn is_own_temp(name: &OsStr) -> bool {
+    let name = name.as_bytes();
+    name.starts_with(b".sandpit-write-") && name.ends_with(b".tmp")
 }
 
 impl Tree {
@@ -49,6 +64,10 @@ impl Tree {
         let mut mask = AddWatchFlags::IN_DELETE_SELF | AddWatchFlags::IN_MOVE_SELF;
         for event in &options.events {
             mask |= flag(*event);
+        }
+        if options.events.contains(&WatchEventType::Modify) {
+            // File API writes arrive as renames (see `is_own_temp`).
+            mask |= AddWatchFlags::IN_MOVED_FROM | AddWatchFlags::IN_MOVED_TO;
         }
         if options.recursive {
             // Needed to follow the tree even when these events are not reported.
@@ -62,6 +81,7 @@ impl Tree {
             dirs: HashMap::from([(root_wd, options.path.clone())]),
             mask,
             options,
+            own_renames: HashSet::new(),
         };
         if tree.options.recursive && tree.options.path.is_dir() {
             let root = tree.options.path.clone();
@@ -102,7 +122,19 @@ impl Tree {
             return Some(End::Stopped("Watched path was moved".into()));
         }
         let dir = self.dirs.get(&event.wd)?;
-        let kind = kind(mask)?;
+        let mut kind = kind(mask)?;
+        if event.name.as_deref().is_some_and(is_own_temp) {
+            if kind == WatchEventType::MoveFrom {
+                if self.own_renames.len() >= MAX_OWN_RENAMES {
+                    self.own_renames.clear();
+                }
+                self.own_renames.insert(event.cookie);
+            }
+            return None;
+        }
+        if kind == WatchEventType::MoveTo && self.own_renames.remove(&event.cookie) {
+            kind = WatchEventType::Modify;
+        }
         let path = match &event.name {
             Some(name) => dir.join(name),
             None => dir.clone(),

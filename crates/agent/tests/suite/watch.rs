@@ -362,3 +362,26 @@ async fn a_flood_ends_the_stream_with_a_resync_error() {
         "the stream ends after the error"
     );
 }
+
+#[tokio::test]
+async fn file_api_writes_show_as_modify_of_the_file() {
+    let a = Agent::start();
+    let dir = a.ws("api");
+    std::fs::create_dir(&dir).unwrap();
+    let (mut s, _) = watch(&a, json!({"path": "api", "events": ["modify"]})).await;
+    let target = dir.join("w.txt");
+    let r = a
+        .post(
+            "/api/write",
+            json!({"path": target.to_str().unwrap(), "content": "x"}),
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    let events = collect(&mut s, Duration::from_secs(10), |ev| {
+        has(ev, "modify", &target)
+    })
+    .await;
+    assert!(has(&events, "modify", &target), "{events:#?}");
+    let text = serde_json::to_string(&events).unwrap();
+    assert!(!text.contains(".sandpit-write"), "{text}");
+}
