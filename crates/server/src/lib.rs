@@ -8,6 +8,7 @@
 //!   `POST /v1/sandboxes/{id}/stop`: lifecycle ([`lifecycle`]);
 //! * `ANY /v1/sandboxes/{id}/api/*`, `/ws`, `/ws/*`: forwarded to the agent ([`forward`]);
 //! * `GET|PUT /v1/sandboxes/{id}/files/*`: raw file bytes, streamed without a size cap;
+//! * `POST /v1/sandboxes/{id}/ws-ticket`, `?access_token=`: WebSocket credentials ([`ws_auth`]);
 //! * `POST /v1/keys`: admin creates tenant keys ([`auth`]);
 //! * `GET /v1/openapi.json`, `GET /metrics`, `GET /healthz`: no key needed.
 
@@ -21,6 +22,7 @@ pub mod openapi;
 mod routes;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod ws_auth;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -82,6 +84,7 @@ async fn count_errors(
 fn router(app: Arc<AppState>, auth: Arc<Auth>, max_control_body: usize) -> Router {
     use routes::{files, keys, sandboxes, system};
     let forward = any(forward::forward);
+    let tickets = Arc::new(ws_auth::Tickets::default());
     let authed = Router::new()
         .route("/v1/keys", post(keys::create_key))
         .route(
@@ -100,6 +103,10 @@ fn router(app: Arc<AppState>, auth: Arc<Auth>, max_control_body: usize) -> Route
             get(files::download).put(files::upload),
         )
         .route("/v1/sandboxes/{id}/api/{*path}", forward.clone())
+        .route(
+            "/v1/sandboxes/{id}/ws-ticket",
+            post(ws_auth::issue).with_state(tickets.clone()),
+        )
         .route("/v1/sandboxes/{id}/ws", forward.clone())
         .route("/v1/sandboxes/{id}/ws/{*path}", forward)
         .route_layer(from_fn_with_state(auth, auth::require_key));
@@ -115,6 +122,8 @@ fn router(app: Arc<AppState>, auth: Arc<Auth>, max_control_body: usize) -> Route
         .with_state(app)
         // Applies to extractors (JSON bodies); forwarded bodies have their own cap.
         .layer(DefaultBodyLimit::max(max_control_body))
+        // Before the key check: it may supply the key or the tenant.
+        .layer(from_fn_with_state(tickets, ws_auth::query_credentials))
         .layer(map_response_with_state(metrics, count_errors))
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(

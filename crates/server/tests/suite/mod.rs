@@ -7,6 +7,7 @@ mod forward;
 mod host_agent;
 mod lifecycle;
 mod openapi;
+mod websocket;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
