@@ -46,6 +46,10 @@ pub const LOG_CAP_BYTES: usize = 1024 * 1024;
 /// Finished process records kept (the oldest is evicted first).
 pub const MAX_FINISHED: usize = 256;
 
+/// Log bytes kept across finished records (older finished records are evicted beyond it). The
+/// agent's memory counts against the sandbox's limit, and the agent is its PID 1.
+pub const MAX_FINISHED_LOG_BYTES: usize = 64 * 1024 * 1024;
+
 /// Time between the asked-for signal (SIGTERM by default) and SIGKILL.
 pub const KILL_GRACE: Duration = Duration::from_secs(5);
 
@@ -68,7 +72,7 @@ impl Processes {
             config,
             reaper,
             sessions,
-            store: Arc::new(Store::new(MAX_FINISHED)),
+            store: Arc::new(Store::new(MAX_FINISHED, MAX_FINISHED_LOG_BYTES)),
             log_cap: LOG_CAP_BYTES,
         }
     }

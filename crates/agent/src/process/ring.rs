@@ -40,6 +40,11 @@ impl RingBuffer {
         self.dropped
     }
 
+    /// Bytes kept.
+    pub fn kept(&self) -> usize {
+        self.buf.len()
+    }
+
     /// Bytes written so far (kept and dropped): the position of the end of the log.
     pub fn end(&self) -> u64 {
         self.dropped + self.buf.len() as u64

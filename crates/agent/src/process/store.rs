@@ -106,6 +106,12 @@ impl Record {
         self.bump();
     }
 
+    /// Bytes of log kept.
+    pub fn log_bytes(&self) -> usize {
+        let state = self.state();
+        state.stdout.kept() + state.stderr.kept()
+    }
+
     pub fn is_finished(&self) -> bool {
         self.state().status.is_finished()
     }
@@ -135,11 +141,13 @@ pub fn status_for(code: i32, kill_signal: Option<Signal>) -> ProcessStatus {
     }
 }
 
-/// All records. Running records are never evicted.
+/// All records. Running records are never evicted; finished ones are, oldest first, beyond
+/// `max_finished` records or `max_finished_bytes` of logs (the newest one always stays).
 #[derive(Debug)]
 pub struct Store {
     inner: Mutex<Inner>,
     max_finished: usize,
+    max_finished_bytes: usize,
 }
 
 #[derive(Debug, Default)]
@@ -150,10 +158,11 @@ struct Inner {
 }
 
 impl Store {
-    pub fn new(max_finished: usize) -> Self {
+    pub fn new(max_finished: usize, max_finished_bytes: usize) -> Self {
         Store {
             inner: Mutex::default(),
             max_finished,
+            max_finished_bytes,
         }
     }
 
@@ -207,10 +216,14 @@ impl Store {
             return;
         }
         inner.finished.push_back(record.clone());
-        while inner.finished.len() > self.max_finished {
+        let mut bytes: usize = inner.finished.iter().map(|r| r.log_bytes()).sum();
+        while inner.finished.len() > 1
+            && (inner.finished.len() > self.max_finished || bytes > self.max_finished_bytes)
+        {
             let Some(old) = inner.finished.pop_front() else {
                 break;
             };
+            bytes -= old.log_bytes();
             if inner.map.get(&old.id).is_some_and(|r| Arc::ptr_eq(r, &old)) {
                 inner.map.remove(&old.id);
             }
@@ -239,7 +252,7 @@ mod tests {
 
     #[test]
     fn running_ids_are_exclusive_and_finished_records_are_bounded() {
-        let store = Store::new(2);
+        let store = Store::new(2, usize::MAX);
         let a = store.insert_with("a", |s| record("a", s), || ()).unwrap();
         assert!(store.insert_with("a", |s| record("a", s), || ()).is_err());
         a.finish(Some(0));
@@ -255,5 +268,28 @@ mod tests {
         let ids: Vec<String> = store.all().iter().map(|r| r.id.clone()).collect();
         // "b" was evicted; the running "a" stays.
         assert_eq!(ids, ["a", "c", "d"]);
+    }
+
+    #[test]
+    fn finished_logs_have_a_byte_budget() {
+        let store = Store::new(100, 30);
+        for id in ["a", "b", "c", "d"] {
+            let r = store.insert_with(id, |s| record(id, s), || ()).unwrap();
+            r.append(StreamKind::Stdout, &[b'x'; 16]);
+            r.append(StreamKind::Stderr, b"yy");
+            r.finish(Some(0));
+            store.finished(&r);
+        }
+        // 18 bytes each: one fits in 30.
+        let ids: Vec<String> = store.all().iter().map(|r| r.id.clone()).collect();
+        assert_eq!(ids, ["d"]);
+        // The newest record stays even when it alone is over the budget.
+        let big = store.insert_with("e", |s| record("e", s), || ()).unwrap();
+        big.append(StreamKind::Stdout, &[b'z'; 16]);
+        big.append(StreamKind::Stderr, &[b'z'; 16]);
+        big.finish(Some(0));
+        store.finished(&big);
+        let ids: Vec<String> = store.all().iter().map(|r| r.id.clone()).collect();
+        assert_eq!(ids, ["e"]);
     }
 }
