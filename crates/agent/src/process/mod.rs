@@ -563,6 +563,12 @@ fn validate_id(id: &str) -> Result<(), ApiError> {
         && id
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | ':'));
+    if ["list", "start", "kill-all"].contains(&id) {
+        return Err(ApiError::validation(
+            "processId",
+            format!("processId {id:?} is reserved (it names a route)"),
+        ));
+    }
     if valid {
         Ok(())
     } else {
@@ -600,5 +606,6 @@ mod tests {
         assert!(validate_id(&id).is_ok());
         assert!(validate_id("a/b").is_err());
         assert!(validate_id("").is_err());
+        assert!(validate_id("kill-all").is_err());
     }
 }
