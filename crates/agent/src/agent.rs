@@ -59,7 +59,7 @@ impl Agent {
             reaper.clone(),
             sessions.clone(),
         ));
-        let watches = crate::watch::Watches::new(config.workspace.clone());
+        let watches = crate::watch::Watches::new(&config);
         Arc::new(Agent {
             config,
             reaper,

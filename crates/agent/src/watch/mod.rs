@@ -35,6 +35,7 @@ use sandpit_protocol::{ErrorCode, time};
 use tokio::sync::{Notify, mpsc, oneshot};
 
 use crate::agent::Agent;
+use crate::config::AgentConfig;
 use crate::error::{ApiError, io_error};
 use crate::http::Body;
 use crate::{files, sse};
@@ -56,6 +57,11 @@ const DEFAULT_EVENTS: [WatchEventType; 5] = [
     WatchEventType::MoveFrom,
     WatchEventType::MoveTo,
 ];
+
+/// Live watches per agent unless `SANDPIT_MAX_WATCHES` says otherwise. Each holds an inotify
+/// instance, and the kernel's per-user limit (`fs.inotify.max_user_instances`, often 128) is
+/// shared by every sandbox mapped to the same host uid.
+pub const DEFAULT_MAX_WATCHES: usize = 32;
 
 /// Longest accepted glob pattern, and most patterns per request.
 const MAX_PATTERN_CHARS: usize = 1024;
@@ -82,6 +88,7 @@ pub async fn check_handler(
 #[derive(Debug)]
 pub struct Watches {
     workspace: PathBuf,
+    max_watches: usize,
     /// Random per agent process: tokens of an earlier agent are told apart.
     instance: String,
     next_id: AtomicU64,
@@ -132,9 +139,18 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Watches {
-    pub fn new(workspace: PathBuf) -> Arc<Self> {
+    /// Watches resolving relative paths against the workspace, with the limit from
+    /// `SANDPIT_MAX_WATCHES` in the agent's environment.
+    pub fn new(config: &AgentConfig) -> Arc<Self> {
+        let max_watches = config
+            .env
+            .get("SANDPIT_MAX_WATCHES")
+            .and_then(|v| v.trim().parse().ok())
+            .filter(|n| *n > 0)
+            .unwrap_or(DEFAULT_MAX_WATCHES);
         Arc::new(Watches {
-            workspace,
+            workspace: config.workspace.clone(),
+            max_watches,
             instance: format!("{:08x}", rand::random::<u32>()),
             next_id: AtomicU64::new(1),
             live: Mutex::default(),
@@ -249,6 +265,7 @@ impl Watches {
         }
         let shown = options.path.to_string_lossy().into_owned();
         std::fs::metadata(&options.path).map_err(|e| io_error(&e, &shown, "watch.start"))?;
+        self.make_room()?;
         let (wake_rx, wake_tx) = std::io::pipe().map_err(|e| start_failed(&e))?;
         let (commands_tx, commands_rx) = std_mpsc::channel();
         let id = format!(
@@ -290,6 +307,35 @@ impl Watches {
         // A concurrent identical request may have won the race; both work, the newer is shared.
         lock(&self.live).insert(options, watch.clone());
         Ok(watch)
+    }
+
+    /// Below the watch limit, evicting the longest-idle retained watch without subscribers if
+    /// need be (its tokens then answer `resync`/`expired`); 409 RESOURCE_BUSY when every watch
+    /// is in use.
+    fn make_room(&self) -> Result<(), ApiError> {
+        let mut live = lock(&self.live);
+        if live.len() < self.max_watches {
+            return Ok(());
+        }
+        let idle = live
+            .values()
+            .filter(|w| w.retained.load(Ordering::SeqCst) && lock(&w.subscribers).is_empty())
+            .min_by_key(|w| *lock(&w.last_check))
+            .cloned();
+        let Some(victim) = idle else {
+            return Err(ApiError::new(
+                ErrorCode::ResourceBusy,
+                format!(
+                    "Too many file watches ({} live); close a watch stream first",
+                    self.max_watches
+                ),
+            )
+            .operation("watch.start"));
+        };
+        self.forget(&mut live, &victim);
+        drop(live);
+        victim.command(Command::Stop);
+        Ok(())
     }
 
     /// A subscriber left: the watch stops when nobody holds it any more.

@@ -385,3 +385,35 @@ async fn file_api_writes_show_as_modify_of_the_file() {
     let text = serde_json::to_string(&events).unwrap();
     assert!(!text.contains(".sandpit-write"), "{text}");
 }
+
+#[tokio::test]
+async fn the_watch_limit_evicts_idle_retained_watches_first() {
+    let a = Agent::start_with(|cmd| {
+        cmd.env("SANDPIT_MAX_WATCHES", "2");
+    });
+    for d in ["l1", "l2", "l3", "l4"] {
+        std::fs::create_dir(a.ws(d)).unwrap();
+    }
+    let check = |path: &'static str, since: Option<String>| {
+        let mut body = json!({"path": path});
+        if let Some(since) = since {
+            body["since"] = json!(since);
+        }
+        a.post("/api/watch/check", body)
+    };
+    let v1 = check("l1", None).await.json()["version"].clone();
+    let v2 = check("l2", None).await.json()["version"].clone();
+    // A third retained watch evicts the longest-idle one (l1).
+    assert_eq!(check("l3", None).await.status, 200);
+    let again = check("l2", v2.as_str().map(String::from)).await.json();
+    assert_eq!(again["status"], "unchanged", "l2 is still live");
+    let r = check("l1", v1.as_str().map(String::from)).await.json();
+    assert_eq!(r["status"], "resync", "{r}");
+    assert_eq!(r["reason"], "expired");
+    // Streams are never evicted: with two of them open, a third watch is refused.
+    let (_s1, _) = watch(&a, json!({"path": "l1", "recursive": false})).await;
+    let (_s2, _) = watch(&a, json!({"path": "l2", "recursive": false})).await;
+    let r = a.post("/api/watch", json!({"path": "l4"})).await;
+    assert_eq!(r.status, 409, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.json()["code"], "RESOURCE_BUSY");
+}
