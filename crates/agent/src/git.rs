@@ -454,9 +454,40 @@ fn redact_url(url: &str) -> (String, Vec<String>) {
             .filter(|s| s.len() >= 3)
             .map(str::to_owned),
     );
+    // Tools may print the credentials decoded (`p%40ss` as `p@ss`).
+    let decoded: Vec<String> = secrets
+        .iter()
+        .map(|s| percent_decode(s))
+        .filter(|d| d.len() >= 3 && !secrets.contains(d))
+        .collect();
+    secrets.extend(decoded);
     // Longest first, so a password inside the user-info is not left half-replaced.
     secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
     (format!("{scheme}://***@{}", &rest[at + 1..]), secrets)
+}
+
+/// `%XX` escapes decoded (invalid ones and non-UTF-8 results left as they are).
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (bytes[i], hex) {
+            (b'%', Some(b)) => {
+                out.push(b);
+                i += 3;
+            }
+            (b, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).unwrap_or_else(|_| s.to_owned())
 }
 
 /// Replaces every `scheme://userinfo@` in free text (git's messages) by `scheme://***@`.
@@ -653,6 +684,9 @@ mod tests {
         assert!(!scrubbed.contains("s3cr3t"), "{scrubbed}");
         assert!(!scrubbed.contains("a:b@"), "{scrubbed}");
         assert!(scrubbed.contains("https://***@example.com/o/r.git/"));
+        let encoded = RepoUrl::parse("https://user:p%40ss%2Fw0rd@example.com/r").unwrap();
+        let scrubbed = encoded.scrub("denied for p@ss/w0rd and p%40ss%2Fw0rd");
+        assert!(!scrubbed.contains("w0rd"), "{scrubbed}");
         let bad = RepoUrl::parse("ftp://user:s3cr3t@host/x").unwrap_err();
         assert!(!serde_json::to_string(&*bad.0).unwrap().contains("s3cr3t"));
     }
