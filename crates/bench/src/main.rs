@@ -3,6 +3,7 @@
 
 mod machine;
 mod stats;
+mod transfer;
 
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -54,6 +55,12 @@ struct Args {
     /// Baseline samples (fork+exec, bwrap).
     #[arg(long, default_value_t = 200)]
     baseline: usize,
+    /// Size of the raw file upload/download, MiB (0 skips it).
+    #[arg(long, default_value_t = 100)]
+    transfer_mib: u64,
+    /// Upload + download runs.
+    #[arg(long, default_value_t = 3)]
+    transfer_runs: usize,
 }
 
 /// One row of the report.
@@ -74,6 +81,7 @@ struct Report {
 struct Facts {
     concurrent_errors: usize,
     mib_per_idle: f64,
+    transfer: Option<transfer::Transfer>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -143,7 +151,7 @@ async fn run(args: &Args) -> anyhow::Result<Report> {
             .into(),
     );
     let ms = |v: f64| format!("{v:.2} ms");
-    let verdicts = vec![
+    let mut verdicts = vec![
         (
             "cold p50 ≤ 20 ms".into(),
             ms(cold.p50()),
@@ -174,6 +182,16 @@ async fn run(args: &Args) -> anyhow::Result<Report> {
             facts.concurrent_errors == 0,
         ),
     ];
+    if let Some(t) = &facts.transfer {
+        for (what, direction) in [("upload", &t.upload), ("download", &t.download)] {
+            let mbps = direction.median_mbps();
+            verdicts.push((
+                format!("{} MiB {what} ≥ 300 MB/s", t.mib),
+                direction.summary(),
+                mbps >= 300.0,
+            ));
+        }
+    }
     rows.push(Row {
         name: "baseline: fork+exec `true`".into(),
         samples: fork_exec,
@@ -353,9 +371,31 @@ async fn measure(args: &Args, client: &Client) -> anyhow::Result<(Vec<Row>, Vec<
         pids.len(),
         per(cgroup_bytes),
     ));
+    // (6) Raw file transfer through the control plane.
+    let transfer = if args.transfer_mib > 0 {
+        eprintln!(
+            "{} MiB upload + download x{}...",
+            args.transfer_mib, args.transfer_runs
+        );
+        let t = transfer::measure(client, args.transfer_mib, args.transfer_runs.max(1)).await?;
+        notes.push(format!(
+            "Raw file transfer of {} MiB through the control plane (`PUT`/`GET \
+             /v1/sandboxes/{{id}}/files/*`, client → server → agent → overlay file and back): \
+             upload {}; download {}. RSS growth is the rise of this process's peak RSS \
+             (`VmHWM` after a reset through `/proc/self/clear_refs`; server and client both \
+             run in it) during one transfer.",
+            t.mib,
+            t.upload.summary(),
+            t.download.summary()
+        ));
+        Some(t)
+    } else {
+        None
+    };
     let facts = Facts {
         concurrent_errors: errors.len(),
         mib_per_idle: per(pss),
+        transfer,
     };
     Ok((rows, notes, facts))
 }
