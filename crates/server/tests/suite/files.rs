@@ -176,6 +176,15 @@ async fn serial_files_paths_errors_and_auth() {
         assert_eq!(r.text().await.unwrap(), "hello", "{path}");
     }
 
+    // HEAD answers the download's headers.
+    let r = rs
+        .req_as(&rs.key, Method::HEAD, &files_url(id, "a%20b/c.txt"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-length"], "5");
+
     // Wrong key: 401 both ways, and nothing is written.
     let (s, v) = json(put("x.txt", "wrong-key", "no").send().await.unwrap()).await;
     assert_error(s, &v, 401, "UNAUTHORIZED");
