@@ -167,3 +167,32 @@ async fn aborted_upload_leaves_nothing_behind() {
     let r = a.get("/api/files/raw?path=keep.bin").await;
     assert_eq!(r.body.as_ref(), b"original");
 }
+
+/// Root only: mounts a 1 MiB tmpfs in the workspace and fills it.
+#[tokio::test]
+async fn serial_full_disk_is_no_space_and_leaves_nothing() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("\n!!! SKIPPED: needs root (tmpfs mount) !!!\n");
+        return;
+    }
+    let a = Agent::start();
+    let small = a.ws("small");
+    std::fs::create_dir(&small).unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
+        .arg(&small)
+        .status()
+        .unwrap();
+    assert!(mounted.success());
+    let r = a
+        .raw(
+            "PUT",
+            "/api/files/raw?path=small/f.bin",
+            random_bytes(4 << 20),
+        )
+        .await;
+    let leftovers = std::fs::read_dir(&small).unwrap().count();
+    let _ = std::process::Command::new("umount").arg(&small).status();
+    assert_error(&r, 500, "NO_SPACE");
+    assert_eq!(leftovers, 0, "the failed upload left files behind");
+}

@@ -185,6 +185,37 @@ async fn serial_files_paths_errors_and_auth() {
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["content-length"], "5");
 
+    // An upload whose body breaks off leaves neither the file nor a temp file, and an existing
+    // file keeps its content.
+    for name in ["fresh.bin", "a%20b%2Fc.txt"] {
+        let body = futures::stream::iter(pieces(3 * MIB).map(Ok::<_, std::io::Error>)).chain(
+            futures::stream::once(async { Err(std::io::Error::other("client gave up")) }),
+        );
+        let sent = rs
+            .req_as(&rs.key, Method::PUT, &files_url(id, name))
+            .body(reqwest::Body::wrap_stream(body))
+            .send()
+            .await;
+        assert!(sent.is_err(), "{name}: {sent:?}");
+    }
+    let mut left = String::new();
+    for _ in 0..100 {
+        let out = rs
+            .exec(
+                id,
+                "ls -A /workspace '/workspace/a b'; cat '/workspace/a b/c.txt'",
+            )
+            .await;
+        left = out["stdout"].as_str().unwrap().to_owned();
+        if !left.contains(".sandpit-write") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(!left.contains(".sandpit-write"), "{left}");
+    assert!(!left.contains("fresh.bin"), "{left}");
+    assert!(left.ends_with("c.txt\nhello"), "{left}");
+
     // Wrong key: 401 both ways, and nothing is written.
     let (s, v) = json(put("x.txt", "wrong-key", "no").send().await.unwrap()).await;
     assert_error(s, &v, 401, "UNAUTHORIZED");
