@@ -53,6 +53,9 @@ pub enum Command {
     Exec(ExecArgs),
     /// Copy a file between this machine and a sandbox: `cp ./a ID:/path` or `cp ID:/path ./a`.
     Cp { src: String, dst: String },
+    /// Attach this terminal to a shell in a sandbox (created on first use); exits with the
+    /// shell's exit code.
+    Shell(ShellArgs),
     /// Manage the images sandboxes run on (works on the image directory directly).
     Image(ImageArgs),
 }
@@ -107,6 +110,19 @@ pub struct CreateArgs {
     /// Print the sandbox as JSON.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ShellArgs {
+    /// Sandbox id.
+    pub id: String,
+    /// Terminal of this session: attach to it (or start it) and leave it running on exit.
+    /// Without it, a fresh shell is started and ended with the command.
+    #[arg(long)]
+    pub session: Option<String>,
+    /// Program to run instead of bash (when the terminal is started).
+    #[arg(long)]
+    pub shell: Option<String>,
 }
 
 #[derive(Debug, Args)]

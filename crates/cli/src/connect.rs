@@ -10,11 +10,15 @@ pub const KEY_FILE: &str = "admin.key";
 
 /// A client for the server the flags and environment point at.
 pub fn client(url: &str, key: Option<&str>, data_dir: &Path) -> anyhow::Result<Client> {
-    let key = match key {
-        Some(key) if !key.is_empty() => key.to_owned(),
-        _ => read_key_file(data_dir)?,
-    };
-    Ok(Client::new(url, key)?)
+    Ok(Client::new(url, api_key(key, data_dir)?)?)
+}
+
+/// The API key: the flag or environment, else the key file.
+pub fn api_key(key: Option<&str>, data_dir: &Path) -> anyhow::Result<String> {
+    match key {
+        Some(key) if !key.is_empty() => Ok(key.to_owned()),
+        _ => read_key_file(data_dir),
+    }
 }
 
 fn read_key_file(data_dir: &Path) -> anyhow::Result<String> {

@@ -56,6 +56,10 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Rm { ids } => sandbox::rm(&client()?, &ids).await?,
         Command::Exec(args) => return exec::run(&client()?, args).await,
         Command::Cp { src, dst } => cp::run(&client()?, &src, &dst).await?,
+        Command::Shell(args) => {
+            let key = connect::api_key(key.as_deref(), &data_dir)?;
+            return commands::shell::run(&client()?, &url, &key, args).await;
+        }
         Command::Image(args) => {
             let dir = image::images_dir(&args.images, &data_dir);
             image::run(args.command, dir).await?

@@ -5,3 +5,4 @@ pub mod exec;
 pub mod image;
 pub mod sandbox;
 pub mod serve;
+pub mod shell;

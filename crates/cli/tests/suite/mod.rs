@@ -2,4 +2,5 @@ mod args;
 mod compat;
 mod fake_server;
 mod real_server;
+mod shell;
 mod support;
