@@ -412,3 +412,31 @@ async fn the_watch_limit_evicts_idle_retained_watches_first() {
     assert_eq!(r.status, 409, "{}", String::from_utf8_lossy(&r.body));
     assert_eq!(r.json()["code"], "RESOURCE_BUSY");
 }
+
+#[tokio::test]
+async fn a_single_file_can_be_watched() {
+    let a = Agent::start();
+    let file = a.ws("single.txt");
+    std::fs::write(&file, "a").unwrap();
+    let (mut s, first) = watch(&a, json!({"path": "single.txt"})).await;
+    assert_eq!(first["path"], file.to_str().unwrap());
+    {
+        use std::io::Write;
+        let mut fh = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&file)
+            .unwrap();
+        fh.write_all(b"b").unwrap();
+    }
+    let events = collect(&mut s, Duration::from_secs(10), |ev| {
+        has(ev, "modify", &file)
+    })
+    .await;
+    assert!(has(&events, "modify", &file), "{events:#?}");
+    std::fs::remove_file(&file).unwrap();
+    let events = collect(&mut s, Duration::from_secs(10), |ev| {
+        ev.last().is_some_and(|e| e["type"] == "stopped")
+    })
+    .await;
+    assert_eq!(events.last().unwrap()["type"], "stopped", "{events:#?}");
+}
