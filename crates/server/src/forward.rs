@@ -105,7 +105,15 @@ async fn forward_inner(app: Arc<AppState>, request: Request) -> ApiResult<Respon
         ));
     }
 
-    proxy(&app, request, &tenant.name, &id, target, Some(app.max_body_bytes)).await
+    proxy(
+        &app,
+        request,
+        &tenant.name,
+        &id,
+        target,
+        Some(app.max_body_bytes),
+    )
+    .await
 }
 
 /// Sends `request` to the agent of sandbox `id` (leasing, waking or creating it) at `target`
