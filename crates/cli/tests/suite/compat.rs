@@ -21,6 +21,8 @@ fn serial_compat_node() {
     let served = Served::start(&images);
     let output = Command::new("node")
         .args([
+            // The global WebSocket of Node 20 (test/websocket.test.mjs); default from Node 22.
+            "--experimental-websocket",
             "--import",
             "./register.mjs",
             "--test",
