@@ -146,6 +146,15 @@ async fn serial_files_200_mib_round_trip_in_flat_memory() {
     rs.stop().await;
 }
 
+async fn get_text(rs: &Real, id: &str, path: &str) -> (u16, String) {
+    let r = rs
+        .req_as(&rs.key, Method::GET, &files_url(id, path))
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.text().await.unwrap())
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn serial_files_paths_errors_and_auth() {
     let Some(rs) = Real::start().await else {
@@ -167,14 +176,26 @@ async fn serial_files_paths_errors_and_auth() {
     assert_eq!(out["stdout"], "hello");
     // Absolute paths: an encoded or a doubled leading slash.
     for path in ["%2Fworkspace%2Fa%20b%2Fc.txt", "/workspace/a%20b/c.txt"] {
-        let r = rs
-            .req_as(&rs.key, Method::GET, &files_url(id, path))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 200, "{path}");
-        assert_eq!(r.text().await.unwrap(), "hello", "{path}");
+        assert_eq!(
+            get_text(&rs, id, path).await,
+            (200, "hello".into()),
+            "{path}"
+        );
     }
+
+    // A sleeping sandbox is woken by a download.
+    let (s, v) = rs
+        .call(
+            Method::POST,
+            &format!("/v1/sandboxes/{id}/stop"),
+            Value::Null,
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(rs.state(id).await, "sleeping");
+    let r = get_text(&rs, id, "a%20b/c.txt").await;
+    assert_eq!(r, (200, "hello".to_owned()));
+    assert_eq!(rs.state(id).await, "running");
 
     // HEAD answers the download's headers.
     let r = rs
