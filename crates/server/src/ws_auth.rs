@@ -170,16 +170,14 @@ fn percent_decode(value: &str) -> String {
     while i < bytes.len() {
         let hex = |b: u8| (b as char).to_digit(16);
         match bytes[i] {
-            b'%' if i + 2 < bytes.len() => {
-                match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
-                    (Some(h), Some(l)) => {
-                        out.push((h * 16 + l) as u8);
-                        i += 3;
-                        continue;
-                    }
-                    _ => out.push(b'%'),
+            b'%' if i + 2 < bytes.len() => match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                (Some(h), Some(l)) => {
+                    out.push((h * 16 + l) as u8);
+                    i += 3;
+                    continue;
                 }
-            }
+                _ => out.push(b'%'),
+            },
             b'+' => out.push(b' '),
             b => out.push(b),
         }
@@ -206,7 +204,11 @@ mod tests {
         assert_eq!(take_credentials("sessionId=s&cols=80"), None);
         assert_eq!(
             take_credentials("sessionId=s&access_token=sp_a%2Bb&cols=80"),
-            Some((Some("sp_a+b".into()), None, Some("sessionId=s&cols=80".into())))
+            Some((
+                Some("sp_a+b".into()),
+                None,
+                Some("sessionId=s&cols=80".into())
+            ))
         );
         assert_eq!(
             take_credentials("ticket=wst_1"),
