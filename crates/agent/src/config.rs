@@ -28,6 +28,9 @@ pub struct AgentConfig {
     pub output_cap: usize,
     /// The shell used for sessions and sessionless commands.
     pub shell: PathBuf,
+    /// Changes to `env` made at run time by `POST /api/env` (`None` unsets); shared by every
+    /// clone so sessions and processes started later see them.
+    pub env_overrides: std::sync::Arc<std::sync::RwLock<sandpit_protocol::container::EnvMap>>,
 }
 
 impl AgentConfig {
@@ -49,6 +52,7 @@ impl AgentConfig {
             max_body_bytes: MAX_BODY_BYTES,
             output_cap: OUTPUT_CAP_BYTES,
             shell: PathBuf::from("/bin/bash"),
+            env_overrides: Default::default(),
         }
     }
 

@@ -44,6 +44,7 @@ pub fn router(agent: Arc<Agent>) -> Router {
         .route("/api/mkdir", post(mkdir))
         .route("/api/list-files", post(list_files))
         .route("/api/exists", post(exists))
+        .route("/api/env", post(crate::env::set_env_handler))
         .merge(crate::process::routes())
         .merge(crate::port_watch::routes())
         .route("/api/git/checkout", post(crate::git::checkout_handler))

@@ -10,6 +10,7 @@
 
 pub mod agent;
 pub mod config;
+pub mod env;
 pub mod error;
 pub mod exec;
 pub mod files;

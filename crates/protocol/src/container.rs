@@ -696,6 +696,30 @@ pub struct KillAllResponse {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Environment (sandpit extension `POST /api/env`, the seed's `setEnvVars`)
+
+/// Body of `POST /api/env` (and of the control plane's `POST /v1/sandboxes/{id}/env`): sets
+/// (string) or unsets (`null`) variables in a session and for every later session and process.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct SetEnvRequest {
+    #[cfg_attr(feature = "openapi", schema(value_type = std::collections::BTreeMap<String, Option<String>>))]
+    pub env: EnvMap,
+    /// Session to run the `export`/`unset` in; `default` when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_id: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct SetEnvResponse {
+    pub success: bool,
+    pub timestamp: String,
+}
+
+// ---------------------------------------------------------------------------------------------
 // Port readiness (reference §2.8)
 
 /// `POST /api/port-watch`. Numbers are read wide so that out-of-range values become an `error`

@@ -165,7 +165,12 @@ pub fn child_env(config: &AgentConfig, overlay: Option<&EnvMap>) -> BTreeMap<Str
     env.entry("HOME".into()).or_insert_with(|| "/root".into());
     env.insert("LANG".into(), "C.UTF-8".into());
     env.insert("LC_ALL".into(), "C.UTF-8".into());
-    for (key, value) in overlay.into_iter().flatten() {
+    let overrides = config
+        .env_overrides
+        .read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone();
+    for (key, value) in overrides.iter().chain(overlay.into_iter().flatten()) {
         match value {
             Some(v) => env.insert(key.clone(), v.clone()),
             None => env.remove(key),

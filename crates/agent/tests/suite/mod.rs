@@ -1,3 +1,4 @@
+mod env;
 mod exec;
 mod files;
 mod files_raw;
