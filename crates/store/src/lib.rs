@@ -10,6 +10,7 @@ mod sqlite;
 
 use std::collections::BTreeMap;
 
+use sandpit_protocol::container::ProcessInfo;
 use sandpit_protocol::control::{Limits, SandboxState};
 
 pub use sqlite::SqliteStore;
@@ -89,6 +90,17 @@ pub struct SandboxRecord {
     pub last_active_at_ms: i64,
 }
 
+/// A background process of a sandbox kept after the sandbox went to sleep: its final record and
+/// logs as the agent last reported them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ArchivedProcess {
+    pub info: ProcessInfo,
+    pub stdout: String,
+    pub stderr: String,
+    pub stdout_dropped_bytes: u64,
+    pub stderr_dropped_bytes: u64,
+}
+
 /// Persistent state of the control plane. Every method is safe to call concurrently.
 #[async_trait::async_trait]
 pub trait Store: Send + Sync + 'static {
@@ -138,7 +150,23 @@ pub trait Store: Send + Sync + 'static {
     /// Moves every sandbox in one of `from` to `to`; returns how many changed.
     async fn reset_states(&self, from: &[SandboxState], to: SandboxState) -> Result<usize>;
 
-    /// Deletes a sandbox record (its slot becomes free). Returns false when it did not exist.
+    /// Stores processes of the sandbox whose internal id is `sandbox`, replacing records with
+    /// the same process id.
+    async fn archive_processes(&self, sandbox: &str, processes: Vec<ArchivedProcess>)
+    -> Result<()>;
+
+    /// The archived processes of a sandbox (by internal id), oldest start first.
+    async fn archived_processes(&self, sandbox: &str) -> Result<Vec<ArchivedProcess>>;
+
+    /// One archived process of a sandbox (by internal id).
+    async fn archived_process(
+        &self,
+        sandbox: &str,
+        process_id: &str,
+    ) -> Result<Option<ArchivedProcess>>;
+
+    /// Deletes a sandbox record (its slot becomes free) and its archived processes. Returns
+    /// false when it did not exist.
     async fn delete_sandbox(&self, tenant: &str, id: &str) -> Result<bool>;
 
     /// Number of sandboxes per state, over all tenants.

@@ -41,6 +41,26 @@ pub(crate) const MIGRATIONS: &[(i64, &str)] = &[
             value  TEXT NOT NULL
         );",
     ),
+    (
+        3,
+        "CREATE TABLE archived_processes (
+            sandbox         TEXT NOT NULL,
+            process_id      TEXT NOT NULL,
+            pid             INTEGER,
+            command         TEXT NOT NULL,
+            status          TEXT NOT NULL,
+            exit_code       INTEGER,
+            start_time      TEXT NOT NULL,
+            end_time        TEXT,
+            session_id      TEXT,
+            stdout          TEXT NOT NULL,
+            stderr          TEXT NOT NULL,
+            stdout_dropped  INTEGER NOT NULL,
+            stderr_dropped  INTEGER NOT NULL,
+            archived_at     INTEGER NOT NULL,
+            PRIMARY KEY (sandbox, process_id)
+        );",
+    ),
 ];
 
 /// Brings the schema to the newest version.

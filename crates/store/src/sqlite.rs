@@ -5,10 +5,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
+use sandpit_protocol::container::{ProcessInfo, ProcessStatus};
 use sandpit_protocol::control::SandboxState;
 
 use crate::{
-    MAX_SLOTS, NewSandbox, Result, SandboxOptions, SandboxRecord, Store, StoreError, migrations,
+    ArchivedProcess, MAX_SLOTS, NewSandbox, Result, SandboxOptions, SandboxRecord, Store,
+    StoreError, migrations,
 };
 
 /// SQLite-backed store. One connection behind a mutex: SQLite serialises writers anyway, and
@@ -145,6 +147,48 @@ impl TryFrom<RawRow> for SandboxRecord {
             created_at_ms: r.created_at,
             last_active_at_ms: r.last_active_at,
         })
+    }
+}
+
+const PROCESS_COLUMNS: &str = "sandbox, process_id, pid, command, status, exit_code, \
+                               start_time, end_time, session_id, stdout, stderr, \
+                               stdout_dropped, stderr_dropped";
+
+/// An `archived_processes` row before its status is decoded.
+struct RawProcess {
+    status: String,
+    process: ArchivedProcess,
+}
+
+fn raw_process(row: &Row<'_>) -> rusqlite::Result<RawProcess> {
+    Ok(RawProcess {
+        status: row.get(4)?,
+        process: ArchivedProcess {
+            info: ProcessInfo {
+                id: row.get(1)?,
+                pid: row.get(2)?,
+                command: row.get(3)?,
+                // Replaced by `decode`.
+                status: ProcessStatus::Error,
+                exit_code: row.get(5)?,
+                start_time: row.get(6)?,
+                end_time: row.get(7)?,
+                session_id: row.get(8)?,
+            },
+            stdout: row.get(9)?,
+            stderr: row.get(10)?,
+            stdout_dropped_bytes: row.get::<_, i64>(11)?.max(0) as u64,
+            stderr_dropped_bytes: row.get::<_, i64>(12)?.max(0) as u64,
+        },
+    })
+}
+
+impl RawProcess {
+    fn decode(self) -> Result<ArchivedProcess> {
+        let mut process = self.process;
+        process.info.status = serde_json::from_value(serde_json::Value::String(self.status))
+            .map_err(|e| corrupt(&process.info.id, e))?;
+        Ok(process)
     }
 }
 
@@ -370,11 +414,92 @@ impl Store for SqliteStore {
     async fn delete_sandbox(&self, tenant: &str, id: &str) -> Result<bool> {
         let (tenant, id) = (tenant.to_owned(), id.to_owned());
         self.with(move |c| {
-            let n = c.execute(
+            let tx = c.transaction()?;
+            tx.execute(
+                "DELETE FROM archived_processes WHERE sandbox IN \
+                 (SELECT internal_id FROM sandboxes WHERE tenant = ?1 AND id = ?2)",
+                params![tenant, id],
+            )?;
+            let n = tx.execute(
                 "DELETE FROM sandboxes WHERE tenant = ?1 AND id = ?2",
                 params![tenant, id],
             )?;
+            tx.commit()?;
             Ok(n > 0)
+        })
+        .await
+    }
+
+    async fn archive_processes(
+        &self,
+        sandbox: &str,
+        processes: Vec<ArchivedProcess>,
+    ) -> Result<()> {
+        let sandbox = sandbox.to_owned();
+        self.with(move |c| {
+            let tx = c.transaction()?;
+            {
+                let mut stmt = tx.prepare(&format!(
+                    "INSERT OR REPLACE INTO archived_processes ({PROCESS_COLUMNS}, archived_at) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)"
+                ))?;
+                for p in &processes {
+                    let i = &p.info;
+                    stmt.execute(params![
+                        sandbox,
+                        i.id,
+                        i.pid,
+                        i.command,
+                        i.status.as_str(),
+                        i.exit_code,
+                        i.start_time,
+                        i.end_time,
+                        i.session_id,
+                        p.stdout,
+                        p.stderr,
+                        p.stdout_dropped_bytes as i64,
+                        p.stderr_dropped_bytes as i64,
+                        now_secs(),
+                    ])?;
+                }
+            }
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn archived_processes(&self, sandbox: &str) -> Result<Vec<ArchivedProcess>> {
+        let sandbox = sandbox.to_owned();
+        self.with(move |c| {
+            let mut stmt = c.prepare(&format!(
+                "SELECT {PROCESS_COLUMNS} FROM archived_processes WHERE sandbox = ?1 \
+                 ORDER BY start_time, process_id"
+            ))?;
+            let rows = stmt.query_map([sandbox], raw_process)?;
+            rows.map(|r| r?.decode()).collect()
+        })
+        .await
+    }
+
+    async fn archived_process(
+        &self,
+        sandbox: &str,
+        process_id: &str,
+    ) -> Result<Option<ArchivedProcess>> {
+        let (sandbox, process_id) = (sandbox.to_owned(), process_id.to_owned());
+        self.with(move |c| {
+            c.query_row(
+                &format!(
+                    "SELECT {PROCESS_COLUMNS} FROM archived_processes \
+                     WHERE sandbox = ?1 AND process_id = ?2"
+                ),
+                params![sandbox, process_id],
+                raw_process,
+            )
+            .optional()?
+            .map(RawProcess::decode)
+            .transpose()
         })
         .await
     }

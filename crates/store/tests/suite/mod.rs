@@ -1,4 +1,5 @@
 mod keys;
+mod processes;
 mod sandboxes;
 
 use std::collections::BTreeMap;
