@@ -19,6 +19,9 @@ pub enum ClientError {
     /// A stream reported an error event or ended before its final event.
     #[error("stream error: {0}")]
     Stream(String),
+    /// A client-side wait (`wait_for_exit`, `wait_for_log`, `wait_for_port`) gave up.
+    #[error("timed out: {0}")]
+    Timeout(String),
     /// An argument the SDK refused before sending anything (e.g. an invalid sandbox id).
     #[error("invalid argument: {0}")]
     InvalidArgument(String),

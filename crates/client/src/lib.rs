@@ -14,17 +14,25 @@
 //! * [`SandboxHandle`]: one sandbox's container API (exec, streaming exec, sessions, files),
 //!   and raw transfers of files of any size ([`SandboxHandle::upload`],
 //!   [`SandboxHandle::download`]).
+//! * [`ProcessHandle`]: background processes ([`SandboxHandle::start_process`]): logs, live
+//!   output, kill, and client-side waits for exit, a log line or a ready port.
+//! * File watches ([`SandboxHandle::watch`], [`SandboxHandle::check_changes`]) and
+//!   [`SandboxHandle::git_checkout`].
 //! * [`ClientError`]: `Api` carries the server's error envelope (code, status, context).
 
 mod client;
 mod error;
+mod process;
 mod sandbox;
 mod sse;
+mod watch;
 
 pub use client::{Client, ListOptions};
 pub use error::{ClientError, Result};
+pub use process::{LogPattern, PortMode, PortWaitOptions, ProcessHandle, ProcessOptions};
 pub use sandbox::{Download, ExecOptions, FileDownload, SandboxHandle};
 pub use sse::EventStream;
+pub use watch::{GitOptions, WatchOptions};
 
 /// The wire types, re-exported so users need no second dependency.
 pub use sandpit_protocol as protocol;

@@ -441,7 +441,16 @@ impl SandboxHandle {
     // -----------------------------------------------------------------------------------------
     // Plumbing
 
-    fn path(&self, endpoint: &str) -> Result<String> {
+    pub(crate) fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// The handle's default session.
+    pub(crate) fn session(&self) -> Option<&str> {
+        self.session.as_deref()
+    }
+
+    pub(crate) fn path(&self, endpoint: &str) -> Result<String> {
         check_id(&self.id)?;
         Ok(format!("/v1/sandboxes/{}/api/{endpoint}", self.id))
     }
@@ -465,12 +474,16 @@ impl SandboxHandle {
         ))
     }
 
-    async fn get<T: DeserializeOwned>(&self, endpoint: &str) -> Result<T> {
+    pub(crate) async fn get<T: DeserializeOwned>(&self, endpoint: &str) -> Result<T> {
         let request = self.client.request(Method::GET, &self.path(endpoint)?);
         self.client.json(request).await
     }
 
-    async fn post<B: Serialize, T: DeserializeOwned>(&self, endpoint: &str, body: &B) -> Result<T> {
+    pub(crate) async fn post<B: Serialize, T: DeserializeOwned>(
+        &self,
+        endpoint: &str,
+        body: &B,
+    ) -> Result<T> {
         let request = self
             .client
             .request(Method::POST, &self.path(endpoint)?)
@@ -478,7 +491,7 @@ impl SandboxHandle {
         self.client.json(request).await
     }
 
-    async fn post_stream<B, T>(&self, endpoint: &str, body: &B) -> Result<EventStream<T>>
+    pub(crate) async fn post_stream<B, T>(&self, endpoint: &str, body: &B) -> Result<EventStream<T>>
     where
         B: Serialize,
         T: DeserializeOwned + Send + 'static,

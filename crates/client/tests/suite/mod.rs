@@ -1,2 +1,3 @@
 mod fake_server;
+mod processes;
 mod real_server;

@@ -11,7 +11,7 @@ use sandpit_client::protocol::control::{CreateSandboxRequest, SandboxState, Upda
 use sandpit_client::{Client, ExecOptions};
 use sandpit_server::{ServeConfig, Server};
 
-fn images_dir_or_skip(test: &str) -> Option<PathBuf> {
+pub fn images_dir_or_skip(test: &str) -> Option<PathBuf> {
     let dir = PathBuf::from(
         std::env::var("SANDPIT_IMAGES_DIR").unwrap_or_else(|_| "/var/lib/sandpit/images".into()),
     );
