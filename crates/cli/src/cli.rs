@@ -58,6 +58,101 @@ pub enum Command {
     Shell(ShellArgs),
     /// Manage the images sandboxes run on (works on the image directory directly).
     Image(ImageArgs),
+    /// Start a command in the background in a sandbox; prints the process id.
+    Start(StartArgs),
+    /// List a sandbox's background processes.
+    Ps {
+        /// Sandbox id.
+        id: String,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print a background process's output; with --follow, stream it live and exit with the
+    /// process's exit code.
+    Logs(LogsArgs),
+    /// Kill a background process (its whole process tree), or all of them with --all.
+    Kill(KillArgs),
+    /// Print changes under a path in a sandbox, one line per event, until interrupted.
+    Watch {
+        /// Sandbox id.
+        id: String,
+        /// Path to watch (recursively).
+        path: String,
+    },
+    /// Git operations inside a sandbox.
+    Git {
+        #[command(subcommand)]
+        command: GitCommand,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct StartArgs {
+    /// Sandbox id.
+    pub id: String,
+    /// Process id to use (generated when absent).
+    #[arg(long = "id", value_name = "PROCESS_ID")]
+    pub process_id: Option<String>,
+    /// Session to start the process from.
+    #[arg(long)]
+    pub session: Option<String>,
+    /// Working directory of the process.
+    #[arg(long)]
+    pub cwd: Option<String>,
+    /// Environment variable for the process (repeatable).
+    #[arg(long = "env", value_name = "K=V", value_parser = parse_env)]
+    pub env: Vec<(String, String)>,
+    /// The command (joined as for `exec`).
+    #[arg(last = true, required = true, value_name = "CMD")]
+    pub command: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    /// Sandbox id.
+    pub id: String,
+    /// Process id.
+    pub process: String,
+    /// Stream output live until the process ends; exit with its exit code.
+    #[arg(long, short)]
+    pub follow: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct KillArgs {
+    /// Sandbox id.
+    pub id: String,
+    /// Process id.
+    #[arg(required_unless_present = "all", conflicts_with = "all")]
+    pub process: Option<String>,
+    /// Kill every process of the sandbox.
+    #[arg(long)]
+    pub all: bool,
+    /// Signal to send (e.g. SIGINT, INT; default SIGTERM, then SIGKILL after a grace period).
+    #[arg(long, conflicts_with = "all")]
+    pub signal: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum GitCommand {
+    /// Clone a repository into the sandbox; prints the directory.
+    Clone {
+        /// Sandbox id.
+        id: String,
+        /// Repository URL (http(s), git, ssh or file).
+        #[arg(value_name = "URL")]
+        repo: String,
+        /// Branch to check out.
+        #[arg(long)]
+        branch: Option<String>,
+        /// Shallow clone of this many commits.
+        #[arg(long)]
+        depth: Option<u64>,
+        /// Where to clone (default /workspace/<repository name>).
+        #[arg(long)]
+        target_dir: Option<String>,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -222,6 +317,40 @@ mod tests {
             assert_eq!(args.images.images_dir, Some(PathBuf::from("/x")));
             assert!(matches!(args.command, ImageCommand::Build { force: false }));
         }
+    }
+
+    #[test]
+    fn kill_takes_a_process_or_all() {
+        assert!(Cli::try_parse_from(["sandpit", "kill", "box"]).is_err());
+        assert!(Cli::try_parse_from(["sandpit", "kill", "box", "p", "--all"]).is_err());
+        let cli = Cli::try_parse_from(["sandpit", "kill", "box", "--all"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Kill(KillArgs { all: true, .. })
+        ));
+        let cli =
+            Cli::try_parse_from(["sandpit", "start", "box", "--id", "p1", "--", "sleep", "1"])
+                .unwrap();
+        let Command::Start(args) = cli.command else {
+            panic!("not start")
+        };
+        assert_eq!(
+            (args.id.as_str(), args.process_id.as_deref()),
+            ("box", Some("p1"))
+        );
+    }
+
+    #[test]
+    fn git_clone_url_is_not_the_server_url() {
+        let cli = Cli::try_parse_from(["sandpit", "git", "clone", "box", "file:///r"]).unwrap();
+        assert_eq!(cli.url, "http://127.0.0.1:7070");
+        let Command::Git {
+            command: GitCommand::Clone { repo, .. },
+        } = cli.command
+        else {
+            panic!("not git clone")
+        };
+        assert_eq!(repo, "file:///r");
     }
 
     #[test]

@@ -11,7 +11,7 @@ use std::process::ExitCode;
 use clap::Parser;
 
 use crate::cli::{Cli, Command};
-use crate::commands::{cp, exec, image, sandbox, serve};
+use crate::commands::{cp, exec, git, image, process, sandbox, serve, watch};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -60,6 +60,12 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
             let key = connect::api_key(key.as_deref(), &data_dir)?;
             return commands::shell::run(&client()?, &url, &key, args).await;
         }
+        Command::Start(args) => process::start(&client()?, args).await?,
+        Command::Ps { id, json } => process::ps(&client()?, &id, json).await?,
+        Command::Logs(args) => return process::logs(&client()?, args).await,
+        Command::Kill(args) => process::kill(&client()?, args).await?,
+        Command::Watch { id, path } => watch::run(&client()?, &id, &path).await?,
+        Command::Git { command } => git::run(&client()?, command).await?,
         Command::Image(args) => {
             let dir = image::images_dir(&args.images, &data_dir);
             image::run(args.command, dir).await?

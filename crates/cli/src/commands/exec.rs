@@ -66,6 +66,6 @@ fn write_flush(out: &mut impl Write, data: &str) -> std::io::Result<()> {
 }
 
 /// Maps a remote exit code to a local one (0-255; negative codes become 255).
-fn exit_status(code: i32) -> i32 {
+pub fn exit_status(code: i32) -> i32 {
     if (0..=255).contains(&code) { code } else { 255 }
 }

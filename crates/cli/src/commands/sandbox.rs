@@ -74,14 +74,18 @@ fn table(sandboxes: &[SandboxInfo]) -> String {
             ]
         })
         .collect();
-    let header = ["ID", "STATE", "IMAGE", "LAST ACTIVE", "FLAGS"];
+    render_table(["ID", "STATE", "IMAGE", "LAST ACTIVE", "FLAGS"], &rows)
+}
+
+/// Left-aligned columns two spaces apart, one line per row.
+pub fn render_table<const N: usize>(header: [&str; N], rows: &[[String; N]]) -> String {
     let mut widths = header.map(str::len);
-    for row in &rows {
+    for row in rows {
         for (w, cell) in widths.iter_mut().zip(row) {
             *w = (*w).max(cell.len());
         }
     }
-    let line = |cells: [&str; 5]| {
+    let line = |cells: [&str; N]| {
         let mut out = String::new();
         for (i, cell) in cells.iter().enumerate() {
             if i + 1 == cells.len() {
@@ -93,8 +97,8 @@ fn table(sandboxes: &[SandboxInfo]) -> String {
         out.trim_end().to_owned() + "\n"
     };
     let mut out = line(header);
-    for row in &rows {
-        out.push_str(&line([&row[0], &row[1], &row[2], &row[3], &row[4]]));
+    for row in rows {
+        out.push_str(&line(std::array::from_fn(|i| row[i].as_str())));
     }
     out
 }
