@@ -137,6 +137,23 @@ async fn handle(log: Log, method: Method, uri: Uri, headers: HeaderMap, body: By
             json!({"success": true, "data": {"id": body_json["id"], "cwd": "/workspace"},
                    "containerPlacementId": null, "timestamp": ts}),
         ),
+        ("POST", "/v1/sandboxes/a/api/process/start") => json_response(
+            StatusCode::OK,
+            json!({"success": true, "processId": "p 1", "pid": 42, "command": body_json["command"], "timestamp": ts}),
+        ),
+        ("DELETE", "/v1/sandboxes/a/api/process/p%201") => json_response(
+            StatusCode::OK,
+            json!({"success": true, "processId": "p 1", "signal": "SIGINT", "timestamp": ts}),
+        ),
+        // Ends without an `exit` event: waits must fail, not invent an exit code.
+        ("GET", "/v1/sandboxes/a/api/process/p%201/stream") => sse(&[
+            json!({"type": "process_info", "processId": "p 1", "command": "x", "status": "running", "timestamp": ts}),
+            json!({"type": "stdout", "data": "half a li", "processId": "p 1", "timestamp": ts}),
+        ]),
+        ("POST", "/v1/sandboxes/a/api/port-watch") => sse(&[
+            json!({"type": "watching", "port": body_json["port"]}),
+            json!({"type": "process_exited", "port": body_json["port"], "exitCode": 1}),
+        ]),
         _ => (StatusCode::IM_A_TEAPOT, Body::from("unexpected request")).into_response(),
     }
 }
@@ -364,4 +381,59 @@ async fn streamed_uploads_are_one_valid_json_body() {
         .decode(body["content"].as_str().unwrap())
         .unwrap();
     assert!(decoded == content, "content differs after the round trip");
+}
+
+#[tokio::test]
+async fn process_calls_send_the_documented_requests() {
+    use sandpit_client::{PortMode, PortWaitOptions, ProcessOptions};
+    use std::time::Duration;
+
+    let (client, log) = start().await;
+    let sandbox = client.sandbox("a").with_session("s");
+    let process = sandbox
+        .start_process(
+            "npm start",
+            &ProcessOptions::default().env("A", "1").cwd("/w"),
+        )
+        .await
+        .unwrap();
+    assert_eq!((process.id.as_str(), process.pid), ("p 1", Some(42)));
+    assert_eq!(
+        last(&log).body,
+        json!({"command": "npm start", "sessionId": "s", "env": {"A": "1"}, "cwd": "/w"})
+    );
+
+    process.kill(Some("SIGINT")).await.unwrap();
+    let seen = last(&log);
+    assert_eq!(
+        (seen.method, seen.uri.as_str()),
+        (
+            Method::DELETE,
+            "/v1/sandboxes/a/api/process/p%201?signal=SIGINT"
+        )
+    );
+
+    let wait = Some(Duration::from_secs(10));
+    let err = process.wait_for_exit(wait).await.unwrap_err();
+    assert!(matches!(err, ClientError::Stream(_)), "{err}");
+    let err = process.wait_for_log("ready", wait).await.unwrap_err();
+    assert!(matches!(err, ClientError::Stream(_)), "{err}");
+
+    let options = PortWaitOptions {
+        mode: PortMode::Tcp,
+        status: Some(200..=204),
+        interval: Some(Duration::from_millis(250)),
+        ..Default::default()
+    };
+    let err = process.wait_for_port(8080, &options).await.unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("process p 1 exited (code 1) before port 8080 was ready"),
+        "{err}"
+    );
+    assert_eq!(
+        last(&log).body,
+        json!({"port": 8080, "mode": "tcp", "statusMin": 200, "statusMax": 204,
+               "processId": "p 1", "interval": 250})
+    );
 }
