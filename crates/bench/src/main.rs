@@ -2,6 +2,8 @@
 //! baselines (fork+exec, bubblewrap) measured in the same run. A program, not a test.
 
 mod machine;
+mod process_stream;
+mod pty_echo;
 mod stats;
 mod transfer;
 
@@ -61,6 +63,12 @@ struct Args {
     /// Upload + download runs.
     #[arg(long, default_value_t = 3)]
     transfer_runs: usize,
+    /// Background process start → first streamed log line samples (0 skips them).
+    #[arg(long, default_value_t = 100)]
+    process_stream: usize,
+    /// PTY keystroke echo round trips (0 skips them).
+    #[arg(long, default_value_t = 200)]
+    pty: usize,
 }
 
 /// One row of the report.
@@ -131,8 +139,14 @@ async fn run(args: &Args) -> anyhow::Result<Report> {
     let client = Client::new(format!("http://{}", server.addr()), server.admin_key())?;
 
     let result = measure(args, &client).await;
+    let interactive = if result.is_ok() {
+        Some(measure_interactive(args, &client, &server).await)
+    } else {
+        None
+    };
     server.shutdown().await?;
     let (mut rows, mut notes, facts) = result?;
+    let interactive = interactive.transpose()?.unwrap_or_default();
 
     let cold = rows[0].samples.clone();
     let warm_p50 = rows[1].samples.p50();
@@ -192,6 +206,9 @@ async fn run(args: &Args) -> anyhow::Result<Report> {
             ));
         }
     }
+    verdicts.extend(interactive.verdicts);
+    notes.extend(interactive.notes);
+    rows.extend(interactive.rows);
     rows.push(Row {
         name: "baseline: fork+exec `true`".into(),
         samples: fork_exec,
@@ -400,6 +417,110 @@ async fn measure(args: &Args, client: &Client) -> anyhow::Result<(Vec<Row>, Vec<
     Ok((rows, notes, facts))
 }
 
+/// Rows, notes and verdicts of one group of measurements.
+#[derive(Default)]
+struct Section {
+    rows: Vec<Row>,
+    notes: Vec<String>,
+    verdicts: Vec<(String, String, bool)>,
+}
+
+/// Background process streaming and PTY echo, in one sandbox of their own.
+async fn measure_interactive(
+    args: &Args,
+    client: &Client,
+    server: &Server,
+) -> anyhow::Result<Section> {
+    let mut section = Section::default();
+    if args.process_stream == 0 && args.pty == 0 {
+        return Ok(section);
+    }
+    let id = format!("interactive-{}", std::process::id());
+    create_and_exec(client, &id).await?;
+    let result = interactive_rows(args, client, server, &id, &mut section).await;
+    client.destroy(&id).await?;
+    result.map(|()| section)
+}
+
+async fn interactive_rows(
+    args: &Args,
+    client: &Client,
+    server: &Server,
+    id: &str,
+    section: &mut Section,
+) -> anyhow::Result<()> {
+    let ratio = |a: &Samples, b: &Samples| a.p50() / b.p50();
+    if args.process_stream > 0 {
+        eprintln!("process start → first log line x{}...", args.process_stream);
+        let m = process_stream::measure(
+            client.base_url(),
+            server.admin_key(),
+            id,
+            args.process_stream,
+        )
+        .await?;
+        let p50 = m.sandbox.p50();
+        section.verdicts.push((
+            "process start → first log line p50 ≤ 5 ms".into(),
+            format!("{p50:.2} ms"),
+            p50 <= 5.0,
+        ));
+        section.notes.push(format!(
+            "Process start → first log line: `POST /api/process/start` of `echo hi`, then `GET \
+             /api/process/{{id}}/stream` (replay, then live) until the `stdout` event with the \
+             line; the start answer alone takes p50 {:.2} ms. Ratio to host fork+exec → first \
+             byte on a pipe: **{:.1}×**.",
+            m.start_answer.p50(),
+            ratio(&m.sandbox, &m.baseline)
+        ));
+        section.rows.push(Row {
+            name: format!(
+                "process start → first streamed log line (N={})",
+                m.sandbox.len()
+            ),
+            samples: m.sandbox,
+            target: "p50 ≤ 5 ms".into(),
+        });
+        section.rows.push(Row {
+            name: "baseline: host fork+exec `echo hi` → first byte on a pipe".into(),
+            samples: m.baseline,
+            target: String::new(),
+        });
+    }
+    if args.pty > 0 {
+        eprintln!("PTY keystroke echo x{}...", args.pty);
+        let ws_base = client.base_url().replacen("http", "ws", 1);
+        let m = pty_echo::measure(&ws_base, server.admin_key(), id, args.pty).await?;
+        let p50 = m.sandbox.p50();
+        section.verdicts.push((
+            "PTY keystroke echo p50 ≤ 2 ms".into(),
+            format!("{p50:.2} ms"),
+            p50 <= 2.0,
+        ));
+        section.notes.push(format!(
+            "PTY keystroke echo: one byte as a binary frame on `WS /v1/sandboxes/{{id}}/ws/pty` \
+             (client → server → agent → PTY → bash's readline and back), timed until its echo \
+             arrives; a backspace after each keeps the line empty. Baseline: the same byte on a \
+             host PTY with `bash --norc -i` attached, read from the master. Ratio **{:.1}×**.",
+            ratio(&m.sandbox, &m.baseline)
+        ));
+        section.rows.push(Row {
+            name: format!(
+                "PTY keystroke echo via control plane (N={})",
+                m.sandbox.len()
+            ),
+            samples: m.sandbox,
+            target: "p50 ≤ 2 ms".into(),
+        });
+        section.rows.push(Row {
+            name: "baseline: keystroke echo on a host PTY (bash)".into(),
+            samples: m.baseline,
+            target: String::new(),
+        });
+    }
+    Ok(())
+}
+
 async fn create_and_exec(client: &Client, id: &str) -> anyhow::Result<()> {
     let request = CreateSandboxRequest {
         id: Some(id.to_owned()),
@@ -475,8 +596,16 @@ fn render(args: &Args, report: &Report, machine: &str) -> String {
          stay meaningful when other work on the machine moves the absolute latencies.\n\n",
     );
     out.push_str(&format!(
-        "Parameters: cold N={}, warm N={}, concurrent {}, idle {}, wake N={}, baselines N={}.\n\n",
-        args.cold, args.warm, args.concurrent, args.idle, args.wake, args.baseline
+        "Parameters: cold N={}, warm N={}, concurrent {}, idle {}, wake N={}, baselines N={}, \
+         process stream N={}, PTY echo N={}.\n\n",
+        args.cold,
+        args.warm,
+        args.concurrent,
+        args.idle,
+        args.wake,
+        args.baseline,
+        args.process_stream,
+        args.pty
     ));
     out.push_str("| measurement | p50 ms | p95 ms | p99 ms | target |\n|---|---:|---:|---:|---|\n");
     for row in &report.rows {
