@@ -13,10 +13,13 @@ pub async fn run(client: &Client, id: &str, path: &str) -> anyhow::Result<()> {
         .watch(path, &WatchOptions::default())
         .await?;
     let mut out = std::io::stdout().lock();
+    // One listener for the whole run, so a ctrl-c between two events is not missed.
+    let ctrl_c = tokio::signal::ctrl_c();
+    tokio::pin!(ctrl_c);
     loop {
         let event = tokio::select! {
             event = events.next() => event,
-            _ = tokio::signal::ctrl_c() => return Ok(()),
+            _ = &mut ctrl_c => return Ok(()),
         };
         let Some(event) = event else { return Ok(()) };
         match event? {
