@@ -170,8 +170,24 @@ fn serial_cli_processes_git_and_watch() {
         .assert()
         .success();
     let line = rx.recv_timeout(Duration::from_secs(30)).unwrap();
-    watch.kill().unwrap();
-    watch.wait().unwrap();
+    // ctrl-c ends it cleanly.
+    Command::new("kill")
+        .args(["-INT", &watch.id().to_string()])
+        .status()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = watch.try_wait().unwrap() {
+            break Some(status);
+        }
+        if std::time::Instant::now() > deadline {
+            watch.kill().unwrap();
+            watch.wait().unwrap();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.is_some_and(|s| s.success()), "{status:?}");
     assert!(
         line.starts_with("out create ") && line.ends_with("new.txt"),
         "{line}"
