@@ -105,15 +105,15 @@ async fn forward_inner(app: Arc<AppState>, request: Request) -> ApiResult<Respon
         ));
     }
 
-    proxy(
-        &app,
-        request,
-        &tenant.name,
-        &id,
-        target,
-        Some(app.max_body_bytes),
-    )
-    .await
+    let limit = Some(app.max_body_bytes);
+    let request =
+        match crate::process_archive::forward(&app, request, &tenant.name, &id, &target, limit)
+            .await
+        {
+            Ok(answer) => return answer,
+            Err(request) => request,
+        };
+    proxy(&app, request, &tenant.name, &id, target, limit).await
 }
 
 /// Sends `request` to the agent of sandbox `id` (leasing, waking or creating it) at `target`

@@ -19,6 +19,7 @@ mod forward;
 pub mod lifecycle;
 mod metrics;
 pub mod openapi;
+mod process_archive;
 mod routes;
 #[cfg(feature = "testing")]
 pub mod testing;
@@ -98,6 +99,7 @@ fn router(app: Arc<AppState>, auth: Arc<Auth>, max_control_body: usize) -> Route
                 .delete(sandboxes::destroy),
         )
         .route("/v1/sandboxes/{id}/stop", post(sandboxes::stop))
+        .route("/v1/sandboxes/{id}/env", post(routes::env::set_env))
         .route(
             "/v1/sandboxes/{id}/files/{*path}",
             get(files::download).put(files::upload),

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use sandpit_image::{ImageError, ImageStore};
 use sandpit_protocol::ErrorCode;
+use sandpit_protocol::container::EnvMap;
 use sandpit_protocol::control::{
     CreateSandboxRequest, DEFAULT_IMAGE, DEFAULT_SLEEP_AFTER_SECS, Limits, SandboxInfo,
     SandboxState, UpdateSandboxRequest, validate_sandbox_id,
@@ -244,6 +245,11 @@ impl Manager {
         &self.store
     }
 
+    /// The driver's (and the process archive's) name of sandbox `(tenant, id)`.
+    pub fn internal_id_of(&self, tenant: &str, id: &str) -> String {
+        internal_id(&self.instance, tenant, id)
+    }
+
     /// The entry of `(tenant, id)`, created on first use. Entries are never removed, so two
     /// callers can never end up holding different mutexes for the same sandbox.
     fn entry(&self, tenant: &str, id: &str) -> Arc<Entry> {
@@ -392,8 +398,15 @@ impl Manager {
 
     /// Stops a running sandbox (under its lock); it becomes `sleeping`.
     async fn sleep(&self, entry: &Entry, inner: &mut Inner) -> ApiResult<()> {
-        if inner.started.take().is_some() {
+        if let Some(started) = inner.started.take() {
             entry.running.store(false, Ordering::SeqCst);
+            crate::process_archive::capture(
+                self.store.as_ref(),
+                &entry.id,
+                &entry.internal,
+                &started.socket,
+            )
+            .await;
             if let Err(e) = self.driver.stop(&entry.internal).await {
                 tracing::warn!(sandbox = %entry.id, error = %e, "stop failed");
             }
@@ -565,6 +578,28 @@ impl Manager {
             .await?;
         inner.record = Some(record.clone());
         Ok(self.info(&record))
+    }
+
+    /// Sets (`Some`) or removes (`None`) variables of the sandbox's stored env (applied at its
+    /// next start; `POST /v1/sandboxes/{id}/env`).
+    pub async fn merge_env(&self, tenant: &str, id: &str, changes: &EnvMap) -> ApiResult<()> {
+        let entry = self.known_entry(tenant, id).await?;
+        let mut inner = entry.inner.lock().await;
+        let mut record = self
+            .load(&entry, &mut inner)
+            .await?
+            .ok_or_else(|| ApiError::sandbox_not_found(id))?;
+        for (key, value) in changes {
+            match value {
+                Some(v) => record.options.env.insert(key.clone(), v.clone()),
+                None => record.options.env.remove(key),
+            };
+        }
+        self.store
+            .update_options(tenant, id, &record.options)
+            .await?;
+        inner.record = Some(record);
+        Ok(())
     }
 
     /// `POST /v1/sandboxes/{id}/stop`: sleep now, whatever is in flight.

@@ -1,4 +1,5 @@
 mod api;
+mod archive;
 mod attacks;
 mod e2e;
 mod fake_agent;

@@ -1,0 +1,492 @@
+//! Background processes outlive their sandbox's sleep: just before a running sandbox is
+//! stopped, [`capture`] copies the agent's process records and logs into the store; after a
+//! wake, [`forward`] answers the process routes for them (the agent only knows processes of its
+//! own run).
+//!
+//! * `GET /api/process/list`: the agent's list plus archived records (the live record wins when
+//!   ids clash).
+//! * `GET /api/process/{id}`, `/logs`, `/stream`: the agent's answer, unless it says
+//!   `PROCESS_NOT_FOUND` and the archive knows the id.
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::time::{Duration, SystemTime};
+
+use axum::body::Body;
+use axum::extract::Request;
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use http::{HeaderValue, Method, StatusCode, header};
+use http_body_util::BodyExt;
+use hyper_util::rt::TokioIo;
+use sandpit_protocol::container::{
+    ProcessGetResponse, ProcessInfo, ProcessListResponse, ProcessLogsResponse, ProcessStatus,
+    ProcessStreamEvent,
+};
+use sandpit_protocol::time::{now, timestamp};
+use sandpit_store::{ArchivedProcess, Store};
+use tokio::net::UnixStream;
+use tokio::time::{Instant, timeout_at};
+
+use crate::AppState;
+use crate::error::ApiResult;
+use crate::forward::proxy;
+
+/// Most processes archived per sleep.
+pub const MAX_ARCHIVED: usize = 256;
+/// Time the whole capture may take; the stop goes ahead afterwards whatever happened.
+pub const CAPTURE_BUDGET: Duration = Duration::from_secs(2);
+/// Largest agent answer read (logs are capped at 1 MiB per stream by the agent; JSON escaping
+/// can grow them).
+const MAX_ANSWER_BYTES: usize = 16 * 1024 * 1024;
+
+/// Copies the process records and logs of the agent at `socket` into the archive of sandbox
+/// `internal`. Never fails: problems are logged and the stop proceeds.
+pub async fn capture(store: &dyn Store, sandbox_id: &str, internal: &str, socket: &Path) {
+    let deadline = Instant::now() + CAPTURE_BUDGET;
+    let (processes, complete) = fetch(socket, deadline).await;
+    if !complete {
+        tracing::warn!(
+            sandbox = %sandbox_id,
+            archived = processes.len(),
+            "could not read every process from the agent before sleep"
+        );
+    }
+    if processes.is_empty() {
+        return;
+    }
+    if let Err(e) = store.archive_processes(internal, processes).await {
+        tracing::warn!(sandbox = %sandbox_id, error = %e, "archiving processes failed");
+    }
+}
+
+/// The agent's processes, as many as could be read before `deadline`, and whether that was all.
+async fn fetch(socket: &Path, deadline: Instant) -> (Vec<ArchivedProcess>, bool) {
+    let mut out = Vec::new();
+    let list: ProcessListResponse = match get_json(socket, "/api/process/list", deadline).await {
+        Ok(list) => list,
+        Err(e) => {
+            tracing::debug!(error = %e, "process list");
+            return (out, false);
+        }
+    };
+    let slept_at = timestamp(SystemTime::now());
+    let total = list.processes.len();
+    for listed in list.processes.into_iter().take(MAX_ARCHIVED) {
+        let id = encode(&listed.id);
+        let mut info = if listed.status.is_finished() {
+            // The list omits endTime; the single record has it.
+            match get_json::<ProcessGetResponse>(socket, &format!("/api/process/{id}"), deadline)
+                .await
+            {
+                Ok(r) => r.process,
+                Err(_) => return (out, false),
+            }
+        } else {
+            listed
+        };
+        let logs: ProcessLogsResponse =
+            match get_json(socket, &format!("/api/process/{id}/logs"), deadline).await {
+                Ok(logs) => logs,
+                Err(_) => return (out, false),
+            };
+        if !info.status.is_finished() {
+            // It dies with the sandbox.
+            info.status = ProcessStatus::Killed;
+            info.end_time = Some(slept_at.clone());
+        }
+        out.push(ArchivedProcess {
+            info,
+            stdout: logs.stdout,
+            stderr: logs.stderr,
+            stdout_dropped_bytes: logs.stdout_dropped_bytes,
+            stderr_dropped_bytes: logs.stderr_dropped_bytes,
+        });
+    }
+    (out, total <= MAX_ARCHIVED)
+}
+
+/// Percent-encodes a process id for a path segment.
+fn encode(id: &str) -> String {
+    let mut out = String::with_capacity(id.len());
+    for b in id.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+async fn get_json<T: serde::de::DeserializeOwned>(
+    socket: &Path,
+    path: &str,
+    deadline: Instant,
+) -> Result<T, String> {
+    let call = async {
+        let stream = UnixStream::connect(socket)
+            .await
+            .map_err(|e| e.to_string())?;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| e.to_string())?;
+        tokio::spawn(conn);
+        let request = http::Request::get(path)
+            .header(header::HOST, "sandbox")
+            .body(Body::empty())
+            .map_err(|e| e.to_string())?;
+        let response = sender
+            .send_request(request)
+            .await
+            .map_err(|e| e.to_string())?;
+        if response.status() != StatusCode::OK {
+            return Err(format!("{path}: status {}", response.status()));
+        }
+        let body = http_body_util::Limited::new(response.into_body(), MAX_ANSWER_BYTES)
+            .collect()
+            .await
+            .map_err(|e| e.to_string())?
+            .to_bytes();
+        serde_json::from_slice(&body).map_err(|e| format!("{path}: {e}"))
+    };
+    timeout_at(deadline, call)
+        .await
+        .map_err(|_| format!("{path}: timed out"))?
+}
+
+/// A process route the archive can answer.
+#[derive(Debug, Clone, PartialEq)]
+enum Route {
+    List { status: Option<String> },
+    Get(String),
+    Logs(String),
+    Stream(String),
+}
+
+impl Route {
+    /// The route of a `GET` to `target` (agent path and query), if it is a process route.
+    fn parse(method: &Method, target: &str) -> Option<Route> {
+        if method != Method::GET {
+            return None;
+        }
+        let (path, query) = target.split_once('?').unwrap_or((target, ""));
+        let rest = path.strip_prefix("/api/process/")?;
+        if rest == "list" {
+            let status = query
+                .split('&')
+                .find_map(|kv| kv.strip_prefix("status="))
+                .map(str::to_owned);
+            return Some(Route::List { status });
+        }
+        let (id, tail) = rest.split_once('/').unwrap_or((rest, ""));
+        if id.is_empty() {
+            return None;
+        }
+        let id = decode(id)?;
+        match tail {
+            "" => Some(Route::Get(id)),
+            "logs" => Some(Route::Logs(id)),
+            "stream" => Some(Route::Stream(id)),
+            _ => None,
+        }
+    }
+}
+
+/// Percent-decodes a path segment.
+fn decode(s: &str) -> Option<String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// Forwards `request` to the agent like [`proxy`], completing process answers from the archive.
+/// `None` when the request is not a process route (the caller forwards it as usual).
+pub(crate) async fn forward(
+    app: &AppState,
+    request: Request,
+    tenant: &str,
+    id: &str,
+    target: &str,
+    limit: Option<usize>,
+) -> Result<ApiResult<Response>, Request> {
+    let Some(route) = Route::parse(request.method(), target) else {
+        return Err(request);
+    };
+    let response = match proxy(app, request, tenant, id, target.to_owned(), limit).await {
+        Ok(r) => r,
+        Err(e) => return Ok(Err(e)),
+    };
+    let is_list = matches!(route, Route::List { .. });
+    if !is_list && response.status() != StatusCode::NOT_FOUND {
+        return Ok(Ok(response));
+    }
+    let internal = app.manager.internal_id_of(tenant, id);
+    let store = app.manager.store().as_ref();
+    Ok(Ok(match route {
+        Route::List { status } => merge_list(store, &internal, status, response).await,
+        Route::Get(pid) => from_archive(store, &internal, &pid, response, get_answer).await,
+        Route::Logs(pid) => from_archive(store, &internal, &pid, response, logs_answer).await,
+        Route::Stream(pid) => from_archive(store, &internal, &pid, response, stream_answer).await,
+    }))
+}
+
+/// Reads a whole (small) answer; `None` if it is too big or broken.
+async fn read_all(response: Response) -> (http::response::Parts, Option<Bytes>) {
+    let (parts, body) = response.into_parts();
+    let bytes = http_body_util::Limited::new(body, MAX_ANSWER_BYTES)
+        .collect()
+        .await
+        .ok()
+        .map(|c| c.to_bytes());
+    (parts, bytes)
+}
+
+fn rebuild(parts: http::response::Parts, bytes: Option<Bytes>) -> Response {
+    match bytes {
+        Some(b) => Response::from_parts(parts, Body::from(b)),
+        None => crate::error::ApiError::new(
+            sandpit_protocol::ErrorCode::SandboxUnavailable,
+            "the sandbox agent's answer could not be read",
+        )
+        .into_response(),
+    }
+}
+
+async fn merge_list(
+    store: &dyn Store,
+    internal: &str,
+    status: Option<String>,
+    response: Response,
+) -> Response {
+    if response.status() != StatusCode::OK {
+        return response;
+    }
+    let (parts, bytes) = read_all(response).await;
+    let Some(mut list) = bytes
+        .as_ref()
+        .and_then(|b| serde_json::from_slice::<ProcessListResponse>(b).ok())
+    else {
+        return rebuild(parts, bytes);
+    };
+    let archived = match store.archived_processes(internal).await {
+        Ok(a) => a,
+        Err(e) => {
+            tracing::warn!(error = %e, "reading archived processes");
+            return rebuild(parts, bytes);
+        }
+    };
+    let live: HashSet<String> = list.processes.iter().map(|p| p.id.clone()).collect();
+    let mut merged: Vec<ProcessInfo> = archived
+        .into_iter()
+        .map(|a| a.info)
+        .filter(|p| !live.contains(&p.id))
+        .filter(|p| status.as_deref().is_none_or(|s| p.status.as_str() == s))
+        .map(|mut p| {
+            // Like the agent's list.
+            p.end_time = None;
+            p
+        })
+        .collect();
+    merged.append(&mut list.processes);
+    list.processes = merged;
+    json_response(StatusCode::OK, &list)
+}
+
+/// The agent's 404 unless it is `PROCESS_NOT_FOUND` for a process the archive has; then
+/// `answer` of the archived process.
+async fn from_archive(
+    store: &dyn Store,
+    internal: &str,
+    process_id: &str,
+    response: Response,
+    answer: fn(ArchivedProcess) -> Response,
+) -> Response {
+    let (parts, bytes) = read_all(response).await;
+    let not_found = bytes
+        .as_ref()
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(b).ok())
+        .is_some_and(|v| v["code"] == "PROCESS_NOT_FOUND");
+    if !not_found {
+        return rebuild(parts, bytes);
+    }
+    match store.archived_process(internal, process_id).await {
+        Ok(Some(p)) => answer(p),
+        Ok(None) => rebuild(parts, bytes),
+        Err(e) => {
+            tracing::warn!(error = %e, "reading an archived process");
+            rebuild(parts, bytes)
+        }
+    }
+}
+
+fn json_response<T: serde::Serialize>(status: StatusCode, value: &T) -> Response {
+    let body = serde_json::to_vec(value).unwrap_or_default();
+    let mut response = Response::new(Body::from(body));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+fn get_answer(p: ArchivedProcess) -> Response {
+    json_response(
+        StatusCode::OK,
+        &ProcessGetResponse {
+            success: true,
+            process: p.info,
+            timestamp: now(),
+        },
+    )
+}
+
+fn logs_answer(p: ArchivedProcess) -> Response {
+    json_response(
+        StatusCode::OK,
+        &ProcessLogsResponse {
+            success: true,
+            process_id: p.info.id,
+            stdout: p.stdout,
+            stderr: p.stderr,
+            timestamp: now(),
+            stdout_dropped_bytes: p.stdout_dropped_bytes,
+            stderr_dropped_bytes: p.stderr_dropped_bytes,
+        },
+    )
+}
+
+/// The events the agent's stream would have sent for the ended process: `process_info`, the
+/// buffered output, then `exit` (or `error` when no exit code is known, e.g. killed by sleep).
+fn stream_events(p: ArchivedProcess) -> Vec<ProcessStreamEvent> {
+    let process_id = p.info.id.clone();
+    let mut events = vec![ProcessStreamEvent::ProcessInfo {
+        process_id: process_id.clone(),
+        command: p.info.command.clone(),
+        status: p.info.status,
+        timestamp: now(),
+        pid: p.info.pid,
+    }];
+    if !p.stdout.is_empty() {
+        events.push(ProcessStreamEvent::Stdout {
+            data: p.stdout,
+            process_id: process_id.clone(),
+            timestamp: now(),
+        });
+    }
+    if !p.stderr.is_empty() {
+        events.push(ProcessStreamEvent::Stderr {
+            data: p.stderr,
+            process_id: process_id.clone(),
+            timestamp: now(),
+        });
+    }
+    events.push(match p.info.exit_code {
+        Some(exit_code) => ProcessStreamEvent::Exit {
+            process_id,
+            exit_code,
+            data: format!(
+                "Process {} with exit code {exit_code}",
+                p.info.status.as_str()
+            ),
+            timestamp: now(),
+        },
+        None => ProcessStreamEvent::Error {
+            process_id,
+            data: format!(
+                "The process was {} when the sandbox went to sleep; its exit code is unknown",
+                p.info.status.as_str()
+            ),
+            timestamp: now(),
+        },
+    });
+    events
+}
+
+fn stream_answer(p: ArchivedProcess) -> Response {
+    let mut body = String::new();
+    for event in stream_events(p) {
+        let json = serde_json::to_string(&event).unwrap_or_else(|_| "{}".into());
+        body.push_str("data: ");
+        body.push_str(&json);
+        body.push_str("\n\n");
+    }
+    let mut response = Response::new(Body::from(body));
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn process_routes_parse() {
+        let get = Method::GET;
+        assert_eq!(
+            Route::parse(&get, "/api/process/list?status=running"),
+            Some(Route::List {
+                status: Some("running".into())
+            })
+        );
+        assert_eq!(
+            Route::parse(&get, "/api/process/a%20b"),
+            Some(Route::Get("a b".into()))
+        );
+        assert_eq!(
+            Route::parse(&get, "/api/process/p1/logs"),
+            Some(Route::Logs("p1".into()))
+        );
+        assert_eq!(
+            Route::parse(&get, "/api/process/p1/stream?x=1"),
+            Some(Route::Stream("p1".into()))
+        );
+        assert_eq!(Route::parse(&Method::DELETE, "/api/process/p1"), None);
+        assert_eq!(Route::parse(&get, "/api/process/p1/other"), None);
+        assert_eq!(Route::parse(&get, "/api/execute"), None);
+        assert_eq!(encode("a b/é"), "a%20b%2F%C3%A9");
+        assert_eq!(decode(&encode("a b/é")).as_deref(), Some("a b/é"));
+    }
+
+    #[test]
+    fn a_process_killed_by_sleep_streams_an_error_not_an_invented_exit_code() {
+        let p = ArchivedProcess {
+            info: ProcessInfo {
+                id: "p".into(),
+                pid: None,
+                command: "sleep 100".into(),
+                status: ProcessStatus::Killed,
+                start_time: now(),
+                end_time: Some(now()),
+                exit_code: None,
+                session_id: None,
+            },
+            stdout: "out".into(),
+            stderr: String::new(),
+            stdout_dropped_bytes: 0,
+            stderr_dropped_bytes: 0,
+        };
+        let events = stream_events(p);
+        assert_eq!(events.len(), 3);
+        assert!(matches!(events[0], ProcessStreamEvent::ProcessInfo { .. }));
+        assert!(matches!(&events[1], ProcessStreamEvent::Stdout { data, .. } if data == "out"));
+        assert!(matches!(events[2], ProcessStreamEvent::Error { .. }));
+    }
+}
