@@ -90,6 +90,9 @@ pub struct SandboxRecord {
     pub last_active_at_ms: i64,
 }
 
+/// Most archived processes kept per sandbox (the newest).
+pub const MAX_ARCHIVED_PER_SANDBOX: usize = 256;
+
 /// A background process of a sandbox kept after the sandbox went to sleep: its final record and
 /// logs as the agent last reported them.
 #[derive(Debug, Clone, PartialEq)]
@@ -151,7 +154,7 @@ pub trait Store: Send + Sync + 'static {
     async fn reset_states(&self, from: &[SandboxState], to: SandboxState) -> Result<usize>;
 
     /// Stores processes of the sandbox whose internal id is `sandbox`, replacing records with
-    /// the same process id.
+    /// the same process id and dropping the oldest beyond [`MAX_ARCHIVED_PER_SANDBOX`].
     async fn archive_processes(&self, sandbox: &str, processes: Vec<ArchivedProcess>)
     -> Result<()>;
 

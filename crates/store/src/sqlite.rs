@@ -9,8 +9,8 @@ use sandpit_protocol::container::{ProcessInfo, ProcessStatus};
 use sandpit_protocol::control::SandboxState;
 
 use crate::{
-    ArchivedProcess, MAX_SLOTS, NewSandbox, Result, SandboxOptions, SandboxRecord, Store,
-    StoreError, migrations,
+    ArchivedProcess, MAX_ARCHIVED_PER_SANDBOX, MAX_SLOTS, NewSandbox, Result, SandboxOptions,
+    SandboxRecord, Store, StoreError, migrations,
 };
 
 /// SQLite-backed store. One connection behind a mutex: SQLite serialises writers anyway, and
@@ -463,6 +463,13 @@ impl Store for SqliteStore {
                     ])?;
                 }
             }
+            // Bounded: the newest records win (a later sleep, then a later start).
+            tx.execute(
+                "DELETE FROM archived_processes WHERE sandbox = ?1 AND process_id NOT IN \
+                 (SELECT process_id FROM archived_processes WHERE sandbox = ?1 \
+                  ORDER BY archived_at DESC, start_time DESC LIMIT ?2)",
+                params![sandbox, MAX_ARCHIVED_PER_SANDBOX as i64],
+            )?;
             tx.commit()?;
             Ok(())
         })

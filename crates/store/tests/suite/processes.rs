@@ -85,3 +85,23 @@ async fn archived_processes_round_trip_replace_and_go_with_the_sandbox() {
         vec![done]
     );
 }
+
+#[tokio::test]
+async fn the_archive_keeps_the_newest_records() {
+    let store = SqliteStore::open_in_memory().unwrap();
+    let max = sandpit_store::MAX_ARCHIVED_PER_SANDBOX;
+    let batch: Vec<ArchivedProcess> = (0..max + 5)
+        .map(|n| {
+            process(
+                &format!("p{n:04}"),
+                ProcessStatus::Completed,
+                &format!("2026-01-01T00:{:02}:{:02}.000Z", n / 60, n % 60),
+            )
+        })
+        .collect();
+    store.archive_processes("sb", batch).await.unwrap();
+    let kept = store.archived_processes("sb").await.unwrap();
+    assert_eq!(kept.len(), max);
+    assert_eq!(kept[0].info.id, "p0005");
+    assert_eq!(kept[max - 1].info.id, format!("p{:04}", max + 4));
+}
