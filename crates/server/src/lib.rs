@@ -36,6 +36,7 @@ use axum::extract::DefaultBodyLimit;
 use axum::middleware::{from_fn_with_state, map_response_with_state};
 use axum::response::Response;
 use axum::routing::{any, get, post};
+use axum::serve::ListenerExt;
 use http::Request;
 use sandpit_image::ImageStore;
 use sandpit_protocol::ErrorCode;
@@ -231,6 +232,10 @@ impl Server {
             .with_context(|| format!("binding {}", config.listen))?;
         let addr = listener.local_addr()?;
         let (shutdown, mut stop_serving) = watch::channel(false);
+        // No Nagle: SSE events and small answers must leave at once, not wait for an ACK.
+        let listener = listener.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
         let serve = tokio::spawn(async move {
             axum::serve(listener, router)
                 .with_graceful_shutdown(async move {
