@@ -13,7 +13,7 @@ use sandpit_protocol::container::{
     FileUploadResponse, ListFilesOptions, ListFilesRequest, ListFilesResponse, MkdirRequest,
     MoveRequest, PathRequest, PingResponse, ReadFileRequest, ReadFileResponse, RenameRequest,
     SessionCreateRequest, SessionCreateResponse, SessionDeleteRequest, SessionInfo,
-    SessionListResponse, WriteFileRequest,
+    SessionListResponse, SetEnvRequest, SetEnvResponse, WriteFileRequest,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -431,6 +431,23 @@ impl SandboxHandle {
         };
         let response: ExistsResponse = self.post("exists", &body).await?;
         Ok(response.exists)
+    }
+
+    /// Sets (`Some`) or unsets (`None`) environment variables like the seed's `setEnvVars`: in
+    /// the handle's session (default `default`) right away, and for every later session and
+    /// process, also after the sandbox sleeps and wakes.
+    pub async fn set_env(&self, env: EnvMap) -> Result<()> {
+        check_id(&self.id)?;
+        let body = SetEnvRequest {
+            env,
+            session_id: self.session.clone(),
+        };
+        let request = self
+            .client
+            .request(Method::POST, &format!("/v1/sandboxes/{}/env", self.id))
+            .json(&body);
+        let _: SetEnvResponse = self.client.json(request).await?;
+        Ok(())
     }
 
     /// Health check of the sandbox agent (starts or wakes the sandbox).

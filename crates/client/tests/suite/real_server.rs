@@ -79,6 +79,32 @@ async fn exercise(client: Client, url: String) {
     let sandbox = client.sandbox("sdk-a");
     sandbox.ping().await.unwrap();
 
+    // setEnvVars: seen by the default session and by a session created afterwards.
+    sandbox
+        .set_env([("SET_LATER".to_owned(), Some("yes".to_owned()))].into())
+        .await
+        .unwrap();
+    let out = sandbox
+        .exec("echo $SET_LATER", &ExecOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(out.stdout, "yes\n");
+    let later = sandbox.clone().with_session("after-set-env");
+    let out = later
+        .exec("echo $SET_LATER", &ExecOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(out.stdout, "yes\n");
+    sandbox
+        .set_env([("SET_LATER".to_owned(), None)].into())
+        .await
+        .unwrap();
+    let out = sandbox
+        .exec("echo \"[${SET_LATER-unset}]\"", &ExecOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(out.stdout, "[unset]\n");
+
     // Commands.
     let out = sandbox
         .exec(
