@@ -16,7 +16,7 @@ use crate::config::AgentConfig;
 use crate::error::ApiError;
 use crate::exec::session::{Session, Sessions, terminated};
 use crate::exec::shell::{self, CommandSpec, ShellError, Status};
-use crate::exec::{self as ex, Sink, StreamKind, child_env, validate_env};
+use crate::exec::{self as ex, Sink, StreamKind, child_env, validate_command};
 use crate::reaper::Reaper;
 use crate::sse;
 
@@ -371,28 +371,7 @@ fn millis(ms: Option<u64>) -> Option<Duration> {
 }
 
 fn validate(req: &ExecuteRequest) -> Result<Target<'_>, ApiError> {
-    if req.command.trim().is_empty() {
-        return Err(ApiError::validation("command", "command must not be empty"));
-    }
-    if req.command.contains('\0') {
-        return Err(ApiError::validation(
-            "command",
-            "command must not contain NUL bytes",
-        ));
-    }
-    if req
-        .cwd
-        .as_deref()
-        .is_some_and(|c| c.is_empty() || c.contains('\0'))
-    {
-        return Err(ApiError::validation(
-            "cwd",
-            "cwd must be a non-empty path without NUL bytes",
-        ));
-    }
-    if let Some(env) = &req.env {
-        validate_env(env)?;
-    }
+    validate_command(&req.command, req.cwd.as_deref(), req.env.as_ref())?;
     if req.background == Some(true) {
         return Err(ApiError::validation(
             "background",

@@ -119,6 +119,34 @@ async fn send_frame(tx: &mut Option<mpsc::Sender<Bytes>>, frame: Bytes) {
     }
 }
 
+/// Checks what every command request carries: non-empty command text without NUL bytes, a
+/// usable cwd and valid env names (shared by `/api/execute` and `/api/process/start`).
+pub fn validate_command(
+    command: &str,
+    cwd: Option<&str>,
+    env: Option<&EnvMap>,
+) -> Result<(), ApiError> {
+    if command.trim().is_empty() {
+        return Err(ApiError::validation("command", "command must not be empty"));
+    }
+    if command.contains('\0') {
+        return Err(ApiError::validation(
+            "command",
+            "command must not contain NUL bytes",
+        ));
+    }
+    if cwd.is_some_and(|c| c.is_empty() || c.contains('\0')) {
+        return Err(ApiError::validation(
+            "cwd",
+            "cwd must be a non-empty path without NUL bytes",
+        ));
+    }
+    match env {
+        Some(env) => validate_env(env),
+        None => Ok(()),
+    }
+}
+
 /// Checks per-command or per-session environment keys and values.
 pub fn validate_env(env: &EnvMap) -> Result<(), ApiError> {
     for (key, value) in env {

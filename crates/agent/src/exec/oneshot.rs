@@ -36,10 +36,10 @@ pub struct Outcome {
 /// A started sessionless command.
 #[derive(Debug)]
 pub struct Running {
-    pid: i32,
-    exit: tokio::sync::oneshot::Receiver<i32>,
-    stdout: tokio::net::unix::pipe::Receiver,
-    stderr: tokio::net::unix::pipe::Receiver,
+    pub(crate) pid: i32,
+    pub(crate) exit: tokio::sync::oneshot::Receiver<i32>,
+    pub(crate) stdout: tokio::net::unix::pipe::Receiver,
+    pub(crate) stderr: tokio::net::unix::pipe::Receiver,
 }
 
 /// Starts `shell -c command` in its own process group.

@@ -11,9 +11,7 @@ mod store;
 mod tree;
 
 use std::collections::BTreeMap;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -33,9 +31,10 @@ pub use tree::parse_signal;
 use crate::agent::DEFAULT_SESSION;
 use crate::config::AgentConfig;
 use crate::error::ApiError;
+use crate::exec::oneshot::{self, Running};
 use crate::exec::output::Utf8Carry;
 use crate::exec::session::Sessions;
-use crate::exec::{StreamKind, child_env, reader, validate_env};
+use crate::exec::{StreamKind, child_env, validate_command};
 use crate::reaper::Reaper;
 use crate::sse;
 use store::{Record, Store};
@@ -80,28 +79,7 @@ impl Processes {
     /// Starts a process. Its id is `processId` if given (409 while a running process has it),
     /// else `proc_<ms>_<rand6>`.
     pub fn start(&self, req: ProcessStartRequest) -> Result<ProcessStartResult, ApiError> {
-        if req.command.trim().is_empty() {
-            return Err(ApiError::validation("command", "command must not be empty"));
-        }
-        if req.command.contains('\0') {
-            return Err(ApiError::validation(
-                "command",
-                "command must not contain NUL bytes",
-            ));
-        }
-        if req
-            .cwd
-            .as_deref()
-            .is_some_and(|c| c.is_empty() || c.contains('\0'))
-        {
-            return Err(ApiError::validation(
-                "cwd",
-                "cwd must be a non-empty path without NUL bytes",
-            ));
-        }
-        if let Some(env) = &req.env {
-            validate_env(env)?;
-        }
+        validate_command(&req.command, req.cwd.as_deref(), req.env.as_ref())?;
         let id = match req.process_id.clone() {
             Some(id) => {
                 validate_id(&id)?;
@@ -433,62 +411,32 @@ async fn wait_until(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
     }
 }
 
-/// A spawned process: its pid, exit status channel and output pipes.
-struct Child {
-    pid: i32,
-    exit: tokio::sync::oneshot::Receiver<i32>,
-    stdout: tokio::net::unix::pipe::Receiver,
-    stderr: tokio::net::unix::pipe::Receiver,
-}
-
+/// Starts `shell -c command` in its own process group; the reaper owns waiting.
 fn spawn(
     shell: &Path,
     command: &str,
     cwd: &Path,
     env: &BTreeMap<String, String>,
     reaper: &Reaper,
-) -> std::io::Result<Child> {
+) -> std::io::Result<Running> {
     if !cwd.is_dir() {
         return Err(std::io::Error::new(
             std::io::ErrorKind::NotFound,
             format!("working directory {} does not exist", cwd.display()),
         ));
     }
-    let mut cmd = Command::new(shell);
-    cmd.arg("-c")
-        .arg(command)
-        .env_clear()
-        .envs(env)
-        .current_dir(cwd)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0);
-    let spawned_at = Instant::now();
-    let mut child = cmd.spawn()?;
-    let pid = child.id() as i32;
-    // The reaper owns waiting: `child` is dropped without `wait`.
-    let exit = reaper.register(pid, spawned_at);
-    let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
-        return Err(std::io::Error::other("missing pipe"));
-    };
-    Ok(Child {
-        pid,
-        exit,
-        stdout: reader(stdout)?,
-        stderr: reader(stderr)?,
-    })
+    oneshot::spawn(shell, command, cwd, env, reaper)
 }
 
 /// Copies the output into the record until the process exits and its pipes close (or
 /// [`DRAIN_AFTER_EXIT`] passed), enforcing `timeout`, then records the end.
 async fn supervise(
     record: Arc<Record>,
-    child: Child,
+    child: Running,
     timeout: Option<Duration>,
     store: Arc<Store>,
 ) {
-    let Child {
+    let Running {
         pid: _,
         mut exit,
         mut stdout,
