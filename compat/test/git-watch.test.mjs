@@ -4,13 +4,12 @@
 
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { randomBytes } from 'node:crypto';
 
-import { SandboxClient, parseSSEStream } from '@cloudflare/sandbox';
+import { parseSSEStream } from '@cloudflare/sandbox';
 
-const URL_BASE = process.env.SANDPIT_URL;
-const KEY = process.env.SANDPIT_KEY;
-const SANDBOX_ID = `compat-gw-${randomBytes(6).toString('hex')}`;
+import { destroySandbox, requireServer, sandboxClient, sandboxId } from '../lib/sandpit.mjs';
+
+const SANDBOX_ID = sandboxId('compat-gw');
 const SESSION = 'compat-git-watch';
 const ORIGIN = '/tmp/origin-repo';
 const WATCHED = '/workspace/watched';
@@ -18,22 +17,11 @@ const WATCHED = '/workspace/watched';
 let client;
 
 before(() => {
-  assert.ok(URL_BASE, 'SANDPIT_URL must be set (e.g. http://127.0.0.1:7070)');
-  assert.ok(KEY, 'SANDPIT_KEY must be set');
-  client = new SandboxClient({
-    baseUrl: `${URL_BASE}/v1/sandboxes/${SANDBOX_ID}`,
-    defaultHeaders: { Authorization: `Bearer ${KEY}` },
-    retryTimeoutMs: 30_000,
-  });
+  requireServer();
+  client = sandboxClient(SANDBOX_ID);
 });
 
-after(async () => {
-  if (!URL_BASE || !KEY) return;
-  await fetch(`${URL_BASE}/v1/sandboxes/${SANDBOX_ID}`, {
-    method: 'DELETE',
-    headers: { Authorization: `Bearer ${KEY}` },
-  });
-});
+after(() => destroySandbox(SANDBOX_ID));
 
 async function sh(command) {
   const out = await client.commands.execute(command, SESSION);

@@ -6,21 +6,16 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 
-import { SandboxClient, collectFile, parseSSEStream, streamFile } from '@cloudflare/sandbox';
+import { collectFile, parseSSEStream, streamFile } from '@cloudflare/sandbox';
 
-const URL_BASE = process.env.SANDPIT_URL;
-const KEY = process.env.SANDPIT_KEY;
-const SANDBOX_ID = `compat-${randomBytes(6).toString('hex')}`;
+import { KEY, URL_BASE, destroySandbox, requireServer, sandboxClient, sandboxId } from '../lib/sandpit.mjs';
+
+const SANDBOX_ID = sandboxId('compat');
 const SESSION = 'compat-session';
 const DIR = '/workspace/compat';
 
 function clientWithKey(key) {
-  return new SandboxClient({
-    baseUrl: `${URL_BASE}/v1/sandboxes/${SANDBOX_ID}`,
-    defaultHeaders: { Authorization: `Bearer ${key}` },
-    // A sandpit 503 means "retry"; don't let a broken server stall the suite for minutes.
-    retryTimeoutMs: 30_000,
-  });
+  return sandboxClient(SANDBOX_ID, key);
 }
 
 async function drain(iterable) {
@@ -32,18 +27,11 @@ async function drain(iterable) {
 let client;
 
 before(() => {
-  assert.ok(URL_BASE, 'SANDPIT_URL must be set (e.g. http://127.0.0.1:7070)');
-  assert.ok(KEY, 'SANDPIT_KEY must be set');
+  requireServer();
   client = clientWithKey(KEY);
 });
 
-after(async () => {
-  if (!URL_BASE || !KEY) return;
-  await fetch(`${URL_BASE}/v1/sandboxes/${SANDBOX_ID}`, {
-    method: 'DELETE',
-    headers: { Authorization: `Bearer ${KEY}` },
-  });
-});
+after(() => destroySandbox(SANDBOX_ID));
 
 describe('SandboxClient against sandpit', { concurrency: false }, () => {
   test('ping creates the sandbox on first use', async () => {

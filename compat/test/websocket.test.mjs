@@ -6,30 +6,25 @@
 
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { randomBytes } from 'node:crypto';
 
-import { SandboxClient, parseSSEStream } from '@cloudflare/sandbox';
+import { parseSSEStream } from '@cloudflare/sandbox';
 
-const URL_BASE = process.env.SANDPIT_URL;
-const KEY = process.env.SANDPIT_KEY;
-const SANDBOX_ID = `compat-ws-${randomBytes(6).toString('hex')}`;
+import { KEY, URL_BASE, destroySandbox, requireServer, sandboxClient, sandboxId } from '../lib/sandpit.mjs';
+
+const SANDBOX_ID = sandboxId('compat-ws');
 
 function wsClient(key) {
   const ws = URL_BASE.replace(/^http/, 'ws');
-  return new SandboxClient({
-    baseUrl: `${URL_BASE}/v1/sandboxes/${SANDBOX_ID}`,
-    defaultHeaders: { Authorization: `Bearer ${KEY}` },
+  return sandboxClient(SANDBOX_ID, KEY, {
     transportMode: 'websocket',
     wsUrl: `${ws}/v1/sandboxes/${SANDBOX_ID}/ws?access_token=${encodeURIComponent(key)}`,
-    retryTimeoutMs: 30_000,
   });
 }
 
 let client;
 
 before(async () => {
-  assert.ok(URL_BASE, 'SANDPIT_URL must be set (e.g. http://127.0.0.1:7070)');
-  assert.ok(KEY, 'SANDPIT_KEY must be set');
+  requireServer();
   assert.equal(typeof WebSocket, 'function', 'global WebSocket missing: run node with --experimental-websocket');
   // Create the sandbox first, so the WebSocket does not wait for its start.
   const res = await fetch(`${URL_BASE}/v1/sandboxes`, {
@@ -43,11 +38,7 @@ before(async () => {
 
 after(async () => {
   client?.disconnect?.();
-  if (!URL_BASE || !KEY) return;
-  await fetch(`${URL_BASE}/v1/sandboxes/${SANDBOX_ID}`, {
-    method: 'DELETE',
-    headers: { Authorization: `Bearer ${KEY}` },
-  });
+  await destroySandbox(SANDBOX_ID);
 });
 
 describe('SandboxClient over the WebSocket transport', { concurrency: false }, () => {
