@@ -4,9 +4,10 @@
 SANDPIT_TRIPLE=x86_64-unknown-linux-gnu
 
 # Debian packages sandpit uses: debootstrap builds the default image; bubblewrap is the benchmark
-# baseline; nodejs/npm run the compatibility test against the published npm client.
+# baseline; nodejs/npm run the compatibility test against the published npm client; chromium
+# (headless) is the browser of the preview-URL browser test.
 install_debian_packages() {
-  local wanted=(debootstrap bubblewrap ca-certificates)
+  local wanted=(debootstrap bubblewrap ca-certificates chromium)
   command -v node >/dev/null 2>&1 || wanted+=(nodejs)
   command -v npm >/dev/null 2>&1 || wanted+=(npm)
   local missing=()
