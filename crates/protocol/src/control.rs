@@ -91,6 +91,77 @@ impl SandboxState {
     }
 }
 
+/// Outbound network access of a sandbox.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "lowercase")]
+pub enum NetworkMode {
+    /// Loopback only: every request through the egress proxy is refused.
+    #[default]
+    None,
+    /// Only the hosts and CIDRs in `allow`, through sandpit's egress proxy.
+    Allowlist,
+    /// Direct user-mode networking; host loopback, private, link-local and metadata addresses
+    /// stay blocked unless a CIDR in `allow` names them.
+    Full,
+}
+
+impl NetworkMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NetworkMode::None => "none",
+            NetworkMode::Allowlist => "allowlist",
+            NetworkMode::Full => "full",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [Self::None, Self::Allowlist, Self::Full]
+            .into_iter()
+            .find(|mode| mode.as_str() == s)
+    }
+}
+
+/// Network policy of a sandbox; changeable at runtime (`PATCH`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NetworkPolicy {
+    #[serde(default)]
+    pub mode: NetworkMode,
+    /// Domain patterns ("example.com", "*.example.com") and CIDRs ("10.1.0.0/16",
+    /// "203.0.113.7/32").
+    #[serde(default)]
+    pub allow: Vec<String>,
+}
+
+/// A secret bound to destination hosts. Inside the sandbox the env var named after the secret
+/// holds only a placeholder; the egress proxy replaces the placeholder by `value` in request
+/// headers to `hosts` (and sets `header` to `value` when given).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SecretSpec {
+    pub value: String,
+    /// Host names ("api.example.com", "*.example.com") the secret may be sent to.
+    pub hosts: Vec<String>,
+    /// A header set to the value on every request to `hosts` (e.g. "Authorization" with a value
+    /// "Bearer ..."); absent: only placeholders are replaced.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub header: Option<String>,
+}
+
+/// A secret as the control plane reports it: never its value.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct SecretInfo {
+    pub name: String,
+    pub hosts: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub header: Option<String>,
+}
+
 /// `POST /v1/sandboxes`: create a sandbox, or return the existing one with this id.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -114,6 +185,12 @@ pub struct CreateSandboxRequest {
     /// When true, the writable layer is discarded when the sandbox sleeps.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ephemeral: Option<bool>,
+    /// Outbound network policy; default `none`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<NetworkPolicy>,
+    /// Secrets by env var name (`[A-Za-z_][A-Za-z0-9_]*`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secrets: Option<BTreeMap<String, SecretSpec>>,
 }
 
 /// `PATCH /v1/sandboxes/{id}`: change options of an existing sandbox. Limits apply at the next
@@ -131,6 +208,14 @@ pub struct UpdateSandboxRequest {
     pub env: Option<BTreeMap<String, String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limits: Option<Limits>,
+    /// Replaces the network policy; applies at once to a running sandbox.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<NetworkPolicy>,
+    /// Replaces the whole set of secrets (values of secrets already known may be re-sent);
+    /// applies at once to the egress proxy. A new secret's env var appears in processes
+    /// started after the next start of the sandbox.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secrets: Option<BTreeMap<String, SecretSpec>>,
 }
 
 /// A sandbox as the control plane reports it.
@@ -149,6 +234,11 @@ pub struct SandboxInfo {
     pub limits: Limits,
     pub created_at: String,
     pub last_active_at: String,
+    #[serde(default)]
+    pub network: NetworkPolicy,
+    /// Secrets without their values.
+    #[serde(default)]
+    pub secrets: Vec<SecretInfo>,
 }
 
 /// `GET /v1/sandboxes?limit=&cursor=`.

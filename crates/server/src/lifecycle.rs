@@ -320,6 +320,8 @@ impl Manager {
             limits: merge_limits(&o.limits, &self.default_limits),
             created_at: ms_timestamp(record.created_at_ms),
             last_active_at: ms_timestamp(last_active),
+            network: Default::default(),
+            secrets: Vec::new(),
         }
     }
 
