@@ -766,10 +766,163 @@ pub enum PortWatchEventKind {
     Error,
 }
 
+// ---------------------------------------------------------------------------------------------
+// Code interpreter (reference §1.5, §2.3, §2.9). These bodies are snake_case on the wire, as the
+// published client sends and reads them.
+
+/// `POST /api/contexts`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct CreateContextRequest {
+    /// `python` (default), `javascript` or `typescript` (aliases: python3, js, node, ts).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub language: Option<String>,
+    /// Working directory of the context (default: the workspace).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cwd: Option<String>,
+    /// Environment of the context on top of the sandbox's (`null` unsets).
+    #[serde(default, skip_serializing_if = "Option::is_none", alias = "envVars")]
+    pub env_vars: Option<EnvMap>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CreateContextResponse {
+    pub success: bool,
+    pub context_id: String,
+    pub language: String,
+    pub cwd: String,
+    pub timestamp: String,
+}
+
+/// One entry of `GET /api/contexts`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CodeContextInfo {
+    pub id: String,
+    pub language: String,
+    pub cwd: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_at: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ListContextsResponse {
+    pub success: bool,
+    pub contexts: Vec<CodeContextInfo>,
+    pub timestamp: String,
+}
+
+/// `DELETE /api/contexts/{id}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeleteContextResponse {
+    pub success: bool,
+    pub context_id: String,
+    pub timestamp: String,
+}
+
+/// `POST /api/execute/code`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ExecuteCodeRequest {
+    pub context_id: String,
+    pub code: String,
+    /// In a JavaScript context, `typescript` transpiles the code first (and vice versa).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub language: Option<String>,
+    /// The run is interrupted after this long; a context that ignores the interrupt is
+    /// restarted (its state is lost) and the stream says so in an `error` event.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
+}
+
+/// `GET /api/interpreter/health`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InterpreterHealthResponse {
+    pub success: bool,
+    /// `healthy` or `unhealthy`.
+    pub status: String,
+    pub timestamp: String,
+}
+
+/// One rich output of a run (a display() call, a figure, the last expression's value): every
+/// representation the value has, keyed like the seed's `Result` (base64 for images).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct CodeResult {
+    #[serde(default)]
+    pub metadata: serde_json::Map<String, serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub html: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub png: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jpeg: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub svg: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub json: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latex: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub markdown: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub javascript: Option<String>,
+}
+
+/// One SSE event of `POST /api/execute/code` (reference §2.9). Streamed live: output events as
+/// the code writes, then `execution_complete` or `error` last.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum CodeEvent {
+    Stdout {
+        text: String,
+    },
+    Stderr {
+        text: String,
+    },
+    Result(CodeResult),
+    ExecutionComplete {
+        execution_count: u64,
+    },
+    Error {
+        ename: String,
+        evalue: String,
+        traceback: Vec<String>,
+    },
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn code_events_match_the_seed_shapes() {
+        let result = CodeEvent::Result(CodeResult {
+            text: Some("1".into()),
+            html: Some("<b>1</b>".into()),
+            ..CodeResult::default()
+        });
+        assert_eq!(
+            serde_json::to_value(&result).unwrap(),
+            json!({"type": "result", "metadata": {}, "text": "1", "html": "<b>1</b>"})
+        );
+        let done = CodeEvent::ExecutionComplete { execution_count: 2 };
+        assert_eq!(
+            serde_json::to_value(&done).unwrap(),
+            json!({"type": "execution_complete", "execution_count": 2})
+        );
+        let req: CreateContextRequest =
+            serde_json::from_value(json!({"language": "python", "env_vars": {"A": "1"}})).unwrap();
+        assert_eq!(req.env_vars.unwrap()["A"].as_deref(), Some("1"));
+        let req: ExecuteCodeRequest =
+            serde_json::from_value(json!({"context_id": "c", "code": "1", "timeout_ms": 5}))
+                .unwrap();
+        assert_eq!((req.context_id.as_str(), req.timeout_ms), ("c", Some(5)));
+    }
 
     #[test]
     fn exec_events_match_the_seed_shapes() {
