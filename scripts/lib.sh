@@ -7,7 +7,7 @@ SANDPIT_TRIPLE=x86_64-unknown-linux-gnu
 # baseline; nodejs/npm run the compatibility test against the published npm client; chromium
 # (headless) is the browser of the preview-URL browser test.
 install_debian_packages() {
-  local wanted=(debootstrap bubblewrap ca-certificates chromium)
+  local wanted=(debootstrap bubblewrap ca-certificates chromium slirp4netns nftables iproute2)
   command -v node >/dev/null 2>&1 || wanted+=(nodejs)
   command -v npm >/dev/null 2>&1 || wanted+=(npm)
   local missing=()
