@@ -18,10 +18,18 @@
 //!   output, kill, and client-side waits for exit, a log line or a ready port.
 //! * File watches ([`SandboxHandle::watch`], [`SandboxHandle::check_changes`]) and
 //!   [`SandboxHandle::git_checkout`].
+//! * Network policy and secrets: [`Client::set_network`], [`Client::set_secrets`] (or the
+//!   `network`/`secrets` fields of a create request), built with [`allowlist`],
+//!   [`full_network`], [`no_network`] and [`secret`].
+//! * Code contexts ([`SandboxHandle::create_context`], [`SandboxHandle::run_code`],
+//!   [`SandboxHandle::run_code_stream`]): Python and JavaScript/TypeScript interpreters whose
+//!   state persists between runs, with live output and rich results.
 //! * [`ClientError`]: `Api` carries the server's error envelope (code, status, context).
 
 mod client;
 mod error;
+mod interpreter;
+mod network;
 mod process;
 mod sandbox;
 mod sse;
@@ -29,6 +37,10 @@ mod watch;
 
 pub use client::{Client, ListOptions};
 pub use error::{ClientError, Result};
+pub use interpreter::{
+    ContextOptions, Execution, ExecutionError, Language, ResultFile, RunOptions, result_files,
+};
+pub use network::{allowlist, full_network, no_network, secret};
 pub use process::{LogPattern, PortMode, PortWaitOptions, ProcessHandle, ProcessOptions};
 pub use sandbox::{Download, ExecOptions, FileDownload, SandboxHandle};
 pub use sse::EventStream;
