@@ -263,6 +263,54 @@ pub struct WsTicket {
     pub expires_at: String,
 }
 
+/// `POST /v1/sandboxes/{id}/ports`: make a port inside the sandbox reachable at a preview URL.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ExposePortRequest {
+    /// 1024-65535.
+    pub port: u16,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// `[a-z0-9_]{1,16}`; a random one when absent (so exposing again rotates the URL).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+}
+
+/// One exposed port and its preview URL
+/// (`{scheme}://{port}-{id lowercased}-{token}.{domain}:{port}/`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct ExposedPort {
+    pub port: u16,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    pub token: String,
+    pub url: String,
+}
+
+/// `GET /v1/sandboxes/{id}/ports`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct ExposedPortList {
+    pub ports: Vec<ExposedPort>,
+}
+
+/// A preview token: `[a-z0-9_]{1,16}` (the seed's rule).
+pub fn validate_preview_token(token: &str) -> Result<(), String> {
+    let ok = (1..=16).contains(&token.len())
+        && token
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+    if ok {
+        Ok(())
+    } else {
+        Err("token must be 1-16 characters of a-z, 0-9 and '_'".into())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

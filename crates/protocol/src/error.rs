@@ -123,6 +123,9 @@ error_codes! {
     UnsupportedMediaType = 415,
     SandboxStartFailed = 500,
     SandboxUnavailable = 502,
+    // Preview URLs (the seed's codes, §3.6 of the reference).
+    InvalidToken = 404,
+    StalePreviewUrl = 410,
 }
 
 impl ErrorCode {

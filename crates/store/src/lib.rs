@@ -104,6 +104,19 @@ pub struct ArchivedProcess {
     pub stderr_dropped_bytes: u64,
 }
 
+/// A port of a sandbox exposed at a preview URL. Kept after the sandbox is destroyed, so its
+/// URL can answer "gone" rather than "unknown".
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExposedPortRecord {
+    pub tenant: String,
+    pub sandbox_id: String,
+    pub port: u16,
+    pub name: Option<String>,
+    pub token: String,
+    /// Unix milliseconds.
+    pub created_at_ms: i64,
+}
+
 /// Persistent state of the control plane. Every method is safe to call concurrently.
 #[async_trait::async_trait]
 pub trait Store: Send + Sync + 'static {
@@ -174,4 +187,13 @@ pub trait Store: Send + Sync + 'static {
 
     /// Number of sandboxes per state, over all tenants.
     async fn count_by_state(&self) -> Result<Vec<(SandboxState, u64)>>;
+
+    /// Records an exposed port, replacing the one with the same `(tenant, sandbox_id, port)`.
+    async fn put_exposed_port(&self, record: &ExposedPortRecord) -> Result<()>;
+
+    /// Forgets an exposed port. Returns false when it was not recorded.
+    async fn delete_exposed_port(&self, tenant: &str, sandbox_id: &str, port: u16) -> Result<bool>;
+
+    /// Every exposed port of every tenant (the server indexes them in memory at start).
+    async fn exposed_ports(&self) -> Result<Vec<ExposedPortRecord>>;
 }

@@ -61,6 +61,30 @@ pub(crate) const MIGRATIONS: &[(i64, &str)] = &[
             PRIMARY KEY (sandbox, process_id)
         );",
     ),
+    (
+        4,
+        // Rows outlive their sandbox: a preview URL of a destroyed sandbox answers 410, not 404.
+        "CREATE TABLE exposed_ports (
+            tenant      TEXT NOT NULL,
+            sandbox_id  TEXT NOT NULL,
+            port        INTEGER NOT NULL,
+            name        TEXT,
+            token       TEXT NOT NULL,
+            created_at  INTEGER NOT NULL,
+            PRIMARY KEY (tenant, sandbox_id, port)
+        );",
+    ),
+    (
+        5,
+        // Keyed by internal id; deleted with the sandbox.
+        "CREATE TABLE sandbox_network (
+            sandbox  TEXT PRIMARY KEY,
+            policy   TEXT NOT NULL,
+            secrets  TEXT NOT NULL,
+            ca_cert  TEXT,
+            ca_key   TEXT
+        );",
+    ),
 ];
 
 /// Brings the schema to the newest version.

@@ -9,8 +9,8 @@ use sandpit_protocol::container::{ProcessInfo, ProcessStatus};
 use sandpit_protocol::control::SandboxState;
 
 use crate::{
-    ArchivedProcess, MAX_ARCHIVED_PER_SANDBOX, MAX_SLOTS, NewSandbox, Result, SandboxOptions,
-    SandboxRecord, Store, StoreError, migrations,
+    ArchivedProcess, ExposedPortRecord, MAX_ARCHIVED_PER_SANDBOX, MAX_SLOTS, NewSandbox, Result,
+    SandboxOptions, SandboxRecord, Store, StoreError, migrations,
 };
 
 /// SQLite-backed store. One connection behind a mutex: SQLite serialises writers anyway, and
@@ -507,6 +507,60 @@ impl Store for SqliteStore {
             .optional()?
             .map(RawProcess::decode)
             .transpose()
+        })
+        .await
+    }
+
+    async fn put_exposed_port(&self, record: &ExposedPortRecord) -> Result<()> {
+        let r = record.clone();
+        self.with(move |c| {
+            c.execute(
+                "INSERT OR REPLACE INTO exposed_ports \
+                 (tenant, sandbox_id, port, name, token, created_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![
+                    r.tenant,
+                    r.sandbox_id,
+                    r.port,
+                    r.name,
+                    r.token,
+                    r.created_at_ms
+                ],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn delete_exposed_port(&self, tenant: &str, sandbox_id: &str, port: u16) -> Result<bool> {
+        let (tenant, sandbox_id) = (tenant.to_owned(), sandbox_id.to_owned());
+        self.with(move |c| {
+            let n = c.execute(
+                "DELETE FROM exposed_ports WHERE tenant = ?1 AND sandbox_id = ?2 AND port = ?3",
+                params![tenant, sandbox_id, port],
+            )?;
+            Ok(n > 0)
+        })
+        .await
+    }
+
+    async fn exposed_ports(&self) -> Result<Vec<ExposedPortRecord>> {
+        self.with(|c| {
+            let mut stmt = c.prepare(
+                "SELECT tenant, sandbox_id, port, name, token, created_at FROM exposed_ports \
+                 ORDER BY tenant, sandbox_id, port",
+            )?;
+            let rows = stmt.query_map([], |r| {
+                Ok(ExposedPortRecord {
+                    tenant: r.get(0)?,
+                    sandbox_id: r.get(1)?,
+                    port: r.get(2)?,
+                    name: r.get(3)?,
+                    token: r.get(4)?,
+                    created_at_ms: r.get(5)?,
+                })
+            })?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
         })
         .await
     }

@@ -1,4 +1,5 @@
 mod keys;
+mod ports;
 mod processes;
 mod sandboxes;
 
