@@ -11,7 +11,7 @@ mod sqlite;
 use std::collections::BTreeMap;
 
 use sandpit_protocol::container::ProcessInfo;
-use sandpit_protocol::control::{Limits, SandboxState};
+use sandpit_protocol::control::{Limits, NetworkPolicy, SandboxState};
 
 pub use sqlite::SqliteStore;
 
@@ -117,6 +117,26 @@ pub struct ExposedPortRecord {
     pub created_at_ms: i64,
 }
 
+/// A secret of a sandbox as stored: its value and the placeholder the sandbox sees instead.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct StoredSecret {
+    pub name: String,
+    pub value: String,
+    pub hosts: Vec<String>,
+    #[serde(default)]
+    pub header: Option<String>,
+    pub placeholder: String,
+}
+
+/// The egress state of a sandbox: policy, secrets and its interception CA (PEM).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SandboxNetwork {
+    pub policy: NetworkPolicy,
+    pub secrets: Vec<StoredSecret>,
+    /// `(certificate, private key)`, PEM; made on first start.
+    pub ca: Option<(String, String)>,
+}
+
 /// Persistent state of the control plane. Every method is safe to call concurrently.
 #[async_trait::async_trait]
 pub trait Store: Send + Sync + 'static {
@@ -184,6 +204,12 @@ pub trait Store: Send + Sync + 'static {
     /// Deletes a sandbox record (its slot becomes free) and its archived processes. Returns
     /// false when it did not exist.
     async fn delete_sandbox(&self, tenant: &str, id: &str) -> Result<bool>;
+
+    /// The egress state of the sandbox whose internal id is `sandbox` (`None`: defaults).
+    async fn sandbox_network(&self, sandbox: &str) -> Result<Option<SandboxNetwork>>;
+
+    /// Replaces the egress state of a sandbox (by internal id); deleted with the sandbox.
+    async fn set_sandbox_network(&self, sandbox: &str, network: &SandboxNetwork) -> Result<()>;
 
     /// Number of sandboxes per state, over all tenants.
     async fn count_by_state(&self) -> Result<Vec<(SandboxState, u64)>>;

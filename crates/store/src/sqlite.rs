@@ -10,7 +10,7 @@ use sandpit_protocol::control::SandboxState;
 
 use crate::{
     ArchivedProcess, ExposedPortRecord, MAX_ARCHIVED_PER_SANDBOX, MAX_SLOTS, NewSandbox, Result,
-    SandboxOptions, SandboxRecord, Store, StoreError, migrations,
+    SandboxNetwork, SandboxOptions, SandboxRecord, Store, StoreError, migrations,
 };
 
 /// SQLite-backed store. One connection behind a mutex: SQLite serialises writers anyway, and
@@ -420,6 +420,11 @@ impl Store for SqliteStore {
                  (SELECT internal_id FROM sandboxes WHERE tenant = ?1 AND id = ?2)",
                 params![tenant, id],
             )?;
+            tx.execute(
+                "DELETE FROM sandbox_network WHERE sandbox IN \
+                 (SELECT internal_id FROM sandboxes WHERE tenant = ?1 AND id = ?2)",
+                params![tenant, id],
+            )?;
             let n = tx.execute(
                 "DELETE FROM sandboxes WHERE tenant = ?1 AND id = ?2",
                 params![tenant, id],
@@ -561,6 +566,61 @@ impl Store for SqliteStore {
                 })
             })?;
             Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+    }
+
+    async fn sandbox_network(&self, sandbox: &str) -> Result<Option<SandboxNetwork>> {
+        let sandbox = sandbox.to_owned();
+        self.with(move |c| {
+            let row = c
+                .query_row(
+                    "SELECT policy, secrets, ca_cert, ca_key FROM sandbox_network \
+                     WHERE sandbox = ?1",
+                    [&sandbox],
+                    |r| {
+                        Ok((
+                            r.get::<_, String>(0)?,
+                            r.get::<_, String>(1)?,
+                            r.get::<_, Option<String>>(2)?,
+                            r.get::<_, Option<String>>(3)?,
+                        ))
+                    },
+                )
+                .optional()?;
+            let Some((policy, secrets, cert, key)) = row else {
+                return Ok(None);
+            };
+            let corrupt = |e: serde_json::Error| StoreError::Corrupt {
+                id: sandbox.clone(),
+                message: format!("network: {e}"),
+            };
+            Ok(Some(SandboxNetwork {
+                policy: serde_json::from_str(&policy).map_err(corrupt)?,
+                secrets: serde_json::from_str(&secrets).map_err(corrupt)?,
+                ca: cert.zip(key),
+            }))
+        })
+        .await
+    }
+
+    async fn set_sandbox_network(&self, sandbox: &str, network: &SandboxNetwork) -> Result<()> {
+        let sandbox = sandbox.to_owned();
+        let encode = |e: serde_json::Error| StoreError::Corrupt {
+            id: sandbox.clone(),
+            message: format!("network: {e}"),
+        };
+        let policy = serde_json::to_string(&network.policy).map_err(encode)?;
+        let secrets = serde_json::to_string(&network.secrets).map_err(encode)?;
+        let (cert, key) = network.ca.clone().unzip();
+        self.with(move |c| {
+            c.execute(
+                "INSERT INTO sandbox_network (sandbox, policy, secrets, ca_cert, ca_key) \
+                 VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT(sandbox) DO UPDATE SET \
+                 policy = ?2, secrets = ?3, ca_cert = ?4, ca_key = ?5",
+                params![sandbox, policy, secrets, cert, key],
+            )?;
+            Ok(())
         })
         .await
     }

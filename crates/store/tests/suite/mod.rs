@@ -1,4 +1,5 @@
 mod keys;
+mod network;
 mod ports;
 mod processes;
 mod sandboxes;

@@ -1,0 +1,51 @@
+use sandpit_protocol::control::{NetworkMode, NetworkPolicy};
+use sandpit_store::{SandboxNetwork, SqliteStore, Store, StoredSecret};
+
+use super::new_sandbox;
+
+#[tokio::test]
+async fn network_state_round_trips_is_replaced_and_goes_with_the_sandbox() {
+    let store = SqliteStore::open_in_memory().unwrap();
+    let (record, _) = store.create_sandbox(new_sandbox("t", "a")).await.unwrap();
+    assert_eq!(
+        store.sandbox_network(&record.internal_id).await.unwrap(),
+        None
+    );
+    let mut net = SandboxNetwork {
+        policy: NetworkPolicy {
+            mode: NetworkMode::Allowlist,
+            allow: vec!["*.example.com".into(), "10.0.0.0/8".into()],
+        },
+        secrets: vec![StoredSecret {
+            name: "TOKEN".into(),
+            value: "s3cret".into(),
+            hosts: vec!["api.example.com".into()],
+            header: Some("Authorization".into()),
+            placeholder: "sandpit-secret-TOKEN-x".into(),
+        }],
+        ca: None,
+    };
+    store
+        .set_sandbox_network(&record.internal_id, &net)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.sandbox_network(&record.internal_id).await.unwrap(),
+        Some(net.clone())
+    );
+    net.ca = Some(("CERT".into(), "KEY".into()));
+    net.policy.mode = NetworkMode::Full;
+    store
+        .set_sandbox_network(&record.internal_id, &net)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.sandbox_network(&record.internal_id).await.unwrap(),
+        Some(net)
+    );
+    assert!(store.delete_sandbox("t", "a").await.unwrap());
+    assert_eq!(
+        store.sandbox_network(&record.internal_id).await.unwrap(),
+        None
+    );
+}
