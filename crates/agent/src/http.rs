@@ -57,6 +57,7 @@ pub fn router(agent: Arc<Agent>) -> Router {
         .route("/ws", get(crate::ws_control::handler))
         .route("/api/ws", get(crate::ws_control::handler))
         .route("/ws/pty", get(crate::pty::handler))
+        .route("/tunnel/{port}", get(crate::tunnel::handler))
         .fallback(unknown_route)
         .method_not_allowed_fallback(unknown_route)
         .layer(DefaultBodyLimit::max(limit))

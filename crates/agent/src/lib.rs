@@ -23,6 +23,7 @@ pub mod pty;
 pub mod reaper;
 pub mod serve;
 pub mod sse;
+pub mod tunnel;
 pub mod watch;
 pub mod ws_control;
 

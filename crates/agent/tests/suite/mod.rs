@@ -12,5 +12,6 @@ mod pty;
 mod reaping;
 mod sessions;
 mod streaming;
+mod tunnel;
 mod watch;
 mod ws;
