@@ -18,6 +18,8 @@
 //!   output, kill, and client-side waits for exit, a log line or a ready port.
 //! * File watches ([`SandboxHandle::watch`], [`SandboxHandle::check_changes`]) and
 //!   [`SandboxHandle::git_checkout`].
+//! * Preview URLs: [`SandboxHandle::expose_port`], [`SandboxHandle::unexpose_port`],
+//!   [`SandboxHandle::exposed_ports`].
 //! * Network policy and secrets: [`Client::set_network`], [`Client::set_secrets`] (or the
 //!   `network`/`secrets` fields of a create request), built with [`allowlist`],
 //!   [`full_network`], [`no_network`] and [`secret`].
@@ -30,6 +32,7 @@ mod client;
 mod error;
 mod interpreter;
 mod network;
+mod ports;
 mod process;
 mod sandbox;
 mod sse;
@@ -41,6 +44,7 @@ pub use interpreter::{
     ContextOptions, Execution, ExecutionError, Language, ResultFile, RunOptions, result_files,
 };
 pub use network::{allowlist, full_network, no_network, secret};
+pub use ports::ExposeOptions;
 pub use process::{LogPattern, PortMode, PortWaitOptions, ProcessHandle, ProcessOptions};
 pub use sandbox::{Download, ExecOptions, FileDownload, SandboxHandle};
 pub use sse::EventStream;
