@@ -1,0 +1,497 @@
+//! The HTTP proxy one sandbox talks to: absolute-form requests and CONNECT, decided by the
+//! sandbox's [`Rules`], with secrets injected into requests to the hosts they are bound to.
+
+use std::convert::Infallible;
+use std::net::IpAddr;
+use std::pin::Pin;
+use std::sync::{Arc, RwLock};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderValue};
+use http::uri::{Authority, PathAndQuery, Scheme};
+use http::{Method, Request, Response, StatusCode, Uri};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::{TcpStream, UnixListener, UnixStream};
+use tokio_util::sync::CancellationToken;
+
+use super::Shared;
+use super::policy::{Refusal, Rules, normalize_host};
+use super::tls::{Hello, MAX_HELLO, SandboxCa, parse_hello};
+
+type ProxyBody = BoxBody<Bytes, hyper::Error>;
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a tunnel waits for the client's first bytes of a TLS handshake to intercept.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The proxy of one sandbox.
+pub struct SandboxProxy {
+    pub(super) sandbox: String,
+    pub(super) shared: Arc<Shared>,
+    pub(super) rules: RwLock<Arc<Rules>>,
+    pub(super) ca: Option<Arc<SandboxCa>>,
+    /// Cancelled when the sandbox sleeps or is destroyed: every connection ends.
+    pub(super) cancel: CancellationToken,
+}
+
+impl SandboxProxy {
+    fn rules(&self) -> Arc<Rules> {
+        self.rules.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Accepts connections until cancelled.
+    pub(super) async fn serve(self: Arc<Self>, listener: UnixListener) {
+        loop {
+            let stream = tokio::select! {
+                _ = self.cancel.cancelled() => return,
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, _)) => stream,
+                    Err(e) => {
+                        tracing::warn!(sandbox = %self.sandbox, error = %e, "egress accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+            };
+            let proxy = self.clone();
+            tokio::spawn(async move {
+                let cancel = proxy.cancel.clone();
+                tokio::select! {
+                    _ = cancel.cancelled() => {}
+                    _ = proxy.serve_connection(stream) => {}
+                }
+            });
+        }
+    }
+
+    async fn serve_connection(self: Arc<Self>, stream: UnixStream) {
+        let proxy = self.clone();
+        let service = service_fn(move |req| {
+            let proxy = proxy.clone();
+            async move { Ok::<_, Infallible>(proxy.handle(req).await) }
+        });
+        let _ = hyper::server::conn::http1::Builder::new()
+            .serve_connection(TokioIo::new(stream), service)
+            .with_upgrades()
+            .await;
+    }
+
+    async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Response<ProxyBody> {
+        let result = if req.method() == Method::CONNECT {
+            self.connect(req).await
+        } else {
+            self.forward_plain(req).await
+        };
+        result.unwrap_or_else(|refusal| {
+            tracing::info!(sandbox = %self.sandbox, status = %refusal.status, message = %refusal.message, "egress refused");
+            refusal_response(&refusal)
+        })
+    }
+
+    /// Policy check, resolution, block check on every resolved address, connect: the proxy
+    /// connects to exactly the address it checked (no second lookup to rebind).
+    async fn open(&self, host: &str, port: u16) -> Result<TcpStream, Refusal> {
+        let rules = self.rules();
+        rules.check_host(host)?;
+        let addrs = self.resolve(host, port).await?;
+        let mut last = Refusal::bad_gateway(host, "it resolves to no address");
+        for ip in addrs {
+            if let Err(refusal) = rules.check_addr(host, ip, &self.shared.blocked) {
+                last = refusal;
+                continue;
+            }
+            match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect((ip, port))).await {
+                Ok(Ok(stream)) => {
+                    let _ = stream.set_nodelay(true);
+                    return Ok(stream);
+                }
+                Ok(Err(e)) => last = Refusal::bad_gateway(host, format!("{ip}:{port}: {e}")),
+                Err(_) => last = Refusal::bad_gateway(host, format!("{ip}:{port}: timed out")),
+            }
+        }
+        Err(last)
+    }
+
+    async fn resolve(&self, host: &str, port: u16) -> Result<Vec<IpAddr>, Refusal> {
+        if let Ok(ip) = host.parse::<IpAddr>() {
+            return Ok(vec![ip]);
+        }
+        if let Some(ip) = self.shared.resolve.get(host) {
+            return Ok(vec![*ip]);
+        }
+        let found = tokio::net::lookup_host((host, port))
+            .await
+            .map_err(|e| Refusal::bad_gateway(host, format!("cannot resolve it: {e}")))?;
+        Ok(found.map(|a| a.ip()).collect())
+    }
+
+    /// An absolute-form request (`GET http://host/path`), forwarded as origin-form.
+    async fn forward_plain(
+        &self,
+        mut req: Request<Incoming>,
+    ) -> Result<Response<ProxyBody>, Refusal> {
+        let uri = req.uri().clone();
+        let Some(authority) = uri.authority() else {
+            return Err(Refusal::bad_request(
+                "this is an HTTP proxy: send absolute-form requests (http://host/path) or CONNECT",
+            ));
+        };
+        if uri.scheme() != Some(&Scheme::HTTP) {
+            return Err(Refusal::bad_request(
+                "only http:// URLs are proxied this way; use CONNECT for https",
+            ));
+        }
+        let host = normalize_host(authority.host());
+        let port = authority.port_u16().unwrap_or(80);
+        let stream = self.open(&host, port).await?;
+        prepare_request(&mut req, authority, &self.rules(), &host);
+        send_over(stream, req, &host).await
+    }
+
+    /// `CONNECT host:port`: decided and connected before answering 200, so refusals and
+    /// unreachable hosts get a clear status.
+    async fn connect(
+        self: &Arc<Self>,
+        req: Request<Incoming>,
+    ) -> Result<Response<ProxyBody>, Refusal> {
+        let Some(authority) = req.uri().authority().cloned() else {
+            return Err(Refusal::bad_request("CONNECT needs a host:port target"));
+        };
+        let host = normalize_host(authority.host());
+        let port = authority.port_u16().unwrap_or(443);
+        let upstream = self.open(&host, port).await?;
+        let proxy = self.clone();
+        tokio::spawn(async move {
+            let cancel = proxy.cancel.clone();
+            let tunnel = async {
+                let client = match hyper::upgrade::on(req).await {
+                    Ok(upgraded) => TokioIo::new(upgraded),
+                    Err(e) => {
+                        tracing::debug!(error = %e, "CONNECT upgrade failed");
+                        return;
+                    }
+                };
+                if let Err(e) = proxy.tunnel(client, upstream, &host, port).await {
+                    tracing::info!(sandbox = %proxy.sandbox, host = %host, error = %e, "egress tunnel ended");
+                }
+            };
+            tokio::select! {
+                _ = cancel.cancelled() => {}
+                _ = tunnel => {}
+            }
+        });
+        Ok(Response::new(empty()))
+    }
+
+    /// Relays a CONNECT tunnel. A TLS ClientHello must name the CONNECT host (no fronting);
+    /// hosts with secrets bound are intercepted when the sandbox has a CA.
+    async fn tunnel<C>(
+        self: &Arc<Self>,
+        client: C,
+        mut upstream: TcpStream,
+        host: &str,
+        port: u16,
+    ) -> std::io::Result<()>
+    where
+        C: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let intercept = match &self.ca {
+            Some(ca) if !self.rules().secrets_for(host).is_empty() => Some(ca.clone()),
+            _ => None,
+        };
+        let (mut client_read, mut client_write) = tokio::io::split(client);
+        if let Some(ca) = intercept {
+            // TLS clients speak first: wait for the hello before anything else.
+            let first = tokio::time::timeout(HELLO_TIMEOUT, read_hello(&mut client_read))
+                .await
+                .map_err(|_| std::io::Error::other("no TLS hello from the client"))??;
+            match parse_hello(&first) {
+                Hello::Tls(sni) => {
+                    check_sni(sni.as_deref(), host)?;
+                    let client = Prefixed {
+                        prefix: first,
+                        pos: 0,
+                        inner: client_read.unsplit(client_write),
+                    };
+                    return self.intercept(client, upstream, ca, host, port).await;
+                }
+                _ => {
+                    upstream.write_all(&first).await?;
+                    let mut client = client_read.unsplit(client_write);
+                    tokio::io::copy_bidirectional(&mut client, &mut upstream).await?;
+                    return Ok(());
+                }
+            }
+        }
+        // Pass-through. The server may speak first, so relay downstream at once and check the
+        // client's first bytes before any reach upstream.
+        let (mut up_read, mut up_write) = upstream.into_split();
+        let down = async {
+            tokio::io::copy(&mut up_read, &mut client_write).await?;
+            client_write.shutdown().await
+        };
+        let up = async {
+            let first = read_hello(&mut client_read).await?;
+            match parse_hello(&first) {
+                Hello::Tls(sni) => check_sni(sni.as_deref(), host)?,
+                Hello::Invalid => return Err(std::io::Error::other("unparseable TLS ClientHello")),
+                Hello::NotTls | Hello::Incomplete => {}
+            }
+            up_write.write_all(&first).await?;
+            tokio::io::copy(&mut client_read, &mut up_write).await?;
+            up_write.shutdown().await
+        };
+        // Either side failing (a refused hello above all) ends both.
+        tokio::try_join!(down, up).map(|_| ())
+    }
+
+    /// Terminates the sandbox's TLS with a leaf of its CA and forwards each request over a
+    /// verified TLS connection to the real host, with secrets injected.
+    async fn intercept<C>(
+        self: &Arc<Self>,
+        client: C,
+        upstream: TcpStream,
+        ca: Arc<SandboxCa>,
+        host: &str,
+        port: u16,
+    ) -> std::io::Result<()>
+    where
+        C: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let config = ca.server_config(host).map_err(std::io::Error::other)?;
+        let tls = tokio_rustls::TlsAcceptor::from(config)
+            .accept(client)
+            .await?;
+        let first = Arc::new(std::sync::Mutex::new(Some(upstream)));
+        let proxy = self.clone();
+        let host = host.to_owned();
+        let service = service_fn(move |req: Request<Incoming>| {
+            let (proxy, host, first) = (proxy.clone(), host.clone(), first.clone());
+            async move {
+                let reused = first.lock().unwrap_or_else(|p| p.into_inner()).take();
+                let result = proxy.forward_tls(req, reused, &host, port).await;
+                Ok::<_, Infallible>(result.unwrap_or_else(|r| refusal_response(&r)))
+            }
+        });
+        hyper::server::conn::http1::Builder::new()
+            .serve_connection(TokioIo::new(tls), service)
+            .await
+            .map_err(std::io::Error::other)
+    }
+
+    /// One intercepted request: a fresh upstream TLS connection (the policy is checked again,
+    /// so a runtime change applies to open tunnels too), except for the first request, which
+    /// uses the connection made at CONNECT time.
+    async fn forward_tls(
+        &self,
+        mut req: Request<Incoming>,
+        reused: Option<TcpStream>,
+        host: &str,
+        port: u16,
+    ) -> Result<Response<ProxyBody>, Refusal> {
+        let tcp = match reused {
+            Some(tcp) => {
+                self.rules().check_host(host)?;
+                tcp
+            }
+            None => self.open(host, port).await?,
+        };
+        let name = rustls::pki_types::ServerName::try_from(host.to_owned())
+            .map_err(|e| Refusal::bad_request(format!("{host:?} is not a TLS server name: {e}")))?;
+        let tls = tokio_rustls::TlsConnector::from(self.shared.upstream_tls.clone())
+            .connect(name, tcp)
+            .await
+            .map_err(|e| Refusal::bad_gateway(host, format!("TLS: {e}")))?;
+        let authority = if port == 443 {
+            Authority::try_from(host)
+        } else {
+            Authority::try_from(format!("{host}:{port}"))
+        }
+        .map_err(|e| Refusal::bad_request(format!("bad host {host:?}: {e}")))?;
+        prepare_request(&mut req, &authority, &self.rules(), host);
+        send_over(tls, req, host).await
+    }
+}
+
+fn check_sni(sni: Option<&str>, host: &str) -> std::io::Result<()> {
+    match sni.map(normalize_host) {
+        Some(name) if name != host => Err(std::io::Error::other(format!(
+            "TLS server name {name:?} does not match the CONNECT host {host:?}"
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// Reads until the first TLS record is complete (or, for anything else, the first bytes).
+async fn read_hello<R: AsyncRead + Unpin>(r: &mut R) -> std::io::Result<Vec<u8>> {
+    let mut buf = Vec::with_capacity(1024);
+    loop {
+        let mut chunk = [0u8; 4096];
+        let n = r.read(&mut chunk).await?;
+        if n == 0 {
+            return Ok(buf);
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        if parse_hello(&buf) != Hello::Incomplete || buf.len() >= MAX_HELLO {
+            return Ok(buf);
+        }
+    }
+}
+
+/// Origin-form target, `Host` from the authority actually connected to, no hop-by-hop or
+/// proxy headers, and the host's secrets injected.
+fn prepare_request(req: &mut Request<Incoming>, authority: &Authority, rules: &Rules, host: &str) {
+    let secrets = rules.secrets_for(host);
+    let mut target = req
+        .uri()
+        .path_and_query()
+        .map(PathAndQuery::as_str)
+        .unwrap_or("/")
+        .to_owned();
+    for s in &secrets {
+        if target.contains(&s.placeholder) {
+            target = target.replace(&s.placeholder, &s.value);
+        }
+    }
+    if let Ok(uri) = Uri::builder().path_and_query(target).build() {
+        *req.uri_mut() = uri;
+    }
+    let headers = req.headers_mut();
+    strip_hop_by_hop(headers);
+    if let Ok(value) = HeaderValue::from_str(authority.as_str()) {
+        headers.insert(header::HOST, value);
+    }
+    for s in &secrets {
+        for value in headers.values_mut() {
+            let Ok(text) = value.to_str() else { continue };
+            if text.contains(&s.placeholder)
+                && let Ok(replaced) = HeaderValue::from_str(&text.replace(&s.placeholder, &s.value))
+            {
+                *value = replaced;
+            }
+        }
+        if let (Some(name), Ok(value)) = (&s.header, HeaderValue::from_str(&s.value)) {
+            headers.insert(name.clone(), value);
+        }
+    }
+}
+
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let listed: Vec<String> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|s| s.trim().to_ascii_lowercase())
+        .filter(|s| !s.is_empty())
+        .collect();
+    for name in listed {
+        headers.remove(name.as_str());
+    }
+    for name in [
+        "connection",
+        "proxy-connection",
+        "keep-alive",
+        "proxy-authorization",
+        "proxy-authenticate",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+    ] {
+        headers.remove(name);
+    }
+}
+
+async fn send_over<S>(
+    io: S,
+    req: Request<Incoming>,
+    host: &str,
+) -> Result<Response<ProxyBody>, Refusal>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
+        .await
+        .map_err(|e| Refusal::bad_gateway(host, e))?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    let mut response = sender
+        .send_request(req)
+        .await
+        .map_err(|e| Refusal::bad_gateway(host, e))?;
+    strip_hop_by_hop(response.headers_mut());
+    Ok(response.map(BodyExt::boxed))
+}
+
+fn empty() -> ProxyBody {
+    Full::new(Bytes::new())
+        .map_err(|never: Infallible| match never {})
+        .boxed()
+}
+
+fn refusal_response(refusal: &Refusal) -> Response<ProxyBody> {
+    let body = Full::new(Bytes::from(format!("{}\n", refusal.message)))
+        .map_err(|never: Infallible| match never {})
+        .boxed();
+    let mut response = Response::new(body);
+    *response.status_mut() = refusal.status;
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    headers.insert("x-sandpit-egress", HeaderValue::from_static("refused"));
+    if refusal.status != StatusCode::OK {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    response
+}
+
+/// A stream that first yields bytes already read from it.
+struct Prefixed<S> {
+    prefix: Vec<u8>,
+    pos: usize,
+    inner: S,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Prefixed<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        if self.pos < self.prefix.len() {
+            let n = buf.remaining().min(self.prefix.len() - self.pos);
+            let start = self.pos;
+            buf.put_slice(&self.prefix[start..start + n]);
+            self.pos += n;
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Prefixed<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
