@@ -5,6 +5,10 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+pub use crate::commands::expose::ExposeArgs;
+pub use crate::commands::network::{CreateNetworkFlags, NetworkArgs, SecretCommand};
+use sandpit_client::Language;
+
 /// Default data directory of the server (state, admin key, images).
 pub const DEFAULT_DATA_DIR: &str = "/var/lib/sandpit";
 
@@ -51,6 +55,10 @@ pub enum Command {
     /// Run a command in a sandbox (created on first use), streaming its output; exits with
     /// the command's exit code.
     Exec(ExecArgs),
+    /// Run a Python, JavaScript or TypeScript file (or stdin) in a code context: output is
+    /// printed live, text results go to stdout, images and HTML results to files named on
+    /// stderr (sandpit-out-N.png ...). Exits with 1 if the code raised.
+    Run(RunArgs),
     /// Copy a file between this machine and a sandbox: `cp ./a ID:/path` or `cp ID:/path ./a`.
     Cp { src: String, dst: String },
     /// Attach this terminal to a shell in a sandbox (created on first use); exits with the
@@ -84,6 +92,29 @@ pub enum Command {
     Git {
         #[command(subcommand)]
         command: GitCommand,
+    },
+    /// Expose a port of a sandbox at a preview URL (HTTP and WebSocket); prints the URL.
+    Expose(ExposeArgs),
+    /// Withdraw the preview URL of a port.
+    Unexpose {
+        /// Sandbox id.
+        id: String,
+        port: u16,
+    },
+    /// List a sandbox's exposed ports and their preview URLs.
+    Ports {
+        /// Sandbox id.
+        id: String,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show or change a sandbox's outbound network policy (applies at once).
+    Network(NetworkArgs),
+    /// Secrets the egress proxy injects into a sandbox's requests to their hosts.
+    Secret {
+        #[command(subcommand)]
+        command: SecretCommand,
     },
 }
 
@@ -202,6 +233,8 @@ pub struct CreateArgs {
     /// Environment variable for every command (repeatable).
     #[arg(long = "env", value_name = "K=V", value_parser = parse_env)]
     pub env: Vec<(String, String)>,
+    #[command(flatten)]
+    pub network: CreateNetworkFlags,
     /// Print the sandbox as JSON.
     #[arg(long)]
     pub json: bool,
@@ -225,6 +258,39 @@ pub struct LsArgs {
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Sandbox id.
+    pub id: String,
+    /// File with the code, or `-` to read it from stdin.
+    #[arg(value_name = "FILE|-")]
+    pub file: String,
+    /// Language: python, javascript or typescript (default: from the file extension, else
+    /// python).
+    #[arg(long, value_name = "LANG", value_parser = parse_language)]
+    pub lang: Option<Language>,
+    /// Run in this existing context (its variables persist between runs). Without it a fresh
+    /// context is created for the run and deleted afterwards.
+    #[arg(long, value_name = "C")]
+    pub context: Option<String>,
+    /// Keep the fresh context and print its id on stderr (to pass to --context later).
+    #[arg(long, conflicts_with = "context")]
+    pub keep_context: bool,
+    /// Working directory of the fresh context.
+    #[arg(long, conflicts_with = "context")]
+    pub cwd: Option<String>,
+    /// Environment variable of the fresh context (repeatable).
+    #[arg(long = "env", value_name = "K=V", value_parser = parse_env, conflicts_with = "context")]
+    pub env: Vec<(String, String)>,
+    /// Interrupt the run after this many milliseconds (an error; a context that ignores the
+    /// interrupt is restarted).
+    #[arg(long)]
+    pub timeout_ms: Option<u64>,
+    /// Directory for image and HTML results.
+    #[arg(long, default_value = ".")]
+    pub out_dir: PathBuf,
 }
 
 #[derive(Debug, Args)]
@@ -276,6 +342,10 @@ pub enum ImageCommand {
     Ls,
     /// Remove an image.
     Rm { name: String },
+}
+
+fn parse_language(s: &str) -> Result<Language, String> {
+    s.parse().map_err(|e: sandpit_client::ClientError| e.to_string())
 }
 
 /// Parses `K=V` (`V` may be empty or contain `=`).

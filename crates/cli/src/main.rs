@@ -11,7 +11,7 @@ use std::process::ExitCode;
 use clap::Parser;
 
 use crate::cli::{Cli, Command};
-use crate::commands::{cp, exec, git, image, process, sandbox, serve, watch};
+use crate::commands::{cp, exec, expose, git, image, network, process, run, sandbox, serve, watch};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -55,6 +55,7 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Stop { id } => sandbox::stop(&client()?, &id).await?,
         Command::Rm { ids } => sandbox::rm(&client()?, &ids).await?,
         Command::Exec(args) => return exec::run(&client()?, args).await,
+        Command::Run(args) => return run::run(&client()?, args).await,
         Command::Cp { src, dst } => cp::run(&client()?, &src, &dst).await?,
         Command::Shell(args) => {
             let key = connect::api_key(key.as_deref(), &data_dir)?;
@@ -66,6 +67,11 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Kill(args) => process::kill(&client()?, args).await?,
         Command::Watch { id, path } => watch::run(&client()?, &id, &path).await?,
         Command::Git { command } => git::run(&client()?, command).await?,
+        Command::Expose(args) => expose::expose(&client()?, args).await?,
+        Command::Unexpose { id, port } => expose::unexpose(&client()?, &id, port).await?,
+        Command::Ports { id, json } => expose::ports(&client()?, &id, json).await?,
+        Command::Network(args) => network::network(&client()?, args).await?,
+        Command::Secret { command } => network::secret(&client()?, command).await?,
         Command::Image(args) => {
             let dir = image::images_dir(&args.images, &data_dir);
             image::run(args.command, dir).await?

@@ -2,9 +2,12 @@
 
 pub mod cp;
 pub mod exec;
+pub mod expose;
 pub mod git;
 pub mod image;
+pub mod network;
 pub mod process;
+pub mod run;
 pub mod sandbox;
 pub mod serve;
 pub mod shell;

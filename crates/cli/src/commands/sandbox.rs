@@ -20,7 +20,8 @@ pub async fn create(client: &Client, args: CreateArgs) -> anyhow::Result<()> {
         env: (!args.env.is_empty()).then(|| args.env.into_iter().collect()),
         limits: (limits != Limits::default()).then_some(limits),
         ephemeral: args.ephemeral.then_some(true),
-        ..Default::default()
+        network: args.network.policy(),
+        secrets: args.network.secrets()?,
     };
     let info = client.create(&request).await?;
     if args.json {

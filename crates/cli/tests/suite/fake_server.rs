@@ -97,6 +97,44 @@ fn handle(
             "hello world",
         )
             .into_response(),
+        ("POST", "/v1/sandboxes/demo/ports") => json_response(
+            StatusCode::OK,
+            json!({"port": body["port"], "name": body["name"], "token": "t0k",
+                   "url": format!("http://{}-demo-t0k.localhost:7070/", body["port"])}),
+        ),
+        ("GET", "/v1/sandboxes/demo/ports") => json_response(
+            StatusCode::OK,
+            json!({"ports": [
+                {"port": 8080, "name": "web", "token": "t0k", "url": "http://8080-demo-t0k.localhost:7070/"},
+                {"port": 3000, "token": "abc", "url": "http://3000-demo-abc.localhost:7070/"}]}),
+        ),
+        ("DELETE", "/v1/sandboxes/demo/ports/8080") => StatusCode::NO_CONTENT.into_response(),
+        ("GET", "/v1/sandboxes/demo") => {
+            let mut info = info("demo", "running");
+            info["network"] = json!({"mode": "allowlist", "allow": ["pypi.org", "10.0.0.0/8"]});
+            info["secrets"] = json!([{"name": "TOKEN", "hosts": ["api.example.com", "*.x.org"], "header": "Authorization"},
+                                     {"name": "OTHER", "hosts": ["h"]}]);
+            json_response(StatusCode::OK, info)
+        }
+        ("PATCH", "/v1/sandboxes/demo") => {
+            let mut info = info("demo", "running");
+            info["network"] = body
+                .get("network")
+                .cloned()
+                .unwrap_or(json!({"mode": "none", "allow": []}));
+            let secrets: Vec<Value> = body["secrets"]
+                .as_object()
+                .map(|m| {
+                    m.iter()
+                        .map(
+                            |(k, v)| json!({"name": k, "hosts": v["hosts"], "header": v["header"]}),
+                        )
+                        .collect()
+                })
+                .unwrap_or_default();
+            info["secrets"] = json!(secrets);
+            json_response(StatusCode::OK, info)
+        }
         _ => error(404, "ROUTE_NOT_FOUND", "unexpected request"),
     }
 }
@@ -275,4 +313,151 @@ fn cp_copies_both_ways() {
         .code(1)
         .stderr("error: FILE_NOT_FOUND: File not found: /missing\n");
     assert!(!target.exists(), "a failed download leaves no file behind");
+}
+
+#[test]
+fn create_sends_network_policy_and_secrets() {
+    let (url, bodies) = start();
+    cli(&url)
+        .args([
+            "create",
+            "box2",
+            "--allow",
+            "*.example.com",
+            "--allow",
+            "10.1.0.0/16",
+        ])
+        .args([
+            "--secret",
+            "TOKEN=s3;cret;hosts=api.example.com;header=Authorization",
+        ])
+        .args(["--secret", "FROM_ENV;hosts=h.example.com"])
+        .env("FROM_ENV", "env-value")
+        .assert()
+        .success()
+        .stdout("box2\n");
+    let (_, body) = bodies.lock().unwrap().last().cloned().unwrap();
+    assert_eq!(
+        body,
+        json!({"id": "box2",
+               "network": {"mode": "allowlist", "allow": ["*.example.com", "10.1.0.0/16"]},
+               "secrets": {"TOKEN": {"value": "s3;cret", "hosts": ["api.example.com"], "header": "Authorization"},
+                           "FROM_ENV": {"value": "env-value", "hosts": ["h.example.com"]}}})
+    );
+    cli(&url)
+        .args(["create", "box3", "--network", "full"])
+        .assert()
+        .success();
+    let (_, body) = bodies.lock().unwrap().last().cloned().unwrap();
+    assert_eq!(
+        body,
+        json!({"id": "box3", "network": {"mode": "full", "allow": []}})
+    );
+    cli(&url)
+        .args(["create", "box4", "--network", "open"])
+        .assert()
+        .code(2);
+    cli(&url)
+        .args(["create", "box4", "--secret", "NO_HOSTS=x"])
+        .assert()
+        .code(2);
+    cli(&url)
+        .args(["create", "box4", "--secret", "SANDPIT_UNSET_VAR;hosts=h"])
+        .env_remove("SANDPIT_UNSET_VAR")
+        .assert()
+        .code(1)
+        .stderr("error: secret SANDPIT_UNSET_VAR has no value and $SANDPIT_UNSET_VAR is not set\n");
+}
+
+#[test]
+fn network_shows_and_replaces_the_policy() {
+    let (url, bodies) = start();
+    cli(&url)
+        .args(["network", "demo"])
+        .assert()
+        .success()
+        .stdout("mode   allowlist\nallow  pypi.org\nallow  10.0.0.0/8\n");
+    cli(&url)
+        .args(["network", "demo", "--mode", "none"])
+        .assert()
+        .success()
+        .stdout("mode   none\n");
+    let (path, body) = bodies.lock().unwrap().last().cloned().unwrap();
+    assert_eq!(path, "/v1/sandboxes/demo");
+    assert_eq!(body, json!({"network": {"mode": "none", "allow": []}}));
+    cli(&url)
+        .args(["network", "demo", "--allow", "github.com", "--json"])
+        .assert()
+        .success()
+        .stdout("{\n  \"mode\": \"allowlist\",\n  \"allow\": [\n    \"github.com\"\n  ]\n}\n");
+}
+
+#[test]
+fn secret_lists_sets_and_clears() {
+    let (url, bodies) = start();
+    cli(&url)
+        .args(["secret", "ls", "demo"])
+        .assert()
+        .success()
+        .stdout(
+            "NAME   HOSTS                    HEADER\n\
+             TOKEN  api.example.com,*.x.org  Authorization\n\
+             OTHER  h                        -\n",
+        );
+    cli(&url)
+        .args([
+            "secret",
+            "set",
+            "demo",
+            "A=1;hosts=a.example.com",
+            "B=2;hosts=b.example.com;header=X-Key",
+        ])
+        .assert()
+        .success()
+        .stdout(
+            "NAME  HOSTS          HEADER\nA     a.example.com  -\nB     b.example.com  X-Key\n",
+        );
+    let (_, body) = bodies.lock().unwrap().last().cloned().unwrap();
+    assert_eq!(
+        body,
+        json!({"secrets": {"A": {"value": "1", "hosts": ["a.example.com"]},
+                           "B": {"value": "2", "hosts": ["b.example.com"], "header": "X-Key"}}})
+    );
+    cli(&url)
+        .args(["secret", "clear", "demo"])
+        .assert()
+        .success()
+        .stdout("demo secrets removed\n");
+    let (_, body) = bodies.lock().unwrap().last().cloned().unwrap();
+    assert_eq!(body, json!({"secrets": {}}));
+    cli(&url).args(["secret", "set", "demo"]).assert().code(2);
+}
+
+#[test]
+fn expose_prints_the_url_and_ports_lists_them() {
+    let (url, bodies) = start();
+    cli(&url)
+        .args(["expose", "demo", "8080", "--name", "web", "--token", "t0k"])
+        .assert()
+        .success()
+        .stdout("http://8080-demo-t0k.localhost:7070/\n");
+    let (path, body) = bodies.lock().unwrap().last().cloned().unwrap();
+    assert_eq!(path, "/v1/sandboxes/demo/ports");
+    assert_eq!(body, json!({"port": 8080, "name": "web", "token": "t0k"}));
+    cli(&url).args(["ports", "demo"]).assert().success().stdout(
+        "PORT  NAME  URL\n\
+             8080  web   http://8080-demo-t0k.localhost:7070/\n\
+             3000  -     http://3000-demo-abc.localhost:7070/\n",
+    );
+    cli(&url)
+        .args(["unexpose", "demo", "8080"])
+        .assert()
+        .success()
+        .stdout("demo:8080 unexposed\n");
+    cli(&url)
+        .args(["unexpose", "nope", "8080"])
+        .assert()
+        .code(1)
+        .stderr("error: ROUTE_NOT_FOUND: unexpected request\n");
+    cli(&url).args(["expose", "demo", "99999"]).assert().code(2);
 }

@@ -1,7 +1,9 @@
 mod args;
+mod browser;
 mod compat;
 mod fake_server;
 mod processes;
 mod real_server;
+mod run;
 mod shell;
 mod support;

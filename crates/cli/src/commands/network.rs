@@ -1,0 +1,310 @@
+//! `sandpit network` and `sandpit secret`, and the network flags of `sandpit create`: the
+//! outbound network policy of a sandbox and the secrets its egress proxy injects.
+
+use std::collections::BTreeMap;
+
+use anyhow::{anyhow, bail};
+use clap::{Args, Subcommand};
+use sandpit_client::Client;
+use sandpit_client::protocol::control::{
+    NetworkMode, NetworkPolicy, SandboxInfo, SecretInfo, SecretSpec,
+};
+
+use crate::commands::sandbox::render_table;
+
+/// Network and secret flags of `sandpit create`.
+#[derive(Debug, Args)]
+pub struct CreateNetworkFlags {
+    /// Outbound network: none (loopback only, the default), allowlist or full.
+    #[arg(long = "network", value_name = "MODE", value_parser = parse_mode)]
+    pub mode: Option<NetworkMode>,
+    /// Domain pattern (example.com, *.example.com) or CIDR the sandbox may reach
+    /// (repeatable; implies --network allowlist).
+    #[arg(long = "allow", value_name = "PATTERN")]
+    pub allow: Vec<String>,
+    /// Secret for the egress proxy to inject, as `NAME=VALUE;hosts=H1,H2[;header=HEADER]`, or
+    /// `NAME;hosts=...` to take the value from this shell's variable NAME (repeatable).
+    #[arg(long = "secret", value_name = "SPEC", value_parser = parse_secret)]
+    pub secrets: Vec<SecretArg>,
+}
+
+impl CreateNetworkFlags {
+    pub fn policy(&self) -> Option<NetworkPolicy> {
+        policy(self.mode, &self.allow)
+    }
+
+    pub fn secrets(&self) -> anyhow::Result<Option<BTreeMap<String, SecretSpec>>> {
+        if self.secrets.is_empty() {
+            return Ok(None);
+        }
+        resolve_secrets(&self.secrets).map(Some)
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct NetworkArgs {
+    /// Sandbox id.
+    pub id: String,
+    /// New mode: none, allowlist or full. Without --mode and --allow, prints the policy.
+    #[arg(long, value_parser = parse_mode)]
+    pub mode: Option<NetworkMode>,
+    /// Domain pattern or CIDR to allow (repeatable; replaces the list; implies allowlist
+    /// when --mode is absent).
+    #[arg(long = "allow", value_name = "PATTERN")]
+    pub allow: Vec<String>,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SecretCommand {
+    /// List a sandbox's secrets (names, hosts and headers; never values).
+    Ls {
+        /// Sandbox id.
+        id: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Replace a sandbox's secrets by these: `NAME=VALUE;hosts=H1,H2[;header=HEADER]`, or
+    /// `NAME;hosts=...` to take the value from this shell's variable NAME.
+    Set {
+        /// Sandbox id.
+        id: String,
+        #[arg(required = true, value_name = "SPEC", value_parser = parse_secret)]
+        secrets: Vec<SecretArg>,
+    },
+    /// Remove all of a sandbox's secrets.
+    Clear {
+        /// Sandbox id.
+        id: String,
+    },
+}
+
+/// A parsed `--secret` spec; `value` is `None` when it comes from the environment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecretArg {
+    pub name: String,
+    pub value: Option<String>,
+    pub hosts: Vec<String>,
+    pub header: Option<String>,
+}
+
+pub async fn network(client: &Client, args: NetworkArgs) -> anyhow::Result<()> {
+    let info = match policy(args.mode, &args.allow) {
+        Some(policy) => client.set_network(&args.id, &policy).await?,
+        None => client.get(&args.id).await?,
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&info.network)?);
+    } else {
+        print!("{}", describe_policy(&info.network));
+    }
+    Ok(())
+}
+
+pub async fn secret(client: &Client, command: SecretCommand) -> anyhow::Result<()> {
+    match command {
+        SecretCommand::Ls { id, json } => {
+            let info = client.get(&id).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&info.secrets)?);
+            } else {
+                print!("{}", secret_table(&info.secrets));
+            }
+        }
+        SecretCommand::Set { id, secrets } => {
+            let info = client.set_secrets(&id, &resolve_secrets(&secrets)?).await?;
+            print!("{}", secret_table(&info.secrets));
+        }
+        SecretCommand::Clear { id } => {
+            let info: SandboxInfo = client.set_secrets(&id, &BTreeMap::new()).await?;
+            println!("{} secrets removed", info.id);
+        }
+    }
+    Ok(())
+}
+
+/// The policy the flags ask for: `--allow` alone means an allowlist; no flags, no change.
+fn policy(mode: Option<NetworkMode>, allow: &[String]) -> Option<NetworkPolicy> {
+    let mode = match mode {
+        Some(mode) => mode,
+        None if !allow.is_empty() => NetworkMode::Allowlist,
+        None => return None,
+    };
+    Some(NetworkPolicy {
+        mode,
+        allow: allow.to_vec(),
+    })
+}
+
+fn describe_policy(policy: &NetworkPolicy) -> String {
+    let mut out = format!("mode   {}\n", policy.mode.as_str());
+    for entry in &policy.allow {
+        out.push_str(&format!("allow  {entry}\n"));
+    }
+    out
+}
+
+fn secret_table(secrets: &[SecretInfo]) -> String {
+    let rows: Vec<[String; 3]> = secrets
+        .iter()
+        .map(|s| {
+            [
+                s.name.clone(),
+                s.hosts.join(","),
+                s.header.clone().unwrap_or_else(|| "-".into()),
+            ]
+        })
+        .collect();
+    render_table(["NAME", "HOSTS", "HEADER"], &rows)
+}
+
+/// Fills values taken from the environment; refuses a name given twice.
+fn resolve_secrets(args: &[SecretArg]) -> anyhow::Result<BTreeMap<String, SecretSpec>> {
+    let mut out = BTreeMap::new();
+    for arg in args {
+        let value = match &arg.value {
+            Some(value) => value.clone(),
+            None => std::env::var(&arg.name).map_err(|_| {
+                anyhow!(
+                    "secret {} has no value and ${} is not set",
+                    arg.name,
+                    arg.name
+                )
+            })?,
+        };
+        let spec = SecretSpec {
+            value,
+            hosts: arg.hosts.clone(),
+            header: arg.header.clone(),
+        };
+        if out.insert(arg.name.clone(), spec).is_some() {
+            bail!("secret {} given twice", arg.name);
+        }
+    }
+    Ok(out)
+}
+
+fn parse_mode(s: &str) -> Result<NetworkMode, String> {
+    NetworkMode::parse(s).ok_or_else(|| format!("expected none, allowlist or full, got {s:?}"))
+}
+
+/// Parses `NAME[=VALUE];hosts=H1,H2[;header=HEADER]`. The options are taken from the end, so
+/// a value may itself contain `;` or `=`.
+pub fn parse_secret(s: &str) -> Result<SecretArg, String> {
+    let mut rest = s;
+    let (mut hosts, mut header) = (None, None);
+    while let Some((head, tail)) = rest.rsplit_once(';') {
+        if let Some(list) = tail.strip_prefix("hosts=") {
+            hosts.get_or_insert_with(|| {
+                list.split(',')
+                    .map(str::trim)
+                    .filter(|h| !h.is_empty())
+                    .map(str::to_owned)
+                    .collect::<Vec<_>>()
+            });
+        } else if let Some(name) = tail.strip_prefix("header=") {
+            header.get_or_insert_with(|| name.trim().to_owned());
+        } else {
+            break;
+        }
+        rest = head;
+    }
+    let (name, value) = match rest.split_once('=') {
+        Some((name, value)) => (name, Some(value.to_owned())),
+        None => (rest, None),
+    };
+    let valid_name = name
+        .chars()
+        .enumerate()
+        .all(|(i, c)| c == '_' || c.is_ascii_alphabetic() || (i > 0 && c.is_ascii_digit()));
+    if name.is_empty() || !valid_name {
+        return Err(format!(
+            "secret name {name:?} is not a variable name ([A-Za-z_][A-Za-z0-9_]*)"
+        ));
+    }
+    let hosts = hosts.unwrap_or_default();
+    if hosts.is_empty() {
+        return Err(format!(
+            "secret {name} needs ;hosts=HOST[,HOST...] (where it may be sent)"
+        ));
+    }
+    if header.as_deref() == Some("") {
+        return Err(format!("secret {name} has an empty header name"));
+    }
+    Ok(SecretArg {
+        name: name.to_owned(),
+        value,
+        hosts,
+        header,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secret_specs() {
+        assert_eq!(
+            parse_secret("TOKEN=a;b=c;hosts=api.example.com, *.x.org;header=Authorization"),
+            Ok(SecretArg {
+                name: "TOKEN".into(),
+                value: Some("a;b=c".into()),
+                hosts: vec!["api.example.com".into(), "*.x.org".into()],
+                header: Some("Authorization".into()),
+            })
+        );
+        let from_env = parse_secret("GH_TOKEN;hosts=github.com").unwrap();
+        assert_eq!(from_env.value, None);
+        assert_eq!(from_env.header, None);
+        assert!(parse_secret("TOKEN=x").unwrap_err().contains("hosts"));
+        assert!(
+            parse_secret("TOKEN=x;hosts=")
+                .unwrap_err()
+                .contains("hosts")
+        );
+        assert!(parse_secret("1A=x;hosts=h").unwrap_err().contains("name"));
+        assert!(parse_secret("A-B=x;hosts=h").unwrap_err().contains("name"));
+        assert!(parse_secret("A=x;hosts=h;header=").is_err());
+    }
+
+    #[test]
+    fn flags_to_policy() {
+        assert_eq!(policy(None, &[]), None);
+        let allow = vec!["*.example.com".to_owned()];
+        assert_eq!(
+            policy(None, &allow),
+            Some(NetworkPolicy {
+                mode: NetworkMode::Allowlist,
+                allow: allow.clone()
+            })
+        );
+        assert_eq!(
+            policy(Some(NetworkMode::None), &[]).map(|p| p.mode),
+            Some(NetworkMode::None)
+        );
+        assert_eq!(parse_mode("full"), Ok(NetworkMode::Full));
+        assert!(parse_mode("open").is_err());
+    }
+
+    #[test]
+    fn secrets_come_from_the_spec_or_the_environment() {
+        let args = [parse_secret("SANDPIT_TEST_UNSET_SECRET;hosts=h").unwrap()];
+        let err = resolve_secrets(&args).unwrap_err().to_string();
+        assert!(
+            err.contains("$SANDPIT_TEST_UNSET_SECRET is not set"),
+            "{err}"
+        );
+        let twice = [
+            parse_secret("A=1;hosts=h").unwrap(),
+            parse_secret("A=2;hosts=h").unwrap(),
+        ];
+        assert!(resolve_secrets(&twice).is_err());
+        let map = resolve_secrets(&[parse_secret("A=1;hosts=h;header=X-Key").unwrap()]).unwrap();
+        assert_eq!(map["A"].value, "1");
+        assert_eq!(map["A"].header.as_deref(), Some("X-Key"));
+    }
+}
