@@ -1,3 +1,4 @@
 mod fake_server;
+mod interpreter;
 mod processes;
 mod real_server;
