@@ -55,7 +55,9 @@ pub(crate) fn rewrite(source: &str) -> Result<Prepared, PrepareError> {
 
     let last_expression = match program.body.last() {
         Some(Statement::ExpressionStatement(statement)) => Some(statement.expression.span()),
-        _ => None,
+        Some(_) => None,
+        // A cell of just `'text'` is a directive prologue to the parser.
+        None => program.directives.last().map(|d| d.expression.span),
     };
 
     let mut prefix = String::new();

@@ -1,0 +1,273 @@
+// sandpit's JavaScript executor: one persistent `vm` context per process.
+//
+// Protocol (see the agent's interpreter module): requests arrive on fd 3 and events leave on
+// fd 4, one JSON object per line. Requests: {"op":"configure","cwd":..,"env":{..}} and
+// {"op":"run","code":..,"async":bool}, where `code` was prepared by the agent (TypeScript
+// transpiled, REPL rewrite: its completion value is the cell's last expression, or a Promise
+// of it when `async`). Events: ready, stdout, stderr, result, error, and `done` after every
+// request. SIGINT interrupts a run.
+'use strict';
+
+const fs = require('node:fs');
+const path = require('node:path');
+const util = require('node:util');
+const vm = require('node:vm');
+const { Console } = require('node:console');
+const { createRequire } = require('node:module');
+const { Writable } = require('node:stream');
+
+const REQUESTS_FD = 3;
+const EVENTS_FD = 4;
+
+// ---- events (fd 4) ----------------------------------------------------------------------
+
+const sleepCell = new Int32Array(new SharedArrayBuffer(4));
+
+// Synchronous writes keep events in order and live even while user code blocks the event
+// loop; a non-blocking pipe that is full is retried until the agent has read it.
+function writeAll(buffer) {
+  let offset = 0;
+  while (offset < buffer.length) {
+    try {
+      offset += fs.writeSync(EVENTS_FD, buffer, offset, buffer.length - offset);
+    } catch (error) {
+      if (error.code === 'EAGAIN') {
+        Atomics.wait(sleepCell, 0, 0, 1);
+      } else if (error.code === 'EPIPE' || error.code === 'EBADF') {
+        // The agent is gone: nothing left to serve.
+        process.exit(0);
+      } else {
+        throw error;
+      }
+    }
+  }
+}
+
+function emit(event) {
+  writeAll(Buffer.from(JSON.stringify(event) + '\n', 'utf8'));
+}
+
+function textOf(chunk, encoding) {
+  if (typeof chunk === 'string') return chunk;
+  if (chunk instanceof Uint8Array) return Buffer.from(chunk).toString(Buffer.isEncoding(encoding) ? encoding : 'utf8');
+  return String(chunk);
+}
+
+function streamTo(type) {
+  return new Writable({
+    decodeStrings: false,
+    write(chunk, encoding, callback) {
+      emit({ type, text: textOf(chunk, encoding) });
+      callback();
+    },
+  });
+}
+
+// `console.*` of user code, streamed as it is written.
+const userConsole = new Console({
+  stdout: streamTo('stdout'),
+  stderr: streamTo('stderr'),
+  colorMode: false,
+});
+
+// Direct writes to process.stdout/stderr become events too, in order with console output.
+// (Raw writes to fd 1/2 and child processes still reach the agent through the pipes.)
+for (const [stream, type] of [[process.stdout, 'stdout'], [process.stderr, 'stderr']]) {
+  stream.write = function write(chunk, encoding, callback) {
+    if (typeof encoding === 'function') {
+      callback = encoding;
+      encoding = undefined;
+    }
+    emit({ type, text: textOf(chunk, encoding) });
+    if (typeof callback === 'function') process.nextTick(callback);
+    return true;
+  };
+}
+
+// ---- the context ------------------------------------------------------------------------
+
+const REPL_FILE = '<repl>';
+
+const sandbox = {
+  console: userConsole,
+  process,
+  Buffer,
+  setTimeout,
+  clearTimeout,
+  setInterval,
+  clearInterval,
+  setImmediate,
+  clearImmediate,
+  queueMicrotask,
+  structuredClone,
+  URL,
+  URLSearchParams,
+  TextEncoder,
+  TextDecoder,
+  AbortController,
+  AbortSignal,
+  Blob,
+  atob,
+  btoa,
+  performance,
+};
+for (const name of ['fetch', 'Headers', 'Request', 'Response', 'FormData', 'WebSocket', 'crypto']) {
+  if (globalThis[name] !== undefined) sandbox[name] = globalThis[name];
+}
+const context = vm.createContext(sandbox, { name: 'sandpit' });
+vm.runInContext('globalThis.global = globalThis;', context);
+
+// `require` (and __dirname/__filename) resolve from the context's working directory.
+function setDirectory(cwd) {
+  const filename = path.join(cwd, REPL_FILE);
+  sandbox.require = createRequire(filename);
+  sandbox.__dirname = cwd;
+  sandbox.__filename = filename;
+  sandbox.module = { exports: {}, filename, id: '.', path: cwd, require: sandbox.require };
+  sandbox.exports = sandbox.module.exports;
+}
+setDirectory(process.cwd());
+
+// ---- results and errors -----------------------------------------------------------------
+
+function isPlainData(value) {
+  if (Array.isArray(value)) return true;
+  const proto = Object.getPrototypeOf(value);
+  // Plain objects of any realm (the context has its own Object.prototype).
+  return proto === null || (Object.getPrototypeOf(proto) === null &&
+    typeof proto.constructor === 'function' && proto.constructor.name === 'Object');
+}
+
+function resultEvent(value) {
+  const data = { 'text/plain': util.inspect(value, { depth: 6, maxArrayLength: 1000, maxStringLength: 1e7 }) };
+  if (value !== null && typeof value === 'object' && isPlainData(value)) {
+    try {
+      const json = JSON.stringify(value);
+      // Values JSON cannot represent (functions only, say) stay text-only.
+      if (json !== undefined) data['application/json'] = JSON.parse(json);
+    } catch {
+      // Cycles and BigInts: text/plain only.
+    }
+  }
+  return { type: 'result', data, metadata: {} };
+}
+
+function isErrorLike(value) {
+  return value !== null && typeof value === 'object' && typeof value.stack === 'string';
+}
+
+// Stack frames of this executor and of Node's internals say nothing about the user's code.
+function userTraceback(stack) {
+  return stack.split('\n').filter((line) => !(
+    /^\s+at /.test(line) && (line.includes(__filename) || /\(node:|at node:/.test(line))
+  ));
+}
+
+function errorEvent(error) {
+  if (isErrorLike(error)) {
+    const name = typeof error.name === 'string' ? error.name : 'Error';
+    const message = typeof error.message === 'string' ? error.message : String(error.message);
+    return { type: 'error', ename: name, evalue: message, traceback: userTraceback(error.stack) };
+  }
+  const text = util.inspect(error);
+  return { type: 'error', ename: 'Error', evalue: `Uncaught ${text}`, traceback: [`Uncaught ${text}`] };
+}
+
+// Errors of callbacks that outlive their run must not kill the context.
+process.on('uncaughtException', (error) => {
+  emit({ type: 'stderr', text: `Uncaught ${isErrorLike(error) ? userTraceback(error.stack).join('\n') : util.inspect(error)}\n` });
+});
+process.on('unhandledRejection', (reason) => {
+  emit({ type: 'stderr', text: `Unhandled rejection: ${isErrorLike(reason) ? userTraceback(reason.stack).join('\n') : util.inspect(reason)}\n` });
+});
+
+// ---- runs -------------------------------------------------------------------------------
+
+let executionCount = 0;
+// Rejects the awaited part of the current run; the synchronous part is stopped by V8
+// (`breakOnSigint`), which also keeps this listener away while it runs.
+let interruptRun = null;
+
+process.on('SIGINT', () => {
+  if (interruptRun) interruptRun();
+});
+
+function interruption() {
+  const error = new Error('Script execution was interrupted by SIGINT');
+  error.code = 'ERR_SCRIPT_EXECUTION_INTERRUPTED';
+  return error;
+}
+
+async function run(request) {
+  executionCount += 1;
+  try {
+    const script = new vm.Script(String(request.code ?? ''), { filename: `<cell-${executionCount}>` });
+    let value = script.runInContext(context, { breakOnSigint: true, displayErrors: false });
+    if (request.async) {
+      value = await new Promise((resolve, reject) => {
+        interruptRun = () => reject(interruption());
+        Promise.resolve(value).then(resolve, reject);
+      });
+    }
+    if (value !== undefined) emit(resultEvent(value));
+  } catch (error) {
+    emit(errorEvent(error));
+  } finally {
+    interruptRun = null;
+  }
+}
+
+function configure(request) {
+  try {
+    if (request.env && typeof request.env === 'object') {
+      for (const [key, value] of Object.entries(request.env)) {
+        if (value === null) delete process.env[key];
+        else process.env[key] = String(value);
+      }
+    }
+    if (typeof request.cwd === 'string' && request.cwd !== '') {
+      process.chdir(request.cwd);
+      setDirectory(process.cwd());
+    }
+  } catch (error) {
+    emit(errorEvent(error));
+  }
+}
+
+async function handle(line) {
+  let request;
+  try {
+    request = JSON.parse(line);
+  } catch (error) {
+    emit({ type: 'error', ename: 'ProtocolError', evalue: `bad request: ${error.message}`, traceback: [] });
+    emit({ type: 'done', execution_count: executionCount });
+    return;
+  }
+  if (request.op === 'run') await run(request);
+  else if (request.op === 'configure') configure(request);
+  else emit({ type: 'error', ename: 'ProtocolError', evalue: `unknown op ${JSON.stringify(request.op)}`, traceback: [] });
+  emit({ type: 'done', execution_count: executionCount });
+}
+
+// ---- requests (fd 3) --------------------------------------------------------------------
+
+// Requests are served one at a time, in order.
+let queue = Promise.resolve();
+let pending = '';
+const requests = fs.createReadStream(null, { fd: REQUESTS_FD, encoding: 'utf8', highWaterMark: 1 << 16 });
+requests.on('data', (chunk) => {
+  pending += chunk;
+  // Several MiB of code arrive in many chunks: only look for the end of line in new text.
+  if (!chunk.includes('\n')) return;
+  let newline;
+  while ((newline = pending.indexOf('\n')) !== -1) {
+    const line = pending.slice(0, newline);
+    pending = pending.slice(newline + 1);
+    if (line.trim() !== '') queue = queue.then(() => handle(line));
+  }
+});
+// The agent closed its end: the context is over.
+requests.on('end', () => queue.then(() => process.exit(0)));
+requests.on('error', () => process.exit(0));
+
+emit({ type: 'ready' });

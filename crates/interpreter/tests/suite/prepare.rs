@@ -1,0 +1,142 @@
+//! Prepared cells (TypeScript and the REPL rewrite) behave as written when run in Node.
+
+use sandpit_interpreter::{PrepareError, prepare_javascript};
+
+use super::harness::{Step, run};
+
+#[test]
+fn typescript_enums_run() {
+    let t = run(vec![Step::ts(
+        "enum Color { Red, Green = 5, Blue }\nenum Dir { Up = 'UP', Down = 'DOWN' }\nconst c: Color = Color.Blue;\n[Color[c], c, Dir.Down, Color.Red]",
+    )]);
+    t.ok(0);
+    assert_eq!(t.text(0), "[ 'Blue', 6, 'DOWN', 0 ]");
+}
+
+#[test]
+fn typescript_interfaces_generics_and_classes_run() {
+    let t = run(vec![
+        Step::ts(
+            "interface Box<T> { value: T; label?: string }\n\
+             type Pair<A, B> = [A, B];\n\
+             function wrap<T>(value: T): Box<T> { return { value }; }\n\
+             class Counter<T extends number> {\n  constructor(private start: T, public readonly step: number = 1) {}\n  next(): number { return this.start + this.step; }\n}\n\
+             const b = wrap<number>(41);\n\
+             const p: Pair<string, number> = ['n', b.value as number];\n\
+             [new Counter(b.value).next(), p, <string>'cast']",
+        ),
+        // Declarations of one TypeScript cell are visible in the next.
+        Step::ts("const again: Box<string> = wrap('x'); again.value + new Counter(1, 2).next()"),
+    ]);
+    t.ok(0).ok(1);
+    assert_eq!(t.text(0), "[ 42, [ 'n', 41 ], 'cast' ]");
+    assert_eq!(t.text(1), "'x3'");
+}
+
+#[test]
+fn typescript_with_top_level_await() {
+    let t = run(vec![Step::ts(
+        "const r: number = await new Promise<number>((resolve) => setTimeout(() => resolve(3), 10));\nr * 2",
+    )]);
+    t.ok(0);
+    assert_eq!(t.text(0), "6");
+}
+
+#[test]
+fn top_level_declarations_persist_and_can_be_redeclared() {
+    let t = run(vec![
+        Step::js(
+            "const x = 1; let y = 'a'; class K { v() { return 'k1' } }; function f() { return 'f1' }\nx",
+        ),
+        Step::js(
+            "const x = 2; let y; class K { v() { return 'k2' } }; function f() { return 'f2' }\n[x, y, new K().v(), f()]",
+        ),
+        Step::js("const { a, b: [c = 3] } = { a: 1, b: [] }; [a, c, x]"),
+    ]);
+    t.ok(0).ok(1).ok(2);
+    assert_eq!(t.text(0), "1");
+    assert_eq!(t.text(1), "[ 2, undefined, 'k2', 'f2' ]");
+    assert_eq!(t.text(2), "[ 1, 3, 2 ]");
+}
+
+#[test]
+fn top_level_await_returns_the_last_expression_and_keeps_state() {
+    let t = run(vec![
+        Step::js(
+            "const v = await Promise.resolve(20);\nfunction g() { return v * 2 }\nfor (var i = 0; i < 3; i++) {}\nv + 1",
+        ),
+        Step::js("[v, g(), i]"),
+        Step::js("await null; const w = 5"),
+    ]);
+    t.ok(0).ok(1).ok(2);
+    assert_eq!(t.text(0), "21");
+    assert_eq!(t.text(1), "[ 20, 40, 3 ]");
+    // A cell that ends with a declaration has no result.
+    assert!(t.of_type(2, "result").is_empty(), "{:?}", t.steps[2]);
+}
+
+#[test]
+fn cell_ending_in_a_statement_has_no_result_even_after_an_expression() {
+    let t = run(vec![
+        Step::js("1 + 1; const z = 3"),
+        Step::js("if (true) { 5 }"),
+    ]);
+    t.ok(0).ok(1);
+    assert!(t.of_type(0, "result").is_empty(), "{:?}", t.steps[0]);
+    assert!(t.of_type(1, "result").is_empty(), "{:?}", t.steps[1]);
+}
+
+#[test]
+fn imports_become_requires() {
+    let t = run(vec![Step::js(
+        "import path from 'node:path';\nimport { basename as base } from 'node:path';\nimport * as os from 'node:os';\n[path.extname('a.txt'), base('/x/y.js'), typeof os.hostname]",
+    )]);
+    t.ok(0);
+    assert_eq!(t.text(0), "[ '.txt', 'y.js', 'function' ]");
+}
+
+#[test]
+fn runtime_errors_point_at_the_users_line() {
+    let t = run(vec![
+        Step::js("let a = 1;\n\nnull.boom"),
+        Step::js("await 0;\nconst q = 1;\nundefinedThing()"),
+    ]);
+    for (i, line) in [(0, ":3:"), (1, ":3:")] {
+        let errors = t.of_type(i, "error");
+        assert_eq!(errors.len(), 1, "{:?}", t.steps[i]);
+        let traceback = errors[0]["traceback"].to_string();
+        assert!(
+            traceback.contains(&format!("<cell-{}>{line}", i + 1)),
+            "step {i}: {traceback}"
+        );
+    }
+}
+
+fn syntax_error(source: &str, typescript: bool) -> (String, Option<u32>, Option<u32>) {
+    match prepare_javascript(source, typescript) {
+        Err(PrepareError::Syntax {
+            message,
+            line,
+            column,
+        }) => (message, line, column),
+        Ok(prepared) => panic!("{source:?} prepared: {}", prepared.code),
+    }
+}
+
+#[test]
+fn syntax_errors_carry_line_and_column() {
+    let (message, line, column) = syntax_error("const a = 1;\nconst b = (2;\n", false);
+    assert!(!message.is_empty());
+    assert_eq!(line, Some(2));
+    assert!(column.is_some_and(|c| c > 1), "{column:?}");
+
+    // TypeScript: positions are those of the TypeScript source.
+    let (_, line, _) = syntax_error(
+        "interface A { x: number }\nlet v: A = { x: 1 };\nlet w: = 3;",
+        true,
+    );
+    assert_eq!(line, Some(3));
+
+    let error = prepare_javascript("let = ;", false).expect_err("syntax error");
+    assert!(error.to_string().starts_with("SyntaxError: "), "{error}");
+}
