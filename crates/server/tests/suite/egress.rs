@@ -1,0 +1,581 @@
+//! The egress proxy from the host side: requests sent straight to a sandbox's `egress.sock`,
+//! "outside" servers on loopback known by names the proxy is told to resolve.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
+use sandpit_protocol::control::{NetworkMode, NetworkPolicy, SecretSpec};
+use sandpit_server::egress::{self, Egress, EgressConfig};
+use sandpit_store::SandboxNetwork;
+use tokio::net::{TcpListener, UnixStream};
+
+/// An "outside" test server on a loopback address: counts TCP connections and keeps the
+/// headers of every request; answers `hello from <name>`. With `tls`, it speaks HTTPS with a
+/// certificate for `tls` signed by its own CA.
+pub struct Upstream {
+    pub addr: SocketAddr,
+    pub connections: Arc<AtomicUsize>,
+    pub requests: Arc<Mutex<Vec<(String, http::HeaderMap)>>>,
+    /// PEM of the CA that signed the server's certificate (TLS servers).
+    pub ca_pem: Option<String>,
+}
+
+impl Upstream {
+    pub async fn start(ip: &str, name: &str, tls: Option<&str>) -> Upstream {
+        let listener = TcpListener::bind((ip.parse::<IpAddr>().unwrap(), 0))
+            .await
+            .unwrap();
+        let addr = listener.local_addr().unwrap();
+        let connections = Arc::new(AtomicUsize::new(0));
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let (acceptor, ca_pem) = match tls {
+            Some(host) => {
+                let (acceptor, ca) = tls_acceptor(host);
+                (Some(acceptor), Some(ca))
+            }
+            None => (None, None),
+        };
+        let (conns, reqs, name) = (connections.clone(), requests.clone(), name.to_owned());
+        tokio::spawn(async move {
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else {
+                    return;
+                };
+                conns.fetch_add(1, Ordering::SeqCst);
+                let (reqs, name, acceptor) = (reqs.clone(), name.clone(), acceptor.clone());
+                tokio::spawn(async move {
+                    let service = service_fn(move |req: Request<Incoming>| {
+                        let (reqs, name) = (reqs.clone(), name.clone());
+                        async move {
+                            let target = req.uri().to_string();
+                            reqs.lock().unwrap().push((target, req.headers().clone()));
+                            let body = format!("hello from {name}\n");
+                            Ok::<_, std::convert::Infallible>(Response::new(Full::new(
+                                Bytes::from(body),
+                            )))
+                        }
+                    });
+                    let http = hyper::server::conn::http1::Builder::new();
+                    match acceptor {
+                        Some(acceptor) => {
+                            if let Ok(tls) = acceptor.accept(tcp).await {
+                                let _ = http.serve_connection(TokioIo::new(tls), service).await;
+                            }
+                        }
+                        None => {
+                            let _ = http.serve_connection(TokioIo::new(tcp), service).await;
+                        }
+                    }
+                });
+            }
+        });
+        Upstream {
+            addr,
+            connections,
+            requests,
+            ca_pem,
+        }
+    }
+
+    pub fn connection_count(&self) -> usize {
+        self.connections.load(Ordering::SeqCst)
+    }
+
+    pub fn last_header(&self, name: &str) -> Option<String> {
+        let requests = self.requests.lock().unwrap();
+        let (_, headers) = requests.last()?;
+        headers
+            .get(name)
+            .map(|v| v.to_str().unwrap_or_default().to_owned())
+    }
+
+    pub fn request_count(&self) -> usize {
+        self.requests.lock().unwrap().len()
+    }
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// A CA and a server certificate for `host` signed by it.
+fn tls_acceptor(host: &str) -> (tokio_rustls::TlsAcceptor, String) {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::default();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "egress test upstream CA");
+    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = rcgen::Issuer::new(ca_params, ca_key);
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec![host.to_owned()])
+        .unwrap()
+        .signed_by(&key, &issuer)
+        .unwrap();
+    let mut config = rustls::ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![cert.der().clone()],
+            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
+        )
+        .unwrap();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    (
+        tokio_rustls::TlsAcceptor::from(Arc::new(config)),
+        ca_cert.pem(),
+    )
+}
+
+/// A TLS client trusting only `ca_pem`.
+pub fn tls_connector(ca_pem: &str) -> tokio_rustls::TlsConnector {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let config = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    tokio_rustls::TlsConnector::from(Arc::new(config))
+}
+
+/// An attached sandbox proxy in a temp run dir.
+struct Proxy {
+    egress: Egress,
+    run_dir: std::path::PathBuf,
+    _tmp: tempfile::TempDir,
+}
+
+const SANDBOX: &str = "egress-test-0123456789ab";
+
+fn policy(mode: NetworkMode, allow: &[&str]) -> NetworkPolicy {
+    NetworkPolicy {
+        mode,
+        allow: allow.iter().map(|s| s.to_string()).collect(),
+    }
+}
+
+fn network(
+    policy: NetworkPolicy,
+    secrets: &[(&str, &str, &[&str], Option<&str>)],
+) -> SandboxNetwork {
+    let specs: BTreeMap<String, SecretSpec> = secrets
+        .iter()
+        .map(|(name, value, hosts, header)| {
+            (
+                name.to_string(),
+                SecretSpec {
+                    value: value.to_string(),
+                    hosts: hosts.iter().map(|h| h.to_string()).collect(),
+                    header: header.map(str::to_owned),
+                },
+            )
+        })
+        .collect();
+    SandboxNetwork {
+        policy,
+        secrets: egress::merge_secrets(&[], &specs).unwrap(),
+        ca: Some(egress::generate_ca(SANDBOX).unwrap()),
+    }
+}
+
+impl Proxy {
+    async fn start(config: EgressConfig, net: &SandboxNetwork) -> Proxy {
+        let tmp = tempfile::tempdir().unwrap();
+        let run_dir = tmp.path().join("run");
+        let rootfs = tmp.path().join("rootfs");
+        std::fs::create_dir_all(rootfs.join("etc/ssl/certs")).unwrap();
+        std::fs::write(
+            rootfs.join("etc/ssl/certs/ca-certificates.crt"),
+            "# image bundle\n",
+        )
+        .unwrap();
+        let egress = Egress::new(&config).unwrap();
+        egress.attach(SANDBOX, &run_dir, &rootfs, net).unwrap();
+        Proxy {
+            egress,
+            run_dir,
+            _tmp: tmp,
+        }
+    }
+
+    async fn sender(&self) -> hyper::client::conn::http1::SendRequest<Full<Bytes>> {
+        let unix = UnixStream::connect(self.run_dir.join("egress.sock"))
+            .await
+            .unwrap();
+        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(unix))
+            .await
+            .unwrap();
+        tokio::spawn(conn.with_upgrades());
+        sender
+    }
+
+    /// `GET <url>` through the proxy (absolute form) with extra headers: status and body.
+    async fn get(&self, url: &str, headers: &[(&str, &str)]) -> (u16, String) {
+        let mut sender = self.sender().await;
+        let mut req = Request::get(url);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let resp = sender
+            .send_request(req.body(Full::new(Bytes::new())).unwrap())
+            .await
+            .unwrap();
+        let status = resp.status().as_u16();
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        (status, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    /// `CONNECT target`: the status, the body of a refusal, and the tunnel when accepted.
+    async fn connect(
+        &self,
+        target: &str,
+    ) -> (u16, String, Option<TokioIo<hyper::upgrade::Upgraded>>) {
+        let mut sender = self.sender().await;
+        let req = Request::connect(target)
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let resp = sender.send_request(req).await.unwrap();
+        let status = resp.status().as_u16();
+        if status != 200 {
+            let body = resp.into_body().collect().await.unwrap().to_bytes();
+            return (status, String::from_utf8_lossy(&body).into_owned(), None);
+        }
+        let upgraded = hyper::upgrade::on(resp).await.unwrap();
+        (status, String::new(), Some(TokioIo::new(upgraded)))
+    }
+
+    /// HTTPS `GET https://<host>:<port>/` through CONNECT, trusting `ca_pem` only.
+    async fn https_get(
+        &self,
+        host: &str,
+        port: u16,
+        sni: &str,
+        ca_pem: &str,
+        headers: &[(&str, &str)],
+    ) -> Result<(u16, String), String> {
+        let (status, body, tunnel) = self.connect(&format!("{host}:{port}")).await;
+        let Some(tunnel) = tunnel else {
+            return Err(format!("CONNECT {status}: {body}"));
+        };
+        let name = ServerName::try_from(sni.to_owned()).unwrap();
+        let tls = tls_connector(ca_pem)
+            .connect(name, tunnel)
+            .await
+            .map_err(|e| format!("TLS: {e}"))?;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+            .await
+            .map_err(|e| format!("handshake: {e}"))?;
+        tokio::spawn(conn);
+        let mut req = Request::get("/secure").header("host", format!("{host}:{port}"));
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let resp = sender
+            .send_request(req.body(Full::new(Bytes::new())).unwrap())
+            .await
+            .map_err(|e| format!("request: {e}"))?;
+        let status = resp.status().as_u16();
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        Ok((status, String::from_utf8_lossy(&body).into_owned()))
+    }
+
+    fn ca_pem(&self) -> String {
+        std::fs::read_to_string(self.run_dir.join("ca.crt")).unwrap()
+    }
+}
+
+fn resolving(names: &[(&str, &str)]) -> EgressConfig {
+    EgressConfig {
+        resolve: names
+            .iter()
+            .map(|(n, ip)| (n.to_string(), ip.parse().unwrap()))
+            .collect(),
+        // Loopback stays reachable except the "forbidden" 127.0.0.2.
+        blocked: vec!["127.0.0.2/32".parse().unwrap()],
+        extra_roots: Vec::new(),
+    }
+}
+
+#[tokio::test]
+async fn allowlisted_hosts_are_reached_and_others_refused_clearly() {
+    let up = Upstream::start("127.0.0.1", "api", None).await;
+    let port = up.addr.port();
+    let config = resolving(&[
+        ("api.example.test", "127.0.0.1"),
+        ("other.example.test", "127.0.0.1"),
+    ]);
+    let net = network(policy(NetworkMode::Allowlist, &["api.example.test"]), &[]);
+    let proxy = Proxy::start(config, &net).await;
+    // The socket and the CA files are in the run dir; the bundle is the image's plus the CA.
+    let mode = std::fs::metadata(proxy.run_dir.join("egress.sock")).unwrap();
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&mode.permissions()) & 0o777,
+        0o666
+    );
+    let bundle = std::fs::read_to_string(proxy.run_dir.join("ca-bundle.crt")).unwrap();
+    assert!(bundle.starts_with("# image bundle\n") && bundle.ends_with(&proxy.ca_pem()));
+
+    let (status, body) = proxy
+        .get(&format!("http://api.example.test:{port}/x?y=1"), &[])
+        .await;
+    assert_eq!((status, body.as_str()), (200, "hello from api\n"));
+    assert_eq!(up.requests.lock().unwrap()[0].0, "/x?y=1");
+    assert_eq!(
+        up.last_header("host").as_deref(),
+        Some(&*format!("api.example.test:{port}"))
+    );
+
+    let (status, body) = proxy
+        .get(&format!("http://other.example.test:{port}/"), &[])
+        .await;
+    assert_eq!(status, 403, "{body}");
+    assert!(
+        body.contains("other.example.test") && body.contains("not in the allowlist"),
+        "{body}"
+    );
+    let (status, body) = proxy.get(&format!("http://127.0.0.1:{port}/"), &[]).await;
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("IP addresses are refused"), "{body}");
+    let (status, body, _) = proxy.connect(&format!("other.example.test:{port}")).await;
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("not in the allowlist"), "{body}");
+    // Not a proxy request at all.
+    let (status, body) = proxy.get("/just-a-path", &[]).await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(up.request_count(), 1);
+}
+
+#[tokio::test]
+async fn blocked_addresses_are_never_reached_by_name_or_address() {
+    let forbidden = Upstream::start("127.0.0.2", "forbidden", None).await;
+    let port = forbidden.addr.port();
+    let config = resolving(&[("rebind.example.test", "127.0.0.2")]);
+    let net = network(policy(NetworkMode::Allowlist, &["*.example.test"]), &[]);
+    let proxy = Proxy::start(config.clone(), &net).await;
+    let (status, body) = proxy
+        .get(&format!("http://rebind.example.test:{port}/"), &[])
+        .await;
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("blocked address 127.0.0.2"), "{body}");
+    let (status, body, _) = proxy.connect(&format!("rebind.example.test:{port}")).await;
+    assert_eq!(status, 403, "{body}");
+    // Full mode lets any name through, never to a blocked address.
+    proxy
+        .egress
+        .update(SANDBOX, &network(policy(NetworkMode::Full, &[]), &[]))
+        .unwrap();
+    let (status, body) = proxy.get(&format!("http://127.0.0.2:{port}/"), &[]).await;
+    assert_eq!(status, 403, "{body}");
+    let (status, _, _) = proxy.connect(&format!("[::ffff:127.0.0.2]:{port}")).await;
+    assert_eq!(status, 403);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(forbidden.connection_count(), 0);
+
+    // A CIDR the policy names explicitly overrides the block list.
+    proxy
+        .egress
+        .update(
+            SANDBOX,
+            &network(policy(NetworkMode::Allowlist, &["127.0.0.2/32"]), &[]),
+        )
+        .unwrap();
+    let (status, body) = proxy.get(&format!("http://127.0.0.2:{port}/"), &[]).await;
+    assert_eq!((status, body.as_str()), (200, "hello from forbidden\n"));
+}
+
+#[tokio::test]
+async fn policy_changes_apply_at_once_and_detach_closes_the_socket() {
+    let up = Upstream::start("127.0.0.1", "api", None).await;
+    let url = format!("http://api.example.test:{}/", up.addr.port());
+    let config = resolving(&[("api.example.test", "127.0.0.1")]);
+    let proxy = Proxy::start(config, &network(NetworkPolicy::default(), &[])).await;
+    let (status, body) = proxy.get(&url, &[]).await;
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("network policy is none"), "{body}");
+    proxy
+        .egress
+        .update(
+            SANDBOX,
+            &network(policy(NetworkMode::Allowlist, &["api.example.test"]), &[]),
+        )
+        .unwrap();
+    assert_eq!(proxy.get(&url, &[]).await.0, 200);
+    proxy
+        .egress
+        .update(
+            SANDBOX,
+            &network(policy(NetworkMode::Allowlist, &["x.example.test"]), &[]),
+        )
+        .unwrap();
+    assert_eq!(proxy.get(&url, &[]).await.0, 403);
+    proxy.egress.detach(SANDBOX);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let unix = UnixStream::connect(proxy.run_dir.join("egress.sock")).await;
+    assert!(unix.is_err(), "the socket still accepts after detach");
+}
+
+#[tokio::test]
+async fn secrets_replace_placeholders_only_for_their_hosts() {
+    let api = Upstream::start("127.0.0.1", "api", None).await;
+    let other = Upstream::start("127.0.0.1", "other", None).await;
+    let config = resolving(&[
+        ("api.example.test", "127.0.0.1"),
+        ("other.example.test", "127.0.0.1"),
+    ]);
+    let net = network(
+        policy(NetworkMode::Allowlist, &["*.example.test"]),
+        &[
+            ("API_TOKEN", "s3cret-value", &["api.example.test"], None),
+            ("API_KEY", "k3y", &["api.example.test"], Some("x-api-key")),
+        ],
+    );
+    let placeholder = net
+        .secrets
+        .iter()
+        .find(|s| s.name == "API_TOKEN")
+        .unwrap()
+        .placeholder
+        .clone();
+    assert!(
+        placeholder.starts_with("sandpit-secret-API_TOKEN-"),
+        "{placeholder}"
+    );
+    let proxy = Proxy::start(config, &net).await;
+    let auth = format!("Bearer {placeholder}");
+    let (status, _) = proxy
+        .get(
+            &format!("http://api.example.test:{}/", api.addr.port()),
+            &[("authorization", &auth)],
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        api.last_header("authorization").as_deref(),
+        Some("Bearer s3cret-value")
+    );
+    assert_eq!(api.last_header("x-api-key").as_deref(), Some("k3y"));
+    let (status, _) = proxy
+        .get(
+            &format!("http://other.example.test:{}/", other.addr.port()),
+            &[("authorization", &auth)],
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(other.last_header("authorization"), Some(auth));
+    assert_eq!(other.last_header("x-api-key"), None);
+}
+
+#[tokio::test]
+async fn https_to_a_secret_host_is_intercepted_and_other_https_tunnelled_untouched() {
+    let secure = Upstream::start("127.0.0.1", "secure", Some("secure.example.test")).await;
+    let plain = Upstream::start("127.0.0.1", "plain", Some("plain.example.test")).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let roots = tmp.path().join("upstream-ca.pem");
+    std::fs::write(&roots, secure.ca_pem.as_ref().unwrap()).unwrap();
+    let mut config = resolving(&[
+        ("secure.example.test", "127.0.0.1"),
+        ("plain.example.test", "127.0.0.1"),
+    ]);
+    config.extra_roots = vec![roots];
+    let net = network(
+        policy(NetworkMode::Allowlist, &["*.example.test"]),
+        &[(
+            "TOKEN",
+            "tls-s3cret",
+            &["secure.example.test"],
+            Some("authorization"),
+        )],
+    );
+    let proxy = Proxy::start(config, &net).await;
+    let sandbox_ca = proxy.ca_pem();
+    let port = secure.addr.port();
+
+    // Intercepted: the sandbox sees a certificate of its own CA, the server gets the secret.
+    let (status, body) = proxy
+        .https_get(
+            "secure.example.test",
+            port,
+            "secure.example.test",
+            &sandbox_ca,
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!((status, body.as_str()), (200, "hello from secure\n"));
+    assert_eq!(
+        secure.last_header("authorization").as_deref(),
+        Some("tls-s3cret")
+    );
+    // The real server's certificate does not verify against the sandbox's view.
+    let err = proxy
+        .https_get(
+            "secure.example.test",
+            port,
+            "secure.example.test",
+            secure.ca_pem.as_ref().unwrap(),
+            &[],
+        )
+        .await
+        .unwrap_err();
+    assert!(err.contains("TLS"), "{err}");
+
+    // No secret bound: an end-to-end tunnel, the client verifies the real server.
+    let pport = plain.addr.port();
+    let (status, body) = proxy
+        .https_get(
+            "plain.example.test",
+            pport,
+            "plain.example.test",
+            plain.ca_pem.as_ref().unwrap(),
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!((status, body.as_str()), (200, "hello from plain\n"));
+    assert_eq!(plain.last_header("authorization"), None);
+
+    // A ClientHello naming another host than the CONNECT target never reaches a server.
+    let before = plain.request_count();
+    let err = proxy
+        .https_get(
+            "plain.example.test",
+            pport,
+            "evil.example.test",
+            plain.ca_pem.as_ref().unwrap(),
+            &[],
+        )
+        .await
+        .unwrap_err();
+    assert!(err.contains("TLS"), "{err}");
+    assert_eq!(plain.request_count(), before);
+}
+
+/// Upstream roots that are not PEM certificates are a clear start-up error.
+#[test]
+fn bad_extra_roots_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("junk.pem");
+    std::fs::write(&path, "not a certificate").unwrap();
+    let config = EgressConfig {
+        extra_roots: vec![path],
+        ..EgressConfig::default()
+    };
+    let err = Egress::new(&config).err().unwrap().to_string();
+    assert!(err.contains("junk.pem"), "{err}");
+}
