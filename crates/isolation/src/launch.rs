@@ -28,6 +28,8 @@ pub const LISTEN_FD: RawFd = 3;
 pub const WORKSPACE: &str = "/workspace";
 /// Default RLIMIT_NOFILE inside the sandbox (capped at the host's hard limit).
 pub const DEFAULT_NOFILE: u64 = 65536;
+/// Where [`LaunchConfig::run_dir`] appears inside the sandbox.
+pub const RUN_DIR: &str = "/run/sandpit";
 
 fn default_listen_fd() -> RawFd {
     LISTEN_FD
@@ -69,6 +71,14 @@ pub struct LaunchConfig {
     /// `None` sends them to /dev/null.
     #[serde(default)]
     pub log_file: Option<PathBuf>,
+    /// Host directory bind-mounted read-only at [`RUN_DIR`] inside the sandbox (the egress
+    /// socket and CA files); `None` mounts nothing there.
+    #[serde(default)]
+    pub run_dir: Option<PathBuf>,
+    /// Written to the sandbox's `/etc/resolv.conf` at every start (left alone if that is a
+    /// symlink): the only DNS server a sandbox can reach is its network driver's.
+    #[serde(default)]
+    pub resolv_conf: Option<String>,
 }
 
 impl LaunchConfig {
@@ -110,6 +120,11 @@ impl LaunchConfig {
                     "{what} {s:?} must be absolute and free of ',', ':', '\\' and whitespace (overlay options)"
                 ));
             }
+        }
+        if let Some(run_dir) = &self.run_dir
+            && !run_dir.is_absolute()
+        {
+            return bad(format!("run_dir {} must be absolute", run_dir.display()));
         }
         if !self.image_rootfs.is_dir() {
             return bad(format!(
@@ -263,6 +278,10 @@ pub fn enter_sandbox(cfg: &LaunchConfig) -> Result<Entered, LaunchError> {
     }
     mounts::idmapped_bind(&cfg.image_rootfs, &lower, &userns)?;
     mounts::overlay(&lower, &cfg.upper_dir(), &cfg.work_dir(), &root)?;
+    // Mounted here, by host root, so the sandbox's own mount namespace gets it locked.
+    if let Some(run_dir) = &cfg.run_dir {
+        mounts::bind_run_dir(run_dir, &root, &log)?;
+    }
 
     // e. /dev.
     mounts::prepare_dev(&root, cfg.uid_base)?;
@@ -349,6 +368,17 @@ fn init(cfg: &LaunchConfig, log: fs::File) -> Result<(), LaunchError> {
     sys::set_link_up("lo").map_err(LaunchError::sys("bring lo up"))?;
     mounts::pivot_into(&root)?;
     mounts::mask_paths()?;
+    if let Some(text) = &cfg.resolv_conf {
+        // Best effort: the file belongs to the sandbox; a broken one only breaks its DNS.
+        let _ = fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o644)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open("/etc/resolv.conf")
+            .and_then(|mut f| f.write_all(text.as_bytes()));
+    }
     // A workspace the sandbox broke (e.g. replaced by a dangling link) must not brick it.
     let _ = mounts::ensure_dir(Path::new(WORKSPACE));
     if nix::unistd::chdir(WORKSPACE).is_err() {
@@ -410,6 +440,8 @@ mod tests {
             nofile: 1024,
             env: vec![("A".into(), "b".into())],
             log_file: None,
+            run_dir: None,
+            resolv_conf: None,
         }
     }
 

@@ -3,7 +3,7 @@
 //! root); the rest runs in the sandbox init, inside the user namespace.
 
 use std::fs;
-use std::io;
+use std::io::{self, Write};
 use std::os::fd::AsFd;
 use std::os::unix::fs::{DirBuilderExt, symlink};
 use std::path::Path;
@@ -104,6 +104,39 @@ const DEV_LINKS: &[(&str, &str)] = &[
     ("stderr", "/proc/self/fd/2"),
     ("ptmx", "pts/ptmx"),
 ];
+
+/// Binds the host's `run_dir` read-only (and nosuid, nodev, noexec) at `<root>/run/sandpit`.
+/// Runs in the launcher as host root, so the sandbox's mount namespace gets the mount locked:
+/// it can neither unmount it nor make it writable, and the host dir (root-owned) stays out of
+/// its reach. If the sandbox replaced `/run` or `/run/sandpit` in its writable layer by something
+/// other than a directory, nothing is mounted (the sandbox only loses egress) and the log says so.
+pub(crate) fn bind_run_dir(run_dir: &Path, root: &Path, log: &fs::File) -> Result<(), LaunchError> {
+    let target = root.join("run/sandpit");
+    for (dir, stage) in [
+        (root.join("run"), "mkdir /run"),
+        (target.clone(), "mkdir /run/sandpit"),
+    ] {
+        if let Err(e) = mount_point(&dir, stage) {
+            let mut out = log;
+            let _ = writeln!(
+                out,
+                "sandpit launch: /run/sandpit not mounted: {}",
+                e.full_message()
+            );
+            return Ok(());
+        }
+    }
+    mount(Some(run_dir), &target, NONE, MsFlags::MS_BIND, NONE)
+        .map_err(LaunchError::sys("bind the run dir"))?;
+    let flags = MsFlags::MS_BIND
+        | MsFlags::MS_REMOUNT
+        | MsFlags::MS_RDONLY
+        | MsFlags::MS_NOSUID
+        | MsFlags::MS_NODEV
+        | MsFlags::MS_NOEXEC;
+    mount(NONE, &target, NONE, flags, NONE)
+        .map_err(LaunchError::sys("remount the run dir read-only"))
+}
 
 /// A small tmpfs /dev with the usual nodes (bound from the host), links and /dev/shm.
 pub(crate) fn prepare_dev(root: &Path, owner: u32) -> Result<(), LaunchError> {

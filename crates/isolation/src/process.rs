@@ -29,6 +29,49 @@ pub fn pass_fd(cmd: &mut std::process::Command, fd: OwnedFd, target: RawFd) {
     }
 }
 
+/// Like [`pass_fd`] for several descriptors at once (targets below 256): each is first
+/// duplicated above 256 (close-on-exec), so a target number that happens to hold another source is not
+/// clobbered before that source is moved.
+pub fn pass_fds(cmd: &mut std::process::Command, fds: Vec<(OwnedFd, RawFd)>) {
+    let mut moved: Vec<RawFd> = vec![-1; fds.len()];
+    let hook = move || {
+        for ((fd, _), slot) in fds.iter().zip(moved.iter_mut()) {
+            // SAFETY: fcntl(F_DUPFD) on an open integer fd has no memory-safety requirements
+            // and is async-signal-safe.
+            let new = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 256) };
+            if new < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            *slot = new;
+        }
+        for ((_, target), raw) in fds.iter().zip(moved.iter()) {
+            crate::sys::dup2_raw(*raw, *target)?;
+        }
+        Ok(())
+    };
+    // SAFETY: the hook runs between fork and exec and only calls fcntl/dup2, which are
+    // async-signal-safe; it writes into a vector allocated before the fork and never allocates.
+    unsafe {
+        cmd.pre_exec(hook);
+    }
+}
+
+/// Makes the process that `cmd` spawns join the network namespace `netns` (an open
+/// `/proc/<pid>/ns/net`) before it execs: how the host runs `nft` inside a sandbox's netns.
+pub fn enter_netns(cmd: &mut std::process::Command, netns: OwnedFd) {
+    let hook = move || {
+        // SAFETY: setns on an open integer fd takes no pointer and is async-signal-safe.
+        if unsafe { libc::setns(netns.as_raw_fd(), libc::CLONE_NEWNET) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    };
+    // SAFETY: the hook only makes the async-signal-safe call above and does not allocate.
+    unsafe {
+        cmd.pre_exec(hook);
+    }
+}
+
 /// Makes the process that `cmd` spawns a session leader whose controlling terminal is its
 /// stdin (`setsid` + `TIOCSCTTY` on fd 0): what a terminal's shell needs for job control and
 /// for `SIGWINCH`/`SIGHUP` delivery. Set stdin to the PTY's slave end.

@@ -6,10 +6,12 @@
 //! Linux namespaces on this host; a Kubernetes driver can come later.
 
 pub mod local;
+pub mod network;
+mod slirp;
 
 use std::path::PathBuf;
 
-use sandpit_protocol::control::Limits;
+use sandpit_protocol::control::{Limits, NetworkPolicy};
 
 /// Everything a driver needs to start one sandbox.
 #[derive(Debug, Clone)]
@@ -26,6 +28,8 @@ pub struct SandboxSpec {
     pub uid_base: u32,
     /// Drop the writable layer when the sandbox stops.
     pub ephemeral: bool,
+    /// Network policy at start (`full` gets user-mode networking before `start` returns).
+    pub network: NetworkPolicy,
 }
 
 /// A started sandbox.
@@ -74,4 +78,18 @@ pub trait Driver: Send + Sync + 'static {
     /// Called once at server start: stops everything a previous server left running (processes,
     /// cgroups, sockets) and returns the ids it found, so the control plane can mark them asleep.
     async fn reconcile(&self) -> Result<Vec<String>, DriverError>;
+
+    /// Host directory shown read-only at `/run/sandpit` inside the sandbox; files put there
+    /// before `start` (the egress socket, CA bundles) are visible to it. `None`: the driver
+    /// has none.
+    fn run_dir(&self, _id: &str) -> Option<PathBuf> {
+        None
+    }
+
+    /// Applies a network policy to a running sandbox (`full` starts user-mode networking,
+    /// `none`/`allowlist` stop it; the allowlist itself is the egress proxy's job). Drivers
+    /// without direct networking ignore it.
+    async fn set_network(&self, _id: &str, _policy: &NetworkPolicy) -> Result<(), DriverError> {
+        Ok(())
+    }
 }

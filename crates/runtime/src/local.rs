@@ -24,7 +24,9 @@ use sandpit_isolation::launch::{LISTEN_FD, LaunchConfig};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::watch;
 
-use crate::{Driver, DriverError, SandboxSpec, Started};
+use crate::slirp::Slirp;
+use crate::{Driver, DriverError, SandboxSpec, Started, network};
+use sandpit_protocol::control::{NetworkMode, NetworkPolicy};
 
 /// Longest usable `sun_path` (108 bytes including the terminating NUL).
 const MAX_SOCKET_PATH: usize = 107;
@@ -50,6 +52,10 @@ pub struct LocalDriverConfig {
     pub stop_timeout: Duration,
     /// RLIMIT_NOFILE inside sandboxes (capped at the host's hard limit).
     pub nofile: u64,
+    /// User-mode networking for the `full` network mode.
+    pub slirp4netns: PathBuf,
+    /// `nft`, run inside a sandbox's network namespace to load its firewall.
+    pub nft: PathBuf,
 }
 
 impl LocalDriverConfig {
@@ -61,6 +67,8 @@ impl LocalDriverConfig {
             start_timeout: Duration::from_secs(10),
             stop_timeout: Duration::from_secs(10),
             nofile: sandpit_isolation::launch::DEFAULT_NOFILE,
+            slirp4netns: PathBuf::from("/usr/bin/slirp4netns"),
+            nft: PathBuf::from("/usr/sbin/nft"),
         }
     }
 }
@@ -77,6 +85,8 @@ pub struct LocalDriver {
     config: LocalDriverConfig,
     cgroups: Box<dyn CgroupManager>,
     running: Mutex<HashMap<String, Running>>,
+    /// slirp4netns of the sandboxes in `full` network mode.
+    slirps: Mutex<HashMap<String, Slirp>>,
 }
 
 impl std::fmt::Debug for LocalDriver {
@@ -171,6 +181,44 @@ fn mkdir_mode(dir: &Path, mode: u32) -> std::io::Result<()> {
         Err(e) => return Err(e),
     }
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode))
+}
+
+/// The sandbox's environment: the spec's, plus (unless the spec sets them) the egress proxy
+/// variables, and the CA variables when the run dir has a CA bundle.
+fn sandbox_env(env: &[(String, String)], run_dir: &Path) -> Vec<(String, String)> {
+    const PROXY: &str = "http://127.0.0.1:3128";
+    const NO_PROXY: &str = "localhost,127.0.0.1,::1";
+    let mut extra: Vec<(&str, String)> = vec![
+        ("HTTP_PROXY", PROXY.into()),
+        ("HTTPS_PROXY", PROXY.into()),
+        ("http_proxy", PROXY.into()),
+        ("https_proxy", PROXY.into()),
+        ("NO_PROXY", NO_PROXY.into()),
+        ("no_proxy", NO_PROXY.into()),
+    ];
+    if run_dir.join("ca-bundle.crt").is_file() {
+        let bundle = format!("{}/ca-bundle.crt", sandpit_isolation::launch::RUN_DIR);
+        for name in [
+            "SSL_CERT_FILE",
+            "REQUESTS_CA_BUNDLE",
+            "CURL_CA_BUNDLE",
+            "GIT_SSL_CAINFO",
+            "PIP_CERT",
+        ] {
+            extra.push((name, bundle.clone()));
+        }
+        extra.push((
+            "NODE_EXTRA_CA_CERTS",
+            format!("{}/ca.crt", sandpit_isolation::launch::RUN_DIR),
+        ));
+    }
+    let mut out = env.to_vec();
+    for (name, value) in extra {
+        if !env.iter().any(|(k, _)| k == name) {
+            out.push((name.to_string(), value));
+        }
+    }
+    out
 }
 
 fn remove_dir_all_if_exists(dir: &Path) -> std::io::Result<()> {
@@ -296,6 +344,7 @@ impl LocalDriver {
             config,
             cgroups,
             running: Mutex::new(HashMap::new()),
+            slirps: Mutex::new(HashMap::new()),
         })
     }
 
@@ -316,6 +365,12 @@ impl LocalDriver {
     /// `<data_dir>/run/<id>.sock`.
     pub fn socket_path(&self, id: &str) -> PathBuf {
         self.config.data_dir.join("run").join(format!("{id}.sock"))
+    }
+
+    /// `<data_dir>/sandboxes/<id>/run`: root-owned, 0755, created before every start and shown
+    /// read-only at `/run/sandpit` inside the sandbox (which can read it but never change it).
+    pub fn run_dir(&self, id: &str) -> PathBuf {
+        self.sandbox_dir(id).join("run")
     }
 
     /// `<data_dir>/sandboxes/<id>/agent.log`: the sandbox init's stdout and stderr (truncated
@@ -373,6 +428,9 @@ impl LocalDriver {
         for name in ["lower", "rootfs"] {
             mkdir_mode(&dir.join(name), 0o755).map_err(io_err(id, "create the mount points"))?;
         }
+        let run = self.run_dir(id);
+        mkdir_mode(&run, 0o755).map_err(io_err(id, "create the run dir"))?;
+        chown(&run, Some(0), Some(0)).map_err(io_err(id, "chown the run dir"))?;
         let marker = self.ephemeral_marker(id);
         if spec.ephemeral {
             std::fs::write(&marker, b"").map_err(io_err(id, "write the ephemeral marker"))?;
@@ -434,8 +492,10 @@ impl LocalDriver {
             cgroup_procs: self.cgroups.procs_files(id),
             listen_fd: LISTEN_FD,
             nofile: self.config.nofile,
-            env: spec.env.clone(),
+            env: sandbox_env(&spec.env, &self.run_dir(id)),
             log_file: Some(self.agent_log(id)),
+            run_dir: Some(self.run_dir(id)),
+            resolv_conf: Some(network::RESOLV_CONF.to_string()),
         };
         let input = serde_json::to_vec(&config).map_err(|e| DriverError::StartFailed {
             id: id.to_string(),
@@ -566,10 +626,92 @@ impl LocalDriver {
         }
     }
 
+    /// `full`: loads the firewall (before slirp exists, so no packet leaves unfiltered), then
+    /// starts slirp4netns unless it runs. Other modes: stops slirp4netns (the tap device goes
+    /// with it, leaving only loopback).
+    async fn apply_network(
+        &self,
+        id: &str,
+        pid: u32,
+        policy: &NetworkPolicy,
+    ) -> Result<(), DriverError> {
+        if policy.mode != NetworkMode::Full {
+            let slirp = self.slirps.lock().ok().and_then(|mut m| m.remove(id));
+            if let Some(slirp) = slirp {
+                slirp.stop().await;
+            }
+            return Ok(());
+        }
+        let script =
+            network::nft_script(&network::allowed_cidrs(policy), &network::host_addresses());
+        self.load_firewall(id, pid, &script).await?;
+        let running = self.slirps.lock().is_ok_and(|m| m.contains_key(id));
+        if !running {
+            let log = self.sandbox_dir(id).join("slirp4netns.log");
+            let slirp = Slirp::start(
+                &self.config.slirp4netns,
+                pid,
+                &log,
+                self.config.start_timeout,
+            )
+            .await
+            .map_err(io_err(id, "start slirp4netns"))?;
+            if let Ok(mut map) = self.slirps.lock() {
+                map.insert(id.to_string(), slirp);
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs `nft -f -` with `script` inside the network namespace of `pid`.
+    async fn load_firewall(&self, id: &str, pid: u32, script: &str) -> Result<(), DriverError> {
+        let netns = std::fs::File::open(format!("/proc/{pid}/ns/net"))
+            .map_err(io_err(id, "open the sandbox's network namespace"))?;
+        let mut cmd = std::process::Command::new(&self.config.nft);
+        cmd.args(["-f", "-"])
+            .env_clear()
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        sandpit_isolation::process::enter_netns(&mut cmd, OwnedFd::from(netns));
+        let mut cmd = tokio::process::Command::from(cmd);
+        cmd.kill_on_drop(true);
+        let mut child = cmd.spawn().map_err(io_err(id, "run nft"))?;
+        drop(cmd);
+        let run = async {
+            if let Some(mut stdin) = child.stdin.take() {
+                stdin.write_all(script.as_bytes()).await?;
+            }
+            child.wait_with_output().await
+        };
+        let output = tokio::time::timeout(self.config.start_timeout, run)
+            .await
+            .map_err(|_| DriverError::StartFailed {
+                id: id.to_string(),
+                message: "nft did not finish in time".into(),
+            })?
+            .map_err(io_err(id, "run nft"))?;
+        if output.status.success() {
+            Ok(())
+        } else {
+            Err(DriverError::StartFailed {
+                id: id.to_string(),
+                message: format!(
+                    "loading the sandbox firewall failed: {}",
+                    String::from_utf8_lossy(&output.stderr).trim()
+                ),
+            })
+        }
+    }
+
     /// Kills every process of `id`, waits for them (and the init) to be gone, removes the
     /// cgroups and the socket.
     async fn teardown(&self, id: &str, running: Option<Running>) -> Result<(), DriverError> {
         let deadline = Instant::now() + self.config.stop_timeout;
+        let slirp = self.slirps.lock().ok().and_then(|mut m| m.remove(id));
+        if let Some(slirp) = slirp {
+            slirp.stop().await;
+        }
         if self.cgroups.exists(id) {
             self.cgroups
                 .kill_all(id)
@@ -664,6 +806,13 @@ impl Driver for LocalDriver {
                 },
             );
         }
+        if spec.network.mode == NetworkMode::Full
+            && let Err(e) = self.apply_network(id, pid, &spec.network).await
+        {
+            let running = self.running.lock().ok().and_then(|mut m| m.remove(id));
+            let _ = self.teardown(id, running).await;
+            return Err(e);
+        }
         Ok(Started { socket, pid })
     }
 
@@ -689,6 +838,24 @@ impl Driver for LocalDriver {
 
     async fn is_running(&self, id: &str) -> bool {
         self.pid(id).is_some()
+    }
+
+    /// Creates the dir (root-owned, 0755) if needed, so the caller can fill it before `start`.
+    fn run_dir(&self, id: &str) -> Option<PathBuf> {
+        validate_id(id).ok()?;
+        let run = LocalDriver::run_dir(self, id);
+        mkdir_mode(&self.sandbox_dir(id), 0o711).ok()?;
+        mkdir_mode(&run, 0o755).ok()?;
+        Some(run)
+    }
+
+    /// A stopped sandbox gets its policy from the spec at its next start.
+    async fn set_network(&self, id: &str, policy: &NetworkPolicy) -> Result<(), DriverError> {
+        validate_id(id)?;
+        match self.pid(id) {
+            Some(pid) => self.apply_network(id, pid, policy).await,
+            None => Ok(()),
+        }
     }
 
     async fn reconcile(&self) -> Result<Vec<String>, DriverError> {
@@ -750,6 +917,7 @@ mod tests {
             env: vec![],
             uid_base: 100_000,
             ephemeral: false,
+            network: Default::default(),
         }
     }
 

@@ -93,6 +93,7 @@ impl Env {
             ],
             uid_base,
             ephemeral: false,
+            network: Default::default(),
         }
     }
 

@@ -2,3 +2,4 @@ mod harness;
 mod isolation;
 mod lifecycle;
 mod limits;
+mod network;

@@ -1,0 +1,280 @@
+//! The `full` network mode's firewall: nftables rules loaded into a sandbox's network
+//! namespace by the host (sandbox root has no `CAP_NET_ADMIN` there, so it cannot change them).
+//!
+//! User-mode networking (slirp4netns) opens the sandbox's connections from the host's network
+//! namespace, so without rules a sandbox could reach the host's own addresses, private networks
+//! and cloud metadata. Two tables hold the same decisions:
+//! - `inet sandpit`, hook `output`: what sockets send. Refused TCP gets a reset, the rest an ICMP
+//!   error, so clients fail fast.
+//! - `netdev sandpit`, hook `egress` on the tap device: what leaves towards slirp, including raw
+//!   frames written with `AF_PACKET` (sandbox root keeps `CAP_NET_RAW`), which skip `output`.
+//!
+//! Order: always refused ([`DENY_V4`] + the host's own addresses), slirp's DNS allowed, the
+//! policy's CIDRs allowed, then [`BLOCK_V4`] refused; everything else (public addresses) passes.
+//! IPv6 is not routed by slirp here and is refused outright.
+
+use std::net::{IpAddr, Ipv4Addr};
+
+use sandpit_protocol::control::NetworkPolicy;
+
+/// The tap device slirp4netns creates inside the sandbox.
+pub const TAP_DEVICE: &str = "tap0";
+/// slirp's gateway: the host, refused (`--disable-host-loopback` refuses it too).
+pub const SLIRP_GATEWAY: Ipv4Addr = Ipv4Addr::new(10, 0, 2, 2);
+/// slirp's DNS forwarder, the only private address a `full` sandbox can reach by default.
+pub const SLIRP_DNS: Ipv4Addr = Ipv4Addr::new(10, 0, 2, 3);
+/// What sandboxes get as `/etc/resolv.conf`.
+pub const RESOLV_CONF: &str = "nameserver 10.0.2.3\n";
+
+/// Refused even when the policy names them: this host (unspecified, loopback, slirp's gateway,
+/// broadcast). The host's interface addresses are added at apply time.
+pub const DENY_V4: &[&str] = &["0.0.0.0/8", "127.0.0.0/8", "10.0.2.2", "255.255.255.255"];
+
+/// Refused unless a CIDR of the policy allows them: private, CGNAT, link-local (with the cloud
+/// metadata address), benchmarking, documentation, multicast and reserved ranges.
+pub const BLOCK_V4: &[&str] = &[
+    "10.0.0.0/8",
+    "100.64.0.0/10",
+    "169.254.0.0/16",
+    "172.16.0.0/12",
+    "192.0.0.0/24",
+    "192.0.2.0/24",
+    "192.168.0.0/16",
+    "198.18.0.0/15",
+    "198.51.100.0/24",
+    "203.0.113.0/24",
+    "224.0.0.0/4",
+    "240.0.0.0/4",
+];
+
+/// An IPv4 network with its host bits cleared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr4 {
+    pub addr: Ipv4Addr,
+    pub prefix: u8,
+}
+
+impl Cidr4 {
+    /// `a.b.c.d/n` or a bare address; `None` for anything else (domains, IPv6).
+    pub fn parse(s: &str) -> Option<Self> {
+        let (addr, prefix) = match s.trim().split_once('/') {
+            Some((a, p)) => (a, p.parse::<u8>().ok()?),
+            None => (s.trim(), 32),
+        };
+        let addr: Ipv4Addr = addr.parse().ok()?;
+        if prefix > 32 {
+            return None;
+        }
+        let mask = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
+        Some(Self {
+            addr: Ipv4Addr::from(u32::from(addr) & mask),
+            prefix,
+        })
+    }
+}
+
+impl std::fmt::Display for Cidr4 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
+}
+
+/// The IPv4 CIDRs of a policy's allow list (domain patterns and IPv6 are not for this layer).
+pub fn allowed_cidrs(policy: &NetworkPolicy) -> Vec<Cidr4> {
+    policy
+        .allow
+        .iter()
+        .filter_map(|entry| Cidr4::parse(entry))
+        .collect()
+}
+
+/// IPv4 addresses of this host's interfaces (from `/proc/net/fib_trie`, which lists each local
+/// address as a `/32 host LOCAL` leaf under its `|-- a.b.c.d` line).
+pub fn host_addresses() -> Vec<Ipv4Addr> {
+    let Ok(trie) = std::fs::read_to_string("/proc/net/fib_trie") else {
+        return Vec::new();
+    };
+    let mut found = Vec::new();
+    let mut last: Option<Ipv4Addr> = None;
+    for line in trie.lines() {
+        let line = line.trim();
+        if let Some(addr) = line.strip_prefix("|-- ") {
+            last = addr.parse().ok();
+        } else if line.contains("/32 host LOCAL")
+            && let Some(addr) = last
+            && !found.contains(&addr)
+        {
+            found.push(addr);
+        }
+    }
+    found
+}
+
+fn set(name: &str, elements: &[String]) -> String {
+    let elements = if elements.is_empty() {
+        String::new()
+    } else {
+        format!(" elements = {{ {} }};", elements.join(", "))
+    };
+    format!("  set {name} {{ type ipv4_addr; flags interval; auto-merge;{elements} }}\n")
+}
+
+fn table(family: &str, head: &str, sets: &str, rules: &[String]) -> String {
+    let mut out = format!(
+        "table {family} sandpit {{}}\ndelete table {family} sandpit\ntable {family} sandpit {{\n{sets}  chain filter {{\n    {head}\n"
+    );
+    for rule in rules {
+        out.push_str("    ");
+        out.push_str(rule);
+        out.push('\n');
+    }
+    out.push_str("  }\n}\n");
+    out
+}
+
+/// The nft script (`nft -f -`) for a `full` sandbox: atomically replaces both tables.
+pub fn nft_script(allow: &[Cidr4], host: &[Ipv4Addr]) -> String {
+    let mut deny: Vec<String> = DENY_V4.iter().map(|s| s.to_string()).collect();
+    deny.extend(host.iter().map(|a| a.to_string()));
+    let allow: Vec<String> = allow.iter().map(Cidr4::to_string).collect();
+    let block: Vec<String> = BLOCK_V4.iter().map(|s| s.to_string()).collect();
+    let sets = format!(
+        "{}{}{}",
+        set("deny", &deny),
+        set("allow", &allow),
+        set("block", &block)
+    );
+    let dns = format!("ip daddr {SLIRP_DNS} meta l4proto {{ tcp, udp }} th dport 53 accept");
+    let refuse = |set: &str| {
+        [
+            format!("ip daddr @{set} meta l4proto tcp reject with tcp reset"),
+            format!("ip daddr @{set} reject with icmpx admin-prohibited"),
+        ]
+    };
+    let mut output = vec![
+        "oif \"lo\" accept".to_string(),
+        "meta nfproto ipv6 reject with icmpx admin-prohibited".to_string(),
+    ];
+    output.extend(refuse("deny"));
+    output.push(dns.clone());
+    output.push("ip daddr @allow accept".to_string());
+    output.extend(refuse("block"));
+    let egress = vec![
+        "meta protocol != { ip, arp } drop".to_string(),
+        "ip daddr @deny drop".to_string(),
+        dns,
+        "ip daddr @allow accept".to_string(),
+        "ip daddr @block drop".to_string(),
+    ];
+    let mut script = table(
+        "inet",
+        "type filter hook output priority 0; policy accept;",
+        &sets,
+        &output,
+    );
+    script.push_str(&table(
+        "netdev",
+        &format!("type filter hook egress device \"{TAP_DEVICE}\" priority 0; policy accept;"),
+        &sets,
+        &egress,
+    ));
+    script
+}
+
+/// Whether `addr` is one a `full` sandbox may reach under `allow` (the rules' decision, for
+/// documentation and tests).
+pub fn reachable(addr: IpAddr, allow: &[Cidr4], host: &[Ipv4Addr]) -> bool {
+    let IpAddr::V4(v4) = addr else {
+        return false;
+    };
+    let within = |c: &Cidr4| {
+        let mask = u32::MAX.checked_shl(32 - u32::from(c.prefix)).unwrap_or(0);
+        u32::from(v4) & mask == u32::from(c.addr)
+    };
+    let parsed = |list: &[&str]| {
+        list.iter()
+            .filter_map(|s| Cidr4::parse(s))
+            .collect::<Vec<_>>()
+    };
+    if host.contains(&v4) || parsed(DENY_V4).iter().any(within) {
+        return false;
+    }
+    if v4 == SLIRP_DNS || allow.iter().any(within) {
+        return true;
+    }
+    !parsed(BLOCK_V4).iter().any(within)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sandpit_protocol::control::NetworkMode;
+
+    #[test]
+    fn cidrs_parse_and_mask() {
+        assert_eq!(
+            Cidr4::parse("10.1.2.3/16").unwrap().to_string(),
+            "10.1.0.0/16"
+        );
+        assert_eq!(Cidr4::parse("10.1.2.3").unwrap().to_string(), "10.1.2.3/32");
+        assert_eq!(Cidr4::parse("0.0.0.0/0").unwrap().to_string(), "0.0.0.0/0");
+        for bad in [
+            "example.com",
+            "*.example.com",
+            "10.0.0.0/33",
+            "::1/128",
+            "10.0.0/8",
+        ] {
+            assert!(Cidr4::parse(bad).is_none(), "{bad}");
+        }
+        let policy = NetworkPolicy {
+            mode: NetworkMode::Full,
+            allow: vec!["api.example.com".into(), "10.9.0.0/30".into()],
+        };
+        assert_eq!(
+            allowed_cidrs(&policy),
+            vec![Cidr4::parse("10.9.0.0/30").unwrap()]
+        );
+    }
+
+    #[test]
+    fn decisions() {
+        let host = [Ipv4Addr::new(10, 9, 0, 1), Ipv4Addr::new(198, 51, 100, 7)];
+        let allow = [Cidr4::parse("10.9.0.0/30").unwrap()];
+        let ok = |a: &str| reachable(a.parse().unwrap(), &allow, &host);
+        assert!(ok("10.9.0.2"), "allowed CIDR");
+        assert!(!ok("10.9.0.1"), "host address inside an allowed CIDR");
+        assert!(!ok("10.9.0.5"), "private outside the allowed CIDR");
+        assert!(!ok("10.0.2.2"), "slirp gateway");
+        assert!(ok("10.0.2.3"), "slirp DNS");
+        assert!(!ok("127.0.0.1"));
+        assert!(!ok("169.254.169.254"));
+        assert!(!ok("192.168.1.1"));
+        assert!(!ok("100.64.0.1"));
+        assert!(!ok("198.51.100.7"), "host's public address");
+        assert!(ok("1.1.1.1"), "public");
+        assert!(!ok("::1"));
+    }
+
+    #[test]
+    fn script_shape() {
+        let script = nft_script(
+            &[Cidr4::parse("10.9.0.0/30").unwrap()],
+            &[Ipv4Addr::new(192, 0, 2, 10)],
+        );
+        assert!(script.contains("delete table inet sandpit"));
+        assert!(script.contains("delete table netdev sandpit"));
+        assert!(script.contains("elements = { 10.9.0.0/30 }"));
+        assert!(script.contains("192.0.2.10"));
+        assert!(script.contains("hook egress device \"tap0\""));
+        // The allow rule sits between the deny and block rules.
+        let (d, a, b) = (
+            script.find("@deny").unwrap(),
+            script.find("@allow").unwrap(),
+            script.find("@block").unwrap(),
+        );
+        assert!(d < a && a < b);
+        let empty = nft_script(&[], &[]);
+        assert!(empty.contains("set allow { type ipv4_addr; flags interval; auto-merge; }"));
+    }
+}

@@ -1,0 +1,377 @@
+//! The run dir (`/run/sandpit`), the proxy environment and the `full` network mode.
+//!
+//! Traffic goes only to loopback and to a network namespace the test creates (`ip netns add`
+//! with a veth pair on a 10.x/30).
+
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use sandpit_protocol::control::{NetworkMode, NetworkPolicy};
+use sandpit_runtime::Driver;
+
+use super::harness::{Env, exec, ok, unique_id};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serial_run_dir_is_read_only_inside() {
+    let Some(env) = Env::new() else { return };
+    let id = unique_id("rundir");
+    let run = Driver::run_dir(&env.driver, &id).expect("run dir");
+    assert_eq!(run, env.driver.run_dir(&id));
+    let meta = std::fs::metadata(&run).unwrap();
+    assert_eq!((meta.uid(), meta.mode() & 0o7777), (0, 0o755));
+    std::fs::write(run.join("ca.crt"), "original\n").unwrap();
+    let sock_path = run.join("egress.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&sock_path).unwrap();
+    std::fs::set_permissions(&sock_path, std::fs::Permissions::from_mode(0o666)).unwrap();
+
+    let started = env.start(&env.spec(&id, 1_700_000)).await;
+    let s = &started.socket;
+    assert_eq!(ok(s, "cat /run/sandpit/ca.crt").await, "original");
+    // Files the host adds later show up too.
+    std::fs::write(run.join("later"), "later\n").unwrap();
+    assert_eq!(ok(s, "cat /run/sandpit/later").await, "later");
+
+    // Every way of changing the dir fails; the host's files survive untouched.
+    for attack in [
+        "echo evil > /run/sandpit/ca.crt",
+        "rm -f /run/sandpit/ca.crt",
+        "mv /run/sandpit/ca.crt /run/sandpit/moved",
+        "touch /run/sandpit/new",
+        "ln -s /etc/passwd /run/sandpit/link",
+        "mkdir /run/sandpit/d",
+        "chmod 777 /run/sandpit",
+        "chmod 666 /run/sandpit/ca.crt",
+        "rm -rf /run/sandpit",
+        "rmdir /run/sandpit",
+        "mv /run/sandpit /run/elsewhere",
+        "umount /run/sandpit",
+        "umount -l /run/sandpit",
+        "mount -o remount,rw /run/sandpit",
+        "mount -t tmpfs evil /run/sandpit",
+        "unshare -Urm sh -c 'umount /run/sandpit && echo evil > /run/sandpit/ca.crt'",
+        "unshare -Urm sh -c 'mount -o remount,rw,bind /run/sandpit && echo evil > /run/sandpit/ca.crt'",
+    ] {
+        let (code, out) = exec(s, attack).await;
+        assert_ne!(code, 0, "`{attack}` succeeded: {out}");
+    }
+    let inside = ok(s, "ls -A /run/sandpit; cat /run/sandpit/ca.crt").await;
+    assert_eq!(inside, "ca.crt\negress.sock\nlater\noriginal", "{inside}");
+    assert_eq!(
+        std::fs::read_to_string(run.join("ca.crt")).unwrap(),
+        "original\n"
+    );
+    let mut names: Vec<String> = std::fs::read_dir(&run)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["ca.crt", "egress.sock", "later"]);
+    let mounts = ok(s, "grep ' /run/sandpit ' /proc/self/mountinfo").await;
+    assert!(mounts.contains(" ro,"), "{mounts}");
+
+    // The socket the host owns there is reachable (the egress bridge's path).
+    let accept = std::thread::spawn(move || {
+        let (mut conn, _) = listener.accept().unwrap();
+        let mut got = String::new();
+        conn.read_to_string(&mut got).unwrap();
+        got
+    });
+    ok(
+        s,
+        "python3 -c \"import socket; s=socket.socket(socket.AF_UNIX); s.connect('/run/sandpit/egress.sock'); s.sendall(b'through')\"",
+    )
+    .await;
+    assert_eq!(accept.join().unwrap(), "through");
+
+    // Proxy env without a CA bundle; DNS points at slirp's forwarder.
+    let vars = ok(
+        s,
+        "echo $HTTP_PROXY $https_proxy $NO_PROXY; echo ${SSL_CERT_FILE:-none}",
+    )
+    .await;
+    assert_eq!(
+        vars,
+        "http://127.0.0.1:3128 http://127.0.0.1:3128 localhost,127.0.0.1,::1\nnone"
+    );
+    assert_eq!(ok(s, "cat /etc/resolv.conf").await, "nameserver 10.0.2.3");
+    // No process of the sandbox can ever hold CAP_NET_ADMIN (bit 12), so the firewall the host
+    // loads into its network namespace stays.
+    let bnd = ok(s, "grep CapBnd /proc/self/status | cut -f2").await;
+    let bnd = u64::from_str_radix(&bnd, 16).unwrap();
+    assert_eq!(bnd & (1 << 12), 0, "CapBnd {bnd:#x}");
+
+    // With a CA bundle in the run dir at start, the CA variables are set.
+    env.driver.stop(&id).await.unwrap();
+    std::fs::write(run.join("ca-bundle.crt"), "bundle\n").unwrap();
+    let started = env.start(&env.spec(&id, 1_700_000)).await;
+    let vars = ok(
+        &started.socket,
+        "echo $SSL_CERT_FILE $REQUESTS_CA_BUNDLE $CURL_CA_BUNDLE $GIT_SSL_CAINFO $PIP_CERT $NODE_EXTRA_CA_CERTS",
+    )
+    .await;
+    let b = "/run/sandpit/ca-bundle.crt";
+    assert_eq!(vars, format!("{b} {b} {b} {b} {b} /run/sandpit/ca.crt"));
+    env.driver.destroy(&id).await.unwrap();
+}
+
+fn have(bin: &str) -> bool {
+    std::path::Path::new(bin).exists()
+}
+
+fn run(args: &[&str]) {
+    let out = Command::new(args[0]).args(&args[1..]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A network namespace with a veth pair on `10.<a>.<b>.0/30`: the host side is `.1`, the
+/// namespace side `.2`. Removed on drop.
+struct TestNet {
+    name: String,
+    host_if: String,
+    host: Ipv4Addr,
+    inner: Ipv4Addr,
+}
+
+impl TestNet {
+    fn new() -> TestNet {
+        let n = std::process::id();
+        let name = format!("spnet{n}");
+        let (host_if, peer) = (format!("sph{n}"), format!("spn{n}"));
+        let (a, b) = (200 + (n % 50) as u8, ((n / 50) % 64 * 4) as u8);
+        let host = Ipv4Addr::new(10, a, b, 1);
+        let inner = Ipv4Addr::new(10, a, b, 2);
+        let _ = Command::new("ip").args(["netns", "del", &name]).output();
+        run(&["ip", "netns", "add", &name]);
+        let net = TestNet {
+            name: name.clone(),
+            host_if: host_if.clone(),
+            host,
+            inner,
+        };
+        run(&[
+            "ip", "link", "add", &host_if, "type", "veth", "peer", "name", &peer,
+        ]);
+        run(&["ip", "link", "set", &peer, "netns", &name]);
+        run(&["ip", "addr", "add", &format!("{host}/30"), "dev", &host_if]);
+        run(&["ip", "link", "set", &host_if, "up"]);
+        run(&[
+            "ip",
+            "-n",
+            &name,
+            "addr",
+            "add",
+            &format!("{inner}/30"),
+            "dev",
+            &peer,
+        ]);
+        run(&["ip", "-n", &name, "link", "set", &peer, "up"]);
+        run(&["ip", "-n", &name, "link", "set", "lo", "up"]);
+        net
+    }
+
+    fn cidr(&self) -> String {
+        format!("{}/30", Ipv4Addr::from(u32::from(self.host) & !3))
+    }
+
+    /// A listener bound inside the namespace (a socket keeps the netns it was created in).
+    fn listen(&self, port: u16) -> TcpListener {
+        let path = format!("/run/netns/{}", self.name);
+        let addr = SocketAddr::from((self.inner, port));
+        std::thread::spawn(move || {
+            let ns = std::fs::File::open(path).unwrap();
+            nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+            TcpListener::bind(addr).unwrap()
+        })
+        .join()
+        .unwrap()
+    }
+}
+
+impl Drop for TestNet {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.host_if])
+            .output();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .output();
+    }
+}
+
+/// Accepts forever, counting connections; each gets "hello\n".
+fn count_accepts(listener: TcpListener) -> Arc<AtomicUsize> {
+    let count = Arc::new(AtomicUsize::new(0));
+    let c = count.clone();
+    std::thread::spawn(move || {
+        for mut conn in listener.incoming().flatten() {
+            c.fetch_add(1, Ordering::SeqCst);
+            let _ = conn.write_all(b"hello\n");
+        }
+    });
+    count
+}
+
+/// A one-line command running a Python script (the probe reads one line per command).
+fn python(script: &str) -> String {
+    let hex: String = script.bytes().map(|b| format!("{b:02x}")).collect();
+    format!("python3 -c \"exec(bytes.fromhex('{hex}').decode())\"")
+}
+
+/// Connects to `addr:port` (2 s timeout), prints the first line or `refused`.
+fn connect_cmd(addr: impl std::fmt::Display, port: u16) -> String {
+    python(&format!(
+        "import socket\ntry:\n s = socket.create_connection(('{addr}', {port}), timeout=2)\n print(s.makefile().readline().strip())\nexcept OSError:\n print('refused')\n"
+    ))
+}
+
+/// Sends a raw TCP SYN for `dst:port` straight onto the tap device with AF_PACKET (what
+/// sandbox root's CAP_NET_RAW allows), bypassing the `output` hook.
+fn raw_syn_cmd(dst: Ipv4Addr, port: u16) -> String {
+    let script = format!(
+        r#"import socket, struct
+def csum(b):
+    if len(b) % 2: b += b"\0"
+    s = sum(struct.unpack("!%dH" % (len(b) // 2), b))
+    while s >> 16: s = (s & 0xffff) + (s >> 16)
+    return ~s & 0xffff
+src, dst = socket.inet_aton("10.0.2.100"), socket.inet_aton("{dst}")
+tcp = struct.pack("!HHIIBBHHH", 40000, {port}, 1, 0, 5 << 4, 2, 65535, 0, 0)
+tcp = tcp[:16] + struct.pack("!H", csum(src + dst + struct.pack("!BBH", 0, 6, len(tcp)) + tcp)) + tcp[18:]
+ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(tcp), 1, 0, 64, 6, 0, src, dst)
+ip = ip[:10] + struct.pack("!H", csum(ip)) + ip[12:]
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+s.bind(("tap0", 0))
+try:
+    s.send(bytes.fromhex("52550a000202525500000264") + b"\x08\x00" + ip + tcp)
+    print("sent")
+except OSError:
+    print("dropped")
+"#
+    );
+    python(&script)
+}
+
+async fn wait_for(count: &AtomicUsize, want: usize) {
+    for _ in 0..40 {
+        if count.load(Ordering::SeqCst) >= want {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(count.load(Ordering::SeqCst), want);
+}
+
+fn policy(mode: NetworkMode, allow: &[String]) -> NetworkPolicy {
+    NetworkPolicy {
+        mode,
+        allow: allow.to_vec(),
+    }
+}
+
+fn interfaces_cmd() -> &'static str {
+    "tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' ' | sort | tr '\\n' ' '"
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serial_full_mode_blocks_host_and_private_unless_allowed() {
+    let Some(env) = Env::new() else { return };
+    let (slirp, nft) = (&env.driver.config().slirp4netns, &env.driver.config().nft);
+    if !have(&slirp.to_string_lossy()) || !have(&nft.to_string_lossy()) {
+        eprintln!("\n!!! SKIPPED: needs slirp4netns and nft (scripts/test.sh installs them) !!!\n");
+        return;
+    }
+    let net = TestNet::new();
+    let outside = count_accepts(net.listen(7001));
+    // Host-side listeners: loopback and the host end of the veth (a host address).
+    let lo_listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let lo_port = lo_listener.local_addr().unwrap().port();
+    let on_loopback = count_accepts(lo_listener);
+    let on_host_veth = count_accepts(TcpListener::bind((net.host, 7002)).unwrap());
+
+    let id = unique_id("full");
+    let mut spec = env.spec(&id, 1_800_000);
+    spec.network = policy(NetworkMode::Full, &[]);
+    let started = env.start(&spec).await;
+    let s = &started.socket;
+    assert_eq!(ok(s, interfaces_cmd()).await, "lo tap0");
+
+    // Not allowed: private destination, host loopback (directly and via slirp's gateway), the
+    // host's own address.
+    for (addr, port) in [
+        (net.inner.to_string(), 7001),
+        ("10.0.2.2".to_string(), lo_port),
+        ("127.0.0.1".to_string(), lo_port),
+        (net.host.to_string(), 7002),
+    ] {
+        assert_eq!(ok(s, &connect_cmd(&addr, port)).await, "refused", "{addr}");
+    }
+    assert_eq!(outside.load(Ordering::SeqCst), 0);
+
+    // Allowed at run time: the namespace's server is reached; the host end stays refused.
+    let allow = vec![net.cidr()];
+    env.driver
+        .set_network(&id, &policy(NetworkMode::Full, &allow))
+        .await
+        .unwrap();
+    assert_eq!(ok(s, &connect_cmd(net.inner, 7001)).await, "hello");
+    assert_eq!(outside.load(Ordering::SeqCst), 1);
+    assert_eq!(ok(s, &connect_cmd(net.host, 7002)).await, "refused");
+    // Raw frames written to the tap device reach slirp (so the next check means something).
+    assert_eq!(ok(s, &raw_syn_cmd(net.inner, 7001)).await, "sent");
+    wait_for(&outside, 2).await;
+
+    // Allow list emptied again: refused, also for raw frames written to the tap device.
+    env.driver
+        .set_network(&id, &policy(NetworkMode::Full, &[]))
+        .await
+        .unwrap();
+    assert_eq!(ok(s, &connect_cmd(net.inner, 7001)).await, "refused");
+    // (The egress hook's drop surfaces as ENOBUFS.)
+    let raw = ok(s, &raw_syn_cmd(net.inner, 7001)).await;
+    assert!(raw == "dropped" || raw == "sent", "{raw}");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(outside.load(Ordering::SeqCst), 2);
+
+    // none: slirp4netns goes, only loopback is left.
+    env.driver
+        .set_network(&id, &policy(NetworkMode::None, &[]))
+        .await
+        .unwrap();
+    assert_eq!(ok(s, interfaces_cmd()).await, "lo");
+    assert_eq!(ok(s, &connect_cmd(net.inner, 7001)).await, "refused");
+
+    // Back to full with the CIDR allowed, then stop: slirp4netns is gone with the sandbox.
+    env.driver
+        .set_network(&id, &policy(NetworkMode::Full, &allow))
+        .await
+        .unwrap();
+    assert_eq!(ok(s, &connect_cmd(net.inner, 7001)).await, "hello");
+    env.driver.stop(&id).await.unwrap();
+    let slirps = Command::new("pgrep")
+        .args(["-f", &format!("slirp4netns.* {} tap0", started.pid)])
+        .output()
+        .unwrap();
+    assert!(slirps.stdout.is_empty(), "slirp4netns left running");
+
+    assert_eq!(
+        on_loopback.load(Ordering::SeqCst),
+        0,
+        "host loopback reached"
+    );
+    assert_eq!(
+        on_host_veth.load(Ordering::SeqCst),
+        0,
+        "host address reached"
+    );
+    assert_eq!(outside.load(Ordering::SeqCst), 3);
+    env.driver.destroy(&id).await.unwrap();
+}
