@@ -34,6 +34,12 @@ pub struct ServeConfig {
     pub reaper_interval: Duration,
     /// How long shutdown waits for open requests before stopping sandboxes (default 5 s).
     pub shutdown_grace: Duration,
+    /// Parent domain of preview URLs (default `localhost`, which resolves to loopback).
+    pub preview_domain: String,
+    /// Scheme of preview URLs (default `http`; `https` behind a TLS front proxy).
+    pub preview_scheme: String,
+    /// Port in preview URLs (default: the port the server listens on).
+    pub preview_port: Option<u16>,
 }
 
 impl ServeConfig {
@@ -55,6 +61,9 @@ impl ServeConfig {
             max_control_body_bytes: 1 << 20,
             reaper_interval: Duration::from_secs(1),
             shutdown_grace: Duration::from_secs(5),
+            preview_domain: "localhost".into(),
+            preview_scheme: "http".into(),
+            preview_port: None,
         }
     }
 }

@@ -43,7 +43,7 @@ const HOP_HEADERS: [HeaderName; 9] = [
     header::UPGRADE,
 ];
 
-fn strip_hop_headers(headers: &mut HeaderMap, keep_upgrade: bool) {
+pub(crate) fn strip_hop_headers(headers: &mut HeaderMap, keep_upgrade: bool) {
     let listed: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -204,6 +204,7 @@ async fn connect(app: &AppState, tenant: &str, id: &str) -> ApiResult<(UnixStrea
             pid,
             guard,
             entry,
+            ..
         } = app.manager.acquire(tenant, id).await?;
         match UnixStream::connect(&socket).await {
             Ok(stream) => return Ok((stream, guard)),
@@ -227,7 +228,7 @@ async fn connect(app: &AppState, tenant: &str, id: &str) -> ApiResult<(UnixStrea
 }
 
 /// Copies bytes between the client's and the agent's upgraded connections until both close.
-async fn splice(
+pub(crate) async fn splice(
     client: hyper::upgrade::OnUpgrade,
     agent: hyper::upgrade::OnUpgrade,
     _guard: ActivityGuard,
@@ -246,9 +247,18 @@ async fn splice(
 }
 
 /// The agent's response body, holding the sandbox's activity guard until it ends or drops.
-struct GuardedBody {
+pub(crate) struct GuardedBody {
     inner: hyper::body::Incoming,
     _guard: ActivityGuard,
+}
+
+impl GuardedBody {
+    pub(crate) fn new(inner: hyper::body::Incoming, guard: ActivityGuard) -> Self {
+        GuardedBody {
+            inner,
+            _guard: guard,
+        }
+    }
 }
 
 impl http_body::Body for GuardedBody {

@@ -9,6 +9,8 @@
 //! * `ANY /v1/sandboxes/{id}/api/*`, `/ws`, `/ws/*`: forwarded to the agent ([`forward`]);
 //! * `GET|PUT /v1/sandboxes/{id}/files/*`: raw file bytes, streamed without a size cap;
 //! * `POST /v1/sandboxes/{id}/ws-ticket`, `?access_token=`: WebSocket credentials ([`ws_auth`]);
+//! * `POST|GET /v1/sandboxes/{id}/ports`, `DELETE /v1/sandboxes/{id}/ports/{port}`: preview
+//!   URLs; requests to preview hosts are proxied to the sandbox's port ([`preview`]);
 //! * `POST /v1/keys`: admin creates tenant keys ([`auth`]);
 //! * `GET /v1/openapi.json`, `GET /metrics`, `GET /healthz`: no key needed.
 
@@ -19,6 +21,7 @@ mod forward;
 pub mod lifecycle;
 mod metrics;
 pub mod openapi;
+pub mod preview;
 mod process_archive;
 mod routes;
 #[cfg(feature = "testing")]
@@ -35,7 +38,7 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::middleware::{from_fn_with_state, map_response_with_state};
 use axum::response::Response;
-use axum::routing::{any, get, post};
+use axum::routing::{any, delete, get, post};
 use axum::serve::ListenerExt;
 use http::Request;
 use sandpit_image::ImageStore;
@@ -83,7 +86,12 @@ async fn count_errors(
     response
 }
 
-fn router(app: Arc<AppState>, auth: Arc<Auth>, max_control_body: usize) -> Router {
+fn router(
+    app: Arc<AppState>,
+    auth: Arc<Auth>,
+    previews: Arc<preview::Previews>,
+    max_control_body: usize,
+) -> Router {
     use routes::{files, keys, sandboxes, system};
     let forward = any(forward::forward);
     let tickets = Arc::new(ws_auth::Tickets::default());
@@ -109,6 +117,16 @@ fn router(app: Arc<AppState>, auth: Arc<Auth>, max_control_body: usize) -> Route
         .route(
             "/v1/sandboxes/{id}/ws-ticket",
             post(ws_auth::issue).with_state(tickets.clone()),
+        )
+        .route(
+            "/v1/sandboxes/{id}/ports",
+            post(preview::api::expose)
+                .get(preview::api::list)
+                .with_state(previews.clone()),
+        )
+        .route(
+            "/v1/sandboxes/{id}/ports/{port}",
+            delete(preview::api::unexpose).with_state(previews.clone()),
         )
         .route("/v1/sandboxes/{id}/ws", forward.clone())
         .route("/v1/sandboxes/{id}/ws/{*path}", forward)
@@ -145,6 +163,8 @@ fn router(app: Arc<AppState>, auth: Arc<Auth>, max_control_body: usize) -> Route
             }),
         )
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+        // Outermost: preview hosts skip the API's layers.
+        .layer(from_fn_with_state(previews, preview::proxy::route_by_host))
 }
 
 /// A running control plane.
@@ -226,22 +246,36 @@ impl Server {
             max_body_bytes: config.max_body_bytes,
         });
         let auth = Arc::new(Auth::new(&admin_key, store));
-        let router = router(app, auth, config.max_control_body_bytes);
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("binding {}", config.listen))?;
         let addr = listener.local_addr()?;
+        let preview_config = preview::PreviewConfig {
+            domain: config.preview_domain.clone(),
+            scheme: config.preview_scheme.clone(),
+            port: config.preview_port.unwrap_or(addr.port()),
+        };
+        let previews = Arc::new(
+            preview::Previews::load(preview_config, manager.clone())
+                .await
+                .context("loading exposed ports")?,
+        );
+        let router = router(app, auth, previews, config.max_control_body_bytes);
         let (shutdown, mut stop_serving) = watch::channel(false);
         // No Nagle: SSE events and small answers must leave at once, not wait for an ACK.
         let listener = listener.tap_io(|tcp| {
             let _ = tcp.set_nodelay(true);
         });
         let serve = tokio::spawn(async move {
-            axum::serve(listener, router)
-                .with_graceful_shutdown(async move {
-                    let _ = stop_serving.wait_for(|stop| *stop).await;
-                })
-                .await
+            // The peer address feeds the preview proxy's X-Forwarded-For.
+            axum::serve(
+                listener,
+                router.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(async move {
+                let _ = stop_serving.wait_for(|stop| *stop).await;
+            })
+            .await
         });
         let reaper = tokio::spawn(reap_forever(
             manager.clone(),

@@ -10,7 +10,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -74,7 +74,12 @@ struct Inner {
     /// Cached store record; `None` until loaded or when the sandbox does not exist.
     record: Option<SandboxRecord>,
     started: Option<Started>,
+    /// Number of the current run (see [`Lease::run`]).
+    run: u64,
 }
+
+/// Runs started by this server, counted from 1.
+static RUNS: AtomicU64 = AtomicU64::new(0);
 
 impl Entry {
     fn touch(&self) {
@@ -118,6 +123,9 @@ pub struct Lease {
     pub pid: u32,
     pub guard: ActivityGuard,
     pub entry: Arc<Entry>,
+    /// Identifies this run of the sandbox among all runs of this server (preview URLs are
+    /// bound to one run).
+    pub run: u64,
 }
 
 /// Options given on create/patch, validated.
@@ -391,6 +399,7 @@ impl Manager {
             .set_state(&entry.tenant, &entry.id, SandboxState::Running, Some(now))
             .await?;
         inner.started = Some(started);
+        inner.run = RUNS.fetch_add(1, Ordering::SeqCst) + 1;
         entry.running.store(true, Ordering::SeqCst);
         if let Some(r) = inner.record.as_mut() {
             r.state = SandboxState::Running;
@@ -653,22 +662,34 @@ impl Manager {
                 }
             }
         }
-        let (socket, pid) = match &inner.started {
-            Some(s) => (s.socket.clone(), s.pid),
-            None => return Err(ApiError::internal("sandbox did not start")),
-        };
+        Self::lease(&entry, &inner).ok_or_else(|| ApiError::internal("sandbox did not start"))
+    }
+
+    /// A lease on a sandbox that runs now, without waking or creating it (preview URLs must
+    /// not wake sandboxes).
+    pub async fn lease_running(&self, tenant: &str, id: &str) -> Option<Lease> {
+        let entry = self.existing_entry(tenant, id)?;
+        if !entry.running.load(Ordering::SeqCst) {
+            return None;
+        }
+        let inner = entry.inner.lock().await;
+        Self::lease(&entry, &inner)
+    }
+
+    /// Counts a request in flight on a started sandbox (the caller holds the entry lock).
+    fn lease(entry: &Arc<Entry>, inner: &Inner) -> Option<Lease> {
+        let started = inner.started.as_ref()?;
         entry.in_flight.fetch_add(1, Ordering::SeqCst);
         entry.touch();
-        drop(inner);
-        let guard = ActivityGuard {
+        Some(Lease {
+            socket: started.socket.clone(),
+            pid: started.pid,
+            guard: ActivityGuard {
+                entry: entry.clone(),
+                exec: None,
+            },
             entry: entry.clone(),
-            exec: None,
-        };
-        Ok(Lease {
-            socket,
-            pid,
-            guard,
-            entry,
+            run: inner.run,
         })
     }
 

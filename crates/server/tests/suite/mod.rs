@@ -8,6 +8,7 @@ mod forward;
 mod host_agent;
 mod lifecycle;
 mod openapi;
+mod preview;
 mod websocket;
 
 use std::path::{Path, PathBuf};

@@ -1,0 +1,202 @@
+//! Upstream connections of the preview proxy: HTTP/1.1 over the agent's `/tunnel/{port}`
+//! upgrade, kept alive and pooled by hyper's client.
+//!
+//! A pooled connection is named by the URI authority `r{run}.sandpit:{port}`: one pool per run
+//! of a sandbox and port, so a connection can never outlive the run it was made for (the
+//! agent's death closes it, and a new run has a new name). The connector finds the agent's
+//! socket of a run in a small map filled by the proxy before each request.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::body::Body;
+use bytes::Bytes;
+use http::{Request, StatusCode, Uri, header};
+use http_body_util::BodyExt;
+use hyper::upgrade::Upgraded;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::{Connected, Connection};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use sandpit_protocol::ErrorResponse;
+use tokio::net::UnixStream;
+
+/// Largest error body read from the agent when a tunnel is refused.
+const MAX_ERROR_BODY: usize = 16 << 10;
+/// Runs remembered by the connector before the map is cleared (it refills on demand).
+const MAX_RUNS: usize = 4096;
+
+/// Why no tunnel was opened.
+#[derive(Debug, thiserror::Error)]
+pub enum TunnelError {
+    /// The agent answered instead of upgrading (nothing listens on the port, ...).
+    #[error("{message}")]
+    Refused { status: StatusCode, message: String },
+    #[error("sandbox agent is not reachable: {0}")]
+    Agent(String),
+    #[error("unknown sandbox run {0}")]
+    UnknownRun(String),
+}
+
+/// The pooled HTTP client and the sockets of the runs it may connect to.
+pub(super) struct Upstream {
+    sockets: Arc<Mutex<HashMap<u64, PathBuf>>>,
+    client: Client<Connector, Body>,
+}
+
+impl Upstream {
+    pub(super) fn new() -> Self {
+        let sockets = Arc::new(Mutex::new(HashMap::new()));
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(30))
+            .pool_max_idle_per_host(64)
+            .build(Connector {
+                sockets: sockets.clone(),
+            });
+        Upstream { sockets, client }
+    }
+
+    /// The URI of `path_and_query` on `port` of run `run`, whose agent listens on `socket`.
+    pub(super) fn uri(&self, run: u64, socket: &Path, port: u16, path_and_query: &str) -> Uri {
+        {
+            let mut sockets = self.sockets.lock().unwrap_or_else(|p| p.into_inner());
+            if !sockets.contains_key(&run) {
+                if sockets.len() >= MAX_RUNS {
+                    sockets.clear();
+                }
+                sockets.insert(run, socket.to_path_buf());
+            }
+        }
+        let uri = format!("http://r{run}.sandpit:{port}{path_and_query}");
+        uri.parse()
+            .unwrap_or_else(|_| Uri::from_static("http://invalid.sandpit/"))
+    }
+
+    pub(super) fn client(&self) -> &Client<Connector, Body> {
+        &self.client
+    }
+}
+
+/// Opens tunnels for hyper's pool.
+#[derive(Clone)]
+pub(super) struct Connector {
+    sockets: Arc<Mutex<HashMap<u64, PathBuf>>>,
+}
+
+impl tower::Service<Uri> for Connector {
+    type Response = TunnelIo;
+    type Error = TunnelError;
+    type Future = Pin<Box<dyn Future<Output = Result<TunnelIo, TunnelError>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), TunnelError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, uri: Uri) -> Self::Future {
+        let target = uri
+            .host()
+            .and_then(|h| h.strip_prefix('r'))
+            .and_then(|h| h.strip_suffix(".sandpit"))
+            .and_then(|r| r.parse::<u64>().ok())
+            .zip(uri.port_u16());
+        let socket = target.and_then(|(run, _)| {
+            let sockets = self.sockets.lock().unwrap_or_else(|p| p.into_inner());
+            sockets.get(&run).cloned()
+        });
+        Box::pin(async move {
+            match (socket, target) {
+                (Some(socket), Some((_, port))) => open(&socket, port).await.map(TunnelIo),
+                _ => Err(TunnelError::UnknownRun(uri.to_string())),
+            }
+        })
+    }
+}
+
+/// Asks the agent on `socket` for a byte pipe to `port` inside its sandbox.
+pub(super) async fn open(socket: &Path, port: u16) -> Result<Upgraded, TunnelError> {
+    let agent = |e: &dyn std::fmt::Display| TunnelError::Agent(e.to_string());
+    let stream = UnixStream::connect(socket).await.map_err(|e| agent(&e))?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| agent(&e))?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.with_upgrades().await {
+            tracing::debug!(error = %e, "tunnel handshake connection ended");
+        }
+    });
+    let request = Request::get(format!("/tunnel/{port}"))
+        .header(header::HOST, "sandbox")
+        .header(header::CONNECTION, "upgrade")
+        .header(header::UPGRADE, "sandpit-tunnel")
+        .body(http_body_util::Empty::<Bytes>::new())
+        .map_err(|e| agent(&e))?;
+    let mut response = sender.send_request(request).await.map_err(|e| agent(&e))?;
+    if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+        return hyper::upgrade::on(&mut response)
+            .await
+            .map_err(|e| agent(&e));
+    }
+    let status = response.status();
+    let body = http_body_util::Limited::new(response.into_body(), MAX_ERROR_BODY)
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    let message = serde_json::from_slice::<ErrorResponse>(&body)
+        .map(|e| e.message)
+        .unwrap_or_else(|_| format!("tunnel to port {port} refused with {status}"));
+    Err(TunnelError::Refused { status, message })
+}
+
+/// An open tunnel as hyper's pool sees it.
+pub(super) struct TunnelIo(Upgraded);
+
+impl Connection for TunnelIo {
+    fn connected(&self) -> Connected {
+        Connected::new()
+    }
+}
+
+impl hyper::rt::Read for TunnelIo {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: hyper::rt::ReadBufCursor<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_read(cx, buf)
+    }
+}
+
+impl hyper::rt::Write for TunnelIo {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_shutdown(cx)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.0.is_write_vectored()
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write_vectored(cx, bufs)
+    }
+}
