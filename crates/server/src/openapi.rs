@@ -27,6 +27,9 @@ use crate::routes::{files, keys, sandboxes};
         files::upload,
         keys::create_key,
         crate::ws_auth::issue,
+        crate::preview::api::expose,
+        crate::preview::api::list,
+        crate::preview::api::unexpose,
     ),
     components(schemas(
         sandpit_protocol::control::CreateSandboxRequest,
@@ -36,6 +39,9 @@ use crate::routes::{files, keys, sandboxes};
         sandpit_protocol::control::WsTicket,
         sandpit_protocol::control::SandboxState,
         sandpit_protocol::control::Limits,
+        sandpit_protocol::control::ExposePortRequest,
+        sandpit_protocol::control::ExposedPort,
+        sandpit_protocol::control::ExposedPortList,
         sandpit_protocol::ErrorResponse,
         sandpit_protocol::ErrorCode,
         sandpit_protocol::container::FileUploadResponse,
@@ -50,6 +56,7 @@ use crate::routes::{files, keys, sandboxes};
         (name = "forward", description = "The container API of one sandbox"),
         (name = "files", description = "Raw file bytes of one sandbox, any size"),
         (name = "keys", description = "API keys (admin)"),
+        (name = "preview", description = "Preview URLs: ports of a sandbox reachable at `{port}-{id}-{token}.{domain}`"),
     )
 )]
 struct ApiDoc;
