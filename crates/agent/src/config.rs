@@ -31,6 +31,8 @@ pub struct AgentConfig {
     /// Changes to `env` made at run time by `POST /api/env` (`None` unsets); shared by every
     /// clone so sessions and processes started later see them.
     pub env_overrides: std::sync::Arc<std::sync::RwLock<sandpit_protocol::container::EnvMap>>,
+    /// Serve the egress bridge (launch mode only: it listens in the sandbox's netns).
+    pub egress_bridge: Option<crate::egress_bridge::BridgeConfig>,
 }
 
 impl AgentConfig {
@@ -53,6 +55,7 @@ impl AgentConfig {
             output_cap: OUTPUT_CAP_BYTES,
             shell: PathBuf::from("/bin/bash"),
             env_overrides: Default::default(),
+            egress_bridge: None,
         }
     }
 

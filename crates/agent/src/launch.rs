@@ -16,7 +16,8 @@ pub fn launch() -> anyhow::Result<()> {
     let env: BTreeMap<String, String> = launch.env.iter().cloned().collect();
     crate::init_tracing(env.get("RUST_LOG").map(String::as_str));
     let listener = take_listener(launch.listen_fd).context("taking the listening socket")?;
-    let config = AgentConfig::from_env(env);
+    let mut config = AgentConfig::from_env(env);
+    config.egress_bridge = Some(sandpit_agent::egress_bridge::BridgeConfig::default());
     tracing::info!(sandbox = %launch.id, "agent started as sandbox init");
     sandpit_agent::run(listener, config).context("agent failed")
 }

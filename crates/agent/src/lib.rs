@@ -11,6 +11,7 @@
 pub mod agent;
 pub mod config;
 pub mod env;
+pub mod egress_bridge;
 pub mod error;
 pub mod exec;
 pub mod files;

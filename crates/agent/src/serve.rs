@@ -21,8 +21,12 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 /// (it starts the reaper).
 pub async fn serve(listener: UnixListener, config: AgentConfig) -> io::Result<()> {
     let reaper = Reaper::start()?;
+    let bridge_config = config.egress_bridge.clone();
     let agent = Agent::new(config, reaper);
     agent.sessions.prewarm();
+    if let Some(bridge) = bridge_config {
+        crate::egress_bridge::spawn(bridge).await;
+    }
     let app = http::router(agent.clone());
     let stop = stop_signal(agent.clone())?;
     tokio::select! {

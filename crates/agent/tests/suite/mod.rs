@@ -1,3 +1,4 @@
+mod egress_bridge;
 mod env;
 mod exec;
 mod files;
