@@ -409,8 +409,8 @@ async fn serial_preview_tokens_rotation_staleness_and_destroy() {
     let port = rs.addr().port();
     let client = reqwest::Client::builder()
         .resolve(&host_of(&first_url), rs.addr())
-        .resolve(&format!("9000-pv-tokens-wrong.localhost"), rs.addr())
-        .resolve(&format!("9001-pv-tokens-first.localhost"), rs.addr())
+        .resolve("9000-pv-tokens-wrong.localhost", rs.addr())
+        .resolve("9001-pv-tokens-first.localhost", rs.addr())
         .build()
         .unwrap();
     let r = get_when_up(&client, &format!("{first_url}x")).await;
