@@ -190,22 +190,26 @@ async fn fresh_in_sandbox(sandbox: &SandboxHandle, n: usize) -> anyhow::Result<S
     Ok(samples)
 }
 
-/// `python3 -c '1+1'` on the host; `None` without a host python3.
+/// `python3 -c '1+1'` on the host; `None` without a host python3. The interpreter binary is
+/// resolved first (`sys.executable`), so wrappers such as pyenv shims are not timed.
 fn fresh_on_host(n: usize) -> anyhow::Result<Option<Samples>> {
-    if Command::new("python3")
-        .args(["-c", "1+1"])
+    let Ok(out) = Command::new("python3")
+        .args(["-c", "import sys; print(sys.executable)"])
         .output()
-        .is_err()
-    {
+    else {
+        return Ok(None);
+    };
+    let python = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    if !out.status.success() || python.is_empty() {
         return Ok(None);
     }
     let mut samples = Samples::default();
     for _ in 0..n {
         let t = Instant::now();
-        let out = Command::new("python3").args(["-c", "1+1"]).output()?;
+        let out = Command::new(&python).args(["-c", "1+1"]).output()?;
         samples.push(t.elapsed());
         if !out.status.success() {
-            bail!("host python3 -c '1+1' failed");
+            bail!("host {python} -c '1+1' failed");
         }
     }
     Ok(Some(samples))
