@@ -8,6 +8,7 @@
 pub mod local;
 pub mod network;
 mod slirp;
+pub mod testnet;
 
 use std::path::PathBuf;
 

@@ -3,16 +3,18 @@
 //! Traffic goes only to loopback and to a network namespace the test creates (`ip netns add`
 //! with a veth pair on a 10.x/30).
 
-use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::io::Read;
+use std::net::{Ipv4Addr, TcpListener};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::process::Command;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use sandpit_protocol::control::{NetworkMode, NetworkPolicy};
 use sandpit_runtime::Driver;
+use sandpit_runtime::testnet::{
+    TestNet, connect_command as connect_cmd, count_accepts, python_command as python,
+};
 
 use super::harness::{Env, exec, ok, unique_id};
 
@@ -123,116 +125,6 @@ fn have(bin: &str) -> bool {
     std::path::Path::new(bin).exists()
 }
 
-fn run(args: &[&str]) {
-    let out = Command::new(args[0]).args(&args[1..]).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// A network namespace with a veth pair on `10.<a>.<b>.0/30`: the host side is `.1`, the
-/// namespace side `.2`. Removed on drop.
-struct TestNet {
-    name: String,
-    host_if: String,
-    host: Ipv4Addr,
-    inner: Ipv4Addr,
-}
-
-impl TestNet {
-    fn new() -> TestNet {
-        let n = std::process::id();
-        let name = format!("spnet{n}");
-        let (host_if, peer) = (format!("sph{n}"), format!("spn{n}"));
-        let (a, b) = (200 + (n % 50) as u8, ((n / 50) % 64 * 4) as u8);
-        let host = Ipv4Addr::new(10, a, b, 1);
-        let inner = Ipv4Addr::new(10, a, b, 2);
-        let _ = Command::new("ip").args(["netns", "del", &name]).output();
-        run(&["ip", "netns", "add", &name]);
-        let net = TestNet {
-            name: name.clone(),
-            host_if: host_if.clone(),
-            host,
-            inner,
-        };
-        run(&[
-            "ip", "link", "add", &host_if, "type", "veth", "peer", "name", &peer,
-        ]);
-        run(&["ip", "link", "set", &peer, "netns", &name]);
-        run(&["ip", "addr", "add", &format!("{host}/30"), "dev", &host_if]);
-        run(&["ip", "link", "set", &host_if, "up"]);
-        run(&[
-            "ip",
-            "-n",
-            &name,
-            "addr",
-            "add",
-            &format!("{inner}/30"),
-            "dev",
-            &peer,
-        ]);
-        run(&["ip", "-n", &name, "link", "set", &peer, "up"]);
-        run(&["ip", "-n", &name, "link", "set", "lo", "up"]);
-        net
-    }
-
-    fn cidr(&self) -> String {
-        format!("{}/30", Ipv4Addr::from(u32::from(self.host) & !3))
-    }
-
-    /// A listener bound inside the namespace (a socket keeps the netns it was created in).
-    fn listen(&self, port: u16) -> TcpListener {
-        let path = format!("/run/netns/{}", self.name);
-        let addr = SocketAddr::from((self.inner, port));
-        std::thread::spawn(move || {
-            let ns = std::fs::File::open(path).unwrap();
-            nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
-            TcpListener::bind(addr).unwrap()
-        })
-        .join()
-        .unwrap()
-    }
-}
-
-impl Drop for TestNet {
-    fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["link", "del", &self.host_if])
-            .output();
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .output();
-    }
-}
-
-/// Accepts forever, counting connections; each gets "hello\n".
-fn count_accepts(listener: TcpListener) -> Arc<AtomicUsize> {
-    let count = Arc::new(AtomicUsize::new(0));
-    let c = count.clone();
-    std::thread::spawn(move || {
-        for mut conn in listener.incoming().flatten() {
-            c.fetch_add(1, Ordering::SeqCst);
-            let _ = conn.write_all(b"hello\n");
-        }
-    });
-    count
-}
-
-/// A one-line command running a Python script (the probe reads one line per command).
-fn python(script: &str) -> String {
-    let hex: String = script.bytes().map(|b| format!("{b:02x}")).collect();
-    format!("python3 -c \"exec(bytes.fromhex('{hex}').decode())\"")
-}
-
-/// Connects to `addr:port` (2 s timeout), prints the first line or `refused`.
-fn connect_cmd(addr: impl std::fmt::Display, port: u16) -> String {
-    python(&format!(
-        "import socket\ntry:\n s = socket.create_connection(('{addr}', {port}), timeout=2)\n print(s.makefile().readline().strip())\nexcept OSError:\n print('refused')\n"
-    ))
-}
-
 /// Sends a raw TCP SYN for `dst:port` straight onto the tap device with AF_PACKET (what
 /// sandbox root's CAP_NET_RAW allows), bypassing the `output` hook.
 fn raw_syn_cmd(dst: Ipv4Addr, port: u16) -> String {
@@ -289,8 +181,8 @@ async fn serial_full_mode_blocks_host_and_private_unless_allowed() {
         eprintln!("\n!!! SKIPPED: needs slirp4netns and nft (scripts/test.sh installs them) !!!\n");
         return;
     }
-    let net = TestNet::new();
-    let outside = count_accepts(net.listen(7001));
+    let net = TestNet::create().unwrap();
+    let outside = count_accepts(net.listen(7001).unwrap());
     // Host-side listeners: loopback and the host end of the veth (a host address).
     let lo_listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let lo_port = lo_listener.local_addr().unwrap().port();
