@@ -1,9 +1,11 @@
 //! Server configuration and the lookup of the agent binary.
 
-use std::net::SocketAddr;
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
+use ipnet::IpNet;
 use sandpit_protocol::control::Limits;
 
 /// Name of the env var that sets the admin key.
@@ -40,6 +42,13 @@ pub struct ServeConfig {
     pub preview_scheme: String,
     /// Port in preview URLs (default: the port the server listens on).
     pub preview_port: Option<u16>,
+    /// Names the egress proxy resolves without DNS ("api.example.test" → 127.0.0.1).
+    pub egress_resolve: BTreeMap<String, IpAddr>,
+    /// Addresses sandboxes never reach unless their policy allows the CIDR (default: loopback,
+    /// private, CGNAT, link-local and metadata, unspecified, multicast, reserved).
+    pub egress_blocked: Vec<IpNet>,
+    /// PEM files trusted for upstream TLS of intercepted connections, besides the host's bundle.
+    pub egress_extra_roots: Vec<PathBuf>,
 }
 
 impl ServeConfig {
@@ -64,6 +73,9 @@ impl ServeConfig {
             preview_domain: "localhost".into(),
             preview_scheme: "http".into(),
             preview_port: None,
+            egress_resolve: BTreeMap::new(),
+            egress_blocked: crate::egress::default_blocked(),
+            egress_extra_roots: Vec::new(),
         }
     }
 }

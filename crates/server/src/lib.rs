@@ -16,6 +16,7 @@
 
 pub mod auth;
 mod config;
+pub mod egress;
 pub mod error;
 mod forward;
 pub mod lifecycle;
@@ -231,6 +232,12 @@ impl Server {
             images,
             config.default_limits.clone(),
             metrics.clone(),
+            egress::Egress::new(&egress::EgressConfig {
+                resolve: config.egress_resolve.clone(),
+                blocked: config.egress_blocked.clone(),
+                extra_roots: config.egress_extra_roots.clone(),
+            })
+            .context("setting up the egress proxy")?,
         )
         .await
         .map_err(|e| anyhow::anyhow!("initialising the sandbox manager: {e}"))?;

@@ -26,6 +26,8 @@ use sandpit_runtime::{Driver, DriverError, SandboxSpec, Started};
 use sandpit_store::{NewSandbox, SandboxOptions, SandboxRecord, Store, uid_base};
 use sha2::{Digest, Sha256};
 
+use crate::egress::state::NetworkChanges;
+use crate::egress::{self, Egress};
 use crate::error::{ApiError, ApiResult};
 use crate::metrics::Metrics;
 
@@ -222,6 +224,8 @@ pub struct Manager {
     images: ImageStore,
     default_limits: Limits,
     metrics: Arc<Metrics>,
+    /// The egress proxies of running sandboxes.
+    egress: Egress,
     /// Random id of this data dir (see [`internal_id`]).
     instance: String,
     entries: Mutex<HashMap<String, Arc<Entry>>>,
@@ -235,6 +239,7 @@ impl Manager {
         images: ImageStore,
         default_limits: Limits,
         metrics: Arc<Metrics>,
+        egress: Egress,
     ) -> ApiResult<Self> {
         let fresh = hex::encode(rand::random::<[u8; 8]>());
         let instance = store.setting_or_init("instance_id", &fresh).await?;
@@ -244,6 +249,7 @@ impl Manager {
             images,
             default_limits,
             metrics,
+            egress,
             instance,
             entries: Mutex::default(),
         })
@@ -311,13 +317,13 @@ impl Manager {
     }
 
     /// Public view of a record, with the in-memory activity time when newer.
-    fn info(&self, record: &SandboxRecord) -> SandboxInfo {
+    async fn info(&self, record: &SandboxRecord) -> ApiResult<SandboxInfo> {
         let mut last_active = record.last_active_at_ms;
         if let Some(entry) = self.existing_entry(&record.tenant, &record.id) {
             last_active = last_active.max(entry.last_activity_ms.load(Ordering::SeqCst));
         }
         let o = &record.options;
-        SandboxInfo {
+        let mut info = SandboxInfo {
             id: record.id.clone(),
             image: o.image.clone(),
             state: record.state,
@@ -330,7 +336,10 @@ impl Manager {
             last_active_at: ms_timestamp(last_active),
             network: Default::default(),
             secrets: Vec::new(),
-        }
+        };
+        let network = egress::state::load(self.store.as_ref(), &record.internal_id).await?;
+        egress::state::fill_info(&mut info, &network);
+        Ok(info)
     }
 
     fn image_rootfs(&self, image: &str) -> ApiResult<(PathBuf, Vec<(String, String)>)> {
@@ -370,6 +379,21 @@ impl Manager {
         let mut env = image_env;
         env.retain(|(k, _)| !o.env.contains_key(k));
         env.extend(o.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+        // Secrets: the sandbox sees placeholders only; its proxy is up before it starts.
+        let network = egress::state::load_for_start(self.store.as_ref(), &entry.internal).await?;
+        env.retain(|(k, _)| !network.secrets.iter().any(|s| &s.name == k));
+        env.extend(egress::secret_env(&network.secrets));
+        if let Some(run_dir) = self.driver.run_dir(&entry.internal) {
+            self.egress
+                .attach(&entry.internal, &run_dir, &image_rootfs, &network)
+                .map_err(|e| {
+                    ApiError::new(
+                        ErrorCode::SandboxStartFailed,
+                        format!("sandbox failed to start: egress proxy: {e}"),
+                    )
+                    .context("sandboxId", entry.id.as_str())
+                })?;
+        }
         let spec = SandboxSpec {
             id: entry.internal.clone(),
             image_rootfs,
@@ -377,9 +401,10 @@ impl Manager {
             env,
             uid_base: uid_base(record.slot),
             ephemeral: o.ephemeral,
-            network: Default::default(),
+            network: network.policy,
         };
         let started = self.driver.start(&spec).await.map_err(|e| {
+            self.egress.detach(&entry.internal);
             tracing::warn!(sandbox = %entry.id, tenant = %entry.tenant, error = %e, "start failed");
             let error = match &e {
                 // The spec's limits or env are what the driver refused: the caller's input.
@@ -422,6 +447,7 @@ impl Manager {
             if let Err(e) = self.driver.stop(&entry.internal).await {
                 tracing::warn!(sandbox = %entry.id, error = %e, "stop failed");
             }
+            self.egress.detach(&entry.internal);
             tracing::info!(sandbox = %entry.id, tenant = %entry.tenant, "sandbox asleep");
         }
         let last = entry.last_activity_ms.load(Ordering::SeqCst);
@@ -447,6 +473,7 @@ impl Manager {
         image: String,
         ephemeral: bool,
         changes: OptionChanges,
+        network: NetworkChanges,
     ) -> ApiResult<SandboxRecord> {
         self.image_rootfs(&image)?;
         let mut options = SandboxOptions {
@@ -468,7 +495,11 @@ impl Manager {
         };
         let (record, _) = self.store.create_sandbox(new).await?;
         inner.record = Some(record.clone());
-        if let Err(e) = self.start(entry, inner, &record).await {
+        let started = match self.change_network(entry, inner, network).await {
+            Ok(()) => self.start(entry, inner, &record).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = started {
             inner.record = None;
             if let Err(de) = self.driver.destroy(&entry.internal).await {
                 tracing::warn!(sandbox = %entry.id, error = %de, "cleanup after failed start");
@@ -496,6 +527,7 @@ impl Manager {
             req.env.as_ref(),
             req.limits.as_ref(),
         )?;
+        let network = NetworkChanges::parse(req.network.as_ref(), req.secrets.as_ref())?;
         let entry = self.entry(tenant, &id);
         let mut inner = entry.inner.lock().await;
         if let Some(mut record) = self.load(&entry, &mut inner).await? {
@@ -524,7 +556,8 @@ impl Manager {
                     .await?;
                 inner.record = Some(record.clone());
             }
-            return Ok((self.info(&record), false));
+            self.change_network(&entry, &inner, network).await?;
+            return Ok((self.info(&record).await?, false));
         }
         let image = req.image.unwrap_or_else(|| DEFAULT_IMAGE.to_owned());
         let record = self
@@ -534,9 +567,10 @@ impl Manager {
                 image,
                 req.ephemeral.unwrap_or(false),
                 changes,
+                network,
             )
             .await?;
-        Ok((self.info(&record), true))
+        Ok((self.info(&record).await?, true))
     }
 
     pub async fn get(&self, tenant: &str, id: &str) -> ApiResult<SandboxInfo> {
@@ -545,7 +579,7 @@ impl Manager {
             .get_sandbox(tenant, id)
             .await?
             .ok_or_else(|| ApiError::sandbox_not_found(id))?;
-        Ok(self.info(&record))
+        self.info(&record).await
     }
 
     /// A page of the tenant's sandboxes and the cursor of the next one.
@@ -563,7 +597,11 @@ impl Manager {
         } else {
             None
         };
-        Ok((records.iter().map(|r| self.info(r)).collect(), next))
+        let mut infos = Vec::with_capacity(records.len());
+        for r in &records {
+            infos.push(self.info(r).await?);
+        }
+        Ok((infos, next))
     }
 
     pub async fn update(
@@ -578,6 +616,7 @@ impl Manager {
             req.env.as_ref(),
             req.limits.as_ref(),
         )?;
+        let network = NetworkChanges::parse(req.network.as_ref(), req.secrets.as_ref())?;
         let entry = self.known_entry(tenant, id).await?;
         let mut inner = entry.inner.lock().await;
         let mut record = self
@@ -589,7 +628,36 @@ impl Manager {
             .update_options(tenant, id, &record.options)
             .await?;
         inner.record = Some(record.clone());
-        Ok(self.info(&record))
+        self.change_network(&entry, &inner, network).await?;
+        self.info(&record).await
+    }
+
+    /// Stores network policy and secret changes and applies them at once to a running sandbox
+    /// (its proxy's rules, the driver's networking mode). New secrets' env vars appear at the
+    /// next start.
+    async fn change_network(
+        &self,
+        entry: &Entry,
+        inner: &Inner,
+        changes: NetworkChanges,
+    ) -> ApiResult<()> {
+        if changes.is_empty() {
+            return Ok(());
+        }
+        let network = changes.apply(self.store.as_ref(), &entry.internal).await?;
+        if inner.started.is_some() {
+            self.egress
+                .update(&entry.internal, &network)
+                .map_err(|e| ApiError::validation(e.to_string()))?;
+            self.driver
+                .set_network(&entry.internal, &network.policy)
+                .await
+                .map_err(|e| {
+                    ApiError::internal(format!("applying the network policy: {e}"))
+                        .context("sandboxId", entry.id.as_str())
+                })?;
+        }
+        Ok(())
     }
 
     /// Sets (`Some`) or removes (`None`) variables of the sandbox's stored env (applied at its
@@ -626,7 +694,7 @@ impl Manager {
             .record
             .clone()
             .ok_or_else(|| ApiError::sandbox_not_found(id))?;
-        Ok(self.info(&record))
+        self.info(&record).await
     }
 
     /// `DELETE /v1/sandboxes/{id}`: processes, writable layer and record are gone.
@@ -638,6 +706,7 @@ impl Manager {
             .ok_or_else(|| ApiError::sandbox_not_found(id))?;
         inner.started = None;
         entry.running.store(false, Ordering::SeqCst);
+        self.egress.detach(&entry.internal);
         self.driver.destroy(&entry.internal).await.map_err(|e| {
             ApiError::internal(format!("destroying sandbox {id:?}: {e}")).context("sandboxId", id)
         })?;
@@ -657,8 +726,16 @@ impl Manager {
                 Some(record) => self.start(&entry, &mut inner, &record).await?,
                 None => {
                     let changes = OptionChanges::parse(None, None, None, None)?;
-                    self.create_locked(&entry, &mut inner, DEFAULT_IMAGE.into(), false, changes)
-                        .await?;
+                    let network = NetworkChanges::default();
+                    self.create_locked(
+                        &entry,
+                        &mut inner,
+                        DEFAULT_IMAGE.into(),
+                        false,
+                        changes,
+                        network,
+                    )
+                    .await?;
                 }
             }
         }

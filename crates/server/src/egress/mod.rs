@@ -6,6 +6,7 @@
 
 mod policy;
 mod proxy;
+pub mod state;
 mod tls;
 
 use std::collections::{BTreeMap, HashMap};
