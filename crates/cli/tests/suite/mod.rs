@@ -2,6 +2,7 @@ mod args;
 mod browser;
 mod compat;
 mod fake_server;
+mod network;
 mod processes;
 mod real_server;
 mod run;
