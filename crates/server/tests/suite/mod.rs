@@ -2,6 +2,7 @@ mod api;
 mod archive;
 mod attacks;
 mod e2e;
+mod egress;
 mod fake_agent;
 mod files;
 mod forward;
