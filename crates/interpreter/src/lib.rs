@@ -8,6 +8,7 @@
 //! async IIFE that returns the value of the last expression statement.
 
 mod error;
+mod lines;
 mod repl;
 mod transpile;
 
@@ -17,7 +18,8 @@ pub use error::PrepareError;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Prepared {
     /// Script source; its completion value is the value of the cell's last expression
-    /// statement (`undefined` when the cell does not end with one).
+    /// statement (`undefined` when the cell does not end with one). Its last line may be a
+    /// `//# sandpitLines=` comment that maps its lines back to the cell's (see `node.js`).
     pub code: String,
     /// The completion value is a Promise of that value (the cell uses top-level `await`).
     pub is_async: bool,
@@ -26,10 +28,16 @@ pub struct Prepared {
 /// Prepares one cell of JavaScript (or TypeScript when `typescript`, which is transpiled
 /// first) for the executor. Syntax errors carry the 1-based line and column in `source`.
 pub fn prepare_javascript(source: &str, typescript: bool) -> Result<Prepared, PrepareError> {
-    if typescript {
-        let js = transpile::typescript_to_javascript(source)?;
-        repl::rewrite(&js)
+    let (rewritten, typescript_map) = if typescript {
+        let (js, map) = transpile::typescript_to_javascript(source)?;
+        (repl::rewrite(&js)?, Some(map))
     } else {
-        repl::rewrite(source)
+        (repl::rewrite(source)?, None)
+    };
+    let mut prepared = rewritten.prepared;
+    if let Some(comment) = lines::comment(&rewritten.columns, typescript_map.as_ref()) {
+        prepared.code.push('\n');
+        prepared.code.push_str(&comment);
     }
+    Ok(prepared)
 }

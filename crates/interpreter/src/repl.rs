@@ -20,10 +20,18 @@ use oxc::parser::Parser;
 use oxc::semantic::ScopeFlags;
 use oxc::span::{GetSpan, SourceType};
 
+use crate::lines::LineMap;
 use crate::{PrepareError, Prepared};
 
+/// A rewritten cell: the source's lines (plus one at the end), with columns moved.
+pub(crate) struct Rewritten {
+    pub prepared: Prepared,
+    /// Where the columns of the prepared code come from (its lines are the source's).
+    pub columns: LineMap,
+}
+
 /// Rewrites one JavaScript cell (see the module docs).
-pub(crate) fn rewrite(source: &str) -> Result<Prepared, PrepareError> {
+pub(crate) fn rewrite(source: &str) -> Result<Rewritten, PrepareError> {
     let allocator = Allocator::default();
     // Module goal: top-level `await` parses, and so do `import`/`export` (rewritten below).
     let parsed = Parser::new(&allocator, source, SourceType::mjs()).parse();
@@ -84,10 +92,11 @@ pub(crate) fn rewrite(source: &str) -> Result<Prepared, PrepareError> {
         suffix.push_str("\n;void 0");
     }
 
-    let body = rewriter.edits.apply(source);
-    Ok(Prepared {
-        code: format!("{prefix}{body}{suffix}"),
-        is_async,
+    let (mut code, columns) = rewriter.edits.apply(&prefix, source);
+    code.push_str(&suffix);
+    Ok(Rewritten {
+        prepared: Prepared { code, is_async },
+        columns,
     })
 }
 
@@ -408,9 +417,6 @@ impl Rewriter<'_> {
                 }
             }
         }
-        // Keep the statement's line count so later positions stay put.
-        let original = import.span.source_text(self.source);
-        code.push_str(&"\n".repeat(original.matches('\n').count()));
         self.edits.replace(import.span.start, import.span.end, code);
     }
 }
@@ -451,9 +457,15 @@ impl Edits {
         self.edits.push((at, at, text));
     }
 
-    fn apply(mut self, source: &str) -> String {
+    /// The edited source after `prefix`, and where its columns come from.
+    fn apply(mut self, prefix: &str, source: &str) -> (String, LineMap) {
         self.edits.sort_by_key(|(start, _, _)| *start);
-        let mut out = String::with_capacity(source.len() + 64);
+        let mut out = String::with_capacity(prefix.len() + source.len() + 64);
+        out.push_str(prefix);
+        let mut map = LineMap::default();
+        let mut out_position = Position::default().advance(prefix);
+        let mut in_position = Position::default();
+        map.segment(0, 0, 0, out_position.shift_from(in_position));
         let mut cursor = 0usize;
         for (start, end, text) in self.edits {
             let (start, end) = (start as usize, end as usize);
@@ -461,12 +473,56 @@ impl Edits {
             if start < cursor || end > source.len() {
                 continue;
             }
-            out.push_str(&source[cursor..start]);
+            let kept = &source[cursor..start];
+            out.push_str(kept);
             out.push_str(&text);
+            // Keep the line count, so that every later line keeps its number.
+            let removed = &source[start..end];
+            let missing = removed
+                .matches('\n')
+                .count()
+                .saturating_sub(text.matches('\n').count());
+            let newlines = "\n".repeat(missing);
+            out.push_str(&newlines);
+            out_position = out_position.advance(kept).advance(&text).advance(&newlines);
+            in_position = in_position.advance(kept).advance(removed);
+            map.segment(
+                out_position.line,
+                out_position.column,
+                out_position.line,
+                out_position.shift_from(in_position),
+            );
             cursor = end;
         }
         out.push_str(&source[cursor..]);
-        out
+        (out, map)
+    }
+}
+
+/// A 0-based line and UTF-16 column.
+#[derive(Debug, Default, Clone, Copy)]
+struct Position {
+    line: u32,
+    column: u32,
+}
+
+impl Position {
+    fn advance(self, text: &str) -> Self {
+        let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+        match text.rfind('\n') {
+            Some(last) => Self {
+                line: self.line + count(text.matches('\n').count()),
+                column: count(text[last + 1..].encode_utf16().count()),
+            },
+            None => Self {
+                line: self.line,
+                column: self.column + count(text.encode_utf16().count()),
+            },
+        }
+    }
+
+    fn shift_from(self, source: Self) -> i64 {
+        i64::from(self.column) - i64::from(source.column)
     }
 }
 
@@ -476,7 +532,7 @@ mod tests {
 
     fn code(source: &str) -> Prepared {
         match rewrite(source) {
-            Ok(prepared) => prepared,
+            Ok(rewritten) => rewritten.prepared,
             Err(error) => panic!("{source:?}: {error}"),
         }
     }

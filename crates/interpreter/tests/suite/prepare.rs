@@ -140,3 +140,43 @@ fn syntax_errors_carry_line_and_column() {
     let error = prepare_javascript("let = ;", false).expect_err("syntax error");
     assert!(error.to_string().starts_with("SyntaxError: "), "{error}");
 }
+
+/// The `<cell-1>:line:column` of the first frame of the error of step `i`.
+fn first_position(t: &super::harness::Transcript, i: usize) -> String {
+    let errors = t.of_type(i, "error");
+    assert_eq!(errors.len(), 1, "{:?}", t.steps[i]);
+    let traceback = errors[0]["traceback"].as_array().expect("traceback");
+    let frame = traceback
+        .iter()
+        .filter_map(|l| l.as_str())
+        .find(|l| l.contains("<cell-"))
+        .unwrap_or_else(|| panic!("no cell frame: {traceback:?}"));
+    let start = frame.find("<cell-").expect("cell");
+    frame[start..].trim_end_matches(')').to_owned()
+}
+
+#[test]
+fn typescript_errors_point_at_the_typescript_lines_and_columns() {
+    let t = run(vec![
+        Step::ts(
+            "interface P { x: number }\n\ntype Q = string;\nfunction f(p: P): number {\n    throw new Error('ts boom');\n}\nconst q: Q = 'q';\nf({ x: 1 });",
+        ),
+        Step::ts(
+            "enum E { A }\nconst v: number = await Promise.resolve(E.A);\n\n  undefinedFn(v as number)",
+        ),
+    ]);
+    assert_eq!(first_position(&t, 0), "<cell-1>:5:11");
+    assert_eq!(first_position(&t, 1), "<cell-2>:4:3");
+}
+
+#[test]
+fn javascript_columns_on_line_one_ignore_the_rewrite_prefix() {
+    let t = run(vec![
+        Step::js("const a = 1; let b; missing(a)"),
+        Step::js("await 0; const x = 1, {y} = {y: 2};\nlet c; class K {}; missing(x)"),
+        Step::ts("let n: number = 1; const s: string = 'a'; missing(n)"),
+    ]);
+    assert_eq!(first_position(&t, 0), "<cell-1>:1:21");
+    assert_eq!(first_position(&t, 1), "<cell-2>:2:20");
+    assert_eq!(first_position(&t, 2), "<cell-3>:1:43");
+}

@@ -156,11 +156,51 @@ function isErrorLike(value) {
   return value !== null && typeof value === 'object' && typeof value.stack === 'string';
 }
 
+// Prepared code may end with `//# sandpitLines={"r":MAP,"t":MAP}`: where its positions come
+// from in the user's cell (the REPL rewrite, then TypeScript). A MAP is
+// {"LINE": [SOURCE_LINE, COL, SHIFT, COL, SHIFT, ...]}: from 0-based column COL on, a position
+// of that line comes from SOURCE_LINE, SHIFT columns to the left; unlisted lines are unchanged.
+// Kept per cell, as functions of old cells can throw later.
+const LINES_MARKER = '//# sandpitLines=';
+const KEPT_LINE_MAPS = 1000;
+const lineMaps = new Map();
+
+function rememberLineMap(cell, code) {
+  const at = code.lastIndexOf('\n' + LINES_MARKER);
+  if (at === -1) return;
+  try {
+    lineMaps.set(cell, JSON.parse(code.slice(at + 1 + LINES_MARKER.length)));
+    lineMaps.delete(cell - KEPT_LINE_MAPS);
+  } catch {
+    // A malformed map only costs exact positions.
+  }
+}
+
+function throughMap(map, line, column) {
+  const entry = map?.[line];
+  if (!Array.isArray(entry) || entry.length < 3) return [line, column];
+  let shift = entry[2];
+  for (let i = 1; i + 1 < entry.length && entry[i] <= column; i += 2) shift = entry[i + 1];
+  return [entry[0], Math.max(0, column - shift)];
+}
+
+function userPositions(text) {
+  return text.replace(/<cell-(\d+)>:(\d+)(?::(\d+))?/g, (whole, cell, line, column) => {
+    const maps = lineMaps.get(Number(cell));
+    if (!maps) return whole;
+    let position = [Number(line), column === undefined ? 0 : Number(column) - 1];
+    position = throughMap(maps.r, ...position);
+    position = throughMap(maps.t, ...position);
+    if (column === undefined) return `<cell-${cell}>:${position[0]}`;
+    return `<cell-${cell}>:${position[0]}:${position[1] + 1}`;
+  });
+}
+
 // Stack frames of this executor and of Node's internals say nothing about the user's code.
 function userTraceback(stack) {
   return stack.split('\n').filter((line) => !(
     /^\s+at /.test(line) && (line.includes(__filename) || /\(node:|at node:/.test(line))
-  ));
+  )).map(userPositions);
 }
 
 function errorEvent(error) {
@@ -200,8 +240,10 @@ function interruption() {
 
 async function run(request) {
   executionCount += 1;
+  const code = String(request.code ?? '');
+  rememberLineMap(executionCount, code);
   try {
-    const script = new vm.Script(String(request.code ?? ''), { filename: `<cell-${executionCount}>` });
+    const script = new vm.Script(code, { filename: `<cell-${executionCount}>` });
     let value = script.runInContext(context, { breakOnSigint: true, displayErrors: false });
     if (request.async) {
       value = await new Promise((resolve, reject) => {
