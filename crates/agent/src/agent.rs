@@ -35,6 +35,8 @@ pub struct Agent {
     pub processes: Arc<crate::process::Processes>,
     /// File watches (`/api/watch`, `/api/watch/check`).
     pub watches: Arc<crate::watch::Watches>,
+    /// Code contexts and interpreter pools (`/api/contexts`, `/api/execute/code`).
+    pub interpreters: Arc<crate::interpreter::Interpreters>,
     /// Process groups of running sessionless commands.
     running: Arc<Mutex<HashSet<i32>>>,
 }
@@ -60,6 +62,10 @@ impl Agent {
             sessions.clone(),
         ));
         let watches = crate::watch::Watches::new(&config);
+        let interpreters = Arc::new(crate::interpreter::Interpreters::new(
+            config.clone(),
+            reaper.clone(),
+        ));
         Arc::new(Agent {
             config,
             reaper,
@@ -67,6 +73,7 @@ impl Agent {
             terminals,
             processes,
             watches,
+            interpreters,
             running: Arc::default(),
         })
     }

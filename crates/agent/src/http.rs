@@ -47,6 +47,7 @@ pub fn router(agent: Arc<Agent>) -> Router {
         .route("/api/env", post(crate::env::set_env_handler))
         .merge(crate::process::routes())
         .merge(crate::port_watch::routes())
+        .merge(crate::interpreter::routes::routes())
         .route("/api/git/checkout", post(crate::git::checkout_handler))
         .route("/api/watch", post(crate::watch::watch_handler))
         .route("/api/watch/check", post(crate::watch::check_handler))

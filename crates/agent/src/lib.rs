@@ -18,6 +18,7 @@ pub mod files;
 pub mod files_raw;
 pub mod git;
 pub mod http;
+pub mod interpreter;
 pub mod port_watch;
 pub mod process;
 pub mod pty;

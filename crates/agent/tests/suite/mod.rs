@@ -6,6 +6,7 @@ mod files_raw;
 mod git;
 mod harness;
 mod http;
+mod interpreter;
 mod launch;
 mod port_watch;
 mod processes;

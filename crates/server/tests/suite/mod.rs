@@ -7,6 +7,7 @@ mod fake_agent;
 mod files;
 mod forward;
 mod host_agent;
+mod interpreter;
 mod lifecycle;
 mod openapi;
 mod preview;

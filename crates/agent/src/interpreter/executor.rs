@@ -1,0 +1,351 @@
+//! One executor process (a Python or Node helper) and its protocol: requests go to its fd 3
+//! and events come back on its fd 4, one JSON object per line; its stdout and stderr pipes
+//! (subprocess output, raw fd writes) are merged into the same event stream.
+
+use std::collections::BTreeMap;
+use std::os::fd::OwnedFd;
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::fcntl::OFlag;
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use serde::Deserialize;
+use serde_json::{Map, Value};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::unix::pipe;
+use tokio::sync::mpsc;
+
+use crate::reaper::Reaper;
+
+/// How long an executor may take to report `ready`.
+const SPAWN_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How long fd 4 is still read after the process exited (its last events may be in flight).
+const DRAIN_AFTER_EXIT: Duration = Duration::from_millis(200);
+
+/// Events buffered between the pipes and the consumer; a full channel stops the readers, so a
+/// flooding program is slowed down by a slow client instead of filling memory.
+const EVENT_CAPACITY: usize = 64;
+
+/// What to start: program, arguments, environment, working directory.
+#[derive(Debug, Clone)]
+pub struct Spec {
+    pub program: String,
+    pub args: Vec<String>,
+    pub env: BTreeMap<String, String>,
+    pub cwd: String,
+}
+
+/// An event of an executor, in the order it was read.
+#[derive(Debug)]
+pub enum Event {
+    /// One line of fd 4.
+    Wire(Wire),
+    /// Bytes the process wrote to its stdout/stderr pipe.
+    Stdout(String),
+    Stderr(String),
+    /// The process is gone (exit code, shell style).
+    Exited(i32),
+}
+
+/// The executor → agent messages of fd 4.
+#[derive(Debug, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Wire {
+    Ready,
+    Unavailable {
+        #[serde(default)]
+        message: String,
+    },
+    Stdout {
+        #[serde(default)]
+        text: String,
+    },
+    Stderr {
+        #[serde(default)]
+        text: String,
+    },
+    Result {
+        #[serde(default)]
+        data: Map<String, Value>,
+        #[serde(default)]
+        metadata: Map<String, Value>,
+    },
+    Error {
+        #[serde(default)]
+        ename: String,
+        #[serde(default)]
+        evalue: String,
+        #[serde(default)]
+        traceback: Vec<String>,
+    },
+    Done {
+        #[serde(default)]
+        execution_count: u64,
+    },
+    /// Anything else is ignored (forward compatibility).
+    #[serde(other)]
+    Unknown,
+}
+
+/// Why an executor could not be started.
+#[derive(Debug, thiserror::Error)]
+pub enum SpawnError {
+    /// The program (or a module it needs) is missing.
+    #[error("{0}")]
+    NotAvailable(String),
+    #[error("interpreter failed to start: {0}")]
+    Failed(String),
+}
+
+/// A started executor. Dropping it kills its process group.
+#[derive(Debug)]
+pub struct Executor {
+    pid: i32,
+    requests: pipe::Sender,
+    events: mpsc::Receiver<Event>,
+    exited: bool,
+}
+
+impl Executor {
+    /// Starts the process and waits for its `ready`.
+    pub async fn spawn(spec: &Spec, reaper: &Reaper) -> Result<Executor, SpawnError> {
+        let mut executor = Self::start(spec, reaper).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                SpawnError::NotAvailable(format!("{} is not installed", spec.program))
+            } else {
+                SpawnError::Failed(format!("{}: {e}", spec.program))
+            }
+        })?;
+        let mut output = String::new();
+        let wait = async {
+            loop {
+                match executor.events.recv().await {
+                    Some(Event::Wire(Wire::Ready)) => return Ok(()),
+                    Some(Event::Wire(Wire::Unavailable { message })) => {
+                        return Err(SpawnError::NotAvailable(message));
+                    }
+                    Some(Event::Stdout(t) | Event::Stderr(t)) => output.push_str(&t),
+                    Some(Event::Exited(code)) => {
+                        return Err(SpawnError::Failed(format!(
+                            "{} exited with code {code} before it was ready: {}",
+                            spec.program,
+                            output.trim()
+                        )));
+                    }
+                    None => return Err(SpawnError::Failed("event stream ended".into())),
+                    Some(_) => {}
+                }
+            }
+        };
+        match tokio::time::timeout(SPAWN_TIMEOUT, wait).await {
+            Ok(Ok(())) => Ok(executor),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(SpawnError::Failed(format!(
+                "{} was not ready after {}s",
+                spec.program,
+                SPAWN_TIMEOUT.as_secs()
+            ))),
+        }
+    }
+
+    fn start(spec: &Spec, reaper: &Reaper) -> std::io::Result<Executor> {
+        let (req_read, req_write) = cloexec_pipe()?;
+        let (ev_read, ev_write) = cloexec_pipe()?;
+        let mut cmd = Command::new(&spec.program);
+        cmd.args(&spec.args)
+            .env_clear()
+            .envs(&spec.env)
+            .current_dir(existing_dir(&spec.cwd))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0);
+        sandpit_isolation::process::pass_fd(&mut cmd, req_read, 3);
+        sandpit_isolation::process::pass_fd(&mut cmd, ev_write, 4);
+        let spawned_at = Instant::now();
+        let mut child = cmd.spawn()?;
+        // The child's ends live in `cmd`'s hooks: close them here, or EOF never comes.
+        drop(cmd);
+        let pid = child.id() as i32;
+        let exit = reaper.register(pid, spawned_at);
+        let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
+            return Err(std::io::Error::other("missing pipe"));
+        };
+        let (tx, events) = mpsc::channel(EVENT_CAPACITY);
+        let wire = tokio::spawn(read_wire(
+            pipe::Receiver::from_owned_fd(ev_read)?,
+            tx.clone(),
+        ));
+        tokio::spawn(read_output(
+            crate::exec::reader(stdout)?,
+            tx.clone(),
+            Event::Stdout,
+        ));
+        tokio::spawn(read_output(
+            crate::exec::reader(stderr)?,
+            tx.clone(),
+            Event::Stderr,
+        ));
+        tokio::spawn(async move {
+            let code = exit.await.unwrap_or(-1);
+            let _ = tokio::time::timeout(DRAIN_AFTER_EXIT, wire).await;
+            let _ = tx.send(Event::Exited(code)).await;
+        });
+        Ok(Executor {
+            pid,
+            requests: pipe::Sender::from_owned_fd(req_write)?,
+            events,
+            exited: false,
+        })
+    }
+
+    /// Sends one request line.
+    pub async fn send(&mut self, request: &Value) -> std::io::Result<()> {
+        let mut line = serde_json::to_vec(request).map_err(std::io::Error::other)?;
+        line.push(b'\n');
+        self.requests.write_all(&line).await
+    }
+
+    /// The next event; `None` once the process exited and everything was read.
+    pub async fn next(&mut self) -> Option<Event> {
+        if self.exited {
+            return None;
+        }
+        let event = self.events.recv().await;
+        if matches!(event, Some(Event::Exited(_)) | None) {
+            self.exited = true;
+        }
+        event
+    }
+
+    /// Drops events left over from earlier output (a background thread printing between
+    /// runs). Returns false if the process is gone.
+    pub fn discard_pending(&mut self) -> bool {
+        while let Ok(event) = self.events.try_recv() {
+            if matches!(event, Event::Exited(_)) {
+                self.exited = true;
+            }
+        }
+        !self.exited
+    }
+
+    /// SIGINT to the process group (Python: KeyboardInterrupt).
+    pub fn interrupt(&self) {
+        let _ = killpg(Pid::from_raw(self.pid), Signal::SIGINT);
+    }
+
+    /// SIGKILL to the process group.
+    pub fn kill(&self) {
+        let _ = killpg(Pid::from_raw(self.pid), Signal::SIGKILL);
+    }
+}
+
+impl Drop for Executor {
+    fn drop(&mut self) {
+        if !self.exited {
+            self.kill();
+        }
+    }
+}
+
+/// A pipe whose ends are close-on-exec and numbered above 4, so placing them at fds 3 and 4
+/// in the child cannot overwrite one with the other.
+fn cloexec_pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
+    let (r, w) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
+    Ok((high_fd(&r)?, high_fd(&w)?))
+}
+
+fn high_fd(fd: &OwnedFd) -> std::io::Result<OwnedFd> {
+    Ok(rustix::io::fcntl_dupfd_cloexec(fd, 10)?)
+}
+
+/// The working directory to start in: `cwd` if it exists (contexts change it later), else `/`.
+fn existing_dir(cwd: &str) -> &str {
+    if Path::new(cwd).is_dir() { cwd } else { "/" }
+}
+
+async fn read_wire(receiver: pipe::Receiver, tx: mpsc::Sender<Event>) {
+    let mut reader = BufReader::with_capacity(64 * 1024, receiver);
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        match reader.read_until(b'\n', &mut line).await {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+        let Ok(wire) = serde_json::from_slice::<Wire>(&line) else {
+            tracing::warn!(line = %String::from_utf8_lossy(&line), "bad executor event");
+            continue;
+        };
+        if tx.send(Event::Wire(wire)).await.is_err() {
+            return;
+        }
+    }
+}
+
+async fn read_output(
+    mut receiver: pipe::Receiver,
+    tx: mpsc::Sender<Event>,
+    wrap: fn(String) -> Event,
+) {
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut carry: Vec<u8> = Vec::new();
+    loop {
+        let n = match receiver.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        carry.extend_from_slice(&buf[..n]);
+        let text = take_utf8(&mut carry);
+        if !text.is_empty() && tx.send(wrap(text)).await.is_err() {
+            return;
+        }
+    }
+    if !carry.is_empty() {
+        let _ = tx
+            .send(wrap(String::from_utf8_lossy(&carry).into_owned()))
+            .await;
+    }
+}
+
+/// Takes the longest prefix of `bytes` that does not end inside a UTF-8 sequence (invalid
+/// bytes become U+FFFD); an incomplete trailing sequence stays for the next read.
+fn take_utf8(bytes: &mut Vec<u8>) -> String {
+    let keep = match std::str::from_utf8(bytes) {
+        Ok(_) => 0,
+        Err(e) if e.error_len().is_none() => bytes.len() - e.valid_up_to(),
+        Err(_) => 0,
+    };
+    let tail = bytes.split_off(bytes.len() - keep);
+    let text = String::from_utf8_lossy(bytes).into_owned();
+    *bytes = tail;
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn utf8_split_across_reads_is_kept_whole() {
+        let mut carry = "aé".as_bytes()[..2].to_vec();
+        assert_eq!(take_utf8(&mut carry), "a");
+        carry.extend_from_slice(&"é".as_bytes()[1..]);
+        assert_eq!(take_utf8(&mut carry), "é");
+        assert!(carry.is_empty());
+        let mut bad = vec![b'x', 0xff, b'y'];
+        assert_eq!(take_utf8(&mut bad), "x\u{fffd}y");
+    }
+
+    #[test]
+    fn wire_events_parse() {
+        let w: Wire = serde_json::from_str(r#"{"type":"done","execution_count":3}"#).unwrap();
+        assert!(matches!(w, Wire::Done { execution_count: 3 }));
+        let w: Wire = serde_json::from_str(r#"{"type":"whatever","x":1}"#).unwrap();
+        assert!(matches!(w, Wire::Unknown));
+    }
+}

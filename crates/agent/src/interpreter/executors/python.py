@@ -1,0 +1,314 @@
+# sandpit Python executor: one long-lived IPython shell driven by the agent.
+#
+# Protocol (see crates/agent/src/interpreter/executor.rs): requests arrive on fd 3 and events
+# leave on fd 4, one JSON object per line. stdout/stderr writes of the code become events as
+# they happen; writes straight to fd 1/2 (subprocesses) reach the agent through the pipes.
+import base64
+import json
+import os
+import signal
+import sys
+import threading
+
+EVENTS_FD = 4
+# Subprocesses of the code must not inherit the protocol pipes.
+os.set_inheritable(3, False)
+os.set_inheritable(EVENTS_FD, False)
+_lock = threading.Lock()
+
+
+streams = []
+
+
+def emit(event):
+    if event["type"] not in ("stdout", "stderr"):
+        for stream in streams:
+            stream.flush()
+    data = (json.dumps(event, ensure_ascii=False, default=str) + "\n").encode("utf-8", "replace")
+    with _lock:
+        view = memoryview(data)
+        while view:
+            n = os.write(EVENTS_FD, view)
+            view = view[n:]
+
+
+try:
+    from IPython.core.interactiveshell import InteractiveShell
+    from IPython.core.displayhook import DisplayHook
+    from IPython.core.displaypub import DisplayPublisher
+except Exception as e:  # noqa: BLE001 - any import failure means "no usable Python"
+    emit({"type": "unavailable", "message": "IPython is not installed: %s" % e})
+    sys.exit(3)
+
+import io
+
+
+class Stream(io.TextIOBase):
+    """sys.stdout / sys.stderr: complete lines become events at once; a partial line waits
+    at most FLUSH_DELAY (so print(a, b) is one event, and output stays live)."""
+
+    FLUSH_DELAY = 0.01
+
+    def __init__(self, name, fd):
+        self.name = name
+        self._fd = fd
+        self._pending = []
+        self._cond = threading.Condition()
+        threading.Thread(target=self._flusher, daemon=True).start()
+
+    def write(self, text):
+        if not isinstance(text, str):
+            raise TypeError("write() argument must be str, not %s" % type(text).__name__)
+        if text:
+            with self._cond:
+                self._pending.append(text)
+                if "\n" in text:
+                    self._flush_locked()
+                else:
+                    self._cond.notify()
+        return len(text)
+
+    def _flush_locked(self):
+        if self._pending:
+            text = "".join(self._pending)
+            self._pending = []
+            emit({"type": self.name, "text": text})
+
+    def flush(self):
+        with self._cond:
+            self._flush_locked()
+
+    def _flusher(self):
+        import time
+        while True:
+            with self._cond:
+                while not self._pending:
+                    self._cond.wait()
+            time.sleep(self.FLUSH_DELAY)
+            self.flush()
+
+    def writable(self):
+        return True
+
+    def isatty(self):
+        return False
+
+    def fileno(self):
+        return self._fd
+
+    @property
+    def encoding(self):
+        return "utf-8"
+
+    @property
+    def errors(self):
+        return "replace"
+
+
+BINARY_MIME = ("image/png", "image/jpeg", "application/pdf")
+
+
+def bundle(data):
+    out = {}
+    for mime, value in (data or {}).items():
+        if isinstance(value, (bytes, bytearray)):
+            if mime in BINARY_MIME:
+                value = base64.b64encode(value).decode("ascii")
+            else:
+                value = bytes(value).decode("utf-8", "replace")
+        elif mime in BINARY_MIME and isinstance(value, str):
+            value = value.replace("\n", "")
+        out[mime] = value
+    return out
+
+
+def emit_result(data, metadata=None):
+    data = bundle(data)
+    plain = data.get("text/plain")
+    if len(data) > 1 and isinstance(plain, str) and plain.startswith("<") and plain.endswith(" object>"):
+        del data["text/plain"]
+    if data:
+        emit({"type": "result", "data": data, "metadata": metadata or {}})
+
+
+class Hook(DisplayHook):
+    """The last expression's value: a result event instead of `Out[n]:` on stdout."""
+
+    def compute_format_data(self, result):
+        data, md = super().compute_format_data(result)
+        if isinstance(result, (dict, list)) and "application/json" not in data:
+            try:
+                json.dumps(result)
+                data["application/json"] = result
+            except (TypeError, ValueError):
+                pass
+        return data, md
+
+    def start_displayhook(self):
+        pass
+
+    def write_output_prompt(self):
+        pass
+
+    def write_format_data(self, format_dict, md_dict=None):
+        emit_result(format_dict, md_dict)
+
+    def finish_displayhook(self):
+        pass
+
+
+class Publisher(DisplayPublisher):
+    """display(): one result event per call."""
+
+    def publish(self, data, metadata=None, source=None, *, transient=None, update=False, **kw):
+        emit_result(data, metadata)
+
+    def clear_output(self, wait=False):
+        pass
+
+
+shell = InteractiveShell.instance(colors="NoColor")
+shell.ast_node_interactivity = "last_expr"
+hook = Hook(shell=shell, cache_size=shell.cache_size)
+shell.displayhook = hook
+shell.display_trap.hook = hook
+shell.display_pub = Publisher(shell=shell, parent=shell)
+
+
+def show_traceback(etype, evalue, stb):
+    emit({
+        "type": "error",
+        "ename": getattr(etype, "__name__", str(etype)),
+        "evalue": str(evalue),
+        "traceback": list(stb),
+    })
+
+
+shell._showtraceback = show_traceback
+
+import warnings
+
+warnings.filterwarnings("ignore", message=".*non-interactive.*")
+warnings.filterwarnings("ignore", message=".*Matplotlib is currently using agg.*")
+
+
+def capture_figures():
+    """Every open matplotlib figure becomes a PNG result (so plt.show() is not needed)."""
+    plt = sys.modules.get("matplotlib.pyplot")
+    if plt is None:
+        return
+    try:
+        numbers = plt.get_fignums()
+        for n in numbers:
+            fig = plt.figure(n)
+            buf = io.BytesIO()
+            fig.savefig(buf, format="png", bbox_inches="tight")
+            emit_result({"image/png": buf.getvalue()})
+        if numbers:
+            plt.close("all")
+    except Exception as e:  # noqa: BLE001 - a broken figure must not kill the context
+        emit({"type": "stderr", "text": "sandpit: could not capture figure: %s\n" % e})
+
+
+def sandpit_show(*args, **kwargs):
+    capture_figures()
+
+
+sandpit_show._sandpit = True
+
+
+class PyplotHook:
+    """Replaces pyplot.show when pyplot is imported, so plt.show() emits the figures at once
+    (output keeps its order) and never blocks."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name != "matplotlib.pyplot":
+            return None
+        for finder in sys.meta_path:
+            if finder is self or not hasattr(finder, "find_spec"):
+                continue
+            spec = finder.find_spec(name, path, target)
+            if spec is not None:
+                break
+        else:
+            return None
+        loader = spec.loader
+        original = loader.exec_module
+
+        def exec_module(module):
+            original(module)
+            module.show = sandpit_show
+
+        loader.exec_module = exec_module
+        return spec
+
+
+sys.meta_path.insert(0, PyplotHook())
+
+
+running = False
+
+
+def on_sigint(signum, frame):
+    # Interrupts only hit user code; one that arrives between runs is dropped.
+    if running:
+        raise KeyboardInterrupt
+
+
+signal.signal(signal.SIGINT, on_sigint)
+
+
+def configure(req):
+    cwd = req.get("cwd")
+    if cwd:
+        try:
+            os.chdir(cwd)
+        except OSError as e:
+            emit({"type": "error", "ename": type(e).__name__, "evalue": "cwd %s: %s" % (cwd, e.strerror), "traceback": []})
+            return
+    env = req.get("env") or {}
+    if req.get("replace"):
+        for key in [k for k in os.environ if k not in env]:
+            del os.environ[key]
+    for key, value in env.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
+def run(req):
+    global running
+    running = True
+    try:
+        shell.run_cell(req.get("code", ""), store_history=True)
+    except KeyboardInterrupt:
+        show_traceback(KeyboardInterrupt, KeyboardInterrupt(), ["KeyboardInterrupt"])
+    finally:
+        running = False
+    capture_figures()
+
+
+def main():
+    sys.stdout = Stream("stdout", 1)
+    sys.stderr = Stream("stderr", 2)
+    streams.extend([sys.stdout, sys.stderr])
+    requests = os.fdopen(3, "rb")
+    emit({"type": "ready"})
+    while True:
+        line = requests.readline()
+        if not line:
+            return
+        try:
+            req = json.loads(line)
+        except ValueError:
+            continue
+        op = req.get("op")
+        if op == "configure":
+            configure(req)
+        elif op == "run":
+            run(req)
+        emit({"type": "done", "execution_count": shell.execution_count - 1 if op == "run" else 0})
+
+
+main()
