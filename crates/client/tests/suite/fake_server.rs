@@ -1,6 +1,7 @@
 //! The SDK against a tiny axum server that records every request and answers canned bodies:
 //! proves request shapes, auth, pagination, error decoding and SSE decoding.
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use axum::body::{Body, Bytes};
@@ -8,9 +9,11 @@ use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
 use sandpit_client::protocol::container::{ExecEvent, ListFilesOptions, SessionCreateRequest};
-use sandpit_client::protocol::control::CreateSandboxRequest;
+use sandpit_client::protocol::control::{CreateSandboxRequest, NetworkMode};
 use sandpit_client::protocol::{ErrorCode, ErrorResponse};
-use sandpit_client::{Client, ClientError, ExecOptions, ListOptions};
+use sandpit_client::{
+    Client, ClientError, ExecOptions, ExposeOptions, ListOptions, allowlist, secret,
+};
 use serde_json::{Value, json};
 
 #[derive(Debug, Clone)]
@@ -154,6 +157,35 @@ async fn handle(log: Log, method: Method, uri: Uri, headers: HeaderMap, body: By
             json!({"type": "watching", "port": body_json["port"]}),
             json!({"type": "process_exited", "port": body_json["port"], "exitCode": 1}),
         ]),
+        ("POST", "/v1/sandboxes/a/ports") => json_response(
+            StatusCode::OK,
+            json!({"port": body_json["port"], "name": body_json["name"], "token": "t0k",
+                   "url": format!("http://{}-a-t0k.localhost:7070/", body_json["port"])}),
+        ),
+        ("GET", "/v1/sandboxes/a/ports") => json_response(
+            StatusCode::OK,
+            json!({"ports": [{"port": 8080, "token": "t0k", "url": "http://8080-a-t0k.localhost:7070/"}]}),
+        ),
+        ("DELETE", "/v1/sandboxes/a/ports/8080") => StatusCode::NO_CONTENT.into_response(),
+        ("DELETE", "/v1/sandboxes/a/ports/9090") => {
+            error(ErrorCode::InvalidToken, "port 9090 is not exposed")
+        }
+        ("PATCH", "/v1/sandboxes/a") => {
+            let mut info = info("a");
+            if let Some(network) = body_json.get("network") {
+                info["network"] = network.clone();
+            }
+            info["secrets"] = json!(
+                body_json["secrets"]
+                    .as_object()
+                    .map(|m| m
+                        .iter()
+                        .map(|(k, v)| json!({"name": k, "hosts": v["hosts"]}))
+                        .collect::<Vec<_>>())
+                    .unwrap_or_default()
+            );
+            json_response(StatusCode::OK, info)
+        }
         _ => (StatusCode::IM_A_TEAPOT, Body::from("unexpected request")).into_response(),
     }
 }
@@ -435,5 +467,62 @@ async fn process_calls_send_the_documented_requests() {
         last(&log).body,
         json!({"port": 8080, "mode": "tcp", "statusMin": 200, "statusMax": 204,
                "processId": "p 1", "interval": 250})
+    );
+}
+
+#[tokio::test]
+async fn port_and_network_calls_send_the_documented_requests() {
+    let (client, log) = start().await;
+    let sandbox = client.sandbox("a");
+    let exposed = sandbox
+        .expose_port(8080, &ExposeOptions::default().name("web").token("t0k"))
+        .await
+        .unwrap();
+    assert_eq!(exposed.url, "http://8080-a-t0k.localhost:7070/");
+    assert_eq!(exposed.name.as_deref(), Some("web"));
+    let seen = last(&log);
+    assert_eq!(
+        (seen.method, seen.uri.as_str()),
+        (Method::POST, "/v1/sandboxes/a/ports")
+    );
+    assert_eq!(
+        seen.body,
+        json!({"port": 8080, "name": "web", "token": "t0k"})
+    );
+    sandbox
+        .expose_port(3000, &ExposeOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(last(&log).body, json!({"port": 3000}));
+
+    let ports = sandbox.exposed_ports().await.unwrap();
+    assert_eq!(ports.len(), 1);
+    assert_eq!((ports[0].port, ports[0].token.as_str()), (8080, "t0k"));
+    sandbox.unexpose_port(8080).await.unwrap();
+    assert_eq!(last(&log).method, Method::DELETE);
+    let err = sandbox.unexpose_port(9090).await.unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::InvalidToken));
+    assert!(client.sandbox("../x").exposed_ports().await.is_err());
+
+    let info = client
+        .set_network("a", &allowlist(["*.example.com", "10.0.0.0/8"]))
+        .await
+        .unwrap();
+    assert_eq!(info.network.mode, NetworkMode::Allowlist);
+    let seen = last(&log);
+    assert_eq!(
+        (seen.method, seen.uri.as_str()),
+        (Method::PATCH, "/v1/sandboxes/a")
+    );
+    assert_eq!(
+        seen.body,
+        json!({"network": {"mode": "allowlist", "allow": ["*.example.com", "10.0.0.0/8"]}})
+    );
+    let secrets = BTreeMap::from([("TOKEN".to_owned(), secret("s3cret", ["api.example.com"]))]);
+    let info = client.set_secrets("a", &secrets).await.unwrap();
+    assert_eq!(info.secrets[0].name, "TOKEN");
+    assert_eq!(
+        last(&log).body,
+        json!({"secrets": {"TOKEN": {"value": "s3cret", "hosts": ["api.example.com"]}}})
     );
 }
