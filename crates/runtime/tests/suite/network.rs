@@ -233,6 +233,13 @@ async fn serial_full_mode_blocks_host_and_private_unless_allowed() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(outside.load(Ordering::SeqCst), 2);
 
+    // Sandbox root cannot touch the interfaces or rules (no CAP_NET_ADMIN in its network
+    // namespace): taking tap0 down (SIOCSIFFLAGS) is refused with EPERM.
+    let down = python(
+        "import socket, fcntl, struct\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\ntry:\n fcntl.ioctl(s, 0x8914, struct.pack('16sH14s', b'tap0', 0, bytes(14)))\n print('changed')\nexcept OSError as e:\n print(e.errno)\n",
+    );
+    assert_eq!(ok(s, &down).await, "1");
+
     // none: slirp4netns goes, only loopback is left.
     env.driver
         .set_network(&id, &policy(NetworkMode::None, &[]))
