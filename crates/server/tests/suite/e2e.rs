@@ -87,8 +87,21 @@ impl Real {
         Some(real)
     }
 
+    /// [`Real::start`] with a config changed by `tweak`.
+    pub(super) async fn start_with(tweak: impl FnOnce(&mut ServeConfig)) -> Option<Real> {
+        let tmp = tempfile::Builder::new().prefix("sps").tempdir().unwrap();
+        let mut real = Self::start_on_with(&tmp.path().join("d"), tweak).await?;
+        real._tmp = Some(tmp);
+        Some(real)
+    }
+
     pub(super) async fn start_on(data_dir: &Path) -> Option<Real> {
-        let config = real_config(data_dir)?;
+        Self::start_on_with(data_dir, |_| {}).await
+    }
+
+    async fn start_on_with(data_dir: &Path, tweak: impl FnOnce(&mut ServeConfig)) -> Option<Real> {
+        let mut config = real_config(data_dir)?;
+        tweak(&mut config);
         let server = Server::start(config).await.unwrap();
         Some(Real {
             base: format!("http://{}", server.addr()),

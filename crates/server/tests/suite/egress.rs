@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -31,8 +32,37 @@ pub struct Upstream {
     pub ca_pem: Option<String>,
 }
 
+/// How an [`Upstream`] answers.
+type Responder = Arc<dyn Fn(&http::Uri) -> Response<Full<Bytes>> + Send + Sync>;
+
 impl Upstream {
     pub async fn start(ip: &str, name: &str, tls: Option<&str>) -> Upstream {
+        let body = format!("hello from {name}\n");
+        let respond: Responder =
+            Arc::new(move |_| Response::new(Full::new(Bytes::from(body.clone()))));
+        Self::serve(ip, tls, respond).await
+    }
+
+    /// Serves the files under `root` (a dumb HTTP git server, for instance).
+    pub async fn files(ip: &str, root: &Path) -> Upstream {
+        let root = root.to_path_buf();
+        let respond: Responder = Arc::new(move |uri| {
+            let rel = uri.path().trim_start_matches('/');
+            match std::fs::read(root.join(rel)) {
+                Ok(bytes) if !rel.split('/').any(|c| c == "..") => {
+                    Response::new(Full::new(Bytes::from(bytes)))
+                }
+                _ => {
+                    let mut r = Response::new(Full::new(Bytes::from_static(b"not found")));
+                    *r.status_mut() = http::StatusCode::NOT_FOUND;
+                    r
+                }
+            }
+        });
+        Self::serve(ip, None, respond).await
+    }
+
+    async fn serve(ip: &str, tls: Option<&str>, respond: Responder) -> Upstream {
         let listener = TcpListener::bind((ip.parse::<IpAddr>().unwrap(), 0))
             .await
             .unwrap();
@@ -46,24 +76,21 @@ impl Upstream {
             }
             None => (None, None),
         };
-        let (conns, reqs, name) = (connections.clone(), requests.clone(), name.to_owned());
+        let (conns, reqs) = (connections.clone(), requests.clone());
         tokio::spawn(async move {
             loop {
                 let Ok((tcp, _)) = listener.accept().await else {
                     return;
                 };
                 conns.fetch_add(1, Ordering::SeqCst);
-                let (reqs, name, acceptor) = (reqs.clone(), name.clone(), acceptor.clone());
+                let (reqs, respond, acceptor) = (reqs.clone(), respond.clone(), acceptor.clone());
                 tokio::spawn(async move {
                     let service = service_fn(move |req: Request<Incoming>| {
-                        let (reqs, name) = (reqs.clone(), name.clone());
+                        let (reqs, respond) = (reqs.clone(), respond.clone());
                         async move {
                             let target = req.uri().to_string();
                             reqs.lock().unwrap().push((target, req.headers().clone()));
-                            let body = format!("hello from {name}\n");
-                            Ok::<_, std::convert::Infallible>(Response::new(Full::new(
-                                Bytes::from(body),
-                            )))
+                            Ok::<_, std::convert::Infallible>(respond(req.uri()))
                         }
                     });
                     let http = hyper::server::conn::http1::Builder::new();
@@ -578,4 +605,320 @@ fn bad_extra_roots_are_refused() {
     };
     let err = Egress::new(&config).err().unwrap().to_string();
     assert!(err.contains("junk.pem"), "{err}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// End to end: curl and git inside a real sandbox, through the agent's bridge at 127.0.0.1:3128.
+
+mod e2e {
+    use reqwest::Method;
+    use serde_json::{Value, json};
+
+    use super::super::e2e::Real;
+    use super::*;
+
+    /// The sandbox's `exec` result: exit code, stdout, stderr.
+    async fn run(rs: &Real, id: &str, command: &str) -> (i64, String, String) {
+        let out = rs.exec(id, command).await;
+        let text = |k: &str| out[k].as_str().unwrap_or_default().to_owned();
+        (
+            out["exitCode"].as_i64().unwrap_or(-1),
+            text("stdout"),
+            text("stderr"),
+        )
+    }
+
+    async fn patch(rs: &Real, id: &str, body: Value) -> Value {
+        let (s, b) = rs
+            .call(Method::PATCH, &format!("/v1/sandboxes/{id}"), body)
+            .await;
+        assert_eq!(s, 200, "{b}");
+        b
+    }
+
+    fn config_names(config: &mut sandpit_server::ServeConfig, names: &[(&str, IpAddr)]) {
+        for (name, ip) in names {
+            config.egress_resolve.insert(name.to_string(), *ip);
+        }
+        // Loopback stays reachable for the test servers, except the "forbidden" 127.0.0.2.
+        config.egress_blocked = vec!["127.0.0.2/32".parse().unwrap()];
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn serial_egress_allowlist_blocks_and_runtime_changes_from_inside_a_sandbox() {
+        let api = Upstream::start("127.0.0.1", "api", None).await;
+        let other = Upstream::start("127.0.0.1", "other", None).await;
+        let forbidden = Upstream::start("127.0.0.2", "forbidden", None).await;
+        let lo: IpAddr = "127.0.0.1".parse().unwrap();
+        let Some(rs) = Real::start_with(|c| {
+            config_names(
+                c,
+                &[
+                    ("api.example.test", lo),
+                    ("other.example.test", lo),
+                    ("rebind.example.test", "127.0.0.2".parse().unwrap()),
+                ],
+            )
+        })
+        .await
+        else {
+            return;
+        };
+        let (s, b) = rs
+            .call(
+                Method::POST,
+                "/v1/sandboxes",
+                json!({"id": "egress-e2e", "network": {"mode": "allowlist",
+                    "allow": ["api.example.test", "rebind.example.test"]}}),
+            )
+            .await;
+        assert_eq!(s, 201, "{b}");
+        assert_eq!(b["network"]["allow"][1], "rebind.example.test", "{b}");
+        let id = "egress-e2e";
+        let api_url = format!("http://api.example.test:{}/", api.addr.port());
+        let other_url = format!("http://other.example.test:{}/", other.addr.port());
+
+        let (code, out, err) = run(&rs, id, &format!("curl -sS {api_url}")).await;
+        assert_eq!((code, out.as_str()), (0, "hello from api\n"), "{err}");
+
+        // Refused with a body that says why (plain HTTP) or a 403 to CONNECT (HTTPS).
+        let (_, out, _) = run(
+            &rs,
+            id,
+            &format!("curl -sS -w ' %{{http_code}}' {other_url}"),
+        )
+        .await;
+        assert!(
+            out.contains("not in the allowlist") && out.ends_with(" 403"),
+            "{out}"
+        );
+        let https_other = format!("https://other.example.test:{}/", other.addr.port());
+        let (code, _, err) = run(&rs, id, &format!("curl -sS {https_other}")).await;
+        assert_ne!(code, 0);
+        assert!(err.contains("403"), "{err}");
+
+        // The forbidden server is reached neither by a name resolving to it nor by address,
+        // through the proxy or around it.
+        let fport = forbidden.addr.port();
+        let (_, out, _) = run(
+            &rs,
+            id,
+            &format!("curl -sS -w ' %{{http_code}}' http://rebind.example.test:{fport}/"),
+        )
+        .await;
+        assert!(
+            out.contains("blocked address 127.0.0.2") && out.ends_with(" 403"),
+            "{out}"
+        );
+        let (_, out, _) = run(
+            &rs,
+            id,
+            &format!("curl -sS -w ' %{{http_code}}' http://127.0.0.2:{fport}/"),
+        )
+        .await;
+        assert!(out.ends_with(" 403"), "{out}");
+        let (code, _, _) = run(
+            &rs,
+            id,
+            &format!("curl -sS --noproxy '*' --max-time 3 http://127.0.0.2:{fport}/"),
+        )
+        .await;
+        assert_ne!(code, 0);
+        assert_eq!(forbidden.connection_count(), 0);
+
+        // A runtime change applies to the running sandbox at once.
+        let b = patch(
+            &rs,
+            id,
+            json!({"network": {"mode": "allowlist", "allow": ["other.example.test"]}}),
+        )
+        .await;
+        assert_eq!(b["network"]["allow"], json!(["other.example.test"]), "{b}");
+        let (code, out, err) = run(&rs, id, &format!("curl -sS {other_url}")).await;
+        assert_eq!((code, out.as_str()), (0, "hello from other\n"), "{err}");
+        let (_, out, _) = run(&rs, id, &format!("curl -sS -w ' %{{http_code}}' {api_url}")).await;
+        assert!(out.ends_with(" 403"), "{out}");
+        patch(&rs, id, json!({"network": {"mode": "none"}})).await;
+        let (_, out, _) = run(&rs, id, &format!("curl -sS {other_url}")).await;
+        assert!(out.contains("network policy is none"), "{out}");
+        // After a sleep and wake the stored policy holds.
+        let (s, _) = rs
+            .call(Method::POST, &format!("/v1/sandboxes/{id}/stop"), json!({}))
+            .await;
+        assert_eq!(s, 200);
+        patch(
+            &rs,
+            id,
+            json!({"network": {"mode": "allowlist", "allow": ["api.example.test"]}}),
+        )
+        .await;
+        let (code, out, err) = run(&rs, id, &format!("curl -sS {api_url}")).await;
+        assert_eq!((code, out.as_str()), (0, "hello from api\n"), "{err}");
+        assert_eq!(forbidden.connection_count(), 0);
+        rs.stop().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn serial_egress_secrets_reach_servers_but_not_the_sandbox() {
+        let api = Upstream::start("127.0.0.1", "api", None).await;
+        let secure = Upstream::start("127.0.0.1", "secure", Some("secure.example.test")).await;
+        let tmp = tempfile::tempdir().unwrap();
+        let roots = tmp.path().join("upstream-ca.pem");
+        std::fs::write(&roots, secure.ca_pem.as_ref().unwrap()).unwrap();
+        let lo: IpAddr = "127.0.0.1".parse().unwrap();
+        let Some(rs) = Real::start_with(|c| {
+            config_names(c, &[("api.example.test", lo), ("secure.example.test", lo)]);
+            c.egress_extra_roots = vec![roots.clone()];
+        })
+        .await
+        else {
+            return;
+        };
+        let (s, b) = rs
+            .call(
+                Method::POST,
+                "/v1/sandboxes",
+                json!({"id": "egress-secrets",
+                "network": {"mode": "allowlist", "allow": ["*.example.test"]},
+                "secrets": {
+                    "API_TOKEN": {"value": "http-s3cret", "hosts": ["api.example.test"]},
+                    "SECURE_TOKEN": {"value": "Bearer tls-s3cret",
+                        "hosts": ["secure.example.test"], "header": "Authorization"}
+                }}),
+            )
+            .await;
+        assert_eq!(s, 201, "{b}");
+        assert!(
+            !b.to_string().contains("s3cret"),
+            "secret values are never returned: {b}"
+        );
+        assert_eq!(b["secrets"][0]["name"], "API_TOKEN", "{b}");
+        let id = "egress-secrets";
+
+        let api_url = format!("http://api.example.test:{}/", api.addr.port());
+        let (code, _, err) = run(
+            &rs,
+            id,
+            &format!("curl -sS -H \"Authorization: token $API_TOKEN\" {api_url}"),
+        )
+        .await;
+        assert_eq!(code, 0, "{err}");
+        assert_eq!(
+            api.last_header("authorization").as_deref(),
+            Some("token http-s3cret")
+        );
+
+        // HTTPS: curl trusts the sandbox CA through CURL_CA_BUNDLE, the proxy the real server.
+        let secure_url = format!("https://secure.example.test:{}/", secure.addr.port());
+        let (code, out, err) = run(&rs, id, &format!("curl -sS {secure_url}")).await;
+        assert_eq!((code, out.as_str()), (0, "hello from secure\n"), "{err}");
+        assert_eq!(
+            secure.last_header("authorization").as_deref(),
+            Some("Bearer tls-s3cret")
+        );
+        // The certificate curl saw was made by the sandbox's CA.
+        let (_, _, err) = run(&rs, id, &format!("curl -sSv -o /dev/null {secure_url}")).await;
+        assert!(err.contains("sandpit egress CA"), "{err}");
+
+        // Inside, only placeholders.
+        let (code, out, _) = run(
+            &rs,
+            id,
+            "env; tr '\\0' '\\n' < /proc/self/environ; cat /proc/1/environ 2>/dev/null | tr '\\0' '\\n'",
+        )
+        .await;
+        assert_eq!(code, 0);
+        assert!(!out.contains("s3cret"), "{out}");
+        assert!(out.contains("API_TOKEN=sandpit-secret-API_TOKEN-"), "{out}");
+        let (_, out, _) = run(
+            &rs,
+            id,
+            "grep -rs s3cret /run/sandpit /etc /workspace; echo done",
+        )
+        .await;
+        assert_eq!(out, "done\n");
+        rs.stop().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn serial_egress_git_checkout_over_http_through_the_allowlist() {
+        let tmp = tempfile::tempdir().unwrap();
+        let git = |args: &[&str], dir: &Path| {
+            let out = std::process::Command::new("git")
+                .args(args)
+                .current_dir(dir)
+                .env("GIT_CONFIG_NOSYSTEM", "1")
+                .env("HOME", tmp.path())
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "git {args:?}: {out:?}");
+        };
+        let work = tmp.path().join("work");
+        std::fs::create_dir_all(&work).unwrap();
+        git(&["init", "-q", "-b", "main"], &work);
+        std::fs::write(work.join("README.md"), "through the egress proxy\n").unwrap();
+        git(&["add", "README.md"], &work);
+        git(
+            &[
+                "-c",
+                "user.name=t",
+                "-c",
+                "user.email=t@e",
+                "commit",
+                "-qm",
+                "first",
+            ],
+            &work,
+        );
+        let served = tmp.path().join("served");
+        std::fs::create_dir_all(&served).unwrap();
+        git(&["clone", "-q", "--bare", "../work", "repo.git"], &served);
+        git(&["update-server-info"], &served.join("repo.git"));
+        let server = Upstream::files("127.0.0.1", &served).await;
+
+        let lo: IpAddr = "127.0.0.1".parse().unwrap();
+        let Some(rs) = Real::start_with(|c| config_names(c, &[("git.example.test", lo)])).await
+        else {
+            return;
+        };
+        let id = "egress-git";
+        let (s, b) = rs
+            .call(
+                Method::POST,
+                "/v1/sandboxes",
+                json!({"id": id, "network": {"mode": "allowlist", "allow": ["git.example.test"]}}),
+            )
+            .await;
+        assert_eq!(s, 201, "{b}");
+        let url = format!("http://git.example.test:{}/repo.git", server.addr.port());
+        let (s, b) = rs
+            .call(
+                Method::POST,
+                &format!("/v1/sandboxes/{id}/api/git/checkout"),
+                json!({"repoUrl": url, "targetDir": "/workspace/repo"}),
+            )
+            .await;
+        assert_eq!(s, 200, "{b}");
+        assert_eq!(b["branch"], "main", "{b}");
+        let (code, out, _) = run(&rs, id, "cat /workspace/repo/README.md").await;
+        assert_eq!((code, out.as_str()), (0, "through the egress proxy\n"));
+
+        // Not allowlisted: the clone fails with the proxy's reason.
+        patch(
+            &rs,
+            id,
+            json!({"network": {"mode": "allowlist", "allow": ["x.example.test"]}}),
+        )
+        .await;
+        let (s, b) = rs
+            .call(
+                Method::POST,
+                &format!("/v1/sandboxes/{id}/api/git/checkout"),
+                json!({"repoUrl": url, "targetDir": "/workspace/again"}),
+            )
+            .await;
+        assert_ne!(s, 200, "{b}");
+        assert!(b.to_string().contains("403"), "{b}");
+        rs.stop().await;
+    }
 }
