@@ -12,8 +12,8 @@ use oxc::allocator::Allocator;
 use oxc::ast::ast::{
     ArrowFunctionExpression, AwaitExpression, BindingPattern, Class, Declaration,
     ExportDefaultDeclarationKind, ForInStatement, ForOfStatement, ForStatement, ForStatementInit,
-    ForStatementLeft, Function, ImportDeclaration, ImportDeclarationSpecifier, Statement,
-    StaticBlock, VariableDeclaration, VariableDeclarationKind,
+    ForStatementLeft, Function, ImportDeclaration, ImportDeclarationSpecifier, ImportExpression,
+    Statement, StaticBlock, VariableDeclaration, VariableDeclarationKind,
 };
 use oxc::ast_visit::{Visit, walk};
 use oxc::parser::Parser;
@@ -22,6 +22,9 @@ use oxc::span::{GetSpan, SourceType};
 
 use crate::lines::LineMap;
 use crate::{PrepareError, Prepared};
+
+/// The executor's global that loads a module for `import(specifier)`.
+const DYNAMIC_IMPORT: &str = "__sandpit_import__";
 
 /// A rewritten cell: the source's lines (plus one at the end), with columns moved.
 pub(crate) struct Rewritten {
@@ -53,6 +56,13 @@ pub(crate) fn rewrite(source: &str) -> Result<Rewritten, PrepareError> {
     };
     for statement in &program.body {
         rewriter.statement(statement);
+    }
+    // A classic script has no module loader of its own: the executor provides one that
+    // resolves from the context's working directory.
+    for (start, end) in &scan.dynamic_imports {
+        rewriter
+            .edits
+            .replace(*start, *end, format!("{DYNAMIC_IMPORT}("));
     }
     if is_async {
         // Nested `var`s are function-scoped to the IIFE: hoist them out too.
@@ -155,14 +165,20 @@ impl DeclarationInfo {
 #[derive(Default)]
 struct Scan {
     has_await: bool,
+    /// Statement nesting; 0 is the cell's top level.
     depth: usize,
+    /// Function (and class static block) nesting.
+    functions: usize,
     nested_vars: Vec<DeclarationInfo>,
+    /// `import(` of every dynamic import, anywhere in the cell.
+    dynamic_imports: Vec<(u32, u32)>,
 }
 
 impl Scan {
     fn record_var(&mut self, declaration: &VariableDeclaration<'_>, place: Place) {
         // Depth 0 is a top-level statement: the rewriter handles those itself.
-        if declaration.kind == VariableDeclarationKind::Var && self.depth > 0 {
+        if declaration.kind == VariableDeclarationKind::Var && self.depth > 0 && self.functions == 0
+        {
             self.nested_vars
                 .push(DeclarationInfo::new(declaration, place));
         }
@@ -208,7 +224,7 @@ impl<'a> Visit<'a> for Scan {
     }
 
     fn visit_for_of_statement(&mut self, it: &ForOfStatement<'a>) {
-        if it.r#await {
+        if it.r#await && self.functions == 0 {
             self.has_await = true;
         }
         self.for_left(&it.left);
@@ -217,17 +233,37 @@ impl<'a> Visit<'a> for Scan {
     }
 
     fn visit_await_expression(&mut self, it: &AwaitExpression<'a>) {
-        self.has_await = true;
+        if self.functions == 0 {
+            self.has_await = true;
+        }
         walk::walk_await_expression(self, it);
+    }
+
+    fn visit_import_expression(&mut self, it: &ImportExpression<'a>) {
+        self.dynamic_imports
+            .push((it.span.start, it.source.span().start));
+        walk::walk_import_expression(self, it);
     }
 
     // Functions and class static blocks have their own scope: neither their `await` nor
     // their `var`s belong to the cell.
-    fn visit_function(&mut self, _it: &Function<'a>, _flags: ScopeFlags) {}
+    fn visit_function(&mut self, it: &Function<'a>, flags: ScopeFlags) {
+        self.functions += 1;
+        walk::walk_function(self, it, flags);
+        self.functions -= 1;
+    }
 
-    fn visit_arrow_function_expression(&mut self, _it: &ArrowFunctionExpression<'a>) {}
+    fn visit_arrow_function_expression(&mut self, it: &ArrowFunctionExpression<'a>) {
+        self.functions += 1;
+        walk::walk_arrow_function_expression(self, it);
+        self.functions -= 1;
+    }
 
-    fn visit_static_block(&mut self, _it: &StaticBlock<'a>) {}
+    fn visit_static_block(&mut self, it: &StaticBlock<'a>) {
+        self.functions += 1;
+        walk::walk_static_block(self, it);
+        self.functions -= 1;
+    }
 }
 
 impl Scan {
@@ -580,6 +616,7 @@ mod tests {
         }
         assert!(code("for await (const x of xs) {}").is_async);
         assert!(code("if (a) { await b }").is_async);
+        assert!(!code("async function f() { for await (const x of xs) {} }").is_async);
     }
 
     #[test]
@@ -601,6 +638,15 @@ mod tests {
         assert_eq!(
             prepared.code,
             "var fs, j, os, v; fs = ((m) => m && m.__esModule ? m.default : m)(require('node:path')); j = require('node:path')[\"join\"]; \nos = require(\"os\"); \nv = 1;\n\n;(5)\n;void 0"
+        );
+    }
+
+    #[test]
+    fn dynamic_imports_go_through_the_executor_loader() {
+        let prepared = code("const m = await import('node:path'); const f = () => import ( x )");
+        assert_eq!(
+            prepared.code,
+            "var m, f; (async () => { m = await __sandpit_import__('node:path'); f = () => __sandpit_import__(x )\n})()"
         );
     }
 

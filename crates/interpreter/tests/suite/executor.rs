@@ -202,12 +202,18 @@ fn sigint_interrupts_busy_and_awaiting_runs() {
 fn configure_sets_cwd_env_and_require_base() {
     let dir = tempfile::tempdir().expect("tempdir");
     std::fs::write(dir.path().join("local.js"), "module.exports = 'from cwd';").expect("write");
+    std::fs::write(dir.path().join("esm.mjs"), "export const answer = 42;").expect("write");
     let cwd = dir.path().to_str().expect("utf-8 path").to_owned();
     let t = run(vec![
         Step::raw(json!({"op": "configure", "cwd": cwd, "env": {"SANDPIT_TEST_VAR": "v1"}})),
         Step::js("[process.cwd(), process.env.SANDPIT_TEST_VAR, require('./local.js'), __dirname]"),
         Step::raw(json!({"op": "configure", "cwd": "/nonexistent/dir"})),
+        Step::js(
+            "const { answer } = await import('./esm.mjs'); const os = await import('node:os'); [answer, typeof os.platform, (await import('./local.js')).default]",
+        ),
     ]);
+    t.ok(3);
+    assert_eq!(t.text(3), "[ 42, 'function', 'from cwd' ]");
     t.ok(0).ok(1);
     assert_eq!(
         t.steps[0].len(),

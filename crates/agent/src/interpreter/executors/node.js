@@ -13,7 +13,8 @@ const path = require('node:path');
 const util = require('node:util');
 const vm = require('node:vm');
 const { Console } = require('node:console');
-const { createRequire } = require('node:module');
+const { createRequire, isBuiltin } = require('node:module');
+const { pathToFileURL } = require('node:url');
 const { Writable } = require('node:stream');
 
 const REQUESTS_FD = 3;
@@ -127,6 +128,25 @@ function setDirectory(cwd) {
   sandbox.exports = sandbox.module.exports;
 }
 setDirectory(process.cwd());
+
+// `import(x)` of a cell (rewritten to this call: a vm script has no loader of its own).
+// Paths and packages resolve from the working directory; packages with only an ESM entry
+// fall back to Node's resolution from this file.
+function importFromCwd(specifier, options) {
+  const name = String(specifier);
+  let target = name;
+  if (name.startsWith('./') || name.startsWith('../') || name.startsWith('/')) {
+    target = pathToFileURL(path.resolve(process.cwd(), name)).href;
+  } else if (!isBuiltin(name) && !/^[a-zA-Z][a-zA-Z0-9+.-]*:/.test(name)) {
+    try {
+      target = pathToFileURL(sandbox.require.resolve(name)).href;
+    } catch {
+      // Left to Node.
+    }
+  }
+  return options === undefined ? import(target) : import(target, options);
+}
+Object.defineProperty(sandbox, '__sandpit_import__', { value: importFromCwd, enumerable: false });
 
 // ---- results and errors -----------------------------------------------------------------
 
