@@ -9,6 +9,7 @@ mod forward;
 mod host_agent;
 mod interpreter;
 mod lifecycle;
+mod network;
 mod openapi;
 mod preview;
 mod websocket;
