@@ -193,6 +193,17 @@ pub struct ServeArgs {
     pub listen: SocketAddr,
     #[command(flatten)]
     pub images: ImagesDir,
+    /// Parent domain of preview URLs (`{port}-{id}-{token}.{domain}`); the default resolves
+    /// to loopback with no DNS set-up. A public domain needs wildcard DNS to this server.
+    #[arg(long, default_value = "localhost")]
+    pub preview_domain: String,
+    /// Scheme of preview URLs: http, or https behind a TLS-terminating front proxy.
+    #[arg(long, default_value = "http", value_parser = ["http", "https"])]
+    pub preview_scheme: String,
+    /// Port in preview URLs (default: the listen port; left out when it is the scheme's
+    /// default, e.g. 443 for https).
+    #[arg(long)]
+    pub preview_port: Option<u16>,
 }
 
 #[derive(Debug, Args)]
@@ -345,7 +356,8 @@ pub enum ImageCommand {
 }
 
 fn parse_language(s: &str) -> Result<Language, String> {
-    s.parse().map_err(|e: sandpit_client::ClientError| e.to_string())
+    s.parse()
+        .map_err(|e: sandpit_client::ClientError| e.to_string())
 }
 
 /// Parses `K=V` (`V` may be empty or contain `=`).

@@ -12,6 +12,9 @@ pub async fn run(args: ServeArgs, data_dir: PathBuf) -> anyhow::Result<()> {
     let mut config = ServeConfig::new(data_dir.clone());
     config.listen = args.listen;
     config.images_dir = super::image::images_dir(&args.images, &data_dir);
+    config.preview_domain = args.preview_domain;
+    config.preview_scheme = args.preview_scheme;
+    config.preview_port = args.preview_port;
 
     let images_dir = config.images_dir.clone();
     tokio::task::spawn_blocking(move || {

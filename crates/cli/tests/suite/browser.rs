@@ -211,3 +211,41 @@ fn serial_browser_preview_websocket() {
     assert_eq!(ports.lines().count(), 1, "{ports}");
     served.cli().args(["expose", id, "80"]).assert().code(1);
 }
+
+/// `sandpit serve --preview-domain/--preview-scheme/--preview-port`: URLs for a public domain
+/// behind a TLS front proxy, and the proxy routes that domain (here reached on loopback with
+/// the Host header the front proxy would pass on).
+#[test]
+fn serial_preview_urls_for_a_public_domain() {
+    let Some(images) = images_dir_or_skip("serial_preview_urls_for_a_public_domain") else {
+        return;
+    };
+    let served = Served::start_with(
+        &images,
+        &[
+            "--preview-domain",
+            "preview.example.test",
+            "--preview-scheme",
+            "https",
+            "--preview-port",
+            "443",
+        ],
+    );
+    served.cli().args(["create", "pub"]).assert().success();
+    let url = stdout(
+        served
+            .cli()
+            .args(["expose", "pub", "8080", "--token", "tok"])
+            .assert()
+            .success(),
+    );
+    assert_eq!(url, "https://8080-pub-tok.preview.example.test/\n");
+    let port = served.url.rsplit_once(':').unwrap().1;
+    // Nothing listens on 8080 inside: the proxy (not the API) answers, 502.
+    let (status, body) = get(&format!("http://8080-pub-tok.preview.example.test:{port}/"));
+    assert_eq!(status, 502, "{body}");
+    assert!(body.contains("SERVICE_NOT_RESPONDING"), "{body}");
+    let (status, body) = get(&format!("http://8080-pub-bad.preview.example.test:{port}/"));
+    assert_eq!(status, 404, "{body}");
+    assert!(body.contains("INVALID_TOKEN"), "{body}");
+}

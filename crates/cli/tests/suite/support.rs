@@ -55,6 +55,11 @@ pub struct Served {
 
 impl Served {
     pub fn start(images_dir: &Path) -> Served {
+        Served::start_with(images_dir, &[])
+    }
+
+    /// Like [`Served::start`] with more `sandpit serve` arguments.
+    pub fn start_with(images_dir: &Path, extra: &[&str]) -> Served {
         let data_dir = tempfile::tempdir().unwrap();
         let log = data_dir.path().join("serve.log");
         let port = free_port();
@@ -68,6 +73,7 @@ impl Served {
             .arg(data_dir.path())
             .arg("--images-dir")
             .arg(images_dir)
+            .args(extra)
             .env_remove("SANDPIT_ADMIN_KEY")
             .stdin(Stdio::null())
             .stdout(File::create(&log).unwrap())
