@@ -245,3 +245,44 @@ fn late_callbacks_and_their_errors_do_not_kill_the_context() {
     assert!(stderr.contains("nobody waits"), "{stderr:?}");
     assert_eq!(t.of_type(2, "error")[0]["ename"], "ProtocolError");
 }
+
+#[test]
+fn display_sends_rich_results_in_order_with_output() {
+    let t = run(vec![Step::js(
+        "console.log('before');\n\
+         display.html('<b>bold</b>');\n\
+         display.png(Buffer.from([0x89, 0x50, 0x4e, 0x47]));\n\
+         display({ 'text/markdown': '# title', 'text/plain': 'title' }, { raw: true });\n\
+         display.json({ k: [1] });\n\
+         display([1, 2]);\n\
+         console.log('after');\n\
+         'last'",
+    )]);
+    t.ok(0);
+    let kinds: Vec<&str> = t.steps[0]
+        .iter()
+        .map(|e| e["type"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "stdout", "result", "result", "result", "result", "result", "stdout", "result", "done"
+        ]
+    );
+    let data: Vec<&serde_json::Value> = t.of_type(0, "result").iter().map(|e| &e["data"]).collect();
+    assert_eq!(*data[0], json!({"text/html": "<b>bold</b>"}));
+    assert_eq!(*data[1], json!({"image/png": "iVBORw=="}));
+    assert_eq!(
+        *data[2],
+        json!({"text/markdown": "# title", "text/plain": "title"})
+    );
+    assert_eq!(
+        *data[3],
+        json!({"application/json": {"k": [1]}, "text/plain": "{ k: [ 1 ] }"})
+    );
+    assert_eq!(
+        *data[4],
+        json!({"application/json": [1, 2], "text/plain": "[ 1, 2 ]"})
+    );
+    assert_eq!(*data[5], json!({"text/plain": "'last'"}));
+}

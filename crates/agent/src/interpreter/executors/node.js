@@ -233,6 +233,36 @@ function errorEvent(error) {
   return { type: 'error', ename: 'Error', evalue: `Uncaught ${text}`, traceback: [`Uncaught ${text}`] };
 }
 
+// `display(value)` shows a value the way a cell's last expression is shown, at once;
+// `display(bundle, { raw: true })` sends a MIME bundle as it is (`{ 'text/html': ... }`), and
+// `display.html(..)`, `.markdown`, `.svg`, `.latex`, `.javascript`, `.json`, `.png`, `.jpeg`
+// send one kind (images as base64 text or bytes).
+function bundleValue(mime, value) {
+  if (mime.startsWith('image/') && mime !== 'image/svg+xml' && value instanceof Uint8Array) {
+    return Buffer.from(value.buffer, value.byteOffset, value.byteLength).toString('base64');
+  }
+  if (mime === 'application/json') return value;
+  return typeof value === 'string' ? value : String(value);
+}
+
+function display(value, options) {
+  if (options && options.raw) {
+    const data = {};
+    for (const [mime, content] of Object.entries(value ?? {})) data[mime] = bundleValue(mime, content);
+    emit({ type: 'result', data, metadata: options.metadata ?? {} });
+  } else {
+    emit(resultEvent(value));
+  }
+}
+for (const [name, mime] of Object.entries({
+  html: 'text/html', markdown: 'text/markdown', svg: 'image/svg+xml', latex: 'text/latex',
+  javascript: 'application/javascript', png: 'image/png', jpeg: 'image/jpeg',
+})) {
+  display[name] = (content) => display({ [mime]: content }, { raw: true });
+}
+display.json = (value) => display({ 'application/json': value, 'text/plain': util.inspect(value) }, { raw: true });
+sandbox.display = display;
+
 // Errors of callbacks that outlive their run must not kill the context.
 process.on('uncaughtException', (error) => {
   emit({ type: 'stderr', text: `Uncaught ${isErrorLike(error) ? userTraceback(error.stack).join('\n') : util.inspect(error)}\n` });
@@ -331,5 +361,9 @@ requests.on('data', (chunk) => {
 // The agent closed its end: the context is over.
 requests.on('end', () => queue.then(() => process.exit(0)));
 requests.on('error', () => process.exit(0));
+
+// The first run of a process pays for compiling the paths above: pay it before `ready`.
+resultEvent(new vm.Script('({ warm: [1] })', { filename: '<warm-up>' }).runInContext(context));
+errorEvent(new Error('warm-up'));
 
 emit({ type: 'ready' });
