@@ -10,7 +10,9 @@ const { spawn } = require('node:child_process');
 const executorPath = process.argv[2];
 const steps = JSON.parse(require('node:fs').readFileSync(0, 'utf8'));
 const started = Date.now();
-const child = spawn(process.execPath, [executorPath], {
+// Started the way the agent starts it: the script as `node -e` code.
+const executorSource = require('node:fs').readFileSync(executorPath, 'utf8');
+const child = spawn(process.execPath, ['-e', executorSource], {
   stdio: ['ignore', 'pipe', 'pipe', 'pipe', 'pipe'],
 });
 const transcript = { ready: null, steps: [], stdout: '', stderr: '' };
