@@ -105,7 +105,9 @@ pub fn run(steps: Vec<Step>) -> Transcript {
             None => json!({"request": step.request}),
         })
         .collect();
-    let mut child = Command::new("node")
+    // The host's node by default; SANDPIT_TEST_NODE picks another (say, the image's).
+    let node = std::env::var("SANDPIT_TEST_NODE").unwrap_or_else(|_| "node".into());
+    let mut child = Command::new(node)
         .arg(manifest_dir().join("tests/harness.js"))
         .arg(executor_path())
         .stdin(Stdio::piped())
