@@ -554,3 +554,38 @@ async fn serial_preview_traffic_keeps_the_sandbox_awake() {
     assert_eq!(rs.state(id).await, "sleeping");
     rs.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn serial_preview_exposures_outlive_a_restart_as_stale() {
+    let tmp = tempfile::Builder::new().prefix("spp").tempdir().unwrap();
+    let data_dir = tmp.path().join("d");
+    let Some(rs) = Real::start_on(&data_dir).await else {
+        return;
+    };
+    let id = "pv-restart";
+    rs.exec(id, "true").await;
+    let (s, b) = rs
+        .expose(id, json!({"port": 9200, "token": "keep", "name": "api"}))
+        .await;
+    assert_eq!(s, 200, "{b}");
+    rs.stop().await;
+
+    let rs = Real::start_on(&data_dir).await.unwrap();
+    let (s, list) = rs
+        .call(
+            Method::GET,
+            &format!("/v1/sandboxes/{id}/ports"),
+            Value::Null,
+        )
+        .await;
+    assert_eq!(s, 200, "{list}");
+    let port = rs.addr().port();
+    let url = format!("http://9200-pv-restart-keep.localhost:{port}/");
+    assert_eq!(list["ports"][0]["url"], url);
+    assert_eq!(list["ports"][0]["name"], "api");
+    let client = rs.preview_client(&host_of(&url));
+    let (s, b) = status_json(client.get(&url).send().await.unwrap()).await;
+    assert_error(s, &b, 410, "STALE_PREVIEW_URL");
+    assert_eq!(rs.state(id).await, "sleeping");
+    rs.stop().await;
+}
