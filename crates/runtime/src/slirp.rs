@@ -88,13 +88,11 @@ impl Slirp {
         }
     }
 
-    /// Closes the exit pipe, then kills and reaps the process if it is still there shortly after.
+    /// Kills and reaps the process (the exit pipe is only the safety net for a dying server:
+    /// slirp4netns notices it within a poll interval of up to ~2 s).
     pub(crate) async fn stop(mut self) {
         self.exit = None;
-        let exited = tokio::time::timeout(Duration::from_millis(500), self.child.wait()).await;
-        if exited.is_err() {
-            let _ = self.child.start_kill();
-            let _ = tokio::time::timeout(Duration::from_secs(2), self.child.wait()).await;
-        }
+        let _ = self.child.start_kill();
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.child.wait()).await;
     }
 }

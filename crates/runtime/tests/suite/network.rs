@@ -210,10 +210,12 @@ async fn serial_full_mode_blocks_host_and_private_unless_allowed() {
 
     // Allowed at run time: the namespace's server is reached; the host end stays refused.
     let allow = vec![net.cidr()];
+    let t = std::time::Instant::now();
     env.driver
         .set_network(&id, &policy(NetworkMode::Full, &allow))
         .await
         .unwrap();
+    eprintln!("rules reloaded in {:?}", t.elapsed());
     assert_eq!(ok(s, &connect_cmd(net.inner, 7001)).await, "hello");
     assert_eq!(outside.load(Ordering::SeqCst), 1);
     assert_eq!(ok(s, &connect_cmd(net.host, 7002)).await, "refused");
@@ -249,10 +251,12 @@ async fn serial_full_mode_blocks_host_and_private_unless_allowed() {
     assert_eq!(ok(s, &connect_cmd(net.inner, 7001)).await, "refused");
 
     // Back to full with the CIDR allowed, then stop: slirp4netns is gone with the sandbox.
+    let t = std::time::Instant::now();
     env.driver
         .set_network(&id, &policy(NetworkMode::Full, &allow))
         .await
         .unwrap();
+    eprintln!("none -> full (rules + slirp4netns) in {:?}", t.elapsed());
     assert_eq!(ok(s, &connect_cmd(net.inner, 7001)).await, "hello");
     env.driver.stop(&id).await.unwrap();
     let slirps = Command::new("pgrep")
