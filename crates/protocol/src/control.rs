@@ -211,9 +211,9 @@ pub struct UpdateSandboxRequest {
     /// Replaces the network policy; applies at once to a running sandbox.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub network: Option<NetworkPolicy>,
-    /// Replaces the whole set of secrets (values of secrets already known may be re-sent);
-    /// applies at once to the egress proxy. A new secret's env var appears in processes
-    /// started after the next start of the sandbox.
+    /// Replaces the whole set of secrets; applies at once to the egress proxy. A secret that
+    /// keeps its name keeps its placeholder; a new one's env var is exported to the default
+    /// session and to sessions and processes started afterwards.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secrets: Option<BTreeMap<String, SecretSpec>>,
 }

@@ -632,9 +632,9 @@ impl Manager {
         self.info(&record).await
     }
 
-    /// Stores network policy and secret changes and applies them at once to a running sandbox
-    /// (its proxy's rules, the driver's networking mode). New secrets' env vars appear at the
-    /// next start.
+    /// Stores network policy and secret changes and applies them at once to a running sandbox:
+    /// its proxy's rules, the driver's networking mode, and the placeholders of added or
+    /// removed secrets in the agent's env.
     async fn change_network(
         &self,
         entry: &Entry,
@@ -644,11 +644,15 @@ impl Manager {
         if changes.is_empty() {
             return Ok(());
         }
-        let network = changes.apply(self.store.as_ref(), &entry.internal).await?;
-        if inner.started.is_some() {
-            self.egress
-                .update(&entry.internal, &network)
-                .map_err(|e| ApiError::validation(e.to_string()))?;
+        let policy_changed = changes.changes_policy();
+        let (old, network) = changes.apply(self.store.as_ref(), &entry.internal).await?;
+        let Some(started) = &inner.started else {
+            return Ok(());
+        };
+        self.egress
+            .update(&entry.internal, &network)
+            .map_err(|e| ApiError::validation(e.to_string()))?;
+        if policy_changed {
             self.driver
                 .set_network(&entry.internal, &network.policy)
                 .await
@@ -657,6 +661,8 @@ impl Manager {
                         .context("sandboxId", entry.id.as_str())
                 })?;
         }
+        let env = egress::state::secret_env_changes(&old.secrets, &network.secrets);
+        egress::state::push_env(&started.socket, env).await;
         Ok(())
     }
 

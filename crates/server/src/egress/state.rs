@@ -60,10 +60,20 @@ impl NetworkChanges {
         self.policy.is_none() && self.secrets.is_none()
     }
 
-    /// Stores the changes; returns the new state. Secrets that keep their name keep their
-    /// placeholder.
-    pub async fn apply(self, store: &dyn Store, internal: &str) -> ApiResult<SandboxNetwork> {
-        let mut network = load(store, internal).await?;
+    /// Whether the policy (not only secrets) changes.
+    pub fn changes_policy(&self) -> bool {
+        self.policy.is_some()
+    }
+
+    /// Stores the changes; returns the state before and after. Secrets that keep their name
+    /// keep their placeholder.
+    pub async fn apply(
+        self,
+        store: &dyn Store,
+        internal: &str,
+    ) -> ApiResult<(SandboxNetwork, SandboxNetwork)> {
+        let old = load(store, internal).await?;
+        let mut network = old.clone();
         if let Some(policy) = self.policy {
             network.policy = policy;
         }
@@ -72,6 +82,67 @@ impl NetworkChanges {
                 .map_err(|m| ApiError::validation(format!("secrets: {m}")))?;
         }
         store.set_sandbox_network(internal, &network).await?;
-        Ok(network)
+        Ok((old, network))
+    }
+}
+
+/// The env changes that make a running sandbox's later processes see a new secret set:
+/// placeholders of added secrets, unset for removed ones.
+pub fn secret_env_changes(
+    old: &[sandpit_store::StoredSecret],
+    new: &[sandpit_store::StoredSecret],
+) -> sandpit_protocol::container::EnvMap {
+    let mut env: sandpit_protocol::container::EnvMap = old
+        .iter()
+        .filter(|o| !new.iter().any(|n| n.name == o.name))
+        .map(|o| (o.name.clone(), None))
+        .collect();
+    for n in new {
+        if !old.iter().any(|o| o.name == n.name) {
+            env.insert(n.name.clone(), Some(n.placeholder.clone()));
+        }
+    }
+    env
+}
+
+/// Best effort: asks the agent on `socket` to export `env` in the default session and for
+/// later sessions and processes (`POST /api/env`).
+pub async fn push_env(socket: &std::path::Path, env: sandpit_protocol::container::EnvMap) {
+    use http_body_util::{BodyExt, Full};
+    if env.is_empty() {
+        return;
+    }
+    let request = sandpit_protocol::container::SetEnvRequest {
+        env,
+        session_id: None,
+    };
+    let run = async {
+        let body = serde_json::to_vec(&request).map_err(|e| e.to_string())?;
+        let stream = tokio::net::UnixStream::connect(socket)
+            .await
+            .map_err(|e| e.to_string())?;
+        let (mut sender, conn) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                .await
+                .map_err(|e| e.to_string())?;
+        tokio::spawn(conn);
+        let req = http::Request::post("/api/env")
+            .header(http::header::HOST, "sandbox")
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .body(Full::new(bytes::Bytes::from(body)))
+            .map_err(|e| e.to_string())?;
+        let response = sender.send_request(req).await.map_err(|e| e.to_string())?;
+        let status = response.status();
+        let _ = response.into_body().collect().await;
+        if status.is_success() {
+            Ok(())
+        } else {
+            Err(format!("agent answered {status}"))
+        }
+    };
+    match tokio::time::timeout(std::time::Duration::from_secs(5), run).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::warn!(error = %e, "exporting secret placeholders"),
+        Err(_) => tracing::warn!("exporting secret placeholders timed out"),
     }
 }

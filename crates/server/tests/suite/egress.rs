@@ -837,6 +837,40 @@ mod e2e {
         )
         .await;
         assert_eq!(out, "done\n");
+
+        // Secrets changed at runtime: a new one is usable at once, a kept one keeps its
+        // placeholder, a removed one is gone from the env and no longer injected.
+        let (_, before, _) = run(&rs, id, "echo $API_TOKEN").await;
+        let b = patch(
+            &rs,
+            id,
+            json!({"secrets": {
+                "API_TOKEN": {"value": "http-s3cret-2", "hosts": ["api.example.test"]},
+                "NEW_TOKEN": {"value": "new-s3cret", "hosts": ["api.example.test"],
+                    "header": "x-new"}}}),
+        )
+        .await;
+        assert_eq!(b["secrets"].as_array().unwrap().len(), 2, "{b}");
+        let (_, after, _) = run(&rs, id, "echo $API_TOKEN; echo ${SECURE_TOKEN:-unset}").await;
+        assert_eq!(after, format!("{before}unset\n"));
+        let (code, out, err) = run(
+            &rs,
+            id,
+            &format!("echo $NEW_TOKEN; curl -sS -H \"Authorization: token $API_TOKEN\" {api_url}"),
+        )
+        .await;
+        assert_eq!(code, 0, "{err}");
+        assert!(out.starts_with("sandpit-secret-NEW_TOKEN-"), "{out}");
+        assert_eq!(
+            api.last_header("authorization").as_deref(),
+            Some("token http-s3cret-2")
+        );
+        assert_eq!(api.last_header("x-new").as_deref(), Some("new-s3cret"));
+        // No secret bound any more: tunnelled, so the sandbox sees the real certificate (which
+        // its bundle does not trust; -k) and the server gets no credential.
+        let (code, _, err) = run(&rs, id, &format!("curl -sSk {secure_url}")).await;
+        assert_eq!(code, 0, "{err}");
+        assert_eq!(secure.last_header("authorization"), None);
         rs.stop().await;
     }
 
