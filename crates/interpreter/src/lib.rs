@@ -28,6 +28,18 @@ pub struct Prepared {
 /// Prepares one cell of JavaScript (or TypeScript when `typescript`, which is transpiled
 /// first) for the executor. Syntax errors carry the 1-based line and column in `source`.
 pub fn prepare_javascript(source: &str, typescript: bool) -> Result<Prepared, PrepareError> {
+    // Like Node's REPL: a cell that is one `{ ... }` is an object literal if it can be one.
+    let trimmed = source.trim().trim_end_matches(';').trim_end();
+    if trimmed.starts_with('{')
+        && trimmed.ends_with('}')
+        && let Ok(prepared) = prepare(&format!("({trimmed})"), typescript)
+    {
+        return Ok(prepared);
+    }
+    prepare(source, typescript)
+}
+
+fn prepare(source: &str, typescript: bool) -> Result<Prepared, PrepareError> {
     let (rewritten, typescript_map) = if typescript {
         let (js, map) = transpile::typescript_to_javascript(source)?;
         (repl::rewrite(&js)?, Some(map))

@@ -57,6 +57,12 @@ pub(crate) fn rewrite(source: &str) -> Result<Rewritten, PrepareError> {
     for statement in &program.body {
         rewriter.statement(statement);
     }
+    if let Some(hashbang) = &program.hashbang {
+        // Only valid at the very start, where the prefix goes.
+        rewriter
+            .edits
+            .replace(hashbang.span.start, hashbang.span.end, String::new());
+    }
     // A classic script has no module loader of its own: the executor provides one that
     // resolves from the context's working directory.
     for (start, end) in &scan.dynamic_imports {
@@ -647,6 +653,14 @@ mod tests {
         assert_eq!(
             prepared.code,
             "var m, f; (async () => { m = await __sandpit_import__('node:path'); f = () => __sandpit_import__(x )\n})()"
+        );
+    }
+
+    #[test]
+    fn hashbang_is_dropped() {
+        assert_eq!(
+            code("#!/usr/bin/env node\nconst a = 1").code,
+            "var a; \na = 1\n;void 0"
         );
     }
 

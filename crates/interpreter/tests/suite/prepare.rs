@@ -180,3 +180,19 @@ fn javascript_columns_on_line_one_ignore_the_rewrite_prefix() {
     assert_eq!(first_position(&t, 1), "<cell-2>:2:20");
     assert_eq!(first_position(&t, 2), "<cell-3>:1:43");
 }
+
+#[test]
+fn a_cell_of_braces_is_an_object_literal_when_it_can_be() {
+    let t = run(vec![
+        Step::js("{ a: 1, b: [2] }"),
+        Step::ts("{ n: 1 as number };"),
+        Step::js("{ let inner = 5; globalThis.fromBlock = inner }"),
+        Step::js("fromBlock"),
+    ]);
+    for i in 0..4 {
+        t.ok(i);
+    }
+    assert_eq!(t.text(0), "{ a: 1, b: [ 2 ] }");
+    assert_eq!(t.text(1), "{ n: 1 }");
+    assert_eq!(t.text(3), "5");
+}
