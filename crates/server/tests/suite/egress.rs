@@ -816,6 +816,20 @@ mod e2e {
             secure.last_header("authorization").as_deref(),
             Some("Bearer tls-s3cret")
         );
+        // Two requests on one intercepted connection; Python through SSL_CERT_FILE and the
+        // proxy variables.
+        let (code, out, err) = run(&rs, id, &format!("curl -sS {secure_url} {secure_url}")).await;
+        assert_eq!(
+            (code, out.as_str()),
+            (0, "hello from secure\nhello from secure\n"),
+            "{err}"
+        );
+        let py = format!(
+            "python3 -c 'import urllib.request; print(urllib.request.urlopen(\"{secure_url}\").read().decode(), end=\"\")'"
+        );
+        let (code, out, err) = run(&rs, id, &py).await;
+        assert_eq!((code, out.as_str()), (0, "hello from secure\n"), "{err}");
+        assert_eq!(secure.request_count(), 4);
         // The certificate curl saw was made by the sandbox's CA.
         let (_, _, err) = run(&rs, id, &format!("curl -sSv -o /dev/null {secure_url}")).await;
         assert!(err.contains("sandpit egress CA"), "{err}");
