@@ -204,6 +204,17 @@ pub struct ServeArgs {
     /// default, e.g. 443 for https).
     #[arg(long)]
     pub preview_port: Option<u16>,
+    /// The egress proxy resolves NAME to ADDRESS instead of asking DNS (repeatable).
+    #[arg(long, value_name = "NAME=ADDRESS", value_parser = crate::commands::serve::parse_resolve)]
+    pub egress_resolve: Vec<(String, std::net::IpAddr)>,
+    /// Also block this CIDR for every sandbox (repeatable; loopback, private, link-local and
+    /// metadata ranges are always blocked unless a sandbox's policy allows their CIDR).
+    #[arg(long, value_name = "CIDR", value_parser = crate::commands::serve::parse_cidr)]
+    pub egress_block: Vec<sandpit_server::egress::IpNet>,
+    /// PEM file of CA certificates trusted for upstream TLS of intercepted connections,
+    /// besides the host's bundle (repeatable).
+    #[arg(long, value_name = "PEM")]
+    pub egress_root: Vec<PathBuf>,
 }
 
 #[derive(Debug, Args)]

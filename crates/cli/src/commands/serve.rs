@@ -15,6 +15,9 @@ pub async fn run(args: ServeArgs, data_dir: PathBuf) -> anyhow::Result<()> {
     config.preview_domain = args.preview_domain;
     config.preview_scheme = args.preview_scheme;
     config.preview_port = args.preview_port;
+    config.egress_resolve.extend(args.egress_resolve);
+    config.egress_blocked.extend(args.egress_block);
+    config.egress_extra_roots = args.egress_root;
 
     let images_dir = config.images_dir.clone();
     tokio::task::spawn_blocking(move || {
@@ -30,4 +33,20 @@ pub async fn run(args: ServeArgs, data_dir: PathBuf) -> anyhow::Result<()> {
     println!("try: SANDPIT_URL={url} sandpit exec demo -- echo hello");
     // Until ctrl-c or SIGTERM; then running sandboxes are put to sleep.
     server.wait().await
+}
+
+/// `--egress-resolve NAME=ADDRESS`.
+pub fn parse_resolve(s: &str) -> Result<(String, std::net::IpAddr), String> {
+    let (name, addr) = s
+        .split_once('=')
+        .ok_or_else(|| format!("{s:?}: expected NAME=ADDRESS"))?;
+    let addr = addr
+        .parse()
+        .map_err(|e| format!("{addr:?} is not an IP address: {e}"))?;
+    Ok((name.to_owned(), addr))
+}
+
+/// `--egress-block CIDR` (a bare address blocks that host).
+pub fn parse_cidr(s: &str) -> Result<sandpit_server::egress::IpNet, String> {
+    sandpit_server::egress::parse_cidr(s).ok_or_else(|| format!("{s:?} is not a CIDR"))
 }

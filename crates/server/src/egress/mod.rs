@@ -15,7 +15,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 
-use ipnet::IpNet;
+pub use ipnet::IpNet;
 use rustls::ClientConfig;
 use sandpit_protocol::control::{NetworkPolicy, SecretInfo, SecretSpec};
 use sandpit_store::{SandboxNetwork, StoredSecret};
