@@ -234,7 +234,17 @@ fn late_callbacks_and_their_errors_do_not_kill_the_context() {
         ),
         Step::js("await new Promise((r) => setTimeout(r, 200)); 'alive'"),
         Step::raw(json!({"op": "bogus"})),
+        Step::js(
+            "await new Promise(() => setTimeout(() => { throw new SyntaxError('in callback') }, 10))",
+        ),
+        Step::js("'next'"),
     ]);
+    // A callback that throws while its run awaits ends that run with its error.
+    let error = t.of_type(3, "error");
+    assert_eq!(error.len(), 1, "{:?}", t.steps[3]);
+    assert_eq!(error[0]["ename"], "SyntaxError");
+    assert_eq!(error[0]["evalue"], "in callback");
+    assert_eq!(t.text(4), "'next'");
     t.ok(0).ok(1);
     assert_eq!(t.text(1), "'alive'");
     let stderr: String = (0..2)

@@ -16,6 +16,7 @@ const { Console } = require('node:console');
 const { createRequire, isBuiltin } = require('node:module');
 const { pathToFileURL } = require('node:url');
 const { Writable } = require('node:stream');
+const { AsyncLocalStorage } = require('node:async_hooks');
 
 const REQUESTS_FD = 3;
 const EVENTS_FD = 4;
@@ -263,23 +264,31 @@ for (const [name, mime] of Object.entries({
 display.json = (value) => display({ 'application/json': value, 'text/plain': util.inspect(value) }, { raw: true });
 sandbox.display = display;
 
-// Errors of callbacks that outlive their run must not kill the context.
+// ---- runs -------------------------------------------------------------------------------
+
+let executionCount = 0;
+// Which cell a callback comes from: the cell's async work inherits the run's store.
+const cells = new AsyncLocalStorage();
+// Ends the awaited part of the current run with an error (an interrupt, or a callback of
+// the run that threw); the synchronous part is stopped by V8 (`breakOnSigint`), which also
+// keeps the SIGINT listener away while it runs.
+let failRun = null;
+
+process.on('SIGINT', () => {
+  if (failRun) failRun(interruption());
+});
+
+// Errors of callbacks must not kill the context: one of the running cell's own callbacks
+// ends its run; the others (from earlier cells) are reported on stderr.
 process.on('uncaughtException', (error) => {
+  if (failRun && cells.getStore() === executionCount) {
+    failRun(error);
+    return;
+  }
   emit({ type: 'stderr', text: `Uncaught ${isErrorLike(error) ? userTraceback(error.stack).join('\n') : util.inspect(error)}\n` });
 });
 process.on('unhandledRejection', (reason) => {
   emit({ type: 'stderr', text: `Unhandled rejection: ${isErrorLike(reason) ? userTraceback(reason.stack).join('\n') : util.inspect(reason)}\n` });
-});
-
-// ---- runs -------------------------------------------------------------------------------
-
-let executionCount = 0;
-// Rejects the awaited part of the current run; the synchronous part is stopped by V8
-// (`breakOnSigint`), which also keeps this listener away while it runs.
-let interruptRun = null;
-
-process.on('SIGINT', () => {
-  if (interruptRun) interruptRun();
 });
 
 function interruption() {
@@ -294,10 +303,11 @@ async function run(request) {
   rememberLineMap(executionCount, code);
   try {
     const script = new vm.Script(code, { filename: `<cell-${executionCount}>` });
-    let value = script.runInContext(context, { breakOnSigint: true, displayErrors: false });
+    let value = cells.run(executionCount, () =>
+      script.runInContext(context, { breakOnSigint: true, displayErrors: false }));
     if (request.async) {
       value = await new Promise((resolve, reject) => {
-        interruptRun = () => reject(interruption());
+        failRun = reject;
         Promise.resolve(value).then(resolve, reject);
       });
     }
@@ -305,7 +315,7 @@ async function run(request) {
   } catch (error) {
     emit(errorEvent(error));
   } finally {
-    interruptRun = null;
+    failRun = null;
   }
 }
 
