@@ -970,3 +970,84 @@ mod e2e {
         rs.stop().await;
     }
 }
+
+/// The control plane's side with the fake driver: validation, reported state, no values.
+#[tokio::test]
+async fn network_and_secrets_on_create_and_patch_are_validated_and_reported_without_values() {
+    use reqwest::Method;
+    use serde_json::json;
+
+    let ts = super::TestServer::start().await;
+    for (body, needle) in [
+        (
+            json!({"id": "n1", "network": {"mode": "allowlist", "allow": ["exa mple.com"]}}),
+            "network",
+        ),
+        (json!({"id": "n1", "network": {"mode": "open"}}), ""),
+        (
+            json!({"id": "n1", "secrets": {"1BAD": {"value": "v", "hosts": ["a.test"]}}}),
+            "env var name",
+        ),
+        (
+            json!({"id": "n1", "secrets": {"T": {"value": "v", "hosts": []}}}),
+            "at least one host",
+        ),
+        (
+            json!({"id": "n1", "secrets": {"T": {"value": "a\nb", "hosts": ["a.test"]}}}),
+            "printable",
+        ),
+        (
+            json!({"id": "n1", "secrets": {"T": {"value": "v", "hosts": ["a.test"],
+                "header": "bad header"}}}),
+            "header",
+        ),
+    ] {
+        let (status, b) = ts.json(Method::POST, "/v1/sandboxes", body.clone()).await;
+        assert_eq!(status, 400, "{body}: {b}");
+        assert!(b.to_string().contains(needle), "{body}: {b}");
+    }
+    // Nothing was created by the refused requests.
+    assert_eq!(ts.get("/v1/sandboxes/n1").await.0, 404);
+
+    let (status, b) = ts
+        .json(
+            Method::POST,
+            "/v1/sandboxes",
+            json!({"id": "n1",
+                "network": {"mode": "allowlist", "allow": ["*.example.com", "10.1.0.0/16"]},
+                "secrets": {"TOKEN": {"value": "v3ry-s3cret", "hosts": ["api.example.com"],
+                    "header": "Authorization"}}}),
+        )
+        .await;
+    assert_eq!(status, 201, "{b}");
+    assert_eq!(
+        b["network"],
+        json!({"mode": "allowlist", "allow": ["*.example.com", "10.1.0.0/16"]})
+    );
+    assert_eq!(
+        b["secrets"],
+        json!([{"name": "TOKEN", "hosts": ["api.example.com"], "header": "Authorization"}])
+    );
+    let (_, got) = ts.get("/v1/sandboxes/n1").await;
+    assert_eq!(got["secrets"], b["secrets"]);
+    let (_, list) = ts.get("/v1/sandboxes").await;
+    assert!(!list.to_string().contains("s3cret"), "{list}");
+    assert_eq!(list["sandboxes"][0]["network"]["mode"], "allowlist");
+
+    let (status, b) = ts
+        .json(
+            Method::PATCH,
+            "/v1/sandboxes/n1",
+            json!({"network": {"mode": "full"}, "secrets": {}}),
+        )
+        .await;
+    assert_eq!(status, 200, "{b}");
+    assert_eq!(b["network"], json!({"mode": "full", "allow": []}));
+    assert_eq!(b["secrets"], json!([]));
+    // Defaults for a sandbox created without either.
+    let (_, b) = ts
+        .json(Method::POST, "/v1/sandboxes", json!({"id": "n2"}))
+        .await;
+    assert_eq!(b["network"], json!({"mode": "none", "allow": []}));
+    assert_eq!(b["secrets"], json!([]));
+}
