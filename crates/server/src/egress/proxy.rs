@@ -266,9 +266,10 @@ impl SandboxProxy {
         C: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let config = ca.server_config(host).map_err(std::io::Error::other)?;
-        let tls = tokio_rustls::TlsAcceptor::from(config)
-            .accept(client)
-            .await?;
+        let accept = tokio_rustls::TlsAcceptor::from(config).accept(client);
+        let tls = tokio::time::timeout(HELLO_TIMEOUT, accept)
+            .await
+            .map_err(|_| std::io::Error::other("TLS handshake with the sandbox timed out"))??;
         let first = Arc::new(std::sync::Mutex::new(Some(upstream)));
         let proxy = self.clone();
         let host = host.to_owned();
@@ -305,9 +306,11 @@ impl SandboxProxy {
         };
         let name = rustls::pki_types::ServerName::try_from(host.to_owned())
             .map_err(|e| Refusal::bad_request(format!("{host:?} is not a TLS server name: {e}")))?;
-        let tls = tokio_rustls::TlsConnector::from(self.shared.upstream_tls.clone())
-            .connect(name, tcp)
+        let connect =
+            tokio_rustls::TlsConnector::from(self.shared.upstream_tls.clone()).connect(name, tcp);
+        let tls = tokio::time::timeout(CONNECT_TIMEOUT, connect)
             .await
+            .map_err(|_| Refusal::bad_gateway(host, "TLS handshake timed out"))?
             .map_err(|e| Refusal::bad_gateway(host, format!("TLS: {e}")))?;
         let authority = if port == 443 {
             Authority::try_from(host)
