@@ -127,7 +127,8 @@ fn have(bin: &str) -> bool {
 
 /// Sends a raw TCP SYN for `dst:port` straight onto the tap device with AF_PACKET (what
 /// sandbox root's CAP_NET_RAW allows), bypassing the `output` hook.
-fn raw_syn_cmd(dst: Ipv4Addr, port: u16) -> String {
+fn raw_syn_cmd(dst: Ipv4Addr, port: u16, bypass: bool) -> String {
+    let bypass = if bypass { "True" } else { "False" };
     let script = format!(
         r#"import socket, struct
 def csum(b):
@@ -142,6 +143,7 @@ ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(tcp), 1, 0, 64, 6, 0, src, d
 ip = ip[:10] + struct.pack("!H", csum(ip)) + ip[12:]
 s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
 s.bind(("tap0", 0))
+if {bypass}: s.setsockopt(263, 20, 1)  # SOL_PACKET, PACKET_QDISC_BYPASS
 try:
     s.send(bytes.fromhex("52550a000202525500000264") + b"\x08\x00" + ip + tcp)
     print("sent")
@@ -220,8 +222,11 @@ async fn serial_full_mode_blocks_host_and_private_unless_allowed() {
     assert_eq!(outside.load(Ordering::SeqCst), 1);
     assert_eq!(ok(s, &connect_cmd(net.host, 7002)).await, "refused");
     // Raw frames written to the tap device reach slirp (so the next check means something).
-    assert_eq!(ok(s, &raw_syn_cmd(net.inner, 7001)).await, "sent");
+    assert_eq!(ok(s, &raw_syn_cmd(net.inner, 7001, false)).await, "sent");
     wait_for(&outside, 2).await;
+    // Also with PACKET_QDISC_BYPASS (the direct transmit path).
+    assert_eq!(ok(s, &raw_syn_cmd(net.inner, 7001, true)).await, "sent");
+    wait_for(&outside, 3).await;
 
     // Allow list emptied again: refused, also for raw frames written to the tap device.
     env.driver
@@ -230,10 +235,12 @@ async fn serial_full_mode_blocks_host_and_private_unless_allowed() {
         .unwrap();
     assert_eq!(ok(s, &connect_cmd(net.inner, 7001)).await, "refused");
     // (The egress hook's drop surfaces as ENOBUFS.)
-    let raw = ok(s, &raw_syn_cmd(net.inner, 7001)).await;
-    assert!(raw == "dropped" || raw == "sent", "{raw}");
+    for bypass in [false, true] {
+        let raw = ok(s, &raw_syn_cmd(net.inner, 7001, bypass)).await;
+        assert!(raw == "dropped" || raw == "sent", "{raw}");
+    }
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(outside.load(Ordering::SeqCst), 2);
+    assert_eq!(outside.load(Ordering::SeqCst), 3);
 
     // Sandbox root cannot touch the interfaces or rules (no CAP_NET_ADMIN in its network
     // namespace): taking tap0 down (SIOCSIFFLAGS) is refused with EPERM.
@@ -275,6 +282,6 @@ async fn serial_full_mode_blocks_host_and_private_unless_allowed() {
         0,
         "host address reached"
     );
-    assert_eq!(outside.load(Ordering::SeqCst), 3);
+    assert_eq!(outside.load(Ordering::SeqCst), 4);
     env.driver.destroy(&id).await.unwrap();
 }
