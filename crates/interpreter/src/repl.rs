@@ -77,7 +77,18 @@ pub(crate) fn rewrite(source: &str) -> Result<Rewritten, PrepareError> {
         }
     }
 
-    let last_expression = match program.body.last() {
+    // Statements the rewrite removes (and empty ones) do not end the cell: TypeScript output
+    // of a cell with `import type` ends in `export {};`, say.
+    let last_statement = program.body.iter().rev().find(|statement| {
+        !matches!(
+            statement,
+            Statement::EmptyStatement(_)
+                | Statement::ExportNamedDeclaration(_)
+                | Statement::ExportFromDeclaration(_)
+                | Statement::ExportAllDeclaration(_)
+        )
+    });
+    let last_expression = match last_statement {
         Some(Statement::ExpressionStatement(statement)) => Some(statement.expression.span()),
         Some(_) => None,
         // A cell of just `'text'` is a directive prologue to the parser.
@@ -653,6 +664,15 @@ mod tests {
         assert_eq!(
             prepared.code,
             "var m, f; (async () => { m = await __sandpit_import__('node:path'); f = () => __sandpit_import__(x )\n})()"
+        );
+    }
+
+    #[test]
+    fn removed_and_empty_statements_do_not_end_the_cell() {
+        assert_eq!(code("a;\nexport {};;").code, "a;\n;");
+        assert_eq!(
+            code("await a;\nexport {};").code,
+            "(async () => { return (await a);\n\n})()"
         );
     }
 

@@ -196,3 +196,22 @@ fn a_cell_of_braces_is_an_object_literal_when_it_can_be() {
     assert_eq!(t.text(1), "{ n: 1 }");
     assert_eq!(t.text(3), "5");
 }
+
+#[test]
+fn typescript_module_features_run() {
+    let t = run(vec![Step::ts(
+        "import type { Foo } from './foo';\n\
+             export type Bar = { x: number };\n\
+             const enum Level { Low = 1, High = Low * 10 }\n\
+             namespace Geometry { export const pi = 3; export function area(r: number) { return pi * r * r } }\n\
+             abstract class Shape { abstract area(): number; describe(): string { return `${this.constructor.name}:${this.area()}` } }\n\
+             class Circle extends Shape implements Bar { x = 0; #secret = 1; constructor(private r: number) { super() } area() { return Geometry.area(this.r) + this.#secret } }\n\
+             const cfg = { mode: 'a' } satisfies Record<string, string>;\n\
+             declare const injected: number;\n\
+             function first<T>(xs: readonly T[]): T | undefined { return xs?.[0] }\n\
+             let maybe: string | null = null;\n\
+             [Level.High, new Circle(2).describe(), cfg.mode, first<number>([7, 8]), maybe ?? 'default']",
+    )]);
+    t.ok(0);
+    assert_eq!(t.text(0), "[ 10, 'Circle:13', 'a', 7, 'default' ]");
+}
