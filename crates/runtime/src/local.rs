@@ -645,7 +645,13 @@ impl LocalDriver {
         let script =
             network::nft_script(&network::allowed_cidrs(policy), &network::host_addresses());
         self.load_firewall(id, pid, &script).await?;
-        let running = self.slirps.lock().is_ok_and(|m| m.contains_key(id));
+        // A slirp4netns that died (crash, OOM kill) is replaced.
+        let running = self
+            .slirps
+            .lock()
+            .ok()
+            .and_then(|mut m| m.get_mut(id).map(Slirp::is_alive))
+            .unwrap_or(false);
         if !running {
             let log = self.sandbox_dir(id).join("slirp4netns.log");
             let slirp = Slirp::start(

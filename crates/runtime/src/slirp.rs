@@ -88,6 +88,11 @@ impl Slirp {
         }
     }
 
+    /// Whether the process still runs (reaps it if it exited).
+    pub(crate) fn is_alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
     /// Kills and reaps the process (the exit pipe is only the safety net for a dying server:
     /// slirp4netns notices it within a poll interval of up to ~2 s).
     pub(crate) async fn stop(mut self) {

@@ -249,6 +249,32 @@ async fn serial_full_mode_blocks_host_and_private_unless_allowed() {
     );
     assert_eq!(ok(s, &down).await, "1");
 
+    // A slirp4netns that died is replaced at the next policy change.
+    let slirp_pids = || {
+        let out = Command::new("pgrep")
+            .args(["-f", &format!("slirp4netns.* {} tap0", started.pid)])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .map(|p| p.parse::<i32>().unwrap())
+            .collect::<Vec<_>>()
+    };
+    let pids = slirp_pids();
+    assert_eq!(pids.len(), 1, "{pids:?}");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pids[0]),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(ok(s, interfaces_cmd()).await, "lo");
+    env.driver
+        .set_network(&id, &policy(NetworkMode::Full, &[]))
+        .await
+        .unwrap();
+    assert_eq!(ok(s, interfaces_cmd()).await, "lo tap0");
+
     // none: slirp4netns goes, only loopback is left.
     env.driver
         .set_network(&id, &policy(NetworkMode::None, &[]))
@@ -266,11 +292,7 @@ async fn serial_full_mode_blocks_host_and_private_unless_allowed() {
     eprintln!("none -> full (rules + slirp4netns) in {:?}", t.elapsed());
     assert_eq!(ok(s, &connect_cmd(net.inner, 7001)).await, "hello");
     env.driver.stop(&id).await.unwrap();
-    let slirps = Command::new("pgrep")
-        .args(["-f", &format!("slirp4netns.* {} tap0", started.pid)])
-        .output()
-        .unwrap();
-    assert!(slirps.stdout.is_empty(), "slirp4netns left running");
+    assert!(slirp_pids().is_empty(), "slirp4netns left running");
 
     assert_eq!(
         on_loopback.load(Ordering::SeqCst),
