@@ -78,6 +78,8 @@ async fn measure_in(
 
     eprintln!("interpreter: `1+1` and print → client x{}...", counts.runs);
     let context = sandbox.create_context(&python).await?;
+    // Let the pool's refill (a Python start) finish so it does not compete with the samples.
+    tokio::time::sleep(POOL_REFILL).await;
     let (one_plus_one, print) = runs(sandbox, &context, counts.runs).await?;
     sandbox.delete_context(&context.id).await?;
 
