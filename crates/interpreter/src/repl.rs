@@ -37,9 +37,15 @@ pub(crate) struct Rewritten {
 pub(crate) fn rewrite(source: &str) -> Result<Rewritten, PrepareError> {
     let allocator = Allocator::default();
     // Module goal: top-level `await` parses, and so do `import`/`export` (rewritten below).
-    let parsed = Parser::new(&allocator, source, SourceType::mjs()).parse();
+    let mut parsed = Parser::new(&allocator, source, SourceType::mjs()).parse();
     if let Some(error) = PrepareError::from_diagnostics(source, parsed.diagnostics.errors()) {
-        return Err(error);
+        // Modules are strict: sloppy-mode code (`with`, octal literals, ...) parses as a
+        // classic script, and then has no top-level `await` to worry about.
+        let script = Parser::new(&allocator, source, SourceType::script()).parse();
+        if script.diagnostics.has_errors() || script.panicked {
+            return Err(error);
+        }
+        parsed = script;
     }
     let program = parsed.program;
 
@@ -335,11 +341,13 @@ impl Rewriter<'_> {
             Statement::ExportDefaultDeclaration(export) => {
                 let start = export.declaration.span().start;
                 match &export.declaration {
-                    ExportDefaultDeclarationKind::FunctionDeclaration(function) => {
+                    ExportDefaultDeclarationKind::FunctionDeclaration(function)
+                        if function.id.is_some() =>
+                    {
                         self.edits.replace(export.span.start, start, String::new());
                         self.function(function);
                     }
-                    ExportDefaultDeclarationKind::ClassDeclaration(class) => {
+                    ExportDefaultDeclarationKind::ClassDeclaration(class) if class.id.is_some() => {
                         self.edits.replace(export.span.start, start, String::new());
                         self.class(class);
                     }
@@ -674,6 +682,26 @@ mod tests {
             code("await a;\nexport {};").code,
             "(async () => { return (await a);\n\n})()"
         );
+    }
+
+    #[test]
+    fn anonymous_default_exports_become_expressions() {
+        assert_eq!(code("export default class {}").code, ";(class {})\n;void 0");
+        assert_eq!(
+            code("export default function () {}").code,
+            ";(function () {})\n;void 0"
+        );
+    }
+
+    #[test]
+    fn sloppy_mode_code_parses_as_a_script() {
+        let prepared = code("var o = { a: 1 }; with (o) { a }\nlet x = 010; x");
+        assert_eq!(
+            prepared.code,
+            "var o, x; o = { a: 1 }; with (o) { a }\nx = 010; x"
+        );
+        let prepared = code("with (o) {} await x");
+        assert!(prepared.is_async, "{}", prepared.code);
     }
 
     #[test]

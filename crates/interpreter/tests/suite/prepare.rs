@@ -215,3 +215,12 @@ fn typescript_module_features_run() {
     t.ok(0);
     assert_eq!(t.text(0), "[ 10, 'Circle:13', 'a', 7, 'default' ]");
 }
+
+#[test]
+fn sloppy_mode_code_runs() {
+    let t = run(vec![Step::js(
+        "var o = { a: 1 }; var r;\nwith (o) { r = a + 1 }\n[r, 010, typeof undeclaredName]",
+    )]);
+    t.ok(0);
+    assert_eq!(t.text(0), "[ 2, 8, 'undefined' ]");
+}
