@@ -135,9 +135,11 @@ fn start() -> (String, Requests) {
     (url, requests)
 }
 
-fn cli(url: &str) -> assert_cmd::Command {
+/// `sandpit` against the fake server, in a scratch directory (result files land there).
+fn cli(url: &str, scratch: &tempfile::TempDir) -> assert_cmd::Command {
     let mut cmd = sandpit();
-    cmd.args(["--url", url, "--key", KEY]);
+    cmd.args(["--url", url, "--key", KEY])
+        .current_dir(scratch.path());
     cmd
 }
 
@@ -164,12 +166,13 @@ fn body_of(requests: &Requests, path: &str) -> Value {
 fn run_prints_text_saves_files_and_deletes_its_context() {
     let (url, requests) = start();
     let dir = tempfile::tempdir().unwrap();
+    let scratch = tempfile::tempdir().unwrap();
     let file = dir.path().join("plot.py");
     std::fs::write(&file, "print('hello')\n").unwrap();
     // A result file that exists already is never overwritten.
     std::fs::write(dir.path().join("sandpit-out-1.png"), "mine").unwrap();
     let out = dir.path().display().to_string();
-    cli(&url)
+    cli(&url, &scratch)
         .args(["run", "demo", "--cwd", "/tmp", "--env", "A=1", "--out-dir", &out])
         .arg(&file)
         .assert()
@@ -211,7 +214,8 @@ fn run_prints_text_saves_files_and_deletes_its_context() {
 #[test]
 fn run_reads_stdin_into_an_existing_context() {
     let (url, requests) = start();
-    cli(&url)
+    let scratch = tempfile::tempdir().unwrap();
+    cli(&url, &scratch)
         .args(["run", "demo", "--lang", "ts", "--context", "c7", "-"])
         .write_stdin("const x: number = 1; x")
         .assert()
@@ -219,6 +223,20 @@ fn run_reads_stdin_into_an_existing_context() {
     assert_eq!(
         paths(&requests),
         ["POST /v1/sandboxes/demo/api/execute/code"]
+    );
+    // Without --out-dir, result files land in the current directory.
+    let mut saved: Vec<String> = std::fs::read_dir(scratch.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    saved.sort();
+    assert_eq!(
+        saved,
+        [
+            "sandpit-out-1.png",
+            "sandpit-out-2.html",
+            "sandpit-out-3.svg"
+        ]
     );
     assert_eq!(
         body_of(&requests, "/execute/code"),
@@ -230,9 +248,10 @@ fn run_reads_stdin_into_an_existing_context() {
 fn run_takes_the_language_from_the_extension_and_can_keep_the_context() {
     let (url, requests) = start();
     let dir = tempfile::tempdir().unwrap();
+    let scratch = tempfile::tempdir().unwrap();
     let file = dir.path().join("app.mjs");
     std::fs::write(&file, "1").unwrap();
-    let assert = cli(&url)
+    let assert = cli(&url, &scratch)
         .args(["run", "demo", "--keep-context", "--out-dir"])
         .arg(dir.path())
         .arg(&file)
@@ -253,7 +272,8 @@ fn stderr_of(assert: &assert_cmd::assert::Assert) -> String {
 #[test]
 fn an_exception_prints_the_traceback_and_exits_1() {
     let (url, requests) = start();
-    cli(&url)
+    let scratch = tempfile::tempdir().unwrap();
+    cli(&url, &scratch)
         .args(["run", "demo", "-"])
         .write_stdin("raise ValueError('bad')")
         .assert()
@@ -270,14 +290,15 @@ fn an_exception_prints_the_traceback_and_exits_1() {
 #[test]
 fn a_stream_cut_short_and_server_errors_fail_clearly() {
     let (url, _) = start();
-    cli(&url)
+    let scratch = tempfile::tempdir().unwrap();
+    cli(&url, &scratch)
         .args(["run", "demo", "--context", "c1", "-"])
         .write_stdin("cut")
         .assert()
         .code(1)
         .stdout("hello\n")
         .stderr("warn\nerror: the output stream ended before the run completed\n");
-    cli(&url)
+    cli(&url, &scratch)
         .args(["run", "demo", "--context", "gone", "-"])
         .write_stdin("1")
         .assert()
@@ -308,7 +329,8 @@ fn bad_arguments_are_refused_before_anything_is_sent() {
         "{out:?}"
     );
     let (url, requests) = start();
-    let assert = cli(&url)
+    let scratch = tempfile::tempdir().unwrap();
+    let assert = cli(&url, &scratch)
         .args(["run", "demo", "/nonexistent/code.py"])
         .assert()
         .code(1);
@@ -364,6 +386,7 @@ fn serial_cli_run_against_real_server() {
     // An exception: traceback on stderr, exit 1.
     let assert = served
         .cli()
+        .current_dir(dir.path())
         .args(["run", "py1", "-"])
         .write_stdin("def f():\n    return 1/0\nf()\n")
         .assert()
@@ -374,6 +397,7 @@ fn serial_cli_run_against_real_server() {
     // State persists in a kept context.
     let assert = served
         .cli()
+        .current_dir(dir.path())
         .args(["run", "py1", "--keep-context", "-"])
         .write_stdin("x = 41")
         .assert()
@@ -386,6 +410,7 @@ fn serial_cli_run_against_real_server() {
         .to_owned();
     served
         .cli()
+        .current_dir(dir.path())
         .args(["run", "py1", "--context", &context, "-"])
         .write_stdin("x + 1")
         .assert()
@@ -397,6 +422,7 @@ fn serial_cli_run_against_real_server() {
     std::fs::write(&js, "console.log('js', 1 + 1);\nawait Promise.resolve(7)\n").unwrap();
     served
         .cli()
+        .current_dir(dir.path())
         .args(["run", "py1"])
         .arg(&js)
         .assert()
@@ -405,6 +431,7 @@ fn serial_cli_run_against_real_server() {
 
     // Output is live: the first line arrives while the code still runs.
     let mut child = Command::new(env!("CARGO_BIN_EXE_sandpit"))
+        .current_dir(dir.path())
         .args([
             "--url",
             &served.url,
