@@ -296,3 +296,22 @@ fn display_sends_rich_results_in_order_with_output() {
     );
     assert_eq!(*data[5], json!({"text/plain": "'last'"}));
 }
+
+#[test]
+fn hostile_values_still_end_with_done() {
+    let t = run(vec![
+        Step::js("throw { get stack() { throw new Error('no stack for you') } }"),
+        Step::js("console.log('lone \\ud800 surrogate'); '\\udfff'"),
+        Step::js(
+            "new Proxy({}, { ownKeys() { throw new Error('trap') }, getPrototypeOf() { throw new Error('trap') } })",
+        ),
+        Step::js("'ok'"),
+    ]);
+    for i in 0..4 {
+        assert_eq!(t.of_type(i, "done").len(), 1, "step {i}: {:?}", t.steps[i]);
+    }
+    assert_eq!(t.of_type(0, "error").len(), 1, "{:?}", t.steps[0]);
+    t.ok(1);
+    assert_eq!(t.stdout_of(1), "lone \u{fffd} surrogate\n");
+    assert_eq!(t.text(3), "'ok'");
+}

@@ -45,8 +45,11 @@ function writeAll(buffer) {
   }
 }
 
+// Lone UTF-16 surrogates have no UTF-8 form: JSON readers reject their escapes.
+const wellFormed = (key, value) => (typeof value === 'string' ? value.toWellFormed() : value);
+
 function emit(event) {
-  writeAll(Buffer.from(JSON.stringify(event) + '\n', 'utf8'));
+  writeAll(Buffer.from(JSON.stringify(event, wellFormed) + '\n', 'utf8'));
 }
 
 function textOf(chunk, encoding) {
@@ -337,18 +340,24 @@ function configure(request) {
 }
 
 async function handle(line) {
-  let request;
   try {
-    request = JSON.parse(line);
+    let request;
+    try {
+      request = JSON.parse(line);
+    } catch (error) {
+      emit({ type: 'error', ename: 'ProtocolError', evalue: `bad request: ${error.message}`, traceback: [] });
+      return;
+    }
+    if (request?.op === 'run') await run(request);
+    else if (request?.op === 'configure') configure(request);
+    else emit({ type: 'error', ename: 'ProtocolError', evalue: `unknown op ${JSON.stringify(request?.op)}`, traceback: [] });
   } catch (error) {
-    emit({ type: 'error', ename: 'ProtocolError', evalue: `bad request: ${error.message}`, traceback: [] });
+    // Formatting the user's value or error failed (a throwing getter, a hostile Proxy).
+    emit({ type: 'error', ename: 'InternalError', evalue: `the executor could not report the outcome: ${String(error?.message ?? 'unknown')}`, traceback: [] });
+  } finally {
+    // Always, so the agent never waits for a run that is over.
     emit({ type: 'done', execution_count: executionCount });
-    return;
   }
-  if (request.op === 'run') await run(request);
-  else if (request.op === 'configure') configure(request);
-  else emit({ type: 'error', ename: 'ProtocolError', evalue: `unknown op ${JSON.stringify(request.op)}`, traceback: [] });
-  emit({ type: 'done', execution_count: executionCount });
 }
 
 // ---- requests (fd 3) --------------------------------------------------------------------
