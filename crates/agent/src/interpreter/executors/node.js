@@ -26,7 +26,7 @@ const EVENTS_FD = 4;
 const sleepCell = new Int32Array(new SharedArrayBuffer(4));
 
 // Synchronous writes keep events in order and live even while user code blocks the event
-// loop; a non-blocking pipe that is full is retried until the agent has read it.
+// loop; should the pipe be non-blocking, a full pipe is retried until the agent reads it.
 function writeAll(buffer) {
   let offset = 0;
   while (offset < buffer.length) {
@@ -116,7 +116,13 @@ const sandbox = {
   btoa,
   performance,
 };
-for (const name of ['fetch', 'Headers', 'Request', 'Response', 'FormData', 'WebSocket', 'crypto']) {
+// Node's web globals, where this Node version has them.
+for (const name of [
+  'fetch', 'Headers', 'Request', 'Response', 'FormData', 'WebSocket', 'crypto', 'navigator',
+  'EventTarget', 'Event', 'CustomEvent', 'DOMException', 'MessageChannel', 'MessagePort',
+  'BroadcastChannel', 'ReadableStream', 'WritableStream', 'TransformStream',
+  'CompressionStream', 'DecompressionStream', 'File',
+]) {
   if (globalThis[name] !== undefined) sandbox[name] = globalThis[name];
 }
 const context = vm.createContext(sandbox, { name: 'sandpit' });
