@@ -301,7 +301,7 @@ process.on('unhandledRejection', (reason) => {
 });
 
 function interruption() {
-  const error = new Error('Script execution was interrupted by SIGINT');
+  const error = new Error('Script execution was interrupted by `SIGINT`');
   error.code = 'ERR_SCRIPT_EXECUTION_INTERRUPTED';
   return error;
 }
