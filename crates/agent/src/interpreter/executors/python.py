@@ -167,7 +167,12 @@ class Publisher(DisplayPublisher):
         pass
 
 
-shell = InteractiveShell.instance(colors="NoColor")
+from traitlets.config import Config
+
+config = Config()
+# History lives in memory: no SQLite file shared by contexts, no write per run.
+config.HistoryManager.enabled = False
+shell = InteractiveShell.instance(config=config, colors="NoColor")
 shell.ast_node_interactivity = "last_expr"
 hook = Hook(shell=shell, cache_size=shell.cache_size)
 shell.displayhook = hook
