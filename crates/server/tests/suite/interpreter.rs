@@ -374,6 +374,33 @@ async fn serial_interpreter_streams_live_interrupts_and_restarts() {
     let e = rs.run(sb, &ctx, "21 * 2").await;
     assert_eq!(results(&e)[0]["text"], "42");
 
+    // The interpreter process dies: the run says so and the context comes back, empty.
+    rs.run(sb, &ctx, "kept = 1").await;
+    let e = rs.run(sb, &ctx, "import os\nos._exit(3)").await;
+    assert_eq!(last(&e)["ename"], "InterpreterExited", "{}", show(&e));
+    let e = rs.run(sb, &ctx, "'kept' in globals()").await;
+    assert_eq!(results(&e)[0]["text"], "False", "{}", show(&e));
+
+    // A client that goes away interrupts its run: the context is free again at once.
+    let path = format!("/v1/sandboxes/{sb}/api/execute/code");
+    let r = rs
+        .req_as(&rs.key, Method::POST, &path)
+        .json(&json!({"context_id": ctx, "code": "import time\nx = 'survived'\nwhile True:\n    time.sleep(0.01)"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    drop(r);
+    let started = Instant::now();
+    let e = rs.run(sb, &ctx, "x").await;
+    assert_eq!(results(&e)[0]["text"], "'survived'", "{}", show(&e));
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+
     // A result of several MiB, and as much output.
     let e = rs.run(sb, &ctx, "'x' * (6 * 1024 * 1024)").await;
     complete(&e);
