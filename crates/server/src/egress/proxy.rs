@@ -152,7 +152,7 @@ impl SandboxProxy {
         let port = authority.port_u16().unwrap_or(80);
         let stream = self.open(&host, port).await?;
         prepare_request(&mut req, authority, &self.rules(), &host);
-        send_over(stream, req, &host).await
+        send_over(stream, req, &host, self.cancel.clone()).await
     }
 
     /// `CONNECT host:port`: decided and connected before answering 200, so refusals and
@@ -283,6 +283,7 @@ impl SandboxProxy {
         });
         hyper::server::conn::http1::Builder::new()
             .serve_connection(TokioIo::new(tls), service)
+            .with_upgrades()
             .await
             .map_err(std::io::Error::other)
     }
@@ -319,7 +320,7 @@ impl SandboxProxy {
         }
         .map_err(|e| Refusal::bad_request(format!("bad host {host:?}: {e}")))?;
         prepare_request(&mut req, &authority, &self.rules(), host);
-        send_over(tls, req, host).await
+        send_over(tls, req, host, self.cancel.clone()).await
     }
 }
 
@@ -386,7 +387,30 @@ fn prepare_request(req: &mut Request<Incoming>, authority: &Authority, rules: &R
     }
 }
 
+/// Removes hop-by-hop headers; an upgrade (WebSocket) keeps `Connection: upgrade` and its
+/// `Upgrade` header, which the next hop needs.
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let upgrade = is_upgrade(headers)
+        .then(|| headers.get(header::UPGRADE).cloned())
+        .flatten();
+    strip_all_hop_by_hop(headers);
+    if let Some(protocol) = upgrade {
+        headers.insert(header::UPGRADE, protocol);
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    }
+}
+
+fn is_upgrade(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::UPGRADE)
+        && headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+}
+
+fn strip_all_hop_by_hop(headers: &mut HeaderMap) {
     let listed: Vec<String> = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -413,25 +437,47 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
+/// Sends one request over a fresh upstream connection and streams the answer back. A
+/// protocol switch (WebSocket) is spliced both ways until either side ends or `cancel` fires.
 async fn send_over<S>(
     io: S,
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
     host: &str,
+    cancel: CancellationToken,
 ) -> Result<Response<ProxyBody>, Refusal>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let downstream = is_upgrade(req.headers()).then(|| hyper::upgrade::on(&mut req));
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
         .await
         .map_err(|e| Refusal::bad_gateway(host, e))?;
     tokio::spawn(async move {
-        let _ = conn.await;
+        let _ = conn.with_upgrades().await;
     });
     let mut response = sender
         .send_request(req)
         .await
         .map_err(|e| Refusal::bad_gateway(host, e))?;
     strip_hop_by_hop(response.headers_mut());
+    if response.status() == StatusCode::SWITCHING_PROTOCOLS
+        && let Some(downstream) = downstream
+    {
+        let upstream = hyper::upgrade::on(&mut response);
+        tokio::spawn(async move {
+            let splice = async {
+                let (Ok(down), Ok(up)) = tokio::join!(downstream, upstream) else {
+                    return;
+                };
+                let (mut down, mut up) = (TokioIo::new(down), TokioIo::new(up));
+                let _ = tokio::io::copy_bidirectional(&mut down, &mut up).await;
+            };
+            tokio::select! {
+                _ = cancel.cancelled() => {}
+                _ = splice => {}
+            }
+        });
+    }
     Ok(response.map(BodyExt::boxed))
 }
 

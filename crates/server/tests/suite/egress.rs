@@ -1051,3 +1051,91 @@ async fn network_and_secrets_on_create_and_patch_are_validated_and_reported_with
     assert_eq!(b["network"], json!({"mode": "none", "allow": []}));
     assert_eq!(b["secrets"], json!([]));
 }
+
+/// A WebSocket echo server over TLS for `host`; records the `Authorization` of each handshake.
+// tungstenite's handshake callback type has a large error variant; not ours to shrink.
+#[allow(clippy::result_large_err)]
+async fn wss_echo(host: &str) -> (SocketAddr, String, Arc<Mutex<Vec<Option<String>>>>) {
+    use futures::{SinkExt, StreamExt};
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (acceptor, ca_pem) = tls_acceptor(host);
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let seen2 = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let (acceptor, seen) = (acceptor.clone(), seen2.clone());
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let record = |req: &tokio_tungstenite::tungstenite::handshake::server::Request,
+                              resp| {
+                    let auth = req
+                        .headers()
+                        .get("authorization")
+                        .map(|v| v.to_str().unwrap_or_default().to_owned());
+                    seen.lock().unwrap().push(auth);
+                    Ok(resp)
+                };
+                let Ok(mut ws) = tokio_tungstenite::accept_hdr_async(tls, record).await else {
+                    return;
+                };
+                while let Some(Ok(msg)) = ws.next().await {
+                    if msg.is_text() && ws.send(msg).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, ca_pem, seen)
+}
+
+#[tokio::test]
+async fn websockets_pass_through_an_intercepted_connection_with_the_secret() {
+    use futures::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+
+    let (addr, upstream_ca, seen) = wss_echo("ws.example.test").await;
+    let tmp = tempfile::tempdir().unwrap();
+    let roots = tmp.path().join("ca.pem");
+    std::fs::write(&roots, &upstream_ca).unwrap();
+    let mut config = resolving(&[("ws.example.test", "127.0.0.1")]);
+    config.extra_roots = vec![roots];
+    let net = network(
+        policy(NetworkMode::Allowlist, &["ws.example.test"]),
+        &[(
+            "WS_TOKEN",
+            "Bearer ws-s3cret",
+            &["ws.example.test"],
+            Some("authorization"),
+        )],
+    );
+    let proxy = Proxy::start(config, &net).await;
+    let target = format!("ws.example.test:{}", addr.port());
+    let (status, body, tunnel) = proxy.connect(&target).await;
+    assert_eq!(status, 200, "{body}");
+    let name = ServerName::try_from("ws.example.test".to_owned()).unwrap();
+    let tls = tls_connector(&proxy.ca_pem())
+        .connect(name, tunnel.unwrap())
+        .await
+        .unwrap();
+    let (mut ws, response) = tokio_tungstenite::client_async(format!("wss://{target}/echo"), tls)
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 101);
+    for text in ["one", "two"] {
+        ws.send(Message::text(text)).await.unwrap();
+        let echo = tokio::time::timeout(Duration::from_secs(5), ws.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        assert_eq!(echo.into_text().unwrap().as_str(), text);
+    }
+    assert_eq!(
+        *seen.lock().unwrap(),
+        vec![Some("Bearer ws-s3cret".to_owned())]
+    );
+}
