@@ -520,7 +520,8 @@ impl Edits {
 
     /// The edited source after `prefix`, and where its columns come from.
     fn apply(mut self, prefix: &str, source: &str) -> (String, LineMap) {
-        self.edits.sort_by_key(|(start, _, _)| *start);
+        // Insertions at a position go before a replacement starting there (stable otherwise).
+        self.edits.sort_by_key(|(start, end, _)| (*start, *end));
         let mut out = String::with_capacity(prefix.len() + source.len() + 64);
         out.push_str(prefix);
         let mut map = LineMap::default();
@@ -672,6 +673,10 @@ mod tests {
         assert_eq!(
             prepared.code,
             "var m, f; (async () => { m = await __sandpit_import__('node:path'); f = () => __sandpit_import__(x )\n})()"
+        );
+        assert_eq!(
+            code("await 0; import('m')").code,
+            "(async () => { await 0; return (__sandpit_import__('m'))\n})()"
         );
     }
 
