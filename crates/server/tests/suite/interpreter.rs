@@ -270,7 +270,7 @@ display(Image(data=b"\xff\xd8\xff\xe0fakejpeg", format="jpeg"))
         .run(
             sb,
             &ctx,
-            "import sys, subprocess\nprint('err', file=sys.stderr)\nsubprocess.run(['echo', 'from child'])",
+            "import sys, subprocess\nprint('err', file=sys.stderr)\nsubprocess.run(['echo', 'from child'])\n_ = sys.stdout.buffer.write(b'raw bytes\\n')",
         )
         .await;
     let stderr: String = e
@@ -280,6 +280,7 @@ display(Image(data=b"\xff\xd8\xff\xe0fakejpeg", format="jpeg"))
         .collect();
     assert_eq!(stderr, "err\n");
     assert!(stdout(&e).contains("from child\n"), "{}", show(&e));
+    assert!(stdout(&e).contains("raw bytes\n"), "{}", show(&e));
 
     // Listing, unknown contexts, bad requests.
     let (s, b) = rs

@@ -90,6 +90,10 @@ class Stream(io.TextIOBase):
     def writable(self):
         return True
 
+    @property
+    def buffer(self):
+        return BinaryStream(self)
+
     def isatty(self):
         return False
 
@@ -103,6 +107,23 @@ class Stream(io.TextIOBase):
     @property
     def errors(self):
         return "replace"
+
+
+class BinaryStream(io.RawIOBase):
+    """sys.stdout.buffer: bytes written are decoded (UTF-8) into the text stream."""
+
+    def __init__(self, text):
+        self._text = text
+
+    def writable(self):
+        return True
+
+    def write(self, data):
+        self._text.write(bytes(data).decode("utf-8", "replace"))
+        return len(data)
+
+    def flush(self):
+        self._text.flush()
 
 
 BINARY_MIME = ("image/png", "image/jpeg", "application/pdf")
