@@ -224,3 +224,101 @@ fn sloppy_mode_code_runs() {
     t.ok(0);
     assert_eq!(t.text(0), "[ 2, 8, 'undefined' ]");
 }
+
+/// Cells with the syntax a REPL user writes, and the text of their result (`None`: no result).
+const CORPUS: &[(&str, Option<&str>)] = &[
+    ("let a = 1, b = a + 1; b", Some("2")),
+    (
+        "const {x = 1, ...rest} = {y: 2}; [x, rest]",
+        Some("[ 1, { y: 2 } ]"),
+    ),
+    (
+        "const [p, , q = 3, ...others] = [1, 2, undefined, 4]; [p, q, others]",
+        Some("[ 1, 3, [ 4 ] ]"),
+    ),
+    (
+        "class A { static s = 1; #p = 2; get p() { return this.#p } }; new A().p + A.s",
+        Some("3"),
+    ),
+    (
+        "async function* gen() { yield 1; yield 2 }\nconst out = [];\nfor await (const v of gen()) out.push(v);\nout",
+        Some("[ 1, 2 ]"),
+    ),
+    (
+        "outer: for (var i = 0; i < 3; i++) { continue outer }\ni",
+        Some("3"),
+    ),
+    (
+        "await 0; outer2: for (var j = 0; j < 2; j++) { continue outer2 }\nj",
+        Some("2"),
+    ),
+    (
+        "var f = function named() {}, g = () => {}; typeof f + typeof g",
+        Some("'functionfunction'"),
+    ),
+    ("switch (1) { case 1: var sw = 'one' }\nsw", Some("'one'")),
+    (
+        "await 0; try { throw 1 } catch { var caught = true }\ncaught",
+        Some("true"),
+    ),
+    (
+        "if (true) function decl() { return 'annex b' }\ndecl()",
+        Some("'annex b'"),
+    ),
+    ("const re = /a\\/b/g; 'a/b'.replace(re, 'x')", Some("'x'")),
+    ("`template ${1 + 1}`", Some("'template 2'")),
+    ("(function () { return 1 })()", Some("1")),
+    ("let { a: { b: deep } } = { a: { b: 4 } }; deep", Some("4")),
+    (
+        "await Promise.all([1, 2].map(async (n) => n * 2))",
+        Some("[ 2, 4 ]"),
+    ),
+    (
+        "const o = { async m() { await 1; return 2 } }; await o.m()",
+        Some("2"),
+    ),
+    ("await 0; do { var k = 1 } while (false); k", Some("1")),
+    (
+        "await 0; for (const key in { a: 1 }) { var lastKey = key }\nlastKey",
+        Some("'a'"),
+    ),
+    ("export const e1 = 5; e1", Some("5")),
+    ("let u; u", None),
+    (
+        "const fn = async () => { const inner = await 1; return inner }; await fn()",
+        Some("1"),
+    ),
+    ("class B extends Array {}; B.from([1]).length", Some("1")),
+    ("const café = 'é'; café", Some("'é'")),
+    ("implicitGlobal = 1; implicitGlobal", Some("1")),
+    ("void 0", None),
+    ("// just a comment", None),
+    ("", None),
+    (
+        "await 1; var n1 = 1, n2; [n1, n2]",
+        Some("[ 1, undefined ]"),
+    ),
+    (
+        "const { default: d } = await import('node:path'); typeof d.join",
+        Some("'function'"),
+    ),
+    ("await 0\nconst [first] = [9]\nfirst", Some("9")),
+    ("const obj = {a: 1}\n;[obj.a]", Some("[ 1 ]")),
+];
+
+#[test]
+fn repl_corpus_runs_as_written() {
+    let t = run(CORPUS.iter().map(|(source, _)| Step::js(source)).collect());
+    for (i, (source, expected)) in CORPUS.iter().enumerate() {
+        assert!(
+            t.of_type(i, "error").is_empty(),
+            "{source:?}: {:?}",
+            t.steps[i]
+        );
+        let results = t.of_type(i, "result");
+        match expected {
+            Some(text) => assert_eq!(t.text(i), *text, "{source:?}"),
+            None => assert!(results.is_empty(), "{source:?}: {results:?}"),
+        }
+    }
+}
