@@ -306,19 +306,83 @@ const CORPUS: &[(&str, Option<&str>)] = &[
     ("const obj = {a: 1}\n;[obj.a]", Some("[ 1 ]")),
 ];
 
-#[test]
-fn repl_corpus_runs_as_written() {
-    let t = run(CORPUS.iter().map(|(source, _)| Step::js(source)).collect());
-    for (i, (source, expected)) in CORPUS.iter().enumerate() {
+/// Runs every cell of `corpus` in one context and checks its result.
+fn assert_corpus(corpus: &[(&str, Option<&str>)], typescript: bool) {
+    let t = run(corpus
+        .iter()
+        .map(|(source, _)| Step::cell(source, typescript))
+        .collect());
+    for (i, (source, expected)) in corpus.iter().enumerate() {
         assert!(
             t.of_type(i, "error").is_empty(),
             "{source:?}: {:?}",
             t.steps[i]
         );
-        let results = t.of_type(i, "result");
         match expected {
             Some(text) => assert_eq!(t.text(i), *text, "{source:?}"),
-            None => assert!(results.is_empty(), "{source:?}: {results:?}"),
+            None => assert!(
+                t.of_type(i, "result").is_empty(),
+                "{source:?}: {:?}",
+                t.steps[i]
+            ),
         }
     }
+}
+
+#[test]
+fn repl_corpus_runs_as_written() {
+    assert_corpus(CORPUS, false);
+}
+
+const TS_CORPUS: &[(&str, Option<&str>)] = &[
+    (
+        "const id = <T,>(x: T): T => x; id<string>('g')",
+        Some("'g'"),
+    ),
+    ("let z!: number; z = 3; z", Some("3")),
+    ("const tuple = [1, 'a'] as const; tuple.length", Some("2")),
+    (
+        "const maybe: { v?: number } = { v: 2 }; maybe.v! + 1",
+        Some("3"),
+    ),
+    (
+        "function over(x: string): string;\nfunction over(x: number): number;\nfunction over(x: any) { return x }\nover(5)",
+        Some("5"),
+    ),
+    (
+        "type Keys = keyof { a: 1; b: 2 }; const k: Keys = 'b'; k",
+        Some("'b'"),
+    ),
+    (
+        "interface Dict { [key: string]: number }\nconst dict: Dict = { one: 1 }; dict.one",
+        Some("1"),
+    ),
+    ("enum Color { Red }\nColor.Red", Some("0")),
+    (
+        "enum Color { Blue = 2 }\n[Color.Red, Color.Blue]",
+        Some("[ 0, 2 ]"),
+    ),
+    (
+        "declare module 'virtual' { export const v: number }\nconst fine: number = 1; fine",
+        Some("1"),
+    ),
+    (
+        "class Pt { constructor(public x = 1, protected y?: number) {} }\nnew Pt().x",
+        Some("1"),
+    ),
+    ("const big: bigint = 10n; big * 2n", Some("20n")),
+    (
+        "const u: unknown = 'str'; (u as string).toUpperCase()",
+        Some("'STR'"),
+    ),
+    ("let lbl: `pre-${string}` = 'pre-x'; lbl", Some("'pre-x'")),
+    (
+        "await new Promise<void>((r) => setTimeout(r, 1)); const done: boolean = true; done",
+        Some("true"),
+    ),
+];
+
+#[test]
+fn typescript_corpus_runs_as_written() {
+    assert_corpus(TS_CORPUS, true);
 }
