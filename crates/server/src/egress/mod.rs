@@ -151,6 +151,7 @@ impl Egress {
             rules: RwLock::new(Arc::new(rules)),
             ca,
             cancel: CancellationToken::new(),
+            connections: Arc::new(tokio::sync::Semaphore::new(proxy::MAX_CONNECTIONS)),
         });
         tokio::spawn(proxy.clone().serve(listener));
         self.lock().insert(internal.to_owned(), proxy);

@@ -19,6 +19,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpStream, UnixListener, UnixStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use super::Shared;
@@ -39,6 +40,54 @@ pub struct SandboxProxy {
     pub(super) ca: Option<Arc<SandboxCa>>,
     /// Cancelled when the sandbox sleeps or is destroyed: every connection ends.
     pub(super) cancel: CancellationToken,
+    /// Bounds the sandbox's open connections (tunnels included): they hold host descriptors.
+    pub(super) connections: Arc<Semaphore>,
+}
+
+/// Most connections one sandbox keeps open through its proxy at a time.
+pub(super) const MAX_CONNECTIONS: usize = 256;
+
+/// Answers a connection over the limit and closes it.
+async fn too_many(mut stream: UnixStream) {
+    let body = "sandpit egress proxy: too many open connections from this sandbox\n";
+    let answer = format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(answer.as_bytes())).await;
+}
+
+/// A sandbox's connection with its slot under [`MAX_CONNECTIONS`]; the slot is freed when the
+/// connection (or the tunnel it became) is dropped.
+struct Permitted {
+    stream: UnixStream,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl AsyncRead for Permitted {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Permitted {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
 }
 
 impl SandboxProxy {
@@ -60,6 +109,15 @@ impl SandboxProxy {
                     }
                 },
             };
+            let Ok(permit) = self.connections.clone().try_acquire_owned() else {
+                tracing::warn!(sandbox = %self.sandbox, "egress connection limit reached");
+                tokio::spawn(too_many(stream));
+                continue;
+            };
+            let stream = Permitted {
+                stream,
+                _permit: permit,
+            };
             let proxy = self.clone();
             tokio::spawn(async move {
                 let cancel = proxy.cancel.clone();
@@ -71,7 +129,7 @@ impl SandboxProxy {
         }
     }
 
-    async fn serve_connection(self: Arc<Self>, stream: UnixStream) {
+    async fn serve_connection(self: Arc<Self>, stream: Permitted) {
         let proxy = self.clone();
         let service = service_fn(move |req| {
             let proxy = proxy.clone();

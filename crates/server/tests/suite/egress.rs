@@ -1139,3 +1139,46 @@ async fn websockets_pass_through_an_intercepted_connection_with_the_secret() {
         vec![Some("Bearer ws-s3cret".to_owned())]
     );
 }
+
+#[tokio::test]
+async fn a_sandbox_keeps_at_most_256_connections_open() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let up = Upstream::start("127.0.0.1", "api", None).await;
+    let config = resolving(&[("api.example.test", "127.0.0.1")]);
+    let net = network(policy(NetworkMode::Allowlist, &["api.example.test"]), &[]);
+    let proxy = Proxy::start(config, &net).await;
+    let socket = proxy.run_dir.join("egress.sock");
+    let mut open = Vec::new();
+    for _ in 0..256 {
+        open.push(UnixStream::connect(&socket).await.unwrap());
+    }
+    let mut extra = UnixStream::connect(&socket).await.unwrap();
+    let mut answer = String::new();
+    tokio::time::timeout(Duration::from_secs(5), extra.read_to_string(&mut answer))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        answer.starts_with("HTTP/1.1 503") && answer.contains("too many open connections"),
+        "{answer}"
+    );
+    // A closed connection frees its slot.
+    drop(open.pop());
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut again = UnixStream::connect(&socket).await.unwrap();
+    let request = format!(
+        "GET http://api.example.test:{}/ HTTP/1.1\r\nhost: api.example.test\r\nconnection: close\r\n\r\n",
+        up.addr.port()
+    );
+    again.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = String::new();
+    tokio::time::timeout(Duration::from_secs(5), again.read_to_string(&mut answer))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        answer.starts_with("HTTP/1.1 200") && answer.ends_with("hello from api\n"),
+        "{answer}"
+    );
+}
