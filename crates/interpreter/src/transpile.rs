@@ -7,7 +7,7 @@ use oxc::codegen::{Codegen, CodegenOptions};
 use oxc::parser::Parser;
 use oxc::semantic::SemanticBuilder;
 use oxc::span::SourceType;
-use oxc::transformer::{TransformOptions, Transformer};
+use oxc::transformer::{HelperLoaderMode, TransformOptions, Transformer};
 
 use crate::PrepareError;
 use crate::lines::LineMap;
@@ -30,12 +30,18 @@ pub(crate) fn typescript_to_javascript(source: &str) -> Result<(String, LineMap)
         .with_enum_eval(true)
         .build(&program);
     let scoping = semantic.semantic.into_scoping();
-    let options =
+    let mut options =
         TransformOptions::from_target(TARGET).map_err(|message| PrepareError::Syntax {
             message,
             line: None,
             column: None,
         })?;
+    // Node runs no decorators natively; TypeScript code written with them expects the
+    // `experimentalDecorators` semantics.
+    options.decorator.legacy = true;
+    // Helpers (only the decorator ones at this target) come from the executor's global
+    // `babelHelpers`: a cell cannot import oxc's runtime package.
+    options.helper_loader.mode = HelperLoaderMode::External;
     let transformed = Transformer::new(&allocator, Path::new("cell.ts"), &options)
         .build_with_scoping(scoping, &mut program);
     if let Some(error) = PrepareError::from_diagnostics(source, transformed.diagnostics.errors()) {

@@ -377,6 +377,10 @@ const TS_CORPUS: &[(&str, Option<&str>)] = &[
     ),
     ("let lbl: `pre-${string}` = 'pre-x'; lbl", Some("'pre-x'")),
     (
+        "function tag(target: any) { target.tagged = true }\nfunction twice(_t: any, _k: string, d: PropertyDescriptor) { const f = d.value; d.value = function (this: any, ...a: any[]) { return 2 * f.apply(this, a) } }\n@tag class Tagged { @twice one() { return 1 } }\n[(Tagged as any).tagged, new Tagged().one()]",
+        Some("[ true, 2 ]"),
+    ),
+    (
         "await new Promise<void>((r) => setTimeout(r, 1)); const done: boolean = true; done",
         Some("true"),
     ),

@@ -158,6 +158,32 @@ function importFromCwd(specifier, options) {
 }
 Object.defineProperty(sandbox, '__sandpit_import__', { value: importFromCwd, enumerable: false });
 
+// Helpers that transpiled TypeScript calls (oxc, helpers "external"): TypeScript's
+// `experimentalDecorators` semantics, as in tslib.
+const babelHelpers = {
+  decorate(decorators, target, key, descriptor) {
+    const count = arguments.length;
+    let result = count < 3 ? target
+      : descriptor === null ? (descriptor = Object.getOwnPropertyDescriptor(target, key)) : descriptor;
+    for (let i = decorators.length - 1; i >= 0; i--) {
+      const decorator = decorators[i];
+      if (decorator) {
+        result = (count < 3 ? decorator(result) : count > 3 ? decorator(target, key, result) : decorator(target, key)) || result;
+      }
+    }
+    if (count > 3 && result) Object.defineProperty(target, key, result);
+    return result;
+  },
+  decorateParam(index, decorator) {
+    return (target, key) => decorator(target, key, index);
+  },
+  decorateMetadata(key, value) {
+    if (typeof Reflect === 'object' && typeof Reflect.metadata === 'function') return Reflect.metadata(key, value);
+    return undefined;
+  },
+};
+Object.defineProperty(sandbox, 'babelHelpers', { value: babelHelpers, enumerable: false, writable: true });
+
 // ---- results and errors -----------------------------------------------------------------
 
 function isPlainData(value) {
