@@ -394,6 +394,19 @@ fn serial_cli_run_against_real_server() {
     let stderr = String::from_utf8_lossy(&assert.get_output().stderr).into_owned();
     assert!(stderr.contains("ZeroDivisionError"), "{stderr}");
 
+    // --timeout-ms interrupts the run: a KeyboardInterrupt, exit 1, long before the sleep ends.
+    let started = Instant::now();
+    let assert = served
+        .cli()
+        .current_dir(dir.path())
+        .args(["run", "py1", "--timeout-ms", "500", "-"])
+        .write_stdin("import time\ntime.sleep(30)\n")
+        .assert()
+        .code(1);
+    let stderr = String::from_utf8_lossy(&assert.get_output().stderr).into_owned();
+    assert!(stderr.contains("KeyboardInterrupt"), "{stderr}");
+    assert!(started.elapsed() < Duration::from_secs(15));
+
     // State persists in a kept context.
     let assert = served
         .cli()
