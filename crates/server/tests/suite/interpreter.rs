@@ -152,6 +152,16 @@ async fn serial_interpreter_python_state_rich_outputs_and_errors() {
     assert_eq!(results(&e)[0]["text"], "42", "{}", show(&e));
     assert_eq!(last(&e)["execution_count"], 2, "{}", show(&e));
 
+    // The IPython package is whole for the code (the executor defers part of its import).
+    let e = rs
+        .run(
+            sb,
+            &ctx,
+            "import IPython\nfrom IPython import get_ipython\n(IPython.version_info[0] >= 7, get_ipython() is not None, callable(IPython.embed))",
+        )
+        .await;
+    assert_eq!(results(&e)[0]["text"], "(True, True, True)", "{}", show(&e));
+
     // Every MIME type of the seed's Result.
     let e = rs
         .run(
