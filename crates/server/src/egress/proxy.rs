@@ -280,7 +280,10 @@ impl SandboxProxy {
                     };
                     return self.intercept(client, upstream, ca, host, port).await;
                 }
-                _ => {
+                Hello::Invalid => {
+                    return Err(std::io::Error::other("unparseable TLS ClientHello"));
+                }
+                Hello::NotTls | Hello::Incomplete => {
                     upstream.write_all(&first).await?;
                     let mut client = client_read.unsplit(client_write);
                     tokio::io::copy_bidirectional(&mut client, &mut upstream).await?;

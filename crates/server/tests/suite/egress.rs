@@ -591,6 +591,24 @@ async fn https_to_a_secret_host_is_intercepted_and_other_https_tunnelled_untouch
         .unwrap_err();
     assert!(err.contains("TLS"), "{err}");
     assert_eq!(plain.request_count(), before);
+
+    // A broken ClientHello ends the tunnel, intercepted or not; nothing reaches a server.
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    for (host, port) in [("secure.example.test", port), ("plain.example.test", pport)] {
+        let (status, _, tunnel) = proxy.connect(&format!("{host}:{port}")).await;
+        assert_eq!(status, 200);
+        let mut tunnel = tunnel.unwrap();
+        tunnel
+            .write_all(&[0x16, 3, 1, 0, 4, 2, 0, 0, 0])
+            .await
+            .unwrap();
+        let mut rest = Vec::new();
+        let read =
+            tokio::time::timeout(Duration::from_secs(5), tunnel.read_to_end(&mut rest)).await;
+        assert!(matches!(read, Ok(Ok(0)) | Ok(Err(_))), "{read:?} {rest:?}");
+    }
+    assert_eq!(plain.request_count(), before);
+    assert_eq!(secure.request_count(), 1);
 }
 
 /// Upstream roots that are not PEM certificates are a clear start-up error.
