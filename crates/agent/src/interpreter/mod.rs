@@ -527,3 +527,64 @@ fn new_id() -> String {
         &h[20..32]
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn languages_and_aliases() {
+        assert_eq!(Language::parse("Python3"), Some(Language::Python));
+        assert_eq!(Language::parse("node"), Some(Language::JavaScript));
+        assert_eq!(Language::parse("ts"), Some(Language::TypeScript));
+        assert_eq!(Language::parse("ruby"), None);
+        assert_eq!(Language::TypeScript.runtime(), Runtime::Node);
+    }
+
+    #[test]
+    fn mime_bundles_become_result_fields() {
+        let data = json!({
+            "text/plain": "df",
+            "text/html": "<table/>",
+            "image/png": "iVBO",
+            "application/json": {"a": [1]},
+            "image/svg+xml": "<svg/>",
+        });
+        let Value::Object(data) = data else {
+            unreachable!()
+        };
+        let r = to_result(data, Map::new());
+        assert_eq!(r.text.as_deref(), Some("df"));
+        assert_eq!(r.html.as_deref(), Some("<table/>"));
+        assert_eq!(r.png.as_deref(), Some("iVBO"));
+        assert_eq!(r.svg.as_deref(), Some("<svg/>"));
+        assert_eq!(r.json, Some(json!({"a": [1]})));
+        assert_eq!(r.jpeg, None);
+    }
+
+    #[test]
+    fn typescript_runs_are_prepared_and_syntax_errors_are_events() {
+        let request = prepare(Language::Python, None, "1 +".into()).unwrap();
+        assert_eq!(request["code"], "1 +", "Python is sent as is");
+        let request = prepare(
+            Language::JavaScript,
+            Some(Language::TypeScript),
+            "const x: number = 1; x".into(),
+        )
+        .unwrap();
+        assert!(!request["code"].as_str().unwrap().contains(": number"));
+        let Err(event) = prepare(Language::JavaScript, None, "let = = 1".into()) else {
+            panic!("a syntax error must not reach the executor");
+        };
+        assert!(matches!(*event, CodeEvent::Error { ref ename, .. } if ename == "SyntaxError"));
+    }
+
+    #[test]
+    fn ids_look_like_uuids() {
+        let id = new_id();
+        let parts: Vec<&str> = id.split('-').collect();
+        let lengths: Vec<usize> = parts.iter().map(|p| p.len()).collect();
+        assert_eq!(lengths, [8, 4, 4, 4, 12], "{id}");
+        assert_ne!(new_id(), id);
+    }
+}
