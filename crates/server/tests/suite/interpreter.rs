@@ -535,6 +535,26 @@ async fn serial_interpreter_contexts_parallel_isolated_deletable() {
         .await;
     assert_eq!(b["contexts"].as_array().unwrap().len(), 3, "{b}");
 
+    // Deleting an idle context frees its process too.
+    let idle = ids[1].clone();
+    let e = rs.run(sb, &idle, "import os\nos.getpid()").await;
+    let pid = results(&e)[0]["text"].as_str().unwrap().to_owned();
+    let (s, b) = rs
+        .call(
+            Method::DELETE,
+            &format!("/v1/sandboxes/{sb}/api/contexts/{idle}"),
+            Value::Null,
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+    let out = rs
+        .exec(
+            sb,
+            &format!("sleep 0.3; test -e /proc/{pid} && echo alive || echo gone"),
+        )
+        .await;
+    assert_eq!(out["stdout"], "gone\n", "executor {pid} still running");
+
     // A cwd that does not exist is refused.
     let (s, b) = rs
         .create_context(sb, json!({"cwd": "/does/not/exist"}))
