@@ -331,14 +331,16 @@ impl SandboxProxy {
         let tls = tokio::time::timeout(HELLO_TIMEOUT, accept)
             .await
             .map_err(|_| std::io::Error::other("TLS handshake with the sandbox timed out"))??;
-        let first = Arc::new(std::sync::Mutex::new(Some(upstream)));
+        let slot = Arc::new(tokio::sync::Mutex::new(UpstreamSlot {
+            tcp: Some(upstream),
+            sender: None,
+        }));
         let proxy = self.clone();
         let host = host.to_owned();
         let service = service_fn(move |req: Request<Incoming>| {
-            let (proxy, host, first) = (proxy.clone(), host.clone(), first.clone());
+            let (proxy, host, slot) = (proxy.clone(), host.clone(), slot.clone());
             async move {
-                let reused = first.lock().unwrap_or_else(|p| p.into_inner()).take();
-                let result = proxy.forward_tls(req, reused, &host, port).await;
+                let result = proxy.forward_tls(req, &slot, &host, port).await;
                 Ok::<_, Infallible>(result.unwrap_or_else(|r| refusal_response(&r)))
             }
         });
@@ -349,31 +351,18 @@ impl SandboxProxy {
             .map_err(std::io::Error::other)
     }
 
-    /// One intercepted request: a fresh upstream TLS connection (the policy is checked again,
-    /// so a runtime change applies to open tunnels too), except for the first request, which
-    /// uses the connection made at CONNECT time.
+    /// One intercepted request. The policy is checked again for every request, so a runtime
+    /// change applies to open tunnels too. The upstream TLS connection is kept alive and
+    /// reused; the first one rides on the TCP connection made at CONNECT time, later ones
+    /// resolve and check addresses anew.
     async fn forward_tls(
         &self,
         mut req: Request<Incoming>,
-        reused: Option<TcpStream>,
+        slot: &tokio::sync::Mutex<UpstreamSlot>,
         host: &str,
         port: u16,
     ) -> Result<Response<ProxyBody>, Refusal> {
-        let tcp = match reused {
-            Some(tcp) => {
-                self.rules().check_host(host)?;
-                tcp
-            }
-            None => self.open(host, port).await?,
-        };
-        let name = rustls::pki_types::ServerName::try_from(host.to_owned())
-            .map_err(|e| Refusal::bad_request(format!("{host:?} is not a TLS server name: {e}")))?;
-        let connect =
-            tokio_rustls::TlsConnector::from(self.shared.upstream_tls.clone()).connect(name, tcp);
-        let tls = tokio::time::timeout(CONNECT_TIMEOUT, connect)
-            .await
-            .map_err(|_| Refusal::bad_gateway(host, "TLS handshake timed out"))?
-            .map_err(|e| Refusal::bad_gateway(host, format!("TLS: {e}")))?;
+        self.rules().check_host(host)?;
         let authority = if port == 443 {
             Authority::try_from(host)
         } else {
@@ -381,7 +370,40 @@ impl SandboxProxy {
         }
         .map_err(|e| Refusal::bad_request(format!("bad host {host:?}: {e}")))?;
         prepare_request(&mut req, &authority, &self.rules(), host);
-        send_over(tls, req, host, self.cancel.clone()).await
+        let upgrade = is_upgrade(req.headers());
+        let mut slot = slot.lock().await;
+        let kept = match slot.sender.take() {
+            Some(mut sender) if !upgrade => {
+                let ready = tokio::time::timeout(Duration::from_secs(1), sender.ready()).await;
+                matches!(ready, Ok(Ok(()))).then_some(sender)
+            }
+            _ => None,
+        };
+        let mut sender = match kept {
+            Some(sender) => sender,
+            None => {
+                let tcp = match slot.tcp.take() {
+                    Some(tcp) => tcp,
+                    None => self.open(host, port).await?,
+                };
+                let name =
+                    rustls::pki_types::ServerName::try_from(host.to_owned()).map_err(|e| {
+                        Refusal::bad_request(format!("{host:?} is not a TLS server name: {e}"))
+                    })?;
+                let connect = tokio_rustls::TlsConnector::from(self.shared.upstream_tls.clone())
+                    .connect(name, tcp);
+                let tls = tokio::time::timeout(CONNECT_TIMEOUT, connect)
+                    .await
+                    .map_err(|_| Refusal::bad_gateway(host, "TLS handshake timed out"))?
+                    .map_err(|e| Refusal::bad_gateway(host, format!("TLS: {e}")))?;
+                handshake(tls, host).await?
+            }
+        };
+        let response = send(&mut sender, req, host, self.cancel.clone()).await?;
+        if !upgrade {
+            slot.sender = Some(sender);
+        }
+        Ok(response)
     }
 }
 
@@ -498,24 +520,53 @@ fn strip_all_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-/// Sends one request over a fresh upstream connection and streams the answer back. A
-/// protocol switch (WebSocket) is spliced both ways until either side ends or `cancel` fires.
+/// The upstream side of one intercepted connection.
+struct UpstreamSlot {
+    /// The connection made at CONNECT time, until the first request uses it.
+    tcp: Option<TcpStream>,
+    /// A kept-alive HTTP connection to the host.
+    sender: Option<Sender>,
+}
+
+type Sender = hyper::client::conn::http1::SendRequest<Incoming>;
+
+/// An HTTP/1.1 client connection over `io`.
+async fn handshake<S>(io: S, host: &str) -> Result<Sender, Refusal>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
+        .await
+        .map_err(|e| Refusal::bad_gateway(host, e))?;
+    tokio::spawn(async move {
+        let _ = conn.with_upgrades().await;
+    });
+    Ok(sender)
+}
+
+/// Sends one request over a fresh upstream connection and streams the answer back.
 async fn send_over<S>(
     io: S,
-    mut req: Request<Incoming>,
+    req: Request<Incoming>,
     host: &str,
     cancel: CancellationToken,
 ) -> Result<Response<ProxyBody>, Refusal>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let mut sender = handshake(io, host).await?;
+    send(&mut sender, req, host, cancel).await
+}
+
+/// Sends one request and streams the answer back. A protocol switch (WebSocket) is spliced
+/// both ways until either side ends or `cancel` fires.
+async fn send(
+    sender: &mut Sender,
+    mut req: Request<Incoming>,
+    host: &str,
+    cancel: CancellationToken,
+) -> Result<Response<ProxyBody>, Refusal> {
     let downstream = is_upgrade(req.headers()).then(|| hyper::upgrade::on(&mut req));
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
-        .await
-        .map_err(|e| Refusal::bad_gateway(host, e))?;
-    tokio::spawn(async move {
-        let _ = conn.with_upgrades().await;
-    });
     let mut response = sender
         .send_request(req)
         .await

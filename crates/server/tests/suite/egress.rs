@@ -834,14 +834,16 @@ mod e2e {
             secure.last_header("authorization").as_deref(),
             Some("Bearer tls-s3cret")
         );
-        // Two requests on one intercepted connection; Python through SSL_CERT_FILE and the
-        // proxy variables.
+        // Two requests on one intercepted connection go over one kept-alive upstream
+        // connection; Python through SSL_CERT_FILE and the proxy variables.
+        let connections = secure.connection_count();
         let (code, out, err) = run(&rs, id, &format!("curl -sS {secure_url} {secure_url}")).await;
         assert_eq!(
             (code, out.as_str()),
             (0, "hello from secure\nhello from secure\n"),
             "{err}"
         );
+        assert_eq!(secure.connection_count(), connections + 1);
         let py = format!(
             "python3 -c 'import urllib.request; print(urllib.request.urlopen(\"{secure_url}\").read().decode(), end=\"\")'"
         );
