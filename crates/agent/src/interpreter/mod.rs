@@ -117,14 +117,14 @@ pub struct Interpreters {
 
 impl Interpreters {
     pub fn new(config: Arc<AgentConfig>, reaper: Arc<Reaper>) -> Self {
-        let size = |name: &str| {
+        let explicit = |name: &str| {
             config
                 .env
                 .get(name)
                 .and_then(|v| v.trim().parse::<usize>().ok())
-                .unwrap_or(1)
-                .min(16)
+                .map(|n| n.min(16))
         };
+        let size = |name: &str| explicit(name).unwrap_or(1);
         let python = {
             let config = config.clone();
             Pool::new(size("PYTHON_POOL_MIN_SIZE"), reaper.clone(), move || {
@@ -137,6 +137,19 @@ impl Interpreters {
                 spec(&config, Runtime::Node)
             })
         };
+        // A pool size set explicitly (an image made for code, say) is filled at start; by
+        // default a pool starts with the first context of its runtime, so sandboxes that never
+        // run code pay nothing.
+        if tokio::runtime::Handle::try_current().is_ok() {
+            for (name, pool) in [
+                ("PYTHON_POOL_MIN_SIZE", &python),
+                ("JAVASCRIPT_POOL_MIN_SIZE", &node),
+            ] {
+                if explicit(name).is_some_and(|n| n > 0) {
+                    pool.refill();
+                }
+            }
+        }
         let default_timeout = config
             .env
             .get("INTERPRETER_EXECUTION_TIMEOUT_MS")

@@ -72,7 +72,7 @@ impl Pool {
     }
 
     /// Starts executors in the background until `min_size` are idle or starting.
-    fn refill(self: &Arc<Self>) {
+    pub fn refill(self: &Arc<Self>) {
         loop {
             let want = self.min_size;
             let have = self.lock().len() + self.spawning.load(Ordering::SeqCst);

@@ -84,3 +84,47 @@ async fn unknown_contexts_bad_languages_and_health() {
     assert_eq!(r.json()["status"], "healthy");
     assert_eq!(r.json()["success"], true);
 }
+
+/// A pool size set in the environment starts that pool with the agent; by default nothing
+/// starts before the first context.
+#[tokio::test]
+async fn explicit_pool_size_starts_the_pool_at_boot() {
+    use std::os::unix::fs::PermissionsExt;
+    let bin = tempfile::tempdir().unwrap();
+    let marker = bin.path().join("started");
+    // A stand-in python3 that records its start and lives until the agent closes fd 3.
+    let fake = bin.path().join("python3");
+    std::fs::write(
+        &fake,
+        format!(
+            "#!/bin/sh\necho started >> {}\ncat <&3 >/dev/null\n",
+            marker.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path = format!("{}:/usr/bin:/bin", bin.path().display());
+
+    let lazy = Agent::start_with(|c| {
+        c.env("PATH", &path).env_remove("PYTHON_POOL_MIN_SIZE");
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert!(!marker.exists(), "no executor before the first context");
+    drop(lazy);
+
+    let _eager = Agent::start_with(|c| {
+        c.env("PATH", &path).env("PYTHON_POOL_MIN_SIZE", "2");
+    });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let starts = std::fs::read_to_string(&marker).unwrap_or_default();
+        if starts.lines().count() == 2 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "pool not started: {starts:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
