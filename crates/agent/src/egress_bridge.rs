@@ -11,8 +11,6 @@ use std::path::{Path, PathBuf};
 
 use tokio::net::{TcpListener, TcpStream, UnixStream};
 
-/// Where the bridge listens inside the sandbox.
-pub const LISTEN: &str = "127.0.0.1:3128";
 /// The egress proxy's socket inside the sandbox.
 pub const SOCKET: &str = "/run/sandpit/egress.sock";
 
@@ -26,7 +24,7 @@ pub struct BridgeConfig {
 impl Default for BridgeConfig {
     fn default() -> Self {
         BridgeConfig {
-            listen: SocketAddr::from(([127, 0, 0, 1], 3128)),
+            listen: SocketAddr::from(([127, 0, 0, 1], sandpit_protocol::EGRESS_PROXY_PORT)),
             socket: PathBuf::from(SOCKET),
         }
     }

@@ -10,8 +10,8 @@
 
 pub mod agent;
 pub mod config;
-pub mod env;
 pub mod egress_bridge;
+pub mod env;
 pub mod error;
 pub mod exec;
 pub mod files;

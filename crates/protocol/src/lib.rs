@@ -19,3 +19,7 @@ pub const DISABLE_SESSION: &str = "__DISABLE_SESSION__";
 
 /// Version string the agent reports on `/api/version`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// The port inside every sandbox where the egress bridge listens (what `HTTP_PROXY` names).
+/// Reserved: it cannot be exposed as a preview URL, which would open the proxy to anyone.
+pub const EGRESS_PROXY_PORT: u16 = 3128;

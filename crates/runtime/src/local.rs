@@ -186,13 +186,13 @@ fn mkdir_mode(dir: &Path, mode: u32) -> std::io::Result<()> {
 /// The sandbox's environment: the spec's, plus (unless the spec sets them) the egress proxy
 /// variables, and the CA variables when the run dir has a CA bundle.
 fn sandbox_env(env: &[(String, String)], run_dir: &Path) -> Vec<(String, String)> {
-    const PROXY: &str = "http://127.0.0.1:3128";
     const NO_PROXY: &str = "localhost,127.0.0.1,::1";
+    let proxy = format!("http://127.0.0.1:{}", sandpit_protocol::EGRESS_PROXY_PORT);
     let mut extra: Vec<(&str, String)> = vec![
-        ("HTTP_PROXY", PROXY.into()),
-        ("HTTPS_PROXY", PROXY.into()),
-        ("http_proxy", PROXY.into()),
-        ("https_proxy", PROXY.into()),
+        ("HTTP_PROXY", proxy.clone()),
+        ("HTTPS_PROXY", proxy.clone()),
+        ("http_proxy", proxy.clone()),
+        ("https_proxy", proxy),
         ("NO_PROXY", NO_PROXY.into()),
         ("no_proxy", NO_PROXY.into()),
     ];

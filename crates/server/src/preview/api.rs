@@ -178,6 +178,13 @@ fn check_port(port: u16) -> ApiResult<()> {
         )
         .context("port", port));
     }
+    if port == sandpit_protocol::EGRESS_PROXY_PORT {
+        return Err(ApiError::new(
+            ErrorCode::InvalidPortNumber,
+            format!("port {port} is reserved for the sandbox's egress proxy"),
+        )
+        .context("port", port));
+    }
     Ok(())
 }
 

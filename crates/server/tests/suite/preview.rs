@@ -396,6 +396,9 @@ async fn serial_preview_tokens_rotation_staleness_and_destroy() {
     // Input checks.
     let (s, b) = rs.expose(id, json!({"port": 80})).await;
     assert_error(s, &b, 400, "INVALID_PORT_NUMBER");
+    // The egress bridge's port would hand the sandbox's proxy (and its secrets) to anyone.
+    let (s, b) = rs.expose(id, json!({"port": 3128})).await;
+    assert_error(s, &b, 400, "INVALID_PORT_NUMBER");
     let (s, b) = rs
         .expose(id, json!({"port": 9000, "token": "Bad-Token"}))
         .await;
