@@ -27,8 +27,11 @@ use crate::sse;
 use executor::{Event, Executor, SpawnError, Spec, Wire};
 use pool::Pool;
 
-/// The Python executor (IPython shell), run with `python3 -u -c`.
+/// The Python executor (IPython shell). It travels in an environment variable the bootstrap
+/// below removes at once, so `ps` shows a short command line and the code never sees it.
 const PYTHON_SCRIPT: &str = include_str!("executors/python.py");
+const PYTHON_SCRIPT_VAR: &str = "SANDPIT_PYTHON_EXECUTOR";
+const PYTHON_BOOTSTRAP: &str = "import os; exec(compile(os.environ.pop('SANDPIT_PYTHON_EXECUTOR'), '<sandpit-executor>', 'exec'))";
 /// The Node executor (persistent `vm` context), run with `node -e`.
 const NODE_SCRIPT: &str = include_str!("executors/node.js");
 
@@ -513,10 +516,13 @@ fn spec(config: &AgentConfig, runtime: Runtime) -> Spec {
     env.entry("MPLBACKEND".into())
         .or_insert_with(|| "Agg".into());
     let (program, args) = match runtime {
-        Runtime::Python => (
-            "python3",
-            vec!["-u".into(), "-c".into(), PYTHON_SCRIPT.into()],
-        ),
+        Runtime::Python => {
+            env.insert(PYTHON_SCRIPT_VAR.into(), PYTHON_SCRIPT.into());
+            (
+                "python3",
+                vec!["-u".into(), "-c".into(), PYTHON_BOOTSTRAP.into()],
+            )
+        }
         Runtime::Node => ("node", vec!["-e".into(), NODE_SCRIPT.into()]),
     };
     Spec {

@@ -157,10 +157,15 @@ async fn serial_interpreter_python_state_rich_outputs_and_errors() {
         .run(
             sb,
             &ctx,
-            "import IPython\nfrom IPython import get_ipython\n(IPython.version_info[0] >= 7, get_ipython() is not None, callable(IPython.embed))",
+            "import IPython, os\nfrom IPython import get_ipython\n(IPython.version_info[0] >= 7, get_ipython() is not None, callable(IPython.embed), 'SANDPIT_PYTHON_EXECUTOR' in os.environ)",
         )
         .await;
-    assert_eq!(results(&e)[0]["text"], "(True, True, True)", "{}", show(&e));
+    assert_eq!(
+        results(&e)[0]["text"],
+        "(True, True, True, False)",
+        "{}",
+        show(&e)
+    );
 
     // Every MIME type of the seed's Result.
     let e = rs
