@@ -47,9 +47,16 @@ pub enum Event {
     /// Bytes the process wrote to its stdout/stderr pipe.
     Stdout(String),
     Stderr(String),
+    /// The sync marker of run `n` came through the stdout or the stderr pipe: everything the
+    /// run's subprocesses wrote to that pipe before it was already delivered.
+    Sync(u64),
     /// The process is gone (exit code, shell style).
     Exited(i32),
 }
+
+/// What an executor writes to its original stdout/stderr pipes at the end of a run
+/// (`\0sandpit-sync:<run>\0`), so output of subprocesses is not overtaken by `done`.
+const SYNC_PREFIX: &[u8] = b"\0sandpit-sync:";
 
 /// The executor → agent messages of fd 4.
 #[derive(Debug, Deserialize)]
@@ -180,16 +187,8 @@ impl Executor {
             pipe::Receiver::from_owned_fd(ev_read)?,
             tx.clone(),
         ));
-        tokio::spawn(read_output(
-            crate::exec::reader(stdout)?,
-            tx.clone(),
-            Event::Stdout,
-        ));
-        tokio::spawn(read_output(
-            crate::exec::reader(stderr)?,
-            tx.clone(),
-            Event::Stderr,
-        ));
+        tokio::spawn(read_output(crate::exec::reader(stdout)?, tx.clone(), false));
+        tokio::spawn(read_output(crate::exec::reader(stderr)?, tx.clone(), true));
         tokio::spawn(async move {
             let code = exit.await.unwrap_or(-1);
             let _ = tokio::time::timeout(DRAIN_AFTER_EXIT, wire).await;
@@ -287,11 +286,14 @@ async fn read_wire(receiver: pipe::Receiver, tx: mpsc::Sender<Event>) {
     }
 }
 
-async fn read_output(
-    mut receiver: pipe::Receiver,
-    tx: mpsc::Sender<Event>,
-    wrap: fn(String) -> Event,
-) {
+async fn read_output(mut receiver: pipe::Receiver, tx: mpsc::Sender<Event>, stderr: bool) {
+    let wrap = |text: String| {
+        if stderr {
+            Event::Stderr(text)
+        } else {
+            Event::Stdout(text)
+        }
+    };
     let mut buf = vec![0u8; 64 * 1024];
     let mut carry: Vec<u8> = Vec::new();
     loop {
@@ -300,9 +302,14 @@ async fn read_output(
             Ok(n) => n,
         };
         carry.extend_from_slice(&buf[..n]);
-        let text = take_utf8(&mut carry);
-        if !text.is_empty() && tx.send(wrap(text)).await.is_err() {
-            return;
+        for piece in split_syncs(&mut carry) {
+            let event = match piece {
+                Piece::Text(text) => wrap(text),
+                Piece::Sync(run) => Event::Sync(run),
+            };
+            if tx.send(event).await.is_err() {
+                return;
+            }
         }
     }
     if !carry.is_empty() {
@@ -310,6 +317,99 @@ async fn read_output(
             .send(wrap(String::from_utf8_lossy(&carry).into_owned()))
             .await;
     }
+}
+
+/// Output of a pipe: text, or a sync marker.
+#[derive(Debug, PartialEq)]
+enum Piece {
+    Text(String),
+    Sync(u64),
+}
+
+/// Splits what was read so far into text and sync markers; an incomplete marker or UTF-8
+/// sequence at the end stays in `bytes` for the next read.
+fn split_syncs(bytes: &mut Vec<u8>) -> Vec<Piece> {
+    let mut pieces = Vec::new();
+    let text_end;
+    let mut consumed = 0;
+    loop {
+        let rest = &bytes[consumed..];
+        let Some(at) = find(rest, SYNC_PREFIX) else {
+            // A marker may start in the last bytes: keep a possible prefix of it.
+            let keep = (1..SYNC_PREFIX.len().min(rest.len() + 1))
+                .rev()
+                .find(|k| rest.ends_with(&SYNC_PREFIX[..*k]))
+                .unwrap_or(0);
+            text_end = bytes.len() - keep;
+            break;
+        };
+        let digits_from = consumed + at + SYNC_PREFIX.len();
+        let digits = bytes[digits_from..]
+            .iter()
+            .take_while(|b| b.is_ascii_digit())
+            .count();
+        match bytes.get(digits_from + digits) {
+            None => {
+                // Incomplete marker: keep it.
+                text_end = consumed + at;
+                break;
+            }
+            Some(0) if digits > 0 => {
+                let run = std::str::from_utf8(&bytes[digits_from..digits_from + digits])
+                    .ok()
+                    .and_then(|d| d.parse().ok())
+                    .unwrap_or(0);
+                let mut text = bytes[consumed..consumed + at].to_vec();
+                if !text.is_empty() {
+                    pieces.push(Piece::Text(take_utf8_all(&mut text)));
+                }
+                pieces.push(Piece::Sync(run));
+                consumed = digits_from + digits + 1;
+            }
+            Some(_) => {
+                // Not a marker after all: skip its first byte as text.
+                let mut text = bytes[consumed..consumed + at + 1].to_vec();
+                pieces.push(Piece::Text(take_utf8_all(&mut text)));
+                consumed += at + 1;
+            }
+        }
+    }
+    let mut text = bytes[consumed..text_end].to_vec();
+    let tail = bytes.split_off(text_end);
+    let mut leftover = Vec::new();
+    if !text.is_empty() {
+        let t = take_utf8(&mut text);
+        leftover = text;
+        if !t.is_empty() {
+            pieces.push(Piece::Text(t));
+        }
+    }
+    leftover.extend_from_slice(&tail);
+    *bytes = leftover;
+    merge_text(pieces)
+}
+
+/// Adjacent text pieces as one.
+fn merge_text(pieces: Vec<Piece>) -> Vec<Piece> {
+    let mut out: Vec<Piece> = Vec::with_capacity(pieces.len());
+    for piece in pieces {
+        match (out.last_mut(), piece) {
+            (Some(Piece::Text(a)), Piece::Text(b)) => a.push_str(&b),
+            (_, piece) => out.push(piece),
+        }
+    }
+    out
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+/// All of `bytes` as text (an incomplete trailing sequence becomes U+FFFD too).
+fn take_utf8_all(bytes: &mut Vec<u8>) -> String {
+    let text = String::from_utf8_lossy(bytes).into_owned();
+    bytes.clear();
+    text
 }
 
 /// Takes the longest prefix of `bytes` that does not end inside a UTF-8 sequence (invalid
@@ -339,6 +439,34 @@ mod tests {
         assert!(carry.is_empty());
         let mut bad = vec![b'x', 0xff, b'y'];
         assert_eq!(take_utf8(&mut bad), "x\u{fffd}y");
+    }
+
+    #[test]
+    fn sync_markers_are_split_from_output() {
+        let mut bytes = b"a\0sandpit-sync:7\0b\0sandp".to_vec();
+        assert_eq!(
+            split_syncs(&mut bytes),
+            [
+                Piece::Text("a".into()),
+                Piece::Sync(7),
+                Piece::Text("b".into())
+            ]
+        );
+        assert_eq!(bytes, b"\0sandp", "a possible marker start is kept");
+        bytes.extend_from_slice(b"it-sync:12\0\0x\0");
+        assert_eq!(
+            split_syncs(&mut bytes),
+            [Piece::Sync(12), Piece::Text("\0x".into())]
+        );
+        assert_eq!(bytes, b"\0", "a trailing NUL may start a marker");
+        bytes.extend_from_slice(b"yz");
+        assert_eq!(split_syncs(&mut bytes), [Piece::Text("\0yz".into())]);
+        let mut fake = b"\0sandpit-sync:x\0".to_vec();
+        assert_eq!(
+            split_syncs(&mut fake),
+            [Piece::Text("\0sandpit-sync:x".into())]
+        );
+        assert_eq!(fake, b"\0");
     }
 
     #[test]

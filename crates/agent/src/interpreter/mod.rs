@@ -35,6 +35,10 @@ const PYTHON_BOOTSTRAP: &str = "import os; exec(compile(os.environ.pop('SANDPIT_
 /// The Node executor (persistent `vm` context), run with `node -e`.
 const NODE_SCRIPT: &str = include_str!("executors/node.js");
 
+/// How long a finished run waits for its sync markers on the output pipes (they only fail to
+/// come when the code closed or redirected its fd 1/2).
+const SYNC_WAIT: Duration = Duration::from_millis(200);
+
 /// How long an interrupted run may take to finish before its context is restarted.
 const INTERRUPT_GRACE: Duration = Duration::from_secs(2);
 
@@ -283,6 +287,12 @@ impl Interpreters {
         let mut deadline = run.timeout.map(|t| Instant::now() + t);
         let mut interrupted = false;
         let mut client_gone = false;
+        // After `done`: the sync markers still expected on the output pipes, and how long to
+        // wait for them (code may have closed or redirected fd 1/2).
+        let sync = request.get("sync").and_then(Value::as_u64);
+        let mut finished: Option<u64> = None;
+        let mut syncs_left = 2;
+        let mut finish_by: Option<Instant> = None;
         loop {
             tokio::select! {
                 biased;
@@ -309,6 +319,9 @@ impl Interpreters {
                         self.restart(context, &mut slot).await;
                         return run.send(error_event("TimeoutError", &message)).await;
                     }
+                }
+                () = sleep_until(finish_by.unwrap_or_else(Instant::now)), if finish_by.is_some() => {
+                    return run.complete(finished.unwrap_or(0)).await;
                 }
                 () = run.tx.closed(), if !client_gone => {
                     // Nobody listens any more: stop the run instead of letting it hold the
@@ -338,10 +351,20 @@ impl Interpreters {
                         run.send(CodeEvent::Error { ename, evalue, traceback }).await;
                     }
                     Some(Event::Wire(Wire::Done { execution_count })) => {
-                        if !run.errored {
-                            run.send(CodeEvent::ExecutionComplete { execution_count }).await;
+                        if sync.is_none() || syncs_left == 0 {
+                            return run.complete(execution_count).await;
                         }
-                        return;
+                        finished = Some(execution_count);
+                        deadline = None;
+                        finish_by = Some(Instant::now() + SYNC_WAIT);
+                    }
+                    Some(Event::Sync(id)) => {
+                        if Some(id) == sync {
+                            syncs_left -= 1;
+                            if syncs_left == 0 && finished.is_some() {
+                                return run.complete(finished.unwrap_or(0)).await;
+                            }
+                        }
                     }
                     Some(Event::Exited(_) ) | None => {
                         let code = match event {
@@ -431,6 +454,14 @@ struct Run {
 }
 
 impl Run {
+    /// The end of a run that finished: `execution_complete`, unless an error was reported.
+    async fn complete(&mut self, execution_count: u64) {
+        if !self.errored {
+            self.send(CodeEvent::ExecutionComplete { execution_count })
+                .await;
+        }
+    }
+
     async fn send(&mut self, event: CodeEvent) {
         // A gone client is noticed by the run loop (`tx.closed()`).
         let _ = self.tx.send(sse::frame(&event)).await;
@@ -452,7 +483,7 @@ fn prepare(
         _ => context,
     };
     match language {
-        Language::Python => Ok(json!({"op": "run", "code": code})),
+        Language::Python => Ok(json!({"op": "run", "code": code, "sync": next_run_id()})),
         Language::JavaScript | Language::TypeScript => {
             match sandpit_interpreter::prepare_javascript(&code, language == Language::TypeScript) {
                 Ok(prepared) => Ok(json!({
@@ -493,6 +524,12 @@ fn to_result(mut data: Map<String, Value>, metadata: Map<String, Value>) -> Code
         javascript: text("application/javascript"),
         json,
     }
+}
+
+/// A process-wide run number: the sync markers of a run carry it.
+fn next_run_id() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
 fn error_event(ename: &str, evalue: &str) -> CodeEvent {

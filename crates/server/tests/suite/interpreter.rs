@@ -297,6 +297,32 @@ display(Image(data=b"\xff\xd8\xff\xe0fakejpeg", format="jpeg"))
     assert!(stdout(&e).contains("from child\n"), "{}", show(&e));
     assert!(stdout(&e).contains("raw bytes\n"), "{}", show(&e));
 
+    // Output of a subprocess that ends just before the run is never overtaken by the end of
+    // the run, and the pipe sync markers never show.
+    for i in 0..15 {
+        let e = rs
+            .run(
+                sb,
+                &ctx,
+                &format!("import subprocess\n_ = subprocess.run(['echo', 'child {i}'])"),
+            )
+            .await;
+        complete(&e);
+        assert_eq!(stdout(&e), format!("child {i}\n"), "{}", show(&e));
+    }
+    // Code that points fd 1 elsewhere still ends at once.
+    let started = Instant::now();
+    let e = rs
+        .run(
+            sb,
+            &ctx,
+            "import os\nsaved = os.dup(1)\nnull = os.open('/dev/null', os.O_WRONLY)\nos.dup2(null, 1)\nos.system('echo hidden')\nos.dup2(saved, 1)\n'back'",
+        )
+        .await;
+    assert_eq!(results(&e)[0]["text"], "'back'", "{}", show(&e));
+    assert!(!stdout(&e).contains("hidden"), "{}", show(&e));
+    assert!(started.elapsed() < Duration::from_secs(1));
+
     // Listing, unknown contexts, bad requests.
     let (s, b) = rs
         .call(
