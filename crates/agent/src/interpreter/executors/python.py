@@ -26,10 +26,15 @@ def emit(event):
             stream.flush()
     data = (json.dumps(event, ensure_ascii=False, default=str) + "\n").encode("utf-8", "replace")
     with _lock:
-        view = memoryview(data)
-        while view:
-            n = os.write(EVENTS_FD, view)
-            view = view[n:]
+        # An interrupt must not cut an event line in half.
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        try:
+            view = memoryview(data)
+            while view:
+                n = os.write(EVENTS_FD, view)
+                view = view[n:]
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
 
 
 def import_shell_fast():
