@@ -586,6 +586,36 @@ async fn serial_interpreter_contexts_parallel_isolated_deletable() {
         .await;
     assert_eq!(out["stdout"], "gone\n", "executor {pid} still running");
 
+    // Six JavaScript and two Python contexts created at once, then deleted at once.
+    let languages = ["javascript"; 6].into_iter().chain(["python"; 2]);
+    let creates = languages.map(|language| {
+        let rs = &rs;
+        async move { rs.context(sb, json!({"language": language})).await }
+    });
+    let many = futures::future::join_all(creates).await;
+    for id in &many {
+        let e = rs.run(sb, id, "40 + 2").await;
+        assert_eq!(results(&e)[0]["text"], "42", "{}", show(&e));
+    }
+    let deletes = many.iter().map(|id| {
+        let rs = &rs;
+        async move {
+            let path = format!("/v1/sandboxes/{sb}/api/contexts/{id}");
+            rs.call(Method::DELETE, &path, Value::Null).await
+        }
+    });
+    for (s, b) in futures::future::join_all(deletes).await {
+        assert_eq!(s, 200, "{b}");
+    }
+    let (_, b) = rs
+        .call(
+            Method::GET,
+            &format!("/v1/sandboxes/{sb}/api/contexts"),
+            Value::Null,
+        )
+        .await;
+    assert_eq!(b["contexts"].as_array().unwrap().len(), 2, "{b}");
+
     // A cwd that does not exist is refused.
     let (s, b) = rs
         .create_context(sb, json!({"cwd": "/does/not/exist"}))
