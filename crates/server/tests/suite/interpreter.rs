@@ -393,6 +393,11 @@ async fn serial_interpreter_streams_live_interrupts_and_restarts() {
         "interrupt took {:?}",
         end.at
     );
+    let traceback = end.event["traceback"].to_string();
+    assert!(
+        !traceback.contains("sandpit") && !traceback.contains("sigint"),
+        "executor frames in the traceback: {traceback}"
+    );
     let e = rs.run(sb, &ctx, "kept").await;
     assert_eq!(results(&e)[0]["text"], "'yes'");
 

@@ -335,16 +335,14 @@ class PyplotHook:
 sys.meta_path.insert(0, PyplotHook())
 
 
-running = False
+def idle_sigint(signum, frame):
+    # An interrupt that arrives between runs is dropped.
+    pass
 
 
-def on_sigint(signum, frame):
-    # Interrupts only hit user code; one that arrives between runs is dropped.
-    if running:
-        raise KeyboardInterrupt
-
-
-signal.signal(signal.SIGINT, on_sigint)
+# During a run SIGINT has Python's own handler (KeyboardInterrupt, and no frame of this file
+# in the traceback); between runs it is dropped.
+signal.signal(signal.SIGINT, idle_sigint)
 
 
 def configure(req):
@@ -367,14 +365,13 @@ def configure(req):
 
 
 def run(req):
-    global running
-    running = True
     try:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         shell.run_cell(req.get("code", ""), store_history=True)
     except KeyboardInterrupt:
         show_traceback(KeyboardInterrupt, KeyboardInterrupt(), ["KeyboardInterrupt"])
     finally:
-        running = False
+        signal.signal(signal.SIGINT, idle_sigint)
     capture_figures()
     sync = req.get("sync")
     if isinstance(sync, int):
@@ -408,7 +405,11 @@ def main():
         if op == "configure":
             configure(req)
         elif op == "run":
-            run(req)
+            try:
+                run(req)
+            except KeyboardInterrupt:
+                # Landed just after the code ended: the run is over anyway.
+                signal.signal(signal.SIGINT, idle_sigint)
         emit({"type": "done", "execution_count": shell.execution_count - 1 if op == "run" else 0})
 
 
