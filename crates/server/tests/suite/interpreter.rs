@@ -167,6 +167,14 @@ async fn serial_interpreter_python_state_rich_outputs_and_errors() {
         show(&e)
     );
 
+    let e = rs.run(sb, &ctx, "import jedi\njedi.__name__").await;
+    assert_eq!(
+        results(&e)[0]["text"],
+        "'jedi'",
+        "jedi importable: {}",
+        show(&e)
+    );
+
     // Every MIME type of the seed's Result.
     let e = rs
         .run(

@@ -64,21 +64,11 @@ def import_shell_fast():
 
     stub.__getattr__ = load_rest
     sys.modules["IPython"] = stub
-    # The completer's jedi import (~30 ms) serves tab completion only; user code can still
-    # import jedi afterwards.
-    had_jedi = "jedi" in sys.modules
-    jedi = sys.modules.get("jedi")
-    sys.modules["jedi"] = None
-    try:
-        from IPython.core.getipython import get_ipython
+    from IPython.core.getipython import get_ipython
 
-        stub.get_ipython = get_ipython
-        from IPython.core.interactiveshell import InteractiveShell
-    finally:
-        if had_jedi:
-            sys.modules["jedi"] = jedi
-        else:
-            del sys.modules["jedi"]
+    stub.get_ipython = get_ipython
+    from IPython.core.interactiveshell import InteractiveShell
+
     return InteractiveShell
 
 
@@ -256,7 +246,14 @@ from traitlets.config import Config
 config = Config()
 # History lives in memory: no SQLite file shared by contexts, no write per run.
 config.HistoryManager.enabled = False
-shell = InteractiveShell.instance(config=config, colors="NoColor")
+# The completer's jedi import (~30 ms) serves tab completion only: hidden while the shell is
+# made; the code can import jedi afterwards.
+sys.modules.setdefault("jedi", None)
+try:
+    shell = InteractiveShell.instance(config=config, colors="NoColor")
+finally:
+    if sys.modules.get("jedi", 0) is None:
+        del sys.modules["jedi"]
 shell.ast_node_interactivity = "last_expr"
 hook = Hook(shell=shell, cache_size=shell.cache_size)
 shell.displayhook = hook
