@@ -135,10 +135,22 @@ fn main() -> anyhow::Result<()> {
     let text = render(&args, &report, &machine);
     println!("{text}");
     if let Some(out) = &args.out {
-        std::fs::write(out, &text).with_context(|| format!("writing {}", out.display()))?;
+        let kept = std::fs::read_to_string(out)
+            .map(|old| kept_notes(&old).to_owned())
+            .unwrap_or_default();
+        std::fs::write(out, text + &kept).with_context(|| format!("writing {}", out.display()))?;
         eprintln!("wrote {}", out.display());
     }
     Ok(())
+}
+
+/// Marks where the hand-written part of the report begins (explanations of missed targets); a
+/// new run replaces everything above it and keeps the rest.
+const KEPT_NOTES_MARKER: &str = "<!-- written by hand below: kept by sandpit-bench -->";
+
+/// The hand-written tail of an earlier report, from the marker on (empty without one).
+fn kept_notes(old: &str) -> &str {
+    old.find(KEPT_NOTES_MARKER).map_or("", |at| &old[at..])
 }
 
 async fn run(args: &Args) -> anyhow::Result<Report> {
@@ -160,12 +172,7 @@ async fn run(args: &Args) -> anyhow::Result<Report> {
     })
     .context("running bwrap (is bubblewrap installed?)")?;
 
-    let data_dir = tempfile::tempdir()?;
-    let mut config = ServeConfig::new(data_dir.path().to_path_buf());
-    config.listen = ([127, 0, 0, 1], 0).into();
-    config.images_dir = args.images_dir.clone();
-    let server = Server::start(config).await.context("starting the server")?;
-    let client = Client::new(format!("http://{}", server.addr()), server.admin_key())?;
+    let (_data_dir, server, client) = start_server(args).await?;
 
     let result = measure(args, &client).await;
     let interactive = if result.is_ok() {
@@ -278,14 +285,21 @@ fn interpreter_counts(args: &Args) -> interpreter::Counts {
     }
 }
 
-/// `--only-interpreter` or `--only-preview`: that section alone, against its own server.
-async fn interpreter_report(args: &Args) -> anyhow::Result<Report> {
+/// An in-process server on a free loopback port with its own state directory (kept alive by the
+/// returned guard), and an admin client of it.
+async fn start_server(args: &Args) -> anyhow::Result<(tempfile::TempDir, Server, Client)> {
     let data_dir = tempfile::tempdir()?;
     let mut config = ServeConfig::new(data_dir.path().to_path_buf());
     config.listen = ([127, 0, 0, 1], 0).into();
     config.images_dir = args.images_dir.clone();
     let server = Server::start(config).await.context("starting the server")?;
     let client = Client::new(format!("http://{}", server.addr()), server.admin_key())?;
+    Ok((data_dir, server, client))
+}
+
+/// `--only-interpreter` or `--only-preview`: that section alone, against its own server.
+async fn interpreter_report(args: &Args) -> anyhow::Result<Report> {
+    let (_data_dir, server, client) = start_server(args).await?;
     let section = if args.only_preview {
         let rootfs = ImageStore::open(&args.images_dir)?.rootfs(DEFAULT_IMAGE)?;
         measure_preview(args, &client, &server, &rootfs).await
@@ -786,4 +800,19 @@ fn render(args: &Args, report: &Report, machine: &str) -> String {
         out.push_str(&format!("- {note}\n"));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_new_report_keeps_the_hand_written_tail() {
+        let old = format!("# old numbers\n| 1 |\n\n{KEPT_NOTES_MARKER}\n## Missed target\nwhy\n");
+        assert_eq!(
+            kept_notes(&old),
+            format!("{KEPT_NOTES_MARKER}\n## Missed target\nwhy\n")
+        );
+        assert_eq!(kept_notes("# old numbers only\n"), "");
+    }
 }

@@ -128,14 +128,18 @@ pub(crate) fn bind_run_dir(run_dir: &Path, root: &Path, log: &fs::File) -> Resul
     }
     mount(Some(run_dir), &target, NONE, MsFlags::MS_BIND, NONE)
         .map_err(LaunchError::sys("bind the run dir"))?;
+    remount_read_only(&target, "remount the run dir read-only")
+}
+
+/// Makes the bind mount at `target` read-only, nosuid, nodev and noexec.
+fn remount_read_only(target: &Path, stage: &'static str) -> Result<(), LaunchError> {
     let flags = MsFlags::MS_BIND
         | MsFlags::MS_REMOUNT
         | MsFlags::MS_RDONLY
         | MsFlags::MS_NOSUID
         | MsFlags::MS_NODEV
         | MsFlags::MS_NOEXEC;
-    mount(NONE, &target, NONE, flags, NONE)
-        .map_err(LaunchError::sys("remount the run dir read-only"))
+    mount(NONE, target, NONE, flags, NONE).map_err(LaunchError::sys(stage))
 }
 
 /// A small tmpfs /dev with the usual nodes (bound from the host), links and /dev/shm.
@@ -258,14 +262,7 @@ pub(crate) fn mask_paths() -> Result<(), LaunchError> {
             NONE,
         )
         .map_err(LaunchError::sys("bind a read-only /proc path"))?;
-        let flags = MsFlags::MS_BIND
-            | MsFlags::MS_REMOUNT
-            | MsFlags::MS_RDONLY
-            | MsFlags::MS_NOSUID
-            | MsFlags::MS_NODEV
-            | MsFlags::MS_NOEXEC;
-        mount(NONE, path, NONE, flags, NONE)
-            .map_err(LaunchError::sys("remount a /proc path read-only"))?;
+        remount_read_only(path, "remount a /proc path read-only")?;
     }
     for p in MASKED_PATHS {
         let path = Path::new(p);

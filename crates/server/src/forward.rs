@@ -167,30 +167,40 @@ pub(crate) async fn proxy(
             tracing::debug!(error = %e, "agent connection ended with an error");
         }
     });
-    let mut response = sender
+    let response = sender
         .send_request(outgoing)
         .await
         .map_err(|e| unavailable("did not answer", e))?;
 
+    Ok(relay_response(response, client_upgrade, guard))
+}
+
+/// Turns an upstream answer into the caller's: a `101` splices the two upgraded connections,
+/// anything else streams its body back. Either way `guard` keeps the sandbox marked active until
+/// the exchange ends.
+pub(crate) fn relay_response(
+    mut response: http::Response<hyper::body::Incoming>,
+    client_upgrade: Option<hyper::upgrade::OnUpgrade>,
+    guard: ActivityGuard,
+) -> Response {
     if response.status() == StatusCode::SWITCHING_PROTOCOLS
         && let Some(client_upgrade) = client_upgrade
     {
-        let agent_upgrade = hyper::upgrade::on(&mut response);
-        tokio::spawn(splice(client_upgrade, agent_upgrade, guard));
+        let upstream_upgrade = hyper::upgrade::on(&mut response);
+        tokio::spawn(splice(client_upgrade, upstream_upgrade, guard));
         let (mut parts, _) = response.into_parts();
         strip_hop_headers(&mut parts.headers, true);
-        return Ok(Response::from_parts(parts, Body::empty()));
+        return Response::from_parts(parts, Body::empty());
     }
-
     let (mut parts, body) = response.into_parts();
     strip_hop_headers(&mut parts.headers, false);
-    Ok(Response::from_parts(
+    Response::from_parts(
         parts,
         Body::new(GuardedBody {
             inner: body,
             _guard: guard,
         }),
-    ))
+    )
 }
 
 /// Leases the sandbox (creating or waking it) and connects to its agent. When nothing listens
@@ -228,7 +238,7 @@ async fn connect(app: &AppState, tenant: &str, id: &str) -> ApiResult<(UnixStrea
 }
 
 /// Copies bytes between the client's and the agent's upgraded connections until both close.
-pub(crate) async fn splice(
+async fn splice(
     client: hyper::upgrade::OnUpgrade,
     agent: hyper::upgrade::OnUpgrade,
     _guard: ActivityGuard,
@@ -247,18 +257,9 @@ pub(crate) async fn splice(
 }
 
 /// The agent's response body, holding the sandbox's activity guard until it ends or drops.
-pub(crate) struct GuardedBody {
+struct GuardedBody {
     inner: hyper::body::Incoming,
     _guard: ActivityGuard,
-}
-
-impl GuardedBody {
-    pub(crate) fn new(inner: hyper::body::Incoming, guard: ActivityGuard) -> Self {
-        GuardedBody {
-            inner,
-            _guard: guard,
-        }
-    }
 }
 
 impl http_body::Body for GuardedBody {

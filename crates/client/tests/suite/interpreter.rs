@@ -13,10 +13,9 @@ use sandpit_client::protocol::container::CodeEvent;
 use sandpit_client::{
     Client, ClientError, ContextOptions, Execution, Language, RunOptions, result_files,
 };
-use sandpit_server::{ServeConfig, Server};
 use serde_json::{Value, json};
 
-use super::real_server::images_dir_or_skip;
+use super::real_server::with_real_server;
 
 type Log = Arc<Mutex<Vec<(String, String, Value)>>>;
 
@@ -187,26 +186,15 @@ async fn streams_and_errors_of_runs() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serial_client_interpreter_against_real_server() {
-    let Some(images) = images_dir_or_skip("serial_client_interpreter_against_real_server") else {
-        return;
-    };
-    let data = tempfile::tempdir().unwrap();
-    let mut config = ServeConfig::new(data.path().to_path_buf());
-    config.listen = ([127, 0, 0, 1], 0).into();
-    config.images_dir = images;
-    config.admin_key = Some("sdk-test-key".into());
-    let server = Server::start(config).await.unwrap();
-    let client = Client::new(format!("http://{}", server.addr()), "sdk-test-key").unwrap();
-    let result = tokio::spawn(async move {
-        python(&client).await;
-        javascript(&client).await;
-        client.destroy("sdk-interp").await.unwrap();
-    })
+    with_real_server(
+        "serial_client_interpreter_against_real_server",
+        |client, _| async move {
+            python(&client).await;
+            javascript(&client).await;
+            client.destroy("sdk-interp").await.unwrap();
+        },
+    )
     .await;
-    server.shutdown().await.unwrap();
-    if let Err(e) = result {
-        std::panic::resume_unwind(e.into_panic());
-    }
 }
 
 async fn run(sandbox: &sandpit_client::SandboxHandle, context: &str, code: &str) -> Execution {

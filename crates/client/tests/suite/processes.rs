@@ -8,36 +8,23 @@ use sandpit_client::protocol::container::{ChangeStatus, ProcessStatus, WatchEven
 use sandpit_client::{
     Client, ClientError, ExecOptions, GitOptions, PortWaitOptions, ProcessOptions, WatchOptions,
 };
-use sandpit_server::{ServeConfig, Server};
 
-use super::real_server::images_dir_or_skip;
+use super::real_server::with_real_server;
 
 const WAIT: Option<Duration> = Some(Duration::from_secs(60));
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serial_client_processes_git_and_watch() {
-    let Some(images) = images_dir_or_skip("serial_client_processes_git_and_watch") else {
-        return;
-    };
-    let data = tempfile::tempdir().unwrap();
-    let mut config = ServeConfig::new(data.path().to_path_buf());
-    config.listen = ([127, 0, 0, 1], 0).into();
-    config.images_dir = images;
-    config.admin_key = Some("sdk-test-key".into());
-    let server = Server::start(config).await.unwrap();
-    let client = Client::new(format!("http://{}", server.addr()), "sdk-test-key").unwrap();
-
-    let result = tokio::spawn(async move {
-        processes(&client).await;
-        git(&client).await;
-        watch(&client).await;
-        client.destroy("sdk-proc").await.unwrap();
-    })
+    with_real_server(
+        "serial_client_processes_git_and_watch",
+        |client, _| async move {
+            processes(&client).await;
+            git(&client).await;
+            watch(&client).await;
+            client.destroy("sdk-proc").await.unwrap();
+        },
+    )
     .await;
-    server.shutdown().await.unwrap();
-    if let Err(e) = result {
-        std::panic::resume_unwind(e.into_panic());
-    }
 }
 
 async fn processes(client: &Client) {

@@ -25,9 +25,15 @@ pub fn images_dir_or_skip(test: &str) -> Option<PathBuf> {
     None
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn serial_client_against_real_server() {
-    let Some(images) = images_dir_or_skip("serial_client_against_real_server") else {
+/// Runs `body` against a server started in-process with the default image and the admin key
+/// `sdk-test-key`, then shuts the server down (also when `body` panics, whose panic is then
+/// raised again). Skips with a message when the default image is missing.
+pub async fn with_real_server<F, Fut>(test: &str, body: F)
+where
+    F: FnOnce(Client, String) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let Some(images) = images_dir_or_skip(test) else {
         return;
     };
     let data = tempfile::tempdir().unwrap();
@@ -38,12 +44,16 @@ async fn serial_client_against_real_server() {
     let server = Server::start(config).await.unwrap();
     let url = format!("http://{}", server.addr());
     let client = Client::new(&url, "sdk-test-key").unwrap();
-
-    let result = tokio::spawn(exercise(client.clone(), url)).await;
+    let result = tokio::spawn(body(client, url)).await;
     server.shutdown().await.unwrap();
     if let Err(e) = result {
         std::panic::resume_unwind(e.into_panic());
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serial_client_against_real_server() {
+    with_real_server("serial_client_against_real_server", exercise).await;
 }
 
 async fn exercise(client: Client, url: String) {

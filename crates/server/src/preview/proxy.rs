@@ -12,7 +12,6 @@ use std::error::Error as _;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::body::Body;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -23,7 +22,7 @@ use sandpit_protocol::ErrorCode;
 use super::tunnel::TunnelError;
 use super::{Exposure, Previews};
 use crate::error::ApiError;
-use crate::forward::{GuardedBody, splice, strip_hop_headers};
+use crate::forward::{relay_response, strip_hop_headers};
 
 /// Middleware: preview hosts go to the proxy, everything else to the API.
 pub async fn route_by_host(
@@ -105,28 +104,14 @@ async fn proxy(
     parts.version = Version::HTTP_11;
     let outgoing = http::Request::from_parts(parts, body);
 
-    let mut response = previews
+    let response = previews
         .upstream
         .client()
         .request(outgoing)
         .await
         .map_err(|e| upstream_error(&e, port, &exposure))?;
 
-    if response.status() == StatusCode::SWITCHING_PROTOCOLS
-        && let Some(client_upgrade) = client_upgrade
-    {
-        let upstream_upgrade = hyper::upgrade::on(&mut response);
-        tokio::spawn(splice(client_upgrade, upstream_upgrade, lease.guard));
-        let (mut parts, _) = response.into_parts();
-        strip_hop_headers(&mut parts.headers, true);
-        return Ok(Response::from_parts(parts, Body::empty()));
-    }
-    let (mut parts, body) = response.into_parts();
-    strip_hop_headers(&mut parts.headers, false);
-    Ok(Response::from_parts(
-        parts,
-        Body::new(GuardedBody::new(body, lease.guard)),
-    ))
+    Ok(relay_response(response, client_upgrade, lease.guard))
 }
 
 /// The 410 of an authorized URL whose run is over (the store is asked only on this path, for

@@ -118,6 +118,8 @@ async fn terminal_through_the_control_plane_with_header_or_access_token() {
         .await
         .unwrap();
     assert_eq!(next_json(&mut ws).await["type"], "ready");
+    // Type only once bash shows its prompt: its terminal set-up discards earlier input.
+    expect_output(&mut ws, "# ").await;
     ws.send(Message::Binary(
         b"stty size; echo $((6*7))\r".to_vec().into(),
     ))
