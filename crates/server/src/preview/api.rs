@@ -35,7 +35,7 @@ const MAX_NAME: usize = 64;
     request_body = ExposePortRequest,
     responses(
         (status = 200, description = "Exposed", body = ExposedPort),
-        (status = 400, description = "INVALID_PORT_NUMBER (not 1024-65535) or VALIDATION_FAILED (token, name)", body = ErrorResponse),
+        (status = 400, description = "INVALID_PORT_NUMBER (not 1024-65535, or 3128, the egress bridge) or VALIDATION_FAILED (token, name)", body = ErrorResponse),
         (status = 404, description = "SANDBOX_NOT_FOUND", body = ErrorResponse),
     ),
     security(("bearer" = []))
