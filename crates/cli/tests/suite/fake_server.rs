@@ -14,7 +14,7 @@ const TS: &str = "2026-01-01T00:00:00.000Z";
 
 type Bodies = Arc<Mutex<Vec<(String, Value)>>>;
 
-fn json_response(status: StatusCode, body: Value) -> Response {
+pub(super) fn json_response(status: StatusCode, body: Value) -> Response {
     (
         status,
         [(header::CONTENT_TYPE, "application/json")],
@@ -23,14 +23,14 @@ fn json_response(status: StatusCode, body: Value) -> Response {
         .into_response()
 }
 
-fn error(status: u16, code: &str, message: &str) -> Response {
+pub(super) fn error(status: u16, code: &str, message: &str) -> Response {
     json_response(
         StatusCode::from_u16(status).unwrap(),
         json!({"code": code, "message": message, "context": {}, "httpStatus": status, "timestamp": TS}),
     )
 }
 
-fn sse(events: &[Value]) -> Response {
+pub(super) fn sse(events: &[Value]) -> Response {
     let body: String = events.iter().map(|e| format!("data: {e}\n\n")).collect();
     ([(header::CONTENT_TYPE, "text/event-stream")], body).into_response()
 }
@@ -149,6 +149,11 @@ fn start() -> (String, Bodies) {
             async move { handle(&bodies, &m, &u, &h, &b) }
         })
     };
+    (serve(app), bodies)
+}
+
+/// Serves `app` on a loopback port from its own thread and runtime; returns its URL.
+pub(super) fn serve(app: axum::Router) -> String {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     listener.set_nonblocking(true).unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
@@ -162,7 +167,7 @@ fn start() -> (String, Bodies) {
             axum::serve(listener, app).await.unwrap();
         });
     });
-    (url, bodies)
+    url
 }
 
 fn cli(url: &str) -> assert_cmd::Command {

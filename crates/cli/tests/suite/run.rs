@@ -7,10 +7,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
-use axum::http::{Method, StatusCode, Uri, header};
-use axum::response::{IntoResponse, Response};
+use axum::http::{Method, StatusCode, Uri};
+use axum::response::Response;
 use serde_json::{Value, json};
 
+use super::fake_server::{error, json_response, serve, sse};
 use super::support::{Served, images_dir_or_skip, sandpit};
 
 const KEY: &str = "run-key";
@@ -18,20 +19,6 @@ const TS: &str = "2026-01-01T00:00:00.000Z";
 const PNG: &[u8] = b"\x89PNG\r\n\x1a\nfake image";
 
 type Requests = Arc<Mutex<Vec<(String, String, Value)>>>;
-
-fn json_response(status: u16, body: Value) -> Response {
-    (
-        StatusCode::from_u16(status).unwrap(),
-        [(header::CONTENT_TYPE, "application/json")],
-        body.to_string(),
-    )
-        .into_response()
-}
-
-fn sse(events: &[Value]) -> Response {
-    let body: String = events.iter().map(|e| format!("data: {e}\n\n")).collect();
-    ([(header::CONTENT_TYPE, "text/event-stream")], body).into_response()
-}
 
 fn handle(requests: &Requests, method: &Method, uri: &Uri, body: &Bytes) -> Response {
     let body: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
@@ -41,19 +28,19 @@ fn handle(requests: &Requests, method: &Method, uri: &Uri, body: &Bytes) -> Resp
         .push((method.to_string(), uri.path().to_owned(), body.clone()));
     match (method.as_str(), uri.path()) {
         ("POST", "/v1/sandboxes/demo/api/contexts") => json_response(
-            200,
+            StatusCode::OK,
             json!({"success": true, "contextId": "ctx-1", "language": body["language"],
                    "cwd": body.get("cwd").cloned().unwrap_or(json!("/workspace")), "timestamp": TS}),
         ),
         ("DELETE", path) if path.starts_with("/v1/sandboxes/demo/api/contexts/") => json_response(
-            200,
+            StatusCode::OK,
             json!({"success": true, "contextId": path.rsplit('/').next(), "timestamp": TS}),
         ),
         ("POST", "/v1/sandboxes/demo/api/execute/code") => {
             let code = body["code"].as_str().unwrap_or_default();
             if body["context_id"] == "gone" {
                 return json_response(
-                    404,
+                    StatusCode::NOT_FOUND,
                     json!({"code": "CONTEXT_NOT_FOUND", "message": "Context gone not found",
                            "context": {"contextId": "gone"}, "httpStatus": 404, "timestamp": TS}),
                 );
@@ -81,11 +68,7 @@ fn handle(requests: &Requests, method: &Method, uri: &Uri, body: &Bytes) -> Resp
             }
             sse(&events)
         }
-        _ => json_response(
-            404,
-            json!({"code": "ROUTE_NOT_FOUND", "message": "unexpected request", "context": {},
-                   "httpStatus": 404, "timestamp": TS}),
-        ),
+        _ => error(404, "ROUTE_NOT_FOUND", "unexpected request"),
     }
 }
 
@@ -119,20 +102,7 @@ fn start() -> (String, Requests) {
             async move { handle(&requests, &m, &u, &b) }
         })
     };
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.set_nonblocking(true).unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    std::thread::spawn(move || {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        runtime.block_on(async move {
-            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-            axum::serve(listener, app).await.unwrap();
-        });
-    });
-    (url, requests)
+    (serve(app), requests)
 }
 
 /// `sandpit` against the fake server, in a scratch directory (result files land there).
