@@ -11,7 +11,7 @@ async fn network_state_round_trips_is_replaced_and_goes_with_the_sandbox() {
         store.sandbox_network(&record.internal_id).await.unwrap(),
         None
     );
-    let mut net = SandboxNetwork {
+    let first = SandboxNetwork {
         policy: NetworkPolicy {
             mode: NetworkMode::Allowlist,
             allow: vec!["*.example.com".into(), "10.0.0.0/8".into()],
@@ -25,24 +25,20 @@ async fn network_state_round_trips_is_replaced_and_goes_with_the_sandbox() {
         }],
         ca: None,
     };
-    store
-        .set_sandbox_network(&record.internal_id, &net)
-        .await
-        .unwrap();
-    assert_eq!(
-        store.sandbox_network(&record.internal_id).await.unwrap(),
-        Some(net.clone())
-    );
-    net.ca = Some(("CERT".into(), "KEY".into()));
-    net.policy.mode = NetworkMode::Full;
-    store
-        .set_sandbox_network(&record.internal_id, &net)
-        .await
-        .unwrap();
-    assert_eq!(
-        store.sandbox_network(&record.internal_id).await.unwrap(),
-        Some(net)
-    );
+    let mut second = first.clone();
+    second.ca = Some(("CERT".into(), "KEY".into()));
+    second.policy.mode = NetworkMode::Full;
+    // The second write replaces the first.
+    for net in [first, second] {
+        store
+            .set_sandbox_network(&record.internal_id, &net)
+            .await
+            .unwrap();
+        assert_eq!(
+            store.sandbox_network(&record.internal_id).await.unwrap(),
+            Some(net)
+        );
+    }
     assert!(store.delete_sandbox("t", "a").await.unwrap());
     assert_eq!(
         store.sandbox_network(&record.internal_id).await.unwrap(),
