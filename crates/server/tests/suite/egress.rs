@@ -294,7 +294,6 @@ impl Proxy {
         port: u16,
         sni: &str,
         ca_pem: &str,
-        headers: &[(&str, &str)],
     ) -> Result<(u16, String), String> {
         let (status, body, tunnel) = self.connect(&format!("{host}:{port}")).await;
         let Some(tunnel) = tunnel else {
@@ -309,10 +308,7 @@ impl Proxy {
             .await
             .map_err(|e| format!("handshake: {e}"))?;
         tokio::spawn(conn);
-        let mut req = Request::get("/secure").header("host", format!("{host}:{port}"));
-        for (k, v) in headers {
-            req = req.header(*k, *v);
-        }
+        let req = Request::get("/secure").header("host", format!("{host}:{port}"));
         let resp = sender
             .send_request(req.body(Full::new(Bytes::new())).unwrap())
             .await
@@ -320,6 +316,13 @@ impl Proxy {
         let status = resp.status().as_u16();
         let body = resp.into_body().collect().await.unwrap().to_bytes();
         Ok((status, String::from_utf8_lossy(&body).into_owned()))
+    }
+
+    /// Replaces the sandbox's policy (no secrets).
+    fn set_policy(&self, mode: NetworkMode, allow: &[&str]) {
+        self.egress
+            .update(SANDBOX, &network(policy(mode, allow), &[]))
+            .unwrap();
     }
 
     fn ca_pem(&self) -> String {
@@ -403,10 +406,7 @@ async fn blocked_addresses_are_never_reached_by_name_or_address() {
     let (status, body, _) = proxy.connect(&format!("rebind.example.test:{port}")).await;
     assert_eq!(status, 403, "{body}");
     // Full mode lets any name through, never to a blocked address.
-    proxy
-        .egress
-        .update(SANDBOX, &network(policy(NetworkMode::Full, &[]), &[]))
-        .unwrap();
+    proxy.set_policy(NetworkMode::Full, &[]);
     let (status, body) = proxy.get(&format!("http://127.0.0.2:{port}/"), &[]).await;
     assert_eq!(status, 403, "{body}");
     let (status, _, _) = proxy.connect(&format!("[::ffff:127.0.0.2]:{port}")).await;
@@ -415,13 +415,7 @@ async fn blocked_addresses_are_never_reached_by_name_or_address() {
     assert_eq!(forbidden.connection_count(), 0);
 
     // A CIDR the policy names explicitly overrides the block list.
-    proxy
-        .egress
-        .update(
-            SANDBOX,
-            &network(policy(NetworkMode::Allowlist, &["127.0.0.2/32"]), &[]),
-        )
-        .unwrap();
+    proxy.set_policy(NetworkMode::Allowlist, &["127.0.0.2/32"]);
     let (status, body) = proxy.get(&format!("http://127.0.0.2:{port}/"), &[]).await;
     assert_eq!((status, body.as_str()), (200, "hello from forbidden\n"));
 }
@@ -435,21 +429,9 @@ async fn policy_changes_apply_at_once_and_detach_closes_the_socket() {
     let (status, body) = proxy.get(&url, &[]).await;
     assert_eq!(status, 403, "{body}");
     assert!(body.contains("network policy is none"), "{body}");
-    proxy
-        .egress
-        .update(
-            SANDBOX,
-            &network(policy(NetworkMode::Allowlist, &["api.example.test"]), &[]),
-        )
-        .unwrap();
+    proxy.set_policy(NetworkMode::Allowlist, &["api.example.test"]);
     assert_eq!(proxy.get(&url, &[]).await.0, 200);
-    proxy
-        .egress
-        .update(
-            SANDBOX,
-            &network(policy(NetworkMode::Allowlist, &["x.example.test"]), &[]),
-        )
-        .unwrap();
+    proxy.set_policy(NetworkMode::Allowlist, &["x.example.test"]);
     assert_eq!(proxy.get(&url, &[]).await.0, 403);
     proxy.egress.detach(SANDBOX);
     tokio::time::sleep(Duration::from_millis(50)).await;
@@ -532,69 +514,40 @@ async fn https_to_a_secret_host_is_intercepted_and_other_https_tunnelled_untouch
     let proxy = Proxy::start(config, &net).await;
     let sandbox_ca = proxy.ca_pem();
     let port = secure.addr.port();
-
-    // Intercepted: the sandbox sees a certificate of its own CA, the server gets the secret.
-    let (status, body) = proxy
-        .https_get(
-            "secure.example.test",
-            port,
-            "secure.example.test",
-            &sandbox_ca,
-            &[],
-        )
-        .await
-        .unwrap();
-    assert_eq!((status, body.as_str()), (200, "hello from secure\n"));
+    let pport = plain.addr.port();
+    let (secure_ca, plain_ca) = (
+        secure.ca_pem.clone().unwrap(),
+        plain.ca_pem.clone().unwrap(),
+    );
+    let (sec, pla) = ("secure.example.test", "plain.example.test");
+    // (CONNECT host, port, SNI, trusted CA, the body, or None for a TLS failure)
+    let cases = [
+        // Intercepted: the sandbox sees a certificate of its own CA, the server gets the secret.
+        (sec, port, sec, &sandbox_ca, Some("hello from secure\n")),
+        // The real server's certificate does not verify against the sandbox's view.
+        (sec, port, sec, &secure_ca, None),
+        // No secret bound: an end-to-end tunnel, the client verifies the real server.
+        (pla, pport, pla, &plain_ca, Some("hello from plain\n")),
+        // A ClientHello naming another host than the CONNECT target never reaches a server.
+        (pla, pport, "evil.example.test", &plain_ca, None),
+    ];
+    for (host, port, sni, ca, want) in cases {
+        let got = proxy.https_get(host, port, sni, ca).await;
+        match want {
+            Some(body) => assert_eq!(got, Ok((200, body.to_owned()))),
+            None => assert!(got.as_ref().is_err_and(|e| e.contains("TLS")), "{got:?}"),
+        }
+    }
     assert_eq!(
         secure.last_header("authorization").as_deref(),
         Some("tls-s3cret")
     );
-    // The real server's certificate does not verify against the sandbox's view.
-    let err = proxy
-        .https_get(
-            "secure.example.test",
-            port,
-            "secure.example.test",
-            secure.ca_pem.as_ref().unwrap(),
-            &[],
-        )
-        .await
-        .unwrap_err();
-    assert!(err.contains("TLS"), "{err}");
-
-    // No secret bound: an end-to-end tunnel, the client verifies the real server.
-    let pport = plain.addr.port();
-    let (status, body) = proxy
-        .https_get(
-            "plain.example.test",
-            pport,
-            "plain.example.test",
-            plain.ca_pem.as_ref().unwrap(),
-            &[],
-        )
-        .await
-        .unwrap();
-    assert_eq!((status, body.as_str()), (200, "hello from plain\n"));
     assert_eq!(plain.last_header("authorization"), None);
-
-    // A ClientHello naming another host than the CONNECT target never reaches a server.
-    let before = plain.request_count();
-    let err = proxy
-        .https_get(
-            "plain.example.test",
-            pport,
-            "evil.example.test",
-            plain.ca_pem.as_ref().unwrap(),
-            &[],
-        )
-        .await
-        .unwrap_err();
-    assert!(err.contains("TLS"), "{err}");
-    assert_eq!(plain.request_count(), before);
+    assert_eq!(plain.request_count(), 1);
 
     // A broken ClientHello ends the tunnel, intercepted or not; nothing reaches a server.
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    for (host, port) in [("secure.example.test", port), ("plain.example.test", pport)] {
+    for (host, port) in [(sec, port), (pla, pport)] {
         let (status, _, tunnel) = proxy.connect(&format!("{host}:{port}")).await;
         assert_eq!(status, 200);
         let mut tunnel = tunnel.unwrap();
@@ -607,7 +560,7 @@ async fn https_to_a_secret_host_is_intercepted_and_other_https_tunnelled_untouch
             tokio::time::timeout(Duration::from_secs(5), tunnel.read_to_end(&mut rest)).await;
         assert!(matches!(read, Ok(Ok(0)) | Ok(Err(_))), "{read:?} {rest:?}");
     }
-    assert_eq!(plain.request_count(), before);
+    assert_eq!(plain.request_count(), 1);
     assert_eq!(secure.request_count(), 1);
 }
 
@@ -644,6 +597,13 @@ mod e2e {
             text("stdout"),
             text("stderr"),
         )
+    }
+
+    /// `curl`'s stdout for `url` with the HTTP status appended (" 403").
+    async fn curl_status(rs: &Real, id: &str, url: &str) -> String {
+        run(rs, id, &format!("curl -sS -w ' %{{http_code}}' {url}"))
+            .await
+            .1
     }
 
     async fn patch(rs: &Real, id: &str, body: Value) -> Value {
@@ -700,12 +660,7 @@ mod e2e {
         assert_eq!((code, out.as_str()), (0, "hello from api\n"), "{err}");
 
         // Refused with a body that says why (plain HTTP) or a 403 to CONNECT (HTTPS).
-        let (_, out, _) = run(
-            &rs,
-            id,
-            &format!("curl -sS -w ' %{{http_code}}' {other_url}"),
-        )
-        .await;
+        let out = curl_status(&rs, id, &other_url).await;
         assert!(
             out.contains("not in the allowlist") && out.ends_with(" 403"),
             "{out}"
@@ -718,22 +673,12 @@ mod e2e {
         // The forbidden server is reached neither by a name resolving to it nor by address,
         // through the proxy or around it.
         let fport = forbidden.addr.port();
-        let (_, out, _) = run(
-            &rs,
-            id,
-            &format!("curl -sS -w ' %{{http_code}}' http://rebind.example.test:{fport}/"),
-        )
-        .await;
+        let out = curl_status(&rs, id, &format!("http://rebind.example.test:{fport}/")).await;
         assert!(
             out.contains("blocked address 127.0.0.2") && out.ends_with(" 403"),
             "{out}"
         );
-        let (_, out, _) = run(
-            &rs,
-            id,
-            &format!("curl -sS -w ' %{{http_code}}' http://127.0.0.2:{fport}/"),
-        )
-        .await;
+        let out = curl_status(&rs, id, &format!("http://127.0.0.2:{fport}/")).await;
         assert!(out.ends_with(" 403"), "{out}");
         let (code, _, _) = run(
             &rs,
@@ -754,7 +699,7 @@ mod e2e {
         assert_eq!(b["network"]["allow"], json!(["other.example.test"]), "{b}");
         let (code, out, err) = run(&rs, id, &format!("curl -sS {other_url}")).await;
         assert_eq!((code, out.as_str()), (0, "hello from other\n"), "{err}");
-        let (_, out, _) = run(&rs, id, &format!("curl -sS -w ' %{{http_code}}' {api_url}")).await;
+        let out = curl_status(&rs, id, &api_url).await;
         assert!(out.ends_with(" 403"), "{out}");
         patch(&rs, id, json!({"network": {"mode": "none"}})).await;
         let (_, out, _) = run(&rs, id, &format!("curl -sS {other_url}")).await;

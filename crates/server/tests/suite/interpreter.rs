@@ -63,12 +63,78 @@ impl Real {
     }
 
     async fn run(&self, sandbox: &str, context: &str, code: &str) -> Vec<Value> {
-        self.run_timed(sandbox, json!({"context_id": context, "code": code}))
-            .await
-            .into_iter()
-            .map(|t| t.event)
-            .collect()
+        untimed(
+            self.run_timed(sandbox, json!({"context_id": context, "code": code}))
+                .await,
+        )
     }
+
+    /// Runs code with a timeout; returns the last event.
+    async fn run_with_timeout(
+        &self,
+        sandbox: &str,
+        context: &str,
+        code: &str,
+        timeout_ms: u64,
+    ) -> Timed {
+        let body = json!({"context_id": context, "code": code, "timeout_ms": timeout_ms});
+        self.run_timed(sandbox, body)
+            .await
+            .pop()
+            .expect("no events")
+    }
+
+    async fn list_contexts(&self, sandbox: &str) -> (u16, Value) {
+        let path = format!("/v1/sandboxes/{sandbox}/api/contexts");
+        self.call(Method::GET, &path, Value::Null).await
+    }
+
+    async fn delete_context(&self, sandbox: &str, context: &str) -> (u16, Value) {
+        let path = format!("/v1/sandboxes/{sandbox}/api/contexts/{context}");
+        self.call(Method::DELETE, &path, Value::Null).await
+    }
+
+    /// Asserts that the process `pid` of the sandbox is gone (an executor that was freed).
+    async fn assert_gone(&self, sandbox: &str, pid: &str) {
+        let out = self
+            .exec(
+                sandbox,
+                &format!("sleep 0.3; test -e /proc/{pid} && echo alive || echo gone"),
+            )
+            .await;
+        assert_eq!(out["stdout"], "gone\n", "executor {pid} still running");
+    }
+}
+
+fn untimed(events: Vec<Timed>) -> Vec<Value> {
+    events.into_iter().map(|t| t.event).collect()
+}
+
+/// Asserts that the line "first\n" came at least 800 ms before the run completed.
+fn assert_live(events: &[Timed]) {
+    let first = events
+        .iter()
+        .find(|t| t.event["text"] == "first\n")
+        .unwrap();
+    let done = events.last().unwrap();
+    assert_eq!(done.event["type"], "execution_complete");
+    assert!(
+        done.at - first.at >= Duration::from_millis(800),
+        "first line at {:?}, end at {:?}: not streamed live",
+        first.at,
+        done.at
+    );
+}
+
+/// Asserts an error event `ename` whose message names `evalue_part`, ended within `within`.
+fn assert_ended_by(end: &Timed, ename: &str, evalue_part: &str, within: Duration) {
+    assert_eq!(end.event["ename"], ename, "{}", end.event);
+    assert!(
+        end.event["evalue"].as_str().unwrap().contains(evalue_part),
+        "{}",
+        end.event
+    );
+    assert!(end.at < within, "{ename} after {:?}", end.at);
 }
 
 /// Standard base64 (the test needs only decoding; the server crate has no base64 dependency).
@@ -332,13 +398,7 @@ display(Image(data=b"\xff\xd8\xff\xe0fakejpeg", format="jpeg"))
     assert!(started.elapsed() < Duration::from_secs(1));
 
     // Listing, unknown contexts, bad requests.
-    let (s, b) = rs
-        .call(
-            Method::GET,
-            &format!("/v1/sandboxes/{sb}/api/contexts"),
-            Value::Null,
-        )
-        .await;
+    let (s, b) = rs.list_contexts(sb).await;
     assert_eq!(s, 200);
     assert_eq!(b["contexts"][0]["id"], ctx.as_str(), "{b}");
     assert_eq!(b["contexts"][0]["language"], "python", "{b}");
@@ -371,36 +431,13 @@ async fn serial_interpreter_streams_live_interrupts_and_restarts() {
             json!({"context_id": ctx, "code": "import time\nprint('first')\ntime.sleep(1)\nprint('second')"}),
         )
         .await;
-    let first = e.iter().find(|t| t.event["text"] == "first\n").unwrap();
-    let done = e.last().unwrap();
-    assert_eq!(done.event["type"], "execution_complete");
-    assert!(
-        done.at - first.at >= Duration::from_millis(800),
-        "first line at {:?}, end at {:?}: not streamed live",
-        first.at,
-        done.at
-    );
+    assert_live(&e);
 
     // A timeout interrupts the run (KeyboardInterrupt); the state survives.
     rs.run(sb, &ctx, "kept = 'yes'").await;
-    let e = rs
-        .run_timed(
-            sb,
-            json!({"context_id": ctx, "code": "import time\nwhile True:\n    time.sleep(0.01)", "timeout_ms": 500}),
-        )
-        .await;
-    let end = e.last().unwrap();
-    assert_eq!(end.event["ename"], "KeyboardInterrupt", "{}", end.event);
-    assert!(
-        end.event["evalue"].as_str().unwrap().contains("500 ms"),
-        "{}",
-        end.event
-    );
-    assert!(
-        end.at < Duration::from_secs(2),
-        "interrupt took {:?}",
-        end.at
-    );
+    let loop_ = "import time\nwhile True:\n    time.sleep(0.01)";
+    let end = rs.run_with_timeout(sb, &ctx, loop_, 500).await;
+    assert_ended_by(&end, "KeyboardInterrupt", "500 ms", Duration::from_secs(2));
     let traceback = end.event["traceback"].to_string();
     assert!(
         !traceback.contains("sandpit") && !traceback.contains("sigint"),
@@ -410,20 +447,9 @@ async fn serial_interpreter_streams_live_interrupts_and_restarts() {
     assert_eq!(results(&e)[0]["text"], "'yes'");
 
     // Code that ignores SIGINT: the context is restarted, the stream says so, state is gone.
-    let e = rs
-        .run_timed(
-            sb,
-            json!({"context_id": ctx, "code": "import signal, time\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\nprint('stubborn')\ntime.sleep(60)", "timeout_ms": 300}),
-        )
-        .await;
-    let end = e.last().unwrap();
-    assert_eq!(end.event["ename"], "TimeoutError", "{}", end.event);
-    assert!(
-        end.event["evalue"].as_str().unwrap().contains("restarted"),
-        "{}",
-        end.event
-    );
-    assert!(end.at < Duration::from_secs(6), "restart took {:?}", end.at);
+    let stubborn = "import signal, time\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\nprint('stubborn')\ntime.sleep(60)";
+    let end = rs.run_with_timeout(sb, &ctx, stubborn, 300).await;
+    assert_ended_by(&end, "TimeoutError", "restarted", Duration::from_secs(6));
     let e = rs.run(sb, &ctx, "kept").await;
     assert_eq!(last(&e)["ename"], "NameError", "fresh state: {}", show(&e));
     let e = rs.run(sb, &ctx, "21 * 2").await;
@@ -541,12 +567,7 @@ async fn serial_interpreter_contexts_parallel_isolated_deletable() {
     );
     let delete = async {
         tokio::time::sleep(Duration::from_millis(700)).await;
-        rs.call(
-            Method::DELETE,
-            &format!("/v1/sandboxes/{sb}/api/contexts/{busy}"),
-            Value::Null,
-        )
-        .await
+        rs.delete_context(sb, &busy).await
     };
     let (e, (s, b)) = tokio::join!(run, delete);
     assert_eq!(s, 200, "{b}");
@@ -555,49 +576,19 @@ async fn serial_interpreter_contexts_parallel_isolated_deletable() {
     assert_eq!(end["ename"], "ContextDeleted", "{end}");
     assert!(e.last().unwrap().at < Duration::from_secs(5));
     let pid = e[0].event["text"].as_str().unwrap().trim().to_owned();
-    let out = rs
-        .exec(
-            sb,
-            &format!("sleep 0.3; test -e /proc/{pid} && echo alive || echo gone"),
-        )
-        .await;
-    assert_eq!(out["stdout"], "gone\n", "executor {pid} still running");
-    let (s, b) = rs
-        .call(
-            Method::DELETE,
-            &format!("/v1/sandboxes/{sb}/api/contexts/{busy}"),
-            Value::Null,
-        )
-        .await;
+    rs.assert_gone(sb, &pid).await;
+    let (s, b) = rs.delete_context(sb, &busy).await;
     assert_error(s, &b, 404, "CONTEXT_NOT_FOUND");
-    let (_, b) = rs
-        .call(
-            Method::GET,
-            &format!("/v1/sandboxes/{sb}/api/contexts"),
-            Value::Null,
-        )
-        .await;
+    let (_, b) = rs.list_contexts(sb).await;
     assert_eq!(b["contexts"].as_array().unwrap().len(), 3, "{b}");
 
     // Deleting an idle context frees its process too.
     let idle = ids[1].clone();
     let e = rs.run(sb, &idle, "import os\nos.getpid()").await;
     let pid = results(&e)[0]["text"].as_str().unwrap().to_owned();
-    let (s, b) = rs
-        .call(
-            Method::DELETE,
-            &format!("/v1/sandboxes/{sb}/api/contexts/{idle}"),
-            Value::Null,
-        )
-        .await;
+    let (s, b) = rs.delete_context(sb, &idle).await;
     assert_eq!(s, 200, "{b}");
-    let out = rs
-        .exec(
-            sb,
-            &format!("sleep 0.3; test -e /proc/{pid} && echo alive || echo gone"),
-        )
-        .await;
-    assert_eq!(out["stdout"], "gone\n", "executor {pid} still running");
+    rs.assert_gone(sb, &pid).await;
 
     // Six JavaScript and two Python contexts created at once, then deleted at once.
     let languages = ["javascript"; 6].into_iter().chain(["python"; 2]);
@@ -610,23 +601,11 @@ async fn serial_interpreter_contexts_parallel_isolated_deletable() {
         let e = rs.run(sb, id, "40 + 2").await;
         assert_eq!(results(&e)[0]["text"], "42", "{}", show(&e));
     }
-    let deletes = many.iter().map(|id| {
-        let rs = &rs;
-        async move {
-            let path = format!("/v1/sandboxes/{sb}/api/contexts/{id}");
-            rs.call(Method::DELETE, &path, Value::Null).await
-        }
-    });
+    let deletes = many.iter().map(|id| rs.delete_context(sb, id));
     for (s, b) in futures::future::join_all(deletes).await {
         assert_eq!(s, 200, "{b}");
     }
-    let (_, b) = rs
-        .call(
-            Method::GET,
-            &format!("/v1/sandboxes/{sb}/api/contexts"),
-            Value::Null,
-        )
-        .await;
+    let (_, b) = rs.list_contexts(sb).await;
     assert_eq!(b["contexts"].as_array().unwrap().len(), 2, "{b}");
 
     // A cwd that does not exist is refused.
@@ -680,11 +659,8 @@ async fn serial_interpreter_javascript_and_typescript() {
             json!({"context_id": js, "code": "console.log('first'); await new Promise(r => setTimeout(r, 1000)); console.log('second'); 'done'"}),
         )
         .await;
-    let first = e.iter().find(|t| t.event["text"] == "first\n").unwrap();
-    let end = e.last().unwrap();
-    assert_eq!(end.event["type"], "execution_complete");
-    assert!(end.at - first.at >= Duration::from_millis(800), "not live");
-    let events: Vec<Value> = e.into_iter().map(|t| t.event).collect();
+    assert_live(&e);
+    let events = untimed(e);
     assert_eq!(results(&events)[0]["text"], "'done'", "{}", show(&events));
 
     // Errors: name, message, stack; syntax errors before the run.
@@ -707,14 +683,9 @@ async fn serial_interpreter_javascript_and_typescript() {
     assert_eq!(last(&e)["ename"], "RangeError", "{}", show(&e));
 
     // A timeout interrupts a busy loop and the context survives.
-    let e = rs
-        .run_timed(
-            sb,
-            json!({"context_id": js, "code": "while (true) {}", "timeout_ms": 500}),
-        )
-        .await;
-    assert_eq!(e.last().unwrap().event["type"], "error");
-    assert!(e.last().unwrap().at < Duration::from_secs(3));
+    let end = rs.run_with_timeout(sb, &js, "while (true) {}", 500).await;
+    assert_eq!(end.event["type"], "error", "{}", end.event);
+    assert!(end.at < Duration::from_secs(3), "{:?}", end.at);
     let e = rs.run(sb, &js, "n2").await;
     assert_eq!(results(&e)[0]["text"], "42", "{}", show(&e));
 
@@ -740,15 +711,9 @@ async fn serial_interpreter_javascript_and_typescript() {
         )
         .await;
     assert_eq!(e.last().unwrap().event["type"], "execution_complete");
-    let events: Vec<Value> = e.into_iter().map(|t| t.event).collect();
+    let events = untimed(e);
     assert_eq!(results(&events)[0]["text"], "43", "{}", show(&events));
-    let (_, b) = rs
-        .call(
-            Method::GET,
-            &format!("/v1/sandboxes/{sb}/api/contexts"),
-            Value::Null,
-        )
-        .await;
+    let (_, b) = rs.list_contexts(sb).await;
     let languages: Vec<&str> = b["contexts"]
         .as_array()
         .unwrap()

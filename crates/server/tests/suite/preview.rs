@@ -146,6 +146,39 @@ impl Real {
             .await;
         assert_eq!(s, 200, "{b}");
     }
+
+    /// Writes APP_PY into the sandbox and starts it on `port`.
+    async fn start_app(&self, id: &str, port: u16) {
+        self.write_file(id, "/workspace/app.py", APP_PY).await;
+        self.start_process(id, &format!("exec python3 /workspace/app.py {port}"))
+            .await;
+    }
+
+    /// Exposes a port, which must succeed; returns the exposure and its URL.
+    async fn expose_ok(&self, id: &str, body: Value) -> (Value, String) {
+        let (s, b) = self.expose(id, body).await;
+        assert_eq!(s, 200, "{b}");
+        let url = b["url"].as_str().unwrap().to_owned();
+        (b, url)
+    }
+
+    /// The sandbox's exposed ports, which must list.
+    async fn ports(&self, id: &str) -> Value {
+        let path = format!("/v1/sandboxes/{id}/ports");
+        let (s, list) = self.call(Method::GET, &path, Value::Null).await;
+        assert_eq!(s, 200, "{list}");
+        list
+    }
+
+    async fn unexpose(&self, id: &str, port: u16) -> (u16, Value) {
+        let path = format!("/v1/sandboxes/{id}/ports/{port}");
+        self.call(Method::DELETE, &path, Value::Null).await
+    }
+}
+
+/// GETs `url`; the status and the JSON body (or the text as a JSON string).
+async fn get_json(client: &reqwest::Client, url: &str) -> (u16, Value) {
+    status_json(client.get(url).send().await.unwrap()).await
 }
 
 /// Host (without port) of a preview URL.
@@ -197,15 +230,13 @@ async fn serial_preview_http_server_sse_redirect_and_forwarded_headers() {
         "mkdir -p /workspace/site && echo hello-from-sandbox > /workspace/site/index.html",
     )
     .await;
-    rs.write_file(id, "/workspace/app.py", APP_PY).await;
     rs.start_process(id, "cd /workspace/site && exec python3 -m http.server 8000")
         .await;
-    rs.start_process(id, "exec python3 /workspace/app.py 8001")
-        .await;
+    rs.start_app(id, 8001).await;
 
-    let (s, static_port) = rs.expose(id, json!({"port": 8000, "name": "site"})).await;
-    assert_eq!(s, 200, "{static_port}");
-    let url = static_port["url"].as_str().unwrap().to_owned();
+    let (static_port, url) = rs
+        .expose_ok(id, json!({"port": 8000, "name": "site"}))
+        .await;
     let token = static_port["token"].as_str().unwrap();
     assert_eq!(token.len(), 16);
     assert_eq!(
@@ -228,9 +259,7 @@ async fn serial_preview_http_server_sse_redirect_and_forwarded_headers() {
     assert_eq!(r.status(), 301);
     assert_eq!(r.headers()["location"], "/sub/");
 
-    let (s, app) = rs.expose(id, json!({"port": 8001})).await;
-    assert_eq!(s, 200, "{app}");
-    let app_url = app["url"].as_str().unwrap().to_owned();
+    let (_, app_url) = rs.expose_ok(id, json!({"port": 8001})).await;
     let app_host = host_of(&app_url);
     let client = rs.preview_client(&app_host);
     let r = get_when_up(&client, &format!("{app_url}headers")).await;
@@ -298,17 +327,8 @@ async fn serial_preview_http_server_sse_redirect_and_forwarded_headers() {
     assert!(started.elapsed() >= Duration::from_millis(1400));
 
     // An exposed port where nothing listens: a clear 502.
-    let (s, closed) = rs.expose(id, json!({"port": 8002})).await;
-    assert_eq!(s, 200, "{closed}");
-    let closed_url = closed["url"].as_str().unwrap();
-    let (s, b) = status_json(
-        rs.preview_client(&host_of(closed_url))
-            .get(closed_url)
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (_, closed_url) = rs.expose_ok(id, json!({"port": 8002})).await;
+    let (s, b) = get_json(&rs.preview_client(&host_of(&closed_url)), &closed_url).await;
     assert_error(s, &b, 502, "SERVICE_NOT_RESPONDING");
     assert!(
         b["message"]
@@ -319,14 +339,7 @@ async fn serial_preview_http_server_sse_redirect_and_forwarded_headers() {
     );
 
     // The API is untouched by the proxy: same listener, other hosts.
-    let (s, list) = rs
-        .call(
-            Method::GET,
-            &format!("/v1/sandboxes/{id}/ports"),
-            Value::Null,
-        )
-        .await;
-    assert_eq!(s, 200, "{list}");
+    let list = rs.ports(id).await;
     let ports: Vec<u64> = list["ports"]
         .as_array()
         .unwrap()
@@ -347,9 +360,9 @@ async fn serial_preview_websocket_echo_through_node() {
     rs.write_file(id, "/workspace/echo.js", ECHO_JS).await;
     rs.start_process(id, "exec node /workspace/echo.js 5173")
         .await;
-    let (s, exposed) = rs.expose(id, json!({"port": 5173, "token": "hmr_1"})).await;
-    assert_eq!(s, 200, "{exposed}");
-    let url = exposed["url"].as_str().unwrap().to_owned();
+    let (_, url) = rs
+        .expose_ok(id, json!({"port": 5173, "token": "hmr_1"}))
+        .await;
     let host = host_of(&url);
     // Plain HTTP first (also waits for node to listen).
     let r = get_when_up(&rs.preview_client(&host), &url).await;
@@ -389,9 +402,7 @@ async fn serial_preview_tokens_rotation_staleness_and_destroy() {
         return;
     };
     let id = "pv-tokens";
-    rs.write_file(id, "/workspace/app.py", APP_PY).await;
-    rs.start_process(id, "exec python3 /workspace/app.py 9000")
-        .await;
+    rs.start_app(id, 9000).await;
 
     // Input checks.
     let (s, b) = rs.expose(id, json!({"port": 80})).await;
@@ -406,9 +417,9 @@ async fn serial_preview_tokens_rotation_staleness_and_destroy() {
     let (s, b) = rs.expose("pv-nobody", json!({"port": 9000})).await;
     assert_error(s, &b, 404, "SANDBOX_NOT_FOUND");
 
-    let (s, first) = rs.expose(id, json!({"port": 9000, "token": "first"})).await;
-    assert_eq!(s, 200, "{first}");
-    let first_url = first["url"].as_str().unwrap().to_owned();
+    let (_, first_url) = rs
+        .expose_ok(id, json!({"port": 9000, "token": "first"}))
+        .await;
     let port = rs.addr().port();
     let client = reqwest::Client::builder()
         .resolve(&host_of(&first_url), rs.addr())
@@ -424,7 +435,7 @@ async fn serial_preview_tokens_rotation_staleness_and_destroy() {
         format!("http://9000-pv-tokens-wrong.localhost:{port}/"),
         format!("http://9001-pv-tokens-first.localhost:{port}/"),
     ] {
-        let (s, b) = status_json(client.get(&bad).send().await.unwrap()).await;
+        let (s, b) = get_json(&client, &bad).await;
         assert_error(s, &b, 404, "INVALID_TOKEN");
         assert_eq!(
             b["message"],
@@ -433,11 +444,9 @@ async fn serial_preview_tokens_rotation_staleness_and_destroy() {
     }
 
     // Rotation: exposing again without a token makes a new one; the old URL is dead.
-    let (s, second) = rs.expose(id, json!({"port": 9000})).await;
-    assert_eq!(s, 200, "{second}");
-    let second_url = second["url"].as_str().unwrap().to_owned();
+    let (second, second_url) = rs.expose_ok(id, json!({"port": 9000})).await;
     assert_ne!(second_url, first_url);
-    let (s, b) = status_json(client.get(&first_url).send().await.unwrap()).await;
+    let (s, b) = get_json(&client, &first_url).await;
     assert_error(s, &b, 404, "INVALID_TOKEN");
     let second_client = rs.preview_client(&host_of(&second_url));
     let r = second_client.get(&second_url).send().await.unwrap();
@@ -452,7 +461,7 @@ async fn serial_preview_tokens_rotation_staleness_and_destroy() {
         )
         .await;
     assert_eq!(s, 200, "{b}");
-    let (s, b) = status_json(second_client.get(&second_url).send().await.unwrap()).await;
+    let (s, b) = get_json(&second_client, &second_url).await;
     assert_error(s, &b, 410, "STALE_PREVIEW_URL");
     assert!(
         b["message"]
@@ -465,48 +474,34 @@ async fn serial_preview_tokens_rotation_staleness_and_destroy() {
     assert_eq!(rs.state(id).await, "sleeping");
 
     // Woken by other means: still stale until exposed again.
-    rs.start_process(id, "exec python3 /workspace/app.py 9000")
-        .await;
-    let (s, b) = status_json(second_client.get(&second_url).send().await.unwrap()).await;
+    rs.start_app(id, 9000).await;
+    let (s, b) = get_json(&second_client, &second_url).await;
     assert_error(s, &b, 410, "STALE_PREVIEW_URL");
-    let (s, again) = rs
-        .expose(id, json!({"port": 9000, "token": second["token"]}))
+    let (_, again_url) = rs
+        .expose_ok(id, json!({"port": 9000, "token": second["token"]}))
         .await;
-    assert_eq!(s, 200, "{again}");
-    assert_eq!(again["url"], second["url"]);
+    assert_eq!(again_url, second_url);
     let r = get_when_up(&second_client, &second_url).await;
     assert_eq!(r.status(), 200);
 
     // Unexposed: 404.
-    let (s, b) = rs
-        .call(
-            Method::DELETE,
-            &format!("/v1/sandboxes/{id}/ports/9000"),
-            Value::Null,
-        )
-        .await;
+    let (s, b) = rs.unexpose(id, 9000).await;
     assert_eq!(s, 204, "{b}");
-    let (s, b) = status_json(second_client.get(&second_url).send().await.unwrap()).await;
+    let (s, b) = get_json(&second_client, &second_url).await;
     assert_error(s, &b, 404, "INVALID_TOKEN");
-    let (s, b) = rs
-        .call(
-            Method::DELETE,
-            &format!("/v1/sandboxes/{id}/ports/9000"),
-            Value::Null,
-        )
-        .await;
+    let (s, b) = rs.unexpose(id, 9000).await;
     assert_error(s, &b, 404, "PORT_NOT_EXPOSED");
 
     // Destroyed: 410 naming it, also after a server restart.
-    let (s, b) = rs.expose(id, json!({"port": 9000, "token": "last"})).await;
-    assert_eq!(s, 200, "{b}");
-    let last_url = b["url"].as_str().unwrap().to_owned();
+    let (_, last_url) = rs
+        .expose_ok(id, json!({"port": 9000, "token": "last"}))
+        .await;
     let (s, b) = rs
         .call(Method::DELETE, &format!("/v1/sandboxes/{id}"), Value::Null)
         .await;
     assert_eq!(s, 204, "{b}");
     let last_client = rs.preview_client(&host_of(&last_url));
-    let (s, b) = status_json(last_client.get(&last_url).send().await.unwrap()).await;
+    let (s, b) = get_json(&last_client, &last_url).await;
     assert_error(s, &b, 410, "STALE_PREVIEW_URL");
     assert!(
         b["message"].as_str().unwrap().contains("was destroyed"),
@@ -529,12 +524,8 @@ async fn serial_preview_traffic_keeps_the_sandbox_awake() {
         )
         .await;
     assert!(s == 200 || s == 201, "{b}");
-    rs.write_file(id, "/workspace/app.py", APP_PY).await;
-    rs.start_process(id, "exec python3 /workspace/app.py 9100")
-        .await;
-    let (s, b) = rs.expose(id, json!({"port": 9100})).await;
-    assert_eq!(s, 200, "{b}");
-    let url = b["url"].as_str().unwrap().to_owned();
+    rs.start_app(id, 9100).await;
+    let (_, url) = rs.expose_ok(id, json!({"port": 9100})).await;
     let client = rs.preview_client(&host_of(&url));
     assert_eq!(get_when_up(&client, &url).await.status(), 200);
     // Only preview traffic for 4 s, twice the idle timeout.
@@ -552,7 +543,7 @@ async fn serial_preview_traffic_keeps_the_sandbox_awake() {
         })
         .await
     );
-    let (s, b) = status_json(client.get(&url).send().await.unwrap()).await;
+    let (s, b) = get_json(&client, &url).await;
     assert_error(s, &b, 410, "STALE_PREVIEW_URL");
     assert_eq!(rs.state(id).await, "sleeping");
     rs.stop().await;
@@ -567,27 +558,18 @@ async fn serial_preview_exposures_outlive_a_restart_as_stale() {
     };
     let id = "pv-restart";
     rs.exec(id, "true").await;
-    let (s, b) = rs
-        .expose(id, json!({"port": 9200, "token": "keep", "name": "api"}))
+    rs.expose_ok(id, json!({"port": 9200, "token": "keep", "name": "api"}))
         .await;
-    assert_eq!(s, 200, "{b}");
     rs.stop().await;
 
     let rs = Real::start_on(&data_dir).await.unwrap();
-    let (s, list) = rs
-        .call(
-            Method::GET,
-            &format!("/v1/sandboxes/{id}/ports"),
-            Value::Null,
-        )
-        .await;
-    assert_eq!(s, 200, "{list}");
+    let list = rs.ports(id).await;
     let port = rs.addr().port();
     let url = format!("http://9200-pv-restart-keep.localhost:{port}/");
     assert_eq!(list["ports"][0]["url"], url);
     assert_eq!(list["ports"][0]["name"], "api");
     let client = rs.preview_client(&host_of(&url));
-    let (s, b) = status_json(client.get(&url).send().await.unwrap()).await;
+    let (s, b) = get_json(&client, &url).await;
     assert_error(s, &b, 410, "STALE_PREVIEW_URL");
     assert_eq!(rs.state(id).await, "sleeping");
     rs.stop().await;
