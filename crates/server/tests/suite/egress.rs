@@ -599,6 +599,13 @@ mod e2e {
         )
     }
 
+    /// The stdout of a command that must succeed.
+    async fn run_ok(rs: &Real, id: &str, command: &str) -> String {
+        let (code, out, err) = run(rs, id, command).await;
+        assert_eq!(code, 0, "{command}: {err}");
+        out
+    }
+
     /// `curl`'s stdout for `url` with the HTTP status appended (" 403").
     async fn curl_status(rs: &Real, id: &str, url: &str) -> String {
         run(rs, id, &format!("curl -sS -w ' %{{http_code}}' {url}"))
@@ -656,8 +663,10 @@ mod e2e {
         let api_url = format!("http://api.example.test:{}/", api.addr.port());
         let other_url = format!("http://other.example.test:{}/", other.addr.port());
 
-        let (code, out, err) = run(&rs, id, &format!("curl -sS {api_url}")).await;
-        assert_eq!((code, out.as_str()), (0, "hello from api\n"), "{err}");
+        assert_eq!(
+            run_ok(&rs, id, &format!("curl -sS {api_url}")).await,
+            "hello from api\n"
+        );
 
         // Refused with a body that says why (plain HTTP) or a 403 to CONNECT (HTTPS).
         let out = curl_status(&rs, id, &other_url).await;
@@ -697,8 +706,10 @@ mod e2e {
         )
         .await;
         assert_eq!(b["network"]["allow"], json!(["other.example.test"]), "{b}");
-        let (code, out, err) = run(&rs, id, &format!("curl -sS {other_url}")).await;
-        assert_eq!((code, out.as_str()), (0, "hello from other\n"), "{err}");
+        assert_eq!(
+            run_ok(&rs, id, &format!("curl -sS {other_url}")).await,
+            "hello from other\n"
+        );
         let out = curl_status(&rs, id, &api_url).await;
         assert!(out.ends_with(" 403"), "{out}");
         patch(&rs, id, json!({"network": {"mode": "none"}})).await;
@@ -715,8 +726,10 @@ mod e2e {
             json!({"network": {"mode": "allowlist", "allow": ["api.example.test"]}}),
         )
         .await;
-        let (code, out, err) = run(&rs, id, &format!("curl -sS {api_url}")).await;
-        assert_eq!((code, out.as_str()), (0, "hello from api\n"), "{err}");
+        assert_eq!(
+            run_ok(&rs, id, &format!("curl -sS {api_url}")).await,
+            "hello from api\n"
+        );
         assert_eq!(forbidden.connection_count(), 0);
         rs.stop().await;
     }
@@ -759,13 +772,12 @@ mod e2e {
         let id = "egress-secrets";
 
         let api_url = format!("http://api.example.test:{}/", api.addr.port());
-        let (code, _, err) = run(
+        run_ok(
             &rs,
             id,
             &format!("curl -sS -H \"Authorization: token $API_TOKEN\" {api_url}"),
         )
         .await;
-        assert_eq!(code, 0, "{err}");
         assert_eq!(
             api.last_header("authorization").as_deref(),
             Some("token http-s3cret")
@@ -773,8 +785,10 @@ mod e2e {
 
         // HTTPS: curl trusts the sandbox CA through CURL_CA_BUNDLE, the proxy the real server.
         let secure_url = format!("https://secure.example.test:{}/", secure.addr.port());
-        let (code, out, err) = run(&rs, id, &format!("curl -sS {secure_url}")).await;
-        assert_eq!((code, out.as_str()), (0, "hello from secure\n"), "{err}");
+        assert_eq!(
+            run_ok(&rs, id, &format!("curl -sS {secure_url}")).await,
+            "hello from secure\n"
+        );
         assert_eq!(
             secure.last_header("authorization").as_deref(),
             Some("Bearer tls-s3cret")
@@ -782,31 +796,25 @@ mod e2e {
         // Two requests on one intercepted connection go over one kept-alive upstream
         // connection; Python through SSL_CERT_FILE and the proxy variables.
         let connections = secure.connection_count();
-        let (code, out, err) = run(&rs, id, &format!("curl -sS {secure_url} {secure_url}")).await;
-        assert_eq!(
-            (code, out.as_str()),
-            (0, "hello from secure\nhello from secure\n"),
-            "{err}"
-        );
+        let out = run_ok(&rs, id, &format!("curl -sS {secure_url} {secure_url}")).await;
+        assert_eq!(out, "hello from secure\nhello from secure\n");
         assert_eq!(secure.connection_count(), connections + 1);
         let py = format!(
             "python3 -c 'import urllib.request; print(urllib.request.urlopen(\"{secure_url}\").read().decode(), end=\"\")'"
         );
-        let (code, out, err) = run(&rs, id, &py).await;
-        assert_eq!((code, out.as_str()), (0, "hello from secure\n"), "{err}");
+        assert_eq!(run_ok(&rs, id, &py).await, "hello from secure\n");
         assert_eq!(secure.request_count(), 4);
         // The certificate curl saw was made by the sandbox's CA.
         let (_, _, err) = run(&rs, id, &format!("curl -sSv -o /dev/null {secure_url}")).await;
         assert!(err.contains("sandpit egress CA"), "{err}");
 
         // Inside, only placeholders.
-        let (code, out, _) = run(
+        let out = run_ok(
             &rs,
             id,
             "env; tr '\\0' '\\n' < /proc/self/environ; cat /proc/1/environ 2>/dev/null | tr '\\0' '\\n'",
         )
         .await;
-        assert_eq!(code, 0);
         assert!(!out.contains("s3cret"), "{out}");
         assert!(out.contains("API_TOKEN=sandpit-secret-API_TOKEN-"), "{out}");
         let (_, out, _) = run(
@@ -832,13 +840,12 @@ mod e2e {
         assert_eq!(b["secrets"].as_array().unwrap().len(), 2, "{b}");
         let (_, after, _) = run(&rs, id, "echo $API_TOKEN; echo ${SECURE_TOKEN:-unset}").await;
         assert_eq!(after, format!("{before}unset\n"));
-        let (code, out, err) = run(
+        let out = run_ok(
             &rs,
             id,
             &format!("echo $NEW_TOKEN; curl -sS -H \"Authorization: token $API_TOKEN\" {api_url}"),
         )
         .await;
-        assert_eq!(code, 0, "{err}");
         assert!(out.starts_with("sandpit-secret-NEW_TOKEN-"), "{out}");
         assert_eq!(
             api.last_header("authorization").as_deref(),
@@ -847,8 +854,7 @@ mod e2e {
         assert_eq!(api.last_header("x-new").as_deref(), Some("new-s3cret"));
         // No secret bound any more: tunnelled, so the sandbox sees the real certificate (which
         // its bundle does not trust; -k) and the server gets no credential.
-        let (code, _, err) = run(&rs, id, &format!("curl -sSk {secure_url}")).await;
-        assert_eq!(code, 0, "{err}");
+        run_ok(&rs, id, &format!("curl -sSk {secure_url}")).await;
         assert_eq!(secure.last_header("authorization"), None);
         rs.stop().await;
     }
@@ -913,8 +919,10 @@ mod e2e {
             .await;
         assert_eq!(s, 200, "{b}");
         assert_eq!(b["branch"], "main", "{b}");
-        let (code, out, _) = run(&rs, id, "cat /workspace/repo/README.md").await;
-        assert_eq!((code, out.as_str()), (0, "through the egress proxy\n"));
+        assert_eq!(
+            run_ok(&rs, id, "cat /workspace/repo/README.md").await,
+            "through the egress proxy\n"
+        );
 
         // Not allowlisted: the clone fails with the proxy's reason.
         patch(
