@@ -208,6 +208,14 @@ fn last(log: &Log) -> Seen {
     log.lock().unwrap().last().cloned().unwrap()
 }
 
+/// Asserts the last request's method, URI and JSON body; returns it.
+fn assert_last(log: &Log, method: Method, uri: &str, body: Value) -> Seen {
+    let seen = last(log);
+    assert_eq!((&seen.method, seen.uri.as_str()), (&method, uri));
+    assert_eq!(seen.body, body);
+    seen
+}
+
 #[tokio::test]
 async fn control_plane_calls_send_the_documented_requests() {
     let (client, log) = start().await;
@@ -219,16 +227,13 @@ async fn control_plane_calls_send_the_documented_requests() {
     };
     let created = client.create(&req).await.unwrap();
     assert_eq!(created.id, "a");
-    let seen = last(&log);
-    assert_eq!(
-        (seen.method, seen.uri.as_str()),
-        (Method::POST, "/v1/sandboxes")
+    let seen = assert_last(
+        &log,
+        Method::POST,
+        "/v1/sandboxes",
+        json!({"id": "a", "keepAlive": true, "sleepAfter": "5m"}),
     );
     assert_eq!(seen.auth.as_deref(), Some("Bearer k3y"));
-    assert_eq!(
-        seen.body,
-        json!({"id": "a", "keepAlive": true, "sleepAfter": "5m"})
-    );
 
     client.stop("a").await.unwrap();
     assert_eq!(last(&log).uri, "/v1/sandboxes/a/stop");
@@ -480,14 +485,11 @@ async fn port_and_network_calls_send_the_documented_requests() {
         .unwrap();
     assert_eq!(exposed.url, "http://8080-a-t0k.localhost:7070/");
     assert_eq!(exposed.name.as_deref(), Some("web"));
-    let seen = last(&log);
-    assert_eq!(
-        (seen.method, seen.uri.as_str()),
-        (Method::POST, "/v1/sandboxes/a/ports")
-    );
-    assert_eq!(
-        seen.body,
-        json!({"port": 8080, "name": "web", "token": "t0k"})
+    assert_last(
+        &log,
+        Method::POST,
+        "/v1/sandboxes/a/ports",
+        json!({"port": 8080, "name": "web", "token": "t0k"}),
     );
     sandbox
         .expose_port(3000, &ExposeOptions::default())
@@ -509,14 +511,11 @@ async fn port_and_network_calls_send_the_documented_requests() {
         .await
         .unwrap();
     assert_eq!(info.network.mode, NetworkMode::Allowlist);
-    let seen = last(&log);
-    assert_eq!(
-        (seen.method, seen.uri.as_str()),
-        (Method::PATCH, "/v1/sandboxes/a")
-    );
-    assert_eq!(
-        seen.body,
-        json!({"network": {"mode": "allowlist", "allow": ["*.example.com", "10.0.0.0/8"]}})
+    assert_last(
+        &log,
+        Method::PATCH,
+        "/v1/sandboxes/a",
+        json!({"network": {"mode": "allowlist", "allow": ["*.example.com", "10.0.0.0/8"]}}),
     );
     let secrets = BTreeMap::from([("TOKEN".to_owned(), secret("s3cret", ["api.example.com"]))]);
     let info = client.set_secrets("a", &secrets).await.unwrap();
