@@ -171,6 +171,14 @@ fn policy(mode: NetworkMode, allow: &[String]) -> NetworkPolicy {
     }
 }
 
+/// Changes a running sandbox's policy, which must succeed.
+async fn set_policy(env: &Env, id: &str, mode: NetworkMode, allow: &[String]) {
+    env.driver
+        .set_network(id, &policy(mode, allow))
+        .await
+        .unwrap();
+}
+
 fn interfaces_cmd() -> &'static str {
     "tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' ' | sort | tr '\\n' ' '"
 }
@@ -213,10 +221,7 @@ async fn serial_full_mode_blocks_host_and_private_unless_allowed() {
     // Allowed at run time: the namespace's server is reached; the host end stays refused.
     let allow = vec![net.cidr()];
     let t = std::time::Instant::now();
-    env.driver
-        .set_network(&id, &policy(NetworkMode::Full, &allow))
-        .await
-        .unwrap();
+    set_policy(&env, &id, NetworkMode::Full, &allow).await;
     eprintln!("rules reloaded in {:?}", t.elapsed());
     assert_eq!(ok(s, &connect_cmd(net.inner, 7001)).await, "hello");
     assert_eq!(outside.load(Ordering::SeqCst), 1);
@@ -229,10 +234,7 @@ async fn serial_full_mode_blocks_host_and_private_unless_allowed() {
     wait_for(&outside, 3).await;
 
     // Allow list emptied again: refused, also for raw frames written to the tap device.
-    env.driver
-        .set_network(&id, &policy(NetworkMode::Full, &[]))
-        .await
-        .unwrap();
+    set_policy(&env, &id, NetworkMode::Full, &[]).await;
     assert_eq!(ok(s, &connect_cmd(net.inner, 7001)).await, "refused");
     // (The egress hook's drop surfaces as ENOBUFS.)
     for bypass in [false, true] {
@@ -269,26 +271,17 @@ async fn serial_full_mode_blocks_host_and_private_unless_allowed() {
     .unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(ok(s, interfaces_cmd()).await, "lo");
-    env.driver
-        .set_network(&id, &policy(NetworkMode::Full, &[]))
-        .await
-        .unwrap();
+    set_policy(&env, &id, NetworkMode::Full, &[]).await;
     assert_eq!(ok(s, interfaces_cmd()).await, "lo tap0");
 
     // none: slirp4netns goes, only loopback is left.
-    env.driver
-        .set_network(&id, &policy(NetworkMode::None, &[]))
-        .await
-        .unwrap();
+    set_policy(&env, &id, NetworkMode::None, &[]).await;
     assert_eq!(ok(s, interfaces_cmd()).await, "lo");
     assert_eq!(ok(s, &connect_cmd(net.inner, 7001)).await, "refused");
 
     // Back to full with the CIDR allowed, then stop: slirp4netns is gone with the sandbox.
     let t = std::time::Instant::now();
-    env.driver
-        .set_network(&id, &policy(NetworkMode::Full, &allow))
-        .await
-        .unwrap();
+    set_policy(&env, &id, NetworkMode::Full, &allow).await;
     eprintln!("none -> full (rules + slirp4netns) in {:?}", t.elapsed());
     assert_eq!(ok(s, &connect_cmd(net.inner, 7001)).await, "hello");
     env.driver.stop(&id).await.unwrap();
