@@ -613,6 +613,13 @@ mod e2e {
             .1
     }
 
+    /// Creates a sandbox, which must succeed; returns its info.
+    async fn create(rs: &Real, body: Value) -> Value {
+        let (s, b) = rs.call(Method::POST, "/v1/sandboxes", body).await;
+        assert_eq!(s, 201, "{b}");
+        b
+    }
+
     async fn patch(rs: &Real, id: &str, body: Value) -> Value {
         let (s, b) = rs
             .call(Method::PATCH, &format!("/v1/sandboxes/{id}"), body)
@@ -649,15 +656,12 @@ mod e2e {
         else {
             return;
         };
-        let (s, b) = rs
-            .call(
-                Method::POST,
-                "/v1/sandboxes",
-                json!({"id": "egress-e2e", "network": {"mode": "allowlist",
-                    "allow": ["api.example.test", "rebind.example.test"]}}),
-            )
-            .await;
-        assert_eq!(s, 201, "{b}");
+        let b = create(
+            &rs,
+            json!({"id": "egress-e2e", "network": {"mode": "allowlist",
+                "allow": ["api.example.test", "rebind.example.test"]}}),
+        )
+        .await;
         assert_eq!(b["network"]["allow"][1], "rebind.example.test", "{b}");
         let id = "egress-e2e";
         let api_url = format!("http://api.example.test:{}/", api.addr.port());
@@ -750,20 +754,17 @@ mod e2e {
         else {
             return;
         };
-        let (s, b) = rs
-            .call(
-                Method::POST,
-                "/v1/sandboxes",
-                json!({"id": "egress-secrets",
-                "network": {"mode": "allowlist", "allow": ["*.example.test"]},
-                "secrets": {
-                    "API_TOKEN": {"value": "http-s3cret", "hosts": ["api.example.test"]},
-                    "SECURE_TOKEN": {"value": "Bearer tls-s3cret",
-                        "hosts": ["secure.example.test"], "header": "Authorization"}
-                }}),
-            )
-            .await;
-        assert_eq!(s, 201, "{b}");
+        let b = create(
+            &rs,
+            json!({"id": "egress-secrets",
+            "network": {"mode": "allowlist", "allow": ["*.example.test"]},
+            "secrets": {
+                "API_TOKEN": {"value": "http-s3cret", "hosts": ["api.example.test"]},
+                "SECURE_TOKEN": {"value": "Bearer tls-s3cret",
+                    "hosts": ["secure.example.test"], "header": "Authorization"}
+            }}),
+        )
+        .await;
         assert!(
             !b.to_string().contains("s3cret"),
             "secret values are never returned: {b}"
@@ -901,14 +902,11 @@ mod e2e {
             return;
         };
         let id = "egress-git";
-        let (s, b) = rs
-            .call(
-                Method::POST,
-                "/v1/sandboxes",
-                json!({"id": id, "network": {"mode": "allowlist", "allow": ["git.example.test"]}}),
-            )
-            .await;
-        assert_eq!(s, 201, "{b}");
+        create(
+            &rs,
+            json!({"id": id, "network": {"mode": "allowlist", "allow": ["git.example.test"]}}),
+        )
+        .await;
         let url = format!("http://git.example.test:{}/repo.git", server.addr.port());
         let (s, b) = rs
             .call(
