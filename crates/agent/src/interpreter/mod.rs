@@ -490,6 +490,7 @@ fn prepare(
                     "op": "run",
                     "code": prepared.code,
                     "async": prepared.is_async,
+                    "sync": next_run_id(),
                 })),
                 Err(e) => {
                     let sandpit_interpreter::PrepareError::Syntax { message, .. } = &e;
@@ -629,6 +630,14 @@ mod tests {
         )
         .unwrap();
         assert!(!request["code"].as_str().unwrap().contains(": number"));
+        // Every run carries its own sync number, to be echoed on the executor's pipes.
+        let python = prepare(Language::Python, None, "1".into()).unwrap();
+        let javascript = prepare(Language::JavaScript, None, "1".into()).unwrap();
+        let numbers = [&request, &python, &javascript].map(|r| r["sync"].as_u64().unwrap());
+        assert!(
+            numbers[0] < numbers[1] && numbers[1] < numbers[2],
+            "{numbers:?}"
+        );
         let Err(event) = prepare(Language::JavaScript, None, "let = = 1".into()) else {
             panic!("a syntax error must not reach the executor");
         };

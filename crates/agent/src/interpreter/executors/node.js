@@ -2,10 +2,11 @@
 //
 // Protocol (see the agent's interpreter module): requests arrive on fd 3 and events leave on
 // fd 4, one JSON object per line. Requests: {"op":"configure","cwd":..,"env":{..}} and
-// {"op":"run","code":..,"async":bool}, where `code` was prepared by the agent (TypeScript
-// transpiled, REPL rewrite: its completion value is the cell's last expression, or a Promise
-// of it when `async`). Events: ready, stdout, stderr, result, error, and `done` after every
-// request. SIGINT interrupts a run.
+// {"op":"run","code":..,"async":bool,"sync":n}, where `code` was prepared by the agent
+// (TypeScript transpiled, REPL rewrite: its completion value is the cell's last expression,
+// or a Promise of it when `async`). Events: ready, stdout, stderr, result, error, and `done` after every
+// request (after a run with `sync`, `\0sandpit-sync:n\0` on stdout and stderr first). SIGINT
+// interrupts a run.
 'use strict';
 
 const fs = require('node:fs');
@@ -371,7 +372,35 @@ function configure(request) {
   }
 }
 
+// Sync markers go through the executor's own stdout/stderr pipes, opened anew at start (the
+// code may close or replace fd 1/2): the agent ends a run once both came through, so output
+// that a child process or a raw fd write made just before the end is not overtaken by `done`.
+function pipeFor(fd) {
+  try {
+    return fs.openSync(`/proc/self/fd/${fd}`, fs.constants.O_WRONLY);
+  } catch {
+    return fd;
+  }
+}
+const SYNC_FDS = [pipeFor(1), pipeFor(2)];
+
+function writeSyncMarkers(sync) {
+  const marker = Buffer.from(`\0sandpit-sync:${sync}\0`, 'latin1');
+  for (const fd of SYNC_FDS) {
+    let offset = 0;
+    while (offset < marker.length) {
+      try {
+        offset += fs.writeSync(fd, marker, offset, marker.length - offset);
+      } catch (error) {
+        if (error.code !== 'EAGAIN') break;
+        Atomics.wait(sleepCell, 0, 0, 1);
+      }
+    }
+  }
+}
+
 async function handle(line) {
+  let sync;
   try {
     let request;
     try {
@@ -380,13 +409,17 @@ async function handle(line) {
       emit({ type: 'error', ename: 'ProtocolError', evalue: `bad request: ${error.message}`, traceback: [] });
       return;
     }
-    if (request?.op === 'run') await run(request);
+    if (request?.op === 'run') {
+      if (Number.isSafeInteger(request.sync)) sync = request.sync;
+      await run(request);
+    }
     else if (request?.op === 'configure') configure(request);
     else emit({ type: 'error', ename: 'ProtocolError', evalue: `unknown op ${JSON.stringify(request?.op)}`, traceback: [] });
   } catch (error) {
     // Formatting the user's value or error failed (a throwing getter, a hostile Proxy).
     emit({ type: 'error', ename: 'InternalError', evalue: `the executor could not report the outcome: ${String(error?.message ?? 'unknown')}`, traceback: [] });
   } finally {
+    if (sync !== undefined) writeSyncMarkers(sync);
     // Always, so the agent never waits for a run that is over.
     emit({ type: 'done', execution_count: executionCount });
   }
