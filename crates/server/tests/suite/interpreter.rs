@@ -652,6 +652,23 @@ async fn serial_interpreter_javascript_and_typescript() {
         show(&e)
     );
 
+    // Output of a child process and raw fd writes at the very end of a run belong to the run:
+    // they arrive before `execution_complete` (pipe sync markers, never shown).
+    for i in 0..10 {
+        let code = format!(
+            "require('child_process').execSync('echo from-child {i}', {{stdio: 'inherit'}});\n\
+             require('fs').writeSync(1, 'raw {i}\\n');"
+        );
+        let e = rs.run(sb, &js, &code).await;
+        complete(&e);
+        assert_eq!(
+            stdout(&e),
+            format!("from-child {i}\nraw {i}\n"),
+            "{}",
+            show(&e)
+        );
+    }
+
     // Top-level await, console output streamed live.
     let e = rs
         .run_timed(
