@@ -79,14 +79,31 @@ pub struct LaunchConfig {
     /// symlink): the only DNS server a sandbox can reach is its network driver's.
     #[serde(default)]
     pub resolv_conf: Option<String>,
+    /// ext4 image (host path) loop-mounted at `<sandbox_dir>/disk` inside the launcher's mount
+    /// namespace; the writable layer then lives on it, so its size caps the sandbox's disk use.
+    /// `None`: the writable layer is `<sandbox_dir>/upper` and `work` on the host file system.
+    #[serde(default)]
+    pub disk_image: Option<PathBuf>,
 }
 
 impl LaunchConfig {
+    /// Where the writable layer's file system is: the disk image's mount point, or the
+    /// sandbox dir itself.
+    fn layer_root(&self) -> PathBuf {
+        match self.disk_image {
+            Some(_) => self.disk_dir(),
+            None => self.sandbox_dir.clone(),
+        }
+    }
     pub fn upper_dir(&self) -> PathBuf {
-        self.sandbox_dir.join("upper")
+        self.layer_root().join("upper")
     }
     pub fn work_dir(&self) -> PathBuf {
-        self.sandbox_dir.join("work")
+        self.layer_root().join("work")
+    }
+    /// Mount point of [`LaunchConfig::disk_image`] (empty on the host).
+    pub fn disk_dir(&self) -> PathBuf {
+        self.sandbox_dir.join("disk")
     }
     pub fn lower_dir(&self) -> PathBuf {
         self.sandbox_dir.join("lower")
@@ -120,6 +137,11 @@ impl LaunchConfig {
                     "{what} {s:?} must be absolute and free of ',', ':', '\\' and whitespace (overlay options)"
                 ));
             }
+        }
+        if let Some(image) = &self.disk_image
+            && !image.is_absolute()
+        {
+            return bad(format!("disk_image {} must be absolute", image.display()));
         }
         if let Some(run_dir) = &self.run_dir
             && !run_dir.is_absolute()
@@ -277,6 +299,9 @@ pub fn enter_sandbox(cfg: &LaunchConfig) -> Result<Entered, LaunchError> {
         fs::create_dir_all(dir).map_err(LaunchError::sys("create the mount points"))?;
     }
     mounts::idmapped_bind(&cfg.image_rootfs, &lower, &userns)?;
+    if let Some(image) = &cfg.disk_image {
+        mounts::disk(image, &cfg.disk_dir(), cfg.uid_base)?;
+    }
     mounts::overlay(&lower, &cfg.upper_dir(), &cfg.work_dir(), &root)?;
     // Mounted here, by host root, so the sandbox's own mount namespace gets it locked.
     if let Some(run_dir) = &cfg.run_dir {
@@ -442,6 +467,7 @@ mod tests {
             log_file: None,
             run_dir: None,
             resolv_conf: None,
+            disk_image: None,
         }
     }
 
@@ -479,6 +505,18 @@ mod tests {
         assert!(c.validate().is_err());
         let mut c = config();
         c.listen_fd = 1;
+        assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn disk_image_moves_the_writable_layer() {
+        let mut c = config();
+        assert_eq!(c.upper_dir(), c.sandbox_dir.join("upper"));
+        c.disk_image = Some(c.sandbox_dir.join("disk.img"));
+        assert_eq!(c.upper_dir(), c.sandbox_dir.join("disk/upper"));
+        assert_eq!(c.work_dir(), c.sandbox_dir.join("disk/work"));
+        assert!(c.validate().is_ok());
+        c.disk_image = Some(PathBuf::from("disk.img"));
         assert!(c.validate().is_err());
     }
 

@@ -94,6 +94,47 @@ pub(crate) fn overlay(
     .map_err(LaunchError::sys("mount overlay root"))
 }
 
+/// Loop-mounts the ext4 image `image` at `target` (nodev, nosuid) and makes sure `upper/`
+/// (0755) and `work/` (0700) exist on it, owned by `owner` (sandbox root). Runs in the
+/// launcher's private mount namespace: the mount never shows on the host, and the loop device
+/// (autoclear) is detached once the last namespace holding the mount is gone.
+pub(crate) fn disk(image: &Path, target: &Path, owner: u32) -> Result<(), LaunchError> {
+    mount_point(target, "create the disk mount point")?;
+    let (dev, keep) = sys::loop_attach(image).map_err(LaunchError::sys("attach the disk image"))?;
+    mount(
+        Some(&dev),
+        target,
+        Some("ext4"),
+        MsFlags::MS_NODEV | MsFlags::MS_NOSUID,
+        NONE,
+    )
+    .map_err(LaunchError::sys("mount the disk image"))?;
+    // The mount holds the device now; with autoclear, closing ours leaves it to the mount.
+    drop(keep);
+    for (name, mode) in [("upper", 0o755), ("work", 0o700)] {
+        let dir = target.join(name);
+        match fs::symlink_metadata(&dir) {
+            Ok(meta) if meta.is_dir() => continue,
+            Ok(_) => {
+                return Err(LaunchError::sys("create the writable layer")(
+                    io::Error::new(
+                        io::ErrorKind::AlreadyExists,
+                        format!("{} is not a directory", dir.display()),
+                    ),
+                ));
+            }
+            Err(_) => {}
+        }
+        fs::DirBuilder::new()
+            .mode(mode)
+            .create(&dir)
+            .map_err(LaunchError::sys("create the writable layer"))?;
+        std::os::unix::fs::chown(&dir, Some(owner), Some(owner))
+            .map_err(LaunchError::sys("chown the writable layer"))?;
+    }
+    Ok(())
+}
+
 /// Host device nodes bind-mounted into the sandbox's /dev.
 const DEV_NODES: &[&str] = &["null", "zero", "full", "random", "urandom", "tty"];
 /// Symlinks of the sandbox's /dev.

@@ -161,3 +161,84 @@ pub(crate) fn exit_immediately(code: i32) -> ! {
     // SAFETY: `_exit` never returns and has no preconditions.
     unsafe { libc::_exit(code) }
 }
+
+/// `struct loop_info64` of `<linux/loop.h>`.
+#[repr(C)]
+#[allow(dead_code)] // filled in for the kernel, never read
+struct LoopInfo64 {
+    lo_device: u64,
+    lo_inode: u64,
+    lo_rdevice: u64,
+    lo_offset: u64,
+    lo_sizelimit: u64,
+    lo_number: u32,
+    lo_encrypt_type: u32,
+    lo_encrypt_key_size: u32,
+    lo_flags: u32,
+    lo_file_name: [u8; 64],
+    lo_crypt_name: [u8; 64],
+    lo_encrypt_key: [u8; 32],
+    lo_init: [u64; 2],
+}
+
+/// `struct loop_config` of `<linux/loop.h>`.
+#[repr(C)]
+#[allow(dead_code)] // filled in for the kernel, never read
+struct LoopConfig {
+    fd: u32,
+    block_size: u32,
+    info: LoopInfo64,
+    reserved: [u64; 8],
+}
+
+const LOOP_CTL_GET_FREE: libc::c_ulong = 0x4C82;
+const LOOP_CONFIGURE: libc::c_ulong = 0x4C0A;
+const LO_FLAGS_AUTOCLEAR: u32 = 4;
+
+/// Attaches `image` to a free loop device with `LO_FLAGS_AUTOCLEAR` (the kernel detaches it
+/// when the last user, the fd returned here or a mount, goes away). Returns the device's path
+/// and an open fd that keeps it attached until the caller has mounted it.
+pub(crate) fn loop_attach(image: &Path) -> io::Result<(std::path::PathBuf, OwnedFd)> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let backing = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
+        .open(image)?;
+    let control = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_CLOEXEC)
+        .open("/dev/loop-control")?;
+    // Another start may take the same free device between GET_FREE and CONFIGURE: retry.
+    let mut last = io::Error::from_raw_os_error(libc::EBUSY);
+    for _ in 0..16 {
+        // SAFETY: LOOP_CTL_GET_FREE takes no argument and returns a device number or -1.
+        let n = unsafe { libc::ioctl(control.as_raw_fd(), LOOP_CTL_GET_FREE) };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let path = std::path::PathBuf::from(format!("/dev/loop{n}"));
+        let dev = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_CLOEXEC)
+            .open(&path)?;
+        // SAFETY: an all-zero `loop_config` is valid (plain integers and byte arrays).
+        let mut cfg: LoopConfig = unsafe { std::mem::zeroed() };
+        cfg.fd = backing.as_raw_fd() as u32;
+        cfg.info.lo_flags = LO_FLAGS_AUTOCLEAR;
+        // SAFETY: `cfg` is a properly initialised `struct loop_config` that outlives the call;
+        // both fds are open.
+        let ret =
+            unsafe { libc::ioctl(dev.as_raw_fd(), LOOP_CONFIGURE, &cfg as *const LoopConfig) };
+        if ret == 0 {
+            return Ok((path, OwnedFd::from(dev)));
+        }
+        last = io::Error::last_os_error();
+        if last.raw_os_error() != Some(libc::EBUSY) {
+            return Err(last);
+        }
+    }
+    Err(last)
+}

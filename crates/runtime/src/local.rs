@@ -36,6 +36,9 @@ const MIN_MEMORY_MB: u64 = 8;
 const MIN_PIDS: u64 = 4;
 /// Cap on the launcher stderr kept for error messages.
 const MAX_STDERR: usize = 16 * 1024;
+/// Smallest and largest `diskMb` (ext4 with a journal needs a few MiB of its own).
+const MIN_DISK_MB: u64 = 16;
+const MAX_DISK_MB: u64 = 1 << 24;
 
 /// Settings of a [`LocalDriver`]; [`LocalDriverConfig::new`] fills in defaults.
 #[derive(Debug, Clone)]
@@ -56,6 +59,8 @@ pub struct LocalDriverConfig {
     pub slirp4netns: PathBuf,
     /// `nft`, run inside a sandbox's network namespace to load its firewall.
     pub nft: PathBuf,
+    /// `mkfs.ext4`, which formats the disk image of sandboxes with `diskMb`.
+    pub mkfs_ext4: PathBuf,
 }
 
 impl LocalDriverConfig {
@@ -69,6 +74,7 @@ impl LocalDriverConfig {
             nofile: sandpit_isolation::launch::DEFAULT_NOFILE,
             slirp4netns: PathBuf::from("/usr/bin/slirp4netns"),
             nft: PathBuf::from("/usr/sbin/nft"),
+            mkfs_ext4: PathBuf::from("/usr/sbin/mkfs.ext4"),
         }
     }
 }
@@ -389,7 +395,67 @@ impl LocalDriver {
         self.sandbox_dir(id).join("ephemeral")
     }
 
-    fn prepare_dirs(&self, spec: &SandboxSpec) -> Result<(), DriverError> {
+    /// `<data_dir>/sandboxes/<id>/disk.img`: the ext4 image holding the writable layer of a
+    /// sandbox first started with `diskMb`.
+    pub fn disk_image(&self, id: &str) -> PathBuf {
+        self.sandbox_dir(id).join("disk.img")
+    }
+
+    /// The disk image to start `spec` with, formatted on first use: only with `diskMb`, and
+    /// only for a sandbox whose writable layer is not already on the host file system (its
+    /// first start). The image keeps the size it was made with.
+    async fn prepare_disk(&self, spec: &SandboxSpec) -> Result<Option<PathBuf>, DriverError> {
+        let Some(mb) = spec.limits.disk_mb else {
+            return Ok(None);
+        };
+        let id = spec.id.as_str();
+        mkdir_mode(&self.sandbox_dir(id), 0o711).map_err(io_err(id, "create the sandbox dir"))?;
+        let image = self.disk_image(id);
+        if image.is_file() {
+            return Ok(Some(image));
+        }
+        if self.sandbox_dir(id).join("upper").exists() {
+            tracing::warn!(
+                id,
+                "diskMb set on a sandbox created without it: not enforced"
+            );
+            return Ok(None);
+        }
+        // Formatted under a temporary name, so a failed start never leaves a half-made image.
+        let tmp = self.sandbox_dir(id).join("disk.img.tmp");
+        let file = std::fs::File::create(&tmp).map_err(io_err(id, "create the disk image"))?;
+        file.set_len(mb << 20)
+            .map_err(io_err(id, "size the disk image"))?;
+        drop(file);
+        let owner = format!("root_owner={0}:{0},nodiscard", spec.uid_base);
+        let mut cmd = tokio::process::Command::new(&self.config.mkfs_ext4);
+        cmd.args(["-q", "-F", "-m", "0", "-E", &owner])
+            .arg(&tmp)
+            .env_clear()
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        let output = tokio::time::timeout(self.config.start_timeout, cmd.output()).await;
+        let failure = match output {
+            Ok(Ok(out)) if out.status.success() => None,
+            Ok(Ok(out)) => Some(String::from_utf8_lossy(&out.stderr).trim().to_string()),
+            Ok(Err(e)) => Some(format!("running {}: {e}", self.config.mkfs_ext4.display())),
+            Err(_) => Some("mkfs.ext4 did not finish in time".to_string()),
+        };
+        if let Some(message) = failure {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(DriverError::StartFailed {
+                id: id.to_string(),
+                message: format!("formatting the disk image failed: {message}"),
+            });
+        }
+        std::fs::rename(&tmp, &image).map_err(io_err(id, "install the disk image"))?;
+        Ok(Some(image))
+    }
+
+    /// `disk`: the writable layer is on that image (the launcher creates `upper/` and `work/`).
+    fn prepare_dirs(&self, spec: &SandboxSpec, disk: Option<&Path>) -> Result<(), DriverError> {
         let id = spec.id.as_str();
         let dir = self.sandbox_dir(id);
         mkdir_mode(&dir, 0o711).map_err(io_err(id, "create the sandbox dir"))?;
@@ -419,11 +485,14 @@ impl LocalDriver {
         }
         for (name, mode) in [("upper", 0o755), ("work", 0o700)] {
             let d = dir.join(name);
-            if !d.exists() {
+            if disk.is_none() && !d.exists() {
                 mkdir_mode(&d, mode).map_err(io_err(id, "create the writable layer"))?;
                 chown(&d, Some(spec.uid_base), Some(spec.uid_base))
                     .map_err(io_err(id, "chown the writable layer"))?;
             }
+        }
+        if disk.is_some() {
+            mkdir_mode(&dir.join("disk"), 0o755).map_err(io_err(id, "create the mount points"))?;
         }
         for name in ["lower", "rootfs"] {
             mkdir_mode(&dir.join(name), 0o755).map_err(io_err(id, "create the mount points"))?;
@@ -476,11 +545,23 @@ impl LocalDriver {
                 socket.display()
             )));
         }
+        if let Some(mb) = spec.limits.disk_mb
+            && !(MIN_DISK_MB..=MAX_DISK_MB).contains(&mb)
+        {
+            return Err(DriverError::InvalidSpec(format!(
+                "diskMb {mb} must be between {MIN_DISK_MB} and {MAX_DISK_MB}"
+            )));
+        }
         cgroup_limits(spec)
     }
 
     /// Runs the launcher and waits for its `{"pid": N}` line.
-    async fn launch(&self, spec: &SandboxSpec, listener: UnixListener) -> Result<u32, DriverError> {
+    async fn launch(
+        &self,
+        spec: &SandboxSpec,
+        listener: UnixListener,
+        disk: Option<PathBuf>,
+    ) -> Result<u32, DriverError> {
         let id = spec.id.as_str();
         let dir = self.sandbox_dir(id);
         let config = LaunchConfig {
@@ -496,6 +577,7 @@ impl LocalDriver {
             log_file: Some(self.agent_log(id)),
             run_dir: Some(self.run_dir(id)),
             resolv_conf: Some(network::RESOLV_CONF.to_string()),
+            disk_image: disk,
         };
         let input = serde_json::to_vec(&config).map_err(|e| DriverError::StartFailed {
             id: id.to_string(),
@@ -774,13 +856,14 @@ impl Driver for LocalDriver {
         if stale.is_some() || self.cgroups.exists(id) {
             self.teardown(id, stale).await?;
         }
-        self.prepare_dirs(spec)?;
+        let disk = self.prepare_disk(spec).await?;
+        self.prepare_dirs(spec, disk.as_deref())?;
         self.cgroups
             .create(id, &limits)
             .map_err(cg_err(id, "create the cgroups"))?;
         let started_at = Instant::now();
         let result = match self.bind_socket(id) {
-            Ok(listener) => self.launch(spec, listener).await,
+            Ok(listener) => self.launch(spec, listener, disk).await,
             Err(e) => Err(e),
         };
         let pid = match result {
@@ -831,6 +914,12 @@ impl Driver for LocalDriver {
             for name in ["upper", "work"] {
                 remove_dir_all_if_exists(&dir.join(name))
                     .map_err(io_err(id, "drop the writable layer"))?;
+            }
+            match std::fs::remove_file(self.disk_image(id)) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(io_err(id, "drop the disk image")(e));
+                }
+                _ => {}
             }
         }
         Ok(())

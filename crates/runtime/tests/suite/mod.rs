@@ -1,3 +1,4 @@
+mod disk;
 mod harness;
 mod isolation;
 mod lifecycle;

@@ -1,6 +1,7 @@
 mod api;
 mod archive;
 mod attacks;
+mod disk;
 mod e2e;
 mod egress;
 mod fake_agent;
