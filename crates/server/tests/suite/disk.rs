@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use reqwest::Method;
 use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::e2e::Real;
 use super::eventually;
@@ -39,18 +40,24 @@ async fn serial_e2e_disk_limit() {
     let text = format!("{}{}", out["stdout"], out["stderr"]);
     assert!(text.contains("No space left on device"), "{out}");
 
-    // The disk is full: an upload answers NO_SPACE.
-    let r = rs
-        .req_as(
-            &rs.key,
-            Method::PUT,
-            "/v1/sandboxes/e2e-disk/api/files/raw?path=/workspace/up",
-        )
-        .body(vec![7u8; 4 << 20])
-        .send()
-        .await
-        .unwrap();
-    let answer = r.text().await.unwrap();
+    // The disk is full: an upload answers NO_SPACE. The answer may come (and the connection
+    // close) before the client finished sending, so send raw, ignore EPIPE, read the answer, and
+    // keep this connection out of the harness's pool.
+    let body = vec![7u8; 4 << 20];
+    let addr = rs.base.trim_start_matches("http://").to_owned();
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let head = format!(
+        "PUT /v1/sandboxes/e2e-disk/api/files/raw?path=/workspace/up HTTP/1.1\r\n\
+         Host: sandpit\r\nAuthorization: Bearer {}\r\nConnection: close\r\n\
+         Content-Length: {}\r\n\r\n",
+        rs.key,
+        body.len()
+    );
+    let _ = stream.write_all(head.as_bytes()).await;
+    let _ = stream.write_all(&body).await;
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer).await;
+    let answer = String::from_utf8_lossy(&answer);
     assert!(answer.contains("\"NO_SPACE\""), "{answer}");
 
     let out = rs
