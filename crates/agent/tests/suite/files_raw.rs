@@ -184,20 +184,10 @@ async fn serial_full_disk_is_no_space_and_leaves_nothing() {
         .status()
         .unwrap();
     assert!(mounted.success());
-    // The agent answers as soon as the disk is full and closes the connection, so the client's
-    // write of the rest may fail (EPIPE): send raw, ignore that, then read what it answered.
     let body = random_bytes(4 << 20);
-    let mut stream = tokio::net::UnixStream::connect(&a.socket).await.unwrap();
-    let head = format!(
-        "PUT /api/files/raw?path=small/f.bin HTTP/1.1\r\nHost: sandbox\r\n\
-         Content-Length: {}\r\n\r\n",
-        body.len()
-    );
-    let _ = stream.write_all(head.as_bytes()).await;
-    let _ = stream.write_all(&body).await;
-    let mut answer = Vec::new();
-    let _ = tokio::io::AsyncReadExt::read_to_end(&mut stream, &mut answer).await;
-    let answer = String::from_utf8_lossy(&answer);
+    let answer = a
+        .send_refusable("PUT", "/api/files/raw?path=small/f.bin", &body)
+        .await;
     let leftovers = std::fs::read_dir(&small).unwrap().count();
     let _ = std::process::Command::new("umount").arg(&small).status();
     assert!(answer.starts_with("HTTP/1.1 500"), "{answer}");

@@ -124,6 +124,24 @@ impl Agent {
         }
     }
 
+    /// Sends a request whose body the agent may refuse before reading it all (413, a full
+    /// disk): it answers early and closes, so the client's write of the rest may fail (EPIPE).
+    /// Sends raw, ignores that, and returns everything the agent answered.
+    pub async fn send_refusable(&self, method: &str, path: &str, body: &[u8]) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut stream = UnixStream::connect(&self.socket).await.unwrap();
+        let head = format!(
+            "{method} {path} HTTP/1.1\r\nHost: sandbox\r\nContent-Type: application/json\r\n\
+             Content-Length: {}\r\n\r\n",
+            body.len()
+        );
+        let _ = stream.write_all(head.as_bytes()).await;
+        let _ = stream.write_all(body).await;
+        let mut answer = Vec::new();
+        let _ = stream.read_to_end(&mut answer).await;
+        String::from_utf8_lossy(&answer).into_owned()
+    }
+
     pub async fn post(&self, path: &str, body: Value) -> Resp {
         self.raw("POST", path, body.to_string()).await
     }
