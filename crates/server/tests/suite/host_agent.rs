@@ -13,15 +13,15 @@ use serde_json::{Value, json};
 
 use super::{eventually, status_json};
 
-struct Host {
-    server: Server,
+pub(super) struct Host {
+    pub(super) server: Server,
     client: reqwest::Client,
     base: String,
     _tmp: tempfile::TempDir,
 }
 
 impl Host {
-    async fn start() -> Option<Host> {
+    pub(super) async fn start() -> Option<Host> {
         let Some(agent) = find_agent_binary() else {
             eprintln!(
                 "\n!!! SKIPPED: no sandpit-agent binary (cargo build -p sandpit-agent) !!!\n"

@@ -1,42 +1,21 @@
 //! WebSockets through the control plane with the real agent as a host process: the PTY and the
 //! control transport, with the key as a header, as `?access_token=` and as a single-use ticket.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
-use sandpit_server::testing::HostDriver;
-use sandpit_server::{Server, find_agent_binary};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+
+use super::host_agent::Host;
 
 type Ws =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 const WAIT: Duration = Duration::from_secs(20);
 
-struct Host {
-    server: Server,
-    _tmp: tempfile::TempDir,
-}
-
 impl Host {
-    async fn start() -> Option<Host> {
-        let Some(agent) = find_agent_binary() else {
-            eprintln!(
-                "\n!!! SKIPPED: no sandpit-agent binary (cargo build -p sandpit-agent) !!!\n"
-            );
-            return None;
-        };
-        let tmp = tempfile::Builder::new().prefix("spw").tempdir().unwrap();
-        let config = super::config(tmp.path());
-        super::make_image(&config, "default");
-        let driver = Arc::new(HostDriver::new(tmp.path().join("agents"), agent));
-        let server = Server::start_with_driver(config, driver).await.unwrap();
-        Some(Host { server, _tmp: tmp })
-    }
-
     fn url(&self, path: &str) -> String {
         format!("ws://{}{path}", self.server.addr())
     }
