@@ -193,7 +193,7 @@ pub struct ServeArgs {
     pub listen: SocketAddr,
     #[command(flatten)]
     pub images: ImagesDir,
-    /// Parent domain of preview URLs (`{port}-{id}-{token}.{domain}`); the default resolves
+    /// Parent domain of preview URLs (`{port}-{id}-{hash}-{token}.{domain}`); the default resolves
     /// to loopback with no DNS set-up. A public domain needs wildcard DNS to this server.
     #[arg(long, default_value = "localhost")]
     pub preview_domain: String,
@@ -207,10 +207,19 @@ pub struct ServeArgs {
     /// The egress proxy resolves NAME to ADDRESS instead of asking DNS (repeatable).
     #[arg(long, value_name = "NAME=ADDRESS", value_parser = crate::commands::serve::parse_resolve)]
     pub egress_resolve: Vec<(String, std::net::IpAddr)>,
-    /// Also block this CIDR for every sandbox (repeatable; loopback, private, link-local and
-    /// metadata ranges are always blocked unless a sandbox's policy allows their CIDR).
+    /// Block this CIDR for every sandbox, whatever its policy, through the egress proxy and
+    /// in full mode (repeatable). Loopback, link-local/metadata and this host's addresses are
+    /// always blocked; private ranges open only for CIDRs set with the admin key.
     #[arg(long, value_name = "CIDR", value_parser = crate::commands::serve::parse_cidr)]
     pub egress_block: Vec<sandpit_server::egress::IpNet>,
+    /// Treat this CIDR as private: only a policy set with the admin key opens it (repeatable;
+    /// RFC 1918, CGNAT, unique-local and documentation ranges are private already).
+    #[arg(long, value_name = "CIDR", value_parser = crate::commands::serve::parse_cidr)]
+    pub egress_private: Vec<sandpit_server::egress::IpNet>,
+    /// Grant a private range to every sandbox of a tenant (repeatable). Loopback, link-local
+    /// and --egress-block ranges cannot be granted.
+    #[arg(long, value_name = "TENANT=CIDR", value_parser = crate::commands::serve::parse_grant)]
+    pub egress_grant: Vec<(String, sandpit_server::egress::IpNet)>,
     /// PEM file of CA certificates trusted for upstream TLS of intercepted connections,
     /// besides the host's bundle (repeatable).
     #[arg(long, value_name = "PEM")]

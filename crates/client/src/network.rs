@@ -1,13 +1,15 @@
 //! Outbound network policy and secrets of a sandbox (`PATCH /v1/sandboxes/{id}` with `network`
-//! or `secrets`), and small constructors for the policy types.
+//! or `secrets`), its egress log (`GET /v1/sandboxes/{id}/egress-log`), and small constructors
+//! for the policy types.
 
 use std::collections::BTreeMap;
 
+use reqwest::Method;
 use sandpit_protocol::control::{
-    NetworkMode, NetworkPolicy, SandboxInfo, SecretSpec, UpdateSandboxRequest,
+    EgressLogPage, NetworkMode, NetworkPolicy, SandboxInfo, SecretSpec, UpdateSandboxRequest,
 };
 
-use crate::client::Client;
+use crate::client::{Client, check_id};
 use crate::error::Result;
 
 /// Loopback only (the default): every request through the egress proxy is refused.
@@ -16,7 +18,8 @@ pub fn no_network() -> NetworkPolicy {
 }
 
 /// Only these domain patterns (`example.com`, `*.example.com`) and CIDRs (`10.1.0.0/16`),
-/// through sandpit's egress proxy.
+/// through sandpit's egress proxy. CIDRs open private ranges only when the admin key sets the
+/// policy; loopback, link-local/metadata and the operator's blocks never open.
 pub fn allowlist<S: Into<String>>(allow: impl IntoIterator<Item = S>) -> NetworkPolicy {
     NetworkPolicy {
         mode: NetworkMode::Allowlist,
@@ -24,8 +27,8 @@ pub fn allowlist<S: Into<String>>(allow: impl IntoIterator<Item = S>) -> Network
     }
 }
 
-/// Direct user-mode networking; host loopback, private, link-local and metadata addresses stay
-/// blocked unless a CIDR in `allow` names them.
+/// Direct user-mode networking; host loopback, link-local and metadata addresses and the
+/// operator's blocks stay blocked; private ranges open only for CIDRs the admin key set.
 pub fn full_network<S: Into<String>>(allow: impl IntoIterator<Item = S>) -> NetworkPolicy {
     NetworkPolicy {
         mode: NetworkMode::Full,
@@ -68,6 +71,14 @@ impl Client {
             ..Default::default()
         };
         self.update(id, &request).await
+    }
+
+    /// The sandbox's egress log: each request or connection through its egress proxy (host,
+    /// port, allowed/denied/failed with the rule and reason, bytes up and down), oldest first.
+    pub async fn egress_log(&self, id: &str) -> Result<EgressLogPage> {
+        check_id(id)?;
+        let path = format!("/v1/sandboxes/{id}/egress-log");
+        self.json(self.request(Method::GET, &path)).await
     }
 }
 

@@ -31,7 +31,7 @@ impl ExposeOptions {
 
 impl SandboxHandle {
     /// Exposes `port` (1024–65535) of the sandbox at a preview URL
-    /// (`http://{port}-{id}-{token}.{domain}:{port}/`), which the server proxies, WebSockets
+    /// (`http://{port}-{id}-{hash}-{token}.{domain}:{port}/`), which the server proxies, WebSockets
     /// included, to whatever listens on that port inside the sandbox.
     pub async fn expose_port(&self, port: u16, options: &ExposeOptions) -> Result<ExposedPort> {
         let body = ExposePortRequest {

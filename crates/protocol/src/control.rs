@@ -135,6 +135,54 @@ pub struct NetworkPolicy {
     pub allow: Vec<String>,
 }
 
+/// What the egress proxy did with a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "lowercase")]
+pub enum EgressDecision {
+    /// Relayed.
+    Allowed,
+    /// Refused by a rule (the program got 403 `EGRESS_DENIED`).
+    Denied,
+    /// Allowed, but the destination could not be reached (502).
+    Failed,
+}
+
+/// One request or connection through a sandbox's egress proxy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct EgressLogEntry {
+    /// When it was decided (RFC 3339).
+    pub time: String,
+    pub host: String,
+    pub port: u16,
+    /// `http` (a plain request) or `connect` (a tunnel, HTTPS included).
+    pub kind: String,
+    pub decision: EgressDecision,
+    /// The rule that refused (`allow-list`, `always-blocked`, `operator-block`,
+    /// `operator-only`, `host-address`, `network-none`, `allow-list-address`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
+    /// Why it was refused or failed, as the program inside was told.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Bytes sent to the destination (so far, while open).
+    pub bytes_up: u64,
+    /// Bytes received from the destination.
+    pub bytes_down: u64,
+}
+
+/// `GET /v1/sandboxes/{id}/egress-log`: the newest entries, oldest first.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct EgressLogPage {
+    pub entries: Vec<EgressLogEntry>,
+    /// Older entries dropped from the bounded log.
+    pub dropped: u64,
+}
+
 /// A secret bound to destination hosts. Inside the sandbox the env var named after the secret
 /// holds only a placeholder; the egress proxy replaces the placeholder by `value` in request
 /// headers to `hosts` (and sets `header` to `value` when given).

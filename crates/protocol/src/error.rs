@@ -126,6 +126,8 @@ error_codes! {
     // Preview URLs (the seed's codes, §3.6 of the reference).
     InvalidToken = 404,
     StalePreviewUrl = 410,
+    // The egress proxy's answer to a program inside a sandbox.
+    EgressDenied = 403,
 }
 
 impl ErrorCode {

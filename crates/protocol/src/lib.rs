@@ -4,12 +4,15 @@
 //! * [`container`]: the in-sandbox agent API, byte-compatible with the Cloudflare Sandbox
 //!   container protocol (`/api/*`), including SSE event enums.
 //! * [`control`]: the control-plane API (`/v1/sandboxes`).
+//! * [`netrange`]: the address ranges sandboxes never reach on their own (egress proxy and
+//!   `full`-mode firewall alike).
 //!
 //! No I/O and no async runtime here: every crate may depend on this one.
 
 pub mod container;
 pub mod control;
 pub mod error;
+pub mod netrange;
 pub mod time;
 
 pub use error::{ErrorCode, ErrorResponse};

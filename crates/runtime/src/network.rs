@@ -9,13 +9,17 @@
 //! - `netdev sandpit`, hook `egress` on the tap device: what leaves towards slirp, including raw
 //!   frames written with `AF_PACKET` (sandbox root keeps `CAP_NET_RAW`), which skip `output`.
 //!
-//! Order: always refused ([`DENY_V4`] + the host's own addresses), slirp's DNS allowed, the
-//! policy's CIDRs allowed, then [`BLOCK_V4`] refused; everything else (public addresses) passes.
-//! IPv6 is not routed by slirp here and is refused outright.
+//! Order: always refused ([`deny_v4`]: the always-blocked ranges of
+//! [`sandpit_protocol::netrange`], slirp's gateway, the operator's blocks and the host's own
+//! addresses), slirp's DNS allowed, the policy's CIDRs allowed (the server passes only operator
+//! grants), then the operator-only ranges ([`block_v4`]) refused; everything else (public
+//! addresses) passes. The ranges are the egress proxy's, from the one table in the protocol
+//! crate. IPv6 is not routed by slirp here and is refused outright.
 
 use std::net::{IpAddr, Ipv4Addr};
 
 use sandpit_protocol::control::NetworkPolicy;
+use sandpit_protocol::netrange::{RESERVED_RANGES, RangeClass};
 
 /// The tap device slirp4netns creates inside the sandbox.
 pub const TAP_DEVICE: &str = "tap0";
@@ -26,26 +30,32 @@ pub const SLIRP_DNS: Ipv4Addr = Ipv4Addr::new(10, 0, 2, 3);
 /// What sandboxes get as `/etc/resolv.conf`.
 pub const RESOLV_CONF: &str = "nameserver 10.0.2.3\n";
 
-/// Refused even when the policy names them: this host (unspecified, loopback, slirp's gateway,
-/// broadcast). The host's interface addresses are added at apply time.
-pub const DENY_V4: &[&str] = &["0.0.0.0/8", "127.0.0.0/8", "10.0.2.2", "255.255.255.255"];
+/// The IPv4 reserved ranges of one class.
+fn reserved_v4(class: RangeClass) -> impl Iterator<Item = Cidr4> {
+    RESERVED_RANGES
+        .iter()
+        .filter(move |r| r.class == class)
+        .filter_map(|r| Cidr4::parse(r.cidr))
+}
 
-/// Refused unless a CIDR of the policy allows them: private, CGNAT, link-local (with the cloud
-/// metadata address), benchmarking, documentation, multicast and reserved ranges.
-pub const BLOCK_V4: &[&str] = &[
-    "10.0.0.0/8",
-    "100.64.0.0/10",
-    "169.254.0.0/16",
-    "172.16.0.0/12",
-    "192.0.0.0/24",
-    "192.0.2.0/24",
-    "192.168.0.0/16",
-    "198.18.0.0/15",
-    "198.51.100.0/24",
-    "203.0.113.0/24",
-    "224.0.0.0/4",
-    "240.0.0.0/4",
-];
+/// Refused even when the policy names them: the always-blocked ranges (this host's loopback,
+/// link-local with cloud metadata, multicast, reserved, broadcast), slirp's gateway (the host),
+/// and the operator's blocks (`operator`, IPv6 entries ignored).
+pub fn deny_v4(operator: &[String]) -> Vec<Cidr4> {
+    reserved_v4(RangeClass::AlwaysBlocked)
+        .chain(std::iter::once(Cidr4 {
+            addr: SLIRP_GATEWAY,
+            prefix: 32,
+        }))
+        .chain(operator.iter().filter_map(|s| Cidr4::parse(s)))
+        .collect()
+}
+
+/// Refused unless an operator-granted CIDR allows them: private, CGNAT, benchmarking,
+/// documentation and other special-purpose ranges.
+pub fn block_v4() -> Vec<Cidr4> {
+    reserved_v4(RangeClass::OperatorOnly).collect()
+}
 
 /// An IPv4 network with its host bits cleared.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -133,11 +143,12 @@ fn table(family: &str, head: &str, sets: &str, rules: &[String]) -> String {
 }
 
 /// The nft script (`nft -f -`) for a `full` sandbox: atomically replaces both tables.
-pub fn nft_script(allow: &[Cidr4], host: &[Ipv4Addr]) -> String {
-    let mut deny: Vec<String> = DENY_V4.iter().map(|s| s.to_string()).collect();
+/// `operator`: the operator's blocks.
+pub fn nft_script(allow: &[Cidr4], host: &[Ipv4Addr], operator: &[String]) -> String {
+    let mut deny: Vec<String> = deny_v4(operator).iter().map(Cidr4::to_string).collect();
     deny.extend(host.iter().map(|a| a.to_string()));
     let allow: Vec<String> = allow.iter().map(Cidr4::to_string).collect();
-    let block: Vec<String> = BLOCK_V4.iter().map(|s| s.to_string()).collect();
+    let block: Vec<String> = block_v4().iter().map(Cidr4::to_string).collect();
     let sets = format!(
         "{}{}{}",
         set("deny", &deny),
@@ -183,7 +194,7 @@ pub fn nft_script(allow: &[Cidr4], host: &[Ipv4Addr]) -> String {
 
 /// Whether `addr` is one a `full` sandbox may reach under `allow` (the rules' decision, for
 /// documentation and tests).
-pub fn reachable(addr: IpAddr, allow: &[Cidr4], host: &[Ipv4Addr]) -> bool {
+pub fn reachable(addr: IpAddr, allow: &[Cidr4], host: &[Ipv4Addr], operator: &[String]) -> bool {
     let IpAddr::V4(v4) = addr else {
         return false;
     };
@@ -191,18 +202,13 @@ pub fn reachable(addr: IpAddr, allow: &[Cidr4], host: &[Ipv4Addr]) -> bool {
         let mask = u32::MAX.checked_shl(32 - u32::from(c.prefix)).unwrap_or(0);
         u32::from(v4) & mask == u32::from(c.addr)
     };
-    let parsed = |list: &[&str]| {
-        list.iter()
-            .filter_map(|s| Cidr4::parse(s))
-            .collect::<Vec<_>>()
-    };
-    if host.contains(&v4) || parsed(DENY_V4).iter().any(within) {
+    if host.contains(&v4) || deny_v4(operator).iter().any(within) {
         return false;
     }
     if v4 == SLIRP_DNS || allow.iter().any(within) {
         return true;
     }
-    !parsed(BLOCK_V4).iter().any(within)
+    !block_v4().iter().any(within)
 }
 
 #[cfg(test)]
@@ -241,7 +247,8 @@ mod tests {
     fn decisions() {
         let host = [Ipv4Addr::new(10, 9, 0, 1), Ipv4Addr::new(198, 51, 100, 7)];
         let allow = [Cidr4::parse("10.9.0.0/30").unwrap()];
-        let ok = |a: &str| reachable(a.parse().unwrap(), &allow, &host);
+        let operator = ["8.8.4.0/24".to_string(), "2001:db8::/32".to_string()];
+        let ok = |a: &str| reachable(a.parse().unwrap(), &allow, &host, &operator);
         assert!(ok("10.9.0.2"), "allowed CIDR");
         assert!(!ok("10.9.0.1"), "host address inside an allowed CIDR");
         assert!(!ok("10.9.0.5"), "private outside the allowed CIDR");
@@ -253,7 +260,22 @@ mod tests {
         assert!(!ok("100.64.0.1"));
         assert!(!ok("198.51.100.7"), "host's public address");
         assert!(ok("1.1.1.1"), "public");
+        assert!(!ok("8.8.4.4"), "operator block");
+        assert!(!ok("203.0.113.9"), "documentation");
         assert!(!ok("::1"));
+        // Always-blocked ranges stay closed even inside an allowed CIDR.
+        let everything = [Cidr4::parse("0.0.0.0/0").unwrap()];
+        let ok_all = |a: &str| reachable(a.parse().unwrap(), &everything, &host, &operator);
+        assert!(ok_all("10.1.1.1") && ok_all("192.168.1.1"));
+        for never in [
+            "127.0.0.1",
+            "169.254.169.254",
+            "10.0.2.2",
+            "8.8.4.4",
+            "10.9.0.1",
+        ] {
+            assert!(!ok_all(never), "{never}");
+        }
     }
 
     #[test]
@@ -261,6 +283,12 @@ mod tests {
         let script = nft_script(
             &[Cidr4::parse("10.9.0.0/30").unwrap()],
             &[Ipv4Addr::new(192, 0, 2, 10)],
+            &["8.8.4.0/24".to_string()],
+        );
+        assert!(script.contains("8.8.4.0/24"));
+        assert!(
+            script.contains("203.0.113.0/24"),
+            "documentation ranges are blocked"
         );
         assert!(script.contains("delete table inet sandpit"));
         assert!(script.contains("delete table netdev sandpit"));
@@ -274,7 +302,7 @@ mod tests {
             script.find("@block").unwrap(),
         );
         assert!(d < a && a < b);
-        let empty = nft_script(&[], &[]);
+        let empty = nft_script(&[], &[], &[]);
         assert!(empty.contains("set allow { type ipv4_addr; flags interval; auto-merge; }"));
     }
 }

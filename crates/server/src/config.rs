@@ -44,9 +44,18 @@ pub struct ServeConfig {
     pub preview_port: Option<u16>,
     /// Names the egress proxy resolves without DNS ("api.example.test" → 127.0.0.1).
     pub egress_resolve: BTreeMap<String, IpAddr>,
-    /// Addresses sandboxes never reach unless their policy allows the CIDR (default: loopback,
-    /// private, CGNAT, link-local and metadata, unspecified, multicast, reserved).
+    /// The operator's blocks (`--egress-block`): no sandbox reaches them, whatever its policy,
+    /// through the proxy or in `full` mode. The built-in reserved ranges
+    /// (`sandpit_protocol::netrange`) are blocked besides these.
     pub egress_blocked: Vec<IpNet>,
+    /// Ranges the operator declares private besides the built-in ones (`--egress-private`):
+    /// only a policy set with the admin key opens them.
+    pub egress_private: Vec<IpNet>,
+    /// Ranges taken out of the built-in reserved classes. For tests, whose servers listen on
+    /// loopback; deliberately not a CLI flag.
+    pub egress_unblocked: Vec<IpNet>,
+    /// Private ranges granted to every sandbox of a tenant (`--egress-grant TENANT=CIDR`).
+    pub egress_grants: BTreeMap<String, Vec<IpNet>>,
     /// PEM files trusted for upstream TLS of intercepted connections, besides the host's bundle.
     pub egress_extra_roots: Vec<PathBuf>,
 }
@@ -74,7 +83,10 @@ impl ServeConfig {
             preview_scheme: "http".into(),
             preview_port: None,
             egress_resolve: BTreeMap::new(),
-            egress_blocked: crate::egress::default_blocked(),
+            egress_blocked: Vec::new(),
+            egress_private: Vec::new(),
+            egress_unblocked: Vec::new(),
+            egress_grants: BTreeMap::new(),
             egress_extra_roots: Vec::new(),
         }
     }

@@ -111,6 +111,10 @@ fn router(
         .route("/v1/sandboxes/{id}/stop", post(sandboxes::stop))
         .route("/v1/sandboxes/{id}/env", post(routes::env::set_env))
         .route(
+            "/v1/sandboxes/{id}/egress-log",
+            get(routes::egress::egress_log),
+        )
+        .route(
             "/v1/sandboxes/{id}/files/{*path}",
             get(files::download).put(files::upload),
         )
@@ -235,6 +239,9 @@ impl Server {
             egress::Egress::new(&egress::EgressConfig {
                 resolve: config.egress_resolve.clone(),
                 blocked: config.egress_blocked.clone(),
+                private: config.egress_private.clone(),
+                unblocked: config.egress_unblocked.clone(),
+                grants: config.egress_grants.clone(),
                 extra_roots: config.egress_extra_roots.clone(),
             })
             .context("setting up the egress proxy")?,
@@ -386,7 +393,15 @@ async fn reap_forever(manager: Arc<Manager>, every: Duration, mut stop: watch::R
 /// The namespace driver, keeping its per-sandbox dirs and sockets under the data dir.
 fn local_driver(config: &ServeConfig) -> anyhow::Result<Arc<dyn Driver>> {
     let data_dir = std::path::absolute(&config.data_dir)?;
-    let driver = sandpit_runtime::local::LocalDriver::new(data_dir, config.agent_bin.clone())
+    let mut driver_config =
+        sandpit_runtime::local::LocalDriverConfig::new(data_dir, config.agent_bin.clone());
+    // The operator's blocks hold in `full` mode too (its firewall refuses them).
+    driver_config.blocked = config
+        .egress_blocked
+        .iter()
+        .map(|n| n.to_string())
+        .collect();
+    let driver = sandpit_runtime::local::LocalDriver::with_config(driver_config)
         .context("setting up the local sandbox driver")?;
     Ok(Arc::new(driver))
 }

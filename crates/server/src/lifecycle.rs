@@ -18,8 +18,8 @@ use sandpit_image::{ImageError, ImageStore};
 use sandpit_protocol::ErrorCode;
 use sandpit_protocol::container::EnvMap;
 use sandpit_protocol::control::{
-    CreateSandboxRequest, DEFAULT_IMAGE, DEFAULT_SLEEP_AFTER_SECS, Limits, SandboxInfo,
-    SandboxState, UpdateSandboxRequest, validate_sandbox_id,
+    CreateSandboxRequest, DEFAULT_IMAGE, DEFAULT_SLEEP_AFTER_SECS, EgressLogPage, Limits,
+    SandboxInfo, SandboxState, UpdateSandboxRequest, validate_sandbox_id,
 };
 use sandpit_protocol::time::{parse_duration, timestamp};
 use sandpit_runtime::{Driver, DriverError, SandboxSpec, Started};
@@ -385,7 +385,13 @@ impl Manager {
         env.extend(egress::secret_env(&network.secrets));
         if let Some(run_dir) = self.driver.run_dir(&entry.internal) {
             self.egress
-                .attach(&entry.internal, &run_dir, &image_rootfs, &network)
+                .attach(
+                    &entry.tenant,
+                    &entry.internal,
+                    &run_dir,
+                    &image_rootfs,
+                    &network,
+                )
                 .map_err(|e| {
                     ApiError::new(
                         ErrorCode::SandboxStartFailed,
@@ -401,7 +407,7 @@ impl Manager {
             env,
             uid_base: uid_base(record.slot),
             ephemeral: o.ephemeral,
-            network: network.policy,
+            network: self.egress.driver_policy(&entry.tenant, &network),
         };
         let started = self.driver.start(&spec).await.map_err(|e| {
             self.egress.detach(&entry.internal);
@@ -511,9 +517,11 @@ impl Manager {
     }
 
     /// `POST /v1/sandboxes`: create-or-get. Returns the sandbox and whether it was created.
+    /// `by_operator`: the request came with the admin key (its network CIDRs are grants).
     pub async fn create(
         &self,
         tenant: &str,
+        by_operator: bool,
         req: CreateSandboxRequest,
     ) -> ApiResult<(SandboxInfo, bool)> {
         let id = match req.id {
@@ -527,7 +535,8 @@ impl Manager {
             req.env.as_ref(),
             req.limits.as_ref(),
         )?;
-        let network = NetworkChanges::parse(req.network.as_ref(), req.secrets.as_ref())?;
+        let network =
+            NetworkChanges::parse(req.network.as_ref(), req.secrets.as_ref(), by_operator)?;
         let entry = self.entry(tenant, &id);
         let mut inner = entry.inner.lock().await;
         if let Some(mut record) = self.load(&entry, &mut inner).await? {
@@ -604,9 +613,11 @@ impl Manager {
         Ok((infos, next))
     }
 
+    /// `PATCH /v1/sandboxes/{id}`; `by_operator` as for [`Manager::create`].
     pub async fn update(
         &self,
         tenant: &str,
+        by_operator: bool,
         id: &str,
         req: UpdateSandboxRequest,
     ) -> ApiResult<SandboxInfo> {
@@ -616,7 +627,8 @@ impl Manager {
             req.env.as_ref(),
             req.limits.as_ref(),
         )?;
-        let network = NetworkChanges::parse(req.network.as_ref(), req.secrets.as_ref())?;
+        let network =
+            NetworkChanges::parse(req.network.as_ref(), req.secrets.as_ref(), by_operator)?;
         let entry = self.known_entry(tenant, id).await?;
         let mut inner = entry.inner.lock().await;
         let mut record = self
@@ -650,11 +662,14 @@ impl Manager {
             return Ok(());
         };
         self.egress
-            .update(&entry.internal, &network)
+            .update(&entry.tenant, &entry.internal, &network)
             .map_err(|e| ApiError::validation(e.to_string()))?;
         if policy_changed {
             self.driver
-                .set_network(&entry.internal, &network.policy)
+                .set_network(
+                    &entry.internal,
+                    &self.egress.driver_policy(&entry.tenant, &network),
+                )
                 .await
                 .map_err(|e| {
                     ApiError::internal(format!("applying the network policy: {e}"))
@@ -717,9 +732,20 @@ impl Manager {
             ApiError::internal(format!("destroying sandbox {id:?}: {e}")).context("sandboxId", id)
         })?;
         self.store.delete_sandbox(tenant, id).await?;
+        self.egress.forget(&entry.internal);
         inner.record = None;
         tracing::info!(sandbox = %id, tenant = %tenant, "sandbox destroyed");
         Ok(())
+    }
+
+    /// `GET /v1/sandboxes/{id}/egress-log`: the tenant's sandbox's egress log.
+    pub async fn egress_log(&self, tenant: &str, id: &str) -> ApiResult<EgressLogPage> {
+        let record = self
+            .store
+            .get_sandbox(tenant, id)
+            .await?
+            .ok_or_else(|| ApiError::sandbox_not_found(id))?;
+        Ok(self.egress.log_page(&record.internal_id))
     }
 
     /// A running sandbox for a forwarded request: created with defaults if unknown, woken if

@@ -20,6 +20,7 @@ use crate::routes::{files, keys, sandboxes};
         sandboxes::destroy,
         sandboxes::stop,
         crate::routes::env::set_env,
+        crate::routes::egress::egress_log,
         sandboxes::forward_get,
         sandboxes::forward_post,
         sandboxes::forward_delete,
@@ -42,6 +43,9 @@ use crate::routes::{files, keys, sandboxes};
         sandpit_protocol::control::ExposePortRequest,
         sandpit_protocol::control::ExposedPort,
         sandpit_protocol::control::ExposedPortList,
+        sandpit_protocol::control::EgressLogPage,
+        sandpit_protocol::control::EgressLogEntry,
+        sandpit_protocol::control::EgressDecision,
         sandpit_protocol::ErrorResponse,
         sandpit_protocol::ErrorCode,
         sandpit_protocol::container::FileUploadResponse,
@@ -56,7 +60,7 @@ use crate::routes::{files, keys, sandboxes};
         (name = "forward", description = "The container API of one sandbox"),
         (name = "files", description = "Raw file bytes of one sandbox, any size"),
         (name = "keys", description = "API keys (admin)"),
-        (name = "preview", description = "Preview URLs: ports of a sandbox reachable at `{port}-{id}-{token}.{domain}`"),
+        (name = "preview", description = "Preview URLs: ports of a sandbox reachable at `{port}-{id}-{hash}-{token}.{domain}`"),
     )
 )]
 struct ApiDoc;

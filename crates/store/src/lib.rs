@@ -135,6 +135,9 @@ pub struct SandboxNetwork {
     pub secrets: Vec<StoredSecret>,
     /// `(certificate, private key)`, PEM; made on first start.
     pub ca: Option<(String, String)>,
+    /// The policy was set with the admin key: its CIDRs are operator grants and may open
+    /// private ranges (never always-blocked ones). A tenant's change of the policy clears it.
+    pub operator_policy: bool,
 }
 
 /// Persistent state of the control plane. Every method is safe to call concurrently.

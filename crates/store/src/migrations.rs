@@ -85,6 +85,11 @@ pub(crate) const MIGRATIONS: &[(i64, &str)] = &[
             ca_key   TEXT
         );",
     ),
+    (
+        6,
+        // 1: the policy was set with the admin key, so its CIDRs may open private ranges.
+        "ALTER TABLE sandbox_network ADD COLUMN operator_policy INTEGER NOT NULL DEFAULT 0;",
+    ),
 ];
 
 /// Brings the schema to the newest version.

@@ -575,7 +575,7 @@ impl Store for SqliteStore {
         self.with(move |c| {
             let row = c
                 .query_row(
-                    "SELECT policy, secrets, ca_cert, ca_key FROM sandbox_network \
+                    "SELECT policy, secrets, ca_cert, ca_key, operator_policy FROM sandbox_network \
                      WHERE sandbox = ?1",
                     [&sandbox],
                     |r| {
@@ -584,11 +584,12 @@ impl Store for SqliteStore {
                             r.get::<_, String>(1)?,
                             r.get::<_, Option<String>>(2)?,
                             r.get::<_, Option<String>>(3)?,
+                            r.get::<_, bool>(4)?,
                         ))
                     },
                 )
                 .optional()?;
-            let Some((policy, secrets, cert, key)) = row else {
+            let Some((policy, secrets, cert, key, operator_policy)) = row else {
                 return Ok(None);
             };
             let corrupt = |e: serde_json::Error| StoreError::Corrupt {
@@ -599,6 +600,7 @@ impl Store for SqliteStore {
                 policy: serde_json::from_str(&policy).map_err(corrupt)?,
                 secrets: serde_json::from_str(&secrets).map_err(corrupt)?,
                 ca: cert.zip(key),
+                operator_policy,
             }))
         })
         .await
@@ -613,12 +615,14 @@ impl Store for SqliteStore {
         let policy = serde_json::to_string(&network.policy).map_err(encode)?;
         let secrets = serde_json::to_string(&network.secrets).map_err(encode)?;
         let (cert, key) = network.ca.clone().unzip();
+        let operator_policy = network.operator_policy;
         self.with(move |c| {
             c.execute(
-                "INSERT INTO sandbox_network (sandbox, policy, secrets, ca_cert, ca_key) \
-                 VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT(sandbox) DO UPDATE SET \
-                 policy = ?2, secrets = ?3, ca_cert = ?4, ca_key = ?5",
-                params![sandbox, policy, secrets, cert, key],
+                "INSERT INTO sandbox_network \
+                 (sandbox, policy, secrets, ca_cert, ca_key, operator_policy) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT(sandbox) DO UPDATE SET \
+                 policy = ?2, secrets = ?3, ca_cert = ?4, ca_key = ?5, operator_policy = ?6",
+                params![sandbox, policy, secrets, cert, key, operator_policy],
             )?;
             Ok(())
         })

@@ -7,7 +7,7 @@ use anyhow::{anyhow, bail};
 use clap::{Args, Subcommand};
 use sandpit_client::Client;
 use sandpit_client::protocol::control::{
-    NetworkMode, NetworkPolicy, SandboxInfo, SecretInfo, SecretSpec,
+    EgressDecision, EgressLogPage, NetworkMode, NetworkPolicy, SandboxInfo, SecretInfo, SecretSpec,
 };
 
 use crate::commands::sandbox::render_table;
@@ -52,6 +52,10 @@ pub struct NetworkArgs {
     /// when --mode is absent).
     #[arg(long = "allow", value_name = "PATTERN")]
     pub allow: Vec<String>,
+    /// Print the egress log instead: each request through the egress proxy, allowed or
+    /// denied (with the reason), and its bytes.
+    #[arg(long, conflicts_with_all = ["mode", "allow"])]
+    pub log: bool,
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
@@ -92,6 +96,15 @@ pub struct SecretArg {
 }
 
 pub async fn network(client: &Client, args: NetworkArgs) -> anyhow::Result<()> {
+    if args.log {
+        let page = client.egress_log(&args.id).await?;
+        if args.json {
+            println!("{}", serde_json::to_string_pretty(&page)?);
+        } else {
+            print!("{}", log_table(&page));
+        }
+        return Ok(());
+    }
     let info = match policy(args.mode, &args.allow) {
         Some(policy) => client.set_network(&args.id, &policy).await?,
         None => client.get(&args.id).await?,
@@ -102,6 +115,37 @@ pub async fn network(client: &Client, args: NetworkArgs) -> anyhow::Result<()> {
         print!("{}", describe_policy(&info.network));
     }
     Ok(())
+}
+
+/// The egress log as a table: time, decision, destination, bytes and the reason.
+fn log_table(page: &EgressLogPage) -> String {
+    let rows: Vec<[String; 6]> = page
+        .entries
+        .iter()
+        .map(|e| {
+            let decision = match e.decision {
+                EgressDecision::Allowed => "allowed",
+                EgressDecision::Denied => "denied",
+                EgressDecision::Failed => "failed",
+            };
+            [
+                e.time.clone(),
+                decision.to_owned(),
+                format!("{} {}:{}", e.kind, e.host, e.port),
+                e.bytes_up.to_string(),
+                e.bytes_down.to_string(),
+                e.reason.clone().unwrap_or_else(|| "-".into()),
+            ]
+        })
+        .collect();
+    let mut out = render_table(
+        ["TIME", "DECISION", "DESTINATION", "UP", "DOWN", "REASON"],
+        &rows,
+    );
+    if page.dropped > 0 {
+        out.push_str(&format!("({} older entries dropped)\n", page.dropped));
+    }
+    out
 }
 
 pub async fn secret(client: &Client, command: SecretCommand) -> anyhow::Result<()> {

@@ -17,6 +17,10 @@ pub async fn run(args: ServeArgs, data_dir: PathBuf) -> anyhow::Result<()> {
     config.preview_port = args.preview_port;
     config.egress_resolve.extend(args.egress_resolve);
     config.egress_blocked.extend(args.egress_block);
+    config.egress_private.extend(args.egress_private);
+    for (tenant, net) in args.egress_grant {
+        config.egress_grants.entry(tenant).or_default().push(net);
+    }
     config.egress_extra_roots = args.egress_root;
 
     let images_dir = config.images_dir.clone();
@@ -44,6 +48,14 @@ pub fn parse_resolve(s: &str) -> Result<(String, std::net::IpAddr), String> {
         .parse()
         .map_err(|e| format!("{addr:?} is not an IP address: {e}"))?;
     Ok((name.to_owned(), addr))
+}
+
+/// `--egress-grant TENANT=CIDR`.
+pub fn parse_grant(s: &str) -> Result<(String, sandpit_server::egress::IpNet), String> {
+    let (tenant, cidr) = s
+        .split_once('=')
+        .ok_or_else(|| format!("{s:?}: expected TENANT=CIDR"))?;
+    Ok((tenant.to_owned(), parse_cidr(cidr)?))
 }
 
 /// `--egress-block CIDR` (a bare address blocks that host).

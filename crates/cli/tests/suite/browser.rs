@@ -186,15 +186,17 @@ fn serial_browser_preview_websocket() {
             .success(),
     );
     let rotated = rotated.trim().to_owned();
+    // Same sandbox label (`browser1-<hash>`), new token.
+    let label = host.split_once('.').unwrap().0.rsplit_once('-').unwrap().0;
     assert_eq!(
         rotated,
-        format!("http://8080-browser1-fresh_token.localhost:{port}/")
+        format!("http://{label}-fresh_token.localhost:{port}/")
     );
     assert_eq!(get(&url).0, 404);
     wait_ok(&rotated);
     let dom = chromium_dom(&chromium, &rotated);
     assert!(
-        dom.contains("echo: hello from 8080-browser1-fresh_token.localhost"),
+        dom.contains(&format!("echo: hello from {label}-fresh_token.localhost")),
         "{dom}"
     );
 

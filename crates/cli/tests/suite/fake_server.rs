@@ -109,6 +109,17 @@ fn handle(
                 {"port": 3000, "token": "abc", "url": "http://3000-demo-abc.localhost:7070/"}]}),
         ),
         ("DELETE", "/v1/sandboxes/demo/ports/8080") => StatusCode::NO_CONTENT.into_response(),
+        ("GET", "/v1/sandboxes/demo/egress-log") => json_response(
+            StatusCode::OK,
+            json!({"entries": [
+                {"time": "2026-12-07T00:41:02.113Z", "host": "pypi.org", "port": 443,
+                 "kind": "connect", "decision": "allowed", "bytesUp": 517, "bytesDown": 4096},
+                {"time": "2026-12-07T00:41:05.871Z", "host": "127.0.0.1", "port": 5432,
+                 "kind": "http", "decision": "denied", "rule": "always-blocked",
+                 "reason": "address 127.0.0.1 in always-blocked range loopback (127.0.0.0/8)",
+                 "bytesUp": 0, "bytesDown": 0}],
+             "dropped": 2}),
+        ),
         ("GET", "/v1/sandboxes/demo") => {
             let mut info = info("demo", "running");
             info["network"] = json!({"mode": "allowlist", "allow": ["pypi.org", "10.0.0.0/8"]});
@@ -395,6 +406,63 @@ fn network_shows_and_replaces_the_policy() {
         .assert()
         .success()
         .stdout("{\n  \"mode\": \"allowlist\",\n  \"allow\": [\n    \"github.com\"\n  ]\n}\n");
+}
+
+#[test]
+fn network_log_prints_the_egress_log() {
+    let (url, _) = start();
+    let out = cli(&url)
+        .args(["network", "demo", "--log"])
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let out = String::from_utf8(out).unwrap();
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 4, "{out}");
+    let words = |line: &str| {
+        line.split_whitespace()
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        words(lines[0]),
+        ["TIME", "DECISION", "DESTINATION", "UP", "DOWN", "REASON"]
+    );
+    assert_eq!(
+        words(lines[1]),
+        [
+            "2026-12-07T00:41:02.113Z",
+            "allowed",
+            "connect",
+            "pypi.org:443",
+            "517",
+            "4096",
+            "-"
+        ]
+    );
+    assert!(
+        lines[2].contains("denied")
+            && lines[2].contains("http 127.0.0.1:5432")
+            && lines[2]
+                .ends_with("address 127.0.0.1 in always-blocked range loopback (127.0.0.0/8)"),
+        "{out}"
+    );
+    assert_eq!(lines[3], "(2 older entries dropped)");
+    let out = cli(&url)
+        .args(["network", "demo", "--log", "--json"])
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let page: Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(page["entries"][1]["rule"], "always-blocked");
+    cli(&url)
+        .args(["network", "demo", "--log", "--mode", "none"])
+        .assert()
+        .failure();
 }
 
 #[test]

@@ -1,9 +1,18 @@
 //! The egress proxy: each running sandbox gets an HTTP proxy on `<run dir>/egress.sock` (the
-//! agent inside bridges `127.0.0.1:3128` to it), deciding by the sandbox's network policy,
-//! blocking loopback/private/metadata addresses at connect time, and injecting the sandbox's
-//! secrets into requests to the hosts they are bound to (HTTPS through TLS interception with a
-//! per-sandbox CA that only that sandbox trusts).
+//! agent inside bridges `127.0.0.1:3128` to it), deciding by the sandbox's network policy under
+//! the operator's address blocks, and injecting the sandbox's secrets into requests to the
+//! hosts they are bound to (HTTPS through TLS interception with a per-sandbox CA that only that
+//! sandbox trusts). Every decision goes to the sandbox's bounded egress log.
+//!
+//! * [`blocks`]: the operator's address blocks above every policy;
+//! * [`decision`]: typed denials and the answers programs inside get;
+//! * [`log`]: the per-sandbox egress log and byte counting;
+//! * `policy`: a sandbox's compiled allow-list and secrets; `proxy`: the HTTP proxy;
+//!   [`state`]: the stored egress state; `tls`: interception.
 
+pub mod blocks;
+pub mod decision;
+pub mod log;
 mod policy;
 mod proxy;
 pub mod state;
@@ -17,13 +26,15 @@ use std::sync::{Arc, Mutex, RwLock};
 
 pub use ipnet::IpNet;
 use rustls::ClientConfig;
-use sandpit_protocol::control::{NetworkPolicy, SecretInfo, SecretSpec};
+use sandpit_protocol::control::{EgressLogPage, NetworkPolicy, SecretInfo, SecretSpec};
 use sandpit_store::{SandboxNetwork, StoredSecret};
 use tokio_util::sync::CancellationToken;
 
-pub use policy::{DomainPattern, Rules, default_blocked, parse_cidr, validate_policy};
+pub use blocks::AddressBlocks;
+pub use policy::{DomainPattern, Rules, parse_cidr, validate_policy};
 pub use tls::{HOST_CA_BUNDLE, TlsError, generate_ca};
 
+use log::EgressLog;
 use proxy::SandboxProxy;
 use tls::SandboxCa;
 
@@ -37,24 +48,20 @@ pub const BUNDLE_NAME: &str = "ca-bundle.crt";
 const IMAGE_CA_BUNDLE: &str = "etc/ssl/certs/ca-certificates.crt";
 
 /// Operator settings of the egress proxy.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct EgressConfig {
     /// Names resolved without DNS (tests: "api.example.test" → 127.0.0.1).
     pub resolve: BTreeMap<String, IpAddr>,
-    /// Addresses never connected to unless a sandbox's policy allows their CIDR.
+    /// The operator's blocks (`--egress-block`): never connected to, whatever a policy says.
     pub blocked: Vec<IpNet>,
+    /// Ranges the operator declares private (grant-only) besides the built-in ones.
+    pub private: Vec<IpNet>,
+    /// Ranges taken out of the built-in reserved classes (tests reach loopback servers so).
+    pub unblocked: Vec<IpNet>,
+    /// Private ranges the operator grants to every sandbox of a tenant, by tenant.
+    pub grants: BTreeMap<String, Vec<IpNet>>,
     /// PEM files trusted for upstream TLS besides the host's CA bundle.
     pub extra_roots: Vec<PathBuf>,
-}
-
-impl Default for EgressConfig {
-    fn default() -> Self {
-        EgressConfig {
-            resolve: BTreeMap::new(),
-            blocked: default_blocked(),
-            extra_roots: Vec::new(),
-        }
-    }
 }
 
 /// Errors of attaching a sandbox's proxy.
@@ -76,14 +83,18 @@ pub enum EgressError {
 /// What every sandbox's proxy shares.
 pub(crate) struct Shared {
     pub resolve: HashMap<String, IpAddr>,
-    pub blocked: Vec<IpNet>,
+    pub blocks: AddressBlocks,
     pub upstream_tls: Arc<ClientConfig>,
 }
 
-/// The proxies of the running sandboxes, by internal id.
+/// The proxies of the running sandboxes and the egress logs of all, by internal id.
 pub struct Egress {
     shared: Arc<Shared>,
+    /// The operator's per-tenant grants of private ranges.
+    grants: BTreeMap<String, Vec<IpNet>>,
     proxies: Mutex<HashMap<String, Arc<SandboxProxy>>>,
+    /// Kept while a sandbox sleeps; dropped when it is destroyed ([`Egress::forget`]).
+    logs: Mutex<HashMap<String, Arc<EgressLog>>>,
 }
 
 impl Egress {
@@ -93,28 +104,39 @@ impl Egress {
             .iter()
             .map(|(name, ip)| (policy::normalize_host(name), *ip))
             .collect();
+        let host = sandpit_runtime::network::host_addresses()
+            .into_iter()
+            .map(IpAddr::V4)
+            .collect();
         Ok(Egress {
             shared: Arc::new(Shared {
                 resolve,
-                blocked: config.blocked.clone(),
+                blocks: AddressBlocks::new(
+                    config.blocked.clone(),
+                    host,
+                    config.private.clone(),
+                    config.unblocked.clone(),
+                ),
                 upstream_tls: tls::upstream_config(&config.extra_roots)?,
             }),
+            grants: config.grants.clone(),
             proxies: Mutex::default(),
+            logs: Mutex::default(),
         })
     }
 
-    /// Starts the proxy of sandbox `internal`: `egress.sock` (0666), `ca.crt` and
+    /// Starts the proxy of sandbox `internal` of `tenant`: `egress.sock` (0666), `ca.crt` and
     /// `ca-bundle.crt` in `run_dir`. Replaces a proxy left from an earlier run.
     pub fn attach(
         &self,
+        tenant: &str,
         internal: &str,
         run_dir: &Path,
         image_rootfs: &Path,
         network: &SandboxNetwork,
     ) -> Result<(), EgressError> {
         self.detach(internal);
-        let rules =
-            Rules::compile(&network.policy, &network.secrets).map_err(EgressError::Invalid)?;
+        let rules = self.compile(tenant, network)?;
         let ca = match &network.ca {
             Some((cert, key)) => Some(Arc::new(SandboxCa::load(internal, cert, key)?)),
             None => None,
@@ -150,6 +172,7 @@ impl Egress {
             shared: self.shared.clone(),
             rules: RwLock::new(Arc::new(rules)),
             ca,
+            log: self.log_of(internal),
             cancel: CancellationToken::new(),
             connections: Arc::new(tokio::sync::Semaphore::new(proxy::MAX_CONNECTIONS)),
         });
@@ -166,17 +189,79 @@ impl Egress {
     }
 
     /// Applies a changed policy or secrets to a running sandbox's proxy (no-op when none runs).
-    pub fn update(&self, internal: &str, network: &SandboxNetwork) -> Result<(), EgressError> {
-        let rules =
-            Rules::compile(&network.policy, &network.secrets).map_err(EgressError::Invalid)?;
+    pub fn update(
+        &self,
+        tenant: &str,
+        internal: &str,
+        network: &SandboxNetwork,
+    ) -> Result<(), EgressError> {
+        let rules = self.compile(tenant, network)?;
         if let Some(proxy) = self.lock().get(internal) {
             *proxy.rules.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(rules);
         }
         Ok(())
     }
 
+    /// The egress log of a sandbox (empty when it never used its proxy).
+    pub fn log_page(&self, internal: &str) -> EgressLogPage {
+        self.logs()
+            .get(internal)
+            .map(|log| log.page())
+            .unwrap_or_default()
+    }
+
+    /// Drops the egress log of a destroyed sandbox.
+    pub fn forget(&self, internal: &str) {
+        self.logs().remove(internal);
+    }
+
+    fn log_of(&self, internal: &str) -> Arc<EgressLog> {
+        self.logs().entry(internal.to_owned()).or_default().clone()
+    }
+
+    fn logs(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<EgressLog>>> {
+        self.logs.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<SandboxProxy>>> {
         self.proxies.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// The CIDRs that may open private ranges for a sandbox: its policy's CIDRs when the operator
+/// set it (admin key), and the operator's grants to its tenant.
+fn granted(
+    grants: &BTreeMap<String, Vec<IpNet>>,
+    tenant: &str,
+    network: &SandboxNetwork,
+) -> Vec<IpNet> {
+    let own = network
+        .policy
+        .allow
+        .iter()
+        .filter(|_| network.operator_policy)
+        .filter_map(|entry| parse_cidr(entry));
+    own.chain(grants.get(tenant).into_iter().flatten().copied())
+        .collect()
+}
+
+impl Egress {
+    fn compile(&self, tenant: &str, network: &SandboxNetwork) -> Result<Rules, EgressError> {
+        let granted = granted(&self.grants, tenant, network);
+        Rules::compile(&network.policy, &network.secrets, granted).map_err(EgressError::Invalid)
+    }
+
+    /// The policy the driver enforces in `full` mode: its allow set opens only the private
+    /// ranges the operator granted (a tenant's CIDRs grant nothing: public addresses are open
+    /// in `full` mode anyway, and always-blocked ranges are refused before the allow set).
+    pub fn driver_policy(&self, tenant: &str, network: &SandboxNetwork) -> NetworkPolicy {
+        NetworkPolicy {
+            mode: network.policy.mode,
+            allow: granted(&self.grants, tenant, network)
+                .iter()
+                .map(IpNet::to_string)
+                .collect(),
+        }
     }
 }
 

@@ -3,10 +3,13 @@
 use std::net::IpAddr;
 
 use http::HeaderName;
-use http::StatusCode;
 use ipnet::IpNet;
 use sandpit_protocol::control::{NetworkMode, NetworkPolicy};
+use sandpit_protocol::netrange::canonical_ip;
 use sandpit_store::StoredSecret;
+
+use super::blocks::AddressBlocks;
+use super::decision::Denial;
 
 /// A host pattern: `example.com` (that name only) or `*.example.com` (any name below it).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,44 +67,6 @@ pub fn parse_cidr(s: &str) -> Option<IpNet> {
     s.parse::<IpAddr>().ok().map(IpNet::from)
 }
 
-/// `::ffff:a.b.c.d` is checked as `a.b.c.d`.
-pub fn canonical_ip(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
-        v4 => v4,
-    }
-}
-
-/// Why the proxy refused, as the HTTP answer tells it.
-#[derive(Debug, Clone)]
-pub struct Refusal {
-    pub status: StatusCode,
-    pub message: String,
-}
-
-impl Refusal {
-    pub fn forbidden(host: &str, reason: impl std::fmt::Display) -> Self {
-        Refusal {
-            status: StatusCode::FORBIDDEN,
-            message: format!("sandpit egress proxy refused {host}: {reason}"),
-        }
-    }
-
-    pub fn bad_gateway(host: &str, reason: impl std::fmt::Display) -> Self {
-        Refusal {
-            status: StatusCode::BAD_GATEWAY,
-            message: format!("sandpit egress proxy could not reach {host}: {reason}"),
-        }
-    }
-
-    pub fn bad_request(reason: impl std::fmt::Display) -> Self {
-        Refusal {
-            status: StatusCode::BAD_REQUEST,
-            message: format!("sandpit egress proxy: {reason}"),
-        }
-    }
-}
-
 /// A secret ready for injection.
 #[derive(Debug, Clone)]
 pub struct Secret {
@@ -118,6 +83,10 @@ pub struct Rules {
     pub mode: NetworkMode,
     pub domains: Vec<DomainPattern>,
     pub cidrs: Vec<IpNet>,
+    /// CIDRs that may open private ranges: the operator's grants (the policy's own CIDRs when
+    /// the admin key set it, the tenant's grants in the server config). Always-blocked ranges
+    /// and operator blocks stay closed regardless.
+    pub granted: Vec<IpNet>,
     pub secrets: Vec<Secret>,
 }
 
@@ -186,7 +155,12 @@ pub fn compile_secret(s: &StoredSecret) -> Result<Secret, String> {
 }
 
 impl Rules {
-    pub fn compile(policy: &NetworkPolicy, secrets: &[StoredSecret]) -> Result<Rules, String> {
+    /// `granted`: the operator's grants of private ranges to this sandbox.
+    pub fn compile(
+        policy: &NetworkPolicy,
+        secrets: &[StoredSecret],
+        granted: Vec<IpNet>,
+    ) -> Result<Rules, String> {
         let (domains, cidrs) = validate_policy(policy)?;
         let secrets = secrets
             .iter()
@@ -196,41 +170,29 @@ impl Rules {
             mode: policy.mode,
             domains,
             cidrs,
+            granted,
             secrets,
         })
     }
 
     /// May the sandbox ask for `host` (normalized) at all? Decided before any resolution.
-    pub fn check_host(&self, host: &str) -> Result<(), Refusal> {
+    pub fn check_host(&self, host: &str) -> Result<(), Denial> {
         match self.mode {
-            NetworkMode::None => Err(Refusal::forbidden(
-                host,
-                "the sandbox's network policy is none (no outbound access)",
-            )),
+            NetworkMode::None => Err(Denial::NoNetwork),
             NetworkMode::Full => Ok(()),
             NetworkMode::Allowlist => match host.parse::<IpAddr>() {
                 Ok(ip) if self.in_cidrs(ip) => Ok(()),
-                Ok(_) => Err(Refusal::forbidden(
-                    host,
-                    "direct connections to IP addresses are refused (no allowed CIDR contains it)",
-                )),
+                Ok(_) => Err(Denial::AddressNotAllowed),
                 Err(_) if self.domains.iter().any(|d| d.matches(host)) => Ok(()),
-                Err(_) => Err(Refusal::forbidden(host, "not in the allowlist")),
+                Err(_) => Err(Denial::NotAllowed),
             },
         }
     }
 
-    /// May the proxy connect to `ip`, an address `host` resolved to? CIDRs the policy allows
-    /// explicitly win over the block list.
-    pub fn check_addr(&self, host: &str, ip: IpAddr, blocked: &[IpNet]) -> Result<(), Refusal> {
-        let ip = canonical_ip(ip);
-        if self.in_cidrs(ip) || !blocked.iter().any(|net| net.contains(&ip)) {
-            return Ok(());
-        }
-        Err(Refusal::forbidden(
-            host,
-            format!("it resolves to a blocked address {ip}"),
-        ))
+    /// May the proxy connect to `ip`, an address the host resolved to? The operator's blocks
+    /// decide; the policy only contributes its operator grants.
+    pub fn check_addr(&self, ip: IpAddr, blocks: &AddressBlocks) -> Result<(), Denial> {
+        blocks.check(ip, &self.granted)
     }
 
     fn in_cidrs(&self, ip: IpAddr) -> bool {
@@ -247,32 +209,6 @@ impl Rules {
     }
 }
 
-/// The addresses blocked unless a policy allows their CIDR: loopback, private, CGNAT,
-/// link-local (cloud metadata), unspecified, benchmarking, multicast and reserved ranges.
-pub fn default_blocked() -> Vec<IpNet> {
-    [
-        "0.0.0.0/8",
-        "10.0.0.0/8",
-        "100.64.0.0/10",
-        "127.0.0.0/8",
-        "169.254.0.0/16",
-        "172.16.0.0/12",
-        "192.0.0.0/24",
-        "192.168.0.0/16",
-        "198.18.0.0/15",
-        "224.0.0.0/4",
-        "240.0.0.0/4",
-        "::/128",
-        "::1/128",
-        "fc00::/7",
-        "fe80::/10",
-        "ff00::/8",
-    ]
-    .iter()
-    .filter_map(|s| s.parse().ok())
-    .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -282,7 +218,7 @@ mod tests {
             mode,
             allow: allow.iter().map(|s| s.to_string()).collect(),
         };
-        Rules::compile(&policy, &[]).unwrap()
+        Rules::compile(&policy, &[], Vec::new()).unwrap()
     }
 
     #[test]
@@ -300,39 +236,45 @@ mod tests {
 
     #[test]
     fn allowlist_decides_by_name_and_cidr() {
-        let r = rules(NetworkMode::Allowlist, &["*.example.com", "10.1.0.0/16"]);
+        let r = rules(NetworkMode::Allowlist, &["*.example.com", "93.184.0.0/16"]);
         assert!(r.check_host("api.example.com").is_ok());
-        let e = r.check_host("example.org").unwrap_err();
-        assert!(e.message.contains("not in the allowlist"), "{}", e.message);
-        assert!(r.check_host("10.1.2.3").is_ok());
-        assert!(r.check_host("10.2.0.1").is_err());
-        let blocked = default_blocked();
-        assert!(
-            r.check_addr("x", "10.1.9.9".parse().unwrap(), &blocked)
-                .is_ok()
-        );
-        let e = r
-            .check_addr("x", "::ffff:127.0.0.1".parse().unwrap(), &blocked)
-            .unwrap_err();
-        assert!(
-            e.message.contains("blocked address 127.0.0.1"),
-            "{}",
-            e.message
-        );
-        assert!(
-            r.check_addr("x", "169.254.169.254".parse().unwrap(), &blocked)
-                .is_err()
-        );
-        assert!(
-            r.check_addr("x", "93.184.216.34".parse().unwrap(), &blocked)
-                .is_ok()
-        );
-        assert!(
-            rules(NetworkMode::None, &[])
-                .check_host("example.com")
-                .is_err()
+        assert_eq!(r.check_host("example.org"), Err(Denial::NotAllowed));
+        assert!(r.check_host("93.184.2.3").is_ok());
+        assert_eq!(r.check_host("10.2.0.1"), Err(Denial::AddressNotAllowed));
+        assert_eq!(
+            rules(NetworkMode::None, &[]).check_host("example.com"),
+            Err(Denial::NoNetwork)
         );
         assert!(rules(NetworkMode::Full, &[]).check_host("1.2.3.4").is_ok());
+    }
+
+    #[test]
+    fn only_granted_cidrs_open_private_ranges() {
+        let policy = NetworkPolicy {
+            mode: NetworkMode::Allowlist,
+            allow: vec!["0.0.0.0/0".into(), "::/0".into()],
+        };
+        let blocks = AddressBlocks::default();
+        let tenant = Rules::compile(&policy, &[], Vec::new()).unwrap();
+        let operator = Rules::compile(&policy, &[], vec!["10.1.0.0/16".parse().unwrap()]).unwrap();
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert_eq!(
+            tenant
+                .check_addr(ip("10.1.9.9"), &blocks)
+                .unwrap_err()
+                .rule(),
+            "operator-only"
+        );
+        assert!(operator.check_addr(ip("10.1.9.9"), &blocks).is_ok());
+        for r in [&tenant, &operator] {
+            let e = r.check_addr(ip("::ffff:127.0.0.1"), &blocks).unwrap_err();
+            assert_eq!(
+                e.to_string(),
+                "address 127.0.0.1 in always-blocked range loopback (127.0.0.0/8)"
+            );
+            assert!(r.check_addr(ip("169.254.169.254"), &blocks).is_err());
+            assert!(r.check_addr(ip("93.184.216.34"), &blocks).is_ok());
+        }
     }
 
     #[test]
@@ -345,13 +287,13 @@ mod tests {
             placeholder: "p".into(),
         };
         let policy = NetworkPolicy::default();
-        let r = Rules::compile(&policy, std::slice::from_ref(&s)).unwrap();
+        let r = Rules::compile(&policy, std::slice::from_ref(&s), Vec::new()).unwrap();
         assert_eq!(r.secrets_for("api.example.com").len(), 1);
         assert!(r.secrets_for("example.org").is_empty());
         s.value = "a\nb".into();
-        assert!(Rules::compile(&policy, std::slice::from_ref(&s)).is_err());
+        assert!(Rules::compile(&policy, std::slice::from_ref(&s), Vec::new()).is_err());
         s.value = "v".into();
         s.name = "1BAD".into();
-        assert!(Rules::compile(&policy, std::slice::from_ref(&s)).is_err());
+        assert!(Rules::compile(&policy, std::slice::from_ref(&s), Vec::new()).is_err());
     }
 }

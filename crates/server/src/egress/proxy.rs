@@ -23,8 +23,13 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use super::Shared;
-use super::policy::{Refusal, Rules, normalize_host};
+use super::decision::Refusal;
+use super::log::{Counted, EgressLog};
+use super::policy::{Rules, normalize_host};
 use super::tls::{Hello, MAX_HELLO, SandboxCa, parse_hello};
+
+/// A connection to a destination, its bytes counted into the sandbox's egress log.
+type Upstream = Counted<TcpStream>;
 
 type ProxyBody = BoxBody<Bytes, hyper::Error>;
 
@@ -38,6 +43,8 @@ pub struct SandboxProxy {
     pub(super) shared: Arc<Shared>,
     pub(super) rules: RwLock<Arc<Rules>>,
     pub(super) ca: Option<Arc<SandboxCa>>,
+    /// Where every decision and its bytes go.
+    pub(super) log: Arc<EgressLog>,
     /// Cancelled when the sandbox sleeps or is destroyed: every connection ends.
     pub(super) cancel: CancellationToken,
     /// Bounds the sandbox's open connections (tunnels included): they hold host descriptors.
@@ -142,27 +149,45 @@ impl SandboxProxy {
     }
 
     async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Response<ProxyBody> {
-        let result = if req.method() == Method::CONNECT {
+        let connect = req.method() == Method::CONNECT;
+        let port = req
+            .uri()
+            .authority()
+            .map(|a| a.port_u16().unwrap_or(if connect { 443 } else { 80 }));
+        let result = if connect {
             self.connect(req).await
         } else {
             self.forward_plain(req).await
         };
         result.unwrap_or_else(|refusal| {
-            tracing::info!(sandbox = %self.sandbox, status = %refusal.status, message = %refusal.message, "egress refused");
-            refusal_response(&refusal)
+            tracing::info!(sandbox = %self.sandbox, status = %refusal.status(), reason = %refusal.reason(), "egress refused");
+            refusal_response(&refusal, port)
         })
+    }
+
+    /// [`Self::connect_checked`], logged: an allowed connection's entry counts its bytes.
+    async fn open(&self, host: &str, port: u16, kind: &'static str) -> Result<Upstream, Refusal> {
+        match self.connect_checked(host, port).await {
+            Ok(stream) => Ok(Counted::new(stream, self.log.allowed(host, port, kind))),
+            Err(refusal) => {
+                self.log.refused(host, port, kind, &refusal);
+                Err(refusal)
+            }
+        }
     }
 
     /// Policy check, resolution, block check on every resolved address, connect: the proxy
     /// connects to exactly the address it checked (no second lookup to rebind).
-    async fn open(&self, host: &str, port: u16) -> Result<TcpStream, Refusal> {
+    async fn connect_checked(&self, host: &str, port: u16) -> Result<TcpStream, Refusal> {
         let rules = self.rules();
-        rules.check_host(host)?;
+        rules
+            .check_host(host)
+            .map_err(|denial| Refusal::denied(host, denial))?;
         let addrs = self.resolve(host, port).await?;
         let mut last = Refusal::bad_gateway(host, "it resolves to no address");
         for ip in addrs {
-            if let Err(refusal) = rules.check_addr(host, ip, &self.shared.blocked) {
-                last = refusal;
+            if let Err(denial) = rules.check_addr(ip, &self.shared.blocks) {
+                last = Refusal::denied(host, denial);
                 continue;
             }
             match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect((ip, port))).await {
@@ -208,7 +233,7 @@ impl SandboxProxy {
         }
         let host = normalize_host(authority.host());
         let port = authority.port_u16().unwrap_or(80);
-        let stream = self.open(&host, port).await?;
+        let stream = self.open(&host, port, "http").await?;
         prepare_request(&mut req, authority, &self.rules(), &host);
         send_over(stream, req, &host, self.cancel.clone()).await
     }
@@ -224,7 +249,7 @@ impl SandboxProxy {
         };
         let host = normalize_host(authority.host());
         let port = authority.port_u16().unwrap_or(443);
-        let upstream = self.open(&host, port).await?;
+        let upstream = self.open(&host, port, "connect").await?;
         let proxy = self.clone();
         tokio::spawn(async move {
             let cancel = proxy.cancel.clone();
@@ -253,7 +278,7 @@ impl SandboxProxy {
     async fn tunnel<C>(
         self: &Arc<Self>,
         client: C,
-        mut upstream: TcpStream,
+        mut upstream: Upstream,
         host: &str,
         port: u16,
     ) -> std::io::Result<()>
@@ -293,7 +318,7 @@ impl SandboxProxy {
         }
         // Pass-through. The server may speak first, so relay downstream at once and check the
         // client's first bytes before any reach upstream.
-        let (mut up_read, mut up_write) = upstream.into_split();
+        let (mut up_read, mut up_write) = tokio::io::split(upstream);
         let down = async {
             tokio::io::copy(&mut up_read, &mut client_write).await?;
             client_write.shutdown().await
@@ -318,7 +343,7 @@ impl SandboxProxy {
     async fn intercept<C>(
         self: &Arc<Self>,
         client: C,
-        upstream: TcpStream,
+        upstream: Upstream,
         ca: Arc<SandboxCa>,
         host: &str,
         port: u16,
@@ -341,7 +366,7 @@ impl SandboxProxy {
             let (proxy, host, slot) = (proxy.clone(), host.clone(), slot.clone());
             async move {
                 let result = proxy.forward_tls(req, &slot, &host, port).await;
-                Ok::<_, Infallible>(result.unwrap_or_else(|r| refusal_response(&r)))
+                Ok::<_, Infallible>(result.unwrap_or_else(|r| refusal_response(&r, Some(port))))
             }
         });
         hyper::server::conn::http1::Builder::new()
@@ -362,7 +387,11 @@ impl SandboxProxy {
         host: &str,
         port: u16,
     ) -> Result<Response<ProxyBody>, Refusal> {
-        self.rules().check_host(host)?;
+        if let Err(denial) = self.rules().check_host(host) {
+            let refusal = Refusal::denied(host, denial);
+            self.log.refused(host, port, "connect", &refusal);
+            return Err(refusal);
+        }
         let authority = if port == 443 {
             Authority::try_from(host)
         } else {
@@ -384,7 +413,7 @@ impl SandboxProxy {
             None => {
                 let tcp = match slot.tcp.take() {
                     Some(tcp) => tcp,
-                    None => self.open(host, port).await?,
+                    None => self.open(host, port, "connect").await?,
                 };
                 let name =
                     rustls::pki_types::ServerName::try_from(host.to_owned()).map_err(|e| {
@@ -523,7 +552,7 @@ fn strip_all_hop_by_hop(headers: &mut HeaderMap) {
 /// The upstream side of one intercepted connection.
 struct UpstreamSlot {
     /// The connection made at CONNECT time, until the first request uses it.
-    tcp: Option<TcpStream>,
+    tcp: Option<Upstream>,
     /// A kept-alive HTTP connection to the host.
     sender: Option<Sender>,
 }
@@ -599,21 +628,26 @@ fn empty() -> ProxyBody {
         .boxed()
 }
 
-fn refusal_response(refusal: &Refusal) -> Response<ProxyBody> {
-    let body = Full::new(Bytes::from(format!("{}\n", refusal.message)))
+/// The answer to a refused request: its status, a body naming the reason (JSON for a policy
+/// denial) and, for a denial, a reason phrase that names it too (what a CONNECT client that
+/// ignores bodies shows).
+fn refusal_response(refusal: &Refusal, port: Option<u16>) -> Response<ProxyBody> {
+    let (text, content_type) = refusal.body(port);
+    let body = Full::new(Bytes::from(text))
         .map_err(|never: Infallible| match never {})
         .boxed();
     let mut response = Response::new(body);
-    *response.status_mut() = refusal.status;
-    let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    headers.insert("x-sandpit-egress", HeaderValue::from_static("refused"));
-    if refusal.status != StatusCode::OK {
-        headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+    *response.status_mut() = refusal.status();
+    if let Some(denial) = refusal.denial() {
+        let phrase = format!("Egress Denied: {denial}");
+        if let Ok(phrase) = hyper::ext::ReasonPhrase::try_from(phrase.into_bytes()) {
+            response.extensions_mut().insert(phrase);
+        }
     }
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    headers.insert("x-sandpit-egress", HeaderValue::from_static("refused"));
+    headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
     response
 }
 

@@ -36,12 +36,15 @@ pub fn fill_info(info: &mut SandboxInfo, network: &SandboxNetwork) {
 pub struct NetworkChanges {
     policy: Option<NetworkPolicy>,
     secrets: Option<BTreeMap<String, SecretSpec>>,
+    /// The request came with the admin key: a new policy's CIDRs are operator grants.
+    by_operator: bool,
 }
 
 impl NetworkChanges {
     pub fn parse(
         policy: Option<&NetworkPolicy>,
         secrets: Option<&BTreeMap<String, SecretSpec>>,
+        by_operator: bool,
     ) -> ApiResult<Self> {
         if let Some(p) = policy {
             super::check_policy(p).map_err(|m| ApiError::validation(format!("network: {m}")))?;
@@ -53,6 +56,7 @@ impl NetworkChanges {
         Ok(NetworkChanges {
             policy: policy.cloned(),
             secrets: secrets.cloned(),
+            by_operator,
         })
     }
 
@@ -76,6 +80,7 @@ impl NetworkChanges {
         let mut network = old.clone();
         if let Some(policy) = self.policy {
             network.policy = policy;
+            network.operator_policy = self.by_operator;
         }
         if let Some(specs) = self.secrets {
             network.secrets = super::merge_secrets(&network.secrets, &specs)

@@ -80,9 +80,11 @@ pub async fn expose(
         created_at_ms: now_ms(),
     };
     previews.store().put_exposed_port(&record).await?;
-    let answer = view(&previews, &record);
+    let label = previews.label(&tenant.name, &id);
+    let answer = view(&previews, &record, &label);
     previews.put(Exposure {
         record,
+        label,
         run: Some(lease.run),
     });
     Ok(ApiJson(answer))
@@ -106,7 +108,7 @@ pub async fn list(
     let ports = current(&previews, &tenant.name, &id)
         .await?
         .iter()
-        .map(|e| view(&previews, &e.record))
+        .map(|e| view(&previews, &e.record, &e.label))
         .collect();
     Ok(ApiJson(ExposedPortList { ports }))
 }
@@ -161,12 +163,12 @@ async fn current(previews: &Previews, tenant: &str, id: &str) -> ApiResult<Vec<E
     Ok(exposures)
 }
 
-fn view(previews: &Previews, r: &ExposedPortRecord) -> ExposedPort {
+fn view(previews: &Previews, r: &ExposedPortRecord, label: &str) -> ExposedPort {
     ExposedPort {
         port: r.port,
         name: r.name.clone(),
         token: r.token.clone(),
-        url: previews.config.url(r.port, &r.sandbox_id, &r.token),
+        url: previews.config.url(r.port, label, &r.token),
     }
 }
 

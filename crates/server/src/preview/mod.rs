@@ -1,5 +1,11 @@
 //! Preview URLs: ports inside a sandbox reachable at
-//! `{scheme}://{port}-{id lowercased}-{token}.{domain}:{listen port}/`.
+//! `{scheme}://{port}-{sandbox label}-{token}.{domain}:{listen port}/`.
+//!
+//! The sandbox label is the sandbox's internal id (`{id lowercased}-{12 hex}`, the hash over
+//! this data dir's secret instance id, the tenant and the id): unique across tenants, so two
+//! tenants with the same sandbox id never share a URL, whatever tokens they pick. The index is
+//! keyed by `(label, port)` with one exposure each: a URL names exactly one sandbox of one
+//! tenant, and only that tenant's API calls can change what it serves.
 //!
 //! * [`api`]: `POST|GET /v1/sandboxes/{id}/ports`, `DELETE /v1/sandboxes/{id}/ports/{port}`;
 //! * [`proxy`]: the Host-routed reverse proxy in front of every other route;
@@ -35,8 +41,8 @@ pub struct PreviewConfig {
 }
 
 impl PreviewConfig {
-    /// The URL of `port` of sandbox `id` with `token`.
-    pub fn url(&self, port: u16, id: &str, token: &str) -> String {
+    /// The URL of `port` of the sandbox whose label (internal id) is `label`, with `token`.
+    pub fn url(&self, port: u16, label: &str, token: &str) -> String {
         let default_port = match self.scheme.as_str() {
             "https" => 443,
             _ => 80,
@@ -49,12 +55,13 @@ impl PreviewConfig {
         format!(
             "{}://{port}-{}-{token}.{}{suffix}/",
             self.scheme,
-            id.to_ascii_lowercase(),
+            label.to_ascii_lowercase(),
             self.domain
         )
     }
 
-    /// `(port, id lowercased, token)` of a preview Host header, or `None` for other hosts.
+    /// `(port, sandbox label lowercased, token)` of a preview Host header, or `None` for other
+    /// hosts.
     fn parse_host<'h>(&self, host: &'h str) -> Option<(u16, String, &'h str)> {
         let name = match host.rsplit_once(':') {
             Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
@@ -66,16 +73,16 @@ impl PreviewConfig {
             return None;
         }
         let (port, rest) = label.split_once('-')?;
-        let (id, token) = rest.rsplit_once('-')?;
+        let (label, token) = rest.rsplit_once('-')?;
         // The seed's rule: 4-5 digits (exposable ports are 1024-65535).
         if !(4..=5).contains(&port.len()) || !port.bytes().all(|b| b.is_ascii_digit()) {
             return None;
         }
         let port = port.parse::<u16>().ok()?;
-        if id.is_empty() || token.is_empty() {
+        if label.is_empty() || token.is_empty() {
             return None;
         }
-        Some((port, id.to_ascii_lowercase(), token))
+        Some((port, label.to_ascii_lowercase(), token))
     }
 }
 
@@ -83,13 +90,15 @@ impl PreviewConfig {
 #[derive(Debug, Clone)]
 struct Exposure {
     record: ExposedPortRecord,
+    /// The sandbox's label in URLs: its internal id.
+    label: String,
     /// The run of the sandbox it was exposed in; `None` once the server restarted.
     run: Option<u64>,
 }
 
-/// The exposures, indexed by `(id lowercased, port)` (tenants may share an id: the token
-/// tells them apart).
-type Index = HashMap<(String, u16), Vec<Exposure>>;
+/// The exposures, indexed by `(sandbox label, port)`: one each, since a label names one
+/// sandbox of one tenant.
+type Index = HashMap<(String, u16), Exposure>;
 
 /// Preview state shared by the API handlers and the proxy.
 pub struct Previews {
@@ -104,10 +113,15 @@ impl Previews {
     pub async fn load(config: PreviewConfig, manager: Arc<Manager>) -> anyhow::Result<Self> {
         let mut index = Index::new();
         for record in manager.store().exposed_ports().await? {
-            index
-                .entry((record.sandbox_id.to_ascii_lowercase(), record.port))
-                .or_default()
-                .push(Exposure { record, run: None });
+            let label = manager.internal_id_of(&record.tenant, &record.sandbox_id);
+            index.insert(
+                (label.clone(), record.port),
+                Exposure {
+                    record,
+                    label,
+                    run: None,
+                },
+            );
         }
         Ok(Previews {
             config,
@@ -133,26 +147,28 @@ impl Previews {
         self.index.write().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// The label of sandbox `(tenant, id)` in preview URLs.
+    fn label(&self, tenant: &str, id: &str) -> String {
+        self.manager.internal_id_of(tenant, id)
+    }
+
     /// The exposure a preview host names, if its token matches.
-    fn find(&self, id_lower: &str, port: u16, token: &str) -> Option<Exposure> {
+    fn find(&self, label: &str, port: u16, token: &str) -> Option<Exposure> {
         let index = self.read();
         index
-            .get(&(id_lower.to_owned(), port))?
-            .iter()
-            .find(|e| constant_time_eq(e.record.token.as_bytes(), token.as_bytes()))
+            .get(&(label.to_owned(), port))
+            .filter(|e| constant_time_eq(e.record.token.as_bytes(), token.as_bytes()))
             .cloned()
     }
 
     /// Exposures of one sandbox of one tenant.
     fn of_sandbox(&self, tenant: &str, id: &str) -> Vec<Exposure> {
-        let lower = id.to_ascii_lowercase();
+        let label = self.label(tenant, id);
         let index = self.read();
         let mut found: Vec<Exposure> = index
             .iter()
-            .filter(|((i, _), _)| *i == lower)
-            .flat_map(|(_, list)| list.iter())
-            .filter(|e| e.record.tenant == tenant && e.record.sandbox_id == id)
-            .cloned()
+            .filter(|((l, _), _)| *l == label)
+            .map(|(_, e)| e.clone())
             .collect();
         found.sort_by_key(|e| e.record.port);
         found
@@ -160,25 +176,14 @@ impl Previews {
 
     /// Records (replacing) an exposure in the index.
     fn put(&self, exposure: Exposure) {
-        let r = &exposure.record;
-        let mut index = self.write();
-        let list = index
-            .entry((r.sandbox_id.to_ascii_lowercase(), r.port))
-            .or_default();
-        list.retain(|e| !(e.record.tenant == r.tenant && e.record.sandbox_id == r.sandbox_id));
-        list.push(exposure);
+        let key = (exposure.label.clone(), exposure.record.port);
+        self.write().insert(key, exposure);
     }
 
     /// Removes an exposure from the index.
     fn remove(&self, tenant: &str, id: &str, port: u16) {
-        let mut index = self.write();
-        let key = (id.to_ascii_lowercase(), port);
-        if let Some(list) = index.get_mut(&key) {
-            list.retain(|e| !(e.record.tenant == tenant && e.record.sandbox_id == id));
-            if list.is_empty() {
-                index.remove(&key);
-            }
-        }
+        let key = (self.label(tenant, id), port);
+        self.write().remove(&key);
     }
 }
 
@@ -202,8 +207,8 @@ mod tests {
     #[test]
     fn urls_follow_the_seed_format() {
         assert_eq!(
-            config(7070).url(8080, "My-Box", "abc_1"),
-            "http://8080-my-box-abc_1.localhost:7070/"
+            config(7070).url(8080, "my-box-0123456789ab", "abc_1"),
+            "http://8080-my-box-0123456789ab-abc_1.localhost:7070/"
         );
         let https = PreviewConfig {
             domain: "preview.example.com".into(),

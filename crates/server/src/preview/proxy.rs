@@ -35,11 +35,11 @@ pub async fn route_by_host(
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
         .or_else(|| request.uri().host());
-    let Some((port, id, token)) = host.and_then(|h| previews.config.parse_host(h)) else {
+    let Some((port, label, token)) = host.and_then(|h| previews.config.parse_host(h)) else {
         return next.run(request).await;
     };
     let token = token.to_owned();
-    match proxy(&previews, request, port, &id, &token).await {
+    match proxy(&previews, request, port, &label, &token).await {
         Ok(response) => response,
         Err(e) => e.into_response(),
     }
@@ -49,10 +49,10 @@ async fn proxy(
     previews: &Previews,
     mut request: Request,
     port: u16,
-    id: &str,
+    label: &str,
     token: &str,
 ) -> Result<Response, ApiError> {
-    let exposure = previews.find(id, port, token).ok_or_else(|| {
+    let exposure = previews.find(label, port, token).ok_or_else(|| {
         ApiError::new(
             ErrorCode::InvalidToken,
             "Access denied: Invalid token or port not exposed",

@@ -64,7 +64,7 @@ pub async fn create(
     Extension(tenant): Extension<Tenant>,
     ApiJson(req): ApiJson<CreateSandboxRequest>,
 ) -> ApiResult<(StatusCode, ApiJson<SandboxInfo>)> {
-    let (info, created) = app.manager.create(&tenant.name, req).await?;
+    let (info, created) = app.manager.create(&tenant.name, tenant.admin, req).await?;
     let status = if created {
         StatusCode::CREATED
     } else {
@@ -139,7 +139,11 @@ pub async fn update(
     ApiPath(id): ApiPath<String>,
     ApiJson(req): ApiJson<UpdateSandboxRequest>,
 ) -> ApiResult<ApiJson<SandboxInfo>> {
-    Ok(ApiJson(app.manager.update(&tenant.name, &id, req).await?))
+    Ok(ApiJson(
+        app.manager
+            .update(&tenant.name, tenant.admin, &id, req)
+            .await?,
+    ))
 }
 
 /// Destroy a sandbox: its processes, writable layer and record.

@@ -16,9 +16,10 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
-use sandpit_protocol::control::{NetworkMode, NetworkPolicy, SecretSpec};
+use sandpit_protocol::control::{EgressDecision, NetworkMode, NetworkPolicy, SecretSpec};
 use sandpit_server::egress::{self, Egress, EgressConfig};
 use sandpit_store::SandboxNetwork;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, UnixStream};
 
 /// An "outside" test server on a loopback address: counts TCP connections and keeps the
@@ -189,6 +190,7 @@ struct Proxy {
 }
 
 const SANDBOX: &str = "egress-test-0123456789ab";
+const TENANT: &str = "egress-tenant";
 
 fn policy(mode: NetworkMode, allow: &[&str]) -> NetworkPolicy {
     NetworkPolicy {
@@ -218,6 +220,7 @@ fn network(
         policy,
         secrets: egress::merge_secrets(&[], &specs).unwrap(),
         ca: Some(egress::generate_ca(SANDBOX).unwrap()),
+        operator_policy: false,
     }
 }
 
@@ -233,7 +236,9 @@ impl Proxy {
         )
         .unwrap();
         let egress = Egress::new(&config).unwrap();
-        egress.attach(SANDBOX, &run_dir, &rootfs, net).unwrap();
+        egress
+            .attach(TENANT, SANDBOX, &run_dir, &rootfs, net)
+            .unwrap();
         Proxy {
             egress,
             run_dir,
@@ -321,7 +326,7 @@ impl Proxy {
     /// Replaces the sandbox's policy (no secrets).
     fn set_policy(&self, mode: NetworkMode, allow: &[&str]) {
         self.egress
-            .update(SANDBOX, &network(policy(mode, allow), &[]))
+            .update(TENANT, SANDBOX, &network(policy(mode, allow), &[]))
             .unwrap();
     }
 
@@ -336,9 +341,11 @@ fn resolving(names: &[(&str, &str)]) -> EgressConfig {
             .iter()
             .map(|(n, ip)| (n.to_string(), ip.parse().unwrap()))
             .collect(),
-        // Loopback stays reachable except the "forbidden" 127.0.0.2.
+        // Loopback (where test servers listen) is taken out of the always-blocked ranges;
+        // the "forbidden" 127.0.0.2 is an operator block.
         blocked: vec!["127.0.0.2/32".parse().unwrap()],
-        extra_roots: Vec::new(),
+        unblocked: vec!["127.0.0.0/8".parse().unwrap()],
+        ..EgressConfig::default()
     }
 }
 
@@ -375,16 +382,19 @@ async fn allowlisted_hosts_are_reached_and_others_refused_clearly() {
         .get(&format!("http://other.example.test:{port}/"), &[])
         .await;
     assert_eq!(status, 403, "{body}");
-    assert!(
-        body.contains("other.example.test") && body.contains("not in the allowlist"),
-        "{body}"
-    );
+    // A machine-readable denial naming the rule.
+    let denial: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(denial["error"], "EGRESS_DENIED", "{body}");
+    assert_eq!(denial["host"], "other.example.test", "{body}");
+    assert_eq!(denial["port"], port, "{body}");
+    assert_eq!(denial["rule"], "allow-list", "{body}");
+    assert_eq!(denial["reason"], "host not in allow-list", "{body}");
     let (status, body) = proxy.get(&format!("http://127.0.0.1:{port}/"), &[]).await;
     assert_eq!(status, 403, "{body}");
-    assert!(body.contains("IP addresses are refused"), "{body}");
+    assert!(body.contains("address not in allow-list"), "{body}");
     let (status, body, _) = proxy.connect(&format!("other.example.test:{port}")).await;
     assert_eq!(status, 403, "{body}");
-    assert!(body.contains("not in the allowlist"), "{body}");
+    assert!(body.contains("host not in allow-list"), "{body}");
     // Not a proxy request at all.
     let (status, body) = proxy.get("/just-a-path", &[]).await;
     assert_eq!(status, 400, "{body}");
@@ -402,7 +412,10 @@ async fn blocked_addresses_are_never_reached_by_name_or_address() {
         .get(&format!("http://rebind.example.test:{port}/"), &[])
         .await;
     assert_eq!(status, 403, "{body}");
-    assert!(body.contains("blocked address 127.0.0.2"), "{body}");
+    assert!(
+        body.contains("address 127.0.0.2 in operator block 127.0.0.2/32"),
+        "{body}"
+    );
     let (status, body, _) = proxy.connect(&format!("rebind.example.test:{port}")).await;
     assert_eq!(status, 403, "{body}");
     // Full mode lets any name through, never to a blocked address.
@@ -414,10 +427,165 @@ async fn blocked_addresses_are_never_reached_by_name_or_address() {
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert_eq!(forbidden.connection_count(), 0);
 
-    // A CIDR the policy names explicitly overrides the block list.
-    proxy.set_policy(NetworkMode::Allowlist, &["127.0.0.2/32"]);
-    let (status, body) = proxy.get(&format!("http://127.0.0.2:{port}/"), &[]).await;
-    assert_eq!((status, body.as_str()), (200, "hello from forbidden\n"));
+    // ATTACK: a policy naming the blocked CIDR (even everything) does not open an operator
+    // block, whoever set it (before, an allowed CIDR won over every block).
+    for allow in [&["127.0.0.2/32"][..], &["0.0.0.0/0", "::/0"]] {
+        for by_operator in [false, true] {
+            let mut net = network(policy(NetworkMode::Allowlist, allow), &[]);
+            net.operator_policy = by_operator;
+            proxy.egress.update(TENANT, SANDBOX, &net).unwrap();
+            let (status, body) = proxy.get(&format!("http://127.0.0.2:{port}/"), &[]).await;
+            assert_eq!(status, 403, "{allow:?} {by_operator}: {body}");
+            assert!(body.contains("operator block"), "{body}");
+        }
+    }
+    assert_eq!(forbidden.connection_count(), 0);
+}
+
+/// ATTACK (issue 9): a tenant's `allow: ["0.0.0.0/0", "::/0"]` reached a listener on the host's
+/// loopback through the proxy. With the default blocks loopback and metadata stay closed to
+/// every policy, and the denial names the range.
+#[tokio::test]
+async fn a_tenant_allowing_everything_reaches_no_always_blocked_range() {
+    let host_local = Upstream::start("127.0.0.1", "host-local", None).await;
+    let port = host_local.addr.port();
+    let config = EgressConfig {
+        resolve: [(
+            "rebind.example.test".to_string(),
+            "127.0.0.1".parse().unwrap(),
+        )]
+        .into(),
+        ..EgressConfig::default()
+    };
+    let everything = policy(
+        NetworkMode::Allowlist,
+        &["0.0.0.0/0", "::/0", "*.example.test"],
+    );
+    let mut net = network(everything, &[]);
+    let proxy = Proxy::start(config, &net).await;
+    for by_operator in [false, true] {
+        net.operator_policy = by_operator;
+        proxy.egress.update(TENANT, SANDBOX, &net).unwrap();
+        for target in [
+            format!("http://127.0.0.1:{port}/"),
+            format!("http://[::ffff:127.0.0.1]:{port}/"),
+            format!("http://rebind.example.test:{port}/"),
+        ] {
+            let (status, body) = proxy.get(&target, &[]).await;
+            assert_eq!(status, 403, "{target}: {body}");
+            let denial: serde_json::Value = serde_json::from_str(&body).unwrap();
+            assert_eq!(denial["rule"], "always-blocked", "{body}");
+            assert_eq!(
+                denial["reason"],
+                "address 127.0.0.1 in always-blocked range loopback (127.0.0.0/8)"
+            );
+        }
+        let (status, body, _) = proxy.connect(&format!("127.0.0.1:{port}")).await;
+        assert_eq!(status, 403, "{body}");
+        assert!(body.contains("always-blocked range loopback"), "{body}");
+        let (status, body) = proxy
+            .get("http://169.254.169.254/latest/meta-data/", &[])
+            .await;
+        assert_eq!(status, 403, "{body}");
+        assert!(body.contains("link-local (cloud metadata)"), "{body}");
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(host_local.connection_count(), 0);
+}
+
+/// Private ranges: a tenant's allow-list cannot open them, a policy set by the operator can.
+/// (127.0.0.3 stands in for a private network: the test config declares it private.)
+#[tokio::test]
+async fn only_the_operator_grants_a_private_range() {
+    let internal = Upstream::start("127.0.0.3", "internal", None).await;
+    let url = format!("http://127.0.0.3:{}/", internal.addr.port());
+    let mut config = resolving(&[]);
+    config.private = vec!["127.0.0.3/32".parse().unwrap()];
+    let mut net = network(policy(NetworkMode::Allowlist, &["0.0.0.0/0"]), &[]);
+    let proxy = Proxy::start(config, &net).await;
+    let (status, body) = proxy.get(&url, &[]).await;
+    assert_eq!(status, 403, "{body}");
+    let denial: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(denial["rule"], "operator-only", "{body}");
+    assert!(body.contains("only the operator can grant"), "{body}");
+    net.operator_policy = true;
+    proxy.egress.update(TENANT, SANDBOX, &net).unwrap();
+    let (status, body) = proxy.get(&url, &[]).await;
+    assert_eq!((status, body.as_str()), (200, "hello from internal\n"));
+
+    // The server config's grant to the tenant opens it for the tenant's own policy too, and
+    // only for that tenant.
+    net.operator_policy = false;
+    let mut config = resolving(&[]);
+    config.private = vec!["127.0.0.3/32".parse().unwrap()];
+    config.grants = [(TENANT.to_string(), vec!["127.0.0.3/32".parse().unwrap()])].into();
+    let granted = Proxy::start(config, &net).await;
+    let (status, body) = granted.get(&url, &[]).await;
+    assert_eq!((status, body.as_str()), (200, "hello from internal\n"));
+    let rootfs = granted._tmp.path().join("rootfs");
+    granted
+        .egress
+        .attach("other-tenant", SANDBOX, &granted.run_dir, &rootfs, &net)
+        .unwrap();
+    let (status, body) = granted.get(&url, &[]).await;
+    assert_eq!(status, 403, "{body}");
+}
+
+/// The egress log records allowed and denied requests with the bytes that flowed, and a
+/// CONNECT refusal says why in its status line too.
+#[tokio::test]
+async fn the_egress_log_shows_decisions_and_bytes() {
+    let up = Upstream::start("127.0.0.1", "api", None).await;
+    let port = up.addr.port();
+    let config = resolving(&[("api.example.test", "127.0.0.1")]);
+    let net = network(policy(NetworkMode::Allowlist, &["api.example.test"]), &[]);
+    let proxy = Proxy::start(config, &net).await;
+    let (status, _) = proxy
+        .get(&format!("http://api.example.test:{port}/logged"), &[])
+        .await;
+    assert_eq!(status, 200);
+    let (status, _) = proxy
+        .get(&format!("http://denied.example.test:{port}/"), &[])
+        .await;
+    assert_eq!(status, 403);
+    // The status line of a refused CONNECT names the reason (raw, as curl sees it).
+    let mut raw = UnixStream::connect(proxy.run_dir.join("egress.sock"))
+        .await
+        .unwrap();
+    raw.write_all(
+        b"CONNECT denied.example.test:443 HTTP/1.1\r\nhost: denied.example.test:443\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), raw.read_to_end(&mut answer)).await;
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(
+        answer.starts_with("HTTP/1.1 403 Egress Denied: host not in allow-list\r\n"),
+        "{answer}"
+    );
+
+    let page = proxy.egress.log_page(SANDBOX);
+    assert_eq!(page.entries.len(), 3, "{page:?}");
+    let (ok, denied, tunnel) = (&page.entries[0], &page.entries[1], &page.entries[2]);
+    assert_eq!(
+        (ok.host.as_str(), ok.port, ok.kind.as_str()),
+        ("api.example.test", port, "http")
+    );
+    assert_eq!(ok.decision, EgressDecision::Allowed);
+    assert!(ok.reason.is_none());
+    // Up: at least the request line; down: at least the body.
+    assert!(
+        ok.bytes_up > "GET /logged HTTP/1.1\r\n".len() as u64,
+        "{ok:?}"
+    );
+    assert!(ok.bytes_down > "hello from api\n".len() as u64, "{ok:?}");
+    assert_eq!(denied.decision, EgressDecision::Denied);
+    assert_eq!(denied.rule.as_deref(), Some("allow-list"));
+    assert_eq!(denied.reason.as_deref(), Some("host not in allow-list"));
+    assert_eq!((denied.bytes_up, denied.bytes_down), (0, 0));
+    assert_eq!((tunnel.kind.as_str(), tunnel.port), ("connect", 443));
+    assert_eq!(tunnel.decision, EgressDecision::Denied);
 }
 
 #[tokio::test]
@@ -546,7 +714,6 @@ async fn https_to_a_secret_host_is_intercepted_and_other_https_tunnelled_untouch
     assert_eq!(plain.request_count(), 1);
 
     // A broken ClientHello ends the tunnel, intercepted or not; nothing reaches a server.
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     for (host, port) in [(sec, port), (pla, pport)] {
         let (status, _, tunnel) = proxy.connect(&format!("{host}:{port}")).await;
         assert_eq!(status, 200);
@@ -585,6 +752,7 @@ mod e2e {
     use reqwest::Method;
     use serde_json::{Value, json};
 
+    use super::super::assert_error;
     use super::super::e2e::Real;
     use super::*;
 
@@ -632,8 +800,174 @@ mod e2e {
         for (name, ip) in names {
             config.egress_resolve.insert(name.to_string(), *ip);
         }
-        // Loopback stays reachable for the test servers, except the "forbidden" 127.0.0.2.
+        // Loopback stays reachable for the test servers, except the "forbidden" 127.0.0.2
+        // (an operator block).
         config.egress_blocked = vec!["127.0.0.2/32".parse().unwrap()];
+        config.egress_unblocked = vec!["127.0.0.0/8".parse().unwrap()];
+    }
+
+    /// `curl` inside sandbox `id` as the holder of `key`, through the proxy for every host
+    /// (127.0.0.1 included, which `no_proxy` would keep inside): stdout with the status.
+    async fn curl_as(rs: &Real, key: &str, id: &str, url: &str) -> String {
+        let command = format!("curl -sS --noproxy '' --max-time 10 -w ' %{{http_code}}' {url}");
+        let (s, out) = rs.exec_as(key, id, &command).await;
+        assert_eq!(s, 200, "{out}");
+        out["stdout"].as_str().unwrap_or_default().to_owned()
+    }
+
+    /// ATTACK (issue 9) through the public API: a tenant key sets `allow: ["0.0.0.0/0",
+    /// "::/0"]`. Before, any allowed CIDR won over every block, so its sandbox reached a
+    /// listener on the host's loopback and the operator's `--egress-block` range. Now both are
+    /// refused with a reason naming the rule, a private range opens only for the admin key,
+    /// and the egress log (tenant-scoped) shows allowed and denied requests with bytes.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn serial_attack_tenant_allow_all_opens_no_block_and_the_log_shows_it() {
+        let host_local = Upstream::start("127.0.0.1", "host-local", None).await;
+        let blocked = Upstream::start("127.0.0.2", "operator-blocked", None).await;
+        let private = Upstream::start("127.0.0.3", "private", None).await;
+        let Some(rs) = Real::start_with(|c| {
+            // Default reserved ranges (loopback closed); 127.0.0.2 is the operator's block,
+            // 127.0.0.3 stands in for a private network.
+            c.egress_blocked = vec!["127.0.0.2/32".parse().unwrap()];
+            c.egress_private = vec!["127.0.0.3/32".parse().unwrap()];
+        })
+        .await
+        else {
+            return;
+        };
+        let (s, b) = rs
+            .call(Method::POST, "/v1/keys", json!({"tenant": "egress-tenant"}))
+            .await;
+        assert_eq!(s, 201, "{b}");
+        let tenant = b["key"].as_str().unwrap().to_owned();
+        let id = "egress-allow-all";
+        let everything = json!({"id": id,
+            "network": {"mode": "allowlist", "allow": ["0.0.0.0/0", "::/0"]}});
+        let (s, b) = rs
+            .call_as(&tenant, Method::POST, "/v1/sandboxes", everything)
+            .await;
+        assert_eq!(s, 201, "{b}");
+
+        let loopback = format!("http://127.0.0.1:{}/", host_local.addr.port());
+        let out = curl_as(&rs, &tenant, id, &loopback).await;
+        assert!(out.ends_with(" 403"), "{out}");
+        let body: Value = serde_json::from_str(out.trim_end_matches(" 403")).unwrap();
+        assert_eq!(body["error"], "EGRESS_DENIED", "{out}");
+        assert_eq!(body["rule"], "always-blocked", "{out}");
+        assert_eq!(
+            body["reason"],
+            "address 127.0.0.1 in always-blocked range loopback (127.0.0.0/8)"
+        );
+        let out = curl_as(
+            &rs,
+            &tenant,
+            id,
+            &format!("http://127.0.0.2:{}/", blocked.addr.port()),
+        )
+        .await;
+        assert!(
+            out.contains("operator block 127.0.0.2/32") && out.ends_with(" 403"),
+            "{out}"
+        );
+        let private_url = format!("http://127.0.0.3:{}/", private.addr.port());
+        let out = curl_as(&rs, &tenant, id, &private_url).await;
+        assert!(
+            out.contains("\"rule\":\"operator-only\"") && out.ends_with(" 403"),
+            "{out}"
+        );
+        // HTTPS (CONNECT) gets a 403 at once, not a hang.
+        let (s, out) = rs
+            .exec_as(
+                &tenant,
+                id,
+                &format!(
+                    "curl -sS --noproxy '' --max-time 10 https://127.0.0.1:{}/",
+                    host_local.addr.port()
+                ),
+            )
+            .await;
+        assert_eq!(s, 200);
+        assert!(out["stderr"].as_str().unwrap().contains("403"), "{out}");
+
+        // The admin key (the operator) grants the private range to its own sandbox.
+        let (s, b) = rs
+            .call(
+                Method::POST,
+                "/v1/sandboxes",
+                json!({"id": "egress-operator",
+                    "network": {"mode": "allowlist", "allow": ["127.0.0.3/32"]}}),
+            )
+            .await;
+        assert_eq!(s, 201, "{b}");
+        let admin = rs.key.clone();
+        let out = curl_as(&rs, &admin, "egress-operator", &private_url).await;
+        assert_eq!(out, "hello from private\n 200");
+        // ... but not loopback, even when it asks for everything.
+        patch(
+            &rs,
+            "egress-operator",
+            json!({"network": {"mode": "allowlist", "allow": ["0.0.0.0/0"]}}),
+        )
+        .await;
+        let out = curl_as(&rs, &admin, "egress-operator", &loopback).await;
+        assert!(
+            out.contains("always-blocked") && out.ends_with(" 403"),
+            "{out}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(host_local.connection_count(), 0);
+        assert_eq!(blocked.connection_count(), 0);
+        assert_eq!(private.connection_count(), 1);
+
+        // The tenant's log: its denials; the operator's log: the allowed request with bytes.
+        let (s, log) = rs
+            .call_as(
+                &tenant,
+                Method::GET,
+                &format!("/v1/sandboxes/{id}/egress-log"),
+                Value::Null,
+            )
+            .await;
+        assert_eq!(s, 200, "{log}");
+        let entries = log["entries"].as_array().unwrap();
+        let rules: Vec<&str> = entries.iter().filter_map(|e| e["rule"].as_str()).collect();
+        assert_eq!(
+            rules,
+            [
+                "always-blocked",
+                "operator-block",
+                "operator-only",
+                "always-blocked"
+            ],
+            "{log}"
+        );
+        assert!(entries.iter().all(|e| e["decision"] == "denied"), "{log}");
+        assert_eq!(entries[3]["kind"], "connect", "{log}");
+        let (s, log) = rs
+            .call(
+                Method::GET,
+                "/v1/sandboxes/egress-operator/egress-log",
+                Value::Null,
+            )
+            .await;
+        assert_eq!(s, 200, "{log}");
+        let first = &log["entries"][0];
+        assert_eq!(first["decision"], "allowed", "{log}");
+        assert_eq!(first["host"], "127.0.0.3", "{log}");
+        assert!(first["bytesUp"].as_u64().unwrap() > 0, "{log}");
+        assert!(first["bytesDown"].as_u64().unwrap() > 0, "{log}");
+        assert_eq!(log["entries"][1]["decision"], "denied", "{log}");
+        // Tenant-scoped: another tenant's sandbox is not found.
+        let (s, b) = rs
+            .call_as(
+                &tenant,
+                Method::GET,
+                "/v1/sandboxes/egress-operator/egress-log",
+                Value::Null,
+            )
+            .await;
+        assert_error(s, &b, 404, "SANDBOX_NOT_FOUND");
+        rs.stop().await;
     }
 
     #[tokio::test(flavor = "multi_thread")]
@@ -675,7 +1009,7 @@ mod e2e {
         // Refused with a body that says why (plain HTTP) or a 403 to CONNECT (HTTPS).
         let out = curl_status(&rs, id, &other_url).await;
         assert!(
-            out.contains("not in the allowlist") && out.ends_with(" 403"),
+            out.contains("host not in allow-list") && out.ends_with(" 403"),
             "{out}"
         );
         let https_other = format!("https://other.example.test:{}/", other.addr.port());
@@ -688,7 +1022,7 @@ mod e2e {
         let fport = forbidden.addr.port();
         let out = curl_status(&rs, id, &format!("http://rebind.example.test:{fport}/")).await;
         assert!(
-            out.contains("blocked address 127.0.0.2") && out.ends_with(" 403"),
+            out.contains("operator block 127.0.0.2/32") && out.ends_with(" 403"),
             "{out}"
         );
         let out = curl_status(&rs, id, &format!("http://127.0.0.2:{fport}/")).await;
@@ -1113,8 +1447,6 @@ async fn websockets_pass_through_an_intercepted_connection_with_the_secret() {
 
 #[tokio::test]
 async fn a_sandbox_keeps_at_most_256_connections_open() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
     let up = Upstream::start("127.0.0.1", "api", None).await;
     let config = resolving(&[("api.example.test", "127.0.0.1")]);
     let net = network(policy(NetworkMode::Allowlist, &["api.example.test"]), &[]);

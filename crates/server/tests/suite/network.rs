@@ -141,3 +141,42 @@ async fn serial_network_none_has_loopback_and_the_egress_bridge() {
     assert_eq!(out, "403");
     rs.stop().await;
 }
+
+/// ATTACK (issue 9), `full` mode: a tenant key's CIDR does not open a private range in the
+/// firewall (before, any CIDR of the policy went into the nftables allow set); the same policy
+/// set by the admin key does.
+#[tokio::test(flavor = "multi_thread")]
+async fn serial_attack_full_mode_tenant_cidr_opens_no_private_range() {
+    if !have_full_mode_tools() {
+        return;
+    }
+    let Some(rs) = Real::start().await else {
+        return;
+    };
+    let net = TestNet::create().unwrap();
+    let outside = count_accepts(net.listen(7102).unwrap());
+    let (s, b) = rs
+        .call(Method::POST, "/v1/keys", json!({"tenant": "net-tenant"}))
+        .await;
+    assert_eq!(s, 201, "{b}");
+    let tenant = b["key"].as_str().unwrap().to_owned();
+    let body = json!({"id": "net-grant", "network": {"mode": "full", "allow": [net.cidr()]}});
+    let (s, b) = rs
+        .call_as(&tenant, Method::POST, "/v1/sandboxes", body.clone())
+        .await;
+    assert_eq!(s, 201, "{b}");
+    let (s, out) = rs
+        .exec_as(&tenant, "net-grant", &connect_command(net.inner, 7102))
+        .await;
+    assert_eq!(s, 200, "{out}");
+    assert_eq!(out["stdout"].as_str().unwrap().trim(), "refused", "{out}");
+    assert_eq!(outside.load(Ordering::SeqCst), 0);
+
+    // The operator's own sandbox with the same policy reaches it.
+    let (s, b) = rs.call(Method::POST, "/v1/sandboxes", body).await;
+    assert_eq!(s, 201, "{b}");
+    let got = stdout(&rs, "net-grant", &connect_command(net.inner, 7102)).await;
+    assert_eq!(got, "hello");
+    assert_eq!(outside.load(Ordering::SeqCst), 1);
+    rs.stop().await;
+}

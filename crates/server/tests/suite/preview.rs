@@ -187,6 +187,14 @@ fn host_of(url: &str) -> String {
     u.host_str().unwrap().to_owned()
 }
 
+/// The sandbox label of a preview URL: the host's first label without port and token.
+fn label_of(url: &str) -> String {
+    let host = host_of(url);
+    let first = host.split_once('.').unwrap().0;
+    let (_port, rest) = first.split_once('-').unwrap();
+    rest.rsplit_once('-').unwrap().0.to_owned()
+}
+
 /// GETs `url` until the upstream answers (the server inside may still be starting).
 async fn get_when_up(client: &reqwest::Client, url: &str) -> reqwest::Response {
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -239,10 +247,18 @@ async fn serial_preview_http_server_sse_redirect_and_forwarded_headers() {
         .await;
     let token = static_port["token"].as_str().unwrap();
     assert_eq!(token.len(), 16);
+    // `{port}-{label}-{token}`: the label is the id lowercased plus 12 hex of the hash.
+    let label = label_of(&url);
+    assert!(
+        label.starts_with("pv-http-")
+            && label.len() == "pv-http-".len() + 12
+            && label.bytes().skip(8).all(|b| b.is_ascii_hexdigit()),
+        "{url}"
+    );
     assert_eq!(
         url,
         format!(
-            "http://8000-pv-http-{token}.localhost:{}/",
+            "http://8000-{label}-{token}.localhost:{}/",
             rs.addr().port()
         )
     );
@@ -421,10 +437,11 @@ async fn serial_preview_tokens_rotation_staleness_and_destroy() {
         .expose_ok(id, json!({"port": 9000, "token": "first"}))
         .await;
     let port = rs.addr().port();
+    let label = label_of(&first_url);
     let client = reqwest::Client::builder()
         .resolve(&host_of(&first_url), rs.addr())
-        .resolve("9000-pv-tokens-wrong.localhost", rs.addr())
-        .resolve("9001-pv-tokens-first.localhost", rs.addr())
+        .resolve(&format!("9000-{label}-wrong.localhost"), rs.addr())
+        .resolve(&format!("9001-{label}-first.localhost"), rs.addr())
         .build()
         .unwrap();
     let r = get_when_up(&client, &format!("{first_url}x")).await;
@@ -432,8 +449,8 @@ async fn serial_preview_tokens_rotation_staleness_and_destroy() {
 
     // Wrong token, unexposed port: 404 INVALID_TOKEN.
     for bad in [
-        format!("http://9000-pv-tokens-wrong.localhost:{port}/"),
-        format!("http://9001-pv-tokens-first.localhost:{port}/"),
+        format!("http://9000-{label}-wrong.localhost:{port}/"),
+        format!("http://9001-{label}-first.localhost:{port}/"),
     ] {
         let (s, b) = get_json(&client, &bad).await;
         assert_error(s, &b, 404, "INVALID_TOKEN");
@@ -558,19 +575,101 @@ async fn serial_preview_exposures_outlive_a_restart_as_stale() {
     };
     let id = "pv-restart";
     rs.exec(id, "true").await;
-    rs.expose_ok(id, json!({"port": 9200, "token": "keep", "name": "api"}))
+    let (_, before) = rs
+        .expose_ok(id, json!({"port": 9200, "token": "keep", "name": "api"}))
         .await;
     rs.stop().await;
 
     let rs = Real::start_on(&data_dir).await.unwrap();
     let list = rs.ports(id).await;
     let port = rs.addr().port();
-    let url = format!("http://9200-pv-restart-keep.localhost:{port}/");
+    // The label survives the restart (it hashes the data dir's instance id, not the process).
+    let label = label_of(&before);
+    let url = format!("http://9200-{label}-keep.localhost:{port}/");
     assert_eq!(list["ports"][0]["url"], url);
     assert_eq!(list["ports"][0]["name"], "api");
     let client = rs.preview_client(&host_of(&url));
     let (s, b) = get_json(&client, &url).await;
     assert_error(s, &b, 410, "STALE_PREVIEW_URL");
     assert_eq!(rs.state(id).await, "sleeping");
+    rs.stop().await;
+}
+
+/// ATTACK (issue 9): tenant B creates a sandbox with tenant A's id, exposes the same port with
+/// A's token, and A re-exposes as the docs ask after a wake. Before, the index was keyed by the
+/// bare id and told tenants apart by token, so A's URL then served B's content; now B's URL is
+/// its own (another label) and A's URL keeps serving A.
+#[tokio::test(flavor = "multi_thread")]
+async fn serial_attack_preview_url_takeover_across_tenants_fails() {
+    let Some(rs) = Real::start().await else {
+        return;
+    };
+    let (s, b) = rs
+        .call(Method::POST, "/v1/keys", json!({"tenant": "pv-tenant-b"}))
+        .await;
+    assert_eq!(s, 201, "{b}");
+    let b_key = b["key"].as_str().unwrap().to_owned();
+    let id = "pv-shared";
+    let serve = |who: &str| {
+        format!(
+            "mkdir -p /workspace/w && echo content-of-{who} > /workspace/w/index.html && \
+             cd /workspace/w && exec python3 -m http.server 9300"
+        )
+    };
+    // Tenant A (the admin key's tenant).
+    rs.start_process(id, &serve("a")).await;
+    let (a, a_url) = rs.expose_ok(id, json!({"port": 9300})).await;
+    let a_token = a["token"].as_str().unwrap().to_owned();
+    let client = rs.preview_client(&host_of(&a_url));
+    let r = get_when_up(&client, &a_url).await;
+    assert_eq!(r.text().await.unwrap().trim(), "content-of-a");
+
+    // Tenant B: same id, same port, A's token.
+    let (s, b) = rs
+        .call_as(
+            &b_key,
+            Method::POST,
+            "/v1/sandboxes/pv-shared/api/process/start",
+            json!({"command": serve("b")}),
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+    let (s, b_exposed) = rs
+        .call_as(
+            &b_key,
+            Method::POST,
+            "/v1/sandboxes/pv-shared/ports",
+            json!({"port": 9300, "token": a_token}),
+        )
+        .await;
+    assert_eq!(s, 200, "{b_exposed}");
+    let b_url = b_exposed["url"].as_str().unwrap().to_owned();
+    assert_ne!(b_url, a_url, "two tenants' sandboxes share a preview URL");
+    assert_ne!(label_of(&b_url), label_of(&a_url));
+
+    // A re-exposes with its token (same URL), then both URLs serve their own tenant's content.
+    let (_, again) = rs
+        .expose_ok(id, json!({"port": 9300, "token": a_token}))
+        .await;
+    assert_eq!(again, a_url);
+    for _ in 0..5 {
+        let r = get_when_up(&client, &a_url).await;
+        assert_eq!(r.text().await.unwrap().trim(), "content-of-a");
+    }
+    let b_client = rs.preview_client(&host_of(&b_url));
+    let r = get_when_up(&b_client, &b_url).await;
+    assert_eq!(r.text().await.unwrap().trim(), "content-of-b");
+    // B unexposing its port leaves A's URL alone.
+    let (s, _) = rs
+        .call_as(
+            &b_key,
+            Method::DELETE,
+            "/v1/sandboxes/pv-shared/ports/9300",
+            Value::Null,
+        )
+        .await;
+    assert_eq!(s, 204);
+    let r = get_when_up(&client, &a_url).await;
+    assert_eq!(r.text().await.unwrap().trim(), "content-of-a");
     rs.stop().await;
 }

@@ -24,9 +24,11 @@ async fn network_state_round_trips_is_replaced_and_goes_with_the_sandbox() {
             placeholder: "sandpit-secret-TOKEN-x".into(),
         }],
         ca: None,
+        operator_policy: false,
     };
     let mut second = first.clone();
     second.ca = Some(("CERT".into(), "KEY".into()));
+    second.operator_policy = true;
     second.policy.mode = NetworkMode::Full;
     // The second write replaces the first.
     for net in [first, second] {
