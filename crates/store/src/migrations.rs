@@ -85,6 +85,16 @@ pub(crate) const MIGRATIONS: &[(i64, &str)] = &[
             ca_key   TEXT
         );",
     ),
+    (
+        7,
+        // One row per tenant with a quota of its own (JSON of `TenantQuota`, so new kinds of
+        // usage join as new fields); tenants without a row get the server's default.
+        "CREATE TABLE tenant_quotas (
+            tenant      TEXT PRIMARY KEY REFERENCES tenants(name) ON DELETE CASCADE,
+            quota       TEXT NOT NULL,
+            updated_at  INTEGER NOT NULL
+        );",
+    ),
 ];
 
 /// Brings the schema to the newest version.

@@ -3,6 +3,7 @@
 pub mod env;
 pub mod files;
 pub mod keys;
+pub mod quota;
 pub mod sandboxes;
 pub mod system;
 
