@@ -191,14 +191,14 @@ async fn real_agent_caps_running_background_processes() {
     super::assert_error(s, &b, 400, "LIMIT_EXCEEDED");
     assert_eq!(b["context"]["field"], "processes", "{b}");
     assert_eq!(b["context"]["max"], 2, "{b}");
-    let (s, _) = h
+    let (s, b) = h
         .call(
             Method::DELETE,
             "/v1/sandboxes/host-procs/api/process/p1",
-            Value::Null,
+            json!({}),
         )
         .await;
-    assert_eq!(s, 200);
+    assert_eq!(s, 200, "{b}");
     assert!(
         eventually(Duration::from_secs(5), || async {
             start("p3").await.0 == 200
