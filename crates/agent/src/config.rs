@@ -4,6 +4,8 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use sandpit_protocol::quota::{DEFAULT_MAX_PROCESSES, MAX_PROCESSES_ENV};
+
 /// Default working directory of sessions and sessionless commands.
 pub const DEFAULT_WORKSPACE: &str = "/workspace";
 
@@ -33,11 +35,13 @@ pub struct AgentConfig {
     pub env_overrides: std::sync::Arc<std::sync::RwLock<sandpit_protocol::container::EnvMap>>,
     /// Serve the egress bridge (launch mode only: it listens in the sandbox's netns).
     pub egress_bridge: Option<crate::egress_bridge::BridgeConfig>,
+    /// Most background processes running at once (`SANDPIT_MAX_PROCESSES`, set by the server).
+    pub max_processes: usize,
 }
 
 impl AgentConfig {
     /// A configuration from an environment (the agent's own, or the one the launcher passes).
-    /// Reads `COMMAND_TIMEOUT_MS` and `SANDPIT_WORKSPACE`.
+    /// Reads `COMMAND_TIMEOUT_MS`, `SANDPIT_WORKSPACE` and `SANDPIT_MAX_PROCESSES`.
     pub fn from_env(env: BTreeMap<String, String>) -> Self {
         let command_timeout = env
             .get("COMMAND_TIMEOUT_MS")
@@ -47,7 +51,12 @@ impl AgentConfig {
         let workspace = env
             .get("SANDPIT_WORKSPACE")
             .map_or_else(|| PathBuf::from(DEFAULT_WORKSPACE), PathBuf::from);
+        let max_processes = env
+            .get(MAX_PROCESSES_ENV)
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .unwrap_or(DEFAULT_MAX_PROCESSES);
         AgentConfig {
+            max_processes: usize::try_from(max_processes).unwrap_or(usize::MAX),
             workspace,
             env,
             command_timeout,

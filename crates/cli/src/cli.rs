@@ -7,6 +7,7 @@ use clap::{Args, Parser, Subcommand};
 
 pub use crate::commands::expose::ExposeArgs;
 pub use crate::commands::network::{CreateNetworkFlags, NetworkArgs, SecretCommand};
+pub use crate::commands::quota::QuotaArgs;
 use sandpit_client::Language;
 
 /// Default data directory of the server (state, admin key, images).
@@ -116,6 +117,9 @@ pub enum Command {
         #[command(subcommand)]
         command: SecretCommand,
     },
+    /// Show a tenant's quota, usage and the server's per-sandbox maxima; `quota set` and
+    /// `quota reset` change a tenant's quota (admin key).
+    Quota(QuotaArgs),
 }
 
 #[derive(Debug, Args)]
@@ -224,6 +228,52 @@ pub struct ServeArgs {
     /// besides the host's bundle (repeatable).
     #[arg(long, value_name = "PEM")]
     pub egress_root: Vec<PathBuf>,
+    #[command(flatten)]
+    pub maxima: MaxFlags,
+    #[command(flatten)]
+    pub default_quota: DefaultQuotaFlags,
+}
+
+/// `serve --max-*`: the largest limits one sandbox may ask for. Unset ones default from the
+/// host: its RAM, its CPUs, pid_max / 8, the data dir's filesystem size; a value above what the
+/// host has is refused.
+#[derive(Debug, Args)]
+pub struct MaxFlags {
+    /// Largest memory limit of a sandbox (MiB).
+    #[arg(long)]
+    pub max_memory_mb: Option<u64>,
+    /// Largest CPU quota of a sandbox (cores).
+    #[arg(long)]
+    pub max_cpus: Option<f64>,
+    /// Largest process/thread limit of a sandbox.
+    #[arg(long)]
+    pub max_pids: Option<u64>,
+    /// Largest disk limit of a sandbox's writable layer (MiB).
+    #[arg(long)]
+    pub max_disk_mb: Option<u64>,
+    /// Most ports one sandbox may expose at preview URLs.
+    #[arg(long, default_value_t = 32)]
+    pub max_exposed_ports: u64,
+    /// Most background processes running at once in one sandbox.
+    #[arg(long, default_value_t = 128)]
+    pub max_processes: u64,
+}
+
+/// `serve --default-quota-*`: the quota of tenants without one of their own (unset: unlimited).
+#[derive(Debug, Args)]
+pub struct DefaultQuotaFlags {
+    /// Most sandboxes per tenant.
+    #[arg(long)]
+    pub default_quota_sandboxes: Option<u64>,
+    /// Most running sandboxes per tenant.
+    #[arg(long)]
+    pub default_quota_running: Option<u64>,
+    /// Most memory (MiB) of a tenant's running sandboxes together.
+    #[arg(long)]
+    pub default_quota_memory_mb: Option<u64>,
+    /// Most disk (MiB) of a tenant's sandboxes together.
+    #[arg(long)]
+    pub default_quota_disk_mb: Option<u64>,
 }
 
 #[derive(Debug, Args)]
@@ -466,5 +516,47 @@ mod tests {
         };
         assert_eq!(args.command, ["ls", "-la", "--env"]);
         assert_eq!(args.env, [("A".to_owned(), "1".to_owned())]);
+    }
+
+    #[test]
+    fn quota_shows_a_tenant_or_sets_one() {
+        use crate::commands::quota::QuotaCommand;
+        let cli = Cli::try_parse_from(["sandpit", "quota"]).unwrap();
+        let Command::Quota(args) = cli.command else {
+            panic!("not quota")
+        };
+        assert!(args.tenant.is_none() && args.command.is_none());
+        let cli = Cli::try_parse_from(["sandpit", "quota", "acme", "--json"]).unwrap();
+        let Command::Quota(args) = cli.command else {
+            panic!("not quota")
+        };
+        assert_eq!(args.tenant.as_deref(), Some("acme"));
+        let cli = Cli::try_parse_from([
+            "sandpit",
+            "quota",
+            "set",
+            "acme",
+            "--sandboxes",
+            "5",
+            "--memory-mb",
+            "4096",
+        ])
+        .unwrap();
+        let Command::Quota(args) = cli.command else {
+            panic!("not quota")
+        };
+        let Some(QuotaCommand::Set { tenant, quota }) = args.command else {
+            panic!("not quota set")
+        };
+        assert_eq!(tenant, "acme");
+        assert_eq!(quota.quota().sandboxes, Some(5));
+        assert_eq!(quota.quota().memory_mb, Some(4096));
+        assert_eq!(quota.quota().running_sandboxes, None);
+        let cli = Cli::try_parse_from(["sandpit", "serve", "--max-memory-mb", "512"]).unwrap();
+        let Command::Serve(args) = cli.command else {
+            panic!("not serve")
+        };
+        assert_eq!(args.maxima.max_memory_mb, Some(512));
+        assert_eq!(args.maxima.max_exposed_ports, 32);
     }
 }

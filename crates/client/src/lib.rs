@@ -26,6 +26,9 @@
 //! * Code contexts ([`SandboxHandle::create_context`], [`SandboxHandle::run_code`],
 //!   [`SandboxHandle::run_code_stream`]): Python and JavaScript/TypeScript interpreters whose
 //!   state persists between runs, with live output and rich results.
+//! * Quotas: [`Client::quota`] (the caller's quota, usage and the server's per-sandbox caps),
+//!   and for the admin [`Client::tenant_quota`], [`Client::set_tenant_quota`],
+//!   [`Client::reset_tenant_quota`].
 //! * [`ClientError`]: `Api` carries the server's error envelope (code, status, context).
 
 mod client;
@@ -34,6 +37,7 @@ mod interpreter;
 mod network;
 mod ports;
 mod process;
+mod quota;
 mod sandbox;
 mod sse;
 mod watch;

@@ -114,12 +114,16 @@ error_codes! {
     InternalError = 500,
     // Control plane (sandpit's own).
     Unauthorized = 401,
+    // A limit above the server's per-sandbox cap (like VALIDATION_FAILED, the request is wrong).
+    LimitExceeded = 400,
     SandboxNotFound = 404,
     ImageNotFound = 404,
     RouteNotFound = 404,
     MethodNotAllowed = 405,
     SandboxConflict = 409,
     PayloadTooLarge = 413,
+    // The tenant's quota is used up; frees up when sandboxes sleep or are destroyed.
+    QuotaExceeded = 429,
     UnsupportedMediaType = 415,
     SandboxStartFailed = 500,
     SandboxUnavailable = 502,

@@ -6,6 +6,7 @@
 //! * [`control`]: the control-plane API (`/v1/sandboxes`).
 //! * [`netrange`]: the address ranges sandboxes never reach on their own (egress proxy and
 //!   `full`-mode firewall alike).
+//! * [`quota`]: per-sandbox caps and per-tenant quotas.
 //!
 //! No I/O and no async runtime here: every crate may depend on this one.
 
@@ -13,6 +14,7 @@ pub mod container;
 pub mod control;
 pub mod error;
 pub mod netrange;
+pub mod quota;
 pub mod time;
 
 pub use error::{ErrorCode, ErrorResponse};

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 use sandpit_protocol::control::Limits;
+use sandpit_protocol::quota::TenantQuota;
 
 /// Name of the env var that sets the admin key.
 pub const ADMIN_KEY_ENV: &str = "SANDPIT_ADMIN_KEY";
@@ -26,8 +27,18 @@ pub struct ServeConfig {
     pub agent_bin: PathBuf,
     /// Admin key; generated and saved in `<data_dir>/admin.key` when absent.
     pub admin_key: Option<String>,
-    /// Limits for every field a sandbox leaves unset.
+    /// Limits for every field a sandbox leaves unset (each within its maximum).
     pub default_limits: Limits,
+    /// The largest limits one sandbox may ask for (`--max-*`); an unset field defaults from
+    /// the host (memory: its RAM, cpus: its CPUs, pids: pid_max / 8, disk: the data dir's
+    /// filesystem). A value above what the host has is refused at start.
+    pub max_limits: Limits,
+    /// Most ports one sandbox may expose at preview URLs (default 32).
+    pub max_exposed_ports: u64,
+    /// Most background processes running at once in one sandbox (default 128).
+    pub max_processes: u64,
+    /// The quota of every tenant without one of its own (default: none).
+    pub default_quota: TenantQuota,
     /// Largest request body forwarded to a sandbox (default 64 MiB).
     pub max_body_bytes: usize,
     /// Largest body of a control-plane request (default 1 MiB).
@@ -75,6 +86,10 @@ impl ServeConfig {
                 pids: Some(1024),
                 disk_mb: None,
             },
+            max_limits: Limits::default(),
+            max_exposed_ports: crate::caps::DEFAULT_MAX_EXPOSED_PORTS,
+            max_processes: sandpit_protocol::quota::DEFAULT_MAX_PROCESSES,
+            default_quota: TenantQuota::default(),
             max_body_bytes: 64 << 20,
             max_control_body_bytes: 1 << 20,
             reaper_interval: Duration::from_secs(1),

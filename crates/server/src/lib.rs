@@ -12,9 +12,12 @@
 //! * `POST|GET /v1/sandboxes/{id}/ports`, `DELETE /v1/sandboxes/{id}/ports/{port}`: preview
 //!   URLs; requests to preview hosts are proxied to the sandbox's port ([`preview`]);
 //! * `POST /v1/keys`: admin creates tenant keys ([`auth`]);
+//! * `GET /v1/quota`, `GET|PUT|DELETE /v1/tenants/{tenant}/quota`: per-tenant quotas
+//!   ([`quota`]); per-sandbox caps are in [`caps`];
 //! * `GET /v1/openapi.json`, `GET /metrics`, `GET /healthz`: no key needed.
 
 pub mod auth;
+pub mod caps;
 mod config;
 pub mod egress;
 pub mod error;
@@ -24,6 +27,7 @@ mod metrics;
 pub mod openapi;
 pub mod preview;
 mod process_archive;
+pub mod quota;
 mod routes;
 #[cfg(feature = "testing")]
 pub mod testing;
@@ -93,11 +97,16 @@ fn router(
     previews: Arc<preview::Previews>,
     max_control_body: usize,
 ) -> Router {
-    use routes::{files, keys, sandboxes, system};
+    use routes::{files, keys, quota, sandboxes, system};
     let forward = any(forward::forward);
     let tickets = Arc::new(ws_auth::Tickets::default());
     let authed = Router::new()
         .route("/v1/keys", post(keys::create_key))
+        .route("/v1/quota", get(quota::own))
+        .route(
+            "/v1/tenants/{tenant}/quota",
+            get(quota::get).put(quota::set).delete(quota::reset),
+        )
         .route(
             "/v1/sandboxes",
             post(sandboxes::create).get(sandboxes::list),
@@ -230,11 +239,25 @@ impl Server {
         let images = ImageStore::open(&config.images_dir)
             .with_context(|| format!("opening images at {}", config.images_dir.display()))?;
         let metrics = Arc::new(Metrics::new());
+        let host = caps::HostResources::detect(&config.data_dir);
+        let caps = caps::resolve(
+            &config.max_limits,
+            config.max_exposed_ports,
+            config.max_processes,
+            &host,
+            &config.default_limits,
+        )?;
+        tracing::info!(?caps, "per-sandbox maxima");
+        let bounds = lifecycle::Bounds {
+            default_limits: config.default_limits.clone(),
+            caps,
+            default_quota: config.default_quota.clone(),
+        };
         let manager = Manager::new(
             store.clone(),
             driver,
             images,
-            config.default_limits.clone(),
+            bounds,
             metrics.clone(),
             egress::Egress::new(&egress::EgressConfig {
                 resolve: config.egress_resolve.clone(),

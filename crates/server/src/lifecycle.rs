@@ -21,15 +21,18 @@ use sandpit_protocol::control::{
     CreateSandboxRequest, DEFAULT_IMAGE, DEFAULT_SLEEP_AFTER_SECS, EgressLogPage, Limits,
     SandboxInfo, SandboxState, UpdateSandboxRequest, validate_sandbox_id,
 };
+use sandpit_protocol::quota::{MAX_PROCESSES_ENV, QuotaInfo, SandboxCaps, TenantQuota};
 use sandpit_protocol::time::{parse_duration, timestamp};
 use sandpit_runtime::{Driver, DriverError, SandboxSpec, Started};
 use sandpit_store::{NewSandbox, SandboxOptions, SandboxRecord, Store, uid_base};
 use sha2::{Digest, Sha256};
 
+use crate::caps;
 use crate::egress::state::NetworkChanges;
 use crate::egress::{self, Egress};
 use crate::error::{ApiError, ApiResult};
 use crate::metrics::Metrics;
+use crate::quota::{self, Claim, Demand, Gate};
 
 /// Wall clock in Unix milliseconds.
 pub fn now_ms() -> i64 {
@@ -144,6 +147,7 @@ impl OptionChanges {
         keep_alive: Option<bool>,
         env: Option<&BTreeMap<String, String>>,
         limits: Option<&Limits>,
+        caps: &SandboxCaps,
     ) -> ApiResult<Self> {
         let sleep_after_secs = sleep_after
             .map(|v| {
@@ -161,6 +165,7 @@ impl OptionChanges {
         }
         if let Some(l) = limits {
             validate_limits(l)?;
+            caps::check(l, caps)?;
         }
         Ok(OptionChanges {
             sleep_after_secs,
@@ -217,12 +222,27 @@ fn merge_limits(primary: &Limits, fallback: &Limits) -> Limits {
     }
 }
 
+/// What the operator allows sandboxes and tenants.
+#[derive(Debug, Clone)]
+pub struct Bounds {
+    /// Limits for every field a sandbox leaves unset (within `caps`).
+    pub default_limits: Limits,
+    pub caps: SandboxCaps,
+    pub default_quota: TenantQuota,
+}
+
 /// Owns every sandbox of the server.
 pub struct Manager {
     store: Arc<dyn Store>,
     driver: Arc<dyn Driver>,
     images: ImageStore,
     default_limits: Limits,
+    /// The largest limits one sandbox may have.
+    caps: SandboxCaps,
+    /// The quota of tenants without one of their own.
+    default_quota: TenantQuota,
+    /// Per-tenant admission against quotas.
+    gate: Gate,
     metrics: Arc<Metrics>,
     /// The egress proxies of running sandboxes.
     egress: Egress,
@@ -237,7 +257,7 @@ impl Manager {
         store: Arc<dyn Store>,
         driver: Arc<dyn Driver>,
         images: ImageStore,
-        default_limits: Limits,
+        bounds: Bounds,
         metrics: Arc<Metrics>,
         egress: Egress,
     ) -> ApiResult<Self> {
@@ -247,7 +267,10 @@ impl Manager {
             store,
             driver,
             images,
-            default_limits,
+            default_limits: bounds.default_limits,
+            caps: bounds.caps,
+            default_quota: bounds.default_quota,
+            gate: Gate::default(),
             metrics,
             egress,
             instance,
@@ -257,6 +280,114 @@ impl Manager {
 
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.store
+    }
+
+    /// The per-sandbox caps of this server.
+    pub fn caps(&self) -> &SandboxCaps {
+        &self.caps
+    }
+
+    /// A tenant's quota in force, its usage and the caps (`GET /v1/quota`).
+    pub async fn quota_info(&self, tenant: &str) -> ApiResult<QuotaInfo> {
+        let (quota, is_default) =
+            quota::effective_quota(self.store.as_ref(), tenant, &self.default_quota).await?;
+        let usage = {
+            let _admission = self.gate.lock(tenant).await;
+            let records = self.store.list_sandboxes(tenant, None, usize::MAX).await?;
+            quota::usage(&records, &self.gate.starting(tenant), None, |r| {
+                self.claim(&r.options.limits)
+            })
+        };
+        Ok(QuotaInfo {
+            tenant: tenant.to_owned(),
+            quota,
+            is_default,
+            usage,
+            caps: self.caps.clone(),
+        })
+    }
+
+    /// What a sandbox with these (stored) limits claims of its tenant's quota.
+    fn claim(&self, limits: &Limits) -> Claim {
+        Claim::of(
+            &merge_limits(limits, &self.default_limits),
+            self.caps.memory_mb,
+        )
+    }
+
+    /// Checks that `demand` for sandbox `id` with `limits` fits the tenant's quota. Call under
+    /// the tenant's admission lock ([`Gate::lock`]) and make the change before releasing it.
+    async fn admit(
+        &self,
+        tenant: &str,
+        id: &str,
+        demand: Demand,
+        limits: &Limits,
+    ) -> ApiResult<()> {
+        let (quota, _) =
+            quota::effective_quota(self.store.as_ref(), tenant, &self.default_quota).await?;
+        if quota == TenantQuota::default() {
+            return Ok(());
+        }
+        let records = self.store.list_sandboxes(tenant, None, usize::MAX).await?;
+        let usage = quota::usage(&records, &self.gate.starting(tenant), Some(id), |r| {
+            self.claim(&r.options.limits)
+        });
+        quota::check(tenant, &quota, &usage, demand, self.claim(limits))
+    }
+
+    /// Stores option changes of an existing sandbox; a new disk limit is admitted against the
+    /// tenant's quota first.
+    async fn save_options(
+        &self,
+        entry: &Entry,
+        inner: &mut Inner,
+        mut record: SandboxRecord,
+        changes: OptionChanges,
+    ) -> ApiResult<SandboxRecord> {
+        // Only a new diskMb changes what an existing sandbox claims now (memory is claimed
+        // at its next start, which is admitted then).
+        let resized = changes.limits.as_ref().is_some_and(|l| l.disk_mb.is_some());
+        changes.apply(&mut record.options);
+        let _admission = if resized {
+            let lock = self.gate.lock(&entry.tenant).await;
+            self.admit(
+                &entry.tenant,
+                &entry.id,
+                Demand::Resize,
+                &record.options.limits,
+            )
+            .await?;
+            Some(lock)
+        } else {
+            None
+        };
+        self.store
+            .update_options(&entry.tenant, &entry.id, &record.options)
+            .await?;
+        inner.record = Some(record.clone());
+        Ok(record)
+    }
+
+    /// Starts a sleeping sandbox once its tenant's quota allows one more running.
+    async fn wake(
+        &self,
+        entry: &Entry,
+        inner: &mut Inner,
+        record: &SandboxRecord,
+    ) -> ApiResult<()> {
+        let _starting = {
+            let _admission = self.gate.lock(&entry.tenant).await;
+            self.admit(
+                &entry.tenant,
+                &entry.id,
+                Demand::Wake,
+                &record.options.limits,
+            )
+            .await?;
+            self.gate.mark_starting(&entry.tenant, &entry.id)
+        };
+        self.start(entry, inner, record).await
     }
 
     /// The driver's (and the process archive's) name of sandbox `(tenant, id)`.
@@ -375,6 +506,9 @@ impl Manager {
         record: &SandboxRecord,
     ) -> ApiResult<()> {
         let o = &record.options;
+        let limits = merge_limits(&o.limits, &self.default_limits);
+        // Records made before the operator lowered a cap: refuse rather than start above it.
+        caps::check(&limits, &self.caps).map_err(|e| e.context("sandboxId", entry.id.as_str()))?;
         let (image_rootfs, image_env) = self.image_rootfs(&o.image)?;
         let mut env = image_env;
         env.retain(|(k, _)| !o.env.contains_key(k));
@@ -383,6 +517,12 @@ impl Manager {
         let network = egress::state::load_for_start(self.store.as_ref(), &entry.internal).await?;
         env.retain(|(k, _)| !network.secrets.iter().any(|s| &s.name == k));
         env.extend(egress::secret_env(&network.secrets));
+        // Last, over any value of the sandbox's own env: the agent's process cap.
+        env.retain(|(k, _)| k != MAX_PROCESSES_ENV);
+        env.push((
+            MAX_PROCESSES_ENV.to_owned(),
+            self.caps.processes.to_string(),
+        ));
         if let Some(run_dir) = self.driver.run_dir(&entry.internal) {
             self.egress
                 .attach(
@@ -403,7 +543,7 @@ impl Manager {
         let spec = SandboxSpec {
             id: entry.internal.clone(),
             image_rootfs,
-            limits: merge_limits(&o.limits, &self.default_limits),
+            limits,
             env,
             uid_base: uid_base(record.slot),
             ephemeral: o.ephemeral,
@@ -491,6 +631,10 @@ impl Manager {
             limits: Limits::default(),
         };
         changes.apply(&mut options);
+        caps::check(
+            &merge_limits(&options.limits, &self.default_limits),
+            &self.caps,
+        )?;
         let new = NewSandbox {
             tenant: entry.tenant.clone(),
             id: entry.id.clone(),
@@ -499,7 +643,18 @@ impl Manager {
             state: SandboxState::Creating,
             now_ms: now_ms(),
         };
-        let (record, _) = self.store.create_sandbox(new).await?;
+        let (record, _) = {
+            // The record (state `creating`) counts against the quota from here on.
+            let _admission = self.gate.lock(&entry.tenant).await;
+            self.admit(
+                &entry.tenant,
+                &entry.id,
+                Demand::Create,
+                &new.options.limits,
+            )
+            .await?;
+            self.store.create_sandbox(new).await?
+        };
         inner.record = Some(record.clone());
         let started = match self.change_network(entry, inner, network).await {
             Ok(()) => self.start(entry, inner, &record).await,
@@ -534,6 +689,7 @@ impl Manager {
             req.keep_alive,
             req.env.as_ref(),
             req.limits.as_ref(),
+            &self.caps,
         )?;
         let network =
             NetworkChanges::parse(req.network.as_ref(), req.secrets.as_ref(), by_operator)?;
@@ -559,11 +715,9 @@ impl Manager {
             }
             // Like the seed's getSandbox(id, options): mutable options are (re)applied.
             if !changes.is_empty() {
-                changes.apply(&mut record.options);
-                self.store
-                    .update_options(tenant, &id, &record.options)
+                record = self
+                    .save_options(&entry, &mut inner, record, changes)
                     .await?;
-                inner.record = Some(record.clone());
             }
             self.change_network(&entry, &inner, network).await?;
             return Ok((self.info(&record).await?, false));
@@ -626,20 +780,19 @@ impl Manager {
             req.keep_alive,
             req.env.as_ref(),
             req.limits.as_ref(),
+            &self.caps,
         )?;
         let network =
             NetworkChanges::parse(req.network.as_ref(), req.secrets.as_ref(), by_operator)?;
         let entry = self.known_entry(tenant, id).await?;
         let mut inner = entry.inner.lock().await;
-        let mut record = self
+        let record = self
             .load(&entry, &mut inner)
             .await?
             .ok_or_else(|| ApiError::sandbox_not_found(id))?;
-        changes.apply(&mut record.options);
-        self.store
-            .update_options(tenant, id, &record.options)
+        let record = self
+            .save_options(&entry, &mut inner, record, changes)
             .await?;
-        inner.record = Some(record.clone());
         self.change_network(&entry, &inner, network).await?;
         self.info(&record).await
     }
@@ -755,9 +908,9 @@ impl Manager {
         let mut inner = entry.inner.lock().await;
         if inner.started.is_none() {
             match self.load(&entry, &mut inner).await? {
-                Some(record) => self.start(&entry, &mut inner, &record).await?,
+                Some(record) => self.wake(&entry, &mut inner, &record).await?,
                 None => {
-                    let changes = OptionChanges::parse(None, None, None, None)?;
+                    let changes = OptionChanges::parse(None, None, None, None, &self.caps)?;
                     let network = NetworkChanges::default();
                     self.create_locked(
                         &entry,

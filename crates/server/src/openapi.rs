@@ -3,7 +3,7 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::routes::{files, keys, sandboxes};
+use crate::routes::{files, keys, quota, sandboxes};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -27,6 +27,10 @@ use crate::routes::{files, keys, sandboxes};
         files::download,
         files::upload,
         keys::create_key,
+        quota::own,
+        quota::get,
+        quota::set,
+        quota::reset,
         crate::ws_auth::issue,
         crate::preview::api::expose,
         crate::preview::api::list,
@@ -53,6 +57,10 @@ use crate::routes::{files, keys, sandboxes};
         sandpit_protocol::container::SetEnvResponse,
         keys::CreateKeyRequest,
         keys::CreateKeyResponse,
+        sandpit_protocol::quota::TenantQuota,
+        sandpit_protocol::quota::QuotaUsage,
+        sandpit_protocol::quota::QuotaInfo,
+        sandpit_protocol::quota::SandboxCaps,
     )),
     modifiers(&BearerAuth),
     tags(
@@ -60,6 +68,7 @@ use crate::routes::{files, keys, sandboxes};
         (name = "forward", description = "The container API of one sandbox"),
         (name = "files", description = "Raw file bytes of one sandbox, any size"),
         (name = "keys", description = "API keys (admin)"),
+        (name = "quotas", description = "Per-tenant quotas and per-sandbox caps"),
         (name = "preview", description = "Preview URLs: ports of a sandbox reachable at `{port}-{id}-{hash}-{token}.{domain}`"),
     )
 )]

@@ -12,6 +12,7 @@ use std::collections::BTreeMap;
 
 use sandpit_protocol::container::ProcessInfo;
 use sandpit_protocol::control::{Limits, NetworkPolicy, SandboxState};
+use sandpit_protocol::quota::TenantQuota;
 
 pub use sqlite::SqliteStore;
 
@@ -161,7 +162,7 @@ pub trait Store: Send + Sync + 'static {
 
     async fn get_sandbox(&self, tenant: &str, id: &str) -> Result<Option<SandboxRecord>>;
 
-    /// A tenant's sandboxes ordered by id, starting after `after`.
+    /// A tenant's sandboxes ordered by id, starting after `after` (`usize::MAX`: all).
     async fn list_sandboxes(
         &self,
         tenant: &str,
@@ -225,4 +226,10 @@ pub trait Store: Send + Sync + 'static {
 
     /// Every exposed port of every tenant (the server indexes them in memory at start).
     async fn exposed_ports(&self) -> Result<Vec<ExposedPortRecord>>;
+
+    /// The quota set for a tenant (`None`: none was set; the server's default applies).
+    async fn tenant_quota(&self, tenant: &str) -> Result<Option<TenantQuota>>;
+
+    /// Sets (`Some`) or removes (`None`) the quota of an existing tenant.
+    async fn set_tenant_quota(&self, tenant: &str, quota: Option<&TenantQuota>) -> Result<()>;
 }

@@ -90,6 +90,16 @@ pub(crate) const MIGRATIONS: &[(i64, &str)] = &[
         // 1: the policy was set with the admin key, so its CIDRs may open private ranges.
         "ALTER TABLE sandbox_network ADD COLUMN operator_policy INTEGER NOT NULL DEFAULT 0;",
     ),
+    (
+        7,
+        // One row per tenant with a quota of its own (JSON of `TenantQuota`, so new kinds of
+        // usage join as new fields); tenants without a row get the server's default.
+        "CREATE TABLE tenant_quotas (
+            tenant      TEXT PRIMARY KEY REFERENCES tenants(name) ON DELETE CASCADE,
+            quota       TEXT NOT NULL,
+            updated_at  INTEGER NOT NULL
+        );",
+    ),
 ];
 
 /// Brings the schema to the newest version.

@@ -7,6 +7,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
 use sandpit_protocol::container::{ProcessInfo, ProcessStatus};
 use sandpit_protocol::control::SandboxState;
+use sandpit_protocol::quota::TenantQuota;
 
 use crate::{
     ArchivedProcess, ExposedPortRecord, MAX_ARCHIVED_PER_SANDBOX, MAX_SLOTS, NewSandbox, Result,
@@ -344,7 +345,8 @@ impl Store for SqliteStore {
                 "SELECT {COLUMNS} FROM sandboxes WHERE tenant = ?1 AND id > ?2 ORDER BY id LIMIT ?3"
             );
             let mut stmt = c.prepare(&sql)?;
-            let rows = stmt.query_map(params![tenant, after, limit as i64], raw_row)?;
+            let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+            let rows = stmt.query_map(params![tenant, after, limit], raw_row)?;
             rows.map(|r| SandboxRecord::try_from(r?)).collect()
         })
         .await
@@ -624,6 +626,63 @@ impl Store for SqliteStore {
                  policy = ?2, secrets = ?3, ca_cert = ?4, ca_key = ?5, operator_policy = ?6",
                 params![sandbox, policy, secrets, cert, key, operator_policy],
             )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn tenant_quota(&self, tenant: &str) -> Result<Option<TenantQuota>> {
+        let tenant = tenant.to_owned();
+        self.with(move |c| {
+            let json: Option<String> = c
+                .query_row(
+                    "SELECT quota FROM tenant_quotas WHERE tenant = ?1",
+                    [&tenant],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            json.map(|j| {
+                serde_json::from_str(&j).map_err(|e| StoreError::Corrupt {
+                    id: tenant.clone(),
+                    message: format!("quota: {e}"),
+                })
+            })
+            .transpose()
+        })
+        .await
+    }
+
+    async fn set_tenant_quota(&self, tenant: &str, quota: Option<&TenantQuota>) -> Result<()> {
+        let tenant = tenant.to_owned();
+        let json =
+            quota
+                .map(serde_json::to_string)
+                .transpose()
+                .map_err(|e| StoreError::Corrupt {
+                    id: tenant.clone(),
+                    message: format!("quota: {e}"),
+                })?;
+        self.with(move |c| {
+            match json {
+                Some(json) => {
+                    let exists: bool = c.query_row(
+                        "SELECT EXISTS(SELECT 1 FROM tenants WHERE name = ?1)",
+                        [&tenant],
+                        |r| r.get(0),
+                    )?;
+                    if !exists {
+                        return Err(StoreError::NoSuchTenant(tenant));
+                    }
+                    c.execute(
+                        "INSERT INTO tenant_quotas (tenant, quota, updated_at) VALUES (?1, ?2, ?3) \
+                         ON CONFLICT(tenant) DO UPDATE SET quota = ?2, updated_at = ?3",
+                        params![tenant, json, now_secs()],
+                    )?;
+                }
+                None => {
+                    c.execute("DELETE FROM tenant_quotas WHERE tenant = ?1", [&tenant])?;
+                }
+            }
             Ok(())
         })
         .await

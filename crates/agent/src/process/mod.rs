@@ -37,7 +37,7 @@ use crate::exec::session::Sessions;
 use crate::exec::{StreamKind, child_env, validate_command};
 use crate::reaper::Reaper;
 use crate::sse;
-use store::{Record, Store};
+use store::{Record, Refused, Store};
 
 /// Bytes of log kept per process and stream.
 pub const LOG_CAP_BYTES: usize = 1024 * 1024;
@@ -67,11 +67,12 @@ pub struct Processes {
 
 impl Processes {
     pub fn new(config: Arc<AgentConfig>, reaper: Arc<Reaper>, sessions: Arc<Sessions>) -> Self {
+        let store = Store::new(config.max_processes, MAX_FINISHED, MAX_FINISHED_LOG_BYTES);
         Processes {
             config,
             reaper,
             sessions,
-            store: Arc::new(Store::new(MAX_FINISHED, MAX_FINISHED_LOG_BYTES)),
+            store: Arc::new(store),
             log_cap: LOG_CAP_BYTES,
         }
     }
@@ -99,13 +100,24 @@ impl Processes {
             None => Some(DEFAULT_SESSION.to_owned()),
         };
         let (cwd, env) = self.context(session_id.as_deref(), &req);
-        let busy = || {
-            ApiError::new(
+        let refused = |why| match why {
+            Refused::Busy => ApiError::new(
                 ErrorCode::ResourceBusy,
                 format!("Process {id} is already running"),
             )
             .context("processId", id.clone())
-            .operation("process.start")
+            .operation("process.start"),
+            Refused::Full { running } => ApiError::new(
+                ErrorCode::LimitExceeded,
+                format!(
+                    "{running} background processes are running, this sandbox's maximum: \
+                     kill one or wait for one to exit"
+                ),
+            )
+            .context("field", "processes")
+            .context("requested", running + 1)
+            .context("max", running)
+            .operation("process.start"),
         };
         let mut spawned = None;
         let record = self.store.insert_with(
@@ -133,7 +145,7 @@ impl Processes {
                     self.log_cap,
                 ))
             },
-            busy,
+            refused,
         )?;
         let Some(child) = spawned else {
             return Err(ApiError::internal("process spawn lost"));

@@ -141,11 +141,22 @@ pub fn status_for(code: i32, kill_signal: Option<Signal>) -> ProcessStatus {
     }
 }
 
-/// All records. Running records are never evicted; finished ones are, oldest first, beyond
-/// `max_finished` records or `max_finished_bytes` of logs (the newest one always stays).
+/// Why [`Store::insert_with`] refused a new record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    /// A running process has the id.
+    Busy,
+    /// `running` processes run: the cap.
+    Full { running: usize },
+}
+
+/// All records. At most `max_running` run at once; running records are never evicted;
+/// finished ones are, oldest first, beyond `max_finished` records or `max_finished_bytes` of
+/// logs (the newest one always stays).
 #[derive(Debug)]
 pub struct Store {
     inner: Mutex<Inner>,
+    max_running: usize,
     max_finished: usize,
     max_finished_bytes: usize,
 }
@@ -158,9 +169,10 @@ struct Inner {
 }
 
 impl Store {
-    pub fn new(max_finished: usize, max_finished_bytes: usize) -> Self {
+    pub fn new(max_running: usize, max_finished: usize, max_finished_bytes: usize) -> Self {
         Store {
             inner: Mutex::default(),
+            max_running,
             max_finished,
             max_finished_bytes,
         }
@@ -181,22 +193,27 @@ impl Store {
         records
     }
 
-    /// Inserts the record `make(seq)` under `id` unless a running process holds that id; a
-    /// finished record with the id is replaced. `make` runs under the store's lock, so two
-    /// starts with one id cannot both succeed.
+    /// Inserts the record `make(seq)` under `id` unless a running process holds that id or
+    /// `max_running` processes run; a finished record with the id is replaced. `make` runs
+    /// under the store's lock, so two starts with one id (or for the last free place) cannot
+    /// both succeed.
     pub fn insert_with<E>(
         &self,
         id: &str,
         make: impl FnOnce(u64) -> Result<Record, E>,
-        busy: impl FnOnce() -> E,
+        refused: impl FnOnce(Refused) -> E,
     ) -> Result<Arc<Record>, E> {
         let mut inner = self.lock();
         if let Some(old) = inner.map.get(id) {
             if !old.is_finished() {
-                return Err(busy());
+                return Err(refused(Refused::Busy));
             }
             let old = old.clone();
             inner.finished.retain(|r| !Arc::ptr_eq(r, &old));
+        }
+        let running = inner.map.values().filter(|r| !r.is_finished()).count();
+        if running >= self.max_running {
+            return Err(refused(Refused::Full { running }));
         }
         let seq = inner.next_seq;
         inner.next_seq += 1;
@@ -252,16 +269,16 @@ mod tests {
 
     #[test]
     fn running_ids_are_exclusive_and_finished_records_are_bounded() {
-        let store = Store::new(2, usize::MAX);
-        let a = store.insert_with("a", |s| record("a", s), || ()).unwrap();
-        assert!(store.insert_with("a", |s| record("a", s), || ()).is_err());
+        let store = Store::new(usize::MAX, 2, usize::MAX);
+        let a = store.insert_with("a", |s| record("a", s), |_| ()).unwrap();
+        assert!(store.insert_with("a", |s| record("a", s), |_| ()).is_err());
         a.finish(Some(0));
         store.finished(&a);
         // A finished id can be reused.
-        let a2 = store.insert_with("a", |s| record("a", s), || ()).unwrap();
+        let a2 = store.insert_with("a", |s| record("a", s), |_| ()).unwrap();
         assert!(!Arc::ptr_eq(&a, &a2));
         for id in ["b", "c", "d"] {
-            let r = store.insert_with(id, |s| record(id, s), || ()).unwrap();
+            let r = store.insert_with(id, |s| record(id, s), |_| ()).unwrap();
             r.finish(Some(1));
             store.finished(&r);
         }
@@ -272,9 +289,9 @@ mod tests {
 
     #[test]
     fn finished_logs_have_a_byte_budget() {
-        let store = Store::new(100, 30);
+        let store = Store::new(usize::MAX, 100, 30);
         for id in ["a", "b", "c", "d"] {
-            let r = store.insert_with(id, |s| record(id, s), || ()).unwrap();
+            let r = store.insert_with(id, |s| record(id, s), |_| ()).unwrap();
             r.append(StreamKind::Stdout, &[b'x'; 16]);
             r.append(StreamKind::Stderr, b"yy");
             r.finish(Some(0));
@@ -284,12 +301,27 @@ mod tests {
         let ids: Vec<String> = store.all().iter().map(|r| r.id.clone()).collect();
         assert_eq!(ids, ["d"]);
         // The newest record stays even when it alone is over the budget.
-        let big = store.insert_with("e", |s| record("e", s), || ()).unwrap();
+        let big = store.insert_with("e", |s| record("e", s), |_| ()).unwrap();
         big.append(StreamKind::Stdout, &[b'z'; 16]);
         big.append(StreamKind::Stderr, &[b'z'; 16]);
         big.finish(Some(0));
         store.finished(&big);
         let ids: Vec<String> = store.all().iter().map(|r| r.id.clone()).collect();
         assert_eq!(ids, ["e"]);
+    }
+
+    #[test]
+    fn running_processes_are_capped() {
+        let store = Store::new(2, 10, usize::MAX);
+        let a = store.insert_with("a", |s| record("a", s), |_| ()).unwrap();
+        store.insert_with("b", |s| record("b", s), |_| ()).unwrap();
+        let mut why = None;
+        let full = store.insert_with("c", |s| record("c", s), |r| why = Some(r));
+        assert!(full.is_err());
+        assert_eq!(why, Some(Refused::Full { running: 2 }));
+        // A finished process frees its place.
+        a.finish(Some(0));
+        store.finished(&a);
+        store.insert_with("c", |s| record("c", s), |_| ()).unwrap();
     }
 }

@@ -7,6 +7,7 @@ pub mod git;
 pub mod image;
 pub mod network;
 pub mod process;
+pub mod quota;
 pub mod run;
 pub mod sandbox;
 pub mod serve;

@@ -4,6 +4,8 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use sandpit_image::ImageStore;
+use sandpit_protocol::control::Limits;
+use sandpit_protocol::quota::TenantQuota;
 use sandpit_server::{ServeConfig, Server};
 
 use crate::cli::ServeArgs;
@@ -22,6 +24,22 @@ pub async fn run(args: ServeArgs, data_dir: PathBuf) -> anyhow::Result<()> {
         config.egress_grants.entry(tenant).or_default().push(net);
     }
     config.egress_extra_roots = args.egress_root;
+    let max = args.maxima;
+    config.max_limits = Limits {
+        memory_mb: max.max_memory_mb,
+        cpus: max.max_cpus,
+        pids: max.max_pids,
+        disk_mb: max.max_disk_mb,
+    };
+    config.max_exposed_ports = max.max_exposed_ports;
+    config.max_processes = max.max_processes;
+    let quota = args.default_quota;
+    config.default_quota = TenantQuota {
+        sandboxes: quota.default_quota_sandboxes,
+        running_sandboxes: quota.default_quota_running,
+        memory_mb: quota.default_quota_memory_mb,
+        disk_mb: quota.default_quota_disk_mb,
+    };
 
     let images_dir = config.images_dir.clone();
     tokio::task::spawn_blocking(move || {

@@ -4,6 +4,7 @@ mod compat;
 mod fake_server;
 mod network;
 mod processes;
+mod quota;
 mod real_server;
 mod run;
 mod shell;

@@ -1,4 +1,5 @@
 mod fake_server;
 mod interpreter;
 mod processes;
+mod quota;
 mod real_server;

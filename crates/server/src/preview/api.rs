@@ -35,7 +35,7 @@ const MAX_NAME: usize = 64;
     request_body = ExposePortRequest,
     responses(
         (status = 200, description = "Exposed", body = ExposedPort),
-        (status = 400, description = "INVALID_PORT_NUMBER (not 1024-65535, or 3128, the egress bridge) or VALIDATION_FAILED (token, name)", body = ErrorResponse),
+        (status = 400, description = "INVALID_PORT_NUMBER (not 1024-65535, or 3128, the egress bridge), VALIDATION_FAILED (token, name) or LIMIT_EXCEEDED (the server's maximum of exposed ports per sandbox)", body = ErrorResponse),
         (status = 404, description = "SANDBOX_NOT_FOUND", body = ErrorResponse),
     ),
     security(("bearer" = []))
@@ -68,6 +68,20 @@ pub async fn expose(
             "token is already used by port {} of this sandbox",
             other.record.port
         )));
+    }
+    let max = previews.manager.caps().exposed_ports;
+    let exposed = existing
+        .iter()
+        .filter(|e| e.record.port != req.port)
+        .count() as u64;
+    if exposed >= max {
+        return Err(ApiError::new(
+            ErrorCode::LimitExceeded,
+            format!("sandbox {id:?} already exposes {exposed} ports, this server's maximum"),
+        )
+        .context("field", "exposedPorts")
+        .context("requested", exposed + 1)
+        .context("max", max));
     }
     // Wakes the sandbox: the exposure is bound to the run it starts.
     let lease = previews.manager.acquire(&tenant.name, &id).await?;

@@ -51,10 +51,11 @@ pub struct ListQuery {
     responses(
         (status = 201, description = "Created and started", body = SandboxInfo),
         (status = 200, description = "Already existed", body = SandboxInfo),
-        (status = 400, description = "Invalid id or options", body = ErrorResponse),
+        (status = 400, description = "Invalid id or options (VALIDATION_FAILED), or a limit above the server's maximum (LIMIT_EXCEEDED)", body = ErrorResponse),
         (status = 401, description = "Missing or invalid API key", body = ErrorResponse),
         (status = 404, description = "Unknown image (IMAGE_NOT_FOUND)", body = ErrorResponse),
         (status = 409, description = "Exists with another image (SANDBOX_CONFLICT)", body = ErrorResponse),
+        (status = 429, description = "The tenant's quota is used up (QUOTA_EXCEEDED)", body = ErrorResponse),
         (status = 500, description = "Failed to start (SANDBOX_START_FAILED)", body = ErrorResponse),
     ),
     security(("bearer" = []))
@@ -128,8 +129,9 @@ pub async fn get(
     request_body = UpdateSandboxRequest,
     responses(
         (status = 200, description = "Updated", body = SandboxInfo),
-        (status = 400, description = "Invalid options", body = ErrorResponse),
+        (status = 400, description = "Invalid options (VALIDATION_FAILED), or a limit above the server's maximum (LIMIT_EXCEEDED)", body = ErrorResponse),
         (status = 404, description = "SANDBOX_NOT_FOUND", body = ErrorResponse),
+        (status = 429, description = "A larger diskMb would pass the tenant's disk quota (QUOTA_EXCEEDED)", body = ErrorResponse),
     ),
     security(("bearer" = []))
 )]
@@ -202,6 +204,7 @@ macro_rules! forward_doc {
             responses(
                 (status = 200, description = "The agent's answer, streamed"),
                 (status = 413, description = "PAYLOAD_TOO_LARGE", body = ErrorResponse),
+                (status = 429, description = "QUOTA_EXCEEDED: creating or waking the sandbox would pass the tenant's quota", body = ErrorResponse),
                 (status = 500, description = "SANDBOX_START_FAILED", body = ErrorResponse),
                 (status = 502, description = "SANDBOX_UNAVAILABLE: the agent did not answer", body = ErrorResponse),
             ),

@@ -90,7 +90,14 @@ async fn create_is_create_or_get() {
     assert_eq!(status, 200);
     assert_eq!(again["createdAt"], body["createdAt"]);
     let spec = ts.driver.specs.lock().unwrap()[0].clone();
-    assert_eq!(spec.env, vec![("A".to_owned(), "1".to_owned())]);
+    // The sandbox's env, then the agent's process cap (set by the server, last).
+    assert_eq!(
+        spec.env,
+        vec![
+            ("A".to_owned(), "1".to_owned()),
+            ("SANDPIT_MAX_PROCESSES".to_owned(), "128".to_owned())
+        ]
+    );
     assert_eq!(spec.limits.memory_mb, Some(256));
     assert!(spec.uid_base >= 100_000 && (spec.uid_base - 100_000) % 65_536 == 0);
     assert!(spec.id.len() <= 63 && spec.id.starts_with("alpha-"));

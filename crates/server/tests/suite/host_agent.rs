@@ -22,6 +22,13 @@ pub(super) struct Host {
 
 impl Host {
     pub(super) async fn start() -> Option<Host> {
+        Self::start_with(|_| {}).await
+    }
+
+    /// [`Host::start`] with a config changed by `tweak`.
+    pub(super) async fn start_with(
+        tweak: impl FnOnce(&mut sandpit_server::ServeConfig),
+    ) -> Option<Host> {
         let Some(agent) = find_agent_binary() else {
             eprintln!(
                 "\n!!! SKIPPED: no sandpit-agent binary (cargo build -p sandpit-agent) !!!\n"
@@ -29,7 +36,8 @@ impl Host {
             return None;
         };
         let tmp = tempfile::Builder::new().prefix("sph").tempdir().unwrap();
-        let config = super::config(tmp.path());
+        let mut config = super::config(tmp.path());
+        tweak(&mut config);
         super::make_image(&config, "default");
         let driver = Arc::new(HostDriver::new(tmp.path().join("agents"), agent));
         let server = Server::start_with_driver(config, driver).await.unwrap();
@@ -158,4 +166,46 @@ async fn real_agent_ephemeral_sandbox_forgets_on_stop() {
     let out = h.exec("host-eph", "ls").await;
     assert_eq!(out["stdout"], "", "{out}");
     h.server.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn real_agent_caps_running_background_processes() {
+    let Some(h) = Host::start_with(|c| c.max_processes = 2).await else {
+        return;
+    };
+    // The sandbox's own env cannot lift the cap: the server sets it last.
+    let body = json!({"id": "host-procs", "env": {"SANDPIT_MAX_PROCESSES": "1000"}});
+    let (s, b) = h.call(Method::POST, "/v1/sandboxes", body).await;
+    assert_eq!(s, 201, "{b}");
+    let start = |id: &'static str| {
+        let body = json!({"command": "sleep 30", "processId": id});
+        h.call(
+            Method::POST,
+            "/v1/sandboxes/host-procs/api/process/start",
+            body,
+        )
+    };
+    assert_eq!(start("p1").await.0, 200);
+    assert_eq!(start("p2").await.0, 200);
+    let (s, b) = start("p3").await;
+    super::assert_error(s, &b, 400, "LIMIT_EXCEEDED");
+    assert_eq!(b["context"]["field"], "processes", "{b}");
+    assert_eq!(b["context"]["max"], 2, "{b}");
+    let (s, b) = h
+        .call(
+            Method::DELETE,
+            "/v1/sandboxes/host-procs/api/process/p1",
+            json!({}),
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            start("p3").await.0 == 200
+        })
+        .await,
+        "a killed process frees its place"
+    );
+    h.call(Method::DELETE, "/v1/sandboxes/host-procs", Value::Null)
+        .await;
 }

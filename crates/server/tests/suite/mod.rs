@@ -13,6 +13,7 @@ mod lifecycle;
 mod network;
 mod openapi;
 mod preview;
+mod quotas;
 mod websocket;
 
 use std::path::{Path, PathBuf};

@@ -2,6 +2,7 @@ mod keys;
 mod network;
 mod ports;
 mod processes;
+mod quotas;
 mod sandboxes;
 
 use std::collections::BTreeMap;
