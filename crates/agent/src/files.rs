@@ -577,6 +577,12 @@ mod tests {
             )
         }
 
+        fn named_components(path: &Path) -> Vec<Component<'_>> {
+            path.components()
+                .filter(|c| *c != Component::CurDir)
+                .collect()
+        }
+
         proptest! {
             #![proptest_config(Config { cases: 256, failure_persistence: None, ..Config::default() })]
 
@@ -602,11 +608,8 @@ mod tests {
                             prop_assert!(resolved.starts_with(base));
                             let rest = resolved.strip_prefix(base).unwrap();
                             // (A leading `.` is the only one `Path` keeps; joined, it goes.)
-                            let named = |p: &Path| -> Vec<Component> {
-                                p.components().filter(|c| *c != Component::CurDir).collect()
-                            };
-                            let ours = named(rest);
-                            let theirs = named(Path::new(&path));
+                            let ours = named_components(rest);
+                            let theirs = named_components(Path::new(&path));
                             prop_assert_eq!(ours, theirs);
                         }
                     }

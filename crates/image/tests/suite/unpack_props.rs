@@ -14,9 +14,10 @@ use super::{E, Env, docker_save, layer};
 
 /// Stands for the sentinel directory's absolute path, known only once the scratch store exists.
 const OUT: &str = "@OUT";
-/// Names generated paths may use at the top of the host's filesystem: a resolver that treated
-/// an absolute target as a host path would create them, so each case checks they stay absent.
-const HOST_NAMES: [&str; 2] = ["sandpit-prop-a", "sandpit-prop-b"];
+/// Every name a generated path component can have (besides `.`, `..` and empty). A resolver
+/// that treated an absolute target as a host path would create them at the host's root, so
+/// each case checks they stay absent there.
+const NAMES: [&str; 4] = ["sandpit-prop-a", "sandpit-prop-b", "outside", "secret"];
 
 /// One generated layer entry, with names and targets still holding [`OUT`].
 #[derive(Debug, Clone)]
@@ -27,21 +28,24 @@ enum Gen {
     Hard(String, String),
 }
 
-/// One path component; `dotdot` weighs `..` (entry names with it reject the whole archive, so
-/// names get it rarely and targets often).
-fn component(dotdot: u32) -> impl Strategy<Value = &'static str> {
-    prop_oneof![
-        4 => Just(HOST_NAMES[0]),
-        3 => Just(HOST_NAMES[1]),
-        dotdot => Just(".."),
+/// One path component; `dotdot` weighs `..` against the 14 of the others.
+fn component(dotdot: u32) -> BoxedStrategy<&'static str> {
+    let others = prop_oneof![
+        4 => Just(NAMES[0]),
+        3 => Just(NAMES[1]),
         1 => Just("."),
         1 => Just(""),
-        2 => Just("outside"),
-        1 => Just("secret"),
-    ]
+        3 => Just(NAMES[2]),
+        2 => Just(NAMES[3]),
+    ];
+    if dotdot == 0 {
+        others.boxed()
+    } else {
+        prop_oneof![14 => others, dotdot => Just("..")].boxed()
+    }
 }
 
-/// A path of 1..=4 components: relative, absolute, or below the sentinel's absolute path.
+/// A path of 1..=4 components, relative, absolute, or below the sentinel's absolute path.
 fn path(dotdot: u32) -> impl Strategy<Value = String> {
     (
         prop_oneof![3 => Just(""), 2 => Just("/"), 2 => Just("@OUT/")],
@@ -50,11 +54,16 @@ fn path(dotdot: u32) -> impl Strategy<Value = String> {
         .prop_map(|(prefix, parts)| format!("{prefix}{}", parts.join("/")))
 }
 
+/// A relative path without `..`: what an accepted hard link names.
+fn inside_path() -> impl Strategy<Value = String> {
+    prop::collection::vec(component(0), 1..=4).prop_map(|parts| parts.join("/"))
+}
+
 /// A symlink or hard-link target: a path as above, or a chain of `..` climbing out.
 fn target() -> impl Strategy<Value = String> {
     prop_oneof![
         3 => path(3),
-        2 => (1usize..=8, prop::collection::vec(component(3), 0..=2))
+        2 => (1usize..=8, prop::collection::vec(component(0), 0..=2))
             .prop_map(|(ups, rest)| {
                 let mut parts = vec![".."; ups];
                 parts.extend(rest);
@@ -64,9 +73,9 @@ fn target() -> impl Strategy<Value = String> {
     ]
 }
 
-/// An entry's own name.
+/// An entry's own name: `..` in one rejects the whole archive, so it is rare.
 fn name() -> impl Strategy<Value = String> {
-    path(1)
+    prop_oneof![19 => path(0), 1 => path(3)]
 }
 
 fn entry() -> impl Strategy<Value = Gen> {
@@ -74,7 +83,9 @@ fn entry() -> impl Strategy<Value = Gen> {
         3 => (name(), prop::collection::vec(any::<u8>(), 0..8)).prop_map(|(p, d)| Gen::File(p, d)),
         2 => name().prop_map(Gen::Dir),
         3 => (name(), target()).prop_map(|(p, t)| Gen::Symlink(p, t)),
-        2 => (name(), target()).prop_map(|(p, t)| Gen::Hard(p, t)),
+        // Mostly targets the unpacker accepts (which may still lead through symlinks), some not.
+        2 => (name(), prop_oneof![3 => inside_path(), 1 => target()])
+            .prop_map(|(p, t)| Gen::Hard(p, t)),
     ]
 }
 
@@ -107,13 +118,13 @@ fn build(entries: &[Gen], out: &str) -> Vec<u8> {
 }
 
 fn host_names_absent() -> bool {
-    HOST_NAMES
+    NAMES
         .iter()
         .all(|n| fs::symlink_metadata(Path::new("/").join(n)).is_err())
 }
 
 proptest! {
-    #![proptest_config(Config { cases: 64, failure_persistence: None, ..Config::default() })]
+    #![proptest_config(Config { cases: 128, failure_persistence: None, ..Config::default() })]
 
     #[test]
     fn no_generated_archive_writes_outside_the_image(layers in layers()) {
