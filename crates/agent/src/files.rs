@@ -549,4 +549,76 @@ mod tests {
         assert!(resolve("a\0b", base, "path").is_err());
         assert!(resolve(&"a".repeat(4097), base, "path").is_err());
     }
+
+    mod props {
+        use std::path::Component;
+
+        use proptest::prelude::*;
+        use proptest::test_runner::Config;
+
+        use super::*;
+
+        /// Paths built from components that matter to resolution (`..`, `.`, empty, a NUL,
+        /// multi-byte characters), absolute or relative.
+        fn user_path() -> impl Strategy<Value = String> {
+            let component = prop_oneof![
+                Just("a".to_owned()),
+                Just("..".to_owned()),
+                Just(".".to_owned()),
+                Just(String::new()),
+                Just("é ß".to_owned()),
+                Just("x\0y".to_owned()),
+                "[a-z]{1,8}",
+            ];
+            (any::<bool>(), prop::collection::vec(component, 0..12)).prop_map(
+                |(absolute, parts)| {
+                    format!("{}{}", if absolute { "/" } else { "" }, parts.join("/"))
+                },
+            )
+        }
+
+        fn named_components(path: &Path) -> Vec<Component<'_>> {
+            path.components()
+                .filter(|c| *c != Component::CurDir)
+                .collect()
+        }
+
+        proptest! {
+            #![proptest_config(Config { cases: 256, failure_persistence: None, ..Config::default() })]
+
+            /// The contract of the file API's paths: the sandbox is the boundary, so any
+            /// non-empty path without NUL up to 4096 characters is accepted and means exactly
+            /// what it means to the kernel (absolute, or relative to the session's cwd); the
+            /// rest is a VALIDATION_FAILED naming the field, never a panic.
+            #[test]
+            fn resolve_accepts_exactly_valid_paths(path in prop_oneof![user_path(), any::<String>()]) {
+                let base = Path::new("/workspace/sub");
+                let valid = !path.is_empty()
+                    && !path.contains('\0')
+                    && path.chars().count() <= MAX_PATH_CHARS;
+                match resolve(&path, base, "path") {
+                    Ok(resolved) => {
+                        prop_assert!(valid, "accepted {path:?}");
+                        prop_assert_eq!(&resolved, &base.join(&path));
+                        if path.starts_with('/') {
+                            prop_assert_eq!(resolved, PathBuf::from(&path));
+                        } else {
+                            // Relative paths are the cwd's: same prefix, the user's components
+                            // after it, nothing dropped or added (so no `..` is invented).
+                            prop_assert!(resolved.starts_with(base));
+                            let rest = resolved.strip_prefix(base).unwrap();
+                            // (A leading `.` is the only one `Path` keeps; joined, it goes.)
+                            let ours = named_components(rest);
+                            let theirs = named_components(Path::new(&path));
+                            prop_assert_eq!(ours, theirs);
+                        }
+                    }
+                    Err(e) => {
+                        prop_assert!(!valid, "refused {path:?}");
+                        prop_assert_eq!(e.code(), ErrorCode::ValidationFailed);
+                    }
+                }
+            }
+        }
+    }
 }

@@ -3,7 +3,7 @@
 //!
 //! - [`launch`]: the launcher that turns a process into a sandbox init ([`launch::enter_sandbox`]).
 //! - [`cgroup`]: per-sandbox cgroups, v1-hybrid and v2 behind [`cgroup::CgroupManager`].
-//! - [`seccomp`]: the sandbox's seccomp profile (a documented deny table).
+//! - [`seccomp`]: the sandbox's seccomp profile (a documented allow-list table).
 //! - [`process`]: host-side helpers (subreaper, pidfd, passing an fd to a child).
 //!
 //! See `docs/isolation.md` for the design and the threat model.

@@ -5,6 +5,7 @@ mod docker_save;
 mod hostile;
 mod oci;
 mod store;
+mod unpack_props;
 
 use std::fs;
 use std::io::Write;

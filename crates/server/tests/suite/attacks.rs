@@ -228,6 +228,92 @@ async fn serial_attack_kernel_interfaces_are_denied() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn serial_attack_seccomp_allow_list_refuses_unnamed_syscalls_and_socket_families() {
+    let Some(rs) = Real::start().await else {
+        return;
+    };
+    // `name=ok` or `name=err:<errno>` per attempt; raw syscalls through ctypes, sockets through
+    // Python's socket module (no tool missing from the image can fake a refusal).
+    let out = python(
+        &rs,
+        "atk-seccomp",
+        "import ctypes, socket\n\
+         libc = ctypes.CDLL(None, use_errno=True)\n\
+         def sys(*args):\n\
+         \x20   rc = libc.syscall(*[ctypes.c_long(a) for a in args])\n\
+         \x20   return 'ok' if rc >= 0 else f'err:{ctypes.get_errno()}'\n\
+         def sock(family, kind, proto=0):\n\
+         \x20   try:\n\
+         \x20       socket.socket(family, kind, proto).close()\n\
+         \x20       return 'ok'\n\
+         \x20   except OSError as e:\n\
+         \x20       return f'err:{e.errno}'\n\
+         def pair(family):\n\
+         \x20   try:\n\
+         \x20       for s in socket.socketpair(family, socket.SOCK_STREAM): s.close()\n\
+         \x20       return 'ok'\n\
+         \x20   except OSError as e:\n\
+         \x20       return f'err:{e.errno}'\n\
+         results = {\n\
+         \x20   'vsock': sock(socket.AF_VSOCK, socket.SOCK_STREAM),\n\
+         \x20   'vsock_dgram': sock(socket.AF_VSOCK, socket.SOCK_DGRAM),\n\
+         \x20   'packet': sock(socket.AF_PACKET, socket.SOCK_RAW),\n\
+         \x20   'alg': sock(socket.AF_ALG, socket.SOCK_SEQPACKET),\n\
+         \x20   'netlink_audit': sock(socket.AF_NETLINK, socket.SOCK_RAW, 9),\n\
+         \x20   'netlink_uevent': sock(socket.AF_NETLINK, socket.SOCK_DGRAM, 15),\n\
+         \x20   'pair_inet': pair(socket.AF_INET),\n\
+         \x20   'open_tree_attr': sys(467, -100, 0, 0, 0, 0),\n\
+         \x20   'cachestat': sys(451, -1, 0, 0, 0),\n\
+         \x20   'made_up': sys(1000),\n\
+         \x20   'ptrace_agent': sys(16, 1, 0, 0),\n\
+         \x20   'keyctl': sys(250, 0, 0, 0, 0),\n\
+         \x20   'bpf': sys(321, 0, 0, 0),\n\
+         \x20   'inet': sock(socket.AF_INET, socket.SOCK_STREAM),\n\
+         \x20   'inet6': sock(socket.AF_INET6, socket.SOCK_DGRAM),\n\
+         \x20   'unix': sock(socket.AF_UNIX, socket.SOCK_STREAM),\n\
+         \x20   'netlink_route': sock(socket.AF_NETLINK, socket.SOCK_RAW, 0),\n\
+         \x20   'pair_unix': pair(socket.AF_UNIX),\n\
+         \x20   'ifaces': 'ok' if socket.if_nameindex() else 'err:none',\n\
+         }\n\
+         for name, result in results.items():\n\
+         \x20   print(f'{name}={result}')\n",
+    )
+    .await;
+    const EPERM: &str = "err:1";
+    const ENOSYS: &str = "err:38";
+    const EAFNOSUPPORT: &str = "err:97";
+    let expected = [
+        // AF_VSOCK would reach the VM host's vsock port space; no sandbox needs these families.
+        ("vsock", EAFNOSUPPORT),
+        ("vsock_dgram", EAFNOSUPPORT),
+        ("packet", EAFNOSUPPORT),
+        ("alg", EAFNOSUPPORT),
+        ("netlink_audit", EAFNOSUPPORT),
+        ("netlink_uevent", EAFNOSUPPORT),
+        ("pair_inet", EAFNOSUPPORT),
+        // Syscalls the table does not name, whatever the kernel offers.
+        ("open_tree_attr", ENOSYS),
+        ("cachestat", ENOSYS),
+        ("made_up", ENOSYS),
+        // Still refused: the agent cannot be traced or read, the dangerous calls stay EPERM.
+        ("ptrace_agent", EPERM),
+        ("keyctl", EPERM),
+        ("bpf", EPERM),
+        // What sandboxes need keeps working.
+        ("inet", "ok"),
+        ("inet6", "ok"),
+        ("unix", "ok"),
+        ("netlink_route", "ok"),
+        ("pair_unix", "ok"),
+        ("ifaces", "ok"),
+    ];
+    for (name, want) in expected {
+        assert_eq!(field(&out, name), Some(want), "{name}: {out}");
+    }
+    rs.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn serial_attack_file_api_cannot_escape_the_sandbox() {
     let Some(rs) = Real::start().await else {
         return;
