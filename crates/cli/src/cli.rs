@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 pub use crate::commands::expose::ExposeArgs;
+pub use crate::commands::keys::{AuditArgs, KeysCommand};
 pub use crate::commands::network::{CreateNetworkFlags, NetworkArgs, SecretCommand};
 use sandpit_client::Language;
 
@@ -116,6 +117,13 @@ pub enum Command {
         #[command(subcommand)]
         command: SecretCommand,
     },
+    /// API keys: create (admin), list, revoke and rotate.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+    /// Print the audit log of control-plane actions (newest first).
+    Audit(AuditArgs),
 }
 
 #[derive(Debug, Args)]
@@ -215,6 +223,9 @@ pub struct ServeArgs {
     /// besides the host's bundle (repeatable).
     #[arg(long, value_name = "PEM")]
     pub egress_root: Vec<PathBuf>,
+    /// Require the admin key on GET /metrics (default: open, like /healthz).
+    #[arg(long)]
+    pub metrics_auth: bool,
 }
 
 #[derive(Debug, Args)]

@@ -11,7 +11,9 @@ use std::process::ExitCode;
 use clap::Parser;
 
 use crate::cli::{Cli, Command};
-use crate::commands::{cp, exec, expose, git, image, network, process, run, sandbox, serve, watch};
+use crate::commands::{
+    cp, exec, expose, git, image, keys, network, process, run, sandbox, serve, watch,
+};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -72,6 +74,8 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Ports { id, json } => expose::ports(&client()?, &id, json).await?,
         Command::Network(args) => network::network(&client()?, args).await?,
         Command::Secret { command } => network::secret(&client()?, command).await?,
+        Command::Keys { command } => keys::keys(&client()?, command).await?,
+        Command::Audit(args) => keys::audit(&client()?, args).await?,
         Command::Image(args) => {
             let dir = image::images_dir(&args.images, &data_dir);
             image::run(args.command, dir).await?

@@ -26,8 +26,11 @@
 //! * Code contexts ([`SandboxHandle::create_context`], [`SandboxHandle::run_code`],
 //!   [`SandboxHandle::run_code_stream`]): Python and JavaScript/TypeScript interpreters whose
 //!   state persists between runs, with live output and rich results.
+//! * API keys and the audit log: [`Client::create_key`], [`Client::list_keys`],
+//!   [`Client::revoke_key`], [`Client::rotate_key`], [`Client::audit`].
 //! * [`ClientError`]: `Api` carries the server's error envelope (code, status, context).
 
+mod admin;
 mod client;
 mod error;
 mod interpreter;
@@ -38,6 +41,7 @@ mod sandbox;
 mod sse;
 mod watch;
 
+pub use admin::AuditOptions;
 pub use client::{Client, ListOptions};
 pub use error::{ClientError, Result};
 pub use interpreter::{

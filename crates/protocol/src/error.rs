@@ -126,6 +126,8 @@ error_codes! {
     // Preview URLs (the seed's codes, §3.6 of the reference).
     InvalidToken = 404,
     StalePreviewUrl = 410,
+    // API keys.
+    KeyNotFound = 404,
 }
 
 impl ErrorCode {

@@ -49,6 +49,9 @@ pub struct ServeConfig {
     pub egress_blocked: Vec<IpNet>,
     /// PEM files trusted for upstream TLS of intercepted connections, besides the host's bundle.
     pub egress_extra_roots: Vec<PathBuf>,
+    /// Whether `GET /metrics` needs the admin key (default false: the listener is loopback by
+    /// default and the metrics hold counts only).
+    pub metrics_auth: bool,
 }
 
 impl ServeConfig {
@@ -76,6 +79,7 @@ impl ServeConfig {
             egress_resolve: BTreeMap::new(),
             egress_blocked: crate::egress::default_blocked(),
             egress_extra_roots: Vec::new(),
+            metrics_auth: false,
         }
     }
 }

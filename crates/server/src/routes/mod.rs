@@ -1,5 +1,6 @@
 //! HTTP handlers, one module per resource.
 
+pub mod audit;
 pub mod env;
 pub mod files;
 pub mod keys;
