@@ -1,13 +1,13 @@
 //! The audit log of control-plane actions: one middleware records every mutating control
 //! route (who, what, when, target, result) in the store, bounded per tenant there.
 //!
-//! The action and a default target come from the matched route; a handler that knows more (the
+//! The action and a default target come from the method and path; a handler that knows more (the
 //! id of a created sandbox, the fields a PATCH changed, the tenant a key belongs to) adds an
 //! [`AuditNote`] to its response. Notes name fields and secrets, never their values.
 
 use std::sync::Arc;
 
-use axum::extract::{MatchedPath, Request, State};
+use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
 use sandpit_protocol::ErrorCode;
@@ -53,44 +53,36 @@ pub fn fields_detail<'a>(
     (!parts.is_empty()).then(|| parts.join(", "))
 }
 
-/// The action a route performs, for the routes that are audited.
-fn action(method: &http::Method, route: &str) -> Option<&'static str> {
-    Some(match (method.as_str(), route) {
-        ("POST", "/v1/sandboxes") => "sandbox.create",
-        ("PATCH", "/v1/sandboxes/{id}") => "sandbox.update",
-        ("DELETE", "/v1/sandboxes/{id}") => "sandbox.destroy",
-        ("POST", "/v1/sandboxes/{id}/stop") => "sandbox.stop",
-        ("POST", "/v1/sandboxes/{id}/env") => "sandbox.env",
-        ("POST", "/v1/sandboxes/{id}/ports") => "port.expose",
-        ("DELETE", "/v1/sandboxes/{id}/ports/{port}") => "port.unexpose",
-        ("POST", "/v1/keys") => "key.create",
-        ("DELETE", "/v1/keys/{keyId}") => "key.revoke",
-        ("POST", "/v1/keys/{keyId}/rotate") => "key.rotate",
-        _ => return None,
-    })
-}
-
-/// The target named by the path: `/v1/sandboxes/{id}[/ports/{port}]`, `/v1/keys/{keyId}`.
-fn path_target(path: &str) -> String {
+/// The action of an audited request and the target its path names, from its method and path
+/// (`None`: not audited). Only routes that matched reach this (it is a route layer).
+fn classify(method: &http::Method, path: &str) -> Option<(&'static str, String)> {
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
-    match segments.as_slice() {
-        ["v1", "sandboxes", id, "ports", port] => format!("{id}:{port}"),
-        ["v1", _, target, ..] => (*target).to_owned(),
-        _ => "-".to_owned(),
-    }
+    let (action, target) = match (method.as_str(), segments.as_slice()) {
+        ("POST", ["v1", "sandboxes"]) => ("sandbox.create", "-".to_owned()),
+        ("PATCH", ["v1", "sandboxes", id]) => ("sandbox.update", (*id).to_owned()),
+        ("DELETE", ["v1", "sandboxes", id]) => ("sandbox.destroy", (*id).to_owned()),
+        ("POST", ["v1", "sandboxes", id, "stop"]) => ("sandbox.stop", (*id).to_owned()),
+        ("POST", ["v1", "sandboxes", id, "env"]) => ("sandbox.env", (*id).to_owned()),
+        ("POST", ["v1", "sandboxes", id, "ports"]) => ("port.expose", (*id).to_owned()),
+        ("DELETE", ["v1", "sandboxes", id, "ports", port]) => {
+            ("port.unexpose", format!("{id}:{port}"))
+        }
+        ("POST", ["v1", "keys"]) => ("key.create", "-".to_owned()),
+        ("DELETE", ["v1", "keys", key]) => ("key.revoke", (*key).to_owned()),
+        ("POST", ["v1", "keys", key, "rotate"]) => ("key.rotate", (*key).to_owned()),
+        _ => return None,
+    };
+    Some((action, target))
 }
 
 /// Middleware (inside the key check): records audited routes after they answered.
 pub async fn record(State(app): State<Arc<AppState>>, request: Request, next: Next) -> Response {
-    let route = request.extensions().get::<MatchedPath>().cloned();
     let caller = request.extensions().get::<Tenant>().cloned();
-    let (Some(action), Some(caller)) = (
-        route.and_then(|r| action(request.method(), r.as_str())),
-        caller,
-    ) else {
+    let (Some((action, default_target)), Some(caller)) =
+        (classify(request.method(), request.uri().path()), caller)
+    else {
         return next.run(request).await;
     };
-    let default_target = path_target(request.uri().path());
     let response = next.run(request).await;
     let note = response
         .extensions()
@@ -124,17 +116,32 @@ mod tests {
     use super::*;
 
     #[test]
-    fn targets_and_details_come_from_paths_and_names() {
-        assert_eq!(path_target("/v1/sandboxes/box/stop"), "box");
-        assert_eq!(path_target("/v1/sandboxes/box/ports/8080"), "box:8080");
-        assert_eq!(path_target("/v1/keys/abcd/rotate"), "abcd");
-        assert_eq!(path_target("/v1/sandboxes"), "-");
+    fn actions_and_targets_come_from_method_and_path() {
+        use http::Method;
+        let c = |m: Method, p: &str| classify(&m, p).map(|(a, t)| format!("{a} {t}"));
+        assert_eq!(
+            c(Method::POST, "/v1/sandboxes/box/stop").as_deref(),
+            Some("sandbox.stop box")
+        );
+        assert_eq!(
+            c(Method::DELETE, "/v1/sandboxes/box/ports/8080").as_deref(),
+            Some("port.unexpose box:8080")
+        );
+        assert_eq!(
+            c(Method::POST, "/v1/keys/abcd/rotate").as_deref(),
+            Some("key.rotate abcd")
+        );
+        assert_eq!(
+            c(Method::POST, "/v1/sandboxes").as_deref(),
+            Some("sandbox.create -")
+        );
+        assert_eq!(c(Method::GET, "/v1/sandboxes"), None);
+        assert_eq!(c(Method::POST, "/v1/sandboxes/box/api/execute"), None);
         let names = ["TOKEN".to_owned()];
         assert_eq!(
             fields_detail(["env", "secrets"], &names).as_deref(),
             Some("env, secrets: TOKEN")
         );
         assert_eq!(fields_detail([], []), None);
-        assert_eq!(action(&http::Method::GET, "/v1/sandboxes"), None);
     }
 }

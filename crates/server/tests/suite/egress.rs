@@ -905,10 +905,7 @@ mod e2e {
             bytes.extend(std::fs::read(data_dir.join(name)).unwrap_or_default());
         }
         let has = |needle: &[u8]| bytes.windows(needle.len()).any(|w| w == needle);
-        assert!(
-            has(b"*.example.test"),
-            "not the database of this test?"
-        );
+        assert!(has(b"*.example.test"), "not the database of this test?");
         assert!(!has(value.as_bytes()), "secret value in the database file");
         assert!(!has(b"PRIVATE KEY"), "CA private key in the database file");
 
