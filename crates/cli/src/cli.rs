@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 pub use crate::commands::expose::ExposeArgs;
+pub use crate::commands::keys::{AuditArgs, KeysCommand};
 pub use crate::commands::network::{CreateNetworkFlags, NetworkArgs, SecretCommand};
 pub use crate::commands::quota::QuotaArgs;
 use sandpit_client::Language;
@@ -120,6 +121,13 @@ pub enum Command {
     /// Show a tenant's quota, usage and the server's per-sandbox maxima; `quota set` and
     /// `quota reset` change a tenant's quota (admin key).
     Quota(QuotaArgs),
+    /// API keys: create (admin), list, revoke and rotate.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+    /// Print the audit log of control-plane actions (newest first).
+    Audit(AuditArgs),
 }
 
 #[derive(Debug, Args)]
@@ -228,6 +236,9 @@ pub struct ServeArgs {
     /// besides the host's bundle (repeatable).
     #[arg(long, value_name = "PEM")]
     pub egress_root: Vec<PathBuf>,
+    /// Require the admin key on GET /metrics (default: open, like /healthz).
+    #[arg(long)]
+    pub metrics_auth: bool,
     #[command(flatten)]
     pub maxima: MaxFlags,
     #[command(flatten)]

@@ -12,7 +12,7 @@ use clap::Parser;
 
 use crate::cli::{Cli, Command};
 use crate::commands::{
-    cp, exec, expose, git, image, network, process, quota, run, sandbox, serve, watch,
+    cp, exec, expose, git, image, keys, network, process, quota, run, sandbox, serve, watch,
 };
 
 fn main() -> ExitCode {
@@ -75,6 +75,8 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Network(args) => network::network(&client()?, args).await?,
         Command::Secret { command } => network::secret(&client()?, command).await?,
         Command::Quota(args) => quota::run(&client()?, args).await?,
+        Command::Keys { command } => keys::keys(&client()?, command).await?,
+        Command::Audit(args) => keys::audit(&client()?, args).await?,
         Command::Image(args) => {
             let dir = image::images_dir(&args.images, &data_dir);
             image::run(args.command, dir).await?

@@ -176,7 +176,7 @@ impl Client {
         })
     }
 
-    async fn empty(&self, request: RequestBuilder) -> Result<()> {
+    pub(crate) async fn empty(&self, request: RequestBuilder) -> Result<()> {
         self.send(request).await?.bytes().await?;
         Ok(())
     }

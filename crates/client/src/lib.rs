@@ -29,8 +29,11 @@
 //! * Quotas: [`Client::quota`] (the caller's quota, usage and the server's per-sandbox caps),
 //!   and for the admin [`Client::tenant_quota`], [`Client::set_tenant_quota`],
 //!   [`Client::reset_tenant_quota`].
+//! * API keys and the audit log: [`Client::create_key`], [`Client::list_keys`],
+//!   [`Client::revoke_key`], [`Client::rotate_key`], [`Client::audit`].
 //! * [`ClientError`]: `Api` carries the server's error envelope (code, status, context).
 
+mod admin;
 mod client;
 mod error;
 mod interpreter;
@@ -42,6 +45,7 @@ mod sandbox;
 mod sse;
 mod watch;
 
+pub use admin::AuditOptions;
 pub use client::{Client, ListOptions};
 pub use error::{ClientError, Result};
 pub use interpreter::{

@@ -346,6 +346,83 @@ pub struct ExposedPortList {
     pub ports: Vec<ExposedPort>,
 }
 
+/// `POST /v1/keys`: the admin creates an API key for a tenant.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CreateKeyRequest {
+    /// Tenant the key belongs to (created if new): 1–32 chars of `[a-z0-9-]`.
+    pub tenant: String,
+}
+
+/// A new API key (create or rotate). The key is shown once; the server keeps only its SHA-256.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct CreateKeyResponse {
+    pub tenant: String,
+    pub key: String,
+    /// Public id of the key: what listing, revoking and the audit log name it by.
+    #[serde(default)]
+    pub key_id: String,
+}
+
+/// An API key as listed: never the key itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct ApiKeyInfo {
+    /// The first 16 hex digits of the key's SHA-256.
+    pub key_id: String,
+    pub tenant: String,
+    pub created_at: String,
+    /// Precise to a minute; absent when never used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_used_at: Option<String>,
+}
+
+/// `GET /v1/keys`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct ApiKeyList {
+    pub keys: Vec<ApiKeyInfo>,
+}
+
+/// One control-plane action of a tenant's audit log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct AuditEntry {
+    /// Increasing; pass the last one as `before` for the next (older) page.
+    pub seq: i64,
+    pub tenant: String,
+    pub at: String,
+    /// Key id of the caller (`admin` for the admin key).
+    pub actor: String,
+    /// `sandbox.create`, `sandbox.update`, `sandbox.stop`, `sandbox.destroy`, `sandbox.env`,
+    /// `port.expose`, `port.unexpose`, `key.create`, `key.revoke`, `key.rotate`.
+    pub action: String,
+    /// Sandbox id, `sandbox:port` or key id.
+    pub target: String,
+    /// `ok`, or the error code answered.
+    pub result: String,
+    /// What changed: field and secret names, never values.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+/// `GET /v1/audit`: newest first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct AuditList {
+    pub entries: Vec<AuditEntry>,
+    /// `before` for the next page; absent on the last.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_before: Option<i64>,
+}
+
 /// A preview token: `[a-z0-9_]{1,16}` (the seed's rule).
 pub fn validate_preview_token(token: &str) -> Result<(), String> {
     let ok = (1..=16).contains(&token.len())

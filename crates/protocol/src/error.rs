@@ -132,6 +132,8 @@ error_codes! {
     StalePreviewUrl = 410,
     // The egress proxy's answer to a program inside a sandbox.
     EgressDenied = 403,
+    // API keys.
+    KeyNotFound = 404,
 }
 
 impl ErrorCode {

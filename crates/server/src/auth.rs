@@ -1,9 +1,11 @@
-//! API keys: the admin key, tenant keys (stored as SHA-256 digests) and the bearer middleware.
+//! API keys: the admin key, tenant keys (stored as SHA-256 digests), the bearer middleware and
+//! revocation (which takes effect on the next request: the key cache forgets the key).
 
 use std::collections::HashMap;
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use axum::extract::{Request, State};
@@ -20,11 +22,39 @@ pub const DEFAULT_TENANT: &str = "default";
 /// File under the data dir holding a generated admin key.
 pub const ADMIN_KEY_FILE: &str = "admin.key";
 
+/// Key id the audit log names the admin key by (it is not in the store).
+pub const ADMIN_KEY_ID: &str = "admin";
+
+/// How often the last-use time of a key is written, at most.
+const TOUCH_EVERY_MS: i64 = 60_000;
+
 /// The caller, as resolved from its bearer key (a request extension on every `/v1` route).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Tenant {
     pub name: String,
     pub admin: bool,
+    /// Public id of the key used ([`ADMIN_KEY_ID`] for the admin key).
+    pub key_id: String,
+}
+
+impl Tenant {
+    /// The tenant whose resources a request acts on: the caller's own, or with the admin key
+    /// any tenant named in `requested`.
+    pub fn scope(&self, requested: Option<&str>) -> Result<String, ApiError> {
+        match requested {
+            None => Ok(self.name.clone()),
+            Some(t) if t == self.name => Ok(self.name.clone()),
+            Some(t) if self.admin => {
+                validate_tenant(t)?;
+                Ok(t.to_owned())
+            }
+            Some(t) => Err(ApiError::new(
+                ErrorCode::PermissionDenied,
+                "only the admin key can act on another tenant",
+            )
+            .context("tenant", t)),
+        }
+    }
 }
 
 /// A fresh random key: `sp_` + 64 hex digits.
@@ -74,12 +104,24 @@ pub fn load_or_create_admin_key(
     Ok((key, file))
 }
 
+/// A key seen before.
+#[derive(Debug, Clone)]
+struct CachedKey {
+    tenant: String,
+    key_id: String,
+    /// When its last use was last written to the store (Unix ms).
+    touched_ms: i64,
+}
+
 /// Resolves bearer keys to tenants.
 pub struct Auth {
     admin_digest: String,
     store: Arc<dyn Store>,
-    /// Digest → tenant of keys seen before (keys are never revoked while running).
-    cache: RwLock<HashMap<String, String>>,
+    /// Digest → key, for keys seen before; a revoked key is removed before its revocation is
+    /// answered, so it never outlives it here.
+    cache: RwLock<HashMap<String, CachedKey>>,
+    /// Bumped by every [`Auth::forget`]: a lookup that raced a revocation is not cached.
+    revocations: AtomicU64,
 }
 
 impl Auth {
@@ -88,6 +130,7 @@ impl Auth {
             admin_digest: key_digest(admin_key),
             store,
             cache: RwLock::new(HashMap::new()),
+            revocations: AtomicU64::new(0),
         }
     }
 
@@ -98,28 +141,67 @@ impl Auth {
             return Ok(Some(Tenant {
                 name: DEFAULT_TENANT.into(),
                 admin: true,
+                key_id: ADMIN_KEY_ID.into(),
             }));
         }
+        let now = crate::lifecycle::now_ms();
         let cached = self
             .cache
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .get(&digest)
             .cloned();
-        let tenant = match cached {
-            Some(t) => Some(t),
+        let key = match cached {
+            Some(key) => key,
             None => {
-                let found = self.store.tenant_for_key(&digest).await?;
-                if let Some(t) = &found {
-                    self.cache
-                        .write()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .insert(digest, t.clone());
+                let generation = self.revocations.load(Ordering::SeqCst);
+                let Some(record) = self.store.api_key(&digest).await? else {
+                    return Ok(None);
+                };
+                let key = CachedKey {
+                    tenant: record.tenant,
+                    key_id: record.key_id,
+                    touched_ms: record.last_used_at_ms.unwrap_or(0),
+                };
+                let mut cache = self.cache.write().unwrap_or_else(|p| p.into_inner());
+                // Checked under the lock `forget` takes: a key revoked while it was looked up
+                // is not cached (this request, already past the lookup, still passes).
+                if self.revocations.load(Ordering::SeqCst) == generation {
+                    cache.insert(digest.clone(), key.clone());
                 }
-                found
+                key
             }
         };
-        Ok(tenant.map(|name| Tenant { name, admin: false }))
+        if now - key.touched_ms >= TOUCH_EVERY_MS {
+            self.touch(&digest, &key.key_id, now).await;
+        }
+        Ok(Some(Tenant {
+            name: key.tenant,
+            admin: false,
+            key_id: key.key_id,
+        }))
+    }
+
+    /// Records a use of a key; a failure only loses the time.
+    async fn touch(&self, digest: &str, key_id: &str, now: i64) {
+        if let Some(k) = self
+            .cache
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .get_mut(digest)
+        {
+            k.touched_ms = now;
+        }
+        if let Err(e) = self.store.touch_api_key(key_id, now).await {
+            tracing::warn!(error = %e, key_id, "recording the last use of a key");
+        }
+    }
+
+    /// Forgets a revoked or rotated key: its next request is looked up (and refused).
+    pub fn forget(&self, key_id: &str) {
+        let mut cache = self.cache.write().unwrap_or_else(|p| p.into_inner());
+        self.revocations.fetch_add(1, Ordering::SeqCst);
+        cache.retain(|_, k| k.key_id != key_id);
     }
 }
 
@@ -156,6 +238,24 @@ pub async fn require_key(
         return Err(ApiError::new(ErrorCode::Unauthorized, "invalid API key"));
     };
     request.extensions_mut().insert(tenant);
+    Ok(next.run(request).await)
+}
+
+/// Middleware for `/metrics` with `metrics_auth` on: 401 unless the bearer key is the admin key.
+pub async fn require_admin_key(
+    State(auth): State<Arc<Auth>>,
+    request: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    let admin = bearer(&request).is_some_and(|key| {
+        constant_time_eq(key_digest(key).as_bytes(), auth.admin_digest.as_bytes())
+    });
+    if !admin {
+        return Err(ApiError::new(
+            ErrorCode::Unauthorized,
+            "metrics need the admin key: send Authorization: Bearer <admin key>",
+        ));
+    }
     Ok(next.run(request).await)
 }
 

@@ -69,6 +69,9 @@ pub struct ServeConfig {
     pub egress_grants: BTreeMap<String, Vec<IpNet>>,
     /// PEM files trusted for upstream TLS of intercepted connections, besides the host's bundle.
     pub egress_extra_roots: Vec<PathBuf>,
+    /// Whether `GET /metrics` needs the admin key (default false: the listener is loopback by
+    /// default and the metrics hold counts only).
+    pub metrics_auth: bool,
 }
 
 impl ServeConfig {
@@ -103,6 +106,7 @@ impl ServeConfig {
             egress_unblocked: Vec::new(),
             egress_grants: BTreeMap::new(),
             egress_extra_roots: Vec::new(),
+            metrics_auth: false,
         }
     }
 }

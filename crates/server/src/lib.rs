@@ -11,11 +11,15 @@
 //! * `POST /v1/sandboxes/{id}/ws-ticket`, `?access_token=`: WebSocket credentials ([`ws_auth`]);
 //! * `POST|GET /v1/sandboxes/{id}/ports`, `DELETE /v1/sandboxes/{id}/ports/{port}`: preview
 //!   URLs; requests to preview hosts are proxied to the sandbox's port ([`preview`]);
-//! * `POST /v1/keys`: admin creates tenant keys ([`auth`]);
 //! * `GET /v1/quota`, `GET|PUT|DELETE /v1/tenants/{tenant}/quota`: per-tenant quotas
 //!   ([`quota`]); per-sandbox caps are in [`caps`];
-//! * `GET /v1/openapi.json`, `GET /metrics`, `GET /healthz`: no key needed.
+//! * `POST|GET /v1/keys`, `DELETE /v1/keys/{keyId}`, `POST /v1/keys/{keyId}/rotate`: API keys
+//!   ([`auth`]);
+//! * `GET /v1/audit`: the audit log of control-plane actions ([`audit`]);
+//! * `GET /v1/openapi.json`, `GET /healthz`: no key needed; `GET /metrics`: no key unless
+//!   `metrics_auth` is set (then the admin key).
 
+mod audit;
 pub mod auth;
 pub mod caps;
 mod config;
@@ -49,7 +53,7 @@ use http::Request;
 use sandpit_image::ImageStore;
 use sandpit_protocol::ErrorCode;
 use sandpit_runtime::Driver;
-use sandpit_store::{SqliteStore, Store};
+use sandpit_store::{DataKey, SqliteStore, Store};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
@@ -62,9 +66,13 @@ use crate::error::ApiError;
 use crate::lifecycle::Manager;
 use crate::metrics::Metrics;
 
+/// File under the data dir holding the key that encrypts secrets and CA keys in the database.
+pub const DATA_KEY_FILE: &str = "secrets.key";
+
 /// Shared state of the handlers.
 pub(crate) struct AppState {
     pub manager: Arc<Manager>,
+    pub auth: Arc<Auth>,
     pub metrics: Arc<Metrics>,
     pub max_body_bytes: usize,
 }
@@ -93,20 +101,24 @@ async fn count_errors(
 
 fn router(
     app: Arc<AppState>,
-    auth: Arc<Auth>,
     previews: Arc<preview::Previews>,
     max_control_body: usize,
+    metrics_auth: bool,
 ) -> Router {
     use routes::{files, keys, quota, sandboxes, system};
+    let auth = app.auth.clone();
     let forward = any(forward::forward);
     let tickets = Arc::new(ws_auth::Tickets::default());
     let authed = Router::new()
-        .route("/v1/keys", post(keys::create_key))
+        .route("/v1/keys", post(keys::create_key).get(keys::list_keys))
+        .route("/v1/keys/{keyId}", delete(keys::revoke_key))
+        .route("/v1/keys/{keyId}/rotate", post(keys::rotate_key))
         .route("/v1/quota", get(quota::own))
         .route(
             "/v1/tenants/{tenant}/quota",
             get(quota::get).put(quota::set).delete(quota::reset),
         )
+        .route("/v1/audit", get(routes::audit::list))
         .route(
             "/v1/sandboxes",
             post(sandboxes::create).get(sandboxes::list),
@@ -144,11 +156,18 @@ fn router(
         )
         .route("/v1/sandboxes/{id}/ws", forward.clone())
         .route("/v1/sandboxes/{id}/ws/{*path}", forward)
-        .route_layer(from_fn_with_state(auth, auth::require_key));
+        // Inside the key check: the audit row names the caller's key.
+        .route_layer(from_fn_with_state(app.clone(), audit::record))
+        .route_layer(from_fn_with_state(auth.clone(), auth::require_key));
+    let mut metrics_route = Router::new().route("/metrics", get(system::metrics));
+    if metrics_auth {
+        metrics_route =
+            metrics_route.route_layer(from_fn_with_state(auth, auth::require_admin_key));
+    }
     let open = Router::new()
         .route("/healthz", get(system::health))
-        .route("/metrics", get(system::metrics))
-        .route("/v1/openapi.json", get(system::openapi));
+        .route("/v1/openapi.json", get(system::openapi))
+        .merge(metrics_route);
     let metrics = app.metrics.clone();
     authed
         .merge(open)
@@ -228,8 +247,11 @@ impl Server {
             .with_context(|| format!("creating {}", config.data_dir.display()))?;
         let data_dir_lock = lock_data_dir(&config.data_dir)?;
         let db = config.data_dir.join("sandpit.db");
-        let store: Arc<dyn Store> =
-            Arc::new(SqliteStore::open(&db).with_context(|| format!("opening {}", db.display()))?);
+        let data_key = DataKey::load_or_create(&config.data_dir.join(DATA_KEY_FILE))?;
+        let store: Arc<dyn Store> = Arc::new(
+            SqliteStore::open(&db, data_key)
+                .with_context(|| format!("opening {}", db.display()))?,
+        );
         let (admin_key, key_file) =
             auth::load_or_create_admin_key(&config.data_dir, config.admin_key.as_deref())?;
         if config.admin_key.is_none() {
@@ -279,10 +301,10 @@ impl Server {
 
         let app = Arc::new(AppState {
             manager: manager.clone(),
+            auth: Arc::new(Auth::new(&admin_key, store)),
             metrics,
             max_body_bytes: config.max_body_bytes,
         });
-        let auth = Arc::new(Auth::new(&admin_key, store));
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("binding {}", config.listen))?;
@@ -297,7 +319,12 @@ impl Server {
                 .await
                 .context("loading exposed ports")?,
         );
-        let router = router(app, auth, previews, config.max_control_body_bytes);
+        let router = router(
+            app,
+            previews,
+            config.max_control_body_bytes,
+            config.metrics_auth,
+        );
         let (shutdown, mut stop_serving) = watch::channel(false);
         // No Nagle: SSE events and small answers must leave at once, not wait for an ACK.
         let listener = listener.tap_io(|tcp| {

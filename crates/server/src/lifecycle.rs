@@ -42,7 +42,7 @@ pub fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-fn ms_timestamp(ms: i64) -> String {
+pub(crate) fn ms_timestamp(ms: i64) -> String {
     timestamp(UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64))
 }
 

@@ -224,6 +224,7 @@ mod tests {
         let tenant = Tenant {
             name: "t".into(),
             admin: false,
+            key_id: "k".into(),
         };
         let t = tickets.issue(tenant.clone(), "box");
         assert!(t.ticket.starts_with("wst_"));

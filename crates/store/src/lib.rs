@@ -5,6 +5,7 @@
 //! state and uid slot. [`SqliteStore`] implements it on one SQLite file (WAL mode, versioned
 //! migrations in [`migrations`]); its blocking calls run on tokio's blocking pool.
 
+mod crypto;
 mod migrations;
 mod sqlite;
 
@@ -14,6 +15,7 @@ use sandpit_protocol::container::ProcessInfo;
 use sandpit_protocol::control::{Limits, NetworkPolicy, SandboxState};
 use sandpit_protocol::quota::TenantQuota;
 
+pub use crypto::{DataKey, DecryptError, KeyError};
 pub use sqlite::SqliteStore;
 
 /// First host uid of slot 0; slot `n` owns `UID_BASE + n * UID_RANGE ..+ UID_RANGE`.
@@ -47,6 +49,8 @@ pub enum StoreError {
     Corrupt { id: String, message: String },
     #[error("store task failed: {0}")]
     Task(String),
+    #[error(transparent)]
+    Key(#[from] KeyError),
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -141,6 +145,47 @@ pub struct SandboxNetwork {
     pub operator_policy: bool,
 }
 
+/// An API key as listed: never the key, nor its full digest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiKeyRecord {
+    /// Public id: the first 16 hex digits of the key's SHA-256.
+    pub key_id: String,
+    pub tenant: String,
+    /// Unix milliseconds.
+    pub created_at_ms: i64,
+    /// Unix milliseconds; recorded at most once a minute per key.
+    pub last_used_at_ms: Option<i64>,
+}
+
+/// The public id of a key with this digest (hex SHA-256).
+pub fn key_id_of(key_sha256: &str) -> String {
+    key_sha256.chars().take(16).collect()
+}
+
+/// Most audit rows kept per tenant (the newest).
+pub const MAX_AUDIT_PER_TENANT: usize = 1000;
+
+/// One control-plane action in a tenant's audit log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditRecord {
+    /// Increasing across the log (0 before it is stored).
+    pub seq: i64,
+    /// Whose log: the tenant the action concerned.
+    pub tenant: String,
+    /// Unix milliseconds.
+    pub at_ms: i64,
+    /// Key id of the caller (`admin` for the admin key).
+    pub actor: String,
+    /// E.g. `sandbox.create`, `key.revoke`.
+    pub action: String,
+    /// Sandbox id, key id, `sandbox:port`...
+    pub target: String,
+    /// `ok` or the error code answered.
+    pub result: String,
+    /// What changed (field names, never values).
+    pub detail: Option<String>,
+}
+
 /// Persistent state of the control plane. Every method is safe to call concurrently.
 #[async_trait::async_trait]
 pub trait Store: Send + Sync + 'static {
@@ -151,10 +196,41 @@ pub trait Store: Send + Sync + 'static {
     async fn ensure_tenant(&self, tenant: &str) -> Result<()>;
 
     /// Records an API key (its SHA-256 digest, hex) for an existing tenant.
-    async fn add_api_key(&self, tenant: &str, key_sha256: &str) -> Result<()>;
+    async fn add_api_key(&self, tenant: &str, key_sha256: &str) -> Result<ApiKeyRecord>;
 
     /// The tenant that owns a key digest.
     async fn tenant_for_key(&self, key_sha256: &str) -> Result<Option<String>>;
+
+    /// The key with this digest.
+    async fn api_key(&self, key_sha256: &str) -> Result<Option<ApiKeyRecord>>;
+
+    /// The key with this public id.
+    async fn api_key_by_id(&self, key_id: &str) -> Result<Option<ApiKeyRecord>>;
+
+    /// Keys of one tenant, or of all, ordered by tenant and creation.
+    async fn list_api_keys(&self, tenant: Option<&str>) -> Result<Vec<ApiKeyRecord>>;
+
+    /// Deletes a key. Returns false when it did not exist.
+    async fn revoke_api_key(&self, key_id: &str) -> Result<bool>;
+
+    /// Replaces a key by one with `new_sha256` for the same tenant, in one transaction.
+    /// `None` when the old key does not exist.
+    async fn rotate_api_key(&self, key_id: &str, new_sha256: &str) -> Result<Option<ApiKeyRecord>>;
+
+    /// Records the last use of a key.
+    async fn touch_api_key(&self, key_id: &str, at_ms: i64) -> Result<()>;
+
+    /// Appends to a tenant's audit log, dropping its oldest rows beyond
+    /// [`MAX_AUDIT_PER_TENANT`].
+    async fn append_audit(&self, record: &AuditRecord) -> Result<()>;
+
+    /// A tenant's audit rows, newest first, with `seq` below `before` when given.
+    async fn list_audit(
+        &self,
+        tenant: &str,
+        before: Option<i64>,
+        limit: usize,
+    ) -> Result<Vec<AuditRecord>>;
 
     /// Inserts the sandbox, allocating the lowest free uid slot, or returns the existing record
     /// with the same `(tenant, id)`. The flag is true when it was created by this call.

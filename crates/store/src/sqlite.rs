@@ -9,24 +9,29 @@ use sandpit_protocol::container::{ProcessInfo, ProcessStatus};
 use sandpit_protocol::control::SandboxState;
 use sandpit_protocol::quota::TenantQuota;
 
+use crate::crypto::{DataKey, is_sealed};
 use crate::{
-    ArchivedProcess, ExposedPortRecord, MAX_ARCHIVED_PER_SANDBOX, MAX_SLOTS, NewSandbox, Result,
-    SandboxNetwork, SandboxOptions, SandboxRecord, Store, StoreError, migrations,
+    ApiKeyRecord, ArchivedProcess, AuditRecord, ExposedPortRecord, MAX_ARCHIVED_PER_SANDBOX,
+    MAX_AUDIT_PER_TENANT, MAX_SLOTS, NewSandbox, Result, SandboxNetwork, SandboxOptions,
+    SandboxRecord, Store, StoreError, key_id_of, migrations,
 };
 
 /// SQLite-backed store. One connection behind a mutex: SQLite serialises writers anyway, and
-/// every statement here takes microseconds. Calls run on tokio's blocking pool.
+/// every statement here takes microseconds. Calls run on tokio's blocking pool. Secret values
+/// and CA private keys are encrypted with the [`DataKey`] it was opened with.
 #[derive(Clone)]
 pub struct SqliteStore {
     conn: Arc<Mutex<Connection>>,
+    key: Arc<DataKey>,
 }
 
 const COLUMNS: &str = "tenant, id, internal_id, image, state, sleep_after, keep_alive, ephemeral, \
                        env, limits, slot, created_at, last_active_at";
 
 impl SqliteStore {
-    /// Opens (creating if needed) the database at `path` and applies pending migrations.
-    pub fn open(path: &Path) -> Result<Self> {
+    /// Opens (creating if needed) the database at `path`, applies pending migrations and
+    /// encrypts with `key` any secrets still stored in clear.
+    pub fn open(path: &Path, key: DataKey) -> Result<Self> {
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent).map_err(|source| StoreError::Open {
                 path: parent.display().to_string(),
@@ -34,24 +39,29 @@ impl SqliteStore {
             })?;
         }
         let conn = Connection::open(path)?;
-        Self::init(conn)
+        Self::init(conn, key)
     }
 
-    /// A private in-memory database (tests).
+    /// A private in-memory database with a throw-away data key (tests).
     pub fn open_in_memory() -> Result<Self> {
-        Self::init(Connection::open_in_memory()?)
+        Self::init(Connection::open_in_memory()?, DataKey::ephemeral()?)
     }
 
-    fn init(mut conn: Connection) -> Result<Self> {
+    fn init(mut conn: Connection, key: DataKey) -> Result<Self> {
         // WAL keeps readers off the writer's back; NORMAL sync is durable across process
         // crashes, which is what matters for a registry that is reconciled at start anyway.
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
+        // Deleted and overwritten content is zeroed, so a value replaced by its ciphertext
+        // leaves no copy in free pages.
+        conn.pragma_update(None, "secure_delete", "ON")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         migrations::migrate(&mut conn)?;
+        seal_plaintext_rows(&mut conn, &key)?;
         Ok(SqliteStore {
             conn: Arc::new(Mutex::new(conn)),
+            key: Arc::new(key),
         })
     }
 
@@ -217,6 +227,83 @@ fn free_slot(conn: &Connection) -> Result<u32> {
     Ok(expected)
 }
 
+/// What authenticates an encrypted column: its row and name.
+fn seal_context(sandbox: &str, column: &str) -> String {
+    format!("sandbox_network/{sandbox}/{column}")
+}
+
+/// Encrypts the secrets and CA keys of rows written before encryption existed, then empties
+/// the WAL so no clear copy stays in it.
+fn seal_plaintext_rows(conn: &mut Connection, key: &DataKey) -> Result<()> {
+    let rows: Vec<(String, String, Option<String>)> = conn
+        .prepare("SELECT sandbox, secrets, ca_key FROM sandbox_network")?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    let tx = conn.transaction()?;
+    let mut sealed = 0;
+    for (sandbox, secrets, ca_key) in rows {
+        let clear_key = ca_key.filter(|k| !is_sealed(k));
+        if is_sealed(&secrets) && clear_key.is_none() {
+            continue;
+        }
+        let secrets = match is_sealed(&secrets) {
+            true => secrets,
+            false => key.seal(&seal_context(&sandbox, "secrets"), &secrets)?,
+        };
+        let ca_key = clear_key
+            .map(|k| key.seal(&seal_context(&sandbox, "ca_key"), &k))
+            .transpose()?;
+        tx.execute(
+            "UPDATE sandbox_network SET secrets = ?2, ca_key = COALESCE(?3, ca_key) \
+             WHERE sandbox = ?1",
+            params![sandbox, secrets, ca_key],
+        )?;
+        sealed += 1;
+    }
+    tx.commit()?;
+    if sealed > 0 {
+        conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+    }
+    Ok(())
+}
+
+fn api_key_record(r: &Row<'_>) -> rusqlite::Result<ApiKeyRecord> {
+    Ok(ApiKeyRecord {
+        key_id: r.get(0)?,
+        tenant: r.get(1)?,
+        created_at_ms: r.get::<_, i64>(2)?.saturating_mul(1000),
+        last_used_at_ms: r.get(3)?,
+    })
+}
+
+const KEY_COLUMNS: &str = "key_id, tenant, created_at, last_used_at";
+
+fn insert_key(conn: &Connection, tenant: &str, key_sha256: &str) -> Result<ApiKeyRecord> {
+    let key_id = key_id_of(key_sha256);
+    conn.execute(
+        "INSERT INTO api_keys (key_sha256, key_id, tenant, created_at) VALUES (?1, ?2, ?3, ?4)",
+        params![key_sha256, key_id, tenant, now_secs()],
+    )?;
+    Ok(conn.query_row(
+        &format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE key_id = ?1"),
+        [key_id],
+        api_key_record,
+    )?)
+}
+
+fn audit_record(r: &Row<'_>) -> rusqlite::Result<AuditRecord> {
+    Ok(AuditRecord {
+        seq: r.get(0)?,
+        tenant: r.get(1)?,
+        at_ms: r.get(2)?,
+        actor: r.get(3)?,
+        action: r.get(4)?,
+        target: r.get(5)?,
+        result: r.get(6)?,
+        detail: r.get(7)?,
+    })
+}
+
 fn to_json<T: serde::Serialize>(value: &T) -> String {
     // Maps of strings and plain numbers always serialise.
     serde_json::to_string(value).unwrap_or_else(|_| "{}".into())
@@ -252,7 +339,7 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn add_api_key(&self, tenant: &str, key_sha256: &str) -> Result<()> {
+    async fn add_api_key(&self, tenant: &str, key_sha256: &str) -> Result<ApiKeyRecord> {
         let (tenant, key) = (tenant.to_owned(), key_sha256.to_owned());
         self.with(move |c| {
             let exists: bool = c
@@ -264,11 +351,7 @@ impl Store for SqliteStore {
             if !exists {
                 return Err(StoreError::NoSuchTenant(tenant));
             }
-            c.execute(
-                "INSERT INTO api_keys (key_sha256, tenant, created_at) VALUES (?1, ?2, ?3)",
-                params![key, tenant, now_secs()],
-            )?;
-            Ok(())
+            insert_key(c, &tenant, &key)
         })
         .await
     }
@@ -282,6 +365,121 @@ impl Store for SqliteStore {
                 |r| r.get(0),
             )
             .optional()?)
+        })
+        .await
+    }
+
+    async fn api_key(&self, key_sha256: &str) -> Result<Option<ApiKeyRecord>> {
+        let digest = key_sha256.to_owned();
+        self.with(move |c| {
+            let sql = format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE key_sha256 = ?1");
+            Ok(c.query_row(&sql, [digest], api_key_record).optional()?)
+        })
+        .await
+    }
+
+    async fn api_key_by_id(&self, key_id: &str) -> Result<Option<ApiKeyRecord>> {
+        let key_id = key_id.to_owned();
+        self.with(move |c| {
+            let sql = format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE key_id = ?1");
+            Ok(c.query_row(&sql, [key_id], api_key_record).optional()?)
+        })
+        .await
+    }
+
+    async fn list_api_keys(&self, tenant: Option<&str>) -> Result<Vec<ApiKeyRecord>> {
+        let tenant = tenant.map(str::to_owned);
+        self.with(move |c| {
+            let sql = format!(
+                "SELECT {KEY_COLUMNS} FROM api_keys WHERE ?1 IS NULL OR tenant = ?1 \
+                 ORDER BY tenant, created_at, key_id"
+            );
+            let mut stmt = c.prepare(&sql)?;
+            let rows = stmt.query_map([tenant], api_key_record)?;
+            Ok(rows.collect::<rusqlite::Result<_>>()?)
+        })
+        .await
+    }
+
+    async fn revoke_api_key(&self, key_id: &str) -> Result<bool> {
+        let key_id = key_id.to_owned();
+        self.with(move |c| Ok(c.execute("DELETE FROM api_keys WHERE key_id = ?1", [key_id])? > 0))
+            .await
+    }
+
+    async fn rotate_api_key(&self, key_id: &str, new_sha256: &str) -> Result<Option<ApiKeyRecord>> {
+        let (key_id, new_sha256) = (key_id.to_owned(), new_sha256.to_owned());
+        self.with(move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let tenant: Option<String> = tx
+                .query_row(
+                    "SELECT tenant FROM api_keys WHERE key_id = ?1",
+                    [&key_id],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            let Some(tenant) = tenant else {
+                return Ok(None);
+            };
+            tx.execute("DELETE FROM api_keys WHERE key_id = ?1", [&key_id])?;
+            let record = insert_key(&tx, &tenant, &new_sha256)?;
+            tx.commit()?;
+            Ok(Some(record))
+        })
+        .await
+    }
+
+    async fn touch_api_key(&self, key_id: &str, at_ms: i64) -> Result<()> {
+        let key_id = key_id.to_owned();
+        self.with(move |c| {
+            c.execute(
+                "UPDATE api_keys SET last_used_at = ?2 WHERE key_id = ?1",
+                params![key_id, at_ms],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn append_audit(&self, record: &AuditRecord) -> Result<()> {
+        let r = record.clone();
+        self.with(move |c| {
+            let tx = c.transaction()?;
+            tx.execute(
+                "INSERT INTO audit_log (tenant, at, actor, action, target, result, detail) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![
+                    r.tenant, r.at_ms, r.actor, r.action, r.target, r.result, r.detail
+                ],
+            )?;
+            // Bounded: everything older than the newest MAX rows of the tenant goes.
+            tx.execute(
+                "DELETE FROM audit_log WHERE tenant = ?1 AND seq <= \
+                 (SELECT seq FROM audit_log WHERE tenant = ?1 ORDER BY seq DESC \
+                  LIMIT 1 OFFSET ?2)",
+                params![r.tenant, MAX_AUDIT_PER_TENANT as i64],
+            )?;
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn list_audit(
+        &self,
+        tenant: &str,
+        before: Option<i64>,
+        limit: usize,
+    ) -> Result<Vec<AuditRecord>> {
+        let tenant = tenant.to_owned();
+        self.with(move |c| {
+            let mut stmt = c.prepare(
+                "SELECT seq, tenant, at, actor, action, target, result, detail FROM audit_log \
+                 WHERE tenant = ?1 AND seq < COALESCE(?2, 9223372036854775807) \
+                 ORDER BY seq DESC LIMIT ?3",
+            )?;
+            let rows = stmt.query_map(params![tenant, before, limit as i64], audit_record)?;
+            Ok(rows.collect::<rusqlite::Result<_>>()?)
         })
         .await
     }
@@ -574,6 +772,7 @@ impl Store for SqliteStore {
 
     async fn sandbox_network(&self, sandbox: &str) -> Result<Option<SandboxNetwork>> {
         let sandbox = sandbox.to_owned();
+        let data_key = self.key.clone();
         self.with(move |c| {
             let row = c
                 .query_row(
@@ -591,17 +790,24 @@ impl Store for SqliteStore {
                     },
                 )
                 .optional()?;
-            let Some((policy, secrets, cert, key, operator_policy)) = row else {
+            let Some((policy, secrets, cert, ca_key, operator_policy)) = row else {
                 return Ok(None);
             };
-            let corrupt = |e: serde_json::Error| StoreError::Corrupt {
+            let corrupt = |e: &dyn std::fmt::Display| StoreError::Corrupt {
                 id: sandbox.clone(),
                 message: format!("network: {e}"),
             };
+            let open = |column: &str, value: &str| {
+                data_key
+                    .open(&seal_context(&sandbox, column), value)
+                    .map_err(|e| corrupt(&format!("{column}: {e}")))
+            };
+            let secrets = open("secrets", &secrets)?;
+            let ca_key = ca_key.map(|k| open("ca_key", &k)).transpose()?;
             Ok(Some(SandboxNetwork {
-                policy: serde_json::from_str(&policy).map_err(corrupt)?,
-                secrets: serde_json::from_str(&secrets).map_err(corrupt)?,
-                ca: cert.zip(key),
+                policy: serde_json::from_str(&policy).map_err(|e| corrupt(&e))?,
+                secrets: serde_json::from_str(&secrets).map_err(|e| corrupt(&e))?,
+                ca: cert.zip(ca_key),
                 operator_policy,
             }))
         })
@@ -616,8 +822,14 @@ impl Store for SqliteStore {
         };
         let policy = serde_json::to_string(&network.policy).map_err(encode)?;
         let secrets = serde_json::to_string(&network.secrets).map_err(encode)?;
+        let secrets = self
+            .key
+            .seal(&seal_context(&sandbox, "secrets"), &secrets)?;
         let (cert, key) = network.ca.clone().unzip();
         let operator_policy = network.operator_policy;
+        let key = key
+            .map(|k| self.key.seal(&seal_context(&sandbox, "ca_key"), &k))
+            .transpose()?;
         self.with(move |c| {
             c.execute(
                 "INSERT INTO sandbox_network \

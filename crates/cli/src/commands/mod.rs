@@ -5,6 +5,7 @@ pub mod exec;
 pub mod expose;
 pub mod git;
 pub mod image;
+pub mod keys;
 pub mod network;
 pub mod process;
 pub mod quota;

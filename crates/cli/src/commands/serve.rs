@@ -40,6 +40,7 @@ pub async fn run(args: ServeArgs, data_dir: PathBuf) -> anyhow::Result<()> {
         memory_mb: quota.default_quota_memory_mb,
         disk_mb: quota.default_quota_disk_mb,
     };
+    config.metrics_auth = args.metrics_auth;
 
     let images_dir = config.images_dir.clone();
     tokio::task::spawn_blocking(move || {

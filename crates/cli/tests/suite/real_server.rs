@@ -266,3 +266,83 @@ fn serial_cli_cp_100_mib_both_ways() {
     assert!(!missing.exists());
     served.cli().args(["rm", "big"]).assert().success();
 }
+
+/// A raw `GET /metrics` with an optional bearer key; returns the status line.
+fn metrics_status(url: &str, key: Option<&str>) -> String {
+    use std::io::{Read, Write};
+    let addr = url.trim_start_matches("http://");
+    let mut tcp = std::net::TcpStream::connect(addr).unwrap();
+    let auth = key
+        .map(|k| format!("Authorization: Bearer {k}\r\n"))
+        .unwrap_or_default();
+    write!(
+        tcp,
+        "GET /metrics HTTP/1.1\r\nHost: x\r\n{auth}Connection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut answer = String::new();
+    tcp.read_to_string(&mut answer).unwrap();
+    answer.lines().next().unwrap_or_default().to_owned()
+}
+
+#[test]
+fn serial_cli_keys_audit_and_metrics_auth() {
+    let Some(images) = images_dir_or_skip("serial_cli_keys_audit_and_metrics_auth") else {
+        return;
+    };
+    let served = Served::start_with(&images, &["--metrics-auth"]);
+    assert!(metrics_status(&served.url, None).contains(" 401 "));
+    assert!(metrics_status(&served.url, Some(&served.key)).contains(" 200 "));
+
+    let created = stdout(
+        served
+            .cli()
+            .args(["keys", "create", "acme", "--json"])
+            .assert()
+            .success(),
+    );
+    let created: serde_json::Value = serde_json::from_str(&created).unwrap();
+    let (key, key_id) = (
+        created["key"].as_str().unwrap(),
+        created["keyId"].as_str().unwrap(),
+    );
+    let listed = stdout(served.cli().args(["keys", "ls"]).assert().success());
+    assert!(
+        listed.starts_with("KEY ID") && listed.contains(key_id),
+        "{listed}"
+    );
+    assert!(!listed.contains(key), "{listed}");
+
+    // The tenant rotates its own key; the old one is refused at once.
+    let new_key = stdout(
+        served
+            .cli()
+            .args(["--key", key, "keys", "rotate", key_id])
+            .assert()
+            .success(),
+    );
+    served
+        .cli()
+        .args(["--key", key, "keys", "ls"])
+        .assert()
+        .failure();
+    let new_key = new_key.trim();
+    served
+        .cli()
+        .args(["--key", new_key, "keys", "ls", "--tenant", "default"])
+        .assert()
+        .failure();
+    let audit = stdout(
+        served
+            .cli()
+            .args(["audit", "--tenant", "acme"])
+            .assert()
+            .success(),
+    );
+    let actions: Vec<&str> = audit
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().nth(2))
+        .collect();
+    assert_eq!(actions, ["key.rotate", "key.create"], "{audit}");
+}

@@ -281,3 +281,36 @@ async fn exercise(client: Client, url: String) {
         Some(ErrorCode::SandboxNotFound)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serial_client_manages_keys_and_reads_the_audit_log() {
+    with_real_server(
+        "serial_client_manages_keys_and_reads_the_audit_log",
+        |admin, url| async move {
+            let created = admin.create_key("sdk-tenant").await.unwrap();
+            assert_eq!(created.tenant, "sdk-tenant");
+            let tenant = Client::new(&url, &created.key).unwrap();
+            let keys = tenant.list_keys(None).await.unwrap();
+            assert_eq!(keys.keys.len(), 1);
+            assert_eq!(keys.keys[0].key_id, created.key_id);
+
+            let rotated = tenant.rotate_key(&created.key_id).await.unwrap();
+            let err = tenant.list_keys(None).await.unwrap_err();
+            assert_eq!(err.code(), Some(ErrorCode::Unauthorized), "{err}");
+            let tenant = Client::new(&url, &rotated.key).unwrap();
+            let log = tenant
+                .audit(&sandpit_client::AuditOptions::default())
+                .await
+                .unwrap();
+            let actions: Vec<&str> = log.entries.iter().map(|e| e.action.as_str()).collect();
+            assert_eq!(actions, ["key.rotate", "key.create"]);
+
+            admin.revoke_key(&rotated.key_id).await.unwrap();
+            let err = tenant.list_keys(None).await.unwrap_err();
+            assert_eq!(err.code(), Some(ErrorCode::Unauthorized), "{err}");
+            let err = admin.revoke_key(&rotated.key_id).await.unwrap_err();
+            assert_eq!(err.code(), Some(ErrorCode::KeyNotFound), "{err}");
+        },
+    )
+    .await;
+}

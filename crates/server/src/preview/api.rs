@@ -14,6 +14,7 @@ use sandpit_protocol::{ErrorCode, ErrorResponse};
 use sandpit_store::ExposedPortRecord;
 
 use super::{Exposure, Previews};
+use crate::audit::AuditNote;
 use crate::auth::Tenant;
 use crate::error::{ApiError, ApiResult};
 use crate::lifecycle::now_ms;
@@ -45,7 +46,7 @@ pub async fn expose(
     Extension(tenant): Extension<Tenant>,
     ApiPath(id): ApiPath<String>,
     ApiJson(req): ApiJson<ExposePortRequest>,
-) -> ApiResult<ApiJson<ExposedPort>> {
+) -> ApiResult<(Extension<AuditNote>, ApiJson<ExposedPort>)> {
     validate_sandbox_id(&id).map_err(|m| ApiError::validation(m).context("id", id.as_str()))?;
     check_port(req.port)?;
     if let Some(token) = &req.token {
@@ -96,12 +97,13 @@ pub async fn expose(
     previews.store().put_exposed_port(&record).await?;
     let label = previews.label(&tenant.name, &id);
     let answer = view(&previews, &record, &label);
+    let note = AuditNote::target(format!("{id}:{}", record.port));
     previews.put(Exposure {
         record,
         label,
         run: Some(lease.run),
     });
-    Ok(ApiJson(answer))
+    Ok((Extension(note), ApiJson(answer)))
 }
 
 /// List the exposed ports of a sandbox and their preview URLs.

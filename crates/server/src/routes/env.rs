@@ -42,10 +42,14 @@ pub async fn set_env(
     ApiPath(id): ApiPath<String>,
     ApiJson(req): ApiJson<SetEnvRequest>,
 ) -> Response {
-    match set_env_inner(&app, &tenant.name, &id, req).await {
+    let names = crate::audit::fields_detail(req.env.keys().map(String::as_str), []);
+    let mut response = match set_env_inner(&app, &tenant.name, &id, req).await {
         Ok(response) => response,
         Err(e) => e.into_response(),
-    }
+    };
+    let note = crate::audit::AuditNote::target(id).detail(names);
+    response.extensions_mut().insert(note);
+    response
 }
 
 async fn set_env_inner(

@@ -14,6 +14,7 @@ use utoipa::IntoParams;
 
 use super::ApiJson;
 use crate::AppState;
+use crate::audit::{AuditNote, fields_detail};
 use crate::auth::Tenant;
 use crate::error::{ApiError, ApiResult};
 
@@ -64,14 +65,29 @@ pub async fn create(
     State(app): State<Arc<AppState>>,
     Extension(tenant): Extension<Tenant>,
     ApiJson(req): ApiJson<CreateSandboxRequest>,
-) -> ApiResult<(StatusCode, ApiJson<SandboxInfo>)> {
+) -> ApiResult<(StatusCode, Extension<AuditNote>, ApiJson<SandboxInfo>)> {
+    let fields = [
+        ("image", req.image.is_some()),
+        ("sleepAfter", req.sleep_after.is_some()),
+        ("keepAlive", req.keep_alive.is_some()),
+        ("env", req.env.is_some()),
+        ("limits", req.limits.is_some()),
+        ("ephemeral", req.ephemeral.is_some()),
+        ("network", req.network.is_some()),
+        ("secrets", req.secrets.is_some()),
+    ];
+    let detail = fields_detail(
+        fields.iter().filter(|(_, set)| *set).map(|(name, _)| *name),
+        req.secrets.iter().flat_map(|s| s.keys()),
+    );
     let (info, created) = app.manager.create(&tenant.name, tenant.admin, req).await?;
     let status = if created {
         StatusCode::CREATED
     } else {
         StatusCode::OK
     };
-    Ok((status, ApiJson(info)))
+    let note = AuditNote::target(info.id.clone()).detail(detail);
+    Ok((status, Extension(note), ApiJson(info)))
 }
 
 /// List the caller's sandboxes, ordered by id.
@@ -140,11 +156,23 @@ pub async fn update(
     Extension(tenant): Extension<Tenant>,
     ApiPath(id): ApiPath<String>,
     ApiJson(req): ApiJson<UpdateSandboxRequest>,
-) -> ApiResult<ApiJson<SandboxInfo>> {
-    Ok(ApiJson(
-        app.manager
-            .update(&tenant.name, tenant.admin, &id, req)
-            .await?,
+) -> ApiResult<(Extension<AuditNote>, ApiJson<SandboxInfo>)> {
+    let fields = [
+        ("sleepAfter", req.sleep_after.is_some()),
+        ("keepAlive", req.keep_alive.is_some()),
+        ("env", req.env.is_some()),
+        ("limits", req.limits.is_some()),
+        ("network", req.network.is_some()),
+        ("secrets", req.secrets.is_some()),
+    ];
+    let detail = fields_detail(
+        fields.iter().filter(|(_, set)| *set).map(|(name, _)| *name),
+        req.secrets.iter().flat_map(|s| s.keys()),
+    );
+    let info = app.manager.update(&tenant.name, tenant.admin, &id, req).await?;
+    Ok((
+        Extension(AuditNote::target(id).detail(detail)),
+        ApiJson(info),
     ))
 }
 

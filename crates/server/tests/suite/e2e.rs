@@ -99,7 +99,10 @@ impl Real {
         Self::start_on_with(data_dir, |_| {}).await
     }
 
-    async fn start_on_with(data_dir: &Path, tweak: impl FnOnce(&mut ServeConfig)) -> Option<Real> {
+    pub(super) async fn start_on_with(
+        data_dir: &Path,
+        tweak: impl FnOnce(&mut ServeConfig),
+    ) -> Option<Real> {
         let mut config = real_config(data_dir)?;
         tweak(&mut config);
         let server = Server::start(config).await.unwrap();

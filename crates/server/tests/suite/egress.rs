@@ -1194,6 +1194,70 @@ mod e2e {
         rs.stop().await;
     }
 
+    /// Secrets and the sandbox CA's key are encrypted in the database, and a restarted server
+    /// decrypts them: the secret still reaches its host, over HTTP and intercepted HTTPS.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn serial_egress_secrets_are_encrypted_at_rest_and_injected_after_a_restart() {
+        let api = Upstream::start("127.0.0.1", "api", None).await;
+        let secure = Upstream::start("127.0.0.1", "secure", Some("secure.example.test")).await;
+        let tmp = tempfile::Builder::new().prefix("sps").tempdir().unwrap();
+        let roots = tmp.path().join("upstream-ca.pem");
+        std::fs::write(&roots, secure.ca_pem.as_ref().unwrap()).unwrap();
+        let lo: IpAddr = "127.0.0.1".parse().unwrap();
+        let data_dir = tmp.path().join("d");
+        let tweak = |c: &mut sandpit_server::ServeConfig| {
+            config_names(c, &[("api.example.test", lo), ("secure.example.test", lo)]);
+            c.egress_extra_roots = vec![roots.clone()];
+        };
+        let Some(rs) = Real::start_on_with(&data_dir, tweak).await else {
+            return;
+        };
+        let value = format!("rest-s3cret-{}", std::process::id());
+        create(
+            &rs,
+            json!({"id": "egress-rest", "network": {"mode": "allowlist", "allow": ["*.example.test"]},
+                "secrets": {
+                    "API_TOKEN": {"value": value, "hosts": ["api.example.test"]},
+                    "SECURE_TOKEN": {"value": value, "hosts": ["secure.example.test"],
+                        "header": "x-token"}}}),
+        )
+        .await;
+        let api_url = format!("http://api.example.test:{}/", api.addr.port());
+        let secure_url = format!("https://secure.example.test:{}/", secure.addr.port());
+        let use_secrets = format!(
+            "curl -sS -H \"Authorization: token $API_TOKEN\" {api_url} && curl -sS {secure_url}"
+        );
+        run_ok(&rs, "egress-rest", &use_secrets).await;
+        assert_eq!(
+            api.last_header("authorization"),
+            Some(format!("token {value}"))
+        );
+        rs.stop().await;
+
+        let mut bytes = Vec::new();
+        for name in ["sandpit.db", "sandpit.db-wal", "sandpit.db-shm"] {
+            bytes.extend(std::fs::read(data_dir.join(name)).unwrap_or_default());
+        }
+        let has = |needle: &[u8]| bytes.windows(needle.len()).any(|w| w == needle);
+        assert!(has(b"*.example.test"), "not the database of this test?");
+        assert!(!has(value.as_bytes()), "secret value in the database file");
+        assert!(!has(b"PRIVATE KEY"), "CA private key in the database file");
+
+        let rs = Real::start_on_with(&data_dir, tweak).await.unwrap();
+        let before = (api.request_count(), secure.request_count());
+        run_ok(&rs, "egress-rest", &use_secrets).await;
+        assert_eq!(
+            (api.request_count(), secure.request_count()),
+            (before.0 + 1, before.1 + 1)
+        );
+        assert_eq!(
+            api.last_header("authorization"),
+            Some(format!("token {value}"))
+        );
+        assert_eq!(secure.last_header("x-token"), Some(value.clone()));
+        rs.stop().await;
+    }
+
     #[tokio::test(flavor = "multi_thread")]
     async fn serial_egress_git_checkout_over_http_through_the_allowlist() {
         let tmp = tempfile::tempdir().unwrap();

@@ -1,6 +1,7 @@
 mod api;
 mod archive;
 mod attacks;
+mod audit;
 mod disk;
 mod e2e;
 mod egress;
@@ -9,6 +10,7 @@ mod files;
 mod forward;
 mod host_agent;
 mod interpreter;
+mod keys;
 mod lifecycle;
 mod network;
 mod openapi;

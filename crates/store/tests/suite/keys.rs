@@ -32,3 +32,46 @@ async fn settings_keep_their_first_value() {
         "one"
     );
 }
+
+#[tokio::test]
+async fn keys_are_listed_by_id_revoked_and_rotated() {
+    let store = SqliteStore::open_in_memory().unwrap();
+    store.ensure_tenant("a").await.unwrap();
+    store.ensure_tenant("b").await.unwrap();
+    let a1 = store.add_api_key("a", &"1".repeat(64)).await.unwrap();
+    let b1 = store.add_api_key("b", &"2".repeat(64)).await.unwrap();
+    assert_eq!(a1.key_id, "1".repeat(16));
+    assert_eq!((a1.tenant.as_str(), a1.last_used_at_ms), ("a", None));
+    assert_eq!(
+        store.list_api_keys(Some("a")).await.unwrap(),
+        vec![a1.clone()]
+    );
+    assert_eq!(store.list_api_keys(None).await.unwrap().len(), 2);
+
+    store.touch_api_key(&b1.key_id, 42).await.unwrap();
+    let b1 = store.api_key(&"2".repeat(64)).await.unwrap().unwrap();
+    assert_eq!(b1.last_used_at_ms, Some(42));
+
+    let a2 = store
+        .rotate_api_key(&a1.key_id, &"3".repeat(64))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (a2.key_id.as_str(), a2.tenant.as_str()),
+        ("3333333333333333", "a")
+    );
+    assert_eq!(store.tenant_for_key(&"1".repeat(64)).await.unwrap(), None);
+    assert_eq!(
+        store
+            .rotate_api_key(&a1.key_id, &"4".repeat(64))
+            .await
+            .unwrap(),
+        None
+    );
+
+    assert!(store.revoke_api_key(&b1.key_id).await.unwrap());
+    assert!(!store.revoke_api_key(&b1.key_id).await.unwrap());
+    assert_eq!(store.api_key_by_id(&b1.key_id).await.unwrap(), None);
+    assert_eq!(store.list_api_keys(None).await.unwrap(), vec![a2]);
+}

@@ -1,3 +1,5 @@
+mod audit;
+mod encryption;
 mod keys;
 mod network;
 mod ports;

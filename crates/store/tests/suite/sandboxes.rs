@@ -1,7 +1,7 @@
 use std::sync::Arc;
 
 use sandpit_protocol::control::SandboxState;
-use sandpit_store::{SqliteStore, Store, uid_base};
+use sandpit_store::{DataKey, SqliteStore, Store, uid_base};
 
 use super::new_sandbox;
 
@@ -132,7 +132,7 @@ async fn state_survives_reopen_and_migrations_are_idempotent() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("nested/sandpit.db");
     {
-        let store = SqliteStore::open(&path).unwrap();
+        let store = SqliteStore::open(&path, DataKey::ephemeral().unwrap()).unwrap();
         store
             .create_sandbox(new_sandbox("t", "keep"))
             .await
@@ -140,7 +140,7 @@ async fn state_survives_reopen_and_migrations_are_idempotent() {
         store.ensure_tenant("t").await.unwrap();
         store.add_api_key("t", "digest").await.unwrap();
     }
-    let store = SqliteStore::open(&path).unwrap();
+    let store = SqliteStore::open(&path, DataKey::ephemeral().unwrap()).unwrap();
     let rec = store.get_sandbox("t", "keep").await.unwrap().unwrap();
     assert_eq!(rec.internal_id, "t-keep");
     assert_eq!(
