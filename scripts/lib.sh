@@ -5,9 +5,11 @@ SANDPIT_TRIPLE=x86_64-unknown-linux-gnu
 
 # Debian packages sandpit uses: debootstrap builds the default image; bubblewrap is the benchmark
 # baseline; nodejs/npm run the compatibility test against the published npm client; chromium
-# (headless) is the browser of the preview-URL browser test.
+# (headless) is the browser of the preview-URL browser test; python3-venv and curl run the API
+# fuzzer (scripts/fuzz-api.sh).
 install_debian_packages() {
-  local wanted=(debootstrap bubblewrap ca-certificates chromium slirp4netns nftables iproute2)
+  local wanted=(debootstrap bubblewrap ca-certificates chromium slirp4netns nftables iproute2
+    python3-venv curl)
   command -v node >/dev/null 2>&1 || wanted+=(nodejs)
   command -v npm >/dev/null 2>&1 || wanted+=(npm)
   local missing=()

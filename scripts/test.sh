@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Quick start, command 2: runs the whole test suite (as root: sandboxes need namespaces, cgroups
 # and idmapped mounts). Installs what is missing, builds, builds the default image if it is not
-# there yet, installs the npm client for the compatibility test, then runs every test.
+# there yet, installs the npm client for the compatibility test, fuzzes the HTTP API, then runs
+# every test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
@@ -20,7 +21,12 @@ echo "==> default image in $SANDPIT_IMAGES_DIR"
 echo "==> npm client for the compatibility test"
 (cd compat && npm ci --no-audit --no-fund)
 
-echo "==> tests"
+echo "==> adversarial: API fuzzing (scripts/fuzz-api.sh)"
+fuzz_started=$SECONDS
+scripts/fuzz-api.sh
+echo "==> API fuzzing took $((SECONDS - fuzz_started)) s"
+
+echo "==> tests (including serial_crash_safety_loop)"
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --no-fail-fast
 else

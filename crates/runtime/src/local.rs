@@ -39,6 +39,8 @@ const MAX_STDERR: usize = 16 * 1024;
 /// Smallest and largest `diskMb` (ext4 with a journal needs a few MiB of its own).
 const MIN_DISK_MB: u64 = 16;
 const MAX_DISK_MB: u64 = 1 << 24;
+/// Name of a disk image while it is being formatted (renamed to `disk.img` when done).
+const DISK_IMAGE_TMP: &str = "disk.img.tmp";
 
 /// Settings of a [`LocalDriver`]; [`LocalDriverConfig::new`] fills in defaults.
 #[derive(Debug, Clone)]
@@ -426,7 +428,7 @@ impl LocalDriver {
             return Ok(None);
         }
         // Formatted under a temporary name, so a failed start never leaves a half-made image.
-        let tmp = self.sandbox_dir(id).join("disk.img.tmp");
+        let tmp = self.sandbox_dir(id).join(DISK_IMAGE_TMP);
         let file = std::fs::File::create(&tmp).map_err(io_err(id, "create the disk image"))?;
         file.set_len(mb << 20)
             .map_err(io_err(id, "size the disk image"))?;
@@ -799,6 +801,42 @@ impl LocalDriver {
         }
     }
 
+    /// Empties the sandbox's run dir (egress socket, CA files: written for one run) and drops
+    /// a disk image a killed server left half-formatted.
+    fn clear_run_files(&self, id: &str) -> Result<(), DriverError> {
+        let run = self.run_dir(id);
+        if let Ok(entries) = std::fs::read_dir(&run) {
+            for entry in entries.flatten() {
+                let path = entry.path();
+                let removed = if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                    std::fs::remove_dir_all(&path)
+                } else {
+                    std::fs::remove_file(&path)
+                };
+                match removed {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                        return Err(io_err(id, "clear the run dir")(e));
+                    }
+                    _ => {}
+                }
+            }
+        }
+        match std::fs::remove_file(self.sandbox_dir(id).join(DISK_IMAGE_TMP)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(io_err(id, "remove a half-made disk image")(e))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Whether a stopped sandbox still has files of a run (see [`Self::clear_run_files`]).
+    fn has_run_files(&self, id: &str) -> bool {
+        let run_dir_used = std::fs::read_dir(self.run_dir(id))
+            .map(|mut entries| entries.next().is_some())
+            .unwrap_or(false);
+        run_dir_used || self.sandbox_dir(id).join(DISK_IMAGE_TMP).exists()
+    }
+
     /// Kills every process of `id`, waits for them (and the init) to be gone, removes the
     /// cgroups and the socket.
     async fn teardown(&self, id: &str, running: Option<Running>) -> Result<(), DriverError> {
@@ -915,6 +953,9 @@ impl Driver for LocalDriver {
     async fn stop(&self, id: &str) -> Result<(), DriverError> {
         validate_id(id)?;
         let running = self.running.lock().ok().and_then(|mut m| m.remove(id));
+        // Per-run files go first: should the server die halfway, the socket and cgroups that
+        // remain make `reconcile` finish the job.
+        self.clear_run_files(id)?;
         self.teardown(id, running).await?;
         if self.ephemeral_marker(id).exists() {
             let dir = self.sandbox_dir(id);
@@ -976,6 +1017,15 @@ impl Driver for LocalDriver {
         {
             if validate_id(&id).is_ok() && self.sandbox_dir(&id).is_dir() {
                 found.insert(id);
+            }
+        }
+        // A server killed while stopping a sandbox may have left only its run files.
+        if let Ok(entries) = std::fs::read_dir(self.config.data_dir.join("sandboxes")) {
+            for entry in entries.flatten() {
+                let id = entry.file_name().to_string_lossy().into_owned();
+                if validate_id(&id).is_ok() && self.has_run_files(&id) {
+                    found.insert(id);
+                }
             }
         }
         let run = self.config.data_dir.join("run");

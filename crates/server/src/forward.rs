@@ -27,7 +27,7 @@ use tokio::net::UnixStream;
 use crate::AppState;
 use crate::auth::Tenant;
 use crate::error::{ApiError, ApiResult};
-use crate::lifecycle::{ActivityGuard, Lease};
+use crate::lifecycle::{ActivityGuard, Entry, Lease};
 
 /// Headers that describe one hop, not the message (RFC 9110 §7.6.1). `Expect` is answered by
 /// our own server when the body is read; the agent must not answer it a second time.
@@ -148,16 +148,24 @@ pub(crate) async fn proxy(
     };
     let outgoing = http::Request::from_parts(parts, body);
 
-    let (stream, mut guard) = connect(app, tenant, id).await?;
+    let (stream, mut guard, entry, run) = connect(app, tenant, id).await?;
     if target.split('?').next() == Some("/api/execute") {
         guard.time_exec(app.metrics.clone());
     }
     let unavailable = |what: &str, e: hyper::Error| {
-        ApiError::new(
-            ErrorCode::SandboxUnavailable,
-            format!("sandbox agent {what}: {e}"),
-        )
-        .context("sandboxId", id)
+        // A stop or destroy of this run cut the request: the caller's doing, not a failure.
+        let error = if entry.ended_on_request(run) {
+            ApiError::new(
+                ErrorCode::OperationInterrupted,
+                "the sandbox was stopped or destroyed while the request ran",
+            )
+        } else {
+            ApiError::new(
+                ErrorCode::SandboxUnavailable,
+                format!("sandbox agent {what}: {e}"),
+            )
+        };
+        error.context("sandboxId", id)
     };
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
@@ -203,10 +211,14 @@ pub(crate) fn relay_response(
     )
 }
 
-/// Leases the sandbox (creating or waking it) and connects to its agent. When nothing listens
-/// any more (the agent died), the sandbox is restarted once: the request has not been sent yet,
-/// so the retry is safe.
-async fn connect(app: &AppState, tenant: &str, id: &str) -> ApiResult<(UnixStream, ActivityGuard)> {
+/// Leases the sandbox (creating or waking it) and connects to its agent; also returns the
+/// entry and run of the lease. When nothing listens any more (the agent died), the sandbox is
+/// restarted once: the request has not been sent yet, so the retry is safe.
+async fn connect(
+    app: &AppState,
+    tenant: &str,
+    id: &str,
+) -> ApiResult<(UnixStream, ActivityGuard, Arc<Entry>, u64)> {
     let mut retried = false;
     loop {
         let Lease {
@@ -214,10 +226,10 @@ async fn connect(app: &AppState, tenant: &str, id: &str) -> ApiResult<(UnixStrea
             pid,
             guard,
             entry,
-            ..
+            run,
         } = app.manager.acquire(tenant, id).await?;
         match UnixStream::connect(&socket).await {
-            Ok(stream) => return Ok((stream, guard)),
+            Ok(stream) => return Ok((stream, guard, entry, run)),
             Err(e)
                 if !retried
                     && matches!(e.kind(), ErrorKind::ConnectionRefused | ErrorKind::NotFound) =>

@@ -72,6 +72,9 @@ pub struct Entry {
     last_activity_ms: AtomicI64,
     /// Mirrors `inner.started.is_some()` so the reaper can skip idle entries without locking.
     running: AtomicBool,
+    /// The last run a stop, destroy or shutdown ended (0: none): requests it cut short are
+    /// interrupted by a caller, not failed by the sandbox.
+    ended_run: AtomicU64,
 }
 
 #[derive(Default)]
@@ -94,6 +97,18 @@ impl Entry {
     /// Requests and streams open right now.
     pub fn in_flight(&self) -> usize {
         self.in_flight.load(Ordering::SeqCst)
+    }
+
+    /// Whether run `run` (see [`Lease::run`]) was ended by a stop, destroy or shutdown.
+    pub fn ended_on_request(&self, run: u64) -> bool {
+        run != 0 && self.ended_run.load(Ordering::SeqCst) == run
+    }
+
+    /// Records that the current run is being ended on request (the caller holds the lock).
+    fn end_on_request(&self, inner: &Inner) {
+        if inner.started.is_some() {
+            self.ended_run.store(inner.run, Ordering::SeqCst);
+        }
     }
 }
 
@@ -411,6 +426,7 @@ impl Manager {
                     in_flight: AtomicUsize::new(0),
                     last_activity_ms: AtomicI64::new(0),
                     running: AtomicBool::new(false),
+                    ended_run: AtomicU64::new(0),
                 })
             })
             .clone()
@@ -863,6 +879,7 @@ impl Manager {
         self.load(&entry, &mut inner)
             .await?
             .ok_or_else(|| ApiError::sandbox_not_found(id))?;
+        entry.end_on_request(&inner);
         self.sleep(&entry, &mut inner).await?;
         let record = inner
             .record
@@ -878,6 +895,7 @@ impl Manager {
         self.load(&entry, &mut inner)
             .await?
             .ok_or_else(|| ApiError::sandbox_not_found(id))?;
+        entry.end_on_request(&inner);
         inner.started = None;
         entry.running.store(false, Ordering::SeqCst);
         self.egress.detach(&entry.internal);
@@ -1026,6 +1044,7 @@ impl Manager {
     pub async fn sleep_all(&self) {
         for entry in self.all_entries() {
             let mut inner = entry.inner.lock().await;
+            entry.end_on_request(&inner);
             if inner.started.is_some()
                 && let Err(e) = self.sleep(&entry, &mut inner).await
             {

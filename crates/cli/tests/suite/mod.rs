@@ -1,7 +1,9 @@
 mod args;
 mod browser;
 mod compat;
+mod crash;
 mod fake_server;
+mod leftovers;
 mod network;
 mod processes;
 mod quota;

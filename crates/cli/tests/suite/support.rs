@@ -43,13 +43,15 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-/// `sandpit serve` on a free loopback port with a fresh data directory; stopped with SIGINT
-/// (graceful shutdown) on drop.
+/// `sandpit serve` on a free loopback port with a fresh data directory (or one the caller
+/// keeps, to restart a server on it); stopped with SIGINT (graceful shutdown) on drop.
 pub struct Served {
     child: Child,
     pub url: String,
     pub key: String,
-    pub data_dir: TempDir,
+    pub data_dir: PathBuf,
+    /// The fresh data directory, removed on drop (`None` when the caller owns it).
+    _owned_dir: Option<TempDir>,
     log: PathBuf,
 }
 
@@ -61,7 +63,22 @@ impl Served {
     /// Like [`Served::start`] with more `sandpit serve` arguments.
     pub fn start_with(images_dir: &Path, extra: &[&str]) -> Served {
         let data_dir = tempfile::tempdir().unwrap();
-        let log = data_dir.path().join("serve.log");
+        let mut served = Served::start_in(images_dir, data_dir.path(), extra);
+        served._owned_dir = Some(data_dir);
+        served
+    }
+
+    /// `sandpit serve` on `data_dir`, which the caller keeps (a restarted server finds what
+    /// the previous one left there). The log (`serve.log` in the data dir) is appended to.
+    pub fn start_in(images_dir: &Path, data_dir: &Path, extra: &[&str]) -> Served {
+        let log = data_dir.join("serve.log");
+        let log_file = || {
+            File::options()
+                .create(true)
+                .append(true)
+                .open(&log)
+                .unwrap()
+        };
         let port = free_port();
         let child = Command::new(env!("CARGO_BIN_EXE_sandpit"))
             .args([
@@ -70,29 +87,41 @@ impl Served {
                 &format!("127.0.0.1:{port}"),
                 "--data-dir",
             ])
-            .arg(data_dir.path())
+            .arg(data_dir)
             .arg("--images-dir")
             .arg(images_dir)
             .args(extra)
             .env_remove("SANDPIT_ADMIN_KEY")
             .stdin(Stdio::null())
-            .stdout(File::create(&log).unwrap())
-            .stderr(File::create(&log).unwrap())
+            .stdout(log_file())
+            .stderr(log_file())
             .spawn()
             .unwrap();
         let mut served = Served {
             child,
             url: format!("http://127.0.0.1:{port}"),
             key: String::new(),
-            data_dir,
+            data_dir: data_dir.to_owned(),
+            _owned_dir: None,
             log,
         };
         served.wait_ready(port);
         served
     }
 
+    /// Host pid of the `sandpit serve` process.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGKILLs the server (no shutdown, like a crash) and reaps it.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     fn wait_ready(&mut self, port: u16) {
-        let key_file = self.data_dir.path().join("admin.key");
+        let key_file = self.data_dir.join("admin.key");
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {

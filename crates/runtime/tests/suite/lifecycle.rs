@@ -106,6 +106,13 @@ async fn serial_reconcile_cleans_up_after_a_crash() {
     }
     // A stale socket without a sandbox, as a crashed server leaves it.
     std::fs::write(env.driver.socket_path("stale"), b"").unwrap();
+    // Per-run files of a stopped sandbox, as a server killed halfway through a stop leaves
+    // them: the egress socket and CA files in the run dir, a half-formatted disk image.
+    let halfway = unique_id("rec");
+    let run = Driver::run_dir(&env.driver, &halfway).unwrap();
+    std::fs::write(run.join("egress.sock"), b"").unwrap();
+    std::fs::write(run.join("ca.crt"), b"").unwrap();
+    std::fs::write(env.driver.sandbox_dir(&halfway).join("disk.img.tmp"), b"").unwrap();
 
     // A new server on the same data dir.
     let second = LocalDriver::new(
@@ -115,9 +122,25 @@ async fn serial_reconcile_cleans_up_after_a_crash() {
     .unwrap();
     let mut found = second.reconcile().await.unwrap();
     found.sort();
-    let mut expected = vec![ids[0].clone(), ids[1].clone(), "stale".to_string()];
+    let mut expected = vec![
+        ids[0].clone(),
+        ids[1].clone(),
+        "stale".to_string(),
+        halfway.clone(),
+    ];
     expected.sort();
     assert_eq!(found, expected);
+    assert_eq!(
+        std::fs::read_dir(&run).unwrap().count(),
+        0,
+        "run dir not emptied"
+    );
+    assert!(
+        !env.driver
+            .sandbox_dir(&halfway)
+            .join("disk.img.tmp")
+            .exists()
+    );
     for id in &ids {
         assert_gone(&env, id, &pids);
         // The writable layer is kept for the next start.
@@ -125,7 +148,7 @@ async fn serial_reconcile_cleans_up_after_a_crash() {
     }
     assert!(!env.driver.socket_path("stale").exists());
     assert!(second.reconcile().await.unwrap().is_empty());
-    for id in &ids {
+    for id in ids.iter().chain([&halfway]) {
         env.driver.destroy(id).await.unwrap();
     }
 }

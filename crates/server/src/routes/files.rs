@@ -50,6 +50,7 @@ pub struct FilesQuery {
         (status = 400, description = "IS_DIRECTORY, VALIDATION_FAILED", body = ErrorResponse),
         (status = 401, description = "Missing or invalid API key", body = ErrorResponse),
         (status = 404, description = "FILE_NOT_FOUND", body = ErrorResponse),
+        (status = 409, description = "OPERATION_INTERRUPTED: the sandbox was stopped or destroyed meanwhile", body = ErrorResponse),
         (status = 502, description = "SANDBOX_UNAVAILABLE", body = ErrorResponse),
     ),
     security(("bearer" = []))
@@ -83,6 +84,7 @@ pub async fn download(
         (status = 400, description = "IS_DIRECTORY, VALIDATION_FAILED", body = ErrorResponse),
         (status = 401, description = "Missing or invalid API key", body = ErrorResponse),
         (status = 500, description = "NO_SPACE", body = ErrorResponse),
+        (status = 409, description = "OPERATION_INTERRUPTED: the sandbox was stopped or destroyed meanwhile", body = ErrorResponse),
         (status = 502, description = "SANDBOX_UNAVAILABLE", body = ErrorResponse),
     ),
     security(("bearer" = []))

@@ -231,6 +231,7 @@ macro_rules! forward_doc {
             ),
             responses(
                 (status = 200, description = "The agent's answer, streamed"),
+                (status = 409, description = "OPERATION_INTERRUPTED: the sandbox was stopped or destroyed while the request ran", body = ErrorResponse),
                 (status = 413, description = "PAYLOAD_TOO_LARGE", body = ErrorResponse),
                 (status = 429, description = "QUOTA_EXCEEDED: creating or waking the sandbox would pass the tenant's quota", body = ErrorResponse),
                 (status = 500, description = "SANDBOX_START_FAILED", body = ErrorResponse),

@@ -520,3 +520,48 @@ async fn serial_e2e_killed_sandbox_restarts_on_next_call() {
     assert!(!pids_in_cgroup("e2e-crash-").is_empty(), "running again");
     rs.stop().await;
 }
+
+/// A forwarded call that a stop or destroy of its sandbox cuts short is the caller's doing:
+/// `409 OPERATION_INTERRUPTED`, not a `502 SANDBOX_UNAVAILABLE` that reads like a broken
+/// sandbox (found by the API fuzzer, scripts/fuzz-api.sh). A crashed agent stays a 502.
+#[tokio::test(flavor = "multi_thread")]
+async fn serial_e2e_call_cut_by_stop_or_destroy_is_interrupted() {
+    let Some(rs) = Real::start().await else {
+        return;
+    };
+    for (id, method, path) in [
+        (
+            "e2e-cut-stop",
+            Method::POST,
+            "/v1/sandboxes/e2e-cut-stop/stop",
+        ),
+        (
+            "e2e-cut-destroy",
+            Method::DELETE,
+            "/v1/sandboxes/e2e-cut-destroy",
+        ),
+    ] {
+        rs.exec(id, "true").await;
+        // Sessionless, so the polling commands (default session) are not queued behind it.
+        let execute = format!("/v1/sandboxes/{id}/api/execute");
+        let long = rs.call(
+            Method::POST,
+            &execute,
+            json!({"command": "touch /tmp/started; sleep 30", "sessionId": "__DISABLE_SESSION__"}),
+        );
+        let end = async {
+            // Only once the agent runs the long command, so the stop cuts it.
+            let started = eventually(Duration::from_secs(20), || async {
+                rs.exec(id, "test -e /tmp/started && echo yes").await["stdout"] == "yes\n"
+            })
+            .await;
+            assert!(started, "the long command never started");
+            let r = rs.req_as(&rs.key, method, path).send().await.unwrap();
+            assert!(r.status().is_success(), "{}", r.status());
+        };
+        let ((status, body), ()) = tokio::join!(long, end);
+        assert_error(status, &body, 409, "OPERATION_INTERRUPTED");
+        assert_eq!(body["context"]["sandboxId"], id, "{body}");
+    }
+    rs.stop().await;
+}

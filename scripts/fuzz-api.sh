@@ -1,0 +1,88 @@
+#!/usr/bin/env bash
+# Fuzzes the HTTP API described by docs/openapi.json with schemathesis (pinned in
+# scripts/fuzz/requirements.txt, installed into a venv under target/) against a real
+# `sandpit serve` on loopback with a temporary data dir: once with the admin key, once with a
+# tenant key. Checks: no 5xx, and every response matches the documented schema. Bounded: a few
+# examples per operation, a time budget per run, small sandbox limits (scripts/fuzz/hooks.py),
+# and every sandbox destroyed afterwards. Exits non-zero on any failure.
+#
+# Env: SANDPIT_BIN_DIR (default target/debug), SANDPIT_IMAGES_DIR, SANDPIT_FUZZ_EXAMPLES (10),
+# SANDPIT_FUZZ_SECONDS (per run, 60), SANDPIT_FUZZ_SEED (random).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+bin_dir=${SANDPIT_BIN_DIR:-$PWD/target/debug}
+images=${SANDPIT_IMAGES_DIR:-/var/lib/sandpit/images}
+examples=${SANDPIT_FUZZ_EXAMPLES:-10}
+seconds=${SANDPIT_FUZZ_SECONDS:-60}
+seed=${SANDPIT_FUZZ_SEED:-$RANDOM$RANDOM}
+venv=$PWD/target/fuzz-venv
+lock=scripts/fuzz/requirements.txt
+
+# The venv is rebuilt whenever the lock changes.
+if ! cmp -s "$lock" "$venv/requirements.txt" 2>/dev/null; then
+  echo "==> schemathesis venv in $venv"
+  rm -rf "$venv"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install -q --disable-pip-version-check --require-hashes --no-deps -r "$lock"
+  cp "$lock" "$venv/requirements.txt"
+fi
+
+data=$(mktemp -d)
+server_pid=
+cleanup() {
+  if [ -n "$server_pid" ] && kill -0 "$server_pid" 2>/dev/null; then
+    kill -INT "$server_pid"
+    wait "$server_pid" || true
+  fi
+  rm -rf "$data"
+}
+trap cleanup EXIT
+
+"$bin_dir/sandpit" serve --listen 127.0.0.1:0 --data-dir "$data" --images-dir "$images" \
+  >"$data/serve.log" 2>&1 &
+server_pid=$!
+url=
+for _ in $(seq 1 600); do
+  url=$(sed -n 's/^sandpit listening on \(http:[^ ]*\)$/\1/p' "$data/serve.log")
+  [ -n "$url" ] && break
+  kill -0 "$server_pid" 2>/dev/null || { cat "$data/serve.log"; echo "sandpit serve exited" >&2; exit 1; }
+  sleep 0.1
+done
+[ -n "$url" ] || { cat "$data/serve.log"; echo "sandpit serve did not start" >&2; exit 1; }
+admin_key=$(cat "$data/admin.key")
+tenant_key=$(curl -fsS -X POST "$url/v1/keys" -H "Authorization: Bearer $admin_key" \
+  -H 'Content-Type: application/json' -d '{"tenant":"fuzz"}' |
+  python3 -c 'import json, sys; print(json.load(sys.stdin)["key"])')
+
+# One bounded schemathesis run with the given key.
+fuzz() {
+  local who=$1 key=$2
+  echo "==> API fuzzing as $who ($examples examples per operation, ${seconds}s budget, seed $seed)"
+  SCHEMATHESIS_HOOKS=hooks PYTHONPATH=scripts/fuzz \
+    timeout --kill-after=10 $((seconds + 60)) \
+    "$venv/bin/schemathesis" run docs/openapi.json \
+    --url "$url" \
+    --header "Authorization: Bearer $key" \
+    --checks not_a_server_error,response_schema_conformance \
+    --phases examples,coverage,fuzzing \
+    --max-examples "$examples" \
+    --max-time "$seconds" \
+    --seed "$seed" \
+    --workers 2 \
+    --request-timeout 30 \
+    --no-color
+}
+
+status=0
+fuzz "the admin key" "$admin_key" || status=1
+fuzz "a tenant key" "$tenant_key" || status=1
+
+# Destroy what the runs created (each key sees its own tenant's sandboxes).
+python3 scripts/fuzz/destroy_all.py "$url" "$admin_key" "$tenant_key" || status=1
+
+if [ "$status" -ne 0 ]; then
+  echo "API fuzzing FAILED (seed $seed; repeat with SANDPIT_FUZZ_SEED=$seed)" >&2
+  exit 1
+fi
+echo "API fuzzing passed"
