@@ -215,6 +215,12 @@ pub struct ServeArgs {
     /// besides the host's bundle (repeatable).
     #[arg(long, value_name = "PEM")]
     pub egress_root: Vec<PathBuf>,
+    /// Most egress-proxy connections one sandbox keeps open at a time (each pins server fds).
+    #[arg(long, value_name = "N", default_value_t = sandpit_server::egress::DEFAULT_MAX_CONNECTIONS_PER_SANDBOX)]
+    pub egress_max_connections_per_sandbox: usize,
+    /// Most egress-proxy connections all sandboxes of one tenant keep open together.
+    #[arg(long, value_name = "N", default_value_t = sandpit_server::egress::DEFAULT_MAX_CONNECTIONS_PER_TENANT)]
+    pub egress_max_connections_per_tenant: usize,
 }
 
 #[derive(Debug, Args)]

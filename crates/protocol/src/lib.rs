@@ -4,12 +4,14 @@
 //! * [`container`]: the in-sandbox agent API, byte-compatible with the Cloudflare Sandbox
 //!   container protocol (`/api/*`), including SSE event enums.
 //! * [`control`]: the control-plane API (`/v1/sandboxes`).
+//! * [`throttle`]: the rate limit on log lines a sandbox can trigger (agent and server).
 //!
 //! No I/O and no async runtime here: every crate may depend on this one.
 
 pub mod container;
 pub mod control;
 pub mod error;
+pub mod throttle;
 pub mod time;
 
 pub use error::{ErrorCode, ErrorResponse};

@@ -49,6 +49,10 @@ pub struct ServeConfig {
     pub egress_blocked: Vec<IpNet>,
     /// PEM files trusted for upstream TLS of intercepted connections, besides the host's bundle.
     pub egress_extra_roots: Vec<PathBuf>,
+    /// Most egress connections one sandbox keeps open (default 256; each pins host fds).
+    pub egress_max_connections_per_sandbox: usize,
+    /// Most egress connections all sandboxes of one tenant keep open together (default 1024).
+    pub egress_max_connections_per_tenant: usize,
 }
 
 impl ServeConfig {
@@ -76,6 +80,8 @@ impl ServeConfig {
             egress_resolve: BTreeMap::new(),
             egress_blocked: crate::egress::default_blocked(),
             egress_extra_roots: Vec::new(),
+            egress_max_connections_per_sandbox: crate::egress::DEFAULT_MAX_CONNECTIONS_PER_SANDBOX,
+            egress_max_connections_per_tenant: crate::egress::DEFAULT_MAX_CONNECTIONS_PER_TENANT,
         }
     }
 }

@@ -236,6 +236,8 @@ impl Server {
                 resolve: config.egress_resolve.clone(),
                 blocked: config.egress_blocked.clone(),
                 extra_roots: config.egress_extra_roots.clone(),
+                max_connections_per_sandbox: config.egress_max_connections_per_sandbox,
+                max_connections_per_tenant: config.egress_max_connections_per_tenant,
             })
             .context("setting up the egress proxy")?,
         )

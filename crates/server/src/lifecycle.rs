@@ -385,7 +385,13 @@ impl Manager {
         env.extend(egress::secret_env(&network.secrets));
         if let Some(run_dir) = self.driver.run_dir(&entry.internal) {
             self.egress
-                .attach(&entry.internal, &run_dir, &image_rootfs, &network)
+                .attach(
+                    &entry.tenant,
+                    &entry.internal,
+                    &run_dir,
+                    &image_rootfs,
+                    &network,
+                )
                 .map_err(|e| {
                     ApiError::new(
                         ErrorCode::SandboxStartFailed,

@@ -18,6 +18,8 @@ pub async fn run(args: ServeArgs, data_dir: PathBuf) -> anyhow::Result<()> {
     config.egress_resolve.extend(args.egress_resolve);
     config.egress_blocked.extend(args.egress_block);
     config.egress_extra_roots = args.egress_root;
+    config.egress_max_connections_per_sandbox = args.egress_max_connections_per_sandbox;
+    config.egress_max_connections_per_tenant = args.egress_max_connections_per_tenant;
 
     let images_dir = config.images_dir.clone();
     tokio::task::spawn_blocking(move || {

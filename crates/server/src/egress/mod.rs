@@ -18,6 +18,7 @@ use std::sync::{Arc, Mutex, RwLock};
 pub use ipnet::IpNet;
 use rustls::ClientConfig;
 use sandpit_protocol::control::{NetworkPolicy, SecretInfo, SecretSpec};
+use sandpit_protocol::throttle::Throttle;
 use sandpit_store::{SandboxNetwork, StoredSecret};
 use tokio_util::sync::CancellationToken;
 
@@ -45,7 +46,17 @@ pub struct EgressConfig {
     pub blocked: Vec<IpNet>,
     /// PEM files trusted for upstream TLS besides the host's CA bundle.
     pub extra_roots: Vec<PathBuf>,
+    /// Most connections one sandbox keeps open through its proxy (each holds host fds).
+    pub max_connections_per_sandbox: usize,
+    /// Most connections all sandboxes of one tenant keep open together.
+    pub max_connections_per_tenant: usize,
 }
+
+/// Default of [`EgressConfig::max_connections_per_sandbox`].
+pub const DEFAULT_MAX_CONNECTIONS_PER_SANDBOX: usize = 256;
+/// Default of [`EgressConfig::max_connections_per_tenant`]: with up to two fds per connection
+/// (sandbox side, upstream) a tenant pins at most ~2048 of the server's descriptors.
+pub const DEFAULT_MAX_CONNECTIONS_PER_TENANT: usize = 1024;
 
 impl Default for EgressConfig {
     fn default() -> Self {
@@ -53,6 +64,8 @@ impl Default for EgressConfig {
             resolve: BTreeMap::new(),
             blocked: default_blocked(),
             extra_roots: Vec::new(),
+            max_connections_per_sandbox: DEFAULT_MAX_CONNECTIONS_PER_SANDBOX,
+            max_connections_per_tenant: DEFAULT_MAX_CONNECTIONS_PER_TENANT,
         }
     }
 }
@@ -84,6 +97,11 @@ pub(crate) struct Shared {
 pub struct Egress {
     shared: Arc<Shared>,
     proxies: Mutex<HashMap<String, Arc<SandboxProxy>>>,
+    max_per_sandbox: usize,
+    max_per_tenant: usize,
+    /// Open-connection slots of each tenant, shared by its sandboxes' proxies (kept for the
+    /// server's life: one small entry per tenant that ever ran a sandbox).
+    tenant_slots: Mutex<HashMap<String, Arc<tokio::sync::Semaphore>>>,
 }
 
 impl Egress {
@@ -100,13 +118,25 @@ impl Egress {
                 upstream_tls: tls::upstream_config(&config.extra_roots)?,
             }),
             proxies: Mutex::default(),
+            max_per_sandbox: config.max_connections_per_sandbox,
+            max_per_tenant: config.max_connections_per_tenant,
+            tenant_slots: Mutex::default(),
         })
     }
 
-    /// Starts the proxy of sandbox `internal`: `egress.sock` (0666), `ca.crt` and
+    fn tenant_slots(&self, tenant: &str) -> Arc<tokio::sync::Semaphore> {
+        let mut slots = self.tenant_slots.lock().unwrap_or_else(|p| p.into_inner());
+        slots
+            .entry(tenant.to_owned())
+            .or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(self.max_per_tenant)))
+            .clone()
+    }
+
+    /// Starts the proxy of sandbox `internal` of `tenant`: `egress.sock` (0666), `ca.crt` and
     /// `ca-bundle.crt` in `run_dir`. Replaces a proxy left from an earlier run.
     pub fn attach(
         &self,
+        tenant: &str,
         internal: &str,
         run_dir: &Path,
         image_rootfs: &Path,
@@ -151,7 +181,9 @@ impl Egress {
             rules: RwLock::new(Arc::new(rules)),
             ca,
             cancel: CancellationToken::new(),
-            connections: Arc::new(tokio::sync::Semaphore::new(proxy::MAX_CONNECTIONS)),
+            connections: Arc::new(tokio::sync::Semaphore::new(self.max_per_sandbox)),
+            tenant_connections: self.tenant_slots(tenant),
+            log: Throttle::default(),
         });
         tokio::spawn(proxy.clone().serve(listener));
         self.lock().insert(internal.to_owned(), proxy);
@@ -162,6 +194,7 @@ impl Egress {
     pub fn detach(&self, internal: &str) {
         if let Some(proxy) = self.lock().remove(internal) {
             proxy.cancel.cancel();
+            proxy.report_suppressed();
         }
     }
 

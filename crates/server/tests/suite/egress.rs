@@ -233,7 +233,9 @@ impl Proxy {
         )
         .unwrap();
         let egress = Egress::new(&config).unwrap();
-        egress.attach(SANDBOX, &run_dir, &rootfs, net).unwrap();
+        egress
+            .attach("tenant", SANDBOX, &run_dir, &rootfs, net)
+            .unwrap();
         Proxy {
             egress,
             run_dir,
@@ -338,7 +340,7 @@ fn resolving(names: &[(&str, &str)]) -> EgressConfig {
             .collect(),
         // Loopback stays reachable except the "forbidden" 127.0.0.2.
         blocked: vec!["127.0.0.2/32".parse().unwrap()],
-        extra_roots: Vec::new(),
+        ..EgressConfig::default()
     }
 }
 

@@ -1,6 +1,7 @@
 mod api;
 mod archive;
 mod attacks;
+mod bounds;
 mod disk;
 mod e2e;
 mod egress;
