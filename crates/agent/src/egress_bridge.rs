@@ -4,15 +4,25 @@
 //! its only way to the proxy, which decides per request.
 //!
 //! Fails soft: without the socket (a host without an egress proxy) each connection is closed at
-//! once and a line is logged; the agent itself keeps working.
+//! once and a line is logged (rate-limited); the agent itself keeps working.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use sandpit_protocol::throttle::Throttle;
 use tokio::net::{TcpListener, TcpStream, UnixStream};
 
 /// The egress proxy's socket inside the sandbox.
 pub const SOCKET: &str = "/run/sandpit/egress.sock";
+
+/// The bridge's warnings: any sandbox process can trigger them in a loop (connect to the
+/// bridge while the proxy is gone, exhaust its fds), so they are rate-limited.
+static WARNINGS: std::sync::LazyLock<Throttle> = std::sync::LazyLock::new(Throttle::default);
+
+fn warn_allowed() -> bool {
+    WARNINGS
+        .allow(|suppressed| tracing::warn!(suppressed, "similar egress bridge warnings suppressed"))
+}
 
 /// Where the bridge listens and where it connects.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,7 +63,9 @@ pub async fn serve(listener: TcpListener, socket: PathBuf) {
             }
             Err(err) => {
                 // EMFILE and friends: back off instead of spinning.
-                tracing::warn!(%err, "egress bridge accept failed");
+                if warn_allowed() {
+                    tracing::warn!(%err, "egress bridge accept failed");
+                }
                 tokio::time::sleep(std::time::Duration::from_millis(50)).await;
             }
         }
@@ -65,7 +77,9 @@ async fn bridge(mut client: TcpStream, socket: &Path) {
     let mut upstream = match UnixStream::connect(socket).await {
         Ok(s) => s,
         Err(err) => {
-            tracing::warn!(socket = %socket.display(), %err, "egress proxy unreachable; connection closed");
+            if warn_allowed() {
+                tracing::warn!(socket = %socket.display(), %err, "egress proxy unreachable; connection closed");
+            }
             return;
         }
     };

@@ -8,15 +8,18 @@ use std::collections::BTreeMap;
 
 use anyhow::Context;
 use sandpit_agent::AgentConfig;
-use sandpit_isolation::launch::{launch_from_stdin, take_listener};
+use sandpit_isolation::launch::{WORKSPACE, launch_from_stdin, take_listener};
 
 pub fn launch() -> anyhow::Result<()> {
     let launch = launch_from_stdin();
+    // The agent's own settings come from the host, never from the sandbox's env (the tenant's):
+    // a tenant's RUST_LOG=trace would make the agent log every request into a host file.
+    crate::init_tracing(launch.agent_log_filter.as_deref());
     // The process env of the sandbox is the config's, not the launcher's.
     let env: BTreeMap<String, String> = launch.env.iter().cloned().collect();
-    crate::init_tracing(env.get("RUST_LOG").map(String::as_str));
     let listener = take_listener(launch.listen_fd).context("taking the listening socket")?;
     let mut config = AgentConfig::from_env(env);
+    config.workspace = WORKSPACE.into();
     config.egress_bridge = Some(sandpit_agent::egress_bridge::BridgeConfig::default());
     tracing::info!(sandbox = %launch.id, "agent started as sandbox init");
     sandpit_agent::run(listener, config).context("agent failed")

@@ -239,6 +239,12 @@ pub struct ServeArgs {
     /// Require the admin key on GET /metrics (default: open, like /healthz).
     #[arg(long)]
     pub metrics_auth: bool,
+    /// Most egress-proxy connections one sandbox keeps open at a time (each pins server fds).
+    #[arg(long, value_name = "N", default_value_t = sandpit_server::egress::DEFAULT_MAX_CONNECTIONS_PER_SANDBOX)]
+    pub egress_max_connections_per_sandbox: usize,
+    /// Most egress-proxy connections all sandboxes of one tenant keep open together.
+    #[arg(long, value_name = "N", default_value_t = sandpit_server::egress::DEFAULT_MAX_CONNECTIONS_PER_TENANT)]
+    pub egress_max_connections_per_tenant: usize,
     #[command(flatten)]
     pub maxima: MaxFlags,
     #[command(flatten)]

@@ -71,6 +71,14 @@ pub struct LaunchConfig {
     /// `None` sends them to /dev/null.
     #[serde(default)]
     pub log_file: Option<PathBuf>,
+    /// Inherited fd (the write end of a pipe the host reads and caps) that receives the sandbox
+    /// init's stdout and stderr; wins over [`LaunchConfig::log_file`].
+    #[serde(default)]
+    pub log_fd: Option<RawFd>,
+    /// The agent's own tracing filter, set by the host. Never taken from `env`: the tenant's
+    /// variables reach its processes, not the agent's settings.
+    #[serde(default)]
+    pub agent_log_filter: Option<String>,
     /// Host directory bind-mounted read-only at [`RUN_DIR`] inside the sandbox (the egress
     /// socket and CA files); `None` mounts nothing there.
     #[serde(default)]
@@ -126,6 +134,11 @@ impl LaunchConfig {
         }
         if self.listen_fd < 3 {
             return bad(format!("listen_fd {} must be >= 3", self.listen_fd));
+        }
+        if let Some(fd) = self.log_fd
+            && (fd < 3 || fd == self.listen_fd)
+        {
+            return bad(format!("log_fd {fd} must be >= 3 and not listen_fd"));
         }
         for (what, p) in [
             ("image_rootfs", &self.image_rootfs),
@@ -239,6 +252,19 @@ fn open_log(path: Option<&Path>) -> Result<fs::File, LaunchError> {
     }
 }
 
+/// The inherited log pipe at `fd`, close-on-exec from now on (init dups it onto stdout/stderr).
+fn take_log_fd(fd: RawFd) -> Result<fs::File, LaunchError> {
+    // SAFETY: fcntl(F_SETFD) on an integer fd touches no memory; a closed fd gives EBADF.
+    if unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) } < 0 {
+        return Err(LaunchError::sys("take the inherited log fd")(
+            io::Error::last_os_error(),
+        ));
+    }
+    // SAFETY: the fd is open (fcntl succeeded) and was passed by the host for this purpose
+    // only; `enter_sandbox` runs once per process, so nothing else owns it.
+    Ok(fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) }))
+}
+
 /// Reads a [`LaunchConfig`] from stdin and enters the sandbox. Returns only in the sandbox init;
 /// in the launcher it prints the result line and exits the process.
 pub fn launch_from_stdin() -> LaunchConfig {
@@ -284,7 +310,10 @@ pub fn enter_sandbox(cfg: &LaunchConfig) -> Result<Entered, LaunchError> {
     for procs in &cfg.cgroup_procs {
         fs::write(procs, "0").map_err(LaunchError::sys("join the sandbox cgroup"))?;
     }
-    let log = open_log(cfg.log_file.as_deref())?;
+    let log = match cfg.log_fd {
+        Some(fd) => take_log_fd(fd)?,
+        None => open_log(cfg.log_file.as_deref())?,
+    };
 
     // b. The user namespace (0 -> uid_base, 65536 ids).
     let userns = userns::create(cfg.uid_base)?;
@@ -465,6 +494,8 @@ mod tests {
             nofile: 1024,
             env: vec![("A".into(), "b".into())],
             log_file: None,
+            log_fd: None,
+            agent_log_filter: None,
             run_dir: None,
             resolv_conf: None,
             disk_image: None,

@@ -7,6 +7,7 @@
 //! * [`netrange`]: the address ranges sandboxes never reach on their own (egress proxy and
 //!   `full`-mode firewall alike).
 //! * [`quota`]: per-sandbox caps and per-tenant quotas.
+//! * [`throttle`]: the rate limit on log lines a sandbox can trigger (agent and server).
 //!
 //! No I/O and no async runtime here: every crate may depend on this one.
 
@@ -15,6 +16,7 @@ pub mod control;
 pub mod error;
 pub mod netrange;
 pub mod quota;
+pub mod throttle;
 pub mod time;
 
 pub use error::{ErrorCode, ErrorResponse};

@@ -5,6 +5,7 @@
 //! it (everything gone), and reconcile after a crash. [`local::LocalDriver`] implements it with
 //! Linux namespaces on this host; a Kubernetes driver can come later.
 
+pub mod agent_log;
 pub mod local;
 pub mod network;
 mod slirp;

@@ -25,7 +25,7 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::watch;
 
 use crate::slirp::Slirp;
-use crate::{Driver, DriverError, SandboxSpec, Started, network};
+use crate::{Driver, DriverError, SandboxSpec, Started, agent_log, network};
 use sandpit_protocol::control::{NetworkMode, NetworkPolicy};
 
 /// Longest usable `sun_path` (108 bytes including the terminating NUL).
@@ -34,6 +34,8 @@ const MAX_SOCKET_PATH: usize = 107;
 const MIN_MEMORY_MB: u64 = 8;
 /// Smallest pids limit a sandbox can start with.
 const MIN_PIDS: u64 = 4;
+/// fd number of the log pipe in the launcher (after [`LISTEN_FD`]).
+const LOG_FD: i32 = LISTEN_FD + 1;
 /// Cap on the launcher stderr kept for error messages.
 const MAX_STDERR: usize = 16 * 1024;
 /// Smallest and largest `diskMb` (ext4 with a journal needs a few MiB of its own).
@@ -66,6 +68,10 @@ pub struct LocalDriverConfig {
     /// The operator's blocked CIDRs, refused by the `full` mode's firewall whatever the policy
     /// (IPv4 entries; slirp routes no IPv6).
     pub blocked: Vec<String>,
+    /// Cap of each sandbox's `agent.log` (it rotates once to `agent.log.1`).
+    pub agent_log_max_bytes: u64,
+    /// The agent's tracing filter (default `warn`); the sandbox's env never changes it.
+    pub agent_log_filter: Option<String>,
 }
 
 impl LocalDriverConfig {
@@ -81,6 +87,8 @@ impl LocalDriverConfig {
             nft: PathBuf::from("/usr/sbin/nft"),
             mkfs_ext4: PathBuf::from("/usr/sbin/mkfs.ext4"),
             blocked: Vec::new(),
+            agent_log_max_bytes: agent_log::DEFAULT_MAX_BYTES,
+            agent_log_filter: None,
         }
     }
 }
@@ -386,7 +394,7 @@ impl LocalDriver {
     }
 
     /// `<data_dir>/sandboxes/<id>/agent.log`: the sandbox init's stdout and stderr (truncated
-    /// at every start).
+    /// at every start, capped, rotated once to `agent.log.1`; see [`agent_log`]).
     pub fn agent_log(&self, id: &str) -> PathBuf {
         self.sandbox_dir(id).join("agent.log")
     }
@@ -580,7 +588,9 @@ impl LocalDriver {
             listen_fd: LISTEN_FD,
             nofile: self.config.nofile,
             env: sandbox_env(&spec.env, &self.run_dir(id)),
-            log_file: Some(self.agent_log(id)),
+            log_file: None,
+            log_fd: Some(LOG_FD),
+            agent_log_filter: self.config.agent_log_filter.clone(),
             run_dir: Some(self.run_dir(id)),
             resolv_conf: Some(network::RESOLV_CONF.to_string()),
             disk_image: disk,
@@ -595,7 +605,18 @@ impl LocalDriver {
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        sandpit_isolation::process::pass_fd(&mut cmd, OwnedFd::from(listener), LISTEN_FD);
+        // The init's stdout/stderr: a pipe whose only reader is our capped copy into agent.log.
+        let (log_read, log_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+            .map_err(|e| io_err(id, "create the log pipe")(e.into()))?;
+        let log =
+            agent_log::CappedLog::create(&self.agent_log(id), self.config.agent_log_max_bytes)
+                .map_err(io_err(id, "create agent.log"))?;
+        agent_log::spawn_pump(log_read, log, id)
+            .map_err(io_err(id, "start the agent.log copier"))?;
+        sandpit_isolation::process::pass_fds(
+            &mut cmd,
+            vec![(OwnedFd::from(listener), LISTEN_FD), (log_write, LOG_FD)],
+        );
         let mut cmd = tokio::process::Command::from(cmd);
         cmd.kill_on_drop(true);
         let mut child = cmd.spawn().map_err(io_err(id, "spawn the launcher"))?;

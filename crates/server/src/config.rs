@@ -72,6 +72,10 @@ pub struct ServeConfig {
     /// Whether `GET /metrics` needs the admin key (default false: the listener is loopback by
     /// default and the metrics hold counts only).
     pub metrics_auth: bool,
+    /// Most egress connections one sandbox keeps open (default 256; each pins host fds).
+    pub egress_max_connections_per_sandbox: usize,
+    /// Most egress connections all sandboxes of one tenant keep open together (default 1024).
+    pub egress_max_connections_per_tenant: usize,
 }
 
 impl ServeConfig {
@@ -107,6 +111,8 @@ impl ServeConfig {
             egress_grants: BTreeMap::new(),
             egress_extra_roots: Vec::new(),
             metrics_auth: false,
+            egress_max_connections_per_sandbox: crate::egress::DEFAULT_MAX_CONNECTIONS_PER_SANDBOX,
+            egress_max_connections_per_tenant: crate::egress::DEFAULT_MAX_CONNECTIONS_PER_TENANT,
         }
     }
 }

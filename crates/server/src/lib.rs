@@ -288,6 +288,8 @@ impl Server {
                 unblocked: config.egress_unblocked.clone(),
                 grants: config.egress_grants.clone(),
                 extra_roots: config.egress_extra_roots.clone(),
+                max_connections_per_sandbox: config.egress_max_connections_per_sandbox,
+                max_connections_per_tenant: config.egress_max_connections_per_tenant,
             })
             .context("setting up the egress proxy")?,
         )

@@ -24,7 +24,7 @@ use sandpit_protocol::container::{
     ProcessStreamEvent,
 };
 use sandpit_protocol::time::{now, timestamp};
-use sandpit_store::{ArchivedProcess, Store};
+use sandpit_store::{ArchivedProcess, MAX_ARCHIVE_BYTES_PER_SANDBOX, Store};
 use tokio::net::UnixStream;
 use tokio::time::{Instant, timeout_at};
 
@@ -32,7 +32,8 @@ use crate::AppState;
 use crate::error::ApiResult;
 use crate::forward::proxy;
 
-/// Most processes archived per sleep.
+/// Most processes archived per sleep (the store also caps bytes per sandbox and per tenant:
+/// [`MAX_ARCHIVE_BYTES_PER_SANDBOX`], [`sandpit_store::MAX_ARCHIVE_BYTES_PER_TENANT`]).
 pub const MAX_ARCHIVED: usize = 256;
 /// Time the whole capture may take; the stop goes ahead afterwards whatever happened.
 pub const CAPTURE_BUDGET: Duration = Duration::from_secs(2);
@@ -49,7 +50,7 @@ pub async fn capture(store: &dyn Store, sandbox_id: &str, internal: &str, socket
         tracing::warn!(
             sandbox = %sandbox_id,
             archived = processes.len(),
-            "could not read every process from the agent before sleep"
+            "archived only the newest processes (time, count or size cap)"
         );
     }
     if processes.is_empty() {
@@ -72,7 +73,12 @@ async fn fetch(socket: &Path, deadline: Instant) -> (Vec<ArchivedProcess>, bool)
     };
     let slept_at = timestamp(SystemTime::now());
     let total = list.processes.len();
-    for listed in list.processes.into_iter().take(MAX_ARCHIVED) {
+    // Newest first: what does not fit the archive's byte cap is the oldest (and is not even
+    // read, so a sleep never holds more than the cap in memory).
+    let mut listed_all = list.processes;
+    listed_all.sort_by(|a, b| b.start_time.cmp(&a.start_time));
+    let mut bytes = 0u64;
+    for listed in listed_all.into_iter().take(MAX_ARCHIVED) {
         let id = encode(&listed.id);
         let mut info = if listed.status.is_finished() {
             // The list omits endTime; the single record has it.
@@ -90,6 +96,10 @@ async fn fetch(socket: &Path, deadline: Instant) -> (Vec<ArchivedProcess>, bool)
                 Ok(logs) => logs,
                 Err(_) => return (out, false),
             };
+        bytes += (info.command.len() + logs.stdout.len() + logs.stderr.len()) as u64;
+        if bytes > MAX_ARCHIVE_BYTES_PER_SANDBOX {
+            return (out, false);
+        }
         if !info.status.is_finished() {
             // It dies with the sandbox.
             info.status = ProcessStatus::Killed;

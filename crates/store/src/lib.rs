@@ -97,6 +97,11 @@ pub struct SandboxRecord {
 
 /// Most archived processes kept per sandbox (the newest).
 pub const MAX_ARCHIVED_PER_SANDBOX: usize = 256;
+/// Most bytes (command and logs) of archived processes kept per sandbox; the oldest go first.
+pub const MAX_ARCHIVE_BYTES_PER_SANDBOX: u64 = 8 * 1024 * 1024;
+/// Most bytes of archived processes kept for all sandboxes of one tenant together; the
+/// tenant's oldest records (of any of its sandboxes) go first.
+pub const MAX_ARCHIVE_BYTES_PER_TENANT: u64 = 64 * 1024 * 1024;
 
 /// A background process of a sandbox kept after the sandbox went to sleep: its final record and
 /// logs as the agent last reported them.
@@ -267,7 +272,8 @@ pub trait Store: Send + Sync + 'static {
     async fn reset_states(&self, from: &[SandboxState], to: SandboxState) -> Result<usize>;
 
     /// Stores processes of the sandbox whose internal id is `sandbox`, replacing records with
-    /// the same process id and dropping the oldest beyond [`MAX_ARCHIVED_PER_SANDBOX`].
+    /// the same process id and dropping the oldest beyond [`MAX_ARCHIVED_PER_SANDBOX`],
+    /// [`MAX_ARCHIVE_BYTES_PER_SANDBOX`] and the tenant's [`MAX_ARCHIVE_BYTES_PER_TENANT`].
     async fn archive_processes(&self, sandbox: &str, processes: Vec<ArchivedProcess>)
     -> Result<()>;
 

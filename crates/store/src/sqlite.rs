@@ -11,9 +11,10 @@ use sandpit_protocol::quota::TenantQuota;
 
 use crate::crypto::{DataKey, is_sealed};
 use crate::{
-    ApiKeyRecord, ArchivedProcess, AuditRecord, ExposedPortRecord, MAX_ARCHIVED_PER_SANDBOX,
-    MAX_AUDIT_PER_TENANT, MAX_SLOTS, NewSandbox, Result, SandboxNetwork, SandboxOptions,
-    SandboxRecord, Store, StoreError, key_id_of, migrations,
+    ApiKeyRecord, ArchivedProcess, AuditRecord, ExposedPortRecord, MAX_ARCHIVE_BYTES_PER_SANDBOX,
+    MAX_ARCHIVE_BYTES_PER_TENANT, MAX_ARCHIVED_PER_SANDBOX, MAX_AUDIT_PER_TENANT, MAX_SLOTS,
+    NewSandbox, Result, SandboxNetwork, SandboxOptions, SandboxRecord, Store, StoreError,
+    key_id_of, migrations,
 };
 
 /// SQLite-backed store. One connection behind a mutex: SQLite serialises writers anyway, and
@@ -201,6 +202,41 @@ impl RawProcess {
             .map_err(|e| corrupt(&process.info.id, e))?;
         Ok(process)
     }
+}
+
+/// Deletes the archived processes matching `scope` (a condition on `a`, the archive, with one
+/// parameter) beyond the newest `max_rows` or `max_bytes` (command and logs): walking from the
+/// newest, the first record that does not fit and every older one go.
+fn prune_archive(
+    conn: &Connection,
+    scope: &str,
+    param: &str,
+    max_rows: usize,
+    max_bytes: u64,
+) -> rusqlite::Result<()> {
+    let mut stmt = conn.prepare(&format!(
+        "SELECT a.rowid, length(CAST(a.command AS BLOB)) + length(CAST(a.stdout AS BLOB)) \
+                + length(CAST(a.stderr AS BLOB)) \
+         FROM archived_processes a WHERE {scope} \
+         ORDER BY a.archived_at DESC, a.start_time DESC"
+    ))?;
+    let rows = stmt
+        .query_map([param], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)))?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    let (mut kept, mut bytes) = (0usize, 0u64);
+    let mut full = false;
+    let mut delete = conn.prepare("DELETE FROM archived_processes WHERE rowid = ?1")?;
+    for (rowid, size) in rows {
+        let size = size.max(0) as u64;
+        full = full || kept >= max_rows || bytes + size > max_bytes;
+        if full {
+            delete.execute([rowid])?;
+        } else {
+            kept += 1;
+            bytes += size;
+        }
+    }
+    Ok(())
 }
 
 fn get(conn: &Connection, tenant: &str, id: &str) -> Result<Option<SandboxRecord>> {
@@ -669,12 +705,29 @@ impl Store for SqliteStore {
                 }
             }
             // Bounded: the newest records win (a later sleep, then a later start).
-            tx.execute(
-                "DELETE FROM archived_processes WHERE sandbox = ?1 AND process_id NOT IN \
-                 (SELECT process_id FROM archived_processes WHERE sandbox = ?1 \
-                  ORDER BY archived_at DESC, start_time DESC LIMIT ?2)",
-                params![sandbox, MAX_ARCHIVED_PER_SANDBOX as i64],
+            prune_archive(
+                &tx,
+                "a.sandbox = ?1",
+                &sandbox,
+                MAX_ARCHIVED_PER_SANDBOX,
+                MAX_ARCHIVE_BYTES_PER_SANDBOX,
             )?;
+            let tenant: Option<String> = tx
+                .query_row(
+                    "SELECT tenant FROM sandboxes WHERE internal_id = ?1",
+                    [&sandbox],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            if let Some(tenant) = tenant {
+                prune_archive(
+                    &tx,
+                    "a.sandbox IN (SELECT internal_id FROM sandboxes WHERE tenant = ?1)",
+                    &tenant,
+                    usize::MAX,
+                    MAX_ARCHIVE_BYTES_PER_TENANT,
+                )?;
+            }
             tx.commit()?;
             Ok(())
         })

@@ -18,6 +18,8 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::unix::pipe;
 use tokio::sync::mpsc;
 
+use sandpit_protocol::throttle::Throttle;
+
 use crate::reaper::Reaper;
 
 /// How long an executor may take to report `ready`.
@@ -267,21 +269,92 @@ fn existing_dir(cwd: &str) -> &str {
     if Path::new(cwd).is_dir() { cwd } else { "/" }
 }
 
+/// Longest fd 4 line accepted (a result with a large image stays well below); a longer one is
+/// skipped up to its newline without being buffered.
+const MAX_EVENT_LINE: usize = 32 * 1024 * 1024;
+
+/// Lines of fd 4 that are not events, for the whole agent. The code a context runs shares its
+/// process with the executor, so it can write anything to fd 4: such lines are dropped, and only
+/// their count and length ever reach the log, at a bounded rate.
+static BAD_EVENTS: std::sync::LazyLock<Throttle> = std::sync::LazyLock::new(Throttle::default);
+
 async fn read_wire(receiver: pipe::Receiver, tx: mpsc::Sender<Event>) {
     let mut reader = BufReader::with_capacity(64 * 1024, receiver);
     let mut line = Vec::new();
     loop {
-        line.clear();
-        match reader.read_until(b'\n', &mut line).await {
-            Ok(0) | Err(_) => return,
-            Ok(_) => {}
-        }
-        let Ok(wire) = serde_json::from_slice::<Wire>(&line) else {
-            tracing::warn!(line = %String::from_utf8_lossy(&line), "bad executor event");
-            continue;
+        let wire = match read_line_capped(&mut reader, &mut line, MAX_EVENT_LINE).await {
+            Ok(Line::Eof) | Err(_) => return,
+            Ok(Line::TooLong(len)) => {
+                bad_event(len);
+                continue;
+            }
+            Ok(Line::Complete) => match serde_json::from_slice::<Wire>(&line) {
+                Ok(wire) => wire,
+                Err(_) => {
+                    bad_event(line.len());
+                    continue;
+                }
+            },
         };
         if tx.send(Event::Wire(wire)).await.is_err() {
             return;
+        }
+    }
+}
+
+fn bad_event(len: usize) {
+    let log = BAD_EVENTS.allow(|suppressed| {
+        tracing::warn!(suppressed, "similar bad executor events suppressed");
+    });
+    if log {
+        tracing::warn!(bytes = len, "bad executor event dropped");
+    }
+}
+
+/// How a capped line read ended.
+#[derive(Debug, PartialEq)]
+enum Line {
+    /// `buf` holds one line (with its newline, unless the stream ended first).
+    Complete,
+    /// The line was longer than the cap: skipped (this many bytes), `buf` is empty.
+    TooLong(usize),
+    Eof,
+}
+
+/// Reads one line into `buf` (cleared first), buffering at most `max` bytes of it.
+async fn read_line_capped<R: tokio::io::AsyncBufRead + Unpin>(
+    reader: &mut R,
+    buf: &mut Vec<u8>,
+    max: usize,
+) -> std::io::Result<Line> {
+    buf.clear();
+    let mut skipped = 0usize;
+    loop {
+        let available = reader.fill_buf().await?;
+        if available.is_empty() {
+            return Ok(match (skipped, buf.is_empty()) {
+                (0, true) => Line::Eof,
+                (0, false) => Line::Complete,
+                (n, _) => Line::TooLong(n),
+            });
+        }
+        let (chunk, done) = match available.iter().position(|b| *b == b'\n') {
+            Some(i) => (&available[..=i], true),
+            None => (available, false),
+        };
+        let used = chunk.len();
+        if skipped == 0 && buf.len() + used <= max {
+            buf.extend_from_slice(chunk);
+        } else {
+            skipped += std::mem::take(buf).len() + used;
+        }
+        reader.consume(used);
+        if done {
+            return Ok(if skipped == 0 {
+                Line::Complete
+            } else {
+                Line::TooLong(skipped)
+            });
         }
     }
 }
@@ -467,6 +540,23 @@ mod tests {
             [Piece::Text("\0sandpit-sync:x".into())]
         );
         assert_eq!(fake, b"\0");
+    }
+
+    #[tokio::test]
+    async fn long_lines_are_skipped_without_being_buffered() {
+        let input: &[u8] = b"short\n0123456789abcdef\nnext\nend";
+        let mut reader = BufReader::with_capacity(4, input);
+        let mut buf = Vec::new();
+        let mut lines = Vec::new();
+        loop {
+            match read_line_capped(&mut reader, &mut buf, 8).await.unwrap() {
+                Line::Eof => break,
+                Line::Complete => lines.push(String::from_utf8(buf.clone()).unwrap()),
+                Line::TooLong(n) => lines.push(format!("<{n}>")),
+            }
+            assert!(buf.len() <= 8);
+        }
+        assert_eq!(lines, ["short\n", "<17>", "next\n", "end"]);
     }
 
     #[test]

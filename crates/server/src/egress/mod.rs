@@ -27,6 +27,7 @@ use std::sync::{Arc, Mutex, RwLock};
 pub use ipnet::IpNet;
 use rustls::ClientConfig;
 use sandpit_protocol::control::{EgressLogPage, NetworkPolicy, SecretInfo, SecretSpec};
+use sandpit_protocol::throttle::Throttle;
 use sandpit_store::{SandboxNetwork, StoredSecret};
 use tokio_util::sync::CancellationToken;
 
@@ -48,7 +49,7 @@ pub const BUNDLE_NAME: &str = "ca-bundle.crt";
 const IMAGE_CA_BUNDLE: &str = "etc/ssl/certs/ca-certificates.crt";
 
 /// Operator settings of the egress proxy.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct EgressConfig {
     /// Names resolved without DNS (tests: "api.example.test" → 127.0.0.1).
     pub resolve: BTreeMap<String, IpAddr>,
@@ -62,6 +63,31 @@ pub struct EgressConfig {
     pub grants: BTreeMap<String, Vec<IpNet>>,
     /// PEM files trusted for upstream TLS besides the host's CA bundle.
     pub extra_roots: Vec<PathBuf>,
+    /// Most connections one sandbox keeps open through its proxy (each holds host fds).
+    pub max_connections_per_sandbox: usize,
+    /// Most connections all sandboxes of one tenant keep open together.
+    pub max_connections_per_tenant: usize,
+}
+
+/// Default of [`EgressConfig::max_connections_per_sandbox`].
+pub const DEFAULT_MAX_CONNECTIONS_PER_SANDBOX: usize = 256;
+/// Default of [`EgressConfig::max_connections_per_tenant`]: with up to two fds per connection
+/// (sandbox side, upstream) a tenant pins at most ~2048 of the server's descriptors.
+pub const DEFAULT_MAX_CONNECTIONS_PER_TENANT: usize = 1024;
+
+impl Default for EgressConfig {
+    fn default() -> Self {
+        EgressConfig {
+            resolve: BTreeMap::new(),
+            blocked: Vec::new(),
+            private: Vec::new(),
+            unblocked: Vec::new(),
+            grants: BTreeMap::new(),
+            extra_roots: Vec::new(),
+            max_connections_per_sandbox: DEFAULT_MAX_CONNECTIONS_PER_SANDBOX,
+            max_connections_per_tenant: DEFAULT_MAX_CONNECTIONS_PER_TENANT,
+        }
+    }
 }
 
 /// Errors of attaching a sandbox's proxy.
@@ -95,6 +121,11 @@ pub struct Egress {
     proxies: Mutex<HashMap<String, Arc<SandboxProxy>>>,
     /// Kept while a sandbox sleeps; dropped when it is destroyed ([`Egress::forget`]).
     logs: Mutex<HashMap<String, Arc<EgressLog>>>,
+    max_per_sandbox: usize,
+    max_per_tenant: usize,
+    /// Open-connection slots of each tenant, shared by its sandboxes' proxies (kept for the
+    /// server's life: one small entry per tenant that ever ran a sandbox).
+    tenant_slots: Mutex<HashMap<String, Arc<tokio::sync::Semaphore>>>,
 }
 
 impl Egress {
@@ -122,7 +153,18 @@ impl Egress {
             grants: config.grants.clone(),
             proxies: Mutex::default(),
             logs: Mutex::default(),
+            max_per_sandbox: config.max_connections_per_sandbox,
+            max_per_tenant: config.max_connections_per_tenant,
+            tenant_slots: Mutex::default(),
         })
+    }
+
+    fn tenant_slots(&self, tenant: &str) -> Arc<tokio::sync::Semaphore> {
+        let mut slots = self.tenant_slots.lock().unwrap_or_else(|p| p.into_inner());
+        slots
+            .entry(tenant.to_owned())
+            .or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(self.max_per_tenant)))
+            .clone()
     }
 
     /// Starts the proxy of sandbox `internal` of `tenant`: `egress.sock` (0666), `ca.crt` and
@@ -174,7 +216,9 @@ impl Egress {
             ca,
             log: self.log_of(internal),
             cancel: CancellationToken::new(),
-            connections: Arc::new(tokio::sync::Semaphore::new(proxy::MAX_CONNECTIONS)),
+            connections: Arc::new(tokio::sync::Semaphore::new(self.max_per_sandbox)),
+            tenant_connections: self.tenant_slots(tenant),
+            log_throttle: Throttle::default(),
         });
         tokio::spawn(proxy.clone().serve(listener));
         self.lock().insert(internal.to_owned(), proxy);
@@ -185,6 +229,7 @@ impl Egress {
     pub fn detach(&self, internal: &str) {
         if let Some(proxy) = self.lock().remove(internal) {
             proxy.cancel.cancel();
+            proxy.report_suppressed();
         }
     }
 

@@ -22,6 +22,8 @@ use tokio::net::{TcpStream, UnixListener, UnixStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
+use sandpit_protocol::throttle::Throttle;
+
 use super::Shared;
 use super::decision::Refusal;
 use super::log::{Counted, EgressLog};
@@ -49,14 +51,35 @@ pub struct SandboxProxy {
     pub(super) cancel: CancellationToken,
     /// Bounds the sandbox's open connections (tunnels included): they hold host descriptors.
     pub(super) connections: Arc<Semaphore>,
+    /// The same bound for all sandboxes of the tenant together.
+    pub(super) tenant_connections: Arc<Semaphore>,
+    /// Every log line this sandbox can trigger (refusals, limits, tunnel errors) goes through
+    /// it: a connect loop costs the server's log a few lines per window.
+    pub(super) log_throttle: Throttle,
 }
 
-/// Most connections one sandbox keeps open through its proxy at a time.
-pub(super) const MAX_CONNECTIONS: usize = 256;
+/// Which limit refused a connection.
+#[derive(Debug, Clone, Copy)]
+enum Over {
+    Sandbox,
+    Tenant,
+}
 
-/// Answers a connection over the limit and closes it.
-async fn too_many(mut stream: UnixStream) {
-    let body = "sandpit egress proxy: too many open connections from this sandbox\n";
+impl Over {
+    fn what(self) -> &'static str {
+        match self {
+            Over::Sandbox => "this sandbox",
+            Over::Tenant => "this tenant's sandboxes",
+        }
+    }
+}
+
+/// Answers a connection over a limit and closes it.
+async fn too_many(mut stream: UnixStream, over: Over) {
+    let body = format!(
+        "sandpit egress proxy: too many open connections from {}\n",
+        over.what()
+    );
     let answer = format!(
         "HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
         body.len()
@@ -64,11 +87,11 @@ async fn too_many(mut stream: UnixStream) {
     let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(answer.as_bytes())).await;
 }
 
-/// A sandbox's connection with its slot under [`MAX_CONNECTIONS`]; the slot is freed when the
-/// connection (or the tunnel it became) is dropped.
+/// A sandbox's connection with its slots under the sandbox's and the tenant's limits; they
+/// are freed when the connection (or the tunnel it became) is dropped.
 struct Permitted {
     stream: UnixStream,
-    _permit: OwnedSemaphorePermit,
+    _permits: (OwnedSemaphorePermit, OwnedSemaphorePermit),
 }
 
 impl AsyncRead for Permitted {
@@ -102,6 +125,36 @@ impl SandboxProxy {
         self.rules.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
+    /// Whether a line about this sandbox may be logged now (see [`Throttle`]).
+    fn may_log(&self) -> bool {
+        self.log_throttle.allow(|suppressed| {
+            tracing::warn!(sandbox = %self.sandbox, suppressed, "similar egress messages about this sandbox suppressed");
+        })
+    }
+
+    /// Logs what the throttle still holds back (the proxy is going away).
+    pub(super) fn report_suppressed(&self) {
+        let suppressed = self.log_throttle.flush();
+        if suppressed > 0 {
+            tracing::warn!(sandbox = %self.sandbox, suppressed, "similar egress messages about this sandbox suppressed");
+        }
+    }
+
+    /// Both slots of a new connection, or the limit that is full.
+    fn permits(&self) -> Result<(OwnedSemaphorePermit, OwnedSemaphorePermit), Over> {
+        let sandbox = self
+            .connections
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| Over::Sandbox)?;
+        let tenant = self
+            .tenant_connections
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| Over::Tenant)?;
+        Ok((sandbox, tenant))
+    }
+
     /// Accepts connections until cancelled.
     pub(super) async fn serve(self: Arc<Self>, listener: UnixListener) {
         loop {
@@ -110,20 +163,27 @@ impl SandboxProxy {
                 accepted = listener.accept() => match accepted {
                     Ok((stream, _)) => stream,
                     Err(e) => {
-                        tracing::warn!(sandbox = %self.sandbox, error = %e, "egress accept failed");
+                        if self.may_log() {
+                            tracing::warn!(sandbox = %self.sandbox, error = %e, "egress accept failed");
+                        }
                         tokio::time::sleep(Duration::from_millis(50)).await;
                         continue;
                     }
                 },
             };
-            let Ok(permit) = self.connections.clone().try_acquire_owned() else {
-                tracing::warn!(sandbox = %self.sandbox, "egress connection limit reached");
-                tokio::spawn(too_many(stream));
-                continue;
+            let permits = match self.permits() {
+                Ok(permits) => permits,
+                Err(over) => {
+                    if self.may_log() {
+                        tracing::warn!(sandbox = %self.sandbox, limit = over.what(), "egress connection limit reached");
+                    }
+                    tokio::spawn(too_many(stream, over));
+                    continue;
+                }
             };
             let stream = Permitted {
                 stream,
-                _permit: permit,
+                _permits: permits,
             };
             let proxy = self.clone();
             tokio::spawn(async move {
@@ -160,7 +220,9 @@ impl SandboxProxy {
             self.forward_plain(req).await
         };
         result.unwrap_or_else(|refusal| {
-            tracing::info!(sandbox = %self.sandbox, status = %refusal.status(), reason = %refusal.reason(), "egress refused");
+            if self.may_log() {
+                tracing::info!(sandbox = %self.sandbox, status = %refusal.status(), reason = %refusal.reason(), "egress refused");
+            }
             refusal_response(&refusal, port)
         })
     }
@@ -261,7 +323,9 @@ impl SandboxProxy {
                         return;
                     }
                 };
-                if let Err(e) = proxy.tunnel(client, upstream, &host, port).await {
+                if let Err(e) = proxy.tunnel(client, upstream, &host, port).await
+                    && proxy.may_log()
+                {
                     tracing::info!(sandbox = %proxy.sandbox, host = %host, error = %e, "egress tunnel ended");
                 }
             };

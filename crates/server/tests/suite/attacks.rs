@@ -12,7 +12,7 @@ use super::assert_error;
 use super::e2e::Real;
 
 /// Runs `command` without a session (a wedged shell cannot hide a result) and returns the body.
-async fn run(rs: &Real, id: &str, command: &str, timeout_ms: u64) -> Value {
+pub(super) async fn run(rs: &Real, id: &str, command: &str, timeout_ms: u64) -> Value {
     let (status, body) = rs
         .call(
             Method::POST,
@@ -25,7 +25,7 @@ async fn run(rs: &Real, id: &str, command: &str, timeout_ms: u64) -> Value {
 }
 
 /// Runs a Python program in the sandbox.
-async fn python(rs: &Real, id: &str, program: &str) -> Value {
+pub(super) async fn python(rs: &Real, id: &str, program: &str) -> Value {
     run(
         rs,
         id,
@@ -35,7 +35,7 @@ async fn python(rs: &Real, id: &str, program: &str) -> Value {
     .await
 }
 
-fn stdout(body: &Value) -> &str {
+pub(super) fn stdout(body: &Value) -> &str {
     body["stdout"].as_str().unwrap_or_default()
 }
 

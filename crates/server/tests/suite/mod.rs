@@ -2,6 +2,7 @@ mod api;
 mod archive;
 mod attacks;
 mod audit;
+mod bounds;
 mod disk;
 mod e2e;
 mod egress;

@@ -105,3 +105,99 @@ async fn the_archive_keeps_the_newest_records() {
     assert_eq!(kept[0].info.id, "p0005");
     assert_eq!(kept[max - 1].info.id, format!("p{:04}", max + 4));
 }
+
+/// A process whose logs take `mib` MiB, started at second `n`.
+fn big(id: &str, n: usize, mib: usize) -> ArchivedProcess {
+    let mut p = process(
+        id,
+        ProcessStatus::Completed,
+        &format!(
+            "2026-01-01T{:02}:{:02}:{:02}.000Z",
+            n / 3600,
+            n / 60 % 60,
+            n % 60
+        ),
+    );
+    p.stdout = "x".repeat(mib << 20);
+    p.stderr = String::new();
+    p
+}
+
+fn bytes(processes: &[ArchivedProcess]) -> u64 {
+    processes
+        .iter()
+        .map(|p| (p.info.command.len() + p.stdout.len() + p.stderr.len()) as u64)
+        .sum()
+}
+
+#[tokio::test]
+async fn the_archive_of_a_sandbox_is_bounded_in_bytes_oldest_first() {
+    let store = SqliteStore::open_in_memory().unwrap();
+    let (record, _) = store.create_sandbox(new_sandbox("t", "a")).await.unwrap();
+    let sb = record.internal_id.as_str();
+    for n in 0..20 {
+        store
+            .archive_processes(sb, vec![big(&format!("p{n:02}"), n, 1)])
+            .await
+            .unwrap();
+    }
+    let kept = store.archived_processes(sb).await.unwrap();
+    assert!(bytes(&kept) <= sandpit_store::MAX_ARCHIVE_BYTES_PER_SANDBOX);
+    assert!(kept.len() >= 7, "{} kept", kept.len());
+    assert_eq!(kept.last().unwrap().info.id, "p19", "the newest stays");
+    assert!(
+        kept.iter().all(|p| p.info.id.as_str() > "p07"),
+        "the oldest went"
+    );
+}
+
+#[tokio::test]
+async fn the_archive_counts_against_the_tenant() {
+    let store = SqliteStore::open_in_memory().unwrap();
+    let mut ids = Vec::new();
+    for n in 0..12 {
+        let (record, _) = store
+            .create_sandbox(new_sandbox("greedy", &format!("s{n}")))
+            .await
+            .unwrap();
+        ids.push(record.internal_id);
+    }
+    let (other, _) = store
+        .create_sandbox(new_sandbox("other", "s"))
+        .await
+        .unwrap();
+    store
+        .archive_processes(&other.internal_id, vec![big("o", 0, 4)])
+        .await
+        .unwrap();
+    // Each sandbox stays under its own cap; together they exceed the tenant's.
+    for (n, id) in ids.iter().enumerate() {
+        let batch = (0..7)
+            .map(|k| big(&format!("p{k}"), n * 10 + k, 1))
+            .collect();
+        store.archive_processes(id, batch).await.unwrap();
+    }
+    let mut total = 0;
+    for id in &ids {
+        total += bytes(&store.archived_processes(id).await.unwrap());
+    }
+    assert!(
+        total <= sandpit_store::MAX_ARCHIVE_BYTES_PER_TENANT,
+        "tenant keeps {total} bytes"
+    );
+    assert!(total > sandpit_store::MAX_ARCHIVE_BYTES_PER_TENANT / 2);
+    assert!(
+        store.archived_processes(&ids[0]).await.unwrap().is_empty(),
+        "the tenant's oldest records went first"
+    );
+    assert_eq!(store.archived_processes(&ids[11]).await.unwrap().len(), 7);
+    assert_eq!(
+        store
+            .archived_processes(&other.internal_id)
+            .await
+            .unwrap()
+            .len(),
+        1,
+        "another tenant's archive is untouched"
+    );
+}
