@@ -4,6 +4,7 @@ mod attacks;
 mod disk;
 mod e2e;
 mod egress;
+mod exec_control;
 mod fake_agent;
 mod files;
 mod forward;
