@@ -8,14 +8,16 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
-use sandpit_protocol::container::{ExecEvent, ExecuteRequest, ExecuteResponse};
+use sandpit_protocol::container::{ExecEvent, ExecuteRequest, ExecuteResponse, OutputEncoding};
+use sandpit_protocol::time::{TIMEOUT_EXIT_CODE, TimeoutMs};
 use sandpit_protocol::{DISABLE_SESSION, ErrorCode, time};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::config::AgentConfig;
 use crate::error::ApiError;
-use crate::exec::session::{Session, Sessions, terminated};
-use crate::exec::shell::{self, CommandSpec, ShellError, Status};
+use crate::exec::kill::{ClientGone, Deadline, StopReason};
+use crate::exec::session::{Sessions, terminated};
+use crate::exec::shell::{self, CommandSpec, RunControl, ShellError, Status, StdinFifo};
 use crate::exec::{self as ex, Sink, StreamKind, child_env, validate_command};
 use crate::reaper::Reaper;
 use crate::sse;
@@ -86,74 +88,46 @@ impl Agent {
             .map_or_else(|| self.config.workspace.clone(), |s| PathBuf::from(s.cwd()))
     }
 
-    /// `/api/execute`: runs a command and buffers its output.
+    /// `/api/execute`: runs a command and buffers its output. If the client disconnects, this
+    /// future is dropped and with it the [`ClientPresent`](ex::kill::ClientPresent): the
+    /// command is stopped.
     pub async fn execute(&self, req: ExecuteRequest) -> Result<ExecuteResponse, ApiError> {
         let target = validate(&req)?;
         let started = Instant::now();
-        let mut sink = Sink::collect(self.config.output_cap);
-        let exit_code = match target {
-            Target::Sessionless => {
-                let timeout = millis(req.timeout_ms).or(self.config.command_timeout);
-                let (exit_code, sink_back) = self.run_sessionless(&req, timeout, sink).await?;
-                sink = sink_back;
-                exit_code
-            }
-            Target::Session(id) => {
-                let session = self.sessions.get_or_create(id)?;
-                let timeout = millis(req.timeout_ms)
-                    .or(session.command_timeout)
-                    .or(self.config.command_timeout);
-                let rx = self.spawn_in_session(session, &req, sink, None).await;
-                let result = match timeout {
-                    Some(t) => tokio::time::timeout(t, rx).await.map_err(|_| {
-                        ApiError::new(
-                            ErrorCode::CommandExecutionError,
-                            format!(
-                                "Failed to execute command '{}' in session '{id}': Command timeout after {}ms",
-                                req.command,
-                                t.as_millis()
-                            ),
-                        )
-                        .context("command", req.command.clone())
-                        .context("sessionId", id)
-                        .operation("command.execute")
-                    })?,
-                    None => rx.await,
-                };
-                let (result, sink_back) =
-                    result.map_err(|_| ApiError::internal("command task ended unexpectedly"))?;
-                sink = sink_back;
-                match result {
-                    Ok(status) => status.exit_code,
-                    Err(ShellError::Exited(code)) => return Err(terminated(id, code)),
-                    Err(e @ ShellError::Spawn(_)) => {
-                        return Err(ApiError::new(
-                            ErrorCode::CommandExecutionError,
-                            e.to_string(),
-                        ));
-                    }
-                }
-            }
-        };
+        let (_present, gone) = ex::kill::client_pair();
+        let sink = Sink::collect(self.config.output_cap);
+        let done = self.start(target, &req, sink, gone, None).await?;
+        let (ran, sink) = done
+            .await
+            .map_err(|_| ApiError::internal("command task ended unexpectedly"))?;
+        let ran = ran?;
         let Sink::Collect { stdout, stderr } = sink else {
             return Err(ApiError::internal("unexpected output sink"));
         };
         let truncated = stdout.truncated() || stderr.truncated();
+        let encoding = req.encoding.unwrap_or_default();
+        let (stdout, stderr) = match encoding {
+            OutputEncoding::Text => (stdout.into_string(), stderr.into_string()),
+            OutputEncoding::Base64 => (stdout.into_base64(), stderr.into_base64()),
+        };
         Ok(ExecuteResponse {
-            success: exit_code == 0,
-            exit_code,
-            stdout: stdout.into_string(),
-            stderr: stderr.into_string(),
+            success: ran.exit_code == 0,
+            exit_code: ran.exit_code,
+            stdout,
+            stderr,
             command: req.command,
             duration: started.elapsed().as_millis() as u64,
             timestamp: time::now(),
             session_id: req.session_id.or_else(|| Some(DEFAULT_SESSION.to_owned())),
             truncated,
+            timed_out: ran.timed_out,
+            encoding: (encoding == OutputEncoding::Base64).then_some(encoding),
         })
     }
 
     /// `/api/execute/stream`: starts a command; its SSE frames arrive on the returned channel.
-    /// Errors before the start are returned as such (answered with a non-200 status).
+    /// Errors before the start are returned as such (answered with a non-200 status). When the
+    /// receiver is dropped (the client went away) the command is stopped.
     pub async fn execute_stream(
         &self,
         req: ExecuteRequest,
@@ -165,95 +139,129 @@ impl Agent {
             timestamp: time::now(),
             pid: None,
         };
+        let sink = Sink::events(tx, req.encoding.unwrap_or_default());
+        let gone = sink
+            .reader_gone()
+            .map_or_else(ClientGone::never, ClientGone::when);
+        let done = self.start(target, &req, sink, gone, Some(start)).await?;
+        tokio::spawn(async move {
+            let Ok((ran, mut sink)) = done.await else {
+                return;
+            };
+            let event = match ran {
+                Ok(ran) => ExecEvent::Complete {
+                    exit_code: ran.exit_code,
+                    timestamp: time::now(),
+                    timed_out: ran.timed_out,
+                },
+                Err(e) => ExecEvent::Error {
+                    error: e.0.message,
+                    timestamp: time::now(),
+                },
+            };
+            sink.event(&event).await;
+        });
+        Ok(rx)
+    }
+
+    /// Starts `req` in a task of its own, which reports how it ended and hands the sink back.
+    /// The task owns the command: it stops it at its deadline or when `gone` fires, and keeps
+    /// a session consistent (holding its lock until the shell is ready for the next command).
+    /// `start` is sent once the command runs (for a session: once it holds the lock).
+    async fn start(
+        &self,
+        target: Target<'_>,
+        req: &ExecuteRequest,
+        mut sink: Sink,
+        gone: ClientGone,
+        start: Option<ExecEvent>,
+    ) -> Result<oneshot::Receiver<(Result<Ran, ApiError>, Sink)>, ApiError> {
+        let input = ex::stdin_bytes(req.stdin.as_deref(), req.stdin_base64.as_deref())?;
+        let (tx, rx) = oneshot::channel();
         match target {
             Target::Sessionless => {
-                let (running, cwd) = self.spawn_sessionless(&req)?;
+                let limit = TimeoutMs::resolve(req.timeout_ms, self.config.command_timeout);
+                let (running, cwd) = self.spawn_sessionless(req, input.is_some())?;
                 let groups = self.running.clone();
                 tokio::spawn(async move {
-                    let mut sink = Sink::events(tx);
-                    sink.event(&start).await;
-                    let pid = running.as_ref().map(|r| r.pid());
-                    let exit_code = match running {
-                        Some(r) => r.finish(None, &mut sink).await.exit_code,
-                        None => cwd_failure(&mut sink, &cwd).await,
-                    };
-                    if let Some(pid) = pid {
-                        groups
-                            .lock()
-                            .unwrap_or_else(PoisonError::into_inner)
-                            .remove(&pid);
+                    if let Some(start) = start {
+                        sink.event(&start).await;
                     }
-                    sink.event(&ExecEvent::Complete {
-                        exit_code,
-                        timestamp: time::now(),
-                    })
-                    .await;
+                    let ran = match running {
+                        Some(running) => {
+                            let pid = running.pid();
+                            let input = input.unwrap_or_default();
+                            let deadline = Deadline::start(limit);
+                            let outcome = running.finish(&input, deadline, gone, &mut sink).await;
+                            groups
+                                .lock()
+                                .unwrap_or_else(PoisonError::into_inner)
+                                .remove(&pid);
+                            Ran {
+                                exit_code: outcome.exit_code,
+                                timed_out: outcome.timed_out,
+                            }
+                        }
+                        None => Ran {
+                            exit_code: cwd_failure(&mut sink, &cwd).await,
+                            timed_out: false,
+                        },
+                    };
+                    report_timeout(&mut sink, &ran, limit).await;
+                    let _ = tx.send((Ok(ran), sink));
                 });
             }
             Target::Session(id) => {
                 let session = self.sessions.get_or_create(id)?;
+                let limit = TimeoutMs::resolve(
+                    req.timeout_ms,
+                    TimeoutMs::resolve(session.command_timeout, self.config.command_timeout),
+                );
+                let stdin = input
+                    .map(|data| StdinFifo::create().map(|fifo| (fifo, data)))
+                    .transpose()
+                    .map_err(|e| {
+                        ApiError::new(
+                            ErrorCode::CommandExecutionError,
+                            format!("Failed to set up stdin: {e}"),
+                        )
+                        .operation("command.execute")
+                    })?;
+                let mut guard = session.lock().await;
+                let spec = CommandSpec {
+                    command: &req.command,
+                    env: req.env.as_ref(),
+                    cwd: req.cwd.as_deref(),
+                    stdin: stdin.as_ref().map(|(fifo, _)| fifo.path()),
+                };
+                let (script, marker) = shell::script(&spec);
+                let sessions = self.sessions.clone();
                 let id = id.to_owned();
-                let sink = Sink::events(tx);
-                // The start event goes out once the command has the session's lock.
-                let rx_done = self
-                    .spawn_in_session(session, &req, sink, Some(start))
-                    .await;
                 tokio::spawn(async move {
-                    let Ok((result, mut sink)) = rx_done.await else {
-                        return;
+                    if let Some(start) = start {
+                        sink.event(&start).await;
+                    }
+                    let (fifo, data) = stdin.map_or((None, Vec::new()), |(f, d)| (Some(f), d));
+                    let control = RunControl {
+                        deadline: Deadline::start(limit),
+                        gone,
+                        stdin: fifo.map(|f| (f, data.as_slice())),
                     };
-                    let event = match result {
-                        Ok(status) => ExecEvent::Complete {
-                            exit_code: status.exit_code,
-                            timestamp: time::now(),
-                        },
-                        Err(e) => ExecEvent::Error {
-                            error: match e {
-                                ShellError::Exited(code) => terminated(&id, code).0.message,
-                                other => other.to_string(),
-                            },
-                            timestamp: time::now(),
-                        },
-                    };
-                    sink.event(&event).await;
+                    let result = guard.run(&script, &marker, &mut sink, control).await;
+                    match &result {
+                        Ok(status) => session.set_cwd(status.cwd.clone()),
+                        Err(_) => sessions.evict(&session),
+                    }
+                    drop(guard);
+                    let ran = session_outcome(&id, result);
+                    if let Ok(ran) = &ran {
+                        report_timeout(&mut sink, ran, limit).await;
+                    }
+                    let _ = tx.send((ran, sink));
                 });
             }
         }
         Ok(rx)
-    }
-
-    /// Runs the command in the session shell in a task of its own, so a timed-out or abandoned
-    /// command keeps the session consistent: the task drains output until the command ends,
-    /// holding the session's lock. `start` is sent once the lock is held.
-    async fn spawn_in_session(
-        &self,
-        session: Arc<Session>,
-        req: &ExecuteRequest,
-        mut sink: Sink,
-        start: Option<ExecEvent>,
-    ) -> oneshot::Receiver<(Result<Status, ShellError>, Sink)> {
-        let mut guard = session.lock().await;
-        let spec = CommandSpec {
-            command: &req.command,
-            env: req.env.as_ref(),
-            cwd: req.cwd.as_deref(),
-        };
-        let (script, marker) = shell::script(&spec);
-        let sessions = self.sessions.clone();
-        let (tx, rx) = oneshot::channel();
-        tokio::spawn(async move {
-            if let Some(start) = start {
-                sink.event(&start).await;
-            }
-            let result = guard.run(&script, &marker, &mut sink).await;
-            match &result {
-                Ok(status) => session.set_cwd(status.cwd.clone()),
-                Err(_) => sessions.evict(&session),
-            }
-            drop(guard);
-            let _ = tx.send((result, sink));
-        });
-        rx
     }
 
     /// Starts a sessionless command; `None` when the cwd does not exist (reported like the
@@ -261,6 +269,7 @@ impl Agent {
     fn spawn_sessionless(
         &self,
         req: &ExecuteRequest,
+        piped_stdin: bool,
     ) -> Result<(Option<ex::oneshot::Running>, String), ApiError> {
         let cwd = ex::cwd_in(&self.config, req.cwd.as_deref());
         let cwd_text = cwd.to_string_lossy().into_owned();
@@ -268,55 +277,27 @@ impl Agent {
             return Ok((None, cwd_text));
         }
         let env = child_env(&self.config, req.env.as_ref());
-        let running =
-            ex::oneshot::spawn(&self.config.shell, &req.command, &cwd, &env, &self.reaper)
-                .map_err(|e| {
-                    ApiError::new(
-                        ErrorCode::CommandExecutionError,
-                        format!("Failed to start command: {e}"),
-                    )
-                    .context("command", req.command.clone())
-                    .operation("command.execute")
-                })?;
+        let running = ex::oneshot::spawn(
+            &self.config.shell,
+            &req.command,
+            &cwd,
+            &env,
+            piped_stdin,
+            &self.reaper,
+        )
+        .map_err(|e| {
+            ApiError::new(
+                ErrorCode::CommandExecutionError,
+                format!("Failed to start command: {e}"),
+            )
+            .context("command", req.command.clone())
+            .operation("command.execute")
+        })?;
         self.running
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .insert(running.pid());
         Ok((Some(running), cwd_text))
-    }
-
-    async fn run_sessionless(
-        &self,
-        req: &ExecuteRequest,
-        timeout: Option<Duration>,
-        mut sink: Sink,
-    ) -> Result<(i32, Sink), ApiError> {
-        let (running, cwd) = self.spawn_sessionless(req)?;
-        let Some(running) = running else {
-            let code = cwd_failure(&mut sink, &cwd).await;
-            return Ok((code, sink));
-        };
-        let pid = running.pid();
-        let groups = self.running.clone();
-        // In a task: the command finishes even if the client goes away.
-        let task = tokio::spawn(async move {
-            let outcome = running.finish(timeout, &mut sink).await;
-            groups
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .remove(&pid);
-            if outcome.timed_out {
-                let ms = timeout.map_or(0, |t| t.as_millis());
-                sink.output(
-                    StreamKind::Stderr,
-                    format!("Command timed out after {ms}ms").as_bytes(),
-                )
-                .await;
-            }
-            (outcome.exit_code, sink)
-        });
-        task.await
-            .map_err(|_| ApiError::internal("command task failed"))
     }
 
     /// Terminates every session and sessionless command: SIGTERM, then SIGKILL after `grace`.
@@ -364,6 +345,49 @@ impl Agent {
     }
 }
 
+/// How a command ended, as the routes report it.
+#[derive(Debug, Clone, Copy)]
+struct Ran {
+    exit_code: i32,
+    /// Killed at its deadline: `exit_code` is 124.
+    timed_out: bool,
+}
+
+/// A session command's end as the routes report it: stopped at the deadline is exit code 124
+/// (also when its shell had to be killed; the next command then starts a fresh session).
+fn session_outcome(id: &str, result: Result<Status, ShellError>) -> Result<Ran, ApiError> {
+    match result {
+        Ok(status) => {
+            let timed_out = status.stopped == Some(StopReason::Deadline);
+            Ok(Ran {
+                exit_code: if timed_out {
+                    TIMEOUT_EXIT_CODE
+                } else {
+                    status.exit_code
+                },
+                timed_out,
+            })
+        }
+        Err(ShellError::Stopped(StopReason::Deadline)) => Ok(Ran {
+            exit_code: TIMEOUT_EXIT_CODE,
+            timed_out: true,
+        }),
+        Err(ShellError::Exited(code)) => Err(terminated(id, code)),
+        Err(e) => Err(
+            ApiError::new(ErrorCode::CommandExecutionError, e.to_string()).context("sessionId", id),
+        ),
+    }
+}
+
+/// Tells a timed-out command's client why it ended, on its stderr.
+async fn report_timeout(sink: &mut Sink, ran: &Ran, limit: Option<Duration>) {
+    if let (true, Some(limit)) = (ran.timed_out, limit) {
+        let message = format!("{}\n", time::timed_out_message(limit));
+        sink.output(StreamKind::Stderr, message.as_bytes()).await;
+        sink.finish_output().await;
+    }
+}
+
 async fn cwd_failure(sink: &mut Sink, cwd: &str) -> i32 {
     sink.output(
         StreamKind::Stderr,
@@ -371,10 +395,6 @@ async fn cwd_failure(sink: &mut Sink, cwd: &str) -> i32 {
     )
     .await;
     1
-}
-
-fn millis(ms: Option<u64>) -> Option<Duration> {
-    ms.filter(|ms| *ms > 0).map(Duration::from_millis)
 }
 
 fn validate(req: &ExecuteRequest) -> Result<Target<'_>, ApiError> {

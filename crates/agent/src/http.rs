@@ -193,10 +193,7 @@ async fn session_create(
     let options = SessionOptions {
         env: req.env,
         cwd: req.cwd,
-        command_timeout: req
-            .command_timeout_ms
-            .filter(|ms| *ms > 0)
-            .map(std::time::Duration::from_millis),
+        command_timeout: req.command_timeout_ms,
     };
     let session = agent.sessions.create(&id, options)?;
     Ok(Json(SessionCreateResponse {

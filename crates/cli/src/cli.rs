@@ -61,7 +61,8 @@ pub enum Command {
     /// printed live, text results go to stdout, images and HTML results to files named on
     /// stderr (sandpit-out-N.png ...). Exits with 1 if the code raised.
     Run(RunArgs),
-    /// Copy a file between this machine and a sandbox: `cp ./a ID:/path` or `cp ID:/path ./a`.
+    /// Copy a file between this machine and a sandbox: `cp ./a ID:/path` or `cp ID:/path ./a`;
+    /// `-` is stdin or stdout (`cp - ID:/path`, `cp ID:/path -`).
     Cp { src: String, dst: String },
     /// Attach this terminal to a shell in a sandbox (created on first use); exits with the
     /// shell's exit code.
@@ -405,9 +406,13 @@ pub struct ExecArgs {
     /// Environment variable for this command (repeatable).
     #[arg(long = "env", value_name = "K=V", value_parser = parse_env)]
     pub env: Vec<(String, String)>,
-    /// Give up after this many milliseconds (exit code 124).
+    /// Kill the command after this many milliseconds (exit code 124, message on stderr);
+    /// 0: no timeout, even if the session or sandbox has a default.
     #[arg(long)]
     pub timeout_ms: Option<u64>,
+    /// Do not send the local stdin (by default it is sent when it is not a terminal).
+    #[arg(long, short = 'n')]
+    pub no_stdin: bool,
     /// The command. Several words are shell-quoted and joined; a single word is passed to the
     /// shell as is (so `sandpit exec ID 'ls | wc -l'` runs a pipeline).
     #[arg(last = true, required = true, value_name = "CMD")]

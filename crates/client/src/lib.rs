@@ -54,7 +54,7 @@ pub use interpreter::{
 pub use network::{allowlist, full_network, no_network, secret};
 pub use ports::ExposeOptions;
 pub use process::{LogPattern, PortMode, PortWaitOptions, ProcessHandle, ProcessOptions};
-pub use sandbox::{Download, ExecOptions, FileDownload, SandboxHandle};
+pub use sandbox::{Download, ExecOptions, FileDownload, SandboxHandle, decode_output};
 pub use sse::EventStream;
 pub use watch::{GitOptions, WatchOptions};
 

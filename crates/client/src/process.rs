@@ -29,7 +29,7 @@ pub struct ProcessOptions {
     pub env: EnvMap,
     /// Working directory of the process.
     pub cwd: Option<String>,
-    /// Kill the process after this long.
+    /// Kill the process after this many milliseconds (exit code 124); absent or `0`: never.
     pub timeout_ms: Option<u64>,
 }
 
@@ -140,7 +140,7 @@ impl SandboxHandle {
                 .clone()
                 .or_else(|| self.session().map(str::to_owned)),
             process_id: options.process_id.clone(),
-            timeout_ms: options.timeout_ms,
+            timeout_ms: options.timeout_ms.map(sandpit_protocol::time::TimeoutMs),
             env: (!options.env.is_empty()).then(|| options.env.clone()),
             cwd: options.cwd.clone(),
             ..ProcessStartRequest::default()

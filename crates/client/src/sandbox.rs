@@ -11,10 +11,11 @@ use reqwest::Method;
 use sandpit_protocol::container::{
     EnvMap, ExecEvent, ExecuteRequest, ExecuteResponse, ExistsResponse, FileInfo, FileStreamEvent,
     FileUploadResponse, ListFilesOptions, ListFilesRequest, ListFilesResponse, MkdirRequest,
-    MoveRequest, PathRequest, PingResponse, ReadFileRequest, ReadFileResponse, RenameRequest,
-    SessionCreateRequest, SessionCreateResponse, SessionDeleteRequest, SessionInfo,
+    MoveRequest, OutputEncoding, PathRequest, PingResponse, ReadFileRequest, ReadFileResponse,
+    RenameRequest, SessionCreateRequest, SessionCreateResponse, SessionDeleteRequest, SessionInfo,
     SessionListResponse, SetEnvRequest, SetEnvResponse, WriteFileRequest,
 };
+use sandpit_protocol::time::TimeoutMs;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -31,8 +32,13 @@ pub struct ExecOptions {
     pub env: EnvMap,
     /// Working directory for this command only.
     pub cwd: Option<String>,
-    /// Give up after this long (the non-streaming call only).
+    /// Kill the command after this many milliseconds (exit code 124); `0`: no timeout even if
+    /// the session or the sandbox has a default; absent: that default.
     pub timeout_ms: Option<u64>,
+    /// Bytes the command reads on stdin (else it reads nothing).
+    pub stdin: Option<Vec<u8>>,
+    /// Ask for output as base64 (byte-exact; [`decode_output`] turns it back into bytes).
+    pub binary_output: bool,
 }
 
 impl ExecOptions {
@@ -54,6 +60,27 @@ impl ExecOptions {
     pub fn timeout_ms(mut self, ms: u64) -> Self {
         self.timeout_ms = Some(ms);
         self
+    }
+
+    pub fn stdin(mut self, bytes: impl Into<Vec<u8>>) -> Self {
+        self.stdin = Some(bytes.into());
+        self
+    }
+
+    pub fn binary_output(mut self) -> Self {
+        self.binary_output = true;
+        self
+    }
+}
+
+/// The bytes of a command's output field (`stdout`/`stderr` of a result, `data` of a stream
+/// event): base64-decoded when `encoding` says so, else the text's bytes.
+pub fn decode_output(data: &str, encoding: Option<OutputEncoding>) -> Result<Vec<u8>> {
+    match encoding {
+        Some(OutputEncoding::Base64) => BASE64
+            .decode(data)
+            .map_err(|e| ClientError::Decode(format!("output is not valid base64: {e}"))),
+        _ => Ok(data.as_bytes().to_vec()),
     }
 }
 
@@ -138,9 +165,11 @@ impl SandboxHandle {
         ExecuteRequest {
             command: command.to_owned(),
             session_id: options.session_id.clone().or_else(|| self.session.clone()),
-            timeout_ms: options.timeout_ms,
+            timeout_ms: options.timeout_ms.map(TimeoutMs),
             env: (!options.env.is_empty()).then(|| options.env.clone()),
             cwd: options.cwd.clone(),
+            stdin_base64: options.stdin.as_ref().map(|b| BASE64.encode(b)),
+            encoding: options.binary_output.then_some(OutputEncoding::Base64),
             ..ExecuteRequest::default()
         }
     }

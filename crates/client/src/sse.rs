@@ -61,14 +61,16 @@ mod tests {
             events[1],
             ExecEvent::Stdout {
                 data: "hi\n".into(),
-                timestamp: "t".into()
+                timestamp: "t".into(),
+                encoding: None,
             }
         );
         assert_eq!(
             events[2],
             ExecEvent::Complete {
                 exit_code: 3,
-                timestamp: "t".into()
+                timestamp: "t".into(),
+                timed_out: false,
             }
         );
     }

@@ -8,6 +8,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::time::TimeoutMs;
+
 /// Environment for one command or session: `null` values mean "unset".
 pub type EnvMap = BTreeMap<String, Option<String>>;
 
@@ -43,7 +45,7 @@ pub struct SessionCreateRequest {
     #[serde(default)]
     pub cwd: Option<String>,
     #[serde(default)]
-    pub command_timeout_ms: Option<u64>,
+    pub command_timeout_ms: Option<TimeoutMs>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -98,14 +100,43 @@ pub struct ExecuteRequest {
     pub session_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub background: Option<bool>,
+    /// Absent: the session's or agent's default; `0`: no timeout.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub timeout_ms: Option<u64>,
+    pub timeout_ms: Option<TimeoutMs>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub env: Option<EnvMap>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cwd: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub origin: Option<String>,
+    /// sandpit extension: text the command reads on stdin (else stdin is empty).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stdin: Option<String>,
+    /// sandpit extension: stdin as base64, for binary input (exclusive with `stdin`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stdin_base64: Option<String>,
+    /// sandpit extension: how output is carried; `text` (default, UTF-8 with invalid bytes
+    /// replaced) or `base64` (byte-exact).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encoding: Option<OutputEncoding>,
+}
+
+/// How command output is carried in JSON strings.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OutputEncoding {
+    /// UTF-8 text; bytes that are not UTF-8 become U+FFFD (the seed's shape).
+    #[default]
+    Text,
+    /// Base64 of the raw bytes.
+    Base64,
+}
+
+impl OutputEncoding {
+    /// Whether this is the non-default (base64) encoding, for `skip_serializing_if`.
+    pub fn is_text(encoding: &Option<OutputEncoding>) -> bool {
+        matches!(encoding, None | Some(OutputEncoding::Text))
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -124,6 +155,12 @@ pub struct ExecuteResponse {
     /// sandpit extension: set when output beyond the buffer cap was dropped.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub truncated: bool,
+    /// sandpit extension: set when the command was killed at its deadline (exit code 124).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub timed_out: bool,
+    /// sandpit extension: `base64` when stdout/stderr are base64 (requested by `encoding`).
+    #[serde(default, skip_serializing_if = "OutputEncoding::is_text")]
+    pub encoding: Option<OutputEncoding>,
 }
 
 /// One SSE event of `/api/execute/stream` (reference §2.5). `data:` lines carry this JSON.
@@ -140,15 +177,23 @@ pub enum ExecEvent {
     Stdout {
         data: String,
         timestamp: String,
+        /// sandpit extension: `base64` when `data` is base64 (requested by `encoding`).
+        #[serde(default, skip_serializing_if = "OutputEncoding::is_text")]
+        encoding: Option<OutputEncoding>,
     },
     Stderr {
         data: String,
         timestamp: String,
+        #[serde(default, skip_serializing_if = "OutputEncoding::is_text")]
+        encoding: Option<OutputEncoding>,
     },
     #[serde(rename_all = "camelCase")]
     Complete {
         exit_code: i32,
         timestamp: String,
+        /// sandpit extension: set when the command was killed at its deadline.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        timed_out: bool,
     },
     Error {
         error: String,
@@ -514,8 +559,9 @@ pub struct ProcessStartRequest {
     pub session_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub process_id: Option<String>,
+    /// Absent or `0`: the process runs until it exits or is killed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub timeout_ms: Option<u64>,
+    pub timeout_ms: Option<TimeoutMs>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub env: Option<EnvMap>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -938,6 +984,7 @@ mod tests {
         let done = ExecEvent::Complete {
             exit_code: 3,
             timestamp: "t".into(),
+            timed_out: false,
         };
         assert_eq!(
             serde_json::to_value(&done).unwrap(),
@@ -953,7 +1000,7 @@ mod tests {
         }))
         .unwrap();
         assert_eq!(req.session_id.as_deref(), Some("sandbox-default"));
-        assert_eq!(req.timeout_ms, Some(5000));
+        assert_eq!(req.timeout_ms, Some(TimeoutMs(5000)));
         assert_eq!(req.env.unwrap().get("B"), Some(&None));
     }
 

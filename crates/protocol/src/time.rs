@@ -2,6 +2,8 @@
 
 use std::time::{Duration, SystemTime};
 
+use serde::{Deserialize, Serialize};
+
 /// RFC 3339 timestamp with milliseconds, e.g. `2026-11-22T10:00:00.123Z`.
 pub fn timestamp(at: SystemTime) -> String {
     humantime::format_rfc3339_millis(at).to_string()
@@ -42,6 +44,43 @@ pub fn parse_duration(value: &serde_json::Value) -> Result<Duration, String> {
     Ok(duration)
 }
 
+/// A command timeout as it crosses the wire (`timeoutMs`, `commandTimeoutMs`): milliseconds,
+/// where `0` means "no timeout". An absent field means "the default" (the session's, then the
+/// agent's), which [`TimeoutMs::resolve`] applies; every route and client uses this one rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct TimeoutMs(pub u64);
+
+impl TimeoutMs {
+    /// No timeout.
+    pub const NONE: TimeoutMs = TimeoutMs(0);
+
+    /// The time limit, `None` for `0` (no timeout).
+    pub fn limit(self) -> Option<Duration> {
+        (self.0 > 0).then(|| Duration::from_millis(self.0))
+    }
+
+    /// The limit of a request that carried `requested`: its own value when present (`0`
+    /// disables a default), else `fallback`.
+    pub fn resolve(requested: Option<TimeoutMs>, fallback: Option<Duration>) -> Option<Duration> {
+        requested.map_or(fallback, TimeoutMs::limit)
+    }
+}
+
+impl From<Duration> for TimeoutMs {
+    fn from(d: Duration) -> Self {
+        TimeoutMs(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    }
+}
+
+/// Exit code of a command killed at its deadline (as `timeout(1)` reports it).
+pub const TIMEOUT_EXIT_CODE: i32 = 124;
+
+/// The message that accompanies [`TIMEOUT_EXIT_CODE`].
+pub fn timed_out_message(limit: Duration) -> String {
+    format!("Command timed out after {}ms", limit.as_millis())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -62,6 +101,20 @@ mod tests {
         assert!(parse_duration(&json!(0)).is_err());
         assert!(parse_duration(&json!(-3)).is_err());
         assert!(parse_duration(&json!(true)).is_err());
+    }
+
+    #[test]
+    fn zero_timeout_means_none_and_overrides_defaults() {
+        let default = Some(Duration::from_secs(9));
+        assert_eq!(TimeoutMs::resolve(None, default), default);
+        assert_eq!(TimeoutMs::resolve(Some(TimeoutMs(0)), default), None);
+        assert_eq!(
+            TimeoutMs::resolve(Some(TimeoutMs(5)), default),
+            Some(Duration::from_millis(5))
+        );
+        let wire: TimeoutMs = serde_json::from_value(json!(250)).unwrap();
+        assert_eq!(wire, TimeoutMs(250));
+        assert_eq!(serde_json::to_value(TimeoutMs(0)).unwrap(), json!(0));
     }
 
     #[test]

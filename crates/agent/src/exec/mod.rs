@@ -1,6 +1,7 @@
 //! Running commands: persistent session shells ([`session`]) and one-shot sessionless commands
 //! ([`oneshot`]), both writing their output to a [`Sink`].
 
+pub mod kill;
 pub mod oneshot;
 pub mod output;
 pub mod session;
@@ -9,8 +10,10 @@ pub mod shell;
 use std::collections::BTreeMap;
 use std::os::fd::OwnedFd;
 
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
 use bytes::Bytes;
-use sandpit_protocol::container::{EnvMap, ExecEvent};
+use sandpit_protocol::container::{EnvMap, ExecEvent, OutputEncoding};
 use sandpit_protocol::time;
 use tokio::net::unix::pipe;
 use tokio::sync::mpsc;
@@ -36,9 +39,10 @@ pub enum Sink {
         stderr: CappedBuffer,
     },
     /// Streamed as SSE frames for `/api/execute/stream`. `tx` becomes `None` when the client
-    /// went away; output is then drained and dropped so the command can finish.
+    /// went away; output is then drained and dropped while the command is stopped.
     Events {
         tx: Option<mpsc::Sender<Bytes>>,
+        encoding: OutputEncoding,
         stdout: Utf8Carry,
         stderr: Utf8Carry,
     },
@@ -52,11 +56,24 @@ impl Sink {
         }
     }
 
-    pub fn events(tx: mpsc::Sender<Bytes>) -> Self {
+    pub fn events(tx: mpsc::Sender<Bytes>, encoding: OutputEncoding) -> Self {
         Sink::Events {
             tx: Some(tx),
+            encoding,
             stdout: Utf8Carry::default(),
             stderr: Utf8Carry::default(),
+        }
+    }
+
+    /// A watcher that fires when the stream's reader is gone (never for a buffered sink,
+    /// whose request holds a [`kill::ClientPresent`] instead).
+    pub fn reader_gone(&self) -> Option<impl Future<Output = ()> + Send + 'static> {
+        match self {
+            Sink::Events { tx: Some(tx), .. } => {
+                let tx = tx.clone();
+                Some(async move { tx.closed().await })
+            }
+            _ => None,
         }
     }
 
@@ -70,23 +87,35 @@ impl Sink {
                 StreamKind::Stdout => stdout.push(bytes),
                 StreamKind::Stderr => stderr.push(bytes),
             },
-            Sink::Events { tx, stdout, stderr } => {
-                let text = match kind {
-                    StreamKind::Stdout => stdout.push(bytes),
-                    StreamKind::Stderr => stderr.push(bytes),
+            Sink::Events {
+                tx,
+                encoding,
+                stdout,
+                stderr,
+            } => {
+                let data = match (*encoding, kind) {
+                    (OutputEncoding::Base64, _) => BASE64.encode(bytes),
+                    (OutputEncoding::Text, StreamKind::Stdout) => stdout.push(bytes),
+                    (OutputEncoding::Text, StreamKind::Stderr) => stderr.push(bytes),
                 };
-                send_text(tx, kind, text).await;
+                send_data(tx, *encoding, kind, data).await;
             }
         }
     }
 
     /// Flushes characters still carried at the end of the output.
     pub async fn finish_output(&mut self) {
-        if let Sink::Events { tx, stdout, stderr } = self {
+        if let Sink::Events {
+            tx,
+            encoding,
+            stdout,
+            stderr,
+        } = self
+        {
             let out = stdout.finish();
-            send_text(tx, StreamKind::Stdout, out).await;
+            send_data(tx, *encoding, StreamKind::Stdout, out).await;
             let err = stderr.finish();
-            send_text(tx, StreamKind::Stderr, err).await;
+            send_data(tx, *encoding, StreamKind::Stderr, err).await;
         }
     }
 
@@ -98,14 +127,28 @@ impl Sink {
     }
 }
 
-async fn send_text(tx: &mut Option<mpsc::Sender<Bytes>>, kind: StreamKind, data: String) {
+async fn send_data(
+    tx: &mut Option<mpsc::Sender<Bytes>>,
+    encoding: OutputEncoding,
+    kind: StreamKind,
+    data: String,
+) {
     if data.is_empty() {
         return;
     }
     let timestamp = time::now();
+    let encoding = (encoding == OutputEncoding::Base64).then_some(encoding);
     let event = match kind {
-        StreamKind::Stdout => ExecEvent::Stdout { data, timestamp },
-        StreamKind::Stderr => ExecEvent::Stderr { data, timestamp },
+        StreamKind::Stdout => ExecEvent::Stdout {
+            data,
+            timestamp,
+            encoding,
+        },
+        StreamKind::Stderr => ExecEvent::Stderr {
+            data,
+            timestamp,
+            encoding,
+        },
     };
     send_frame(tx, sse::frame(&event)).await;
 }
@@ -114,8 +157,27 @@ async fn send_frame(tx: &mut Option<mpsc::Sender<Bytes>>, frame: Bytes) {
     if let Some(sender) = tx
         && sender.send(frame).await.is_err()
     {
-        // The client disconnected: keep the command running, drop its output from now on.
+        // The client disconnected: the command is being stopped; drop its output from now on.
         *tx = None;
+    }
+}
+
+/// The bytes a command reads on stdin: `stdin` text or `stdinBase64` (400 if both or bad
+/// base64). `None`: stdin is `/dev/null`.
+pub fn stdin_bytes(text: Option<&str>, base64: Option<&str>) -> Result<Option<Vec<u8>>, ApiError> {
+    match (text, base64) {
+        (Some(_), Some(_)) => Err(ApiError::validation(
+            "stdin",
+            "give stdin or stdinBase64, not both",
+        )),
+        (Some(text), None) => Ok(Some(text.as_bytes().to_vec())),
+        (None, Some(b64)) => BASE64.decode(b64).map(Some).map_err(|e| {
+            ApiError::validation(
+                "stdinBase64",
+                format!("stdinBase64 is not valid base64: {e}"),
+            )
+        }),
+        (None, None) => Ok(None),
     }
 }
 

@@ -1,30 +1,25 @@
-//! Sessionless commands (`sessionId: "__DISABLE_SESSION__"`): `bash -c <cmd>` in its own
-//! process group, stdin `/dev/null`. On timeout the group gets SIGTERM, then SIGKILL after 5 s,
-//! and the result is exit code 124.
+//! Sessionless commands (`sessionId: "__DISABLE_SESSION__"`) and background processes:
+//! `bash -c <cmd>` in its own process group, stdin `/dev/null` or the request's bytes. The run
+//! loop ([`Running::finish`]) pumps stdin and output and applies the kill policy of
+//! [`super::kill`] to the whole group at the deadline or when the client is gone.
 
 use std::collections::BTreeMap;
+use std::os::fd::OwnedFd;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
-use tokio::io::AsyncReadExt;
-use tokio::time::{Instant as TokioInstant, sleep_until};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::unix::pipe;
 
+use super::kill::{ClientGone, Deadline, Phase, StopReason};
 use super::{Sink, StreamKind, reader};
 use crate::reaper::Reaper;
 
-/// Grace period between SIGTERM and SIGKILL after a timeout.
-const KILL_GRACE: Duration = Duration::from_secs(5);
-
-/// How long output is still collected after the command exited while a background job keeps
-/// its pipes open.
-const DRAIN_AFTER_EXIT: Duration = Duration::from_millis(100);
-
-/// Exit code of a command that ran out of time.
-pub const TIMEOUT_EXIT_CODE: i32 = 124;
+pub use sandpit_protocol::time::TIMEOUT_EXIT_CODE;
 
 /// How a sessionless command ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,16 +33,19 @@ pub struct Outcome {
 pub struct Running {
     pub(crate) pid: i32,
     pub(crate) exit: tokio::sync::oneshot::Receiver<i32>,
-    pub(crate) stdout: tokio::net::unix::pipe::Receiver,
-    pub(crate) stderr: tokio::net::unix::pipe::Receiver,
+    pub(crate) stdin: Option<pipe::Sender>,
+    pub(crate) stdout: pipe::Receiver,
+    pub(crate) stderr: pipe::Receiver,
 }
 
-/// Starts `shell -c command` in its own process group.
+/// Starts `shell -c command` in its own process group. With `piped_stdin` the command's stdin
+/// is a pipe the caller writes (else `/dev/null`).
 pub fn spawn(
     shell: &Path,
     command: &str,
     cwd: &Path,
     env: &BTreeMap<String, String>,
+    piped_stdin: bool,
     reaper: &Reaper,
 ) -> std::io::Result<Running> {
     let mut cmd = Command::new(shell);
@@ -56,7 +54,11 @@ pub fn spawn(
         .env_clear()
         .envs(env)
         .current_dir(cwd)
-        .stdin(Stdio::null())
+        .stdin(if piped_stdin {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0);
@@ -67,9 +69,15 @@ pub fn spawn(
     let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
         return Err(std::io::Error::other("missing pipe"));
     };
+    let stdin = child
+        .stdin
+        .take()
+        .map(|s| pipe::Sender::from_owned_fd(OwnedFd::from(s)))
+        .transpose()?;
     Ok(Running {
         pid,
         exit,
+        stdin,
         stdout: reader(stdout)?,
         stderr: reader(stderr)?,
     })
@@ -81,64 +89,89 @@ impl Running {
         self.pid
     }
 
-    /// Streams the output into `sink` until the command exits (or times out and is killed).
-    pub async fn finish(self, timeout: Option<Duration>, sink: &mut Sink) -> Outcome {
+    /// Writes `input` to the command's stdin (then closes it) and streams the output into
+    /// `sink` until the command exits, or is killed at `deadline` or when `gone` fires.
+    pub async fn finish(
+        self,
+        input: &[u8],
+        mut deadline: Deadline,
+        mut gone: ClientGone,
+        sink: &mut Sink,
+    ) -> Outcome {
         let Running {
             pid,
             mut exit,
+            stdin,
             mut stdout,
             mut stderr,
         } = self;
-        let far_future = TokioInstant::now() + Duration::from_secs(86400 * 365);
-        let mut deadline = timeout.map_or(far_future, |t| TokioInstant::now() + t);
-        let mut timed_out = false;
         let mut exit_code: Option<i32> = None;
         let (mut out_open, mut err_open) = (true, true);
         let mut out_buf = vec![0u8; 64 * 1024];
         let mut err_buf = vec![0u8; 64 * 1024];
+        let mut client_gone = false;
+        let feed = write_stdin(stdin, input);
+        tokio::pin!(feed);
+        let mut fed = false;
 
         while out_open || err_open || exit_code.is_none() {
-            tokio::select! {
+            let reason = tokio::select! {
                 // The deadline first, so a flooding command cannot starve its timeout; stdout
                 // before stderr when both are ready (closer to the order they were written).
                 biased;
-                () = sleep_until(deadline) => {
-                    if exit_code.is_some() {
-                        break;
-                    }
-                    if timed_out {
-                        let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
-                        deadline = far_future;
-                    } else {
-                        timed_out = true;
-                        let _ = killpg(Pid::from_raw(pid), Signal::SIGTERM);
-                        deadline = TokioInstant::now() + KILL_GRACE;
-                    }
+                () = deadline.wait() => StopReason::Deadline,
+                () = gone.wait(), if !client_gone => {
+                    client_gone = true;
+                    StopReason::ClientGone
                 }
-                r = stdout.read(&mut out_buf), if out_open => match r {
-                    Ok(n) if n > 0 => sink.output(StreamKind::Stdout, &out_buf[..n]).await,
-                    _ => out_open = false,
-                },
-                r = stderr.read(&mut err_buf), if err_open => match r {
-                    Ok(n) if n > 0 => sink.output(StreamKind::Stderr, &err_buf[..n]).await,
-                    _ => err_open = false,
-                },
+                () = &mut feed, if !fed => { fed = true; continue; }
+                r = stdout.read(&mut out_buf), if out_open => {
+                    match r {
+                        Ok(n) if n > 0 => sink.output(StreamKind::Stdout, &out_buf[..n]).await,
+                        _ => out_open = false,
+                    }
+                    continue;
+                }
+                r = stderr.read(&mut err_buf), if err_open => {
+                    match r {
+                        Ok(n) if n > 0 => sink.output(StreamKind::Stderr, &err_buf[..n]).await,
+                        _ => err_open = false,
+                    }
+                    continue;
+                }
                 code = &mut exit, if exit_code.is_none() => {
                     exit_code = Some(code.unwrap_or(-1));
                     // Background jobs may hold the pipes open; do not wait for them.
-                    deadline = deadline.min(TokioInstant::now() + DRAIN_AFTER_EXIT);
+                    deadline.drain();
+                    continue;
                 }
+            };
+            if exit_code.is_some() {
+                break; // drained long enough after the exit
             }
+            let signal = match deadline.advance(reason) {
+                Phase::Terminating => Signal::SIGTERM,
+                Phase::Killed | Phase::Running => Signal::SIGKILL,
+            };
+            let _ = killpg(Pid::from_raw(pid), signal);
         }
         sink.finish_output().await;
-        let exit_code = if timed_out {
-            TIMEOUT_EXIT_CODE
-        } else {
-            exit_code.unwrap_or(-1)
-        };
+        let timed_out = deadline.timed_out();
         Outcome {
-            exit_code,
+            exit_code: if timed_out {
+                TIMEOUT_EXIT_CODE
+            } else {
+                exit_code.unwrap_or(-1)
+            },
             timed_out,
         }
+    }
+}
+
+/// Writes `input` to `stdin` and closes it; a command that exits without reading it all
+/// (EPIPE) is not an error.
+pub async fn write_stdin(stdin: Option<pipe::Sender>, input: &[u8]) {
+    if let Some(mut stdin) = stdin {
+        let _ = stdin.write_all(input).await;
     }
 }

@@ -119,6 +119,12 @@ impl CappedBuffer {
         self.dropped > 0
     }
 
+    /// The kept bytes as base64 (what was dropped is only reported by [`Self::truncated`]).
+    pub fn into_base64(self) -> String {
+        use base64::Engine as _;
+        base64::engine::general_purpose::STANDARD.encode(&self.data)
+    }
+
     /// The kept bytes as (lossy) UTF-8, with a note when output was dropped.
     pub fn into_string(self) -> String {
         let mut text = String::from_utf8_lossy(&self.data).into_owned();

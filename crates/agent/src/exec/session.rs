@@ -4,12 +4,12 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
 
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use sandpit_protocol::ErrorCode;
 use sandpit_protocol::container::EnvMap;
+use sandpit_protocol::time::TimeoutMs;
 use tokio::sync::{Mutex as AsyncMutex, OwnedMutexGuard};
 
 use super::shell::{self, ShellError, ShellIo};
@@ -23,7 +23,8 @@ use crate::reaper::Reaper;
 pub struct SessionOptions {
     pub env: Option<EnvMap>,
     pub cwd: Option<String>,
-    pub command_timeout: Option<Duration>,
+    /// Default timeout of the session's commands (absent: the agent's; 0: none).
+    pub command_timeout: Option<TimeoutMs>,
 }
 
 /// A live session shell.
@@ -34,7 +35,7 @@ pub struct Session {
     pub pid: i32,
     /// The shell's cwd after its last command.
     cwd: Mutex<String>,
-    pub command_timeout: Option<Duration>,
+    pub command_timeout: Option<TimeoutMs>,
     io: Arc<AsyncMutex<ShellIo>>,
 }
 

@@ -6,11 +6,20 @@
 //! error only fails that `eval`), restores env and cwd, then prints a random marker on stdout and
 //! on stderr and `"<exit code> <$PWD>\0"` on fd 3, a pipe that only the agent reads. Output before
 //! the markers is the command's output, byte for byte.
+//!
+//! Stopping a command without losing the session (timeout, client gone): the command runs in
+//! the shell itself, so the shell cannot simply be killed. The agent sends the shell SIGUSR2,
+//! whose trap (see [`PRELUDE`]) turns on a DEBUG trap that skips every further command of the
+//! `eval` (and returns from the user's functions), and signals the processes the command
+//! started (SIGTERM, then SIGKILL after the grace). The shell then reaches the markers with its
+//! state (cwd, variables) intact. A command that defeats this (it traps SIGUSR2, or spins in a
+//! loop of skipped builtins) costs the session: after one more grace the shell's whole process
+//! group is killed.
 
 use std::collections::BTreeMap;
 use std::os::fd::OwnedFd;
 use std::os::unix::process::CommandExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
@@ -21,8 +30,14 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::unix::pipe;
 use tokio::sync::oneshot;
 
+use nix::sys::signal::{Signal, kill, killpg};
+use nix::unistd::Pid;
+
+use super::kill::{ClientGone, Deadline, StopReason};
+use super::oneshot::write_stdin;
 use super::output::MarkerScanner;
 use super::{Sink, StreamKind, quote, reader};
+use crate::process::tree;
 use crate::reaper::Reaper;
 
 /// Size of one read from an output pipe.
@@ -36,6 +51,11 @@ pub enum ShellError {
     Exited(i32),
     #[error("could not start the shell: {0}")]
     Spawn(#[source] std::io::Error),
+    /// The command could not be stopped on its own, so its shell was killed.
+    #[error("the command did not stop; its session shell was killed")]
+    Stopped(StopReason),
+    #[error("could not set up the command's stdin: {0}")]
+    Stdin(#[source] std::io::Error),
 }
 
 /// How a command ended.
@@ -44,6 +64,8 @@ pub struct Status {
     pub exit_code: i32,
     /// The shell's `$PWD` after the command.
     pub cwd: String,
+    /// Set when the command was stopped (its deadline passed or its client went away).
+    pub stopped: Option<StopReason>,
 }
 
 /// What to run: the command text and its scoped env and cwd.
@@ -52,11 +74,15 @@ pub struct CommandSpec<'a> {
     pub command: &'a str,
     pub env: Option<&'a EnvMap>,
     pub cwd: Option<&'a str>,
+    /// A FIFO the command reads as stdin (else `/dev/null`).
+    pub stdin: Option<&'a Path>,
 }
 
 /// The agent's ends of a session shell's pipes. Owned by the session's command lock.
 #[derive(Debug)]
 pub struct ShellIo {
+    /// Pid (and process-group id) of the shell.
+    pid: i32,
     stdin: pipe::Sender,
     stdout: pipe::Receiver,
     stderr: pipe::Receiver,
@@ -107,6 +133,7 @@ pub fn spawn(
     };
     let io = (|| {
         Ok::<_, std::io::Error>(ShellIo {
+            pid,
             stdin: pipe::Sender::from_owned_fd(OwnedFd::from(stdin))?,
             stdout: reader(stdout)?,
             stderr: reader(stderr)?,
@@ -154,7 +181,14 @@ pub fn script(spec: &CommandSpec<'_>) -> (String, Vec<u8>) {
         }
     }
     // The command sees none of the agent's descriptors (fd 3, the saved stdout/stderr).
-    let run = "builtin eval \"$__sp_cmd\" </dev/null 3>&- {__sp_o}>&- {__sp_e}>&-\n__sp_rc=$?\n";
+    // `__sp_busy` marks the eval as stoppable (see PRELUDE); `__sp_busy=` is the one command
+    // the stop trap lets through, so it clears the flag and keeps the exit code.
+    let stdin = spec
+        .stdin
+        .map_or_else(|| "/dev/null".to_owned(), |p| quote(&p.to_string_lossy()));
+    let run = format!(
+        "__sp_busy=1\nbuiltin eval \"$__sp_cmd\" <{stdin} 3>&- {{__sp_o}}>&- {{__sp_e}}>&-\n__sp_busy= __sp_rc=$?\n[[ -n ${{__sp_stopped-}} ]] && {{ builtin trap - DEBUG; builtin shopt -u extdebug; __sp_stopped=; }}\n"
+    );
     match spec.cwd {
         Some(cwd) => {
             let q = quote(cwd);
@@ -162,7 +196,7 @@ pub fn script(spec: &CommandSpec<'_>) -> (String, Vec<u8>) {
                 "__sp_prev=\"$PWD\"\nif builtin cd -- {q} >/dev/null 2>&1; then\n{run}builtin cd -- \"$__sp_prev\" >/dev/null 2>&1\nelse\nbuiltin printf 'Failed to change directory to %s\\n' {q} >&2\n__sp_rc=1\nfi\n"
             ));
         }
-        None => s.push_str(run),
+        None => s.push_str(&run),
     }
     for (i, (key, _)) in env.iter().enumerate() {
         s.push_str(&format!(
@@ -183,18 +217,79 @@ pub fn script(spec: &CommandSpec<'_>) -> (String, Vec<u8>) {
 /// Lines run once when a session shell starts.
 /// Markers go to copies of the original stdout/stderr, so a command that redirects the
 /// shell's own (`exec >/dev/null`) cannot make the agent wait forever.
-pub const PRELUDE: &str = "shopt -s expand_aliases\nexec {__sp_o}>&1 {__sp_e}>&2\n";
+///
+/// The SIGUSR2 trap stops a running command (while `__sp_busy` is set): with `extdebug`, a DEBUG
+/// trap that fails skips each further command, one that returns 2 returns from the current
+/// function, and `break 1000` leaves every enclosing loop. `__sp_guard` decides (only the
+/// epilogue's `__sp_busy=` line passes); `__sp_status` hands its verdict to bash.
+pub const PRELUDE: &str = concat!(
+    "shopt -s expand_aliases\nexec {__sp_o}>&1 {__sp_e}>&2\n",
+    "__sp_guard() { [[ -z ${__sp_busy-} || $BASH_COMMAND == '__sp_busy= __sp_rc=$?' ]] && return 0; (( ${#FUNCNAME[@]} > 1 )) && return 2; return 1; }\n",
+    "__sp_status() { return \"$1\"; }\n",
+    "builtin trap '[[ -n ${__sp_busy-} ]] && { __sp_stopped=1; builtin shopt -s extdebug; builtin trap \"__sp_guard; __sp_r=\\$?; (( __sp_r )) && builtin break 1000 2>/dev/null; __sp_status \\$__sp_r\" DEBUG; }' USR2\n",
+);
+
+/// Bytes for a session command's stdin: the FIFO its script redirects from, and the data.
+#[derive(Debug)]
+pub struct StdinFifo {
+    path: PathBuf,
+    sender: Option<pipe::Sender>,
+}
+
+impl StdinFifo {
+    /// Creates a private FIFO in the temp directory and opens it read-write, so opening never
+    /// blocks and the command sees EOF once the agent closes it.
+    pub fn create() -> std::io::Result<Self> {
+        let path =
+            std::env::temp_dir().join(format!(".sandpit-stdin-{:016x}", rand::random::<u64>()));
+        nix::unistd::mkfifo(&path, nix::sys::stat::Mode::from_bits_truncate(0o600))?;
+        let mut fifo = StdinFifo { path, sender: None };
+        fifo.sender = Some(
+            pipe::OpenOptions::new()
+                .read_write(true)
+                .open_sender(&fifo.path)?,
+        );
+        Ok(fifo)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for StdinFifo {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// How a session command may be stopped: its deadline, its client, and stdin to feed.
+#[derive(Debug)]
+pub struct RunControl<'a> {
+    pub deadline: Deadline,
+    pub gone: ClientGone,
+    pub stdin: Option<(StdinFifo, &'a [u8])>,
+}
 
 impl ShellIo {
     /// Runs one command script and streams its output into `sink` until its markers and status
-    /// arrive, or the shell exits.
+    /// arrive, or the shell exits. At the deadline or when the client is gone the command is
+    /// stopped (see the module doc).
     pub async fn run(
         &mut self,
         script: &str,
         marker: &[u8],
         sink: &mut Sink,
+        control: RunControl<'_>,
     ) -> Result<Status, ShellError> {
+        let RunControl {
+            mut deadline,
+            mut gone,
+            stdin: input,
+        } = control;
+        let shell_pid = self.pid;
         let ShellIo {
+            pid: _,
             stdin,
             stdout,
             stderr,
@@ -237,6 +332,9 @@ impl ShellIo {
         )
         .await;
 
+        // Processes already running (background jobs of earlier commands) are not this
+        // command's to kill when it is stopped.
+        let before: Vec<i32> = tree::members(Some(shell_pid), shell_pid);
         let script = if std::mem::take(fresh) {
             format!("{PRELUDE}{script}")
         } else {
@@ -244,7 +342,16 @@ impl ShellIo {
         };
         let write = stdin.write_all(script.as_bytes());
         tokio::pin!(write);
+        let (fifo, data) = match input {
+            Some((mut fifo, data)) => (Some(fifo.sender.take()), data),
+            None => (None, &[][..]),
+        };
+        let feed_stdin = write_stdin(fifo.flatten(), data);
+        tokio::pin!(feed_stdin);
+        let mut fed = false;
         let mut written = false;
+        let mut client_gone = false;
+        let mut stops = 0u8;
         let mut status: Option<Status> = None;
         let mut out_buf = vec![0u8; READ_CHUNK];
         let mut err_buf = vec![0u8; READ_CHUNK];
@@ -256,13 +363,18 @@ impl ShellIo {
             if out_done && err_done && status.is_some() && written {
                 break;
             }
-            tokio::select! {
+            let reason = tokio::select! {
                 // Shell exit first; stdout before stderr when both are ready (closer to the order
                 // they were written).
                 biased;
                 code = &mut *exit_rx => {
                     *exit = None;
-                    return Err(ShellError::Exited(code.unwrap_or(-1)));
+                    return Err(ended(&deadline, stops, code.unwrap_or(-1)));
+                }
+                () = deadline.wait(), if status.is_none() => StopReason::Deadline,
+                () = gone.wait(), if !client_gone && status.is_none() => {
+                    client_gone = true;
+                    StopReason::ClientGone
                 }
                 r = &mut write, if !written => {
                     written = true;
@@ -272,44 +384,88 @@ impl ShellIo {
                         *exit = None;
                         return Err(ShellError::Exited(code));
                     }
+                    continue;
                 }
-                r = stdout.read(&mut out_buf), if !out_done => match r {
-                    Ok(n) if n > 0 => feed(&mut out, StreamKind::Stdout, &out_buf[..n], stdout_rest, sink).await,
-                    // EOF: the command closed the shell's stdout (or the shell is gone).
-                    _ => {
-                        *stdout_eof = true;
-                        out_done = true;
-                        let held = out.take_pending();
-                        sink.output(StreamKind::Stdout, &held).await;
-                    }
-                },
-                r = stderr.read(&mut err_buf), if !err_done => match r {
-                    Ok(n) if n > 0 => feed(&mut err, StreamKind::Stderr, &err_buf[..n], stderr_rest, sink).await,
-                    _ => {
-                        *stderr_eof = true;
-                        err_done = true;
-                        let held = err.take_pending();
-                        sink.output(StreamKind::Stderr, &held).await;
-                    }
-                },
-                r = control.read(&mut ctl_buf), if status.is_none() => match r {
-                    Ok(n) if n > 0 => {
-                        control_rest.extend_from_slice(&ctl_buf[..n]);
-                        if let Some(end) = control_rest.iter().position(|&b| b == 0) {
-                            let record: Vec<u8> = control_rest.drain(..=end).collect();
-                            status = Some(parse_status(&record[..end]));
+                () = &mut feed_stdin, if written && !fed => { fed = true; continue; }
+                r = stdout.read(&mut out_buf), if !out_done => {
+                    match r {
+                        Ok(n) if n > 0 => feed(&mut out, StreamKind::Stdout, &out_buf[..n], stdout_rest, sink).await,
+                        // EOF: the command closed the shell's stdout (or the shell is gone).
+                        _ => {
+                            *stdout_eof = true;
+                            out_done = true;
+                            let held = out.take_pending();
+                            sink.output(StreamKind::Stdout, &held).await;
                         }
                     }
-                    _ => {
-                        let code = exit_rx.await.unwrap_or(-1);
-                        *exit = None;
-                        return Err(ShellError::Exited(code));
+                    continue;
+                }
+                r = stderr.read(&mut err_buf), if !err_done => {
+                    match r {
+                        Ok(n) if n > 0 => feed(&mut err, StreamKind::Stderr, &err_buf[..n], stderr_rest, sink).await,
+                        _ => {
+                            *stderr_eof = true;
+                            err_done = true;
+                            let held = err.take_pending();
+                            sink.output(StreamKind::Stderr, &held).await;
+                        }
                     }
-                },
-            }
+                    continue;
+                }
+                r = control.read(&mut ctl_buf), if status.is_none() => {
+                    match r {
+                        Ok(n) if n > 0 => {
+                            control_rest.extend_from_slice(&ctl_buf[..n]);
+                            if let Some(end) = control_rest.iter().position(|&b| b == 0) {
+                                let record: Vec<u8> = control_rest.drain(..=end).collect();
+                                status = Some(parse_status(&record[..end]));
+                            }
+                        }
+                        _ => {
+                            let code = exit_rx.await.unwrap_or(-1);
+                            *exit = None;
+                            return Err(ended(&deadline, stops, code));
+                        }
+                    }
+                    continue;
+                }
+            };
+            stops += 1;
+            deadline.advance(reason);
+            stop_command(shell_pid, &before, stops);
         }
         sink.finish_output().await;
-        status.ok_or(ShellError::Exited(-1))
+        let mut status = status.ok_or(ShellError::Exited(-1))?;
+        status.stopped = deadline.stopped();
+        Ok(status)
+    }
+}
+
+/// Why the shell is gone: killed by the last step of [`stop_command`], or exited by itself.
+fn ended(deadline: &Deadline, stops: u8, code: i32) -> ShellError {
+    match deadline.stopped() {
+        Some(reason) if stops > 2 => ShellError::Stopped(reason),
+        _ => ShellError::Exited(code),
+    }
+}
+
+/// One step of stopping a session command: 1: SIGUSR2 to the shell (skip the rest of the
+/// command) and SIGTERM to the processes it started; 2: the same with SIGKILL; 3: SIGKILL to
+/// the shell's whole group (the command would not stop).
+fn stop_command(shell_pid: i32, before: &[i32], step: u8) {
+    let signal = match step {
+        1 => Signal::SIGTERM,
+        2 => Signal::SIGKILL,
+        _ => {
+            let _ = killpg(Pid::from_raw(shell_pid), Signal::SIGKILL);
+            return;
+        }
+    };
+    let _ = kill(Pid::from_raw(shell_pid), Signal::SIGUSR2);
+    for pid in tree::members(Some(shell_pid), shell_pid) {
+        if pid != shell_pid && !before.contains(&pid) {
+            let _ = kill(Pid::from_raw(pid), signal);
+        }
     }
 }
 
@@ -338,6 +494,7 @@ fn parse_status(record: &[u8]) -> Status {
     Status {
         exit_code: code.trim().parse().unwrap_or(-1),
         cwd: cwd.to_owned(),
+        stopped: None,
     }
 }
 
@@ -356,6 +513,7 @@ mod tests {
             command: "echo hi",
             env: Some(&env),
             cwd: Some("/tmp"),
+            stdin: None,
         };
         let (script, marker) = script(&spec);
         let marker = String::from_utf8(marker).unwrap();
@@ -370,7 +528,8 @@ mod tests {
             parse_status(b"3 /tmp/a b"),
             Status {
                 exit_code: 3,
-                cwd: "/tmp/a b".into()
+                cwd: "/tmp/a b".into(),
+                stopped: None,
             }
         );
     }

@@ -8,7 +8,7 @@
 mod ring;
 mod routes;
 mod store;
-mod tree;
+pub(crate) mod tree;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -21,6 +21,7 @@ use sandpit_protocol::container::{
     ExecuteRequest, KillResponse, ProcessInfo, ProcessLogsResponse, ProcessStartRequest,
     ProcessStartResult, ProcessStatus, ProcessStreamEvent,
 };
+use sandpit_protocol::time::TimeoutMs;
 use sandpit_protocol::{DISABLE_SESSION, ErrorCode, time};
 use tokio::io::AsyncReadExt;
 use tokio::sync::mpsc;
@@ -49,11 +50,8 @@ pub const MAX_FINISHED: usize = 256;
 /// agent's memory counts against the sandbox's limit, and the agent is its PID 1.
 pub const MAX_FINISHED_LOG_BYTES: usize = 64 * 1024 * 1024;
 
-/// Time between the asked-for signal (SIGTERM by default) and SIGKILL.
-pub const KILL_GRACE: Duration = Duration::from_secs(5);
-
-/// How long output is still read after the process exited while descendants hold its pipes.
-const DRAIN_AFTER_EXIT: Duration = Duration::from_millis(200);
+/// Time between the asked-for signal (SIGTERM by default) and SIGKILL: the one kill policy.
+pub use crate::exec::kill::{DRAIN_AFTER_EXIT, KILL_GRACE};
 
 /// The background processes of the agent.
 #[derive(Debug)]
@@ -150,10 +148,7 @@ impl Processes {
         let Some(child) = spawned else {
             return Err(ApiError::internal("process spawn lost"));
         };
-        let timeout = req
-            .timeout_ms
-            .filter(|ms| *ms > 0)
-            .map(Duration::from_millis);
+        let timeout = TimeoutMs::resolve(req.timeout_ms, None);
         tokio::spawn(supervise(
             record.clone(),
             child,
@@ -437,7 +432,7 @@ fn spawn(
             format!("working directory {} does not exist", cwd.display()),
         ));
     }
-    oneshot::spawn(shell, command, cwd, env, reaper)
+    oneshot::spawn(shell, command, cwd, env, false, reaper)
 }
 
 /// Copies the output into the record until the process exits and its pipes close (or
@@ -451,12 +446,14 @@ async fn supervise(
     let Running {
         pid: _,
         mut exit,
+        stdin: _,
         mut stdout,
         mut stderr,
     } = child;
     let far = tokio::time::Instant::now() + Duration::from_secs(86400 * 365);
     let mut deadline = timeout.map_or(far, |t| tokio::time::Instant::now() + t);
     let mut exit_code: Option<Option<i32>> = None;
+    let mut timed_out = false;
     let (mut out_open, mut err_open) = (true, true);
     let mut out_buf = vec![0u8; 64 * 1024];
     let mut err_buf = vec![0u8; 64 * 1024];
@@ -469,6 +466,7 @@ async fn supervise(
                 }
                 // Timed out: kill in a task of its own; the exit arrives through `exit`.
                 deadline = far;
+                timed_out = true;
                 let record = record.clone();
                 tokio::spawn(async move { kill_tree(&record, Signal::SIGTERM).await });
             }
@@ -485,6 +483,12 @@ async fn supervise(
                 deadline = tokio::time::Instant::now() + DRAIN_AFTER_EXIT;
             }
         }
+    }
+    if let (true, Some(limit)) = (timed_out, timeout) {
+        // The one timeout answer: exit code 124 and a message on stderr.
+        let message = format!("{}\n", time::timed_out_message(limit));
+        record.append(StreamKind::Stderr, message.as_bytes());
+        exit_code = Some(Some(time::TIMEOUT_EXIT_CODE));
     }
     record.finish(exit_code.flatten());
     store.finished(&record);

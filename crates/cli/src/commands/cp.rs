@@ -1,4 +1,5 @@
-//! `sandpit cp`: copies one file between this machine and a sandbox.
+//! `sandpit cp`: copies one file between this machine and a sandbox; `-` as the local side is
+//! stdin (upload) or stdout (download), byte for byte.
 
 use std::path::{Path, PathBuf};
 
@@ -15,13 +16,21 @@ use crate::progress::bytes_bar;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Location {
     Local(PathBuf),
-    Sandbox { id: String, path: String },
+    /// `-`: stdin as a source, stdout as a destination.
+    Std,
+    Sandbox {
+        id: String,
+        path: String,
+    },
 }
 
 impl Location {
     /// `ID:/path` is a sandbox path; anything starting with `/` or `.`, or whose part before
     /// `:` is not a valid sandbox id, is local.
     pub fn parse(s: &str) -> anyhow::Result<Location> {
+        if s == "-" {
+            return Ok(Location::Std);
+        }
         let local = s.starts_with('/') || s.starts_with('.');
         if let Some((id, path)) = s.split_once(':')
             && !local
@@ -46,6 +55,17 @@ pub async fn run(client: &Client, src: &str, dst: &str) -> anyhow::Result<()> {
         }
         (Location::Sandbox { id, path }, Location::Local(to)) => {
             download(client, &id, &path, &to).await
+        }
+        (Location::Std, Location::Sandbox { id, path }) => {
+            if path.ends_with('/') {
+                bail!("stdin has no file name: give the full destination path");
+            }
+            let content = ReaderStream::with_capacity(std_file(&std::io::stdin())?, PIECE);
+            client.sandbox(&id).upload(&path, content, |_| {}).await?;
+            Ok(())
+        }
+        (Location::Sandbox { id, path }, Location::Std) => {
+            download_to_stdout(client, &id, &path).await
         }
         _ => {
             bail!("one of SRC and DST must be a sandbox path (ID:/path) and the other a local path")
@@ -127,6 +147,32 @@ async fn download(client: &Client, id: &str, path: &str, to: &Path) -> anyhow::R
     result
 }
 
+/// Stdin or stdout as an async file (through tokio's blocking pool, so pipes and files both
+/// work without the `io-std` feature).
+fn std_file(stream: &impl std::os::fd::AsFd) -> anyhow::Result<tokio::fs::File> {
+    let fd = stream.as_fd().try_clone_to_owned()?;
+    Ok(tokio::fs::File::from_std(std::fs::File::from(fd)))
+}
+
+async fn download_to_stdout(client: &Client, id: &str, path: &str) -> anyhow::Result<()> {
+    let download = client.sandbox(id).download(path).await?;
+    let mut out = std_file(&std::io::stdout())?;
+    let mut body = download.body;
+    let mut written = 0u64;
+    while let Some(piece) = body.next().await {
+        let piece = piece?;
+        out.write_all(&piece).await.context("writing stdout")?;
+        written += piece.len() as u64;
+    }
+    out.flush().await?;
+    if let Some(size) = download.size
+        && size != written
+    {
+        bail!("download ended after {written} of {size} bytes");
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -162,5 +208,6 @@ mod tests {
             Location::Local("file.txt".into())
         );
         assert!(Location::parse("demo:").is_err());
+        assert_eq!(Location::parse("-").unwrap(), Location::Std);
     }
 }

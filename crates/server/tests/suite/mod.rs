@@ -6,6 +6,7 @@ mod bounds;
 mod disk;
 mod e2e;
 mod egress;
+mod exec_control;
 mod fake_agent;
 mod files;
 mod forward;
