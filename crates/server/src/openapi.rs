@@ -59,8 +59,6 @@ use crate::routes::{files, keys, quota, sandboxes};
         sandpit_protocol::container::FileUploadResponse,
         sandpit_protocol::container::SetEnvRequest,
         sandpit_protocol::container::SetEnvResponse,
-        keys::CreateKeyRequest,
-        keys::CreateKeyResponse,
         sandpit_protocol::quota::TenantQuota,
         sandpit_protocol::quota::QuotaUsage,
         sandpit_protocol::quota::QuotaInfo,

@@ -1,7 +1,7 @@
 //! HTTP handlers, one module per resource.
 
-pub mod egress;
 pub mod audit;
+pub mod egress;
 pub mod env;
 pub mod files;
 pub mod keys;

@@ -169,7 +169,10 @@ pub async fn update(
         fields.iter().filter(|(_, set)| *set).map(|(name, _)| *name),
         req.secrets.iter().flat_map(|s| s.keys()),
     );
-    let info = app.manager.update(&tenant.name, tenant.admin, &id, req).await?;
+    let info = app
+        .manager
+        .update(&tenant.name, tenant.admin, &id, req)
+        .await?;
     Ok((
         Extension(AuditNote::target(id).detail(detail)),
         ApiJson(info),

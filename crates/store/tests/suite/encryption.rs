@@ -24,6 +24,7 @@ fn network() -> SandboxNetwork {
             placeholder: "sandpit-secret-TOKEN-x".into(),
         }],
         ca: Some(("CERT".into(), CA_KEY.into())),
+        operator_policy: false,
     }
 }
 
