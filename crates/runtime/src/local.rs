@@ -65,9 +65,9 @@ pub struct LocalDriverConfig {
     pub nft: PathBuf,
     /// `mkfs.ext4`, which formats the disk image of sandboxes with `diskMb`.
     pub mkfs_ext4: PathBuf,
-    /// The operator's blocked CIDRs, refused by the `full` mode's firewall whatever the policy
-    /// (IPv4 entries; slirp routes no IPv6).
-    pub blocked: Vec<String>,
+    /// The operator's blocked and declared-private CIDRs, which the `full` mode's firewall
+    /// refuses like the built-in ones (IPv4 entries; slirp routes no IPv6).
+    pub operator: network::OperatorRanges,
     /// Cap of each sandbox's `agent.log` (it rotates once to `agent.log.1`).
     pub agent_log_max_bytes: u64,
     /// The agent's tracing filter (default `warn`); the sandbox's env never changes it.
@@ -86,7 +86,7 @@ impl LocalDriverConfig {
             slirp4netns: PathBuf::from("/usr/bin/slirp4netns"),
             nft: PathBuf::from("/usr/sbin/nft"),
             mkfs_ext4: PathBuf::from("/usr/sbin/mkfs.ext4"),
-            blocked: Vec::new(),
+            operator: network::OperatorRanges::default(),
             agent_log_max_bytes: agent_log::DEFAULT_MAX_BYTES,
             agent_log_filter: None,
         }
@@ -754,7 +754,7 @@ impl LocalDriver {
         let script = network::nft_script(
             &network::allowed_cidrs(policy),
             &network::host_addresses(),
-            &self.config.blocked,
+            &self.config.operator,
         );
         self.load_firewall(id, pid, &script).await?;
         // A slirp4netns that died (crash, OOM kill) is replaced.

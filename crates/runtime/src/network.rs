@@ -38,23 +38,38 @@ fn reserved_v4(class: RangeClass) -> impl Iterator<Item = Cidr4> {
         .filter_map(|r| Cidr4::parse(r.cidr))
 }
 
+/// The operator's ranges (server config), as CIDR strings; IPv6 entries are ignored here.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OperatorRanges {
+    /// `--egress-block`: refused whatever the policy.
+    pub blocked: Vec<String>,
+    /// `--egress-private`: refused unless an operator-granted CIDR allows them.
+    pub private: Vec<String>,
+}
+
+fn parse_all(list: &[String]) -> impl Iterator<Item = Cidr4> + '_ {
+    list.iter().filter_map(|s| Cidr4::parse(s))
+}
+
 /// Refused even when the policy names them: the always-blocked ranges (this host's loopback,
 /// link-local with cloud metadata, multicast, reserved, broadcast), slirp's gateway (the host),
-/// and the operator's blocks (`operator`, IPv6 entries ignored).
-pub fn deny_v4(operator: &[String]) -> Vec<Cidr4> {
+/// and the operator's blocks.
+pub fn deny_v4(operator: &OperatorRanges) -> Vec<Cidr4> {
     reserved_v4(RangeClass::AlwaysBlocked)
         .chain(std::iter::once(Cidr4 {
             addr: SLIRP_GATEWAY,
             prefix: 32,
         }))
-        .chain(operator.iter().filter_map(|s| Cidr4::parse(s)))
+        .chain(parse_all(&operator.blocked))
         .collect()
 }
 
 /// Refused unless an operator-granted CIDR allows them: private, CGNAT, benchmarking,
-/// documentation and other special-purpose ranges.
-pub fn block_v4() -> Vec<Cidr4> {
-    reserved_v4(RangeClass::OperatorOnly).collect()
+/// documentation and other special-purpose ranges, and the operator's declared private ones.
+pub fn block_v4(operator: &OperatorRanges) -> Vec<Cidr4> {
+    reserved_v4(RangeClass::OperatorOnly)
+        .chain(parse_all(&operator.private))
+        .collect()
 }
 
 /// An IPv4 network with its host bits cleared.
@@ -143,12 +158,11 @@ fn table(family: &str, head: &str, sets: &str, rules: &[String]) -> String {
 }
 
 /// The nft script (`nft -f -`) for a `full` sandbox: atomically replaces both tables.
-/// `operator`: the operator's blocks.
-pub fn nft_script(allow: &[Cidr4], host: &[Ipv4Addr], operator: &[String]) -> String {
+pub fn nft_script(allow: &[Cidr4], host: &[Ipv4Addr], operator: &OperatorRanges) -> String {
     let mut deny: Vec<String> = deny_v4(operator).iter().map(Cidr4::to_string).collect();
     deny.extend(host.iter().map(|a| a.to_string()));
     let allow: Vec<String> = allow.iter().map(Cidr4::to_string).collect();
-    let block: Vec<String> = block_v4().iter().map(Cidr4::to_string).collect();
+    let block: Vec<String> = block_v4(operator).iter().map(Cidr4::to_string).collect();
     let sets = format!(
         "{}{}{}",
         set("deny", &deny),
@@ -194,7 +208,12 @@ pub fn nft_script(allow: &[Cidr4], host: &[Ipv4Addr], operator: &[String]) -> St
 
 /// Whether `addr` is one a `full` sandbox may reach under `allow` (the rules' decision, for
 /// documentation and tests).
-pub fn reachable(addr: IpAddr, allow: &[Cidr4], host: &[Ipv4Addr], operator: &[String]) -> bool {
+pub fn reachable(
+    addr: IpAddr,
+    allow: &[Cidr4],
+    host: &[Ipv4Addr],
+    operator: &OperatorRanges,
+) -> bool {
     let IpAddr::V4(v4) = addr else {
         return false;
     };
@@ -208,7 +227,7 @@ pub fn reachable(addr: IpAddr, allow: &[Cidr4], host: &[Ipv4Addr], operator: &[S
     if v4 == SLIRP_DNS || allow.iter().any(within) {
         return true;
     }
-    !block_v4().iter().any(within)
+    !block_v4(operator).iter().any(within)
 }
 
 #[cfg(test)]
@@ -247,7 +266,10 @@ mod tests {
     fn decisions() {
         let host = [Ipv4Addr::new(10, 9, 0, 1), Ipv4Addr::new(198, 51, 100, 7)];
         let allow = [Cidr4::parse("10.9.0.0/30").unwrap()];
-        let operator = ["8.8.4.0/24".to_string(), "2001:db8::/32".to_string()];
+        let operator = OperatorRanges {
+            blocked: vec!["8.8.4.0/24".into(), "2001:db8::/32".into()],
+            private: vec!["9.9.9.0/24".into()],
+        };
         let ok = |a: &str| reachable(a.parse().unwrap(), &allow, &host, &operator);
         assert!(ok("10.9.0.2"), "allowed CIDR");
         assert!(!ok("10.9.0.1"), "host address inside an allowed CIDR");
@@ -261,12 +283,13 @@ mod tests {
         assert!(!ok("198.51.100.7"), "host's public address");
         assert!(ok("1.1.1.1"), "public");
         assert!(!ok("8.8.4.4"), "operator block");
+        assert!(!ok("9.9.9.9"), "operator-declared private");
         assert!(!ok("203.0.113.9"), "documentation");
         assert!(!ok("::1"));
         // Always-blocked ranges stay closed even inside an allowed CIDR.
         let everything = [Cidr4::parse("0.0.0.0/0").unwrap()];
         let ok_all = |a: &str| reachable(a.parse().unwrap(), &everything, &host, &operator);
-        assert!(ok_all("10.1.1.1") && ok_all("192.168.1.1"));
+        assert!(ok_all("10.1.1.1") && ok_all("192.168.1.1") && ok_all("9.9.9.9"));
         for never in [
             "127.0.0.1",
             "169.254.169.254",
@@ -283,8 +306,12 @@ mod tests {
         let script = nft_script(
             &[Cidr4::parse("10.9.0.0/30").unwrap()],
             &[Ipv4Addr::new(192, 0, 2, 10)],
-            &["8.8.4.0/24".to_string()],
+            &OperatorRanges {
+                blocked: vec!["8.8.4.0/24".into()],
+                private: vec!["9.9.9.0/24".into()],
+            },
         );
+        assert!(script.contains("9.9.9.0/24"));
         assert!(script.contains("8.8.4.0/24"));
         assert!(
             script.contains("203.0.113.0/24"),
@@ -302,7 +329,7 @@ mod tests {
             script.find("@block").unwrap(),
         );
         assert!(d < a && a < b);
-        let empty = nft_script(&[], &[], &[]);
+        let empty = nft_script(&[], &[], &OperatorRanges::default());
         assert!(empty.contains("set allow { type ipv4_addr; flags interval; auto-merge; }"));
     }
 }

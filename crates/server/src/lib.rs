@@ -447,12 +447,12 @@ fn local_driver(config: &ServeConfig) -> anyhow::Result<Arc<dyn Driver>> {
     let data_dir = std::path::absolute(&config.data_dir)?;
     let mut driver_config =
         sandpit_runtime::local::LocalDriverConfig::new(data_dir, config.agent_bin.clone());
-    // The operator's blocks hold in `full` mode too (its firewall refuses them).
-    driver_config.blocked = config
-        .egress_blocked
-        .iter()
-        .map(|n| n.to_string())
-        .collect();
+    // The operator's blocks and private ranges hold in `full` mode too (its firewall).
+    let strings = |nets: &[ipnet::IpNet]| nets.iter().map(|n| n.to_string()).collect();
+    driver_config.operator = sandpit_runtime::network::OperatorRanges {
+        blocked: strings(&config.egress_blocked),
+        private: strings(&config.egress_private),
+    };
     let driver = sandpit_runtime::local::LocalDriver::with_config(driver_config)
         .context("setting up the local sandbox driver")?;
     Ok(Arc::new(driver))

@@ -682,6 +682,7 @@ impl Manager {
                 tracing::warn!(sandbox = %entry.id, error = %de, "cleanup after failed start");
             }
             self.store.delete_sandbox(&entry.tenant, &entry.id).await?;
+            self.egress.forget(&entry.internal);
             return Err(e);
         }
         Ok(inner.record.clone().unwrap_or(record))

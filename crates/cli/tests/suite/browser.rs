@@ -241,13 +241,25 @@ fn serial_preview_urls_for_a_public_domain() {
             .assert()
             .success(),
     );
-    assert_eq!(url, "https://8080-pub-tok.preview.example.test/\n");
+    // `8080-pub-<12 hex>-tok`: the sandbox label is the id plus a hash of tenant and id.
+    let label = url
+        .strip_prefix("https://8080-")
+        .and_then(|rest| rest.strip_suffix("-tok.preview.example.test/\n"))
+        .unwrap_or_else(|| panic!("{url}"));
+    assert!(
+        label.len() == "pub-".len() + 12 && label.starts_with("pub-"),
+        "{url}"
+    );
     let port = served.url.rsplit_once(':').unwrap().1;
     // Nothing listens on 8080 inside: the proxy (not the API) answers, 502.
-    let (status, body) = get(&format!("http://8080-pub-tok.preview.example.test:{port}/"));
+    let (status, body) = get(&format!(
+        "http://8080-{label}-tok.preview.example.test:{port}/"
+    ));
     assert_eq!(status, 502, "{body}");
     assert!(body.contains("SERVICE_NOT_RESPONDING"), "{body}");
-    let (status, body) = get(&format!("http://8080-pub-bad.preview.example.test:{port}/"));
+    let (status, body) = get(&format!(
+        "http://8080-{label}-bad.preview.example.test:{port}/"
+    ));
     assert_eq!(status, 404, "{body}");
     assert!(body.contains("INVALID_TOKEN"), "{body}");
 }

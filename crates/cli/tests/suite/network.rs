@@ -1,12 +1,15 @@
 //! `create --allow/--secret`, `network` and `secret` against a real `sandpit serve`: a sandbox
-//! reaches a test server on the host's loopback (127.0.0.2, allowed by an explicit CIDR) through
-//! the egress proxy, the secret reaches that server while the sandbox sees a placeholder, and a
-//! runtime switch to `none` cuts it off.
+//! reaches a test server in a network namespace the test creates (a private 10.x address,
+//! granted by the policy the admin key sets) through the egress proxy, the secret reaches that
+//! server while the sandbox sees a placeholder, and a runtime switch to `none` cuts it off.
+//! (The host's loopback is always blocked, whatever the policy.)
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
 use std::sync::mpsc;
 use std::time::Duration;
+
+use sandpit_runtime::testnet::TestNet;
 
 use super::support::{Served, images_dir_or_skip};
 
@@ -14,9 +17,8 @@ fn stdout(assert: assert_cmd::assert::Assert) -> String {
     String::from_utf8(assert.get_output().stdout.clone()).unwrap()
 }
 
-/// An HTTP server on 127.0.0.2 that answers `hello` and sends each request's header lines.
-fn header_server() -> (u16, mpsc::Receiver<Vec<String>>) {
-    let listener = TcpListener::bind("127.0.0.2:0").unwrap();
+/// An HTTP server on `listener` that answers `hello` and sends each request's header lines.
+fn header_server(listener: TcpListener) -> (u16, mpsc::Receiver<Vec<String>>) {
     let port = listener.local_addr().unwrap().port();
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
@@ -47,12 +49,14 @@ fn serial_cli_network_policy_and_secrets() {
     let Some(images) = images_dir_or_skip("serial_cli_network_policy_and_secrets") else {
         return;
     };
+    let net = TestNet::create().unwrap();
+    let inner = net.inner.to_string();
     let served = Served::start(&images);
-    let (port, requests) = header_server();
+    let (port, requests) = header_server(net.listen(7103).unwrap());
     served
         .cli()
-        .args(["create", "net", "--allow", "127.0.0.2/32"])
-        .args(["--secret", "API_KEY;hosts=127.0.0.2"])
+        .args(["create", "net", "--allow", &format!("{inner}/32")])
+        .args(["--secret", &format!("API_KEY;hosts={inner}")])
         .env("API_KEY", "real-secret-value")
         .assert()
         .success()
@@ -62,13 +66,16 @@ fn serial_cli_network_policy_and_secrets() {
         .args(["network", "net"])
         .assert()
         .success()
-        .stdout("mode   allowlist\nallow  127.0.0.2/32\n");
+        .stdout(format!("mode   allowlist\nallow  {inner}/32\n"));
     served
         .cli()
         .args(["secret", "ls", "net"])
         .assert()
         .success()
-        .stdout("NAME     HOSTS      HEADER\nAPI_KEY  127.0.0.2  -\n");
+        .stdout(format!(
+            "NAME     HOSTS{}  HEADER\nAPI_KEY  {inner}  -\n",
+            " ".repeat(inner.len() - "HOSTS".len())
+        ));
 
     // Inside: a placeholder, never the value.
     let seen = stdout(
@@ -82,8 +89,7 @@ fn serial_cli_network_policy_and_secrets() {
     assert!(!seen.contains("real-secret-value"), "{seen}");
 
     // Through the proxy, the server gets the value in place of the placeholder.
-    let curl =
-        format!("curl -sS --max-time 20 -H \"X-Api-Key: $API_KEY\" http://127.0.0.2:{port}/");
+    let curl = format!("curl -sS --max-time 20 -H \"X-Api-Key: $API_KEY\" http://{inner}:{port}/");
     served
         .cli()
         .args(["exec", "net", "--", &curl])
@@ -110,7 +116,7 @@ fn serial_cli_network_policy_and_secrets() {
             .cli()
             .args(["exec", "net", "--"])
             .arg(format!(
-                "curl -s --max-time 20 -o /dev/null -w '%{{http_code}}' http://127.0.0.2:{port}/"
+                "curl -s --max-time 20 -o /dev/null -w '%{{http_code}}' http://{inner}:{port}/"
             ))
             .assert(),
     );
