@@ -404,6 +404,22 @@ async fn limits_above_the_maxima_are_refused_on_create_and_patch() {
         .await;
     assert_eq!(b["caps"]["memoryMb"], 2048, "{b}");
     assert_eq!(b["caps"]["exposedPorts"], 1, "{b}");
+    // One exposed port per sandbox here: a second is refused, the same one again is not.
+    let expose = |port: u16| {
+        ts.call_as(
+            &key,
+            Method::POST,
+            "/v1/sandboxes/g/ports",
+            json!({"port": port}),
+        )
+    };
+    let (s, b) = expose(8080).await;
+    assert_eq!(s, 200, "{b}");
+    let (s, b) = expose(8081).await;
+    assert_error(s, &b, 400, "LIMIT_EXCEEDED");
+    assert_eq!(b["context"]["field"], "exposedPorts", "{b}");
+    let (s, b) = expose(8080).await;
+    assert_eq!(s, 200, "{b}");
 }
 
 #[tokio::test]
