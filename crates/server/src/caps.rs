@@ -71,7 +71,7 @@ pub enum CapsError {
         value: String,
         host: String,
     },
-    #[error("--max-{field} must be greater than zero")]
+    #[error("--max-{field} must be a number greater than zero")]
     Zero { field: &'static str },
     #[error("the default {field} ({value}) is above --max-{field} ({max})")]
     DefaultAboveCap {
@@ -97,7 +97,10 @@ pub fn resolve(
         default: T,
     ) -> Result<T, CapsError> {
         match set {
-            Some(v) if v <= T::default() => Err(CapsError::Zero { field }),
+            // Also NaN, which no comparison would ever catch later.
+            Some(v) if v.partial_cmp(&T::default()) != Some(std::cmp::Ordering::Greater) => {
+                Err(CapsError::Zero { field })
+            }
             Some(v) if v > host => Err(CapsError::AboveHost {
                 field,
                 value: v.to_string(),
@@ -263,6 +266,14 @@ mod tests {
         ));
         let max = Limits {
             cpus: Some(0.0),
+            ..Limits::default()
+        };
+        assert_eq!(
+            resolve(&max, 32, 128, &host(), &defaults()),
+            Err(CapsError::Zero { field: "cpus" })
+        );
+        let max = Limits {
+            cpus: Some(f64::NAN),
             ..Limits::default()
         };
         assert_eq!(

@@ -404,6 +404,22 @@ async fn limits_above_the_maxima_are_refused_on_create_and_patch() {
         .await;
     assert_eq!(b["caps"]["memoryMb"], 2048, "{b}");
     assert_eq!(b["caps"]["exposedPorts"], 1, "{b}");
+    // One exposed port per sandbox here: a second is refused, the same one again is not.
+    let expose = |port: u16| {
+        ts.call_as(
+            &key,
+            Method::POST,
+            "/v1/sandboxes/g/ports",
+            json!({"port": port}),
+        )
+    };
+    let (s, b) = expose(8080).await;
+    assert_eq!(s, 200, "{b}");
+    let (s, b) = expose(8081).await;
+    assert_error(s, &b, 400, "LIMIT_EXCEEDED");
+    assert_eq!(b["context"]["field"], "exposedPorts", "{b}");
+    let (s, b) = expose(8080).await;
+    assert_eq!(s, 200, "{b}");
 }
 
 #[tokio::test]
@@ -591,4 +607,34 @@ async fn serial_attack_quota_holds_under_twenty_concurrent_creates() {
         .await;
     assert_error(s, &b, 401, "UNAUTHORIZED");
     Arc::into_inner(rs).unwrap().stop().await;
+}
+
+#[tokio::test]
+async fn a_sandbox_above_a_lowered_cap_does_not_wake_until_patched_down() {
+    let ts = TestServer::start().await;
+    let (s, b) = ts
+        .json(
+            Method::POST,
+            "/v1/sandboxes",
+            json!({"id": "old", "limits": {"memoryMb": 4096}}),
+        )
+        .await;
+    assert_eq!(s, 201, "{b}");
+    let (dir, driver, tmp) = ts.shutdown().await;
+    let ts = TestServer::start_in(&dir, driver, |c| c.max_limits.memory_mb = Some(2048)).await;
+    let (s, b) = ts.exec("old", "true").await;
+    assert_error(s, &b, 400, "LIMIT_EXCEEDED");
+    assert_eq!(b["context"]["sandboxId"], "old", "{b}");
+    let (s, b) = ts
+        .json(
+            Method::PATCH,
+            "/v1/sandboxes/old",
+            json!({"limits": {"memoryMb": 2048}}),
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+    let (s, b) = ts.exec("old", "true").await;
+    assert_eq!(s, 200, "{b}");
+    drop(ts);
+    drop(tmp);
 }
