@@ -265,7 +265,7 @@ async fn serial_attack_seccomp_allow_list_refuses_unnamed_syscalls_and_socket_fa
          \x20   'open_tree_attr': sys(467, -100, 0, 0, 0, 0),\n\
          \x20   'cachestat': sys(451, -1, 0, 0, 0),\n\
          \x20   'made_up': sys(1000),\n\
-         \x20   'ptrace_agent': sys(16, 1, 0, 0),\n\
+         \x20   'ptrace_agent': sys(101, 16, 1, 0, 0),\n\
          \x20   'keyctl': sys(250, 0, 0, 0, 0),\n\
          \x20   'bpf': sys(321, 0, 0, 0),\n\
          \x20   'inet': sock(socket.AF_INET, socket.SOCK_STREAM),\n\
@@ -295,7 +295,7 @@ async fn serial_attack_seccomp_allow_list_refuses_unnamed_syscalls_and_socket_fa
         ("open_tree_attr", ENOSYS),
         ("cachestat", ENOSYS),
         ("made_up", ENOSYS),
-        // Still refused: the agent cannot be traced or read, the dangerous calls stay EPERM.
+        // Still refused: PTRACE_ATTACH to the agent (PID 1), the dangerous calls stay EPERM.
         ("ptrace_agent", EPERM),
         ("keyctl", EPERM),
         ("bpf", EPERM),
