@@ -1,7 +1,7 @@
 //! API keys: the admin key, tenant keys (stored as SHA-256 digests), the bearer middleware and
 //! revocation (which takes effect on the next request: the key cache forgets the key).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
@@ -122,6 +122,9 @@ pub struct Auth {
     cache: RwLock<HashMap<String, CachedKey>>,
     /// Bumped by every [`Auth::forget`]: a lookup that raced a revocation is not cached.
     revocations: AtomicU64,
+    /// Key ids revoked while this server runs: credentials derived from them earlier
+    /// (WebSocket tickets, which live only in memory) are refused too.
+    revoked: RwLock<HashSet<String>>,
 }
 
 impl Auth {
@@ -131,6 +134,7 @@ impl Auth {
             store,
             cache: RwLock::new(HashMap::new()),
             revocations: AtomicU64::new(0),
+            revoked: RwLock::new(HashSet::new()),
         }
     }
 
@@ -199,9 +203,21 @@ impl Auth {
 
     /// Forgets a revoked or rotated key: its next request is looked up (and refused).
     pub fn forget(&self, key_id: &str) {
+        self.revoked
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key_id.to_owned());
         let mut cache = self.cache.write().unwrap_or_else(|p| p.into_inner());
         self.revocations.fetch_add(1, Ordering::SeqCst);
         cache.retain(|_, k| k.key_id != key_id);
+    }
+
+    /// Whether the key was revoked since this server started.
+    fn was_revoked(&self, key_id: &str) -> bool {
+        self.revoked
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(key_id)
     }
 }
 
@@ -225,7 +241,13 @@ pub async fn require_key(
     next: Next,
 ) -> Result<Response, ApiError> {
     // Already resolved from a WebSocket ticket (see `ws_auth`); clients cannot set extensions.
-    if request.extensions().get::<Tenant>().is_some() {
+    if let Some(tenant) = request.extensions().get::<Tenant>() {
+        if auth.was_revoked(&tenant.key_id) {
+            return Err(ApiError::new(
+                ErrorCode::Unauthorized,
+                "the API key this ticket was issued to has been revoked",
+            ));
+        }
         return Ok(next.run(request).await);
     }
     let Some(key) = bearer(&request) else {

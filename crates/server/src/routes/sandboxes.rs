@@ -1,5 +1,6 @@
 //! `/v1/sandboxes`: create-or-get, list, get, patch, stop, destroy.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::Extension;
@@ -7,7 +8,7 @@ use axum::extract::{FromRequestParts, State};
 use http::StatusCode;
 use sandpit_protocol::ErrorResponse;
 use sandpit_protocol::control::{
-    CreateSandboxRequest, SandboxInfo, SandboxList, UpdateSandboxRequest,
+    CreateSandboxRequest, SandboxInfo, SandboxList, SecretSpec, UpdateSandboxRequest,
 };
 use serde::Deserialize;
 use utoipa::IntoParams;
@@ -41,6 +42,20 @@ pub struct ListQuery {
     pub cursor: Option<String>,
 }
 
+/// The audit detail of a create or PATCH: the fields given and the names of the secrets.
+fn change_detail(
+    fields: &[(&'static str, bool)],
+    secrets: Option<&BTreeMap<String, SecretSpec>>,
+) -> Option<String> {
+    fields_detail(
+        fields
+            .iter()
+            .filter(|(_, given)| *given)
+            .map(|(name, _)| *name),
+        secrets.into_iter().flat_map(|s| s.keys()),
+    )
+}
+
 /// Create a sandbox, or get the existing one with this id.
 ///
 /// Creation starts the sandbox at once (state `running`). For an existing sandbox the mutable
@@ -66,19 +81,18 @@ pub async fn create(
     Extension(tenant): Extension<Tenant>,
     ApiJson(req): ApiJson<CreateSandboxRequest>,
 ) -> ApiResult<(StatusCode, Extension<AuditNote>, ApiJson<SandboxInfo>)> {
-    let fields = [
-        ("image", req.image.is_some()),
-        ("sleepAfter", req.sleep_after.is_some()),
-        ("keepAlive", req.keep_alive.is_some()),
-        ("env", req.env.is_some()),
-        ("limits", req.limits.is_some()),
-        ("ephemeral", req.ephemeral.is_some()),
-        ("network", req.network.is_some()),
-        ("secrets", req.secrets.is_some()),
-    ];
-    let detail = fields_detail(
-        fields.iter().filter(|(_, set)| *set).map(|(name, _)| *name),
-        req.secrets.iter().flat_map(|s| s.keys()),
+    let detail = change_detail(
+        &[
+            ("image", req.image.is_some()),
+            ("sleepAfter", req.sleep_after.is_some()),
+            ("keepAlive", req.keep_alive.is_some()),
+            ("env", req.env.is_some()),
+            ("limits", req.limits.is_some()),
+            ("ephemeral", req.ephemeral.is_some()),
+            ("network", req.network.is_some()),
+            ("secrets", req.secrets.is_some()),
+        ],
+        req.secrets.as_ref(),
     );
     let (info, created) = app.manager.create(&tenant.name, tenant.admin, req).await?;
     let status = if created {
@@ -157,17 +171,16 @@ pub async fn update(
     ApiPath(id): ApiPath<String>,
     ApiJson(req): ApiJson<UpdateSandboxRequest>,
 ) -> ApiResult<(Extension<AuditNote>, ApiJson<SandboxInfo>)> {
-    let fields = [
-        ("sleepAfter", req.sleep_after.is_some()),
-        ("keepAlive", req.keep_alive.is_some()),
-        ("env", req.env.is_some()),
-        ("limits", req.limits.is_some()),
-        ("network", req.network.is_some()),
-        ("secrets", req.secrets.is_some()),
-    ];
-    let detail = fields_detail(
-        fields.iter().filter(|(_, set)| *set).map(|(name, _)| *name),
-        req.secrets.iter().flat_map(|s| s.keys()),
+    let detail = change_detail(
+        &[
+            ("sleepAfter", req.sleep_after.is_some()),
+            ("keepAlive", req.keep_alive.is_some()),
+            ("env", req.env.is_some()),
+            ("limits", req.limits.is_some()),
+            ("network", req.network.is_some()),
+            ("secrets", req.secrets.is_some()),
+        ],
+        req.secrets.as_ref(),
     );
     let info = app
         .manager

@@ -264,3 +264,25 @@ async fn attack_secret_values_and_ca_keys_are_not_in_the_database_file() {
     );
     drop(tmp);
 }
+
+#[tokio::test]
+async fn attack_a_websocket_ticket_of_a_revoked_key_is_refused() {
+    let ts = TestServer::start().await;
+    let (key, id) = new_key(&ts, "acme").await;
+    let (status, ticket) = call_as(&ts, &key, Method::POST, "/v1/sandboxes/t/ws-ticket").await;
+    assert_eq!(status, 201, "{ticket}");
+    let (status, body) = call_as(&ts, &ts.key, Method::DELETE, &format!("/v1/keys/{id}")).await;
+    assert_eq!(status, 204, "{body}");
+    let path = format!(
+        "/v1/sandboxes/t/ws?ticket={}",
+        ticket["ticket"].as_str().unwrap()
+    );
+    let r = ts
+        .client
+        .get(format!("{}{path}", ts.base))
+        .send()
+        .await
+        .unwrap();
+    let (status, body) = status_json(r).await;
+    assert_error(status, &body, 401, "UNAUTHORIZED");
+}

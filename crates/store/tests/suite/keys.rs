@@ -75,3 +75,34 @@ async fn keys_are_listed_by_id_revoked_and_rotated() {
     assert_eq!(store.api_key_by_id(&b1.key_id).await.unwrap(), None);
     assert_eq!(store.list_api_keys(None).await.unwrap(), vec![a2]);
 }
+
+/// A database from before migration 8: its keys get ids derived from their digests.
+#[tokio::test]
+async fn keys_made_before_key_ids_get_one_on_upgrade() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.db");
+    let key = || sandpit_store::DataKey::ephemeral().unwrap();
+    drop(SqliteStore::open(&path, key()).unwrap());
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    conn.execute_batch(
+        "DROP INDEX api_keys_key_id;
+         ALTER TABLE api_keys DROP COLUMN key_id;
+         ALTER TABLE api_keys DROP COLUMN last_used_at;
+         DROP TABLE audit_log;
+         DELETE FROM schema_migrations WHERE version = 8;
+         INSERT INTO tenants (name, created_at) VALUES ('old', 1);",
+    )
+    .unwrap();
+    conn.execute(
+        "INSERT INTO api_keys (key_sha256, tenant, created_at) VALUES (?1, 'old', 2)",
+        [&"ab".repeat(32)],
+    )
+    .unwrap();
+    drop(conn);
+    let store = SqliteStore::open(&path, key()).unwrap();
+    let listed = store.list_api_keys(Some("old")).await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].key_id, "ab".repeat(8));
+    assert_eq!(listed[0].created_at_ms, 2000);
+    assert!(store.revoke_api_key(&"ab".repeat(8)).await.unwrap());
+}
