@@ -304,13 +304,7 @@ async fn serial_attack_egress_connections_are_capped_per_sandbox_and_tenant() {
     assert_eq!(s, 200, "{b}");
     let deadline = Instant::now() + Duration::from_secs(60);
     let held = loop {
-        let out = run(
-            &rs,
-            "atk-fds-a",
-            "cat /tmp/hold.out 2>/dev/null",
-            10_000,
-        )
-        .await;
+        let out = run(&rs, "atk-fds-a", "cat /tmp/hold.out 2>/dev/null", 10_000).await;
         if stdout(&out).contains("codes=") {
             break stdout(&out).to_owned();
         }
