@@ -121,6 +121,7 @@ async fn serial_attack_executor_event_flood_leaves_agent_log_bounded() {
         &text[..text.len().min(2000)]
     );
     let bytes = agent_log_bytes(&log);
+    eprintln!("agent.log after the flood: {bytes} bytes");
     assert!(bytes < 64 * 1024, "agent.log grew to {bytes} bytes");
 }
 
@@ -255,6 +256,10 @@ async fn serial_attack_egress_connect_loop_keeps_the_server_log_bounded() {
     );
     let lines = log_lines_with(&log, &format!("sandbox={id}-"));
     let bytes: usize = lines.iter().map(String::len).sum();
+    eprintln!(
+        "{} server log lines ({bytes} bytes) for {attempts} refused connections",
+        lines.len()
+    );
     assert!(
         lines.len() <= 40 && bytes < 16 * 1024,
         "{} log lines ({bytes} bytes) for {attempts} refused connections: {:?}",
