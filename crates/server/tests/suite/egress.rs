@@ -731,6 +731,74 @@ async fn https_to_a_secret_host_is_intercepted_and_other_https_tunnelled_untouch
     assert_eq!(secure.request_count(), 1);
 }
 
+/// Opens `n` connections to the proxy socket in `run_dir`; each is `Some(status line)` when the
+/// proxy answered at once (a limit), `None` when it was accepted (the connection is kept).
+async fn open_idle(run_dir: &Path, n: usize, kept: &mut Vec<UnixStream>) -> Vec<Option<String>> {
+    use tokio::io::AsyncReadExt;
+    let mut out = Vec::new();
+    for _ in 0..n {
+        let mut stream = UnixStream::connect(run_dir.join("egress.sock"))
+            .await
+            .unwrap();
+        let mut buf = [0u8; 64];
+        match tokio::time::timeout(Duration::from_millis(300), stream.read(&mut buf)).await {
+            Ok(Ok(len)) => out.push(Some(
+                String::from_utf8_lossy(&buf[..len])
+                    .lines()
+                    .next()
+                    .unwrap_or("")
+                    .to_owned(),
+            )),
+            _ => {
+                out.push(None);
+                kept.push(stream);
+            }
+        }
+    }
+    out
+}
+
+/// Open connections are capped per sandbox and, across its sandboxes, per tenant; another
+/// tenant is unaffected.
+#[tokio::test]
+async fn connections_are_capped_per_sandbox_and_per_tenant() {
+    let tmp = tempfile::tempdir().unwrap();
+    let rootfs = tmp.path().join("rootfs");
+    std::fs::create_dir_all(&rootfs).unwrap();
+    let egress = Egress::new(&EgressConfig {
+        max_connections_per_sandbox: 2,
+        max_connections_per_tenant: 3,
+        ..EgressConfig::default()
+    })
+    .unwrap();
+    let net = network(policy(NetworkMode::None, &[]), &[]);
+    let dir = |name: &str| tmp.path().join(name);
+    egress.attach("t", "a", &dir("a"), &rootfs, &net).unwrap();
+    egress.attach("t", "b", &dir("b"), &rootfs, &net).unwrap();
+    egress.attach("u", "c", &dir("c"), &rootfs, &net).unwrap();
+    let mut kept = Vec::new();
+    let over = Some("HTTP/1.1 503 Service Unavailable".to_owned());
+    assert_eq!(
+        open_idle(&dir("a"), 3, &mut kept).await,
+        [None, None, over.clone()],
+        "sandbox limit"
+    );
+    assert_eq!(
+        open_idle(&dir("b"), 2, &mut kept).await,
+        [None, over.clone()],
+        "tenant limit"
+    );
+    assert_eq!(
+        open_idle(&dir("c"), 2, &mut kept).await,
+        [None, None],
+        "another tenant"
+    );
+    // Closing one of a's connections frees a slot of the tenant.
+    drop(kept.remove(0));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(open_idle(&dir("b"), 1, &mut kept).await, [None]);
+}
+
 /// Upstream roots that are not PEM certificates are a clear start-up error.
 #[test]
 fn bad_extra_roots_are_refused() {

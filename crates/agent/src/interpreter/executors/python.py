@@ -14,6 +14,21 @@ EVENTS_FD = 4
 # Subprocesses of the code must not inherit the protocol pipes.
 os.set_inheritable(3, False)
 os.set_inheritable(EVENTS_FD, False)
+
+
+def hide_event_channel():
+    """Non-dumpable: other processes of the sandbox (same uid, no CAP_SYS_PTRACE) can no longer
+    open /proc/<pid>/fd/4 to forge events. Code run here still can (it shares this process);
+    the agent validates every line and drops the rest without logging it."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None).prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE, 0
+    except Exception:
+        pass
+
+
+hide_event_channel()
 _lock = threading.Lock()
 
 
