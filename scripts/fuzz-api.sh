@@ -7,15 +7,18 @@
 # and every sandbox destroyed afterwards. Exits non-zero on any failure.
 #
 # Env: SANDPIT_BIN_DIR (default target/debug), SANDPIT_IMAGES_DIR, SANDPIT_FUZZ_EXAMPLES (10),
-# SANDPIT_FUZZ_SECONDS (per run, 60), SANDPIT_FUZZ_SEED (random).
+# SANDPIT_FUZZ_SECONDS (per run, 60), SANDPIT_FUZZ_SEED (random), SANDPIT_FUZZ_CHECKS
+# (schemathesis --checks list).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+repo=$PWD
 
 bin_dir=${SANDPIT_BIN_DIR:-$PWD/target/debug}
 images=${SANDPIT_IMAGES_DIR:-/var/lib/sandpit/images}
 examples=${SANDPIT_FUZZ_EXAMPLES:-10}
 seconds=${SANDPIT_FUZZ_SECONDS:-60}
 seed=${SANDPIT_FUZZ_SEED:-$RANDOM$RANDOM}
+checks=${SANDPIT_FUZZ_CHECKS:-not_a_server_error,response_schema_conformance}
 venv=$PWD/target/fuzz-venv
 lock=scripts/fuzz/requirements.txt
 
@@ -59,19 +62,20 @@ tenant_key=$(curl -fsS -X POST "$url/v1/keys" -H "Authorization: Bearer $admin_k
 fuzz() {
   local who=$1 key=$2
   echo "==> API fuzzing as $who ($examples examples per operation, ${seconds}s budget, seed $seed)"
-  SCHEMATHESIS_HOOKS=hooks PYTHONPATH=scripts/fuzz \
+  # Run from the temp dir: schemathesis keeps its example database in the working directory.
+  (cd "$data" && SCHEMATHESIS_HOOKS=hooks PYTHONPATH="$repo/scripts/fuzz" \
     timeout --kill-after=10 $((seconds + 60)) \
-    "$venv/bin/schemathesis" run docs/openapi.json \
+    "$venv/bin/schemathesis" run "$repo/docs/openapi.json" \
     --url "$url" \
     --header "Authorization: Bearer $key" \
-    --checks not_a_server_error,response_schema_conformance \
+    --checks "$checks" \
     --phases examples,coverage,fuzzing \
     --max-examples "$examples" \
     --max-time "$seconds" \
     --seed "$seed" \
-    --workers 2 \
+    --workers 1 \
     --request-timeout 30 \
-    --no-color
+    --no-color)
 }
 
 status=0

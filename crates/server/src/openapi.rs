@@ -1,6 +1,9 @@
 //! The OpenAPI document, generated from the handlers' annotations.
 
+use utoipa::openapi::path::{Operation, ParameterIn};
+use utoipa::openapi::schema::{ObjectBuilder, Type};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::{RefOr, Schema};
 use utoipa::{Modify, OpenApi};
 
 use crate::routes::{files, keys, sandboxes};
@@ -50,7 +53,7 @@ use crate::routes::{files, keys, sandboxes};
         keys::CreateKeyRequest,
         keys::CreateKeyResponse,
     )),
-    modifiers(&BearerAuth),
+    modifiers(&BearerAuth, &SandboxIdParams),
     tags(
         (name = "sandboxes", description = "Sandbox lifecycle"),
         (name = "forward", description = "The container API of one sandbox"),
@@ -70,6 +73,45 @@ impl Modify for BearerAuth {
                 "bearer",
                 SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
             );
+        }
+    }
+}
+
+/// The `{id}` path parameter of every sandbox route gets the rules of
+/// `protocol::control::validate_sandbox_id` (letters, digits and `-`, 1-63 chars, no `-` at
+/// either end; a few names are reserved), so clients and fuzzers know what is accepted.
+struct SandboxIdParams;
+
+/// `validate_sandbox_id` as a pattern (reserved names aside).
+const SANDBOX_ID_PATTERN: &str = "^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$";
+
+impl Modify for SandboxIdParams {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let schema: RefOr<Schema> = ObjectBuilder::new()
+            .schema_type(Type::String)
+            .min_length(Some(1))
+            .max_length(Some(63))
+            .pattern(Some(SANDBOX_ID_PATTERN))
+            .into();
+        for item in openapi.paths.paths.values_mut() {
+            let operations: [&mut Option<Operation>; 5] = [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.patch,
+                &mut item.delete,
+            ];
+            for operation in operations.into_iter().flatten() {
+                let params = operation.parameters.iter_mut().flatten();
+                for param in params {
+                    if let RefOr::T(p) = param
+                        && p.name == "id"
+                        && matches!(p.parameter_in, ParameterIn::Path)
+                    {
+                        p.schema = Some(schema.clone());
+                    }
+                }
+            }
         }
     }
 }

@@ -35,6 +35,7 @@ pub struct ApiQuery<T>(pub T);
 #[into_params(parameter_in = Query)]
 pub struct ListQuery {
     /// Page size, 1–500 (default 50).
+    #[param(minimum = 1, maximum = 500)]
     pub limit: Option<usize>,
     /// `nextCursor` of the previous page.
     pub cursor: Option<String>,
