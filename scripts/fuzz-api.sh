@@ -35,15 +35,20 @@ data=$(mktemp -d)
 server_pid=
 cleanup() {
   if [ -n "$server_pid" ] && kill -0 "$server_pid" 2>/dev/null; then
-    kill -INT "$server_pid"
+    # SIGTERM, not SIGINT: background jobs of a script start with SIGINT ignored, so a SIGINT
+    # that comes before the server installs its handler would be lost.
+    kill -TERM "$server_pid"
+    for _ in $(seq 1 300); do kill -0 "$server_pid" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$server_pid" 2>/dev/null || true
     wait "$server_pid" || true
   fi
   rm -rf "$data"
 }
 trap cleanup EXIT
 
+: >"$data/serve.log"
 "$bin_dir/sandpit" serve --listen 127.0.0.1:0 --data-dir "$data" --images-dir "$images" \
-  >"$data/serve.log" 2>&1 &
+  >>"$data/serve.log" 2>&1 &
 server_pid=$!
 url=
 for _ in $(seq 1 600); do

@@ -202,6 +202,7 @@ macro_rules! forward_doc {
                 (status = 413, description = "PAYLOAD_TOO_LARGE", body = ErrorResponse),
                 (status = 500, description = "SANDBOX_START_FAILED", body = ErrorResponse),
                 (status = 502, description = "SANDBOX_UNAVAILABLE: the agent did not answer", body = ErrorResponse),
+                (status = "default", description = "The agent's own answer for other statuses, e.g. 404 for an unknown API path", body = ErrorResponse),
             ),
             security(("bearer" = []))
         )]
