@@ -2,9 +2,9 @@
 # Fuzzes the HTTP API described by docs/openapi.json with schemathesis (pinned in
 # scripts/fuzz/requirements.txt, installed into a venv under target/) against a real
 # `sandpit serve` on loopback with a temporary data dir: once with the admin key, once with a
-# tenant key. Checks: no 5xx, and every response matches the documented schema. Bounded: a few
-# examples per operation, a time budget per run, small sandbox limits (scripts/fuzz/hooks.py),
-# and every sandbox destroyed afterwards. Exits non-zero on any failure.
+# tenant key. Checks: no 5xx, and every response (status, content type, body) is documented.
+# Bounded: a few examples per operation, a time budget per run, small sandbox limits
+# (scripts/fuzz/hooks.py), and every sandbox destroyed afterwards. Exits non-zero on any failure.
 #
 # Env: SANDPIT_BIN_DIR (default target/debug), SANDPIT_IMAGES_DIR, SANDPIT_FUZZ_EXAMPLES (10),
 # SANDPIT_FUZZ_SECONDS (per run, 60), SANDPIT_FUZZ_SEED (random), SANDPIT_FUZZ_CHECKS
@@ -18,7 +18,7 @@ images=${SANDPIT_IMAGES_DIR:-/var/lib/sandpit/images}
 examples=${SANDPIT_FUZZ_EXAMPLES:-10}
 seconds=${SANDPIT_FUZZ_SECONDS:-60}
 seed=${SANDPIT_FUZZ_SEED:-$RANDOM$RANDOM}
-checks=${SANDPIT_FUZZ_CHECKS:-not_a_server_error,response_schema_conformance}
+checks=${SANDPIT_FUZZ_CHECKS:-not_a_server_error,response_schema_conformance,status_code_conformance,content_type_conformance}
 venv=$PWD/target/fuzz-venv
 lock=scripts/fuzz/requirements.txt
 
