@@ -351,7 +351,12 @@ pub struct ExposedPortList {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CreateKeyRequest {
-    /// Tenant the key belongs to (created if new): 1–32 chars of `[a-z0-9-]`.
+    /// Tenant the key belongs to (created if new): 1–32 chars of `[a-z0-9-]`, no `-` at
+    /// either end.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(pattern = "^[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?$")
+    )]
     pub tenant: String,
 }
 

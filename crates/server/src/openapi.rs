@@ -1,6 +1,11 @@
 //! The OpenAPI document, generated from the handlers' annotations.
 
+use utoipa::openapi::content::ContentBuilder;
+use utoipa::openapi::path::{Operation, ParameterIn};
+use utoipa::openapi::response::{Response, ResponseBuilder};
+use utoipa::openapi::schema::{ObjectBuilder, Ref, Type};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::{RefOr, Schema};
 use utoipa::{Modify, OpenApi};
 
 use crate::routes::{files, keys, quota, sandboxes};
@@ -70,7 +75,7 @@ use crate::routes::{files, keys, quota, sandboxes};
         sandpit_protocol::control::AuditEntry,
         sandpit_protocol::control::AuditList,
     )),
-    modifiers(&BearerAuth),
+    modifiers(&BearerAuth, &SandboxIdParams, &CommonErrors),
     tags(
         (name = "sandboxes", description = "Sandbox lifecycle"),
         (name = "forward", description = "The container API of one sandbox"),
@@ -92,6 +97,102 @@ impl Modify for BearerAuth {
                 "bearer",
                 SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
             );
+        }
+    }
+}
+
+/// Every operation of the document.
+fn operations(openapi: &mut utoipa::openapi::OpenApi) -> impl Iterator<Item = &mut Operation> {
+    openapi.paths.paths.values_mut().flat_map(|item| {
+        [
+            &mut item.get,
+            &mut item.put,
+            &mut item.post,
+            &mut item.patch,
+            &mut item.delete,
+        ]
+        .into_iter()
+        .flatten()
+    })
+}
+
+fn has_path_param(operation: &Operation, name: &str) -> bool {
+    operation.parameters.iter().flatten().any(|p| {
+        matches!(p, RefOr::T(p) if p.name == name && matches!(p.parameter_in, ParameterIn::Path))
+    })
+}
+
+/// The `{id}` path parameter of every sandbox route gets the rules of
+/// `protocol::control::validate_sandbox_id` (letters, digits and `-`, 1-63 chars, no `-` at
+/// either end; a few names are reserved), so clients and fuzzers know what is accepted.
+struct SandboxIdParams;
+
+/// `validate_sandbox_id` as a pattern (reserved names aside).
+const SANDBOX_ID_PATTERN: &str = "^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$";
+
+impl Modify for SandboxIdParams {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let schema: RefOr<Schema> = ObjectBuilder::new()
+            .schema_type(Type::String)
+            .min_length(Some(1))
+            .max_length(Some(63))
+            .pattern(Some(SANDBOX_ID_PATTERN))
+            .into();
+        for operation in operations(openapi) {
+            for param in operation.parameters.iter_mut().flatten() {
+                if let RefOr::T(p) = param
+                    && p.name == "id"
+                    && matches!(p.parameter_in, ParameterIn::Path)
+                {
+                    p.schema = Some(schema.clone());
+                }
+            }
+        }
+    }
+}
+
+/// Errors the shared layers give on any route, documented once here rather than on each
+/// handler: 401 from the auth layer (every route with a key), 400 for an invalid `{id}` or
+/// other path value, 415 from the JSON body extractor.
+struct CommonErrors;
+
+impl Modify for CommonErrors {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let error = |description: &str| -> RefOr<Response> {
+            ResponseBuilder::new()
+                .description(description)
+                .content(
+                    "application/json",
+                    ContentBuilder::new()
+                        .schema(Some(Ref::from_schema_name("ErrorResponse")))
+                        .build(),
+                )
+                .into()
+        };
+        for operation in operations(openapi) {
+            let secured = operation.security.as_ref().is_some_and(|s| !s.is_empty());
+            let bad_path = has_path_param(operation, "id");
+            let json_body = operation.request_body.as_ref().is_some_and(
+                |b| matches!(b, RefOr::T(b) if b.content.contains_key("application/json")),
+            );
+            let responses = &mut operation.responses.responses;
+            let mut add = |status: &str, description: &str| {
+                responses
+                    .entry(status.to_owned())
+                    .or_insert_with(|| error(description));
+            };
+            if secured {
+                add("401", "UNAUTHORIZED: missing or invalid API key");
+            }
+            if bad_path {
+                add("400", "VALIDATION_FAILED: invalid sandbox id or path value");
+            }
+            if json_body {
+                add(
+                    "415",
+                    "UNSUPPORTED_MEDIA_TYPE: the body is not `application/json`",
+                );
+            }
         }
     }
 }

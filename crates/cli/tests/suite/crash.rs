@@ -78,6 +78,10 @@ fn serial_crash_safety_loop() {
         prefix,
     };
     let data_dir = tempfile::tempdir().unwrap();
+    let _cleanup = ReconcileOnPanic {
+        images: images.clone(),
+        data_dir: data_dir.path().to_owned(),
+    };
     let rt = tokio::runtime::Runtime::new().unwrap();
     let acked: Acked = Arc::default();
     let started = Instant::now();
@@ -165,6 +169,26 @@ fn serial_crash_safety_loop() {
         acked.lock().unwrap().len(),
         started.elapsed()
     );
+}
+
+/// A failed iteration may leave a killed server's sandboxes running: one more server on the
+/// data dir reconciles them away (then shuts down) before the temp dir goes.
+struct ReconcileOnPanic {
+    images: std::path::PathBuf,
+    data_dir: std::path::PathBuf,
+}
+
+impl Drop for ReconcileOnPanic {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let reconciled = std::panic::catch_unwind(|| {
+                drop(Served::start_in(&self.images, &self.data_dir, &[]));
+            });
+            if reconciled.is_err() {
+                eprintln!("cleanup after the failure could not start a server");
+            }
+        }
+    }
 }
 
 fn ids_clone(ids: &Ids) -> Ids {

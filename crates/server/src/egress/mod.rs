@@ -205,7 +205,7 @@ impl Egress {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(io("removing", &socket)(e)),
         }
-        let listener = tokio::net::UnixListener::bind(&socket).map_err(io("binding", &socket))?;
+        let listener = bind_in(run_dir, SOCKET_NAME).map_err(io("binding", &socket))?;
         // Sandbox users are unprivileged uids of their own range: anyone may connect.
         std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o666))
             .map_err(io("chmod", &socket))?;
@@ -364,4 +364,16 @@ pub fn secret_env(secrets: &[StoredSecret]) -> impl Iterator<Item = (String, Str
     secrets
         .iter()
         .map(|s| (s.name.clone(), s.placeholder.clone()))
+}
+
+/// Binds a Unix socket at `dir/name` even when that path is longer than `sun_path` (108 bytes)
+/// allows, as a long data dir plus a 63-character sandbox id makes it: the bind goes through
+/// the short `/proc/self/fd/<dir>/<name>`.
+fn bind_in(dir: &Path, name: &str) -> std::io::Result<tokio::net::UnixListener> {
+    use std::os::fd::AsRawFd;
+    let dir = std::fs::File::open(dir)?;
+    let short = format!("/proc/self/fd/{}/{name}", dir.as_raw_fd());
+    let listener = std::os::unix::net::UnixListener::bind(short)?;
+    listener.set_nonblocking(true)?;
+    tokio::net::UnixListener::from_std(listener)
 }

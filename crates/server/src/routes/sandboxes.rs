@@ -37,6 +37,7 @@ pub struct ApiQuery<T>(pub T);
 #[into_params(parameter_in = Query)]
 pub struct ListQuery {
     /// Page size, 1–500 (default 50).
+    #[param(minimum = 1, maximum = 500)]
     pub limit: Option<usize>,
     /// `nextCursor` of the previous page.
     pub cursor: Option<String>,
@@ -252,6 +253,7 @@ macro_rules! forward_doc {
                 (status = 429, description = "QUOTA_EXCEEDED: creating or waking the sandbox would pass the tenant's quota", body = ErrorResponse),
                 (status = 500, description = "SANDBOX_START_FAILED", body = ErrorResponse),
                 (status = 502, description = "SANDBOX_UNAVAILABLE: the agent did not answer", body = ErrorResponse),
+                (status = "default", description = "The agent's own answer for other statuses, e.g. 404 for an unknown API path", body = ErrorResponse),
             ),
             security(("bearer" = []))
         )]

@@ -565,3 +565,23 @@ async fn serial_e2e_call_cut_by_stop_or_destroy_is_interrupted() {
     }
     rs.stop().await;
 }
+
+/// The longest sandbox id starts under a data dir long enough that the sandbox's egress socket
+/// path (`<data>/sandboxes/<internal id>/run/egress.sock`) exceeds `sun_path` (108 bytes), while
+/// its agent socket (`<data>/run/<internal id>.sock`) still fits. Found by the API fuzzer: a
+/// valid id answered 500 SANDBOX_START_FAILED ("path must be shorter than SUN_LEN").
+#[tokio::test(flavor = "multi_thread")]
+async fn serial_e2e_longest_id_starts_under_a_long_data_dir() {
+    let tmp = tempfile::Builder::new().prefix("sps").tempdir().unwrap();
+    const DATA_DIR_LEN: usize = 30;
+    let base = tmp.path().as_os_str().len();
+    assert!(base < DATA_DIR_LEN - 1, "TMPDIR too long for this test");
+    let data_dir = tmp.path().join("d".repeat(DATA_DIR_LEN - base - 1));
+    let Some(rs) = Real::start_on(&data_dir).await else {
+        return;
+    };
+    let id = "x".repeat(63);
+    let out = rs.exec(&id, "echo ok").await;
+    assert_eq!(out["stdout"], "ok\n", "{out}");
+    rs.stop().await;
+}
