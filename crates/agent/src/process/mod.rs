@@ -531,15 +531,17 @@ async fn supervise(
             }
         }
     }
-    if let (true, Some(limit)) = (timed_out, timeout) {
-        // The one timeout answer: exit code 124 and a message on stderr.
-        let message = format!("{}\n", time::timed_out_message(limit));
-        record.append(StreamKind::Stderr, message.as_bytes());
-        exit_code = Some(Some(time::TIMEOUT_EXIT_CODE));
-    }
     // The process is gone: close its stdin (a writer waiting on a full pipe gets EPIPE).
     *record.stdin.lock().await = None;
-    record.finish(exit_code.flatten());
+    match (timed_out, timeout) {
+        (true, Some(limit)) => {
+            // The one timeout answer: exit code 124 and a message on stderr.
+            let message = format!("{}\n", time::timed_out_message(limit));
+            record.append(StreamKind::Stderr, message.as_bytes());
+            record.finish_timed_out();
+        }
+        _ => record.finish(exit_code.flatten()),
+    }
     store.finished(&record);
 }
 

@@ -110,6 +110,17 @@ impl Record {
         self.bump();
     }
 
+    /// Records the end of a process killed at its deadline: status `killed`, exit code 124.
+    pub fn finish_timed_out(&self) {
+        {
+            let mut state = self.state();
+            state.status = ProcessStatus::Killed;
+            state.exit_code = Some(sandpit_protocol::time::TIMEOUT_EXIT_CODE);
+            state.end_time = Some(time::now());
+        }
+        self.bump();
+    }
+
     /// Bytes of log kept.
     pub fn log_bytes(&self) -> usize {
         let state = self.state();
