@@ -432,7 +432,7 @@ pub struct GitCheckoutRequest {
     pub depth: Option<u64>,
     /// Clone timeout, default 600000 ms.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub timeout_ms: Option<u64>,
+    pub timeout_ms: Option<TimeoutMs>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
