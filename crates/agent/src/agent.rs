@@ -176,7 +176,11 @@ impl Agent {
         gone: ClientGone,
         start: Option<ExecEvent>,
     ) -> Result<oneshot::Receiver<(Result<Ran, ApiError>, Sink)>, ApiError> {
-        let input = ex::stdin_bytes(req.stdin.as_deref(), req.stdin_base64.as_deref())?;
+        let input = ex::stdin_bytes(
+            req.stdin.as_deref(),
+            req.stdin_base64.as_deref(),
+            ["stdin", "stdinBase64"],
+        )?;
         let (tx, rx) = oneshot::channel();
         match target {
             Target::Sessionless => {

@@ -17,11 +17,13 @@ use axum::extract::State;
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use sandpit_protocol::container::{GitCheckoutRequest, GitCheckoutResponse};
+use sandpit_protocol::time::TimeoutMs;
 use sandpit_protocol::{ErrorCode, time};
 use tokio::io::AsyncReadExt;
 
 use crate::agent::Agent;
 use crate::error::ApiError;
+use crate::exec::kill::{Deadline, Phase, StopReason};
 use crate::exec::{child_env, reader};
 use crate::files;
 use crate::http::Body;
@@ -66,12 +68,6 @@ pub async fn checkout(
             "depth must be a positive integer",
         ));
     }
-    if req.timeout_ms == Some(0) {
-        return Err(ApiError::validation(
-            "timeoutMs",
-            "timeoutMs must be a positive integer",
-        ));
-    }
     let session = req.session_id.as_deref();
     let base = agent.base_dir(session);
     let target = match req.target_dir.as_deref() {
@@ -80,9 +76,8 @@ pub async fn checkout(
     };
     let target_text = target.to_string_lossy().into_owned();
     let existed = check_target(&target, &target_text)?;
-    let timeout = req
-        .timeout_ms
-        .map_or(DEFAULT_CLONE_TIMEOUT, Duration::from_millis);
+    // The one timeout rule: absent is the default, 0 is none.
+    let timeout = TimeoutMs::resolve(req.timeout_ms, Some(DEFAULT_CLONE_TIMEOUT));
 
     let mut args: Vec<String> = [
         "-c",
@@ -134,9 +129,9 @@ pub async fn checkout(
                 ErrorCode::GitCloneFailed,
                 &url,
                 &target_text,
-                format!("git clone timed out after {}ms", timeout.as_millis()),
+                format!("git clone timed out after {}ms", limit_ms(timeout)),
             )
-            .context("timeoutMs", timeout.as_millis() as u64)
+            .context("timeoutMs", limit_ms(timeout))
         } else {
             clone_error(classify(&stderr), &url, &target_text, summary(&stderr))
                 .context("exitCode", run.exit_code)
@@ -170,7 +165,7 @@ async fn current_branch(
     reaper: &Reaper,
 ) -> Option<String> {
     let args = ["branch", "--show-current"].map(String::from);
-    let run = run_git(&args, target, env, BRANCH_QUERY_TIMEOUT, reaper)
+    let run = run_git(&args, target, env, Some(BRANCH_QUERY_TIMEOUT), reaper)
         .await
         .ok()?;
     let branch = run.stdout.trim();
@@ -536,12 +531,18 @@ impl Drop for GroupGuard {
     }
 }
 
-/// Runs `git args` in its own process group; on timeout the whole group is killed.
+/// Milliseconds of a timeout for messages (0: none).
+fn limit_ms(timeout: Option<Duration>) -> u64 {
+    timeout.map_or(0, |t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// Runs `git args` in its own process group; at the deadline the whole group is stopped with
+/// the one kill policy (SIGTERM, SIGKILL after the grace).
 async fn run_git(
     args: &[String],
     cwd: &Path,
     env: &BTreeMap<String, String>,
-    timeout: Duration,
+    timeout: Option<Duration>,
     reaper: &Reaper,
 ) -> std::io::Result<GitRun> {
     let mut cmd = Command::new("git");
@@ -568,15 +569,16 @@ async fn run_git(
     let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
     let (mut out_open, mut err_open) = (true, true);
     let mut exit_code = None;
-    let mut timed_out = false;
-    let deadline = tokio::time::sleep(timeout);
-    tokio::pin!(deadline);
+    let mut deadline = Deadline::start(timeout);
     let (mut out_buf, mut err_buf) = (vec![0u8; 8192], vec![0u8; 8192]);
     while exit_code.is_none() || out_open || err_open {
         tokio::select! {
-            () = &mut deadline, if !timed_out => {
-                timed_out = true;
-                let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
+            () = deadline.wait(), if exit_code.is_none() => {
+                let signal = match deadline.advance(StopReason::Deadline) {
+                    Phase::Terminating => Signal::SIGTERM,
+                    Phase::Killed | Phase::Running => Signal::SIGKILL,
+                };
+                let _ = killpg(Pid::from_raw(pid), signal);
             }
             r = out.read(&mut out_buf), if out_open => match r {
                 Ok(n) if n > 0 => keep_tail(&mut stdout, &out_buf[..n]),
@@ -596,7 +598,7 @@ async fn run_git(
     guard.armed = false;
     Ok(GitRun {
         exit_code: exit_code.unwrap_or(-1),
-        timed_out,
+        timed_out: deadline.timed_out(),
         stdout: String::from_utf8_lossy(&stdout).into_owned(),
         stderr: String::from_utf8_lossy(&stderr).into_owned(),
     })

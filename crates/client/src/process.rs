@@ -9,7 +9,7 @@ use reqwest::Method;
 use sandpit_protocol::container::{
     EnvMap, KillAllResponse, KillResponse, PortWatchEvent, PortWatchEventKind, PortWatchRequest,
     ProcessGetResponse, ProcessInfo, ProcessListResponse, ProcessLogsResponse, ProcessStartRequest,
-    ProcessStartResult, ProcessStreamEvent,
+    ProcessStartResult, ProcessStdinRequest, ProcessStdinResponse, ProcessStreamEvent,
 };
 
 use crate::client::percent_encode;
@@ -31,6 +31,8 @@ pub struct ProcessOptions {
     pub cwd: Option<String>,
     /// Kill the process after this many milliseconds (exit code 124); absent or `0`: never.
     pub timeout_ms: Option<u64>,
+    /// Keep stdin open for [`ProcessHandle::write_stdin`] (else the process reads nothing).
+    pub stdin: bool,
 }
 
 impl ProcessOptions {
@@ -143,6 +145,7 @@ impl SandboxHandle {
             timeout_ms: options.timeout_ms.map(sandpit_protocol::time::TimeoutMs),
             env: (!options.env.is_empty()).then(|| options.env.clone()),
             cwd: options.cwd.clone(),
+            stdin: options.stdin.then_some(true),
             ..ProcessStartRequest::default()
         };
         let started: ProcessStartResult = self.post("process/start", &body).await?;
@@ -220,6 +223,22 @@ impl ProcessHandle {
         }
         let request = self.sandbox.client().request(Method::DELETE, &path);
         let _: KillResponse = self.sandbox.client().json(request).await?;
+        Ok(())
+    }
+
+    /// Writes `bytes` to the process's stdin (started with [`ProcessOptions::stdin`]); with
+    /// `close` the process then sees end of input.
+    pub async fn write_stdin(&self, bytes: &[u8], close: bool) -> Result<()> {
+        use base64::Engine as _;
+        let body = ProcessStdinRequest {
+            data_base64: Some(base64::engine::general_purpose::STANDARD.encode(bytes)),
+            close,
+            ..ProcessStdinRequest::default()
+        };
+        let _: ProcessStdinResponse = self
+            .sandbox
+            .post(&process_endpoint(&self.id, "/stdin")?, &body)
+            .await?;
         Ok(())
     }
 

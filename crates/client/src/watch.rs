@@ -31,7 +31,7 @@ pub struct GitOptions {
     pub depth: Option<u64>,
     /// Default `/workspace/<repository name>`.
     pub target_dir: Option<String>,
-    /// Clone timeout (the sandbox's default is 10 minutes).
+    /// Clone timeout in milliseconds (the sandbox's default is 10 minutes; `0`: none).
     pub timeout_ms: Option<u64>,
 }
 
@@ -49,7 +49,7 @@ impl SandboxHandle {
             target_dir: options.target_dir.clone(),
             session_id: self.session().map(str::to_owned),
             depth: options.depth,
-            timeout_ms: options.timeout_ms,
+            timeout_ms: options.timeout_ms.map(sandpit_protocol::time::TimeoutMs),
         };
         self.post("git/checkout", &body).await
     }

@@ -432,7 +432,7 @@ pub struct GitCheckoutRequest {
     pub depth: Option<u64>,
     /// Clone timeout, default 600000 ms.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub timeout_ms: Option<u64>,
+    pub timeout_ms: Option<TimeoutMs>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -572,6 +572,36 @@ pub struct ProcessStartRequest {
     pub auto_cleanup: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub origin: Option<String>,
+    /// sandpit extension: keep the process's stdin open as a pipe that
+    /// `POST /api/process/{id}/stdin` writes to (else stdin is `/dev/null`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stdin: Option<bool>,
+}
+
+/// Body of `POST /api/process/{id}/stdin` (sandpit extension, like E2B's `sendStdin`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ProcessStdinRequest {
+    /// Text to write.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<String>,
+    /// Bytes to write, as base64 (exclusive with `data`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_base64: Option<String>,
+    /// Close stdin after writing (the process sees end of input).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub close: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ProcessStdinResponse {
+    pub success: bool,
+    pub process_id: String,
+    pub bytes_written: u64,
+    /// Whether stdin is now closed.
+    pub closed: bool,
+    pub timestamp: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -162,19 +162,25 @@ async fn send_frame(tx: &mut Option<mpsc::Sender<Bytes>>, frame: Bytes) {
     }
 }
 
-/// The bytes a command reads on stdin: `stdin` text or `stdinBase64` (400 if both or bad
-/// base64). `None`: stdin is `/dev/null`.
-pub fn stdin_bytes(text: Option<&str>, base64: Option<&str>) -> Result<Option<Vec<u8>>, ApiError> {
+/// The bytes a command reads on stdin, from a request's text field or its base64 field
+/// (named by `fields`, e.g. `["stdin", "stdinBase64"]`); 400 if both are given or the base64
+/// is bad. `None`: neither was given.
+pub fn stdin_bytes(
+    text: Option<&str>,
+    base64: Option<&str>,
+    fields: [&str; 2],
+) -> Result<Option<Vec<u8>>, ApiError> {
+    let [text_field, base64_field] = fields;
     match (text, base64) {
         (Some(_), Some(_)) => Err(ApiError::validation(
-            "stdin",
-            "give stdin or stdinBase64, not both",
+            text_field,
+            format!("give {text_field} or {base64_field}, not both"),
         )),
         (Some(text), None) => Ok(Some(text.as_bytes().to_vec())),
         (None, Some(b64)) => BASE64.decode(b64).map(Some).map_err(|e| {
             ApiError::validation(
-                "stdinBase64",
-                format!("stdinBase64 is not valid base64: {e}"),
+                base64_field,
+                format!("{base64_field} is not valid base64: {e}"),
             )
         }),
         (None, None) => Ok(None),

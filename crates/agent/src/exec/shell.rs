@@ -229,31 +229,40 @@ pub const PRELUDE: &str = concat!(
     "builtin trap '[[ -n ${__sp_busy-} ]] && { __sp_stopped=1; builtin shopt -s extdebug; builtin trap \"__sp_guard; __sp_r=\\$?; (( __sp_r )) && builtin break 1000 2>/dev/null; __sp_status \\$__sp_r\" DEBUG; }' USR2\n",
 );
 
-/// Bytes for a session command's stdin: the FIFO its script redirects from, and the data.
+/// A session command's stdin: a private FIFO its script redirects from (a running shell
+/// cannot be handed a new pipe), removed when dropped.
 #[derive(Debug)]
 pub struct StdinFifo {
     path: PathBuf,
-    sender: Option<pipe::Sender>,
 }
 
 impl StdinFifo {
-    /// Creates a private FIFO in the temp directory and opens it read-write, so opening never
-    /// blocks and the command sees EOF once the agent closes it.
+    /// Creates the FIFO (mode 0600) in the temp directory.
     pub fn create() -> std::io::Result<Self> {
         let path =
             std::env::temp_dir().join(format!(".sandpit-stdin-{:016x}", rand::random::<u64>()));
         nix::unistd::mkfifo(&path, nix::sys::stat::Mode::from_bits_truncate(0o600))?;
-        let mut fifo = StdinFifo { path, sender: None };
-        fifo.sender = Some(
-            pipe::OpenOptions::new()
-                .read_write(true)
-                .open_sender(&fifo.path)?,
-        );
-        Ok(fifo)
+        Ok(StdinFifo { path })
     }
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Writes `data` once the command opened the FIFO, then closes it (the command sees EOF).
+    /// Opening for writing only after the reader is there matters: a FIFO that had no reader
+    /// when its last writer closed loses its data, and the reader would then wait forever.
+    async fn feed(&self, data: &[u8]) {
+        loop {
+            match pipe::OpenOptions::new().open_sender(&self.path) {
+                Ok(sender) => return write_stdin(Some(sender), data).await,
+                // ENXIO: no reader yet.
+                Err(e) if e.raw_os_error() == Some(libc::ENXIO) => {
+                    tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+                }
+                Err(_) => return,
+            }
+        }
     }
 }
 
@@ -342,11 +351,11 @@ impl ShellIo {
         };
         let write = stdin.write_all(script.as_bytes());
         tokio::pin!(write);
-        let (fifo, data) = match input {
-            Some((mut fifo, data)) => (Some(fifo.sender.take()), data),
-            None => (None, &[][..]),
+        let feed_stdin = async {
+            if let Some((fifo, data)) = &input {
+                fifo.feed(data).await;
+            }
         };
-        let feed_stdin = write_stdin(fifo.flatten(), data);
         tokio::pin!(feed_stdin);
         let mut fed = false;
         let mut written = false;

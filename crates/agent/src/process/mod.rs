@@ -19,7 +19,7 @@ use bytes::Bytes;
 use nix::sys::signal::Signal;
 use sandpit_protocol::container::{
     ExecuteRequest, KillResponse, ProcessInfo, ProcessLogsResponse, ProcessStartRequest,
-    ProcessStartResult, ProcessStatus, ProcessStreamEvent,
+    ProcessStartResult, ProcessStatus, ProcessStdinResponse, ProcessStreamEvent,
 };
 use sandpit_protocol::time::TimeoutMs;
 use sandpit_protocol::{DISABLE_SESSION, ErrorCode, time};
@@ -121,17 +121,25 @@ impl Processes {
         let record = self.store.insert_with(
             &id,
             |seq| {
-                let child = spawn(&self.config.shell, &req.command, &cwd, &env, &self.reaper)
-                    .map_err(|e| {
-                        ApiError::new(
-                            ErrorCode::ProcessError,
-                            format!("Failed to start process: {e}"),
-                        )
-                        .context("processId", id.clone())
-                        .context("command", req.command.clone())
-                        .context("cwd", cwd.to_string_lossy().into_owned())
-                        .operation("process.start")
-                    })?;
+                let piped = req.stdin == Some(true);
+                let child = spawn(
+                    &self.config.shell,
+                    &req.command,
+                    &cwd,
+                    &env,
+                    piped,
+                    &self.reaper,
+                )
+                .map_err(|e| {
+                    ApiError::new(
+                        ErrorCode::ProcessError,
+                        format!("Failed to start process: {e}"),
+                    )
+                    .context("processId", id.clone())
+                    .context("command", req.command.clone())
+                    .context("cwd", cwd.to_string_lossy().into_owned())
+                    .operation("process.start")
+                })?;
                 let pid = child.pid;
                 spawned = Some(child);
                 Ok(Record::new(
@@ -145,9 +153,14 @@ impl Processes {
             },
             refused,
         )?;
-        let Some(child) = spawned else {
+        let Some(mut child) = spawned else {
             return Err(ApiError::internal("process spawn lost"));
         };
+        if let Some(stdin) = child.stdin.take()
+            && let Ok(mut slot) = record.stdin.try_lock()
+        {
+            *slot = Some(stdin);
+        }
         let timeout = TimeoutMs::resolve(req.timeout_ms, None);
         tokio::spawn(supervise(
             record.clone(),
@@ -265,6 +278,51 @@ impl Processes {
         let all = running.iter().chain(&leftovers);
         futures::future::join_all(all.map(|r| kill_tree(r, Signal::SIGTERM))).await;
         running.len()
+    }
+
+    /// `POST /api/process/{id}/stdin`: writes `input` to the process's stdin, then closes it
+    /// if `close`. Answers once the bytes are in the pipe (the process may still read them).
+    pub async fn write_stdin(
+        &self,
+        id: &str,
+        input: &[u8],
+        close: bool,
+    ) -> Result<ProcessStdinResponse, ApiError> {
+        use tokio::io::AsyncWriteExt as _;
+        let record = self.record(id)?;
+        let closed_error = || {
+            ApiError::validation(
+                "stdin",
+                format!("Process {id} has no open stdin (start it with \"stdin\": true; it closes when the process ends or after \"close\": true)"),
+            )
+            .context("processId", id)
+        };
+        let mut slot = record.stdin.lock().await;
+        let Some(stdin) = slot.as_mut() else {
+            return Err(closed_error());
+        };
+        if let Err(e) = stdin.write_all(input).await {
+            *slot = None;
+            return Err(if e.kind() == std::io::ErrorKind::BrokenPipe {
+                closed_error()
+            } else {
+                ApiError::new(
+                    ErrorCode::ProcessError,
+                    format!("Writing to stdin failed: {e}"),
+                )
+                .context("processId", id)
+            });
+        }
+        if close {
+            *slot = None;
+        }
+        Ok(ProcessStdinResponse {
+            success: true,
+            process_id: id.to_owned(),
+            bytes_written: input.len() as u64,
+            closed: slot.is_none(),
+            timestamp: time::now(),
+        })
     }
 
     /// Process groups of running processes (for agent shutdown and signal forwarding).
@@ -424,6 +482,7 @@ fn spawn(
     command: &str,
     cwd: &Path,
     env: &BTreeMap<String, String>,
+    piped_stdin: bool,
     reaper: &Reaper,
 ) -> std::io::Result<Running> {
     if !cwd.is_dir() {
@@ -432,7 +491,7 @@ fn spawn(
             format!("working directory {} does not exist", cwd.display()),
         ));
     }
-    oneshot::spawn(shell, command, cwd, env, false, reaper)
+    oneshot::spawn(shell, command, cwd, env, piped_stdin, reaper)
 }
 
 /// Copies the output into the record until the process exits and its pipes close (or
@@ -484,13 +543,17 @@ async fn supervise(
             }
         }
     }
-    if let (true, Some(limit)) = (timed_out, timeout) {
-        // The one timeout answer: exit code 124 and a message on stderr.
-        let message = format!("{}\n", time::timed_out_message(limit));
-        record.append(StreamKind::Stderr, message.as_bytes());
-        exit_code = Some(Some(time::TIMEOUT_EXIT_CODE));
+    // The process is gone: close its stdin (a writer waiting on a full pipe gets EPIPE).
+    *record.stdin.lock().await = None;
+    match (timed_out, timeout) {
+        (true, Some(limit)) => {
+            // The one timeout answer: exit code 124 and a message on stderr.
+            let message = format!("{}\n", time::timed_out_message(limit));
+            record.append(StreamKind::Stderr, message.as_bytes());
+            record.finish_timed_out();
+        }
+        _ => record.finish(exit_code.flatten()),
     }
-    record.finish(exit_code.flatten());
     store.finished(&record);
 }
 

@@ -10,7 +10,8 @@ use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use sandpit_protocol::container::{
     KillAllResponse, KillRequest, KillResponse, ProcessGetResponse, ProcessListResponse,
-    ProcessLogsResponse, ProcessStartRequest, ProcessStartResult,
+    ProcessLogsResponse, ProcessStartRequest, ProcessStartResult, ProcessStdinRequest,
+    ProcessStdinResponse,
 };
 use sandpit_protocol::time;
 
@@ -32,6 +33,7 @@ pub fn routes() -> Router<AppState> {
         .route("/api/process/{id}", get(info).delete(kill))
         .route("/api/process/{id}/logs", get(logs))
         .route("/api/process/{id}/stream", get(stream))
+        .route("/api/process/{id}/stdin", post(stdin))
 }
 
 async fn start(
@@ -39,6 +41,24 @@ async fn start(
     Body(req): Body<ProcessStartRequest>,
 ) -> ApiResult<Json<ProcessStartResult>> {
     agent.processes.start(req).map(Json)
+}
+
+async fn stdin(
+    State(agent): State<AppState>,
+    Path(id): Path<String>,
+    Body(req): Body<ProcessStdinRequest>,
+) -> ApiResult<Json<ProcessStdinResponse>> {
+    let input = crate::exec::stdin_bytes(
+        req.data.as_deref(),
+        req.data_base64.as_deref(),
+        ["data", "dataBase64"],
+    )?
+    .unwrap_or_default();
+    agent
+        .processes
+        .write_stdin(&id, &input, req.close)
+        .await
+        .map(Json)
 }
 
 async fn list(

@@ -26,6 +26,9 @@ pub struct Record {
     state: Mutex<State>,
     /// Bumped on every change of output or status; streams wait on it.
     changed: watch::Sender<u64>,
+    /// The write end of the process's stdin when it was started with `stdin: true`; `None`
+    /// once closed. An async lock: writes may wait for the process to read.
+    pub stdin: tokio::sync::Mutex<Option<tokio::net::unix::pipe::Sender>>,
 }
 
 /// The mutable part of a record.
@@ -65,6 +68,7 @@ impl Record {
                 kill_signal: None,
             }),
             changed: watch::Sender::new(0),
+            stdin: tokio::sync::Mutex::new(None),
         }
     }
 
@@ -101,6 +105,17 @@ impl Record {
                 None => ProcessStatus::Error,
             };
             state.exit_code = exit_code;
+            state.end_time = Some(time::now());
+        }
+        self.bump();
+    }
+
+    /// Records the end of a process killed at its deadline: status `killed`, exit code 124.
+    pub fn finish_timed_out(&self) {
+        {
+            let mut state = self.state();
+            state.status = ProcessStatus::Killed;
+            state.exit_code = Some(sandpit_protocol::time::TIMEOUT_EXIT_CODE);
             state.end_time = Some(time::now());
         }
         self.bump();

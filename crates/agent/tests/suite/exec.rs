@@ -162,27 +162,35 @@ async fn exit_terminates_the_session_which_is_then_recreated() {
 }
 
 #[tokio::test]
-async fn session_timeout_answers_500_and_the_command_finishes_later() {
+async fn session_timeout_kills_the_command_and_keeps_the_session() {
     let a = Agent::start();
+    a.sh("s", "cd /tmp && export KEPT=yes").await;
     let started = Instant::now();
     let r = a
         .post(
             "/api/execute",
-            json!({"command": "sleep 1; echo done > finished.txt", "sessionId": "s", "timeoutMs": 200}),
+            json!({"command": "sleep 1; echo done > finished.txt", "sessionId": "s", "timeoutMs": 200, "cwd": a.workspace}),
         )
         .await;
     assert!(started.elapsed() < Duration::from_millis(900));
-    assert_eq!(r.status, 500);
-    let e = r.json();
-    assert_eq!(e["code"], "COMMAND_EXECUTION_ERROR");
-    assert_eq!(
-        e["message"],
-        "Failed to execute command 'sleep 1; echo done > finished.txt' in session 's': Command timeout after 200ms"
+    assert_eq!(r.status, 200);
+    let v = r.json();
+    assert_eq!(v["exitCode"], 124);
+    assert_eq!(v["timedOut"], true);
+    assert!(
+        v["stderr"]
+            .as_str()
+            .unwrap()
+            .ends_with("Command timed out after 200ms\n"),
+        "{v}"
     );
+    // The next command runs at once, in the same shell.
+    let started = Instant::now();
+    let (out, _, _) = a.sh("s", "echo $KEPT $PWD").await;
+    assert_eq!(out, "yes /tmp\n");
+    assert!(started.elapsed() < Duration::from_millis(900));
+    std::thread::sleep(Duration::from_millis(1200));
     assert!(!a.ws("finished.txt").exists());
-    // The next command in the session waits for the timed-out one.
-    let (out, _, _) = a.sh("s", "cat finished.txt").await;
-    assert_eq!(out, "done\n");
 }
 
 #[tokio::test]
@@ -190,19 +198,15 @@ async fn session_command_timeout_comes_from_the_session_or_the_env() {
     let a = Agent::start_with(|c| {
         c.env("COMMAND_TIMEOUT_MS", "300");
     });
-    let r = a
-        .post(
-            "/api/execute",
-            json!({"command": "sleep 2", "sessionId": "env"}),
-        )
+    let timed_out = |v: &serde_json::Value, ms: u64| {
+        assert_eq!(v["exitCode"], 124, "{v}");
+        let message = format!("timed out after {ms}ms");
+        assert!(v["stderr"].as_str().unwrap().contains(&message), "{v}");
+    };
+    let v = a
+        .exec(json!({"command": "sleep 2", "sessionId": "env"}))
         .await;
-    assert_eq!(r.status, 500);
-    assert!(
-        r.json()["message"]
-            .as_str()
-            .unwrap()
-            .contains("timeout after 300ms")
-    );
+    timed_out(&v, 300);
     let r = a
         .post(
             "/api/session/create",
@@ -210,18 +214,24 @@ async fn session_command_timeout_comes_from_the_session_or_the_env() {
         )
         .await;
     assert_eq!(r.status, 200);
-    let r = a
-        .post(
-            "/api/execute",
-            json!({"command": "sleep 2", "sessionId": "own"}),
-        )
+    let v = a
+        .exec(json!({"command": "sleep 2", "sessionId": "own"}))
         .await;
-    assert!(
-        r.json()["message"]
-            .as_str()
-            .unwrap()
-            .contains("timeout after 150ms")
-    );
+    timed_out(&v, 150);
+    // 0 turns a default off, for one command or for a session.
+    let v = a
+        .exec(json!({"command": "sleep 0.5; echo ok", "sessionId": "own", "timeoutMs": 0}))
+        .await;
+    assert_eq!(v["stdout"], "ok\n", "{v}");
+    a.post(
+        "/api/session/create",
+        json!({"id": "unlimited", "commandTimeoutMs": 0}),
+    )
+    .await;
+    let v = a
+        .exec(json!({"command": "sleep 0.5; echo ok", "sessionId": "unlimited"}))
+        .await;
+    assert_eq!(v["stdout"], "ok\n", "{v}");
 }
 
 #[tokio::test]
@@ -245,7 +255,7 @@ async fn sessionless_commands_share_nothing_and_time_out_with_124() {
     assert!(started.elapsed() < Duration::from_secs(3));
     assert_eq!(v["exitCode"], 124);
     assert_eq!(v["stdout"], "before\n");
-    assert_eq!(v["stderr"], "Command timed out after 300ms");
+    assert_eq!(v["stderr"], "Command timed out after 300ms\n");
     let v = a
         .exec(json!({"command": "exit 5", "sessionId": none}))
         .await;
@@ -359,7 +369,7 @@ async fn a_flooding_sessionless_command_still_times_out() {
         v["stderr"]
             .as_str()
             .unwrap()
-            .ends_with("Command timed out after 500ms")
+            .ends_with("Command timed out after 500ms\n")
     );
 }
 

@@ -517,5 +517,7 @@ async fn a_timeout_kills_the_process() {
     let id = start(&agent, json!({"command": "sleep 100", "timeoutMs": 300})).await;
     let p = wait_done(&agent, &id, Duration::from_secs(10)).await;
     assert_eq!(p["status"], "killed");
-    assert_eq!(p["exitCode"], 143);
+    assert_eq!(p["exitCode"], 124);
+    let logs = agent.get(&format!("/api/process/{id}/logs")).await.json();
+    assert_eq!(logs["stderr"], "Command timed out after 300ms\n", "{logs}");
 }

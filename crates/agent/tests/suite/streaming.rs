@@ -106,20 +106,28 @@ async fn exit_in_a_stream_is_an_error_event_not_a_fake_exit_code() {
 }
 
 #[tokio::test]
-async fn client_disconnect_keeps_the_command_and_session_consistent() {
+async fn client_disconnect_stops_the_command_and_keeps_the_session() {
     let a = Agent::start();
     let mut s = a
         .sse(
             "/api/execute/stream",
-            json!({"command": "echo go; sleep 0.5; seq 1 200000; echo done > after.txt", "sessionId": "s"}),
+            json!({"command": "export KEPT=1; echo go; sleep 2; seq 1 200000; echo done > after.txt", "sessionId": "s"}),
         )
         .await;
     assert_eq!(s.next().await.unwrap()["type"], "start");
     assert_eq!(s.next().await.unwrap()["data"], "go\n");
     drop(s);
-    // The next command waits for the abandoned one, which still ran to the end.
-    let (out, _, code) = a.sh("s", "cat after.txt; echo next").await;
-    assert_eq!((out.as_str(), code), ("done\nnext\n", 0));
+    // The abandoned command is stopped: the session answers at once, with its state.
+    let started = Instant::now();
+    let (out, _, code) = a.sh("s", "echo $KEPT; echo next").await;
+    assert_eq!((out.as_str(), code), ("1\nnext\n", 0));
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert!(!a.ws("after.txt").exists());
 }
 
 #[tokio::test]

@@ -25,7 +25,8 @@ pub async fn run(client: &Client, args: ExecArgs) -> anyhow::Result<i32> {
     } else {
         let mut bytes = Vec::new();
         std::io::stdin().lock().read_to_end(&mut bytes)?;
-        Some(bytes)
+        // Empty input reads the same as none (`/dev/null`), which costs the sandbox less.
+        (!bytes.is_empty()).then_some(bytes)
     };
     let mut options = ExecOptions {
         session_id: Some(session_id),

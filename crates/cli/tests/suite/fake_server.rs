@@ -212,7 +212,8 @@ fn exec_streams_to_matching_fds_and_exits_with_the_command_code() {
     let (_, body) = bodies.lock().unwrap().last().cloned().unwrap();
     assert_eq!(
         body,
-        json!({"command": "python3 -c 'print(2+2)'", "sessionId": "s", "env": {"A": "1"}, "cwd": "/tmp"})
+        json!({"command": "python3 -c 'print(2+2)'", "sessionId": "s", "env": {"A": "1"}, "cwd": "/tmp",
+               "encoding": "base64"})
     );
 }
 

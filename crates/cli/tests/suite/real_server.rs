@@ -346,3 +346,124 @@ fn serial_cli_keys_audit_and_metrics_auth() {
         .collect();
     assert_eq!(actions, ["key.rotate", "key.create"], "{audit}");
 }
+
+/// 10 MiB of bytes that are not UTF-8 (every value occurs).
+fn random_bytes() -> Vec<u8> {
+    let mut block = vec![0u8; 10 << 20];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut block))
+        .unwrap();
+    block
+}
+
+#[test]
+fn serial_cli_exec_stdin_binary_output_and_timeouts() {
+    let Some(images) = images_dir_or_skip("serial_cli_exec_stdin_binary_output_and_timeouts")
+    else {
+        return;
+    };
+    let served = Served::start(&images);
+    let input = random_bytes();
+
+    // `... | sandpit exec ID -- cat`: 10 MiB through and back, byte for byte (sha256 both ways).
+    let out = served
+        .cli()
+        .args(["exec", "pipe", "--", "cat"])
+        .write_stdin(input.clone())
+        .assert()
+        .success();
+    let echoed = &out.get_output().stdout;
+    assert!(
+        *echoed == input,
+        "echo differs: {} of {} bytes",
+        echoed.len(),
+        input.len()
+    );
+    let hashed = stdout(
+        served
+            .cli()
+            .args(["exec", "pipe", "--", "sha256sum"])
+            .write_stdin(input.clone())
+            .assert()
+            .success(),
+    );
+    let local = dir_file(&input);
+    assert_eq!(&hashed[..64], sha256_of(local.path()));
+    // In a session too; and output that is not UTF-8 arrives raw.
+    served
+        .cli()
+        .args(["exec", "--session", "s", "pipe", "--", "tr a-z A-Z"])
+        .write_stdin("data\n")
+        .assert()
+        .success()
+        .stdout("DATA\n");
+    let out = served
+        .cli()
+        .args(["exec", "pipe", "--", r"printf '\xff\xfe\x00A'"])
+        .assert()
+        .success();
+    assert_eq!(out.get_output().stdout, b"\xff\xfe\x00A");
+
+    // `cp -` both ways.
+    served
+        .cli()
+        .args(["cp", "-", "pipe:/workspace/from-stdin.bin"])
+        .write_stdin(input.clone())
+        .assert()
+        .success();
+    let out = served
+        .cli()
+        .args(["cp", "pipe:/workspace/from-stdin.bin", "-"])
+        .assert()
+        .success();
+    assert!(out.get_output().stdout == input, "cp - round trip differs");
+
+    // --timeout-ms kills the command: exit code 124, a message, and the file it would touch
+    // after the deadline never appears (sessionless and in a session).
+    for session in [None, Some("s")] {
+        let mut cmd = served.cli();
+        cmd.args(["exec", "--timeout-ms", "500"]);
+        if let Some(s) = session {
+            cmd.args(["--session", s]);
+        }
+        let out = cmd
+            .args(["pipe", "--", "sleep 3; touch /workspace/after"])
+            .assert()
+            .code(124);
+        let err = String::from_utf8_lossy(&out.get_output().stderr).into_owned();
+        assert!(err.contains("Command timed out after 500ms"), "{err}");
+    }
+    std::thread::sleep(std::time::Duration::from_millis(3500));
+    served
+        .cli()
+        .args([
+            "exec",
+            "pipe",
+            "--",
+            "test -e /workspace/after && echo ran || echo killed",
+        ])
+        .assert()
+        .success()
+        .stdout("killed\n");
+    // 0 is no timeout.
+    served
+        .cli()
+        .args([
+            "exec",
+            "--timeout-ms",
+            "0",
+            "pipe",
+            "--",
+            "sleep 1; echo done",
+        ])
+        .assert()
+        .success()
+        .stdout("done\n");
+}
+
+/// `bytes` in a temporary file (for [`sha256_of`]).
+fn dir_file(bytes: &[u8]) -> tempfile::NamedTempFile {
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), bytes).unwrap();
+    file
+}

@@ -8,7 +8,7 @@ use sandpit_client::protocol::container::{
     ExecEvent, FileType, ListFilesOptions, SessionCreateRequest,
 };
 use sandpit_client::protocol::control::{CreateSandboxRequest, SandboxState, UpdateSandboxRequest};
-use sandpit_client::{Client, ExecOptions};
+use sandpit_client::{Client, ExecOptions, ProcessOptions, decode_output};
 use sandpit_server::{ServeConfig, Server};
 
 pub fn images_dir_or_skip(test: &str) -> Option<PathBuf> {
@@ -310,6 +310,56 @@ async fn serial_client_manages_keys_and_reads_the_audit_log() {
             assert_eq!(err.code(), Some(ErrorCode::Unauthorized), "{err}");
             let err = admin.revoke_key(&rotated.key_id).await.unwrap_err();
             assert_eq!(err.code(), Some(ErrorCode::KeyNotFound), "{err}");
+        },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serial_client_stdin_binary_output_and_timeouts() {
+    with_real_server(
+        "serial_client_stdin_binary_output_and_timeouts",
+        |client, _| async move {
+            let sandbox = client.sandbox("sdk-bytes");
+            let input: Vec<u8> = (0..=255u8).cycle().take(300_000).collect();
+            // stdin in, raw bytes out (buffered and streamed).
+            let options = ExecOptions::default().stdin(input.clone()).binary_output();
+            let out = sandbox.exec("cat", &options).await.unwrap();
+            let bytes = decode_output(&out.stdout, out.encoding).unwrap();
+            assert!(bytes == input, "buffered: {} bytes back", bytes.len());
+            let mut events = sandbox.exec_stream("cat", &options).await.unwrap();
+            let mut bytes = Vec::new();
+            while let Some(event) = events.next().await {
+                if let ExecEvent::Stdout { data, encoding, .. } = event.unwrap() {
+                    bytes.extend(decode_output(&data, encoding).unwrap());
+                }
+            }
+            assert!(bytes == input, "streamed: {} bytes back", bytes.len());
+            // The timeout kills; 0 is none.
+            let out = sandbox
+                .exec(
+                    "sleep 3; echo late",
+                    &ExecOptions::default().timeout_ms(300),
+                )
+                .await
+                .unwrap();
+            assert_eq!((out.exit_code, out.timed_out), (124, true), "{out:?}");
+            assert_eq!(out.stdout, "");
+            let out = sandbox
+                .exec("sleep 0.5; echo ok", &ExecOptions::default().timeout_ms(0))
+                .await
+                .unwrap();
+            assert_eq!(out.stdout, "ok\n");
+            // A process's stdin.
+            let options = ProcessOptions {
+                stdin: true,
+                ..ProcessOptions::default()
+            };
+            let process = sandbox.start_process("wc -c", &options).await.unwrap();
+            process.write_stdin(b"12345", false).await.unwrap();
+            process.write_stdin(b"678", true).await.unwrap();
+            assert_eq!(process.wait_for_exit(None).await.unwrap(), 0);
+            assert_eq!(process.logs().await.unwrap().stdout.trim(), "8");
         },
     )
     .await;

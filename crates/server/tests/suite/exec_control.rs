@@ -425,7 +425,12 @@ async fn serial_exec_stdin_and_binary_output_are_byte_exact() {
             )
             .await;
         assert_eq!(s, 200, "{b}");
-        assert_eq!(b["stdout"], format!("{want}\n"), "{session}");
+        assert_eq!(
+            b["stdout"],
+            format!("{want}\n"),
+            "{session}: {}",
+            b["stderr"]
+        );
     }
     // ...and echoed back: buffered as base64, and streamed as base64 chunks.
     let (_, b) = rs
@@ -489,5 +494,79 @@ async fn serial_exec_stdin_and_binary_output_are_byte_exact() {
         .await;
     assert_eq!(b["stdout"], "\u{fffd}\u{fffd}\u{0}A", "{b}");
     assert!(b.get("encoding").is_none(), "{b}");
+
+    // A running process's stdin: written in pieces (text, then 1 MiB of bytes), then closed.
+    let (s, b) = rs
+        .call(
+            Method::POST,
+            &api(id, "process/start"),
+            json!({"command": "sha256sum | cut -d' ' -f1", "stdin": true, "processId": "hasher"}),
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+    let piece = &input[..1 << 20];
+    let (s, b) = rs
+        .call(
+            Method::POST,
+            &api(id, "process/hasher/stdin"),
+            json!({"data": "head\n"}),
+        )
+        .await;
+    assert_eq!((s, &b["bytesWritten"]), (200, &json!(5)), "{b}");
+    let (s, b) = rs
+        .call(
+            Method::POST,
+            &api(id, "process/hasher/stdin"),
+            json!({"dataBase64": BASE64.encode(piece), "close": true}),
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(b["closed"], true, "{b}");
+    let mut whole = b"head\n".to_vec();
+    whole.extend_from_slice(piece);
+    let want = format!("{}\n", hex::encode(Sha256::digest(&whole)));
+    let mut logs = Value::Null;
+    for _ in 0..100 {
+        logs = rs
+            .call(Method::GET, &api(id, "process/hasher/logs"), Value::Null)
+            .await
+            .1;
+        if logs["stdout"] == want.as_str() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(logs["stdout"], want.as_str(), "{logs}");
+    // Closed, and a process started without `stdin: true` has none: 400 with the reason.
+    let (s, b) = rs
+        .call(
+            Method::POST,
+            &api(id, "process/hasher/stdin"),
+            json!({"data": "more"}),
+        )
+        .await;
+    super::assert_error(s, &b, 400, "VALIDATION_FAILED");
+    rs.call(
+        Method::POST,
+        &api(id, "process/start"),
+        json!({"command": "sleep 5", "processId": "deaf"}),
+    )
+    .await;
+    let (s, b) = rs
+        .call(
+            Method::POST,
+            &api(id, "process/deaf/stdin"),
+            json!({"data": "x"}),
+        )
+        .await;
+    super::assert_error(s, &b, 400, "VALIDATION_FAILED");
+    let (s, b) = rs
+        .call(
+            Method::POST,
+            &api(id, "process/nobody/stdin"),
+            json!({"data": "x"}),
+        )
+        .await;
+    super::assert_error(s, &b, 404, "PROCESS_NOT_FOUND");
     rs.stop().await;
 }
