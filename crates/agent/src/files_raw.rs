@@ -35,6 +35,9 @@ use crate::files::{self, WriteTarget};
 
 /// Read and write granularity.
 pub const PIECE: usize = 256 * 1024;
+/// How much of an upload's remaining body is read and dropped after a write fails, so the
+/// error reaches the client as an answer rather than a broken connection.
+const DRAIN_AFTER_ERROR: usize = 64 << 20;
 
 /// The query of both endpoints.
 #[derive(Debug, Deserialize)]
@@ -186,22 +189,38 @@ async fn upload_inner(agent: &Agent, params: RawParams, body: Body) -> Result<Re
     }
 
     let mut stream = body.into_data_stream();
-    let mut buf = BytesMut::with_capacity(PIECE);
     let mut size = 0u64;
-    while let Some(piece) = stream.next().await {
-        let piece = piece.map_err(|e| {
-            ApiError::validation("body", format!("upload broke off after {size} bytes: {e}"))
-        })?;
-        size += piece.len() as u64;
-        buf.extend_from_slice(&piece);
-        if buf.len() >= PIECE {
-            file.write_all(&buf).await.map_err(&err)?;
-            buf.clear();
+    let written = async {
+        let mut buf = BytesMut::with_capacity(PIECE);
+        while let Some(piece) = stream.next().await {
+            let piece = piece.map_err(|e| {
+                ApiError::validation("body", format!("upload broke off after {size} bytes: {e}"))
+            })?;
+            size += piece.len() as u64;
+            buf.extend_from_slice(&piece);
+            if buf.len() >= PIECE {
+                file.write_all(&buf).await.map_err(&err)?;
+                buf.clear();
+            }
         }
+        file.write_all(&buf).await.map_err(&err)?;
+        // Waits for the last write and reports its error.
+        file.flush().await.map_err(&err)
     }
-    file.write_all(&buf).await.map_err(&err)?;
-    // Waits for the last write and reports its error.
-    file.flush().await.map_err(&err)?;
+    .await;
+    if let Err(e) = written {
+        // Read what the client is still sending (up to a bound) before answering: an answer
+        // sent while the request body is in flight makes the sender's write fail, and a proxy
+        // in between (the control plane) then reports that instead of this error.
+        let mut drained = 0usize;
+        while drained < DRAIN_AFTER_ERROR {
+            match stream.next().await {
+                Some(Ok(piece)) => drained += piece.len(),
+                _ => break,
+            }
+        }
+        return Err(e);
+    }
     drop(file);
 
     if let (WriteTarget::Replace { target, .. }, Some(temp)) = (&target, &temp) {

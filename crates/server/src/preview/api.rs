@@ -38,6 +38,7 @@ const MAX_NAME: usize = 64;
         (status = 200, description = "Exposed", body = ExposedPort),
         (status = 400, description = "INVALID_PORT_NUMBER (not 1024-65535, or 3128, the egress bridge), VALIDATION_FAILED (token, name) or LIMIT_EXCEEDED (the server's maximum of exposed ports per sandbox)", body = ErrorResponse),
         (status = 404, description = "SANDBOX_NOT_FOUND", body = ErrorResponse),
+        (status = 429, description = "QUOTA_EXCEEDED: creating or waking the sandbox would pass the tenant's quota", body = ErrorResponse),
     ),
     security(("bearer" = []))
 )]

@@ -33,6 +33,7 @@ use crate::forward::proxy;
     responses(
         (status = 200, description = "Set", body = SetEnvResponse),
         (status = 400, description = "VALIDATION_FAILED (names must match ^[A-Za-z_][A-Za-z0-9_]*$)", body = ErrorResponse),
+        (status = 429, description = "QUOTA_EXCEEDED: creating or waking the sandbox would pass the tenant's quota", body = ErrorResponse),
     ),
     security(("bearer" = []))
 )]

@@ -51,6 +51,7 @@ pub struct FilesQuery {
         (status = 401, description = "Missing or invalid API key", body = ErrorResponse),
         (status = 404, description = "FILE_NOT_FOUND", body = ErrorResponse),
         (status = 409, description = "OPERATION_INTERRUPTED: the sandbox was stopped or destroyed meanwhile", body = ErrorResponse),
+        (status = 429, description = "QUOTA_EXCEEDED: creating or waking the sandbox would pass the tenant's quota", body = ErrorResponse),
         (status = 502, description = "SANDBOX_UNAVAILABLE", body = ErrorResponse),
     ),
     security(("bearer" = []))
@@ -85,6 +86,7 @@ pub async fn download(
         (status = 401, description = "Missing or invalid API key", body = ErrorResponse),
         (status = 500, description = "NO_SPACE", body = ErrorResponse),
         (status = 409, description = "OPERATION_INTERRUPTED: the sandbox was stopped or destroyed meanwhile", body = ErrorResponse),
+        (status = 429, description = "QUOTA_EXCEEDED: creating or waking the sandbox would pass the tenant's quota", body = ErrorResponse),
         (status = 502, description = "SANDBOX_UNAVAILABLE", body = ErrorResponse),
     ),
     security(("bearer" = []))

@@ -103,6 +103,7 @@ pub struct KeysQuery {
     params(KeysQuery),
     responses(
         (status = 200, description = "The keys", body = ApiKeyList),
+        (status = 400, description = "Invalid tenant (VALIDATION_FAILED)", body = ErrorResponse),
         (status = 403, description = "Another tenant without the admin key (PERMISSION_DENIED)", body = ErrorResponse),
     ),
     security(("bearer" = []))
