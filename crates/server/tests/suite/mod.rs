@@ -18,6 +18,7 @@ mod network;
 mod openapi;
 mod preview;
 mod quotas;
+mod real_steps;
 mod websocket;
 
 use std::path::{Path, PathBuf};

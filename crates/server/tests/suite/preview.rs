@@ -533,14 +533,8 @@ async fn serial_preview_traffic_keeps_the_sandbox_awake() {
         return;
     };
     let id = "pv-awake";
-    let (s, b) = rs
-        .call(
-            Method::POST,
-            "/v1/sandboxes",
-            json!({"id": id, "sleepAfter": "2s"}),
-        )
+    rs.ensure_sandbox(json!({"id": id, "sleepAfter": "2s"}))
         .await;
-    assert!(s == 200 || s == 201, "{b}");
     rs.start_app(id, 9100).await;
     let (_, url) = rs.expose_ok(id, json!({"port": 9100})).await;
     let client = rs.preview_client(&host_of(&url));
