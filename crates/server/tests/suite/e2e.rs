@@ -279,11 +279,7 @@ async fn serial_e2e_tenants_cannot_reach_each_other() {
     let Some(rs) = Real::start().await else {
         return;
     };
-    let (s, b) = rs
-        .call(Method::POST, "/v1/keys", json!({"tenant": "tenant-b"}))
-        .await;
-    assert_eq!(s, 201, "{b}");
-    let b_key = b["key"].as_str().unwrap().to_owned();
+    let b_key = rs.create_key("tenant-b").await;
     rs.exec("e2e-shared", "echo secret-of-a > /workspace/secret")
         .await;
 

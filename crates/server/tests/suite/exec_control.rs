@@ -32,8 +32,11 @@ async fn post(rs: &Real, id: &str, route: &str, body: Value) -> (u16, Value) {
     rs.call(Method::POST, &api(id, route), body).await
 }
 
-async fn create(rs: &Real, id: &str) {
+/// A real server with sandbox `id` created, or `None` where real sandboxes cannot run.
+async fn real_with_sandbox(id: &str) -> Option<Real> {
+    let rs = Real::start().await?;
     rs.ensure_sandbox(json!({ "id": id })).await;
+    Some(rs)
 }
 
 /// The `data:` events of a finished SSE body.
@@ -116,11 +119,10 @@ async fn existing(rs: &Real, id: &str, names: &[&str]) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn serial_exec_timeout_kills_the_command_on_every_route() {
-    let Some(rs) = Real::start().await else {
+    let id = "tmo";
+    let Some(rs) = real_with_sandbox(id).await else {
         return;
     };
-    let id = "tmo";
-    create(&rs, id).await;
     let late = |name: &str| format!("sleep 3; touch /workspace/{name}");
 
     // Buffered, in a session with state that must survive the kill.
@@ -299,11 +301,10 @@ async fn serial_exec_timeout_kills_the_command_on_every_route() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn serial_exec_timeout_zero_means_none_and_defaults_apply() {
-    let Some(rs) = Real::start().await else {
+    let id = "tmo0";
+    let Some(rs) = real_with_sandbox(id).await else {
         return;
     };
-    let id = "tmo0";
-    create(&rs, id).await;
     let (s, b) = post(
         &rs,
         id,
@@ -344,11 +345,10 @@ async fn serial_exec_timeout_zero_means_none_and_defaults_apply() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn serial_exec_client_disconnect_stops_the_command() {
-    let Some(rs) = Real::start().await else {
+    let id = "gone";
+    let Some(rs) = real_with_sandbox(id).await else {
         return;
     };
-    let id = "gone";
-    create(&rs, id).await;
     let late = |name: &str| format!("sleep 3; touch /workspace/{name}");
 
     // Buffered: the client gives up after 700 ms.
@@ -408,11 +408,10 @@ fn random_bytes() -> Vec<u8> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn serial_exec_stdin_and_binary_output_are_byte_exact() {
-    let Some(rs) = Real::start().await else {
+    let id = "bytes";
+    let Some(rs) = real_with_sandbox(id).await else {
         return;
     };
-    let id = "bytes";
-    create(&rs, id).await;
     let input = random_bytes();
     let want = hex::encode(Sha256::digest(&input));
 

@@ -133,6 +133,30 @@ impl TestServer {
         .await
     }
 
+    /// Status and body of a request made with `key` (a JSON `body` unless it is null).
+    pub async fn call_as(
+        &self,
+        key: &str,
+        method: Method,
+        path: &str,
+        body: Value,
+    ) -> (u16, Value) {
+        let mut req = self.req_as(key, method, path);
+        if !body.is_null() {
+            req = req.json(&body);
+        }
+        status_json(req.send().await.unwrap()).await
+    }
+
+    /// A GET without any key: public routes, or to see that a route needs one.
+    pub async fn get_anonymous(&self, path: &str) -> Response {
+        self.client
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .unwrap()
+    }
+
     pub async fn create_key(&self, tenant: &str) -> String {
         let (status, body) = self
             .json(

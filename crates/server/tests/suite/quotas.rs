@@ -13,14 +13,6 @@ use super::e2e::Real;
 use super::{TestServer, assert_error};
 
 impl TestServer {
-    async fn call_as(&self, key: &str, method: Method, path: &str, body: Value) -> (u16, Value) {
-        let mut req = self.req_as(key, method, path);
-        if !body.is_null() {
-            req = req.json(&body);
-        }
-        super::status_json(req.send().await.unwrap()).await
-    }
-
     /// Creates (or gets) a sandbox as `key`.
     async fn create_as(&self, key: &str, body: Value) -> (u16, Value) {
         self.call_as(key, Method::POST, "/v1/sandboxes", body).await
@@ -408,10 +400,7 @@ async fn serial_attack_limits_above_the_host_are_refused_and_make_no_cgroup() {
     let Some(rs) = Real::start().await else {
         return;
     };
-    let (_, b) = rs
-        .call(Method::POST, "/v1/keys", json!({"tenant": "atk-caps"}))
-        .await;
-    let key = b["key"].as_str().unwrap().to_owned();
+    let key = rs.create_key("atk-caps").await;
     let (_, quota) = rs
         .call_as(&key, Method::GET, "/v1/quota", Value::Null)
         .await;
@@ -493,10 +482,7 @@ async fn serial_attack_quota_holds_under_twenty_concurrent_creates() {
     let Some(rs) = Real::start().await else {
         return;
     };
-    let (_, b) = rs
-        .call(Method::POST, "/v1/keys", json!({"tenant": "atk-quota"}))
-        .await;
-    let key = b["key"].as_str().unwrap().to_owned();
+    let key = rs.create_key("atk-quota").await;
     let (s, b) = rs
         .call(
             Method::PUT,

@@ -1,7 +1,7 @@
 //! Steps many real-server tests share, kept in one place so each test reads as its scenario.
 
 use reqwest::Method;
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use super::e2e::Real;
 
@@ -12,5 +12,14 @@ impl Real {
         let (s, b) = self.call(Method::POST, "/v1/sandboxes", body).await;
         assert!(s == 200 || s == 201, "{b}");
         b
+    }
+
+    /// Creates an API key for `tenant` with the admin key; returns the key.
+    pub(super) async fn create_key(&self, tenant: &str) -> String {
+        let (s, b) = self
+            .call(Method::POST, "/v1/keys", json!({ "tenant": tenant }))
+            .await;
+        assert_eq!(s, 201, "{b}");
+        b["key"].as_str().unwrap().to_owned()
     }
 }
