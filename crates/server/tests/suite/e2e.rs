@@ -129,14 +129,7 @@ impl Real {
         path: &str,
         body: Value,
     ) -> (u16, Value) {
-        status_json(
-            self.req_as(key, method, path)
-                .json(&body)
-                .send()
-                .await
-                .unwrap(),
-        )
-        .await
+        super::send_json(self.req_as(key, method, path), &body).await
     }
 
     pub(super) async fn call(&self, method: Method, path: &str, body: Value) -> (u16, Value) {

@@ -114,8 +114,7 @@ impl TestServer {
     }
 
     pub async fn json(&self, method: Method, path: &str, body: Value) -> (u16, Value) {
-        let r = self.req(method, path).json(&body).send().await.unwrap();
-        status_json(r).await
+        send_json(self.req(method, path), &body).await
     }
 
     pub async fn get(&self, path: &str) -> (u16, Value) {
@@ -141,11 +140,12 @@ impl TestServer {
         path: &str,
         body: Value,
     ) -> (u16, Value) {
-        let mut req = self.req_as(key, method, path);
-        if !body.is_null() {
-            req = req.json(&body);
+        let req = self.req_as(key, method, path);
+        if body.is_null() {
+            status_json(req.send().await.unwrap()).await
+        } else {
+            send_json(req, &body).await
         }
-        status_json(req.send().await.unwrap()).await
     }
 
     /// A GET without any key: public routes, or to see that a route needs one.
@@ -173,6 +173,11 @@ impl TestServer {
         self.server.take().unwrap().shutdown().await.unwrap();
         (self.dir.clone(), self.driver.clone(), self._tmp.take())
     }
+}
+
+/// Sends `req` with `body` as its JSON body; returns the status and the JSON answer.
+pub async fn send_json(req: RequestBuilder, body: &Value) -> (u16, Value) {
+    status_json(req.json(body).send().await.unwrap()).await
 }
 
 pub async fn status_json(r: Response) -> (u16, Value) {
