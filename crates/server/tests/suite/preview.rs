@@ -598,11 +598,7 @@ async fn serial_attack_preview_url_takeover_across_tenants_fails() {
     let Some(rs) = Real::start().await else {
         return;
     };
-    let (s, b) = rs
-        .call(Method::POST, "/v1/keys", json!({"tenant": "pv-tenant-b"}))
-        .await;
-    assert_eq!(s, 201, "{b}");
-    let b_key = b["key"].as_str().unwrap().to_owned();
+    let b_key = rs.create_key("pv-tenant-b").await;
     let id = "pv-shared";
     let serve = |who: &str| {
         format!(
