@@ -355,17 +355,7 @@ async fn serial_attack_process_archive_is_bounded_in_bytes() {
     assert_eq!(s, 200, "{b}");
 
     // Waking: the new agent knows none of them; what is listed is the archive.
-    let (s, b) = rs
-        .call(Method::GET, &format!("{base}/list"), Value::Null)
-        .await;
-    assert_eq!(s, 200, "{b}");
-    let mut ids: Vec<String> = b["processes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p["id"].as_str().unwrap().to_owned())
-        .collect();
-    ids.sort();
+    let ids = rs.process_ids("atk-arch").await;
     let mut bytes = 0u64;
     for id in &ids {
         let (s, logs) = rs

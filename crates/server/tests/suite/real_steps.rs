@@ -14,6 +14,21 @@ impl Real {
         b
     }
 
+    /// The ids of sandbox `id`'s processes (live and archived), sorted.
+    pub(super) async fn process_ids(&self, id: &str) -> Vec<String> {
+        let path = format!("/v1/sandboxes/{id}/api/process/list");
+        let (s, b) = self.call(Method::GET, &path, Value::Null).await;
+        assert_eq!(s, 200, "{b}");
+        let mut ids: Vec<String> = b["processes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["id"].as_str().unwrap().to_owned())
+            .collect();
+        ids.sort();
+        ids
+    }
+
     /// Creates an API key for `tenant` with the admin key; returns the key.
     pub(super) async fn create_key(&self, tenant: &str) -> String {
         let (s, b) = self
