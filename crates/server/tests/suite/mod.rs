@@ -158,21 +158,27 @@ impl TestServer {
     }
 
     pub async fn create_key(&self, tenant: &str) -> String {
-        let (status, body) = self
-            .json(
-                Method::POST,
-                "/v1/keys",
-                serde_json::json!({"tenant": tenant}),
-            )
-            .await;
-        assert_eq!(status, 201, "{body}");
-        body["key"].as_str().unwrap().to_owned()
+        created_key(
+            self.json(Method::POST, "/v1/keys", key_request(tenant))
+                .await,
+        )
     }
 
     pub async fn shutdown(mut self) -> (PathBuf, Arc<FakeDriver>, Option<tempfile::TempDir>) {
         self.server.take().unwrap().shutdown().await.unwrap();
         (self.dir.clone(), self.driver.clone(), self._tmp.take())
     }
+}
+
+/// The body of `POST /v1/keys` for `tenant`.
+pub fn key_request(tenant: &str) -> Value {
+    serde_json::json!({ "tenant": tenant })
+}
+
+/// The new key from the answer to `POST /v1/keys`, which must be a 201.
+pub fn created_key((status, body): (u16, Value)) -> String {
+    assert_eq!(status, 201, "{body}");
+    body["key"].as_str().unwrap().to_owned()
 }
 
 /// Sends `req` with `body` as its JSON body; returns the status and the JSON answer.

@@ -1,9 +1,10 @@
 //! Steps many real-server tests share, kept in one place so each test reads as its scenario.
 
 use reqwest::Method;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use super::e2e::Real;
+use super::{created_key, key_request};
 
 impl Real {
     /// Creates the sandbox `body` describes, or gets it if it exists (201 or 200); returns its
@@ -31,10 +32,9 @@ impl Real {
 
     /// Creates an API key for `tenant` with the admin key; returns the key.
     pub(super) async fn create_key(&self, tenant: &str) -> String {
-        let (s, b) = self
-            .call(Method::POST, "/v1/keys", json!({ "tenant": tenant }))
-            .await;
-        assert_eq!(s, 201, "{b}");
-        b["key"].as_str().unwrap().to_owned()
+        created_key(
+            self.call(Method::POST, "/v1/keys", key_request(tenant))
+                .await,
+        )
     }
 }
