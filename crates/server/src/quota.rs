@@ -304,6 +304,9 @@ mod tests {
             f(&mut q);
             q
         };
+        let allowed = |quota: TenantQuota, demand: Demand, claim: Claim| {
+            check("t", &quota, &used, demand, claim).unwrap();
+        };
         let refused = |quota: TenantQuota, demand: Demand, claim: Claim| {
             let e = check("t", &quota, &used, demand, claim).unwrap_err();
             assert_eq!(e.code(), ErrorCode::QuotaExceeded);
@@ -313,59 +316,24 @@ mod tests {
             refused(q(|q| q.sandboxes = Some(2)), Demand::Create, small),
             "sandboxes"
         );
-        check(
-            "t",
-            &q(|q| q.sandboxes = Some(3)),
-            &used,
-            Demand::Create,
-            small,
-        )
-        .unwrap();
+        allowed(q(|q| q.sandboxes = Some(3)), Demand::Create, small);
         // Waking or resizing does not add a sandbox.
-        check(
-            "t",
-            &q(|q| q.sandboxes = Some(2)),
-            &used,
-            Demand::Wake,
-            small,
-        )
-        .unwrap();
+        allowed(q(|q| q.sandboxes = Some(2)), Demand::Wake, small);
         assert_eq!(
             refused(q(|q| q.running_sandboxes = Some(1)), Demand::Wake, small),
             "runningSandboxes"
         );
-        check(
-            "t",
-            &q(|q| q.running_sandboxes = Some(1)),
-            &used,
-            Demand::Resize,
-            small,
-        )
-        .unwrap();
+        allowed(q(|q| q.running_sandboxes = Some(1)), Demand::Resize, small);
         assert_eq!(
             refused(q(|q| q.memory_mb = Some(767)), Demand::Create, small),
             "memoryMb"
         );
-        check(
-            "t",
-            &q(|q| q.memory_mb = Some(768)),
-            &used,
-            Demand::Wake,
-            small,
-        )
-        .unwrap();
+        allowed(q(|q| q.memory_mb = Some(768)), Demand::Wake, small);
         assert_eq!(
             refused(q(|q| q.disk_mb = Some(149)), Demand::Resize, small),
             "diskMb"
         );
-        check(
-            "t",
-            &q(|q| q.disk_mb = Some(150)),
-            &used,
-            Demand::Create,
-            small,
-        )
-        .unwrap();
+        allowed(q(|q| q.disk_mb = Some(150)), Demand::Create, small);
         let no_disk = Claim {
             disk_mb: None,
             ..small
@@ -374,7 +342,7 @@ mod tests {
             refused(q(|q| q.disk_mb = Some(10_000)), Demand::Create, no_disk),
             "diskMb"
         );
-        check("t", &TenantQuota::default(), &used, Demand::Create, no_disk).unwrap();
+        allowed(TenantQuota::default(), Demand::Create, no_disk);
     }
 
     #[test]

@@ -327,6 +327,12 @@ fn insert_key(conn: &Connection, tenant: &str, key_sha256: &str) -> Result<ApiKe
     )?)
 }
 
+/// The key whose `column` (one of the unique columns `key_sha256` and `key_id`) is `value`.
+fn key_where(conn: &Connection, column: &'static str, value: &str) -> Result<Option<ApiKeyRecord>> {
+    let sql = format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE {column} = ?1");
+    Ok(conn.query_row(&sql, [value], api_key_record).optional()?)
+}
+
 fn audit_record(r: &Row<'_>) -> rusqlite::Result<AuditRecord> {
     Ok(AuditRecord {
         seq: r.get(0)?,
@@ -407,20 +413,13 @@ impl Store for SqliteStore {
 
     async fn api_key(&self, key_sha256: &str) -> Result<Option<ApiKeyRecord>> {
         let digest = key_sha256.to_owned();
-        self.with(move |c| {
-            let sql = format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE key_sha256 = ?1");
-            Ok(c.query_row(&sql, [digest], api_key_record).optional()?)
-        })
-        .await
+        self.with(move |c| key_where(c, "key_sha256", &digest))
+            .await
     }
 
     async fn api_key_by_id(&self, key_id: &str) -> Result<Option<ApiKeyRecord>> {
         let key_id = key_id.to_owned();
-        self.with(move |c| {
-            let sql = format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE key_id = ?1");
-            Ok(c.query_row(&sql, [key_id], api_key_record).optional()?)
-        })
-        .await
+        self.with(move |c| key_where(c, "key_id", &key_id)).await
     }
 
     async fn list_api_keys(&self, tenant: Option<&str>) -> Result<Vec<ApiKeyRecord>> {

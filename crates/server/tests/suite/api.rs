@@ -34,19 +34,9 @@ async fn every_v1_route_needs_a_key() {
             .load(std::sync::atomic::Ordering::SeqCst),
         0
     );
-    let r = ts
-        .client
-        .get(format!("{}/v1/openapi.json", ts.base))
-        .send()
-        .await
-        .unwrap();
+    let r = ts.get_anonymous("/v1/openapi.json").await;
     assert_eq!(r.status(), 200);
-    let r = ts
-        .client
-        .get(format!("{}/healthz", ts.base))
-        .send()
-        .await
-        .unwrap();
+    let r = ts.get_anonymous("/healthz").await;
     assert_eq!(r.status(), 200);
 }
 
@@ -412,15 +402,7 @@ async fn metrics_and_request_ids() {
     let ts = TestServer::start().await;
     ts.exec("m1", "echo hi").await;
     ts.get("/v1/sandboxes/missing").await;
-    let text = ts
-        .client
-        .get(format!("{}/metrics", ts.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = ts.get_anonymous("/metrics").await.text().await.unwrap();
     assert!(
         text.contains("sandpit_sandboxes{state=\"running\"} 1"),
         "{text}"

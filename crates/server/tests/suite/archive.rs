@@ -96,18 +96,8 @@ async fn serial_e2e_process_logs_and_status_survive_sleep_until_destroy() {
         )
         .await;
     assert_eq!(s, 200, "{b}");
-    let (s, b) = rs
-        .call(Method::GET, &format!("{base}/list"), Value::Null)
-        .await;
-    assert_eq!(s, 200, "{b}");
-    let mut ids: Vec<&str> = b["processes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p["id"].as_str().unwrap())
-        .collect();
-    ids.sort();
-    assert_eq!(ids, ["fresh", "long", "short"], "{b}");
+    let ids = rs.process_ids("e2e-arch").await;
+    assert_eq!(ids, ["fresh", "long", "short"]);
     let (_, b) = rs
         .call(
             Method::GET,

@@ -132,14 +132,8 @@ async fn serial_attack_tenant_rust_log_does_not_reach_the_agent() {
     let Some(rs) = Real::start().await else {
         return;
     };
-    let (s, b) = rs
-        .call(
-            Method::POST,
-            "/v1/sandboxes",
-            json!({"id": "atk-rustlog", "env": {"RUST_LOG": "trace"}}),
-        )
+    rs.ensure_sandbox(json!({"id": "atk-rustlog", "env": {"RUST_LOG": "trace"}}))
         .await;
-    assert!(s == 200 || s == 201, "{b}");
     for _ in 0..5 {
         let out = run(&rs, "atk-rustlog", "echo rust_log=$RUST_LOG", 30_000).await;
         assert!(stdout(&out).contains("rust_log=trace"), "{out}");
@@ -226,14 +220,8 @@ async fn serial_attack_egress_connect_loop_keeps_the_server_log_bounded() {
         return;
     };
     let id = "atk-loop";
-    let (s, b) = rs
-        .call(
-            Method::POST,
-            "/v1/sandboxes",
-            json!({"id": id, "network": {"mode": "none"}}),
-        )
+    rs.ensure_sandbox(json!({"id": id, "network": {"mode": "none"}}))
         .await;
-    assert!(s == 200 || s == 201, "{b}");
     let attempts = 3000;
     let out = python(
         &rs,
@@ -283,14 +271,8 @@ async fn serial_attack_egress_connections_are_capped_per_sandbox_and_tenant() {
         return;
     };
     for id in ["atk-fds-a", "atk-fds-b"] {
-        let (s, b) = rs
-            .call(
-                Method::POST,
-                "/v1/sandboxes",
-                json!({"id": id, "network": {"mode": "none"}}),
-            )
+        rs.ensure_sandbox(json!({"id": id, "network": {"mode": "none"}}))
             .await;
-        assert!(s == 200 || s == 201, "{b}");
     }
     // Sandbox A: 10 connections, 8 under its own limit; it keeps them.
     let script = egress_client(10, true);
@@ -373,17 +355,7 @@ async fn serial_attack_process_archive_is_bounded_in_bytes() {
     assert_eq!(s, 200, "{b}");
 
     // Waking: the new agent knows none of them; what is listed is the archive.
-    let (s, b) = rs
-        .call(Method::GET, &format!("{base}/list"), Value::Null)
-        .await;
-    assert_eq!(s, 200, "{b}");
-    let mut ids: Vec<String> = b["processes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p["id"].as_str().unwrap().to_owned())
-        .collect();
-    ids.sort();
+    let ids = rs.process_ids("atk-arch").await;
     let mut bytes = 0u64;
     for id in &ids {
         let (s, logs) = rs

@@ -129,14 +129,7 @@ impl Real {
         path: &str,
         body: Value,
     ) -> (u16, Value) {
-        status_json(
-            self.req_as(key, method, path)
-                .json(&body)
-                .send()
-                .await
-                .unwrap(),
-        )
-        .await
+        super::send_json(self.req_as(key, method, path), &body).await
     }
 
     pub(super) async fn call(&self, method: Method, path: &str, body: Value) -> (u16, Value) {
@@ -279,11 +272,7 @@ async fn serial_e2e_tenants_cannot_reach_each_other() {
     let Some(rs) = Real::start().await else {
         return;
     };
-    let (s, b) = rs
-        .call(Method::POST, "/v1/keys", json!({"tenant": "tenant-b"}))
-        .await;
-    assert_eq!(s, 201, "{b}");
-    let b_key = b["key"].as_str().unwrap().to_owned();
+    let b_key = rs.create_key("tenant-b").await;
     rs.exec("e2e-shared", "echo secret-of-a > /workspace/secret")
         .await;
 

@@ -903,11 +903,7 @@ mod e2e {
         else {
             return;
         };
-        let (s, b) = rs
-            .call(Method::POST, "/v1/keys", json!({"tenant": "egress-tenant"}))
-            .await;
-        assert_eq!(s, 201, "{b}");
-        let tenant = b["key"].as_str().unwrap().to_owned();
+        let tenant = rs.create_key("egress-tenant").await;
         let id = "egress-allow-all";
         let everything = json!({"id": id,
             "network": {"mode": "allowlist", "allow": ["0.0.0.0/0", "::/0"]}});

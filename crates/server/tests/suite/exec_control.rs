@@ -27,11 +27,16 @@ fn api(id: &str, route: &str) -> String {
     format!("/v1/sandboxes/{id}/api/{route}")
 }
 
-async fn create(rs: &Real, id: &str) {
-    let (s, b) = rs
-        .call(Method::POST, "/v1/sandboxes", json!({ "id": id }))
-        .await;
-    assert!(s == 201 || s == 200, "{b}");
+/// POSTs `body` to the sandbox's agent route `route` (forwarded by the server).
+async fn post(rs: &Real, id: &str, route: &str, body: Value) -> (u16, Value) {
+    rs.call(Method::POST, &api(id, route), body).await
+}
+
+/// A real server with sandbox `id` created, or `None` where real sandboxes cannot run.
+async fn real_with_sandbox(id: &str) -> Option<Real> {
+    let rs = Real::start().await?;
+    rs.ensure_sandbox(json!({ "id": id })).await;
+    Some(rs)
 }
 
 /// The `data:` events of a finished SSE body.
@@ -95,14 +100,14 @@ fn assert_stream_timed_out(events: &[Value]) {
 /// Which of `names` exist in /workspace (asked through a fresh sessionless command).
 async fn existing(rs: &Real, id: &str, names: &[&str]) -> Vec<String> {
     let list = names.join(" ");
-    let (s, b) = rs
-        .call(
-            Method::POST,
-            &api(id, "execute"),
-            json!({"command": format!("cd /workspace; for f in {list}; do [ -e $f ] && echo $f; done; true"),
-                   "sessionId": "__DISABLE_SESSION__"}),
-        )
-        .await;
+    let (s, b) = post(
+        rs,
+        id,
+        "execute",
+        json!({"command": format!("cd /workspace; for f in {list}; do [ -e $f ] && echo $f; done; true"),
+               "sessionId": "__DISABLE_SESSION__"}),
+    )
+    .await;
     assert_eq!(s, 200, "{b}");
     b["stdout"]
         .as_str()
@@ -114,41 +119,40 @@ async fn existing(rs: &Real, id: &str, names: &[&str]) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn serial_exec_timeout_kills_the_command_on_every_route() {
-    let Some(rs) = Real::start().await else {
+    let id = "tmo";
+    let Some(rs) = real_with_sandbox(id).await else {
         return;
     };
-    let id = "tmo";
-    create(&rs, id).await;
     let late = |name: &str| format!("sleep 3; touch /workspace/{name}");
 
     // Buffered, in a session with state that must survive the kill.
-    let (s, b) = rs
-        .call(
-            Method::POST,
-            &api(id, "execute"),
-            json!({"command": "cd /tmp && export KEEP=yes", "sessionId": "s1"}),
-        )
-        .await;
+    let (s, b) = post(
+        &rs,
+        id,
+        "execute",
+        json!({"command": "cd /tmp && export KEEP=yes", "sessionId": "s1"}),
+    )
+    .await;
     assert_eq!(s, 200, "{b}");
     let t = Instant::now();
-    let (s, b) = rs
-        .call(
-            Method::POST,
-            &api(id, "execute"),
-            json!({"command": late("b-session"), "sessionId": "s1", "timeoutMs": LIMIT_MS}),
-        )
-        .await;
+    let (s, b) = post(
+        &rs,
+        id,
+        "execute",
+        json!({"command": late("b-session"), "sessionId": "s1", "timeoutMs": LIMIT_MS}),
+    )
+    .await;
     assert_eq!(s, 200, "{b}");
     assert_timed_out(&b);
     assert!(t.elapsed() < ANSWER_WITHIN, "{:?}", t.elapsed());
     let t = Instant::now();
-    let (s, b) = rs
-        .call(
-            Method::POST,
-            &api(id, "execute"),
-            json!({"command": "echo $KEEP $PWD", "sessionId": "s1"}),
-        )
-        .await;
+    let (s, b) = post(
+        &rs,
+        id,
+        "execute",
+        json!({"command": "echo $KEEP $PWD", "sessionId": "s1"}),
+    )
+    .await;
     assert_eq!(s, 200, "{b}");
     assert_eq!(b["stdout"], "yes /tmp\n", "the session lost its state: {b}");
     assert!(
@@ -158,40 +162,40 @@ async fn serial_exec_timeout_kills_the_command_on_every_route() {
     );
 
     // A function and a builtin loop in the session: the rest of the command is skipped.
-    let (_, b) = rs
-        .call(
-            Method::POST,
-            &api(id, "execute"),
-            json!({"command": "f() { sleep 3; touch /workspace/fn-body; }; f; touch /workspace/fn-after",
-                   "sessionId": "s1", "timeoutMs": LIMIT_MS}),
-        )
-        .await;
+    let (_, b) = post(
+        &rs,
+        id,
+        "execute",
+        json!({"command": "f() { sleep 3; touch /workspace/fn-body; }; f; touch /workspace/fn-after",
+               "sessionId": "s1", "timeoutMs": LIMIT_MS}),
+    )
+    .await;
     assert_timed_out(&b);
-    let (_, b) = rs
-        .call(
-            Method::POST,
-            &api(id, "execute"),
-            json!({"command": "while :; do :; done", "sessionId": "s1", "timeoutMs": LIMIT_MS}),
-        )
-        .await;
+    let (_, b) = post(
+        &rs,
+        id,
+        "execute",
+        json!({"command": "while :; do :; done", "sessionId": "s1", "timeoutMs": LIMIT_MS}),
+    )
+    .await;
     assert_timed_out(&b);
-    let (_, b) = rs
-        .call(
-            Method::POST,
-            &api(id, "execute"),
-            json!({"command": "echo $KEEP", "sessionId": "s1"}),
-        )
-        .await;
+    let (_, b) = post(
+        &rs,
+        id,
+        "execute",
+        json!({"command": "echo $KEEP", "sessionId": "s1"}),
+    )
+    .await;
     assert_eq!(b["stdout"], "yes\n", "{b}");
 
     // Buffered, sessionless.
-    let (s, b) = rs
-        .call(
-            Method::POST,
-            &api(id, "execute"),
-            json!({"command": late("b-none"), "sessionId": "__DISABLE_SESSION__", "timeoutMs": LIMIT_MS}),
-        )
-        .await;
+    let (s, b) = post(
+        &rs,
+        id,
+        "execute",
+        json!({"command": late("b-none"), "sessionId": "__DISABLE_SESSION__", "timeoutMs": LIMIT_MS}),
+    )
+    .await;
     assert_eq!(s, 200, "{b}");
     assert_timed_out(&b);
 
@@ -248,13 +252,13 @@ async fn serial_exec_timeout_kills_the_command_on_every_route() {
     assert_stream_timed_out(&events);
 
     // A background process with a timeout.
-    let (s, b) = rs
-        .call(
-            Method::POST,
-            &api(id, "process/start"),
-            json!({"command": late("process"), "timeoutMs": LIMIT_MS}),
-        )
-        .await;
+    let (s, b) = post(
+        &rs,
+        id,
+        "process/start",
+        json!({"command": late("process"), "timeoutMs": LIMIT_MS}),
+    )
+    .await;
     assert_eq!(s, 200, "{b}");
     let pid = b["processId"].as_str().unwrap().to_owned();
     let mut info = Value::Null;
@@ -297,27 +301,26 @@ async fn serial_exec_timeout_kills_the_command_on_every_route() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn serial_exec_timeout_zero_means_none_and_defaults_apply() {
-    let Some(rs) = Real::start().await else {
+    let id = "tmo0";
+    let Some(rs) = real_with_sandbox(id).await else {
         return;
     };
-    let id = "tmo0";
-    create(&rs, id).await;
-    let (s, b) = rs
-        .call(
-            Method::POST,
-            &api(id, "session/create"),
-            json!({"id": "short", "commandTimeoutMs": 300}),
-        )
-        .await;
+    let (s, b) = post(
+        &rs,
+        id,
+        "session/create",
+        json!({"id": "short", "commandTimeoutMs": 300}),
+    )
+    .await;
     assert_eq!(s, 200, "{b}");
     // The session's default applies when the request says nothing...
-    let (_, b) = rs
-        .call(
-            Method::POST,
-            &api(id, "execute"),
-            json!({"command": "sleep 1; echo done", "sessionId": "short"}),
-        )
-        .await;
+    let (_, b) = post(
+        &rs,
+        id,
+        "execute",
+        json!({"command": "sleep 1; echo done", "sessionId": "short"}),
+    )
+    .await;
     assert_eq!(b["exitCode"], 124, "{b}");
     assert!(
         b["stderr"]
@@ -327,13 +330,13 @@ async fn serial_exec_timeout_zero_means_none_and_defaults_apply() {
         "{b}"
     );
     // ...and 0 turns it off.
-    let (_, b) = rs
-        .call(
-            Method::POST,
-            &api(id, "execute"),
-            json!({"command": "sleep 1; echo done", "sessionId": "short", "timeoutMs": 0}),
-        )
-        .await;
+    let (_, b) = post(
+        &rs,
+        id,
+        "execute",
+        json!({"command": "sleep 1; echo done", "sessionId": "short", "timeoutMs": 0}),
+    )
+    .await;
     assert_eq!(b["exitCode"], 0, "{b}");
     assert_eq!(b["stdout"], "done\n", "{b}");
     assert!(b.get("timedOut").is_none(), "{b}");
@@ -342,11 +345,10 @@ async fn serial_exec_timeout_zero_means_none_and_defaults_apply() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn serial_exec_client_disconnect_stops_the_command() {
-    let Some(rs) = Real::start().await else {
+    let id = "gone";
+    let Some(rs) = real_with_sandbox(id).await else {
         return;
     };
-    let id = "gone";
-    create(&rs, id).await;
     let late = |name: &str| format!("sleep 3; touch /workspace/{name}");
 
     // Buffered: the client gives up after 700 ms.
@@ -375,13 +377,13 @@ async fn serial_exec_client_disconnect_stops_the_command() {
     // The session the abandoned command ran in answers at once.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let t = Instant::now();
-    let (_, b) = rs
-        .call(
-            Method::POST,
-            &api(id, "execute"),
-            json!({"command": "echo ok", "sessionId": "s1"}),
-        )
-        .await;
+    let (_, b) = post(
+        &rs,
+        id,
+        "execute",
+        json!({"command": "echo ok", "sessionId": "s1"}),
+    )
+    .await;
     assert_eq!(b["stdout"], "ok\n", "{b}");
     assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
 
@@ -406,24 +408,23 @@ fn random_bytes() -> Vec<u8> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn serial_exec_stdin_and_binary_output_are_byte_exact() {
-    let Some(rs) = Real::start().await else {
+    let id = "bytes";
+    let Some(rs) = real_with_sandbox(id).await else {
         return;
     };
-    let id = "bytes";
-    create(&rs, id).await;
     let input = random_bytes();
     let want = hex::encode(Sha256::digest(&input));
 
     // 10 MiB in, hashed inside the sandbox, in a session and sessionless.
     for session in ["s1", "__DISABLE_SESSION__"] {
-        let (s, b) = rs
-            .call(
-                Method::POST,
-                &api(id, "execute"),
-                json!({"command": "sha256sum | cut -d' ' -f1", "sessionId": session,
-                       "stdinBase64": BASE64.encode(&input)}),
-            )
-            .await;
+        let (s, b) = post(
+            &rs,
+            id,
+            "execute",
+            json!({"command": "sha256sum | cut -d' ' -f1", "sessionId": session,
+                   "stdinBase64": BASE64.encode(&input)}),
+        )
+        .await;
         assert_eq!(s, 200, "{b}");
         assert_eq!(
             b["stdout"],
@@ -433,14 +434,14 @@ async fn serial_exec_stdin_and_binary_output_are_byte_exact() {
         );
     }
     // ...and echoed back: buffered as base64, and streamed as base64 chunks.
-    let (_, b) = rs
-        .call(
-            Method::POST,
-            &api(id, "execute"),
-            json!({"command": "cat", "sessionId": "s1", "encoding": "base64",
-                   "stdinBase64": BASE64.encode(&input)}),
-        )
-        .await;
+    let (_, b) = post(
+        &rs,
+        id,
+        "execute",
+        json!({"command": "cat", "sessionId": "s1", "encoding": "base64",
+               "stdinBase64": BASE64.encode(&input)}),
+    )
+    .await;
     assert_eq!(b["encoding"], "base64");
     let out = BASE64.decode(b["stdout"].as_str().unwrap()).unwrap();
     assert!(out == input, "buffered echo differs ({} bytes)", out.len());
@@ -459,67 +460,59 @@ async fn serial_exec_stdin_and_binary_output_are_byte_exact() {
     assert!(out == input, "streamed echo differs ({} bytes)", out.len());
 
     // Text stdin, and the session still works after a command that read it.
-    let (_, b) = rs
-        .call(
-            Method::POST,
-            &api(id, "execute"),
-            json!({"command": "tr a-z A-Z", "sessionId": "s1", "stdin": "data\n"}),
-        )
-        .await;
+    let (_, b) = post(
+        &rs,
+        id,
+        "execute",
+        json!({"command": "tr a-z A-Z", "sessionId": "s1", "stdin": "data\n"}),
+    )
+    .await;
     assert_eq!(b["stdout"], "DATA\n", "{b}");
-    let (s, b) = rs
-        .call(
-            Method::POST,
-            &api(id, "execute"),
-            json!({"command": "cat", "stdin": "x", "stdinBase64": "eA=="}),
-        )
-        .await;
+    let (s, b) = post(
+        &rs,
+        id,
+        "execute",
+        json!({"command": "cat", "stdin": "x", "stdinBase64": "eA=="}),
+    )
+    .await;
     super::assert_error(s, &b, 400, "VALIDATION_FAILED");
 
     // Bytes that are not UTF-8: exact in base64, the seed's text shape by default.
     let cmd = r"printf '\xff\xfe\x00A'";
-    let (_, b) = rs
-        .call(
-            Method::POST,
-            &api(id, "execute"),
-            json!({"command": cmd, "encoding": "base64"}),
-        )
-        .await;
+    let (_, b) = post(
+        &rs,
+        id,
+        "execute",
+        json!({"command": cmd, "encoding": "base64"}),
+    )
+    .await;
     assert_eq!(
         BASE64.decode(b["stdout"].as_str().unwrap()).unwrap(),
         b"\xff\xfe\x00A"
     );
-    let (_, b) = rs
-        .call(Method::POST, &api(id, "execute"), json!({"command": cmd}))
-        .await;
+    let (_, b) = post(&rs, id, "execute", json!({"command": cmd})).await;
     assert_eq!(b["stdout"], "\u{fffd}\u{fffd}\u{0}A", "{b}");
     assert!(b.get("encoding").is_none(), "{b}");
 
     // A running process's stdin: written in pieces (text, then 1 MiB of bytes), then closed.
-    let (s, b) = rs
-        .call(
-            Method::POST,
-            &api(id, "process/start"),
-            json!({"command": "sha256sum | cut -d' ' -f1", "stdin": true, "processId": "hasher"}),
-        )
-        .await;
+    let (s, b) = post(
+        &rs,
+        id,
+        "process/start",
+        json!({"command": "sha256sum | cut -d' ' -f1", "stdin": true, "processId": "hasher"}),
+    )
+    .await;
     assert_eq!(s, 200, "{b}");
     let piece = &input[..1 << 20];
-    let (s, b) = rs
-        .call(
-            Method::POST,
-            &api(id, "process/hasher/stdin"),
-            json!({"data": "head\n"}),
-        )
-        .await;
+    let (s, b) = post(&rs, id, "process/hasher/stdin", json!({"data": "head\n"})).await;
     assert_eq!((s, &b["bytesWritten"]), (200, &json!(5)), "{b}");
-    let (s, b) = rs
-        .call(
-            Method::POST,
-            &api(id, "process/hasher/stdin"),
-            json!({"dataBase64": BASE64.encode(piece), "close": true}),
-        )
-        .await;
+    let (s, b) = post(
+        &rs,
+        id,
+        "process/hasher/stdin",
+        json!({"dataBase64": BASE64.encode(piece), "close": true}),
+    )
+    .await;
     assert_eq!(s, 200, "{b}");
     assert_eq!(b["closed"], true, "{b}");
     let mut whole = b"head\n".to_vec();
@@ -538,35 +531,18 @@ async fn serial_exec_stdin_and_binary_output_are_byte_exact() {
     }
     assert_eq!(logs["stdout"], want.as_str(), "{logs}");
     // Closed, and a process started without `stdin: true` has none: 400 with the reason.
-    let (s, b) = rs
-        .call(
-            Method::POST,
-            &api(id, "process/hasher/stdin"),
-            json!({"data": "more"}),
-        )
-        .await;
+    let (s, b) = post(&rs, id, "process/hasher/stdin", json!({"data": "more"})).await;
     super::assert_error(s, &b, 400, "VALIDATION_FAILED");
-    rs.call(
-        Method::POST,
-        &api(id, "process/start"),
+    post(
+        &rs,
+        id,
+        "process/start",
         json!({"command": "sleep 5", "processId": "deaf"}),
     )
     .await;
-    let (s, b) = rs
-        .call(
-            Method::POST,
-            &api(id, "process/deaf/stdin"),
-            json!({"data": "x"}),
-        )
-        .await;
+    let (s, b) = post(&rs, id, "process/deaf/stdin", json!({"data": "x"})).await;
     super::assert_error(s, &b, 400, "VALIDATION_FAILED");
-    let (s, b) = rs
-        .call(
-            Method::POST,
-            &api(id, "process/nobody/stdin"),
-            json!({"data": "x"}),
-        )
-        .await;
+    let (s, b) = post(&rs, id, "process/nobody/stdin", json!({"data": "x"})).await;
     super::assert_error(s, &b, 404, "PROCESS_NOT_FOUND");
     rs.stop().await;
 }

@@ -11,7 +11,7 @@ use sandpit_server::testing::HostDriver;
 use sandpit_server::{Server, find_agent_binary};
 use serde_json::{Value, json};
 
-use super::{eventually, status_json};
+use super::{eventually, send_json};
 
 pub(super) struct Host {
     pub(super) server: Server,
@@ -50,15 +50,11 @@ impl Host {
     }
 
     async fn call(&self, method: Method, path: &str, body: Value) -> (u16, Value) {
-        let r = self
+        let req = self
             .client
             .request(method, format!("{}{path}", self.base))
-            .bearer_auth(self.server.admin_key())
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        status_json(r).await
+            .bearer_auth(self.server.admin_key());
+        send_json(req, &body).await
     }
 
     async fn exec(&self, id: &str, command: &str) -> Value {

@@ -20,7 +20,7 @@ pub async fn new_key(ts: &TestServer, tenant: &str) -> (String, String) {
 
 /// Status and body of a request made with `key`.
 pub async fn call_as(ts: &TestServer, key: &str, method: Method, path: &str) -> (u16, Value) {
-    status_json(ts.req_as(key, method, path).send().await.unwrap()).await
+    ts.call_as(key, method, path, Value::Null).await
 }
 
 /// Whether `key` is accepted (a plain authenticated read).
@@ -169,22 +169,12 @@ async fn listed_keys_show_ids_and_times_never_keys() {
 #[tokio::test]
 async fn attack_metrics_need_the_admin_key_when_enabled() {
     let open = TestServer::start().await;
-    let r = open
-        .client
-        .get(format!("{}/metrics", open.base))
-        .send()
-        .await
-        .unwrap();
+    let r = open.get_anonymous("/metrics").await;
     assert_eq!(r.status(), 200, "metrics are open by default");
 
     let ts = TestServer::start_with(|c| c.metrics_auth = true).await;
     let (tenant_key, _) = new_key(&ts, "acme").await;
-    let anonymous = ts
-        .client
-        .get(format!("{}/metrics", ts.base))
-        .send()
-        .await
-        .unwrap();
+    let anonymous = ts.get_anonymous("/metrics").await;
     let (status, body) = status_json(anonymous).await;
     assert_error(status, &body, 401, "UNAUTHORIZED");
     for key in ["sp_wrong", tenant_key.as_str()] {
@@ -277,12 +267,7 @@ async fn attack_a_websocket_ticket_of_a_revoked_key_is_refused() {
         "/v1/sandboxes/t/ws?ticket={}",
         ticket["ticket"].as_str().unwrap()
     );
-    let r = ts
-        .client
-        .get(format!("{}{path}", ts.base))
-        .send()
-        .await
-        .unwrap();
+    let r = ts.get_anonymous(&path).await;
     let (status, body) = status_json(r).await;
     assert_error(status, &body, 401, "UNAUTHORIZED");
 }

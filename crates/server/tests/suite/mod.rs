@@ -18,6 +18,7 @@ mod network;
 mod openapi;
 mod preview;
 mod quotas;
+mod real_steps;
 mod websocket;
 
 use std::path::{Path, PathBuf};
@@ -113,8 +114,7 @@ impl TestServer {
     }
 
     pub async fn json(&self, method: Method, path: &str, body: Value) -> (u16, Value) {
-        let r = self.req(method, path).json(&body).send().await.unwrap();
-        status_json(r).await
+        send_json(self.req(method, path), &body).await
     }
 
     pub async fn get(&self, path: &str) -> (u16, Value) {
@@ -132,22 +132,58 @@ impl TestServer {
         .await
     }
 
+    /// Status and body of a request made with `key` (a JSON `body` unless it is null).
+    pub async fn call_as(
+        &self,
+        key: &str,
+        method: Method,
+        path: &str,
+        body: Value,
+    ) -> (u16, Value) {
+        let req = self.req_as(key, method, path);
+        if body.is_null() {
+            status_json(req.send().await.unwrap()).await
+        } else {
+            send_json(req, &body).await
+        }
+    }
+
+    /// A GET without any key: public routes, or to see that a route needs one.
+    pub async fn get_anonymous(&self, path: &str) -> Response {
+        self.client
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .unwrap()
+    }
+
     pub async fn create_key(&self, tenant: &str) -> String {
-        let (status, body) = self
-            .json(
-                Method::POST,
-                "/v1/keys",
-                serde_json::json!({"tenant": tenant}),
-            )
-            .await;
-        assert_eq!(status, 201, "{body}");
-        body["key"].as_str().unwrap().to_owned()
+        created_key(
+            self.json(Method::POST, "/v1/keys", key_request(tenant))
+                .await,
+        )
     }
 
     pub async fn shutdown(mut self) -> (PathBuf, Arc<FakeDriver>, Option<tempfile::TempDir>) {
         self.server.take().unwrap().shutdown().await.unwrap();
         (self.dir.clone(), self.driver.clone(), self._tmp.take())
     }
+}
+
+/// The body of `POST /v1/keys` for `tenant`.
+pub fn key_request(tenant: &str) -> Value {
+    serde_json::json!({ "tenant": tenant })
+}
+
+/// The new key from the answer to `POST /v1/keys`, which must be a 201.
+pub fn created_key((status, body): (u16, Value)) -> String {
+    assert_eq!(status, 201, "{body}");
+    body["key"].as_str().unwrap().to_owned()
+}
+
+/// Sends `req` with `body` as its JSON body; returns the status and the JSON answer.
+pub async fn send_json(req: RequestBuilder, body: &Value) -> (u16, Value) {
+    status_json(req.json(body).send().await.unwrap()).await
 }
 
 pub async fn status_json(r: Response) -> (u16, Value) {

@@ -155,11 +155,7 @@ async fn serial_attack_full_mode_tenant_cidr_opens_no_private_range() {
     };
     let net = TestNet::create().unwrap();
     let outside = count_accepts(net.listen(7102).unwrap());
-    let (s, b) = rs
-        .call(Method::POST, "/v1/keys", json!({"tenant": "net-tenant"}))
-        .await;
-    assert_eq!(s, 201, "{b}");
-    let tenant = b["key"].as_str().unwrap().to_owned();
+    let tenant = rs.create_key("net-tenant").await;
     let body = json!({"id": "net-grant", "network": {"mode": "full", "allow": [net.cidr()]}});
     let (s, b) = rs
         .call_as(&tenant, Method::POST, "/v1/sandboxes", body.clone())

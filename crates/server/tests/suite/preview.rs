@@ -533,14 +533,8 @@ async fn serial_preview_traffic_keeps_the_sandbox_awake() {
         return;
     };
     let id = "pv-awake";
-    let (s, b) = rs
-        .call(
-            Method::POST,
-            "/v1/sandboxes",
-            json!({"id": id, "sleepAfter": "2s"}),
-        )
+    rs.ensure_sandbox(json!({"id": id, "sleepAfter": "2s"}))
         .await;
-    assert!(s == 200 || s == 201, "{b}");
     rs.start_app(id, 9100).await;
     let (_, url) = rs.expose_ok(id, json!({"port": 9100})).await;
     let client = rs.preview_client(&host_of(&url));
@@ -604,11 +598,7 @@ async fn serial_attack_preview_url_takeover_across_tenants_fails() {
     let Some(rs) = Real::start().await else {
         return;
     };
-    let (s, b) = rs
-        .call(Method::POST, "/v1/keys", json!({"tenant": "pv-tenant-b"}))
-        .await;
-    assert_eq!(s, 201, "{b}");
-    let b_key = b["key"].as_str().unwrap().to_owned();
+    let b_key = rs.create_key("pv-tenant-b").await;
     let id = "pv-shared";
     let serve = |who: &str| {
         format!(

@@ -13,12 +13,22 @@ use super::e2e::Real;
 use super::{TestServer, assert_error};
 
 impl TestServer {
-    async fn call_as(&self, key: &str, method: Method, path: &str, body: Value) -> (u16, Value) {
-        let mut req = self.req_as(key, method, path);
-        if !body.is_null() {
-            req = req.json(&body);
-        }
-        super::status_json(req.send().await.unwrap()).await
+    /// Creates (or gets) a sandbox as `key`.
+    async fn create_as(&self, key: &str, body: Value) -> (u16, Value) {
+        self.call_as(key, Method::POST, "/v1/sandboxes", body).await
+    }
+
+    /// PATCHes sandbox `id`'s limits as `key`.
+    async fn patch_limits_as(&self, key: &str, id: &str, limits: Value) -> (u16, Value) {
+        let path = format!("/v1/sandboxes/{id}");
+        self.call_as(key, Method::PATCH, &path, json!({ "limits": limits }))
+            .await
+    }
+
+    /// Reads sandbox `id` as `key`.
+    async fn sandbox_as(&self, key: &str, id: &str) -> (u16, Value) {
+        let path = format!("/v1/sandboxes/{id}");
+        self.call_as(key, Method::GET, &path, Value::Null).await
     }
 
     /// Admin sets `tenant`'s quota; returns its key.
@@ -41,19 +51,10 @@ async fn quota_of_n_sandboxes_refuses_the_next_one() {
     let ts = TestServer::start().await;
     let key = ts.tenant_with_quota("acme", json!({"sandboxes": 3})).await;
     for i in 0..3 {
-        let (s, b) = ts
-            .call_as(
-                &key,
-                Method::POST,
-                "/v1/sandboxes",
-                create(&format!("q{i}")),
-            )
-            .await;
+        let (s, b) = ts.create_as(&key, create(&format!("q{i}"))).await;
         assert_eq!(s, 201, "{b}");
     }
-    let (s, b) = ts
-        .call_as(&key, Method::POST, "/v1/sandboxes", create("q3"))
-        .await;
+    let (s, b) = ts.create_as(&key, create("q3")).await;
     assert_error(s, &b, 429, "QUOTA_EXCEEDED");
     assert_eq!(b["context"]["field"], "sandboxes");
     assert_eq!(b["context"]["quota"], 3);
@@ -70,9 +71,7 @@ async fn quota_of_n_sandboxes_refuses_the_next_one() {
     assert_error(s, &b, 429, "QUOTA_EXCEEDED");
     assert_eq!(ts.driver.counters.starts.load(Ordering::SeqCst), 3);
     // The existing ones are still reachable (create-or-get does not count twice).
-    let (s, b) = ts
-        .call_as(&key, Method::POST, "/v1/sandboxes", create("q0"))
-        .await;
+    let (s, b) = ts.create_as(&key, create("q0")).await;
     assert_eq!(s, 200, "{b}");
     // Another tenant is not affected.
     let (s, b) = ts.json(Method::POST, "/v1/sandboxes", create("q3")).await;
@@ -82,9 +81,7 @@ async fn quota_of_n_sandboxes_refuses_the_next_one() {
         .call_as(&key, Method::DELETE, "/v1/sandboxes/q1", Value::Null)
         .await;
     assert_eq!(s, 204);
-    let (s, b) = ts
-        .call_as(&key, Method::POST, "/v1/sandboxes", create("q3"))
-        .await;
+    let (s, b) = ts.create_as(&key, create("q3")).await;
     assert_eq!(s, 201, "{b}");
 }
 
@@ -97,15 +94,7 @@ async fn twenty_concurrent_creates_cannot_pass_the_quota() {
     let calls: Vec<_> = (0..20)
         .map(|i| {
             let (ts, key) = (ts.clone(), key.clone());
-            tokio::spawn(async move {
-                ts.call_as(
-                    &key,
-                    Method::POST,
-                    "/v1/sandboxes",
-                    create(&format!("c{i}")),
-                )
-                .await
-            })
+            tokio::spawn(async move { ts.create_as(&key, create(&format!("c{i}"))).await })
         })
         .collect();
     let mut statuses = Vec::new();
@@ -138,23 +127,17 @@ async fn running_quota_refuses_a_wake_until_another_sleeps() {
         .tenant_with_quota("busy", json!({"runningSandboxes": 2}))
         .await;
     for id in ["a", "b"] {
-        let (s, b) = ts
-            .call_as(&key, Method::POST, "/v1/sandboxes", create(id))
-            .await;
+        let (s, b) = ts.create_as(&key, create(id)).await;
         assert_eq!(s, 201, "{b}");
     }
-    let (s, b) = ts
-        .call_as(&key, Method::POST, "/v1/sandboxes", create("c"))
-        .await;
+    let (s, b) = ts.create_as(&key, create("c")).await;
     assert_error(s, &b, 429, "QUOTA_EXCEEDED");
     assert_eq!(b["context"]["field"], "runningSandboxes");
     let (s, _) = ts
         .call_as(&key, Method::POST, "/v1/sandboxes/a/stop", Value::Null)
         .await;
     assert_eq!(s, 200);
-    let (s, b) = ts
-        .call_as(&key, Method::POST, "/v1/sandboxes", create("c"))
-        .await;
+    let (s, b) = ts.create_as(&key, create("c")).await;
     assert_eq!(s, 201, "{b}");
     // `a` sleeps; waking it would make three running.
     let (s, b) = ts
@@ -166,9 +149,7 @@ async fn running_quota_refuses_a_wake_until_another_sleeps() {
         )
         .await;
     assert_error(s, &b, 429, "QUOTA_EXCEEDED");
-    let (_, info) = ts
-        .call_as(&key, Method::GET, "/v1/sandboxes/a", Value::Null)
-        .await;
+    let (_, info) = ts.sandbox_as(&key, "a").await;
     assert_eq!(info["state"], "sleeping", "{info}");
     let (s, _) = ts
         .call_as(&key, Method::POST, "/v1/sandboxes/b/stop", Value::Null)
@@ -192,7 +173,7 @@ async fn memory_quota_counts_running_sandboxes_and_disk_quota_all() {
         .tenant_with_quota("mem", json!({"memoryMb": 1024, "diskMb": 300}))
         .await;
     let with = |id: &str, memory: u64, disk: u64| json!({"id": id, "limits": {"memoryMb": memory, "diskMb": disk}});
-    let post = |body: Value| ts.call_as(&key, Method::POST, "/v1/sandboxes", body);
+    let post = |body: Value| ts.create_as(&key, body);
     assert_eq!(post(with("m1", 512, 100)).await.0, 201);
     assert_eq!(post(with("m2", 512, 100)).await.0, 201);
     let (s, b) = post(with("m3", 1, 100)).await;
@@ -212,27 +193,11 @@ async fn memory_quota_counts_running_sandboxes_and_disk_quota_all() {
     let (s, b) = post(json!({"id": "m5", "limits": {"memoryMb": 64}})).await;
     assert_error(s, &b, 429, "QUOTA_EXCEEDED");
     // Growing a sandbox's disk past the quota with PATCH is refused too.
-    let (s, b) = ts
-        .call_as(
-            &key,
-            Method::PATCH,
-            "/v1/sandboxes/m3",
-            json!({"limits": {"diskMb": 101}}),
-        )
-        .await;
+    let (s, b) = ts.patch_limits_as(&key, "m3", json!({"diskMb": 101})).await;
     assert_error(s, &b, 429, "QUOTA_EXCEEDED");
-    let (_, b) = ts
-        .call_as(&key, Method::GET, "/v1/sandboxes/m3", Value::Null)
-        .await;
+    let (_, b) = ts.sandbox_as(&key, "m3").await;
     assert_eq!(b["limits"]["diskMb"], 100, "{b}");
-    let (s, b) = ts
-        .call_as(
-            &key,
-            Method::PATCH,
-            "/v1/sandboxes/m3",
-            json!({"limits": {"diskMb": 50}}),
-        )
-        .await;
+    let (s, b) = ts.patch_limits_as(&key, "m3", json!({"diskMb": 50})).await;
     assert_eq!(s, 200, "{b}");
 }
 
@@ -289,15 +254,8 @@ async fn admin_sets_and_resets_quotas_and_the_default_applies_to_the_rest() {
         .await;
     assert_eq!(b["quota"], json!({"sandboxes": 1}), "{b}");
     assert_eq!(b["isDefault"], true);
-    assert_eq!(
-        ts.call_as(&key, Method::POST, "/v1/sandboxes", create("f1"))
-            .await
-            .0,
-        201
-    );
-    let (s, b) = ts
-        .call_as(&key, Method::POST, "/v1/sandboxes", create("f2"))
-        .await;
+    assert_eq!(ts.create_as(&key, create("f1")).await.0, 201);
+    let (s, b) = ts.create_as(&key, create("f2")).await;
     assert_error(s, &b, 429, "QUOTA_EXCEEDED");
     // The admin raises it (for a tenant without a key yet too) ...
     let (s, b) = ts
@@ -320,12 +278,7 @@ async fn admin_sets_and_resets_quotas_and_the_default_applies_to_the_rest() {
     assert_eq!(s, 200);
     let (_, b) = ts.get("/v1/tenants/new-one/quota").await;
     assert_eq!(b["quota"]["sandboxes"], 7, "{b}");
-    assert_eq!(
-        ts.call_as(&key, Method::POST, "/v1/sandboxes", create("f2"))
-            .await
-            .0,
-        201
-    );
+    assert_eq!(ts.create_as(&key, create("f2")).await.0, 201);
     // ... and removes it: the default applies again.
     let (s, b) = ts
         .json(Method::DELETE, "/v1/tenants/fresh/quota", Value::Null)
@@ -359,12 +312,7 @@ async fn limits_above_the_maxima_are_refused_on_create_and_patch() {
         ("pids", json!({"pids": 65536}), json!(2048)),
     ] {
         let (s, b) = ts
-            .call_as(
-                &key,
-                Method::POST,
-                "/v1/sandboxes",
-                json!({"id": "g", "limits": limits}),
-            )
+            .create_as(&key, json!({"id": "g", "limits": limits}))
             .await;
         assert_error(s, &b, 400, "LIMIT_EXCEEDED");
         assert_eq!(b["context"]["field"], field, "{b}");
@@ -372,31 +320,17 @@ async fn limits_above_the_maxima_are_refused_on_create_and_patch() {
         assert!(b["message"].as_str().unwrap().contains(field), "{b}");
     }
     assert_eq!(ts.driver.counters.starts.load(Ordering::SeqCst), 0);
-    let (s, b) = ts
-        .call_as(&key, Method::POST, "/v1/sandboxes", create("g"))
-        .await;
+    let (s, b) = ts.create_as(&key, create("g")).await;
     assert_eq!(s, 201, "{b}");
     let (s, b) = ts
-        .call_as(
-            &key,
-            Method::PATCH,
-            "/v1/sandboxes/g",
-            json!({"limits": {"memoryMb": 4096}}),
-        )
+        .patch_limits_as(&key, "g", json!({"memoryMb": 4096}))
         .await;
     assert_error(s, &b, 400, "LIMIT_EXCEEDED");
-    let (_, b) = ts
-        .call_as(&key, Method::GET, "/v1/sandboxes/g", Value::Null)
-        .await;
+    let (_, b) = ts.sandbox_as(&key, "g").await;
     assert_eq!(b["limits"]["memoryMb"], 1024, "unchanged: {b}");
     // Create-or-get of an existing id applies limits like PATCH: capped the same way.
     let (s, b) = ts
-        .call_as(
-            &key,
-            Method::POST,
-            "/v1/sandboxes",
-            json!({"id": "g", "limits": {"cpus": 2}}),
-        )
+        .create_as(&key, json!({"id": "g", "limits": {"cpus": 2}}))
         .await;
     assert_error(s, &b, 400, "LIMIT_EXCEEDED");
     let (_, b) = ts
@@ -466,10 +400,7 @@ async fn serial_attack_limits_above_the_host_are_refused_and_make_no_cgroup() {
     let Some(rs) = Real::start().await else {
         return;
     };
-    let (_, b) = rs
-        .call(Method::POST, "/v1/keys", json!({"tenant": "atk-caps"}))
-        .await;
-    let key = b["key"].as_str().unwrap().to_owned();
+    let key = rs.create_key("atk-caps").await;
     let (_, quota) = rs
         .call_as(&key, Method::GET, "/v1/quota", Value::Null)
         .await;
@@ -551,10 +482,7 @@ async fn serial_attack_quota_holds_under_twenty_concurrent_creates() {
     let Some(rs) = Real::start().await else {
         return;
     };
-    let (_, b) = rs
-        .call(Method::POST, "/v1/keys", json!({"tenant": "atk-quota"}))
-        .await;
-    let key = b["key"].as_str().unwrap().to_owned();
+    let key = rs.create_key("atk-quota").await;
     let (s, b) = rs
         .call(
             Method::PUT,
