@@ -8,15 +8,17 @@ mod shell;
 
 use std::process::ExitCode;
 
-use clap::Parser;
-
 use crate::cli::{Cli, Command};
+use crate::commands::cp::Location;
+use crate::commands::target::{self, CreateFlag};
 use crate::commands::{
-    cp, exec, expose, git, image, keys, network, process, quota, run, sandbox, serve, watch,
+    cp, ctx, env, exec, expose, files, git, image, keys, network, process, quota, run, sandbox,
+    serve, watch,
 };
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = cli::parse();
+    let url = cli.url.clone();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("SANDPIT_LOG")
@@ -33,6 +35,10 @@ fn main() -> ExitCode {
     };
     match runtime.block_on(run(cli)) {
         Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(u8::MAX)),
+        Err(e) if connect::is_unreachable(&e) => {
+            eprintln!("error: cannot reach sandpit at {url} — is `sandpit serve` running?");
+            ExitCode::FAILURE
+        }
         Err(e) => {
             // Server errors display as `CODE: message`.
             eprintln!("error: {e:#}");
@@ -54,18 +60,44 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Serve(args) => serve::run(args, data_dir.clone()).await?,
         Command::Create(args) => sandbox::create(&client()?, args).await?,
         Command::Ls(args) => sandbox::ls(&client()?, args.json).await?,
+        Command::Info { id, json } => sandbox::info(&client()?, &id, json).await?,
         Command::Stop { id } => sandbox::stop(&client()?, &id).await?,
         Command::Rm { ids } => sandbox::rm(&client()?, &ids).await?,
-        Command::Exec(args) => return exec::run(&client()?, args).await,
-        Command::Run(args) => return run::run(&client()?, args).await,
-        Command::Cp { src, dst } => cp::run(&client()?, &src, &dst).await?,
+        Command::Exec(args) => {
+            let client = client()?;
+            target::ensure_or_create(&client, &args.id).await?;
+            return exec::run(&client, args).await;
+        }
+        Command::Run(args) => {
+            let client = client()?;
+            target::ensure(&client, &args.id, args.create).await?;
+            return run::run(&client, args).await;
+        }
+        Command::Cp { src, dst, create } => {
+            let client = client()?;
+            if let Some(id) = cp_sandbox(&src, &dst) {
+                target::ensure(&client, &id, create).await?;
+            }
+            cp::run(&client, &src, &dst).await?
+        }
         Command::Shell(args) => {
             let key = connect::api_key(key.as_deref(), &data_dir)?;
-            return commands::shell::run(&client()?, &url, &key, args).await;
+            let client = client()?;
+            target::ensure(&client, &args.id, args.create).await?;
+            return commands::shell::run(&client, &url, &key, args).await;
         }
-        Command::Start(args) => process::start(&client()?, args).await?,
+        Command::Start(args) => {
+            let client = client()?;
+            target::ensure(&client, &args.id, args.create).await?;
+            process::start(&client, args).await?
+        }
         Command::Ps { id, json } => process::ps(&client()?, &id, json).await?,
-        Command::Logs(args) => return process::logs(&client()?, args).await,
+        Command::Logs(args) => {
+            // A new sandbox has no processes, so `logs` never creates one.
+            let client = client()?;
+            target::ensure(&client, &args.id, CreateFlag::default()).await?;
+            return process::logs(&client, args).await;
+        }
         Command::Kill(args) => process::kill(&client()?, args).await?,
         Command::Watch { id, path } => watch::run(&client()?, &id, &path).await?,
         Command::Git { command } => git::run(&client()?, command).await?,
@@ -77,10 +109,23 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Quota(args) => quota::run(&client()?, args).await?,
         Command::Keys { command } => keys::keys(&client()?, command).await?,
         Command::Audit(args) => keys::audit(&client()?, args).await?,
+        Command::Env(args) => env::run(&client()?, args).await?,
+        Command::Ctx { command } => ctx::run(&client()?, command).await?,
+        Command::Files { command } => files::run(&client()?, command).await?,
         Command::Image(args) => {
             let dir = image::images_dir(&args.images, &data_dir);
             image::run(args.command, dir).await?
         }
     }
     Ok(0)
+}
+
+/// The sandbox side of a `cp` (if the arguments name one; `cp` itself reports otherwise).
+fn cp_sandbox(src: &str, dst: &str) -> Option<String> {
+    [src, dst]
+        .into_iter()
+        .find_map(|side| match Location::parse(side) {
+            Ok(Location::Sandbox { id, .. }) => Some(id),
+            _ => None,
+        })
 }

@@ -256,6 +256,16 @@ pub fn parse_secret(s: &str) -> Result<SecretArg, String> {
         }
         rest = head;
     }
+    if hosts.as_ref().is_none_or(Vec::is_empty)
+        && let Some(key) = unknown_option(rest)
+    {
+        // Without hosts the options did not parse; an option-like piece is most likely a
+        // misspelt option (`host=`), so name it rather than only the missing one.
+        let name = rest.split([';', '=']).next().unwrap_or_default();
+        return Err(format!(
+            "secret {name}: unknown option {key:?} (the options are hosts=H1,H2 and header=NAME)"
+        ));
+    }
     let (name, value) = match rest.split_once('=') {
         Some((name, value)) => (name, Some(value.to_owned())),
         None => (rest, None),
@@ -286,6 +296,19 @@ pub fn parse_secret(s: &str) -> Result<SecretArg, String> {
     })
 }
 
+/// The key of the last `;key=...` piece after the name, if it looks like an option.
+fn unknown_option(spec: &str) -> Option<&str> {
+    let (_name, options) = spec.split_once(';')?;
+    options.rsplit(';').find_map(|piece| {
+        let (key, _) = piece.split_once('=')?;
+        let option_like = !key.is_empty()
+            && key
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c == '-' || c == '_');
+        option_like.then_some(key)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -313,6 +336,18 @@ mod tests {
         assert!(parse_secret("1A=x;hosts=h").unwrap_err().contains("name"));
         assert!(parse_secret("A-B=x;hosts=h").unwrap_err().contains("name"));
         assert!(parse_secret("A=x;hosts=h;header=").is_err());
+        // A misspelt option is named, whether or not the value is inline.
+        for spec in ["TOKEN=x;host=api.example.com", "TOKEN;host=api.example.com"] {
+            assert_eq!(
+                parse_secret(spec).unwrap_err(),
+                "secret TOKEN: unknown option \"host\" (the options are hosts=H1,H2 and header=NAME)"
+            );
+        }
+        assert!(
+            parse_secret("TOKEN=x;hedaer=Authorization")
+                .unwrap_err()
+                .contains("\"hedaer\"")
+        );
     }
 
     #[test]
