@@ -68,11 +68,7 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
             target::ensure_or_create(&client, &args.id).await?;
             return exec::run(&client, args).await;
         }
-        Command::Run(args) => {
-            let client = client()?;
-            target::ensure(&client, &args.id, args.create).await?;
-            return run::run(&client, args).await;
-        }
+        Command::Run(args) => return run::run(&client()?, args).await,
         Command::Cp { src, dst, create } => {
             let client = client()?;
             if let Some(id) = cp_sandbox(&src, &dst) {
