@@ -63,10 +63,20 @@ fn serial_cli_info_env_ctx_files_and_no_silent_creates() {
 
     // info: text and JSON agree with what was created.
     let text = stdout(&served.cli().args(["info", "box"]).assert().success());
-    for line in ["id           box\n", "image        default\n", "memory       256 MiB\n"] {
+    for line in [
+        "id           box\n",
+        "image        default\n",
+        "memory       256 MiB\n",
+    ] {
         assert!(text.contains(line), "{line:?} missing from:\n{text}");
     }
-    let info = json_of(&served.cli().args(["info", "box", "--json"]).assert().success());
+    let info = json_of(
+        &served
+            .cli()
+            .args(["info", "box", "--json"])
+            .assert()
+            .success(),
+    );
     assert_eq!(info["id"], "box");
     assert_eq!(info["limits"]["memoryMb"], 256);
     assert_eq!(info["ports"], serde_json::json!([]));
@@ -128,7 +138,9 @@ fn serial_cli_info_env_ctx_files_and_no_silent_creates() {
     let table = stdout(&served.cli().args(["ctx", "ls", "box"]).assert().success());
     assert!(table.starts_with("ID"), "{table}");
     assert!(
-        table.lines().any(|l| l.starts_with(&context) && l.contains("python")),
+        table
+            .lines()
+            .any(|l| l.starts_with(&context) && l.contains("python")),
         "{table}"
     );
     served
@@ -161,7 +173,9 @@ fn serial_cli_info_env_ctx_files_and_no_silent_creates() {
     assert_eq!(hello["size"], 6);
     let table = stdout(&served.cli().args(["files", "ls", "box"]).assert().success());
     assert!(
-        table.lines().any(|l| l.ends_with("  hello.txt") && l.contains("6 B")),
+        table
+            .lines()
+            .any(|l| l.ends_with("  hello.txt") && l.contains("6 B")),
         "{table}"
     );
 
