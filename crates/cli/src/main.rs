@@ -8,7 +8,7 @@ mod shell;
 
 use std::process::ExitCode;
 
-use crate::cli::{Cli, Command};
+use crate::cli::{Cli, Command, FilesCommand, GitCommand};
 use crate::commands::cp::Location;
 use crate::commands::target::{self, CreateFlag};
 use crate::commands::{
@@ -56,6 +56,19 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
         command,
     } = cli;
     let client = || connect::client(&url, key.as_deref(), &data_dir);
+    // A client for a command that acts on sandbox `id`: the sandbox must exist, or is created
+    // with `--create` (the container API would create it silently; see `commands::target`).
+    let existing = |id: &str, create: CreateFlag| {
+        let id = id.to_owned();
+        let client = client();
+        async move {
+            let client = client?;
+            target::ensure(&client, &id, create).await?;
+            anyhow::Ok(client)
+        }
+    };
+    // Without `--create`: commands that make no sense on a fresh sandbox.
+    let no_create = CreateFlag::default();
     match command {
         Command::Serve(args) => serve::run(args, data_dir.clone()).await?,
         Command::Create(args) => sandbox::create(&client()?, args).await?,
@@ -64,40 +77,52 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Stop { id } => sandbox::stop(&client()?, &id).await?,
         Command::Rm { ids } => sandbox::rm(&client()?, &ids).await?,
         Command::Exec(args) => {
+            // `exec` creates on first use, as the seed system does, and says so.
             let client = client()?;
             target::ensure_or_create(&client, &args.id).await?;
             return exec::run(&client, args).await;
         }
+        // `run` checks after reading the code, so a missing file sends nothing.
         Command::Run(args) => return run::run(&client()?, args).await,
         Command::Cp { src, dst, create } => {
-            let client = client()?;
-            if let Some(id) = cp_sandbox(&src, &dst) {
-                target::ensure(&client, &id, create).await?;
-            }
+            let client = match cp_sandbox(&src, &dst) {
+                Some(id) => existing(&id, create).await?,
+                None => client()?,
+            };
             cp::run(&client, &src, &dst).await?
         }
         Command::Shell(args) => {
             let key = connect::api_key(key.as_deref(), &data_dir)?;
-            let client = client()?;
-            target::ensure(&client, &args.id, args.create).await?;
+            let client = existing(&args.id, args.create).await?;
             return commands::shell::run(&client, &url, &key, args).await;
         }
         Command::Start(args) => {
-            let client = client()?;
-            target::ensure(&client, &args.id, args.create).await?;
+            let client = existing(&args.id, args.create).await?;
             process::start(&client, args).await?
         }
-        Command::Ps { id, json } => process::ps(&client()?, &id, json).await?,
+        Command::Ps { id, json } => {
+            process::ps(&existing(&id, no_create).await?, &id, json).await?
+        }
         Command::Logs(args) => {
-            // A new sandbox has no processes, so `logs` never creates one.
-            let client = client()?;
-            target::ensure(&client, &args.id, CreateFlag::default()).await?;
+            let client = existing(&args.id, no_create).await?;
             return process::logs(&client, args).await;
         }
-        Command::Kill(args) => process::kill(&client()?, args).await?,
-        Command::Watch { id, path } => watch::run(&client()?, &id, &path).await?,
-        Command::Git { command } => git::run(&client()?, command).await?,
-        Command::Expose(args) => expose::expose(&client()?, args).await?,
+        Command::Kill(args) => {
+            let client = existing(&args.id, no_create).await?;
+            process::kill(&client, args).await?
+        }
+        Command::Watch { id, path } => {
+            watch::run(&existing(&id, no_create).await?, &id, &path).await?
+        }
+        Command::Git { command } => {
+            let GitCommand::Clone { id, .. } = &command;
+            let client = existing(id, no_create).await?;
+            git::run(&client, command).await?
+        }
+        Command::Expose(args) => {
+            let client = existing(&args.id, no_create).await?;
+            expose::expose(&client, args).await?
+        }
         Command::Unexpose { id, port } => expose::unexpose(&client()?, &id, port).await?,
         Command::Ports { id, json } => expose::ports(&client()?, &id, json).await?,
         Command::Network(args) => network::network(&client()?, args).await?,
@@ -105,9 +130,19 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Quota(args) => quota::run(&client()?, args).await?,
         Command::Keys { command } => keys::keys(&client()?, command).await?,
         Command::Audit(args) => keys::audit(&client()?, args).await?,
-        Command::Env(args) => env::run(&client()?, args).await?,
-        Command::Ctx { command } => ctx::run(&client()?, command).await?,
-        Command::Files { command } => files::run(&client()?, command).await?,
+        Command::Env(args) => {
+            let client = existing(&args.id, args.create).await?;
+            env::run(&client, args).await?
+        }
+        Command::Ctx { command } => {
+            let client = existing(command.sandbox_id(), no_create).await?;
+            ctx::run(&client, command).await?
+        }
+        Command::Files { command } => {
+            let FilesCommand::Ls { id, .. } = &command;
+            let client = existing(id, no_create).await?;
+            files::run(&client, command).await?
+        }
         Command::Image(args) => {
             let dir = image::images_dir(&args.images, &data_dir);
             image::run(args.command, dir).await?

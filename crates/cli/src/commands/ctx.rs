@@ -4,7 +4,6 @@
 use sandpit_client::Client;
 
 use crate::commands::sandbox::render_table;
-use crate::commands::target::{self, CreateFlag};
 
 #[derive(Debug, clap::Subcommand)]
 pub enum CtxCommand {
@@ -26,10 +25,18 @@ pub enum CtxCommand {
     },
 }
 
+impl CtxCommand {
+    /// The sandbox the command acts on.
+    pub fn sandbox_id(&self) -> &str {
+        match self {
+            CtxCommand::Ls { id, .. } | CtxCommand::Rm { id, .. } => id,
+        }
+    }
+}
+
 pub async fn run(client: &Client, command: CtxCommand) -> anyhow::Result<()> {
     match command {
         CtxCommand::Ls { id, json } => {
-            target::ensure(client, &id, CreateFlag::default()).await?;
             let contexts = client.sandbox(&id).list_contexts().await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&contexts)?);
@@ -48,7 +55,6 @@ pub async fn run(client: &Client, command: CtxCommand) -> anyhow::Result<()> {
             );
         }
         CtxCommand::Rm { id, contexts } => {
-            target::ensure(client, &id, CreateFlag::default()).await?;
             let sandbox = client.sandbox(&id);
             for context in contexts {
                 sandbox.delete_context(&context).await?;

@@ -5,7 +5,6 @@ use sandpit_client::protocol::container::{FileInfo, FileType, ListFilesOptions};
 
 use crate::commands::image::human_size;
 use crate::commands::sandbox::render_table;
-use crate::commands::target::{self, CreateFlag};
 
 #[derive(Debug, clap::Subcommand)]
 pub enum FilesCommand {
@@ -37,7 +36,6 @@ pub async fn run(client: &Client, command: FilesCommand) -> anyhow::Result<()> {
         all,
         json,
     } = command;
-    target::ensure(client, &id, CreateFlag::default()).await?;
     let options = ListFilesOptions {
         recursive: Some(recursive),
         include_hidden: Some(all),

@@ -586,7 +586,7 @@ fn a_typo_id_creates_nothing_without_create() {
     let local = dir.path().join("a.txt");
     std::fs::write(&local, "x").unwrap();
     let local = local.to_str().unwrap();
-    let commands: [&[&str]; 9] = [
+    let commands: [&[&str]; 15] = [
         &["cp", local, "dmeo:/workspace/a.txt"],
         &["cp", "dmeo:/workspace/a.txt", local],
         &["start", "dmeo", "--", "sleep", "1"],
@@ -596,6 +596,12 @@ fn a_typo_id_creates_nothing_without_create() {
         &["env", "dmeo", "K=V"],
         &["ctx", "ls", "dmeo"],
         &["files", "ls", "dmeo", "/workspace"],
+        &["ps", "dmeo"],
+        &["kill", "dmeo", "--all"],
+        &["watch", "dmeo", "/workspace"],
+        &["git", "clone", "dmeo", "file:///r"],
+        &["expose", "dmeo", "8080"],
+        &["ctx", "rm", "dmeo", "c1"],
     ];
     for args in commands {
         bodies.lock().unwrap().clear();
@@ -724,11 +730,10 @@ fn env_sets_and_unsets_variables() {
     let (path, body) = bodies.lock().unwrap().last().cloned().unwrap();
     assert_eq!(path, "/v1/sandboxes/demo/env");
     assert_eq!(body, json!({"env": {"A": "1", "B": "x=y", "OLD": null}}));
-    cli(&url)
-        .args(["env", "demo"])
-        .assert()
-        .code(1)
-        .stderr("error: nothing to change: give K=V pairs and/or --unset K\n");
+    // Nothing to change is a usage error, found before anything is sent.
+    bodies.lock().unwrap().clear();
+    cli(&url).args(["env", "demo"]).assert().code(2);
+    assert!(paths(&bodies).is_empty());
     cli(&url).args(["env", "demo", "NOEQUALS"]).assert().code(2);
 }
 

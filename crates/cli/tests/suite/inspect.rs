@@ -1,5 +1,5 @@
 //! Against a real `sandpit serve`: typo'd ids create nothing (`start`, `cp`, `logs`, `run`,
-//! `shell`), and `info`, `env`, `ctx` and `files ls` see what the sandbox really has.
+//! `shell`, `ps`, `expose`), and `info`, `env`, `ctx` and `files ls` see what the sandbox really has.
 
 use serde_json::Value;
 
@@ -40,12 +40,14 @@ fn serial_cli_info_env_ctx_files_and_no_silent_creates() {
     let local = dir.path().join("hello.txt");
     std::fs::write(&local, "hello\n").unwrap();
     let local = local.to_str().unwrap();
-    let typos: [&[&str]; 5] = [
+    let typos: [&[&str]; 7] = [
         &["start", "bxo", "--", "sleep", "60"],
         &["cp", local, "bxo:/workspace/hello.txt"],
         &["logs", "bxo", "job"],
         &["run", "bxo", "-"],
         &["shell", "bxo"],
+        &["ps", "bxo"],
+        &["expose", "bxo", "8080"],
     ];
     for args in typos {
         served
