@@ -24,7 +24,7 @@ pub struct CreateNetworkFlags {
     pub allow: Vec<String>,
     /// Secret for the egress proxy to inject, as `NAME=VALUE;hosts=H1,H2[;header=HEADER]`, or
     /// `NAME;hosts=...` to take the value from this shell's variable NAME (repeatable).
-    #[arg(long = "secret", value_name = "SPEC", value_parser = parse_secret)]
+    #[arg(long = "secret", value_name = "SPEC", value_parser = SecretParser)]
     pub secrets: Vec<SecretArg>,
 }
 
@@ -76,7 +76,7 @@ pub enum SecretCommand {
     Set {
         /// Sandbox id.
         id: String,
-        #[arg(required = true, value_name = "SPEC", value_parser = parse_secret)]
+        #[arg(required = true, value_name = "SPEC", value_parser = SecretParser)]
         secrets: Vec<SecretArg>,
     },
     /// Remove all of a sandbox's secrets.
@@ -233,6 +233,35 @@ fn resolve_secrets(args: &[SecretArg]) -> anyhow::Result<BTreeMap<String, Secret
 
 fn parse_mode(s: &str) -> Result<NetworkMode, String> {
     NetworkMode::parse(s).ok_or_else(|| format!("expected none, allowlist or full, got {s:?}"))
+}
+
+/// The clap parser of `--secret` / `secret set` specs. A refused spec is not echoed back:
+/// clap's message for a function parser quotes the whole value, secret included.
+#[derive(Debug, Clone, Copy)]
+pub struct SecretParser;
+
+impl clap::builder::TypedValueParser for SecretParser {
+    type Value = SecretArg;
+
+    fn parse_ref(
+        &self,
+        command: &clap::Command,
+        arg: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<SecretArg, clap::Error> {
+        let refused = |message: String| {
+            let arg = arg.map_or_else(|| "SPEC".to_owned(), ToString::to_string);
+            clap::Error::raw(
+                clap::error::ErrorKind::ValueValidation,
+                format!("invalid {arg}: {message}\n"),
+            )
+            .with_cmd(command)
+        };
+        let spec = value
+            .to_str()
+            .ok_or_else(|| refused("not UTF-8".to_owned()))?;
+        parse_secret(spec).map_err(refused)
+    }
 }
 
 /// Parses `NAME[=VALUE];hosts=H1,H2[;header=HEADER]`. The options are taken from the end, so

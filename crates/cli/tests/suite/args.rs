@@ -170,3 +170,27 @@ fn image_commands_work_on_an_empty_store() {
         stderr_of(&out)
     );
 }
+
+#[test]
+fn a_misspelt_secret_option_is_named() {
+    let out = sandpit()
+        .args([
+            "--key",
+            "k",
+            "create",
+            "box",
+            "--secret",
+            "TOKEN=abc;host=api.example.com",
+        ])
+        .assert()
+        .code(2)
+        .get_output()
+        .clone();
+    let err = stderr_of(&out);
+    assert!(
+        err.contains("secret TOKEN: unknown option \"host\""),
+        "{err}"
+    );
+    // The value never appears in the message.
+    assert!(!err.contains("abc"), "{err}");
+}
