@@ -80,7 +80,8 @@ fn hide_inherited_globals(mut command: clap::Command) -> clap::Command {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run the server (builds the default image first if it is missing).
+    /// Run the server (builds the default image first if it is missing); its state and admin
+    /// key live in --data-dir (see `sandpit --help`).
     Serve(ServeArgs),
     /// Create a sandbox (or show the existing one with that id).
     Create(CreateArgs),

@@ -13,7 +13,7 @@ pub enum FilesCommand {
     Ls {
         /// Sandbox id.
         id: String,
-        /// Directory (default /workspace).
+        /// Directory.
         #[arg(default_value = "/workspace")]
         path: String,
         /// Include everything below the directory (names relative to it).
