@@ -3,12 +3,16 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 
+pub use crate::commands::ctx::CtxCommand;
+pub use crate::commands::env::EnvArgs;
 pub use crate::commands::expose::ExposeArgs;
+pub use crate::commands::files::FilesCommand;
 pub use crate::commands::keys::{AuditArgs, KeysCommand};
 pub use crate::commands::network::{CreateNetworkFlags, NetworkArgs, SecretCommand};
 pub use crate::commands::quota::QuotaArgs;
+pub use crate::commands::target::CreateFlag;
 use sandpit_client::Language;
 
 /// Default data directory of the server (state, admin key, images).
@@ -18,7 +22,8 @@ pub const DEFAULT_DATA_DIR: &str = "/var/lib/sandpit";
 #[command(
     name = "sandpit",
     version,
-    about = "Run untrusted code in isolated Linux sandboxes"
+    about = "Run untrusted code in isolated Linux sandboxes",
+    after_help = "--url, --key and --data-dir may also be given after the command."
 )]
 pub struct Cli {
     /// Server URL.
@@ -39,14 +44,58 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// Parses the process's arguments (exits with usage or help text as clap does).
+pub fn parse() -> Cli {
+    let matches = hide_inherited_globals(Cli::command()).get_matches();
+    Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+}
+
+/// Global options (`--url`, `--key`, `--data-dir`, `--images-dir`) are accepted after any
+/// subcommand, but clap would list them again in the help of every subcommand; they are
+/// described once, in the help of the command that declares them. A subcommand that already
+/// has an argument of that id keeps it, so giving each one a hidden copy stops clap from
+/// propagating the visible one while the value still reaches the top-level field.
+fn hide_inherited_globals(mut command: clap::Command) -> clap::Command {
+    let globals: Vec<clap::Arg> = command
+        .get_arguments()
+        .filter(|a| a.is_global_set())
+        .cloned()
+        .collect();
+    let names: Vec<String> = command
+        .get_subcommands()
+        .map(|s| s.get_name().to_owned())
+        .collect();
+    for name in names {
+        command = command.mut_subcommand(name, |mut sub| {
+            for arg in &globals {
+                if sub.get_arguments().all(|a| a.get_id() != arg.get_id()) {
+                    sub = sub.arg(arg.clone().hide(true));
+                }
+            }
+            hide_inherited_globals(sub)
+        });
+    }
+    command
+}
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run the server (builds the default image first if it is missing).
+    /// Run the server (builds the default image first if it is missing); its state and admin
+    /// key live in --data-dir (see `sandpit --help`).
     Serve(ServeArgs),
     /// Create a sandbox (or show the existing one with that id).
     Create(CreateArgs),
     /// List sandboxes.
     Ls(LsArgs),
+    /// Show a sandbox: state, image, limits, network policy, secrets (names), env names,
+    /// exposed ports, created and last-active times.
+    Info {
+        /// Sandbox id.
+        id: String,
+        /// Print JSON (the sandbox object plus `ports`).
+        #[arg(long)]
+        json: bool,
+    },
     /// Put a sandbox to sleep (its files are kept; the next call wakes it).
     Stop { id: String },
     /// Destroy sandboxes and their files.
@@ -54,8 +103,8 @@ pub enum Command {
         #[arg(required = true)]
         ids: Vec<String>,
     },
-    /// Run a command in a sandbox (created on first use), streaming its output; exits with
-    /// the command's exit code.
+    /// Run a command in a sandbox (created on first use, said on stderr), streaming its
+    /// output; exits with the command's exit code.
     Exec(ExecArgs),
     /// Run a Python, JavaScript or TypeScript file (or stdin) in a code context: output is
     /// printed live, text results go to stdout, images and HTML results to files named on
@@ -63,9 +112,13 @@ pub enum Command {
     Run(RunArgs),
     /// Copy a file between this machine and a sandbox: `cp ./a ID:/path` or `cp ID:/path ./a`;
     /// `-` is stdin or stdout (`cp - ID:/path`, `cp ID:/path -`).
-    Cp { src: String, dst: String },
-    /// Attach this terminal to a shell in a sandbox (created on first use); exits with the
-    /// shell's exit code.
+    Cp {
+        src: String,
+        dst: String,
+        #[command(flatten)]
+        create: CreateFlag,
+    },
+    /// Attach this terminal to a shell in a sandbox; exits with the shell's exit code.
     Shell(ShellArgs),
     /// Manage the images sandboxes run on (works on the image directory directly).
     Image(ImageArgs),
@@ -129,6 +182,18 @@ pub enum Command {
     },
     /// Print the audit log of control-plane actions (newest first).
     Audit(AuditArgs),
+    /// Set or unset environment variables of a sandbox for every later command and process.
+    Env(EnvArgs),
+    /// A sandbox's code contexts (interpreters of `sandpit run --context`).
+    Ctx {
+        #[command(subcommand)]
+        command: CtxCommand,
+    },
+    /// Files of a sandbox.
+    Files {
+        #[command(subcommand)]
+        command: FilesCommand,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -147,6 +212,8 @@ pub struct StartArgs {
     /// Environment variable for the process (repeatable).
     #[arg(long = "env", value_name = "K=V", value_parser = parse_env)]
     pub env: Vec<(String, String)>,
+    #[command(flatten)]
+    pub create: CreateFlag,
     /// The command (joined as for `exec`).
     #[arg(last = true, required = true, value_name = "CMD")]
     pub command: Vec<String>,
@@ -350,6 +417,8 @@ pub struct ShellArgs {
     /// Program to run instead of bash (when the terminal is started).
     #[arg(long)]
     pub shell: Option<String>,
+    #[command(flatten)]
+    pub create: CreateFlag,
 }
 
 #[derive(Debug, Args)]
@@ -390,6 +459,8 @@ pub struct RunArgs {
     /// Directory for image and HTML results.
     #[arg(long, default_value = ".")]
     pub out_dir: PathBuf,
+    #[command(flatten)]
+    pub create: CreateFlag,
 }
 
 #[derive(Debug, Args)]
@@ -442,7 +513,11 @@ pub enum ImageCommand {
         name: String,
     },
     /// List images.
-    Ls,
+    Ls {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Remove an image.
     Rm { name: String },
 }
@@ -453,7 +528,7 @@ fn parse_language(s: &str) -> Result<Language, String> {
 }
 
 /// Parses `K=V` (`V` may be empty or contain `=`).
-fn parse_env(s: &str) -> Result<(String, String), String> {
+pub(crate) fn parse_env(s: &str) -> Result<(String, String), String> {
     match s.split_once('=') {
         Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
         _ => Err(format!("expected K=V, got {s:?}")),
@@ -474,8 +549,38 @@ mod tests {
 
     #[test]
     fn grammar_is_consistent() {
-        use clap::CommandFactory;
         Cli::command().debug_assert();
+        hide_inherited_globals(Cli::command()).debug_assert();
+    }
+
+    fn parse_from(argv: &[&str]) -> Cli {
+        let matches = hide_inherited_globals(Cli::command()).get_matches_from(argv);
+        Cli::from_arg_matches(&matches).unwrap()
+    }
+
+    #[test]
+    fn global_options_work_anywhere_but_show_once() {
+        let before = parse_from(&["sandpit", "--url", "http://h:1", "ls"]);
+        let after = parse_from(&["sandpit", "ls", "--url", "http://h:1", "--key", "k"]);
+        assert_eq!((before.url.as_str(), before.key), ("http://h:1", None));
+        assert_eq!(
+            (after.url.as_str(), after.key.as_deref()),
+            ("http://h:1", Some("k"))
+        );
+        let deep = parse_from(&["sandpit", "ctx", "ls", "box", "--data-dir", "/d"]);
+        assert_eq!(deep.data_dir, PathBuf::from("/d"));
+        assert_eq!(parse_from(&["sandpit", "ls"]).url, "http://127.0.0.1:7070");
+
+        let mut command = hide_inherited_globals(Cli::command());
+        let top = command.render_long_help().to_string();
+        assert!(top.contains("--url") && top.contains("--data-dir"), "{top}");
+        let ls = command
+            .find_subcommand_mut("ls")
+            .unwrap()
+            .render_long_help()
+            .to_string();
+        assert!(!ls.contains("--url") && !ls.contains("--key"), "{ls}");
+        assert!(ls.contains("--json"), "{ls}");
     }
 
     #[test]

@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use anyhow::{Context, bail};
-use sandpit_client::Client;
+use sandpit_client::{Client, ClientError};
 
 /// Name of the admin key file inside the data directory (written by `sandpit serve`).
 pub const KEY_FILE: &str = "admin.key";
@@ -34,4 +34,13 @@ fn read_key_file(data_dir: &Path) -> anyhow::Result<String> {
         bail!("no API key: {} is empty", path.display());
     }
     Ok(key.to_owned())
+}
+
+/// Whether `error` says the server could not be reached at all (nothing listening, unknown
+/// host), as opposed to an answer or a stream that broke later.
+pub fn is_unreachable(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        matches!(cause.downcast_ref::<ClientError>(),
+            Some(ClientError::Transport(e)) if e.is_connect())
+    })
 }

@@ -8,15 +8,17 @@ mod shell;
 
 use std::process::ExitCode;
 
-use clap::Parser;
-
-use crate::cli::{Cli, Command};
+use crate::cli::{Cli, Command, FilesCommand, GitCommand};
+use crate::commands::cp::Location;
+use crate::commands::target::{self, CreateFlag};
 use crate::commands::{
-    cp, exec, expose, git, image, keys, network, process, quota, run, sandbox, serve, watch,
+    cp, ctx, env, exec, expose, files, git, image, keys, network, process, quota, run, sandbox,
+    serve, watch,
 };
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = cli::parse();
+    let url = cli.url.clone();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("SANDPIT_LOG")
@@ -33,6 +35,10 @@ fn main() -> ExitCode {
     };
     match runtime.block_on(run(cli)) {
         Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(u8::MAX)),
+        Err(e) if connect::is_unreachable(&e) => {
+            eprintln!("error: cannot reach sandpit at {url} — is `sandpit serve` running?");
+            ExitCode::FAILURE
+        }
         Err(e) => {
             // Server errors display as `CODE: message`.
             eprintln!("error: {e:#}");
@@ -50,26 +56,73 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
         command,
     } = cli;
     let client = || connect::client(&url, key.as_deref(), &data_dir);
+    // A client for a command that acts on sandbox `id`: the sandbox must exist, or is created
+    // with `--create` (the container API would create it silently; see `commands::target`).
+    let existing = |id: &str, create: CreateFlag| {
+        let id = id.to_owned();
+        let client = client();
+        async move {
+            let client = client?;
+            target::ensure(&client, &id, create).await?;
+            anyhow::Ok(client)
+        }
+    };
+    // Without `--create`: commands that make no sense on a fresh sandbox.
+    let no_create = CreateFlag::default();
     match command {
         Command::Serve(args) => serve::run(args, data_dir.clone()).await?,
         Command::Create(args) => sandbox::create(&client()?, args).await?,
         Command::Ls(args) => sandbox::ls(&client()?, args.json).await?,
+        Command::Info { id, json } => sandbox::info(&client()?, &id, json).await?,
         Command::Stop { id } => sandbox::stop(&client()?, &id).await?,
         Command::Rm { ids } => sandbox::rm(&client()?, &ids).await?,
-        Command::Exec(args) => return exec::run(&client()?, args).await,
+        Command::Exec(args) => {
+            // `exec` creates on first use, as the seed system does, and says so.
+            let client = client()?;
+            target::ensure_or_create(&client, &args.id).await?;
+            return exec::run(&client, args).await;
+        }
+        // `run` checks after reading the code, so a missing file sends nothing.
         Command::Run(args) => return run::run(&client()?, args).await,
-        Command::Cp { src, dst } => cp::run(&client()?, &src, &dst).await?,
+        Command::Cp { src, dst, create } => {
+            let client = match cp_sandbox(&src, &dst) {
+                Some(id) => existing(&id, create).await?,
+                None => client()?,
+            };
+            cp::run(&client, &src, &dst).await?
+        }
         Command::Shell(args) => {
             let key = connect::api_key(key.as_deref(), &data_dir)?;
-            return commands::shell::run(&client()?, &url, &key, args).await;
+            let client = existing(&args.id, args.create).await?;
+            return commands::shell::run(&client, &url, &key, args).await;
         }
-        Command::Start(args) => process::start(&client()?, args).await?,
-        Command::Ps { id, json } => process::ps(&client()?, &id, json).await?,
-        Command::Logs(args) => return process::logs(&client()?, args).await,
-        Command::Kill(args) => process::kill(&client()?, args).await?,
-        Command::Watch { id, path } => watch::run(&client()?, &id, &path).await?,
-        Command::Git { command } => git::run(&client()?, command).await?,
-        Command::Expose(args) => expose::expose(&client()?, args).await?,
+        Command::Start(args) => {
+            let client = existing(&args.id, args.create).await?;
+            process::start(&client, args).await?
+        }
+        Command::Ps { id, json } => {
+            process::ps(&existing(&id, no_create).await?, &id, json).await?
+        }
+        Command::Logs(args) => {
+            let client = existing(&args.id, no_create).await?;
+            return process::logs(&client, args).await;
+        }
+        Command::Kill(args) => {
+            let client = existing(&args.id, no_create).await?;
+            process::kill(&client, args).await?
+        }
+        Command::Watch { id, path } => {
+            watch::run(&existing(&id, no_create).await?, &id, &path).await?
+        }
+        Command::Git { command } => {
+            let GitCommand::Clone { id, .. } = &command;
+            let client = existing(id, no_create).await?;
+            git::run(&client, command).await?
+        }
+        Command::Expose(args) => {
+            let client = existing(&args.id, no_create).await?;
+            expose::expose(&client, args).await?
+        }
         Command::Unexpose { id, port } => expose::unexpose(&client()?, &id, port).await?,
         Command::Ports { id, json } => expose::ports(&client()?, &id, json).await?,
         Command::Network(args) => network::network(&client()?, args).await?,
@@ -77,10 +130,33 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Quota(args) => quota::run(&client()?, args).await?,
         Command::Keys { command } => keys::keys(&client()?, command).await?,
         Command::Audit(args) => keys::audit(&client()?, args).await?,
+        Command::Env(args) => {
+            let client = existing(&args.id, args.create).await?;
+            env::run(&client, args).await?
+        }
+        Command::Ctx { command } => {
+            let client = existing(command.sandbox_id(), no_create).await?;
+            ctx::run(&client, command).await?
+        }
+        Command::Files { command } => {
+            let FilesCommand::Ls { id, .. } = &command;
+            let client = existing(id, no_create).await?;
+            files::run(&client, command).await?
+        }
         Command::Image(args) => {
             let dir = image::images_dir(&args.images, &data_dir);
             image::run(args.command, dir).await?
         }
     }
     Ok(0)
+}
+
+/// The sandbox side of a `cp` (if the arguments name one; `cp` itself reports otherwise).
+fn cp_sandbox(src: &str, dst: &str) -> Option<String> {
+    [src, dst]
+        .into_iter()
+        .find_map(|side| match Location::parse(side) {
+            Ok(Location::Sandbox { id, .. }) => Some(id),
+            _ => None,
+        })
 }

@@ -41,7 +41,10 @@ fn run_blocking(command: ImageCommand, dir: &Path) -> anyhow::Result<()> {
             let info = result.with_context(|| format!("importing {}", file.display()))?;
             println!("{} imported ({})", info.name, human_size(info.size_bytes));
         }
-        ImageCommand::Ls => print_images(&store.list()?),
+        ImageCommand::Ls { json: true } => {
+            println!("{}", serde_json::to_string_pretty(&store.list()?)?)
+        }
+        ImageCommand::Ls { json: false } => print_images(&store.list()?),
         ImageCommand::Rm { name } => {
             store.remove(&name)?;
             println!("removed {name}");

@@ -1,8 +1,11 @@
 //! One module per command group.
 
 pub mod cp;
+pub mod ctx;
+pub mod env;
 pub mod exec;
 pub mod expose;
+pub mod files;
 pub mod git;
 pub mod image;
 pub mod keys;
@@ -13,4 +16,5 @@ pub mod run;
 pub mod sandbox;
 pub mod serve;
 pub mod shell;
+pub mod target;
 pub mod watch;

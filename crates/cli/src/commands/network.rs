@@ -24,7 +24,7 @@ pub struct CreateNetworkFlags {
     pub allow: Vec<String>,
     /// Secret for the egress proxy to inject, as `NAME=VALUE;hosts=H1,H2[;header=HEADER]`, or
     /// `NAME;hosts=...` to take the value from this shell's variable NAME (repeatable).
-    #[arg(long = "secret", value_name = "SPEC", value_parser = parse_secret)]
+    #[arg(long = "secret", value_name = "SPEC", value_parser = SecretParser)]
     pub secrets: Vec<SecretArg>,
 }
 
@@ -76,7 +76,7 @@ pub enum SecretCommand {
     Set {
         /// Sandbox id.
         id: String,
-        #[arg(required = true, value_name = "SPEC", value_parser = parse_secret)]
+        #[arg(required = true, value_name = "SPEC", value_parser = SecretParser)]
         secrets: Vec<SecretArg>,
     },
     /// Remove all of a sandbox's secrets.
@@ -235,6 +235,35 @@ fn parse_mode(s: &str) -> Result<NetworkMode, String> {
     NetworkMode::parse(s).ok_or_else(|| format!("expected none, allowlist or full, got {s:?}"))
 }
 
+/// The clap parser of `--secret` / `secret set` specs. A refused spec is not echoed back:
+/// clap's message for a function parser quotes the whole value, secret included.
+#[derive(Debug, Clone, Copy)]
+pub struct SecretParser;
+
+impl clap::builder::TypedValueParser for SecretParser {
+    type Value = SecretArg;
+
+    fn parse_ref(
+        &self,
+        command: &clap::Command,
+        arg: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<SecretArg, clap::Error> {
+        let refused = |message: String| {
+            let arg = arg.map_or_else(|| "SPEC".to_owned(), ToString::to_string);
+            clap::Error::raw(
+                clap::error::ErrorKind::ValueValidation,
+                format!("invalid {arg}: {message}\n"),
+            )
+            .with_cmd(command)
+        };
+        let spec = value
+            .to_str()
+            .ok_or_else(|| refused("not UTF-8".to_owned()))?;
+        parse_secret(spec).map_err(refused)
+    }
+}
+
 /// Parses `NAME[=VALUE];hosts=H1,H2[;header=HEADER]`. The options are taken from the end, so
 /// a value may itself contain `;` or `=`.
 pub fn parse_secret(s: &str) -> Result<SecretArg, String> {
@@ -255,6 +284,16 @@ pub fn parse_secret(s: &str) -> Result<SecretArg, String> {
             break;
         }
         rest = head;
+    }
+    if hosts.as_ref().is_none_or(Vec::is_empty)
+        && let Some(key) = unknown_option(rest)
+    {
+        // Without hosts the options did not parse; an option-like piece is most likely a
+        // misspelt option (`host=`), so name it rather than only the missing one.
+        let name = rest.split([';', '=']).next().unwrap_or_default();
+        return Err(format!(
+            "secret {name}: unknown option {key:?} (the options are hosts=H1,H2 and header=NAME)"
+        ));
     }
     let (name, value) = match rest.split_once('=') {
         Some((name, value)) => (name, Some(value.to_owned())),
@@ -286,6 +325,19 @@ pub fn parse_secret(s: &str) -> Result<SecretArg, String> {
     })
 }
 
+/// The key of the last `;key=...` piece after the name, if it looks like an option.
+fn unknown_option(spec: &str) -> Option<&str> {
+    let (_name, options) = spec.split_once(';')?;
+    options.rsplit(';').find_map(|piece| {
+        let (key, _) = piece.split_once('=')?;
+        let option_like = !key.is_empty()
+            && key
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c == '-' || c == '_');
+        option_like.then_some(key)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -313,6 +365,18 @@ mod tests {
         assert!(parse_secret("1A=x;hosts=h").unwrap_err().contains("name"));
         assert!(parse_secret("A-B=x;hosts=h").unwrap_err().contains("name"));
         assert!(parse_secret("A=x;hosts=h;header=").is_err());
+        // A misspelt option is named, whether or not the value is inline.
+        for spec in ["TOKEN=x;host=api.example.com", "TOKEN;host=api.example.com"] {
+            assert_eq!(
+                parse_secret(spec).unwrap_err(),
+                "secret TOKEN: unknown option \"host\" (the options are hosts=H1,H2 and header=NAME)"
+            );
+        }
+        assert!(
+            parse_secret("TOKEN=x;hedaer=Authorization")
+                .unwrap_err()
+                .contains("\"hedaer\"")
+        );
     }
 
     #[test]

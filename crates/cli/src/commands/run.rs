@@ -12,6 +12,7 @@ use sandpit_client::{
 };
 
 use crate::cli::RunArgs;
+use crate::commands::target;
 
 /// Exit code when the run is interrupted with ctrl-c (as a shell reports SIGINT).
 const INTERRUPTED_EXIT: i32 = 130;
@@ -19,6 +20,7 @@ const INTERRUPTED_EXIT: i32 = 130;
 /// Runs the code; returns the exit code (0, or 1 when the code raised).
 pub async fn run(client: &Client, args: RunArgs) -> anyhow::Result<i32> {
     let code = read_code(&args.file)?;
+    target::ensure(client, &args.id, args.create).await?;
     let sandbox = client.sandbox(&args.id);
     let language = args
         .lang

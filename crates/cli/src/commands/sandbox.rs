@@ -1,7 +1,7 @@
-//! `sandpit create | ls | stop | rm`.
+//! `sandpit create | ls | info | stop | rm`.
 
 use sandpit_client::Client;
-use sandpit_client::protocol::control::{CreateSandboxRequest, Limits, SandboxInfo};
+use sandpit_client::protocol::control::{CreateSandboxRequest, ExposedPort, Limits, SandboxInfo};
 
 use crate::cli::CreateArgs;
 
@@ -42,6 +42,21 @@ pub async fn ls(client: &Client, json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `sandpit info ID`: everything the server knows about one sandbox, and its exposed ports.
+pub async fn info(client: &Client, id: &str, json: bool) -> anyhow::Result<()> {
+    let info = client.get(id).await?;
+    let ports = client.sandbox(id).exposed_ports().await?;
+    if json {
+        // The sandbox object as `GET /v1/sandboxes/{id}` returns it, plus `ports`.
+        let mut value = serde_json::to_value(&info)?;
+        value["ports"] = serde_json::to_value(&ports)?;
+        println!("{}", serde_json::to_string_pretty(&value)?);
+    } else {
+        print!("{}", describe(&info, &ports));
+    }
+    Ok(())
+}
+
 pub async fn stop(client: &Client, id: &str) -> anyhow::Result<()> {
     client.stop(id).await?;
     println!("{id} stopped");
@@ -54,6 +69,67 @@ pub async fn rm(client: &Client, ids: &[String]) -> anyhow::Result<()> {
         println!("{id} removed");
     }
     Ok(())
+}
+
+/// `key  value` lines, one per fact (lists one line per entry).
+fn describe(info: &SandboxInfo, ports: &[ExposedPort]) -> String {
+    let mut lines: Vec<(&str, String)> = vec![
+        ("id", info.id.clone()),
+        ("state", info.state.as_str().to_owned()),
+        ("image", info.image.clone()),
+        ("created", info.created_at.clone()),
+        ("last active", info.last_active_at.clone()),
+        ("sleep after", sleep_after(info)),
+        ("ephemeral", yes_no(info.ephemeral)),
+        ("memory", or_unlimited(info.limits.memory_mb, " MiB")),
+        ("cpus", or_unlimited(info.limits.cpus, "")),
+        ("pids", or_unlimited(info.limits.pids, "")),
+        ("disk", or_unlimited(info.limits.disk_mb, " MiB")),
+        ("network", info.network.mode.as_str().to_owned()),
+    ];
+    lines.extend(info.network.allow.iter().map(|a| ("allow", a.clone())));
+    lines.extend(info.secrets.iter().map(|s| {
+        let header = s
+            .header
+            .as_deref()
+            .map(|h| format!(" ({h})"))
+            .unwrap_or_default();
+        (
+            "secret",
+            format!("{} → {}{header}", s.name, s.hosts.join(",")),
+        )
+    }));
+    // Values may be secrets of the user's own; names are enough to see what is set.
+    lines.extend(info.env.keys().map(|k| ("env", k.clone())));
+    lines.extend(ports.iter().map(|p| {
+        let name = p
+            .name
+            .as_deref()
+            .map(|n| format!(" ({n})"))
+            .unwrap_or_default();
+        ("port", format!("{} {}{name}", p.port, p.url))
+    }));
+    let width = lines.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
+    lines
+        .iter()
+        .map(|(k, v)| format!("{k:width$}  {v}\n"))
+        .collect()
+}
+
+fn sleep_after(info: &SandboxInfo) -> String {
+    if info.keep_alive {
+        "never (keep-alive)".to_owned()
+    } else {
+        format!("{}s", info.sleep_after_secs)
+    }
+}
+
+fn yes_no(flag: bool) -> String {
+    if flag { "yes" } else { "no" }.to_owned()
+}
+
+fn or_unlimited<T: std::fmt::Display>(value: Option<T>, unit: &str) -> String {
+    value.map_or_else(|| "unlimited".to_owned(), |v| format!("{v}{unit}"))
 }
 
 fn table(sandboxes: &[SandboxInfo]) -> String {

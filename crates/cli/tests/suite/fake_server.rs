@@ -146,6 +146,40 @@ fn handle(
             info["secrets"] = json!(secrets);
             json_response(StatusCode::OK, info)
         }
+        ("GET", "/v1/sandboxes/broken") => json_response(StatusCode::OK, info("broken", "running")),
+        ("POST", "/v1/sandboxes/demo/env") => {
+            json_response(StatusCode::OK, json!({"success": true, "timestamp": TS}))
+        }
+        ("GET", "/v1/sandboxes/demo/api/contexts") => json_response(
+            StatusCode::OK,
+            json!({"success": true, "timestamp": TS, "contexts": [
+                {"id": "ctx-1", "language": "python", "cwd": "/workspace", "createdAt": TS},
+                {"id": "js", "language": "javascript", "cwd": "/tmp"}]}),
+        ),
+        ("DELETE", "/v1/sandboxes/demo/api/contexts/ctx-1") => json_response(
+            StatusCode::OK,
+            json!({"success": true, "contextId": "ctx-1", "timestamp": TS}),
+        ),
+        ("DELETE", "/v1/sandboxes/demo/api/contexts/gone") => {
+            error(404, "CONTEXT_NOT_FOUND", "Context gone not found")
+        }
+        ("POST", "/v1/sandboxes/demo/api/list-files") => {
+            let file = |name: &str, kind: &str, size: u64, mode: &str| {
+                json!({"name": name, "absolutePath": format!("/workspace/{name}"), "relativePath": name,
+                       "type": kind, "size": size, "modifiedAt": TS, "mode": mode,
+                       "permissions": {"readable": true, "writable": true, "executable": kind == "directory"}})
+            };
+            json_response(
+                StatusCode::OK,
+                json!({"success": true, "path": body["path"], "count": 2, "timestamp": TS, "files": [
+                    file("src", "directory", 4096, "rwxr-xr-x"), file("a.txt", "file", 1536, "rw-r--r--")]}),
+            )
+        }
+        // Any other sandbox does not exist.
+        ("GET", path) if path.starts_with("/v1/sandboxes/") && path.matches('/').count() == 3 => {
+            let id = path.rsplit('/').next().unwrap_or_default();
+            error(404, "SANDBOX_NOT_FOUND", &format!("no sandbox {id}"))
+        }
         _ => error(404, "ROUTE_NOT_FOUND", "unexpected request"),
     }
 }
@@ -534,4 +568,238 @@ fn expose_prints_the_url_and_ports_lists_them() {
         .code(1)
         .stderr("error: ROUTE_NOT_FOUND: unexpected request\n");
     cli(&url).args(["expose", "demo", "99999"]).assert().code(2);
+}
+
+/// The request paths the fake server saw, in order.
+fn paths(bodies: &Bodies) -> Vec<String> {
+    bodies
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(p, _)| p.clone())
+        .collect()
+}
+
+#[test]
+fn a_typo_id_creates_nothing_without_create() {
+    let (url, bodies) = start();
+    let dir = tempfile::tempdir().unwrap();
+    let local = dir.path().join("a.txt");
+    std::fs::write(&local, "x").unwrap();
+    let local = local.to_str().unwrap();
+    let commands: [&[&str]; 15] = [
+        &["cp", local, "dmeo:/workspace/a.txt"],
+        &["cp", "dmeo:/workspace/a.txt", local],
+        &["start", "dmeo", "--", "sleep", "1"],
+        &["logs", "dmeo", "job"],
+        &["run", "dmeo", "-"],
+        &["shell", "dmeo"],
+        &["env", "dmeo", "K=V"],
+        &["ctx", "ls", "dmeo"],
+        &["files", "ls", "dmeo", "/workspace"],
+        &["ps", "dmeo"],
+        &["kill", "dmeo", "--all"],
+        &["watch", "dmeo", "/workspace"],
+        &["git", "clone", "dmeo", "file:///r"],
+        &["expose", "dmeo", "8080"],
+        &["ctx", "rm", "dmeo", "c1"],
+    ];
+    for args in commands {
+        bodies.lock().unwrap().clear();
+        cli(&url)
+            .args(args)
+            .write_stdin("print(1)")
+            .assert()
+            .code(1)
+            .stderr(
+                "error: no sandbox dmeo — create it with `sandpit create dmeo` or pass --create\n",
+            );
+        // Only the existence check reached the server: no create, no forwarded call.
+        assert_eq!(paths(&bodies), ["/v1/sandboxes/dmeo"], "{args:?}");
+    }
+}
+
+#[test]
+fn create_flag_and_exec_create_a_missing_sandbox_and_say_so() {
+    let (url, bodies) = start();
+    // (The fake server has no process API: the command fails after the create.)
+    let err = stderr_of(cli(&url).args(["start", "fresh", "--create", "--", "sleep", "1"]));
+    assert!(err.starts_with("created sandbox fresh\n"), "{err}");
+    assert_eq!(
+        paths(&bodies)[..3],
+        [
+            "/v1/sandboxes/fresh",
+            "/v1/sandboxes",
+            "/v1/sandboxes/fresh/api/process/start"
+        ]
+    );
+    assert_eq!(bodies.lock().unwrap()[1].1, json!({"id": "fresh"}));
+    bodies.lock().unwrap().clear();
+    let err = stderr_of(cli(&url).args(["exec", "fresh2", "--", "true"]));
+    assert!(err.starts_with("created sandbox fresh2\n"), "{err}");
+    assert_eq!(
+        paths(&bodies),
+        [
+            "/v1/sandboxes/fresh2",
+            "/v1/sandboxes",
+            "/v1/sandboxes/fresh2/api/execute/stream"
+        ]
+    );
+}
+
+/// Stderr of a command that fails with exit code 1.
+fn stderr_of(cmd: &mut assert_cmd::Command) -> String {
+    let out = cmd.assert().code(1).get_output().stderr.clone();
+    String::from_utf8(out).unwrap()
+}
+
+#[test]
+fn info_shows_a_sandbox_and_its_ports() {
+    let (url, _) = start();
+    cli(&url).args(["info", "demo"]).assert().success().stdout(
+        "id           demo\n\
+         state        running\n\
+         image        default\n\
+         created      2026-01-01T00:00:00.000Z\n\
+         last active  2026-01-01T00:00:00.000Z\n\
+         sleep after  600s\n\
+         ephemeral    no\n\
+         memory       unlimited\n\
+         cpus         unlimited\n\
+         pids         unlimited\n\
+         disk         unlimited\n\
+         network      allowlist\n\
+         allow        pypi.org\n\
+         allow        10.0.0.0/8\n\
+         secret       TOKEN → api.example.com,*.x.org (Authorization)\n\
+         secret       OTHER → h\n\
+         port         8080 http://8080-demo-t0k.localhost:7070/ (web)\n\
+         port         3000 http://3000-demo-abc.localhost:7070/\n",
+    );
+    let out = cli(&url)
+        .args(["info", "demo", "--json"])
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let info: Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(info["id"], "demo");
+    assert_eq!(info["state"], "running");
+    assert_eq!(info["network"]["mode"], "allowlist");
+    assert_eq!(info["ports"][0]["port"], 8080);
+    assert_eq!(
+        info["ports"][1]["url"],
+        "http://3000-demo-abc.localhost:7070/"
+    );
+    cli(&url)
+        .args(["info", "nope"])
+        .assert()
+        .code(1)
+        .stderr("error: SANDBOX_NOT_FOUND: no sandbox nope\n");
+}
+
+#[test]
+fn ls_json_parses() {
+    let (url, _) = start();
+    let out = cli(&url)
+        .args(["ls", "--json"])
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let list: Value = serde_json::from_slice(&out).unwrap();
+    let ids: Vec<&str> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["a", "b"]);
+    assert_eq!(list[1]["state"], "sleeping");
+}
+
+#[test]
+fn env_sets_and_unsets_variables() {
+    let (url, bodies) = start();
+    cli(&url)
+        .args(["env", "demo", "A=1", "B=x=y", "--unset", "OLD"])
+        .assert()
+        .success()
+        .stdout("demo env updated\n");
+    let (path, body) = bodies.lock().unwrap().last().cloned().unwrap();
+    assert_eq!(path, "/v1/sandboxes/demo/env");
+    assert_eq!(body, json!({"env": {"A": "1", "B": "x=y", "OLD": null}}));
+    // Nothing to change is a usage error, found before anything is sent.
+    bodies.lock().unwrap().clear();
+    cli(&url).args(["env", "demo"]).assert().code(2);
+    assert!(paths(&bodies).is_empty());
+    cli(&url).args(["env", "demo", "NOEQUALS"]).assert().code(2);
+}
+
+#[test]
+fn ctx_lists_and_removes_contexts() {
+    let (url, bodies) = start();
+    cli(&url)
+        .args(["ctx", "ls", "demo"])
+        .assert()
+        .success()
+        .stdout(
+            "ID     LANGUAGE    CWD         CREATED\n\
+         ctx-1  python      /workspace  2026-01-01T00:00:00.000Z\n\
+         js     javascript  /tmp        -\n",
+        );
+    let out = cli(&url)
+        .args(["ctx", "ls", "demo", "--json"])
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let contexts: Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(contexts[1]["language"], "javascript");
+    cli(&url)
+        .args(["ctx", "rm", "demo", "ctx-1"])
+        .assert()
+        .success()
+        .stdout("ctx-1 removed\n");
+    assert_eq!(
+        paths(&bodies).last().unwrap(),
+        "/v1/sandboxes/demo/api/contexts/ctx-1"
+    );
+    cli(&url)
+        .args(["ctx", "rm", "demo", "gone"])
+        .assert()
+        .code(1)
+        .stderr("error: CONTEXT_NOT_FOUND: Context gone not found\n");
+}
+
+#[test]
+fn files_ls_prints_a_directory() {
+    let (url, bodies) = start();
+    cli(&url)
+        .args(["files", "ls", "demo", "/workspace", "-a"])
+        .assert()
+        .success()
+        .stdout(
+            "MODE       SIZE     MODIFIED                  NAME\n\
+             rwxr-xr-x  4.0 KiB  2026-01-01T00:00:00.000Z  src/\n\
+             rw-r--r--  1.5 KiB  2026-01-01T00:00:00.000Z  a.txt\n",
+        );
+    let (_, body) = bodies.lock().unwrap().last().cloned().unwrap();
+    assert_eq!(
+        body,
+        json!({"path": "/workspace", "options": {"recursive": false, "includeHidden": true}})
+    );
+    let out = cli(&url)
+        .args(["files", "ls", "demo", "--json"])
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let files: Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(files[0]["type"], "directory");
+    assert_eq!(files[1]["size"], 1536);
 }

@@ -3,6 +3,7 @@ mod browser;
 mod compat;
 mod crash;
 mod fake_server;
+mod inspect;
 mod leftovers;
 mod network;
 mod processes;

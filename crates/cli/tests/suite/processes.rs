@@ -22,7 +22,9 @@ fn serial_cli_processes_git_and_watch() {
     let id = stdout(
         served
             .cli()
-            .args(["start", "box", "--id", "job", "--env", "W=world", "--"])
+            .args([
+                "start", "box", "--create", "--id", "job", "--env", "W=world", "--",
+            ])
             .arg("echo hello $W; sleep 1; echo oops >&2; exit 3")
             .assert()
             .success(),

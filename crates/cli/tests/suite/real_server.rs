@@ -25,13 +25,14 @@ fn serial_cli_against_real_server() {
         served.log()
     );
 
-    // First use creates the sandbox; argv is shell-quoted.
+    // First use creates the sandbox, and says so; argv is shell-quoted.
     served
         .cli()
         .args(["exec", "demo", "--", "python3", "-c", "print(2+2)"])
         .assert()
         .success()
-        .stdout("4\n");
+        .stdout("4\n")
+        .stderr("created sandbox demo\n");
     // Exit codes and stderr come through; a single word is a command line.
     served
         .cli()
@@ -228,7 +229,7 @@ fn serial_cli_cp_100_mib_both_ways() {
         .cli()
         .arg("cp")
         .arg(&up)
-        .arg("big:/workspace/in/")
+        .args(["big:/workspace/in/", "--create"])
         .assert()
         .success();
     let in_sandbox = stdout(

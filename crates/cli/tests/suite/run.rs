@@ -27,6 +27,12 @@ fn handle(requests: &Requests, method: &Method, uri: &Uri, body: &Bytes) -> Resp
         .unwrap()
         .push((method.to_string(), uri.path().to_owned(), body.clone()));
     match (method.as_str(), uri.path()) {
+        ("GET", "/v1/sandboxes/demo") => json_response(
+            StatusCode::OK,
+            json!({"id": "demo", "image": "default", "state": "running", "sleepAfterSecs": 600,
+                   "keepAlive": false, "ephemeral": false, "env": {}, "limits": {},
+                   "createdAt": TS, "lastActiveAt": TS}),
+        ),
         ("POST", "/v1/sandboxes/demo/api/contexts") => json_response(
             StatusCode::OK,
             json!({"success": true, "contextId": "ctx-1", "language": body["language"],
@@ -166,6 +172,7 @@ fn run_prints_text_saves_files_and_deletes_its_context() {
     assert_eq!(
         paths(&requests),
         [
+            "GET /v1/sandboxes/demo",
             "POST /v1/sandboxes/demo/api/contexts",
             "POST /v1/sandboxes/demo/api/execute/code",
             "DELETE /v1/sandboxes/demo/api/contexts/ctx-1",
@@ -192,7 +199,10 @@ fn run_reads_stdin_into_an_existing_context() {
         .success();
     assert_eq!(
         paths(&requests),
-        ["POST /v1/sandboxes/demo/api/execute/code"]
+        [
+            "GET /v1/sandboxes/demo",
+            "POST /v1/sandboxes/demo/api/execute/code"
+        ]
     );
     // Without --out-dir, result files land in the current directory.
     let mut saved: Vec<String> = std::fs::read_dir(scratch.path())
@@ -327,7 +337,7 @@ fn serial_cli_run_against_real_server() {
     .unwrap();
     let assert = served
         .cli()
-        .args(["run", "py1", "--out-dir"])
+        .args(["run", "py1", "--create", "--out-dir"])
         .arg(dir.path())
         .arg(&script)
         .assert()

@@ -19,7 +19,7 @@ fn serial_shell_against_real_server() {
     // Piped keystrokes, no local terminal: output comes back, the exit code is the shell's.
     let assert = served
         .cli()
-        .args(["shell", "term"])
+        .args(["shell", "term", "--create"])
         .write_stdin("echo $((6*7)); tty\nexit 3\n")
         .assert()
         .code(3);
