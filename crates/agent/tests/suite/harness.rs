@@ -132,7 +132,7 @@ impl Agent {
         let mut stream = UnixStream::connect(&self.socket).await.unwrap();
         let head = format!(
             "{method} {path} HTTP/1.1\r\nHost: sandbox\r\nContent-Type: application/json\r\n\
-             Content-Length: {}\r\n\r\n",
+             Connection: close\r\nContent-Length: {}\r\n\r\n",
             body.len()
         );
         let _ = stream.write_all(head.as_bytes()).await;
