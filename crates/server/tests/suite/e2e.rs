@@ -478,6 +478,7 @@ async fn serial_e2e_concurrent_first_calls_make_one_sandbox() {
 /// on the host (other test runs) may run sandboxes with the same id.
 struct SandboxProcs {
     internal: String,
+    socket: PathBuf,
 }
 
 impl SandboxProcs {
@@ -489,7 +490,37 @@ impl SandboxProcs {
             .map(|e| e.file_name().to_string_lossy().into_owned())
             .find(|name| name.starts_with(&prefix))
             .unwrap_or_else(|| panic!("no sandbox dir for {id}"));
-        SandboxProcs { internal }
+        let socket = rs.data_dir.join("run").join(format!("{internal}.sock"));
+        SandboxProcs { internal, socket }
+    }
+
+    /// Connections waiting in the accept queue of the agent's socket (`ss` shows it as the
+    /// Recv-Q of a listening socket).
+    fn queued_connections(&self) -> usize {
+        let out = std::process::Command::new("ss")
+            .args(["-xlnH", "src"])
+            .arg(&self.socket)
+            .output()
+            .expect("running ss (iproute2)");
+        String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .nth(2)
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// Drives `request` until it waits, unanswered, in the accept queue of the (stopped) agent.
+    async fn until_queued<F>(&self, request: &mut F)
+    where
+        F: std::future::Future + Unpin,
+    {
+        let queued = eventually(Duration::from_secs(20), || async {
+            self.queued_connections() > 0
+        });
+        tokio::select! {
+            _ = request => panic!("a stopped agent answered"),
+            queued = queued => assert!(queued, "the request never reached the agent's socket"),
+        }
     }
 
     /// Host pids of the live (not zombie) processes in the sandbox's cgroup.
@@ -593,17 +624,11 @@ async fn serial_e2e_agent_killed_with_a_request_on_its_socket() {
     rs.exec(id, "echo up > /workspace/f").await;
     let procs = SandboxProcs::of(&rs, id);
 
-    // The time a request needs to reach the stopped agent's socket (not a correctness bound:
-    // a request sent after the kill is restarted by `connect` and passes too).
-    const IN_FLIGHT: Duration = Duration::from_millis(1500);
     let ping = format!("/v1/sandboxes/{id}/api/ping");
     let agent = procs.agent();
     signal(agent, nix::sys::signal::Signal::SIGSTOP).unwrap();
     let mut get = Box::pin(rs.req_as(&rs.key, Method::GET, &ping).send());
-    assert!(
-        tokio::time::timeout(IN_FLIGHT, &mut get).await.is_err(),
-        "a stopped agent answered"
-    );
+    procs.until_queued(&mut get).await;
     procs.kill_all().await;
     let r = tokio::time::timeout(Duration::from_secs(20), get)
         .await
@@ -617,10 +642,7 @@ async fn serial_e2e_agent_killed_with_a_request_on_its_socket() {
     signal(restarted, nix::sys::signal::Signal::SIGSTOP).unwrap();
     let execute = format!("/v1/sandboxes/{id}/api/execute");
     let mut post = Box::pin(rs.call(Method::POST, &execute, json!({"command": "true"})));
-    assert!(
-        tokio::time::timeout(IN_FLIGHT, &mut post).await.is_err(),
-        "a stopped agent answered"
-    );
+    procs.until_queued(&mut post).await;
     procs.kill_all().await;
     let (status, body) = tokio::time::timeout(Duration::from_secs(20), post)
         .await
