@@ -8,6 +8,7 @@
 //! client has read it to the end or gone away. WebSocket upgrades are spliced through.
 
 use std::io::ErrorKind;
+use std::path::Path;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -27,7 +28,7 @@ use tokio::net::UnixStream;
 use crate::AppState;
 use crate::auth::Tenant;
 use crate::error::{ApiError, ApiResult};
-use crate::lifecycle::{ActivityGuard, Entry, Lease};
+use crate::lifecycle::{ActivityGuard, Lease};
 
 /// Headers that describe one hop, not the message (RFC 9110 §7.6.1). `Expect` is answered by
 /// our own server when the body is read; the agent must not answer it a second time.
@@ -142,45 +143,138 @@ pub(crate) async fn proxy(
         .parse()
         .map_err(|_| ApiError::validation("invalid request path"))?;
     parts.version = http::Version::HTTP_11;
+    // Kept to send the request again should the agent die before answering it.
+    let replay = replayable(&parts, &body).then(|| Replay::of(&parts));
     let body = match limit {
         Some(limit) => Body::new(http_body_util::Limited::new(body, limit)),
         None => body,
     };
-    let outgoing = http::Request::from_parts(parts, body);
-
-    let (stream, mut guard, entry, run) = connect(app, tenant, id).await?;
-    if target.split('?').next() == Some("/api/execute") {
-        guard.time_exec(app.metrics.clone());
-    }
-    let unavailable = |what: &str, e: hyper::Error| {
+    let mut outgoing = http::Request::from_parts(parts, body);
+    let mut retried = false;
+    loop {
+        let (stream, lease) = connect(app, tenant, id).await?;
+        let Lease {
+            socket,
+            pid,
+            mut guard,
+            entry,
+            run,
+        } = lease;
+        if target.split('?').next() == Some("/api/execute") {
+            guard.time_exec(app.metrics.clone());
+        }
+        let error = match exchange(stream, outgoing).await {
+            Ok(response) => return Ok(relay_response(response, client_upgrade, guard)),
+            Err(error) => error,
+        };
+        drop(guard);
         // A stop or destroy of this run cut the request: the caller's doing, not a failure.
-        let error = if entry.ended_on_request(run) {
-            ApiError::new(
+        if entry.ended_on_request(run) {
+            return Err(ApiError::new(
                 ErrorCode::OperationInterrupted,
                 "the sandbox was stopped or destroyed while the request ran",
             )
-        } else {
-            ApiError::new(
+            .context("sandboxId", id));
+        }
+        if !agent_exited(&socket).await {
+            return Err(ApiError::new(
                 ErrorCode::SandboxUnavailable,
-                format!("sandbox agent {what}: {e}"),
+                format!("sandbox agent {error}"),
             )
-        };
-        error.context("sandboxId", id)
-    };
+            .context("sandboxId", id));
+        }
+        // The agent died (crash, OOM kill) with the request on its socket: record it gone now,
+        // so this retry or the caller's next call starts the sandbox afresh.
+        app.manager.agent_gone(&entry, pid).await;
+        match &replay {
+            Some(replay) if !retried => {
+                retried = true;
+                outgoing = replay.request();
+            }
+            _ => {
+                return Err(ApiError::new(
+                    ErrorCode::SandboxUnavailable,
+                    "the sandbox agent exited before answering (it crashed or was killed), so \
+                     the request may or may not have taken effect; the next call restarts the \
+                     sandbox",
+                )
+                .context("sandboxId", id));
+            }
+        }
+    }
+}
+
+/// How an exchange with the agent failed before its answer's head arrived.
+#[derive(Debug, thiserror::Error)]
+enum ExchangeError {
+    #[error("handshake failed: {0}")]
+    Handshake(hyper::Error),
+    #[error("did not answer: {0}")]
+    NoAnswer(hyper::Error),
+}
+
+/// Sends `request` over a fresh connection to the agent and waits for the head of its answer.
+async fn exchange(
+    stream: UnixStream,
+    request: http::Request<Body>,
+) -> Result<http::Response<hyper::body::Incoming>, ExchangeError> {
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
-        .map_err(|e| unavailable("handshake failed", e))?;
+        .map_err(ExchangeError::Handshake)?;
     tokio::spawn(async move {
         if let Err(e) = conn.with_upgrades().await {
             tracing::debug!(error = %e, "agent connection ended with an error");
         }
     });
-    let response = sender
-        .send_request(outgoing)
+    sender
+        .send_request(request)
         .await
-        .map_err(|e| unavailable("did not answer", e))?;
+        .map_err(ExchangeError::NoAnswer)
+}
 
-    Ok(relay_response(response, client_upgrade, guard))
+/// Whether nothing listens on the agent's socket any more: its agent has exited. (A failed
+/// exchange alone does not say so; a live agent that dropped one connection keeps running.)
+async fn agent_exited(socket: &Path) -> bool {
+    matches!(
+        UnixStream::connect(socket).await,
+        Err(e) if matches!(e.kind(), ErrorKind::ConnectionRefused | ErrorKind::NotFound)
+    )
+}
+
+/// A request that can be sent again when the agent died before answering it: a safe method
+/// (RFC 9110 §9.2.1: no effect the caller asked for) without a body. Anything else may have
+/// run in the agent before it died, so the caller decides whether to repeat it.
+fn replayable(parts: &http::request::Parts, body: &Body) -> bool {
+    use http_body::Body as _;
+    parts.method.is_safe() && body.is_end_stream()
+}
+
+/// What is needed to build a body-less request again.
+struct Replay {
+    method: http::Method,
+    uri: Uri,
+    version: http::Version,
+    headers: HeaderMap,
+}
+
+impl Replay {
+    fn of(parts: &http::request::Parts) -> Self {
+        Replay {
+            method: parts.method.clone(),
+            uri: parts.uri.clone(),
+            version: parts.version,
+            headers: parts.headers.clone(),
+        }
+    }
+
+    fn request(&self) -> http::Request<Body> {
+        let mut request = http::Request::new(Body::empty());
+        *request.method_mut() = self.method.clone();
+        *request.uri_mut() = self.uri.clone();
+        *request.version_mut() = self.version;
+        *request.headers_mut() = self.headers.clone();
+        request
+    }
 }
 
 /// Turns an upstream answer into the caller's: a `101` splices the two upgraded connections,
@@ -211,29 +305,22 @@ pub(crate) fn relay_response(
     )
 }
 
-/// Leases the sandbox (creating or waking it) and connects to its agent; also returns the
-/// entry and run of the lease. When nothing listens any more (the agent died), the sandbox is
-/// restarted once: the request has not been sent yet, so the retry is safe.
-async fn connect(
-    app: &AppState,
-    tenant: &str,
-    id: &str,
-) -> ApiResult<(UnixStream, ActivityGuard, Arc<Entry>, u64)> {
+/// Leases the sandbox (creating or waking it) and connects to its agent. When nothing listens
+/// any more (the agent died), the sandbox is restarted once: the request has not been sent yet,
+/// so the retry is safe.
+async fn connect(app: &AppState, tenant: &str, id: &str) -> ApiResult<(UnixStream, Lease)> {
     let mut retried = false;
     loop {
-        let Lease {
-            socket,
-            pid,
-            guard,
-            entry,
-            run,
-        } = app.manager.acquire(tenant, id).await?;
-        match UnixStream::connect(&socket).await {
-            Ok(stream) => return Ok((stream, guard, entry, run)),
+        let lease = app.manager.acquire(tenant, id).await?;
+        match UnixStream::connect(&lease.socket).await {
+            Ok(stream) => return Ok((stream, lease)),
             Err(e)
                 if !retried
                     && matches!(e.kind(), ErrorKind::ConnectionRefused | ErrorKind::NotFound) =>
             {
+                let Lease {
+                    pid, guard, entry, ..
+                } = lease;
                 drop(guard);
                 app.manager.agent_gone(&entry, pid).await;
                 retried = true;

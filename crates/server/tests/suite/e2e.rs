@@ -462,22 +462,118 @@ async fn serial_e2e_concurrent_first_calls_make_one_sandbox() {
     rs.stop().await;
 }
 
-/// Host pids of every process whose cgroup path has a component starting with `prefix`.
-fn pids_in_cgroup(prefix: &str) -> Vec<i32> {
-    let mut pids = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
-            continue;
-        };
-        let cgroups = std::fs::read_to_string(entry.path().join("cgroup")).unwrap_or_default();
-        if cgroups
-            .lines()
-            .any(|l| l.split('/').any(|c| c.starts_with(prefix)))
-        {
-            pids.push(pid);
+/// The processes of one sandbox of this test's server, found by its internal id (the name of
+/// its dir under `<data dir>/sandboxes` and of its cgroup). Only this server's: other servers
+/// on the host (other test runs) may run sandboxes with the same id.
+struct SandboxProcs {
+    internal: String,
+    socket: PathBuf,
+}
+
+impl SandboxProcs {
+    fn of(rs: &Real, id: &str) -> Self {
+        let prefix = format!("{}-", id.to_ascii_lowercase());
+        let internal = std::fs::read_dir(rs.data_dir.join("sandboxes"))
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .find(|name| name.starts_with(&prefix))
+            .unwrap_or_else(|| panic!("no sandbox dir for {id}"));
+        let socket = rs.data_dir.join("run").join(format!("{internal}.sock"));
+        SandboxProcs { internal, socket }
+    }
+
+    /// Connections waiting in the accept queue of the agent's socket (`ss` shows it as the
+    /// Recv-Q of a listening socket).
+    fn queued_connections(&self) -> usize {
+        let out = std::process::Command::new("ss")
+            .args(["-xlnH", "src"])
+            .arg(&self.socket)
+            .output()
+            .expect("running ss (iproute2)");
+        String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .nth(2)
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// Drives `request` until it waits, unanswered, in the accept queue of the (stopped) agent.
+    async fn until_queued<F>(&self, request: &mut F)
+    where
+        F: std::future::Future + Unpin,
+    {
+        let queued = eventually(Duration::from_secs(20), || async {
+            self.queued_connections() > 0
+        });
+        tokio::select! {
+            _ = request => panic!("a stopped agent answered"),
+            queued = queued => assert!(queued, "the request never reached the agent's socket"),
         }
     }
-    pids
+
+    /// Host pids of the live (not zombie) processes in the sandbox's cgroup.
+    fn pids(&self) -> Vec<i32> {
+        let mut pids = Vec::new();
+        for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+                continue;
+            };
+            let cgroups = std::fs::read_to_string(entry.path().join("cgroup")).unwrap_or_default();
+            let ours = cgroups
+                .lines()
+                .any(|l| l.split('/').any(|c| c == self.internal));
+            if ours && !has_exited(pid) {
+                pids.push(pid);
+            }
+        }
+        pids
+    }
+
+    /// The agent: PID 1 of the sandbox's pid namespace.
+    fn agent(&self) -> i32 {
+        self.pids()
+            .into_iter()
+            .find(|pid| {
+                std::fs::read_to_string(format!("/proc/{pid}/status"))
+                    .unwrap_or_default()
+                    .lines()
+                    .any(|l| l.starts_with("NSpid:") && l.split_whitespace().last() == Some("1"))
+            })
+            .expect("no agent in the sandbox's cgroup")
+    }
+
+    /// SIGKILLs every process of the sandbox and returns once all of them have exited (a
+    /// delivered signal is not yet an exit: the agent may still accept a connection).
+    async fn kill_all(&self) {
+        let pids = self.pids();
+        assert!(!pids.is_empty(), "no processes in the sandbox's cgroup");
+        for &pid in &pids {
+            let _ = signal(pid, nix::sys::signal::Signal::SIGKILL);
+        }
+        // These pids, not the cgroup: a request in flight may restart the sandbox meanwhile.
+        let dead = eventually(Duration::from_secs(10), || async {
+            pids.iter().all(|&pid| has_exited(pid))
+        })
+        .await;
+        assert!(dead, "the sandbox's processes outlived SIGKILL");
+    }
+}
+
+fn signal(pid: i32, signal: nix::sys::signal::Signal) -> nix::Result<()> {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal)
+}
+
+/// Whether `pid` has exited (a zombie not yet reaped, or gone).
+fn has_exited(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        // The state follows the command name, which is in parentheses and may hold spaces.
+        .and_then(|s| {
+            s.rsplit_once(')')
+                .map(|(_, rest)| rest.trim_start().starts_with('Z'))
+        })
+        .unwrap_or(true)
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -486,16 +582,9 @@ async fn serial_e2e_killed_sandbox_restarts_on_next_call() {
         return;
     };
     rs.exec("e2e-crash", "echo up > /workspace/f").await;
-    let pids = pids_in_cgroup("e2e-crash-");
-    assert!(
-        !pids.is_empty(),
-        "no processes found in the sandbox's cgroup"
-    );
-    for pid in pids {
-        let _ = std::process::Command::new("kill")
-            .args(["-9", &pid.to_string()])
-            .status();
-    }
+    let procs = SandboxProcs::of(&rs, "e2e-crash");
+    let before = procs.agent();
+    procs.kill_all().await;
     // Never a hang: nothing listens any more, so the call restarts the sandbox and goes through.
     let started = Instant::now();
     let out = tokio::time::timeout(
@@ -506,7 +595,53 @@ async fn serial_e2e_killed_sandbox_restarts_on_next_call() {
     .expect("a call to a killed sandbox hung");
     assert_eq!(out["stdout"], "up\n", "{out}");
     eprintln!("recovery took {:?}", started.elapsed());
-    assert!(!pids_in_cgroup("e2e-crash-").is_empty(), "running again");
+    assert_ne!(procs.agent(), before, "running again, with a new agent");
+    rs.stop().await;
+}
+
+/// The agent dies with a request on its socket that it never answered (here: stopped, so the
+/// connection waits in its backlog, then killed). A safe body-less request is sent again to the
+/// restarted sandbox; anything else may have run before the death, so it fails with a clear
+/// `SANDBOX_UNAVAILABLE` (not a raw transport error) and the next call restarts the sandbox.
+/// Before: both failed with `502 "sandbox agent did not answer: connection error"`.
+#[tokio::test(flavor = "multi_thread")]
+async fn serial_e2e_agent_killed_with_a_request_on_its_socket() {
+    let Some(rs) = Real::start().await else {
+        return;
+    };
+    let id = "e2e-dies";
+    rs.exec(id, "echo up > /workspace/f").await;
+    let procs = SandboxProcs::of(&rs, id);
+
+    let ping = format!("/v1/sandboxes/{id}/api/ping");
+    let agent = procs.agent();
+    signal(agent, nix::sys::signal::Signal::SIGSTOP).unwrap();
+    let mut get = Box::pin(rs.req_as(&rs.key, Method::GET, &ping).send());
+    procs.until_queued(&mut get).await;
+    procs.kill_all().await;
+    let r = tokio::time::timeout(Duration::from_secs(20), get)
+        .await
+        .expect("a GET to a dying agent hung")
+        .unwrap();
+    let (status, body) = status_json(r).await;
+    assert_eq!(status, 200, "the GET was not sent again: {body}");
+    let restarted = procs.agent();
+    assert_ne!(restarted, agent, "running again, with a new agent");
+
+    signal(restarted, nix::sys::signal::Signal::SIGSTOP).unwrap();
+    let execute = format!("/v1/sandboxes/{id}/api/execute");
+    let mut post = Box::pin(rs.call(Method::POST, &execute, json!({"command": "true"})));
+    procs.until_queued(&mut post).await;
+    procs.kill_all().await;
+    let (status, body) = tokio::time::timeout(Duration::from_secs(20), post)
+        .await
+        .expect("a POST to a dying agent hung");
+    assert_error(status, &body, 502, "SANDBOX_UNAVAILABLE");
+    let message = body["message"].as_str().unwrap_or_default();
+    assert!(message.contains("exited before answering"), "{body}");
+    assert_eq!(body["context"]["sandboxId"], id, "{body}");
+    let out = rs.exec(id, "cat /workspace/f").await;
+    assert_eq!(out["stdout"], "up\n", "{out}");
     rs.stop().await;
 }
 

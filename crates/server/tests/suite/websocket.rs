@@ -55,20 +55,70 @@ fn refused_with(result: Result<Ws, WsError>, status: u16) {
     }
 }
 
-/// Reads terminal output until it contains `text`.
-async fn expect_output(ws: &mut Ws, text: &str) {
-    let mut output = String::new();
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while !output.contains(text) {
-        let m = tokio::time::timeout_at(deadline, ws.next())
-            .await
-            .unwrap_or_else(|_| panic!("no {text:?} in {output:?}"))
-            .expect("closed")
-            .unwrap();
-        if let Message::Binary(b) = m {
-            output.push_str(&String::from_utf8_lossy(&b));
+/// A PTY WebSocket with the output read so far and not yet matched. Output arrives in frames
+/// that need not line up with what a test waits for (one frame may hold both `20 90` and `42`),
+/// so whatever follows a match stays buffered for the next [`Terminal::expect`].
+struct Terminal {
+    ws: Ws,
+    unread: Vec<u8>,
+}
+
+impl Terminal {
+    fn new(ws: Ws) -> Self {
+        Terminal {
+            ws,
+            unread: Vec::new(),
         }
     }
+
+    /// Reads output until it contains `text`, and consumes it up to the end of the match.
+    /// Bytes, not strings, are kept: a frame may end inside a UTF-8 character.
+    async fn expect(&mut self, text: &str) {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            if let Some(at) = find(&self.unread, text.as_bytes()) {
+                self.unread.drain(..at + text.len());
+                return;
+            }
+            let m = tokio::time::timeout_at(deadline, self.ws.next())
+                .await
+                .unwrap_or_else(|_| {
+                    panic!("no {text:?} in {:?}", String::from_utf8_lossy(&self.unread))
+                })
+                .expect("closed")
+                .unwrap();
+            if let Message::Binary(b) = m {
+                self.unread.extend_from_slice(&b);
+            }
+        }
+    }
+
+    /// The next JSON text frame; terminal output read meanwhile stays buffered.
+    async fn next_json(&mut self) -> Value {
+        loop {
+            let m = tokio::time::timeout(WAIT, self.ws.next())
+                .await
+                .expect("no frame")
+                .expect("closed")
+                .unwrap();
+            match m {
+                Message::Text(t) => return serde_json::from_str(&t).unwrap(),
+                Message::Binary(b) => self.unread.extend_from_slice(&b),
+                _ => {}
+            }
+        }
+    }
+
+    async fn send(&mut self, input: &[u8]) {
+        self.ws
+            .send(Message::Binary(input.to_vec().into()))
+            .await
+            .unwrap();
+    }
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
 }
 
 /// The next JSON text frame.
@@ -89,39 +139,34 @@ async fn next_json(ws: &mut Ws) -> Value {
 async fn terminal_through_the_control_plane_with_header_or_access_token() {
     let Some(h) = Host::start().await else { return };
     let key = h.server.admin_key().to_owned();
-    let mut ws = h
-        .connect(
+    let mut ws = Terminal::new(
+        h.connect(
             "/v1/sandboxes/ws-pty/ws/pty?sessionId=a&cols=90&rows=20",
             Some(&key),
         )
         .await
-        .unwrap();
-    assert_eq!(next_json(&mut ws).await["type"], "ready");
+        .unwrap(),
+    );
+    assert_eq!(ws.next_json().await["type"], "ready");
     // Type only once bash shows its prompt: its terminal set-up discards earlier input.
-    expect_output(&mut ws, "# ").await;
-    ws.send(Message::Binary(
-        b"stty size; echo $((6*7))\r".to_vec().into(),
-    ))
-    .await
-    .unwrap();
-    expect_output(&mut ws, "20 90").await;
-    expect_output(&mut ws, "42").await;
+    ws.expect("# ").await;
+    ws.send(b"stty size; echo $((6*7))\r").await;
+    ws.expect("20 90").await;
+    ws.expect("42").await;
 
     // The key in the query string, for browsers; the terminal is shared by session id.
-    let mut second = h
-        .connect(
+    let mut second = Terminal::new(
+        h.connect(
             &format!("/v1/sandboxes/ws-pty/ws/pty?access_token={key}&sessionId=a"),
             None,
         )
         .await
-        .unwrap();
-    expect_output(&mut second, "42").await; // replayed
-    second
-        .send(Message::Binary(b"exit 7\r".to_vec().into()))
-        .await
-        .unwrap();
+        .unwrap(),
+    );
+    second.expect("42").await; // replayed
+    second.send(b"exit 7\r").await;
     let exit = loop {
-        let v = next_json(&mut ws).await;
+        let v = ws.next_json().await;
         if v["type"] == "exit" {
             break v;
         }
