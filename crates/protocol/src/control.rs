@@ -326,7 +326,8 @@ pub struct ExposePortRequest {
 }
 
 /// One exposed port and its preview URL
-/// (`{scheme}://{port}-{id lowercased}-{token}.{domain}:{port}/`).
+/// (`{scheme}://{port}-{label}-{token}.{domain}:{port}/`, the label being the sandbox's internal id:
+/// `{id lowercased}-{12 hex}`, unique across tenants).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
