@@ -18,12 +18,31 @@ use sandpit_client::Language;
 /// Default data directory of the server (state, admin key, images).
 pub const DEFAULT_DATA_DIR: &str = "/var/lib/sandpit";
 
+/// Examples in `sandpit --help`; a test parses each `sandpit ...` line.
+const TOP_AFTER_HELP: &str = "\
+--url, --key and --data-dir may also be given after the command (not after exec's or start's
+command words, which are all passed on).
+
+Examples:
+  sandpit serve
+  sandpit exec demo ls -la
+  sandpit cp ./main.py demo:/work/main.py
+  sandpit shell demo";
+
+/// Examples in `sandpit exec --help`; a test parses each `sandpit ...` line.
+const EXEC_EXAMPLES: &str = "\
+Examples:
+  sandpit exec demo ls -la
+  sandpit exec demo -- ls -la
+  sandpit exec --session s --cwd /tmp demo python3 -c 'print(2+2)'
+  sandpit exec demo 'ls / | wc -l'";
+
 #[derive(Debug, Parser)]
 #[command(
     name = "sandpit",
     version,
     about = "Run untrusted code in isolated Linux sandboxes",
-    after_help = "--url, --key and --data-dir may also be given after the command."
+    after_help = TOP_AFTER_HELP
 )]
 pub struct Cli {
     /// Server URL.
@@ -105,6 +124,7 @@ pub enum Command {
     },
     /// Run a command in a sandbox (created on first use, said on stderr), streaming its
     /// output; exits with the command's exit code.
+    #[command(after_help = EXEC_EXAMPLES)]
     Exec(ExecArgs),
     /// Run a Python, JavaScript or TypeScript file (or stdin) in a code context: output is
     /// printed live, text results go to stdout, images and HTML results to files named on
@@ -214,8 +234,14 @@ pub struct StartArgs {
     pub env: Vec<(String, String)>,
     #[command(flatten)]
     pub create: CreateFlag,
-    /// The command (joined as for `exec`).
-    #[arg(last = true, required = true, value_name = "CMD")]
+    /// The command (joined as for `exec`); every word from its first one on is part of it,
+    /// so options of `start` go before that. `--` before it is optional.
+    #[arg(
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        required = true,
+        value_name = "CMD"
+    )]
     pub command: Vec<String>,
 }
 
@@ -484,9 +510,16 @@ pub struct ExecArgs {
     /// Do not send the local stdin (by default it is sent when it is not a terminal).
     #[arg(long, short = 'n')]
     pub no_stdin: bool,
-    /// The command. Several words are shell-quoted and joined; a single word is passed to the
-    /// shell as is (so `sandpit exec ID 'ls | wc -l'` runs a pipeline).
-    #[arg(last = true, required = true, value_name = "CMD")]
+    /// The command: every word after the id, hyphens included (`sandpit exec ID ls -la`), so
+    /// options of `exec` go before the command's first word; `--` before it is optional. Several words are
+    /// shell-quoted and joined; a single word is passed to the shell as is (so
+    /// `sandpit exec ID 'ls | wc -l'` runs a pipeline).
+    #[arg(
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        required = true,
+        value_name = "CMD"
+    )]
     pub command: Vec<String>,
 }
 
@@ -596,6 +629,134 @@ mod tests {
             assert_eq!(args.images.images_dir, Some(PathBuf::from("/x")));
             assert!(matches!(args.command, ImageCommand::Build { force: false }));
         }
+    }
+
+    fn exec_of(argv: &[&str]) -> ExecArgs {
+        match Cli::try_parse_from(argv) {
+            Ok(Cli {
+                command: Command::Exec(args),
+                ..
+            }) => args,
+            other => panic!("{argv:?} is not an exec: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn exec_takes_the_command_with_or_without_double_dash() {
+        for argv in [
+            &["sandpit", "exec", "demo", "ls", "-la"][..],
+            &["sandpit", "exec", "demo", "--", "ls", "-la"],
+        ] {
+            let args = exec_of(argv);
+            assert_eq!(args.id, "demo");
+            assert_eq!(args.command, ["ls", "-la"]);
+        }
+        let args = exec_of(&[
+            "sandpit",
+            "exec",
+            "--session",
+            "s",
+            "-n",
+            "demo",
+            "ls",
+            "-la",
+        ]);
+        assert_eq!(args.session.as_deref(), Some("s"));
+        assert!(args.no_stdin);
+        assert_eq!(args.command, ["ls", "-la"]);
+        // After the id every word is the command's, even one spelt like an exec option.
+        let args = exec_of(&[
+            "sandpit",
+            "exec",
+            "demo",
+            "grep",
+            "--session",
+            "x",
+            "--url",
+            "u",
+        ]);
+        assert_eq!(args.session, None);
+        assert_eq!(args.command, ["grep", "--session", "x", "--url", "u"]);
+        // A single quoted word stays one word: the shell line.
+        assert_eq!(
+            exec_of(&["sandpit", "exec", "demo", "ls | wc -l"]).command,
+            ["ls | wc -l"]
+        );
+        assert!(Cli::try_parse_from(["sandpit", "exec", "demo"]).is_err());
+        assert!(Cli::try_parse_from(["sandpit", "exec", "demo", "--"]).is_err());
+    }
+
+    #[test]
+    fn start_takes_the_command_with_or_without_double_dash() {
+        for argv in [
+            &["sandpit", "start", "--id", "p1", "demo", "sleep", "-v"][..],
+            &[
+                "sandpit", "start", "--id", "p1", "demo", "--", "sleep", "-v",
+            ],
+        ] {
+            let Command::Start(args) = Cli::try_parse_from(argv).unwrap().command else {
+                panic!("not start")
+            };
+            assert_eq!(args.process_id.as_deref(), Some("p1"));
+            assert_eq!(args.id, "demo");
+            assert_eq!(args.command, ["sleep", "-v"]);
+        }
+    }
+
+    /// Splits an example line as a POSIX shell would, for the quoting the examples use
+    /// (spaces and single quotes).
+    fn shell_words(line: &str) -> Vec<String> {
+        let mut words = Vec::new();
+        let (mut word, mut in_word, mut quoted) = (String::new(), false, false);
+        for c in line.chars() {
+            match c {
+                '\'' => (quoted, in_word) = (!quoted, true),
+                ' ' if !quoted => {
+                    if in_word {
+                        words.push(std::mem::take(&mut word));
+                    }
+                    in_word = false;
+                }
+                _ => (word, in_word) = (word + &c.to_string(), true),
+            }
+        }
+        assert!(!quoted, "unbalanced quote in {line:?}");
+        if in_word {
+            words.push(word);
+        }
+        words
+    }
+
+    #[test]
+    fn help_examples_parse() {
+        let mut command = hide_inherited_globals(Cli::command());
+        let top = command.render_long_help().to_string();
+        let exec = command
+            .find_subcommand_mut("exec")
+            .unwrap()
+            .render_long_help()
+            .to_string();
+        let examples: Vec<Vec<String>> = [top, exec]
+            .iter()
+            .flat_map(|help| help.lines())
+            .map(str::trim)
+            .filter(|line| line.starts_with("sandpit "))
+            .map(shell_words)
+            .collect();
+        assert!(examples.len() >= 6, "{examples:?}");
+        for argv in &examples {
+            let matches = hide_inherited_globals(Cli::command())
+                .try_get_matches_from(argv)
+                .unwrap_or_else(|e| panic!("{argv:?}: {e}"));
+            Cli::from_arg_matches(&matches).unwrap_or_else(|e| panic!("{argv:?}: {e}"));
+        }
+        let pipeline = examples
+            .iter()
+            .find(|a| a.contains(&"ls / | wc -l".to_owned()));
+        assert!(
+            pipeline.is_some(),
+            "the shell-line example lost its quoting"
+        );
     }
 
     #[test]

@@ -252,6 +252,23 @@ fn exec_streams_to_matching_fds_and_exits_with_the_command_code() {
 }
 
 #[test]
+fn exec_sends_hyphenated_words_without_double_dash() {
+    let (url, bodies) = start();
+    for (words, command) in [
+        (&["ls", "-la"][..], "ls -la"),
+        (&["ls / | wc -l"], "ls / | wc -l"),
+    ] {
+        cli(&url)
+            .args(["exec", "-n", "demo"])
+            .args(words)
+            .assert()
+            .code(7);
+        let (_, body) = bodies.lock().unwrap().last().cloned().unwrap();
+        assert_eq!(body["command"], command, "{words:?}");
+    }
+}
+
+#[test]
 fn exec_reports_a_stream_cut_short() {
     let (url, _) = start();
     cli(&url)
