@@ -4,7 +4,7 @@
 
 import { WatchError } from './errors.js';
 import type { SandboxScope } from './scope.js';
-import { parseSSEStream } from './sse.js';
+import { dataOf, eventEnd } from './sse.js';
 import type {
   CheckChangesOptions,
   CheckChangesResult,
@@ -199,14 +199,10 @@ export async function watch(
     operation: 'watch',
     longRunning: true,
   });
-  const [head, rest] = response.body!.tee();
-  const iterator = parseSSEStream<FileWatchSSEEvent>(head);
-  const first = await iterator.next();
-  await iterator.return(undefined);
-  if (first.done || first.value.type !== 'watching') {
-    await rest.cancel().catch(() => {});
-    const message =
-      !first.done && first.value.type === 'error' ? first.value.error : 'the watch ended at once';
+  const { first, stream } = await firstEvent<FileWatchSSEEvent>(response.body!);
+  if (first?.type !== 'watching') {
+    await stream.cancel().catch(() => {});
+    const message = first?.type === 'error' ? first.error : 'the watch ended at once';
     throw new WatchError({
       code: 'WATCH_START_ERROR',
       message: `watch(${path}): ${message}`,
@@ -214,7 +210,39 @@ export async function watch(
       httpStatus: 500,
     });
   }
-  return rest;
+  return stream;
+}
+
+/** Reads an SSE stream up to its first event; returns that event and a stream of the whole
+ * input (the bytes read so far, then the rest). */
+async function firstEvent<T>(
+  body: ReadableStream<Uint8Array>,
+): Promise<{ first: T | undefined; stream: ReadableStream<Uint8Array> }> {
+  const reader = body.getReader();
+  const seen: Uint8Array[] = [];
+  const decoder = new TextDecoder();
+  let text = '';
+  let first: T | undefined;
+  while (first === undefined) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    seen.push(value);
+    text += decoder.decode(value, { stream: true });
+    const end = eventEnd(text);
+    const data = end >= 0 ? dataOf(text.slice(0, end)) : undefined;
+    if (data !== undefined) first = JSON.parse(data) as T;
+  }
+  const stream = new ReadableStream<Uint8Array>({
+    async pull(controller) {
+      const buffered = seen.shift();
+      if (buffered) return controller.enqueue(buffered);
+      const { value, done } = await reader.read();
+      if (done) controller.close();
+      else controller.enqueue(value);
+    },
+    cancel: (reason) => reader.cancel(reason),
+  });
+  return { first, stream };
 }
 
 export function checkChanges(

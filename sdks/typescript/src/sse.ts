@@ -50,7 +50,7 @@ export async function* parseSSEStream<T = any>(
 }
 
 /** Index of the blank line that ends the first event of `buffer`, or -1. */
-function eventEnd(buffer: string): number {
+export function eventEnd(buffer: string): number {
   const lf = buffer.indexOf('\n\n');
   const crlf = buffer.indexOf('\r\n\r\n');
   if (lf < 0) return crlf;
@@ -59,7 +59,7 @@ function eventEnd(buffer: string): number {
 }
 
 /** The joined `data:` lines of one event block, or undefined when it has none. */
-function dataOf(block: string): string | undefined {
+export function dataOf(block: string): string | undefined {
   const lines = block
     .split(/\r?\n/)
     .filter((line) => line.startsWith('data:'))

@@ -24,7 +24,7 @@ after(() => sandbox.destroy());
 
 describe('exec', () => {
   test('returns the seed result shape', async () => {
-    const result = await sandbox.exec('echo hello; echo oops >&2; exit 3');
+    const result = await sandbox.exec('echo hello; echo oops >&2; (exit 3)');
     assert.ok(isExecResult(result));
     assert.equal(result.stdout, 'hello\n');
     assert.equal(result.stderr, 'oops\n');
@@ -100,7 +100,7 @@ describe('exec', () => {
   });
 
   test('execStream + parseSSEStream: start, output, complete', async () => {
-    const stream = await sandbox.execStream('echo a; echo b >&2; exit 2');
+    const stream = await sandbox.execStream('echo a; echo b >&2; (exit 2)');
     const types = [];
     let exitCode;
     for await (const event of parseSSEStream(stream)) {

@@ -34,7 +34,7 @@ test('the ported program runs against sandpit', async () => {
   const response = await worker.fetch(new Request(`http://app.example/run?user=${user}`), {});
   const report = await response.json();
   assert.equal(report.sum, '45');
-  assert.deepEqual(report.lines, ['stdout:line 1', 'stdout:line 2', 'stdout:line 3']);
+  assert.equal(report.streamed, 'line 1\nline 2\nline 3\n');
   assert.equal(report.file, 'print(sum(range(10)))\n');
   assert.deepEqual(report.files, ['main.py']);
   assert.equal(report.served, true);

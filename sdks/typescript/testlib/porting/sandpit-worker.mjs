@@ -16,12 +16,12 @@ export default {
     const run = await sandbox.exec('python3 src/main.py', { cwd: '/workspace/project' });
     report.sum = run.stdout.trim();
 
-    const lines = [];
-    await sandbox.exec('for i in 1 2 3; do echo line $i; done', {
+    let streamed = '';
+    await sandbox.exec('for i in 1 2 3; do echo line $i; sleep 0.1; done', {
       stream: true,
-      onOutput: (stream, data) => lines.push(`${stream}:${data.trim()}`),
+      onOutput: (stream, data) => (streamed += stream === 'stdout' ? data : ''),
     });
-    report.lines = lines;
+    report.streamed = streamed;
 
     const file = await sandbox.readFile('/workspace/project/src/main.py');
     report.file = file.content;
