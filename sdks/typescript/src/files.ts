@@ -42,6 +42,8 @@ export async function writeFile(
     return scope.apiJson<WriteFileResult>('/write', {
       json: { path, content, encoding: options.encoding, sessionId },
       operation: 'writeFile',
+      // Up to 64 MiB: as long as the transfer takes (a dead server is caught by create-or-get).
+      longRunning: true,
     });
   }
   // Bytes and streams go over the raw upload route, in constant memory whatever the size.
@@ -68,6 +70,7 @@ export async function readFile(
   return scope.apiJson<ReadFileResult>('/read', {
     json: { path, encoding: options.encoding, sessionId },
     operation: 'readFile',
+    longRunning: true,
   });
 }
 

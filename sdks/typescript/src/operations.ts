@@ -5,7 +5,7 @@ import * as commands from './commands.js';
 import * as files from './files.js';
 import * as interpreter from './interpreter.js';
 import * as processes from './processes.js';
-import type { SandboxScope } from './scope.js';
+import { DISABLE_SESSION, type SandboxScope } from './scope.js';
 import { openTerminal, terminalUrl, type Terminal } from './terminal.js';
 import type {
   CheckChangesOptions,
@@ -193,8 +193,10 @@ export class Operations {
    * process and command started afterwards; kept across sleep. */
   async setEnvVars(env: Record<string, string | undefined | null>): Promise<void> {
     const body = Object.fromEntries(Object.entries(env).map(([k, v]) => [k, v ?? null]));
+    // Sessionless sandboxes change only what later commands start with (no session to export in).
+    const session = this.#session(undefined);
     await this.scope.controlJson('/env', {
-      json: { env: body, sessionId: this.#session(undefined) },
+      json: { env: body, sessionId: session === DISABLE_SESSION ? undefined : session },
       operation: 'setEnvVars',
     });
   }
@@ -241,6 +243,6 @@ export class Operations {
   #ptySession(): string {
     // A terminal always belongs to a real session; sessionless sandboxes use the default one.
     const id = this.sessionId;
-    return id === undefined || id === '__DISABLE_SESSION__' ? 'default' : id;
+    return id === undefined || id === DISABLE_SESSION ? 'default' : id;
   }
 }

@@ -33,6 +33,10 @@ export interface ConnectOptions {
 /** A connection to a sandpit server: what `env.Sandbox` is to the seed's `getSandbox`. */
 export class SandpitNamespace {
   readonly transport: Transport;
+  /** Create-or-get calls made, by sandbox id and then request body: a Worker-style
+   * `getSandbox` per request costs one create-or-get per id and options, not one per request
+   * (like the seed's cached `configure`); each distinct set of options is applied once. */
+  readonly #ensured = new Map<string, Map<string, Promise<void>>>();
 
   constructor(options: ConnectOptions = {}) {
     const env = (globalThis as { process?: { env?: Record<string, string | undefined> } }).process
@@ -55,6 +59,30 @@ export class SandpitNamespace {
 
   get url(): string {
     return this.transport.url;
+  }
+
+  /** Creates sandbox `id` with `options` (or applies them to the existing one), once. */
+  ensureSandbox(id: string, options: SandboxOptions): Promise<void> {
+    const request = createBody(id, options);
+    const body = JSON.stringify(request);
+    let byBody = this.#ensured.get(id);
+    if (!byBody) this.#ensured.set(id, (byBody = new Map()));
+    const known = byBody.get(body);
+    if (known) return known;
+    const done = this.transport
+      .json('/v1/sandboxes', { json: request, operation: 'getSandbox' })
+      .then(() => undefined);
+    byBody.set(body, done);
+    // A failed create is retried by the next call.
+    done.catch(() => {
+      if (byBody.get(body) === done) byBody.delete(body);
+    });
+    return done;
+  }
+
+  /** Forgets that sandbox `id` exists (after destroying it). */
+  forgetSandbox(id: string): void {
+    this.#ensured.delete(id);
   }
 }
 
@@ -128,10 +156,9 @@ function createBody(id: string, options: SandboxOptions) {
 export class Sandbox extends Operations {
   readonly id: string;
   readonly #ns: SandpitNamespace;
-  #created: Promise<void> | undefined;
 
   constructor(ns: SandpitNamespace, id: string, options: SandboxOptions) {
-    const ensure = () => this.#ensure();
+    const ensure = () => ns.ensureSandbox(id, options);
     const defaultSession = options.enableDefaultSession === false ? DISABLE_SESSION : undefined;
     super(
       new SandboxScope(ns.transport, id, defaultSession, ensure),
@@ -140,23 +167,6 @@ export class Sandbox extends Operations {
     );
     this.id = id;
     this.#ns = ns;
-    this.#options = options;
-  }
-
-  readonly #options: SandboxOptions;
-
-  #ensure(): Promise<void> {
-    if (!this.#created) {
-      this.#created = this.#ns.transport
-        .json('/v1/sandboxes', {
-          json: createBody(this.id, this.#options),
-          operation: 'getSandbox',
-        })
-        .then(() => undefined);
-      // A failed create is retried by the next call.
-      this.#created.catch(() => (this.#created = undefined));
-    }
-    return this.#created;
   }
 
   // ---- sessions ------------------------------------------------------------------------------
@@ -278,7 +288,7 @@ export class Sandbox extends Operations {
     } catch (err) {
       if (!(err instanceof SandboxNotFoundError)) throw err;
     }
-    this.#created = undefined;
+    this.#ns.forgetSandbox(this.id);
   }
 
   #patch(body: Record<string, unknown>, operation: string): Promise<SandboxInfo> {
