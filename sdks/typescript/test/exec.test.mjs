@@ -80,7 +80,7 @@ describe('exec', () => {
   test('onStdout alone streams: the first line arrives before the command ends', async () => {
     const started = Date.now();
     let firstAt = 0;
-    await sandbox.exec('echo early; sleep 1.5; echo late', {
+    await sandbox.exec('echo early; sleep 3; echo late', {
       onStdout: () => (firstAt ||= Date.now()),
     });
     const total = Date.now() - started;

@@ -81,7 +81,7 @@ describe('code interpreter', () => {
 
   test('runCodeStream + parseSSEStream is live', async () => {
     const stream = await sandbox.runCodeStream(
-      'import time\nprint("first", flush=True)\ntime.sleep(1.5)\nprint("second")',
+      'import time\nprint("first", flush=True)\ntime.sleep(3)\nprint("second")',
     );
     const started = Date.now();
     const arrivals = [];
