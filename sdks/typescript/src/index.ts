@@ -4,6 +4,7 @@
 export {
   connect,
   getSandbox,
+  getQuota,
   listSandboxes,
   Sandbox,
   ExecutionSession,

@@ -7,7 +7,7 @@ import {
   cancelledError,
 } from './errors.js';
 import type { SandboxScope } from './scope.js';
-import { parseSSEStream } from './sse.js';
+import { bytesToBase64, parseSSEStream } from './sse.js';
 import type {
   LogEvent,
   Process,
@@ -60,6 +60,7 @@ export async function startProcess(
           cwd: options.cwd,
           encoding: options.encoding,
           autoCleanup: options.autoCleanup,
+          stdin: options.stdin,
         },
         operation: 'startProcess',
       },
@@ -332,6 +333,25 @@ export class ProcessHandle implements Process {
       },
       () => this.#readyTimeout('waitForExit', timeout, {}),
     );
+  }
+
+  async sendStdin(
+    data: string | Uint8Array,
+    options: { close?: boolean } = {},
+  ): Promise<{ bytesWritten: number; closed: boolean }> {
+    const body = typeof data === 'string' ? { data } : { dataBase64: bytesToBase64(data) };
+    return this.#scope.apiJson(`${processPath(this.id)}/stdin`, {
+      json: { ...body, close: options.close },
+      operation: 'sendStdin',
+      longRunning: true,
+    });
+  }
+
+  async closeStdin(): Promise<void> {
+    await this.#scope.apiJson(`${processPath(this.id)}/stdin`, {
+      json: { close: true },
+      operation: 'closeStdin',
+    });
   }
 
   #readyTimeout(

@@ -8,10 +8,12 @@ import { PortNotExposedError, SandboxNotFoundError, ValidationFailedError } from
 import { DISABLE_SESSION, SandboxScope } from './scope.js';
 import { Transport } from './transport.js';
 import type {
+  EgressLogPage,
   ExposePortOptions,
   ExposedPortInfo,
   ExposedPortStatus,
   NetworkPolicy,
+  QuotaInfo,
   SandboxInfo,
   SandboxLimits,
   SandboxList,
@@ -138,6 +140,11 @@ export function listSandboxes(
   });
 }
 
+/** The key's tenant: its quota, usage and the server's per-sandbox caps. */
+export function getQuota(ns: SandpitNamespace): Promise<QuotaInfo> {
+  return ns.transport.json<QuotaInfo>('/v1/quota', { operation: 'getQuota' });
+}
+
 /** The body of create-or-get: the seed's options that mean something to sandpit, plus its own. */
 function createBody(id: string, options: SandboxOptions) {
   return {
@@ -251,6 +258,11 @@ export class Sandbox extends Operations {
   /** The sandbox as the server reports it (state, limits, network, secrets without values). */
   info(): Promise<SandboxInfo> {
     return this.scope.controlJson('', { operation: 'info' });
+  }
+
+  /** The decisions of the sandbox's egress proxy (newest 256, oldest first). */
+  getEgressLog(): Promise<EgressLogPage> {
+    return this.scope.controlJson('/egress-log', { operation: 'getEgressLog' });
   }
 
   /** Replaces the outbound network policy; applies at once. */

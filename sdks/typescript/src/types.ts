@@ -71,6 +71,42 @@ export interface SandboxInfo {
   lastActiveAt: string;
 }
 
+/** One request or connection through a sandbox's egress proxy (sandpit). */
+export interface EgressLogEntry {
+  time: string;
+  host: string;
+  port: number;
+  /** `http` (a plain request) or `connect` (a tunnel, HTTPS included). */
+  kind: string;
+  decision: string;
+  rule?: string | null;
+  reason?: string | null;
+  bytesUp: number;
+  bytesDown: number;
+}
+
+export interface EgressLogPage {
+  entries: EgressLogEntry[];
+  /** Older entries dropped from the bounded log. */
+  dropped: number;
+}
+
+/** The tenant's quota, usage and the server's per-sandbox caps (sandpit). */
+export interface QuotaInfo {
+  tenant: string;
+  quota: { sandboxes?: number; runningSandboxes?: number; memoryMb?: number; diskMb?: number };
+  isDefault: boolean;
+  usage: { sandboxes: number; runningSandboxes: number; memoryMb: number; diskMb: number };
+  caps: {
+    memoryMb: number;
+    cpus: number;
+    pids: number;
+    diskMb: number;
+    exposedPorts: number;
+    processes: number;
+  };
+}
+
 export interface SandboxList {
   sandboxes: SandboxInfo[];
   nextCursor?: string | null;
@@ -145,6 +181,8 @@ export type ProcessStatus = 'starting' | 'running' | 'completed' | 'failed' | 'k
 
 export interface ProcessOptions extends BaseExecOptions {
   sessionId?: string;
+  /** sandpit: keep stdin open as a pipe for `Process.sendStdin` (default: /dev/null). */
+  stdin?: boolean;
   processId?: string;
   autoCleanup?: boolean;
   onExit?: (code: number | null) => void;
@@ -185,6 +223,14 @@ export interface Process {
   waitForLog(pattern: string | RegExp, timeout?: number): Promise<WaitForLogResult>;
   waitForPort(port: number, options?: WaitForPortOptions): Promise<void>;
   waitForExit(timeout?: number): Promise<WaitForExitResult>;
+  /** sandpit: writes to the stdin of a process started with `stdin: true`; resolves once the
+   * bytes are in the pipe. `close` closes stdin afterwards (EOF). */
+  sendStdin(
+    data: string | Uint8Array,
+    options?: { close?: boolean },
+  ): Promise<{ bytesWritten: number; closed: boolean }>;
+  /** sandpit: closes the process's stdin (EOF). */
+  closeStdin(): Promise<void>;
 }
 
 export interface LogEvent {

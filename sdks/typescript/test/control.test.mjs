@@ -8,6 +8,7 @@ import {
   LimitExceededError,
   SandboxConflictError,
   ValidationFailedError,
+  getQuota,
   getSandbox,
   listSandboxes,
 } from '../dist/index.js';
@@ -45,6 +46,25 @@ test('getSandbox again with new mutable options updates the sandbox', async () =
 test('listSandboxes pages through the tenant sandboxes', async () => {
   const page = await listSandboxes(ns, { limit: 500 });
   assert.ok(page.sandboxes.some((s) => s.id === id));
+});
+
+test('getEgressLog shows what the egress proxy refused (no traffic leaves: .invalid)', async () => {
+  const code = await sandbox.exec(
+    "curl -s -o /dev/null -w '%{http_code}' http://not-allowed.invalid/",
+  );
+  assert.equal(code.stdout, '403');
+  const log = await sandbox.getEgressLog();
+  assert.equal(log.dropped, 0);
+  const entry = log.entries.find((e) => e.host === 'not-allowed.invalid');
+  assert.equal(entry?.decision, 'denied');
+  assert.equal(entry?.kind, 'http');
+});
+
+test('getQuota: the tenant, its usage and the caps', async () => {
+  const quota = await getQuota(ns);
+  assert.equal(quota.tenant, 'default');
+  assert.ok(quota.usage.sandboxes >= 1);
+  assert.ok(quota.caps.memoryMb >= 256);
 });
 
 test('setNetwork, setSecrets (names only come back), setLimits', async () => {

@@ -81,6 +81,24 @@ describe('processes', () => {
     });
   });
 
+  test('stdin: true + sendStdin / closeStdin (sandpit extension)', async () => {
+    const proc = await sandbox.startProcess('tr a-z A-Z', { stdin: true });
+    const sent = await proc.sendStdin('hello ');
+    assert.equal(sent.bytesWritten, 6);
+    assert.equal(sent.closed, false);
+    await proc.sendStdin(new TextEncoder().encode('bytes\n'));
+    await proc.closeStdin();
+    assert.deepEqual(await proc.waitForExit(30_000), { exitCode: 0 });
+    assert.equal((await proc.getLogs()).stdout, 'HELLO BYTES\n');
+    // Without stdin: true there is no pipe to write to.
+    const closed = await sandbox.startProcess('sleep 60');
+    await assert.rejects(closed.sendStdin('x'), (/** @type {any} */ err) => {
+      assert.equal(err.code, 'VALIDATION_FAILED');
+      return true;
+    });
+    await closed.kill();
+  });
+
   test('streamProcessLogs replays and follows; abort ends the stream', async () => {
     const proc = await sandbox.startProcess('echo first; sleep 1; echo second; sleep 300');
     const controller = new AbortController();
