@@ -15,6 +15,8 @@ function executeBody(command: string, sessionId: string | undefined, options: Ex
     cwd: options.cwd,
     origin: options.origin,
     stdin: options.stdin,
+    // sandpit: byte-exact output as base64 (the default is UTF-8 text).
+    encoding: options.encoding === 'base64' ? 'base64' : undefined,
   };
 }
 

@@ -119,6 +119,7 @@ export interface BaseExecOptions {
   timeout?: number;
   env?: Record<string, string | undefined>;
   cwd?: string;
+  /** `'base64'` (sandpit): stdout/stderr (and streamed `data`) as base64 of the exact bytes. */
   encoding?: string;
 }
 

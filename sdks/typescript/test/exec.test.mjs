@@ -50,6 +50,11 @@ describe('exec', () => {
     await sandbox.exec('cd /workspace');
   });
 
+  test("encoding: 'base64' gives byte-exact output (sandpit extension)", async () => {
+    const result = await sandbox.exec("printf '\\377\\000A'", { encoding: 'base64' });
+    assert.deepEqual([...Buffer.from(result.stdout, 'base64')], [0xff, 0x00, 0x41]);
+  });
+
   test('stdin (sandpit extension)', async () => {
     const result = await sandbox.exec('tr a-z A-Z', { stdin: 'shout\n' });
     assert.equal(result.stdout, 'SHOUT\n');
