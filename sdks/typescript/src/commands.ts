@@ -30,18 +30,28 @@ export async function exec(
   command: string,
   options: ExecOptions = {},
 ): Promise<ExecResult> {
+  // With a `timeout`, the server kills the command and answers; a server that does not answer
+  // by then (plus a grace) is given up on instead of waited for forever.
+  const waitMs = options.timeout ? options.timeout + scope.transport.timeoutGraceMs : undefined;
+  const deadline = waitMs === undefined ? undefined : AbortSignal.timeout(waitMs);
+  const signals = [options.signal, deadline].filter((s): s is AbortSignal => s !== undefined);
+  const guarded = { ...options, signal: signals.length > 0 ? AbortSignal.any(signals) : undefined };
   try {
     const result = wantsStream(options)
-      ? await execStreaming(scope, sessionId, command, options)
+      ? await execStreaming(scope, sessionId, command, guarded)
       : await scope.apiJson<ExecResult>('/execute', {
           json: executeBody(command, sessionId, options),
-          signal: options.signal,
+          signal: guarded.signal,
           operation: 'exec',
           longRunning: true,
         });
     options.onComplete?.(result);
     return result;
-  } catch (err) {
+  } catch (caught) {
+    const err =
+      deadline?.aborted && !options.signal?.aborted
+        ? scope.transport.noAnswer('exec', waitMs ?? 0, caught)
+        : caught;
     options.onError?.(err as Error);
     throw err;
   }

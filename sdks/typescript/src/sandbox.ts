@@ -30,6 +30,9 @@ export interface ConnectOptions {
   apiKey?: string;
   /** Deadline of calls that answer at once (not commands, streams or code runs); default 30 s. */
   requestTimeoutMs?: number;
+  /** An `exec` with a `timeout` gives up on the server when no answer came this long after the
+   * timeout (default 10 s; the server itself answers within 5 s of it). */
+  timeoutGraceMs?: number;
 }
 
 /** A connection to a sandpit server: what `env.Sandbox` is to the seed's `getSandbox`. */
@@ -56,6 +59,7 @@ export class SandpitNamespace {
       url: options.url ?? env?.SANDPIT_URL ?? 'http://127.0.0.1:7070',
       apiKey,
       requestTimeoutMs: options.requestTimeoutMs ?? 30_000,
+      timeoutGraceMs: options.timeoutGraceMs ?? 10_000,
     });
   }
 

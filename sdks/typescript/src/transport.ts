@@ -10,6 +10,9 @@ export interface TransportOptions {
   /** Deadline for calls that answer at once (control plane, files, listings); default 30 s.
    * Commands, streams and code runs have none: they end with their own `timeout` or `signal`. */
   requestTimeoutMs: number;
+  /** How long past a command's own `timeout` the SDK waits for its answer before giving up on
+   * the server (the server kills at the timeout and answers within its 5 s kill grace). */
+  timeoutGraceMs: number;
 }
 
 export interface RequestOptions {
@@ -30,11 +33,23 @@ export class Transport {
   readonly url: string;
   readonly #apiKey: string;
   readonly #requestTimeoutMs: number;
+  readonly timeoutGraceMs: number;
 
   constructor(options: TransportOptions) {
     this.url = options.url.replace(/\/+$/, '');
     this.#apiKey = options.apiKey;
     this.#requestTimeoutMs = options.requestTimeoutMs;
+    this.timeoutGraceMs = options.timeoutGraceMs;
+  }
+
+  /** The error of a call that got no answer within `ms`. */
+  noAnswer(operation: string, ms: number, cause?: unknown): SandboxError {
+    return connectionError(
+      'REQUEST_TIMEOUT',
+      `${operation}: no answer from ${this.url} within ${ms} ms`,
+      { url: this.url, timeoutMs: ms },
+      cause,
+    );
   }
 
   /** Sends a request and returns the 2xx response (any other status throws its typed error). */
@@ -86,14 +101,7 @@ export class Transport {
   /** The error for a request that got no (complete) answer. */
   #failure(err: unknown, options: RequestOptions, deadline: AbortSignal | undefined): SandboxError {
     if (options.signal?.aborted) return cancelledError(options.operation, options.signal.reason);
-    if (deadline?.aborted) {
-      return connectionError(
-        'REQUEST_TIMEOUT',
-        `${options.operation}: no answer from ${this.url} within ${this.#requestTimeoutMs} ms`,
-        { url: this.url, timeoutMs: this.#requestTimeoutMs },
-        err,
-      );
-    }
+    if (deadline?.aborted) return this.noAnswer(options.operation, this.#requestTimeoutMs, err);
     const cause = (err as { cause?: { code?: string; message?: string } })?.cause;
     const detail = cause?.code ?? cause?.message ?? (err as Error)?.message ?? String(err);
     return connectionError(

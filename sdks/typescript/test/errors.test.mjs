@@ -3,6 +3,7 @@
 
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
+import http from 'node:http';
 import net from 'node:net';
 import { after, test } from 'node:test';
 
@@ -114,5 +115,35 @@ test('connect without a key says how to give one', () => {
     assert.throws(() => connect({ url: URL_BASE }), /SANDPIT_KEY/);
   } finally {
     process.env.SANDPIT_KEY = saved;
+  }
+});
+
+test('exec with a timeout gives up on a server that creates the sandbox but never answers', async () => {
+  // Answers create-or-get; swallows everything else.
+  const hung = http.createServer((req, res) => {
+    if (req.url === '/v1/sandboxes')
+      res.writeHead(200, { 'content-type': 'application/json' }).end('{}');
+  });
+  const port = await new Promise((resolve) =>
+    hung.listen(0, '127.0.0.1', () =>
+      resolve(/** @type {net.AddressInfo} */ (hung.address()).port),
+    ),
+  );
+  try {
+    const ns = connect({ url: `http://127.0.0.1:${port}`, apiKey: 'k', timeoutGraceMs: 300 });
+    const sandbox = getSandbox(ns, sandboxId('hung'));
+    for (const options of [{ timeout: 200 }, { timeout: 200, onStdout: () => {} }]) {
+      const started = Date.now();
+      await assert.rejects(sandbox.exec('sleep 100', options), (err) => {
+        assert.ok(err instanceof ConnectionError, String(err));
+        assert.equal(err.code, 'REQUEST_TIMEOUT');
+        assert.match(err.message, /^exec: no answer from .* within 500 ms$/);
+        return true;
+      });
+      assert.ok(Date.now() - started < 5_000);
+    }
+  } finally {
+    hung.closeAllConnections();
+    hung.close();
   }
 });
