@@ -171,11 +171,7 @@ export class Sandbox extends Operations {
   constructor(ns: SandpitNamespace, id: string, options: SandboxOptions) {
     const ensure = () => ns.ensureSandbox(id, options);
     const defaultSession = options.enableDefaultSession === false ? DISABLE_SESSION : undefined;
-    super(
-      new SandboxScope(ns.transport, id, defaultSession, ensure),
-      defaultSession,
-      new DefaultContexts(),
-    );
+    super(new SandboxScope(ns.transport, id, ensure), defaultSession, new DefaultContexts());
     this.id = id;
     this.#ns = ns;
   }

@@ -1,5 +1,5 @@
-// What every operation needs to reach one sandbox: the transport, the sandbox's routes, the
-// one-time create-or-get, and the session the operation runs in.
+// What every operation needs to reach one sandbox: the transport, the sandbox's routes and the
+// one-time create-or-get. (The session an operation runs in is bound by `Operations`.)
 
 import type { RequestOptions, Transport } from './transport.js';
 
@@ -9,19 +9,11 @@ export const DISABLE_SESSION = '__DISABLE_SESSION__';
 export class SandboxScope {
   readonly transport: Transport;
   readonly id: string;
-  /** Session of calls that name none: undefined = the agent's default session. */
-  readonly defaultSessionId: string | undefined;
   readonly #ensure: () => Promise<void>;
 
-  constructor(
-    transport: Transport,
-    id: string,
-    defaultSessionId: string | undefined,
-    ensure: () => Promise<void>,
-  ) {
+  constructor(transport: Transport, id: string, ensure: () => Promise<void>) {
     this.transport = transport;
     this.id = id;
-    this.defaultSessionId = defaultSessionId;
     this.#ensure = ensure;
   }
 
