@@ -21,6 +21,10 @@ echo "==> default image in $SANDPIT_IMAGES_DIR"
 echo "==> npm client for the compatibility test"
 (cd compat && npm ci --no-audit --no-fund)
 
+echo "==> TypeScript SDK: pinned dependencies, build, type check, format (sdks/typescript)"
+(cd sdks/typescript && npm ci --no-audit --no-fund && npm run build && npm run check)
+(cd examples/typescript && npm ci --no-audit --no-fund)
+
 echo "==> adversarial: API fuzzing (scripts/fuzz-api.sh)"
 fuzz_started=$SECONDS
 scripts/fuzz-api.sh

@@ -1,0 +1,98 @@
+//! The TypeScript SDK's suite (sdks/typescript, `node --test`) against a real server of its own.
+//! Not `serial_*`: it uses its own server, so nextest runs it beside other tests.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use super::support::{Served, images_dir_or_skip};
+
+/// Whether a missing prerequisite must fail the test (CI) rather than skip it (a developer
+/// machine without Node).
+fn required() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true")
+}
+
+fn skip_or_fail(test: &str, why: String) {
+    assert!(
+        !required(),
+        "{test}: {why} (CI=true: missing dependencies fail)"
+    );
+    eprintln!("SKIPPED {test}: {why}");
+}
+
+/// Runs `cmd`; on failure panics with its output and `context()`.
+fn run(cmd: &mut Command, what: &str, context: &dyn Fn() -> String) -> (String, String) {
+    let output = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("{what}: {e} (is Node 20 installed?)"));
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(
+        output.status.success(),
+        "{what} failed ({}):\n{stdout}\n{stderr}\n{}",
+        output.status,
+        context()
+    );
+    (stdout, stderr)
+}
+
+#[test]
+fn sdk_typescript_suite() {
+    let test = "sdk_typescript_suite";
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let sdk = root.join("sdks/typescript");
+    let examples = root.join("examples/typescript");
+    for (dir, package) in [(&sdk, "typescript"), (&examples, "@sandpit/sdk")] {
+        if !dir.join("node_modules").join(package).exists() {
+            return skip_or_fail(
+                test,
+                format!(
+                    "run `npm ci` in {} first (scripts/test.sh does)",
+                    dir.display()
+                ),
+            );
+        }
+    }
+    let Some(images) = images_dir_or_skip(test) else {
+        assert!(!required(), "{test}: no default image");
+        return;
+    };
+    // dist/ is what the tests and the example import: build it from the current sources.
+    run(
+        Command::new("node")
+            .args(["node_modules/typescript/bin/tsc", "-p", "tsconfig.json"])
+            .current_dir(&sdk),
+        "tsc",
+        &String::new,
+    );
+    let served = Served::start(&images);
+    let (stdout, stderr) = node_test(&sdk, &served);
+    println!("{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("\n# fail 0"),
+        "{stdout}\nserver log:\n{}",
+        served.log()
+    );
+    assert!(!stdout.contains("\n# pass 0"), "no test ran:\n{stdout}");
+}
+
+fn node_test(sdk: &Path, served: &Served) -> (String, String) {
+    run(
+        Command::new("node")
+            .args([
+                // The global WebSocket of Node 20 (terminal()); default from Node 22.
+                "--experimental-websocket",
+                "--test",
+                "--test-reporter",
+                "tap",
+                "--test-concurrency",
+                "4",
+                "test/",
+            ])
+            .current_dir(sdk)
+            .env("SANDPIT_URL", &served.url)
+            .env("SANDPIT_KEY", &served.key),
+        "node --test",
+        &|| format!("server log:\n{}", served.log()),
+    )
+}

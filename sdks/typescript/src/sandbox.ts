@@ -1,0 +1,319 @@
+// `connect()` → a namespace handle; `getSandbox(ns, id, options)` → a `Sandbox` with the seed's
+// methods. The sandbox is created (or fetched, with its mutable options applied) by one
+// create-or-get call before its first operation, like the seed's `getSandbox` + `configure`.
+
+import { DefaultContexts } from './interpreter.js';
+import { Operations } from './operations.js';
+import { PortNotExposedError, SandboxNotFoundError, ValidationFailedError } from './errors.js';
+import { DISABLE_SESSION, SandboxScope } from './scope.js';
+import { Transport } from './transport.js';
+import type {
+  EgressLogPage,
+  ExposePortOptions,
+  ExposedPortInfo,
+  ExposedPortStatus,
+  NetworkPolicy,
+  QuotaInfo,
+  SandboxInfo,
+  SandboxLimits,
+  SandboxList,
+  SandboxOptions,
+  SecretSpec,
+  SessionDeleteResult,
+  SessionOptions,
+} from './types.js';
+
+export interface ConnectOptions {
+  /** Server URL; default `SANDPIT_URL`, else `http://127.0.0.1:7070`. */
+  url?: string;
+  /** API key; default `SANDPIT_KEY`. */
+  apiKey?: string;
+  /** Deadline of calls that answer at once (not commands, streams or code runs); default 30 s. */
+  requestTimeoutMs?: number;
+  /** An `exec` with a `timeout` gives up on the server when no answer came this long after the
+   * timeout (default 10 s; the server itself answers within 5 s of it). */
+  timeoutGraceMs?: number;
+}
+
+/** A connection to a sandpit server: what `env.Sandbox` is to the seed's `getSandbox`. */
+export class SandpitNamespace {
+  readonly transport: Transport;
+  /** Create-or-get calls made, by sandbox id and then request body: a Worker-style
+   * `getSandbox` per request costs one create-or-get per id and options, not one per request
+   * (like the seed's cached `configure`); each distinct set of options is applied once. */
+  readonly #ensured = new Map<string, Map<string, Promise<void>>>();
+
+  constructor(options: ConnectOptions = {}) {
+    const env = (globalThis as { process?: { env?: Record<string, string | undefined> } }).process
+      ?.env;
+    const apiKey = options.apiKey ?? env?.SANDPIT_KEY;
+    if (!apiKey) {
+      throw new ValidationFailedError({
+        code: 'VALIDATION_FAILED',
+        message: 'no API key: pass connect({ apiKey }) or set SANDPIT_KEY',
+        context: {},
+        httpStatus: 400,
+      });
+    }
+    this.transport = new Transport({
+      url: options.url ?? env?.SANDPIT_URL ?? 'http://127.0.0.1:7070',
+      apiKey,
+      requestTimeoutMs: options.requestTimeoutMs ?? 30_000,
+      timeoutGraceMs: options.timeoutGraceMs ?? 10_000,
+    });
+  }
+
+  get url(): string {
+    return this.transport.url;
+  }
+
+  /** Creates sandbox `id` with `options` (or applies them to the existing one), once. */
+  ensureSandbox(id: string, options: SandboxOptions): Promise<void> {
+    const request = createBody(id, options);
+    const body = JSON.stringify(request);
+    let byBody = this.#ensured.get(id);
+    if (!byBody) this.#ensured.set(id, (byBody = new Map()));
+    const known = byBody.get(body);
+    if (known) return known;
+    const done = this.transport
+      .json('/v1/sandboxes', { json: request, operation: 'getSandbox' })
+      .then(() => undefined);
+    byBody.set(body, done);
+    // A failed create is retried by the next call.
+    done.catch(() => {
+      if (byBody.get(body) === done) byBody.delete(body);
+    });
+    return done;
+  }
+
+  /** Forgets that sandbox `id` exists (after destroying it). */
+  forgetSandbox(id: string): void {
+    this.#ensured.delete(id);
+  }
+}
+
+/** Connects to a sandpit server (`SANDPIT_URL` / `SANDPIT_KEY` by default). No request is made
+ * until a sandbox is used. */
+export function connect(options: ConnectOptions = {}): SandpitNamespace {
+  return new SandpitNamespace(options);
+}
+
+const RESERVED_IDS = new Set(['www', 'api', 'admin', 'root', 'system', 'cloudflare', 'workers']);
+
+/** The seed's id rules (reference §1.2); the server checks them again. */
+function sandboxIdOf(id: string, normalize: boolean | undefined): string {
+  const value = normalize ? id.toLowerCase() : id;
+  const problem =
+    value.length < 1 || value.length > 63
+      ? 'must be 1-63 characters'
+      : value.startsWith('-') || value.endsWith('-')
+        ? 'must not start or end with "-"'
+        : RESERVED_IDS.has(value.toLowerCase())
+          ? 'is reserved'
+          : !/^[A-Za-z0-9-]+$/.test(value)
+            ? 'may contain only letters, digits and "-"'
+            : undefined;
+  if (problem) {
+    throw new ValidationFailedError({
+      code: 'VALIDATION_FAILED',
+      message: `sandbox id ${JSON.stringify(id)} ${problem}`,
+      context: { sandboxId: id },
+      httpStatus: 400,
+    });
+  }
+  return value;
+}
+
+/** The sandbox `id` of namespace `ns`; created with `options` on first use. */
+export function getSandbox(
+  ns: SandpitNamespace,
+  id: string,
+  options: SandboxOptions = {},
+): Sandbox {
+  return new Sandbox(ns, sandboxIdOf(id, options.normalizeId), options);
+}
+
+/** The sandboxes of the key's tenant (one page; pass `nextCursor` as `cursor` for the next). */
+export function listSandboxes(
+  ns: SandpitNamespace,
+  options: { limit?: number; cursor?: string } = {},
+): Promise<SandboxList> {
+  return ns.transport.json<SandboxList>('/v1/sandboxes', {
+    query: { limit: options.limit, cursor: options.cursor },
+    operation: 'listSandboxes',
+  });
+}
+
+/** The key's tenant: its quota, usage and the server's per-sandbox caps. */
+export function getQuota(ns: SandpitNamespace): Promise<QuotaInfo> {
+  return ns.transport.json<QuotaInfo>('/v1/quota', { operation: 'getQuota' });
+}
+
+/** The body of create-or-get: the seed's options that mean something to sandpit, plus its own. */
+function createBody(id: string, options: SandboxOptions) {
+  return {
+    id,
+    sleepAfter: options.sleepAfter,
+    keepAlive: options.keepAlive,
+    image: options.image,
+    limits: options.limits,
+    network: options.network,
+    secrets: options.secrets,
+    ephemeral: options.ephemeral,
+    env: options.env,
+  };
+}
+
+export class Sandbox extends Operations {
+  readonly id: string;
+  readonly #ns: SandpitNamespace;
+
+  constructor(ns: SandpitNamespace, id: string, options: SandboxOptions) {
+    const ensure = () => ns.ensureSandbox(id, options);
+    const defaultSession = options.enableDefaultSession === false ? DISABLE_SESSION : undefined;
+    super(new SandboxScope(ns.transport, id, ensure), defaultSession, new DefaultContexts());
+    this.id = id;
+    this.#ns = ns;
+  }
+
+  // ---- sessions ------------------------------------------------------------------------------
+
+  /** Creates a session: its own shell with its own cwd and environment. */
+  async createSession(options: SessionOptions = {}): Promise<ExecutionSession> {
+    const id = options.id ?? options.name ?? `session-${crypto.randomUUID()}`;
+    await this.scope.apiJson('/session/create', {
+      json: { id, env: options.env, cwd: options.cwd, commandTimeoutMs: options.commandTimeoutMs },
+      operation: 'createSession',
+    });
+    return new ExecutionSession(this.scope, id, this.contexts);
+  }
+
+  /** The session `id` (no request; an unknown id is created by its first command). */
+  async getSession(id: string): Promise<ExecutionSession> {
+    return new ExecutionSession(this.scope, id, this.contexts);
+  }
+
+  /** Deletes a session, killing its shell, terminal and background processes. */
+  async deleteSession(id: string): Promise<SessionDeleteResult> {
+    if (id === 'default') {
+      throw new ValidationFailedError({
+        code: 'VALIDATION_FAILED',
+        message: 'the default session cannot be deleted',
+        context: { sessionId: id },
+        httpStatus: 400,
+      });
+    }
+    return this.scope.apiJson('/session/delete', {
+      json: { sessionId: id },
+      operation: 'deleteSession',
+    });
+  }
+
+  // ---- ports ---------------------------------------------------------------------------------
+
+  /** Exposes a port at a preview URL of the server's preview domain (`hostname` is accepted for
+   * source compatibility and not needed). */
+  async exposePort(port: number, options: ExposePortOptions = {}): Promise<ExposedPortInfo> {
+    const exposed = await this.scope.controlJson<ExposedPortInfo>('/ports', {
+      json: { port, name: options.name, token: options.token },
+      operation: 'exposePort',
+    });
+    return {
+      url: exposed.url,
+      port: exposed.port,
+      ...(exposed.name == null ? {} : { name: exposed.name }),
+      ...(exposed.token === undefined ? {} : { token: exposed.token }),
+    };
+  }
+
+  /** Unexposes a port; a port that is not exposed is not an error (as in the seed). */
+  async unexposePort(port: number): Promise<void> {
+    try {
+      await this.scope.controlJson(`/ports/${port}`, {
+        method: 'DELETE',
+        operation: 'unexposePort',
+      });
+    } catch (err) {
+      if (!(err instanceof PortNotExposedError)) throw err;
+    }
+  }
+
+  async getExposedPorts(_hostname?: string): Promise<ExposedPortStatus[]> {
+    const body = await this.scope.controlJson<{ ports: ExposedPortInfo[] }>('/ports', {
+      operation: 'getExposedPorts',
+    });
+    return body.ports.map((p) => ({ ...p, status: 'active' as const }));
+  }
+
+  async isPortExposed(port: number): Promise<boolean> {
+    return (await this.getExposedPorts()).some((p) => p.port === port);
+  }
+
+  async validatePortToken(port: number, token: string): Promise<boolean> {
+    return (await this.getExposedPorts()).some((p) => p.port === port && p.token === token);
+  }
+
+  // ---- sandpit's control plane ---------------------------------------------------------------
+
+  /** The sandbox as the server reports it (state, limits, network, secrets without values). */
+  info(): Promise<SandboxInfo> {
+    return this.scope.controlJson('', { operation: 'info' });
+  }
+
+  /** The decisions of the sandbox's egress proxy (newest 256, oldest first). */
+  getEgressLog(): Promise<EgressLogPage> {
+    return this.scope.controlJson('/egress-log', { operation: 'getEgressLog' });
+  }
+
+  /** Replaces the outbound network policy; applies at once. */
+  setNetwork(network: NetworkPolicy): Promise<SandboxInfo> {
+    return this.#patch({ network }, 'setNetwork');
+  }
+
+  /** Replaces the whole set of secrets; applies at once. */
+  setSecrets(secrets: Record<string, SecretSpec>): Promise<SandboxInfo> {
+    return this.#patch({ secrets }, 'setSecrets');
+  }
+
+  /** Changes limits (applied at the next start). */
+  setLimits(limits: SandboxLimits): Promise<SandboxInfo> {
+    return this.#patch({ limits }, 'setLimits');
+  }
+
+  async setKeepAlive(keepAlive: boolean): Promise<void> {
+    await this.#patch({ keepAlive }, 'setKeepAlive');
+  }
+
+  async setSleepAfter(sleepAfter: string | number): Promise<void> {
+    await this.#patch({ sleepAfter }, 'setSleepAfter');
+  }
+
+  /** Puts the sandbox to sleep now (its files stay; the next call wakes it). */
+  stop(): Promise<SandboxInfo> {
+    return this.scope.controlJson('/stop', { method: 'POST', operation: 'stop' });
+  }
+
+  /** Destroys the sandbox: processes, files and record. Destroying a missing one is not an error. */
+  async destroy(): Promise<void> {
+    try {
+      await this.#ns.transport.json(this.scope.path(), { method: 'DELETE', operation: 'destroy' });
+    } catch (err) {
+      if (!(err instanceof SandboxNotFoundError)) throw err;
+    }
+    this.#ns.forgetSandbox(this.id);
+  }
+
+  #patch(body: Record<string, unknown>, operation: string): Promise<SandboxInfo> {
+    return this.scope.controlJson('', { method: 'PATCH', json: body, operation });
+  }
+}
+
+/** A session of a sandbox (reference §1.4): the sandbox's operations run in this session. */
+export class ExecutionSession extends Operations {
+  readonly id: string;
+
+  constructor(scope: SandboxScope, id: string, contexts: DefaultContexts) {
+    super(scope, id, contexts);
+    this.id = id;
+  }
+}

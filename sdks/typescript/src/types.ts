@@ -1,0 +1,549 @@
+// Option and result types: the seed's (reference §1.2–§1.5, same names and shapes) plus
+// sandpit's own options, marked as such.
+
+// ---- Sandbox options -------------------------------------------------------------------------
+
+/** Resource limits of a sandbox (sandpit). Unset fields take the server's defaults. */
+export interface SandboxLimits {
+  cpus?: number;
+  memoryMb?: number;
+  pids?: number;
+  diskMb?: number;
+}
+
+/** Outbound network policy (sandpit); see the server's docs/networking.md. */
+export interface NetworkPolicy {
+  mode: 'none' | 'allowlist' | 'full';
+  /** Domain patterns (`example.com`, `*.example.com`) and CIDRs. */
+  allow?: string[];
+}
+
+/** A secret bound to hosts (sandpit): the sandbox sees a placeholder, the egress proxy puts the
+ * value into requests to `hosts` only. */
+export interface SecretSpec {
+  value: string;
+  hosts: string[];
+  header?: string;
+}
+
+export interface SandboxOptions {
+  /** Idle time before the sandbox sleeps: seconds or `"30s"`, `"5m"`, `"1h"` (default 10 min). */
+  sleepAfter?: string | number;
+  /** Never sleep for idleness; destroy it yourself. */
+  keepAlive?: boolean;
+  /** `false`: calls without a session run sessionless (a fresh `bash -c` each). Default true. */
+  enableDefaultSession?: boolean;
+  /** Lower-case the id (preview URLs need lower-case labels). */
+  normalizeId?: boolean;
+  /** Accepted for source compatibility; sandpit has no container labels, so they are not sent. */
+  labels?: Record<string, string>;
+  /** Accepted for source compatibility and ignored (sandpit has one transport: HTTP). */
+  transport?: 'http' | 'websocket' | 'rpc';
+  /** Accepted for source compatibility and ignored. */
+  containerTimeouts?: Record<string, number>;
+  /** sandpit: image of the sandbox (default `default`); fixed when it is created. */
+  image?: string;
+  /** sandpit: resource limits. */
+  limits?: SandboxLimits;
+  /** sandpit: outbound network policy (default `none`). */
+  network?: NetworkPolicy;
+  /** sandpit: secrets by env var name. */
+  secrets?: Record<string, SecretSpec>;
+  /** sandpit: drop the writable layer whenever the sandbox sleeps; fixed when created. */
+  ephemeral?: boolean;
+  /** sandpit: environment of the sandbox's sessions and processes. */
+  env?: Record<string, string>;
+}
+
+/** A sandbox as the control plane reports it (sandpit's `SandboxInfo`). */
+export interface SandboxInfo {
+  id: string;
+  image: string;
+  state: 'creating' | 'running' | 'sleeping';
+  sleepAfterSecs: number;
+  keepAlive: boolean;
+  ephemeral: boolean;
+  env: Record<string, string>;
+  limits: SandboxLimits;
+  network?: NetworkPolicy;
+  secrets?: Array<{ name: string; hosts: string[]; header?: string | null }>;
+  createdAt: string;
+  lastActiveAt: string;
+}
+
+/** One request or connection through a sandbox's egress proxy (sandpit). */
+export interface EgressLogEntry {
+  time: string;
+  host: string;
+  port: number;
+  /** `http` (a plain request) or `connect` (a tunnel, HTTPS included). */
+  kind: string;
+  decision: string;
+  rule?: string | null;
+  reason?: string | null;
+  bytesUp: number;
+  bytesDown: number;
+}
+
+export interface EgressLogPage {
+  entries: EgressLogEntry[];
+  /** Older entries dropped from the bounded log. */
+  dropped: number;
+}
+
+/** The tenant's quota, usage and the server's per-sandbox caps (sandpit). */
+export interface QuotaInfo {
+  tenant: string;
+  quota: { sandboxes?: number; runningSandboxes?: number; memoryMb?: number; diskMb?: number };
+  isDefault: boolean;
+  usage: { sandboxes: number; runningSandboxes: number; memoryMb: number; diskMb: number };
+  caps: {
+    memoryMb: number;
+    cpus: number;
+    pids: number;
+    diskMb: number;
+    exposedPorts: number;
+    processes: number;
+  };
+}
+
+export interface SandboxList {
+  sandboxes: SandboxInfo[];
+  nextCursor?: string | null;
+}
+
+// ---- Commands --------------------------------------------------------------------------------
+
+export interface BaseExecOptions {
+  /** Kill the command after this many milliseconds (exit code 124, `timedOut: true`). */
+  timeout?: number;
+  env?: Record<string, string | undefined>;
+  cwd?: string;
+  /** `'base64'` (sandpit): stdout/stderr (and streamed `data`) as base64 of the exact bytes. */
+  encoding?: string;
+}
+
+export interface ExecOptions extends BaseExecOptions {
+  stream?: boolean;
+  onOutput?: (stream: 'stdout' | 'stderr', data: string) => void;
+  /** The form of the seed's guides: per-stream callbacks (implies streaming). */
+  onStdout?: (data: string) => void;
+  onStderr?: (data: string) => void;
+  onComplete?: (result: ExecResult) => void;
+  onError?: (error: Error) => void;
+  /** Aborting closes the request; the server then stops the command (SIGTERM, SIGKILL 5 s later)
+   * and `exec` rejects with `OperationInterruptedError`. */
+  signal?: AbortSignal;
+  origin?: 'user' | 'internal';
+  /** Run in this session instead of the sandbox's default one. */
+  sessionId?: string;
+  /** Alias of `sessionId` used by some of the seed's guides. */
+  session?: string;
+  /** sandpit: bytes for the command's stdin (default `/dev/null`). */
+  stdin?: string;
+}
+
+export interface ExecResult {
+  success: boolean;
+  exitCode: number;
+  stdout: string;
+  stderr: string;
+  command: string;
+  duration: number;
+  timestamp: string;
+  sessionId?: string;
+  /** sandpit: the command was killed by its `timeout`. */
+  timedOut?: boolean;
+}
+
+export interface StreamOptions extends BaseExecOptions {
+  sessionId?: string;
+  bufferSize?: number;
+  /** Aborting closes the stream; the server then stops the command. */
+  signal?: AbortSignal;
+}
+
+export interface ExecEvent {
+  type: 'start' | 'stdout' | 'stderr' | 'complete' | 'error';
+  timestamp: string;
+  data?: string;
+  command?: string;
+  exitCode?: number;
+  result?: ExecResult;
+  error?: string;
+  sessionId?: string;
+  pid?: number;
+  timedOut?: boolean;
+}
+
+// ---- Processes -------------------------------------------------------------------------------
+
+export type ProcessStatus = 'starting' | 'running' | 'completed' | 'failed' | 'killed' | 'error';
+
+export interface ProcessOptions extends BaseExecOptions {
+  sessionId?: string;
+  /** sandpit: keep stdin open as a pipe for `Process.sendStdin` (default: /dev/null). */
+  stdin?: boolean;
+  processId?: string;
+  autoCleanup?: boolean;
+  onExit?: (code: number | null) => void;
+  onOutput?: (stream: 'stdout' | 'stderr', data: string) => void;
+  onStart?: (process: Process) => void;
+  onError?: (error: Error) => void;
+}
+
+export interface WaitForLogResult {
+  line: string;
+  match?: RegExpMatchArray;
+}
+
+export interface WaitForExitResult {
+  exitCode: number;
+}
+
+export interface WaitForPortOptions {
+  mode?: 'http' | 'tcp';
+  path?: string;
+  status?: number | { min: number; max: number };
+  timeout?: number;
+  interval?: number;
+}
+
+export interface Process {
+  readonly id: string;
+  readonly pid?: number;
+  readonly command: string;
+  readonly status: ProcessStatus;
+  readonly startTime: Date;
+  readonly endTime?: Date;
+  readonly exitCode?: number;
+  readonly sessionId?: string;
+  kill(signal?: string): Promise<void>;
+  getStatus(): Promise<ProcessStatus>;
+  getLogs(): Promise<{ stdout: string; stderr: string }>;
+  waitForLog(pattern: string | RegExp, timeout?: number): Promise<WaitForLogResult>;
+  waitForPort(port: number, options?: WaitForPortOptions): Promise<void>;
+  waitForExit(timeout?: number): Promise<WaitForExitResult>;
+  /** sandpit: writes to the stdin of a process started with `stdin: true`; resolves once the
+   * bytes are in the pipe. `close` closes stdin afterwards (EOF). */
+  sendStdin(
+    data: string | Uint8Array,
+    options?: { close?: boolean },
+  ): Promise<{ bytesWritten: number; closed: boolean }>;
+  /** sandpit: closes the process's stdin (EOF). */
+  closeStdin(): Promise<void>;
+}
+
+export interface LogEvent {
+  type: 'stdout' | 'stderr' | 'exit' | 'error' | 'process_info';
+  timestamp: string;
+  data: string;
+  processId: string;
+  sessionId?: string;
+  exitCode?: number;
+  status?: ProcessStatus;
+}
+
+export interface StreamProcessLogsOptions {
+  /** Aborting ends the stream. */
+  signal?: AbortSignal;
+  /** sandpit: also kill the process when `signal` aborts. */
+  killOnAbort?: boolean;
+}
+
+// ---- Files -----------------------------------------------------------------------------------
+
+export interface WriteFileResult {
+  success: boolean;
+  path: string;
+  timestamp: string;
+  exitCode?: number;
+  /** sandpit: bytes written (streamed and binary writes). */
+  size?: number;
+}
+
+export interface ReadFileResult {
+  success: boolean;
+  path: string;
+  content: string;
+  timestamp: string;
+  exitCode?: number;
+  encoding?: 'utf-8' | 'base64';
+  isBinary?: boolean;
+  mimeType?: string;
+  size?: number;
+}
+
+export interface ReadFileStreamResult {
+  success: true;
+  path: string;
+  content: ReadableStream<Uint8Array>;
+  size: number;
+  mimeType: string;
+  timestamp: string;
+}
+
+export interface MkdirResult {
+  success: boolean;
+  path: string;
+  recursive: boolean;
+  timestamp: string;
+  exitCode?: number;
+}
+
+export interface DeleteFileResult {
+  success: boolean;
+  path: string;
+  timestamp: string;
+  exitCode?: number;
+}
+
+export interface RenameFileResult {
+  success: boolean;
+  path: string;
+  newPath: string;
+  timestamp: string;
+  exitCode?: number;
+}
+
+export type MoveFileResult = RenameFileResult;
+
+export interface FileInfo {
+  name: string;
+  absolutePath: string;
+  relativePath: string;
+  type: 'file' | 'directory' | 'symlink' | 'other';
+  size: number;
+  modifiedAt: string;
+  mode: string;
+  permissions: { readable: boolean; writable: boolean; executable: boolean };
+}
+
+export interface ListFilesResult {
+  success: boolean;
+  path: string;
+  files: FileInfo[];
+  count: number;
+  timestamp: string;
+  exitCode?: number;
+}
+
+export interface FileExistsResult {
+  success: boolean;
+  path: string;
+  exists: boolean;
+  timestamp: string;
+}
+
+export interface FileMetadata {
+  mimeType: string;
+  size: number;
+  isBinary: boolean;
+  encoding: 'utf-8' | 'base64';
+}
+
+export type FileStreamEvent =
+  | {
+      type: 'metadata';
+      mimeType: string;
+      size: number;
+      isBinary: boolean;
+      encoding: 'utf-8' | 'base64';
+    }
+  | { type: 'chunk'; data: string }
+  | { type: 'complete'; bytesRead: number }
+  | { type: 'error'; error: string };
+
+export interface WatchOptions {
+  recursive?: boolean;
+  include?: string[];
+  exclude?: string[];
+  events?: Array<'create' | 'modify' | 'delete' | 'move_from' | 'move_to' | 'attrib'>;
+  sessionId?: string;
+  /** Aborting ends the watch. */
+  signal?: AbortSignal;
+}
+
+export interface CheckChangesOptions extends Omit<WatchOptions, 'signal'> {
+  since?: string;
+}
+
+export type CheckChangesResult =
+  | { success: true; status: 'unchanged' | 'changed'; version: string; timestamp: string }
+  | {
+      success: true;
+      status: 'resync';
+      reason: 'expired' | 'restarted';
+      version: string;
+      timestamp: string;
+    };
+
+export type FileWatchSSEEvent =
+  | { type: 'watching'; path: string; watchId: string }
+  | {
+      type: 'event';
+      eventType: 'create' | 'modify' | 'delete' | 'move_from' | 'move_to' | 'attrib';
+      path: string;
+      isDirectory: boolean;
+      timestamp: string;
+    }
+  | { type: 'error'; error: string }
+  | { type: 'stopped'; reason: string };
+
+export interface GitCheckoutOptions {
+  branch?: string;
+  /** The form of the seed's guides: same as `branch`. */
+  ref?: string;
+  targetDir?: string;
+  sessionId?: string;
+  depth?: number;
+  cloneTimeoutMs?: number;
+}
+
+export interface GitCheckoutResult {
+  success: boolean;
+  repoUrl: string;
+  branch: string;
+  targetDir: string;
+  timestamp: string;
+  exitCode?: number;
+}
+
+// ---- Sessions --------------------------------------------------------------------------------
+
+export interface SessionOptions {
+  id?: string;
+  name?: string;
+  env?: Record<string, string | undefined>;
+  cwd?: string;
+  /** Accepted and ignored, as in the seed. */
+  isolation?: boolean;
+  commandTimeoutMs?: number;
+}
+
+export interface SessionDeleteResult {
+  success: boolean;
+  sessionId: string;
+  timestamp: string;
+}
+
+// ---- Code interpreter ------------------------------------------------------------------------
+
+export type CodeLanguage = 'python' | 'javascript' | 'typescript';
+
+export interface CreateContextOptions {
+  language?: CodeLanguage;
+  cwd?: string;
+  envVars?: Record<string, string | undefined>;
+  timeout?: number;
+}
+
+export interface CodeContext {
+  readonly id: string;
+  readonly language: string;
+  readonly cwd: string;
+  readonly createdAt: Date;
+  readonly lastUsed: Date;
+}
+
+export interface OutputMessage {
+  text: string;
+  timestamp: number;
+}
+
+export interface ChartData {
+  type: 'line' | 'bar' | 'scatter' | 'pie' | 'histogram' | 'heatmap' | 'unknown';
+  title?: string;
+  data: unknown;
+  layout?: unknown;
+  config?: unknown;
+  library?: 'matplotlib' | 'plotly' | 'altair' | 'seaborn' | 'unknown';
+  image?: string;
+}
+
+/** One rich output of a run; images are base64. */
+export interface ResultData {
+  text?: string;
+  html?: string;
+  png?: string;
+  jpeg?: string;
+  svg?: string;
+  latex?: string;
+  markdown?: string;
+  javascript?: string;
+  json?: unknown;
+  chart?: ChartData;
+  data?: unknown;
+}
+
+export interface Result extends ResultData {
+  /** The representations present (`['text', 'png']`...). */
+  formats(): string[];
+}
+
+export interface ExecutionError {
+  name: string;
+  message: string;
+  traceback: string[];
+  lineNumber?: number;
+}
+
+export interface RunCodeOptions {
+  context?: CodeContext;
+  language?: CodeLanguage;
+  envVars?: Record<string, string | undefined>;
+  /** Interrupt the run after this many milliseconds. */
+  timeout?: number;
+  /** Aborting closes the run's stream; the server interrupts the run (SIGINT, then a kill). */
+  signal?: AbortSignal;
+  onStdout?: (output: OutputMessage) => void;
+  onStderr?: (output: OutputMessage) => void;
+  onResult?: (result: Result) => void | Promise<void>;
+  onError?: (error: ExecutionError) => void;
+}
+
+export interface ExecutionResult {
+  code: string;
+  logs: { stdout: string[]; stderr: string[] };
+  error?: ExecutionError;
+  executionCount?: number;
+  results: ResultData[];
+}
+
+/** The events of `runCodeStream` (the agent's `/api/execute/code` SSE). */
+export type ExecutionEvent =
+  | { type: 'stdout'; text: string }
+  | { type: 'stderr'; text: string }
+  | ({ type: 'result'; metadata?: Record<string, unknown> } & ResultData)
+  | { type: 'execution_complete'; execution_count: number }
+  | { type: 'error'; ename: string; evalue: string; traceback: string[] };
+
+// ---- Ports -----------------------------------------------------------------------------------
+
+export interface ExposePortOptions {
+  /** Accepted for source compatibility: sandpit's preview URLs use the server's preview domain. */
+  hostname?: string;
+  name?: string;
+  /** `[a-z0-9_]{1,16}`; random when absent. Same token → same URL after a re-expose. */
+  token?: string;
+}
+
+export interface ExposedPortInfo {
+  url: string;
+  port: number;
+  name?: string;
+  /** sandpit: the URL's token. */
+  token?: string;
+}
+
+export interface ExposedPortStatus extends ExposedPortInfo {
+  status: 'active';
+}
+
+// ---- Terminal --------------------------------------------------------------------------------
+
+export interface TerminalOptions {
+  cols?: number;
+  rows?: number;
+  shell?: string;
+}
