@@ -304,6 +304,11 @@ async fn serial_e2e_usage_moves_with_cpu_memory_and_disk() {
     let grown = num(&written, "diskBytes") - num(&after, "diskBytes");
     assert!(grown >= 20 << 20, "disk grew by {grown}: {written}");
     assert_eq!(written["diskComplete"], true);
+    eprintln!(
+        "usage: {burnt} µs CPU burnt, memory peak {} MiB, disk +{} MiB for a 20 MiB file",
+        num(&after, "memoryPeakBytes") >> 20,
+        grown >> 20
+    );
 
     // Asleep: no CPU, memory or processes; the disk stays.
     let (s, b) = rs
@@ -320,6 +325,22 @@ async fn serial_e2e_usage_moves_with_cpu_memory_and_disk() {
         "sleeping",
         "usage must not wake it"
     );
+
+    // With diskMb the layer is an ext4 image: its allocated blocks grow with a file too.
+    let body = json!({"id": "e2e-usage-img", "keepAlive": true, "limits": {"diskMb": 64}});
+    let (s, b) = rs.call(Method::POST, "/v1/sandboxes", body).await;
+    assert_eq!(s, 201, "{b}");
+    let empty = usage(&rs, "e2e-usage-img").await;
+    let out = rs
+        .exec(
+            "e2e-usage-img",
+            "head -c 8388608 /dev/urandom > /workspace/blob && sync",
+        )
+        .await;
+    assert_eq!(out["exitCode"], 0, "{out}");
+    let full = usage(&rs, "e2e-usage-img").await;
+    let grown = num(&full, "diskBytes") - num(&empty, "diskBytes");
+    assert!(grown >= 8 << 20, "image grew by {grown}: {empty} → {full}");
     rs.stop().await;
 }
 
