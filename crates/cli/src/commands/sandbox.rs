@@ -103,7 +103,6 @@ fn describe(info: &SandboxInfo, ports: &[ExposedPort], usage: &SandboxUsage) -> 
         ("cpus", or_unlimited(info.limits.cpus, "")),
         ("pids", or_unlimited(info.limits.pids, "")),
         ("disk", or_unlimited(info.limits.disk_mb, " MiB")),
-        ("network", info.network.mode.as_str().to_owned()),
     ];
     lines.extend(usage_lines(usage));
     lines.extend(
@@ -111,6 +110,7 @@ fn describe(info: &SandboxInfo, ports: &[ExposedPort], usage: &SandboxUsage) -> 
             .iter()
             .map(|(k, v)| ("label", format!("{k}={v}"))),
     );
+    lines.push(("network", info.network.mode.as_str().to_owned()));
     lines.extend(info.network.allow.iter().map(|a| ("allow", a.clone())));
     lines.extend(info.secrets.iter().map(|s| {
         let header = s
