@@ -258,6 +258,21 @@ fn num(v: &Value, field: &str) -> u64 {
     v[field].as_u64().unwrap_or_else(|| panic!("{field}: {v}"))
 }
 
+/// Writes `mib` MiB of random bytes to `/workspace/blob` and returns by how much the reported
+/// `diskBytes` grew (the count must be complete).
+async fn disk_growth_of_writing(rs: &Real, id: &str, mib: u64) -> u64 {
+    let before = num(&usage(rs, id).await, "diskBytes");
+    let command = format!(
+        "head -c {} /dev/urandom > /workspace/blob && sync",
+        mib << 20
+    );
+    let out = rs.exec(id, &command).await;
+    assert_eq!(out["exitCode"], 0, "{out}");
+    let after = usage(rs, id).await;
+    assert_eq!(after["diskComplete"], true, "{after}");
+    num(&after, "diskBytes").saturating_sub(before)
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn serial_e2e_usage_moves_with_cpu_memory_and_disk() {
     let Some(rs) = Real::start().await else {
@@ -293,17 +308,8 @@ async fn serial_e2e_usage_moves_with_cpu_memory_and_disk() {
     assert!(num(&after, "memoryBytes") > 0, "{after}");
 
     // Disk grows by what a file takes.
-    let out = rs
-        .exec(
-            "e2e-usage",
-            "head -c 20971520 /dev/urandom > /workspace/blob && sync",
-        )
-        .await;
-    assert_eq!(out["exitCode"], 0, "{out}");
-    let written = usage(&rs, "e2e-usage").await;
-    let grown = num(&written, "diskBytes") - num(&after, "diskBytes");
-    assert!(grown >= 20 << 20, "disk grew by {grown}: {written}");
-    assert_eq!(written["diskComplete"], true);
+    let grown = disk_growth_of_writing(&rs, "e2e-usage", 20).await;
+    assert!(grown >= 20 << 20, "disk grew by {grown}");
     eprintln!(
         "usage: {burnt} µs CPU burnt, memory peak {} MiB, disk +{} MiB for a 20 MiB file",
         num(&after, "memoryPeakBytes") >> 20,
@@ -330,17 +336,8 @@ async fn serial_e2e_usage_moves_with_cpu_memory_and_disk() {
     let body = json!({"id": "e2e-usage-img", "keepAlive": true, "limits": {"diskMb": 64}});
     let (s, b) = rs.call(Method::POST, "/v1/sandboxes", body).await;
     assert_eq!(s, 201, "{b}");
-    let empty = usage(&rs, "e2e-usage-img").await;
-    let out = rs
-        .exec(
-            "e2e-usage-img",
-            "head -c 8388608 /dev/urandom > /workspace/blob && sync",
-        )
-        .await;
-    assert_eq!(out["exitCode"], 0, "{out}");
-    let full = usage(&rs, "e2e-usage-img").await;
-    let grown = num(&full, "diskBytes") - num(&empty, "diskBytes");
-    assert!(grown >= 8 << 20, "image grew by {grown}: {empty} → {full}");
+    let grown = disk_growth_of_writing(&rs, "e2e-usage-img", 8).await;
+    assert!(grown >= 8 << 20, "image grew by {grown}");
     rs.stop().await;
 }
 
