@@ -213,7 +213,7 @@ async fn a_ttl_destroys_the_sandbox_at_expiry_and_is_audited() {
 }
 
 #[tokio::test]
-async fn usage_is_tenant_scoped() {
+async fn attack_a_tenant_cannot_read_another_tenants_usage() {
     let ts = TestServer::start().await;
     create(&ts, json!({"id": "mine"})).await;
     let (s, b) = ts.get("/v1/sandboxes/mine/usage").await;
