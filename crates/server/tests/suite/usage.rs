@@ -278,14 +278,8 @@ async fn serial_e2e_usage_moves_with_cpu_memory_and_disk() {
     let Some(rs) = Real::start().await else {
         return;
     };
-    let (s, b) = rs
-        .call(
-            Method::POST,
-            "/v1/sandboxes",
-            json!({"id": "e2e-usage", "keepAlive": true}),
-        )
+    rs.ensure_sandbox(json!({"id": "e2e-usage", "keepAlive": true}))
         .await;
-    assert_eq!(s, 201, "{b}");
     let before = usage(&rs, "e2e-usage").await;
     assert_eq!(before["state"], "running");
     assert!(num(&before, "pids") >= 1, "{before}");
@@ -333,9 +327,8 @@ async fn serial_e2e_usage_moves_with_cpu_memory_and_disk() {
     );
 
     // With diskMb the layer is an ext4 image: its allocated blocks grow with a file too.
-    let body = json!({"id": "e2e-usage-img", "keepAlive": true, "limits": {"diskMb": 64}});
-    let (s, b) = rs.call(Method::POST, "/v1/sandboxes", body).await;
-    assert_eq!(s, 201, "{b}");
+    rs.ensure_sandbox(json!({"id": "e2e-usage-img", "keepAlive": true, "limits": {"diskMb": 64}}))
+        .await;
     let grown = disk_growth_of_writing(&rs, "e2e-usage-img", 8).await;
     assert!(grown >= 8 << 20, "image grew by {grown}");
     rs.stop().await;
@@ -346,14 +339,9 @@ async fn serial_e2e_ttl_destroys_the_sandbox_and_its_workspace() {
     let Some(rs) = Real::start().await else {
         return;
     };
-    let (s, b) = rs
-        .call(
-            Method::POST,
-            "/v1/sandboxes",
-            json!({"id": "e2e-ttl", "ttl": "3s", "labels": {"job": "nightly"}}),
-        )
+    let b = rs
+        .ensure_sandbox(json!({"id": "e2e-ttl", "ttl": "3s", "labels": {"job": "nightly"}}))
         .await;
-    assert_eq!(s, 201, "{b}");
     assert!(b["expiresAt"].is_string(), "{b}");
     let out = rs.exec("e2e-ttl", "echo data > /workspace/f").await;
     assert_eq!(out["exitCode"], 0, "{out}");
