@@ -370,8 +370,8 @@ pub struct SandboxUsage {
     pub pids: u64,
     /// Bytes of the sandbox's writable layer (its files), kept across sleep.
     pub disk_bytes: u64,
-    /// False when the writable layer had too many files to count them all: `diskBytes` is then
-    /// a lower bound.
+    /// False when the writable layer had too many files (or levels) to count them all:
+    /// `diskBytes` is then a lower bound.
     pub disk_complete: bool,
     /// Bytes sent through the sandbox's egress proxy since the server started (`allowlist`
     /// mode; direct `full`-mode traffic is not counted).
