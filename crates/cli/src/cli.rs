@@ -14,6 +14,7 @@ pub use crate::commands::network::{CreateNetworkFlags, NetworkArgs, SecretComman
 pub use crate::commands::quota::QuotaArgs;
 pub use crate::commands::target::CreateFlag;
 use sandpit_client::Language;
+use sandpit_client::protocol::control::parse_label_selector;
 
 /// Default data directory of the server (state, admin key, images).
 pub const DEFAULT_DATA_DIR: &str = "/var/lib/sandpit";
@@ -106,12 +107,12 @@ pub enum Command {
     Create(CreateArgs),
     /// List sandboxes.
     Ls(LsArgs),
-    /// Show a sandbox: state, image, limits, network policy, secrets (names), env names,
-    /// exposed ports, created and last-active times.
+    /// Show a sandbox: state, image, limits, usage, labels, expiry, network policy, secrets
+    /// (names), env names, exposed ports, created and last-active times.
     Info {
         /// Sandbox id.
         id: String,
-        /// Print JSON (the sandbox object plus `ports`).
+        /// Print JSON (the sandbox object plus `ports` and `usage`).
         #[arg(long)]
         json: bool,
     },
@@ -425,6 +426,12 @@ pub struct CreateArgs {
     /// Environment variable for every command (repeatable).
     #[arg(long = "env", value_name = "K=V", value_parser = parse_env)]
     pub env: Vec<(String, String)>,
+    /// Label (repeatable), to find it with `sandpit ls --label K=V`.
+    #[arg(long = "label", value_name = "K=V", value_parser = parse_label_selector)]
+    pub labels: Vec<(String, String)>,
+    /// Destroy the sandbox this long after now: seconds or e.g. 30m, 2h.
+    #[arg(long)]
+    pub ttl: Option<String>,
     #[command(flatten)]
     pub network: CreateNetworkFlags,
     /// Print the sandbox as JSON.
@@ -452,6 +459,9 @@ pub struct LsArgs {
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Only sandboxes with this label (repeatable: all must match).
+    #[arg(long = "label", value_name = "K=V", value_parser = parse_label_selector)]
+    pub labels: Vec<(String, String)>,
 }
 
 #[derive(Debug, Args)]

@@ -72,7 +72,7 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
     match command {
         Command::Serve(args) => serve::run(args, data_dir.clone()).await?,
         Command::Create(args) => sandbox::create(&client()?, args).await?,
-        Command::Ls(args) => sandbox::ls(&client()?, args.json).await?,
+        Command::Ls(args) => sandbox::ls(&client()?, &args).await?,
         Command::Info { id, json } => sandbox::info(&client()?, &id, json).await?,
         Command::Stop { id } => sandbox::stop(&client()?, &id).await?,
         Command::Rm { ids } => sandbox::rm(&client()?, &ids).await?,

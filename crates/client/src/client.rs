@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use reqwest::{Method, RequestBuilder, Response};
 use sandpit_protocol::control::{
-    CreateSandboxRequest, SandboxInfo, SandboxList, UpdateSandboxRequest, validate_sandbox_id,
+    CreateSandboxRequest, SandboxInfo, SandboxList, SandboxUsage, UpdateSandboxRequest,
+    validate_sandbox_id,
 };
 use serde::de::DeserializeOwned;
 
@@ -20,6 +21,8 @@ pub struct ListOptions {
     pub limit: Option<u32>,
     /// `next_cursor` of the previous page.
     pub cursor: Option<String>,
+    /// `key=value` label selectors; only sandboxes carrying all of them are listed.
+    pub labels: Vec<String>,
 }
 
 /// A connection to one sandpit server. Cheap to clone; clones share the connection pool.
@@ -89,6 +92,13 @@ impl Client {
             .await
     }
 
+    /// What the sandbox uses now: CPU time, memory, processes, disk and egress bytes (does not
+    /// wake it).
+    pub async fn usage(&self, id: &str) -> Result<SandboxUsage> {
+        let path = format!("{}/usage", sandbox_path(id)?);
+        self.json(self.request(Method::GET, &path)).await
+    }
+
     /// One page of sandboxes.
     pub async fn list(&self, options: &ListOptions) -> Result<SandboxList> {
         let mut query = Vec::new();
@@ -97,6 +107,9 @@ impl Client {
         }
         if let Some(cursor) = &options.cursor {
             query.push(format!("cursor={}", percent_encode(cursor)));
+        }
+        for label in &options.labels {
+            query.push(format!("label={}", percent_encode(label)));
         }
         let mut path = String::from("/v1/sandboxes");
         if !query.is_empty() {
@@ -108,8 +121,16 @@ impl Client {
 
     /// Every sandbox, following `next_cursor` until the last page.
     pub async fn list_all(&self) -> Result<Vec<SandboxInfo>> {
+        self.list_labelled(&[]).await
+    }
+
+    /// Every sandbox carrying all the `key=value` labels, following `next_cursor`.
+    pub async fn list_labelled(&self, labels: &[String]) -> Result<Vec<SandboxInfo>> {
         let mut all = Vec::new();
-        let mut options = ListOptions::default();
+        let mut options = ListOptions {
+            labels: labels.to_vec(),
+            ..ListOptions::default()
+        };
         loop {
             let page = self.list(&options).await?;
             all.extend(page.sandboxes);

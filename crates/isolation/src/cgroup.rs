@@ -33,6 +33,20 @@ impl CgroupLimits {
     }
 }
 
+/// What the processes of one sandbox use now, as its cgroups account it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CgroupUsage {
+    /// CPU time of all its processes, in microseconds.
+    pub cpu_usec: u64,
+    /// Memory charged now, in bytes.
+    pub memory_bytes: u64,
+    /// The most memory charged since the cgroup was made (the current value where the kernel
+    /// keeps no peak).
+    pub memory_peak_bytes: u64,
+    /// Processes and threads.
+    pub pids: u64,
+}
+
 /// Errors of cgroup management.
 #[derive(Debug, thiserror::Error)]
 pub enum CgroupError {
@@ -57,6 +71,24 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> CgroupError + '_ {
 
 fn write_file(path: &Path, value: &str) -> Result<(), CgroupError> {
     fs::write(path, value).map_err(io_err(path))
+}
+
+/// A counter file holding one number; 0 when the file does not exist (a controller the host
+/// lacks).
+fn read_counter(path: &Path) -> Result<u64, CgroupError> {
+    match fs::read_to_string(path) {
+        Ok(s) => Ok(s.trim().parse().unwrap_or(0)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(0),
+        Err(e) => Err(io_err(path)(e)),
+    }
+}
+
+/// `usage_usec` of a v2 `cpu.stat` file.
+fn cpu_stat_usec(text: &str) -> u64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix("usage_usec "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
 }
 
 fn check_name(name: &str) -> Result<(), CgroupError> {
@@ -134,6 +166,8 @@ pub trait CgroupManager: Send + Sync + std::fmt::Debug {
     fn remove(&self, name: &str) -> Result<(), CgroupError>;
     /// Names of every sandbox cgroup that exists under the group.
     fn list(&self) -> Result<Vec<String>, CgroupError>;
+    /// What the sandbox uses now (zeros for a sandbox without cgroups).
+    fn usage(&self, name: &str) -> Result<CgroupUsage, CgroupError>;
 }
 
 /// Detects the host's layout and returns the matching backend for sandboxes under `group`.
@@ -511,6 +545,26 @@ impl CgroupManager for V1Hybrid {
         }
         Ok(names.into_iter().collect())
     }
+
+    fn usage(&self, name: &str) -> Result<CgroupUsage, CgroupError> {
+        check_name(name)?;
+        let read = |controller: &str, file: &str| match self.dir_of(controller, name) {
+            Some(dir) => read_counter(&dir.join(file)),
+            None => Ok(0),
+        };
+        // cpuacct has its own hierarchy here, or shares the cpu one ("cpu,cpuacct").
+        let cpu_ns = match self.dir_of("cpuacct", name) {
+            Some(dir) => read_counter(&dir.join("cpuacct.usage"))?,
+            None => read("cpu", "cpuacct.usage")?,
+        };
+        let memory_bytes = read("memory", "memory.usage_in_bytes")?;
+        Ok(CgroupUsage {
+            cpu_usec: cpu_ns / 1_000,
+            memory_bytes,
+            memory_peak_bytes: read("memory", "memory.max_usage_in_bytes")?.max(memory_bytes),
+            pids: read("pids", "pids.current")?,
+        })
+    }
 }
 
 /// Pure cgroup v2: memory.max, memory.swap.max, pids.max, cpu.max and cgroup.kill in one tree.
@@ -615,6 +669,25 @@ impl CgroupManager for V2 {
         let mut names = BTreeSet::new();
         list_children(&self.base, &mut names)?;
         Ok(names.into_iter().collect())
+    }
+
+    fn usage(&self, name: &str) -> Result<CgroupUsage, CgroupError> {
+        check_name(name)?;
+        let dir = self.base.join(name);
+        let cpu_stat = dir.join("cpu.stat");
+        let cpu_usec = match fs::read_to_string(&cpu_stat) {
+            Ok(text) => cpu_stat_usec(&text),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => 0,
+            Err(e) => return Err(io_err(&cpu_stat)(e)),
+        };
+        let memory_bytes = read_counter(&dir.join("memory.current"))?;
+        Ok(CgroupUsage {
+            cpu_usec,
+            memory_bytes,
+            // memory.peak exists from Linux 5.19.
+            memory_peak_bytes: read_counter(&dir.join("memory.peak"))?.max(memory_bytes),
+            pids: read_counter(&dir.join("pids.current"))?,
+        })
     }
 }
 
@@ -748,6 +821,61 @@ mod tests {
         assert_eq!(mgr.procs_files("sb"), vec![dir.join("cgroup.procs")]);
         // A fake dir has files in it, so rmdir fails like a busy cgroup would.
         assert!(mgr.remove("sb").is_err());
+    }
+
+    #[test]
+    fn v2_usage_reads_the_accounting_files() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mgr = V2::new(tmp.path().join("g"));
+        let dir = mgr.base.join("sb");
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(
+            dir.join("cpu.stat"),
+            "usage_usec 1234567\nuser_usec 1000000\nsystem_usec 234567\n",
+        )
+        .unwrap();
+        fs::write(dir.join("memory.current"), "4096\n").unwrap();
+        fs::write(dir.join("memory.peak"), "8192\n").unwrap();
+        fs::write(dir.join("pids.current"), "3\n").unwrap();
+        let want = CgroupUsage {
+            cpu_usec: 1_234_567,
+            memory_bytes: 4096,
+            memory_peak_bytes: 8192,
+            pids: 3,
+        };
+        assert_eq!(mgr.usage("sb").unwrap(), want);
+        // No memory.peak (kernels before 5.19): the current value stands in.
+        fs::remove_file(dir.join("memory.peak")).unwrap();
+        assert_eq!(mgr.usage("sb").unwrap().memory_peak_bytes, 4096);
+        // A sandbox without cgroups (asleep) uses nothing.
+        assert_eq!(mgr.usage("gone").unwrap(), CgroupUsage::default());
+    }
+
+    #[test]
+    fn v1_usage_reads_each_controller() {
+        let tmp = tempfile::tempdir().unwrap();
+        let h = |c: &'static str| V1Hierarchy::new(c, tmp.path().join(c));
+        let mgr = V1Hybrid {
+            hierarchies: vec![h("memory"), h("pids"), h("cpu"), h("cpuacct")],
+            unified: None,
+        };
+        let write = |c: &str, file: &str, v: &str| {
+            let dir = tmp.path().join(c).join("sb");
+            fs::create_dir_all(&dir).unwrap();
+            fs::write(dir.join(file), v).unwrap();
+        };
+        write("cpuacct", "cpuacct.usage", "2500000000\n");
+        write("memory", "memory.usage_in_bytes", "1048576\n");
+        write("memory", "memory.max_usage_in_bytes", "2097152\n");
+        write("pids", "pids.current", "7\n");
+        let want = CgroupUsage {
+            cpu_usec: 2_500_000,
+            memory_bytes: 1 << 20,
+            memory_peak_bytes: 2 << 20,
+            pids: 7,
+        };
+        assert_eq!(mgr.usage("sb").unwrap(), want);
+        assert!(matches!(mgr.usage("a/b"), Err(CgroupError::InvalidName(_))));
     }
 
     #[test]

@@ -39,6 +39,49 @@ pub fn validate_sandbox_id(id: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Most labels one sandbox may carry.
+pub const MAX_LABELS: usize = 32;
+/// Longest label key and value, in bytes.
+pub const MAX_LABEL_KEY_LEN: usize = 63;
+pub const MAX_LABEL_VALUE_LEN: usize = 128;
+
+/// A label: the key is 1-63 characters of `[A-Za-z0-9._/-]` starting with a letter or digit;
+/// the value 0-128 characters of `[A-Za-z0-9._/:@+-]`. Neither may hold `=` or `,`, so a
+/// `label=k=v` filter is unambiguous; the limits keep what a tenant can store bounded.
+pub fn validate_label(key: &str, value: &str) -> Result<(), String> {
+    let key_ok = (1..=MAX_LABEL_KEY_LEN).contains(&key.len())
+        && key.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && key
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '/' | '-'));
+    if !key_ok {
+        return Err(format!(
+            "label key {key:?} must be 1-{MAX_LABEL_KEY_LEN} characters of A-Z, a-z, 0-9, '.', \
+             '_', '/', '-', starting with a letter or digit"
+        ));
+    }
+    let value_ok = value.len() <= MAX_LABEL_VALUE_LEN
+        && value.chars().all(|c| {
+            c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '/' | ':' | '@' | '+' | '-')
+        });
+    if !value_ok {
+        return Err(format!(
+            "label {key:?}: value must be at most {MAX_LABEL_VALUE_LEN} characters of A-Z, \
+             a-z, 0-9, '.', '_', '/', ':', '@', '+', '-'"
+        ));
+    }
+    Ok(())
+}
+
+/// A `k=v` label selector (`GET /v1/sandboxes?label=k=v`, `sandpit ls --label k=v`).
+pub fn parse_label_selector(selector: &str) -> Result<(String, String), String> {
+    let (key, value) = selector
+        .split_once('=')
+        .ok_or_else(|| format!("label selector {selector:?} must be key=value"))?;
+    validate_label(key, value)?;
+    Ok((key.to_owned(), value.to_owned()))
+}
+
 /// Resource limits of one sandbox. Every field is optional on input; the server fills defaults.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -239,6 +282,15 @@ pub struct CreateSandboxRequest {
     /// Secrets by env var name (`[A-Za-z_][A-Za-z0-9_]*`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secrets: Option<BTreeMap<String, SecretSpec>>,
+    /// Labels (at most 32; see `validate_label`), for `GET /v1/sandboxes?label=k=v`. On an
+    /// existing sandbox they are merged as by PATCH.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub labels: Option<BTreeMap<String, String>>,
+    /// Time to live: the sandbox is destroyed this long after the request (seconds, or a string
+    /// such as "30m", "2h"; `0`: no expiry).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
+    pub ttl: Option<serde_json::Value>,
 }
 
 /// `PATCH /v1/sandboxes/{id}`: change options of an existing sandbox. Limits apply at the next
@@ -264,6 +316,13 @@ pub struct UpdateSandboxRequest {
     /// session and to sessions and processes started afterwards.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secrets: Option<BTreeMap<String, SecretSpec>>,
+    /// Merged into the labels: a string sets a label, `null` removes it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub labels: Option<BTreeMap<String, Option<String>>>,
+    /// A new time to live, counted from this request (`0`: no expiry).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
+    pub ttl: Option<serde_json::Value>,
 }
 
 /// A sandbox as the control plane reports it.
@@ -287,9 +346,41 @@ pub struct SandboxInfo {
     /// Secrets without their values.
     #[serde(default)]
     pub secrets: Vec<SecretInfo>,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// When the sandbox will be destroyed (its `ttl` ran out); absent: never.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<String>,
 }
 
-/// `GET /v1/sandboxes?limit=&cursor=`.
+/// `GET /v1/sandboxes/{id}/usage`: what a sandbox uses now. A sandbox that is not running
+/// reports zero CPU, memory and processes (its cgroups are gone while it sleeps), and its disk.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct SandboxUsage {
+    pub state: SandboxState,
+    /// CPU time used by the current run, in microseconds.
+    pub cpu_usec: u64,
+    /// Memory charged to the sandbox now (page cache included), in bytes.
+    pub memory_bytes: u64,
+    /// The most memory charged during the current run, in bytes.
+    pub memory_peak_bytes: u64,
+    /// Processes and threads now.
+    pub pids: u64,
+    /// Bytes of the sandbox's writable layer (its files), kept across sleep.
+    pub disk_bytes: u64,
+    /// False when the writable layer had too many files (or levels) to count them all:
+    /// `diskBytes` is then a lower bound.
+    pub disk_complete: bool,
+    /// Bytes sent through the sandbox's egress proxy since the server started (`allowlist`
+    /// mode; direct `full`-mode traffic is not counted).
+    pub network_bytes_up: u64,
+    /// Bytes received through the egress proxy since the server started.
+    pub network_bytes_down: u64,
+}
+
+/// `GET /v1/sandboxes?limit=&cursor=&label=k=v`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
@@ -406,7 +497,8 @@ pub struct AuditEntry {
     pub at: String,
     /// Key id of the caller (`admin` for the admin key).
     pub actor: String,
-    /// `sandbox.create`, `sandbox.update`, `sandbox.stop`, `sandbox.destroy`, `sandbox.env`,
+    /// `sandbox.create`, `sandbox.update`, `sandbox.stop`, `sandbox.destroy`, `sandbox.expire`
+    /// (actor `ttl`), `sandbox.env`,
     /// `port.expose`, `port.unexpose`, `key.create`, `key.revoke`, `key.rotate`.
     pub action: String,
     /// Sandbox id, `sandbox:port` or key id.
@@ -456,6 +548,25 @@ mod tests {
         assert!(validate_sandbox_id("a/../b").is_err());
         assert!(validate_sandbox_id("admin").is_err());
         assert!(validate_sandbox_id(&"a".repeat(64)).is_err());
+    }
+
+    #[test]
+    fn labels_are_bounded_and_selectors_parse() {
+        assert!(validate_label("team", "ml-infra").is_ok());
+        assert!(validate_label("app.kubernetes.io/name", "").is_ok());
+        assert!(validate_label("", "x").is_err());
+        assert!(validate_label("-x", "x").is_err());
+        assert!(validate_label("a=b", "x").is_err());
+        assert!(validate_label("a", "x,y").is_err());
+        assert!(validate_label("a", "has space").is_err());
+        assert!(validate_label(&"k".repeat(64), "x").is_err());
+        assert!(validate_label("k", &"v".repeat(129)).is_err());
+        assert_eq!(
+            parse_label_selector("env=prod"),
+            Ok(("env".to_owned(), "prod".to_owned()))
+        );
+        assert!(parse_label_selector("env").is_err());
+        assert!(parse_label_selector("env=a=b").is_err());
     }
 
     #[test]

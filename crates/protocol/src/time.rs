@@ -20,8 +20,8 @@ pub fn parse_duration(value: &serde_json::Value) -> Result<Duration, String> {
     let duration = match value {
         serde_json::Value::Number(n) => n
             .as_f64()
-            .filter(|s| s.is_finite() && *s >= 0.0)
-            .map(Duration::from_secs_f64)
+            // `try_`: a huge number is a bad value, not a panic.
+            .and_then(|s| Duration::try_from_secs_f64(s).ok())
             .ok_or_else(|| format!("invalid number of seconds: {n}"))?,
         serde_json::Value::String(s) => {
             let trimmed = s.trim();
@@ -101,6 +101,8 @@ mod tests {
         assert!(parse_duration(&json!(0)).is_err());
         assert!(parse_duration(&json!(-3)).is_err());
         assert!(parse_duration(&json!(true)).is_err());
+        // Would overflow a Duration (and panicked before).
+        assert!(parse_duration(&json!(1e300)).is_err());
     }
 
     #[test]

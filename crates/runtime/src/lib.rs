@@ -10,6 +10,7 @@ pub mod local;
 pub mod network;
 mod slirp;
 pub mod testnet;
+pub mod usage;
 
 use std::path::PathBuf;
 
@@ -41,6 +42,20 @@ pub struct Started {
     pub socket: PathBuf,
     /// Host pid of the sandbox's init (the agent).
     pub pid: u32,
+}
+
+/// What a sandbox uses now. CPU, memory and processes are zero while it is not running.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ResourceUsage {
+    /// CPU time of the current run, in microseconds.
+    pub cpu_usec: u64,
+    pub memory_bytes: u64,
+    pub memory_peak_bytes: u64,
+    pub pids: u64,
+    /// Bytes of the writable layer.
+    pub disk_bytes: u64,
+    /// False when `disk_bytes` is a lower bound (see [`usage::MAX_WALK_ENTRIES`]).
+    pub disk_complete: bool,
 }
 
 /// Errors of a driver.
@@ -93,5 +108,13 @@ pub trait Driver: Send + Sync + 'static {
     /// without direct networking ignore it.
     async fn set_network(&self, _id: &str, _policy: &NetworkPolicy) -> Result<(), DriverError> {
         Ok(())
+    }
+
+    /// What the sandbox uses now; drivers that cannot tell report nothing used.
+    async fn usage(&self, _id: &str) -> Result<ResourceUsage, DriverError> {
+        Ok(ResourceUsage {
+            disk_complete: true,
+            ..ResourceUsage::default()
+        })
     }
 }

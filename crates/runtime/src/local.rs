@@ -25,7 +25,7 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::watch;
 
 use crate::slirp::Slirp;
-use crate::{Driver, DriverError, SandboxSpec, Started, agent_log, network};
+use crate::{Driver, DriverError, ResourceUsage, SandboxSpec, Started, agent_log, network, usage};
 use sandpit_protocol::control::{NetworkMode, NetworkPolicy};
 
 /// Longest usable `sun_path` (108 bytes including the terminating NUL).
@@ -1020,6 +1020,39 @@ impl Driver for LocalDriver {
             Some(pid) => self.apply_network(id, pid, policy).await,
             None => Ok(()),
         }
+    }
+
+    /// cgroup counters (zero once the cgroups are gone, i.e. asleep) and the writable layer:
+    /// the blocks its disk image holds (`diskMb`; they grow with writes and are not returned
+    /// on delete), else a bounded walk of `upper/`.
+    async fn usage(&self, id: &str) -> Result<ResourceUsage, DriverError> {
+        validate_id(id)?;
+        let cgroup = self
+            .cgroups
+            .usage(id)
+            .map_err(cg_err(id, "read the cgroup counters"))?;
+        let (image, upper) = (self.disk_image(id), self.sandbox_dir(id).join("upper"));
+        let disk = tokio::task::spawn_blocking(move || match usage::allocated_bytes(&image) {
+            Some(bytes) => usage::DiskUsage {
+                bytes,
+                complete: true,
+            },
+            None => usage::tree_usage(&upper, usage::MAX_WALK_ENTRIES),
+        })
+        .await
+        .map_err(|e| DriverError::Io {
+            id: id.to_owned(),
+            stage: "count the disk use",
+            source: std::io::Error::other(e.to_string()),
+        })?;
+        Ok(ResourceUsage {
+            cpu_usec: cgroup.cpu_usec,
+            memory_bytes: cgroup.memory_bytes,
+            memory_peak_bytes: cgroup.memory_peak_bytes,
+            pids: cgroup.pids,
+            disk_bytes: disk.bytes,
+            disk_complete: disk.complete,
+        })
     }
 
     async fn reconcile(&self) -> Result<Vec<String>, DriverError> {

@@ -26,6 +26,7 @@ mod config;
 pub mod egress;
 pub mod error;
 mod forward;
+mod labels;
 pub mod lifecycle;
 mod metrics;
 pub mod openapi;
@@ -135,6 +136,7 @@ fn router(
             "/v1/sandboxes/{id}/egress-log",
             get(routes::egress::egress_log),
         )
+        .route("/v1/sandboxes/{id}/usage", get(routes::usage::usage))
         .route(
             "/v1/sandboxes/{id}/files/{*path}",
             get(files::download).put(files::upload),
@@ -436,7 +438,10 @@ async fn reap_forever(manager: Arc<Manager>, every: Duration, mut stop: watch::R
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
-            _ = tick.tick() => manager.reap().await,
+            _ = tick.tick() => {
+                manager.reap().await;
+                manager.reap_expired().await;
+            }
             _ = async { stop.wait_for(|stop| *stop).await.is_ok() } => return,
         }
     }

@@ -19,18 +19,19 @@ use sandpit_protocol::ErrorCode;
 use sandpit_protocol::container::EnvMap;
 use sandpit_protocol::control::{
     CreateSandboxRequest, DEFAULT_IMAGE, DEFAULT_SLEEP_AFTER_SECS, EgressLogPage, Limits,
-    SandboxInfo, SandboxState, UpdateSandboxRequest, validate_sandbox_id,
+    SandboxInfo, SandboxState, SandboxUsage, UpdateSandboxRequest, validate_sandbox_id,
 };
 use sandpit_protocol::quota::{MAX_PROCESSES_ENV, QuotaInfo, SandboxCaps, TenantQuota};
 use sandpit_protocol::time::{parse_duration, timestamp};
 use sandpit_runtime::{Driver, DriverError, SandboxSpec, Started};
-use sandpit_store::{NewSandbox, SandboxOptions, SandboxRecord, Store, uid_base};
+use sandpit_store::{AuditRecord, NewSandbox, SandboxOptions, SandboxRecord, Store, uid_base};
 use sha2::{Digest, Sha256};
 
 use crate::caps;
 use crate::egress::state::NetworkChanges;
 use crate::egress::{self, Egress};
 use crate::error::{ApiError, ApiResult};
+use crate::labels::LabelChanges;
 use crate::metrics::Metrics;
 use crate::quota::{self, Claim, Demand, Gate};
 
@@ -154,6 +155,31 @@ struct OptionChanges {
     keep_alive: Option<bool>,
     env: Option<BTreeMap<String, String>>,
     limits: Option<Limits>,
+    labels: Option<LabelChanges>,
+    /// A new expiry (`Some(None)`: none).
+    expires_at_ms: Option<Option<i64>>,
+}
+
+/// Longest `ttl`: about ten years (keeps `now + ttl` far from overflowing).
+const MAX_TTL_SECS: u64 = 10 * 366 * 24 * 3600;
+
+/// The expiry a `ttl` given now asks for: `None` for `0` (no expiry).
+fn expiry_of(ttl: &serde_json::Value) -> ApiResult<Option<i64>> {
+    let zero = match ttl {
+        serde_json::Value::Number(n) => n.as_f64() == Some(0.0),
+        serde_json::Value::String(s) => s.trim() == "0",
+        _ => false,
+    };
+    if zero {
+        return Ok(None);
+    }
+    let ttl = parse_duration(ttl).map_err(|e| ApiError::validation(format!("ttl: {e}")))?;
+    if ttl.as_secs() > MAX_TTL_SECS {
+        return Err(ApiError::validation(format!(
+            "ttl: at most {MAX_TTL_SECS} seconds"
+        )));
+    }
+    Ok(Some(now_ms() + ttl.as_millis() as i64))
 }
 
 impl OptionChanges {
@@ -187,7 +213,20 @@ impl OptionChanges {
             keep_alive,
             env: env.cloned(),
             limits: limits.cloned(),
+            labels: None,
+            expires_at_ms: None,
         })
+    }
+
+    /// Adds label changes and a `ttl` (counted from now).
+    fn with_labels_and_ttl(
+        mut self,
+        labels: Option<LabelChanges>,
+        ttl: Option<&serde_json::Value>,
+    ) -> ApiResult<Self> {
+        self.labels = labels;
+        self.expires_at_ms = ttl.map(expiry_of).transpose()?;
+        Ok(self)
     }
 
     fn is_empty(&self) -> bool {
@@ -195,9 +234,17 @@ impl OptionChanges {
             && self.keep_alive.is_none()
             && self.env.is_none()
             && self.limits.is_none()
+            && self.labels.is_none()
+            && self.expires_at_ms.is_none()
     }
 
-    fn apply(self, options: &mut SandboxOptions) {
+    fn apply(self, options: &mut SandboxOptions) -> ApiResult<()> {
+        if let Some(labels) = self.labels {
+            labels.apply(&mut options.labels)?;
+        }
+        if let Some(expiry) = self.expires_at_ms {
+            options.expires_at_ms = expiry;
+        }
         if let Some(s) = self.sleep_after_secs {
             options.sleep_after_secs = s;
         }
@@ -210,6 +257,7 @@ impl OptionChanges {
         if let Some(l) = self.limits {
             options.limits = merge_limits(&l, &options.limits);
         }
+        Ok(())
     }
 }
 
@@ -363,7 +411,7 @@ impl Manager {
         // Only a new diskMb changes what an existing sandbox claims now (memory is claimed
         // at its next start, which is admitted then).
         let resized = changes.limits.as_ref().is_some_and(|l| l.disk_mb.is_some());
-        changes.apply(&mut record.options);
+        changes.apply(&mut record.options)?;
         let _admission = if resized {
             let lock = self.gate.lock(&entry.tenant).await;
             self.admit(
@@ -483,6 +531,8 @@ impl Manager {
             last_active_at: ms_timestamp(last_active),
             network: Default::default(),
             secrets: Vec::new(),
+            labels: o.labels.clone(),
+            expires_at: o.expires_at_ms.map(ms_timestamp),
         };
         let network = egress::state::load(self.store.as_ref(), &record.internal_id).await?;
         egress::state::fill_info(&mut info, &network);
@@ -645,8 +695,10 @@ impl Manager {
             ephemeral,
             env: BTreeMap::new(),
             limits: Limits::default(),
+            labels: BTreeMap::new(),
+            expires_at_ms: None,
         };
-        changes.apply(&mut options);
+        changes.apply(&mut options)?;
         caps::check(
             &merge_limits(&options.limits, &self.default_limits),
             &self.caps,
@@ -707,6 +759,10 @@ impl Manager {
             req.env.as_ref(),
             req.limits.as_ref(),
             &self.caps,
+        )?
+        .with_labels_and_ttl(
+            req.labels.as_ref().map(LabelChanges::set).transpose()?,
+            req.ttl.as_ref(),
         )?;
         let network =
             NetworkChanges::parse(req.network.as_ref(), req.secrets.as_ref(), by_operator)?;
@@ -766,10 +822,14 @@ impl Manager {
     pub async fn list(
         &self,
         tenant: &str,
+        labels: &[(String, String)],
         cursor: Option<&str>,
         limit: usize,
     ) -> ApiResult<(Vec<SandboxInfo>, Option<String>)> {
-        let mut records = self.store.list_sandboxes(tenant, cursor, limit + 1).await?;
+        let mut records = self
+            .store
+            .list_sandboxes_labelled(tenant, labels, cursor, limit + 1)
+            .await?;
         let more = records.len() > limit;
         records.truncate(limit);
         let next = if more {
@@ -798,6 +858,10 @@ impl Manager {
             req.env.as_ref(),
             req.limits.as_ref(),
             &self.caps,
+        )?
+        .with_labels_and_ttl(
+            req.labels.as_ref().map(LabelChanges::merge).transpose()?,
+            req.ttl.as_ref(),
         )?;
         let network =
             NetworkChanges::parse(req.network.as_ref(), req.secrets.as_ref(), by_operator)?;
@@ -896,7 +960,13 @@ impl Manager {
         self.load(&entry, &mut inner)
             .await?
             .ok_or_else(|| ApiError::sandbox_not_found(id))?;
-        entry.end_on_request(&inner);
+        self.destroy_locked(&entry, &mut inner).await
+    }
+
+    /// Destroys a loaded sandbox (the caller holds its lock).
+    async fn destroy_locked(&self, entry: &Entry, inner: &mut Inner) -> ApiResult<()> {
+        let (tenant, id) = (entry.tenant.as_str(), entry.id.as_str());
+        entry.end_on_request(inner);
         inner.started = None;
         entry.running.store(false, Ordering::SeqCst);
         self.egress.detach(&entry.internal);
@@ -908,6 +978,103 @@ impl Manager {
         inner.record = None;
         tracing::info!(sandbox = %id, tenant = %tenant, "sandbox destroyed");
         Ok(())
+    }
+
+    /// Destroys every sandbox whose `ttl` ran out, recording each in its tenant's audit log
+    /// (`sandbox.expire`, actor `ttl`). Called by the reaper.
+    pub async fn reap_expired(&self) {
+        /// Sandboxes destroyed per pass at most; the rest go on the next ticks.
+        const BATCH: usize = 16;
+        let due = match self.store.expired_sandboxes(now_ms(), BATCH).await {
+            Ok(due) => due,
+            Err(e) => {
+                tracing::warn!(error = %e, "listing expired sandboxes");
+                return;
+            }
+        };
+        for (tenant, id) in due {
+            let result = match self.destroy_if_expired(&tenant, &id).await {
+                Ok(false) => continue,
+                Ok(true) => {
+                    tracing::info!(sandbox = %id, tenant = %tenant, "sandbox expired");
+                    "ok".to_owned()
+                }
+                Err(e) => {
+                    tracing::warn!(sandbox = %id, tenant = %tenant, error = %e, "destroying an expired sandbox");
+                    e.0.code.as_str()
+                }
+            };
+            let row = AuditRecord {
+                seq: 0,
+                tenant,
+                at_ms: now_ms(),
+                actor: "ttl".to_owned(),
+                action: "sandbox.expire".to_owned(),
+                target: id,
+                result,
+                detail: None,
+            };
+            if let Err(e) = self.store.append_audit(&row).await {
+                tracing::error!(error = %e, "writing the audit log");
+            }
+        }
+    }
+
+    /// Destroys the sandbox if its expiry (checked again under its lock: a PATCH may just have
+    /// moved it) has passed. False when it had not, or the sandbox is gone.
+    async fn destroy_if_expired(&self, tenant: &str, id: &str) -> ApiResult<bool> {
+        let entry = self.entry(tenant, id);
+        let mut inner = entry.inner.lock().await;
+        let Some(record) = self.load(&entry, &mut inner).await? else {
+            return Ok(false);
+        };
+        if record.options.expires_at_ms.is_none_or(|at| at > now_ms()) {
+            return Ok(false);
+        }
+        if let Err(e) = self.destroy_locked(&entry, &mut inner).await {
+            // Retried a minute later, not on every tick (each failure is audited).
+            const RETRY_MS: i64 = 60_000;
+            let mut options = record.options;
+            options.expires_at_ms = Some(now_ms() + RETRY_MS);
+            self.store.update_options(tenant, id, &options).await?;
+            inner.record = self.store.get_sandbox(tenant, id).await?;
+            return Err(e);
+        }
+        Ok(true)
+    }
+
+    /// `GET /v1/sandboxes/{id}/usage`: what the tenant's sandbox uses now (does not wake it).
+    pub async fn usage(&self, tenant: &str, id: &str) -> ApiResult<SandboxUsage> {
+        let record = self
+            .store
+            .get_sandbox(tenant, id)
+            .await?
+            .ok_or_else(|| ApiError::sandbox_not_found(id))?;
+        let used = self
+            .driver
+            .usage(&record.internal_id)
+            .await
+            .map_err(|e| ApiError::internal(format!("reading the usage of {id:?}: {e}")))?;
+        let (up, down) = self.egress.byte_totals(&record.internal_id);
+        // A sandbox that is not running has no processes: whatever a leftover cgroup says.
+        let live = |v: u64| {
+            if record.state == SandboxState::Running {
+                v
+            } else {
+                0
+            }
+        };
+        Ok(SandboxUsage {
+            state: record.state,
+            cpu_usec: live(used.cpu_usec),
+            memory_bytes: live(used.memory_bytes),
+            memory_peak_bytes: live(used.memory_peak_bytes),
+            pids: live(used.pids),
+            disk_bytes: used.disk_bytes,
+            disk_complete: used.disk_complete,
+            network_bytes_up: up,
+            network_bytes_down: down,
+        })
     }
 
     /// `GET /v1/sandboxes/{id}/egress-log`: the tenant's sandbox's egress log.

@@ -26,6 +26,7 @@ use crate::routes::{files, keys, quota, sandboxes};
         sandboxes::stop,
         crate::routes::env::set_env,
         crate::routes::egress::egress_log,
+        crate::routes::usage::usage,
         sandboxes::forward_get,
         sandboxes::forward_post,
         sandboxes::forward_delete,

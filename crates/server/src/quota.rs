@@ -252,6 +252,8 @@ mod tests {
                     disk_mb: disk,
                     ..Limits::default()
                 },
+                labels: BTreeMap::new(),
+                expires_at_ms: None,
             },
             state,
             slot: 0,

@@ -64,6 +64,9 @@ pub struct SandboxOptions {
     pub ephemeral: bool,
     pub env: BTreeMap<String, String>,
     pub limits: Limits,
+    pub labels: BTreeMap<String, String>,
+    /// When the sandbox is to be destroyed (its `ttl`), Unix milliseconds.
+    pub expires_at_ms: Option<i64>,
 }
 
 /// What the server asks the store to create.
@@ -250,6 +253,19 @@ pub trait Store: Send + Sync + 'static {
         after: Option<&str>,
         limit: usize,
     ) -> Result<Vec<SandboxRecord>>;
+
+    /// Like [`Store::list_sandboxes`], only sandboxes carrying every `(key, value)` label.
+    async fn list_sandboxes_labelled(
+        &self,
+        tenant: &str,
+        labels: &[(String, String)],
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<SandboxRecord>>;
+
+    /// `(tenant, id)` of every sandbox whose expiry is at or before `now_ms`, soonest first, at
+    /// most `limit`.
+    async fn expired_sandboxes(&self, now_ms: i64, limit: usize) -> Result<Vec<(String, String)>>;
 
     /// Replaces the options of a sandbox. Returns false when it does not exist.
     async fn update_options(

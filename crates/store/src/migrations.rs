@@ -121,6 +121,14 @@ pub(crate) const MIGRATIONS: &[(i64, &str)] = &[
         );
         CREATE INDEX audit_log_tenant ON audit_log(tenant, seq);",
     ),
+    (
+        9,
+        // Labels (JSON object, filtered with json_extract) and the instant a sandbox with a
+        // `ttl` is destroyed (Unix ms; the reaper finds due ones through the partial index).
+        "ALTER TABLE sandboxes ADD COLUMN labels TEXT NOT NULL DEFAULT '{}';
+        ALTER TABLE sandboxes ADD COLUMN expires_at INTEGER;
+        CREATE INDEX sandboxes_expires_at ON sandboxes(expires_at) WHERE expires_at IS NOT NULL;",
+    ),
 ];
 
 /// Brings the schema to the newest version.

@@ -27,7 +27,7 @@ pub struct SqliteStore {
 }
 
 const COLUMNS: &str = "tenant, id, internal_id, image, state, sleep_after, keep_alive, ephemeral, \
-                       env, limits, slot, created_at, last_active_at";
+                       env, limits, slot, created_at, last_active_at, labels, expires_at";
 
 impl SqliteStore {
     /// Opens (creating if needed) the database at `path`, applies pending migrations and
@@ -113,6 +113,8 @@ struct RawRow {
     slot: i64,
     created_at: i64,
     last_active_at: i64,
+    labels: String,
+    expires_at: Option<i64>,
 }
 
 fn raw_row(row: &Row<'_>) -> rusqlite::Result<RawRow> {
@@ -130,6 +132,8 @@ fn raw_row(row: &Row<'_>) -> rusqlite::Result<RawRow> {
         slot: row.get(10)?,
         created_at: row.get(11)?,
         last_active_at: row.get(12)?,
+        labels: row.get(13)?,
+        expires_at: row.get(14)?,
     })
 }
 
@@ -141,6 +145,7 @@ impl TryFrom<RawRow> for SandboxRecord {
             .ok_or_else(|| corrupt(&r.id, format!("unknown state {:?}", r.state)))?;
         let env = serde_json::from_str(&r.env).map_err(|e| corrupt(&r.id, e))?;
         let limits = serde_json::from_str(&r.limits).map_err(|e| corrupt(&r.id, e))?;
+        let labels = serde_json::from_str(&r.labels).map_err(|e| corrupt(&r.id, e))?;
         let slot = u32::try_from(r.slot).map_err(|e| corrupt(&r.id, e))?;
         Ok(SandboxRecord {
             options: SandboxOptions {
@@ -150,6 +155,8 @@ impl TryFrom<RawRow> for SandboxRecord {
                 ephemeral: r.ephemeral,
                 env,
                 limits,
+                labels,
+                expires_at_ms: r.expires_at,
             },
             tenant: r.tenant,
             id: r.id,
@@ -536,7 +543,7 @@ impl Store for SqliteStore {
             tx.execute(
                 &format!(
                     "INSERT INTO sandboxes ({COLUMNS}) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?12)"
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?12, ?13, ?14)"
                 ),
                 params![
                     new.tenant,
@@ -551,6 +558,8 @@ impl Store for SqliteStore {
                     to_json(&o.limits),
                     slot,
                     new.now_ms,
+                    to_json(&o.labels),
+                    o.expires_at_ms,
                 ],
             )?;
             let record = get(&tx, &new.tenant, &new.id)?
@@ -572,15 +581,53 @@ impl Store for SqliteStore {
         after: Option<&str>,
         limit: usize,
     ) -> Result<Vec<SandboxRecord>> {
+        self.list_sandboxes_labelled(tenant, &[], after, limit)
+            .await
+    }
+
+    async fn list_sandboxes_labelled(
+        &self,
+        tenant: &str,
+        labels: &[(String, String)],
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<SandboxRecord>> {
         let (tenant, after) = (tenant.to_owned(), after.unwrap_or("").to_owned());
+        // One `json_extract(labels, '$."key"') = value` per selector, all bound as parameters.
+        let mut args: Vec<String> = vec![tenant, after];
+        let mut filter = String::new();
+        for (key, value) in labels {
+            let n = args.len();
+            filter.push_str(&format!(
+                " AND json_extract(labels, ?{}) = ?{}",
+                n + 1,
+                n + 2
+            ));
+            args.push(format!("$.{}", serde_json::Value::String(key.clone())));
+            args.push(value.clone());
+        }
         self.with(move |c| {
+            let limit = i64::try_from(limit).unwrap_or(i64::MAX);
             let sql = format!(
-                "SELECT {COLUMNS} FROM sandboxes WHERE tenant = ?1 AND id > ?2 ORDER BY id LIMIT ?3"
+                "SELECT {COLUMNS} FROM sandboxes WHERE tenant = ?1 AND id > ?2{filter} \
+                 ORDER BY id LIMIT {limit}"
             );
             let mut stmt = c.prepare(&sql)?;
-            let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-            let rows = stmt.query_map(params![tenant, after, limit], raw_row)?;
+            let rows = stmt.query_map(rusqlite::params_from_iter(args.iter()), raw_row)?;
             rows.map(|r| SandboxRecord::try_from(r?)).collect()
+        })
+        .await
+    }
+
+    async fn expired_sandboxes(&self, now_ms: i64, limit: usize) -> Result<Vec<(String, String)>> {
+        self.with(move |c| {
+            let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+            let mut stmt = c.prepare(
+                "SELECT tenant, id FROM sandboxes WHERE expires_at IS NOT NULL \
+                 AND expires_at <= ?1 ORDER BY expires_at LIMIT ?2",
+            )?;
+            let rows = stmt.query_map(params![now_ms, limit], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            Ok(rows.collect::<rusqlite::Result<_>>()?)
         })
         .await
     }
@@ -595,7 +642,8 @@ impl Store for SqliteStore {
         self.with(move |c| {
             let n = c.execute(
                 "UPDATE sandboxes SET image = ?3, sleep_after = ?4, keep_alive = ?5, \
-                 ephemeral = ?6, env = ?7, limits = ?8 WHERE tenant = ?1 AND id = ?2",
+                 ephemeral = ?6, env = ?7, limits = ?8, labels = ?9, expires_at = ?10 \
+                 WHERE tenant = ?1 AND id = ?2",
                 params![
                     tenant,
                     id,
@@ -605,6 +653,8 @@ impl Store for SqliteStore {
                     o.ephemeral,
                     to_json(&o.env),
                     to_json(&o.limits),
+                    to_json(&o.labels),
+                    o.expires_at_ms,
                 ],
             )?;
             Ok(n > 0)

@@ -1,9 +1,12 @@
 //! `sandpit create | ls | info | stop | rm`.
 
 use sandpit_client::Client;
-use sandpit_client::protocol::control::{CreateSandboxRequest, ExposedPort, Limits, SandboxInfo};
+use sandpit_client::protocol::control::{
+    CreateSandboxRequest, ExposedPort, Limits, SandboxInfo, SandboxState, SandboxUsage,
+};
 
-use crate::cli::CreateArgs;
+use crate::cli::{CreateArgs, LsArgs};
+use crate::commands::image::human_size;
 
 pub async fn create(client: &Client, args: CreateArgs) -> anyhow::Result<()> {
     let limits = Limits {
@@ -22,6 +25,8 @@ pub async fn create(client: &Client, args: CreateArgs) -> anyhow::Result<()> {
         ephemeral: args.ephemeral.then_some(true),
         network: args.network.policy(),
         secrets: args.network.secrets()?,
+        labels: (!args.labels.is_empty()).then(|| args.labels.into_iter().collect()),
+        ttl: args.ttl.map(serde_json::Value::String),
     };
     let info = client.create(&request).await?;
     if args.json {
@@ -32,9 +37,14 @@ pub async fn create(client: &Client, args: CreateArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub async fn ls(client: &Client, json: bool) -> anyhow::Result<()> {
-    let sandboxes = client.list_all().await?;
-    if json {
+pub async fn ls(client: &Client, args: &LsArgs) -> anyhow::Result<()> {
+    let selectors: Vec<String> = args
+        .labels
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    let sandboxes = client.list_labelled(&selectors).await?;
+    if args.json {
         println!("{}", serde_json::to_string_pretty(&sandboxes)?);
     } else {
         print!("{}", table(&sandboxes));
@@ -46,13 +56,15 @@ pub async fn ls(client: &Client, json: bool) -> anyhow::Result<()> {
 pub async fn info(client: &Client, id: &str, json: bool) -> anyhow::Result<()> {
     let info = client.get(id).await?;
     let ports = client.sandbox(id).exposed_ports().await?;
+    let usage = client.usage(id).await?;
     if json {
-        // The sandbox object as `GET /v1/sandboxes/{id}` returns it, plus `ports`.
+        // The sandbox object as `GET /v1/sandboxes/{id}` returns it, plus `ports` and `usage`.
         let mut value = serde_json::to_value(&info)?;
         value["ports"] = serde_json::to_value(&ports)?;
+        value["usage"] = serde_json::to_value(&usage)?;
         println!("{}", serde_json::to_string_pretty(&value)?);
     } else {
-        print!("{}", describe(&info, &ports));
+        print!("{}", describe(&info, &ports, &usage));
     }
     Ok(())
 }
@@ -72,7 +84,7 @@ pub async fn rm(client: &Client, ids: &[String]) -> anyhow::Result<()> {
 }
 
 /// `key  value` lines, one per fact (lists one line per entry).
-fn describe(info: &SandboxInfo, ports: &[ExposedPort]) -> String {
+fn describe(info: &SandboxInfo, ports: &[ExposedPort], usage: &SandboxUsage) -> String {
     let mut lines: Vec<(&str, String)> = vec![
         ("id", info.id.clone()),
         ("state", info.state.as_str().to_owned()),
@@ -80,13 +92,25 @@ fn describe(info: &SandboxInfo, ports: &[ExposedPort]) -> String {
         ("created", info.created_at.clone()),
         ("last active", info.last_active_at.clone()),
         ("sleep after", sleep_after(info)),
+        (
+            "expires",
+            info.expires_at
+                .clone()
+                .unwrap_or_else(|| "never".to_owned()),
+        ),
         ("ephemeral", yes_no(info.ephemeral)),
         ("memory", or_unlimited(info.limits.memory_mb, " MiB")),
         ("cpus", or_unlimited(info.limits.cpus, "")),
         ("pids", or_unlimited(info.limits.pids, "")),
         ("disk", or_unlimited(info.limits.disk_mb, " MiB")),
-        ("network", info.network.mode.as_str().to_owned()),
     ];
+    lines.extend(usage_lines(usage));
+    lines.extend(
+        info.labels
+            .iter()
+            .map(|(k, v)| ("label", format!("{k}={v}"))),
+    );
+    lines.push(("network", info.network.mode.as_str().to_owned()));
     lines.extend(info.network.allow.iter().map(|a| ("allow", a.clone())));
     lines.extend(info.secrets.iter().map(|s| {
         let header = s
@@ -114,6 +138,37 @@ fn describe(info: &SandboxInfo, ports: &[ExposedPort]) -> String {
         .iter()
         .map(|(k, v)| format!("{k:width$}  {v}\n"))
         .collect()
+}
+
+/// The usage lines of `sandpit info`; CPU, memory and processes only while running.
+fn usage_lines(usage: &SandboxUsage) -> Vec<(&'static str, String)> {
+    let mut lines = Vec::new();
+    if usage.state == SandboxState::Running {
+        lines.push(("cpu time", format!("{:.3}s", usage.cpu_usec as f64 / 1e6)));
+        lines.push((
+            "memory used",
+            format!(
+                "{} (peak {})",
+                human_size(usage.memory_bytes),
+                human_size(usage.memory_peak_bytes)
+            ),
+        ));
+        lines.push(("processes", usage.pids.to_string()));
+    }
+    let bound = if usage.disk_complete { "" } else { " or more" };
+    lines.push((
+        "disk used",
+        format!("{}{bound}", human_size(usage.disk_bytes)),
+    ));
+    lines.push((
+        "egress",
+        format!(
+            "{} up, {} down",
+            human_size(usage.network_bytes_up),
+            human_size(usage.network_bytes_down)
+        ),
+    ));
+    lines
 }
 
 fn sleep_after(info: &SandboxInfo) -> String {

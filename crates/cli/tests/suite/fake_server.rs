@@ -120,8 +120,16 @@ fn handle(
                  "bytesUp": 0, "bytesDown": 0}],
              "dropped": 2}),
         ),
+        ("GET", "/v1/sandboxes/demo/usage") => json_response(
+            StatusCode::OK,
+            json!({"state": "running", "cpuUsec": 1_500_000, "memoryBytes": 40 << 20,
+                   "memoryPeakBytes": 64 << 20, "pids": 3, "diskBytes": 2 << 20,
+                   "diskComplete": false, "networkBytesUp": 517, "networkBytesDown": 4096}),
+        ),
         ("GET", "/v1/sandboxes/demo") => {
             let mut info = info("demo", "running");
+            info["labels"] = json!({"env": "prod", "team": "ml"});
+            info["expiresAt"] = json!("2026-01-01T01:00:00.000Z");
             info["network"] = json!({"mode": "allowlist", "allow": ["pypi.org", "10.0.0.0/8"]});
             info["secrets"] = json!([{"name": "TOKEN", "hosts": ["api.example.com", "*.x.org"], "header": "Authorization"},
                                      {"name": "OTHER", "hosts": ["h"]}]);
@@ -680,11 +688,19 @@ fn info_shows_a_sandbox_and_its_ports() {
          created      2026-01-01T00:00:00.000Z\n\
          last active  2026-01-01T00:00:00.000Z\n\
          sleep after  600s\n\
+         expires      2026-01-01T01:00:00.000Z\n\
          ephemeral    no\n\
          memory       unlimited\n\
          cpus         unlimited\n\
          pids         unlimited\n\
          disk         unlimited\n\
+         cpu time     1.500s\n\
+         memory used  40.0 MiB (peak 64.0 MiB)\n\
+         processes    3\n\
+         disk used    2.0 MiB or more\n\
+         egress       517 B up, 4.0 KiB down\n\
+         label        env=prod\n\
+         label        team=ml\n\
          network      allowlist\n\
          allow        pypi.org\n\
          allow        10.0.0.0/8\n\
@@ -705,6 +721,8 @@ fn info_shows_a_sandbox_and_its_ports() {
     assert_eq!(info["state"], "running");
     assert_eq!(info["network"]["mode"], "allowlist");
     assert_eq!(info["ports"][0]["port"], 8080);
+    assert_eq!(info["usage"]["cpuUsec"], 1_500_000);
+    assert_eq!(info["labels"]["team"], "ml");
     assert_eq!(
         info["ports"][1]["url"],
         "http://3000-demo-abc.localhost:7070/"

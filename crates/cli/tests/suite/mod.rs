@@ -4,6 +4,7 @@ mod compat;
 mod crash;
 mod fake_server;
 mod inspect;
+mod labels;
 mod leftovers;
 mod network;
 mod processes;

@@ -247,7 +247,7 @@ async fn list_all_follows_cursors() {
     let page = client
         .list(&ListOptions {
             limit: Some(1),
-            cursor: None,
+            ..ListOptions::default()
         })
         .await
         .unwrap();

@@ -28,12 +28,22 @@ pub struct Entry {
     reason: Option<String>,
     up: AtomicU64,
     down: AtomicU64,
+    /// The sandbox's totals, counted along with this entry's.
+    totals: Arc<ByteTotals>,
+}
+
+/// Bytes through a sandbox's proxy over all its connections, dropped log entries included.
+#[derive(Debug, Default)]
+pub struct ByteTotals {
+    pub up: AtomicU64,
+    pub down: AtomicU64,
 }
 
 /// The ring of one sandbox.
 #[derive(Debug, Default)]
 pub struct EgressLog {
     inner: Mutex<Ring>,
+    totals: Arc<ByteTotals>,
 }
 
 #[derive(Debug, Default)]
@@ -57,7 +67,16 @@ impl EgressLog {
     /// Records a connection the policy allowed and that was opened; its bytes are counted
     /// through the returned entry.
     pub fn allowed(&self, host: &str, port: u16, kind: &'static str) -> Arc<Entry> {
-        self.push(Entry::new(host, port, kind, EgressDecision::Allowed, None))
+        let entry = Entry::new(host, port, kind, EgressDecision::Allowed, None);
+        self.push(entry.counting_into(self.totals.clone()))
+    }
+
+    /// `(up, down)` bytes over every connection since the log was made.
+    pub fn totals(&self) -> (u64, u64) {
+        (
+            self.totals.up.load(Ordering::Relaxed),
+            self.totals.down.load(Ordering::Relaxed),
+        )
     }
 
     /// Records a refusal: denied by the policy, or allowed but unreachable.
@@ -99,7 +118,13 @@ impl Entry {
             reason,
             up: AtomicU64::new(0),
             down: AtomicU64::new(0),
+            totals: Arc::default(),
         }
+    }
+
+    fn counting_into(mut self, totals: Arc<ByteTotals>) -> Self {
+        self.totals = totals;
+        self
     }
 
     fn view(&self) -> EgressLogEntry {
@@ -140,6 +165,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for Counted<S> {
         let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
         let n = buf.filled().len().saturating_sub(before) as u64;
         self.entry.down.fetch_add(n, Ordering::Relaxed);
+        self.entry.totals.down.fetch_add(n, Ordering::Relaxed);
         polled
     }
 }
@@ -153,6 +179,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Counted<S> {
         let polled = Pin::new(&mut self.inner).poll_write(cx, buf);
         if let Poll::Ready(Ok(n)) = &polled {
             self.entry.up.fetch_add(*n as u64, Ordering::Relaxed);
+            self.entry.totals.up.fetch_add(*n as u64, Ordering::Relaxed);
         }
         polled
     }
@@ -186,5 +213,23 @@ mod tests {
         assert_eq!(page.entries[0].host, "h3");
         assert_eq!(page.entries[0].rule.as_deref(), Some("allow-list"));
         assert_eq!(page.entries[0].decision, EgressDecision::Denied);
+    }
+
+    #[tokio::test]
+    async fn totals_outlive_dropped_entries() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let log = EgressLog::default();
+        let (near, mut far) = tokio::io::duplex(64);
+        let mut counted = Counted::new(near, log.allowed("example.com", 443, "connect"));
+        counted.write_all(b"hello").await.unwrap();
+        far.write_all(b"hi").await.unwrap();
+        let mut buf = [0u8; 2];
+        counted.read_exact(&mut buf).await.unwrap();
+        // The entry leaves the ring; the sandbox's totals keep its bytes.
+        for _ in 0..LOG_CAPACITY {
+            log.refused("x", 80, "http", &Refusal::denied("x", Denial::NotAllowed));
+        }
+        assert!(log.page().entries.iter().all(|e| e.host == "x"));
+        assert_eq!(log.totals(), (5, 2));
     }
 }

@@ -255,6 +255,15 @@ impl Egress {
             .unwrap_or_default()
     }
 
+    /// `(up, down)` bytes through a sandbox's proxy since the server started (zeros when it
+    /// never used it).
+    pub fn byte_totals(&self, internal: &str) -> (u64, u64) {
+        self.logs()
+            .get(internal)
+            .map(|log| log.totals())
+            .unwrap_or_default()
+    }
+
     /// Drops the egress log of a destroyed sandbox.
     pub fn forget(&self, internal: &str) {
         self.logs().remove(internal);

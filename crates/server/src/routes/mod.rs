@@ -8,6 +8,7 @@ pub mod keys;
 pub mod quota;
 pub mod sandboxes;
 pub mod system;
+pub mod usage;
 
 use axum::extract::FromRequest;
 use serde::Serialize;

@@ -10,7 +10,6 @@ use sandpit_protocol::ErrorResponse;
 use sandpit_protocol::control::{
     CreateSandboxRequest, SandboxInfo, SandboxList, SecretSpec, UpdateSandboxRequest,
 };
-use serde::Deserialize;
 use utoipa::IntoParams;
 
 use super::ApiJson;
@@ -33,7 +32,9 @@ pub struct ApiPath<T>(pub T);
 #[from_request(via(axum::extract::Query), rejection(ApiError))]
 pub struct ApiQuery<T>(pub T);
 
-#[derive(Debug, Deserialize, IntoParams)]
+/// The query of `GET /v1/sandboxes`. Read from the raw pairs (see [`ListQuery::from_pairs`])
+/// because `label` repeats.
+#[derive(Debug, Default, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct ListQuery {
     /// Page size, 1–500 (default 50).
@@ -41,6 +42,30 @@ pub struct ListQuery {
     pub limit: Option<usize>,
     /// `nextCursor` of the previous page.
     pub cursor: Option<String>,
+    /// `key=value`: only sandboxes with this label. Repeatable; every one must match.
+    #[param(value_type = Option<Vec<String>>, style = Form, explode)]
+    pub label: Vec<String>,
+}
+
+impl ListQuery {
+    /// Unknown parameters are ignored, as before `label` existed.
+    fn from_pairs(pairs: Vec<(String, String)>) -> ApiResult<Self> {
+        let mut query = ListQuery::default();
+        for (name, value) in pairs {
+            match name.as_str() {
+                "limit" => {
+                    let limit = value
+                        .parse()
+                        .map_err(|_| ApiError::validation(format!("limit must be 1-{MAX_PAGE}")))?;
+                    query.limit = Some(limit);
+                }
+                "cursor" => query.cursor = Some(value),
+                "label" => query.label.push(value),
+                _ => {}
+            }
+        }
+        Ok(query)
+    }
 }
 
 /// The audit detail of a create or PATCH: the fields given and the names of the secrets.
@@ -60,8 +85,8 @@ fn change_detail(
 /// Create a sandbox, or get the existing one with this id.
 ///
 /// Creation starts the sandbox at once (state `running`). For an existing sandbox the mutable
-/// options given (`sleepAfter`, `keepAlive`, `env`, `limits`) are applied as by PATCH; a
-/// different `image` or `ephemeral` is a 409.
+/// options given (`sleepAfter`, `keepAlive`, `env`, `limits`, `labels`, `ttl`) are applied as by
+/// PATCH; a different `image` or `ephemeral` is a 409.
 #[utoipa::path(
     post, path = "/v1/sandboxes", operation_id = "createSandbox", tag = "sandboxes",
     request_body = CreateSandboxRequest,
@@ -92,6 +117,8 @@ pub async fn create(
             ("ephemeral", req.ephemeral.is_some()),
             ("network", req.network.is_some()),
             ("secrets", req.secrets.is_some()),
+            ("labels", req.labels.is_some()),
+            ("ttl", req.ttl.is_some()),
         ],
         req.secrets.as_ref(),
     );
@@ -105,13 +132,14 @@ pub async fn create(
     Ok((status, Extension(note), ApiJson(info)))
 }
 
-/// List the caller's sandboxes, ordered by id.
+/// List the caller's sandboxes, ordered by id; `label=k=v` (repeatable) keeps those carrying
+/// every label given.
 #[utoipa::path(
     get, path = "/v1/sandboxes", operation_id = "listSandboxes", tag = "sandboxes",
     params(ListQuery),
     responses(
         (status = 200, description = "One page", body = SandboxList),
-        (status = 400, description = "Invalid limit", body = ErrorResponse),
+        (status = 400, description = "Invalid limit or label selector (VALIDATION_FAILED)", body = ErrorResponse),
         (status = 401, description = "Missing or invalid API key", body = ErrorResponse),
     ),
     security(("bearer" = []))
@@ -119,15 +147,17 @@ pub async fn create(
 pub async fn list(
     State(app): State<Arc<AppState>>,
     Extension(tenant): Extension<Tenant>,
-    ApiQuery(q): ApiQuery<ListQuery>,
+    ApiQuery(pairs): ApiQuery<Vec<(String, String)>>,
 ) -> ApiResult<ApiJson<SandboxList>> {
+    let q = ListQuery::from_pairs(pairs)?;
     let limit = q.limit.unwrap_or(DEFAULT_PAGE);
     if !(1..=MAX_PAGE).contains(&limit) {
         return Err(ApiError::validation(format!("limit must be 1-{MAX_PAGE}")));
     }
+    let labels = crate::labels::selectors(&q.label)?;
     let (sandboxes, next_cursor) = app
         .manager
-        .list(&tenant.name, q.cursor.as_deref(), limit)
+        .list(&tenant.name, &labels, q.cursor.as_deref(), limit)
         .await?;
     Ok(ApiJson(SandboxList {
         sandboxes,
@@ -153,7 +183,8 @@ pub async fn get(
     Ok(ApiJson(app.manager.get(&tenant.name, &id).await?))
 }
 
-/// Change options of a sandbox. `env` and `limits` apply at its next start.
+/// Change options of a sandbox. `env` and `limits` apply at its next start; `labels` are
+/// merged (`null` removes one); a `ttl` counts from now (`0`: no expiry).
 #[utoipa::path(
     patch, path = "/v1/sandboxes/{id}", operation_id = "updateSandbox", tag = "sandboxes",
     params(("id" = String, Path, description = "Sandbox id")),
@@ -180,6 +211,8 @@ pub async fn update(
             ("limits", req.limits.is_some()),
             ("network", req.network.is_some()),
             ("secrets", req.secrets.is_some()),
+            ("labels", req.labels.is_some()),
+            ("ttl", req.ttl.is_some()),
         ],
         req.secrets.as_ref(),
     );

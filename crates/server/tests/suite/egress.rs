@@ -1065,10 +1065,31 @@ mod e2e {
         let api_url = format!("http://api.example.test:{}/", api.addr.port());
         let other_url = format!("http://other.example.test:{}/", other.addr.port());
 
+        let (_, idle) = rs
+            .call(
+                Method::GET,
+                &format!("/v1/sandboxes/{id}/usage"),
+                Value::Null,
+            )
+            .await;
         assert_eq!(
             run_ok(&rs, id, &format!("curl -sS {api_url}")).await,
             "hello from api\n"
         );
+        // The request's bytes count in the sandbox's usage (request up, answer down).
+        let (_, used) = rs
+            .call(
+                Method::GET,
+                &format!("/v1/sandboxes/{id}/usage"),
+                Value::Null,
+            )
+            .await;
+        let grew = |field: &str| used[field].as_u64() > idle[field].as_u64();
+        assert!(
+            grew("networkBytesUp") && grew("networkBytesDown"),
+            "{idle} → {used}"
+        );
+        assert!(used["networkBytesDown"].as_u64() >= Some(15), "{used}");
 
         // Refused with a body that says why (plain HTTP) or a 403 to CONNECT (HTTPS).
         let out = curl_status(&rs, id, &other_url).await;

@@ -19,6 +19,7 @@ mod openapi;
 mod preview;
 mod quotas;
 mod real_steps;
+mod usage;
 mod websocket;
 
 use std::path::{Path, PathBuf};

@@ -28,6 +28,8 @@ pub fn new_sandbox(tenant: &str, id: &str) -> NewSandbox {
                 cpus: Some(0.5),
                 ..Limits::default()
             },
+            labels: BTreeMap::new(),
+            expires_at_ms: None,
         },
         state: SandboxState::Creating,
         now_ms: 1_000,

@@ -153,3 +153,115 @@ async fn state_survives_reopen_and_migrations_are_idempotent() {
         .unwrap();
     assert_eq!(mode, "wal");
 }
+
+/// A sandbox of tenant `t` with these labels.
+fn labelled(tenant: &str, id: &str, labels: &[(&str, &str)]) -> sandpit_store::NewSandbox {
+    let mut new = new_sandbox(tenant, id);
+    new.options.labels = labels
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    new
+}
+
+#[tokio::test]
+async fn label_filters_are_anded_tenant_scoped_and_paged() {
+    let store = SqliteStore::open_in_memory().unwrap();
+    for (tenant, id, labels) in [
+        ("t", "a", &[("env", "prod"), ("team", "ml")][..]),
+        ("t", "b", &[("env", "prod")][..]),
+        ("t", "c", &[("env", "dev"), ("team", "ml")][..]),
+        ("t", "d", &[("app.io/name", "web")][..]),
+        ("other", "e", &[("env", "prod"), ("team", "ml")][..]),
+    ] {
+        store
+            .create_sandbox(labelled(tenant, id, labels))
+            .await
+            .unwrap();
+    }
+    let ids = |records: Vec<sandpit_store::SandboxRecord>| {
+        records.into_iter().map(|r| r.id).collect::<Vec<_>>()
+    };
+    let sel = |pairs: &[(&str, &str)]| {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect::<Vec<_>>()
+    };
+    let prod = sel(&[("env", "prod")]);
+    let all = store
+        .list_sandboxes_labelled("t", &prod, None, 10)
+        .await
+        .unwrap();
+    assert_eq!(ids(all), ["a", "b"]);
+    let both = sel(&[("env", "prod"), ("team", "ml")]);
+    let found = store
+        .list_sandboxes_labelled("t", &both, None, 10)
+        .await
+        .unwrap();
+    assert_eq!(ids(found), ["a"]);
+    let dotted = sel(&[("app.io/name", "web")]);
+    let found = store
+        .list_sandboxes_labelled("t", &dotted, None, 10)
+        .await
+        .unwrap();
+    assert_eq!(ids(found), ["d"]);
+    // Pages: one at a time after the cursor.
+    let first = store
+        .list_sandboxes_labelled("t", &prod, None, 1)
+        .await
+        .unwrap();
+    assert_eq!(ids(first), ["a"]);
+    let next = store
+        .list_sandboxes_labelled("t", &prod, Some("a"), 1)
+        .await
+        .unwrap();
+    assert_eq!(ids(next), ["b"]);
+    // A value that is a JSON-looking string matches nothing, and is not SQL.
+    let odd = sel(&[("env", "' OR 1=1 --")]);
+    assert!(
+        store
+            .list_sandboxes_labelled("t", &odd, None, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn labels_and_expiry_round_trip_and_due_ones_are_found() {
+    let store = SqliteStore::open_in_memory().unwrap();
+    let mut soon = labelled("t", "soon", &[("k", "v")]);
+    soon.options.expires_at_ms = Some(5_000);
+    store.create_sandbox(soon).await.unwrap();
+    let mut later = new_sandbox("u", "later");
+    later.options.expires_at_ms = Some(9_000);
+    store.create_sandbox(later).await.unwrap();
+    store
+        .create_sandbox(new_sandbox("t", "never"))
+        .await
+        .unwrap();
+
+    let got = store.get_sandbox("t", "soon").await.unwrap().unwrap();
+    assert_eq!(got.options.labels["k"], "v");
+    assert_eq!(got.options.expires_at_ms, Some(5_000));
+    assert!(store.expired_sandboxes(4_999, 10).await.unwrap().is_empty());
+    assert_eq!(
+        store.expired_sandboxes(9_000, 10).await.unwrap(),
+        [
+            ("t".to_owned(), "soon".to_owned()),
+            ("u".to_owned(), "later".to_owned())
+        ]
+    );
+
+    let mut options = got.options.clone();
+    options.expires_at_ms = None;
+    options.labels.clear();
+    assert!(store.update_options("t", "soon", &options).await.unwrap());
+    let got = store.get_sandbox("t", "soon").await.unwrap().unwrap();
+    assert!(got.options.labels.is_empty());
+    assert_eq!(
+        store.expired_sandboxes(i64::MAX, 10).await.unwrap(),
+        [("u".to_owned(), "later".to_owned())]
+    );
+}
