@@ -1,12 +1,15 @@
 //! `sandpit run`: runs a file (or stdin) in a code context, printing output live, text results
-//! to stdout, and saving images and HTML results to files named on stderr.
+//! to stdout, and saving images and HTML results to files named on stderr. A run stopped at
+//! its deadline exits 124 with `exec`'s timeout message.
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 use futures::StreamExt;
 use sandpit_client::protocol::container::{CodeEvent, CodeResult};
+use sandpit_client::protocol::time::{TIMEOUT_EXIT_CODE, timed_out_message};
 use sandpit_client::{
     Client, ContextOptions, EventStream, Language, RunOptions, SandboxHandle, result_files,
 };
@@ -107,9 +110,18 @@ impl Printer {
                 CodeEvent::Result(result) => self.result(&result)?,
                 CodeEvent::ExecutionComplete { .. } => return Ok(0),
                 CodeEvent::Error {
+                    timed_out_after_ms: Some(ms),
+                    ..
+                } => {
+                    // As `exec` words it; the interrupted code's traceback is noise.
+                    eprintln!("{}", timed_out_message(Duration::from_millis(ms)));
+                    return Ok(TIMEOUT_EXIT_CODE);
+                }
+                CodeEvent::Error {
                     ename,
                     evalue,
                     traceback,
+                    ..
                 } => {
                     let mut err = std::io::stderr().lock();
                     if traceback.is_empty() {

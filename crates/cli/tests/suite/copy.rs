@@ -1,0 +1,349 @@
+//! `sandpit cp` against a real `sandpit serve`: copies into existing directories as `cp` does,
+//! whole trees with `-r` both ways (contents, modes, symlinks, empty directories), errors that
+//! name the real problem, and a hostile sandbox whose archive tries to write outside the
+//! target.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+use super::support::{Served, images_dir_or_skip};
+
+/// One line per directory, file (with its sha256), symlink (with its target) and executable
+/// file under the current directory, sorted: equal listings mean equal trees.
+const LISTING: &str = "{ find . -type f -print0 | sort -z | xargs -0 -r sha256sum; \
+     find . -type l -printf '%p -> %l\\n' | sort; find . -type d | sort; \
+     find . -type f -perm -u+x | sort; }";
+
+fn local_listing(dir: &Path) -> String {
+    let out = std::process::Command::new("bash")
+        .arg("-c")
+        .arg(format!("cd '{}' && {LISTING}", dir.display()))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn sandbox_listing(served: &Served, id: &str, dir: &str) -> String {
+    let out = served
+        .cli()
+        .args(["exec", id, "--", &format!("cd '{dir}' && {LISTING}")])
+        .assert()
+        .success();
+    String::from_utf8(out.get_output().stdout.clone()).unwrap()
+}
+
+fn stderr_of(assert: &assert_cmd::assert::Assert) -> String {
+    String::from_utf8_lossy(&assert.get_output().stderr).into_owned()
+}
+
+/// Deterministic bytes that do not compress or repeat.
+fn noise(len: usize) -> Vec<u8> {
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
+/// A tree with nested, empty and oddly named directories, a binary file of 3 MiB, an
+/// executable and a relative symlink.
+fn make_tree(root: &Path) {
+    std::fs::create_dir_all(root.join("sub/deep")).unwrap();
+    std::fs::create_dir_all(root.join("empty dir")).unwrap();
+    std::fs::write(root.join("a.txt"), "hello\n").unwrap();
+    std::fs::write(root.join("with space.txt"), "spaced\n").unwrap();
+    std::fs::write(root.join("sub/deep/big.bin"), noise(3 << 20)).unwrap();
+    std::fs::write(root.join("sub/run.sh"), "#!/bin/sh\necho ran\n").unwrap();
+    std::fs::set_permissions(root.join("sub/run.sh"), PermissionsExt::from_mode(0o755)).unwrap();
+    std::os::unix::fs::symlink("a.txt", root.join("link")).unwrap();
+}
+
+#[test]
+fn serial_cli_cp_directories_and_clear_errors() {
+    let Some(images) = images_dir_or_skip("serial_cli_cp_directories_and_clear_errors") else {
+        return;
+    };
+    let served = Served::start(&images);
+    let local = tempfile::tempdir().unwrap();
+    let tree = local.path().join("tree");
+    make_tree(&tree);
+    served.cli().args(["create", "cpbox"]).assert().success();
+
+    // A file into an existing directory named without a trailing slash: /workspace/a.txt, as
+    // `cp` does (the file API alone answered a directory target with SANDBOX_UNAVAILABLE).
+    served
+        .cli()
+        .arg("cp")
+        .arg(tree.join("a.txt"))
+        .arg("cpbox:/workspace")
+        .assert()
+        .success()
+        .stderr("");
+    served
+        .cli()
+        .args(["exec", "cpbox", "--", "cat /workspace/a.txt"])
+        .assert()
+        .success()
+        .stdout("hello\n");
+    // ... and back into an existing local directory: down/a.txt.
+    let down = local.path().join("down");
+    std::fs::create_dir(&down).unwrap();
+    served
+        .cli()
+        .arg("cp")
+        .arg("cpbox:/workspace/a.txt")
+        .arg(&down)
+        .assert()
+        .success();
+    assert_eq!(
+        std::fs::read_to_string(down.join("a.txt")).unwrap(),
+        "hello\n"
+    );
+
+    // A directory without -r is refused, naming the fix.
+    let assert = served
+        .cli()
+        .arg("cp")
+        .arg(&tree)
+        .arg("cpbox:/workspace/")
+        .assert()
+        .code(1);
+    assert_eq!(
+        stderr_of(&assert),
+        format!(
+            "error: {} is a directory (use -r to copy directories)\n",
+            tree.display()
+        )
+    );
+
+    // -r up into an existing directory: /workspace/tree, identical (contents, modes, links,
+    // empty directories).
+    served
+        .cli()
+        .args(["cp", "-r"])
+        .arg(&tree)
+        .arg("cpbox:/workspace")
+        .assert()
+        .success();
+    let expected = local_listing(&tree);
+    assert!(
+        expected.contains("big.bin") && expected.contains("-> a.txt"),
+        "{expected}"
+    );
+    assert_eq!(
+        sandbox_listing(&served, "cpbox", "/workspace/tree"),
+        expected
+    );
+    // -r up to a new name: /workspace/copy is the tree itself.
+    served
+        .cli()
+        .args(["cp", "-r"])
+        .arg(&tree)
+        .arg("cpbox:/workspace/copy")
+        .assert()
+        .success();
+    assert_eq!(
+        sandbox_listing(&served, "cpbox", "/workspace/copy"),
+        expected
+    );
+
+    // -r down to a new local name, and into an existing local directory.
+    let fresh = local.path().join("fresh");
+    served
+        .cli()
+        .args(["cp", "-r", "cpbox:/workspace/tree"])
+        .arg(&fresh)
+        .assert()
+        .success()
+        .stderr("");
+    assert_eq!(local_listing(&fresh), expected);
+    served
+        .cli()
+        .args(["cp", "--recursive", "cpbox:/workspace/copy"])
+        .arg(&down)
+        .assert()
+        .success();
+    assert_eq!(local_listing(&down.join("copy")), expected);
+    // A sandbox directory without -r names the fix too.
+    let assert = served
+        .cli()
+        .args(["cp", "cpbox:/workspace/tree"])
+        .arg(&down)
+        .assert()
+        .code(1);
+    assert_eq!(
+        stderr_of(&assert),
+        "error: cpbox:/workspace/tree is a directory (use -r to copy directories)\n"
+    );
+
+    // Missing sources on either side.
+    let assert = served
+        .cli()
+        .arg("cp")
+        .arg(local.path().join("nope.txt"))
+        .arg("cpbox:/workspace/")
+        .assert()
+        .code(1);
+    assert_eq!(
+        stderr_of(&assert),
+        format!(
+            "error: cannot read {}: no such file or directory\n",
+            local.path().join("nope.txt").display()
+        )
+    );
+    for flags in [&[][..], &["-r"][..]] {
+        let assert = served
+            .cli()
+            .arg("cp")
+            .args(flags)
+            .arg("cpbox:/workspace/nope")
+            .arg(&down)
+            .assert()
+            .code(1);
+        assert_eq!(
+            stderr_of(&assert),
+            "error: FILE_NOT_FOUND: File not found: /workspace/nope\n"
+        );
+    }
+    // A missing local parent directory, before anything is transferred.
+    let nowhere = local.path().join("no/such/a.txt");
+    let assert = served
+        .cli()
+        .arg("cp")
+        .arg("cpbox:/workspace/a.txt")
+        .arg(&nowhere)
+        .assert()
+        .code(1);
+    assert_eq!(
+        stderr_of(&assert),
+        format!(
+            "error: cannot create {}: no such directory {}\n",
+            nowhere.display(),
+            local.path().join("no/such").display()
+        )
+    );
+    // A file where -r needs a directory, on either side.
+    let assert = served
+        .cli()
+        .args(["cp", "-r"])
+        .arg(&tree)
+        .arg("cpbox:/workspace/a.txt")
+        .assert()
+        .code(1);
+    assert_eq!(
+        stderr_of(&assert),
+        "error: cpbox:/workspace/a.txt exists and is not a directory\n"
+    );
+    let assert = served
+        .cli()
+        .args(["cp", "-r", "cpbox:/workspace/tree"])
+        .arg(down.join("a.txt"))
+        .assert()
+        .code(1);
+    assert_eq!(
+        stderr_of(&assert),
+        format!(
+            "error: {} exists and is not a directory\n",
+            down.join("a.txt").display()
+        )
+    );
+
+    // Permission denied in the sandbox: a large upload to a read-only place is refused with
+    // the sandbox's code, not a broken transfer.
+    let big = local.path().join("big.bin");
+    std::fs::write(&big, noise(8 << 20)).unwrap();
+    let assert = served
+        .cli()
+        .arg("cp")
+        .arg(&big)
+        .arg("cpbox:/proc/sys/kernel/big.bin")
+        .assert()
+        .code(1);
+    let stderr = stderr_of(&assert);
+    assert!(
+        stderr.starts_with("error: cannot write cpbox:/proc/sys/kernel/big.bin: ")
+            && (stderr.contains("PERMISSION_DENIED") || stderr.contains("READ_ONLY")),
+        "{stderr}"
+    );
+    // ... and for a whole tree, tar's own words.
+    let assert = served
+        .cli()
+        .args(["cp", "-r"])
+        .arg(&tree)
+        .arg("cpbox:/proc/sys/kernel/tree")
+        .assert()
+        .code(1);
+    let stderr = stderr_of(&assert);
+    assert!(
+        stderr.starts_with("error: extracting into cpbox:/proc/sys/kernel/tree failed: ")
+            && stderr.contains("mkdir"),
+        "{stderr}"
+    );
+}
+
+/// ATTACK: a sandbox controls the archive `cp -r` unpacks here (it can replace its own `tar`).
+/// An archive with a symlink out of the target and a file written through it, or a `..` path,
+/// is refused and writes nothing outside the target.
+#[test]
+fn serial_cli_cp_r_from_a_hostile_sandbox_stays_in_the_target() {
+    let Some(images) =
+        images_dir_or_skip("serial_cli_cp_r_from_a_hostile_sandbox_stays_in_the_target")
+    else {
+        return;
+    };
+    let served = Served::start(&images);
+    let local = tempfile::tempdir().unwrap();
+    let outside = local.path().join("outside");
+    std::fs::create_dir(&outside).unwrap();
+    served.cli().args(["create", "evil"]).assert().success();
+    // A `tar` first in PATH that prints a crafted archive whatever it is asked.
+    let craft = format!(
+        r#"mkdir -p /workspace/d && python3 - <<'PY'
+import io, tarfile
+for name, entries in [("escape", [("esc", "{outside}", None), ("esc/pwned", None, b"owned")]),
+                      ("dotdot", [("../pwned2", None, b"owned")])]:
+    with tarfile.open(f"/opt/{{name}}.tar", "w", format=tarfile.GNU_FORMAT) as t:
+        for path, link, data in entries:
+            info = tarfile.TarInfo(path)
+            if link:
+                info.type, info.linkname = tarfile.SYMTYPE, link
+                t.addfile(info)
+            else:
+                info.size = len(data)
+                t.addfile(info, io.BytesIO(data))
+PY
+printf '#!/bin/sh\nexec cat /opt/$(cat /opt/which).tar\n' > /usr/local/bin/tar
+chmod +x /usr/local/bin/tar"#,
+        outside = outside.display()
+    );
+    served
+        .cli()
+        .args(["exec", "evil", "--", &craft])
+        .assert()
+        .success();
+    for (which, target) in [("escape", "t1"), ("dotdot", "sub/t2")] {
+        served
+            .cli()
+            .args(["exec", "evil", "--", &format!("echo {which} > /opt/which")])
+            .assert()
+            .success();
+        let target = local.path().join(target);
+        std::fs::create_dir_all(target.parent().unwrap()).unwrap();
+        let assert = served
+            .cli()
+            .args(["cp", "-r", "evil:/workspace/d"])
+            .arg(&target)
+            .assert()
+            .code(1);
+        let stderr = stderr_of(&assert);
+        assert!(stderr.contains("outside"), "{which}: {stderr}");
+    }
+    assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 0);
+    assert!(!local.path().join("pwned2").exists());
+    assert!(!local.path().join("sub/pwned2").exists());
+}
