@@ -253,37 +253,56 @@ fn serial_cli_cp_directories_and_clear_errors() {
         )
     );
 
-    // Permission denied in the sandbox: a large upload to a read-only place is refused with
-    // the sandbox's code, not a broken transfer.
+    // A refused write in the sandbox: a large upload to a read-only place is refused with the
+    // sandbox's code (the body is drained, so no broken transfer hides it)...
     let big = local.path().join("big.bin");
     std::fs::write(&big, noise(8 << 20)).unwrap();
     let assert = served
         .cli()
         .arg("cp")
         .arg(&big)
-        .arg("cpbox:/proc/sys/kernel/big.bin")
+        .arg("cpbox:/sys/big.bin")
         .assert()
         .code(1);
-    let stderr = stderr_of(&assert);
-    assert!(
-        stderr.starts_with("error: cannot write cpbox:/proc/sys/kernel/big.bin: ")
-            && (stderr.contains("PERMISSION_DENIED") || stderr.contains("READ_ONLY")),
-        "{stderr}"
+    assert_eq!(
+        stderr_of(&assert),
+        "error: cannot write cpbox:/sys/big.bin: READ_ONLY: Read-only file system: /sys/big.bin\n"
     );
     // ... and for a whole tree, tar's own words.
     let assert = served
         .cli()
         .args(["cp", "-r"])
         .arg(&tree)
-        .arg("cpbox:/proc/sys/kernel/tree")
+        .arg("cpbox:/sys/kernel/tree")
         .assert()
         .code(1);
     let stderr = stderr_of(&assert);
     assert!(
-        stderr.starts_with("error: extracting into cpbox:/proc/sys/kernel/tree failed: ")
-            && stderr.contains("mkdir"),
+        stderr.starts_with(
+            "error: extracting into cpbox:/sys/kernel/tree failed: mkdir: cannot create directory"
+        ) && stderr.contains("/sys/kernel/tree")
+            && stderr.ends_with(": Read-only file system\n"),
         "{stderr}"
     );
+    // Permission denied here (sysfs refuses new files even to root), file and tree.
+    for flags in [&[][..], &["-r"][..]] {
+        let (source, created) = if flags.is_empty() {
+            ("cpbox:/workspace/a.txt", "/sys/a.txt")
+        } else {
+            ("cpbox:/workspace/tree", "/sys/tree")
+        };
+        let assert = served
+            .cli()
+            .arg("cp")
+            .args(flags)
+            .args([source, "/sys/"])
+            .assert()
+            .code(1);
+        assert_eq!(
+            stderr_of(&assert),
+            format!("error: cannot create {created}: permission denied\n")
+        );
+    }
 }
 
 /// ATTACK: a sandbox controls the archive `cp -r` unpacks here (it can replace its own `tar`).
