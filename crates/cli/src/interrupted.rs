@@ -12,8 +12,9 @@ use sandpit_client::protocol::ErrorCode;
 use sandpit_client::protocol::control::SandboxState;
 use sandpit_client::{Client, ClientError};
 
-/// How long a sandbox whose stream broke may take to show as stopped.
-const SETTLE: Duration = Duration::from_secs(3);
+/// How long a sandbox whose stream broke may take to show as stopped (its record changes once
+/// its processes are gone).
+const SETTLE: Duration = Duration::from_secs(10);
 const POLL: Duration = Duration::from_millis(200);
 
 /// Runs `work`, a command streaming from sandbox `id`; if it fails because the sandbox was
@@ -45,17 +46,23 @@ async fn explain(client: &Client, id: &str, error: anyhow::Error) -> anyhow::Err
         Some(_) => return error,
         None => {}
     }
+    match stopped_or_removed(client, id).await {
+        Some(reason) => anyhow::anyhow!(ended(id, reason)),
+        None => error,
+    }
+}
+
+/// After a stream of sandbox `id` broke without saying why: waits (up to [`SETTLE`]) for the
+/// sandbox to show as stopped (`Some("stopped")`) or removed (`Some("destroyed")`); `None`
+/// while it keeps running or cannot be asked.
+pub async fn stopped_or_removed(client: &Client, id: &str) -> Option<&'static str> {
     let deadline = Instant::now() + SETTLE;
     loop {
         match client.get(id).await {
-            Err(e) if e.code() == Some(ErrorCode::SandboxNotFound) => {
-                return anyhow::anyhow!(ended(id, "destroyed"));
-            }
-            Ok(info) if info.state != SandboxState::Running => {
-                return anyhow::anyhow!(ended(id, "stopped"));
-            }
+            Err(e) if e.code() == Some(ErrorCode::SandboxNotFound) => return Some("destroyed"),
+            Ok(info) if info.state != SandboxState::Running => return Some("stopped"),
             Ok(_) if Instant::now() < deadline => tokio::time::sleep(POLL).await,
-            _ => return error,
+            _ => return None,
         }
     }
 }

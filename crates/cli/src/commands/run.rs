@@ -52,7 +52,16 @@ pub async fn run(client: &Client, args: RunArgs) -> anyhow::Result<i32> {
     };
     let mut printer = Printer::new(args.out_dir);
     let result = run_in(&sandbox, &context_id, &code, &options, &mut printer).await;
-    if temporary && let Err(e) = sandbox.delete_context(&context_id).await {
+    // A stopped or removed sandbox took the context with it, and a call to delete it would
+    // wake or re-create the sandbox.
+    let gone = result.is_err()
+        && crate::interrupted::stopped_or_removed(client, &args.id)
+            .await
+            .is_some();
+    if temporary
+        && !gone
+        && let Err(e) = sandbox.delete_context(&context_id).await
+    {
         eprintln!("warning: deleting context {context_id}: {e}");
     }
     result

@@ -144,7 +144,13 @@ pub async fn run(client: &Client, url: &str, key: &str, args: ShellArgs) -> anyh
         Err(e) => return Err(e).context("connecting to the sandbox terminal"),
     };
     let result = attach(ws).await;
-    if ephemeral {
+    // A stopped or removed sandbox took the shell with it, and a call to delete the session
+    // would wake or re-create it.
+    let gone = result.is_err()
+        && crate::interrupted::stopped_or_removed(client, &args.id)
+            .await
+            .is_some();
+    if ephemeral && !gone {
         // Our own fresh shell: end it with the command (deleting the session kills it).
         let _ = client
             .sandbox(args.id.clone())

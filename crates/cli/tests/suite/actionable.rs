@@ -1,12 +1,15 @@
 //! Errors a person can act on, against a real `sandpit serve`: streams cut by `stop`/`rm`
 //! (exec, `logs --follow`, `watch`, `shell`) say what happened, and a `git clone` the network
-//! policy refused names the rule and the `sandpit network` command that allows the host.
+//! policy refused names the rule and the `sandpit network` command that allows the host (a git
+//! server in a network namespace the test creates).
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, ChildStderr, Command, Stdio};
 use std::time::{Duration, Instant};
+
+use sandpit_runtime::testnet::TestNet;
 
 use super::support::{Served, images_dir_or_skip};
 
@@ -161,11 +164,8 @@ fn bare_repository() -> (tempfile::TempDir, PathBuf) {
     (dir, root)
 }
 
-/// Serves the files under `root` over HTTP/1.0 on 127.0.0.1 (what a dumb git clone needs);
-/// returns the port.
-fn file_server(root: PathBuf) -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
+/// Serves the files under `root` over HTTP/1.0 on `listener` (what a dumb git clone needs).
+fn file_server(listener: TcpListener, root: PathBuf) {
     std::thread::spawn(move || {
         for stream in listener.incoming() {
             let Ok(mut stream) = stream else { return };
@@ -200,7 +200,6 @@ fn file_server(root: PathBuf) -> u16 {
             let _ = stream.write_all(&answer);
         }
     });
-    port
 }
 
 /// The command between the backticks of `message`.
@@ -222,15 +221,19 @@ fn serial_cli_git_clone_refused_by_policy_names_the_fix() {
         return;
     };
     let (_dir, root) = bare_repository();
-    let port = file_server(root);
-    // The "remote" is a loopback server known by a name only this server resolves.
-    let served = Served::start_with(&images, &["--egress-resolve", "git.example.test=127.0.0.1"]);
+    // The "remote": a server in a network namespace the test creates (a private 10.x address;
+    // the host's loopback is always blocked, whatever the policy).
+    let net = TestNet::create().unwrap();
+    let inner = net.inner.to_string();
+    let port = 7104;
+    file_server(net.listen(port).unwrap(), root);
+    let served = Served::start(&images);
     served
         .cli()
         .args(["create", "gitbox", "--allow", "pypi.org"])
         .assert()
         .success();
-    let url = format!("http://git.example.test:{port}/repo.git");
+    let url = format!("http://{inner}:{port}/repo.git");
     let assert = served
         .cli()
         .args(["git", "clone", "gitbox", &url])
@@ -239,9 +242,12 @@ fn serial_cli_git_clone_refused_by_policy_names_the_fix() {
     let stderr = String::from_utf8_lossy(&assert.get_output().stderr).into_owned();
     assert_eq!(
         stderr,
-        "error: git clone refused: the network policy of sandbox gitbox (mode allowlist) does \
-         not let it reach git.example.test (rule allow-list: host not in allow-list); allow it \
-         with `sandpit network gitbox --allow pypi.org --allow git.example.test`\n"
+        format!(
+            "error: git clone refused: the network policy of sandbox gitbox (mode allowlist) \
+             does not let it reach {inner} (rule allow-list-address: address not in allow-list \
+             (direct connections to an IP address need a CIDR that contains it)); allow it with \
+             `sandpit network gitbox --allow pypi.org --allow {inner}/32`\n"
+        )
     );
 
     // The command it names works: the clone then succeeds.
@@ -268,7 +274,7 @@ fn serial_cli_git_clone_refused_by_policy_names_the_fix() {
             "git",
             "clone",
             "gitbox",
-            &format!("http://git.example.test:{port}/nope.git"),
+            &format!("http://{inner}:{port}/nope.git"),
         ])
         .assert()
         .code(1);
