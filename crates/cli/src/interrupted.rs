@@ -17,6 +17,18 @@ use sandpit_client::{Client, ClientError};
 const SETTLE: Duration = Duration::from_secs(10);
 const POLL: Duration = Duration::from_millis(200);
 
+/// A stream from a sandbox that ended before its final event (`complete`, `exit`...).
+#[derive(Debug)]
+pub struct EndedEarly(pub &'static str);
+
+impl std::fmt::Display for EndedEarly {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.0)
+    }
+}
+
+impl std::error::Error for EndedEarly {}
+
 /// Runs `work`, a command streaming from sandbox `id`; if it fails because the sandbox was
 /// stopped or removed meanwhile, the error says so.
 pub async fn explained<T>(
@@ -26,36 +38,38 @@ pub async fn explained<T>(
 ) -> anyhow::Result<T> {
     match work.await {
         Ok(value) => Ok(value),
-        Err(error) => Err(explain(client, id, error).await),
+        Err(error) => match cut_by_stop_or_rm(client, id, &error).await {
+            Some(reason) => Err(anyhow::anyhow!(ended(id, reason))),
+            None => Err(error),
+        },
     }
 }
 
-async fn explain(client: &Client, id: &str, error: anyhow::Error) -> anyhow::Error {
-    let api = error
-        .chain()
-        .find_map(|c| match c.downcast_ref::<ClientError>() {
-            Some(ClientError::Api(envelope)) => Some(envelope),
-            _ => None,
-        });
-    match api {
-        Some(envelope) if envelope.code == ErrorCode::OperationInterrupted => {
-            let reason = envelope.context.get("reason").and_then(|r| r.as_str());
-            return anyhow::anyhow!(ended(id, reason.unwrap_or("stopped")));
+/// Whether `error`, which ended a stream of sandbox `id`, came from a stop (`Some("stopped")`,
+/// or `"shutdown"`) or removal (`Some("destroyed")`) of the sandbox.
+pub async fn cut_by_stop_or_rm(
+    client: &Client,
+    id: &str,
+    error: &anyhow::Error,
+) -> Option<&'static str> {
+    for cause in error.chain() {
+        if let Some(ClientError::Api(envelope)) = cause.downcast_ref::<ClientError>() {
+            if envelope.code != ErrorCode::OperationInterrupted {
+                return None; // any other answer of the server is its own explanation
+            }
+            return Some(
+                match envelope.context.get("reason").and_then(|r| r.as_str()) {
+                    Some("destroyed") => "destroyed",
+                    Some("shutdown") => "shutdown",
+                    _ => "stopped",
+                },
+            );
         }
-        // Any other answer of the server is its own explanation.
-        Some(_) => return error,
-        None => {}
     }
-    match stopped_or_removed(client, id).await {
-        Some(reason) => anyhow::anyhow!(ended(id, reason)),
-        None => error,
+    if !broke_off(error) {
+        return None;
     }
-}
-
-/// After a stream of sandbox `id` broke without saying why: waits (up to [`SETTLE`]) for the
-/// sandbox to show as stopped (`Some("stopped")`) or removed (`Some("destroyed")`); `None`
-/// while it keeps running or cannot be asked.
-pub async fn stopped_or_removed(client: &Client, id: &str) -> Option<&'static str> {
+    // Nothing said why (a WebSocket has no error event): the sandbox's state tells.
     let deadline = Instant::now() + SETTLE;
     loop {
         match client.get(id).await {
@@ -65,6 +79,21 @@ pub async fn stopped_or_removed(client: &Client, id: &str) -> Option<&'static st
             _ => return None,
         }
     }
+}
+
+/// Whether `error` is a connection to the server that broke or a stream that ended early (as
+/// opposed to a refusal, a local error or a connection that never started).
+fn broke_off(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        cause.is::<EndedEarly>()
+            || cause.is::<tokio_tungstenite::tungstenite::Error>()
+            || matches!(
+                cause.downcast_ref::<ClientError>(),
+                Some(ClientError::Stream(_))
+            )
+            || matches!(cause.downcast_ref::<ClientError>(),
+                Some(ClientError::Transport(e)) if !e.is_connect())
+    })
 }
 
 /// What the user is told, by the server's `reason`.

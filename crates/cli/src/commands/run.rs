@@ -6,7 +6,7 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use futures::StreamExt;
 use sandpit_client::protocol::container::{CodeEvent, CodeResult};
 use sandpit_client::protocol::time::{TIMEOUT_EXIT_CODE, timed_out_message};
@@ -16,6 +16,7 @@ use sandpit_client::{
 
 use crate::cli::RunArgs;
 use crate::commands::target;
+use crate::interrupted::EndedEarly;
 
 /// Exit code when the run is interrupted with ctrl-c (as a shell reports SIGINT).
 const INTERRUPTED_EXIT: i32 = 130;
@@ -54,10 +55,12 @@ pub async fn run(client: &Client, args: RunArgs) -> anyhow::Result<i32> {
     let result = run_in(&sandbox, &context_id, &code, &options, &mut printer).await;
     // A stopped or removed sandbox took the context with it, and a call to delete it would
     // wake or re-create the sandbox.
-    let gone = result.is_err()
-        && crate::interrupted::stopped_or_removed(client, &args.id)
+    let gone = match &result {
+        Err(e) => crate::interrupted::cut_by_stop_or_rm(client, &args.id, e)
             .await
-            .is_some();
+            .is_some(),
+        Ok(_) => false,
+    };
     if temporary
         && !gone
         && let Err(e) = sandbox.delete_context(&context_id).await
@@ -143,7 +146,7 @@ impl Printer {
                 }
             }
         }
-        bail!("the output stream ended before the run completed")
+        Err(EndedEarly("the output stream ended before the run completed").into())
     }
 
     /// Text forms go to stdout (plain text first; else Markdown, LaTeX, JSON or JavaScript);
