@@ -1,5 +1,5 @@
 //! Errors a person can act on, against a real `sandpit serve`: streams cut by `stop`/`rm`
-//! (exec, `logs --follow`, `watch`, `shell`) say what happened, and a `git clone` the network
+//! (exec, `logs --follow`, `watch`, `shell`, `run`) say what happened and wake nothing, and a `git clone` the network
 //! policy refused names the rule and the `sandpit network` command that allows the host (a git
 //! server in a network namespace the test creates).
 
@@ -86,6 +86,7 @@ fn serial_cli_streams_cut_by_stop_or_rm_say_so() {
         finish(child, None),
         (Some(1), "error: sandbox cut1 was stopped\n".to_owned())
     );
+    assert_eq!(state(&served, "cut1"), "sleeping");
 
     // logs --follow, then `sandpit rm`.
     served
@@ -142,6 +143,43 @@ fn serial_cli_streams_cut_by_stop_or_rm_say_so() {
         stderr.ends_with("error: sandbox cut2 was removed\n"),
         "{stderr}"
     );
+
+    // run (its temporary context is not deleted afterwards: that would wake the sandbox).
+    served.cli().args(["create", "cut3"]).assert().success();
+    let mut child = spawn(&served, &["run", "cut3", "-"]);
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"import time\nprint('ready', flush=True)\ntime.sleep(60)\n")
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    assert_eq!(line, "ready\n");
+    served.cli().args(["stop", "cut3"]).assert().success();
+    assert_eq!(
+        finish(child, None),
+        (Some(1), "error: sandbox cut3 was stopped\n".to_owned())
+    );
+    assert_eq!(state(&served, "cut3"), "sleeping");
+
+    // Nothing was woken or re-created by the commands that were cut.
+    let ls = served.cli().args(["ls", "--json"]).assert().success();
+    let ls: serde_json::Value = serde_json::from_slice(&ls.get_output().stdout).unwrap();
+    let ids: Vec<&str> = ls
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["cut3"], "{ls}");
+}
+
+fn state(served: &Served, id: &str) -> String {
+    let info = served.cli().args(["info", id, "--json"]).assert().success();
+    let info: serde_json::Value = serde_json::from_slice(&info.get_output().stdout).unwrap();
+    info["state"].as_str().unwrap().to_owned()
 }
 
 /// A bare repository `repo.git` with one commit on `main`, prepared for git's "dumb" HTTP
