@@ -51,6 +51,30 @@ fn finish(mut child: Child, stderr: Option<BufReader<ChildStderr>>) -> (Option<i
     (status.code(), text)
 }
 
+/// The first line `reader` gives.
+fn first_line(reader: &mut impl BufRead) -> String {
+    let mut line = String::new();
+    reader.read_line(&mut line).unwrap();
+    line
+}
+
+/// Stops (`stop`) or removes (`rm`) sandbox `id` under `child` and checks that the child then
+/// exits 1 saying so.
+fn cut(
+    served: &Served,
+    child: Child,
+    stderr: Option<BufReader<ChildStderr>>,
+    verb: &str,
+    id: &str,
+) {
+    served.cli().args([verb, id]).assert().success();
+    let what = if verb == "rm" { "removed" } else { "stopped" };
+    assert_eq!(
+        finish(child, stderr),
+        (Some(1), format!("error: sandbox {id} was {what}\n"))
+    );
+}
+
 fn wait_for_file(served: &Served, id: &str, path: &str) {
     let deadline = Instant::now() + Duration::from_secs(30);
     while Instant::now() < deadline {
@@ -81,11 +105,7 @@ fn serial_cli_streams_cut_by_stop_or_rm_say_so() {
         &["exec", "-n", "cut1", "touch /tmp/started; sleep 60"],
     );
     wait_for_file(&served, "cut1", "/tmp/started");
-    served.cli().args(["stop", "cut1"]).assert().success();
-    assert_eq!(
-        finish(child, None),
-        (Some(1), "error: sandbox cut1 was stopped\n".to_owned())
-    );
+    cut(&served, child, None, "stop", "cut1");
     assert_eq!(state(&served, "cut1"), "sleeping");
 
     // logs --follow, then `sandpit rm`.
@@ -96,27 +116,15 @@ fn serial_cli_streams_cut_by_stop_or_rm_say_so() {
         .success();
     let mut child = spawn(&served, &["logs", "cut1", "job", "--follow"]);
     let mut out = BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    out.read_line(&mut line).unwrap();
-    assert_eq!(line, "ready\n");
-    served.cli().args(["rm", "cut1"]).assert().success();
-    assert_eq!(
-        finish(child, None),
-        (Some(1), "error: sandbox cut1 was removed\n".to_owned())
-    );
+    assert_eq!(first_line(&mut out), "ready\n");
+    cut(&served, child, None, "rm", "cut1");
 
     // watch, then `sandpit stop`.
     served.cli().args(["create", "cut2"]).assert().success();
     let mut child = spawn(&served, &["watch", "cut2", "/workspace"]);
     let mut err = BufReader::new(child.stderr.take().unwrap());
-    let mut line = String::new();
-    err.read_line(&mut line).unwrap();
-    assert_eq!(line, "watching /workspace\n");
-    served.cli().args(["stop", "cut2"]).assert().success();
-    assert_eq!(
-        finish(child, Some(err)),
-        (Some(1), "error: sandbox cut2 was stopped\n".to_owned())
-    );
+    assert_eq!(first_line(&mut err), "watching /workspace\n");
+    cut(&served, child, Some(err), "stop", "cut2");
 
     // shell (a WebSocket: no error event, the sandbox's state tells), then `sandpit rm`.
     let mut child = spawn(&served, &["shell", "cut2"]);
@@ -154,14 +162,8 @@ fn serial_cli_streams_cut_by_stop_or_rm_say_so() {
         .write_all(b"import time\nprint('ready', flush=True)\ntime.sleep(60)\n")
         .unwrap();
     let mut out = BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    out.read_line(&mut line).unwrap();
-    assert_eq!(line, "ready\n");
-    served.cli().args(["stop", "cut3"]).assert().success();
-    assert_eq!(
-        finish(child, None),
-        (Some(1), "error: sandbox cut3 was stopped\n".to_owned())
-    );
+    assert_eq!(first_line(&mut out), "ready\n");
+    cut(&served, child, None, "stop", "cut3");
     assert_eq!(state(&served, "cut3"), "sleeping");
 
     // Nothing was woken or re-created by the commands that were cut.

@@ -106,28 +106,18 @@ fn serial_cli_cp_directories_and_clear_errors() {
     );
 
     // A directory without -r is refused, naming the fix.
-    let assert = served
-        .cli()
-        .arg("cp")
-        .arg(&tree)
-        .arg("cpbox:/workspace/")
-        .assert()
-        .code(1);
-    assert_eq!(
-        stderr_of(&assert),
-        format!(
-            "error: {} is a directory (use -r to copy directories)\n",
-            tree.display()
-        )
+    let tree_s = tree.display().to_string();
+    cp_fails(
+        &served,
+        &[&tree_s, "cpbox:/workspace/"],
+        &format!("{tree_s} is a directory (use -r to copy directories)"),
     );
 
     // -r up into an existing directory: /workspace/tree, identical (contents, modes, links,
     // empty directories).
     served
         .cli()
-        .args(["cp", "-r"])
-        .arg(&tree)
-        .arg("cpbox:/workspace")
+        .args(["cp", "-r", &tree_s, "cpbox:/workspace"])
         .assert()
         .success();
     let expected = local_listing(&tree);
@@ -142,9 +132,7 @@ fn serial_cli_cp_directories_and_clear_errors() {
     // -r up to a new name: /workspace/copy is the tree itself.
     served
         .cli()
-        .args(["cp", "-r"])
-        .arg(&tree)
-        .arg("cpbox:/workspace/copy")
+        .args(["cp", "-r", &tree_s, "cpbox:/workspace/copy"])
         .assert()
         .success();
     assert_eq!(
@@ -162,118 +150,75 @@ fn serial_cli_cp_directories_and_clear_errors() {
         .success()
         .stderr("");
     assert_eq!(local_listing(&fresh), expected);
+    let down_s = down.display().to_string();
     served
         .cli()
-        .args(["cp", "--recursive", "cpbox:/workspace/copy"])
-        .arg(&down)
+        .args(["cp", "--recursive", "cpbox:/workspace/copy", &down_s])
         .assert()
         .success();
     assert_eq!(local_listing(&down.join("copy")), expected);
     // A sandbox directory without -r names the fix too.
-    let assert = served
-        .cli()
-        .args(["cp", "cpbox:/workspace/tree"])
-        .arg(&down)
-        .assert()
-        .code(1);
-    assert_eq!(
-        stderr_of(&assert),
-        "error: cpbox:/workspace/tree is a directory (use -r to copy directories)\n"
+    cp_fails(
+        &served,
+        &["cpbox:/workspace/tree", &down_s],
+        "cpbox:/workspace/tree is a directory (use -r to copy directories)",
     );
 
     // Missing sources on either side.
-    let assert = served
-        .cli()
-        .arg("cp")
-        .arg(local.path().join("nope.txt"))
-        .arg("cpbox:/workspace/")
-        .assert()
-        .code(1);
-    assert_eq!(
-        stderr_of(&assert),
-        format!(
-            "error: cannot read {}: no such file or directory\n",
-            local.path().join("nope.txt").display()
-        )
+    let nope = local.path().join("nope.txt").display().to_string();
+    cp_fails(
+        &served,
+        &[&nope, "cpbox:/workspace/"],
+        &format!("cannot read {nope}: no such file or directory"),
     );
     for flags in [&[][..], &["-r"][..]] {
-        let assert = served
-            .cli()
-            .arg("cp")
-            .args(flags)
-            .arg("cpbox:/workspace/nope")
-            .arg(&down)
-            .assert()
-            .code(1);
-        assert_eq!(
-            stderr_of(&assert),
-            "error: FILE_NOT_FOUND: File not found: /workspace/nope\n"
+        let args: Vec<&str> = flags
+            .iter()
+            .copied()
+            .chain(["cpbox:/workspace/nope", &down_s])
+            .collect();
+        cp_fails(
+            &served,
+            &args,
+            "FILE_NOT_FOUND: File not found: /workspace/nope",
         );
     }
     // A missing local parent directory, before anything is transferred.
-    let nowhere = local.path().join("no/such/a.txt");
-    let assert = served
-        .cli()
-        .arg("cp")
-        .arg("cpbox:/workspace/a.txt")
-        .arg(&nowhere)
-        .assert()
-        .code(1);
-    assert_eq!(
-        stderr_of(&assert),
-        format!(
-            "error: cannot create {}: no such directory {}\n",
-            nowhere.display(),
+    let nowhere = local.path().join("no/such/a.txt").display().to_string();
+    cp_fails(
+        &served,
+        &["cpbox:/workspace/a.txt", &nowhere],
+        &format!(
+            "cannot create {nowhere}: no such directory {}",
             local.path().join("no/such").display()
-        )
+        ),
     );
     // A file where -r needs a directory, on either side.
-    let assert = served
-        .cli()
-        .args(["cp", "-r"])
-        .arg(&tree)
-        .arg("cpbox:/workspace/a.txt")
-        .assert()
-        .code(1);
-    assert_eq!(
-        stderr_of(&assert),
-        "error: cpbox:/workspace/a.txt exists and is not a directory\n"
+    cp_fails(
+        &served,
+        &["-r", &tree_s, "cpbox:/workspace/a.txt"],
+        "cpbox:/workspace/a.txt exists and is not a directory",
     );
-    let assert = served
-        .cli()
-        .args(["cp", "-r", "cpbox:/workspace/tree"])
-        .arg(down.join("a.txt"))
-        .assert()
-        .code(1);
-    assert_eq!(
-        stderr_of(&assert),
-        format!(
-            "error: {} exists and is not a directory\n",
-            down.join("a.txt").display()
-        )
+    let file_s = down.join("a.txt").display().to_string();
+    cp_fails(
+        &served,
+        &["-r", "cpbox:/workspace/tree", &file_s],
+        &format!("{file_s} exists and is not a directory"),
     );
 
     // A refused write in the sandbox: a large upload to a read-only place is refused with the
     // sandbox's code (the body is drained, so no broken transfer hides it)...
     let big = local.path().join("big.bin");
     std::fs::write(&big, noise(8 << 20)).unwrap();
-    let assert = served
-        .cli()
-        .arg("cp")
-        .arg(&big)
-        .arg("cpbox:/sys/big.bin")
-        .assert()
-        .code(1);
-    assert_eq!(
-        stderr_of(&assert),
-        "error: cannot write cpbox:/sys/big.bin: READ_ONLY: Read-only file system: /sys/big.bin\n"
+    cp_fails(
+        &served,
+        &[&big.display().to_string(), "cpbox:/sys/big.bin"],
+        "cannot write cpbox:/sys/big.bin: READ_ONLY: Read-only file system: /sys/big.bin",
     );
     // ... and for a whole tree, tar's own words.
     let assert = served
         .cli()
-        .args(["cp", "-r"])
-        .arg(&tree)
-        .arg("cpbox:/sys/kernel/tree")
+        .args(["cp", "-r", &tree_s, "cpbox:/sys/kernel/tree"])
         .assert()
         .code(1);
     let stderr = stderr_of(&assert);
@@ -285,24 +230,26 @@ fn serial_cli_cp_directories_and_clear_errors() {
         "{stderr}"
     );
     // Permission denied here (sysfs refuses new files even to root), file and tree.
-    for flags in [&[][..], &["-r"][..]] {
-        let (source, created) = if flags.is_empty() {
-            ("cpbox:/workspace/a.txt", "/sys/a.txt")
-        } else {
-            ("cpbox:/workspace/tree", "/sys/tree")
-        };
-        let assert = served
-            .cli()
-            .arg("cp")
-            .args(flags)
-            .args([source, "/sys/"])
-            .assert()
-            .code(1);
-        assert_eq!(
-            stderr_of(&assert),
-            format!("error: cannot create {created}: permission denied\n")
-        );
-    }
+    cp_fails(
+        &served,
+        &["cpbox:/workspace/a.txt", "/sys/"],
+        "cannot create /sys/a.txt: permission denied",
+    );
+    cp_fails(
+        &served,
+        &["-r", "cpbox:/workspace/tree", "/sys/"],
+        "cannot create /sys/tree: permission denied",
+    );
+}
+
+/// Runs `sandpit cp ARGS`, which must fail with exit code 1 and `error: <message>` on stderr.
+fn cp_fails(served: &Served, args: &[&str], message: &str) {
+    let assert = served.cli().arg("cp").args(args).assert().code(1);
+    assert_eq!(
+        stderr_of(&assert),
+        format!("error: {message}\n"),
+        "{args:?}"
+    );
 }
 
 /// ATTACK: a sandbox controls the archive `cp -r` unpacks here (it can replace its own `tar`).
