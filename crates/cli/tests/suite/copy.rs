@@ -157,6 +157,31 @@ fn serial_cli_cp_directories_and_clear_errors() {
         .assert()
         .success();
     assert_eq!(local_listing(&down.join("copy")), expected);
+    // On a terminal (`script` gives the command one) -r shows a progress bar both ways.
+    for (src, dst, label) in [
+        (
+            tree_s.clone(),
+            "cpbox:/workspace/tty".to_owned(),
+            "upload [",
+        ),
+        (
+            "cpbox:/workspace/tree".to_owned(),
+            local.path().join("tty").display().to_string(),
+            "download [",
+        ),
+    ] {
+        let command = format!("{} cp -r {src} {dst}", env!("CARGO_BIN_EXE_sandpit"));
+        let out = std::process::Command::new("script")
+            .args(["-qec", &command, "/dev/null"])
+            .env("SANDPIT_URL", &served.url)
+            .env("SANDPIT_KEY", &served.key)
+            .output()
+            .unwrap();
+        let terminal = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{out:?}");
+        assert!(terminal.contains(label), "{terminal}");
+    }
+    assert_eq!(local_listing(&local.path().join("tty")), expected);
     // A sandbox directory without -r names the fix too.
     cp_fails(
         &served,
