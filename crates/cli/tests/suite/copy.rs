@@ -129,10 +129,16 @@ fn serial_cli_cp_directories_and_clear_errors() {
         sandbox_listing(&served, "cpbox", "/workspace/tree"),
         expected
     );
-    // -r up to a new name: /workspace/copy is the tree itself.
+    // -r up to a new name, relative to the workspace (whatever the default session's cwd):
+    // /workspace/copy is the tree itself.
     served
         .cli()
-        .args(["cp", "-r", &tree_s, "cpbox:/workspace/copy"])
+        .args(["exec", "--session", "default", "cpbox", "cd /tmp"])
+        .assert()
+        .success();
+    served
+        .cli()
+        .args(["cp", "-r", &tree_s, "cpbox:copy"])
         .assert()
         .success();
     assert_eq!(

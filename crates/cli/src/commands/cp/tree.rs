@@ -35,10 +35,13 @@ pub async fn upload(sandbox: &SandboxHandle, from: &Path, target: &str) -> anyho
     let q = quote(target);
     // Owners are the sandbox user's; modes and times come from the archive.
     let command = format!("mkdir -p -- {q} && exec tar -x --no-same-owner -f - -C {q}");
+    // Sessionless: a relative target resolves against the workspace, as for the file API,
+    // not against wherever the default session's shell has `cd`-ed to.
     let options = ProcessOptions {
         stdin: true,
         ..ProcessOptions::default()
-    };
+    }
+    .session(DISABLE_SESSION);
     let process = sandbox
         .start_process(&command, &options)
         .await
