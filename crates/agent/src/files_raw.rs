@@ -17,7 +17,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use axum::body::Body;
+use axum::body::{Body, BodyDataStream};
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::response::{IntoResponse, Response};
@@ -35,7 +35,7 @@ use crate::files::{self, WriteTarget};
 
 /// Read and write granularity.
 pub const PIECE: usize = 256 * 1024;
-/// How much of an upload's remaining body is read and dropped after a write fails, so the
+/// How much of an upload's remaining body is read and dropped after it fails, so the
 /// error reaches the client as an answer rather than a broken connection.
 const DRAIN_AFTER_ERROR: usize = 64 << 20;
 
@@ -144,13 +144,32 @@ impl Drop for TempGuard {
 
 /// `PUT /api/files/raw`.
 pub async fn upload(State(agent): State<Arc<Agent>>, params: RawParams, body: Body) -> Response {
-    match upload_inner(&agent, params, body).await {
+    let mut stream = body.into_data_stream();
+    match upload_inner(&agent, params, &mut stream).await {
         Ok(response) => response,
-        Err(e) => e.into_response(),
+        Err(e) => {
+            // Read what the client is still sending (up to a bound) before answering, whether
+            // the upload failed before its first byte (a directory, a read-only path) or
+            // midway: an answer sent while the request body is in flight makes the sender's
+            // write fail, and a proxy in between (the control plane) then reports that
+            // instead of this error.
+            let mut drained = 0usize;
+            while drained < DRAIN_AFTER_ERROR {
+                match stream.next().await {
+                    Some(Ok(piece)) => drained += piece.len(),
+                    _ => break,
+                }
+            }
+            e.into_response()
+        }
     }
 }
 
-async fn upload_inner(agent: &Agent, params: RawParams, body: Body) -> Result<Response, ApiError> {
+async fn upload_inner(
+    agent: &Agent,
+    params: RawParams,
+    stream: &mut BodyDataStream,
+) -> Result<Response, ApiError> {
     let (path, shown) = target(agent, params)?;
     let err = {
         let shown = shown.clone();
@@ -188,7 +207,6 @@ async fn upload_inner(agent: &Agent, params: RawParams, body: Body) -> Result<Re
             .map_err(&err)?;
     }
 
-    let mut stream = body.into_data_stream();
     let mut size = 0u64;
     let written = async {
         let mut buf = BytesMut::with_capacity(PIECE);
@@ -208,19 +226,7 @@ async fn upload_inner(agent: &Agent, params: RawParams, body: Body) -> Result<Re
         file.flush().await.map_err(&err)
     }
     .await;
-    if let Err(e) = written {
-        // Read what the client is still sending (up to a bound) before answering: an answer
-        // sent while the request body is in flight makes the sender's write fail, and a proxy
-        // in between (the control plane) then reports that instead of this error.
-        let mut drained = 0usize;
-        while drained < DRAIN_AFTER_ERROR {
-            match stream.next().await {
-                Some(Ok(piece)) => drained += piece.len(),
-                _ => break,
-            }
-        }
-        return Err(e);
-    }
+    written?;
     drop(file);
 
     if let (WriteTarget::Replace { target, .. }, Some(temp)) = (&target, &temp) {

@@ -38,6 +38,15 @@ Examples:
   sandpit exec --session s --cwd /tmp demo python3 -c 'print(2+2)'
   sandpit exec demo 'ls / | wc -l'";
 
+/// Examples in `sandpit cp --help`; a test parses each `sandpit ...` line.
+const CP_EXAMPLES: &str = "\
+Examples:
+  sandpit cp ./main.py demo:/workspace
+  sandpit cp demo:/workspace/out.csv .
+  sandpit cp -r ./src demo:/workspace/
+  sandpit cp -r demo:/workspace/results ./results
+  sandpit cp - demo:/workspace/input.txt";
+
 #[derive(Debug, Parser)]
 #[command(
     name = "sandpit",
@@ -131,14 +140,11 @@ pub enum Command {
     /// printed live, text results go to stdout, images and HTML results to files named on
     /// stderr (sandpit-out-N.png ...). Exits with 1 if the code raised.
     Run(RunArgs),
-    /// Copy a file between this machine and a sandbox: `cp ./a ID:/path` or `cp ID:/path ./a`;
-    /// `-` is stdin or stdout (`cp - ID:/path`, `cp ID:/path -`).
-    Cp {
-        src: String,
-        dst: String,
-        #[command(flatten)]
-        create: CreateFlag,
-    },
+    /// Copy files between this machine and a sandbox, as `cp` does: `cp ./a ID:/path`,
+    /// `cp ID:/path ./a`, into an existing directory `cp ./a ID:/dir`; whole directories with
+    /// -r; `-` is stdin or stdout (`cp - ID:/path`, `cp ID:/path -`).
+    #[command(after_help = CP_EXAMPLES)]
+    Cp(CpArgs),
     /// Attach this terminal to a shell in a sandbox; exits with the shell's exit code.
     Shell(ShellArgs),
     /// Manage the images sandboxes run on (works on the image directory directly).
@@ -500,6 +506,20 @@ pub struct RunArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct CpArgs {
+    /// A local path, `ID:PATH` in a sandbox, or `-` (stdin).
+    pub src: String,
+    /// A local path, `ID:PATH` in a sandbox, or `-` (stdout). An existing directory receives
+    /// SRC under its own name.
+    pub dst: String,
+    /// Copy directories with their contents (streamed as one tar archive).
+    #[arg(short, long)]
+    pub recursive: bool,
+    #[command(flatten)]
+    pub create: CreateFlag,
+}
+
+#[derive(Debug, Args)]
 pub struct ExecArgs {
     /// Sandbox id.
     pub id: String,
@@ -741,19 +761,22 @@ mod tests {
     fn help_examples_parse() {
         let mut command = hide_inherited_globals(Cli::command());
         let top = command.render_long_help().to_string();
-        let exec = command
-            .find_subcommand_mut("exec")
-            .unwrap()
-            .render_long_help()
-            .to_string();
-        let examples: Vec<Vec<String>> = [top, exec]
+        let mut sub_help = |name: &str| {
+            command
+                .find_subcommand_mut(name)
+                .unwrap()
+                .render_long_help()
+                .to_string()
+        };
+        let (exec, cp) = (sub_help("exec"), sub_help("cp"));
+        let examples: Vec<Vec<String>> = [top, exec, cp]
             .iter()
             .flat_map(|help| help.lines())
             .map(str::trim)
             .filter(|line| line.starts_with("sandpit "))
             .map(shell_words)
             .collect();
-        assert!(examples.len() >= 6, "{examples:?}");
+        assert!(examples.len() >= 11, "{examples:?}");
         for argv in &examples {
             let matches = hide_inherited_globals(Cli::command())
                 .try_get_matches_from(argv)

@@ -3,6 +3,7 @@
 mod cli;
 mod commands;
 mod connect;
+mod interrupted;
 mod progress;
 mod shell;
 
@@ -80,21 +81,27 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
             // `exec` creates on first use, as the seed system does, and says so.
             let client = client()?;
             target::ensure_or_create(&client, &args.id).await?;
-            return exec::run(&client, args).await;
+            let id = args.id.clone();
+            return interrupted::explained(&client, &id, exec::run(&client, args)).await;
         }
         // `run` checks after reading the code, so a missing file sends nothing.
-        Command::Run(args) => return run::run(&client()?, args).await,
-        Command::Cp { src, dst, create } => {
-            let client = match cp_sandbox(&src, &dst) {
-                Some(id) => existing(&id, create).await?,
+        Command::Run(args) => {
+            let (client, id) = (client()?, args.id.clone());
+            return interrupted::explained(&client, &id, run::run(&client, args)).await;
+        }
+        Command::Cp(args) => {
+            let client = match cp_sandbox(&args.src, &args.dst) {
+                Some(id) => existing(&id, args.create).await?,
                 None => client()?,
             };
-            cp::run(&client, &src, &dst).await?
+            cp::run(&client, &args).await?
         }
         Command::Shell(args) => {
             let key = connect::api_key(key.as_deref(), &data_dir)?;
             let client = existing(&args.id, args.create).await?;
-            return commands::shell::run(&client, &url, &key, args).await;
+            let id = args.id.clone();
+            let shell = commands::shell::run(&client, &url, &key, args);
+            return interrupted::explained(&client, &id, shell).await;
         }
         Command::Start(args) => {
             let client = existing(&args.id, args.create).await?;
@@ -105,14 +112,16 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
         }
         Command::Logs(args) => {
             let client = existing(&args.id, no_create).await?;
-            return process::logs(&client, args).await;
+            let id = args.id.clone();
+            return interrupted::explained(&client, &id, process::logs(&client, args)).await;
         }
         Command::Kill(args) => {
             let client = existing(&args.id, no_create).await?;
             process::kill(&client, args).await?
         }
         Command::Watch { id, path } => {
-            watch::run(&existing(&id, no_create).await?, &id, &path).await?
+            let client = existing(&id, no_create).await?;
+            interrupted::explained(&client, &id, watch::run(&client, &id, &path)).await?
         }
         Command::Git { command } => {
             let GitCommand::Clone { id, .. } = &command;

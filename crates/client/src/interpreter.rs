@@ -171,6 +171,7 @@ impl Execution {
                 ename,
                 evalue,
                 traceback,
+                ..
             } => {
                 self.error = Some(ExecutionError {
                     name: ename,
@@ -346,6 +347,7 @@ mod tests {
             ename: "NameError".into(),
             evalue: "name 'y' is not defined".into(),
             traceback: vec!["line 1".into()],
+            timed_out_after_ms: None,
         }));
         assert_eq!(
             failed.error.unwrap().to_string(),

@@ -4,6 +4,7 @@ use std::pin::Pin;
 
 use eventsource_stream::Eventsource;
 use futures::{Stream, StreamExt};
+use sandpit_protocol::ErrorResponse;
 use serde::de::DeserializeOwned;
 
 use crate::error::{ClientError, Result};
@@ -12,7 +13,9 @@ use crate::error::{ClientError, Result};
 pub type EventStream<T> = Pin<Box<dyn Stream<Item = Result<T>> + Send>>;
 
 /// Turns a streaming response body into typed events. Events without data (comments,
-/// keep-alives) are skipped.
+/// keep-alives) are skipped. An event named `error` carries an error envelope (the server ends
+/// a stream its sandbox's stop or destroy cut short with one, `OPERATION_INTERRUPTED`): it
+/// becomes [`ClientError::Api`].
 pub(crate) fn decode<T, S, B, E>(body: S) -> EventStream<T>
 where
     T: DeserializeOwned + Send + 'static,
@@ -23,6 +26,12 @@ where
     let events = body.eventsource().filter_map(|item| async move {
         match item {
             Ok(event) if event.data.trim().is_empty() => None,
+            Ok(event) if event.event == "error" => Some(Err(
+                match serde_json::from_str::<ErrorResponse>(&event.data) {
+                    Ok(envelope) => ClientError::Api(Box::new(envelope)),
+                    Err(_) => ClientError::Stream(truncate(&event.data)),
+                },
+            )),
             Ok(event) => Some(serde_json::from_str::<T>(&event.data).map_err(|e| {
                 ClientError::Decode(format!("bad event {:?}: {e}", truncate(&event.data)))
             })),
@@ -72,6 +81,27 @@ mod tests {
                 timestamp: "t".into(),
                 timed_out: false,
             }
+        );
+    }
+
+    #[tokio::test]
+    async fn error_events_carry_the_envelope() {
+        let body = chunks(&[
+            "data: {\"type\":\"stdout\",\"data\":\"hi\",\"timestamp\":\"t\"}\n\n",
+            "event: error\ndata: {\"type\":\"error\",\"error\":\"sandbox a was stopped\",\
+             \"code\":\"OPERATION_INTERRUPTED\",\"message\":\"sandbox a was stopped\",\
+             \"context\":{\"reason\":\"stopped\"},\"httpStatus\":409,\"timestamp\":\"t\"}\n\n",
+        ]);
+        let mut events = decode::<ExecEvent, _, _, _>(body);
+        assert!(events.next().await.unwrap().is_ok());
+        let err = events.next().await.unwrap().unwrap_err();
+        assert_eq!(
+            err.code(),
+            Some(sandpit_protocol::ErrorCode::OperationInterrupted)
+        );
+        assert_eq!(
+            err.to_string(),
+            "OPERATION_INTERRUPTED: sandbox a was stopped"
         );
     }
 

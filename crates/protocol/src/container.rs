@@ -967,6 +967,11 @@ pub enum CodeEvent {
         ename: String,
         evalue: String,
         traceback: Vec<String>,
+        /// sandpit extension: set when the run was stopped at its deadline (`timeout_ms`, or
+        /// the interpreter's default): that limit in milliseconds (snake case, like the rest
+        /// of this stream).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        timed_out_after_ms: Option<u64>,
     },
 }
 

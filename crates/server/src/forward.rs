@@ -28,7 +28,7 @@ use tokio::net::UnixStream;
 use crate::AppState;
 use crate::auth::Tenant;
 use crate::error::{ApiError, ApiResult};
-use crate::lifecycle::{ActivityGuard, Lease};
+use crate::lifecycle::{ActivityGuard, Entry, Lease};
 
 /// Headers that describe one hop, not the message (RFC 9110 §7.6.1). `Expect` is answered by
 /// our own server when the body is read; the agent must not answer it a second time.
@@ -164,17 +164,20 @@ pub(crate) async fn proxy(
             guard.time_exec(app.metrics.clone());
         }
         let error = match exchange(stream, outgoing).await {
-            Ok(response) => return Ok(relay_response(response, client_upgrade, guard)),
+            Ok(response) => {
+                let cut = StreamCut {
+                    entry,
+                    run,
+                    id: id.to_owned(),
+                };
+                return Ok(relay_response(response, client_upgrade, guard, Some(cut)));
+            }
             Err(error) => error,
         };
         drop(guard);
         // A stop or destroy of this run cut the request: the caller's doing, not a failure.
-        if entry.ended_on_request(run) {
-            return Err(ApiError::new(
-                ErrorCode::OperationInterrupted,
-                "the sandbox was stopped or destroyed while the request ran",
-            )
-            .context("sandboxId", id));
+        if let Some(reason) = entry.ended_by(run) {
+            return Err(reason.error(id));
         }
         if !agent_exited(&socket).await {
             return Err(ApiError::new(
@@ -279,11 +282,13 @@ impl Replay {
 
 /// Turns an upstream answer into the caller's: a `101` splices the two upgraded connections,
 /// anything else streams its body back. Either way `guard` keeps the sandbox marked active until
-/// the exchange ends.
+/// the exchange ends. With `cut`, an event stream that a stop or destroy breaks off ends with
+/// an error event saying so (see [`GuardedBody`]).
 pub(crate) fn relay_response(
     mut response: http::Response<hyper::body::Incoming>,
     client_upgrade: Option<hyper::upgrade::OnUpgrade>,
     guard: ActivityGuard,
+    cut: Option<StreamCut>,
 ) -> Response {
     if response.status() == StatusCode::SWITCHING_PROTOCOLS
         && let Some(client_upgrade) = client_upgrade
@@ -296,11 +301,18 @@ pub(crate) fn relay_response(
     }
     let (mut parts, body) = response.into_parts();
     strip_hop_headers(&mut parts.headers, false);
+    let is_event_stream = parts
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/event-stream"));
     Response::from_parts(
         parts,
         Body::new(GuardedBody {
             inner: body,
             _guard: guard,
+            cut: cut.filter(|_| is_event_stream),
+            ended: false,
         }),
     )
 }
@@ -355,10 +367,41 @@ async fn splice(
     }
 }
 
+/// Which run of which sandbox an event stream belongs to, to tell a stream broken off by a
+/// stop or destroy from one whose sandbox failed.
+pub(crate) struct StreamCut {
+    entry: Arc<Entry>,
+    run: u64,
+    id: String,
+}
+
+impl StreamCut {
+    /// The last event of a stream that a stop or destroy broke off, or `None` if neither did.
+    /// It is an SSE `error` event whose data is the error envelope (`code`
+    /// `OPERATION_INTERRUPTED`, `context.reason` `stopped`/`destroyed`/`shutdown`) plus
+    /// `"type":"error"` and `"error"`: the message, so clients that only read `data` lines
+    /// and switch on `type` (the seed's) see an error event too.
+    fn final_event(&self) -> Option<Bytes> {
+        let reason = self.entry.ended_by(self.run)?;
+        let envelope = reason.error(&self.id).0;
+        let mut data = serde_json::to_value(&*envelope).ok()?;
+        if let Some(fields) = data.as_object_mut() {
+            fields.insert("type".into(), "error".into());
+            fields.insert("error".into(), envelope.message.clone().into());
+        }
+        Some(Bytes::from(format!("event: error\ndata: {data}\n\n")))
+    }
+}
+
 /// The agent's response body, holding the sandbox's activity guard until it ends or drops.
+/// An event stream (`cut` set) that breaks because its sandbox was stopped or destroyed ends
+/// with [`StreamCut::final_event`] instead of a broken connection.
 struct GuardedBody {
     inner: hyper::body::Incoming,
     _guard: ActivityGuard,
+    cut: Option<StreamCut>,
+    /// The final event was sent: the body is over.
+    ended: bool,
 }
 
 impl http_body::Body for GuardedBody {
@@ -369,11 +412,21 @@ impl http_body::Body for GuardedBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        Pin::new(&mut self.inner).poll_frame(cx)
+        if self.ended {
+            return Poll::Ready(None);
+        }
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Err(_))) = &polled
+            && let Some(event) = self.cut.as_ref().and_then(StreamCut::final_event)
+        {
+            self.ended = true;
+            return Poll::Ready(Some(Ok(Frame::data(event))));
+        }
+        polled
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.ended || self.inner.is_end_stream()
     }
 
     fn size_hint(&self) -> SizeHint {

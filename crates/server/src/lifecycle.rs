@@ -10,7 +10,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -76,6 +76,46 @@ pub struct Entry {
     /// The last run a stop, destroy or shutdown ended (0: none): requests it cut short are
     /// interrupted by a caller, not failed by the sandbox.
     ended_run: AtomicU64,
+    /// Which of the three ended it ([`EndReason`] as a number).
+    ended_reason: AtomicU8,
+}
+
+/// What ended a run on request; requests and streams it cut short say so
+/// (`OPERATION_INTERRUPTED`, see [`EndReason::error`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EndReason {
+    Stopped,
+    Destroyed,
+    Shutdown,
+}
+
+impl EndReason {
+    const ALL: [EndReason; 3] = [
+        EndReason::Stopped,
+        EndReason::Destroyed,
+        EndReason::Shutdown,
+    ];
+
+    /// The `reason` context field of the error.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EndReason::Stopped => "stopped",
+            EndReason::Destroyed => "destroyed",
+            EndReason::Shutdown => "shutdown",
+        }
+    }
+
+    /// The error of a request or stream of sandbox `id` this cut short.
+    pub fn error(self, id: &str) -> ApiError {
+        let message = match self {
+            EndReason::Stopped => format!("sandbox {id} was stopped"),
+            EndReason::Destroyed => format!("sandbox {id} was destroyed"),
+            EndReason::Shutdown => format!("sandbox {id} was put to sleep: the server shut down"),
+        };
+        ApiError::new(ErrorCode::OperationInterrupted, message)
+            .context("sandboxId", id)
+            .context("reason", self.as_str())
+    }
 }
 
 #[derive(Default)]
@@ -100,14 +140,21 @@ impl Entry {
         self.in_flight.load(Ordering::SeqCst)
     }
 
-    /// Whether run `run` (see [`Lease::run`]) was ended by a stop, destroy or shutdown.
-    pub fn ended_on_request(&self, run: u64) -> bool {
-        run != 0 && self.ended_run.load(Ordering::SeqCst) == run
+    /// What ended run `run` (see [`Lease::run`]), if a stop, destroy or shutdown did.
+    pub fn ended_by(&self, run: u64) -> Option<EndReason> {
+        if run == 0 || self.ended_run.load(Ordering::SeqCst) != run {
+            return None;
+        }
+        EndReason::ALL
+            .get(usize::from(self.ended_reason.load(Ordering::SeqCst)))
+            .copied()
     }
 
     /// Records that the current run is being ended on request (the caller holds the lock).
-    fn end_on_request(&self, inner: &Inner) {
+    fn end_on_request(&self, inner: &Inner, reason: EndReason) {
         if inner.started.is_some() {
+            // The reason first: a reader that sees the run also sees its reason.
+            self.ended_reason.store(reason as u8, Ordering::SeqCst);
             self.ended_run.store(inner.run, Ordering::SeqCst);
         }
     }
@@ -475,6 +522,7 @@ impl Manager {
                     last_activity_ms: AtomicI64::new(0),
                     running: AtomicBool::new(false),
                     ended_run: AtomicU64::new(0),
+                    ended_reason: AtomicU8::new(0),
                 })
             })
             .clone()
@@ -944,7 +992,7 @@ impl Manager {
         self.load(&entry, &mut inner)
             .await?
             .ok_or_else(|| ApiError::sandbox_not_found(id))?;
-        entry.end_on_request(&inner);
+        entry.end_on_request(&inner, EndReason::Stopped);
         self.sleep(&entry, &mut inner).await?;
         let record = inner
             .record
@@ -966,7 +1014,7 @@ impl Manager {
     /// Destroys a loaded sandbox (the caller holds its lock).
     async fn destroy_locked(&self, entry: &Entry, inner: &mut Inner) -> ApiResult<()> {
         let (tenant, id) = (entry.tenant.as_str(), entry.id.as_str());
-        entry.end_on_request(inner);
+        entry.end_on_request(inner, EndReason::Destroyed);
         inner.started = None;
         entry.running.store(false, Ordering::SeqCst);
         self.egress.detach(&entry.internal);
@@ -1212,7 +1260,7 @@ impl Manager {
     pub async fn sleep_all(&self) {
         for entry in self.all_entries() {
             let mut inner = entry.inner.lock().await;
-            entry.end_on_request(&inner);
+            entry.end_on_request(&inner, EndReason::Shutdown);
             if inner.started.is_some()
                 && let Err(e) = self.sleep(&entry, &mut inner).await
             {

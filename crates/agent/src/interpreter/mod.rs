@@ -286,6 +286,8 @@ impl Interpreters {
         }
         let mut deadline = run.timeout.map(|t| Instant::now() + t);
         let mut interrupted = false;
+        // The deadline (not a gone client) interrupted the run: its error says so.
+        let mut timed_out = false;
         let mut client_gone = false;
         // After `done`: the sync markers still expected on the output pipes, and how long to
         // wait for them (code may have closed or redirected fd 1/2).
@@ -303,6 +305,7 @@ impl Interpreters {
                 () = sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {
                     if !interrupted {
                         interrupted = true;
+                        timed_out = true;
                         executor.interrupt();
                         deadline = Some(Instant::now() + INTERRUPT_GRACE);
                     } else {
@@ -317,7 +320,11 @@ impl Interpreters {
                         };
                         slot.take();
                         self.restart(context, &mut slot).await;
-                        return run.send(error_event("TimeoutError", &message)).await;
+                        let mut event = error_event("TimeoutError", &message);
+                        if timed_out {
+                            set_timed_out(&mut event, run.timeout);
+                        }
+                        return run.send(event).await;
                     }
                 }
                 () = sleep_until(finish_by.unwrap_or_else(Instant::now)), if finish_by.is_some() => {
@@ -348,7 +355,16 @@ impl Interpreters {
                             evalue = format!("Execution timed out after {} ms", t.as_millis());
                         }
                         run.errored = true;
-                        run.send(CodeEvent::Error { ename, evalue, traceback }).await;
+                        let mut event = CodeEvent::Error {
+                            ename,
+                            evalue,
+                            traceback,
+                            timed_out_after_ms: None,
+                        };
+                        if timed_out {
+                            set_timed_out(&mut event, run.timeout);
+                        }
+                        run.send(event).await;
                     }
                     Some(Event::Wire(Wire::Done { execution_count })) => {
                         if sync.is_none() || syncs_left == 0 {
@@ -498,6 +514,7 @@ fn prepare(
                         ename: "SyntaxError".into(),
                         evalue: message.clone(),
                         traceback: vec![e.to_string()],
+                        timed_out_after_ms: None,
                     }))
                 }
             }
@@ -538,6 +555,20 @@ fn error_event(ename: &str, evalue: &str) -> CodeEvent {
         ename: ename.into(),
         evalue: evalue.into(),
         traceback: Vec::new(),
+        timed_out_after_ms: None,
+    }
+}
+
+/// Marks an error event as the end of a run stopped at its deadline `limit`.
+fn set_timed_out(event: &mut CodeEvent, limit: Option<Duration>) {
+    if let (
+        CodeEvent::Error {
+            timed_out_after_ms, ..
+        },
+        Some(limit),
+    ) = (event, limit)
+    {
+        *timed_out_after_ms = Some(u64::try_from(limit.as_millis()).unwrap_or(u64::MAX));
     }
 }
 

@@ -194,3 +194,33 @@ async fn serial_full_disk_is_no_space_and_leaves_nothing() {
     assert!(answer.contains("\"code\":\"NO_SPACE\""), "{answer}");
     assert_eq!(leftovers, 0, "the failed upload left files behind");
 }
+
+/// An upload refused before its first byte is written (here: the target is a directory) still
+/// reads the body it was sent before answering, so a sender that writes the whole body first
+/// (the control plane's proxy, any HTTP client) gets the answer instead of a broken
+/// connection (which the control plane reported as `SANDBOX_UNAVAILABLE`).
+#[tokio::test]
+async fn an_upload_refused_up_front_is_answered_after_its_body() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let a = Agent::start();
+    std::fs::create_dir(a.ws("dir")).unwrap();
+    let body = random_bytes(8 << 20);
+    let mut stream = tokio::net::UnixStream::connect(&a.socket).await.unwrap();
+    let head = format!(
+        "PUT /api/files/raw?path=dir HTTP/1.1\r\nHost: sandbox\r\n\
+         Content-Type: application/octet-stream\r\nConnection: close\r\n\
+         Content-Length: {}\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream
+        .write_all(&body)
+        .await
+        .expect("the agent stopped reading the body before answering");
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).await.unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert!(answer.contains("\"code\":\"IS_DIRECTORY\""), "{answer}");
+    assert!(a.ws("dir").is_dir());
+}

@@ -1,16 +1,24 @@
-//! `sandpit cp`: copies one file between this machine and a sandbox; `-` as the local side is
-//! stdin (upload) or stdout (download), byte for byte.
+//! `sandpit cp`: copies files and, with `-r`, directories between this machine and a sandbox,
+//! as `cp` does: an existing directory as the target receives the source under its own name.
+//! `-` as the local side is stdin (upload) or stdout (download), byte for byte.
+//!
+//! Single files stream through the raw file route ([`file`]); directories as one tar stream
+//! ([`tree`]). What a sandbox path is (directory or not) is asked with [`remote::probe`].
 
+mod file;
+mod remote;
+mod tree;
+
+use std::io;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
-use futures::StreamExt;
-use sandpit_client::Client;
+use sandpit_client::protocol::ErrorCode;
 use sandpit_client::protocol::control::validate_sandbox_id;
-use tokio::io::AsyncWriteExt;
-use tokio_util::io::ReaderStream;
+use sandpit_client::{Client, ClientError, SandboxHandle};
 
-use crate::progress::bytes_bar;
+use crate::cli::CpArgs;
+use remote::RemoteKind;
 
 /// One side of a copy.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,24 +56,23 @@ impl Location {
     }
 }
 
-pub async fn run(client: &Client, src: &str, dst: &str) -> anyhow::Result<()> {
-    match (Location::parse(src)?, Location::parse(dst)?) {
+pub async fn run(client: &Client, args: &CpArgs) -> anyhow::Result<()> {
+    let recursive = args.recursive;
+    match (Location::parse(&args.src)?, Location::parse(&args.dst)?) {
         (Location::Local(from), Location::Sandbox { id, path }) => {
-            upload(client, &from, &id, &path).await
+            upload(&client.sandbox(&id), &from, &path, recursive).await
         }
         (Location::Sandbox { id, path }, Location::Local(to)) => {
-            download(client, &id, &path, &to).await
+            download(&client.sandbox(&id), &path, &to, recursive).await
         }
         (Location::Std, Location::Sandbox { id, path }) => {
             if path.ends_with('/') {
                 bail!("stdin has no file name: give the full destination path");
             }
-            let content = ReaderStream::with_capacity(std_file(&std::io::stdin())?, PIECE);
-            client.sandbox(&id).upload(&path, content, |_| {}).await?;
-            Ok(())
+            file::upload_stdin(&client.sandbox(&id), &path).await
         }
         (Location::Sandbox { id, path }, Location::Std) => {
-            download_to_stdout(client, &id, &path).await
+            file::download_to_stdout(&client.sandbox(&id), &path).await
         }
         _ => {
             bail!("one of SRC and DST must be a sandbox path (ID:/path) and the other a local path")
@@ -73,104 +80,136 @@ pub async fn run(client: &Client, src: &str, dst: &str) -> anyhow::Result<()> {
     }
 }
 
-/// Read size of uploads (one piece on the wire each).
-const PIECE: usize = 256 * 1024;
-
-async fn upload(client: &Client, from: &Path, id: &str, path: &str) -> anyhow::Result<()> {
-    let file = tokio::fs::File::open(from)
-        .await
-        .with_context(|| format!("reading {}", from.display()))?;
-    let meta = file
-        .metadata()
-        .await
-        .with_context(|| format!("reading {}", from.display()))?;
+async fn upload(
+    sandbox: &SandboxHandle,
+    from: &Path,
+    dest: &str,
+    recursive: bool,
+) -> anyhow::Result<()> {
+    let meta = std::fs::metadata(from).map_err(|e| local_error("cannot read", from, &e))?;
+    let name = source_name(from)?;
+    let shown = format!("{}:{dest}", sandbox.id());
     if meta.is_dir() {
-        bail!("{} is a directory; cp copies single files", from.display());
+        if !recursive {
+            bail!(
+                "{} is a directory (use -r to copy directories)",
+                from.display()
+            );
+        }
+        // `cp -r DIR ID:/x`: into /x when it is a directory (or named as one), else as /x.
+        let target = if dest.ends_with('/') {
+            join_remote(dest, &name)
+        } else {
+            match remote::probe(sandbox, dest, false).await? {
+                RemoteKind::Directory { .. } => join_remote(dest, &name),
+                RemoteKind::Missing => dest.to_owned(),
+                RemoteKind::Other => bail!("{shown} exists and is not a directory"),
+            }
+        };
+        return tree::upload(sandbox, from, &target).await;
     }
-    let target = if path.ends_with('/') {
-        let name = from.file_name().context("source has no file name")?;
-        format!("{path}{}", name.to_string_lossy())
+    // A name ending in `/` is a directory (created if missing); otherwise only an existing
+    // directory receives the file under its own name.
+    let target = if dest.ends_with('/') {
+        join_remote(dest, &name)
     } else {
-        path.to_owned()
+        match remote::probe(sandbox, dest, false).await? {
+            RemoteKind::Directory { .. } => join_remote(dest, &name),
+            RemoteKind::Missing | RemoteKind::Other => dest.to_owned(),
+        }
     };
-    let bar = bytes_bar(meta.len(), "upload");
-    let shown = bar.clone();
-    let content = ReaderStream::with_capacity(file, PIECE);
-    let result = client
-        .sandbox(id)
-        .upload(&target, content, move |n| shown.set_position(n))
-        .await;
-    bar.finish_and_clear();
-    result?;
-    Ok(())
+    file::upload(sandbox, from, meta.len(), &target).await
 }
 
-async fn download(client: &Client, id: &str, path: &str, to: &Path) -> anyhow::Result<()> {
-    let download = client.sandbox(id).download(path).await?;
-    let target = if to.is_dir() {
-        let name = Path::new(path)
+async fn download(
+    sandbox: &SandboxHandle,
+    src: &str,
+    to: &Path,
+    recursive: bool,
+) -> anyhow::Result<()> {
+    let shown = format!("{}:{src}", sandbox.id());
+    let name = Path::new(src)
+        .file_name()
+        .map(|n| n.to_os_string())
+        .with_context(|| format!("{shown} has no file name; name the local target"))?;
+    if recursive && let RemoteKind::Directory { size } = remote::probe(sandbox, src, true).await? {
+        let target = local_target(to, &name, true)?;
+        return tree::download(sandbox, src, size, &target).await;
+    }
+    let target = local_target(to, &name, false)?;
+    match file::download(sandbox, src, &target).await {
+        Err(e) if is_code(&e, ErrorCode::IsDirectory) => {
+            bail!("{shown} is a directory (use -r to copy directories)")
+        }
+        other => other,
+    }
+}
+
+/// The local path a download of `name` to `to` writes: inside `to` when it is a directory,
+/// else `to` itself, whose parent must exist (as with `cp`, no directories are made up).
+fn local_target(to: &Path, name: &std::ffi::OsStr, directory: bool) -> anyhow::Result<PathBuf> {
+    match std::fs::metadata(to) {
+        Ok(meta) if meta.is_dir() => return Ok(to.join(name)),
+        Ok(_) if directory => bail!("{} exists and is not a directory", to.display()),
+        Ok(_) => return Ok(to.to_path_buf()),
+        Err(e) if e.kind() != io::ErrorKind::NotFound => {
+            return Err(local_error("cannot write", to, &e));
+        }
+        Err(_) => {}
+    }
+    if to.as_os_str().to_string_lossy().ends_with('/') {
+        bail!("{}: no such directory", to.display());
+    }
+    let parent = match to.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    if !parent.is_dir() {
+        bail!(
+            "cannot create {}: no such directory {}",
+            to.display(),
+            parent.display()
+        );
+    }
+    Ok(to.to_path_buf())
+}
+
+/// The name a local source is copied under (`.` and `..` are named after what they are).
+fn source_name(from: &Path) -> anyhow::Result<String> {
+    let name = match from.file_name() {
+        Some(name) => name.to_os_string(),
+        None => std::fs::canonicalize(from)
+            .map_err(|e| local_error("cannot read", from, &e))?
             .file_name()
-            .context("source has no file name")?;
-        to.join(name)
-    } else {
-        to.to_path_buf()
+            .map(|n| n.to_os_string())
+            .with_context(|| format!("{} has no name; name the target", from.display()))?,
     };
-    let bar = bytes_bar(download.size.unwrap_or(0), "download");
-    let result = async {
-        let mut file = tokio::fs::File::create(&target)
-            .await
-            .with_context(|| format!("creating {}", target.display()))?;
-        let mut body = download.body;
-        let mut written = 0u64;
-        while let Some(piece) = body.next().await {
-            let piece = piece?;
-            file.write_all(&piece)
-                .await
-                .with_context(|| format!("writing {}", target.display()))?;
-            written += piece.len() as u64;
-            bar.set_position(written);
-        }
-        file.flush().await?;
-        if let Some(size) = download.size
-            && size != written
-        {
-            bail!("download ended after {written} of {size} bytes");
-        }
-        anyhow::Ok(())
-    }
-    .await;
-    bar.finish_and_clear();
-    if result.is_err() {
-        // A partial file looks like a good one; don't leave it behind.
-        let _ = tokio::fs::remove_file(&target).await;
-    }
-    result
+    Ok(name.to_string_lossy().into_owned())
 }
 
-/// Stdin or stdout as an async file (through tokio's blocking pool, so pipes and files both
-/// work without the `io-std` feature).
-fn std_file(stream: &impl std::os::fd::AsFd) -> anyhow::Result<tokio::fs::File> {
-    let fd = stream.as_fd().try_clone_to_owned()?;
-    Ok(tokio::fs::File::from_std(std::fs::File::from(fd)))
+fn join_remote(dir: &str, name: &str) -> String {
+    if dir.ends_with('/') {
+        format!("{dir}{name}")
+    } else {
+        format!("{dir}/{name}")
+    }
 }
 
-async fn download_to_stdout(client: &Client, id: &str, path: &str) -> anyhow::Result<()> {
-    let download = client.sandbox(id).download(path).await?;
-    let mut out = std_file(&std::io::stdout())?;
-    let mut body = download.body;
-    let mut written = 0u64;
-    while let Some(piece) = body.next().await {
-        let piece = piece?;
-        out.write_all(&piece).await.context("writing stdout")?;
-        written += piece.len() as u64;
-    }
-    out.flush().await?;
-    if let Some(size) = download.size
-        && size != written
-    {
-        bail!("download ended after {written} of {size} bytes");
-    }
-    Ok(())
+/// A local I/O error as `cp` words it: `cannot read ./x: no such file or directory`.
+fn local_error(action: &str, path: &Path, e: &io::Error) -> anyhow::Error {
+    let reason = match e.kind() {
+        io::ErrorKind::NotFound => "no such file or directory".to_owned(),
+        io::ErrorKind::PermissionDenied => "permission denied".to_owned(),
+        _ => e.to_string(),
+    };
+    anyhow::anyhow!("{action} {}: {reason}", path.display())
+}
+
+/// Whether `error` is a server answer with `code`.
+fn is_code(error: &anyhow::Error, code: ErrorCode) -> bool {
+    error
+        .downcast_ref::<ClientError>()
+        .is_some_and(|e| e.code() == Some(code))
 }
 
 #[cfg(test)]
@@ -209,5 +248,30 @@ mod tests {
         );
         assert!(Location::parse("demo:").is_err());
         assert_eq!(Location::parse("-").unwrap(), Location::Std);
+    }
+
+    #[test]
+    fn remote_names_join_with_one_slash() {
+        assert_eq!(join_remote("/w", "a"), "/w/a");
+        assert_eq!(join_remote("/w/", "a"), "/w/a");
+    }
+
+    #[test]
+    fn local_targets_follow_cp() {
+        let dir = tempfile::tempdir().unwrap();
+        let name = std::ffi::OsStr::new("f");
+        assert_eq!(
+            local_target(dir.path(), name, false).unwrap(),
+            dir.path().join("f")
+        );
+        let new = dir.path().join("new");
+        assert_eq!(local_target(&new, name, true).unwrap(), new);
+        let err = local_target(&dir.path().join("no/such"), name, false).unwrap_err();
+        assert!(err.to_string().contains("no such directory"), "{err}");
+        let file = dir.path().join("file");
+        std::fs::write(&file, b"x").unwrap();
+        assert_eq!(local_target(&file, name, false).unwrap(), file);
+        let err = local_target(&file, name, true).unwrap_err();
+        assert!(err.to_string().contains("is not a directory"), "{err}");
     }
 }

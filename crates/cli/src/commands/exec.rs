@@ -12,6 +12,7 @@ use sandpit_client::protocol::container::ExecEvent;
 use sandpit_client::{Client, ExecOptions, decode_output};
 
 use crate::cli::ExecArgs;
+use crate::interrupted::EndedEarly;
 use crate::shell;
 
 /// Runs the command; returns its exit code.
@@ -64,7 +65,7 @@ async fn print_events(mut events: sandpit_client::EventStream<ExecEvent>) -> any
             ExecEvent::Error { error, .. } => bail!("{error}"),
         }
     }
-    bail!("the output stream ended before the command completed")
+    Err(EndedEarly("the output stream ended before the command completed").into())
 }
 
 fn write_flush(out: &mut impl Write, data: &[u8]) -> std::io::Result<()> {

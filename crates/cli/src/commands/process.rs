@@ -10,6 +10,7 @@ use sandpit_client::{Client, ProcessOptions};
 use crate::cli::{KillArgs, LogsArgs, StartArgs};
 use crate::commands::exec::exit_status;
 use crate::commands::sandbox::render_table;
+use crate::interrupted::EndedEarly;
 use crate::shell;
 
 pub async fn start(client: &Client, args: StartArgs) -> anyhow::Result<()> {
@@ -78,7 +79,7 @@ pub async fn logs(client: &Client, args: LogsArgs) -> anyhow::Result<i32> {
             ProcessStreamEvent::Error { data, .. } => bail!("{data}"),
         }
     }
-    bail!("the output stream ended before the process exited")
+    Err(EndedEarly("the output stream ended before the process exited").into())
 }
 
 pub async fn kill(client: &Client, args: KillArgs) -> anyhow::Result<()> {

@@ -1,18 +1,22 @@
 //! `sandpit run`: runs a file (or stdin) in a code context, printing output live, text results
-//! to stdout, and saving images and HTML results to files named on stderr.
+//! to stdout, and saving images and HTML results to files named on stderr. A run stopped at
+//! its deadline exits 124 with `exec`'s timeout message.
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use futures::StreamExt;
 use sandpit_client::protocol::container::{CodeEvent, CodeResult};
+use sandpit_client::protocol::time::{TIMEOUT_EXIT_CODE, timed_out_message};
 use sandpit_client::{
     Client, ContextOptions, EventStream, Language, RunOptions, SandboxHandle, result_files,
 };
 
 use crate::cli::RunArgs;
 use crate::commands::target;
+use crate::interrupted::EndedEarly;
 
 /// Exit code when the run is interrupted with ctrl-c (as a shell reports SIGINT).
 const INTERRUPTED_EXIT: i32 = 130;
@@ -49,7 +53,18 @@ pub async fn run(client: &Client, args: RunArgs) -> anyhow::Result<i32> {
     };
     let mut printer = Printer::new(args.out_dir);
     let result = run_in(&sandbox, &context_id, &code, &options, &mut printer).await;
-    if temporary && let Err(e) = sandbox.delete_context(&context_id).await {
+    // A stopped or removed sandbox took the context with it, and a call to delete it would
+    // wake or re-create the sandbox.
+    let gone = match &result {
+        Err(e) => crate::interrupted::cut_by_stop_or_rm(client, &args.id, e)
+            .await
+            .is_some(),
+        Ok(_) => false,
+    };
+    if temporary
+        && !gone
+        && let Err(e) = sandbox.delete_context(&context_id).await
+    {
         eprintln!("warning: deleting context {context_id}: {e}");
     }
     result
@@ -107,9 +122,18 @@ impl Printer {
                 CodeEvent::Result(result) => self.result(&result)?,
                 CodeEvent::ExecutionComplete { .. } => return Ok(0),
                 CodeEvent::Error {
+                    timed_out_after_ms: Some(ms),
+                    ..
+                } => {
+                    // As `exec` words it; the interrupted code's traceback is noise.
+                    eprintln!("{}", timed_out_message(Duration::from_millis(ms)));
+                    return Ok(TIMEOUT_EXIT_CODE);
+                }
+                CodeEvent::Error {
                     ename,
                     evalue,
                     traceback,
+                    ..
                 } => {
                     let mut err = std::io::stderr().lock();
                     if traceback.is_empty() {
@@ -122,7 +146,7 @@ impl Printer {
                 }
             }
         }
-        bail!("the output stream ended before the run completed")
+        Err(EndedEarly("the output stream ended before the run completed").into())
     }
 
     /// Text forms go to stdout (plain text first; else Markdown, LaTeX, JSON or JavaScript);

@@ -18,6 +18,7 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 
 use crate::cli::ShellArgs;
+use crate::interrupted::EndedEarly;
 
 /// Puts stdin in raw mode; restores the saved settings when dropped (also on error or panic).
 struct RawMode {
@@ -144,7 +145,15 @@ pub async fn run(client: &Client, url: &str, key: &str, args: ShellArgs) -> anyh
         Err(e) => return Err(e).context("connecting to the sandbox terminal"),
     };
     let result = attach(ws).await;
-    if ephemeral {
+    // A stopped or removed sandbox took the shell with it, and a call to delete the session
+    // would wake or re-create it.
+    let gone = match &result {
+        Err(e) => crate::interrupted::cut_by_stop_or_rm(client, &args.id, e)
+            .await
+            .is_some(),
+        Ok(_) => false,
+    };
+    if ephemeral && !gone {
         // Our own fresh shell: end it with the command (deleting the session kills it).
         let _ = client
             .sandbox(args.id.clone())
@@ -203,7 +212,7 @@ async fn attach(
                     }
                 }
                 Some(Ok(Message::Close(_))) | None => {
-                    bail!("the terminal connection closed before the shell exited")
+                    return Err(EndedEarly("the terminal connection closed before the shell exited").into());
                 }
                 Some(Ok(_)) => {}
                 Some(Err(e)) => return Err(e).context("terminal connection failed"),

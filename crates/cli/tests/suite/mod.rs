@@ -1,6 +1,8 @@
+mod actionable;
 mod args;
 mod browser;
 mod compat;
+mod copy;
 mod crash;
 mod fake_server;
 mod inspect;

@@ -111,7 +111,7 @@ async fn proxy(
         .await
         .map_err(|e| upstream_error(&e, port, &exposure))?;
 
-    Ok(relay_response(response, client_upgrade, lease.guard))
+    Ok(relay_response(response, client_upgrade, lease.guard, None))
 }
 
 /// The 410 of an authorized URL whose run is over (the store is asked only on this path, for

@@ -690,6 +690,77 @@ async fn serial_e2e_call_cut_by_stop_or_destroy_is_interrupted() {
     rs.stop().await;
 }
 
+/// An event stream that a stop or destroy breaks off ends with an `event: error` carrying the
+/// `OPERATION_INTERRUPTED` envelope and the reason (and `type: error` for the seed's clients),
+/// not with a broken connection.
+#[tokio::test(flavor = "multi_thread")]
+async fn serial_e2e_stream_cut_by_stop_or_destroy_ends_with_an_error_event() {
+    let Some(rs) = Real::start().await else {
+        return;
+    };
+    for (id, method, path, reason) in [
+        (
+            "e2e-sse-stop",
+            Method::POST,
+            "/v1/sandboxes/e2e-sse-stop/stop",
+            "stopped",
+        ),
+        (
+            "e2e-sse-destroy",
+            Method::DELETE,
+            "/v1/sandboxes/e2e-sse-destroy",
+            "destroyed",
+        ),
+    ] {
+        rs.exec(id, "true").await;
+        let r = rs
+            .req_as(
+                &rs.key,
+                Method::POST,
+                &format!("/v1/sandboxes/{id}/api/execute/stream"),
+            )
+            .json(&json!({"command": "echo started; sleep 60", "sessionId": "__DISABLE_SESSION__"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let mut stream = r.bytes_stream();
+        let mut text = String::new();
+        while !text.contains("\"data\":\"started") {
+            let chunk = stream.next().await.expect("stream ended early").unwrap();
+            text.push_str(&String::from_utf8_lossy(&chunk));
+        }
+        let cut = rs.req_as(&rs.key, method, path).send().await.unwrap();
+        assert!(cut.status().is_success(), "{}", cut.status());
+        let rest = tokio::time::timeout(Duration::from_secs(60), async {
+            let mut rest = String::new();
+            while let Some(chunk) = stream.next().await {
+                rest.push_str(&String::from_utf8_lossy(&chunk.expect("a broken stream")));
+            }
+            rest
+        })
+        .await
+        .expect("the stream did not end");
+        // The last event (keep-alive comments may come before it).
+        let data = rest
+            .split_once("event: error\ndata: ")
+            .and_then(|(_, d)| d.strip_suffix("\n\n"))
+            .unwrap_or_else(|| panic!("{rest:?}"));
+        let event: Value = serde_json::from_str(data).unwrap();
+        assert_eq!(event["type"], "error", "{event}");
+        assert_eq!(event["code"], "OPERATION_INTERRUPTED", "{event}");
+        assert_eq!(event["httpStatus"], 409, "{event}");
+        assert_eq!(event["context"]["reason"], reason, "{event}");
+        assert_eq!(event["context"]["sandboxId"], id, "{event}");
+        assert_eq!(
+            event["error"],
+            format!("sandbox {id} was {reason}"),
+            "{event}"
+        );
+    }
+    rs.stop().await;
+}
+
 /// The longest sandbox id starts under a data dir long enough that the sandbox's egress socket
 /// path (`<data>/sandboxes/<internal id>/run/egress.sock`) exceeds `sun_path` (108 bytes), while
 /// its agent socket (`<data>/run/<internal id>.sock`) still fits. Found by the API fuzzer: a

@@ -339,6 +339,7 @@ display(Image(data=b"\xff\xd8\xff\xe0fakejpeg", format="jpeg"))
     assert_eq!(err["type"], "error", "{}", show(&e));
     assert_eq!(err["ename"], "ZeroDivisionError");
     assert_eq!(err["evalue"], "division by zero");
+    assert!(err.get("timed_out_after_ms").is_none(), "{err}");
     let tb = err["traceback"].as_array().unwrap().iter();
     let tb: String = tb
         .map(|l| l.as_str().unwrap())
@@ -438,6 +439,8 @@ async fn serial_interpreter_streams_live_interrupts_and_restarts() {
     let loop_ = "import time\nwhile True:\n    time.sleep(0.01)";
     let end = rs.run_with_timeout(sb, &ctx, loop_, 500).await;
     assert_ended_by(&end, "KeyboardInterrupt", "500 ms", Duration::from_secs(2));
+    // The deadline is named, so a client can tell a timeout from the code's own interrupt.
+    assert_eq!(end.event["timed_out_after_ms"], 500, "{}", end.event);
     let traceback = end.event["traceback"].to_string();
     assert!(
         !traceback.contains("sandpit") && !traceback.contains("sigint"),
@@ -450,6 +453,7 @@ async fn serial_interpreter_streams_live_interrupts_and_restarts() {
     let stubborn = "import signal, time\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\nprint('stubborn')\ntime.sleep(60)";
     let end = rs.run_with_timeout(sb, &ctx, stubborn, 300).await;
     assert_ended_by(&end, "TimeoutError", "restarted", Duration::from_secs(6));
+    assert_eq!(end.event["timed_out_after_ms"], 300, "{}", end.event);
     let e = rs.run(sb, &ctx, "kept").await;
     assert_eq!(last(&e)["ename"], "NameError", "fresh state: {}", show(&e));
     let e = rs.run(sb, &ctx, "21 * 2").await;
