@@ -21,6 +21,8 @@ echo "==> default image in $SANDPIT_IMAGES_DIR"
 echo "==> npm client for the compatibility test"
 (cd compat && npm ci --no-audit --no-fund)
 
+scripts/python-sdk.sh
+
 echo "==> adversarial: API fuzzing (scripts/fuzz-api.sh)"
 fuzz_started=$SECONDS
 scripts/fuzz-api.sh

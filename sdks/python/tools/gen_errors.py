@@ -109,7 +109,9 @@ def render() -> str:
     out = [HEADER]
     table = codes()
     for code, status in table:
-        bases = ", ".join(["SandpitError", *([BUILTIN_BASES[code]] if code in BUILTIN_BASES else [])])
+        bases = ", ".join(
+            ["SandpitError", *([BUILTIN_BASES[code]] if code in BUILTIN_BASES else [])]
+        )
         out.append(
             f"\nclass {class_name(code)}({bases}):\n"
             f'    """``{code}`` (HTTP {status})."""\n\n'

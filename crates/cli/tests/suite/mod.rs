@@ -10,5 +10,6 @@ mod processes;
 mod quota;
 mod real_server;
 mod run;
+mod sdk_python;
 mod shell;
 mod support;

@@ -443,9 +443,7 @@ class Execution:
     def logs(self) -> dict[str, list[str]]:
         return {"stdout": self.stdout, "stderr": self.stderr}
 
-    def _repr_mimebundle_(
-        self, include: Any = None, exclude: Any = None
-    ) -> dict[str, Any] | None:
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any] | None:
         """Renders like the run's main result would in a notebook."""
         if not self.results:
             return None

@@ -5,9 +5,16 @@ from __future__ import annotations
 
 import asyncio
 
-from websockets.asyncio.client import ClientConnection
+from websockets.asyncio.client import ClientConnection, connect
 
 from .. import errors
+
+
+async def open_socket(
+    url: str, headers: dict[str, str], open_timeout: float | None
+) -> ClientConnection:
+    """A WebSocket client connection (no message size limit: terminal output is unbounded)."""
+    return await connect(url, additional_headers=headers, max_size=None, open_timeout=open_timeout)
 
 
 async def recv_frame(socket: ClientConnection, timeout: float | None) -> str | bytes:

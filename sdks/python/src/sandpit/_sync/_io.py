@@ -2,9 +2,25 @@
 
 from __future__ import annotations
 
-from websockets.sync.client import ClientConnection
+import inspect
+from typing import Any
+
+from websockets.sync.client import ClientConnection, connect
 
 from .. import errors
+
+# websockets 17 warns unless a connection kept outside a `with` block says so (`legacy`).
+_DIRECT: dict[str, Any] = (
+    {"legacy": True} if "legacy" in inspect.signature(connect).parameters else {}
+)
+
+
+def open_socket(url: str, headers: dict[str, str], open_timeout: float | None) -> ClientConnection:
+    """A WebSocket client connection (no message size limit: terminal output is unbounded)."""
+    socket: ClientConnection = connect(
+        url, additional_headers=headers, max_size=None, open_timeout=open_timeout, **_DIRECT
+    )
+    return socket
 
 
 def recv_frame(socket: ClientConnection, timeout: float | None) -> str | bytes:

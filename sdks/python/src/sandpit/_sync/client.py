@@ -22,11 +22,11 @@ import websockets.exceptions
 from .. import errors
 from .._common import (
     SESSIONLESS,
-    SSEDecoder,
     SandboxOptions,
+    SSEDecoder,
+    b64encode,
     check_sandbox_id,
     connection_error,
-    b64encode,
     drop_none,
     duration_ms,
     error_from_response,
@@ -37,7 +37,6 @@ from .._common import (
     sandbox_path,
     secrets_body,
 )
-from ._io import recv_frame
 from .._models import (
     JSON,
     CheckChangesResult,
@@ -58,6 +57,7 @@ from .._models import (
     WaitForLogResult,
     WatchEvent,
 )
+from ._io import open_socket, recv_frame
 
 T = TypeVar("T")
 OutputCallback = Callable[[str], None]
@@ -186,9 +186,7 @@ class Sandpit:
         if read_timeout is not None:
             timeout = httpx.Timeout(self._http.timeout.connect, read=max(read_timeout, 0.001))
         try:
-            with self._http.stream(
-                method, path, json=json, timeout=timeout
-            ) as response:
+            with self._http.stream(method, path, json=json, timeout=timeout) as response:
                 if response.status_code >= 400:
                     raise error_from_response(response.status_code, response.read())
                 decoder = SSEDecoder()
@@ -266,9 +264,7 @@ class _Ops:
         has ``exit_code == 124`` and ``timed_out``. With ``on_stdout``/``on_stderr`` the output
         is streamed to the callbacks as it is produced. Cancelling the awaiting task (or
         Ctrl-C in the sync client) stops the remote command."""
-        body = exec_body(
-            command, self._session_id, timeout=timeout, env=env, cwd=cwd, stdin=stdin
-        )
+        body = exec_body(command, self._session_id, timeout=timeout, env=env, cwd=cwd, stdin=stdin)
         if on_stdout is None and on_stderr is None:
             return ExecResult.from_json(
                 self._sandbox._api_json("POST", "execute", json=body), command
@@ -311,13 +307,13 @@ class _Ops:
     ) -> EventStream[ExecEvent]:
         """The command's events as they happen: ``start``, ``stdout``/``stderr``,
         ``complete`` (``exit_code``). Closing the stream early stops the command."""
-        body = exec_body(
-            command, self._session_id, timeout=timeout, env=env, cwd=cwd, stdin=stdin
-        )
+        body = exec_body(command, self._session_id, timeout=timeout, env=env, cwd=cwd, stdin=stdin)
         return EventStream(self._exec_events(body))
 
     def _exec_events(self, body: JSON) -> Iterator[ExecEvent]:
-        return _mapped(self._sandbox._api_events("POST", "execute/stream", json=body), ExecEvent.from_json)
+        return _mapped(
+            self._sandbox._api_events("POST", "execute/stream", json=body), ExecEvent.from_json
+        )
 
     # --- background processes ------------------------------------------------------------
 
@@ -436,7 +432,8 @@ class _Ops:
         """Streams the file at ``path`` into ``destination`` (a local path or a binary file
         object) in constant memory; returns the number of bytes."""
         if isinstance(destination, (str, os.PathLike)):
-            with open(destination, "wb") as file:
+            # Local disk writes of 256 KiB pieces: short enough to do on the event loop.
+            with open(destination, "wb") as file:  # noqa: ASYNC230
                 return self._sandbox._download_into(path, self._session_id, file)
         return self._sandbox._download_into(path, self._session_id, destination)
 
@@ -499,7 +496,9 @@ class _Ops:
                 "sessionId": self._session_id,
             }
         )
-        events = _mapped(self._sandbox._api_events("POST", "watch", json=body), WatchEvent.from_json)
+        events = _mapped(
+            self._sandbox._api_events("POST", "watch", json=body), WatchEvent.from_json
+        )
         first = events.__next__()
         if first.type != "watching":
             _close(events)
@@ -685,16 +684,17 @@ class _Ops:
             }
         )
         client = self._sandbox._client
-        url = re.sub(r"^http", "ws", client.url) + f"{self._sandbox._path}/ws/pty?" + urlencode(query)
+        url = (
+            re.sub(r"^http", "ws", client.url) + f"{self._sandbox._path}/ws/pty?" + urlencode(query)
+        )
         try:
-            socket = ws_client.connect(
-                url,
-                additional_headers={"Authorization": f"Bearer {client._api_key}"},
-                max_size=None,
-                open_timeout=client._http.timeout.connect,
+            socket = open_socket(
+                url, {"Authorization": f"Bearer {client._api_key}"}, client._http.timeout.connect
             )
         except (OSError, TimeoutError) as exc:
-            raise errors.SandpitConnectionError(f"cannot open a terminal at {client.url}: {exc}") from exc
+            raise errors.SandpitConnectionError(
+                f"cannot open a terminal at {client.url}: {exc}"
+            ) from exc
         except websockets.exceptions.WebSocketException as exc:
             raise errors.SandpitError(f"terminal refused: {exc}") from exc
         return Terminal(socket)
@@ -751,7 +751,9 @@ class Sandbox(_Ops):
     def _ensure(self) -> None:
         """Create-or-get with the handle's options, once (the seed's ``getSandbox`` options)."""
         if not self._ready:
-            self._client._json("POST", "/v1/sandboxes", json=self._options.create_body(self.id))
+            self._client._json(
+                "POST", "/v1/sandboxes", json=self._options.create_body(self.id)
+            )
             self._ready = True
 
     def _api_json(self, method: str, endpoint: str, *, json: Any = None) -> JSON:
@@ -818,12 +820,16 @@ class Sandbox(_Ops):
         limits: Mapping[str, Any] | None = None,
     ) -> SandboxInfo:
         """Changes options (``env`` and ``limits`` apply at the next start)."""
-        options = SandboxOptions(sleep_after=sleep_after, keep_alive=keep_alive, env=env, limits=limits)
+        options = SandboxOptions(
+            sleep_after=sleep_after, keep_alive=keep_alive, env=env, limits=limits
+        )
         body = options.create_body(self.id)
         del body["id"]
         return self._patch(body)
 
-    def set_network(self, mode: Literal["none", "allowlist", "full"], allow: list[str] | None = None) -> SandboxInfo:
+    def set_network(
+        self, mode: Literal["none", "allowlist", "full"], allow: list[str] | None = None
+    ) -> SandboxInfo:
         """Replaces the outbound network policy (``allow``: domain patterns and CIDRs)."""
         return self._patch({"network": drop_none({"mode": mode, "allow": allow})})
 
@@ -839,7 +845,9 @@ class Sandbox(_Ops):
 
     def egress_log(self) -> list[JSON]:
         self._ensure()
-        return list((self._client._json("GET", f"{self._path}/egress-log")).get("entries", []))
+        return list(
+            (self._client._json("GET", f"{self._path}/egress-log")).get("entries", [])
+        )
 
     def stop(self) -> SandboxInfo:
         """Puts the sandbox to sleep now (files stay; processes end)."""
@@ -865,7 +873,9 @@ class Sandbox(_Ops):
         """Makes ``port`` (a server listening inside) reachable at a preview URL."""
         self._ensure()
         body = drop_none({"port": port, "name": name, "token": token})
-        return ExposedPort.from_json(self._client._json("POST", f"{self._path}/ports", json=body))
+        return ExposedPort.from_json(
+            self._client._json("POST", f"{self._path}/ports", json=body)
+        )
 
     def unexpose_port(self, port: int) -> None:
         self._ensure()
@@ -985,7 +995,15 @@ class Process:
         deadline = _Deadline(timeout)
         for event in self._log_events(deadline):
             if event.type in ("exit", "complete"):
-                self.info = ProcessInfo.from_json({**self.info.raw, "id": self.id, "status": "completed", "exitCode": event.exit_code, "command": self.command})
+                self.info = ProcessInfo.from_json(
+                    {
+                        **self.info.raw,
+                        "id": self.id,
+                        "status": "completed",
+                        "exitCode": event.exit_code,
+                        "command": self.command,
+                    }
+                )
                 return event.exit_code
             if event.type == "error":
                 return None
@@ -1045,7 +1063,9 @@ class Process:
             "interval": duration_ms(interval),
         }
         deadline = _Deadline(timeout)
-        events = self._sandbox._api_events("POST", "port-watch", json=body, read_timeout=deadline.remaining())
+        events = self._sandbox._api_events(
+            "POST", "port-watch", json=body, read_timeout=deadline.remaining()
+        )
         try:
             for event in events:
                 kind = event.get("type")
@@ -1053,14 +1073,21 @@ class Process:
                     return
                 if kind == "process_exited":
                     raise errors.ProcessExitedBeforeReadyError(
-                        f"process {self.id} exited (code {event.get('exitCode')}) before port {port} was ready",
-                        context={"processId": self.id, "port": port, "exitCode": event.get("exitCode")},
+                        f"process {self.id} exited (code {event.get('exitCode')}) "
+                        f"before port {port} was ready",
+                        context={
+                            "processId": self.id,
+                            "port": port,
+                            "exitCode": event.get("exitCode"),
+                        },
                     )
                 if kind == "error":
                     raise errors.PortOperationError(str(event.get("error")), context={"port": port})
                 deadline.check(f"port {port}", errors.ProcessReadyTimeoutError)
         except errors.SandpitTimeoutError as exc:
-            raise errors.ProcessReadyTimeoutError(f"port {port} not ready within {timeout} s") from exc
+            raise errors.ProcessReadyTimeoutError(
+                f"port {port} not ready within {timeout} s"
+            ) from exc
         finally:
             _close(events)
         raise errors.PortOperationError(f"the port watch of {port} ended early")
@@ -1093,7 +1120,9 @@ class _Deadline:
     def remaining(self) -> float | None:
         return None if self._end is None else max(self._end - self._clock(), 0.001)
 
-    def check(self, what: str, error: type[errors.SandpitError] = errors.SandpitTimeoutError) -> None:
+    def check(
+        self, what: str, error: type[errors.SandpitError] = errors.SandpitTimeoutError
+    ) -> None:
         if self._end is not None and self._clock() >= self._end:
             raise error(f"timed out after {self._timeout} s waiting for {what}")
 
