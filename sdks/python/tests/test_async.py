@@ -95,6 +95,16 @@ async def test_cancelling_a_streamed_exec_stops_it(asb: AsyncSandbox) -> None:
     await _eventually(probe, marker, want=False)
 
 
+async def test_closing_an_exec_stream_early_stops_the_command(asb: AsyncSandbox) -> None:
+    command, marker = _sleep_marker()
+    probe = await asb.create_session()
+    async with asb.exec_stream(f"echo go; {command}") as stream:
+        async for event in stream:
+            if event.type == "stdout":
+                break
+    await _eventually(probe, marker, want=False)
+
+
 async def test_asyncio_timeout_around_exec_stops_the_command(asb: AsyncSandbox) -> None:
     command, marker = _sleep_marker()
     probe = await asb.create_session()

@@ -5,8 +5,13 @@ from __future__ import annotations
 import io
 import os
 import re
+import secrets
+import signal
 import socket
+import subprocess
+import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -45,6 +50,42 @@ def test_exec_timeout_kills_the_command_and_says_so(sandbox: Sandbox) -> None:
     assert "timed out" in result.stderr
     # The session survived the timeout.
     assert sandbox.exec("echo alive").stdout == "alive\n"
+
+
+def test_ctrl_c_during_exec_stops_the_remote_command(sandbox: Sandbox) -> None:
+    probe = sandbox.create_session()
+    marker = f"sleep {400 + secrets.randbelow(500)}.{secrets.randbelow(10**6):06d}"
+    script = (
+        "import sys, sandpit\n"
+        "sb = sandpit.Sandpit().sandbox(sys.argv[1])\n"
+        "session = sb.create_session()\n"
+        "print('started', flush=True)\n"
+        "sb.get_session(session.id).exec(sys.argv[2])\n"
+    )
+    child = subprocess.Popen(
+        [sys.executable, "-c", script, sandbox.id, marker], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert child.stdout is not None and child.stdout.readline() == "started\n"
+        wait_for(lambda: running(probe, marker), "the command to start")
+        child.send_signal(signal.SIGINT)
+        assert child.wait(timeout=30) != 0  # KeyboardInterrupt
+        wait_for(lambda: not running(probe, marker), "the command to stop")
+    finally:
+        child.kill()
+
+
+def running(probe: sandpit.ExecutionSession, marker: str) -> bool:
+    lines = probe.exec("ps -eo args").stdout.splitlines()
+    return any(marker in line and "ps -eo" not in line for line in lines)
+
+
+def wait_for(condition: Callable[[], bool], what: str) -> None:
+    """Polls with a generous deadline (a loaded 2-CPU machine)."""
+    deadline = time.monotonic() + 30
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)
 
 
 def test_exec_streams_to_callbacks_in_order(sandbox: Sandbox) -> None:

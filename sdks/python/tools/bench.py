@@ -1,0 +1,117 @@
+"""SDK overhead benchmark (issue 12's targets): warm ``exec('true')`` through the SDK against
+the same call made with a bare httpx client in the same run, and ``run_code('1+1')`` p50.
+
+    SANDPIT_URL=... SANDPIT_KEY=... python tools/bench.py [N]
+
+Prints a markdown table for docs/benchmarks.md's hand-written part. Each pair of samples is
+taken alternately (SDK, then bare) on one warm sandbox, so both see the same machine load; each
+client keeps its own keep-alive connection. The bare client sends the exact request the SDK
+sends and parses the JSON, nothing more.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import statistics
+import sys
+import time
+from collections.abc import Callable
+
+import httpx
+
+from sandpit import AsyncSandpit, Sandpit
+
+
+def percentile(samples: list[float], q: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def row(name: str, samples: list[float]) -> str:
+    ms = [s * 1000 for s in samples]
+    return (
+        f"| {name} (N={len(ms)}) | {statistics.median(ms):.3f} | {percentile(ms, 0.95):.3f} "
+        f"| {percentile(ms, 0.99):.3f} |"
+    )
+
+
+def timed(call: Callable[[], object]) -> float:
+    started = time.perf_counter()
+    call()
+    return time.perf_counter() - started
+
+
+def bare_sse(http: httpx.Client, path: str, body: dict[str, object]) -> None:
+    with http.stream("POST", path, json=body) as response:
+        for _ in response.iter_bytes():
+            pass
+
+
+def main(n: int) -> None:
+    client = Sandpit()
+    sandbox = client.sandbox("bench-sdk-python", ephemeral=True)
+    bare = httpx.Client(
+        base_url=client.url, headers={"Authorization": f"Bearer {client._api_key}"}
+    )
+    api = f"/v1/sandboxes/{sandbox.id}/api"
+    context = None
+    try:
+        sandbox.exec("true")
+        context = sandbox.create_code_context()
+        sandbox.run_code("1+1", context=context)
+        for _ in range(50):  # warm both connections and the sandbox's session
+            sandbox.exec("true")
+            bare.post(f"{api}/execute", json={"command": "true"}).json()
+        sdk_exec, bare_exec, sdk_code, bare_code = [], [], [], []
+        code_body = {"context_id": context.id, "code": "1+1"}
+        for _ in range(n):
+            sdk_exec.append(timed(lambda: sandbox.exec("true")))
+            bare_exec.append(
+                timed(lambda: bare.post(f"{api}/execute", json={"command": "true"}).json())
+            )
+            sdk_code.append(timed(lambda: sandbox.run_code("1+1", context=context)))
+            bare_code.append(timed(lambda: bare_sse(bare, f"{api}/execute/code", code_body)))
+        async_exec = asyncio.run(async_samples(sandbox.id, n))
+    finally:
+        if context is not None:
+            sandbox.delete_code_context(context)
+        sandbox.destroy()
+        bare.close()
+        client.close()
+
+    print("| measurement | p50 ms | p95 ms | p99 ms |")
+    print("|---|---:|---:|---:|")
+    print(row("Python SDK `exec('true')`, sync", sdk_exec))
+    print(row("Python SDK `exec('true')`, asyncio", async_exec))
+    print(row("baseline: bare httpx `POST …/api/execute` `true`", bare_exec))
+    print(row("Python SDK `run_code('1+1')`, sync", sdk_code))
+    print(row("baseline: bare httpx `POST …/api/execute/code` `1+1` (SSE read)", bare_code))
+    delta = statistics.median(sdk_exec) - statistics.median(bare_exec)
+    print()
+    print(
+        json.dumps(
+            {
+                "exec_overhead_p50_ms": round(delta * 1000, 3),
+                "exec_ratio_p50": round(statistics.median(sdk_exec) / statistics.median(bare_exec), 3),
+                "run_code_p50_ms": round(statistics.median(sdk_code) * 1000, 3),
+            }
+        )
+    )
+
+
+async def async_samples(sandbox_id: str, n: int) -> list[float]:
+    async with AsyncSandpit() as client:
+        sandbox = client.sandbox(sandbox_id, ephemeral=True)
+        for _ in range(50):
+            await sandbox.exec("true")
+        samples = []
+        for _ in range(n):
+            started = time.perf_counter()
+            await sandbox.exec("true")
+            samples.append(time.perf_counter() - started)
+        return samples
+
+
+if __name__ == "__main__":
+    main(int(sys.argv[1]) if len(sys.argv) > 1 else 1000)
