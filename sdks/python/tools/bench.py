@@ -51,9 +51,7 @@ def bare_sse(http: httpx.Client, path: str, body: dict[str, object]) -> None:
 def main(n: int) -> None:
     client = Sandpit()
     sandbox = client.sandbox("bench-sdk-python", ephemeral=True)
-    bare = httpx.Client(
-        base_url=client.url, headers={"Authorization": f"Bearer {client._api_key}"}
-    )
+    bare = httpx.Client(base_url=client.url, headers={"Authorization": f"Bearer {client._api_key}"})
     api = f"/v1/sandboxes/{sandbox.id}/api"
     context = None
     try:
@@ -93,7 +91,9 @@ def main(n: int) -> None:
         json.dumps(
             {
                 "exec_overhead_p50_ms": round(delta * 1000, 3),
-                "exec_ratio_p50": round(statistics.median(sdk_exec) / statistics.median(bare_exec), 3),
+                "exec_ratio_p50": round(
+                    statistics.median(sdk_exec) / statistics.median(bare_exec), 3
+                ),
                 "run_code_p50_ms": round(statistics.median(sdk_code) * 1000, 3),
             }
         )
