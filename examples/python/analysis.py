@@ -26,9 +26,7 @@ def sales_csv() -> bytes:
     for day in range(365):
         for index, shop in enumerate(["north", "south", "harbour"]):
             season = 1 + 0.3 * math.sin(2 * math.pi * (day + 40 * index) / 365)
-            writer.writerow(
-                [day, shop, round(100 * season + (day * 7919 + index) % 23, 2)]
-            )
+            writer.writerow([day, shop, round(100 * season + (day * 7919 + index) % 23, 2)])
     return out.getvalue().encode()
 
 
@@ -55,9 +53,7 @@ def main(chart_path: str) -> None:
         sandbox.upload("sales.csv", sales_csv())
         run = sandbox.run_code(ANALYSIS)
         if run.error is not None:
-            raise SystemExit(
-                f"the analysis failed: {run.error.name}: {run.error.message}"
-            )
+            raise SystemExit(f"the analysis failed: {run.error.name}: {run.error.message}")
         print("".join(run.stdout))
         chart = next(result for result in run.results if result.png is not None)
         chart.save_png(chart_path)
