@@ -994,19 +994,11 @@ class Process:
         without one). ``SandpitTimeoutError`` after ``timeout`` seconds."""
         deadline = _Deadline(timeout)
         for event in self._log_events(deadline):
-            if event.type in ("exit", "complete"):
-                self.info = ProcessInfo.from_json(
-                    {
-                        **self.info.raw,
-                        "id": self.id,
-                        "status": "completed",
-                        "exitCode": event.exit_code,
-                        "command": self.command,
-                    }
-                )
+            if event.type in ("exit", "complete", "error"):
+                # The final record (status, end time); the stream's `error` means "ended
+                # without a known exit code" (e.g. killed by a sleep of the sandbox).
+                self.refresh()
                 return event.exit_code
-            if event.type == "error":
-                return None
             deadline.check("process exit")
         raise errors.ProcessError(f"the log stream of {self.id} ended without an exit")
 
