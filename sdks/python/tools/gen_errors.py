@@ -13,6 +13,8 @@ import re
 import sys
 from pathlib import Path
 
+from generated import write_or_check
+
 HERE = Path(__file__).resolve().parent
 TABLE = HERE.parents[2] / "crates" / "protocol" / "src" / "error.rs"
 OUT = HERE.parent / "src" / "sandpit" / "errors.py"
@@ -127,14 +129,7 @@ def render() -> str:
 
 
 def main() -> int:
-    text = render()
-    if "--check" in sys.argv:
-        if OUT.read_text() != text:
-            print(f"{OUT} is stale: run python tools/gen_errors.py", file=sys.stderr)
-            return 1
-        return 0
-    OUT.write_text(text)
-    return 0
+    return write_or_check(OUT, render(), "gen_errors.py")
 
 
 if __name__ == "__main__":

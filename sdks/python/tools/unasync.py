@@ -11,6 +11,8 @@ import re
 import sys
 from pathlib import Path
 
+from generated import write_or_check
+
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "sandpit"
 SOURCE = PACKAGE / "_async" / "client.py"
 TARGET = PACKAGE / "_sync" / "client.py"
@@ -53,14 +55,7 @@ def render() -> str:
 
 
 def main() -> int:
-    text = render()
-    if "--check" in sys.argv:
-        if not TARGET.exists() or TARGET.read_text() != text:
-            print(f"{TARGET} is stale: run python tools/unasync.py", file=sys.stderr)
-            return 1
-        return 0
-    TARGET.write_text(text)
-    return 0
+    return write_or_check(TARGET, render(), "unasync.py")
 
 
 if __name__ == "__main__":

@@ -40,15 +40,18 @@ fn run_python(python: &Path, dir: &Path, args: &[&str], served: &Served) -> Outp
         .expect("running the venv's python")
 }
 
+/// The venv's python and a fresh server, or `None` when the test is skipped.
+fn python_and_server(test: &str) -> Option<(PathBuf, Served)> {
+    let python = python_or_skip(test)?;
+    let images = images_dir_or_skip(test)?;
+    Some((python, Served::start(&images)))
+}
+
 #[test]
 fn sdk_python_pytest() {
-    let Some(python) = python_or_skip("sdk_python_pytest") else {
+    let Some((python, served)) = python_and_server("sdk_python_pytest") else {
         return;
     };
-    let Some(images) = images_dir_or_skip("sdk_python_pytest") else {
-        return;
-    };
-    let served = Served::start(&images);
     let sdk = repo().join("sdks/python");
     let output = run_python(
         &python,
@@ -74,13 +77,9 @@ fn sdk_python_pytest() {
 
 #[test]
 fn sdk_python_example() {
-    let Some(python) = python_or_skip("sdk_python_example") else {
+    let Some((python, served)) = python_and_server("sdk_python_example") else {
         return;
     };
-    let Some(images) = images_dir_or_skip("sdk_python_example") else {
-        return;
-    };
-    let served = Served::start(&images);
     let out = tempfile::tempdir().unwrap();
     let chart = out.path().join("chart.png");
     let example = repo().join("examples/python/analysis.py");
