@@ -178,3 +178,34 @@ async def test_async_down_server_is_a_clear_error() -> None:
         with pytest.raises(sandpit.SandpitConnectionError):
             await down.sandbox("x").exec("true")
         assert time.monotonic() - started < 5
+
+
+async def test_async_watch_sessions_env_ports_network(asb: AsyncSandbox) -> None:
+    await asb.mkdir("awatched", recursive=True)
+    token = (await asb.check_changes("awatched")).version
+    async with await asb.watch("awatched") as events:
+        await asb.write_file("awatched/f.txt", "x")
+        async for event in events:
+            if event.type == "event":
+                assert event.path is not None and event.path.endswith("f.txt")
+                break
+    assert (await asb.check_changes("awatched", since=token)).status == "changed"
+
+    session = await asb.create_session(cwd="/tmp")
+    await session.exec("cd /var")
+    assert (await asb.get_session(session.id).exec("pwd")).stdout == "/var\n"
+    await asb.set_env_vars({"ASYNC_VAR": "yes"})
+    assert (await asb.exec("echo $ASYNC_VAR")).stdout == "yes\n"
+    await asb.set_env_vars({"ASYNC_VAR": None})
+    await asb.delete_session(session.id)
+
+    proc = await asb.start_process("python3 -m http.server 8140 --bind 127.0.0.1")
+    await proc.wait_for_port(8140, timeout=60)
+    exposed = await asb.expose_port(8140)
+    assert [p.port for p in await asb.get_exposed_ports()] == [exposed.port]
+    await asb.unexpose_port(8140)
+    await proc.kill()
+
+    info = await asb.set_network("allowlist", ["example.org"])
+    assert info.network["allow"] == ["example.org"]
+    await asb.set_network("none")
