@@ -112,7 +112,7 @@ class AsyncSandpit:
         """A handle on sandbox ``sandbox_id`` (a fresh ``sb-…`` id when omitted). Nothing is sent
         yet: the options are applied by create-or-get on first use (or on ``async with``)."""
         if sandbox_id is None:
-            sandbox_id = "sb-" + secrets_token()
+            sandbox_id = "sb-" + _random_suffix()
         options = SandboxOptions(
             image=image,
             sleep_after=sleep_after,
@@ -198,7 +198,7 @@ class AsyncSandpit:
             raise connection_error(exc, self.url) from exc
 
 
-def secrets_token() -> str:
+def _random_suffix() -> str:
     return secrets.token_hex(6)
 
 
@@ -897,7 +897,7 @@ class AsyncSandbox(_AsyncOps):
     ) -> AsyncExecutionSession:
         """A new shell with its own cwd and environment (``command_timeout``: the default
         timeout of its commands, seconds)."""
-        session_id = session_id or "session-" + secrets_token()
+        session_id = session_id or "session-" + _random_suffix()
         body = drop_none(
             {
                 "id": session_id,

@@ -113,7 +113,7 @@ class Sandpit:
         """A handle on sandbox ``sandbox_id`` (a fresh ``sb-…`` id when omitted). Nothing is sent
         yet: the options are applied by create-or-get on first use (or on ``with``)."""
         if sandbox_id is None:
-            sandbox_id = "sb-" + secrets_token()
+            sandbox_id = "sb-" + _random_suffix()
         options = SandboxOptions(
             image=image,
             sleep_after=sleep_after,
@@ -199,7 +199,7 @@ class Sandpit:
             raise connection_error(exc, self.url) from exc
 
 
-def secrets_token() -> str:
+def _random_suffix() -> str:
     return secrets.token_hex(6)
 
 
@@ -898,7 +898,7 @@ class Sandbox(_Ops):
     ) -> ExecutionSession:
         """A new shell with its own cwd and environment (``command_timeout``: the default
         timeout of its commands, seconds)."""
-        session_id = session_id or "session-" + secrets_token()
+        session_id = session_id or "session-" + _random_suffix()
         body = drop_none(
             {
                 "id": session_id,
