@@ -6,7 +6,8 @@ the same call made with a bare httpx client in the same run, and ``run_code('1+1
 Prints a markdown table for docs/benchmarks.md's hand-written part. Each pair of samples is
 taken alternately (SDK, then bare) on one warm sandbox, so both see the same machine load; each
 client keeps its own keep-alive connection. The bare client sends the exact request the SDK
-sends and parses the JSON, nothing more.
+sends and parses the JSON, nothing more. A last pair runs both against an in-process mock
+transport, which isolates the SDK's own cost from the server's and the machine's noise.
 """
 
 from __future__ import annotations
@@ -71,6 +72,7 @@ def main(n: int) -> None:
             sdk_code.append(timed(lambda: sandbox.run_code("1+1", context=context)))
             bare_code.append(timed(lambda: bare_sse(bare, f"{api}/execute/code", code_body)))
         async_exec, async_bare = asyncio.run(async_samples(sandbox.id, n))
+        mock_sdk, mock_bare = mock_samples(n)
     finally:
         if context is not None:
             sandbox.delete_code_context(context)
@@ -86,11 +88,14 @@ def main(n: int) -> None:
     print(row("baseline: bare `httpx.AsyncClient`, same request", async_bare))
     print(row("Python SDK `run_code('1+1')`, sync", sdk_code))
     print(row("baseline: bare httpx `POST …/api/execute/code` `1+1` (SSE read)", bare_code))
+    print(row("Python SDK `exec('true')` against an in-process mock transport", mock_sdk))
+    print(row("baseline: bare `httpx.Client`, same mock transport", mock_bare))
     print()
     summary = {
         "sync_exec_overhead_p50_ms": overhead_ms(sdk_exec, bare_exec),
         "async_exec_overhead_p50_ms": overhead_ms(async_exec, async_bare),
         "run_code_overhead_p50_ms": overhead_ms(sdk_code, bare_code),
+        "sdk_cpu_cost_p50_ms": overhead_ms(mock_sdk, mock_bare),
         "run_code_p50_ms": round(statistics.median(sdk_code) * 1000, 3),
     }
     print(json.dumps(summary))
@@ -99,6 +104,31 @@ def main(n: int) -> None:
 def overhead_ms(sdk: list[float], bare: list[float]) -> float:
     """SDK p50 minus bare-client p50, in ms."""
     return round((statistics.median(sdk) - statistics.median(bare)) * 1000, 3)
+
+
+def mock_samples(n: int) -> tuple[list[float], list[float]]:
+    """``exec('true')`` through the SDK and through bare httpx, both answered at once by an
+    in-process ``httpx.MockTransport``: the SDK's own CPU cost per call, free of the server's
+    and the machine's noise."""
+    answer = json.dumps(
+        {"success": True, "exitCode": 0, "stdout": "", "stderr": "", "command": "true"}
+    ).encode()
+    transport = httpx.MockTransport(
+        lambda _: httpx.Response(200, content=answer, headers={"content-type": "application/json"})
+    )
+    headers = {"Authorization": "Bearer sp_mock"}
+    client = Sandpit("http://mock.invalid", "sp_mock")
+    client._http = httpx.Client(base_url=client.url, headers=headers, transport=transport)
+    sandbox = client.sandbox("mock")
+    sandbox._ready = True  # no create-or-get against the mock
+    bare = httpx.Client(base_url=client.url, headers=headers, transport=transport)
+    path = "/v1/sandboxes/mock/api/execute"
+    sdk: list[float] = []
+    baseline: list[float] = []
+    for _ in range(n):
+        sdk.append(timed(lambda: sandbox.exec("true")))
+        baseline.append(timed(lambda: bare.post(path, json={"command": "true"}).json()))
+    return sdk, baseline
 
 
 async def async_samples(sandbox_id: str, n: int) -> tuple[list[float], list[float]]:
