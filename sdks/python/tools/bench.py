@@ -21,7 +21,7 @@ from collections.abc import Callable
 
 import httpx
 
-from sandpit import AsyncSandpit, Sandpit
+from sandpit import AsyncSandpit, CodeContext, Sandpit
 
 
 def percentile(samples: list[float], q: float) -> float:
@@ -72,7 +72,7 @@ def main(n: int) -> None:
             sdk_code.append(timed(lambda: sandbox.run_code("1+1", context=context)))
             bare_code.append(timed(lambda: bare_sse(bare, f"{api}/execute/code", code_body)))
         async_exec, async_bare = asyncio.run(async_samples(sandbox.id, n))
-        mock_sdk, mock_bare = mock_samples(n)
+        mocked = mock_samples(n)
     finally:
         if context is not None:
             sandbox.delete_code_context(context)
@@ -88,14 +88,16 @@ def main(n: int) -> None:
     print(row("baseline: bare `httpx.AsyncClient`, same request", async_bare))
     print(row("Python SDK `run_code('1+1')`, sync", sdk_code))
     print(row("baseline: bare httpx `POST …/api/execute/code` `1+1` (SSE read)", bare_code))
-    print(row("Python SDK `exec('true')` against an in-process mock transport", mock_sdk))
-    print(row("baseline: bare `httpx.Client`, same mock transport", mock_bare))
+    for name, (sdk, baseline) in mocked.items():
+        print(row(f"Python SDK `{name}` against an in-process mock transport", sdk))
+        print(row("baseline: bare `httpx.Client`, same mock transport", baseline))
     print()
     summary = {
         "sync_exec_overhead_p50_ms": overhead_ms(sdk_exec, bare_exec),
         "async_exec_overhead_p50_ms": overhead_ms(async_exec, async_bare),
         "run_code_overhead_p50_ms": overhead_ms(sdk_code, bare_code),
-        "sdk_cpu_cost_p50_ms": overhead_ms(mock_sdk, mock_bare),
+        "sdk_cpu_cost_exec_p50_ms": overhead_ms(*mocked["exec"]),
+        "sdk_cpu_cost_run_code_p50_ms": overhead_ms(*mocked["run_code"]),
         "run_code_p50_ms": round(statistics.median(sdk_code) * 1000, 3),
     }
     print(json.dumps(summary))
@@ -106,29 +108,52 @@ def overhead_ms(sdk: list[float], bare: list[float]) -> float:
     return round((statistics.median(sdk) - statistics.median(bare)) * 1000, 3)
 
 
-def mock_samples(n: int) -> tuple[list[float], list[float]]:
-    """``exec('true')`` through the SDK and through bare httpx, both answered at once by an
-    in-process ``httpx.MockTransport``: the SDK's own CPU cost per call, free of the server's
-    and the machine's noise."""
-    answer = json.dumps(
-        {"success": True, "exitCode": 0, "stdout": "", "stderr": "", "command": "true"}
-    ).encode()
-    transport = httpx.MockTransport(
-        lambda _: httpx.Response(200, content=answer, headers={"content-type": "application/json"})
+def mock_samples(n: int) -> dict[str, tuple[list[float], list[float]]]:
+    """``exec('true')`` and ``run_code('1+1')`` through the SDK and through bare httpx, all
+    answered at once by an in-process ``httpx.MockTransport``: the SDK's own CPU cost per call,
+    free of the server's and the machine's noise."""
+    exec_answer = json.dumps({"success": True, "exitCode": 0, "stdout": "", "stderr": ""})
+    code_answer = (
+        'data: {"type":"result","text":"2","metadata":{}}\n\n'
+        'data: {"type":"execution_complete","execution_count":1}\n\n'
     )
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/execute/code"):
+            return httpx.Response(
+                200, text=code_answer, headers={"content-type": "text/event-stream"}
+            )
+        return httpx.Response(200, text=exec_answer, headers={"content-type": "application/json"})
+
+    transport = httpx.MockTransport(answer)
     headers = {"Authorization": "Bearer sp_mock"}
     client = Sandpit("http://mock.invalid", "sp_mock")
     client._http = httpx.Client(base_url=client.url, headers=headers, transport=transport)
     sandbox = client.sandbox("mock")
     sandbox._ready = True  # no create-or-get against the mock
+    context = CodeContext("ctx", "python", "/workspace")
     bare = httpx.Client(base_url=client.url, headers=headers, transport=transport)
-    path = "/v1/sandboxes/mock/api/execute"
-    sdk: list[float] = []
-    baseline: list[float] = []
-    for _ in range(n):
-        sdk.append(timed(lambda: sandbox.exec("true")))
-        baseline.append(timed(lambda: bare.post(path, json={"command": "true"}).json()))
-    return sdk, baseline
+    api = "/v1/sandboxes/mock/api"
+    code_body: dict[str, object] = {"context_id": "ctx", "code": "1+1"}
+    calls = {
+        "exec": (
+            lambda: sandbox.exec("true"),
+            lambda: bare.post(f"{api}/execute", json={"command": "true"}).json(),
+        ),
+        "run_code": (
+            lambda: sandbox.run_code("1+1", context=context),
+            lambda: bare_sse(bare, f"{api}/execute/code", code_body),
+        ),
+    }
+    samples: dict[str, tuple[list[float], list[float]]] = {}
+    for name, (sdk_call, bare_call) in calls.items():
+        sdk: list[float] = []
+        baseline: list[float] = []
+        for _ in range(n):
+            sdk.append(timed(sdk_call))
+            baseline.append(timed(bare_call))
+        samples[name] = (sdk, baseline)
+    return samples
 
 
 async def async_samples(sandbox_id: str, n: int) -> tuple[list[float], list[float]]:
