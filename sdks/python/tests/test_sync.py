@@ -294,6 +294,7 @@ def test_sessions_keep_their_own_state(sandbox: Sandbox) -> None:
         session.exec("cd /var; export LATER=1")
         assert session.exec("pwd; echo $WHO $LATER").stdout == "/var\nsession 1\n"
         assert sandbox.exec("echo [$WHO]").stdout == "[]\n"
+        assert session.id in sandbox.list_sessions()
         again = sandbox.get_session(session.id)
         assert again.exec("pwd").stdout == "/var\n"
         session.write_file("rel.txt", "in var")  # relative to the session's cwd
@@ -302,6 +303,7 @@ def test_sessions_keep_their_own_state(sandbox: Sandbox) -> None:
             sandbox.create_session(session.id)
     finally:
         sandbox.delete_session(session.id)
+    assert session.id not in sandbox.list_sessions()
 
 
 def test_set_env_vars_reaches_later_commands(sandbox: Sandbox) -> None:

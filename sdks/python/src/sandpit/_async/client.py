@@ -909,6 +909,11 @@ class AsyncSandbox(_AsyncOps):
         await self._api_json("POST", "session/create", json=body)
         return AsyncExecutionSession(self, session_id)
 
+    async def list_sessions(self) -> list[str]:
+        """The ids of the sandbox's sessions."""
+        body = await self._api_json("GET", "session/list")
+        return [str(session) for session in body.get("data", [])]
+
     def get_session(self, session_id: str) -> AsyncExecutionSession:
         """A handle on an existing session (no call is made)."""
         return AsyncExecutionSession(self, session_id)

@@ -910,6 +910,11 @@ class Sandbox(_Ops):
         self._api_json("POST", "session/create", json=body)
         return ExecutionSession(self, session_id)
 
+    def list_sessions(self) -> list[str]:
+        """The ids of the sandbox's sessions."""
+        body = self._api_json("GET", "session/list")
+        return [str(session) for session in body.get("data", [])]
+
     def get_session(self, session_id: str) -> ExecutionSession:
         """A handle on an existing session (no call is made)."""
         return ExecutionSession(self, session_id)
