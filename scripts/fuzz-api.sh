@@ -22,14 +22,8 @@ checks=${SANDPIT_FUZZ_CHECKS:-not_a_server_error,response_schema_conformance,sta
 venv=$PWD/target/fuzz-venv
 lock=scripts/fuzz/requirements.txt
 
-# The venv is rebuilt whenever the lock changes.
-if ! cmp -s "$lock" "$venv/requirements.txt" 2>/dev/null; then
-  echo "==> schemathesis venv in $venv"
-  rm -rf "$venv"
-  python3 -m venv "$venv"
-  "$venv/bin/pip" install -q --disable-pip-version-check --require-hashes --no-deps -r "$lock"
-  cp "$lock" "$venv/requirements.txt"
-fi
+source scripts/lib.sh
+python_venv "$venv" "$lock"
 
 data=$(mktemp -d)
 server_pid=

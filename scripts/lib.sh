@@ -23,6 +23,19 @@ install_debian_packages() {
   fi
 }
 
+# A Python venv at $1 holding exactly the hash-pinned lock $2 (made by scripts/py-lock.sh),
+# installed with `pip --require-hashes`; rebuilt whenever the lock changes.
+python_venv() {
+  local venv=$1 lock=$2
+  if ! cmp -s "$lock" "$venv/requirements.txt" 2>/dev/null; then
+    echo "==> Python venv in $venv (from $lock)"
+    rm -rf "$venv"
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install -q --disable-pip-version-check --require-hashes --no-deps -r "$lock"
+    cp "$lock" "$venv/requirements.txt"
+  fi
+}
+
 # Builds the workspace with the given cargo profile, plus the agent as a static binary (it runs as
 # PID 1 inside sandboxes whose images may have no or another libc).
 build_sandpit() {

@@ -13,6 +13,7 @@ mod processes;
 mod quota;
 mod real_server;
 mod run;
+mod sdk_python;
 mod sdk_typescript;
 mod shell;
 mod support;

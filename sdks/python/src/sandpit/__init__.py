@@ -1,0 +1,80 @@
+"""sandpit: Python SDK for the sandpit sandbox platform.
+
+``Sandpit`` (blocking) and ``AsyncSandpit`` (asyncio) have the same methods::
+
+    from sandpit import Sandpit
+
+    with Sandpit() as client, client.sandbox("user-123", ephemeral=True) as sb:
+        print(sb.exec("echo hi").stdout)
+
+Errors are the classes of :mod:`sandpit.errors`, one per code of the server's error table.
+"""
+
+from . import errors
+from ._async.client import (
+    AsyncEventStream,
+    AsyncExecutionSession,
+    AsyncProcess,
+    AsyncSandbox,
+    AsyncSandpit,
+    AsyncTerminal,
+)
+from ._models import (
+    CheckChangesResult,
+    CodeContext,
+    ExecEvent,
+    ExecResult,
+    Execution,
+    ExecutionError,
+    ExposedPort,
+    FileInfo,
+    GitCheckoutResult,
+    LogEvent,
+    ProcessInfo,
+    ProcessLogs,
+    ReadFileResult,
+    Result,
+    SandboxInfo,
+    WaitForLogResult,
+    WatchEvent,
+)
+from ._sync.client import EventStream, ExecutionSession, Process, Sandbox, Sandpit, Terminal
+from .errors import SandpitConnectionError, SandpitError, SandpitTimeoutError
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AsyncEventStream",
+    "AsyncExecutionSession",
+    "AsyncProcess",
+    "AsyncSandbox",
+    "AsyncSandpit",
+    "AsyncTerminal",
+    "CheckChangesResult",
+    "CodeContext",
+    "EventStream",
+    "ExecEvent",
+    "ExecResult",
+    "Execution",
+    "ExecutionError",
+    "ExecutionSession",
+    "ExposedPort",
+    "FileInfo",
+    "GitCheckoutResult",
+    "LogEvent",
+    "Process",
+    "ProcessInfo",
+    "ProcessLogs",
+    "ReadFileResult",
+    "Result",
+    "Sandbox",
+    "SandboxInfo",
+    "Sandpit",
+    "SandpitConnectionError",
+    "SandpitError",
+    "SandpitTimeoutError",
+    "Terminal",
+    "WaitForLogResult",
+    "WatchEvent",
+    "errors",
+]

@@ -1,0 +1,1178 @@
+"""The asyncio client. The sync client (``_sync/client.py``) is generated from this file by
+``tools/unasync.py`` (async/await removed, ``Async*`` names without the prefix), so the two
+surfaces cannot drift; write every change here and regenerate."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import time
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping
+from pathlib import Path
+from typing import IO, Any, Generic, Literal, TypeVar
+from urllib.parse import urlencode
+
+import httpx
+import websockets.asyncio.client as ws_client
+import websockets.exceptions
+
+from .. import errors
+from .._common import (
+    SESSIONLESS,
+    SandboxOptions,
+    SSEDecoder,
+    b64encode,
+    check_sandbox_id,
+    connection_error,
+    drop_none,
+    duration_ms,
+    error_from_response,
+    exec_body,
+    file_path,
+    http_timeout,
+    resolve_config,
+    sandbox_path,
+    secrets_body,
+)
+from .._models import (
+    JSON,
+    CheckChangesResult,
+    CodeContext,
+    ExecEvent,
+    ExecResult,
+    Execution,
+    ExecutionError,
+    ExposedPort,
+    FileInfo,
+    GitCheckoutResult,
+    LogEvent,
+    ProcessInfo,
+    ProcessLogs,
+    ReadFileResult,
+    Result,
+    SandboxInfo,
+    WaitForLogResult,
+    WatchEvent,
+)
+from ._io import open_socket, recv_frame
+
+T = TypeVar("T")
+OutputCallback = Callable[[str], None]
+# Size of the pieces a local file is uploaded in.
+_CHUNK = 256 * 1024
+
+
+class AsyncSandpit:
+    """A connection to a sandpit server (``url``/``api_key`` default to ``SANDPIT_URL`` /
+    ``SANDPIT_KEY``). ``connect_timeout`` bounds how long an unreachable server takes to fail;
+    ``timeout`` bounds each read (default: none, commands bound themselves)."""
+
+    def __init__(
+        self,
+        url: str | None = None,
+        api_key: str | None = None,
+        *,
+        connect_timeout: float = 10.0,
+        timeout: float | None = None,
+    ) -> None:
+        self.url, self._api_key = resolve_config(url, api_key)
+        self._http = httpx.AsyncClient(
+            base_url=self.url,
+            headers={"Authorization": f"Bearer {self._api_key}"},
+            timeout=http_timeout(connect_timeout, timeout),
+        )
+
+    async def __aenter__(self) -> AsyncSandpit:
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Closes the connection pool."""
+        await self._http.aclose()
+
+    def sandbox(
+        self,
+        sandbox_id: str | None = None,
+        *,
+        image: str | None = None,
+        sleep_after: str | int | None = None,
+        keep_alive: bool | None = None,
+        env: Mapping[str, str] | None = None,
+        limits: Mapping[str, Any] | None = None,
+        network: Mapping[str, Any] | None = None,
+        secrets: Mapping[str, Any] | None = None,
+        ephemeral: bool | None = None,
+        normalize_id: bool = False,
+        enable_default_session: bool = True,
+    ) -> AsyncSandbox:
+        """A handle on sandbox ``sandbox_id`` (a fresh ``sb-…`` id when omitted). Nothing is sent
+        yet: the options are applied by create-or-get on first use (or on ``async with``)."""
+        if sandbox_id is None:
+            sandbox_id = "sb-" + _random_suffix()
+        options = SandboxOptions(
+            image=image,
+            sleep_after=sleep_after,
+            keep_alive=keep_alive,
+            env=env,
+            limits=limits,
+            network=network,
+            secrets=secrets,
+            ephemeral=ephemeral,
+        )
+        return AsyncSandbox(
+            self,
+            check_sandbox_id(sandbox_id, normalize_id),
+            options,
+            None if enable_default_session else SESSIONLESS,
+        )
+
+    async def list_sandboxes(self) -> list[SandboxInfo]:
+        """Every sandbox of the key's tenant (all pages)."""
+        found: list[SandboxInfo] = []
+        cursor: str | None = None
+        while True:
+            page = await self._json(
+                "GET", "/v1/sandboxes", params=drop_none({"limit": 500, "cursor": cursor})
+            )
+            found += [SandboxInfo.from_json(item) for item in page.get("sandboxes", [])]
+            cursor = page.get("nextCursor")
+            if not cursor:
+                return found
+
+    # --- HTTP plumbing -------------------------------------------------------------------
+
+    async def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        params: Mapping[str, Any] | None = None,
+        content: bytes | AsyncIterable[bytes] | None = None,
+    ) -> httpx.Response:
+        try:
+            response = await self._http.request(
+                method, path, json=json, params=params, content=content
+            )
+        except httpx.TransportError as exc:
+            raise connection_error(exc, self.url) from exc
+        if response.status_code >= 400:
+            raise error_from_response(response.status_code, response.content)
+        return response
+
+    async def _json(self, method: str, path: str, **kwargs: Any) -> JSON:
+        response = await self._request(method, path, **kwargs)
+        if not response.content:
+            return {}
+        body = response.json()
+        return body if isinstance(body, dict) else {"data": body}
+
+    async def _events(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        read_timeout: float | None = None,
+    ) -> AsyncIterator[JSON]:
+        """The JSON events of an SSE answer, as they arrive. Leaving the iteration early closes
+        the connection, which the server takes as "stop" (the command, run or watch ends)."""
+        timeout: Any = httpx.USE_CLIENT_DEFAULT
+        if read_timeout is not None:
+            timeout = httpx.Timeout(self._http.timeout.connect, read=max(read_timeout, 0.001))
+        try:
+            async with self._http.stream(method, path, json=json, timeout=timeout) as response:
+                if response.status_code >= 400:
+                    raise error_from_response(response.status_code, await response.aread())
+                decoder = SSEDecoder()
+                async for chunk in response.aiter_bytes():
+                    for event in decoder.feed(chunk):
+                        yield event
+                for event in decoder.finish():
+                    yield event
+        except httpx.TransportError as exc:
+            raise connection_error(exc, self.url) from exc
+
+
+def _random_suffix() -> str:
+    return secrets.token_hex(6)
+
+
+class AsyncEventStream(Generic[T]):
+    """A stream of events (``async for event in stream``). Close it (``async with`` or
+    ``aclose()``) to stop it early: the server then stops what produced it."""
+
+    def __init__(self, events: AsyncIterator[T]) -> None:
+        self._events = events
+
+    def __aiter__(self) -> AsyncEventStream[T]:
+        return self
+
+    async def __anext__(self) -> T:
+        return await self._events.__anext__()
+
+    async def aclose(self) -> None:
+        closer = getattr(self._events, "aclose", None)
+        if closer is not None:
+            await closer()
+
+    async def __aenter__(self) -> AsyncEventStream[T]:
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.aclose()
+
+
+async def _mapped(events: AsyncIterator[JSON], convert: Callable[[JSON], T]) -> AsyncIterator[T]:
+    try:
+        async for event in events:
+            yield convert(event)
+    finally:
+        closer = getattr(events, "aclose", None)
+        if closer is not None:
+            await closer()
+
+
+class _AsyncOps:
+    """The operations a sandbox and an execution session share (the session's are bound to its
+    shell: cwd, env and relative paths)."""
+
+    _sandbox: AsyncSandbox
+    _session_id: str | None
+
+    # --- commands ------------------------------------------------------------------------
+
+    async def exec(
+        self,
+        command: str,
+        *,
+        timeout: float | None = None,
+        env: Mapping[str, str] | None = None,
+        cwd: str | None = None,
+        stdin: str | bytes | None = None,
+        on_stdout: OutputCallback | None = None,
+        on_stderr: OutputCallback | None = None,
+    ) -> ExecResult:
+        """Runs ``command`` (bash) and returns its result; a non-zero exit is not an error.
+
+        ``timeout`` (seconds) is enforced by the sandbox: the command is killed and the result
+        has ``exit_code == 124`` and ``timed_out``. With ``on_stdout``/``on_stderr`` the output
+        is streamed to the callbacks as it is produced. Cancelling the awaiting task (or
+        Ctrl-C in the sync client) stops the remote command."""
+        body = exec_body(command, self._session_id, timeout=timeout, env=env, cwd=cwd, stdin=stdin)
+        if on_stdout is None and on_stderr is None:
+            return ExecResult.from_json(
+                await self._sandbox._api_json("POST", "execute", json=body), command
+            )
+        stdout: list[str] = []
+        stderr: list[str] = []
+        async for event in self._exec_events(body):
+            if event.type == "stdout":
+                stdout.append(event.data)
+                if on_stdout is not None:
+                    on_stdout(event.data)
+            elif event.type == "stderr":
+                stderr.append(event.data)
+                if on_stderr is not None:
+                    on_stderr(event.data)
+            elif event.type == "complete":
+                code = -1 if event.exit_code is None else event.exit_code
+                return ExecResult(
+                    command=command,
+                    exit_code=code,
+                    stdout="".join(stdout),
+                    stderr="".join(stderr),
+                    success=code == 0,
+                    timed_out=event.timed_out,
+                    session_id=self._session_id,
+                    raw=event.raw,
+                )
+            elif event.type == "error":
+                raise errors.CommandExecutionError(event.error or event.data or "command failed")
+        raise errors.CommandExecutionError("the command stream ended without a result")
+
+    def exec_stream(
+        self,
+        command: str,
+        *,
+        timeout: float | None = None,
+        env: Mapping[str, str] | None = None,
+        cwd: str | None = None,
+        stdin: str | bytes | None = None,
+    ) -> AsyncEventStream[ExecEvent]:
+        """The command's events as they happen: ``start``, ``stdout``/``stderr``,
+        ``complete`` (``exit_code``). Closing the stream early stops the command."""
+        body = exec_body(command, self._session_id, timeout=timeout, env=env, cwd=cwd, stdin=stdin)
+        return AsyncEventStream(self._exec_events(body))
+
+    def _exec_events(self, body: JSON) -> AsyncIterator[ExecEvent]:
+        return _mapped(
+            self._sandbox._api_events("POST", "execute/stream", json=body), ExecEvent.from_json
+        )
+
+    # --- background processes ------------------------------------------------------------
+
+    async def start_process(
+        self,
+        command: str,
+        *,
+        process_id: str | None = None,
+        timeout: float | None = None,
+        env: Mapping[str, str] | None = None,
+        cwd: str | None = None,
+        stdin: bool = False,
+    ) -> AsyncProcess:
+        """Starts ``command`` in the background. ``stdin=True`` keeps its stdin open for
+        :meth:`AsyncProcess.send_stdin`."""
+        body = drop_none(
+            {
+                "command": command,
+                "sessionId": self._session_id,
+                "processId": process_id,
+                "timeoutMs": duration_ms(timeout),
+                "env": dict(env) if env is not None else None,
+                "cwd": cwd,
+                "stdin": True if stdin else None,
+            }
+        )
+        started = await self._sandbox._api_json("POST", "process/start", json=body)
+        info = ProcessInfo.from_json(
+            {"status": "running", "command": command, "sessionId": self._session_id, **started}
+        )
+        return AsyncProcess(self._sandbox, info)
+
+    async def list_processes(self, status: str | None = None) -> list[AsyncProcess]:
+        path = "process/list" + (f"?status={status}" if status else "")
+        body = await self._sandbox._api_json("GET", path)
+        return [
+            AsyncProcess(self._sandbox, ProcessInfo.from_json(item))
+            for item in body.get("processes", [])
+        ]
+
+    async def get_process(self, process_id: str) -> AsyncProcess | None:
+        """The process, or None when there is no such process."""
+        try:
+            body = await self._sandbox._api_json("GET", f"process/{process_id}")
+        except errors.ProcessNotFoundError:
+            return None
+        return AsyncProcess(self._sandbox, ProcessInfo.from_json(body.get("process", body)))
+
+    async def kill_process(self, process_id: str, signal: str | None = None) -> None:
+        """Stops the process's tree: ``signal`` (default SIGTERM), SIGKILL after 5 s."""
+        path = f"process/{process_id}" + (f"?signal={signal}" if signal else "")
+        await self._sandbox._api_json("DELETE", path)
+
+    async def kill_all_processes(self) -> int:
+        body = await self._sandbox._api_json("DELETE", "process/kill-all")
+        return int(body.get("cleanedCount", 0))
+
+    async def get_process_logs(self, process_id: str) -> ProcessLogs:
+        return ProcessLogs.from_json(
+            await self._sandbox._api_json("GET", f"process/{process_id}/logs")
+        )
+
+    def stream_process_logs(self, process_id: str) -> AsyncEventStream[LogEvent]:
+        """The process's output so far, then live, then ``exit``."""
+        events = self._sandbox._api_events("GET", f"process/{process_id}/stream")
+        return AsyncEventStream(_mapped(events, LogEvent.from_json))
+
+    # --- files ---------------------------------------------------------------------------
+
+    async def write_file(
+        self, path: str, content: str | bytes, *, encoding: str | None = None
+    ) -> None:
+        """Writes a file (parents are created). Bytes are sent base64; for big files use
+        :meth:`upload`, which streams."""
+        if isinstance(content, bytes):
+            content, encoding = b64encode(content), "base64"
+        body = drop_none(
+            {"path": path, "content": content, "encoding": encoding, "sessionId": self._session_id}
+        )
+        await self._sandbox._api_json("POST", "write", json=body)
+
+    async def read_file(self, path: str, *, encoding: str | None = None) -> ReadFileResult:
+        """Reads a file through the JSON API (at most 32 MiB): text as text, binary files as
+        base64 (``.bytes`` decodes either). For any size use :meth:`read_bytes` or
+        :meth:`download`."""
+        body = drop_none({"path": path, "encoding": encoding, "sessionId": self._session_id})
+        return ReadFileResult.from_json(await self._sandbox._api_json("POST", "read", json=body))
+
+    async def read_bytes(self, path: str) -> bytes:
+        """The file's exact bytes (raw route, any size, held in memory)."""
+        response = await self._sandbox._raw_file("GET", path, self._session_id)
+        return response.content
+
+    async def read_text(self, path: str, encoding: str = "utf-8") -> str:
+        return (await self.read_bytes(path)).decode(encoding)
+
+    async def upload(
+        self, path: str, source: bytes | str | os.PathLike[str] | IO[bytes] | AsyncIterable[bytes]
+    ) -> int:
+        """Uploads ``source`` (bytes, a local file path, a binary file object, or an iterable
+        of byte chunks) to ``path``, streamed in constant memory; returns the size written.
+        The file appears whole or not at all."""
+        content: bytes | AsyncIterable[bytes]
+        if isinstance(source, bytes):
+            content = source
+        elif isinstance(source, (str, os.PathLike)):
+            content = _file_chunks(Path(source))
+        elif hasattr(source, "read"):
+            content = _reader_chunks(source)  # type: ignore[arg-type]
+        else:
+            content = source
+        response = await self._sandbox._raw_file("PUT", path, self._session_id, content=content)
+        return int(response.json().get("size", 0))
+
+    async def download(self, path: str, destination: str | os.PathLike[str] | IO[bytes]) -> int:
+        """Streams the file at ``path`` into ``destination`` (a local path or a binary file
+        object) in constant memory; returns the number of bytes."""
+        if isinstance(destination, (str, os.PathLike)):
+            # Local disk writes of 256 KiB pieces: short enough to do on the event loop.
+            with open(destination, "wb") as file:  # noqa: ASYNC230
+                return await self._sandbox._download_into(path, self._session_id, file)
+        return await self._sandbox._download_into(path, self._session_id, destination)
+
+    async def list_files(
+        self, path: str = ".", *, recursive: bool = False, include_hidden: bool = False
+    ) -> list[FileInfo]:
+        body = drop_none(
+            {
+                "path": path,
+                "sessionId": self._session_id,
+                "options": {"recursive": recursive, "includeHidden": include_hidden},
+            }
+        )
+        answer = await self._sandbox._api_json("POST", "list-files", json=body)
+        return [FileInfo.from_json(item) for item in answer.get("files", [])]
+
+    async def mkdir(self, path: str, *, recursive: bool = False) -> None:
+        body = drop_none({"path": path, "recursive": recursive, "sessionId": self._session_id})
+        await self._sandbox._api_json("POST", "mkdir", json=body)
+
+    async def exists(self, path: str) -> bool:
+        body = drop_none({"path": path, "sessionId": self._session_id})
+        return bool((await self._sandbox._api_json("POST", "exists", json=body)).get("exists"))
+
+    async def remove(self, path: str) -> None:
+        """Deletes a file (a directory is ``IsDirectoryError``; use ``exec('rm -r …')``)."""
+        body = drop_none({"path": path, "sessionId": self._session_id})
+        await self._sandbox._api_json("POST", "delete", json=body)
+
+    delete_file = remove
+
+    async def rename(self, old_path: str, new_path: str) -> None:
+        body = drop_none({"oldPath": old_path, "newPath": new_path, "sessionId": self._session_id})
+        await self._sandbox._api_json("POST", "rename", json=body)
+
+    async def move(self, source: str, destination: str) -> None:
+        body = drop_none(
+            {"sourcePath": source, "destinationPath": destination, "sessionId": self._session_id}
+        )
+        await self._sandbox._api_json("POST", "move", json=body)
+
+    # --- watching ------------------------------------------------------------------------
+
+    async def watch(
+        self,
+        path: str,
+        *,
+        recursive: bool = True,
+        include: list[str] | None = None,
+        exclude: list[str] | None = None,
+    ) -> AsyncEventStream[WatchEvent]:
+        """Watches ``path``; returns once the watch is live. Iterate for ``WatchEvent``s
+        (``type == "event"``: ``event_type`` create/modify/delete/…, ``path``)."""
+        body = drop_none(
+            {
+                "path": path,
+                "recursive": recursive,
+                "include": include,
+                "exclude": exclude,
+                "sessionId": self._session_id,
+            }
+        )
+        events = _mapped(
+            self._sandbox._api_events("POST", "watch", json=body), WatchEvent.from_json
+        )
+        first = await events.__anext__()
+        if first.type != "watching":
+            await _close(events)
+            raise errors.WatchStartError(str(first.raw.get("error") or first.raw))
+        return AsyncEventStream(events)
+
+    async def check_changes(
+        self, path: str, *, since: str | None = None, recursive: bool = True
+    ) -> CheckChangesResult:
+        """Whether ``path`` changed since the version token ``since`` (None: start tracking)."""
+        body = drop_none(
+            {"path": path, "since": since, "recursive": recursive, "sessionId": self._session_id}
+        )
+        return CheckChangesResult.from_json(
+            await self._sandbox._api_json("POST", "watch/check", json=body)
+        )
+
+    # --- git, environment ----------------------------------------------------------------
+
+    async def git_checkout(
+        self,
+        repo_url: str,
+        *,
+        branch: str | None = None,
+        ref: str | None = None,
+        target_dir: str | None = None,
+        depth: int | None = None,
+        timeout: float | None = None,
+    ) -> GitCheckoutResult:
+        """Clones ``repo_url`` (``branch``, or ``ref`` as the seed's guides spell it) into
+        ``target_dir`` (default ``/workspace/<repo>``)."""
+        body = drop_none(
+            {
+                "repoUrl": repo_url,
+                "branch": branch or ref,
+                "targetDir": target_dir,
+                "depth": depth,
+                "timeoutMs": duration_ms(timeout),
+                "sessionId": self._session_id,
+            }
+        )
+        return GitCheckoutResult.from_json(
+            await self._sandbox._api_json("POST", "git/checkout", json=body)
+        )
+
+    async def set_env_vars(self, env: Mapping[str, str | None]) -> None:
+        """Sets (or, with None, unsets) variables for this shell and every later command,
+        session and process, also after the sandbox sleeps."""
+        await self._sandbox._ensure()
+        body = drop_none({"env": dict(env), "sessionId": self._session_id})
+        await self._sandbox._client._json("POST", f"{self._sandbox._path}/env", json=body)
+
+    # --- code interpreter ----------------------------------------------------------------
+
+    async def create_code_context(
+        self,
+        language: str = "python",
+        *,
+        cwd: str | None = None,
+        env_vars: Mapping[str, str] | None = None,
+    ) -> CodeContext:
+        """A code context: one interpreter process whose state lasts between runs."""
+        body = drop_none(
+            {"language": language, "cwd": cwd, "env_vars": dict(env_vars) if env_vars else None}
+        )
+        return CodeContext.from_json(await self._sandbox._api_json("POST", "contexts", json=body))
+
+    async def list_code_contexts(self) -> list[CodeContext]:
+        body = await self._sandbox._api_json("GET", "contexts")
+        return [CodeContext.from_json(item) for item in body.get("contexts", [])]
+
+    async def delete_code_context(self, context: CodeContext | str) -> None:
+        context_id = context.id if isinstance(context, CodeContext) else context
+        await self._sandbox._api_json("DELETE", f"contexts/{context_id}")
+        self._sandbox._default_contexts = {
+            language: ctx
+            for language, ctx in self._sandbox._default_contexts.items()
+            if ctx.id != context_id
+        }
+
+    async def run_code(
+        self,
+        code: str,
+        *,
+        context: CodeContext | None = None,
+        language: str | None = None,
+        timeout: float | None = None,
+        on_stdout: OutputCallback | None = None,
+        on_stderr: OutputCallback | None = None,
+        on_result: Callable[[Result], None] | None = None,
+        on_error: Callable[[ExecutionError], None] | None = None,
+    ) -> Execution:
+        """Runs ``code`` in ``context`` (default: one context per language, made on first use)
+        and returns its output, rich results (``Result.png`` is bytes; results render in
+        Jupyter) and error. A raised exception is ``Execution.error``, not a Python exception.
+        Cancelling the task interrupts the run."""
+        execution = Execution(code=code)
+        async for event in self._code_events(code, context, language, timeout):
+            kind = event.get("type")
+            if kind == "stdout":
+                execution.stdout.append(str(event.get("text", "")))
+                if on_stdout is not None:
+                    on_stdout(execution.stdout[-1])
+            elif kind == "stderr":
+                execution.stderr.append(str(event.get("text", "")))
+                if on_stderr is not None:
+                    on_stderr(execution.stderr[-1])
+            elif kind == "result":
+                execution.results.append(Result.from_json(event))
+                if on_result is not None:
+                    on_result(execution.results[-1])
+            elif kind == "error":
+                execution.error = ExecutionError.from_json(event)
+                if on_error is not None:
+                    on_error(execution.error)
+            elif kind == "execution_complete":
+                execution.execution_count = event.get("execution_count")
+        return execution
+
+    def run_code_stream(
+        self,
+        code: str,
+        *,
+        context: CodeContext | None = None,
+        language: str | None = None,
+        timeout: float | None = None,
+    ) -> AsyncEventStream[JSON]:
+        """The run's raw events (``stdout``/``stderr`` ``{text}``, ``result``, ``error``,
+        ``execution_complete``) as they happen; closing the stream interrupts the run."""
+        return AsyncEventStream(self._code_events(code, context, language, timeout))
+
+    async def _code_events(
+        self,
+        code: str,
+        context: CodeContext | None,
+        language: str | None,
+        timeout: float | None,
+    ) -> AsyncIterator[JSON]:
+        explicit = context is not None
+        if context is None:
+            context = await self._sandbox._default_context(language or "python")
+        body = drop_none(
+            {
+                "context_id": context.id,
+                "code": code,
+                "language": language,
+                "timeout_ms": duration_ms(timeout),
+            }
+        )
+        try:
+            events = self._sandbox._api_events("POST", "execute/code", json=body)
+            first = await events.__anext__()
+        except errors.ContextNotFoundError:
+            # The default context died with a sleep of the sandbox: make a new one, once.
+            if explicit:
+                raise
+            self._sandbox._default_contexts.pop(context.language, None)
+            context = await self._sandbox._default_context(context.language)
+            body["context_id"] = context.id
+            events = self._sandbox._api_events("POST", "execute/code", json=body)
+            first = await events.__anext__()
+        try:
+            yield first
+            async for event in events:
+                yield event
+        finally:
+            await _close(events)
+
+    # --- terminal ------------------------------------------------------------------------
+
+    async def terminal(
+        self, *, cols: int = 80, rows: int = 24, shell: str | None = None
+    ) -> AsyncTerminal:
+        """A PTY on this session's shell (the default session's for a sandbox) over a
+        WebSocket; see :class:`AsyncTerminal`."""
+        await self._sandbox._ensure()
+        query = drop_none(
+            {
+                "sessionId": self._session_id or "default",
+                "cols": cols,
+                "rows": rows,
+                "shell": shell,
+            }
+        )
+        client = self._sandbox._client
+        url = (
+            re.sub(r"^http", "ws", client.url) + f"{self._sandbox._path}/ws/pty?" + urlencode(query)
+        )
+        try:
+            socket = await open_socket(
+                url, {"Authorization": f"Bearer {client._api_key}"}, client._http.timeout.connect
+            )
+        except (OSError, TimeoutError) as exc:
+            raise errors.SandpitConnectionError(
+                f"cannot open a terminal at {client.url}: {exc}"
+            ) from exc
+        except websockets.exceptions.WebSocketException as exc:
+            raise errors.SandpitError(f"terminal refused: {exc}") from exc
+        return AsyncTerminal(socket)
+
+
+async def _close(events: AsyncIterator[Any]) -> None:
+    closer = getattr(events, "aclose", None)
+    if closer is not None:
+        await closer()
+
+
+async def _file_chunks(path: Path) -> AsyncIterator[bytes]:
+    with path.open("rb") as file:
+        while chunk := file.read(_CHUNK):
+            yield chunk
+
+
+async def _reader_chunks(reader: IO[bytes]) -> AsyncIterator[bytes]:
+    while chunk := reader.read(_CHUNK):
+        yield chunk
+
+
+class AsyncSandbox(_AsyncOps):
+    """One sandbox. Use it as ``async with client.sandbox(...) as sb:``: entering applies the
+    options (create-or-get); leaving destroys it when it was made ``ephemeral``."""
+
+    def __init__(
+        self,
+        client: AsyncSandpit,
+        sandbox_id: str,
+        options: SandboxOptions,
+        session_id: str | None,
+    ) -> None:
+        self.id = sandbox_id
+        self._client = client
+        self._options = options
+        self._session_id = session_id
+        self._sandbox = self
+        self._path = sandbox_path(sandbox_id)
+        self._ready = False
+        self._default_contexts: dict[str, CodeContext] = {}
+
+    def __repr__(self) -> str:
+        return f"AsyncSandbox({self.id!r})"
+
+    async def __aenter__(self) -> AsyncSandbox:
+        await self._ensure()
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        if self._options.ephemeral:
+            await self.destroy()
+
+    async def _ensure(self) -> None:
+        """Create-or-get with the handle's options, once (the seed's ``getSandbox`` options)."""
+        if not self._ready:
+            await self._client._json(
+                "POST", "/v1/sandboxes", json=self._options.create_body(self.id)
+            )
+            self._ready = True
+
+    async def _api_json(self, method: str, endpoint: str, *, json: Any = None) -> JSON:
+        await self._ensure()
+        return await self._client._json(method, f"{self._path}/api/{endpoint}", json=json)
+
+    async def _api_events(
+        self, method: str, endpoint: str, *, json: Any = None, read_timeout: float | None = None
+    ) -> AsyncIterator[JSON]:
+        await self._ensure()
+        async for event in self._client._events(
+            method, f"{self._path}/api/{endpoint}", json=json, read_timeout=read_timeout
+        ):
+            yield event
+
+    async def _raw_file(
+        self,
+        method: str,
+        path: str,
+        session_id: str | None,
+        content: bytes | AsyncIterable[bytes] | None = None,
+    ) -> httpx.Response:
+        await self._ensure()
+        params = drop_none({"sessionId": session_id})
+        return await self._client._request(
+            method, f"{self._path}/files/{file_path(path)}", params=params, content=content
+        )
+
+    async def _download_into(self, path: str, session_id: str | None, file: IO[bytes]) -> int:
+        await self._ensure()
+        url = f"{self._path}/files/{file_path(path)}"
+        params = drop_none({"sessionId": session_id})
+        written = 0
+        try:
+            async with self._client._http.stream("GET", url, params=params) as response:
+                if response.status_code >= 400:
+                    raise error_from_response(response.status_code, await response.aread())
+                async for chunk in response.aiter_bytes():
+                    file.write(chunk)
+                    written += len(chunk)
+        except httpx.TransportError as exc:
+            raise connection_error(exc, self._client.url) from exc
+        return written
+
+    async def _default_context(self, language: str) -> CodeContext:
+        context = self._default_contexts.get(language)
+        if context is None:
+            context = await self.create_code_context(language)
+            self._default_contexts[language] = context
+        return context
+
+    # --- control plane -------------------------------------------------------------------
+
+    async def info(self) -> SandboxInfo:
+        await self._ensure()
+        return SandboxInfo.from_json(await self._client._json("GET", self._path))
+
+    async def update(
+        self,
+        *,
+        sleep_after: str | int | None = None,
+        keep_alive: bool | None = None,
+        env: Mapping[str, str] | None = None,
+        limits: Mapping[str, Any] | None = None,
+    ) -> SandboxInfo:
+        """Changes options (``env`` and ``limits`` apply at the next start)."""
+        options = SandboxOptions(
+            sleep_after=sleep_after, keep_alive=keep_alive, env=env, limits=limits
+        )
+        body = options.create_body(self.id)
+        del body["id"]
+        return await self._patch(body)
+
+    async def set_network(
+        self, mode: Literal["none", "allowlist", "full"], allow: list[str] | None = None
+    ) -> SandboxInfo:
+        """Replaces the outbound network policy (``allow``: domain patterns and CIDRs)."""
+        return await self._patch({"network": drop_none({"mode": mode, "allow": allow})})
+
+    async def set_secrets(self, secrets: Mapping[str, Mapping[str, Any]]) -> SandboxInfo:
+        """Replaces the sandbox's secrets: ``{"NAME": {"value": …, "hosts": [...],
+        "header"?: …}}``. Inside, ``$NAME`` holds a placeholder the egress proxy swaps for the
+        value on requests to ``hosts`` only."""
+        return await self._patch({"secrets": secrets_body(secrets)})
+
+    async def _patch(self, body: JSON) -> SandboxInfo:
+        await self._ensure()
+        return SandboxInfo.from_json(await self._client._json("PATCH", self._path, json=body))
+
+    async def egress_log(self) -> list[JSON]:
+        await self._ensure()
+        return list(
+            (await self._client._json("GET", f"{self._path}/egress-log")).get("entries", [])
+        )
+
+    async def stop(self) -> SandboxInfo:
+        """Puts the sandbox to sleep now (files stay; processes end)."""
+        await self._ensure()
+        self._default_contexts.clear()
+        return SandboxInfo.from_json(await self._client._json("POST", f"{self._path}/stop"))
+
+    async def destroy(self) -> None:
+        """Deletes the sandbox: processes, files and record. Destroying a missing sandbox is
+        not an error."""
+        try:
+            await self._client._request("DELETE", self._path)
+        except errors.SandboxNotFoundError:
+            pass
+        self._ready = False
+        self._default_contexts.clear()
+
+    # --- preview ports -------------------------------------------------------------------
+
+    async def expose_port(
+        self, port: int, *, name: str | None = None, token: str | None = None
+    ) -> ExposedPort:
+        """Makes ``port`` (a server listening inside) reachable at a preview URL."""
+        await self._ensure()
+        body = drop_none({"port": port, "name": name, "token": token})
+        return ExposedPort.from_json(
+            await self._client._json("POST", f"{self._path}/ports", json=body)
+        )
+
+    async def unexpose_port(self, port: int) -> None:
+        await self._ensure()
+        await self._client._request("DELETE", f"{self._path}/ports/{port}")
+
+    async def get_exposed_ports(self) -> list[ExposedPort]:
+        await self._ensure()
+        body = await self._client._json("GET", f"{self._path}/ports")
+        return [ExposedPort.from_json(item) for item in body.get("ports", [])]
+
+    # --- sessions ------------------------------------------------------------------------
+
+    async def create_session(
+        self,
+        session_id: str | None = None,
+        *,
+        env: Mapping[str, str] | None = None,
+        cwd: str | None = None,
+        command_timeout: float | None = None,
+    ) -> AsyncExecutionSession:
+        """A new shell with its own cwd and environment (``command_timeout``: the default
+        timeout of its commands, seconds)."""
+        session_id = session_id or "session-" + _random_suffix()
+        body = drop_none(
+            {
+                "id": session_id,
+                "env": dict(env) if env is not None else None,
+                "cwd": cwd,
+                "commandTimeoutMs": duration_ms(command_timeout),
+            }
+        )
+        await self._api_json("POST", "session/create", json=body)
+        return AsyncExecutionSession(self, session_id)
+
+    async def list_sessions(self) -> list[str]:
+        """The ids of the sandbox's sessions."""
+        body = await self._api_json("GET", "session/list")
+        return [str(session) for session in body.get("data", [])]
+
+    def get_session(self, session_id: str) -> AsyncExecutionSession:
+        """A handle on an existing session (no call is made)."""
+        return AsyncExecutionSession(self, session_id)
+
+    async def delete_session(self, session_id: str) -> None:
+        """Ends the session's shell, its processes and terminal."""
+        await self._api_json("POST", "session/delete", json={"sessionId": session_id})
+
+
+class AsyncExecutionSession(_AsyncOps):
+    """A shell of a sandbox with its own cwd and environment: the sandbox's operations, run
+    in this shell."""
+
+    def __init__(self, sandbox: AsyncSandbox, session_id: str) -> None:
+        self.id = session_id
+        self.sandbox = sandbox
+        self._sandbox = sandbox
+        self._session_id = session_id
+
+    def __repr__(self) -> str:
+        return f"AsyncExecutionSession({self._sandbox.id!r}, {self.id!r})"
+
+
+class AsyncProcess:
+    """A background process. Its fields are as of the last refresh (:meth:`refresh`)."""
+
+    def __init__(self, sandbox: AsyncSandbox, info: ProcessInfo) -> None:
+        self._sandbox = sandbox
+        self.info = info
+
+    def __repr__(self) -> str:
+        return f"AsyncProcess({self.id!r}, status={self.status!r})"
+
+    @property
+    def id(self) -> str:
+        return self.info.id
+
+    @property
+    def pid(self) -> int | None:
+        return self.info.pid
+
+    @property
+    def command(self) -> str:
+        return self.info.command
+
+    @property
+    def status(self) -> str:
+        return self.info.status
+
+    @property
+    def exit_code(self) -> int | None:
+        return self.info.exit_code
+
+    async def refresh(self) -> ProcessInfo:
+        body = await self._sandbox._api_json("GET", f"process/{self.id}")
+        self.info = ProcessInfo.from_json(body.get("process", body))
+        return self.info
+
+    async def get_status(self) -> str:
+        return (await self.refresh()).status
+
+    async def kill(self, signal: str | None = None) -> None:
+        await self._sandbox.kill_process(self.id, signal)
+
+    async def get_logs(self) -> ProcessLogs:
+        return await self._sandbox.get_process_logs(self.id)
+
+    async def send_stdin(self, data: str | bytes, *, close: bool = False) -> None:
+        """Writes to the process's stdin (started with ``stdin=True``); ``close`` ends it."""
+        body: JSON = {"close": close}
+        if isinstance(data, bytes):
+            body["dataBase64"] = b64encode(data)
+        else:
+            body["data"] = data
+        await self._sandbox._api_json("POST", f"process/{self.id}/stdin", json=body)
+
+    def stream_logs(self) -> AsyncEventStream[LogEvent]:
+        return self._sandbox.stream_process_logs(self.id)
+
+    async def wait_for_exit(self, timeout: float | None = None) -> int | None:
+        """Waits until the process ends and returns its exit code (None when it was killed
+        without one). ``SandpitTimeoutError`` after ``timeout`` seconds."""
+        deadline = _Deadline(timeout)
+        async for event in self._log_events(deadline):
+            if event.type in ("exit", "complete", "error"):
+                # The final record (status, end time); the stream's `error` means "ended
+                # without a known exit code" (e.g. killed by a sleep of the sandbox).
+                await self.refresh()
+                return event.exit_code
+            deadline.check("process exit")
+        raise errors.ProcessError(f"the log stream of {self.id} ended without an exit")
+
+    async def wait_for_log(
+        self, pattern: str | re.Pattern[str], timeout: float | None = None
+    ) -> WaitForLogResult:
+        """Waits for a line of output containing ``pattern`` (a substring or a regex)."""
+        deadline = _Deadline(timeout)
+        matcher = _line_matcher(pattern)
+        pending = {"stdout": "", "stderr": ""}
+        async for event in self._log_events(deadline):
+            if event.type in pending:
+                text = pending[event.type] + event.data
+                lines = text.split("\n")
+                pending[event.type] = lines.pop()
+                for line in lines:
+                    found = matcher(line)
+                    if found is not None:
+                        return WaitForLogResult(line=line, match=found)
+            elif event.type in ("exit", "complete", "error"):
+                for line in pending.values():
+                    found = matcher(line) if line else None
+                    if found is not None:
+                        return WaitForLogResult(line=line, match=found)
+                raise errors.ProcessExitedBeforeReadyError(
+                    f"process {self.id} ended before printing {pattern!r}",
+                    context={"processId": self.id, "exitCode": event.exit_code},
+                )
+            deadline.check(f"log line {pattern!r}")
+        raise errors.ProcessError(f"the log stream of {self.id} ended")
+
+    async def wait_for_port(
+        self,
+        port: int,
+        *,
+        mode: Literal["http", "tcp"] = "http",
+        path: str = "/",
+        status: int | tuple[int, int] = (200, 399),
+        timeout: float | None = None,
+        interval: float = 0.5,
+    ) -> None:
+        """Waits until ``port`` inside the sandbox answers (``http``: a status in ``status``
+        for ``GET path``; ``tcp``: accepts a connection). Raises
+        ``ProcessExitedBeforeReadyError`` if the process ends first, ``ProcessReadyTimeoutError``
+        after ``timeout`` seconds."""
+        low, high = (status, status) if isinstance(status, int) else status
+        body = {
+            "port": port,
+            "mode": mode,
+            "path": path,
+            "statusMin": low,
+            "statusMax": high,
+            "processId": self.id,
+            "interval": duration_ms(interval),
+        }
+        deadline = _Deadline(timeout)
+        events = self._sandbox._api_events(
+            "POST", "port-watch", json=body, read_timeout=deadline.remaining()
+        )
+        try:
+            async for event in events:
+                kind = event.get("type")
+                if kind == "ready":
+                    return
+                if kind == "process_exited":
+                    raise errors.ProcessExitedBeforeReadyError(
+                        f"process {self.id} exited (code {event.get('exitCode')}) "
+                        f"before port {port} was ready",
+                        context={
+                            "processId": self.id,
+                            "port": port,
+                            "exitCode": event.get("exitCode"),
+                        },
+                    )
+                if kind == "error":
+                    raise errors.PortOperationError(str(event.get("error")), context={"port": port})
+                deadline.check(f"port {port}", errors.ProcessReadyTimeoutError)
+        except errors.SandpitTimeoutError as exc:
+            raise errors.ProcessReadyTimeoutError(
+                f"port {port} not ready within {timeout} s"
+            ) from exc
+        finally:
+            await _close(events)
+        raise errors.PortOperationError(f"the port watch of {port} ended early")
+
+    async def _log_events(self, deadline: _Deadline) -> AsyncIterator[LogEvent]:
+        events = self._sandbox._api_events(
+            "GET", f"process/{self.id}/stream", read_timeout=deadline.remaining()
+        )
+        try:
+            async for event in events:
+                yield LogEvent.from_json(event)
+        finally:
+            await _close(events)
+
+
+def _line_matcher(pattern: str | re.Pattern[str]) -> Callable[[str], Any]:
+    if isinstance(pattern, str):
+        return lambda line: pattern if pattern in line else None
+    return pattern.search
+
+
+class _Deadline:
+    """A client-side wait's end (``timeout`` seconds from now; None: never)."""
+
+    def __init__(self, timeout: float | None) -> None:
+        self._clock = time.monotonic
+        self._end = None if timeout is None else self._clock() + timeout
+        self._timeout = timeout
+
+    def remaining(self) -> float | None:
+        return None if self._end is None else max(self._end - self._clock(), 0.001)
+
+    def check(
+        self, what: str, error: type[errors.SandpitError] = errors.SandpitTimeoutError
+    ) -> None:
+        if self._end is not None and self._clock() >= self._end:
+            raise error(f"timed out after {self._timeout} s waiting for {what}")
+
+
+class AsyncTerminal:
+    """An interactive shell (PTY) in the sandbox. ``send`` keystrokes, ``recv`` output bytes,
+    ``resize``; ``read_until`` collects output up to a pattern. The raw WebSocket
+    (``.socket``) can be piped to xterm.js or a local TTY. Close it with ``async with`` or
+    :meth:`aclose`."""
+
+    def __init__(self, socket: ws_client.ClientConnection) -> None:
+        self.socket = socket
+        self.exit_code: int | None = None
+
+    async def __aenter__(self) -> AsyncTerminal:
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.aclose()
+
+    async def send(self, data: str | bytes) -> None:
+        await self.socket.send(data.encode() if isinstance(data, str) else data)
+
+    async def resize(self, cols: int, rows: int) -> None:
+        await self.socket.send(json.dumps({"type": "resize", "cols": cols, "rows": rows}))
+
+    async def recv(self, timeout: float | None = None) -> bytes:
+        """The next piece of output; b"" once the shell exited (``exit_code`` is then set).
+        ``SandpitTimeoutError`` when nothing comes within ``timeout`` seconds."""
+        while True:
+            try:
+                frame = await recv_frame(self.socket, timeout)
+            except websockets.exceptions.ConnectionClosed:
+                return b""
+            if isinstance(frame, bytes):
+                return frame
+            message = json.loads(frame)
+            if message.get("type") == "exit":
+                self.exit_code = message.get("code")
+            elif message.get("type") == "error":
+                raise errors.SandpitError(str(message.get("message")), code="INTERNAL_ERROR")
+
+    async def read_until(self, pattern: str | bytes, timeout: float | None = 30.0) -> bytes:
+        """Output up to and including ``pattern`` (SandpitTimeoutError after ``timeout`` s)."""
+        needle = pattern.encode() if isinstance(pattern, str) else pattern
+        deadline = _Deadline(timeout)
+        seen = b""
+        while needle not in seen:
+            chunk = await self.recv(deadline.remaining())
+            if not chunk:
+                raise errors.SandpitError(f"the terminal closed before {pattern!r}")
+            seen += chunk
+            deadline.check(f"terminal output {pattern!r}")
+        return seen
+
+    async def aclose(self) -> None:
+        await self.socket.close()

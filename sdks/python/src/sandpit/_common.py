@@ -1,0 +1,228 @@
+"""What the sync and the async client share and that does no I/O: configuration, request
+bodies, the SSE decoder, and turning error answers into typed exceptions."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+from . import errors
+from ._models import JSON
+
+DEFAULT_URL = "http://127.0.0.1:7070"
+# The session token that makes the agent run commands without a session (the seed's).
+SESSIONLESS = "__DISABLE_SESSION__"
+_RESERVED_IDS = {"www", "api", "admin", "root", "system", "cloudflare", "workers"}
+_ID_RE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
+
+
+def resolve_config(url: str | None, api_key: str | None) -> tuple[str, str]:
+    """The server URL and key: arguments first, then ``SANDPIT_URL`` / ``SANDPIT_KEY``."""
+    base = (url or os.environ.get("SANDPIT_URL") or DEFAULT_URL).rstrip("/")
+    key = api_key or os.environ.get("SANDPIT_KEY")
+    if not key:
+        raise errors.UnauthorizedError(
+            "no API key: pass api_key= or set SANDPIT_KEY", http_status=0
+        )
+    return base, key
+
+
+def http_timeout(connect: float, read: float | None) -> httpx.Timeout:
+    """Connecting fails fast (a down server is an error within ``connect`` seconds); reading has
+    no limit by default because a command may legitimately run for hours (its own ``timeout``
+    bounds it on the server)."""
+    return httpx.Timeout(connect=connect, read=read, write=read, pool=None)
+
+
+def check_sandbox_id(sandbox_id: str, normalize: bool = False) -> str:
+    """The seed's id rule (1-63 letters, digits, ``-``; no leading/trailing ``-``; not reserved)."""
+    if normalize:
+        sandbox_id = sandbox_id.lower()
+    if not _ID_RE.match(sandbox_id) or sandbox_id.lower() in _RESERVED_IDS:
+        raise errors.ValidationFailedError(
+            f"invalid sandbox id {sandbox_id!r}: 1-63 letters, digits and '-', not starting or "
+            f"ending with '-', not one of {sorted(_RESERVED_IDS)}",
+            context={"sandboxId": sandbox_id},
+        )
+    return sandbox_id
+
+
+def sandbox_path(sandbox_id: str) -> str:
+    return f"/v1/sandboxes/{quote(sandbox_id, safe='')}"
+
+
+def file_path(path: str) -> str:
+    """The raw file route's ``{path}``: one percent-encoded segment, so an absolute path keeps
+    its leading slash (``%2Fetc``) and ``..`` reaches the sandbox unresolved."""
+    return quote(path, safe="")
+
+
+def duration_ms(seconds: float | None) -> int | None:
+    return None if seconds is None else max(0, round(seconds * 1000))
+
+
+def b64encode(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def drop_none(body: Mapping[str, Any]) -> JSON:
+    return {key: value for key, value in body.items() if value is not None}
+
+
+@dataclass(frozen=True)
+class SandboxOptions:
+    """Options applied by create-or-get when a sandbox handle is first used."""
+
+    image: str | None = None
+    sleep_after: str | int | None = None
+    keep_alive: bool | None = None
+    env: Mapping[str, str] | None = None
+    limits: Mapping[str, Any] | None = None
+    network: Mapping[str, Any] | None = None
+    secrets: Mapping[str, Any] | None = None
+    ephemeral: bool | None = None
+
+    def create_body(self, sandbox_id: str) -> JSON:
+        return drop_none(
+            {
+                "id": sandbox_id,
+                "image": self.image,
+                "sleepAfter": self.sleep_after,
+                "keepAlive": self.keep_alive,
+                "env": dict(self.env) if self.env is not None else None,
+                "limits": limits_body(self.limits),
+                "network": dict(self.network) if self.network is not None else None,
+                "secrets": secrets_body(self.secrets),
+                "ephemeral": self.ephemeral,
+            }
+        )
+
+
+_LIMIT_NAMES = {"cpus": "cpus", "memory_mb": "memoryMb", "pids": "pids", "disk_mb": "diskMb"}
+
+
+def limits_body(limits: Mapping[str, Any] | None) -> JSON | None:
+    """Limits in snake_case (``memory_mb``) or wire case (``memoryMb``)."""
+    if limits is None:
+        return None
+    return {_LIMIT_NAMES.get(name, name): value for name, value in limits.items()}
+
+
+def secrets_body(secrets: Mapping[str, Any] | None) -> JSON | None:
+    """Secrets as ``{"NAME": {"value", "hosts", "header"?}}`` (a secret always names the hosts
+    it may be sent to)."""
+    if secrets is None:
+        return None
+    return {name: drop_none(dict(spec)) for name, spec in secrets.items()}
+
+
+def exec_body(
+    command: str,
+    session_id: str | None,
+    *,
+    timeout: float | None,
+    env: Mapping[str, str] | None,
+    cwd: str | None,
+    stdin: str | bytes | None,
+) -> JSON:
+    body = drop_none(
+        {
+            "command": command,
+            "sessionId": session_id,
+            "timeoutMs": duration_ms(timeout),
+            "env": dict(env) if env is not None else None,
+            "cwd": cwd,
+        }
+    )
+    if isinstance(stdin, bytes):
+        body["stdinBase64"] = base64.b64encode(stdin).decode()
+    elif stdin is not None:
+        body["stdin"] = stdin
+    return body
+
+
+def error_from_response(status: int, body: bytes, reason: str = "") -> errors.SandpitError:
+    """The typed exception of an error answer (the envelope ``{code, message, context}``)."""
+    try:
+        envelope = json.loads(body)
+    except ValueError:
+        envelope = None
+    if not isinstance(envelope, dict) or not isinstance(envelope.get("code"), str):
+        text = body.decode("utf-8", "replace").strip()[:200]
+        return errors.InternalError(
+            f"HTTP error! status: {status}{' ' + reason if reason else ''}"
+            + (f": {text}" if text else ""),
+            http_status=status,
+        )
+    code = envelope["code"]
+    message = str(envelope.get("message") or envelope.get("error") or code)
+    context = envelope.get("context")
+    cls = errors.error_class(code)
+    return cls(
+        message,
+        code=code,
+        http_status=status,
+        context=context if isinstance(context, dict) else {},
+    )
+
+
+def connection_error(exc: httpx.TransportError, base_url: str) -> errors.SandpitError:
+    """A transport failure as the SDK's error: unreachable server vs a read that timed out."""
+    if isinstance(exc, httpx.TimeoutException) and not isinstance(exc, httpx.ConnectTimeout):
+        return errors.SandpitTimeoutError(f"request to {base_url} timed out: {exc}")
+    return errors.SandpitConnectionError(f"cannot reach sandpit at {base_url}: {exc}")
+
+
+class SSEDecoder:
+    """Incremental ``text/event-stream`` decoder: feed bytes, get the JSON of each complete
+    ``data:`` event (the container protocol sends one JSON object per event)."""
+
+    def __init__(self) -> None:
+        self._buffer = b""
+
+    def feed(self, chunk: bytes) -> list[JSON]:
+        self._buffer += chunk
+        events: list[JSON] = []
+        while True:
+            end, skip = _event_end(self._buffer)
+            if end < 0:
+                return events
+            raw, self._buffer = self._buffer[:end], self._buffer[end + skip :]
+            event = _parse_event(raw)
+            if event is not None:
+                events.append(event)
+
+    def finish(self) -> list[JSON]:
+        """The last event when the stream ended without a blank line after it."""
+        rest, self._buffer = self._buffer, b""
+        event = _parse_event(rest) if rest.strip() else None
+        return [event] if event is not None else []
+
+
+def _event_end(buffer: bytes) -> tuple[int, int]:
+    positions = [(buffer.find(sep), len(sep)) for sep in (b"\n\n", b"\r\n\r\n")]
+    found = [(pos, size) for pos, size in positions if pos >= 0]
+    return min(found) if found else (-1, 0)
+
+
+def _parse_event(raw: bytes) -> JSON | None:
+    data = [
+        line[5:].lstrip(b" ")
+        for line in raw.replace(b"\r\n", b"\n").split(b"\n")
+        if line.startswith(b"data:")
+    ]
+    if not data:
+        return None
+    try:
+        event = json.loads(b"\n".join(data))
+    except ValueError:
+        return {"type": "error", "error": "malformed event: " + repr(b"\n".join(data)[:100])}
+    return event if isinstance(event, dict) else {"type": "data", "data": event}
