@@ -186,6 +186,7 @@ fn raw_process(row: &Row<'_>) -> rusqlite::Result<RawProcess> {
                 start_time: row.get(6)?,
                 end_time: row.get(7)?,
                 session_id: row.get(8)?,
+                reason: None,
             },
             stdout: row.get(9)?,
             stderr: row.get(10)?,

@@ -14,6 +14,7 @@ fn process(id: &str, status: ProcessStatus, start: &str) -> ArchivedProcess {
             end_time: Some("2026-01-01T00:00:09.000Z".into()),
             exit_code: (status == ProcessStatus::Completed).then_some(0),
             session_id: Some("default".into()),
+            reason: None,
         },
         stdout: format!("{id}\n"),
         stderr: "warn\n".into(),
