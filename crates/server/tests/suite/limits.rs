@@ -69,6 +69,19 @@ async fn fork_until_refused(rs: &Real, id: &str) -> (u64, u64) {
     (parts.next().unwrap(), parts.next().unwrap())
 }
 
+/// Creates a running, kept-alive sandbox `id` with `limits` as `key`.
+async fn create_running(rs: &Real, key: &str, id: &str, limits: Value) {
+    let body = json!({"id": id, "keepAlive": true, "limits": limits});
+    let (s, b) = rs.call_as(key, Method::POST, "/v1/sandboxes", body).await;
+    assert_eq!(s, 201, "{b}");
+}
+
+/// The host's memory limit of sandbox `id`, in MiB.
+fn host_memory_limit_mb(id: &str) -> u64 {
+    let limit = read_trimmed(host_cgroup(id, "memory").join("memory.limit_in_bytes"));
+    limit.parse::<u64>().unwrap() >> 20
+}
+
 async fn patch_limits(rs: &Real, key: &str, id: &str, limits: Value) -> (u16, Value) {
     rs.call_as(
         key,
@@ -86,23 +99,17 @@ async fn serial_patch_changes_a_running_sandboxs_cgroups_and_views_at_once() {
     };
     let key = rs.key.clone();
     let id = "lim-live";
-    let (s, b) = rs
-        .call(
-            Method::POST,
-            "/v1/sandboxes",
-            json!({"id": id, "keepAlive": true,
-                   "limits": {"memoryMb": 256, "pids": 100, "cpus": 2}}),
-        )
-        .await;
-    assert_eq!(s, 201, "{b}");
-    let memory = host_cgroup(id, "memory");
+    create_running(
+        &rs,
+        &key,
+        id,
+        json!({"memoryMb": 256, "pids": 100, "cpus": 2}),
+    )
+    .await;
     let pids = host_cgroup(id, "pids");
     let cpu = host_cgroup(id, "cpu");
     let cpuset = host_cgroup(id, "cpuset");
-    assert_eq!(
-        read_trimmed(memory.join("memory.limit_in_bytes")),
-        (256u64 << 20).to_string()
-    );
+    assert_eq!(host_memory_limit_mb(id), 256);
     let host_cpus = std::thread::available_parallelism().unwrap().get();
     let out = rs.exec(id, "nproc").await;
     assert_eq!(out["stdout"], format!("{}\n", host_cpus.min(2)), "{out}");
@@ -135,10 +142,7 @@ async fn serial_patch_changes_a_running_sandboxs_cgroups_and_views_at_once() {
     assert_eq!(b["state"], "running");
     assert_eq!(b["limits"]["memoryMb"], 192);
     assert!(b.get("pendingRestart").is_none(), "{b}");
-    assert_eq!(
-        read_trimmed(memory.join("memory.limit_in_bytes")),
-        (192u64 << 20).to_string()
-    );
+    assert_eq!(host_memory_limit_mb(id), 192);
     assert_eq!(read_trimmed(pids.join("pids.max")), "40");
     assert_eq!(read_trimmed(cpu.join("cpu.cfs_quota_us")), "100000");
     let cpus = read_trimmed(cpuset.join("cpuset.cpus"));
@@ -177,14 +181,7 @@ async fn serial_memory_below_usage_is_refused_and_the_old_limit_stays() {
     };
     let key = rs.key.clone();
     let id = "lim-busy";
-    let (s, b) = rs
-        .call(
-            Method::POST,
-            "/v1/sandboxes",
-            json!({"id": id, "keepAlive": true, "limits": {"memoryMb": 256}}),
-        )
-        .await;
-    assert_eq!(s, 201, "{b}");
+    create_running(&rs, &key, id, json!({"memoryMb": 256})).await;
     // 120 MiB of anonymous memory held by a background process (no swap to push it to).
     let (s, b) = rs
         .call(
@@ -206,10 +203,7 @@ async fn serial_memory_below_usage_is_refused_and_the_old_limit_stays() {
     let (s, b) = patch_limits(&rs, &key, id, json!({"memoryMb": 64})).await;
     assert_error(s, &b, 409, "RESOURCE_BUSY");
     assert!(b["message"].as_str().unwrap().contains("64 MiB"), "{b}");
-    assert_eq!(
-        read_trimmed(memory.join("memory.limit_in_bytes")),
-        (256u64 << 20).to_string()
-    );
+    assert_eq!(host_memory_limit_mb(id), 256);
     let (_, info) = rs
         .call(Method::GET, &format!("/v1/sandboxes/{id}"), Value::Null)
         .await;
@@ -240,24 +234,12 @@ async fn serial_attack_a_tenant_cannot_patch_memory_past_its_quota() {
         .await;
     assert_eq!(s, 200, "{b}");
     let id = "lim-atk-box";
-    let (s, b) = rs
-        .call_as(
-            &key,
-            Method::POST,
-            "/v1/sandboxes",
-            json!({"id": id, "keepAlive": true, "limits": {"memoryMb": 256}}),
-        )
-        .await;
-    assert_eq!(s, 201, "{b}");
+    create_running(&rs, &key, id, json!({"memoryMb": 256})).await;
     // Before: the PATCH was stored unchecked and applied at the next start.
     let (s, b) = patch_limits(&rs, &key, id, json!({"memoryMb": 1024})).await;
     assert_error(s, &b, 429, "QUOTA_EXCEEDED");
     assert_eq!(b["context"]["field"], "memoryMb", "{b}");
-    let memory = host_cgroup(id, "memory");
-    assert_eq!(
-        read_trimmed(memory.join("memory.limit_in_bytes")),
-        (256u64 << 20).to_string()
-    );
+    assert_eq!(host_memory_limit_mb(id), 256);
     // Nor by sleeping and waking: the record kept the old limit.
     rs.call_as(
         &key,
@@ -274,10 +256,7 @@ async fn serial_attack_a_tenant_cannot_patch_memory_past_its_quota() {
     // Within the quota, a live raise is fine.
     let (s, b) = patch_limits(&rs, &key, id, json!({"memoryMb": 512})).await;
     assert_eq!(s, 200, "{b}");
-    assert_eq!(
-        read_trimmed(host_cgroup(id, "memory").join("memory.limit_in_bytes")),
-        (512u64 << 20).to_string()
-    );
+    assert_eq!(host_memory_limit_mb(id), 512);
     rs.stop().await;
 }
 
@@ -291,14 +270,7 @@ async fn serial_an_oom_kill_is_reported_on_exec_stream_and_process_routes() {
         return;
     };
     let id = "lim-oom";
-    let (s, b) = rs
-        .call(
-            Method::POST,
-            "/v1/sandboxes",
-            json!({"id": id, "keepAlive": true, "limits": {"memoryMb": 64}}),
-        )
-        .await;
-    assert_eq!(s, 201, "{b}");
+    create_running(&rs, &rs.key, id, json!({"memoryMb": 64})).await;
 
     // Buffered, in the default session and sessionless.
     for session in [None, Some("none")] {
