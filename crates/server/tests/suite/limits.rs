@@ -400,15 +400,9 @@ async fn patching_a_running_sandboxs_disk_or_env_says_it_waits_for_the_next_star
 #[tokio::test]
 async fn a_live_memory_raise_counts_against_the_quota_at_once() {
     let ts = TestServer::start().await;
-    let key = ts.create_key("grow").await;
-    let (s, b) = ts
-        .json(
-            Method::PUT,
-            "/v1/tenants/grow/quota",
-            json!({"memoryMb": 1024}),
-        )
+    let key = ts
+        .tenant_with_quota("grow", json!({"memoryMb": 1024}))
         .await;
-    assert_eq!(s, 200, "{b}");
     let create = |id: &str, mb: u64| json!({"id": id, "limits": {"memoryMb": mb}});
     for id in ["g1", "g2"] {
         let (s, b) = ts

@@ -32,7 +32,7 @@ impl TestServer {
     }
 
     /// Admin sets `tenant`'s quota; returns its key.
-    async fn tenant_with_quota(&self, tenant: &str, quota: Value) -> String {
+    pub(super) async fn tenant_with_quota(&self, tenant: &str, quota: Value) -> String {
         let key = self.create_key(tenant).await;
         let (s, b) = self
             .json(Method::PUT, &format!("/v1/tenants/{tenant}/quota"), quota)
