@@ -148,6 +148,15 @@ pub enum ExitReason {
     Oom,
 }
 
+impl ExitReason {
+    /// The wire name (`oom`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExitReason::Oom => "oom",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ExecuteResponse {

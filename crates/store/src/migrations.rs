@@ -121,6 +121,11 @@ pub(crate) const MIGRATIONS: &[(i64, &str)] = &[
         );
         CREATE INDEX audit_log_tenant ON audit_log(tenant, seq);",
     ),
+    (
+        11,
+        // Why an archived process ended when not by itself (`oom`), so it survives sleep.
+        "ALTER TABLE archived_processes ADD COLUMN reason TEXT;",
+    ),
 ];
 
 /// Brings the schema to the newest version.

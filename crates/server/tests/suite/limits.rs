@@ -356,6 +356,17 @@ async fn serial_an_oom_kill_is_reported_on_exec_stream_and_process_routes() {
     assert!(stream.contains(r#""reason":"oom""#), "{stream}");
     // The sandbox itself survived its commands' OOM kills.
     assert_eq!(rs.exec(id, "echo alive").await["stdout"], "alive\n");
+    // The reason survives sleep (the process archive keeps it).
+    let (s, b) = rs
+        .call(
+            Method::POST,
+            &format!("/v1/sandboxes/{id}/stop"),
+            Value::Null,
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+    let (_, p) = rs.call(Method::GET, &path, Value::Null).await;
+    assert_eq!(p["process"]["reason"], "oom", "after sleep: {p}");
     rs.stop().await;
 }
 
