@@ -54,22 +54,28 @@ fn write_in_place(path: &Path, text: &str) -> std::io::Result<()> {
     file.set_len(text.len() as u64)
 }
 
-/// Keeps `view` current until the agent exits (only rewrites it when the text changed).
+/// Writes `view` now (so the first command already sees the limit), then keeps it current
+/// until the agent exits (rewriting it only when the text changed).
 pub fn spawn_refresher(cgroup: MemoryCgroup, view: PathBuf) {
     let host_total = nix::sys::sysinfo::sysinfo().map_or(u64::MAX, |i| i.ram_total());
-    tokio::spawn(async move {
-        let mut last = String::new();
-        loop {
-            if let Some(usage) = cgroup.usage() {
-                let text = render(&usage, host_total);
-                if text != last {
-                    match write_in_place(&view, &text) {
-                        Ok(()) => last = text,
-                        Err(e) => tracing::debug!(error = %e, "meminfo view not written"),
-                    }
-                }
+    let refresh = move |last: &mut String| {
+        let Some(usage) = cgroup.usage() else {
+            return;
+        };
+        let text = render(&usage, host_total);
+        if text != *last {
+            match write_in_place(&view, &text) {
+                Ok(()) => *last = text,
+                Err(e) => tracing::debug!(error = %e, "meminfo view not written"),
             }
+        }
+    };
+    let mut last = String::new();
+    refresh(&mut last);
+    tokio::spawn(async move {
+        loop {
             tokio::time::sleep(REFRESH).await;
+            refresh(&mut last);
         }
     });
 }
