@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
-use sandpit_protocol::container::{ExecEvent, ExecuteRequest, ExecuteResponse, OutputEncoding};
+use sandpit_protocol::container::{
+    ExecEvent, ExecuteRequest, ExecuteResponse, ExitReason, OutputEncoding,
+};
 use sandpit_protocol::time::{TIMEOUT_EXIT_CODE, TimeoutMs};
 use sandpit_protocol::{DISABLE_SESSION, ErrorCode, time};
 use tokio::sync::{mpsc, oneshot};
@@ -19,6 +21,7 @@ use crate::exec::kill::{ClientGone, Deadline, StopReason};
 use crate::exec::session::{Sessions, terminated};
 use crate::exec::shell::{self, CommandSpec, RunControl, ShellError, Status, StdinFifo};
 use crate::exec::{self as ex, Sink, StreamKind, child_env, validate_command};
+use crate::memcg::{self, OomWatch};
 use crate::reaper::Reaper;
 use crate::sse;
 
@@ -121,6 +124,7 @@ impl Agent {
             session_id: req.session_id.or_else(|| Some(DEFAULT_SESSION.to_owned())),
             truncated,
             timed_out: ran.timed_out,
+            reason: ran.reason(),
             encoding: (encoding == OutputEncoding::Base64).then_some(encoding),
         })
     }
@@ -153,6 +157,7 @@ impl Agent {
                     exit_code: ran.exit_code,
                     timestamp: time::now(),
                     timed_out: ran.timed_out,
+                    reason: ran.reason(),
                 },
                 Err(e) => ExecEvent::Error {
                     error: e.0.message,
@@ -182,6 +187,8 @@ impl Agent {
             ["stdin", "stdinBase64"],
         )?;
         let (tx, rx) = oneshot::channel();
+        // Read before the command starts: the OOM-kill counter it may move.
+        let oom = OomWatch::start(self.config.memory_cgroup.as_ref());
         match target {
             Target::Sessionless => {
                 let limit = TimeoutMs::resolve(req.timeout_ms, self.config.command_timeout);
@@ -204,14 +211,16 @@ impl Agent {
                             Ran {
                                 exit_code: outcome.exit_code,
                                 timed_out: outcome.timed_out,
+                                oom: memcg::oom_killed(oom.as_ref(), outcome.exit_code),
                             }
                         }
                         None => Ran {
                             exit_code: cwd_failure(&mut sink, &cwd).await,
                             timed_out: false,
+                            oom: false,
                         },
                     };
-                    report_timeout(&mut sink, &ran, limit).await;
+                    report_end(&mut sink, &ran, limit, oom.as_ref()).await;
                     let _ = tx.send((Ok(ran), sink));
                 });
             }
@@ -257,9 +266,12 @@ impl Agent {
                         Err(_) => sessions.evict(&session),
                     }
                     drop(guard);
-                    let ran = session_outcome(&id, result);
+                    let ran = session_outcome(&id, result).map(|ran| Ran {
+                        oom: memcg::oom_killed(oom.as_ref(), ran.exit_code),
+                        ..ran
+                    });
                     if let Ok(ran) = &ran {
-                        report_timeout(&mut sink, ran, limit).await;
+                        report_end(&mut sink, ran, limit, oom.as_ref()).await;
                     }
                     let _ = tx.send((ran, sink));
                 });
@@ -355,6 +367,14 @@ struct Ran {
     exit_code: i32,
     /// Killed at its deadline: `exit_code` is 124.
     timed_out: bool,
+    /// Killed by the OOM killer: `exit_code` is 137.
+    oom: bool,
+}
+
+impl Ran {
+    fn reason(&self) -> Option<ExitReason> {
+        self.oom.then_some(ExitReason::Oom)
+    }
 }
 
 /// A session command's end as the routes report it: stopped at the deadline is exit code 124
@@ -370,11 +390,13 @@ fn session_outcome(id: &str, result: Result<Status, ShellError>) -> Result<Ran, 
                     status.exit_code
                 },
                 timed_out,
+                oom: false,
             })
         }
         Err(ShellError::Stopped(StopReason::Deadline)) => Ok(Ran {
             exit_code: TIMEOUT_EXIT_CODE,
             timed_out: true,
+            oom: false,
         }),
         Err(ShellError::Exited(code)) => Err(terminated(id, code)),
         Err(e) => Err(
@@ -383,13 +405,16 @@ fn session_outcome(id: &str, result: Result<Status, ShellError>) -> Result<Ran, 
     }
 }
 
-/// Tells a timed-out command's client why it ended, on its stderr.
-async fn report_timeout(sink: &mut Sink, ran: &Ran, limit: Option<Duration>) {
-    if let (true, Some(limit)) = (ran.timed_out, limit) {
-        let message = format!("{}\n", time::timed_out_message(limit));
-        sink.output(StreamKind::Stderr, message.as_bytes()).await;
-        sink.finish_output().await;
-    }
+/// Tells the client why a command ended when it did not end by itself (timed out, or killed by
+/// the OOM killer), on its stderr.
+async fn report_end(sink: &mut Sink, ran: &Ran, limit: Option<Duration>, oom: Option<&OomWatch>) {
+    let note = match (ran.timed_out, limit, oom) {
+        (true, Some(limit), _) => format!("{}\n", time::timed_out_message(limit)),
+        (false, _, Some(watch)) if ran.oom => watch.message(),
+        _ => return,
+    };
+    sink.output(StreamKind::Stderr, note.as_bytes()).await;
+    sink.finish_output().await;
 }
 
 async fn cwd_failure(sink: &mut Sink, cwd: &str) -> i32 {

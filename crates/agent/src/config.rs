@@ -37,6 +37,10 @@ pub struct AgentConfig {
     pub egress_bridge: Option<crate::egress_bridge::BridgeConfig>,
     /// Most background processes running at once (`SANDPIT_MAX_PROCESSES`, set by the server).
     pub max_processes: usize,
+    /// The sandbox's memory cgroup (launch mode): OOM kills of commands are reported as such.
+    pub memory_cgroup: Option<crate::memcg::MemoryCgroup>,
+    /// The file bound over `/proc/meminfo` (launch mode), kept current from `memory_cgroup`.
+    pub meminfo_view: Option<PathBuf>,
 }
 
 impl AgentConfig {
@@ -65,6 +69,8 @@ impl AgentConfig {
             shell: PathBuf::from("/bin/bash"),
             env_overrides: Default::default(),
             egress_bridge: None,
+            memory_cgroup: None,
+            meminfo_view: None,
         }
     }
 

@@ -8,7 +8,8 @@ use std::collections::BTreeMap;
 
 use anyhow::Context;
 use sandpit_agent::AgentConfig;
-use sandpit_isolation::launch::{WORKSPACE, launch_from_stdin, take_listener};
+use sandpit_agent::memcg::MemoryCgroup;
+use sandpit_isolation::launch::{MEMINFO_VIEW, WORKSPACE, launch_from_stdin, take_listener};
 
 pub fn launch() -> anyhow::Result<()> {
     let launch = launch_from_stdin();
@@ -21,6 +22,9 @@ pub fn launch() -> anyhow::Result<()> {
     let mut config = AgentConfig::from_env(env);
     config.workspace = WORKSPACE.into();
     config.egress_bridge = Some(sandpit_agent::egress_bridge::BridgeConfig::default());
+    // The launcher mounted the sandbox's own cgroups here and bound the view over /proc/meminfo.
+    config.memory_cgroup = MemoryCgroup::find(std::path::Path::new("/sys/fs/cgroup"));
+    config.meminfo_view = Some(MEMINFO_VIEW.into());
     tracing::info!(sandbox = %launch.id, "agent started as sandbox init");
     sandpit_agent::run(listener, config).context("agent failed")
 }

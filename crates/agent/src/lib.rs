@@ -19,6 +19,8 @@ pub mod files_raw;
 pub mod git;
 pub mod http;
 pub mod interpreter;
+pub mod memcg;
+pub mod meminfo;
 pub mod port_watch;
 pub mod process;
 pub mod pty;

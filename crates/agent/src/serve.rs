@@ -22,6 +22,9 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 pub async fn serve(listener: UnixListener, config: AgentConfig) -> io::Result<()> {
     let reaper = Reaper::start()?;
     let bridge_config = config.egress_bridge.clone();
+    if let (Some(cgroup), Some(view)) = (&config.memory_cgroup, &config.meminfo_view) {
+        crate::meminfo::spawn_refresher(cgroup.clone(), view.clone());
+    }
     let agent = Agent::new(config, reaper);
     agent.sessions.prewarm();
     if let Some(bridge) = bridge_config {

@@ -80,6 +80,7 @@ mod tests {
                 exit_code: 3,
                 timestamp: "t".into(),
                 timed_out: false,
+                reason: None,
             }
         );
     }

@@ -60,6 +60,15 @@ pub enum CgroupError {
     Unsupported(String),
     #[error("invalid cgroup name {0:?}")]
     InvalidName(String),
+    #[error("cgroup {0:?} does not exist (the sandbox is not running)")]
+    NotFound(String),
+    /// Lowering the memory limit below what the sandbox uses and the kernel cannot reclaim
+    /// (v1 answers EBUSY); the old limit stays.
+    #[error(
+        "memory limit of {limit_mib} MiB is below what the sandbox uses now and could not be \
+         reclaimed; the old limit stays"
+    )]
+    MemoryBusy { limit_mib: u64 },
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> CgroupError + '_ {
@@ -89,6 +98,80 @@ fn cpu_stat_usec(text: &str) -> u64 {
         .find_map(|l| l.strip_prefix("usage_usec "))
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or(0)
+}
+
+/// A number from a cgroup file (`max` and v1's huge "unlimited" values read as `u64::MAX`).
+fn read_u64(path: &Path) -> Option<u64> {
+    let text = fs::read_to_string(path).ok()?;
+    let text = text.split_whitespace().next()?;
+    if text == "max" {
+        return Some(u64::MAX);
+    }
+    text.parse().ok()
+}
+
+/// Writes a memory limit, turning the kernel's EBUSY (cannot shrink below usage) into
+/// [`CgroupError::MemoryBusy`].
+fn write_memory_limit(path: &Path, bytes: Option<u64>, unlimited: &str) -> Result<(), CgroupError> {
+    let value = bytes.map_or_else(|| unlimited.to_string(), |b| b.to_string());
+    fs::write(path, value).map_err(|source| {
+        if source.raw_os_error() == Some(libc::EBUSY) {
+            CgroupError::MemoryBusy {
+                limit_mib: bytes.unwrap_or(u64::MAX) >> 20,
+            }
+        } else {
+            CgroupError::Io {
+                path: path.to_path_buf(),
+                source,
+            }
+        }
+    })
+}
+
+/// Parses a cpu list such as `0-3,8,10-11`.
+pub fn parse_cpu_list(text: &str) -> Vec<u32> {
+    let mut cpus = Vec::new();
+    for part in text.trim().split(',').filter(|p| !p.is_empty()) {
+        match part.split_once('-') {
+            Some((a, b)) => {
+                if let (Ok(a), Ok(b)) = (a.trim().parse::<u32>(), b.trim().parse::<u32>()) {
+                    cpus.extend(a..=b);
+                }
+            }
+            None => cpus.extend(part.trim().parse::<u32>().ok()),
+        }
+    }
+    cpus
+}
+
+/// The cpuset of a sandbox: `ceil(cpus)` of the `available` CPUs (all of them when unlimited),
+/// consecutive from an offset derived from the name so sandboxes spread over the host. The
+/// CFS quota still bounds the time; the cpuset makes `nproc` inside match the limit.
+pub fn pick_cpus(name: &str, cpus: Option<f64>, available: &[u32]) -> Vec<u32> {
+    let wanted = cpus
+        .filter(|c| c.is_finite() && *c > 0.0)
+        .map_or(available.len(), |c| c.ceil() as usize)
+        .clamp(1, available.len().max(1));
+    if available.is_empty() {
+        return Vec::new();
+    }
+    // FNV-1a: stable across runs, so a sandbox keeps its CPUs after a restart.
+    let hash = name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    let start = (hash % available.len() as u64) as usize;
+    let mut picked: Vec<u32> = (0..wanted)
+        .map(|i| available[(start + i) % available.len()])
+        .collect();
+    picked.sort_unstable();
+    picked
+}
+
+fn format_cpu_list(cpus: &[u32]) -> String {
+    cpus.iter()
+        .map(u32::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 fn check_name(name: &str) -> Result<(), CgroupError> {
@@ -148,6 +231,13 @@ pub trait CgroupManager: Send + Sync + std::fmt::Debug {
     fn kind(&self) -> &'static str;
     /// Creates the sandbox's cgroups (reusing leftovers) and writes the limits.
     fn create(&self, name: &str, limits: &CgroupLimits) -> Result<(), CgroupError>;
+    /// Writes new limits into the existing cgroups of a running sandbox; they apply at once.
+    /// A memory limit below what the sandbox uses fails with [`CgroupError::MemoryBusy`] and
+    /// leaves the old limit.
+    fn update(&self, name: &str, limits: &CgroupLimits) -> Result<(), CgroupError>;
+    /// The cgroup file systems to mount (read-only) under `/sys/fs/cgroup` inside a sandbox; its
+    /// cgroup namespace makes each show the sandbox's own cgroup as the root.
+    fn sandbox_mounts(&self) -> Vec<CgroupFsMount>;
     /// The `cgroup.procs` files a process must write its pid to, to join every hierarchy.
     fn procs_files(&self, name: &str) -> Vec<PathBuf>;
     /// Every directory of the sandbox (one per hierarchy), whether or not it exists.
@@ -182,6 +272,19 @@ pub fn detect(group: &str) -> Result<Box<dyn CgroupManager>, CgroupError> {
         &parse_proc_cgroup(&own),
         group,
     )
+}
+
+/// One cgroup file system as a sandbox mounts it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CgroupFsMount {
+    /// Directory under `/sys/fs/cgroup` (`memory`, `cpu,cpuacct`, `unified`; empty: the
+    /// directory itself, for a pure v2 host).
+    pub dir: String,
+    /// `cgroup` (v1) or `cgroup2`.
+    pub fstype: String,
+    /// Mount data: the v1 hierarchy's controllers (`cpu,cpuacct`); empty for v2.
+    pub options: String,
 }
 
 /// A cgroup filesystem mount from `/proc/self/mountinfo`.
@@ -337,38 +440,30 @@ pub fn from_layout(
     };
 
     if let Some(memory) = find_v1("memory") {
-        let mut hierarchies = vec![V1Hierarchy::new(
-            "memory",
-            group_base(memory, &own_v1(memory), group),
-        )];
+        let hierarchy = |controller: &'static str, m: &CgroupMount| {
+            V1Hierarchy::new(controller, m, group_base(m, &own_v1(m), group))
+        };
+        let mut hierarchies = vec![hierarchy("memory", memory)];
         let Some(pids) = find_v1("pids") else {
             return Err(CgroupError::Unsupported(
                 "v1 memory hierarchy without pids".into(),
             ));
         };
-        hierarchies.push(V1Hierarchy::new(
-            "pids",
-            group_base(pids, &own_v1(pids), group),
-        ));
+        hierarchies.push(hierarchy("pids", pids));
         if let Some(cpu) = find_v1("cpu") {
-            hierarchies.push(V1Hierarchy::new(
-                "cpu",
-                group_base(cpu, &own_v1(cpu), group),
-            ));
+            hierarchies.push(hierarchy("cpu", cpu));
         }
         // cpuacct may share the cpu mount (then it is already covered).
         if let Some(acct) = find_v1("cpuacct").filter(|m| !m.controllers.iter().any(|c| c == "cpu"))
         {
-            hierarchies.push(V1Hierarchy::new(
-                "cpuacct",
-                group_base(acct, &own_v1(acct), group),
-            ));
+            hierarchies.push(hierarchy("cpuacct", acct));
         }
         if let Some(freezer) = find_v1("freezer") {
-            hierarchies.push(V1Hierarchy::new(
-                "freezer",
-                group_base(freezer, &own_v1(freezer), group),
-            ));
+            hierarchies.push(hierarchy("freezer", freezer));
+        }
+        // Optional: makes `nproc` inside follow the cpu limit.
+        if let Some(cpuset) = find_v1("cpuset") {
+            hierarchies.push(hierarchy("cpuset", cpuset));
         }
         let unified = v2_mount.map(|m| group_base(m, &own_v2, group));
         return Ok(Box::new(V1Hybrid {
@@ -392,11 +487,18 @@ pub fn from_layout(
 pub struct V1Hierarchy {
     pub controller: &'static str,
     pub base: PathBuf,
+    /// Every controller of the hierarchy, comma-separated (`cpu,cpuacct`): the mount data a
+    /// sandbox needs to mount it.
+    pub controllers: String,
 }
 
 impl V1Hierarchy {
-    fn new(controller: &'static str, base: PathBuf) -> Self {
-        Self { controller, base }
+    fn new(controller: &'static str, mount: &CgroupMount, base: PathBuf) -> Self {
+        Self {
+            controller,
+            base,
+            controllers: mount.controllers.join(","),
+        }
     }
 }
 
@@ -416,22 +518,71 @@ impl V1Hybrid {
             .map(|h| h.base.join(name))
     }
 
-    fn write_memory(dir: &Path, bytes: u64) -> Result<(), CgroupError> {
+    /// memsw must stay >= limit: lowering writes the limit first, raising memsw first. A
+    /// refused (EBUSY) lowering thus changes nothing.
+    fn write_memory(dir: &Path, bytes: Option<u64>) -> Result<(), CgroupError> {
         let limit = dir.join("memory.limit_in_bytes");
         let memsw = dir.join("memory.memsw.limit_in_bytes");
-        let value = bytes.to_string();
-        // memsw must stay >= limit: order the writes so neither is rejected when a leftover
-        // cgroup had other values.
-        if !memsw.exists() {
-            return write_file(&limit, &value);
+        let current = read_u64(&limit).unwrap_or(u64::MAX);
+        let lowering = bytes.unwrap_or(u64::MAX) < current;
+        let order = if lowering {
+            [&limit, &memsw]
+        } else {
+            [&memsw, &limit]
+        };
+        for path in order {
+            if path == &memsw && !memsw.exists() {
+                continue; // swap accounting is off
+            }
+            write_memory_limit(path, bytes, "-1")?;
         }
-        match write_file(&limit, &value) {
-            Ok(()) => write_file(&memsw, &value),
-            Err(_) => {
-                write_file(&memsw, &value)?;
-                write_file(&limit, &value)
+        Ok(())
+    }
+
+    /// A new `<group>` cpuset starts empty in v1: give it its parent's CPUs and memory nodes.
+    fn prepare_cpuset_group(base: &Path) -> Result<(), CgroupError> {
+        for file in ["cpuset.cpus", "cpuset.mems"] {
+            let own = base.join(file);
+            if fs::read_to_string(&own).is_ok_and(|v| !v.trim().is_empty()) {
+                continue;
+            }
+            if let Some(parent) = base.parent() {
+                let value = fs::read_to_string(parent.join(file)).map_err(io_err(parent))?;
+                write_file(&own, value.trim())?;
             }
         }
+        Ok(())
+    }
+
+    /// Writes every limit into the sandbox's existing directories.
+    fn write_limits(&self, name: &str, limits: &CgroupLimits) -> Result<(), CgroupError> {
+        if let Some(dir) = self.dir_of("memory", name) {
+            Self::write_memory(&dir, limits.memory_bytes)?;
+        }
+        if let Some(dir) = self.dir_of("pids", name) {
+            let v = limits
+                .pids
+                .map_or_else(|| "max".to_string(), |p| p.to_string());
+            write_file(&dir.join("pids.max"), &v)?;
+        }
+        if let Some(dir) = self.dir_of("cpu", name) {
+            write_file(&dir.join("cpu.cfs_period_us"), &CPU_PERIOD_US.to_string())?;
+            let quota = limits
+                .cpu_quota_us()
+                .map_or_else(|| "-1".to_string(), |q| q.to_string());
+            write_file(&dir.join("cpu.cfs_quota_us"), &quota)?;
+        }
+        if let Some(dir) = self.dir_of("cpuset", name) {
+            let parent = dir.parent().unwrap_or(&dir);
+            let available = fs::read_to_string(parent.join("cpuset.cpus")).unwrap_or_default();
+            let cpus = pick_cpus(name, limits.cpus, &parse_cpu_list(&available));
+            if fs::read_to_string(dir.join("cpuset.mems")).is_ok_and(|v| v.trim().is_empty()) {
+                let mems = fs::read_to_string(parent.join("cpuset.mems")).unwrap_or_default();
+                write_file(&dir.join("cpuset.mems"), mems.trim())?;
+            }
+            write_file(&dir.join("cpuset.cpus"), &format_cpu_list(&cpus))?;
+        }
+        Ok(())
     }
 
     /// Freeze, SIGKILL every member, thaw: the v1 way to kill without racing forks.
@@ -465,26 +616,42 @@ impl CgroupManager for V1Hybrid {
 
     fn create(&self, name: &str, limits: &CgroupLimits) -> Result<(), CgroupError> {
         check_name(name)?;
+        if let Some(h) = self.hierarchies.iter().find(|h| h.controller == "cpuset") {
+            fs::create_dir_all(&h.base).map_err(io_err(&h.base))?;
+            Self::prepare_cpuset_group(&h.base)?;
+        }
         for dir in self.dirs(name) {
             fs::create_dir_all(&dir).map_err(io_err(&dir))?;
         }
-        if let (Some(dir), Some(bytes)) = (self.dir_of("memory", name), limits.memory_bytes) {
-            Self::write_memory(&dir, bytes)?;
+        self.write_limits(name, limits)
+    }
+
+    fn update(&self, name: &str, limits: &CgroupLimits) -> Result<(), CgroupError> {
+        check_name(name)?;
+        if !self.dir_of("memory", name).is_some_and(|d| d.is_dir()) {
+            return Err(CgroupError::NotFound(name.to_string()));
         }
-        if let Some(dir) = self.dir_of("pids", name) {
-            let v = limits
-                .pids
-                .map_or_else(|| "max".to_string(), |p| p.to_string());
-            write_file(&dir.join("pids.max"), &v)?;
+        self.write_limits(name, limits)
+    }
+
+    fn sandbox_mounts(&self) -> Vec<CgroupFsMount> {
+        let mut mounts: Vec<CgroupFsMount> = self
+            .hierarchies
+            .iter()
+            .map(|h| CgroupFsMount {
+                dir: h.controllers.clone(),
+                fstype: "cgroup".into(),
+                options: h.controllers.clone(),
+            })
+            .collect();
+        if self.unified.is_some() {
+            mounts.push(CgroupFsMount {
+                dir: "unified".into(),
+                fstype: "cgroup2".into(),
+                options: String::new(),
+            });
         }
-        if let Some(dir) = self.dir_of("cpu", name) {
-            write_file(&dir.join("cpu.cfs_period_us"), &CPU_PERIOD_US.to_string())?;
-            let quota = limits
-                .cpu_quota_us()
-                .map_or_else(|| "-1".to_string(), |q| q.to_string());
-            write_file(&dir.join("cpu.cfs_quota_us"), &quota)?;
-        }
-        Ok(())
+        mounts
     }
 
     fn procs_files(&self, name: &str) -> Vec<PathBuf> {
@@ -581,10 +748,57 @@ impl V2 {
         Self { base }
     }
 
+    /// Writes every limit into the sandbox's directory `dir`.
+    fn write_limits(
+        &self,
+        dir: &Path,
+        name: &str,
+        limits: &CgroupLimits,
+    ) -> Result<(), CgroupError> {
+        Self::write_memory(dir, limits.memory_bytes)?;
+        let pids = limits
+            .pids
+            .map_or_else(|| "max".to_string(), |p| p.to_string());
+        write_file(&dir.join("pids.max"), &pids)?;
+        let cpu = match limits.cpu_quota_us() {
+            Some(q) => format!("{q} {CPU_PERIOD_US}"),
+            None => format!("max {CPU_PERIOD_US}"),
+        };
+        write_file(&dir.join("cpu.max"), &cpu)?;
+        let available = fs::read_to_string(self.base.join("cpuset.cpus.effective"));
+        if let Ok(available) = available
+            && dir.join("cpuset.cpus").exists()
+        {
+            let cpus = pick_cpus(name, limits.cpus, &parse_cpu_list(&available));
+            write_file(&dir.join("cpuset.cpus"), &format_cpu_list(&cpus))?;
+        }
+        Ok(())
+    }
+
+    /// v2 never refuses a lower `memory.max`: it reclaims, then OOM-kills. To keep v1's
+    /// promise (a limit below usage is refused, nothing dies), ask the kernel to reclaim the
+    /// difference first and refuse if usage stays above the new limit.
+    fn write_memory(dir: &Path, bytes: Option<u64>) -> Result<(), CgroupError> {
+        if let Some(b) = bytes
+            && let Some(current) = read_u64(&dir.join("memory.current"))
+            && current > b
+        {
+            let _ = fs::write(dir.join("memory.reclaim"), (current - b).to_string());
+            if read_u64(&dir.join("memory.current")).is_some_and(|c| c > b) {
+                return Err(CgroupError::MemoryBusy { limit_mib: b >> 20 });
+            }
+        }
+        write_memory_limit(&dir.join("memory.max"), bytes, "max")?;
+        if bytes.is_some() {
+            write_file(&dir.join("memory.swap.max"), "0")?;
+        }
+        Ok(())
+    }
+
     /// Enables the controllers sandboxes need in `dir/cgroup.subtree_control`.
     fn enable_controllers(dir: &Path) -> Result<(), CgroupError> {
         let available = fs::read_to_string(dir.join("cgroup.controllers")).unwrap_or_default();
-        let wanted: Vec<String> = ["memory", "pids", "cpu"]
+        let wanted: Vec<String> = ["memory", "pids", "cpu", "cpuset"]
             .iter()
             .filter(|c| available.split_whitespace().any(|a| a == **c))
             .map(|c| format!("+{c}"))
@@ -621,22 +835,24 @@ impl CgroupManager for V2 {
         Self::enable_controllers(&self.base)?;
         let dir = self.base.join(name);
         fs::create_dir_all(&dir).map_err(io_err(&dir))?;
-        let mem = limits
-            .memory_bytes
-            .map_or_else(|| "max".to_string(), |b| b.to_string());
-        write_file(&dir.join("memory.max"), &mem)?;
-        if limits.memory_bytes.is_some() {
-            write_file(&dir.join("memory.swap.max"), "0")?;
+        self.write_limits(&dir, name, limits)
+    }
+
+    fn update(&self, name: &str, limits: &CgroupLimits) -> Result<(), CgroupError> {
+        check_name(name)?;
+        let dir = self.base.join(name);
+        if !dir.is_dir() {
+            return Err(CgroupError::NotFound(name.to_string()));
         }
-        let pids = limits
-            .pids
-            .map_or_else(|| "max".to_string(), |p| p.to_string());
-        write_file(&dir.join("pids.max"), &pids)?;
-        let cpu = match limits.cpu_quota_us() {
-            Some(q) => format!("{q} {CPU_PERIOD_US}"),
-            None => format!("max {CPU_PERIOD_US}"),
-        };
-        write_file(&dir.join("cpu.max"), &cpu)
+        self.write_limits(&dir, name, limits)
+    }
+
+    fn sandbox_mounts(&self) -> Vec<CgroupFsMount> {
+        vec![CgroupFsMount {
+            dir: String::new(),
+            fstype: "cgroup2".into(),
+            options: String::new(),
+        }]
     }
 
     fn procs_files(&self, name: &str) -> Vec<PathBuf> {
@@ -813,7 +1029,7 @@ mod tests {
         assert_eq!(read("cpu.max"), "50000 100000");
         assert_eq!(
             fs::read_to_string(own.join("cgroup.subtree_control")).unwrap(),
-            "+memory +pids +cpu"
+            "+memory +pids +cpu +cpuset"
         );
         assert_eq!(mgr.list().unwrap(), vec!["sb".to_string()]);
         mgr.kill_all("sb").unwrap();
@@ -854,7 +1070,11 @@ mod tests {
     #[test]
     fn v1_usage_reads_each_controller() {
         let tmp = tempfile::tempdir().unwrap();
-        let h = |c: &'static str| V1Hierarchy::new(c, tmp.path().join(c));
+        let h = |c: &'static str| V1Hierarchy {
+            controller: c,
+            base: tmp.path().join(c),
+            controllers: c.to_owned(),
+        };
         let mgr = V1Hybrid {
             hierarchies: vec![h("memory"), h("pids"), h("cpu"), h("cpuacct")],
             unified: None,
@@ -903,6 +1123,92 @@ mod tests {
         assert_eq!(l(0.001).cpu_quota_us(), Some(1_000));
         assert_eq!(l(0.0).cpu_quota_us(), None);
         assert_eq!(l(f64::NAN).cpu_quota_us(), None);
+    }
+
+    #[test]
+    fn cpu_lists_and_picks() {
+        assert_eq!(parse_cpu_list("0-3,8,10-11\n"), vec![0, 1, 2, 3, 8, 10, 11]);
+        assert_eq!(parse_cpu_list(""), Vec::<u32>::new());
+        let host = [0, 1, 2, 3];
+        assert_eq!(pick_cpus("a", None, &host), host.to_vec());
+        assert_eq!(pick_cpus("a", Some(0.5), &host).len(), 1);
+        assert_eq!(pick_cpus("a", Some(1.5), &host).len(), 2);
+        assert_eq!(pick_cpus("a", Some(64.0), &host), host.to_vec());
+        assert_eq!(
+            pick_cpus("a", Some(2.0), &host),
+            pick_cpus("a", Some(2.0), &host)
+        );
+        let spread: BTreeSet<Vec<u32>> = (0..32)
+            .map(|i| pick_cpus(&format!("sb{i}"), Some(1.0), &host))
+            .collect();
+        assert!(spread.len() > 1, "one-CPU sandboxes spread over the host");
+        assert!(pick_cpus("a", Some(1.0), &[]).is_empty());
+    }
+
+    #[test]
+    fn v2_update_rewrites_limits_and_cpuset_of_an_existing_cgroup() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mgr = V2::new(tmp.path().join("g"));
+        assert!(matches!(
+            mgr.update("sb", &CgroupLimits::default()),
+            Err(CgroupError::NotFound(_))
+        ));
+        let dir = mgr.base.join("sb");
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(mgr.base.join("cpuset.cpus.effective"), "0-3\n").unwrap();
+        fs::write(dir.join("cpuset.cpus"), "").unwrap();
+        let limits = CgroupLimits {
+            memory_bytes: Some(64 << 20),
+            pids: Some(50),
+            cpus: Some(2.0),
+        };
+        mgr.update("sb", &limits).unwrap();
+        let read = |f: &str| fs::read_to_string(dir.join(f)).unwrap();
+        assert_eq!(read("memory.max"), (64u64 << 20).to_string());
+        assert_eq!(read("pids.max"), "50");
+        assert_eq!(read("cpu.max"), "200000 100000");
+        assert_eq!(parse_cpu_list(&read("cpuset.cpus")).len(), 2);
+        // Usage the kernel cannot reclaim below the new limit: refused, old limit kept.
+        fs::write(dir.join("memory.current"), (100u64 << 20).to_string()).unwrap();
+        let lower = CgroupLimits {
+            memory_bytes: Some(32 << 20),
+            ..limits
+        };
+        assert!(matches!(
+            mgr.update("sb", &lower),
+            Err(CgroupError::MemoryBusy { limit_mib: 32 })
+        ));
+        assert_eq!(read("memory.max"), (64u64 << 20).to_string());
+        assert_eq!(
+            mgr.sandbox_mounts(),
+            vec![CgroupFsMount {
+                dir: String::new(),
+                fstype: "cgroup2".into(),
+                options: String::new(),
+            }]
+        );
+    }
+
+    #[test]
+    fn v1_mounts_name_each_hierarchy_and_update_needs_the_cgroup() {
+        let mi = "32 31 0:29 / /sys/fs/cgroup/cpu,cpuacct rw - cgroup cgroup rw,cpu,cpuacct\n\
+                  35 31 0:32 / /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory\n\
+                  39 31 0:36 / /sys/fs/cgroup/pids rw - cgroup cgroup rw,pids\n\
+                  34 31 0:31 / /sys/fs/cgroup/cpuset rw - cgroup cgroup rw,cpuset\n\
+                  41 31 0:38 / /sys/fs/cgroup/unified rw - cgroup2 cgroup2 rw\n";
+        let own = "3:cpu,cpuacct:/\n4:memory:/\n8:pids:/\n2:cpuset:/\n0::/\n";
+        let mgr = from_layout(&parse_mountinfo(mi), &parse_proc_cgroup(own), "g").unwrap();
+        let dirs: Vec<String> = mgr.sandbox_mounts().into_iter().map(|m| m.dir).collect();
+        assert_eq!(dirs, ["memory", "pids", "cpu,cpuacct", "cpuset", "unified"]);
+        assert_eq!(mgr.sandbox_mounts()[2].options, "cpu,cpuacct");
+        assert!(
+            mgr.dirs("s")
+                .contains(&PathBuf::from("/sys/fs/cgroup/cpuset/g/s"))
+        );
+        assert!(matches!(
+            mgr.update("never-made", &CgroupLimits::default()),
+            Err(CgroupError::NotFound(_))
+        ));
     }
 
     #[test]

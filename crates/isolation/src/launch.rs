@@ -20,6 +20,7 @@ use nix::sched::{CloneFlags, setns, unshare};
 use nix::unistd::{ForkResult, Gid, Uid, fork, pipe2};
 use serde::{Deserialize, Serialize};
 
+use crate::cgroup::CgroupFsMount;
 use crate::{hardening, mounts, sys, userns};
 
 /// The fd number on which the launcher receives the listening socket.
@@ -30,6 +31,8 @@ pub const WORKSPACE: &str = "/workspace";
 pub const DEFAULT_NOFILE: u64 = 65536;
 /// Where [`LaunchConfig::run_dir`] appears inside the sandbox.
 pub const RUN_DIR: &str = "/run/sandpit";
+/// The file bound over `/proc/meminfo` inside the sandbox; the agent keeps it current.
+pub const MEMINFO_VIEW: &str = "/dev/.sandpit/meminfo";
 
 fn default_listen_fd() -> RawFd {
     LISTEN_FD
@@ -92,6 +95,9 @@ pub struct LaunchConfig {
     /// `None`: the writable layer is `<sandbox_dir>/upper` and `work` on the host file system.
     #[serde(default)]
     pub disk_image: Option<PathBuf>,
+    /// The sandbox's cgroup hierarchies, mounted read-only under `/sys/fs/cgroup` inside.
+    #[serde(default)]
+    pub cgroup_mounts: Vec<CgroupFsMount>,
 }
 
 impl LaunchConfig {
@@ -418,6 +424,8 @@ pub fn enter_sandbox(cfg: &LaunchConfig) -> Result<Entered, LaunchError> {
 fn init(cfg: &LaunchConfig, log: fs::File) -> Result<(), LaunchError> {
     let root = cfg.rootfs_dir();
     mounts::mount_kernel_fs(&root)?;
+    mounts::cgroup_fs(&root, &cfg.cgroup_mounts, &log)?;
+    mounts::meminfo_view(&root)?;
     nix::unistd::sethostname(&cfg.hostname).map_err(LaunchError::sys("sethostname"))?;
     sys::set_link_up("lo").map_err(LaunchError::sys("bring lo up"))?;
     mounts::pivot_into(&root)?;
@@ -499,6 +507,7 @@ mod tests {
             run_dir: None,
             resolv_conf: None,
             disk_image: None,
+            cgroup_mounts: vec![],
         }
     }
 

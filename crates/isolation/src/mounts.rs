@@ -10,7 +10,8 @@ use std::path::Path;
 
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
 
-use crate::launch::LaunchError;
+use crate::cgroup::CgroupFsMount;
+use crate::launch::{LaunchError, MEMINFO_VIEW};
 use crate::sys;
 
 const NONE: Option<&str> = None;
@@ -257,6 +258,85 @@ pub(crate) fn mount_kernel_fs(root: &Path) -> Result<(), LaunchError> {
         Some("newinstance,ptmxmode=0666,mode=620,gid=5"),
     )
     .map_err(LaunchError::sys("mount /dev/pts"))
+}
+
+/// Inside the sandbox's mount and cgroup namespaces, before pivot_root: its own cgroups,
+/// read-only, under `/sys/fs/cgroup` (a small read-only tmpfs holds the v1 mount points). The
+/// cgroup namespace makes each hierarchy's root the sandbox's cgroup, so it sees its limits
+/// and usage and nothing of the host. Best effort: a hierarchy that cannot be mounted is
+/// skipped and logged (the sandbox only loses the view).
+pub(crate) fn cgroup_fs(
+    root: &Path,
+    mounts: &[CgroupFsMount],
+    log: &fs::File,
+) -> Result<(), LaunchError> {
+    if mounts.is_empty() {
+        return Ok(());
+    }
+    let target = root.join("sys/fs/cgroup");
+    if !target.is_dir() {
+        mount_point(&root.join("sys/fs"), "mkdir /sys/fs")?;
+        mount_point(&target, "mkdir /sys/fs/cgroup")?;
+    }
+    let flags = MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+    let needs_dirs = mounts.iter().any(|m| !m.dir.is_empty());
+    if needs_dirs {
+        mount(
+            Some("cgroup-views"),
+            &target,
+            Some("tmpfs"),
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+            Some("mode=755,size=64k"),
+        )
+        .map_err(LaunchError::sys("mount tmpfs /sys/fs/cgroup"))?;
+    }
+    for m in mounts {
+        let dir = if m.dir.is_empty() {
+            target.clone()
+        } else {
+            target.join(&m.dir)
+        };
+        let mounted = mount_point(&dir, "mkdir a cgroup mount point").and_then(|()| {
+            mount(
+                Some("cgroup"),
+                &dir,
+                Some(m.fstype.as_str()),
+                flags,
+                Some(m.options.as_str()),
+            )
+            .map_err(LaunchError::sys("mount a cgroup hierarchy"))
+        });
+        if let Err(e) = mounted {
+            let mut out = log;
+            let _ = writeln!(
+                out,
+                "sandpit launch: /sys/fs/cgroup/{} not mounted: {}",
+                m.dir,
+                e.full_message()
+            );
+        }
+    }
+    if needs_dirs {
+        mount(NONE, &target, NONE, flags | MsFlags::MS_REMOUNT, NONE)
+            .map_err(LaunchError::sys("remount /sys/fs/cgroup read-only"))?;
+    }
+    Ok(())
+}
+
+/// Binds a file of the sandbox's own over `/proc/meminfo` (lxcfs-style masking without FUSE):
+/// the agent rewrites it from the memory cgroup, so tools see the sandbox's limit as MemTotal.
+/// It starts as a copy of the host's file, so a sandbox whose agent never refreshes it still
+/// reads a well-formed file.
+pub(crate) fn meminfo_view(root: &Path) -> Result<(), LaunchError> {
+    let view = root.join(MEMINFO_VIEW.trim_start_matches('/'));
+    if let Some(dir) = view.parent() {
+        mount_point(dir, "mkdir the meminfo view dir")?;
+    }
+    let proc_meminfo = root.join("proc/meminfo");
+    let host = fs::read(&proc_meminfo).map_err(LaunchError::sys("read /proc/meminfo"))?;
+    fs::write(&view, host).map_err(LaunchError::sys("write the meminfo view"))?;
+    mount(Some(&view), &proc_meminfo, NONE, MsFlags::MS_BIND, NONE)
+        .map_err(LaunchError::sys("bind the meminfo view over /proc/meminfo"))
 }
 
 /// `pivot_root(".", ".")` + lazy unmount of the old root: no host path stays reachable.

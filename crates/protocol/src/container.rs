@@ -139,6 +139,24 @@ impl OutputEncoding {
     }
 }
 
+/// sandpit extension: why a command or process ended when it did not end by itself (absent:
+/// it did, or was killed by a signal someone sent).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ExitReason {
+    /// Killed by the kernel's OOM killer: the sandbox reached its memory limit (exit code 137).
+    Oom,
+}
+
+impl ExitReason {
+    /// The wire name (`oom`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExitReason::Oom => "oom",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ExecuteResponse {
@@ -158,6 +176,9 @@ pub struct ExecuteResponse {
     /// sandpit extension: set when the command was killed at its deadline (exit code 124).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub timed_out: bool,
+    /// sandpit extension: `oom` when the OOM killer ended the command.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<ExitReason>,
     /// sandpit extension: `base64` when stdout/stderr are base64 (requested by `encoding`).
     #[serde(default, skip_serializing_if = "OutputEncoding::is_text")]
     pub encoding: Option<OutputEncoding>,
@@ -194,6 +215,9 @@ pub enum ExecEvent {
         /// sandpit extension: set when the command was killed at its deadline.
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         timed_out: bool,
+        /// sandpit extension: `oom` when the OOM killer ended the command.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<ExitReason>,
     },
     Error {
         error: String,
@@ -663,6 +687,9 @@ pub struct ProcessInfo {
     /// sandpit extension: the session the process was started from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub session_id: Option<String>,
+    /// sandpit extension: `oom` when the OOM killer ended the process (status `killed`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<ExitReason>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -733,6 +760,9 @@ pub enum ProcessStreamEvent {
         exit_code: i32,
         data: String,
         timestamp: String,
+        /// sandpit extension: `oom` when the OOM killer ended the process.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<ExitReason>,
     },
     #[serde(rename_all = "camelCase")]
     Error {
@@ -1020,10 +1050,21 @@ mod tests {
             exit_code: 3,
             timestamp: "t".into(),
             timed_out: false,
+            reason: None,
         };
         assert_eq!(
             serde_json::to_value(&done).unwrap(),
             json!({"type": "complete", "exitCode": 3, "timestamp": "t"})
+        );
+        let oom = ExecEvent::Complete {
+            exit_code: 137,
+            timestamp: "t".into(),
+            timed_out: false,
+            reason: Some(ExitReason::Oom),
+        };
+        assert_eq!(
+            serde_json::to_value(&oom).unwrap(),
+            json!({"type": "complete", "exitCode": 137, "timestamp": "t", "reason": "oom"})
         );
     }
 

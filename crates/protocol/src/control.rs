@@ -293,8 +293,9 @@ pub struct CreateSandboxRequest {
     pub ttl: Option<serde_json::Value>,
 }
 
-/// `PATCH /v1/sandboxes/{id}`: change options of an existing sandbox. Limits apply at the next
-/// start.
+/// `PATCH /v1/sandboxes/{id}`: change options of an existing sandbox. On a running sandbox,
+/// `limits.cpus`, `limits.memoryMb` and `limits.pids` apply at once (its cgroups change);
+/// `limits.diskMb` and `env` apply at its next start (listed in the answer's `pendingRestart`).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -351,6 +352,10 @@ pub struct SandboxInfo {
     /// When the sandbox will be destroyed (its `ttl` ran out); absent: never.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<String>,
+    /// Only in the answer to a change of a running sandbox: the changed options that take
+    /// effect at its next start, not now (`limits.diskMb`, `env`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pending_restart: Vec<String>,
 }
 
 /// `GET /v1/sandboxes/{id}/usage`: what a sandbox uses now. A sandbox that is not running

@@ -72,6 +72,9 @@ pub enum DriverError {
     StartFailed { id: String, message: String },
     #[error("invalid sandbox spec: {0}")]
     InvalidSpec(String),
+    /// The kernel kept the old limits (e.g. memory below what the sandbox uses now).
+    #[error("sandbox {id}: {message}")]
+    LimitsRefused { id: String, message: String },
 }
 
 /// Runs sandboxes. Implementations must be safe to call concurrently for different ids; the
@@ -101,6 +104,13 @@ pub trait Driver: Send + Sync + 'static {
     /// has none.
     fn run_dir(&self, _id: &str) -> Option<PathBuf> {
         None
+    }
+
+    /// Applies new cpu, memory and pids limits to a running sandbox at once (`disk_mb` is
+    /// ignored: the writable layer's size is fixed while it runs). Drivers that cannot change
+    /// limits live ignore it; the limits then apply at the next start.
+    async fn set_limits(&self, _id: &str, _limits: &Limits) -> Result<(), DriverError> {
+        Ok(())
     }
 
     /// Applies a network policy to a running sandbox (`full` starts user-mode networking,

@@ -19,14 +19,14 @@ use std::time::{Duration, Instant};
 use nix::errno::Errno;
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
-use sandpit_isolation::cgroup::{CgroupLimits, CgroupManager};
+use sandpit_isolation::cgroup::{CgroupError, CgroupLimits, CgroupManager};
 use sandpit_isolation::launch::{LISTEN_FD, LaunchConfig};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::watch;
 
 use crate::slirp::Slirp;
 use crate::{Driver, DriverError, ResourceUsage, SandboxSpec, Started, agent_log, network, usage};
-use sandpit_protocol::control::{NetworkMode, NetworkPolicy};
+use sandpit_protocol::control::{Limits, NetworkMode, NetworkPolicy};
 
 /// Longest usable `sun_path` (108 bytes including the terminating NUL).
 const MAX_SOCKET_PATH: usize = 107;
@@ -155,8 +155,7 @@ pub fn validate_id(id: &str) -> Result<(), DriverError> {
     }
 }
 
-fn cgroup_limits(spec: &SandboxSpec) -> Result<CgroupLimits, DriverError> {
-    let l = &spec.limits;
+fn cgroup_limits(l: &Limits) -> Result<CgroupLimits, DriverError> {
     let invalid = |m: String| Err(DriverError::InvalidSpec(m));
     if let Some(m) = l.memory_mb
         && !(MIN_MEMORY_MB..=(u64::MAX >> 20)).contains(&m)
@@ -566,7 +565,7 @@ impl LocalDriver {
                 "diskMb {mb} must be between {MIN_DISK_MB} and {MAX_DISK_MB}"
             )));
         }
-        cgroup_limits(spec)
+        cgroup_limits(&spec.limits)
     }
 
     /// Runs the launcher and waits for its `{"pid": N}` line.
@@ -594,6 +593,7 @@ impl LocalDriver {
             run_dir: Some(self.run_dir(id)),
             resolv_conf: Some(network::RESOLV_CONF.to_string()),
             disk_image: disk,
+            cgroup_mounts: self.cgroups.sandbox_mounts(),
         };
         let input = serde_json::to_vec(&config).map_err(|e| DriverError::StartFailed {
             id: id.to_string(),
@@ -1014,6 +1014,20 @@ impl Driver for LocalDriver {
     }
 
     /// A stopped sandbox gets its policy from the spec at its next start.
+    async fn set_limits(&self, id: &str, limits: &Limits) -> Result<(), DriverError> {
+        validate_id(id)?;
+        let limits = cgroup_limits(limits)?;
+        self.cgroups.update(id, &limits).map_err(|e| match e {
+            CgroupError::MemoryBusy { .. } | CgroupError::NotFound(_) => {
+                DriverError::LimitsRefused {
+                    id: id.to_string(),
+                    message: e.to_string(),
+                }
+            }
+            e => cg_err(id, "update the cgroups")(e),
+        })
+    }
+
     async fn set_network(&self, id: &str, policy: &NetworkPolicy) -> Result<(), DriverError> {
         validate_id(id)?;
         match self.pid(id) {
@@ -1115,27 +1129,16 @@ mod tests {
         }
     }
 
-    fn spec(limits: sandpit_protocol::control::Limits) -> SandboxSpec {
-        SandboxSpec {
-            id: "a".into(),
-            image_rootfs: "/".into(),
-            limits,
-            env: vec![],
-            uid_base: 100_000,
-            ephemeral: false,
-            network: Default::default(),
-        }
-    }
-
     #[test]
     fn limits_are_checked_and_converted() {
-        use sandpit_protocol::control::Limits;
-        let l = cgroup_limits(&spec(Limits {
-            cpus: Some(1.5),
-            memory_mb: Some(256),
-            pids: Some(64),
-            disk_mb: None,
-        }))
+        let l = cgroup_limits(
+            &(Limits {
+                cpus: Some(1.5),
+                memory_mb: Some(256),
+                pids: Some(64),
+                disk_mb: None,
+            }),
+        )
         .unwrap();
         assert_eq!(l.memory_bytes, Some(256 << 20));
         assert_eq!(l.cpu_quota_us(), Some(150_000));
@@ -1158,7 +1161,7 @@ mod tests {
             },
         ] {
             assert!(matches!(
-                cgroup_limits(&spec(bad)),
+                cgroup_limits(&bad),
                 Err(DriverError::InvalidSpec(_))
             ));
         }

@@ -446,37 +446,83 @@ impl Manager {
         quota::check(tenant, &quota, &usage, demand, self.claim(limits))
     }
 
-    /// Stores option changes of an existing sandbox; a new disk limit is admitted against the
-    /// tenant's quota first.
+    /// Stores option changes of an existing sandbox. A new disk limit, and more memory for a
+    /// running sandbox, are admitted against the tenant's quota first; new cpu, memory and pids
+    /// limits of a running sandbox are applied to it at once, under the same admission lock
+    /// (a refusal by the kernel leaves both the sandbox and the record unchanged). Returns the
+    /// record and the changed options that wait for the next start.
     async fn save_options(
         &self,
         entry: &Entry,
         inner: &mut Inner,
         mut record: SandboxRecord,
         changes: OptionChanges,
-    ) -> ApiResult<SandboxRecord> {
-        // Only a new diskMb changes what an existing sandbox claims now (memory is claimed
-        // at its next start, which is admitted then).
+    ) -> ApiResult<(SandboxRecord, Vec<String>)> {
+        let running = inner.started.is_some();
+        let mut pending = Vec::new();
+        if running && changes.env.is_some() {
+            pending.push("env".to_owned());
+        }
         let resized = changes.limits.as_ref().is_some_and(|l| l.disk_mb.is_some());
+        if running && resized {
+            pending.push("limits.diskMb".to_owned());
+        }
+        let before = merge_limits(&record.options.limits, &self.default_limits);
         changes.apply(&mut record.options)?;
-        let _admission = if resized {
-            let lock = self.gate.lock(&entry.tenant).await;
-            self.admit(
-                &entry.tenant,
-                &entry.id,
-                Demand::Resize,
-                &record.options.limits,
-            )
-            .await?;
-            Some(lock)
+        let after = merge_limits(&record.options.limits, &self.default_limits);
+        let live = running
+            && (before.cpus, before.memory_mb, before.pids)
+                != (after.cpus, after.memory_mb, after.pids);
+        let grows = self.claim(&after).memory_mb > self.claim(&before).memory_mb;
+        let demand = if live && grows {
+            Some(Demand::GrowRunning)
+        } else if resized {
+            Some(Demand::Resize)
         } else {
             None
         };
-        self.store
+        let _admission = match demand {
+            Some(demand) => {
+                let lock = self.gate.lock(&entry.tenant).await;
+                self.admit(&entry.tenant, &entry.id, demand, &record.options.limits)
+                    .await?;
+                Some(lock)
+            }
+            None => None,
+        };
+        if live {
+            self.apply_limits(entry, &after).await?;
+        }
+        let saved = self
+            .store
             .update_options(&entry.tenant, &entry.id, &record.options)
-            .await?;
+            .await;
+        if let Err(e) = saved {
+            if live {
+                // Best effort: the sandbox goes back to the limits its record still has.
+                let _ = self.driver.set_limits(&entry.internal, &before).await;
+            }
+            return Err(e.into());
+        }
         inner.record = Some(record.clone());
-        Ok(record)
+        Ok((record, pending))
+    }
+
+    /// Writes new limits into a running sandbox (its cgroups).
+    async fn apply_limits(&self, entry: &Entry, limits: &Limits) -> ApiResult<()> {
+        self.driver
+            .set_limits(&entry.internal, limits)
+            .await
+            .map_err(|e| {
+                let error = match e {
+                    DriverError::LimitsRefused { message, .. } => {
+                        ApiError::new(ErrorCode::ResourceBusy, message)
+                    }
+                    DriverError::InvalidSpec(m) => ApiError::validation(m),
+                    e => ApiError::internal(format!("applying the limits: {e}")),
+                };
+                error.context("sandboxId", entry.id.as_str())
+            })
     }
 
     /// Starts a sleeping sandbox once its tenant's quota allows one more running.
@@ -581,6 +627,7 @@ impl Manager {
             secrets: Vec::new(),
             labels: o.labels.clone(),
             expires_at: o.expires_at_ms.map(ms_timestamp),
+            pending_restart: Vec::new(),
         };
         let network = egress::state::load(self.store.as_ref(), &record.internal_id).await?;
         egress::state::fill_info(&mut info, &network);
@@ -836,7 +883,7 @@ impl Manager {
             }
             // Like the seed's getSandbox(id, options): mutable options are (re)applied.
             if !changes.is_empty() {
-                record = self
+                (record, _) = self
                     .save_options(&entry, &mut inner, record, changes)
                     .await?;
             }
@@ -919,11 +966,14 @@ impl Manager {
             .load(&entry, &mut inner)
             .await?
             .ok_or_else(|| ApiError::sandbox_not_found(id))?;
-        let record = self
+        let (record, pending_restart) = self
             .save_options(&entry, &mut inner, record, changes)
             .await?;
         self.change_network(&entry, &inner, network).await?;
-        self.info(&record).await
+        Ok(SandboxInfo {
+            pending_restart,
+            ..self.info(&record).await?
+        })
     }
 
     /// Stores network policy and secret changes and applies them at once to a running sandbox:

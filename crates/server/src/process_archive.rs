@@ -412,6 +412,7 @@ fn stream_events(p: ArchivedProcess) -> Vec<ProcessStreamEvent> {
                 p.info.status.as_str()
             ),
             timestamp: now(),
+            reason: p.info.reason,
         },
         None => ProcessStreamEvent::Error {
             process_id,
@@ -487,6 +488,7 @@ mod tests {
                 end_time: Some(now()),
                 exit_code: None,
                 session_id: None,
+                reason: None,
             },
             stdout: "out".into(),
             stderr: String::new(),

@@ -26,6 +26,9 @@ pub enum Demand {
     Wake,
     /// An existing sandbox whose limits change (only its disk share can grow).
     Resize,
+    /// A running sandbox whose memory grows at once (a live PATCH): its new memory claim must
+    /// fit beside the other running sandboxes', like a start's; it adds no running sandbox.
+    GrowRunning,
 }
 
 /// The claims of one sandbox, its effective limits resolved.
@@ -90,6 +93,7 @@ pub fn check(
         .context("requested", asked)
     };
     let starts = matches!(demand, Demand::Create | Demand::Wake);
+    let claims_memory = starts || demand == Demand::GrowRunning;
     if demand == Demand::Create
         && let Some(q) = quota.sandboxes
         && usage.sandboxes + 1 > q
@@ -117,7 +121,7 @@ pub fn check(
             1,
         ));
     }
-    if starts
+    if claims_memory
         && let Some(q) = quota.memory_mb
         && usage.memory_mb + claim.memory_mb > q
     {
@@ -331,6 +335,20 @@ mod tests {
             "memoryMb"
         );
         allowed(q(|q| q.memory_mb = Some(768)), Demand::Wake, small);
+        // A live memory increase is claimed at once, without counting a running sandbox more.
+        assert_eq!(
+            refused(q(|q| q.memory_mb = Some(767)), Demand::GrowRunning, small),
+            "memoryMb"
+        );
+        allowed(
+            q(|q| {
+                q.memory_mb = Some(768);
+                q.running_sandboxes = Some(1);
+            }),
+            Demand::GrowRunning,
+            small,
+        );
+        allowed(q(|q| q.memory_mb = Some(1)), Demand::Resize, small);
         assert_eq!(
             refused(q(|q| q.disk_mb = Some(149)), Demand::Resize, small),
             "diskMb"

@@ -129,6 +129,11 @@ pub(crate) const MIGRATIONS: &[(i64, &str)] = &[
         ALTER TABLE sandboxes ADD COLUMN expires_at INTEGER;
         CREATE INDEX sandboxes_expires_at ON sandboxes(expires_at) WHERE expires_at IS NOT NULL;",
     ),
+    (
+        11,
+        // Why an archived process ended when not by itself (`oom`), so it survives sleep.
+        "ALTER TABLE archived_processes ADD COLUMN reason TEXT;",
+    ),
 ];
 
 /// Brings the schema to the newest version.

@@ -171,17 +171,19 @@ impl TryFrom<RawRow> for SandboxRecord {
 
 const PROCESS_COLUMNS: &str = "sandbox, process_id, pid, command, status, exit_code, \
                                start_time, end_time, session_id, stdout, stderr, \
-                               stdout_dropped, stderr_dropped";
+                               stdout_dropped, stderr_dropped, reason";
 
 /// An `archived_processes` row before its status is decoded.
 struct RawProcess {
     status: String,
+    reason: Option<String>,
     process: ArchivedProcess,
 }
 
 fn raw_process(row: &Row<'_>) -> rusqlite::Result<RawProcess> {
     Ok(RawProcess {
         status: row.get(4)?,
+        reason: row.get(13)?,
         process: ArchivedProcess {
             info: ProcessInfo {
                 id: row.get(1)?,
@@ -193,6 +195,8 @@ fn raw_process(row: &Row<'_>) -> rusqlite::Result<RawProcess> {
                 start_time: row.get(6)?,
                 end_time: row.get(7)?,
                 session_id: row.get(8)?,
+                // Replaced by `decode`.
+                reason: None,
             },
             stdout: row.get(9)?,
             stderr: row.get(10)?,
@@ -206,6 +210,11 @@ impl RawProcess {
     fn decode(self) -> Result<ArchivedProcess> {
         let mut process = self.process;
         process.info.status = serde_json::from_value(serde_json::Value::String(self.status))
+            .map_err(|e| corrupt(&process.info.id, e))?;
+        process.info.reason = self
+            .reason
+            .map(|r| serde_json::from_value(serde_json::Value::String(r)))
+            .transpose()
             .map_err(|e| corrupt(&process.info.id, e))?;
         Ok(process)
     }
@@ -731,7 +740,7 @@ impl Store for SqliteStore {
             {
                 let mut stmt = tx.prepare(&format!(
                     "INSERT OR REPLACE INTO archived_processes ({PROCESS_COLUMNS}, archived_at) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)"
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)"
                 ))?;
                 for p in &processes {
                     let i = &p.info;
@@ -749,6 +758,7 @@ impl Store for SqliteStore {
                         p.stderr,
                         p.stdout_dropped_bytes as i64,
                         p.stderr_dropped_bytes as i64,
+                        i.reason.map(|r| r.as_str()),
                         now_secs(),
                     ])?;
                 }

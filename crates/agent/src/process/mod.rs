@@ -36,6 +36,7 @@ use crate::exec::oneshot::{self, Running};
 use crate::exec::output::Utf8Carry;
 use crate::exec::session::Sessions;
 use crate::exec::{StreamKind, child_env, validate_command};
+use crate::memcg::OomWatch;
 use crate::reaper::Reaper;
 use crate::sse;
 use store::{Record, Refused, Store};
@@ -118,6 +119,8 @@ impl Processes {
             .operation("process.start"),
         };
         let mut spawned = None;
+        // Read before the process starts: the OOM-kill counter it may move.
+        let oom = OomWatch::start(self.config.memory_cgroup.as_ref());
         let record = self.store.insert_with(
             &id,
             |seq| {
@@ -166,6 +169,7 @@ impl Processes {
             record.clone(),
             child,
             timeout,
+            oom,
             self.store.clone(),
         ));
         Ok(ProcessStartResult {
@@ -369,10 +373,11 @@ async fn follow(record: Arc<Record>, tx: mpsc::Sender<Bytes>) {
             let err = state.stderr.since(err_pos);
             out_pos = state.stdout.end();
             err_pos = state.stderr.end();
-            let end = state
-                .status
-                .is_finished()
-                .then_some((state.status, state.exit_code));
+            let end =
+                state
+                    .status
+                    .is_finished()
+                    .then_some((state.status, state.exit_code, state.reason));
             (out, err, end)
         };
         let mut texts = vec![
@@ -405,7 +410,7 @@ async fn follow(record: Arc<Record>, tx: mpsc::Sender<Bytes>) {
                 return;
             }
         }
-        if let Some((status, exit_code)) = end {
+        if let Some((status, exit_code, reason)) = end {
             let process_id = record.id.clone();
             let timestamp = time::now();
             let event = match exit_code {
@@ -414,6 +419,7 @@ async fn follow(record: Arc<Record>, tx: mpsc::Sender<Bytes>) {
                     exit_code,
                     data: format!("Process {} with exit code {exit_code}", status.as_str()),
                     timestamp,
+                    reason,
                 },
                 None => ProcessStreamEvent::Error {
                     process_id,
@@ -495,11 +501,13 @@ fn spawn(
 }
 
 /// Copies the output into the record until the process exits and its pipes close (or
-/// [`DRAIN_AFTER_EXIT`] passed), enforcing `timeout`, then records the end.
+/// [`DRAIN_AFTER_EXIT`] passed), enforcing `timeout`, then records the end (telling an OOM
+/// kill that `oom` saw from other ends).
 async fn supervise(
     record: Arc<Record>,
     child: Running,
     timeout: Option<Duration>,
+    oom: Option<OomWatch>,
     store: Arc<Store>,
 ) {
     let Running {
@@ -552,7 +560,13 @@ async fn supervise(
             record.append(StreamKind::Stderr, message.as_bytes());
             record.finish_timed_out();
         }
-        _ => record.finish(exit_code.flatten()),
+        _ => match (exit_code.flatten(), oom) {
+            (Some(code), Some(watch)) if watch.killed(code) => {
+                record.append(StreamKind::Stderr, watch.message().as_bytes());
+                record.finish_oom(code);
+            }
+            (code, _) => record.finish(code),
+        },
     }
     store.finished(&record);
 }

@@ -5,7 +5,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use nix::sys::signal::Signal;
-use sandpit_protocol::container::{ProcessInfo, ProcessStatus};
+use sandpit_protocol::container::{ExitReason, ProcessInfo, ProcessStatus};
 use sandpit_protocol::time;
 use tokio::sync::watch;
 
@@ -41,6 +41,8 @@ pub struct State {
     pub stderr: RingBuffer,
     /// The signal a kill asked for, so its exit code (128 + n) reads as `killed`.
     pub kill_signal: Option<Signal>,
+    /// Set when the OOM killer ended the process.
+    pub reason: Option<ExitReason>,
 }
 
 impl Record {
@@ -66,6 +68,7 @@ impl Record {
                 stdout: RingBuffer::new(log_cap),
                 stderr: RingBuffer::new(log_cap),
                 kill_signal: None,
+                reason: None,
             }),
             changed: watch::Sender::new(0),
             stdin: tokio::sync::Mutex::new(None),
@@ -110,6 +113,18 @@ impl Record {
         self.bump();
     }
 
+    /// Records the end of a process the OOM killer ended: status `killed`, exit code 137.
+    pub fn finish_oom(&self, exit_code: i32) {
+        {
+            let mut state = self.state();
+            state.status = ProcessStatus::Killed;
+            state.exit_code = Some(exit_code);
+            state.reason = Some(ExitReason::Oom);
+            state.end_time = Some(time::now());
+        }
+        self.bump();
+    }
+
     /// Records the end of a process killed at its deadline: status `killed`, exit code 124.
     pub fn finish_timed_out(&self) {
         {
@@ -142,6 +157,7 @@ impl Record {
             end_time: state.end_time.clone(),
             exit_code: state.exit_code,
             session_id: self.session_id.clone(),
+            reason: state.reason,
         }
     }
 }

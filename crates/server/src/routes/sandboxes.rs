@@ -183,8 +183,9 @@ pub async fn get(
     Ok(ApiJson(app.manager.get(&tenant.name, &id).await?))
 }
 
-/// Change options of a sandbox. `env` and `limits` apply at its next start; `labels` are
-/// merged (`null` removes one); a `ttl` counts from now (`0`: no expiry).
+/// Change options of a sandbox. On a running sandbox `limits.cpus`, `limits.memoryMb` and
+/// `limits.pids` apply at once; `env` and `limits.diskMb` at its next start (`pendingRestart`).
+/// `labels` are merged (`null` removes one); a `ttl` counts from now (`0`: no expiry).
 #[utoipa::path(
     patch, path = "/v1/sandboxes/{id}", operation_id = "updateSandbox", tag = "sandboxes",
     params(("id" = String, Path, description = "Sandbox id")),
@@ -193,7 +194,8 @@ pub async fn get(
         (status = 200, description = "Updated", body = SandboxInfo),
         (status = 400, description = "Invalid options (VALIDATION_FAILED), or a limit above the server's maximum (LIMIT_EXCEEDED)", body = ErrorResponse),
         (status = 404, description = "SANDBOX_NOT_FOUND", body = ErrorResponse),
-        (status = 429, description = "A larger diskMb would pass the tenant's disk quota (QUOTA_EXCEEDED)", body = ErrorResponse),
+        (status = 409, description = "A memory limit below what the running sandbox uses now (RESOURCE_BUSY); the old limit stays", body = ErrorResponse),
+        (status = 429, description = "A larger diskMb, or more memory for a running sandbox, would pass the tenant's quota (QUOTA_EXCEEDED)", body = ErrorResponse),
     ),
     security(("bearer" = []))
 )]

@@ -14,6 +14,7 @@ mod host_agent;
 mod interpreter;
 mod keys;
 mod lifecycle;
+mod limits;
 mod network;
 mod openapi;
 mod preview;

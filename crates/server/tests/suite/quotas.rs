@@ -32,7 +32,7 @@ impl TestServer {
     }
 
     /// Admin sets `tenant`'s quota; returns its key.
-    async fn tenant_with_quota(&self, tenant: &str, quota: Value) -> String {
+    pub(super) async fn tenant_with_quota(&self, tenant: &str, quota: Value) -> String {
         let key = self.create_key(tenant).await;
         let (s, b) = self
             .json(Method::PUT, &format!("/v1/tenants/{tenant}/quota"), quota)
@@ -372,7 +372,7 @@ async fn maxima_above_the_host_do_not_start_a_server() {
 
 /// Host cgroup directories (every v1 hierarchy and the unified one) whose name starts with
 /// `prefix`: a sandbox's cgroups are named after its internal id (`<id>-<hash>`).
-fn cgroups_named(prefix: &str) -> Vec<std::path::PathBuf> {
+pub(super) fn cgroups_named(prefix: &str) -> Vec<std::path::PathBuf> {
     fn walk(dir: &std::path::Path, prefix: &str, depth: u32, out: &mut Vec<std::path::PathBuf>) {
         let Ok(entries) = std::fs::read_dir(dir) else {
             return;

@@ -1,4 +1,4 @@
-use sandpit_protocol::container::{ProcessInfo, ProcessStatus};
+use sandpit_protocol::container::{ExitReason, ProcessInfo, ProcessStatus};
 use sandpit_store::{ArchivedProcess, SqliteStore, Store};
 
 use super::new_sandbox;
@@ -14,6 +14,7 @@ fn process(id: &str, status: ProcessStatus, start: &str) -> ArchivedProcess {
             end_time: Some("2026-01-01T00:00:09.000Z".into()),
             exit_code: (status == ProcessStatus::Completed).then_some(0),
             session_id: Some("default".into()),
+            reason: None,
         },
         stdout: format!("{id}\n"),
         stderr: "warn\n".into(),
@@ -28,7 +29,9 @@ async fn archived_processes_round_trip_replace_and_go_with_the_sandbox() {
     let (record, _) = store.create_sandbox(new_sandbox("t", "a")).await.unwrap();
     let (other, _) = store.create_sandbox(new_sandbox("t", "b")).await.unwrap();
     let done = process("p1", ProcessStatus::Completed, "2026-01-01T00:00:02.000Z");
-    let killed = process("p0", ProcessStatus::Killed, "2026-01-01T00:00:01.000Z");
+    let mut killed = process("p0", ProcessStatus::Killed, "2026-01-01T00:00:01.000Z");
+    // An OOM kill keeps its reason through the archive.
+    killed.info.reason = Some(ExitReason::Oom);
     store
         .archive_processes(&record.internal_id, vec![done.clone(), killed.clone()])
         .await
