@@ -377,6 +377,50 @@ mod tests {
         assert_eq!(p.push(b"\n\n")[0].data, "3");
     }
 
+    fn stdin_frame(
+        id: &str,
+        data: Option<&str>,
+        data_base64: Option<&str>,
+        eof: bool,
+    ) -> StdinFrame {
+        StdinFrame {
+            id: id.into(),
+            data: data.map(Into::into),
+            data_base64: data_base64.map(Into::into),
+            eof,
+        }
+    }
+
+    #[tokio::test]
+    async fn stdin_frames_feed_their_request_in_order_until_eof() {
+        let inputs: Inputs = Arc::default();
+        let (tx, mut rx) = mpsc::channel(STDIN_QUEUE);
+        lock(&inputs).insert("r".into(), tx);
+        feed_stdin(&inputs, &stdin_frame("r", Some("ab"), None, false))
+            .await
+            .unwrap();
+        feed_stdin(&inputs, &stdin_frame("r", None, Some("/w=="), true))
+            .await
+            .unwrap();
+        assert_eq!(rx.recv().await.unwrap(), Bytes::from_static(b"ab"));
+        assert_eq!(rx.recv().await.unwrap(), Bytes::from_static(b"\xff"));
+        assert_eq!(rx.recv().await, None, "eof closes the input");
+        let late = feed_stdin(&inputs, &stdin_frame("r", Some("x"), None, false)).await;
+        assert!(late.unwrap_err().contains("does not read stdin"));
+
+        let (tx, rx_s) = mpsc::channel(STDIN_QUEUE);
+        lock(&inputs).insert("s".into(), tx);
+        let both = feed_stdin(&inputs, &stdin_frame("s", Some("a"), Some("YQ=="), false)).await;
+        assert!(both.unwrap_err().contains("not both"));
+        let bad = feed_stdin(&inputs, &stdin_frame("s", None, Some("!!"), false)).await;
+        assert!(bad.unwrap_err().contains("base64"));
+        // A frame for a request whose command went away (receiver dropped) is refused.
+        drop(rx_s);
+        let gone = feed_stdin(&inputs, &stdin_frame("s", Some("a"), None, false)).await;
+        assert!(gone.is_err());
+        assert!(lock(&inputs).is_empty());
+    }
+
     #[test]
     fn frames_become_requests() {
         let r = build(WsRequest {
