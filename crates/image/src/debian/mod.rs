@@ -90,12 +90,14 @@ const APT_CONF: &str = "APT::Install-Recommends \"false\";\n";
 /// egress proxy intercepts TLS, its CA bundle from `PIP_CERT` (set by the runtime; the
 /// environment wins over this file). Without interception it trusts the system bundle, which
 /// holds the host's local CAs. Sandboxes are disposable, so `pip install` may write to the
-/// system site-packages (`/usr/local/lib/python3*/dist-packages`) without a venv (PEP 668).
+/// system site-packages (`/usr/local/lib/python3*/dist-packages`) without a venv (PEP 668),
+/// and sandbox root is the normal user (no "running pip as root" warning).
 const PIP_CONF: &str = "\
 [global]
 cert = /etc/ssl/certs/ca-certificates.crt
 break-system-packages = true
 disable-pip-version-check = true
+root-user-action = ignore
 ";
 
 /// The apt runs of the `packages` stage, in a private mount namespace (`$R` = the rootfs, the
@@ -111,7 +113,7 @@ const INSTALL_SCRIPT: &str = "apt() { chroot \"$R\" apt-get -q -y -o APT::Status
 /// packages, configuration files, scripts, Node version, env). [`ImageStore::build_default`]
 /// rebuilds an image whose [`RECIPE_LABEL`] differs, so machines that keep their images pick
 /// up a changed recipe. (The mirror's package versions are not part of it: a rebuild for
-/// security updates is `sandpit image rm default && sandpit image build`.)
+/// security updates is `sandpit image build --force`.)
 pub fn recipe() -> String {
     let packages = PACKAGES.join(" ");
     let env = IMAGE_ENV.join("\n");

@@ -141,6 +141,8 @@ async fn serial_image_pip_installs_through_the_egress_proxy() {
     let pip = format!("pip install --retries 0 --timeout 20 --index-url {url} sandpit-hello");
     let (code, out, err) = run(&rs, id, &pip).await;
     assert_eq!(code, 0, "{out}{err}");
+    // pip.conf: sandbox root is the normal user.
+    assert!(!err.contains("as the 'root' user"), "{err}");
     assert_eq!(
         run_ok(
             &rs,
