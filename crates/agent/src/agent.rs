@@ -20,6 +20,7 @@ use crate::error::ApiError;
 use crate::exec::kill::{ClientGone, Deadline, StopReason};
 use crate::exec::session::{Sessions, terminated};
 use crate::exec::shell::{self, CommandSpec, RunControl, ShellError, Status, StdinFifo};
+use crate::exec::stdin::{Input, StdinChannel};
 use crate::exec::{self as ex, Sink, StreamKind, child_env, validate_command};
 use crate::memcg::{self, OomWatch};
 use crate::reaper::Reaper;
@@ -99,7 +100,8 @@ impl Agent {
         let started = Instant::now();
         let (_present, gone) = ex::kill::client_pair();
         let sink = Sink::collect(self.config.output_cap);
-        let done = self.start(target, &req, sink, gone, None).await?;
+        let input = input(&req, None)?;
+        let done = self.start(target, &req, input, sink, gone, None).await?;
         let (ran, sink) = done
             .await
             .map_err(|_| ApiError::internal("command task ended unexpectedly"))?;
@@ -131,12 +133,15 @@ impl Agent {
 
     /// `/api/execute/stream`: starts a command; its SSE frames arrive on the returned channel.
     /// Errors before the start are returned as such (answered with a non-200 status). When the
-    /// receiver is dropped (the client went away) the command is stopped.
+    /// receiver is dropped (the client went away) the command is stopped. `stdin` is the
+    /// WebSocket transport's channel, used when the request asks for `stdinStream`.
     pub async fn execute_stream(
         &self,
         req: ExecuteRequest,
+        stdin: Option<StdinChannel>,
     ) -> Result<mpsc::Receiver<Bytes>, ApiError> {
         let target = validate(&req)?;
+        let input = input(&req, stdin)?;
         let (tx, rx) = mpsc::channel(sse::CHANNEL_CAPACITY);
         let start = ExecEvent::Start {
             command: req.command.clone(),
@@ -147,7 +152,9 @@ impl Agent {
         let gone = sink
             .reader_gone()
             .map_or_else(ClientGone::never, ClientGone::when);
-        let done = self.start(target, &req, sink, gone, Some(start)).await?;
+        let done = self
+            .start(target, &req, input, sink, gone, Some(start))
+            .await?;
         tokio::spawn(async move {
             let Ok((ran, mut sink)) = done.await else {
                 return;
@@ -177,15 +184,11 @@ impl Agent {
         &self,
         target: Target<'_>,
         req: &ExecuteRequest,
+        input: Option<Input>,
         mut sink: Sink,
         gone: ClientGone,
         start: Option<ExecEvent>,
     ) -> Result<oneshot::Receiver<(Result<Ran, ApiError>, Sink)>, ApiError> {
-        let input = ex::stdin_bytes(
-            req.stdin.as_deref(),
-            req.stdin_base64.as_deref(),
-            ["stdin", "stdinBase64"],
-        )?;
         let (tx, rx) = oneshot::channel();
         // Read before the command starts: the OOM-kill counter it may move.
         let oom = OomWatch::start(self.config.memory_cgroup.as_ref());
@@ -201,9 +204,8 @@ impl Agent {
                     let ran = match running {
                         Some(running) => {
                             let pid = running.pid();
-                            let input = input.unwrap_or_default();
                             let deadline = Deadline::start(limit);
-                            let outcome = running.finish(&input, deadline, gone, &mut sink).await;
+                            let outcome = running.finish(input, deadline, gone, &mut sink).await;
                             groups
                                 .lock()
                                 .unwrap_or_else(PoisonError::into_inner)
@@ -254,11 +256,10 @@ impl Agent {
                     if let Some(start) = start {
                         sink.event(&start).await;
                     }
-                    let (fifo, data) = stdin.map_or((None, Vec::new()), |(f, d)| (Some(f), d));
                     let control = RunControl {
                         deadline: Deadline::start(limit),
                         gone,
-                        stdin: fifo.map(|f| (f, data.as_slice())),
+                        stdin,
                     };
                     let result = guard.run(&script, &marker, &mut sink, control).await;
                     match &result {
@@ -424,6 +425,36 @@ async fn cwd_failure(sink: &mut Sink, cwd: &str) -> i32 {
     )
     .await;
     1
+}
+
+/// What the command of `req` reads on stdin: the request's bytes, or (`stdinStream`) the
+/// chunks of the WebSocket transport's `channel`, which only requests routed through `/ws`
+/// have.
+fn input(req: &ExecuteRequest, channel: Option<StdinChannel>) -> Result<Option<Input>, ApiError> {
+    let bytes = ex::stdin_bytes(
+        req.stdin.as_deref(),
+        req.stdin_base64.as_deref(),
+        ["stdin", "stdinBase64"],
+    )?;
+    if req.stdin_stream != Some(true) {
+        return Ok(bytes.map(Input::Bytes));
+    }
+    if bytes.is_some() {
+        return Err(ApiError::validation(
+            "stdinStream",
+            "give stdinStream or stdin/stdinBase64, not both",
+        ));
+    }
+    match channel.and_then(|c| c.take()) {
+        Some(chunks) => Ok(Some(Input::Stream(chunks))),
+        None => Err(ApiError::validation(
+            "stdinStream",
+            "stdinStream works on /api/execute/stream through the WebSocket control transport \
+             (/ws), whose `stdin` frames carry the input; over HTTP send stdin or stdinBase64 \
+             with the request, or start a process with \"stdin\": true and write to \
+             POST /api/process/{id}/stdin",
+        )),
+    }
 }
 
 fn validate(req: &ExecuteRequest) -> Result<Target<'_>, ApiError> {

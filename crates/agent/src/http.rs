@@ -9,7 +9,7 @@ use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, FromRequest, Request, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Json, middleware};
+use axum::{Extension, Json, middleware};
 use http::{HeaderValue, Method, StatusCode, header};
 use sandpit_protocol::container::*;
 use sandpit_protocol::{ErrorCode, ErrorResponse, VERSION, time};
@@ -19,6 +19,7 @@ use tokio::sync::mpsc;
 use crate::agent::Agent;
 use crate::error::ApiError;
 use crate::exec::session::SessionOptions;
+use crate::exec::stdin::StdinChannel;
 use crate::{files, files_raw, sse};
 
 type AppState = Arc<Agent>;
@@ -167,9 +168,10 @@ async fn execute(
 
 async fn execute_stream(
     State(agent): State<AppState>,
+    stdin: Option<Extension<StdinChannel>>,
     Body(req): Body<ExecuteRequest>,
 ) -> ApiResult<Response> {
-    let rx = agent.execute_stream(req).await?;
+    let rx = agent.execute_stream(req, stdin.map(|e| e.0)).await?;
     Ok(sse::response(rx))
 }
 

@@ -2,6 +2,10 @@
 //! through the same axum router as plain HTTP requests, concurrently; a JSON answer comes back
 //! as one `response` frame, an SSE answer as one `stream` frame per event followed by a final
 //! `response` frame. `{type:'cancel', id}` aborts a request.
+//!
+//! sandpit extension: `{type:'stdin', id, data | dataBase64, eof?}` feeds the stdin of request
+//! `id` (an `/api/execute/stream` with `stdinStream: true`); `eof: true` closes it. Chunks are
+//! flow-controlled: while the command's stdin is full, this connection reads no further frames.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -11,6 +15,9 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::response::Response;
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
 use http::{HeaderName, HeaderValue, Method, header};
 use http_body_util::BodyExt;
@@ -21,9 +28,12 @@ use tokio::task::AbortHandle;
 use tower::ServiceExt;
 
 use crate::agent::Agent;
+use crate::exec::stdin::StdinChannel;
 
 /// Frames queued for one connection's writer.
 const OUTBOX: usize = 64;
+/// `stdin` chunks queued per request before the connection waits for the command to read.
+const STDIN_QUEUE: usize = 16;
 
 /// A frame from the client.
 #[derive(Debug, Deserialize)]
@@ -31,6 +41,20 @@ const OUTBOX: usize = 64;
 enum ClientFrame {
     Request(WsRequest),
     Cancel { id: String },
+    Stdin(StdinFrame),
+}
+
+/// A chunk of a request's stdin (text `data` or `dataBase64`), and/or its end.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct StdinFrame {
+    id: String,
+    #[serde(default)]
+    data: Option<String>,
+    #[serde(default)]
+    data_base64: Option<String>,
+    #[serde(default)]
+    eof: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -50,6 +74,8 @@ pub async fn handler(State(agent): State<Arc<Agent>>, ws: WebSocketUpgrade) -> R
 }
 
 type Active = Arc<Mutex<HashMap<String, AbortHandle>>>;
+/// The stdin senders of the active requests, by id.
+type Inputs = Arc<Mutex<HashMap<String, mpsc::Sender<Bytes>>>>;
 
 async fn serve(agent: Arc<Agent>, socket: WebSocket) {
     let app = crate::http::router(agent);
@@ -67,6 +93,7 @@ async fn serve(agent: Arc<Agent>, socket: WebSocket) {
         }
     });
     let active: Active = Arc::default();
+    let inputs: Inputs = Arc::default();
     while let Some(Ok(message)) = stream.next().await {
         let text = match message {
             Message::Text(text) => text,
@@ -102,12 +129,24 @@ async fn serve(agent: Arc<Agent>, socket: WebSocket) {
         match serde_json::from_value::<ClientFrame>(value) {
             Ok(ClientFrame::Request(request)) => {
                 let id = request.id.clone();
-                let task = tokio::spawn(run(app.clone(), request, out.clone(), active.clone()));
+                let (stdin, chunks) = mpsc::channel(STDIN_QUEUE);
+                lock(&inputs).insert(id.clone(), stdin);
+                let channel = StdinChannel::new(chunks);
+                let state = (active.clone(), inputs.clone());
+                let task = tokio::spawn(run(app.clone(), request, channel, out.clone(), state));
                 lock(&active).insert(id, task.abort_handle());
             }
             Ok(ClientFrame::Cancel { id }) => {
+                lock(&inputs).remove(&id);
                 if let Some(task) = lock(&active).remove(&id) {
                     task.abort();
+                }
+            }
+            Ok(ClientFrame::Stdin(frame)) => {
+                if let Err(message) = feed_stdin(&inputs, &frame).await {
+                    let _ = out
+                        .send(error(Some(&frame.id), "INVALID_REQUEST", &message, 400))
+                        .await;
                 }
             }
             Err(e) => {
@@ -119,6 +158,7 @@ async fn serve(agent: Arc<Agent>, socket: WebSocket) {
         }
     }
     // The client left: nothing it asked for is worth finishing.
+    lock(&inputs).clear();
     for (_, task) in lock(&active).drain() {
         task.abort();
     }
@@ -126,8 +166,41 @@ async fn serve(agent: Arc<Agent>, socket: WebSocket) {
     let _ = writer.await;
 }
 
-fn lock(active: &Active) -> std::sync::MutexGuard<'_, HashMap<String, AbortHandle>> {
-    active.lock().unwrap_or_else(PoisonError::into_inner)
+fn lock<T>(map: &Mutex<HashMap<String, T>>) -> std::sync::MutexGuard<'_, HashMap<String, T>> {
+    map.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Passes a `stdin` frame's bytes to its request's command (waiting while the command's stdin
+/// is full), then closes the input on `eof`. The error message says why the frame was refused.
+async fn feed_stdin(inputs: &Inputs, frame: &StdinFrame) -> Result<(), String> {
+    let id = &frame.id;
+    let chunk = match (&frame.data, &frame.data_base64) {
+        (Some(_), Some(_)) => return Err("give data or dataBase64, not both".to_owned()),
+        (Some(text), None) => Some(Bytes::from(text.clone().into_bytes())),
+        (None, Some(b64)) => {
+            Some(Bytes::from(BASE64.decode(b64).map_err(|e| {
+                format!("dataBase64 is not valid base64: {e}")
+            })?))
+        }
+        (None, None) => None,
+    };
+    let not_reading = || {
+        format!(
+            "request {id:?} does not read stdin (unknown, finished, its stdin closed, or sent \
+             without \"stdinStream\": true)"
+        )
+    };
+    let sender = lock(inputs).get(id).cloned().ok_or_else(not_reading)?;
+    if let Some(chunk) = chunk.filter(|c| !c.is_empty())
+        && sender.send(chunk).await.is_err()
+    {
+        lock(inputs).remove(id);
+        return Err(not_reading());
+    }
+    if frame.eof {
+        lock(inputs).remove(id);
+    }
+    Ok(())
 }
 
 fn error(id: Option<&str>, code: &str, message: &str, status: u16) -> Value {
@@ -139,22 +212,35 @@ fn error(id: Option<&str>, code: &str, message: &str, status: u16) -> Value {
 }
 
 /// Runs one request and sends its frames.
-async fn run(app: Router, request: WsRequest, out: mpsc::Sender<Value>, active: Active) {
+async fn run(
+    app: Router,
+    request: WsRequest,
+    stdin: StdinChannel,
+    out: mpsc::Sender<Value>,
+    (active, inputs): (Active, Inputs),
+) {
     let id = request.id.clone();
-    let frames = answer(app, request, &out).await;
+    let frames = answer(app, request, stdin, &out).await;
     if let Some(frame) = frames {
         let _ = out.send(frame).await;
     }
+    lock(&inputs).remove(&id);
     lock(&active).remove(&id);
 }
 
-/// Sends the stream frames of `request`; returns the final frame.
-async fn answer(app: Router, request: WsRequest, out: &mpsc::Sender<Value>) -> Option<Value> {
+/// Sends the stream frames of `request`; returns the final frame. The route may take `stdin`.
+async fn answer(
+    app: Router,
+    request: WsRequest,
+    stdin: StdinChannel,
+    out: &mpsc::Sender<Value>,
+) -> Option<Value> {
     let id = request.id.clone();
-    let http_request = match build(request) {
+    let mut http_request = match build(request) {
         Ok(r) => r,
         Err(message) => return Some(error(Some(&id), "INVALID_REQUEST", &message, 400)),
     };
+    http_request.extensions_mut().insert(stdin);
     let Ok(response) = app.oneshot(http_request).await;
     let status = response.status().as_u16();
     let is_sse = response
@@ -289,6 +375,50 @@ mod tests {
             ]
         );
         assert_eq!(p.push(b"\n\n")[0].data, "3");
+    }
+
+    fn stdin_frame(
+        id: &str,
+        data: Option<&str>,
+        data_base64: Option<&str>,
+        eof: bool,
+    ) -> StdinFrame {
+        StdinFrame {
+            id: id.into(),
+            data: data.map(Into::into),
+            data_base64: data_base64.map(Into::into),
+            eof,
+        }
+    }
+
+    #[tokio::test]
+    async fn stdin_frames_feed_their_request_in_order_until_eof() {
+        let inputs: Inputs = Arc::default();
+        let (tx, mut rx) = mpsc::channel(STDIN_QUEUE);
+        lock(&inputs).insert("r".into(), tx);
+        feed_stdin(&inputs, &stdin_frame("r", Some("ab"), None, false))
+            .await
+            .unwrap();
+        feed_stdin(&inputs, &stdin_frame("r", None, Some("/w=="), true))
+            .await
+            .unwrap();
+        assert_eq!(rx.recv().await.unwrap(), Bytes::from_static(b"ab"));
+        assert_eq!(rx.recv().await.unwrap(), Bytes::from_static(b"\xff"));
+        assert_eq!(rx.recv().await, None, "eof closes the input");
+        let late = feed_stdin(&inputs, &stdin_frame("r", Some("x"), None, false)).await;
+        assert!(late.unwrap_err().contains("does not read stdin"));
+
+        let (tx, rx_s) = mpsc::channel(STDIN_QUEUE);
+        lock(&inputs).insert("s".into(), tx);
+        let both = feed_stdin(&inputs, &stdin_frame("s", Some("a"), Some("YQ=="), false)).await;
+        assert!(both.unwrap_err().contains("not both"));
+        let bad = feed_stdin(&inputs, &stdin_frame("s", None, Some("!!"), false)).await;
+        assert!(bad.unwrap_err().contains("base64"));
+        // A frame for a request whose command went away (receiver dropped) is refused.
+        drop(rx_s);
+        let gone = feed_stdin(&inputs, &stdin_frame("s", Some("a"), None, false)).await;
+        assert!(gone.is_err());
+        assert!(lock(&inputs).is_empty());
     }
 
     #[test]

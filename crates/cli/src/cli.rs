@@ -563,9 +563,11 @@ pub struct ImageArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum ImageCommand {
-    /// Build the default image (Debian bookworm with Python and Node) if it is missing.
+    /// Build the default image (Debian bookworm with Python and Node) if it is missing or of an
+    /// older recipe; a new version is swapped in at the same path (running sandboxes keep the
+    /// old one until they stop).
     Build {
-        /// Rebuild even if it exists.
+        /// Rebuild even if it is current (for package updates of the mirror).
         #[arg(long)]
         force: bool,
     },

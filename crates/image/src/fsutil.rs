@@ -71,6 +71,26 @@ fn unescape_mountinfo(field: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// Whether any process has a file descriptor open at or below `dir` (from /proc/*/fd; processes
+/// whose fds cannot be read are skipped). A sandbox driver holds its image's rootfs open while
+/// the sandbox runs, which is how a replaced image version knows it is still in use.
+pub(crate) fn held_open(dir: &Path) -> bool {
+    let Ok(procs) = fs::read_dir("/proc") else {
+        return false;
+    };
+    procs
+        .flatten()
+        .filter(|p| {
+            p.file_name()
+                .to_str()
+                .is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit()))
+        })
+        .filter_map(|p| fs::read_dir(p.path().join("fd")).ok())
+        .flat_map(|fds| fds.flatten())
+        .filter_map(|fd| fs::read_link(fd.path()).ok())
+        .any(|target| target.starts_with(dir))
+}
+
 /// Deletes a directory tree without following symlinks, refusing if anything is mounted inside
 /// it (deleting through a leaked bind mount of /dev or /proc would reach the host).
 pub(crate) fn remove_tree(path: &Path) -> Result<(), ImageError> {
@@ -115,6 +135,22 @@ mod tests {
         assert_eq!(unescape_mountinfo("/a\\040b"), "/a b");
         assert_eq!(unescape_mountinfo("/plain"), "/plain");
         assert_eq!(unescape_mountinfo("/x\\"), "/x\\");
+    }
+
+    #[test]
+    fn a_directory_held_open_is_seen_from_proc() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("image");
+        fs::create_dir_all(dir.join("rootfs")).unwrap();
+        assert!(!held_open(&dir));
+        let held = File::open(dir.join("rootfs")).unwrap();
+        assert!(held_open(&dir));
+        // Renaming the directory does not lose track of it.
+        let moved = tmp.path().join("moved");
+        fs::rename(&dir, &moved).unwrap();
+        assert!(held_open(&moved));
+        drop(held);
+        assert!(!held_open(&moved));
     }
 
     #[test]

@@ -19,9 +19,9 @@ mod progress;
 mod store;
 mod unpack;
 
-pub use debian::NODE_VERSION;
 pub use debian::mirror::{AptSource, parse_deb822, parse_sources_list};
 pub use debian::status::{AptStatus, parse_apt_status, parse_debootstrap_line};
+pub use debian::{NODE_VERSION, RECIPE_LABEL, recipe};
 pub use error::ImageError;
 pub use name::validate_name;
 pub use progress::{NoProgress, Progress};

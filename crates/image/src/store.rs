@@ -5,8 +5,14 @@
 //! <root>/<name>/rootfs/          the image's root filesystem
 //! <root>/<name>/image.json       metadata; written last, atomically = the "ready" marker
 //! <root>/.tmp-<name>-<random>/   a build or import in progress (renamed to <name> when done)
+//! <root>/.old-<name>-<random>/   a replaced version, kept while a process holds it open
 //! <root>/.locks/<name>.lock      flock taken by every build, import and removal of <name>
 //! ```
+//!
+//! A rebuild of a ready image (its recipe changed) swaps the new version in atomically
+//! (`renameat2(RENAME_EXCHANGE)`), so `<root>/<name>/rootfs` never goes missing and keeps its
+//! path. Sandboxes running on the old version keep their mounts of the old tree; the driver
+//! holds the tree open while they run, and old versions are deleted once nothing does.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -17,7 +23,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 
 use crate::error::io_err;
-use crate::fsutil::{remove_tree, tree_size, write_atomic};
+use crate::fsutil::{held_open, remove_tree, tree_size, write_atomic};
 use crate::lock::ImageLock;
 use crate::{ImageError, Progress, validate_name};
 
@@ -33,6 +39,7 @@ pub const SOURCE_DIR: &str = "dir";
 const METADATA: &str = "image.json";
 const ROOTFS: &str = "rootfs";
 const TMP_PREFIX: &str = ".tmp-";
+const OLD_PREFIX: &str = ".old-";
 
 /// Caps applied while unpacking an imported archive.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,12 +88,13 @@ pub struct ImageInfo {
 }
 
 /// What `commit` does when the image is already ready.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum IfReady {
-    /// Return the existing image without building (the default image is cached).
-    Reuse,
+#[derive(Clone, Copy)]
+pub(crate) enum IfReady<'a> {
     /// Fail with `AlreadyExists`.
     Fail,
+    /// Return the ready image if it passes the check (the default image is cached by its
+    /// recipe); otherwise build a new version and swap it in.
+    ReplaceUnless(&'a dyn Fn(&ImageInfo) -> bool),
 }
 
 /// A directory of images. Cheap to clone paths out of; all methods are blocking.
@@ -190,14 +198,39 @@ impl ImageStore {
         })
     }
 
-    /// The stage-then-commit protocol. Under the image's lock: reuse or refuse a ready image,
-    /// delete leftovers of earlier attempts, let `fill` work in a fresh `.tmp-<name>-*` dir
-    /// (which holds an empty `rootfs/`), rename it into place, then write `image.json`. `fill`
-    /// returns the image's config and source.
+    /// Like [`ImageStore::create_with`], except for a ready image: it is returned as it is if
+    /// `is_current` accepts it; otherwise the new version is built next to it (the old one
+    /// serves meanwhile) and swapped in atomically at the same path. The replaced version is
+    /// deleted at once unless a process holds it open (a running sandbox's driver does); then
+    /// a later build of `name` deletes it.
+    pub fn replace_with<F>(
+        &self,
+        name: &str,
+        source: &str,
+        progress: &dyn Progress,
+        is_current: &dyn Fn(&ImageInfo) -> bool,
+        fill: F,
+    ) -> Result<ImageInfo, ImageError>
+    where
+        F: FnOnce(&Path) -> Result<ImageConfig, ImageError>,
+    {
+        self.commit(
+            name,
+            IfReady::ReplaceUnless(is_current),
+            progress,
+            |staging| Ok((fill(&staging.join(ROOTFS))?, source.to_owned())),
+        )
+    }
+
+    /// The stage-then-commit protocol. Under the image's lock: reuse, replace or refuse a ready
+    /// image, delete leftovers of earlier attempts, let `fill` work in a fresh `.tmp-<name>-*`
+    /// dir (which holds an empty `rootfs/`), write `image.json` into it, then move it into
+    /// place (a rename, or an atomic exchange with the version it replaces). `fill` returns
+    /// the image's config and source.
     pub(crate) fn commit<F>(
         &self,
         name: &str,
-        if_ready: IfReady,
+        if_ready: IfReady<'_>,
         progress: &dyn Progress,
         fill: F,
     ) -> Result<ImageInfo, ImageError>
@@ -207,16 +240,23 @@ impl ImageStore {
         validate_name(name)?;
         let _lock = ImageLock::acquire(&self.root, name)?;
         let dir = self.root.join(name);
-        if let Some(info) = read_info(&dir) {
-            return match if_ready {
-                IfReady::Reuse => {
-                    progress.message(&format!("image {name:?} is already built"));
-                    Ok(info)
-                }
-                IfReady::Fail => Err(ImageError::AlreadyExists(name.to_owned())),
-            };
-        }
-        self.remove_leftovers(name, progress)?;
+        self.remove_unused_old_versions(name, progress)?;
+        let replacing = match (read_info(&dir), if_ready) {
+            (None, _) => false,
+            (Some(_), IfReady::Fail) => return Err(ImageError::AlreadyExists(name.to_owned())),
+            (Some(info), IfReady::ReplaceUnless(is_current)) if is_current(&info) => {
+                progress.message(&format!("image {name:?} is already built"));
+                return Ok(info);
+            }
+            (Some(_), IfReady::ReplaceUnless(_)) => {
+                progress.message(&format!(
+                    "image {name:?} is out of date: building a new version (the current one \
+                     serves until it is ready)"
+                ));
+                true
+            }
+        };
+        self.remove_leftovers(name, replacing, progress)?;
 
         let staging = Staging::create(self.tmp_path(name))?;
         let rootfs = staging.path.join(ROOTFS);
@@ -240,32 +280,92 @@ impl ImageStore {
             source,
             config,
         };
-        fs::rename(&staging.path, &dir)
-            .map_err(io_err(format!("renaming into {}", dir.display())))?;
-        staging.disarm();
         let json = serde_json::to_vec_pretty(&info)
             .map_err(|e| ImageError::build("commit", format!("serializing metadata: {e}")))?;
-        write_atomic(&dir.join(METADATA), &json)?;
+        // The staging dir is never served, so the "ready" marker can go in before the move
+        // that makes the whole image visible at once.
+        write_atomic(&staging.path.join(METADATA), &json)?;
+        if !replacing {
+            fs::rename(&staging.path, &dir)
+                .map_err(io_err(format!("renaming into {}", dir.display())))?;
+            staging.disarm();
+            return Ok(info);
+        }
+        nix::fcntl::renameat2(
+            nix::fcntl::AT_FDCWD,
+            &staging.path,
+            nix::fcntl::AT_FDCWD,
+            &dir,
+            nix::fcntl::RenameFlags::RENAME_EXCHANGE,
+        )
+        .map_err(|e| {
+            io_err(format!("swapping the new version into {}", dir.display()))(e.into())
+        })?;
+        // The staging path now holds the old version: never delete it blindly, sandboxes may
+        // run on it.
+        let swapped = staging.path.clone();
+        staging.disarm();
+        let old = self.unique_path(OLD_PREFIX, name);
+        fs::rename(&swapped, &old).map_err(io_err(format!(
+            "renaming the old version to {}",
+            old.display()
+        )))?;
+        self.remove_unused_old_versions(name, progress)?;
         Ok(info)
     }
 
-    /// Deletes `.tmp-<name>-*` dirs and a not-ready `<name>` dir. Called under the lock, so no
-    /// live build of `name` owns them.
-    fn remove_leftovers(&self, name: &str, progress: &dyn Progress) -> Result<(), ImageError> {
-        let entries =
-            fs::read_dir(&self.root).map_err(io_err(format!("reading {}", self.root.display())))?;
-        for entry in entries.flatten() {
-            let file_name = entry.file_name();
-            let Some(file_name) = file_name.to_str() else {
-                continue;
-            };
-            if tmp_owner(file_name) == Some(name) {
-                progress.message(&format!("removing leftover {file_name}"));
-                remove_tree(&entry.path())?;
+    /// Deletes the replaced versions of `name` that no process holds open; the others stay
+    /// until a later call. Called under the lock.
+    fn remove_unused_old_versions(
+        &self,
+        name: &str,
+        progress: &dyn Progress,
+    ) -> Result<(), ImageError> {
+        for (path, file_name) in self.owned_entries(OLD_PREFIX, name)? {
+            if held_open(&path) {
+                progress.message(&format!(
+                    "keeping the previous version ({file_name}): running sandboxes use it"
+                ));
+            } else {
+                progress.message(&format!("removing the previous version ({file_name})"));
+                remove_tree(&path)?;
             }
         }
+        Ok(())
+    }
+
+    /// Entries `<prefix><name>-<unique>` of the store root: paths and file names.
+    fn owned_entries(
+        &self,
+        prefix: &str,
+        name: &str,
+    ) -> Result<Vec<(PathBuf, String)>, ImageError> {
+        let entries =
+            fs::read_dir(&self.root).map_err(io_err(format!("reading {}", self.root.display())))?;
+        Ok(entries
+            .flatten()
+            .filter_map(|entry| {
+                let file_name = entry.file_name().to_str()?.to_owned();
+                (versioned_owner(prefix, &file_name) == Some(name))
+                    .then(|| (entry.path(), file_name))
+            })
+            .collect())
+    }
+
+    /// Deletes `.tmp-<name>-*` dirs and, unless `keep_dir`, a not-ready `<name>` dir. Called
+    /// under the lock, so no live build of `name` owns them.
+    fn remove_leftovers(
+        &self,
+        name: &str,
+        keep_dir: bool,
+        progress: &dyn Progress,
+    ) -> Result<(), ImageError> {
+        for (path, file_name) in self.owned_entries(TMP_PREFIX, name)? {
+            progress.message(&format!("removing leftover {file_name}"));
+            remove_tree(&path)?;
+        }
         let dir = self.root.join(name);
-        if fs::symlink_metadata(&dir).is_ok() {
+        if !keep_dir && fs::symlink_metadata(&dir).is_ok() {
             progress.message(&format!("removing unfinished image {name:?}"));
             remove_tree(&dir)?;
         }
@@ -273,6 +373,11 @@ impl ImageStore {
     }
 
     fn tmp_path(&self, name: &str) -> PathBuf {
+        self.unique_path(TMP_PREFIX, name)
+    }
+
+    /// `<root>/<prefix><name>-<unique>`.
+    fn unique_path(&self, prefix: &str, name: &str) -> PathBuf {
         static COUNTER: AtomicU64 = AtomicU64::new(0);
         let nanos = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -283,15 +388,15 @@ impl ImageStore {
             nanos,
             COUNTER.fetch_add(1, Ordering::Relaxed)
         );
-        self.root.join(format!("{TMP_PREFIX}{name}-{unique}"))
+        self.root.join(format!("{prefix}{name}-{unique}"))
     }
 }
 
-/// The image a `.tmp-<name>-<unique>` dir belongs to. `<unique>` has no '-', so the split is
-/// unambiguous even for names that contain '-'.
-fn tmp_owner(file_name: &str) -> Option<&str> {
+/// The image a `<prefix><name>-<unique>` dir (staging or old version) belongs to. `<unique>`
+/// has no '-', so the split is unambiguous even for names that contain '-'.
+fn versioned_owner<'a>(prefix: &str, file_name: &'a str) -> Option<&'a str> {
     file_name
-        .strip_prefix(TMP_PREFIX)?
+        .strip_prefix(prefix)?
         .rsplit_once('-')
         .map(|(name, _)| name)
 }
@@ -337,13 +442,15 @@ impl Drop for Staging {
 
 #[cfg(test)]
 mod tests {
-    use super::tmp_owner;
+    use super::{OLD_PREFIX, TMP_PREFIX, versioned_owner};
 
     #[test]
-    fn tmp_dirs_map_to_their_image() {
-        assert_eq!(tmp_owner(".tmp-a-1f"), Some("a"));
-        assert_eq!(tmp_owner(".tmp-a-b-1f"), Some("a-b"));
-        assert_eq!(tmp_owner(".tmp-a"), None);
-        assert_eq!(tmp_owner("a-b"), None);
+    fn tmp_and_old_dirs_map_to_their_image() {
+        assert_eq!(versioned_owner(TMP_PREFIX, ".tmp-a-1f"), Some("a"));
+        assert_eq!(versioned_owner(TMP_PREFIX, ".tmp-a-b-1f"), Some("a-b"));
+        assert_eq!(versioned_owner(TMP_PREFIX, ".tmp-a"), None);
+        assert_eq!(versioned_owner(TMP_PREFIX, "a-b"), None);
+        assert_eq!(versioned_owner(OLD_PREFIX, ".old-a-b-1f"), Some("a-b"));
+        assert_eq!(versioned_owner(OLD_PREFIX, ".tmp-a-1f"), None);
     }
 }

@@ -115,6 +115,11 @@ pub struct ExecuteRequest {
     /// sandpit extension: stdin as base64, for binary input (exclusive with `stdin`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stdin_base64: Option<String>,
+    /// sandpit extension: stdin arrives while the command runs, as `stdin` frames of the
+    /// WebSocket control transport (`/ws`) naming this request's id; `eof` ends it. Only on
+    /// `/api/execute/stream` through `/ws` (exclusive with `stdin`/`stdinBase64`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stdin_stream: Option<bool>,
     /// sandpit extension: how output is carried; `text` (default, UTF-8 with invalid bytes
     /// replaced) or `base64` (byte-exact).
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -98,6 +98,9 @@ struct Running {
     pid: u32,
     socket: PathBuf,
     exited: watch::Receiver<bool>,
+    /// The image's rootfs, held open while the sandbox runs: a rebuilt image keeps the version
+    /// this sandbox's mounts use until nothing holds it (see sandpit-image's `replace_with`).
+    _image: std::fs::File,
 }
 
 /// The local namespace driver. See the module docs.
@@ -922,6 +925,10 @@ impl Driver for LocalDriver {
         if stale.is_some() || self.cgroups.exists(id) {
             self.teardown(id, stale).await?;
         }
+        // Opened before the launch resolves the path, so this is the version the sandbox mounts
+        // (or an older one, which is then merely kept longer).
+        let image =
+            std::fs::File::open(&spec.image_rootfs).map_err(io_err(id, "open the image rootfs"))?;
         let disk = self.prepare_disk(spec).await?;
         self.prepare_dirs(spec, disk.as_deref())?;
         self.cgroups
@@ -958,6 +965,7 @@ impl Driver for LocalDriver {
                     pid,
                     socket: socket.clone(),
                     exited: rx,
+                    _image: image,
                 },
             );
         }

@@ -6,6 +6,7 @@ pub mod oneshot;
 pub mod output;
 pub mod session;
 pub mod shell;
+pub mod stdin;
 
 use std::collections::BTreeMap;
 use std::os::fd::OwnedFd;

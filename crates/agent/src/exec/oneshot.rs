@@ -12,10 +12,11 @@ use std::time::Instant;
 
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 use tokio::net::unix::pipe;
 
 use super::kill::{ClientGone, Deadline, Phase, StopReason};
+use super::stdin::Input;
 use super::{Sink, StreamKind, reader};
 use crate::reaper::Reaper;
 
@@ -89,11 +90,11 @@ impl Running {
         self.pid
     }
 
-    /// Writes `input` to the command's stdin (then closes it) and streams the output into
+    /// Feeds `input` to the command's stdin (then closes it) and streams the output into
     /// `sink` until the command exits, or is killed at `deadline` or when `gone` fires.
     pub async fn finish(
         self,
-        input: &[u8],
+        input: Option<Input>,
         mut deadline: Deadline,
         mut gone: ClientGone,
         sink: &mut Sink,
@@ -110,7 +111,11 @@ impl Running {
         let mut out_buf = vec![0u8; 64 * 1024];
         let mut err_buf = vec![0u8; 64 * 1024];
         let mut client_gone = false;
-        let feed = write_stdin(stdin, input);
+        let feed = async {
+            if let (Some(stdin), Some(input)) = (stdin, input) {
+                input.feed(stdin).await;
+            }
+        };
         tokio::pin!(feed);
         let mut fed = false;
 
@@ -165,13 +170,5 @@ impl Running {
             },
             timed_out,
         }
-    }
-}
-
-/// Writes `input` to `stdin` and closes it; a command that exits without reading it all
-/// (EPIPE) is not an error.
-pub async fn write_stdin(stdin: Option<pipe::Sender>, input: &[u8]) {
-    if let Some(mut stdin) = stdin {
-        let _ = stdin.write_all(input).await;
     }
 }

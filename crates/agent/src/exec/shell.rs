@@ -34,8 +34,8 @@ use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::Pid;
 
 use super::kill::{ClientGone, Deadline, StopReason};
-use super::oneshot::write_stdin;
 use super::output::MarkerScanner;
+use super::stdin::Input;
 use super::{Sink, StreamKind, quote, reader};
 use crate::process::tree;
 use crate::reaper::Reaper;
@@ -249,13 +249,13 @@ impl StdinFifo {
         &self.path
     }
 
-    /// Writes `data` once the command opened the FIFO, then closes it (the command sees EOF).
+    /// Feeds `input` once the command opened the FIFO, then closes it (the command sees EOF).
     /// Opening for writing only after the reader is there matters: a FIFO that had no reader
     /// when its last writer closed loses its data, and the reader would then wait forever.
-    async fn feed(&self, data: &[u8]) {
+    async fn feed(&self, input: Input) {
         loop {
             match pipe::OpenOptions::new().open_sender(&self.path) {
-                Ok(sender) => return write_stdin(Some(sender), data).await,
+                Ok(sender) => return input.feed(sender).await,
                 // ENXIO: no reader yet.
                 Err(e) if e.raw_os_error() == Some(libc::ENXIO) => {
                     tokio::time::sleep(std::time::Duration::from_millis(2)).await;
@@ -274,10 +274,10 @@ impl Drop for StdinFifo {
 
 /// How a session command may be stopped: its deadline, its client, and stdin to feed.
 #[derive(Debug)]
-pub struct RunControl<'a> {
+pub struct RunControl {
     pub deadline: Deadline,
     pub gone: ClientGone,
-    pub stdin: Option<(StdinFifo, &'a [u8])>,
+    pub stdin: Option<(StdinFifo, Input)>,
 }
 
 impl ShellIo {
@@ -289,7 +289,7 @@ impl ShellIo {
         script: &str,
         marker: &[u8],
         sink: &mut Sink,
-        control: RunControl<'_>,
+        control: RunControl,
     ) -> Result<Status, ShellError> {
         let RunControl {
             mut deadline,
@@ -352,8 +352,8 @@ impl ShellIo {
         let write = stdin.write_all(script.as_bytes());
         tokio::pin!(write);
         let feed_stdin = async {
-            if let Some((fifo, data)) = &input {
-                fifo.feed(data).await;
+            if let Some((fifo, input)) = input {
+                fifo.feed(input).await;
             }
         };
         tokio::pin!(feed_stdin);

@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use sandpit_image::{DEFAULT_IMAGE, ImageInfo, ImageStore};
+use sandpit_image::{DEFAULT_IMAGE, ImageInfo, ImageStore, RECIPE_LABEL, recipe};
 
 use crate::cli::{ImageCommand, ImagesDir};
 use crate::progress::StageProgress;
@@ -23,10 +23,7 @@ fn run_blocking(command: ImageCommand, dir: &Path) -> anyhow::Result<()> {
     let store = ImageStore::open(dir)?;
     match command {
         ImageCommand::Build { force } => {
-            if force && store.info(DEFAULT_IMAGE).is_ok() {
-                store.remove(DEFAULT_IMAGE)?;
-            }
-            let info = ensure_default(&store)?;
+            let info = build_default(&store, force)?;
             println!(
                 "{} ready ({}) in {}",
                 info.name,
@@ -53,17 +50,48 @@ fn run_blocking(command: ImageCommand, dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Returns the default image, building it (with progress) if it is missing.
+/// Returns the default image, building it (with progress) if it is missing. An image of an
+/// older recipe is kept (rebuilding takes minutes), with a hint to `sandpit image build`.
 pub fn ensure_default(store: &ImageStore) -> anyhow::Result<ImageInfo> {
-    if let Ok(info) = store.info(DEFAULT_IMAGE) {
-        return Ok(info);
+    match store.info(DEFAULT_IMAGE) {
+        Ok(info) => {
+            if !is_current(&info) {
+                eprintln!(
+                    "note: the default image in {0} is from an older recipe; `sandpit image \
+                     build --images-dir {0}` updates it (running sandboxes keep the old one)",
+                    store.root().display()
+                );
+            }
+            Ok(info)
+        }
+        Err(_) => build_default(store, false),
     }
-    eprintln!(
-        "building the default image in {} (once; takes a few minutes)",
-        store.root().display()
-    );
+}
+
+fn is_current(info: &ImageInfo) -> bool {
+    info.config.labels.get(RECIPE_LABEL) == Some(&recipe())
+}
+
+/// Builds the default image unless the one there is of the current recipe (and not `force`);
+/// the one there is replaced atomically, at the same path.
+fn build_default(store: &ImageStore, force: bool) -> anyhow::Result<ImageInfo> {
+    match store.info(DEFAULT_IMAGE) {
+        Ok(info) if is_current(&info) && !force => return Ok(info),
+        Ok(_) => eprintln!(
+            "rebuilding the default image in {} (takes a few minutes; the current one serves \
+             meanwhile)",
+            store.root().display()
+        ),
+        Err(_) => eprintln!(
+            "building the default image in {} (once; takes a few minutes)",
+            store.root().display()
+        ),
+    }
     let progress = StageProgress::new();
-    let result = store.build_default(&progress);
+    let result = match force {
+        true => store.rebuild_default(&progress),
+        false => store.build_default(&progress),
+    };
     progress.finish();
     result.context("building the default image")
 }

@@ -22,6 +22,7 @@ use crate::fsutil::remove_tree;
 use crate::store::{IfReady, ImageConfig, SOURCE_DEBOOTSTRAP};
 use crate::{DEFAULT_IMAGE, ImageError, ImageInfo, ImageStore, Progress};
 use cmd::{clean_command, in_rootfs, run_lines};
+use sha2::{Digest, Sha256};
 use status::{AptProgress, AptStatus, parse_apt_status, parse_debootstrap_line};
 
 const CODENAME: &str = "bookworm";
@@ -51,7 +52,89 @@ pub(crate) const PACKAGES: &[&str] = &[
     "python3-pandas",
     "nodejs",
     "npm",
+    // What users reach for first (issue 10).
+    "python3-requests",
+    "python3-pip",
+    "vim-tiny",
+    "nano",
+    "less",
+    "zip",
+    "unzip",
+    "gcc",
+    "libc6-dev",
+    "make",
+    "sqlite3",
+    "ripgrep",
 ];
+
+/// The label of the default image that holds its [`recipe`] hash.
+pub const RECIPE_LABEL: &str = "sandpit.recipe";
+
+/// Bump when the build changes in a way the inputs hashed by [`recipe`] do not show (a new
+/// step in [`build`], a different cleanup), so existing machines rebuild.
+const BUILD_REVISION: &str = "2";
+
+/// The image config's environment.
+const IMAGE_ENV: &[&str] = &[
+    "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+    "LANG=C.UTF-8",
+    // The official Node build ships its own CA list; this adds the system one (with any
+    // host-local CAs) so node agrees with curl, git and pip.
+    "NODE_EXTRA_CA_CERTS=/etc/ssl/certs/ca-certificates.crt",
+];
+
+/// apt settings of the image (also for installs inside sandboxes).
+const APT_CONF: &str = "APT::Install-Recommends \"false\";\n";
+
+/// `/etc/pip.conf`. pip takes the sandbox's proxy variables (`HTTP(S)_PROXY`) and, when the
+/// egress proxy intercepts TLS, its CA bundle from `PIP_CERT` (set by the runtime; the
+/// environment wins over this file). Without interception it trusts the system bundle, which
+/// holds the host's local CAs. Sandboxes are disposable, so `pip install` may write to the
+/// system site-packages (`/usr/local/lib/python3*/dist-packages`) without a venv (PEP 668),
+/// and sandbox root is the normal user (no "running pip as root" warning).
+const PIP_CONF: &str = "\
+[global]
+cert = /etc/ssl/certs/ca-certificates.crt
+break-system-packages = true
+disable-pip-version-check = true
+root-user-action = ignore
+";
+
+/// The apt runs of the `packages` stage, in a private mount namespace (`$R` = the rootfs, the
+/// packages are the arguments). Each announces itself on stdout so the progress figure can
+/// give it a slice. Status lines go to stdout too (fd 3 → 1), apt's human output to stderr.
+/// `upgrade` brings debootstrap's packages up to the security/updates suites.
+const INSTALL_SCRIPT: &str = "apt() { chroot \"$R\" apt-get -q -y -o APT::Status-Fd=3 -o Dpkg::Use-Pty=0 \"$@\" 3>&1 1>&2; }; \
+    echo phase:update; apt update; \
+    echo phase:upgrade; apt upgrade; \
+    echo phase:install; apt install --no-install-recommends \"$@\"";
+
+/// The default image's recipe: a hash of everything that decides its content (release,
+/// packages, configuration files, scripts, Node version, env). [`ImageStore::build_default`]
+/// rebuilds an image whose [`RECIPE_LABEL`] differs, so machines that keep their images pick
+/// up a changed recipe. (The mirror's package versions are not part of it: a rebuild for
+/// security updates is `sandpit image build --force`.)
+pub fn recipe() -> String {
+    let packages = PACKAGES.join(" ");
+    let env = IMAGE_ENV.join("\n");
+    let mut hash = Sha256::new();
+    for part in [
+        BUILD_REVISION,
+        CODENAME,
+        NODE_VERSION,
+        &packages,
+        DPKG_EXCLUDES,
+        APT_CONF,
+        PIP_CONF,
+        INSTALL_SCRIPT,
+        &env,
+    ] {
+        hash.update(part.as_bytes());
+        // A separator, so moving text between parts changes the hash.
+        hash.update([0]);
+    }
+    hex::encode(hash.finalize())
+}
 
 /// Keeps documentation out of the image, now and for later `apt-get install`s inside it
 /// (copyright files stay).
@@ -65,11 +148,33 @@ path-exclude=/usr/share/lintian/*
 
 impl ImageStore {
     /// Builds the image [`DEFAULT_IMAGE`] (needs root, debootstrap and network access to a
-    /// Debian mirror). Returns at once if it is already built. Takes several minutes.
+    /// Debian mirror). Returns at once if it is already built from the current [`recipe`];
+    /// an image of another recipe is rebuilt and swapped in (see
+    /// [`ImageStore::replace_with`]). Takes several minutes.
     pub fn build_default(&self, progress: &dyn Progress) -> Result<ImageInfo, ImageError> {
-        self.commit(DEFAULT_IMAGE, IfReady::Reuse, progress, |staging| {
-            Ok((build(staging, progress)?, SOURCE_DEBOOTSTRAP.to_owned()))
+        let recipe = recipe();
+        self.build_default_unless(progress, &|info| {
+            info.config.labels.get(RECIPE_LABEL) == Some(&recipe)
         })
+    }
+
+    /// Builds a new version of [`DEFAULT_IMAGE`] whatever the one there is (for package
+    /// updates of the mirror), swapped in like a changed recipe.
+    pub fn rebuild_default(&self, progress: &dyn Progress) -> Result<ImageInfo, ImageError> {
+        self.build_default_unless(progress, &|_| false)
+    }
+
+    fn build_default_unless(
+        &self,
+        progress: &dyn Progress,
+        is_current: &dyn Fn(&ImageInfo) -> bool,
+    ) -> Result<ImageInfo, ImageError> {
+        self.commit(
+            DEFAULT_IMAGE,
+            IfReady::ReplaceUnless(is_current),
+            progress,
+            |staging| Ok((build(staging, progress)?, SOURCE_DEBOOTSTRAP.to_owned())),
+        )
     }
 }
 
@@ -96,17 +201,12 @@ fn build(staging: &Path, progress: &dyn Progress) -> Result<ImageConfig, ImageEr
     install_packages(&rootfs, progress)?;
 
     let mut config = ImageConfig {
-        env: vec![
-            "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_owned(),
-            "LANG=C.UTF-8".to_owned(),
-            // The official Node build ships its own CA list; this adds the system one (with
-            // any host-local CAs) so node agrees with curl, git and pip.
-            "NODE_EXTRA_CA_CERTS=/etc/ssl/certs/ca-certificates.crt".to_owned(),
-        ],
+        env: IMAGE_ENV.iter().map(|kv| (*kv).to_owned()).collect(),
         working_dir: Some("/workspace".to_owned()),
         cmd: vec!["/bin/bash".to_owned()],
         ..ImageConfig::default()
     };
+    config.labels.insert(RECIPE_LABEL.to_owned(), recipe());
     progress.stage("node", Some(3));
     match node::install(&rootfs, &staging.join("node-pack"), progress) {
         Ok(version) => {
@@ -188,10 +288,8 @@ fn configure_apt(rootfs: &Path, sources: &[mirror::AptSource]) -> Result<(), Ima
         fs::write(&path, data).map_err(io_err(format!("writing {}", path.display())))
     };
     write("etc/dpkg/dpkg.cfg.d/sandpit-nodoc", DPKG_EXCLUDES)?;
-    write(
-        "etc/apt/apt.conf.d/90sandpit",
-        "APT::Install-Recommends \"false\";\n",
-    )?;
+    write("etc/apt/apt.conf.d/90sandpit", APT_CONF)?;
+    write("etc/pip.conf", PIP_CONF)?;
     if !sources.is_empty() {
         write(
             "etc/apt/sources.list.d/debian.sources",
@@ -234,14 +332,7 @@ fn copy_local_cas(from: &Path, to: &Path, progress: &dyn Progress) -> Result<(),
 
 fn install_packages(rootfs: &Path, progress: &dyn Progress) -> Result<(), ImageError> {
     progress.stage("packages", Some(100));
-    // Three apt runs; each announces itself on stdout so the progress figure can give it a
-    // slice. Status lines go to stdout too (fd 3 → 1), apt's human output to stderr.
-    // `upgrade` brings debootstrap's packages up to the security/updates suites.
-    let script = "apt() { chroot \"$R\" apt-get -q -y -o APT::Status-Fd=3 -o Dpkg::Use-Pty=0 \"$@\" 3>&1 1>&2; }; \
-        echo phase:update; apt update; \
-        echo phase:upgrade; apt upgrade; \
-        echo phase:install; apt install --no-install-recommends \"$@\"";
-    let mut cmd = in_rootfs(rootfs, script);
+    let mut cmd = in_rootfs(rootfs, INSTALL_SCRIPT);
     cmd.args(PACKAGES);
     let mut percent = AptProgress::default();
     let on_status = |line: &str| {
@@ -332,6 +423,14 @@ fn remove_docs_except_copyright(doc: &Path) -> Result<(), ImageError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_recipe_is_a_stable_hash_of_the_inputs() {
+        let r = recipe();
+        assert_eq!(r.len(), 64);
+        assert!(r.bytes().all(|b| b.is_ascii_hexdigit()), "{r}");
+        assert_eq!(recipe(), r, "deterministic");
+    }
 
     #[test]
     fn copies_only_crt_files_of_the_host() {

@@ -6,7 +6,10 @@ use std::fs;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use sandpit_image::{DEFAULT_IMAGE, ImageConfig, ImageError, ImageStore, NoProgress, SOURCE_DIR};
+use sandpit_image::{
+    DEFAULT_IMAGE, ImageConfig, ImageError, ImageInfo, ImageStore, NoProgress, RECIPE_LABEL,
+    SOURCE_DIR, recipe,
+};
 
 use super::Env;
 
@@ -186,12 +189,16 @@ fn concurrent_builds_of_one_image_are_serialised() {
 }
 
 #[test]
-fn build_default_returns_a_ready_default_image_at_once() {
+fn build_default_returns_a_ready_default_image_of_the_current_recipe_at_once() {
     let env = Env::new();
     let fake = env
         .store
-        .create_with(DEFAULT_IMAGE, "debootstrap", &NoProgress, write_file)
+        .create_with(DEFAULT_IMAGE, "debootstrap", &NoProgress, |rootfs| {
+            write_file(rootfs)?;
+            Ok(labelled("sandpit.recipe", &recipe()))
+        })
         .unwrap();
+    assert_eq!(RECIPE_LABEL, "sandpit.recipe");
     let started = std::time::Instant::now();
     assert_eq!(env.store.build_default(&NoProgress).unwrap(), fake);
     assert!(started.elapsed() < Duration::from_secs(2));
@@ -212,4 +219,100 @@ fn remove_deletes_without_following_symlinks() {
     env.store.remove("links").unwrap();
     assert_eq!(fs::read_to_string(&victim).unwrap(), "keep me");
     assert_eq!(env.stray_paths(), ["images", "outside", "outside/victim"]);
+}
+
+fn labelled(key: &str, value: &str) -> ImageConfig {
+    let mut config = ImageConfig::default();
+    config.labels.insert(key.to_owned(), value.to_owned());
+    config
+}
+
+/// Builds version `v` of image "app" with `replace_with`: `hello` holds `v`, label `v` = `v`.
+fn build_version(env: &Env, v: &str) -> Result<ImageInfo, ImageError> {
+    let is_current = |info: &ImageInfo| info.config.labels.get("v").map(String::as_str) == Some(v);
+    env.store
+        .replace_with("app", SOURCE_DIR, &NoProgress, &is_current, |rootfs| {
+            fs::write(rootfs.join("hello"), v).unwrap();
+            Ok(labelled("v", v))
+        })
+}
+
+fn old_versions(env: &Env) -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir(env.store.root())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".old-app-"))
+        .collect();
+    names.sort();
+    names
+}
+
+/// A changed recipe rebuilds the image at the same path; a sandbox still running on the old
+/// version (its driver holds the rootfs open) keeps its files until it stops, after which the
+/// next build deletes them.
+#[test]
+fn replace_with_swaps_in_a_new_version_and_keeps_the_old_one_while_held() {
+    let env = Env::new();
+    build_version(&env, "1").unwrap();
+    let rootfs = env.store.rootfs("app").unwrap();
+    let running = fs::File::open(&rootfs).unwrap();
+    let held = std::path::PathBuf::from(format!(
+        "/proc/self/fd/{}",
+        std::os::fd::AsRawFd::as_raw_fd(&running)
+    ));
+
+    let info = build_version(&env, "2").unwrap();
+    assert_eq!(info.config.labels["v"], "2");
+    assert_eq!(env.store.rootfs("app").unwrap(), rootfs, "same path");
+    assert_eq!(fs::read_to_string(rootfs.join("hello")).unwrap(), "2");
+    assert_eq!(env.store.info("app").unwrap(), info);
+    assert_eq!(env.store.list().unwrap(), std::slice::from_ref(&info));
+    // The running sandbox still sees version 1, kept as one old version.
+    assert_eq!(fs::read_to_string(held.join("hello")).unwrap(), "1");
+    assert_eq!(old_versions(&env).len(), 1);
+
+    // Current: reused without building, the held old version stays.
+    let built = AtomicBool::new(false);
+    let is_current = |i: &ImageInfo| i.config.labels.get("v").is_some_and(|v| v == "2");
+    let again = env
+        .store
+        .replace_with("app", SOURCE_DIR, &NoProgress, &is_current, |_| {
+            built.store(true, Ordering::SeqCst);
+            Ok(ImageConfig::default())
+        })
+        .unwrap();
+    assert_eq!(again, info);
+    assert!(!built.load(Ordering::SeqCst));
+    assert_eq!(old_versions(&env).len(), 1);
+
+    // The sandbox stopped: the next build of the image deletes the old version.
+    drop(running);
+    build_version(&env, "2").unwrap();
+    assert!(old_versions(&env).is_empty());
+    assert_eq!(env.stray_paths(), ["images", "images/app", "outside"]);
+}
+
+#[test]
+fn an_unused_old_version_is_deleted_at_once_and_a_failed_rebuild_keeps_the_current_one() {
+    let env = Env::new();
+    build_version(&env, "1").unwrap();
+    build_version(&env, "2").unwrap();
+    assert!(old_versions(&env).is_empty());
+
+    let is_current = |_: &ImageInfo| false;
+    let err = env
+        .store
+        .replace_with("app", SOURCE_DIR, &NoProgress, &is_current, |rootfs| {
+            fs::write(rootfs.join("hello"), "half").unwrap();
+            Err(ImageError::Build {
+                stage: "fake".into(),
+                message: "mirror down".into(),
+            })
+        })
+        .unwrap_err();
+    assert!(matches!(err, ImageError::Build { .. }), "{err}");
+    let rootfs = env.store.rootfs("app").unwrap();
+    assert_eq!(fs::read_to_string(rootfs.join("hello")).unwrap(), "2");
+    assert_eq!(env.store.info("app").unwrap().config.labels["v"], "2");
+    assert_eq!(env.stray_paths(), ["images", "images/app", "outside"]);
 }

@@ -1,5 +1,6 @@
 mod disk;
 mod harness;
+mod image_versions;
 mod isolation;
 mod lifecycle;
 mod limits;

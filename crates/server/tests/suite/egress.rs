@@ -44,14 +44,26 @@ impl Upstream {
         Self::serve(ip, tls, respond).await
     }
 
-    /// Serves the files under `root` (a dumb HTTP git server, for instance).
-    pub async fn files(ip: &str, root: &Path) -> Upstream {
+    /// Serves the files under `root` (a dumb HTTP git server, a package index), `index.html`
+    /// for paths ending in `/`; over HTTPS for host `tls` when given.
+    pub async fn files(ip: &str, root: &Path, tls: Option<&str>) -> Upstream {
         let root = root.to_path_buf();
         let respond: Responder = Arc::new(move |uri| {
             let rel = uri.path().trim_start_matches('/');
-            match std::fs::read(root.join(rel)) {
+            let file = match rel.is_empty() || rel.ends_with('/') {
+                true => root.join(rel).join("index.html"),
+                false => root.join(rel),
+            };
+            let html = file.extension().is_some_and(|e| e == "html");
+            match std::fs::read(&file) {
                 Ok(bytes) if !rel.split('/').any(|c| c == "..") => {
-                    Response::new(Full::new(Bytes::from(bytes)))
+                    let mut r = Response::new(Full::new(Bytes::from(bytes)));
+                    if html {
+                        // pip reads index pages only with an HTML content type.
+                        r.headers_mut()
+                            .insert(http::header::CONTENT_TYPE, "text/html".parse().unwrap());
+                    }
+                    r
                 }
                 _ => {
                     let mut r = Response::new(Full::new(Bytes::from_static(b"not found")));
@@ -60,7 +72,7 @@ impl Upstream {
                 }
             }
         });
-        Self::serve(ip, None, respond).await
+        Self::serve(ip, tls, respond).await
     }
 
     async fn serve(ip: &str, tls: Option<&str>, respond: Responder) -> Upstream {
@@ -816,7 +828,7 @@ fn bad_extra_roots_are_refused() {
 // ---------------------------------------------------------------------------------------------
 // End to end: curl and git inside a real sandbox, through the agent's bridge at 127.0.0.1:3128.
 
-mod e2e {
+pub(crate) mod e2e {
     use reqwest::Method;
     use serde_json::{Value, json};
 
@@ -825,7 +837,7 @@ mod e2e {
     use super::*;
 
     /// The sandbox's `exec` result: exit code, stdout, stderr.
-    async fn run(rs: &Real, id: &str, command: &str) -> (i64, String, String) {
+    pub(crate) async fn run(rs: &Real, id: &str, command: &str) -> (i64, String, String) {
         let out = rs.exec(id, command).await;
         let text = |k: &str| out[k].as_str().unwrap_or_default().to_owned();
         (
@@ -836,7 +848,7 @@ mod e2e {
     }
 
     /// The stdout of a command that must succeed.
-    async fn run_ok(rs: &Real, id: &str, command: &str) -> String {
+    pub(crate) async fn run_ok(rs: &Real, id: &str, command: &str) -> String {
         let (code, out, err) = run(rs, id, command).await;
         assert_eq!(code, 0, "{command}: {err}");
         out
@@ -850,7 +862,7 @@ mod e2e {
     }
 
     /// Creates a sandbox, which must succeed; returns its info.
-    async fn create(rs: &Real, body: Value) -> Value {
+    pub(crate) async fn create(rs: &Real, body: Value) -> Value {
         let (s, b) = rs.call(Method::POST, "/v1/sandboxes", body).await;
         assert_eq!(s, 201, "{b}");
         b
@@ -1377,7 +1389,7 @@ mod e2e {
         std::fs::create_dir_all(&served).unwrap();
         git(&["clone", "-q", "--bare", "../work", "repo.git"], &served);
         git(&["update-server-info"], &served.join("repo.git"));
-        let server = Upstream::files("127.0.0.1", &served).await;
+        let server = Upstream::files("127.0.0.1", &served, None).await;
 
         let lo: IpAddr = "127.0.0.1".parse().unwrap();
         let Some(rs) = Real::start_with(|c| config_names(c, &[("git.example.test", lo)])).await

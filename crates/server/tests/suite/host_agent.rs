@@ -49,7 +49,7 @@ impl Host {
         })
     }
 
-    async fn call(&self, method: Method, path: &str, body: Value) -> (u16, Value) {
+    pub(super) async fn call(&self, method: Method, path: &str, body: Value) -> (u16, Value) {
         let req = self
             .client
             .request(method, format!("{}{path}", self.base))

@@ -11,6 +11,7 @@ mod fake_agent;
 mod files;
 mod forward;
 mod host_agent;
+mod image_tools;
 mod interpreter;
 mod keys;
 mod lifecycle;

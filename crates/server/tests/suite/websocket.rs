@@ -254,3 +254,173 @@ async fn control_transport_with_a_single_use_ticket() {
         401,
     );
 }
+
+/// The events of control-transport request `id` up to its final `response` frame, handed to
+/// `each`; returns the final frame.
+async fn events_of(
+    frames: &mut (impl StreamExt<Item = Result<Message, WsError>> + Unpin),
+    id: &str,
+    mut each: impl FnMut(Value),
+) -> Value {
+    loop {
+        let m = tokio::time::timeout(Duration::from_secs(120), frames.next())
+            .await
+            .expect("no frame")
+            .expect("closed")
+            .unwrap();
+        let Message::Text(t) = m else { continue };
+        let f: Value = serde_json::from_str(&t).unwrap();
+        assert_eq!(f["id"], id, "{f}");
+        match f["type"].as_str() {
+            Some("stream") => each(serde_json::from_str(f["data"].as_str().unwrap()).unwrap()),
+            _ => return f,
+        }
+    }
+}
+
+fn frame(value: Value) -> Message {
+    Message::Text(value.to_string().into())
+}
+
+/// Incremental stdin over the control transport (sandpit extension): `cat` echoes each chunk
+/// before its input ends, `eof` ends it; frames for a request that reads no stdin are refused;
+/// `stdinStream` over plain HTTP is refused with the routes that do take stdin.
+#[tokio::test(flavor = "multi_thread")]
+async fn control_transport_streams_stdin_interactively() {
+    let Some(h) = Host::start().await else { return };
+    let key = h.server.admin_key().to_owned();
+    let mut ws = h
+        .connect("/v1/sandboxes/ws-stdin/ws", Some(&key))
+        .await
+        .unwrap();
+    let request = json!({"type": "request", "id": "cat", "method": "POST",
+        "path": "/api/execute/stream", "body": {"command": "cat", "stdinStream": true}});
+    ws.send(frame(request)).await.unwrap();
+    for chunk in ["hello\n", "wörld\n"] {
+        ws.send(frame(json!({"type": "stdin", "id": "cat", "data": chunk})))
+            .await
+            .unwrap();
+        // The echo comes back while stdin is still open.
+        let mut echoed = String::new();
+        while echoed != chunk {
+            let f = next_json(&mut ws).await;
+            assert_eq!(f["type"], "stream", "{f}");
+            let event: Value = serde_json::from_str(f["data"].as_str().unwrap()).unwrap();
+            if event["type"] == "stdout" {
+                echoed.push_str(event["data"].as_str().unwrap());
+            }
+            assert!(chunk.starts_with(&echoed), "{echoed:?}");
+        }
+    }
+    ws.send(frame(json!({"type": "stdin", "id": "cat", "eof": true})))
+        .await
+        .unwrap();
+    let mut exit = None;
+    let last = events_of(&mut ws, "cat", |e| {
+        if e["type"] == "complete" {
+            exit = e["exitCode"].as_i64();
+        }
+    })
+    .await;
+    assert_eq!(
+        (last["type"].as_str(), last["status"].as_i64()),
+        (Some("response"), Some(200))
+    );
+    assert_eq!(exit, Some(0));
+
+    // A finished request, and one that never asked for stdin, refuse stdin frames.
+    ws.send(frame(json!({"type": "stdin", "id": "cat", "data": "late"})))
+        .await
+        .unwrap();
+    let f = next_json(&mut ws).await;
+    assert_eq!(
+        (f["type"].as_str(), f["code"].as_str()),
+        (Some("error"), Some("INVALID_REQUEST"))
+    );
+    assert!(
+        f["message"].as_str().unwrap().contains("stdinStream"),
+        "{f}"
+    );
+
+    // Plain HTTP cannot stream stdin: a clear 400 that names the alternatives.
+    let (s, b) = h
+        .call(
+            reqwest::Method::POST,
+            "/v1/sandboxes/ws-stdin/api/execute/stream",
+            json!({"command": "cat", "stdinStream": true}),
+        )
+        .await;
+    assert_eq!(s, 400, "{b}");
+    let message = b["message"].as_str().unwrap();
+    assert!(
+        message.contains("/ws") && message.contains("/api/process/{id}/stdin"),
+        "{b}"
+    );
+}
+
+/// 10 MiB of random bytes through streamed stdin and back as base64 output, in a session and
+/// sessionless: byte-identical (same sha256). Writing and reading run concurrently, as a client
+/// of a pipe must.
+#[tokio::test(flavor = "multi_thread")]
+async fn control_transport_stdin_round_trips_10_mib_byte_exact() {
+    use base64::Engine as _;
+    use sha2::{Digest, Sha256};
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let Some(h) = Host::start().await else { return };
+    let key = h.server.admin_key().to_owned();
+    // xorshift: incompressible, every byte value, no dependency.
+    let mut state = 0x9E37_79B9_7F4A_7C15u64;
+    let input: Vec<u8> = (0..10 << 20)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 24) as u8
+        })
+        .collect();
+    for session in ["default", "__DISABLE_SESSION__"] {
+        let ws = h
+            .connect("/v1/sandboxes/ws-bulk/ws", Some(&key))
+            .await
+            .unwrap();
+        let (mut tx, mut rx) = ws.split();
+        let request = json!({"type": "request", "id": "bulk", "method": "POST",
+            "path": "/api/execute/stream", "body": {"command": "cat", "stdinStream": true,
+            "sessionId": session, "encoding": "base64"}});
+        tx.send(frame(request)).await.unwrap();
+        let chunks: Vec<Message> = input
+            .chunks(64 << 10)
+            .map(|c| frame(json!({"type": "stdin", "id": "bulk", "dataBase64": b64.encode(c)})))
+            .collect();
+        let writer = tokio::spawn(async move {
+            for chunk in chunks {
+                tx.send(chunk).await.unwrap();
+            }
+            tx.send(frame(json!({"type": "stdin", "id": "bulk", "eof": true})))
+                .await
+                .unwrap();
+            tx
+        });
+        let mut output = Vec::new();
+        let mut exit = None;
+        let last = events_of(&mut rx, "bulk", |e| match e["type"].as_str() {
+            Some("stdout") => {
+                assert_eq!(e["encoding"], "base64", "{e}");
+                output.extend(b64.decode(e["data"].as_str().unwrap()).unwrap());
+            }
+            Some("complete") => exit = e["exitCode"].as_i64(),
+            _ => {}
+        })
+        .await;
+        let _tx = writer.await.unwrap();
+        assert_eq!(last["status"], 200, "{last}");
+        assert_eq!(exit, Some(0), "{session}");
+        assert_eq!(output.len(), input.len(), "{session}");
+        assert_eq!(
+            hex::encode(Sha256::digest(&output)),
+            hex::encode(Sha256::digest(&input)),
+            "{session}"
+        );
+        assert!(output == input, "{session}");
+    }
+}
