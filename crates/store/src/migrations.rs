@@ -121,6 +121,11 @@ pub(crate) const MIGRATIONS: &[(i64, &str)] = &[
         );
         CREATE INDEX audit_log_tenant ON audit_log(tenant, seq);",
     ),
+    (
+        10,
+        // On for sandboxes made before: running background processes keep them awake.
+        "ALTER TABLE sandboxes ADD COLUMN keep_alive_while_busy INTEGER NOT NULL DEFAULT 1;",
+    ),
 ];
 
 /// Brings the schema to the newest version.

@@ -27,7 +27,7 @@ pub struct SqliteStore {
 }
 
 const COLUMNS: &str = "tenant, id, internal_id, image, state, sleep_after, keep_alive, ephemeral, \
-                       env, limits, slot, created_at, last_active_at";
+                       env, limits, slot, created_at, last_active_at, keep_alive_while_busy";
 
 impl SqliteStore {
     /// Opens (creating if needed) the database at `path`, applies pending migrations and
@@ -113,6 +113,7 @@ struct RawRow {
     slot: i64,
     created_at: i64,
     last_active_at: i64,
+    keep_alive_while_busy: bool,
 }
 
 fn raw_row(row: &Row<'_>) -> rusqlite::Result<RawRow> {
@@ -130,6 +131,7 @@ fn raw_row(row: &Row<'_>) -> rusqlite::Result<RawRow> {
         slot: row.get(10)?,
         created_at: row.get(11)?,
         last_active_at: row.get(12)?,
+        keep_alive_while_busy: row.get(13)?,
     })
 }
 
@@ -147,6 +149,7 @@ impl TryFrom<RawRow> for SandboxRecord {
                 image: r.image,
                 sleep_after_secs: r.sleep_after.max(0) as u64,
                 keep_alive: r.keep_alive,
+                keep_alive_while_busy: r.keep_alive_while_busy,
                 ephemeral: r.ephemeral,
                 env,
                 limits,
@@ -536,7 +539,7 @@ impl Store for SqliteStore {
             tx.execute(
                 &format!(
                     "INSERT INTO sandboxes ({COLUMNS}) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?12)"
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?12, ?13)"
                 ),
                 params![
                     new.tenant,
@@ -551,6 +554,7 @@ impl Store for SqliteStore {
                     to_json(&o.limits),
                     slot,
                     new.now_ms,
+                    o.keep_alive_while_busy,
                 ],
             )?;
             let record = get(&tx, &new.tenant, &new.id)?
@@ -595,7 +599,8 @@ impl Store for SqliteStore {
         self.with(move |c| {
             let n = c.execute(
                 "UPDATE sandboxes SET image = ?3, sleep_after = ?4, keep_alive = ?5, \
-                 ephemeral = ?6, env = ?7, limits = ?8 WHERE tenant = ?1 AND id = ?2",
+                 ephemeral = ?6, env = ?7, limits = ?8, keep_alive_while_busy = ?9 \
+                 WHERE tenant = ?1 AND id = ?2",
                 params![
                     tenant,
                     id,
@@ -605,6 +610,7 @@ impl Store for SqliteStore {
                     o.ephemeral,
                     to_json(&o.env),
                     to_json(&o.limits),
+                    o.keep_alive_while_busy,
                 ],
             )?;
             Ok(n > 0)

@@ -106,6 +106,7 @@ async fn state_and_options_updates() {
     );
     let mut opts = rec.options.clone();
     opts.keep_alive = true;
+    opts.keep_alive_while_busy = false;
     opts.sleep_after_secs = 5;
     assert!(store.update_options("t", "a", &opts).await.unwrap());
     let got = store.get_sandbox("t", "a").await.unwrap().unwrap();
@@ -152,4 +153,29 @@ async fn state_survives_reopen_and_migrations_are_idempotent() {
         .query_row("PRAGMA journal_mode", [], |r| r.get(0))
         .unwrap();
     assert_eq!(mode, "wal");
+}
+
+/// A database from before migration 10: its sandboxes keep the default (running background
+/// processes keep them awake).
+#[tokio::test]
+async fn sandboxes_made_before_the_busy_option_keep_alive_while_busy() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.db");
+    let key = || DataKey::ephemeral().unwrap();
+    drop(SqliteStore::open(&path, key()).unwrap());
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    conn.execute_batch(
+        "ALTER TABLE sandboxes DROP COLUMN keep_alive_while_busy;
+         DELETE FROM schema_migrations WHERE version = 10;
+         INSERT INTO tenants (name, created_at) VALUES ('old', 1);
+         INSERT INTO sandboxes (tenant, id, internal_id, image, state, sleep_after, keep_alive,
+             ephemeral, env, limits, slot, created_at, last_active_at)
+         VALUES ('old', 'a', 'old-a', 'default', 'sleeping', 60, 0, 0, '{}', '{}', 7, 1, 1);",
+    )
+    .unwrap();
+    drop(conn);
+    let store = SqliteStore::open(&path, key()).unwrap();
+    let rec = store.get_sandbox("old", "a").await.unwrap().unwrap();
+    assert!(rec.options.keep_alive_while_busy);
+    assert!(!rec.options.keep_alive);
 }
