@@ -122,7 +122,7 @@ async fn serial_awake_dev_server_outlives_sleep_after_until_killed_then_its_port
         .call(
             Method::DELETE,
             &format!("/v1/sandboxes/{id}/api/process/{web}"),
-            Value::Null,
+            json!({}),
         )
         .await;
     assert_eq!(s, 200, "{b}");

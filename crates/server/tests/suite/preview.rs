@@ -586,6 +586,7 @@ async fn serial_preview_exposures_outlive_a_restart_as_stale() {
     let url = format!("http://9200-{label}-keep.localhost:{port}/");
     assert_eq!(list["ports"][0]["url"], url);
     assert_eq!(list["ports"][0]["name"], "api");
+    assert_eq!(list["ports"][0]["stale"], true, "{list}");
     let client = rs.preview_client(&host_of(&url));
     let (s, b) = get_json(&client, &url).await;
     assert_error(s, &b, 410, "STALE_PREVIEW_URL");
