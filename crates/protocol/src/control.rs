@@ -232,7 +232,7 @@ pub struct CreateSandboxRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub keep_alive: Option<bool>,
     /// Whether running background processes keep the sandbox awake past `sleepAfter`
-    /// (default true). See [`SandboxInfo::keep_alive_while_busy`].
+    /// (default true; `false`: it sleeps on idle even while they run, which ends them).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub keep_alive_while_busy: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -262,7 +262,7 @@ pub struct UpdateSandboxRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub keep_alive: Option<bool>,
     /// Whether running background processes keep the sandbox awake past `sleepAfter`
-    /// (default true). See [`SandboxInfo::keep_alive_while_busy`].
+    /// (default true; `false`: it sleeps on idle even while they run, which ends them).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub keep_alive_while_busy: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -50,7 +50,12 @@ impl Real {
 
     /// Opens a forwarded streaming call (`body` JSON, or none) and returns the response once
     /// its headers arrived, so the sandbox runs by then.
-    async fn open_stream(&self, method: Method, path: &str, body: Option<Value>) -> reqwest::Response {
+    async fn open_stream(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> reqwest::Response {
         let mut request = self.req_as(&self.key, method, &format!("/v1/sandboxes/{path}"));
         if let Some(body) = body {
             request = request.json(&body);
@@ -126,7 +131,8 @@ async fn serial_awake_dev_server_outlives_sleep_after_until_killed_then_its_port
         )
         .await;
     assert_eq!(s, 200, "{b}");
-    rs.falls_asleep(id, "after its only process was killed").await;
+    rs.falls_asleep(id, "after its only process was killed")
+        .await;
 
     // The exposure went stale at sleep, and stays stale after a wake: nothing listens.
     assert_eq!(rs.stale_flags(id).await, [(8000, true)]);
@@ -171,7 +177,11 @@ async fn serial_awake_off_sleeps_despite_a_process_and_on_sleeps_when_it_ends() 
             Value::Null,
         )
         .await;
-    assert_eq!((s, b["process"]["status"].as_str()), (200, Some("killed")), "{b}");
+    assert_eq!(
+        (s, b["process"]["status"].as_str()),
+        (200, Some("killed")),
+        "{b}"
+    );
 
     // Turned on: a process that ends by itself (no call marks its end) keeps the sandbox awake
     // while it runs, and it sleeps afterwards.
@@ -213,7 +223,11 @@ async fn serial_awake_open_streams_and_terminals_keep_a_sandbox_awake() {
 
     let tick = rs.start_process(id, "sleep 6; echo process-done").await;
     let logs = rs
-        .open_stream(Method::GET, &format!("{id}/api/process/{tick}/stream"), None)
+        .open_stream(
+            Method::GET,
+            &format!("{id}/api/process/{tick}/stream"),
+            None,
+        )
         .await;
     rs.awake_while(id, "a process log stream", async move {
         assert!(read_to_end(logs).await.contains("process-done"));

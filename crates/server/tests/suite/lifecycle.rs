@@ -207,7 +207,10 @@ async fn keep_alive_while_busy_off_sleeps_despite_processes_and_stop_always_work
         )
         .await;
     assert_eq!((s, &b["keepAliveWhileBusy"]), (200, &json!(true)), "{b}");
-    assert_eq!(ts.get("/v1/sandboxes/lazy").await.1["keepAliveWhileBusy"], true);
+    assert_eq!(
+        ts.get("/v1/sandboxes/lazy").await.1["keepAliveWhileBusy"],
+        true
+    );
     stays_running(&ts, "lazy", Duration::from_millis(2500)).await;
     // Busy never blocks an explicit stop or destroy.
     let (s, b) = ts
@@ -217,7 +220,11 @@ async fn keep_alive_while_busy_off_sleeps_despite_processes_and_stop_always_work
     let (s, _) = ts.exec("lazy", "true").await;
     assert_eq!(s, 200);
     assert_eq!(state(&ts, "lazy").await, "running");
-    let r = ts.req(Method::DELETE, "/v1/sandboxes/lazy").send().await.unwrap();
+    let r = ts
+        .req(Method::DELETE, "/v1/sandboxes/lazy")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 204);
     assert!(ts.driver.running_ids().is_empty());
 }
