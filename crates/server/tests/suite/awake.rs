@@ -1,5 +1,6 @@
 //! Background work keeps a real sandbox awake: running background processes (unless
-//! `keepAliveWhileBusy` is off), open streams, terminals; and exposures go stale at sleep.
+//! `keepAliveWhileBusy` is off), open streams, terminals and preview WebSockets; and exposures
+//! go stale at sleep.
 //! `sleepAfter` is 2 s; every wait is for a condition, with generous deadlines.
 
 use std::future::Future;
@@ -11,7 +12,7 @@ use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 use super::e2e::Real;
-use super::preview::{get_json, get_when_up, host_of};
+use super::preview::{ECHO_JS, get_json, get_when_up, host_of};
 use super::{assert_error, eventually, throughout};
 
 /// How long a sandbox must stay awake in these tests: well past its 2 s `sleepAfter` and a few
@@ -263,6 +264,30 @@ async fn serial_awake_open_streams_and_terminals_keep_a_sandbox_awake() {
         // Idle at its prompt: no byte either way. Dropped at the end: the connection closes.
         tokio::time::sleep(PAST_SLEEP_AFTER).await;
         terminal.close(None).await.unwrap();
+    })
+    .await;
+
+    // A preview WebSocket (an idle dev-server socket, such as hot reload's).
+    rs.write_file(id, "/workspace/echo.js", ECHO_JS).await;
+    rs.start_process(id, "exec node /workspace/echo.js 5173")
+        .await;
+    let (_, url) = rs.expose_ok(id, json!({"port": 5173})).await;
+    assert_eq!(
+        get_when_up(&rs.preview_client(&host_of(&url)), &url)
+            .await
+            .status(),
+        200
+    );
+    let request = url
+        .replacen("http://", "ws://", 1)
+        .into_client_request()
+        .unwrap();
+    let tcp = tokio::net::TcpStream::connect(rs.addr()).await.unwrap();
+    let (mut socket, _) = tokio_tungstenite::client_async(request, tcp).await.unwrap();
+    assert!(socket.next().await.unwrap().is_ok(), "no greeting");
+    rs.awake_while(id, "a preview WebSocket", async move {
+        tokio::time::sleep(PAST_SLEEP_AFTER).await;
+        socket.close(None).await.unwrap();
     })
     .await;
     rs.stop().await;

@@ -61,7 +61,7 @@ ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
 
 /// An RFC 6455 echo server in plain Node (no `ws` package): the first message it sends is
 /// the Host header it saw.
-const ECHO_JS: &str = r#"
+pub(super) const ECHO_JS: &str = r#"
 const http = require("http");
 const crypto = require("crypto");
 const server = http.createServer((req, res) => { res.end("plain http " + req.headers.host); });
@@ -106,7 +106,7 @@ server.listen(Number(process.argv[2]));
 "#;
 
 impl Real {
-    fn addr(&self) -> SocketAddr {
+    pub(super) fn addr(&self) -> SocketAddr {
         self.base.trim_start_matches("http://").parse().unwrap()
     }
 
@@ -125,7 +125,7 @@ impl Real {
         self.call(Method::POST, &path, body).await
     }
 
-    async fn write_file(&self, id: &str, path: &str, content: &str) {
+    pub(super) async fn write_file(&self, id: &str, path: &str, content: &str) {
         let (s, b) = self
             .call(
                 Method::POST,
