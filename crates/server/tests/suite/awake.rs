@@ -153,6 +153,12 @@ async fn serial_awake_dev_server_outlives_sleep_after_until_killed_then_its_port
     assert_eq!(again, url);
     assert_eq!(rs.stale_flags(id).await, [(8000, false)]);
     assert_eq!(get_when_up(&client, &url).await.status(), 200);
+    // A running server never holds off an explicit stop.
+    let (s, b) = rs
+        .call(Method::POST, &format!("/v1/sandboxes/{id}/stop"), json!({}))
+        .await;
+    assert_eq!((s, b["state"].as_str()), (200, Some("sleeping")), "{b}");
+    assert_eq!(rs.stale_flags(id).await, [(8000, true)]);
     rs.stop().await;
 }
 
