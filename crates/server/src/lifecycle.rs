@@ -1012,7 +1012,7 @@ impl Manager {
 
     /// One pass of the reaper: sleeps every running sandbox with nothing in flight whose idle
     /// time reached its `sleepAfter` (never `keepAlive` ones, nor `keepAliveWhileBusy` ones
-    /// whose background processes run), and records sandboxes whose agent died as asleep (the
+    /// whose background processes or terminal commands run), and records sandboxes whose agent died as asleep (the
     /// driver cleans up what is left; the next call starts them again).
     pub async fn reap(&self) {
         let mut running = self.all_entries();
@@ -1022,15 +1022,15 @@ impl Manager {
         // `reap_one` sees).
         let busy = futures::future::join_all(running.iter().map(|entry| async move {
             match Self::idle_unless_busy(entry) {
-                Some(socket) => crate::process_archive::any_running(&socket).await,
+                Some(socket) => crate::activity::is_busy(&socket).await,
                 None => false,
             }
         }))
         .await;
         for (entry, busy) in running.iter().zip(busy) {
             if busy {
-                // Running processes are activity: the sandbox sleeps `sleepAfter` after the
-                // last one ends, and its agent is asked again only then.
+                // Running processes and terminal commands are activity: the sandbox sleeps
+                // `sleepAfter` after the last one ends, and its agent is asked again only then.
                 entry.touch();
             } else {
                 self.reap_one(entry).await;
@@ -1039,7 +1039,7 @@ impl Manager {
     }
 
     /// The agent socket of a sandbox that is idle but keeps awake while busy: its agent is
-    /// asked whether processes run before it is put to sleep.
+    /// asked whether anything runs before it is put to sleep.
     fn idle_unless_busy(entry: &Entry) -> Option<PathBuf> {
         let inner = entry.inner.try_lock().ok()?;
         let (record, started) = (inner.record.as_ref()?, inner.started.as_ref()?);

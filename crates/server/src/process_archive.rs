@@ -7,9 +7,6 @@
 //!   ids clash).
 //! * `GET /api/process/{id}`, `/logs`, `/stream`: the agent's answer, unless it says
 //!   `PROCESS_NOT_FOUND` and the archive knows the id.
-//!
-//! Until then, running processes keep their sandbox awake: [`any_running`] is the idle
-//! reaper's question to an agent whose sandbox is otherwise idle.
 
 use std::collections::HashSet;
 use std::path::Path;
@@ -43,24 +40,6 @@ pub const CAPTURE_BUDGET: Duration = Duration::from_secs(2);
 /// Largest agent answer read (logs are capped at 1 MiB per stream by the agent; JSON escaping
 /// can grow them).
 const MAX_ANSWER_BYTES: usize = 16 * 1024 * 1024;
-
-/// Time the reaper gives an agent to say whether processes run.
-pub const BUSY_CHECK_BUDGET: Duration = Duration::from_secs(2);
-
-/// Whether a background process runs in the sandbox of the agent at `socket`. An agent that
-/// does not answer within [`BUSY_CHECK_BUDGET`] counts as idle, so a wedged sandbox still
-/// sleeps (and starts afresh on its next use).
-pub async fn any_running(socket: &Path) -> bool {
-    let deadline = Instant::now() + BUSY_CHECK_BUDGET;
-    let path = "/api/process/list?status=running";
-    match get_json::<ProcessListResponse>(socket, path, deadline).await {
-        Ok(list) => !list.processes.is_empty(),
-        Err(e) => {
-            tracing::info!(error = %e, "busy check failed; counting the sandbox as idle");
-            false
-        }
-    }
-}
 
 /// Copies the process records and logs of the agent at `socket` into the archive of sandbox
 /// `internal`. Never fails: problems are logged and the stop proceeds.
@@ -150,7 +129,8 @@ fn encode(id: &str) -> String {
     out
 }
 
-async fn get_json<T: serde::de::DeserializeOwned>(
+/// `GET path` from the agent at `socket`, as JSON, before `deadline`.
+pub(crate) async fn get_json<T: serde::de::DeserializeOwned>(
     socket: &Path,
     path: &str,
     deadline: Instant,

@@ -6,9 +6,10 @@
 use std::future::Future;
 use std::time::Duration;
 
-use futures::StreamExt;
+use futures::{SinkExt, StreamExt};
 use reqwest::Method;
 use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 use super::e2e::Real;
@@ -79,6 +80,40 @@ impl Real {
             () = slept => panic!("{id} slept with {what} open"),
         }
         self.falls_asleep(id, &format!("once {what} closed")).await;
+    }
+}
+
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+impl Real {
+    /// Attaches to the terminal of session `session` (started if needed).
+    async fn terminal(&self, id: &str, session: &str) -> Ws {
+        let url = format!(
+            "{}/v1/sandboxes/{id}/ws/pty?sessionId={session}",
+            self.base.replace("http://", "ws://")
+        );
+        let mut request = url.into_client_request().unwrap();
+        let bearer = format!("Bearer {}", self.key).parse().unwrap();
+        request.headers_mut().insert("authorization", bearer);
+        tokio_tungstenite::connect_async(request).await.unwrap().0
+    }
+}
+
+/// Types `line` into a terminal and reads its output until `expect` appears.
+async fn type_line(terminal: &mut Ws, line: &str, expect: &str) {
+    let input = format!("{line}\n").into_bytes();
+    terminal.send(Message::Binary(input.into())).await.unwrap();
+    let mut output = Vec::new();
+    while !String::from_utf8_lossy(&output).contains(expect) {
+        let frame = tokio::time::timeout(Duration::from_secs(20), terminal.next())
+            .await
+            .unwrap_or_else(|_| panic!("no {expect:?} in {:?}", String::from_utf8_lossy(&output)))
+            .expect("terminal closed")
+            .unwrap();
+        if let Message::Binary(bytes) = frame {
+            output.extend_from_slice(&bytes);
+        }
     }
 }
 
@@ -256,16 +291,7 @@ async fn serial_awake_open_streams_and_terminals_keep_a_sandbox_awake() {
     })
     .await;
 
-    let url = format!(
-        "{}/v1/sandboxes/{id}/ws/pty?sessionId=term",
-        rs.base.replace("http://", "ws://")
-    );
-    let mut request = url.into_client_request().unwrap();
-    request.headers_mut().insert(
-        "authorization",
-        format!("Bearer {}", rs.key).parse().unwrap(),
-    );
-    let (mut terminal, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+    let mut terminal = rs.terminal(id, "term").await;
     rs.awake_while(id, "a terminal", async move {
         // Idle at its prompt: no byte either way. Dropped at the end: the connection closes.
         tokio::time::sleep(PAST_SLEEP_AFTER).await;
@@ -296,5 +322,35 @@ async fn serial_awake_open_streams_and_terminals_keep_a_sandbox_awake() {
         socket.close(None).await.unwrap();
     })
     .await;
+    rs.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn serial_awake_a_command_in_a_closed_terminal_keeps_a_sandbox_awake() {
+    let Some(rs) = Real::start().await else {
+        return;
+    };
+    let id = "aw-term";
+    rs.ensure_sandbox(json!({"id": id, "sleepAfter": "2s"}))
+        .await;
+    // A dev server typed into a terminal that is then closed: the session's shell lives on,
+    // running it in the foreground. (`$((6*7))` prints 42 only once the line runs.)
+    let mut terminal = rs.terminal(id, "dev").await;
+    type_line(
+        &mut terminal,
+        "echo started-$((6*7)); sleep 600",
+        "started-42",
+    )
+    .await;
+    drop(terminal);
+    rs.stays_running(id, "a command runs in its terminal").await;
+
+    // Back in the terminal, the command is interrupted; idle at its prompt, the terminal no
+    // longer keeps the sandbox awake.
+    let mut terminal = rs.terminal(id, "dev").await;
+    type_line(&mut terminal, "\u{3}echo back-$((6*7))", "back-42").await;
+    drop(terminal);
+    rs.falls_asleep(id, "with its terminal idle at the prompt")
+        .await;
     rs.stop().await;
 }

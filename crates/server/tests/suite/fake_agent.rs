@@ -167,7 +167,7 @@ fn agent_router(workspace: Workspace) -> Router {
         .route("/api/upload", post(upload))
         .route("/api/write", post(write))
         .route("/api/read", post(read))
-        .route("/api/process/list", get(process_list))
+        .route("/api/activity", get(activity))
         .route("/ws", any(ws_echo))
         .with_state(workspace)
 }
@@ -237,27 +237,17 @@ async fn read(State(ws): State<Workspace>, Json(body): Json<Value>) -> axum::res
     }
 }
 
-/// `GET /api/process/list`: one running process while the file `/busy` holds `yes`. The calls
-/// asking for running ones (the reaper's busy check) are counted in the file `/busy-checks`.
-async fn process_list(
-    State(ws): State<Workspace>,
-    Query(q): Query<HashMap<String, String>>,
-) -> Json<Value> {
+/// `GET /api/activity`: one running process while the file `/busy` holds `yes`. The calls
+/// (the reaper's busy checks) are counted in the file `/busy-checks`.
+async fn activity(State(ws): State<Workspace>) -> Json<Value> {
     let mut files = ws.lock().unwrap();
-    if q.get("status").map(String::as_str) == Some("running") {
-        let checks: u64 = files
-            .get("/busy-checks")
-            .and_then(|n| n.parse().ok())
-            .unwrap_or(0);
-        files.insert("/busy-checks".into(), (checks + 1).to_string());
-    }
-    let processes = if files.get("/busy").map(String::as_str) == Some("yes") {
-        vec![json!({"id": "p1", "command": "serve", "status": "running",
-                    "startTime": "2026-01-01T00:00:00.000Z"})]
-    } else {
-        Vec::new()
-    };
-    Json(json!({"success": true, "processes": processes, "timestamp": "2026-01-01T00:00:00.000Z"}))
+    let checks: u64 = files
+        .get("/busy-checks")
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    files.insert("/busy-checks".into(), (checks + 1).to_string());
+    let running = usize::from(files.get("/busy").map(String::as_str) == Some("yes"));
+    Json(json!({"runningProcesses": running, "busyTerminals": 0}))
 }
 
 async fn ws_echo(ws: axum::extract::ws::WebSocketUpgrade) -> axum::response::Response {
