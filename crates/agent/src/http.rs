@@ -31,6 +31,7 @@ pub fn router(agent: Arc<Agent>) -> Router {
     Router::new()
         .route("/api/ping", get(ping))
         .route("/api/version", get(version))
+        .route("/api/activity", get(activity))
         .route("/api/execute", post(execute))
         .route("/api/execute/stream", post(execute_stream))
         .route("/api/session/create", post(session_create))
@@ -144,6 +145,14 @@ async fn ping() -> Json<PingResponse> {
         success: true,
         status: "healthy".into(),
         timestamp: time::now(),
+    })
+}
+
+/// What runs with no client attached (the control plane's idle check).
+async fn activity(State(agent): State<AppState>) -> Json<ActivityResponse> {
+    Json(ActivityResponse {
+        running_processes: agent.processes.running_groups().len(),
+        busy_terminals: agent.terminals.busy(),
     })
 }
 

@@ -414,6 +414,10 @@ pub struct CreateArgs {
     /// Never put the sandbox to sleep.
     #[arg(long)]
     pub keep_alive: bool,
+    /// Whether running background processes keep the sandbox awake (default true; `false`:
+    /// it sleeps after the idle time even while they run, which stops them).
+    #[arg(long, value_name = "BOOL")]
+    pub keep_alive_while_busy: Option<bool>,
     /// Discard the sandbox's files when it sleeps.
     #[arg(long)]
     pub ephemeral: bool,

@@ -32,6 +32,23 @@ pub struct VersionResponse {
     pub timestamp: String,
 }
 
+/// `GET /api/activity` (sandpit extension): work that goes on in the sandbox with no client
+/// attached. The control plane keeps a `keepAliveWhileBusy` sandbox with any of it awake.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ActivityResponse {
+    /// Background processes running.
+    pub running_processes: usize,
+    /// Terminals whose shell runs a command in the foreground (not idle at its prompt).
+    pub busy_terminals: usize,
+}
+
+impl ActivityResponse {
+    pub fn is_busy(&self) -> bool {
+        self.running_processes > 0 || self.busy_terminals > 0
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Sessions
 

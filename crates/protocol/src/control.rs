@@ -11,6 +11,11 @@ pub const DEFAULT_SLEEP_AFTER_SECS: u64 = 600;
 /// Name of the image sandboxes use when none is given.
 pub const DEFAULT_IMAGE: &str = "default";
 
+/// Serde default of options that are on unless turned off.
+fn yes() -> bool {
+    true
+}
+
 /// A sandbox id: 1–63 chars of `[a-z0-9-]` (upper case accepted and kept), no leading or
 /// trailing `-`, not a reserved word. Same rule as the seed's `sanitizeSandboxId`, so ids can
 /// be used as DNS labels in preview URLs.
@@ -269,6 +274,10 @@ pub struct CreateSandboxRequest {
     pub sleep_after: Option<serde_json::Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub keep_alive: Option<bool>,
+    /// Whether running background processes keep the sandbox awake past `sleepAfter`
+    /// (default true; `false`: it sleeps on idle even while they run, which ends them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_alive_while_busy: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub env: Option<BTreeMap<String, String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -305,6 +314,10 @@ pub struct UpdateSandboxRequest {
     pub sleep_after: Option<serde_json::Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub keep_alive: Option<bool>,
+    /// Whether running background processes keep the sandbox awake past `sleepAfter`
+    /// (default true; `false`: it sleeps on idle even while they run, which ends them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_alive_while_busy: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub env: Option<BTreeMap<String, String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -335,7 +348,14 @@ pub struct SandboxInfo {
     pub image: String,
     pub state: SandboxState,
     pub sleep_after_secs: u64,
+    /// Never sleeps on idle (only on `stop`).
     pub keep_alive: bool,
+    /// While a background process runs (`/api/process/start`, `execute` with `background`),
+    /// the sandbox counts as active and does not sleep on idle; it sleeps `sleepAfter` after
+    /// the last one ends. Open requests, streams, terminals and preview traffic keep it awake
+    /// whatever this says. Default true.
+    #[serde(default = "yes")]
+    pub keep_alive_while_busy: bool,
     pub ephemeral: bool,
     pub env: BTreeMap<String, String>,
     /// Effective limits (defaults filled in).
@@ -433,6 +453,11 @@ pub struct ExposedPort {
     pub name: Option<String>,
     pub token: String,
     pub url: String,
+    /// True when the URL answers 410 `STALE_PREVIEW_URL`: the sandbox slept, restarted or was
+    /// recreated since the port was exposed, so whatever listened on it is gone. Start the
+    /// server again and expose the port again (same `token` to keep the URL).
+    #[serde(default)]
+    pub stale: bool,
 }
 
 /// `GET /v1/sandboxes/{id}/ports`.

@@ -19,6 +19,7 @@
 //! * `GET /v1/openapi.json`, `GET /healthz`: no key needed; `GET /metrics`: no key unless
 //!   `metrics_auth` is set (then the admin key).
 
+mod activity;
 mod audit;
 pub mod auth;
 pub mod caps;

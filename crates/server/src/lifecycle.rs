@@ -200,6 +200,7 @@ pub struct Lease {
 struct OptionChanges {
     sleep_after_secs: Option<u64>,
     keep_alive: Option<bool>,
+    keep_alive_while_busy: Option<bool>,
     env: Option<BTreeMap<String, String>>,
     limits: Option<Limits>,
     labels: Option<LabelChanges>,
@@ -233,6 +234,7 @@ impl OptionChanges {
     fn parse(
         sleep_after: Option<&serde_json::Value>,
         keep_alive: Option<bool>,
+        keep_alive_while_busy: Option<bool>,
         env: Option<&BTreeMap<String, String>>,
         limits: Option<&Limits>,
         caps: &SandboxCaps,
@@ -258,6 +260,7 @@ impl OptionChanges {
         Ok(OptionChanges {
             sleep_after_secs,
             keep_alive,
+            keep_alive_while_busy,
             env: env.cloned(),
             limits: limits.cloned(),
             labels: None,
@@ -279,6 +282,7 @@ impl OptionChanges {
     fn is_empty(&self) -> bool {
         self.sleep_after_secs.is_none()
             && self.keep_alive.is_none()
+            && self.keep_alive_while_busy.is_none()
             && self.env.is_none()
             && self.limits.is_none()
             && self.labels.is_none()
@@ -297,6 +301,9 @@ impl OptionChanges {
         }
         if let Some(k) = self.keep_alive {
             options.keep_alive = k;
+        }
+        if let Some(k) = self.keep_alive_while_busy {
+            options.keep_alive_while_busy = k;
         }
         if let Some(env) = self.env {
             options.env = env;
@@ -618,6 +625,7 @@ impl Manager {
             state: record.state,
             sleep_after_secs: o.sleep_after_secs,
             keep_alive: o.keep_alive,
+            keep_alive_while_busy: o.keep_alive_while_busy,
             ephemeral: o.ephemeral,
             env: o.env.clone(),
             limits: merge_limits(&o.limits, &self.default_limits),
@@ -787,6 +795,7 @@ impl Manager {
             image,
             sleep_after_secs: DEFAULT_SLEEP_AFTER_SECS,
             keep_alive: false,
+            keep_alive_while_busy: true,
             ephemeral,
             env: BTreeMap::new(),
             limits: Limits::default(),
@@ -851,6 +860,7 @@ impl Manager {
         let changes = OptionChanges::parse(
             req.sleep_after.as_ref(),
             req.keep_alive,
+            req.keep_alive_while_busy,
             req.env.as_ref(),
             req.limits.as_ref(),
             &self.caps,
@@ -950,6 +960,7 @@ impl Manager {
         let changes = OptionChanges::parse(
             req.sleep_after.as_ref(),
             req.keep_alive,
+            req.keep_alive_while_busy,
             req.env.as_ref(),
             req.limits.as_ref(),
             &self.caps,
@@ -1194,7 +1205,7 @@ impl Manager {
             match self.load(&entry, &mut inner).await? {
                 Some(record) => self.wake(&entry, &mut inner, &record).await?,
                 None => {
-                    let changes = OptionChanges::parse(None, None, None, None, &self.caps)?;
+                    let changes = OptionChanges::parse(None, None, None, None, None, &self.caps)?;
                     let network = NetworkChanges::default();
                     self.create_locked(
                         &entry,
@@ -1220,6 +1231,17 @@ impl Manager {
         }
         let inner = entry.inner.lock().await;
         Self::lease(&entry, &inner)
+    }
+
+    /// The run of sandbox `(tenant, id)` if it runs now (see [`Lease::run`]); nothing is
+    /// woken or counted as activity.
+    pub async fn current_run(&self, tenant: &str, id: &str) -> Option<u64> {
+        let entry = self.existing_entry(tenant, id)?;
+        if !entry.running.load(Ordering::SeqCst) {
+            return None;
+        }
+        let inner = entry.inner.lock().await;
+        inner.started.as_ref().map(|_| inner.run)
     }
 
     /// Counts a request in flight on a started sandbox (the caller holds the entry lock).
@@ -1254,31 +1276,66 @@ impl Manager {
     }
 
     /// One pass of the reaper: sleeps every running sandbox with nothing in flight whose idle
-    /// time reached its `sleepAfter` (never `keepAlive` ones), and records sandboxes whose agent
-    /// died as asleep (the driver cleans up what is left; the next call starts them again).
+    /// time reached its `sleepAfter` (never `keepAlive` ones, nor `keepAliveWhileBusy` ones
+    /// whose background processes or terminal commands run), and records sandboxes whose agent died as asleep (the
+    /// driver cleans up what is left; the next call starts them again).
     pub async fn reap(&self) {
-        let now = now_ms();
-        for entry in self.all_entries() {
-            if !entry.running.load(Ordering::SeqCst) {
-                continue;
+        let mut running = self.all_entries();
+        running.retain(|e| e.running.load(Ordering::SeqCst));
+        // Agents are asked concurrently (a slow one delays no other sandbox) and without the
+        // lock (no request waits for an answer; one that comes meanwhile is activity, which
+        // `reap_one` sees).
+        let busy = futures::future::join_all(running.iter().map(|entry| async move {
+            match Self::idle_unless_busy(entry) {
+                Some(socket) => crate::activity::is_busy(&socket).await,
+                None => false,
             }
-            // Busy means someone is starting, stopping or leasing it right now: not idle.
-            let Ok(mut inner) = entry.inner.try_lock() else {
-                continue;
-            };
-            let (Some(record), Some(_)) = (inner.record.clone(), inner.started.as_ref()) else {
-                continue;
-            };
-            let idle_ms = now - entry.last_activity_ms.load(Ordering::SeqCst);
-            let idle = !record.options.keep_alive
-                && entry.in_flight() == 0
-                && idle_ms >= (record.options.sleep_after_secs as i64) * 1000;
-            let dead = !idle && !self.driver.is_running(&entry.internal).await;
-            if idle || dead {
-                tracing::info!(sandbox = %entry.id, idle_ms, dead, "putting sandbox to sleep");
-                if let Err(e) = self.sleep(&entry, &mut inner).await {
-                    tracing::warn!(sandbox = %entry.id, error = %e, "sleeping sandbox");
-                }
+        }))
+        .await;
+        for (entry, busy) in running.iter().zip(busy) {
+            if busy {
+                // Running processes and terminal commands are activity: the sandbox sleeps
+                // `sleepAfter` after the last one ends, and its agent is asked again only then.
+                entry.touch();
+            } else {
+                self.reap_one(entry).await;
+            }
+        }
+    }
+
+    /// The agent socket of a sandbox that is idle but keeps awake while busy: its agent is
+    /// asked whether anything runs before it is put to sleep.
+    fn idle_unless_busy(entry: &Entry) -> Option<PathBuf> {
+        let inner = entry.inner.try_lock().ok()?;
+        let (record, started) = (inner.record.as_ref()?, inner.started.as_ref()?);
+        (record.options.keep_alive_while_busy && Self::idle_ms(entry, record).is_some())
+            .then(|| started.socket.clone())
+    }
+
+    /// How long a sandbox has been idle, if long enough to sleep it.
+    fn idle_ms(entry: &Entry, record: &SandboxRecord) -> Option<i64> {
+        let idle_ms = now_ms() - entry.last_activity_ms.load(Ordering::SeqCst);
+        let idle = !record.options.keep_alive
+            && entry.in_flight() == 0
+            && idle_ms >= (record.options.sleep_after_secs as i64) * 1000;
+        idle.then_some(idle_ms)
+    }
+
+    /// Sleeps one sandbox if it is idle or its agent died.
+    async fn reap_one(&self, entry: &Entry) {
+        // Busy means someone is starting, stopping or leasing it right now: not idle.
+        let Ok(mut inner) = entry.inner.try_lock() else {
+            return;
+        };
+        let (Some(record), Some(_)) = (inner.record.clone(), inner.started.as_ref()) else {
+            return;
+        };
+        let idle_ms = Self::idle_ms(entry, &record);
+        let dead = idle_ms.is_none() && !self.driver.is_running(&entry.internal).await;
+        if idle_ms.is_some() || dead {
+            tracing::info!(sandbox = %entry.id, ?idle_ms, dead, "putting sandbox to sleep");
+            if let Err(e) = self.sleep(entry, &mut inner).await {
+                tracing::warn!(sandbox = %entry.id, error = %e, "sleeping sandbox");
             }
         }
     }

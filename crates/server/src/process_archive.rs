@@ -129,7 +129,8 @@ fn encode(id: &str) -> String {
     out
 }
 
-async fn get_json<T: serde::de::DeserializeOwned>(
+/// `GET path` from the agent at `socket`, as JSON, before `deadline`.
+pub(crate) async fn get_json<T: serde::de::DeserializeOwned>(
     socket: &Path,
     path: &str,
     deadline: Instant,

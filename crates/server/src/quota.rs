@@ -249,6 +249,7 @@ mod tests {
                 image: "default".into(),
                 sleep_after_secs: 60,
                 keep_alive: false,
+                keep_alive_while_busy: true,
                 ephemeral: false,
                 env: BTreeMap::new(),
                 limits: Limits {

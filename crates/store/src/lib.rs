@@ -61,6 +61,8 @@ pub struct SandboxOptions {
     pub image: String,
     pub sleep_after_secs: u64,
     pub keep_alive: bool,
+    /// Running background processes keep the sandbox awake.
+    pub keep_alive_while_busy: bool,
     pub ephemeral: bool,
     pub env: BTreeMap<String, String>,
     pub limits: Limits,

@@ -130,6 +130,11 @@ pub(crate) const MIGRATIONS: &[(i64, &str)] = &[
         CREATE INDEX sandboxes_expires_at ON sandboxes(expires_at) WHERE expires_at IS NOT NULL;",
     ),
     (
+        10,
+        // On for sandboxes made before: running background processes keep them awake.
+        "ALTER TABLE sandboxes ADD COLUMN keep_alive_while_busy INTEGER NOT NULL DEFAULT 1;",
+    ),
+    (
         11,
         // Why an archived process ended when not by itself (`oom`), so it survives sleep.
         "ALTER TABLE archived_processes ADD COLUMN reason TEXT;",

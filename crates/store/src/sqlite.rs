@@ -27,7 +27,8 @@ pub struct SqliteStore {
 }
 
 const COLUMNS: &str = "tenant, id, internal_id, image, state, sleep_after, keep_alive, ephemeral, \
-                       env, limits, slot, created_at, last_active_at, labels, expires_at";
+                       env, limits, slot, created_at, last_active_at, labels, expires_at, \
+                       keep_alive_while_busy";
 
 impl SqliteStore {
     /// Opens (creating if needed) the database at `path`, applies pending migrations and
@@ -115,6 +116,7 @@ struct RawRow {
     last_active_at: i64,
     labels: String,
     expires_at: Option<i64>,
+    keep_alive_while_busy: bool,
 }
 
 fn raw_row(row: &Row<'_>) -> rusqlite::Result<RawRow> {
@@ -134,6 +136,7 @@ fn raw_row(row: &Row<'_>) -> rusqlite::Result<RawRow> {
         last_active_at: row.get(12)?,
         labels: row.get(13)?,
         expires_at: row.get(14)?,
+        keep_alive_while_busy: row.get(15)?,
     })
 }
 
@@ -152,6 +155,7 @@ impl TryFrom<RawRow> for SandboxRecord {
                 image: r.image,
                 sleep_after_secs: r.sleep_after.max(0) as u64,
                 keep_alive: r.keep_alive,
+                keep_alive_while_busy: r.keep_alive_while_busy,
                 ephemeral: r.ephemeral,
                 env,
                 limits,
@@ -552,7 +556,7 @@ impl Store for SqliteStore {
             tx.execute(
                 &format!(
                     "INSERT INTO sandboxes ({COLUMNS}) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?12, ?13, ?14)"
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?12, ?13, ?14, ?15)"
                 ),
                 params![
                     new.tenant,
@@ -569,6 +573,7 @@ impl Store for SqliteStore {
                     new.now_ms,
                     to_json(&o.labels),
                     o.expires_at_ms,
+                    o.keep_alive_while_busy,
                 ],
             )?;
             let record = get(&tx, &new.tenant, &new.id)?
@@ -651,7 +656,8 @@ impl Store for SqliteStore {
         self.with(move |c| {
             let n = c.execute(
                 "UPDATE sandboxes SET image = ?3, sleep_after = ?4, keep_alive = ?5, \
-                 ephemeral = ?6, env = ?7, limits = ?8, labels = ?9, expires_at = ?10 \
+                 ephemeral = ?6, env = ?7, limits = ?8, labels = ?9, expires_at = ?10, \
+                 keep_alive_while_busy = ?11 \
                  WHERE tenant = ?1 AND id = ?2",
                 params![
                     tenant,
@@ -664,6 +670,7 @@ impl Store for SqliteStore {
                     to_json(&o.limits),
                     to_json(&o.labels),
                     o.expires_at_ms,
+                    o.keep_alive_while_busy,
                 ],
             )?;
             Ok(n > 0)

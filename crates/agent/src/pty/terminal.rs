@@ -97,6 +97,12 @@ impl Terminal {
         self.pid
     }
 
+    /// Whether the shell runs a command in the foreground: the terminal's foreground process
+    /// group is another than the shell's (job control gives each job a group of its own).
+    pub fn runs_command(&self) -> bool {
+        nix::unistd::tcgetpgrp(self.master.get_ref()).is_ok_and(|group| group.as_raw() != self.pid)
+    }
+
     fn state(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -224,6 +230,11 @@ impl Terminals {
     /// Process-group ids of the terminals' shells.
     pub fn pids(&self) -> Vec<i32> {
         self.map().values().map(|t| t.pid).collect()
+    }
+
+    /// How many terminals run a command in the foreground.
+    pub fn busy(&self) -> usize {
+        self.map().values().filter(|t| t.runs_command()).count()
     }
 
     /// Session ids that have a terminal, sorted.

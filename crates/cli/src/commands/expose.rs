@@ -59,15 +59,17 @@ pub async fn ports(client: &Client, id: &str, json: bool) -> anyhow::Result<()> 
 }
 
 fn table(ports: &[ExposedPort]) -> String {
-    let rows: Vec<[String; 3]> = ports
+    let rows: Vec<[String; 4]> = ports
         .iter()
         .map(|p| {
             [
                 p.port.to_string(),
                 p.name.clone().unwrap_or_else(|| "-".into()),
+                // Stale: the sandbox slept or restarted since; expose the port again.
+                if p.stale { "stale" } else { "live" }.to_owned(),
                 p.url.clone(),
             ]
         })
         .collect();
-    render_table(["PORT", "NAME", "URL"], &rows)
+    render_table(["PORT", "NAME", "STATUS", "URL"], &rows)
 }

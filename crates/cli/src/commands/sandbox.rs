@@ -20,6 +20,7 @@ pub async fn create(client: &Client, args: CreateArgs) -> anyhow::Result<()> {
         image: args.image,
         sleep_after: args.sleep_after.map(serde_json::Value::String),
         keep_alive: args.keep_alive.then_some(true),
+        keep_alive_while_busy: args.keep_alive_while_busy,
         env: (!args.env.is_empty()).then(|| args.env.into_iter().collect()),
         limits: (limits != Limits::default()).then_some(limits),
         ephemeral: args.ephemeral.then_some(true),
@@ -131,7 +132,8 @@ fn describe(info: &SandboxInfo, ports: &[ExposedPort], usage: &SandboxUsage) -> 
             .as_deref()
             .map(|n| format!(" ({n})"))
             .unwrap_or_default();
-        ("port", format!("{} {}{name}", p.port, p.url))
+        let stale = if p.stale { " [stale]" } else { "" };
+        ("port", format!("{} {}{name}{stale}", p.port, p.url))
     }));
     let width = lines.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
     lines
@@ -174,8 +176,10 @@ fn usage_lines(usage: &SandboxUsage) -> Vec<(&'static str, String)> {
 fn sleep_after(info: &SandboxInfo) -> String {
     if info.keep_alive {
         "never (keep-alive)".to_owned()
+    } else if info.keep_alive_while_busy {
+        format!("{}s (not while processes run)", info.sleep_after_secs)
     } else {
-        format!("{}s", info.sleep_after_secs)
+        format!("{}s (even while processes run)", info.sleep_after_secs)
     }
 }
 

@@ -106,7 +106,7 @@ fn handle(
             StatusCode::OK,
             json!({"ports": [
                 {"port": 8080, "name": "web", "token": "t0k", "url": "http://8080-demo-t0k.localhost:7070/"},
-                {"port": 3000, "token": "abc", "url": "http://3000-demo-abc.localhost:7070/"}]}),
+                {"port": 3000, "token": "abc", "url": "http://3000-demo-abc.localhost:7070/", "stale": true}]}),
         ),
         ("DELETE", "/v1/sandboxes/demo/ports/8080") => StatusCode::NO_CONTENT.into_response(),
         ("GET", "/v1/sandboxes/demo/egress-log") => json_response(
@@ -342,13 +342,15 @@ fn create_sends_every_option() {
             "0.5",
         ])
         .args(["--env", "K=V", "--ephemeral", "--image", "default"])
+        .args(["--keep-alive-while-busy", "false"])
         .assert()
         .success()
         .stdout("box1\n");
     let (_, body) = bodies.lock().unwrap().last().cloned().unwrap();
     assert_eq!(
         body,
-        json!({"id": "box1", "image": "default", "sleepAfter": "5m", "keepAlive": true, "env": {"K": "V"},
+        json!({"id": "box1", "image": "default", "sleepAfter": "5m", "keepAlive": true,
+               "keepAliveWhileBusy": false, "env": {"K": "V"},
                "limits": {"cpus": 0.5, "memoryMb": 256}, "ephemeral": true})
     );
 }
@@ -578,9 +580,9 @@ fn expose_prints_the_url_and_ports_lists_them() {
     assert_eq!(path, "/v1/sandboxes/demo/ports");
     assert_eq!(body, json!({"port": 8080, "name": "web", "token": "t0k"}));
     cli(&url).args(["ports", "demo"]).assert().success().stdout(
-        "PORT  NAME  URL\n\
-             8080  web   http://8080-demo-t0k.localhost:7070/\n\
-             3000  -     http://3000-demo-abc.localhost:7070/\n",
+        "PORT  NAME  STATUS  URL\n\
+             8080  web   live    http://8080-demo-t0k.localhost:7070/\n\
+             3000  -     stale   http://3000-demo-abc.localhost:7070/\n",
     );
     cli(&url)
         .args(["unexpose", "demo", "8080"])
@@ -687,7 +689,7 @@ fn info_shows_a_sandbox_and_its_ports() {
          image        default\n\
          created      2026-01-01T00:00:00.000Z\n\
          last active  2026-01-01T00:00:00.000Z\n\
-         sleep after  600s\n\
+         sleep after  600s (not while processes run)\n\
          expires      2026-01-01T01:00:00.000Z\n\
          ephemeral    no\n\
          memory       unlimited\n\
@@ -707,7 +709,7 @@ fn info_shows_a_sandbox_and_its_ports() {
          secret       TOKEN → api.example.com,*.x.org (Authorization)\n\
          secret       OTHER → h\n\
          port         8080 http://8080-demo-t0k.localhost:7070/ (web)\n\
-         port         3000 http://3000-demo-abc.localhost:7070/\n",
+         port         3000 http://3000-demo-abc.localhost:7070/ [stale]\n",
     );
     let out = cli(&url)
         .args(["info", "demo", "--json"])

@@ -97,7 +97,7 @@ pub async fn expose(
     };
     previews.store().put_exposed_port(&record).await?;
     let label = previews.label(&tenant.name, &id);
-    let answer = view(&previews, &record, &label);
+    let answer = view(&previews, &record, &label, false);
     let note = AuditNote::target(format!("{id}:{}", record.port));
     previews.put(Exposure {
         record,
@@ -108,6 +108,10 @@ pub async fn expose(
 }
 
 /// List the exposed ports of a sandbox and their preview URLs.
+///
+/// `stale: true` marks a URL that answers 410 `STALE_PREVIEW_URL`: the sandbox slept (or the
+/// server restarted) since the port was exposed, so the server behind it is gone even after a
+/// wake. Start it again and expose the port again.
 #[utoipa::path(
     get, path = "/v1/sandboxes/{id}/ports", operation_id = "listExposedPorts", tag = "preview",
     params(("id" = String, Path, description = "Sandbox id")),
@@ -122,10 +126,11 @@ pub async fn list(
     Extension(tenant): Extension<Tenant>,
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<ApiJson<ExposedPortList>> {
-    let ports = current(&previews, &tenant.name, &id)
-        .await?
+    let exposures = current(&previews, &tenant.name, &id).await?;
+    let run = previews.manager.current_run(&tenant.name, &id).await;
+    let ports = exposures
         .iter()
-        .map(|e| view(&previews, &e.record, &e.label))
+        .map(|e| view(&previews, &e.record, &e.label, !e.is_live(run)))
         .collect();
     Ok(ApiJson(ExposedPortList { ports }))
 }
@@ -180,12 +185,13 @@ async fn current(previews: &Previews, tenant: &str, id: &str) -> ApiResult<Vec<E
     Ok(exposures)
 }
 
-fn view(previews: &Previews, r: &ExposedPortRecord, label: &str) -> ExposedPort {
+fn view(previews: &Previews, r: &ExposedPortRecord, label: &str, stale: bool) -> ExposedPort {
     ExposedPort {
         port: r.port,
         name: r.name.clone(),
         token: r.token.clone(),
         url: previews.config.url(r.port, label, &r.token),
+        stale,
     }
 }
 

@@ -96,6 +96,13 @@ struct Exposure {
     run: Option<u64>,
 }
 
+impl Exposure {
+    /// Whether its URL serves now, `run` being the sandbox's current run (`None`: asleep).
+    fn is_live(&self, run: Option<u64>) -> bool {
+        run.is_some() && self.run == run
+    }
+}
+
 /// The exposures, indexed by `(sandbox label, port)`: one each, since a label names one
 /// sandbox of one tenant.
 type Index = HashMap<(String, u16), Exposure>;

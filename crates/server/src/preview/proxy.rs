@@ -63,7 +63,7 @@ async fn proxy(
         .lease_running(&exposure.record.tenant, &exposure.record.sandbox_id)
         .await
     {
-        Some(lease) if Some(lease.run) == exposure.run => lease,
+        Some(lease) if exposure.is_live(Some(lease.run)) => lease,
         running => return Err(stale(previews, &exposure, running.is_some()).await),
     };
 

@@ -167,6 +167,7 @@ fn agent_router(workspace: Workspace) -> Router {
         .route("/api/upload", post(upload))
         .route("/api/write", post(write))
         .route("/api/read", post(read))
+        .route("/api/activity", get(activity))
         .route("/ws", any(ws_echo))
         .with_state(workspace)
 }
@@ -234,6 +235,19 @@ async fn read(State(ws): State<Workspace>, Json(body): Json<Value>) -> axum::res
         )
             .into_response(),
     }
+}
+
+/// `GET /api/activity`: one running process while the file `/busy` holds `yes`. The calls
+/// (the reaper's busy checks) are counted in the file `/busy-checks`.
+async fn activity(State(ws): State<Workspace>) -> Json<Value> {
+    let mut files = ws.lock().unwrap();
+    let checks: u64 = files
+        .get("/busy-checks")
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    files.insert("/busy-checks".into(), (checks + 1).to_string());
+    let running = usize::from(files.get("/busy").map(String::as_str) == Some("yes"));
+    Json(json!({"runningProcesses": running, "busyTerminals": 0}))
 }
 
 async fn ws_echo(ws: axum::extract::ws::WebSocketUpgrade) -> axum::response::Response {

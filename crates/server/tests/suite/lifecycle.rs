@@ -7,7 +7,7 @@ use futures::StreamExt;
 use reqwest::Method;
 use serde_json::json;
 
-use super::{TestServer, eventually};
+use super::{TestServer, eventually, throughout};
 
 async fn state(ts: &TestServer, id: &str) -> String {
     ts.get(&format!("/v1/sandboxes/{id}")).await.1["state"]
@@ -118,6 +118,115 @@ async fn keep_alive_never_sleeps_and_stop_sleeps_now() {
         .json(Method::POST, "/v1/sandboxes/awake/stop", json!({}))
         .await;
     assert_eq!(s, 200);
+}
+
+/// Writes `content` to `path` in the fake sandbox `id` (the fake agent's processes follow the
+/// file `/busy`).
+async fn write(ts: &TestServer, id: &str, path: &str, content: &str) {
+    let (s, b) = ts
+        .json(
+            Method::POST,
+            &format!("/v1/sandboxes/{id}/api/write"),
+            json!({"path": path, "content": content}),
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+}
+
+/// How often the reaper asked the fake sandbox `id` for running processes.
+async fn busy_checks(ts: &TestServer, id: &str) -> u64 {
+    let (_, b) = ts
+        .json(
+            Method::POST,
+            &format!("/v1/sandboxes/{id}/api/read"),
+            json!({"path": "/busy-checks"}),
+        )
+        .await;
+    b["content"].as_str().map_or(0, |n| n.parse().unwrap())
+}
+
+/// Asserts that sandbox `id` stays running for `how_long`.
+async fn stays_running(ts: &TestServer, id: &str, how_long: Duration) {
+    let running = throughout(how_long, || async { state(ts, id).await == "running" });
+    assert!(running.await, "{id} slept while busy");
+}
+
+#[tokio::test]
+async fn running_processes_keep_a_sandbox_awake_until_they_end() {
+    let ts = TestServer::start().await;
+    let (s, b) = ts
+        .json(
+            Method::POST,
+            "/v1/sandboxes",
+            json!({"id": "busy", "sleepAfter": 1}),
+        )
+        .await;
+    assert_eq!(s, 201, "{b}");
+    assert_eq!(b["keepAliveWhileBusy"], true, "{b}");
+    write(&ts, "busy", "/busy", "yes").await;
+    stays_running(&ts, "busy", Duration::from_millis(3500)).await;
+    // The agent is asked only once the sandbox would sleep, then again a `sleepAfter` later
+    // (not on every 100 ms reaper pass).
+    let checks = busy_checks(&ts, "busy").await;
+    assert!((1..=5).contains(&checks), "{checks} busy checks in 3.5 s");
+    // The process ends: the sandbox sleeps, without any call.
+    write(&ts, "busy", "/busy", "no").await;
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            state(&ts, "busy").await == "sleeping"
+        })
+        .await
+    );
+    assert_eq!(ts.driver.counters.stops.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn keep_alive_while_busy_off_sleeps_despite_processes_and_stop_always_works() {
+    let ts = TestServer::start().await;
+    let body = json!({"id": "lazy", "sleepAfter": 1, "keepAliveWhileBusy": false});
+    let (s, b) = ts.json(Method::POST, "/v1/sandboxes", body).await;
+    assert_eq!(s, 201, "{b}");
+    assert_eq!(b["keepAliveWhileBusy"], false, "{b}");
+    write(&ts, "lazy", "/busy", "yes").await;
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            state(&ts, "lazy").await == "sleeping"
+        })
+        .await,
+        "a busy sandbox with keepAliveWhileBusy false must sleep"
+    );
+    // Its agent was never asked.
+    assert_eq!(busy_checks(&ts, "lazy").await, 0);
+
+    // Turned on by PATCH (the read above woke it, /busy is still "yes"): awake past sleepAfter.
+    let (s, b) = ts
+        .json(
+            Method::PATCH,
+            "/v1/sandboxes/lazy",
+            json!({"keepAliveWhileBusy": true}),
+        )
+        .await;
+    assert_eq!((s, &b["keepAliveWhileBusy"]), (200, &json!(true)), "{b}");
+    assert_eq!(
+        ts.get("/v1/sandboxes/lazy").await.1["keepAliveWhileBusy"],
+        true
+    );
+    stays_running(&ts, "lazy", Duration::from_millis(2500)).await;
+    // Busy never blocks an explicit stop or destroy.
+    let (s, b) = ts
+        .json(Method::POST, "/v1/sandboxes/lazy/stop", json!({}))
+        .await;
+    assert_eq!((s, b["state"].as_str()), (200, Some("sleeping")), "{b}");
+    let (s, _) = ts.exec("lazy", "true").await;
+    assert_eq!(s, 200);
+    assert_eq!(state(&ts, "lazy").await, "running");
+    let r = ts
+        .req(Method::DELETE, "/v1/sandboxes/lazy")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    assert!(ts.driver.running_ids().is_empty());
 }
 
 #[tokio::test]

@@ -2,6 +2,7 @@ mod api;
 mod archive;
 mod attacks;
 mod audit;
+mod awake;
 mod bounds;
 mod disk;
 mod e2e;
@@ -224,6 +225,23 @@ where
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// Whether `f` stays true for all of `duration` (checked every 100 ms): the counterpart of
+/// [`eventually`] for "never happens".
+pub async fn throughout<F, Fut>(duration: Duration, mut f: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let until = tokio::time::Instant::now() + duration;
+    while tokio::time::Instant::now() < until {
+        if !f().await {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    true
 }
 
 /// Sends raw bytes to the server and returns what it answers until it closes the connection,

@@ -61,7 +61,7 @@ ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
 
 /// An RFC 6455 echo server in plain Node (no `ws` package): the first message it sends is
 /// the Host header it saw.
-const ECHO_JS: &str = r#"
+pub(super) const ECHO_JS: &str = r#"
 const http = require("http");
 const crypto = require("crypto");
 const server = http.createServer((req, res) => { res.end("plain http " + req.headers.host); });
@@ -106,13 +106,13 @@ server.listen(Number(process.argv[2]));
 "#;
 
 impl Real {
-    fn addr(&self) -> SocketAddr {
+    pub(super) fn addr(&self) -> SocketAddr {
         self.base.trim_start_matches("http://").parse().unwrap()
     }
 
     /// A client that sends every preview host to the server's address, following no
     /// redirects.
-    fn preview_client(&self, host: &str) -> reqwest::Client {
+    pub(super) fn preview_client(&self, host: &str) -> reqwest::Client {
         reqwest::Client::builder()
             .resolve(host, self.addr())
             .redirect(reqwest::redirect::Policy::none())
@@ -120,12 +120,12 @@ impl Real {
             .unwrap()
     }
 
-    async fn expose(&self, id: &str, body: Value) -> (u16, Value) {
+    pub(super) async fn expose(&self, id: &str, body: Value) -> (u16, Value) {
         let path = format!("/v1/sandboxes/{id}/ports");
         self.call(Method::POST, &path, body).await
     }
 
-    async fn write_file(&self, id: &str, path: &str, content: &str) {
+    pub(super) async fn write_file(&self, id: &str, path: &str, content: &str) {
         let (s, b) = self
             .call(
                 Method::POST,
@@ -136,7 +136,8 @@ impl Real {
         assert_eq!(s, 200, "{b}");
     }
 
-    async fn start_process(&self, id: &str, command: &str) {
+    /// Starts a background process; returns its id.
+    pub(super) async fn start_process(&self, id: &str, command: &str) -> String {
         let (s, b) = self
             .call(
                 Method::POST,
@@ -145,6 +146,7 @@ impl Real {
             )
             .await;
         assert_eq!(s, 200, "{b}");
+        b["processId"].as_str().unwrap().to_owned()
     }
 
     /// Writes APP_PY into the sandbox and starts it on `port`.
@@ -155,7 +157,7 @@ impl Real {
     }
 
     /// Exposes a port, which must succeed; returns the exposure and its URL.
-    async fn expose_ok(&self, id: &str, body: Value) -> (Value, String) {
+    pub(super) async fn expose_ok(&self, id: &str, body: Value) -> (Value, String) {
         let (s, b) = self.expose(id, body).await;
         assert_eq!(s, 200, "{b}");
         let url = b["url"].as_str().unwrap().to_owned();
@@ -163,7 +165,7 @@ impl Real {
     }
 
     /// The sandbox's exposed ports, which must list.
-    async fn ports(&self, id: &str) -> Value {
+    pub(super) async fn ports(&self, id: &str) -> Value {
         let path = format!("/v1/sandboxes/{id}/ports");
         let (s, list) = self.call(Method::GET, &path, Value::Null).await;
         assert_eq!(s, 200, "{list}");
@@ -177,12 +179,12 @@ impl Real {
 }
 
 /// GETs `url`; the status and the JSON body (or the text as a JSON string).
-async fn get_json(client: &reqwest::Client, url: &str) -> (u16, Value) {
+pub(super) async fn get_json(client: &reqwest::Client, url: &str) -> (u16, Value) {
     status_json(client.get(url).send().await.unwrap()).await
 }
 
 /// Host (without port) of a preview URL.
-fn host_of(url: &str) -> String {
+pub(super) fn host_of(url: &str) -> String {
     let u = reqwest::Url::parse(url).unwrap();
     u.host_str().unwrap().to_owned()
 }
@@ -196,7 +198,7 @@ fn label_of(url: &str) -> String {
 }
 
 /// GETs `url` until the upstream answers (the server inside may still be starting).
-async fn get_when_up(client: &reqwest::Client, url: &str) -> reqwest::Response {
+pub(super) async fn get_when_up(client: &reqwest::Client, url: &str) -> reqwest::Response {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let r = client.get(url).send().await.unwrap();
@@ -533,7 +535,9 @@ async fn serial_preview_traffic_keeps_the_sandbox_awake() {
         return;
     };
     let id = "pv-awake";
-    rs.ensure_sandbox(json!({"id": id, "sleepAfter": "2s"}))
+    // The app is a background process: with keepAliveWhileBusy it alone would keep the sandbox
+    // awake, so here only the preview traffic may.
+    rs.ensure_sandbox(json!({"id": id, "sleepAfter": "2s", "keepAliveWhileBusy": false}))
         .await;
     rs.start_app(id, 9100).await;
     let (_, url) = rs.expose_ok(id, json!({"port": 9100})).await;
@@ -582,6 +586,7 @@ async fn serial_preview_exposures_outlive_a_restart_as_stale() {
     let url = format!("http://9200-{label}-keep.localhost:{port}/");
     assert_eq!(list["ports"][0]["url"], url);
     assert_eq!(list["ports"][0]["name"], "api");
+    assert_eq!(list["ports"][0]["stale"], true, "{list}");
     let client = rs.preview_client(&host_of(&url));
     let (s, b) = get_json(&client, &url).await;
     assert_error(s, &b, 410, "STALE_PREVIEW_URL");

@@ -21,6 +21,7 @@ pub fn new_sandbox(tenant: &str, id: &str) -> NewSandbox {
             image: "default".into(),
             sleep_after_secs: 600,
             keep_alive: false,
+            keep_alive_while_busy: true,
             ephemeral: false,
             env: BTreeMap::from([("A".into(), "1".into())]),
             limits: Limits {

@@ -106,6 +106,7 @@ async fn state_and_options_updates() {
     );
     let mut opts = rec.options.clone();
     opts.keep_alive = true;
+    opts.keep_alive_while_busy = false;
     opts.sleep_after_secs = 5;
     assert!(store.update_options("t", "a", &opts).await.unwrap());
     let got = store.get_sandbox("t", "a").await.unwrap().unwrap();
@@ -264,4 +265,29 @@ async fn labels_and_expiry_round_trip_and_due_ones_are_found() {
         store.expired_sandboxes(i64::MAX, 10).await.unwrap(),
         [("u".to_owned(), "later".to_owned())]
     );
+}
+
+/// A database from before migration 10: its sandboxes keep the default (running background
+/// processes keep them awake).
+#[tokio::test]
+async fn sandboxes_made_before_the_busy_option_keep_alive_while_busy() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.db");
+    let key = || DataKey::ephemeral().unwrap();
+    drop(SqliteStore::open(&path, key()).unwrap());
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    conn.execute_batch(
+        "ALTER TABLE sandboxes DROP COLUMN keep_alive_while_busy;
+         DELETE FROM schema_migrations WHERE version = 10;
+         INSERT INTO tenants (name, created_at) VALUES ('old', 1);
+         INSERT INTO sandboxes (tenant, id, internal_id, image, state, sleep_after, keep_alive,
+             ephemeral, env, limits, slot, created_at, last_active_at)
+         VALUES ('old', 'a', 'old-a', 'default', 'sleeping', 60, 0, 0, '{}', '{}', 7, 1, 1);",
+    )
+    .unwrap();
+    drop(conn);
+    let store = SqliteStore::open(&path, key()).unwrap();
+    let rec = store.get_sandbox("old", "a").await.unwrap().unwrap();
+    assert!(rec.options.keep_alive_while_busy);
+    assert!(!rec.options.keep_alive);
 }
