@@ -9,6 +9,7 @@ import {
 import type { SandboxScope } from './scope.js';
 import { bytesToBase64, parseSSEStream } from './sse.js';
 import type {
+  EndReason,
   LogEvent,
   Process,
   ProcessOptions,
@@ -29,6 +30,7 @@ interface ProcessRecord {
   endTime?: string;
   exitCode?: number;
   sessionId?: string;
+  reason?: EndReason;
 }
 
 interface PortWatchEvent {
@@ -206,6 +208,7 @@ export class ProcessHandle implements Process {
   readonly endTime?: Date;
   readonly exitCode?: number;
   readonly sessionId?: string;
+  readonly reason?: EndReason;
   readonly #scope: SandboxScope;
 
   constructor(scope: SandboxScope, record: ProcessRecord) {
@@ -218,6 +221,7 @@ export class ProcessHandle implements Process {
     if (record.endTime) this.endTime = new Date(record.endTime);
     if (record.exitCode !== undefined && record.exitCode !== null) this.exitCode = record.exitCode;
     if (record.sessionId) this.sessionId = record.sessionId;
+    if (record.reason) this.reason = record.reason;
   }
 
   kill(signal?: string): Promise<void> {
@@ -377,6 +381,7 @@ export class ProcessHandle implements Process {
       endTime: this.endTime,
       exitCode: this.exitCode,
       sessionId: this.sessionId,
+      reason: this.reason,
     };
   }
 }
