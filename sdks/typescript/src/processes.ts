@@ -198,6 +198,14 @@ async function withTimeout<T>(
   }
 }
 
+/** A `waitForExit` result: the exit code (-1 when unknown) and sandpit's `reason` if any. */
+function exitResult(
+  exitCode: number | undefined,
+  reason: EndReason | undefined,
+): WaitForExitResult {
+  return { exitCode: exitCode ?? -1, ...(reason ? { reason } : {}) };
+}
+
 /** The seed's `Process`: a snapshot of the record plus methods that ask the server. */
 export class ProcessHandle implements Process {
   readonly id: string;
@@ -327,10 +335,10 @@ export class ProcessHandle implements Process {
       new AbortController(),
       async (signal) => {
         for await (const event of logEvents(this.#scope, this.id, signal)) {
-          if (event.type === 'exit') return { exitCode: event.exitCode ?? -1 };
+          if (event.type === 'exit') return exitResult(event.exitCode, event.reason);
           if (event.type === 'error') {
             const record = await processRecord(this.#scope, this.id);
-            return { exitCode: record.exitCode ?? -1 };
+            return exitResult(record.exitCode, record.reason);
           }
         }
         throw cancelledError('waitForExit', 'the log stream ended');

@@ -35,7 +35,9 @@ export interface SandboxOptions {
    * sleeps after `sleepAfter` without calls even while processes run (the sleep kills them). */
   keepAliveWhileBusy?: boolean;
   /** sandpit: time to live, seconds or `"30s"`, `"5m"`, `"1h"`: the sandbox is destroyed once it
-   * passes, asleep or not (`SandboxInfo.expiresAt`); counted from this call; `0` removes it. */
+   * passes, asleep or not (`SandboxInfo.expiresAt`); `0` removes it. Counted from the create-or-get
+   * that sends it: once per namespace and set of options, like every option (so a Worker-style
+   * `getSandbox` per request does not extend it; `setTtl` does). */
   ttl?: string | number;
   /** `false`: calls without a session run sessionless (a fresh `bash -c` each). Default true. */
   enableDefaultSession?: boolean;
@@ -236,6 +238,8 @@ export interface WaitForLogResult {
 
 export interface WaitForExitResult {
   exitCode: number;
+  /** sandpit: `oom` when the OOM killer ended the process. */
+  reason?: EndReason;
 }
 
 export interface WaitForPortOptions {

@@ -175,6 +175,7 @@ describe('OOM reason', () => {
     const info = await oomBox.getProcess(proc.id);
     assert.equal(info?.status, 'killed');
     assert.equal(info?.reason, 'oom');
+    assert.deepEqual(await proc.waitForExit(30_000), { exitCode: 137, reason: 'oom' });
   });
 });
 
