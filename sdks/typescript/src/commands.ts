@@ -87,6 +87,7 @@ async function execStreaming(
           timestamp: event.timestamp,
           ...(sessionId === undefined ? {} : { sessionId }),
           ...(event.timedOut ? { timedOut: true } : {}),
+          ...(event.reason ? { reason: event.reason } : {}),
         };
       } else if (event.type === 'error') {
         throw new CommandError({

@@ -95,7 +95,16 @@ export class PythonNotAvailableError extends SandboxError {}
 export class JavaScriptNotAvailableError extends SandboxError {}
 // Requests and the platform
 export class ValidationFailedError extends SandboxError {}
-export class OperationInterruptedError extends SandboxError {}
+/** A call or stream cut short: `reason` is `stopped`, `destroyed` or `shutdown` when the server
+ * cut it (the sandbox was stopped or destroyed, or the server shut down), `cancelled` when the
+ * caller's AbortSignal did. */
+export class OperationInterruptedError extends SandboxError {
+  get reason(): 'stopped' | 'destroyed' | 'shutdown' | 'cancelled' | undefined {
+    const reason = this.context.reason;
+    if (reason === 'stopped' || reason === 'destroyed' || reason === 'shutdown') return reason;
+    return this.context.cancelled === true ? 'cancelled' : undefined;
+  }
+}
 export class ContainerUnavailableError extends SandboxError {}
 export class WatchError extends SandboxError {}
 // sandpit's control plane

@@ -10,6 +10,7 @@ export {
   ExecutionSession,
   SandpitNamespace,
   type ConnectOptions,
+  type SandboxUpdate,
 } from './sandbox.js';
 export { Terminal } from './terminal.js';
 export {

@@ -9,6 +9,7 @@ import {
 import type { SandboxScope } from './scope.js';
 import { bytesToBase64, parseSSEStream } from './sse.js';
 import type {
+  EndReason,
   LogEvent,
   Process,
   ProcessOptions,
@@ -29,6 +30,7 @@ interface ProcessRecord {
   endTime?: string;
   exitCode?: number;
   sessionId?: string;
+  reason?: EndReason;
 }
 
 interface PortWatchEvent {
@@ -196,6 +198,14 @@ async function withTimeout<T>(
   }
 }
 
+/** A `waitForExit` result: the exit code (-1 when unknown) and sandpit's `reason` if any. */
+function exitResult(
+  exitCode: number | undefined,
+  reason: EndReason | undefined,
+): WaitForExitResult {
+  return { exitCode: exitCode ?? -1, ...(reason ? { reason } : {}) };
+}
+
 /** The seed's `Process`: a snapshot of the record plus methods that ask the server. */
 export class ProcessHandle implements Process {
   readonly id: string;
@@ -206,6 +216,7 @@ export class ProcessHandle implements Process {
   readonly endTime?: Date;
   readonly exitCode?: number;
   readonly sessionId?: string;
+  readonly reason?: EndReason;
   readonly #scope: SandboxScope;
 
   constructor(scope: SandboxScope, record: ProcessRecord) {
@@ -218,6 +229,7 @@ export class ProcessHandle implements Process {
     if (record.endTime) this.endTime = new Date(record.endTime);
     if (record.exitCode !== undefined && record.exitCode !== null) this.exitCode = record.exitCode;
     if (record.sessionId) this.sessionId = record.sessionId;
+    if (record.reason) this.reason = record.reason;
   }
 
   kill(signal?: string): Promise<void> {
@@ -323,10 +335,10 @@ export class ProcessHandle implements Process {
       new AbortController(),
       async (signal) => {
         for await (const event of logEvents(this.#scope, this.id, signal)) {
-          if (event.type === 'exit') return { exitCode: event.exitCode ?? -1 };
+          if (event.type === 'exit') return exitResult(event.exitCode, event.reason);
           if (event.type === 'error') {
             const record = await processRecord(this.#scope, this.id);
-            return { exitCode: record.exitCode ?? -1 };
+            return exitResult(record.exitCode, record.reason);
           }
         }
         throw cancelledError('waitForExit', 'the log stream ended');
@@ -377,6 +389,7 @@ export class ProcessHandle implements Process {
       endTime: this.endTime,
       exitCode: this.exitCode,
       sessionId: this.sessionId,
+      reason: this.reason,
     };
   }
 }

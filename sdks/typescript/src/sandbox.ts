@@ -18,6 +18,7 @@ import type {
   SandboxLimits,
   SandboxList,
   SandboxOptions,
+  SandboxUsage,
   SecretSpec,
   SessionDeleteResult,
   SessionOptions,
@@ -133,13 +134,18 @@ export function getSandbox(
   return new Sandbox(ns, sandboxIdOf(id, options.normalizeId), options);
 }
 
-/** The sandboxes of the key's tenant (one page; pass `nextCursor` as `cursor` for the next). */
+/** The sandboxes of the key's tenant (one page; pass `nextCursor` as `cursor` for the next);
+ * with `labels`, only those carrying every one of them (pages walk the matching ones only). */
 export function listSandboxes(
   ns: SandpitNamespace,
-  options: { limit?: number; cursor?: string } = {},
+  options: { limit?: number; cursor?: string; labels?: Record<string, string> } = {},
 ): Promise<SandboxList> {
   return ns.transport.json<SandboxList>('/v1/sandboxes', {
-    query: { limit: options.limit, cursor: options.cursor },
+    query: {
+      limit: options.limit,
+      cursor: options.cursor,
+      label: Object.entries(options.labels ?? {}).map(([k, v]) => `${k}=${v}`),
+    },
     operation: 'listSandboxes',
   });
 }
@@ -155,6 +161,9 @@ function createBody(id: string, options: SandboxOptions) {
     id,
     sleepAfter: options.sleepAfter,
     keepAlive: options.keepAlive,
+    keepAliveWhileBusy: options.keepAliveWhileBusy,
+    labels: options.labels,
+    ttl: options.ttl,
     image: options.image,
     limits: options.limits,
     network: options.network,
@@ -162,6 +171,20 @@ function createBody(id: string, options: SandboxOptions) {
     ephemeral: options.ephemeral,
     env: options.env,
   };
+}
+
+/** The mutable options of a sandbox (sandpit's `UpdateSandboxRequest`). */
+export interface SandboxUpdate {
+  sleepAfter?: string | number;
+  keepAlive?: boolean;
+  keepAliveWhileBusy?: boolean;
+  env?: Record<string, string>;
+  limits?: SandboxLimits;
+  network?: NetworkPolicy;
+  secrets?: Record<string, SecretSpec>;
+  /** Merged: `null` removes a label. */
+  labels?: Record<string, string | null>;
+  ttl?: string | number;
 }
 
 export class Sandbox extends Operations {
@@ -223,6 +246,7 @@ export class Sandbox extends Operations {
       port: exposed.port,
       ...(exposed.name == null ? {} : { name: exposed.name }),
       ...(exposed.token === undefined ? {} : { token: exposed.token }),
+      ...(exposed.stale === undefined ? {} : { stale: exposed.stale }),
     };
   }
 
@@ -260,6 +284,12 @@ export class Sandbox extends Operations {
     return this.scope.controlJson('', { operation: 'info' });
   }
 
+  /** What the sandbox uses now: CPU time, memory, processes, disk, egress bytes (does not wake
+   * it; a sleeping sandbox reports zeros for its cgroup counters). */
+  usage(): Promise<SandboxUsage> {
+    return this.scope.controlJson('/usage', { operation: 'usage' });
+  }
+
   /** The decisions of the sandbox's egress proxy (newest 256, oldest first). */
   getEgressLog(): Promise<EgressLogPage> {
     return this.scope.controlJson('/egress-log', { operation: 'getEgressLog' });
@@ -275,7 +305,8 @@ export class Sandbox extends Operations {
     return this.#patch({ secrets }, 'setSecrets');
   }
 
-  /** Changes limits (applied at the next start). */
+  /** Changes limits: cpus, memory and pids of a running sandbox at once, `diskMb` at its next
+   * start (then listed in the answer's `pendingRestart`). */
   setLimits(limits: SandboxLimits): Promise<SandboxInfo> {
     return this.#patch({ limits }, 'setLimits');
   }
@@ -286,6 +317,28 @@ export class Sandbox extends Operations {
 
   async setSleepAfter(sleepAfter: string | number): Promise<void> {
     await this.#patch({ sleepAfter }, 'setSleepAfter');
+  }
+
+  /** `false`: the sandbox sleeps after `sleepAfter` without calls even while background
+   * processes run. */
+  setKeepAliveWhileBusy(keepAliveWhileBusy: boolean): Promise<SandboxInfo> {
+    return this.#patch({ keepAliveWhileBusy }, 'setKeepAliveWhileBusy');
+  }
+
+  /** Merges labels: a string sets one, `null` removes it. */
+  setLabels(labels: Record<string, string | null>): Promise<SandboxInfo> {
+    return this.#patch({ labels }, 'setLabels');
+  }
+
+  /** A new time to live counted from now (`0` removes it); `SandboxInfo.expiresAt` says when. */
+  setTtl(ttl: string | number): Promise<SandboxInfo> {
+    return this.#patch({ ttl }, 'setTtl');
+  }
+
+  /** sandpit's PATCH: any mutable options at once; the answer's `pendingRestart` lists what
+   * waits for the next start. */
+  update(changes: SandboxUpdate): Promise<SandboxInfo> {
+    return this.#patch({ ...changes }, 'update');
   }
 
   /** Puts the sandbox to sleep now (its files stay; the next call wakes it). */

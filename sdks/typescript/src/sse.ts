@@ -1,12 +1,15 @@
 // Server-sent events (the container protocol's streams: `data: <JSON>\n\n` per event) and the
 // seed's stream helpers with the same names and shapes.
 
-import { SandboxError, cancelledError } from './errors.js';
+import { SandboxError, cancelledError, errorFromResponse, isErrorCode } from './errors.js';
 import type { FileMetadata, FileStreamEvent } from './types.js';
 
 /** Yields the decoded JSON of each `data:` event of an SSE byte stream. When `signal` aborts,
  * the stream is cancelled (closing the request, which stops the remote work) and the loop
- * rejects with `OperationInterruptedError`; breaking out of the loop cancels it too. */
+ * rejects with `OperationInterruptedError`; breaking out of the loop cancels it too. A stream
+ * the server cut short ends with an `event: error` carrying an error envelope (e.g.
+ * `OPERATION_INTERRUPTED` when the sandbox was stopped or destroyed): the loop rejects with
+ * that typed error instead of yielding it. */
 // eslint-disable-next-line @typescript-eslint/no-explicit-any -- the seed's default
 export async function* parseSSEStream<T = any>(
   stream: ReadableStream<Uint8Array>,
@@ -35,18 +38,48 @@ export async function* parseSSEStream<T = any>(
       buffer += decoder.decode(value, { stream: true });
       let end: number;
       while ((end = eventEnd(buffer)) >= 0) {
-        const event = dataOf(buffer.slice(0, end));
+        const block = buffer.slice(0, end);
         buffer = buffer.slice(end).replace(/^\r?\n\r?\n/, '');
-        if (event !== undefined) yield JSON.parse(event) as T;
+        const event = dataOf(block);
+        if (event !== undefined) yield eventValue<T>(block, event);
       }
     }
-    const last = dataOf(buffer + decoder.decode());
-    if (last !== undefined && last.trim() !== '') yield JSON.parse(last) as T;
+    const rest = buffer + decoder.decode();
+    const last = dataOf(rest);
+    if (last !== undefined && last.trim() !== '') yield eventValue<T>(rest, last);
   } finally {
     signal?.removeEventListener('abort', onAbort);
     await reader.cancel().catch(() => {});
     reader.releaseLock();
   }
+}
+
+/** The JSON of an event's data; throws the typed error of a server `event: error` envelope. */
+function eventValue<T>(block: string, data: string): T {
+  const value = JSON.parse(data) as T;
+  if (eventName(block) === 'error') {
+    const envelope = value as { code?: unknown; message?: unknown; context?: unknown };
+    if (isErrorCode(envelope.code)) {
+      const e = value as unknown as Parameters<typeof errorFromResponse>[0];
+      throw errorFromResponse({
+        code: e.code,
+        message: typeof e.message === 'string' ? e.message : e.code,
+        context: e.context ?? {},
+        httpStatus: typeof e.httpStatus === 'number' ? e.httpStatus : 500,
+        ...(e.timestamp === undefined ? {} : { timestamp: e.timestamp }),
+      });
+    }
+  }
+  return value;
+}
+
+/** The `event:` field of one event block (`message` when absent). */
+function eventName(block: string): string {
+  const line = block
+    .split(/\r?\n/)
+    .filter((l) => l.startsWith('event:'))
+    .pop();
+  return line === undefined ? 'message' : line.slice(6).trim();
 }
 
 /** Index of the blank line that ends the first event of `buffer`, or -1. */

@@ -21,7 +21,8 @@ export interface RequestOptions {
   json?: unknown;
   /** A raw body (uploads); sent as is. */
   body?: BodyInit;
-  query?: Record<string, string | number | undefined>;
+  /** An array value repeats the parameter (`label=a=1&label=b=2`). */
+  query?: Record<string, string | number | string[] | undefined>;
   signal?: AbortSignal | undefined;
   /** Name of the operation, for error messages (`exec`, `readFile`...). */
   operation: string;
@@ -56,7 +57,8 @@ export class Transport {
   async fetch(path: string, options: RequestOptions): Promise<Response> {
     const url = new URL(this.url + path);
     for (const [k, v] of Object.entries(options.query ?? {})) {
-      if (v !== undefined) url.searchParams.set(k, String(v));
+      if (Array.isArray(v)) for (const item of v) url.searchParams.append(k, item);
+      else if (v !== undefined) url.searchParams.set(k, String(v));
     }
     const headers: Record<string, string> = { authorization: `Bearer ${this.#apiKey}` };
     let body = options.body;

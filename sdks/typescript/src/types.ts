@@ -31,11 +31,20 @@ export interface SandboxOptions {
   sleepAfter?: string | number;
   /** Never sleep for idleness; destroy it yourself. */
   keepAlive?: boolean;
+  /** sandpit: running background processes keep the sandbox awake (default true); `false`: it
+   * sleeps after `sleepAfter` without calls even while processes run (the sleep kills them). */
+  keepAliveWhileBusy?: boolean;
+  /** sandpit: time to live, seconds or `"30s"`, `"5m"`, `"1h"`: the sandbox is destroyed once it
+   * passes, asleep or not (`SandboxInfo.expiresAt`); `0` removes it. Counted from the create-or-get
+   * that sends it: once per namespace and set of options, like every option (so a Worker-style
+   * `getSandbox` per request does not extend it; `setTtl` does). */
+  ttl?: string | number;
   /** `false`: calls without a session run sessionless (a fresh `bash -c` each). Default true. */
   enableDefaultSession?: boolean;
   /** Lower-case the id (preview URLs need lower-case labels). */
   normalizeId?: boolean;
-  /** Accepted for source compatibility; sandpit has no container labels, so they are not sent. */
+  /** Labels of the sandbox (at most 32; keys `[A-Za-z0-9._/-]{1,63}`, values without `=`, `,` or
+   * spaces): merged into an existing sandbox's labels; `listSandboxes({ labels })` filters by them. */
   labels?: Record<string, string>;
   /** Accepted for source compatibility and ignored (sandpit has one transport: HTTP). */
   transport?: 'http' | 'websocket' | 'rpc';
@@ -62,7 +71,14 @@ export interface SandboxInfo {
   state: 'creating' | 'running' | 'sleeping';
   sleepAfterSecs: number;
   keepAlive: boolean;
+  /** Running background processes keep the sandbox awake. */
+  keepAliveWhileBusy?: boolean;
   ephemeral: boolean;
+  labels?: Record<string, string>;
+  /** When the `ttl` destroys the sandbox (absent or null: never). */
+  expiresAt?: string | null;
+  /** On a PATCH answer: changes that wait for the next start (`"env"`, `"limits.diskMb"`). */
+  pendingRestart?: string[];
   env: Record<string, string>;
   limits: SandboxLimits;
   network?: NetworkPolicy;
@@ -106,6 +122,25 @@ export interface QuotaInfo {
     processes: number;
   };
 }
+
+/** What a sandbox uses now (`GET /v1/sandboxes/{id}/usage`): cgroup counters of the current run
+ * (zero while it sleeps), its writable layer's bytes and its egress proxy's bytes. */
+export interface SandboxUsage {
+  state: SandboxInfo['state'];
+  cpuUsec: number;
+  memoryBytes: number;
+  memoryPeakBytes: number;
+  pids: number;
+  diskBytes: number;
+  /** false: `diskBytes` is a lower bound (the walk of the layer was cut short). */
+  diskComplete: boolean;
+  networkBytesUp: number;
+  networkBytesDown: number;
+}
+
+/** Why a command or process ended, besides its exit code: `oom` — the kernel's OOM killer (the
+ * sandbox reached `limits.memoryMb`; exit code 137). */
+export type EndReason = 'oom';
 
 export interface SandboxList {
   sandboxes: SandboxInfo[];
@@ -154,6 +189,8 @@ export interface ExecResult {
   sessionId?: string;
   /** sandpit: the command was killed by its `timeout`. */
   timedOut?: boolean;
+  /** sandpit: `oom` when the OOM killer ended the command. */
+  reason?: EndReason;
 }
 
 export interface StreamOptions extends BaseExecOptions {
@@ -174,6 +211,8 @@ export interface ExecEvent {
   sessionId?: string;
   pid?: number;
   timedOut?: boolean;
+  /** sandpit: on `complete`, `oom` when the OOM killer ended the command. */
+  reason?: EndReason;
 }
 
 // ---- Processes -------------------------------------------------------------------------------
@@ -199,6 +238,8 @@ export interface WaitForLogResult {
 
 export interface WaitForExitResult {
   exitCode: number;
+  /** sandpit: `oom` when the OOM killer ended the process. */
+  reason?: EndReason;
 }
 
 export interface WaitForPortOptions {
@@ -218,6 +259,8 @@ export interface Process {
   readonly endTime?: Date;
   readonly exitCode?: number;
   readonly sessionId?: string;
+  /** sandpit: `oom` when the OOM killer ended the process. */
+  readonly reason?: EndReason;
   kill(signal?: string): Promise<void>;
   getStatus(): Promise<ProcessStatus>;
   getLogs(): Promise<{ stdout: string; stderr: string }>;
@@ -242,6 +285,8 @@ export interface LogEvent {
   sessionId?: string;
   exitCode?: number;
   status?: ProcessStatus;
+  /** sandpit: on `exit`, `oom` when the OOM killer ended the process. */
+  reason?: EndReason;
 }
 
 export interface StreamProcessLogsOptions {
@@ -534,6 +579,9 @@ export interface ExposedPortInfo {
   name?: string;
   /** sandpit: the URL's token. */
   token?: string;
+  /** sandpit: the run the port was exposed in is over (the URL answers 410 until it is exposed
+   * again). */
+  stale?: boolean;
 }
 
 export interface ExposedPortStatus extends ExposedPortInfo {

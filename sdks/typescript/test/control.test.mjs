@@ -21,7 +21,7 @@ const sandbox = getSandbox(ns, id, {
   limits: { memoryMb: 256, pids: 200 },
   env: { FROM_OPTIONS: 'yes' },
   network: { mode: 'allowlist', allow: ['example.com'] },
-  labels: { team: 'ignored' },
+  labels: { team: 'control' },
 });
 after(() => sandbox.destroy());
 

@@ -148,6 +148,7 @@ describe('cancellation stops the remote command', () => {
       assert.equal(err.code, 'OPERATION_INTERRUPTED');
       assert.equal(err.context.cancelled, true);
       assert.equal(err.context.remoteStopped, true);
+      assert.equal(err.reason, 'cancelled');
       return true;
     });
     await waitFor(`${args} to be killed`, async () => (await countProcesses(probe, args)) === 0);

@@ -70,6 +70,27 @@ test('an aborted parse rejects with OperationInterruptedError and cancels the st
   assert.equal(cancelled, true);
 });
 
+test('an `event: error` envelope ends the parse with its typed error; a data-only error event is yielded', async () => {
+  const cut =
+    'data: {"type":"error","error":"agent-level"}\n\n' +
+    'event: error\r\ndata: {"code":"OPERATION_INTERRUPTED","message":"sandbox demo was stopped",' +
+    '"context":{"sandboxId":"demo","reason":"stopped"},"httpStatus":409,"type":"error"}\r\n\r\n';
+  for (const size of [1, 5, 4096]) {
+    const seen = [];
+    await assert.rejects(
+      async () => {
+        for await (const event of parseSSEStream(chunked(cut, size))) seen.push(event);
+      },
+      (/** @type {any} */ err) =>
+        err instanceof OperationInterruptedError &&
+        err.reason === 'stopped' &&
+        err.httpStatus === 409 &&
+        err.message === 'sandbox demo was stopped',
+    );
+    assert.deepEqual(seen, [{ type: 'error', error: 'agent-level' }], `chunks of ${size}`);
+  }
+});
+
 test('asyncIterableToSSEStream → Response → responseToAsyncIterable round trip', async () => {
   async function* events() {
     yield { type: 'a', n: 1 };
