@@ -1036,7 +1036,8 @@ class AsyncProcess:
 
     async def wait_for_exit(self, timeout: float | None = None) -> int | None:
         """Waits until the process ends and returns its exit code (None when it was killed
-        without one). ``SandpitTimeoutError`` after ``timeout`` seconds."""
+        without one). ``SandpitTimeoutError`` after ``timeout`` seconds;
+        ``OperationInterruptedError`` when the sandbox is stopped or destroyed meanwhile."""
         deadline = _Deadline(timeout)
         async for event in self._log_events(deadline):
             if event.type in ("exit", "complete", "error"):

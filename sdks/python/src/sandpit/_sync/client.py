@@ -1037,7 +1037,8 @@ class Process:
 
     def wait_for_exit(self, timeout: float | None = None) -> int | None:
         """Waits until the process ends and returns its exit code (None when it was killed
-        without one). ``SandpitTimeoutError`` after ``timeout`` seconds."""
+        without one). ``SandpitTimeoutError`` after ``timeout`` seconds;
+        ``OperationInterruptedError`` when the sandbox is stopped or destroyed meanwhile."""
         deadline = _Deadline(timeout)
         for event in self._log_events(deadline):
             if event.type in ("exit", "complete", "error"):
