@@ -160,8 +160,8 @@ async def test_async_files_processes_and_code(asb: AsyncSandbox) -> None:
 async def test_async_terminal(asb: AsyncSandbox) -> None:
     session = await asb.create_session()
     async with await session.terminal() as term:
-        await term.send("echo $((40 + 2))\n")
-        assert b"42" in await term.read_until("42", timeout=30)
+        await term.send("echo $((40 + 2))x\n")  # "42x": the prompt's id is hex
+        assert b"42x" in await term.read_until("42x", timeout=30)
 
 
 async def test_async_context_manager_destroys_ephemeral(sandbox: Sandbox) -> None:

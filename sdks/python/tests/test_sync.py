@@ -397,8 +397,9 @@ def test_network_policy_and_secrets(sandbox: Sandbox) -> None:
 def test_terminal_runs_an_interactive_shell(sandbox: Sandbox) -> None:
     # A session of its own: a terminal replays its session's earlier output to a new client.
     with sandbox.create_session().terminal(cols=100, rows=30) as term:
-        term.send("stty size; echo $((6 * 7))\n")
-        output = term.read_until("42", timeout=30)
+        # "42x", not "42": the prompt shows the sandbox id, whose random hex may hold "42".
+        term.send("stty size; echo $((6 * 7))x\n")
+        output = term.read_until("42x", timeout=30)
         assert b"30 100" in output
         term.resize(120, 40)
         term.send("stty size\n")
