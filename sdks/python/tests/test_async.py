@@ -160,8 +160,8 @@ async def test_async_files_processes_and_code(asb: AsyncSandbox) -> None:
 async def test_async_terminal(asb: AsyncSandbox) -> None:
     session = await asb.create_session()
     async with await session.terminal() as term:
-        await term.send("echo $((40 + 2))\n")
-        assert b"42" in await term.read_until("42", timeout=30)
+        await term.send("echo $((40 + 2))x\n")  # "42x": the prompt's id is hex
+        assert b"42x" in await term.read_until("42x", timeout=30)
 
 
 async def test_async_context_manager_destroys_ephemeral(sandbox: Sandbox) -> None:
@@ -209,3 +209,30 @@ async def test_async_watch_sessions_env_ports_network(asb: AsyncSandbox) -> None
     info = await asb.set_network("allowlist", ["example.org"])
     assert info.network["allow"] == ["example.org"]
     await asb.set_network("none")
+
+
+async def test_async_calls_cut_by_stop_or_destroy_raise_operation_interrupted() -> None:
+    async with AsyncSandpit() as client:
+        sb = client.sandbox(unique("acut"))
+        try:
+            # A buffered call (an HTTP 409 answer) and a streamed one (the stream's last event).
+            buffered = asyncio.create_task(sb.exec("sleep 60"))
+            await asyncio.sleep(1.0)
+            await sb.stop()
+            with pytest.raises(errors.OperationInterruptedError) as err:
+                await buffered
+            assert err.value.reason == "stopped"
+            started = asyncio.Event()
+            streamed = asyncio.create_task(
+                sb.run_code(
+                    "import time\nprint('go', flush=True)\ntime.sleep(60)",
+                    on_stdout=lambda _: started.set(),
+                )
+            )
+            await asyncio.wait_for(started.wait(), 60)
+            await sb.destroy()
+            with pytest.raises(errors.OperationInterruptedError) as err:
+                await streamed
+            assert err.value.reason == "destroyed"
+        finally:
+            await sb.destroy()

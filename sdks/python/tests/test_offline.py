@@ -34,7 +34,32 @@ def test_sse_decoder_handles_split_and_crlf_events() -> None:
         events += decoder.feed(stream[i : i + 1])
     events += decoder.finish()
     assert events == [{"type": "a"}, {"type": "b", "n": 1}, {"type": "c"}]
-    assert SSEDecoder().feed(b": comment\n\nevent: x\ndata: not json\n\n")[0]["type"] == "error"
+    (malformed,) = SSEDecoder().feed(b": comment\n\nevent: x\ndata: not json\n\n")
+    assert isinstance(malformed, dict) and malformed["type"] == "error"
+
+
+def test_sse_error_event_becomes_the_typed_error() -> None:
+    # How the server ends a stream that a stop or destroy of its sandbox cut short.
+    envelope = {
+        "code": "OPERATION_INTERRUPTED",
+        "message": "sandbox a was stopped",
+        "context": {"sandboxId": "a", "reason": "stopped"},
+        "httpStatus": 409,
+        "type": "error",
+        "error": "sandbox a was stopped",
+    }
+    stream = (
+        b'data: {"type":"stdout","data":"hi"}\n\nevent: error\ndata: '
+        + json.dumps(envelope).encode()
+    )
+    decoder = SSEDecoder()
+    first, cut = decoder.feed(stream + b"\n\n")
+    assert first == {"type": "stdout", "data": "hi"}
+    assert isinstance(cut, errors.OperationInterruptedError)
+    assert (cut.reason, cut.http_status, cut.context["sandboxId"]) == ("stopped", 409, "a")
+    # An agent's own error event (no event name, no envelope) stays an event.
+    (own,) = SSEDecoder().feed(b'data: {"type":"error","error":"boom"}\n\n')
+    assert own == {"type": "error", "error": "boom"}
 
 
 def test_error_envelope_becomes_its_class() -> None:

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import httpx
@@ -396,8 +397,9 @@ def test_network_policy_and_secrets(sandbox: Sandbox) -> None:
 def test_terminal_runs_an_interactive_shell(sandbox: Sandbox) -> None:
     # A session of its own: a terminal replays its session's earlier output to a new client.
     with sandbox.create_session().terminal(cols=100, rows=30) as term:
-        term.send("stty size; echo $((6 * 7))\n")
-        output = term.read_until("42", timeout=30)
+        # "42x", not "42": the prompt shows the sandbox id, whose random hex may hold "42".
+        term.send("stty size; echo $((6 * 7))x\n")
+        output = term.read_until("42x", timeout=30)
         assert b"30 100" in output
         term.resize(120, 40)
         term.send("stty size\n")
@@ -423,3 +425,121 @@ def test_ephemeral_sandbox_is_destroyed_on_exit(client: Sandpit) -> None:
 def test_options_conflict_is_typed(client: Sandpit, sandbox: Sandbox) -> None:
     with pytest.raises(errors.SandboxConflictError):
         client.sandbox(sandbox.id, ephemeral=False).exec("true")
+
+
+# --- labels, ttl, usage, stale ports, OOM, interrupted streams -----------------------------
+
+
+def test_labels_ttl_and_keep_alive_while_busy(client: Sandpit) -> None:
+    name, tag = unique("lbl"), unique("suite")
+    sb = client.sandbox(
+        name, labels={"suite": tag, "tier": "gold"}, ttl="1h", keep_alive_while_busy=False
+    )
+    try:
+        info = sb.info()
+        assert info.labels == {"suite": tag, "tier": "gold"} and not info.keep_alive_while_busy
+        assert info.expires_at is not None
+        left = info.expires_at - datetime.now(timezone.utc)
+        assert timedelta(minutes=55) < left <= timedelta(hours=1)
+        assert [s.id for s in client.list_sandboxes(labels={"suite": tag})] == [name]
+        assert client.list_sandboxes(labels={"suite": tag, "tier": "silver"}) == []
+        # Labels merge (None removes one); ttl=0 removes the expiry; env waits for a restart.
+        info = sb.update(
+            labels={"tier": None, "team": "ml"}, ttl=0, keep_alive_while_busy=True, env={"A": "b"}
+        )
+        assert info.labels == {"suite": tag, "team": "ml"} and info.expires_at is None
+        assert info.keep_alive_while_busy and info.pending_restart == ["env"]
+        assert [s.id for s in client.list_sandboxes(labels={"team": "ml", "suite": tag})] == [name]
+        assert sb.update(keep_alive=False).pending_restart == []
+        # A ttl that runs out destroys the sandbox (the reaper ticks every second).
+        assert sb.update(ttl=1).expires_at is not None
+        wait_for(lambda: name not in {s.id for s in client.list_sandboxes()}, "the ttl")
+        with pytest.raises(errors.SandboxNotFoundError):
+            sb.info()
+    finally:
+        sb.destroy()
+
+
+def test_usage_and_stale_ports(client: Sandpit) -> None:
+    sb = client.sandbox(unique("use"))
+    try:
+        sb.exec("head -c 3000000 /dev/urandom > blob; sha256sum blob")
+        usage = sb.usage()
+        assert usage.state == "running" and usage.cpu_usec > 0 and usage.pids >= 1
+        assert usage.memory_bytes > 0 and usage.memory_peak_bytes > 0
+        assert usage.disk_bytes >= 3_000_000 and usage.disk_complete
+        assert usage.network_bytes_up == 0 and usage.raw["state"] == "running"
+        exposed = sb.expose_port(8150)
+        assert not exposed.stale
+        sb.stop()
+        # Reading usage or ports does not wake it; what listened is gone, so the URL is stale.
+        asleep = sb.usage()
+        assert asleep.state == "sleeping" and (asleep.cpu_usec, asleep.pids) == (0, 0)
+        assert asleep.disk_bytes >= 3_000_000  # the files stay
+        (port,) = sb.get_exposed_ports()
+        assert port.port == 8150 and port.stale and port.url == exposed.url
+        assert sb.info().state == "sleeping"
+    finally:
+        sb.destroy()
+
+
+def test_out_of_memory_is_reported_as_such(client: Sandpit) -> None:
+    hog = "python3 -c 'x = bytearray(400 * 1024 * 1024)'"
+    with client.sandbox(unique("oom"), ephemeral=True, limits={"memory_mb": 128}) as sb:
+        result = sb.exec(hog)
+        assert (result.exit_code, result.reason) == (137, "oom")
+        assert "out of memory" in result.stderr
+        assert sb.exec("true").reason is None
+        with sb.exec_stream(hog) as stream:
+            complete = [e for e in stream if e.type == "complete"][-1]
+        assert (complete.exit_code, complete.reason) == (137, "oom")
+        proc = sb.start_process(hog)
+        assert proc.wait_for_exit(timeout=60) == 137
+        assert (proc.status, proc.reason) == ("killed", "oom")
+        last = list(sb.stream_process_logs(proc.id))[-1]
+        assert (last.type, last.exit_code, last.reason) == ("exit", 137, "oom")
+
+
+def test_streams_cut_by_stop_raise_operation_interrupted(client: Sandpit) -> None:
+    with client.sandbox(unique("cut"), ephemeral=True) as sb:
+
+        def interrupted(consume: Callable[[], object]) -> errors.OperationInterruptedError:
+            with pytest.raises(errors.OperationInterruptedError) as err:
+                consume()
+            assert err.value.http_status == 409 and err.value.context["sandboxId"] == sb.id
+            return err.value
+
+        def exec_stream() -> None:
+            with sb.exec_stream("echo started; sleep 60") as stream:
+                for event in stream:
+                    if event.type == "stdout":
+                        sb.stop()
+
+        assert interrupted(exec_stream).reason == "stopped"
+
+        # With callbacks (here: stop from inside one) exec raises it too, and so does
+        # run_code; the next call wakes the sandbox.
+        def stop(_: str) -> None:
+            sb.stop()
+
+        assert interrupted(lambda: sb.exec("echo go; sleep 60", on_stdout=stop)).reason
+        code = "import time\nprint('go', flush=True)\ntime.sleep(60)"
+        assert interrupted(lambda: sb.run_code(code, on_stdout=stop)).reason == "stopped"
+        proc = sb.start_process("echo up; sleep 60")
+
+        def log_stream() -> None:
+            with proc.stream_logs() as logs:
+                for event in logs:
+                    if event.type == "stdout":
+                        sb.stop()
+
+        assert interrupted(log_stream).reason == "stopped"
+        sb.mkdir("cutwatch", recursive=True)
+
+        def watch() -> None:
+            with sb.watch("cutwatch") as events:
+                sb.stop()
+                list(events)
+
+        assert interrupted(watch).reason == "stopped"
+        assert sb.exec("echo awake").stdout == "awake\n"

@@ -35,6 +35,7 @@ from ._models import (
     ReadFileResult,
     Result,
     SandboxInfo,
+    SandboxUsage,
     WaitForLogResult,
     WatchEvent,
 )
@@ -69,6 +70,7 @@ __all__ = [
     "Result",
     "Sandbox",
     "SandboxInfo",
+    "SandboxUsage",
     "Sandpit",
     "SandpitConnectionError",
     "SandpitError",

@@ -89,6 +89,9 @@ class SandboxOptions:
     network: Mapping[str, Any] | None = None
     secrets: Mapping[str, Any] | None = None
     ephemeral: bool | None = None
+    keep_alive_while_busy: bool | None = None
+    labels: Mapping[str, str | None] | None = None
+    ttl: str | int | None = None
 
     def create_body(self, sandbox_id: str) -> JSON:
         return drop_none(
@@ -102,8 +105,16 @@ class SandboxOptions:
                 "network": dict(self.network) if self.network is not None else None,
                 "secrets": secrets_body(self.secrets),
                 "ephemeral": self.ephemeral,
+                "keepAliveWhileBusy": self.keep_alive_while_busy,
+                "labels": dict(self.labels) if self.labels is not None else None,
+                "ttl": self.ttl,
             }
         )
+
+
+def label_params(labels: Mapping[str, str] | None) -> list[str]:
+    """The ``label`` query values (``k=v``, repeated) of a list filter: all must match."""
+    return [f"{key}={value}" for key, value in (labels or {}).items()]
 
 
 _LIMIT_NAMES = {"cpus": "cpus", "memory_mb": "memoryMb", "pids": "pids", "disk_mb": "diskMb"}
@@ -162,9 +173,17 @@ def error_from_response(status: int, body: bytes, reason: str = "") -> errors.Sa
             + (f": {text}" if text else ""),
             http_status=status,
         )
-    code = envelope["code"]
+    return error_from_envelope(envelope, status)
+
+
+def error_from_envelope(envelope: JSON, status: int | None = None) -> errors.SandpitError:
+    """The typed exception of an error envelope ``{code, message, context, httpStatus?}``."""
+    code = str(envelope["code"])
     message = str(envelope.get("message") or envelope.get("error") or code)
     context = envelope.get("context")
+    if status is None:
+        given = envelope.get("httpStatus")
+        status = given if isinstance(given, int) else None
     cls = errors.error_class(code)
     return cls(
         message,
@@ -181,16 +200,23 @@ def connection_error(exc: httpx.TransportError, base_url: str) -> errors.Sandpit
     return errors.SandpitConnectionError(f"cannot reach sandpit at {base_url}: {exc}")
 
 
+# One decoded SSE event: its JSON, or the typed error of an ``event: error`` envelope.
+SSEItem = JSON | errors.SandpitError
+
+
 class SSEDecoder:
     """Incremental ``text/event-stream`` decoder: feed bytes, get the JSON of each complete
-    ``data:`` event (the container protocol sends one JSON object per event)."""
+    ``data:`` event (the container protocol sends one JSON object per event). An event named
+    ``error`` whose data is an error envelope (``code``: the server ends a stream that a stop or
+    destroy of its sandbox cut short with one, ``OPERATION_INTERRUPTED``) comes out as the
+    envelope's typed exception instead, for the caller to raise."""
 
     def __init__(self) -> None:
         self._buffer = b""
 
-    def feed(self, chunk: bytes) -> list[JSON]:
+    def feed(self, chunk: bytes) -> list[SSEItem]:
         self._buffer += chunk
-        events: list[JSON] = []
+        events: list[SSEItem] = []
         while True:
             end, skip = _event_end(self._buffer)
             if end < 0:
@@ -200,7 +226,7 @@ class SSEDecoder:
             if event is not None:
                 events.append(event)
 
-    def finish(self) -> list[JSON]:
+    def finish(self) -> list[SSEItem]:
         """The last event when the stream ended without a blank line after it."""
         rest, self._buffer = self._buffer, b""
         event = _parse_event(rest) if rest.strip() else None
@@ -213,16 +239,18 @@ def _event_end(buffer: bytes) -> tuple[int, int]:
     return min(found) if found else (-1, 0)
 
 
-def _parse_event(raw: bytes) -> JSON | None:
-    data = [
-        line[5:].lstrip(b" ")
-        for line in raw.replace(b"\r\n", b"\n").split(b"\n")
-        if line.startswith(b"data:")
-    ]
+def _parse_event(raw: bytes) -> SSEItem | None:
+    lines = raw.replace(b"\r\n", b"\n").split(b"\n")
+    data = [line[5:].lstrip(b" ") for line in lines if line.startswith(b"data:")]
+    names = [line[6:].strip() for line in lines if line.startswith(b"event:")]
     if not data:
         return None
     try:
         event = json.loads(b"\n".join(data))
     except ValueError:
         return {"type": "error", "error": "malformed event: " + repr(b"\n".join(data)[:100])}
-    return event if isinstance(event, dict) else {"type": "data", "data": event}
+    if not isinstance(event, dict):
+        return {"type": "data", "data": event}
+    if names and names[-1] == b"error" and isinstance(event.get("code"), str):
+        return error_from_envelope(event)
+    return event

@@ -33,6 +33,8 @@ class ExecResult:
     success: bool
     timed_out: bool = False
     session_id: str | None = None
+    reason: str | None = None
+    """``"oom"`` when the kernel's OOM killer ended the command (``exit_code`` 137)."""
     raw: JSON = field(default_factory=dict, repr=False)
 
     @classmethod
@@ -46,8 +48,13 @@ class ExecResult:
             success=exit_code == 0,
             timed_out=bool(body.get("timedOut", False)),
             session_id=body.get("sessionId"),
+            reason=_optional_str(body.get("reason")),
             raw=body,
         )
+
+
+def _optional_str(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
 
 
 @dataclass(frozen=True)
@@ -59,6 +66,8 @@ class ExecEvent:
     exit_code: int | None = None
     timed_out: bool = False
     error: str | None = None
+    reason: str | None = None
+    """On ``complete``: ``"oom"`` when the OOM killer ended the command."""
     raw: JSON = field(default_factory=dict, repr=False)
 
     @classmethod
@@ -73,6 +82,7 @@ class ExecEvent:
             exit_code=None if code is None else int(code),
             timed_out=bool(event.get("timedOut", False)),
             error=event.get("error") if isinstance(event.get("error"), str) else None,
+            reason=_optional_str(event.get("reason")),
             raw=event,
         )
 
@@ -101,6 +111,8 @@ class ProcessInfo:
     start_time: datetime | None = None
     end_time: datetime | None = None
     session_id: str | None = None
+    reason: str | None = None
+    """``"oom"`` when the OOM killer ended the process (status ``killed``, exit code 137)."""
     raw: JSON = field(default_factory=dict, repr=False)
 
     @classmethod
@@ -114,6 +126,7 @@ class ProcessInfo:
             start_time=parse_time(body.get("startTime")),
             end_time=parse_time(body.get("endTime")),
             session_id=body.get("sessionId"),
+            reason=_optional_str(body.get("reason")),
             raw=body,
         )
 
@@ -143,6 +156,8 @@ class LogEvent:
     type: str
     data: str = ""
     exit_code: int | None = None
+    reason: str | None = None
+    """On ``exit``: ``"oom"`` when the OOM killer ended the process."""
     raw: JSON = field(default_factory=dict, repr=False)
 
     @classmethod
@@ -152,6 +167,7 @@ class LogEvent:
             type=str(event.get("type", "")),
             data=str(event.get("data") or event.get("error") or ""),
             exit_code=None if code is None else int(code),
+            reason=_optional_str(event.get("reason")),
             raw=event,
         )
 
@@ -462,6 +478,10 @@ class ExposedPort:
     url: str
     token: str
     name: str | None = None
+    stale: bool = False
+    """The URL answers 410 ``STALE_PREVIEW_URL``: the sandbox slept, restarted or was
+    recreated since the port was exposed. Start the server again and expose the port again
+    (same ``token`` to keep the URL)."""
     raw: JSON = field(default_factory=dict, repr=False)
 
     @classmethod
@@ -471,6 +491,7 @@ class ExposedPort:
             url=str(body.get("url", "")),
             token=str(body.get("token", "")),
             name=body.get("name"),
+            stale=bool(body.get("stale", False)),
             raw=body,
         )
 
@@ -491,6 +512,13 @@ class SandboxInfo:
     secrets: list[JSON]
     created_at: str
     last_active_at: str
+    keep_alive_while_busy: bool = True
+    labels: dict[str, str] = field(default_factory=dict)
+    expires_at: datetime | None = None
+    """When the sandbox is destroyed (its ``ttl`` runs out); None: never."""
+    pending_restart: list[str] = field(default_factory=list)
+    """In the answer to ``update``: changed options that apply at the next start
+    (``"env"``, ``"limits.diskMb"``)."""
     raw: JSON = field(default_factory=dict, repr=False)
 
     @classmethod
@@ -508,5 +536,42 @@ class SandboxInfo:
             secrets=list(body.get("secrets") or []),
             created_at=str(body.get("createdAt", "")),
             last_active_at=str(body.get("lastActiveAt", "")),
+            keep_alive_while_busy=bool(body.get("keepAliveWhileBusy", True)),
+            labels={str(k): str(v) for k, v in (body.get("labels") or {}).items()},
+            expires_at=parse_time(body.get("expiresAt")),
+            pending_restart=[str(item) for item in body.get("pendingRestart") or []],
+            raw=body,
+        )
+
+
+@dataclass(frozen=True)
+class SandboxUsage:
+    """What a sandbox uses now (``usage()``). CPU, memory and pids cover the current run (zero
+    while it sleeps); ``disk_bytes`` is kept across sleep (a lower bound when not
+    ``disk_complete``); network bytes count traffic through the egress proxy."""
+
+    state: str
+    cpu_usec: int
+    memory_bytes: int
+    memory_peak_bytes: int
+    pids: int
+    disk_bytes: int
+    disk_complete: bool
+    network_bytes_up: int
+    network_bytes_down: int
+    raw: JSON = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def from_json(cls, body: JSON) -> SandboxUsage:
+        return cls(
+            state=str(body.get("state", "")),
+            cpu_usec=int(body.get("cpuUsec", 0)),
+            memory_bytes=int(body.get("memoryBytes", 0)),
+            memory_peak_bytes=int(body.get("memoryPeakBytes", 0)),
+            pids=int(body.get("pids", 0)),
+            disk_bytes=int(body.get("diskBytes", 0)),
+            disk_complete=bool(body.get("diskComplete", True)),
+            network_bytes_up=int(body.get("networkBytesUp", 0)),
+            network_bytes_down=int(body.get("networkBytesDown", 0)),
             raw=body,
         )

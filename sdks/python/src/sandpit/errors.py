@@ -295,6 +295,13 @@ class OperationInterruptedError(SandpitError):
     code = "OPERATION_INTERRUPTED"
     default_status = 409
 
+    @property
+    def reason(self) -> str | None:
+        """Why the sandbox went away under the call or stream: ``"stopped"``, ``"destroyed"``
+        or ``"shutdown"`` (``context["reason"]``)."""
+        reason = self.context.get("reason")
+        return reason if isinstance(reason, str) else None
+
 
 class SessionDestroyedError(SandpitError):
     """``SESSION_DESTROYED`` (HTTP 410)."""

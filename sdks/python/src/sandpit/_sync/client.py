@@ -33,6 +33,7 @@ from .._common import (
     exec_body,
     file_path,
     http_timeout,
+    label_params,
     resolve_config,
     sandbox_path,
     secrets_body,
@@ -54,6 +55,7 @@ from .._models import (
     ReadFileResult,
     Result,
     SandboxInfo,
+    SandboxUsage,
     WaitForLogResult,
     WatchEvent,
 )
@@ -107,11 +109,18 @@ class Sandpit:
         network: Mapping[str, Any] | None = None,
         secrets: Mapping[str, Any] | None = None,
         ephemeral: bool | None = None,
+        keep_alive_while_busy: bool | None = None,
+        labels: Mapping[str, str] | None = None,
+        ttl: str | int | None = None,
         normalize_id: bool = False,
         enable_default_session: bool = True,
     ) -> Sandbox:
         """A handle on sandbox ``sandbox_id`` (a fresh ``sb-…`` id when omitted). Nothing is sent
-        yet: the options are applied by create-or-get on first use (or on ``with``)."""
+        yet: the options are applied by create-or-get on first use (or on ``with``).
+
+        ``labels`` tag the sandbox for ``list_sandboxes(labels=…)``; ``ttl`` (seconds or
+        ``"2h"``) destroys it that long after creation; ``keep_alive_while_busy=False`` lets it
+        sleep on idle even while background processes run (default: they keep it awake)."""
         if sandbox_id is None:
             sandbox_id = "sb-" + _random_suffix()
         options = SandboxOptions(
@@ -123,6 +132,9 @@ class Sandpit:
             network=network,
             secrets=secrets,
             ephemeral=ephemeral,
+            keep_alive_while_busy=keep_alive_while_busy,
+            labels=labels,
+            ttl=ttl,
         )
         return Sandbox(
             self,
@@ -131,14 +143,14 @@ class Sandpit:
             None if enable_default_session else SESSIONLESS,
         )
 
-    def list_sandboxes(self) -> list[SandboxInfo]:
-        """Every sandbox of the key's tenant (all pages)."""
+    def list_sandboxes(self, *, labels: Mapping[str, str] | None = None) -> list[SandboxInfo]:
+        """Every sandbox of the key's tenant (all pages); with ``labels``, only those carrying
+        every one of them."""
         found: list[SandboxInfo] = []
         cursor: str | None = None
         while True:
-            page = self._json(
-                "GET", "/v1/sandboxes", params=drop_none({"limit": 500, "cursor": cursor})
-            )
+            params = drop_none({"limit": 500, "cursor": cursor, "label": label_params(labels)})
+            page = self._json("GET", "/v1/sandboxes", params=params)
             found += [SandboxInfo.from_json(item) for item in page.get("sandboxes", [])]
             cursor = page.get("nextCursor")
             if not cursor:
@@ -192,8 +204,13 @@ class Sandpit:
                 decoder = SSEDecoder()
                 for chunk in response.iter_bytes():
                     for event in decoder.feed(chunk):
+                        if isinstance(event, errors.SandpitError):
+                            # The server's last word on a stream a stop/destroy cut short.
+                            raise event
                         yield event
                 for event in decoder.finish():
+                    if isinstance(event, errors.SandpitError):
+                        raise event
                     yield event
         except httpx.TransportError as exc:
             raise connection_error(exc, self.url) from exc
@@ -290,6 +307,7 @@ class _Ops:
                     success=code == 0,
                     timed_out=event.timed_out,
                     session_id=self._session_id,
+                    reason=event.reason,
                     raw=event.raw,
                 )
             elif event.type == "error":
@@ -816,12 +834,24 @@ class Sandbox(_Ops):
         *,
         sleep_after: str | int | None = None,
         keep_alive: bool | None = None,
+        keep_alive_while_busy: bool | None = None,
         env: Mapping[str, str] | None = None,
         limits: Mapping[str, Any] | None = None,
+        labels: Mapping[str, str | None] | None = None,
+        ttl: str | int | None = None,
     ) -> SandboxInfo:
-        """Changes options (``env`` and ``limits`` apply at the next start)."""
+        """Changes options. ``limits.cpus``/``memory_mb``/``pids`` apply at once; ``env`` and
+        ``limits.disk_mb`` of a running sandbox at its next start (listed in the answer's
+        ``pending_restart``). ``labels`` are merged (None removes a label); ``ttl`` counts from
+        now (``0``: no expiry)."""
         options = SandboxOptions(
-            sleep_after=sleep_after, keep_alive=keep_alive, env=env, limits=limits
+            sleep_after=sleep_after,
+            keep_alive=keep_alive,
+            keep_alive_while_busy=keep_alive_while_busy,
+            env=env,
+            limits=limits,
+            labels=labels,
+            ttl=ttl,
         )
         body = options.create_body(self.id)
         del body["id"]
@@ -848,6 +878,12 @@ class Sandbox(_Ops):
         return list(
             (self._client._json("GET", f"{self._path}/egress-log")).get("entries", [])
         )
+
+    def usage(self) -> SandboxUsage:
+        """What the sandbox uses now: CPU time, memory, processes, disk, egress bytes (reading
+        it does not wake a sleeping sandbox)."""
+        self._ensure()
+        return SandboxUsage.from_json(self._client._json("GET", f"{self._path}/usage"))
 
     def stop(self) -> SandboxInfo:
         """Puts the sandbox to sleep now (files stay; processes end)."""
@@ -968,6 +1004,11 @@ class Process:
     def exit_code(self) -> int | None:
         return self.info.exit_code
 
+    @property
+    def reason(self) -> str | None:
+        """``"oom"`` when the OOM killer ended the process (as of the last refresh)."""
+        return self.info.reason
+
     def refresh(self) -> ProcessInfo:
         body = self._sandbox._api_json("GET", f"process/{self.id}")
         self.info = ProcessInfo.from_json(body.get("process", body))
@@ -996,7 +1037,8 @@ class Process:
 
     def wait_for_exit(self, timeout: float | None = None) -> int | None:
         """Waits until the process ends and returns its exit code (None when it was killed
-        without one). ``SandpitTimeoutError`` after ``timeout`` seconds."""
+        without one). ``SandpitTimeoutError`` after ``timeout`` seconds;
+        ``OperationInterruptedError`` when the sandbox is stopped or destroyed meanwhile."""
         deadline = _Deadline(timeout)
         for event in self._log_events(deadline):
             if event.type in ("exit", "complete", "error"):
