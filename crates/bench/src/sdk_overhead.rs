@@ -65,7 +65,9 @@ fn python(calls: usize) -> Result<Sdk, String> {
         bare: "bare `httpx.Client`",
         program: python,
         args: vec![
-            root.join("sdks/python/tools/bench.py").display().to_string(),
+            root.join("sdks/python/tools/bench.py")
+                .display()
+                .to_string(),
             calls.to_string(),
             "--json".into(),
         ],
@@ -80,7 +82,9 @@ pub fn measure(url: &str, key: &str, calls: usize) -> Section {
             Ok(sdk) => sdk,
             Err(why) => {
                 eprintln!("SDK rows skipped: {why}");
-                section.notes.push(format!("SDK overhead row skipped: {why}."));
+                section
+                    .notes
+                    .push(format!("SDK overhead row skipped: {why}."));
                 continue;
             }
         };
@@ -89,7 +93,9 @@ pub fn measure(url: &str, key: &str, calls: usize) -> Section {
             Ok(samples) => add_rows(&mut section, &sdk, samples),
             Err(e) => {
                 eprintln!("{}: {e:#}", sdk.name);
-                section.notes.push(format!("{} rows failed: {e:#}.", sdk.name));
+                section
+                    .notes
+                    .push(format!("{} rows failed: {e:#}.", sdk.name));
             }
         }
     }
@@ -134,7 +140,9 @@ fn samples(value: &Value) -> anyhow::Result<Samples> {
 fn add_rows(section: &mut Section, sdk: &Sdk, value: Value) {
     let exec = value.get("exec").unwrap_or(&value);
     let (Ok(with_sdk), Ok(bare)) = (samples(&exec["sdk"]), samples(&exec["bare"])) else {
-        section.notes.push(format!("{}: unreadable samples.", sdk.name));
+        section
+            .notes
+            .push(format!("{}: unreadable samples.", sdk.name));
         return;
     };
     let delta = with_sdk.p50() - bare.p50();
