@@ -611,3 +611,23 @@ def test_unserved_seed_calls_raise_not_supported(sandbox: Sandbox) -> None:
         assert isinstance(err, NotImplementedError) and isinstance(err, sandpit.SandpitError)
         assert (err.code, err.http_status, err.context["method"]) == ("NOT_SUPPORTED", 0, name)
         assert str(err).startswith(f"NOT_SUPPORTED: {name} is not supported by this server")
+
+
+def test_seed_names_process_logs_and_port_checks(sandbox: Sandbox) -> None:
+    proc = sandbox.start_process("echo logged; echo oops >&2")
+    assert proc.wait_for_exit(timeout=60) == 0
+    logs = sandbox.get_process_logs(proc.id)
+    assert (logs.stdout, logs.stderr) == ("logged\n", "oops\n")
+    assert sandbox.cleanup_completed_processes() == 0
+    assert sandbox.get_process(proc.id) is not None  # kept for its logs
+    sandbox.write_file("/tmp/seed-a", "x")
+    sandbox.rename_file("/tmp/seed-a", "/tmp/seed-b")
+    sandbox.move_file("/tmp/seed-b", "/tmp/seed-c")
+    assert sandbox.read_text("/tmp/seed-c") == "x"
+    exposed = sandbox.expose_port(8790, token="seedtok")
+    assert sandbox.is_port_exposed(8790) and not sandbox.is_port_exposed(8791)
+    assert sandbox.validate_port_token(8790, "seedtok")
+    assert not sandbox.validate_port_token(8790, "other")
+    assert exposed.token == "seedtok"
+    sandbox.unexpose_port(8790)
+    assert not sandbox.is_port_exposed(8790)

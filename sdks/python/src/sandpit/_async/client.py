@@ -394,6 +394,11 @@ class _AsyncOps:
             for item in body.get("processes", [])
         ]
 
+    async def cleanup_completed_processes(self) -> int:
+        """The seed's call; ended processes are kept for their logs (and archived across sleep),
+        so like the seed's this removes nothing and returns 0."""
+        return 0
+
     async def get_process(self, process_id: str) -> AsyncProcess | None:
         """The process, or None when there is no such process."""
         try:
@@ -514,6 +519,10 @@ class _AsyncOps:
             {"sourcePath": source, "destinationPath": destination, "sessionId": self._session_id}
         )
         await self._sandbox._api_json("POST", "move", json=body)
+
+    # The seed's names.
+    rename_file = rename
+    move_file = move
 
     # --- watching ------------------------------------------------------------------------
 
@@ -1038,6 +1047,14 @@ class AsyncSandbox(_AsyncOps):
         await self._ensure()
         body = await self._client._json("GET", f"{self._path}/ports")
         return [ExposedPort.from_json(item) for item in body.get("ports", [])]
+
+    async def is_port_exposed(self, port: int) -> bool:
+        """Whether ``port`` is exposed (stale exposures count)."""
+        return any(p.port == port for p in await self.get_exposed_ports())
+
+    async def validate_port_token(self, port: int, token: str) -> bool:
+        """Whether ``token`` is the token of ``port``'s preview URL."""
+        return any(p.port == port and p.token == token for p in await self.get_exposed_ports())
 
     # --- sessions ------------------------------------------------------------------------
 

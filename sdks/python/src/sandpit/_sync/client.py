@@ -395,6 +395,11 @@ class _Ops:
             for item in body.get("processes", [])
         ]
 
+    def cleanup_completed_processes(self) -> int:
+        """The seed's call; ended processes are kept for their logs (and archived across sleep),
+        so like the seed's this removes nothing and returns 0."""
+        return 0
+
     def get_process(self, process_id: str) -> Process | None:
         """The process, or None when there is no such process."""
         try:
@@ -515,6 +520,10 @@ class _Ops:
             {"sourcePath": source, "destinationPath": destination, "sessionId": self._session_id}
         )
         self._sandbox._api_json("POST", "move", json=body)
+
+    # The seed's names.
+    rename_file = rename
+    move_file = move
 
     # --- watching ------------------------------------------------------------------------
 
@@ -1039,6 +1048,14 @@ class Sandbox(_Ops):
         self._ensure()
         body = self._client._json("GET", f"{self._path}/ports")
         return [ExposedPort.from_json(item) for item in body.get("ports", [])]
+
+    def is_port_exposed(self, port: int) -> bool:
+        """Whether ``port`` is exposed (stale exposures count)."""
+        return any(p.port == port for p in self.get_exposed_ports())
+
+    def validate_port_token(self, port: int, token: str) -> bool:
+        """Whether ``token`` is the token of ``port``'s preview URL."""
+        return any(p.port == port and p.token == token for p in self.get_exposed_ports())
 
     # --- sessions ------------------------------------------------------------------------
 

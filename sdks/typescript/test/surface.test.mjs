@@ -1,5 +1,6 @@
-// stdin fed while a command runs (`stdinStream`, over the sandbox's WebSocket control
-// transport), and the seed's calls sandpit does not serve (typed NotSupportedError).
+// The rest of the seed's §1.3 surface: stdin fed while a command runs (`stdinStream`, over the
+// sandbox's WebSocket control transport), the DO setters, and the calls sandpit does not serve
+// (typed NotSupportedError).
 
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
@@ -27,7 +28,7 @@ after(() => sandbox.destroy());
 function feeder() {
   /** @type {(string | Uint8Array | null)[]} */
   const queue = [];
-  /** @type {(() => void) | undefined} */
+  /** @type {((value?: unknown) => void) | undefined} */
   let wake;
   return {
     push(chunk) {
@@ -142,6 +143,7 @@ describe('stdinStream', () => {
 });
 
 describe('calls sandpit does not serve', () => {
+  /** @type {[string, () => Promise<unknown>][]} */
   const unserved = [
     ['mountBucket', () => sandbox.mountBucket('b', '/mnt/b', { endpoint: 'https://s3.test' })],
     ['unmountBucket', () => sandbox.unmountBucket('/mnt/b')],
@@ -174,5 +176,24 @@ describe('calls sandpit does not serve', () => {
   test('proxyToSandbox leaves every request to the caller; no placement id', async () => {
     assert.equal(await proxyToSandbox(new Request('http://8080-x-tok.example.com/'), {}), null);
     assert.equal(await sandbox.getContainerPlacementId(), null);
+  });
+});
+
+describe("the seed's setters and stubs", () => {
+  test('setKeepAlive and setSleepAfter change the sandbox', async () => {
+    await sandbox.setSleepAfter('2m');
+    await sandbox.setKeepAlive(true);
+    const info = await sandbox.info();
+    assert.equal(info.sleepAfterSecs, 120);
+    assert.equal(info.keepAlive, true);
+    await sandbox.setKeepAlive(false);
+    assert.equal((await sandbox.info()).keepAlive, false);
+  });
+
+  test('cleanupCompletedProcesses removes nothing (ended processes keep their logs)', async () => {
+    const process = await sandbox.startProcess('echo kept');
+    assert.equal((await process.waitForExit(60_000)).exitCode, 0);
+    assert.equal(await sandbox.cleanupCompletedProcesses(), 0);
+    assert.equal((await sandbox.getProcessLogs(process.id)).stdout, 'kept\n');
   });
 });
