@@ -751,20 +751,7 @@ class _Ops:
                 "shell": shell,
             }
         )
-        client = self._sandbox._client
-        url = (
-            re.sub(r"^http", "ws", client.url) + f"{self._sandbox._path}/ws/pty?" + urlencode(query)
-        )
-        try:
-            socket = open_socket(
-                url, {"Authorization": f"Bearer {client._api_key}"}, client._http.timeout.connect
-            )
-        except (OSError, TimeoutError) as exc:
-            raise errors.SandpitConnectionError(
-                f"cannot open a terminal at {client.url}: {exc}"
-            ) from exc
-        except websockets.exceptions.WebSocketException as exc:
-            raise errors.SandpitError(f"terminal refused: {exc}") from exc
+        socket = self._sandbox._websocket("/ws/pty?" + urlencode(query), "terminal")
         return Terminal(socket)
 
 
@@ -854,20 +841,28 @@ class Sandbox(_Ops):
         ):
             yield event
 
+    def _websocket(self, rest: str, what: str) -> ws_client.ClientConnection:
+        """A WebSocket to ``/v1/sandboxes/{id}{rest}`` with the key in its header."""
+        client = self._client
+        url = re.sub(r"^http", "ws", client.url) + self._path + rest
+        try:
+            return open_socket(
+                url, {"Authorization": f"Bearer {client._api_key}"}, client._http.timeout.connect
+            )
+        except (OSError, TimeoutError) as exc:
+            raise errors.SandpitConnectionError(
+                f"{what}: cannot open a WebSocket at {client.url}: {exc}"
+            ) from exc
+        except websockets.exceptions.WebSocketException as exc:
+            raise errors.SandpitError(f"{what}: WebSocket refused: {exc}") from exc
+
     def _socket_events(self, body: JSON, stdin: StdinSource) -> Iterator[JSON]:
         """``execute/stream`` over the sandbox's WebSocket control transport (docs/api.md,
         "WebSockets"), its stdin fed from ``stdin`` while it runs: a plain HTTP request sends
         its whole body before the answer starts. Yields the events as ``_api_events`` does;
         leaving early cancels the request, which stops the command."""
         self._ensure()
-        client = self._client
-        url = re.sub(r"^http", "ws", client.url) + f"{self._path}/ws"
-        try:
-            socket = open_socket(
-                url, {"Authorization": f"Bearer {client._api_key}"}, client._http.timeout.connect
-            )
-        except (OSError, TimeoutError) as exc:
-            raise errors.SandpitConnectionError(f"cannot reach {client.url}: {exc}") from exc
+        socket = self._websocket("/ws", "exec_stream")
         request = {
             "type": "request",
             "id": _STDIN_REQUEST,
@@ -905,7 +900,7 @@ class Sandbox(_Ops):
             if pump_errors:
                 raise pump_errors[0] from exc
             raise errors.SandpitConnectionError(
-                f"the WebSocket to {client.url} closed before the command completed"
+                f"the WebSocket to {self._client.url} closed before the command completed"
             ) from exc
         finally:
             if not finished:
