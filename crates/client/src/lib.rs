@@ -44,6 +44,7 @@ mod process;
 mod quota;
 mod sandbox;
 mod sse;
+mod stdin_stream;
 mod watch;
 mod websocket;
 

@@ -27,24 +27,30 @@ impl SandboxHandle {
         rows: u16,
     ) -> Result<String> {
         let ticket = self.ws_ticket().await?;
-        let base = self.client().base_url();
-        let scheme = if base.starts_with("https:") {
-            "wss"
-        } else {
-            "ws"
-        };
-        let host = base.split_once("://").map_or(base, |(_, rest)| rest);
-        let mut url = reqwest::Url::parse(&format!(
-            "{scheme}://{}/v1/sandboxes/{}/ws/pty",
-            host.trim_end_matches('/'),
-            self.id()
-        ))
-        .map_err(|e| ClientError::InvalidArgument(format!("server URL {base}: {e}")))?;
+        let mut url = self.ws_url("/ws/pty")?;
         url.query_pairs_mut()
             .append_pair("sessionId", session_id.unwrap_or("default"))
             .append_pair("cols", &cols.to_string())
             .append_pair("rows", &rows.to_string())
             .append_pair("ticket", &ticket.ticket);
         Ok(url.into())
+    }
+
+    /// `ws(s)://…/v1/sandboxes/{id}{rest}` of this client's server.
+    pub(crate) fn ws_url(&self, rest: &str) -> Result<reqwest::Url> {
+        check_id(self.id())?;
+        let base = self.client().base_url();
+        let mut url = reqwest::Url::parse(base)
+            .map_err(|e| ClientError::InvalidArgument(format!("server URL {base}: {e}")))?;
+        let scheme = if url.scheme() == "https" { "wss" } else { "ws" };
+        url.set_scheme(scheme)
+            .map_err(|()| ClientError::InvalidArgument(format!("server URL {base}")))?;
+        let path = format!(
+            "{}/v1/sandboxes/{}{rest}",
+            url.path().trim_end_matches('/'),
+            self.id()
+        );
+        url.set_path(&path);
+        Ok(url)
     }
 }

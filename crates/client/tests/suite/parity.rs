@@ -11,9 +11,12 @@ use axum::body::Body;
 use axum::http::{Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
+use sandpit_client::protocol::container::ExecEvent;
 use sandpit_client::protocol::control::{CreateSandboxRequest, UpdateSandboxRequest};
 use sandpit_client::protocol::{ErrorCode, ErrorResponse};
-use sandpit_client::{Client, ExecOptions, ExposeOptions, InterruptReason, ProcessOptions};
+use sandpit_client::{
+    Client, ClientError, ExecOptions, ExposeOptions, InterruptReason, ProcessOptions,
+};
 use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -170,6 +173,48 @@ async fn parity(client: Client, _url: String) {
     socket.close(None).await.unwrap();
     // The ticket was used up: the same URL is refused.
     assert!(tokio_tungstenite::connect_async(&url).await.is_err());
+
+    // stdin fed while the command runs: each line is sent only after the previous one was
+    // answered, so the input really arrives during the run (the WebSocket control transport).
+    let (feed, input) = futures::channel::mpsc::unbounded::<bytes::Bytes>();
+    let mut events = sandbox
+        .exec_stream_with_stdin(
+            "while read -r l; do echo \"got $l\"; done; echo bye",
+            &ExecOptions::default(),
+            input,
+        )
+        .await
+        .unwrap();
+    let mut stdout = String::new();
+    feed.unbounded_send("one\n".into()).unwrap();
+    let mut exit = None;
+    while let Some(event) = events.next().await {
+        match event.unwrap() {
+            ExecEvent::Stdout { data, .. } => {
+                stdout.push_str(&data);
+                if stdout == "got one\n" {
+                    feed.unbounded_send(bytes::Bytes::from_static(b"two\n"))
+                        .unwrap();
+                } else if stdout == "got one\ngot two\n" {
+                    feed.close_channel(); // EOF
+                }
+            }
+            ExecEvent::Complete { exit_code, .. } => exit = Some(exit_code),
+            _ => {}
+        }
+    }
+    assert_eq!(
+        (stdout.as_str(), exit),
+        ("got one\ngot two\nbye\n", Some(0))
+    );
+    let refused = sandbox
+        .exec_stream_with_stdin(
+            "cat",
+            &ExecOptions::default().stdin("x"),
+            futures::stream::empty(),
+        )
+        .await;
+    assert!(matches!(refused, Err(ClientError::InvalidArgument(_))));
 
     // Exposed ports: exposed, then stale once the sandbox sleeps.
     sandbox
