@@ -410,6 +410,19 @@ def test_terminal_runs_an_interactive_shell(sandbox: Sandbox) -> None:
         assert term.exit_code == 0
 
 
+def test_terminal_url_opens_without_the_key_once(sandbox: Sandbox) -> None:
+    from websockets.sync.client import connect
+
+    url = sandbox.terminal_url(cols=90, rows=20)
+    assert url.startswith("ws://") and "ticket=" in url
+    assert os.environ["SANDPIT_KEY"] not in url
+    with connect(url) as socket:  # no Authorization header: the ticket is the credential
+        while (frame := socket.recv(timeout=30)) != '{"type":"ready"}':
+            assert isinstance(frame, (bytes, str))
+    with pytest.raises(Exception, match=r"HTTP 40[13]"):  # used up
+        connect(url).close()
+
+
 def test_ephemeral_sandbox_is_destroyed_on_exit(client: Sandpit) -> None:
     name = unique("eph")
     with client.sandbox(name, ephemeral=True, limits={"memory_mb": 256}) as sb:

@@ -743,16 +743,27 @@ class _Ops:
         """A PTY on this session's shell (the default session's for a sandbox) over a
         WebSocket; see :class:`Terminal`."""
         self._sandbox._ensure()
-        query = drop_none(
-            {
-                "sessionId": self._session_id or "default",
-                "cols": cols,
-                "rows": rows,
-                "shell": shell,
-            }
-        )
+        query = self._pty_query(cols, rows, shell)
         socket = self._sandbox._websocket("/ws/pty?" + urlencode(query), "terminal")
         return Terminal(socket)
+
+    def terminal_url(
+        self, *, cols: int = 80, rows: int = 24, shell: str | None = None
+    ) -> str:
+        """The ``ws(s)://…/ws/pty`` URL of this session's terminal with a fresh single-use
+        ticket (valid 60 s; no API key in it): for a browser (xterm.js) or any WebSocket
+        client that cannot send the ``Authorization`` header."""
+        self._sandbox._ensure()
+        client = self._sandbox._client
+        ticket = client._json("POST", f"{self._sandbox._path}/ws-ticket")
+        query = {**self._pty_query(cols, rows, shell), "ticket": ticket["ticket"]}
+        base = re.sub(r"^http", "ws", client.url)
+        return f"{base}{self._sandbox._path}/ws/pty?" + urlencode(query)
+
+    def _pty_query(self, cols: int, rows: int, shell: str | None) -> JSON:
+        return drop_none(
+            {"sessionId": self._session_id or "default", "cols": cols, "rows": rows, "shell": shell}
+        )
 
 
 def _close(events: Iterator[Any]) -> None:
