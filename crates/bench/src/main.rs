@@ -6,6 +6,7 @@ mod machine;
 mod preview;
 mod process_stream;
 mod pty_echo;
+mod sdk_overhead;
 mod stats;
 mod transfer;
 
@@ -95,6 +96,11 @@ struct Args {
     /// Measure only the preview proxy rows and their baselines.
     #[arg(long, conflicts_with = "only_interpreter")]
     only_preview: bool,
+    /// Warm `exec('true')` calls through each SDK (TypeScript, Python), each paired with the
+    /// same call through a bare HTTP client (0 skips the SDK rows; an SDK whose runtime or
+    /// dependencies are missing is skipped with the reason).
+    #[arg(long, default_value_t = 300)]
+    sdk: usize,
 }
 
 /// One row of the report.
@@ -190,6 +196,14 @@ async fn run(args: &Args) -> anyhow::Result<Report> {
     } else {
         None
     };
+    let sdks = if result.is_ok() && args.sdk > 0 {
+        let (url, key) = (client.base_url().to_owned(), server.admin_key().to_owned());
+        let calls = args.sdk;
+        // The SDKs' programs run as child processes; the server keeps serving meanwhile.
+        tokio::task::spawn_blocking(move || sdk_overhead::measure(&url, &key, calls)).await?
+    } else {
+        Section::default()
+    };
     server.shutdown().await?;
     let (mut rows, mut notes, facts) = result?;
     let interpreter = interpreter.transpose()?.unwrap_or_default();
@@ -254,7 +268,7 @@ async fn run(args: &Args) -> anyhow::Result<Report> {
             ));
         }
     }
-    for section in [interactive, preview, interpreter] {
+    for section in [interactive, preview, interpreter, sdks] {
         verdicts.extend(section.verdicts);
         notes.extend(section.notes);
         rows.extend(section.rows);
@@ -766,7 +780,8 @@ fn render(args: &Args, report: &Report, machine: &str) -> String {
     );
     out.push_str(&format!(
         "Parameters: cold N={}, warm N={}, concurrent {}, idle {}, wake N={}, baselines N={}, \
-         process stream N={}, PTY echo N={}, preview N={} (load: {} connections, {} s).\n\n",
+         process stream N={}, PTY echo N={}, preview N={} (load: {} connections, {} s), \
+         SDK exec pairs N={}.\n\n",
         args.cold,
         args.warm,
         args.concurrent,
@@ -777,7 +792,8 @@ fn render(args: &Args, report: &Report, machine: &str) -> String {
         args.pty,
         args.preview,
         args.preview_connections,
-        args.preview_secs
+        args.preview_secs,
+        args.sdk
     ));
     out.push_str("| measurement | p50 ms | p95 ms | p99 ms | target |\n|---|---:|---:|---:|---|\n");
     for row in &report.rows {

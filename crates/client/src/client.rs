@@ -172,6 +172,11 @@ impl Client {
     // -----------------------------------------------------------------------------------------
     // Plumbing shared with the sandbox handle.
 
+    /// The API key, for requests made outside `reqwest` (WebSockets).
+    pub(crate) fn api_key(&self) -> &str {
+        &self.inner.api_key
+    }
+
     pub(crate) fn request(&self, method: Method, path: &str) -> RequestBuilder {
         self.http
             .request(method, format!("{}{path}", self.inner.base_url))

@@ -36,6 +36,23 @@ impl ClientError {
         }
     }
 
+    /// Why a call or stream was cut short by the server: the `context.reason` of an
+    /// `OPERATION_INTERRUPTED` error (an HTTP 409 answer, or the `event: error` a stream the
+    /// sandbox's stop or destroy broke off ends with). `None` for every other error.
+    pub fn interrupted_reason(&self) -> Option<InterruptReason> {
+        match self {
+            ClientError::Api(e) if e.code == ErrorCode::OperationInterrupted => {
+                match e.context.get("reason").and_then(|r| r.as_str()) {
+                    Some("stopped") => Some(InterruptReason::Stopped),
+                    Some("destroyed") => Some(InterruptReason::Destroyed),
+                    Some("shutdown") => Some(InterruptReason::Shutdown),
+                    _ => Some(InterruptReason::Other),
+                }
+            }
+            _ => None,
+        }
+    }
+
     /// The HTTP status of an [`ClientError::Api`] error.
     pub fn http_status(&self) -> Option<u16> {
         match self {
@@ -43,6 +60,19 @@ impl ClientError {
             _ => None,
         }
     }
+}
+
+/// Why the server cut a call or stream short ([`ClientError::interrupted_reason`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InterruptReason {
+    /// The sandbox was put to sleep (`POST …/stop`, idle sleep).
+    Stopped,
+    /// The sandbox was destroyed.
+    Destroyed,
+    /// The server shut down.
+    Shutdown,
+    /// `OPERATION_INTERRUPTED` without a reason this SDK knows.
+    Other,
 }
 
 /// Result alias of the SDK.
@@ -77,6 +107,20 @@ mod tests {
         assert_eq!(err.code(), Some(ErrorCode::FileNotFound));
         assert_eq!(err.http_status(), Some(404));
         assert_eq!(err.to_string(), "FILE_NOT_FOUND: nope");
+    }
+
+    #[test]
+    fn interrupted_errors_carry_their_reason() {
+        let mut envelope =
+            ErrorResponse::new(ErrorCode::OperationInterrupted, "sandbox a was stopped");
+        envelope.context.insert("reason".into(), "destroyed".into());
+        let err = ClientError::Api(Box::new(envelope.clone()));
+        assert_eq!(err.interrupted_reason(), Some(InterruptReason::Destroyed));
+        envelope.context.clear();
+        let err = ClientError::Api(Box::new(envelope));
+        assert_eq!(err.interrupted_reason(), Some(InterruptReason::Other));
+        let other = error_from_body(404, b"nope");
+        assert_eq!(other.interrupted_reason(), None);
     }
 
     #[test]

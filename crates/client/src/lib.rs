@@ -19,7 +19,8 @@
 //! * File watches ([`SandboxHandle::watch`], [`SandboxHandle::check_changes`]) and
 //!   [`SandboxHandle::git_checkout`].
 //! * Preview URLs: [`SandboxHandle::expose_port`], [`SandboxHandle::unexpose_port`],
-//!   [`SandboxHandle::exposed_ports`].
+//!   [`SandboxHandle::exposed_ports`], [`SandboxHandle::is_port_exposed`].
+//! * WebSocket credentials: [`SandboxHandle::ws_ticket`], [`SandboxHandle::terminal_url`].
 //! * Network policy and secrets: [`Client::set_network`], [`Client::set_secrets`] (or the
 //!   `network`/`secrets` fields of a create request), built with [`allowlist`],
 //!   [`full_network`], [`no_network`] and [`secret`].
@@ -43,11 +44,13 @@ mod process;
 mod quota;
 mod sandbox;
 mod sse;
+mod stdin_stream;
 mod watch;
+mod websocket;
 
 pub use admin::AuditOptions;
 pub use client::{Client, ListOptions};
-pub use error::{ClientError, Result};
+pub use error::{ClientError, InterruptReason, Result};
 pub use interpreter::{
     ContextOptions, Execution, ExecutionError, Language, ResultFile, RunOptions, result_files,
 };

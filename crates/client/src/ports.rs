@@ -61,6 +61,11 @@ impl SandboxHandle {
         Ok(list.ports)
     }
 
+    /// Whether `port` is exposed (stale exposures included: see [`ExposedPort::stale`]).
+    pub async fn is_port_exposed(&self, port: u16) -> Result<bool> {
+        Ok(self.exposed_ports().await?.iter().any(|p| p.port == port))
+    }
+
     fn ports_path(&self) -> Result<String> {
         check_id(self.id())?;
         Ok(format!("/v1/sandboxes/{}/ports", self.id()))

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use reqwest::Method;
+use sandpit_protocol::ErrorCode;
 use sandpit_protocol::container::{
     EnvMap, KillAllResponse, KillResponse, PortWatchEvent, PortWatchEventKind, PortWatchRequest,
     ProcessGetResponse, ProcessInfo, ProcessListResponse, ProcessLogsResponse, ProcessStartRequest,
@@ -170,6 +171,16 @@ impl SandboxHandle {
             pid: info.pid,
             sandbox: self.clone(),
         })
+    }
+
+    /// A handle on process `id`, or `None` if the sandbox has none by that id (the seed's
+    /// `getProcess`, which answers `null`).
+    pub async fn get_process(&self, id: &str) -> Result<Option<ProcessHandle>> {
+        match self.process(id).await {
+            Ok(handle) => Ok(Some(handle)),
+            Err(e) if e.code() == Some(ErrorCode::ProcessNotFound) => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     /// Kills every running process (and what they left behind); returns how many were running.

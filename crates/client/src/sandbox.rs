@@ -161,7 +161,7 @@ impl SandboxHandle {
         self.post_stream("execute/stream", &body).await
     }
 
-    fn execute_request(&self, command: &str, options: &ExecOptions) -> ExecuteRequest {
+    pub(crate) fn execute_request(&self, command: &str, options: &ExecOptions) -> ExecuteRequest {
         ExecuteRequest {
             command: command.to_owned(),
             session_id: options.session_id.clone().or_else(|| self.session.clone()),

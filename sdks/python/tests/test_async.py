@@ -236,3 +236,27 @@ async def test_async_calls_cut_by_stop_or_destroy_raise_operation_interrupted() 
             assert err.value.reason == "destroyed"
         finally:
             await sb.destroy()
+
+
+async def test_async_stdin_stream_and_cancelling_it(asb: AsyncSandbox) -> None:
+    async def chunks() -> AsyncIterator[str | bytes]:
+        yield "a"
+        await asyncio.sleep(0.05)
+        yield b"b\n"
+
+    assert (await asb.exec("cat", stdin_stream=chunks())).stdout == "ab\n"
+    # A command waiting for input that never ends: cancelling the task stops it remotely.
+    probe = await asb.create_session()
+    command, marker = _sleep_marker()
+
+    async def forever() -> AsyncIterator[str]:
+        while True:
+            yield "x\n"
+            await asyncio.sleep(0.2)
+
+    task = asyncio.create_task(asb.exec(f"cat >/dev/null & {command}", stdin_stream=forever()))
+    await _eventually(probe, marker, True)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await _eventually(probe, marker, False)

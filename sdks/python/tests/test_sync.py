@@ -11,7 +11,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -410,6 +410,19 @@ def test_terminal_runs_an_interactive_shell(sandbox: Sandbox) -> None:
         assert term.exit_code == 0
 
 
+def test_terminal_url_opens_without_the_key_once(sandbox: Sandbox) -> None:
+    from websockets.sync.client import connect
+
+    url = sandbox.terminal_url(cols=90, rows=20)
+    assert url.startswith("ws://") and "ticket=" in url
+    assert os.environ["SANDPIT_KEY"] not in url
+    with connect(url) as socket:  # no Authorization header: the ticket is the credential
+        while (frame := socket.recv(timeout=30)) != '{"type":"ready"}':
+            assert isinstance(frame, (bytes, str))
+    with pytest.raises(Exception, match=r"HTTP 40[13]"):  # used up
+        connect(url).close()
+
+
 def test_ephemeral_sandbox_is_destroyed_on_exit(client: Sandpit) -> None:
     name = unique("eph")
     with client.sandbox(name, ephemeral=True, limits={"memory_mb": 256}) as sb:
@@ -543,3 +556,91 @@ def test_streams_cut_by_stop_raise_operation_interrupted(client: Sandpit) -> Non
 
         assert interrupted(watch).reason == "stopped"
         assert sb.exec("echo awake").stdout == "awake\n"
+
+
+# --- stdin while a command runs, and the seed's calls sandpit does not serve ---------------
+
+
+def test_stdin_stream_is_answered_line_by_line(sandbox: Sandbox) -> None:
+    """Each line is sent only after the command answered the previous one: the input really
+    arrives while the command runs (the WebSocket control transport), not up front."""
+    import queue
+
+    lines: queue.Queue[str | None] = queue.Queue()
+
+    def feed() -> Iterator[str]:
+        while (line := lines.get(timeout=60)) is not None:
+            yield line
+
+    lines.put("one\n")
+    seen = ""
+    with sandbox.exec_stream(
+        'while read -r l; do echo "got $l"; done; echo bye', stdin_stream=feed()
+    ) as events:
+        for event in events:
+            if event.type == "stdout":
+                seen += event.data
+                if seen == "got one\n":
+                    lines.put("two\n")
+                elif seen == "got one\ngot two\n":
+                    lines.put(None)
+            elif event.type == "complete":
+                assert event.exit_code == 0
+                break
+    assert seen == "got one\ngot two\nbye\n"
+
+
+def test_stdin_stream_bytes_are_exact_and_options_apply(sandbox: Sandbox) -> None:
+    import hashlib
+
+    blob = bytes((i * 7 + 3) % 256 for i in range(300_000))
+    chunks: list[str | bytes] = [blob[:100_000], "é\n", blob[100_000:]]
+    expected = hashlib.sha256(blob[:100_000] + "é\n".encode() + blob[100_000:]).hexdigest()
+    result = sandbox.exec("sha256sum | cut -d' ' -f1", stdin_stream=chunks)
+    assert result.stdout.strip() == expected, result.stderr
+    session = sandbox.create_session(cwd="/tmp")
+    out = session.exec('cat; echo " $(pwd) $X"', stdin_stream=_chunks("a", b"b"), env={"X": "x"})
+    assert out.stdout == "ab /tmp x\n"
+    with pytest.raises(errors.ValidationFailedError):
+        sandbox.exec("cat", stdin="x", stdin_stream=["y"])
+
+
+def _chunks(*parts: str | bytes) -> Iterator[str | bytes]:
+    yield from parts
+
+
+def test_unserved_seed_calls_raise_not_supported(sandbox: Sandbox) -> None:
+    session = sandbox.get_session("default")
+    calls: list[tuple[Callable[[], object], str]] = [
+        (lambda: sandbox.mount_bucket("b", "/mnt/b", endpoint="https://s3.test"), "mount_bucket"),
+        (lambda: sandbox.unmount_bucket("/mnt/b"), "unmount_bucket"),
+        (lambda: sandbox.create_backup("/workspace"), "create_backup"),
+        (lambda: session.restore_backup({"id": "x", "dir": "/workspace"}), "restore_backup"),
+    ]
+    for call, name in calls:
+        with pytest.raises(sandpit.SandpitNotSupportedError) as caught:
+            call()
+        err = caught.value
+        assert isinstance(err, NotImplementedError) and isinstance(err, sandpit.SandpitError)
+        assert (err.code, err.http_status, err.context["method"]) == ("NOT_SUPPORTED", 0, name)
+        assert str(err).startswith(f"NOT_SUPPORTED: {name} is not supported by this server")
+
+
+def test_seed_names_process_logs_and_port_checks(sandbox: Sandbox) -> None:
+    proc = sandbox.start_process("echo logged; echo oops >&2")
+    assert proc.wait_for_exit(timeout=60) == 0
+    logs = sandbox.get_process_logs(proc.id)
+    assert (logs.stdout, logs.stderr) == ("logged\n", "oops\n")
+    assert sandbox.cleanup_completed_processes() == 0
+    assert sandbox.get_process(proc.id) is not None  # kept for its logs
+    sandbox.write_file("/tmp/seed-a", "x")
+    sandbox.rename_file("/tmp/seed-a", "/tmp/seed-b")
+    sandbox.move_file("/tmp/seed-b", "/tmp/seed-c")
+    assert sandbox.read_text("/tmp/seed-c") == "x"
+    exposed = sandbox.expose_port(8790, token="seedtok")
+    assert sandbox.is_port_exposed(8790) and not sandbox.is_port_exposed(8791)
+    assert sandbox.validate_port_token(8790, "seedtok")
+    assert not sandbox.validate_port_token(8790, "other")
+    assert exposed.token == "seedtok"
+    sandbox.unexpose_port(8790)
+    assert not sandbox.is_port_exposed(8790)

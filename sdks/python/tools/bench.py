@@ -1,13 +1,17 @@
 """SDK overhead benchmark (issue 12's targets): warm ``exec('true')`` through the SDK against
 the same call made with a bare httpx client in the same run, and ``run_code('1+1')`` p50.
 
-    SANDPIT_URL=... SANDPIT_KEY=... python tools/bench.py [N]
+    SANDPIT_URL=... SANDPIT_KEY=... python tools/bench.py [N] [--json]
 
 Prints a markdown table for docs/benchmarks.md's hand-written part. Each pair of samples is
 taken alternately (SDK, then bare) on one warm sandbox, so both see the same machine load; each
 client keeps its own keep-alive connection. The bare client sends the exact request the SDK
 sends and parses the JSON, nothing more. A last pair runs both against an in-process mock
 transport, which isolates the SDK's own cost from the server's and the machine's noise.
+
+``--json`` prints one JSON line instead, the sync pairs' samples in ms
+(``{"exec": {"sdk": [...], "bare": [...]}, "run_code": {...}}``): what sandpit-bench reads for
+its SDK rows.
 """
 
 from __future__ import annotations
@@ -49,7 +53,7 @@ def bare_sse(http: httpx.Client, path: str, body: dict[str, object]) -> None:
             pass
 
 
-def main(n: int) -> None:
+def main(n: int, as_json: bool = False) -> None:
     client = Sandpit()
     sandbox = client.sandbox("bench-sdk-python", ephemeral=True)
     bare = httpx.Client(base_url=client.url, headers={"Authorization": f"Bearer {client._api_key}"})
@@ -71,6 +75,12 @@ def main(n: int) -> None:
             )
             sdk_code.append(timed(lambda: sandbox.run_code("1+1", context=context)))
             bare_code.append(timed(lambda: bare_sse(bare, f"{api}/execute/code", code_body)))
+        if as_json:
+            pairs = {"exec": (sdk_exec, bare_exec), "run_code": (sdk_code, bare_code)}
+            print(
+                json.dumps({k: {"sdk": in_ms(a), "bare": in_ms(b)} for k, (a, b) in pairs.items()})
+            )
+            return
         async_exec, async_bare = asyncio.run(async_samples(sandbox.id, n))
         mocked = mock_samples(n)
     finally:
@@ -101,6 +111,10 @@ def main(n: int) -> None:
         "run_code_p50_ms": round(statistics.median(sdk_code) * 1000, 3),
     }
     print(json.dumps(summary))
+
+
+def in_ms(samples: list[float]) -> list[float]:
+    return [round(s * 1000, 4) for s in samples]
 
 
 def overhead_ms(sdk: list[float], bare: list[float]) -> float:
@@ -180,4 +194,5 @@ async def async_samples(sandbox_id: str, n: int) -> tuple[list[float], list[floa
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]) if len(sys.argv) > 1 else 1000)
+    counts = [int(a) for a in sys.argv[1:] if a.isdigit()]
+    main(counts[0] if counts else 1000, "--json" in sys.argv)

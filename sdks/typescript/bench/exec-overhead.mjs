@@ -5,6 +5,8 @@
 //
 //   SANDPIT_URL=... SANDPIT_KEY=... node bench/exec-overhead.mjs [iterations]
 //   node bench/exec-overhead.mjs [iterations] --stub
+//   ... --json: one JSON line `{"sdk": [ms...], "bare": [ms...]}` instead of the table (what
+//   sandpit-bench reads for its SDK rows)
 //
 // `--stub` runs both clients against an in-process HTTP server that answers every call with a
 // canned result at once: no sandbox, so what remains is the clients' own cost, free of the
@@ -15,6 +17,7 @@ import { connect, getSandbox } from '../dist/index.js';
 import http from 'node:http';
 
 const stub = process.argv.includes('--stub');
+const asJson = process.argv.includes('--json');
 const iterations = Number(process.argv.find((a) => /^\d+$/.test(a)) ?? 500);
 const stubServer = stub ? await startStub() : undefined;
 const url = stubServer ? stubServer.url : process.env.SANDPIT_URL;
@@ -89,19 +92,23 @@ try {
       times[name].push(Number(process.hrtime.bigint() - t0) / 1e6);
     }
   }
-  const row = (label, name) =>
-    `| ${label} | ${[0.5, 0.9, 0.99].map((q) => quantile(times[name], q).toFixed(3)).join(' | ')} |`;
-  const delta = quantile(times.sdk, 0.5) - quantile(times.bare, 0.5);
-  console.log(
-    `warm exec('true') ${stub ? 'against an in-process stub server' : `against ${url}`}, ${iterations} calls each, Node ${process.version}`,
-  );
-  console.log('| client | p50 ms | p90 ms | p99 ms |');
-  console.log('|---|---|---|---|');
-  console.log(row('bare fetch', 'bare'));
-  console.log(row('@sandpit/sdk', 'sdk'));
-  console.log(
-    `SDK p50 - bare p50 = ${delta.toFixed(3)} ms (target <= 0.3 ms): ${delta <= 0.3 ? 'met' : 'NOT met'}`,
-  );
+  if (asJson) {
+    console.log(JSON.stringify(times));
+  } else {
+    const row = (label, name) =>
+      `| ${label} | ${[0.5, 0.9, 0.99].map((q) => quantile(times[name], q).toFixed(3)).join(' | ')} |`;
+    const delta = quantile(times.sdk, 0.5) - quantile(times.bare, 0.5);
+    console.log(
+      `warm exec('true') ${stub ? 'against an in-process stub server' : `against ${url}`}, ${iterations} calls each, Node ${process.version}`,
+    );
+    console.log('| client | p50 ms | p90 ms | p99 ms |');
+    console.log('|---|---|---|---|');
+    console.log(row('bare fetch', 'bare'));
+    console.log(row('@sandpit/sdk', 'sdk'));
+    console.log(
+      `SDK p50 - bare p50 = ${delta.toFixed(3)} ms (target <= 0.3 ms): ${delta <= 0.3 ? 'met' : 'NOT met'}`,
+    );
+  }
 } finally {
   await sandbox.destroy();
   stubServer?.close();

@@ -3,17 +3,22 @@
 import { CommandError, cancelledError } from './errors.js';
 import type { SandboxScope } from './scope.js';
 import { parseSSEStream } from './sse.js';
+import { execStreamWithStdin } from './stdin-stream.js';
 import type { ExecEvent, ExecOptions, ExecResult, StreamOptions } from './types.js';
 
 /** The request body shared by both routes. */
-function executeBody(command: string, sessionId: string | undefined, options: ExecOptions) {
+function executeBody(
+  command: string,
+  sessionId: string | undefined,
+  options: ExecOptions | StreamOptions,
+) {
   return {
     command,
     sessionId,
     timeoutMs: options.timeout,
     env: options.env,
     cwd: options.cwd,
-    origin: options.origin,
+    origin: 'origin' in options ? options.origin : undefined,
     stdin: options.stdin,
     // sandpit: byte-exact output as base64 (the default is UTF-8 text).
     encoding: options.encoding === 'base64' ? 'base64' : undefined,
@@ -21,7 +26,13 @@ function executeBody(command: string, sessionId: string | undefined, options: Ex
 }
 
 function wantsStream(options: ExecOptions): boolean {
-  return Boolean(options.stream || options.onOutput || options.onStdout || options.onStderr);
+  return Boolean(
+    options.stream ||
+    options.onOutput ||
+    options.onStdout ||
+    options.onStderr ||
+    options.stdinStream,
+  );
 }
 
 export async function exec(
@@ -117,6 +128,11 @@ export async function execStream(
   command: string,
   options: StreamOptions = {},
 ): Promise<ReadableStream<Uint8Array>> {
+  if (options.stdinStream !== undefined) {
+    await scope.ensure();
+    const body = executeBody(command, sessionId, options);
+    return execStreamWithStdin(scope, body, options.stdinStream, options.signal);
+  }
   const response = await scope.api('/execute/stream', {
     json: executeBody(command, sessionId, options),
     signal: options.signal,

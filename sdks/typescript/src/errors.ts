@@ -6,8 +6,10 @@
 
 import { ERROR_STATUS, type ErrorCode } from './error-codes.js';
 
-/** Codes the SDK itself gives when no answer came from the server (not in the server's table). */
-export type ClientErrorCode = 'CONNECTION_FAILED' | 'REQUEST_TIMEOUT';
+/** Codes the SDK itself gives without an answer from the server (not in the server's table):
+ * the server could not be reached or did not answer in time, or the call is one of the seed's
+ * that this server does not serve (`NOT_SUPPORTED`, thrown before any request). */
+export type ClientErrorCode = 'CONNECTION_FAILED' | 'REQUEST_TIMEOUT' | 'NOT_SUPPORTED';
 
 /** The server's error envelope (the seed's `ErrorResponse`). */
 export interface ErrorResponse {
@@ -120,6 +122,10 @@ export class PayloadTooLargeError extends SandboxError {}
 /** The server could not be reached, or did not answer in time (`code` CONNECTION_FAILED /
  * REQUEST_TIMEOUT, `httpStatus` 0). */
 export class ConnectionError extends SandboxError {}
+/** A method of the seed's API that this server does not serve (bucket mounts, backups, Cloudflare
+ * tunnels, Worker-side proxying): `code` NOT_SUPPORTED, `httpStatus` 0, `context.method` names
+ * it and `context.alternative` says what to use instead, if anything. Thrown before any request. */
+export class NotSupportedError extends SandboxError {}
 
 type ErrorClass = new (response: ErrorResponse) => SandboxError;
 
@@ -233,6 +239,16 @@ export function connectionError(
   cause?: unknown,
 ): ConnectionError {
   return new ConnectionError({ code, message, httpStatus: 0, context }, { cause });
+}
+
+/** The error of a seed method sandpit does not serve (see `NotSupportedError`). */
+export function notSupported(method: string, why: string, alternative?: string): NotSupportedError {
+  return new NotSupportedError({
+    code: 'NOT_SUPPORTED',
+    message: `${method} is not supported by this server: ${why}${alternative ? `; ${alternative}` : ''}`,
+    httpStatus: 0,
+    context: { method, ...(alternative ? { alternative } : {}) },
+  });
 }
 
 /** The error of an operation the caller cancelled with an AbortSignal: the request was closed,

@@ -27,6 +27,14 @@ export type { WriteContent } from './files.js';
 
 import type { ExecResult, Process, ProcessStatus } from './types.js';
 
+/** The seed's preview-URL router for Workers. sandpit serves preview URLs itself (its Host-routed
+ * proxy, WebSockets included), so a request that reaches your code is never one for a preview
+ * host: this always resolves to `null` ("not mine, handle it"), which keeps a ported Worker's
+ * `const r = await proxyToSandbox(request, env); if (r) return r;` working unchanged. */
+export async function proxyToSandbox(_request: unknown, _env?: unknown): Promise<Response | null> {
+  return null;
+}
+
 const PROCESS_STATUSES = ['starting', 'running', 'completed', 'failed', 'killed', 'error'];
 
 /** The seed's type guards. */

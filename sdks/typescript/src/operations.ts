@@ -6,13 +6,16 @@ import * as files from './files.js';
 import * as interpreter from './interpreter.js';
 import * as processes from './processes.js';
 import { DISABLE_SESSION, type SandboxScope } from './scope.js';
+import { notSupported } from './errors.js';
 import { openTerminal, terminalUrl, type Terminal } from './terminal.js';
 import type {
+  BackupOptions,
   CheckChangesOptions,
   CheckChangesResult,
   CodeContext,
   CreateContextOptions,
   DeleteFileResult,
+  DirectoryBackup,
   ExecOptions,
   ExecResult,
   ExecutionResult,
@@ -21,12 +24,14 @@ import type {
   GitCheckoutResult,
   ListFilesResult,
   MkdirResult,
+  MountBucketOptions,
   MoveFileResult,
   Process,
   ProcessOptions,
   ReadFileResult,
   ReadFileStreamResult,
   RenameFileResult,
+  RestoreBackupResult,
   RunCodeOptions,
   StreamOptions,
   StreamProcessLogsOptions,
@@ -34,6 +39,13 @@ import type {
   WatchOptions,
   WriteFileResult,
 } from './types.js';
+
+/** What to use instead of the seed's calls sandpit does not serve. */
+export const UNSERVED_ALTERNATIVE = {
+  mount: 'copy data in and out with writeFile/readFile (streamed, any size)',
+  backup:
+    'archive a directory with exec("tar ...") and readFile(path, { encoding: "none" }); a sleeping sandbox keeps its files',
+} as const;
 
 export class Operations {
   protected readonly scope: SandboxScope;
@@ -222,6 +234,32 @@ export class Operations {
   async deleteCodeContext(id: string): Promise<void> {
     await interpreter.deleteCodeContext(this.scope, id);
     this.contexts.forget(id);
+  }
+
+  // ---- the seed's bucket mounts and backups: not served by sandpit (yet) --------------------
+
+  /** Not supported by this server: rejects with `NotSupportedError`. */
+  async mountBucket(
+    _bucket: string,
+    _mountPath: string,
+    _options?: MountBucketOptions,
+  ): Promise<void> {
+    throw notSupported('mountBucket', 'sandpit has no bucket mounts', UNSERVED_ALTERNATIVE.mount);
+  }
+
+  /** Not supported by this server: rejects with `NotSupportedError`. */
+  async unmountBucket(_mountPath: string): Promise<void> {
+    throw notSupported('unmountBucket', 'sandpit has no bucket mounts', UNSERVED_ALTERNATIVE.mount);
+  }
+
+  /** Not supported by this server: rejects with `NotSupportedError`. */
+  async createBackup(_options: BackupOptions): Promise<DirectoryBackup> {
+    throw notSupported('createBackup', 'sandpit has no backups', UNSERVED_ALTERNATIVE.backup);
+  }
+
+  /** Not supported by this server: rejects with `NotSupportedError`. */
+  async restoreBackup(_backup: DirectoryBackup): Promise<RestoreBackupResult> {
+    throw notSupported('restoreBackup', 'sandpit has no backups', UNSERVED_ALTERNATIVE.backup);
   }
 
   // ---- terminal ------------------------------------------------------------------------------

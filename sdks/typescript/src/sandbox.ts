@@ -4,7 +4,12 @@
 
 import { DefaultContexts } from './interpreter.js';
 import { Operations } from './operations.js';
-import { PortNotExposedError, SandboxNotFoundError, ValidationFailedError } from './errors.js';
+import {
+  notSupported,
+  PortNotExposedError,
+  SandboxNotFoundError,
+  ValidationFailedError,
+} from './errors.js';
 import { DISABLE_SESSION, SandboxScope } from './scope.js';
 import { Transport } from './transport.js';
 import type {
@@ -22,7 +27,10 @@ import type {
   SecretSpec,
   SessionDeleteResult,
   SessionOptions,
+  TunnelInfo,
 } from './types.js';
+
+const TUNNEL_ALTERNATIVE = "exposePort(port) gives a preview URL on the server's preview domain";
 
 export interface ConnectOptions {
   /** Server URL; default `SANDPIT_URL`, else `http://127.0.0.1:7070`. */
@@ -275,6 +283,40 @@ export class Sandbox extends Operations {
 
   async validatePortToken(port: number, token: string): Promise<boolean> {
     return (await this.getExposedPorts()).some((p) => p.port === port && p.token === token);
+  }
+
+  /** Not supported by this server (a Worker-side proxy into a container port): rejects with
+   * `NotSupportedError`. sandpit's preview URLs accept WebSocket upgrades themselves: expose the
+   * port and connect a WebSocket to its URL. */
+  async wsConnect(_request: unknown, _port: number): Promise<never> {
+    throw notSupported(
+      'wsConnect',
+      'it proxies a Worker request into the container',
+      'exposePort(port) and open the WebSocket on its preview URL (the server proxies upgrades)',
+    );
+  }
+
+  /** The seed's Cloudflare Tunnels (rpc transport only): not supported by this server; every
+   * call rejects with `NotSupportedError`. Preview URLs (`exposePort`) are sandpit's way in. */
+  readonly tunnels = {
+    get: async (_port: number, _options?: { name?: string }): Promise<TunnelInfo> => {
+      throw notSupported('tunnels.get', 'sandpit has no Cloudflare Tunnels', TUNNEL_ALTERNATIVE);
+    },
+    list: async (): Promise<TunnelInfo[]> => {
+      throw notSupported('tunnels.list', 'sandpit has no Cloudflare Tunnels', TUNNEL_ALTERNATIVE);
+    },
+    destroy: async (_portOrInfo: number | TunnelInfo): Promise<void> => {
+      throw notSupported(
+        'tunnels.destroy',
+        'sandpit has no Cloudflare Tunnels',
+        TUNNEL_ALTERNATIVE,
+      );
+    },
+  };
+
+  /** The seed's container placement id: sandpit has none (`null`, a value the seed also returns). */
+  async getContainerPlacementId(): Promise<string | null> {
+    return null;
   }
 
   // ---- sandpit's control plane ---------------------------------------------------------------

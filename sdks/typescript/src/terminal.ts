@@ -5,28 +5,7 @@
 import { SandboxError } from './errors.js';
 import type { SandboxScope } from './scope.js';
 import type { TerminalOptions } from './types.js';
-
-type WebSocketClass = new (url: string) => WebSocket;
-
-/** The WebSocket class: the global one (browsers, Node ≥ 22, Node 20 with
- * `--experimental-websocket`), else the `ws` package if it is installed. */
-async function webSocketClass(): Promise<WebSocketClass> {
-  const global = (globalThis as { WebSocket?: WebSocketClass }).WebSocket;
-  if (global) return global;
-  const wsModule = 'ws';
-  try {
-    const ws = (await import(wsModule)) as { default: WebSocketClass };
-    return ws.default;
-  } catch {
-    throw new SandboxError({
-      code: 'VALIDATION_FAILED',
-      message:
-        'terminal() needs a WebSocket: use Node >= 22, run Node 20 with --experimental-websocket, or install the `ws` package',
-      context: {},
-      httpStatus: 400,
-    });
-  }
-}
+import { webSocketClass, webSocketUrl } from './websocket.js';
 
 /** The WebSocket URL of a session's terminal, with a fresh single-use ticket (valid 60 s). */
 export async function terminalUrl(
@@ -34,15 +13,11 @@ export async function terminalUrl(
   sessionId: string,
   options: TerminalOptions = {},
 ): Promise<string> {
-  const { ticket } = await scope.controlJson<{ ticket: string }>('/ws-ticket', {
-    method: 'POST',
-    operation: 'terminal',
-  });
-  const query: Record<string, string> = { sessionId, ticket };
+  const query: Record<string, string> = { sessionId };
   if (options.cols) query.cols = String(options.cols);
   if (options.rows) query.rows = String(options.rows);
   if (options.shell) query.shell = options.shell;
-  return scope.transport.wsUrl(scope.path('/ws/pty'), query);
+  return webSocketUrl(scope, '/ws/pty', query, 'terminal');
 }
 
 export async function openTerminal(
@@ -51,7 +26,7 @@ export async function openTerminal(
   options: TerminalOptions = {},
 ): Promise<Terminal> {
   const [Socket, url] = await Promise.all([
-    webSocketClass(),
+    webSocketClass('terminal()'),
     terminalUrl(scope, sessionId, options),
   ]);
   return new Terminal(new Socket(url));

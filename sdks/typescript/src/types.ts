@@ -176,7 +176,17 @@ export interface ExecOptions extends BaseExecOptions {
   session?: string;
   /** sandpit: bytes for the command's stdin (default `/dev/null`). */
   stdin?: string;
+  /** sandpit: stdin fed while the command runs, chunk by chunk (EOF when it ends); exclusive with
+   * `stdin`. Goes over the sandbox's WebSocket control transport (needs a WebSocket, as
+   * `terminal()` does). */
+  stdinStream?: StdinSource;
 }
+
+/** What `stdinStream` accepts: chunks of text (sent as UTF-8) or bytes, in order. */
+export type StdinSource =
+  | AsyncIterable<string | Uint8Array>
+  | Iterable<string | Uint8Array>
+  | ReadableStream<string | Uint8Array>;
 
 export interface ExecResult {
   success: boolean;
@@ -198,6 +208,10 @@ export interface StreamOptions extends BaseExecOptions {
   bufferSize?: number;
   /** Aborting closes the stream; the server then stops the command. */
   signal?: AbortSignal;
+  /** sandpit: stdin fed while the command runs (see `ExecOptions.stdinStream`). */
+  stdinStream?: StdinSource;
+  /** sandpit: bytes for the command's stdin, all at once. */
+  stdin?: string;
 }
 
 export interface ExecEvent {
@@ -594,4 +608,42 @@ export interface TerminalOptions {
   cols?: number;
   rows?: number;
   shell?: string;
+}
+
+// ---- The seed's calls this server does not serve (they reject with NotSupportedError) -------
+
+/** The seed's `BackupOptions` (reference §1.6). */
+export interface BackupOptions {
+  dir: string;
+  name?: string;
+  ttl?: number;
+  gitignore?: boolean;
+  excludes?: string[];
+  localBucket?: boolean;
+  compression?: { format?: 'gzip' | 'lz4' | 'zstd'; threads?: number };
+  multipart?: boolean;
+}
+
+export interface DirectoryBackup {
+  readonly id: string;
+  readonly dir: string;
+  readonly localBucket?: boolean;
+}
+
+export interface RestoreBackupResult {
+  success: boolean;
+  dir: string;
+  id: string;
+}
+
+/** The seed's `MountBucketOptions` (remote, local or R2-binding form). */
+export type MountBucketOptions = Record<string, unknown>;
+
+export interface TunnelInfo {
+  id: string;
+  port: number;
+  url: string;
+  hostname: string;
+  createdAt: string;
+  name?: string;
 }

@@ -40,7 +40,12 @@ from ._models import (
     WatchEvent,
 )
 from ._sync.client import EventStream, ExecutionSession, Process, Sandbox, Sandpit, Terminal
-from .errors import SandpitConnectionError, SandpitError, SandpitTimeoutError
+from .errors import (
+    SandpitConnectionError,
+    SandpitError,
+    SandpitNotSupportedError,
+    SandpitTimeoutError,
+)
 
 __version__ = "0.1.0"
 
@@ -74,6 +79,7 @@ __all__ = [
     "Sandpit",
     "SandpitConnectionError",
     "SandpitError",
+    "SandpitNotSupportedError",
     "SandpitTimeoutError",
     "Terminal",
     "WaitForLogResult",

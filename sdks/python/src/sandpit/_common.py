@@ -245,12 +245,69 @@ def _parse_event(raw: bytes) -> SSEItem | None:
     names = [line[6:].strip() for line in lines if line.startswith(b"event:")]
     if not data:
         return None
+    return _decode_event(b"\n".join(data), names[-1] if names else b"")
+
+
+def _decode_event(data: bytes, name: bytes) -> SSEItem:
+    """One event's JSON, or the typed error of an ``error`` event carrying an envelope."""
     try:
-        event = json.loads(b"\n".join(data))
+        event = json.loads(data)
     except ValueError:
-        return {"type": "error", "error": "malformed event: " + repr(b"\n".join(data)[:100])}
+        return {"type": "error", "error": "malformed event: " + repr(data[:100])}
     if not isinstance(event, dict):
         return {"type": "data", "data": event}
-    if names and names[-1] == b"error" and isinstance(event.get("code"), str):
+    if name == b"error" and isinstance(event.get("code"), str):
         return error_from_envelope(event)
     return event
+
+
+# --- the WebSocket control transport (``exec(..., stdin_stream=...)``) ---------------------
+
+
+def stream_frame_event(frame: JSON) -> SSEItem:
+    """The event of a control-transport ``stream`` frame (one SSE event: ``data``, ``event``?)."""
+    return _decode_event(
+        str(frame.get("data", "")).encode(), str(frame.get("event") or "").encode()
+    )
+
+
+def transport_error(frame: JSON) -> errors.SandpitError:
+    """The typed exception of a control-transport ``error`` frame (``INVALID_REQUEST``…: the
+    frame was refused; a request error is a ``response`` frame with an envelope instead)."""
+    envelope = {
+        "code": "VALIDATION_FAILED",
+        "message": f"exec_stream: {frame.get('message', '')}",
+        "context": {"transportCode": frame.get("code")},
+    }
+    status = frame.get("status")
+    return error_from_envelope(envelope, status if isinstance(status, int) else 400)
+
+
+def stdin_frame(request_id: str, chunk: str | bytes) -> JSON:
+    """A ``stdin`` frame of request ``request_id``: text as ``data``, bytes as ``dataBase64``."""
+    if isinstance(chunk, bytes):
+        return {"type": "stdin", "id": request_id, "dataBase64": b64encode(chunk)}
+    return {"type": "stdin", "id": request_id, "data": chunk}
+
+
+def check_stdin_choice(stdin: object, stdin_stream: object) -> None:
+    if stdin is not None and stdin_stream is not None:
+        raise errors.ValidationFailedError(
+            "give either stdin (all at once) or stdin_stream (while the command runs), not both",
+            code="VALIDATION_FAILED",
+        )
+
+
+# --- the seed system's calls this server does not serve -------------------------------------
+
+MOUNT_ALTERNATIVE = "copy data in and out with upload()/download() (streamed, any size)"
+BACKUP_ALTERNATIVE = (
+    "archive a directory with exec('tar ...') and download(); a sleeping sandbox keeps its files"
+)
+
+
+def not_supported(method: str, why: str, alternative: str) -> errors.SandpitNotSupportedError:
+    return errors.SandpitNotSupportedError(
+        f"{method} is not supported by this server: {why}; {alternative}",
+        context={"method": method, "alternative": alternative},
+    )

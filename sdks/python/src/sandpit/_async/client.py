@@ -4,6 +4,7 @@ surfaces cannot drift; write every change here and regenerate."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -20,11 +21,14 @@ import websockets.exceptions
 
 from .. import errors
 from .._common import (
+    BACKUP_ALTERNATIVE,
+    MOUNT_ALTERNATIVE,
     SESSIONLESS,
     SandboxOptions,
     SSEDecoder,
     b64encode,
     check_sandbox_id,
+    check_stdin_choice,
     connection_error,
     drop_none,
     duration_ms,
@@ -33,9 +37,13 @@ from .._common import (
     file_path,
     http_timeout,
     label_params,
+    not_supported,
     resolve_config,
     sandbox_path,
     secrets_body,
+    stdin_frame,
+    stream_frame_event,
+    transport_error,
 )
 from .._models import (
     JSON,
@@ -58,12 +66,14 @@ from .._models import (
     WaitForLogResult,
     WatchEvent,
 )
-from ._io import open_socket, recv_frame
+from ._io import StdinSource, iterate, open_socket, recv_frame, start_pump, stop_pump
 
 T = TypeVar("T")
 OutputCallback = Callable[[str], None]
 # Size of the pieces a local file is uploaded in.
 _CHUNK = 256 * 1024
+# The id of the one request on a control-transport socket (``stdin_stream``).
+_STDIN_REQUEST = "exec"
 
 
 class AsyncSandpit:
@@ -271,6 +281,7 @@ class _AsyncOps:
         env: Mapping[str, str] | None = None,
         cwd: str | None = None,
         stdin: str | bytes | None = None,
+        stdin_stream: StdinSource | None = None,
         on_stdout: OutputCallback | None = None,
         on_stderr: OutputCallback | None = None,
     ) -> ExecResult:
@@ -279,15 +290,20 @@ class _AsyncOps:
         ``timeout`` (seconds) is enforced by the sandbox: the command is killed and the result
         has ``exit_code == 124`` and ``timed_out``. With ``on_stdout``/``on_stderr`` the output
         is streamed to the callbacks as it is produced. Cancelling the awaiting task (or
-        Ctrl-C in the sync client) stops the remote command."""
+        Ctrl-C in the sync client) stops the remote command.
+
+        ``stdin`` is the command's whole input, sent with it; ``stdin_stream`` (an iterable of
+        str/bytes chunks) feeds its input while it runs, EOF when the iterable ends — over the
+        sandbox's WebSocket control transport, so it may wait for output between chunks."""
         body = exec_body(command, self._session_id, timeout=timeout, env=env, cwd=cwd, stdin=stdin)
-        if on_stdout is None and on_stderr is None:
+        check_stdin_choice(stdin, stdin_stream)
+        if on_stdout is None and on_stderr is None and stdin_stream is None:
             return ExecResult.from_json(
                 await self._sandbox._api_json("POST", "execute", json=body), command
             )
         stdout: list[str] = []
         stderr: list[str] = []
-        async for event in self._exec_events(body):
+        async for event in self._exec_events(body, stdin_stream):
             if event.type == "stdout":
                 stdout.append(event.data)
                 if on_stdout is not None:
@@ -321,16 +337,23 @@ class _AsyncOps:
         env: Mapping[str, str] | None = None,
         cwd: str | None = None,
         stdin: str | bytes | None = None,
+        stdin_stream: StdinSource | None = None,
     ) -> AsyncEventStream[ExecEvent]:
         """The command's events as they happen: ``start``, ``stdout``/``stderr``,
-        ``complete`` (``exit_code``). Closing the stream early stops the command."""
+        ``complete`` (``exit_code``). Closing the stream early stops the command.
+        ``stdin_stream`` feeds stdin while it runs (see :meth:`exec`)."""
         body = exec_body(command, self._session_id, timeout=timeout, env=env, cwd=cwd, stdin=stdin)
-        return AsyncEventStream(self._exec_events(body))
+        check_stdin_choice(stdin, stdin_stream)
+        return AsyncEventStream(self._exec_events(body, stdin_stream))
 
-    def _exec_events(self, body: JSON) -> AsyncIterator[ExecEvent]:
-        return _mapped(
-            self._sandbox._api_events("POST", "execute/stream", json=body), ExecEvent.from_json
-        )
+    def _exec_events(
+        self, body: JSON, stdin_stream: StdinSource | None = None
+    ) -> AsyncIterator[ExecEvent]:
+        if stdin_stream is not None:
+            events = self._sandbox._socket_events(body, stdin_stream)
+        else:
+            events = self._sandbox._api_events("POST", "execute/stream", json=body)
+        return _mapped(events, ExecEvent.from_json)
 
     # --- background processes ------------------------------------------------------------
 
@@ -370,6 +393,11 @@ class _AsyncOps:
             AsyncProcess(self._sandbox, ProcessInfo.from_json(item))
             for item in body.get("processes", [])
         ]
+
+    async def cleanup_completed_processes(self) -> int:
+        """The seed's call; ended processes are kept for their logs (and archived across sleep),
+        so like the seed's this removes nothing and returns 0."""
+        return 0
 
     async def get_process(self, process_id: str) -> AsyncProcess | None:
         """The process, or None when there is no such process."""
@@ -491,6 +519,10 @@ class _AsyncOps:
             {"sourcePath": source, "destinationPath": destination, "sessionId": self._session_id}
         )
         await self._sandbox._api_json("POST", "move", json=body)
+
+    # The seed's names.
+    rename_file = rename
+    move_file = move
 
     # --- watching ------------------------------------------------------------------------
 
@@ -684,6 +716,24 @@ class _AsyncOps:
         finally:
             await _close(events)
 
+    # --- the seed's bucket mounts and backups: not served by sandpit -----------------------
+
+    async def mount_bucket(self, bucket: str, mount_path: str, **options: Any) -> None:
+        """Not supported by this server: raises :class:`errors.SandpitNotSupportedError`."""
+        raise not_supported("mount_bucket", "sandpit has no bucket mounts", MOUNT_ALTERNATIVE)
+
+    async def unmount_bucket(self, mount_path: str) -> None:
+        """Not supported by this server: raises :class:`errors.SandpitNotSupportedError`."""
+        raise not_supported("unmount_bucket", "sandpit has no bucket mounts", MOUNT_ALTERNATIVE)
+
+    async def create_backup(self, dir: str, **options: Any) -> JSON:
+        """Not supported by this server: raises :class:`errors.SandpitNotSupportedError`."""
+        raise not_supported("create_backup", "sandpit has no backups", BACKUP_ALTERNATIVE)
+
+    async def restore_backup(self, backup: Mapping[str, Any]) -> JSON:
+        """Not supported by this server: raises :class:`errors.SandpitNotSupportedError`."""
+        raise not_supported("restore_backup", "sandpit has no backups", BACKUP_ALTERNATIVE)
+
     # --- terminal ------------------------------------------------------------------------
 
     async def terminal(
@@ -692,29 +742,27 @@ class _AsyncOps:
         """A PTY on this session's shell (the default session's for a sandbox) over a
         WebSocket; see :class:`AsyncTerminal`."""
         await self._sandbox._ensure()
-        query = drop_none(
-            {
-                "sessionId": self._session_id or "default",
-                "cols": cols,
-                "rows": rows,
-                "shell": shell,
-            }
-        )
-        client = self._sandbox._client
-        url = (
-            re.sub(r"^http", "ws", client.url) + f"{self._sandbox._path}/ws/pty?" + urlencode(query)
-        )
-        try:
-            socket = await open_socket(
-                url, {"Authorization": f"Bearer {client._api_key}"}, client._http.timeout.connect
-            )
-        except (OSError, TimeoutError) as exc:
-            raise errors.SandpitConnectionError(
-                f"cannot open a terminal at {client.url}: {exc}"
-            ) from exc
-        except websockets.exceptions.WebSocketException as exc:
-            raise errors.SandpitError(f"terminal refused: {exc}") from exc
+        query = self._pty_query(cols, rows, shell)
+        socket = await self._sandbox._websocket("/ws/pty?" + urlencode(query), "terminal")
         return AsyncTerminal(socket)
+
+    async def terminal_url(
+        self, *, cols: int = 80, rows: int = 24, shell: str | None = None
+    ) -> str:
+        """The ``ws(s)://…/ws/pty`` URL of this session's terminal with a fresh single-use
+        ticket (valid 60 s; no API key in it): for a browser (xterm.js) or any WebSocket
+        client that cannot send the ``Authorization`` header."""
+        await self._sandbox._ensure()
+        client = self._sandbox._client
+        ticket = await client._json("POST", f"{self._sandbox._path}/ws-ticket")
+        query = {**self._pty_query(cols, rows, shell), "ticket": ticket["ticket"]}
+        base = re.sub(r"^http", "ws", client.url)
+        return f"{base}{self._sandbox._path}/ws/pty?" + urlencode(query)
+
+    def _pty_query(self, cols: int, rows: int, shell: str | None) -> JSON:
+        return drop_none(
+            {"sessionId": self._session_id or "default", "cols": cols, "rows": rows, "shell": shell}
+        )
 
 
 async def _close(events: AsyncIterator[Any]) -> None:
@@ -732,6 +780,23 @@ async def _file_chunks(path: Path) -> AsyncIterator[bytes]:
 async def _reader_chunks(reader: IO[bytes]) -> AsyncIterator[bytes]:
     while chunk := reader.read(_CHUNK):
         yield chunk
+
+
+async def _send_stdin(
+    socket: ws_client.ClientConnection, stdin: StdinSource, failures: list[BaseException]
+) -> None:
+    """Sends ``stdin`` as ``stdin`` frames of the request, then EOF (run beside the reader: the
+    command may answer a chunk before it takes the next). A failure closes the socket, which
+    ends the reader, and is kept in ``failures`` for it to raise."""
+    try:
+        async for chunk in iterate(stdin):
+            await socket.send(json.dumps(stdin_frame(_STDIN_REQUEST, chunk)))
+        await socket.send(json.dumps({"type": "stdin", "id": _STDIN_REQUEST, "eof": True}))
+    except websockets.exceptions.ConnectionClosed:
+        pass  # the reader sees the close too
+    except Exception as exc:
+        failures.append(exc)
+        await socket.close()
 
 
 class AsyncSandbox(_AsyncOps):
@@ -785,6 +850,74 @@ class AsyncSandbox(_AsyncOps):
             method, f"{self._path}/api/{endpoint}", json=json, read_timeout=read_timeout
         ):
             yield event
+
+    async def _websocket(self, rest: str, what: str) -> ws_client.ClientConnection:
+        """A WebSocket to ``/v1/sandboxes/{id}{rest}`` with the key in its header."""
+        client = self._client
+        url = re.sub(r"^http", "ws", client.url) + self._path + rest
+        try:
+            return await open_socket(
+                url, {"Authorization": f"Bearer {client._api_key}"}, client._http.timeout.connect
+            )
+        except (OSError, TimeoutError) as exc:
+            raise errors.SandpitConnectionError(
+                f"{what}: cannot open a WebSocket at {client.url}: {exc}"
+            ) from exc
+        except websockets.exceptions.WebSocketException as exc:
+            raise errors.SandpitError(f"{what}: WebSocket refused: {exc}") from exc
+
+    async def _socket_events(self, body: JSON, stdin: StdinSource) -> AsyncIterator[JSON]:
+        """``execute/stream`` over the sandbox's WebSocket control transport (docs/api.md,
+        "WebSockets"), its stdin fed from ``stdin`` while it runs: a plain HTTP request sends
+        its whole body before the answer starts. Yields the events as ``_api_events`` does;
+        leaving early cancels the request, which stops the command."""
+        await self._ensure()
+        socket = await self._websocket("/ws", "exec_stream")
+        request = {
+            "type": "request",
+            "id": _STDIN_REQUEST,
+            "method": "POST",
+            "path": "/api/execute/stream",
+            "body": {**body, "stdinStream": True},
+        }
+        pump_errors: list[BaseException] = []
+        finished = False
+        try:
+            await socket.send(json.dumps(request))
+            pump = start_pump(_send_stdin, socket, stdin, pump_errors)
+            try:
+                while True:
+                    frame = json.loads(await socket.recv())
+                    if frame.get("id") not in (None, _STDIN_REQUEST):
+                        continue
+                    kind = frame.get("type")
+                    if kind == "stream":
+                        event = stream_frame_event(frame)
+                        if isinstance(event, errors.SandpitError):
+                            raise event
+                        yield event
+                    elif kind == "response":
+                        if frame.get("status", 200) >= 400:
+                            envelope = json.dumps(frame.get("body") or {}).encode()
+                            raise error_from_response(frame["status"], envelope)
+                        finished = True
+                        return
+                    elif kind == "error":
+                        raise transport_error(frame)
+            finally:
+                await stop_pump(pump)
+        except websockets.exceptions.ConnectionClosed as exc:
+            if pump_errors:
+                raise pump_errors[0] from exc
+            raise errors.SandpitConnectionError(
+                f"the WebSocket to {self._client.url} closed before the command completed"
+            ) from exc
+        finally:
+            if not finished:
+                # Stops the command (the agent also does when the socket closes).
+                with contextlib.suppress(websockets.exceptions.WebSocketException, OSError):
+                    await socket.send(json.dumps({"type": "cancel", "id": _STDIN_REQUEST}))
+            await socket.close()
 
     async def _raw_file(
         self,
@@ -920,6 +1053,14 @@ class AsyncSandbox(_AsyncOps):
         await self._ensure()
         body = await self._client._json("GET", f"{self._path}/ports")
         return [ExposedPort.from_json(item) for item in body.get("ports", [])]
+
+    async def is_port_exposed(self, port: int) -> bool:
+        """Whether ``port`` is exposed (stale exposures count)."""
+        return any(p.port == port for p in await self.get_exposed_ports())
+
+    async def validate_port_token(self, port: int, token: str) -> bool:
+        """Whether ``token`` is the token of ``port``'s preview URL."""
+        return any(p.port == port and p.token == token for p in await self.get_exposed_ports())
 
     # --- sessions ------------------------------------------------------------------------
 
