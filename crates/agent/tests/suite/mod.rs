@@ -12,6 +12,7 @@ mod port_watch;
 mod processes;
 mod pty;
 mod reaping;
+mod routes;
 mod sessions;
 mod streaming;
 mod tunnel;
