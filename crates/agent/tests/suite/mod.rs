@@ -8,6 +8,7 @@ mod harness;
 mod http;
 mod interpreter;
 mod launch;
+mod module_graph;
 mod port_watch;
 mod processes;
 mod pty;
