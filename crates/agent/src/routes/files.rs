@@ -122,16 +122,9 @@ async fn rename(
     Body(req): Body<RenameRequest>,
 ) -> ApiResult<Json<RenameResponse>> {
     let session = req.session_id.as_deref();
-    let from = resolve(&agent, &req.old_path, session, "oldPath")?;
-    let to = resolve(&agent, &req.new_path, session, "newPath")?;
-    let shown = req.old_path.clone();
-    blocking(move || files::rename(&from, &shown, &to, "file.rename")).await?;
-    Ok(Json(RenameResponse {
-        success: true,
-        path: req.old_path,
-        new_path: req.new_path,
-        timestamp: time::now(),
-    }))
+    let from = (req.old_path, "oldPath");
+    let to = (req.new_path, "newPath");
+    relocate(&agent, session, from, to, "file.rename").await
 }
 
 async fn move_file(
@@ -139,14 +132,28 @@ async fn move_file(
     Body(req): Body<MoveRequest>,
 ) -> ApiResult<Json<RenameResponse>> {
     let session = req.session_id.as_deref();
-    let from = resolve(&agent, &req.source_path, session, "sourcePath")?;
-    let to = resolve(&agent, &req.destination_path, session, "destinationPath")?;
-    let shown = req.source_path.clone();
-    blocking(move || files::rename(&from, &shown, &to, "file.move")).await?;
+    let from = (req.source_path, "sourcePath");
+    let to = (req.destination_path, "destinationPath");
+    relocate(&agent, session, from, to, "file.move").await
+}
+
+/// `rename` and `move` are one operation (`mv`) with other field names: each path comes with
+/// the field it is reported under.
+async fn relocate(
+    agent: &Agent,
+    session: Option<&str>,
+    (from, from_field): (String, &str),
+    (to, to_field): (String, &str),
+    operation: &'static str,
+) -> ApiResult<Json<RenameResponse>> {
+    let source = resolve(agent, &from, session, from_field)?;
+    let target = resolve(agent, &to, session, to_field)?;
+    let shown = from.clone();
+    blocking(move || files::rename(&source, &shown, &target, operation)).await?;
     Ok(Json(RenameResponse {
         success: true,
-        path: req.source_path,
-        new_path: req.destination_path,
+        path: from,
+        new_path: to,
         timestamp: time::now(),
     }))
 }
