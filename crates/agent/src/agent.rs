@@ -26,8 +26,7 @@ use crate::memcg::{self, OomWatch};
 use crate::reaper::Reaper;
 use crate::sse;
 
-/// Session used by `/api/execute` without a `sessionId`.
-pub const DEFAULT_SESSION: &str = "default";
+pub use crate::exec::session::DEFAULT_SESSION;
 
 /// The agent: configuration, child reaper, sessions.
 #[derive(Debug)]

@@ -1,18 +1,16 @@
-//! `POST /api/env` (sandpit extension, the seed's `setEnvVars`): sets or unsets environment
-//! variables in a session (`export`/`unset`, so it sees them at once) and in the agent's base
-//! environment (so every later session, process and sessionless command sees them).
+//! Setting environment variables (`POST /api/env`, a sandpit extension, the seed's
+//! `setEnvVars`): sets or unsets them in a session (`export`/`unset`, so it sees them at once)
+//! and in the agent's base environment (so every later session, process and sessionless
+//! command sees them).
 
-use std::sync::{Arc, PoisonError};
+use std::sync::PoisonError;
 
-use axum::Json;
-use axum::extract::State;
 use sandpit_protocol::container::{ExecuteRequest, SetEnvRequest, SetEnvResponse};
 use sandpit_protocol::time;
 
 use crate::agent::{Agent, DEFAULT_SESSION};
 use crate::error::ApiError;
 use crate::exec::{quote, validate_env};
-use crate::http::Body;
 
 /// Applies `req` to the agent's base environment and to its session (created if missing).
 pub async fn set_env(agent: &Agent, req: SetEnvRequest) -> Result<SetEnvResponse, ApiError> {
@@ -61,12 +59,4 @@ pub async fn set_env(agent: &Agent, req: SetEnvRequest) -> Result<SetEnvResponse
         success: true,
         timestamp: time::now(),
     })
-}
-
-/// Handler of `POST /api/env`.
-pub async fn set_env_handler(
-    State(agent): State<Arc<Agent>>,
-    Body(req): Body<SetEnvRequest>,
-) -> Result<Json<SetEnvResponse>, ApiError> {
-    set_env(&agent, req).await.map(Json)
 }

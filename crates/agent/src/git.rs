@@ -9,11 +9,8 @@ use std::collections::BTreeMap;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::Json;
-use axum::extract::State;
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use sandpit_protocol::container::{GitCheckoutRequest, GitCheckoutResponse};
@@ -26,7 +23,6 @@ use crate::error::ApiError;
 use crate::exec::kill::{Deadline, Phase, StopReason};
 use crate::exec::{child_env, reader};
 use crate::files;
-use crate::http::Body;
 use crate::reaper::Reaper;
 
 /// Clone timeout when the request names none (reference §7).
@@ -44,14 +40,6 @@ const FALLBACK_REPO_NAME: &str = "repository";
 /// Transports git may use, for the clone and anything it runs (submodules). `ext::` and `fd::`
 /// would run commands or use descriptors of the caller's choosing.
 const ALLOWED_PROTOCOLS: &str = "http:https:git:ssh:file";
-
-/// The axum handler.
-pub async fn checkout_handler(
-    State(agent): State<Arc<Agent>>,
-    Body(req): Body<GitCheckoutRequest>,
-) -> Result<Json<GitCheckoutResponse>, ApiError> {
-    checkout(&agent, req).await.map(Json)
-}
 
 /// Clones `req.repo_url` into the target directory and reports the branch checked out.
 pub async fn checkout(

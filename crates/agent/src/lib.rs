@@ -4,7 +4,8 @@
 //! sandbox's PID 1.
 //!
 //! * [`serve::run`] / [`serve::serve`]: serve a bound Unix socket until SIGTERM.
-//! * [`http::router`]: the axum router over an [`Agent`].
+//! * [`http::router`]: the axum router over an [`Agent`], merging the `routes()` of every
+//!   area in [`routes`] (handlers share [`handler`]'s extractors).
 //! * [`Agent`]: command execution independent of HTTP.
 //! * [`reaper::Reaper`]: the `waitpid(-1)` reaper every child's exit status goes through.
 
@@ -15,8 +16,8 @@ pub mod env;
 pub mod error;
 pub mod exec;
 pub mod files;
-pub mod files_raw;
 pub mod git;
+pub mod handler;
 pub mod http;
 pub mod interpreter;
 pub mod memcg;
@@ -25,11 +26,10 @@ pub mod port_watch;
 pub mod process;
 pub mod pty;
 pub mod reaper;
+pub mod routes;
 pub mod serve;
 pub mod sse;
-pub mod tunnel;
 pub mod watch;
-pub mod ws_control;
 
 pub use agent::Agent;
 pub use config::AgentConfig;

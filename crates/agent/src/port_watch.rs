@@ -6,10 +6,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
-use axum::extract::State;
-use axum::response::Response;
-use axum::routing::post;
 use bytes::Bytes;
 use http::uri::PathAndQuery;
 use http_body_util::Empty;
@@ -18,23 +14,18 @@ use sandpit_protocol::container::{PortWatchEvent, PortWatchEventKind, PortWatchR
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
-use crate::agent::Agent;
-use crate::http::Body;
 use crate::process::Processes;
 use crate::sse;
 
 /// Timeout of one probe (connect plus HTTP answer).
 const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// `/api/port-watch`.
-pub fn routes() -> Router<Arc<Agent>> {
-    Router::new().route("/api/port-watch", post(watch))
-}
-
-async fn watch(State(agent): State<Arc<Agent>>, Body(req): Body<PortWatchRequest>) -> Response {
+/// Starts watching: the returned channel yields the framed SSE events. Invalid input is one
+/// `error` event, never an error answer (reference §2.8).
+pub fn start(processes: Arc<Processes>, req: PortWatchRequest) -> mpsc::Receiver<Bytes> {
     let (tx, rx) = mpsc::channel(sse::CHANNEL_CAPACITY);
-    tokio::spawn(run(agent.processes.clone(), req, tx));
-    sse::response(rx)
+    tokio::spawn(run(processes, req, tx));
+    rx
 }
 
 /// What to probe.

@@ -18,6 +18,9 @@ use crate::config::AgentConfig;
 use crate::error::ApiError;
 use crate::reaper::Reaper;
 
+/// Session used by `/api/execute` (and the routes that act on a session) without a `sessionId`.
+pub const DEFAULT_SESSION: &str = "default";
+
 /// Options of a new session.
 #[derive(Debug, Clone, Default)]
 pub struct SessionOptions {

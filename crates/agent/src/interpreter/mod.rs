@@ -3,11 +3,12 @@
 //! taken from a per-runtime warm pool; runs stream their output live as SSE.
 //!
 //! * [`Interpreters`]: contexts and pools, independent of HTTP.
-//! * [`routes`]: `/api/contexts`, `/api/execute/code`, `/api/interpreter/health`.
+//!
+//! Their HTTP routes (`/api/contexts`, `/api/execute/code`, `/api/interpreter/health`) are in
+//! `crate::routes::interpreter`.
 
 mod executor;
 mod pool;
-pub mod routes;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, PoisonError};

@@ -3,10 +3,10 @@
 //! session it was started from, with bounded logs kept after it ends.
 //!
 //! * [`Processes`]: start, list, inspect, kill and stream processes.
-//! * [`routes`]: their HTTP routes.
+//!
+//! Their HTTP routes are in `crate::routes::process`.
 
 mod ring;
-mod routes;
 mod store;
 pub(crate) mod tree;
 
@@ -26,15 +26,13 @@ use sandpit_protocol::{DISABLE_SESSION, ErrorCode, time};
 use tokio::io::AsyncReadExt;
 use tokio::sync::mpsc;
 
-pub use routes::routes;
 pub use tree::parse_signal;
 
-use crate::agent::DEFAULT_SESSION;
 use crate::config::AgentConfig;
 use crate::error::ApiError;
 use crate::exec::oneshot::{self, Running};
 use crate::exec::output::Utf8Carry;
-use crate::exec::session::Sessions;
+use crate::exec::session::{DEFAULT_SESSION, Sessions};
 use crate::exec::{StreamKind, child_env, validate_command};
 use crate::memcg::OomWatch;
 use crate::reaper::Reaper;

@@ -21,9 +21,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, mpsc as std_mpsc};
 use std::time::{Duration, Instant};
 
-use axum::Json;
-use axum::extract::State;
-use axum::response::Response;
 use bytes::Bytes;
 use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, poll};
@@ -34,10 +31,8 @@ use sandpit_protocol::container::{
 use sandpit_protocol::{ErrorCode, time};
 use tokio::sync::{Notify, mpsc, oneshot};
 
-use crate::agent::Agent;
 use crate::config::AgentConfig;
 use crate::error::{ApiError, io_error};
-use crate::http::Body;
 use crate::{files, sse};
 use coalesce::{Change, Pending};
 use filter::{DEFAULT_EXCLUDES, Filter};
@@ -66,23 +61,6 @@ pub const DEFAULT_MAX_WATCHES: usize = 32;
 /// Longest accepted glob pattern, and most patterns per request.
 const MAX_PATTERN_CHARS: usize = 1024;
 const MAX_PATTERNS: usize = 256;
-
-/// `POST /api/watch`.
-pub async fn watch_handler(
-    State(agent): State<Arc<Agent>>,
-    Body(req): Body<WatchRequest>,
-) -> Result<Response, ApiError> {
-    let rx = agent.watches.subscribe(&req).await?;
-    Ok(sse::response(rx))
-}
-
-/// `POST /api/watch/check`.
-pub async fn check_handler(
-    State(agent): State<Arc<Agent>>,
-    Body(req): Body<CheckChangesRequest>,
-) -> Result<Json<CheckChangesResult>, ApiError> {
-    agent.watches.check(&req).await.map(Json)
-}
 
 /// The agent's watches.
 #[derive(Debug)]

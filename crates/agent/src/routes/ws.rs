@@ -10,11 +10,12 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use axum::Router;
 use axum::body::Body;
 use axum::extract::State;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::response::Response;
+use axum::routing::get;
+use axum::{Extension, Router};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use bytes::Bytes;
@@ -29,6 +30,7 @@ use tower::ServiceExt;
 
 use crate::agent::Agent;
 use crate::exec::stdin::StdinChannel;
+use crate::handler::{ApiResult, AppState};
 
 /// Frames queued for one connection's writer.
 const OUTBOX: usize = 64;
@@ -68,17 +70,31 @@ struct WsRequest {
     headers: Option<HashMap<String, String>>,
 }
 
-/// `GET /ws` (and `/api/ws`).
-pub async fn handler(State(agent): State<Arc<Agent>>, ws: WebSocketUpgrade) -> Response {
-    ws.on_upgrade(move |socket| serve(agent, socket))
+/// Builds the router that answers the requests of a connection: the agent's whole router,
+/// passed in by it (`crate::http::router`) so this module does not import it.
+pub type Dispatch = fn(Arc<Agent>) -> Router;
+
+/// `/ws` and `/api/ws`; each connection's requests are answered by `dispatch`'s router.
+pub fn routes(dispatch: Dispatch) -> Router<AppState> {
+    Router::new()
+        .route("/ws", get(handler))
+        .route("/api/ws", get(handler))
+        .layer(Extension(dispatch))
+}
+
+async fn handler(
+    State(agent): State<AppState>,
+    Extension(dispatch): Extension<Dispatch>,
+    ws: WebSocketUpgrade,
+) -> ApiResult<Response> {
+    Ok(ws.on_upgrade(move |socket| serve(dispatch(agent), socket)))
 }
 
 type Active = Arc<Mutex<HashMap<String, AbortHandle>>>;
 /// The stdin senders of the active requests, by id.
 type Inputs = Arc<Mutex<HashMap<String, mpsc::Sender<Bytes>>>>;
 
-async fn serve(agent: Arc<Agent>, socket: WebSocket) {
-    let app = crate::http::router(agent);
+async fn serve(app: Router, socket: WebSocket) {
     let (mut sink, mut stream) = socket.split();
     let (out, mut outbox) = mpsc::channel::<Value>(OUTBOX);
     let writer = tokio::spawn(async move {

@@ -1,6 +1,5 @@
 //! HTTP routes of the code interpreter (reference §2.3, §2.9).
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{Path, State};
@@ -13,14 +12,10 @@ use sandpit_protocol::container::{
 };
 use sandpit_protocol::{ErrorCode, time};
 
-use super::Language;
-use crate::agent::Agent;
 use crate::error::ApiError;
-use crate::http::Body;
+use crate::handler::{ApiResult, AppState, Body};
+use crate::interpreter::Language;
 use crate::sse;
-
-type AppState = Arc<Agent>;
-type ApiResult<T> = Result<T, ApiError>;
 
 /// `/api/contexts`, `/api/execute/code`, `/api/interpreter/health`.
 pub fn routes() -> Router<AppState> {
@@ -61,7 +56,7 @@ async fn create(
     }))
 }
 
-async fn list(State(agent): State<AppState>) -> Json<ListContextsResponse> {
+async fn list(State(agent): State<AppState>) -> ApiResult<Json<ListContextsResponse>> {
     let contexts = agent
         .interpreters
         .list()
@@ -73,11 +68,11 @@ async fn list(State(agent): State<AppState>) -> Json<ListContextsResponse> {
             created_at: Some(c.created_at.clone()),
         })
         .collect();
-    Json(ListContextsResponse {
+    Ok(Json(ListContextsResponse {
         success: true,
         contexts,
         timestamp: time::now(),
-    })
+    }))
 }
 
 fn not_found(id: &str) -> ApiError {
@@ -123,10 +118,10 @@ async fn execute(
     Ok(sse::response(rx))
 }
 
-async fn health() -> Json<InterpreterHealthResponse> {
-    Json(InterpreterHealthResponse {
+async fn health() -> ApiResult<Json<InterpreterHealthResponse>> {
+    Ok(Json(InterpreterHealthResponse {
         success: true,
         status: "healthy".into(),
         timestamp: time::now(),
-    })
+    }))
 }

@@ -1,7 +1,6 @@
 //! HTTP routes of background processes (reference §2.3, §2.6).
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
@@ -15,14 +14,10 @@ use sandpit_protocol::container::{
 };
 use sandpit_protocol::time;
 
-use super::parse_signal;
-use crate::agent::Agent;
 use crate::error::ApiError;
-use crate::http::Body;
+use crate::handler::{ApiResult, AppState, Body};
+use crate::process::parse_signal;
 use crate::sse;
-
-type AppState = Arc<Agent>;
-type ApiResult<T> = Result<T, ApiError>;
 
 /// `/api/process/*`.
 pub fn routes() -> Router<AppState> {
@@ -64,7 +59,7 @@ async fn stdin(
 async fn list(
     State(agent): State<AppState>,
     Query(query): Query<HashMap<String, String>>,
-) -> Json<ProcessListResponse> {
+) -> ApiResult<Json<ProcessListResponse>> {
     let mut processes = agent
         .processes
         .list(query.get("status").map(String::as_str));
@@ -72,11 +67,11 @@ async fn list(
     for p in &mut processes {
         p.end_time = None;
     }
-    Json(ProcessListResponse {
+    Ok(Json(ProcessListResponse {
         success: true,
         processes,
         timestamp: time::now(),
-    })
+    }))
 }
 
 async fn info(
@@ -114,13 +109,13 @@ async fn kill(
     agent.processes.kill(&id, signal).await.map(Json)
 }
 
-async fn kill_all(State(agent): State<AppState>) -> Json<KillAllResponse> {
+async fn kill_all(State(agent): State<AppState>) -> ApiResult<Json<KillAllResponse>> {
     let cleaned_count = agent.processes.kill_all(None).await;
-    Json(KillAllResponse {
+    Ok(Json(KillAllResponse {
         success: true,
         cleaned_count,
         timestamp: time::now(),
-    })
+    }))
 }
 
 async fn logs(

@@ -15,12 +15,13 @@
 use std::fs;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use axum::body::{Body, BodyDataStream};
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
 use http::{HeaderValue, header};
@@ -32,6 +33,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use crate::agent::Agent;
 use crate::error::{ApiError, io_error};
 use crate::files::{self, WriteTarget};
+use crate::handler::{ApiResult, AppState, blocking};
 
 /// Read and write granularity.
 pub const PIECE: usize = 256 * 1024;
@@ -49,6 +51,11 @@ pub struct RawQuery {
 
 type RawParams = Result<Query<RawQuery>, QueryRejection>;
 
+/// `/api/files/raw`.
+pub fn routes() -> Router<AppState> {
+    Router::new().route("/api/files/raw", get(download).put(upload))
+}
+
 /// The checked path (resolved, and as given) of a request.
 fn target(agent: &Agent, params: RawParams) -> Result<(PathBuf, String), ApiError> {
     let Query(q) = params.map_err(|e| ApiError::validation("path", e.body_text()))?;
@@ -56,24 +63,9 @@ fn target(agent: &Agent, params: RawParams) -> Result<(PathBuf, String), ApiErro
     Ok((path, q.path))
 }
 
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
-) -> Result<T, ApiError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .unwrap_or_else(|_| Err(ApiError::internal("file operation failed")))
-}
-
 /// `GET /api/files/raw`.
-pub async fn download(State(agent): State<Arc<Agent>>, params: RawParams) -> Response {
-    match download_inner(&agent, params).await {
-        Ok(response) => response,
-        Err(e) => e.into_response(),
-    }
-}
-
-async fn download_inner(agent: &Agent, params: RawParams) -> Result<Response, ApiError> {
-    let (path, shown) = target(agent, params)?;
+async fn download(State(agent): State<AppState>, params: RawParams) -> ApiResult<Response> {
+    let (path, shown) = target(&agent, params)?;
     let (file, size) = blocking(move || open_regular(&path, &shown)).await?;
     let stream = futures::stream::unfold(
         (tokio::fs::File::from_std(file), size),
@@ -143,10 +135,14 @@ impl Drop for TempGuard {
 }
 
 /// `PUT /api/files/raw`.
-pub async fn upload(State(agent): State<Arc<Agent>>, params: RawParams, body: Body) -> Response {
+async fn upload(
+    State(agent): State<AppState>,
+    params: RawParams,
+    body: Body,
+) -> ApiResult<Json<FileUploadResponse>> {
     let mut stream = body.into_data_stream();
     match upload_inner(&agent, params, &mut stream).await {
-        Ok(response) => response,
+        Ok(answer) => Ok(answer),
         Err(e) => {
             // Read what the client is still sending (up to a bound) before answering, whether
             // the upload failed before its first byte (a directory, a read-only path) or
@@ -160,7 +156,7 @@ pub async fn upload(State(agent): State<Arc<Agent>>, params: RawParams, body: Bo
                     _ => break,
                 }
             }
-            e.into_response()
+            Err(e)
         }
     }
 }
@@ -169,7 +165,7 @@ async fn upload_inner(
     agent: &Agent,
     params: RawParams,
     stream: &mut BodyDataStream,
-) -> Result<Response, ApiError> {
+) -> ApiResult<Json<FileUploadResponse>> {
     let (path, shown) = target(agent, params)?;
     let err = {
         let shown = shown.clone();
@@ -233,11 +229,10 @@ async fn upload_inner(
         tokio::fs::rename(temp, target).await.map_err(&err)?;
     }
     guard.0 = None;
-    Ok(axum::Json(FileUploadResponse {
+    Ok(Json(FileUploadResponse {
         success: true,
         path: shown,
         size,
         timestamp: time::now(),
-    })
-    .into_response())
+    }))
 }

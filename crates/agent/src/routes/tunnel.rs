@@ -9,25 +9,34 @@
 use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 
+use axum::Router;
 use axum::extract::{Path, Request};
 use axum::response::{IntoResponse, Response};
+use axum::routing::get;
 use http::{HeaderValue, StatusCode, header};
 use hyper_util::rt::TokioIo;
 use sandpit_protocol::ErrorCode;
 use tokio::net::TcpStream;
 
 use crate::error::ApiError;
+use crate::handler::{ApiResult, AppState};
 
 /// The `Upgrade` protocol name of a tunnel.
 pub const PROTOCOL: &str = "sandpit-tunnel";
 
-/// Handler of `GET /tunnel/{port}`.
-pub async fn handler(Path(port): Path<String>, mut request: Request) -> Response {
+/// `/tunnel/{port}`.
+pub fn routes() -> Router<AppState> {
+    Router::new().route("/tunnel/{port}", get(handler))
+}
+
+async fn handler(Path(port): Path<String>, mut request: Request) -> ApiResult<Response> {
     let port = match port.parse::<u16>() {
         Ok(p) if p > 0 => p,
         _ => {
-            return ApiError::new(ErrorCode::InvalidPort, format!("invalid port {port:?}"))
-                .into_response();
+            return Err(ApiError::new(
+                ErrorCode::InvalidPort,
+                format!("invalid port {port:?}"),
+            ));
         }
     };
     let wants_tunnel = request
@@ -36,20 +45,18 @@ pub async fn handler(Path(port): Path<String>, mut request: Request) -> Response
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.eq_ignore_ascii_case(PROTOCOL));
     if !wants_tunnel {
-        return ApiError::validation("upgrade", format!("expected `Upgrade: {PROTOCOL}`"))
-            .into_response();
+        return Err(ApiError::validation(
+            "upgrade",
+            format!("expected `Upgrade: {PROTOCOL}`"),
+        ));
     }
-    let upstream = match connect(port).await {
-        Ok(s) => s,
-        Err(e) => {
-            return ApiError::new(
-                ErrorCode::ServiceNotResponding,
-                format!("nothing is listening on port {port} inside the sandbox ({e})"),
-            )
-            .context("port", port)
-            .into_response();
-        }
-    };
+    let upstream = connect(port).await.map_err(|e| {
+        ApiError::new(
+            ErrorCode::ServiceNotResponding,
+            format!("nothing is listening on port {port} inside the sandbox ({e})"),
+        )
+        .context("port", port)
+    })?;
     let on_upgrade = hyper::upgrade::on(&mut request);
     tokio::spawn(async move {
         match on_upgrade.await {
@@ -67,7 +74,7 @@ pub async fn handler(Path(port): Path<String>, mut request: Request) -> Response
     let headers = response.headers_mut();
     headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     headers.insert(header::UPGRADE, HeaderValue::from_static(PROTOCOL));
-    response
+    Ok(response)
 }
 
 /// IPv4 loopback first, then IPv6 (servers bound to `localhost` may listen on `::1` only).
