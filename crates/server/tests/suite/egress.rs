@@ -16,7 +16,8 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
-use sandpit_protocol::control::{EgressDecision, NetworkMode, NetworkPolicy, SecretSpec};
+use sandpit_protocol::control::{EgressDecision, NetworkMode, SecretSpec};
+use sandpit_protocol::netpolicy::EgressPolicy;
 use sandpit_server::egress::{self, Egress, EgressConfig};
 use sandpit_store::SandboxNetwork;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -204,15 +205,13 @@ struct Proxy {
 const SANDBOX: &str = "egress-test-0123456789ab";
 const TENANT: &str = "egress-tenant";
 
-fn policy(mode: NetworkMode, allow: &[&str]) -> NetworkPolicy {
-    NetworkPolicy {
-        mode,
-        allow: allow.iter().map(|s| s.to_string()).collect(),
-    }
+fn policy(mode: NetworkMode, allow: &[&str]) -> EgressPolicy {
+    let allow = allow.iter().map(|entry| entry.parse().unwrap()).collect();
+    EgressPolicy::new(mode, allow)
 }
 
 fn network(
-    policy: NetworkPolicy,
+    policy: EgressPolicy,
     secrets: &[(&str, &str, &[&str], Option<&str>)],
 ) -> SandboxNetwork {
     let specs: BTreeMap<String, SecretSpec> = secrets
@@ -605,7 +604,7 @@ async fn policy_changes_apply_at_once_and_detach_closes_the_socket() {
     let up = Upstream::start("127.0.0.1", "api", None).await;
     let url = format!("http://api.example.test:{}/", up.addr.port());
     let config = resolving(&[("api.example.test", "127.0.0.1")]);
-    let proxy = Proxy::start(config, &network(NetworkPolicy::default(), &[])).await;
+    let proxy = Proxy::start(config, &network(EgressPolicy::default(), &[])).await;
     let (status, body) = proxy.get(&url, &[]).await;
     assert_eq!(status, 403, "{body}");
     assert!(body.contains("network policy is none"), "{body}");

@@ -22,12 +22,13 @@ use tokio::net::{TcpStream, UnixListener, UnixStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
+use sandpit_protocol::netpolicy::normalize_host;
 use sandpit_protocol::throttle::Throttle;
 
 use super::Shared;
 use super::decision::Refusal;
 use super::log::{Counted, EgressLog};
-use super::policy::{Rules, normalize_host};
+use super::policy::Rules;
 use super::tls::{Hello, MAX_HELLO, SandboxCa, parse_hello};
 
 /// A connection to a destination, its bytes counted into the sandbox's egress log.
