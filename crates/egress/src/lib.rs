@@ -100,8 +100,9 @@ impl Default for EgressConfig {
 pub enum EgressError {
     #[error("the sandbox's interception CA")]
     Ca(#[source] TlsError),
-    #[error("the upstream TLS configuration")]
-    UpstreamTls(#[source] TlsError),
+    /// The roots for upstream TLS (each variant names its file).
+    #[error(transparent)]
+    UpstreamTls(TlsError),
     #[error("{what} {path}")]
     Io {
         what: &'static str,
@@ -295,10 +296,7 @@ impl Egress {
     /// The CIDRs that may open private ranges for a sandbox: its policy's CIDRs when the
     /// operator set it (admin key), and the operator's grants to its tenant.
     fn granted(&self, tenant: &str, sandbox: &SandboxPolicy) -> Vec<IpNet> {
-        let own = sandbox
-            .policy
-            .cidrs()
-            .filter(|_| sandbox.operator_policy);
+        let own = sandbox.policy.cidrs().filter(|_| sandbox.operator_policy);
         own.chain(self.grants.get(tenant).into_iter().flatten().copied())
             .collect()
     }
@@ -315,7 +313,10 @@ impl Egress {
     /// ranges the operator granted (a tenant's CIDRs grant nothing: public addresses are open
     /// in `full` mode anyway, and always-blocked ranges are refused before the allow set).
     pub fn driver_policy(&self, tenant: &str, sandbox: &SandboxPolicy) -> EgressPolicy {
-        let allow = self.granted(tenant, sandbox).into_iter().map(AllowEntry::from);
+        let allow = self
+            .granted(tenant, sandbox)
+            .into_iter()
+            .map(AllowEntry::from);
         EgressPolicy::new(sandbox.policy.mode, allow.collect())
     }
 }

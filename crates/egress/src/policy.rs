@@ -220,8 +220,14 @@ mod tests {
         };
         assert_eq!(r.secrets_for("api.example.com").len(), 1);
         assert!(r.secrets_for("example.org").is_empty());
-        assert!(matches!(new("T", "a\nb", None), Err(SecretError::Value { .. })));
-        assert!(matches!(new("1BAD", "v", None), Err(SecretError::Name { .. })));
+        assert!(matches!(
+            new("T", "a\nb", None),
+            Err(SecretError::Value { .. })
+        ));
+        assert!(matches!(
+            new("1BAD", "v", None),
+            Err(SecretError::Name { .. })
+        ));
         assert!(matches!(
             new("T", "v", Some("bad header")),
             Err(SecretError::Header { .. })

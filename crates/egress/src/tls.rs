@@ -78,8 +78,8 @@ pub struct SandboxCa {
 impl SandboxCa {
     pub fn load(sandbox: &str, cert_pem: &str, key_pem: &str) -> Result<Self, TlsError> {
         let key = KeyPair::from_pem(key_pem)?;
-        let cert_der = CertificateDer::from_pem_slice(cert_pem.as_bytes())
-            .map_err(TlsError::CaPem)?;
+        let cert_der =
+            CertificateDer::from_pem_slice(cert_pem.as_bytes()).map_err(TlsError::CaPem)?;
         Ok(SandboxCa {
             cert_pem: cert_pem.to_owned(),
             cert_der,

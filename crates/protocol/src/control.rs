@@ -149,8 +149,8 @@ pub enum NetworkMode {
     None,
     /// Only the hosts and CIDRs in `allow`, through sandpit's egress proxy.
     Allowlist,
-    /// Direct user-mode networking; host loopback, private, link-local and metadata addresses
-    /// stay blocked unless a CIDR in `allow` names them.
+    /// Direct user-mode networking; host loopback, link-local and metadata addresses stay
+    /// blocked, private ranges open only for CIDRs the operator granted.
     Full,
 }
 

@@ -217,7 +217,11 @@ impl TryFrom<&NetworkPolicy> for EgressPolicy {
             .allow
             .iter()
             .enumerate()
-            .map(|(index, entry)| entry.parse().map_err(|source| PolicyError { index, source }))
+            .map(|(index, entry)| {
+                entry
+                    .parse()
+                    .map_err(|source| PolicyError { index, source })
+            })
             .collect::<Result<_, _>>()?;
         Ok(EgressPolicy {
             mode: wire.mode,

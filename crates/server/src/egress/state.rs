@@ -20,7 +20,10 @@ pub async fn load_for_start(store: &dyn Store, internal: &str) -> ApiResult<Sand
     let mut network = load(store, internal).await?;
     if network.ca.is_none() {
         let ca = super::generate_ca(internal).map_err(|e| {
-            ApiError::internal(format!("making the sandbox's egress CA: {}", error_chain(&e)))
+            ApiError::internal(format!(
+                "making the sandbox's egress CA: {}",
+                error_chain(&e)
+            ))
         })?;
         network.ca = Some(ca);
         store.set_sandbox_network(internal, &network).await?;
