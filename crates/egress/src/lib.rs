@@ -95,12 +95,12 @@ impl Default for EgressConfig {
     }
 }
 
-/// Errors of attaching a sandbox's proxy.
+/// Errors of setting up the proxies ([`Egress::new`]) or attaching one ([`Egress::attach`]).
 #[derive(Debug, thiserror::Error)]
 pub enum EgressError {
     #[error("the sandbox's interception CA")]
     Ca(#[source] TlsError),
-    /// The roots for upstream TLS (each variant names its file).
+    /// The client config for upstream TLS; a bad root file is named by the inner error.
     #[error(transparent)]
     UpstreamTls(TlsError),
     #[error("{what} {path}")]
@@ -331,4 +331,33 @@ fn bind_in(dir: &Path, name: &str) -> std::io::Result<tokio::net::UnixListener> 
     let listener = std::os::unix::net::UnixListener::bind(short)?;
     listener.set_nonblocking(true)?;
     tokio::net::UnixListener::from_std(listener)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_name_what_failed_and_keep_the_cause_as_source() {
+        let egress = Egress::new(&EgressConfig::default()).unwrap();
+        let run_dir = Path::new("/dev/null/run");
+        let e = egress
+            .attach("t", "sb", run_dir, run_dir, &SandboxPolicy::default(), None)
+            .unwrap_err();
+        assert_eq!(e.to_string(), "creating /dev/null/run");
+        let source = std::error::Error::source(&e).unwrap().to_string();
+        assert!(!e.to_string().contains(&source), "{e}: {source}");
+        let e = egress
+            .attach(
+                "t",
+                "sb",
+                run_dir,
+                run_dir,
+                &SandboxPolicy::default(),
+                Some(("junk", "junk")),
+            )
+            .unwrap_err();
+        assert_eq!(e.to_string(), "the sandbox's interception CA");
+        assert!(std::error::Error::source(&e).is_some());
+    }
 }
