@@ -111,15 +111,17 @@ pub struct Rules {
 }
 
 impl Rules {
-    /// May the sandbox ask for `host` (normalized) at all? Decided before any resolution.
-    pub fn check_host(&self, host: &str) -> Result<(), Denial> {
+    /// May the sandbox ask for `host` (normalized) on `port` at all? Decided before any
+    /// resolution.
+    pub fn check_host(&self, host: &str, port: u16) -> Result<(), Denial> {
         match self.policy.mode {
             NetworkMode::None => Err(Denial::NoNetwork),
             NetworkMode::Full => Ok(()),
             NetworkMode::Allowlist => match host.parse::<IpAddr>() {
                 Ok(ip) if self.in_cidrs(ip) => Ok(()),
                 Ok(_) => Err(Denial::AddressNotAllowed),
-                Err(_) if self.policy.hosts().any(|p| p.matches(host)) => Ok(()),
+                Err(_) if self.policy.allows_host(host, port) => Ok(()),
+                Err(_) if self.policy.names_host(host) => Err(Denial::PortNotAllowed { port }),
                 Err(_) => Err(Denial::NotAllowed),
             },
         }
@@ -167,16 +169,32 @@ mod tests {
 
     #[test]
     fn allowlist_decides_by_name_and_cidr() {
-        let r = rules(NetworkMode::Allowlist, &["*.example.com", "93.184.0.0/16"]);
-        assert!(r.check_host("api.example.com").is_ok());
-        assert_eq!(r.check_host("example.org"), Err(Denial::NotAllowed));
-        assert!(r.check_host("93.184.2.3").is_ok());
-        assert_eq!(r.check_host("10.2.0.1"), Err(Denial::AddressNotAllowed));
+        let r = rules(
+            NetworkMode::Allowlist,
+            &["*.example.com", "93.184.0.0/16", "git.example.org:8443"],
+        );
+        assert!(r.check_host("api.example.com", 443).is_ok());
+        assert!(
+            r.check_host("api.example.com", 22).is_ok(),
+            "no port: any port"
+        );
+        assert_eq!(r.check_host("example.org", 80), Err(Denial::NotAllowed));
+        assert!(r.check_host("git.example.org", 8443).is_ok());
         assert_eq!(
-            rules(NetworkMode::None, &[]).check_host("example.com"),
+            r.check_host("git.example.org", 443),
+            Err(Denial::PortNotAllowed { port: 443 })
+        );
+        assert!(r.check_host("93.184.2.3", 80).is_ok());
+        assert_eq!(r.check_host("10.2.0.1", 80), Err(Denial::AddressNotAllowed));
+        assert_eq!(
+            rules(NetworkMode::None, &[]).check_host("example.com", 80),
             Err(Denial::NoNetwork)
         );
-        assert!(rules(NetworkMode::Full, &[]).check_host("1.2.3.4").is_ok());
+        assert!(
+            rules(NetworkMode::Full, &[])
+                .check_host("1.2.3.4", 80)
+                .is_ok()
+        );
     }
 
     #[test]

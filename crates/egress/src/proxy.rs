@@ -244,7 +244,7 @@ impl SandboxProxy {
     async fn connect_checked(&self, host: &str, port: u16) -> Result<TcpStream, Refusal> {
         let rules = self.rules();
         rules
-            .check_host(host)
+            .check_host(host, port)
             .map_err(|denial| Refusal::denied(host, denial))?;
         let addrs = self.resolve(host, port).await?;
         let mut last = Refusal::bad_gateway(host, "it resolves to no address");
@@ -452,7 +452,7 @@ impl SandboxProxy {
         host: &str,
         port: u16,
     ) -> Result<Response<ProxyBody>, Refusal> {
-        if let Err(denial) = self.rules().check_host(host) {
+        if let Err(denial) = self.rules().check_host(host, port) {
             let refusal = Refusal::denied(host, denial);
             self.log.refused(host, port, "connect", &refusal);
             return Err(refusal);

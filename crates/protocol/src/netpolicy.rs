@@ -103,10 +103,28 @@ impl std::error::Error for HostPatternError {}
 /// One entry of an allow-list.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AllowEntry {
-    /// A host name pattern: decides requests by name (egress proxy only).
-    Host(HostPattern),
+    /// A host name pattern, on one port or any: decides requests by name (egress proxy only).
+    Host {
+        pattern: HostPattern,
+        /// `example.com:443`: that port only; `None`: any port.
+        port: Option<u16>,
+    },
     /// A network (host bits cleared): decides connections to addresses in it.
     Cidr(IpNet),
+}
+
+impl AllowEntry {
+    /// Whether this entry lets the proxy ask for `host` (normalized) on `port`. A CIDR entry
+    /// allows addresses, not names.
+    pub fn allows_host(&self, host: &str, port: u16) -> bool {
+        match self {
+            AllowEntry::Host {
+                pattern,
+                port: only,
+            } => pattern.matches(host) && only.is_none_or(|only| only == port),
+            AllowEntry::Cidr(_) => false,
+        }
+    }
 }
 
 impl FromStr for AllowEntry {
@@ -116,11 +134,29 @@ impl FromStr for AllowEntry {
         if let Some(net) = parse_cidr(s) {
             return Ok(AllowEntry::Cidr(net));
         }
-        HostPattern::parse(s)
-            .map(AllowEntry::Host)
-            .map_err(|_| AllowEntryError {
-                entry: s.to_owned(),
-            })
+        let error = || AllowEntryError {
+            entry: s.to_owned(),
+        };
+        // A port is a suffix of digits; what is left must be a host pattern (an IPv6 address
+        // never gets here: parse_cidr took it).
+        let (name, port) = match s.rsplit_once(':') {
+            Some((name, port)) => {
+                let port = port
+                    .parse::<u16>()
+                    .ok()
+                    .filter(|p| *p != 0)
+                    .ok_or_else(error)?;
+                (name, Some(port))
+            }
+            None => (s, None),
+        };
+        // An address with a port would be a name no request can match (addresses are checked
+        // against CIDRs): refuse it rather than keep a dead entry.
+        if name.parse::<IpAddr>().is_ok() {
+            return Err(error());
+        }
+        let pattern = HostPattern::parse(name).map_err(|_| error())?;
+        Ok(AllowEntry::Host { pattern, port })
     }
 }
 
@@ -133,7 +169,14 @@ impl From<IpNet> for AllowEntry {
 impl fmt::Display for AllowEntry {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            AllowEntry::Host(pattern) => pattern.fmt(f),
+            AllowEntry::Host {
+                pattern,
+                port: None,
+            } => pattern.fmt(f),
+            AllowEntry::Host {
+                pattern,
+                port: Some(port),
+            } => write!(f, "{pattern}:{port}"),
             AllowEntry::Cidr(net) => net.fmt(f),
         }
     }
@@ -149,8 +192,8 @@ impl fmt::Display for AllowEntryError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{:?} is neither a host name pattern (example.com, *.example.com) nor a CIDR \
-             (10.1.0.0/16, 2001:db8::/32, 203.0.113.7)",
+            "{:?} is neither a host name pattern with an optional port (example.com, \
+             *.example.com, example.com:443) nor a CIDR (10.1.0.0/16, 2001:db8::/32, 203.0.113.7)",
             self.entry
         )
     }
@@ -192,11 +235,17 @@ impl EgressPolicy {
         EgressPolicy { mode, allow }
     }
 
-    /// The host patterns of the allow-list.
-    pub fn hosts(&self) -> impl Iterator<Item = &HostPattern> {
-        self.allow.iter().filter_map(|entry| match entry {
-            AllowEntry::Host(pattern) => Some(pattern),
-            AllowEntry::Cidr(_) => None,
+    /// Whether a host entry of the allow-list lets the proxy ask for `host` (normalized) on
+    /// `port`.
+    pub fn allows_host(&self, host: &str, port: u16) -> bool {
+        self.allow.iter().any(|entry| entry.allows_host(host, port))
+    }
+
+    /// Whether a host entry names `host` (normalized) on some port.
+    pub fn names_host(&self, host: &str) -> bool {
+        self.allow.iter().any(|entry| match entry {
+            AllowEntry::Host { pattern, .. } => pattern.matches(host),
+            AllowEntry::Cidr(_) => false,
         })
     }
 
@@ -204,7 +253,7 @@ impl EgressPolicy {
     pub fn cidrs(&self) -> impl Iterator<Item = IpNet> + '_ {
         self.allow.iter().filter_map(|entry| match entry {
             AllowEntry::Cidr(net) => Some(*net),
-            AllowEntry::Host(_) => None,
+            AllowEntry::Host { .. } => None,
         })
     }
 }
@@ -285,12 +334,36 @@ mod tests {
             "10.1.2.3/16",
             "203.0.113.7",
             "2001:db8::1/32",
+            "::1",
+            "git.example.net:8443",
         ]))
         .unwrap();
-        let hosts: Vec<String> = policy.hosts().map(ToString::to_string).collect();
-        assert_eq!(hosts, ["*.example.com", "api.example.org"]);
+        let shown = NetworkPolicy::from(&policy).allow;
+        assert_eq!(
+            shown,
+            [
+                "*.example.com",
+                "api.example.org",
+                "10.1.0.0/16",
+                "203.0.113.7/32",
+                "2001:db8::/32",
+                "::1/128",
+                "git.example.net:8443",
+            ]
+        );
         let cidrs: Vec<String> = policy.cidrs().map(|n| n.to_string()).collect();
-        assert_eq!(cidrs, ["10.1.0.0/16", "203.0.113.7/32", "2001:db8::/32"]);
+        assert_eq!(
+            cidrs[..3],
+            ["10.1.0.0/16", "203.0.113.7/32", "2001:db8::/32"]
+        );
+        assert!(
+            policy.allows_host("a.example.com", 1) && policy.allows_host("api.example.org", 80)
+        );
+        assert!(policy.allows_host("git.example.net", 8443));
+        assert!(
+            !policy.allows_host("git.example.net", 443) && policy.names_host("git.example.net")
+        );
+        assert!(!policy.allows_host("example.com", 443) && !policy.names_host("example.com"));
     }
 
     #[test]
@@ -300,6 +373,11 @@ mod tests {
             (&["10.0.0.0/33"][..], 0, "10.0.0.0/33"),
             (&["a.test", "b.test", ""][..], 2, ""),
             (&["http://a.test/"][..], 0, "http://a.test/"),
+            (&["a.test:0"][..], 0, "a.test:0"),
+            (&["a.test:65536"][..], 0, "a.test:65536"),
+            (&["a.test:"][..], 0, "a.test:"),
+            (&["10.0.0.0/8:80"][..], 0, "10.0.0.0/8:80"),
+            (&["203.0.113.7:80"][..], 0, "203.0.113.7:80"),
         ] {
             let e = EgressPolicy::try_from(&wire(allow)).unwrap_err();
             assert_eq!((e.index, e.source.entry.as_str()), (index, entry));

@@ -1646,6 +1646,48 @@ async fn a_sandbox_keeps_at_most_256_connections_open() {
     );
 }
 
+/// An entry with a port allows its host on that port only, for plain HTTP and `CONNECT` alike;
+/// another port of the same host is refused with its own rule. Before: every port of an allowed
+/// host was open.
+#[tokio::test]
+async fn a_host_entry_with_a_port_opens_that_port_only() {
+    let up = Upstream::start("127.0.0.1", "api", None).await;
+    let other = Upstream::start("127.0.0.1", "admin", None).await;
+    let (port, other_port) = (up.addr.port(), other.addr.port());
+    let config = resolving(&[("api.example.test", "127.0.0.1")]);
+    let allow = format!("api.example.test:{port}");
+    let net = network(policy(NetworkMode::Allowlist, &[&allow]), &[]);
+    let proxy = Proxy::start(config, &net).await;
+    let (status, body) = proxy
+        .get(&format!("http://api.example.test:{port}/"), &[])
+        .await;
+    assert_eq!((status, body.as_str()), (200, "hello from api\n"));
+    let (status, body) = proxy
+        .get(&format!("http://api.example.test:{other_port}/"), &[])
+        .await;
+    assert_eq!(status, 403, "{body}");
+    let denial: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(denial["rule"], "allow-list-port", "{body}");
+    assert_eq!(
+        denial["reason"],
+        format!("port {other_port} of this host not in allow-list"),
+        "{body}"
+    );
+    let (status, body, _) = proxy
+        .connect(&format!("api.example.test:{other_port}"))
+        .await;
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("allow-list-port"), "{body}");
+    let (status, _, tunnel) = proxy.connect(&format!("api.example.test:{port}")).await;
+    assert_eq!(status, 200);
+    assert!(tunnel.is_some());
+    assert_eq!(
+        other.connections.load(Ordering::SeqCst),
+        0,
+        "the other port was never connected to"
+    );
+}
+
 /// A bad allow-list entry is refused at the API edge, on create and on PATCH alike, with one
 /// code (`VALIDATION_FAILED`), a message naming the entry by position, and the entry in the
 /// context; nothing is stored. Good entries are reported as parsed.
@@ -1655,8 +1697,8 @@ async fn a_bad_allow_list_entry_gets_one_clear_error_at_the_api_edge() {
     use serde_json::json;
 
     let ts = super::TestServer::start().await;
-    let shape = "is neither a host name pattern (example.com, *.example.com) nor a CIDR \
-                 (10.1.0.0/16, 2001:db8::/32, 203.0.113.7)";
+    let shape = "is neither a host name pattern with an optional port (example.com, \
+                 *.example.com, example.com:443) nor a CIDR (10.1.0.0/16, 2001:db8::/32, 203.0.113.7)";
     let cases = [
         (json!(["a.test", "exa mple.com"]), 1, "exa mple.com"),
         (json!(["10.0.0.0/33"]), 0, "10.0.0.0/33"),
@@ -1664,6 +1706,8 @@ async fn a_bad_allow_list_entry_gets_one_clear_error_at_the_api_edge() {
         (json!(["https://a.test/"]), 0, "https://a.test/"),
         (json!(["*.*.a.test"]), 0, "*.*.a.test"),
         (json!(["fe80::/129"]), 0, "fe80::/129"),
+        (json!(["a.test:0"]), 0, "a.test:0"),
+        (json!(["203.0.113.7:80"]), 0, "203.0.113.7:80"),
     ];
     let check = |b: &serde_json::Value, index: usize, entry: &str| {
         assert_eq!(b["code"], "VALIDATION_FAILED", "{b}");
