@@ -1,6 +1,6 @@
 //! A sandbox's network policy, parsed once. [`NetworkPolicy`] is the wire form (an allow-list of
-//! strings); [`EgressPolicy`] is the same policy after parsing: every entry a [`HostPattern`] or a
-//! CIDR. The server parses a request's policy into it at the API edge and hands the typed value
+//! strings); [`EgressPolicy`] is the same policy after parsing: every entry a [`HostPattern`]
+//! with an optional port, or a CIDR. The server parses a request's policy into it at the API edge and hands the typed value
 //! to the egress proxy and to the driver's `full`-mode firewall, neither of which parses text.
 //! It (de)serializes as the wire form, so stored policies read back already typed.
 
