@@ -17,7 +17,8 @@ pub fn no_network() -> NetworkPolicy {
     NetworkPolicy::default()
 }
 
-/// Only these domain patterns (`example.com`, `*.example.com`) and CIDRs (`10.1.0.0/16`),
+/// Only these domain patterns (`example.com`, `*.example.com`, `example.com:443` for one port)
+/// and CIDRs (`10.1.0.0/16`),
 /// through sandpit's egress proxy. CIDRs open private ranges only when the admin key sets the
 /// policy; loopback, link-local/metadata and the operator's blocks never open.
 pub fn allowlist<S: Into<String>>(allow: impl IntoIterator<Item = S>) -> NetworkPolicy {

@@ -149,8 +149,8 @@ pub enum NetworkMode {
     None,
     /// Only the hosts and CIDRs in `allow`, through sandpit's egress proxy.
     Allowlist,
-    /// Direct user-mode networking; host loopback, private, link-local and metadata addresses
-    /// stay blocked unless a CIDR in `allow` names them.
+    /// Direct user-mode networking; host loopback, link-local and metadata addresses stay
+    /// blocked, private ranges open only for CIDRs the operator granted.
     Full,
 }
 
@@ -177,8 +177,8 @@ impl NetworkMode {
 pub struct NetworkPolicy {
     #[serde(default)]
     pub mode: NetworkMode,
-    /// Domain patterns ("example.com", "*.example.com") and CIDRs ("10.1.0.0/16",
-    /// "203.0.113.7/32").
+    /// Domain patterns with an optional port ("example.com", "*.example.com",
+    /// "example.com:443") and CIDRs ("10.1.0.0/16", "203.0.113.7/32").
     #[serde(default)]
     pub allow: Vec<String>,
 }
@@ -209,7 +209,8 @@ pub struct EgressLogEntry {
     pub kind: String,
     pub decision: EgressDecision,
     /// The rule that refused (`allow-list`, `always-blocked`, `operator-block`,
-    /// `operator-only`, `host-address`, `network-none`, `allow-list-address`).
+    /// `operator-only`, `host-address`, `network-none`, `allow-list-address`,
+    /// `allow-list-port`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rule: Option<String>,
     /// Why it was refused or failed, as the program inside was told.

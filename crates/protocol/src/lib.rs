@@ -6,6 +6,8 @@
 //! * [`control`]: the control-plane API (`/v1/sandboxes`).
 //! * [`netrange`]: the address ranges sandboxes never reach on their own (egress proxy and
 //!   `full`-mode firewall alike).
+//! * [`netpolicy`]: a network policy parsed once ([`netpolicy::EgressPolicy`]), what the egress
+//!   proxy and the `full`-mode firewall enforce.
 //! * [`quota`]: per-sandbox caps and per-tenant quotas.
 //! * [`throttle`]: the rate limit on log lines a sandbox can trigger (agent and server).
 //!
@@ -14,6 +16,7 @@
 pub mod container;
 pub mod control;
 pub mod error;
+pub mod netpolicy;
 pub mod netrange;
 pub mod quota;
 pub mod throttle;

@@ -14,7 +14,8 @@ pub mod usage;
 
 use std::path::PathBuf;
 
-use sandpit_protocol::control::{Limits, NetworkPolicy};
+use sandpit_protocol::control::Limits;
+use sandpit_protocol::netpolicy::EgressPolicy;
 
 /// Everything a driver needs to start one sandbox.
 #[derive(Debug, Clone)]
@@ -32,7 +33,7 @@ pub struct SandboxSpec {
     /// Drop the writable layer when the sandbox stops.
     pub ephemeral: bool,
     /// Network policy at start (`full` gets user-mode networking before `start` returns).
-    pub network: NetworkPolicy,
+    pub network: EgressPolicy,
 }
 
 /// A started sandbox.
@@ -116,7 +117,7 @@ pub trait Driver: Send + Sync + 'static {
     /// Applies a network policy to a running sandbox (`full` starts user-mode networking,
     /// `none`/`allowlist` stop it; the allowlist itself is the egress proxy's job). Drivers
     /// without direct networking ignore it.
-    async fn set_network(&self, _id: &str, _policy: &NetworkPolicy) -> Result<(), DriverError> {
+    async fn set_network(&self, _id: &str, _policy: &EgressPolicy) -> Result<(), DriverError> {
         Ok(())
     }
 

@@ -26,7 +26,8 @@ use tokio::sync::watch;
 
 use crate::slirp::Slirp;
 use crate::{Driver, DriverError, ResourceUsage, SandboxSpec, Started, agent_log, network, usage};
-use sandpit_protocol::control::{Limits, NetworkMode, NetworkPolicy};
+use sandpit_protocol::control::{Limits, NetworkMode};
+use sandpit_protocol::netpolicy::EgressPolicy;
 
 /// Longest usable `sun_path` (108 bytes including the terminating NUL).
 const MAX_SOCKET_PATH: usize = 107;
@@ -745,7 +746,7 @@ impl LocalDriver {
         &self,
         id: &str,
         pid: u32,
-        policy: &NetworkPolicy,
+        policy: &EgressPolicy,
     ) -> Result<(), DriverError> {
         if policy.mode != NetworkMode::Full {
             let slirp = self.slirps.lock().ok().and_then(|mut m| m.remove(id));
@@ -755,7 +756,7 @@ impl LocalDriver {
             return Ok(());
         }
         let script = network::nft_script(
-            &network::allowed_cidrs(policy),
+            &network::allowed_v4(policy),
             &network::host_addresses(),
             &self.config.operator,
         );
@@ -1036,7 +1037,7 @@ impl Driver for LocalDriver {
         })
     }
 
-    async fn set_network(&self, id: &str, policy: &NetworkPolicy) -> Result<(), DriverError> {
+    async fn set_network(&self, id: &str, policy: &EgressPolicy) -> Result<(), DriverError> {
         validate_id(id)?;
         match self.pid(id) {
             Some(pid) => self.apply_network(id, pid, policy).await,

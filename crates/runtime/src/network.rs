@@ -18,8 +18,9 @@
 
 use std::net::{IpAddr, Ipv4Addr};
 
-use sandpit_protocol::control::NetworkPolicy;
-use sandpit_protocol::netrange::{RESERVED_RANGES, RangeClass};
+use ipnet::{IpNet, Ipv4Net};
+use sandpit_protocol::netpolicy::EgressPolicy;
+use sandpit_protocol::netrange::{self, RangeClass};
 
 /// The tap device slirp4netns creates inside the sandbox.
 pub const TAP_DEVICE: &str = "tap0";
@@ -30,87 +31,49 @@ pub const SLIRP_DNS: Ipv4Addr = Ipv4Addr::new(10, 0, 2, 3);
 /// What sandboxes get as `/etc/resolv.conf`.
 pub const RESOLV_CONF: &str = "nameserver 10.0.2.3\n";
 
-/// The IPv4 reserved ranges of one class.
-fn reserved_v4(class: RangeClass) -> impl Iterator<Item = Cidr4> {
-    RESERVED_RANGES
-        .iter()
-        .filter(move |r| r.class == class)
-        .filter_map(|r| Cidr4::parse(r.cidr))
+/// The IPv4 members of `nets` (IPv6 is refused outright in `full` mode).
+fn v4(nets: impl IntoIterator<Item = IpNet>) -> impl Iterator<Item = Ipv4Net> {
+    nets.into_iter().filter_map(|net| match net {
+        IpNet::V4(v4) => Some(v4),
+        IpNet::V6(_) => None,
+    })
 }
 
-/// The operator's ranges (server config), as CIDR strings; IPv6 entries are ignored here.
+/// The IPv4 reserved ranges of one class.
+fn reserved_v4(class: RangeClass) -> impl Iterator<Item = Ipv4Net> {
+    v4(netrange::ranges(class).map(|(net, _)| net))
+}
+
+/// The operator's ranges (server config); IPv6 entries are ignored here.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct OperatorRanges {
     /// `--egress-block`: refused whatever the policy.
-    pub blocked: Vec<String>,
+    pub blocked: Vec<IpNet>,
     /// `--egress-private`: refused unless an operator-granted CIDR allows them.
-    pub private: Vec<String>,
-}
-
-fn parse_all(list: &[String]) -> impl Iterator<Item = Cidr4> + '_ {
-    list.iter().filter_map(|s| Cidr4::parse(s))
+    pub private: Vec<IpNet>,
 }
 
 /// Refused even when the policy names them: the always-blocked ranges (this host's loopback,
 /// link-local with cloud metadata, multicast, reserved, broadcast), slirp's gateway (the host),
 /// and the operator's blocks.
-pub fn deny_v4(operator: &OperatorRanges) -> Vec<Cidr4> {
+pub fn deny_v4(operator: &OperatorRanges) -> Vec<Ipv4Net> {
     reserved_v4(RangeClass::AlwaysBlocked)
-        .chain(std::iter::once(Cidr4 {
-            addr: SLIRP_GATEWAY,
-            prefix: 32,
-        }))
-        .chain(parse_all(&operator.blocked))
+        .chain(std::iter::once(Ipv4Net::from(SLIRP_GATEWAY)))
+        .chain(v4(operator.blocked.iter().copied()))
         .collect()
 }
 
 /// Refused unless an operator-granted CIDR allows them: private, CGNAT, benchmarking,
 /// documentation and other special-purpose ranges, and the operator's declared private ones.
-pub fn block_v4(operator: &OperatorRanges) -> Vec<Cidr4> {
+pub fn block_v4(operator: &OperatorRanges) -> Vec<Ipv4Net> {
     reserved_v4(RangeClass::OperatorOnly)
-        .chain(parse_all(&operator.private))
+        .chain(v4(operator.private.iter().copied()))
         .collect()
 }
 
-/// An IPv4 network with its host bits cleared.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Cidr4 {
-    pub addr: Ipv4Addr,
-    pub prefix: u8,
-}
-
-impl Cidr4 {
-    /// `a.b.c.d/n` or a bare address; `None` for anything else (domains, IPv6).
-    pub fn parse(s: &str) -> Option<Self> {
-        let (addr, prefix) = match s.trim().split_once('/') {
-            Some((a, p)) => (a, p.parse::<u8>().ok()?),
-            None => (s.trim(), 32),
-        };
-        let addr: Ipv4Addr = addr.parse().ok()?;
-        if prefix > 32 {
-            return None;
-        }
-        let mask = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
-        Some(Self {
-            addr: Ipv4Addr::from(u32::from(addr) & mask),
-            prefix,
-        })
-    }
-}
-
-impl std::fmt::Display for Cidr4 {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{}", self.addr, self.prefix)
-    }
-}
-
-/// The IPv4 CIDRs of a policy's allow list (domain patterns and IPv6 are not for this layer).
-pub fn allowed_cidrs(policy: &NetworkPolicy) -> Vec<Cidr4> {
-    policy
-        .allow
-        .iter()
-        .filter_map(|entry| Cidr4::parse(entry))
-        .collect()
+/// The IPv4 CIDRs of a policy's allow-list (host patterns and IPv6 are not for this layer).
+pub fn allowed_v4(policy: &EgressPolicy) -> Vec<Ipv4Net> {
+    v4(policy.cidrs()).collect()
 }
 
 /// IPv4 addresses of this host's interfaces (from `/proc/net/fib_trie`, which lists each local
@@ -158,11 +121,12 @@ fn table(family: &str, head: &str, sets: &str, rules: &[String]) -> String {
 }
 
 /// The nft script (`nft -f -`) for a `full` sandbox: atomically replaces both tables.
-pub fn nft_script(allow: &[Cidr4], host: &[Ipv4Addr], operator: &OperatorRanges) -> String {
-    let mut deny: Vec<String> = deny_v4(operator).iter().map(Cidr4::to_string).collect();
+pub fn nft_script(allow: &[Ipv4Net], host: &[Ipv4Addr], operator: &OperatorRanges) -> String {
+    let strings = |nets: &[Ipv4Net]| nets.iter().map(Ipv4Net::to_string).collect::<Vec<_>>();
+    let mut deny = strings(&deny_v4(operator));
     deny.extend(host.iter().map(|a| a.to_string()));
-    let allow: Vec<String> = allow.iter().map(Cidr4::to_string).collect();
-    let block: Vec<String> = block_v4(operator).iter().map(Cidr4::to_string).collect();
+    let allow = strings(allow);
+    let block = strings(&block_v4(operator));
     let sets = format!(
         "{}{}{}",
         set("deny", &deny),
@@ -210,17 +174,15 @@ pub fn nft_script(allow: &[Cidr4], host: &[Ipv4Addr], operator: &OperatorRanges)
 /// documentation and tests).
 pub fn reachable(
     addr: IpAddr,
-    allow: &[Cidr4],
+    allow: &[Ipv4Net],
     host: &[Ipv4Addr],
     operator: &OperatorRanges,
 ) -> bool {
+    // An IPv4-mapped IPv6 address is refused with the rest of IPv6 (the `ipv6` rule).
     let IpAddr::V4(v4) = addr else {
         return false;
     };
-    let within = |c: &Cidr4| {
-        let mask = u32::MAX.checked_shl(32 - u32::from(c.prefix)).unwrap_or(0);
-        u32::from(v4) & mask == u32::from(c.addr)
-    };
+    let within = |net: &Ipv4Net| net.contains(&v4);
     if host.contains(&v4) || deny_v4(operator).iter().any(within) {
         return false;
     }
@@ -233,42 +195,37 @@ pub fn reachable(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sandpit_protocol::control::NetworkMode;
+    use sandpit_protocol::control::{NetworkMode, NetworkPolicy};
+
+    fn net(s: &str) -> Ipv4Net {
+        s.parse().unwrap()
+    }
+
+    fn nets(list: &[&str]) -> Vec<IpNet> {
+        list.iter().map(|s| s.parse().unwrap()).collect()
+    }
 
     #[test]
-    fn cidrs_parse_and_mask() {
-        assert_eq!(
-            Cidr4::parse("10.1.2.3/16").unwrap().to_string(),
-            "10.1.0.0/16"
-        );
-        assert_eq!(Cidr4::parse("10.1.2.3").unwrap().to_string(), "10.1.2.3/32");
-        assert_eq!(Cidr4::parse("0.0.0.0/0").unwrap().to_string(), "0.0.0.0/0");
-        for bad in [
-            "example.com",
-            "*.example.com",
-            "10.0.0.0/33",
-            "::1/128",
-            "10.0.0/8",
-        ] {
-            assert!(Cidr4::parse(bad).is_none(), "{bad}");
-        }
-        let policy = NetworkPolicy {
+    fn only_the_policys_ipv4_cidrs_reach_the_rules() {
+        let policy = EgressPolicy::try_from(NetworkPolicy {
             mode: NetworkMode::Full,
-            allow: vec!["api.example.com".into(), "10.9.0.0/30".into()],
-        };
-        assert_eq!(
-            allowed_cidrs(&policy),
-            vec![Cidr4::parse("10.9.0.0/30").unwrap()]
-        );
+            allow: vec![
+                "api.example.com".into(),
+                "10.9.0.1/30".into(),
+                "2001:db8::/32".into(),
+            ],
+        })
+        .unwrap();
+        assert_eq!(allowed_v4(&policy), vec![net("10.9.0.0/30")]);
     }
 
     #[test]
     fn decisions() {
         let host = [Ipv4Addr::new(10, 9, 0, 1), Ipv4Addr::new(198, 51, 100, 7)];
-        let allow = [Cidr4::parse("10.9.0.0/30").unwrap()];
+        let allow = [net("10.9.0.0/30")];
         let operator = OperatorRanges {
-            blocked: vec!["8.8.4.0/24".into(), "2001:db8::/32".into()],
-            private: vec!["9.9.9.0/24".into()],
+            blocked: nets(&["8.8.4.0/24", "2001:db8::/32"]),
+            private: nets(&["9.9.9.0/24"]),
         };
         let ok = |a: &str| reachable(a.parse().unwrap(), &allow, &host, &operator);
         assert!(ok("10.9.0.2"), "allowed CIDR");
@@ -287,7 +244,7 @@ mod tests {
         assert!(!ok("203.0.113.9"), "documentation");
         assert!(!ok("::1"));
         // Always-blocked ranges stay closed even inside an allowed CIDR.
-        let everything = [Cidr4::parse("0.0.0.0/0").unwrap()];
+        let everything = [net("0.0.0.0/0")];
         let ok_all = |a: &str| reachable(a.parse().unwrap(), &everything, &host, &operator);
         assert!(ok_all("10.1.1.1") && ok_all("192.168.1.1") && ok_all("9.9.9.9"));
         for never in [
@@ -304,11 +261,11 @@ mod tests {
     #[test]
     fn script_shape() {
         let script = nft_script(
-            &[Cidr4::parse("10.9.0.0/30").unwrap()],
+            &[net("10.9.0.0/30")],
             &[Ipv4Addr::new(192, 0, 2, 10)],
             &OperatorRanges {
-                blocked: vec!["8.8.4.0/24".into()],
-                private: vec!["9.9.9.0/24".into()],
+                blocked: nets(&["8.8.4.0/24"]),
+                private: nets(&["9.9.9.0/24"]),
             },
         );
         assert!(script.contains("9.9.9.0/24"));

@@ -287,6 +287,10 @@ impl Server {
             egress::Egress::new(&egress::EgressConfig {
                 resolve: config.egress_resolve.clone(),
                 blocked: config.egress_blocked.clone(),
+                host: sandpit_runtime::network::host_addresses()
+                    .into_iter()
+                    .map(std::net::IpAddr::V4)
+                    .collect(),
                 private: config.egress_private.clone(),
                 unblocked: config.egress_unblocked.clone(),
                 grants: config.egress_grants.clone(),
@@ -454,10 +458,9 @@ fn local_driver(config: &ServeConfig) -> anyhow::Result<Arc<dyn Driver>> {
     let mut driver_config =
         sandpit_runtime::local::LocalDriverConfig::new(data_dir, config.agent_bin.clone());
     // The operator's blocks and private ranges hold in `full` mode too (its firewall).
-    let strings = |nets: &[ipnet::IpNet]| nets.iter().map(|n| n.to_string()).collect();
     driver_config.operator = sandpit_runtime::network::OperatorRanges {
-        blocked: strings(&config.egress_blocked),
-        private: strings(&config.egress_private),
+        blocked: config.egress_blocked.clone(),
+        private: config.egress_private.clone(),
     };
     let driver = sandpit_runtime::local::LocalDriver::with_config(driver_config)
         .context("setting up the local sandbox driver")?;

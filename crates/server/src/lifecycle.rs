@@ -704,7 +704,10 @@ impl Manager {
                 .map_err(|e| {
                     ApiError::new(
                         ErrorCode::SandboxStartFailed,
-                        format!("sandbox failed to start: egress proxy: {e}"),
+                        format!(
+                            "sandbox failed to start: egress proxy: {}",
+                            egress::error_chain(&e)
+                        ),
                     )
                     .context("sandboxId", entry.id.as_str())
                 })?;
@@ -1006,7 +1009,7 @@ impl Manager {
         };
         self.egress
             .update(&entry.tenant, &entry.internal, &network)
-            .map_err(|e| ApiError::validation(e.to_string()))?;
+            .map_err(|e| ApiError::internal(egress::error_chain(&e)))?;
         if policy_changed {
             self.driver
                 .set_network(

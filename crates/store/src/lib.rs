@@ -12,7 +12,8 @@ mod sqlite;
 use std::collections::BTreeMap;
 
 use sandpit_protocol::container::ProcessInfo;
-use sandpit_protocol::control::{Limits, NetworkPolicy, SandboxState};
+use sandpit_protocol::control::{Limits, SandboxState};
+use sandpit_protocol::netpolicy::EgressPolicy;
 use sandpit_protocol::quota::TenantQuota;
 
 pub use crypto::{DataKey, DecryptError, KeyError};
@@ -146,7 +147,8 @@ pub struct StoredSecret {
 /// The egress state of a sandbox: policy, secrets and its interception CA (PEM).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SandboxNetwork {
-    pub policy: NetworkPolicy,
+    /// Stored in its wire form; reading it back parses it (checked when it was set).
+    pub policy: EgressPolicy,
     pub secrets: Vec<StoredSecret>,
     /// `(certificate, private key)`, PEM; made on first start.
     pub ca: Option<(String, String)>,

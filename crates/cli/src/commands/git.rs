@@ -62,7 +62,7 @@ async fn explain_refusal(
     let reason = entry.reason.as_deref().unwrap_or("refused");
     let fix = match rule {
         // Rules the sandbox's own policy decides.
-        "network-none" | "allow-list" | "allow-list-address" => format!(
+        "network-none" | "allow-list" | "allow-list-address" | "allow-list-port" => format!(
             "allow it with `{}`",
             allow_command(id, &info.network, &host)
         ),

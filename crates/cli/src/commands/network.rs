@@ -18,7 +18,8 @@ pub struct CreateNetworkFlags {
     /// Outbound network: none (loopback only, the default), allowlist or full.
     #[arg(long = "network", value_name = "MODE", value_parser = parse_mode)]
     pub mode: Option<NetworkMode>,
-    /// Domain pattern (example.com, *.example.com) or CIDR the sandbox may reach
+    /// Domain pattern with an optional port (example.com, *.example.com, example.com:443) or
+    /// CIDR the sandbox may reach
     /// (repeatable; implies --network allowlist).
     #[arg(long = "allow", value_name = "PATTERN")]
     pub allow: Vec<String>,

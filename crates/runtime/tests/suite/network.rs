@@ -10,7 +10,8 @@ use std::process::Command;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use sandpit_protocol::control::{NetworkMode, NetworkPolicy};
+use sandpit_protocol::control::NetworkMode;
+use sandpit_protocol::netpolicy::EgressPolicy;
 use sandpit_runtime::Driver;
 use sandpit_runtime::testnet::{
     TestNet, connect_command as connect_cmd, count_accepts, python_command as python,
@@ -159,11 +160,9 @@ except OSError:
     python(&script)
 }
 
-fn policy(mode: NetworkMode, allow: &[String]) -> NetworkPolicy {
-    NetworkPolicy {
-        mode,
-        allow: allow.to_vec(),
-    }
+fn policy(mode: NetworkMode, allow: &[String]) -> EgressPolicy {
+    let allow = allow.iter().map(|entry| entry.parse().unwrap()).collect();
+    EgressPolicy::new(mode, allow)
 }
 
 /// Changes a running sandbox's policy, which must succeed.

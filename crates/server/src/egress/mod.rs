@@ -1,174 +1,46 @@
-//! The egress proxy: each running sandbox gets an HTTP proxy on `<run dir>/egress.sock` (the
-//! agent inside bridges `127.0.0.1:3128` to it), deciding by the sandbox's network policy under
-//! the operator's address blocks, and injecting the sandbox's secrets into requests to the
-//! hosts they are bound to (HTTPS through TLS interception with a per-sandbox CA that only that
-//! sandbox trusts). Every decision goes to the sandbox's bounded egress log.
-//!
-//! * [`blocks`]: the operator's address blocks above every policy;
-//! * [`decision`]: typed denials and the answers programs inside get;
-//! * [`log`]: the per-sandbox egress log and byte counting;
-//! * `policy`: a sandbox's compiled allow-list and secrets; `proxy`: the HTTP proxy;
-//!   [`state`]: the stored egress state; `tls`: interception.
+//! The server's side of the egress proxy (the `sandpit-egress` crate does the proxying): which
+//! sandbox gets which proxy, fed from its stored state ([`Egress`]), that state as the
+//! lifecycle loads and changes it ([`state`]), and secrets as the API takes and shows them.
 
-pub mod blocks;
-pub mod decision;
-pub mod log;
-mod policy;
-mod proxy;
 pub mod state;
-mod tls;
 
-use std::collections::{BTreeMap, HashMap};
-use std::net::IpAddr;
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, RwLock};
+use std::collections::BTreeMap;
+use std::path::Path;
 
-pub use ipnet::IpNet;
-use rustls::ClientConfig;
-use sandpit_protocol::control::{EgressLogPage, NetworkPolicy, SecretInfo, SecretSpec};
-use sandpit_protocol::throttle::Throttle;
+use sandpit_egress::SandboxPolicy;
+use sandpit_protocol::control::{EgressLogPage, SecretInfo, SecretSpec};
+use sandpit_protocol::netpolicy::EgressPolicy;
 use sandpit_store::{SandboxNetwork, StoredSecret};
-use tokio_util::sync::CancellationToken;
 
-pub use blocks::AddressBlocks;
-pub use policy::{DomainPattern, Rules, parse_cidr, validate_policy};
-pub use tls::{HOST_CA_BUNDLE, TlsError, generate_ca};
+pub use sandpit_egress::{
+    DEFAULT_MAX_CONNECTIONS_PER_SANDBOX, DEFAULT_MAX_CONNECTIONS_PER_TENANT, EgressConfig,
+    EgressError, IpNet, Secret, SecretError, generate_ca,
+};
+pub use sandpit_protocol::netpolicy::parse_cidr;
 
-use log::EgressLog;
-use proxy::SandboxProxy;
-use tls::SandboxCa;
-
-/// The socket's name in the run dir.
-pub const SOCKET_NAME: &str = "egress.sock";
-/// The sandbox CA's certificate in the run dir.
-pub const CA_NAME: &str = "ca.crt";
-/// The image's CA bundle plus the sandbox CA, in the run dir.
-pub const BUNDLE_NAME: &str = "ca-bundle.crt";
-/// Where images keep their CA bundle (Debian layout).
-const IMAGE_CA_BUNDLE: &str = "etc/ssl/certs/ca-certificates.crt";
-
-/// Operator settings of the egress proxy.
-#[derive(Debug, Clone)]
-pub struct EgressConfig {
-    /// Names resolved without DNS (tests: "api.example.test" → 127.0.0.1).
-    pub resolve: BTreeMap<String, IpAddr>,
-    /// The operator's blocks (`--egress-block`): never connected to, whatever a policy says.
-    pub blocked: Vec<IpNet>,
-    /// Ranges the operator declares private (grant-only) besides the built-in ones.
-    pub private: Vec<IpNet>,
-    /// Ranges taken out of the built-in reserved classes (tests reach loopback servers so).
-    pub unblocked: Vec<IpNet>,
-    /// Private ranges the operator grants to every sandbox of a tenant, by tenant.
-    pub grants: BTreeMap<String, Vec<IpNet>>,
-    /// PEM files trusted for upstream TLS besides the host's CA bundle.
-    pub extra_roots: Vec<PathBuf>,
-    /// Most connections one sandbox keeps open through its proxy (each holds host fds).
-    pub max_connections_per_sandbox: usize,
-    /// Most connections all sandboxes of one tenant keep open together.
-    pub max_connections_per_tenant: usize,
-}
-
-/// Default of [`EgressConfig::max_connections_per_sandbox`].
-pub const DEFAULT_MAX_CONNECTIONS_PER_SANDBOX: usize = 256;
-/// Default of [`EgressConfig::max_connections_per_tenant`]: with up to two fds per connection
-/// (sandbox side, upstream) a tenant pins at most ~2048 of the server's descriptors.
-pub const DEFAULT_MAX_CONNECTIONS_PER_TENANT: usize = 1024;
-
-impl Default for EgressConfig {
-    fn default() -> Self {
-        EgressConfig {
-            resolve: BTreeMap::new(),
-            blocked: Vec::new(),
-            private: Vec::new(),
-            unblocked: Vec::new(),
-            grants: BTreeMap::new(),
-            extra_roots: Vec::new(),
-            max_connections_per_sandbox: DEFAULT_MAX_CONNECTIONS_PER_SANDBOX,
-            max_connections_per_tenant: DEFAULT_MAX_CONNECTIONS_PER_TENANT,
-        }
-    }
-}
-
-/// Errors of attaching a sandbox's proxy.
+/// Why a sandbox's proxy could not be attached.
 #[derive(Debug, thiserror::Error)]
-pub enum EgressError {
-    #[error("{0}")]
-    Invalid(String),
+pub enum AttachError {
+    /// Secrets are checked when they are set; a stored one that fails is a broken store.
+    #[error("stored secret")]
+    Secret(#[source] SecretError),
     #[error(transparent)]
-    Tls(#[from] TlsError),
-    #[error("{what} {path}: {source}")]
-    Io {
-        what: &'static str,
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    Proxy(#[from] EgressError),
 }
 
-/// What every sandbox's proxy shares.
-pub(crate) struct Shared {
-    pub resolve: HashMap<String, IpAddr>,
-    pub blocks: AddressBlocks,
-    pub upstream_tls: Arc<ClientConfig>,
-}
-
-/// The proxies of the running sandboxes and the egress logs of all, by internal id.
+/// The egress proxies of this server's sandboxes, by internal id.
 pub struct Egress {
-    shared: Arc<Shared>,
-    /// The operator's per-tenant grants of private ranges.
-    grants: BTreeMap<String, Vec<IpNet>>,
-    proxies: Mutex<HashMap<String, Arc<SandboxProxy>>>,
-    /// Kept while a sandbox sleeps; dropped when it is destroyed ([`Egress::forget`]).
-    logs: Mutex<HashMap<String, Arc<EgressLog>>>,
-    max_per_sandbox: usize,
-    max_per_tenant: usize,
-    /// Open-connection slots of each tenant, shared by its sandboxes' proxies (kept for the
-    /// server's life: one small entry per tenant that ever ran a sandbox).
-    tenant_slots: Mutex<HashMap<String, Arc<tokio::sync::Semaphore>>>,
+    proxies: sandpit_egress::Egress,
 }
 
 impl Egress {
     pub fn new(config: &EgressConfig) -> Result<Self, EgressError> {
-        let resolve = config
-            .resolve
-            .iter()
-            .map(|(name, ip)| (policy::normalize_host(name), *ip))
-            .collect();
-        let host = sandpit_runtime::network::host_addresses()
-            .into_iter()
-            .map(IpAddr::V4)
-            .collect();
         Ok(Egress {
-            shared: Arc::new(Shared {
-                resolve,
-                blocks: AddressBlocks::new(
-                    config.blocked.clone(),
-                    host,
-                    config.private.clone(),
-                    config.unblocked.clone(),
-                ),
-                upstream_tls: tls::upstream_config(&config.extra_roots)?,
-            }),
-            grants: config.grants.clone(),
-            proxies: Mutex::default(),
-            logs: Mutex::default(),
-            max_per_sandbox: config.max_connections_per_sandbox,
-            max_per_tenant: config.max_connections_per_tenant,
-            tenant_slots: Mutex::default(),
+            proxies: sandpit_egress::Egress::new(config)?,
         })
     }
 
-    fn tenant_slots(&self, tenant: &str) -> Arc<tokio::sync::Semaphore> {
-        let mut slots = self.tenant_slots.lock().unwrap_or_else(|p| p.into_inner());
-        slots
-            .entry(tenant.to_owned())
-            .or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(self.max_per_tenant)))
-            .clone()
-    }
-
-    /// Starts the proxy of sandbox `internal` of `tenant`: `egress.sock` (0666), `ca.crt` and
-    /// `ca-bundle.crt` in `run_dir`. Replaces a proxy left from an earlier run.
+    /// Starts the proxy of sandbox `internal` of `tenant` in `run_dir` with its stored state.
     pub fn attach(
         &self,
         tenant: &str,
@@ -176,147 +48,81 @@ impl Egress {
         run_dir: &Path,
         image_rootfs: &Path,
         network: &SandboxNetwork,
-    ) -> Result<(), EgressError> {
-        self.detach(internal);
-        let rules = self.compile(tenant, network)?;
-        let ca = match &network.ca {
-            Some((cert, key)) => Some(Arc::new(SandboxCa::load(internal, cert, key)?)),
-            None => None,
-        };
-        let io = |what, path: &Path| {
-            let path = path.to_owned();
-            move |source| EgressError::Io { what, path, source }
-        };
-        std::fs::create_dir_all(run_dir).map_err(io("creating", run_dir))?;
-        if let Some(ca) = &ca {
-            let ca_file = run_dir.join(CA_NAME);
-            std::fs::write(&ca_file, &ca.cert_pem).map_err(io("writing", &ca_file))?;
-            let mut bundle = std::fs::read(image_rootfs.join(IMAGE_CA_BUNDLE)).unwrap_or_default();
-            if !bundle.is_empty() && !bundle.ends_with(b"\n") {
-                bundle.push(b'\n');
-            }
-            bundle.extend_from_slice(ca.cert_pem.as_bytes());
-            let bundle_file = run_dir.join(BUNDLE_NAME);
-            std::fs::write(&bundle_file, bundle).map_err(io("writing", &bundle_file))?;
-        }
-        let socket = run_dir.join(SOCKET_NAME);
-        match std::fs::remove_file(&socket) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(io("removing", &socket)(e)),
-        }
-        let listener = bind_in(run_dir, SOCKET_NAME).map_err(io("binding", &socket))?;
-        // Sandbox users are unprivileged uids of their own range: anyone may connect.
-        std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o666))
-            .map_err(io("chmod", &socket))?;
-        let proxy = Arc::new(SandboxProxy {
-            sandbox: internal.to_owned(),
-            shared: self.shared.clone(),
-            rules: RwLock::new(Arc::new(rules)),
-            ca,
-            log: self.log_of(internal),
-            cancel: CancellationToken::new(),
-            connections: Arc::new(tokio::sync::Semaphore::new(self.max_per_sandbox)),
-            tenant_connections: self.tenant_slots(tenant),
-            log_throttle: Throttle::default(),
-        });
-        tokio::spawn(proxy.clone().serve(listener));
-        self.lock().insert(internal.to_owned(), proxy);
+    ) -> Result<(), AttachError> {
+        let sandbox = sandbox_policy(network).map_err(AttachError::Secret)?;
+        let ca = network
+            .ca
+            .as_ref()
+            .map(|(cert, key)| (cert.as_str(), key.as_str()));
+        self.proxies
+            .attach(tenant, internal, run_dir, image_rootfs, &sandbox, ca)?;
         Ok(())
     }
 
-    /// Stops the proxy of a sandbox and ends its connections.
-    pub fn detach(&self, internal: &str) {
-        if let Some(proxy) = self.lock().remove(internal) {
-            proxy.cancel.cancel();
-            proxy.report_suppressed();
-        }
-    }
-
-    /// Applies a changed policy or secrets to a running sandbox's proxy (no-op when none runs).
+    /// Applies changed stored state to a running sandbox's proxy (no-op when none runs).
     pub fn update(
         &self,
         tenant: &str,
         internal: &str,
         network: &SandboxNetwork,
-    ) -> Result<(), EgressError> {
-        let rules = self.compile(tenant, network)?;
-        if let Some(proxy) = self.lock().get(internal) {
-            *proxy.rules.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(rules);
-        }
+    ) -> Result<(), SecretError> {
+        let sandbox = sandbox_policy(network)?;
+        self.proxies.update(tenant, internal, &sandbox);
         Ok(())
+    }
+
+    /// The policy the driver enforces in `full` mode (only operator-granted CIDRs).
+    pub fn driver_policy(&self, tenant: &str, network: &SandboxNetwork) -> EgressPolicy {
+        let sandbox = SandboxPolicy {
+            policy: network.policy.clone(),
+            operator_policy: network.operator_policy,
+            secrets: Vec::new(),
+        };
+        self.proxies.driver_policy(tenant, &sandbox)
+    }
+
+    /// Stops the proxy of a sandbox and ends its connections.
+    pub fn detach(&self, internal: &str) {
+        self.proxies.detach(internal);
     }
 
     /// The egress log of a sandbox (empty when it never used its proxy).
     pub fn log_page(&self, internal: &str) -> EgressLogPage {
-        self.logs()
-            .get(internal)
-            .map(|log| log.page())
-            .unwrap_or_default()
+        self.proxies.log_page(internal)
     }
 
-    /// `(up, down)` bytes through a sandbox's proxy since the server started (zeros when it
-    /// never used it).
+    /// `(up, down)` bytes through a sandbox's proxy since the server started.
     pub fn byte_totals(&self, internal: &str) -> (u64, u64) {
-        self.logs()
-            .get(internal)
-            .map(|log| log.totals())
-            .unwrap_or_default()
+        self.proxies.byte_totals(internal)
     }
 
     /// Drops the egress log of a destroyed sandbox.
     pub fn forget(&self, internal: &str) {
-        self.logs().remove(internal);
-    }
-
-    fn log_of(&self, internal: &str) -> Arc<EgressLog> {
-        self.logs().entry(internal.to_owned()).or_default().clone()
-    }
-
-    fn logs(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<EgressLog>>> {
-        self.logs.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<SandboxProxy>>> {
-        self.proxies.lock().unwrap_or_else(|p| p.into_inner())
+        self.proxies.forget(internal);
     }
 }
 
-/// The CIDRs that may open private ranges for a sandbox: its policy's CIDRs when the operator
-/// set it (admin key), and the operator's grants to its tenant.
-fn granted(
-    grants: &BTreeMap<String, Vec<IpNet>>,
-    tenant: &str,
-    network: &SandboxNetwork,
-) -> Vec<IpNet> {
-    let own = network
-        .policy
-        .allow
-        .iter()
-        .filter(|_| network.operator_policy)
-        .filter_map(|entry| parse_cidr(entry));
-    own.chain(grants.get(tenant).into_iter().flatten().copied())
-        .collect()
+/// What the proxy enforces for a sandbox, from its stored state.
+fn sandbox_policy(network: &SandboxNetwork) -> Result<SandboxPolicy, SecretError> {
+    Ok(SandboxPolicy {
+        policy: network.policy.clone(),
+        operator_policy: network.operator_policy,
+        secrets: network
+            .secrets
+            .iter()
+            .map(compile_secret)
+            .collect::<Result<_, _>>()?,
+    })
 }
 
-impl Egress {
-    fn compile(&self, tenant: &str, network: &SandboxNetwork) -> Result<Rules, EgressError> {
-        let granted = granted(&self.grants, tenant, network);
-        Rules::compile(&network.policy, &network.secrets, granted).map_err(EgressError::Invalid)
-    }
-
-    /// The policy the driver enforces in `full` mode: its allow set opens only the private
-    /// ranges the operator granted (a tenant's CIDRs grant nothing: public addresses are open
-    /// in `full` mode anyway, and always-blocked ranges are refused before the allow set).
-    pub fn driver_policy(&self, tenant: &str, network: &SandboxNetwork) -> NetworkPolicy {
-        NetworkPolicy {
-            mode: network.policy.mode,
-            allow: granted(&self.grants, tenant, network)
-                .iter()
-                .map(IpNet::to_string)
-                .collect(),
-        }
-    }
+fn compile_secret(s: &StoredSecret) -> Result<Secret, SecretError> {
+    Secret::new(
+        &s.name,
+        &s.value,
+        &s.placeholder,
+        &s.hosts,
+        s.header.as_deref(),
+    )
 }
 
 /// The new secret set of a sandbox from an API request: validated; a secret that keeps its
@@ -324,7 +130,7 @@ impl Egress {
 pub fn merge_secrets(
     old: &[StoredSecret],
     specs: &BTreeMap<String, SecretSpec>,
-) -> Result<Vec<StoredSecret>, String> {
+) -> Result<Vec<StoredSecret>, SecretError> {
     specs
         .iter()
         .map(|(name, spec)| {
@@ -345,15 +151,10 @@ pub fn merge_secrets(
                 header: spec.header.clone(),
                 placeholder,
             };
-            policy::compile_secret(&secret)?;
+            compile_secret(&secret)?;
             Ok(secret)
         })
         .collect()
-}
-
-/// Checks a policy from an API request.
-pub fn check_policy(policy: &NetworkPolicy) -> Result<(), String> {
-    validate_policy(policy).map(|_| ())
 }
 
 /// Secrets as the API shows them: never the value.
@@ -375,14 +176,15 @@ pub fn secret_env(secrets: &[StoredSecret]) -> impl Iterator<Item = (String, Str
         .map(|s| (s.name.clone(), s.placeholder.clone()))
 }
 
-/// Binds a Unix socket at `dir/name` even when that path is longer than `sun_path` (108 bytes)
-/// allows, as a long data dir plus a 63-character sandbox id makes it: the bind goes through
-/// the short `/proc/self/fd/<dir>/<name>`.
-fn bind_in(dir: &Path, name: &str) -> std::io::Result<tokio::net::UnixListener> {
-    use std::os::fd::AsRawFd;
-    let dir = std::fs::File::open(dir)?;
-    let short = format!("/proc/self/fd/{}/{name}", dir.as_raw_fd());
-    let listener = std::os::unix::net::UnixListener::bind(short)?;
-    listener.set_nonblocking(true)?;
-    tokio::net::UnixListener::from_std(listener)
+/// An error and its causes on one line (`a: b: c`), for messages that reach API clients: the
+/// egress errors keep their causes as sources rather than in their own text.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }

@@ -4,8 +4,10 @@
 use std::collections::BTreeMap;
 
 use sandpit_protocol::control::{NetworkPolicy, SandboxInfo, SecretSpec};
+use sandpit_protocol::netpolicy::{EgressPolicy, PolicyError};
 use sandpit_store::{SandboxNetwork, Store};
 
+use super::{SecretError, error_chain};
 use crate::error::{ApiError, ApiResult};
 
 /// The egress state of a sandbox (by internal id); defaults when none is stored.
@@ -17,8 +19,12 @@ pub async fn load(store: &dyn Store, internal: &str) -> ApiResult<SandboxNetwork
 pub async fn load_for_start(store: &dyn Store, internal: &str) -> ApiResult<SandboxNetwork> {
     let mut network = load(store, internal).await?;
     if network.ca.is_none() {
-        let ca = super::generate_ca(internal)
-            .map_err(|e| ApiError::internal(format!("making the sandbox's egress CA: {e}")))?;
+        let ca = super::generate_ca(internal).map_err(|e| {
+            ApiError::internal(format!(
+                "making the sandbox's egress CA: {}",
+                error_chain(&e)
+            ))
+        })?;
         network.ca = Some(ca);
         store.set_sandbox_network(internal, &network).await?;
     }
@@ -27,14 +33,15 @@ pub async fn load_for_start(store: &dyn Store, internal: &str) -> ApiResult<Sand
 
 /// Fills the network fields of a sandbox's public view (never secret values).
 pub fn fill_info(info: &mut SandboxInfo, network: &SandboxNetwork) {
-    info.network = network.policy.clone();
+    info.network = NetworkPolicy::from(&network.policy);
     info.secrets = super::secret_infos(&network.secrets);
 }
 
-/// Network policy and secrets given on create or PATCH, validated.
+/// Network policy and secrets given on create or PATCH, validated: the policy parsed into its
+/// typed form here, once, at the API edge.
 #[derive(Debug, Default)]
 pub struct NetworkChanges {
-    policy: Option<NetworkPolicy>,
+    policy: Option<EgressPolicy>,
     secrets: Option<BTreeMap<String, SecretSpec>>,
     /// The request came with the admin key: a new policy's CIDRs are operator grants.
     by_operator: bool,
@@ -46,15 +53,15 @@ impl NetworkChanges {
         secrets: Option<&BTreeMap<String, SecretSpec>>,
         by_operator: bool,
     ) -> ApiResult<Self> {
-        if let Some(p) = policy {
-            super::check_policy(p).map_err(|m| ApiError::validation(format!("network: {m}")))?;
-        }
+        let policy = policy
+            .map(EgressPolicy::try_from)
+            .transpose()
+            .map_err(policy_error)?;
         if let Some(s) = secrets {
-            super::merge_secrets(&[], s)
-                .map_err(|m| ApiError::validation(format!("secrets: {m}")))?;
+            super::merge_secrets(&[], s).map_err(secrets_error)?;
         }
         Ok(NetworkChanges {
-            policy: policy.cloned(),
+            policy,
             secrets: secrets.cloned(),
             by_operator,
         })
@@ -83,12 +90,25 @@ impl NetworkChanges {
             network.operator_policy = self.by_operator;
         }
         if let Some(specs) = self.secrets {
-            network.secrets = super::merge_secrets(&network.secrets, &specs)
-                .map_err(|m| ApiError::validation(format!("secrets: {m}")))?;
+            network.secrets =
+                super::merge_secrets(&network.secrets, &specs).map_err(secrets_error)?;
         }
         store.set_sandbox_network(internal, &network).await?;
         Ok((old, network))
     }
+}
+
+/// `VALIDATION_FAILED` naming the allow-list entry that is neither a host pattern nor a CIDR:
+/// `network.allow[1]: "exa mple.com" is neither a host name pattern (...) nor a CIDR (...)`,
+/// with `field` and `value` in the context.
+fn policy_error(e: PolicyError) -> ApiError {
+    ApiError::validation(format!("network.{}", error_chain(&e)))
+        .context("field", format!("network.allow[{}]", e.index))
+        .context("value", e.source.entry)
+}
+
+fn secrets_error(e: SecretError) -> ApiError {
+    ApiError::validation(format!("secrets: {}", error_chain(&e)))
 }
 
 /// The env changes that make a running sandbox's later processes see a new secret set:

@@ -153,7 +153,9 @@ fn server_log() -> Arc<Mutex<Vec<u8>>> {
         let buf = Arc::new(Mutex::new(Vec::new()));
         let sink = buf.clone();
         let _ = tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::new("sandpit_server=info"))
+            .with_env_filter(tracing_subscriber::EnvFilter::new(
+                "sandpit_server=info,sandpit_egress=info",
+            ))
             .with_ansi(false)
             .with_writer(move || Sink(sink.clone()))
             .try_init();

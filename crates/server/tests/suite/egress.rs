@@ -16,7 +16,8 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
-use sandpit_protocol::control::{EgressDecision, NetworkMode, NetworkPolicy, SecretSpec};
+use sandpit_protocol::control::{EgressDecision, NetworkMode, SecretSpec};
+use sandpit_protocol::netpolicy::EgressPolicy;
 use sandpit_server::egress::{self, Egress, EgressConfig};
 use sandpit_store::SandboxNetwork;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -204,15 +205,13 @@ struct Proxy {
 const SANDBOX: &str = "egress-test-0123456789ab";
 const TENANT: &str = "egress-tenant";
 
-fn policy(mode: NetworkMode, allow: &[&str]) -> NetworkPolicy {
-    NetworkPolicy {
-        mode,
-        allow: allow.iter().map(|s| s.to_string()).collect(),
-    }
+fn policy(mode: NetworkMode, allow: &[&str]) -> EgressPolicy {
+    let allow = allow.iter().map(|entry| entry.parse().unwrap()).collect();
+    EgressPolicy::new(mode, allow)
 }
 
 fn network(
-    policy: NetworkPolicy,
+    policy: EgressPolicy,
     secrets: &[(&str, &str, &[&str], Option<&str>)],
 ) -> SandboxNetwork {
     let specs: BTreeMap<String, SecretSpec> = secrets
@@ -605,7 +604,7 @@ async fn policy_changes_apply_at_once_and_detach_closes_the_socket() {
     let up = Upstream::start("127.0.0.1", "api", None).await;
     let url = format!("http://api.example.test:{}/", up.addr.port());
     let config = resolving(&[("api.example.test", "127.0.0.1")]);
-    let proxy = Proxy::start(config, &network(NetworkPolicy::default(), &[])).await;
+    let proxy = Proxy::start(config, &network(EgressPolicy::default(), &[])).await;
     let (status, body) = proxy.get(&url, &[]).await;
     assert_eq!(status, 403, "{body}");
     assert!(body.contains("network policy is none"), "{body}");
@@ -1645,4 +1644,171 @@ async fn a_sandbox_keeps_at_most_256_connections_open() {
         answer.starts_with("HTTP/1.1 200") && answer.ends_with("hello from api\n"),
         "{answer}"
     );
+}
+
+/// An entry with a port allows its host on that port only, for plain HTTP and `CONNECT` alike;
+/// another port of the same host is refused with its own rule. Before: every port of an allowed
+/// host was open.
+#[tokio::test]
+async fn a_host_entry_with_a_port_opens_that_port_only() {
+    let up = Upstream::start("127.0.0.1", "api", None).await;
+    let other = Upstream::start("127.0.0.1", "admin", None).await;
+    let (port, other_port) = (up.addr.port(), other.addr.port());
+    let config = resolving(&[("api.example.test", "127.0.0.1")]);
+    let allow = format!("api.example.test:{port}");
+    let net = network(policy(NetworkMode::Allowlist, &[&allow]), &[]);
+    let proxy = Proxy::start(config, &net).await;
+    let (status, body) = proxy
+        .get(&format!("http://api.example.test:{port}/"), &[])
+        .await;
+    assert_eq!((status, body.as_str()), (200, "hello from api\n"));
+    let (status, body) = proxy
+        .get(&format!("http://api.example.test:{other_port}/"), &[])
+        .await;
+    assert_eq!(status, 403, "{body}");
+    let denial: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(denial["rule"], "allow-list-port", "{body}");
+    assert_eq!(
+        denial["reason"],
+        format!("port {other_port} of this host not in allow-list"),
+        "{body}"
+    );
+    let (status, body, _) = proxy
+        .connect(&format!("api.example.test:{other_port}"))
+        .await;
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("allow-list-port"), "{body}");
+    let (status, _, tunnel) = proxy.connect(&format!("api.example.test:{port}")).await;
+    assert_eq!(status, 200);
+    assert!(tunnel.is_some());
+    assert_eq!(
+        other.connections.load(Ordering::SeqCst),
+        0,
+        "the other port was never connected to"
+    );
+}
+
+/// A bad allow-list entry is refused at the API edge, on create and on PATCH alike, with one
+/// code (`VALIDATION_FAILED`), a message naming the entry by position, and the entry in the
+/// context; nothing is stored. Good entries are reported as parsed.
+#[tokio::test]
+async fn a_bad_allow_list_entry_gets_one_clear_error_at_the_api_edge() {
+    use reqwest::Method;
+    use serde_json::json;
+
+    let ts = super::TestServer::start().await;
+    let shape = "is neither a host name pattern with an optional port (example.com, \
+                 *.example.com, example.com:443) nor a CIDR (10.1.0.0/16, 2001:db8::/32, 203.0.113.7)";
+    let cases = [
+        (json!(["a.test", "exa mple.com"]), 1, "exa mple.com"),
+        (json!(["10.0.0.0/33"]), 0, "10.0.0.0/33"),
+        (json!(["a.test", "b.test", ""]), 2, ""),
+        (json!(["https://a.test/"]), 0, "https://a.test/"),
+        (json!(["*.*.a.test"]), 0, "*.*.a.test"),
+        (json!(["fe80::/129"]), 0, "fe80::/129"),
+        (json!(["a.test:0"]), 0, "a.test:0"),
+        (json!(["203.0.113.7:80"]), 0, "203.0.113.7:80"),
+    ];
+    let check = |b: &serde_json::Value, index: usize, entry: &str| {
+        assert_eq!(b["code"], "VALIDATION_FAILED", "{b}");
+        assert_eq!(
+            b["message"],
+            format!("network.allow[{index}]: {entry:?} {shape}"),
+            "{b}"
+        );
+        assert_eq!(b["context"]["field"], format!("network.allow[{index}]"));
+        assert_eq!(b["context"]["value"], entry);
+    };
+    for (allow, index, entry) in &cases {
+        let body = json!({"id": "bad", "network": {"mode": "allowlist", "allow": allow}});
+        let (status, b) = ts.json(Method::POST, "/v1/sandboxes", body).await;
+        assert_eq!(status, 400, "{b}");
+        check(&b, *index, entry);
+    }
+    assert_eq!(ts.get("/v1/sandboxes/bad").await.0, 404, "nothing created");
+
+    let good =
+        json!({"mode": "allowlist", "allow": ["Api.Example.COM.", "10.1.2.3/16", "203.0.113.7"]});
+    let (status, b) = ts
+        .json(
+            Method::POST,
+            "/v1/sandboxes",
+            json!({"id": "ok", "network": good}),
+        )
+        .await;
+    assert_eq!(status, 201, "{b}");
+    let parsed =
+        json!({"mode": "allowlist", "allow": ["api.example.com", "10.1.0.0/16", "203.0.113.7/32"]});
+    assert_eq!(b["network"], parsed);
+    for (allow, index, entry) in &cases {
+        let body = json!({"network": {"mode": "full", "allow": allow}});
+        let (status, b) = ts.json(Method::PATCH, "/v1/sandboxes/ok", body).await;
+        assert_eq!(status, 400, "{b}");
+        check(&b, *index, entry);
+    }
+    let (_, b) = ts.get("/v1/sandboxes/ok").await;
+    assert_eq!(b["network"], parsed, "a refused PATCH changes nothing");
+}
+
+/// The proxy and the `full` mode's firewall decide from the one table of reserved ranges: every
+/// IPv4 range of it is refused by both layers without a grant; with a grant of everything, the
+/// always-blocked ones stay refused by both and the operator-only ones open in both. The
+/// operator's blocks and the grants reach both layers as the same typed values.
+#[test]
+fn both_layers_refuse_the_same_ranges_from_the_one_table() {
+    use sandpit_egress::AddressBlocks;
+    use sandpit_protocol::netrange::{RESERVED_RANGES, RangeClass};
+    use sandpit_runtime::network::{OperatorRanges, allowed_v4, reachable};
+
+    let blocked: Vec<ipnet::IpNet> = vec!["8.8.4.0/24".parse().unwrap()];
+    let proxy = AddressBlocks::new(blocked.clone(), Vec::new(), Vec::new(), Vec::new());
+    let operator = OperatorRanges {
+        blocked,
+        private: Vec::new(),
+    };
+    // What the server hands the driver for a policy the operator set (`driver_policy`).
+    let egress = Egress::new(&EgressConfig::default()).unwrap();
+    let mut net = network(policy(NetworkMode::Full, &["0.0.0.0/0", "*.a.test"]), &[]);
+    assert!(
+        allowed_v4(&egress.driver_policy(TENANT, &net)).is_empty(),
+        "a tenant's own CIDRs grant nothing"
+    );
+    net.operator_policy = true;
+    let all_v4 = allowed_v4(&egress.driver_policy(TENANT, &net));
+    assert_eq!(all_v4, vec!["0.0.0.0/0".parse::<ipnet::Ipv4Net>().unwrap()]);
+    let all: Vec<ipnet::IpNet> = vec!["0.0.0.0/0".parse().unwrap()];
+
+    let mut checked = 0;
+    for range in RESERVED_RANGES {
+        let ipnet::IpNet::V4(v4) = range.cidr.parse::<ipnet::IpNet>().unwrap() else {
+            // IPv6: the proxy refuses by the table, the firewall refuses all IPv6.
+            let ip = range.cidr.parse::<ipnet::IpNet>().unwrap().network();
+            assert!(proxy.check(ip, &[]).is_err(), "{}", range.cidr);
+            assert!(!reachable(ip, &[], &[], &operator), "{}", range.cidr);
+            continue;
+        };
+        // The first and the last address of the range, and one inside.
+        let inside = std::net::Ipv4Addr::from(u32::from(v4.network()) | 1);
+        for addr in [v4.network(), inside, v4.broadcast()] {
+            let ip = std::net::IpAddr::V4(addr);
+            let what = format!("{addr} in {} ({})", range.cidr, range.name);
+            assert!(proxy.check(ip, &[]).is_err(), "proxy: {what}");
+            assert!(!reachable(ip, &[], &[], &operator), "firewall: {what}");
+            let (by_proxy, by_firewall) = (
+                proxy.check(ip, &all).is_ok(),
+                reachable(ip, &all_v4, &[], &operator),
+            );
+            let opened = range.class == RangeClass::OperatorOnly;
+            assert_eq!(by_proxy, opened, "proxy with a grant: {what}");
+            assert_eq!(by_firewall, opened, "firewall with a grant: {what}");
+            checked += 1;
+        }
+    }
+    assert!(checked >= 3 * 14, "{checked}");
+    // The operator's block and public addresses: the same answer in both layers.
+    for (ip, open) in [("8.8.4.4", false), ("93.184.216.34", true)] {
+        let ip: std::net::IpAddr = ip.parse().unwrap();
+        assert_eq!(proxy.check(ip, &all).is_ok(), open, "{ip}");
+        assert_eq!(reachable(ip, &all_v4, &[], &operator), open, "{ip}");
+    }
 }

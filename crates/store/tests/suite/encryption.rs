@@ -3,6 +3,7 @@
 use std::path::Path;
 
 use sandpit_protocol::control::{NetworkMode, NetworkPolicy};
+use sandpit_protocol::netpolicy::EgressPolicy;
 use sandpit_store::{DataKey, SandboxNetwork, SqliteStore, Store, StoreError, StoredSecret};
 
 use super::new_sandbox;
@@ -12,10 +13,11 @@ const CA_KEY: &str = "-----BEGIN PRIVATE KEY-----\nMIIca-key-body\n-----END PRIV
 
 fn network() -> SandboxNetwork {
     SandboxNetwork {
-        policy: NetworkPolicy {
+        policy: EgressPolicy::try_from(NetworkPolicy {
             mode: NetworkMode::Allowlist,
             allow: vec!["policy.example.com".into()],
-        },
+        })
+        .unwrap(),
         secrets: vec![StoredSecret {
             name: "TOKEN".into(),
             value: SECRET.into(),

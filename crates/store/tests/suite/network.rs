@@ -1,4 +1,5 @@
 use sandpit_protocol::control::{NetworkMode, NetworkPolicy};
+use sandpit_protocol::netpolicy::EgressPolicy;
 use sandpit_store::{SandboxNetwork, SqliteStore, Store, StoredSecret};
 
 use super::new_sandbox;
@@ -12,10 +13,11 @@ async fn network_state_round_trips_is_replaced_and_goes_with_the_sandbox() {
         None
     );
     let first = SandboxNetwork {
-        policy: NetworkPolicy {
+        policy: EgressPolicy::try_from(NetworkPolicy {
             mode: NetworkMode::Allowlist,
             allow: vec!["*.example.com".into(), "10.0.0.0/8".into()],
-        },
+        })
+        .unwrap(),
         secrets: vec![StoredSecret {
             name: "TOKEN".into(),
             value: "s3cret".into(),

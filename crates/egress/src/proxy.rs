@@ -22,12 +22,13 @@ use tokio::net::{TcpStream, UnixListener, UnixStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
+use sandpit_protocol::netpolicy::normalize_host;
 use sandpit_protocol::throttle::Throttle;
 
 use super::Shared;
 use super::decision::Refusal;
 use super::log::{Counted, EgressLog};
-use super::policy::{Rules, normalize_host};
+use super::policy::Rules;
 use super::tls::{Hello, MAX_HELLO, SandboxCa, parse_hello};
 
 /// A connection to a destination, its bytes counted into the sandbox's egress log.
@@ -243,7 +244,7 @@ impl SandboxProxy {
     async fn connect_checked(&self, host: &str, port: u16) -> Result<TcpStream, Refusal> {
         let rules = self.rules();
         rules
-            .check_host(host)
+            .check_host(host, port)
             .map_err(|denial| Refusal::denied(host, denial))?;
         let addrs = self.resolve(host, port).await?;
         let mut last = Refusal::bad_gateway(host, "it resolves to no address");
@@ -451,7 +452,7 @@ impl SandboxProxy {
         host: &str,
         port: u16,
     ) -> Result<Response<ProxyBody>, Refusal> {
-        if let Err(denial) = self.rules().check_host(host) {
+        if let Err(denial) = self.rules().check_host(host, port) {
             let refusal = Refusal::denied(host, denial);
             self.log.refused(host, port, "connect", &refusal);
             return Err(refusal);

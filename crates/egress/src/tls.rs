@@ -16,12 +16,20 @@ use rustls::{ClientConfig, RootCertStore, ServerConfig};
 /// Errors of certificate handling.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
-    #[error("certificate: {0}")]
+    #[error("making or loading a certificate")]
     Cert(#[from] rcgen::Error),
-    #[error("tls: {0}")]
+    #[error("the CA certificate is not PEM")]
+    CaPem(#[source] rustls::pki_types::pem::Error),
+    #[error("TLS configuration")]
     Rustls(#[from] rustls::Error),
-    #[error("reading {path}: {message}")]
-    Roots { path: PathBuf, message: String },
+    #[error("reading CA certificates from {path}")]
+    Roots {
+        path: PathBuf,
+        #[source]
+        source: rustls::pki_types::pem::Error,
+    },
+    #[error("no CA certificate in {path}")]
+    NoRoots { path: PathBuf },
 }
 
 /// The host's CA bundle, trusted for upstream TLS when present.
@@ -70,8 +78,8 @@ pub struct SandboxCa {
 impl SandboxCa {
     pub fn load(sandbox: &str, cert_pem: &str, key_pem: &str) -> Result<Self, TlsError> {
         let key = KeyPair::from_pem(key_pem)?;
-        let cert_der = CertificateDer::from_pem_slice(cert_pem.as_bytes())
-            .map_err(|e| rcgen::Error::PemError(e.to_string()))?;
+        let cert_der =
+            CertificateDer::from_pem_slice(cert_pem.as_bytes()).map_err(TlsError::CaPem)?;
         Ok(SandboxCa {
             cert_pem: cert_pem.to_owned(),
             cert_der,
@@ -119,17 +127,19 @@ pub fn upstream_config(extra_roots: &[PathBuf]) -> Result<Arc<ClientConfig>, Tls
         .into_iter()
         .chain(extra_roots.iter().map(PathBuf::as_path));
     for path in files {
-        let err = |message: String| TlsError::Roots {
+        let err = |source| TlsError::Roots {
             path: path.to_owned(),
-            message,
+            source,
         };
         let certs = CertificateDer::pem_file_iter(path)
-            .map_err(|e| err(e.to_string()))?
+            .map_err(err)?
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| err(e.to_string()))?;
+            .map_err(err)?;
         let (added, _) = roots.add_parsable_certificates(certs);
         if added == 0 {
-            return Err(err("no certificate found".into()));
+            return Err(TlsError::NoRoots {
+                path: path.to_owned(),
+            });
         }
     }
     let mut config = ClientConfig::builder_with_provider(provider())

@@ -194,7 +194,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Counted<S> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::egress::decision::Denial;
+    use crate::decision::Denial;
 
     #[test]
     fn the_ring_keeps_the_newest_entries() {

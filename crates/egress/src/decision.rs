@@ -14,6 +14,8 @@ pub enum Denial {
     NoNetwork,
     /// A name no domain pattern of the allow-list matches.
     NotAllowed,
+    /// A name the allow-list names on other ports only.
+    PortNotAllowed { port: u16 },
     /// An IP address no CIDR of the allow-list contains.
     AddressNotAllowed,
     /// In the operator's `--egress-block` list.
@@ -40,6 +42,7 @@ impl Denial {
         match self {
             Denial::NoNetwork => "network-none",
             Denial::NotAllowed => "allow-list",
+            Denial::PortNotAllowed { .. } => "allow-list-port",
             Denial::AddressNotAllowed => "allow-list-address",
             Denial::OperatorBlock { .. } => "operator-block",
             Denial::HostAddress { .. } => "host-address",
@@ -54,6 +57,9 @@ impl std::fmt::Display for Denial {
         match self {
             Denial::NoNetwork => f.write_str("network policy is none (no outbound access)"),
             Denial::NotAllowed => f.write_str("host not in allow-list"),
+            Denial::PortNotAllowed { port } => {
+                write!(f, "port {port} of this host not in allow-list")
+            }
             Denial::AddressNotAllowed => f.write_str(
                 "address not in allow-list (direct connections to an IP address need a CIDR that contains it)",
             ),
