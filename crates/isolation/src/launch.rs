@@ -198,8 +198,14 @@ pub enum LaunchError {
         #[source]
         source: io::Error,
     },
-    #[error("seccomp: {0}")]
-    Seccomp(String),
+    #[error(transparent)]
+    Seccomp(#[from] crate::seccomp::SeccompError),
+    #[error("{stage} failed")]
+    Caps {
+        stage: &'static str,
+        #[source]
+        source: caps::errors::CapsError,
+    },
     #[error("sandbox init: {0}")]
     Init(String),
 }
@@ -213,13 +219,18 @@ impl LaunchError {
     }
 
     /// The message with its causes, e.g. `pivot_root failed: Invalid argument (os error 22)`.
+    /// A cause that its parent's message already ends with is not repeated (seccompiler's
+    /// errors print their source and return it too).
     pub fn full_message(&self) -> String {
         let mut msg = self.to_string();
-        let mut src = std::error::Error::source(self);
-        while let Some(s) = src {
-            msg.push_str(": ");
-            msg.push_str(&s.to_string());
-            src = s.source();
+        let mut parent: &dyn std::error::Error = self;
+        while let Some(cause) = parent.source() {
+            let text = cause.to_string();
+            if !parent.to_string().ends_with(&text) {
+                msg.push_str(": ");
+                msg.push_str(&text);
+            }
+            parent = cause;
         }
         msg
     }
@@ -593,6 +604,26 @@ mod tests {
         let _t = std::thread::spawn(|| std::thread::sleep(std::time::Duration::from_millis(200)));
         let err = enter_sandbox(&config()).unwrap_err();
         assert!(err.to_string().contains("single-threaded"), "{err}");
+    }
+
+    #[test]
+    fn full_message_prints_each_cause_once() {
+        let errno = io::Error::from_raw_os_error(libc::EINVAL);
+        let e = LaunchError::from(crate::seccomp::SeccompError::Install(
+            seccompiler::Error::Seccomp(errno),
+        ));
+        assert_eq!(
+            e.full_message(),
+            "installing the seccomp filter: Error calling `seccomp`: Invalid argument (os error 22)"
+        );
+        let e = LaunchError::Caps {
+            stage: "drop bounding capability",
+            source: caps::errors::CapsError::from("prctl failed"),
+        };
+        assert_eq!(
+            e.full_message(),
+            "drop bounding capability failed: caps error: prctl failed"
+        );
     }
 
     #[test]
