@@ -528,7 +528,7 @@ pub fn take_listener(fd: RawFd) -> io::Result<UnixListener> {
 mod tests {
     use super::*;
 
-    fn config() -> LaunchConfig {
+    pub(super) fn config() -> LaunchConfig {
         LaunchConfig {
             id: "sb".into(),
             hostname: "sb".into(),

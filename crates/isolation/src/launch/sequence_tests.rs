@@ -10,24 +10,12 @@ use crate::cgroup::CgroupFsMount;
 use crate::syscalls::FileKind;
 use crate::syscalls::recording::Recording;
 
+/// The launch tests' config with short paths: image `/img`, sandbox dir `/sb`.
 fn config() -> LaunchConfig {
     LaunchConfig {
-        id: "sb".into(),
-        hostname: "sb".into(),
         image_rootfs: PathBuf::from("/img"),
         sandbox_dir: PathBuf::from("/sb"),
-        uid_base: 100_000,
-        cgroup_procs: vec![],
-        listen_fd: 3,
-        nofile: 1024,
-        env: vec![],
-        log_file: None,
-        log_fd: None,
-        agent_log_filter: None,
-        run_dir: None,
-        resolv_conf: None,
-        disk_image: None,
-        cgroup_mounts: vec![],
+        ..super::tests::config()
     }
 }
 
