@@ -26,10 +26,7 @@ pub const KEPT_CAPABILITIES: &[Capability] = &[
 ];
 
 fn caps_err(stage: &'static str) -> impl FnOnce(caps::errors::CapsError) -> LaunchError {
-    move |e| LaunchError::Sys {
-        stage,
-        source: std::io::Error::other(e.to_string()),
-    }
+    move |source| LaunchError::Caps { stage, source }
 }
 
 /// RLIMIT_CORE = 0 and RLIMIT_NOFILE = min(nofile, current hard limit) (hard limits can only be
@@ -65,5 +62,5 @@ pub(crate) fn harden(nofile: u64) -> Result<(), LaunchError> {
     set_rlimits(nofile)?;
     drop_capabilities()?;
     nix::sys::prctl::set_no_new_privs().map_err(LaunchError::sys("PR_SET_NO_NEW_PRIVS"))?;
-    crate::seccomp::apply().map_err(|e| LaunchError::Seccomp(e.to_string()))
+    Ok(crate::seccomp::apply()?)
 }

@@ -9,18 +9,19 @@
 
 use std::fs;
 use std::io::{self, Read, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use nix::fcntl::OFlag;
-use nix::sched::{CloneFlags, setns, unshare};
-use nix::unistd::{ForkResult, Gid, Uid, fork, pipe2};
+use nix::sched::CloneFlags;
+use nix::unistd::{ForkResult, fork, pipe2};
 use serde::{Deserialize, Serialize};
 
 use crate::cgroup::CgroupFsMount;
+use crate::syscalls::{Linux, Syscalls};
 use crate::{hardening, mounts, sys, userns};
 
 /// The fd number on which the launcher receives the listening socket.
@@ -197,8 +198,14 @@ pub enum LaunchError {
         #[source]
         source: io::Error,
     },
-    #[error("seccomp: {0}")]
-    Seccomp(String),
+    #[error(transparent)]
+    Seccomp(#[from] crate::seccomp::SeccompError),
+    #[error("{stage} failed")]
+    Caps {
+        stage: &'static str,
+        #[source]
+        source: caps::errors::CapsError,
+    },
     #[error("sandbox init: {0}")]
     Init(String),
 }
@@ -212,13 +219,18 @@ impl LaunchError {
     }
 
     /// The message with its causes, e.g. `pivot_root failed: Invalid argument (os error 22)`.
+    /// A cause that its parent's message already ends with is not repeated (seccompiler's
+    /// errors print their source and return it too).
     pub fn full_message(&self) -> String {
         let mut msg = self.to_string();
-        let mut src = std::error::Error::source(self);
-        while let Some(s) = src {
-            msg.push_str(": ");
-            msg.push_str(&s.to_string());
-            src = s.source();
+        let mut parent: &dyn std::error::Error = self;
+        while let Some(cause) = parent.source() {
+            let text = cause.to_string();
+            if !parent.to_string().ends_with(&text) {
+                msg.push_str(": ");
+                msg.push_str(&text);
+            }
+            parent = cause;
         }
         msg
     }
@@ -310,61 +322,14 @@ pub fn report_failure(err: &LaunchError) -> ! {
 pub fn enter_sandbox(cfg: &LaunchConfig) -> Result<Entered, LaunchError> {
     cfg.validate()?;
     ensure_single_threaded()?;
+    let sys: &dyn Syscalls = &Linux;
 
-    // a. Join the cgroups first, so everything below (and every process of the sandbox) is
-    //    accounted and limited.
-    for procs in &cfg.cgroup_procs {
-        fs::write(procs, "0").map_err(LaunchError::sys("join the sandbox cgroup"))?;
-    }
+    join_cgroups(sys, cfg)?;
     let log = match cfg.log_fd {
         Some(fd) => take_log_fd(fd)?,
         None => open_log(cfg.log_file.as_deref())?,
     };
-
-    // b. The user namespace (0 -> uid_base, 65536 ids).
-    let userns = userns::create(cfg.uid_base)?;
-
-    // c. A private mount namespace for the launcher: nothing below is visible on the host.
-    unshare(CloneFlags::CLONE_NEWNS).map_err(LaunchError::sys("unshare(CLONE_NEWNS)"))?;
-    mounts::make_rprivate()?;
-
-    // d. Idmapped, read-only image under a writable overlay.
-    let (lower, root) = (cfg.lower_dir(), cfg.rootfs_dir());
-    for dir in [&lower, &root] {
-        fs::create_dir_all(dir).map_err(LaunchError::sys("create the mount points"))?;
-    }
-    mounts::idmapped_bind(&cfg.image_rootfs, &lower, &userns)?;
-    if let Some(image) = &cfg.disk_image {
-        mounts::disk(image, &cfg.disk_dir(), cfg.uid_base)?;
-    }
-    mounts::overlay(&lower, &cfg.upper_dir(), &cfg.work_dir(), &root)?;
-    // Mounted here, by host root, so the sandbox's own mount namespace gets it locked.
-    if let Some(run_dir) = &cfg.run_dir {
-        mounts::bind_run_dir(run_dir, &root, &log)?;
-    }
-
-    // e. /dev.
-    mounts::prepare_dev(&root, cfg.uid_base)?;
-
-    // f. Become root of the user namespace and create the remaining namespaces.
-    nix::unistd::setgroups(&[]).map_err(LaunchError::sys("setgroups"))?;
-    setns(&userns, CloneFlags::CLONE_NEWUSER).map_err(LaunchError::sys("setns(user)"))?;
-    drop(userns);
-    let root_gid = Gid::from_raw(0);
-    let root_uid = Uid::from_raw(0);
-    nix::unistd::setresgid(root_gid, root_gid, root_gid)
-        .map_err(LaunchError::sys("setresgid(0)"))?;
-    nix::unistd::setresuid(root_uid, root_uid, root_uid)
-        .map_err(LaunchError::sys("setresuid(0)"))?;
-    unshare(
-        CloneFlags::CLONE_NEWNS
-            | CloneFlags::CLONE_NEWPID
-            | CloneFlags::CLONE_NEWNET
-            | CloneFlags::CLONE_NEWUTS
-            | CloneFlags::CLONE_NEWIPC
-            | CloneFlags::CLONE_NEWCGROUP,
-    )
-    .map_err(LaunchError::sys("unshare(mnt|pid|net|uts|ipc|cgroup)"))?;
+    build_host_side(sys, cfg, &log)?;
 
     let (ready_r, ready_w) = pipe2(OFlag::O_CLOEXEC).map_err(LaunchError::sys("pipe"))?;
     // SAFETY: the process is single-threaded (checked above), so the child may run arbitrary
@@ -372,7 +337,7 @@ pub fn enter_sandbox(cfg: &LaunchConfig) -> Result<Entered, LaunchError> {
     match unsafe { fork() }.map_err(LaunchError::sys("fork the sandbox init"))? {
         ForkResult::Child => {
             drop(ready_r);
-            match init(cfg, log) {
+            match init(sys, cfg, log) {
                 Ok(()) => {
                     let mut ready = fs::File::from(ready_w);
                     let _ = ready.write_all(&[0]);
@@ -420,32 +385,105 @@ pub fn enter_sandbox(cfg: &LaunchConfig) -> Result<Entered, LaunchError> {
     }
 }
 
-/// The sandbox init's half of the setup (step g and h).
-fn init(cfg: &LaunchConfig, log: fs::File) -> Result<(), LaunchError> {
+/// a. Joins the cgroups first, so everything below (and every process of the sandbox) is
+/// accounted and limited.
+fn join_cgroups(sys: &dyn Syscalls, cfg: &LaunchConfig) -> Result<(), LaunchError> {
+    for procs in &cfg.cgroup_procs {
+        sys.write_file(procs, b"0")
+            .map_err(LaunchError::sys("join the sandbox cgroup"))?;
+    }
+    Ok(())
+}
+
+/// Steps b to f, in the launcher (host root): the user namespace, the root file system in a
+/// private mount namespace, then the switch into the sandbox's namespaces. What is left for
+/// the init after the fork is [`build_init_side`].
+fn build_host_side(
+    sys: &dyn Syscalls,
+    cfg: &LaunchConfig,
+    log: &fs::File,
+) -> Result<(), LaunchError> {
+    // b. The user namespace (0 -> uid_base, 65536 ids).
+    let userns = userns::create(sys, cfg.uid_base)?;
+
+    // c. A private mount namespace for the launcher: nothing below is visible on the host.
+    sys.unshare(CloneFlags::CLONE_NEWNS)
+        .map_err(LaunchError::sys("unshare(CLONE_NEWNS)"))?;
+    mounts::make_rprivate(sys)?;
+
+    // d. Idmapped, read-only image under a writable overlay.
+    let (lower, root) = (cfg.lower_dir(), cfg.rootfs_dir());
+    for dir in [&lower, &root] {
+        sys.create_dir_all(dir)
+            .map_err(LaunchError::sys("create the mount points"))?;
+    }
+    mounts::idmapped_bind(sys, &cfg.image_rootfs, &lower, &userns)?;
+    if let Some(image) = &cfg.disk_image {
+        mounts::disk(sys, image, &cfg.disk_dir(), cfg.uid_base)?;
+    }
+    mounts::overlay(sys, &lower, &cfg.upper_dir(), &cfg.work_dir(), &root)?;
+    // Mounted here, by host root, so the sandbox's own mount namespace gets it locked.
+    if let Some(run_dir) = &cfg.run_dir {
+        mounts::bind_run_dir(sys, run_dir, &root, log)?;
+    }
+
+    // e. /dev.
+    mounts::prepare_dev(sys, &root, cfg.uid_base)?;
+
+    // f. Become root of the user namespace and create the remaining namespaces.
+    sys.clear_groups().map_err(LaunchError::sys("setgroups"))?;
+    sys.setns(userns.as_fd(), CloneFlags::CLONE_NEWUSER)
+        .map_err(LaunchError::sys("setns(user)"))?;
+    drop(userns);
+    sys.setresgid(0).map_err(LaunchError::sys("setresgid(0)"))?;
+    sys.setresuid(0).map_err(LaunchError::sys("setresuid(0)"))?;
+    sys.unshare(SANDBOX_NAMESPACES)
+        .map_err(LaunchError::sys("unshare(mnt|pid|net|uts|ipc|cgroup)"))
+}
+
+/// The namespaces created after entering the user namespace (owned by it).
+const SANDBOX_NAMESPACES: CloneFlags = CloneFlags::CLONE_NEWNS
+    .union(CloneFlags::CLONE_NEWPID)
+    .union(CloneFlags::CLONE_NEWNET)
+    .union(CloneFlags::CLONE_NEWUTS)
+    .union(CloneFlags::CLONE_NEWIPC)
+    .union(CloneFlags::CLONE_NEWCGROUP);
+
+/// Step g, in the sandbox init: kernel file systems, views, hostname, loopback, pivot_root,
+/// masks, resolv.conf and the working directory.
+fn build_init_side(
+    sys: &dyn Syscalls,
+    cfg: &LaunchConfig,
+    log: &fs::File,
+) -> Result<(), LaunchError> {
     let root = cfg.rootfs_dir();
-    mounts::mount_kernel_fs(&root)?;
-    mounts::cgroup_fs(&root, &cfg.cgroup_mounts, &log)?;
-    mounts::meminfo_view(&root)?;
-    nix::unistd::sethostname(&cfg.hostname).map_err(LaunchError::sys("sethostname"))?;
-    sys::set_link_up("lo").map_err(LaunchError::sys("bring lo up"))?;
-    mounts::pivot_into(&root)?;
-    mounts::mask_paths()?;
+    mounts::mount_kernel_fs(sys, &root)?;
+    mounts::cgroup_fs(sys, &root, &cfg.cgroup_mounts, log)?;
+    mounts::meminfo_view(sys, &root)?;
+    sys.sethostname(&cfg.hostname)
+        .map_err(LaunchError::sys("sethostname"))?;
+    sys.set_link_up("lo")
+        .map_err(LaunchError::sys("bring lo up"))?;
+    mounts::pivot_into(sys, &root)?;
+    mounts::mask_paths(sys)?;
     if let Some(text) = &cfg.resolv_conf {
         // Best effort: the file belongs to the sandbox; a broken one only breaks its DNS.
-        let _ = fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o644)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-            .open("/etc/resolv.conf")
-            .and_then(|mut f| f.write_all(text.as_bytes()));
+        let resolv = Path::new("/etc/resolv.conf");
+        let _ = sys.write_file_nofollow(resolv, text.as_bytes(), 0o644);
     }
     // A workspace the sandbox broke (e.g. replaced by a dangling link) must not brick it.
-    let _ = mounts::ensure_dir(Path::new(WORKSPACE));
-    if nix::unistd::chdir(WORKSPACE).is_err() {
-        nix::unistd::chdir("/").map_err(LaunchError::sys("chdir /"))?;
+    let workspace = Path::new(WORKSPACE);
+    let _ = mounts::ensure_dir(sys, workspace);
+    if sys.chdir(workspace).is_err() {
+        sys.chdir(Path::new("/"))
+            .map_err(LaunchError::sys("chdir /"))?;
     }
+    Ok(())
+}
+
+/// The sandbox init's half of the setup: step g, then (h) stdio and the final hardening.
+fn init(sys: &dyn Syscalls, cfg: &LaunchConfig, log: fs::File) -> Result<(), LaunchError> {
+    build_init_side(sys, cfg, &log)?;
 
     let null = fs::File::open("/dev/null").map_err(LaunchError::sys("open /dev/null"))?;
     sys::dup2_raw(null.as_raw_fd(), 0).map_err(LaunchError::sys("dup2 stdin"))?;
@@ -490,7 +528,7 @@ pub fn take_listener(fd: RawFd) -> io::Result<UnixListener> {
 mod tests {
     use super::*;
 
-    fn config() -> LaunchConfig {
+    pub(super) fn config() -> LaunchConfig {
         LaunchConfig {
             id: "sb".into(),
             hostname: "sb".into(),
@@ -569,8 +607,31 @@ mod tests {
     }
 
     #[test]
+    fn full_message_prints_each_cause_once() {
+        let errno = io::Error::from_raw_os_error(libc::EINVAL);
+        let e = LaunchError::from(crate::seccomp::SeccompError::Install(
+            seccompiler::Error::Seccomp(errno),
+        ));
+        assert_eq!(
+            e.full_message(),
+            "installing the seccomp filter: Error calling `seccomp`: Invalid argument (os error 22)"
+        );
+        let e = LaunchError::Caps {
+            stage: "drop bounding capability",
+            source: caps::errors::CapsError::from("prctl failed"),
+        };
+        assert_eq!(
+            e.full_message(),
+            "drop bounding capability failed: caps error: prctl failed"
+        );
+    }
+
+    #[test]
     fn full_message_includes_causes() {
         let e = LaunchError::sys("pivot_root")(io::Error::from_raw_os_error(libc::EINVAL));
         assert!(e.full_message().starts_with("pivot_root failed: "));
     }
 }
+
+#[cfg(test)]
+mod sequence_tests;

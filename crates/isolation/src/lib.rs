@@ -16,6 +16,7 @@ mod mounts;
 pub mod process;
 pub mod seccomp;
 mod sys;
+mod syscalls;
 mod userns;
 
 pub use hardening::KEPT_CAPABILITIES;

@@ -5,75 +5,63 @@
 use std::fs;
 use std::io::{self, Write};
 use std::os::fd::AsFd;
-use std::os::unix::fs::{DirBuilderExt, symlink};
 use std::path::Path;
 
-use nix::mount::{MntFlags, MsFlags, mount, umount2};
+use nix::mount::MsFlags;
 
 use crate::cgroup::CgroupFsMount;
 use crate::launch::{LaunchError, MEMINFO_VIEW};
-use crate::sys;
-
-const NONE: Option<&str> = None;
+use crate::syscalls::{FileKind, Syscalls};
 
 /// A directory to mount on: created if missing. A symlink or a non-directory (possibly planted
 /// in the image or the writable layer) is refused, so no step follows a link the sandbox
 /// controls.
-fn mount_point(path: &Path, stage: &'static str) -> Result<(), LaunchError> {
-    match fs::symlink_metadata(path) {
-        Ok(meta) if meta.is_dir() => Ok(()),
+fn mount_point(sys: &dyn Syscalls, path: &Path, stage: &'static str) -> Result<(), LaunchError> {
+    match sys.lstat(path) {
+        Ok(FileKind::Dir) => Ok(()),
         Ok(_) => Err(LaunchError::sys(stage)(io::Error::new(
             io::ErrorKind::AlreadyExists,
             format!("{} exists and is not a directory", path.display()),
         ))),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => fs::DirBuilder::new()
-            .mode(0o755)
-            .create(path)
-            .map_err(LaunchError::sys(stage)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            sys.mkdir(path, 0o755).map_err(LaunchError::sys(stage))
+        }
         Err(e) => Err(LaunchError::sys(stage)(e)),
-    }
-}
-
-fn touch(path: &Path) -> Result<(), LaunchError> {
-    match fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(path)
-    {
-        Ok(_) => Ok(()),
-        Err(e) => Err(LaunchError::sys("create /dev node placeholder")(e)),
     }
 }
 
 /// Makes every mount of the (new, private) mount namespace private, so nothing mounted here
 /// propagates to the host and vice versa.
-pub(crate) fn make_rprivate() -> Result<(), LaunchError> {
-    mount(NONE, "/", NONE, MsFlags::MS_REC | MsFlags::MS_PRIVATE, NONE)
+pub(crate) fn make_rprivate(sys: &dyn Syscalls) -> Result<(), LaunchError> {
+    let flags = MsFlags::MS_REC | MsFlags::MS_PRIVATE;
+    sys.mount(None, Path::new("/"), None, flags, None)
         .map_err(LaunchError::sys("make / rprivate"))
 }
 
 /// Read-only bind of `image` at `target` whose owners are shifted by `userns`'s map, so the
 /// image's root-owned files appear owned by sandbox root.
 pub(crate) fn idmapped_bind(
+    sys: &dyn Syscalls,
     image: &Path,
     target: &Path,
     userns: impl AsFd,
 ) -> Result<(), LaunchError> {
-    let tree =
-        sys::open_tree_clone(image).map_err(LaunchError::sys("open_tree of the image rootfs"))?;
-    sys::mount_setattr_idmap(
+    let tree = sys
+        .open_tree_clone(image)
+        .map_err(LaunchError::sys("open_tree of the image rootfs"))?;
+    sys.mount_setattr_idmap(
         tree.as_fd(),
         libc::MOUNT_ATTR_IDMAP | libc::MOUNT_ATTR_RDONLY,
         userns.as_fd(),
     )
     .map_err(LaunchError::sys("mount_setattr(MOUNT_ATTR_IDMAP)"))?;
-    sys::move_mount_to(tree.as_fd(), target)
+    sys.move_mount(tree.as_fd(), target)
         .map_err(LaunchError::sys("move_mount of the idmapped image"))
 }
 
 /// Overlay of `lower` (read-only) and `upper`/`work` (the sandbox's persistent layer) at `target`.
 pub(crate) fn overlay(
+    sys: &dyn Syscalls,
     lower: &Path,
     upper: &Path,
     work: &Path,
@@ -85,8 +73,8 @@ pub(crate) fn overlay(
         upper.display(),
         work.display()
     );
-    mount(
-        Some("overlay"),
+    sys.mount(
+        Some(Path::new("overlay")),
         target,
         Some("overlay"),
         MsFlags::MS_NODEV,
@@ -99,23 +87,30 @@ pub(crate) fn overlay(
 /// (0755) and `work/` (0700) exist on it, owned by `owner` (sandbox root). Runs in the
 /// launcher's private mount namespace: the mount never shows on the host, and the loop device
 /// (autoclear) is detached once the last namespace holding the mount is gone.
-pub(crate) fn disk(image: &Path, target: &Path, owner: u32) -> Result<(), LaunchError> {
-    mount_point(target, "create the disk mount point")?;
-    let (dev, keep) = sys::loop_attach(image).map_err(LaunchError::sys("attach the disk image"))?;
-    mount(
+pub(crate) fn disk(
+    sys: &dyn Syscalls,
+    image: &Path,
+    target: &Path,
+    owner: u32,
+) -> Result<(), LaunchError> {
+    mount_point(sys, target, "create the disk mount point")?;
+    let (dev, keep) = sys
+        .loop_attach(image)
+        .map_err(LaunchError::sys("attach the disk image"))?;
+    sys.mount(
         Some(&dev),
         target,
         Some("ext4"),
         MsFlags::MS_NODEV | MsFlags::MS_NOSUID,
-        NONE,
+        None,
     )
     .map_err(LaunchError::sys("mount the disk image"))?;
     // The mount holds the device now; with autoclear, closing ours leaves it to the mount.
     drop(keep);
     for (name, mode) in [("upper", 0o755), ("work", 0o700)] {
         let dir = target.join(name);
-        match fs::symlink_metadata(&dir) {
-            Ok(meta) if meta.is_dir() => continue,
+        match sys.lstat(&dir) {
+            Ok(FileKind::Dir) => continue,
             Ok(_) => {
                 return Err(LaunchError::sys("create the writable layer")(
                     io::Error::new(
@@ -126,11 +121,9 @@ pub(crate) fn disk(image: &Path, target: &Path, owner: u32) -> Result<(), Launch
             }
             Err(_) => {}
         }
-        fs::DirBuilder::new()
-            .mode(mode)
-            .create(&dir)
+        sys.mkdir(&dir, mode)
             .map_err(LaunchError::sys("create the writable layer"))?;
-        std::os::unix::fs::chown(&dir, Some(owner), Some(owner))
+        sys.chown(&dir, owner)
             .map_err(LaunchError::sys("chown the writable layer"))?;
     }
     Ok(())
@@ -152,13 +145,18 @@ const DEV_LINKS: &[(&str, &str)] = &[
 /// it can neither unmount it nor make it writable, and the host dir (root-owned) stays out of
 /// its reach. If the sandbox replaced `/run` or `/run/sandpit` in its writable layer by something
 /// other than a directory, nothing is mounted (the sandbox only loses egress) and the log says so.
-pub(crate) fn bind_run_dir(run_dir: &Path, root: &Path, log: &fs::File) -> Result<(), LaunchError> {
+pub(crate) fn bind_run_dir(
+    sys: &dyn Syscalls,
+    run_dir: &Path,
+    root: &Path,
+    log: &fs::File,
+) -> Result<(), LaunchError> {
     let target = root.join("run/sandpit");
     for (dir, stage) in [
         (root.join("run"), "mkdir /run"),
         (target.clone(), "mkdir /run/sandpit"),
     ] {
-        if let Err(e) = mount_point(&dir, stage) {
+        if let Err(e) = mount_point(sys, &dir, stage) {
             let mut out = log;
             let _ = writeln!(
                 out,
@@ -168,30 +166,35 @@ pub(crate) fn bind_run_dir(run_dir: &Path, root: &Path, log: &fs::File) -> Resul
             return Ok(());
         }
     }
-    mount(Some(run_dir), &target, NONE, MsFlags::MS_BIND, NONE)
+    sys.mount(Some(run_dir), &target, None, MsFlags::MS_BIND, None)
         .map_err(LaunchError::sys("bind the run dir"))?;
-    remount_read_only(&target, "remount the run dir read-only")
+    remount_read_only(sys, &target, "remount the run dir read-only")
 }
 
 /// Makes the bind mount at `target` read-only, nosuid, nodev and noexec.
-fn remount_read_only(target: &Path, stage: &'static str) -> Result<(), LaunchError> {
+fn remount_read_only(
+    sys: &dyn Syscalls,
+    target: &Path,
+    stage: &'static str,
+) -> Result<(), LaunchError> {
     let flags = MsFlags::MS_BIND
         | MsFlags::MS_REMOUNT
         | MsFlags::MS_RDONLY
         | MsFlags::MS_NOSUID
         | MsFlags::MS_NODEV
         | MsFlags::MS_NOEXEC;
-    mount(NONE, target, NONE, flags, NONE).map_err(LaunchError::sys(stage))
+    sys.mount(None, target, None, flags, None)
+        .map_err(LaunchError::sys(stage))
 }
 
 /// A small tmpfs /dev with the usual nodes (bound from the host), links and /dev/shm.
-pub(crate) fn prepare_dev(root: &Path, owner: u32) -> Result<(), LaunchError> {
+pub(crate) fn prepare_dev(sys: &dyn Syscalls, root: &Path, owner: u32) -> Result<(), LaunchError> {
     let dev = root.join("dev");
-    mount_point(&dev, "mkdir /dev")?;
+    mount_point(sys, &dev, "mkdir /dev")?;
     let tmpfs_flags = MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC;
     let opts = format!("mode=755,size=1m,nr_inodes=4096,uid={owner},gid={owner}");
-    mount(
-        Some("sandpit-dev"),
+    sys.mount(
+        Some(Path::new("sandpit-dev")),
         &dev,
         Some("tmpfs"),
         tmpfs_flags,
@@ -200,20 +203,22 @@ pub(crate) fn prepare_dev(root: &Path, owner: u32) -> Result<(), LaunchError> {
     .map_err(LaunchError::sys("mount tmpfs /dev"))?;
     for node in DEV_NODES {
         let target = dev.join(node);
-        touch(&target)?;
+        sys.touch(&target)
+            .map_err(LaunchError::sys("create /dev node placeholder"))?;
         let source = Path::new("/dev").join(node);
-        mount(Some(&source), &target, NONE, MsFlags::MS_BIND, NONE)
+        sys.mount(Some(&source), &target, None, MsFlags::MS_BIND, None)
             .map_err(LaunchError::sys("bind a /dev node"))?;
     }
     for (name, to) in DEV_LINKS {
-        symlink(to, dev.join(name)).map_err(LaunchError::sys("symlink in /dev"))?;
+        sys.symlink(Path::new(to), &dev.join(name))
+            .map_err(LaunchError::sys("symlink in /dev"))?;
     }
-    mount_point(&dev.join("pts"), "mkdir /dev/pts")?;
+    mount_point(sys, &dev.join("pts"), "mkdir /dev/pts")?;
     let shm = dev.join("shm");
-    mount_point(&shm, "mkdir /dev/shm")?;
+    mount_point(sys, &shm, "mkdir /dev/shm")?;
     let opts = format!("mode=1777,size=64m,uid={owner},gid={owner}");
-    mount(
-        Some("shm"),
+    sys.mount(
+        Some(Path::new("shm")),
         &shm,
         Some("tmpfs"),
         MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
@@ -225,33 +230,39 @@ pub(crate) fn prepare_dev(root: &Path, owner: u32) -> Result<(), LaunchError> {
 /// Inside the sandbox's mount namespace, before pivot_root: an unlocked bind of the root onto
 /// itself (pivot_root refuses mounts inherited from a more privileged namespace), then proc,
 /// sysfs and a private devpts.
-pub(crate) fn mount_kernel_fs(root: &Path) -> Result<(), LaunchError> {
-    mount(
+pub(crate) fn mount_kernel_fs(sys: &dyn Syscalls, root: &Path) -> Result<(), LaunchError> {
+    sys.mount(
         Some(root),
         root,
-        NONE,
+        None,
         MsFlags::MS_BIND | MsFlags::MS_REC,
-        NONE,
+        None,
     )
     .map_err(LaunchError::sys("bind the root onto itself"))?;
     let proc_dir = root.join("proc");
-    mount_point(&proc_dir, "mkdir /proc")?;
+    mount_point(sys, &proc_dir, "mkdir /proc")?;
     let fs_flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
-    mount(Some("proc"), &proc_dir, Some("proc"), fs_flags, NONE)
-        .map_err(LaunchError::sys("mount /proc"))?;
+    sys.mount(
+        Some(Path::new("proc")),
+        &proc_dir,
+        Some("proc"),
+        fs_flags,
+        None,
+    )
+    .map_err(LaunchError::sys("mount /proc"))?;
     let sys_dir = root.join("sys");
-    if mount_point(&sys_dir, "mkdir /sys").is_ok() {
+    if mount_point(sys, &sys_dir, "mkdir /sys").is_ok() {
         // Optional: sysfs needs a netns owned by our userns and an unobstructed host /sys.
-        let _ = mount(
-            Some("sysfs"),
+        let _ = sys.mount(
+            Some(Path::new("sysfs")),
             &sys_dir,
             Some("sysfs"),
             fs_flags | MsFlags::MS_RDONLY,
-            NONE,
+            None,
         );
     }
-    mount(
-        Some("devpts"),
+    sys.mount(
+        Some(Path::new("devpts")),
         &root.join("dev/pts"),
         Some("devpts"),
         MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
@@ -266,6 +277,7 @@ pub(crate) fn mount_kernel_fs(root: &Path) -> Result<(), LaunchError> {
 /// and usage and nothing of the host. Best effort: a hierarchy that cannot be mounted is
 /// skipped and logged (the sandbox only loses the view).
 pub(crate) fn cgroup_fs(
+    sys: &dyn Syscalls,
     root: &Path,
     mounts: &[CgroupFsMount],
     log: &fs::File,
@@ -274,15 +286,15 @@ pub(crate) fn cgroup_fs(
         return Ok(());
     }
     let target = root.join("sys/fs/cgroup");
-    if !target.is_dir() {
-        mount_point(&root.join("sys/fs"), "mkdir /sys/fs")?;
-        mount_point(&target, "mkdir /sys/fs/cgroup")?;
+    if sys.stat(&target).ok() != Some(FileKind::Dir) {
+        mount_point(sys, &root.join("sys/fs"), "mkdir /sys/fs")?;
+        mount_point(sys, &target, "mkdir /sys/fs/cgroup")?;
     }
     let flags = MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
     let needs_dirs = mounts.iter().any(|m| !m.dir.is_empty());
     if needs_dirs {
-        mount(
-            Some("cgroup-views"),
+        sys.mount(
+            Some(Path::new("cgroup-views")),
             &target,
             Some("tmpfs"),
             MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
@@ -296,9 +308,9 @@ pub(crate) fn cgroup_fs(
         } else {
             target.join(&m.dir)
         };
-        let mounted = mount_point(&dir, "mkdir a cgroup mount point").and_then(|()| {
-            mount(
-                Some("cgroup"),
+        let mounted = mount_point(sys, &dir, "mkdir a cgroup mount point").and_then(|()| {
+            sys.mount(
+                Some(Path::new("cgroup")),
                 &dir,
                 Some(m.fstype.as_str()),
                 flags,
@@ -317,7 +329,7 @@ pub(crate) fn cgroup_fs(
         }
     }
     if needs_dirs {
-        mount(NONE, &target, NONE, flags | MsFlags::MS_REMOUNT, NONE)
+        sys.mount(None, &target, None, flags | MsFlags::MS_REMOUNT, None)
             .map_err(LaunchError::sys("remount /sys/fs/cgroup read-only"))?;
     }
     Ok(())
@@ -327,24 +339,32 @@ pub(crate) fn cgroup_fs(
 /// the agent rewrites it from the memory cgroup, so tools see the sandbox's limit as MemTotal.
 /// It starts as a copy of the host's file, so a sandbox whose agent never refreshes it still
 /// reads a well-formed file.
-pub(crate) fn meminfo_view(root: &Path) -> Result<(), LaunchError> {
+pub(crate) fn meminfo_view(sys: &dyn Syscalls, root: &Path) -> Result<(), LaunchError> {
     let view = root.join(MEMINFO_VIEW.trim_start_matches('/'));
     if let Some(dir) = view.parent() {
-        mount_point(dir, "mkdir the meminfo view dir")?;
+        mount_point(sys, dir, "mkdir the meminfo view dir")?;
     }
     let proc_meminfo = root.join("proc/meminfo");
-    let host = fs::read(&proc_meminfo).map_err(LaunchError::sys("read /proc/meminfo"))?;
-    fs::write(&view, host).map_err(LaunchError::sys("write the meminfo view"))?;
-    mount(Some(&view), &proc_meminfo, NONE, MsFlags::MS_BIND, NONE)
+    let host = sys
+        .read_file(&proc_meminfo)
+        .map_err(LaunchError::sys("read /proc/meminfo"))?;
+    sys.write_file(&view, &host)
+        .map_err(LaunchError::sys("write the meminfo view"))?;
+    sys.mount(Some(&view), &proc_meminfo, None, MsFlags::MS_BIND, None)
         .map_err(LaunchError::sys("bind the meminfo view over /proc/meminfo"))
 }
 
 /// `pivot_root(".", ".")` + lazy unmount of the old root: no host path stays reachable.
-pub(crate) fn pivot_into(root: &Path) -> Result<(), LaunchError> {
-    nix::unistd::chdir(root).map_err(LaunchError::sys("chdir to the new root"))?;
-    nix::unistd::pivot_root(".", ".").map_err(LaunchError::sys("pivot_root"))?;
-    umount2(".", MntFlags::MNT_DETACH).map_err(LaunchError::sys("detach the old root"))?;
-    nix::unistd::chdir("/").map_err(LaunchError::sys("chdir /"))
+pub(crate) fn pivot_into(sys: &dyn Syscalls, root: &Path) -> Result<(), LaunchError> {
+    let here = Path::new(".");
+    sys.chdir(root)
+        .map_err(LaunchError::sys("chdir to the new root"))?;
+    sys.pivot_root(here, here)
+        .map_err(LaunchError::sys("pivot_root"))?;
+    sys.umount_detach(here)
+        .map_err(LaunchError::sys("detach the old root"))?;
+    sys.chdir(Path::new("/"))
+        .map_err(LaunchError::sys("chdir /"))
 }
 
 /// Paths made read-only inside the sandbox (as Docker does).
@@ -369,37 +389,38 @@ pub const MASKED_PATHS: &[&str] = &[
 ];
 
 /// Applies [`READONLY_PATHS`] and [`MASKED_PATHS`] (after pivot_root); missing paths are skipped.
-pub(crate) fn mask_paths() -> Result<(), LaunchError> {
+pub(crate) fn mask_paths(sys: &dyn Syscalls) -> Result<(), LaunchError> {
     for p in READONLY_PATHS {
         let path = Path::new(p);
-        if !path.exists() {
+        if sys.stat(path).is_err() {
             continue;
         }
-        mount(
+        sys.mount(
             Some(path),
             path,
-            NONE,
+            None,
             MsFlags::MS_BIND | MsFlags::MS_REC,
-            NONE,
+            None,
         )
         .map_err(LaunchError::sys("bind a read-only /proc path"))?;
-        remount_read_only(path, "remount a /proc path read-only")?;
+        remount_read_only(sys, path, "remount a /proc path read-only")?;
     }
     for p in MASKED_PATHS {
         let path = Path::new(p);
-        let Ok(meta) = fs::symlink_metadata(path) else {
+        let Ok(kind) = sys.lstat(path) else {
             continue;
         };
-        let res = if meta.is_dir() {
-            mount(
-                Some("masked"),
+        let res = if kind == FileKind::Dir {
+            sys.mount(
+                Some(Path::new("masked")),
                 path,
                 Some("tmpfs"),
                 MsFlags::MS_RDONLY,
                 Some("size=0"),
             )
         } else {
-            mount(Some("/dev/null"), path, NONE, MsFlags::MS_BIND, NONE)
+            let null = Path::new("/dev/null");
+            sys.mount(Some(null), path, None, MsFlags::MS_BIND, None)
         };
         res.map_err(LaunchError::sys("mask a path"))?;
     }
@@ -408,8 +429,8 @@ pub(crate) fn mask_paths() -> Result<(), LaunchError> {
 
 /// Creates `dir` unless it exists (called after pivot_root, so links resolve inside the
 /// sandbox, and sandbox root owns the result).
-pub(crate) fn ensure_dir(dir: &Path) -> io::Result<()> {
-    match fs::DirBuilder::new().mode(0o755).create(dir) {
+pub(crate) fn ensure_dir(sys: &dyn Syscalls, dir: &Path) -> io::Result<()> {
+    match sys.mkdir(dir, 0o755) {
         Err(e) if e.kind() != io::ErrorKind::AlreadyExists => Err(e),
         _ => Ok(()),
     }

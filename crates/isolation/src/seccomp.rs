@@ -298,9 +298,9 @@ pub const ALLOWED_SOCKETPAIR_FAMILIES: &[(&str, libc::c_int)] = &[("AF_UNIX", li
 /// Errors building or installing the filters.
 #[derive(Debug, thiserror::Error)]
 pub enum SeccompError {
-    #[error("building the seccomp filter: {0}")]
+    #[error("building the seccomp filter")]
     Build(#[from] seccompiler::BackendError),
-    #[error("installing the seccomp filter: {0}")]
+    #[error("installing the seccomp filter")]
     Install(#[from] seccompiler::Error),
     #[error("seccomp profile is only defined for x86_64")]
     UnsupportedArch,

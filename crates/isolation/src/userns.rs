@@ -2,28 +2,65 @@
 //! stays in the initial namespace (it needs host root for the idmapped mount and the overlay).
 #![allow(unsafe_code)]
 
-use std::fs;
+use std::io;
 use std::os::fd::OwnedFd;
+use std::path::Path;
 
 use nix::fcntl::OFlag;
 use nix::sched::{CloneFlags, unshare};
 use nix::sys::wait::waitpid;
-use nix::unistd::{ForkResult, fork, pipe2, read, write};
+use nix::unistd::{ForkResult, Pid, fork, pipe2, read, write};
 
 use crate::launch::LaunchError;
 use crate::sys::exit_immediately;
+use crate::syscalls::{Syscalls, UsernsHolder};
 
 /// Number of uids and gids mapped into every sandbox.
 pub const ID_RANGE: u32 = 65536;
 
 /// Returns an fd of a new user namespace mapping `0..65536` to `base..base+65536` (uids and
 /// gids, `setgroups` denied).
-pub(crate) fn create(base: u32) -> Result<OwnedFd, LaunchError> {
-    let (ready_r, ready_w) = pipe2(OFlag::O_CLOEXEC).map_err(LaunchError::sys("pipe"))?;
-    let (done_r, done_w) = pipe2(OFlag::O_CLOEXEC).map_err(LaunchError::sys("pipe"))?;
+pub(crate) fn create(sys: &dyn Syscalls, base: u32) -> Result<OwnedFd, LaunchError> {
+    let holder = sys
+        .spawn_userns_holder()
+        .map_err(LaunchError::sys("start the userns holder"))?;
+    let proc_dir = format!("/proc/{}", holder.pid);
+    let map = format!("0 {base} {ID_RANGE}\n");
+    let file = |name: &str| Path::new(&proc_dir).join(name);
+    sys.write_file(&file("uid_map"), map.as_bytes())
+        .map_err(LaunchError::sys("write uid_map"))?;
+    sys.write_file(&file("setgroups"), b"deny")
+        .map_err(LaunchError::sys("write setgroups"))?;
+    sys.write_file(&file("gid_map"), map.as_bytes())
+        .map_err(LaunchError::sys("write gid_map"))?;
+    let fd = sys
+        .open(&file("ns/user"))
+        .map_err(LaunchError::sys("open the userns"))?;
+    drop(holder);
+    Ok(fd)
+}
+
+/// Ends a real holder: closing the pipe lets it exit, then it is reaped.
+pub(crate) struct HolderRelease {
+    done: Option<OwnedFd>,
+    child: Pid,
+}
+
+impl Drop for HolderRelease {
+    fn drop(&mut self) {
+        // Closed before the wait: that EOF is what lets the holder exit.
+        drop(self.done.take());
+        let _ = waitpid(self.child, None);
+    }
+}
+
+/// Forks the holder: it unshares `CLONE_NEWUSER`, reports, and blocks until released.
+pub(crate) fn spawn_holder() -> io::Result<UsernsHolder> {
+    let (ready_r, ready_w) = pipe2(OFlag::O_CLOEXEC)?;
+    let (done_r, done_w) = pipe2(OFlag::O_CLOEXEC)?;
     // SAFETY: the launcher is single-threaded (checked by `enter_sandbox`), so the child may run
     // any code; it only unshares, writes one byte, blocks on a read and `_exit`s.
-    match unsafe { fork() }.map_err(LaunchError::sys("fork the userns holder"))? {
+    match unsafe { fork() }? {
         ForkResult::Child => {
             drop(ready_r);
             drop(done_w);
@@ -37,30 +74,21 @@ pub(crate) fn create(base: u32) -> Result<OwnedFd, LaunchError> {
         ForkResult::Parent { child } => {
             drop(ready_w);
             drop(done_r);
-            let result = (|| {
-                let mut b = [0u8; 1];
-                let n = read(&ready_r, &mut b)
-                    .map_err(LaunchError::sys("wait for the userns holder"))?;
-                if n != 1 || b[0] != 1 {
-                    return Err(LaunchError::Init(
-                        "the userns holder could not unshare CLONE_NEWUSER".into(),
-                    ));
-                }
-                let proc_dir = format!("/proc/{child}");
-                let map = format!("0 {base} {ID_RANGE}\n");
-                fs::write(format!("{proc_dir}/uid_map"), &map)
-                    .map_err(LaunchError::sys("write uid_map"))?;
-                fs::write(format!("{proc_dir}/setgroups"), "deny")
-                    .map_err(LaunchError::sys("write setgroups"))?;
-                fs::write(format!("{proc_dir}/gid_map"), &map)
-                    .map_err(LaunchError::sys("write gid_map"))?;
-                let fd = fs::File::open(format!("{proc_dir}/ns/user"))
-                    .map_err(LaunchError::sys("open the userns"))?;
-                Ok(OwnedFd::from(fd))
-            })();
-            drop(done_w);
-            let _ = waitpid(child, None);
-            result
+            let release = HolderRelease {
+                done: Some(done_w),
+                child,
+            };
+            let mut b = [0u8; 1];
+            let n = read(&ready_r, &mut b)?;
+            if n != 1 || b[0] != 1 {
+                return Err(io::Error::other(
+                    "the userns holder could not unshare CLONE_NEWUSER",
+                ));
+            }
+            Ok(UsernsHolder {
+                pid: child.as_raw() as u32,
+                _release: Some(release),
+            })
         }
     }
 }

@@ -10,9 +10,11 @@
 //!   proxy and the `full`-mode firewall enforce.
 //! * [`quota`]: per-sandbox caps and per-tenant quotas.
 //! * [`throttle`]: the rate limit on log lines a sandbox can trigger (agent and server).
+//! * [`chain`]: an error with its causes on one line, for API messages and logs.
 //!
 //! No I/O and no async runtime here: every crate may depend on this one.
 
+pub mod chain;
 pub mod container;
 pub mod control;
 pub mod error;
@@ -22,6 +24,7 @@ pub mod quota;
 pub mod throttle;
 pub mod time;
 
+pub use chain::{ErrorChain, display_chain};
 pub use error::{ErrorCode, ErrorResponse};
 
 /// Session id that means "run without a session" (the seed's `DISABLE_SESSION_TOKEN`).

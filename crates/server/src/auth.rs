@@ -15,6 +15,7 @@ use sandpit_protocol::ErrorCode;
 use sandpit_store::Store;
 use sha2::{Digest, Sha256};
 
+use crate::StartError;
 use crate::error::ApiError;
 
 /// Tenant that owns the admin key.
@@ -77,7 +78,7 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 pub fn load_or_create_admin_key(
     data_dir: &Path,
     configured: Option<&str>,
-) -> anyhow::Result<(String, PathBuf)> {
+) -> Result<(String, PathBuf), StartError> {
     let file = data_dir.join(ADMIN_KEY_FILE);
     if let Some(key) = configured {
         return Ok((key.to_owned(), file));
@@ -86,20 +87,22 @@ pub fn load_or_create_admin_key(
         Ok(key) if !key.trim().is_empty() => return Ok((key.trim().to_owned(), file)),
         Ok(_) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(anyhow::anyhow!("reading {}: {e}", file.display())),
+        Err(e) => return Err(StartError::io("reading the admin key", file)(e)),
     }
     let key = generate_key();
     let tmp = data_dir.join(format!(".{ADMIN_KEY_FILE}.tmp"));
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(|e| anyhow::anyhow!("creating {}: {e}", tmp.display()))?;
-    f.write_all(format!("{key}\n").as_bytes())?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, &file)?;
+    let write = || {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        f.write_all(format!("{key}\n").as_bytes())?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, &file)
+    };
+    write().map_err(StartError::io("writing the admin key", &file))?;
     tracing::info!(path = %file.display(), "generated an admin key");
     Ok((key, file))
 }

@@ -4,7 +4,7 @@ use axum::Json;
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::response::{IntoResponse, Response};
 use http::StatusCode;
-use sandpit_protocol::{ErrorCode, ErrorResponse};
+use sandpit_protocol::{ErrorChain, ErrorCode, ErrorResponse};
 
 /// An error answered to the client.
 #[derive(Debug)]
@@ -47,6 +47,9 @@ impl std::fmt::Display for ApiError {
     }
 }
 
+/// So a caller outside a request (e.g. [`crate::StartError::Manager`]) can keep it as a cause.
+impl std::error::Error for ApiError {}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status =
@@ -61,8 +64,9 @@ impl IntoResponse for ApiError {
 
 impl From<sandpit_store::StoreError> for ApiError {
     fn from(e: sandpit_store::StoreError) -> Self {
-        tracing::error!(error = %e, "store error");
-        ApiError::internal(format!("store: {e}"))
+        let chain = ErrorChain(&e);
+        tracing::error!(error = %chain, "store error");
+        ApiError::internal(format!("store: {chain}"))
     }
 }
 

@@ -35,6 +35,7 @@ pub mod preview;
 mod process_archive;
 pub mod quota;
 mod routes;
+mod start_error;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod ws_auth;
@@ -44,7 +45,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context as _;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::middleware::{from_fn_with_state, map_response_with_state};
@@ -62,6 +62,7 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use tower_http::trace::TraceLayer;
 
 pub use config::{ADMIN_KEY_ENV, AGENT_BIN_ENV, ServeConfig, find_agent_binary};
+pub use start_error::StartError;
 
 use crate::auth::Auth;
 use crate::error::ApiError;
@@ -236,7 +237,7 @@ impl Drop for Server {
 
 impl Server {
     /// Starts the server with the local namespace driver.
-    pub async fn start(config: ServeConfig) -> anyhow::Result<Server> {
+    pub async fn start(config: ServeConfig) -> Result<Server, StartError> {
         let driver = local_driver(&config)?;
         Self::start_with_driver(config, driver).await
     }
@@ -245,24 +246,30 @@ impl Server {
     pub async fn start_with_driver(
         config: ServeConfig,
         driver: Arc<dyn Driver>,
-    ) -> anyhow::Result<Server> {
+    ) -> Result<Server, StartError> {
         std::fs::create_dir_all(&config.data_dir)
-            .with_context(|| format!("creating {}", config.data_dir.display()))?;
+            .map_err(StartError::io("creating the data dir", &config.data_dir))?;
         let data_dir_lock = lock_data_dir(&config.data_dir)?;
         let db = config.data_dir.join("sandpit.db");
-        let data_key = DataKey::load_or_create(&config.data_dir.join(DATA_KEY_FILE))?;
+        let data_key = DataKey::load_or_create(&config.data_dir.join(DATA_KEY_FILE))
+            .map_err(StartError::DataKey)?;
         let store: Arc<dyn Store> = Arc::new(
             SqliteStore::open(&db, data_key)
-                .with_context(|| format!("opening {}", db.display()))?,
+                .map_err(|source| StartError::Store { path: db, source })?,
         );
         let (admin_key, key_file) =
             auth::load_or_create_admin_key(&config.data_dir, config.admin_key.as_deref())?;
         if config.admin_key.is_none() {
             tracing::info!(path = %key_file.display(), "admin key is stored in this file");
         }
-        store.ensure_tenant(auth::DEFAULT_TENANT).await?;
-        let images = ImageStore::open(&config.images_dir)
-            .with_context(|| format!("opening images at {}", config.images_dir.display()))?;
+        store
+            .ensure_tenant(auth::DEFAULT_TENANT)
+            .await
+            .map_err(StartError::DefaultTenant)?;
+        let images = ImageStore::open(&config.images_dir).map_err(|source| StartError::Images {
+            path: config.images_dir.clone(),
+            source,
+        })?;
         let metrics = Arc::new(Metrics::new());
         let host = caps::HostResources::detect(&config.data_dir);
         let caps = caps::resolve(
@@ -298,15 +305,15 @@ impl Server {
                 max_connections_per_sandbox: config.egress_max_connections_per_sandbox,
                 max_connections_per_tenant: config.egress_max_connections_per_tenant,
             })
-            .context("setting up the egress proxy")?,
+            .map_err(StartError::Egress)?,
         )
         .await
-        .map_err(|e| anyhow::anyhow!("initialising the sandbox manager: {e}"))?;
+        .map_err(StartError::Manager)?;
         let manager = Arc::new(manager);
         manager
             .reconcile()
             .await
-            .context("reconciling sandboxes of a previous run")?;
+            .map_err(|e| StartError::Reconcile(e.into()))?;
 
         let app = Arc::new(AppState {
             manager: manager.clone(),
@@ -314,10 +321,14 @@ impl Server {
             metrics,
             max_body_bytes: config.max_body_bytes,
         });
+        let bind = |source| StartError::Bind {
+            addr: config.listen,
+            source,
+        };
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
-            .with_context(|| format!("binding {}", config.listen))?;
-        let addr = listener.local_addr()?;
+            .map_err(bind)?;
+        let addr = listener.local_addr().map_err(bind)?;
         let preview_config = preview::PreviewConfig {
             domain: config.preview_domain.clone(),
             scheme: config.preview_scheme.clone(),
@@ -326,7 +337,7 @@ impl Server {
         let previews = Arc::new(
             preview::Previews::load(preview_config, manager.clone())
                 .await
-                .context("loading exposed ports")?,
+                .map_err(|e| StartError::Previews(e.into()))?,
         );
         let router = router(
             app,
@@ -386,7 +397,7 @@ impl Server {
 
     /// Stops serving (open requests get `shutdown_grace` to finish), then puts every running
     /// sandbox to sleep.
-    pub async fn shutdown(mut self) -> anyhow::Result<()> {
+    pub async fn shutdown(mut self) -> std::io::Result<()> {
         let _ = self.shutdown.send(true);
         if let Some(reaper) = self.reaper.take() {
             let _ = reaper.await;
@@ -405,7 +416,7 @@ impl Server {
     }
 
     /// Serves until ctrl-c or SIGTERM, then shuts down.
-    pub async fn wait(self) -> anyhow::Result<()> {
+    pub async fn wait(self) -> std::io::Result<()> {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         tokio::select! {
             r = tokio::signal::ctrl_c() => r?,
@@ -417,24 +428,21 @@ impl Server {
 }
 
 /// Takes `<data_dir>/server.lock`: two servers on one data dir would fight over its sandboxes.
-fn lock_data_dir(data_dir: &Path) -> anyhow::Result<std::fs::File> {
+fn lock_data_dir(data_dir: &Path) -> Result<std::fs::File, StartError> {
     let path = data_dir.join("server.lock");
     let file = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
         .open(&path)
-        .with_context(|| format!("opening {}", path.display()))?;
+        .map_err(StartError::io("opening", &path))?;
     match file.try_lock() {
         Ok(()) => Ok(file),
-        Err(std::fs::TryLockError::WouldBlock) => anyhow::bail!(
-            "another sandpit server is using {} (lock {} is held)",
-            data_dir.display(),
-            path.display()
-        ),
-        Err(std::fs::TryLockError::Error(e)) => {
-            Err(anyhow::Error::new(e).context(format!("locking {}", path.display())))
-        }
+        Err(std::fs::TryLockError::WouldBlock) => Err(StartError::Locked {
+            data_dir: data_dir.to_path_buf(),
+            lock: path,
+        }),
+        Err(std::fs::TryLockError::Error(e)) => Err(StartError::io("locking", path)(e)),
     }
 }
 
@@ -453,8 +461,9 @@ async fn reap_forever(manager: Arc<Manager>, every: Duration, mut stop: watch::R
 }
 
 /// The namespace driver, keeping its per-sandbox dirs and sockets under the data dir.
-fn local_driver(config: &ServeConfig) -> anyhow::Result<Arc<dyn Driver>> {
-    let data_dir = std::path::absolute(&config.data_dir)?;
+fn local_driver(config: &ServeConfig) -> Result<Arc<dyn Driver>, StartError> {
+    let data_dir = std::path::absolute(&config.data_dir)
+        .map_err(StartError::io("resolving the data dir", &config.data_dir))?;
     let mut driver_config =
         sandpit_runtime::local::LocalDriverConfig::new(data_dir, config.agent_bin.clone());
     // The operator's blocks and private ranges hold in `full` mode too (its firewall).
@@ -463,6 +472,6 @@ fn local_driver(config: &ServeConfig) -> anyhow::Result<Arc<dyn Driver>> {
         private: config.egress_private.clone(),
     };
     let driver = sandpit_runtime::local::LocalDriver::with_config(driver_config)
-        .context("setting up the local sandbox driver")?;
+        .map_err(StartError::Driver)?;
     Ok(Arc::new(driver))
 }

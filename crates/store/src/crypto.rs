@@ -16,7 +16,7 @@ const KEY_LEN: usize = 32;
 /// Errors of the data key.
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
-    #[error("data key {path}: {source}")]
+    #[error("data key {path}")]
     Io {
         path: PathBuf,
         #[source]
@@ -189,5 +189,18 @@ mod tests {
             DataKey::load_or_create(&path),
             Err(KeyError::Malformed(_))
         ));
+    }
+
+    #[test]
+    fn io_error_names_the_file_and_keeps_the_cause_as_its_source() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("file");
+        std::fs::write(&file, "").unwrap();
+        let path = file.join("secrets.key");
+        let err = DataKey::load_or_create(&path).err().unwrap();
+        // The cause is printed by whoever walks the chain, not twice.
+        assert_eq!(err.to_string(), format!("data key {}", path.display()));
+        let cause = std::error::Error::source(&err).unwrap();
+        assert_eq!(cause.to_string(), "Not a directory (os error 20)");
     }
 }

@@ -36,7 +36,7 @@ pub fn uid_base(slot: u32) -> u32 {
 pub enum StoreError {
     #[error("database: {0}")]
     Db(#[from] rusqlite::Error),
-    #[error("cannot open store at {path}: {source}")]
+    #[error("cannot open store at {path}")]
     Open {
         path: String,
         #[source]
@@ -48,8 +48,8 @@ pub enum StoreError {
     NoSuchTenant(String),
     #[error("corrupt record {id}: {message}")]
     Corrupt { id: String, message: String },
-    #[error("store task failed: {0}")]
-    Task(String),
+    #[error("store task failed")]
+    Task(#[source] tokio::task::JoinError),
     #[error(transparent)]
     Key(#[from] KeyError),
 }

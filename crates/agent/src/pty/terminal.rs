@@ -37,9 +37,9 @@ const BROADCAST_CHUNKS: usize = 1024;
 pub enum PtyError {
     #[error("invalid shell: {0}")]
     InvalidShell(String),
-    #[error("could not open a pseudo-terminal: {0}")]
+    #[error("could not open a pseudo-terminal")]
     Open(#[source] std::io::Error),
-    #[error("could not start {shell}: {source}")]
+    #[error("could not start {shell}")]
     Spawn {
         shell: String,
         #[source]

@@ -95,9 +95,10 @@ async fn attach(agent: Arc<Agent>, session_id: String, options: PtyOptions, sock
     let terminal = match agent.terminals.open(&session_id, &options) {
         Ok(t) => t,
         Err(e) => {
-            tracing::warn!(session = %session_id, error = %e, "terminal not created");
+            let message = sandpit_protocol::display_chain(&e);
+            tracing::warn!(session = %session_id, error = %message, "terminal not created");
             let _ = tx
-                .send(status(json!({"type": "error", "message": e.to_string()})))
+                .send(status(json!({"type": "error", "message": message})))
                 .await;
             let _ = tx
                 .send(Message::Close(Some(CloseFrame {

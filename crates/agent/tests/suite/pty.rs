@@ -240,11 +240,16 @@ async fn missing_session_id_is_400_and_bad_shell_is_1011() {
     t.until(|t| t.closed.is_some()).await;
     assert_eq!(t.status.len(), 1, "{:?}", t.status);
     assert_eq!(t.status[0]["type"], "error");
+    // What failed, then why: the cause is printed once.
+    let message = t.status[0]["message"].as_str().unwrap();
     assert!(
-        t.status[0]["message"]
-            .as_str()
-            .unwrap()
-            .contains("/nonexistent/shell")
+        message.starts_with("could not start /nonexistent/shell: "),
+        "{message}"
+    );
+    assert_eq!(
+        message.matches("No such file or directory").count(),
+        1,
+        "{message}"
     );
     assert_eq!(t.closed, Some(Some(1011)));
 }

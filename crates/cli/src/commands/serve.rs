@@ -57,7 +57,7 @@ pub async fn run(args: ServeArgs, data_dir: PathBuf) -> anyhow::Result<()> {
     println!("admin key stored in {}", server.key_file().display());
     println!("try: SANDPIT_URL={url} sandpit exec demo -- echo hello");
     // Until ctrl-c or SIGTERM; then running sandboxes are put to sleep.
-    server.wait().await
+    Ok(server.wait().await?)
 }
 
 /// `--egress-resolve NAME=ADDRESS`.

@@ -22,8 +22,10 @@ fn layout() -> (Vec<cgroup::CgroupMount>, Vec<cgroup::OwnCgroup>) {
     )
 }
 
-fn group() -> String {
-    format!("sandpit-itest-{}", std::process::id())
+/// A group of its own per test: `cargo test` runs both tests at once in one process, and each
+/// asserts that its group lists only its own sandbox.
+fn group(test: &str) -> String {
+    format!("sandpit-itest-{}-{test}", std::process::id())
 }
 
 /// Spawns `n` sleeping processes and moves them into the sandbox's cgroups.
@@ -73,7 +75,7 @@ fn serial_detected_backend_limits_kill_remove() {
         return;
     }
     let (mounts, own) = layout();
-    let mgr = cgroup::from_layout(&mounts, &own, &group()).unwrap();
+    let mgr = cgroup::from_layout(&mounts, &own, &group("detected")).unwrap();
     let limits = CgroupLimits {
         memory_bytes: Some(128 << 20),
         pids: Some(50),
@@ -132,7 +134,7 @@ fn serial_v1_freezer_fallback_kills_everything() {
         eprintln!("\n!!! SKIPPED: no cgroup v1 memory hierarchy !!!\n");
         return;
     }
-    let mgr = cgroup::from_layout(&v1_only, &own, &group()).unwrap();
+    let mgr = cgroup::from_layout(&v1_only, &own, &group("freezer")).unwrap();
     assert_eq!(mgr.kind(), "v1-hybrid");
     assert!(
         !mgr.dirs("fz")

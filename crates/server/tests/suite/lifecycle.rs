@@ -343,6 +343,41 @@ async fn one_server_per_data_dir() {
     assert_eq!(s, 200, "the first one is unaffected");
 }
 
+/// `Server::start` fails with a typed error naming the step; its chain prints the cause once.
+#[tokio::test]
+async fn a_failed_start_names_its_step_and_the_cause_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let not_a_dir = tmp.path().join("file");
+    std::fs::write(&not_a_dir, "").unwrap();
+    let cfg = super::config(&not_a_dir);
+    let data_dir = cfg.data_dir.clone();
+    let driver = super::fake_agent::FakeDriver::new(tmp.path().join("sockets"));
+    let err = sandpit_server::Server::start_with_driver(cfg, driver)
+        .await
+        .err()
+        .expect("a data dir that is a file");
+    assert!(
+        matches!(
+            &err,
+            sandpit_server::StartError::Io { what: "creating the data dir", path, .. }
+                if *path == data_dir
+        ),
+        "{err:?}"
+    );
+    assert_eq!(
+        err.to_string(),
+        format!("creating the data dir {}", data_dir.display())
+    );
+    let chain = sandpit_protocol::display_chain(&err);
+    assert_eq!(
+        chain,
+        format!(
+            "creating the data dir {}: Not a directory (os error 20)",
+            data_dir.display()
+        )
+    );
+}
+
 #[tokio::test]
 async fn a_dead_agent_is_noticed_without_a_call() {
     let ts = TestServer::start().await;

@@ -1,0 +1,75 @@
+//! Why [`Server::start`](crate::Server::start) failed: one variant per step, each naming what
+//! it was doing and keeping the cause as its `#[source]` (print the whole chain with
+//! [`sandpit_protocol::ErrorChain`] or anyhow's `{:#}`).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use crate::caps::CapsError;
+use crate::egress::EgressError;
+use crate::error::ApiError;
+
+/// A cause that is not (yet) a typed error of its own (the manager's reconcile and the
+/// preview store report through `anyhow`).
+pub type BoxedCause = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A file or directory of the data dir.
+    #[error("{what} {}", path.display())]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("another sandpit server is using {} (lock {} is held)", data_dir.display(), lock.display())]
+    Locked { data_dir: PathBuf, lock: PathBuf },
+    /// Its message names the key file.
+    #[error(transparent)]
+    DataKey(sandpit_store::KeyError),
+    #[error("opening the store {}", path.display())]
+    Store {
+        path: PathBuf,
+        #[source]
+        source: sandpit_store::StoreError,
+    },
+    #[error("creating the default tenant")]
+    DefaultTenant(#[source] sandpit_store::StoreError),
+    #[error("opening the images at {}", path.display())]
+    Images {
+        path: PathBuf,
+        #[source]
+        source: sandpit_image::ImageError,
+    },
+    /// Operator maxima that cannot hold (its message names the flag).
+    #[error(transparent)]
+    Caps(#[from] CapsError),
+    #[error("setting up the egress proxy")]
+    Egress(#[source] EgressError),
+    #[error("setting up the local sandbox driver")]
+    Driver(#[source] sandpit_runtime::DriverError),
+    #[error("initialising the sandbox manager")]
+    Manager(#[source] ApiError),
+    #[error("reconciling sandboxes of a previous run")]
+    Reconcile(#[source] BoxedCause),
+    #[error("binding {addr}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("loading exposed ports")]
+    Previews(#[source] BoxedCause),
+}
+
+impl StartError {
+    /// Maps an I/O error on `path` to [`StartError::Io`].
+    pub(crate) fn io(
+        what: &'static str,
+        path: impl Into<PathBuf>,
+    ) -> impl FnOnce(std::io::Error) -> StartError {
+        let path = path.into();
+        move |source| StartError::Io { what, path, source }
+    }
+}
