@@ -1,0 +1,123 @@
+//! sandpit's MCP server: sandbox tools for AI agents (Claude, Cursor, agent frameworks) over the
+//! Model Context Protocol, built on [`rmcp`] and on the public API through
+//! [`sandpit_client`], so an agent can do exactly what its API key allows.
+//!
+//! * [`serve_stdio`]: `sandpit mcp`, one MCP client on stdin/stdout acting with one key.
+//! * [`http_service`]: streamable HTTP, mounted by the server at `/mcp`; every request acts
+//!   with the bearer key it carries, so a tenant's agent sees only that tenant's sandboxes.
+//!
+//! Tools (see `docs/mcp.md`): `create_sandbox`, `list_sandboxes`, `exec`, `run_code`,
+//! `read_file`, `write_file`, `list_files`, `edit_file`, `start_process`, `process_logs`,
+//! `expose_port`, `destroy_sandbox`. Failures are MCP tool errors carrying the protocol's error
+//! code and message ([`ToolError`]).
+
+mod code;
+mod edit;
+mod error;
+mod exec;
+mod follow;
+mod output;
+mod params;
+mod streamable;
+mod tools;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rmcp::RoleServer;
+use rmcp::handler::server::tool::ToolRouter;
+use rmcp::service::RequestContext;
+use sandpit_client::Client;
+
+pub use error::ToolError;
+pub use streamable::http_service;
+
+/// Where the API key of a tool call comes from.
+#[derive(Clone)]
+enum KeySource {
+    /// stdio: the one key `sandpit mcp` was started with.
+    Fixed(Arc<str>),
+    /// HTTP: the `Authorization: Bearer` key of each request.
+    Bearer,
+}
+
+/// The MCP server handler: the tools, the API they call, and the code contexts they keep.
+#[derive(Clone)]
+pub struct SandpitMcp {
+    base_url: Arc<str>,
+    http: reqwest::Client,
+    keys: KeySource,
+    contexts: Arc<code::Contexts>,
+    tool_router: ToolRouter<SandpitMcp>,
+}
+
+impl SandpitMcp {
+    fn new(base_url: &str, keys: KeySource) -> Result<Self, reqwest::Error> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .build()?;
+        Ok(SandpitMcp {
+            base_url: base_url.trim_end_matches('/').into(),
+            http,
+            keys,
+            contexts: Arc::default(),
+            tool_router: SandpitMcp::tool_router(),
+        })
+    }
+
+    /// A handler acting with `api_key` on the server at `base_url` (the stdio transport).
+    pub fn with_key(base_url: &str, api_key: &str) -> Result<Self, reqwest::Error> {
+        SandpitMcp::new(base_url, KeySource::Fixed(api_key.into()))
+    }
+
+    /// A handler acting with each HTTP request's bearer key (the streamable HTTP transport).
+    pub fn with_bearer_keys(base_url: &str) -> Result<Self, reqwest::Error> {
+        SandpitMcp::new(base_url, KeySource::Bearer)
+    }
+
+    /// The API key this call acts with.
+    fn api_key(&self, ctx: &RequestContext<RoleServer>) -> Result<String, ToolError> {
+        match &self.keys {
+            KeySource::Fixed(key) => Ok(key.to_string()),
+            KeySource::Bearer => ctx
+                .extensions
+                .get::<http::request::Parts>()
+                .and_then(|parts| streamable::bearer(&parts.headers))
+                .map(str::to_owned)
+                .ok_or(ToolError::NoKey),
+        }
+    }
+
+    /// A client of the API acting with this call's key (cheap: the connection pool is shared).
+    fn client(&self, ctx: &RequestContext<RoleServer>) -> Result<Client, ToolError> {
+        Ok(Client::with_http_client(
+            self.http.clone(),
+            &*self.base_url,
+            self.api_key(ctx)?,
+        ))
+    }
+}
+
+/// Serves one MCP client on stdin/stdout until it disconnects, acting with `api_key` on the
+/// server at `base_url`. Nothing else may write to stdout meanwhile.
+pub async fn serve_stdio(base_url: &str, api_key: &str) -> Result<(), ServeError> {
+    use rmcp::ServiceExt;
+    let handler = SandpitMcp::with_key(base_url, api_key)?;
+    let service = handler
+        .serve(rmcp::transport::stdio())
+        .await
+        .map_err(Box::new)?;
+    service.waiting().await?;
+    Ok(())
+}
+
+/// Why [`serve_stdio`] stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("building the HTTP client")]
+    Http(#[from] reqwest::Error),
+    #[error("MCP handshake with the client failed")]
+    Initialize(#[from] Box<rmcp::service::ServerInitializeError>),
+    #[error("the MCP service task failed")]
+    Task(#[from] tokio::task::JoinError),
+}

@@ -1,0 +1,37 @@
+//! The streamable HTTP transport, for the server to mount at `/mcp` behind its API-key check.
+//! Each request's tools act with that request's bearer key.
+
+use http::HeaderMap;
+use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
+use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
+use tokio_util::sync::CancellationToken;
+
+use crate::SandpitMcp;
+
+/// The MCP endpoint's tower service. `base_url` is the API the tools call (the server itself,
+/// on loopback); cancelling `shutdown` ends open MCP sessions and streams.
+pub fn http_service(
+    base_url: &str,
+    shutdown: CancellationToken,
+) -> Result<StreamableHttpService<SandpitMcp, LocalSessionManager>, reqwest::Error> {
+    let handler = SandpitMcp::with_bearer_keys(base_url)?;
+    let config = StreamableHttpServerConfig::default()
+        .with_cancellation_token(shutdown)
+        // rmcp's Host check protects unauthenticated servers on localhost from DNS rebinding;
+        // here every request needs an API key a rebinding page cannot know, and the server is
+        // reached by whatever name it is deployed under.
+        .disable_allowed_hosts();
+    Ok(StreamableHttpService::new(
+        move || Ok(handler.clone()),
+        LocalSessionManager::default().into(),
+        config,
+    ))
+}
+
+/// The key of an `Authorization: Bearer <key>` header.
+pub(crate) fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(http::header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, key) = value.split_once(' ')?;
+    let key = key.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !key.is_empty()).then_some(key)
+}
