@@ -21,6 +21,9 @@ pub enum ToolError {
     /// An HTTP request reached the MCP endpoint without a bearer key to act with.
     #[error("no API key: send Authorization: Bearer <key>")]
     NoKey,
+    /// An HTTP request used an MCP session opened with another API key.
+    #[error("this MCP session was opened with another API key")]
+    ForeignSession,
     /// The client cancelled the call; the remote command was stopped.
     #[error("cancelled by the client; the command was stopped")]
     Cancelled,
@@ -46,6 +49,9 @@ impl ToolError {
                 ErrorResponse::new(ErrorCode::CommandExecutionError, message.clone())
             }
             ToolError::NoKey => ErrorResponse::new(ErrorCode::Unauthorized, self.to_string()),
+            ToolError::ForeignSession => {
+                ErrorResponse::new(ErrorCode::PermissionDenied, self.to_string())
+            }
             ToolError::Cancelled => {
                 ErrorResponse::new(ErrorCode::OperationInterrupted, self.to_string())
             }

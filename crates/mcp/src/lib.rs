@@ -21,7 +21,7 @@ mod params;
 mod streamable;
 mod tools;
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use rmcp::RoleServer;
@@ -48,6 +48,9 @@ pub struct SandpitMcp {
     http: reqwest::Client,
     keys: KeySource,
     contexts: Arc<code::Contexts>,
+    /// HTTP: SHA-256 of the key that opened this MCP session. Later requests of the session
+    /// must carry the same key, so a session id that leaks is no use with another key.
+    session_owner: Arc<OnceLock<[u8; 32]>>,
     tool_router: ToolRouter<SandpitMcp>,
 }
 
@@ -61,6 +64,7 @@ impl SandpitMcp {
             http,
             keys,
             contexts: Arc::default(),
+            session_owner: Arc::default(),
             tool_router: SandpitMcp::tool_router(),
         })
     }
@@ -75,16 +79,34 @@ impl SandpitMcp {
         SandpitMcp::new(base_url, KeySource::Bearer)
     }
 
-    /// The API key this call acts with.
+    /// The handler of a new MCP session: shares the code contexts, owns nothing yet.
+    fn for_new_session(&self) -> Self {
+        SandpitMcp {
+            session_owner: Arc::default(),
+            ..self.clone()
+        }
+    }
+
+    /// The API key this call acts with. Over HTTP, the request's own key, which must be the
+    /// one that opened the session.
     fn api_key(&self, ctx: &RequestContext<RoleServer>) -> Result<String, ToolError> {
         match &self.keys {
             KeySource::Fixed(key) => Ok(key.to_string()),
-            KeySource::Bearer => ctx
-                .extensions
-                .get::<http::request::Parts>()
-                .and_then(|parts| streamable::bearer(&parts.headers))
-                .map(str::to_owned)
-                .ok_or(ToolError::NoKey),
+            KeySource::Bearer => {
+                let key = streamable::request_key(ctx).ok_or(ToolError::NoKey)?;
+                let digest = streamable::key_digest(key);
+                if *self.session_owner.get_or_init(|| digest) != digest {
+                    return Err(ToolError::ForeignSession);
+                }
+                Ok(key.to_owned())
+            }
+        }
+    }
+
+    /// Records the key that opens an HTTP session (at `initialize`).
+    fn open_session(&self, ctx: &RequestContext<RoleServer>) {
+        if let (KeySource::Bearer, Some(key)) = (&self.keys, streamable::request_key(ctx)) {
+            let _ = self.session_owner.set(streamable::key_digest(key));
         }
     }
 

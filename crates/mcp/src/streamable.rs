@@ -2,8 +2,11 @@
 //! Each request's tools act with that request's bearer key.
 
 use http::HeaderMap;
+use rmcp::RoleServer;
+use rmcp::service::RequestContext;
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
+use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 
 use crate::SandpitMcp;
@@ -22,14 +25,25 @@ pub fn http_service(
         // reached by whatever name it is deployed under.
         .disable_allowed_hosts();
     Ok(StreamableHttpService::new(
-        move || Ok(handler.clone()),
+        move || Ok(handler.for_new_session()),
         LocalSessionManager::default().into(),
         config,
     ))
 }
 
+/// The bearer key of the HTTP request a tool call or `initialize` came in.
+pub(crate) fn request_key(ctx: &RequestContext<RoleServer>) -> Option<&str> {
+    ctx.extensions
+        .get::<http::request::Parts>()
+        .and_then(|parts| bearer(&parts.headers))
+}
+
+pub(crate) fn key_digest(key: &str) -> [u8; 32] {
+    Sha256::digest(key.as_bytes()).into()
+}
+
 /// The key of an `Authorization: Bearer <key>` header.
-pub(crate) fn bearer(headers: &HeaderMap) -> Option<&str> {
+fn bearer(headers: &HeaderMap) -> Option<&str> {
     let value = headers.get(http::header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, key) = value.split_once(' ')?;
     let key = key.trim();

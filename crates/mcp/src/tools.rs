@@ -4,9 +4,12 @@
 use std::collections::BTreeMap;
 
 use rmcp::handler::server::wrapper::Parameters;
-use rmcp::model::{CallToolResult, ContentBlock, Implementation, ServerCapabilities, ServerConfig};
+use rmcp::model::{
+    CallToolResult, ContentBlock, Implementation, InitializeRequestParams, InitializeResult,
+    ServerCapabilities, ServerConfig,
+};
 use rmcp::service::RequestContext;
-use rmcp::{RoleServer, ServerHandler, tool, tool_handler, tool_router};
+use rmcp::{ErrorData, RoleServer, ServerHandler, tool, tool_handler, tool_router};
 use sandpit_client::protocol::container::{FileType, ListFilesOptions};
 use sandpit_client::protocol::control::CreateSandboxRequest;
 use sandpit_client::{ExposeOptions, ProcessOptions};
@@ -183,6 +186,16 @@ impl SandpitMcp {
 // The router built once per handler, not on every call.
 #[tool_handler(router = self.tool_router)]
 impl ServerHandler for SandpitMcp {
+    async fn initialize(
+        &self,
+        request: InitializeRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<InitializeResult, ErrorData> {
+        self.open_session(&context);
+        context.peer.set_peer_info(request.clone());
+        self.negotiate_initialize(&request)
+    }
+
     fn get_info(&self) -> ServerConfig {
         ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
             .with_server_info(Implementation::new("sandpit", env!("CARGO_PKG_VERSION")))
