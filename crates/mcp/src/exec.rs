@@ -68,7 +68,11 @@ pub async fn exec(
     for (key, value) in params.env.unwrap_or_default() {
         options = options.env(key, value);
     }
-    let events = sandbox.exec_stream(&params.command, &options).await?;
+    // In a subshell of the sandbox's session: as fast as the session (no new shell process),
+    // but an `exit` or `exec` in the command ends the subshell, not the session every later
+    // command runs in. (So `cd` and `export` do not carry over to the next call either.)
+    let command = format!("(\n{}\n)", params.command);
+    let events = sandbox.exec_stream(&command, &options).await?;
     let (mut stdout, mut stderr) = (Stream::default(), Stream::default());
     let mut exit = None;
     let mut failure = None;

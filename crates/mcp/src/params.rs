@@ -30,8 +30,9 @@ pub struct ExecParams {
     /// Id of the sandbox (from create_sandbox or list_sandboxes). A sandbox that does not
     /// exist yet is created with this id.
     pub sandbox_id: String,
-    /// Shell command, run with `bash -c` (pipes, redirections, `&&` work), e.g.
-    /// "pip install requests && python3 main.py".
+    /// Shell command for bash (pipes, redirections, `&&` work), e.g.
+    /// "pip install requests && python3 main.py". Each call starts afresh in the working
+    /// directory: `cd` and `export` do not carry over to the next call (use `cd dir && ...`).
     pub command: String,
     /// Working directory of the command; the sandbox's workspace when absent.
     pub cwd: Option<String>,

@@ -277,7 +277,7 @@ test("a long exec reports progress and a cancelled one stops the remote command"
     const running = call(
       client,
       "exec",
-      { sandbox_id: id, command: "echo $$ > /tmp/victim.pid; exec sleep 300" },
+      { sandbox_id: id, command: "echo $BASHPID > /tmp/victim.pid; exec sleep 300" },
       {
         signal: abort.signal,
         onprogress: (p) => {
