@@ -240,25 +240,20 @@ async function everyTool(client, id) {
   assert.ok(!after.structuredContent.sandboxes.some((s) => s.id === id), text(after));
 }
 
-test("stdio: sandpit mcp lists the tools and every tool works", async () => {
-  const client = await connectStdio();
-  try {
-    await listsTheTools(client);
-    await everyTool(client, unique("mcp-stdio"));
-  } finally {
-    await client.close();
-  }
-});
-
-test("http: /mcp lists the tools and every tool works", async () => {
-  const client = await connectHttp();
-  try {
-    await listsTheTools(client);
-    await everyTool(client, unique("mcp-http"));
-  } finally {
-    await client.close();
-  }
-});
+for (const [transport, connect] of [
+  ["stdio: sandpit mcp", connectStdio],
+  ["http: /mcp", connectHttp],
+]) {
+  test(`${transport} lists the tools and every tool works`, async () => {
+    const client = await connect();
+    try {
+      await listsTheTools(client);
+      await everyTool(client, unique(`mcp-${transport.slice(0, 4)}`));
+    } finally {
+      await client.close();
+    }
+  });
+}
 
 test("http: /mcp refuses a request without a valid API key", async () => {
   for (const key of [undefined, "sp_not-a-key"]) {
