@@ -21,6 +21,9 @@ pub enum ToolError {
     /// An HTTP request reached the MCP endpoint without a bearer key to act with.
     #[error("no API key: send Authorization: Bearer <key>")]
     NoKey,
+    /// The caller has no sandbox with this id.
+    #[error("no sandbox {0:?}: create it with create_sandbox first (list_sandboxes shows yours)")]
+    NoSandbox(String),
     /// An HTTP request used an MCP session opened with another API key.
     #[error("this MCP session was opened with another API key")]
     ForeignSession,
@@ -49,6 +52,10 @@ impl ToolError {
                 ErrorResponse::new(ErrorCode::CommandExecutionError, message.clone())
             }
             ToolError::NoKey => ErrorResponse::new(ErrorCode::Unauthorized, self.to_string()),
+            ToolError::NoSandbox(id) => {
+                ErrorResponse::new(ErrorCode::SandboxNotFound, self.to_string())
+                    .with_context("sandboxId", id.clone())
+            }
             ToolError::ForeignSession => {
                 ErrorResponse::new(ErrorCode::PermissionDenied, self.to_string())
             }

@@ -21,16 +21,21 @@ mod params;
 mod streamable;
 mod tools;
 
-use std::sync::{Arc, OnceLock};
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use rmcp::RoleServer;
 use rmcp::handler::server::tool::ToolRouter;
 use rmcp::service::RequestContext;
-use sandpit_client::Client;
+use sandpit_client::protocol::ErrorCode;
+use sandpit_client::{Client, SandboxHandle};
 
 pub use error::ToolError;
 pub use streamable::http_service;
+
+/// A sandbox known to exist: the SHA-256 of the key that sees it, and its id.
+type KnownSandbox = ([u8; 32], String);
 
 /// Where the API key of a tool call comes from.
 #[derive(Clone)]
@@ -48,6 +53,9 @@ pub struct SandpitMcp {
     http: reqwest::Client,
     keys: KeySource,
     contexts: Arc<code::Contexts>,
+    /// Sandboxes known to exist, by key digest and id, so that only the first call on a
+    /// sandbox pays for the existence check.
+    known: Arc<Mutex<HashSet<KnownSandbox>>>,
     /// HTTP: SHA-256 of the key that opened this MCP session. Later requests of the session
     /// must carry the same key, so a session id that leaks is no use with another key.
     session_owner: Arc<OnceLock<[u8; 32]>>,
@@ -64,6 +72,7 @@ impl SandpitMcp {
             http,
             keys,
             contexts: Arc::default(),
+            known: Arc::default(),
             session_owner: Arc::default(),
             tool_router: SandpitMcp::tool_router(),
         })
@@ -99,6 +108,51 @@ impl SandpitMcp {
                     return Err(ToolError::ForeignSession);
                 }
                 Ok(key.to_owned())
+            }
+        }
+    }
+
+    /// A handle on the caller's sandbox `id`, which must exist. The API would create a sandbox
+    /// on first use of an unknown id; a model's mistyped or invented id must not silently make
+    /// new sandboxes (as with the CLI), so it gets `SANDBOX_NOT_FOUND` and a hint instead.
+    async fn existing_sandbox(
+        &self,
+        ctx: &RequestContext<RoleServer>,
+        id: &str,
+    ) -> Result<SandboxHandle, ToolError> {
+        let client = self.client(ctx)?;
+        if !self.is_known(ctx, id) {
+            match client.get(id).await {
+                Ok(_) => self.remember(ctx, id, true),
+                Err(e) if e.code() == Some(ErrorCode::SandboxNotFound) => {
+                    return Err(ToolError::NoSandbox(id.to_owned()));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(client.sandbox(id))
+    }
+
+    fn known_entry(&self, ctx: &RequestContext<RoleServer>, id: &str) -> Option<KnownSandbox> {
+        let key = self.api_key(ctx).ok()?;
+        Some((streamable::key_digest(&key), id.to_owned()))
+    }
+
+    fn is_known(&self, ctx: &RequestContext<RoleServer>, id: &str) -> bool {
+        let entry = self.known_entry(ctx, id);
+        match (entry, self.known.lock()) {
+            (Some(entry), Ok(known)) => known.contains(&entry),
+            _ => false,
+        }
+    }
+
+    /// Records that the caller's sandbox `id` exists (or, after a destroy, no longer does).
+    fn remember(&self, ctx: &RequestContext<RoleServer>, id: &str, exists: bool) {
+        if let (Some(entry), Ok(mut known)) = (self.known_entry(ctx, id), self.known.lock()) {
+            if exists {
+                known.insert(entry);
+            } else {
+                known.remove(&entry);
             }
         }
     }

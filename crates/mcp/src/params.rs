@@ -27,8 +27,7 @@ pub struct SandboxParams {
 
 #[derive(Debug, Deserialize, JsonSchema)]
 pub struct ExecParams {
-    /// Id of the sandbox (from create_sandbox or list_sandboxes). A sandbox that does not
-    /// exist yet is created with this id.
+    /// Id of the sandbox (from create_sandbox or list_sandboxes).
     pub sandbox_id: String,
     /// Shell command for bash (pipes, redirections, `&&` work), e.g.
     /// "pip install requests && python3 main.py". Each call starts afresh in the working

@@ -217,6 +217,7 @@ impl SandpitMcp {
             ..CreateSandboxRequest::default()
         };
         let info = self.client(ctx)?.create(&request).await?;
+        self.remember(ctx, &info.id, true);
         Ok(text(
             format!(
                 "sandbox {} is {} (image {}); pass sandbox_id \"{}\" to the other tools",
@@ -252,7 +253,7 @@ impl SandpitMcp {
     }
 
     async fn exec_impl(&self, ctx: &RequestContext<RoleServer>, params: ExecParams) -> ToolResult {
-        let sandbox = self.client(ctx)?.sandbox(params.sandbox_id.clone());
+        let sandbox = self.existing_sandbox(ctx, &params.sandbox_id).await?;
         exec(&sandbox, ctx, params).await
     }
 
@@ -262,7 +263,7 @@ impl SandpitMcp {
         params: RunCodeParams,
     ) -> ToolResult {
         let key = self.api_key(ctx)?;
-        let sandbox = self.client(ctx)?.sandbox(params.sandbox_id.clone());
+        let sandbox = self.existing_sandbox(ctx, &params.sandbox_id).await?;
         run_code(&self.contexts, &key, &sandbox, ctx, params).await
     }
 
@@ -271,7 +272,7 @@ impl SandpitMcp {
         ctx: &RequestContext<RoleServer>,
         params: ReadFileParams,
     ) -> ToolResult {
-        let sandbox = self.client(ctx)?.sandbox(params.sandbox_id);
+        let sandbox = self.existing_sandbox(ctx, &params.sandbox_id).await?;
         let file = sandbox.read_file(&params.path).await?;
         let about = json!({
             "path": file.path, "size": file.size, "mimeType": file.mime_type, "isBinary": file.is_binary,
@@ -305,7 +306,7 @@ impl SandpitMcp {
         ctx: &RequestContext<RoleServer>,
         params: WriteFileParams,
     ) -> ToolResult {
-        let sandbox = self.client(ctx)?.sandbox(params.sandbox_id);
+        let sandbox = self.existing_sandbox(ctx, &params.sandbox_id).await?;
         sandbox.write_file(&params.path, &params.content).await?;
         let bytes = params.content.len();
         Ok(text(
@@ -319,7 +320,7 @@ impl SandpitMcp {
         ctx: &RequestContext<RoleServer>,
         params: ListFilesParams,
     ) -> ToolResult {
-        let sandbox = self.client(ctx)?.sandbox(params.sandbox_id);
+        let sandbox = self.existing_sandbox(ctx, &params.sandbox_id).await?;
         let options = ListFilesOptions {
             recursive: Some(params.recursive),
             include_hidden: Some(params.include_hidden),
@@ -347,7 +348,7 @@ impl SandpitMcp {
         ctx: &RequestContext<RoleServer>,
         params: EditFileParams,
     ) -> ToolResult {
-        let sandbox = self.client(ctx)?.sandbox(params.sandbox_id);
+        let sandbox = self.existing_sandbox(ctx, &params.sandbox_id).await?;
         let file = sandbox.read_file(&params.path).await?;
         if file.is_binary {
             return Err(ToolError::Invalid(format!(
@@ -377,7 +378,7 @@ impl SandpitMcp {
         ctx: &RequestContext<RoleServer>,
         params: StartProcessParams,
     ) -> ToolResult {
-        let sandbox = self.client(ctx)?.sandbox(params.sandbox_id);
+        let sandbox = self.existing_sandbox(ctx, &params.sandbox_id).await?;
         let mut options = ProcessOptions {
             process_id: params.process_id,
             cwd: params.cwd,
@@ -402,7 +403,7 @@ impl SandpitMcp {
         ctx: &RequestContext<RoleServer>,
         params: ProcessLogsParams,
     ) -> ToolResult {
-        let sandbox = self.client(ctx)?.sandbox(params.sandbox_id);
+        let sandbox = self.existing_sandbox(ctx, &params.sandbox_id).await?;
         let process = sandbox.process(&params.process_id).await?;
         let info = process.info().await?;
         let logs = process.logs().await?;
@@ -447,7 +448,7 @@ impl SandpitMcp {
         ctx: &RequestContext<RoleServer>,
         params: ExposePortParams,
     ) -> ToolResult {
-        let sandbox = self.client(ctx)?.sandbox(params.sandbox_id);
+        let sandbox = self.existing_sandbox(ctx, &params.sandbox_id).await?;
         let options = ExposeOptions {
             name: params.name,
             token: None,
@@ -464,6 +465,7 @@ impl SandpitMcp {
         ctx: &RequestContext<RoleServer>,
         params: SandboxParams,
     ) -> ToolResult {
+        self.remember(ctx, &params.sandbox_id, false);
         self.client(ctx)?.destroy(&params.sandbox_id).await?;
         Ok(text(
             format!("sandbox {} was destroyed", params.sandbox_id),

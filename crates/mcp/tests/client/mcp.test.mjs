@@ -148,6 +148,12 @@ async function everyTool(client, id) {
   assert.equal(created.structuredContent.id, id);
   const listed = ok(await call(client, "list_sandboxes", {}), "list_sandboxes");
   assert.ok(listed.structuredContent.sandboxes.some((s) => s.id === id), text(listed));
+  // A made-up id is an error with a hint, not a new sandbox.
+  const typo = `${id}-typo`;
+  const noSuch = await call(client, "exec", { sandbox_id: typo, command: "true" });
+  assert.match(toolError(noSuch, "SANDBOX_NOT_FOUND", "exec in a missing sandbox"), /create_sandbox/);
+  const relisted = ok(await call(client, "list_sandboxes", {}), "list_sandboxes");
+  assert.ok(!relisted.structuredContent.sandboxes.some((s) => s.id === typo), text(relisted));
 
   // Files: write, read, edit (and its clear failures), list.
   const path = "/workspace/hello.py";
@@ -320,12 +326,22 @@ test("a tenant's key cannot see or touch another tenant's sandboxes through MCP"
         "SANDBOX_NOT_FOUND",
         "destroying another tenant's sandbox",
       );
-      const read = await call(other, "read_file", { sandbox_id: id, path: "/workspace/s.txt" });
-      assert.ok(!JSON.stringify(read).includes(secret), "the other tenant read the secret");
-      const cat = await call(other, "exec", { sandbox_id: id, command: "cat /workspace/s.txt" });
-      assert.ok(!JSON.stringify(cat).includes(secret), "the other tenant read the secret");
-      // What the other key reached was a sandbox of its own (the API creates on first use).
-      ok(await call(other, "destroy_sandbox", { sandbox_id: id }), "other's own");
+      for (const [tool, args] of [
+        ["read_file", { path: "/workspace/s.txt" }],
+        ["exec", { command: "cat /workspace/s.txt" }],
+        ["write_file", { path: "/workspace/s.txt", content: "overwritten" }],
+        ["run_code", { code: "open('/workspace/s.txt').read()", language: "python" }],
+        ["list_files", { path: "/workspace" }],
+        ["process_logs", { process_id: "web" }],
+        ["expose_port", { port: 8000 }],
+      ]) {
+        const result = await call(other, tool, { sandbox_id: id, ...args });
+        toolError(result, "SANDBOX_NOT_FOUND", `${tool} on another tenant's sandbox`);
+        assert.ok(!JSON.stringify(result).includes(secret), `${tool} leaked the secret`);
+      }
+      // And nothing was created under that id for the other tenant either.
+      const relisted = ok(await call(other, "list_sandboxes", {}), "other's list");
+      assert.ok(!relisted.structuredContent.sandboxes.some((s) => s.id === id), text(relisted));
     } finally {
       await other.close();
     }
