@@ -49,3 +49,23 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
     let key = key.trim();
     (scheme.eq_ignore_ascii_case("bearer") && !key.is_empty()).then_some(key)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(value: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(http::header::AUTHORIZATION, value.parse().unwrap());
+        headers
+    }
+
+    #[test]
+    fn bearer_keys_are_read_from_the_authorization_header() {
+        assert_eq!(bearer(&headers("Bearer sp_abc")), Some("sp_abc"));
+        assert_eq!(bearer(&headers("bearer  sp_abc ")), Some("sp_abc"));
+        assert_eq!(bearer(&headers("Basic dXNlcjpwdw==")), None);
+        assert_eq!(bearer(&headers("Bearer ")), None);
+        assert_eq!(bearer(&HeaderMap::new()), None);
+    }
+}
