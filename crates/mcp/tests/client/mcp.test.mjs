@@ -268,7 +268,7 @@ test("http: /mcp refuses a request without a valid API key", async () => {
   }
 });
 
-test("a long exec reports progress and a cancelled one stops the remote command", async () => {
+test("long runs report progress, and cancelling one stops the remote command or code", async () => {
   const client = await connectHttp();
   const id = unique("mcp-cancel");
   try {
@@ -301,6 +301,30 @@ test("a long exec reports progress and a cancelled one stops the remote command"
       );
       return { done: probe.structuredContent.stdout === "gone\n", seen: text(probe) };
     });
+    // A cancelled run_code is interrupted: the loop stops ticking, the context lives on.
+    const ticking = new AbortController();
+    const loop = call(
+      client,
+      "run_code",
+      {
+        sandbox_id: id,
+        language: "python",
+        code: "import time\nn = 0\nwhile True:\n    n += 1\n    open('/tmp/tick', 'w').write(str(n))\n    time.sleep(0.05)",
+      },
+      { signal: ticking.signal, onprogress: () => ticking.abort("stop the loop") },
+    );
+    await assert.rejects(loop, /stop the loop|abort/i);
+    const tick = async () =>
+      ok(await call(client, "exec", { sandbox_id: id, command: "cat /tmp/tick" }), "tick")
+        .structuredContent.stdout;
+    await eventually("the cancelled loop to stop", async () => {
+      const before = await tick();
+      await new Promise((r) => setTimeout(r, 500));
+      const after = await tick();
+      return { done: Number(before) > 0 && before === after, seen: `${before} then ${after}` };
+    });
+    const kept = ok(await call(client, "run_code", { sandbox_id: id, code: "n > 0", language: "python" }), "n");
+    assert.match(text(kept), /True/);
   } finally {
     await call(client, "destroy_sandbox", { sandbox_id: id });
     await client.close();
