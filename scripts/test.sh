@@ -25,6 +25,9 @@ echo "==> TypeScript SDK: pinned dependencies, build, type check, format (sdks/t
 (cd sdks/typescript && npm ci --no-audit --no-fund && npm run build && npm run check)
 (cd examples/typescript && npm ci --no-audit --no-fund)
 
+echo "==> official MCP client for the MCP test (crates/mcp/tests/client)"
+(cd crates/mcp/tests/client && npm ci --no-audit --no-fund)
+
 echo "==> Python SDK: pinned venv, format, lint, type check (sdks/python)"
 scripts/python-sdk.sh
 

@@ -3,6 +3,7 @@
 
 mod interpreter;
 mod machine;
+mod mcp;
 mod preview;
 mod process_stream;
 mod pty_echo;
@@ -101,6 +102,12 @@ struct Args {
     /// dependencies are missing is skipped with the reason).
     #[arg(long, default_value_t = 300)]
     sdk: usize,
+    /// MCP `exec` tool round trips over HTTP, each with a plain HTTP exec (0 skips the MCP rows).
+    #[arg(long, default_value_t = 200)]
+    mcp: usize,
+    /// Measure only the MCP rows and their baseline.
+    #[arg(long, conflicts_with_all = ["only_interpreter", "only_preview"])]
+    only_mcp: bool,
 }
 
 /// One row of the report.
@@ -160,7 +167,7 @@ fn kept_notes(old: &str) -> &str {
 }
 
 async fn run(args: &Args) -> anyhow::Result<Report> {
-    if args.only_interpreter || args.only_preview {
+    if args.only_interpreter || args.only_preview || args.only_mcp {
         return interpreter_report(args).await;
     }
     let rootfs = ImageStore::open(&args.images_dir)?
@@ -191,6 +198,11 @@ async fn run(args: &Args) -> anyhow::Result<Report> {
     } else {
         None
     };
+    let mcp = if result.is_ok() && args.mcp > 0 {
+        Some(mcp::measure(&client, server.admin_key(), args.mcp).await)
+    } else {
+        None
+    };
     let interpreter = if result.is_ok() && args.interpreter > 0 {
         Some(interpreter::measure(&client, &interpreter_counts(args)).await)
     } else {
@@ -209,6 +221,7 @@ async fn run(args: &Args) -> anyhow::Result<Report> {
     let interpreter = interpreter.transpose()?.unwrap_or_default();
     let interactive = interactive.transpose()?.unwrap_or_default();
     let preview = preview.transpose()?.unwrap_or_default();
+    let mcp = mcp.transpose()?.unwrap_or_default();
 
     let cold = rows[0].samples.clone();
     let warm_p50 = rows[1].samples.p50();
@@ -268,7 +281,7 @@ async fn run(args: &Args) -> anyhow::Result<Report> {
             ));
         }
     }
-    for section in [interactive, preview, interpreter, sdks] {
+    for section in [interactive, preview, mcp, interpreter, sdks] {
         verdicts.extend(section.verdicts);
         notes.extend(section.notes);
         rows.extend(section.rows);
@@ -311,10 +324,13 @@ async fn start_server(args: &Args) -> anyhow::Result<(tempfile::TempDir, Server,
     Ok((data_dir, server, client))
 }
 
-/// `--only-interpreter` or `--only-preview`: that section alone, against its own server.
+/// `--only-interpreter`, `--only-preview` or `--only-mcp`: that section alone, against its own
+/// server.
 async fn interpreter_report(args: &Args) -> anyhow::Result<Report> {
     let (_data_dir, server, client) = start_server(args).await?;
-    let section = if args.only_preview {
+    let section = if args.only_mcp {
+        mcp::measure(&client, server.admin_key(), args.mcp).await
+    } else if args.only_preview {
         let rootfs = ImageStore::open(&args.images_dir)?.rootfs(DEFAULT_IMAGE)?;
         measure_preview(args, &client, &server, &rootfs).await
     } else {

@@ -221,6 +221,9 @@ pub enum Command {
         #[command(subcommand)]
         command: FilesCommand,
     },
+    /// Serve the sandbox tools to an AI agent over the Model Context Protocol on stdin/stdout
+    /// (for an MCP client's configuration; see docs/mcp.md). Acts with --key on --url.
+    Mcp,
 }
 
 #[derive(Debug, Args)]

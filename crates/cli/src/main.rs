@@ -72,6 +72,10 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
     let no_create = CreateFlag::default();
     match command {
         Command::Serve(args) => serve::run(args, data_dir.clone()).await?,
+        Command::Mcp => {
+            // stdout carries the protocol: nothing else may print there.
+            sandpit_mcp::serve_stdio(&url, &connect::api_key(key.as_deref(), &data_dir)?).await?;
+        }
         Command::Create(args) => sandbox::create(&client()?, args).await?,
         Command::Ls(args) => sandbox::ls(&client()?, &args).await?,
         Command::Info { id, json } => sandbox::info(&client()?, &id, json).await?,

@@ -16,6 +16,8 @@
 //! * `POST|GET /v1/keys`, `DELETE /v1/keys/{keyId}`, `POST /v1/keys/{keyId}/rotate`: API keys
 //!   ([`auth`]);
 //! * `GET /v1/audit`: the audit log of control-plane actions ([`audit`]);
+//! * `POST|GET|DELETE /mcp`: the MCP server (streamable HTTP, [`sandpit_mcp`]); its tools call
+//!   this API on loopback with the request's own key;
 //! * `GET /v1/openapi.json`, `GET /healthz`: no key needed; `GET /metrics`: no key unless
 //!   `metrics_auth` is set (then the admin key).
 
@@ -58,6 +60,7 @@ use sandpit_runtime::Driver;
 use sandpit_store::{DataKey, SqliteStore, Store};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
@@ -107,6 +110,7 @@ fn router(
     previews: Arc<preview::Previews>,
     max_control_body: usize,
     metrics_auth: bool,
+    mcp: Router<Arc<AppState>>,
 ) -> Router {
     use routes::{files, keys, quota, sandboxes, system};
     let auth = app.auth.clone();
@@ -175,6 +179,7 @@ fn router(
     let metrics = app.metrics.clone();
     authed
         .merge(open)
+        .merge(mcp)
         .fallback(route_not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(app)
@@ -204,6 +209,25 @@ fn router(
         .layer(from_fn_with_state(previews, preview::proxy::route_by_host))
 }
 
+/// `/mcp`: the MCP server behind the same API-key check as `/v1`. Its tools call this server's
+/// API on loopback with the caller's key, so MCP can do exactly what the key can.
+fn mcp_route(
+    auth: &Arc<Auth>,
+    listening: SocketAddr,
+    shutdown: CancellationToken,
+) -> anyhow::Result<Router<Arc<AppState>>> {
+    let ip = match listening.ip() {
+        ip if !ip.is_unspecified() => ip,
+        std::net::IpAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+        std::net::IpAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+    };
+    let api = format!("http://{}", SocketAddr::new(ip, listening.port()));
+    let service = sandpit_mcp::http_service(&api, shutdown).context("setting up /mcp")?;
+    Ok(Router::new()
+        .route_service("/mcp", service)
+        .route_layer(from_fn_with_state(auth.clone(), auth::require_key)))
+}
+
 /// A running control plane.
 pub struct Server {
     addr: SocketAddr,
@@ -215,6 +239,8 @@ pub struct Server {
     serve: Option<JoinHandle<std::io::Result<()>>>,
     reaper: Option<JoinHandle<()>>,
     grace: Duration,
+    /// Ends open MCP sessions (their SSE streams would otherwise hold up shutdown).
+    mcp_shutdown: CancellationToken,
     /// Held while the server lives: one server per data dir.
     _data_dir_lock: std::fs::File,
 }
@@ -339,11 +365,14 @@ impl Server {
                 .await
                 .map_err(|e| StartError::Previews(e.into()))?,
         );
+        let mcp_shutdown = CancellationToken::new();
+        let mcp = mcp_route(&app.auth, addr, mcp_shutdown.clone())?;
         let router = router(
             app,
             previews,
             config.max_control_body_bytes,
             config.metrics_auth,
+            mcp,
         );
         let (shutdown, mut stop_serving) = watch::channel(false);
         // No Nagle: SSE events and small answers must leave at once, not wait for an ACK.
@@ -376,6 +405,7 @@ impl Server {
             serve: Some(serve),
             reaper: Some(reaper),
             grace: config.shutdown_grace,
+            mcp_shutdown,
             _data_dir_lock: data_dir_lock,
         })
     }
@@ -399,6 +429,7 @@ impl Server {
     /// sandbox to sleep.
     pub async fn shutdown(mut self) -> std::io::Result<()> {
         let _ = self.shutdown.send(true);
+        self.mcp_shutdown.cancel();
         if let Some(reaper) = self.reaper.take() {
             let _ = reaper.await;
         }

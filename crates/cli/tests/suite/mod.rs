@@ -8,6 +8,7 @@ mod fake_server;
 mod inspect;
 mod labels;
 mod leftovers;
+mod mcp;
 mod network;
 mod processes;
 mod quota;

@@ -8,11 +8,11 @@ use super::support::{Served, images_dir_or_skip};
 
 /// Whether a missing prerequisite must fail the test (CI) rather than skip it (a developer
 /// machine without Node).
-fn required() -> bool {
+pub(super) fn required() -> bool {
     std::env::var("CI").is_ok_and(|v| v == "true")
 }
 
-fn skip_or_fail(test: &str, why: String) {
+pub(super) fn skip_or_fail(test: &str, why: String) {
     assert!(
         !required(),
         "{test}: {why} (CI=true: missing dependencies fail)"
@@ -21,7 +21,7 @@ fn skip_or_fail(test: &str, why: String) {
 }
 
 /// Runs `cmd`; on failure panics with its output and `context()`.
-fn run(cmd: &mut Command, what: &str, context: &dyn Fn() -> String) -> (String, String) {
+pub(super) fn run(cmd: &mut Command, what: &str, context: &dyn Fn() -> String) -> (String, String) {
     let output = cmd
         .output()
         .unwrap_or_else(|e| panic!("{what}: {e} (is Node 20 installed?)"));
