@@ -215,14 +215,15 @@ fn mcp_route(
     auth: &Arc<Auth>,
     listening: SocketAddr,
     shutdown: CancellationToken,
-) -> anyhow::Result<Router<Arc<AppState>>> {
+) -> Result<Router<Arc<AppState>>, StartError> {
     let ip = match listening.ip() {
         ip if !ip.is_unspecified() => ip,
         std::net::IpAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
         std::net::IpAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
     };
     let api = format!("http://{}", SocketAddr::new(ip, listening.port()));
-    let service = sandpit_mcp::http_service(&api, shutdown).context("setting up /mcp")?;
+    let service = sandpit_mcp::http_service(&api, shutdown)
+        .map_err(|e| StartError::Mcp(Box::new(e)))?;
     Ok(Router::new()
         .route_service("/mcp", service)
         .route_layer(from_fn_with_state(auth.clone(), auth::require_key)))

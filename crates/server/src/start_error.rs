@@ -61,6 +61,8 @@ pub enum StartError {
     },
     #[error("loading exposed ports")]
     Previews(#[source] BoxedCause),
+    #[error("setting up /mcp")]
+    Mcp(#[source] BoxedCause),
 }
 
 impl StartError {
