@@ -44,6 +44,103 @@ pub fn parse_duration(value: &serde_json::Value) -> Result<Duration, String> {
     Ok(duration)
 }
 
+/// `sleepAfter`: how long a sandbox may be idle before it sleeps. Accepted on the wire as a
+/// number of seconds (`90`) or a duration string (`"90"`, `"30s"`, `"5m"`, `"1h 30m"`), written
+/// back as whole seconds (an integer). At least one second: fractions are rounded down to whole
+/// seconds with a floor of 1 s (`"500ms"` is 1 s); zero and negative values are rejected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct SleepAfter(u64);
+
+impl SleepAfter {
+    /// Ten minutes, the seed's default.
+    pub const DEFAULT: SleepAfter = SleepAfter(crate::control::DEFAULT_SLEEP_AFTER_SECS);
+
+    /// `secs` seconds (at least 1: `0` is raised to 1, as a stored value may be).
+    pub const fn from_secs(secs: u64) -> Self {
+        SleepAfter(if secs == 0 { 1 } else { secs })
+    }
+
+    /// Whole seconds (at least 1).
+    pub const fn as_secs(self) -> u64 {
+        self.0
+    }
+
+    /// The idle time.
+    pub const fn duration(self) -> Duration {
+        Duration::from_secs(self.0)
+    }
+
+    /// Parses a wire value: seconds or a duration string.
+    pub fn parse(value: &serde_json::Value) -> Result<Self, String> {
+        parse_duration(value).map(|d| SleepAfter::from_secs(d.as_secs()))
+    }
+}
+
+impl Default for SleepAfter {
+    fn default() -> Self {
+        SleepAfter::DEFAULT
+    }
+}
+
+/// The string form (`"90"`, `"5m"`), as a CLI flag takes it.
+impl std::str::FromStr for SleepAfter {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        SleepAfter::parse(&serde_json::Value::String(s.to_owned()))
+    }
+}
+
+impl std::fmt::Display for SleepAfter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}s", self.0)
+    }
+}
+
+impl Serialize for SleepAfter {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_u64(self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for SleepAfter {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let value = serde_json::Value::deserialize(deserializer)?;
+        // serde_json's errors do not name the field; the message does.
+        SleepAfter::parse(&value).map_err(|e| serde::de::Error::custom(format!("sleepAfter: {e}")))
+    }
+}
+
+#[cfg(feature = "openapi")]
+impl utoipa::PartialSchema for SleepAfter {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Type};
+        OneOfBuilder::new()
+            .item(
+                ObjectBuilder::new()
+                    .schema_type(Type::Integer)
+                    .minimum(Some(1))
+                    .description(Some("seconds")),
+            )
+            .item(
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .description(Some(
+                        "seconds, or a duration such as \"30s\", \"5m\", \"1h 30m\"",
+                    ))
+                    .examples(["5m"]),
+            )
+            .description(Some(
+                "Idle time before the sandbox sleeps: seconds or a duration string \
+                 (at least 1 s); answers carry whole seconds",
+            ))
+            .into()
+    }
+}
+
+#[cfg(feature = "openapi")]
+impl utoipa::ToSchema for SleepAfter {}
+
 /// A time limit as it crosses the wire, in milliseconds: `timeoutMs` and `commandTimeoutMs` of
 /// the container API, `timeout_ms` of `/api/execute/code`, and the agent's defaults
 /// `COMMAND_TIMEOUT_MS` and `INTERPRETER_EXECUTION_TIMEOUT_MS`.
@@ -176,6 +273,38 @@ mod tests {
         assert_eq!(TimeoutMs::parse_env("0"), Some(TimeoutMs::NONE));
         assert_eq!(TimeoutMs::parse_env("soon"), None);
         assert_eq!(TimeoutMs::parse_env(""), None);
+    }
+
+    #[test]
+    fn sleep_after_reads_seconds_or_strings_and_writes_seconds() {
+        for (wire, secs) in [
+            (json!(90), 90),
+            (json!("90"), 90),
+            (json!("30s"), 30),
+            (json!("5m"), 300),
+            (json!("1h 30m"), 5400),
+            (json!("500ms"), 1),
+            (json!(2.7), 2),
+        ] {
+            let parsed: SleepAfter = serde_json::from_value(wire.clone()).unwrap();
+            assert_eq!(parsed.as_secs(), secs, "{wire}");
+            assert_eq!(serde_json::to_value(parsed).unwrap(), json!(secs));
+        }
+        for bad in [
+            json!(0),
+            json!("0"),
+            json!(-5),
+            json!("soon"),
+            json!(null),
+            json!(true),
+        ] {
+            assert!(
+                serde_json::from_value::<SleepAfter>(bad.clone()).is_err(),
+                "{bad}"
+            );
+        }
+        assert_eq!(SleepAfter::from_secs(0).as_secs(), 1);
+        assert_eq!(SleepAfter::default().duration(), Duration::from_secs(600));
     }
 
     #[test]

@@ -14,6 +14,7 @@ use std::collections::BTreeMap;
 use sandpit_protocol::container::ProcessInfo;
 use sandpit_protocol::control::{Limits, NetworkPolicy, SandboxState};
 use sandpit_protocol::quota::TenantQuota;
+use sandpit_protocol::time::SleepAfter;
 
 pub use crypto::{DataKey, DecryptError, KeyError};
 pub use sqlite::SqliteStore;
@@ -59,7 +60,7 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 #[derive(Debug, Clone, PartialEq)]
 pub struct SandboxOptions {
     pub image: String,
-    pub sleep_after_secs: u64,
+    pub sleep_after: SleepAfter,
     pub keep_alive: bool,
     /// Running background processes keep the sandbox awake.
     pub keep_alive_while_busy: bool,

@@ -305,6 +305,25 @@ mod tests {
         }
     }
 
+    /// Stdout that the test reads while the run goes on.
+    #[derive(Debug, Default, Clone)]
+    struct Shared(Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl Shared {
+        fn text(&self) -> String {
+            String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+        }
+    }
+
+    impl OutputSink for Shared {
+        fn output(&mut self, kind: StreamKind, bytes: &[u8]) -> impl Future<Output = ()> + Send {
+            if kind == StreamKind::Stdout {
+                self.0.lock().unwrap().extend_from_slice(bytes);
+            }
+            std::future::ready(())
+        }
+    }
+
     /// A reaper of the children these tests start (the runner's only waiter), polled by a
     /// thread of its own; other tests' children are left to them.
     fn reaper() -> Arc<Reaper> {
@@ -377,14 +396,15 @@ mod tests {
     async fn a_child_ignoring_sigterm_is_killed_after_the_grace() {
         let started = Instant::now();
         let mut sink = Collected::default();
-        // The trap is set before the first output, so the deadline cannot beat it.
+        // The trap is set before the first output; 2 s leave bash time to start on a busy host.
         let outcome = start("trap '' TERM; echo armed; while :; do sleep 0.05; done")
-            .run(Control::limit(Some(Duration::from_millis(300))), &mut sink)
+            .run(Control::limit(Some(Duration::from_secs(2))), &mut sink)
             .await;
         assert_eq!(sink.stdout, b"armed\n");
         assert!(outcome.timed_out());
         assert_eq!(outcome.exit_code, Some(128 + Signal::SIGKILL as i32));
-        assert!(started.elapsed() >= KILL_GRACE, "{:?}", started.elapsed());
+        let took = started.elapsed();
+        assert!(took >= Duration::from_secs(2) + KILL_GRACE, "{took:?}");
     }
 
     #[tokio::test(flavor = "multi_thread")]
@@ -465,17 +485,19 @@ mod tests {
             input: Some(Input::Bytes(b"hello\n".to_vec())),
             ..Control::limit(None)
         };
-        let run = tokio::spawn(async move {
-            let mut sink = Collected::default();
-            let outcome = child.run(control, &mut sink).await;
-            (outcome, sink)
-        });
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        let stdout = Shared::default();
+        let mut sink = stdout.clone();
+        let run = tokio::spawn(async move { child.run(control, &mut sink).await });
+        let until = Instant::now() + Duration::from_secs(30);
+        while stdout.text().lines().count() < 2 {
+            assert!(Instant::now() < until, "no output: {:?}", stdout.text());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         drop(present);
-        let (outcome, sink) = run.await.unwrap();
+        let outcome = run.await.unwrap();
         assert_eq!(outcome.stopped, Some(StopReason::ClientGone));
         assert!(!outcome.timed_out());
-        let text = String::from_utf8_lossy(&sink.stdout).into_owned();
+        let text = stdout.text();
         assert!(text.starts_with("got hello\n"), "{text:?}");
         let setsid: i32 = text.lines().nth(1).unwrap().parse().unwrap();
         assert!(

@@ -222,7 +222,7 @@ async fn control_plane_calls_send_the_documented_requests() {
     let req = CreateSandboxRequest {
         id: Some("a".into()),
         keep_alive: Some(true),
-        sleep_after: Some(json!("5m")),
+        sleep_after: Some("5m".parse().unwrap()),
         ..Default::default()
     };
     let created = client.create(&req).await.unwrap();
