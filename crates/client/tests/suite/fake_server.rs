@@ -231,7 +231,8 @@ async fn control_plane_calls_send_the_documented_requests() {
         &log,
         Method::POST,
         "/v1/sandboxes",
-        json!({"id": "a", "keepAlive": true, "sleepAfter": "5m"}),
+        // A duration string goes out as whole seconds (the one wire form SleepAfter writes).
+        json!({"id": "a", "keepAlive": true, "sleepAfter": 300}),
     );
     assert_eq!(seen.auth.as_deref(), Some("Bearer k3y"));
 
