@@ -11,13 +11,14 @@ use nix::unistd::Pid;
 use sandpit_protocol::container::{
     ExecEvent, ExecuteRequest, ExecuteResponse, ExitReason, OutputEncoding,
 };
-use sandpit_protocol::time::{TIMEOUT_EXIT_CODE, TimeoutMs};
+use sandpit_protocol::time::TIMEOUT_EXIT_CODE;
 use sandpit_protocol::{DISABLE_SESSION, ErrorCode, time};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::config::AgentConfig;
 use crate::error::ApiError;
 use crate::exec::kill::{ClientGone, Deadline, StopReason};
+use crate::exec::runner::{Child, Control, Leftovers};
 use crate::exec::session::{Sessions, terminated};
 use crate::exec::shell::{self, CommandSpec, RunControl, ShellError, Status, StdinFifo};
 use crate::exec::stdin::{Input, StdinChannel};
@@ -193,7 +194,10 @@ impl Agent {
         let oom = OomWatch::start(self.config.memory_cgroup.as_ref());
         match target {
             Target::Sessionless => {
-                let limit = TimeoutMs::resolve(req.timeout_ms, self.config.command_timeout);
+                let limit = req
+                    .timeout_ms
+                    .unwrap_or(self.config.command_timeout)
+                    .limit();
                 let (running, cwd) = self.spawn_sessionless(req, input.is_some())?;
                 let groups = self.running.clone();
                 tokio::spawn(async move {
@@ -201,18 +205,30 @@ impl Agent {
                         sink.event(&start).await;
                     }
                     let ran = match running {
-                        Some(running) => {
-                            let pid = running.pid();
-                            let deadline = Deadline::start(limit);
-                            let outcome = running.finish(input, deadline, gone, &mut sink).await;
+                        Some(child) => {
+                            let pid = child.pid();
+                            let control = Control {
+                                deadline: Deadline::start(limit),
+                                gone,
+                                input,
+                                leftovers: Leftovers::Keep,
+                            };
+                            let outcome = child.run(control, &mut sink).await;
+                            sink.finish_output().await;
                             groups
                                 .lock()
                                 .unwrap_or_else(PoisonError::into_inner)
                                 .remove(&pid);
+                            let timed_out = outcome.timed_out();
+                            let exit_code = match outcome.exit_code {
+                                _ if timed_out => TIMEOUT_EXIT_CODE,
+                                Some(code) => code,
+                                None => -1,
+                            };
                             Ran {
-                                exit_code: outcome.exit_code,
-                                timed_out: outcome.timed_out,
-                                oom: memcg::oom_killed(oom.as_ref(), outcome.exit_code),
+                                exit_code,
+                                timed_out,
+                                oom: memcg::oom_killed(oom.as_ref(), exit_code),
                             }
                         }
                         None => Ran {
@@ -227,10 +243,12 @@ impl Agent {
             }
             Target::Session(id) => {
                 let session = self.sessions.get_or_create(id)?;
-                let limit = TimeoutMs::resolve(
-                    req.timeout_ms,
-                    TimeoutMs::resolve(session.command_timeout, self.config.command_timeout),
-                );
+                // The one timeout rule: the request's, else the session's, else the agent's.
+                let limit = req
+                    .timeout_ms
+                    .or(session.command_timeout)
+                    .unwrap_or(self.config.command_timeout)
+                    .limit();
                 let stdin = input
                     .map(|data| StdinFifo::create().map(|fifo| (fifo, data)))
                     .transpose()
@@ -286,7 +304,7 @@ impl Agent {
         &self,
         req: &ExecuteRequest,
         piped_stdin: bool,
-    ) -> Result<(Option<ex::oneshot::Running>, String), ApiError> {
+    ) -> Result<(Option<Child>, String), ApiError> {
         let cwd = ex::cwd_in(&self.config, req.cwd.as_deref());
         let cwd_text = cwd.to_string_lossy().into_owned();
         if !cwd.is_dir() {

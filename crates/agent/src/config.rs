@@ -1,10 +1,9 @@
 //! Agent configuration.
 
+use sandpit_protocol::quota::{DEFAULT_MAX_PROCESSES, MAX_PROCESSES_ENV};
+use sandpit_protocol::time::TimeoutMs;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::time::Duration;
-
-use sandpit_protocol::quota::{DEFAULT_MAX_PROCESSES, MAX_PROCESSES_ENV};
 
 /// Default working directory of sessions and sessionless commands.
 pub const DEFAULT_WORKSPACE: &str = "/workspace";
@@ -22,8 +21,8 @@ pub struct AgentConfig {
     pub workspace: PathBuf,
     /// The environment every shell and command starts from (the "container env").
     pub env: BTreeMap<String, String>,
-    /// Default timeout of session commands (`COMMAND_TIMEOUT_MS`); `None` is unlimited.
-    pub command_timeout: Option<Duration>,
+    /// Default timeout of commands (`COMMAND_TIMEOUT_MS`; unset or `0`: none).
+    pub command_timeout: TimeoutMs,
     /// Request body limit; bigger bodies get 413.
     pub max_body_bytes: usize,
     /// Per-stream buffer cap of `/api/execute`.
@@ -49,9 +48,8 @@ impl AgentConfig {
     pub fn from_env(env: BTreeMap<String, String>) -> Self {
         let command_timeout = env
             .get("COMMAND_TIMEOUT_MS")
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .filter(|ms| *ms > 0)
-            .map(Duration::from_millis);
+            .and_then(|v| TimeoutMs::parse_env(v))
+            .unwrap_or(TimeoutMs::NONE);
         let workspace = env
             .get("SANDPIT_WORKSPACE")
             .map_or_else(|| PathBuf::from(DEFAULT_WORKSPACE), PathBuf::from);

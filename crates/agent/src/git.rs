@@ -6,27 +6,24 @@
 //! scrubbed of the credentials before it becomes part of an error.
 
 use std::collections::BTreeMap;
-use std::os::unix::process::CommandExt;
+use std::future::Future;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::{Signal, killpg};
-use nix::unistd::Pid;
 use sandpit_protocol::container::{GitCheckoutRequest, GitCheckoutResponse};
 use sandpit_protocol::time::TimeoutMs;
 use sandpit_protocol::{ErrorCode, time};
-use tokio::io::AsyncReadExt;
 
 use crate::agent::Agent;
 use crate::error::ApiError;
-use crate::exec::kill::{Deadline, Phase, StopReason};
-use crate::exec::{child_env, reader};
+use crate::exec::kill::{ClientGone, StopReason};
+use crate::exec::runner::{self, Control, Leftovers, OutputSink};
+use crate::exec::{StreamKind, child_env};
 use crate::files;
 use crate::reaper::Reaper;
 
 /// Clone timeout when the request names none (reference §7).
-pub const DEFAULT_CLONE_TIMEOUT: Duration = Duration::from_millis(600_000);
+pub const DEFAULT_CLONE_TIMEOUT: TimeoutMs = TimeoutMs::from_millis(600_000);
 
 /// Timeout of the `git branch --show-current` that follows a clone.
 const BRANCH_QUERY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -41,10 +38,12 @@ const FALLBACK_REPO_NAME: &str = "repository";
 /// would run commands or use descriptors of the caller's choosing.
 const ALLOWED_PROTOCOLS: &str = "http:https:git:ssh:file";
 
-/// Clones `req.repo_url` into the target directory and reports the branch checked out.
+/// Clones `req.repo_url` into the target directory and reports the branch checked out; stops
+/// git when `gone` fires.
 pub async fn checkout(
     agent: &Agent,
     req: GitCheckoutRequest,
+    gone: ClientGone,
 ) -> Result<GitCheckoutResponse, ApiError> {
     let url = RepoUrl::parse(&req.repo_url)?;
     if let Some(branch) = &req.branch {
@@ -65,7 +64,7 @@ pub async fn checkout(
     let target_text = target.to_string_lossy().into_owned();
     let existed = check_target(&target, &target_text)?;
     // The one timeout rule: absent is the default, 0 is none.
-    let timeout = TimeoutMs::resolve(req.timeout_ms, Some(DEFAULT_CLONE_TIMEOUT));
+    let timeout = req.timeout_ms.unwrap_or(DEFAULT_CLONE_TIMEOUT);
 
     let mut args: Vec<String> = [
         "-c",
@@ -95,7 +94,7 @@ pub async fn checkout(
     };
     tracing::info!(repository = %url.redacted, target = %target_text, "git clone");
     let started = Instant::now();
-    let run = run_git(&args, &cwd, &env, timeout, &agent.reaper)
+    let run = run_git(&args, &cwd, &env, timeout.limit(), gone, &agent.reaper)
         .await
         .map_err(|e| {
             clone_error(
@@ -106,23 +105,29 @@ pub async fn checkout(
             )
         })?;
     let stderr = url.scrub(&run.stderr);
-    if run.timed_out || run.exit_code != 0 {
+    if run.stopped.is_some() || run.exit_code != 0 {
         if !existed {
             // A killed clone leaves a partial directory behind; git removes it only when it
             // fails on its own.
             let _ = std::fs::remove_dir_all(&target);
         }
-        let error = if run.timed_out {
-            clone_error(
+        let error = match run.stopped {
+            Some(StopReason::Deadline) => clone_error(
                 ErrorCode::GitCloneFailed,
                 &url,
                 &target_text,
-                format!("git clone timed out after {}ms", limit_ms(timeout)),
+                format!("git clone timed out after {}ms", timeout.millis()),
             )
-            .context("timeoutMs", limit_ms(timeout))
-        } else {
-            clone_error(classify(&stderr), &url, &target_text, summary(&stderr))
-                .context("exitCode", run.exit_code)
+            .context("timeoutMs", timeout.millis()),
+            // Nobody reads this answer; the log line says why the clone ended.
+            Some(StopReason::ClientGone) => clone_error(
+                ErrorCode::GitCloneFailed,
+                &url,
+                &target_text,
+                "git clone stopped: the client went away".to_owned(),
+            ),
+            None => clone_error(classify(&stderr), &url, &target_text, summary(&stderr))
+                .context("exitCode", run.exit_code),
         };
         tracing::warn!(
             repository = %url.redacted,
@@ -153,11 +158,18 @@ async fn current_branch(
     reaper: &Reaper,
 ) -> Option<String> {
     let args = ["branch", "--show-current"].map(String::from);
-    let run = run_git(&args, target, env, Some(BRANCH_QUERY_TIMEOUT), reaper)
-        .await
-        .ok()?;
+    let run = run_git(
+        &args,
+        target,
+        env,
+        Some(BRANCH_QUERY_TIMEOUT),
+        ClientGone::never(),
+        reaper,
+    )
+    .await
+    .ok()?;
     let branch = run.stdout.trim();
-    (run.exit_code == 0 && !run.timed_out && !branch.is_empty()).then(|| branch.to_owned())
+    (run.exit_code == 0 && run.stopped.is_none() && !branch.is_empty()).then(|| branch.to_owned())
 }
 
 /// The environment git runs with: never prompt (a private repository fails instead of
@@ -499,106 +511,61 @@ fn redact_userinfo(text: &str) -> String {
 #[derive(Debug)]
 struct GitRun {
     exit_code: i32,
-    timed_out: bool,
+    /// Stopped by the kill policy (timed out, or the client went away).
+    stopped: Option<StopReason>,
     stdout: String,
     stderr: String,
 }
 
-/// Kills the process group when dropped, unless the command already ended: an abandoned
-/// request (client gone) must not leave a clone running.
-struct GroupGuard {
-    pgid: i32,
-    armed: bool,
+/// The tail of each of git's output streams (the end is what explains a failure).
+#[derive(Debug, Default)]
+struct Tails {
+    stdout: Vec<u8>,
+    stderr: Vec<u8>,
 }
 
-impl Drop for GroupGuard {
-    fn drop(&mut self) {
-        if self.armed {
-            let _ = killpg(Pid::from_raw(self.pgid), Signal::SIGKILL);
+impl OutputSink for Tails {
+    fn output(&mut self, kind: StreamKind, bytes: &[u8]) -> impl Future<Output = ()> + Send {
+        let buf = match kind {
+            StreamKind::Stdout => &mut self.stdout,
+            StreamKind::Stderr => &mut self.stderr,
+        };
+        buf.extend_from_slice(bytes);
+        if buf.len() > OUTPUT_KEEP_BYTES {
+            let excess = buf.len() - OUTPUT_KEEP_BYTES;
+            buf.drain(..excess);
         }
+        std::future::ready(())
     }
 }
 
-/// Milliseconds of a timeout for messages (0: none).
-fn limit_ms(timeout: Option<Duration>) -> u64 {
-    timeout.map_or(0, |t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX))
-}
-
-/// Runs `git args` in its own process group; at the deadline the whole group is stopped with
-/// the one kill policy (SIGTERM, SIGKILL after the grace).
+/// Runs `git args` with the one runner: at the deadline (or when `gone` fires) the whole group
+/// is stopped with the kill policy, and helpers that outlive git (an ssh master) are killed
+/// when it exits.
 async fn run_git(
     args: &[String],
     cwd: &Path,
     env: &BTreeMap<String, String>,
     timeout: Option<Duration>,
+    gone: ClientGone,
     reaper: &Reaper,
 ) -> std::io::Result<GitRun> {
-    let mut cmd = Command::new("git");
-    cmd.args(args)
-        .env_clear()
-        .envs(env)
-        .current_dir(cwd)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0);
-    let spawned_at = Instant::now();
-    let mut child = cmd.spawn()?;
-    let pid = child.id() as i32;
-    let mut guard = GroupGuard {
-        pgid: pid,
-        armed: true,
+    let mut cmd = runner::command("git", cwd, env);
+    cmd.args(args);
+    let child = runner::spawn(cmd, false, reaper)?;
+    let control = Control {
+        gone,
+        leftovers: Leftovers::Kill,
+        ..Control::limit(timeout)
     };
-    let mut exit = reaper.register(pid, spawned_at);
-    let (Some(out), Some(err)) = (child.stdout.take(), child.stderr.take()) else {
-        return Err(std::io::Error::other("missing pipe"));
-    };
-    let (mut out, mut err) = (reader(out)?, reader(err)?);
-    let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
-    let (mut out_open, mut err_open) = (true, true);
-    let mut exit_code = None;
-    let mut deadline = Deadline::start(timeout);
-    let (mut out_buf, mut err_buf) = (vec![0u8; 8192], vec![0u8; 8192]);
-    while exit_code.is_none() || out_open || err_open {
-        tokio::select! {
-            () = deadline.wait(), if exit_code.is_none() => {
-                let signal = match deadline.advance(StopReason::Deadline) {
-                    Phase::Terminating => Signal::SIGTERM,
-                    Phase::Killed | Phase::Running => Signal::SIGKILL,
-                };
-                let _ = killpg(Pid::from_raw(pid), signal);
-            }
-            r = out.read(&mut out_buf), if out_open => match r {
-                Ok(n) if n > 0 => keep_tail(&mut stdout, &out_buf[..n]),
-                _ => out_open = false,
-            },
-            r = err.read(&mut err_buf), if err_open => match r {
-                Ok(n) if n > 0 => keep_tail(&mut stderr, &err_buf[..n]),
-                _ => err_open = false,
-            },
-            code = &mut exit, if exit_code.is_none() => {
-                exit_code = Some(code.unwrap_or(-1));
-                // Helpers that outlive git (an ssh master) must not keep us waiting.
-                let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
-            }
-        }
-    }
-    guard.armed = false;
+    let mut tails = Tails::default();
+    let outcome = child.run(control, &mut tails).await;
     Ok(GitRun {
-        exit_code: exit_code.unwrap_or(-1),
-        timed_out: deadline.timed_out(),
-        stdout: String::from_utf8_lossy(&stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&stderr).into_owned(),
+        exit_code: outcome.exit_code.unwrap_or(-1),
+        stopped: outcome.stopped,
+        stdout: String::from_utf8_lossy(&tails.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&tails.stderr).into_owned(),
     })
-}
-
-/// Appends `bytes`, keeping only the last [`OUTPUT_KEEP_BYTES`].
-fn keep_tail(buf: &mut Vec<u8>, bytes: &[u8]) {
-    buf.extend_from_slice(bytes);
-    if buf.len() > OUTPUT_KEEP_BYTES {
-        let excess = buf.len() - OUTPUT_KEEP_BYTES;
-        buf.drain(..excess);
-    }
 }
 
 #[cfg(test)]

@@ -97,6 +97,20 @@ impl Reaper {
         reaped
     }
 
+    /// Collects only the registered children that exited (`waitpid(pid)` for each), leaving
+    /// every other child of the process alone: for unit tests, which share their process with
+    /// other tests that wait for their own children.
+    pub fn reap_registered(&self) {
+        let pids: Vec<i32> = self.lock().waiters.keys().copied().collect();
+        for pid in pids {
+            match waitpid(Pid::from_raw(pid), Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::Exited(_, code)) => self.dispatch(pid, code),
+                Ok(WaitStatus::Signaled(_, sig, _)) => self.dispatch(pid, 128 + sig as i32),
+                _ => {}
+            }
+        }
+    }
+
     fn dispatch(&self, pid: i32, code: i32) {
         let now = Instant::now();
         let mut inner = self.lock();

@@ -413,7 +413,7 @@ pub struct CreateArgs {
     pub image: Option<String>,
     /// Idle time before the sandbox sleeps: seconds or e.g. 30s, 5m, 1h.
     #[arg(long)]
-    pub sleep_after: Option<String>,
+    pub sleep_after: Option<sandpit_protocol::time::SleepAfter>,
     /// Never put the sandbox to sleep.
     #[arg(long)]
     pub keep_alive: bool,

@@ -282,7 +282,9 @@ impl SandboxHandle {
             context_id: context_id.to_owned(),
             code: code.to_owned(),
             language: options.language.map(|l| l.as_str().to_owned()),
-            timeout_ms: options.timeout_ms,
+            timeout_ms: options
+                .timeout_ms
+                .map(sandpit_protocol::time::TimeoutMs::from_millis),
         };
         self.post_stream("execute/code", &body).await
     }

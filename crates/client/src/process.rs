@@ -143,7 +143,9 @@ impl SandboxHandle {
                 .clone()
                 .or_else(|| self.session().map(str::to_owned)),
             process_id: options.process_id.clone(),
-            timeout_ms: options.timeout_ms.map(sandpit_protocol::time::TimeoutMs),
+            timeout_ms: options
+                .timeout_ms
+                .map(sandpit_protocol::time::TimeoutMs::from_millis),
             env: (!options.env.is_empty()).then(|| options.env.clone()),
             cwd: options.cwd.clone(),
             stdin: options.stdin.then_some(true),

@@ -165,7 +165,7 @@ impl SandboxHandle {
         ExecuteRequest {
             command: command.to_owned(),
             session_id: options.session_id.clone().or_else(|| self.session.clone()),
-            timeout_ms: options.timeout_ms.map(TimeoutMs),
+            timeout_ms: options.timeout_ms.map(TimeoutMs::from_millis),
             env: (!options.env.is_empty()).then(|| options.env.clone()),
             cwd: options.cwd.clone(),
             stdin_base64: options.stdin.as_ref().map(|b| BASE64.encode(b)),

@@ -49,7 +49,9 @@ impl SandboxHandle {
             target_dir: options.target_dir.clone(),
             session_id: self.session().map(str::to_owned),
             depth: options.depth,
-            timeout_ms: options.timeout_ms.map(sandpit_protocol::time::TimeoutMs),
+            timeout_ms: options
+                .timeout_ms
+                .map(sandpit_protocol::time::TimeoutMs::from_millis),
         };
         self.post("git/checkout", &body).await
     }

@@ -959,9 +959,10 @@ pub struct ExecuteCodeRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub language: Option<String>,
     /// The run is interrupted after this long; a context that ignores the interrupt is
-    /// restarted (its state is lost) and the stream says so in an `error` event.
+    /// restarted (its state is lost) and the stream says so in an `error` event. Absent: the
+    /// agent's `INTERPRETER_EXECUTION_TIMEOUT_MS`; `0`: no limit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub timeout_ms: Option<u64>,
+    pub timeout_ms: Option<TimeoutMs>,
 }
 
 /// `GET /api/interpreter/health`.
@@ -1054,7 +1055,10 @@ mod tests {
         let req: ExecuteCodeRequest =
             serde_json::from_value(json!({"context_id": "c", "code": "1", "timeout_ms": 5}))
                 .unwrap();
-        assert_eq!((req.context_id.as_str(), req.timeout_ms), ("c", Some(5)));
+        assert_eq!(
+            (req.context_id.as_str(), req.timeout_ms),
+            ("c", Some(TimeoutMs::from_millis(5)))
+        );
     }
 
     #[test]
@@ -1098,7 +1102,7 @@ mod tests {
         }))
         .unwrap();
         assert_eq!(req.session_id.as_deref(), Some("sandbox-default"));
-        assert_eq!(req.timeout_ms, Some(TimeoutMs(5000)));
+        assert_eq!(req.timeout_ms, Some(TimeoutMs::from_millis(5000)));
         assert_eq!(req.env.unwrap().get("B"), Some(&None));
     }
 

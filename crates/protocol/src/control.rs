@@ -5,6 +5,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::time::SleepAfter;
+
 /// Default idle time before a sandbox sleeps (`sleepAfter`), in seconds.
 pub const DEFAULT_SLEEP_AFTER_SECS: u64 = 600;
 
@@ -271,8 +273,8 @@ pub struct CreateSandboxRequest {
     pub image: Option<String>,
     /// Idle time before sleeping: seconds, or a string such as "30s", "5m", "1h".
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
-    pub sleep_after: Option<serde_json::Value>,
+    #[cfg_attr(feature = "openapi", schema(inline))]
+    pub sleep_after: Option<SleepAfter>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub keep_alive: Option<bool>,
     /// Whether running background processes keep the sandbox awake past `sleepAfter`
@@ -310,9 +312,10 @@ pub struct CreateSandboxRequest {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct UpdateSandboxRequest {
+    /// Idle time before sleeping: seconds, or a string such as "30s", "5m", "1h".
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
-    pub sleep_after: Option<serde_json::Value>,
+    #[cfg_attr(feature = "openapi", schema(inline))]
+    pub sleep_after: Option<SleepAfter>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub keep_alive: Option<bool>,
     /// Whether running background processes keep the sandbox awake past `sleepAfter`
@@ -348,7 +351,9 @@ pub struct SandboxInfo {
     pub id: String,
     pub image: String,
     pub state: SandboxState,
-    pub sleep_after_secs: u64,
+    /// `sleepAfter` in whole seconds.
+    #[cfg_attr(feature = "openapi", schema(value_type = u64, minimum = 1))]
+    pub sleep_after_secs: SleepAfter,
     /// Never sleeps on idle (only on `stop`).
     pub keep_alive: bool,
     /// While a background process runs (`/api/process/start`, `execute` with `background`),

@@ -44,34 +44,172 @@ pub fn parse_duration(value: &serde_json::Value) -> Result<Duration, String> {
     Ok(duration)
 }
 
-/// A command timeout as it crosses the wire (`timeoutMs`, `commandTimeoutMs`): milliseconds,
-/// where `0` means "no timeout". An absent field means "the default" (the session's, then the
-/// agent's), which [`TimeoutMs::resolve`] applies; every route and client uses this one rule.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct TimeoutMs(pub u64);
+/// `sleepAfter`: how long a sandbox may be idle before it sleeps. Accepted on the wire as a
+/// number of seconds (`90`) or a duration string (`"90"`, `"30s"`, `"5m"`, `"1h 30m"`), written
+/// back as whole seconds (an integer). At least one second: fractions are rounded down to whole
+/// seconds with a floor of 1 s (`"500ms"` is 1 s); zero and negative values are rejected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct SleepAfter(u64);
+
+impl SleepAfter {
+    /// Ten minutes, the seed's default.
+    pub const DEFAULT: SleepAfter = SleepAfter(crate::control::DEFAULT_SLEEP_AFTER_SECS);
+
+    /// `secs` seconds (at least 1: `0` is raised to 1, as a stored value may be).
+    pub const fn from_secs(secs: u64) -> Self {
+        SleepAfter(if secs == 0 { 1 } else { secs })
+    }
+
+    /// Whole seconds (at least 1).
+    pub const fn as_secs(self) -> u64 {
+        self.0
+    }
+
+    /// The idle time.
+    pub const fn duration(self) -> Duration {
+        Duration::from_secs(self.0)
+    }
+
+    /// Parses a wire value: seconds or a duration string.
+    pub fn parse(value: &serde_json::Value) -> Result<Self, String> {
+        parse_duration(value).map(|d| SleepAfter::from_secs(d.as_secs()))
+    }
+}
+
+impl Default for SleepAfter {
+    fn default() -> Self {
+        SleepAfter::DEFAULT
+    }
+}
+
+/// The string form (`"90"`, `"5m"`), as a CLI flag takes it.
+impl std::str::FromStr for SleepAfter {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        SleepAfter::parse(&serde_json::Value::String(s.to_owned()))
+    }
+}
+
+impl std::fmt::Display for SleepAfter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}s", self.0)
+    }
+}
+
+impl Serialize for SleepAfter {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_u64(self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for SleepAfter {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let value = serde_json::Value::deserialize(deserializer)?;
+        // serde_json's errors do not name the field; the message does.
+        SleepAfter::parse(&value).map_err(|e| serde::de::Error::custom(format!("sleepAfter: {e}")))
+    }
+}
+
+#[cfg(feature = "openapi")]
+impl utoipa::PartialSchema for SleepAfter {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Type};
+        OneOfBuilder::new()
+            .item(
+                ObjectBuilder::new()
+                    .schema_type(Type::Integer)
+                    .minimum(Some(1))
+                    .description(Some("seconds")),
+            )
+            .item(
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .description(Some(
+                        "seconds, or a duration such as \"30s\", \"5m\", \"1h 30m\"",
+                    ))
+                    .examples(["5m"]),
+            )
+            .description(Some(
+                "Idle time before the sandbox sleeps: seconds or a duration string \
+                 (at least 1 s); answers carry whole seconds",
+            ))
+            .into()
+    }
+}
+
+#[cfg(feature = "openapi")]
+impl utoipa::ToSchema for SleepAfter {}
+
+/// A time limit as it crosses the wire, in milliseconds: `timeoutMs` and `commandTimeoutMs` of
+/// the container API, `timeout_ms` of `/api/execute/code`, and the agent's defaults
+/// `COMMAND_TIMEOUT_MS` and `INTERPRETER_EXECUTION_TIMEOUT_MS`.
+///
+/// **`0` means "no limit"** wherever it appears, and a `0` given in a request overrides any
+/// default. An *absent* field (`Option<TimeoutMs>::None`) means "the default" (for a command:
+/// the session's, then the agent's); pick it with `requested.unwrap_or(default)`. Parsed once
+/// here; code past the edge only sees [`TimeoutMs::limit`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "u64", into = "u64")]
+pub struct TimeoutMs(Option<Duration>);
 
 impl TimeoutMs {
-    /// No timeout.
-    pub const NONE: TimeoutMs = TimeoutMs(0);
+    /// No limit (`0` on the wire).
+    pub const NONE: TimeoutMs = TimeoutMs(None);
 
-    /// The time limit, `None` for `0` (no timeout).
+    /// `ms` milliseconds; `0` is [`TimeoutMs::NONE`].
+    pub const fn from_millis(ms: u64) -> Self {
+        if ms == 0 {
+            TimeoutMs::NONE
+        } else {
+            TimeoutMs(Some(Duration::from_millis(ms)))
+        }
+    }
+
+    /// A limit of `limit` (a zero duration is no limit, as on the wire).
+    pub fn after(limit: Duration) -> Self {
+        TimeoutMs((!limit.is_zero()).then_some(limit))
+    }
+
+    /// An environment variable's value (`COMMAND_TIMEOUT_MS=30000`): `None` when it is not a
+    /// number of milliseconds (the variable is then ignored, as if unset).
+    pub fn parse_env(value: &str) -> Option<Self> {
+        value.trim().parse::<u64>().ok().map(TimeoutMs::from_millis)
+    }
+
+    /// The time limit; `None`: no limit.
     pub fn limit(self) -> Option<Duration> {
-        (self.0 > 0).then(|| Duration::from_millis(self.0))
+        self.0
     }
 
-    /// The limit of a request that carried `requested`: its own value when present (`0`
-    /// disables a default), else `fallback`.
-    pub fn resolve(requested: Option<TimeoutMs>, fallback: Option<Duration>) -> Option<Duration> {
-        requested.map_or(fallback, TimeoutMs::limit)
+    /// The wire value (`0`: no limit).
+    pub fn millis(self) -> u64 {
+        self.0
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
     }
 }
 
-impl From<Duration> for TimeoutMs {
-    fn from(d: Duration) -> Self {
-        TimeoutMs(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+impl From<u64> for TimeoutMs {
+    fn from(ms: u64) -> Self {
+        TimeoutMs::from_millis(ms)
     }
 }
+
+impl From<TimeoutMs> for u64 {
+    fn from(t: TimeoutMs) -> u64 {
+        t.millis()
+    }
+}
+
+#[cfg(feature = "openapi")]
+impl utoipa::PartialSchema for TimeoutMs {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        <u64 as utoipa::PartialSchema>::schema()
+    }
+}
+
+#[cfg(feature = "openapi")]
+impl utoipa::ToSchema for TimeoutMs {}
 
 /// Exit code of a command killed at its deadline (as `timeout(1)` reports it).
 pub const TIMEOUT_EXIT_CODE: i32 = 124;
@@ -107,16 +245,66 @@ mod tests {
 
     #[test]
     fn zero_timeout_means_none_and_overrides_defaults() {
-        let default = Some(Duration::from_secs(9));
-        assert_eq!(TimeoutMs::resolve(None, default), default);
-        assert_eq!(TimeoutMs::resolve(Some(TimeoutMs(0)), default), None);
+        let default = TimeoutMs::from_millis(9000);
+        let pick = |requested: Option<TimeoutMs>| requested.unwrap_or(default).limit();
+        assert_eq!(pick(None), Some(Duration::from_secs(9)));
+        assert_eq!(pick(Some(TimeoutMs::from_millis(0))), None);
         assert_eq!(
-            TimeoutMs::resolve(Some(TimeoutMs(5)), default),
+            pick(Some(TimeoutMs::from_millis(5))),
             Some(Duration::from_millis(5))
         );
         let wire: TimeoutMs = serde_json::from_value(json!(250)).unwrap();
-        assert_eq!(wire, TimeoutMs(250));
-        assert_eq!(serde_json::to_value(TimeoutMs(0)).unwrap(), json!(0));
+        assert_eq!(wire.limit(), Some(Duration::from_millis(250)));
+        let zero: TimeoutMs = serde_json::from_value(json!(0)).unwrap();
+        assert_eq!(zero, TimeoutMs::NONE);
+        assert_eq!(serde_json::to_value(TimeoutMs::NONE).unwrap(), json!(0));
+        assert_eq!(serde_json::to_value(wire).unwrap(), json!(250));
+        assert!(serde_json::from_value::<TimeoutMs>(json!(-1)).is_err());
+        assert!(serde_json::from_value::<TimeoutMs>(json!("5s")).is_err());
+        assert_eq!(TimeoutMs::after(Duration::ZERO), TimeoutMs::NONE);
+    }
+
+    #[test]
+    fn env_defaults_parse_like_the_wire() {
+        assert_eq!(
+            TimeoutMs::parse_env(" 1500 "),
+            Some(TimeoutMs::from_millis(1500))
+        );
+        assert_eq!(TimeoutMs::parse_env("0"), Some(TimeoutMs::NONE));
+        assert_eq!(TimeoutMs::parse_env("soon"), None);
+        assert_eq!(TimeoutMs::parse_env(""), None);
+    }
+
+    #[test]
+    fn sleep_after_reads_seconds_or_strings_and_writes_seconds() {
+        for (wire, secs) in [
+            (json!(90), 90),
+            (json!("90"), 90),
+            (json!("30s"), 30),
+            (json!("5m"), 300),
+            (json!("1h 30m"), 5400),
+            (json!("500ms"), 1),
+            (json!(2.7), 2),
+        ] {
+            let parsed: SleepAfter = serde_json::from_value(wire.clone()).unwrap();
+            assert_eq!(parsed.as_secs(), secs, "{wire}");
+            assert_eq!(serde_json::to_value(parsed).unwrap(), json!(secs));
+        }
+        for bad in [
+            json!(0),
+            json!("0"),
+            json!(-5),
+            json!("soon"),
+            json!(null),
+            json!(true),
+        ] {
+            assert!(
+                serde_json::from_value::<SleepAfter>(bad.clone()).is_err(),
+                "{bad}"
+            );
+        }
+        assert_eq!(SleepAfter::from_secs(0).as_secs(), 1);
+        assert_eq!(SleepAfter::default().duration(), Duration::from_secs(600));
     }
 
     #[test]

@@ -18,11 +18,11 @@ use sandpit_image::{ImageError, ImageStore};
 use sandpit_protocol::ErrorCode;
 use sandpit_protocol::container::EnvMap;
 use sandpit_protocol::control::{
-    CreateSandboxRequest, DEFAULT_IMAGE, DEFAULT_SLEEP_AFTER_SECS, EgressLogPage, Limits,
-    SandboxInfo, SandboxState, SandboxUsage, UpdateSandboxRequest, validate_sandbox_id,
+    CreateSandboxRequest, DEFAULT_IMAGE, EgressLogPage, Limits, SandboxInfo, SandboxState,
+    SandboxUsage, UpdateSandboxRequest, validate_sandbox_id,
 };
 use sandpit_protocol::quota::{MAX_PROCESSES_ENV, QuotaInfo, SandboxCaps, TenantQuota};
-use sandpit_protocol::time::{parse_duration, timestamp};
+use sandpit_protocol::time::{SleepAfter, parse_duration, timestamp};
 use sandpit_runtime::{Driver, DriverError, SandboxSpec, Started};
 use sandpit_store::{AuditRecord, NewSandbox, SandboxOptions, SandboxRecord, Store, uid_base};
 use sha2::{Digest, Sha256};
@@ -198,7 +198,7 @@ pub struct Lease {
 
 /// Options given on create/patch, validated.
 struct OptionChanges {
-    sleep_after_secs: Option<u64>,
+    sleep_after: Option<SleepAfter>,
     keep_alive: Option<bool>,
     keep_alive_while_busy: Option<bool>,
     env: Option<BTreeMap<String, String>>,
@@ -232,20 +232,13 @@ fn expiry_of(ttl: &serde_json::Value) -> ApiResult<Option<i64>> {
 
 impl OptionChanges {
     fn parse(
-        sleep_after: Option<&serde_json::Value>,
+        sleep_after: Option<SleepAfter>,
         keep_alive: Option<bool>,
         keep_alive_while_busy: Option<bool>,
         env: Option<&BTreeMap<String, String>>,
         limits: Option<&Limits>,
         caps: &SandboxCaps,
     ) -> ApiResult<Self> {
-        let sleep_after_secs = sleep_after
-            .map(|v| {
-                parse_duration(v)
-                    .map(|d| d.as_secs().max(1))
-                    .map_err(|e| ApiError::validation(format!("sleepAfter: {e}")))
-            })
-            .transpose()?;
         if let Some(env) = env {
             for (k, v) in env {
                 if k.is_empty() || k.contains('=') || k.contains('\0') || v.contains('\0') {
@@ -258,7 +251,7 @@ impl OptionChanges {
             caps::check(l, caps)?;
         }
         Ok(OptionChanges {
-            sleep_after_secs,
+            sleep_after,
             keep_alive,
             keep_alive_while_busy,
             env: env.cloned(),
@@ -280,7 +273,7 @@ impl OptionChanges {
     }
 
     fn is_empty(&self) -> bool {
-        self.sleep_after_secs.is_none()
+        self.sleep_after.is_none()
             && self.keep_alive.is_none()
             && self.keep_alive_while_busy.is_none()
             && self.env.is_none()
@@ -296,8 +289,8 @@ impl OptionChanges {
         if let Some(expiry) = self.expires_at_ms {
             options.expires_at_ms = expiry;
         }
-        if let Some(s) = self.sleep_after_secs {
-            options.sleep_after_secs = s;
+        if let Some(s) = self.sleep_after {
+            options.sleep_after = s;
         }
         if let Some(k) = self.keep_alive {
             options.keep_alive = k;
@@ -623,7 +616,7 @@ impl Manager {
             id: record.id.clone(),
             image: o.image.clone(),
             state: record.state,
-            sleep_after_secs: o.sleep_after_secs,
+            sleep_after_secs: o.sleep_after,
             keep_alive: o.keep_alive,
             keep_alive_while_busy: o.keep_alive_while_busy,
             ephemeral: o.ephemeral,
@@ -796,7 +789,7 @@ impl Manager {
         self.image_rootfs(&image)?;
         let mut options = SandboxOptions {
             image,
-            sleep_after_secs: DEFAULT_SLEEP_AFTER_SECS,
+            sleep_after: SleepAfter::DEFAULT,
             keep_alive: false,
             keep_alive_while_busy: true,
             ephemeral,
@@ -861,7 +854,7 @@ impl Manager {
         };
         validate_sandbox_id(&id).map_err(|m| ApiError::validation(m).context("id", id.as_str()))?;
         let changes = OptionChanges::parse(
-            req.sleep_after.as_ref(),
+            req.sleep_after,
             req.keep_alive,
             req.keep_alive_while_busy,
             req.env.as_ref(),
@@ -961,7 +954,7 @@ impl Manager {
         req: UpdateSandboxRequest,
     ) -> ApiResult<SandboxInfo> {
         let changes = OptionChanges::parse(
-            req.sleep_after.as_ref(),
+            req.sleep_after,
             req.keep_alive,
             req.keep_alive_while_busy,
             req.env.as_ref(),
@@ -1320,7 +1313,9 @@ impl Manager {
         let idle_ms = now_ms() - entry.last_activity_ms.load(Ordering::SeqCst);
         let idle = !record.options.keep_alive
             && entry.in_flight() == 0
-            && idle_ms >= (record.options.sleep_after_secs as i64) * 1000;
+            && idle_ms
+                >= i64::try_from(record.options.sleep_after.duration().as_millis())
+                    .unwrap_or(i64::MAX);
         idle.then_some(idle_ms)
     }
 

@@ -247,7 +247,7 @@ mod tests {
             internal_id: id.into(),
             options: SandboxOptions {
                 image: "default".into(),
-                sleep_after_secs: 60,
+                sleep_after: sandpit_protocol::time::SleepAfter::from_secs(60),
                 keep_alive: false,
                 keep_alive_while_busy: true,
                 ephemeral: false,

@@ -15,6 +15,7 @@ use sandpit_protocol::container::ProcessInfo;
 use sandpit_protocol::control::{Limits, SandboxState};
 use sandpit_protocol::netpolicy::EgressPolicy;
 use sandpit_protocol::quota::TenantQuota;
+use sandpit_protocol::time::SleepAfter;
 
 pub use crypto::{DataKey, DecryptError, KeyError};
 pub use sqlite::SqliteStore;
@@ -60,7 +61,7 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 #[derive(Debug, Clone, PartialEq)]
 pub struct SandboxOptions {
     pub image: String,
-    pub sleep_after_secs: u64,
+    pub sleep_after: SleepAfter,
     pub keep_alive: bool,
     /// Running background processes keep the sandbox awake.
     pub keep_alive_while_busy: bool,

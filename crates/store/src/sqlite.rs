@@ -8,6 +8,7 @@ use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
 use sandpit_protocol::container::{ProcessInfo, ProcessStatus};
 use sandpit_protocol::control::SandboxState;
 use sandpit_protocol::quota::TenantQuota;
+use sandpit_protocol::time::SleepAfter;
 
 use crate::crypto::{DataKey, is_sealed};
 use crate::{
@@ -153,7 +154,7 @@ impl TryFrom<RawRow> for SandboxRecord {
         Ok(SandboxRecord {
             options: SandboxOptions {
                 image: r.image,
-                sleep_after_secs: r.sleep_after.max(0) as u64,
+                sleep_after: SleepAfter::from_secs(u64::try_from(r.sleep_after).unwrap_or(0)),
                 keep_alive: r.keep_alive,
                 keep_alive_while_busy: r.keep_alive_while_busy,
                 ephemeral: r.ephemeral,
@@ -564,7 +565,7 @@ impl Store for SqliteStore {
                     new.internal_id,
                     o.image,
                     new.state.as_str(),
-                    o.sleep_after_secs as i64,
+                    i64::try_from(o.sleep_after.as_secs()).unwrap_or(i64::MAX),
                     o.keep_alive,
                     o.ephemeral,
                     to_json(&o.env),
@@ -663,7 +664,7 @@ impl Store for SqliteStore {
                     tenant,
                     id,
                     o.image,
-                    o.sleep_after_secs as i64,
+                    i64::try_from(o.sleep_after.as_secs()).unwrap_or(i64::MAX),
                     o.keep_alive,
                     o.ephemeral,
                     to_json(&o.env),

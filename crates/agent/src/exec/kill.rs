@@ -1,6 +1,7 @@
 //! The one kill policy of commands, processes and git: at the deadline (or when the client is
-//! gone) a command gets SIGTERM, then SIGKILL after [`KILL_GRACE`]. Also the signal that tells
-//! the agent its client went away.
+//! gone) a command gets SIGTERM, then SIGKILL after [`KILL_GRACE`]; output is drained for
+//! [`DRAIN_AFTER_EXIT`] after an exit. Also the signal that tells the agent its client went
+//! away. Applied by [`super::runner`] to children and by `shell.rs` to session commands.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -47,7 +48,8 @@ pub struct Deadline {
 }
 
 impl Deadline {
-    /// Starts counting `limit` (none: never times out).
+    /// Starts counting `limit` (none: never times out; see
+    /// [`TimeoutMs::limit`](sandpit_protocol::time::TimeoutMs::limit)).
     pub fn start(limit: Option<Duration>) -> Self {
         Deadline {
             limit,
@@ -78,12 +80,6 @@ impl Deadline {
             Phase::Running => None,
         };
         self.phase
-    }
-
-    /// After the command exited: stop waiting for stragglers after [`DRAIN_AFTER_EXIT`].
-    pub fn drain(&mut self) {
-        let drain = Instant::now() + DRAIN_AFTER_EXIT;
-        self.at = Some(self.at.map_or(drain, |at| at.min(drain)));
     }
 
     /// Whether the command is being stopped, and why.

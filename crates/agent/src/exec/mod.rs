@@ -1,12 +1,15 @@
 //! Running commands: persistent session shells ([`session`]) and one-shot sessionless commands
-//! ([`oneshot`]), both writing their output to a [`Sink`].
+//! ([`oneshot`]), both writing their output to a [`Sink`]. [`runner`] runs every child process
+//! (sessionless commands, background processes, git) under the one kill policy ([`kill`]).
 
 pub mod kill;
 pub mod oneshot;
 pub mod output;
+pub mod runner;
 pub mod session;
 pub mod shell;
 pub mod stdin;
+pub mod tree;
 
 use std::collections::BTreeMap;
 use std::os::fd::OwnedFd;
@@ -125,6 +128,12 @@ impl Sink {
         if let Sink::Events { tx, .. } = self {
             send_frame(tx, sse::frame(event)).await;
         }
+    }
+}
+
+impl runner::OutputSink for Sink {
+    fn output(&mut self, kind: StreamKind, bytes: &[u8]) -> impl Future<Output = ()> + Send {
+        Sink::output(self, kind, bytes)
     }
 }
 

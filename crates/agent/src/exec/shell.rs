@@ -36,8 +36,8 @@ use nix::unistd::Pid;
 use super::kill::{ClientGone, Deadline, StopReason};
 use super::output::MarkerScanner;
 use super::stdin::Input;
+use super::tree;
 use super::{Sink, StreamKind, quote, reader};
-use crate::process::tree;
 use crate::reaper::Reaper;
 
 /// Size of one read from an output pipe.

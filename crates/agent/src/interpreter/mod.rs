@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use sandpit_protocol::container::{CodeEvent, CodeResult, EnvMap};
+use sandpit_protocol::time::TimeoutMs;
 use sandpit_protocol::{ErrorCode, time};
 use serde_json::{Map, Value, json};
 use tokio::sync::{mpsc, watch};
@@ -120,7 +121,7 @@ pub struct Interpreters {
     python: Arc<Pool>,
     node: Arc<Pool>,
     /// `INTERPRETER_EXECUTION_TIMEOUT_MS`: applies to runs that name no timeout.
-    default_timeout: Option<Duration>,
+    default_timeout: TimeoutMs,
 }
 
 impl Interpreters {
@@ -161,9 +162,8 @@ impl Interpreters {
         let default_timeout = config
             .env
             .get("INTERPRETER_EXECUTION_TIMEOUT_MS")
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .filter(|ms| *ms > 0)
-            .map(Duration::from_millis);
+            .and_then(|v| TimeoutMs::parse_env(v))
+            .unwrap_or(TimeoutMs::NONE);
         Interpreters {
             config,
             contexts: Mutex::default(),
@@ -229,17 +229,18 @@ impl Interpreters {
     }
 
     /// Starts a run of `code` in `context`; its events arrive framed on the returned channel,
-    /// ending with `execution_complete` or `error`.
+    /// ending with `execution_complete` or `error`. `timeout` absent: the default
+    /// (`INTERPRETER_EXECUTION_TIMEOUT_MS`); `0`: none.
     pub fn execute(
         self: &Arc<Self>,
         context: Arc<Context>,
         code: String,
         language: Option<Language>,
-        timeout: Option<Duration>,
+        timeout: Option<TimeoutMs>,
     ) -> mpsc::Receiver<Bytes> {
         let (tx, rx) = mpsc::channel(sse::CHANNEL_CAPACITY);
         let this = self.clone();
-        let timeout = timeout.or(self.default_timeout);
+        let timeout = timeout.unwrap_or(self.default_timeout).limit();
         tokio::spawn(async move {
             let mut run = Run {
                 tx,

@@ -8,7 +8,6 @@
 
 mod ring;
 mod store;
-pub(crate) mod tree;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -23,17 +22,17 @@ use sandpit_protocol::container::{
 };
 use sandpit_protocol::time::TimeoutMs;
 use sandpit_protocol::{DISABLE_SESSION, ErrorCode, time};
-use tokio::io::AsyncReadExt;
 use tokio::sync::mpsc;
 
-pub use tree::parse_signal;
+pub use crate::exec::tree::parse_signal;
 
 use crate::config::AgentConfig;
 use crate::error::ApiError;
-use crate::exec::oneshot::{self, Running};
+use crate::exec::oneshot;
 use crate::exec::output::Utf8Carry;
+use crate::exec::runner::{Child, Control, OutputSink};
 use crate::exec::session::{DEFAULT_SESSION, Sessions};
-use crate::exec::{StreamKind, child_env, validate_command};
+use crate::exec::{StreamKind, child_env, tree, validate_command};
 use crate::memcg::OomWatch;
 use crate::reaper::Reaper;
 use crate::sse;
@@ -50,7 +49,7 @@ pub const MAX_FINISHED: usize = 256;
 pub const MAX_FINISHED_LOG_BYTES: usize = 64 * 1024 * 1024;
 
 /// Time between the asked-for signal (SIGTERM by default) and SIGKILL: the one kill policy.
-pub use crate::exec::kill::{DRAIN_AFTER_EXIT, KILL_GRACE};
+pub use crate::exec::kill::KILL_GRACE;
 
 /// The background processes of the agent.
 #[derive(Debug)]
@@ -141,7 +140,7 @@ impl Processes {
                     .context("cwd", cwd.to_string_lossy().into_owned())
                     .operation("process.start")
                 })?;
-                let pid = child.pid;
+                let pid = child.pid();
                 spawned = Some(child);
                 Ok(Record::new(
                     id.clone(),
@@ -157,12 +156,13 @@ impl Processes {
         let Some(mut child) = spawned else {
             return Err(ApiError::internal("process spawn lost"));
         };
-        if let Some(stdin) = child.stdin.take()
+        if let Some(stdin) = child.take_stdin()
             && let Ok(mut slot) = record.stdin.try_lock()
         {
             *slot = Some(stdin);
         }
-        let timeout = TimeoutMs::resolve(req.timeout_ms, None);
+        // Absent or `0`: no limit (a process has no default).
+        let timeout = req.timeout_ms.and_then(TimeoutMs::limit);
         tokio::spawn(supervise(
             record.clone(),
             child,
@@ -488,7 +488,7 @@ fn spawn(
     env: &BTreeMap<String, String>,
     piped_stdin: bool,
     reaper: &Reaper,
-) -> std::io::Result<Running> {
+) -> std::io::Result<Child> {
     if !cwd.is_dir() {
         return Err(std::io::Error::new(
             std::io::ErrorKind::NotFound,
@@ -498,67 +498,34 @@ fn spawn(
     oneshot::spawn(shell, command, cwd, env, piped_stdin, reaper)
 }
 
-/// Copies the output into the record until the process exits and its pipes close (or
-/// [`DRAIN_AFTER_EXIT`] passed), enforcing `timeout`, then records the end (telling an OOM
-/// kill that `oom` saw from other ends).
+/// A process's output goes into its record's logs.
+impl OutputSink for Arc<Record> {
+    fn output(&mut self, kind: StreamKind, bytes: &[u8]) -> impl Future<Output = ()> + Send {
+        self.append(kind, bytes);
+        std::future::ready(())
+    }
+}
+
+/// Runs the process with the one runner (output into the record, `timeout` enforced with the
+/// kill policy), then records the end (telling an OOM kill that `oom` saw from other ends).
 async fn supervise(
-    record: Arc<Record>,
-    child: Running,
+    mut record: Arc<Record>,
+    child: Child,
     timeout: Option<Duration>,
     oom: Option<OomWatch>,
     store: Arc<Store>,
 ) {
-    let Running {
-        pid: _,
-        mut exit,
-        stdin: _,
-        mut stdout,
-        mut stderr,
-    } = child;
-    let far = tokio::time::Instant::now() + Duration::from_secs(86400 * 365);
-    let mut deadline = timeout.map_or(far, |t| tokio::time::Instant::now() + t);
-    let mut exit_code: Option<Option<i32>> = None;
-    let mut timed_out = false;
-    let (mut out_open, mut err_open) = (true, true);
-    let mut out_buf = vec![0u8; 64 * 1024];
-    let mut err_buf = vec![0u8; 64 * 1024];
-    while out_open || err_open || exit_code.is_none() {
-        tokio::select! {
-            biased;
-            () = tokio::time::sleep_until(deadline) => {
-                if exit_code.is_some() {
-                    break;
-                }
-                // Timed out: kill in a task of its own; the exit arrives through `exit`.
-                deadline = far;
-                timed_out = true;
-                let record = record.clone();
-                tokio::spawn(async move { kill_tree(&record, Signal::SIGTERM).await });
-            }
-            r = stdout.read(&mut out_buf), if out_open => match r {
-                Ok(n) if n > 0 => record.append(StreamKind::Stdout, &out_buf[..n]),
-                _ => out_open = false,
-            },
-            r = stderr.read(&mut err_buf), if err_open => match r {
-                Ok(n) if n > 0 => record.append(StreamKind::Stderr, &err_buf[..n]),
-                _ => err_open = false,
-            },
-            code = &mut exit, if exit_code.is_none() => {
-                exit_code = Some(code.ok());
-                deadline = tokio::time::Instant::now() + DRAIN_AFTER_EXIT;
-            }
-        }
-    }
+    let outcome = child.run(Control::limit(timeout), &mut record).await;
     // The process is gone: close its stdin (a writer waiting on a full pipe gets EPIPE).
     *record.stdin.lock().await = None;
-    match (timed_out, timeout) {
+    match (outcome.timed_out(), outcome.limit) {
         (true, Some(limit)) => {
             // The one timeout answer: exit code 124 and a message on stderr.
             let message = format!("{}\n", time::timed_out_message(limit));
             record.append(StreamKind::Stderr, message.as_bytes());
             record.finish_timed_out();
         }
-        _ => match (exit_code.flatten(), oom) {
+        _ => match (outcome.exit_code, oom) {
             (Some(code), Some(watch)) if watch.killed(code) => {
                 record.append(StreamKind::Stderr, watch.message().as_bytes());
                 record.finish_oom(code);

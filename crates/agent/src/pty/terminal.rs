@@ -19,6 +19,8 @@ use tokio::sync::broadcast;
 
 use crate::config::AgentConfig;
 use crate::exec::child_env;
+// Output still collected after the shell exited (a last prompt, a background job's line).
+use crate::exec::kill::DRAIN_AFTER_EXIT;
 use crate::exec::session::Sessions;
 use crate::reaper::Reaper;
 
@@ -27,8 +29,6 @@ pub const REPLAY_BYTES: usize = 256 * 1024;
 /// Terminal size when the client does not give one.
 pub const DEFAULT_COLS: u16 = 80;
 pub const DEFAULT_ROWS: u16 = 24;
-/// Output still collected after the shell exited (a last prompt, a background job's line).
-const DRAIN_AFTER_EXIT: Duration = Duration::from_millis(100);
 /// Chunks a slow client may fall behind before it skips output.
 const BROADCAST_CHUNKS: usize = 1024;
 

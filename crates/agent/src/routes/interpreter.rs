@@ -1,6 +1,5 @@
 //! HTTP routes of the code interpreter (reference §2.3, §2.9).
 
-use std::time::Duration;
 
 use axum::extract::{Path, State};
 use axum::response::Response;
@@ -108,13 +107,9 @@ async fn execute(
         .interpreters
         .get(&req.context_id)
         .ok_or_else(|| not_found(&req.context_id))?;
-    let timeout = req
-        .timeout_ms
-        .filter(|ms| *ms > 0)
-        .map(Duration::from_millis);
     let rx = agent
         .interpreters
-        .execute(context, req.code, requested, timeout);
+        .execute(context, req.code, requested, req.timeout_ms);
     Ok(sse::response(rx))
 }
 

@@ -358,8 +358,15 @@ async fn a_flooding_sessionless_command_still_times_out() {
     let v = a
         .exec(json!({"command": "yes", "sessionId": "__DISABLE_SESSION__", "timeoutMs": 500}))
         .await;
+    // The run itself (the agent's `duration`) ends near its deadline; the whole request also
+    // carries 16 MiB of JSON, which a debug build on a busy host takes seconds to move.
     assert!(
-        started.elapsed() < Duration::from_secs(20),
+        v["duration"].as_u64().unwrap() < 10_000,
+        "{}",
+        v["duration"]
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
         "{:?}",
         started.elapsed()
     );

@@ -206,17 +206,32 @@ async fn credentials_never_leak() {
     assert!(!logged.contains("s3cr3t"), "{logged}");
 }
 
-#[tokio::test]
-async fn timeout_kills_the_clone() {
-    let a = Agent::start();
-    // A git daemon that accepts and never answers.
+/// A git daemon on loopback that accepts one connection and never answers (for 60 s).
+fn silent_daemon() -> (u16, std::thread::JoinHandle<()>) {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let hold = std::thread::spawn(move || {
         let conn = listener.accept();
-        std::thread::sleep(Duration::from_secs(20));
+        std::thread::sleep(Duration::from_secs(60));
         drop(conn);
     });
+    (port, hold)
+}
+
+/// The agent's children that run git.
+fn git_children(a: &Agent) -> Vec<i32> {
+    children_of(a.pid())
+        .into_iter()
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.starts_with("git"))
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn timeout_kills_the_clone() {
+    let a = Agent::start();
+    let (port, hold) = silent_daemon();
     let started = Instant::now();
     let r = a
         .post(
@@ -234,13 +249,7 @@ async fn timeout_kills_the_clone() {
     // Nothing of the clone is left running, and no partial directory remains.
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
-        let git_children: Vec<i32> = children_of(a.pid())
-            .into_iter()
-            .filter(|pid| {
-                std::fs::read_to_string(format!("/proc/{pid}/comm"))
-                    .is_ok_and(|c| c.starts_with("git"))
-            })
-            .collect();
+        let git_children = git_children(&a);
         if git_children.is_empty() {
             break;
         }
@@ -251,5 +260,47 @@ async fn timeout_kills_the_clone() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(!a.ws("x").exists());
+    drop(hold);
+}
+
+#[tokio::test]
+async fn a_client_that_goes_away_stops_the_clone_and_removes_it() {
+    let a = Agent::start();
+    // Against the silent daemon git has created the target and waits.
+    let (port, hold) = silent_daemon();
+    let target = a.ws("gone");
+    // `timeoutMs: 0`: no limit, so only the client going away can end this clone.
+    let body = json!({
+        "repoUrl": format!("git://127.0.0.1:{port}/x.git"),
+        "targetDir": "gone",
+        "timeoutMs": 0,
+    });
+    let target_made = async {
+        while !target.exists() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    tokio::select! {
+        r = a.post("/api/git/checkout", body) => {
+            panic!("the clone answered: {}", String::from_utf8_lossy(&r.body))
+        }
+        () = target_made => {}
+        () = tokio::time::sleep(Duration::from_secs(30)) => panic!("git never created the target"),
+    }
+    // The request was dropped with the select: git is stopped and the partial clone removed
+    // (a SIGKILLed git could not clean up after itself).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let git_children = git_children(&a);
+        if git_children.is_empty() && !target.exists() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "git {git_children:?} still running or {} left behind",
+            target.display()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     drop(hold);
 }

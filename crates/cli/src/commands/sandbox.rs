@@ -18,7 +18,7 @@ pub async fn create(client: &Client, args: CreateArgs) -> anyhow::Result<()> {
     let request = CreateSandboxRequest {
         id: args.id,
         image: args.image,
-        sleep_after: args.sleep_after.map(serde_json::Value::String),
+        sleep_after: args.sleep_after,
         keep_alive: args.keep_alive.then_some(true),
         keep_alive_while_busy: args.keep_alive_while_busy,
         env: (!args.env.is_empty()).then(|| args.env.into_iter().collect()),
@@ -177,9 +177,9 @@ fn sleep_after(info: &SandboxInfo) -> String {
     if info.keep_alive {
         "never (keep-alive)".to_owned()
     } else if info.keep_alive_while_busy {
-        format!("{}s (not while processes run)", info.sleep_after_secs)
+        format!("{} (not while processes run)", info.sleep_after_secs)
     } else {
-        format!("{}s (even while processes run)", info.sleep_after_secs)
+        format!("{} (even while processes run)", info.sleep_after_secs)
     }
 }
 

@@ -349,10 +349,19 @@ fn create_sends_every_option() {
     let (_, body) = bodies.lock().unwrap().last().cloned().unwrap();
     assert_eq!(
         body,
-        json!({"id": "box1", "image": "default", "sleepAfter": "5m", "keepAlive": true,
+        json!({"id": "box1", "image": "default", "sleepAfter": 300, "keepAlive": true,
                "keepAliveWhileBusy": false, "env": {"K": "V"},
                "limits": {"cpus": 0.5, "memoryMb": 256}, "ephemeral": true})
     );
+    // A duration the protocol cannot read is refused before anything is sent.
+    let sent = bodies.lock().unwrap().len();
+    let refused = cli(&url)
+        .args(["create", "box2", "--sleep-after", "soon"])
+        .assert()
+        .failure();
+    let stderr = String::from_utf8_lossy(&refused.get_output().stderr).into_owned();
+    assert!(stderr.contains("--sleep-after"), "{stderr}");
+    assert_eq!(bodies.lock().unwrap().len(), sent);
 }
 
 #[test]

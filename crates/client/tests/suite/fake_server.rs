@@ -222,7 +222,7 @@ async fn control_plane_calls_send_the_documented_requests() {
     let req = CreateSandboxRequest {
         id: Some("a".into()),
         keep_alive: Some(true),
-        sleep_after: Some(json!("5m")),
+        sleep_after: Some("5m".parse().unwrap()),
         ..Default::default()
     };
     let created = client.create(&req).await.unwrap();
@@ -231,7 +231,8 @@ async fn control_plane_calls_send_the_documented_requests() {
         &log,
         Method::POST,
         "/v1/sandboxes",
-        json!({"id": "a", "keepAlive": true, "sleepAfter": "5m"}),
+        // A duration string goes out as whole seconds (the one wire form SleepAfter writes).
+        json!({"id": "a", "keepAlive": true, "sleepAfter": 300}),
     );
     assert_eq!(seen.auth.as_deref(), Some("Bearer k3y"));
 

@@ -744,3 +744,33 @@ async fn serial_interpreter_javascript_and_typescript() {
     assert_eq!(languages, ["javascript", "typescript"], "{b}");
     rs.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn serial_interpreter_zero_timeout_overrides_the_sandbox_default() {
+    let Some(rs) = Real::start().await else {
+        return;
+    };
+    let sb = "interp-zero";
+    let body = json!({"id": sb, "env": {"INTERPRETER_EXECUTION_TIMEOUT_MS": "400"}});
+    let (s, b) = rs.call(Method::POST, "/v1/sandboxes", body).await;
+    assert_eq!(s, 201, "{b}");
+    let ctx = rs.context(sb, json!({})).await;
+    let slow = "import time\ntime.sleep(1.5)\nprint('done')";
+
+    // No `timeout_ms`: the sandbox's default interrupts the run.
+    let e = rs.run(sb, &ctx, slow).await;
+    assert_eq!(last(&e)["ename"], "KeyboardInterrupt", "{}", show(&e));
+    assert_eq!(last(&e)["timed_out_after_ms"], 400, "{}", show(&e));
+
+    // `0`: no limit, whatever the default (one meaning of 0 on every route).
+    let e = untimed(
+        rs.run_timed(
+            sb,
+            json!({"context_id": ctx, "code": slow, "timeout_ms": 0}),
+        )
+        .await,
+    );
+    complete(&e);
+    assert_eq!(stdout(&e), "done\n", "{}", show(&e));
+    rs.stop().await;
+}

@@ -10,6 +10,7 @@ mod sandboxes;
 use std::collections::BTreeMap;
 
 use sandpit_protocol::control::{Limits, SandboxState};
+use sandpit_protocol::time::SleepAfter;
 use sandpit_store::{NewSandbox, SandboxOptions};
 
 pub fn new_sandbox(tenant: &str, id: &str) -> NewSandbox {
@@ -19,7 +20,7 @@ pub fn new_sandbox(tenant: &str, id: &str) -> NewSandbox {
         internal_id: format!("{tenant}-{id}"),
         options: SandboxOptions {
             image: "default".into(),
-            sleep_after_secs: 600,
+            sleep_after: SleepAfter::DEFAULT,
             keep_alive: false,
             keep_alive_while_busy: true,
             ephemeral: false,

@@ -1,6 +1,7 @@
 use std::sync::Arc;
 
 use sandpit_protocol::control::SandboxState;
+use sandpit_protocol::time::SleepAfter;
 use sandpit_store::{DataKey, SqliteStore, Store, uid_base};
 
 use super::new_sandbox;
@@ -107,7 +108,7 @@ async fn state_and_options_updates() {
     let mut opts = rec.options.clone();
     opts.keep_alive = true;
     opts.keep_alive_while_busy = false;
-    opts.sleep_after_secs = 5;
+    opts.sleep_after = SleepAfter::from_secs(5);
     assert!(store.update_options("t", "a", &opts).await.unwrap());
     let got = store.get_sandbox("t", "a").await.unwrap().unwrap();
     assert_eq!(got.state, SandboxState::Running);

@@ -1,6 +1,7 @@
-//! Process trees: finding every live process that belongs to a background process (its process
-//! group, plus descendants that moved to another group while their ancestors still live) and
-//! signalling them. Processes are read from `/proc`; zombies count as dead.
+//! Process trees: finding every live process that belongs to a command, background process or
+//! session shell (its process group, plus descendants that moved to another group while their
+//! ancestors still live) and signalling them. Processes are read from `/proc`; zombies count as
+//! dead. Used by the runner's kill policy, session stops and process kills.
 
 use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
