@@ -210,10 +210,17 @@ impl SandpitMcp {
         ctx: &RequestContext<RoleServer>,
         params: CreateSandboxParams,
     ) -> ToolResult {
+        let sleep_after = params
+            .sleep_after
+            .map(|s| {
+                s.parse()
+                    .map_err(|e| ToolError::Invalid(format!("sleep_after: {e}")))
+            })
+            .transpose()?;
         let request = CreateSandboxRequest {
             id: params.sandbox_id,
             image: params.image,
-            sleep_after: params.sleep_after.map(serde_json::Value::String),
+            sleep_after,
             ..CreateSandboxRequest::default()
         };
         let info = self.client(ctx)?.create(&request).await?;

@@ -222,8 +222,8 @@ fn mcp_route(
         std::net::IpAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
     };
     let api = format!("http://{}", SocketAddr::new(ip, listening.port()));
-    let service = sandpit_mcp::http_service(&api, shutdown)
-        .map_err(|e| StartError::Mcp(Box::new(e)))?;
+    let service =
+        sandpit_mcp::http_service(&api, shutdown).map_err(|e| StartError::Mcp(Box::new(e)))?;
     Ok(Router::new()
         .route_service("/mcp", service)
         .route_layer(from_fn_with_state(auth.clone(), auth::require_key)))

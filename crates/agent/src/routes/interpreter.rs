@@ -1,6 +1,5 @@
 //! HTTP routes of the code interpreter (reference §2.3, §2.9).
 
-
 use axum::extract::{Path, State};
 use axum::response::Response;
 use axum::routing::{delete, get, post};
