@@ -20,6 +20,7 @@
 //!   `metrics_auth` is set (then the admin key).
 
 mod activity;
+pub mod agent_client;
 mod audit;
 pub mod auth;
 pub mod caps;

@@ -24,11 +24,12 @@ use sandpit_protocol::control::{
 use sandpit_protocol::quota::{MAX_PROCESSES_ENV, QuotaInfo, SandboxCaps, TenantQuota};
 use sandpit_protocol::time::{parse_duration, timestamp};
 use sandpit_runtime::{
-    AgentConnector, Driver, DriverError, EgressEndpoint, RunFile, SandboxSpec, Started,
+    Driver, DriverError, EgressEndpoint, RunFile, SandboxSpec, Started,
 };
 use sandpit_store::{AuditRecord, NewSandbox, SandboxOptions, SandboxRecord, Store};
 use sha2::{Digest, Sha256};
 
+use crate::agent_client::AgentClient;
 use crate::caps;
 use crate::drivers::Drivers;
 use crate::egress::state::NetworkChanges;
@@ -189,8 +190,8 @@ impl Drop for ActivityGuard {
 
 /// A sandbox ready for a forwarded request.
 pub struct Lease {
-    /// Connections to the sandbox's agent.
-    pub agent: Arc<dyn AgentConnector>,
+    /// The sandbox's agent.
+    pub agent: AgentClient,
     /// The driver's id of this run of the agent.
     pub pid: u32,
     pub guard: ActivityGuard,
@@ -801,7 +802,7 @@ impl Manager {
                 self.store.as_ref(),
                 &entry.id,
                 &entry.internal,
-                started.agent.as_ref(),
+                &AgentClient::new(started.agent.clone()),
             )
             .await;
             let stopped = match self.driver_of(inner) {
@@ -1075,7 +1076,7 @@ impl Manager {
                 })?;
         }
         let env = egress::state::secret_env_changes(&old.secrets, &network.secrets);
-        egress::state::push_env(started.agent.as_ref(), env).await;
+        egress::state::push_env(&AgentClient::new(started.agent.clone()), env).await;
         Ok(())
     }
 
@@ -1307,7 +1308,7 @@ impl Manager {
         entry.in_flight.fetch_add(1, Ordering::SeqCst);
         entry.touch();
         Some(Lease {
-            agent: started.agent.clone(),
+            agent: AgentClient::new(started.agent.clone()),
             pid: started.pid,
             guard: ActivityGuard {
                 entry: entry.clone(),
@@ -1344,7 +1345,7 @@ impl Manager {
         // `reap_one` sees).
         let busy = futures::future::join_all(running.iter().map(|entry| async move {
             match Self::idle_unless_busy(entry) {
-                Some(agent) => crate::activity::is_busy(agent.as_ref()).await,
+                Some(agent) => crate::activity::is_busy(&agent).await,
                 None => false,
             }
         }))
@@ -1362,11 +1363,11 @@ impl Manager {
 
     /// The agent socket of a sandbox that is idle but keeps awake while busy: its agent is
     /// asked whether anything runs before it is put to sleep.
-    fn idle_unless_busy(entry: &Entry) -> Option<Arc<dyn AgentConnector>> {
+    fn idle_unless_busy(entry: &Entry) -> Option<AgentClient> {
         let inner = entry.inner.try_lock().ok()?;
         let (record, started) = (inner.record.as_ref()?, inner.started.as_ref()?);
         (record.options.keep_alive_while_busy && Self::idle_ms(entry, record).is_some())
-            .then(|| started.agent.clone())
+            .then(|| AgentClient::new(started.agent.clone()))
     }
 
     /// How long a sandbox has been idle, if long enough to sleep it.
