@@ -403,7 +403,10 @@ mod tests {
     #[tokio::test]
     async fn upgrades_give_a_byte_pipe_or_the_agents_refusal() {
         let (client, _) = client(agent());
-        let pipe = client.upgrade("/tunnel/80", "sandpit-tunnel").await.unwrap();
+        let pipe = client
+            .upgrade("/tunnel/80", "sandpit-tunnel")
+            .await
+            .unwrap();
         let mut io = TokioIo::new(pipe);
         io.write_all(b"hello").await.unwrap();
         let mut back = [0u8; 5];

@@ -179,7 +179,7 @@ pub(crate) async fn proxy(
         }
         if !agent.is_gone().await {
             return Err(ApiError::new(ErrorCode::SandboxUnavailable, error.chain())
-            .context("sandboxId", id));
+                .context("sandboxId", id));
         }
         // The agent died (crash, OOM kill) with the request on its socket: record it gone now,
         // so this retry or the caller's next call starts the sandbox afresh.

@@ -292,7 +292,7 @@ impl Server {
             caps,
             default_quota: config.default_quota.clone(),
         };
-        let manager = Manager::new(
+        let mut manager = Manager::new(
             store.clone(),
             drivers,
             images,
@@ -312,6 +312,10 @@ impl Server {
         )
         .await
         .map_err(|e| anyhow::anyhow!("initialising the sandbox manager: {e}"))?;
+        // Features that act on starts and stops subscribe here; lifecycle calls none of them.
+        manager.subscribe(Arc::new(process_archive::ProcessArchive::new(
+            store.clone(),
+        )));
         let manager = Arc::new(manager);
         manager
             .reconcile()

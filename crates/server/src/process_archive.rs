@@ -1,6 +1,6 @@
 //! Background processes outlive their sandbox's sleep: just before a running sandbox is
-//! stopped, [`capture`] copies the agent's process records and logs into the store; after a
-//! wake, [`forward`] answers the process routes for them (the agent only knows processes of its
+//! stopped, [`ProcessArchive`] (a lifecycle listener) copies the agent's process records and
+//! logs into the store; after a wake, [`forward`] answers the process routes for them (the agent only knows processes of its
 //! own run).
 //!
 //! * `GET /api/process/list`: the agent's list plus archived records (the live record wins when
@@ -9,6 +9,7 @@
 //!   `PROCESS_NOT_FOUND` and the archive knows the id.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use axum::body::Body;
@@ -29,6 +30,7 @@ use crate::AppState;
 use crate::agent_client::AgentClient;
 use crate::error::ApiResult;
 use crate::forward::proxy;
+use crate::lifecycle::{LifecycleListener, SandboxRef};
 
 /// Most processes archived per sleep (the store also caps bytes per sandbox and per tenant:
 /// [`MAX_ARCHIVE_BYTES_PER_SANDBOX`], [`sandpit_store::MAX_ARCHIVE_BYTES_PER_TENANT`]).
@@ -39,14 +41,28 @@ pub const CAPTURE_BUDGET: Duration = Duration::from_secs(2);
 /// can grow them).
 const MAX_ANSWER_BYTES: usize = 16 * 1024 * 1024;
 
-/// Copies the process records and logs of the agent at `socket` into the archive of sandbox
-/// `internal`. Never fails: problems are logged and the stop proceeds.
-pub async fn capture(
-    store: &dyn Store,
-    sandbox_id: &str,
-    internal: &str,
-    agent: &AgentClient,
-) {
+/// Captures the processes of every sandbox about to stop (subscribed to the lifecycle when
+/// the server is built).
+pub struct ProcessArchive {
+    store: Arc<dyn Store>,
+}
+
+impl ProcessArchive {
+    pub fn new(store: Arc<dyn Store>) -> Self {
+        ProcessArchive { store }
+    }
+}
+
+#[async_trait::async_trait]
+impl LifecycleListener for ProcessArchive {
+    async fn about_to_stop(&self, sandbox: SandboxRef<'_>, agent: &AgentClient) {
+        capture(self.store.as_ref(), sandbox.id, sandbox.internal, agent).await;
+    }
+}
+
+/// Copies the process records and logs of `agent` into the archive of sandbox `internal`.
+/// Never fails: problems are logged and the stop proceeds.
+async fn capture(store: &dyn Store, sandbox_id: &str, internal: &str, agent: &AgentClient) {
     let deadline = Instant::now() + CAPTURE_BUDGET;
     let (processes, complete) = fetch(agent, deadline).await;
     if !complete {

@@ -131,13 +131,22 @@ impl Env {
     }
 
     /// Creates image `name` in the store at `images_dir` from what `fill` puts in its rootfs.
-    pub fn make_image(images_dir: &std::path::Path, name: &str, fill: impl FnOnce(&std::path::Path)) {
+    pub fn make_image(
+        images_dir: &std::path::Path,
+        name: &str,
+        fill: impl FnOnce(&std::path::Path),
+    ) {
         let store = sandpit_image::ImageStore::open(images_dir).unwrap();
         store
-            .create_with(name, sandpit_image::SOURCE_DIR, &sandpit_image::NoProgress, |rootfs| {
-                fill(rootfs);
-                Ok(sandpit_image::ImageConfig::default())
-            })
+            .create_with(
+                name,
+                sandpit_image::SOURCE_DIR,
+                &sandpit_image::NoProgress,
+                |rootfs| {
+                    fill(rootfs);
+                    Ok(sandpit_image::ImageConfig::default())
+                },
+            )
             .unwrap();
     }
 

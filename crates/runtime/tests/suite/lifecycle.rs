@@ -338,7 +338,11 @@ async fn serial_uid_ranges_are_allocated_and_kept_for_life() {
     let started = env.start(&env.spec(&a)).await;
     let base_a = host_root(&env, &started, &a).await;
     assert_eq!(base_a, sandpit_runtime::local::DEFAULT_FIRST_UID);
-    ok(&started, "echo a > /workspace/f && chown 1000:1000 /workspace/f").await;
+    ok(
+        &started,
+        "echo a > /workspace/f && chown 1000:1000 /workspace/f",
+    )
+    .await;
     let other = env.start(&env.spec(&b)).await;
     let base_b = host_root(&env, &other, &b).await;
     assert_eq!(base_b, base_a + 65_536, "the next free range");
