@@ -158,19 +158,9 @@ async fn an_upgraded_server_hands_old_uid_ranges_to_the_driver_once() {
     let tmp = tempfile::tempdir().unwrap();
     let cfg = config(tmp.path());
     std::fs::create_dir_all(&cfg.data_dir).unwrap();
-    let db = rusqlite::Connection::open(cfg.data_dir.join("sandpit.db")).unwrap();
-    db.execute_batch(
-        "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL);",
-    )
-    .unwrap();
-    for (version, sql) in sandpit_store::migrations_before(12) {
-        db.execute_batch(sql).unwrap();
-        db.execute(
-            "INSERT INTO schema_migrations (version, applied_at) VALUES (?1, 0)",
-            [version],
-        )
-        .unwrap();
-    }
+    let path = cfg.data_dir.join("sandpit.db");
+    sandpit_store::create_schema_before(&path, 12).unwrap();
+    let db = rusqlite::Connection::open(&path).unwrap();
     db.execute_batch(
         "INSERT INTO tenants (name, created_at) VALUES ('default', 1);
          INSERT INTO sandboxes (tenant, id, internal_id, image, state, sleep_after, keep_alive,
