@@ -93,13 +93,12 @@ fn change_detail(
     responses(
         (status = 201, description = "Created and started", body = SandboxInfo),
         (status = 200, description = "Already existed", body = SandboxInfo),
-        (status = 400, description = "Invalid id or options (VALIDATION_FAILED), or a limit above the server's maximum (LIMIT_EXCEEDED)", body = ErrorResponse),
+        (status = 400, description = "Invalid id or options (VALIDATION_FAILED), a limit above the server's maximum (LIMIT_EXCEEDED), or an isolation tier this server does not offer (ISOLATION_UNAVAILABLE)", body = ErrorResponse),
         (status = 401, description = "Missing or invalid API key", body = ErrorResponse),
         (status = 404, description = "Unknown image (IMAGE_NOT_FOUND)", body = ErrorResponse),
         (status = 409, description = "Exists with another image, ephemeral or isolation (SANDBOX_CONFLICT)", body = ErrorResponse),
         (status = 429, description = "The tenant's quota is used up (QUOTA_EXCEEDED)", body = ErrorResponse),
         (status = 500, description = "Failed to start (SANDBOX_START_FAILED)", body = ErrorResponse),
-        (status = 501, description = "The isolation tier is not offered by this server (ISOLATION_UNAVAILABLE)", body = ErrorResponse),
     ),
     security(("bearer" = []))
 )]

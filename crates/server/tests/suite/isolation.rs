@@ -69,7 +69,7 @@ async fn a_tier_without_a_driver_is_refused_and_nothing_is_created() {
             json!({"id": "g", "isolation": "gvisor"}),
         )
         .await;
-    assert_eq!(status, 501, "{body}");
+    assert_eq!(status, 400, "{body}");
     assert_eq!(body["code"], "ISOLATION_UNAVAILABLE");
     assert_eq!(body["context"]["isolation"], "gvisor");
     assert!(
