@@ -1383,7 +1383,7 @@ impl Manager {
         })
     }
 
-    /// Called when nothing listens on a sandbox's socket any more (its agent died: crash, OOM
+    /// Called when nothing accepts connections to a sandbox's agent any more (it died: crash, OOM
     /// kill): unless another caller already restarted it, the driver cleans up what is left and
     /// the sandbox is recorded asleep, so the next [`Manager::acquire`] starts it afresh.
     pub async fn agent_gone(&self, entry: &Entry, pid: u32) {
@@ -1425,7 +1425,7 @@ impl Manager {
         }
     }
 
-    /// The agent socket of a sandbox that is idle but keeps awake while busy: its agent is
+    /// The agent of a sandbox that is idle but keeps awake while busy: it is
     /// asked whether anything runs before it is put to sleep.
     fn idle_unless_busy(entry: &Entry) -> Option<AgentClient> {
         let inner = entry.inner.try_lock().ok()?;

@@ -37,22 +37,22 @@ pub enum TunnelError {
     UnknownRun(String),
 }
 
-/// The pooled HTTP client and the sockets of the runs it may connect to.
+/// The pooled HTTP client and the agents of the runs it may connect to.
 pub(super) struct Upstream {
-    sockets: Arc<Mutex<HashMap<u64, AgentClient>>>,
+    agents: Arc<Mutex<HashMap<u64, AgentClient>>>,
     client: Client<Connector, Body>,
 }
 
 impl Upstream {
     pub(super) fn new() -> Self {
-        let sockets = Arc::new(Mutex::new(HashMap::new()));
+        let agents = Arc::new(Mutex::new(HashMap::new()));
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(30))
             .pool_max_idle_per_host(64)
             .build(Connector {
-                sockets: sockets.clone(),
+                agents: agents.clone(),
             });
-        Upstream { sockets, client }
+        Upstream { agents, client }
     }
 
     /// The URI of `path_and_query` on `port` of run `run`, whose agent `agent` connects to.
@@ -64,12 +64,12 @@ impl Upstream {
         path_and_query: &str,
     ) -> Uri {
         {
-            let mut sockets = self.sockets.lock().unwrap_or_else(|p| p.into_inner());
-            if !sockets.contains_key(&run) {
-                if sockets.len() >= MAX_RUNS {
-                    sockets.clear();
+            let mut agents = self.agents.lock().unwrap_or_else(|p| p.into_inner());
+            if !agents.contains_key(&run) {
+                if agents.len() >= MAX_RUNS {
+                    agents.clear();
                 }
-                sockets.insert(run, agent.clone());
+                agents.insert(run, agent.clone());
             }
         }
         let uri = format!("http://r{run}.sandpit:{port}{path_and_query}");
@@ -85,7 +85,7 @@ impl Upstream {
 /// Opens tunnels for hyper's pool.
 #[derive(Clone)]
 pub(super) struct Connector {
-    sockets: Arc<Mutex<HashMap<u64, AgentClient>>>,
+    agents: Arc<Mutex<HashMap<u64, AgentClient>>>,
 }
 
 impl tower::Service<Uri> for Connector {
@@ -104,12 +104,12 @@ impl tower::Service<Uri> for Connector {
             .and_then(|h| h.strip_suffix(".sandpit"))
             .and_then(|r| r.parse::<u64>().ok())
             .zip(uri.port_u16());
-        let socket = target.and_then(|(run, _)| {
-            let sockets = self.sockets.lock().unwrap_or_else(|p| p.into_inner());
-            sockets.get(&run).cloned()
+        let agent = target.and_then(|(run, _)| {
+            let agents = self.agents.lock().unwrap_or_else(|p| p.into_inner());
+            agents.get(&run).cloned()
         });
         Box::pin(async move {
-            match (socket, target) {
+            match (agent, target) {
                 (Some(agent), Some((_, port))) => open(&agent, port).await.map(TunnelIo),
                 _ => Err(TunnelError::UnknownRun(uri.to_string())),
             }
