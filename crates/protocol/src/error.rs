@@ -134,6 +134,9 @@ error_codes! {
     EgressDenied = 403,
     // API keys.
     KeyNotFound = 404,
+    // The isolation tier asked for has no driver on this server (e.g. `gvisor` without runsc):
+    // like LIMIT_EXCEEDED, the request asks for what this server does not offer.
+    IsolationUnavailable = 400,
 }
 
 impl ErrorCode {

@@ -22,10 +22,12 @@
 //!   `metrics_auth` is set (then the admin key).
 
 mod activity;
+pub mod agent_client;
 mod audit;
 pub mod auth;
 pub mod caps;
 mod config;
+pub mod drivers;
 pub mod egress;
 pub mod error;
 mod forward;
@@ -68,6 +70,7 @@ pub use config::{ADMIN_KEY_ENV, AGENT_BIN_ENV, ServeConfig, find_agent_binary};
 pub use start_error::StartError;
 
 use crate::auth::Auth;
+pub use crate::drivers::Drivers;
 use crate::error::ApiError;
 use crate::lifecycle::Manager;
 use crate::metrics::Metrics;
@@ -263,16 +266,27 @@ impl Drop for Server {
 }
 
 impl Server {
-    /// Starts the server with the local namespace driver.
+    /// Starts the server with the drivers built into it: the local namespace driver for the
+    /// `standard` tier.
     pub async fn start(config: ServeConfig) -> Result<Server, StartError> {
-        let driver = local_driver(&config)?;
-        Self::start_with_driver(config, driver).await
+        let drivers = Drivers::new(local_driver(&config)?);
+        // Further isolation tiers are registered here (`drivers.with(Isolation::Gvisor, ..)`).
+        Self::start_with_drivers(config, drivers).await
     }
 
-    /// Starts the server with any driver (tests use one that runs agents as host processes).
+    /// Starts the server with any driver as its `standard` tier (tests use one that runs
+    /// agents as host processes).
     pub async fn start_with_driver(
         config: ServeConfig,
         driver: Arc<dyn Driver>,
+    ) -> Result<Server, StartError> {
+        Self::start_with_drivers(config, Drivers::new(driver)).await
+    }
+
+    /// Starts the server with these drivers, one per isolation tier it offers.
+    pub async fn start_with_drivers(
+        config: ServeConfig,
+        drivers: Drivers,
     ) -> Result<Server, StartError> {
         std::fs::create_dir_all(&config.data_dir)
             .map_err(StartError::io("creating the data dir", &config.data_dir))?;
@@ -312,9 +326,9 @@ impl Server {
             caps,
             default_quota: config.default_quota.clone(),
         };
-        let manager = Manager::new(
+        let mut manager = Manager::new(
             store.clone(),
-            driver,
+            drivers,
             images,
             bounds,
             metrics.clone(),
@@ -336,6 +350,10 @@ impl Server {
         )
         .await
         .map_err(StartError::Manager)?;
+        // Features that act on starts and stops subscribe here; lifecycle calls none of them.
+        manager.subscribe(Arc::new(process_archive::ProcessArchive::new(
+            store.clone(),
+        )));
         let manager = Arc::new(manager);
         manager
             .reconcile()
@@ -498,6 +516,10 @@ fn local_driver(config: &ServeConfig) -> Result<Arc<dyn Driver>, StartError> {
         .map_err(StartError::io("resolving the data dir", &config.data_dir))?;
     let mut driver_config =
         sandpit_runtime::local::LocalDriverConfig::new(data_dir, config.agent_bin.clone());
+    driver_config.images_dir = std::path::absolute(&config.images_dir).map_err(StartError::io(
+        "resolving the images dir",
+        &config.images_dir,
+    ))?;
     // The operator's blocks and private ranges hold in `full` mode too (its firewall).
     driver_config.operator = sandpit_runtime::network::OperatorRanges {
         blocked: config.egress_blocked.clone(),

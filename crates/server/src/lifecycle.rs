@@ -7,6 +7,10 @@
 //! Forwarded requests take the same mutex only long enough to find (or start) the agent and to
 //! count themselves in-flight; the reaper checks the in-flight count under the mutex too, so it
 //! can never stop a sandbox that a request is about to use.
+//!
+//! Lifecycle calls no feature: features that must act when a sandbox starts or stops (the
+//! process archive captures logs just before a stop) implement [`LifecycleListener`] and are
+//! subscribed when the server is built ([`Manager::subscribe`]).
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -18,16 +22,18 @@ use sandpit_image::{ImageError, ImageStore};
 use sandpit_protocol::ErrorCode;
 use sandpit_protocol::container::EnvMap;
 use sandpit_protocol::control::{
-    CreateSandboxRequest, DEFAULT_IMAGE, EgressLogPage, Limits, SandboxInfo, SandboxState,
-    SandboxUsage, UpdateSandboxRequest, validate_sandbox_id,
+    CreateSandboxRequest, DEFAULT_IMAGE, EgressLogPage, Isolation, Limits, SandboxInfo,
+    SandboxState, SandboxUsage, UpdateSandboxRequest, validate_sandbox_id,
 };
 use sandpit_protocol::quota::{MAX_PROCESSES_ENV, QuotaInfo, SandboxCaps, TenantQuota};
 use sandpit_protocol::time::{SleepAfter, parse_duration, timestamp};
-use sandpit_runtime::{Driver, DriverError, SandboxSpec, Started};
-use sandpit_store::{AuditRecord, NewSandbox, SandboxOptions, SandboxRecord, Store, uid_base};
+use sandpit_runtime::{Driver, DriverError, EgressEndpoint, RunFile, SandboxSpec, Started};
+use sandpit_store::{AuditRecord, NewSandbox, SandboxOptions, SandboxRecord, Store};
 use sha2::{Digest, Sha256};
 
+use crate::agent_client::AgentClient;
 use crate::caps;
+use crate::drivers::Drivers;
 use crate::egress::state::NetworkChanges;
 use crate::egress::{self, Egress};
 use crate::error::{ApiError, ApiResult};
@@ -127,10 +133,47 @@ struct Inner {
     run: u64,
 }
 
+/// The sandbox a lifecycle event is about.
+#[derive(Debug, Clone, Copy)]
+pub struct SandboxRef<'a> {
+    pub tenant: &'a str,
+    /// The caller's id.
+    pub id: &'a str,
+    /// The driver's (and the store's per-sandbox tables') id.
+    pub internal: &'a str,
+}
+
+/// Longest time a stop waits for [`LifecycleListener::about_to_stop`] of all listeners; the
+/// driver stops the sandbox afterwards whatever they are doing.
+pub const ABOUT_TO_STOP_BUDGET: Duration = Duration::from_secs(3);
+
+/// What a feature is told about sandboxes starting and stopping. Calls happen under the
+/// sandbox's lock, in this order for one run: `started`, `about_to_stop`, `stopped`.
+#[async_trait::async_trait]
+pub trait LifecycleListener: Send + Sync {
+    /// The sandbox runs and its agent answers.
+    fn started(&self, _sandbox: SandboxRef<'_>) {}
+
+    /// The sandbox is about to be stopped (put to sleep) and its agent still answers. The
+    /// driver stops it only after every listener returned, or after [`ABOUT_TO_STOP_BUDGET`].
+    async fn about_to_stop(&self, _sandbox: SandboxRef<'_>, _agent: &AgentClient) {}
+
+    /// The sandbox's processes are gone.
+    fn stopped(&self, _sandbox: SandboxRef<'_>) {}
+}
+
 /// Runs started by this server, counted from 1.
 static RUNS: AtomicU64 = AtomicU64::new(0);
 
 impl Entry {
+    fn as_ref(&self) -> SandboxRef<'_> {
+        SandboxRef {
+            tenant: &self.tenant,
+            id: &self.id,
+            internal: &self.internal,
+        }
+    }
+
     fn touch(&self) {
         self.last_activity_ms.store(now_ms(), Ordering::SeqCst);
     }
@@ -186,14 +229,22 @@ impl Drop for ActivityGuard {
 
 /// A sandbox ready for a forwarded request.
 pub struct Lease {
-    pub socket: PathBuf,
-    /// Host pid of the agent the socket belongs to (identifies this run of the sandbox).
+    /// The sandbox's agent.
+    pub agent: AgentClient,
+    /// The driver's id of this run of the agent.
     pub pid: u32,
     pub guard: ActivityGuard,
     pub entry: Arc<Entry>,
     /// Identifies this run of the sandbox among all runs of this server (preview URLs are
     /// bound to one run).
     pub run: u64,
+}
+
+/// Options fixed at create (a create-or-get that asks for other values is a conflict).
+struct FixedOptions {
+    image: String,
+    ephemeral: bool,
+    isolation: Isolation,
 }
 
 /// Options given on create/patch, validated.
@@ -344,7 +395,7 @@ pub struct Bounds {
 /// Owns every sandbox of the server.
 pub struct Manager {
     store: Arc<dyn Store>,
-    driver: Arc<dyn Driver>,
+    drivers: Drivers,
     images: ImageStore,
     default_limits: Limits,
     /// The largest limits one sandbox may have.
@@ -359,13 +410,15 @@ pub struct Manager {
     /// Random id of this data dir (see [`internal_id`]).
     instance: String,
     entries: Mutex<HashMap<String, Arc<Entry>>>,
+    /// Features told about starts and stops.
+    listeners: Vec<Arc<dyn LifecycleListener>>,
 }
 
 impl Manager {
     /// A manager; the first one on a data dir picks its random instance id.
     pub async fn new(
         store: Arc<dyn Store>,
-        driver: Arc<dyn Driver>,
+        drivers: Drivers,
         images: ImageStore,
         bounds: Bounds,
         metrics: Arc<Metrics>,
@@ -375,7 +428,7 @@ impl Manager {
         let instance = store.setting_or_init("instance_id", &fresh).await?;
         Ok(Manager {
             store,
-            driver,
+            drivers,
             images,
             default_limits: bounds.default_limits,
             caps: bounds.caps,
@@ -385,11 +438,49 @@ impl Manager {
             egress,
             instance,
             entries: Mutex::default(),
+            listeners: Vec::new(),
         })
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.store
+    }
+
+    /// Tells `listener` about every start and stop from now on (call while building the
+    /// server).
+    pub fn subscribe(&mut self, listener: Arc<dyn LifecycleListener>) {
+        self.listeners.push(listener);
+    }
+
+    /// Lets every listener act on a sandbox about to stop, within [`ABOUT_TO_STOP_BUDGET`].
+    async fn announce_stop(&self, entry: &Entry, agent: &AgentClient) {
+        let all = futures::future::join_all(
+            self.listeners
+                .iter()
+                .map(|l| l.about_to_stop(entry.as_ref(), agent)),
+        );
+        if tokio::time::timeout(ABOUT_TO_STOP_BUDGET, all)
+            .await
+            .is_err()
+        {
+            tracing::warn!(sandbox = %entry.id, "listeners of the stop ran out of time");
+        }
+    }
+
+    /// The driver that runs sandboxes of `isolation`.
+    fn driver(&self, isolation: Isolation) -> ApiResult<&Arc<dyn Driver>> {
+        self.drivers.get(isolation)
+    }
+
+    /// The driver of a loaded sandbox (the caller holds its lock).
+    fn driver_of(&self, inner: &Inner) -> ApiResult<&Arc<dyn Driver>> {
+        self.driver(
+            inner
+                .record
+                .as_ref()
+                .map(|r| r.options.isolation)
+                .unwrap_or_default(),
+        )
     }
 
     /// The per-sandbox caps of this server.
@@ -491,7 +582,8 @@ impl Manager {
             None => None,
         };
         if live {
-            self.apply_limits(entry, &after).await?;
+            self.apply_limits(entry, record.options.isolation, &after)
+                .await?;
         }
         let saved = self
             .store
@@ -500,7 +592,9 @@ impl Manager {
         if let Err(e) = saved {
             if live {
                 // Best effort: the sandbox goes back to the limits its record still has.
-                let _ = self.driver.set_limits(&entry.internal, &before).await;
+                if let Ok(driver) = self.driver(record.options.isolation) {
+                    let _ = driver.set_limits(&entry.internal, &before).await;
+                }
             }
             return Err(e.into());
         }
@@ -509,8 +603,13 @@ impl Manager {
     }
 
     /// Writes new limits into a running sandbox (its cgroups).
-    async fn apply_limits(&self, entry: &Entry, limits: &Limits) -> ApiResult<()> {
-        self.driver
+    async fn apply_limits(
+        &self,
+        entry: &Entry,
+        isolation: Isolation,
+        limits: &Limits,
+    ) -> ApiResult<()> {
+        self.driver(isolation)?
             .set_limits(&entry.internal, limits)
             .await
             .map_err(|e| {
@@ -620,6 +719,7 @@ impl Manager {
             keep_alive: o.keep_alive,
             keep_alive_while_busy: o.keep_alive_while_busy,
             ephemeral: o.ephemeral,
+            isolation: o.isolation,
             env: o.env.clone(),
             limits: merge_limits(&o.limits, &self.default_limits),
             created_at: ms_timestamp(record.created_at_ms),
@@ -685,41 +785,50 @@ impl Manager {
             MAX_PROCESSES_ENV.to_owned(),
             self.caps.processes.to_string(),
         ));
-        if let Some(run_dir) = self.driver.run_dir(&entry.internal) {
-            self.egress
-                .attach(
-                    &entry.tenant,
-                    &entry.internal,
-                    &run_dir,
-                    &image_rootfs,
-                    &network,
+        let driver = self.driver(o.isolation)?;
+        let proxy = self
+            .egress
+            .attach(&entry.tenant, &entry.internal, &image_rootfs, &network)
+            .map_err(|e| {
+                ApiError::new(
+                    ErrorCode::SandboxStartFailed,
+                    format!(
+                        "sandbox failed to start: egress proxy: {}",
+                        egress::error_chain(&e)
+                    ),
                 )
-                .map_err(|e| {
-                    ApiError::new(
-                        ErrorCode::SandboxStartFailed,
-                        format!(
-                            "sandbox failed to start: egress proxy: {}",
-                            egress::error_chain(&e)
-                        ),
-                    )
-                    .context("sandboxId", entry.id.as_str())
-                })?;
-        }
+                .context("sandboxId", entry.id.as_str())
+            })?;
+        let run_files = proxy
+            .files
+            .into_iter()
+            .map(|(name, contents)| RunFile {
+                name: name.to_owned(),
+                contents,
+            })
+            .collect();
+        let handle = proxy.proxy;
         let spec = SandboxSpec {
             id: entry.internal.clone(),
-            image_rootfs,
+            image: o.image.clone(),
             limits,
             env,
-            uid_base: uid_base(record.slot),
             ephemeral: o.ephemeral,
             network: self.egress.driver_policy(&entry.tenant, &network),
+            run_files,
+            egress: Some(EgressEndpoint::new(move |stream| handle.accept(stream))),
         };
-        let started = self.driver.start(&spec).await.map_err(|e| {
+        let started = driver.start(&spec).await.map_err(|e| {
             self.egress.detach(&entry.internal);
             tracing::warn!(sandbox = %entry.id, tenant = %entry.tenant, error = %e, "start failed");
             let error = match &e {
                 // The spec's limits or env are what the driver refused: the caller's input.
                 DriverError::InvalidSpec(m) => ApiError::validation(m.clone()),
+                DriverError::ImageNotFound(image) => ApiError::new(
+                    ErrorCode::ImageNotFound,
+                    format!("image {image:?} not found"),
+                )
+                .context("image", image.as_str()),
                 _ => ApiError::new(
                     ErrorCode::SandboxStartFailed,
                     format!("sandbox failed to start: {e}"),
@@ -741,6 +850,9 @@ impl Manager {
             r.state = SandboxState::Running;
             r.last_active_at_ms = now;
         }
+        for listener in &self.listeners {
+            listener.started(entry.as_ref());
+        }
         Ok(())
     }
 
@@ -748,17 +860,22 @@ impl Manager {
     async fn sleep(&self, entry: &Entry, inner: &mut Inner) -> ApiResult<()> {
         if let Some(started) = inner.started.take() {
             entry.running.store(false, Ordering::SeqCst);
-            crate::process_archive::capture(
-                self.store.as_ref(),
-                &entry.id,
-                &entry.internal,
-                &started.socket,
-            )
-            .await;
-            if let Err(e) = self.driver.stop(&entry.internal).await {
+            self.announce_stop(entry, &AgentClient::new(started.agent.clone()))
+                .await;
+            let stopped = match self.driver_of(inner) {
+                Ok(driver) => driver
+                    .stop(&entry.internal)
+                    .await
+                    .map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            if let Err(e) = stopped {
                 tracing::warn!(sandbox = %entry.id, error = %e, "stop failed");
             }
             self.egress.detach(&entry.internal);
+            for listener in &self.listeners {
+                listener.stopped(entry.as_ref());
+            }
             tracing::info!(sandbox = %entry.id, tenant = %entry.tenant, "sandbox asleep");
         }
         let last = entry.last_activity_ms.load(Ordering::SeqCst);
@@ -781,18 +898,19 @@ impl Manager {
         &self,
         entry: &Entry,
         inner: &mut Inner,
-        image: String,
-        ephemeral: bool,
+        fixed: FixedOptions,
         changes: OptionChanges,
         network: NetworkChanges,
     ) -> ApiResult<SandboxRecord> {
-        self.image_rootfs(&image)?;
+        let driver = self.driver(fixed.isolation)?.clone();
+        self.image_rootfs(&fixed.image)?;
         let mut options = SandboxOptions {
-            image,
+            image: fixed.image,
             sleep_after: SleepAfter::DEFAULT,
             keep_alive: false,
             keep_alive_while_busy: true,
-            ephemeral,
+            ephemeral: fixed.ephemeral,
+            isolation: fixed.isolation,
             env: BTreeMap::new(),
             limits: Limits::default(),
             labels: BTreeMap::new(),
@@ -830,7 +948,7 @@ impl Manager {
         };
         if let Err(e) = started {
             inner.record = None;
-            if let Err(de) = self.driver.destroy(&entry.internal).await {
+            if let Err(de) = driver.destroy(&entry.internal).await {
                 tracing::warn!(sandbox = %entry.id, error = %de, "cleanup after failed start");
             }
             self.store.delete_sandbox(&entry.tenant, &entry.id).await?;
@@ -887,6 +1005,11 @@ impl Manager {
             {
                 return Err(conflict("ephemeral", record.options.ephemeral.to_string()));
             }
+            if let Some(i) = req.isolation
+                && i != record.options.isolation
+            {
+                return Err(conflict("isolation", record.options.isolation.to_string()));
+            }
             // Like the seed's getSandbox(id, options): mutable options are (re)applied.
             if !changes.is_empty() {
                 (record, _) = self
@@ -896,16 +1019,13 @@ impl Manager {
             self.change_network(&entry, &inner, network).await?;
             return Ok((self.info(&record).await?, false));
         }
-        let image = req.image.unwrap_or_else(|| DEFAULT_IMAGE.to_owned());
+        let fixed = FixedOptions {
+            image: req.image.unwrap_or_else(|| DEFAULT_IMAGE.to_owned()),
+            ephemeral: req.ephemeral.unwrap_or(false),
+            isolation: req.isolation.unwrap_or_default(),
+        };
         let record = self
-            .create_locked(
-                &entry,
-                &mut inner,
-                image,
-                req.ephemeral.unwrap_or(false),
-                changes,
-                network,
-            )
+            .create_locked(&entry, &mut inner, fixed, changes, network)
             .await?;
         Ok((self.info(&record).await?, true))
     }
@@ -1004,7 +1124,7 @@ impl Manager {
             .update(&entry.tenant, &entry.internal, &network)
             .map_err(|e| ApiError::internal(egress::error_chain(&e)))?;
         if policy_changed {
-            self.driver
+            self.driver_of(inner)?
                 .set_network(
                     &entry.internal,
                     &self.egress.driver_policy(&entry.tenant, &network),
@@ -1016,7 +1136,7 @@ impl Manager {
                 })?;
         }
         let env = egress::state::secret_env_changes(&old.secrets, &network.secrets);
-        egress::state::push_env(&started.socket, env).await;
+        egress::state::push_env(&AgentClient::new(started.agent.clone()), env).await;
         Ok(())
     }
 
@@ -1075,9 +1195,13 @@ impl Manager {
         inner.started = None;
         entry.running.store(false, Ordering::SeqCst);
         self.egress.detach(&entry.internal);
-        self.driver.destroy(&entry.internal).await.map_err(|e| {
-            ApiError::internal(format!("destroying sandbox {id:?}: {e}")).context("sandboxId", id)
-        })?;
+        self.driver_of(inner)?
+            .destroy(&entry.internal)
+            .await
+            .map_err(|e| {
+                ApiError::internal(format!("destroying sandbox {id:?}: {e}"))
+                    .context("sandboxId", id)
+            })?;
         self.store.delete_sandbox(tenant, id).await?;
         self.egress.forget(&entry.internal);
         inner.record = None;
@@ -1156,7 +1280,7 @@ impl Manager {
             .await?
             .ok_or_else(|| ApiError::sandbox_not_found(id))?;
         let used = self
-            .driver
+            .driver(record.options.isolation)?
             .usage(&record.internal_id)
             .await
             .map_err(|e| ApiError::internal(format!("reading the usage of {id:?}: {e}")))?;
@@ -1203,15 +1327,13 @@ impl Manager {
                 None => {
                     let changes = OptionChanges::parse(None, None, None, None, None, &self.caps)?;
                     let network = NetworkChanges::default();
-                    self.create_locked(
-                        &entry,
-                        &mut inner,
-                        DEFAULT_IMAGE.into(),
-                        false,
-                        changes,
-                        network,
-                    )
-                    .await?;
+                    let fixed = FixedOptions {
+                        image: DEFAULT_IMAGE.into(),
+                        ephemeral: false,
+                        isolation: Isolation::default(),
+                    };
+                    self.create_locked(&entry, &mut inner, fixed, changes, network)
+                        .await?;
                 }
             }
         }
@@ -1246,7 +1368,7 @@ impl Manager {
         entry.in_flight.fetch_add(1, Ordering::SeqCst);
         entry.touch();
         Some(Lease {
-            socket: started.socket.clone(),
+            agent: AgentClient::new(started.agent.clone()),
             pid: started.pid,
             guard: ActivityGuard {
                 entry: entry.clone(),
@@ -1257,7 +1379,7 @@ impl Manager {
         })
     }
 
-    /// Called when nothing listens on a sandbox's socket any more (its agent died: crash, OOM
+    /// Called when nothing accepts connections to a sandbox's agent any more (it died: crash, OOM
     /// kill): unless another caller already restarted it, the driver cleans up what is left and
     /// the sandbox is recorded asleep, so the next [`Manager::acquire`] starts it afresh.
     pub async fn agent_gone(&self, entry: &Entry, pid: u32) {
@@ -1283,7 +1405,7 @@ impl Manager {
         // `reap_one` sees).
         let busy = futures::future::join_all(running.iter().map(|entry| async move {
             match Self::idle_unless_busy(entry) {
-                Some(socket) => crate::activity::is_busy(&socket).await,
+                Some(agent) => crate::activity::is_busy(&agent).await,
                 None => false,
             }
         }))
@@ -1299,13 +1421,13 @@ impl Manager {
         }
     }
 
-    /// The agent socket of a sandbox that is idle but keeps awake while busy: its agent is
+    /// The agent of a sandbox that is idle but keeps awake while busy: it is
     /// asked whether anything runs before it is put to sleep.
-    fn idle_unless_busy(entry: &Entry) -> Option<PathBuf> {
+    fn idle_unless_busy(entry: &Entry) -> Option<AgentClient> {
         let inner = entry.inner.try_lock().ok()?;
         let (record, started) = (inner.record.as_ref()?, inner.started.as_ref()?);
         (record.options.keep_alive_while_busy && Self::idle_ms(entry, record).is_some())
-            .then(|| started.socket.clone())
+            .then(|| AgentClient::new(started.agent.clone()))
     }
 
     /// How long a sandbox has been idle, if long enough to sleep it.
@@ -1329,7 +1451,10 @@ impl Manager {
             return;
         };
         let idle_ms = Self::idle_ms(entry, &record);
-        let dead = idle_ms.is_none() && !self.driver.is_running(&entry.internal).await;
+        let dead = match self.driver(record.options.isolation) {
+            Ok(driver) => idle_ms.is_none() && !driver.is_running(&entry.internal).await,
+            Err(_) => false,
+        };
         if idle_ms.is_some() || dead {
             tracing::info!(sandbox = %entry.id, ?idle_ms, dead, "putting sandbox to sleep");
             if let Err(e) = self.sleep(entry, &mut inner).await {
@@ -1341,12 +1466,25 @@ impl Manager {
     /// At server start: the driver stops leftovers of a previous run, and every sandbox the
     /// store thought running is recorded as sleeping (it wakes on next use).
     pub async fn reconcile(&self) -> anyhow::Result<()> {
-        let found = self.driver.reconcile().await?;
-        if !found.is_empty() {
+        // Store migration 12: uid ranges the store allocated go to the driver that owns them now.
+        let legacy = self.store.legacy_uid_ranges().await?;
+        if !legacy.is_empty() {
+            self.drivers.standard().adopt_uid_ranges(&legacy).await?;
+            self.store.forget_legacy_uid_ranges().await?;
             tracing::info!(
-                count = found.len(),
-                "stopped sandboxes left by a previous run"
+                count = legacy.len(),
+                "uid ranges handed to the local driver"
             );
+        }
+        for (tier, driver) in self.drivers.iter() {
+            let found = driver.reconcile().await?;
+            if !found.is_empty() {
+                tracing::info!(
+                    count = found.len(),
+                    isolation = %tier,
+                    "stopped sandboxes left by a previous run"
+                );
+            }
         }
         let n = self
             .store

@@ -86,6 +86,7 @@ export const ERROR_STATUS = {
   STALE_PREVIEW_URL: 410,
   EGRESS_DENIED: 403,
   KEY_NOT_FOUND: 404,
+  ISOLATION_UNAVAILABLE: 400,
 } as const;
 
 /** A code of the protocol's error table. */

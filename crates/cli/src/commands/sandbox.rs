@@ -24,6 +24,8 @@ pub async fn create(client: &Client, args: CreateArgs) -> anyhow::Result<()> {
         env: (!args.env.is_empty()).then(|| args.env.into_iter().collect()),
         limits: (limits != Limits::default()).then_some(limits),
         ephemeral: args.ephemeral.then_some(true),
+        // The server's default tier (`--isolation` comes with the gVisor tier).
+        isolation: None,
         network: args.network.policy(),
         secrets: args.network.secrets()?,
         labels: (!args.labels.is_empty()).then(|| args.labels.into_iter().collect()),

@@ -10,9 +10,10 @@ use super::harness::{Env, exec, ok, unique_id};
 async fn serial_namespaces_identity_and_root() {
     let Some(env) = Env::new() else { return };
     let id = unique_id("ns");
-    let base = 1_100_000;
-    let started = env.start(&env.spec(&id, base)).await;
-    let s = &started.socket;
+    // A fresh driver gives its first sandbox the first range.
+    let base = sandpit_runtime::local::DEFAULT_FIRST_UID;
+    let started = env.start(&env.spec(&id)).await;
+    let s = &started;
 
     // User namespace: root inside, uid_base outside.
     assert_eq!(ok(s, "id -u; id -g").await, "0\n0");
@@ -78,8 +79,8 @@ async fn serial_namespaces_identity_and_root() {
 async fn serial_overlay_root_is_writable_and_image_untouched() {
     let Some(env) = Env::new() else { return };
     let id = unique_id("ovl");
-    let started = env.start(&env.spec(&id, 1_200_000)).await;
-    let s = &started.socket;
+    let started = env.start(&env.spec(&id)).await;
+    let s = &started;
 
     let image_ls = env.rootfs.join("usr/bin/tac");
     let before = std::fs::metadata(&image_ls).unwrap();
@@ -96,7 +97,7 @@ async fn serial_overlay_root_is_writable_and_image_untouched() {
         std::fs::metadata(env.host_path(&id, "opt/x/y"))
             .unwrap()
             .uid(),
-        1_201_000
+        sandpit_runtime::local::DEFAULT_FIRST_UID + 1000
     );
 
     // The image is untouched; the changes are in the writable layer.
@@ -135,8 +136,8 @@ async fn serial_overlay_root_is_writable_and_image_untouched() {
 async fn serial_hardening_seccomp_caps_nnp() {
     let Some(env) = Env::new() else { return };
     let id = unique_id("sec");
-    let started = env.start(&env.spec(&id, 1_300_000)).await;
-    let s = &started.socket;
+    let started = env.start(&env.spec(&id)).await;
+    let s = &started;
 
     let status = ok(s, "cat /proc/self/status").await;
     let field = |name: &str| {

@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use sandpit_runtime::local::{LocalDriver, LocalDriverConfig};
+use sandpit_runtime::local::LocalDriver;
 use sandpit_runtime::{Driver, DriverError};
 
 use super::harness::{Env, alive, exec, ok, unique_id};
@@ -21,9 +21,9 @@ fn assert_gone(env: &Env, id: &str, pids: &[u32]) {
 async fn serial_stop_kills_everything_and_workspace_survives() {
     let Some(env) = Env::new() else { return };
     let id = unique_id("life");
-    let spec = env.spec(&id, 1_400_000);
+    let spec = env.spec(&id);
     let started = env.start(&spec).await;
-    let s = &started.socket;
+    let s = &started;
     assert!(env.driver.is_running(&id).await);
     ok(s, "echo persisted > /workspace/keep; (sleep 1000 >/dev/null 2>&1 &); (sleep 1000 >/dev/null 2>&1 &)").await;
     let pids = env.driver.cgroups().pids(&id).unwrap();
@@ -40,10 +40,7 @@ async fn serial_stop_kills_everything_and_workspace_survives() {
     // The writable layer survives the stop, even with a workspace the sandbox broke.
     let again = env.start(&spec).await;
     assert_ne!(again.pid, started.pid);
-    assert_eq!(
-        ok(&again.socket, "pwd; cat /ws-old/keep").await,
-        "/\npersisted"
-    );
+    assert_eq!(ok(&again, "pwd; cat /ws-old/keep").await, "/\npersisted");
     // Starting a running sandbox returns it unchanged.
     assert_eq!(env.driver.start(&spec).await.unwrap().pid, again.pid);
 
@@ -56,14 +53,14 @@ async fn serial_stop_kills_everything_and_workspace_survives() {
 async fn serial_ephemeral_layer_is_dropped_on_stop() {
     let Some(env) = Env::new() else { return };
     let id = unique_id("eph");
-    let mut spec = env.spec(&id, 1_500_000);
+    let mut spec = env.spec(&id);
     spec.ephemeral = true;
     let started = env.start(&spec).await;
-    ok(&started.socket, "echo gone > /workspace/tmp").await;
+    ok(&started, "echo gone > /workspace/tmp").await;
     env.driver.stop(&id).await.unwrap();
     assert!(!env.driver.sandbox_dir(&id).join("upper").exists());
     let again = env.start(&spec).await;
-    assert_ne!(exec(&again.socket, "test -e /workspace/tmp").await.0, 0);
+    assert_ne!(exec(&again, "test -e /workspace/tmp").await.0, 0);
     env.driver.destroy(&id).await.unwrap();
 }
 
@@ -71,7 +68,7 @@ async fn serial_ephemeral_layer_is_dropped_on_stop() {
 async fn serial_init_exit_is_noticed_and_reaped() {
     let Some(env) = Env::new() else { return };
     let id = unique_id("exit");
-    let started = env.start(&env.spec(&id, 1_550_000)).await;
+    let started = env.start(&env.spec(&id)).await;
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(started.pid as i32),
         nix::sys::signal::Signal::SIGKILL,
@@ -95,10 +92,10 @@ async fn serial_reconcile_cleans_up_after_a_crash() {
     let Some(env) = Env::new() else { return };
     let ids = [unique_id("rec"), unique_id("rec")];
     let mut pids = Vec::new();
-    for (n, id) in ids.iter().enumerate() {
-        let started = env.start(&env.spec(id, 1_600_000 + n as u32 * 65536)).await;
+    for id in &ids {
+        let started = env.start(&env.spec(id)).await;
         ok(
-            &started.socket,
+            &started,
             "echo x > /workspace/keep; (sleep 1000 >/dev/null 2>&1 &)",
         )
         .await;
@@ -109,7 +106,8 @@ async fn serial_reconcile_cleans_up_after_a_crash() {
     // Per-run files of a stopped sandbox, as a server killed halfway through a stop leaves
     // them: the egress socket and CA files in the run dir, a half-formatted disk image.
     let halfway = unique_id("rec");
-    let run = Driver::run_dir(&env.driver, &halfway).unwrap();
+    let run = env.driver.run_dir(&halfway);
+    std::fs::create_dir_all(&run).unwrap();
     std::fs::write(run.join("egress.sock"), b"").unwrap();
     std::fs::write(run.join("ca.crt"), b"").unwrap();
     std::fs::write(env.driver.sandbox_dir(&halfway).join("disk.img.tmp"), b"").unwrap();
@@ -156,7 +154,7 @@ async fn serial_reconcile_cleans_up_after_a_crash() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serial_invalid_specs_are_rejected() {
     let Some(env) = Env::new() else { return };
-    let mut spec = env.spec("bad/id", 1_700_000);
+    let mut spec = env.spec("bad/id");
     assert!(matches!(
         env.driver.start(&spec).await,
         Err(DriverError::InvalidSpec(_))
@@ -170,30 +168,36 @@ async fn serial_invalid_specs_are_rejected() {
     let err = long.start(&spec).await.unwrap_err();
     assert!(err.to_string().contains("Unix sockets"), "{err}");
     spec.id = "ok".into();
-    spec.image_rootfs = "/nonexistent".into();
+    spec.image = "no-such-image".into();
     assert!(matches!(
         env.driver.start(&spec).await,
-        Err(DriverError::InvalidSpec(_))
+        Err(DriverError::ImageNotFound(name)) if name == "no-such-image"
     ));
-    spec.image_rootfs = env.rootfs.clone();
-    spec.uid_base = 0;
-    assert!(matches!(
-        env.driver.start(&spec).await,
-        Err(DriverError::InvalidSpec(_))
-    ));
+    spec.image = super::harness::TEST_IMAGE.into();
+    for name in ["../escape", "a/b", "", "egress.sock"] {
+        spec.run_files = vec![sandpit_runtime::RunFile {
+            name: name.into(),
+            contents: Vec::new(),
+        }];
+        assert!(
+            matches!(
+                env.driver.start(&spec).await,
+                Err(DriverError::InvalidSpec(_))
+            ),
+            "{name:?}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serial_failed_launch_is_reported_and_cleaned_up() {
     let Some(env) = Env::new() else { return };
     // A launcher that exits without a reply.
-    let failing = LocalDriver::with_config(LocalDriverConfig::new(
-        env.dir.path().to_path_buf(),
-        "/bin/false".into(),
-    ))
-    .unwrap();
+    let mut config = env.driver.config().clone();
+    config.agent_bin = "/bin/false".into();
+    let failing = LocalDriver::with_config(config).unwrap();
     let id = unique_id("fail");
-    let err = failing.start(&env.spec(&id, 1_750_000)).await.unwrap_err();
+    let err = failing.start(&env.spec(&id)).await.unwrap_err();
     assert!(matches!(err, DriverError::StartFailed { .. }), "{err}");
     assert_gone(&env, &id, &[]);
 
@@ -201,11 +205,12 @@ async fn serial_failed_launch_is_reported_and_cleaned_up() {
     let script = env.dir.path().join("hang.sh");
     std::fs::write(&script, "#!/bin/sh\nexec sleep 30\n").unwrap();
     std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    let mut config = LocalDriverConfig::new(env.dir.path().to_path_buf(), script);
+    let mut config = env.driver.config().clone();
+    config.agent_bin = script;
     config.start_timeout = Duration::from_millis(300);
     let hanging = LocalDriver::with_config(config).unwrap();
     let t = Instant::now();
-    let err = hanging.start(&env.spec(&id, 1_750_000)).await.unwrap_err();
+    let err = hanging.start(&env.spec(&id)).await.unwrap_err();
     assert!(err.to_string().contains("did not report"), "{err}");
     assert!(t.elapsed() < Duration::from_secs(5));
     assert_gone(&env, &id, &[]);
@@ -213,14 +218,11 @@ async fn serial_failed_launch_is_reported_and_cleaned_up() {
     // Starts that time out mid-launch (the real launcher, killed at whatever step it reached).
     let mut timeouts = 0;
     for _ in 0..6 {
-        let mut config = LocalDriverConfig::new(
-            env.dir.path().to_path_buf(),
-            env.driver.config().agent_bin.clone(),
-        );
+        let mut config = env.driver.config().clone();
         config.start_timeout = Duration::from_millis(1);
         let impatient = LocalDriver::with_config(config).unwrap();
         let id = unique_id("tmo");
-        match impatient.start(&env.spec(&id, 1_750_000)).await {
+        match impatient.start(&env.spec(&id)).await {
             Err(_) => timeouts += 1,
             Ok(_) => impatient.stop(&id).await.unwrap(),
         }
@@ -237,12 +239,21 @@ async fn serial_failed_launch_is_reported_and_cleaned_up() {
     assert_eq!(z, Vec::<u32>::new(), "{names:?}");
 
     // The launcher's own error (here: the image is not usable) comes back as the message.
+    let images = env.dir.path().join("images");
+    Env::make_image(&images, "empty-image", |rootfs| {
+        std::fs::write(rootfs.join("dev"), b"not a directory").unwrap();
+    });
+    Env::make_image(&images, "link-image", |rootfs| {
+        std::os::unix::fs::symlink("/", rootfs.join("dev")).unwrap();
+    });
+    Env::make_image(&images, "bad-proc-image", |rootfs| {
+        std::fs::write(rootfs.join("proc"), b"not a directory").unwrap();
+    });
+    let odd = env.driver_with_images(&images);
     let id = unique_id("fail");
-    let mut spec = env.spec(&id, 1_750_000);
-    spec.image_rootfs = env.dir.path().join("empty-image");
-    std::fs::create_dir_all(&spec.image_rootfs).unwrap();
-    std::fs::write(spec.image_rootfs.join("dev"), b"not a directory").unwrap();
-    let err = env.driver.start(&spec).await.unwrap_err();
+    let mut spec = env.spec(&id);
+    spec.image = "empty-image".into();
+    let err = odd.start(&spec).await.unwrap_err();
     assert!(matches!(err, DriverError::StartFailed { .. }), "{err}");
     assert!(err.to_string().contains("/dev"), "{err}");
     assert_gone(&env, &id, &[]);
@@ -250,22 +261,18 @@ async fn serial_failed_launch_is_reported_and_cleaned_up() {
 
     // Symlinks planted where the launcher mounts are refused, not followed.
     let id = unique_id("fail");
-    let mut spec = env.spec(&id, 1_750_000);
-    spec.image_rootfs = env.dir.path().join("link-image");
-    std::fs::create_dir_all(&spec.image_rootfs).unwrap();
-    std::os::unix::fs::symlink("/", spec.image_rootfs.join("dev")).unwrap();
-    let err = env.driver.start(&spec).await.unwrap_err();
+    let mut spec = env.spec(&id);
+    spec.image = "link-image".into();
+    let err = odd.start(&spec).await.unwrap_err();
     assert!(err.to_string().contains("is not a directory"), "{err}");
     assert_gone(&env, &id, &[]);
     env.driver.destroy(&id).await.unwrap();
 
     // A failure inside the sandbox init (after the fork) is reported too, and leaves no zombie.
     let id = unique_id("fail");
-    let mut spec = env.spec(&id, 1_750_000);
-    spec.image_rootfs = env.dir.path().join("bad-proc-image");
-    std::fs::create_dir_all(&spec.image_rootfs).unwrap();
-    std::fs::write(spec.image_rootfs.join("proc"), b"not a directory").unwrap();
-    let err = env.driver.start(&spec).await.unwrap_err();
+    let mut spec = env.spec(&id);
+    spec.image = "bad-proc-image".into();
+    let err = odd.start(&spec).await.unwrap_err();
     assert!(
         err.to_string().contains("sandbox init: mkdir /proc"),
         "{err}"
@@ -289,13 +296,13 @@ async fn serial_start_latency() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(15);
     let (mut start, mut first_exec, mut stop) = (Vec::new(), Vec::new(), Vec::new());
-    for n in 0..runs {
+    for _ in 0..runs {
         let id = unique_id("lat");
-        let spec = env.spec(&id, 1_800_000 + (n % 4) * 65536);
+        let spec = env.spec(&id);
         let t = Instant::now();
         let started = env.start(&spec).await;
         start.push(t.elapsed());
-        ok(&started.socket, "true").await;
+        ok(&started, "true").await;
         first_exec.push(t.elapsed());
         let t = Instant::now();
         env.driver.destroy(&id).await.unwrap();
@@ -312,49 +319,96 @@ async fn serial_start_latency() {
     assert!(a < Duration::from_secs(1), "start p50 {a:?}");
 }
 
+/// The host uid that root of sandbox `id` maps to (the owner of a file it made).
+async fn host_root(env: &Env, sandbox: &sandpit_runtime::Started, id: &str) -> u32 {
+    use std::os::unix::fs::MetadataExt;
+    ok(sandbox, "echo x > /workspace/owner").await;
+    std::fs::metadata(env.host_path(id, "workspace/owner"))
+        .unwrap()
+        .uid()
+}
+
+/// The driver allocates each sandbox's uid range and keeps it for the sandbox's life (across
+/// stops, wakes and a new driver on the data dir); destroy frees it for the next sandbox.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn serial_new_uid_range_shifts_the_writable_layer() {
+async fn serial_uid_ranges_are_allocated_and_kept_for_life() {
     use std::os::unix::fs::MetadataExt;
     let Some(env) = Env::new() else { return };
-    let id = unique_id("shift");
-    let mut spec = env.spec(&id, 2_100_000);
-    let started = env.start(&spec).await;
+    let (a, b) = (unique_id("uida"), unique_id("uidb"));
+    let started = env.start(&env.spec(&a)).await;
+    let base_a = host_root(&env, &started, &a).await;
+    assert_eq!(base_a, sandpit_runtime::local::DEFAULT_FIRST_UID);
     ok(
-        &started.socket,
+        &started,
         "echo a > /workspace/f && chown 1000:1000 /workspace/f",
     )
     .await;
-    env.driver.stop(&id).await.unwrap();
+    let other = env.start(&env.spec(&b)).await;
+    let base_b = host_root(&env, &other, &b).await;
+    assert_eq!(base_b, base_a + 65_536, "the next free range");
+    env.driver.stop(&a).await.unwrap();
 
-    spec.uid_base = 2_300_000;
-    let again = env.start(&spec).await;
+    // Woken by a new driver on the same data dir (a restarted server): same range, same owners.
+    let second = env.driver_with_images(&env.driver.config().images_dir);
+    let again = second.start(&env.spec(&a)).await.unwrap();
+    assert_eq!(host_root(&env, &again, &a).await, base_a);
     assert_eq!(
-        ok(
-            &again.socket,
-            "stat -c %u:%g /workspace/f /workspace; cat /workspace/f"
-        )
-        .await,
-        "1000:1000\n0:0\na"
+        ok(&again, "stat -c %u:%g /workspace/f; cat /workspace/f").await,
+        "1000:1000\na"
     );
-    ok(&again.socket, "echo b >> /workspace/f").await;
-    let meta = std::fs::metadata(env.host_path(&id, "workspace/f")).unwrap();
-    assert_eq!((meta.uid(), meta.gid()), (2_301_000, 2_301_000));
-    env.driver.destroy(&id).await.unwrap();
+    let meta = std::fs::metadata(env.host_path(&a, "workspace/f")).unwrap();
+    assert_eq!((meta.uid(), meta.gid()), (base_a + 1000, base_a + 1000));
+
+    // Destroyed, its range goes to the next new sandbox; b keeps its own.
+    second.destroy(&a).await.unwrap();
+    let c = unique_id("uidc");
+    let third = second.start(&env.spec(&c)).await.unwrap();
+    assert_eq!(host_root(&env, &third, &c).await, base_a);
+    for id in [&b, &c] {
+        second.destroy(id).await.unwrap();
+    }
+    env.driver.stop(&b).await.unwrap();
+}
+
+/// Sandboxes of a server from before the driver owned uid ranges (the store's slot formula)
+/// keep theirs: the server hands them over at start, and the driver uses them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serial_adopted_uid_ranges_are_used() {
+    let Some(env) = Env::new() else { return };
+    let id = unique_id("adopt");
+    let legacy = 100_000 + 7 * 65_536;
+    env.driver
+        .adopt_uid_ranges(&[(id.clone(), legacy)])
+        .await
+        .unwrap();
+    let started = env.start(&env.spec(&id)).await;
+    assert_eq!(host_root(&env, &started, &id).await, legacy);
+    // A second hand-over (another restart) changes nothing.
+    env.driver
+        .adopt_uid_ranges(&[(id.clone(), 100_000)])
+        .await
+        .unwrap();
+    env.driver.stop(&id).await.unwrap();
+    let again = env.start(&env.spec(&id)).await;
+    assert_eq!(host_root(&env, &again, &id).await, legacy);
+    // A new sandbox never gets an adopted range.
+    let fresh = unique_id("fresh");
+    let other = env.start(&env.spec(&fresh)).await;
+    assert_ne!(host_root(&env, &other, &fresh).await, legacy);
+    for id in [&id, &fresh] {
+        env.driver.destroy(id).await.unwrap();
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serial_parallel_starts() {
     let Some(env) = Env::new() else { return };
     let ids: Vec<String> = (0..4).map(|_| unique_id("par")).collect();
-    let specs: Vec<_> = ids
-        .iter()
-        .enumerate()
-        .map(|(n, id)| env.spec(id, 2_500_000 + n as u32 * 65536))
-        .collect();
+    let specs: Vec<_> = ids.iter().map(|id| env.spec(id)).collect();
     let started = futures::future::join_all(specs.iter().map(|s| env.driver.start(s))).await;
     for (id, res) in ids.iter().zip(started) {
         let s = res.unwrap();
-        assert_eq!(ok(&s.socket, "hostname").await, *id);
+        assert_eq!(ok(&s, "hostname").await, *id);
     }
     let stopped = futures::future::join_all(ids.iter().map(|id| env.driver.destroy(id))).await;
     assert!(stopped.iter().all(Result::is_ok));

@@ -13,8 +13,8 @@ use sandpit_protocol::netpolicy::EgressPolicy;
 use sandpit_store::{SandboxNetwork, StoredSecret};
 
 pub use sandpit_egress::{
-    DEFAULT_MAX_CONNECTIONS_PER_SANDBOX, DEFAULT_MAX_CONNECTIONS_PER_TENANT, EgressConfig,
-    EgressError, IpNet, Secret, SecretError, generate_ca,
+    Attached, ClientIo, DEFAULT_MAX_CONNECTIONS_PER_SANDBOX, DEFAULT_MAX_CONNECTIONS_PER_TENANT,
+    EgressConfig, EgressError, IpNet, Secret, SecretError, generate_ca,
 };
 pub use sandpit_protocol::netpolicy::parse_cidr;
 
@@ -40,23 +40,23 @@ impl Egress {
         })
     }
 
-    /// Starts the proxy of sandbox `internal` of `tenant` in `run_dir` with its stored state.
+    /// Starts the proxy of sandbox `internal` of `tenant` with its stored state; the driver hands
+    /// the returned handle the connections of the sandbox's egress bridge.
     pub fn attach(
         &self,
         tenant: &str,
         internal: &str,
-        run_dir: &Path,
         image_rootfs: &Path,
         network: &SandboxNetwork,
-    ) -> Result<(), AttachError> {
+    ) -> Result<Attached, AttachError> {
         let sandbox = sandbox_policy(network).map_err(AttachError::Secret)?;
         let ca = network
             .ca
             .as_ref()
             .map(|(cert, key)| (cert.as_str(), key.as_str()));
-        self.proxies
-            .attach(tenant, internal, run_dir, image_rootfs, &sandbox, ca)?;
-        Ok(())
+        Ok(self
+            .proxies
+            .attach(tenant, internal, image_rootfs, &sandbox, ca)?)
     }
 
     /// Applies changed stored state to a running sandbox's proxy (no-op when none runs).

@@ -86,17 +86,17 @@ fn change_detail(
 ///
 /// Creation starts the sandbox at once (state `running`). For an existing sandbox the mutable
 /// options given (`sleepAfter`, `keepAlive`, `env`, `limits`, `labels`, `ttl`) are applied as by
-/// PATCH; a different `image` or `ephemeral` is a 409.
+/// PATCH; a different `image`, `ephemeral` or `isolation` is a 409.
 #[utoipa::path(
     post, path = "/v1/sandboxes", operation_id = "createSandbox", tag = "sandboxes",
     request_body = CreateSandboxRequest,
     responses(
         (status = 201, description = "Created and started", body = SandboxInfo),
         (status = 200, description = "Already existed", body = SandboxInfo),
-        (status = 400, description = "Invalid id or options (VALIDATION_FAILED), or a limit above the server's maximum (LIMIT_EXCEEDED)", body = ErrorResponse),
+        (status = 400, description = "Invalid id or options (VALIDATION_FAILED), a limit above the server's maximum (LIMIT_EXCEEDED), or an isolation tier this server does not offer (ISOLATION_UNAVAILABLE)", body = ErrorResponse),
         (status = 401, description = "Missing or invalid API key", body = ErrorResponse),
         (status = 404, description = "Unknown image (IMAGE_NOT_FOUND)", body = ErrorResponse),
-        (status = 409, description = "Exists with another image (SANDBOX_CONFLICT)", body = ErrorResponse),
+        (status = 409, description = "Exists with another image, ephemeral or isolation (SANDBOX_CONFLICT)", body = ErrorResponse),
         (status = 429, description = "The tenant's quota is used up (QUOTA_EXCEEDED)", body = ErrorResponse),
         (status = 500, description = "Failed to start (SANDBOX_START_FAILED)", body = ErrorResponse),
     ),
@@ -115,6 +115,7 @@ pub async fn create(
             ("env", req.env.is_some()),
             ("limits", req.limits.is_some()),
             ("ephemeral", req.ephemeral.is_some()),
+            ("isolation", req.isolation.is_some()),
             ("network", req.network.is_some()),
             ("secrets", req.secrets.is_some()),
             ("labels", req.labels.is_some()),

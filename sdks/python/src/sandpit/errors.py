@@ -656,6 +656,13 @@ class KeyNotFoundError(SandpitError):
     default_status = 404
 
 
+class IsolationUnavailableError(SandpitError):
+    """``ISOLATION_UNAVAILABLE`` (HTTP 400): the server offers no such isolation tier."""
+
+    code = "ISOLATION_UNAVAILABLE"
+    default_status = 400
+
+
 ERRORS_BY_CODE: dict[str, type[SandpitError]] = {
     "IS_DIRECTORY": IsDirectoryError,
     "NOT_DIRECTORY": NotDirectoryError,
@@ -741,6 +748,7 @@ ERRORS_BY_CODE: dict[str, type[SandpitError]] = {
     "STALE_PREVIEW_URL": StalePreviewUrlError,
     "EGRESS_DENIED": EgressDeniedError,
     "KEY_NOT_FOUND": KeyNotFoundError,
+    "ISOLATION_UNAVAILABLE": IsolationUnavailableError,
 }
 
 
