@@ -657,7 +657,7 @@ class KeyNotFoundError(SandpitError):
 
 
 class IsolationUnavailableError(SandpitError):
-    """``ISOLATION_UNAVAILABLE`` (HTTP 400): the server offers no such isolation tier."""
+    """``ISOLATION_UNAVAILABLE`` (HTTP 400)."""
 
     code = "ISOLATION_UNAVAILABLE"
     default_status = 400
