@@ -6,6 +6,7 @@
 //! Linux namespaces on this host; a Kubernetes driver can come later.
 
 pub mod agent_log;
+pub mod gvisor;
 pub mod local;
 pub mod network;
 mod slirp;

@@ -29,9 +29,9 @@ use crate::{Driver, DriverError, ResourceUsage, SandboxSpec, Started, agent_log,
 use sandpit_protocol::control::{Limits, NetworkMode, NetworkPolicy};
 
 /// Longest usable `sun_path` (108 bytes including the terminating NUL).
-const MAX_SOCKET_PATH: usize = 107;
+pub(crate) const MAX_SOCKET_PATH: usize = 107;
 /// Smallest memory limit a sandbox can start with.
-const MIN_MEMORY_MB: u64 = 8;
+pub(crate) const MIN_MEMORY_MB: u64 = 8;
 /// Smallest pids limit a sandbox can start with.
 const MIN_PIDS: u64 = 4;
 /// fd number of the log pipe in the launcher (after [`LISTEN_FD`]).
@@ -121,7 +121,10 @@ impl std::fmt::Debug for LocalDriver {
     }
 }
 
-fn io_err<'a>(id: &'a str, stage: &'static str) -> impl FnOnce(std::io::Error) -> DriverError + 'a {
+pub(crate) fn io_err<'a>(
+    id: &'a str,
+    stage: &'static str,
+) -> impl FnOnce(std::io::Error) -> DriverError + 'a {
     move |source| DriverError::Io {
         id: id.to_string(),
         stage,
@@ -129,7 +132,7 @@ fn io_err<'a>(id: &'a str, stage: &'static str) -> impl FnOnce(std::io::Error) -
     }
 }
 
-fn cg_err<'a>(
+pub(crate) fn cg_err<'a>(
     id: &'a str,
     stage: &'static str,
 ) -> impl FnOnce(sandpit_isolation::cgroup::CgroupError) -> DriverError + 'a {
@@ -158,7 +161,7 @@ pub fn validate_id(id: &str) -> Result<(), DriverError> {
     }
 }
 
-fn cgroup_limits(l: &Limits) -> Result<CgroupLimits, DriverError> {
+pub(crate) fn cgroup_limits(l: &Limits) -> Result<CgroupLimits, DriverError> {
     let invalid = |m: String| Err(DriverError::InvalidSpec(m));
     if let Some(m) = l.memory_mb
         && !(MIN_MEMORY_MB..=(u64::MAX >> 20)).contains(&m)
@@ -184,7 +187,7 @@ fn cgroup_limits(l: &Limits) -> Result<CgroupLimits, DriverError> {
 
 /// Adds search permission for everyone (the sandbox init, an unprivileged uid on the host,
 /// must traverse the path to its rootfs mount point).
-fn ensure_traversable(dir: &Path) -> std::io::Result<()> {
+pub(crate) fn ensure_traversable(dir: &Path) -> std::io::Result<()> {
     let meta = std::fs::metadata(dir)?;
     let mode = meta.permissions().mode();
     if mode & 0o001 == 0 {
@@ -196,7 +199,7 @@ fn ensure_traversable(dir: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
-fn mkdir_mode(dir: &Path, mode: u32) -> std::io::Result<()> {
+pub(crate) fn mkdir_mode(dir: &Path, mode: u32) -> std::io::Result<()> {
     match std::fs::create_dir(dir) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
@@ -207,7 +210,7 @@ fn mkdir_mode(dir: &Path, mode: u32) -> std::io::Result<()> {
 
 /// The sandbox's environment: the spec's, plus (unless the spec sets them) the egress proxy
 /// variables, and the CA variables when the run dir has a CA bundle.
-fn sandbox_env(env: &[(String, String)], run_dir: &Path) -> Vec<(String, String)> {
+pub(crate) fn sandbox_env(env: &[(String, String)], run_dir: &Path) -> Vec<(String, String)> {
     const NO_PROXY: &str = "localhost,127.0.0.1,::1";
     let proxy = format!("http://127.0.0.1:{}", sandpit_protocol::EGRESS_PROXY_PORT);
     let mut extra: Vec<(&str, String)> = vec![
@@ -243,11 +246,31 @@ fn sandbox_env(env: &[(String, String)], run_dir: &Path) -> Vec<(String, String)
     out
 }
 
-fn remove_dir_all_if_exists(dir: &Path) -> std::io::Result<()> {
+pub(crate) fn remove_dir_all_if_exists(dir: &Path) -> std::io::Result<()> {
     match std::fs::remove_dir_all(dir) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
         _ => Ok(()),
     }
+}
+
+/// Removes everything inside `dir` (a missing `dir` is empty).
+pub(crate) fn empty_dir(dir: &Path) -> std::io::Result<()> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Ok(());
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let removed = if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            std::fs::remove_dir_all(&path)
+        } else {
+            std::fs::remove_file(&path)
+        };
+        match removed {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 /// SIGKILLs the launcher and reaps it (bounded: a process stuck in the kernel is left to
@@ -290,7 +313,7 @@ fn shift_owners(dir: &Path, old_base: u32, new_base: u32) -> std::io::Result<()>
 }
 
 /// Reaps `pid` once its pidfd reports the exit, then flips `exited` to true.
-async fn watch_exit(pid: u32, pidfd: OwnedFd, exited: watch::Sender<bool>) {
+pub(crate) async fn watch_exit(pid: u32, pidfd: OwnedFd, exited: watch::Sender<bool>) {
     // `with_interest` is deprecated because it accepts any `AsRawFd`; an `OwnedFd` we exclusively
     // own is exactly the I/O-safe case (its unsafe replacement is not allowed in this crate).
     #[allow(deprecated)]
@@ -828,23 +851,7 @@ impl LocalDriver {
     /// Empties the sandbox's run dir (egress socket, CA files: written for one run) and drops
     /// a disk image a killed server left half-formatted.
     fn clear_run_files(&self, id: &str) -> Result<(), DriverError> {
-        let run = self.run_dir(id);
-        if let Ok(entries) = std::fs::read_dir(&run) {
-            for entry in entries.flatten() {
-                let path = entry.path();
-                let removed = if entry.file_type().is_ok_and(|t| t.is_dir()) {
-                    std::fs::remove_dir_all(&path)
-                } else {
-                    std::fs::remove_file(&path)
-                };
-                match removed {
-                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                        return Err(io_err(id, "clear the run dir")(e));
-                    }
-                    _ => {}
-                }
-            }
-        }
+        empty_dir(&self.run_dir(id)).map_err(io_err(id, "clear the run dir"))?;
         match std::fs::remove_file(self.sandbox_dir(id).join(DISK_IMAGE_TMP)) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
                 Err(io_err(id, "remove a half-made disk image")(e))

@@ -1,4 +1,5 @@
 mod disk;
+mod gvisor;
 mod harness;
 mod image_versions;
 mod isolation;
