@@ -106,6 +106,42 @@ pub struct Limits {
     pub disk_mb: Option<u64>,
 }
 
+/// How strongly a sandbox is isolated from the host: which driver runs it. Chosen at create,
+/// kept for the sandbox's life.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
+)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "lowercase")]
+pub enum Isolation {
+    /// Linux namespaces, seccomp and cgroups on the host kernel.
+    #[default]
+    Standard,
+    /// gVisor (`runsc`): the sandbox's system calls go to a user-space kernel.
+    Gvisor,
+}
+
+impl Isolation {
+    pub const ALL: [Isolation; 2] = [Isolation::Standard, Isolation::Gvisor];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Isolation::Standard => "standard",
+            Isolation::Gvisor => "gvisor",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|i| i.as_str() == s)
+    }
+}
+
+impl std::fmt::Display for Isolation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// Lifecycle state of a sandbox.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -285,6 +321,9 @@ pub struct CreateSandboxRequest {
     /// When true, the writable layer is discarded when the sandbox sleeps.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ephemeral: Option<bool>,
+    /// Isolation tier (`standard` by default, `gvisor`); fixed for the sandbox's life.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub isolation: Option<Isolation>,
     /// Outbound network policy; default `none`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub network: Option<NetworkPolicy>,
@@ -357,6 +396,9 @@ pub struct SandboxInfo {
     #[serde(default = "yes")]
     pub keep_alive_while_busy: bool,
     pub ephemeral: bool,
+    /// The isolation tier the sandbox runs under.
+    #[serde(default)]
+    pub isolation: Isolation,
     pub env: BTreeMap<String, String>,
     /// Effective limits (defaults filled in).
     pub limits: Limits,

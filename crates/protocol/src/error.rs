@@ -134,6 +134,8 @@ error_codes! {
     EgressDenied = 403,
     // API keys.
     KeyNotFound = 404,
+    // The isolation tier asked for has no driver on this server (e.g. `gvisor` without runsc).
+    IsolationUnavailable = 501,
 }
 
 impl ErrorCode {

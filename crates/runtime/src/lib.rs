@@ -1,9 +1,11 @@
 //! Host-side sandbox lifecycle.
 //!
 //! The control plane talks to sandboxes only through the [`Driver`] trait: start one (get back
-//! the Unix socket of its agent), stop it (every process gone, the writable layer kept), destroy
-//! it (everything gone), and reconcile after a crash. [`local::LocalDriver`] implements it with
-//! Linux namespaces on this host; a Kubernetes driver can come later.
+//! an [`AgentConnector`] that opens byte streams to its agent), stop it (every process gone, the
+//! writable layer kept), destroy it (everything gone), and reconcile after a crash. How a driver
+//! isolates a sandbox, where it keeps its files, which host uids it maps and how the agent is
+//! reached are its own business. [`local::LocalDriver`] implements it with Linux namespaces on
+//! this host.
 
 pub mod agent_log;
 pub mod gvisor;
@@ -13,35 +15,109 @@ mod slirp;
 pub mod testnet;
 pub mod usage;
 
+use std::fmt;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use sandpit_protocol::control::{Limits, NetworkPolicy};
+use tokio::io::{AsyncRead, AsyncWrite};
+
+/// A bidirectional byte stream (to an agent, or from a sandbox's egress bridge).
+pub trait ByteIo: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> ByteIo for T {}
+
+/// A boxed [`ByteIo`]: what an [`AgentConnector`] yields.
+pub type AgentStream = Box<dyn ByteIo>;
+
+/// Opens connections to one run of a sandbox's agent, which serves the container API (HTTP/1.1)
+/// on each. Cheap to clone behind its `Arc`; valid for the run it was returned for.
+#[async_trait::async_trait]
+pub trait AgentConnector: Send + Sync + fmt::Debug {
+    /// A fresh connection to the agent. An error of kind `ConnectionRefused` or `NotFound`
+    /// means the agent is gone (its sandbox stopped or died); other errors are transient.
+    async fn connect(&self) -> std::io::Result<AgentStream>;
+}
+
+/// An agent listening on a Unix socket of this host (the local drivers' endpoint).
+#[derive(Debug, Clone)]
+pub struct UnixConnector {
+    path: PathBuf,
+}
+
+impl UnixConnector {
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        UnixConnector { path: path.into() }
+    }
+}
+
+#[async_trait::async_trait]
+impl AgentConnector for UnixConnector {
+    async fn connect(&self) -> std::io::Result<AgentStream> {
+        let stream = tokio::net::UnixStream::connect(&self.path).await?;
+        Ok(Box::new(stream))
+    }
+}
+
+/// Where the connections a sandbox opens to its egress bridge (`/run/sandpit/egress.sock`
+/// inside) are handed over: the control plane's egress proxy. The driver decides how those
+/// connections leave the sandbox.
+#[derive(Clone)]
+pub struct EgressEndpoint(Arc<dyn Fn(AgentStream) + Send + Sync>);
+
+impl EgressEndpoint {
+    pub fn new(accept: impl Fn(AgentStream) + Send + Sync + 'static) -> Self {
+        EgressEndpoint(Arc::new(accept))
+    }
+
+    /// Hands one connection from the sandbox to the proxy (which serves it on its own task).
+    pub fn accept(&self, stream: AgentStream) {
+        (self.0)(stream)
+    }
+}
+
+impl fmt::Debug for EgressEndpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("EgressEndpoint")
+    }
+}
+
+/// A file shown read-only in `/run/sandpit` inside the sandbox for one run (the egress CA
+/// bundle, ...).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunFile {
+    /// A plain file name (no `/`).
+    pub name: String,
+    pub contents: Vec<u8>,
+}
 
 /// Everything a driver needs to start one sandbox.
 #[derive(Debug, Clone)]
 pub struct SandboxSpec {
     /// The sandbox id (also its hostname).
     pub id: String,
-    /// Directory of the image's root filesystem (read-only lower layer).
-    pub image_rootfs: PathBuf,
-    /// Effective limits (server defaults already filled in).
+    /// Name of the image in the image store (resolved by the driver).
+    pub image: String,
+    /// Resources requested (server defaults already filled in).
     pub limits: Limits,
     /// Environment given to every process of the sandbox.
     pub env: Vec<(String, String)>,
-    /// First host uid/gid of the sandbox's 65536-id range (sandbox root maps to it).
-    pub uid_base: u32,
     /// Drop the writable layer when the sandbox stops.
     pub ephemeral: bool,
     /// Network policy at start (`full` gets user-mode networking before `start` returns).
     pub network: NetworkPolicy,
+    /// Files for `/run/sandpit` (written for this run only).
+    pub run_files: Vec<RunFile>,
+    /// Where the sandbox's egress bridge leads; `None`: it leads nowhere.
+    pub egress: Option<EgressEndpoint>,
 }
 
 /// A started sandbox.
 #[derive(Debug, Clone)]
 pub struct Started {
-    /// Unix socket on which the sandbox's agent serves the container API.
-    pub socket: PathBuf,
-    /// Host pid of the sandbox's init (the agent).
+    /// Connections to the sandbox's agent.
+    pub agent: Arc<dyn AgentConnector>,
+    /// Identifies this run of the sandbox to the driver (the local drivers: host pid of the
+    /// sandbox's init).
     pub pid: u32,
 }
 
@@ -73,6 +149,9 @@ pub enum DriverError {
     StartFailed { id: String, message: String },
     #[error("invalid sandbox spec: {0}")]
     InvalidSpec(String),
+    /// The spec names an image the driver's image store does not have.
+    #[error("image {0:?} not found")]
+    ImageNotFound(String),
     /// The kernel kept the old limits (e.g. memory below what the sandbox uses now).
     #[error("sandbox {id}: {message}")]
     LimitsRefused { id: String, message: String },
@@ -100,11 +179,12 @@ pub trait Driver: Send + Sync + 'static {
     /// cgroups, sockets) and returns the ids it found, so the control plane can mark them asleep.
     async fn reconcile(&self) -> Result<Vec<String>, DriverError>;
 
-    /// Host directory shown read-only at `/run/sandpit` inside the sandbox; files put there
-    /// before `start` (the egress socket, CA bundles) are visible to it. `None`: the driver
-    /// has none.
-    fn run_dir(&self, _id: &str) -> Option<PathBuf> {
-        None
+    /// Store migration 12 hands over the uid ranges the control plane allocated before drivers
+    /// owned them, as `(id, first host uid)`, once at server start. A driver that maps uids
+    /// keeps each as the sandbox's range unless it recorded one already (so files keep their
+    /// owners); others ignore it.
+    async fn adopt_uid_ranges(&self, _ranges: &[(String, u32)]) -> Result<(), DriverError> {
+        Ok(())
     }
 
     /// Applies new cpu, memory and pids limits to a running sandbox at once (`disk_mb` is

@@ -6,26 +6,37 @@
 //! [`LaunchConfig`] on stdin and the socket as fd 3. The launcher prints `{"pid": N}` and exits;
 //! the sandbox init (the agent) is re-parented to this process (a child subreaper), which watches
 //! it with a pidfd and reaps it.
+//!
+//! The driver owns what is host-shaped about a sandbox: its image is resolved in the image store
+//! named by the config; its host uid range is allocated on first start and recorded in
+//! `<data_dir>/sandboxes/<id>/uid_base` for the sandbox's life ([`UidRanges`]); the run files
+//! and the egress bridge (`egress.sock`, whose connections go to the spec's
+//! [`EgressEndpoint`](crate::EgressEndpoint)) are put in its run dir.
 
 use std::collections::{BTreeSet, HashMap};
 use std::os::fd::OwnedFd;
-use std::os::unix::fs::{MetadataExt, PermissionsExt, chown};
+use std::os::unix::fs::{PermissionsExt, chown};
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::Arc;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
+use sandpit_image::{ImageError, ImageStore};
 use sandpit_isolation::cgroup::{CgroupError, CgroupLimits, CgroupManager};
 use sandpit_isolation::launch::{LISTEN_FD, LaunchConfig};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::watch;
 
 use crate::slirp::Slirp;
-use crate::{Driver, DriverError, ResourceUsage, SandboxSpec, Started, agent_log, network, usage};
+use crate::{
+    AgentConnector, Driver, DriverError, EgressEndpoint, ResourceUsage, SandboxSpec, Started,
+    UnixConnector, agent_log, network, usage,
+};
 use sandpit_protocol::control::{Limits, NetworkMode, NetworkPolicy};
 
 /// Longest usable `sun_path` (108 bytes including the terminating NUL).
@@ -43,12 +54,20 @@ const MIN_DISK_MB: u64 = 16;
 const MAX_DISK_MB: u64 = 1 << 24;
 /// Name of a disk image while it is being formatted (renamed to `disk.img` when done).
 const DISK_IMAGE_TMP: &str = "disk.img.tmp";
+/// The egress bridge's socket in the run dir (the agent inside bridges `127.0.0.1:3128` to it).
+pub const EGRESS_SOCKET: &str = "egress.sock";
+/// File in the sandbox dir recording the first host uid of the sandbox's range.
+const UID_BASE_FILE: &str = "uid_base";
 
 /// Settings of a [`LocalDriver`]; [`LocalDriverConfig::new`] fills in defaults.
 #[derive(Debug, Clone)]
 pub struct LocalDriverConfig {
     /// Holds `sandboxes/<id>/` and `run/<id>.sock`.
     pub data_dir: PathBuf,
+    /// The image store that [`SandboxSpec::image`] names are resolved in.
+    pub images_dir: PathBuf,
+    /// First host uid handed to sandboxes (range `n` starts at `first_uid + n * 65536`).
+    pub first_uid: u32,
     /// Binary started as `<agent_bin> launch`.
     pub agent_bin: PathBuf,
     /// Name of the cgroup that groups the sandboxes under the server's own cgroup.
@@ -75,8 +94,11 @@ pub struct LocalDriverConfig {
 }
 
 impl LocalDriverConfig {
+    /// Images are looked up in `<data_dir>/images` unless `images_dir` is changed.
     pub fn new(data_dir: PathBuf, agent_bin: PathBuf) -> Self {
         Self {
+            images_dir: data_dir.join("images"),
+            first_uid: DEFAULT_FIRST_UID,
             data_dir,
             agent_bin,
             cgroup_group: "sandpit".to_string(),
@@ -93,10 +115,49 @@ impl LocalDriverConfig {
     }
 }
 
+/// Default of [`LocalDriverConfig::first_uid`] (above the uids and subuids of a usual host).
+pub const DEFAULT_FIRST_UID: u32 = 100_000;
+
+/// The host uid ranges of this driver's sandboxes: one [`sandpit_isolation::ID_RANGE`]-sized
+/// range each, allocated at first start (the lowest free one) and kept, recorded in the
+/// sandbox dir, until the sandbox is destroyed, so a woken sandbox finds its files with the
+/// owners it left them with.
+#[derive(Debug)]
+struct UidRanges {
+    first: u32,
+    used: BTreeSet<u32>,
+}
+
+impl UidRanges {
+    /// The lowest free range base, if one is left below `u32::MAX`.
+    fn allocate(&mut self) -> Option<u32> {
+        let range = sandpit_isolation::ID_RANGE;
+        let mut base = self.first;
+        for used in &self.used {
+            if *used >= base.checked_add(range)? {
+                break;
+            }
+            base = base.max(used.checked_add(range)?);
+        }
+        base.checked_add(range)?;
+        self.used.insert(base);
+        Some(base)
+    }
+}
+
+/// What the driver resolved for one start of a sandbox.
+struct HostSide {
+    /// The image's rootfs directory.
+    rootfs: PathBuf,
+    uid_base: u32,
+    /// The disk image holding the writable layer, if it has one.
+    disk: Option<PathBuf>,
+}
+
 /// A sandbox started by this driver.
 struct Running {
     pid: u32,
-    socket: PathBuf,
+    agent: Arc<dyn AgentConnector>,
     exited: watch::Receiver<bool>,
     /// The image's rootfs, held open while the sandbox runs: a rebuilt image keeps the version
     /// this sandbox's mounts use until nothing holds it (see sandpit-image's `replace_with`).
@@ -106,7 +167,11 @@ struct Running {
 /// The local namespace driver. See the module docs.
 pub struct LocalDriver {
     config: LocalDriverConfig,
+    images: ImageStore,
     cgroups: Box<dyn CgroupManager>,
+    uids: Mutex<UidRanges>,
+    /// Accept loops of the egress bridges of started sandboxes (aborted at teardown).
+    bridges: Mutex<HashMap<String, tokio::task::JoinHandle<()>>>,
     running: Mutex<HashMap<String, Running>>,
     /// slirp4netns of the sandboxes in `full` network mode.
     slirps: Mutex<HashMap<String, Slirp>>,
@@ -280,36 +345,28 @@ async fn kill_and_reap(child: &mut tokio::process::Child) {
     let _ = tokio::time::timeout(Duration::from_secs(2), child.wait()).await;
 }
 
-/// Moves every owner (uid and gid) in `old_base..old_base+65536` below `dir` to the same offset
-/// from `new_base`; ids outside the old range (unmapped ones) are left alone.
-fn shift_owners(dir: &Path, old_base: u32, new_base: u32) -> std::io::Result<()> {
-    let range = sandpit_isolation::ID_RANGE;
-    let shift = |id: u32| {
-        id.checked_sub(old_base)
-            .filter(|off| *off < range)
-            .map(|off| new_base + off)
-    };
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(path) = stack.pop() {
-        let meta = std::fs::symlink_metadata(&path)?;
-        let (uid, gid) = (shift(meta.uid()), shift(meta.gid()));
-        if uid.is_some() || gid.is_some() {
-            std::os::unix::fs::lchown(&path, uid, gid)?;
-            // chown clears setuid/setgid bits; put them back.
-            if !meta.file_type().is_symlink() && meta.mode() & 0o6000 != 0 {
-                std::fs::set_permissions(
-                    &path,
-                    std::fs::Permissions::from_mode(meta.mode() & 0o7777),
-                )?;
-            }
-        }
-        if meta.is_dir() {
-            for entry in std::fs::read_dir(&path)? {
-                stack.push(entry?.path());
+/// Binds a Unix socket at `dir/name` even when that path is longer than `sun_path` (108 bytes):
+/// through `/proc/self/fd/<dir fd>/name`.
+fn bind_in(dir: &Path, name: &str) -> std::io::Result<tokio::net::UnixListener> {
+    use std::os::fd::AsRawFd;
+    let dir = std::fs::File::open(dir)?;
+    let short = format!("/proc/self/fd/{}/{name}", dir.as_raw_fd());
+    let listener = UnixListener::bind(short)?;
+    listener.set_nonblocking(true)?;
+    tokio::net::UnixListener::from_std(listener)
+}
+
+/// Hands every connection made to `listener` (the sandbox's egress bridge) to `endpoint`.
+async fn bridge_egress(listener: tokio::net::UnixListener, endpoint: EgressEndpoint) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, _)) => endpoint.accept(Box::new(stream)),
+            Err(e) => {
+                tracing::debug!(error = %e, "egress bridge accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }
     }
-    Ok(())
 }
 
 /// Reaps `pid` once its pidfd reports the exit, then flips `exited` to true.
@@ -350,6 +407,25 @@ fn is_zombie(pid: u32) -> bool {
         .unwrap_or(true)
 }
 
+/// The uid range bases recorded in `sandboxes/*/uid_base`.
+fn recorded_uid_bases(sandboxes: &Path) -> BTreeSet<u32> {
+    let Ok(entries) = std::fs::read_dir(sandboxes) else {
+        return BTreeSet::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| read_uid_base(&e.path()))
+        .collect()
+}
+
+fn read_uid_base(sandbox_dir: &Path) -> Option<u32> {
+    std::fs::read_to_string(sandbox_dir.join(UID_BASE_FILE))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
 impl LocalDriver {
     /// A driver with default settings. Makes this process a child subreaper and detects the
     /// cgroup layout.
@@ -385,9 +461,21 @@ impl LocalDriver {
         mkdir_mode(&config.data_dir.join("sandboxes"), 0o711)
             .map_err(setup("create sandboxes/"))?;
         mkdir_mode(&config.data_dir.join("run"), 0o700).map_err(setup("create run/"))?;
+        let images = ImageStore::open(&config.images_dir).map_err(|e| DriverError::Io {
+            id: String::new(),
+            stage: "open the image store",
+            source: std::io::Error::other(e.to_string()),
+        })?;
+        let uids = UidRanges {
+            first: config.first_uid,
+            used: recorded_uid_bases(&config.data_dir.join("sandboxes")),
+        };
         Ok(Self {
             config,
+            images,
             cgroups,
+            uids: Mutex::new(uids),
+            bridges: Mutex::default(),
             running: Mutex::new(HashMap::new()),
             slirps: Mutex::new(HashMap::new()),
         })
@@ -443,7 +531,11 @@ impl LocalDriver {
     /// The disk image to start `spec` with, formatted on first use: only with `diskMb`, and
     /// only for a sandbox whose writable layer is not already on the host file system (its
     /// first start). The image keeps the size it was made with.
-    async fn prepare_disk(&self, spec: &SandboxSpec) -> Result<Option<PathBuf>, DriverError> {
+    async fn prepare_disk(
+        &self,
+        spec: &SandboxSpec,
+        uid_base: u32,
+    ) -> Result<Option<PathBuf>, DriverError> {
         let Some(mb) = spec.limits.disk_mb else {
             return Ok(None);
         };
@@ -466,7 +558,7 @@ impl LocalDriver {
         file.set_len(mb << 20)
             .map_err(io_err(id, "size the disk image"))?;
         drop(file);
-        let owner = format!("root_owner={0}:{0},nodiscard", spec.uid_base);
+        let owner = format!("root_owner={uid_base}:{uid_base},nodiscard");
         let mut cmd = tokio::process::Command::new(&self.config.mkfs_ext4);
         cmd.args(["-q", "-F", "-m", "0", "-E", &owner])
             .arg(&tmp)
@@ -493,40 +585,49 @@ impl LocalDriver {
         Ok(Some(image))
     }
 
+    /// The sandbox's uid range: the recorded one, else a new one (recorded before use).
+    fn uid_base(&self, id: &str) -> Result<u32, DriverError> {
+        let dir = self.sandbox_dir(id);
+        if let Some(base) = read_uid_base(&dir) {
+            return Ok(base);
+        }
+        let mut uids = self.uids.lock().unwrap_or_else(|p| p.into_inner());
+        let base = uids.allocate().ok_or_else(|| DriverError::StartFailed {
+            id: id.to_string(),
+            message: "no free host uid range".into(),
+        })?;
+        let recorded = mkdir_mode(&dir, 0o711)
+            .and_then(|()| std::fs::write(dir.join(UID_BASE_FILE), base.to_string()));
+        if let Err(e) = recorded {
+            uids.used.remove(&base);
+            return Err(io_err(id, "record the uid range")(e));
+        }
+        Ok(base)
+    }
+
+    /// Frees the uid range of a destroyed sandbox.
+    fn release_uid_base(&self, id: &str) {
+        if let Some(base) = read_uid_base(&self.sandbox_dir(id)) {
+            let mut uids = self.uids.lock().unwrap_or_else(|p| p.into_inner());
+            uids.used.remove(&base);
+        }
+    }
+
     /// `disk`: the writable layer is on that image (the launcher creates `upper/` and `work/`).
-    fn prepare_dirs(&self, spec: &SandboxSpec, disk: Option<&Path>) -> Result<(), DriverError> {
+    fn prepare_dirs(
+        &self,
+        spec: &SandboxSpec,
+        uid_base: u32,
+        disk: Option<&Path>,
+    ) -> Result<(), DriverError> {
         let id = spec.id.as_str();
         let dir = self.sandbox_dir(id);
         mkdir_mode(&dir, 0o711).map_err(io_err(id, "create the sandbox dir"))?;
-        // The uid range the layer was written with (the upper dir's owner can be changed from
-        // inside, so it is recorded separately).
-        let recorded = dir.join("uid_base");
-        let previous = std::fs::read_to_string(&recorded)
-            .ok()
-            .and_then(|s| s.trim().parse::<u32>().ok());
-        if let Some(old) = previous.filter(|old| *old != spec.uid_base)
-            && dir.join("upper").exists()
-        {
-            tracing::info!(
-                id,
-                from = old,
-                to = spec.uid_base,
-                "shifting the writable layer's owners"
-            );
-            shift_owners(&dir.join("upper"), old, spec.uid_base)
-                .map_err(io_err(id, "shift the writable layer's owners"))?;
-            remove_dir_all_if_exists(&dir.join("work"))
-                .map_err(io_err(id, "reset the overlay work dir"))?;
-        }
-        if previous != Some(spec.uid_base) {
-            std::fs::write(&recorded, spec.uid_base.to_string())
-                .map_err(io_err(id, "record the uid range"))?;
-        }
         for (name, mode) in [("upper", 0o755), ("work", 0o700)] {
             let d = dir.join(name);
             if disk.is_none() && !d.exists() {
                 mkdir_mode(&d, mode).map_err(io_err(id, "create the writable layer"))?;
-                chown(&d, Some(spec.uid_base), Some(spec.uid_base))
+                chown(&d, Some(uid_base), Some(uid_base))
                     .map_err(io_err(id, "chown the writable layer"))?;
             }
         }
@@ -539,6 +640,10 @@ impl LocalDriver {
         let run = self.run_dir(id);
         mkdir_mode(&run, 0o755).map_err(io_err(id, "create the run dir"))?;
         chown(&run, Some(0), Some(0)).map_err(io_err(id, "chown the run dir"))?;
+        for file in &spec.run_files {
+            std::fs::write(run.join(&file.name), &file.contents)
+                .map_err(io_err(id, "write the run files"))?;
+        }
         let marker = self.ephemeral_marker(id);
         if spec.ephemeral {
             std::fs::write(&marker, b"").map_err(io_err(id, "write the ephemeral marker"))?;
@@ -548,7 +653,29 @@ impl LocalDriver {
         Ok(())
     }
 
-    fn bind_socket(&self, id: &str) -> Result<UnixListener, DriverError> {
+    /// Binds the agent's socket (returned, for the launcher) and, when the spec has an egress
+    /// endpoint, the egress bridge's socket in the run dir (served until teardown).
+    fn bind_sockets(&self, spec: &SandboxSpec) -> Result<UnixListener, DriverError> {
+        let id = spec.id.as_str();
+        if let Some(endpoint) = &spec.egress {
+            let run = self.run_dir(id);
+            let socket = run.join(EGRESS_SOCKET);
+            let _ = std::fs::remove_file(&socket);
+            let listener =
+                bind_in(&run, EGRESS_SOCKET).map_err(io_err(id, "bind the egress socket"))?;
+            // Sandbox users are unprivileged uids of their own range: anyone may connect.
+            std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o666))
+                .map_err(io_err(id, "chmod the egress socket"))?;
+            let task = tokio::spawn(bridge_egress(listener, endpoint.clone()));
+            let old = self
+                .bridges
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(id.to_string(), task);
+            if let Some(old) = old {
+                old.abort();
+            }
+        }
         let path = self.socket_path(id);
         let _ = std::fs::remove_file(&path);
         let listener = UnixListener::bind(&path).map_err(io_err(id, "bind the agent socket"))?;
@@ -559,21 +686,12 @@ impl LocalDriver {
 
     fn validate(&self, spec: &SandboxSpec) -> Result<CgroupLimits, DriverError> {
         validate_id(&spec.id)?;
-        if spec.uid_base == 0
-            || spec
-                .uid_base
-                .checked_add(sandpit_isolation::ID_RANGE)
-                .is_none()
-        {
+        if let Some(file) = spec.run_files.iter().find(|f| {
+            matches!(f.name.as_str(), "" | "." | ".." | EGRESS_SOCKET) || f.name.contains('/')
+        }) {
             return Err(DriverError::InvalidSpec(format!(
-                "uid_base {} is out of range",
-                spec.uid_base
-            )));
-        }
-        if !spec.image_rootfs.is_absolute() || !spec.image_rootfs.is_dir() {
-            return Err(DriverError::InvalidSpec(format!(
-                "image rootfs {} is not an absolute path to a directory",
-                spec.image_rootfs.display()
+                "run file name {:?} must be a plain file name",
+                file.name
             )));
         }
         let socket = self.socket_path(&spec.id);
@@ -598,17 +716,17 @@ impl LocalDriver {
     async fn launch(
         &self,
         spec: &SandboxSpec,
+        host: &HostSide,
         listener: UnixListener,
-        disk: Option<PathBuf>,
     ) -> Result<u32, DriverError> {
         let id = spec.id.as_str();
         let dir = self.sandbox_dir(id);
         let config = LaunchConfig {
             id: id.to_string(),
             hostname: id.to_string(),
-            image_rootfs: spec.image_rootfs.clone(),
+            image_rootfs: host.rootfs.clone(),
             sandbox_dir: dir.clone(),
-            uid_base: spec.uid_base,
+            uid_base: host.uid_base,
             cgroup_procs: self.cgroups.procs_files(id),
             listen_fd: LISTEN_FD,
             nofile: self.config.nofile,
@@ -618,7 +736,7 @@ impl LocalDriver {
             agent_log_filter: self.config.agent_log_filter.clone(),
             run_dir: Some(self.run_dir(id)),
             resolv_conf: Some(network::RESOLV_CONF.to_string()),
-            disk_image: disk,
+            disk_image: host.disk.clone(),
             cgroup_mounts: self.cgroups.sandbox_mounts(),
         };
         let input = serde_json::to_vec(&config).map_err(|e| DriverError::StartFailed {
@@ -872,6 +990,14 @@ impl LocalDriver {
     /// cgroups and the socket.
     async fn teardown(&self, id: &str, running: Option<Running>) -> Result<(), DriverError> {
         let deadline = Instant::now() + self.config.stop_timeout;
+        let bridge = self
+            .bridges
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(id);
+        if let Some(bridge) = bridge {
+            bridge.abort();
+        }
         let slirp = self.slirps.lock().ok().and_then(|mut m| m.remove(id));
         if let Some(slirp) = slirp {
             slirp.stop().await;
@@ -923,7 +1049,7 @@ impl Driver for LocalDriver {
             && let Some(r) = map.get(id).filter(|r| !*r.exited.borrow())
         {
             return Ok(Started {
-                socket: r.socket.clone(),
+                agent: r.agent.clone(),
                 pid: r.pid,
             });
         }
@@ -932,18 +1058,29 @@ impl Driver for LocalDriver {
         if stale.is_some() || self.cgroups.exists(id) {
             self.teardown(id, stale).await?;
         }
+        let rootfs = self.images.rootfs(&spec.image).map_err(|e| match e {
+            ImageError::NotFound(_) | ImageError::InvalidName { .. } => {
+                DriverError::ImageNotFound(spec.image.clone())
+            }
+            e => io_err(id, "resolve the image")(std::io::Error::other(e.to_string())),
+        })?;
         // Opened before the launch resolves the path, so this is the version the sandbox mounts
         // (or an older one, which is then merely kept longer).
-        let image =
-            std::fs::File::open(&spec.image_rootfs).map_err(io_err(id, "open the image rootfs"))?;
-        let disk = self.prepare_disk(spec).await?;
-        self.prepare_dirs(spec, disk.as_deref())?;
+        let image = std::fs::File::open(&rootfs).map_err(io_err(id, "open the image rootfs"))?;
+        let uid_base = self.uid_base(id)?;
+        let disk = self.prepare_disk(spec, uid_base).await?;
+        self.prepare_dirs(spec, uid_base, disk.as_deref())?;
+        let host = HostSide {
+            rootfs,
+            uid_base,
+            disk,
+        };
         self.cgroups
             .create(id, &limits)
             .map_err(cg_err(id, "create the cgroups"))?;
         let started_at = Instant::now();
-        let result = match self.bind_socket(id) {
-            Ok(listener) => self.launch(spec, listener, disk).await,
+        let result = match self.bind_sockets(spec) {
+            Ok(listener) => self.launch(spec, &host, listener).await,
             Err(e) => Err(e),
         };
         let pid = match result {
@@ -964,13 +1101,13 @@ impl Driver for LocalDriver {
         };
         let (tx, rx) = watch::channel(false);
         tokio::spawn(watch_exit(pid, pidfd, tx));
-        let socket = self.socket_path(id);
+        let agent: Arc<dyn AgentConnector> = Arc::new(UnixConnector::new(self.socket_path(id)));
         if let Ok(mut map) = self.running.lock() {
             map.insert(
                 id.to_string(),
                 Running {
                     pid,
-                    socket: socket.clone(),
+                    agent: agent.clone(),
                     exited: rx,
                     _image: image,
                 },
@@ -983,7 +1120,7 @@ impl Driver for LocalDriver {
             let _ = self.teardown(id, running).await;
             return Err(e);
         }
-        Ok(Started { socket, pid })
+        Ok(Started { agent, pid })
     }
 
     async fn stop(&self, id: &str) -> Result<(), DriverError> {
@@ -1011,21 +1148,29 @@ impl Driver for LocalDriver {
 
     async fn destroy(&self, id: &str) -> Result<(), DriverError> {
         self.stop(id).await?;
+        self.release_uid_base(id);
         remove_dir_all_if_exists(&self.sandbox_dir(id))
             .map_err(io_err(id, "remove the sandbox dir"))
     }
 
-    async fn is_running(&self, id: &str) -> bool {
-        self.pid(id).is_some()
+    async fn adopt_uid_ranges(&self, ranges: &[(String, u32)]) -> Result<(), DriverError> {
+        for (id, base) in ranges {
+            validate_id(id)?;
+            let dir = self.sandbox_dir(id);
+            if read_uid_base(&dir).is_some() {
+                continue;
+            }
+            mkdir_mode(&dir, 0o711)
+                .and_then(|()| std::fs::write(dir.join(UID_BASE_FILE), base.to_string()))
+                .map_err(io_err(id, "record the uid range"))?;
+            let mut uids = self.uids.lock().unwrap_or_else(|p| p.into_inner());
+            uids.used.insert(*base);
+        }
+        Ok(())
     }
 
-    /// Creates the dir (root-owned, 0755) if needed, so the caller can fill it before `start`.
-    fn run_dir(&self, id: &str) -> Option<PathBuf> {
-        validate_id(id).ok()?;
-        let run = LocalDriver::run_dir(self, id);
-        mkdir_mode(&self.sandbox_dir(id), 0o711).ok()?;
-        mkdir_mode(&run, 0o755).ok()?;
-        Some(run)
+    async fn is_running(&self, id: &str) -> bool {
+        self.pid(id).is_some()
     }
 
     /// A stopped sandbox gets its policy from the spec at its next start.

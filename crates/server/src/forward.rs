@@ -8,7 +8,6 @@
 //! client has read it to the end or gone away. WebSocket upgrades are spliced through.
 
 use std::io::ErrorKind;
-use std::path::Path;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -23,7 +22,7 @@ use http_body::{Frame, SizeHint};
 use hyper_util::rt::TokioIo;
 use sandpit_protocol::ErrorCode;
 use sandpit_protocol::control::validate_sandbox_id;
-use tokio::net::UnixStream;
+use sandpit_runtime::{AgentConnector, AgentStream};
 
 use crate::AppState;
 use crate::auth::Tenant;
@@ -154,7 +153,7 @@ pub(crate) async fn proxy(
     loop {
         let (stream, lease) = connect(app, tenant, id).await?;
         let Lease {
-            socket,
+            agent,
             pid,
             mut guard,
             entry,
@@ -179,7 +178,7 @@ pub(crate) async fn proxy(
         if let Some(reason) = entry.ended_by(run) {
             return Err(reason.error(id));
         }
-        if !agent_exited(&socket).await {
+        if !agent_exited(agent.as_ref()).await {
             return Err(ApiError::new(
                 ErrorCode::SandboxUnavailable,
                 format!("sandbox agent {error}"),
@@ -218,7 +217,7 @@ enum ExchangeError {
 
 /// Sends `request` over a fresh connection to the agent and waits for the head of its answer.
 async fn exchange(
-    stream: UnixStream,
+    stream: AgentStream,
     request: http::Request<Body>,
 ) -> Result<http::Response<hyper::body::Incoming>, ExchangeError> {
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
@@ -237,9 +236,9 @@ async fn exchange(
 
 /// Whether nothing listens on the agent's socket any more: its agent has exited. (A failed
 /// exchange alone does not say so; a live agent that dropped one connection keeps running.)
-async fn agent_exited(socket: &Path) -> bool {
+async fn agent_exited(agent: &dyn AgentConnector) -> bool {
     matches!(
-        UnixStream::connect(socket).await,
+        agent.connect().await,
         Err(e) if matches!(e.kind(), ErrorKind::ConnectionRefused | ErrorKind::NotFound)
     )
 }
@@ -320,11 +319,11 @@ pub(crate) fn relay_response(
 /// Leases the sandbox (creating or waking it) and connects to its agent. When nothing listens
 /// any more (the agent died), the sandbox is restarted once: the request has not been sent yet,
 /// so the retry is safe.
-async fn connect(app: &AppState, tenant: &str, id: &str) -> ApiResult<(UnixStream, Lease)> {
+async fn connect(app: &AppState, tenant: &str, id: &str) -> ApiResult<(AgentStream, Lease)> {
     let mut retried = false;
     loop {
         let lease = app.manager.acquire(tenant, id).await?;
-        match UnixStream::connect(&lease.socket).await {
+        match lease.agent.connect().await {
             Ok(stream) => return Ok((stream, lease)),
             Err(e)
                 if !retried

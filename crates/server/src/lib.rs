@@ -24,6 +24,7 @@ mod audit;
 pub mod auth;
 pub mod caps;
 mod config;
+pub mod drivers;
 pub mod egress;
 pub mod error;
 mod forward;
@@ -64,6 +65,7 @@ use tower_http::trace::TraceLayer;
 pub use config::{ADMIN_KEY_ENV, AGENT_BIN_ENV, ServeConfig, find_agent_binary};
 
 use crate::auth::Auth;
+pub use crate::drivers::Drivers;
 use crate::error::ApiError;
 use crate::lifecycle::Manager;
 use crate::metrics::Metrics;
@@ -235,16 +237,27 @@ impl Drop for Server {
 }
 
 impl Server {
-    /// Starts the server with the local namespace driver.
+    /// Starts the server with the drivers built into it: the local namespace driver for the
+    /// `standard` tier.
     pub async fn start(config: ServeConfig) -> anyhow::Result<Server> {
-        let driver = local_driver(&config)?;
-        Self::start_with_driver(config, driver).await
+        let drivers = Drivers::new(local_driver(&config)?);
+        // Further isolation tiers are registered here (`drivers.with(Isolation::Gvisor, ..)`).
+        Self::start_with_drivers(config, drivers).await
     }
 
-    /// Starts the server with any driver (tests use one that runs agents as host processes).
+    /// Starts the server with any driver as its `standard` tier (tests use one that runs
+    /// agents as host processes).
     pub async fn start_with_driver(
         config: ServeConfig,
         driver: Arc<dyn Driver>,
+    ) -> anyhow::Result<Server> {
+        Self::start_with_drivers(config, Drivers::new(driver)).await
+    }
+
+    /// Starts the server with these drivers, one per isolation tier it offers.
+    pub async fn start_with_drivers(
+        config: ServeConfig,
+        drivers: Drivers,
     ) -> anyhow::Result<Server> {
         std::fs::create_dir_all(&config.data_dir)
             .with_context(|| format!("creating {}", config.data_dir.display()))?;
@@ -280,7 +293,7 @@ impl Server {
         };
         let manager = Manager::new(
             store.clone(),
-            driver,
+            drivers,
             images,
             bounds,
             metrics.clone(),
@@ -453,6 +466,7 @@ fn local_driver(config: &ServeConfig) -> anyhow::Result<Arc<dyn Driver>> {
     let data_dir = std::path::absolute(&config.data_dir)?;
     let mut driver_config =
         sandpit_runtime::local::LocalDriverConfig::new(data_dir, config.agent_bin.clone());
+    driver_config.images_dir = std::path::absolute(&config.images_dir)?;
     // The operator's blocks and private ranges hold in `full` mode too (its firewall).
     let strings = |nets: &[ipnet::IpNet]| nets.iter().map(|n| n.to_string()).collect();
     driver_config.operator = sandpit_runtime::network::OperatorRanges {

@@ -18,16 +18,19 @@ use sandpit_image::{ImageError, ImageStore};
 use sandpit_protocol::ErrorCode;
 use sandpit_protocol::container::EnvMap;
 use sandpit_protocol::control::{
-    CreateSandboxRequest, DEFAULT_IMAGE, DEFAULT_SLEEP_AFTER_SECS, EgressLogPage, Limits,
-    SandboxInfo, SandboxState, SandboxUsage, UpdateSandboxRequest, validate_sandbox_id,
+    CreateSandboxRequest, DEFAULT_IMAGE, DEFAULT_SLEEP_AFTER_SECS, EgressLogPage, Isolation,
+    Limits, SandboxInfo, SandboxState, SandboxUsage, UpdateSandboxRequest, validate_sandbox_id,
 };
 use sandpit_protocol::quota::{MAX_PROCESSES_ENV, QuotaInfo, SandboxCaps, TenantQuota};
 use sandpit_protocol::time::{parse_duration, timestamp};
-use sandpit_runtime::{Driver, DriverError, SandboxSpec, Started};
-use sandpit_store::{AuditRecord, NewSandbox, SandboxOptions, SandboxRecord, Store, uid_base};
+use sandpit_runtime::{
+    AgentConnector, Driver, DriverError, EgressEndpoint, RunFile, SandboxSpec, Started,
+};
+use sandpit_store::{AuditRecord, NewSandbox, SandboxOptions, SandboxRecord, Store};
 use sha2::{Digest, Sha256};
 
 use crate::caps;
+use crate::drivers::Drivers;
 use crate::egress::state::NetworkChanges;
 use crate::egress::{self, Egress};
 use crate::error::{ApiError, ApiResult};
@@ -186,14 +189,22 @@ impl Drop for ActivityGuard {
 
 /// A sandbox ready for a forwarded request.
 pub struct Lease {
-    pub socket: PathBuf,
-    /// Host pid of the agent the socket belongs to (identifies this run of the sandbox).
+    /// Connections to the sandbox's agent.
+    pub agent: Arc<dyn AgentConnector>,
+    /// The driver's id of this run of the agent.
     pub pid: u32,
     pub guard: ActivityGuard,
     pub entry: Arc<Entry>,
     /// Identifies this run of the sandbox among all runs of this server (preview URLs are
     /// bound to one run).
     pub run: u64,
+}
+
+/// Options fixed at create (a create-or-get that asks for other values is a conflict).
+struct FixedOptions {
+    image: String,
+    ephemeral: bool,
+    isolation: Isolation,
 }
 
 /// Options given on create/patch, validated.
@@ -351,7 +362,7 @@ pub struct Bounds {
 /// Owns every sandbox of the server.
 pub struct Manager {
     store: Arc<dyn Store>,
-    driver: Arc<dyn Driver>,
+    drivers: Drivers,
     images: ImageStore,
     default_limits: Limits,
     /// The largest limits one sandbox may have.
@@ -372,7 +383,7 @@ impl Manager {
     /// A manager; the first one on a data dir picks its random instance id.
     pub async fn new(
         store: Arc<dyn Store>,
-        driver: Arc<dyn Driver>,
+        drivers: Drivers,
         images: ImageStore,
         bounds: Bounds,
         metrics: Arc<Metrics>,
@@ -382,7 +393,7 @@ impl Manager {
         let instance = store.setting_or_init("instance_id", &fresh).await?;
         Ok(Manager {
             store,
-            driver,
+            drivers,
             images,
             default_limits: bounds.default_limits,
             caps: bounds.caps,
@@ -397,6 +408,22 @@ impl Manager {
 
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.store
+    }
+
+    /// The driver that runs sandboxes of `isolation`.
+    fn driver(&self, isolation: Isolation) -> ApiResult<&Arc<dyn Driver>> {
+        self.drivers.get(isolation)
+    }
+
+    /// The driver of a loaded sandbox (the caller holds its lock).
+    fn driver_of(&self, inner: &Inner) -> ApiResult<&Arc<dyn Driver>> {
+        self.driver(
+            inner
+                .record
+                .as_ref()
+                .map(|r| r.options.isolation)
+                .unwrap_or_default(),
+        )
     }
 
     /// The per-sandbox caps of this server.
@@ -498,7 +525,8 @@ impl Manager {
             None => None,
         };
         if live {
-            self.apply_limits(entry, &after).await?;
+            self.apply_limits(entry, record.options.isolation, &after)
+                .await?;
         }
         let saved = self
             .store
@@ -507,7 +535,9 @@ impl Manager {
         if let Err(e) = saved {
             if live {
                 // Best effort: the sandbox goes back to the limits its record still has.
-                let _ = self.driver.set_limits(&entry.internal, &before).await;
+                if let Ok(driver) = self.driver(record.options.isolation) {
+                    let _ = driver.set_limits(&entry.internal, &before).await;
+                }
             }
             return Err(e.into());
         }
@@ -516,8 +546,13 @@ impl Manager {
     }
 
     /// Writes new limits into a running sandbox (its cgroups).
-    async fn apply_limits(&self, entry: &Entry, limits: &Limits) -> ApiResult<()> {
-        self.driver
+    async fn apply_limits(
+        &self,
+        entry: &Entry,
+        isolation: Isolation,
+        limits: &Limits,
+    ) -> ApiResult<()> {
+        self.driver(isolation)?
             .set_limits(&entry.internal, limits)
             .await
             .map_err(|e| {
@@ -627,6 +662,7 @@ impl Manager {
             keep_alive: o.keep_alive,
             keep_alive_while_busy: o.keep_alive_while_busy,
             ephemeral: o.ephemeral,
+            isolation: o.isolation,
             env: o.env.clone(),
             limits: merge_limits(&o.limits, &self.default_limits),
             created_at: ms_timestamp(record.created_at_ms),
@@ -692,38 +728,47 @@ impl Manager {
             MAX_PROCESSES_ENV.to_owned(),
             self.caps.processes.to_string(),
         ));
-        if let Some(run_dir) = self.driver.run_dir(&entry.internal) {
-            self.egress
-                .attach(
-                    &entry.tenant,
-                    &entry.internal,
-                    &run_dir,
-                    &image_rootfs,
-                    &network,
+        let driver = self.driver(o.isolation)?;
+        let proxy = self
+            .egress
+            .attach(&entry.tenant, &entry.internal, &image_rootfs, &network)
+            .map_err(|e| {
+                ApiError::new(
+                    ErrorCode::SandboxStartFailed,
+                    format!("sandbox failed to start: egress proxy: {e}"),
                 )
-                .map_err(|e| {
-                    ApiError::new(
-                        ErrorCode::SandboxStartFailed,
-                        format!("sandbox failed to start: egress proxy: {e}"),
-                    )
-                    .context("sandboxId", entry.id.as_str())
-                })?;
-        }
+                .context("sandboxId", entry.id.as_str())
+            })?;
+        let run_files = proxy
+            .files
+            .into_iter()
+            .map(|(name, contents)| RunFile {
+                name: name.to_owned(),
+                contents,
+            })
+            .collect();
+        let handle = proxy.proxy;
         let spec = SandboxSpec {
             id: entry.internal.clone(),
-            image_rootfs,
+            image: o.image.clone(),
             limits,
             env,
-            uid_base: uid_base(record.slot),
             ephemeral: o.ephemeral,
             network: self.egress.driver_policy(&entry.tenant, &network),
+            run_files,
+            egress: Some(EgressEndpoint::new(move |stream| handle.accept(stream))),
         };
-        let started = self.driver.start(&spec).await.map_err(|e| {
+        let started = driver.start(&spec).await.map_err(|e| {
             self.egress.detach(&entry.internal);
             tracing::warn!(sandbox = %entry.id, tenant = %entry.tenant, error = %e, "start failed");
             let error = match &e {
                 // The spec's limits or env are what the driver refused: the caller's input.
                 DriverError::InvalidSpec(m) => ApiError::validation(m.clone()),
+                DriverError::ImageNotFound(image) => ApiError::new(
+                    ErrorCode::ImageNotFound,
+                    format!("image {image:?} not found"),
+                )
+                .context("image", image.as_str()),
                 _ => ApiError::new(
                     ErrorCode::SandboxStartFailed,
                     format!("sandbox failed to start: {e}"),
@@ -756,10 +801,17 @@ impl Manager {
                 self.store.as_ref(),
                 &entry.id,
                 &entry.internal,
-                &started.socket,
+                started.agent.as_ref(),
             )
             .await;
-            if let Err(e) = self.driver.stop(&entry.internal).await {
+            let stopped = match self.driver_of(inner) {
+                Ok(driver) => driver
+                    .stop(&entry.internal)
+                    .await
+                    .map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            if let Err(e) = stopped {
                 tracing::warn!(sandbox = %entry.id, error = %e, "stop failed");
             }
             self.egress.detach(&entry.internal);
@@ -785,18 +837,19 @@ impl Manager {
         &self,
         entry: &Entry,
         inner: &mut Inner,
-        image: String,
-        ephemeral: bool,
+        fixed: FixedOptions,
         changes: OptionChanges,
         network: NetworkChanges,
     ) -> ApiResult<SandboxRecord> {
-        self.image_rootfs(&image)?;
+        let driver = self.driver(fixed.isolation)?.clone();
+        self.image_rootfs(&fixed.image)?;
         let mut options = SandboxOptions {
-            image,
+            image: fixed.image,
             sleep_after_secs: DEFAULT_SLEEP_AFTER_SECS,
             keep_alive: false,
             keep_alive_while_busy: true,
-            ephemeral,
+            ephemeral: fixed.ephemeral,
+            isolation: fixed.isolation,
             env: BTreeMap::new(),
             limits: Limits::default(),
             labels: BTreeMap::new(),
@@ -834,7 +887,7 @@ impl Manager {
         };
         if let Err(e) = started {
             inner.record = None;
-            if let Err(de) = self.driver.destroy(&entry.internal).await {
+            if let Err(de) = driver.destroy(&entry.internal).await {
                 tracing::warn!(sandbox = %entry.id, error = %de, "cleanup after failed start");
             }
             self.store.delete_sandbox(&entry.tenant, &entry.id).await?;
@@ -891,6 +944,11 @@ impl Manager {
             {
                 return Err(conflict("ephemeral", record.options.ephemeral.to_string()));
             }
+            if let Some(i) = req.isolation
+                && i != record.options.isolation
+            {
+                return Err(conflict("isolation", record.options.isolation.to_string()));
+            }
             // Like the seed's getSandbox(id, options): mutable options are (re)applied.
             if !changes.is_empty() {
                 (record, _) = self
@@ -900,16 +958,13 @@ impl Manager {
             self.change_network(&entry, &inner, network).await?;
             return Ok((self.info(&record).await?, false));
         }
-        let image = req.image.unwrap_or_else(|| DEFAULT_IMAGE.to_owned());
+        let fixed = FixedOptions {
+            image: req.image.unwrap_or_else(|| DEFAULT_IMAGE.to_owned()),
+            ephemeral: req.ephemeral.unwrap_or(false),
+            isolation: req.isolation.unwrap_or_default(),
+        };
         let record = self
-            .create_locked(
-                &entry,
-                &mut inner,
-                image,
-                req.ephemeral.unwrap_or(false),
-                changes,
-                network,
-            )
+            .create_locked(&entry, &mut inner, fixed, changes, network)
             .await?;
         Ok((self.info(&record).await?, true))
     }
@@ -1008,7 +1063,7 @@ impl Manager {
             .update(&entry.tenant, &entry.internal, &network)
             .map_err(|e| ApiError::validation(e.to_string()))?;
         if policy_changed {
-            self.driver
+            self.driver_of(inner)?
                 .set_network(
                     &entry.internal,
                     &self.egress.driver_policy(&entry.tenant, &network),
@@ -1020,7 +1075,7 @@ impl Manager {
                 })?;
         }
         let env = egress::state::secret_env_changes(&old.secrets, &network.secrets);
-        egress::state::push_env(&started.socket, env).await;
+        egress::state::push_env(started.agent.as_ref(), env).await;
         Ok(())
     }
 
@@ -1079,9 +1134,13 @@ impl Manager {
         inner.started = None;
         entry.running.store(false, Ordering::SeqCst);
         self.egress.detach(&entry.internal);
-        self.driver.destroy(&entry.internal).await.map_err(|e| {
-            ApiError::internal(format!("destroying sandbox {id:?}: {e}")).context("sandboxId", id)
-        })?;
+        self.driver_of(inner)?
+            .destroy(&entry.internal)
+            .await
+            .map_err(|e| {
+                ApiError::internal(format!("destroying sandbox {id:?}: {e}"))
+                    .context("sandboxId", id)
+            })?;
         self.store.delete_sandbox(tenant, id).await?;
         self.egress.forget(&entry.internal);
         inner.record = None;
@@ -1160,7 +1219,7 @@ impl Manager {
             .await?
             .ok_or_else(|| ApiError::sandbox_not_found(id))?;
         let used = self
-            .driver
+            .driver(record.options.isolation)?
             .usage(&record.internal_id)
             .await
             .map_err(|e| ApiError::internal(format!("reading the usage of {id:?}: {e}")))?;
@@ -1207,15 +1266,13 @@ impl Manager {
                 None => {
                     let changes = OptionChanges::parse(None, None, None, None, None, &self.caps)?;
                     let network = NetworkChanges::default();
-                    self.create_locked(
-                        &entry,
-                        &mut inner,
-                        DEFAULT_IMAGE.into(),
-                        false,
-                        changes,
-                        network,
-                    )
-                    .await?;
+                    let fixed = FixedOptions {
+                        image: DEFAULT_IMAGE.into(),
+                        ephemeral: false,
+                        isolation: Isolation::default(),
+                    };
+                    self.create_locked(&entry, &mut inner, fixed, changes, network)
+                        .await?;
                 }
             }
         }
@@ -1250,7 +1307,7 @@ impl Manager {
         entry.in_flight.fetch_add(1, Ordering::SeqCst);
         entry.touch();
         Some(Lease {
-            socket: started.socket.clone(),
+            agent: started.agent.clone(),
             pid: started.pid,
             guard: ActivityGuard {
                 entry: entry.clone(),
@@ -1287,7 +1344,7 @@ impl Manager {
         // `reap_one` sees).
         let busy = futures::future::join_all(running.iter().map(|entry| async move {
             match Self::idle_unless_busy(entry) {
-                Some(socket) => crate::activity::is_busy(&socket).await,
+                Some(agent) => crate::activity::is_busy(agent.as_ref()).await,
                 None => false,
             }
         }))
@@ -1305,11 +1362,11 @@ impl Manager {
 
     /// The agent socket of a sandbox that is idle but keeps awake while busy: its agent is
     /// asked whether anything runs before it is put to sleep.
-    fn idle_unless_busy(entry: &Entry) -> Option<PathBuf> {
+    fn idle_unless_busy(entry: &Entry) -> Option<Arc<dyn AgentConnector>> {
         let inner = entry.inner.try_lock().ok()?;
         let (record, started) = (inner.record.as_ref()?, inner.started.as_ref()?);
         (record.options.keep_alive_while_busy && Self::idle_ms(entry, record).is_some())
-            .then(|| started.socket.clone())
+            .then(|| started.agent.clone())
     }
 
     /// How long a sandbox has been idle, if long enough to sleep it.
@@ -1331,7 +1388,10 @@ impl Manager {
             return;
         };
         let idle_ms = Self::idle_ms(entry, &record);
-        let dead = idle_ms.is_none() && !self.driver.is_running(&entry.internal).await;
+        let dead = match self.driver(record.options.isolation) {
+            Ok(driver) => idle_ms.is_none() && !driver.is_running(&entry.internal).await,
+            Err(_) => false,
+        };
         if idle_ms.is_some() || dead {
             tracing::info!(sandbox = %entry.id, ?idle_ms, dead, "putting sandbox to sleep");
             if let Err(e) = self.sleep(entry, &mut inner).await {
@@ -1343,12 +1403,25 @@ impl Manager {
     /// At server start: the driver stops leftovers of a previous run, and every sandbox the
     /// store thought running is recorded as sleeping (it wakes on next use).
     pub async fn reconcile(&self) -> anyhow::Result<()> {
-        let found = self.driver.reconcile().await?;
-        if !found.is_empty() {
+        // Store migration 12: uid ranges the store allocated go to the driver that owns them now.
+        let legacy = self.store.legacy_uid_ranges().await?;
+        if !legacy.is_empty() {
+            self.drivers.standard().adopt_uid_ranges(&legacy).await?;
+            self.store.forget_legacy_uid_ranges().await?;
             tracing::info!(
-                count = found.len(),
-                "stopped sandboxes left by a previous run"
+                count = legacy.len(),
+                "uid ranges handed to the local driver"
             );
+        }
+        for (tier, driver) in self.drivers.iter() {
+            let found = driver.reconcile().await?;
+            if !found.is_empty() {
+                tracing::info!(
+                    count = found.len(),
+                    isolation = %tier,
+                    "stopped sandboxes left by a previous run"
+                );
+            }
         }
         let n = self
             .store

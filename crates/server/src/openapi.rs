@@ -53,6 +53,7 @@ use crate::routes::{files, keys, quota, sandboxes};
         sandpit_protocol::control::SandboxList,
         sandpit_protocol::control::WsTicket,
         sandpit_protocol::control::SandboxState,
+        sandpit_protocol::control::Isolation,
         sandpit_protocol::control::Limits,
         sandpit_protocol::control::ExposePortRequest,
         sandpit_protocol::control::ExposedPort,

@@ -9,7 +9,6 @@
 //!   `PROCESS_NOT_FOUND` and the archive knows the id.
 
 use std::collections::HashSet;
-use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 use axum::body::Body;
@@ -24,8 +23,8 @@ use sandpit_protocol::container::{
     ProcessStreamEvent,
 };
 use sandpit_protocol::time::{now, timestamp};
+use sandpit_runtime::AgentConnector;
 use sandpit_store::{ArchivedProcess, MAX_ARCHIVE_BYTES_PER_SANDBOX, Store};
-use tokio::net::UnixStream;
 use tokio::time::{Instant, timeout_at};
 
 use crate::AppState;
@@ -43,9 +42,14 @@ const MAX_ANSWER_BYTES: usize = 16 * 1024 * 1024;
 
 /// Copies the process records and logs of the agent at `socket` into the archive of sandbox
 /// `internal`. Never fails: problems are logged and the stop proceeds.
-pub async fn capture(store: &dyn Store, sandbox_id: &str, internal: &str, socket: &Path) {
+pub async fn capture(
+    store: &dyn Store,
+    sandbox_id: &str,
+    internal: &str,
+    agent: &dyn AgentConnector,
+) {
     let deadline = Instant::now() + CAPTURE_BUDGET;
-    let (processes, complete) = fetch(socket, deadline).await;
+    let (processes, complete) = fetch(agent, deadline).await;
     if !complete {
         tracing::warn!(
             sandbox = %sandbox_id,
@@ -62,9 +66,9 @@ pub async fn capture(store: &dyn Store, sandbox_id: &str, internal: &str, socket
 }
 
 /// The agent's processes, as many as could be read before `deadline`, and whether that was all.
-async fn fetch(socket: &Path, deadline: Instant) -> (Vec<ArchivedProcess>, bool) {
+async fn fetch(agent: &dyn AgentConnector, deadline: Instant) -> (Vec<ArchivedProcess>, bool) {
     let mut out = Vec::new();
-    let list: ProcessListResponse = match get_json(socket, "/api/process/list", deadline).await {
+    let list: ProcessListResponse = match get_json(agent, "/api/process/list", deadline).await {
         Ok(list) => list,
         Err(e) => {
             tracing::debug!(error = %e, "process list");
@@ -82,7 +86,7 @@ async fn fetch(socket: &Path, deadline: Instant) -> (Vec<ArchivedProcess>, bool)
         let id = encode(&listed.id);
         let mut info = if listed.status.is_finished() {
             // The list omits endTime; the single record has it.
-            match get_json::<ProcessGetResponse>(socket, &format!("/api/process/{id}"), deadline)
+            match get_json::<ProcessGetResponse>(agent, &format!("/api/process/{id}"), deadline)
                 .await
             {
                 Ok(r) => r.process,
@@ -92,7 +96,7 @@ async fn fetch(socket: &Path, deadline: Instant) -> (Vec<ArchivedProcess>, bool)
             listed
         };
         let logs: ProcessLogsResponse =
-            match get_json(socket, &format!("/api/process/{id}/logs"), deadline).await {
+            match get_json(agent, &format!("/api/process/{id}/logs"), deadline).await {
                 Ok(logs) => logs,
                 Err(_) => return (out, false),
             };
@@ -131,14 +135,12 @@ fn encode(id: &str) -> String {
 
 /// `GET path` from the agent at `socket`, as JSON, before `deadline`.
 pub(crate) async fn get_json<T: serde::de::DeserializeOwned>(
-    socket: &Path,
+    agent: &dyn AgentConnector,
     path: &str,
     deadline: Instant,
 ) -> Result<T, String> {
     let call = async {
-        let stream = UnixStream::connect(socket)
-            .await
-            .map_err(|e| e.to_string())?;
+        let stream = agent.connect().await.map_err(|e| e.to_string())?;
         let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
             .map_err(|e| e.to_string())?;

@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
-use sandpit_runtime::{Driver, DriverError, SandboxSpec, Started};
+use std::sync::Arc;
+
+use sandpit_runtime::{Driver, DriverError, SandboxSpec, Started, UnixConnector};
 use tokio::process::{Child, Command};
 
 struct Agent {
@@ -131,7 +133,10 @@ impl Driver for HostDriver {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(id.to_owned(), agent);
-        Ok(Started { socket, pid })
+        Ok(Started {
+            agent: Arc::new(UnixConnector::new(socket)),
+            pid,
+        })
     }
 
     async fn stop(&self, id: &str) -> Result<(), DriverError> {

@@ -1,8 +1,8 @@
 //! The sandbox registry of the control plane.
 //!
 //! [`Store`] is what the server needs from persistent state: tenants and their API keys (kept
-//! as SHA-256 digests, never in clear), and one record per sandbox with its options, lifecycle
-//! state and uid slot. [`SqliteStore`] implements it on one SQLite file (WAL mode, versioned
+//! as SHA-256 digests, never in clear), and one record per sandbox with its options (isolation
+//! tier included) and lifecycle state. [`SqliteStore`] implements it on one SQLite file (WAL mode, versioned
 //! migrations in [`migrations`]); its blocking calls run on tokio's blocking pool.
 
 mod crypto;
@@ -12,22 +12,20 @@ mod sqlite;
 use std::collections::BTreeMap;
 
 use sandpit_protocol::container::ProcessInfo;
-use sandpit_protocol::control::{Limits, NetworkPolicy, SandboxState};
+use sandpit_protocol::control::{Isolation, Limits, NetworkPolicy, SandboxState};
 use sandpit_protocol::quota::TenantQuota;
 
 pub use crypto::{DataKey, DecryptError, KeyError};
 pub use sqlite::SqliteStore;
 
-/// First host uid of slot 0; slot `n` owns `UID_BASE + n * UID_RANGE ..+ UID_RANGE`.
-pub const UID_BASE: u32 = 100_000;
-/// Size of the uid/gid range of one sandbox.
-pub const UID_RANGE: u32 = 65_536;
-/// Number of slots that fit below `u32::MAX`.
-pub const MAX_SLOTS: u32 = (u32::MAX - UID_BASE) / UID_RANGE;
-
-/// First host uid of a slot's range.
-pub fn uid_base(slot: u32) -> u32 {
-    UID_BASE + slot * UID_RANGE
+/// The schema migrations numbered below `version`, in order (tests build old databases with
+/// them to test upgrades).
+#[doc(hidden)]
+pub fn migrations_before(version: i64) -> impl Iterator<Item = (i64, &'static str)> {
+    migrations::MIGRATIONS
+        .iter()
+        .copied()
+        .filter(move |(v, _)| *v < version)
 }
 
 /// Errors of a store.
@@ -41,8 +39,6 @@ pub enum StoreError {
         #[source]
         source: std::io::Error,
     },
-    #[error("no free uid slot: {0} sandboxes exist")]
-    NoFreeSlot(u32),
     #[error("tenant {0:?} does not exist")]
     NoSuchTenant(String),
     #[error("corrupt record {id}: {message}")]
@@ -64,6 +60,8 @@ pub struct SandboxOptions {
     /// Running background processes keep the sandbox awake.
     pub keep_alive_while_busy: bool,
     pub ephemeral: bool,
+    /// Which driver runs the sandbox (fixed at create).
+    pub isolation: Isolation,
     pub env: BTreeMap<String, String>,
     pub limits: Limits,
     pub labels: BTreeMap<String, String>,
@@ -92,8 +90,6 @@ pub struct SandboxRecord {
     pub internal_id: String,
     pub options: SandboxOptions,
     pub state: SandboxState,
-    /// The sandbox's uid slot; see [`uid_base`].
-    pub slot: u32,
     /// Unix milliseconds.
     pub created_at_ms: i64,
     /// Unix milliseconds.
@@ -242,8 +238,7 @@ pub trait Store: Send + Sync + 'static {
         limit: usize,
     ) -> Result<Vec<AuditRecord>>;
 
-    /// Inserts the sandbox, allocating the lowest free uid slot, or returns the existing record
-    /// with the same `(tenant, id)`. The flag is true when it was created by this call.
+    /// Inserts the sandbox, or returns the existing record with the same `(tenant, id)`. The flag is true when it was created by this call.
     async fn create_sandbox(&self, new: NewSandbox) -> Result<(SandboxRecord, bool)>;
 
     async fn get_sandbox(&self, tenant: &str, id: &str) -> Result<Option<SandboxRecord>>;
@@ -305,7 +300,7 @@ pub trait Store: Send + Sync + 'static {
         process_id: &str,
     ) -> Result<Option<ArchivedProcess>>;
 
-    /// Deletes a sandbox record (its slot becomes free) and its archived processes. Returns
+    /// Deletes a sandbox record and its archived processes. Returns
     /// false when it did not exist.
     async fn delete_sandbox(&self, tenant: &str, id: &str) -> Result<bool>;
 
@@ -332,4 +327,11 @@ pub trait Store: Send + Sync + 'static {
 
     /// Sets (`Some`) or removes (`None`) the quota of an existing tenant.
     async fn set_tenant_quota(&self, tenant: &str, quota: Option<&TenantQuota>) -> Result<()>;
+
+    /// `(internal id, first host uid)` of sandboxes whose uid range the store allocated before
+    /// migration 12, not yet handed to their driver.
+    async fn legacy_uid_ranges(&self) -> Result<Vec<(String, u32)>>;
+
+    /// Forgets the legacy uid ranges once their driver has recorded them.
+    async fn forget_legacy_uid_ranges(&self) -> Result<()>;
 }

@@ -139,6 +139,50 @@ pub(crate) const MIGRATIONS: &[(i64, &str)] = &[
         // Why an archived process ended when not by itself (`oom`), so it survives sleep.
         "ALTER TABLE archived_processes ADD COLUMN reason TEXT;",
     ),
+    (
+        12,
+        // Sandboxes get an isolation tier (old rows: `standard`), and uid ranges become the
+        // local driver's business: the slot column goes, each old sandbox's range (by the
+        // formula the store used, 100000 + slot * 65536) waits in `legacy_uid_ranges` until
+        // the server hands it to the driver at start. The table is rebuilt because SQLite
+        // cannot drop a UNIQUE column.
+        "CREATE TABLE legacy_uid_ranges (
+            internal_id  TEXT PRIMARY KEY,
+            uid_base     INTEGER NOT NULL
+        );
+        INSERT INTO legacy_uid_ranges (internal_id, uid_base)
+            SELECT internal_id, 100000 + slot * 65536 FROM sandboxes;
+        CREATE TABLE sandboxes_v12 (
+            tenant                 TEXT NOT NULL REFERENCES tenants(name),
+            id                     TEXT NOT NULL,
+            internal_id            TEXT NOT NULL UNIQUE,
+            image                  TEXT NOT NULL,
+            state                  TEXT NOT NULL,
+            sleep_after            INTEGER NOT NULL,
+            keep_alive             INTEGER NOT NULL,
+            ephemeral              INTEGER NOT NULL,
+            env                    TEXT NOT NULL,
+            limits                 TEXT NOT NULL,
+            created_at             INTEGER NOT NULL,
+            last_active_at         INTEGER NOT NULL,
+            labels                 TEXT NOT NULL DEFAULT '{}',
+            expires_at             INTEGER,
+            keep_alive_while_busy  INTEGER NOT NULL DEFAULT 1,
+            isolation              TEXT NOT NULL DEFAULT 'standard',
+            PRIMARY KEY (tenant, id)
+        );
+        INSERT INTO sandboxes_v12 (tenant, id, internal_id, image, state, sleep_after,
+                keep_alive, ephemeral, env, limits, created_at, last_active_at, labels,
+                expires_at, keep_alive_while_busy)
+            SELECT tenant, id, internal_id, image, state, sleep_after, keep_alive, ephemeral,
+                env, limits, created_at, last_active_at, labels, expires_at,
+                keep_alive_while_busy
+            FROM sandboxes;
+        DROP TABLE sandboxes;
+        ALTER TABLE sandboxes_v12 RENAME TO sandboxes;
+        CREATE INDEX sandboxes_state ON sandboxes(state);
+        CREATE INDEX sandboxes_expires_at ON sandboxes(expires_at) WHERE expires_at IS NOT NULL;",
+    ),
 ];
 
 /// Brings the schema to the newest version.

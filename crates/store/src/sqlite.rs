@@ -6,15 +6,15 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
 use sandpit_protocol::container::{ProcessInfo, ProcessStatus};
-use sandpit_protocol::control::SandboxState;
+use sandpit_protocol::control::{Isolation, SandboxState};
 use sandpit_protocol::quota::TenantQuota;
 
 use crate::crypto::{DataKey, is_sealed};
 use crate::{
     ApiKeyRecord, ArchivedProcess, AuditRecord, ExposedPortRecord, MAX_ARCHIVE_BYTES_PER_SANDBOX,
-    MAX_ARCHIVE_BYTES_PER_TENANT, MAX_ARCHIVED_PER_SANDBOX, MAX_AUDIT_PER_TENANT, MAX_SLOTS,
-    NewSandbox, Result, SandboxNetwork, SandboxOptions, SandboxRecord, Store, StoreError,
-    key_id_of, migrations,
+    MAX_ARCHIVE_BYTES_PER_TENANT, MAX_ARCHIVED_PER_SANDBOX, MAX_AUDIT_PER_TENANT, NewSandbox,
+    Result, SandboxNetwork, SandboxOptions, SandboxRecord, Store, StoreError, key_id_of,
+    migrations,
 };
 
 /// SQLite-backed store. One connection behind a mutex: SQLite serialises writers anyway, and
@@ -27,7 +27,7 @@ pub struct SqliteStore {
 }
 
 const COLUMNS: &str = "tenant, id, internal_id, image, state, sleep_after, keep_alive, ephemeral, \
-                       env, limits, slot, created_at, last_active_at, labels, expires_at, \
+                       env, limits, isolation, created_at, last_active_at, labels, expires_at, \
                        keep_alive_while_busy";
 
 impl SqliteStore {
@@ -111,7 +111,7 @@ struct RawRow {
     ephemeral: bool,
     env: String,
     limits: String,
-    slot: i64,
+    isolation: String,
     created_at: i64,
     last_active_at: i64,
     labels: String,
@@ -131,7 +131,7 @@ fn raw_row(row: &Row<'_>) -> rusqlite::Result<RawRow> {
         ephemeral: row.get(7)?,
         env: row.get(8)?,
         limits: row.get(9)?,
-        slot: row.get(10)?,
+        isolation: row.get(10)?,
         created_at: row.get(11)?,
         last_active_at: row.get(12)?,
         labels: row.get(13)?,
@@ -149,7 +149,8 @@ impl TryFrom<RawRow> for SandboxRecord {
         let env = serde_json::from_str(&r.env).map_err(|e| corrupt(&r.id, e))?;
         let limits = serde_json::from_str(&r.limits).map_err(|e| corrupt(&r.id, e))?;
         let labels = serde_json::from_str(&r.labels).map_err(|e| corrupt(&r.id, e))?;
-        let slot = u32::try_from(r.slot).map_err(|e| corrupt(&r.id, e))?;
+        let isolation = Isolation::parse(&r.isolation)
+            .ok_or_else(|| corrupt(&r.id, format!("unknown isolation {:?}", r.isolation)))?;
         Ok(SandboxRecord {
             options: SandboxOptions {
                 image: r.image,
@@ -157,6 +158,7 @@ impl TryFrom<RawRow> for SandboxRecord {
                 keep_alive: r.keep_alive,
                 keep_alive_while_busy: r.keep_alive_while_busy,
                 ephemeral: r.ephemeral,
+                isolation,
                 env,
                 limits,
                 labels,
@@ -166,7 +168,6 @@ impl TryFrom<RawRow> for SandboxRecord {
             id: r.id,
             internal_id: r.internal_id,
             state,
-            slot,
             created_at_ms: r.created_at,
             last_active_at_ms: r.last_active_at,
         })
@@ -265,22 +266,6 @@ fn get(conn: &Connection, tenant: &str, id: &str) -> Result<Option<SandboxRecord
         .optional()?
         .map(SandboxRecord::try_from)
         .transpose()
-}
-
-/// The lowest slot not in use (slots are kept sorted by the query).
-fn free_slot(conn: &Connection) -> Result<u32> {
-    let mut stmt = conn.prepare("SELECT slot FROM sandboxes ORDER BY slot")?;
-    let mut expected: u32 = 0;
-    for slot in stmt.query_map([], |r| r.get::<_, i64>(0))? {
-        if slot? != i64::from(expected) {
-            break;
-        }
-        expected += 1;
-    }
-    if expected >= MAX_SLOTS {
-        return Err(StoreError::NoFreeSlot(expected));
-    }
-    Ok(expected)
 }
 
 /// What authenticates an encrypted column: its row and name.
@@ -551,7 +536,6 @@ impl Store for SqliteStore {
                 "INSERT OR IGNORE INTO tenants (name, created_at) VALUES (?1, ?2)",
                 params![new.tenant, now_secs()],
             )?;
-            let slot = free_slot(&tx)?;
             let o = &new.options;
             tx.execute(
                 &format!(
@@ -569,7 +553,7 @@ impl Store for SqliteStore {
                     o.ephemeral,
                     to_json(&o.env),
                     to_json(&o.limits),
-                    slot,
+                    o.isolation.as_str(),
                     new.now_ms,
                     to_json(&o.labels),
                     o.expires_at_ms,
@@ -1014,6 +998,30 @@ impl Store for SqliteStore {
                     c.execute("DELETE FROM tenant_quotas WHERE tenant = ?1", [&tenant])?;
                 }
             }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn legacy_uid_ranges(&self) -> Result<Vec<(String, u32)>> {
+        self.with(|c| {
+            let mut stmt =
+                c.prepare("SELECT internal_id, uid_base FROM legacy_uid_ranges ORDER BY uid_base")?;
+            let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (id, base) = row?;
+                let base = u32::try_from(base).map_err(|e| corrupt(&id, e))?;
+                out.push((id, base));
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn forget_legacy_uid_ranges(&self) -> Result<()> {
+        self.with(|c| {
+            c.execute("DELETE FROM legacy_uid_ranges", [])?;
             Ok(())
         })
         .await

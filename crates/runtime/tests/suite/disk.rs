@@ -39,7 +39,7 @@ async fn serial_disk_limit_is_enforced_and_leaves_nothing_on_the_host() {
 
     // Without diskMb: no image.
     let plain = unique_id("nodisk");
-    let spec = env.spec(&plain, 2_200_000);
+    let spec = env.spec(&plain);
     let t = Instant::now();
     env.start(&spec).await;
     let plain_ms = t.elapsed().as_millis();
@@ -48,7 +48,7 @@ async fn serial_disk_limit_is_enforced_and_leaves_nothing_on_the_host() {
     env.driver.destroy(&plain).await.unwrap();
 
     let id = unique_id("disk");
-    let mut spec = env.spec(&id, 2_300_000);
+    let mut spec = env.spec(&id);
     spec.limits.disk_mb = Some(64);
     let t = Instant::now();
     let started = env.start(&spec).await;
@@ -56,7 +56,7 @@ async fn serial_disk_limit_is_enforced_and_leaves_nothing_on_the_host() {
         "start without diskMb: {plain_ms} ms, first start with diskMb 64: {} ms",
         t.elapsed().as_millis()
     );
-    let s = &started.socket;
+    let s = &started;
     assert!(env.driver.disk_image(&id).is_file());
     // The layer is on the image: nothing on the host dir, no mount in the host's table.
     assert!(!env.driver.sandbox_dir(&id).join("upper").exists());
@@ -76,7 +76,7 @@ async fn serial_disk_limit_is_enforced_and_leaves_nothing_on_the_host() {
     let t = Instant::now();
     let started = env.start(&spec).await;
     eprintln!("restart with diskMb: {} ms", t.elapsed().as_millis());
-    assert_eq!(ok(&started.socket, "cat /workspace/keep").await, "kept");
+    assert_eq!(ok(&started, "cat /workspace/keep").await, "kept");
 
     env.driver.destroy(&id).await.unwrap();
     assert_gone_from_host(&needle).await;
@@ -88,7 +88,7 @@ async fn serial_disk_limit_is_enforced_and_leaves_nothing_on_the_host() {
 async fn serial_disk_limit_out_of_range_is_refused() {
     let Some(env) = Env::new() else { return };
     let id = unique_id("diskbad");
-    let mut spec = env.spec(&id, 2_400_000);
+    let mut spec = env.spec(&id);
     spec.limits.disk_mb = Some(1);
     let err = env.driver.start(&spec).await.unwrap_err();
     assert!(err.to_string().contains("diskMb"), "{err}");

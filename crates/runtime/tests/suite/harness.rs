@@ -1,7 +1,7 @@
 //! Shared helpers: a driver on a temporary data dir, the probe as the agent, command execution
 //! through the sandbox's socket.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
@@ -27,6 +27,18 @@ pub fn rootfs() -> Option<PathBuf> {
         );
         None
     }
+}
+
+/// The image the specs name: the test rootfs's image in its store (`<store>/<name>/rootfs`).
+pub const TEST_IMAGE: &str = "default";
+
+/// The image store holding the test rootfs.
+fn images_dir(rootfs: &std::path::Path) -> PathBuf {
+    rootfs
+        .parent()
+        .and_then(|image| image.parent())
+        .map(PathBuf::from)
+        .unwrap_or_default()
 }
 
 pub fn is_root() -> bool {
@@ -65,6 +77,7 @@ impl Env {
         let rootfs = rootfs()?;
         let dir = tempfile::Builder::new().prefix("sp").tempdir().unwrap();
         let mut config = LocalDriverConfig::new(dir.path().to_path_buf(), probe_bin());
+        config.images_dir = images_dir(&rootfs);
         tweak(&mut config);
         let driver = LocalDriver::with_config(config).unwrap();
         Some(Env {
@@ -74,10 +87,11 @@ impl Env {
         })
     }
 
-    pub fn spec(&self, id: &str, uid_base: u32) -> SandboxSpec {
+    /// A spec of the test image (see [`TEST_IMAGE`]).
+    pub fn spec(&self, id: &str) -> SandboxSpec {
         SandboxSpec {
             id: id.to_string(),
-            image_rootfs: self.rootfs.clone(),
+            image: TEST_IMAGE.to_string(),
             limits: Limits {
                 cpus: Some(1.0),
                 memory_mb: Some(256),
@@ -91,9 +105,10 @@ impl Env {
                 ),
                 ("SANDPIT_TEST".into(), "yes".into()),
             ],
-            uid_base,
             ephemeral: false,
             network: Default::default(),
+            run_files: Vec::new(),
+            egress: None,
         }
     }
 
@@ -114,9 +129,9 @@ impl Env {
 }
 
 /// Runs `cmd` with `/bin/sh -c` in the sandbox; returns (exit code, combined output).
-pub async fn exec(socket: &Path, cmd: &str) -> (i32, String) {
+pub async fn exec(sandbox: &Started, cmd: &str) -> (i32, String) {
     let fut = async {
-        let mut conn = tokio::net::UnixStream::connect(socket).await.unwrap();
+        let mut conn = sandbox.agent.connect().await.unwrap();
         conn.write_all(format!("{cmd}\n").as_bytes()).await.unwrap();
         let mut out = String::new();
         conn.read_to_string(&mut out).await.unwrap();
@@ -133,8 +148,8 @@ pub async fn exec(socket: &Path, cmd: &str) -> (i32, String) {
 }
 
 /// Like [`exec`] but asserts success and returns trimmed output.
-pub async fn ok(socket: &Path, cmd: &str) -> String {
-    let (code, out) = exec(socket, cmd).await;
+pub async fn ok(sandbox: &Started, cmd: &str) -> String {
+    let (code, out) = exec(sandbox, cmd).await;
     assert_eq!(code, 0, "`{cmd}` failed: {out}");
     out.trim().to_string()
 }

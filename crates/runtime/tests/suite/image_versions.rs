@@ -55,21 +55,17 @@ async fn serial_a_running_sandbox_keeps_its_image_version_across_a_rebuild() {
     };
     build("1");
     let id = unique_id("imgver");
-    let mut spec = env.spec(&id, 2_500_000);
+    let mut spec = env.spec(&id);
     spec.image_rootfs = store.rootfs("app").unwrap();
     let started = env.start(&spec).await;
-    assert_eq!(ok(&started.socket, "cat /etc/image-version").await, "1");
+    assert_eq!(ok(&started, "cat /etc/image-version").await, "1");
 
     build("2");
     assert_eq!(store.rootfs("app").unwrap(), spec.image_rootfs, "same path");
     // The running sandbox still has all of version 1 (an unheld old version would have been
     // deleted under it), kept as one old version.
     assert_eq!(
-        ok(
-            &started.socket,
-            "cat /etc/image-version; ls /usr/bin | wc -l"
-        )
-        .await,
+        ok(&started, "cat /etc/image-version; ls /usr/bin | wc -l").await,
         format!(
             "1\n{}",
             std::fs::read_dir(source.join("usr/bin")).unwrap().count()
@@ -82,6 +78,6 @@ async fn serial_a_running_sandbox_keeps_its_image_version_across_a_rebuild() {
     build("2");
     assert_eq!(old_versions(&store), 0);
     let again = env.start(&spec).await;
-    assert_eq!(ok(&again.socket, "cat /etc/image-version").await, "2");
+    assert_eq!(ok(&again, "cat /etc/image-version").await, "2");
     env.driver.destroy(&id).await.unwrap();
 }

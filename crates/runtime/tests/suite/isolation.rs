@@ -11,8 +11,8 @@ async fn serial_namespaces_identity_and_root() {
     let Some(env) = Env::new() else { return };
     let id = unique_id("ns");
     let base = 1_100_000;
-    let started = env.start(&env.spec(&id, base)).await;
-    let s = &started.socket;
+    let started = env.start(&env.spec(&id)).await;
+    let s = &started;
 
     // User namespace: root inside, uid_base outside.
     assert_eq!(ok(s, "id -u; id -g").await, "0\n0");
@@ -78,8 +78,8 @@ async fn serial_namespaces_identity_and_root() {
 async fn serial_overlay_root_is_writable_and_image_untouched() {
     let Some(env) = Env::new() else { return };
     let id = unique_id("ovl");
-    let started = env.start(&env.spec(&id, 1_200_000)).await;
-    let s = &started.socket;
+    let started = env.start(&env.spec(&id)).await;
+    let s = &started;
 
     let image_ls = env.rootfs.join("usr/bin/tac");
     let before = std::fs::metadata(&image_ls).unwrap();
@@ -135,8 +135,8 @@ async fn serial_overlay_root_is_writable_and_image_untouched() {
 async fn serial_hardening_seccomp_caps_nnp() {
     let Some(env) = Env::new() else { return };
     let id = unique_id("sec");
-    let started = env.start(&env.spec(&id, 1_300_000)).await;
-    let s = &started.socket;
+    let started = env.start(&env.spec(&id)).await;
+    let s = &started;
 
     let status = ok(s, "cat /proc/self/status").await;
     let field = |name: &str| {

@@ -21,9 +21,9 @@ fn assert_gone(env: &Env, id: &str, pids: &[u32]) {
 async fn serial_stop_kills_everything_and_workspace_survives() {
     let Some(env) = Env::new() else { return };
     let id = unique_id("life");
-    let spec = env.spec(&id, 1_400_000);
+    let spec = env.spec(&id);
     let started = env.start(&spec).await;
-    let s = &started.socket;
+    let s = &started;
     assert!(env.driver.is_running(&id).await);
     ok(s, "echo persisted > /workspace/keep; (sleep 1000 >/dev/null 2>&1 &); (sleep 1000 >/dev/null 2>&1 &)").await;
     let pids = env.driver.cgroups().pids(&id).unwrap();
@@ -40,10 +40,7 @@ async fn serial_stop_kills_everything_and_workspace_survives() {
     // The writable layer survives the stop, even with a workspace the sandbox broke.
     let again = env.start(&spec).await;
     assert_ne!(again.pid, started.pid);
-    assert_eq!(
-        ok(&again.socket, "pwd; cat /ws-old/keep").await,
-        "/\npersisted"
-    );
+    assert_eq!(ok(&again, "pwd; cat /ws-old/keep").await, "/\npersisted");
     // Starting a running sandbox returns it unchanged.
     assert_eq!(env.driver.start(&spec).await.unwrap().pid, again.pid);
 
@@ -56,14 +53,14 @@ async fn serial_stop_kills_everything_and_workspace_survives() {
 async fn serial_ephemeral_layer_is_dropped_on_stop() {
     let Some(env) = Env::new() else { return };
     let id = unique_id("eph");
-    let mut spec = env.spec(&id, 1_500_000);
+    let mut spec = env.spec(&id);
     spec.ephemeral = true;
     let started = env.start(&spec).await;
-    ok(&started.socket, "echo gone > /workspace/tmp").await;
+    ok(&started, "echo gone > /workspace/tmp").await;
     env.driver.stop(&id).await.unwrap();
     assert!(!env.driver.sandbox_dir(&id).join("upper").exists());
     let again = env.start(&spec).await;
-    assert_ne!(exec(&again.socket, "test -e /workspace/tmp").await.0, 0);
+    assert_ne!(exec(&again, "test -e /workspace/tmp").await.0, 0);
     env.driver.destroy(&id).await.unwrap();
 }
 
@@ -71,7 +68,7 @@ async fn serial_ephemeral_layer_is_dropped_on_stop() {
 async fn serial_init_exit_is_noticed_and_reaped() {
     let Some(env) = Env::new() else { return };
     let id = unique_id("exit");
-    let started = env.start(&env.spec(&id, 1_550_000)).await;
+    let started = env.start(&env.spec(&id)).await;
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(started.pid as i32),
         nix::sys::signal::Signal::SIGKILL,
@@ -96,9 +93,9 @@ async fn serial_reconcile_cleans_up_after_a_crash() {
     let ids = [unique_id("rec"), unique_id("rec")];
     let mut pids = Vec::new();
     for (n, id) in ids.iter().enumerate() {
-        let started = env.start(&env.spec(id, 1_600_000 + n as u32 * 65536)).await;
+        let started = env.start(&env.spec(id)).await;
         ok(
-            &started.socket,
+            &started,
             "echo x > /workspace/keep; (sleep 1000 >/dev/null 2>&1 &)",
         )
         .await;
@@ -156,7 +153,7 @@ async fn serial_reconcile_cleans_up_after_a_crash() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serial_invalid_specs_are_rejected() {
     let Some(env) = Env::new() else { return };
-    let mut spec = env.spec("bad/id", 1_700_000);
+    let mut spec = env.spec("bad/id");
     assert!(matches!(
         env.driver.start(&spec).await,
         Err(DriverError::InvalidSpec(_))
@@ -193,7 +190,7 @@ async fn serial_failed_launch_is_reported_and_cleaned_up() {
     ))
     .unwrap();
     let id = unique_id("fail");
-    let err = failing.start(&env.spec(&id, 1_750_000)).await.unwrap_err();
+    let err = failing.start(&env.spec(&id)).await.unwrap_err();
     assert!(matches!(err, DriverError::StartFailed { .. }), "{err}");
     assert_gone(&env, &id, &[]);
 
@@ -205,7 +202,7 @@ async fn serial_failed_launch_is_reported_and_cleaned_up() {
     config.start_timeout = Duration::from_millis(300);
     let hanging = LocalDriver::with_config(config).unwrap();
     let t = Instant::now();
-    let err = hanging.start(&env.spec(&id, 1_750_000)).await.unwrap_err();
+    let err = hanging.start(&env.spec(&id)).await.unwrap_err();
     assert!(err.to_string().contains("did not report"), "{err}");
     assert!(t.elapsed() < Duration::from_secs(5));
     assert_gone(&env, &id, &[]);
@@ -220,7 +217,7 @@ async fn serial_failed_launch_is_reported_and_cleaned_up() {
         config.start_timeout = Duration::from_millis(1);
         let impatient = LocalDriver::with_config(config).unwrap();
         let id = unique_id("tmo");
-        match impatient.start(&env.spec(&id, 1_750_000)).await {
+        match impatient.start(&env.spec(&id)).await {
             Err(_) => timeouts += 1,
             Ok(_) => impatient.stop(&id).await.unwrap(),
         }
@@ -238,7 +235,7 @@ async fn serial_failed_launch_is_reported_and_cleaned_up() {
 
     // The launcher's own error (here: the image is not usable) comes back as the message.
     let id = unique_id("fail");
-    let mut spec = env.spec(&id, 1_750_000);
+    let mut spec = env.spec(&id);
     spec.image_rootfs = env.dir.path().join("empty-image");
     std::fs::create_dir_all(&spec.image_rootfs).unwrap();
     std::fs::write(spec.image_rootfs.join("dev"), b"not a directory").unwrap();
@@ -250,7 +247,7 @@ async fn serial_failed_launch_is_reported_and_cleaned_up() {
 
     // Symlinks planted where the launcher mounts are refused, not followed.
     let id = unique_id("fail");
-    let mut spec = env.spec(&id, 1_750_000);
+    let mut spec = env.spec(&id);
     spec.image_rootfs = env.dir.path().join("link-image");
     std::fs::create_dir_all(&spec.image_rootfs).unwrap();
     std::os::unix::fs::symlink("/", spec.image_rootfs.join("dev")).unwrap();
@@ -261,7 +258,7 @@ async fn serial_failed_launch_is_reported_and_cleaned_up() {
 
     // A failure inside the sandbox init (after the fork) is reported too, and leaves no zombie.
     let id = unique_id("fail");
-    let mut spec = env.spec(&id, 1_750_000);
+    let mut spec = env.spec(&id);
     spec.image_rootfs = env.dir.path().join("bad-proc-image");
     std::fs::create_dir_all(&spec.image_rootfs).unwrap();
     std::fs::write(spec.image_rootfs.join("proc"), b"not a directory").unwrap();
@@ -295,7 +292,7 @@ async fn serial_start_latency() {
         let t = Instant::now();
         let started = env.start(&spec).await;
         start.push(t.elapsed());
-        ok(&started.socket, "true").await;
+        ok(&started, "true").await;
         first_exec.push(t.elapsed());
         let t = Instant::now();
         env.driver.destroy(&id).await.unwrap();
@@ -317,10 +314,10 @@ async fn serial_new_uid_range_shifts_the_writable_layer() {
     use std::os::unix::fs::MetadataExt;
     let Some(env) = Env::new() else { return };
     let id = unique_id("shift");
-    let mut spec = env.spec(&id, 2_100_000);
+    let mut spec = env.spec(&id);
     let started = env.start(&spec).await;
     ok(
-        &started.socket,
+        &started,
         "echo a > /workspace/f && chown 1000:1000 /workspace/f",
     )
     .await;
@@ -330,13 +327,13 @@ async fn serial_new_uid_range_shifts_the_writable_layer() {
     let again = env.start(&spec).await;
     assert_eq!(
         ok(
-            &again.socket,
+            &again,
             "stat -c %u:%g /workspace/f /workspace; cat /workspace/f"
         )
         .await,
         "1000:1000\n0:0\na"
     );
-    ok(&again.socket, "echo b >> /workspace/f").await;
+    ok(&again, "echo b >> /workspace/f").await;
     let meta = std::fs::metadata(env.host_path(&id, "workspace/f")).unwrap();
     assert_eq!((meta.uid(), meta.gid()), (2_301_000, 2_301_000));
     env.driver.destroy(&id).await.unwrap();
@@ -346,15 +343,11 @@ async fn serial_new_uid_range_shifts_the_writable_layer() {
 async fn serial_parallel_starts() {
     let Some(env) = Env::new() else { return };
     let ids: Vec<String> = (0..4).map(|_| unique_id("par")).collect();
-    let specs: Vec<_> = ids
-        .iter()
-        .enumerate()
-        .map(|(n, id)| env.spec(id, 2_500_000 + n as u32 * 65536))
-        .collect();
+    let specs: Vec<_> = ids.iter().enumerate().map(|(n, id)| env.spec(id)).collect();
     let started = futures::future::join_all(specs.iter().map(|s| env.driver.start(s))).await;
     for (id, res) in ids.iter().zip(started) {
         let s = res.unwrap();
-        assert_eq!(ok(&s.socket, "hostname").await, *id);
+        assert_eq!(ok(&s, "hostname").await, *id);
     }
     let stopped = futures::future::join_all(ids.iter().map(|id| env.driver.destroy(id))).await;
     assert!(stopped.iter().all(Result::is_ok));

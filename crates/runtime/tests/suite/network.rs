@@ -3,18 +3,18 @@
 //! Traffic goes only to loopback and to a network namespace the test creates (`ip netns add`
 //! with a veth pair on a 10.x/30).
 
-use std::io::Read;
 use std::net::{Ipv4Addr, TcpListener};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::process::Command;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
+use tokio::io::AsyncReadExt;
 
 use sandpit_protocol::control::{NetworkMode, NetworkPolicy};
-use sandpit_runtime::Driver;
 use sandpit_runtime::testnet::{
     TestNet, connect_command as connect_cmd, count_accepts, python_command as python,
 };
+use sandpit_runtime::{Driver, EgressEndpoint, RunFile};
 
 use super::harness::{Env, exec, ok, unique_id};
 
@@ -22,17 +22,23 @@ use super::harness::{Env, exec, ok, unique_id};
 async fn serial_run_dir_is_read_only_inside() {
     let Some(env) = Env::new() else { return };
     let id = unique_id("rundir");
-    let run = Driver::run_dir(&env.driver, &id).expect("run dir");
-    assert_eq!(run, env.driver.run_dir(&id));
+    let mut spec = env.spec(&id);
+    spec.run_files = vec![RunFile {
+        name: "ca.crt".into(),
+        contents: b"original\n".to_vec(),
+    }];
+    let (bridged, mut from_sandbox) = tokio::sync::mpsc::unbounded_channel();
+    spec.egress = Some(EgressEndpoint::new(move |stream| {
+        let _ = bridged.send(stream);
+    }));
+    let started = env.start(&spec).await;
+    let run = env.driver.run_dir(&id);
     let meta = std::fs::metadata(&run).unwrap();
     assert_eq!((meta.uid(), meta.mode() & 0o7777), (0, 0o755));
-    std::fs::write(run.join("ca.crt"), "original\n").unwrap();
-    let sock_path = run.join("egress.sock");
-    let listener = std::os::unix::net::UnixListener::bind(&sock_path).unwrap();
-    std::fs::set_permissions(&sock_path, std::fs::Permissions::from_mode(0o666)).unwrap();
-
-    let started = env.start(&env.spec(&id, 1_700_000)).await;
-    let s = &started.socket;
+    // Sandbox users are unprivileged uids of their own range: anyone may connect.
+    let socket = std::fs::metadata(run.join("egress.sock")).unwrap();
+    assert_eq!(socket.mode() & 0o777, 0o666);
+    let s = &started;
     assert_eq!(ok(s, "cat /run/sandpit/ca.crt").await, "original");
     // Files the host adds later show up too.
     std::fs::write(run.join("later"), "later\n").unwrap();
@@ -76,11 +82,11 @@ async fn serial_run_dir_is_read_only_inside() {
     let mounts = ok(s, "grep ' /run/sandpit ' /proc/self/mountinfo").await;
     assert!(mounts.contains(" ro,"), "{mounts}");
 
-    // The socket the host owns there is reachable (the egress bridge's path).
-    let accept = std::thread::spawn(move || {
-        let (mut conn, _) = listener.accept().unwrap();
+    // The egress bridge's socket leads to the spec's endpoint.
+    let accept = tokio::spawn(async move {
+        let mut conn = from_sandbox.recv().await.unwrap();
         let mut got = String::new();
-        conn.read_to_string(&mut got).unwrap();
+        conn.read_to_string(&mut got).await.unwrap();
         got
     });
     ok(
@@ -88,7 +94,7 @@ async fn serial_run_dir_is_read_only_inside() {
         "python3 -c \"import socket; s=socket.socket(socket.AF_UNIX); s.connect('/run/sandpit/egress.sock'); s.sendall(b'through')\"",
     )
     .await;
-    assert_eq!(accept.join().unwrap(), "through");
+    assert_eq!(accept.await.unwrap(), "through");
 
     // Proxy env without a CA bundle; DNS points at slirp's forwarder.
     let vars = ok(
@@ -109,10 +115,13 @@ async fn serial_run_dir_is_read_only_inside() {
 
     // With a CA bundle in the run dir at start, the CA variables are set.
     env.driver.stop(&id).await.unwrap();
-    std::fs::write(run.join("ca-bundle.crt"), "bundle\n").unwrap();
-    let started = env.start(&env.spec(&id, 1_700_000)).await;
+    spec.run_files.push(RunFile {
+        name: "ca-bundle.crt".into(),
+        contents: b"bundle\n".to_vec(),
+    });
+    let started = env.start(&spec).await;
     let vars = ok(
-        &started.socket,
+        &started,
         "echo $SSL_CERT_FILE $REQUESTS_CA_BUNDLE $CURL_CA_BUNDLE $GIT_SSL_CAINFO $PIP_CERT $NODE_EXTRA_CA_CERTS",
     )
     .await;
@@ -195,10 +204,10 @@ async fn serial_full_mode_blocks_host_and_private_unless_allowed() {
     let on_host_veth = count_accepts(TcpListener::bind((net.host, 7002)).unwrap());
 
     let id = unique_id("full");
-    let mut spec = env.spec(&id, 1_800_000);
+    let mut spec = env.spec(&id);
     spec.network = policy(NetworkMode::Full, &[]);
     let started = env.start(&spec).await;
-    let s = &started.socket;
+    let s = &started;
     assert_eq!(ok(s, interfaces_cmd()).await, "lo tap0");
 
     // Not allowed: private destination, host loopback (directly and via slirp's gateway), the

@@ -1,5 +1,6 @@
-//! The egress proxy: each running sandbox gets an HTTP proxy on `<run dir>/egress.sock` (the
-//! agent inside bridges `127.0.0.1:3128` to it), deciding by the sandbox's network policy under
+//! The egress proxy: each running sandbox gets an HTTP proxy serving the connections its
+//! driver's egress bridge hands over (the agent inside bridges `127.0.0.1:3128` to
+//! `/run/sandpit/egress.sock`), deciding by the sandbox's network policy under
 //! the operator's address blocks, and injecting the sandbox's secrets into requests to the
 //! hosts they are bound to (HTTPS through TLS interception with a per-sandbox CA that only that
 //! sandbox trusts). Every decision goes to the sandbox's bounded egress log.
@@ -20,7 +21,6 @@ mod tls;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -33,20 +33,38 @@ use tokio_util::sync::CancellationToken;
 
 pub use blocks::AddressBlocks;
 pub use policy::{DomainPattern, Rules, parse_cidr, validate_policy};
+pub use proxy::ClientIo;
 pub use tls::{HOST_CA_BUNDLE, TlsError, generate_ca};
 
 use log::EgressLog;
 use proxy::SandboxProxy;
 use tls::SandboxCa;
 
-/// The socket's name in the run dir.
-pub const SOCKET_NAME: &str = "egress.sock";
 /// The sandbox CA's certificate in the run dir.
 pub const CA_NAME: &str = "ca.crt";
 /// The image's CA bundle plus the sandbox CA, in the run dir.
 pub const BUNDLE_NAME: &str = "ca-bundle.crt";
 /// Where images keep their CA bundle (Debian layout).
 const IMAGE_CA_BUNDLE: &str = "etc/ssl/certs/ca-certificates.crt";
+
+/// A started proxy: what the sandbox must see in `/run/sandpit` (name, contents) and the
+/// handle its bridge's connections go to.
+pub struct Attached {
+    pub files: Vec<(&'static str, Vec<u8>)>,
+    pub proxy: ProxyHandle,
+}
+
+/// Serves connections from one sandbox's egress bridge.
+#[derive(Clone)]
+pub struct ProxyHandle(Arc<SandboxProxy>);
+
+impl ProxyHandle {
+    /// Serves `stream` (one connection the sandbox opened) on its own task; after the proxy
+    /// was detached it is closed at once.
+    pub fn accept(&self, stream: impl ClientIo) {
+        self.0.accept(Box::new(stream));
+    }
+}
 
 /// Operator settings of the egress proxy.
 #[derive(Debug, Clone)]
@@ -167,48 +185,32 @@ impl Egress {
             .clone()
     }
 
-    /// Starts the proxy of sandbox `internal` of `tenant`: `egress.sock` (0666), `ca.crt` and
-    /// `ca-bundle.crt` in `run_dir`. Replaces a proxy left from an earlier run.
+    /// Starts the proxy of sandbox `internal` of `tenant` (replacing one left from an earlier
+    /// run) and returns the files the sandbox needs to trust it (`ca.crt`, and `ca-bundle.crt`:
+    /// the image's bundle at `image_rootfs` plus the sandbox CA) with the proxy's handle.
     pub fn attach(
         &self,
         tenant: &str,
         internal: &str,
-        run_dir: &Path,
         image_rootfs: &Path,
         network: &SandboxNetwork,
-    ) -> Result<(), EgressError> {
+    ) -> Result<Attached, EgressError> {
         self.detach(internal);
         let rules = self.compile(tenant, network)?;
         let ca = match &network.ca {
             Some((cert, key)) => Some(Arc::new(SandboxCa::load(internal, cert, key)?)),
             None => None,
         };
-        let io = |what, path: &Path| {
-            let path = path.to_owned();
-            move |source| EgressError::Io { what, path, source }
-        };
-        std::fs::create_dir_all(run_dir).map_err(io("creating", run_dir))?;
+        let mut files = Vec::new();
         if let Some(ca) = &ca {
-            let ca_file = run_dir.join(CA_NAME);
-            std::fs::write(&ca_file, &ca.cert_pem).map_err(io("writing", &ca_file))?;
+            files.push((CA_NAME, ca.cert_pem.as_bytes().to_vec()));
             let mut bundle = std::fs::read(image_rootfs.join(IMAGE_CA_BUNDLE)).unwrap_or_default();
             if !bundle.is_empty() && !bundle.ends_with(b"\n") {
                 bundle.push(b'\n');
             }
             bundle.extend_from_slice(ca.cert_pem.as_bytes());
-            let bundle_file = run_dir.join(BUNDLE_NAME);
-            std::fs::write(&bundle_file, bundle).map_err(io("writing", &bundle_file))?;
+            files.push((BUNDLE_NAME, bundle));
         }
-        let socket = run_dir.join(SOCKET_NAME);
-        match std::fs::remove_file(&socket) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(io("removing", &socket)(e)),
-        }
-        let listener = bind_in(run_dir, SOCKET_NAME).map_err(io("binding", &socket))?;
-        // Sandbox users are unprivileged uids of their own range: anyone may connect.
-        std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o666))
-            .map_err(io("chmod", &socket))?;
         let proxy = Arc::new(SandboxProxy {
             sandbox: internal.to_owned(),
             shared: self.shared.clone(),
@@ -220,9 +222,11 @@ impl Egress {
             tenant_connections: self.tenant_slots(tenant),
             log_throttle: Throttle::default(),
         });
-        tokio::spawn(proxy.clone().serve(listener));
-        self.lock().insert(internal.to_owned(), proxy);
-        Ok(())
+        self.lock().insert(internal.to_owned(), proxy.clone());
+        Ok(Attached {
+            files,
+            proxy: ProxyHandle(proxy),
+        })
     }
 
     /// Stops the proxy of a sandbox and ends its connections.
@@ -373,16 +377,4 @@ pub fn secret_env(secrets: &[StoredSecret]) -> impl Iterator<Item = (String, Str
     secrets
         .iter()
         .map(|s| (s.name.clone(), s.placeholder.clone()))
-}
-
-/// Binds a Unix socket at `dir/name` even when that path is longer than `sun_path` (108 bytes)
-/// allows, as a long data dir plus a 63-character sandbox id makes it: the bind goes through
-/// the short `/proc/self/fd/<dir>/<name>`.
-fn bind_in(dir: &Path, name: &str) -> std::io::Result<tokio::net::UnixListener> {
-    use std::os::fd::AsRawFd;
-    let dir = std::fs::File::open(dir)?;
-    let short = format!("/proc/self/fd/{}/{name}", dir.as_raw_fd());
-    let listener = std::os::unix::net::UnixListener::bind(short)?;
-    listener.set_nonblocking(true)?;
-    tokio::net::UnixListener::from_std(listener)
 }

@@ -18,7 +18,7 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
-use tokio::net::{TcpStream, UnixListener, UnixStream};
+use tokio::net::TcpStream;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
@@ -58,6 +58,10 @@ pub struct SandboxProxy {
     pub(super) log_throttle: Throttle,
 }
 
+/// A connection from a sandbox's egress bridge, however its driver carries it.
+pub trait ClientIo: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> ClientIo for T {}
+
 /// Which limit refused a connection.
 #[derive(Debug, Clone, Copy)]
 enum Over {
@@ -75,7 +79,7 @@ impl Over {
 }
 
 /// Answers a connection over a limit and closes it.
-async fn too_many(mut stream: UnixStream, over: Over) {
+async fn too_many(mut stream: Box<dyn ClientIo>, over: Over) {
     let body = format!(
         "sandpit egress proxy: too many open connections from {}\n",
         over.what()
@@ -90,7 +94,7 @@ async fn too_many(mut stream: UnixStream, over: Over) {
 /// A sandbox's connection with its slots under the sandbox's and the tenant's limits; they
 /// are freed when the connection (or the tunnel it became) is dropped.
 struct Permitted {
-    stream: UnixStream,
+    stream: Box<dyn ClientIo>,
     _permits: (OwnedSemaphorePermit, OwnedSemaphorePermit),
 }
 
@@ -155,45 +159,34 @@ impl SandboxProxy {
         Ok((sandbox, tenant))
     }
 
-    /// Accepts connections until cancelled.
-    pub(super) async fn serve(self: Arc<Self>, listener: UnixListener) {
-        loop {
-            let stream = tokio::select! {
-                _ = self.cancel.cancelled() => return,
-                accepted = listener.accept() => match accepted {
-                    Ok((stream, _)) => stream,
-                    Err(e) => {
-                        if self.may_log() {
-                            tracing::warn!(sandbox = %self.sandbox, error = %e, "egress accept failed");
-                        }
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                },
-            };
-            let permits = match self.permits() {
-                Ok(permits) => permits,
-                Err(over) => {
-                    if self.may_log() {
-                        tracing::warn!(sandbox = %self.sandbox, limit = over.what(), "egress connection limit reached");
-                    }
-                    tokio::spawn(too_many(stream, over));
-                    continue;
-                }
-            };
-            let stream = Permitted {
-                stream,
-                _permits: permits,
-            };
-            let proxy = self.clone();
-            tokio::spawn(async move {
-                let cancel = proxy.cancel.clone();
-                tokio::select! {
-                    _ = cancel.cancelled() => {}
-                    _ = proxy.serve_connection(stream) => {}
-                }
-            });
+    /// Serves one connection from the sandbox on its own task (until it ends or the proxy is
+    /// cancelled), or answers 503 when the sandbox or its tenant has too many open.
+    pub(super) fn accept(self: &Arc<Self>, stream: Box<dyn ClientIo>) {
+        if self.cancel.is_cancelled() {
+            return;
         }
+        let permits = match self.permits() {
+            Ok(permits) => permits,
+            Err(over) => {
+                if self.may_log() {
+                    tracing::warn!(sandbox = %self.sandbox, limit = over.what(), "egress connection limit reached");
+                }
+                tokio::spawn(too_many(stream, over));
+                return;
+            }
+        };
+        let stream = Permitted {
+            stream,
+            _permits: permits,
+        };
+        let proxy = self.clone();
+        tokio::spawn(async move {
+            let cancel = proxy.cancel.clone();
+            tokio::select! {
+                _ = cancel.cancelled() => {}
+                _ = proxy.serve_connection(stream) => {}
+            }
+        });
     }
 
     async fn serve_connection(self: Arc<Self>, stream: Permitted) {

@@ -110,9 +110,12 @@ pub fn secret_env_changes(
     env
 }
 
-/// Best effort: asks the agent on `socket` to export `env` in the default session and for
+/// Best effort: asks `agent` to export `env` in the default session and for
 /// later sessions and processes (`POST /api/env`).
-pub async fn push_env(socket: &std::path::Path, env: sandpit_protocol::container::EnvMap) {
+pub async fn push_env(
+    agent: &dyn sandpit_runtime::AgentConnector,
+    env: sandpit_protocol::container::EnvMap,
+) {
     use http_body_util::{BodyExt, Full};
     if env.is_empty() {
         return;
@@ -123,9 +126,7 @@ pub async fn push_env(socket: &std::path::Path, env: sandpit_protocol::container
     };
     let run = async {
         let body = serde_json::to_vec(&request).map_err(|e| e.to_string())?;
-        let stream = tokio::net::UnixStream::connect(socket)
-            .await
-            .map_err(|e| e.to_string())?;
+        let stream = agent.connect().await.map_err(|e| e.to_string())?;
         let (mut sender, conn) =
             hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
                 .await

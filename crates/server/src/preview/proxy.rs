@@ -72,7 +72,7 @@ async fn proxy(
         .path_and_query()
         .map(|p| p.as_str())
         .unwrap_or("/");
-    let uri = previews.upstream.uri(lease.run, &lease.socket, port, path);
+    let uri = previews.upstream.uri(lease.run, &lease.agent, port, path);
     let is_upgrade = request.headers().contains_key(header::UPGRADE);
     let client_upgrade = is_upgrade.then(|| hyper::upgrade::on(&mut request));
     let peer = request

@@ -8,7 +8,6 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
@@ -23,7 +22,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::{Connected, Connection};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use sandpit_protocol::ErrorResponse;
-use tokio::net::UnixStream;
+use sandpit_runtime::AgentConnector;
 
 /// Largest error body read from the agent when a tunnel is refused.
 const MAX_ERROR_BODY: usize = 16 << 10;
@@ -44,7 +43,7 @@ pub enum TunnelError {
 
 /// The pooled HTTP client and the sockets of the runs it may connect to.
 pub(super) struct Upstream {
-    sockets: Arc<Mutex<HashMap<u64, PathBuf>>>,
+    sockets: Arc<Mutex<HashMap<u64, Arc<dyn AgentConnector>>>>,
     client: Client<Connector, Body>,
 }
 
@@ -60,15 +59,21 @@ impl Upstream {
         Upstream { sockets, client }
     }
 
-    /// The URI of `path_and_query` on `port` of run `run`, whose agent listens on `socket`.
-    pub(super) fn uri(&self, run: u64, socket: &Path, port: u16, path_and_query: &str) -> Uri {
+    /// The URI of `path_and_query` on `port` of run `run`, whose agent `agent` connects to.
+    pub(super) fn uri(
+        &self,
+        run: u64,
+        agent: &Arc<dyn AgentConnector>,
+        port: u16,
+        path_and_query: &str,
+    ) -> Uri {
         {
             let mut sockets = self.sockets.lock().unwrap_or_else(|p| p.into_inner());
             if !sockets.contains_key(&run) {
                 if sockets.len() >= MAX_RUNS {
                     sockets.clear();
                 }
-                sockets.insert(run, socket.to_path_buf());
+                sockets.insert(run, agent.clone());
             }
         }
         let uri = format!("http://r{run}.sandpit:{port}{path_and_query}");
@@ -84,7 +89,7 @@ impl Upstream {
 /// Opens tunnels for hyper's pool.
 #[derive(Clone)]
 pub(super) struct Connector {
-    sockets: Arc<Mutex<HashMap<u64, PathBuf>>>,
+    sockets: Arc<Mutex<HashMap<u64, Arc<dyn AgentConnector>>>>,
 }
 
 impl tower::Service<Uri> for Connector {
@@ -109,17 +114,20 @@ impl tower::Service<Uri> for Connector {
         });
         Box::pin(async move {
             match (socket, target) {
-                (Some(socket), Some((_, port))) => open(&socket, port).await.map(TunnelIo),
+                (Some(agent), Some((_, port))) => open(agent.as_ref(), port).await.map(TunnelIo),
                 _ => Err(TunnelError::UnknownRun(uri.to_string())),
             }
         })
     }
 }
 
-/// Asks the agent on `socket` for a byte pipe to `port` inside its sandbox.
-pub(super) async fn open(socket: &Path, port: u16) -> Result<Upgraded, TunnelError> {
+/// Asks `agent` for a byte pipe to `port` inside its sandbox.
+pub(super) async fn open(
+    connector: &dyn AgentConnector,
+    port: u16,
+) -> Result<Upgraded, TunnelError> {
     let agent = |e: &dyn std::fmt::Display| TunnelError::Agent(e.to_string());
-    let stream = UnixStream::connect(socket).await.map_err(|e| agent(&e))?;
+    let stream = connector.connect().await.map_err(|e| agent(&e))?;
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .map_err(|e| agent(&e))?;

@@ -16,7 +16,7 @@ use axum::response::IntoResponse;
 use axum::routing::{any, get, post};
 use axum::{Json, Router};
 use futures::StreamExt;
-use sandpit_runtime::{Driver, DriverError, SandboxSpec, Started};
+use sandpit_runtime::{Driver, DriverError, SandboxSpec, Started, UnixConnector};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::task::JoinHandle;
@@ -108,7 +108,7 @@ impl Driver for FakeDriver {
         });
         self.running.lock().unwrap().insert(spec.id.clone(), task);
         Ok(Started {
-            socket,
+            agent: Arc::new(UnixConnector::new(socket)),
             pid: std::process::id(),
         })
     }

@@ -14,6 +14,7 @@ mod forward;
 mod host_agent;
 mod image_tools;
 mod interpreter;
+mod isolation;
 mod keys;
 mod lifecycle;
 mod limits;

@@ -9,7 +9,7 @@ mod sandboxes;
 
 use std::collections::BTreeMap;
 
-use sandpit_protocol::control::{Limits, SandboxState};
+use sandpit_protocol::control::{Isolation, Limits, SandboxState};
 use sandpit_store::{NewSandbox, SandboxOptions};
 
 pub fn new_sandbox(tenant: &str, id: &str) -> NewSandbox {
@@ -23,6 +23,7 @@ pub fn new_sandbox(tenant: &str, id: &str) -> NewSandbox {
             keep_alive: false,
             keep_alive_while_busy: true,
             ephemeral: false,
+            isolation: Isolation::Standard,
             env: BTreeMap::from([("A".into(), "1".into())]),
             limits: Limits {
                 memory_mb: Some(256),

@@ -1,7 +1,7 @@
 use std::sync::Arc;
 
-use sandpit_protocol::control::SandboxState;
-use sandpit_store::{DataKey, SqliteStore, Store, uid_base};
+use sandpit_protocol::control::{Isolation, SandboxState};
+use sandpit_store::{DataKey, SqliteStore, Store};
 
 use super::new_sandbox;
 
@@ -10,7 +10,7 @@ async fn create_is_create_or_get() {
     let store = SqliteStore::open_in_memory().unwrap();
     let (first, created) = store.create_sandbox(new_sandbox("t", "a")).await.unwrap();
     assert!(created);
-    assert_eq!(first.slot, 0);
+    assert_eq!(first.options.isolation, Isolation::Standard);
     assert_eq!(first.state, SandboxState::Creating);
     assert_eq!(first.options.env["A"], "1");
     assert_eq!(first.options.limits.memory_mb, Some(256));
@@ -27,25 +27,78 @@ async fn same_id_in_two_tenants_is_two_sandboxes() {
     let (a, _) = store.create_sandbox(new_sandbox("t1", "x")).await.unwrap();
     let (b, created) = store.create_sandbox(new_sandbox("t2", "x")).await.unwrap();
     assert!(created);
-    assert_ne!(a.slot, b.slot);
+    assert_ne!(a.internal_id, b.internal_id);
     assert!(store.get_sandbox("t1", "x").await.unwrap().is_some());
     assert!(store.get_sandbox("t3", "x").await.unwrap().is_none());
     assert_eq!(store.list_sandboxes("t2", None, 10).await.unwrap().len(), 1);
 }
 
 #[tokio::test]
-async fn slots_are_reused_after_delete() {
+async fn the_isolation_tier_is_stored() {
     let store = SqliteStore::open_in_memory().unwrap();
-    for id in ["a", "b", "c"] {
-        store.create_sandbox(new_sandbox("t", id)).await.unwrap();
+    let mut new = new_sandbox("t", "g");
+    new.options.isolation = Isolation::Gvisor;
+    store.create_sandbox(new).await.unwrap();
+    let rec = store.get_sandbox("t", "g").await.unwrap().unwrap();
+    assert_eq!(rec.options.isolation, Isolation::Gvisor);
+    let listed = store.list_sandboxes("t", None, 10).await.unwrap();
+    assert_eq!(listed[0].options.isolation, Isolation::Gvisor);
+}
+
+/// A database from before migration 12 (uid slots in the store): its sandboxes become
+/// `standard` and each slot's uid range is kept for the driver, by the old formula.
+#[tokio::test]
+async fn an_upgrade_keeps_the_uid_ranges_of_old_sandboxes_for_the_driver() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.db");
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    conn.execute_batch(
+        "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL);",
+    )
+    .unwrap();
+    // The schema as migrations 1-11 left it, with two sandboxes in slots 0 and 3.
+    let tx = conn.unchecked_transaction().unwrap();
+    for (version, sql) in sandpit_store::migrations_before(12) {
+        tx.execute_batch(sql).unwrap();
+        tx.execute(
+            "INSERT INTO schema_migrations (version, applied_at) VALUES (?1, 0)",
+            [version],
+        )
+        .unwrap();
     }
-    assert!(store.delete_sandbox("t", "b").await.unwrap());
-    assert!(!store.delete_sandbox("t", "b").await.unwrap());
-    let (d, _) = store.create_sandbox(new_sandbox("t", "d")).await.unwrap();
-    assert_eq!(d.slot, 1, "the freed slot is taken first");
-    let (e, _) = store.create_sandbox(new_sandbox("t", "e")).await.unwrap();
-    assert_eq!(e.slot, 3);
-    assert_eq!(uid_base(e.slot), 100_000 + 3 * 65_536);
+    tx.execute_batch(
+        "INSERT INTO tenants (name, created_at) VALUES ('old', 1);
+         INSERT INTO sandboxes (tenant, id, internal_id, image, state, sleep_after, keep_alive,
+             ephemeral, env, limits, slot, created_at, last_active_at, labels)
+         VALUES ('old', 'a', 'old-a', 'default', 'sleeping', 60, 0, 0, '{}', '{}', 0, 1, 1,
+             '{\"k\":\"v\"}'),
+                ('old', 'b', 'old-b', 'default', 'running', 60, 1, 0, '{}', '{}', 3, 1, 1, '{}');",
+    )
+    .unwrap();
+    tx.commit().unwrap();
+    drop(conn);
+
+    let store = SqliteStore::open(&path, DataKey::ephemeral().unwrap()).unwrap();
+    let a = store.get_sandbox("old", "a").await.unwrap().unwrap();
+    assert_eq!(a.options.isolation, Isolation::Standard);
+    assert_eq!(
+        a.options.labels["k"], "v",
+        "the other columns survive the rebuild"
+    );
+    let b = store.get_sandbox("old", "b").await.unwrap().unwrap();
+    assert!(b.options.keep_alive);
+    assert_eq!(b.state, SandboxState::Running);
+    assert_eq!(
+        store.legacy_uid_ranges().await.unwrap(),
+        vec![
+            ("old-a".to_owned(), 100_000),
+            ("old-b".to_owned(), 100_000 + 3 * 65_536)
+        ]
+    );
+    // New sandboxes still go in (no slot column left to fill).
+    store.create_sandbox(new_sandbox("old", "c")).await.unwrap();
+    store.forget_legacy_uid_ranges().await.unwrap();
+    assert!(store.legacy_uid_ranges().await.unwrap().is_empty());
 }
 
 #[tokio::test]
@@ -281,8 +334,8 @@ async fn sandboxes_made_before_the_busy_option_keep_alive_while_busy() {
          DELETE FROM schema_migrations WHERE version = 10;
          INSERT INTO tenants (name, created_at) VALUES ('old', 1);
          INSERT INTO sandboxes (tenant, id, internal_id, image, state, sleep_after, keep_alive,
-             ephemeral, env, limits, slot, created_at, last_active_at)
-         VALUES ('old', 'a', 'old-a', 'default', 'sleeping', 60, 0, 0, '{}', '{}', 7, 1, 1);",
+             ephemeral, env, limits, created_at, last_active_at)
+         VALUES ('old', 'a', 'old-a', 'default', 'sleeping', 60, 0, 0, '{}', '{}', 1, 1);",
     )
     .unwrap();
     drop(conn);
