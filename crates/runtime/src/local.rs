@@ -34,8 +34,8 @@ use tokio::sync::watch;
 
 use crate::slirp::Slirp;
 use crate::{
-    AgentConnector, Driver, DriverError, EgressEndpoint, ResourceUsage, SandboxSpec, Started,
-    UnixConnector, agent_log, network, usage,
+    AgentConnector, Driver, DriverError, EgressEndpoint, ResourceUsage, RunFile, SandboxSpec,
+    Started, UnixConnector, agent_log, network, usage,
 };
 use sandpit_protocol::control::{Limits, NetworkMode, NetworkPolicy};
 
@@ -356,6 +356,52 @@ fn bind_in(dir: &Path, name: &str) -> std::io::Result<tokio::net::UnixListener> 
     tokio::net::UnixListener::from_std(listener)
 }
 
+/// The rootfs of the spec's image in `images`.
+pub(crate) fn resolve_image(
+    images: &ImageStore,
+    spec: &SandboxSpec,
+) -> Result<PathBuf, DriverError> {
+    images.rootfs(&spec.image).map_err(|e| match e {
+        ImageError::NotFound(_) | ImageError::InvalidName { .. } => {
+            DriverError::ImageNotFound(spec.image.clone())
+        }
+        e => io_err(&spec.id, "resolve the image")(std::io::Error::other(e.to_string())),
+    })
+}
+
+/// Run files are plain names in the run dir, never the egress socket's.
+pub(crate) fn check_run_files(files: &[RunFile]) -> Result<(), DriverError> {
+    match files.iter().find(|f| {
+        matches!(f.name.as_str(), "" | "." | ".." | EGRESS_SOCKET) || f.name.contains('/')
+    }) {
+        Some(file) => Err(DriverError::InvalidSpec(format!(
+            "run file name {:?} must be a plain file name",
+            file.name
+        ))),
+        None => Ok(()),
+    }
+}
+
+pub(crate) fn write_run_files(run: &Path, files: &[RunFile]) -> std::io::Result<()> {
+    for file in files {
+        std::fs::write(run.join(&file.name), &file.contents)?;
+    }
+    Ok(())
+}
+
+/// Binds [`EGRESS_SOCKET`] in the run dir `run` (0666: any user of the sandbox may connect)
+/// and hands every connection to `endpoint`, until the returned task is aborted.
+pub(crate) fn serve_egress(
+    run: &Path,
+    endpoint: &EgressEndpoint,
+) -> std::io::Result<tokio::task::JoinHandle<()>> {
+    let socket = run.join(EGRESS_SOCKET);
+    let _ = std::fs::remove_file(&socket);
+    let listener = bind_in(run, EGRESS_SOCKET)?;
+    std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o666))?;
+    Ok(tokio::spawn(bridge_egress(listener, endpoint.clone())))
+}
+
 /// Hands every connection made to `listener` (the sandbox's egress bridge) to `endpoint`.
 async fn bridge_egress(listener: tokio::net::UnixListener, endpoint: EgressEndpoint) {
     loop {
@@ -640,10 +686,7 @@ impl LocalDriver {
         let run = self.run_dir(id);
         mkdir_mode(&run, 0o755).map_err(io_err(id, "create the run dir"))?;
         chown(&run, Some(0), Some(0)).map_err(io_err(id, "chown the run dir"))?;
-        for file in &spec.run_files {
-            std::fs::write(run.join(&file.name), &file.contents)
-                .map_err(io_err(id, "write the run files"))?;
-        }
+        write_run_files(&run, &spec.run_files).map_err(io_err(id, "write the run files"))?;
         let marker = self.ephemeral_marker(id);
         if spec.ephemeral {
             std::fs::write(&marker, b"").map_err(io_err(id, "write the ephemeral marker"))?;
@@ -658,15 +701,8 @@ impl LocalDriver {
     fn bind_sockets(&self, spec: &SandboxSpec) -> Result<UnixListener, DriverError> {
         let id = spec.id.as_str();
         if let Some(endpoint) = &spec.egress {
-            let run = self.run_dir(id);
-            let socket = run.join(EGRESS_SOCKET);
-            let _ = std::fs::remove_file(&socket);
-            let listener =
-                bind_in(&run, EGRESS_SOCKET).map_err(io_err(id, "bind the egress socket"))?;
-            // Sandbox users are unprivileged uids of their own range: anyone may connect.
-            std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o666))
-                .map_err(io_err(id, "chmod the egress socket"))?;
-            let task = tokio::spawn(bridge_egress(listener, endpoint.clone()));
+            let task = serve_egress(&self.run_dir(id), endpoint)
+                .map_err(io_err(id, "bind the egress socket"))?;
             let old = self
                 .bridges
                 .lock()
@@ -686,14 +722,7 @@ impl LocalDriver {
 
     fn validate(&self, spec: &SandboxSpec) -> Result<CgroupLimits, DriverError> {
         validate_id(&spec.id)?;
-        if let Some(file) = spec.run_files.iter().find(|f| {
-            matches!(f.name.as_str(), "" | "." | ".." | EGRESS_SOCKET) || f.name.contains('/')
-        }) {
-            return Err(DriverError::InvalidSpec(format!(
-                "run file name {:?} must be a plain file name",
-                file.name
-            )));
-        }
+        check_run_files(&spec.run_files)?;
         let socket = self.socket_path(&spec.id);
         let len = socket.as_os_str().len();
         if len > MAX_SOCKET_PATH {
@@ -1058,12 +1087,7 @@ impl Driver for LocalDriver {
         if stale.is_some() || self.cgroups.exists(id) {
             self.teardown(id, stale).await?;
         }
-        let rootfs = self.images.rootfs(&spec.image).map_err(|e| match e {
-            ImageError::NotFound(_) | ImageError::InvalidName { .. } => {
-                DriverError::ImageNotFound(spec.image.clone())
-            }
-            e => io_err(id, "resolve the image")(std::io::Error::other(e.to_string())),
-        })?;
+        let rootfs = resolve_image(&self.images, spec)?;
         // Opened before the launch resolves the path, so this is the version the sandbox mounts
         // (or an older one, which is then merely kept longer).
         let image = std::fs::File::open(&rootfs).map_err(io_err(id, "open the image rootfs"))?;

@@ -21,7 +21,7 @@
 pub mod bundle;
 
 use std::collections::{BTreeSet, HashMap};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -34,11 +34,16 @@ use sandpit_isolation::process::OverlayMount;
 use sandpit_protocol::control::{Limits, NetworkMode, NetworkPolicy};
 use tokio::sync::watch;
 
+use sandpit_image::ImageStore;
+
 use crate::local::{
-    MAX_SOCKET_PATH, cg_err, cgroup_limits, empty_dir, ensure_traversable, io_err, mkdir_mode,
-    remove_dir_all_if_exists, sandbox_env, validate_id, watch_exit,
+    MAX_SOCKET_PATH, cg_err, cgroup_limits, check_run_files, empty_dir, ensure_traversable, io_err,
+    mkdir_mode, remove_dir_all_if_exists, resolve_image, sandbox_env, serve_egress, validate_id,
+    watch_exit, write_run_files,
 };
-use crate::{Driver, DriverError, ResourceUsage, SandboxSpec, Started, agent_log, usage};
+use crate::{
+    Driver, DriverError, ResourceUsage, SandboxSpec, Started, UnixConnector, agent_log, usage,
+};
 
 /// Smallest memory limit: the gVisor kernel (sentry) and gofer live in the sandbox's cgroup.
 pub const MIN_MEMORY_MB: u64 = 64;
@@ -55,6 +60,8 @@ const LOG_TAIL_BYTES: u64 = 2048;
 pub struct GvisorConfig {
     /// Holds `gvisor/state` and `gvisor/sandboxes/<id>/`.
     pub data_dir: PathBuf,
+    /// The image store that [`SandboxSpec::image`] names are resolved in.
+    pub images_dir: PathBuf,
     /// The static agent, bound read-only into every sandbox.
     pub agent_bin: PathBuf,
     /// The runsc binary.
@@ -76,6 +83,7 @@ pub struct GvisorConfig {
 impl GvisorConfig {
     pub fn new(data_dir: PathBuf, agent_bin: PathBuf) -> Self {
         Self {
+            images_dir: data_dir.join("images"),
             data_dir,
             agent_bin,
             runsc: PathBuf::from("/usr/bin/runsc"),
@@ -111,8 +119,11 @@ struct Running {
 /// The gVisor driver. See the module docs.
 pub struct GvisorDriver {
     config: GvisorConfig,
+    images: ImageStore,
     cgroups: Box<dyn CgroupManager>,
     running: Mutex<HashMap<String, Running>>,
+    /// Accept loops of the egress bridges of started sandboxes (aborted at teardown).
+    bridges: Mutex<HashMap<String, tokio::task::JoinHandle<()>>>,
 }
 
 impl std::fmt::Debug for GvisorDriver {
@@ -197,10 +208,14 @@ impl GvisorDriver {
         ensure_traversable(&config.data_dir).map_err(setup("chmod the data dir"))?;
         mkdir_mode(&root.join("sandboxes"), 0o700).map_err(setup("create sandboxes/"))?;
         mkdir_mode(&root.join("state"), 0o700).map_err(setup("create state/"))?;
+        let images = ImageStore::open(&config.images_dir)
+            .map_err(|e| setup("open the image store")(std::io::Error::other(e.to_string())))?;
         Ok(Self {
             config,
+            images,
             cgroups,
             running: Mutex::new(HashMap::new()),
+            bridges: Mutex::new(HashMap::new()),
         })
     }
 
@@ -251,12 +266,7 @@ impl GvisorDriver {
 
     fn validate(&self, spec: &SandboxSpec) -> Result<CgroupLimits, DriverError> {
         validate_id(&spec.id)?;
-        if !spec.image_rootfs.is_absolute() || !spec.image_rootfs.is_dir() {
-            return Err(DriverError::InvalidSpec(format!(
-                "image rootfs {} is not an absolute path to a directory",
-                spec.image_rootfs.display()
-            )));
-        }
+        check_run_files(&spec.run_files)?;
         if spec.network.mode == NetworkMode::Full {
             return Err(DriverError::InvalidSpec(
                 "network mode full is not available with gvisor isolation (use none or allowlist)"
@@ -294,6 +304,20 @@ impl GvisorDriver {
             mkdir_mode(&dir.join(name), mode).map_err(io_err(id, "create the sandbox dirs"))?;
         }
         let _ = std::fs::remove_file(self.socket_path(id));
+        write_run_files(&self.run_dir(id), &spec.run_files)
+            .map_err(io_err(id, "write the run files"))?;
+        if let Some(endpoint) = &spec.egress {
+            let task = serve_egress(&self.run_dir(id), endpoint)
+                .map_err(io_err(id, "bind the egress socket"))?;
+            let old = self
+                .bridges
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(id.to_string(), task);
+            if let Some(old) = old {
+                old.abort();
+            }
+        }
         let marker = self.ephemeral_marker(id);
         if spec.ephemeral {
             std::fs::write(&marker, b"").map_err(io_err(id, "write the ephemeral marker"))?;
@@ -365,7 +389,7 @@ impl GvisorDriver {
 
     /// `runsc run --detach` inside the sandbox's cgroups and private overlay; returns the
     /// sandbox's host pid.
-    async fn launch(&self, spec: &SandboxSpec) -> Result<u32, DriverError> {
+    async fn launch(&self, spec: &SandboxSpec, rootfs: &Path) -> Result<u32, DriverError> {
         let id = spec.id.as_str();
         let dir = self.sandbox_dir(id);
         let failed = |message: String| DriverError::StartFailed {
@@ -398,7 +422,7 @@ impl GvisorDriver {
         sandpit_isolation::process::join_cgroups(&mut cmd, &self.cgroups.procs_files(id))
             .map_err(io_err(id, "prepare joining the cgroups"))?;
         let overlay = OverlayMount {
-            lower: spec.image_rootfs.clone(),
+            lower: rootfs.to_path_buf(),
             upper: dir.join("upper"),
             work: dir.join("work"),
             target: dir.join("rootfs"),
@@ -468,6 +492,14 @@ impl GvisorDriver {
     /// state, removes the cgroups and the socket.
     async fn teardown(&self, id: &str, running: Option<Running>) -> Result<(), DriverError> {
         let deadline = Instant::now() + self.config.stop_timeout;
+        let bridge = self
+            .bridges
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(id);
+        if let Some(bridge) = bridge {
+            bridge.abort();
+        }
         let mut pids = self.cgroups.pids(id).unwrap_or_default();
         if let Some(r) = &running {
             pids.push(r.pid);
@@ -512,6 +544,13 @@ impl GvisorDriver {
         }
     }
 
+    fn started(&self, id: &str, pid: u32) -> Started {
+        Started {
+            agent: std::sync::Arc::new(UnixConnector::new(self.socket_path(id))),
+            pid,
+        }
+    }
+
     /// Whether runsc's state dir still names `id`.
     fn state_has(&self, id: &str) -> bool {
         self.state_ids().contains(id)
@@ -541,17 +580,15 @@ impl Driver for GvisorDriver {
         let limits = self.validate(spec)?;
         let id = spec.id.as_str();
         if let Some(pid) = self.pid(id) {
-            return Ok(Started {
-                socket: self.socket_path(id),
-                pid,
-            });
+            return Ok(self.started(id, pid));
         }
         let stale = self.running.lock().ok().and_then(|mut m| m.remove(id));
         if stale.is_some() || self.cgroups.exists(id) || self.state_has(id) {
             self.teardown(id, stale).await?;
         }
-        let image =
-            std::fs::File::open(&spec.image_rootfs).map_err(io_err(id, "open the image rootfs"))?;
+        let rootfs = resolve_image(&self.images, spec)?;
+        // Held open while the sandbox runs (see the local driver).
+        let image = std::fs::File::open(&rootfs).map_err(io_err(id, "open the image rootfs"))?;
         self.prepare_dirs(spec)?;
         self.write_bundle(spec)?;
         self.cgroups
@@ -559,7 +596,7 @@ impl Driver for GvisorDriver {
             .map_err(cg_err(id, "create the cgroups"))?;
         let started_at = Instant::now();
         let deadline = started_at + self.config.start_timeout;
-        let pid = match self.launch(spec).await {
+        let pid = match self.launch(spec, &rootfs).await {
             Ok(pid) => pid,
             Err(e) => {
                 let _ = self.teardown(id, None).await;
@@ -595,10 +632,7 @@ impl Driver for GvisorDriver {
                 },
             );
         }
-        Ok(Started {
-            socket: self.socket_path(id),
-            pid,
-        })
+        Ok(self.started(id, pid))
     }
 
     async fn stop(&self, id: &str) -> Result<(), DriverError> {
@@ -624,14 +658,6 @@ impl Driver for GvisorDriver {
 
     async fn is_running(&self, id: &str) -> bool {
         self.pid(id).is_some()
-    }
-
-    fn run_dir(&self, id: &str) -> Option<PathBuf> {
-        validate_id(id).ok()?;
-        mkdir_mode(&self.sandbox_dir(id), 0o700).ok()?;
-        let run = GvisorDriver::run_dir(self, id);
-        mkdir_mode(&run, 0o755).ok()?;
-        Some(run)
     }
 
     async fn set_limits(&self, id: &str, limits: &Limits) -> Result<(), DriverError> {

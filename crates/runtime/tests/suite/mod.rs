@@ -1,5 +1,4 @@
 mod disk;
-mod gvisor;
 mod harness;
 mod image_versions;
 mod isolation;

@@ -5,16 +5,32 @@
 //! Needs root, the default image, runsc and `SANDPIT_AGENT_BIN` (the static agent; see
 //! scripts/lib.sh `build_sandpit`). Without them the tests skip with a printed reason, except
 //! under `CI=true`, where a missing runsc or agent fails them.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use sandpit_protocol::control::{Limits, NetworkMode, NetworkPolicy};
 use sandpit_runtime::gvisor::{GvisorConfig, GvisorDriver, PIDS_OVERHEAD};
-use sandpit_runtime::{Driver, SandboxSpec};
+use sandpit_runtime::{Driver, EgressEndpoint, SandboxSpec};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::harness::{alive, is_root, rootfs, unique_id};
+/// The image store with the default image (`SANDPIT_IMAGES_DIR`, as for the server tests).
+fn images_dir() -> PathBuf {
+    std::env::var_os("SANDPIT_IMAGES_DIR")
+        .map_or_else(|| PathBuf::from("/var/lib/sandpit/images"), PathBuf::from)
+}
+
+fn alive(pid: u32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// A unique sandbox id (test processes share the host's cgroup group).
+fn unique_id(prefix: &str) -> String {
+    static COUNTER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    format!("{prefix}-{}-{n}", std::process::id())
+}
 
 /// A requirement is missing: fail under CI, else skip loudly.
 fn missing(what: &str) -> Option<GvEnv> {
@@ -28,13 +44,12 @@ fn missing(what: &str) -> Option<GvEnv> {
 
 struct GvEnv {
     driver: GvisorDriver,
-    rootfs: PathBuf,
     dir: tempfile::TempDir,
 }
 
 impl GvEnv {
     fn new() -> Option<GvEnv> {
-        if !is_root() {
+        if !nix::unistd::geteuid().is_root() {
             return missing("root");
         }
         let Some(runsc) = sandpit_runtime::gvisor::find_runsc() else {
@@ -43,24 +58,23 @@ impl GvEnv {
         let Some(agent) = std::env::var_os("SANDPIT_AGENT_BIN").map(PathBuf::from) else {
             return missing("SANDPIT_AGENT_BIN (the static agent)");
         };
-        let rootfs = rootfs()?;
+        if !images_dir().join("default").is_dir() {
+            return missing("the default image in SANDPIT_IMAGES_DIR");
+        }
         let dir = tempfile::Builder::new().prefix("gv").tempdir().unwrap();
         let config = GvisorConfig {
             runsc,
+            images_dir: images_dir(),
             ..GvisorConfig::new(dir.path().to_path_buf(), agent)
         };
         let driver = GvisorDriver::with_config(config).unwrap();
-        Some(GvEnv {
-            driver,
-            rootfs,
-            dir,
-        })
+        Some(GvEnv { driver, dir })
     }
 
     fn spec(&self, id: &str) -> SandboxSpec {
         SandboxSpec {
             id: id.to_string(),
-            image_rootfs: self.rootfs.clone(),
+            image: "default".to_string(),
             limits: Limits {
                 cpus: Some(1.0),
                 memory_mb: Some(256),
@@ -68,15 +82,17 @@ impl GvEnv {
                 disk_mb: None,
             },
             env: vec![("SANDPIT_TEST".into(), "yes".into())],
-            uid_base: 3_000_000,
             ephemeral: false,
             network: NetworkPolicy::default(),
+            run_files: Vec::new(),
+            egress: None,
         }
     }
 
+    /// Starts the sandbox; returns the host path of its agent's socket.
     async fn start(&self, spec: &SandboxSpec) -> PathBuf {
         match self.driver.start(spec).await {
-            Ok(started) => started.socket,
+            Ok(_) => self.driver.socket_path(&spec.id),
             Err(e) => {
                 let log =
                     std::fs::read_to_string(self.driver.agent_log(&spec.id)).unwrap_or_default();
@@ -319,12 +335,18 @@ async fn serial_gvisor_reaches_only_the_egress_socket() {
     // A host TCP server the sandbox must not reach (network none: gVisor's own netstack).
     let host_server = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let host_port = host_server.local_addr().unwrap().port();
-    // The egress socket, put into the run dir before start like the server does.
-    let run = env.driver.run_dir(&id);
-    std::fs::create_dir_all(&run).unwrap();
-    let egress = tokio::net::UnixListener::bind(run.join("egress.sock")).unwrap();
+    // The egress endpoint: the driver hands it every connection to /run/sandpit/egress.sock.
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let mut spec = env.spec(&id);
+    spec.egress = Some(EgressEndpoint::new(move |stream| {
+        let _ = tx.send(stream);
+    }));
+    spec.run_files = vec![sandpit_runtime::RunFile {
+        name: "ca.crt".into(),
+        contents: b"not a real CA".to_vec(),
+    }];
     let proxy = tokio::spawn(async move {
-        let (mut conn, _) = egress.accept().await.unwrap();
+        let mut conn = rx.recv().await.unwrap();
         let mut buf = vec![0u8; 64];
         let n = conn.read(&mut buf).await.unwrap();
         conn.write_all(b"HTTP/1.0 200 OK\r\nContent-Length: 9\r\n\r\nvia-proxy")
@@ -332,7 +354,11 @@ async fn serial_gvisor_reaches_only_the_egress_socket() {
             .unwrap();
         String::from_utf8_lossy(&buf[..n]).into_owned()
     });
-    let socket = env.start(&env.spec(&id)).await;
+    let socket = env.start(&spec).await;
+    assert_eq!(
+        ok(&socket, "cat /run/sandpit/ca.crt").await,
+        "not a real CA"
+    );
     let (code, out) = exec(
         &socket,
         &format!("timeout 5 bash -c 'echo x > /dev/tcp/127.0.0.1/{host_port}' 2>&1"),
@@ -367,7 +393,8 @@ async fn serial_gvisor_reconcile_removes_what_a_previous_server_left() {
     let restarted = GvisorDriver::with_config(env.driver.config().clone()).unwrap();
     assert_eq!(restarted.reconcile().await.unwrap(), vec![id.clone()]);
     env.assert_no_run_left(&id, pid).await;
-    let socket = restarted.start(&env.spec(&id)).await.unwrap().socket;
+    restarted.start(&env.spec(&id)).await.unwrap();
+    let socket = restarted.socket_path(&id);
     assert_eq!(ok(&socket, "cat /workspace/note").await, "kept");
     restarted.destroy(&id).await.unwrap();
 }
