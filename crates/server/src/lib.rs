@@ -55,6 +55,7 @@ use axum::serve::ListenerExt;
 use http::Request;
 use sandpit_image::ImageStore;
 use sandpit_protocol::ErrorCode;
+use sandpit_protocol::control::Isolation;
 use sandpit_runtime::Driver;
 use sandpit_store::{DataKey, SqliteStore, Store};
 use tokio::sync::watch;
@@ -240,8 +241,10 @@ impl Server {
     /// Starts the server with the drivers built into it: the local namespace driver for the
     /// `standard` tier.
     pub async fn start(config: ServeConfig) -> anyhow::Result<Server> {
-        let drivers = Drivers::new(local_driver(&config)?);
-        // Further isolation tiers are registered here (`drivers.with(Isolation::Gvisor, ..)`).
+        let mut drivers = Drivers::new(local_driver(&config)?);
+        if let Some(runsc) = &config.runsc {
+            drivers = drivers.with(Isolation::Gvisor, gvisor_driver(&config, runsc)?);
+        }
         Self::start_with_drivers(config, drivers).await
     }
 
@@ -259,6 +262,9 @@ impl Server {
         config: ServeConfig,
         drivers: Drivers,
     ) -> anyhow::Result<Server> {
+        if let Err(e) = drivers.get(config.default_isolation) {
+            anyhow::bail!("default isolation: {e}");
+        }
         std::fs::create_dir_all(&config.data_dir)
             .with_context(|| format!("creating {}", config.data_dir.display()))?;
         let data_dir_lock = lock_data_dir(&config.data_dir)?;
@@ -290,6 +296,7 @@ impl Server {
             default_limits: config.default_limits.clone(),
             caps,
             default_quota: config.default_quota.clone(),
+            default_isolation: config.default_isolation,
         };
         let manager = Manager::new(
             store.clone(),
@@ -462,6 +469,19 @@ async fn reap_forever(manager: Arc<Manager>, every: Duration, mut stop: watch::R
 }
 
 /// The namespace driver, keeping its per-sandbox dirs and sockets under the data dir.
+/// The `gvisor` tier: the same agent and image store under runsc.
+fn gvisor_driver(config: &ServeConfig, runsc: &std::path::Path) -> anyhow::Result<Arc<dyn Driver>> {
+    let data_dir = std::path::absolute(&config.data_dir)?;
+    let mut driver_config =
+        sandpit_runtime::gvisor::GvisorConfig::new(data_dir, config.agent_bin.clone());
+    driver_config.images_dir = std::path::absolute(&config.images_dir)?;
+    driver_config.runsc = runsc.to_path_buf();
+    let driver = sandpit_runtime::gvisor::GvisorDriver::with_config(driver_config)
+        .context("setting up the gVisor sandbox driver")?;
+    tracing::info!(runsc = %runsc.display(), "isolation tier gvisor available");
+    Ok(Arc::new(driver))
+}
+
 fn local_driver(config: &ServeConfig) -> anyhow::Result<Arc<dyn Driver>> {
     let data_dir = std::path::absolute(&config.data_dir)?;
     let mut driver_config =

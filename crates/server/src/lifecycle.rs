@@ -357,6 +357,8 @@ pub struct Bounds {
     pub default_limits: Limits,
     pub caps: SandboxCaps,
     pub default_quota: TenantQuota,
+    /// The tier of sandboxes whose create leaves `isolation` out (and of implicit creates).
+    pub default_isolation: Isolation,
 }
 
 /// Owns every sandbox of the server.
@@ -369,6 +371,7 @@ pub struct Manager {
     caps: SandboxCaps,
     /// The quota of tenants without one of their own.
     default_quota: TenantQuota,
+    default_isolation: Isolation,
     /// Per-tenant admission against quotas.
     gate: Gate,
     metrics: Arc<Metrics>,
@@ -398,6 +401,7 @@ impl Manager {
             default_limits: bounds.default_limits,
             caps: bounds.caps,
             default_quota: bounds.default_quota,
+            default_isolation: bounds.default_isolation,
             gate: Gate::default(),
             metrics,
             egress,
@@ -961,7 +965,7 @@ impl Manager {
         let fixed = FixedOptions {
             image: req.image.unwrap_or_else(|| DEFAULT_IMAGE.to_owned()),
             ephemeral: req.ephemeral.unwrap_or(false),
-            isolation: req.isolation.unwrap_or_default(),
+            isolation: req.isolation.unwrap_or(self.default_isolation),
         };
         let record = self
             .create_locked(&entry, &mut inner, fixed, changes, network)
@@ -1269,7 +1273,7 @@ impl Manager {
                     let fixed = FixedOptions {
                         image: DEFAULT_IMAGE.into(),
                         ephemeral: false,
-                        isolation: Isolation::default(),
+                        isolation: self.default_isolation,
                     };
                     self.create_locked(&entry, &mut inner, fixed, changes, network)
                         .await?;

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use reqwest::Method;
 use sandpit_image::ImageStore;
+use sandpit_protocol::control::Isolation;
 use sandpit_runtime::Driver;
 use sandpit_runtime::local::LocalDriver;
 use sandpit_server::{ServeConfig, Server, find_agent_binary};
@@ -93,6 +94,30 @@ impl Real {
         let mut real = Self::start_on_with(&tmp.path().join("d"), tweak).await?;
         real._tmp = Some(tmp);
         Some(real)
+    }
+
+    /// The isolation tiers this host runs: `standard`, and `gvisor` when runsc is installed.
+    /// Under `CI=true` a missing runsc fails the test (CI installs it, see scripts/lib.sh);
+    /// elsewhere the gvisor run is skipped with a printed reason.
+    pub(super) fn tiers() -> Vec<Isolation> {
+        let mut tiers = vec![Isolation::Standard];
+        if sandpit_runtime::gvisor::find_runsc().is_some() {
+            tiers.push(Isolation::Gvisor);
+        } else {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "runsc is missing: the gvisor tier must be tested in CI"
+            );
+            eprintln!("\n!!! SKIPPED for gvisor: runsc is not installed !!!\n");
+        }
+        tiers
+    }
+
+    /// [`Real::start`] with sandboxes of `tier` by default (explicit and implicit creates),
+    /// so a test body runs unchanged under each tier of [`Real::tiers`].
+    pub(super) async fn start_tier(tier: Isolation) -> Option<Real> {
+        eprintln!("--- isolation tier {tier} ---");
+        Self::start_with(|config| config.default_isolation = tier).await
     }
 
     pub(super) async fn start_on(data_dir: &Path) -> Option<Real> {
