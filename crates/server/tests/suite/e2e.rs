@@ -116,8 +116,20 @@ impl Real {
     /// [`Real::start`] with sandboxes of `tier` by default (explicit and implicit creates),
     /// so a test body runs unchanged under each tier of [`Real::tiers`].
     pub(super) async fn start_tier(tier: Isolation) -> Option<Real> {
+        Self::start_tier_with(tier, |_| {}).await
+    }
+
+    /// [`Real::start_tier`] with a config changed by `tweak`.
+    pub(super) async fn start_tier_with(
+        tier: Isolation,
+        tweak: impl FnOnce(&mut ServeConfig),
+    ) -> Option<Real> {
         eprintln!("--- isolation tier {tier} ---");
-        Self::start_with(|config| config.default_isolation = tier).await
+        Self::start_with(|config| {
+            config.default_isolation = tier;
+            tweak(config);
+        })
+        .await
     }
 
     pub(super) async fn start_on(data_dir: &Path) -> Option<Real> {
@@ -210,42 +222,45 @@ impl Drop for Real {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn serial_e2e_create_exec_sleep_and_wake_with_workspace() {
-    let Some(rs) = Real::start().await else {
-        return;
-    };
-    let (s, b) = rs
-        .call(
-            Method::POST,
-            "/v1/sandboxes",
-            json!({"id": "e2e-nap", "sleepAfter": "2s"}),
-        )
-        .await;
-    assert_eq!(s, 201, "{b}");
-    assert_eq!(b["state"], "running");
-    let (s, again) = rs
-        .call(Method::POST, "/v1/sandboxes", json!({"id": "e2e-nap"}))
-        .await;
-    assert_eq!(s, 200, "{again}");
+    for tier in Real::tiers() {
+        let Some(rs) = Real::start_tier(tier).await else {
+            return;
+        };
+        let (s, b) = rs
+            .call(
+                Method::POST,
+                "/v1/sandboxes",
+                json!({"id": "e2e-nap", "sleepAfter": "2s"}),
+            )
+            .await;
+        assert_eq!(s, 201, "{b}");
+        assert_eq!(b["state"], "running");
+        assert_eq!(b["isolation"], tier.as_str(), "{b}");
+        let (s, again) = rs
+            .call(Method::POST, "/v1/sandboxes", json!({"id": "e2e-nap"}))
+            .await;
+        assert_eq!(s, 200, "{again}");
 
-    let out = rs
-        .exec(
-            "e2e-nap",
-            "echo kept > /workspace/f && cat /workspace/f && id -u",
-        )
-        .await;
-    assert_eq!(out["exitCode"], 0, "{out}");
-    assert_eq!(out["stdout"], "kept\n0\n", "{out}");
+        let out = rs
+            .exec(
+                "e2e-nap",
+                "echo kept > /workspace/f && cat /workspace/f && id -u",
+            )
+            .await;
+        assert_eq!(out["exitCode"], 0, "{out}");
+        assert_eq!(out["stdout"], "kept\n0\n", "{out}");
 
-    let slept = eventually(Duration::from_secs(10), || async {
-        rs.state("e2e-nap").await == "sleeping"
-    });
-    assert!(slept.await, "did not sleep after 2s idle");
-    let woke = Instant::now();
-    let out = rs.exec("e2e-nap", "cat /workspace/f").await;
-    assert_eq!(out["stdout"], "kept\n", "{out}");
-    eprintln!("wake + exec took {:?}", woke.elapsed());
-    assert_eq!(rs.state("e2e-nap").await, "running");
-    rs.stop().await;
+        let slept = eventually(Duration::from_secs(10), || async {
+            rs.state("e2e-nap").await == "sleeping"
+        });
+        assert!(slept.await, "did not sleep after 2s idle");
+        let woke = Instant::now();
+        let out = rs.exec("e2e-nap", "cat /workspace/f").await;
+        assert_eq!(out["stdout"], "kept\n", "{out}");
+        eprintln!("wake + exec took {:?}", woke.elapsed());
+        assert_eq!(rs.state("e2e-nap").await, "running");
+        rs.stop().await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
