@@ -7,6 +7,7 @@ mod preview;
 mod process_stream;
 mod pty_echo;
 mod stats;
+mod tiers;
 mod transfer;
 
 use std::path::PathBuf;
@@ -95,6 +96,15 @@ struct Args {
     /// Measure only the preview proxy rows and their baselines.
     #[arg(long, conflicts_with = "only_interpreter")]
     only_preview: bool,
+    /// Cold create → first exec samples per isolation tier (0 skips the tier rows).
+    #[arg(long, default_value_t = 20)]
+    tier_cold: usize,
+    /// Warm exec samples per isolation tier.
+    #[arg(long, default_value_t = 100)]
+    tier_warm: usize,
+    /// Measure only the per-tier start and exec rows (standard and gvisor side by side).
+    #[arg(long, conflicts_with_all = ["only_interpreter", "only_preview"])]
+    only_tiers: bool,
 }
 
 /// One row of the report.
@@ -154,7 +164,7 @@ fn kept_notes(old: &str) -> &str {
 }
 
 async fn run(args: &Args) -> anyhow::Result<Report> {
-    if args.only_interpreter || args.only_preview {
+    if args.only_interpreter || args.only_preview || args.only_tiers {
         return interpreter_report(args).await;
     }
     let rootfs = ImageStore::open(&args.images_dir)?
@@ -190,11 +200,17 @@ async fn run(args: &Args) -> anyhow::Result<Report> {
     } else {
         None
     };
+    let tiers = if result.is_ok() && args.tier_cold > 0 {
+        Some(tiers::measure(&client, &tier_counts(args)).await)
+    } else {
+        None
+    };
     server.shutdown().await?;
     let (mut rows, mut notes, facts) = result?;
     let interpreter = interpreter.transpose()?.unwrap_or_default();
     let interactive = interactive.transpose()?.unwrap_or_default();
     let preview = preview.transpose()?.unwrap_or_default();
+    let tiers = tiers.transpose()?.unwrap_or_default();
 
     let cold = rows[0].samples.clone();
     let warm_p50 = rows[1].samples.p50();
@@ -254,7 +270,7 @@ async fn run(args: &Args) -> anyhow::Result<Report> {
             ));
         }
     }
-    for section in [interactive, preview, interpreter] {
+    for section in [interactive, preview, interpreter, tiers] {
         verdicts.extend(section.verdicts);
         notes.extend(section.notes);
         rows.extend(section.rows);
@@ -274,6 +290,13 @@ async fn run(args: &Args) -> anyhow::Result<Report> {
         notes,
         verdicts,
     })
+}
+
+fn tier_counts(args: &Args) -> tiers::Counts {
+    tiers::Counts {
+        cold: args.tier_cold,
+        warm: args.tier_warm,
+    }
 }
 
 fn interpreter_counts(args: &Args) -> interpreter::Counts {
@@ -297,12 +320,15 @@ async fn start_server(args: &Args) -> anyhow::Result<(tempfile::TempDir, Server,
     Ok((data_dir, server, client))
 }
 
-/// `--only-interpreter` or `--only-preview`: that section alone, against its own server.
+/// `--only-interpreter`, `--only-preview` or `--only-tiers`: that section alone, against its
+/// own server.
 async fn interpreter_report(args: &Args) -> anyhow::Result<Report> {
     let (_data_dir, server, client) = start_server(args).await?;
     let section = if args.only_preview {
         let rootfs = ImageStore::open(&args.images_dir)?.rootfs(DEFAULT_IMAGE)?;
         measure_preview(args, &client, &server, &rootfs).await
+    } else if args.only_tiers {
+        tiers::measure(&client, &tier_counts(args)).await
     } else {
         interpreter::measure(&client, &interpreter_counts(args)).await
     };

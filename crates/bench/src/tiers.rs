@@ -23,7 +23,7 @@ pub async fn measure(client: &Client, counts: &Counts) -> anyhow::Result<Section
         match measure_tier(client, tier, counts).await {
             Ok(rows) => section.rows.extend(rows),
             Err(e)
-                if e.downcast_ref::<sandpit_client::Error>()
+                if e.downcast_ref::<sandpit_client::ClientError>()
                     .and_then(|e| e.code())
                     == Some(ErrorCode::IsolationUnavailable) =>
             {
