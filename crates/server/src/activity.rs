@@ -5,23 +5,27 @@
 use std::time::Duration;
 
 use sandpit_protocol::container::ActivityResponse;
-use sandpit_runtime::AgentConnector;
-use tokio::time::Instant;
 
-use crate::process_archive::get_json;
+use crate::agent_client::AgentClient;
 
+/// Largest answer read (a few counters).
+const MAX_ANSWER_BYTES: usize = 64 << 10;
 /// Time the reaper gives an agent to answer.
 pub const BUSY_CHECK_BUDGET: Duration = Duration::from_secs(2);
 
 /// Whether the sandbox of `agent` is busy. An agent that does not answer within
 /// [`BUSY_CHECK_BUDGET`] counts as idle, so a wedged sandbox still sleeps (and starts afresh on
 /// its next use).
-pub async fn is_busy(agent: &dyn AgentConnector) -> bool {
-    let deadline = Instant::now() + BUSY_CHECK_BUDGET;
-    match get_json::<ActivityResponse>(agent, "/api/activity", deadline).await {
-        Ok(activity) => activity.is_busy(),
-        Err(e) => {
-            tracing::info!(error = %e, "busy check failed; counting the sandbox as idle");
+pub async fn is_busy(agent: &AgentClient) -> bool {
+    let call = agent.get_json::<ActivityResponse>("/api/activity", MAX_ANSWER_BYTES);
+    match tokio::time::timeout(BUSY_CHECK_BUDGET, call).await {
+        Ok(Ok(activity)) => activity.is_busy(),
+        Ok(Err(e)) => {
+            tracing::info!(error = %e.chain(), "busy check failed; counting the sandbox as idle");
+            false
+        }
+        Err(_) => {
+            tracing::info!("busy check timed out; counting the sandbox as idle");
             false
         }
     }

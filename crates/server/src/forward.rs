@@ -1,13 +1,10 @@
-//! Forwarding `/v1/sandboxes/{id}/api/*` (and `/ws*`) to the sandbox's agent over its Unix
-//! socket.
+//! Forwarding `/v1/sandboxes/{id}/api/*` (and `/ws*`) to the sandbox's agent through its
+//! [`AgentClient`](crate::agent_client::AgentClient).
 //!
-//! One HTTP/1 connection per request (a Unix-socket connect costs tens of microseconds, less
-//! than the bookkeeping of a pool, and a fresh connection can never be a stale one left by a
-//! sandbox that slept). Bodies stream both ways without buffering; the response body carries
+//! One HTTP/1 connection per request (see the client's docs). Bodies stream both ways without buffering; the response body carries
 //! the sandbox's [`ActivityGuard`], so an open SSE stream keeps the sandbox awake until the
 //! client has read it to the end or gone away. WebSocket upgrades are spliced through.
 
-use std::io::ErrorKind;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -22,7 +19,9 @@ use http_body::{Frame, SizeHint};
 use hyper_util::rt::TokioIo;
 use sandpit_protocol::ErrorCode;
 use sandpit_protocol::control::validate_sandbox_id;
-use sandpit_runtime::{AgentConnector, AgentStream};
+use sandpit_runtime::AgentStream;
+
+use crate::agent_client::AgentClient;
 
 use crate::AppState;
 use crate::auth::Tenant;
@@ -162,7 +161,7 @@ pub(crate) async fn proxy(
         if target.split('?').next() == Some("/api/execute") {
             guard.time_exec(app.metrics.clone());
         }
-        let error = match exchange(stream, outgoing).await {
+        let error = match AgentClient::send_on(stream, outgoing).await {
             Ok(response) => {
                 let cut = StreamCut {
                     entry,
@@ -178,12 +177,9 @@ pub(crate) async fn proxy(
         if let Some(reason) = entry.ended_by(run) {
             return Err(reason.error(id));
         }
-        if !agent_exited(agent.as_ref()).await {
-            return Err(ApiError::new(
-                ErrorCode::SandboxUnavailable,
-                format!("sandbox agent {error}"),
-            )
-            .context("sandboxId", id));
+        if !agent.is_gone().await {
+            return Err(ApiError::new(ErrorCode::SandboxUnavailable, error.chain())
+                .context("sandboxId", id));
         }
         // The agent died (crash, OOM kill) with the request on its socket: record it gone now,
         // so this retry or the caller's next call starts the sandbox afresh.
@@ -204,43 +200,6 @@ pub(crate) async fn proxy(
             }
         }
     }
-}
-
-/// How an exchange with the agent failed before its answer's head arrived.
-#[derive(Debug, thiserror::Error)]
-enum ExchangeError {
-    #[error("handshake failed: {0}")]
-    Handshake(hyper::Error),
-    #[error("did not answer: {0}")]
-    NoAnswer(hyper::Error),
-}
-
-/// Sends `request` over a fresh connection to the agent and waits for the head of its answer.
-async fn exchange(
-    stream: AgentStream,
-    request: http::Request<Body>,
-) -> Result<http::Response<hyper::body::Incoming>, ExchangeError> {
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(ExchangeError::Handshake)?;
-    tokio::spawn(async move {
-        if let Err(e) = conn.with_upgrades().await {
-            tracing::debug!(error = %e, "agent connection ended with an error");
-        }
-    });
-    sender
-        .send_request(request)
-        .await
-        .map_err(ExchangeError::NoAnswer)
-}
-
-/// Whether nothing listens on the agent's socket any more: its agent has exited. (A failed
-/// exchange alone does not say so; a live agent that dropped one connection keeps running.)
-async fn agent_exited(agent: &dyn AgentConnector) -> bool {
-    matches!(
-        agent.connect().await,
-        Err(e) if matches!(e.kind(), ErrorKind::ConnectionRefused | ErrorKind::NotFound)
-    )
 }
 
 /// A request that can be sent again when the agent died before answering it: a safe method
@@ -325,10 +284,7 @@ async fn connect(app: &AppState, tenant: &str, id: &str) -> ApiResult<(AgentStre
         let lease = app.manager.acquire(tenant, id).await?;
         match lease.agent.connect().await {
             Ok(stream) => return Ok((stream, lease)),
-            Err(e)
-                if !retried
-                    && matches!(e.kind(), ErrorKind::ConnectionRefused | ErrorKind::NotFound) =>
-            {
+            Err(e) if !retried && e.agent_gone() => {
                 let Lease {
                     pid, guard, entry, ..
                 } = lease;
@@ -337,11 +293,8 @@ async fn connect(app: &AppState, tenant: &str, id: &str) -> ApiResult<(AgentStre
                 retried = true;
             }
             Err(e) => {
-                return Err(ApiError::new(
-                    ErrorCode::SandboxUnavailable,
-                    format!("sandbox agent is not reachable: {e}"),
-                )
-                .context("sandboxId", id));
+                return Err(ApiError::new(ErrorCode::SandboxUnavailable, e.chain())
+                    .context("sandboxId", id));
             }
         }
     }

@@ -20,6 +20,7 @@
 //!   `metrics_auth` is set (then the admin key).
 
 mod activity;
+pub mod agent_client;
 mod audit;
 pub mod auth;
 pub mod caps;
@@ -298,7 +299,7 @@ impl Server {
             default_quota: config.default_quota.clone(),
             default_isolation: config.default_isolation,
         };
-        let manager = Manager::new(
+        let mut manager = Manager::new(
             store.clone(),
             drivers,
             images,
@@ -318,6 +319,10 @@ impl Server {
         )
         .await
         .map_err(|e| anyhow::anyhow!("initialising the sandbox manager: {e}"))?;
+        // Features that act on starts and stops subscribe here; lifecycle calls none of them.
+        manager.subscribe(Arc::new(process_archive::ProcessArchive::new(
+            store.clone(),
+        )));
         let manager = Arc::new(manager);
         manager
             .reconcile()

@@ -7,6 +7,10 @@
 //! Forwarded requests take the same mutex only long enough to find (or start) the agent and to
 //! count themselves in-flight; the reaper checks the in-flight count under the mutex too, so it
 //! can never stop a sandbox that a request is about to use.
+//!
+//! Lifecycle calls no feature: features that must act when a sandbox starts or stops (the
+//! process archive captures logs just before a stop) implement [`LifecycleListener`] and are
+//! subscribed when the server is built ([`Manager::subscribe`]).
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -23,12 +27,11 @@ use sandpit_protocol::control::{
 };
 use sandpit_protocol::quota::{MAX_PROCESSES_ENV, QuotaInfo, SandboxCaps, TenantQuota};
 use sandpit_protocol::time::{parse_duration, timestamp};
-use sandpit_runtime::{
-    AgentConnector, Driver, DriverError, EgressEndpoint, RunFile, SandboxSpec, Started,
-};
+use sandpit_runtime::{Driver, DriverError, EgressEndpoint, RunFile, SandboxSpec, Started};
 use sandpit_store::{AuditRecord, NewSandbox, SandboxOptions, SandboxRecord, Store};
 use sha2::{Digest, Sha256};
 
+use crate::agent_client::AgentClient;
 use crate::caps;
 use crate::drivers::Drivers;
 use crate::egress::state::NetworkChanges;
@@ -130,10 +133,47 @@ struct Inner {
     run: u64,
 }
 
+/// The sandbox a lifecycle event is about.
+#[derive(Debug, Clone, Copy)]
+pub struct SandboxRef<'a> {
+    pub tenant: &'a str,
+    /// The caller's id.
+    pub id: &'a str,
+    /// The driver's (and the store's per-sandbox tables') id.
+    pub internal: &'a str,
+}
+
+/// Longest time a stop waits for [`LifecycleListener::about_to_stop`] of all listeners; the
+/// driver stops the sandbox afterwards whatever they are doing.
+pub const ABOUT_TO_STOP_BUDGET: Duration = Duration::from_secs(3);
+
+/// What a feature is told about sandboxes starting and stopping. Calls happen under the
+/// sandbox's lock, in this order for one run: `started`, `about_to_stop`, `stopped`.
+#[async_trait::async_trait]
+pub trait LifecycleListener: Send + Sync {
+    /// The sandbox runs and its agent answers.
+    fn started(&self, _sandbox: SandboxRef<'_>) {}
+
+    /// The sandbox is about to be stopped (put to sleep) and its agent still answers. The
+    /// driver stops it only after every listener returned, or after [`ABOUT_TO_STOP_BUDGET`].
+    async fn about_to_stop(&self, _sandbox: SandboxRef<'_>, _agent: &AgentClient) {}
+
+    /// The sandbox's processes are gone.
+    fn stopped(&self, _sandbox: SandboxRef<'_>) {}
+}
+
 /// Runs started by this server, counted from 1.
 static RUNS: AtomicU64 = AtomicU64::new(0);
 
 impl Entry {
+    fn as_ref(&self) -> SandboxRef<'_> {
+        SandboxRef {
+            tenant: &self.tenant,
+            id: &self.id,
+            internal: &self.internal,
+        }
+    }
+
     fn touch(&self) {
         self.last_activity_ms.store(now_ms(), Ordering::SeqCst);
     }
@@ -189,8 +229,8 @@ impl Drop for ActivityGuard {
 
 /// A sandbox ready for a forwarded request.
 pub struct Lease {
-    /// Connections to the sandbox's agent.
-    pub agent: Arc<dyn AgentConnector>,
+    /// The sandbox's agent.
+    pub agent: AgentClient,
     /// The driver's id of this run of the agent.
     pub pid: u32,
     pub guard: ActivityGuard,
@@ -380,6 +420,8 @@ pub struct Manager {
     /// Random id of this data dir (see [`internal_id`]).
     instance: String,
     entries: Mutex<HashMap<String, Arc<Entry>>>,
+    /// Features told about starts and stops.
+    listeners: Vec<Arc<dyn LifecycleListener>>,
 }
 
 impl Manager {
@@ -407,11 +449,33 @@ impl Manager {
             egress,
             instance,
             entries: Mutex::default(),
+            listeners: Vec::new(),
         })
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.store
+    }
+
+    /// Tells `listener` about every start and stop from now on (call while building the
+    /// server).
+    pub fn subscribe(&mut self, listener: Arc<dyn LifecycleListener>) {
+        self.listeners.push(listener);
+    }
+
+    /// Lets every listener act on a sandbox about to stop, within [`ABOUT_TO_STOP_BUDGET`].
+    async fn announce_stop(&self, entry: &Entry, agent: &AgentClient) {
+        let all = futures::future::join_all(
+            self.listeners
+                .iter()
+                .map(|l| l.about_to_stop(entry.as_ref(), agent)),
+        );
+        if tokio::time::timeout(ABOUT_TO_STOP_BUDGET, all)
+            .await
+            .is_err()
+        {
+            tracing::warn!(sandbox = %entry.id, "listeners of the stop ran out of time");
+        }
     }
 
     /// The driver that runs sandboxes of `isolation`.
@@ -794,6 +858,9 @@ impl Manager {
             r.state = SandboxState::Running;
             r.last_active_at_ms = now;
         }
+        for listener in &self.listeners {
+            listener.started(entry.as_ref());
+        }
         Ok(())
     }
 
@@ -801,13 +868,8 @@ impl Manager {
     async fn sleep(&self, entry: &Entry, inner: &mut Inner) -> ApiResult<()> {
         if let Some(started) = inner.started.take() {
             entry.running.store(false, Ordering::SeqCst);
-            crate::process_archive::capture(
-                self.store.as_ref(),
-                &entry.id,
-                &entry.internal,
-                started.agent.as_ref(),
-            )
-            .await;
+            self.announce_stop(entry, &AgentClient::new(started.agent.clone()))
+                .await;
             let stopped = match self.driver_of(inner) {
                 Ok(driver) => driver
                     .stop(&entry.internal)
@@ -819,6 +881,9 @@ impl Manager {
                 tracing::warn!(sandbox = %entry.id, error = %e, "stop failed");
             }
             self.egress.detach(&entry.internal);
+            for listener in &self.listeners {
+                listener.stopped(entry.as_ref());
+            }
             tracing::info!(sandbox = %entry.id, tenant = %entry.tenant, "sandbox asleep");
         }
         let last = entry.last_activity_ms.load(Ordering::SeqCst);
@@ -1079,7 +1144,7 @@ impl Manager {
                 })?;
         }
         let env = egress::state::secret_env_changes(&old.secrets, &network.secrets);
-        egress::state::push_env(started.agent.as_ref(), env).await;
+        egress::state::push_env(&AgentClient::new(started.agent.clone()), env).await;
         Ok(())
     }
 
@@ -1311,7 +1376,7 @@ impl Manager {
         entry.in_flight.fetch_add(1, Ordering::SeqCst);
         entry.touch();
         Some(Lease {
-            agent: started.agent.clone(),
+            agent: AgentClient::new(started.agent.clone()),
             pid: started.pid,
             guard: ActivityGuard {
                 entry: entry.clone(),
@@ -1348,7 +1413,7 @@ impl Manager {
         // `reap_one` sees).
         let busy = futures::future::join_all(running.iter().map(|entry| async move {
             match Self::idle_unless_busy(entry) {
-                Some(agent) => crate::activity::is_busy(agent.as_ref()).await,
+                Some(agent) => crate::activity::is_busy(&agent).await,
                 None => false,
             }
         }))
@@ -1366,11 +1431,11 @@ impl Manager {
 
     /// The agent socket of a sandbox that is idle but keeps awake while busy: its agent is
     /// asked whether anything runs before it is put to sleep.
-    fn idle_unless_busy(entry: &Entry) -> Option<Arc<dyn AgentConnector>> {
+    fn idle_unless_busy(entry: &Entry) -> Option<AgentClient> {
         let inner = entry.inner.try_lock().ok()?;
         let (record, started) = (inner.record.as_ref()?, inner.started.as_ref()?);
         (record.options.keep_alive_while_busy && Self::idle_ms(entry, record).is_some())
-            .then(|| started.agent.clone())
+            .then(|| AgentClient::new(started.agent.clone()))
     }
 
     /// How long a sandbox has been idle, if long enough to sleep it.

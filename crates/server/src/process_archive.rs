@@ -1,6 +1,6 @@
 //! Background processes outlive their sandbox's sleep: just before a running sandbox is
-//! stopped, [`capture`] copies the agent's process records and logs into the store; after a
-//! wake, [`forward`] answers the process routes for them (the agent only knows processes of its
+//! stopped, [`ProcessArchive`] (a lifecycle listener) copies the agent's process records and
+//! logs into the store; after a wake, [`forward`] answers the process routes for them (the agent only knows processes of its
 //! own run).
 //!
 //! * `GET /api/process/list`: the agent's list plus archived records (the live record wins when
@@ -9,6 +9,7 @@
 //!   `PROCESS_NOT_FOUND` and the archive knows the id.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use axum::body::Body;
@@ -17,19 +18,19 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use http::{HeaderValue, Method, StatusCode, header};
 use http_body_util::BodyExt;
-use hyper_util::rt::TokioIo;
 use sandpit_protocol::container::{
     ProcessGetResponse, ProcessInfo, ProcessListResponse, ProcessLogsResponse, ProcessStatus,
     ProcessStreamEvent,
 };
 use sandpit_protocol::time::{now, timestamp};
-use sandpit_runtime::AgentConnector;
 use sandpit_store::{ArchivedProcess, MAX_ARCHIVE_BYTES_PER_SANDBOX, Store};
 use tokio::time::{Instant, timeout_at};
 
 use crate::AppState;
+use crate::agent_client::AgentClient;
 use crate::error::ApiResult;
 use crate::forward::proxy;
+use crate::lifecycle::{LifecycleListener, SandboxRef};
 
 /// Most processes archived per sleep (the store also caps bytes per sandbox and per tenant:
 /// [`MAX_ARCHIVE_BYTES_PER_SANDBOX`], [`sandpit_store::MAX_ARCHIVE_BYTES_PER_TENANT`]).
@@ -40,14 +41,28 @@ pub const CAPTURE_BUDGET: Duration = Duration::from_secs(2);
 /// can grow them).
 const MAX_ANSWER_BYTES: usize = 16 * 1024 * 1024;
 
-/// Copies the process records and logs of the agent at `socket` into the archive of sandbox
-/// `internal`. Never fails: problems are logged and the stop proceeds.
-pub async fn capture(
-    store: &dyn Store,
-    sandbox_id: &str,
-    internal: &str,
-    agent: &dyn AgentConnector,
-) {
+/// Captures the processes of every sandbox about to stop (subscribed to the lifecycle when
+/// the server is built).
+pub struct ProcessArchive {
+    store: Arc<dyn Store>,
+}
+
+impl ProcessArchive {
+    pub fn new(store: Arc<dyn Store>) -> Self {
+        ProcessArchive { store }
+    }
+}
+
+#[async_trait::async_trait]
+impl LifecycleListener for ProcessArchive {
+    async fn about_to_stop(&self, sandbox: SandboxRef<'_>, agent: &AgentClient) {
+        capture(self.store.as_ref(), sandbox.id, sandbox.internal, agent).await;
+    }
+}
+
+/// Copies the process records and logs of `agent` into the archive of sandbox `internal`.
+/// Never fails: problems are logged and the stop proceeds.
+async fn capture(store: &dyn Store, sandbox_id: &str, internal: &str, agent: &AgentClient) {
     let deadline = Instant::now() + CAPTURE_BUDGET;
     let (processes, complete) = fetch(agent, deadline).await;
     if !complete {
@@ -66,7 +81,7 @@ pub async fn capture(
 }
 
 /// The agent's processes, as many as could be read before `deadline`, and whether that was all.
-async fn fetch(agent: &dyn AgentConnector, deadline: Instant) -> (Vec<ArchivedProcess>, bool) {
+async fn fetch(agent: &AgentClient, deadline: Instant) -> (Vec<ArchivedProcess>, bool) {
     let mut out = Vec::new();
     let list: ProcessListResponse = match get_json(agent, "/api/process/list", deadline).await {
         Ok(list) => list,
@@ -133,39 +148,16 @@ fn encode(id: &str) -> String {
     out
 }
 
-/// `GET path` from the agent at `socket`, as JSON, before `deadline`.
-pub(crate) async fn get_json<T: serde::de::DeserializeOwned>(
-    agent: &dyn AgentConnector,
+/// `GET path` from `agent`, as JSON, before `deadline`.
+async fn get_json<T: serde::de::DeserializeOwned>(
+    agent: &AgentClient,
     path: &str,
     deadline: Instant,
 ) -> Result<T, String> {
-    let call = async {
-        let stream = agent.connect().await.map_err(|e| e.to_string())?;
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| e.to_string())?;
-        tokio::spawn(conn);
-        let request = http::Request::get(path)
-            .header(header::HOST, "sandbox")
-            .body(Body::empty())
-            .map_err(|e| e.to_string())?;
-        let response = sender
-            .send_request(request)
-            .await
-            .map_err(|e| e.to_string())?;
-        if response.status() != StatusCode::OK {
-            return Err(format!("{path}: status {}", response.status()));
-        }
-        let body = http_body_util::Limited::new(response.into_body(), MAX_ANSWER_BYTES)
-            .collect()
-            .await
-            .map_err(|e| e.to_string())?
-            .to_bytes();
-        serde_json::from_slice(&body).map_err(|e| format!("{path}: {e}"))
-    };
-    timeout_at(deadline, call)
-        .await
-        .map_err(|_| format!("{path}: timed out"))?
+    match timeout_at(deadline, agent.get_json(path, MAX_ANSWER_BYTES)).await {
+        Ok(answer) => answer.map_err(|e| e.chain()),
+        Err(_) => Err(format!("{path}: timed out")),
+    }
 }
 
 /// A process route the archive can answer.

@@ -251,6 +251,7 @@ mod tests {
                 keep_alive: false,
                 keep_alive_while_busy: true,
                 ephemeral: false,
+                isolation: Default::default(),
                 env: BTreeMap::new(),
                 limits: Limits {
                     memory_mb: Some(memory),
@@ -261,7 +262,6 @@ mod tests {
                 expires_at_ms: None,
             },
             state,
-            slot: 0,
             created_at_ms: 0,
             last_active_at_ms: 0,
         }

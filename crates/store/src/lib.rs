@@ -18,14 +18,13 @@ use sandpit_protocol::quota::TenantQuota;
 pub use crypto::{DataKey, DecryptError, KeyError};
 pub use sqlite::SqliteStore;
 
-/// The schema migrations numbered below `version`, in order (tests build old databases with
-/// them to test upgrades).
+/// Creates (or brings) the database at `path` to the schema as it was before migration
+/// `version`, for tests of upgrades.
 #[doc(hidden)]
-pub fn migrations_before(version: i64) -> impl Iterator<Item = (i64, &'static str)> {
-    migrations::MIGRATIONS
-        .iter()
-        .copied()
-        .filter(move |(v, _)| *v < version)
+pub fn create_schema_before(path: &std::path::Path, version: i64) -> Result<()> {
+    let mut conn = rusqlite::Connection::open(path)?;
+    migrations::migrate_before(&mut conn, version)?;
+    Ok(())
 }
 
 /// Errors of a store.

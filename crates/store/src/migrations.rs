@@ -187,6 +187,11 @@ pub(crate) const MIGRATIONS: &[(i64, &str)] = &[
 
 /// Brings the schema to the newest version.
 pub(crate) fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
+    migrate_before(conn, i64::MAX)
+}
+
+/// Applies the migrations numbered below `version` that are not applied yet.
+pub(crate) fn migrate_before(conn: &mut Connection, version: i64) -> rusqlite::Result<()> {
     conn.execute_batch(
         "CREATE TABLE IF NOT EXISTS schema_migrations (
             version     INTEGER PRIMARY KEY,
@@ -199,7 +204,10 @@ pub(crate) fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
         .collect::<rusqlite::Result<_>>()?;
     // Every version not applied yet, not only those above the newest: numbers are reserved per
     // branch, so a database may have met 8 before 6 and 7 were merged.
-    for (version, sql) in MIGRATIONS.iter().filter(|(v, _)| !applied.contains(v)) {
+    let pending = MIGRATIONS
+        .iter()
+        .filter(|(v, _)| *v < version && !applied.contains(v));
+    for (version, sql) in pending {
         let tx = conn.transaction()?;
         tx.execute_batch(sql)?;
         tx.execute(

@@ -123,6 +123,33 @@ impl Env {
         }
     }
 
+    /// A second driver on the same data dir that finds its images in `images_dir`.
+    pub fn driver_with_images(&self, images_dir: &std::path::Path) -> LocalDriver {
+        let mut config = self.driver.config().clone();
+        config.images_dir = images_dir.to_path_buf();
+        LocalDriver::with_config(config).unwrap()
+    }
+
+    /// Creates image `name` in the store at `images_dir` from what `fill` puts in its rootfs.
+    pub fn make_image(
+        images_dir: &std::path::Path,
+        name: &str,
+        fill: impl FnOnce(&std::path::Path),
+    ) {
+        let store = sandpit_image::ImageStore::open(images_dir).unwrap();
+        store
+            .create_with(
+                name,
+                sandpit_image::SOURCE_DIR,
+                &sandpit_image::NoProgress,
+                |rootfs| {
+                    fill(rootfs);
+                    Ok(sandpit_image::ImageConfig::default())
+                },
+            )
+            .unwrap();
+    }
+
     pub fn host_path(&self, id: &str, rel: &str) -> PathBuf {
         self.driver.sandbox_dir(id).join("upper").join(rel)
     }

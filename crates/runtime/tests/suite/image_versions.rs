@@ -55,13 +55,15 @@ async fn serial_a_running_sandbox_keeps_its_image_version_across_a_rebuild() {
     };
     build("1");
     let id = unique_id("imgver");
+    let driver = env.driver_with_images(store.root());
     let mut spec = env.spec(&id);
-    spec.image_rootfs = store.rootfs("app").unwrap();
-    let started = env.start(&spec).await;
+    spec.image = "app".into();
+    let app_rootfs = store.rootfs("app").unwrap();
+    let started = driver.start(&spec).await.unwrap();
     assert_eq!(ok(&started, "cat /etc/image-version").await, "1");
 
     build("2");
-    assert_eq!(store.rootfs("app").unwrap(), spec.image_rootfs, "same path");
+    assert_eq!(store.rootfs("app").unwrap(), app_rootfs, "same path");
     // The running sandbox still has all of version 1 (an unheld old version would have been
     // deleted under it), kept as one old version.
     assert_eq!(
@@ -74,10 +76,10 @@ async fn serial_a_running_sandbox_keeps_its_image_version_across_a_rebuild() {
     assert_eq!(old_versions(&store), 1);
 
     // Stopped, it lets go: the next build deletes version 1; a new start runs on version 2.
-    env.driver.stop(&id).await.unwrap();
+    driver.stop(&id).await.unwrap();
     build("2");
     assert_eq!(old_versions(&store), 0);
-    let again = env.start(&spec).await;
+    let again = driver.start(&spec).await.unwrap();
     assert_eq!(ok(&again, "cat /etc/image-version").await, "2");
-    env.driver.destroy(&id).await.unwrap();
+    driver.destroy(&id).await.unwrap();
 }

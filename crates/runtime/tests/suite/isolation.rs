@@ -10,7 +10,8 @@ use super::harness::{Env, exec, ok, unique_id};
 async fn serial_namespaces_identity_and_root() {
     let Some(env) = Env::new() else { return };
     let id = unique_id("ns");
-    let base = 1_100_000;
+    // A fresh driver gives its first sandbox the first range.
+    let base = sandpit_runtime::local::DEFAULT_FIRST_UID;
     let started = env.start(&env.spec(&id)).await;
     let s = &started;
 
@@ -96,7 +97,7 @@ async fn serial_overlay_root_is_writable_and_image_untouched() {
         std::fs::metadata(env.host_path(&id, "opt/x/y"))
             .unwrap()
             .uid(),
-        1_201_000
+        sandpit_runtime::local::DEFAULT_FIRST_UID + 1000
     );
 
     // The image is untouched; the changes are in the writable layer.

@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use sandpit_runtime::local::{LocalDriver, LocalDriverConfig};
+use sandpit_runtime::local::LocalDriver;
 use sandpit_runtime::{Driver, DriverError};
 
 use super::harness::{Env, alive, exec, ok, unique_id};
@@ -92,7 +92,7 @@ async fn serial_reconcile_cleans_up_after_a_crash() {
     let Some(env) = Env::new() else { return };
     let ids = [unique_id("rec"), unique_id("rec")];
     let mut pids = Vec::new();
-    for (n, id) in ids.iter().enumerate() {
+    for id in &ids {
         let started = env.start(&env.spec(id)).await;
         ok(
             &started,
@@ -106,7 +106,8 @@ async fn serial_reconcile_cleans_up_after_a_crash() {
     // Per-run files of a stopped sandbox, as a server killed halfway through a stop leaves
     // them: the egress socket and CA files in the run dir, a half-formatted disk image.
     let halfway = unique_id("rec");
-    let run = Driver::run_dir(&env.driver, &halfway).unwrap();
+    let run = env.driver.run_dir(&halfway);
+    std::fs::create_dir_all(&run).unwrap();
     std::fs::write(run.join("egress.sock"), b"").unwrap();
     std::fs::write(run.join("ca.crt"), b"").unwrap();
     std::fs::write(env.driver.sandbox_dir(&halfway).join("disk.img.tmp"), b"").unwrap();
@@ -167,28 +168,34 @@ async fn serial_invalid_specs_are_rejected() {
     let err = long.start(&spec).await.unwrap_err();
     assert!(err.to_string().contains("Unix sockets"), "{err}");
     spec.id = "ok".into();
-    spec.image_rootfs = "/nonexistent".into();
+    spec.image = "no-such-image".into();
     assert!(matches!(
         env.driver.start(&spec).await,
-        Err(DriverError::InvalidSpec(_))
+        Err(DriverError::ImageNotFound(name)) if name == "no-such-image"
     ));
-    spec.image_rootfs = env.rootfs.clone();
-    spec.uid_base = 0;
-    assert!(matches!(
-        env.driver.start(&spec).await,
-        Err(DriverError::InvalidSpec(_))
-    ));
+    spec.image = super::harness::TEST_IMAGE.into();
+    for name in ["../escape", "a/b", "", "egress.sock"] {
+        spec.run_files = vec![sandpit_runtime::RunFile {
+            name: name.into(),
+            contents: Vec::new(),
+        }];
+        assert!(
+            matches!(
+                env.driver.start(&spec).await,
+                Err(DriverError::InvalidSpec(_))
+            ),
+            "{name:?}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serial_failed_launch_is_reported_and_cleaned_up() {
     let Some(env) = Env::new() else { return };
     // A launcher that exits without a reply.
-    let failing = LocalDriver::with_config(LocalDriverConfig::new(
-        env.dir.path().to_path_buf(),
-        "/bin/false".into(),
-    ))
-    .unwrap();
+    let mut config = env.driver.config().clone();
+    config.agent_bin = "/bin/false".into();
+    let failing = LocalDriver::with_config(config).unwrap();
     let id = unique_id("fail");
     let err = failing.start(&env.spec(&id)).await.unwrap_err();
     assert!(matches!(err, DriverError::StartFailed { .. }), "{err}");
@@ -198,7 +205,8 @@ async fn serial_failed_launch_is_reported_and_cleaned_up() {
     let script = env.dir.path().join("hang.sh");
     std::fs::write(&script, "#!/bin/sh\nexec sleep 30\n").unwrap();
     std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    let mut config = LocalDriverConfig::new(env.dir.path().to_path_buf(), script);
+    let mut config = env.driver.config().clone();
+    config.agent_bin = script;
     config.start_timeout = Duration::from_millis(300);
     let hanging = LocalDriver::with_config(config).unwrap();
     let t = Instant::now();
@@ -210,10 +218,7 @@ async fn serial_failed_launch_is_reported_and_cleaned_up() {
     // Starts that time out mid-launch (the real launcher, killed at whatever step it reached).
     let mut timeouts = 0;
     for _ in 0..6 {
-        let mut config = LocalDriverConfig::new(
-            env.dir.path().to_path_buf(),
-            env.driver.config().agent_bin.clone(),
-        );
+        let mut config = env.driver.config().clone();
         config.start_timeout = Duration::from_millis(1);
         let impatient = LocalDriver::with_config(config).unwrap();
         let id = unique_id("tmo");
@@ -234,12 +239,21 @@ async fn serial_failed_launch_is_reported_and_cleaned_up() {
     assert_eq!(z, Vec::<u32>::new(), "{names:?}");
 
     // The launcher's own error (here: the image is not usable) comes back as the message.
+    let images = env.dir.path().join("images");
+    Env::make_image(&images, "empty-image", |rootfs| {
+        std::fs::write(rootfs.join("dev"), b"not a directory").unwrap();
+    });
+    Env::make_image(&images, "link-image", |rootfs| {
+        std::os::unix::fs::symlink("/", rootfs.join("dev")).unwrap();
+    });
+    Env::make_image(&images, "bad-proc-image", |rootfs| {
+        std::fs::write(rootfs.join("proc"), b"not a directory").unwrap();
+    });
+    let odd = env.driver_with_images(&images);
     let id = unique_id("fail");
     let mut spec = env.spec(&id);
-    spec.image_rootfs = env.dir.path().join("empty-image");
-    std::fs::create_dir_all(&spec.image_rootfs).unwrap();
-    std::fs::write(spec.image_rootfs.join("dev"), b"not a directory").unwrap();
-    let err = env.driver.start(&spec).await.unwrap_err();
+    spec.image = "empty-image".into();
+    let err = odd.start(&spec).await.unwrap_err();
     assert!(matches!(err, DriverError::StartFailed { .. }), "{err}");
     assert!(err.to_string().contains("/dev"), "{err}");
     assert_gone(&env, &id, &[]);
@@ -248,10 +262,8 @@ async fn serial_failed_launch_is_reported_and_cleaned_up() {
     // Symlinks planted where the launcher mounts are refused, not followed.
     let id = unique_id("fail");
     let mut spec = env.spec(&id);
-    spec.image_rootfs = env.dir.path().join("link-image");
-    std::fs::create_dir_all(&spec.image_rootfs).unwrap();
-    std::os::unix::fs::symlink("/", spec.image_rootfs.join("dev")).unwrap();
-    let err = env.driver.start(&spec).await.unwrap_err();
+    spec.image = "link-image".into();
+    let err = odd.start(&spec).await.unwrap_err();
     assert!(err.to_string().contains("is not a directory"), "{err}");
     assert_gone(&env, &id, &[]);
     env.driver.destroy(&id).await.unwrap();
@@ -259,10 +271,8 @@ async fn serial_failed_launch_is_reported_and_cleaned_up() {
     // A failure inside the sandbox init (after the fork) is reported too, and leaves no zombie.
     let id = unique_id("fail");
     let mut spec = env.spec(&id);
-    spec.image_rootfs = env.dir.path().join("bad-proc-image");
-    std::fs::create_dir_all(&spec.image_rootfs).unwrap();
-    std::fs::write(spec.image_rootfs.join("proc"), b"not a directory").unwrap();
-    let err = env.driver.start(&spec).await.unwrap_err();
+    spec.image = "bad-proc-image".into();
+    let err = odd.start(&spec).await.unwrap_err();
     assert!(
         err.to_string().contains("sandbox init: mkdir /proc"),
         "{err}"
@@ -286,9 +296,9 @@ async fn serial_start_latency() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(15);
     let (mut start, mut first_exec, mut stop) = (Vec::new(), Vec::new(), Vec::new());
-    for n in 0..runs {
+    for _ in 0..runs {
         let id = unique_id("lat");
-        let spec = env.spec(&id, 1_800_000 + (n % 4) * 65536);
+        let spec = env.spec(&id);
         let t = Instant::now();
         let started = env.start(&spec).await;
         start.push(t.elapsed());
@@ -309,41 +319,92 @@ async fn serial_start_latency() {
     assert!(a < Duration::from_secs(1), "start p50 {a:?}");
 }
 
+/// The host uid that root of sandbox `id` maps to (the owner of a file it made).
+async fn host_root(env: &Env, sandbox: &sandpit_runtime::Started, id: &str) -> u32 {
+    use std::os::unix::fs::MetadataExt;
+    ok(sandbox, "echo x > /workspace/owner").await;
+    std::fs::metadata(env.host_path(id, "workspace/owner"))
+        .unwrap()
+        .uid()
+}
+
+/// The driver allocates each sandbox's uid range and keeps it for the sandbox's life (across
+/// stops, wakes and a new driver on the data dir); destroy frees it for the next sandbox.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn serial_new_uid_range_shifts_the_writable_layer() {
+async fn serial_uid_ranges_are_allocated_and_kept_for_life() {
     use std::os::unix::fs::MetadataExt;
     let Some(env) = Env::new() else { return };
-    let id = unique_id("shift");
-    let mut spec = env.spec(&id);
-    let started = env.start(&spec).await;
+    let (a, b) = (unique_id("uida"), unique_id("uidb"));
+    let started = env.start(&env.spec(&a)).await;
+    let base_a = host_root(&env, &started, &a).await;
+    assert_eq!(base_a, sandpit_runtime::local::DEFAULT_FIRST_UID);
     ok(
         &started,
         "echo a > /workspace/f && chown 1000:1000 /workspace/f",
     )
     .await;
-    env.driver.stop(&id).await.unwrap();
+    let other = env.start(&env.spec(&b)).await;
+    let base_b = host_root(&env, &other, &b).await;
+    assert_eq!(base_b, base_a + 65_536, "the next free range");
+    env.driver.stop(&a).await.unwrap();
 
-    spec.uid_base = 2_300_000;
-    let again = env.start(&spec).await;
+    // Woken by a new driver on the same data dir (a restarted server): same range, same owners.
+    let second = env.driver_with_images(&env.driver.config().images_dir);
+    let again = second.start(&env.spec(&a)).await.unwrap();
+    assert_eq!(host_root(&env, &again, &a).await, base_a);
     assert_eq!(
-        ok(
-            &again,
-            "stat -c %u:%g /workspace/f /workspace; cat /workspace/f"
-        )
-        .await,
-        "1000:1000\n0:0\na"
+        ok(&again, "stat -c %u:%g /workspace/f; cat /workspace/f").await,
+        "1000:1000\na"
     );
-    ok(&again, "echo b >> /workspace/f").await;
-    let meta = std::fs::metadata(env.host_path(&id, "workspace/f")).unwrap();
-    assert_eq!((meta.uid(), meta.gid()), (2_301_000, 2_301_000));
-    env.driver.destroy(&id).await.unwrap();
+    let meta = std::fs::metadata(env.host_path(&a, "workspace/f")).unwrap();
+    assert_eq!((meta.uid(), meta.gid()), (base_a + 1000, base_a + 1000));
+
+    // Destroyed, its range goes to the next new sandbox; b keeps its own.
+    second.destroy(&a).await.unwrap();
+    let c = unique_id("uidc");
+    let third = second.start(&env.spec(&c)).await.unwrap();
+    assert_eq!(host_root(&env, &third, &c).await, base_a);
+    for id in [&b, &c] {
+        second.destroy(id).await.unwrap();
+    }
+    env.driver.stop(&b).await.unwrap();
+}
+
+/// Sandboxes of a server from before the driver owned uid ranges (the store's slot formula)
+/// keep theirs: the server hands them over at start, and the driver uses them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serial_adopted_uid_ranges_are_used() {
+    let Some(env) = Env::new() else { return };
+    let id = unique_id("adopt");
+    let legacy = 100_000 + 7 * 65_536;
+    env.driver
+        .adopt_uid_ranges(&[(id.clone(), legacy)])
+        .await
+        .unwrap();
+    let started = env.start(&env.spec(&id)).await;
+    assert_eq!(host_root(&env, &started, &id).await, legacy);
+    // A second hand-over (another restart) changes nothing.
+    env.driver
+        .adopt_uid_ranges(&[(id.clone(), 100_000)])
+        .await
+        .unwrap();
+    env.driver.stop(&id).await.unwrap();
+    let again = env.start(&env.spec(&id)).await;
+    assert_eq!(host_root(&env, &again, &id).await, legacy);
+    // A new sandbox never gets an adopted range.
+    let fresh = unique_id("fresh");
+    let other = env.start(&env.spec(&fresh)).await;
+    assert_ne!(host_root(&env, &other, &fresh).await, legacy);
+    for id in [&id, &fresh] {
+        env.driver.destroy(id).await.unwrap();
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serial_parallel_starts() {
     let Some(env) = Env::new() else { return };
     let ids: Vec<String> = (0..4).map(|_| unique_id("par")).collect();
-    let specs: Vec<_> = ids.iter().enumerate().map(|(n, id)| env.spec(id)).collect();
+    let specs: Vec<_> = ids.iter().map(|id| env.spec(id)).collect();
     let started = futures::future::join_all(specs.iter().map(|s| env.driver.start(s))).await;
     for (id, res) in ids.iter().zip(started) {
         let s = res.unwrap();

@@ -142,7 +142,7 @@ async fn serial_kernel_footprint() {
     let n = 16u32;
     let before = meminfo_kib(&keys);
     let mut ids = Vec::new();
-    for i in 0..n {
+    for _ in 0..n {
         let id = unique_id("kmem");
         let started = env.start(&env.spec(&id)).await;
         ok(&started, "true").await;

@@ -4,7 +4,7 @@
 //! with a veth pair on a 10.x/30).
 
 use std::net::{Ipv4Addr, TcpListener};
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::process::Command;
 use std::sync::atomic::Ordering;
 use std::time::Duration;

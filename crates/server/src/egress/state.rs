@@ -110,13 +110,12 @@ pub fn secret_env_changes(
     env
 }
 
-/// Best effort: asks `agent` to export `env` in the default session and for
-/// later sessions and processes (`POST /api/env`).
+/// Best effort: asks `agent` to export `env` in the default session and for later sessions
+/// and processes (`POST /api/env`).
 pub async fn push_env(
-    agent: &dyn sandpit_runtime::AgentConnector,
+    agent: &crate::agent_client::AgentClient,
     env: sandpit_protocol::container::EnvMap,
 ) {
-    use http_body_util::{BodyExt, Full};
     if env.is_empty() {
         return;
     }
@@ -124,31 +123,10 @@ pub async fn push_env(
         env,
         session_id: None,
     };
-    let run = async {
-        let body = serde_json::to_vec(&request).map_err(|e| e.to_string())?;
-        let stream = agent.connect().await.map_err(|e| e.to_string())?;
-        let (mut sender, conn) =
-            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-                .await
-                .map_err(|e| e.to_string())?;
-        tokio::spawn(conn);
-        let req = http::Request::post("/api/env")
-            .header(http::header::HOST, "sandbox")
-            .header(http::header::CONTENT_TYPE, "application/json")
-            .body(Full::new(bytes::Bytes::from(body)))
-            .map_err(|e| e.to_string())?;
-        let response = sender.send_request(req).await.map_err(|e| e.to_string())?;
-        let status = response.status();
-        let _ = response.into_body().collect().await;
-        if status.is_success() {
-            Ok(())
-        } else {
-            Err(format!("agent answered {status}"))
-        }
-    };
-    match tokio::time::timeout(std::time::Duration::from_secs(5), run).await {
+    let call = agent.post_json("/api/env", &request);
+    match tokio::time::timeout(std::time::Duration::from_secs(5), call).await {
         Ok(Ok(())) => {}
-        Ok(Err(e)) => tracing::warn!(error = %e, "exporting secret placeholders"),
+        Ok(Err(e)) => tracing::warn!(error = %e.chain(), "exporting secret placeholders"),
         Err(_) => tracing::warn!("exporting secret placeholders timed out"),
     }
 }

@@ -3,8 +3,8 @@
 //!
 //! A pooled connection is named by the URI authority `r{run}.sandpit:{port}`: one pool per run
 //! of a sandbox and port, so a connection can never outlive the run it was made for (the
-//! agent's death closes it, and a new run has a new name). The connector finds the agent's
-//! socket of a run in a small map filled by the proxy before each request.
+//! agent's death closes it, and a new run has a new name). The connector finds the
+//! [`AgentClient`] of a run in a small map filled by the proxy before each request.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -14,18 +14,14 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::body::Body;
-use bytes::Bytes;
-use http::{Request, StatusCode, Uri, header};
-use http_body_util::BodyExt;
+use http::{StatusCode, Uri};
 use hyper::upgrade::Upgraded;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::{Connected, Connection};
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use sandpit_protocol::ErrorResponse;
-use sandpit_runtime::AgentConnector;
+use hyper_util::rt::TokioExecutor;
 
-/// Largest error body read from the agent when a tunnel is refused.
-const MAX_ERROR_BODY: usize = 16 << 10;
+use crate::agent_client::{AgentClient, AgentError};
+
 /// Runs remembered by the connector before the map is cleared (it refills on demand).
 const MAX_RUNS: usize = 4096;
 
@@ -43,7 +39,7 @@ pub enum TunnelError {
 
 /// The pooled HTTP client and the sockets of the runs it may connect to.
 pub(super) struct Upstream {
-    sockets: Arc<Mutex<HashMap<u64, Arc<dyn AgentConnector>>>>,
+    sockets: Arc<Mutex<HashMap<u64, AgentClient>>>,
     client: Client<Connector, Body>,
 }
 
@@ -63,7 +59,7 @@ impl Upstream {
     pub(super) fn uri(
         &self,
         run: u64,
-        agent: &Arc<dyn AgentConnector>,
+        agent: &AgentClient,
         port: u16,
         path_and_query: &str,
     ) -> Uri {
@@ -89,7 +85,7 @@ impl Upstream {
 /// Opens tunnels for hyper's pool.
 #[derive(Clone)]
 pub(super) struct Connector {
-    sockets: Arc<Mutex<HashMap<u64, Arc<dyn AgentConnector>>>>,
+    sockets: Arc<Mutex<HashMap<u64, AgentClient>>>,
 }
 
 impl tower::Service<Uri> for Connector {
@@ -114,7 +110,7 @@ impl tower::Service<Uri> for Connector {
         });
         Box::pin(async move {
             match (socket, target) {
-                (Some(agent), Some((_, port))) => open(agent.as_ref(), port).await.map(TunnelIo),
+                (Some(agent), Some((_, port))) => open(&agent, port).await.map(TunnelIo),
                 _ => Err(TunnelError::UnknownRun(uri.to_string())),
             }
         })
@@ -122,42 +118,15 @@ impl tower::Service<Uri> for Connector {
 }
 
 /// Asks `agent` for a byte pipe to `port` inside its sandbox.
-pub(super) async fn open(
-    connector: &dyn AgentConnector,
-    port: u16,
-) -> Result<Upgraded, TunnelError> {
-    let agent = |e: &dyn std::fmt::Display| TunnelError::Agent(e.to_string());
-    let stream = connector.connect().await.map_err(|e| agent(&e))?;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+pub(super) async fn open(agent: &AgentClient, port: u16) -> Result<Upgraded, TunnelError> {
+    let path = format!("/tunnel/{port}");
+    agent
+        .upgrade(&path, "sandpit-tunnel")
         .await
-        .map_err(|e| agent(&e))?;
-    tokio::spawn(async move {
-        if let Err(e) = conn.with_upgrades().await {
-            tracing::debug!(error = %e, "tunnel handshake connection ended");
-        }
-    });
-    let request = Request::get(format!("/tunnel/{port}"))
-        .header(header::HOST, "sandbox")
-        .header(header::CONNECTION, "upgrade")
-        .header(header::UPGRADE, "sandpit-tunnel")
-        .body(http_body_util::Empty::<Bytes>::new())
-        .map_err(|e| agent(&e))?;
-    let mut response = sender.send_request(request).await.map_err(|e| agent(&e))?;
-    if response.status() == StatusCode::SWITCHING_PROTOCOLS {
-        return hyper::upgrade::on(&mut response)
-            .await
-            .map_err(|e| agent(&e));
-    }
-    let status = response.status();
-    let body = http_body_util::Limited::new(response.into_body(), MAX_ERROR_BODY)
-        .collect()
-        .await
-        .map(|b| b.to_bytes())
-        .unwrap_or_default();
-    let message = serde_json::from_slice::<ErrorResponse>(&body)
-        .map(|e| e.message)
-        .unwrap_or_else(|_| format!("tunnel to port {port} refused with {status}"));
-    Err(TunnelError::Refused { status, message })
+        .map_err(|e| match e {
+            AgentError::Refused { status, message } => TunnelError::Refused { status, message },
+            e => TunnelError::Agent(e.chain()),
+        })
 }
 
 /// An open tunnel as hyper's pool sees it.

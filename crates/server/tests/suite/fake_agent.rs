@@ -39,6 +39,11 @@ pub struct FakeDriver {
     ephemeral: Mutex<HashMap<String, bool>>,
     /// Every spec it was asked to start, in order.
     pub specs: Mutex<Vec<SandboxSpec>>,
+    /// What happened, in order: `process list` (an agent was asked for its processes),
+    /// `stop` (a sandbox was stopped).
+    pub events: Arc<Mutex<Vec<&'static str>>>,
+    /// Every uid range hand-over it got (`adopt_uid_ranges`).
+    pub adopted: Mutex<Vec<(String, u32)>>,
 }
 
 impl FakeDriver {
@@ -51,6 +56,8 @@ impl FakeDriver {
             workspaces: Mutex::default(),
             ephemeral: Mutex::default(),
             specs: Mutex::default(),
+            events: Arc::default(),
+            adopted: Mutex::default(),
         })
     }
 
@@ -102,7 +109,15 @@ impl Driver for FakeDriver {
             .lock()
             .unwrap()
             .insert(spec.id.clone(), spec.ephemeral);
-        let app = agent_router(workspace);
+        // `HANG_PROCESS_LIST`: the agent never answers its process list (a wedged agent).
+        let hang = spec.env.iter().any(|(k, _)| k == "HANG_PROCESS_LIST");
+        let app = agent_router(workspace).route(
+            "/api/process/list",
+            get({
+                let events = self.events.clone();
+                move || process_list(events, hang)
+            }),
+        );
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
@@ -115,6 +130,7 @@ impl Driver for FakeDriver {
 
     async fn stop(&self, id: &str) -> Result<(), DriverError> {
         self.counters.stops.fetch_add(1, Ordering::SeqCst);
+        self.events.lock().unwrap().push("stop");
         self.crash(id);
         if self
             .ephemeral
@@ -138,6 +154,11 @@ impl Driver for FakeDriver {
 
     async fn is_running(&self, id: &str) -> bool {
         self.running.lock().unwrap().contains_key(id)
+    }
+
+    async fn adopt_uid_ranges(&self, ranges: &[(String, u32)]) -> Result<(), DriverError> {
+        self.adopted.lock().unwrap().extend_from_slice(ranges);
+        Ok(())
     }
 
     async fn reconcile(&self) -> Result<Vec<String>, DriverError> {
@@ -170,6 +191,14 @@ fn agent_router(workspace: Workspace) -> Router {
         .route("/api/activity", get(activity))
         .route("/ws", any(ws_echo))
         .with_state(workspace)
+}
+
+async fn process_list(events: Arc<Mutex<Vec<&'static str>>>, hang: bool) -> Json<Value> {
+    events.lock().unwrap().push("process list");
+    if hang {
+        std::future::pending::<()>().await;
+    }
+    Json(json!({"success": true, "processes": [], "timestamp": "2026-01-01T00:00:00Z"}))
 }
 
 async fn execute(Json(body): Json<Value>) -> Json<Value> {

@@ -150,3 +150,39 @@ async fn each_tier_runs_on_its_own_driver() {
     assert_eq!(standard.counters.destroys.load(Ordering::SeqCst), 0);
     server.shutdown().await.unwrap();
 }
+
+/// A data dir from before store migration 12 (uid slots in the store): at start the server
+/// hands each old sandbox's range to the standard driver, once, and the sandbox is `standard`.
+#[tokio::test]
+async fn an_upgraded_server_hands_old_uid_ranges_to_the_driver_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = config(tmp.path());
+    std::fs::create_dir_all(&cfg.data_dir).unwrap();
+    let path = cfg.data_dir.join("sandpit.db");
+    sandpit_store::create_schema_before(&path, 12).unwrap();
+    let db = rusqlite::Connection::open(&path).unwrap();
+    db.execute_batch(
+        "INSERT INTO tenants (name, created_at) VALUES ('default', 1);
+         INSERT INTO sandboxes (tenant, id, internal_id, image, state, sleep_after, keep_alive,
+             ephemeral, env, limits, slot, created_at, last_active_at)
+         VALUES ('default', 'old', 'old-0123456789ab', 'default', 'sleeping', 600, 0, 0, '{}',
+             '{}', 3, 1, 1);",
+    )
+    .unwrap();
+    drop(db);
+
+    let driver = FakeDriver::new(tmp.path().join("sockets"));
+    let ts = TestServer::start_in(tmp.path(), driver.clone(), |_| {}).await;
+    assert_eq!(
+        *driver.adopted.lock().unwrap(),
+        [("old-0123456789ab".to_owned(), 100_000 + 3 * 65_536)]
+    );
+    let (status, old) = ts.get("/v1/sandboxes/old").await;
+    assert_eq!((status, old["isolation"].as_str()), (200, Some("standard")));
+    drop(ts);
+
+    // The hand-over is not repeated at the next start.
+    let again = FakeDriver::new(tmp.path().join("sockets"));
+    let _ts = TestServer::start_in(tmp.path(), again.clone(), |_| {}).await;
+    assert!(again.adopted.lock().unwrap().is_empty());
+}

@@ -368,3 +368,52 @@ async fn a_dead_agent_is_noticed_without_a_call() {
     let (s, _) = ts.exec("ghost", "back").await;
     assert_eq!(s, 200);
 }
+
+/// The process archive (a lifecycle listener) reads the agent's processes before the driver
+/// stops the sandbox, on every kind of stop.
+#[tokio::test]
+async fn processes_are_captured_before_the_driver_stops_the_sandbox() {
+    let ts = TestServer::start().await;
+    let (status, _) = ts
+        .json(
+            Method::POST,
+            "/v1/sandboxes",
+            serde_json::json!({"id": "cap"}),
+        )
+        .await;
+    assert_eq!(status, 201);
+    let (status, _) = ts
+        .json(
+            Method::POST,
+            "/v1/sandboxes/cap/stop",
+            serde_json::json!({}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(*ts.driver.events.lock().unwrap(), ["process list", "stop"]);
+}
+
+/// A wedged agent cannot hold a stop: the listeners get a bounded time, then the driver stops
+/// the sandbox.
+#[tokio::test]
+async fn a_wedged_agent_delays_the_stop_only_by_the_budget() {
+    let ts = TestServer::start().await;
+    let body = serde_json::json!({"id": "wedged", "env": {"HANG_PROCESS_LIST": "1"}});
+    assert_eq!(ts.json(Method::POST, "/v1/sandboxes", body).await.0, 201);
+    let t = std::time::Instant::now();
+    let (status, _) = ts
+        .json(
+            Method::POST,
+            "/v1/sandboxes/wedged/stop",
+            serde_json::json!({}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let took = t.elapsed();
+    assert!(
+        took < sandpit_server::lifecycle::ABOUT_TO_STOP_BUDGET + std::time::Duration::from_secs(5),
+        "{took:?}"
+    );
+    assert_eq!(*ts.driver.events.lock().unwrap(), ["process list", "stop"]);
+    assert_eq!(ts.get("/v1/sandboxes/wedged").await.1["state"], "sleeping");
+}

@@ -51,22 +51,10 @@ async fn the_isolation_tier_is_stored() {
 async fn an_upgrade_keeps_the_uid_ranges_of_old_sandboxes_for_the_driver() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("s.db");
+    sandpit_store::create_schema_before(&path, 12).unwrap();
+    // Two sandboxes in slots 0 and 3.
     let conn = rusqlite::Connection::open(&path).unwrap();
     conn.execute_batch(
-        "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL);",
-    )
-    .unwrap();
-    // The schema as migrations 1-11 left it, with two sandboxes in slots 0 and 3.
-    let tx = conn.unchecked_transaction().unwrap();
-    for (version, sql) in sandpit_store::migrations_before(12) {
-        tx.execute_batch(sql).unwrap();
-        tx.execute(
-            "INSERT INTO schema_migrations (version, applied_at) VALUES (?1, 0)",
-            [version],
-        )
-        .unwrap();
-    }
-    tx.execute_batch(
         "INSERT INTO tenants (name, created_at) VALUES ('old', 1);
          INSERT INTO sandboxes (tenant, id, internal_id, image, state, sleep_after, keep_alive,
              ephemeral, env, limits, slot, created_at, last_active_at, labels)
@@ -75,7 +63,6 @@ async fn an_upgrade_keeps_the_uid_ranges_of_old_sandboxes_for_the_driver() {
                 ('old', 'b', 'old-b', 'default', 'running', 60, 1, 0, '{}', '{}', 3, 1, 1, '{}');",
     )
     .unwrap();
-    tx.commit().unwrap();
     drop(conn);
 
     let store = SqliteStore::open(&path, DataKey::ephemeral().unwrap()).unwrap();
