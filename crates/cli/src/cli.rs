@@ -608,6 +608,14 @@ pub(crate) fn parse_env(s: &str) -> Result<(String, String), String> {
     }
 }
 
+/// `--isolation standard|gvisor`.
+fn parse_isolation(s: &str) -> Result<Isolation, String> {
+    Isolation::parse(s).ok_or_else(|| {
+        let tiers: Vec<&str> = Isolation::ALL.iter().map(|t| t.as_str()).collect();
+        format!("{s:?}: expected one of {}", tiers.join(", "))
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -890,12 +898,4 @@ mod tests {
         assert_eq!(args.maxima.max_memory_mb, Some(512));
         assert_eq!(args.maxima.max_exposed_ports, 32);
     }
-}
-
-/// `--isolation standard|gvisor`.
-fn parse_isolation(s: &str) -> Result<Isolation, String> {
-    Isolation::parse(s).ok_or_else(|| {
-        let tiers: Vec<&str> = Isolation::ALL.iter().map(|t| t.as_str()).collect();
-        format!("{s:?}: expected one of {}", tiers.join(", "))
-    })
 }
