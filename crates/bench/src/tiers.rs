@@ -4,9 +4,9 @@
 
 use std::time::Instant;
 
+use sandpit_client::Client;
 use sandpit_client::protocol::ErrorCode;
 use sandpit_client::protocol::control::{CreateSandboxRequest, Isolation};
-use sandpit_client::Client;
 
 use crate::stats::Samples;
 use crate::{Row, Section, exec_true};
@@ -27,9 +27,9 @@ pub async fn measure(client: &Client, counts: &Counts) -> anyhow::Result<Section
                     .and_then(|e| e.code())
                     == Some(ErrorCode::IsolationUnavailable) =>
             {
-                section
-                    .notes
-                    .push(format!("Tier `{tier}` not measured: this server does not offer it."));
+                section.notes.push(format!(
+                    "Tier `{tier}` not measured: this server does not offer it."
+                ));
             }
             Err(e) => return Err(e),
         }
@@ -48,7 +48,10 @@ async fn measure_tier(
     counts: &Counts,
 ) -> anyhow::Result<Vec<Row>> {
     let run = std::process::id();
-    eprintln!("tier {tier}: cold x{}, warm x{}...", counts.cold, counts.warm);
+    eprintln!(
+        "tier {tier}: cold x{}, warm x{}...",
+        counts.cold, counts.warm
+    );
     let create = |id: &str| CreateSandboxRequest {
         id: Some(id.to_owned()),
         isolation: Some(tier),
@@ -84,7 +87,10 @@ async fn measure_tier(
     result?;
     Ok(vec![
         Row {
-            name: format!("[{tier}] cold create → first `exec true` (N={})", cold.len()),
+            name: format!(
+                "[{tier}] cold create → first `exec true` (N={})",
+                cold.len()
+            ),
             samples: cold,
             target: String::new(),
         },
