@@ -201,6 +201,12 @@ pub trait Driver: Send + Sync + 'static {
         Ok(())
     }
 
+    /// Refuses (`InvalidSpec`) a network policy this driver cannot run, before the control
+    /// plane stores it; the default accepts every policy.
+    fn check_network(&self, _policy: &NetworkPolicy) -> Result<(), DriverError> {
+        Ok(())
+    }
+
     /// What the sandbox uses now; drivers that cannot tell report nothing used.
     async fn usage(&self, _id: &str) -> Result<ResourceUsage, DriverError> {
         Ok(ResourceUsage {

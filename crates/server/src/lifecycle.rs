@@ -1101,6 +1101,12 @@ impl Manager {
             .load(&entry, &mut inner)
             .await?
             .ok_or_else(|| ApiError::sandbox_not_found(id))?;
+        if let Some(policy) = &req.network {
+            // A tier that cannot run the policy refuses it before anything is stored.
+            self.driver(record.options.isolation)?
+                .check_network(policy)
+                .map_err(|e| ApiError::validation(e.to_string()))?;
+        }
         let (record, pending_restart) = self
             .save_options(&entry, &mut inner, record, changes)
             .await?;

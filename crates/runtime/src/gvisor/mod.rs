@@ -50,6 +50,9 @@ pub const MIN_MEMORY_MB: u64 = 64;
 /// Host tasks the sentry and the gofer need on top of the guest's (Go runtime threads): the
 /// `pids` limit counts host tasks, and under the ptrace platform every guest process is one.
 pub const PIDS_OVERHEAD: u64 = 96;
+/// Why `full` networking is refused: gVisor's netstack runs with `--network=none` here.
+const FULL_NETWORK_REFUSED: &str =
+    "network mode full is not available with gvisor isolation (use none or allowlist)";
 /// How often a start polls the agent's socket.
 const READY_POLL: Duration = Duration::from_millis(20);
 /// Lines of agent.log quoted in a failed start's message.
@@ -267,12 +270,7 @@ impl GvisorDriver {
     fn validate(&self, spec: &SandboxSpec) -> Result<CgroupLimits, DriverError> {
         validate_id(&spec.id)?;
         check_run_files(&spec.run_files)?;
-        if spec.network.mode == NetworkMode::Full {
-            return Err(DriverError::InvalidSpec(
-                "network mode full is not available with gvisor isolation (use none or allowlist)"
-                    .into(),
-            ));
-        }
+        self.check_network(&spec.network)?;
         if spec.limits.disk_mb.is_some() {
             return Err(DriverError::InvalidSpec(
                 "diskMb is not available with gvisor isolation".into(),
@@ -674,14 +672,15 @@ impl Driver for GvisorDriver {
         })
     }
 
-    /// `none` and `allowlist` both mean "only the egress bridge"; `full` is refused at start and
-    /// cannot be switched on later.
+    /// `none` and `allowlist` both mean "only the egress bridge"; `full` is refused.
     async fn set_network(&self, id: &str, policy: &NetworkPolicy) -> Result<(), DriverError> {
         validate_id(id)?;
+        self.check_network(policy)
+    }
+
+    fn check_network(&self, policy: &NetworkPolicy) -> Result<(), DriverError> {
         if policy.mode == NetworkMode::Full {
-            return Err(DriverError::InvalidSpec(
-                "network mode full is not available with gvisor isolation".into(),
-            ));
+            return Err(DriverError::InvalidSpec(FULL_NETWORK_REFUSED.into()));
         }
         Ok(())
     }

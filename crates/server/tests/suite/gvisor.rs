@@ -91,6 +91,24 @@ async fn serial_gvisor_sandbox_runs_on_gvisor_and_changes_limits_live() {
         .await;
     assert_eq!(s, 200, "{b}");
     assert_eq!(host_memory_limit(id), 384 << 20);
+    // A policy the tier cannot run is refused before it is stored.
+    let (s, b) = rs
+        .call(
+            Method::PATCH,
+            &format!("/v1/sandboxes/{id}"),
+            json!({"network": {"mode": "full"}}),
+        )
+        .await;
+    assert_eq!(s, 400, "{b}");
+    assert_eq!(b["code"], "VALIDATION_FAILED", "{b}");
+    assert!(
+        b["message"].as_str().unwrap().contains("network mode full"),
+        "{b}"
+    );
+    let (_, got) = rs
+        .call(Method::GET, &format!("/v1/sandboxes/{id}"), Value::Null)
+        .await;
+    assert_eq!(got["network"]["mode"], "none", "{got}");
     let (s, usage) = rs
         .call(
             Method::GET,
