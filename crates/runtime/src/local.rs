@@ -356,6 +356,45 @@ fn bind_in(dir: &Path, name: &str) -> std::io::Result<tokio::net::UnixListener> 
     tokio::net::UnixListener::from_std(listener)
 }
 
+/// Writes new limits into a running sandbox's cgroups. The kernel refusing them (memory below
+/// what is used) or no cgroups (not running) is `LimitsRefused`.
+pub(crate) fn update_cgroups(
+    cgroups: &dyn CgroupManager,
+    id: &str,
+    limits: &CgroupLimits,
+) -> Result<(), DriverError> {
+    cgroups.update(id, limits).map_err(|e| match e {
+        CgroupError::MemoryBusy { .. } | CgroupError::NotFound(_) => DriverError::LimitsRefused {
+            id: id.to_string(),
+            message: e.to_string(),
+        },
+        e => cg_err(id, "update the cgroups")(e),
+    })
+}
+
+/// A sandbox's cgroup counters plus its writable layer as `disk` measures it (on a blocking
+/// thread: it may walk a large tree).
+pub(crate) async fn sandbox_usage(
+    cgroups: &dyn CgroupManager,
+    id: &str,
+    disk: impl FnOnce() -> usage::DiskUsage + Send + 'static,
+) -> Result<ResourceUsage, DriverError> {
+    let cgroup = cgroups
+        .usage(id)
+        .map_err(cg_err(id, "read the cgroup counters"))?;
+    let disk = tokio::task::spawn_blocking(disk)
+        .await
+        .map_err(|e| io_err(id, "count the disk use")(std::io::Error::other(e.to_string())))?;
+    Ok(ResourceUsage {
+        cpu_usec: cgroup.cpu_usec,
+        memory_bytes: cgroup.memory_bytes,
+        memory_peak_bytes: cgroup.memory_peak_bytes,
+        pids: cgroup.pids,
+        disk_bytes: disk.bytes,
+        disk_complete: disk.complete,
+    })
+}
+
 /// The rootfs of the spec's image in `images`.
 pub(crate) fn resolve_image(
     images: &ImageStore,
@@ -1200,16 +1239,7 @@ impl Driver for LocalDriver {
     /// A stopped sandbox gets its policy from the spec at its next start.
     async fn set_limits(&self, id: &str, limits: &Limits) -> Result<(), DriverError> {
         validate_id(id)?;
-        let limits = cgroup_limits(limits)?;
-        self.cgroups.update(id, &limits).map_err(|e| match e {
-            CgroupError::MemoryBusy { .. } | CgroupError::NotFound(_) => {
-                DriverError::LimitsRefused {
-                    id: id.to_string(),
-                    message: e.to_string(),
-                }
-            }
-            e => cg_err(id, "update the cgroups")(e),
-        })
+        update_cgroups(self.cgroups.as_ref(), id, &cgroup_limits(limits)?)
     }
 
     async fn set_network(&self, id: &str, policy: &NetworkPolicy) -> Result<(), DriverError> {
@@ -1225,32 +1255,19 @@ impl Driver for LocalDriver {
     /// on delete), else a bounded walk of `upper/`.
     async fn usage(&self, id: &str) -> Result<ResourceUsage, DriverError> {
         validate_id(id)?;
-        let cgroup = self
-            .cgroups
-            .usage(id)
-            .map_err(cg_err(id, "read the cgroup counters"))?;
         let (image, upper) = (self.disk_image(id), self.sandbox_dir(id).join("upper"));
-        let disk = tokio::task::spawn_blocking(move || match usage::allocated_bytes(&image) {
-            Some(bytes) => usage::DiskUsage {
-                bytes,
-                complete: true,
+        sandbox_usage(
+            self.cgroups.as_ref(),
+            id,
+            move || match usage::allocated_bytes(&image) {
+                Some(bytes) => usage::DiskUsage {
+                    bytes,
+                    complete: true,
+                },
+                None => usage::tree_usage(&upper, usage::MAX_WALK_ENTRIES),
             },
-            None => usage::tree_usage(&upper, usage::MAX_WALK_ENTRIES),
-        })
+        )
         .await
-        .map_err(|e| DriverError::Io {
-            id: id.to_owned(),
-            stage: "count the disk use",
-            source: std::io::Error::other(e.to_string()),
-        })?;
-        Ok(ResourceUsage {
-            cpu_usec: cgroup.cpu_usec,
-            memory_bytes: cgroup.memory_bytes,
-            memory_peak_bytes: cgroup.memory_peak_bytes,
-            pids: cgroup.pids,
-            disk_bytes: disk.bytes,
-            disk_complete: disk.complete,
-        })
     }
 
     async fn reconcile(&self) -> Result<Vec<String>, DriverError> {

@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 use nix::errno::Errno;
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
-use sandpit_isolation::cgroup::{CgroupError, CgroupLimits, CgroupManager};
+use sandpit_isolation::cgroup::{CgroupLimits, CgroupManager};
 use sandpit_isolation::process::OverlayMount;
 use sandpit_protocol::control::{Limits, NetworkMode, NetworkPolicy};
 use tokio::sync::watch;
@@ -38,8 +38,8 @@ use sandpit_image::ImageStore;
 
 use crate::local::{
     MAX_SOCKET_PATH, cg_err, cgroup_limits, check_run_files, empty_dir, ensure_traversable, io_err,
-    mkdir_mode, remove_dir_all_if_exists, resolve_image, sandbox_env, serve_egress, validate_id,
-    watch_exit, write_run_files,
+    mkdir_mode, remove_dir_all_if_exists, resolve_image, sandbox_env, sandbox_usage, serve_egress,
+    update_cgroups, validate_id, watch_exit, write_run_files,
 };
 use crate::{
     Driver, DriverError, ResourceUsage, SandboxSpec, Started, UnixConnector, agent_log, usage,
@@ -660,16 +660,7 @@ impl Driver for GvisorDriver {
 
     async fn set_limits(&self, id: &str, limits: &Limits) -> Result<(), DriverError> {
         validate_id(id)?;
-        let limits = host_limits(limits)?;
-        self.cgroups.update(id, &limits).map_err(|e| match e {
-            CgroupError::MemoryBusy { .. } | CgroupError::NotFound(_) => {
-                DriverError::LimitsRefused {
-                    id: id.to_string(),
-                    message: e.to_string(),
-                }
-            }
-            e => cg_err(id, "update the cgroups")(e),
-        })
+        update_cgroups(self.cgroups.as_ref(), id, &host_limits(limits)?)
     }
 
     /// `none` and `allowlist` both mean "only the egress bridge"; `full` is refused.
@@ -689,25 +680,11 @@ impl Driver for GvisorDriver {
     /// walk of `upper/`.
     async fn usage(&self, id: &str) -> Result<ResourceUsage, DriverError> {
         validate_id(id)?;
-        let cgroup = self
-            .cgroups
-            .usage(id)
-            .map_err(cg_err(id, "read the cgroup counters"))?;
         let upper = self.sandbox_dir(id).join("upper");
-        let disk =
-            tokio::task::spawn_blocking(move || usage::tree_usage(&upper, usage::MAX_WALK_ENTRIES))
-                .await
-                .map_err(|e| {
-                    io_err(id, "count the disk use")(std::io::Error::other(e.to_string()))
-                })?;
-        Ok(ResourceUsage {
-            cpu_usec: cgroup.cpu_usec,
-            memory_bytes: cgroup.memory_bytes,
-            memory_peak_bytes: cgroup.memory_peak_bytes,
-            pids: cgroup.pids,
-            disk_bytes: disk.bytes,
-            disk_complete: disk.complete,
+        sandbox_usage(self.cgroups.as_ref(), id, move || {
+            usage::tree_usage(&upper, usage::MAX_WALK_ENTRIES)
         })
+        .await
     }
 
     async fn reconcile(&self) -> Result<Vec<String>, DriverError> {
