@@ -6,7 +6,9 @@ SANDPIT_TRIPLE=x86_64-unknown-linux-gnu
 # Debian packages sandpit uses: debootstrap builds the default image; bubblewrap is the benchmark
 # baseline; nodejs/npm run the compatibility test against the published npm client; chromium
 # (headless) is the browser of the preview-URL browser test; python3-venv and curl run the API
-# fuzzer (scripts/fuzz-api.sh).
+# fuzzer (scripts/fuzz-api.sh). runsc (gVisor) runs the `gvisor` isolation tier; it is pinned
+# because its syscall coverage is what docs/isolation.md describes.
+RUNSC_VERSION=0.0~20221219.0-2+b3
 install_debian_packages() {
   local wanted=(debootstrap bubblewrap ca-certificates chromium slirp4netns nftables iproute2
     python3-venv curl)
@@ -16,6 +18,8 @@ install_debian_packages() {
   for pkg in "${wanted[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
   done
+  [ "$(dpkg-query -W -f='${Version}' runsc 2>/dev/null)" = "$RUNSC_VERSION" ] ||
+    missing+=("runsc=$RUNSC_VERSION")
   if [ ${#missing[@]} -gt 0 ]; then
     echo "==> installing Debian packages: ${missing[*]}"
     apt-get update -qq

@@ -25,16 +25,26 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Bind PATH and serve the container API on it (no isolation).
-    Serve {
-        /// Unix socket to create.
-        #[arg(long)]
-        socket: PathBuf,
-        /// Default cwd and base of relative paths (default /workspace, or $SANDPIT_WORKSPACE).
-        #[arg(long)]
-        workspace: Option<PathBuf>,
-    },
+    Serve(ServeArgs),
     /// Read a LaunchConfig (JSON) from stdin, enter the sandbox, serve on fd 3.
     Launch,
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// Unix socket to create.
+    #[arg(long)]
+    socket: PathBuf,
+    /// Default cwd and base of relative paths (default /workspace, or $SANDPIT_WORKSPACE).
+    #[arg(long)]
+    workspace: Option<PathBuf>,
+    /// Serve the egress bridge (127.0.0.1:3128 to /run/sandpit/egress.sock), as in launch
+    /// mode: for a sandbox whose runtime (gVisor) starts the agent with `serve`.
+    #[arg(long)]
+    egress_bridge: bool,
+    /// The agent's tracing filter; without it, $RUST_LOG (default `warn`).
+    #[arg(long)]
+    log_filter: Option<String>,
 }
 
 pub(crate) fn init_tracing(rust_log: Option<&str>) {
@@ -48,9 +58,22 @@ pub(crate) fn init_tracing(rust_log: Option<&str>) {
         .init();
 }
 
-fn serve(socket: PathBuf, workspace: Option<PathBuf>) -> anyhow::Result<()> {
+fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let ServeArgs {
+        socket,
+        workspace,
+        egress_bridge,
+        log_filter,
+    } = args;
     let mut config = AgentConfig::from_process_env();
-    init_tracing(config.env.get("RUST_LOG").map(String::as_str));
+    init_tracing(
+        log_filter
+            .as_deref()
+            .or(config.env.get("RUST_LOG").map(String::as_str)),
+    );
+    if egress_bridge {
+        config.egress_bridge = Some(sandpit_agent::egress_bridge::BridgeConfig::default());
+    }
     if let Some(workspace) = workspace {
         config.workspace = workspace;
     }
@@ -71,7 +94,7 @@ fn serve(socket: PathBuf, workspace: Option<PathBuf>) -> anyhow::Result<()> {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
-        Cmd::Serve { socket, workspace } => serve(socket, workspace),
+        Cmd::Serve(args) => serve(args),
         Cmd::Launch => launch::launch(),
     }
 }

@@ -9,6 +9,7 @@ mod process_stream;
 mod pty_echo;
 mod sdk_overhead;
 mod stats;
+mod tiers;
 mod transfer;
 
 use std::path::PathBuf;
@@ -108,6 +109,15 @@ struct Args {
     /// Measure only the MCP rows and their baseline.
     #[arg(long, conflicts_with_all = ["only_interpreter", "only_preview"])]
     only_mcp: bool,
+    /// Cold create → first exec samples per isolation tier (0 skips the tier rows).
+    #[arg(long, default_value_t = 20)]
+    tier_cold: usize,
+    /// Warm exec samples per isolation tier.
+    #[arg(long, default_value_t = 100)]
+    tier_warm: usize,
+    /// Measure only the per-tier start and exec rows (standard and gvisor side by side).
+    #[arg(long, conflicts_with_all = ["only_interpreter", "only_preview", "only_mcp"])]
+    only_tiers: bool,
 }
 
 /// One row of the report.
@@ -167,7 +177,7 @@ fn kept_notes(old: &str) -> &str {
 }
 
 async fn run(args: &Args) -> anyhow::Result<Report> {
-    if args.only_interpreter || args.only_preview || args.only_mcp {
+    if args.only_interpreter || args.only_preview || args.only_mcp || args.only_tiers {
         return interpreter_report(args).await;
     }
     let rootfs = ImageStore::open(&args.images_dir)?
@@ -216,12 +226,18 @@ async fn run(args: &Args) -> anyhow::Result<Report> {
     } else {
         Section::default()
     };
+    let tiers = if result.is_ok() && args.tier_cold > 0 {
+        Some(tiers::measure(&client, &tier_counts(args)).await)
+    } else {
+        None
+    };
     server.shutdown().await?;
     let (mut rows, mut notes, facts) = result?;
     let interpreter = interpreter.transpose()?.unwrap_or_default();
     let interactive = interactive.transpose()?.unwrap_or_default();
     let preview = preview.transpose()?.unwrap_or_default();
     let mcp = mcp.transpose()?.unwrap_or_default();
+    let tiers = tiers.transpose()?.unwrap_or_default();
 
     let cold = rows[0].samples.clone();
     let warm_p50 = rows[1].samples.p50();
@@ -281,7 +297,7 @@ async fn run(args: &Args) -> anyhow::Result<Report> {
             ));
         }
     }
-    for section in [interactive, preview, mcp, interpreter, sdks] {
+    for section in [interactive, preview, mcp, interpreter, sdks, tiers] {
         verdicts.extend(section.verdicts);
         notes.extend(section.notes);
         rows.extend(section.rows);
@@ -301,6 +317,13 @@ async fn run(args: &Args) -> anyhow::Result<Report> {
         notes,
         verdicts,
     })
+}
+
+fn tier_counts(args: &Args) -> tiers::Counts {
+    tiers::Counts {
+        cold: args.tier_cold,
+        warm: args.tier_warm,
+    }
 }
 
 fn interpreter_counts(args: &Args) -> interpreter::Counts {
@@ -324,8 +347,8 @@ async fn start_server(args: &Args) -> anyhow::Result<(tempfile::TempDir, Server,
     Ok((data_dir, server, client))
 }
 
-/// `--only-interpreter`, `--only-preview` or `--only-mcp`: that section alone, against its own
-/// server.
+/// `--only-interpreter`, `--only-preview`, `--only-mcp` or `--only-tiers`: that section alone,
+/// against its own server.
 async fn interpreter_report(args: &Args) -> anyhow::Result<Report> {
     let (_data_dir, server, client) = start_server(args).await?;
     let section = if args.only_mcp {
@@ -333,6 +356,8 @@ async fn interpreter_report(args: &Args) -> anyhow::Result<Report> {
     } else if args.only_preview {
         let rootfs = ImageStore::open(&args.images_dir)?.rootfs(DEFAULT_IMAGE)?;
         measure_preview(args, &client, &server, &rootfs).await
+    } else if args.only_tiers {
+        tiers::measure(&client, &tier_counts(args)).await
     } else {
         interpreter::measure(&client, &interpreter_counts(args)).await
     };

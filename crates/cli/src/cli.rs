@@ -14,7 +14,7 @@ pub use crate::commands::network::{CreateNetworkFlags, NetworkArgs, SecretComman
 pub use crate::commands::quota::QuotaArgs;
 pub use crate::commands::target::CreateFlag;
 use sandpit_client::Language;
-use sandpit_client::protocol::control::parse_label_selector;
+use sandpit_client::protocol::control::{Isolation, parse_label_selector};
 
 /// Default data directory of the server (state, admin key, images).
 pub const DEFAULT_DATA_DIR: &str = "/var/lib/sandpit";
@@ -424,6 +424,10 @@ pub struct CreateArgs {
     /// Discard the sandbox's files when it sleeps.
     #[arg(long)]
     pub ephemeral: bool,
+    /// Isolation tier: `standard` (namespaces on the host kernel, the default) or `gvisor`
+    /// (a user-space kernel; the server needs runsc).
+    #[arg(long, value_name = "TIER", value_parser = parse_isolation)]
+    pub isolation: Option<Isolation>,
     /// Memory limit in MiB.
     #[arg(long)]
     pub memory_mb: Option<u64>,
@@ -605,6 +609,14 @@ pub(crate) fn parse_env(s: &str) -> Result<(String, String), String> {
         Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
         _ => Err(format!("expected K=V, got {s:?}")),
     }
+}
+
+/// `--isolation standard|gvisor`.
+fn parse_isolation(s: &str) -> Result<Isolation, String> {
+    Isolation::parse(s).ok_or_else(|| {
+        let tiers: Vec<&str> = Isolation::ALL.iter().map(|t| t.as_str()).collect();
+        format!("{s:?}: expected one of {}", tiers.join(", "))
+    })
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@
 //! this host.
 
 pub mod agent_log;
+pub mod gvisor;
 pub mod local;
 pub mod network;
 mod slirp;
@@ -198,6 +199,12 @@ pub trait Driver: Send + Sync + 'static {
     /// `none`/`allowlist` stop it; the allowlist itself is the egress proxy's job). Drivers
     /// without direct networking ignore it.
     async fn set_network(&self, _id: &str, _policy: &EgressPolicy) -> Result<(), DriverError> {
+        Ok(())
+    }
+
+    /// Refuses (`InvalidSpec`) a network policy this driver cannot run, before the control
+    /// plane stores it; the default accepts every policy.
+    fn check_network(&self, _policy: &EgressPolicy) -> Result<(), DriverError> {
         Ok(())
     }
 

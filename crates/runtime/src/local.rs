@@ -34,16 +34,16 @@ use tokio::sync::watch;
 
 use crate::slirp::Slirp;
 use crate::{
-    AgentConnector, Driver, DriverError, EgressEndpoint, ResourceUsage, SandboxSpec, Started,
-    UnixConnector, agent_log, network, usage,
+    AgentConnector, Driver, DriverError, EgressEndpoint, ResourceUsage, RunFile, SandboxSpec,
+    Started, UnixConnector, agent_log, network, usage,
 };
 use sandpit_protocol::control::{Limits, NetworkMode};
 use sandpit_protocol::netpolicy::EgressPolicy;
 
 /// Longest usable `sun_path` (108 bytes including the terminating NUL).
-const MAX_SOCKET_PATH: usize = 107;
+pub(crate) const MAX_SOCKET_PATH: usize = 107;
 /// Smallest memory limit a sandbox can start with.
-const MIN_MEMORY_MB: u64 = 8;
+pub(crate) const MIN_MEMORY_MB: u64 = 8;
 /// Smallest pids limit a sandbox can start with.
 const MIN_PIDS: u64 = 4;
 /// fd number of the log pipe in the launcher (after [`LISTEN_FD`]).
@@ -187,7 +187,10 @@ impl std::fmt::Debug for LocalDriver {
     }
 }
 
-fn io_err<'a>(id: &'a str, stage: &'static str) -> impl FnOnce(std::io::Error) -> DriverError + 'a {
+pub(crate) fn io_err<'a>(
+    id: &'a str,
+    stage: &'static str,
+) -> impl FnOnce(std::io::Error) -> DriverError + 'a {
     move |source| DriverError::Io {
         id: id.to_string(),
         stage,
@@ -195,7 +198,7 @@ fn io_err<'a>(id: &'a str, stage: &'static str) -> impl FnOnce(std::io::Error) -
     }
 }
 
-fn cg_err<'a>(
+pub(crate) fn cg_err<'a>(
     id: &'a str,
     stage: &'static str,
 ) -> impl FnOnce(sandpit_isolation::cgroup::CgroupError) -> DriverError + 'a {
@@ -224,7 +227,7 @@ pub fn validate_id(id: &str) -> Result<(), DriverError> {
     }
 }
 
-fn cgroup_limits(l: &Limits) -> Result<CgroupLimits, DriverError> {
+pub(crate) fn cgroup_limits(l: &Limits) -> Result<CgroupLimits, DriverError> {
     let invalid = |m: String| Err(DriverError::InvalidSpec(m));
     if let Some(m) = l.memory_mb
         && !(MIN_MEMORY_MB..=(u64::MAX >> 20)).contains(&m)
@@ -250,7 +253,7 @@ fn cgroup_limits(l: &Limits) -> Result<CgroupLimits, DriverError> {
 
 /// Adds search permission for everyone (the sandbox init, an unprivileged uid on the host,
 /// must traverse the path to its rootfs mount point).
-fn ensure_traversable(dir: &Path) -> std::io::Result<()> {
+pub(crate) fn ensure_traversable(dir: &Path) -> std::io::Result<()> {
     let meta = std::fs::metadata(dir)?;
     let mode = meta.permissions().mode();
     if mode & 0o001 == 0 {
@@ -262,7 +265,7 @@ fn ensure_traversable(dir: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
-fn mkdir_mode(dir: &Path, mode: u32) -> std::io::Result<()> {
+pub(crate) fn mkdir_mode(dir: &Path, mode: u32) -> std::io::Result<()> {
     match std::fs::create_dir(dir) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
@@ -273,7 +276,7 @@ fn mkdir_mode(dir: &Path, mode: u32) -> std::io::Result<()> {
 
 /// The sandbox's environment: the spec's, plus (unless the spec sets them) the egress proxy
 /// variables, and the CA variables when the run dir has a CA bundle.
-fn sandbox_env(env: &[(String, String)], run_dir: &Path) -> Vec<(String, String)> {
+pub(crate) fn sandbox_env(env: &[(String, String)], run_dir: &Path) -> Vec<(String, String)> {
     const NO_PROXY: &str = "localhost,127.0.0.1,::1";
     let proxy = format!("http://127.0.0.1:{}", sandpit_protocol::EGRESS_PROXY_PORT);
     let mut extra: Vec<(&str, String)> = vec![
@@ -309,11 +312,31 @@ fn sandbox_env(env: &[(String, String)], run_dir: &Path) -> Vec<(String, String)
     out
 }
 
-fn remove_dir_all_if_exists(dir: &Path) -> std::io::Result<()> {
+pub(crate) fn remove_dir_all_if_exists(dir: &Path) -> std::io::Result<()> {
     match std::fs::remove_dir_all(dir) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
         _ => Ok(()),
     }
+}
+
+/// Removes everything inside `dir` (a missing `dir` is empty).
+pub(crate) fn empty_dir(dir: &Path) -> std::io::Result<()> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Ok(());
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let removed = if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            std::fs::remove_dir_all(&path)
+        } else {
+            std::fs::remove_file(&path)
+        };
+        match removed {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 /// SIGKILLs the launcher and reaps it (bounded: a process stuck in the kernel is left to
@@ -334,6 +357,91 @@ fn bind_in(dir: &Path, name: &str) -> std::io::Result<tokio::net::UnixListener> 
     tokio::net::UnixListener::from_std(listener)
 }
 
+/// Writes new limits into a running sandbox's cgroups. The kernel refusing them (memory below
+/// what is used) or no cgroups (not running) is `LimitsRefused`.
+pub(crate) fn update_cgroups(
+    cgroups: &dyn CgroupManager,
+    id: &str,
+    limits: &CgroupLimits,
+) -> Result<(), DriverError> {
+    cgroups.update(id, limits).map_err(|e| match e {
+        CgroupError::MemoryBusy { .. } | CgroupError::NotFound(_) => DriverError::LimitsRefused {
+            id: id.to_string(),
+            message: e.to_string(),
+        },
+        e => cg_err(id, "update the cgroups")(e),
+    })
+}
+
+/// A sandbox's cgroup counters plus its writable layer as `disk` measures it (on a blocking
+/// thread: it may walk a large tree).
+pub(crate) async fn sandbox_usage(
+    cgroups: &dyn CgroupManager,
+    id: &str,
+    disk: impl FnOnce() -> usage::DiskUsage + Send + 'static,
+) -> Result<ResourceUsage, DriverError> {
+    let cgroup = cgroups
+        .usage(id)
+        .map_err(cg_err(id, "read the cgroup counters"))?;
+    let disk = tokio::task::spawn_blocking(disk)
+        .await
+        .map_err(|e| io_err(id, "count the disk use")(std::io::Error::other(e.to_string())))?;
+    Ok(ResourceUsage {
+        cpu_usec: cgroup.cpu_usec,
+        memory_bytes: cgroup.memory_bytes,
+        memory_peak_bytes: cgroup.memory_peak_bytes,
+        pids: cgroup.pids,
+        disk_bytes: disk.bytes,
+        disk_complete: disk.complete,
+    })
+}
+
+/// The rootfs of the spec's image in `images`.
+pub(crate) fn resolve_image(
+    images: &ImageStore,
+    spec: &SandboxSpec,
+) -> Result<PathBuf, DriverError> {
+    images.rootfs(&spec.image).map_err(|e| match e {
+        ImageError::NotFound(_) | ImageError::InvalidName { .. } => {
+            DriverError::ImageNotFound(spec.image.clone())
+        }
+        e => io_err(&spec.id, "resolve the image")(std::io::Error::other(e.to_string())),
+    })
+}
+
+/// Run files are plain names in the run dir, never the egress socket's.
+pub(crate) fn check_run_files(files: &[RunFile]) -> Result<(), DriverError> {
+    match files.iter().find(|f| {
+        matches!(f.name.as_str(), "" | "." | ".." | EGRESS_SOCKET) || f.name.contains('/')
+    }) {
+        Some(file) => Err(DriverError::InvalidSpec(format!(
+            "run file name {:?} must be a plain file name",
+            file.name
+        ))),
+        None => Ok(()),
+    }
+}
+
+pub(crate) fn write_run_files(run: &Path, files: &[RunFile]) -> std::io::Result<()> {
+    for file in files {
+        std::fs::write(run.join(&file.name), &file.contents)?;
+    }
+    Ok(())
+}
+
+/// Binds [`EGRESS_SOCKET`] in the run dir `run` (0666: any user of the sandbox may connect)
+/// and hands every connection to `endpoint`, until the returned task is aborted.
+pub(crate) fn serve_egress(
+    run: &Path,
+    endpoint: &EgressEndpoint,
+) -> std::io::Result<tokio::task::JoinHandle<()>> {
+    let socket = run.join(EGRESS_SOCKET);
+    let _ = std::fs::remove_file(&socket);
+    let listener = bind_in(run, EGRESS_SOCKET)?;
+    std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o666))?;
+    Ok(tokio::spawn(bridge_egress(listener, endpoint.clone())))
+}
+
 /// Hands every connection made to `listener` (the sandbox's egress bridge) to `endpoint`.
 async fn bridge_egress(listener: tokio::net::UnixListener, endpoint: EgressEndpoint) {
     loop {
@@ -348,7 +456,7 @@ async fn bridge_egress(listener: tokio::net::UnixListener, endpoint: EgressEndpo
 }
 
 /// Reaps `pid` once its pidfd reports the exit, then flips `exited` to true.
-async fn watch_exit(pid: u32, pidfd: OwnedFd, exited: watch::Sender<bool>) {
+pub(crate) async fn watch_exit(pid: u32, pidfd: OwnedFd, exited: watch::Sender<bool>) {
     // `with_interest` is deprecated because it accepts any `AsRawFd`; an `OwnedFd` we exclusively
     // own is exactly the I/O-safe case (its unsafe replacement is not allowed in this crate).
     #[allow(deprecated)]
@@ -618,10 +726,7 @@ impl LocalDriver {
         let run = self.run_dir(id);
         mkdir_mode(&run, 0o755).map_err(io_err(id, "create the run dir"))?;
         chown(&run, Some(0), Some(0)).map_err(io_err(id, "chown the run dir"))?;
-        for file in &spec.run_files {
-            std::fs::write(run.join(&file.name), &file.contents)
-                .map_err(io_err(id, "write the run files"))?;
-        }
+        write_run_files(&run, &spec.run_files).map_err(io_err(id, "write the run files"))?;
         let marker = self.ephemeral_marker(id);
         if spec.ephemeral {
             std::fs::write(&marker, b"").map_err(io_err(id, "write the ephemeral marker"))?;
@@ -636,15 +741,8 @@ impl LocalDriver {
     fn bind_sockets(&self, spec: &SandboxSpec) -> Result<UnixListener, DriverError> {
         let id = spec.id.as_str();
         if let Some(endpoint) = &spec.egress {
-            let run = self.run_dir(id);
-            let socket = run.join(EGRESS_SOCKET);
-            let _ = std::fs::remove_file(&socket);
-            let listener =
-                bind_in(&run, EGRESS_SOCKET).map_err(io_err(id, "bind the egress socket"))?;
-            // Sandbox users are unprivileged uids of their own range: anyone may connect.
-            std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o666))
-                .map_err(io_err(id, "chmod the egress socket"))?;
-            let task = tokio::spawn(bridge_egress(listener, endpoint.clone()));
+            let task = serve_egress(&self.run_dir(id), endpoint)
+                .map_err(io_err(id, "bind the egress socket"))?;
             let old = self
                 .bridges
                 .lock()
@@ -664,14 +762,7 @@ impl LocalDriver {
 
     fn validate(&self, spec: &SandboxSpec) -> Result<CgroupLimits, DriverError> {
         validate_id(&spec.id)?;
-        if let Some(file) = spec.run_files.iter().find(|f| {
-            matches!(f.name.as_str(), "" | "." | ".." | EGRESS_SOCKET) || f.name.contains('/')
-        }) {
-            return Err(DriverError::InvalidSpec(format!(
-                "run file name {:?} must be a plain file name",
-                file.name
-            )));
-        }
+        check_run_files(&spec.run_files)?;
         let socket = self.socket_path(&spec.id);
         let len = socket.as_os_str().len();
         if len > MAX_SOCKET_PATH {
@@ -947,23 +1038,7 @@ impl LocalDriver {
     /// Empties the sandbox's run dir (egress socket, CA files: written for one run) and drops
     /// a disk image a killed server left half-formatted.
     fn clear_run_files(&self, id: &str) -> Result<(), DriverError> {
-        let run = self.run_dir(id);
-        if let Ok(entries) = std::fs::read_dir(&run) {
-            for entry in entries.flatten() {
-                let path = entry.path();
-                let removed = if entry.file_type().is_ok_and(|t| t.is_dir()) {
-                    std::fs::remove_dir_all(&path)
-                } else {
-                    std::fs::remove_file(&path)
-                };
-                match removed {
-                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                        return Err(io_err(id, "clear the run dir")(e));
-                    }
-                    _ => {}
-                }
-            }
-        }
+        empty_dir(&self.run_dir(id)).map_err(io_err(id, "clear the run dir"))?;
         match std::fs::remove_file(self.sandbox_dir(id).join(DISK_IMAGE_TMP)) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
                 Err(io_err(id, "remove a half-made disk image")(e))
@@ -1052,12 +1127,7 @@ impl Driver for LocalDriver {
         if stale.is_some() || self.cgroups.exists(id) {
             self.teardown(id, stale).await?;
         }
-        let rootfs = self.images.rootfs(&spec.image).map_err(|e| match e {
-            ImageError::NotFound(_) | ImageError::InvalidName { .. } => {
-                DriverError::ImageNotFound(spec.image.clone())
-            }
-            e => io_err(id, "resolve the image")(std::io::Error::other(e.to_string())),
-        })?;
+        let rootfs = resolve_image(&self.images, spec)?;
         // Opened before the launch resolves the path, so this is the version the sandbox mounts
         // (or an older one, which is then merely kept longer).
         let image = std::fs::File::open(&rootfs).map_err(io_err(id, "open the image rootfs"))?;
@@ -1170,16 +1240,7 @@ impl Driver for LocalDriver {
     /// A stopped sandbox gets its policy from the spec at its next start.
     async fn set_limits(&self, id: &str, limits: &Limits) -> Result<(), DriverError> {
         validate_id(id)?;
-        let limits = cgroup_limits(limits)?;
-        self.cgroups.update(id, &limits).map_err(|e| match e {
-            CgroupError::MemoryBusy { .. } | CgroupError::NotFound(_) => {
-                DriverError::LimitsRefused {
-                    id: id.to_string(),
-                    message: e.to_string(),
-                }
-            }
-            e => cg_err(id, "update the cgroups")(e),
-        })
+        update_cgroups(self.cgroups.as_ref(), id, &cgroup_limits(limits)?)
     }
 
     async fn set_network(&self, id: &str, policy: &EgressPolicy) -> Result<(), DriverError> {
@@ -1195,32 +1256,19 @@ impl Driver for LocalDriver {
     /// on delete), else a bounded walk of `upper/`.
     async fn usage(&self, id: &str) -> Result<ResourceUsage, DriverError> {
         validate_id(id)?;
-        let cgroup = self
-            .cgroups
-            .usage(id)
-            .map_err(cg_err(id, "read the cgroup counters"))?;
         let (image, upper) = (self.disk_image(id), self.sandbox_dir(id).join("upper"));
-        let disk = tokio::task::spawn_blocking(move || match usage::allocated_bytes(&image) {
-            Some(bytes) => usage::DiskUsage {
-                bytes,
-                complete: true,
+        sandbox_usage(
+            self.cgroups.as_ref(),
+            id,
+            move || match usage::allocated_bytes(&image) {
+                Some(bytes) => usage::DiskUsage {
+                    bytes,
+                    complete: true,
+                },
+                None => usage::tree_usage(&upper, usage::MAX_WALK_ENTRIES),
             },
-            None => usage::tree_usage(&upper, usage::MAX_WALK_ENTRIES),
-        })
+        )
         .await
-        .map_err(|e| DriverError::Io {
-            id: id.to_owned(),
-            stage: "count the disk use",
-            source: std::io::Error::other(e.to_string()),
-        })?;
-        Ok(ResourceUsage {
-            cpu_usec: cgroup.cpu_usec,
-            memory_bytes: cgroup.memory_bytes,
-            memory_peak_bytes: cgroup.memory_peak_bytes,
-            pids: cgroup.pids,
-            disk_bytes: disk.bytes,
-            disk_complete: disk.complete,
-        })
     }
 
     async fn reconcile(&self) -> Result<Vec<String>, DriverError> {

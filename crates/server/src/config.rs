@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use ipnet::IpNet;
-use sandpit_protocol::control::Limits;
+use sandpit_protocol::control::{Isolation, Limits};
 use sandpit_protocol::quota::TenantQuota;
 
 /// Name of the env var that sets the admin key.
@@ -25,6 +25,11 @@ pub struct ServeConfig {
     pub images_dir: PathBuf,
     /// The `sandpit-agent` binary the driver starts in every sandbox.
     pub agent_bin: PathBuf,
+    /// runsc for the `gvisor` isolation tier (default: `$SANDPIT_RUNSC`, else `runsc` on
+    /// `PATH`); `None`: the server offers only `standard`.
+    pub runsc: Option<PathBuf>,
+    /// Tier of sandboxes created without `isolation` (default `standard`).
+    pub default_isolation: Isolation,
     /// Admin key; generated and saved in `<data_dir>/admin.key` when absent.
     pub admin_key: Option<String>,
     /// Limits for every field a sandbox leaves unset (each within its maximum).
@@ -86,6 +91,8 @@ impl ServeConfig {
             images_dir: data_dir.join("images"),
             data_dir,
             agent_bin: find_agent_binary().unwrap_or_else(|| PathBuf::from("sandpit-agent")),
+            runsc: sandpit_runtime::gvisor::find_runsc(),
+            default_isolation: Isolation::default(),
             admin_key: std::env::var(ADMIN_KEY_ENV).ok().filter(|k| !k.is_empty()),
             default_limits: Limits {
                 cpus: Some(1.0),

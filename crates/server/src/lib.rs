@@ -58,6 +58,7 @@ use axum::serve::ListenerExt;
 use http::Request;
 use sandpit_image::ImageStore;
 use sandpit_protocol::ErrorCode;
+use sandpit_protocol::control::Isolation;
 use sandpit_runtime::Driver;
 use sandpit_store::{DataKey, SqliteStore, Store};
 use tokio::sync::watch;
@@ -269,8 +270,10 @@ impl Server {
     /// Starts the server with the drivers built into it: the local namespace driver for the
     /// `standard` tier.
     pub async fn start(config: ServeConfig) -> Result<Server, StartError> {
-        let drivers = Drivers::new(local_driver(&config)?);
-        // Further isolation tiers are registered here (`drivers.with(Isolation::Gvisor, ..)`).
+        let mut drivers = Drivers::new(local_driver(&config)?);
+        if let Some(runsc) = &config.runsc {
+            drivers = drivers.with(Isolation::Gvisor, gvisor_driver(&config, runsc)?);
+        }
         Self::start_with_drivers(config, drivers).await
     }
 
@@ -288,6 +291,9 @@ impl Server {
         config: ServeConfig,
         drivers: Drivers,
     ) -> Result<Server, StartError> {
+        if let Err(e) = drivers.get(config.default_isolation) {
+            return Err(StartError::DefaultIsolation(e));
+        }
         std::fs::create_dir_all(&config.data_dir)
             .map_err(StartError::io("creating the data dir", &config.data_dir))?;
         let data_dir_lock = lock_data_dir(&config.data_dir)?;
@@ -325,6 +331,7 @@ impl Server {
             default_limits: config.default_limits.clone(),
             caps,
             default_quota: config.default_quota.clone(),
+            default_isolation: config.default_isolation,
         };
         let mut manager = Manager::new(
             store.clone(),
@@ -511,6 +518,26 @@ async fn reap_forever(manager: Arc<Manager>, every: Duration, mut stop: watch::R
 }
 
 /// The namespace driver, keeping its per-sandbox dirs and sockets under the data dir.
+/// The `gvisor` tier: the same agent and image store under runsc.
+fn gvisor_driver(
+    config: &ServeConfig,
+    runsc: &std::path::Path,
+) -> Result<Arc<dyn Driver>, StartError> {
+    let data_dir = std::path::absolute(&config.data_dir)
+        .map_err(StartError::io("resolving the data dir", &config.data_dir))?;
+    let mut driver_config =
+        sandpit_runtime::gvisor::GvisorConfig::new(data_dir, config.agent_bin.clone());
+    driver_config.images_dir = std::path::absolute(&config.images_dir).map_err(StartError::io(
+        "resolving the images dir",
+        &config.images_dir,
+    ))?;
+    driver_config.runsc = runsc.to_path_buf();
+    let driver = sandpit_runtime::gvisor::GvisorDriver::with_config(driver_config)
+        .map_err(StartError::GvisorDriver)?;
+    tracing::info!(runsc = %runsc.display(), "isolation tier gvisor available");
+    Ok(Arc::new(driver))
+}
+
 fn local_driver(config: &ServeConfig) -> Result<Arc<dyn Driver>, StartError> {
     let data_dir = std::path::absolute(&config.data_dir)
         .map_err(StartError::io("resolving the data dir", &config.data_dir))?;

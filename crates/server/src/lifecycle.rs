@@ -390,6 +390,8 @@ pub struct Bounds {
     pub default_limits: Limits,
     pub caps: SandboxCaps,
     pub default_quota: TenantQuota,
+    /// The tier of sandboxes whose create leaves `isolation` out (and of implicit creates).
+    pub default_isolation: Isolation,
 }
 
 /// Owns every sandbox of the server.
@@ -402,6 +404,7 @@ pub struct Manager {
     caps: SandboxCaps,
     /// The quota of tenants without one of their own.
     default_quota: TenantQuota,
+    default_isolation: Isolation,
     /// Per-tenant admission against quotas.
     gate: Gate,
     metrics: Arc<Metrics>,
@@ -433,6 +436,7 @@ impl Manager {
             default_limits: bounds.default_limits,
             caps: bounds.caps,
             default_quota: bounds.default_quota,
+            default_isolation: bounds.default_isolation,
             gate: Gate::default(),
             metrics,
             egress,
@@ -1022,7 +1026,7 @@ impl Manager {
         let fixed = FixedOptions {
             image: req.image.unwrap_or_else(|| DEFAULT_IMAGE.to_owned()),
             ephemeral: req.ephemeral.unwrap_or(false),
-            isolation: req.isolation.unwrap_or_default(),
+            isolation: req.isolation.unwrap_or(self.default_isolation),
         };
         let record = self
             .create_locked(&entry, &mut inner, fixed, changes, network)
@@ -1093,6 +1097,12 @@ impl Manager {
             .load(&entry, &mut inner)
             .await?
             .ok_or_else(|| ApiError::sandbox_not_found(id))?;
+        if let Some(policy) = network.policy() {
+            // A tier that cannot run the policy refuses it before anything is stored.
+            self.driver(record.options.isolation)?
+                .check_network(policy)
+                .map_err(|e| ApiError::validation(e.to_string()))?;
+        }
         let (record, pending_restart) = self
             .save_options(&entry, &mut inner, record, changes)
             .await?;
@@ -1330,7 +1340,7 @@ impl Manager {
                     let fixed = FixedOptions {
                         image: DEFAULT_IMAGE.into(),
                         ephemeral: false,
-                        isolation: Isolation::default(),
+                        isolation: self.default_isolation,
                     };
                     self.create_locked(&entry, &mut inner, fixed, changes, network)
                         .await?;

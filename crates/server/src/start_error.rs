@@ -49,6 +49,11 @@ pub enum StartError {
     Egress(#[source] EgressError),
     #[error("setting up the local sandbox driver")]
     Driver(#[source] sandpit_runtime::DriverError),
+    #[error("setting up the gVisor sandbox driver")]
+    GvisorDriver(#[source] sandpit_runtime::DriverError),
+    /// `default_isolation` names a tier this server has no driver for.
+    #[error("default isolation")]
+    DefaultIsolation(#[source] ApiError),
     #[error("initialising the sandbox manager")]
     Manager(#[source] ApiError),
     #[error("reconciling sandboxes of a previous run")]

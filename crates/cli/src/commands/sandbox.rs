@@ -24,12 +24,11 @@ pub async fn create(client: &Client, args: CreateArgs) -> anyhow::Result<()> {
         env: (!args.env.is_empty()).then(|| args.env.into_iter().collect()),
         limits: (limits != Limits::default()).then_some(limits),
         ephemeral: args.ephemeral.then_some(true),
-        // The server's default tier (`--isolation` comes with the gVisor tier).
-        isolation: None,
         network: args.network.policy(),
         secrets: args.network.secrets()?,
         labels: (!args.labels.is_empty()).then(|| args.labels.into_iter().collect()),
         ttl: args.ttl.map(serde_json::Value::String),
+        isolation: args.isolation,
     };
     let info = client.create(&request).await?;
     if args.json {
@@ -102,6 +101,7 @@ fn describe(info: &SandboxInfo, ports: &[ExposedPort], usage: &SandboxUsage) -> 
                 .unwrap_or_else(|| "never".to_owned()),
         ),
         ("ephemeral", yes_no(info.ephemeral)),
+        ("isolation", info.isolation.as_str().to_owned()),
         ("memory", or_unlimited(info.limits.memory_mb, " MiB")),
         ("cpus", or_unlimited(info.limits.cpus, "")),
         ("pids", or_unlimited(info.limits.pids, "")),

@@ -48,6 +48,11 @@ pub struct NetworkChanges {
 }
 
 impl NetworkChanges {
+    /// The new policy, when the request sets one.
+    pub fn policy(&self) -> Option<&EgressPolicy> {
+        self.policy.as_ref()
+    }
+
     pub fn parse(
         policy: Option<&NetworkPolicy>,
         secrets: Option<&BTreeMap<String, SecretSpec>>,

@@ -1,7 +1,9 @@
 //! Attack tests: every isolation guarantee of docs/isolation.md is attacked from inside a real
 //! sandbox through the public API, and each test asserts that the attack failed and, where it
 //! can, that the host-side target is untouched. Same requirements as `e2e` (root, the agent
-//! binary, the default image); skipped loudly otherwise.
+//! binary, the default image); skipped loudly otherwise. Guarantees both isolation tiers give
+//! run once per tier (`Real::tiers`; the gvisor run needs runsc); the host-kernel ones (seccomp,
+//! the standard tier's limits) run on `standard`.
 
 use std::time::{Duration, Instant};
 
@@ -57,91 +59,95 @@ fn token(what: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn serial_attack_host_files_processes_and_loopback_are_unreachable() {
-    let Some(rs) = Real::start().await else {
-        return;
-    };
-    let secret = token("secret");
-    let marker = std::env::temp_dir().join(format!("{secret}.txt"));
-    std::fs::write(&marker, &secret).unwrap();
-    let mut host_sleep = std::process::Command::new("sleep")
-        .arg("31337")
-        .spawn()
-        .unwrap();
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.set_nonblocking(true).unwrap();
-    let port = listener.local_addr().unwrap().port();
+    for tier in Real::tiers() {
+        let Some(rs) = Real::start_tier(tier).await else {
+            return;
+        };
+        let secret = token("secret");
+        let marker = std::env::temp_dir().join(format!("{secret}.txt"));
+        std::fs::write(&marker, &secret).unwrap();
+        let mut host_sleep = std::process::Command::new("sleep")
+            .arg("31337")
+            .spawn()
+            .unwrap();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let port = listener.local_addr().unwrap().port();
 
-    let out = run(
-        &rs,
-        "atk-host",
-        &format!(
-            "cat {m} 2>/dev/null; echo cat=$?; \
-             grep -rsl {secret} /tmp /proc/1/root/tmp /proc/*/root/tmp; echo grep=$?; \
-             echo pids=$(ls /proc | grep -c '^[0-9]*$'); \
-             echo seen=$(ps -eo args | grep -c '[s]leep 31337'); \
-             kill -9 {pid} 2>/dev/null; echo kill=$?; \
-             echo netdevs=$(tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' ' | tr '\\n' ,)",
-            m = marker.display(),
-            pid = host_sleep.id(),
-        ),
-        30_000,
-    )
-    .await;
-    assert!(!stdout(&out).contains(&secret), "host file leaked: {out}");
-    assert_eq!(field(&out, "cat"), Some("1"), "{out}");
-    assert_ne!(field(&out, "grep"), Some("0"), "{out}");
-    assert_eq!(
-        field(&out, "seen"),
-        Some("0"),
-        "host process visible: {out}"
-    );
-    assert_eq!(
-        field(&out, "kill"),
-        Some("1"),
-        "signalled a host pid: {out}"
-    );
-    assert_eq!(
-        field(&out, "netdevs"),
-        Some("lo,"),
-        "a network device besides lo: {out}"
-    );
-    let pids: usize = field(&out, "pids").unwrap().parse().unwrap();
-    assert!(pids < 20, "the sandbox sees {pids} processes: {out}");
-    assert_eq!(
-        host_sleep.try_wait().unwrap(),
-        None,
-        "the host process died"
-    );
+        let out = run(
+            &rs,
+            "atk-host",
+            &format!(
+                "cat {m} 2>/dev/null; echo cat=$?; \
+                 grep -rsl {secret} /tmp /proc/1/root/tmp /proc/*/root/tmp; echo grep=$?; \
+                 echo pids=$(ls /proc | grep -c '^[0-9]*$'); \
+                 echo seen=$(ps -eo args | grep -c '[s]leep 31337'); \
+                 kill -9 {pid} 2>/dev/null; echo kill=$?; \
+                 echo netdevs=$(tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' ' | tr '\\n' ,)",
+                m = marker.display(),
+                pid = host_sleep.id(),
+            ),
+            30_000,
+        )
+        .await;
+        assert!(!stdout(&out).contains(&secret), "host file leaked: {out}");
+        assert_eq!(field(&out, "cat"), Some("1"), "{out}");
+        assert_ne!(field(&out, "grep"), Some("0"), "{out}");
+        assert_eq!(
+            field(&out, "seen"),
+            Some("0"),
+            "host process visible: {out}"
+        );
+        assert_eq!(
+            field(&out, "kill"),
+            Some("1"),
+            "signalled a host pid: {out}"
+        );
+        assert_eq!(
+            field(&out, "netdevs"),
+            Some("lo,"),
+            "a network device besides lo: {out}"
+        );
+        let pids: usize = field(&out, "pids").unwrap().parse().unwrap();
+        assert!(pids < 20, "the sandbox sees {pids} processes: {out}");
+        assert_eq!(
+            host_sleep.try_wait().unwrap(),
+            None,
+            "the host process died"
+        );
 
-    // The host's loopback server is not reachable: the sandbox's 127.0.0.1 is its own.
-    let out = python(
-        &rs,
-        "atk-host",
-        &format!(
-            "import socket\n\
-             for target in [('127.0.0.1', {port}), ('localhost', {port})]:\n\
-             \x20   try:\n\
-             \x20       socket.create_connection(target, 2).close(); print('reached', target)\n\
-             \x20   except OSError as e: print('refused', type(e).__name__)\n"
-        ),
-    )
-    .await;
-    assert!(!stdout(&out).contains("reached"), "{out}");
-    assert!(stdout(&out).contains("refused"), "{out}");
-    let accepted = listener.accept();
-    assert!(
-        accepted.is_err(),
-        "the host listener got a connection from the sandbox"
-    );
+        // The host's loopback server is not reachable: the sandbox's 127.0.0.1 is its own.
+        let out = python(
+            &rs,
+            "atk-host",
+            &format!(
+                "import socket\n\
+                 for target in [('127.0.0.1', {port}), ('localhost', {port})]:\n\
+                 \x20   try:\n\
+                 \x20       socket.create_connection(target, 2).close(); print('reached', target)\n\
+                 \x20   except OSError as e: print('refused', type(e).__name__)\n"
+            ),
+        )
+        .await;
+        assert!(!stdout(&out).contains("reached"), "{out}");
+        assert!(stdout(&out).contains("refused"), "{out}");
+        let accepted = listener.accept();
+        assert!(
+            accepted.is_err(),
+            "the host listener got a connection from the sandbox"
+        );
 
-    host_sleep.kill().unwrap();
-    host_sleep.wait().unwrap();
-    std::fs::remove_file(&marker).unwrap();
-    rs.stop().await;
+        host_sleep.kill().unwrap();
+        host_sleep.wait().unwrap();
+        std::fs::remove_file(&marker).unwrap();
+        rs.stop().await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn serial_attack_kernel_interfaces_are_denied() {
+    // Host-kernel seccomp guarantees: the standard tier's. Under gvisor these calls reach
+    // gVisor's own kernel instead (see docs/isolation.md, "The gvisor tier").
     let Some(rs) = Real::start().await else {
         return;
     };
@@ -405,139 +411,143 @@ check perl perl -e 'fork or exit; wait; exit $?'
 
 #[tokio::test(flavor = "multi_thread")]
 async fn serial_attack_file_api_cannot_escape_the_sandbox() {
-    let Some(rs) = Real::start().await else {
-        return;
-    };
-    let id = "atk-files";
-    let secret = token("hostfile");
-    let host_file = std::env::temp_dir().join(&secret);
-    std::fs::write(&host_file, "host-only").unwrap();
-    let host = host_file.display().to_string();
-    let api = |route: &str| format!("/v1/sandboxes/{id}/api/{route}");
+    for tier in Real::tiers() {
+        let Some(rs) = Real::start_tier(tier).await else {
+            return;
+        };
+        let id = "atk-files";
+        let secret = token("hostfile");
+        let host_file = std::env::temp_dir().join(&secret);
+        std::fs::write(&host_file, "host-only").unwrap();
+        let host = host_file.display().to_string();
+        let api = |route: &str| format!("/v1/sandboxes/{id}/api/{route}");
 
-    // A distinctive line in the sandbox's own passwd, and links pointing out of /workspace.
-    let out = run(
-        &rs,
-        id,
-        &format!(
-            "echo 'sandboxonly:x:4242:4242::/:/bin/false' >> /etc/passwd && \
-             ln -s {host} /workspace/to-host && ln -s /etc/passwd /workspace/pw && \
-             ln -s ../../../../../../.. /workspace/up && echo ok"
-        ),
-        30_000,
-    )
-    .await;
-    assert_eq!(stdout(&out), "ok\n", "{out}");
-
-    for path in [
-        host.clone(),
-        format!("/../../../..{host}"),
-        format!("../../../../../../..{host}"),
-        "/workspace/to-host".to_owned(),
-        format!("/workspace/up{host}"),
-    ] {
-        let (s, b) = rs
-            .call(Method::POST, &api("read"), json!({"path": path}))
-            .await;
-        assert_error(s, &b, 404, "FILE_NOT_FOUND");
-    }
-    let (s, b) = rs
-        .call(Method::POST, &api("read"), json!({"path": "/workspace/pw"}))
+        // A distinctive line in the sandbox's own passwd, and links pointing out of /workspace.
+        let out = run(
+            &rs,
+            id,
+            &format!(
+                "echo 'sandboxonly:x:4242:4242::/:/bin/false' >> /etc/passwd && \
+                 ln -s {host} /workspace/to-host && ln -s /etc/passwd /workspace/pw && \
+                 ln -s ../../../../../../.. /workspace/up && echo ok"
+            ),
+            30_000,
+        )
         .await;
-    assert_eq!(s, 200, "{b}");
-    let content = b["content"].as_str().unwrap();
-    assert!(
-        content.contains("sandboxonly:x:4242"),
-        "read the host's passwd: {content}"
-    );
-    let host_passwd = std::fs::read_to_string("/etc/passwd").unwrap();
-    assert!(!host_passwd.contains("sandboxonly"));
+        assert_eq!(stdout(&out), "ok\n", "{out}");
 
-    // Writes through `..`, absolute paths and symlinks land inside the sandbox only.
-    let escape = format!("../../../../../../..{host}-written");
-    for (path, content) in [
-        (escape.as_str(), "escaped?"),
-        ("/workspace/to-host", "pwned"),
-        (host.as_str(), "pwned-absolute"),
-    ] {
+        for path in [
+            host.clone(),
+            format!("/../../../..{host}"),
+            format!("../../../../../../..{host}"),
+            "/workspace/to-host".to_owned(),
+            format!("/workspace/up{host}"),
+        ] {
+            let (s, b) = rs
+                .call(Method::POST, &api("read"), json!({"path": path}))
+                .await;
+            assert_error(s, &b, 404, "FILE_NOT_FOUND");
+        }
         let (s, b) = rs
-            .call(
-                Method::POST,
-                &api("write"),
-                json!({"path": path, "content": content}),
-            )
+            .call(Method::POST, &api("read"), json!({"path": "/workspace/pw"}))
             .await;
         assert_eq!(s, 200, "{b}");
-    }
-    assert_eq!(std::fs::read_to_string(&host_file).unwrap(), "host-only");
-    assert!(!std::path::Path::new(&format!("{host}-written")).exists());
-    let out = run(
-        &rs,
-        id,
-        &format!("cat {host}; echo; cat {host}-written"),
-        30_000,
-    )
-    .await;
-    assert!(stdout(&out).contains("pwned-absolute"), "{out}");
-    assert!(stdout(&out).contains("escaped?"), "{out}");
+        let content = b["content"].as_str().unwrap();
+        assert!(
+            content.contains("sandboxonly:x:4242"),
+            "read the host's passwd: {content}"
+        );
+        let host_passwd = std::fs::read_to_string("/etc/passwd").unwrap();
+        assert!(!host_passwd.contains("sandboxonly"));
 
-    // Deleting and renaming through a link to a host path touches only the sandbox.
-    let (s, b) = rs
-        .call(Method::POST, &api("delete"), json!({"path": host}))
+        // Writes through `..`, absolute paths and symlinks land inside the sandbox only.
+        let escape = format!("../../../../../../..{host}-written");
+        for (path, content) in [
+            (escape.as_str(), "escaped?"),
+            ("/workspace/to-host", "pwned"),
+            (host.as_str(), "pwned-absolute"),
+        ] {
+            let (s, b) = rs
+                .call(
+                    Method::POST,
+                    &api("write"),
+                    json!({"path": path, "content": content}),
+                )
+                .await;
+            assert_eq!(s, 200, "{b}");
+        }
+        assert_eq!(std::fs::read_to_string(&host_file).unwrap(), "host-only");
+        assert!(!std::path::Path::new(&format!("{host}-written")).exists());
+        let out = run(
+            &rs,
+            id,
+            &format!("cat {host}; echo; cat {host}-written"),
+            30_000,
+        )
         .await;
-    assert_eq!(s, 200, "{b}");
-    assert!(host_file.exists(), "deleted a host file");
-    std::fs::remove_file(&host_file).unwrap();
-    rs.stop().await;
+        assert!(stdout(&out).contains("pwned-absolute"), "{out}");
+        assert!(stdout(&out).contains("escaped?"), "{out}");
+
+        // Deleting and renaming through a link to a host path touches only the sandbox.
+        let (s, b) = rs
+            .call(Method::POST, &api("delete"), json!({"path": host}))
+            .await;
+        assert_eq!(s, 200, "{b}");
+        assert!(host_file.exists(), "deleted a host file");
+        std::fs::remove_file(&host_file).unwrap();
+        rs.stop().await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn serial_attack_sandboxes_cannot_see_or_signal_each_other() {
-    let Some(rs) = Real::start().await else {
-        return;
-    };
-    let secret = token("b-secret");
-    let out = rs
-        .exec(
-            "atk-victim",
+    for tier in Real::tiers() {
+        let Some(rs) = Real::start_tier(tier).await else {
+            return;
+        };
+        let secret = token("b-secret");
+        let out = rs
+            .exec(
+                "atk-victim",
+                &format!(
+                    "echo {secret} > /workspace/secret; echo {secret} > /tmp/secret; \
+                     nohup sleep 31338 >/dev/null 2>&1 & echo started"
+                ),
+            )
+            .await;
+        assert_eq!(stdout(&out), "started\n", "{out}");
+
+        let out = run(
+            &rs,
+            "atk-attacker",
             &format!(
-                "echo {secret} > /workspace/secret; echo {secret} > /tmp/secret; \
-                 nohup sleep 31338 >/dev/null 2>&1 & echo started"
+                "grep -rsl {secret} /workspace /tmp /root /proc/*/root/workspace 2>/dev/null; echo grep=$?; \
+                 p=sleep; p=\"$p 31338\"; echo seen=$(ps -eo args | grep -c \"^$p\"); \
+                 pkill -9 -f \"$p\"; echo pkill=$?; \
+                 ls /proc/*/root/workspace/secret 2>/dev/null | wc -l | sed 's/^/visible=/'"
             ),
+            30_000,
         )
         .await;
-    assert_eq!(stdout(&out), "started\n", "{out}");
+        assert!(!stdout(&out).contains(&secret), "{out}");
+        assert_ne!(field(&out, "grep"), Some("0"), "{out}");
+        assert_eq!(field(&out, "seen"), Some("0"), "{out}");
+        assert_eq!(field(&out, "pkill"), Some("1"), "{out}");
+        assert_eq!(field(&out, "visible"), Some("0"), "{out}");
 
-    let out = run(
-        &rs,
-        "atk-attacker",
-        &format!(
-            "grep -rsl {secret} /workspace /tmp /root /proc/*/root/workspace 2>/dev/null; echo grep=$?; \
-             p=sleep; p=\"$p 31338\"; echo seen=$(ps -eo args | grep -c \"^$p\"); \
-             pkill -9 -f \"$p\"; echo pkill=$?; \
-             ls /proc/*/root/workspace/secret 2>/dev/null | wc -l | sed 's/^/visible=/'"
-        ),
-        30_000,
-    )
-    .await;
-    assert!(!stdout(&out).contains(&secret), "{out}");
-    assert_ne!(field(&out, "grep"), Some("0"), "{out}");
-    assert_eq!(field(&out, "seen"), Some("0"), "{out}");
-    assert_eq!(field(&out, "pkill"), Some("1"), "{out}");
-    assert_eq!(field(&out, "visible"), Some("0"), "{out}");
-
-    let out = rs
-        .exec(
-            "atk-victim",
-            "pgrep -fc 'sleep 31338'; cat /workspace/secret",
-        )
-        .await;
-    assert_eq!(
-        stdout(&out),
-        format!("1\n{secret}\n"),
-        "the victim was touched: {out}"
-    );
-    rs.stop().await;
+        let out = rs
+            .exec(
+                "atk-victim",
+                "pgrep -fc 'sleep 31338'; cat /workspace/secret",
+            )
+            .await;
+        assert_eq!(
+            stdout(&out),
+            format!("1\n{secret}\n"),
+            "the victim was touched: {out}"
+        );
+        rs.stop().await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

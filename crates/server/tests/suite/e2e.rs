@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use reqwest::Method;
 use sandpit_image::ImageStore;
+use sandpit_protocol::control::Isolation;
 use sandpit_runtime::Driver;
 use sandpit_runtime::local::LocalDriver;
 use sandpit_server::{ServeConfig, Server, find_agent_binary};
@@ -93,6 +94,42 @@ impl Real {
         let mut real = Self::start_on_with(&tmp.path().join("d"), tweak).await?;
         real._tmp = Some(tmp);
         Some(real)
+    }
+
+    /// The isolation tiers this host runs: `standard`, and `gvisor` when runsc is installed.
+    /// Under `CI=true` a missing runsc fails the test (CI installs it, see scripts/lib.sh);
+    /// elsewhere the gvisor run is skipped with a printed reason.
+    pub(super) fn tiers() -> Vec<Isolation> {
+        let mut tiers = vec![Isolation::Standard];
+        if sandpit_runtime::gvisor::find_runsc().is_some() {
+            tiers.push(Isolation::Gvisor);
+        } else {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "runsc is missing: the gvisor tier must be tested in CI"
+            );
+            eprintln!("\n!!! SKIPPED for gvisor: runsc is not installed !!!\n");
+        }
+        tiers
+    }
+
+    /// [`Real::start`] with sandboxes of `tier` by default (explicit and implicit creates),
+    /// so a test body runs unchanged under each tier of [`Real::tiers`].
+    pub(super) async fn start_tier(tier: Isolation) -> Option<Real> {
+        Self::start_tier_with(tier, |_| {}).await
+    }
+
+    /// [`Real::start_tier`] with a config changed by `tweak`.
+    pub(super) async fn start_tier_with(
+        tier: Isolation,
+        tweak: impl FnOnce(&mut ServeConfig),
+    ) -> Option<Real> {
+        eprintln!("--- isolation tier {tier} ---");
+        Self::start_with(|config| {
+            config.default_isolation = tier;
+            tweak(config);
+        })
+        .await
     }
 
     pub(super) async fn start_on(data_dir: &Path) -> Option<Real> {
@@ -185,42 +222,45 @@ impl Drop for Real {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn serial_e2e_create_exec_sleep_and_wake_with_workspace() {
-    let Some(rs) = Real::start().await else {
-        return;
-    };
-    let (s, b) = rs
-        .call(
-            Method::POST,
-            "/v1/sandboxes",
-            json!({"id": "e2e-nap", "sleepAfter": "2s"}),
-        )
-        .await;
-    assert_eq!(s, 201, "{b}");
-    assert_eq!(b["state"], "running");
-    let (s, again) = rs
-        .call(Method::POST, "/v1/sandboxes", json!({"id": "e2e-nap"}))
-        .await;
-    assert_eq!(s, 200, "{again}");
+    for tier in Real::tiers() {
+        let Some(rs) = Real::start_tier(tier).await else {
+            return;
+        };
+        let (s, b) = rs
+            .call(
+                Method::POST,
+                "/v1/sandboxes",
+                json!({"id": "e2e-nap", "sleepAfter": "2s"}),
+            )
+            .await;
+        assert_eq!(s, 201, "{b}");
+        assert_eq!(b["state"], "running");
+        assert_eq!(b["isolation"], tier.as_str(), "{b}");
+        let (s, again) = rs
+            .call(Method::POST, "/v1/sandboxes", json!({"id": "e2e-nap"}))
+            .await;
+        assert_eq!(s, 200, "{again}");
 
-    let out = rs
-        .exec(
-            "e2e-nap",
-            "echo kept > /workspace/f && cat /workspace/f && id -u",
-        )
-        .await;
-    assert_eq!(out["exitCode"], 0, "{out}");
-    assert_eq!(out["stdout"], "kept\n0\n", "{out}");
+        let out = rs
+            .exec(
+                "e2e-nap",
+                "echo kept > /workspace/f && cat /workspace/f && id -u",
+            )
+            .await;
+        assert_eq!(out["exitCode"], 0, "{out}");
+        assert_eq!(out["stdout"], "kept\n0\n", "{out}");
 
-    let slept = eventually(Duration::from_secs(10), || async {
-        rs.state("e2e-nap").await == "sleeping"
-    });
-    assert!(slept.await, "did not sleep after 2s idle");
-    let woke = Instant::now();
-    let out = rs.exec("e2e-nap", "cat /workspace/f").await;
-    assert_eq!(out["stdout"], "kept\n", "{out}");
-    eprintln!("wake + exec took {:?}", woke.elapsed());
-    assert_eq!(rs.state("e2e-nap").await, "running");
-    rs.stop().await;
+        let slept = eventually(Duration::from_secs(10), || async {
+            rs.state("e2e-nap").await == "sleeping"
+        });
+        assert!(slept.await, "did not sleep after 2s idle");
+        let woke = Instant::now();
+        let out = rs.exec("e2e-nap", "cat /workspace/f").await;
+        assert_eq!(out["stdout"], "kept\n", "{out}");
+        eprintln!("wake + exec took {:?}", woke.elapsed());
+        assert_eq!(rs.state("e2e-nap").await, "running");
+        rs.stop().await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -1085,121 +1085,123 @@ pub(crate) mod e2e {
         let other = Upstream::start("127.0.0.1", "other", None).await;
         let forbidden = Upstream::start("127.0.0.2", "forbidden", None).await;
         let lo: IpAddr = "127.0.0.1".parse().unwrap();
-        let Some(rs) = Real::start_with(|c| {
-            config_names(
-                c,
-                &[
-                    ("api.example.test", lo),
-                    ("other.example.test", lo),
-                    ("rebind.example.test", "127.0.0.2".parse().unwrap()),
-                ],
-            )
-        })
-        .await
-        else {
-            return;
-        };
-        let b = create(
-            &rs,
-            json!({"id": "egress-e2e", "network": {"mode": "allowlist",
-                "allow": ["api.example.test", "rebind.example.test"]}}),
-        )
-        .await;
-        assert_eq!(b["network"]["allow"][1], "rebind.example.test", "{b}");
-        let id = "egress-e2e";
-        let api_url = format!("http://api.example.test:{}/", api.addr.port());
-        let other_url = format!("http://other.example.test:{}/", other.addr.port());
-
-        let (_, idle) = rs
-            .call(
-                Method::GET,
-                &format!("/v1/sandboxes/{id}/usage"),
-                Value::Null,
+        for tier in Real::tiers() {
+            let Some(rs) = Real::start_tier_with(tier, |c| {
+                config_names(
+                    c,
+                    &[
+                        ("api.example.test", lo),
+                        ("other.example.test", lo),
+                        ("rebind.example.test", "127.0.0.2".parse().unwrap()),
+                    ],
+                )
+            })
+            .await
+            else {
+                return;
+            };
+            let b = create(
+                &rs,
+                json!({"id": "egress-e2e", "network": {"mode": "allowlist",
+                    "allow": ["api.example.test", "rebind.example.test"]}}),
             )
             .await;
-        assert_eq!(
-            run_ok(&rs, id, &format!("curl -sS {api_url}")).await,
-            "hello from api\n"
-        );
-        // The request's bytes count in the sandbox's usage (request up, answer down).
-        let (_, used) = rs
-            .call(
-                Method::GET,
-                &format!("/v1/sandboxes/{id}/usage"),
-                Value::Null,
+            assert_eq!(b["network"]["allow"][1], "rebind.example.test", "{b}");
+            let id = "egress-e2e";
+            let api_url = format!("http://api.example.test:{}/", api.addr.port());
+            let other_url = format!("http://other.example.test:{}/", other.addr.port());
+
+            let (_, idle) = rs
+                .call(
+                    Method::GET,
+                    &format!("/v1/sandboxes/{id}/usage"),
+                    Value::Null,
+                )
+                .await;
+            assert_eq!(
+                run_ok(&rs, id, &format!("curl -sS {api_url}")).await,
+                "hello from api\n"
+            );
+            // The request's bytes count in the sandbox's usage (request up, answer down).
+            let (_, used) = rs
+                .call(
+                    Method::GET,
+                    &format!("/v1/sandboxes/{id}/usage"),
+                    Value::Null,
+                )
+                .await;
+            let grew = |field: &str| used[field].as_u64() > idle[field].as_u64();
+            assert!(
+                grew("networkBytesUp") && grew("networkBytesDown"),
+                "{idle} → {used}"
+            );
+            assert!(used["networkBytesDown"].as_u64() >= Some(15), "{used}");
+
+            // Refused with a body that says why (plain HTTP) or a 403 to CONNECT (HTTPS).
+            let out = curl_status(&rs, id, &other_url).await;
+            assert!(
+                out.contains("host not in allow-list") && out.ends_with(" 403"),
+                "{out}"
+            );
+            let https_other = format!("https://other.example.test:{}/", other.addr.port());
+            let (code, _, err) = run(&rs, id, &format!("curl -sS {https_other}")).await;
+            assert_ne!(code, 0);
+            assert!(err.contains("403"), "{err}");
+
+            // The forbidden server is reached neither by a name resolving to it nor by address,
+            // through the proxy or around it.
+            let fport = forbidden.addr.port();
+            let out = curl_status(&rs, id, &format!("http://rebind.example.test:{fport}/")).await;
+            assert!(
+                out.contains("operator block 127.0.0.2/32") && out.ends_with(" 403"),
+                "{out}"
+            );
+            let out = curl_status(&rs, id, &format!("http://127.0.0.2:{fport}/")).await;
+            assert!(out.ends_with(" 403"), "{out}");
+            let (code, _, _) = run(
+                &rs,
+                id,
+                &format!("curl -sS --noproxy '*' --max-time 3 http://127.0.0.2:{fport}/"),
             )
             .await;
-        let grew = |field: &str| used[field].as_u64() > idle[field].as_u64();
-        assert!(
-            grew("networkBytesUp") && grew("networkBytesDown"),
-            "{idle} → {used}"
-        );
-        assert!(used["networkBytesDown"].as_u64() >= Some(15), "{used}");
+            assert_ne!(code, 0);
+            assert_eq!(forbidden.connection_count(), 0);
 
-        // Refused with a body that says why (plain HTTP) or a 403 to CONNECT (HTTPS).
-        let out = curl_status(&rs, id, &other_url).await;
-        assert!(
-            out.contains("host not in allow-list") && out.ends_with(" 403"),
-            "{out}"
-        );
-        let https_other = format!("https://other.example.test:{}/", other.addr.port());
-        let (code, _, err) = run(&rs, id, &format!("curl -sS {https_other}")).await;
-        assert_ne!(code, 0);
-        assert!(err.contains("403"), "{err}");
-
-        // The forbidden server is reached neither by a name resolving to it nor by address,
-        // through the proxy or around it.
-        let fport = forbidden.addr.port();
-        let out = curl_status(&rs, id, &format!("http://rebind.example.test:{fport}/")).await;
-        assert!(
-            out.contains("operator block 127.0.0.2/32") && out.ends_with(" 403"),
-            "{out}"
-        );
-        let out = curl_status(&rs, id, &format!("http://127.0.0.2:{fport}/")).await;
-        assert!(out.ends_with(" 403"), "{out}");
-        let (code, _, _) = run(
-            &rs,
-            id,
-            &format!("curl -sS --noproxy '*' --max-time 3 http://127.0.0.2:{fport}/"),
-        )
-        .await;
-        assert_ne!(code, 0);
-        assert_eq!(forbidden.connection_count(), 0);
-
-        // A runtime change applies to the running sandbox at once.
-        let b = patch(
-            &rs,
-            id,
-            json!({"network": {"mode": "allowlist", "allow": ["other.example.test"]}}),
-        )
-        .await;
-        assert_eq!(b["network"]["allow"], json!(["other.example.test"]), "{b}");
-        assert_eq!(
-            run_ok(&rs, id, &format!("curl -sS {other_url}")).await,
-            "hello from other\n"
-        );
-        let out = curl_status(&rs, id, &api_url).await;
-        assert!(out.ends_with(" 403"), "{out}");
-        patch(&rs, id, json!({"network": {"mode": "none"}})).await;
-        let (_, out, _) = run(&rs, id, &format!("curl -sS {other_url}")).await;
-        assert!(out.contains("network policy is none"), "{out}");
-        // After a sleep and wake the stored policy holds.
-        let (s, _) = rs
-            .call(Method::POST, &format!("/v1/sandboxes/{id}/stop"), json!({}))
+            // A runtime change applies to the running sandbox at once.
+            let b = patch(
+                &rs,
+                id,
+                json!({"network": {"mode": "allowlist", "allow": ["other.example.test"]}}),
+            )
             .await;
-        assert_eq!(s, 200);
-        patch(
-            &rs,
-            id,
-            json!({"network": {"mode": "allowlist", "allow": ["api.example.test"]}}),
-        )
-        .await;
-        assert_eq!(
-            run_ok(&rs, id, &format!("curl -sS {api_url}")).await,
-            "hello from api\n"
-        );
-        assert_eq!(forbidden.connection_count(), 0);
-        rs.stop().await;
+            assert_eq!(b["network"]["allow"], json!(["other.example.test"]), "{b}");
+            assert_eq!(
+                run_ok(&rs, id, &format!("curl -sS {other_url}")).await,
+                "hello from other\n"
+            );
+            let out = curl_status(&rs, id, &api_url).await;
+            assert!(out.ends_with(" 403"), "{out}");
+            patch(&rs, id, json!({"network": {"mode": "none"}})).await;
+            let (_, out, _) = run(&rs, id, &format!("curl -sS {other_url}")).await;
+            assert!(out.contains("network policy is none"), "{out}");
+            // After a sleep and wake the stored policy holds.
+            let (s, _) = rs
+                .call(Method::POST, &format!("/v1/sandboxes/{id}/stop"), json!({}))
+                .await;
+            assert_eq!(s, 200);
+            patch(
+                &rs,
+                id,
+                json!({"network": {"mode": "allowlist", "allow": ["api.example.test"]}}),
+            )
+            .await;
+            assert_eq!(
+                run_ok(&rs, id, &format!("curl -sS {api_url}")).await,
+                "hello from api\n"
+            );
+            assert_eq!(forbidden.connection_count(), 0);
+            rs.stop().await;
+        }
     }
 
     #[tokio::test(flavor = "multi_thread")]

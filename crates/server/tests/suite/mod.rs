@@ -11,6 +11,7 @@ mod exec_control;
 mod fake_agent;
 mod files;
 mod forward;
+mod gvisor;
 mod host_agent;
 mod image_tools;
 mod interpreter;

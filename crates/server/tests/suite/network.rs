@@ -118,28 +118,30 @@ async fn serial_network_full_mode_reaches_only_allowed_cidrs() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn serial_network_none_has_loopback_and_the_egress_bridge() {
-    let Some(rs) = Real::start().await else {
-        return;
-    };
-    let (s, b) = rs
-        .call(Method::POST, "/v1/sandboxes", json!({"id": "net-none"}))
+    for tier in Real::tiers() {
+        let Some(rs) = Real::start_tier(tier).await else {
+            return;
+        };
+        let (s, b) = rs
+            .call(Method::POST, "/v1/sandboxes", json!({"id": "net-none"}))
+            .await;
+        assert_eq!(s, 201, "{b}");
+        assert_eq!(interfaces(&rs, "net-none").await, "lo");
+        assert_eq!(
+            stdout(&rs, "net-none", "echo $HTTP_PROXY $no_proxy").await,
+            "http://127.0.0.1:3128 localhost,127.0.0.1,::1"
+        );
+        // The agent's bridge answers on 127.0.0.1:3128 and hands the request to the server's
+        // egress proxy, which refuses it in mode none.
+        let out = stdout(
+            &rs,
+            "net-none",
+            "curl -s -o /dev/null -w '%{http_code}' http://blocked.example.test/",
+        )
         .await;
-    assert_eq!(s, 201, "{b}");
-    assert_eq!(interfaces(&rs, "net-none").await, "lo");
-    assert_eq!(
-        stdout(&rs, "net-none", "echo $HTTP_PROXY $no_proxy").await,
-        "http://127.0.0.1:3128 localhost,127.0.0.1,::1"
-    );
-    // The agent's bridge answers on 127.0.0.1:3128 and hands the request to the server's
-    // egress proxy, which refuses it in mode none.
-    let out = stdout(
-        &rs,
-        "net-none",
-        "curl -s -o /dev/null -w '%{http_code}' http://blocked.example.test/",
-    )
-    .await;
-    assert_eq!(out, "403");
-    rs.stop().await;
+        assert_eq!(out, "403");
+        rs.stop().await;
+    }
 }
 
 /// ATTACK (issue 9), `full` mode: a tenant key's CIDR does not open a private range in the

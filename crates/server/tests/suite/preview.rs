@@ -231,6 +231,8 @@ fn curl(url: &str, resolve_to: SocketAddr) -> (String, String) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn serial_preview_http_server_sse_redirect_and_forwarded_headers() {
+    // Standard tier only for now: under gvisor this test hangs after the 50 proxied requests
+    // (SSE end or the 502 probe; not diagnosed, see docs/isolation.md).
     let Some(rs) = Real::start().await else {
         return;
     };
