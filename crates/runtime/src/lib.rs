@@ -139,7 +139,7 @@ pub struct ResourceUsage {
 /// Errors of a driver.
 #[derive(Debug, thiserror::Error)]
 pub enum DriverError {
-    #[error("sandbox {id}: {stage}: {source}")]
+    #[error("sandbox {id}: {stage}")]
     Io {
         id: String,
         stage: &'static str,

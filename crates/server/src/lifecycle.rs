@@ -19,7 +19,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use sandpit_image::{ImageError, ImageStore};
-use sandpit_protocol::ErrorCode;
 use sandpit_protocol::container::EnvMap;
 use sandpit_protocol::control::{
     CreateSandboxRequest, DEFAULT_IMAGE, EgressLogPage, Isolation, Limits, SandboxInfo,
@@ -27,6 +26,7 @@ use sandpit_protocol::control::{
 };
 use sandpit_protocol::quota::{MAX_PROCESSES_ENV, QuotaInfo, SandboxCaps, TenantQuota};
 use sandpit_protocol::time::{SleepAfter, parse_duration, timestamp};
+use sandpit_protocol::{ErrorChain, ErrorCode, display_chain};
 use sandpit_runtime::{Driver, DriverError, EgressEndpoint, RunFile, SandboxSpec, Started};
 use sandpit_store::{AuditRecord, NewSandbox, SandboxOptions, SandboxRecord, Store};
 use sha2::{Digest, Sha256};
@@ -622,7 +622,7 @@ impl Manager {
                         ApiError::new(ErrorCode::ResourceBusy, message)
                     }
                     DriverError::InvalidSpec(m) => ApiError::validation(m),
-                    e => ApiError::internal(format!("applying the limits: {e}")),
+                    e => ApiError::internal(format!("applying the limits: {}", ErrorChain(&e))),
                 };
                 error.context("sandboxId", entry.id.as_str())
             })
@@ -760,7 +760,10 @@ impl Manager {
                 Ok((rootfs, env))
             }
             Err(ImageError::NotFound(_) | ImageError::InvalidName { .. }) => Err(not_found()),
-            Err(e) => Err(ApiError::internal(format!("image {image:?}: {e}"))),
+            Err(e) => Err(ApiError::internal(format!(
+                "image {image:?}: {}",
+                ErrorChain(&e)
+            ))),
         }
     }
 
@@ -824,7 +827,7 @@ impl Manager {
         };
         let started = driver.start(&spec).await.map_err(|e| {
             self.egress.detach(&entry.internal);
-            tracing::warn!(sandbox = %entry.id, tenant = %entry.tenant, error = %e, "start failed");
+            tracing::warn!(sandbox = %entry.id, tenant = %entry.tenant, error = %ErrorChain(&e), "start failed");
             let error = match &e {
                 // The spec's limits or env are what the driver refused: the caller's input.
                 DriverError::InvalidSpec(m) => ApiError::validation(m.clone()),
@@ -835,7 +838,7 @@ impl Manager {
                 .context("image", image.as_str()),
                 _ => ApiError::new(
                     ErrorCode::SandboxStartFailed,
-                    format!("sandbox failed to start: {e}"),
+                    format!("sandbox failed to start: {}", ErrorChain(&e)),
                 ),
             };
             error.context("sandboxId", entry.id.as_str())
@@ -870,7 +873,7 @@ impl Manager {
                 Ok(driver) => driver
                     .stop(&entry.internal)
                     .await
-                    .map_err(|e| e.to_string()),
+                    .map_err(|e| display_chain(&e)),
                 Err(e) => Err(e.to_string()),
             };
             if let Err(e) = stopped {
@@ -1141,7 +1144,7 @@ impl Manager {
                 )
                 .await
                 .map_err(|e| {
-                    ApiError::internal(format!("applying the network policy: {e}"))
+                    ApiError::internal(format!("applying the network policy: {}", ErrorChain(&e)))
                         .context("sandboxId", entry.id.as_str())
                 })?;
         }
@@ -1209,7 +1212,7 @@ impl Manager {
             .destroy(&entry.internal)
             .await
             .map_err(|e| {
-                ApiError::internal(format!("destroying sandbox {id:?}: {e}"))
+                ApiError::internal(format!("destroying sandbox {id:?}: {}", ErrorChain(&e)))
                     .context("sandboxId", id)
             })?;
         self.store.delete_sandbox(tenant, id).await?;
@@ -1293,7 +1296,9 @@ impl Manager {
             .driver(record.options.isolation)?
             .usage(&record.internal_id)
             .await
-            .map_err(|e| ApiError::internal(format!("reading the usage of {id:?}: {e}")))?;
+            .map_err(|e| {
+                ApiError::internal(format!("reading the usage of {id:?}: {}", ErrorChain(&e)))
+            })?;
         let (up, down) = self.egress.byte_totals(&record.internal_id);
         // A sandbox that is not running has no processes: whatever a leftover cgroup says.
         let live = |v: u64| {

@@ -1,4 +1,5 @@
 mod actionable;
+mod architecture;
 mod args;
 mod browser;
 mod compat;
