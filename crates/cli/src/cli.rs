@@ -446,9 +446,9 @@ pub struct CreateArgs {
     /// Label (repeatable), to find it with `sandpit ls --label K=V`.
     #[arg(long = "label", value_name = "K=V", value_parser = parse_label_selector)]
     pub labels: Vec<(String, String)>,
-    /// Destroy the sandbox this long after now: seconds or e.g. 30m, 2h.
+    /// Destroy the sandbox this long after now: seconds or e.g. 30m, 2h (0: never).
     #[arg(long)]
-    pub ttl: Option<String>,
+    pub ttl: Option<sandpit_protocol::time::Ttl>,
     #[command(flatten)]
     pub network: CreateNetworkFlags,
     /// Print the sandbox as JSON.

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::time::SleepAfter;
+use crate::time::{SleepAfter, Ttl};
 
 /// Default idle time before a sandbox sleeps (`sleepAfter`), in seconds.
 pub const DEFAULT_SLEEP_AFTER_SECS: u64 = 600;
@@ -340,8 +340,8 @@ pub struct CreateSandboxRequest {
     /// Time to live: the sandbox is destroyed this long after the request (seconds, or a string
     /// such as "30m", "2h"; `0`: no expiry).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
-    pub ttl: Option<serde_json::Value>,
+    #[cfg_attr(feature = "openapi", schema(inline))]
+    pub ttl: Option<Ttl>,
 }
 
 /// `PATCH /v1/sandboxes/{id}`: change options of an existing sandbox. On a running sandbox,
@@ -378,8 +378,8 @@ pub struct UpdateSandboxRequest {
     pub labels: Option<BTreeMap<String, Option<String>>>,
     /// A new time to live, counted from this request (`0`: no expiry).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
-    pub ttl: Option<serde_json::Value>,
+    #[cfg_attr(feature = "openapi", schema(inline))]
+    pub ttl: Option<Ttl>,
 }
 
 /// A sandbox as the control plane reports it.

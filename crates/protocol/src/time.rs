@@ -114,32 +114,117 @@ impl<'de> Deserialize<'de> for SleepAfter {
 #[cfg(feature = "openapi")]
 impl utoipa::PartialSchema for SleepAfter {
     fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
-        use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Type};
-        OneOfBuilder::new()
-            .item(
-                ObjectBuilder::new()
-                    .schema_type(Type::Integer)
-                    .minimum(Some(1))
-                    .description(Some("seconds")),
-            )
-            .item(
-                ObjectBuilder::new()
-                    .schema_type(Type::String)
-                    .description(Some(
-                        "seconds, or a duration such as \"30s\", \"5m\", \"1h 30m\"",
-                    ))
-                    .examples(["5m"]),
-            )
-            .description(Some(
-                "Idle time before the sandbox sleeps: seconds or a duration string \
-                 (at least 1 s); answers carry whole seconds",
-            ))
-            .into()
+        seconds_or_duration_schema(
+            1,
+            "Idle time before the sandbox sleeps: seconds or a duration string \
+             (at least 1 s); answers carry whole seconds",
+        )
     }
+}
+
+/// `oneOf` an integer of seconds (at least `minimum`) or a duration string: the wire form of
+/// [`SleepAfter`] and [`Ttl`].
+#[cfg(feature = "openapi")]
+fn seconds_or_duration_schema(
+    minimum: u64,
+    description: &str,
+) -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+    use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Type};
+    OneOfBuilder::new()
+        .item(
+            ObjectBuilder::new()
+                .schema_type(Type::Integer)
+                .minimum(Some(minimum))
+                .description(Some("seconds")),
+        )
+        .item(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .description(Some(
+                    "seconds, or a duration such as \"30s\", \"5m\", \"1h 30m\"",
+                ))
+                .examples(["5m"]),
+        )
+        .description(Some(description))
+        .into()
 }
 
 #[cfg(feature = "openapi")]
 impl utoipa::ToSchema for SleepAfter {}
+
+/// `ttl`: how long a sandbox may live, counted from the request that sets it. Accepted on the
+/// wire as seconds (`3600`) or a duration string (`"1h"`); `0` (or `"0"`) means no expiry.
+/// At most [`Ttl::MAX_SECS`] (about ten years, so `now + ttl` cannot overflow). Written back as
+/// whole seconds, rounded up (`0`: none).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Ttl(Option<Duration>);
+
+impl Ttl {
+    /// No expiry.
+    pub const NONE: Ttl = Ttl(None);
+    /// The longest time to live.
+    pub const MAX_SECS: u64 = 10 * 366 * 24 * 3600;
+
+    /// Parses a wire value: `0`, seconds or a duration string.
+    pub fn parse(value: &serde_json::Value) -> Result<Self, String> {
+        let zero = match value {
+            serde_json::Value::Number(n) => n.as_f64() == Some(0.0),
+            serde_json::Value::String(s) => s.trim() == "0",
+            _ => false,
+        };
+        if zero {
+            return Ok(Ttl::NONE);
+        }
+        let duration = parse_duration(value)?;
+        if duration.as_secs() >= Self::MAX_SECS {
+            return Err(format!("at most {} seconds", Self::MAX_SECS));
+        }
+        Ok(Ttl(Some(duration)))
+    }
+
+    /// How long the sandbox may live; `None`: no expiry.
+    pub const fn duration(self) -> Option<Duration> {
+        self.0
+    }
+}
+
+/// The string form (`"0"`, `"3600"`, `"30m"`), as a CLI flag takes it.
+impl std::str::FromStr for Ttl {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        Ttl::parse(&serde_json::Value::String(s.to_owned()))
+    }
+}
+
+impl Serialize for Ttl {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let secs = self
+            .0
+            .map_or(0, |d| d.as_secs() + u64::from(d.subsec_nanos() > 0));
+        serializer.serialize_u64(secs)
+    }
+}
+
+impl<'de> Deserialize<'de> for Ttl {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let value = serde_json::Value::deserialize(deserializer)?;
+        Ttl::parse(&value).map_err(|e| serde::de::Error::custom(format!("ttl: {e}")))
+    }
+}
+
+#[cfg(feature = "openapi")]
+impl utoipa::PartialSchema for Ttl {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        seconds_or_duration_schema(
+            0,
+            "Time to live from this request: seconds or a duration string; 0: no expiry",
+        )
+    }
+}
+
+#[cfg(feature = "openapi")]
+impl utoipa::ToSchema for Ttl {}
 
 /// A time limit as it crosses the wire, in milliseconds: `timeoutMs` and `commandTimeoutMs` of
 /// the container API, `timeout_ms` of `/api/execute/code`, and the agent's defaults
@@ -273,6 +358,31 @@ mod tests {
         assert_eq!(TimeoutMs::parse_env("0"), Some(TimeoutMs::NONE));
         assert_eq!(TimeoutMs::parse_env("soon"), None);
         assert_eq!(TimeoutMs::parse_env(""), None);
+    }
+
+    #[test]
+    fn ttl_reads_zero_as_no_expiry_and_writes_whole_seconds_rounded_up() {
+        for (wire, written) in [
+            (json!(0), 0),
+            (json!("0"), 0),
+            (json!(3600), 3600),
+            (json!("30m"), 1800),
+            (json!("500ms"), 1),
+        ] {
+            let ttl: Ttl = serde_json::from_value(wire.clone()).unwrap();
+            assert_eq!(ttl.duration().is_none(), written == 0, "{wire}");
+            assert_eq!(serde_json::to_value(ttl).unwrap(), json!(written), "{wire}");
+        }
+        for bad in [
+            json!("soon"),
+            json!(-1),
+            json!(1e300),
+            json!(true),
+            json!(Ttl::MAX_SECS),
+        ] {
+            let err = serde_json::from_value::<Ttl>(bad.clone()).unwrap_err();
+            assert!(err.to_string().starts_with("ttl: "), "{bad}: {err}");
+        }
     }
 
     #[test]

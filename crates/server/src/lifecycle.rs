@@ -25,7 +25,7 @@ use sandpit_protocol::control::{
     SandboxState, SandboxUsage, UpdateSandboxRequest, validate_sandbox_id,
 };
 use sandpit_protocol::quota::{MAX_PROCESSES_ENV, QuotaInfo, SandboxCaps, TenantQuota};
-use sandpit_protocol::time::{SleepAfter, parse_duration, timestamp};
+use sandpit_protocol::time::{SleepAfter, Ttl, timestamp};
 use sandpit_protocol::{ErrorChain, ErrorCode, display_chain};
 use sandpit_runtime::{Driver, DriverError, EgressEndpoint, RunFile, SandboxSpec, Started};
 use sandpit_store::{AuditRecord, NewSandbox, SandboxOptions, SandboxRecord, Store};
@@ -259,26 +259,9 @@ struct OptionChanges {
     expires_at_ms: Option<Option<i64>>,
 }
 
-/// Longest `ttl`: about ten years (keeps `now + ttl` far from overflowing).
-const MAX_TTL_SECS: u64 = 10 * 366 * 24 * 3600;
-
-/// The expiry a `ttl` given now asks for: `None` for `0` (no expiry).
-fn expiry_of(ttl: &serde_json::Value) -> ApiResult<Option<i64>> {
-    let zero = match ttl {
-        serde_json::Value::Number(n) => n.as_f64() == Some(0.0),
-        serde_json::Value::String(s) => s.trim() == "0",
-        _ => false,
-    };
-    if zero {
-        return Ok(None);
-    }
-    let ttl = parse_duration(ttl).map_err(|e| ApiError::validation(format!("ttl: {e}")))?;
-    if ttl.as_secs() > MAX_TTL_SECS {
-        return Err(ApiError::validation(format!(
-            "ttl: at most {MAX_TTL_SECS} seconds"
-        )));
-    }
-    Ok(Some(now_ms() + ttl.as_millis() as i64))
+/// The expiry a `ttl` given now asks for: `None` for no expiry.
+fn expiry_of(ttl: Ttl) -> Option<i64> {
+    ttl.duration().map(|d| now_ms() + d.as_millis() as i64)
 }
 
 impl OptionChanges {
@@ -313,14 +296,10 @@ impl OptionChanges {
     }
 
     /// Adds label changes and a `ttl` (counted from now).
-    fn with_labels_and_ttl(
-        mut self,
-        labels: Option<LabelChanges>,
-        ttl: Option<&serde_json::Value>,
-    ) -> ApiResult<Self> {
+    fn with_labels_and_ttl(mut self, labels: Option<LabelChanges>, ttl: Option<Ttl>) -> Self {
         self.labels = labels;
-        self.expires_at_ms = ttl.map(expiry_of).transpose()?;
-        Ok(self)
+        self.expires_at_ms = ttl.map(expiry_of);
+        self
     }
 
     fn is_empty(&self) -> bool {
@@ -988,8 +967,8 @@ impl Manager {
         )?
         .with_labels_and_ttl(
             req.labels.as_ref().map(LabelChanges::set).transpose()?,
-            req.ttl.as_ref(),
-        )?;
+            req.ttl,
+        );
         let network =
             NetworkChanges::parse(req.network.as_ref(), req.secrets.as_ref(), by_operator)?;
         let entry = self.entry(tenant, &id);
@@ -1090,8 +1069,8 @@ impl Manager {
         )?
         .with_labels_and_ttl(
             req.labels.as_ref().map(LabelChanges::merge).transpose()?,
-            req.ttl.as_ref(),
-        )?;
+            req.ttl,
+        );
         let network =
             NetworkChanges::parse(req.network.as_ref(), req.secrets.as_ref(), by_operator)?;
         let entry = self.known_entry(tenant, id).await?;

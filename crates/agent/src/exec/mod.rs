@@ -12,27 +12,19 @@ pub mod stdin;
 pub mod tree;
 
 use std::collections::BTreeMap;
-use std::os::fd::OwnedFd;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use bytes::Bytes;
 use sandpit_protocol::container::{EnvMap, ExecEvent, OutputEncoding};
 use sandpit_protocol::time;
-use tokio::net::unix::pipe;
 use tokio::sync::mpsc;
 
 use crate::config::AgentConfig;
 use crate::error::ApiError;
 use crate::sse;
 use output::{CappedBuffer, Utf8Carry};
-
-/// Which output stream bytes came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StreamKind {
-    Stdout,
-    Stderr,
-}
+pub use output::{StreamKind, reader};
 
 /// Where a running command's output goes.
 #[derive(Debug)]
@@ -283,11 +275,6 @@ pub fn child_env(config: &AgentConfig, overlay: Option<&EnvMap>) -> BTreeMap<Str
         };
     }
     env
-}
-
-/// Wraps the parent end of a child's output pipe for async reads.
-pub fn reader(fd: impl Into<OwnedFd>) -> std::io::Result<pipe::Receiver> {
-    pipe::Receiver::from_owned_fd(fd.into())
 }
 
 /// Shell single-quoting: safe for every byte except NUL (rejected earlier).

@@ -1,5 +1,22 @@
-//! Byte-level helpers for command output: finding the end-of-command marker in a pipe stream,
-//! capping buffered output, and cutting UTF-8 at character boundaries.
+//! Command output at the byte level: which stream bytes came from, the async reader of a
+//! child's pipe, finding the end-of-command marker in a pipe stream, capping buffered output,
+//! and cutting UTF-8 at character boundaries.
+
+use std::os::fd::OwnedFd;
+
+use tokio::net::unix::pipe;
+
+/// Which output stream bytes came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamKind {
+    Stdout,
+    Stderr,
+}
+
+/// Wraps the parent end of a child's output pipe for async reads.
+pub fn reader(fd: impl Into<OwnedFd>) -> std::io::Result<pipe::Receiver> {
+    pipe::Receiver::from_owned_fd(fd.into())
+}
 
 /// Finds `marker` in a byte stream fed in arbitrary chunks. Bytes before the marker are released
 /// as soon as they cannot be the start of the marker, so streaming output is not delayed.

@@ -30,8 +30,9 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use super::kill::{ClientGone, DRAIN_AFTER_EXIT, Deadline, Phase, StopReason};
+use super::output::{StreamKind, reader};
 use super::stdin::Input;
-use super::{StreamKind, reader, tree};
+use super::tree;
 use crate::reaper::Reaper;
 
 /// Bytes read from a pipe at once.

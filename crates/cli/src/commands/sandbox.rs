@@ -27,7 +27,7 @@ pub async fn create(client: &Client, args: CreateArgs) -> anyhow::Result<()> {
         network: args.network.policy(),
         secrets: args.network.secrets()?,
         labels: (!args.labels.is_empty()).then(|| args.labels.into_iter().collect()),
-        ttl: args.ttl.map(serde_json::Value::String),
+        ttl: args.ttl,
         isolation: args.isolation,
     };
     let info = client.create(&request).await?;

@@ -701,6 +701,7 @@ fn info_shows_a_sandbox_and_its_ports() {
          sleep after  600s (not while processes run)\n\
          expires      2026-01-01T01:00:00.000Z\n\
          ephemeral    no\n\
+         isolation    standard\n\
          memory       unlimited\n\
          cpus         unlimited\n\
          pids         unlimited\n\

@@ -100,7 +100,7 @@ async fn parity(client: Client, _url: String) {
     let request = CreateSandboxRequest {
         id: Some("parity".into()),
         labels: Some(BTreeMap::from([("team".into(), "sdk".into())])),
-        ttl: Some(json!("1h")),
+        ttl: Some("1h".parse().unwrap()),
         keep_alive_while_busy: Some(false),
         ..Default::default()
     };
