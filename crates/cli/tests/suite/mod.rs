@@ -2,6 +2,7 @@ mod actionable;
 mod args;
 mod browser;
 mod compat;
+mod console;
 mod copy;
 mod crash;
 mod fake_server;

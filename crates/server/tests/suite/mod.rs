@@ -6,6 +6,7 @@ mod awake;
 mod bounds;
 mod disk;
 mod e2e;
+mod events;
 mod egress;
 mod exec_control;
 mod fake_agent;

@@ -1,0 +1,224 @@
+// The web console end to end in headless Chromium (the Debian package, driven by playwright-core:
+// no browser download) against a real server with real sandboxes. Run by
+// crates/cli/tests/suite/console.rs with SANDPIT_URL, SANDPIT_KEY, CHROMIUM and SCREENSHOTS set.
+// Prints `METRIC name value` lines that the Rust test collects.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { mkdirSync } from "node:fs";
+import { chromium } from "playwright-core";
+
+const url = process.env.SANDPIT_URL;
+const key = process.env.SANDPIT_KEY;
+const shots = process.env.SCREENSHOTS ?? "screenshots";
+mkdirSync(shots, { recursive: true });
+
+const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+const p95 = (xs) => [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor(xs.length * 0.95))];
+
+async function launch() {
+  return chromium.launch({
+    executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
+    args: [
+      "--no-sandbox",
+      "--disable-gpu",
+      "--disable-quic",
+      "--no-first-run",
+      "--disable-background-networking",
+      "--disable-component-update",
+      "--disable-sync",
+      "--disable-default-apps",
+      "--disable-extensions",
+      "--no-pings",
+      // Nothing but loopback: *.localhost and 127.0.0.1.
+      "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE *.localhost",
+    ],
+  });
+}
+
+/** Console messages of type error and uncaught exceptions of `page`. */
+function watchErrors(page) {
+  const errors = [];
+  page.on("console", (m) => {
+    if (m.type() === "error") errors.push(`console: ${m.text()} (${m.location().url})`);
+  });
+  page.on("pageerror", (e) => errors.push(`pageerror: ${e.message}`));
+  return errors;
+}
+
+async function login(page) {
+  await page.goto(`${url}/console/`);
+  await page.getByLabel("API key").fill(key);
+  await page.getByRole("button", { name: "Log in" }).click();
+  await page.getByRole("heading", { name: "Sandboxes" }).waitFor();
+}
+
+/** The text of the terminal's rows, one string per row. */
+async function terminalRows(page) {
+  return page.locator("#terminal .xterm-rows > div").allTextContents();
+}
+
+test("console: log in, sandboxes, terminal, files, processes, preview link", async () => {
+  const browser = await launch();
+  try {
+    const context = await browser.newContext({ viewport: { width: 1366, height: 800 } });
+    const page = await context.newPage();
+    const errors = watchErrors(page);
+    page.on("dialog", (d) => d.accept());
+
+    // A wrong key is refused with a message and nothing is stored (no API call succeeds).
+    await page.goto(`${url}/console/`);
+    await page.screenshot({ path: `${shots}/01-login.png` });
+    await page.getByLabel("API key").fill("sp_not_a_key");
+    await page.getByRole("button", { name: "Log in" }).click();
+    await page.locator("#status.error").filter({ hasText: "UNAUTHORIZED" }).waitFor();
+    assert.equal(await page.evaluate(() => sessionStorage.getItem("sandpit.key")), null);
+    // That 401 is the one console error we caused on purpose.
+    assert.ok(errors.every((e) => e.includes("401")), errors.join("\n"));
+    errors.length = 0;
+
+    await login(page);
+    assert.equal(await page.evaluate(() => sessionStorage.getItem("sandpit.key")), key);
+
+    // Create: the row appears and turns running.
+    await page.getByLabel("Sandbox ID").fill("console1");
+    await page.getByRole("button", { name: "Create sandbox" }).click();
+    const row = page.locator('tr[data-id="console1"]');
+    await row.locator('[data-state="running"]').waitFor({ timeout: 60_000 });
+
+    // A change made elsewhere (another API client) shows up through GET /v1/events.
+    const stop = await fetch(`${url}/v1/sandboxes/console1/stop`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${key}` },
+    });
+    assert.equal(stop.status, 200);
+    await row.locator('[data-state="sleeping"]').waitFor({ timeout: 10_000 });
+    await page.screenshot({ path: `${shots}/02-sandboxes.png` });
+
+    // First paint of the sandbox list after a load (the key is in session storage).
+    const paints = [];
+    for (let i = 0; i < 7; i++) {
+      await page.reload();
+      await page.locator('tr[data-id="console1"]').waitFor();
+      const mark = await page.waitForFunction(() => performance.getEntriesByName("sandpit:sandbox-list")[0]?.startTime);
+      paints.push(await mark.jsonValue());
+    }
+    console.log(`METRIC console_first_paint_ms_p50 ${median(paints).toFixed(1)}`);
+    console.log(`METRIC console_first_paint_ms_max ${Math.max(...paints).toFixed(1)}`);
+
+    // The sandbox page: the terminal attaches (waking the sandbox).
+    await page.getByRole("link", { name: "console1" }).click();
+    await page.locator("#terminal-state", { hasText: "connected" }).waitFor({ timeout: 60_000 });
+    await page.locator("#terminal .xterm-rows").click();
+    await page.keyboard.type("echo hello\n");
+    await page.waitForFunction(
+      () => [...document.querySelectorAll("#terminal .xterm-rows > div")].some((r) => r.textContent.trim() === "hello"),
+      null,
+      { timeout: 20_000 },
+    );
+
+    // Keystroke echo: from the keydown in the page to the echoed character painted in the DOM.
+    await page.evaluate(() => {
+      const rows = document.querySelector("#terminal .xterm-rows");
+      const input = document.querySelector("#terminal .xterm-helper-textarea");
+      window.__echo = { samples: [], t0: 0 };
+      input.addEventListener("keydown", () => (window.__echo.t0 = performance.now()), true);
+      new MutationObserver(() => {
+        const e = window.__echo;
+        if (e.t0) {
+          e.samples.push(performance.now() - e.t0);
+          e.t0 = 0;
+        }
+      }).observe(rows, { childList: true, subtree: true, characterData: true });
+    });
+    for (let i = 0; i < 30; i++) {
+      await page.keyboard.press("x");
+      await page.waitForFunction((n) => window.__echo.samples.length > n, i);
+      await page.waitForTimeout(20);
+    }
+    const echo = await page.evaluate(() => window.__echo.samples);
+    await page.keyboard.press("Control+U");
+    console.log(`METRIC terminal_echo_ms_p50 ${median(echo).toFixed(1)}`);
+    console.log(`METRIC terminal_echo_ms_p95 ${p95(echo).toFixed(1)}`);
+
+    // Reconnect with replay: a reload re-attaches and the earlier output is replayed.
+    await page.reload();
+    await page.locator("#terminal-state", { hasText: "connected" }).waitFor({ timeout: 30_000 });
+    await page.waitForFunction(
+      () => [...document.querySelectorAll("#terminal .xterm-rows > div")].some((r) => r.textContent.trim() === "hello"),
+      null,
+      { timeout: 10_000 },
+    );
+
+    // Upload a file; it is listed and can be viewed.
+    await page.getByLabel("Upload files").setInputFiles({
+      name: "hello.txt",
+      mimeType: "text/plain",
+      buffer: Buffer.from("hello from the console\n"),
+    });
+    await page.getByRole("button", { name: "Upload", exact: true }).click();
+    await page.locator('tr[data-name="hello.txt"]').waitFor();
+    await page.getByRole("button", { name: "View hello.txt" }).click();
+    await page.locator("#file-view pre", { hasText: "hello from the console" }).waitFor();
+
+    // A process serving the workspace, its logs, and a preview link to it.
+    await page.getByLabel("Command").fill("python3 -u -m http.server 8080");
+    await page.getByRole("button", { name: "Start process" }).click();
+    await page.locator("#process-logs", { hasText: "Serving HTTP" }).waitFor({ timeout: 30_000 });
+    await page.getByLabel("Port", { exact: true }).fill("8080");
+    await page.getByLabel("Name", { exact: true }).fill("web");
+    await page.getByRole("button", { name: "Expose port" }).click();
+    const link = page.locator('tr[data-port="8080"] a.preview');
+    await link.waitFor();
+    assert.match(await link.getAttribute("href"), /^http:\/\/8080-console1-[0-9a-f]{12}-[a-z0-9_]+\.localhost:\d+\/$/);
+    await page.screenshot({ path: `${shots}/03-sandbox.png`, fullPage: true });
+    const [preview] = await Promise.all([context.waitForEvent("page"), link.click()]);
+    await preview.waitForLoadState();
+    await preview.getByText("hello.txt").waitFor({ timeout: 10_000 });
+    await preview.screenshot({ path: `${shots}/04-preview.png` });
+    await preview.close();
+    // The server's access log reached the process logs through the live stream.
+    await page.locator("#process-logs", { hasText: "GET / HTTP" }).waitFor({ timeout: 10_000 });
+
+    // Destroy from the list.
+    await page.getByRole("link", { name: "← All sandboxes" }).click();
+    await page.getByRole("button", { name: "Destroy console1" }).click();
+    await page.locator('tr[data-id="console1"]').waitFor({ state: "detached" });
+
+    assert.deepEqual(errors, [], "no console errors");
+  } finally {
+    await browser.close();
+  }
+});
+
+test("console: the key stays in the tab; logging out forgets it", async () => {
+  const browser = await launch();
+  try {
+    const context = await browser.newContext();
+    const page = await context.newPage();
+    const errors = watchErrors(page);
+    await login(page);
+    // Not in localStorage or cookies: only this tab's session storage.
+    assert.equal(await page.evaluate(() => localStorage.length), 0);
+    assert.deepEqual(await context.cookies(), []);
+    // Another tab has its own session storage: it must log in.
+    const other = await context.newPage();
+    await other.goto(`${url}/console/`);
+    await other.getByLabel("API key").waitFor();
+    // Keyboard only: tab to the create form and submit with Enter.
+    await page.getByLabel("Sandbox ID").focus();
+    await page.keyboard.type("console2");
+    await page.keyboard.press("Enter");
+    await page.locator('tr[data-id="console2"] [data-state="running"]').waitFor({ timeout: 60_000 });
+    await page.getByRole("button", { name: "Log out" }).click();
+    await page.getByLabel("API key").waitFor();
+    assert.equal(await page.evaluate(() => sessionStorage.getItem("sandpit.key")), null);
+    const gone = await fetch(`${url}/v1/sandboxes/console2`, {
+      method: "DELETE",
+      headers: { authorization: `Bearer ${key}` },
+    });
+    assert.equal(gone.status, 204);
+    assert.deepEqual(errors, [], "no console errors");
+  } finally {
+    await browser.close();
+  }
+});
