@@ -128,7 +128,8 @@ function bytes(n: number): string {
 function logout(reason?: string): void {
   sessionStorage.removeItem(KEY);
   events.stop();
-  location.hash = "#/";
+  // No hashchange event (its handler would clear the reason shown below).
+  history.replaceState(null, "", "#/");
   render();
   if (reason) say(`Logged out: ${reason}`, true);
 }
@@ -276,7 +277,7 @@ function listView(): void {
     ),
     body,
   );
-  const idInput = h("input", { id: "new-id", name: "id", placeholder: "optional", pattern: "[A-Za-z0-9-]{1,63}" }) as HTMLInputElement;
+  const idInput = h("input", { id: "new-id", name: "id", placeholder: "optional", pattern: "[A-Za-z0-9\\-]{1,63}" }) as HTMLInputElement;
   const imageInput = h("input", { id: "new-image", name: "image", placeholder: "default" }) as HTMLInputElement;
   const create = h(
     "form",

@@ -30,7 +30,7 @@ async function launch() {
       "--disable-extensions",
       "--no-pings",
       // Nothing but loopback: *.localhost and 127.0.0.1.
-      "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE *.localhost",
+      "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE *.localhost, EXCLUDE 127.0.0.1",
     ],
   });
 }
@@ -108,7 +108,7 @@ test("console: log in, sandboxes, terminal, files, processes, preview link", asy
     // The sandbox page: the terminal attaches (waking the sandbox).
     await page.getByRole("link", { name: "console1" }).click();
     await page.locator("#terminal-state", { hasText: "connected" }).waitFor({ timeout: 60_000 });
-    await page.locator("#terminal .xterm-rows").click();
+    await page.locator("#terminal .xterm-screen").click();
     await page.keyboard.type("echo hello\n");
     await page.waitForFunction(
       () => [...document.querySelectorAll("#terminal .xterm-rows > div")].some((r) => r.textContent.trim() === "hello"),
