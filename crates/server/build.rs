@@ -15,13 +15,20 @@ fn main() {
         collect(&dist, &dist, &mut files);
     } else {
         // Appears when the console is built.
-        println!("cargo:rerun-if-changed={}", manifest.join("console").display());
+        println!(
+            "cargo:rerun-if-changed={}",
+            manifest.join("console").display()
+        );
     }
     files.sort();
     let mut code = String::from("/// The console's files: (path under /console/, bytes).\n");
     code.push_str("pub static ASSETS: &[(&str, &[u8])] = &[\n");
     for (name, path) in &files {
-        let _ = writeln!(code, "    ({name:?}, include_bytes!({:?})),", path.display());
+        let _ = writeln!(
+            code,
+            "    ({name:?}, include_bytes!({:?})),",
+            path.display()
+        );
     }
     code.push_str("];\n");
     if let Err(e) = std::fs::write(out.join("console_assets.rs"), code) {

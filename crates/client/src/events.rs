@@ -3,9 +3,7 @@
 use eventsource_stream::Eventsource;
 use futures::StreamExt;
 use reqwest::Method;
-use sandpit_protocol::control::{
-    EVENT_LAGGED, EVENT_SANDBOX, EventsLagged, SandboxEvent,
-};
+use sandpit_protocol::control::{EVENT_LAGGED, EVENT_SANDBOX, EventsLagged, SandboxEvent};
 
 use crate::client::{Client, percent_encode};
 use crate::error::{ClientError, Result};

@@ -104,7 +104,9 @@ impl LifecycleListener for Events {
             state,
             at: sandpit_protocol::time::timestamp(SystemTime::now()),
         };
-        let _ = self.sender.send(Arc::new((sandbox.tenant.to_owned(), event)));
+        let _ = self
+            .sender
+            .send(Arc::new((sandbox.tenant.to_owned(), event)));
     }
 }
 

@@ -5,7 +5,9 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { mkdirSync } from "node:fs";
+import { createServer } from "node:http";
 import { chromium } from "playwright-core";
+import { WebSocketServer } from "ws";
 
 const url = process.env.SANDPIT_URL;
 const key = process.env.SANDPIT_KEY;
@@ -43,6 +45,44 @@ function watchErrors(page) {
   });
   page.on("pageerror", (e) => errors.push(`pageerror: ${e.message}`));
   return errors;
+}
+
+/** Baseline for the terminal echo: median round trip of a one-byte WebSocket message between
+ * the same browser and a plain Node echo server on loopback (no sandpit in the path). */
+async function browserWebSocketFloor(browser) {
+  const http = createServer((_req, res) => res.end("<!doctype html><title>echo</title>"));
+  const wss = new WebSocketServer({ server: http });
+  wss.on("connection", (ws) => ws.on("message", (data) => ws.send(data)));
+  await new Promise((r) => http.listen(0, "127.0.0.1", r));
+  const { port } = http.address();
+  const page = await browser.newPage();
+  try {
+    await page.goto(`http://127.0.0.1:${port}/`);
+    return await page.evaluate(
+      (port) =>
+        new Promise((resolve) => {
+          const ws = new WebSocket(`ws://127.0.0.1:${port}/`);
+          ws.binaryType = "arraybuffer";
+          const samples = [];
+          let t0 = 0;
+          const send = () => {
+            t0 = performance.now();
+            ws.send(new Uint8Array([120]));
+          };
+          ws.onopen = send;
+          ws.onmessage = () => {
+            samples.push(performance.now() - t0);
+            if (samples.length < 30) setTimeout(send, 20);
+            else resolve(samples);
+          };
+        }),
+      port,
+    );
+  } finally {
+    await page.close();
+    wss.close();
+    http.close();
+  }
 }
 
 async function login(page) {
@@ -161,6 +201,8 @@ test("console: log in, sandboxes, terminal, files, processes, preview link", asy
     console.log(`METRIC terminal_echo_ms_p95 ${p95(echo).toFixed(1)}`);
     console.log(`METRIC terminal_echo_wire_ms_p50 ${median(wires).toFixed(1)}`);
     console.log(`METRIC terminal_echo_wire_ms_p95 ${p95(wires).toFixed(1)}`);
+    const floor = await browserWebSocketFloor(browser);
+    console.log(`METRIC browser_ws_echo_baseline_ms_p50 ${median(floor).toFixed(1)}`);
 
     // Reconnect with replay: a reload re-attaches and the earlier output is replayed.
     await page.reload();

@@ -72,7 +72,10 @@ impl Events {
             .expect("no event within 10 s");
         assert_eq!(name, "sandbox", "{data}");
         assert!(data["seq"].as_u64().is_some_and(|s| s > 0), "{data}");
-        assert!(data["at"].as_str().is_some_and(|a| a.ends_with('Z')), "{data}");
+        assert!(
+            data["at"].as_str().is_some_and(|a| a.ends_with('Z')),
+            "{data}"
+        );
         let s = |k: &str| data[k].as_str().unwrap().to_owned();
         (s("sandboxId"), s("kind"), s("state"))
     }
@@ -232,15 +235,11 @@ async fn attack_console_files_are_public_but_open_no_api() {
         let addr = ts.server.as_ref().unwrap().addr();
         let answer = super::raw_request(
             addr,
-            format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")
-                .as_bytes(),
+            format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
         )
         .await;
         let status = answer.split(' ').nth(1).unwrap_or_default();
-        assert!(
-            status == "404" || status == "401",
-            "{path}: {answer}"
-        );
+        assert!(status == "404" || status == "401", "{path}: {answer}");
         assert!(!answer.contains("secret1"), "{path}: {answer}");
     }
     // The API behind the console still needs the key.
