@@ -7,7 +7,7 @@ import assert from "node:assert/strict";
 import { mkdirSync } from "node:fs";
 import { createServer } from "node:http";
 import { chromium } from "playwright-core";
-import { WebSocketServer } from "ws";
+import WebSocket, { WebSocketServer } from "ws";
 
 const url = process.env.SANDPIT_URL;
 const key = process.env.SANDPIT_KEY;
@@ -85,6 +85,35 @@ async function browserWebSocketFloor(browser) {
   }
 }
 
+/** The same terminal echo without a browser: a Node WebSocket client on the sandbox's PTY
+ * (its own session), one byte per round trip. What sandpit itself costs. */
+async function nodePtyEcho(sandbox) {
+  const ws = new WebSocket(`${url.replace("http", "ws")}/v1/sandboxes/${sandbox}/ws/pty?sessionId=echo-probe`, {
+    headers: { authorization: `Bearer ${key}` },
+  });
+  const samples = [];
+  await new Promise((resolve, reject) => {
+    let t0 = 0;
+    const go = () => {
+      t0 = performance.now();
+      ws.send(Buffer.from("z"));
+    };
+    ws.on("error", reject);
+    ws.on("message", (data, binary) => {
+      if (!binary) {
+        if (JSON.parse(data.toString()).type === "ready") setTimeout(go, 300);
+      } else if (t0) {
+        samples.push(performance.now() - t0);
+        t0 = 0;
+        if (samples.length < 30) setTimeout(go, 30);
+        else resolve();
+      }
+    });
+  });
+  ws.close();
+  return samples;
+}
+
 async function login(page) {
   await page.goto(`${url}/console/`);
   await page.getByLabel("API key").fill(key);
@@ -115,6 +144,11 @@ test("console: log in, sandboxes, terminal, files, processes, preview link", asy
             const e = window.__echo;
             if (e?.t0 && e.wire === undefined) e.wire = performance.now() - e.t0;
           });
+        }
+        send(data) {
+          const e = window.__echo;
+          if (e?.t0 && e.sent === undefined) e.sent = performance.now() - e.t0;
+          return super.send(data);
         }
       };
     });
@@ -173,34 +207,47 @@ test("console: log in, sandboxes, terminal, files, processes, preview link", asy
     // Keystroke echo: from the keydown in the page to the echoed character painted in the DOM.
     await page.evaluate(() => {
       const rows = document.querySelector("#terminal .xterm-rows");
-      const input = document.querySelector("#terminal .xterm-helper-textarea");
-      window.__echo = { samples: [], wires: [], t0: 0, wire: undefined };
-      input.addEventListener(
+      window.__echo = { samples: [], wires: [], sends: [], t0: 0 };
+      // Capture on window: before xterm.js's own handler on its textarea sends the key.
+      window.addEventListener(
         "keydown",
-        () => Object.assign(window.__echo, { t0: performance.now(), wire: undefined }),
+        () => Object.assign(window.__echo, { t0: performance.now(), wire: undefined, sent: undefined }),
         true,
       );
+      // Only a mutation that shows one more `x` is the echo (not the cursor blinking).
+      const xs = () => (rows.textContent.match(/x/g) ?? []).length;
+      let shown = xs();
       new MutationObserver(() => {
         const e = window.__echo;
+        const now = xs();
+        if (now <= shown) return;
+        shown = now;
         if (e.t0 && e.wire !== undefined) {
           e.samples.push(performance.now() - e.t0);
           e.wires.push(e.wire);
+          e.sends.push(e.sent ?? NaN);
           e.t0 = 0;
         }
       }).observe(rows, { childList: true, subtree: true, characterData: true });
     });
+    // Keys 100 ms apart, nothing polling the page meanwhile (waitForFunction polls on every
+    // animation frame, which would compete with the page for its main thread).
     for (let i = 0; i < 30; i++) {
       await page.keyboard.press("x");
-      await page.waitForFunction((n) => window.__echo.samples.length > n, i);
-      await page.waitForTimeout(20);
+      await new Promise((r) => setTimeout(r, 100));
     }
-    const { samples: echo, wires } = await page.evaluate(() => window.__echo);
+    const { samples: echo, wires, sends } = await page.evaluate(() => window.__echo);
+    assert.ok(echo.length >= 25, `keys echoed: ${echo.length} of 30`);
     await page.keyboard.press("Control+U");
     // Keydown to the echo painted (what a person sees), and to the echo's WebSocket message.
     console.log(`METRIC terminal_echo_ms_p50 ${median(echo).toFixed(1)}`);
     console.log(`METRIC terminal_echo_ms_p95 ${p95(echo).toFixed(1)}`);
     console.log(`METRIC terminal_echo_wire_ms_p50 ${median(wires).toFixed(1)}`);
     console.log(`METRIC terminal_echo_wire_ms_p95 ${p95(wires).toFixed(1)}`);
+    // Of which: keydown until xterm.js hands the key to the WebSocket.
+    console.log(`METRIC terminal_key_to_send_ms_p50 ${median(sends).toFixed(1)}`);
+    const direct = await nodePtyEcho("console1");
+    console.log(`METRIC terminal_echo_node_client_ms_p50 ${median(direct).toFixed(2)}`);
     const floor = await browserWebSocketFloor(browser);
     console.log(`METRIC browser_ws_echo_baseline_ms_p50 ${median(floor).toFixed(1)}`);
 
