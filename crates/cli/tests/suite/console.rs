@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use super::sdk_typescript::{required, run, skip_or_fail};
-use super::support::{Served, images_dir_or_skip};
+use super::support::{Served, images_dir_or_skip, raw_get};
 
 /// `METRIC name value` lines of the browser test.
 fn metric(stdout: &str, name: &str) -> f64 {
@@ -50,7 +50,7 @@ fn console_in_headless_chromium() {
     };
     let served = Served::start(&images);
     // The binary under test must hold a built console.
-    let index = plain_get(&served.url, "/console/");
+    let index = raw_get(&served.url, "/console/", None);
     if index.starts_with("HTTP/1.1 503") {
         return skip_or_fail(
             test,
@@ -112,19 +112,4 @@ fn console_in_headless_chromium() {
         "first paint of the sandbox list took {paint} ms"
     );
     assert!(echo <= 60.0, "terminal keystroke echo took {echo} ms");
-}
-
-/// `GET path` on 127.0.0.1 without a key; the answer's head and body as text.
-fn plain_get(base: &str, path: &str) -> String {
-    use std::io::{Read, Write};
-    let addr = base.trim_start_matches("http://");
-    let mut stream = std::net::TcpStream::connect(addr).unwrap();
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer).unwrap();
-    answer
 }

@@ -270,19 +270,7 @@ fn serial_cli_cp_100_mib_both_ways() {
 
 /// A raw `GET /metrics` with an optional bearer key; returns the status line.
 fn metrics_status(url: &str, key: Option<&str>) -> String {
-    use std::io::{Read, Write};
-    let addr = url.trim_start_matches("http://");
-    let mut tcp = std::net::TcpStream::connect(addr).unwrap();
-    let auth = key
-        .map(|k| format!("Authorization: Bearer {k}\r\n"))
-        .unwrap_or_default();
-    write!(
-        tcp,
-        "GET /metrics HTTP/1.1\r\nHost: x\r\n{auth}Connection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut answer = String::new();
-    tcp.read_to_string(&mut answer).unwrap();
+    let answer = super::support::raw_get(url, "/metrics", key);
     answer.lines().next().unwrap_or_default().to_owned()
 }
 

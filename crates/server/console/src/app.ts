@@ -26,6 +26,31 @@ function h(tag: string, attrs: Attrs = {}, ...children: Child[]): HTMLElement {
   return el;
 }
 
+/** A table with column headers over `body`. */
+function table(label: string, headers: string[], body: HTMLElement): HTMLElement {
+  return h(
+    "table",
+    { "aria-label": label },
+    h("thead", {}, h("tr", {}, ...headers.map((t) => h("th", { scope: "col" }, t)))),
+    body,
+  );
+}
+
+/** A titled section of the sandbox page. */
+function section(id: string, title: Child | Child[], ...children: Child[]): HTMLElement {
+  const heading = h("h2", { id: `${id}-h` }, ...(Array.isArray(title) ? title : [title]));
+  return h("section", { "aria-labelledby": `${id}-h` }, heading, ...children);
+}
+
+/** A one-line form; `submit` runs with the default action prevented. */
+function inlineForm(label: string, submit: () => unknown, ...children: Child[]): HTMLElement {
+  const onsubmit = ((e: Event) => {
+    e.preventDefault();
+    void submit();
+  }) as EventListener;
+  return h("form", { class: "inline", "aria-label": label, onsubmit }, ...children);
+}
+
 function say(message: string, error = false): void {
   statusEl.textContent = message;
   statusEl.className = error ? "error" : "";
@@ -45,7 +70,12 @@ function key(): string | null {
   return sessionStorage.getItem(KEY);
 }
 
-async function call(method: string, path: string, body?: unknown, raw?: BodyInit): Promise<Response> {
+async function call(
+  method: string,
+  path: string,
+  body?: unknown,
+  raw?: BodyInit,
+): Promise<Response> {
   const headers: Record<string, string> = { authorization: `Bearer ${key() ?? ""}` };
   if (body !== undefined) headers["content-type"] = "application/json";
   const response = await fetch(path, {
@@ -86,7 +116,10 @@ async function attempt<T>(what: string, f: () => Promise<T>): Promise<T | undefi
 }
 
 /** Reads a server-sent event stream from `response`; calls `on(event, data)` per event. */
-async function readSse(response: Response, on: (event: string, data: string) => void): Promise<void> {
+async function readSse(
+  response: Response,
+  on: (event: string, data: string) => void,
+): Promise<void> {
   const reader = response.body!.pipeThrough(new TextDecoderStream()).getReader();
   let buffer = "";
   let event = "message";
@@ -263,51 +296,48 @@ async function destroySandbox(id: string): Promise<boolean> {
 
 function listView(): void {
   const body = h("tbody");
-  const table = h(
-    "table",
-    { "aria-label": "sandboxes" },
-    h(
-      "thead",
-      {},
-      h(
-        "tr",
-        {},
-        ...["ID", "State", "Image", "Last activity", "Limits", "Actions"].map((t) => h("th", { scope: "col" }, t)),
-      ),
-    ),
+  const list = table(
+    "sandboxes",
+    ["ID", "State", "Image", "Last activity", "Limits", "Actions"],
     body,
   );
-  const idInput = h("input", { id: "new-id", name: "id", placeholder: "optional", pattern: "[A-Za-z0-9\\-]{1,63}" }) as HTMLInputElement;
-  const imageInput = h("input", { id: "new-image", name: "image", placeholder: "default" }) as HTMLInputElement;
-  const create = h(
-    "form",
-    {
-      class: "inline",
-      "aria-label": "create a sandbox",
-      onsubmit: (async (e: Event) => {
-        e.preventDefault();
-        const req: Record<string, string> = {};
-        if (idInput.value.trim()) req.id = idInput.value.trim();
-        if (imageInput.value.trim()) req.image = imageInput.value.trim();
-        say("Creating…");
-        const made = await attempt("Create", () => api<Sandbox>("POST", "/v1/sandboxes", req));
-        if (made) {
-          say(`${made.id} created`);
-          idInput.value = "";
-          await load();
-        }
-      }) as EventListener,
+  const idInput = h("input", {
+    id: "new-id",
+    name: "id",
+    placeholder: "optional",
+    pattern: "[A-Za-z0-9\\-]{1,63}",
+  }) as HTMLInputElement;
+  const imageInput = h("input", {
+    id: "new-image",
+    name: "image",
+    placeholder: "default",
+  }) as HTMLInputElement;
+  const create = inlineForm(
+    "create a sandbox",
+    async () => {
+      const req: Record<string, string> = {};
+      if (idInput.value.trim()) req.id = idInput.value.trim();
+      if (imageInput.value.trim()) req.image = imageInput.value.trim();
+      say("Creating…");
+      const made = await attempt("Create", () => api<Sandbox>("POST", "/v1/sandboxes", req));
+      if (made) {
+        say(`${made.id} created`);
+        idInput.value = "";
+        await load();
+      }
     },
     h("label", { for: "new-id" }, "Sandbox ID", idInput),
     h("label", { for: "new-image" }, "Image", imageInput),
     h("button", { type: "submit" }, "Create sandbox"),
   );
   const empty = h("p", { class: "muted", hidden: true }, "No sandboxes yet.");
-  app.replaceChildren(h("h1", {}, "Sandboxes"), create, table, empty);
+  app.replaceChildren(h("h1", {}, "Sandboxes"), create, list, empty);
 
   let first = true;
   async function load(): Promise<void> {
-    const list = await attempt("Listing sandboxes", () => api<{ sandboxes: Sandbox[] }>("GET", "/v1/sandboxes?limit=500"));
+    const list = await attempt("Listing sandboxes", () =>
+      api<{ sandboxes: Sandbox[] }>("GET", "/v1/sandboxes?limit=500"),
+    );
     if (!list) return;
     body.replaceChildren(
       ...list.sandboxes.map((s) =>
@@ -322,7 +352,15 @@ function listView(): void {
           h(
             "td",
             { class: "actions" },
-            h("button", { type: "button", "aria-label": `Stop ${s.id}`, onclick: () => void stopSandbox(s.id) }, "Stop"),
+            h(
+              "button",
+              {
+                type: "button",
+                "aria-label": `Stop ${s.id}`,
+                onclick: () => void stopSandbox(s.id),
+              },
+              "Stop",
+            ),
             h(
               "button",
               {
@@ -391,10 +429,15 @@ function sandboxView(id: string): void {
   const files = filesSection(id);
   const processes = processesSection(id);
   const ports = portsSection(id);
-  const network = h("section", { "aria-labelledby": "network-h" }, h("h2", { id: "network-h" }, "Network policy"), h("div", { id: "network" }));
+  const network = section("network", "Network policy", h("div", { id: "network" }));
   app.replaceChildren(
     header,
-    h("div", { class: "grid" }, h("div", {}, terminal, files), h("div", {}, h("section", {}, h("h2", {}, "Details"), info), processes, ports, network)),
+    h(
+      "div",
+      { class: "grid" },
+      h("div", {}, terminal, files),
+      h("div", {}, h("section", {}, h("h2", {}, "Details"), info), processes, ports, network),
+    ),
   );
 
   async function loadInfo(): Promise<void> {
@@ -408,7 +451,12 @@ function sandboxView(id: string): void {
       ["Sleeps after", s.keepAlive ? "never (keepAlive)" : `${s.sleepAfterSecs} s idle`],
       ["Created", when(s.createdAt)],
       ["Last activity", when(s.lastActiveAt)],
-      ["Labels", Object.entries(s.labels ?? {}).map(([k, v]) => `${k}=${v}`).join(", ") || "none"],
+      [
+        "Labels",
+        Object.entries(s.labels ?? {})
+          .map(([k, v]) => `${k}=${v}`)
+          .join(", ") || "none",
+      ],
     ];
     info.replaceChildren(...rows.flatMap(([k, v]) => [h("dt", {}, k), h("dd", {}, v)]));
     networkForm(id, s.network, document.getElementById("network")!);
@@ -420,7 +468,8 @@ function sandboxView(id: string): void {
       stateEl.replaceChildren(stateBadge("destroyed"));
       return;
     }
-    if (e && (e.kind === "started" || e.kind === "stopped")) stateEl.replaceChildren(stateBadge(e.state));
+    if (e && (e.kind === "started" || e.kind === "stopped"))
+      stateEl.replaceChildren(stateBadge(e.state));
     else void loadInfo();
   });
   void loadInfo();
@@ -430,23 +479,29 @@ function networkForm(id: string, policy: Sandbox["network"], where: HTMLElement)
   const mode = h(
     "select",
     { id: "net-mode", name: "mode" },
-    ...["none", "allowlist", "full"].map((m) => h("option", { value: m, selected: m === policy.mode }, m)),
+    ...["none", "allowlist", "full"].map((m) =>
+      h("option", { value: m, selected: m === policy.mode }, m),
+    ),
   ) as HTMLSelectElement;
-  const allow = h("input", { id: "net-allow", name: "allow", value: policy.allow.join(", "), placeholder: "example.com, 10.1.0.0/16" }) as HTMLInputElement;
+  const allow = h("input", {
+    id: "net-allow",
+    name: "allow",
+    value: policy.allow.join(", "),
+    placeholder: "example.com, 10.1.0.0/16",
+  }) as HTMLInputElement;
   where.replaceChildren(
-    h(
-      "form",
-      {
-        class: "inline",
-        "aria-label": "network policy",
-        onsubmit: (async (e: Event) => {
-          e.preventDefault();
-          const network = {
-            mode: mode.value,
-            allow: allow.value.split(",").map((s) => s.trim()).filter(Boolean),
-          };
-          if (await attempt("Network policy", () => api("PATCH", sandboxPath(id), { network }))) say("Network policy saved");
-        }) as EventListener,
+    inlineForm(
+      "network policy",
+      async () => {
+        const network = {
+          mode: mode.value,
+          allow: allow.value
+            .split(",")
+            .map((s) => s.trim())
+            .filter(Boolean),
+        };
+        if (await attempt("Network policy", () => api("PATCH", sandboxPath(id), { network })))
+          say("Network policy saved");
       },
       h("label", { for: "net-mode" }, "Mode", mode),
       h("label", { for: "net-allow" }, "Allow (comma-separated)", allow),
@@ -460,9 +515,18 @@ function networkForm(id: string, policy: Sandbox["network"], where: HTMLElement)
 function terminalSection(id: string): HTMLElement {
   const host = h("div", { class: "terminal", id: "terminal" });
   const state = h("span", { class: "muted", id: "terminal-state" }, "connecting…");
-  const reconnect = h("button", { type: "button", hidden: true, onclick: () => connect() }, "Reconnect");
-  const section = h("section", { "aria-labelledby": "terminal-h" }, h("h2", { id: "terminal-h" }, "Terminal ", state, " ", reconnect), host);
-  const term = new Terminal({ cursorBlink: true, fontSize: 14, scrollback: 5000, screenReaderMode: false });
+  const reconnect = h(
+    "button",
+    { type: "button", hidden: true, onclick: () => connect() },
+    "Reconnect",
+  );
+  const view = section("terminal", ["Terminal ", state, " ", reconnect], host);
+  const term = new Terminal({
+    cursorBlink: true,
+    fontSize: 14,
+    scrollback: 5000,
+    screenReaderMode: false,
+  });
   const fit = new FitAddon();
   term.loadAddon(fit);
   let ws: WebSocket | null = null;
@@ -480,14 +544,21 @@ function terminalSection(id: string): HTMLElement {
   async function connect(): Promise<void> {
     reconnect.hidden = true;
     state.textContent = "connecting…";
-    const ticket = await attempt("Terminal", () => api<{ ticket: string }>("POST", `${sandboxPath(id)}/ws-ticket`));
+    const ticket = await attempt("Terminal", () =>
+      api<{ ticket: string }>("POST", `${sandboxPath(id)}/ws-ticket`),
+    );
     if (!ticket) {
       state.textContent = "disconnected";
       reconnect.hidden = false;
       return;
     }
     const scheme = location.protocol === "https:" ? "wss" : "ws";
-    const q = new URLSearchParams({ sessionId: "console", cols: String(term.cols), rows: String(term.rows), ticket: ticket.ticket });
+    const q = new URLSearchParams({
+      sessionId: "console",
+      cols: String(term.cols),
+      rows: String(term.rows),
+      ticket: ticket.ticket,
+    });
     const socket = new WebSocket(`${scheme}://${location.host}${sandboxPath(id)}/ws/pty?${q}`);
     socket.binaryType = "arraybuffer";
     ws = socket;
@@ -531,30 +602,57 @@ function terminalSection(id: string): HTMLElement {
     ws?.close();
     term.dispose();
   });
-  return section;
+  return view;
 }
 
 // ---- files ----------------------------------------------------------------------------------
 
-type FileInfo = { name: string; absolutePath: string; type: string; size: number; modifiedAt: string };
+type FileInfo = {
+  name: string;
+  absolutePath: string;
+  type: string;
+  size: number;
+  modifiedAt: string;
+};
 
 function filesSection(id: string): HTMLElement {
   let dir = "/workspace";
   const pathInput = h("input", { id: "files-path", name: "path", value: dir }) as HTMLInputElement;
   const list = h("tbody");
   const preview = h("div", { id: "file-view", "aria-live": "polite" });
-  const upload = h("input", { id: "upload", type: "file", name: "upload", multiple: true }) as HTMLInputElement;
+  const upload = h("input", {
+    id: "upload",
+    type: "file",
+    name: "upload",
+    multiple: true,
+  }) as HTMLInputElement;
   const raw = (path: string) => `${sandboxPath(id)}/files/${encodeURIComponent(path)}`;
 
   async function load(path = pathInput.value): Promise<void> {
-    const r = await attempt("Listing files", () => api<{ files: FileInfo[] }>("POST", `${sandboxPath(id)}/api/list-files`, { path }));
+    const r = await attempt("Listing files", () =>
+      api<{ files: FileInfo[] }>("POST", `${sandboxPath(id)}/api/list-files`, { path }),
+    );
     if (!r) return;
     dir = path;
     pathInput.value = path;
-    const files = [...r.files].sort((a, b) => (a.type === b.type ? a.name.localeCompare(b.name) : a.type === "directory" ? -1 : 1));
+    const files = [...r.files].sort((a, b) =>
+      a.type === b.type ? a.name.localeCompare(b.name) : a.type === "directory" ? -1 : 1,
+    );
     const parent = path.replace(/\/[^/]*\/?$/, "") || "/";
     list.replaceChildren(
-      ...(path !== "/" ? [h("tr", {}, h("td", { colspan: "4" }, h("button", { type: "button", onclick: () => void load(parent) }, "↑ Up")))] : []),
+      ...(path !== "/"
+        ? [
+            h(
+              "tr",
+              {},
+              h(
+                "td",
+                { colspan: "4" },
+                h("button", { type: "button", onclick: () => void load(parent) }, "↑ Up"),
+              ),
+            ),
+          ]
+        : []),
       ...files.map((f) =>
         h(
           "tr",
@@ -563,7 +661,11 @@ function filesSection(id: string): HTMLElement {
             "td",
             {},
             f.type === "directory"
-              ? h("button", { type: "button", class: "link", onclick: () => void load(f.absolutePath) }, `${f.name}/`)
+              ? h(
+                  "button",
+                  { type: "button", class: "link", onclick: () => void load(f.absolutePath) },
+                  `${f.name}/`,
+                )
               : f.name,
           ),
           h("td", {}, f.type === "directory" ? "" : bytes(f.size)),
@@ -571,8 +673,22 @@ function filesSection(id: string): HTMLElement {
           h(
             "td",
             { class: "actions" },
-            f.type === "file" && h("button", { type: "button", "aria-label": `View ${f.name}`, onclick: () => void view(f) }, "View"),
-            f.type === "file" && h("button", { type: "button", "aria-label": `Download ${f.name}`, onclick: () => void download(f) }, "Download"),
+            f.type === "file" &&
+              h(
+                "button",
+                { type: "button", "aria-label": `View ${f.name}`, onclick: () => void view(f) },
+                "View",
+              ),
+            f.type === "file" &&
+              h(
+                "button",
+                {
+                  type: "button",
+                  "aria-label": `Download ${f.name}`,
+                  onclick: () => void download(f),
+                },
+                "Download",
+              ),
             f.type !== "directory" &&
               h(
                 "button",
@@ -582,7 +698,12 @@ function filesSection(id: string): HTMLElement {
                   "aria-label": `Delete ${f.name}`,
                   onclick: async () => {
                     if (!confirm(`Delete ${f.absolutePath}?`)) return;
-                    if (await attempt("Delete", () => api("POST", `${sandboxPath(id)}/api/delete`, { path: f.absolutePath }))) await load(dir);
+                    if (
+                      await attempt("Delete", () =>
+                        api("POST", `${sandboxPath(id)}/api/delete`, { path: f.absolutePath }),
+                      )
+                    )
+                      await load(dir);
                   },
                 },
                 "Delete",
@@ -604,16 +725,25 @@ function filesSection(id: string): HTMLElement {
       if (!blob) return;
       const type = f.name.toLowerCase().endsWith(".svg") ? "image/svg+xml" : "";
       const url = URL.createObjectURL(type ? new Blob([blob], { type }) : blob);
-      preview.replaceChildren(h("h3", {}, f.absolutePath), h("img", { class: "view", src: url, alt: f.name }));
+      preview.replaceChildren(
+        h("h3", {}, f.absolutePath),
+        h("img", { class: "view", src: url, alt: f.name }),
+      );
       return;
     }
     const r = await attempt("Reading the file", () =>
-      api<{ content: string; isBinary: boolean; mimeType: string }>("POST", `${sandboxPath(id)}/api/read`, { path: f.absolutePath }),
+      api<{ content: string; isBinary: boolean; mimeType: string }>(
+        "POST",
+        `${sandboxPath(id)}/api/read`,
+        { path: f.absolutePath },
+      ),
     );
     if (!r) return;
     preview.replaceChildren(
       h("h3", {}, f.absolutePath),
-      r.isBinary ? h("p", { class: "muted" }, `Binary file (${r.mimeType}): download it to look inside.`) : h("pre", { class: "view" }, r.content),
+      r.isBinary
+        ? h("p", { class: "muted" }, `Binary file (${r.mimeType}): download it to look inside.`)
+        : h("pre", { class: "view" }, r.content),
     );
   }
 
@@ -624,44 +754,36 @@ function filesSection(id: string): HTMLElement {
     a.click();
   }
 
-  const form = h(
-    "form",
-    {
-      class: "inline",
-      "aria-label": "directory",
-      onsubmit: ((e: Event) => {
-        e.preventDefault();
-        void load();
-      }) as EventListener,
+  const form = inlineForm(
+    "directory",
+    () => {
+      void load();
     },
     h("label", { for: "files-path" }, "Directory", pathInput),
     h("button", { type: "submit" }, "List"),
   );
-  const uploadForm = h(
-    "form",
-    {
-      class: "inline",
-      "aria-label": "upload",
-      onsubmit: (async (e: Event) => {
-        e.preventDefault();
-        for (const file of Array.from(upload.files ?? [])) {
-          const target = `${dir.replace(/\/$/, "")}/${file.name}`;
-          if (await attempt(`Upload of ${file.name}`, () => call("PUT", raw(target), undefined, file))) say(`Uploaded ${target}`);
-        }
-        upload.value = "";
-        await load(dir);
-      }) as EventListener,
+  const uploadForm = inlineForm(
+    "upload",
+    async () => {
+      for (const file of Array.from(upload.files ?? [])) {
+        const target = `${dir.replace(/\/$/, "")}/${file.name}`;
+        if (
+          await attempt(`Upload of ${file.name}`, () => call("PUT", raw(target), undefined, file))
+        )
+          say(`Uploaded ${target}`);
+      }
+      upload.value = "";
+      await load(dir);
     },
     h("label", { for: "upload" }, "Upload files", upload),
     h("button", { type: "submit" }, "Upload"),
   );
   void load();
-  return h(
-    "section",
-    { "aria-labelledby": "files-h" },
-    h("h2", { id: "files-h" }, "Files"),
+  return section(
+    "files",
+    "Files",
     form,
-    h("table", { "aria-label": "files" }, h("thead", {}, h("tr", {}, ...["Name", "Size", "Modified", "Actions"].map((t) => h("th", { scope: "col" }, t)))), list),
+    table("files", ["Name", "Size", "Modified", "Actions"], list),
     uploadForm,
     preview,
   );
@@ -675,12 +797,19 @@ function processesSection(id: string): HTMLElement {
   const list = h("tbody");
   const logs = h("pre", { class: "logs", id: "process-logs", "aria-live": "off", tabindex: "0" });
   const logsTitle = h("h3", { id: "logs-h" }, "Logs");
-  const command = h("input", { id: "proc-command", name: "command", placeholder: "python3 -m http.server 8080", required: true }) as HTMLInputElement;
+  const command = h("input", {
+    id: "proc-command",
+    name: "command",
+    placeholder: "python3 -m http.server 8080",
+    required: true,
+  }) as HTMLInputElement;
   let streaming: AbortController | null = null;
   viewCleanup.push(() => streaming?.abort());
 
   async function load(): Promise<void> {
-    const r = await attempt("Listing processes", () => api<{ processes: Process[] }>("GET", `${sandboxPath(id)}/api/process/list`));
+    const r = await attempt("Listing processes", () =>
+      api<{ processes: Process[] }>("GET", `${sandboxPath(id)}/api/process/list`),
+    );
     if (!r) return;
     list.replaceChildren(
       ...r.processes.map((p) =>
@@ -689,11 +818,21 @@ function processesSection(id: string): HTMLElement {
           { "data-process": p.id },
           h("td", {}, p.id),
           h("td", {}, h("code", {}, p.command)),
-          h("td", {}, p.exitCode !== undefined && p.exitCode !== null ? `${p.status} (${p.exitCode})` : p.status),
+          h(
+            "td",
+            {},
+            p.exitCode !== undefined && p.exitCode !== null
+              ? `${p.status} (${p.exitCode})`
+              : p.status,
+          ),
           h(
             "td",
             { class: "actions" },
-            h("button", { type: "button", "aria-label": `Logs of ${p.id}`, onclick: () => void follow(p) }, "Logs"),
+            h(
+              "button",
+              { type: "button", "aria-label": `Logs of ${p.id}`, onclick: () => void follow(p) },
+              "Logs",
+            ),
             p.status === "running" &&
               h(
                 "button",
@@ -702,7 +841,12 @@ function processesSection(id: string): HTMLElement {
                   class: "danger",
                   "aria-label": `Kill ${p.id}`,
                   onclick: async () => {
-                    if (await attempt("Kill", () => api("DELETE", `${sandboxPath(id)}/api/process/${encodeURIComponent(p.id)}`))) await load();
+                    if (
+                      await attempt("Kill", () =>
+                        api("DELETE", `${sandboxPath(id)}/api/process/${encodeURIComponent(p.id)}`),
+                      )
+                    )
+                      await load();
                   },
                 },
                 "Kill",
@@ -720,10 +864,13 @@ function processesSection(id: string): HTMLElement {
     logs.textContent = "";
     logsTitle.textContent = `Logs of ${p.id}`;
     try {
-      const response = await fetch(`${sandboxPath(id)}/api/process/${encodeURIComponent(p.id)}/stream`, {
-        headers: { authorization: `Bearer ${key() ?? ""}` },
-        signal: controller.signal,
-      });
+      const response = await fetch(
+        `${sandboxPath(id)}/api/process/${encodeURIComponent(p.id)}/stream`,
+        {
+          headers: { authorization: `Bearer ${key() ?? ""}` },
+          signal: controller.signal,
+        },
+      );
       if (!response.ok) throw new Error(`HTTP ${response.status}`);
       await readSse(response, (_event, data) => {
         const e = JSON.parse(data);
@@ -739,32 +886,30 @@ function processesSection(id: string): HTMLElement {
     }
   }
 
-  const form = h(
-    "form",
-    {
-      class: "inline",
-      "aria-label": "start a process",
-      onsubmit: (async (e: Event) => {
-        e.preventDefault();
-        const started = await attempt("Start", () => api<{ processId: string }>("POST", `${sandboxPath(id)}/api/process/start`, { command: command.value }));
-        if (started) {
-          say(`Process ${started.processId} started`);
-          command.value = "";
-          await load();
-          void follow({ id: started.processId, command: "", status: "running" });
-        }
-      }) as EventListener,
+  const form = inlineForm(
+    "start a process",
+    async () => {
+      const started = await attempt("Start", () =>
+        api<{ processId: string }>("POST", `${sandboxPath(id)}/api/process/start`, {
+          command: command.value,
+        }),
+      );
+      if (started) {
+        say(`Process ${started.processId} started`);
+        command.value = "";
+        await load();
+        void follow({ id: started.processId, command: "", status: "running" });
+      }
     },
     h("label", { for: "proc-command" }, "Command", command),
     h("button", { type: "submit" }, "Start process"),
   );
   void load();
-  return h(
-    "section",
-    { "aria-labelledby": "proc-h" },
-    h("h2", { id: "proc-h" }, "Processes ", h("button", { type: "button", onclick: () => void load() }, "Refresh")),
+  return section(
+    "proc",
+    ["Processes ", h("button", { type: "button", onclick: () => void load() }, "Refresh")],
     form,
-    h("table", { "aria-label": "processes" }, h("thead", {}, h("tr", {}, ...["ID", "Command", "Status", "Actions"].map((t) => h("th", { scope: "col" }, t)))), list),
+    table("processes", ["ID", "Command", "Status", "Actions"], list),
     logsTitle,
     logs,
   );
@@ -776,11 +921,20 @@ type Port = { port: number; name?: string; url: string; stale: boolean };
 
 function portsSection(id: string): HTMLElement {
   const list = h("tbody");
-  const port = h("input", { id: "port", name: "port", type: "number", min: "1024", max: "65535", required: true }) as HTMLInputElement;
+  const port = h("input", {
+    id: "port",
+    name: "port",
+    type: "number",
+    min: "1024",
+    max: "65535",
+    required: true,
+  }) as HTMLInputElement;
   const name = h("input", { id: "port-name", name: "name" }) as HTMLInputElement;
 
   async function load(): Promise<void> {
-    const r = await attempt("Listing ports", () => api<{ ports: Port[] }>("GET", `${sandboxPath(id)}/ports`));
+    const r = await attempt("Listing ports", () =>
+      api<{ ports: Port[] }>("GET", `${sandboxPath(id)}/ports`),
+    );
     if (!r) return;
     list.replaceChildren(
       ...r.ports.map((p) =>
@@ -789,7 +943,16 @@ function portsSection(id: string): HTMLElement {
           { "data-port": p.port },
           h("td", {}, String(p.port)),
           h("td", {}, p.name ?? ""),
-          h("td", {}, h("a", { href: p.url, target: "_blank", rel: "noopener noreferrer", class: "preview" }, p.url), p.stale ? " (stale)" : ""),
+          h(
+            "td",
+            {},
+            h(
+              "a",
+              { href: p.url, target: "_blank", rel: "noopener noreferrer", class: "preview" },
+              p.url,
+            ),
+            p.stale ? " (stale)" : "",
+          ),
           h(
             "td",
             {},
@@ -800,7 +963,12 @@ function portsSection(id: string): HTMLElement {
                 class: "danger",
                 "aria-label": `Unexpose ${p.port}`,
                 onclick: async () => {
-                  if (await attempt("Unexpose", () => call("DELETE", `${sandboxPath(id)}/ports/${p.port}`))) await load();
+                  if (
+                    await attempt("Unexpose", () =>
+                      call("DELETE", `${sandboxPath(id)}/ports/${p.port}`),
+                    )
+                  )
+                    await load();
                 },
               },
               "Unexpose",
@@ -810,33 +978,27 @@ function portsSection(id: string): HTMLElement {
       ),
     );
   }
-  const form = h(
-    "form",
-    {
-      class: "inline",
-      "aria-label": "expose a port",
-      onsubmit: (async (e: Event) => {
-        e.preventDefault();
-        const req: Record<string, unknown> = { port: Number(port.value) };
-        if (name.value.trim()) req.name = name.value.trim();
-        if (await attempt("Expose", () => api("POST", `${sandboxPath(id)}/ports`, req))) {
-          port.value = "";
-          name.value = "";
-          await load();
-        }
-      }) as EventListener,
+  const form = inlineForm(
+    "expose a port",
+    async () => {
+      const req: Record<string, unknown> = { port: Number(port.value) };
+      if (name.value.trim()) req.name = name.value.trim();
+      if (await attempt("Expose", () => api("POST", `${sandboxPath(id)}/ports`, req))) {
+        port.value = "";
+        name.value = "";
+        await load();
+      }
     },
     h("label", { for: "port" }, "Port", port),
     h("label", { for: "port-name" }, "Name", name),
     h("button", { type: "submit" }, "Expose port"),
   );
   void load();
-  return h(
-    "section",
-    { "aria-labelledby": "ports-h" },
-    h("h2", { id: "ports-h" }, "Ports and preview links"),
+  return section(
+    "ports",
+    "Ports and preview links",
     form,
-    h("table", { "aria-label": "ports" }, h("thead", {}, h("tr", {}, ...["Port", "Name", "Preview link", ""].map((t) => h("th", { scope: "col" }, t)))), list),
+    table("ports", ["Port", "Name", "Preview link", ""], list),
   );
 }
 

@@ -15,7 +15,8 @@ const shots = process.env.SCREENSHOTS ?? "screenshots";
 mkdirSync(shots, { recursive: true });
 
 const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
-const p95 = (xs) => [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor(xs.length * 0.95))];
+const p95 = (xs) =>
+  [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor(xs.length * 0.95))];
 
 async function launch() {
   return chromium.launch({
@@ -88,9 +89,12 @@ async function browserWebSocketFloor(browser) {
 /** The same terminal echo without a browser: a Node WebSocket client on the sandbox's PTY
  * (its own session), one byte per round trip. What sandpit itself costs. */
 async function nodePtyEcho(sandbox) {
-  const ws = new WebSocket(`${url.replace("http", "ws")}/v1/sandboxes/${sandbox}/ws/pty?sessionId=echo-probe`, {
-    headers: { authorization: `Bearer ${key}` },
-  });
+  const ws = new WebSocket(
+    `${url.replace("http", "ws")}/v1/sandboxes/${sandbox}/ws/pty?sessionId=echo-probe`,
+    {
+      headers: { authorization: `Bearer ${key}` },
+    },
+  );
   const samples = [];
   await new Promise((resolve, reject) => {
     let t0 = 0;
@@ -161,7 +165,10 @@ test("console: log in, sandboxes, terminal, files, processes, preview link", asy
     await page.locator("#status.error").filter({ hasText: "UNAUTHORIZED" }).waitFor();
     assert.equal(await page.evaluate(() => sessionStorage.getItem("sandpit.key")), null);
     // That 401 is the one console error we caused on purpose.
-    assert.ok(errors.every((e) => e.includes("401")), errors.join("\n"));
+    assert.ok(
+      errors.every((e) => e.includes("401")),
+      errors.join("\n"),
+    );
     errors.length = 0;
 
     await login(page);
@@ -187,7 +194,9 @@ test("console: log in, sandboxes, terminal, files, processes, preview link", asy
     for (let i = 0; i < 7; i++) {
       await page.reload();
       await page.locator('tr[data-id="console1"]').waitFor();
-      const mark = await page.waitForFunction(() => performance.getEntriesByName("sandpit:sandbox-list")[0]?.startTime);
+      const mark = await page.waitForFunction(
+        () => performance.getEntriesByName("sandpit:sandbox-list")[0]?.startTime,
+      );
       paints.push(await mark.jsonValue());
     }
     console.log(`METRIC console_first_paint_ms_p50 ${median(paints).toFixed(1)}`);
@@ -199,7 +208,10 @@ test("console: log in, sandboxes, terminal, files, processes, preview link", asy
     await page.locator("#terminal .xterm-screen").click();
     await page.keyboard.type("echo hello\n");
     await page.waitForFunction(
-      () => [...document.querySelectorAll("#terminal .xterm-rows > div")].some((r) => r.textContent.trim() === "hello"),
+      () =>
+        [...document.querySelectorAll("#terminal .xterm-rows > div")].some(
+          (r) => r.textContent.trim() === "hello",
+        ),
       null,
       { timeout: 20_000 },
     );
@@ -211,7 +223,8 @@ test("console: log in, sandboxes, terminal, files, processes, preview link", asy
       // Capture on window: before xterm.js's own handler on its textarea sends the key.
       window.addEventListener(
         "keydown",
-        () => Object.assign(window.__echo, { t0: performance.now(), wire: undefined, sent: undefined }),
+        () =>
+          Object.assign(window.__echo, { t0: performance.now(), wire: undefined, sent: undefined }),
         true,
       );
       // Only a mutation that shows one more `x` is the echo (not the cursor blinking).
@@ -255,7 +268,10 @@ test("console: log in, sandboxes, terminal, files, processes, preview link", asy
     await page.reload();
     await page.locator("#terminal-state", { hasText: "connected" }).waitFor({ timeout: 30_000 });
     await page.waitForFunction(
-      () => [...document.querySelectorAll("#terminal .xterm-rows > div")].some((r) => r.textContent.trim() === "hello"),
+      () =>
+        [...document.querySelectorAll("#terminal .xterm-rows > div")].some(
+          (r) => r.textContent.trim() === "hello",
+        ),
       null,
       { timeout: 10_000 },
     );
@@ -280,7 +296,10 @@ test("console: log in, sandboxes, terminal, files, processes, preview link", asy
     await page.getByRole("button", { name: "Expose port" }).click();
     const link = page.locator('tr[data-port="8080"] a.preview');
     await link.waitFor();
-    assert.match(await link.getAttribute("href"), /^http:\/\/8080-console1-[0-9a-f]{12}-[a-z0-9_]+\.localhost:\d+\/$/);
+    assert.match(
+      await link.getAttribute("href"),
+      /^http:\/\/8080-console1-[0-9a-f]{12}-[a-z0-9_]+\.localhost:\d+\/$/,
+    );
     await page.screenshot({ path: `${shots}/03-sandbox.png`, fullPage: true });
     const [preview] = await Promise.all([context.waitForEvent("page"), link.click()]);
     await preview.waitForLoadState();
@@ -319,7 +338,9 @@ test("console: the key stays in the tab; logging out forgets it", async () => {
     await page.getByLabel("Sandbox ID").focus();
     await page.keyboard.type("console2");
     await page.keyboard.press("Enter");
-    await page.locator('tr[data-id="console2"] [data-state="running"]').waitFor({ timeout: 60_000 });
+    await page
+      .locator('tr[data-id="console2"] [data-state="running"]')
+      .waitFor({ timeout: 60_000 });
     await page.getByRole("button", { name: "Log out" }).click();
     await page.getByLabel("API key").waitFor();
     assert.equal(await page.evaluate(() => sessionStorage.getItem("sandpit.key")), null);
