@@ -210,7 +210,16 @@ async fn attack_console_files_are_public_but_open_no_api() {
     let csp = index.headers()["content-security-policy"].to_str().unwrap();
     assert!(csp.contains("default-src 'self'") && csp.contains("frame-ancestors 'none'"));
     assert_eq!(index.headers()["x-content-type-options"], "nosniff");
+    let status = index.status();
     let html = index.text().await.unwrap();
+    if status == 503 {
+        assert!(html.contains("Console not built"), "{html}");
+    } else {
+        assert!(html.contains(r#"src="app.js""#), "{html}");
+        let (s, js) = status_json(ts.get_anonymous("/console/app.js").await).await;
+        assert_eq!(s, 200);
+        assert!(js.as_str().is_some_and(|js| js.contains("/v1/events")));
+    }
     assert!(!html.contains(&ts.key), "the page must not carry a key");
     assert!(!html.contains("secret1"));
     let redirect = reqwest::Client::builder()
