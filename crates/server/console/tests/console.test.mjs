@@ -4,7 +4,7 @@
 // Prints `METRIC name value` lines that the Rust test collects.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { mkdirSync } from "node:fs";
+import { mkdirSync, readFileSync } from "node:fs";
 import { createServer } from "node:http";
 import { chromium } from "playwright-core";
 import WebSocket, { WebSocketServer } from "ws";
@@ -286,6 +286,56 @@ test("console: log in, sandboxes, terminal, files, processes, preview link", asy
     await page.locator('tr[data-name="hello.txt"]').waitFor();
     await page.getByRole("button", { name: "View hello.txt" }).click();
     await page.locator("#file-view pre", { hasText: "hello from the console" }).waitFor();
+    // Download gives the same bytes.
+    const [download] = await Promise.all([
+      page.waitForEvent("download"),
+      page.getByRole("button", { name: "Download hello.txt" }).click(),
+    ]);
+    assert.equal(download.suggestedFilename(), "hello.txt");
+    assert.equal(readFileSync(await download.path(), "utf8"), "hello from the console\n");
+    // An image is shown as one; deleting removes it from the list.
+    await page.getByLabel("Upload files").setInputFiles({
+      name: "shot.png",
+      mimeType: "image/png",
+      buffer: await page.screenshot({ clip: { x: 0, y: 0, width: 64, height: 32 } }),
+    });
+    await page.getByRole("button", { name: "Upload", exact: true }).click();
+    await page.getByRole("button", { name: "View shot.png" }).click();
+    const img = page.locator('#file-view img[alt="shot.png"]');
+    await img.waitFor();
+    await page.waitForFunction(() => document.querySelector("#file-view img")?.naturalWidth === 64);
+    await page.getByRole("button", { name: "Delete shot.png" }).click();
+    await page.locator('tr[data-name="shot.png"]').waitFor({ state: "detached" });
+
+    // Resizing the window resizes the terminal: the shell sees the new size.
+    const sttySize = async (n) => {
+      await page.locator("#terminal .xterm-screen").click();
+      await page.keyboard.type(`echo "size${n} $(stty size)"\n`);
+      const row = await page.waitForFunction(
+        (n) =>
+          [...document.querySelectorAll("#terminal .xterm-rows > div")]
+            .map((r) => r.textContent.trim())
+            .find((t) => new RegExp(`^size${n} \\d+ \\d+$`).test(t)),
+        n,
+      );
+      return (await row.jsonValue()).split(" ").slice(1).join(" ");
+    };
+    const before = await sttySize(1);
+    await page.setViewportSize({ width: 1000, height: 700 });
+    await page.waitForTimeout(300);
+    const after = await sttySize(2);
+    assert.notEqual(after, before, `stty size stayed ${before}`);
+    await page.setViewportSize({ width: 1366, height: 800 });
+
+    // The network policy is edited in place.
+    await page.getByLabel("Mode").selectOption("allowlist");
+    await page.getByLabel("Allow (comma-separated)").fill("example.com, *.example.org");
+    await page.getByRole("button", { name: "Save policy" }).click();
+    await page.locator("#status", { hasText: "Network policy saved" }).waitFor();
+    const info = await (
+      await fetch(`${url}/v1/sandboxes/console1`, { headers: { authorization: `Bearer ${key}` } })
+    ).json();
+    assert.deepEqual(info.network, { mode: "allowlist", allow: ["example.com", "*.example.org"] });
 
     // A process serving the workspace, its logs, and a preview link to it.
     await page.getByLabel("Command").fill("python3 -u -m http.server 8080");
@@ -309,8 +359,10 @@ test("console: log in, sandboxes, terminal, files, processes, preview link", asy
     // The server's access log reached the process logs through the live stream.
     await page.locator("#process-logs", { hasText: "GET / HTTP" }).waitFor({ timeout: 10_000 });
 
-    // Destroy from the list.
+    // Stop and destroy from the list.
     await page.getByRole("link", { name: "← All sandboxes" }).click();
+    await page.getByRole("button", { name: "Stop console1" }).click();
+    await page.locator('tr[data-id="console1"] [data-state="sleeping"]').waitFor();
     await page.getByRole("button", { name: "Destroy console1" }).click();
     await page.locator('tr[data-id="console1"]').waitFor({ state: "detached" });
 
