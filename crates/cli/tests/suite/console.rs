@@ -7,9 +7,8 @@
 //! Not `serial_*`: it uses its own server, so nextest runs it beside other tests.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
-use super::sdk_typescript::{required, run, skip_or_fail};
+use super::sdk_typescript::{node_tap, required, skip_or_fail};
 use super::support::{Served, images_dir_or_skip, raw_get};
 
 /// `METRIC name value` lines of the browser test.
@@ -63,23 +62,15 @@ fn console_in_headless_chromium() {
         .parent()
         .unwrap()
         .join("console-screenshots");
-    let (stdout, stderr) = run(
-        Command::new("node")
-            .args([
-                "--test",
-                "--test-reporter",
-                "tap",
-                "--test-concurrency",
-                "1",
-            ])
-            .arg("tests/console.test.mjs")
-            .current_dir(&console)
-            .env("SANDPIT_URL", &served.url)
-            .env("SANDPIT_KEY", &served.key)
-            .env("CHROMIUM", chromium)
-            .env("SCREENSHOTS", &screenshots),
+    let (stdout, stderr) = node_tap(
+        &console,
+        &["--test-concurrency", "1", "tests/console.test.mjs"],
+        &served,
+        &[
+            ("CHROMIUM", chromium.as_os_str()),
+            ("SCREENSHOTS", screenshots.as_os_str()),
+        ],
         "node --test (console in Chromium)",
-        &|| format!("server log:\n{}", served.log()),
     );
     println!("{stdout}\n{stderr}");
     assert!(
