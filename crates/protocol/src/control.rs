@@ -508,8 +508,8 @@ pub const EVENT_LAGGED: &str = "lagged";
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct SandboxEvent {
-    /// Increases by one per event of this server run (over all tenants, so a tenant's stream
-    /// may skip numbers).
+    /// Increases with every event this server run sends (over all tenants, so a tenant's
+    /// stream may skip numbers).
     pub seq: u64,
     pub sandbox_id: String,
     pub kind: SandboxEventKind,

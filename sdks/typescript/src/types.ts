@@ -149,7 +149,7 @@ export interface SandboxList {
 
 /** One change of one of the tenant's sandboxes (`GET /v1/events`, see `watchSandboxes`). */
 export interface SandboxEvent {
-  /** Increases per event of the server run (over all tenants: a tenant's stream may skip). */
+  /** Increases with every event the server sends (over all tenants: a tenant's stream may skip). */
   seq: number;
   sandboxId: string;
   kind: 'created' | 'started' | 'stopped' | 'updated' | 'destroyed';
