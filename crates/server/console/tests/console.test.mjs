@@ -137,6 +137,10 @@ test("console: log in, sandboxes, terminal, files, processes, preview link", asy
     const page = await context.newPage();
     const errors = watchErrors(page);
     page.on("dialog", (d) => d.accept());
+    // Every API call carries the key as a header; no URL ever does (WebSockets use tickets).
+    const requests = [];
+    page.on("request", (r) => requests.push({ url: r.url(), auth: r.headers().authorization }));
+    page.on("websocket", (ws) => requests.push({ url: ws.url(), auth: "websocket" }));
     // Test instrumentation: when each WebSocket message reaches the page (the echo's arrival,
     // before xterm.js renders it).
     await page.addInitScript(() => {
@@ -367,6 +371,14 @@ test("console: log in, sandboxes, terminal, files, processes, preview link", asy
     await page.locator('tr[data-id="console1"]').waitFor({ state: "detached" });
 
     assert.deepEqual(errors, [], "no console errors");
+    const api = requests.filter((r) => new URL(r.url).pathname.startsWith("/v1/"));
+    assert.ok(api.length > 20, `only ${api.length} API requests seen`);
+    assert.ok(api.some((r) => r.auth === "websocket" && r.url.includes("ticket=wst_")));
+    for (const r of requests) assert.ok(!r.url.includes(key), `key in a URL: ${r.url}`);
+    for (const r of api.filter((r) => r.auth !== "websocket")) {
+      // The one refused login attempt used the wrong key on purpose.
+      assert.ok(r.auth === `Bearer ${key}` || r.auth === "Bearer sp_not_a_key", r.url);
+    }
   } finally {
     await browser.close();
   }
