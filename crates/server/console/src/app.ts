@@ -517,7 +517,15 @@ function terminalSection(id: string): HTMLElement {
   const state = h("span", { class: "muted", id: "terminal-state" }, "connecting…");
   const reconnect = h(
     "button",
-    { type: "button", hidden: true, onclick: () => connect() },
+    {
+      type: "button",
+      hidden: true,
+      onclick: () => {
+        asleep = false;
+        retries = 0;
+        void connect();
+      },
+    },
     "Reconnect",
   );
   const view = section("terminal", ["Terminal ", state, " ", reconnect], host);
@@ -541,12 +549,15 @@ function terminalSection(id: string): HTMLElement {
     if (ws?.readyState === WebSocket.OPEN) ws.send(JSON.stringify({ type: "resize", cols, rows }));
   });
 
+  let connecting = false;
   async function connect(): Promise<void> {
+    if (connecting || ws) return;
+    connecting = true;
     reconnect.hidden = true;
     state.textContent = "connecting…";
     const ticket = await attempt("Terminal", () =>
       api<{ ticket: string }>("POST", `${sandboxPath(id)}/ws-ticket`),
-    );
+    ).finally(() => (connecting = false));
     if (!ticket) {
       state.textContent = "disconnected";
       reconnect.hidden = false;
@@ -582,12 +593,34 @@ function terminalSection(id: string): HTMLElement {
     };
     socket.onclose = () => {
       if (ws !== socket || closedByUs) return;
-      state.textContent = "disconnected";
-      reconnect.hidden = false;
-      // Reconnects on its own a few times (the sandbox may have slept), then waits for a click.
-      if (retries++ < 3) setTimeout(() => void connect(), 1000 * retries);
+      ws = null;
+      disconnected();
+      // A dropped connection is retried a few times, then waits for a click. A sandbox that
+      // went to sleep is not woken up by that: only by the button (or by whoever wakes it).
+      if (retries++ < 3) setTimeout(() => asleep || ws || void connect(), 1000 * retries);
     };
   }
+
+  function disconnected(): void {
+    state.textContent = asleep ? "disconnected: the sandbox is asleep" : "disconnected";
+    reconnect.hidden = false;
+  }
+
+  let asleep = false;
+  onEvent((e) => {
+    if (e?.sandboxId !== id) return;
+    if (e.kind === "stopped") {
+      asleep = true;
+      if (!ws) disconnected();
+    } else if (e.kind === "started") {
+      asleep = false;
+      // Woken elsewhere: attach again.
+      if (!ws) {
+        retries = 0;
+        void connect();
+      }
+    }
+  });
 
   requestAnimationFrame(() => {
     term.open(host);

@@ -208,7 +208,7 @@ test("console: log in, sandboxes, terminal, files, processes, preview link", asy
 
     // The sandbox page: the terminal attaches (waking the sandbox).
     await page.getByRole("link", { name: "console1" }).click();
-    await page.locator("#terminal-state", { hasText: "connected" }).waitFor({ timeout: 60_000 });
+    await page.locator("#terminal-state", { hasText: /^connected$/ }).waitFor({ timeout: 60_000 });
     await page.locator("#terminal .xterm-screen").click();
     await page.keyboard.type("echo hello\n");
     await page.waitForFunction(
@@ -270,7 +270,7 @@ test("console: log in, sandboxes, terminal, files, processes, preview link", asy
 
     // Reconnect with replay: a reload re-attaches and the earlier output is replayed.
     await page.reload();
-    await page.locator("#terminal-state", { hasText: "connected" }).waitFor({ timeout: 30_000 });
+    await page.locator("#terminal-state", { hasText: /^connected$/ }).waitFor({ timeout: 30_000 });
     await page.waitForFunction(
       () =>
         [...document.querySelectorAll("#terminal .xterm-rows > div")].some(
@@ -340,6 +340,18 @@ test("console: log in, sandboxes, terminal, files, processes, preview link", asy
       await fetch(`${url}/v1/sandboxes/console1`, { headers: { authorization: `Bearer ${key}` } })
     ).json();
     assert.deepEqual(info.network, { mode: "allowlist", allow: ["example.com", "*.example.org"] });
+
+    // Stop from the sandbox page: the terminal says the sandbox sleeps and does not wake it.
+    await page.getByRole("button", { name: "Stop", exact: true }).click();
+    await page.locator("#terminal-state", { hasText: "asleep" }).waitFor({ timeout: 10_000 });
+    await page.waitForTimeout(2500);
+    const slept = await fetch(`${url}/v1/sandboxes/console1`, {
+      headers: { authorization: `Bearer ${key}` },
+    });
+    assert.equal((await slept.json()).state, "sleeping");
+    // Reconnecting wakes it.
+    await page.getByRole("button", { name: "Reconnect" }).click();
+    await page.locator("#terminal-state", { hasText: /^connected$/ }).waitFor({ timeout: 30_000 });
 
     // A process serving the workspace, its logs, and a preview link to it.
     await page.getByLabel("Command").fill("python3 -u -m http.server 8080");
