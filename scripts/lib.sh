@@ -10,7 +10,8 @@ SANDPIT_TRIPLE=x86_64-unknown-linux-gnu
 # (scripts/fuzz-api.sh). runsc (gVisor) runs the `gvisor` isolation tier; it is pinned because its
 # syscall coverage is what docs/isolation.md describes. chromium is pinned to the build the
 # console test was written against; Debian's security archive keeps only its newest build, so
-# when the pinned one is gone the newest is installed instead (with a warning).
+# when the pinned one is gone the newest is installed instead (with a warning), and a newer one
+# already installed is kept.
 RUNSC_VERSION=0.0~20221219.0-2+b3
 CHROMIUM_VERSION=156.0.8078.129-1~deb12u1
 install_debian_packages() {
@@ -24,9 +25,15 @@ install_debian_packages() {
   done
   [ "$(dpkg-query -W -f='${Version}' runsc 2>/dev/null)" = "$RUNSC_VERSION" ] ||
     missing+=("runsc=$RUNSC_VERSION")
+  # chromium: the pinned build on a machine without one; a newer one already installed (a
+  # security update) is kept, never downgraded.
   local chromium
-  chromium=$(dpkg-query -W -f='${Version}' chromium 2>/dev/null || true)
-  [ "$chromium" = "$CHROMIUM_VERSION" ] || missing+=("chromium=$CHROMIUM_VERSION")
+  chromium=$(dpkg-query -W -f='${Status} ${Version}' chromium 2>/dev/null || true)
+  case "$chromium" in
+  "install ok installed $CHROMIUM_VERSION") ;;
+  "install ok installed "*) echo "note: chromium ${chromium##* } kept (tested with $CHROMIUM_VERSION)" ;;
+  *) missing+=("chromium=$CHROMIUM_VERSION") ;;
+  esac
   if [ ${#missing[@]} -gt 0 ]; then
     echo "==> installing Debian packages: ${missing[*]}"
     apt-get update -qq
