@@ -5,12 +5,17 @@ SANDPIT_TRIPLE=x86_64-unknown-linux-gnu
 
 # Debian packages sandpit uses: debootstrap builds the default image; bubblewrap is the benchmark
 # baseline; nodejs/npm run the compatibility test against the published npm client; chromium
-# (headless) is the browser of the preview-URL browser test; python3-venv and curl run the API
-# fuzzer (scripts/fuzz-api.sh). runsc (gVisor) runs the `gvisor` isolation tier; it is pinned
-# because its syscall coverage is what docs/isolation.md describes.
+# (headless) is the browser of the preview-URL and web-console tests (driven over CDP by
+# playwright-core, so no chromedriver); python3-venv and curl run the API fuzzer
+# (scripts/fuzz-api.sh). runsc (gVisor) runs the `gvisor` isolation tier; it is pinned because its
+# syscall coverage is what docs/isolation.md describes. chromium is pinned to the build the
+# console test was written against; Debian's security archive keeps only its newest build, so
+# when the pinned one is gone the newest is installed instead (with a warning), and a newer one
+# already installed is kept.
 RUNSC_VERSION=0.0~20221219.0-2+b3
+CHROMIUM_VERSION=156.0.8078.129-1~deb12u1
 install_debian_packages() {
-  local wanted=(debootstrap bubblewrap ca-certificates chromium slirp4netns nftables iproute2
+  local wanted=(debootstrap bubblewrap ca-certificates slirp4netns nftables iproute2
     python3-venv curl)
   command -v node >/dev/null 2>&1 || wanted+=(nodejs)
   command -v npm >/dev/null 2>&1 || wanted+=(npm)
@@ -20,11 +25,37 @@ install_debian_packages() {
   done
   [ "$(dpkg-query -W -f='${Version}' runsc 2>/dev/null)" = "$RUNSC_VERSION" ] ||
     missing+=("runsc=$RUNSC_VERSION")
+  # chromium: the pinned build on a machine without one; a newer one already installed (a
+  # security update) is kept, never downgraded.
+  local chromium
+  chromium=$(dpkg-query -W -f='${Status} ${Version}' chromium 2>/dev/null || true)
+  case "$chromium" in
+  "install ok installed $CHROMIUM_VERSION") ;;
+  "install ok installed "*) echo "note: chromium ${chromium##* } kept (tested with $CHROMIUM_VERSION)" ;;
+  *) missing+=("chromium=$CHROMIUM_VERSION") ;;
+  esac
   if [ ${#missing[@]} -gt 0 ]; then
     echo "==> installing Debian packages: ${missing[*]}"
     apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+    if ! DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"; then
+      # Only a pinned chromium that Debian no longer publishes may fail here: take the newest.
+      case " ${missing[*]} " in *" chromium=$CHROMIUM_VERSION "*) ;; *) return 1 ;; esac
+      echo "warning: chromium $CHROMIUM_VERSION is no longer published; installing the newest" >&2
+      local i
+      for i in "${!missing[@]}"; do
+        [ "${missing[$i]}" != "chromium=$CHROMIUM_VERSION" ] || missing[i]=chromium
+      done
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+    fi
   fi
+}
+
+# The web console's assets (crates/server/console/dist, from its pinned npm lock), embedded into
+# the server binary by crates/server/build.rs: built before cargo so `sandpit serve` has them.
+# (A binary built without them serves a page at /console saying how to build them.)
+build_console() {
+  echo "==> building the web console (crates/server/console)"
+  (cd crates/server/console && npm ci --no-audit --no-fund && npm run build && npm run check)
 }
 
 # A Python venv at $1 holding exactly the hash-pinned lock $2 (made by scripts/py-lock.sh),
@@ -45,6 +76,7 @@ python_venv() {
 build_sandpit() {
   local profile=$1 dir
   [ "$profile" = release ] && dir=release || dir=debug
+  build_console
   echo "==> building sandpit ($profile)"
   cargo build --workspace --bins --profile "$profile"
   echo "==> building the static agent"

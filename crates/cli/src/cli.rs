@@ -7,6 +7,7 @@ use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 
 pub use crate::commands::ctx::CtxCommand;
 pub use crate::commands::env::EnvArgs;
+pub use crate::commands::events::EventsArgs;
 pub use crate::commands::expose::ExposeArgs;
 pub use crate::commands::files::FilesCommand;
 pub use crate::commands::keys::{AuditArgs, KeysCommand};
@@ -209,6 +210,9 @@ pub enum Command {
     },
     /// Print the audit log of control-plane actions (newest first).
     Audit(AuditArgs),
+    /// Follow the sandboxes' changes (created, started, stopped, updated, destroyed) as they
+    /// happen, one line each, until interrupted.
+    Events(EventsArgs),
     /// Set or unset environment variables of a sandbox for every later command and process.
     Env(EnvArgs),
     /// A sandbox's code contexts (interpreters of `sandpit run --context`).

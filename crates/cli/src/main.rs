@@ -13,8 +13,8 @@ use crate::cli::{Cli, Command, FilesCommand, GitCommand};
 use crate::commands::cp::Location;
 use crate::commands::target::{self, CreateFlag};
 use crate::commands::{
-    cp, ctx, env, exec, expose, files, git, image, keys, network, process, quota, run, sandbox,
-    serve, watch,
+    cp, ctx, env, events, exec, expose, files, git, image, keys, network, process, quota, run,
+    sandbox, serve, watch,
 };
 
 fn main() -> ExitCode {
@@ -143,6 +143,7 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Quota(args) => quota::run(&client()?, args).await?,
         Command::Keys { command } => keys::keys(&client()?, command).await?,
         Command::Audit(args) => keys::audit(&client()?, args).await?,
+        Command::Events(args) => events::run(&client()?, args).await?,
         Command::Env(args) => {
             let client = existing(&args.id, args.create).await?;
             env::run(&client, args).await?

@@ -32,11 +32,13 @@
 //!   [`Client::reset_tenant_quota`].
 //! * API keys and the audit log: [`Client::create_key`], [`Client::list_keys`],
 //!   [`Client::revoke_key`], [`Client::rotate_key`], [`Client::audit`].
+//! * Sandbox changes as they happen: [`Client::events`] (`GET /v1/events`).
 //! * [`ClientError`]: `Api` carries the server's error envelope (code, status, context).
 
 mod admin;
 mod client;
 mod error;
+mod events;
 mod interpreter;
 mod network;
 mod ports;
@@ -51,6 +53,7 @@ mod websocket;
 pub use admin::AuditOptions;
 pub use client::{Client, ListOptions};
 pub use error::{ClientError, InterruptReason, Result};
+pub use events::Event;
 pub use interpreter::{
     ContextOptions, Execution, ExecutionError, Language, ResultFile, RunOptions, result_files,
 };

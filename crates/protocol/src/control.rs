@@ -475,6 +475,59 @@ pub struct WsTicket {
     pub expires_at: String,
 }
 
+/// What happened to a sandbox, in a [`SandboxEvent`] of `GET /v1/events`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "lowercase")]
+pub enum SandboxEventKind {
+    /// The record exists (state `creating`); `started` follows, or `destroyed` if the first
+    /// start failed.
+    Created,
+    /// The sandbox runs (state `running`).
+    Started,
+    /// The sandbox went to sleep (state `sleeping`): idle, `stop`, or its agent died.
+    Stopped,
+    /// Its options (labels, limits, env, keepAlive, network…) changed.
+    Updated,
+    /// It is gone (state `destroyed`): `DELETE`, an expired `ttl`, or a failed first start.
+    Destroyed,
+}
+
+/// SSE event name of [`SandboxEvent`]s on `GET /v1/events`.
+pub const EVENT_SANDBOX: &str = "sandbox";
+/// SSE event name of the first event of `GET /v1/events`: the stream is subscribed, changes
+/// from here on will arrive (its data is `{}`).
+pub const EVENT_READY: &str = "ready";
+/// SSE event name sent when a slow reader missed events (data [`EventsLagged`]): list the
+/// sandboxes again to catch up.
+pub const EVENT_LAGGED: &str = "lagged";
+
+/// One change of one of the tenant's sandboxes (`GET /v1/events`, SSE `event: sandbox`, the SSE
+/// `id` is `seq`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct SandboxEvent {
+    /// Increases with every event this server run sends (over all tenants, so a tenant's
+    /// stream may skip numbers).
+    pub seq: u64,
+    pub sandbox_id: String,
+    pub kind: SandboxEventKind,
+    /// The state after the change.
+    pub state: SandboxState,
+    /// When it happened (RFC 3339, UTC).
+    pub at: String,
+}
+
+/// Data of an SSE `event: lagged` on `GET /v1/events`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct EventsLagged {
+    /// How many events (of all tenants) this stream missed.
+    pub missed: u64,
+}
+
 /// `POST /v1/sandboxes/{id}/ports`: make a port inside the sandbox reachable at a preview URL.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

@@ -16,6 +16,8 @@
 //! * `POST|GET /v1/keys`, `DELETE /v1/keys/{keyId}`, `POST /v1/keys/{keyId}/rotate`: API keys
 //!   ([`auth`]);
 //! * `GET /v1/audit`: the audit log of control-plane actions ([`audit`]);
+//! * `GET /v1/events`: the tenant's sandbox changes as server-sent events ([`events`]);
+//! * `GET /console/*`: the web console's static files, no key needed ([`console`]);
 //! * `POST|GET|DELETE /mcp`: the MCP server (streamable HTTP, [`sandpit_mcp`]); its tools call
 //!   this API on loopback with the request's own key;
 //! * `GET /v1/openapi.json`, `GET /healthz`: no key needed; `GET /metrics`: no key unless
@@ -27,9 +29,11 @@ mod audit;
 pub mod auth;
 pub mod caps;
 mod config;
+mod console;
 pub mod drivers;
 pub mod egress;
 pub mod error;
+pub mod events;
 mod forward;
 mod labels;
 pub mod lifecycle;
@@ -115,6 +119,7 @@ fn router(
     max_control_body: usize,
     metrics_auth: bool,
     mcp: Router<Arc<AppState>>,
+    events: Arc<events::Events>,
 ) -> Router {
     use routes::{files, keys, quota, sandboxes, system};
     let auth = app.auth.clone();
@@ -130,6 +135,7 @@ fn router(
             get(quota::get).put(quota::set).delete(quota::reset),
         )
         .route("/v1/audit", get(routes::audit::list))
+        .route("/v1/events", get(events::stream).with_state(events))
         .route(
             "/v1/sandboxes",
             post(sandboxes::create).get(sandboxes::list),
@@ -179,6 +185,9 @@ fn router(
     let open = Router::new()
         .route("/healthz", get(system::health))
         .route("/v1/openapi.json", get(system::openapi))
+        .route("/console", get(console::redirect))
+        .route("/console/", get(console::index))
+        .route("/console/{*path}", get(console::file))
         .merge(metrics_route);
     let metrics = app.metrics.clone();
     authed
@@ -244,7 +253,8 @@ pub struct Server {
     serve: Option<JoinHandle<std::io::Result<()>>>,
     reaper: Option<JoinHandle<()>>,
     grace: Duration,
-    /// Ends open MCP sessions (their SSE streams would otherwise hold up shutdown).
+    /// Ends open MCP sessions and `/v1/events` streams (they would otherwise hold up
+    /// shutdown).
     mcp_shutdown: CancellationToken,
     /// Held while the server lives: one server per data dir.
     _data_dir_lock: std::fs::File,
@@ -361,6 +371,10 @@ impl Server {
         manager.subscribe(Arc::new(process_archive::ProcessArchive::new(
             store.clone(),
         )));
+        // Ends open MCP sessions and event streams at shutdown.
+        let mcp_shutdown = CancellationToken::new();
+        let events = Arc::new(events::Events::new(mcp_shutdown.clone()));
+        manager.subscribe(events.clone());
         let manager = Arc::new(manager);
         manager
             .reconcile()
@@ -391,7 +405,6 @@ impl Server {
                 .await
                 .map_err(|e| StartError::Previews(e.into()))?,
         );
-        let mcp_shutdown = CancellationToken::new();
         let mcp = mcp_route(&app.auth, addr, mcp_shutdown.clone())?;
         let router = router(
             app,
@@ -399,6 +412,7 @@ impl Server {
             config.max_control_body_bytes,
             config.metrics_auth,
             mcp,
+            events,
         );
         let (shutdown, mut stop_serving) = watch::channel(false);
         // No Nagle: SSE events and small answers must leave at once, not wait for an ACK.
@@ -422,6 +436,9 @@ impl Server {
             shutdown.subscribe(),
         ));
         tracing::info!(%addr, "sandpit server listening");
+        if !console::built() {
+            tracing::info!("web console not built into this binary: /console says how");
+        }
         Ok(Server {
             addr,
             admin_key,

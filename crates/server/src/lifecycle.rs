@@ -21,8 +21,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use sandpit_image::{ImageError, ImageStore};
 use sandpit_protocol::container::EnvMap;
 use sandpit_protocol::control::{
-    CreateSandboxRequest, DEFAULT_IMAGE, EgressLogPage, Isolation, Limits, SandboxInfo,
-    SandboxState, SandboxUsage, UpdateSandboxRequest, validate_sandbox_id,
+    CreateSandboxRequest, DEFAULT_IMAGE, EgressLogPage, Isolation, Limits, SandboxEventKind,
+    SandboxInfo, SandboxState, SandboxUsage, UpdateSandboxRequest, validate_sandbox_id,
 };
 use sandpit_protocol::quota::{MAX_PROCESSES_ENV, QuotaInfo, SandboxCaps, TenantQuota};
 use sandpit_protocol::time::{SleepAfter, Ttl, timestamp};
@@ -160,6 +160,10 @@ pub trait LifecycleListener: Send + Sync {
 
     /// The sandbox's processes are gone.
     fn stopped(&self, _sandbox: SandboxRef<'_>) {}
+
+    /// Any change of the sandbox's record or state, once it happened (what `GET /v1/events`
+    /// streams): created, started, stopped, options updated, destroyed.
+    fn changed(&self, _sandbox: SandboxRef<'_>, _kind: SandboxEventKind, _state: SandboxState) {}
 }
 
 /// Runs started by this server, counted from 1.
@@ -433,6 +437,23 @@ impl Manager {
     /// server).
     pub fn subscribe(&mut self, listener: Arc<dyn LifecycleListener>) {
         self.listeners.push(listener);
+    }
+
+    /// Tells every listener that `entry` changed.
+    fn announce(&self, entry: &Entry, kind: SandboxEventKind) {
+        let state = match kind {
+            SandboxEventKind::Created => SandboxState::Creating,
+            SandboxEventKind::Started => SandboxState::Running,
+            SandboxEventKind::Stopped => SandboxState::Sleeping,
+            SandboxEventKind::Destroyed => SandboxState::Destroyed,
+            SandboxEventKind::Updated if entry.running.load(Ordering::SeqCst) => {
+                SandboxState::Running
+            }
+            SandboxEventKind::Updated => SandboxState::Sleeping,
+        };
+        for listener in &self.listeners {
+            listener.changed(entry.as_ref(), kind, state);
+        }
     }
 
     /// Lets every listener act on a sandbox about to stop, within [`ABOUT_TO_STOP_BUDGET`].
@@ -839,11 +860,13 @@ impl Manager {
         for listener in &self.listeners {
             listener.started(entry.as_ref());
         }
+        self.announce(entry, SandboxEventKind::Started);
         Ok(())
     }
 
     /// Stops a running sandbox (under its lock); it becomes `sleeping`.
     async fn sleep(&self, entry: &Entry, inner: &mut Inner) -> ApiResult<()> {
+        let was_running = inner.started.is_some();
         if let Some(started) = inner.started.take() {
             entry.running.store(false, Ordering::SeqCst);
             self.announce_stop(entry, &AgentClient::new(started.agent.clone()))
@@ -874,6 +897,9 @@ impl Manager {
             if let Some(last) = last {
                 r.last_active_at_ms = last;
             }
+        }
+        if was_running {
+            self.announce(entry, SandboxEventKind::Stopped);
         }
         Ok(())
     }
@@ -928,6 +954,7 @@ impl Manager {
             self.store.create_sandbox(new).await?
         };
         inner.record = Some(record.clone());
+        self.announce(entry, SandboxEventKind::Created);
         let started = match self.change_network(entry, inner, network).await {
             Ok(()) => self.start(entry, inner, &record).await,
             Err(e) => Err(e),
@@ -939,6 +966,7 @@ impl Manager {
             }
             self.store.delete_sandbox(&entry.tenant, &entry.id).await?;
             self.egress.forget(&entry.internal);
+            self.announce(entry, SandboxEventKind::Destroyed);
             return Err(e);
         }
         Ok(inner.record.clone().unwrap_or(record))
@@ -997,12 +1025,16 @@ impl Manager {
                 return Err(conflict("isolation", record.options.isolation.to_string()));
             }
             // Like the seed's getSandbox(id, options): mutable options are (re)applied.
+            let changed = !changes.is_empty() || !network.is_empty();
             if !changes.is_empty() {
                 (record, _) = self
                     .save_options(&entry, &mut inner, record, changes)
                     .await?;
             }
             self.change_network(&entry, &inner, network).await?;
+            if changed {
+                self.announce(&entry, SandboxEventKind::Updated);
+            }
             return Ok((self.info(&record).await?, false));
         }
         let fixed = FixedOptions {
@@ -1089,6 +1121,7 @@ impl Manager {
             .save_options(&entry, &mut inner, record, changes)
             .await?;
         self.change_network(&entry, &inner, network).await?;
+        self.announce(&entry, SandboxEventKind::Updated);
         Ok(SandboxInfo {
             pending_restart,
             ..self.info(&record).await?
@@ -1151,6 +1184,7 @@ impl Manager {
             .update_options(tenant, id, &record.options)
             .await?;
         inner.record = Some(record);
+        self.announce(&entry, SandboxEventKind::Updated);
         Ok(())
     }
 
@@ -1197,6 +1231,7 @@ impl Manager {
         self.store.delete_sandbox(tenant, id).await?;
         self.egress.forget(&entry.internal);
         inner.record = None;
+        self.announce(entry, SandboxEventKind::Destroyed);
         tracing::info!(sandbox = %id, tenant = %tenant, "sandbox destroyed");
         Ok(())
     }

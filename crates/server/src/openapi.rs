@@ -41,6 +41,7 @@ use crate::routes::{files, keys, quota, sandboxes};
         keys::revoke_key,
         keys::rotate_key,
         crate::routes::audit::list,
+        crate::events::stream,
         crate::ws_auth::issue,
         crate::preview::api::expose,
         crate::preview::api::list,
@@ -76,6 +77,9 @@ use crate::routes::{files, keys, quota, sandboxes};
         sandpit_protocol::control::ApiKeyList,
         sandpit_protocol::control::AuditEntry,
         sandpit_protocol::control::AuditList,
+        sandpit_protocol::control::SandboxEvent,
+        sandpit_protocol::control::SandboxEventKind,
+        sandpit_protocol::control::EventsLagged,
     )),
     modifiers(&BearerAuth, &SandboxIdParams, &CommonErrors),
     tags(
@@ -84,6 +88,7 @@ use crate::routes::{files, keys, quota, sandboxes};
         (name = "files", description = "Raw file bytes of one sandbox, any size"),
         (name = "keys", description = "API keys: the admin creates them; a tenant lists, revokes and rotates its own"),
         (name = "audit", description = "The audit log of control-plane actions, per tenant"),
+        (name = "events", description = "Sandbox changes as server-sent events, per tenant"),
         (name = "quotas", description = "Per-tenant quotas and per-sandbox caps"),
         (name = "preview", description = "Preview URLs: ports of a sandbox reachable at `{port}-{id}-{hash}-{token}.{domain}`"),
     )

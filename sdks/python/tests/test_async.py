@@ -260,3 +260,24 @@ async def test_async_stdin_stream_and_cancelling_it(asb: AsyncSandbox) -> None:
     with pytest.raises(asyncio.CancelledError):
         await task
     await _eventually(probe, marker, False)
+
+
+async def test_async_watch_sandboxes_sees_the_tenants_changes() -> None:
+    async with AsyncSandpit() as client:
+        name = unique("py-events")
+        async with await client.watch_sandboxes() as events:
+            await client.sandbox(name).exec("true")
+            await client.sandbox(name).destroy()
+            seen = []
+            async for event in events:
+                if event.sandbox_id != name:
+                    continue
+                assert event.seq > 0 and event.at.endswith("Z")
+                seen.append((event.kind, event.state))
+                if event.kind == "destroyed":
+                    break
+        assert seen == [
+            ("created", "creating"),
+            ("started", "running"),
+            ("destroyed", "destroyed"),
+        ]

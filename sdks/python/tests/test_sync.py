@@ -644,3 +644,18 @@ def test_seed_names_process_logs_and_port_checks(sandbox: Sandbox) -> None:
     assert exposed.token == "seedtok"
     sandbox.unexpose_port(8790)
     assert not sandbox.is_port_exposed(8790)
+
+
+def test_watch_sandboxes_sees_the_tenants_changes(client: Sandpit) -> None:
+    name = unique("py-events")
+    with client.watch_sandboxes() as events:
+        client.sandbox(name).exec("true")
+        client.sandbox(name).destroy()
+        seen = []
+        for event in events:
+            if event.sandbox_id != name:
+                continue
+            seen.append((event.kind, event.state))
+            if event.kind == "destroyed":
+                break
+    assert seen == [("created", "creating"), ("started", "running"), ("destroyed", "destroyed")]

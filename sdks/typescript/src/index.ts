@@ -6,6 +6,7 @@ export {
   getSandbox,
   getQuota,
   listSandboxes,
+  watchSandboxes,
   Sandbox,
   ExecutionSession,
   SandpitNamespace,

@@ -11,6 +11,7 @@ import {
   ValidationFailedError,
 } from './errors.js';
 import { DISABLE_SESSION, SandboxScope } from './scope.js';
+import { parseSSEStream } from './sse.js';
 import { Transport } from './transport.js';
 import type {
   EgressLogPage,
@@ -19,6 +20,8 @@ import type {
   ExposedPortStatus,
   NetworkPolicy,
   QuotaInfo,
+  SandboxEvent,
+  SandboxEventsLagged,
   SandboxInfo,
   SandboxLimits,
   SandboxList,
@@ -156,6 +159,33 @@ export function listSandboxes(
     },
     operation: 'listSandboxes',
   });
+}
+
+/** The key's tenant's sandbox changes as they happen (`GET /v1/events`): created, started,
+ * stopped, updated, destroyed. Resolves once the server has subscribed the stream, so every change
+ * made afterwards arrives, in order; list the sandboxes then to know the starting point. Runs
+ * until `signal` aborts, the loop is left, or the server shuts down. A `lagged` item means
+ * events were missed: list again. */
+export async function watchSandboxes(
+  ns: SandpitNamespace,
+  options: { signal?: AbortSignal } = {},
+): Promise<AsyncGenerator<SandboxEvent | SandboxEventsLagged>> {
+  const response = await ns.transport.fetch('/v1/events', {
+    operation: 'watchSandboxes',
+    longRunning: true,
+    signal: options.signal,
+  });
+  const events = parseSSEStream<Record<string, unknown>>(
+    response.body ?? new ReadableStream(),
+    options.signal,
+  );
+  return (async function* () {
+    for await (const data of events) {
+      if (typeof data.seq === 'number') yield data as unknown as SandboxEvent;
+      else if (typeof data.missed === 'number') yield { kind: 'lagged', missed: data.missed };
+      // `ready` ({}) and kinds of newer servers are skipped.
+    }
+  })();
 }
 
 /** The key's tenant: its quota, usage and the server's per-sandbox caps. */

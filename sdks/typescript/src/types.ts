@@ -147,6 +147,23 @@ export interface SandboxList {
   nextCursor?: string | null;
 }
 
+/** One change of one of the tenant's sandboxes (`GET /v1/events`, see `watchSandboxes`). */
+export interface SandboxEvent {
+  /** Increases with every event the server sends (over all tenants: a tenant's stream may skip). */
+  seq: number;
+  sandboxId: string;
+  kind: 'created' | 'started' | 'stopped' | 'updated' | 'destroyed';
+  /** The state after the change. */
+  state: 'creating' | 'running' | 'sleeping' | 'destroyed';
+  at: string;
+}
+
+/** `watchSandboxes` fell behind and missed `missed` events: list the sandboxes again. */
+export interface SandboxEventsLagged {
+  kind: 'lagged';
+  missed: number;
+}
+
 // ---- Commands --------------------------------------------------------------------------------
 
 export interface BaseExecOptions {

@@ -11,6 +11,7 @@ import {
   getQuota,
   getSandbox,
   listSandboxes,
+  watchSandboxes,
 } from '../dist/index.js';
 import { ns, sandboxId } from '../testlib/env.mjs';
 
@@ -128,4 +129,21 @@ test('destroy removes it; destroying again is fine', async () => {
   const page = await listSandboxes(ns, { limit: 500 });
   assert.ok(!page.sandboxes.some((s) => s.id === temp.id));
   await temp.destroy();
+});
+
+test('watchSandboxes: the tenant sandbox changes as they happen', async () => {
+  const controller = new AbortController();
+  const events = await watchSandboxes(ns, { signal: controller.signal });
+  const watched = getSandbox(ns, sandboxId('ts-events'));
+  await watched.exec('true');
+  await watched.destroy();
+  const seen = [];
+  for await (const e of events) {
+    if (e.sandboxId !== watched.id) continue;
+    seen.push(`${e.kind}:${e.state}`);
+    assert.ok(e.seq > 0 && e.at.endsWith('Z'));
+    if (e.kind === 'destroyed') break;
+  }
+  controller.abort();
+  assert.deepEqual(seen, ['created:creating', 'started:running', 'destroyed:destroyed']);
 });

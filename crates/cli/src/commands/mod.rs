@@ -3,6 +3,7 @@
 pub mod cp;
 pub mod ctx;
 pub mod env;
+pub mod events;
 pub mod exec;
 pub mod expose;
 pub mod files;

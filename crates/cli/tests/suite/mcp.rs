@@ -5,9 +5,8 @@
 //! Not `serial_*`: it uses its own server, so nextest runs it beside other tests.
 
 use std::path::PathBuf;
-use std::process::Command;
 
-use super::sdk_typescript::{required, run, skip_or_fail};
+use super::sdk_typescript::{node_tap, required, skip_or_fail};
 use super::support::{Served, images_dir_or_skip};
 
 #[test]
@@ -31,22 +30,12 @@ fn mcp_official_client_over_stdio_and_http() {
         return;
     };
     let served = Served::start(&images);
-    let (stdout, stderr) = run(
-        Command::new("node")
-            .args([
-                "--test",
-                "--test-reporter",
-                "tap",
-                "--test-concurrency",
-                "5",
-            ])
-            .arg("mcp.test.mjs")
-            .current_dir(&client)
-            .env("SANDPIT_URL", &served.url)
-            .env("SANDPIT_KEY", &served.key)
-            .env("SANDPIT_BIN", env!("CARGO_BIN_EXE_sandpit")),
+    let (stdout, stderr) = node_tap(
+        &client,
+        &["--test-concurrency", "5", "mcp.test.mjs"],
+        &served,
+        &[("SANDPIT_BIN", env!("CARGO_BIN_EXE_sandpit").as_ref())],
         "node --test (MCP client)",
-        &|| format!("server log:\n{}", served.log()),
     );
     println!("{stdout}\n{stderr}");
     assert!(

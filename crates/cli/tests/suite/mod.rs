@@ -3,6 +3,7 @@ mod architecture;
 mod args;
 mod browser;
 mod compat;
+mod console;
 mod copy;
 mod crash;
 mod fake_server;

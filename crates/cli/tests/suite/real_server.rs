@@ -270,19 +270,7 @@ fn serial_cli_cp_100_mib_both_ways() {
 
 /// A raw `GET /metrics` with an optional bearer key; returns the status line.
 fn metrics_status(url: &str, key: Option<&str>) -> String {
-    use std::io::{Read, Write};
-    let addr = url.trim_start_matches("http://");
-    let mut tcp = std::net::TcpStream::connect(addr).unwrap();
-    let auth = key
-        .map(|k| format!("Authorization: Bearer {k}\r\n"))
-        .unwrap_or_default();
-    write!(
-        tcp,
-        "GET /metrics HTTP/1.1\r\nHost: x\r\n{auth}Connection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut answer = String::new();
-    tcp.read_to_string(&mut answer).unwrap();
+    let answer = super::support::raw_get(url, "/metrics", key);
     answer.lines().next().unwrap_or_default().to_owned()
 }
 
@@ -467,4 +455,76 @@ fn dir_file(bytes: &[u8]) -> tempfile::NamedTempFile {
     let file = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(file.path(), bytes).unwrap();
     file
+}
+
+/// `sandpit events`: one line per change of the tenant's sandboxes, as they happen; another
+/// tenant's changes do not appear.
+#[test]
+fn cli_events_follow_the_tenants_changes() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let Some(images) = images_dir_or_skip("cli_events_follow_the_tenants_changes") else {
+        return;
+    };
+    let served = Served::start(&images);
+    let mut follower = Command::new(env!("CARGO_BIN_EXE_sandpit"))
+        .args(["events", "--json"])
+        .env("SANDPIT_URL", &served.url)
+        .env("SANDPIT_KEY", &served.key)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(follower.stderr.take().unwrap());
+    let mut line = String::new();
+    stderr.read_line(&mut line).unwrap();
+    assert!(line.starts_with("following sandbox changes"), "{line}");
+    // Another tenant's sandbox first: it must not show up.
+    let other = stdout(
+        served
+            .cli()
+            .args(["keys", "create", "elsewhere"])
+            .assert()
+            .success(),
+    );
+    let other_key = other
+        .split_whitespace()
+        .find(|w| w.starts_with("sp_"))
+        .unwrap();
+    served
+        .cli()
+        .env("SANDPIT_KEY", other_key)
+        .args(["create", "theirs"])
+        .assert()
+        .success();
+    served.cli().args(["create", "ours"]).assert().success();
+    served.cli().args(["rm", "ours"]).assert().success();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let out = follower.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let mut seen = Vec::new();
+    while seen.len() < 3 {
+        let Ok(line) = rx.recv_timeout(std::time::Duration::from_secs(10)) else {
+            break;
+        };
+        let event: serde_json::Value = serde_json::from_str(&line).unwrap();
+        seen.push(format!(
+            "{} {} {}",
+            event["sandboxId"], event["kind"], event["state"]
+        ));
+    }
+    follower.kill().unwrap();
+    let _ = follower.wait();
+    assert_eq!(
+        seen,
+        [
+            r#""ours" "created" "creating""#,
+            r#""ours" "started" "running""#,
+            r#""ours" "destroyed" "destroyed""#,
+        ]
+    );
 }

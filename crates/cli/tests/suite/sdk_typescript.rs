@@ -77,22 +77,41 @@ fn sdk_typescript_suite() {
 }
 
 fn node_test(sdk: &Path, served: &Served) -> (String, String) {
-    run(
-        Command::new("node")
-            .args([
-                // The global WebSocket of Node 20 (terminal()); default from Node 22.
-                "--experimental-websocket",
-                "--test",
-                "--test-reporter",
-                "tap",
-                "--test-concurrency",
-                "4",
-                "test/",
-            ])
-            .current_dir(sdk)
-            .env("SANDPIT_URL", &served.url)
-            .env("SANDPIT_KEY", &served.key),
+    node_tap(
+        sdk,
+        // The global WebSocket of Node 20 (terminal()); default from Node 22.
+        &[
+            "--experimental-websocket",
+            "--test-concurrency",
+            "4",
+            "test/",
+        ],
+        served,
+        &[],
         "node --test",
-        &|| format!("server log:\n{}", served.log()),
     )
+}
+
+/// `node --test` with the TAP reporter in `dir` (`args`: more options, then the test files),
+/// against `served` (`SANDPIT_URL`, `SANDPIT_KEY`, and `env`); panics with the server's log if
+/// node fails. Returns stdout and stderr.
+pub(super) fn node_tap(
+    dir: &Path,
+    args: &[&str],
+    served: &Served,
+    env: &[(&str, &std::ffi::OsStr)],
+    what: &str,
+) -> (String, String) {
+    let mut node = Command::new("node");
+    node.args(["--test", "--test-reporter", "tap"])
+        .args(args)
+        .current_dir(dir)
+        .env("SANDPIT_URL", &served.url)
+        .env("SANDPIT_KEY", &served.key);
+    for (name, value) in env {
+        node.env(name, value);
+    }
+    run(&mut node, what, &|| {
+        format!("server log:\n{}", served.log())
+    })
 }

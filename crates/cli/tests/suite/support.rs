@@ -35,6 +35,25 @@ pub fn images_dir_or_skip(test: &str) -> Option<PathBuf> {
     None
 }
 
+/// A raw `GET path` to the server at `url` (`http://host:port`), with a bearer key if given;
+/// the whole answer (status line, headers, body) as text.
+pub fn raw_get(url: &str, path: &str, key: Option<&str>) -> String {
+    use std::io::{Read, Write};
+    let addr = url.trim_start_matches("http://");
+    let mut tcp = TcpStream::connect(addr).unwrap();
+    let auth = key
+        .map(|k| format!("Authorization: Bearer {k}\r\n"))
+        .unwrap_or_default();
+    write!(
+        tcp,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Connection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut answer = String::new();
+    tcp.read_to_string(&mut answer).unwrap();
+    answer
+}
+
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()

@@ -83,6 +83,18 @@ async fn handle(log: Log, method: Method, uri: Uri, headers: HeaderMap, body: By
             ),
         },
         ("GET", "/v1/sandboxes/missing") => error(ErrorCode::SandboxNotFound, "no sandbox missing"),
+        ("GET", "/v1/events") => (
+            [(header::CONTENT_TYPE, "text/event-stream")],
+            concat!(
+                "event: ready\ndata: {}\n\n",
+                ": keep-alive\n\n",
+                "event: sandbox\nid: 4\ndata: {\"seq\":4,\"sandboxId\":\"a\",\"kind\":\"started\",",
+                "\"state\":\"running\",\"at\":\"2026-01-01T00:00:00.000Z\"}\n\n",
+                "event: lagged\ndata: {\"missed\":3}\n\n",
+                "event: somethingnew\ndata: {\"x\":1}\n\n",
+            ),
+        )
+            .into_response(),
         ("DELETE", "/v1/sandboxes/a") => StatusCode::NO_CONTENT.into_response(),
         ("POST", "/v1/sandboxes/a/stop") => json_response(StatusCode::OK, info("a")),
         ("GET", "/v1/sandboxes/broken/api/ping") => {
@@ -525,4 +537,30 @@ async fn port_and_network_calls_send_the_documented_requests() {
         last(&log).body,
         json!({"secrets": {"TOKEN": {"value": "s3cret", "hosts": ["api.example.com"]}}})
     );
+}
+
+#[tokio::test]
+async fn events_decode_sandbox_and_lagged_items_and_skip_the_rest() {
+    use sandpit_client::Event;
+    use sandpit_client::protocol::control::{SandboxEventKind, SandboxState};
+    let (client, log) = start().await;
+    let events: Vec<Event> = client
+        .events(Some("acme co"))
+        .await
+        .unwrap()
+        .map(|e| e.unwrap())
+        .collect()
+        .await;
+    let seen = last(&log);
+    assert_eq!(seen.uri, "/v1/events?tenant=acme%20co");
+    assert_eq!(seen.auth.as_deref(), Some("Bearer k3y"));
+    assert_eq!(events.len(), 2, "{events:?}");
+    let Event::Sandbox(e) = &events[0] else {
+        panic!("{events:?}")
+    };
+    assert_eq!(
+        (e.seq, e.sandbox_id.as_str(), e.kind, e.state),
+        (4, "a", SandboxEventKind::Started, SandboxState::Running)
+    );
+    assert!(matches!(&events[1], Event::Lagged(l) if l.missed == 3));
 }

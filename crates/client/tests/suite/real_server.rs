@@ -364,3 +364,54 @@ async fn serial_client_stdin_binary_output_and_timeouts() {
     )
     .await;
 }
+
+/// `Client::events` with real sandboxes: a tenant sees its sandbox's whole life, in order; another
+/// tenant's stream stays silent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_of_real_sandboxes_reach_their_tenant_only() {
+    use sandpit_client::Event;
+    use sandpit_client::protocol::control::SandboxEventKind as Kind;
+    use std::time::Duration;
+    with_real_server(
+        "events_of_real_sandboxes_reach_their_tenant_only",
+        |admin, url| async move {
+            let a_key = admin.create_key("events-a").await.unwrap().key;
+            let b_key = admin.create_key("events-b").await.unwrap().key;
+            let a = Client::new(&url, &a_key).unwrap();
+            let b = Client::new(&url, &b_key).unwrap();
+            let mut a_events = a.events(None).await.unwrap();
+            let mut b_events = b.events(None).await.unwrap();
+            let out = a
+                .sandbox("events-real")
+                .exec("true", &ExecOptions::default())
+                .await
+                .unwrap();
+            assert_eq!(out.exit_code, 0);
+            a.stop("events-real").await.unwrap();
+            a.destroy("events-real").await.unwrap();
+            let mut got = Vec::new();
+            while got.len() < 4 {
+                let next = tokio::time::timeout(Duration::from_secs(10), a_events.next()).await;
+                match next {
+                    Ok(Some(Ok(Event::Sandbox(e)))) => {
+                        assert_eq!(e.sandbox_id, "events-real");
+                        got.push((e.kind, e.state));
+                    }
+                    other => panic!("after {got:?}: {other:?}"),
+                }
+            }
+            assert_eq!(
+                got,
+                [
+                    (Kind::Created, SandboxState::Creating),
+                    (Kind::Started, SandboxState::Running),
+                    (Kind::Stopped, SandboxState::Sleeping),
+                    (Kind::Destroyed, SandboxState::Destroyed),
+                ]
+            );
+            let quiet = tokio::time::timeout(Duration::from_millis(500), b_events.next()).await;
+            assert!(quiet.is_err(), "tenant b saw {quiet:?}");
+        },
+    )
+    .await;
+}

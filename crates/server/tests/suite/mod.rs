@@ -7,6 +7,7 @@ mod bounds;
 mod disk;
 mod e2e;
 mod egress;
+mod events;
 mod exec_control;
 mod fake_agent;
 mod files;

@@ -497,6 +497,34 @@ class ExposedPort:
 
 
 @dataclass(frozen=True)
+class SandboxEvent:
+    """One change of one of the tenant's sandboxes (``watch_sandboxes``, ``GET /v1/events``).
+    ``kind`` is ``created``, ``started``, ``stopped``, ``updated`` or ``destroyed``, or
+    ``lagged`` when the stream fell behind and missed ``missed`` events (list the sandboxes
+    again; the other fields are then empty)."""
+
+    kind: str
+    sandbox_id: str = ""
+    state: str = ""
+    """The state after the change (``destroyed`` once gone)."""
+    seq: int = 0
+    at: str = ""
+    missed: int = 0
+
+    @classmethod
+    def from_json(cls, body: JSON) -> SandboxEvent:
+        if "missed" in body and "seq" not in body:
+            return cls(kind="lagged", missed=int(body["missed"]))
+        return cls(
+            kind=str(body.get("kind", "")),
+            sandbox_id=str(body.get("sandboxId", "")),
+            state=str(body.get("state", "")),
+            seq=int(body.get("seq", 0)),
+            at=str(body.get("at", "")),
+        )
+
+
+@dataclass(frozen=True)
 class SandboxInfo:
     """A sandbox as the control plane reports it."""
 

@@ -61,6 +61,7 @@ from .._models import (
     ProcessLogs,
     ReadFileResult,
     Result,
+    SandboxEvent,
     SandboxInfo,
     SandboxUsage,
     WaitForLogResult,
@@ -165,6 +166,16 @@ class AsyncSandpit:
             if not cursor:
                 return found
 
+    async def watch_sandboxes(self) -> AsyncEventStream[SandboxEvent]:
+        """The key's tenant's sandbox changes as they happen (``GET /v1/events``): created,
+        started, stopped, updated, destroyed. Returns once the server has subscribed the
+        stream, so every change made afterwards arrives, in order; list the sandboxes then to
+        know the starting point. Close the stream (``async with``/``aclose()``) to stop."""
+        events = self._events("GET", "/v1/events")
+        # The first event is `ready`: the server's subscription exists from here on.
+        await events.__anext__()
+        return AsyncEventStream(_mapped(_sandbox_events(events), SandboxEvent.from_json))
+
     # --- HTTP plumbing -------------------------------------------------------------------
 
     async def _request(
@@ -252,6 +263,18 @@ class AsyncEventStream(Generic[T]):
 
     async def __aexit__(self, *_: object) -> None:
         await self.aclose()
+
+
+async def _sandbox_events(events: AsyncIterator[JSON]) -> AsyncIterator[JSON]:
+    """The sandbox and lagged events of ``GET /v1/events`` (kinds of newer servers skipped)."""
+    try:
+        async for event in events:
+            if "seq" in event or "missed" in event:
+                yield event
+    finally:
+        closer = getattr(events, "aclose", None)
+        if closer is not None:
+            await closer()
 
 
 async def _mapped(events: AsyncIterator[JSON], convert: Callable[[JSON], T]) -> AsyncIterator[T]:

@@ -62,6 +62,7 @@ from .._models import (
     ProcessLogs,
     ReadFileResult,
     Result,
+    SandboxEvent,
     SandboxInfo,
     SandboxUsage,
     WaitForLogResult,
@@ -166,6 +167,16 @@ class Sandpit:
             if not cursor:
                 return found
 
+    def watch_sandboxes(self) -> EventStream[SandboxEvent]:
+        """The key's tenant's sandbox changes as they happen (``GET /v1/events``): created,
+        started, stopped, updated, destroyed. Returns once the server has subscribed the
+        stream, so every change made afterwards arrives, in order; list the sandboxes then to
+        know the starting point. Close the stream (``with``/``close()``) to stop."""
+        events = self._events("GET", "/v1/events")
+        # The first event is `ready`: the server's subscription exists from here on.
+        events.__next__()
+        return EventStream(_mapped(_sandbox_events(events), SandboxEvent.from_json))
+
     # --- HTTP plumbing -------------------------------------------------------------------
 
     def _request(
@@ -253,6 +264,18 @@ class EventStream(Generic[T]):
 
     def __exit__(self, *_: object) -> None:
         self.close()
+
+
+def _sandbox_events(events: Iterator[JSON]) -> Iterator[JSON]:
+    """The sandbox and lagged events of ``GET /v1/events`` (kinds of newer servers skipped)."""
+    try:
+        for event in events:
+            if "seq" in event or "missed" in event:
+                yield event
+    finally:
+        closer = getattr(events, "close", None)
+        if closer is not None:
+            closer()
 
 
 def _mapped(events: Iterator[JSON], convert: Callable[[JSON], T]) -> Iterator[T]:
