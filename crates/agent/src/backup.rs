@@ -23,7 +23,7 @@
 use std::collections::HashSet;
 use std::fs::{self, File};
 use std::io::{self, Read, Seek, SeekFrom, Write};
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 
 use nix::sys::stat::{UtimensatFlags, utimensat};
@@ -537,6 +537,7 @@ fn ensure_dirs(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::MetadataExt;
 
     fn roundtrip(src: &Path, dst: &Path, options: &ArchiveOptions) -> Stats {
         let mut tar = Vec::new();
