@@ -9,8 +9,6 @@ use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart};
 
 fn client(server: &sandpit_s3_test_server::S3TestServer, secret: &str) -> impl ObjectStore {
-    // object_store's reqwest uses rustls without a built-in provider: ring is ours.
-    let _ = rustls::crypto::ring::default_provider().install_default();
     AmazonS3Builder::new()
         .with_endpoint(&server.endpoint)
         .with_bucket_name("s3-it")

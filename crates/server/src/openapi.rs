@@ -45,6 +45,11 @@ use crate::routes::{files, keys, quota, sandboxes};
         crate::preview::api::expose,
         crate::preview::api::list,
         crate::preview::api::unexpose,
+        crate::routes::backups::create,
+        crate::routes::backups::restore,
+        crate::routes::backups::list,
+        crate::routes::backups::get,
+        crate::routes::backups::delete,
     ),
     components(schemas(
         sandpit_protocol::control::CreateSandboxRequest,
@@ -76,6 +81,12 @@ use crate::routes::{files, keys, quota, sandboxes};
         sandpit_protocol::control::ApiKeyList,
         sandpit_protocol::control::AuditEntry,
         sandpit_protocol::control::AuditList,
+        sandpit_protocol::backup::CreateBackupRequest,
+        sandpit_protocol::backup::BackupCompression,
+        sandpit_protocol::backup::BackupInfo,
+        sandpit_protocol::backup::BackupList,
+        sandpit_protocol::backup::RestoreBackupRequest,
+        sandpit_protocol::backup::RestoreBackupResponse,
     )),
     modifiers(&BearerAuth, &SandboxIdParams, &CommonErrors),
     tags(
@@ -85,6 +96,7 @@ use crate::routes::{files, keys, quota, sandboxes};
         (name = "keys", description = "API keys: the admin creates them; a tenant lists, revokes and rotates its own"),
         (name = "audit", description = "The audit log of control-plane actions, per tenant"),
         (name = "quotas", description = "Per-tenant quotas and per-sandbox caps"),
+        (name = "backups", description = "Backups of sandbox directories in the object store, per tenant"),
         (name = "preview", description = "Preview URLs: ports of a sandbox reachable at `{port}-{id}-{hash}-{token}.{domain}`"),
     )
 )]
