@@ -202,6 +202,11 @@ pub enum Command {
     /// Show a tenant's quota, usage and the server's per-sandbox maxima; `quota set` and
     /// `quota reset` change a tenant's quota (admin key).
     Quota(QuotaArgs),
+    /// Backups of sandbox directories in the server's object store: create, ls, restore, rm.
+    Backup {
+        #[command(subcommand)]
+        command: crate::commands::backup::BackupCommand,
+    },
     /// API keys: create (admin), list, revoke and rotate.
     Keys {
         #[command(subcommand)]
@@ -353,6 +358,8 @@ pub struct ServeArgs {
     pub maxima: MaxFlags,
     #[command(flatten)]
     pub default_quota: DefaultQuotaFlags,
+    #[command(flatten)]
+    pub object_store: crate::commands::backup::ObjectStoreFlags,
 }
 
 /// `serve --max-*`: the largest limits one sandbox may ask for. Unset ones default from the

@@ -141,6 +141,7 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Network(args) => network::network(&client()?, args).await?,
         Command::Secret { command } => network::secret(&client()?, command).await?,
         Command::Quota(args) => quota::run(&client()?, args).await?,
+        Command::Backup { command } => commands::backup::run(&client()?, command).await?,
         Command::Keys { command } => keys::keys(&client()?, command).await?,
         Command::Audit(args) => keys::audit(&client()?, args).await?,
         Command::Env(args) => {
