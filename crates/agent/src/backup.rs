@@ -23,7 +23,7 @@
 use std::collections::HashSet;
 use std::fs::{self, File};
 use std::io::{self, Read, Seek, SeekFrom, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 
 use nix::sys::stat::{UtimensatFlags, utimensat};
@@ -259,26 +259,130 @@ pub fn extract(dir: &Path, input: impl Read) -> Result<Stats, BackupError> {
         _ => {}
     }
     let tag = format!("{:016x}", rand::random::<u64>());
-    let staging = parent.join(format!(".{name}.sandpit-restore-{tag}"));
+    // A target that is a mount point (e.g. `/workspace`) cannot be renamed: stage inside it
+    // and move the entries over (see `commit_inside`).
+    let inside = is_mount_point(dir);
+    let staging = if inside {
+        dir.join(format!(".sandpit-restore-{tag}"))
+    } else {
+        parent.join(format!(".{name}.sandpit-restore-{tag}"))
+    };
     fs::create_dir(&staging).map_err(io_at(&staging))?;
     let guard = RemoveOnDrop(Some(staging.clone()));
     let stats = unpack_into(&staging, input)?;
     // The staging tree is complete: swap it in.
-    if fs::symlink_metadata(dir).is_ok() {
-        nix::fcntl::renameat2(
+    if inside {
+        commit_inside(dir, &staging, &tag)?;
+    } else if fs::symlink_metadata(dir).is_ok() {
+        match nix::fcntl::renameat2(
             nix::fcntl::AT_FDCWD,
             &staging,
             nix::fcntl::AT_FDCWD,
             dir,
             nix::fcntl::RenameFlags::RENAME_EXCHANGE,
-        )
-        .map_err(|e| io_at(dir)(io::Error::from(e)))?;
-        // `staging` now holds the old tree; the guard removes it.
+        ) {
+            // `staging` now holds the old tree; the guard removes it.
+            Ok(()) => {}
+            // overlayfs refuses to move a directory of the image's layer: move the entries.
+            Err(nix::errno::Errno::EXDEV) => commit_inside(dir, &staging, &tag)?,
+            Err(e) => return Err(io_at(dir)(io::Error::from(e))),
+        }
     } else {
         fs::rename(&staging, dir).map_err(io_at(dir))?;
     }
     drop(guard);
     Ok(stats)
+}
+
+/// Whether `dir` is a mount point of this mount namespace (`/proc/self/mountinfo`).
+fn is_mount_point(dir: &Path) -> bool {
+    let Ok(dir) = dir.canonicalize() else {
+        return false;
+    };
+    let Ok(info) = fs::read_to_string("/proc/self/mountinfo") else {
+        return false;
+    };
+    info.lines().any(|line| {
+        line.split(' ')
+            .nth(4)
+            .is_some_and(|m| Path::new(&unescape_mountinfo(m)) == dir)
+    })
+}
+
+/// Mount points in mountinfo escape space, tab, newline and backslash as `\ooo`.
+fn unescape_mountinfo(s: &str) -> String {
+    let mut out = Vec::with_capacity(s.len());
+    let b = s.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\' && i + 3 < b.len() {
+            if let Some(v) = std::str::from_utf8(&b[i + 1..i + 4])
+                .ok()
+                .and_then(|d| u8::from_str_radix(d, 8).ok())
+            {
+                out.push(v);
+                i += 4;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Replaces the content of `dir` with that of `staging` (inside `dir`, or beside it when
+/// overlayfs refused to exchange the two):
+/// the old entries move into a sibling holding directory, the new ones up, and the holding
+/// directory is removed. Renames within one filesystem, so nothing is copied; a failed rename
+/// moves everything back. Not one atomic step like the exchange, but it starts only once the
+/// whole archive is unpacked and checked.
+fn commit_inside(dir: &Path, staging: &Path, tag: &str) -> Result<(), BackupError> {
+    let old = dir.join(format!(".sandpit-old-{tag}"));
+    fs::create_dir(&old).map_err(io_at(&old))?;
+    let _old_guard = RemoveOnDrop(Some(old.clone()));
+    let names = |d: &Path, skip: &[&Path]| -> Result<Vec<std::ffi::OsString>, BackupError> {
+        let mut out = Vec::new();
+        for e in fs::read_dir(d).map_err(io_at(d))? {
+            let e = e.map_err(io_at(d))?;
+            if !skip.iter().any(|s| e.path() == *s) {
+                out.push(e.file_name());
+            }
+        }
+        Ok(out)
+    };
+    let old_names = names(dir, &[staging, &old])?;
+    let mut moved_out = Vec::new();
+    for n in &old_names {
+        if let Err(e) = fs::rename(dir.join(n), old.join(n)) {
+            for m in &moved_out {
+                let _ = fs::rename(old.join(m), dir.join(m));
+            }
+            return Err(io_at(dir)(e));
+        }
+        moved_out.push(n.clone());
+    }
+    let new_names = names(staging, &[])?;
+    let mut moved_in = Vec::new();
+    for n in &new_names {
+        if let Err(e) = fs::rename(staging.join(n), dir.join(n)) {
+            for m in &moved_in {
+                let _ = fs::rename(dir.join(m), staging.join(m));
+            }
+            for m in &moved_out {
+                let _ = fs::rename(old.join(m), dir.join(m));
+            }
+            return Err(io_at(dir)(e));
+        }
+        moved_in.push(n.clone());
+    }
+    // The archive's own `.` entry set the staging directory's mode and mtime.
+    if let Ok(meta) = fs::metadata(staging) {
+        let _ = fs::set_permissions(dir, meta.permissions());
+        let mtime = (meta.mtime(), meta.mtime_nsec());
+        set_times(dir, mtime, true);
+    }
+    Ok(())
 }
 
 /// Removes a directory tree when dropped (unless taken).
@@ -537,7 +641,6 @@ fn ensure_dirs(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::unix::fs::MetadataExt;
 
     fn roundtrip(src: &Path, dst: &Path, options: &ArchiveOptions) -> Stats {
         let mut tar = Vec::new();

@@ -44,7 +44,15 @@ pub async fn create(
     ApiPath(id): ApiPath<String>,
     ApiJson(req): ApiJson<CreateBackupRequest>,
 ) -> ApiResult<(StatusCode, Extension<AuditNote>, ApiJson<BackupInfo>)> {
-    let info = app.backups.create(&app, &tenant.name, &id, req).await?;
+    // Its own task: a client that goes away does not cut a backup off halfway (it completes,
+    // or fails and cleans up, either way).
+    let task = {
+        let (app, tenant, id) = (app.clone(), tenant.name.clone(), id.clone());
+        tokio::spawn(async move { app.backups.create(&app, &tenant, &id, req).await })
+    };
+    let info = task
+        .await
+        .map_err(|e| crate::error::ApiError::internal(format!("backup task: {e}")))??;
     let note = AuditNote::target(info.id.clone()).detail(Some(format!("{}:{}", id, info.dir)));
     Ok((StatusCode::CREATED, Extension(note), ApiJson(info)))
 }

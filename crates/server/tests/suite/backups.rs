@@ -375,3 +375,68 @@ async fn serial_backup_quota_refuses() {
     assert_error(s, &b, 429, "QUOTA_EXCEEDED");
     real.stop().await;
 }
+
+/// `/workspace` is a mount point of its own: restore stages inside it and moves entries over.
+#[tokio::test(flavor = "multi_thread")]
+async fn serial_backup_restore_into_the_workspace_mount_point() {
+    let Some(real) = Real::start().await else {
+        return;
+    };
+    let key = real.key.clone();
+    create_sandbox(&real, &key, "bk-ws").await;
+    sh(
+        &real,
+        "bk-ws",
+        "mkdir -p /workspace/d/e && echo a > /workspace/a && echo b > /workspace/d/b \
+         && chmod 700 /workspace/d",
+    )
+    .await;
+    let list = "cd /workspace && find . -printf '%p %y %m %s\\n' | LC_ALL=C sort";
+    let before = sh(&real, "bk-ws", list).await;
+    let (s, b) = real
+        .call(
+            Method::POST,
+            "/v1/sandboxes/bk-ws/backups",
+            json!({"dir": "/workspace"}),
+        )
+        .await;
+    assert_eq!(s, 201, "{b}");
+    let id = b["id"].as_str().unwrap().to_owned();
+    sh(
+        &real,
+        "bk-ws",
+        "rm /workspace/a && echo c > /workspace/c && rm -r /workspace/d",
+    )
+    .await;
+
+    // A tampered archive changes nothing, even here.
+    let file = object_file(&real.data_dir.join("objects"), &id);
+    let good = std::fs::read(&file).unwrap();
+    std::fs::write(&file, &good[..good.len() - 10]).unwrap();
+    let (s, b) = real
+        .call(
+            Method::POST,
+            "/v1/sandboxes/bk-ws/restore",
+            json!({"backupId": id}),
+        )
+        .await;
+    assert_error(s, &b, 500, "BACKUP_RESTORE_FAILED");
+    let changed = sh(&real, "bk-ws", list).await;
+    assert!(
+        changed.contains("./c f") && !changed.contains("./a f"),
+        "{changed}"
+    );
+    assert!(!changed.contains("sandpit-"), "{changed}");
+
+    std::fs::write(&file, &good).unwrap();
+    let (s, b) = real
+        .call(
+            Method::POST,
+            "/v1/sandboxes/bk-ws/restore",
+            json!({"backupId": id}),
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(sh(&real, "bk-ws", list).await, before);
+    real.stop().await;
+}
