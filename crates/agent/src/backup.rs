@@ -315,15 +315,15 @@ fn unescape_mountinfo(s: &str) -> String {
     let b = s.as_bytes();
     let mut i = 0;
     while i < b.len() {
-        if b[i] == b'\\' && i + 3 < b.len() {
-            if let Some(v) = std::str::from_utf8(&b[i + 1..i + 4])
+        if b[i] == b'\\'
+            && i + 3 < b.len()
+            && let Some(v) = std::str::from_utf8(&b[i + 1..i + 4])
                 .ok()
                 .and_then(|d| u8::from_str_radix(d, 8).ok())
-            {
-                out.push(v);
-                i += 4;
-                continue;
-            }
+        {
+            out.push(v);
+            i += 4;
+            continue;
         }
         out.push(b[i]);
         i += 1;
@@ -421,13 +421,16 @@ struct DirAttrs {
     owner: Option<(u32, u32)>,
 }
 
+/// A symlink to create once every other entry is in place: path, target, mtime, owner.
+type PendingLink = (PathBuf, PathBuf, (i64, i64), Option<(u32, u32)>);
+
 const PIECE: usize = 256 * 1024;
 const HOLE_GRAIN: usize = 64 * 1024;
 
 fn unpack_into(root: &Path, mut input: impl Read) -> Result<Stats, BackupError> {
     let mut stats = Stats::default();
     let mut dirs: Vec<DirAttrs> = Vec::new();
-    let mut links: Vec<(PathBuf, PathBuf, (i64, i64), Option<(u32, u32)>)> = Vec::new();
+    let mut links: Vec<PendingLink> = Vec::new();
     let mut made: HashSet<PathBuf> = HashSet::new();
     let is_root = nix::unistd::geteuid().is_root();
     let mut buf = vec![0u8; PIECE];

@@ -111,7 +111,7 @@ fn hide_inherited_globals(mut command: clap::Command) -> clap::Command {
 pub enum Command {
     /// Run the server (builds the default image first if it is missing); its state and admin
     /// key live in --data-dir (see `sandpit --help`).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Create a sandbox (or show the existing one with that id).
     Create(CreateArgs),
     /// List sandboxes.
