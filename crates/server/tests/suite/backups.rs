@@ -52,6 +52,12 @@ async fn sh(real: &Real, id: &str, command: &str) -> String {
     b["stdout"].as_str().unwrap_or_default().to_owned()
 }
 
+/// `POST /v1/sandboxes/{id}/{what}` with the admin key.
+async fn post(real: &Real, id: &str, what: &str, body: Value) -> (u16, Value) {
+    real.call(Method::POST, &format!("/v1/sandboxes/{id}/{what}"), body)
+        .await
+}
+
 async fn create_sandbox(real: &Real, key: &str, id: &str) {
     let (s, b) = real
         .call_as(key, Method::POST, "/v1/sandboxes", json!({"id": id}))
@@ -75,14 +81,14 @@ async fn roundtrip(real: &Real, objects_root: &Path) {
     );
     assert!(manifest.contains("./sparse f 644 1073741824"), "{manifest}");
 
-    let (s, backup) = real
-        .call(
-            Method::POST,
-            "/v1/sandboxes/bk-src/backups",
-            json!({"dir": "/workspace/proj", "name": "first", "excludes": ["node_modules"],
+    let (s, backup) = post(
+        real,
+        "bk-src",
+        "backups",
+        json!({"dir": "/workspace/proj", "name": "first", "excludes": ["node_modules"],
                    "gitignore": true}),
-        )
-        .await;
+    )
+    .await;
     assert_eq!(s, 201, "{backup}");
     let id = backup["id"].as_str().unwrap().to_owned();
     assert_eq!(backup["dir"], "/workspace/proj");
@@ -140,13 +146,7 @@ async fn roundtrip(real: &Real, objects_root: &Path) {
         "mkdir -p /workspace/proj && echo old > /workspace/proj/old.txt",
     )
     .await;
-    let (s, done) = real
-        .call(
-            Method::POST,
-            "/v1/sandboxes/bk-dst/restore",
-            json!({"backupId": id}),
-        )
-        .await;
+    let (s, done) = post(real, "bk-dst", "restore", json!({"backupId": id})).await;
     assert_eq!(s, 200, "{done}");
     assert_eq!(done["success"], true);
     assert_eq!(done["dir"], "/workspace/proj");
@@ -178,13 +178,13 @@ async fn roundtrip(real: &Real, objects_root: &Path) {
     assert_eq!(staging.trim(), "0", "staging left behind");
 
     // Into another directory of the same sandbox.
-    let (s, done) = real
-        .call(
-            Method::POST,
-            "/v1/sandboxes/bk-dst/restore",
-            json!({"backupId": id, "dir": "/tmp/copy"}),
-        )
-        .await;
+    let (s, done) = post(
+        real,
+        "bk-dst",
+        "restore",
+        json!({"backupId": id, "dir": "/tmp/copy"}),
+    )
+    .await;
     assert_eq!(s, 200, "{done}");
     let copy = sh(
         real,
@@ -202,13 +202,7 @@ async fn roundtrip(real: &Real, objects_root: &Path) {
     let at = bytes.len() / 2;
     bytes[at] ^= 0xff;
     std::fs::write(&file, &bytes).unwrap();
-    let (s, b) = real
-        .call(
-            Method::POST,
-            "/v1/sandboxes/bk-dst/restore",
-            json!({"backupId": id}),
-        )
-        .await;
+    let (s, b) = post(real, "bk-dst", "restore", json!({"backupId": id})).await;
     assert_error(s, &b, 500, "BACKUP_RESTORE_FAILED");
     assert_eq!(
         sh(real, "bk-dst", MANIFEST).await,
@@ -224,33 +218,15 @@ async fn roundtrip(real: &Real, objects_root: &Path) {
     assert_eq!(staging.trim(), "0", "staging left behind");
     // Truncated (an interrupted upload or a lost tail): the same.
     std::fs::write(&file, &bytes[..bytes.len() - 100]).unwrap();
-    let (s, b) = real
-        .call(
-            Method::POST,
-            "/v1/sandboxes/bk-dst/restore",
-            json!({"backupId": id}),
-        )
-        .await;
+    let (s, b) = post(real, "bk-dst", "restore", json!({"backupId": id})).await;
     assert_error(s, &b, 500, "BACKUP_RESTORE_FAILED");
     assert_eq!(sh(real, "bk-dst", MANIFEST).await, before);
 
     // Missing: an unknown id, and a record whose archive is gone.
-    let (s, b) = real
-        .call(
-            Method::POST,
-            "/v1/sandboxes/bk-dst/restore",
-            json!({"backupId": "nope"}),
-        )
-        .await;
+    let (s, b) = post(real, "bk-dst", "restore", json!({"backupId": "nope"})).await;
     assert_error(s, &b, 404, "BACKUP_NOT_FOUND");
     std::fs::remove_file(&file).unwrap();
-    let (s, b) = real
-        .call(
-            Method::POST,
-            "/v1/sandboxes/bk-dst/restore",
-            json!({"backupId": id}),
-        )
-        .await;
+    let (s, b) = post(real, "bk-dst", "restore", json!({"backupId": id})).await;
     assert_error(s, &b, 404, "BACKUP_NOT_FOUND");
 
     // Deleted by its owner: gone from the list.
@@ -260,22 +236,16 @@ async fn roundtrip(real: &Real, objects_root: &Path) {
     assert_error(s, &b, 404, "BACKUP_NOT_FOUND");
 
     // Expired.
-    let (s, short) = real
-        .call(
-            Method::POST,
-            "/v1/sandboxes/bk-dst/backups",
-            json!({"dir": "/workspace/proj/sub", "ttl": 1}),
-        )
-        .await;
+    let (s, short) = post(
+        real,
+        "bk-dst",
+        "backups",
+        json!({"dir": "/workspace/proj/sub", "ttl": 1}),
+    )
+    .await;
     assert_eq!(s, 201, "{short}");
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    let (s, b) = real
-        .call(
-            Method::POST,
-            "/v1/sandboxes/bk-dst/restore",
-            json!({"backupId": short["id"]}),
-        )
-        .await;
+    let (s, b) = post(real, "bk-dst", "restore", json!({"backupId": short["id"]})).await;
     assert_error(s, &b, 400, "BACKUP_EXPIRED");
 
     // Bad input.
@@ -287,18 +257,10 @@ async fn roundtrip(real: &Real, objects_root: &Path) {
         json!({"dir": "/workspace/proj", "ttl": "soon"}),
         json!({"dir": "/workspace/missing"}),
     ] {
-        let (s, b) = real
-            .call(Method::POST, "/v1/sandboxes/bk-dst/backups", body.clone())
-            .await;
+        let (s, b) = post(real, "bk-dst", "backups", body.clone()).await;
         assert_error(s, &b, 400, "INVALID_BACKUP_CONFIG");
     }
-    let (s, b) = real
-        .call(
-            Method::POST,
-            "/v1/sandboxes/nosuch/backups",
-            json!({"dir": "/workspace"}),
-        )
-        .await;
+    let (s, b) = post(real, "nosuch", "backups", json!({"dir": "/workspace"})).await;
     assert_error(s, &b, 404, "SANDBOX_NOT_FOUND");
 }
 
@@ -357,21 +319,9 @@ async fn serial_backup_quota_refuses() {
         "mkdir -p /workspace/q && echo 1 > /workspace/q/f",
     )
     .await;
-    let (s, b) = real
-        .call(
-            Method::POST,
-            "/v1/sandboxes/bk-q/backups",
-            json!({"dir": "/workspace/q"}),
-        )
-        .await;
+    let (s, b) = post(&real, "bk-q", "backups", json!({"dir": "/workspace/q"})).await;
     assert_eq!(s, 201, "{b}");
-    let (s, b) = real
-        .call(
-            Method::POST,
-            "/v1/sandboxes/bk-q/backups",
-            json!({"dir": "/workspace/q"}),
-        )
-        .await;
+    let (s, b) = post(&real, "bk-q", "backups", json!({"dir": "/workspace/q"})).await;
     assert_error(s, &b, 429, "QUOTA_EXCEEDED");
     real.stop().await;
 }
@@ -393,13 +343,7 @@ async fn serial_backup_restore_into_the_workspace_mount_point() {
     .await;
     let list = "cd /workspace && find . -printf '%p %y %m %s\\n' | LC_ALL=C sort";
     let before = sh(&real, "bk-ws", list).await;
-    let (s, b) = real
-        .call(
-            Method::POST,
-            "/v1/sandboxes/bk-ws/backups",
-            json!({"dir": "/workspace"}),
-        )
-        .await;
+    let (s, b) = post(&real, "bk-ws", "backups", json!({"dir": "/workspace"})).await;
     assert_eq!(s, 201, "{b}");
     let id = b["id"].as_str().unwrap().to_owned();
     sh(
@@ -413,13 +357,7 @@ async fn serial_backup_restore_into_the_workspace_mount_point() {
     let file = object_file(&real.data_dir.join("objects"), &id);
     let good = std::fs::read(&file).unwrap();
     std::fs::write(&file, &good[..good.len() - 10]).unwrap();
-    let (s, b) = real
-        .call(
-            Method::POST,
-            "/v1/sandboxes/bk-ws/restore",
-            json!({"backupId": id}),
-        )
-        .await;
+    let (s, b) = post(&real, "bk-ws", "restore", json!({"backupId": id})).await;
     assert_error(s, &b, 500, "BACKUP_RESTORE_FAILED");
     let changed = sh(&real, "bk-ws", list).await;
     assert!(
@@ -429,13 +367,7 @@ async fn serial_backup_restore_into_the_workspace_mount_point() {
     assert!(!changed.contains("sandpit-"), "{changed}");
 
     std::fs::write(&file, &good).unwrap();
-    let (s, b) = real
-        .call(
-            Method::POST,
-            "/v1/sandboxes/bk-ws/restore",
-            json!({"backupId": id}),
-        )
-        .await;
+    let (s, b) = post(&real, "bk-ws", "restore", json!({"backupId": id})).await;
     assert_eq!(s, 200, "{b}");
     assert_eq!(sh(&real, "bk-ws", list).await, before);
     real.stop().await;
