@@ -26,6 +26,7 @@ pub fn router(agent: Arc<Agent>) -> Router {
         .merge(routes::sessions::routes())
         .merge(routes::files::routes())
         .merge(routes::files_raw::routes())
+        .merge(routes::backup::routes())
         .merge(routes::env::routes())
         .merge(routes::process::routes())
         .merge(routes::port_watch::routes())

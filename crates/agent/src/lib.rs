@@ -10,6 +10,7 @@
 //! * [`reaper::Reaper`]: the `waitpid(-1)` reaper every child's exit status goes through.
 
 pub mod agent;
+pub mod backup;
 pub mod config;
 pub mod egress_bridge;
 pub mod env;

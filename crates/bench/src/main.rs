@@ -1,6 +1,7 @@
 //! `sandpit-bench`: start, exec, concurrency, memory and wake numbers of sandpit, with
 //! baselines (fork+exec, bubblewrap) measured in the same run. A program, not a test.
 
+mod backup;
 mod interpreter;
 mod machine;
 mod mcp;
@@ -118,6 +119,12 @@ struct Args {
     /// Measure only the per-tier start and exec rows (standard and gvisor side by side).
     #[arg(long, conflicts_with_all = ["only_interpreter", "only_preview", "only_mcp"])]
     only_tiers: bool,
+    /// Rounds of the `--only-backup` create/restore rows (1 GiB each).
+    #[arg(long, default_value_t = 3)]
+    backup_rounds: usize,
+    /// Measure only the backup rows and their baseline.
+    #[arg(long, conflicts_with_all = ["only_interpreter", "only_preview", "only_mcp", "only_tiers"])]
+    only_backup: bool,
 }
 
 /// One row of the report.
@@ -177,7 +184,12 @@ fn kept_notes(old: &str) -> &str {
 }
 
 async fn run(args: &Args) -> anyhow::Result<Report> {
-    if args.only_interpreter || args.only_preview || args.only_mcp || args.only_tiers {
+    if args.only_interpreter
+        || args.only_preview
+        || args.only_mcp
+        || args.only_tiers
+        || args.only_backup
+    {
         return interpreter_report(args).await;
     }
     let rootfs = ImageStore::open(&args.images_dir)?
@@ -358,6 +370,8 @@ async fn interpreter_report(args: &Args) -> anyhow::Result<Report> {
         measure_preview(args, &client, &server, &rootfs).await
     } else if args.only_tiers {
         tiers::measure(&client, &tier_counts(args)).await
+    } else if args.only_backup {
+        backup::measure(&client, args.backup_rounds.max(1)).await
     } else {
         interpreter::measure(&client, &interpreter_counts(args)).await
     };

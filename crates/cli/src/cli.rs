@@ -112,7 +112,7 @@ fn hide_inherited_globals(mut command: clap::Command) -> clap::Command {
 pub enum Command {
     /// Run the server (builds the default image first if it is missing); its state and admin
     /// key live in --data-dir (see `sandpit --help`).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Create a sandbox (or show the existing one with that id).
     Create(CreateArgs),
     /// List sandboxes.
@@ -203,6 +203,11 @@ pub enum Command {
     /// Show a tenant's quota, usage and the server's per-sandbox maxima; `quota set` and
     /// `quota reset` change a tenant's quota (admin key).
     Quota(QuotaArgs),
+    /// Backups of sandbox directories in the server's object store: create, ls, restore, rm.
+    Backup {
+        #[command(subcommand)]
+        command: crate::commands::backup::BackupCommand,
+    },
     /// API keys: create (admin), list, revoke and rotate.
     Keys {
         #[command(subcommand)]
@@ -357,6 +362,8 @@ pub struct ServeArgs {
     pub maxima: MaxFlags,
     #[command(flatten)]
     pub default_quota: DefaultQuotaFlags,
+    #[command(flatten)]
+    pub object_store: crate::commands::backup::ObjectStoreFlags,
 }
 
 /// `serve --max-*`: the largest limits one sandbox may ask for. Unset ones default from the

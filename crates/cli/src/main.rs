@@ -71,7 +71,7 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
     // Without `--create`: commands that make no sense on a fresh sandbox.
     let no_create = CreateFlag::default();
     match command {
-        Command::Serve(args) => serve::run(args, data_dir.clone()).await?,
+        Command::Serve(args) => serve::run(*args, data_dir.clone()).await?,
         Command::Mcp => {
             // stdout carries the protocol: nothing else may print there.
             sandpit_mcp::serve_stdio(&url, &connect::api_key(key.as_deref(), &data_dir)?).await?;
@@ -141,6 +141,7 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Network(args) => network::network(&client()?, args).await?,
         Command::Secret { command } => network::secret(&client()?, command).await?,
         Command::Quota(args) => quota::run(&client()?, args).await?,
+        Command::Backup { command } => commands::backup::run(&client()?, command).await?,
         Command::Keys { command } => keys::keys(&client()?, command).await?,
         Command::Audit(args) => keys::audit(&client()?, args).await?,
         Command::Events(args) => events::run(&client()?, args).await?,

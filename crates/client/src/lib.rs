@@ -36,6 +36,7 @@
 //! * [`ClientError`]: `Api` carries the server's error envelope (code, status, context).
 
 mod admin;
+mod backup;
 mod client;
 mod error;
 mod events;

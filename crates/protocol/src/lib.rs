@@ -14,6 +14,7 @@
 //!
 //! No I/O and no async runtime here: every crate may depend on this one.
 
+pub mod backup;
 pub mod chain;
 pub mod container;
 pub mod control;

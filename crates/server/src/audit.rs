@@ -67,6 +67,9 @@ fn classify(method: &http::Method, path: &str) -> Option<(&'static str, String)>
         ("DELETE", ["v1", "sandboxes", id, "ports", port]) => {
             ("port.unexpose", format!("{id}:{port}"))
         }
+        ("POST", ["v1", "sandboxes", id, "backups"]) => ("backup.create", (*id).to_owned()),
+        ("POST", ["v1", "sandboxes", id, "restore"]) => ("backup.restore", (*id).to_owned()),
+        ("DELETE", ["v1", "backups", id]) => ("backup.delete", (*id).to_owned()),
         ("POST", ["v1", "keys"]) => ("key.create", "-".to_owned()),
         ("DELETE", ["v1", "keys", key]) => ("key.revoke", (*key).to_owned()),
         ("POST", ["v1", "keys", key, "rotate"]) => ("key.rotate", (*key).to_owned()),

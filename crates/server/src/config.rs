@@ -81,11 +81,16 @@ pub struct ServeConfig {
     pub egress_max_connections_per_sandbox: usize,
     /// Most egress connections all sandboxes of one tenant keep open together (default 1024).
     pub egress_max_connections_per_tenant: usize,
+    /// Where backups are stored (default: the directory `<data_dir>/objects`).
+    pub object_store: crate::objects::ObjectStoreConfig,
+    /// Per-tenant caps on backups (default 100 backups, 100 GiB).
+    pub backup_limits: crate::backups::BackupLimits,
 }
 
 impl ServeConfig {
     /// Defaults around `data_dir`; the admin key comes from `SANDPIT_ADMIN_KEY` when set.
     pub fn new(data_dir: PathBuf) -> Self {
+        let data_dir_objects = data_dir.join("objects");
         ServeConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 7070)),
             images_dir: data_dir.join("images"),
@@ -120,6 +125,10 @@ impl ServeConfig {
             metrics_auth: false,
             egress_max_connections_per_sandbox: crate::egress::DEFAULT_MAX_CONNECTIONS_PER_SANDBOX,
             egress_max_connections_per_tenant: crate::egress::DEFAULT_MAX_CONNECTIONS_PER_TENANT,
+            object_store: crate::objects::ObjectStoreConfig::Local {
+                root: data_dir_objects,
+            },
+            backup_limits: crate::backups::BackupLimits::default(),
         }
     }
 }

@@ -27,6 +27,7 @@ mod activity;
 pub mod agent_client;
 mod audit;
 pub mod auth;
+pub mod backups;
 pub mod caps;
 mod config;
 mod console;
@@ -38,6 +39,7 @@ mod forward;
 mod labels;
 pub mod lifecycle;
 mod metrics;
+pub mod objects;
 pub mod openapi;
 pub mod preview;
 mod process_archive;
@@ -89,6 +91,7 @@ pub(crate) struct AppState {
     pub auth: Arc<Auth>,
     pub metrics: Arc<Metrics>,
     pub max_body_bytes: usize,
+    pub backups: Arc<backups::Backups>,
 }
 
 async fn route_not_found() -> ApiError {
@@ -148,6 +151,13 @@ fn router(
         )
         .route("/v1/sandboxes/{id}/stop", post(sandboxes::stop))
         .route("/v1/sandboxes/{id}/env", post(routes::env::set_env))
+        .route("/v1/sandboxes/{id}/backups", post(routes::backups::create))
+        .route("/v1/sandboxes/{id}/restore", post(routes::backups::restore))
+        .route("/v1/backups", get(routes::backups::list))
+        .route(
+            "/v1/backups/{backupId}",
+            get(routes::backups::get).delete(routes::backups::delete),
+        )
         .route(
             "/v1/sandboxes/{id}/egress-log",
             get(routes::egress::egress_log),
@@ -381,11 +391,20 @@ impl Server {
             .await
             .map_err(|e| StartError::Reconcile(e.into()))?;
 
+        let objects =
+            objects::Objects::open(&config.object_store).map_err(StartError::ObjectStore)?;
+        tracing::info!(objects = %objects.describe, "object store");
+        let backups = Arc::new(backups::Backups::new(
+            store.clone(),
+            objects,
+            config.backup_limits,
+        ));
         let app = Arc::new(AppState {
             manager: manager.clone(),
             auth: Arc::new(Auth::new(&admin_key, store)),
             metrics,
             max_body_bytes: config.max_body_bytes,
+            backups: backups.clone(),
         });
         let bind = |source| StartError::Bind {
             addr: config.listen,
@@ -435,6 +454,7 @@ impl Server {
             config.reaper_interval,
             shutdown.subscribe(),
         ));
+        tokio::spawn(backups::reap_forever(backups, shutdown.subscribe()));
         tracing::info!(%addr, "sandpit server listening");
         if !console::built() {
             tracing::info!("web console not built into this binary: /console says how");

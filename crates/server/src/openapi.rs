@@ -46,6 +46,11 @@ use crate::routes::{files, keys, quota, sandboxes};
         crate::preview::api::expose,
         crate::preview::api::list,
         crate::preview::api::unexpose,
+        crate::routes::backups::create,
+        crate::routes::backups::restore,
+        crate::routes::backups::list,
+        crate::routes::backups::get,
+        crate::routes::backups::delete,
     ),
     components(schemas(
         sandpit_protocol::control::CreateSandboxRequest,
@@ -80,6 +85,12 @@ use crate::routes::{files, keys, quota, sandboxes};
         sandpit_protocol::control::SandboxEvent,
         sandpit_protocol::control::SandboxEventKind,
         sandpit_protocol::control::EventsLagged,
+        sandpit_protocol::backup::CreateBackupRequest,
+        sandpit_protocol::backup::BackupCompression,
+        sandpit_protocol::backup::BackupInfo,
+        sandpit_protocol::backup::BackupList,
+        sandpit_protocol::backup::RestoreBackupRequest,
+        sandpit_protocol::backup::RestoreBackupResponse,
     )),
     modifiers(&BearerAuth, &SandboxIdParams, &CommonErrors),
     tags(
@@ -90,6 +101,7 @@ use crate::routes::{files, keys, quota, sandboxes};
         (name = "audit", description = "The audit log of control-plane actions, per tenant"),
         (name = "events", description = "Sandbox changes as server-sent events, per tenant"),
         (name = "quotas", description = "Per-tenant quotas and per-sandbox caps"),
+        (name = "backups", description = "Backups of sandbox directories in the object store, per tenant"),
         (name = "preview", description = "Preview URLs: ports of a sandbox reachable at `{port}-{id}-{hash}-{token}.{domain}`"),
     )
 )]

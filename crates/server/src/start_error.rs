@@ -34,6 +34,8 @@ pub enum StartError {
         #[source]
         source: sandpit_store::StoreError,
     },
+    #[error("opening the object store")]
+    ObjectStore(#[source] crate::objects::ObjectsError),
     #[error("creating the default tenant")]
     DefaultTenant(#[source] sandpit_store::StoreError),
     #[error("opening the images at {}", path.display())]

@@ -129,6 +129,47 @@ pub struct ExposedPortRecord {
     pub created_at_ms: i64,
 }
 
+/// Whether a backup's archive is complete in the object store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackupState {
+    /// The archive is being written; not listed, not restorable.
+    Creating,
+    /// The archive is complete and its size and checksum are recorded.
+    Ready,
+}
+
+impl BackupState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BackupState::Creating => "creating",
+            BackupState::Ready => "ready",
+        }
+    }
+}
+
+/// A backup of a sandbox directory: the archive lives in the object store under a key derived
+/// from `id`; this is its metadata.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BackupRecord {
+    pub id: String,
+    pub tenant: String,
+    /// The sandbox it was taken from (it may be destroyed since).
+    pub sandbox_id: String,
+    pub dir: String,
+    pub name: Option<String>,
+    pub state: BackupState,
+    /// Bytes of the compressed archive as stored.
+    pub size_bytes: u64,
+    /// Bytes of the uncompressed tar stream (caps decompression on restore).
+    pub raw_bytes: u64,
+    /// Hex SHA-256 of the stored (compressed) archive.
+    pub sha256: String,
+    /// Unix milliseconds.
+    pub created_at_ms: i64,
+    /// Unix milliseconds.
+    pub expires_at_ms: i64,
+}
+
 /// A secret of a sandbox as stored: its value and the placeholder the sandbox sees instead.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct StoredSecret {
@@ -336,4 +377,37 @@ pub trait Store: Send + Sync + 'static {
 
     /// Forgets the legacy uid ranges once their driver has recorded them.
     async fn forget_legacy_uid_ranges(&self) -> Result<()>;
+
+    /// Records a backup (in state `Creating`, before its archive is written).
+    async fn insert_backup(&self, record: &BackupRecord) -> Result<()>;
+
+    /// Marks a backup `Ready` with its archive's sizes and checksum.
+    async fn finish_backup(
+        &self,
+        id: &str,
+        size_bytes: u64,
+        raw_bytes: u64,
+        sha256: &str,
+    ) -> Result<()>;
+
+    /// A tenant's backup (any state) by id.
+    async fn get_backup(&self, tenant: &str, id: &str) -> Result<Option<BackupRecord>>;
+
+    /// A tenant's `Ready` backups, newest first.
+    async fn list_backups(&self, tenant: &str) -> Result<Vec<BackupRecord>>;
+
+    /// Forgets a backup. Returns false when the tenant has none with that id.
+    async fn delete_backup(&self, tenant: &str, id: &str) -> Result<bool>;
+
+    /// Backups whose `expires_at` is at or before `now_ms`, and `Creating` ones started before
+    /// `stale_before_ms` (an interrupted create), at most `limit`.
+    async fn expired_backups(
+        &self,
+        now_ms: i64,
+        stale_before_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<BackupRecord>>;
+
+    /// `(count, stored bytes)` of a tenant's backups (every state).
+    async fn backup_usage(&self, tenant: &str) -> Result<(u64, u64)>;
 }

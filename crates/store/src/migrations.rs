@@ -183,6 +183,24 @@ pub(crate) const MIGRATIONS: &[(i64, &str)] = &[
         CREATE INDEX sandboxes_state ON sandboxes(state);
         CREATE INDEX sandboxes_expires_at ON sandboxes(expires_at) WHERE expires_at IS NOT NULL;",
     ),
+    (
+        13,
+        "CREATE TABLE backups (
+            id            TEXT PRIMARY KEY,
+            tenant        TEXT NOT NULL,
+            sandbox_id    TEXT NOT NULL,
+            dir           TEXT NOT NULL,
+            name          TEXT,
+            state         TEXT NOT NULL,
+            size_bytes    INTEGER NOT NULL,
+            raw_bytes     INTEGER NOT NULL,
+            sha256        TEXT NOT NULL,
+            created_at    INTEGER NOT NULL,
+            expires_at    INTEGER NOT NULL
+        );
+        CREATE INDEX backups_tenant ON backups(tenant, created_at);
+        CREATE INDEX backups_expires ON backups(expires_at);",
+    ),
 ];
 
 /// Brings the schema to the newest version.

@@ -12,10 +12,10 @@ use sandpit_protocol::time::SleepAfter;
 
 use crate::crypto::{DataKey, is_sealed};
 use crate::{
-    ApiKeyRecord, ArchivedProcess, AuditRecord, ExposedPortRecord, MAX_ARCHIVE_BYTES_PER_SANDBOX,
-    MAX_ARCHIVE_BYTES_PER_TENANT, MAX_ARCHIVED_PER_SANDBOX, MAX_AUDIT_PER_TENANT, NewSandbox,
-    Result, SandboxNetwork, SandboxOptions, SandboxRecord, Store, StoreError, key_id_of,
-    migrations,
+    ApiKeyRecord, ArchivedProcess, AuditRecord, BackupRecord, BackupState, ExposedPortRecord,
+    MAX_ARCHIVE_BYTES_PER_SANDBOX, MAX_ARCHIVE_BYTES_PER_TENANT, MAX_ARCHIVED_PER_SANDBOX,
+    MAX_AUDIT_PER_TENANT, NewSandbox, Result, SandboxNetwork, SandboxOptions, SandboxRecord, Store,
+    StoreError, key_id_of, migrations,
 };
 
 /// SQLite-backed store. One connection behind a mutex: SQLite serialises writers anyway, and
@@ -84,6 +84,30 @@ impl SqliteStore {
         .await
         .map_err(StoreError::Task)?
     }
+}
+
+const BACKUP_COLUMNS: &str = "id, tenant, sandbox_id, dir, name, state, size_bytes, raw_bytes, \
+     sha256, created_at, expires_at";
+
+fn backup_row(r: &Row<'_>) -> rusqlite::Result<BackupRecord> {
+    let state: String = r.get(5)?;
+    Ok(BackupRecord {
+        id: r.get(0)?,
+        tenant: r.get(1)?,
+        sandbox_id: r.get(2)?,
+        dir: r.get(3)?,
+        name: r.get(4)?,
+        state: if state == "ready" {
+            BackupState::Ready
+        } else {
+            BackupState::Creating
+        },
+        size_bytes: r.get::<_, i64>(6)?.max(0) as u64,
+        raw_bytes: r.get::<_, i64>(7)?.max(0) as u64,
+        sha256: r.get(8)?,
+        created_at_ms: r.get(9)?,
+        expires_at_ms: r.get(10)?,
+    })
 }
 
 fn now_secs() -> i64 {
@@ -1024,6 +1048,118 @@ impl Store for SqliteStore {
         self.with(|c| {
             c.execute("DELETE FROM legacy_uid_ranges", [])?;
             Ok(())
+        })
+        .await
+    }
+
+    async fn insert_backup(&self, record: &BackupRecord) -> Result<()> {
+        let r = record.clone();
+        self.with(move |c| {
+            c.execute(
+                &format!("INSERT INTO backups ({BACKUP_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"),
+                params![
+                    r.id,
+                    r.tenant,
+                    r.sandbox_id,
+                    r.dir,
+                    r.name,
+                    r.state.as_str(),
+                    r.size_bytes as i64,
+                    r.raw_bytes as i64,
+                    r.sha256,
+                    r.created_at_ms,
+                    r.expires_at_ms
+                ],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn finish_backup(
+        &self,
+        id: &str,
+        size_bytes: u64,
+        raw_bytes: u64,
+        sha256: &str,
+    ) -> Result<()> {
+        let (id, sha256) = (id.to_owned(), sha256.to_owned());
+        self.with(move |c| {
+            c.execute(
+                "UPDATE backups SET state = 'ready', size_bytes = ?2, raw_bytes = ?3, sha256 = ?4 \
+                 WHERE id = ?1",
+                params![id, size_bytes as i64, raw_bytes as i64, sha256],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn get_backup(&self, tenant: &str, id: &str) -> Result<Option<BackupRecord>> {
+        let (tenant, id) = (tenant.to_owned(), id.to_owned());
+        self.with(move |c| {
+            Ok(c.query_row(
+                &format!("SELECT {BACKUP_COLUMNS} FROM backups WHERE tenant = ?1 AND id = ?2"),
+                params![tenant, id],
+                backup_row,
+            )
+            .optional()?)
+        })
+        .await
+    }
+
+    async fn list_backups(&self, tenant: &str) -> Result<Vec<BackupRecord>> {
+        let tenant = tenant.to_owned();
+        self.with(move |c| {
+            let mut stmt = c.prepare(&format!(
+                "SELECT {BACKUP_COLUMNS} FROM backups WHERE tenant = ?1 AND state = 'ready' \
+                 ORDER BY created_at DESC, id"
+            ))?;
+            let rows = stmt.query_map([tenant], backup_row)?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+    }
+
+    async fn delete_backup(&self, tenant: &str, id: &str) -> Result<bool> {
+        let (tenant, id) = (tenant.to_owned(), id.to_owned());
+        self.with(move |c| {
+            let n = c.execute(
+                "DELETE FROM backups WHERE tenant = ?1 AND id = ?2",
+                params![tenant, id],
+            )?;
+            Ok(n > 0)
+        })
+        .await
+    }
+
+    async fn expired_backups(
+        &self,
+        now_ms: i64,
+        stale_before_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<BackupRecord>> {
+        self.with(move |c| {
+            let mut stmt = c.prepare(&format!(
+                "SELECT {BACKUP_COLUMNS} FROM backups WHERE expires_at <= ?1 \
+                 OR (state = 'creating' AND created_at < ?2) ORDER BY expires_at LIMIT ?3"
+            ))?;
+            let rows =
+                stmt.query_map(params![now_ms, stale_before_ms, limit as i64], backup_row)?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+    }
+
+    async fn backup_usage(&self, tenant: &str) -> Result<(u64, u64)> {
+        let tenant = tenant.to_owned();
+        self.with(move |c| {
+            let (n, bytes): (i64, i64) = c.query_row(
+                "SELECT COUNT(*), COALESCE(SUM(size_bytes), 0) FROM backups WHERE tenant = ?1",
+                [tenant],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )?;
+            Ok((n.max(0) as u64, bytes.max(0) as u64))
         })
         .await
     }

@@ -8,6 +8,7 @@
 //! their own beyond that. No module outside `routes` imports a route module, and route
 //! modules import no other route module, so the module graph has no loops.
 
+pub mod backup;
 pub mod env;
 pub mod exec;
 pub mod files;

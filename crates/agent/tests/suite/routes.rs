@@ -13,7 +13,7 @@ const PROBE_METHODS: [&str; 5] = ["GET", "POST", "PUT", "DELETE", "PATCH"];
 
 /// (method, path, status, fingerprint of the answer to an empty request). `x` stands for a
 /// path parameter.
-const ROUTES: [(&str, &str, u16, &str); 41] = [
+const ROUTES: [(&str, &str, u16, &str); 43] = [
     ("GET", "/api/ping", 200, "status,success,timestamp"),
     ("GET", "/api/version", 200, "success,timestamp,version"),
     (
@@ -76,6 +76,8 @@ const ROUTES: [(&str, &str, u16, &str); 41] = [
     ("POST", "/api/watch/check", 400, "VALIDATION_FAILED"),
     ("GET", "/api/files/raw", 400, "VALIDATION_FAILED"),
     ("PUT", "/api/files/raw", 400, "VALIDATION_FAILED"),
+    ("POST", "/api/backup/archive", 400, "VALIDATION_FAILED"),
+    ("POST", "/api/backup/extract", 400, "VALIDATION_FAILED"),
     (
         "GET",
         "/ws",

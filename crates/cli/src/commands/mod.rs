@@ -1,5 +1,6 @@
 //! One module per command group.
 
+pub mod backup;
 pub mod cp;
 pub mod ctx;
 pub mod env;

@@ -43,6 +43,7 @@ pub async fn run(args: ServeArgs, data_dir: PathBuf) -> anyhow::Result<()> {
     config.metrics_auth = args.metrics_auth;
     config.egress_max_connections_per_sandbox = args.egress_max_connections_per_sandbox;
     config.egress_max_connections_per_tenant = args.egress_max_connections_per_tenant;
+    args.object_store.apply(&mut config)?;
 
     let images_dir = config.images_dir.clone();
     tokio::task::spawn_blocking(move || {

@@ -1,6 +1,7 @@
 //! HTTP handlers, one module per resource.
 
 pub mod audit;
+pub mod backups;
 pub mod egress;
 pub mod env;
 pub mod files;

@@ -3,6 +3,7 @@ mod archive;
 mod attacks;
 mod audit;
 mod awake;
+mod backups;
 mod bounds;
 mod disk;
 mod e2e;

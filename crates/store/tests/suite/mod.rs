@@ -1,4 +1,5 @@
 mod audit;
+mod backups;
 mod encryption;
 mod keys;
 mod network;
