@@ -83,6 +83,48 @@ pub(crate) fn move_mount_to(tree: BorrowedFd<'_>, target: &Path) -> io::Result<(
     Ok(())
 }
 
+/// `mount_setattr(fd, "", AT_EMPTY_PATH, {attr_set})` on a detached tree.
+pub(crate) fn mount_setattr(tree: BorrowedFd<'_>, attr_set: u64) -> io::Result<()> {
+    let mut attr = libc::mount_attr {
+        attr_set,
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: 0,
+    };
+    let empty = c"";
+    // SAFETY: `attr` is a properly initialised `struct mount_attr` whose size we pass; `empty` is
+    // a static NUL-terminated string; the fd is borrowed and valid for the call.
+    check(unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            tree.as_raw_fd(),
+            empty.as_ptr(),
+            libc::AT_EMPTY_PATH as libc::c_uint,
+            &mut attr as *mut libc::mount_attr,
+            std::mem::size_of::<libc::mount_attr>(),
+        )
+    })?;
+    Ok(())
+}
+
+/// [`move_mount_to`] with a target prepared before a fork (no allocation).
+pub(crate) fn move_mount_raw(tree: RawFd, target: &std::ffi::CStr) -> io::Result<()> {
+    let empty = c"";
+    // SAFETY: both strings are valid NUL-terminated C strings alive for the call; `tree` is an
+    // fd the caller keeps open.
+    check(unsafe {
+        libc::syscall(
+            libc::SYS_move_mount,
+            tree,
+            empty.as_ptr(),
+            libc::AT_FDCWD,
+            target.as_ptr(),
+            libc::MOVE_MOUNT_F_EMPTY_PATH,
+        )
+    })?;
+    Ok(())
+}
+
 /// `pidfd_open(pid, 0)`: a descriptor that becomes readable when the process exits.
 pub fn pidfd_open(pid: u32) -> io::Result<OwnedFd> {
     let pid = libc::pid_t::try_from(pid)
