@@ -11,7 +11,7 @@ SANDPIT_TRIPLE=x86_64-unknown-linux-gnu
 RUNSC_VERSION=0.0~20221219.0-2+b3
 install_debian_packages() {
   local wanted=(debootstrap bubblewrap ca-certificates chromium slirp4netns nftables iproute2
-    python3-venv curl)
+    python3-venv curl s3fs)
   command -v node >/dev/null 2>&1 || wanted+=(nodejs)
   command -v npm >/dev/null 2>&1 || wanted+=(npm)
   local missing=()

@@ -38,6 +38,7 @@ mod admin;
 mod client;
 mod error;
 mod interpreter;
+mod mounts;
 mod network;
 mod ports;
 mod process;
@@ -54,6 +55,7 @@ pub use error::{ClientError, InterruptReason, Result};
 pub use interpreter::{
     ContextOptions, Execution, ExecutionError, Language, ResultFile, RunOptions, result_files,
 };
+pub use mounts::MountOptions;
 pub use network::{allowlist, full_network, no_network, secret};
 pub use ports::ExposeOptions;
 pub use process::{LogPattern, PortMode, PortWaitOptions, ProcessHandle, ProcessOptions};

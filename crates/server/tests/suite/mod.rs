@@ -19,6 +19,7 @@ mod isolation;
 mod keys;
 mod lifecycle;
 mod limits;
+mod mounts;
 mod network;
 mod openapi;
 mod preview;
