@@ -44,10 +44,17 @@ fn runs(values: &[f64]) -> String {
 /// `curl` signing for `s3`, quiet, failing on HTTP errors.
 fn curl(s3: &S3TestServer) -> Command {
     let mut cmd = Command::new("curl");
-    cmd.args(["-sS", "--fail", "--aws-sigv4"])
-        .arg(format!("aws:amz:{}:s3", s3.region))
-        .arg("--user")
-        .arg(format!("{}:{}", s3.access_key, s3.secret_key));
+    // s3s wants x-amz-content-sha256; curl signs it when it is set.
+    cmd.args([
+        "-sS",
+        "--fail",
+        "-H",
+        "x-amz-content-sha256: UNSIGNED-PAYLOAD",
+    ])
+    .arg("--aws-sigv4")
+    .arg(format!("aws:amz:{}:s3", s3.region))
+    .arg("--user")
+    .arg(format!("{}:{}", s3.access_key, s3.secret_key));
     cmd
 }
 
@@ -89,7 +96,11 @@ async fn timed_exec(sandbox: &SandboxHandle, command: &str) -> anyhow::Result<Du
     Ok(took)
 }
 
-pub async fn measure(client: &Client, s3: &S3TestServer, counts: &Counts) -> anyhow::Result<Section> {
+pub async fn measure(
+    client: &Client,
+    s3: &S3TestServer,
+    counts: &Counts,
+) -> anyhow::Result<Section> {
     let mut section = Section::default();
     let bytes = counts.mib << 20;
     s3.create_bucket(BUCKET)?;
@@ -120,7 +131,9 @@ pub async fn measure(client: &Client, s3: &S3TestServer, counts: &Counts) -> any
         write.push(mbps(bytes, took));
         // Read back an object the mount never cached (written by the plain client).
         let mut put = curl(s3);
-        put.arg("-T").arg(source.path()).arg(object(&format!("b{i}")));
+        put.arg("-T")
+            .arg(source.path())
+            .arg(object(&format!("b{i}")));
         base_write.push(mbps(bytes, run_curl(put)?));
         let took = timed_exec(&sandbox, &format!("cat /mnt/bench/b{i} > /dev/null")).await?;
         read.push(mbps(bytes, took));
@@ -133,7 +146,10 @@ pub async fn measure(client: &Client, s3: &S3TestServer, counts: &Counts) -> any
     let rows = [
         ("write through the mount (`cp` into it)", &write),
         ("baseline: the same bytes, one `curl` PUT", &base_write),
-        ("read through the mount (`cat` of an uncached object)", &read),
+        (
+            "read through the mount (`cat` of an uncached object)",
+            &read,
+        ),
         ("baseline: the same bytes, one `curl` GET", &base_read),
     ];
     let mut table = format!(

@@ -14,8 +14,7 @@ use crate::commands::cp::Location;
 use crate::commands::target::{self, CreateFlag};
 use crate::commands::{
     cp, ctx, env, exec, expose, files, git, image, keys, mount, network, process, quota, run,
-    sandbox,
-    serve, watch,
+    sandbox, serve, watch,
 };
 
 fn main() -> ExitCode {

@@ -89,7 +89,11 @@ impl SandboxHandle {
 
     /// Unmounts the bucket mounted at `mount_path` and forgets it.
     pub async fn unmount_bucket(&self, mount_path: &str) -> Result<()> {
-        let path = format!("{}?path={}", self.mounts_path()?, percent_encode(mount_path));
+        let path = format!(
+            "{}?path={}",
+            self.mounts_path()?,
+            percent_encode(mount_path)
+        );
         let request = self.client().request(Method::DELETE, &path);
         self.client().empty(request).await
     }

@@ -136,10 +136,9 @@ pub(crate) async fn wait_mounted(
     let deadline = Instant::now() + MOUNT_TIMEOUT;
     loop {
         let d = dir.to_owned();
-        if tokio::task::spawn_blocking(move || is_fuse_mount(&d))
-            .await
-            .unwrap_or(false)
-        {
+        // statfs of a FUSE mount waits for its server: bounded, so a wedged s3fs cannot hang us.
+        let probe = tokio::task::spawn_blocking(move || is_fuse_mount(&d));
+        if let Ok(Ok(true)) = tokio::time::timeout(Duration::from_secs(2), probe).await {
             return Ok(());
         }
         if let Ok(Some(status)) = child.try_wait() {

@@ -26,6 +26,8 @@ use s3s::auth::SimpleAuth;
 use s3s::service::S3ServiceBuilder;
 use tokio::sync::oneshot;
 
+mod dirs;
+
 /// The access key every server started by [`start`] accepts.
 pub const ACCESS_KEY: &str = "sandpit-test-access-key";
 
@@ -93,7 +95,7 @@ pub fn start_on(root: &Path, port: u16) -> io::Result<S3TestServer> {
 
     let fs = s3s_fs::FileSystem::new(&root).map_err(|e| io::Error::other(format!("{e:?}")))?;
     let service = {
-        let mut b = S3ServiceBuilder::new(fs);
+        let mut b = S3ServiceBuilder::new(dirs::DirAware::new(fs, &root));
         b.set_auth(SimpleAuth::from_single(ACCESS_KEY, secret_key.clone()));
         b.build()
     };

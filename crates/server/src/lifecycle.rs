@@ -1318,7 +1318,10 @@ impl Manager {
     /// `GET /v1/sandboxes/{id}/mounts`.
     pub async fn list_mounts(&self, tenant: &str, id: &str) -> ApiResult<BucketMountList> {
         let entry = self.known_entry(tenant, id).await?;
-        let inner = entry.inner.lock().await;
+        let mut inner = entry.inner.lock().await;
+        self.load(&entry, &mut inner)
+            .await?
+            .ok_or_else(|| ApiError::sandbox_not_found(id))?;
         let stored = self.store.mounts(&entry.internal).await?;
         let up = match (&inner.started, self.driver_of(&inner)) {
             (Some(_), Ok(driver)) => driver.mounted(&entry.internal).await,

@@ -39,9 +39,8 @@ pub struct MountArgs {
 
 /// Mounts with the keys from `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY`.
 pub async fn mount(client: &Client, args: MountArgs) -> anyhow::Result<()> {
-    let key = |name: &str| {
-        std::env::var(name).with_context(|| format!("set {name} to the bucket's key"))
-    };
+    let key =
+        |name: &str| std::env::var(name).with_context(|| format!("set {name} to the bucket's key"));
     let mut options = MountOptions::new(args.endpoint, key(ACCESS_KEY_ENV)?, key(SECRET_KEY_ENV)?)
         .read_only(args.read_only);
     if let Some(prefix) = args.prefix {
