@@ -233,7 +233,7 @@ mod tests {
             args.iter()
                 .all(|a| !a.contains("SECRET") && !a.contains("AKID"))
         );
-        let options = &args[3];
+        let options = &args[4];
         for want in [
             "ro",
             "uid=100000",

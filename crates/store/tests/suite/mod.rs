@@ -1,6 +1,7 @@
 mod audit;
 mod encryption;
 mod keys;
+mod mounts;
 mod network;
 mod ports;
 mod processes;
