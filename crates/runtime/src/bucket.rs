@@ -124,7 +124,7 @@ pub(crate) fn s3fs_command(
 
 /// Whether a FUSE file system is mounted at `dir`.
 pub(crate) fn is_fuse_mount(dir: &Path) -> bool {
-    nix::sys::statfs::statfs(dir).is_ok_and(|s| s.filesystem_type().0 as i64 == FUSE_SUPER_MAGIC)
+    nix::sys::statfs::statfs(dir).is_ok_and(|s| s.filesystem_type().0 == FUSE_SUPER_MAGIC)
 }
 
 /// Waits until `child` serves its mount at `dir`; the error carries the tail of its log.

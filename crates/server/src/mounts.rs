@@ -277,9 +277,11 @@ mod tests {
         assert_eq!(m.prefix.as_deref(), Some("/p/q/"));
     }
 
+    type Change = fn(&mut MountBucketRequest);
+
     #[test]
     fn bad_fields_are_refused_with_codes() {
-        let cases: Vec<(fn(&mut MountBucketRequest), ErrorCode)> = vec![
+        let cases: Vec<(Change, ErrorCode)> = vec![
             (|r| r.bucket = "A".into(), ErrorCode::InvalidMountConfig),
             (
                 |r| r.mount_path = "rel".into(),

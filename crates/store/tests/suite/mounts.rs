@@ -29,7 +29,10 @@ async fn mounts_are_unique_per_path_sealed_and_deleted_with_the_sandbox() {
     let sb = record.internal_id.as_str();
     assert!(store.put_mount(sb, &mount("/mnt/b")).await.unwrap());
     assert!(store.put_mount(sb, &mount("/mnt/a")).await.unwrap());
-    assert!(!store.put_mount(sb, &mount("/mnt/a")).await.unwrap(), "same path twice");
+    assert!(
+        !store.put_mount(sb, &mount("/mnt/a")).await.unwrap(),
+        "same path twice"
+    );
     let listed = store.mounts(sb).await.unwrap();
     assert_eq!(listed, vec![mount("/mnt/a"), mount("/mnt/b")]);
     assert!(store.mounts("other").await.unwrap().is_empty());
@@ -40,7 +43,10 @@ async fn mounts_are_unique_per_path_sealed_and_deleted_with_the_sandbox() {
     let text = String::from_utf8_lossy(&bytes);
     assert!(text.contains("bucket-a"), "wrong file?");
     assert!(!text.contains(SECRET), "secret in the database file");
-    assert!(!text.contains("AKID-visible-to-nobody"), "key id in the database file");
+    assert!(
+        !text.contains("AKID-visible-to-nobody"),
+        "key id in the database file"
+    );
 
     let store = SqliteStore::open(&db, DataKey::load_or_create(&key_file).unwrap()).unwrap();
     assert!(store.delete_mount(sb, "/mnt/a").await.unwrap());
