@@ -378,12 +378,7 @@ async fn mounts_report(args: &Args) -> anyhow::Result<Report> {
     };
     let section = mounts::measure(&client, &s3, &counts).await;
     server.shutdown().await?;
-    let section = section?;
-    Ok(Report {
-        rows: section.rows,
-        notes: section.notes,
-        verdicts: section.verdicts,
-    })
+    Ok(Report::from(section?))
 }
 
 /// `--only-interpreter`, `--only-preview`, `--only-mcp` or `--only-tiers`: that section alone,
@@ -401,12 +396,7 @@ async fn interpreter_report(args: &Args) -> anyhow::Result<Report> {
         interpreter::measure(&client, &interpreter_counts(args)).await
     };
     server.shutdown().await?;
-    let section = section?;
-    Ok(Report {
-        rows: section.rows,
-        notes: section.notes,
-        verdicts: section.verdicts,
-    })
+    Ok(Report::from(section?))
 }
 
 /// Runs the sandbox measurements against a started server.
@@ -598,6 +588,16 @@ async fn measure(args: &Args, client: &Client) -> anyhow::Result<(Vec<Row>, Vec<
         transfer,
     };
     Ok((rows, notes, facts))
+}
+
+impl From<Section> for Report {
+    fn from(section: Section) -> Self {
+        Report {
+            rows: section.rows,
+            notes: section.notes,
+            verdicts: section.verdicts,
+        }
+    }
 }
 
 /// Rows, notes and verdicts of one group of measurements.
