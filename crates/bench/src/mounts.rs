@@ -41,23 +41,6 @@ fn runs(values: &[f64]) -> String {
         .join(", ")
 }
 
-/// `curl` signing for `s3`, quiet, failing on HTTP errors.
-fn curl(s3: &S3TestServer) -> Command {
-    let mut cmd = Command::new("curl");
-    // s3s wants x-amz-content-sha256; curl signs it when it is set.
-    cmd.args([
-        "-sS",
-        "--fail",
-        "-H",
-        "x-amz-content-sha256: UNSIGNED-PAYLOAD",
-    ])
-    .arg("--aws-sigv4")
-    .arg(format!("aws:amz:{}:s3", s3.region))
-    .arg("--user")
-    .arg(format!("{}:{}", s3.access_key, s3.secret_key));
-    cmd
-}
-
 fn run_curl(mut cmd: Command) -> anyhow::Result<Duration> {
     let t = Instant::now();
     let out = cmd.output().context("running curl")?;
@@ -106,7 +89,7 @@ pub async fn measure(
     s3.create_bucket(BUCKET)?;
     let source = random_file(counts.mib)?;
     let object = |key: &str| format!("{}/{BUCKET}/{key}", s3.endpoint);
-    let mut put = curl(s3);
+    let mut put = s3.curl();
     put.arg("-T").arg(source.path()).arg(object("seed"));
     run_curl(put)?;
 
@@ -130,14 +113,14 @@ pub async fn measure(
         let took = timed_exec(&sandbox, &format!("cp /workspace/src /mnt/bench/w{i}")).await?;
         write.push(mbps(bytes, took));
         // Read back an object the mount never cached (written by the plain client).
-        let mut put = curl(s3);
+        let mut put = s3.curl();
         put.arg("-T")
             .arg(source.path())
             .arg(object(&format!("b{i}")));
         base_write.push(mbps(bytes, run_curl(put)?));
         let took = timed_exec(&sandbox, &format!("cat /mnt/bench/b{i} > /dev/null")).await?;
         read.push(mbps(bytes, took));
-        let mut get = curl(s3);
+        let mut get = s3.curl();
         get.arg("-o").arg("/dev/null").arg(object(&format!("w{i}")));
         base_read.push(mbps(bytes, run_curl(get)?));
     }

@@ -57,6 +57,25 @@ impl S3TestServer {
         std::fs::create_dir_all(self.root.join(name))
     }
 
+    /// `curl` signing its requests for this server (SigV4), quiet, failing on HTTP errors: a
+    /// plain S3 client independent of the code under test. Add the method, body and URL
+    /// (`{endpoint}/{bucket}/{key}`).
+    pub fn curl(&self) -> std::process::Command {
+        let mut cmd = std::process::Command::new("curl");
+        // s3s wants x-amz-content-sha256; curl signs it when it is set.
+        cmd.args([
+            "-sS",
+            "--fail",
+            "-H",
+            "x-amz-content-sha256: UNSIGNED-PAYLOAD",
+        ])
+        .arg("--aws-sigv4")
+        .arg(format!("aws:amz:{}:s3", self.region))
+        .arg("--user")
+        .arg(format!("{}:{}", self.access_key, self.secret_key));
+        cmd
+    }
+
     /// Stops the server and waits for its thread (also done on drop).
     pub fn stop(mut self) {
         self.shutdown_now();

@@ -3,7 +3,7 @@
 //! client (curl's SigV4). The credentials must never be visible inside the sandbox.
 
 use std::io::Write;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 use reqwest::Method;
@@ -15,25 +15,9 @@ use super::{assert_error, eventually};
 
 const BUCKET: &str = "mount-bucket";
 
-/// `curl` signing for the test server (a plain S3 client, independent of s3fs).
-fn curl(s3: &S3TestServer) -> Command {
-    let mut cmd = Command::new("curl");
-    // s3s wants x-amz-content-sha256; curl signs it when it is set.
-    cmd.args([
-        "-sS",
-        "--fail",
-        "-H",
-        "x-amz-content-sha256: UNSIGNED-PAYLOAD",
-    ])
-    .arg("--aws-sigv4")
-    .arg(format!("aws:amz:{}:s3", s3.region))
-    .arg("--user")
-    .arg(format!("{}:{}", s3.access_key, s3.secret_key));
-    cmd
-}
-
 fn put_object(s3: &S3TestServer, key: &str, body: &[u8]) {
-    let mut child = curl(s3)
+    let mut child = s3
+        .curl()
         .args(["-X", "PUT", "--data-binary", "@-"])
         .arg(format!("{}/{BUCKET}/{key}", s3.endpoint))
         .stdin(Stdio::piped())
@@ -46,7 +30,8 @@ fn put_object(s3: &S3TestServer, key: &str, body: &[u8]) {
 }
 
 fn get_object(s3: &S3TestServer, key: &str) -> Option<Vec<u8>> {
-    let out = curl(s3)
+    let out = s3
+        .curl()
         .arg(format!("{}/{BUCKET}/{key}", s3.endpoint))
         .output()
         .unwrap();
