@@ -16,7 +16,7 @@ RUNSC_VERSION=0.0~20221219.0-2+b3
 CHROMIUM_VERSION=156.0.8078.129-1~deb12u1
 install_debian_packages() {
   local wanted=(debootstrap bubblewrap ca-certificates slirp4netns nftables iproute2
-    python3-venv curl zstd)
+    python3-venv curl zstd s3fs)
   command -v node >/dev/null 2>&1 || wanted+=(nodejs)
   command -v npm >/dev/null 2>&1 || wanted+=(npm)
   local missing=()

@@ -5,6 +5,7 @@ mod backup;
 mod interpreter;
 mod machine;
 mod mcp;
+mod mounts;
 mod preview;
 mod process_stream;
 mod pty_echo;
@@ -125,6 +126,16 @@ struct Args {
     /// Measure only the backup rows and their baseline.
     #[arg(long, conflicts_with_all = ["only_interpreter", "only_preview", "only_mcp", "only_tiers"])]
     only_backup: bool,
+    /// Size of the file the bucket mount rows move, MiB.
+    #[arg(long, default_value_t = 256)]
+    mount_mib: u64,
+    /// Runs of each bucket mount row.
+    #[arg(long, default_value_t = 3)]
+    mount_runs: usize,
+    /// Measure only the bucket mount rows (s3fs against the loopback S3 test server) and their
+    /// plain-S3-client baselines.
+    #[arg(long, conflicts_with_all = ["only_interpreter", "only_preview", "only_mcp", "only_tiers"])]
+    only_mounts: bool,
 }
 
 /// One row of the report.
@@ -191,6 +202,9 @@ async fn run(args: &Args) -> anyhow::Result<Report> {
         || args.only_backup
     {
         return interpreter_report(args).await;
+    }
+    if args.only_mounts {
+        return mounts_report(args).await;
     }
     let rootfs = ImageStore::open(&args.images_dir)?
         .rootfs(DEFAULT_IMAGE)
@@ -359,6 +373,26 @@ async fn start_server(args: &Args) -> anyhow::Result<(tempfile::TempDir, Server,
     Ok((data_dir, server, client))
 }
 
+/// `--only-mounts`: the bucket mount rows against a loopback S3 server of their own.
+async fn mounts_report(args: &Args) -> anyhow::Result<Report> {
+    let s3_root = tempfile::tempdir()?;
+    let s3 = sandpit_s3_test_server::start(s3_root.path())?;
+    let data_dir = tempfile::tempdir()?;
+    let mut config = ServeConfig::new(data_dir.path().to_path_buf());
+    config.listen = ([127, 0, 0, 1], 0).into();
+    config.images_dir = args.images_dir.clone();
+    config.mount_endpoints = vec![s3.endpoint.clone()];
+    let server = Server::start(config).await.context("starting the server")?;
+    let client = Client::new(format!("http://{}", server.addr()), server.admin_key())?;
+    let counts = mounts::Counts {
+        mib: args.mount_mib,
+        runs: args.mount_runs,
+    };
+    let section = mounts::measure(&client, &s3, &counts).await;
+    server.shutdown().await?;
+    Ok(Report::from(section?))
+}
+
 /// `--only-interpreter`, `--only-preview`, `--only-mcp` or `--only-tiers`: that section alone,
 /// against its own server.
 async fn interpreter_report(args: &Args) -> anyhow::Result<Report> {
@@ -376,12 +410,7 @@ async fn interpreter_report(args: &Args) -> anyhow::Result<Report> {
         interpreter::measure(&client, &interpreter_counts(args)).await
     };
     server.shutdown().await?;
-    let section = section?;
-    Ok(Report {
-        rows: section.rows,
-        notes: section.notes,
-        verdicts: section.verdicts,
-    })
+    Ok(Report::from(section?))
 }
 
 /// Runs the sandbox measurements against a started server.
@@ -573,6 +602,16 @@ async fn measure(args: &Args, client: &Client) -> anyhow::Result<(Vec<Row>, Vec<
         transfer,
     };
     Ok((rows, notes, facts))
+}
+
+impl From<Section> for Report {
+    fn from(section: Section) -> Self {
+        Report {
+            rows: section.rows,
+            notes: section.notes,
+            verdicts: section.verdicts,
+        }
+    }
 }
 
 /// Rows, notes and verdicts of one group of measurements.

@@ -11,6 +11,7 @@ pub use crate::commands::events::EventsArgs;
 pub use crate::commands::expose::ExposeArgs;
 pub use crate::commands::files::FilesCommand;
 pub use crate::commands::keys::{AuditArgs, KeysCommand};
+pub use crate::commands::mount::MountArgs;
 pub use crate::commands::network::{CreateNetworkFlags, NetworkArgs, SecretCommand};
 pub use crate::commands::quota::QuotaArgs;
 pub use crate::commands::target::CreateFlag;
@@ -193,6 +194,23 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Mount an S3 bucket at PATH inside a sandbox; the keys come from AWS_ACCESS_KEY_ID and
+    /// AWS_SECRET_ACCESS_KEY and stay on the server's host (the sandbox never sees them).
+    Mount(MountArgs),
+    /// Unmount the bucket mounted at PATH.
+    Unmount {
+        /// Sandbox id.
+        id: String,
+        path: String,
+    },
+    /// List a sandbox's bucket mounts.
+    Mounts {
+        /// Sandbox id.
+        id: String,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Show or change a sandbox's outbound network policy (applies at once).
     Network(NetworkArgs),
     /// Secrets the egress proxy injects into a sandbox's requests to their hosts.
@@ -349,6 +367,11 @@ pub struct ServeArgs {
     /// besides the host's bundle (repeatable).
     #[arg(long, value_name = "PEM")]
     pub egress_root: Vec<PathBuf>,
+    /// Let bucket mounts use this S3 endpoint origin (`http(s)://host:port`, repeatable)
+    /// besides https endpoints that resolve to public addresses (the default policy). The
+    /// mount's FUSE process connects from this host, so list only endpoints tenants may reach.
+    #[arg(long, value_name = "URL")]
+    pub mount_endpoint: Vec<String>,
     /// Require the admin key on GET /metrics (default: open, like /healthz).
     #[arg(long)]
     pub metrics_auth: bool,

@@ -13,7 +13,7 @@ use crate::cli::{Cli, Command, FilesCommand, GitCommand};
 use crate::commands::cp::Location;
 use crate::commands::target::{self, CreateFlag};
 use crate::commands::{
-    cp, ctx, env, events, exec, expose, files, git, image, keys, network, process, quota, run,
+    cp, ctx, env, events, exec, expose, files, git, image, keys, mount, network, process, quota, run,
     sandbox, serve, watch,
 };
 
@@ -138,6 +138,12 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
         }
         Command::Unexpose { id, port } => expose::unexpose(&client()?, &id, port).await?,
         Command::Ports { id, json } => expose::ports(&client()?, &id, json).await?,
+        Command::Mount(args) => {
+            let client = existing(&args.id, no_create).await?;
+            mount::mount(&client, args).await?
+        }
+        Command::Unmount { id, path } => mount::unmount(&client()?, &id, &path).await?,
+        Command::Mounts { id, json } => mount::mounts(&client()?, &id, json).await?,
         Command::Network(args) => network::network(&client()?, args).await?,
         Command::Secret { command } => network::secret(&client()?, command).await?,
         Command::Quota(args) => quota::run(&client()?, args).await?,

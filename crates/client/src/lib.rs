@@ -41,6 +41,7 @@ mod client;
 mod error;
 mod events;
 mod interpreter;
+mod mounts;
 mod network;
 mod ports;
 mod process;
@@ -58,6 +59,7 @@ pub use events::Event;
 pub use interpreter::{
     ContextOptions, Execution, ExecutionError, Language, ResultFile, RunOptions, result_files,
 };
+pub use mounts::MountOptions;
 pub use network::{allowlist, full_network, no_network, secret};
 pub use ports::ExposeOptions;
 pub use process::{LogPattern, PortMode, PortWaitOptions, ProcessHandle, ProcessOptions};

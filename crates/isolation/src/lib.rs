@@ -9,6 +9,7 @@
 //! See `docs/isolation.md` for the design and the threat model.
 #![cfg(target_os = "linux")]
 
+pub mod attach;
 pub mod cgroup;
 mod hardening;
 pub mod launch;

@@ -42,15 +42,35 @@ pub(crate) fn mount_setattr_idmap(
     attr_set: u64,
     userns: BorrowedFd<'_>,
 ) -> io::Result<()> {
-    let mut attr = libc::mount_attr {
-        attr_set,
-        attr_clr: 0,
-        propagation: 0,
-        userns_fd: userns.as_raw_fd() as u64,
-    };
+    setattr(
+        tree,
+        libc::mount_attr {
+            attr_set,
+            attr_clr: 0,
+            propagation: 0,
+            userns_fd: userns.as_raw_fd() as u64,
+        },
+    )
+}
+
+/// `mount_setattr(fd, "", AT_EMPTY_PATH, {attr_set})` on a detached tree.
+pub(crate) fn mount_setattr(tree: BorrowedFd<'_>, attr_set: u64) -> io::Result<()> {
+    setattr(
+        tree,
+        libc::mount_attr {
+            attr_set,
+            attr_clr: 0,
+            propagation: 0,
+            userns_fd: 0,
+        },
+    )
+}
+
+fn setattr(tree: BorrowedFd<'_>, mut attr: libc::mount_attr) -> io::Result<()> {
     let empty = c"";
     // SAFETY: `attr` is a properly initialised `struct mount_attr` whose size we pass; `empty` is
-    // a static NUL-terminated string; both fds are borrowed and valid for the call.
+    // a static NUL-terminated string; the fds in it and `tree` are borrowed and valid for the
+    // call.
     check(unsafe {
         libc::syscall(
             libc::SYS_mount_setattr,
@@ -77,6 +97,24 @@ pub(crate) fn move_mount_to(tree: BorrowedFd<'_>, target: &Path) -> io::Result<(
             empty.as_ptr(),
             libc::AT_FDCWD,
             c.as_ptr(),
+            libc::MOVE_MOUNT_F_EMPTY_PATH,
+        )
+    })?;
+    Ok(())
+}
+
+/// [`move_mount_to`] with a target prepared before a fork (no allocation).
+pub(crate) fn move_mount_raw(tree: RawFd, target: &std::ffi::CStr) -> io::Result<()> {
+    let empty = c"";
+    // SAFETY: both strings are valid NUL-terminated C strings alive for the call; `tree` is an
+    // fd the caller keeps open.
+    check(unsafe {
+        libc::syscall(
+            libc::SYS_move_mount,
+            tree,
+            empty.as_ptr(),
+            libc::AT_FDCWD,
+            target.as_ptr(),
             libc::MOVE_MOUNT_F_EMPTY_PATH,
         )
     })?;

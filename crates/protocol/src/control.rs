@@ -714,3 +714,77 @@ mod tests {
         assert_eq!(ok.limits.unwrap().memory_mb, Some(256));
     }
 }
+
+/// Keys of an S3-compatible bucket. They reach only the host's FUSE process, never the sandbox,
+/// and are never answered back.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct MountCredentials {
+    pub access_key_id: String,
+    pub secret_access_key: String,
+}
+
+impl std::fmt::Debug for MountCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MountCredentials(..)")
+    }
+}
+
+/// `POST /v1/sandboxes/{id}/mounts`: show an S3 bucket as a directory inside the sandbox (the
+/// seed's `mountBucket(bucket, mountPath, {endpoint, credentials, prefix, readOnly})`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct MountBucketRequest {
+    /// 3-63 characters of `[a-z0-9.-]` (S3 bucket naming).
+    pub bucket: String,
+    /// Absolute directory inside the sandbox (created if missing); not `/`, nor under `/proc`,
+    /// `/sys`, `/dev` or `/run/sandpit`.
+    pub mount_path: String,
+    /// `http(s)://host[:port]` of the S3 API; must be allowed by the server's mount policy.
+    pub endpoint: String,
+    /// Required (`MISSING_CREDENTIALS` without).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials: Option<MountCredentials>,
+    /// `/dir/`: only objects under it are visible, relative to it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix: Option<String>,
+    /// Writes fail with EROFS.
+    #[serde(default)]
+    pub read_only: bool,
+    /// SigV4 signing region (default `us-east-1`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    /// The seed's `r2` / `s3` / `gcs`; accepted for compatibility, all are spoken as S3.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider: Option<String>,
+}
+
+/// A bucket mount of a sandbox as listed (never its credentials).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct BucketMountInfo {
+    pub bucket: String,
+    pub mount_path: String,
+    pub endpoint: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix: Option<String>,
+    pub read_only: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    /// True while the sandbox runs with the mount up; a sleeping sandbox's mounts come back
+    /// when it wakes (false then, or when re-mounting at wake failed).
+    pub mounted: bool,
+    /// RFC 3339.
+    pub created_at: String,
+}
+
+/// `GET /v1/sandboxes/{id}/mounts`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct BucketMountList {
+    pub mounts: Vec<BucketMountInfo>,
+}

@@ -8,6 +8,7 @@
 //! this host.
 
 pub mod agent_log;
+pub mod bucket;
 pub mod gvisor;
 pub mod local;
 pub mod network;
@@ -110,6 +111,9 @@ pub struct SandboxSpec {
     pub run_files: Vec<RunFile>,
     /// Where the sandbox's egress bridge leads; `None`: it leads nowhere.
     pub egress: Option<EgressEndpoint>,
+    /// Bucket mounts made before `start` returns (one that fails is logged and left out; see
+    /// [`Driver::mounted`]).
+    pub mounts: Vec<bucket::BucketMount>,
 }
 
 /// A started sandbox.
@@ -156,6 +160,15 @@ pub enum DriverError {
     /// The kernel kept the old limits (e.g. memory below what the sandbox uses now).
     #[error("sandbox {id}: {message}")]
     LimitsRefused { id: String, message: String },
+    /// A bucket mount could not be made (bad endpoint, credentials, bucket; s3fs's words).
+    #[error("sandbox {id}: mounting the bucket failed: {message}")]
+    MountFailed { id: String, message: String },
+    /// Nothing is mounted at that path.
+    #[error("sandbox {id}: nothing is mounted at {path}")]
+    NotMounted { id: String, path: String },
+    /// The driver cannot do this (e.g. bucket mounts under gVisor).
+    #[error("{0}")]
+    Unsupported(String),
 }
 
 /// Runs sandboxes. Implementations must be safe to call concurrently for different ids; the
@@ -206,6 +219,23 @@ pub trait Driver: Send + Sync + 'static {
     /// plane stores it; the default accepts every policy.
     fn check_network(&self, _policy: &EgressPolicy) -> Result<(), DriverError> {
         Ok(())
+    }
+
+    /// Mounts `mount` in the running sandbox `id` (the control plane woke it first).
+    async fn mount(&self, _id: &str, _mount: &bucket::BucketMount) -> Result<(), DriverError> {
+        Err(DriverError::Unsupported(
+            "bucket mounts are not supported by this isolation tier".into(),
+        ))
+    }
+
+    /// Removes the bucket mount at `mount_path` of sandbox `id` (a stopped sandbox has none).
+    async fn unmount(&self, _id: &str, _mount_path: &std::path::Path) -> Result<(), DriverError> {
+        Ok(())
+    }
+
+    /// The mount paths of the bucket mounts that are up in sandbox `id` now.
+    async fn mounted(&self, _id: &str) -> Vec<PathBuf> {
+        Vec::new()
     }
 
     /// What the sandbox uses now; drivers that cannot tell report nothing used.

@@ -32,6 +32,7 @@ use sandpit_isolation::launch::{LISTEN_FD, LaunchConfig};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::watch;
 
+use crate::bucket::{self, ActiveMount, BucketMount};
 use crate::slirp::Slirp;
 use crate::{
     AgentConnector, Driver, DriverError, EgressEndpoint, ResourceUsage, RunFile, SandboxSpec,
@@ -85,6 +86,8 @@ pub struct LocalDriverConfig {
     pub nft: PathBuf,
     /// `mkfs.ext4`, which formats the disk image of sandboxes with `diskMb`.
     pub mkfs_ext4: PathBuf,
+    /// `s3fs`, which serves bucket mounts (see [`crate::bucket`]).
+    pub s3fs: PathBuf,
     /// The operator's blocked and declared-private CIDRs, which the `full` mode's firewall
     /// refuses like the built-in ones (IPv4 entries; slirp routes no IPv6).
     pub operator: network::OperatorRanges,
@@ -109,6 +112,7 @@ impl LocalDriverConfig {
             slirp4netns: PathBuf::from("/usr/bin/slirp4netns"),
             nft: PathBuf::from("/usr/sbin/nft"),
             mkfs_ext4: PathBuf::from("/usr/sbin/mkfs.ext4"),
+            s3fs: PathBuf::from("/usr/bin/s3fs"),
             operator: network::OperatorRanges::default(),
             agent_log_max_bytes: agent_log::DEFAULT_MAX_BYTES,
             agent_log_filter: None,
@@ -176,6 +180,10 @@ pub struct LocalDriver {
     running: Mutex<HashMap<String, Running>>,
     /// slirp4netns of the sandboxes in `full` network mode.
     slirps: Mutex<HashMap<String, Slirp>>,
+    /// The `s3fs` processes of each running sandbox's bucket mounts.
+    mounts: Mutex<HashMap<String, Vec<ActiveMount>>>,
+    /// Names the host mount points of bucket mounts (unique per driver).
+    mount_seq: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for LocalDriver {
@@ -564,6 +572,8 @@ impl LocalDriver {
             bridges: Mutex::default(),
             running: Mutex::new(HashMap::new()),
             slirps: Mutex::new(HashMap::new()),
+            mounts: Mutex::new(HashMap::new()),
+            mount_seq: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -948,6 +958,105 @@ impl LocalDriver {
         }
     }
 
+    /// Starts `s3fs` for `m` in the sandbox's cgroups, waits for its host mount, attaches a copy
+    /// at `m.mount_path` inside the sandbox (init `pid`) and detaches the host one.
+    async fn mount_bucket(
+        &self,
+        id: &str,
+        pid: u32,
+        uid_base: u32,
+        m: &BucketMount,
+    ) -> Result<(), DriverError> {
+        let failed = |message: String| DriverError::MountFailed {
+            id: id.to_string(),
+            message,
+        };
+        let already = self
+            .mounts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(id)
+            .is_some_and(|l| l.iter().any(|a| a.mount_path == m.mount_path));
+        if already {
+            return Err(failed(format!(
+                "{} is already a bucket mount",
+                m.mount_path.display()
+            )));
+        }
+        let dir = self.sandbox_dir(id).join("mounts");
+        let n = self
+            .mount_seq
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let (host, tmp, log) = (
+            dir.join(n.to_string()),
+            dir.join(format!("{n}.tmp")),
+            dir.join(format!("{n}.log")),
+        );
+        let cleanup = |host: &Path| {
+            if bucket::is_fuse_mount(host) {
+                let _ = sandpit_isolation::attach::detach_host(host);
+            }
+            let _ = std::fs::remove_dir(host);
+            let _ = remove_dir_all_if_exists(&tmp);
+        };
+        bucket::private_dir(&dir)
+            .and_then(|()| bucket::private_dir(&host))
+            .and_then(|()| bucket::private_dir(&tmp))
+            .map_err(io_err(id, "create the bucket mount dirs"))?;
+        let log_file = std::fs::File::create(&log).map_err(io_err(id, "create the s3fs log"))?;
+        let mut cmd = bucket::s3fs_command(&self.config.s3fs, m, &host, &tmp, uid_base);
+        cmd.stderr(Stdio::from(log_file));
+        sandpit_isolation::process::join_cgroups(&mut cmd, &self.cgroups.procs_files(id))
+            .map_err(io_err(id, "prepare s3fs"))?;
+        let mut cmd = tokio::process::Command::from(cmd);
+        cmd.kill_on_drop(true);
+        let mut child = match cmd.spawn() {
+            Ok(child) => child,
+            Err(e) => {
+                cleanup(&host);
+                return Err(failed(format!(
+                    "starting {}: {e}",
+                    self.config.s3fs.display()
+                )));
+            }
+        };
+        if let Err(e) = bucket::wait_mounted(&mut child, &host, &log).await {
+            let _ = child.start_kill();
+            let _ = child.wait().await;
+            cleanup(&host);
+            return Err(failed(e.0));
+        }
+        let (source, target, read_only) = (host.clone(), m.mount_path.clone(), m.read_only);
+        let attached = tokio::task::spawn_blocking(move || {
+            sandpit_isolation::attach::attach_into(pid, &source, &target, uid_base, read_only)
+        })
+        .await
+        .map_err(|e| std::io::Error::other(e.to_string()))
+        .and_then(|r| r);
+        // The sandbox's copy keeps the file system alive; the host's goes now.
+        let _ = sandpit_isolation::attach::detach_host(&host);
+        let _ = std::fs::remove_dir(&host);
+        if let Err(e) = attached {
+            let _ = child.start_kill();
+            let _ = child.wait().await;
+            let _ = remove_dir_all_if_exists(&tmp);
+            return Err(failed(format!(
+                "attaching at {}: {e}",
+                m.mount_path.display()
+            )));
+        }
+        self.mounts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(id.to_string())
+            .or_default()
+            .push(ActiveMount {
+                mount_path: m.mount_path.clone(),
+                child,
+            });
+        Ok(())
+    }
+
     /// `full`: loads the firewall (before slirp exists, so no packet leaves unfiltered), then
     /// starts slirp4netns unless it runs. Other modes: stops slirp4netns (the tap device goes
     /// with it, leaving only loopback).
@@ -1071,6 +1180,15 @@ impl LocalDriver {
         if let Some(slirp) = slirp {
             slirp.stop().await;
         }
+        let mounts = self
+            .mounts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(id);
+        for mount in mounts.into_iter().flatten() {
+            mount.stop().await;
+        }
+        bucket::clear_host_dirs(&self.sandbox_dir(id).join("mounts"));
         if self.cgroups.exists(id) {
             self.cgroups
                 .kill_all(id)
@@ -1184,6 +1302,11 @@ impl Driver for LocalDriver {
             let _ = self.teardown(id, running).await;
             return Err(e);
         }
+        for mount in &spec.mounts {
+            if let Err(e) = self.mount_bucket(id, pid, uid_base, mount).await {
+                tracing::warn!(id, path = %mount.mount_path.display(), error = %e, "bucket mount not restored");
+            }
+        }
         Ok(Started { agent, pid })
     }
 
@@ -1254,6 +1377,53 @@ impl Driver for LocalDriver {
     /// cgroup counters (zero once the cgroups are gone, i.e. asleep) and the writable layer:
     /// the blocks its disk image holds (`diskMb`; they grow with writes and are not returned
     /// on delete), else a bounded walk of `upper/`.
+    async fn mount(&self, id: &str, mount: &BucketMount) -> Result<(), DriverError> {
+        validate_id(id)?;
+        let pid = self.pid(id).ok_or_else(|| DriverError::MountFailed {
+            id: id.to_string(),
+            message: "the sandbox is not running".into(),
+        })?;
+        let uid_base = self.uid_base(id)?;
+        self.mount_bucket(id, pid, uid_base, mount).await
+    }
+
+    async fn unmount(&self, id: &str, mount_path: &Path) -> Result<(), DriverError> {
+        validate_id(id)?;
+        let active = {
+            let mut map = self.mounts.lock().unwrap_or_else(|p| p.into_inner());
+            let list = map.entry(id.to_string()).or_default();
+            let found = list.iter().position(|m| m.mount_path == mount_path);
+            found.map(|i| list.remove(i))
+        };
+        let Some(active) = active else {
+            return Err(DriverError::NotMounted {
+                id: id.to_string(),
+                path: mount_path.display().to_string(),
+            });
+        };
+        if let Some(pid) = self.pid(id) {
+            let target = mount_path.to_owned();
+            let detached = tokio::task::spawn_blocking(move || {
+                sandpit_isolation::attach::detach_from(pid, &target)
+            })
+            .await
+            .map_err(|e| std::io::Error::other(e.to_string()))
+            .and_then(|r| r);
+            if let Err(e) = detached {
+                tracing::warn!(id, path = %mount_path.display(), error = %e, "detaching a bucket mount");
+            }
+        }
+        active.stop().await;
+        Ok(())
+    }
+
+    async fn mounted(&self, id: &str) -> Vec<PathBuf> {
+        let map = self.mounts.lock().unwrap_or_else(|p| p.into_inner());
+        map.get(id)
+            .map(|list| list.iter().map(|m| m.mount_path.clone()).collect())
+            .unwrap_or_default()
+    }
+
     async fn usage(&self, id: &str) -> Result<ResourceUsage, DriverError> {
         validate_id(id)?;
         let (image, upper) = (self.disk_image(id), self.sandbox_dir(id).join("upper"));

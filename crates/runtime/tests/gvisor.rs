@@ -87,6 +87,7 @@ impl GvEnv {
             network: EgressPolicy::default(),
             run_files: Vec::new(),
             egress: None,
+            mounts: Vec::new(),
         }
     }
 

@@ -26,6 +26,8 @@ use s3s::auth::SimpleAuth;
 use s3s::service::S3ServiceBuilder;
 use tokio::sync::oneshot;
 
+mod dirs;
+
 /// The access key every server started by [`start`] accepts.
 pub const ACCESS_KEY: &str = "sandpit-test-access-key";
 
@@ -53,6 +55,25 @@ impl S3TestServer {
     /// characters; shorter names are refused by the server with `InvalidBucketName`.
     pub fn create_bucket(&self, name: &str) -> io::Result<()> {
         std::fs::create_dir_all(self.root.join(name))
+    }
+
+    /// `curl` signing its requests for this server (SigV4), quiet, failing on HTTP errors: a
+    /// plain S3 client independent of the code under test. Add the method, body and URL
+    /// (`{endpoint}/{bucket}/{key}`).
+    pub fn curl(&self) -> std::process::Command {
+        let mut cmd = std::process::Command::new("curl");
+        // s3s wants x-amz-content-sha256; curl signs it when it is set.
+        cmd.args([
+            "-sS",
+            "--fail",
+            "-H",
+            "x-amz-content-sha256: UNSIGNED-PAYLOAD",
+        ])
+        .arg("--aws-sigv4")
+        .arg(format!("aws:amz:{}:s3", self.region))
+        .arg("--user")
+        .arg(format!("{}:{}", self.access_key, self.secret_key));
+        cmd
     }
 
     /// Stops the server and waits for its thread (also done on drop).
@@ -93,7 +114,7 @@ pub fn start_on(root: &Path, port: u16) -> io::Result<S3TestServer> {
 
     let fs = s3s_fs::FileSystem::new(&root).map_err(|e| io::Error::other(format!("{e:?}")))?;
     let service = {
-        let mut b = S3ServiceBuilder::new(fs);
+        let mut b = S3ServiceBuilder::new(dirs::DirAware::new(fs, &root));
         b.set_auth(SimpleAuth::from_single(ACCESS_KEY, secret_key.clone()));
         b.build()
     };

@@ -64,6 +64,8 @@ fn classify(method: &http::Method, path: &str) -> Option<(&'static str, String)>
         ("POST", ["v1", "sandboxes", id, "stop"]) => ("sandbox.stop", (*id).to_owned()),
         ("POST", ["v1", "sandboxes", id, "env"]) => ("sandbox.env", (*id).to_owned()),
         ("POST", ["v1", "sandboxes", id, "ports"]) => ("port.expose", (*id).to_owned()),
+        ("POST", ["v1", "sandboxes", id, "mounts"]) => ("mount.create", (*id).to_owned()),
+        ("DELETE", ["v1", "sandboxes", id, "mounts"]) => ("mount.delete", (*id).to_owned()),
         ("DELETE", ["v1", "sandboxes", id, "ports", port]) => {
             ("port.unexpose", format!("{id}:{port}"))
         }

@@ -60,6 +60,8 @@ pub struct ServeConfig {
     pub preview_port: Option<u16>,
     /// Names the egress proxy resolves without DNS ("api.example.test" → 127.0.0.1).
     pub egress_resolve: BTreeMap<String, IpAddr>,
+    /// Endpoint origins bucket mounts may use besides public https ones (`--mount-endpoint`).
+    pub mount_endpoints: Vec<String>,
     /// The operator's blocks (`--egress-block`): no sandbox reaches them, whatever its policy,
     /// through the proxy or in `full` mode. The built-in reserved ranges
     /// (`sandpit_protocol::netrange`) are blocked besides these.
@@ -118,6 +120,7 @@ impl ServeConfig {
             preview_port: None,
             egress_resolve: BTreeMap::new(),
             egress_blocked: Vec::new(),
+            mount_endpoints: Vec::new(),
             egress_private: Vec::new(),
             egress_unblocked: Vec::new(),
             egress_grants: BTreeMap::new(),

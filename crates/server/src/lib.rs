@@ -40,6 +40,7 @@ mod labels;
 pub mod lifecycle;
 mod metrics;
 pub mod objects;
+pub mod mounts;
 pub mod openapi;
 pub mod preview;
 mod process_archive;
@@ -163,6 +164,12 @@ fn router(
             get(routes::egress::egress_log),
         )
         .route("/v1/sandboxes/{id}/usage", get(routes::usage::usage))
+        .route(
+            "/v1/sandboxes/{id}/mounts",
+            post(routes::mounts::mount)
+                .get(routes::mounts::list)
+                .delete(routes::mounts::unmount),
+        )
         .route(
             "/v1/sandboxes/{id}/files/{*path}",
             get(files::download).put(files::upload),
@@ -377,6 +384,10 @@ impl Server {
         )
         .await
         .map_err(StartError::Manager)?;
+        manager.set_mount_policy(
+            mounts::MountPolicy::new(&config.mount_endpoints, config.egress_blocked.clone())
+                .map_err(StartError::MountEndpoint)?,
+        );
         // Features that act on starts and stops subscribe here; lifecycle calls none of them.
         manager.subscribe(Arc::new(process_archive::ProcessArchive::new(
             store.clone(),

@@ -21,8 +21,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use sandpit_image::{ImageError, ImageStore};
 use sandpit_protocol::container::EnvMap;
 use sandpit_protocol::control::{
-    CreateSandboxRequest, DEFAULT_IMAGE, EgressLogPage, Isolation, Limits, SandboxEventKind,
-    SandboxInfo, SandboxState, SandboxUsage, UpdateSandboxRequest, validate_sandbox_id,
+    BucketMountInfo, BucketMountList, CreateSandboxRequest, DEFAULT_IMAGE, EgressLogPage,
+    Isolation, Limits, MountBucketRequest, SandboxEventKind, SandboxInfo, SandboxState,
+    SandboxUsage, UpdateSandboxRequest, validate_sandbox_id,
 };
 use sandpit_protocol::quota::{MAX_PROCESSES_ENV, QuotaInfo, SandboxCaps, TenantQuota};
 use sandpit_protocol::time::{SleepAfter, Ttl, timestamp};
@@ -164,6 +165,46 @@ pub trait LifecycleListener: Send + Sync {
     /// Any change of the sandbox's record or state, once it happened (what `GET /v1/events`
     /// streams): created, started, stopped, options updated, destroyed.
     fn changed(&self, _sandbox: SandboxRef<'_>, _kind: SandboxEventKind, _state: SandboxState) {}
+}
+
+fn stored_to_mount(m: sandpit_store::StoredMount) -> sandpit_runtime::bucket::BucketMount {
+    sandpit_runtime::bucket::BucketMount {
+        bucket: m.bucket,
+        mount_path: m.mount_path.into(),
+        endpoint: m.endpoint,
+        region: m.region,
+        prefix: m.prefix,
+        read_only: m.read_only,
+        access_key_id: m.access_key_id,
+        secret_access_key: m.secret_access_key,
+    }
+}
+
+fn mount_info(m: &sandpit_store::StoredMount, mounted: bool) -> BucketMountInfo {
+    BucketMountInfo {
+        bucket: m.bucket.clone(),
+        mount_path: m.mount_path.clone(),
+        endpoint: m.endpoint.clone(),
+        prefix: m.prefix.clone(),
+        read_only: m.read_only,
+        region: m.region.clone(),
+        mounted,
+        created_at: ms_timestamp(m.created_at_ms),
+    }
+}
+
+/// A driver's refusal of a mount as the API answers it.
+fn mount_error(e: DriverError, id: &str) -> ApiError {
+    let error = match e {
+        DriverError::MountFailed { message, .. } => ApiError::new(
+            ErrorCode::S3fsMountError,
+            format!("S3FS mount failed: {message}"),
+        ),
+        DriverError::Unsupported(m) => ApiError::new(ErrorCode::InvalidMountConfig, m),
+        DriverError::InvalidSpec(m) => ApiError::new(ErrorCode::InvalidMountConfig, m),
+        e => ApiError::new(ErrorCode::BucketMountError, e.to_string()),
+    };
+    error.context("sandboxId", id)
 }
 
 /// Runs started by this server, counted from 1.
@@ -398,6 +439,8 @@ pub struct Manager {
     entries: Mutex<HashMap<String, Arc<Entry>>>,
     /// Features told about starts and stops.
     listeners: Vec<Arc<dyn LifecycleListener>>,
+    /// Endpoints bucket mounts may use.
+    mount_policy: crate::mounts::MountPolicy,
 }
 
 impl Manager {
@@ -426,7 +469,13 @@ impl Manager {
             instance,
             entries: Mutex::default(),
             listeners: Vec::new(),
+            mount_policy: Default::default(),
         })
+    }
+
+    /// Sets which endpoints bucket mounts may use (call while building the server).
+    pub fn set_mount_policy(&mut self, policy: crate::mounts::MountPolicy) {
+        self.mount_policy = policy;
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {
@@ -815,6 +864,13 @@ impl Manager {
             })
             .collect();
         let handle = proxy.proxy;
+        let mounts = self
+            .store
+            .mounts(&entry.internal)
+            .await?
+            .into_iter()
+            .map(stored_to_mount)
+            .collect();
         let spec = SandboxSpec {
             id: entry.internal.clone(),
             image: o.image.clone(),
@@ -824,6 +880,7 @@ impl Manager {
             network: self.egress.driver_policy(&entry.tenant, &network),
             run_files,
             egress: Some(EgressEndpoint::new(move |stream| handle.accept(stream))),
+            mounts,
         };
         let started = driver.start(&spec).await.map_err(|e| {
             self.egress.detach(&entry.internal);
@@ -1186,6 +1243,111 @@ impl Manager {
         inner.record = Some(record);
         self.announce(&entry, SandboxEventKind::Updated);
         Ok(())
+    }
+
+    /// `POST /v1/sandboxes/{id}/mounts`: mounts a bucket in the sandbox (woken first) and
+    /// records it, so every later start mounts it again.
+    pub async fn mount_bucket(
+        &self,
+        tenant: &str,
+        id: &str,
+        req: &MountBucketRequest,
+    ) -> ApiResult<BucketMountInfo> {
+        let mount = crate::mounts::validate(req)?;
+        self.mount_policy.check(&mount.endpoint).await?;
+        let entry = self.known_entry(tenant, id).await?;
+        let mut inner = entry.inner.lock().await;
+        let record = self
+            .load(&entry, &mut inner)
+            .await?
+            .ok_or_else(|| ApiError::sandbox_not_found(id))?;
+        let path = mount.mount_path.display().to_string();
+        let stored = self.store.mounts(&entry.internal).await?;
+        if stored.iter().any(|m| m.mount_path == path) {
+            return Err(ApiError::new(
+                ErrorCode::InvalidMountConfig,
+                format!("{path} is already a bucket mount of this sandbox"),
+            )
+            .context("mountPath", path.as_str()));
+        }
+        if inner.started.is_none() {
+            self.wake(&entry, &mut inner, &record).await?;
+        }
+        entry.touch();
+        self.driver_of(&inner)?
+            .mount(&entry.internal, &mount)
+            .await
+            .map_err(|e| mount_error(e, id))?;
+        let created_at_ms = now_ms();
+        let row = sandpit_store::StoredMount {
+            mount_path: path.clone(),
+            bucket: mount.bucket.clone(),
+            endpoint: mount.endpoint.clone(),
+            prefix: mount.prefix.clone(),
+            region: mount.region.clone(),
+            read_only: mount.read_only,
+            access_key_id: mount.access_key_id.clone(),
+            secret_access_key: mount.secret_access_key.clone(),
+            created_at_ms,
+        };
+        if let Err(e) = self.store.put_mount(&entry.internal, &row).await {
+            let _ = self
+                .driver_of(&inner)?
+                .unmount(&entry.internal, &mount.mount_path)
+                .await;
+            return Err(e.into());
+        }
+        Ok(mount_info(&row, true))
+    }
+
+    /// `DELETE /v1/sandboxes/{id}/mounts?path=`: unmounts and forgets a bucket mount.
+    pub async fn unmount_bucket(&self, tenant: &str, id: &str, path: &str) -> ApiResult<()> {
+        let path = crate::mounts::mount_path(path)?;
+        let entry = self.known_entry(tenant, id).await?;
+        let mut inner = entry.inner.lock().await;
+        self.load(&entry, &mut inner)
+            .await?
+            .ok_or_else(|| ApiError::sandbox_not_found(id))?;
+        if !self.store.delete_mount(&entry.internal, &path).await? {
+            return Err(ApiError::new(
+                ErrorCode::InvalidMountConfig,
+                format!("no bucket mount at {path} in this sandbox"),
+            )
+            .context("mountPath", path.as_str()));
+        }
+        if inner.started.is_some() {
+            match self
+                .driver_of(&inner)?
+                .unmount(&entry.internal, std::path::Path::new(&path))
+                .await
+            {
+                Ok(()) | Err(DriverError::NotMounted { .. }) => {}
+                Err(e) => {
+                    return Err(ApiError::new(ErrorCode::BucketUnmountError, e.to_string())
+                        .context("sandboxId", id));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// `GET /v1/sandboxes/{id}/mounts`.
+    pub async fn list_mounts(&self, tenant: &str, id: &str) -> ApiResult<BucketMountList> {
+        let entry = self.known_entry(tenant, id).await?;
+        let mut inner = entry.inner.lock().await;
+        self.load(&entry, &mut inner)
+            .await?
+            .ok_or_else(|| ApiError::sandbox_not_found(id))?;
+        let stored = self.store.mounts(&entry.internal).await?;
+        let up = match (&inner.started, self.driver_of(&inner)) {
+            (Some(_), Ok(driver)) => driver.mounted(&entry.internal).await,
+            _ => Vec::new(),
+        };
+        let mounts = stored
+            .iter()
+            .map(|m| mount_info(m, up.iter().any(|p| p.as_os_str() == m.mount_path.as_str())))
+            .collect();
+        Ok(BucketMountList { mounts })
     }
 
     /// `POST /v1/sandboxes/{id}/stop`: sleep now, whatever is in flight.

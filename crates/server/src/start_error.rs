@@ -49,6 +49,9 @@ pub enum StartError {
     Caps(#[from] CapsError),
     #[error("setting up the egress proxy")]
     Egress(#[source] EgressError),
+    /// A `--mount-endpoint` that is not an http(s) origin (the message says which).
+    #[error("--mount-endpoint: {0}")]
+    MountEndpoint(String),
     #[error("setting up the local sandbox driver")]
     Driver(#[source] sandpit_runtime::DriverError),
     #[error("setting up the gVisor sandbox driver")]

@@ -194,6 +194,32 @@ pub struct SandboxNetwork {
     pub operator_policy: bool,
 }
 
+/// A bucket mount of a sandbox as stored (the credentials sealed at rest).
+#[derive(Clone, PartialEq, Eq)]
+pub struct StoredMount {
+    /// Absolute path inside the sandbox (unique per sandbox).
+    pub mount_path: String,
+    pub bucket: String,
+    pub endpoint: String,
+    pub prefix: Option<String>,
+    pub region: Option<String>,
+    pub read_only: bool,
+    pub access_key_id: String,
+    pub secret_access_key: String,
+    /// Unix milliseconds.
+    pub created_at_ms: i64,
+}
+
+impl std::fmt::Debug for StoredMount {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoredMount")
+            .field("mount_path", &self.mount_path)
+            .field("bucket", &self.bucket)
+            .field("endpoint", &self.endpoint)
+            .finish_non_exhaustive()
+    }
+}
+
 /// An API key as listed: never the key, nor its full digest.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiKeyRecord {
@@ -352,6 +378,16 @@ pub trait Store: Send + Sync + 'static {
 
     /// Replaces the egress state of a sandbox (by internal id); deleted with the sandbox.
     async fn set_sandbox_network(&self, sandbox: &str, network: &SandboxNetwork) -> Result<()>;
+
+    /// Records a bucket mount of the sandbox whose internal id is `sandbox`. False (nothing
+    /// written) when that sandbox already has a mount at the same path.
+    async fn put_mount(&self, sandbox: &str, mount: &StoredMount) -> Result<bool>;
+
+    /// Forgets a bucket mount. False when there was none at `mount_path`.
+    async fn delete_mount(&self, sandbox: &str, mount_path: &str) -> Result<bool>;
+
+    /// The bucket mounts of a sandbox (by internal id), ordered by path.
+    async fn mounts(&self, sandbox: &str) -> Result<Vec<StoredMount>>;
 
     /// Number of sandboxes per state, over all tenants.
     async fn count_by_state(&self) -> Result<Vec<(SandboxState, u64)>>;

@@ -200,6 +200,21 @@ pub(crate) const MIGRATIONS: &[(i64, &str)] = &[
         );
         CREATE INDEX backups_tenant ON backups(tenant, created_at);
         CREATE INDEX backups_expires ON backups(expires_at);",
+        15,
+        // Bucket mounts of a sandbox (by internal id): re-made at every start, deleted with the
+        // sandbox. `credentials` is sealed with the data key (JSON of the key pair).
+        "CREATE TABLE sandbox_mounts (
+            sandbox      TEXT NOT NULL,
+            mount_path   TEXT NOT NULL,
+            bucket       TEXT NOT NULL,
+            endpoint     TEXT NOT NULL,
+            prefix       TEXT,
+            region       TEXT,
+            read_only    INTEGER NOT NULL,
+            credentials  TEXT NOT NULL,
+            created_at   INTEGER NOT NULL,
+            PRIMARY KEY (sandbox, mount_path)
+        );",
     ),
 ];
 

@@ -15,7 +15,7 @@ use crate::{
     ApiKeyRecord, ArchivedProcess, AuditRecord, BackupRecord, BackupState, ExposedPortRecord,
     MAX_ARCHIVE_BYTES_PER_SANDBOX, MAX_ARCHIVE_BYTES_PER_TENANT, MAX_ARCHIVED_PER_SANDBOX,
     MAX_AUDIT_PER_TENANT, NewSandbox, Result, SandboxNetwork, SandboxOptions, SandboxRecord, Store,
-    StoreError, key_id_of, migrations,
+    StoreError, StoredMount, key_id_of, migrations,
 };
 
 /// SQLite-backed store. One connection behind a mutex: SQLite serialises writers anyway, and
@@ -294,6 +294,12 @@ fn get(conn: &Connection, tenant: &str, id: &str) -> Result<Option<SandboxRecord
 }
 
 /// What authenticates an encrypted column: its row and name.
+/// Binds a mount's sealed credentials to its sandbox and path (a row copied elsewhere does
+/// not open).
+fn mount_seal_context(sandbox: &str, mount_path: &str) -> String {
+    format!("sandbox_mounts/{sandbox}/{mount_path}")
+}
+
 fn seal_context(sandbox: &str, column: &str) -> String {
     format!("sandbox_network/{sandbox}/{column}")
 }
@@ -735,6 +741,11 @@ impl Store for SqliteStore {
                  (SELECT internal_id FROM sandboxes WHERE tenant = ?1 AND id = ?2)",
                 params![tenant, id],
             )?;
+            tx.execute(
+                "DELETE FROM sandbox_mounts WHERE sandbox IN \
+                 (SELECT internal_id FROM sandboxes WHERE tenant = ?1 AND id = ?2)",
+                params![tenant, id],
+            )?;
             let n = tx.execute(
                 "DELETE FROM sandboxes WHERE tenant = ?1 AND id = ?2",
                 params![tenant, id],
@@ -967,6 +978,93 @@ impl Store for SqliteStore {
                 params![sandbox, policy, secrets, cert, key, operator_policy],
             )?;
             Ok(())
+        })
+        .await
+    }
+
+    async fn put_mount(&self, sandbox: &str, mount: &StoredMount) -> Result<bool> {
+        let sandbox = sandbox.to_owned();
+        let m = mount.clone();
+        let credentials = serde_json::json!([m.access_key_id, m.secret_access_key]).to_string();
+        let credentials = self
+            .key
+            .seal(&mount_seal_context(&sandbox, &m.mount_path), &credentials)?;
+        self.with(move |c| {
+            let n = c.execute(
+                "INSERT OR IGNORE INTO sandbox_mounts (sandbox, mount_path, bucket, endpoint, \
+                 prefix, region, read_only, credentials, created_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                params![
+                    sandbox,
+                    m.mount_path,
+                    m.bucket,
+                    m.endpoint,
+                    m.prefix,
+                    m.region,
+                    m.read_only,
+                    credentials,
+                    m.created_at_ms
+                ],
+            )?;
+            Ok(n > 0)
+        })
+        .await
+    }
+
+    async fn delete_mount(&self, sandbox: &str, mount_path: &str) -> Result<bool> {
+        let (sandbox, path) = (sandbox.to_owned(), mount_path.to_owned());
+        self.with(move |c| {
+            let n = c.execute(
+                "DELETE FROM sandbox_mounts WHERE sandbox = ?1 AND mount_path = ?2",
+                params![sandbox, path],
+            )?;
+            Ok(n > 0)
+        })
+        .await
+    }
+
+    async fn mounts(&self, sandbox: &str) -> Result<Vec<StoredMount>> {
+        let sandbox = sandbox.to_owned();
+        let data_key = self.key.clone();
+        self.with(move |c| {
+            let mut stmt = c.prepare(
+                "SELECT mount_path, bucket, endpoint, prefix, region, read_only, credentials, \
+                 created_at FROM sandbox_mounts WHERE sandbox = ?1 ORDER BY mount_path",
+            )?;
+            let rows = stmt
+                .query_map([&sandbox], |r| {
+                    Ok((
+                        StoredMount {
+                            mount_path: r.get(0)?,
+                            bucket: r.get(1)?,
+                            endpoint: r.get(2)?,
+                            prefix: r.get(3)?,
+                            region: r.get(4)?,
+                            read_only: r.get(5)?,
+                            access_key_id: String::new(),
+                            secret_access_key: String::new(),
+                            created_at_ms: r.get(7)?,
+                        },
+                        r.get::<_, String>(6)?,
+                    ))
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            let mut out = Vec::with_capacity(rows.len());
+            for (mut m, sealed) in rows {
+                let corrupt = |message: String| StoreError::Corrupt {
+                    id: sandbox.clone(),
+                    message: format!("mount {}: {message}", m.mount_path),
+                };
+                let clear = data_key
+                    .open(&mount_seal_context(&sandbox, &m.mount_path), &sealed)
+                    .map_err(|e| corrupt(e.to_string()))?;
+                let (akid, secret): (String, String) =
+                    serde_json::from_str(&clear).map_err(|e| corrupt(e.to_string()))?;
+                m.access_key_id = akid;
+                m.secret_access_key = secret;
+                out.push(m);
+            }
+            Ok(out)
         })
         .await
     }

@@ -11,6 +11,7 @@ pub mod files;
 pub mod git;
 pub mod image;
 pub mod keys;
+pub mod mount;
 pub mod network;
 pub mod process;
 pub mod quota;

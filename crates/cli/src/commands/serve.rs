@@ -24,6 +24,7 @@ pub async fn run(args: ServeArgs, data_dir: PathBuf) -> anyhow::Result<()> {
         config.egress_grants.entry(tenant).or_default().push(net);
     }
     config.egress_extra_roots = args.egress_root;
+    config.mount_endpoints = args.mount_endpoint;
     let max = args.maxima;
     config.max_limits = Limits {
         memory_mb: max.max_memory_mb,

@@ -109,6 +109,7 @@ impl Env {
             network: Default::default(),
             run_files: Vec::new(),
             egress: None,
+            mounts: Vec::new(),
         }
     }
 

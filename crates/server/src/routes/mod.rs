@@ -6,6 +6,7 @@ pub mod egress;
 pub mod env;
 pub mod files;
 pub mod keys;
+pub mod mounts;
 pub mod quota;
 pub mod sandboxes;
 pub mod system;

@@ -21,6 +21,7 @@ mod isolation;
 mod keys;
 mod lifecycle;
 mod limits;
+mod mounts;
 mod network;
 mod openapi;
 mod preview;

@@ -2,6 +2,7 @@ mod audit;
 mod backups;
 mod encryption;
 mod keys;
+mod mounts;
 mod network;
 mod ports;
 mod processes;
