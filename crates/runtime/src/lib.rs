@@ -9,6 +9,7 @@
 
 pub mod agent_log;
 pub mod gvisor;
+pub mod layers;
 pub mod local;
 pub mod network;
 mod slirp;
@@ -156,6 +157,21 @@ pub enum DriverError {
     /// The kernel kept the old limits (e.g. memory below what the sandbox uses now).
     #[error("sandbox {id}: {message}")]
     LimitsRefused { id: String, message: String },
+    /// The driver cannot do this for this sandbox (e.g. snapshots under gVisor, or of a
+    /// sandbox whose writable layer is a disk image).
+    #[error("{0}")]
+    Unsupported(String),
+    /// No snapshot of this name.
+    #[error("snapshot {0:?} not found")]
+    SnapshotNotFound(String),
+}
+
+/// A snapshot the driver took ([`Driver::snapshot`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SnapshotTaken {
+    /// Bytes of the writable-layer data the snapshot holds above its image (every layer of its
+    /// stack, shared ones included).
+    pub size_bytes: u64,
 }
 
 /// Runs sandboxes. Implementations must be safe to call concurrently for different ids; the
@@ -205,6 +221,30 @@ pub trait Driver: Send + Sync + 'static {
     /// Refuses (`InvalidSpec`) a network policy this driver cannot run, before the control
     /// plane stores it; the default accepts every policy.
     fn check_network(&self, _policy: &EgressPolicy) -> Result<(), DriverError> {
+        Ok(())
+    }
+
+    /// Freezes the file system of the stopped sandbox `id` (its writable layer over its image)
+    /// into the immutable snapshot `snapshot` (a name the caller chose, unique on this
+    /// driver). The sandbox keeps its files and continues above the snapshot. Running
+    /// processes and memory are not part of a snapshot; the caller stops the sandbox first.
+    async fn snapshot(&self, _id: &str, _snapshot: &str) -> Result<SnapshotTaken, DriverError> {
+        Err(DriverError::Unsupported(
+            "snapshots are not supported for this isolation tier".into(),
+        ))
+    }
+
+    /// Makes snapshot `snapshot` the file system of the new sandbox `id` (before its first
+    /// start): it starts with the snapshot's files under an empty writable layer of its own.
+    async fn seed_from_snapshot(&self, _id: &str, _snapshot: &str) -> Result<(), DriverError> {
+        Err(DriverError::Unsupported(
+            "snapshots are not supported for this isolation tier".into(),
+        ))
+    }
+
+    /// Deletes snapshot `snapshot`; data that sandboxes made from it still use stays until
+    /// they are destroyed. Deleting an unknown snapshot is a no-op.
+    async fn delete_snapshot(&self, _snapshot: &str) -> Result<(), DriverError> {
         Ok(())
     }
 
