@@ -495,7 +495,9 @@ fn mount_layers(sys: &dyn Syscalls, cfg: &LaunchConfig) -> Result<Vec<PathBuf>, 
         let target = cfg.layer_dir(index);
         sys.create_dir_all(&target)
             .map_err(LaunchError::sys("create the layer mount points"))?;
-        let known = maps.iter().position(|(owner, _)| *owner == layer.owner_base);
+        let known = maps
+            .iter()
+            .position(|(owner, _)| *owner == layer.owner_base);
         let slot = match known {
             Some(slot) => slot,
             None => {

@@ -290,7 +290,11 @@ impl Layers {
             .ok_or_else(|| io::Error::other("empty stack"))?;
         // The bottom layer's root dir gives the tree's root attributes.
         std::fs::create_dir(&tree)?;
-        copy_attrs(&bottom, &tree, Shift::new(mounts[mounts.len() - 1].owner_base, owner))?;
+        copy_attrs(
+            &bottom,
+            &tree,
+            Shift::new(mounts[mounts.len() - 1].owner_base, owner),
+        )?;
         for mount in mounts.iter().rev() {
             apply(&mount.path, &tree, Shift::new(mount.owner_base, owner))?;
         }
@@ -499,9 +503,15 @@ mod tests {
             }
             name
         };
-        let bottom = make(&[("a", Some("1")), ("d/x", Some("x")), ("gone", Some("g"))], &[]);
+        let bottom = make(
+            &[("a", Some("1")), ("d/x", Some("x")), ("gone", Some("g"))],
+            &[],
+        );
         let middle = make(&[("a", Some("2")), ("gone", None), ("d/y", Some("y"))], &[]);
-        let top = make(&[("d/", Some("/")), ("d/z", Some("z")), ("new", Some("n"))], &["d"]);
+        let top = make(
+            &[("d/", Some("/")), ("d/z", Some("z")), ("new", Some("n"))],
+            &["d"],
+        );
         let squashed = layers.squash(&[top, middle, bottom], 100_000).unwrap();
         let tree = layers.layer_dir(&squashed).join("tree");
         assert_eq!(std::fs::read_to_string(tree.join("a")).unwrap(), "2");
@@ -511,6 +521,8 @@ mod tests {
         assert!(!tree.join("d/x").exists() && !tree.join("d/y").exists());
         assert!(is_opaque(&tree.join("d")));
         // A deletion stays a whiteout, hiding the file in the image below.
-        assert!(is_whiteout(&std::fs::symlink_metadata(tree.join("gone")).unwrap()));
+        assert!(is_whiteout(
+            &std::fs::symlink_metadata(tree.join("gone")).unwrap()
+        ));
     }
 }

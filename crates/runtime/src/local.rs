@@ -1279,7 +1279,11 @@ impl Driver for LocalDriver {
         }
         let uid_base = self.uid_base(id)?;
         let _layers = self.layers_lock.lock().await;
-        let (store, dir, name) = (self.layers.clone(), self.sandbox_dir(id), snapshot.to_owned());
+        let (store, dir, name) = (
+            self.layers.clone(),
+            self.sandbox_dir(id),
+            snapshot.to_owned(),
+        );
         let frozen = tokio::task::spawn_blocking(move || {
             let frozen = store.freeze(&dir, uid_base)?;
             store.record_snapshot(&name, &frozen.stack)?;
