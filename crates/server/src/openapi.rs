@@ -45,6 +45,11 @@ use crate::routes::{files, keys, quota, sandboxes};
         crate::preview::api::expose,
         crate::preview::api::list,
         crate::preview::api::unexpose,
+        crate::routes::snapshots::create,
+        crate::routes::snapshots::list,
+        crate::routes::snapshots::get,
+        crate::routes::snapshots::delete,
+        crate::routes::snapshots::fork,
     ),
     components(schemas(
         sandpit_protocol::control::CreateSandboxRequest,
@@ -76,6 +81,11 @@ use crate::routes::{files, keys, quota, sandboxes};
         sandpit_protocol::control::ApiKeyList,
         sandpit_protocol::control::AuditEntry,
         sandpit_protocol::control::AuditList,
+        sandpit_protocol::control::CreateSnapshotRequest,
+        sandpit_protocol::control::SnapshotInfo,
+        sandpit_protocol::control::SnapshotList,
+        sandpit_protocol::control::ForkRequest,
+        sandpit_protocol::control::ForkResponse,
     )),
     modifiers(&BearerAuth, &SandboxIdParams, &CommonErrors),
     tags(
@@ -85,6 +95,7 @@ use crate::routes::{files, keys, quota, sandboxes};
         (name = "keys", description = "API keys: the admin creates them; a tenant lists, revokes and rotates its own"),
         (name = "audit", description = "The audit log of control-plane actions, per tenant"),
         (name = "quotas", description = "Per-tenant quotas and per-sandbox caps"),
+        (name = "snapshots", description = "Snapshots of a sandbox's file system, sandboxes created from them, and forks"),
         (name = "preview", description = "Preview URLs: ports of a sandbox reachable at `{port}-{id}-{hash}-{token}.{domain}`"),
     )
 )]

@@ -7,6 +7,7 @@ pub mod files;
 pub mod keys;
 pub mod quota;
 pub mod sandboxes;
+pub mod snapshots;
 pub mod system;
 pub mod usage;
 
