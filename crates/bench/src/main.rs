@@ -1,6 +1,7 @@
 //! `sandpit-bench`: start, exec, concurrency, memory and wake numbers of sandpit, with
 //! baselines (fork+exec, bubblewrap) measured in the same run. A program, not a test.
 
+mod forks;
 mod interpreter;
 mod machine;
 mod mcp;
@@ -118,6 +119,13 @@ struct Args {
     /// Measure only the per-tier start and exec rows (standard and gvisor side by side).
     #[arg(long, conflicts_with_all = ["only_interpreter", "only_preview", "only_mcp"])]
     only_tiers: bool,
+    /// Fork → first exec samples per workspace size, and cold creates as their baseline (0
+    /// skips the fork rows).
+    #[arg(long, default_value_t = 20)]
+    fork: usize,
+    /// Measure only the fork rows and their baseline.
+    #[arg(long, conflicts_with_all = ["only_interpreter", "only_preview", "only_mcp", "only_tiers"])]
+    only_forks: bool,
 }
 
 /// One row of the report.
@@ -177,7 +185,12 @@ fn kept_notes(old: &str) -> &str {
 }
 
 async fn run(args: &Args) -> anyhow::Result<Report> {
-    if args.only_interpreter || args.only_preview || args.only_mcp || args.only_tiers {
+    if args.only_interpreter
+        || args.only_preview
+        || args.only_mcp
+        || args.only_tiers
+        || args.only_forks
+    {
         return interpreter_report(args).await;
     }
     let rootfs = ImageStore::open(&args.images_dir)?
@@ -231,6 +244,11 @@ async fn run(args: &Args) -> anyhow::Result<Report> {
     } else {
         None
     };
+    let forks = if result.is_ok() && args.fork > 0 {
+        Some(forks::measure(&client, args.fork).await)
+    } else {
+        None
+    };
     server.shutdown().await?;
     let (mut rows, mut notes, facts) = result?;
     let interpreter = interpreter.transpose()?.unwrap_or_default();
@@ -238,6 +256,7 @@ async fn run(args: &Args) -> anyhow::Result<Report> {
     let preview = preview.transpose()?.unwrap_or_default();
     let mcp = mcp.transpose()?.unwrap_or_default();
     let tiers = tiers.transpose()?.unwrap_or_default();
+    let forks = forks.transpose()?.unwrap_or_default();
 
     let cold = rows[0].samples.clone();
     let warm_p50 = rows[1].samples.p50();
@@ -297,7 +316,7 @@ async fn run(args: &Args) -> anyhow::Result<Report> {
             ));
         }
     }
-    for section in [interactive, preview, mcp, interpreter, sdks, tiers] {
+    for section in [interactive, preview, mcp, interpreter, sdks, tiers, forks] {
         verdicts.extend(section.verdicts);
         notes.extend(section.notes);
         rows.extend(section.rows);
@@ -347,7 +366,8 @@ async fn start_server(args: &Args) -> anyhow::Result<(tempfile::TempDir, Server,
     Ok((data_dir, server, client))
 }
 
-/// `--only-interpreter`, `--only-preview`, `--only-mcp` or `--only-tiers`: that section alone,
+/// `--only-interpreter`, `--only-preview`, `--only-mcp`, `--only-tiers` or `--only-forks`: that
+/// section alone,
 /// against its own server.
 async fn interpreter_report(args: &Args) -> anyhow::Result<Report> {
     let (_data_dir, server, client) = start_server(args).await?;
@@ -358,6 +378,8 @@ async fn interpreter_report(args: &Args) -> anyhow::Result<Report> {
         measure_preview(args, &client, &server, &rootfs).await
     } else if args.only_tiers {
         tiers::measure(&client, &tier_counts(args)).await
+    } else if args.only_forks {
+        forks::measure(&client, args.fork).await
     } else {
         interpreter::measure(&client, &interpreter_counts(args)).await
     };

@@ -141,6 +141,8 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Network(args) => network::network(&client()?, args).await?,
         Command::Secret { command } => network::secret(&client()?, command).await?,
         Command::Quota(args) => quota::run(&client()?, args).await?,
+        Command::Snapshot { command } => commands::snapshot::snapshot(&client()?, command).await?,
+        Command::Fork(args) => commands::snapshot::fork(&client()?, args).await?,
         Command::Keys { command } => keys::keys(&client()?, command).await?,
         Command::Audit(args) => keys::audit(&client()?, args).await?,
         Command::Env(args) => {

@@ -224,6 +224,12 @@ pub trait Driver: Send + Sync + 'static {
         Ok(())
     }
 
+    /// Whether [`Driver::snapshot`] and [`Driver::seed_from_snapshot`] work at all on this
+    /// driver (asked before a sandbox is stopped for a snapshot).
+    fn supports_snapshots(&self) -> bool {
+        false
+    }
+
     /// Freezes the file system of the stopped sandbox `id` (its writable layer over its image)
     /// into the immutable snapshot `snapshot` (a name the caller chose, unique on this
     /// driver). The sandbox keeps its files and continues above the snapshot. Running

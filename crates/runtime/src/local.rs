@@ -1252,6 +1252,10 @@ impl Driver for LocalDriver {
             .map_err(io_err(id, "delete unused layers"))
     }
 
+    fn supports_snapshots(&self) -> bool {
+        true
+    }
+
     /// Freezes `upper/` into a layer (one rename; see [`layers`]). The sandbox must be
     /// stopped: a mounted overlay's upper dir cannot be swapped, and overlayfs forbids changing
     /// a layer under a mounted overlay.

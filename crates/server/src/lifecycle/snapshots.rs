@@ -75,21 +75,25 @@ impl Manager {
             .load(&entry, &mut inner)
             .await?
             .ok_or_else(|| ApiError::sandbox_not_found(id))?;
-        let snapshot = self
+        let (snapshot, stopped) = self
             .snapshot_locked(&entry, &mut inner, &record, name)
             .await?;
+        if stopped {
+            self.rewake(&entry, &mut inner).await;
+        }
         Ok(snapshot_info(&snapshot))
     }
 
     /// Takes a snapshot of a loaded sandbox (the caller holds its lock): sleeps it if it runs,
-    /// has the driver freeze its file system, records the snapshot and wakes it again.
+    /// has the driver freeze its file system and records the snapshot. Returns it and whether
+    /// the sandbox was stopped for it (the caller then wakes it: [`Manager::rewake`]).
     async fn snapshot_locked(
         &self,
         entry: &Entry,
         inner: &mut Inner,
         record: &SandboxRecord,
         name: Option<String>,
-    ) -> ApiResult<SnapshotRecord> {
+    ) -> ApiResult<(SnapshotRecord, bool)> {
         let o = &record.options;
         if o.ephemeral {
             return Err(ApiError::new(
@@ -106,6 +110,16 @@ impl Manager {
             .context("sandboxId", entry.id.as_str()));
         }
         let driver = self.driver(o.isolation)?.clone();
+        if !driver.supports_snapshots() {
+            return Err(ApiError::new(
+                ErrorCode::SnapshotUnsupported,
+                format!(
+                    "snapshots are not supported for isolation tier {}",
+                    o.isolation
+                ),
+            )
+            .context("sandboxId", entry.id.as_str()));
+        }
         let was_running = inner.started.is_some();
         if was_running {
             entry.end_on_request(inner, EndReason::Stopped);
@@ -113,6 +127,7 @@ impl Manager {
         }
         let id = format!("snap-{}", &uuid::Uuid::new_v4().simple().to_string()[..20]);
         let taken = driver.snapshot(&entry.internal, &id).await;
+
         let result = match taken {
             Ok(taken) => {
                 let snapshot = SnapshotRecord {
@@ -135,17 +150,27 @@ impl Manager {
             }
             Err(e) => Err(driver_error(e, &entry.id)),
         };
-        if was_running && let Some(record) = inner.record.clone() {
-            // The sandbox keeps working: woken on its new writable layer. Should that fail,
-            // the next call wakes it (the snapshot itself is done).
-            if let Err(e) = self.wake(entry, inner, &record).await {
-                tracing::warn!(sandbox = %entry.id, error = %e, "waking after a snapshot");
-            }
+        if result.is_err() && was_running {
+            self.rewake(entry, inner).await;
         }
         if let Ok(s) = &result {
             tracing::info!(sandbox = %entry.id, tenant = %entry.tenant, snapshot = %s.id, bytes = s.size_bytes, "snapshot taken");
         }
-        result
+        result.map(|snapshot| (snapshot, was_running))
+    }
+
+    /// Wakes a sandbox stopped for a snapshot (the caller holds its lock), so it keeps working
+    /// on its new writable layer. Should that fail, its next call wakes it: the snapshot
+    /// itself is done.
+    async fn rewake(&self, entry: &Entry, inner: &mut Inner) {
+        if inner.started.is_some() {
+            return;
+        }
+        if let Some(record) = inner.record.clone()
+            && let Err(e) = self.wake(entry, inner, &record).await
+        {
+            tracing::warn!(sandbox = %entry.id, error = %e, "waking after a snapshot");
+        }
     }
 
     /// `GET /v1/snapshots`.
@@ -297,17 +322,17 @@ impl Manager {
             }
         }
         let entry = self.known_entry(tenant, id).await?;
-        let (snapshot, parent) = {
+        let (snapshot, parent, stopped) = {
             let mut inner = entry.inner.lock().await;
             let record = self
                 .load(&entry, &mut inner)
                 .await?
                 .ok_or_else(|| ApiError::sandbox_not_found(id))?;
             let name = Some(format!("fork of {id}"));
-            let snapshot = self
+            let (snapshot, stopped) = self
                 .snapshot_locked(&entry, &mut inner, &record, name)
                 .await?;
-            (snapshot, record)
+            (snapshot, record, stopped)
         };
         let o = &parent.options;
         let creates = ids.iter().map(|child| {
@@ -324,7 +349,16 @@ impl Manager {
             };
             self.create(tenant, by_operator, request)
         });
-        let results = futures::future::join_all(creates).await;
+        // The parent wakes while the children start (it is not on their path).
+        let parent_woken = async {
+            if stopped {
+                let mut inner = entry.inner.lock().await;
+                self.rewake(&entry, &mut inner).await;
+            }
+        };
+        let (results, ()) =
+            futures::future::join(futures::future::join_all(creates), parent_woken).await;
+
         let mut children = Vec::with_capacity(results.len());
         let mut failure = None;
         for (child, result) in ids.iter().zip(results) {
