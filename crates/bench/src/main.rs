@@ -2,6 +2,7 @@
 //! baselines (fork+exec, bubblewrap) measured in the same run. A program, not a test.
 
 mod backup;
+mod forks;
 mod interpreter;
 mod machine;
 mod mcp;
@@ -136,6 +137,13 @@ struct Args {
     /// plain-S3-client baselines.
     #[arg(long, conflicts_with_all = ["only_interpreter", "only_preview", "only_mcp", "only_tiers"])]
     only_mounts: bool,
+    /// Fork → first exec samples per workspace size, and cold creates as their baseline (0
+    /// skips the fork rows).
+    #[arg(long, default_value_t = 20)]
+    fork: usize,
+    /// Measure only the fork rows and their baseline.
+    #[arg(long, conflicts_with_all = ["only_interpreter", "only_preview", "only_mcp", "only_tiers"])]
+    only_forks: bool,
 }
 
 /// One row of the report.
@@ -200,6 +208,7 @@ async fn run(args: &Args) -> anyhow::Result<Report> {
         || args.only_mcp
         || args.only_tiers
         || args.only_backup
+        || args.only_forks
     {
         return interpreter_report(args).await;
     }
@@ -257,6 +266,11 @@ async fn run(args: &Args) -> anyhow::Result<Report> {
     } else {
         None
     };
+    let forks = if result.is_ok() && args.fork > 0 {
+        Some(forks::measure(&client, args.fork).await)
+    } else {
+        None
+    };
     server.shutdown().await?;
     let (mut rows, mut notes, facts) = result?;
     let interpreter = interpreter.transpose()?.unwrap_or_default();
@@ -264,6 +278,7 @@ async fn run(args: &Args) -> anyhow::Result<Report> {
     let preview = preview.transpose()?.unwrap_or_default();
     let mcp = mcp.transpose()?.unwrap_or_default();
     let tiers = tiers.transpose()?.unwrap_or_default();
+    let forks = forks.transpose()?.unwrap_or_default();
 
     let cold = rows[0].samples.clone();
     let warm_p50 = rows[1].samples.p50();
@@ -323,7 +338,7 @@ async fn run(args: &Args) -> anyhow::Result<Report> {
             ));
         }
     }
-    for section in [interactive, preview, mcp, interpreter, sdks, tiers] {
+    for section in [interactive, preview, mcp, interpreter, sdks, tiers, forks] {
         verdicts.extend(section.verdicts);
         notes.extend(section.notes);
         rows.extend(section.rows);
@@ -394,6 +409,8 @@ async fn mounts_report(args: &Args) -> anyhow::Result<Report> {
 }
 
 /// `--only-interpreter`, `--only-preview`, `--only-mcp` or `--only-tiers`: that section alone,
+/// `--only-interpreter`, `--only-preview`, `--only-mcp`, `--only-tiers` or `--only-forks`: that
+/// section alone,
 /// against its own server.
 async fn interpreter_report(args: &Args) -> anyhow::Result<Report> {
     let (_data_dir, server, client) = start_server(args).await?;
@@ -406,6 +423,8 @@ async fn interpreter_report(args: &Args) -> anyhow::Result<Report> {
         tiers::measure(&client, &tier_counts(args)).await
     } else if args.only_backup {
         backup::measure(&client, args.backup_rounds.max(1)).await
+    } else if args.only_forks {
+        forks::measure(&client, args.fork).await
     } else {
         interpreter::measure(&client, &interpreter_counts(args)).await
     };

@@ -14,6 +14,7 @@ pub use crate::commands::keys::{AuditArgs, KeysCommand};
 pub use crate::commands::mount::MountArgs;
 pub use crate::commands::network::{CreateNetworkFlags, NetworkArgs, SecretCommand};
 pub use crate::commands::quota::QuotaArgs;
+pub use crate::commands::snapshot::{ForkArgs, SnapshotCommand};
 pub use crate::commands::target::CreateFlag;
 use sandpit_client::Language;
 use sandpit_client::protocol::control::{Isolation, parse_label_selector};
@@ -218,6 +219,13 @@ pub enum Command {
         #[command(subcommand)]
         command: SecretCommand,
     },
+    /// Snapshots of sandboxes' file systems: create, ls, show, rm (see docs/persistence.md).
+    Snapshot {
+        #[command(subcommand)]
+        command: SnapshotCommand,
+    },
+    /// Fork a sandbox: snapshot it and start children from the snapshot; prints their ids.
+    Fork(ForkArgs),
     /// Show a tenant's quota, usage and the server's per-sandbox maxima; `quota set` and
     /// `quota reset` change a tenant's quota (admin key).
     Quota(QuotaArgs),
@@ -462,6 +470,9 @@ pub struct CreateArgs {
     /// (a user-space kernel; the server needs runsc).
     #[arg(long, value_name = "TIER", value_parser = parse_isolation)]
     pub isolation: Option<Isolation>,
+    /// Start from this snapshot's files (`sandpit snapshot ls`) instead of a fresh image.
+    #[arg(long, value_name = "SNAPSHOT_ID")]
+    pub snapshot: Option<String>,
     /// Memory limit in MiB.
     #[arg(long)]
     pub memory_mb: Option<u64>,

@@ -148,6 +148,8 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Secret { command } => network::secret(&client()?, command).await?,
         Command::Quota(args) => quota::run(&client()?, args).await?,
         Command::Backup { command } => commands::backup::run(&client()?, command).await?,
+        Command::Snapshot { command } => commands::snapshot::snapshot(&client()?, command).await?,
+        Command::Fork(args) => commands::snapshot::fork(&client()?, args).await?,
         Command::Keys { command } => keys::keys(&client()?, command).await?,
         Command::Audit(args) => keys::audit(&client()?, args).await?,
         Command::Events(args) => events::run(&client()?, args).await?,

@@ -47,6 +47,7 @@ mod ports;
 mod process;
 mod quota;
 mod sandbox;
+mod snapshots;
 mod sse;
 mod stdin_stream;
 mod watch;

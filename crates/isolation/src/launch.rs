@@ -99,6 +99,26 @@ pub struct LaunchConfig {
     /// The sandbox's cgroup hierarchies, mounted read-only under `/sys/fs/cgroup` inside.
     #[serde(default)]
     pub cgroup_mounts: Vec<CgroupFsMount>,
+    /// Read-only layers between the writable layer and the image, top first (the frozen
+    /// writable layers of snapshots). Each is idmapped from its owner's uid range to this
+    /// sandbox's.
+    #[serde(default)]
+    pub layers: Vec<LayerMount>,
+}
+
+/// Most [`LaunchConfig::layers`] a launch accepts (the runtime squashes stacks long before).
+pub const MAX_LAYERS: usize = 64;
+
+/// One read-only layer under a sandbox's writable layer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LayerMount {
+    /// Host directory holding the layer's tree (an overlay upper dir frozen as it was: whiteouts
+    /// and opaque markers included).
+    pub path: PathBuf,
+    /// First host uid of the range that owns its files (the sandbox whose writable layer it
+    /// was); shifted to this sandbox's range by the layer's idmapped mount.
+    pub owner_base: u32,
 }
 
 impl LaunchConfig {
@@ -125,6 +145,10 @@ impl LaunchConfig {
     }
     pub fn rootfs_dir(&self) -> PathBuf {
         self.sandbox_dir.join("rootfs")
+    }
+    /// Mount point of [`LaunchConfig::layers`]`[index]` (empty on the host).
+    pub fn layer_dir(&self, index: usize) -> PathBuf {
+        self.sandbox_dir.join("lowers").join(index.to_string())
     }
 
     /// Checks what the kernel would otherwise reject with an obscure error.
@@ -155,6 +179,24 @@ impl LaunchConfig {
             if !p.is_absolute() || s.contains([',', ':', '\\']) || s.contains(char::is_whitespace) {
                 return bad(format!(
                     "{what} {s:?} must be absolute and free of ',', ':', '\\' and whitespace (overlay options)"
+                ));
+            }
+        }
+        if self.layers.len() > MAX_LAYERS {
+            return bad(format!(
+                "{} layers: at most {MAX_LAYERS}",
+                self.layers.len()
+            ));
+        }
+        for layer in &self.layers {
+            if !layer.path.is_absolute()
+                || layer.owner_base == 0
+                || layer.owner_base.checked_add(userns::ID_RANGE).is_none()
+            {
+                return bad(format!(
+                    "layer {} (owner {}) must be absolute with a valid uid range",
+                    layer.path.display(),
+                    layer.owner_base
                 ));
             }
         }
@@ -411,17 +453,19 @@ fn build_host_side(
         .map_err(LaunchError::sys("unshare(CLONE_NEWNS)"))?;
     mounts::make_rprivate(sys)?;
 
-    // d. Idmapped, read-only image under a writable overlay.
+    // d. Idmapped, read-only image (and snapshot layers) under a writable overlay.
     let (lower, root) = (cfg.lower_dir(), cfg.rootfs_dir());
     for dir in [&lower, &root] {
         sys.create_dir_all(dir)
             .map_err(LaunchError::sys("create the mount points"))?;
     }
     mounts::idmapped_bind(sys, &cfg.image_rootfs, &lower, &userns)?;
+    let mut lowers = mount_layers(sys, cfg)?;
+    lowers.push(lower);
     if let Some(image) = &cfg.disk_image {
         mounts::disk(sys, image, &cfg.disk_dir(), cfg.uid_base)?;
     }
-    mounts::overlay(sys, &lower, &cfg.upper_dir(), &cfg.work_dir(), &root)?;
+    mounts::overlay(sys, &lowers, &cfg.upper_dir(), &cfg.work_dir(), &root)?;
     // Mounted here, by host root, so the sandbox's own mount namespace gets it locked.
     if let Some(run_dir) = &cfg.run_dir {
         mounts::bind_run_dir(sys, run_dir, &root, log)?;
@@ -439,6 +483,33 @@ fn build_host_side(
     sys.setresuid(0).map_err(LaunchError::sys("setresuid(0)"))?;
     sys.unshare(SANDBOX_NAMESPACES)
         .map_err(LaunchError::sys("unshare(mnt|pid|net|uts|ipc|cgroup)"))
+}
+
+/// Mounts each of the config's layers read-only at its mount point, idmapped from its owner's
+/// uid range to the sandbox's (one user namespace per distinct owner). Returns the mount
+/// points, top first.
+fn mount_layers(sys: &dyn Syscalls, cfg: &LaunchConfig) -> Result<Vec<PathBuf>, LaunchError> {
+    let mut maps: Vec<(u32, std::os::fd::OwnedFd)> = Vec::new();
+    let mut points = Vec::with_capacity(cfg.layers.len());
+    for (index, layer) in cfg.layers.iter().enumerate() {
+        let target = cfg.layer_dir(index);
+        sys.create_dir_all(&target)
+            .map_err(LaunchError::sys("create the layer mount points"))?;
+        let known = maps
+            .iter()
+            .position(|(owner, _)| *owner == layer.owner_base);
+        let slot = match known {
+            Some(slot) => slot,
+            None => {
+                let ns = userns::create_shifted(sys, layer.owner_base, cfg.uid_base)?;
+                maps.push((layer.owner_base, ns));
+                maps.len() - 1
+            }
+        };
+        mounts::idmapped_bind(sys, &layer.path, &target, &maps[slot].1)?;
+        points.push(target);
+    }
+    Ok(points)
 }
 
 /// The namespaces created after entering the user namespace (owned by it).
@@ -546,6 +617,7 @@ mod tests {
             resolv_conf: None,
             disk_image: None,
             cgroup_mounts: vec![],
+            layers: vec![],
         }
     }
 

@@ -59,17 +59,19 @@ pub(crate) fn idmapped_bind(
         .map_err(LaunchError::sys("move_mount of the idmapped image"))
 }
 
-/// Overlay of `lower` (read-only) and `upper`/`work` (the sandbox's persistent layer) at `target`.
+/// Overlay of `lowers` (read-only, top first) and `upper`/`work` (the sandbox's persistent
+/// layer) at `target`.
 pub(crate) fn overlay(
     sys: &dyn Syscalls,
-    lower: &Path,
+    lowers: &[std::path::PathBuf],
     upper: &Path,
     work: &Path,
     target: &Path,
 ) -> Result<(), LaunchError> {
+    let lowers: Vec<String> = lowers.iter().map(|l| l.display().to_string()).collect();
     let opts = format!(
         "lowerdir={},upperdir={},workdir={}",
-        lower.display(),
+        lowers.join(":"),
         upper.display(),
         work.display()
     );

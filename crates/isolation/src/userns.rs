@@ -21,11 +21,22 @@ pub const ID_RANGE: u32 = 65536;
 /// Returns an fd of a new user namespace mapping `0..65536` to `base..base+65536` (uids and
 /// gids, `setgroups` denied).
 pub(crate) fn create(sys: &dyn Syscalls, base: u32) -> Result<OwnedFd, LaunchError> {
+    create_shifted(sys, 0, base)
+}
+
+/// Returns an fd of a new user namespace mapping `from..from+65536` to `base..base+65536`: as
+/// the idmap of a mount, it shows files owned by the range starting at `from` as owned by the
+/// range starting at `base` (a snapshot layer of another sandbox, shifted to this one's).
+pub(crate) fn create_shifted(
+    sys: &dyn Syscalls,
+    from: u32,
+    base: u32,
+) -> Result<OwnedFd, LaunchError> {
     let holder = sys
         .spawn_userns_holder()
         .map_err(LaunchError::sys("start the userns holder"))?;
     let proc_dir = format!("/proc/{}", holder.pid);
-    let map = format!("0 {base} {ID_RANGE}\n");
+    let map = format!("{from} {base} {ID_RANGE}\n");
     let file = |name: &str| Path::new(&proc_dir).join(name);
     sys.write_file(&file("uid_map"), map.as_bytes())
         .map_err(LaunchError::sys("write uid_map"))?;

@@ -342,6 +342,10 @@ pub struct CreateSandboxRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "openapi", schema(inline))]
     pub ttl: Option<Ttl>,
+    /// Start from this snapshot's file system (its id, `GET /v1/snapshots`) instead of a fresh
+    /// image; `image` and `isolation`, if given, must be the snapshot's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<String>,
 }
 
 /// `PATCH /v1/sandboxes/{id}`: change options of an existing sandbox. On a running sandbox,
@@ -462,6 +466,70 @@ pub struct SandboxList {
     /// Pass as `cursor` to get the next page; absent on the last page.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_cursor: Option<String>,
+}
+
+/// Most children one fork makes.
+pub const MAX_FORK_COUNT: u32 = 32;
+/// Longest snapshot name, in bytes.
+pub const MAX_SNAPSHOT_NAME: usize = 128;
+
+/// `POST /v1/sandboxes/{id}/snapshots`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CreateSnapshotRequest {
+    /// A name to recognise it by (1-128 bytes, no control characters; not unique).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+/// An immutable snapshot of a sandbox's file system (image + writable layer). Processes and
+/// memory are not part of it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct SnapshotInfo {
+    pub id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// The sandbox it was taken of (which may be gone since).
+    pub sandbox_id: String,
+    /// The image under it: sandboxes created from it run that image.
+    pub image: String,
+    /// Bytes of writable-layer data it holds above the image (layers it shares with its
+    /// sandbox and other snapshots included).
+    pub size_bytes: u64,
+    pub created_at: String,
+}
+
+/// `GET /v1/snapshots`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct SnapshotList {
+    pub snapshots: Vec<SnapshotInfo>,
+}
+
+/// `POST /v1/sandboxes/{id}/fork`: snapshot the sandbox and create `count` sandboxes from it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ForkRequest {
+    /// How many children (1-32; default 1, or the number of `ids`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub count: Option<u32>,
+    /// Ids for the children (generated when absent); none may exist yet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ids: Option<Vec<String>>,
+}
+
+/// The answer to a fork: the snapshot it took and the children, running.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct ForkResponse {
+    pub snapshot: SnapshotInfo,
+    pub sandboxes: Vec<SandboxInfo>,
 }
 
 /// `POST /v1/sandboxes/{id}/ws-ticket`: a single-use credential for one WebSocket upgrade of

@@ -137,6 +137,12 @@ error_codes! {
     // The isolation tier asked for has no driver on this server (e.g. `gvisor` without runsc):
     // like LIMIT_EXCEEDED, the request asks for what this server does not offer.
     IsolationUnavailable = 400,
+    // Snapshots and forks.
+    SnapshotNotFound = 404,
+    // Sandboxes created from the snapshot still exist (destroy them first).
+    SnapshotInUse = 409,
+    // This sandbox cannot be snapshotted (gVisor tier, a diskMb disk image, ephemeral).
+    SnapshotUnsupported = 400,
 }
 
 impl ErrorCode {

@@ -10,6 +10,7 @@
 pub mod agent_log;
 pub mod bucket;
 pub mod gvisor;
+pub mod layers;
 pub mod local;
 pub mod network;
 mod slirp;
@@ -169,6 +170,17 @@ pub enum DriverError {
     /// The driver cannot do this (e.g. bucket mounts under gVisor).
     #[error("{0}")]
     Unsupported(String),
+    /// No snapshot of this name.
+    #[error("snapshot {0:?} not found")]
+    SnapshotNotFound(String),
+}
+
+/// A snapshot the driver took ([`Driver::snapshot`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SnapshotTaken {
+    /// Bytes of the writable-layer data the snapshot holds above its image (every layer of its
+    /// stack, shared ones included).
+    pub size_bytes: u64,
 }
 
 /// Runs sandboxes. Implementations must be safe to call concurrently for different ids; the
@@ -236,6 +248,36 @@ pub trait Driver: Send + Sync + 'static {
     /// The mount paths of the bucket mounts that are up in sandbox `id` now.
     async fn mounted(&self, _id: &str) -> Vec<PathBuf> {
         Vec::new()
+    }
+
+    /// Whether [`Driver::snapshot`] and [`Driver::seed_from_snapshot`] work at all on this
+    /// driver (asked before a sandbox is stopped for a snapshot).
+    fn supports_snapshots(&self) -> bool {
+        false
+    }
+
+    /// Freezes the file system of the stopped sandbox `id` (its writable layer over its image)
+    /// into the immutable snapshot `snapshot` (a name the caller chose, unique on this
+    /// driver). The sandbox keeps its files and continues above the snapshot. Running
+    /// processes and memory are not part of a snapshot; the caller stops the sandbox first.
+    async fn snapshot(&self, _id: &str, _snapshot: &str) -> Result<SnapshotTaken, DriverError> {
+        Err(DriverError::Unsupported(
+            "snapshots are not supported for this isolation tier".into(),
+        ))
+    }
+
+    /// Makes snapshot `snapshot` the file system of the new sandbox `id` (before its first
+    /// start): it starts with the snapshot's files under an empty writable layer of its own.
+    async fn seed_from_snapshot(&self, _id: &str, _snapshot: &str) -> Result<(), DriverError> {
+        Err(DriverError::Unsupported(
+            "snapshots are not supported for this isolation tier".into(),
+        ))
+    }
+
+    /// Deletes snapshot `snapshot`; data that sandboxes made from it still use stays until
+    /// they are destroyed. Deleting an unknown snapshot is a no-op.
+    async fn delete_snapshot(&self, _snapshot: &str) -> Result<(), DriverError> {
+        Ok(())
     }
 
     /// What the sandbox uses now; drivers that cannot tell report nothing used.

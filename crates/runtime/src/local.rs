@@ -36,7 +36,7 @@ use crate::bucket::{self, ActiveMount, BucketMount};
 use crate::slirp::Slirp;
 use crate::{
     AgentConnector, Driver, DriverError, EgressEndpoint, ResourceUsage, RunFile, SandboxSpec,
-    Started, UnixConnector, agent_log, network, usage,
+    SnapshotTaken, Started, UnixConnector, agent_log, layers, network, usage,
 };
 use sandpit_protocol::control::{Limits, NetworkMode};
 use sandpit_protocol::netpolicy::EgressPolicy;
@@ -157,6 +157,8 @@ struct HostSide {
     uid_base: u32,
     /// The disk image holding the writable layer, if it has one.
     disk: Option<PathBuf>,
+    /// Snapshot layers under the writable layer, top first.
+    layers: Vec<sandpit_isolation::launch::LayerMount>,
 }
 
 /// A sandbox started by this driver.
@@ -184,6 +186,10 @@ pub struct LocalDriver {
     mounts: Mutex<HashMap<String, Vec<ActiveMount>>>,
     /// Names the host mount points of bucket mounts (unique per driver).
     mount_seq: std::sync::atomic::AtomicU64,
+    /// Snapshot layers (`<data_dir>/layers`, `<data_dir>/snapshots`).
+    layers: layers::Layers,
+    /// Held while stacks change or unused layers are collected.
+    layers_lock: tokio::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for LocalDriver {
@@ -564,7 +570,11 @@ impl LocalDriver {
             first: config.first_uid,
             used: recorded_uid_bases(&config.data_dir.join("sandboxes")),
         };
+        let layers =
+            layers::Layers::new(&config.data_dir).map_err(setup("create the layer store"))?;
         Ok(Self {
+            layers,
+            layers_lock: tokio::sync::Mutex::new(()),
             config,
             images,
             cgroups,
@@ -679,6 +689,24 @@ impl LocalDriver {
         }
         std::fs::rename(&tmp, &image).map_err(io_err(id, "install the disk image"))?;
         Ok(Some(image))
+    }
+
+    /// The snapshot layers under the sandbox's writable layer (after finishing a snapshot a
+    /// crash interrupted).
+    async fn layer_mounts(
+        &self,
+        id: &str,
+    ) -> Result<Vec<sandpit_isolation::launch::LayerMount>, DriverError> {
+        let dir = self.sandbox_dir(id);
+        if !dir.join(layers::STACK_FILE).exists() && !dir.join("layers.new").exists() {
+            return Ok(Vec::new());
+        }
+        let _layers = self.layers_lock.lock().await;
+        self.layers
+            .recover(&dir)
+            .and_then(|()| self.layers.stack_of(&dir))
+            .and_then(|stack| self.layers.mounts(&stack))
+            .map_err(io_err(id, "read the snapshot layers"))
     }
 
     /// The sandbox's uid range: the recorded one, else a new one (recorded before use).
@@ -817,6 +845,7 @@ impl LocalDriver {
             resolv_conf: Some(network::RESOLV_CONF.to_string()),
             disk_image: host.disk.clone(),
             cgroup_mounts: self.cgroups.sandbox_mounts(),
+            layers: host.layers.clone(),
         };
         let input = serde_json::to_vec(&config).map_err(|e| DriverError::StartFailed {
             id: id.to_string(),
@@ -1250,12 +1279,14 @@ impl Driver for LocalDriver {
         // (or an older one, which is then merely kept longer).
         let image = std::fs::File::open(&rootfs).map_err(io_err(id, "open the image rootfs"))?;
         let uid_base = self.uid_base(id)?;
+        let layers = self.layer_mounts(id).await?;
         let disk = self.prepare_disk(spec, uid_base).await?;
         self.prepare_dirs(spec, uid_base, disk.as_deref())?;
         let host = HostSide {
             rootfs,
             uid_base,
             disk,
+            layers,
         };
         self.cgroups
             .create(id, &limits)
@@ -1336,8 +1367,88 @@ impl Driver for LocalDriver {
     async fn destroy(&self, id: &str) -> Result<(), DriverError> {
         self.stop(id).await?;
         self.release_uid_base(id);
+        let _layers = self.layers_lock.lock().await;
         remove_dir_all_if_exists(&self.sandbox_dir(id))
-            .map_err(io_err(id, "remove the sandbox dir"))
+            .map_err(io_err(id, "remove the sandbox dir"))?;
+        self.layers
+            .collect_garbage()
+            .map_err(io_err(id, "delete unused layers"))
+    }
+
+    fn supports_snapshots(&self) -> bool {
+        true
+    }
+
+    /// Freezes `upper/` into a layer (one rename; see [`layers`]). The sandbox must be
+    /// stopped: a mounted overlay's upper dir cannot be swapped, and overlayfs forbids changing
+    /// a layer under a mounted overlay.
+    async fn snapshot(&self, id: &str, snapshot: &str) -> Result<SnapshotTaken, DriverError> {
+        validate_id(id)?;
+        if !layers::valid_name(snapshot) {
+            return Err(DriverError::InvalidSpec(format!(
+                "snapshot name {snapshot:?} must be [A-Za-z0-9._-]"
+            )));
+        }
+        if self.pid(id).is_some() {
+            return Err(DriverError::InvalidSpec(format!(
+                "sandbox {id} must be stopped to be snapshotted"
+            )));
+        }
+        if self.disk_image(id).exists() {
+            return Err(DriverError::Unsupported(
+                "snapshots of sandboxes with limits.diskMb are not supported: their writable layer is a disk image".into(),
+            ));
+        }
+        if self.ephemeral_marker(id).exists() {
+            return Err(DriverError::Unsupported(
+                "ephemeral sandboxes cannot be snapshotted: their writable layer is dropped when they stop".into(),
+            ));
+        }
+        let uid_base = self.uid_base(id)?;
+        let _layers = self.layers_lock.lock().await;
+        let (store, dir, name) = (
+            self.layers.clone(),
+            self.sandbox_dir(id),
+            snapshot.to_owned(),
+        );
+        let frozen = tokio::task::spawn_blocking(move || {
+            let frozen = store.freeze(&dir, uid_base)?;
+            store.record_snapshot(&name, &frozen.stack)?;
+            Ok::<_, std::io::Error>(frozen)
+        })
+        .await
+        .map_err(|e| io_err(id, "snapshot")(std::io::Error::other(e.to_string())))?
+        .map_err(io_err(id, "freeze the writable layer"))?;
+        Ok(SnapshotTaken {
+            size_bytes: frozen.size_bytes,
+        })
+    }
+
+    async fn seed_from_snapshot(&self, id: &str, snapshot: &str) -> Result<(), DriverError> {
+        validate_id(id)?;
+        let _layers = self.layers_lock.lock().await;
+        let stack = self
+            .layers
+            .snapshot_stack(snapshot)
+            .map_err(io_err(id, "read the snapshot"))?
+            .ok_or_else(|| DriverError::SnapshotNotFound(snapshot.to_owned()))?;
+        let dir = self.sandbox_dir(id);
+        if dir.join("upper").exists() || self.disk_image(id).exists() {
+            return Err(DriverError::InvalidSpec(format!(
+                "sandbox {id} already has a file system"
+            )));
+        }
+        self.layers
+            .seed(&dir, &stack)
+            .map_err(io_err(id, "record the snapshot's layers"))
+    }
+
+    async fn delete_snapshot(&self, snapshot: &str) -> Result<(), DriverError> {
+        let _layers = self.layers_lock.lock().await;
+        self.layers
+            .forget_snapshot(snapshot)
+            .and_then(|()| self.layers.collect_garbage())
+            .map_err(io_err(snapshot, "delete the snapshot"))
     }
 
     async fn adopt_uid_ranges(&self, ranges: &[(String, u32)]) -> Result<(), DriverError> {

@@ -66,6 +66,9 @@ fn classify(method: &http::Method, path: &str) -> Option<(&'static str, String)>
         ("POST", ["v1", "sandboxes", id, "ports"]) => ("port.expose", (*id).to_owned()),
         ("POST", ["v1", "sandboxes", id, "mounts"]) => ("mount.create", (*id).to_owned()),
         ("DELETE", ["v1", "sandboxes", id, "mounts"]) => ("mount.delete", (*id).to_owned()),
+        ("POST", ["v1", "sandboxes", id, "snapshots"]) => ("snapshot.create", (*id).to_owned()),
+        ("POST", ["v1", "sandboxes", id, "fork"]) => ("sandbox.fork", (*id).to_owned()),
+        ("DELETE", ["v1", "snapshots", snapshot]) => ("snapshot.delete", (*snapshot).to_owned()),
         ("DELETE", ["v1", "sandboxes", id, "ports", port]) => {
             ("port.unexpose", format!("{id}:{port}"))
         }

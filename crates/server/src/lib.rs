@@ -151,6 +151,16 @@ fn router(
                 .delete(sandboxes::destroy),
         )
         .route("/v1/sandboxes/{id}/stop", post(sandboxes::stop))
+        .route(
+            "/v1/sandboxes/{id}/snapshots",
+            post(routes::snapshots::create),
+        )
+        .route("/v1/sandboxes/{id}/fork", post(routes::snapshots::fork))
+        .route("/v1/snapshots", get(routes::snapshots::list))
+        .route(
+            "/v1/snapshots/{id}",
+            get(routes::snapshots::get).delete(routes::snapshots::delete),
+        )
         .route("/v1/sandboxes/{id}/env", post(routes::env::set_env))
         .route("/v1/sandboxes/{id}/backups", post(routes::backups::create))
         .route("/v1/sandboxes/{id}/restore", post(routes::backups::restore))

@@ -29,7 +29,9 @@ use sandpit_protocol::quota::{MAX_PROCESSES_ENV, QuotaInfo, SandboxCaps, TenantQ
 use sandpit_protocol::time::{SleepAfter, Ttl, timestamp};
 use sandpit_protocol::{ErrorChain, ErrorCode, display_chain};
 use sandpit_runtime::{Driver, DriverError, EgressEndpoint, RunFile, SandboxSpec, Started};
-use sandpit_store::{AuditRecord, NewSandbox, SandboxOptions, SandboxRecord, Store};
+use sandpit_store::{
+    AuditRecord, NewSandbox, SandboxOptions, SandboxRecord, SnapshotRecord, Store,
+};
 use sha2::{Digest, Sha256};
 
 use crate::agent_client::AgentClient;
@@ -41,6 +43,8 @@ use crate::error::{ApiError, ApiResult};
 use crate::labels::LabelChanges;
 use crate::metrics::Metrics;
 use crate::quota::{self, Claim, Demand, Gate};
+
+mod snapshots;
 
 /// Wall clock in Unix milliseconds.
 pub fn now_ms() -> i64 {
@@ -441,6 +445,8 @@ pub struct Manager {
     listeners: Vec<Arc<dyn LifecycleListener>>,
     /// Endpoints bucket mounts may use.
     mount_policy: crate::mounts::MountPolicy,
+    /// Held while a snapshot is deleted or a sandbox starts using one.
+    snapshot_lock: tokio::sync::Mutex<()>,
 }
 
 impl Manager {
@@ -470,6 +476,7 @@ impl Manager {
             entries: Mutex::default(),
             listeners: Vec::new(),
             mount_policy: Default::default(),
+            snapshot_lock: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -970,6 +977,7 @@ impl Manager {
         fixed: FixedOptions,
         changes: OptionChanges,
         network: NetworkChanges,
+        snapshot: Option<&SnapshotRecord>,
     ) -> ApiResult<SandboxRecord> {
         let driver = self.driver(fixed.isolation)?.clone();
         self.image_rootfs(&fixed.image)?;
@@ -1012,8 +1020,15 @@ impl Manager {
         };
         inner.record = Some(record.clone());
         self.announce(entry, SandboxEventKind::Created);
-        let started = match self.change_network(entry, inner, network).await {
-            Ok(()) => self.start(entry, inner, &record).await,
+        let seeded = match snapshot {
+            Some(snapshot) => self.seed_from(entry, driver.as_ref(), snapshot).await,
+            None => Ok(()),
+        };
+        let started = match seeded {
+            Ok(()) => match self.change_network(entry, inner, network).await {
+                Ok(()) => self.start(entry, inner, &record).await,
+                Err(e) => Err(e),
+            },
             Err(e) => Err(e),
         };
         if let Err(e) = started {
@@ -1056,9 +1071,29 @@ impl Manager {
         );
         let network =
             NetworkChanges::parse(req.network.as_ref(), req.secrets.as_ref(), by_operator)?;
+        let snapshot = match &req.snapshot {
+            Some(snapshot) => Some(
+                self.snapshot_for_create(tenant, snapshot, req.image.as_deref(), req.isolation)
+                    .await?,
+            ),
+            None => None,
+        };
         let entry = self.entry(tenant, &id);
         let mut inner = entry.inner.lock().await;
         if let Some(mut record) = self.load(&entry, &mut inner).await? {
+            if let Some(snapshot) = &snapshot {
+                let from = self.store.sandbox_snapshot(tenant, &id).await?;
+                if from.as_deref() != Some(snapshot.id.as_str()) {
+                    return Err(ApiError::new(
+                        ErrorCode::SandboxConflict,
+                        format!(
+                            "sandbox {id:?} exists and was not created from snapshot {:?}",
+                            snapshot.id
+                        ),
+                    )
+                    .context("sandboxId", id.as_str()));
+                }
+            }
             let conflict = |field: &str, existing: String| {
                 ApiError::new(
                     ErrorCode::SandboxConflict,
@@ -1094,13 +1129,27 @@ impl Manager {
             }
             return Ok((self.info(&record).await?, false));
         }
-        let fixed = FixedOptions {
-            image: req.image.unwrap_or_else(|| DEFAULT_IMAGE.to_owned()),
-            ephemeral: req.ephemeral.unwrap_or(false),
-            isolation: req.isolation.unwrap_or(self.default_isolation),
+        let fixed = match &snapshot {
+            Some(snapshot) => FixedOptions {
+                image: snapshot.image.clone(),
+                ephemeral: req.ephemeral.unwrap_or(false),
+                isolation: snapshot.isolation,
+            },
+            None => FixedOptions {
+                image: req.image.unwrap_or_else(|| DEFAULT_IMAGE.to_owned()),
+                ephemeral: req.ephemeral.unwrap_or(false),
+                isolation: req.isolation.unwrap_or(self.default_isolation),
+            },
         };
         let record = self
-            .create_locked(&entry, &mut inner, fixed, changes, network)
+            .create_locked(
+                &entry,
+                &mut inner,
+                fixed,
+                changes,
+                network,
+                snapshot.as_ref(),
+            )
             .await?;
         Ok((self.info(&record).await?, true))
     }
@@ -1523,7 +1572,7 @@ impl Manager {
                         ephemeral: false,
                         isolation: self.default_isolation,
                     };
-                    self.create_locked(&entry, &mut inner, fixed, changes, network)
+                    self.create_locked(&entry, &mut inner, fixed, changes, network, None)
                         .await?;
                 }
             }

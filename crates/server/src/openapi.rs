@@ -54,6 +54,11 @@ use crate::routes::{files, keys, quota, sandboxes};
         crate::routes::backups::list,
         crate::routes::backups::get,
         crate::routes::backups::delete,
+        crate::routes::snapshots::create,
+        crate::routes::snapshots::list,
+        crate::routes::snapshots::get,
+        crate::routes::snapshots::delete,
+        crate::routes::snapshots::fork,
     ),
     components(schemas(
         sandpit_protocol::control::CreateSandboxRequest,
@@ -98,6 +103,11 @@ use crate::routes::{files, keys, quota, sandboxes};
         sandpit_protocol::control::MountCredentials,
         sandpit_protocol::control::BucketMountInfo,
         sandpit_protocol::control::BucketMountList,
+        sandpit_protocol::control::CreateSnapshotRequest,
+        sandpit_protocol::control::SnapshotInfo,
+        sandpit_protocol::control::SnapshotList,
+        sandpit_protocol::control::ForkRequest,
+        sandpit_protocol::control::ForkResponse,
     )),
     modifiers(&BearerAuth, &SandboxIdParams, &CommonErrors),
     tags(
@@ -110,6 +120,7 @@ use crate::routes::{files, keys, quota, sandboxes};
         (name = "events", description = "Sandbox changes as server-sent events, per tenant"),
         (name = "quotas", description = "Per-tenant quotas and per-sandbox caps"),
         (name = "backups", description = "Backups of sandbox directories in the object store, per tenant"),
+        (name = "snapshots", description = "Snapshots of a sandbox's file system, sandboxes created from them, and forks"),
         (name = "preview", description = "Preview URLs: ports of a sandbox reachable at `{port}-{id}-{hash}-{token}.{domain}`"),
     )
 )]

@@ -97,6 +97,22 @@ pub struct SandboxRecord {
     pub last_active_at_ms: i64,
 }
 
+/// A snapshot as stored (its layers are the driver's, under the same id).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotRecord {
+    /// Unique across tenants (the driver's name for it).
+    pub id: String,
+    pub tenant: String,
+    pub name: Option<String>,
+    /// The sandbox it was taken of.
+    pub sandbox_id: String,
+    pub image: String,
+    pub isolation: Isolation,
+    pub size_bytes: u64,
+    /// Unix milliseconds.
+    pub created_at_ms: i64,
+}
+
 /// Most archived processes kept per sandbox (the newest).
 pub const MAX_ARCHIVED_PER_SANDBOX: usize = 256;
 /// Most bytes (command and logs) of archived processes kept per sandbox; the oldest go first.
@@ -446,4 +462,30 @@ pub trait Store: Send + Sync + 'static {
 
     /// `(count, stored bytes)` of a tenant's backups (every state).
     async fn backup_usage(&self, tenant: &str) -> Result<(u64, u64)>;
+    /// Stores a new snapshot.
+    async fn create_snapshot(&self, snapshot: &SnapshotRecord) -> Result<()>;
+
+    /// A tenant's snapshot.
+    async fn get_snapshot(&self, tenant: &str, id: &str) -> Result<Option<SnapshotRecord>>;
+
+    /// A tenant's snapshots, oldest first.
+    async fn list_snapshots(&self, tenant: &str) -> Result<Vec<SnapshotRecord>>;
+
+    /// Deletes a tenant's snapshot. Returns false when it did not exist.
+    async fn delete_snapshot(&self, tenant: &str, id: &str) -> Result<bool>;
+
+    /// Records that sandbox `(tenant, sandbox_id)` was created from snapshot `snapshot_id`
+    /// (forgotten when the sandbox is deleted).
+    async fn set_sandbox_snapshot(
+        &self,
+        tenant: &str,
+        sandbox_id: &str,
+        snapshot_id: &str,
+    ) -> Result<()>;
+
+    /// The snapshot a sandbox was created from.
+    async fn sandbox_snapshot(&self, tenant: &str, sandbox_id: &str) -> Result<Option<String>>;
+
+    /// Ids of the existing sandboxes of `tenant` created from snapshot `snapshot_id`.
+    async fn snapshot_users(&self, tenant: &str, snapshot_id: &str) -> Result<Vec<String>>;
 }

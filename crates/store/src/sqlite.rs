@@ -14,8 +14,8 @@ use crate::crypto::{DataKey, is_sealed};
 use crate::{
     ApiKeyRecord, ArchivedProcess, AuditRecord, BackupRecord, BackupState, ExposedPortRecord,
     MAX_ARCHIVE_BYTES_PER_SANDBOX, MAX_ARCHIVE_BYTES_PER_TENANT, MAX_ARCHIVED_PER_SANDBOX,
-    MAX_AUDIT_PER_TENANT, NewSandbox, Result, SandboxNetwork, SandboxOptions, SandboxRecord, Store,
-    StoreError, StoredMount, key_id_of, migrations,
+    MAX_AUDIT_PER_TENANT, NewSandbox, Result, SandboxNetwork, SandboxOptions, SandboxRecord,
+    SnapshotRecord, Store, StoreError, StoredMount, key_id_of, migrations,
 };
 
 /// SQLite-backed store. One connection behind a mutex: SQLite serialises writers anyway, and
@@ -387,6 +387,48 @@ fn to_json<T: serde::Serialize>(value: &T) -> String {
     serde_json::to_string(value).unwrap_or_else(|_| "{}".into())
 }
 
+/// Snapshots matching `filter` (SQL over the `snapshots` columns), oldest first.
+fn snapshot_rows(
+    c: &rusqlite::Connection,
+    filter: &str,
+    args: impl rusqlite::Params,
+) -> Result<Vec<SnapshotRecord>> {
+    let sql = format!(
+        "SELECT id, tenant, name, sandbox_id, image, isolation, size_bytes, created_at \
+         FROM snapshots WHERE {filter} ORDER BY created_at, id"
+    );
+    let mut stmt = c.prepare(&sql)?;
+    let rows = stmt.query_map(args, |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, Option<String>>(2)?,
+            r.get::<_, String>(3)?,
+            r.get::<_, String>(4)?,
+            r.get::<_, String>(5)?,
+            r.get::<_, i64>(6)?,
+            r.get::<_, i64>(7)?,
+        ))
+    })?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (id, tenant, name, sandbox_id, image, isolation, size, created) = row?;
+        let isolation = Isolation::parse(&isolation)
+            .ok_or_else(|| corrupt(&id, format!("unknown isolation {isolation:?}")))?;
+        out.push(SnapshotRecord {
+            id,
+            tenant,
+            name,
+            sandbox_id,
+            image,
+            isolation,
+            size_bytes: u64::try_from(size).unwrap_or(0),
+            created_at_ms: created,
+        });
+    }
+    Ok(out)
+}
+
 #[async_trait::async_trait]
 impl Store for SqliteStore {
     async fn setting_or_init(&self, key: &str, default: &str) -> Result<String> {
@@ -744,6 +786,10 @@ impl Store for SqliteStore {
             tx.execute(
                 "DELETE FROM sandbox_mounts WHERE sandbox IN \
                  (SELECT internal_id FROM sandboxes WHERE tenant = ?1 AND id = ?2)",
+                params![tenant, id],
+            )?;
+            tx.execute(
+                "DELETE FROM sandbox_snapshots WHERE tenant = ?1 AND sandbox_id = ?2",
                 params![tenant, id],
             )?;
             let n = tx.execute(
@@ -1138,6 +1184,104 @@ impl Store for SqliteStore {
                 out.push((id, base));
             }
             Ok(out)
+        })
+        .await
+    }
+
+    async fn create_snapshot(&self, snapshot: &SnapshotRecord) -> Result<()> {
+        let s = snapshot.clone();
+        self.with(move |c| {
+            c.execute(
+                "INSERT INTO snapshots (id, tenant, name, sandbox_id, image, isolation, \
+                 size_bytes, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                params![
+                    s.id,
+                    s.tenant,
+                    s.name,
+                    s.sandbox_id,
+                    s.image,
+                    s.isolation.to_string(),
+                    i64::try_from(s.size_bytes).unwrap_or(i64::MAX),
+                    s.created_at_ms
+                ],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn get_snapshot(&self, tenant: &str, id: &str) -> Result<Option<SnapshotRecord>> {
+        let (tenant, id) = (tenant.to_owned(), id.to_owned());
+        self.with(move |c| {
+            let mut rows = snapshot_rows(c, "tenant = ?1 AND id = ?2", params![tenant, id])?;
+            Ok(rows.pop())
+        })
+        .await
+    }
+
+    async fn list_snapshots(&self, tenant: &str) -> Result<Vec<SnapshotRecord>> {
+        let tenant = tenant.to_owned();
+        self.with(move |c| snapshot_rows(c, "tenant = ?1", params![tenant]))
+            .await
+    }
+
+    async fn delete_snapshot(&self, tenant: &str, id: &str) -> Result<bool> {
+        let (tenant, id) = (tenant.to_owned(), id.to_owned());
+        self.with(move |c| {
+            let n = c.execute(
+                "DELETE FROM snapshots WHERE tenant = ?1 AND id = ?2",
+                params![tenant, id],
+            )?;
+            Ok(n > 0)
+        })
+        .await
+    }
+
+    async fn set_sandbox_snapshot(
+        &self,
+        tenant: &str,
+        sandbox_id: &str,
+        snapshot_id: &str,
+    ) -> Result<()> {
+        let (tenant, sandbox, snapshot) = (
+            tenant.to_owned(),
+            sandbox_id.to_owned(),
+            snapshot_id.to_owned(),
+        );
+        self.with(move |c| {
+            c.execute(
+                "INSERT OR REPLACE INTO sandbox_snapshots (tenant, sandbox_id, snapshot_id) \
+                 VALUES (?1, ?2, ?3)",
+                params![tenant, sandbox, snapshot],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn sandbox_snapshot(&self, tenant: &str, sandbox_id: &str) -> Result<Option<String>> {
+        let (tenant, sandbox) = (tenant.to_owned(), sandbox_id.to_owned());
+        self.with(move |c| {
+            Ok(c.query_row(
+                "SELECT snapshot_id FROM sandbox_snapshots WHERE tenant = ?1 AND sandbox_id = ?2",
+                params![tenant, sandbox],
+                |r| r.get(0),
+            )
+            .optional()?)
+        })
+        .await
+    }
+
+    async fn snapshot_users(&self, tenant: &str, snapshot_id: &str) -> Result<Vec<String>> {
+        let (tenant, snapshot) = (tenant.to_owned(), snapshot_id.to_owned());
+        self.with(move |c| {
+            let mut stmt = c.prepare(
+                "SELECT u.sandbox_id FROM sandbox_snapshots u JOIN sandboxes s \
+                 ON s.tenant = u.tenant AND s.id = u.sandbox_id \
+                 WHERE u.tenant = ?1 AND u.snapshot_id = ?2 ORDER BY u.sandbox_id",
+            )?;
+            let rows = stmt.query_map(params![tenant, snapshot], |r| r.get(0))?;
+            Ok(rows.collect::<rusqlite::Result<Vec<String>>>()?)
         })
         .await
     }

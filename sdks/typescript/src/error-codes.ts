@@ -87,6 +87,9 @@ export const ERROR_STATUS = {
   EGRESS_DENIED: 403,
   KEY_NOT_FOUND: 404,
   ISOLATION_UNAVAILABLE: 400,
+  SNAPSHOT_NOT_FOUND: 404,
+  SNAPSHOT_IN_USE: 409,
+  SNAPSHOT_UNSUPPORTED: 400,
 } as const;
 
 /** A code of the protocol's error table. */

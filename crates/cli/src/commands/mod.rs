@@ -19,5 +19,6 @@ pub mod run;
 pub mod sandbox;
 pub mod serve;
 pub mod shell;
+pub mod snapshot;
 pub mod target;
 pub mod watch;

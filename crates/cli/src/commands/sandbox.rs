@@ -29,6 +29,7 @@ pub async fn create(client: &Client, args: CreateArgs) -> anyhow::Result<()> {
         labels: (!args.labels.is_empty()).then(|| args.labels.into_iter().collect()),
         ttl: args.ttl,
         isolation: args.isolation,
+        snapshot: args.snapshot,
     };
     let info = client.create(&request).await?;
     if args.json {

@@ -19,4 +19,5 @@ mod run;
 mod sdk_python;
 mod sdk_typescript;
 mod shell;
+mod snapshots;
 mod support;

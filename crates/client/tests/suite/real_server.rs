@@ -413,5 +413,70 @@ async fn events_of_real_sandboxes_reach_their_tenant_only() {
             assert!(quiet.is_err(), "tenant b saw {quiet:?}");
         },
     )
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serial_client_snapshots_and_fork() {
+    with_real_server("serial_client_snapshots_and_fork", |client, _| async move {
+        use sandpit_client::protocol::control::ForkRequest;
+        let parent = client.sandbox("snap-parent");
+        let out = parent
+            .exec("echo kept > /workspace/f", &ExecOptions::default())
+            .await
+            .unwrap();
+        assert_eq!(out.exit_code, 0, "{out:?}");
+        let snapshot = client
+            .create_snapshot("snap-parent", Some("first"))
+            .await
+            .unwrap();
+        assert_eq!(snapshot.name.as_deref(), Some("first"));
+        assert_eq!(snapshot.sandbox_id, "snap-parent");
+        let listed = client.list_snapshots().await.unwrap();
+        assert_eq!(listed, vec![snapshot.clone()]);
+        assert_eq!(client.get_snapshot(&snapshot.id).await.unwrap(), snapshot);
+
+        let child = client
+            .create(&CreateSandboxRequest {
+                id: Some("snap-child".into()),
+                snapshot: Some(snapshot.id.clone()),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(child.state, SandboxState::Running);
+        let out = client
+            .sandbox("snap-child")
+            .exec("cat /workspace/f", &ExecOptions::default())
+            .await
+            .unwrap();
+        assert_eq!(out.stdout, "kept\n");
+        let err = client.delete_snapshot(&snapshot.id).await.unwrap_err();
+        assert_eq!(err.code(), Some(ErrorCode::SnapshotInUse), "{err}");
+
+        let forked = client
+            .fork(
+                "snap-parent",
+                &ForkRequest {
+                    count: Some(2),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(forked.sandboxes.len(), 2);
+        for kid in &forked.sandboxes {
+            let out = client
+                .sandbox(kid.id.clone())
+                .exec("cat /workspace/f", &ExecOptions::default())
+                .await
+                .unwrap();
+            assert_eq!(out.stdout, "kept\n");
+            client.destroy(&kid.id).await.unwrap();
+        }
+        client.destroy("snap-child").await.unwrap();
+        client.delete_snapshot(&snapshot.id).await.unwrap();
+        client.delete_snapshot(&forked.snapshot.id).await.unwrap();
+        let err = client.get_snapshot(&snapshot.id).await.unwrap_err();
+        assert_eq!(err.code(), Some(ErrorCode::SnapshotNotFound), "{err}");
+        client.destroy("snap-parent").await.unwrap();
+    })
     .await;
 }

@@ -123,6 +123,59 @@ fn host_side_of_the_default_image() {
 }
 
 #[test]
+fn snapshot_layers_are_idmapped_from_their_owner_and_stacked_above_the_image() {
+    let sys = image_dirs(Recording::new());
+    let mut cfg = config();
+    // Two layers of another sandbox (range 165536) and one of this sandbox's own.
+    cfg.layers = vec![
+        LayerMount {
+            path: PathBuf::from("/layers/c/tree"),
+            owner_base: 100_000,
+        },
+        LayerMount {
+            path: PathBuf::from("/layers/b/tree"),
+            owner_base: 165_536,
+        },
+        LayerMount {
+            path: PathBuf::from("/layers/a/tree"),
+            owner_base: 165_536,
+        },
+    ];
+    host_side(&sys, &cfg).unwrap();
+    assert_eq!(
+        between(&sys.calls(), "move_mount tree(/img)", "mount overlay"),
+        [
+            "move_mount tree(/img) /sb/lower",
+            "mkdir -p /sb/lowers/0",
+            "spawn userns holder",
+            "write /proc/4242/uid_map \"100000 100000 65536\\n\"",
+            "write /proc/4242/setgroups \"deny\"",
+            "write /proc/4242/gid_map \"100000 100000 65536\\n\"",
+            "open /proc/4242/ns/user",
+            "open_tree /layers/c/tree",
+            "mount_setattr tree(/layers/c/tree) RDONLY|IDMAP userns=/proc/4242/ns/user",
+            "move_mount tree(/layers/c/tree) /sb/lowers/0",
+            "mkdir -p /sb/lowers/1",
+            // The other sandbox's files: its range shown as this sandbox's.
+            "spawn userns holder",
+            "write /proc/4242/uid_map \"165536 100000 65536\\n\"",
+            "write /proc/4242/setgroups \"deny\"",
+            "write /proc/4242/gid_map \"165536 100000 65536\\n\"",
+            "open /proc/4242/ns/user",
+            "open_tree /layers/b/tree",
+            "mount_setattr tree(/layers/b/tree) RDONLY|IDMAP userns=/proc/4242/ns/user",
+            "move_mount tree(/layers/b/tree) /sb/lowers/1",
+            // Same owner: the namespace is reused.
+            "mkdir -p /sb/lowers/2",
+            "open_tree /layers/a/tree",
+            "mount_setattr tree(/layers/a/tree) RDONLY|IDMAP userns=/proc/4242/ns/user",
+            "move_mount tree(/layers/a/tree) /sb/lowers/2",
+            "mount overlay /sb/rootfs overlay MS_NODEV lowerdir=/sb/lowers/0:/sb/lowers/1:/sb/lowers/2:/sb/lower,upperdir=/sb/upper,workdir=/sb/work",
+        ]
+    );
+}
+
+#[test]
 fn cgroups_are_joined_by_writing_zero_to_each_procs_file() {
     let sys = Recording::new();
     let mut cfg = config();

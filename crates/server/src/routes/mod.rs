@@ -9,6 +9,7 @@ pub mod keys;
 pub mod mounts;
 pub mod quota;
 pub mod sandboxes;
+pub mod snapshots;
 pub mod system;
 pub mod usage;
 

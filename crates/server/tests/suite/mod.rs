@@ -27,6 +27,7 @@ mod openapi;
 mod preview;
 mod quotas;
 mod real_steps;
+mod snapshots;
 mod usage;
 mod websocket;
 

@@ -8,6 +8,7 @@ mod ports;
 mod processes;
 mod quotas;
 mod sandboxes;
+mod snapshots;
 
 use std::collections::BTreeMap;
 

@@ -663,6 +663,27 @@ class IsolationUnavailableError(SandpitError):
     default_status = 400
 
 
+class SnapshotNotFoundError(SandpitError):
+    """``SNAPSHOT_NOT_FOUND`` (HTTP 404)."""
+
+    code = "SNAPSHOT_NOT_FOUND"
+    default_status = 404
+
+
+class SnapshotInUseError(SandpitError):
+    """``SNAPSHOT_IN_USE`` (HTTP 409)."""
+
+    code = "SNAPSHOT_IN_USE"
+    default_status = 409
+
+
+class SnapshotUnsupportedError(SandpitError):
+    """``SNAPSHOT_UNSUPPORTED`` (HTTP 400)."""
+
+    code = "SNAPSHOT_UNSUPPORTED"
+    default_status = 400
+
+
 ERRORS_BY_CODE: dict[str, type[SandpitError]] = {
     "IS_DIRECTORY": IsDirectoryError,
     "NOT_DIRECTORY": NotDirectoryError,
@@ -749,6 +770,9 @@ ERRORS_BY_CODE: dict[str, type[SandpitError]] = {
     "EGRESS_DENIED": EgressDeniedError,
     "KEY_NOT_FOUND": KeyNotFoundError,
     "ISOLATION_UNAVAILABLE": IsolationUnavailableError,
+    "SNAPSHOT_NOT_FOUND": SnapshotNotFoundError,
+    "SNAPSHOT_IN_USE": SnapshotInUseError,
+    "SNAPSHOT_UNSUPPORTED": SnapshotUnsupportedError,
 }
 
 
