@@ -13,8 +13,8 @@ use crate::cli::{Cli, Command, FilesCommand, GitCommand};
 use crate::commands::cp::Location;
 use crate::commands::target::{self, CreateFlag};
 use crate::commands::{
-    cp, ctx, env, events, exec, expose, files, git, image, keys, mount, network, process, quota, run,
-    sandbox, serve, watch,
+    cp, ctx, env, events, exec, expose, files, git, image, keys, mount, network, process, quota,
+    run, sandbox, serve, watch,
 };
 
 fn main() -> ExitCode {

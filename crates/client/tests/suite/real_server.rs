@@ -413,6 +413,9 @@ async fn events_of_real_sandboxes_reach_their_tenant_only() {
             assert!(quiet.is_err(), "tenant b saw {quiet:?}");
         },
     )
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serial_client_snapshots_and_fork() {
     with_real_server("serial_client_snapshots_and_fork", |client, _| async move {
