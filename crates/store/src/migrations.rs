@@ -200,6 +200,8 @@ pub(crate) const MIGRATIONS: &[(i64, &str)] = &[
         );
         CREATE INDEX backups_tenant ON backups(tenant, created_at);
         CREATE INDEX backups_expires ON backups(expires_at);",
+    ),
+    (
         14,
         // Snapshots (their layers are the driver's) and which sandbox was created from which
         // snapshot (rows go with the sandbox), so a snapshot in use is not deleted.
@@ -221,6 +223,8 @@ pub(crate) const MIGRATIONS: &[(i64, &str)] = &[
             PRIMARY KEY (tenant, sandbox_id)
         );
         CREATE INDEX sandbox_snapshots_snapshot ON sandbox_snapshots(snapshot_id);",
+    ),
+    (
         15,
         // Bucket mounts of a sandbox (by internal id): re-made at every start, deleted with the
         // sandbox. `credentials` is sealed with the data key (JSON of the key pair).
