@@ -13,7 +13,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$PWD
 
-bin_dir=${SANDPIT_BIN_DIR:-$PWD/target/debug}
+bin_dir=${SANDPIT_BIN_DIR:-${CARGO_TARGET_DIR:-$PWD/target}/debug}
 images=${SANDPIT_IMAGES_DIR:-/var/lib/sandpit/images}
 examples=${SANDPIT_FUZZ_EXAMPLES:-10}
 seconds=${SANDPIT_FUZZ_SECONDS:-60}

@@ -82,6 +82,7 @@ build_sandpit() {
   echo "==> building the static agent"
   RUSTFLAGS="-C target-feature=+crt-static" \
     cargo build -p sandpit-agent --profile "$profile" --target "$SANDPIT_TRIPLE"
-  SANDPIT_BIN_DIR="$PWD/target/$dir"
-  export SANDPIT_AGENT_BIN="$PWD/target/$SANDPIT_TRIPLE/$dir/sandpit-agent"
+  local target=${CARGO_TARGET_DIR:-$PWD/target}
+  SANDPIT_BIN_DIR="$target/$dir"
+  export SANDPIT_AGENT_BIN="$target/$SANDPIT_TRIPLE/$dir/sandpit-agent"
 }
