@@ -80,10 +80,15 @@ fn open_new(path: &Path) -> io::Result<File> {
 /// init and whatever inherited its stdio exited), on a thread of its own (blocking reads; the
 /// async runtime stays free). Write errors (disk full) drop the bytes but keep reading, so the
 /// sandbox never blocks on its stderr.
+///
+/// The end of the pipe is also how the driver learns that the sandbox is gone (no pidfd held
+/// per sandbox): the init is pid 1 of its pid namespace, so when it exits the kernel kills
+/// every process of the namespace, and the last writer closes with them. `eof` is fired then.
 pub fn spawn_pump(
     pipe: OwnedFd,
     mut log: CappedLog,
     id: &str,
+    eof: std::sync::Arc<Eof>,
 ) -> io::Result<std::thread::JoinHandle<()>> {
     std::thread::Builder::new()
         .name(format!("agent-log-{id}"))
@@ -92,15 +97,60 @@ pub fn spawn_pump(
             let mut buf = vec![0u8; 64 * 1024];
             loop {
                 match pipe.read(&mut buf) {
-                    Ok(0) => return,
-                    Ok(n) => {
+                    Ok(n) if n > 0 => {
                         let _ = log.write(&buf[..n]);
                     }
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(_) => return,
+                    _ => break,
                 }
             }
+            drop(pipe);
+            eof.fire();
         })
+}
+
+/// What runs when a log pipe ends ([`spawn_pump`]): armed once the sandbox's pid is known, which
+/// may be after the pipe ended already (the init died at once); it then runs at arming.
+#[derive(Default)]
+pub struct Eof {
+    state: std::sync::Mutex<EofState>,
+}
+
+#[derive(Default)]
+enum EofState {
+    #[default]
+    Open,
+    Ended,
+    Armed(Box<dyn FnOnce() + Send>),
+    Done,
+}
+
+impl Eof {
+    /// Runs `then` on the pump's thread when the pipe ends, or on a thread of its own now if it
+    /// has ended already (`then` may block).
+    pub fn arm(&self, then: impl FnOnce() + Send + 'static) {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        match std::mem::take(&mut *state) {
+            EofState::Open => *state = EofState::Armed(Box::new(then)),
+            _ => {
+                *state = EofState::Done;
+                drop(state);
+                std::thread::spawn(then);
+            }
+        }
+    }
+
+    fn fire(&self) {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        match std::mem::replace(&mut *state, EofState::Done) {
+            EofState::Armed(then) => {
+                drop(state);
+                then();
+            }
+            EofState::Open => *state = EofState::Ended,
+            _ => {}
+        }
+    }
 }
 
 #[cfg(test)]
@@ -134,7 +184,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("agent.log");
         let (read, write) = nix::unistd::pipe().unwrap();
-        let pump = spawn_pump(read, CappedLog::create(&path, 4096).unwrap(), "t").unwrap();
+        let eof = std::sync::Arc::new(Eof::default());
+        let pump = spawn_pump(
+            read,
+            CappedLog::create(&path, 4096).unwrap(),
+            "t",
+            eof.clone(),
+        )
+        .unwrap();
         let mut writer = File::from(write);
         for _ in 0..1000 {
             writer.write_all(&[b'x'; 1000]).unwrap();
@@ -145,5 +202,26 @@ mod tests {
         let (old, new) = (fs::read(rotated(&path)).unwrap(), fs::read(&path).unwrap());
         assert!([old, new].concat().ends_with(b"last line\n"));
         assert!(size(&path) <= 4096 && size(&rotated(&path)) <= 4096);
+        // Ended before it was armed: the callback runs at arming.
+        let (tx, rx) = std::sync::mpsc::channel();
+        eof.arm(move || tx.send(()).unwrap());
+        rx.recv_timeout(std::time::Duration::from_secs(5)).unwrap();
+    }
+
+    #[test]
+    fn an_armed_eof_fires_when_the_last_writer_closes() {
+        let dir = tempfile::tempdir().unwrap();
+        let (read, write) = nix::unistd::pipe().unwrap();
+        let eof = std::sync::Arc::new(Eof::default());
+        let log = CappedLog::create(&dir.path().join("a.log"), 4096).unwrap();
+        let _pump = spawn_pump(read, log, "t", eof.clone()).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        eof.arm(move || tx.send(()).unwrap());
+        let second = nix::unistd::dup(&write).unwrap();
+        drop(write);
+        let short = std::time::Duration::from_millis(200);
+        assert!(rx.recv_timeout(short).is_err(), "a writer is still open");
+        drop(second);
+        rx.recv_timeout(std::time::Duration::from_secs(5)).unwrap();
     }
 }
