@@ -11,12 +11,13 @@ use std::path::{Path, PathBuf};
 /// Default cap of `agent.log` (and of its one rotated copy).
 pub const DEFAULT_MAX_BYTES: u64 = 4 * 1024 * 1024;
 
-/// A log file that rotates to `<path>.1` once `max_bytes` were written to it.
+/// A log file that rotates to `<path>.1` once `max_bytes` were written to it. The file is
+/// opened for each write, not held: an idle sandbox's log costs the server no descriptor (its
+/// agent logs rarely; thousands of idle sandboxes would otherwise hold thousands of files).
 #[derive(Debug)]
 pub struct CappedLog {
     path: PathBuf,
     max_bytes: u64,
-    file: File,
     written: u64,
 }
 
@@ -27,8 +28,8 @@ impl CappedLog {
             Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
             _ => {}
         }
+        open_new(path)?;
         Ok(CappedLog {
-            file: open_new(path)?,
             path: path.to_owned(),
             max_bytes: max_bytes.max(1),
             written: 0,
@@ -38,13 +39,19 @@ impl CappedLog {
     /// Appends `bytes`, rotating whenever the current file reaches the cap (a chunk is split
     /// so no file ever exceeds it).
     pub fn write(&mut self, mut bytes: &[u8]) -> io::Result<()> {
+        let mut file = None;
         while !bytes.is_empty() {
             if self.written >= self.max_bytes {
                 self.rotate()?;
+                file = None;
             }
             let room = usize::try_from(self.max_bytes - self.written).unwrap_or(usize::MAX);
             let (now, rest) = bytes.split_at(bytes.len().min(room));
-            self.file.write_all(now)?;
+            let open = match file.as_mut() {
+                Some(open) => open,
+                None => file.insert(OpenOptions::new().append(true).open(&self.path)?),
+            };
+            open.write_all(now)?;
             self.written += now.len() as u64;
             bytes = rest;
         }
@@ -53,7 +60,7 @@ impl CappedLog {
 
     fn rotate(&mut self) -> io::Result<()> {
         fs::rename(&self.path, rotated(&self.path))?;
-        self.file = open_new(&self.path)?;
+        open_new(&self.path)?;
         self.written = 0;
         Ok(())
     }

@@ -61,7 +61,7 @@ pub async fn run(args: ServeArgs, data_dir: PathBuf) -> anyhow::Result<()> {
     println!("sandpit listening on {url}");
     if server.admin_key_configured() {
         println!(
-            "admin key taken from ${} (not stored in the data dir)",
+            "admin key taken from ${} (no key file is written)",
             sandpit_server::ADMIN_KEY_ENV
         );
     } else {

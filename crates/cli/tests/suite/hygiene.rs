@@ -263,6 +263,6 @@ fn serve_with_the_admin_key_from_the_environment_says_so() {
         text.contains("admin key taken from $SANDPIT_ADMIN_KEY"),
         "{text}"
     );
-    assert!(!text.contains("stored in"), "{text}");
+    assert!(!text.contains("admin key stored in"), "{text}");
     assert!(!data.path().join("admin.key").exists());
 }
