@@ -4,7 +4,7 @@
 //! log never takes more than twice the cap on the host, whoever in the sandbox writes to it.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 
@@ -84,36 +84,44 @@ fn open_new(path: &Path) -> io::Result<File> {
 }
 
 /// Copies everything read from `pipe` into `log` until every writer closed it (the sandbox
-/// init and whatever inherited its stdio exited), on a thread of its own (blocking reads; the
-/// async runtime stays free). Write errors (disk full) drop the bytes but keep reading, so the
-/// sandbox never blocks on its stderr.
+/// init and whatever inherited its stdio exited), as a task of the async runtime: no thread per
+/// sandbox (thousands of idle sandboxes would mean thousands of thread stacks, and every fork
+/// of the server copies their mappings), and a read buffer only while bytes arrive. Write
+/// errors (disk full) drop the bytes but keep reading, so the sandbox never blocks on its
+/// stderr.
 ///
 /// The end of the pipe is also how the driver learns that the sandbox is gone (no pidfd held
 /// per sandbox): the init is pid 1 of its pid namespace, so when it exits the kernel kills
 /// every process of the namespace, and the last writer closes with them. `eof` is fired then.
+/// Must be called within a Tokio runtime.
 pub fn spawn_pump(
     pipe: OwnedFd,
     mut log: CappedLog,
-    id: &str,
     eof: std::sync::Arc<Eof>,
-) -> io::Result<std::thread::JoinHandle<()>> {
-    std::thread::Builder::new()
-        .name(format!("agent-log-{id}"))
-        .spawn(move || {
-            let mut pipe = File::from(pipe);
-            let mut buf = vec![0u8; 64 * 1024];
-            loop {
-                match pipe.read(&mut buf) {
-                    Ok(n) if n > 0 => {
-                        let _ = log.write(&buf[..n]);
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    _ => break,
-                }
+) -> io::Result<tokio::task::JoinHandle<()>> {
+    let pipe = tokio::net::unix::pipe::Receiver::from_owned_fd(pipe)?;
+    Ok(tokio::spawn(async move {
+        loop {
+            if pipe.readable().await.is_err() {
+                break;
             }
-            drop(pipe);
-            eof.fire();
-        })
+            let mut buf = vec![0u8; 64 * 1024];
+            match pipe.try_read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => {
+                    let _ = log.write(&buf[..n]);
+                }
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                    ) => {}
+                Err(_) => break,
+            }
+        }
+        drop(pipe);
+        eof.fire();
+    }))
 }
 
 /// What runs when a log pipe ends ([`spawn_pump`]): armed once the sandbox's pid is known, which
@@ -133,8 +141,8 @@ enum EofState {
 }
 
 impl Eof {
-    /// Runs `then` on the pump's thread when the pipe ends, or on a thread of its own now if it
-    /// has ended already (`then` may block).
+    /// Runs `then` on a thread of its own (it may block) when the pipe ends, or now if it has
+    /// ended already.
     pub fn arm(&self, then: impl FnOnce() + Send + 'static) {
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         match std::mem::take(&mut *state) {
@@ -152,7 +160,7 @@ impl Eof {
         match std::mem::replace(&mut *state, EofState::Done) {
             EofState::Armed(then) => {
                 drop(state);
-                then();
+                std::thread::spawn(then);
             }
             EofState::Open => *state = EofState::Ended,
             _ => {}
@@ -186,26 +194,23 @@ mod tests {
         assert!(fs::read(&path).unwrap().iter().all(|b| *b == b'c'));
     }
 
-    #[test]
-    fn the_pump_bounds_a_flood_through_a_real_pipe() {
+    #[tokio::test(flavor = "multi_thread")]
+    async fn the_pump_bounds_a_flood_through_a_real_pipe() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("agent.log");
         let (read, write) = nix::unistd::pipe().unwrap();
         let eof = std::sync::Arc::new(Eof::default());
-        let pump = spawn_pump(
-            read,
-            CappedLog::create(&path, 4096).unwrap(),
-            "t",
-            eof.clone(),
-        )
+        let pump = spawn_pump(read, CappedLog::create(&path, 4096).unwrap(), eof.clone()).unwrap();
+        tokio::task::spawn_blocking(move || {
+            let mut writer = File::from(write);
+            for _ in 0..1000 {
+                writer.write_all(&[b'x'; 1000]).unwrap();
+            }
+            writer.write_all(b"last line\n").unwrap();
+        })
+        .await
         .unwrap();
-        let mut writer = File::from(write);
-        for _ in 0..1000 {
-            writer.write_all(&[b'x'; 1000]).unwrap();
-        }
-        writer.write_all(b"last line\n").unwrap();
-        drop(writer);
-        pump.join().unwrap();
+        pump.await.unwrap();
         let (old, new) = (fs::read(rotated(&path)).unwrap(), fs::read(&path).unwrap());
         assert!([old, new].concat().ends_with(b"last line\n"));
         assert!(size(&path) <= 4096 && size(&rotated(&path)) <= 4096);
@@ -215,13 +220,13 @@ mod tests {
         rx.recv_timeout(std::time::Duration::from_secs(5)).unwrap();
     }
 
-    #[test]
-    fn an_armed_eof_fires_when_the_last_writer_closes() {
+    #[tokio::test(flavor = "multi_thread")]
+    async fn an_armed_eof_fires_when_the_last_writer_closes() {
         let dir = tempfile::tempdir().unwrap();
         let (read, write) = nix::unistd::pipe().unwrap();
         let eof = std::sync::Arc::new(Eof::default());
         let log = CappedLog::create(&dir.path().join("a.log"), 4096).unwrap();
-        let _pump = spawn_pump(read, log, "t", eof.clone()).unwrap();
+        let _pump = spawn_pump(read, log, eof.clone()).unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
         eof.arm(move || tx.send(()).unwrap());
         let second = nix::unistd::dup(&write).unwrap();

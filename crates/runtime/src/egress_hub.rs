@@ -36,11 +36,7 @@ impl EgressHub {
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666))?;
         let routes = Routes::default();
         let task = tokio::spawn(accept_loop(listener, routes.clone()));
-        Ok(EgressHub {
-            path,
-            routes,
-            task,
-        })
+        Ok(EgressHub { path, routes, task })
     }
 
     /// Routes connections from the uid range starting at `uid_base` to `endpoint` and links

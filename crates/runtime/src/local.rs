@@ -945,7 +945,7 @@ impl LocalDriver {
         let log =
             agent_log::CappedLog::create(&self.agent_log(id), self.config.agent_log_max_bytes)
                 .map_err(io_err(id, "create agent.log"))?;
-        agent_log::spawn_pump(log_read, log, id, eof)
+        agent_log::spawn_pump(log_read, log, eof)
             .map_err(io_err(id, "start the agent.log copier"))?;
         sandpit_isolation::process::pass_fds(
             &mut cmd,

@@ -194,11 +194,7 @@ fn serial_no_socket_without_a_listener_after_sleep_or_shutdown() {
     };
     assert!(sockets(data.path()) >= 2, "agent and egress sockets exist");
     assert_eq!(dead_sockets(data.path()), Vec::<String>::new());
-    served
-        .cli()
-        .args(["stop", "sock-a"])
-        .assert()
-        .success();
+    served.cli().args(["stop", "sock-a"]).assert().success();
     assert_eq!(
         dead_sockets(data.path()),
         Vec::<String>::new(),
@@ -232,7 +228,12 @@ fn serve_with_the_admin_key_from_the_environment_says_so() {
     let log = data.path().join("serve.log");
     let port = free_port();
     let mut child = Command::new(env!("CARGO_BIN_EXE_sandpit"))
-        .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
+        .args([
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--data-dir",
+        ])
         .arg(data.path())
         .arg("--images-dir")
         .arg(&images)

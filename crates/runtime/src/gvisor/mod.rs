@@ -402,7 +402,7 @@ impl GvisorDriver {
         let (log_read, log_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
             .map_err(|e| io_err(id, "create the log pipe")(e.into()))?;
         // runsc's exit is watched with a pidfd; the log's end is not used for it here.
-        agent_log::spawn_pump(log_read, log, id, Default::default())
+        agent_log::spawn_pump(log_read, log, Default::default())
             .map_err(io_err(id, "start the agent.log copier"))?;
         let pid_file = dir.join("bundle/pid");
         let _ = std::fs::remove_file(&pid_file);

@@ -78,9 +78,17 @@ async fn serial_churn_leaves_no_dying_memory_cgroups() {
             async move {
                 let id = format!("churn-{i}");
                 ok(rs, Method::POST, "/v1/sandboxes", json!({"id": id})).await;
-                let out = rs.exec(&id, "echo hi > /workspace/f && cat /workspace/f").await;
+                let out = rs
+                    .exec(&id, "echo hi > /workspace/f && cat /workspace/f")
+                    .await;
                 assert_eq!(out["stdout"], "hi\n", "{out}");
-                ok(rs, Method::DELETE, &format!("/v1/sandboxes/{id}"), Value::Null).await;
+                ok(
+                    rs,
+                    Method::DELETE,
+                    &format!("/v1/sandboxes/{id}"),
+                    Value::Null,
+                )
+                .await;
             }
         })
         .await;
@@ -94,9 +102,21 @@ async fn serial_churn_leaves_no_dying_memory_cgroups() {
                 for _ in 0..n.div_ceil(PARALLEL) {
                     let out = rs.exec(&id, "true").await;
                     assert_eq!(out["exitCode"], 0, "{out}");
-                    ok(rs, Method::POST, &format!("/v1/sandboxes/{id}/stop"), Value::Null).await;
+                    ok(
+                        rs,
+                        Method::POST,
+                        &format!("/v1/sandboxes/{id}/stop"),
+                        Value::Null,
+                    )
+                    .await;
                 }
-                ok(rs, Method::DELETE, &format!("/v1/sandboxes/{id}"), Value::Null).await;
+                ok(
+                    rs,
+                    Method::DELETE,
+                    &format!("/v1/sandboxes/{id}"),
+                    Value::Null,
+                )
+                .await;
             }
         })
         .await;
@@ -118,7 +138,13 @@ async fn serial_no_sandbox_starts_below_the_host_memory_floor() {
     let Some(rs) = Real::start_on(&dir).await else {
         return;
     };
-    ok(&rs, Method::POST, "/v1/sandboxes", json!({"id": "floor-old"})).await;
+    ok(
+        &rs,
+        Method::POST,
+        "/v1/sandboxes",
+        json!({"id": "floor-old"}),
+    )
+    .await;
     rs.exec("floor-old", "true").await;
     rs.stop().await;
 
@@ -135,9 +161,7 @@ async fn serial_no_sandbox_starts_below_the_host_memory_floor() {
     assert!(message.contains("--min-host-memory-mb"), "{message}");
     assert_eq!(b["context"]["minHostMemoryMb"], floor, "{b}");
     assert!(b["context"]["availableMb"].as_u64().unwrap() < floor, "{b}");
-    let (s, b) = rs
-        .exec_as(&rs.key.clone(), "floor-old", "true")
-        .await;
+    let (s, b) = rs.exec_as(&rs.key.clone(), "floor-old", "true").await;
     assert_error(s, &b, 507, "HOST_MEMORY_LOW");
     assert_eq!(rs.state("floor-old").await, "sleeping");
     // Listing and destroying still work.
@@ -156,7 +180,9 @@ async fn hello_upstream() -> std::net::SocketAddr {
                 let mut buf = [0u8; 4096];
                 let _ = tcp.read(&mut buf).await;
                 let _ = tcp
-                    .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello")
+                    .write_all(
+                        b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello",
+                    )
                     .await;
             });
         }
@@ -183,7 +209,10 @@ async fn serial_attack_the_shared_egress_listener_tells_sandboxes_apart() {
     };
     let url = format!("http://ok.example.test:{}/", upstream.port());
     let curl = format!("curl -sS --noproxy '' --max-time 10 -w ' %{{http_code}}' {url}");
-    let (ta, tb) = (rs.create_key("egress-a").await, rs.create_key("egress-b").await);
+    let (ta, tb) = (
+        rs.create_key("egress-a").await,
+        rs.create_key("egress-b").await,
+    );
     let allowed = |id: &str| json!({"id": id, "network": {"mode": "allowlist", "allow": ["ok.example.test"]}});
     let (s, b) = rs
         .call_as(&ta, Method::POST, "/v1/sandboxes", allowed("shared-a"))
@@ -214,7 +243,8 @@ async fn serial_attack_the_shared_egress_listener_tells_sandboxes_apart() {
     let answer = tokio::task::spawn_blocking(move || {
         use std::io::{Read, Write};
         let mut unix = std::os::unix::net::UnixStream::connect(&socket).unwrap();
-        unix.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        unix.set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
         let request = format!("GET {url} HTTP/1.1\r\nHost: ok.example.test\r\n\r\n");
         let _ = unix.write_all(request.as_bytes());
         let mut answer = Vec::new();
