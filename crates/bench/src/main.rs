@@ -2,6 +2,7 @@
 //! baselines (fork+exec, bubblewrap) measured in the same run. A program, not a test.
 
 mod backup;
+mod density;
 mod forks;
 mod interpreter;
 mod machine;
@@ -144,6 +145,17 @@ struct Args {
     /// Measure only the fork rows and their baseline.
     #[arg(long, conflicts_with_all = ["only_interpreter", "only_preview", "only_mcp", "only_tiers"])]
     only_forks: bool,
+    /// Measure only density: N idle sandboxes (default 10000) that must all answer an exec;
+    /// reports server fds, host memory per sandbox and the creation rate as they accumulate.
+    /// Checks the host limits it needs first and says which to raise.
+    #[arg(
+        long,
+        value_name = "N",
+        num_args = 0..=1,
+        default_missing_value = "10000",
+        conflicts_with_all = ["only_interpreter", "only_preview", "only_mcp", "only_tiers", "only_forks"]
+    )]
+    only_density: Option<usize>,
 }
 
 /// One row of the report.
@@ -203,6 +215,13 @@ fn kept_notes(old: &str) -> &str {
 }
 
 async fn run(args: &Args) -> anyhow::Result<Report> {
+    if let Some(n) = args.only_density {
+        density::check_limits(n as u64)?;
+        let (_data_dir, server, client) = start_server(args).await?;
+        let section = density::measure(&client, n).await;
+        server.shutdown().await?;
+        return Ok(Report::from(section?));
+    }
     if args.only_interpreter
         || args.only_preview
         || args.only_mcp

@@ -383,6 +383,16 @@ pub struct ServeArgs {
     /// Require the admin key on GET /metrics (default: open, like /healthz).
     #[arg(long)]
     pub metrics_auth: bool,
+    /// The cgroup that holds the sandboxes' cgroups, the same path in every hierarchy
+    /// (`/sys/fs/cgroup/<controller>/sandpit` on v1, `/sys/fs/cgroup/sandpit` on v2), so a
+    /// server restarted from another cgroup finds the old ones; removed at shutdown when
+    /// empty. A bare name puts it under the server's own cgroup instead.
+    #[arg(long, value_name = "PATH", default_value = sandpit_server::DEFAULT_CGROUP_ROOT)]
+    pub cgroup_root: String,
+    /// Refuse to create or start sandboxes (HOST_MEMORY_LOW) while the host's MemAvailable is
+    /// below this many MiB (0: no floor).
+    #[arg(long, value_name = "MIB", default_value_t = sandpit_server::caps::DEFAULT_MIN_HOST_MEMORY_MB)]
+    pub min_host_memory_mb: u64,
     /// Most egress-proxy connections one sandbox keeps open at a time (each pins server fds).
     #[arg(long, value_name = "N", default_value_t = sandpit_server::egress::DEFAULT_MAX_CONNECTIONS_PER_SANDBOX)]
     pub egress_max_connections_per_sandbox: usize,

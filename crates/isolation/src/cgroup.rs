@@ -1,9 +1,16 @@
 //! Per-sandbox cgroups behind one trait: [`V1Hybrid`] (v1 controllers plus an optional cgroup2
 //! mount used only for `cgroup.kill`) and [`V2`] (pure unified hierarchy).
 //!
-//! Sandbox cgroups live at `<own cgroup>/<group>/<name>` in every hierarchy, where `<own cgroup>`
-//! is the cgroup of the calling process (from `/proc/self/cgroup`), so a server started inside a
-//! limited cgroup stays inside its accounting. Everything here is plain file I/O.
+//! Sandbox cgroups live at `<root>/<name>` in every hierarchy. The root is either fixed (an
+//! absolute path such as `/sandpit`: `<mount point>/sandpit` in each hierarchy, so a server
+//! restarted from any cgroup finds the sandboxes of the one before) or a bare name, then a
+//! child of the calling process's own cgroup (`<own cgroup>/<group>`, from `/proc/self/cgroup`).
+//!
+//! Removing a sandbox's cgroups first asks the kernel to reclaim the memory still charged to
+//! them (`memory.force_empty` on v1, `memory.reclaim` on v2): a memory cgroup removed with
+//! charged page cache stays in the kernel as a "dying" cgroup (about 1 MB of unreclaimable slab
+//! each) until those pages happen to be reclaimed, and churn then grows kernel memory without
+//! bound. Everything here is plain file I/O.
 
 use std::collections::BTreeSet;
 use std::fs;
@@ -174,6 +181,19 @@ fn format_cpu_list(cpus: &[u32]) -> String {
         .join(",")
 }
 
+/// A sandbox root: a bare name, or an absolute path of plain components.
+fn check_root(root: &str) -> Result<(), CgroupError> {
+    match root.strip_prefix('/') {
+        Some(path) => {
+            if path.split('/').any(|c| check_name(c).is_err()) {
+                return Err(CgroupError::InvalidName(root.to_string()));
+            }
+            Ok(())
+        }
+        None => check_name(root),
+    }
+}
+
 fn check_name(name: &str) -> Result<(), CgroupError> {
     if name.is_empty() || name == "." || name == ".." || name.contains('/') || name.contains('\0') {
         return Err(CgroupError::InvalidName(name.to_string()));
@@ -186,6 +206,53 @@ fn read_pids(procs: &Path) -> Result<Vec<u32>, CgroupError> {
         Ok(s) => Ok(s.lines().filter_map(|l| l.trim().parse().ok()).collect()),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
         Err(e) => Err(io_err(procs)(e)),
+    }
+}
+
+/// Asks the kernel to reclaim what is still charged to the memory cgroup `dir` (no member
+/// processes left), so that `rmdir` frees it at once instead of leaving a dying cgroup. Best
+/// effort: v1 answers EBUSY while tasks remain, v2 EAGAIN when not all could be reclaimed.
+fn reclaim_memory(dir: &Path) {
+    let force_empty = dir.join("memory.force_empty");
+    if force_empty.exists() {
+        let _ = fs::write(force_empty, "0");
+        return;
+    }
+    let reclaim = dir.join("memory.reclaim");
+    if let Some(current) = read_u64(&dir.join("memory.current"))
+        && current > 0
+        && reclaim.exists()
+    {
+        let _ = fs::write(reclaim, current.to_string());
+    }
+}
+
+/// rmdir of a sandbox root that is left alone when it still has children (another server's
+/// sandboxes) or is gone already.
+fn remove_root_dir(dir: &Path) -> Result<(), CgroupError> {
+    match fs::remove_dir(dir) {
+        Ok(()) => Ok(()),
+        Err(e)
+            if matches!(
+                e.raw_os_error(),
+                Some(libc::ENOENT | libc::EBUSY | libc::ENOTEMPTY)
+            ) =>
+        {
+            Ok(())
+        }
+        Err(e) => Err(io_err(dir)(e)),
+    }
+}
+
+/// `mkdir -p` that retries when another server removes an empty sandbox root between the
+/// creation of the root and of the sandbox's directory.
+fn make_dir(dir: &Path) -> Result<(), CgroupError> {
+    let mut tries = 0;
+    loop {
+        match fs::create_dir_all(dir) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound && tries < 3 => tries += 1,
+            r => return r.map_err(io_err(dir)),
+        }
     }
 }
 
@@ -256,13 +323,29 @@ pub trait CgroupManager: Send + Sync + std::fmt::Debug {
     fn remove(&self, name: &str) -> Result<(), CgroupError>;
     /// Names of every sandbox cgroup that exists under the group.
     fn list(&self) -> Result<Vec<String>, CgroupError>;
+    /// The sandbox root directory of every hierarchy (`<root>`, the parent of each sandbox's
+    /// directory).
+    fn roots(&self) -> Vec<PathBuf>;
+    /// Removes the sandbox roots that are empty (no sandbox cgroups left, e.g. at shutdown);
+    /// roots still holding sandboxes (of this or another server) stay.
+    fn remove_roots(&self) -> Result<(), CgroupError> {
+        let mut first_err = None;
+        for root in self.roots() {
+            if let Err(e) = remove_root_dir(&root) {
+                first_err.get_or_insert(e);
+            }
+        }
+        first_err.map_or(Ok(()), Err)
+    }
     /// What the sandbox uses now (zeros for a sandbox without cgroups).
     fn usage(&self, name: &str) -> Result<CgroupUsage, CgroupError>;
 }
 
-/// Detects the host's layout and returns the matching backend for sandboxes under `group`.
+/// Detects the host's layout and returns the matching backend for sandboxes under `group`: an
+/// absolute path (`/sandpit`) is the same directory under every hierarchy's mount point; a bare
+/// name is a child of this process's own cgroup.
 pub fn detect(group: &str) -> Result<Box<dyn CgroupManager>, CgroupError> {
-    check_name(group)?;
+    check_root(group)?;
     let mountinfo = fs::read_to_string("/proc/self/mountinfo")
         .map_err(io_err(Path::new("/proc/self/mountinfo")))?;
     let own =
@@ -393,8 +476,16 @@ pub fn parse_proc_cgroup(text: &str) -> Vec<OwnCgroup> {
         .collect()
 }
 
-/// `<mount point>/<own path relative to the mount root>/<group>`.
+/// `<mount point>/<own path relative to the mount root>/<group>`, or `<mount point>/<group>` for
+/// an absolute `group`.
 fn group_base(mount: &CgroupMount, own_path: &str, group: &str) -> PathBuf {
+    if let Some(fixed) = group.strip_prefix('/') {
+        let mut p = mount.mount_point.clone();
+        for comp in fixed.split('/') {
+            p.push(comp);
+        }
+        return p;
+    }
     let rel = own_path
         .strip_prefix(mount.root.trim_end_matches('/'))
         .unwrap_or(own_path);
@@ -412,7 +503,7 @@ pub fn from_layout(
     own: &[OwnCgroup],
     group: &str,
 ) -> Result<Box<dyn CgroupManager>, CgroupError> {
-    check_name(group)?;
+    check_root(group)?;
     let own_v1 = |m: &CgroupMount| {
         own.iter()
             .find(|o| {
@@ -621,7 +712,7 @@ impl CgroupManager for V1Hybrid {
             Self::prepare_cpuset_group(&h.base)?;
         }
         for dir in self.dirs(name) {
-            fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+            make_dir(&dir)?;
         }
         self.write_limits(name, limits)
     }
@@ -693,6 +784,9 @@ impl CgroupManager for V1Hybrid {
 
     fn remove(&self, name: &str) -> Result<(), CgroupError> {
         check_name(name)?;
+        if let Some(memory) = self.dir_of("memory", name).filter(|d| d.is_dir()) {
+            reclaim_memory(&memory);
+        }
         let mut first_err = None;
         for dir in self.dirs(name) {
             if let Err(e) = remove_dir(&dir) {
@@ -700,6 +794,12 @@ impl CgroupManager for V1Hybrid {
             }
         }
         first_err.map_or(Ok(()), Err)
+    }
+
+    fn roots(&self) -> Vec<PathBuf> {
+        let mut v: Vec<PathBuf> = self.hierarchies.iter().map(|h| h.base.clone()).collect();
+        v.extend(self.unified.clone());
+        v
     }
 
     fn list(&self) -> Result<Vec<String>, CgroupError> {
@@ -834,7 +934,7 @@ impl CgroupManager for V2 {
         fs::create_dir_all(&self.base).map_err(io_err(&self.base))?;
         Self::enable_controllers(&self.base)?;
         let dir = self.base.join(name);
-        fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+        make_dir(&dir)?;
         self.write_limits(&dir, name, limits)
     }
 
@@ -878,7 +978,15 @@ impl CgroupManager for V2 {
 
     fn remove(&self, name: &str) -> Result<(), CgroupError> {
         check_name(name)?;
-        remove_dir(&self.base.join(name))
+        let dir = self.base.join(name);
+        if dir.is_dir() {
+            reclaim_memory(&dir);
+        }
+        remove_dir(&dir)
+    }
+
+    fn roots(&self) -> Vec<PathBuf> {
+        vec![self.base.clone()]
     }
 
     fn list(&self) -> Result<Vec<String>, CgroupError> {
@@ -953,6 +1061,50 @@ mod tests {
             ]
         );
         assert_eq!(mgr.procs_files("sb1").len(), 6);
+    }
+
+    #[test]
+    fn an_absolute_root_is_fixed_whatever_the_own_cgroup() {
+        let mounts = parse_mountinfo(HYBRID_MOUNTINFO);
+        let mgr = from_layout(&mounts, &parse_proc_cgroup(HYBRID_OWN), "/sandpit").unwrap();
+        assert_eq!(
+            mgr.dirs("sb1")[0],
+            PathBuf::from("/sys/fs/cgroup/memory/sandpit/sb1")
+        );
+        let deeper = from_layout(&mounts, &parse_proc_cgroup(HYBRID_OWN), "/ops/sb").unwrap();
+        assert_eq!(
+            deeper.roots()[0],
+            PathBuf::from("/sys/fs/cgroup/memory/ops/sb")
+        );
+        assert_eq!(deeper.roots().len(), 6);
+        for bad in ["/", "/a//b", "/a/../b", "/a/"] {
+            assert!(matches!(
+                from_layout(&mounts, &[], bad),
+                Err(CgroupError::InvalidName(_))
+            ));
+        }
+    }
+
+    #[test]
+    fn v2_remove_asks_for_reclaim_and_empty_roots_go() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mgr = V2::new(tmp.path().join("g"));
+        let dir = mgr.base.join("sb");
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(dir.join("memory.current"), "12288\n").unwrap();
+        fs::write(dir.join("memory.reclaim"), "").unwrap();
+        // A fake dir holds files, so rmdir fails; the reclaim request was written first.
+        assert!(mgr.remove("sb").is_err());
+        assert_eq!(
+            fs::read_to_string(dir.join("memory.reclaim")).unwrap(),
+            "12288"
+        );
+        // A root with a sandbox in it stays; an empty one goes.
+        mgr.remove_roots().unwrap();
+        assert!(mgr.base.is_dir());
+        fs::remove_dir_all(&dir).unwrap();
+        mgr.remove_roots().unwrap();
+        assert!(!mgr.base.exists());
     }
 
     #[test]

@@ -143,6 +143,10 @@ error_codes! {
     SnapshotInUse = 409,
     // This sandbox cannot be snapshotted (gVisor tier, a diskMb disk image, ephemeral).
     SnapshotUnsupported = 400,
+    // The host's available memory is below the operator's floor (`--min-host-memory-mb`): no
+    // sandbox starts until others sleep or go. Not 503: the published SDK retries every 503
+    // for minutes (see `only_not_ready_codes_are_503`); 507 says "the server cannot hold more".
+    HostMemoryLow = 507,
 }
 
 impl ErrorCode {

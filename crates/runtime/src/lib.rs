@@ -9,6 +9,7 @@
 
 pub mod agent_log;
 pub mod bucket;
+mod egress_hub;
 pub mod gvisor;
 pub mod layers;
 pub mod local;
@@ -204,6 +205,10 @@ pub trait Driver: Send + Sync + 'static {
     /// Called once at server start: stops everything a previous server left running (processes,
     /// cgroups, sockets) and returns the ids it found, so the control plane can mark them asleep.
     async fn reconcile(&self) -> Result<Vec<String>, DriverError>;
+
+    /// Called once at an orderly server shutdown, after every sandbox was stopped: releases
+    /// what the driver holds for all sandboxes (e.g. removes its cgroup root when empty).
+    async fn shutdown(&self) {}
 
     /// Store migration 12 hands over the uid ranges the control plane allocated before drivers
     /// owned them, as `(id, first host uid)`, once at server start. A driver that maps uids

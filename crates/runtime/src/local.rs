@@ -1,6 +1,7 @@
 //! [`LocalDriver`]: sandboxes as Linux namespaces on this host.
 //!
-//! Per start: cgroups under `<own cgroup>/<group>/<id>`, host dirs under
+//! Per start: cgroups under `<cgroup root>/<id>` (default `/sandpit` in every hierarchy), host
+//! dirs under
 //! `<data_dir>/sandboxes/<id>` (`upper/` + `work/` are the persistent writable layer), a listening
 //! socket `<data_dir>/run/<id>.sock` (0600, host root), then `<agent_bin> launch` with a
 //! [`LaunchConfig`] on stdin and the socket as fd 3. The launcher prints `{"pid": N}` and exits;
@@ -33,6 +34,7 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::watch;
 
 use crate::bucket::{self, ActiveMount, BucketMount};
+use crate::egress_hub::EgressHub;
 use crate::slirp::Slirp;
 use crate::{
     AgentConnector, Driver, DriverError, EgressEndpoint, ResourceUsage, RunFile, SandboxSpec,
@@ -58,6 +60,9 @@ const MAX_DISK_MB: u64 = 1 << 24;
 const DISK_IMAGE_TMP: &str = "disk.img.tmp";
 /// The egress bridge's socket in the run dir (the agent inside bridges `127.0.0.1:3128` to it).
 pub const EGRESS_SOCKET: &str = "egress.sock";
+/// The shared egress listener in the data dir; every run dir's [`EGRESS_SOCKET`] is a hard link
+/// to it.
+const EGRESS_HUB_SOCKET: &str = "egress.sock";
 /// File in the sandbox dir recording the first host uid of the sandbox's range.
 const UID_BASE_FILE: &str = "uid_base";
 
@@ -72,7 +77,9 @@ pub struct LocalDriverConfig {
     pub first_uid: u32,
     /// Binary started as `<agent_bin> launch`.
     pub agent_bin: PathBuf,
-    /// Name of the cgroup that groups the sandboxes under the server's own cgroup.
+    /// The cgroup that holds the sandboxes' cgroups: an absolute path is the same directory in
+    /// every hierarchy (default `/sandpit`, found again by a server restarted from another
+    /// cgroup); a bare name is a child of the server's own cgroup.
     pub cgroup_group: String,
     /// How long the launcher may take before the start fails.
     pub start_timeout: Duration,
@@ -105,7 +112,7 @@ impl LocalDriverConfig {
             first_uid: DEFAULT_FIRST_UID,
             data_dir,
             agent_bin,
-            cgroup_group: "sandpit".to_string(),
+            cgroup_group: DEFAULT_CGROUP_ROOT.to_string(),
             start_timeout: Duration::from_secs(10),
             stop_timeout: Duration::from_secs(10),
             nofile: sandpit_isolation::launch::DEFAULT_NOFILE,
@@ -119,6 +126,9 @@ impl LocalDriverConfig {
         }
     }
 }
+
+/// Default of [`LocalDriverConfig::cgroup_group`].
+pub const DEFAULT_CGROUP_ROOT: &str = "/sandpit";
 
 /// Default of [`LocalDriverConfig::first_uid`] (above the uids and subuids of a usual host).
 pub const DEFAULT_FIRST_UID: u32 = 100_000;
@@ -168,7 +178,8 @@ struct Running {
     exited: watch::Receiver<bool>,
     /// The image's rootfs, held open while the sandbox runs: a rebuilt image keeps the version
     /// this sandbox's mounts use until nothing holds it (see sandpit-image's `replace_with`).
-    _image: std::fs::File,
+    /// One descriptor per image version, shared by its sandboxes ([`LocalDriver::hold_image`]).
+    _image: Arc<std::fs::File>,
 }
 
 /// The local namespace driver. See the module docs.
@@ -177,7 +188,13 @@ pub struct LocalDriver {
     images: ImageStore,
     cgroups: Box<dyn CgroupManager>,
     uids: Mutex<UidRanges>,
-    /// Accept loops of the egress bridges of started sandboxes (aborted at teardown).
+    /// Open image rootfs versions by (device, inode), shared by the sandboxes running them.
+    held_images: Mutex<HashMap<(u64, u64), std::sync::Weak<std::fs::File>>>,
+    /// The one egress listener all sandboxes' `egress.sock` links lead to (made at the first
+    /// start; see [`crate::egress_hub`]).
+    egress_hub: Mutex<Option<Arc<EgressHub>>>,
+    /// Accept loops of per-sandbox egress listeners, used only where the run dir cannot link
+    /// to the shared one (another file system); aborted at teardown.
     bridges: Mutex<HashMap<String, tokio::task::JoinHandle<()>>>,
     running: Mutex<HashMap<String, Running>>,
     /// slirp4netns of the sandboxes in `full` network mode.
@@ -362,7 +379,7 @@ async fn kill_and_reap(child: &mut tokio::process::Child) {
 
 /// Binds a Unix socket at `dir/name` even when that path is longer than `sun_path` (108 bytes):
 /// through `/proc/self/fd/<dir fd>/name`.
-fn bind_in(dir: &Path, name: &str) -> std::io::Result<tokio::net::UnixListener> {
+pub(crate) fn bind_in(dir: &Path, name: &str) -> std::io::Result<tokio::net::UnixListener> {
     use std::os::fd::AsRawFd;
     let dir = std::fs::File::open(dir)?;
     let short = format!("/proc/self/fd/{}/{name}", dir.as_raw_fd());
@@ -498,6 +515,25 @@ pub(crate) async fn watch_exit(pid: u32, pidfd: OwnedFd, exited: watch::Sender<b
     let _ = exited.send(true);
 }
 
+/// Reaps `pid` (on a thread that may block), whose exit is under way, then flips `exited` to
+/// true. Polls with a growing pause: the init closes its files before the kernel makes it a
+/// zombie.
+pub(crate) fn reap_blocking(pid: u32, exited: &watch::Sender<bool>) {
+    let mut pause = Duration::from_millis(1);
+    loop {
+        match waitpid(Pid::from_raw(pid as i32), Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::StillAlive) => {
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_secs(1));
+            }
+            Err(Errno::EINTR) => {}
+            // Reaped, or not our child (then whoever is its parent reaps it).
+            _ => break,
+        }
+    }
+    let _ = exited.send(true);
+}
+
 fn is_zombie(pid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .map(|s| {
@@ -579,6 +615,8 @@ impl LocalDriver {
             images,
             cgroups,
             uids: Mutex::new(uids),
+            held_images: Mutex::default(),
+            egress_hub: Mutex::default(),
             bridges: Mutex::default(),
             running: Mutex::new(HashMap::new()),
             slirps: Mutex::new(HashMap::new()),
@@ -776,9 +814,47 @@ impl LocalDriver {
 
     /// Binds the agent's socket (returned, for the launcher) and, when the spec has an egress
     /// endpoint, the egress bridge's socket in the run dir (served until teardown).
-    fn bind_sockets(&self, spec: &SandboxSpec) -> Result<UnixListener, DriverError> {
+    /// Opens `rootfs` and returns the open file of that version that running sandboxes share
+    /// (the new one if none is open).
+    fn hold_image(&self, rootfs: &Path) -> std::io::Result<Arc<std::fs::File>> {
+        use std::os::unix::fs::MetadataExt;
+        let file = std::fs::File::open(rootfs)?;
+        let meta = file.metadata()?;
+        let key = (meta.dev(), meta.ino());
+        let mut held = self.held_images.lock().unwrap_or_else(|p| p.into_inner());
+        held.retain(|_, open| open.strong_count() > 0);
+        if let Some(open) = held.get(&key).and_then(std::sync::Weak::upgrade) {
+            return Ok(open);
+        }
+        let file = Arc::new(file);
+        held.insert(key, Arc::downgrade(&file));
+        Ok(file)
+    }
+
+    /// The shared egress listener, bound at the first call.
+    fn egress_hub(&self) -> std::io::Result<Arc<EgressHub>> {
+        let mut hub = self.egress_hub.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(hub) = hub.as_ref() {
+            return Ok(hub.clone());
+        }
+        let made = Arc::new(EgressHub::bind(&self.config.data_dir, EGRESS_HUB_SOCKET)?);
+        *hub = Some(made.clone());
+        Ok(made)
+    }
+
+    fn bind_sockets(&self, spec: &SandboxSpec, uid_base: u32) -> Result<UnixListener, DriverError> {
         let id = spec.id.as_str();
         if let Some(endpoint) = &spec.egress {
+            let link = self.run_dir(id).join(EGRESS_SOCKET);
+            let shared = self
+                .egress_hub()
+                .and_then(|hub| hub.attach(id, uid_base, endpoint.clone(), &link));
+            match shared {
+                Ok(()) => return self.bind_agent_socket(id),
+                Err(e) => {
+                    tracing::warn!(id, error = %e, "no shared egress listener: one of its own");
+                }
+            }
             let task = serve_egress(&self.run_dir(id), endpoint)
                 .map_err(io_err(id, "bind the egress socket"))?;
             let old = self
@@ -790,6 +866,11 @@ impl LocalDriver {
                 old.abort();
             }
         }
+        self.bind_agent_socket(id)
+    }
+
+    /// Binds `run/<id>.sock`, handed to the launcher (the server keeps no descriptor of it).
+    fn bind_agent_socket(&self, id: &str) -> Result<UnixListener, DriverError> {
         let path = self.socket_path(id);
         let _ = std::fs::remove_file(&path);
         let listener = UnixListener::bind(&path).map_err(io_err(id, "bind the agent socket"))?;
@@ -825,6 +906,7 @@ impl LocalDriver {
         spec: &SandboxSpec,
         host: &HostSide,
         listener: UnixListener,
+        eof: Arc<agent_log::Eof>,
     ) -> Result<u32, DriverError> {
         let id = spec.id.as_str();
         let dir = self.sandbox_dir(id);
@@ -863,7 +945,7 @@ impl LocalDriver {
         let log =
             agent_log::CappedLog::create(&self.agent_log(id), self.config.agent_log_max_bytes)
                 .map_err(io_err(id, "create agent.log"))?;
-        agent_log::spawn_pump(log_read, log, id)
+        agent_log::spawn_pump(log_read, log, eof)
             .map_err(io_err(id, "start the agent.log copier"))?;
         sandpit_isolation::process::pass_fds(
             &mut cmd,
@@ -1205,6 +1287,14 @@ impl LocalDriver {
         if let Some(bridge) = bridge {
             bridge.abort();
         }
+        let hub = self
+            .egress_hub
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        if let Some(hub) = hub {
+            hub.detach(id);
+        }
         let slirp = self.slirps.lock().ok().and_then(|mut m| m.remove(id));
         if let Some(slirp) = slirp {
             slirp.stop().await;
@@ -1277,7 +1367,9 @@ impl Driver for LocalDriver {
         let rootfs = resolve_image(&self.images, spec)?;
         // Opened before the launch resolves the path, so this is the version the sandbox mounts
         // (or an older one, which is then merely kept longer).
-        let image = std::fs::File::open(&rootfs).map_err(io_err(id, "open the image rootfs"))?;
+        let image = self
+            .hold_image(&rootfs)
+            .map_err(io_err(id, "open the image rootfs"))?;
         let uid_base = self.uid_base(id)?;
         let layers = self.layer_mounts(id).await?;
         let disk = self.prepare_disk(spec, uid_base).await?;
@@ -1292,8 +1384,9 @@ impl Driver for LocalDriver {
             .create(id, &limits)
             .map_err(cg_err(id, "create the cgroups"))?;
         let started_at = Instant::now();
-        let result = match self.bind_sockets(spec) {
-            Ok(listener) => self.launch(spec, &host, listener).await,
+        let eof = Arc::new(agent_log::Eof::default());
+        let result = match self.bind_sockets(spec, host.uid_base) {
+            Ok(listener) => self.launch(spec, &host, listener, eof.clone()).await,
             Err(e) => Err(e),
         };
         let pid = match result {
@@ -1305,15 +1398,10 @@ impl Driver for LocalDriver {
             }
         };
         tracing::debug!(id, pid, elapsed = ?started_at.elapsed(), "sandbox launched");
-        let pidfd = match sandpit_isolation::process::pidfd_open(pid) {
-            Ok(fd) => fd,
-            Err(e) => {
-                let _ = self.teardown(id, None).await;
-                return Err(io_err(id, "pidfd_open the sandbox init")(e));
-            }
-        };
+        // The end of the init's log pipe says it exited: no descriptor per sandbox (a pidfd)
+        // held while it runs.
         let (tx, rx) = watch::channel(false);
-        tokio::spawn(watch_exit(pid, pidfd, tx));
+        eof.arm(move || reap_blocking(pid, &tx));
         let agent: Arc<dyn AgentConnector> = Arc::new(UnixConnector::new(self.socket_path(id)));
         if let Ok(mut map) = self.running.lock() {
             map.insert(
@@ -1550,6 +1638,20 @@ impl Driver for LocalDriver {
             },
         )
         .await
+    }
+
+    async fn shutdown(&self) {
+        let hub = self
+            .egress_hub
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(hub) = hub {
+            hub.close();
+        }
+        if let Err(e) = self.cgroups.remove_roots() {
+            tracing::warn!(error = %e, "removing the empty cgroup root");
+        }
     }
 
     async fn reconcile(&self) -> Result<Vec<String>, DriverError> {

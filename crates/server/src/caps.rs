@@ -54,10 +54,44 @@ impl HostResources {
     }
 }
 
+/// Default of `sandpit serve --min-host-memory-mb`.
+pub const DEFAULT_MIN_HOST_MEMORY_MB: u64 = 512;
+
+/// The host's `MemAvailable` in MiB (what the kernel can hand out without swapping), `None`
+/// when `/proc/meminfo` cannot be read.
+pub fn mem_available_mb() -> Option<u64> {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
+    meminfo_field_kb(&meminfo, "MemAvailable:").map(|kb| kb / 1024)
+}
+
+/// Refuses to start another sandbox (`HOST_MEMORY_LOW`) while the host's `MemAvailable` is
+/// below `floor_mb` (`--min-host-memory-mb`; 0 turns the check off): starting sandboxes until
+/// the kernel runs out would end in the host's OOM killer, not in a clear error.
+pub fn check_host_memory(floor_mb: u64) -> ApiResult<()> {
+    if floor_mb == 0 {
+        return Ok(());
+    }
+    match mem_available_mb() {
+        Some(available) if available < floor_mb => Err(ApiError::new(
+            ErrorCode::HostMemoryLow,
+            format!(
+                "the host has {available} MiB of memory available, below the server's floor of                  {floor_mb} MiB (--min-host-memory-mb): no new sandbox starts until sandboxes                  sleep or are destroyed"
+            ),
+        )
+        .context("availableMb", available)
+        .context("minHostMemoryMb", floor_mb)),
+        _ => Ok(()),
+    }
+}
+
 fn parse_mem_total_kb(meminfo: &str) -> Option<u64> {
+    meminfo_field_kb(meminfo, "MemTotal:")
+}
+
+fn meminfo_field_kb(meminfo: &str, field: &str) -> Option<u64> {
     meminfo
         .lines()
-        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .find_map(|l| l.strip_prefix(field))
         .and_then(|rest| rest.split_whitespace().next())
         .and_then(|n| n.parse().ok())
 }
@@ -328,6 +362,8 @@ mod tests {
     fn mem_total_is_read_from_meminfo() {
         let meminfo = "MemFree:  1 kB\nMemTotal:       24684220 kB\n";
         assert_eq!(parse_mem_total_kb(meminfo), Some(24_684_220));
+        let meminfo = "MemTotal: 2 kB\nMemAvailable:    1048576 kB\n";
+        assert_eq!(meminfo_field_kb(meminfo, "MemAvailable:"), Some(1_048_576));
         assert_eq!(parse_mem_total_kb("nothing"), None);
     }
 }

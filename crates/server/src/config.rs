@@ -83,6 +83,15 @@ pub struct ServeConfig {
     pub egress_max_connections_per_sandbox: usize,
     /// Most egress connections all sandboxes of one tenant keep open together (default 1024).
     pub egress_max_connections_per_tenant: usize,
+    /// The cgroup holding the sandboxes' cgroups (`--cgroup-root`, default `/sandpit`): an
+    /// absolute path is the same directory in every cgroup hierarchy, so a server restarted
+    /// from another cgroup finds and cleans the sandboxes of the one before; the gVisor tier
+    /// uses `<root>-gvisor`. A bare name is a child of the server's own cgroup.
+    pub cgroup_root: String,
+    /// No sandbox is created or started while the host's `MemAvailable` is below this many MiB
+    /// (`--min-host-memory-mb`, default 512; 0 turns the check off): the request fails with
+    /// `HOST_MEMORY_LOW` instead of the host running into its OOM killer.
+    pub min_host_memory_mb: u64,
     /// Where backups are stored (default: the directory `<data_dir>/objects`).
     pub object_store: crate::objects::ObjectStoreConfig,
     /// Per-tenant caps on backups (default 100 backups, 100 GiB).
@@ -128,6 +137,8 @@ impl ServeConfig {
             metrics_auth: false,
             egress_max_connections_per_sandbox: crate::egress::DEFAULT_MAX_CONNECTIONS_PER_SANDBOX,
             egress_max_connections_per_tenant: crate::egress::DEFAULT_MAX_CONNECTIONS_PER_TENANT,
+            cgroup_root: sandpit_runtime::local::DEFAULT_CGROUP_ROOT.to_owned(),
+            min_host_memory_mb: crate::caps::DEFAULT_MIN_HOST_MEMORY_MB,
             object_store: crate::objects::ObjectStoreConfig::Local {
                 root: data_dir_objects,
             },

@@ -75,6 +75,8 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use tower_http::trace::TraceLayer;
 
 pub use config::{ADMIN_KEY_ENV, AGENT_BIN_ENV, ServeConfig, find_agent_binary};
+/// Default of [`ServeConfig::cgroup_root`] (`sandpit serve --cgroup-root`).
+pub use sandpit_runtime::local::DEFAULT_CGROUP_ROOT;
 pub use start_error::StartError;
 
 use crate::auth::Auth;
@@ -274,6 +276,7 @@ pub struct Server {
     addr: SocketAddr,
     admin_key: String,
     key_file: PathBuf,
+    admin_key_configured: bool,
     manager: Arc<Manager>,
     shutdown: watch::Sender<bool>,
     /// `None` once shut down.
@@ -369,6 +372,7 @@ impl Server {
             caps,
             default_quota: config.default_quota.clone(),
             default_isolation: config.default_isolation,
+            min_host_memory_mb: config.min_host_memory_mb,
         };
         let mut manager = Manager::new(
             store.clone(),
@@ -484,6 +488,7 @@ impl Server {
             addr,
             admin_key,
             key_file,
+            admin_key_configured: config.admin_key.is_some(),
             manager,
             shutdown,
             serve: Some(serve),
@@ -502,6 +507,12 @@ impl Server {
     /// The admin key (tenant `default`).
     pub fn admin_key(&self) -> &str {
         &self.admin_key
+    }
+
+    /// Whether the admin key came from the configuration (`SANDPIT_ADMIN_KEY`); then
+    /// [`Server::key_file`] holds nothing of it.
+    pub fn admin_key_configured(&self) -> bool {
+        self.admin_key_configured
     }
 
     /// Where a generated admin key is kept (`<data_dir>/admin.key`).
@@ -590,6 +601,7 @@ fn gvisor_driver(
         &config.images_dir,
     ))?;
     driver_config.runsc = runsc.to_path_buf();
+    driver_config.cgroup_group = format!("{}-gvisor", config.cgroup_root);
     let driver = sandpit_runtime::gvisor::GvisorDriver::with_config(driver_config)
         .map_err(StartError::GvisorDriver)?;
     tracing::info!(runsc = %runsc.display(), "isolation tier gvisor available");
@@ -605,6 +617,7 @@ fn local_driver(config: &ServeConfig) -> Result<Arc<dyn Driver>, StartError> {
         "resolving the images dir",
         &config.images_dir,
     ))?;
+    driver_config.cgroup_group = config.cgroup_root.clone();
     // The operator's blocks and private ranges hold in `full` mode too (its firewall).
     driver_config.operator = sandpit_runtime::network::OperatorRanges {
         blocked: config.egress_blocked.clone(),

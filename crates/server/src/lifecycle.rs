@@ -420,6 +420,9 @@ pub struct Bounds {
     pub default_quota: TenantQuota,
     /// The tier of sandboxes whose create leaves `isolation` out (and of implicit creates).
     pub default_isolation: Isolation,
+    /// No sandbox is created or started while the host's `MemAvailable` is below this (MiB;
+    /// 0: no floor).
+    pub min_host_memory_mb: u64,
 }
 
 /// Owns every sandbox of the server.
@@ -433,6 +436,8 @@ pub struct Manager {
     /// The quota of tenants without one of their own.
     default_quota: TenantQuota,
     default_isolation: Isolation,
+    /// See [`Bounds::min_host_memory_mb`].
+    min_host_memory_mb: u64,
     /// Per-tenant admission against quotas.
     gate: Gate,
     metrics: Arc<Metrics>,
@@ -468,6 +473,7 @@ impl Manager {
             default_limits: bounds.default_limits,
             caps: bounds.caps,
             default_quota: bounds.default_quota,
+            min_host_memory_mb: bounds.min_host_memory_mb,
             default_isolation: bounds.default_isolation,
             gate: Gate::default(),
             metrics,
@@ -834,6 +840,8 @@ impl Manager {
         let limits = merge_limits(&o.limits, &self.default_limits);
         // Records made before the operator lowered a cap: refuse rather than start above it.
         caps::check(&limits, &self.caps).map_err(|e| e.context("sandboxId", entry.id.as_str()))?;
+        caps::check_host_memory(self.min_host_memory_mb)
+            .map_err(|e| e.context("sandboxId", entry.id.as_str()))?;
         let (image_rootfs, image_env) = self.image_rootfs(&o.image)?;
         let mut env = image_env;
         env.retain(|(k, _)| !o.env.contains_key(k));
@@ -981,6 +989,7 @@ impl Manager {
     ) -> ApiResult<SandboxRecord> {
         let driver = self.driver(fixed.isolation)?.clone();
         self.image_rootfs(&fixed.image)?;
+        caps::check_host_memory(self.min_host_memory_mb)?;
         let mut options = SandboxOptions {
             image: fixed.image,
             sleep_after: SleepAfter::DEFAULT,
@@ -1749,6 +1758,9 @@ impl Manager {
             {
                 tracing::warn!(sandbox = %entry.id, error = %e, "sleeping at shutdown");
             }
+        }
+        for (_, driver) in self.drivers.iter() {
+            driver.shutdown().await;
         }
     }
 }

@@ -90,6 +90,7 @@ export const ERROR_STATUS = {
   SNAPSHOT_NOT_FOUND: 404,
   SNAPSHOT_IN_USE: 409,
   SNAPSHOT_UNSUPPORTED: 400,
+  HOST_MEMORY_LOW: 507,
 } as const;
 
 /** A code of the protocol's error table. */

@@ -11,6 +11,7 @@ use sandpit_server::{ServeConfig, Server};
 use crate::cli::ServeArgs;
 
 pub async fn run(args: ServeArgs, data_dir: PathBuf) -> anyhow::Result<()> {
+    raise_nofile();
     let mut config = ServeConfig::new(data_dir.clone());
     config.listen = args.listen;
     config.images_dir = super::image::images_dir(&args.images, &data_dir);
@@ -42,6 +43,8 @@ pub async fn run(args: ServeArgs, data_dir: PathBuf) -> anyhow::Result<()> {
         disk_mb: quota.default_quota_disk_mb,
     };
     config.metrics_auth = args.metrics_auth;
+    config.cgroup_root = args.cgroup_root;
+    config.min_host_memory_mb = args.min_host_memory_mb;
     config.egress_max_connections_per_sandbox = args.egress_max_connections_per_sandbox;
     config.egress_max_connections_per_tenant = args.egress_max_connections_per_tenant;
     args.object_store.apply(&mut config)?;
@@ -56,10 +59,30 @@ pub async fn run(args: ServeArgs, data_dir: PathBuf) -> anyhow::Result<()> {
     let server = Server::start(config).await.context("starting the server")?;
     let url = format!("http://{}", server.addr());
     println!("sandpit listening on {url}");
-    println!("admin key stored in {}", server.key_file().display());
+    if server.admin_key_configured() {
+        println!(
+            "admin key taken from ${} (no key file is written)",
+            sandpit_server::ADMIN_KEY_ENV
+        );
+    } else {
+        println!("admin key stored in {}", server.key_file().display());
+    }
     println!("try: SANDPIT_URL={url} sandpit exec demo -- echo hello");
     // Until ctrl-c or SIGTERM; then running sandboxes are put to sleep.
     Ok(server.wait().await?)
+}
+
+/// Raises the soft `nofile` limit to the hard one: the server keeps about one descriptor per
+/// running sandbox (its log pipe), and the usual soft default (1,024) would cap it far below
+/// what the host can run. The hard limit is the operator's to raise (docs/operations.md).
+fn raise_nofile() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE)
+        && soft < hard
+        && let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard)
+    {
+        eprintln!("warning: could not raise the open-file limit from {soft} to {hard}: {e}");
+    }
 }
 
 /// `--egress-resolve NAME=ADDRESS`.

@@ -7,6 +7,7 @@ mod console;
 mod copy;
 mod crash;
 mod fake_server;
+mod hygiene;
 mod inspect;
 mod labels;
 mod leftovers;

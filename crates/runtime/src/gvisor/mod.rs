@@ -70,7 +70,8 @@ pub struct GvisorConfig {
     pub agent_bin: PathBuf,
     /// The runsc binary.
     pub runsc: PathBuf,
-    /// Name of the cgroup that groups the gVisor sandboxes under the server's own cgroup.
+    /// The cgroup that holds the gVisor sandboxes' cgroups (absolute: fixed in every hierarchy;
+    /// a bare name: a child of the server's own cgroup). Default `/sandpit-gvisor`.
     pub cgroup_group: String,
     /// How long runsc and the agent may take before the start fails.
     pub start_timeout: Duration,
@@ -91,7 +92,7 @@ impl GvisorConfig {
             data_dir,
             agent_bin,
             runsc: PathBuf::from("/usr/bin/runsc"),
-            cgroup_group: "sandpit-gvisor".to_string(),
+            cgroup_group: format!("{}-gvisor", crate::local::DEFAULT_CGROUP_ROOT),
             start_timeout: Duration::from_secs(20),
             stop_timeout: Duration::from_secs(10),
             nofile: sandpit_isolation::launch::DEFAULT_NOFILE,
@@ -400,7 +401,8 @@ impl GvisorDriver {
                 .map_err(io_err(id, "create agent.log"))?;
         let (log_read, log_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
             .map_err(|e| io_err(id, "create the log pipe")(e.into()))?;
-        agent_log::spawn_pump(log_read, log, id)
+        // runsc's exit is watched with a pidfd; the log's end is not used for it here.
+        agent_log::spawn_pump(log_read, log, Default::default())
             .map_err(io_err(id, "start the agent.log copier"))?;
         let pid_file = dir.join("bundle/pid");
         let _ = std::fs::remove_file(&pid_file);
@@ -686,6 +688,12 @@ impl Driver for GvisorDriver {
             usage::tree_usage(&upper, usage::MAX_WALK_ENTRIES)
         })
         .await
+    }
+
+    async fn shutdown(&self) {
+        if let Err(e) = self.cgroups.remove_roots() {
+            tracing::warn!(error = %e, "removing the empty cgroup root");
+        }
     }
 
     async fn reconcile(&self) -> Result<Vec<String>, DriverError> {

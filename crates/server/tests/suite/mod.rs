@@ -15,6 +15,7 @@ mod files;
 mod forward;
 mod gvisor;
 mod host_agent;
+mod hygiene;
 mod image_tools;
 mod interpreter;
 mod isolation;

@@ -684,6 +684,13 @@ class SnapshotUnsupportedError(SandpitError):
     default_status = 400
 
 
+class HostMemoryLowError(SandpitError):
+    """``HOST_MEMORY_LOW`` (HTTP 507)."""
+
+    code = "HOST_MEMORY_LOW"
+    default_status = 507
+
+
 ERRORS_BY_CODE: dict[str, type[SandpitError]] = {
     "IS_DIRECTORY": IsDirectoryError,
     "NOT_DIRECTORY": NotDirectoryError,
@@ -773,6 +780,7 @@ ERRORS_BY_CODE: dict[str, type[SandpitError]] = {
     "SNAPSHOT_NOT_FOUND": SnapshotNotFoundError,
     "SNAPSHOT_IN_USE": SnapshotInUseError,
     "SNAPSHOT_UNSUPPORTED": SnapshotUnsupportedError,
+    "HOST_MEMORY_LOW": HostMemoryLowError,
 }
 
 
