@@ -143,6 +143,12 @@ error_codes! {
     SnapshotInUse = 409,
     // This sandbox cannot be snapshotted (gVisor tier, a diskMb disk image, ephemeral).
     SnapshotUnsupported = 400,
+    // Snapshot export/import: the object key names no export of the caller's tenant.
+    SnapshotExportNotFound = 404,
+    // Writing the snapshot's archive to the object store failed (nothing is left there).
+    SnapshotExportFailed = 500,
+    // The export could not be imported: corrupt, truncated, digest mismatch (nothing is kept).
+    SnapshotImportFailed = 500,
 }
 
 impl ErrorCode {

@@ -70,7 +70,10 @@ fn serial_cli_backups() {
         ],
     );
     let id = id.strip_suffix('\n').expect("a line").to_owned();
-    assert!(!id.is_empty() && !id.contains(char::is_whitespace), "{id:?}");
+    assert!(
+        !id.is_empty() && !id.contains(char::is_whitespace),
+        "{id:?}"
+    );
     assert!(
         progress.contains("backing up bk-src:/workspace/proj\n")
             && progress.contains("backed up bk-src:/workspace/proj: "),
@@ -99,7 +102,11 @@ fn serial_cli_backups() {
     ok(&served, &["create", "bk-dst"]);
     ok(
         &served,
-        &["exec", "bk-dst", "mkdir -p /workspace/proj && echo old > /workspace/proj/old"],
+        &[
+            "exec",
+            "bk-dst",
+            "mkdir -p /workspace/proj && echo old > /workspace/proj/old",
+        ],
     );
     let (out, progress) = ok(&served, &["backup", "restore", "bk-dst", &id]);
     assert_eq!(out, "");
@@ -182,20 +189,37 @@ fn serial_cli_bucket_mounts() {
         .cli()
         .env_remove("AWS_ACCESS_KEY_ID")
         .env_remove("AWS_SECRET_ACCESS_KEY")
-        .args(["mount", "mnt", "cli-bucket", "/mnt/data", "--endpoint", endpoint])
+        .args([
+            "mount",
+            "mnt",
+            "cli-bucket",
+            "/mnt/data",
+            "--endpoint",
+            endpoint,
+        ])
         .assert()
         .code(1);
     let err = text(&out.get_output().stderr);
     assert!(err.contains("set AWS_ACCESS_KEY_ID"), "{err}");
 
-    let out = with_keys(&["mount", "mnt", "cli-bucket", "/mnt/data", "--endpoint", endpoint])
-        .assert()
-        .success();
+    let out = with_keys(&[
+        "mount",
+        "mnt",
+        "cli-bucket",
+        "/mnt/data",
+        "--endpoint",
+        endpoint,
+    ])
+    .assert()
+    .success();
     assert_eq!(
         text(&out.get_output().stdout),
         "cli-bucket mounted at mnt:/mnt/data\n"
     );
-    ok(&served, &["exec", "mnt", "echo from-cli > /mnt/data/cli.txt"]);
+    ok(
+        &served,
+        &["exec", "mnt", "echo from-cli > /mnt/data/cli.txt"],
+    );
     assert_eq!(
         std::fs::read_to_string(s3.object_path("cli.txt")).unwrap(),
         "from-cli\n"
@@ -228,13 +252,13 @@ fn serial_cli_bucket_mounts() {
     let rows: Vec<&str> = table.lines().skip(1).collect();
     assert_eq!(rows.len(), 2, "{table}");
     assert!(
-        rows.iter().any(|r| r.starts_with("/mnt/data")
-            && r.contains(" rw ")
-            && r.contains("mounted")),
+        rows.iter()
+            .any(|r| r.starts_with("/mnt/data") && r.contains(" rw ") && r.contains("mounted")),
         "{table}"
     );
     assert!(
-        rows.iter().any(|r| r.starts_with("/mnt/ro") && r.contains(" ro ")),
+        rows.iter()
+            .any(|r| r.starts_with("/mnt/ro") && r.contains(" ro ")),
         "{table}"
     );
     let (json, _) = ok(&served, &["mounts", "mnt", "--json"]);
@@ -244,11 +268,18 @@ fn serial_cli_bucket_mounts() {
 
     // Bad input.
     let err = text(
-        &with_keys(&["mount", "mnt", "cli-bucket", "relative", "--endpoint", endpoint])
-            .assert()
-            .code(1)
-            .get_output()
-            .stderr,
+        &with_keys(&[
+            "mount",
+            "mnt",
+            "cli-bucket",
+            "relative",
+            "--endpoint",
+            endpoint,
+        ])
+        .assert()
+        .code(1)
+        .get_output()
+        .stderr,
     );
     assert!(err.starts_with("error: INVALID_MOUNT_CONFIG: "), "{err}");
     let err = text(
@@ -280,4 +311,66 @@ fn serial_cli_bucket_mounts() {
         !table.contains("/mnt/data") && table.contains("/mnt/ro"),
         "{table}"
     );
+}
+
+#[test]
+fn serial_cli_snapshot_export_import() {
+    let Some(images) = images_dir_or_skip("serial_cli_snapshot_export_import") else {
+        return;
+    };
+    let served = Served::start(&images);
+    ok(&served, &["create", "exp"]);
+    ok(&served, &["exec", "exp", "echo exported > /workspace/f"]);
+    let (snap, _) = ok(&served, &["snapshot", "create", "exp", "--name", "to-move"]);
+    let snap = snap.trim().to_owned();
+
+    let (key, progress) = ok(&served, &["snapshot", "export", &snap]);
+    let key = key.strip_suffix('\n').expect("a line").to_owned();
+    assert!(
+        key.starts_with(&format!("snapshot-exports/default/{snap}-")),
+        "{key}"
+    );
+    assert!(progress.contains("exported "), "{progress}");
+    plain(&progress);
+    let (json, _) = ok(&served, &["snapshot", "export", &snap, "--json"]);
+    let exported: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(exported["snapshotId"], snap.as_str());
+
+    let err = fails(
+        &served,
+        &["snapshot", "import", &key, "--sha256", "00"],
+        "SNAPSHOT_IMPORT_FAILED",
+    );
+    assert!(err.contains("nothing was kept"), "{err}");
+    let missing = key.replace(".tar.zst", "-gone.tar.zst");
+    fails(
+        &served,
+        &["snapshot", "import", &missing],
+        "SNAPSHOT_EXPORT_NOT_FOUND",
+    );
+    fails(
+        &served,
+        &["snapshot", "import", "backups/x.tar.zst"],
+        "VALIDATION_FAILED",
+    );
+    fails(
+        &served,
+        &["snapshot", "export", "snap-nosuch"],
+        "SNAPSHOT_NOT_FOUND",
+    );
+
+    let (imported, _) = ok(&served, &["snapshot", "import", &key, "--name", "moved"]);
+    let imported = imported.trim().to_owned();
+    assert!(
+        imported.starts_with("snap-") && imported != snap,
+        "{imported}"
+    );
+    let (listed, _) = ok(&served, &["snapshot", "ls"]);
+    assert!(
+        listed.contains(&imported) && listed.contains("moved"),
+        "{listed}"
+    );
+    ok(&served, &["create", "copy", "--snapshot", &imported]);
+    let (f, _) = ok(&served, &["exec", "copy", "cat /workspace/f"]);
+    assert_eq!(f, "exported\n");
 }

@@ -684,6 +684,27 @@ class SnapshotUnsupportedError(SandpitError):
     default_status = 400
 
 
+class SnapshotExportNotFoundError(SandpitError):
+    """``SNAPSHOT_EXPORT_NOT_FOUND`` (HTTP 404)."""
+
+    code = "SNAPSHOT_EXPORT_NOT_FOUND"
+    default_status = 404
+
+
+class SnapshotExportFailedError(SandpitError):
+    """``SNAPSHOT_EXPORT_FAILED`` (HTTP 500)."""
+
+    code = "SNAPSHOT_EXPORT_FAILED"
+    default_status = 500
+
+
+class SnapshotImportFailedError(SandpitError):
+    """``SNAPSHOT_IMPORT_FAILED`` (HTTP 500)."""
+
+    code = "SNAPSHOT_IMPORT_FAILED"
+    default_status = 500
+
+
 ERRORS_BY_CODE: dict[str, type[SandpitError]] = {
     "IS_DIRECTORY": IsDirectoryError,
     "NOT_DIRECTORY": NotDirectoryError,
@@ -773,6 +794,9 @@ ERRORS_BY_CODE: dict[str, type[SandpitError]] = {
     "SNAPSHOT_NOT_FOUND": SnapshotNotFoundError,
     "SNAPSHOT_IN_USE": SnapshotInUseError,
     "SNAPSHOT_UNSUPPORTED": SnapshotUnsupportedError,
+    "SNAPSHOT_EXPORT_NOT_FOUND": SnapshotExportNotFoundError,
+    "SNAPSHOT_EXPORT_FAILED": SnapshotExportFailedError,
+    "SNAPSHOT_IMPORT_FAILED": SnapshotImportFailedError,
 }
 
 
