@@ -121,6 +121,15 @@ impl Manager {
             .await?
             .ok_or_else(|| snapshot_not_found(id))?;
         let driver = self.driver(record.isolation)?.clone();
+        if !driver.supports_snapshots() {
+            return Err(ApiError::new(
+                ErrorCode::SnapshotUnsupported,
+                format!(
+                    "snapshots are not supported for isolation tier {}",
+                    record.isolation
+                ),
+            ));
+        }
         let key = format!(
             "{SNAPSHOT_EXPORT_PREFIX}{tenant}/{id}-{}.tar.zst",
             &uuid::Uuid::new_v4().simple().to_string()[..12]
