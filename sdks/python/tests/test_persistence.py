@@ -184,7 +184,7 @@ def test_mount_bucket_against_the_loopback_s3_server(client: Sandpit, fresh: lis
         credentials={"access_key_id": s3["accessKey"], "secret_access_key": s3["secretKey"]},
         read_only=True,
     )
-    refused = sandbox.exec("echo x > /mnt/ro/nope 2>&1")
+    refused = sandbox.exec("sh -c 'echo x > /mnt/ro/nope' 2>&1")
     assert refused.exit_code != 0 and "Read-only file system" in refused.stdout
 
     sandbox.unmount_bucket("/mnt/ro")

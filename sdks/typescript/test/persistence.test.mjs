@@ -205,7 +205,7 @@ describe('bucket mounts', { skip: s3 ? false : 'SANDPIT_TEST_S3 is not set' }, (
       credentials,
       readOnly: true,
     });
-    const refused = await sandbox.exec('echo x > /mnt/ro/nope 2>&1');
+    const refused = await sandbox.exec("sh -c 'echo x > /mnt/ro/nope' 2>&1");
     assert.notEqual(refused.exitCode, 0);
     assert.match(refused.stdout, /Read-only file system/);
 

@@ -43,7 +43,8 @@ pub enum SnapshotCommand {
     /// Import an export of yours (its object key) as a new snapshot; prints its id.
     Import {
         /// The export's object key.
-        key: String,
+        #[arg(value_name = "OBJECT_KEY")]
+        object_key: String,
         /// Refuse unless the export's SHA-256 is this.
         #[arg(long)]
         sha256: Option<String>,
@@ -116,14 +117,14 @@ pub async fn snapshot(client: &Client, command: SnapshotCommand) -> anyhow::Resu
             }
         }
         SnapshotCommand::Import {
-            key,
+            object_key,
             sha256,
             name,
             json,
         } => {
-            let bar = crate::progress::spinner(format!("importing {key}"));
+            let bar = crate::progress::spinner(format!("importing {object_key}"));
             let request = ImportSnapshotRequest {
-                object_key: key,
+                object_key,
                 sha256,
                 name,
             };

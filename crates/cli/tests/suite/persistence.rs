@@ -15,14 +15,19 @@ fn ok(served: &Served, args: &[&str]) -> (String, String) {
     (text(&out.stdout), text(&out.stderr))
 }
 
-/// Runs `args`; asserts exit code 1 and that stderr names `code`; returns stderr.
+/// Runs `args`; asserts exit code 1 and that stderr's last line is `error: CODE: …` (after
+/// the plain progress line of long calls); returns stderr.
 fn fails(served: &Served, args: &[&str], code: &str) -> String {
     let out = served.cli().args(args).assert().code(1);
     let stderr = text(&out.get_output().stderr);
     assert!(
-        stderr.starts_with(&format!("error: {code}: ")),
+        stderr
+            .lines()
+            .last()
+            .is_some_and(|l| l.starts_with(&format!("error: {code}: "))),
         "{args:?}: {stderr}"
     );
+    plain(&stderr);
     assert!(out.get_output().stdout.is_empty(), "{args:?}");
     stderr
 }
@@ -241,7 +246,11 @@ fn serial_cli_bucket_mounts() {
     .success();
     let (refused, _) = ok(
         &served,
-        &["exec", "mnt", "echo x > /mnt/ro/nope 2>&1; echo rc=$?"],
+        &[
+            "exec",
+            "mnt",
+            "sh -c 'echo x > /mnt/ro/nope' 2>&1; echo rc=$?",
+        ],
     );
     assert!(
         refused.contains("Read-only file system") && refused.ends_with("rc=1\n"),
