@@ -219,7 +219,8 @@ pub enum Command {
         #[command(subcommand)]
         command: SecretCommand,
     },
-    /// Snapshots of sandboxes' file systems: create, ls, show, rm (see docs/persistence.md).
+    /// Snapshots of sandboxes' file systems: create, ls, show, export, import, rm (see
+    /// docs/persistence.md).
     Snapshot {
         #[command(subcommand)]
         command: SnapshotCommand,

@@ -30,6 +30,22 @@ pub fn bytes_bar(total: u64, label: &str) -> ProgressBar {
     bar
 }
 
+/// A spinner with the elapsed time for a call whose bytes move inside the server (backups,
+/// snapshot export and import); without a terminal, `message` once as a plain line.
+pub fn spinner(message: String) -> ProgressBar {
+    if !std::io::stderr().is_terminal() {
+        eprintln!("{message}");
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new_spinner().with_style(
+        ProgressStyle::with_template("{spinner} {wide_msg} {elapsed}")
+            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+    );
+    bar.set_message(message);
+    bar.enable_steady_tick(Duration::from_millis(120));
+    bar
+}
+
 /// Shows the stages of an image build or import.
 pub struct StageProgress {
     bar: ProgressBar,

@@ -4,7 +4,8 @@
 
 use reqwest::Method;
 use sandpit_protocol::control::{
-    CreateSnapshotRequest, ForkRequest, ForkResponse, SnapshotInfo, SnapshotList,
+    CreateSnapshotRequest, ForkRequest, ForkResponse, ImportSnapshotRequest, SnapshotExport,
+    SnapshotInfo, SnapshotList,
 };
 
 use crate::client::{Client, check_id, percent_encode};
@@ -45,6 +46,23 @@ impl Client {
     pub async fn delete_snapshot(&self, id: &str) -> Result<()> {
         self.empty(self.request(Method::DELETE, &snapshot_path(id)))
             .await
+    }
+
+    /// Exports snapshot `id` to the server's object store (a zstd-compressed archive with its
+    /// SHA-256), so it outlives the server's disk; import it with [`Client::import_snapshot`].
+    pub async fn export_snapshot(&self, id: &str) -> Result<SnapshotExport> {
+        let path = format!("{}/export", snapshot_path(id));
+        self.json(self.request(Method::POST, &path)).await
+    }
+
+    /// Imports an export of the caller's tenant (its `object_key`; `sha256`, if given, must be
+    /// the export's) as a new snapshot.
+    pub async fn import_snapshot(&self, request: &ImportSnapshotRequest) -> Result<SnapshotInfo> {
+        self.json(
+            self.request(Method::POST, "/v1/snapshots/import")
+                .json(request),
+        )
+        .await
     }
 
     /// Snapshots the sandbox and creates children from it (`request.count`, or one per id in

@@ -523,6 +523,44 @@ pub struct ForkRequest {
     pub ids: Option<Vec<String>>,
 }
 
+/// Where exports of snapshots are kept in the server's object store (keys start with it).
+pub const SNAPSHOT_EXPORT_PREFIX: &str = "snapshot-exports/";
+
+/// The answer of `POST /v1/snapshots/{id}/export`: the snapshot's archive in the server's
+/// object store.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct SnapshotExport {
+    /// The object's key (`snapshot-exports/<tenant>/<snapshot>-<random>.tar.zst`); pass it to
+    /// `POST /v1/snapshots/import` on this or another server using the same store.
+    pub object_key: String,
+    /// Bytes of the stored (zstd-compressed) archive.
+    pub size_bytes: u64,
+    /// Bytes of the uncompressed archive.
+    pub raw_bytes: u64,
+    /// Hex SHA-256 of the stored archive.
+    pub sha256: String,
+    /// The snapshot exported.
+    pub snapshot_id: String,
+}
+
+/// `POST /v1/snapshots/import`: a snapshot from an export of the caller's tenant.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ImportSnapshotRequest {
+    /// The export's `objectKey`.
+    pub object_key: String,
+    /// If given, must equal the export's SHA-256 (checked before anything is read, and the
+    /// archive is checked against it while it is read).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+    /// A name for the new snapshot (default: the exported snapshot's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
 /// The answer to a fork: the snapshot it took and the children, running.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

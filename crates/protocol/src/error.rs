@@ -147,6 +147,12 @@ error_codes! {
     // sandbox starts until others sleep or go. Not 503: the published SDK retries every 503
     // for minutes (see `only_not_ready_codes_are_503`); 507 says "the server cannot hold more".
     HostMemoryLow = 507,
+    // Snapshot export/import: the object key names no export of the caller's tenant.
+    SnapshotExportNotFound = 404,
+    // Writing the snapshot's archive to the object store failed (nothing is left there).
+    SnapshotExportFailed = 500,
+    // The export could not be imported: corrupt, truncated, digest mismatch (nothing is kept).
+    SnapshotImportFailed = 500,
 }
 
 impl ErrorCode {

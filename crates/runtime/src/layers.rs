@@ -37,12 +37,12 @@ pub const STACK_FILE: &str = "layers";
 /// A stack being switched to by [`Layers::freeze`] (see [`Layers::recover`]).
 const STACK_NEW: &str = "layers.new";
 /// The overlay's marker of an opaque directory.
-const OPAQUE_XATTR: &str = "trusted.overlay.opaque";
+pub(crate) const OPAQUE_XATTR: &str = "trusted.overlay.opaque";
 
 static NEXT: AtomicU64 = AtomicU64::new(0);
 
 /// A fresh layer name (unique in one data dir: time, pid and a counter).
-fn new_name() -> String {
+pub(crate) fn new_name() -> String {
     let nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_nanos())
@@ -104,6 +104,10 @@ fn list_text(stack: &[String]) -> String {
 }
 
 impl Layers {
+    pub(crate) fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
     pub fn new(data_dir: &Path) -> io::Result<Self> {
         for dir in ["layers", "snapshots"] {
             crate::local::mkdir_mode(&data_dir.join(dir), 0o711)?;
@@ -113,7 +117,7 @@ impl Layers {
         })
     }
 
-    fn layer_dir(&self, layer: &str) -> PathBuf {
+    pub(crate) fn layer_dir(&self, layer: &str) -> PathBuf {
         self.data_dir.join("layers").join(layer)
     }
 
@@ -329,7 +333,7 @@ impl Shift {
     }
 }
 
-fn is_whiteout(meta: &std::fs::Metadata) -> bool {
+pub(crate) fn is_whiteout(meta: &std::fs::Metadata) -> bool {
     meta.file_type().is_char_device() && meta.rdev() == 0
 }
 
@@ -444,7 +448,7 @@ fn apply(src: &Path, dst: &Path, shift: Shift) -> io::Result<()> {
     Ok(())
 }
 
-fn filetime_of(meta: &std::fs::Metadata) -> nix::sys::time::TimeSpec {
+pub(crate) fn filetime_of(meta: &std::fs::Metadata) -> nix::sys::time::TimeSpec {
     nix::sys::time::TimeSpec::new(meta.mtime(), meta.mtime_nsec())
 }
 

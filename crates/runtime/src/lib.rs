@@ -15,6 +15,7 @@ pub mod layers;
 pub mod local;
 pub mod network;
 mod slirp;
+pub mod snapshot_archive;
 pub mod testnet;
 pub mod usage;
 
@@ -283,6 +284,32 @@ pub trait Driver: Send + Sync + 'static {
     /// they are destroyed. Deleting an unknown snapshot is a no-op.
     async fn delete_snapshot(&self, _snapshot: &str) -> Result<(), DriverError> {
         Ok(())
+    }
+
+    /// Writes snapshot `snapshot` to `out` as one self-contained archive (a tar stream, see
+    /// [`snapshot_archive`]) that [`Driver::import_snapshot`] of any data dir reads back. The
+    /// caller keeps the snapshot from being deleted meanwhile. Returns once `out` is shut down.
+    async fn export_snapshot(
+        &self,
+        _snapshot: &str,
+        _out: Box<dyn tokio::io::AsyncWrite + Send + Unpin>,
+    ) -> Result<(), DriverError> {
+        Err(DriverError::Unsupported(
+            "snapshot export is not supported for this isolation tier".into(),
+        ))
+    }
+
+    /// Reads an archive of [`Driver::export_snapshot`] from `input` to its end and records it
+    /// as the new snapshot `snapshot`. An input that ends in an error (the caller's verdict on
+    /// its digest) or an archive that fails a check leaves nothing behind.
+    async fn import_snapshot(
+        &self,
+        _snapshot: &str,
+        _input: Box<dyn tokio::io::AsyncRead + Send + Unpin>,
+    ) -> Result<SnapshotTaken, DriverError> {
+        Err(DriverError::Unsupported(
+            "snapshot import is not supported for this isolation tier".into(),
+        ))
     }
 
     /// What the sandbox uses now; drivers that cannot tell report nothing used.

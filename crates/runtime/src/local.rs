@@ -65,6 +65,8 @@ pub const EGRESS_SOCKET: &str = "egress.sock";
 const EGRESS_HUB_SOCKET: &str = "egress.sock";
 /// File in the sandbox dir recording the first host uid of the sandbox's range.
 const UID_BASE_FILE: &str = "uid_base";
+/// In the data dir: the uid range of imported snapshot layers.
+const IMPORT_OWNER_FILE: &str = "import-owner";
 
 /// Settings of a [`LocalDriver`]; [`LocalDriverConfig::new`] fills in defaults.
 #[derive(Debug, Clone)]
@@ -555,11 +557,11 @@ fn recorded_uid_bases(sandboxes: &Path) -> BTreeSet<u32> {
 }
 
 fn read_uid_base(sandbox_dir: &Path) -> Option<u32> {
-    std::fs::read_to_string(sandbox_dir.join(UID_BASE_FILE))
-        .ok()?
-        .trim()
-        .parse()
-        .ok()
+    read_number(&sandbox_dir.join(UID_BASE_FILE))
+}
+
+fn read_number(file: &Path) -> Option<u32> {
+    std::fs::read_to_string(file).ok()?.trim().parse().ok()
 }
 
 impl LocalDriver {
@@ -602,9 +604,11 @@ impl LocalDriver {
             stage: "open the image store",
             source: std::io::Error::other(e.to_string()),
         })?;
+        let mut used = recorded_uid_bases(&config.data_dir.join("sandboxes"));
+        used.extend(read_number(&config.data_dir.join(IMPORT_OWNER_FILE)));
         let uids = UidRanges {
             first: config.first_uid,
-            used: recorded_uid_bases(&config.data_dir.join("sandboxes")),
+            used,
         };
         let layers =
             layers::Layers::new(&config.data_dir).map_err(setup("create the layer store"))?;
@@ -763,6 +767,26 @@ impl LocalDriver {
         if let Err(e) = recorded {
             uids.used.remove(&base);
             return Err(io_err(id, "record the uid range")(e));
+        }
+        Ok(base)
+    }
+
+    /// The uid range imported layers belong to: one range of the allocator, reserved for them
+    /// at the first import and recorded in `<data_dir>/import-owner` (never a sandbox's, never
+    /// host root: a setuid file of an imported layer gives no host identity anyone uses).
+    fn import_owner(&self) -> Result<u32, DriverError> {
+        let file = self.config.data_dir.join(IMPORT_OWNER_FILE);
+        let mut uids = self.uids.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(base) = read_number(&file) {
+            return Ok(base);
+        }
+        let base = uids.allocate().ok_or_else(|| DriverError::StartFailed {
+            id: String::new(),
+            message: "no free host uid range for imported layers".into(),
+        })?;
+        if let Err(e) = std::fs::write(&file, base.to_string()) {
+            uids.used.remove(&base);
+            return Err(io_err("", "record the uid range of imported layers")(e));
         }
         Ok(base)
     }
@@ -1537,6 +1561,62 @@ impl Driver for LocalDriver {
             .forget_snapshot(snapshot)
             .and_then(|()| self.layers.collect_garbage())
             .map_err(io_err(snapshot, "delete the snapshot"))
+    }
+
+    async fn export_snapshot(
+        &self,
+        snapshot: &str,
+        out: Box<dyn tokio::io::AsyncWrite + Send + Unpin>,
+    ) -> Result<(), DriverError> {
+        let stack = self
+            .layers
+            .snapshot_stack(snapshot)
+            .map_err(io_err(snapshot, "read the snapshot"))?
+            .ok_or_else(|| DriverError::SnapshotNotFound(snapshot.to_owned()))?;
+        let layers = self.layers.clone();
+        let writer = tokio_util::io::SyncIoBridge::new(out);
+        let written = tokio::task::spawn_blocking(move || {
+            let mut writer = writer;
+            crate::snapshot_archive::export(&layers, &stack, &mut writer)?;
+            writer.shutdown()
+        })
+        .await
+        .map_err(|e| io_err(snapshot, "export")(std::io::Error::other(e.to_string())))?;
+        written.map_err(io_err(snapshot, "export the snapshot"))
+    }
+
+    async fn import_snapshot(
+        &self,
+        snapshot: &str,
+        input: Box<dyn tokio::io::AsyncRead + Send + Unpin>,
+    ) -> Result<SnapshotTaken, DriverError> {
+        if !layers::valid_name(snapshot)
+            || self
+                .layers
+                .snapshot_stack(snapshot)
+                .ok()
+                .flatten()
+                .is_some()
+        {
+            return Err(DriverError::InvalidSpec(format!(
+                "snapshot name {snapshot:?} must be new and [A-Za-z0-9._-]"
+            )));
+        }
+        let owner = self.import_owner()?;
+        let layers = self.layers.clone();
+        let reader = tokio_util::io::SyncIoBridge::new(input);
+        let staged = tokio::task::spawn_blocking(move || {
+            crate::snapshot_archive::stage(&layers, reader, owner)
+        })
+        .await
+        .map_err(|e| io_err(snapshot, "import")(std::io::Error::other(e.to_string())))?
+        .map_err(|e| DriverError::InvalidSpec(format!("the snapshot archive: {e}")))?;
+        let _layers = self.layers_lock.lock().await;
+        let frozen = crate::snapshot_archive::commit(&self.layers, staged, snapshot)
+            .map_err(io_err(snapshot, "record the imported layers"))?;
+        Ok(SnapshotTaken {
+            size_bytes: frozen.size_bytes,
+        })
     }
 
     async fn adopt_uid_ranges(&self, ranges: &[(String, u32)]) -> Result<(), DriverError> {

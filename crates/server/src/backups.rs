@@ -116,6 +116,11 @@ fn not_found(id: &str) -> ApiError {
 }
 
 impl Backups {
+    /// The object store backups (and snapshot exports) are kept in.
+    pub fn objects(&self) -> &Objects {
+        &self.objects
+    }
+
     pub fn new(store: Arc<dyn Store>, objects: Objects, limits: BackupLimits) -> Self {
         Backups {
             store,
@@ -578,11 +583,11 @@ fn percent_encode_query(s: &str) -> String {
 }
 
 /// Hashes and counts what passes; refuses to pass more than `budget` bytes.
-struct HashingWriter<W> {
-    inner: W,
-    hasher: Sha256,
-    written: u64,
-    budget: u64,
+pub(crate) struct HashingWriter<W> {
+    pub(crate) inner: W,
+    pub(crate) hasher: Sha256,
+    pub(crate) written: u64,
+    pub(crate) budget: u64,
 }
 
 impl<W: Write> Write for HashingWriter<W> {
@@ -608,9 +613,9 @@ impl<W: Write> Write for HashingWriter<W> {
 }
 
 /// Hashes what is read through it.
-struct HashingReader<R> {
-    inner: R,
-    hasher: Sha256,
+pub(crate) struct HashingReader<R> {
+    pub(crate) inner: R,
+    pub(crate) hasher: Sha256,
 }
 
 impl<R: Read> Read for HashingReader<R> {

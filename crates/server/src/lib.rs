@@ -163,6 +163,8 @@ fn router(
             "/v1/snapshots/{id}",
             get(routes::snapshots::get).delete(routes::snapshots::delete),
         )
+        .route("/v1/snapshots/{id}/export", post(routes::snapshots::export))
+        .route("/v1/snapshots/import", post(routes::snapshots::import))
         .route("/v1/sandboxes/{id}/env", post(routes::env::set_env))
         .route("/v1/sandboxes/{id}/backups", post(routes::backups::create))
         .route("/v1/sandboxes/{id}/restore", post(routes::backups::restore))

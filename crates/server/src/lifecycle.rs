@@ -45,6 +45,7 @@ use crate::metrics::Metrics;
 use crate::quota::{self, Claim, Demand, Gate};
 
 mod snapshots;
+mod transfer;
 
 /// Wall clock in Unix milliseconds.
 pub fn now_ms() -> i64 {

@@ -178,6 +178,39 @@ impl Objects {
         Ok(got.into_stream().boxed())
     }
 
+    /// Stores a small object whole (`bytes` in one request).
+    pub async fn put(&self, key: &str, bytes: Vec<u8>) -> Result<(), object_store::Error> {
+        self.store
+            .put(&self.path(key), bytes.into())
+            .await
+            .map(|_| ())
+    }
+
+    /// The bytes of a small object; `Ok(None)` when it does not exist, an error when it has more
+    /// than `max` bytes.
+    pub async fn get_small(
+        &self,
+        key: &str,
+        max: usize,
+    ) -> Result<Option<Vec<u8>>, object_store::Error> {
+        let mut stream = match self.read(key).await {
+            Ok(s) => s,
+            Err(object_store::Error::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let mut out = Vec::new();
+        while let Some(chunk) = stream.next().await {
+            out.extend_from_slice(&chunk?);
+            if out.len() > max {
+                return Err(object_store::Error::Generic {
+                    store: "objects",
+                    source: format!("object {key:?} is larger than {max} bytes").into(),
+                });
+            }
+        }
+        Ok(Some(out))
+    }
+
     /// Deletes object `key`; a missing object is not an error.
     pub async fn delete(&self, key: &str) -> Result<(), object_store::Error> {
         match self.store.delete(&self.path(key)).await {

@@ -59,6 +59,8 @@ use crate::routes::{files, keys, quota, sandboxes};
         crate::routes::snapshots::get,
         crate::routes::snapshots::delete,
         crate::routes::snapshots::fork,
+        crate::routes::snapshots::export,
+        crate::routes::snapshots::import,
     ),
     components(schemas(
         sandpit_protocol::control::CreateSandboxRequest,
@@ -108,6 +110,8 @@ use crate::routes::{files, keys, quota, sandboxes};
         sandpit_protocol::control::SnapshotList,
         sandpit_protocol::control::ForkRequest,
         sandpit_protocol::control::ForkResponse,
+        sandpit_protocol::control::SnapshotExport,
+        sandpit_protocol::control::ImportSnapshotRequest,
     )),
     modifiers(&BearerAuth, &SandboxIdParams, &CommonErrors),
     tags(

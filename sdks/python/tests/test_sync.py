@@ -609,23 +609,6 @@ def _chunks(*parts: str | bytes) -> Iterator[str | bytes]:
     yield from parts
 
 
-def test_unserved_seed_calls_raise_not_supported(sandbox: Sandbox) -> None:
-    session = sandbox.get_session("default")
-    calls: list[tuple[Callable[[], object], str]] = [
-        (lambda: sandbox.mount_bucket("b", "/mnt/b", endpoint="https://s3.test"), "mount_bucket"),
-        (lambda: sandbox.unmount_bucket("/mnt/b"), "unmount_bucket"),
-        (lambda: sandbox.create_backup("/workspace"), "create_backup"),
-        (lambda: session.restore_backup({"id": "x", "dir": "/workspace"}), "restore_backup"),
-    ]
-    for call, name in calls:
-        with pytest.raises(sandpit.SandpitNotSupportedError) as caught:
-            call()
-        err = caught.value
-        assert isinstance(err, NotImplementedError) and isinstance(err, sandpit.SandpitError)
-        assert (err.code, err.http_status, err.context["method"]) == ("NOT_SUPPORTED", 0, name)
-        assert str(err).startswith(f"NOT_SUPPORTED: {name} is not supported by this server")
-
-
 def test_seed_names_process_logs_and_port_checks(sandbox: Sandbox) -> None:
     proc = sandbox.start_process("echo logged; echo oops >&2")
     assert proc.wait_for_exit(timeout=60) == 0

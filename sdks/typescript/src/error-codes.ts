@@ -91,6 +91,9 @@ export const ERROR_STATUS = {
   SNAPSHOT_IN_USE: 409,
   SNAPSHOT_UNSUPPORTED: 400,
   HOST_MEMORY_LOW: 507,
+  SNAPSHOT_EXPORT_NOT_FOUND: 404,
+  SNAPSHOT_EXPORT_FAILED: 500,
+  SNAPSHOT_IMPORT_FAILED: 500,
 } as const;
 
 /** A code of the protocol's error table. */

@@ -119,11 +119,25 @@ export class ImageNotFoundError extends SandboxError {}
 export class LimitExceededError extends SandboxError {}
 export class QuotaExceededError extends SandboxError {}
 export class PayloadTooLargeError extends SandboxError {}
+// Backups, bucket mounts (the seed's classes) and snapshots
+export class BackupCreateError extends SandboxError {}
+export class BackupRestoreError extends SandboxError {}
+export class BackupNotFoundError extends SandboxError {}
+export class BackupExpiredError extends SandboxError {}
+export class InvalidBackupConfigError extends SandboxError {}
+export class BucketMountError extends SandboxError {}
+export class BucketUnmountError extends SandboxError {}
+export class S3FSMountError extends BucketMountError {}
+export class InvalidMountConfigError extends SandboxError {}
+export class MissingCredentialsError extends SandboxError {}
+export class SnapshotNotFoundError extends SandboxError {}
+export class SnapshotInUseError extends SandboxError {}
+export class SnapshotUnsupportedError extends SandboxError {}
 /** The server could not be reached, or did not answer in time (`code` CONNECTION_FAILED /
  * REQUEST_TIMEOUT, `httpStatus` 0). */
 export class ConnectionError extends SandboxError {}
-/** A method of the seed's API that this server does not serve (bucket mounts, backups, Cloudflare
- * tunnels, Worker-side proxying): `code` NOT_SUPPORTED, `httpStatus` 0, `context.method` names
+/** A method of the seed's API that this server does not serve (Cloudflare tunnels, Worker-side
+ * proxying, R2-binding and local bucket mounts): `code` NOT_SUPPORTED, `httpStatus` 0, `context.method` names
  * it and `context.alternative` says what to use instead, if anything. Thrown before any request. */
 export class NotSupportedError extends SandboxError {}
 
@@ -192,6 +206,19 @@ const CLASS_BY_CODE: Partial<Record<ErrorCode, ErrorClass>> = {
   LIMIT_EXCEEDED: LimitExceededError,
   QUOTA_EXCEEDED: QuotaExceededError,
   PAYLOAD_TOO_LARGE: PayloadTooLargeError,
+  BACKUP_CREATE_FAILED: BackupCreateError,
+  BACKUP_RESTORE_FAILED: BackupRestoreError,
+  BACKUP_NOT_FOUND: BackupNotFoundError,
+  BACKUP_EXPIRED: BackupExpiredError,
+  INVALID_BACKUP_CONFIG: InvalidBackupConfigError,
+  BUCKET_MOUNT_ERROR: BucketMountError,
+  BUCKET_UNMOUNT_ERROR: BucketUnmountError,
+  S3FS_MOUNT_ERROR: S3FSMountError,
+  INVALID_MOUNT_CONFIG: InvalidMountConfigError,
+  MISSING_CREDENTIALS: MissingCredentialsError,
+  SNAPSHOT_NOT_FOUND: SnapshotNotFoundError,
+  SNAPSHOT_IN_USE: SnapshotInUseError,
+  SNAPSHOT_UNSUPPORTED: SnapshotUnsupportedError,
 };
 
 /** Whether `code` is in the protocol's error table. */

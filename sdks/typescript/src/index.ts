@@ -3,7 +3,14 @@
 
 export {
   connect,
+  createFromSnapshot,
+  deleteBackup,
+  deleteSnapshot,
+  getBackup,
   getSandbox,
+  getSnapshot,
+  listBackups,
+  listSnapshots,
   getQuota,
   listSandboxes,
   watchSandboxes,

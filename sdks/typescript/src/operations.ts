@@ -9,6 +9,7 @@ import { DISABLE_SESSION, type SandboxScope } from './scope.js';
 import { notSupported } from './errors.js';
 import { openTerminal, terminalUrl, type Terminal } from './terminal.js';
 import type {
+  BackupInfo,
   BackupOptions,
   CheckChangesOptions,
   CheckChangesResult,
@@ -40,12 +41,24 @@ import type {
   WriteFileResult,
 } from './types.js';
 
-/** What to use instead of the seed's calls sandpit does not serve. */
+/** What to use instead of the seed's mount forms sandpit does not serve. */
 export const UNSERVED_ALTERNATIVE = {
-  mount: 'copy data in and out with writeFile/readFile (streamed, any size)',
-  backup:
-    'archive a directory with exec("tar ...") and readFile(path, { encoding: "none" }); a sleeping sandbox keeps its files',
+  mount:
+    'pass the S3 API endpoint and credentials: mountBucket(bucket, path, { endpoint, credentials })',
 } as const;
+
+/** The seed's fallback keys: `AWS_*`, then `R2_*` of this process (undefined: none set; the
+ * server then answers `MISSING_CREDENTIALS`). */
+function credentialsFromEnv(): { accessKeyId: string; secretAccessKey: string } | undefined {
+  const env = (globalThis as { process?: { env?: Record<string, string | undefined> } }).process
+    ?.env;
+  for (const prefix of ['AWS', 'R2']) {
+    const accessKeyId = env?.[`${prefix}_ACCESS_KEY_ID`];
+    const secretAccessKey = env?.[`${prefix}_SECRET_ACCESS_KEY`];
+    if (accessKeyId && secretAccessKey) return { accessKeyId, secretAccessKey };
+  }
+  return undefined;
+}
 
 export class Operations {
   protected readonly scope: SandboxScope;
@@ -236,30 +249,85 @@ export class Operations {
     this.contexts.forget(id);
   }
 
-  // ---- the seed's bucket mounts and backups: not served by sandpit (yet) --------------------
+  // ---- the seed's bucket mounts and backups (docs/persistence.md) ---------------------------
 
-  /** Not supported by this server: rejects with `NotSupportedError`. */
+  /** Mounts `bucket` at `mountPath` inside the sandbox (`POST /v1/sandboxes/{id}/mounts`): an
+   * s3fs FUSE file system the server runs outside the sandbox, so the keys never enter it. The
+   * mount comes back whenever the sandbox wakes, until `unmountBucket` or destroy. */
   async mountBucket(
-    _bucket: string,
-    _mountPath: string,
-    _options?: MountBucketOptions,
+    bucket: string,
+    mountPath: string,
+    options: MountBucketOptions = {},
   ): Promise<void> {
-    throw notSupported('mountBucket', 'sandpit has no bucket mounts', UNSERVED_ALTERNATIVE.mount);
+    if (options.localBucket === true || options.endpoint === undefined) {
+      throw notSupported(
+        'mountBucket',
+        options.localBucket === true
+          ? 'localBucket syncs through an R2 binding of a Worker'
+          : 'an R2 binding (no endpoint) exists only in a Worker',
+        UNSERVED_ALTERNATIVE.mount,
+      );
+    }
+    await this.scope.controlJson('/mounts', {
+      json: {
+        bucket,
+        mountPath,
+        endpoint: options.endpoint,
+        credentials: options.credentials ?? credentialsFromEnv(),
+        prefix: options.prefix,
+        readOnly: options.readOnly,
+        region: options.region,
+        provider: options.provider,
+        s3fsOptions: options.s3fsOptions,
+      },
+      operation: 'mountBucket',
+      longRunning: true,
+    });
   }
 
-  /** Not supported by this server: rejects with `NotSupportedError`. */
-  async unmountBucket(_mountPath: string): Promise<void> {
-    throw notSupported('unmountBucket', 'sandpit has no bucket mounts', UNSERVED_ALTERNATIVE.mount);
+  /** Unmounts the bucket mounted at `mountPath` and forgets it (`INVALID_MOUNT_CONFIG` when
+   * nothing is mounted there). */
+  async unmountBucket(mountPath: string): Promise<void> {
+    await this.scope.controlJson('/mounts', {
+      method: 'DELETE',
+      query: { path: mountPath },
+      operation: 'unmountBucket',
+    });
   }
 
-  /** Not supported by this server: rejects with `NotSupportedError`. */
-  async createBackup(_options: BackupOptions): Promise<DirectoryBackup> {
-    throw notSupported('createBackup', 'sandpit has no backups', UNSERVED_ALTERNATIVE.backup);
+  /** Archives `options.dir` into the server's object store (zstd, checksummed); the answer is
+   * the seed's `DirectoryBackup` with sandpit's size, digest and expiry. */
+  createBackup(options: BackupOptions): Promise<BackupInfo> {
+    const compression =
+      options.compression === undefined
+        ? undefined
+        : { format: options.compression.format, level: options.compression.level };
+    return this.scope.controlJson<BackupInfo>('/backups', {
+      json: {
+        dir: options.dir,
+        name: options.name,
+        ttl: options.ttl,
+        excludes: options.excludes,
+        gitignore: options.gitignore,
+        compression,
+      },
+      operation: 'createBackup',
+      longRunning: true,
+    });
   }
 
-  /** Not supported by this server: rejects with `NotSupportedError`. */
-  async restoreBackup(_backup: DirectoryBackup): Promise<RestoreBackupResult> {
-    throw notSupported('restoreBackup', 'sandpit has no backups', UNSERVED_ALTERNATIVE.backup);
+  /** Restores `backup` into this sandbox, at `backup.dir` (or `options.dir`): the directory is
+   * replaced atomically (a failed restore leaves it as it was). Works across sandboxes of the
+   * same tenant. */
+  restoreBackup(
+    backup: DirectoryBackup,
+    options: { dir?: string } = {},
+  ): Promise<RestoreBackupResult> {
+    return this.scope.controlJson<RestoreBackupResult>('/restore', {
+      json: { backupId: backup.id, dir: options.dir ?? backup.dir },
+      operation: 'restoreBackup',
+      longRunning: true,
+    });
   }
 
   // ---- terminal ------------------------------------------------------------------------------

@@ -14,7 +14,10 @@ import { DISABLE_SESSION, SandboxScope } from './scope.js';
 import { parseSSEStream } from './sse.js';
 import { Transport } from './transport.js';
 import type {
+  BackupInfo,
+  BucketMountInfo,
   EgressLogPage,
+  ForkResult,
   ExposePortOptions,
   ExposedPortInfo,
   ExposedPortStatus,
@@ -30,6 +33,7 @@ import type {
   SecretSpec,
   SessionDeleteResult,
   SessionOptions,
+  SnapshotInfo,
   TunnelInfo,
 } from './types.js';
 
@@ -193,6 +197,67 @@ export function getQuota(ns: SandpitNamespace): Promise<QuotaInfo> {
   return ns.transport.json<QuotaInfo>('/v1/quota', { operation: 'getQuota' });
 }
 
+// ---- backups and snapshots of the tenant (docs/persistence.md) -------------------------------
+
+/** The key's tenant's backups, newest first (expired ones until the reaper deletes them). */
+export async function listBackups(ns: SandpitNamespace): Promise<BackupInfo[]> {
+  const body = await ns.transport.json<{ backups: BackupInfo[] }>('/v1/backups', {
+    operation: 'listBackups',
+  });
+  return body.backups;
+}
+
+/** One backup (`BackupNotFoundError` for an unknown id or another tenant's). */
+export function getBackup(ns: SandpitNamespace, backupId: string): Promise<BackupInfo> {
+  return ns.transport.json<BackupInfo>(`/v1/backups/${encodeURIComponent(backupId)}`, {
+    operation: 'getBackup',
+  });
+}
+
+/** Deletes a backup's archive and record. */
+export async function deleteBackup(ns: SandpitNamespace, backupId: string): Promise<void> {
+  await ns.transport.json(`/v1/backups/${encodeURIComponent(backupId)}`, {
+    method: 'DELETE',
+    operation: 'deleteBackup',
+  });
+}
+
+/** The key's tenant's snapshots, oldest first. */
+export async function listSnapshots(ns: SandpitNamespace): Promise<SnapshotInfo[]> {
+  const body = await ns.transport.json<{ snapshots: SnapshotInfo[] }>('/v1/snapshots', {
+    operation: 'listSnapshots',
+  });
+  return body.snapshots;
+}
+
+/** One snapshot (`SNAPSHOT_NOT_FOUND` for an unknown id or another tenant's). */
+export function getSnapshot(ns: SandpitNamespace, snapshotId: string): Promise<SnapshotInfo> {
+  return ns.transport.json<SnapshotInfo>(`/v1/snapshots/${encodeURIComponent(snapshotId)}`, {
+    operation: 'getSnapshot',
+  });
+}
+
+/** Deletes a snapshot (`SNAPSHOT_IN_USE` while sandboxes created from it exist). */
+export async function deleteSnapshot(ns: SandpitNamespace, snapshotId: string): Promise<void> {
+  await ns.transport.json(`/v1/snapshots/${encodeURIComponent(snapshotId)}`, {
+    method: 'DELETE',
+    operation: 'deleteSnapshot',
+  });
+}
+
+/** Creates sandbox `id` from snapshot `snapshotId` (its files, its image) and returns it,
+ * running. The same as `getSandbox(ns, id, { ...options, snapshot })` plus the create now. */
+export async function createFromSnapshot(
+  ns: SandpitNamespace,
+  snapshotId: string,
+  id: string,
+  options: SandboxOptions = {},
+): Promise<Sandbox> {
+  const sandbox = getSandbox(ns, id, { ...options, snapshot: snapshotId });
+  await ns.ensureSandbox(sandbox.id, { ...options, snapshot: snapshotId });
+  return sandbox;
+}
+
 /** The body of create-or-get: the seed's options that mean something to sandpit, plus its own. */
 function createBody(id: string, options: SandboxOptions) {
   return {
@@ -208,6 +273,7 @@ function createBody(id: string, options: SandboxOptions) {
     secrets: options.secrets,
     ephemeral: options.ephemeral,
     env: options.env,
+    snapshot: options.snapshot,
   };
 }
 
@@ -426,6 +492,40 @@ export class Sandbox extends Operations {
       if (!(err instanceof SandboxNotFoundError)) throw err;
     }
     this.#ns.forgetSandbox(this.id);
+  }
+
+  // ---- snapshots, forks and bucket mounts (docs/persistence.md) -------------------------------
+
+  /** Freezes the sandbox's file system into a snapshot. A running sandbox is put to sleep for
+   * it and woken again: its processes end (files stay). */
+  createSnapshot(options: { name?: string } = {}): Promise<SnapshotInfo> {
+    return this.scope.controlJson('/snapshots', {
+      json: { name: options.name },
+      operation: 'createSnapshot',
+      longRunning: true,
+    });
+  }
+
+  /** Snapshots the sandbox and starts `count` children from it (or one per id of `ids`), all
+   * running, all or none (1-32). The children are `Sandbox` handles of this namespace. */
+  async fork(count?: number, ids?: string[]): Promise<ForkResult & { children: Sandbox[] }> {
+    const result = await this.scope.controlJson<ForkResult>('/fork', {
+      json: { count, ids },
+      operation: 'fork',
+      longRunning: true,
+    });
+    const children = result.sandboxes.map((s) =>
+      getSandbox(this.#ns, s.id, { snapshot: result.snapshot.id }),
+    );
+    return { ...result, children };
+  }
+
+  /** The sandbox's bucket mounts (never their credentials). */
+  async getBucketMounts(): Promise<BucketMountInfo[]> {
+    const body = await this.scope.controlJson<{ mounts: BucketMountInfo[] }>('/mounts', {
+      operation: 'getBucketMounts',
+    });
+    return body.mounts;
   }
 
   #patch(body: Record<string, unknown>, operation: string): Promise<SandboxInfo> {

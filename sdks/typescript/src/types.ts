@@ -62,6 +62,10 @@ export interface SandboxOptions {
   ephemeral?: boolean;
   /** sandpit: environment of the sandbox's sessions and processes. */
   env?: Record<string, string>;
+  /** sandpit: start from this snapshot's file system (`createSnapshot`, `fork`) instead of a
+   * fresh image; only when the sandbox is created (`SANDBOX_CONFLICT` for an existing one made
+   * otherwise). */
+  snapshot?: string;
 }
 
 /** A sandbox as the control plane reports it (sandpit's `SandboxInfo`). */
@@ -627,17 +631,21 @@ export interface TerminalOptions {
   shell?: string;
 }
 
-// ---- The seed's calls this server does not serve (they reject with NotSupportedError) -------
+// ---- Backups, snapshots, bucket mounts (issue 13; docs/persistence.md) ------------------------
 
-/** The seed's `BackupOptions` (reference §1.6). */
+/** The seed's `BackupOptions` (reference §1.6). `ttl` is seconds (or sandpit's `"2h"`);
+ * `compression.format` must be `zstd` (sandpit's only format; `gzip`/`lz4` are refused with
+ * `INVALID_BACKUP_CONFIG`), `compression.level` is zstd's 1-19; `threads`, `localBucket` and
+ * `multipart` are accepted for source compatibility and not sent (the server streams every
+ * archive into its own object store). */
 export interface BackupOptions {
   dir: string;
   name?: string;
-  ttl?: number;
+  ttl?: number | string;
   gitignore?: boolean;
   excludes?: string[];
   localBucket?: boolean;
-  compression?: { format?: 'gzip' | 'lz4' | 'zstd'; threads?: number };
+  compression?: { format?: 'gzip' | 'lz4' | 'zstd'; threads?: number; level?: number };
   multipart?: boolean;
 }
 
@@ -647,14 +655,82 @@ export interface DirectoryBackup {
   readonly localBucket?: boolean;
 }
 
+/** A backup as the server reports it (`createBackup`, `getBackup`, `listBackups`). */
+export interface BackupInfo extends DirectoryBackup {
+  name?: string;
+  /** The sandbox it was taken from. */
+  sandboxId: string;
+  /** Bytes of the compressed archive as stored. */
+  sizeBytes: number;
+  /** Bytes of the uncompressed archive. */
+  rawBytes: number;
+  /** Hex SHA-256 of the stored archive. */
+  sha256: string;
+  createdAt: string;
+  expiresAt: string;
+}
+
 export interface RestoreBackupResult {
   success: boolean;
   dir: string;
   id: string;
+  /** sandpit: files, directories and symlinks written. */
+  entries?: number;
+  /** sandpit: bytes of file content written. */
+  fileBytes?: number;
 }
 
-/** The seed's `MountBucketOptions` (remote, local or R2-binding form). */
-export type MountBucketOptions = Record<string, unknown>;
+/** The seed's remote `MountBucketOptions` (sandpit serves this form only). Without
+ * `credentials`, `AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY`, then `R2_ACCESS_KEY_ID`/
+ * `R2_SECRET_ACCESS_KEY` of this process are sent, as the seed does. The keys go to the server,
+ * which gives them only to the FUSE process it runs outside the sandbox. `credentialProxy` is
+ * accepted and not sent (sandpit always keeps the keys outside); `s3fsOptions` is refused by the
+ * server (`VALIDATION_FAILED`); `localBucket` and R2 bindings (no `endpoint`) reject with
+ * `NotSupportedError` before any request. */
+export interface MountBucketOptions {
+  endpoint?: string;
+  provider?: 'r2' | 's3' | 'gcs';
+  credentials?: { accessKeyId: string; secretAccessKey: string };
+  readOnly?: boolean;
+  /** Must start with `/`: only objects under it are visible. */
+  prefix?: string;
+  /** sandpit: SigV4 signing region (default `us-east-1`). */
+  region?: string;
+  s3fsOptions?: string[];
+  credentialProxy?: boolean;
+  localBucket?: boolean;
+}
+
+/** A bucket mount as listed by `getBucketMounts()` (never its credentials). */
+export interface BucketMountInfo {
+  bucket: string;
+  mountPath: string;
+  endpoint: string;
+  prefix?: string;
+  readOnly: boolean;
+  region?: string;
+  /** The mount is up (false while the sandbox sleeps; it comes back at wake). */
+  mounted: boolean;
+  createdAt: string;
+}
+
+/** An immutable snapshot of a sandbox's file system (processes are not part of it). */
+export interface SnapshotInfo {
+  id: string;
+  name?: string;
+  /** The sandbox it was taken of (which may be gone since). */
+  sandboxId: string;
+  /** The image under it: sandboxes created from it run that image. */
+  image: string;
+  sizeBytes: number;
+  createdAt: string;
+}
+
+/** The answer of `fork`: the snapshot it took and the children, running. */
+export interface ForkResult {
+  snapshot: SnapshotInfo;
+  sandboxes: SandboxInfo[];
+}
 
 export interface TunnelInfo {
   id: string;

@@ -6,11 +6,9 @@
 //! byte count.
 
 use std::path::PathBuf;
-use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
-use indicatif::{ProgressBar, ProgressStyle};
 use sandpit_client::Client;
 use sandpit_client::protocol::backup::{BackupCompression, BackupInfo, CreateBackupRequest};
 use sandpit_server::ServeConfig;
@@ -18,6 +16,7 @@ use sandpit_server::backups::BackupLimits;
 use sandpit_server::objects::{CredentialsFile, ObjectStoreConfig, S3Config};
 
 use super::sandbox::render_table;
+use crate::progress::spinner;
 
 #[derive(Debug, Subcommand)]
 pub enum BackupCommand {
@@ -66,20 +65,6 @@ pub enum BackupCommand {
         #[arg(required = true)]
         backups: Vec<String>,
     },
-}
-
-fn spinner(message: String) -> ProgressBar {
-    if !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
-        eprintln!("{message}");
-        return ProgressBar::hidden();
-    }
-    let bar = ProgressBar::new_spinner().with_style(
-        ProgressStyle::with_template("{spinner} {wide_msg} {elapsed}")
-            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
-    );
-    bar.set_message(message);
-    bar.enable_steady_tick(Duration::from_millis(120));
-    bar
 }
 
 pub async fn run(client: &Client, command: BackupCommand) -> anyhow::Result<()> {

@@ -2,7 +2,7 @@
 
 use clap::{Args, Subcommand};
 use sandpit_client::Client;
-use sandpit_client::protocol::control::{ForkRequest, SnapshotInfo};
+use sandpit_client::protocol::control::{ForkRequest, ImportSnapshotRequest, SnapshotInfo};
 
 use super::sandbox::render_table;
 
@@ -30,6 +30,30 @@ pub enum SnapshotCommand {
     Show {
         /// Snapshot id.
         snapshot: String,
+    },
+    /// Export a snapshot to the server's object store; prints the object key (import it on
+    /// this or another server using the same store).
+    Export {
+        /// Snapshot id.
+        snapshot: String,
+        /// Print JSON (key, sizes, SHA-256) instead of the key.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Import an export of yours (its object key) as a new snapshot; prints its id.
+    Import {
+        /// The export's object key.
+        #[arg(value_name = "OBJECT_KEY")]
+        object_key: String,
+        /// Refuse unless the export's SHA-256 is this.
+        #[arg(long)]
+        sha256: Option<String>,
+        /// A name for the new snapshot (default: the exported one's).
+        #[arg(long)]
+        name: Option<String>,
+        /// Print JSON instead of the id.
+        #[arg(long)]
+        json: bool,
     },
     /// Delete snapshots (refused while sandboxes created from them exist).
     Rm {
@@ -75,6 +99,43 @@ pub async fn snapshot(client: &Client, command: SnapshotCommand) -> anyhow::Resu
         SnapshotCommand::Show { snapshot } => {
             let info = client.get_snapshot(&snapshot).await?;
             println!("{}", serde_json::to_string_pretty(&info)?);
+        }
+        SnapshotCommand::Export { snapshot, json } => {
+            let bar = crate::progress::spinner(format!("exporting {snapshot}"));
+            let exported = client.export_snapshot(&snapshot).await;
+            bar.finish_and_clear();
+            let exported = exported?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&exported)?);
+            } else {
+                eprintln!(
+                    "exported {snapshot}: {} stored, sha256 {}",
+                    size(exported.size_bytes),
+                    exported.sha256
+                );
+                println!("{}", exported.object_key);
+            }
+        }
+        SnapshotCommand::Import {
+            object_key,
+            sha256,
+            name,
+            json,
+        } => {
+            let bar = crate::progress::spinner(format!("importing {object_key}"));
+            let request = ImportSnapshotRequest {
+                object_key,
+                sha256,
+                name,
+            };
+            let info = client.import_snapshot(&request).await;
+            bar.finish_and_clear();
+            let info = info?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&info)?);
+            } else {
+                println!("{}", info.id);
+            }
         }
         SnapshotCommand::Rm { snapshots } => {
             for snapshot in snapshots {

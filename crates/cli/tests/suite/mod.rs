@@ -13,6 +13,7 @@ mod labels;
 mod leftovers;
 mod mcp;
 mod network;
+mod persistence;
 mod processes;
 mod quota;
 mod real_server;

@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use super::support::{Served, images_dir_or_skip};
+use super::support::{Served, TestS3, images_dir_or_skip};
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -29,7 +29,28 @@ fn python_or_skip(test: &str) -> Option<PathBuf> {
 
 /// `python args...` in `dir` against `served`, with the SDK's source on the path.
 fn run_python(python: &Path, dir: &Path, args: &[&str], served: &Served) -> Output {
-    Command::new(python)
+    run_python_with(python, dir, args, served, &[])
+}
+
+/// [`run_python`] with more environment (and never the caller's `AWS_*`/`R2_*` keys, which the
+/// SDK's `mount_bucket` would fall back to).
+fn run_python_with(
+    python: &Path,
+    dir: &Path,
+    args: &[&str],
+    served: &Served,
+    env: &[(&str, &str)],
+) -> Output {
+    let mut cmd = Command::new(python);
+    for name in [
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "R2_ACCESS_KEY_ID",
+        "R2_SECRET_ACCESS_KEY",
+    ] {
+        cmd.env_remove(name);
+    }
+    cmd.envs(env.iter().copied())
         .args(args)
         .current_dir(dir)
         .env("SANDPIT_URL", &served.url)
@@ -49,15 +70,23 @@ fn python_and_server(test: &str) -> Option<(PathBuf, Served)> {
 
 #[test]
 fn sdk_python_pytest() {
-    let Some((python, served)) = python_and_server("sdk_python_pytest") else {
+    let test = "sdk_python_pytest";
+    let Some(python) = python_or_skip(test) else {
         return;
     };
+    let Some(images) = images_dir_or_skip(test) else {
+        return;
+    };
+    // Bucket mounts (tests/test_persistence.py) need a real S3 server the server may reach.
+    let s3 = TestS3::start("py-sdk-bucket");
+    let served = Served::start_with(&images, &s3.serve_args());
     let sdk = repo().join("sdks/python");
-    let output = run_python(
+    let output = run_python_with(
         &python,
         &sdk,
         &["-m", "pytest", "-p", "no:cacheprovider", "tests"],
         &served,
+        &[("SANDPIT_TEST_S3", &s3.env_json())],
     );
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use super::support::{Served, images_dir_or_skip};
+use super::support::{Served, TestS3, images_dir_or_skip};
 
 /// Whether a missing prerequisite must fail the test (CI) rather than skip it (a developer
 /// machine without Node).
@@ -65,8 +65,10 @@ fn sdk_typescript_suite() {
         "tsc",
         &String::new,
     );
-    let served = Served::start(&images);
-    let (stdout, stderr) = node_test(&sdk, &served);
+    // Bucket mounts (test/persistence.test.mjs) need a real S3 server the server may reach.
+    let s3 = TestS3::start("ts-sdk-bucket");
+    let served = Served::start_with(&images, &s3.serve_args());
+    let (stdout, stderr) = node_test(&sdk, &served, &s3);
     println!("{stdout}\n{stderr}");
     assert!(
         stdout.contains("\n# fail 0"),
@@ -76,7 +78,8 @@ fn sdk_typescript_suite() {
     assert!(!stdout.contains("\n# pass 0"), "no test ran:\n{stdout}");
 }
 
-fn node_test(sdk: &Path, served: &Served) -> (String, String) {
+fn node_test(sdk: &Path, served: &Served, s3: &TestS3) -> (String, String) {
+    let s3_env = s3.env_json();
     node_tap(
         sdk,
         // The global WebSocket of Node 20 (terminal()); default from Node 22.
@@ -87,7 +90,7 @@ fn node_test(sdk: &Path, served: &Served) -> (String, String) {
             "test/",
         ],
         served,
-        &[],
+        &[("SANDPIT_TEST_S3", std::ffi::OsStr::new(&s3_env))],
         "node --test",
     )
 }
@@ -108,6 +111,15 @@ pub(super) fn node_tap(
         .current_dir(dir)
         .env("SANDPIT_URL", &served.url)
         .env("SANDPIT_KEY", &served.key);
+    // The SDKs fall back to these for mountBucket's keys; the tests pass their own.
+    for name in [
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "R2_ACCESS_KEY_ID",
+        "R2_SECRET_ACCESS_KEY",
+    ] {
+        node.env_remove(name);
+    }
     for (name, value) in env {
         node.env(name, value);
     }

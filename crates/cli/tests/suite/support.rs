@@ -200,3 +200,46 @@ impl Drop for Served {
         let _ = self.child.wait();
     }
 }
+
+/// A real S3 server on loopback (`sandpit-s3-test-server`: s3s + s3s-fs) with one bucket, for
+/// bucket mounts; its data directory is removed on drop.
+pub struct TestS3 {
+    pub server: sandpit_s3_test_server::S3TestServer,
+    pub bucket: String,
+    _root: TempDir,
+}
+
+impl TestS3 {
+    pub fn start(bucket: &str) -> TestS3 {
+        let root = tempfile::tempdir().unwrap();
+        let server = sandpit_s3_test_server::start(root.path()).unwrap();
+        server.create_bucket(bucket).unwrap();
+        TestS3 {
+            server,
+            bucket: bucket.to_owned(),
+            _root: root,
+        }
+    }
+
+    /// `sandpit serve` arguments allowing mounts of this server (`--mount-endpoint`).
+    pub fn serve_args(&self) -> [&str; 2] {
+        ["--mount-endpoint", &self.server.endpoint]
+    }
+
+    /// Where object `key` of the bucket lives on disk (s3s-fs stores objects as files).
+    pub fn object_path(&self, key: &str) -> PathBuf {
+        self.server.root.join(&self.bucket).join(key)
+    }
+
+    /// `SANDPIT_TEST_S3` for the SDK suites: `{endpoint, accessKey, secretKey, bucket, root}`.
+    pub fn env_json(&self) -> String {
+        serde_json::json!({
+            "endpoint": self.server.endpoint,
+            "accessKey": self.server.access_key,
+            "secretKey": self.server.secret_key,
+            "bucket": self.bucket,
+            "root": self.server.root,
+        })
+        .to_string()
+    }
+}

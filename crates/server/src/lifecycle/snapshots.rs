@@ -30,7 +30,7 @@ pub fn snapshot_info(r: &SnapshotRecord) -> SnapshotInfo {
     }
 }
 
-fn snapshot_not_found(id: &str) -> ApiError {
+pub(super) fn snapshot_not_found(id: &str) -> ApiError {
     ApiError::new(
         ErrorCode::SnapshotNotFound,
         format!("snapshot {id:?} not found"),
@@ -49,7 +49,7 @@ fn driver_error(e: DriverError, sandbox: &str) -> ApiError {
     .context("sandboxId", sandbox)
 }
 
-fn validate_name(name: Option<&str>) -> ApiResult<()> {
+pub(super) fn validate_name(name: Option<&str>) -> ApiResult<()> {
     if let Some(name) = name
         && (name.is_empty() || name.len() > MAX_SNAPSHOT_NAME || name.chars().any(char::is_control))
     {

@@ -9,7 +9,8 @@ use axum::extract::State;
 use http::StatusCode;
 use sandpit_protocol::ErrorResponse;
 use sandpit_protocol::control::{
-    CreateSnapshotRequest, ForkRequest, ForkResponse, SnapshotInfo, SnapshotList,
+    CreateSnapshotRequest, ForkRequest, ForkResponse, ImportSnapshotRequest, SnapshotExport,
+    SnapshotInfo, SnapshotList,
 };
 
 use super::ApiJson;
@@ -134,4 +135,66 @@ pub async fn fork(
         children.join(", ")
     )));
     Ok((StatusCode::CREATED, Extension(note), ApiJson(forked)))
+}
+
+/// Export a snapshot to the server's object store, so it outlives this server's disk and can be
+/// imported on another server using the same store.
+///
+/// The snapshot's layers are streamed as one zstd-compressed tar (SHA-256 recorded) to
+/// `snapshot-exports/<tenant>/…`; nothing is held whole in memory. Processes are not part of a
+/// snapshot, so not of an export either.
+#[utoipa::path(
+    post, path = "/v1/snapshots/{snapshotId}/export", operation_id = "exportSnapshot", tag = "snapshots",
+    params(("snapshotId" = String, Path, description = "Snapshot id")),
+    responses(
+        (status = 201, description = "Exported", body = SnapshotExport),
+        (status = 400, description = "The snapshot's tier cannot export (SNAPSHOT_UNSUPPORTED)", body = ErrorResponse),
+        (status = 404, description = "SNAPSHOT_NOT_FOUND", body = ErrorResponse),
+        (status = 500, description = "Writing to the object store failed; nothing is left there (SNAPSHOT_EXPORT_FAILED)", body = ErrorResponse),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn export(
+    State(app): State<Arc<AppState>>,
+    Extension(tenant): Extension<Tenant>,
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult<(StatusCode, Extension<AuditNote>, ApiJson<SnapshotExport>)> {
+    let exported = app
+        .manager
+        .export_snapshot(&tenant.name, &id, app.backups.objects())
+        .await?;
+    let note = AuditNote::target(id).detail(Some(exported.object_key.clone()));
+    Ok((StatusCode::CREATED, Extension(note), ApiJson(exported)))
+}
+
+/// Import a snapshot from an export of the caller's tenant (`objectKey` of an export): a new
+/// snapshot with the export's files and image, usable like any (create from it, fork its
+/// sandboxes, export it again).
+///
+/// The archive's size and SHA-256 are checked while it is read; a corrupt, truncated or
+/// tampered object fails with SNAPSHOT_IMPORT_FAILED and leaves nothing behind. Another
+/// tenant's export answers SNAPSHOT_EXPORT_NOT_FOUND, like a missing one.
+#[utoipa::path(
+    post, path = "/v1/snapshots/import", operation_id = "importSnapshot", tag = "snapshots",
+    request_body = ImportSnapshotRequest,
+    responses(
+        (status = 201, description = "Imported", body = SnapshotInfo),
+        (status = 400, description = "A key that is not an export's, a bad name (VALIDATION_FAILED), SNAPSHOT_UNSUPPORTED", body = ErrorResponse),
+        (status = 404, description = "No export of the caller's tenant with this key (SNAPSHOT_EXPORT_NOT_FOUND)", body = ErrorResponse),
+        (status = 500, description = "Corrupt, truncated or tampered archive, digest mismatch (SNAPSHOT_IMPORT_FAILED)", body = ErrorResponse),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn import(
+    State(app): State<Arc<AppState>>,
+    Extension(tenant): Extension<Tenant>,
+    ApiJson(req): ApiJson<ImportSnapshotRequest>,
+) -> ApiResult<(StatusCode, Extension<AuditNote>, ApiJson<SnapshotInfo>)> {
+    let key = req.object_key.clone();
+    let info = app
+        .manager
+        .import_snapshot(&tenant.name, req, app.backups.objects())
+        .await?;
+    let note = AuditNote::target(info.id.clone()).detail(Some(key));
+    Ok((StatusCode::CREATED, Extension(note), ApiJson(info)))
 }

@@ -28,6 +28,7 @@ mod openapi;
 mod preview;
 mod quotas;
 mod real_steps;
+mod snapshot_transfer;
 mod snapshots;
 mod usage;
 mod websocket;

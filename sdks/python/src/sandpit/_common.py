@@ -55,6 +55,11 @@ def check_sandbox_id(sandbox_id: str, normalize: bool = False) -> str:
     return sandbox_id
 
 
+def quote_id(value: str) -> str:
+    """An id as one path segment."""
+    return quote(value, safe="")
+
+
 def sandbox_path(sandbox_id: str) -> str:
     return f"/v1/sandboxes/{quote(sandbox_id, safe='')}"
 
@@ -92,6 +97,7 @@ class SandboxOptions:
     keep_alive_while_busy: bool | None = None
     labels: Mapping[str, str | None] | None = None
     ttl: str | int | None = None
+    snapshot: str | None = None
 
     def create_body(self, sandbox_id: str) -> JSON:
         return drop_none(
@@ -108,6 +114,7 @@ class SandboxOptions:
                 "keepAliveWhileBusy": self.keep_alive_while_busy,
                 "labels": dict(self.labels) if self.labels is not None else None,
                 "ttl": self.ttl,
+                "snapshot": self.snapshot,
             }
         )
 
@@ -300,10 +307,79 @@ def check_stdin_choice(stdin: object, stdin_stream: object) -> None:
 
 # --- the seed system's calls this server does not serve -------------------------------------
 
-MOUNT_ALTERNATIVE = "copy data in and out with upload()/download() (streamed, any size)"
-BACKUP_ALTERNATIVE = (
-    "archive a directory with exec('tar ...') and download(); a sleeping sandbox keeps its files"
+MOUNT_ALTERNATIVE = (
+    "pass the S3 API endpoint and credentials: mount_bucket(bucket, path, endpoint=..., "
+    "credentials={...})"
 )
+
+
+def credentials_from_env() -> JSON | None:
+    """The seed's fallback keys of ``mount_bucket``: ``AWS_*``, then ``R2_*`` (None: neither
+    is set; the server then answers ``MISSING_CREDENTIALS``)."""
+    for prefix in ("AWS", "R2"):
+        key = os.environ.get(f"{prefix}_ACCESS_KEY_ID")
+        secret = os.environ.get(f"{prefix}_SECRET_ACCESS_KEY")
+        if key and secret:
+            return {"accessKeyId": key, "secretAccessKey": secret}
+    return None
+
+
+def mount_body(
+    bucket: str,
+    mount_path: str,
+    endpoint: str,
+    credentials: Mapping[str, str] | None,
+    prefix: str | None,
+    read_only: bool,
+    region: str | None,
+    provider: str | None,
+) -> JSON:
+    """The body of ``POST /v1/sandboxes/{id}/mounts`` (credentials in the seed's camelCase or
+    as ``access_key_id``/``secret_access_key``)."""
+    keys: JSON | None = credentials_from_env()
+    if credentials is not None:
+        keys = {
+            "accessKeyId": credentials.get("accessKeyId", credentials.get("access_key_id", "")),
+            "secretAccessKey": credentials.get(
+                "secretAccessKey", credentials.get("secret_access_key", "")
+            ),
+        }
+    return drop_none(
+        {
+            "bucket": bucket,
+            "mountPath": mount_path,
+            "endpoint": endpoint,
+            "credentials": keys,
+            "prefix": prefix,
+            "readOnly": read_only,
+            "region": region,
+            "provider": provider,
+        }
+    )
+
+
+def backup_body(
+    dir: str,
+    name: str | None,
+    ttl: str | int | None,
+    excludes: list[str] | None,
+    gitignore: bool,
+    compression: Mapping[str, Any] | None,
+) -> JSON:
+    """The body of ``POST /v1/sandboxes/{id}/backups``; the seed's ``threads`` is not sent."""
+    packed = None
+    if compression is not None:
+        packed = drop_none({"format": compression.get("format"), "level": compression.get("level")})
+    return drop_none(
+        {
+            "dir": dir,
+            "name": name,
+            "ttl": ttl,
+            "excludes": excludes,
+            "gitignore": gitignore or None,
+            "compression": packed,
+        }
+    )
 
 
 def not_supported(method: str, why: str, alternative: str) -> errors.SandpitNotSupportedError:

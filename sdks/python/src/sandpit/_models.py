@@ -603,3 +603,135 @@ class SandboxUsage:
             network_bytes_down=int(body.get("networkBytesDown", 0)),
             raw=body,
         )
+
+
+@dataclass(frozen=True)
+class BackupInfo:
+    """A backup of a sandbox directory (``create_backup``, ``get_backup``, ``list_backups``):
+    the seed's ``DirectoryBackup`` (``id``, ``dir``) with its size, digest and expiry."""
+
+    id: str
+    dir: str
+    sandbox_id: str
+    size_bytes: int
+    """Bytes of the compressed archive as stored."""
+    raw_bytes: int
+    """Bytes of the uncompressed archive."""
+    sha256: str
+    created_at: str
+    expires_at: str
+    name: str | None = None
+    raw: JSON = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def from_json(cls, body: JSON) -> BackupInfo:
+        return cls(
+            id=str(body["id"]),
+            dir=str(body.get("dir", "")),
+            sandbox_id=str(body.get("sandboxId", "")),
+            size_bytes=int(body.get("sizeBytes", 0)),
+            raw_bytes=int(body.get("rawBytes", 0)),
+            sha256=str(body.get("sha256", "")),
+            created_at=str(body.get("createdAt", "")),
+            expires_at=str(body.get("expiresAt", "")),
+            name=_optional_str(body.get("name")),
+            raw=body,
+        )
+
+
+@dataclass(frozen=True)
+class RestoreBackupResult:
+    """The seed's ``RestoreBackupResult`` with sandpit's counts."""
+
+    success: bool
+    id: str
+    dir: str
+    entries: int = 0
+    """Files, directories and symlinks written."""
+    file_bytes: int = 0
+    raw: JSON = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def from_json(cls, body: JSON) -> RestoreBackupResult:
+        return cls(
+            success=bool(body.get("success", False)),
+            id=str(body.get("id", "")),
+            dir=str(body.get("dir", "")),
+            entries=int(body.get("entries", 0)),
+            file_bytes=int(body.get("fileBytes", 0)),
+            raw=body,
+        )
+
+
+@dataclass(frozen=True)
+class SnapshotInfo:
+    """An immutable snapshot of a sandbox's file system (processes are not part of it)."""
+
+    id: str
+    sandbox_id: str
+    """The sandbox it was taken of (which may be gone since)."""
+    image: str
+    size_bytes: int
+    created_at: str
+    name: str | None = None
+    raw: JSON = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def from_json(cls, body: JSON) -> SnapshotInfo:
+        return cls(
+            id=str(body["id"]),
+            sandbox_id=str(body.get("sandboxId", "")),
+            image=str(body.get("image", "")),
+            size_bytes=int(body.get("sizeBytes", 0)),
+            created_at=str(body.get("createdAt", "")),
+            name=_optional_str(body.get("name")),
+            raw=body,
+        )
+
+
+@dataclass(frozen=True)
+class BucketMount:
+    """A bucket mount of a sandbox as listed (never its credentials)."""
+
+    bucket: str
+    mount_path: str
+    endpoint: str
+    read_only: bool
+    mounted: bool
+    """The mount is up (False while the sandbox sleeps; it comes back at wake)."""
+    created_at: str
+    prefix: str | None = None
+    region: str | None = None
+    raw: JSON = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def from_json(cls, body: JSON) -> BucketMount:
+        return cls(
+            bucket=str(body.get("bucket", "")),
+            mount_path=str(body.get("mountPath", "")),
+            endpoint=str(body.get("endpoint", "")),
+            read_only=bool(body.get("readOnly", False)),
+            mounted=bool(body.get("mounted", False)),
+            created_at=str(body.get("createdAt", "")),
+            prefix=_optional_str(body.get("prefix")),
+            region=_optional_str(body.get("region")),
+            raw=body,
+        )
+
+
+@dataclass(frozen=True)
+class ForkResult:
+    """The answer of ``fork``: the snapshot it took and the children, running (open one with
+    ``client.sandbox(child.id)``)."""
+
+    snapshot: SnapshotInfo
+    sandboxes: list[SandboxInfo]
+    raw: JSON = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def from_json(cls, body: JSON) -> ForkResult:
+        return cls(
+            snapshot=SnapshotInfo.from_json(body["snapshot"]),
+            sandboxes=[SandboxInfo.from_json(item) for item in body.get("sandboxes", [])],
+            raw=body,
+        )

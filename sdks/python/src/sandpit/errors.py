@@ -691,6 +691,27 @@ class HostMemoryLowError(SandpitError):
     default_status = 507
 
 
+class SnapshotExportNotFoundError(SandpitError):
+    """``SNAPSHOT_EXPORT_NOT_FOUND`` (HTTP 404)."""
+
+    code = "SNAPSHOT_EXPORT_NOT_FOUND"
+    default_status = 404
+
+
+class SnapshotExportFailedError(SandpitError):
+    """``SNAPSHOT_EXPORT_FAILED`` (HTTP 500)."""
+
+    code = "SNAPSHOT_EXPORT_FAILED"
+    default_status = 500
+
+
+class SnapshotImportFailedError(SandpitError):
+    """``SNAPSHOT_IMPORT_FAILED`` (HTTP 500)."""
+
+    code = "SNAPSHOT_IMPORT_FAILED"
+    default_status = 500
+
+
 ERRORS_BY_CODE: dict[str, type[SandpitError]] = {
     "IS_DIRECTORY": IsDirectoryError,
     "NOT_DIRECTORY": NotDirectoryError,
@@ -781,6 +802,9 @@ ERRORS_BY_CODE: dict[str, type[SandpitError]] = {
     "SNAPSHOT_IN_USE": SnapshotInUseError,
     "SNAPSHOT_UNSUPPORTED": SnapshotUnsupportedError,
     "HOST_MEMORY_LOW": HostMemoryLowError,
+    "SNAPSHOT_EXPORT_NOT_FOUND": SnapshotExportNotFoundError,
+    "SNAPSHOT_EXPORT_FAILED": SnapshotExportFailedError,
+    "SNAPSHOT_IMPORT_FAILED": SnapshotImportFailedError,
 }
 
 

@@ -21,12 +21,12 @@ import websockets.exceptions
 
 from .. import errors
 from .._common import (
-    BACKUP_ALTERNATIVE,
     MOUNT_ALTERNATIVE,
     SESSIONLESS,
     SandboxOptions,
     SSEDecoder,
     b64encode,
+    backup_body,
     check_sandbox_id,
     check_stdin_choice,
     connection_error,
@@ -37,7 +37,9 @@ from .._common import (
     file_path,
     http_timeout,
     label_params,
+    mount_body,
     not_supported,
+    quote_id,
     resolve_config,
     sandbox_path,
     secrets_body,
@@ -47,6 +49,8 @@ from .._common import (
 )
 from .._models import (
     JSON,
+    BackupInfo,
+    BucketMount,
     CheckChangesResult,
     CodeContext,
     ExecEvent,
@@ -55,15 +59,18 @@ from .._models import (
     ExecutionError,
     ExposedPort,
     FileInfo,
+    ForkResult,
     GitCheckoutResult,
     LogEvent,
     ProcessInfo,
     ProcessLogs,
     ReadFileResult,
+    RestoreBackupResult,
     Result,
     SandboxEvent,
     SandboxInfo,
     SandboxUsage,
+    SnapshotInfo,
     WaitForLogResult,
     WatchEvent,
 )
@@ -124,6 +131,7 @@ class AsyncSandpit:
         ttl: str | int | None = None,
         normalize_id: bool = False,
         enable_default_session: bool = True,
+        snapshot: str | None = None,
     ) -> AsyncSandbox:
         """A handle on sandbox ``sandbox_id`` (a fresh ``sb-…`` id when omitted). Nothing is sent
         yet: the options are applied by create-or-get on first use (or on ``async with``).
@@ -145,6 +153,7 @@ class AsyncSandpit:
             keep_alive_while_busy=keep_alive_while_busy,
             labels=labels,
             ttl=ttl,
+            snapshot=snapshot,
         )
         return AsyncSandbox(
             self,
@@ -175,6 +184,44 @@ class AsyncSandpit:
         # The first event is `ready`: the server's subscription exists from here on.
         await events.__anext__()
         return AsyncEventStream(_mapped(_sandbox_events(events), SandboxEvent.from_json))
+
+    # --- backups and snapshots of the tenant (docs/persistence.md) ------------------------
+
+    async def list_backups(self) -> list[BackupInfo]:
+        """The key's tenant's backups, newest first."""
+        body = await self._json("GET", "/v1/backups")
+        return [BackupInfo.from_json(item) for item in body.get("backups", [])]
+
+    async def get_backup(self, backup_id: str) -> BackupInfo:
+        """One backup (``BackupNotFoundError`` for an unknown id or another tenant's)."""
+        return BackupInfo.from_json(await self._json("GET", f"/v1/backups/{quote_id(backup_id)}"))
+
+    async def delete_backup(self, backup_id: str) -> None:
+        """Deletes a backup's archive and record."""
+        await self._request("DELETE", f"/v1/backups/{quote_id(backup_id)}")
+
+    async def list_snapshots(self) -> list[SnapshotInfo]:
+        """The key's tenant's snapshots, oldest first."""
+        body = await self._json("GET", "/v1/snapshots")
+        return [SnapshotInfo.from_json(item) for item in body.get("snapshots", [])]
+
+    async def get_snapshot(self, snapshot_id: str) -> SnapshotInfo:
+        """One snapshot (``SnapshotNotFoundError`` for an unknown id or another tenant's)."""
+        path = f"/v1/snapshots/{quote_id(snapshot_id)}"
+        return SnapshotInfo.from_json(await self._json("GET", path))
+
+    async def delete_snapshot(self, snapshot_id: str) -> None:
+        """Deletes a snapshot (``SnapshotInUseError`` while sandboxes created from it exist)."""
+        await self._request("DELETE", f"/v1/snapshots/{quote_id(snapshot_id)}")
+
+    async def create_from_snapshot(
+        self, snapshot_id: str, sandbox_id: str | None = None, **options: Any
+    ) -> AsyncSandbox:
+        """Creates sandbox ``sandbox_id`` (a fresh id when omitted) from the snapshot's files and
+        image, now; ``options`` are those of :meth:`sandbox`."""
+        sandbox = self.sandbox(sandbox_id, snapshot=snapshot_id, **options)
+        await sandbox._ensure()
+        return sandbox
 
     # --- HTTP plumbing -------------------------------------------------------------------
 
@@ -739,23 +786,76 @@ class _AsyncOps:
         finally:
             await _close(events)
 
-    # --- the seed's bucket mounts and backups: not served by sandpit -----------------------
+    # --- the seed's bucket mounts and backups (docs/persistence.md) -----------------------
 
-    async def mount_bucket(self, bucket: str, mount_path: str, **options: Any) -> None:
-        """Not supported by this server: raises :class:`errors.SandpitNotSupportedError`."""
-        raise not_supported("mount_bucket", "sandpit has no bucket mounts", MOUNT_ALTERNATIVE)
+    async def mount_bucket(
+        self,
+        bucket: str,
+        mount_path: str,
+        *,
+        endpoint: str | None = None,
+        credentials: Mapping[str, str] | None = None,
+        prefix: str | None = None,
+        read_only: bool = False,
+        region: str | None = None,
+        provider: str | None = None,
+        local_bucket: bool = False,
+    ) -> None:
+        """Mounts ``bucket`` at ``mount_path`` inside the sandbox: an s3fs FUSE file system the
+        server runs outside the sandbox, so the keys (``credentials``
+        ``{"accessKeyId", "secretAccessKey"}``, else ``AWS_*``/``R2_*`` of this process) never
+        enter it. It comes back whenever the sandbox wakes, until ``unmount_bucket`` or
+        destroy. ``local_bucket`` and R2 bindings (no ``endpoint``) are Worker-only:
+        :class:`errors.SandpitNotSupportedError`."""
+        if local_bucket or endpoint is None:
+            why = "local_bucket syncs through an R2 binding of a Worker"
+            if not local_bucket:
+                why = "an R2 binding (no endpoint) exists only in a Worker"
+            raise not_supported("mount_bucket", why, MOUNT_ALTERNATIVE)
+        body = mount_body(
+            bucket, mount_path, endpoint, credentials, prefix, read_only, region, provider
+        )
+        await self._sandbox._control("POST", "/mounts", json=body)
 
     async def unmount_bucket(self, mount_path: str) -> None:
-        """Not supported by this server: raises :class:`errors.SandpitNotSupportedError`."""
-        raise not_supported("unmount_bucket", "sandpit has no bucket mounts", MOUNT_ALTERNATIVE)
+        """Unmounts the bucket at ``mount_path`` and forgets it (``InvalidMountConfigError``
+        when nothing is mounted there)."""
+        await self._sandbox._control("DELETE", "/mounts", params={"path": mount_path})
 
-    async def create_backup(self, dir: str, **options: Any) -> JSON:
-        """Not supported by this server: raises :class:`errors.SandpitNotSupportedError`."""
-        raise not_supported("create_backup", "sandpit has no backups", BACKUP_ALTERNATIVE)
+    async def create_backup(
+        self,
+        dir: str,
+        *,
+        name: str | None = None,
+        ttl: str | int | None = None,
+        excludes: list[str] | None = None,
+        gitignore: bool = False,
+        compression: Mapping[str, Any] | None = None,
+        local_bucket: bool = False,
+        multipart: bool = True,
+    ) -> BackupInfo:
+        """Archives ``dir`` into the server's object store (zstd, checksummed). ``ttl``:
+        seconds or ``"2h"`` (default 3 days); ``excludes``: gitignore-style globs;
+        ``compression``: ``{"format": "zstd", "level": 1-19}``. ``local_bucket`` and
+        ``multipart`` are accepted for the seed's signature and not sent."""
+        body = backup_body(dir, name, ttl, excludes, gitignore, compression)
+        return BackupInfo.from_json(await self._sandbox._control("POST", "/backups", json=body))
 
-    async def restore_backup(self, backup: Mapping[str, Any]) -> JSON:
-        """Not supported by this server: raises :class:`errors.SandpitNotSupportedError`."""
-        raise not_supported("restore_backup", "sandpit has no backups", BACKUP_ALTERNATIVE)
+    async def restore_backup(
+        self, backup: BackupInfo | Mapping[str, Any], *, dir: str | None = None
+    ) -> RestoreBackupResult:
+        """Restores ``backup`` (a :class:`BackupInfo` or the seed's ``{"id", "dir"}``) into this
+        sandbox at its ``dir`` (or ``dir``), atomically: a failed restore leaves the directory
+        as it was."""
+        if isinstance(backup, BackupInfo):
+            backup_id: str = backup.id
+            backup_dir: str | None = backup.dir
+        else:
+            backup_id, backup_dir = str(backup["id"]), backup.get("dir")
+        body = drop_none({"backupId": backup_id, "dir": dir or backup_dir})
+        return RestoreBackupResult.from_json(
+            await self._sandbox._control("POST", "/restore", json=body)
+        )
 
     # --- terminal ------------------------------------------------------------------------
 
@@ -979,6 +1079,28 @@ class AsyncSandbox(_AsyncOps):
         return context
 
     # --- control plane -------------------------------------------------------------------
+
+    async def _control(self, method: str, rest: str, **kwargs: Any) -> JSON:
+        """``/v1/sandboxes/{id}`` + ``rest``, after the sandbox exists."""
+        await self._ensure()
+        return await self._client._json(method, f"{self._path}{rest}", **kwargs)
+
+    async def create_snapshot(self, name: str | None = None) -> SnapshotInfo:
+        """Freezes the sandbox's file system into a snapshot. A running sandbox is put to sleep
+        for it and woken again: its processes end (files stay)."""
+        body = drop_none({"name": name})
+        return SnapshotInfo.from_json(await self._control("POST", "/snapshots", json=body))
+
+    async def fork(self, count: int | None = None, ids: list[str] | None = None) -> ForkResult:
+        """Snapshots the sandbox and starts ``count`` children from it (or one per id of
+        ``ids``), all running, all or none (1-32)."""
+        body = drop_none({"count": count, "ids": ids})
+        return ForkResult.from_json(await self._control("POST", "/fork", json=body))
+
+    async def bucket_mounts(self) -> list[BucketMount]:
+        """The sandbox's bucket mounts (never their credentials)."""
+        body = await self._control("GET", "/mounts")
+        return [BucketMount.from_json(item) for item in body.get("mounts", [])]
 
     async def info(self) -> SandboxInfo:
         await self._ensure()
