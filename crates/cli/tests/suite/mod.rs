@@ -12,6 +12,7 @@ mod labels;
 mod leftovers;
 mod mcp;
 mod network;
+mod postgres;
 mod processes;
 mod quota;
 mod real_server;
