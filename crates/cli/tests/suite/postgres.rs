@@ -25,7 +25,8 @@ fn psql(url: &str, sql: &str) -> String {
 /// a restarted server finds it with its workspace.
 #[test]
 fn serial_serve_on_postgres_keeps_sandboxes_across_restarts() {
-    let Some(images) = images_dir_or_skip("serial_serve_on_postgres_keeps_sandboxes_across_restarts")
+    let Some(images) =
+        images_dir_or_skip("serial_serve_on_postgres_keeps_sandboxes_across_restarts")
     else {
         return;
     };
@@ -54,7 +55,10 @@ fn serial_serve_on_postgres_keeps_sandboxes_across_restarts() {
         "a SQLite file was made besides PostgreSQL"
     );
     assert_eq!(
-        psql(&url, "SELECT tenant || '/' || id || ' ' || state FROM sandboxes"),
+        psql(
+            &url,
+            "SELECT tenant || '/' || id || ' ' || state FROM sandboxes"
+        ),
         "default/pgbox running\n"
     );
     // The admin key's tenant and the default tenant are PostgreSQL rows too.
@@ -106,7 +110,14 @@ fn serial_serve_reports_an_unreachable_postgres() {
         data_dir.path().display()
     );
     let out = sandpit()
-        .args(["serve", "--listen", "127.0.0.1:0", "--store", &url, "--data-dir"])
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--store",
+            &url,
+            "--data-dir",
+        ])
         .arg(data_dir.path())
         .arg("--images-dir")
         .arg(&images)
@@ -117,5 +128,8 @@ fn serial_serve_reports_an_unreachable_postgres() {
         stderr.contains("connecting to the PostgreSQL store postgres://sandpit:***@/sandpit"),
         "{stderr}"
     );
-    assert!(!stderr.contains("hunter2"), "the password was printed: {stderr}");
+    assert!(
+        !stderr.contains("hunter2"),
+        "the password was printed: {stderr}"
+    );
 }
