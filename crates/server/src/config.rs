@@ -54,8 +54,13 @@ impl std::fmt::Debug for StoreBackend {
     }
 }
 
-/// `scheme://user:secret@host...` → `scheme://user:***@host...`.
+/// `scheme://user:secret@host...?password=secret` → `scheme://user:***@host...` (the query
+/// left out when it has a password).
 fn redact_password(url: &str) -> String {
+    let url = match url.split_once('?') {
+        Some((base, query)) if query.split('&').any(|p| p.starts_with("password=")) => base,
+        _ => url,
+    };
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_owned();
     };
@@ -214,4 +219,24 @@ pub fn find_agent_binary() -> Option<PathBuf> {
         .flatten()
         .map(|d| d.join("sandpit-agent"))
         .find(|p| p.is_file())
+}
+
+#[cfg(test)]
+mod store_backend_tests {
+    use super::StoreBackend;
+
+    #[test]
+    fn store_urls_parse_and_never_show_their_password() {
+        assert_eq!(StoreBackend::parse("sqlite"), Ok(StoreBackend::Sqlite));
+        assert!(StoreBackend::parse("mysql://db/x").is_err());
+        let with_secret = StoreBackend::parse("postgres://app:hunter2@db:5432/sandpit").unwrap();
+        assert_eq!(
+            format!("{with_secret:?}"),
+            "postgres://app:***@db:5432/sandpit"
+        );
+        let in_query = StoreBackend::parse("postgresql://app@db/sandpit?password=hunter2").unwrap();
+        assert!(!in_query.describe().contains("hunter2"), "{in_query:?}");
+        let plain = StoreBackend::parse("postgres://app@/sandpit?host=/run/pg").unwrap();
+        assert_eq!(plain.describe(), "postgres://app@/sandpit?host=/run/pg");
+    }
 }

@@ -29,8 +29,8 @@ impl TestPostgres {
     /// Starts a server (see the module docs); `None` when PostgreSQL is missing outside CI.
     pub fn start() -> Option<TestPostgres> {
         let Some(bin) = find_bin() else {
-            let message = "PostgreSQL server binaries not found (no /usr/lib/postgresql/*/bin/\
-                           initdb, SANDPIT_PG_BIN unset): install the Debian package postgresql-15 \
+            let message = "PostgreSQL server binaries not found (no initdb in $SANDPIT_PG_BIN \
+                           or /usr/lib/postgresql/*/bin): install the Debian package postgresql-15 \
                            (scripts/lib.sh install_debian_packages)";
             if std::env::var_os("CI").is_some_and(|v| !v.is_empty() && v != "false") {
                 panic!("{message}; CI runs the PostgreSQL tests, so this is a failure");
