@@ -343,6 +343,13 @@ pub struct ServeArgs {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:7070")]
     pub listen: SocketAddr,
+    /// Where the control plane keeps its state: `sqlite` (the file sandpit.db in the data dir)
+    /// or a PostgreSQL URL, postgres://USER[:PASSWORD]@HOST[:PORT]/DB (a Unix socket:
+    /// postgres://USER@/DB?host=/socket/dir). The data key (secrets.key in the data dir)
+    /// seals secrets in either.
+    #[arg(long, env = "SANDPIT_STORE", value_name = "sqlite|URL", default_value = "sqlite",
+          value_parser = sandpit_server::StoreBackend::parse, hide_env_values = true)]
+    pub store: sandpit_server::StoreBackend,
     #[command(flatten)]
     pub images: ImagesDir,
     /// Parent domain of preview URLs (`{port}-{id}-{hash}-{token}.{domain}`); the default resolves

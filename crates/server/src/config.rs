@@ -14,6 +14,67 @@ pub const ADMIN_KEY_ENV: &str = "SANDPIT_ADMIN_KEY";
 /// Name of the env var that points at the agent binary.
 pub const AGENT_BIN_ENV: &str = "SANDPIT_AGENT_BIN";
 
+/// The database of the control plane.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub enum StoreBackend {
+    /// `<data_dir>/sandpit.db`, one server process.
+    #[default]
+    Sqlite,
+    /// A PostgreSQL database (`postgres://user[:password]@host[:port]/db`, or
+    /// `postgres://user@/db?host=/socket/dir`), which several servers may share.
+    Postgres { url: String },
+}
+
+impl StoreBackend {
+    /// `sqlite`, or a `postgres://` / `postgresql://` URL.
+    pub fn parse(value: &str) -> Result<Self, String> {
+        if value == "sqlite" {
+            return Ok(StoreBackend::Sqlite);
+        }
+        if value.starts_with("postgres://") || value.starts_with("postgresql://") {
+            return Ok(StoreBackend::Postgres {
+                url: value.to_owned(),
+            });
+        }
+        Err("expected `sqlite` or a URL postgres://USER[:PASSWORD]@HOST[:PORT]/DB".into())
+    }
+
+    /// How logs and errors name it: the URL without its password.
+    pub fn describe(&self) -> String {
+        match self {
+            StoreBackend::Sqlite => "sqlite".into(),
+            StoreBackend::Postgres { url } => redact_password(url),
+        }
+    }
+}
+
+impl std::fmt::Debug for StoreBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.describe())
+    }
+}
+
+/// `scheme://user:secret@host...?password=secret` → `scheme://user:***@host...` (the query
+/// left out when it has a password).
+fn redact_password(url: &str) -> String {
+    let url = match url.split_once('?') {
+        Some((base, query)) if query.split('&').any(|p| p.starts_with("password=")) => base,
+        _ => url,
+    };
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _)) => format!("{scheme}://{user}:***@{host}{tail}"),
+            None => url.to_owned(),
+        },
+        None => url.to_owned(),
+    }
+}
+
 /// Everything `sandpit serve` can be told.
 #[derive(Debug, Clone)]
 pub struct ServeConfig {
@@ -32,6 +93,8 @@ pub struct ServeConfig {
     pub default_isolation: Isolation,
     /// Admin key; generated and saved in `<data_dir>/admin.key` when absent.
     pub admin_key: Option<String>,
+    /// Where the control plane's state lives (default: SQLite in `<data_dir>/sandpit.db`).
+    pub store: StoreBackend,
     /// Limits for every field a sandbox leaves unset (each within its maximum).
     pub default_limits: Limits,
     /// The largest limits one sandbox may ask for (`--max-*`); an unset field defaults from
@@ -110,6 +173,7 @@ impl ServeConfig {
             runsc: sandpit_runtime::gvisor::find_runsc(),
             default_isolation: Isolation::default(),
             admin_key: std::env::var(ADMIN_KEY_ENV).ok().filter(|k| !k.is_empty()),
+            store: StoreBackend::default(),
             default_limits: Limits {
                 cpus: Some(1.0),
                 memory_mb: Some(1024),
@@ -166,4 +230,24 @@ pub fn find_agent_binary() -> Option<PathBuf> {
         .flatten()
         .map(|d| d.join("sandpit-agent"))
         .find(|p| p.is_file())
+}
+
+#[cfg(test)]
+mod store_backend_tests {
+    use super::StoreBackend;
+
+    #[test]
+    fn store_urls_parse_and_never_show_their_password() {
+        assert_eq!(StoreBackend::parse("sqlite"), Ok(StoreBackend::Sqlite));
+        assert!(StoreBackend::parse("mysql://db/x").is_err());
+        let with_secret = StoreBackend::parse("postgres://app:hunter2@db:5432/sandpit").unwrap();
+        assert_eq!(
+            format!("{with_secret:?}"),
+            "postgres://app:***@db:5432/sandpit"
+        );
+        let in_query = StoreBackend::parse("postgresql://app@db/sandpit?password=hunter2").unwrap();
+        assert!(!in_query.describe().contains("hunter2"), "{in_query:?}");
+        let plain = StoreBackend::parse("postgres://app@/sandpit?host=/run/pg").unwrap();
+        assert_eq!(plain.describe(), "postgres://app@/sandpit?host=/run/pg");
+    }
 }

@@ -67,14 +67,14 @@ use sandpit_image::ImageStore;
 use sandpit_protocol::ErrorCode;
 use sandpit_protocol::control::Isolation;
 use sandpit_runtime::Driver;
-use sandpit_store::{DataKey, SqliteStore, Store};
+use sandpit_store::{DataKey, PostgresStore, SqliteStore, Store};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
-pub use config::{ADMIN_KEY_ENV, AGENT_BIN_ENV, ServeConfig, find_agent_binary};
+pub use config::{ADMIN_KEY_ENV, AGENT_BIN_ENV, ServeConfig, StoreBackend, find_agent_binary};
 /// Default of [`ServeConfig::cgroup_root`] (`sandpit serve --cgroup-root`).
 pub use sandpit_runtime::local::DEFAULT_CGROUP_ROOT;
 pub use start_error::StartError;
@@ -342,10 +342,21 @@ impl Server {
         let db = config.data_dir.join("sandpit.db");
         let data_key = DataKey::load_or_create(&config.data_dir.join(DATA_KEY_FILE))
             .map_err(StartError::DataKey)?;
-        let store: Arc<dyn Store> = Arc::new(
-            SqliteStore::open(&db, data_key)
-                .map_err(|source| StartError::Store { path: db, source })?,
-        );
+        let store: Arc<dyn Store> = match &config.store {
+            StoreBackend::Sqlite => Arc::new(
+                SqliteStore::open(&db, data_key)
+                    .map_err(|source| StartError::Store { path: db, source })?,
+            ),
+            StoreBackend::Postgres { url } => Arc::new(
+                PostgresStore::connect(url, data_key)
+                    .await
+                    .map_err(|source| StartError::Postgres {
+                        url: config.store.describe(),
+                        source,
+                    })?,
+            ),
+        };
+        tracing::info!(store = ?config.store, "store opened");
         let (admin_key, key_file) =
             auth::load_or_create_admin_key(&config.data_dir, config.admin_key.as_deref())?;
         if config.admin_key.is_none() {

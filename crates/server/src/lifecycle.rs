@@ -560,7 +560,7 @@ impl Manager {
         let (quota, is_default) =
             quota::effective_quota(self.store.as_ref(), tenant, &self.default_quota).await?;
         let usage = {
-            let _admission = self.gate.lock(tenant).await;
+            let _admission = self.gate.lock(self.store.as_ref(), tenant).await?;
             let records = self.store.list_sandboxes(tenant, None, usize::MAX).await?;
             quota::usage(&records, &self.gate.starting(tenant), None, |r| {
                 self.claim(&r.options.limits)
@@ -641,7 +641,7 @@ impl Manager {
         };
         let _admission = match demand {
             Some(demand) => {
-                let lock = self.gate.lock(&entry.tenant).await;
+                let lock = self.gate.lock(self.store.as_ref(), &entry.tenant).await?;
                 self.admit(&entry.tenant, &entry.id, demand, &record.options.limits)
                     .await?;
                 Some(lock)
@@ -699,7 +699,7 @@ impl Manager {
         record: &SandboxRecord,
     ) -> ApiResult<()> {
         let _starting = {
-            let _admission = self.gate.lock(&entry.tenant).await;
+            let _admission = self.gate.lock(self.store.as_ref(), &entry.tenant).await?;
             self.admit(
                 &entry.tenant,
                 &entry.id,
@@ -1018,7 +1018,7 @@ impl Manager {
         };
         let (record, _) = {
             // The record (state `creating`) counts against the quota from here on.
-            let _admission = self.gate.lock(&entry.tenant).await;
+            let _admission = self.gate.lock(self.store.as_ref(), &entry.tenant).await?;
             self.admit(
                 &entry.tenant,
                 &entry.id,

@@ -171,6 +171,13 @@ pub struct Gate {
     starting: Arc<Mutex<HashSet<(String, String)>>>,
 }
 
+/// A held admission lock ([`Gate::lock`]).
+pub struct Admission {
+    // Released first: the shared lock, then this process's.
+    _shared: sandpit_store::TenantLock,
+    _local: tokio::sync::OwnedMutexGuard<()>,
+}
+
 /// Keeps a woken sandbox counted as running until dropped (after the store records it).
 pub struct Starting {
     key: (String, String),
@@ -187,13 +194,20 @@ impl Drop for Starting {
 }
 
 impl Gate {
-    /// The tenant's admission lock (entries are few: one per tenant).
-    pub async fn lock(&self, tenant: &str) -> tokio::sync::OwnedMutexGuard<()> {
+    /// The tenant's admission lock (entries are few: one per tenant): this process's, then
+    /// the store's ([`Store::lock_tenant`]), which other control-plane replicas sharing the
+    /// database take too.
+    pub async fn lock(&self, store: &dyn Store, tenant: &str) -> ApiResult<Admission> {
         let lock = {
             let mut locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());
             locks.entry(tenant.to_owned()).or_default().clone()
         };
-        lock.lock_owned().await
+        let local = lock.lock_owned().await;
+        let shared = store.lock_tenant(tenant).await?;
+        Ok(Admission {
+            _shared: shared,
+            _local: local,
+        })
     }
 
     /// Ids of the tenant's sandboxes being woken (call under the tenant's lock).

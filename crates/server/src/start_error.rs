@@ -34,6 +34,13 @@ pub enum StartError {
         #[source]
         source: sandpit_store::StoreError,
     },
+    #[error("connecting to the PostgreSQL store {url}")]
+    Postgres {
+        /// Without its password.
+        url: String,
+        #[source]
+        source: sandpit_store::StoreError,
+    },
     #[error("opening the object store")]
     ObjectStore(#[source] crate::objects::ObjectsError),
     #[error("creating the default tenant")]

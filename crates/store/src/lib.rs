@@ -4,10 +4,16 @@
 //! as SHA-256 digests, never in clear), and one record per sandbox with its options (isolation
 //! tier included) and lifecycle state. [`SqliteStore`] implements it on one SQLite file (WAL mode, versioned
 //! migrations in [`migrations`]); its blocking calls run on tokio's blocking pool.
+//! [`PostgresStore`] implements it on a PostgreSQL database that several control-plane replicas
+//! share (its migrations in `postgres_migrations`, numbered as SQLite's).
 
 mod crypto;
 mod migrations;
+mod postgres;
+mod postgres_migrations;
 mod sqlite;
+#[doc(hidden)]
+pub mod test_postgres;
 
 use std::collections::BTreeMap;
 
@@ -18,7 +24,45 @@ use sandpit_protocol::quota::TenantQuota;
 use sandpit_protocol::time::SleepAfter;
 
 pub use crypto::{DataKey, DecryptError, KeyError};
+pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
+
+/// The version numbers of the SQLite and the PostgreSQL migrations (kept equal).
+#[doc(hidden)]
+pub fn migration_versions() -> (Vec<i64>, Vec<i64>) {
+    (
+        migrations::MIGRATIONS.iter().map(|(v, _)| *v).collect(),
+        postgres_migrations::MIGRATIONS
+            .iter()
+            .map(|(v, _)| *v)
+            .collect(),
+    )
+}
+
+/// A tenant's admission lock ([`Store::lock_tenant`]): held until dropped.
+pub struct TenantLock {
+    _guard: Option<Box<dyn Send + Sync>>,
+}
+
+impl TenantLock {
+    /// A lock that holds nothing (a store with one writer needs none).
+    pub fn none() -> Self {
+        TenantLock { _guard: None }
+    }
+
+    /// A lock released when `guard` is dropped.
+    pub fn new(guard: impl Send + Sync + 'static) -> Self {
+        TenantLock {
+            _guard: Some(Box::new(guard)),
+        }
+    }
+}
+
+impl std::fmt::Debug for TenantLock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TenantLock").finish_non_exhaustive()
+    }
+}
 
 /// Creates (or brings) the database at `path` to the schema as it was before migration
 /// `version`, for tests of upgrades.
@@ -34,6 +78,12 @@ pub fn create_schema_before(path: &std::path::Path, version: i64) -> Result<()> 
 pub enum StoreError {
     #[error("database: {0}")]
     Db(#[from] rusqlite::Error),
+    #[error("postgres")]
+    Postgres(#[from] tokio_postgres::Error),
+    #[error("postgres connection")]
+    Pool(#[from] deadpool_postgres::PoolError),
+    #[error("invalid postgres URL: {message}")]
+    Url { message: String },
     #[error("cannot open store at {path}")]
     Open {
         path: String,
@@ -285,6 +335,14 @@ pub trait Store: Send + Sync + 'static {
 
     /// Creates a tenant if it does not exist yet.
     async fn ensure_tenant(&self, tenant: &str) -> Result<()>;
+
+    /// The tenant's admission lock, shared by every handle on the same database (every
+    /// control-plane replica): a quota check and the change it admits happen under it. The
+    /// default holds nothing, for stores with a single writer process.
+    async fn lock_tenant(&self, tenant: &str) -> Result<TenantLock> {
+        let _ = tenant;
+        Ok(TenantLock::none())
+    }
 
     /// Records an API key (its SHA-256 digest, hex) for an existing tenant.
     async fn add_api_key(&self, tenant: &str, key_sha256: &str) -> Result<ApiKeyRecord>;

@@ -14,6 +14,7 @@ pub async fn run(args: ServeArgs, data_dir: PathBuf) -> anyhow::Result<()> {
     raise_nofile();
     let mut config = ServeConfig::new(data_dir.clone());
     config.listen = args.listen;
+    config.store = args.store;
     config.images_dir = super::image::images_dir(&args.images, &data_dir);
     config.preview_domain = args.preview_domain;
     config.preview_scheme = args.preview_scheme;

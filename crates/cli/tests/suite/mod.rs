@@ -14,6 +14,7 @@ mod leftovers;
 mod mcp;
 mod network;
 mod persistence;
+mod postgres;
 mod processes;
 mod quota;
 mod real_server;

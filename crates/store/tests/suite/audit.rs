@@ -1,4 +1,6 @@
-use sandpit_store::{AuditRecord, MAX_AUDIT_PER_TENANT, SqliteStore, Store};
+use sandpit_store::{AuditRecord, MAX_AUDIT_PER_TENANT};
+
+use super::Fixture;
 
 fn record(tenant: &str, n: usize) -> AuditRecord {
     AuditRecord {
@@ -13,9 +15,8 @@ fn record(tenant: &str, n: usize) -> AuditRecord {
     }
 }
 
-#[tokio::test]
-async fn audit_log_is_per_tenant_newest_first_paged_and_bounded() {
-    let store = SqliteStore::open_in_memory().unwrap();
+async fn audit_log_is_per_tenant_newest_first_paged_and_bounded(f: &Fixture) {
+    let store = f.open().await;
     for n in 0..MAX_AUDIT_PER_TENANT + 5 {
         store.append_audit(&record("a", n)).await.unwrap();
     }
@@ -30,3 +31,5 @@ async fn audit_log_is_per_tenant_newest_first_paged_and_bounded() {
     let page = store.list_audit("a", Some(all[1].seq), 2).await.unwrap();
     assert_eq!(page, all[2..4].to_vec());
 }
+
+crate::both_backends!(audit_log_is_per_tenant_newest_first_paged_and_bounded,);

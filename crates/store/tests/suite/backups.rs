@@ -1,6 +1,8 @@
 //! Backup records: tenant scoping, listing only finished ones, expiry and stale creates, usage.
 
-use sandpit_store::{BackupRecord, BackupState, SqliteStore, Store};
+use sandpit_store::{BackupRecord, BackupState};
+
+use super::Fixture;
 
 fn record(id: &str, tenant: &str, created: i64, expires: i64) -> BackupRecord {
     BackupRecord {
@@ -18,9 +20,8 @@ fn record(id: &str, tenant: &str, created: i64, expires: i64) -> BackupRecord {
     }
 }
 
-#[tokio::test]
-async fn backups_are_tenant_scoped_listed_when_ready_and_expire() {
-    let store = SqliteStore::open_in_memory().unwrap();
+async fn backups_are_tenant_scoped_listed_when_ready_and_expire(f: &Fixture) {
+    let store = f.open().await;
     store
         .insert_backup(&record("b1", "t1", 10, 1_000))
         .await
@@ -61,3 +62,5 @@ async fn backups_are_tenant_scoped_listed_when_ready_and_expire() {
     assert!(store.delete_backup("t1", "b1").await.unwrap());
     assert!(store.get_backup("t1", "b1").await.unwrap().is_none());
 }
+
+crate::both_backends!(backups_are_tenant_scoped_listed_when_ready_and_expire,);

@@ -6,7 +6,7 @@ use sandpit_protocol::control::{NetworkMode, NetworkPolicy};
 use sandpit_protocol::netpolicy::EgressPolicy;
 use sandpit_store::{DataKey, SandboxNetwork, SqliteStore, Store, StoreError, StoredSecret};
 
-use super::new_sandbox;
+use super::{Fixture, new_sandbox};
 
 const SECRET: &str = "s3cret-value-7f1c";
 const CA_KEY: &str = "-----BEGIN PRIVATE KEY-----\nMIIca-key-body\n-----END PRIVATE KEY-----";
@@ -47,39 +47,37 @@ fn contains(haystack: &[u8], needle: &str) -> bool {
         .any(|w| w == needle.as_bytes())
 }
 
-#[tokio::test]
-async fn secrets_and_ca_keys_are_encrypted_in_the_file() {
-    let dir = tempfile::tempdir().unwrap();
-    let (db, key_file) = (dir.path().join("s.db"), dir.path().join("secrets.key"));
-    let store = SqliteStore::open(&db, DataKey::load_or_create(&key_file).unwrap()).unwrap();
+async fn secrets_and_ca_keys_are_encrypted_at_rest(f: &Fixture) {
+    let store = f.open().await;
     let (record, _) = store.create_sandbox(new_sandbox("t", "a")).await.unwrap();
     store
         .set_sandbox_network(&record.internal_id, &network())
         .await
         .unwrap();
     drop(store);
-    let bytes = raw_bytes(&db);
+    let text = f.raw_text().await;
+    let bytes = text.as_bytes();
     assert!(
-        contains(&bytes, "policy.example.com"),
+        contains(bytes, "policy.example.com"),
         "policies stay readable: wrong file?"
     );
     assert!(
-        !contains(&bytes, SECRET),
+        !contains(bytes, SECRET),
         "secret value in the database file"
     );
     assert!(
-        !contains(&bytes, "MIIca-key-body"),
+        !contains(bytes, "MIIca-key-body"),
         "CA key in the database file"
     );
 
-    let store = SqliteStore::open(&db, DataKey::load_or_create(&key_file).unwrap()).unwrap();
+    let store = f.open().await;
     assert_eq!(
         store.sandbox_network(&record.internal_id).await.unwrap(),
         Some(network())
     );
     drop(store);
     // Another key cannot read them.
-    let store = SqliteStore::open(&db, DataKey::ephemeral().unwrap()).unwrap();
+    let store = f.open_with_key(DataKey::ephemeral().unwrap()).await;
     let err = store
         .sandbox_network(&record.internal_id)
         .await
@@ -123,3 +121,5 @@ async fn rows_stored_in_clear_before_encryption_are_encrypted_on_open() {
         .unwrap();
     assert_eq!((got.secrets, got.ca), (network().secrets, network().ca));
 }
+
+crate::both_backends!(secrets_and_ca_keys_are_encrypted_at_rest);

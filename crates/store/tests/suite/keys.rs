@@ -1,8 +1,9 @@
 use sandpit_store::{SqliteStore, Store, StoreError};
 
-#[tokio::test]
-async fn keys_map_to_their_tenant() {
-    let store = SqliteStore::open_in_memory().unwrap();
+use super::Fixture;
+
+async fn keys_map_to_their_tenant(f: &Fixture) {
+    let store = f.open().await;
     store.ensure_tenant("acme").await.unwrap();
     store.ensure_tenant("acme").await.unwrap(); // idempotent
     store.add_api_key("acme", "abc123").await.unwrap();
@@ -13,16 +14,14 @@ async fn keys_map_to_their_tenant() {
     assert_eq!(store.tenant_for_key("nope").await.unwrap(), None);
 }
 
-#[tokio::test]
-async fn key_for_unknown_tenant_is_rejected() {
-    let store = SqliteStore::open_in_memory().unwrap();
+async fn key_for_unknown_tenant_is_rejected(f: &Fixture) {
+    let store = f.open().await;
     let err = store.add_api_key("ghost", "k").await.unwrap_err();
     assert!(matches!(err, StoreError::NoSuchTenant(t) if t == "ghost"));
 }
 
-#[tokio::test]
-async fn settings_keep_their_first_value() {
-    let store = SqliteStore::open_in_memory().unwrap();
+async fn settings_keep_their_first_value(f: &Fixture) {
+    let store = f.open().await;
     assert_eq!(
         store.setting_or_init("instance", "one").await.unwrap(),
         "one"
@@ -33,9 +32,8 @@ async fn settings_keep_their_first_value() {
     );
 }
 
-#[tokio::test]
-async fn keys_are_listed_by_id_revoked_and_rotated() {
-    let store = SqliteStore::open_in_memory().unwrap();
+async fn keys_are_listed_by_id_revoked_and_rotated(f: &Fixture) {
+    let store = f.open().await;
     store.ensure_tenant("a").await.unwrap();
     store.ensure_tenant("b").await.unwrap();
     let a1 = store.add_api_key("a", &"1".repeat(64)).await.unwrap();
@@ -106,3 +104,10 @@ async fn keys_made_before_key_ids_get_one_on_upgrade() {
     assert_eq!(listed[0].created_at_ms, 2000);
     assert!(store.revoke_api_key(&"ab".repeat(8)).await.unwrap());
 }
+
+crate::both_backends!(
+    keys_map_to_their_tenant,
+    key_for_unknown_tenant_is_rejected,
+    settings_keep_their_first_value,
+    keys_are_listed_by_id_revoked_and_rotated,
+);

@@ -1,8 +1,8 @@
 //! Bucket mounts: one per path per sandbox, credentials sealed at rest, gone with the sandbox.
 
-use sandpit_store::{DataKey, SqliteStore, Store, StoredMount};
+use sandpit_store::StoredMount;
 
-use super::new_sandbox;
+use super::{Fixture, new_sandbox};
 
 const SECRET: &str = "mount-secret-93be1c";
 
@@ -20,11 +20,8 @@ fn mount(path: &str) -> StoredMount {
     }
 }
 
-#[tokio::test]
-async fn mounts_are_unique_per_path_sealed_and_deleted_with_the_sandbox() {
-    let dir = tempfile::tempdir().unwrap();
-    let (db, key_file) = (dir.path().join("s.db"), dir.path().join("secrets.key"));
-    let store = SqliteStore::open(&db, DataKey::load_or_create(&key_file).unwrap()).unwrap();
+async fn mounts_are_unique_per_path_sealed_and_deleted_with_the_sandbox(f: &Fixture) {
+    let store = f.open().await;
     let (record, _) = store.create_sandbox(new_sandbox("t", "a")).await.unwrap();
     let sb = record.internal_id.as_str();
     assert!(store.put_mount(sb, &mount("/mnt/b")).await.unwrap());
@@ -38,9 +35,7 @@ async fn mounts_are_unique_per_path_sealed_and_deleted_with_the_sandbox() {
     assert!(store.mounts("other").await.unwrap().is_empty());
     drop(store);
 
-    let mut bytes = std::fs::read(&db).unwrap();
-    bytes.extend(std::fs::read(dir.path().join("s.db-wal")).unwrap_or_default());
-    let text = String::from_utf8_lossy(&bytes);
+    let text = f.raw_text().await;
     assert!(text.contains("bucket-a"), "wrong file?");
     assert!(!text.contains(SECRET), "secret in the database file");
     assert!(
@@ -48,10 +43,12 @@ async fn mounts_are_unique_per_path_sealed_and_deleted_with_the_sandbox() {
         "key id in the database file"
     );
 
-    let store = SqliteStore::open(&db, DataKey::load_or_create(&key_file).unwrap()).unwrap();
+    let store = f.open().await;
     assert!(store.delete_mount(sb, "/mnt/a").await.unwrap());
     assert!(!store.delete_mount(sb, "/mnt/a").await.unwrap());
     assert_eq!(store.mounts(sb).await.unwrap(), vec![mount("/mnt/b")]);
     assert!(store.delete_sandbox("t", "a").await.unwrap());
     assert!(store.mounts(sb).await.unwrap().is_empty());
 }
+
+crate::both_backends!(mounts_are_unique_per_path_sealed_and_deleted_with_the_sandbox);

@@ -1,12 +1,12 @@
 use sandpit_protocol::control::{NetworkMode, NetworkPolicy};
 use sandpit_protocol::netpolicy::EgressPolicy;
-use sandpit_store::{SandboxNetwork, SqliteStore, Store, StoredSecret};
+use sandpit_store::{SandboxNetwork, StoredSecret};
 
+use super::Fixture;
 use super::new_sandbox;
 
-#[tokio::test]
-async fn network_state_round_trips_is_replaced_and_goes_with_the_sandbox() {
-    let store = SqliteStore::open_in_memory().unwrap();
+async fn network_state_round_trips_is_replaced_and_goes_with_the_sandbox(f: &Fixture) {
+    let store = f.open().await;
     let (record, _) = store.create_sandbox(new_sandbox("t", "a")).await.unwrap();
     assert_eq!(
         store.sandbox_network(&record.internal_id).await.unwrap(),
@@ -49,3 +49,5 @@ async fn network_state_round_trips_is_replaced_and_goes_with_the_sandbox() {
         None
     );
 }
+
+crate::both_backends!(network_state_round_trips_is_replaced_and_goes_with_the_sandbox,);

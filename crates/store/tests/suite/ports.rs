@@ -1,4 +1,6 @@
-use sandpit_store::{ExposedPortRecord, SqliteStore, Store};
+use sandpit_store::ExposedPortRecord;
+
+use super::Fixture;
 
 fn record(tenant: &str, id: &str, port: u16, token: &str) -> ExposedPortRecord {
     ExposedPortRecord {
@@ -11,9 +13,8 @@ fn record(tenant: &str, id: &str, port: u16, token: &str) -> ExposedPortRecord {
     }
 }
 
-#[tokio::test]
-async fn exposed_ports_are_replaced_listed_and_deleted() {
-    let store = SqliteStore::open_in_memory().unwrap();
+async fn exposed_ports_are_replaced_listed_and_deleted(f: &Fixture) {
+    let store = f.open().await;
     store
         .put_exposed_port(&record("t", "a", 8080, "one"))
         .await
@@ -43,3 +44,5 @@ async fn exposed_ports_are_replaced_listed_and_deleted() {
     assert!(!store.delete_exposed_port("t", "a", 3000).await.unwrap());
     assert_eq!(store.exposed_ports().await.unwrap().len(), 2);
 }
+
+crate::both_backends!(exposed_ports_are_replaced_listed_and_deleted,);

@@ -1,6 +1,7 @@
 use sandpit_protocol::container::{ExitReason, ProcessInfo, ProcessStatus};
-use sandpit_store::{ArchivedProcess, SqliteStore, Store};
+use sandpit_store::ArchivedProcess;
 
+use super::Fixture;
 use super::new_sandbox;
 
 fn process(id: &str, status: ProcessStatus, start: &str) -> ArchivedProcess {
@@ -23,9 +24,8 @@ fn process(id: &str, status: ProcessStatus, start: &str) -> ArchivedProcess {
     }
 }
 
-#[tokio::test]
-async fn archived_processes_round_trip_replace_and_go_with_the_sandbox() {
-    let store = SqliteStore::open_in_memory().unwrap();
+async fn archived_processes_round_trip_replace_and_go_with_the_sandbox(f: &Fixture) {
+    let store = f.open().await;
     let (record, _) = store.create_sandbox(new_sandbox("t", "a")).await.unwrap();
     let (other, _) = store.create_sandbox(new_sandbox("t", "b")).await.unwrap();
     let done = process("p1", ProcessStatus::Completed, "2026-01-01T00:00:02.000Z");
@@ -89,9 +89,8 @@ async fn archived_processes_round_trip_replace_and_go_with_the_sandbox() {
     );
 }
 
-#[tokio::test]
-async fn the_archive_keeps_the_newest_records() {
-    let store = SqliteStore::open_in_memory().unwrap();
+async fn the_archive_keeps_the_newest_records(f: &Fixture) {
+    let store = f.open().await;
     let max = sandpit_store::MAX_ARCHIVED_PER_SANDBOX;
     let batch: Vec<ArchivedProcess> = (0..max + 5)
         .map(|n| {
@@ -133,9 +132,8 @@ fn bytes(processes: &[ArchivedProcess]) -> u64 {
         .sum()
 }
 
-#[tokio::test]
-async fn the_archive_of_a_sandbox_is_bounded_in_bytes_oldest_first() {
-    let store = SqliteStore::open_in_memory().unwrap();
+async fn the_archive_of_a_sandbox_is_bounded_in_bytes_oldest_first(f: &Fixture) {
+    let store = f.open().await;
     let (record, _) = store.create_sandbox(new_sandbox("t", "a")).await.unwrap();
     let sb = record.internal_id.as_str();
     for n in 0..20 {
@@ -154,9 +152,8 @@ async fn the_archive_of_a_sandbox_is_bounded_in_bytes_oldest_first() {
     );
 }
 
-#[tokio::test]
-async fn the_archive_counts_against_the_tenant() {
-    let store = SqliteStore::open_in_memory().unwrap();
+async fn the_archive_counts_against_the_tenant(f: &Fixture) {
+    let store = f.open().await;
     let mut ids = Vec::new();
     for n in 0..12 {
         let (record, _) = store
@@ -204,3 +201,10 @@ async fn the_archive_counts_against_the_tenant() {
         "another tenant's archive is untouched"
     );
 }
+
+crate::both_backends!(
+    archived_processes_round_trip_replace_and_go_with_the_sandbox,
+    the_archive_keeps_the_newest_records,
+    the_archive_of_a_sandbox_is_bounded_in_bytes_oldest_first,
+    the_archive_counts_against_the_tenant,
+);

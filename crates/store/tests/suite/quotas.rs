@@ -1,9 +1,10 @@
 use sandpit_protocol::quota::TenantQuota;
-use sandpit_store::{SqliteStore, Store, StoreError};
+use sandpit_store::StoreError;
 
-#[tokio::test]
-async fn tenant_quota_is_set_replaced_and_removed() {
-    let store = SqliteStore::open_in_memory().unwrap();
+use super::Fixture;
+
+async fn tenant_quota_is_set_replaced_and_removed(f: &Fixture) {
+    let store = f.open().await;
     store.ensure_tenant("acme").await.unwrap();
     assert_eq!(store.tenant_quota("acme").await.unwrap(), None);
     let first = TenantQuota {
@@ -23,12 +24,16 @@ async fn tenant_quota_is_set_replaced_and_removed() {
     assert_eq!(store.tenant_quota("acme").await.unwrap(), None);
 }
 
-#[tokio::test]
-async fn quota_of_an_unknown_tenant_is_refused() {
-    let store = SqliteStore::open_in_memory().unwrap();
+async fn quota_of_an_unknown_tenant_is_refused(f: &Fixture) {
+    let store = f.open().await;
     let err = store
         .set_tenant_quota("ghost", Some(&TenantQuota::default()))
         .await
         .unwrap_err();
     assert!(matches!(err, StoreError::NoSuchTenant(t) if t == "ghost"));
 }
+
+crate::both_backends!(
+    tenant_quota_is_set_replaced_and_removed,
+    quota_of_an_unknown_tenant_is_refused,
+);

@@ -1,14 +1,12 @@
-use std::sync::Arc;
-
 use sandpit_protocol::control::{Isolation, SandboxState};
 use sandpit_protocol::time::SleepAfter;
 use sandpit_store::{DataKey, SqliteStore, Store};
 
+use super::Fixture;
 use super::new_sandbox;
 
-#[tokio::test]
-async fn create_is_create_or_get() {
-    let store = SqliteStore::open_in_memory().unwrap();
+async fn create_is_create_or_get(f: &Fixture) {
+    let store = f.open().await;
     let (first, created) = store.create_sandbox(new_sandbox("t", "a")).await.unwrap();
     assert!(created);
     assert_eq!(first.options.isolation, Isolation::Standard);
@@ -22,9 +20,8 @@ async fn create_is_create_or_get() {
     assert_eq!(second, first, "the existing record is returned unchanged");
 }
 
-#[tokio::test]
-async fn same_id_in_two_tenants_is_two_sandboxes() {
-    let store = SqliteStore::open_in_memory().unwrap();
+async fn same_id_in_two_tenants_is_two_sandboxes(f: &Fixture) {
+    let store = f.open().await;
     let (a, _) = store.create_sandbox(new_sandbox("t1", "x")).await.unwrap();
     let (b, created) = store.create_sandbox(new_sandbox("t2", "x")).await.unwrap();
     assert!(created);
@@ -34,9 +31,8 @@ async fn same_id_in_two_tenants_is_two_sandboxes() {
     assert_eq!(store.list_sandboxes("t2", None, 10).await.unwrap().len(), 1);
 }
 
-#[tokio::test]
-async fn the_isolation_tier_is_stored() {
-    let store = SqliteStore::open_in_memory().unwrap();
+async fn the_isolation_tier_is_stored(f: &Fixture) {
+    let store = f.open().await;
     let mut new = new_sandbox("t", "g");
     new.options.isolation = Isolation::Gvisor;
     store.create_sandbox(new).await.unwrap();
@@ -89,9 +85,8 @@ async fn an_upgrade_keeps_the_uid_ranges_of_old_sandboxes_for_the_driver() {
     assert!(store.legacy_uid_ranges().await.unwrap().is_empty());
 }
 
-#[tokio::test]
-async fn concurrent_creates_make_one_record() {
-    let store = Arc::new(SqliteStore::open_in_memory().unwrap());
+async fn concurrent_creates_make_one_record(f: &Fixture) {
+    let store = f.open().await;
     let tasks: Vec<_> = (0..20)
         .map(|_| {
             let store = store.clone();
@@ -108,9 +103,8 @@ async fn concurrent_creates_make_one_record() {
     assert_eq!(store.list_sandboxes("t", None, 100).await.unwrap().len(), 1);
 }
 
-#[tokio::test]
-async fn list_pages_by_id() {
-    let store = SqliteStore::open_in_memory().unwrap();
+async fn list_pages_by_id(f: &Fixture) {
+    let store = f.open().await;
     for i in 0..7 {
         store
             .create_sandbox(new_sandbox("t", &format!("sb-{i}")))
@@ -129,9 +123,8 @@ async fn list_pages_by_id() {
     assert_eq!(ids, ["sb-6"]);
 }
 
-#[tokio::test]
-async fn state_and_options_updates() {
-    let store = SqliteStore::open_in_memory().unwrap();
+async fn state_and_options_updates(f: &Fixture) {
+    let store = f.open().await;
     let (rec, _) = store.create_sandbox(new_sandbox("t", "a")).await.unwrap();
     assert!(
         store
@@ -206,9 +199,8 @@ fn labelled(tenant: &str, id: &str, labels: &[(&str, &str)]) -> sandpit_store::N
     new
 }
 
-#[tokio::test]
-async fn label_filters_are_anded_tenant_scoped_and_paged() {
-    let store = SqliteStore::open_in_memory().unwrap();
+async fn label_filters_are_anded_tenant_scoped_and_paged(f: &Fixture) {
+    let store = f.open().await;
     for (tenant, id, labels) in [
         ("t", "a", &[("env", "prod"), ("team", "ml")][..]),
         ("t", "b", &[("env", "prod")][..]),
@@ -270,9 +262,8 @@ async fn label_filters_are_anded_tenant_scoped_and_paged() {
     );
 }
 
-#[tokio::test]
-async fn labels_and_expiry_round_trip_and_due_ones_are_found() {
-    let store = SqliteStore::open_in_memory().unwrap();
+async fn labels_and_expiry_round_trip_and_due_ones_are_found(f: &Fixture) {
+    let store = f.open().await;
     let mut soon = labelled("t", "soon", &[("k", "v")]);
     soon.options.expires_at_ms = Some(5_000);
     store.create_sandbox(soon).await.unwrap();
@@ -332,3 +323,14 @@ async fn sandboxes_made_before_the_busy_option_keep_alive_while_busy() {
     assert!(rec.options.keep_alive_while_busy);
     assert!(!rec.options.keep_alive);
 }
+
+crate::both_backends!(
+    create_is_create_or_get,
+    same_id_in_two_tenants_is_two_sandboxes,
+    the_isolation_tier_is_stored,
+    concurrent_creates_make_one_record,
+    list_pages_by_id,
+    state_and_options_updates,
+    label_filters_are_anded_tenant_scoped_and_paged,
+    labels_and_expiry_round_trip_and_due_ones_are_found,
+);

@@ -1,6 +1,7 @@
 use sandpit_protocol::control::Isolation;
-use sandpit_store::{SnapshotRecord, SqliteStore, Store};
+use sandpit_store::SnapshotRecord;
 
+use super::Fixture;
 use super::new_sandbox;
 
 fn snapshot(tenant: &str, id: &str, at: i64) -> SnapshotRecord {
@@ -16,9 +17,8 @@ fn snapshot(tenant: &str, id: &str, at: i64) -> SnapshotRecord {
     }
 }
 
-#[tokio::test]
-async fn snapshots_are_tenant_scoped_and_track_their_users() {
-    let store = SqliteStore::open_in_memory().unwrap();
+async fn snapshots_are_tenant_scoped_and_track_their_users(f: &Fixture) {
+    let store = f.open().await;
     for t in ["t1", "t2"] {
         store.ensure_tenant(t).await.unwrap();
     }
@@ -78,3 +78,5 @@ async fn snapshots_are_tenant_scoped_and_track_their_users() {
     assert!(store.delete_snapshot("t1", "s1").await.unwrap());
     assert_eq!(store.get_snapshot("t1", "s1").await.unwrap(), None);
 }
+
+crate::both_backends!(snapshots_are_tenant_scoped_and_track_their_users,);
