@@ -478,11 +478,14 @@ impl Server {
             shutdown.subscribe(),
         ));
         tokio::spawn(backups::reap_forever(backups, shutdown.subscribe()));
-        tokio::spawn(process_archive::checkpoint_forever(
-            processes,
-            manager.clone(),
-            shutdown.subscribe(),
-        ));
+        if !config.process_checkpoint_every.is_zero() {
+            tokio::spawn(process_archive::checkpoint_forever(
+                processes,
+                manager.clone(),
+                config.process_checkpoint_every,
+                shutdown.subscribe(),
+            ));
+        }
         tracing::info!(%addr, "sandpit server listening");
         if !console::built() {
             tracing::info!("web console not built into this binary: /console says how");

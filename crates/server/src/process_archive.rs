@@ -3,10 +3,10 @@
 //! logs into the store; after a wake, [`forward`] answers the process routes for them (the agent only knows processes of its
 //! own run).
 //!
-//! They also outlive a crash of the server: every [`CHECKPOINT_EVERY`], [`checkpoint_forever`]
-//! copies the records and logs that changed since its last pass into the same archive (running
-//! processes are stored as `killed` at the checkpoint's time: that is what they are if the server
-//! dies before the next one). Only sandboxes that may have background processes are read —
+//! They also outlive a crash of the server: every [`CHECKPOINT_EVERY`] (configurable),
+//! [`checkpoint_forever`] copies the records and logs that changed since its last pass into the
+//! same archive (running processes are stored as `killed` at the checkpoint's time: that is
+//! what they are if the server dies before the next one; the live record wins while it runs). Only sandboxes that may have background processes are read —
 //! those a `POST /api/process/start` or a WebSocket upgrade (which can carry one) went to in
 //! their current run —, only the logs of processes that still run or are new are fetched, and
 //! only records whose status or log sizes changed are written: a process printing a lot costs
@@ -54,9 +54,9 @@ pub const CAPTURE_BUDGET: Duration = Duration::from_secs(2);
 /// can grow them).
 const MAX_ANSWER_BYTES: usize = 16 * 1024 * 1024;
 
-/// How often [`checkpoint_forever`] copies changed process records and logs into the store: a
-/// crash of the server loses at most this much of their output (and a process started and
-/// ended within it).
+/// How often [`checkpoint_forever`] copies changed process records and logs into the store by
+/// default (`ServeConfig::process_checkpoint_every`): a crash of the server loses at most this
+/// much of their output (and a process started and ended within it).
 pub const CHECKPOINT_EVERY: Duration = Duration::from_secs(2);
 /// Time one sandbox's checkpoint may take to read its agent.
 const CHECKPOINT_BUDGET: Duration = Duration::from_secs(2);
@@ -221,13 +221,15 @@ impl LifecycleListener for ProcessArchive {
     }
 }
 
-/// Checkpoints the processes of watched sandboxes every [`CHECKPOINT_EVERY`] until `stop`.
+/// Checkpoints the processes of watched sandboxes `every` (by default [`CHECKPOINT_EVERY`];
+/// `ServeConfig::process_checkpoint_every`) until `stop`.
 pub(crate) async fn checkpoint_forever(
     archive: Arc<ProcessArchive>,
     manager: Arc<Manager>,
+    every: Duration,
     mut stop: watch::Receiver<bool>,
 ) {
-    let mut tick = tokio::time::interval(CHECKPOINT_EVERY);
+    let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {

@@ -204,3 +204,46 @@ async fn the_archive_counts_against_the_tenant() {
         "another tenant's archive is untouched"
     );
 }
+
+/// A checkpoint writes while the sandbox exists, and writes nothing once its record is deleted
+/// (a checkpoint racing a destroy must not leave records nobody can reach or delete).
+#[tokio::test]
+async fn checkpoints_write_only_for_existing_sandboxes() {
+    let store = SqliteStore::open_in_memory().unwrap();
+    let (record, _) = store.create_sandbox(new_sandbox("t", "a")).await.unwrap();
+    let running = process("p1", ProcessStatus::Killed, "2026-01-01T00:00:01.000Z");
+    assert!(
+        store
+            .checkpoint_processes(&record.internal_id, vec![running.clone()])
+            .await
+            .unwrap()
+    );
+    // The next checkpoint replaces the record (more output).
+    let mut more = running.clone();
+    more.stdout.push_str("more\n");
+    assert!(
+        store
+            .checkpoint_processes(&record.internal_id, vec![more.clone()])
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store.archived_processes(&record.internal_id).await.unwrap(),
+        vec![more.clone()]
+    );
+
+    assert!(store.delete_sandbox("t", "a").await.unwrap());
+    assert!(
+        !store
+            .checkpoint_processes(&record.internal_id, vec![more])
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .archived_processes(&record.internal_id)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
