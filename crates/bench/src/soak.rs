@@ -256,7 +256,7 @@ async fn cycle(client: &Client, id: &str, tally: &Shared) -> anyhow::Result<()> 
 
 /// Reads every series now; takes (and resets) the interval's latencies and counts.
 fn sample(data_dir: &Path, t_s: f64, phase: &'static str, tally: &mut Tally) -> Sample {
-    let (sandbox_procs, sandbox_pss_kib) = descendants_pss(std::process::id());
+    let (sandbox_procs, sandbox_pss_kib) = sandboxes_pss();
     let latency = OPS
         .iter()
         .map(|op| {
@@ -330,39 +330,14 @@ fn parse_cgroups(text: &str) -> Option<i64> {
     })
 }
 
-/// Processes below `root` (not itself) and their summed PSS (`smaps_rollup`), KiB.
-fn descendants_pss(root: u32) -> (i64, i64) {
-    let mut children: HashMap<u32, Vec<u32>> = HashMap::new();
-    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        // `pid (comm) state ppid …`; comm may hold spaces and parentheses.
-        let Some(ppid) = stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        children.entry(ppid).or_default().push(pid);
-    }
-    let (mut procs, mut pss) = (0, 0);
-    let mut todo = children.get(&root).cloned().unwrap_or_default();
-    while let Some(pid) = todo.pop() {
-        procs += 1;
-        if let Ok(rollup) = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")) {
-            pss += kib_field(&rollup, "Pss").unwrap_or(0);
-        }
-        todo.extend(children.get(&pid).into_iter().flatten());
-    }
-    (procs, pss)
+/// Processes below this one (the in-process server's sandboxes and their helpers) and their
+/// summed PSS (`smaps_rollup`), KiB.
+fn sandboxes_pss() -> (i64, i64) {
+    let pids = crate::machine::descendants();
+    (
+        pids.len() as i64,
+        (crate::machine::pss_bytes(&pids) / 1024) as i64,
+    )
 }
 
 /// Allocated size of the files under `dir` on its own file system (mounted images are counted
