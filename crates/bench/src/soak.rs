@@ -109,6 +109,11 @@ impl Tally {
 
 type Shared = Arc<Mutex<Tally>>;
 
+/// The tally (a worker that panicked holding it left nothing half-written that matters).
+fn lock(tally: &Shared) -> std::sync::MutexGuard<'_, Tally> {
+    tally.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 /// The whole run; `Err` when a bound is exceeded (after the files are written).
 pub async fn run(client: &Client, data_dir: &Path, settings: &Settings) -> anyhow::Result<()> {
     std::fs::create_dir_all(&settings.out)
@@ -132,7 +137,7 @@ pub async fn run(client: &Client, data_dir: &Path, settings: &Settings) -> anyho
             while !stop.load(Ordering::SeqCst) {
                 let id = format!("soak-{run_id}-{w}-{n}");
                 if let Err(e) = cycle(&client, &id, &tally).await {
-                    tally.lock().unwrap().error(format!("{id}: {e:#}"));
+                    lock(&tally).error(format!("{id}: {e:#}"));
                     let _ = client.destroy(&id).await;
                 }
                 n += 1;
@@ -149,10 +154,8 @@ pub async fn run(client: &Client, data_dir: &Path, settings: &Settings) -> anyho
         let s = {
             let data_dir = data_dir.to_owned();
             let tally = tally.clone();
-            tokio::task::spawn_blocking(move || {
-                sample(&data_dir, t, "load", &mut tally.lock().unwrap())
-            })
-            .await?
+            tokio::task::spawn_blocking(move || sample(&data_dir, t, "load", &mut lock(&tally)))
+                .await?
         };
         eprintln!("soak {t:>6.0} s: {}", summary(&s));
         series.push(s);
@@ -168,11 +171,11 @@ pub async fn run(client: &Client, data_dir: &Path, settings: &Settings) -> anyho
     }
     tokio::time::sleep(Duration::from_secs(3)).await;
     let t = started.elapsed().as_secs_f64();
-    let last = sample(data_dir, t, "end", &mut tally.lock().unwrap());
+    let last = sample(data_dir, t, "end", &mut lock(&tally));
     eprintln!("soak {t:>6.0} s (end): {}", summary(&last));
     series.push(last);
 
-    let tally = tally.lock().unwrap();
+    let tally = lock(&tally);
     write_outputs(&settings.out, &series, &tally)?;
     let verdicts = check(&series);
     let mut failed = Vec::new();
@@ -201,7 +204,7 @@ async fn cycle(client: &Client, id: &str, tally: &Shared) -> anyhow::Result<()> 
     ) -> anyhow::Result<T> {
         let t = Instant::now();
         let out = f.await.with_context(|| op.to_owned())?;
-        tally.lock().unwrap().record(op, t.elapsed());
+        lock(tally).record(op, t.elapsed());
         Ok(out)
     }
     let sandbox = client.sandbox(id);
