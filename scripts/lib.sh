@@ -14,10 +14,14 @@ SANDPIT_TRIPLE=x86_64-unknown-linux-gnu
 # already installed is kept.
 RUNSC_VERSION=0.0~20221219.0-2+b3
 CHROMIUM_VERSION=156.0.8078.129-1~deb12u1
+MATPLOTLIB_VERSION=3.6.3-1+b1
 install_debian_packages() {
   # postgresql-15: the server the PostgreSQL store tests start (Debian 12's major version).
   local wanted=(debootstrap bubblewrap ca-certificates slirp4netns nftables iproute2
     python3-venv curl zstd s3fs postgresql-15 postgresql-client-15)
+  # The soak program's plot (scripts/soak-plot.py).
+  [ "$(dpkg-query -W -f='${Version}' python3-matplotlib 2>/dev/null)" = "$MATPLOTLIB_VERSION" ] ||
+    wanted+=("python3-matplotlib=$MATPLOTLIB_VERSION")
   command -v node >/dev/null 2>&1 || wanted+=(nodejs)
   command -v npm >/dev/null 2>&1 || wanted+=(npm)
   local missing=()

@@ -36,6 +36,12 @@ fuzz_started=$SECONDS
 scripts/fuzz-api.sh
 echo "==> API fuzzing took $((SECONDS - fuzz_started)) s"
 
+echo "==> sustained load: 60 s soak (sandpit-bench --soak; bounds in crates/bench/src/soak.rs)"
+soak_started=$SECONDS
+"$SANDPIT_BIN_DIR/sandpit-bench" --soak 60 --soak-interval 10 \
+  --soak-out "${CARGO_TARGET_DIR:-target}/soak"
+echo "==> soak took $((SECONDS - soak_started)) s"
+
 echo "==> tests (including serial_crash_safety_loop)"
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --no-fail-fast

@@ -12,6 +12,7 @@ mod preview;
 mod process_stream;
 mod pty_echo;
 mod sdk_overhead;
+mod soak;
 mod stats;
 mod tiers;
 mod transfer;
@@ -156,6 +157,24 @@ struct Args {
         conflicts_with_all = ["only_interpreter", "only_preview", "only_mcp", "only_tiers", "only_forks"]
     )]
     only_density: Option<usize>,
+    /// Run the sustained-load program for this many seconds instead of the benchmark rows:
+    /// workers create, use, sleep, wake and destroy sandboxes at full speed while the host and
+    /// server series are sampled; fails when one grows beyond its bound.
+    #[arg(long, value_name = "SECONDS")]
+    soak: Option<u64>,
+    /// Seconds between two samples of the soak series.
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+    soak_interval: u64,
+    /// Concurrent soak workers (each runs one sandbox's life after another).
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..=64))]
+    soak_workers: u64,
+    /// Seconds between the server's checkpoints of background-process records (0: off), to
+    /// measure what they cost (e.g. the process stream row with 0 and with the default 2).
+    #[arg(long, default_value_t = 2)]
+    process_checkpoint_secs: u64,
+    /// Directory for soak.csv, soak.json and soak.png.
+    #[arg(long, default_value = "soak-out")]
+    soak_out: PathBuf,
 }
 
 /// One row of the report.
@@ -191,6 +210,9 @@ fn main() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
+    if let Some(secs) = args.soak {
+        return runtime.block_on(soak_main(&args, secs));
+    }
     let machine = machine::describe();
     let report = runtime.block_on(run(&args))?;
     let text = render(&args, &report, &machine);
@@ -395,6 +417,20 @@ fn interpreter_counts(args: &Args) -> interpreter::Counts {
     }
 }
 
+/// `--soak SECONDS`: the sustained-load program against its own in-process server.
+async fn soak_main(args: &Args, secs: u64) -> anyhow::Result<()> {
+    let (data_dir, server, client) = start_server(args).await?;
+    let settings = soak::Settings {
+        duration: Duration::from_secs(secs),
+        interval: Duration::from_secs(args.soak_interval),
+        workers: args.soak_workers as usize,
+        out: args.soak_out.clone(),
+    };
+    let result = soak::run(&client, data_dir.path(), &settings).await;
+    server.shutdown().await?;
+    result
+}
+
 /// An in-process server on a free loopback port with its own state directory (kept alive by the
 /// returned guard), and an admin client of it.
 async fn start_server(args: &Args) -> anyhow::Result<(tempfile::TempDir, Server, Client)> {
@@ -402,6 +438,7 @@ async fn start_server(args: &Args) -> anyhow::Result<(tempfile::TempDir, Server,
     let mut config = ServeConfig::new(data_dir.path().to_path_buf());
     config.listen = ([127, 0, 0, 1], 0).into();
     config.images_dir = args.images_dir.clone();
+    config.process_checkpoint_every = Duration::from_secs(args.process_checkpoint_secs);
     let server = Server::start(config).await.context("starting the server")?;
     let client = Client::new(format!("http://{}", server.addr()), server.admin_key())?;
     Ok((data_dir, server, client))

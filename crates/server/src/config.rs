@@ -113,6 +113,10 @@ pub struct ServeConfig {
     pub max_control_body_bytes: usize,
     /// How often the idle reaper looks for sandboxes to put to sleep (default 1 s).
     pub reaper_interval: Duration,
+    /// How often background-process records and logs of running sandboxes are checkpointed
+    /// into the store, so a crash of the server loses at most this much of them (default 2 s;
+    /// zero turns checkpoints off: they are then kept only when a sandbox goes to sleep).
+    pub process_checkpoint_every: Duration,
     /// How long shutdown waits for open requests before stopping sandboxes (default 5 s).
     pub shutdown_grace: Duration,
     /// Parent domain of preview URLs (default `localhost`, which resolves to loopback).
@@ -187,6 +191,7 @@ impl ServeConfig {
             max_body_bytes: 64 << 20,
             max_control_body_bytes: 1 << 20,
             reaper_interval: Duration::from_secs(1),
+            process_checkpoint_every: crate::process_archive::CHECKPOINT_EVERY,
             shutdown_grace: Duration::from_secs(5),
             preview_domain: "localhost".into(),
             preview_scheme: "http".into(),

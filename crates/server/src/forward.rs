@@ -112,7 +112,17 @@ async fn forward_inner(app: Arc<AppState>, request: Request) -> ApiResult<Respon
             Ok(answer) => return answer,
             Err(request) => request,
         };
-    proxy(&app, request, &tenant.name, &id, target, limit).await
+    // A background process may start: its records are checkpointed from now on (a WebSocket
+    // can carry a process start too).
+    let path = target.split_once('?').map_or(target.as_str(), |(p, _)| p);
+    let starts_process = request.headers().contains_key(header::UPGRADE)
+        || (request.method() == http::Method::POST && path == "/api/process/start");
+    let answer = proxy(&app, request, &tenant.name, &id, target, limit).await;
+    if starts_process && answer.is_ok() {
+        let internal = app.manager.internal_id_of(&tenant.name, &id);
+        app.processes.watch(&tenant.name, &id, &internal);
+    }
+    answer
 }
 
 /// Sends `request` to the agent of sandbox `id` (leasing, waking or creating it) at `target`

@@ -95,6 +95,8 @@ pub(crate) struct AppState {
     pub metrics: Arc<Metrics>,
     pub max_body_bytes: usize,
     pub backups: Arc<backups::Backups>,
+    /// Sleep captures and crash checkpoints of background processes.
+    pub processes: Arc<process_archive::ProcessArchive>,
 }
 
 async fn route_not_found() -> ApiError {
@@ -416,9 +418,8 @@ impl Server {
                 .map_err(StartError::MountEndpoint)?,
         );
         // Features that act on starts and stops subscribe here; lifecycle calls none of them.
-        manager.subscribe(Arc::new(process_archive::ProcessArchive::new(
-            store.clone(),
-        )));
+        let processes = Arc::new(process_archive::ProcessArchive::new(store.clone()));
+        manager.subscribe(processes.clone());
         // Ends open MCP sessions and event streams at shutdown.
         let mcp_shutdown = CancellationToken::new();
         let events = Arc::new(events::Events::new(mcp_shutdown.clone()));
@@ -443,6 +444,7 @@ impl Server {
             metrics,
             max_body_bytes: config.max_body_bytes,
             backups: backups.clone(),
+            processes: processes.clone(),
         });
         let bind = |source| StartError::Bind {
             addr: config.listen,
@@ -493,6 +495,14 @@ impl Server {
             shutdown.subscribe(),
         ));
         tokio::spawn(backups::reap_forever(backups, shutdown.subscribe()));
+        if !config.process_checkpoint_every.is_zero() {
+            tokio::spawn(process_archive::checkpoint_forever(
+                processes,
+                manager.clone(),
+                config.process_checkpoint_every,
+                shutdown.subscribe(),
+            ));
+        }
         tracing::info!(%addr, "sandpit server listening");
         if !console::built() {
             tracing::info!("web console not built into this binary: /console says how");

@@ -1601,6 +1601,19 @@ impl Manager {
         Self::lease(&entry, &inner)
     }
 
+    /// The agent of sandbox `(tenant, id)` if it runs now and no start or stop holds it,
+    /// without counting activity or keeping it awake (background work such as the process
+    /// checkpoints must not stop a sandbox from going to sleep).
+    pub fn running_agent(&self, tenant: &str, id: &str) -> Option<AgentClient> {
+        let entry = self.existing_entry(tenant, id)?;
+        if !entry.running.load(Ordering::SeqCst) {
+            return None;
+        }
+        let inner = entry.inner.try_lock().ok()?;
+        let started = inner.started.as_ref()?;
+        Some(AgentClient::new(started.agent.clone()))
+    }
+
     /// The run of sandbox `(tenant, id)` if it runs now (see [`Lease::run`]); nothing is
     /// woken or counted as activity.
     pub async fn current_run(&self, tenant: &str, id: &str) -> Option<u64> {

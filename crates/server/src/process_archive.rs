@@ -3,13 +3,24 @@
 //! logs into the store; after a wake, [`forward`] answers the process routes for them (the agent only knows processes of its
 //! own run).
 //!
+//! They also outlive a crash of the server: every [`CHECKPOINT_EVERY`] (configurable),
+//! [`checkpoint_forever`] copies the records and logs that changed since its last pass into the
+//! same archive (running processes are stored as `killed` at the checkpoint's time: that is
+//! what they are if the server dies before the next one; the live record wins while it runs). Only sandboxes that may have background processes are read —
+//! those a `POST /api/process/start` or a WebSocket upgrade (which can carry one) went to in
+//! their current run —, only the logs of processes that still run or are new are fetched, and
+//! only records whose status or log sizes changed are written: a process printing a lot costs
+//! one logs read and one store write per checkpoint, not one per chunk. The caps of the archive
+//! are the same as for sleeps.
+//!
 //! * `GET /api/process/list`: the agent's list plus archived records (the live record wins when
 //!   ids clash).
 //! * `GET /api/process/{id}`, `/logs`, `/stream`: the agent's answer, unless it says
 //!   `PROCESS_NOT_FOUND` and the archive knows the id.
 
-use std::collections::HashSet;
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use axum::body::Body;
@@ -24,13 +35,15 @@ use sandpit_protocol::container::{
 };
 use sandpit_protocol::time::{now, timestamp};
 use sandpit_store::{ArchivedProcess, MAX_ARCHIVE_BYTES_PER_SANDBOX, Store};
+use tokio::sync::watch;
 use tokio::time::{Instant, timeout_at};
 
 use crate::AppState;
 use crate::agent_client::AgentClient;
 use crate::error::ApiResult;
 use crate::forward::proxy;
-use crate::lifecycle::{LifecycleListener, SandboxRef};
+use crate::lifecycle::{LifecycleListener, Manager, SandboxRef};
+use sandpit_protocol::control::{SandboxEventKind, SandboxState};
 
 /// Most processes archived per sleep (the store also caps bytes per sandbox and per tenant:
 /// [`MAX_ARCHIVE_BYTES_PER_SANDBOX`], [`sandpit_store::MAX_ARCHIVE_BYTES_PER_TENANT`]).
@@ -41,22 +54,188 @@ pub const CAPTURE_BUDGET: Duration = Duration::from_secs(2);
 /// can grow them).
 const MAX_ANSWER_BYTES: usize = 16 * 1024 * 1024;
 
+/// How often [`checkpoint_forever`] copies changed process records and logs into the store by
+/// default (`ServeConfig::process_checkpoint_every`): a crash of the server loses at most this
+/// much of their output (and a process started and ended within it).
+pub const CHECKPOINT_EVERY: Duration = Duration::from_secs(2);
+/// Time one sandbox's checkpoint may take to read its agent.
+const CHECKPOINT_BUDGET: Duration = Duration::from_secs(2);
+/// Sandboxes checkpointed at once.
+const CHECKPOINT_CONCURRENCY: usize = 8;
+
 /// Captures the processes of every sandbox about to stop (subscribed to the lifecycle when
-/// the server is built).
+/// the server is built), and keeps the sandboxes whose processes [`checkpoint_forever`] copies.
 pub struct ProcessArchive {
     store: Arc<dyn Store>,
+    /// Sandboxes (by internal id) that may have background processes in their current run.
+    watched: Mutex<HashMap<String, Arc<Watched>>>,
+}
+
+/// A sandbox whose processes are checkpointed.
+struct Watched {
+    tenant: String,
+    id: String,
+    internal: String,
+    /// Set when the run ends (stop, destroy): no checkpoint may write after the final capture.
+    ended: AtomicBool,
+    /// Held while a checkpoint or the final capture writes to the store.
+    state: tokio::sync::Mutex<Seen>,
+}
+
+/// What the last checkpoint of a sandbox stored, by process id.
+#[derive(Default)]
+struct Seen {
+    processes: HashMap<String, Version>,
+}
+
+/// What tells one stored state of a process from the next (logs only grow, or drop their head
+/// and count it).
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Version {
+    status: ProcessStatus,
+    exit_code: Option<i32>,
+    stdout_len: usize,
+    stderr_len: usize,
+    stdout_dropped: u64,
+    stderr_dropped: u64,
+}
+
+impl Version {
+    /// The version of `p` as the agent reported it (before a running process is recorded as
+    /// killed).
+    fn of(p: &ArchivedProcess) -> Version {
+        Version {
+            status: p.info.status,
+            exit_code: p.info.exit_code,
+            stdout_len: p.stdout.len(),
+            stderr_len: p.stderr.len(),
+            stdout_dropped: p.stdout_dropped_bytes,
+            stderr_dropped: p.stderr_dropped_bytes,
+        }
+    }
 }
 
 impl ProcessArchive {
     pub fn new(store: Arc<dyn Store>) -> Self {
-        ProcessArchive { store }
+        ProcessArchive {
+            store,
+            watched: Mutex::default(),
+        }
+    }
+
+    /// Notes that sandbox `(tenant, id)` may have background processes in its current run
+    /// (called by the forwarder before a process start or a WebSocket upgrade goes through).
+    pub(crate) fn watch(&self, tenant: &str, id: &str, internal: &str) {
+        let mut watched = self.watched.lock().unwrap_or_else(|p| p.into_inner());
+        watched.entry(internal.to_owned()).or_insert_with(|| {
+            Arc::new(Watched {
+                tenant: tenant.to_owned(),
+                id: id.to_owned(),
+                internal: internal.to_owned(),
+                ended: AtomicBool::new(false),
+                state: tokio::sync::Mutex::default(),
+            })
+        });
+    }
+
+    /// Ends the checkpoints of `internal`'s current run; returns its entry, if it had one.
+    fn unwatch(&self, internal: &str) -> Option<Arc<Watched>> {
+        let mut watched = self.watched.lock().unwrap_or_else(|p| p.into_inner());
+        let gone = watched.remove(internal)?;
+        gone.ended.store(true, Ordering::SeqCst);
+        Some(gone)
+    }
+
+    fn all_watched(&self) -> Vec<Arc<Watched>> {
+        let watched = self.watched.lock().unwrap_or_else(|p| p.into_inner());
+        watched.values().cloned().collect()
+    }
+
+    /// One checkpoint of every watched sandbox.
+    pub(crate) async fn checkpoint_all(&self, manager: &Manager) {
+        use futures::StreamExt;
+        futures::stream::iter(self.all_watched())
+            .for_each_concurrent(CHECKPOINT_CONCURRENCY, |w| async move {
+                self.checkpoint(manager, &w).await;
+            })
+            .await;
+    }
+
+    /// Copies the changed processes of one sandbox into the store.
+    async fn checkpoint(&self, manager: &Manager, watched: &Watched) {
+        let Some(agent) = manager.running_agent(&watched.tenant, &watched.id) else {
+            return;
+        };
+        let deadline = Instant::now() + CHECKPOINT_BUDGET;
+        let known: HashMap<String, Version> = watched.state.lock().await.processes.clone();
+        let (fetched, _) = fetch(&agent, deadline, &known).await;
+        let (changed, versions): (Vec<ArchivedProcess>, Vec<(String, Version)>) = fetched
+            .into_iter()
+            .filter(|(p, v)| known.get(&p.info.id) != Some(v))
+            .map(|(p, v)| {
+                let id = p.info.id.clone();
+                (p, (id, v))
+            })
+            .unzip();
+        if changed.is_empty() {
+            return;
+        }
+        let mut seen = watched.state.lock().await;
+        // The final capture of a stop (or a destroy) came first: its records are newer.
+        if watched.ended.load(Ordering::SeqCst) {
+            return;
+        }
+        match self
+            .store
+            .checkpoint_processes(&watched.internal, changed)
+            .await
+        {
+            Ok(_) => seen.processes.extend(versions),
+            Err(e) => {
+                tracing::warn!(sandbox = %watched.id, error = %e, "checkpointing processes failed")
+            }
+        }
     }
 }
 
 #[async_trait::async_trait]
 impl LifecycleListener for ProcessArchive {
     async fn about_to_stop(&self, sandbox: SandboxRef<'_>, agent: &AgentClient) {
+        let watched = self.unwatch(sandbox.internal);
+        // Waits for a checkpoint writing now; later ones see `ended` and write nothing.
+        let _writing = match &watched {
+            Some(w) => Some(w.state.lock().await),
+            None => None,
+        };
         capture(self.store.as_ref(), sandbox.id, sandbox.internal, agent).await;
+    }
+
+    fn stopped(&self, sandbox: SandboxRef<'_>) {
+        self.unwatch(sandbox.internal);
+    }
+
+    fn changed(&self, sandbox: SandboxRef<'_>, kind: SandboxEventKind, _state: SandboxState) {
+        if kind == SandboxEventKind::Destroyed {
+            self.unwatch(sandbox.internal);
+        }
+    }
+}
+
+/// Checkpoints the processes of watched sandboxes `every` (by default [`CHECKPOINT_EVERY`];
+/// `ServeConfig::process_checkpoint_every`) until `stop`.
+pub(crate) async fn checkpoint_forever(
+    archive: Arc<ProcessArchive>,
+    manager: Arc<Manager>,
+    every: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => archive.checkpoint_all(&manager).await,
+            _ = async { stop.wait_for(|stop| *stop).await.is_ok() } => return,
+        }
     }
 }
 
@@ -64,7 +243,8 @@ impl LifecycleListener for ProcessArchive {
 /// Never fails: problems are logged and the stop proceeds.
 async fn capture(store: &dyn Store, sandbox_id: &str, internal: &str, agent: &AgentClient) {
     let deadline = Instant::now() + CAPTURE_BUDGET;
-    let (processes, complete) = fetch(agent, deadline).await;
+    let (fetched, complete) = fetch(agent, deadline, &HashMap::new()).await;
+    let processes: Vec<ArchivedProcess> = fetched.into_iter().map(|(p, _)| p).collect();
     if !complete {
         tracing::warn!(
             sandbox = %sandbox_id,
@@ -81,7 +261,13 @@ async fn capture(store: &dyn Store, sandbox_id: &str, internal: &str, agent: &Ag
 }
 
 /// The agent's processes, as many as could be read before `deadline`, and whether that was all.
-async fn fetch(agent: &AgentClient, deadline: Instant) -> (Vec<ArchivedProcess>, bool) {
+/// Each comes with its [`Version`] as reported. Processes that had ended when stored as `known`
+/// are skipped (their record and logs no longer change).
+async fn fetch(
+    agent: &AgentClient,
+    deadline: Instant,
+    known: &HashMap<String, Version>,
+) -> (Vec<(ArchivedProcess, Version)>, bool) {
     let mut out = Vec::new();
     let list: ProcessListResponse = match get_json(agent, "/api/process/list", deadline).await {
         Ok(list) => list,
@@ -98,8 +284,14 @@ async fn fetch(agent: &AgentClient, deadline: Instant) -> (Vec<ArchivedProcess>,
     listed_all.sort_by(|a, b| b.start_time.cmp(&a.start_time));
     let mut bytes = 0u64;
     for listed in listed_all.into_iter().take(MAX_ARCHIVED) {
+        if known
+            .get(&listed.id)
+            .is_some_and(|v| v.status.is_finished() && listed.status.is_finished())
+        {
+            continue;
+        }
         let id = encode(&listed.id);
-        let mut info = if listed.status.is_finished() {
+        let info = if listed.status.is_finished() {
             // The list omits endTime; the single record has it.
             match get_json::<ProcessGetResponse>(agent, &format!("/api/process/{id}"), deadline)
                 .await
@@ -119,18 +311,20 @@ async fn fetch(agent: &AgentClient, deadline: Instant) -> (Vec<ArchivedProcess>,
         if bytes > MAX_ARCHIVE_BYTES_PER_SANDBOX {
             return (out, false);
         }
-        if !info.status.is_finished() {
-            // It dies with the sandbox.
-            info.status = ProcessStatus::Killed;
-            info.end_time = Some(slept_at.clone());
-        }
-        out.push(ArchivedProcess {
+        let mut process = ArchivedProcess {
             info,
             stdout: logs.stdout,
             stderr: logs.stderr,
             stdout_dropped_bytes: logs.stdout_dropped_bytes,
             stderr_dropped_bytes: logs.stderr_dropped_bytes,
-        });
+        };
+        let version = Version::of(&process);
+        if !process.info.status.is_finished() {
+            // It dies with the sandbox (or with the server, for a checkpoint).
+            process.info.status = ProcessStatus::Killed;
+            process.info.end_time = Some(slept_at.clone());
+        }
+        out.push((process, version));
     }
     (out, total <= MAX_ARCHIVED)
 }

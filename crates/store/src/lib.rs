@@ -433,6 +433,15 @@ pub trait Store: Send + Sync + 'static {
     async fn archive_processes(&self, sandbox: &str, processes: Vec<ArchivedProcess>)
     -> Result<()>;
 
+    /// Like [`Store::archive_processes`], but only while the sandbox's record exists (a
+    /// checkpoint racing a destroy must not leave records of a deleted sandbox). Returns
+    /// whether it wrote.
+    async fn checkpoint_processes(
+        &self,
+        sandbox: &str,
+        processes: Vec<ArchivedProcess>,
+    ) -> Result<bool>;
+
     /// The archived processes of a sandbox (by internal id), oldest start first.
     async fn archived_processes(&self, sandbox: &str) -> Result<Vec<ArchivedProcess>>;
 

@@ -740,81 +740,15 @@ impl Store for PostgresStore {
         sandbox: &str,
         processes: Vec<ArchivedProcess>,
     ) -> Result<()> {
-        let mut c = self.client().await?;
-        let tx = c.transaction().await?;
-        let tenant: Option<String> = tx
-            .query_opt(
-                "SELECT tenant FROM sandboxes WHERE internal_id = $1",
-                &[&sandbox],
-            )
-            .await?
-            .map(|r| r.try_get(0))
-            .transpose()?;
-        // Pruning reads then deletes: one archiver per tenant at a time, across replicas.
-        let lock_key = tenant.as_deref().unwrap_or(sandbox);
-        tx.execute(
-            "SELECT pg_advisory_xact_lock($1, hashtext($2))",
-            &[&ARCHIVE_LOCK_CLASS, &lock_key],
-        )
-        .await?;
-        let insert = tx
-            .prepare(&format!(
-                "INSERT INTO archived_processes ({PROCESS_COLUMNS}, archived_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) \
-                 ON CONFLICT (sandbox, process_id) DO UPDATE SET pid = EXCLUDED.pid, \
-                 command = EXCLUDED.command, status = EXCLUDED.status, \
-                 exit_code = EXCLUDED.exit_code, start_time = EXCLUDED.start_time, \
-                 end_time = EXCLUDED.end_time, session_id = EXCLUDED.session_id, \
-                 stdout = EXCLUDED.stdout, stderr = EXCLUDED.stderr, \
-                 stdout_dropped = EXCLUDED.stdout_dropped, \
-                 stderr_dropped = EXCLUDED.stderr_dropped, reason = EXCLUDED.reason, \
-                 archived_at = EXCLUDED.archived_at"
-            ))
-            .await?;
-        for p in &processes {
-            let i = &p.info;
-            tx.execute(
-                &insert,
-                &[
-                    &sandbox,
-                    &i.id,
-                    &i.pid.map(i64::from),
-                    &i.command,
-                    &i.status.as_str(),
-                    &i.exit_code,
-                    &i.start_time,
-                    &i.end_time,
-                    &i.session_id,
-                    &p.stdout,
-                    &p.stderr,
-                    &(p.stdout_dropped_bytes as i64),
-                    &(p.stderr_dropped_bytes as i64),
-                    &i.reason.map(|r| r.as_str()),
-                    &now_secs(),
-                ],
-            )
-            .await?;
-        }
-        prune_archive(
-            &*tx,
-            "a.sandbox = $1",
-            sandbox,
-            MAX_ARCHIVED_PER_SANDBOX,
-            MAX_ARCHIVE_BYTES_PER_SANDBOX,
-        )
-        .await?;
-        if let Some(tenant) = &tenant {
-            prune_archive(
-                &*tx,
-                "a.sandbox IN (SELECT internal_id FROM sandboxes WHERE tenant = $1)",
-                tenant,
-                usize::MAX,
-                MAX_ARCHIVE_BYTES_PER_TENANT,
-            )
-            .await?;
-        }
-        tx.commit().await?;
-        Ok(())
+        archive(self, sandbox, &processes, false).await.map(|_| ())
+    }
+
+    async fn checkpoint_processes(
+        &self,
+        sandbox: &str,
+        processes: Vec<ArchivedProcess>,
+    ) -> Result<bool> {
+        archive(self, sandbox, &processes, true).await
     }
 
     async fn archived_processes(&self, sandbox: &str) -> Result<Vec<ArchivedProcess>> {
@@ -1334,4 +1268,92 @@ impl Store for PostgresStore {
             .map(|r| r.try_get(0))
             .collect::<std::result::Result<_, _>>()?)
     }
+}
+
+/// Archives process records (insert or replace, then prune to the per-sandbox and per-tenant
+/// bounds); with `require_sandbox`, only while the sandbox's record exists.
+async fn archive(
+store: &PostgresStore,
+sandbox: &str,
+processes: &[ArchivedProcess],
+require_sandbox: bool,
+) -> Result<bool> {
+    let mut c = store.client().await?;
+    let tx = c.transaction().await?;
+    let tenant: Option<String> = tx
+        .query_opt(
+            "SELECT tenant FROM sandboxes WHERE internal_id = $1",
+            &[&sandbox],
+        )
+        .await?
+        .map(|r| r.try_get(0))
+        .transpose()?;
+    if require_sandbox && tenant.is_none() {
+        return Ok(false);
+    }
+    // Pruning reads then deletes: one archiver per tenant at a time, across replicas.
+    let lock_key = tenant.as_deref().unwrap_or(sandbox);
+    tx.execute(
+        "SELECT pg_advisory_xact_lock($1, hashtext($2))",
+        &[&ARCHIVE_LOCK_CLASS, &lock_key],
+    )
+    .await?;
+    let insert = tx
+        .prepare(&format!(
+            "INSERT INTO archived_processes ({PROCESS_COLUMNS}, archived_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) \
+             ON CONFLICT (sandbox, process_id) DO UPDATE SET pid = EXCLUDED.pid, \
+             command = EXCLUDED.command, status = EXCLUDED.status, \
+             exit_code = EXCLUDED.exit_code, start_time = EXCLUDED.start_time, \
+             end_time = EXCLUDED.end_time, session_id = EXCLUDED.session_id, \
+             stdout = EXCLUDED.stdout, stderr = EXCLUDED.stderr, \
+             stdout_dropped = EXCLUDED.stdout_dropped, \
+             stderr_dropped = EXCLUDED.stderr_dropped, reason = EXCLUDED.reason, \
+             archived_at = EXCLUDED.archived_at"
+        ))
+        .await?;
+    for p in processes {
+        let i = &p.info;
+        tx.execute(
+            &insert,
+            &[
+                &sandbox,
+                &i.id,
+                &i.pid.map(i64::from),
+                &i.command,
+                &i.status.as_str(),
+                &i.exit_code,
+                &i.start_time,
+                &i.end_time,
+                &i.session_id,
+                &p.stdout,
+                &p.stderr,
+                &(p.stdout_dropped_bytes as i64),
+                &(p.stderr_dropped_bytes as i64),
+                &i.reason.map(|r| r.as_str()),
+                &now_secs(),
+            ],
+        )
+        .await?;
+    }
+    prune_archive(
+        &*tx,
+        "a.sandbox = $1",
+        sandbox,
+        MAX_ARCHIVED_PER_SANDBOX,
+        MAX_ARCHIVE_BYTES_PER_SANDBOX,
+    )
+    .await?;
+    if let Some(tenant) = &tenant {
+        prune_archive(
+            &*tx,
+            "a.sandbox IN (SELECT internal_id FROM sandboxes WHERE tenant = $1)",
+            tenant,
+            usize::MAX,
+            MAX_ARCHIVE_BYTES_PER_TENANT,
+        )
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(true)
 }

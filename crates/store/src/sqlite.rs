@@ -285,6 +285,73 @@ fn prune_archive(
     Ok(())
 }
 
+/// Stores `processes` of `sandbox` and prunes to the caps (see
+/// [`Store::archive_processes`]); with `require_sandbox`, writes nothing (false) unless the
+/// sandbox's record exists.
+fn archive(
+    c: &mut Connection,
+    sandbox: &str,
+    processes: &[ArchivedProcess],
+    require_sandbox: bool,
+) -> Result<bool> {
+    let tx = c.transaction()?;
+    let tenant: Option<String> = tx
+        .query_row(
+            "SELECT tenant FROM sandboxes WHERE internal_id = ?1",
+            [sandbox],
+            |r| r.get(0),
+        )
+        .optional()?;
+    if require_sandbox && tenant.is_none() {
+        return Ok(false);
+    }
+    {
+        let mut stmt = tx.prepare(&format!(
+            "INSERT OR REPLACE INTO archived_processes ({PROCESS_COLUMNS}, archived_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)"
+        ))?;
+        for p in processes {
+            let i = &p.info;
+            stmt.execute(params![
+                sandbox,
+                i.id,
+                i.pid,
+                i.command,
+                i.status.as_str(),
+                i.exit_code,
+                i.start_time,
+                i.end_time,
+                i.session_id,
+                p.stdout,
+                p.stderr,
+                p.stdout_dropped_bytes as i64,
+                p.stderr_dropped_bytes as i64,
+                i.reason.map(|r| r.as_str()),
+                now_secs(),
+            ])?;
+        }
+    }
+    // Bounded: the newest records win (a later sleep, then a later start).
+    prune_archive(
+        &tx,
+        "a.sandbox = ?1",
+        sandbox,
+        MAX_ARCHIVED_PER_SANDBOX,
+        MAX_ARCHIVE_BYTES_PER_SANDBOX,
+    )?;
+    if let Some(tenant) = tenant {
+        prune_archive(
+            &tx,
+            "a.sandbox IN (SELECT internal_id FROM sandboxes WHERE tenant = ?1)",
+            &tenant,
+            usize::MAX,
+            MAX_ARCHIVE_BYTES_PER_TENANT,
+        )?;
+    }
+    tx.commit()?;
+    Ok(true)
+}
+
 fn get(conn: &Connection, tenant: &str, id: &str) -> Result<Option<SandboxRecord>> {
     let sql = format!("SELECT {COLUMNS} FROM sandboxes WHERE tenant = ?1 AND id = ?2");
     conn.query_row(&sql, params![tenant, id], raw_row)
@@ -808,62 +875,18 @@ impl Store for SqliteStore {
         processes: Vec<ArchivedProcess>,
     ) -> Result<()> {
         let sandbox = sandbox.to_owned();
-        self.with(move |c| {
-            let tx = c.transaction()?;
-            {
-                let mut stmt = tx.prepare(&format!(
-                    "INSERT OR REPLACE INTO archived_processes ({PROCESS_COLUMNS}, archived_at) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)"
-                ))?;
-                for p in &processes {
-                    let i = &p.info;
-                    stmt.execute(params![
-                        sandbox,
-                        i.id,
-                        i.pid,
-                        i.command,
-                        i.status.as_str(),
-                        i.exit_code,
-                        i.start_time,
-                        i.end_time,
-                        i.session_id,
-                        p.stdout,
-                        p.stderr,
-                        p.stdout_dropped_bytes as i64,
-                        p.stderr_dropped_bytes as i64,
-                        i.reason.map(|r| r.as_str()),
-                        now_secs(),
-                    ])?;
-                }
-            }
-            // Bounded: the newest records win (a later sleep, then a later start).
-            prune_archive(
-                &tx,
-                "a.sandbox = ?1",
-                &sandbox,
-                MAX_ARCHIVED_PER_SANDBOX,
-                MAX_ARCHIVE_BYTES_PER_SANDBOX,
-            )?;
-            let tenant: Option<String> = tx
-                .query_row(
-                    "SELECT tenant FROM sandboxes WHERE internal_id = ?1",
-                    [&sandbox],
-                    |r| r.get(0),
-                )
-                .optional()?;
-            if let Some(tenant) = tenant {
-                prune_archive(
-                    &tx,
-                    "a.sandbox IN (SELECT internal_id FROM sandboxes WHERE tenant = ?1)",
-                    &tenant,
-                    usize::MAX,
-                    MAX_ARCHIVE_BYTES_PER_TENANT,
-                )?;
-            }
-            tx.commit()?;
-            Ok(())
-        })
-        .await
+        self.with(move |c| archive(c, &sandbox, &processes, false).map(|_| ()))
+            .await
+    }
+
+    async fn checkpoint_processes(
+        &self,
+        sandbox: &str,
+        processes: Vec<ArchivedProcess>,
+    ) -> Result<bool> {
+        let sandbox = sandbox.to_owned();
+        self.with(move |c| archive(c, &sandbox, &processes, true))
+            .await
     }
 
     async fn archived_processes(&self, sandbox: &str) -> Result<Vec<ArchivedProcess>> {

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use rand::{Rng, SeedableRng};
+use sandpit_client::protocol::container::ProcessStatus;
 use sandpit_client::protocol::control::{CreateSandboxRequest, Limits};
 use sandpit_client::{Client, ClientError, ExecOptions, ProcessOptions, full_network};
 
@@ -345,4 +346,101 @@ async fn verify_files(client: &Client, acked: &Acked, pick: impl Fn(&str) -> boo
             Err(e) => panic!("acknowledged file {id}:{path} lost after a kill: {e:?}"),
         }
     }
+}
+
+/// Background-process records and logs survive a `kill -9` of the server during process
+/// output: the server checkpoints them into its store every 2 s, so after the restart the woken
+/// sandbox lists both processes — the ended one with its exit code and output, the one printing
+/// when the server died as `killed` with its output up to the last checkpoint — and the
+/// per-process routes answer for them.
+#[test]
+fn serial_crash_keeps_process_records_and_logs() {
+    let Some(images) = images_dir_or_skip("serial_crash_keeps_process_records_and_logs") else {
+        return;
+    };
+    let data_dir = tempfile::tempdir().unwrap();
+    let _cleanup = ReconcileOnPanic {
+        images: images.clone(),
+        data_dir: data_dir.path().to_owned(),
+    };
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let id = format!("crashproc{:06x}", rand::random::<u32>() & 0xff_ffff);
+    let mut served = Served::start_in(&images, data_dir.path(), &[]);
+    let (printing_id, done_id, seen_before) = rt.block_on(async {
+        let client = client_of(&served);
+        client
+            .create(&CreateSandboxRequest {
+                id: Some(id.clone()),
+                limits: Some(small_limits()),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let sandbox = client.sandbox(&id);
+        let done = sandbox
+            .start_process("echo finished-output; exit 3", &ProcessOptions::default())
+            .await
+            .unwrap();
+        let code = done
+            .wait_for_exit(Some(Duration::from_secs(30)))
+            .await
+            .unwrap();
+        assert_eq!(code, 3);
+        let printing = sandbox
+            .start_process(
+                "i=0; while true; do i=$((i+1)); echo line-$i; sleep 0.05; done",
+                &ProcessOptions::default(),
+            )
+            .await
+            .unwrap();
+        // Output over more than two checkpoints; the server dies while it still prints.
+        tokio::time::sleep(Duration::from_secs(6)).await;
+        let seen = printing.logs().await.unwrap().stdout;
+        (printing.id, done.id, seen)
+    });
+    let lines_before = seen_before.lines().count();
+    assert!(lines_before >= 20, "too little output: {seen_before:?}");
+    served.kill9();
+
+    served = Served::start_in(&images, data_dir.path(), &[]);
+    rt.block_on(async {
+        let client = client_of(&served);
+        let sandbox = client.sandbox(&id);
+        // Forwarded requests wake the sandbox (the restart left it asleep).
+        let listed = sandbox.list_processes().await.unwrap();
+        let log = served.log();
+        let printing = listed
+            .iter()
+            .find(|p| p.id == printing_id)
+            .unwrap_or_else(|| panic!("{printing_id} not listed: {listed:?}\n{log}"));
+        assert_eq!(printing.status, ProcessStatus::Killed, "{printing:?}");
+        assert!(
+            listed.iter().any(|p| p.id == done_id),
+            "{done_id} not listed: {listed:?}"
+        );
+
+        let done = sandbox.process(&done_id).await.unwrap();
+        let info = done.info().await.unwrap();
+        assert_eq!(info.status, ProcessStatus::Failed, "{info:?}");
+        assert_eq!(info.exit_code, Some(3), "{info:?}");
+        assert_eq!(done.logs().await.unwrap().stdout, "finished-output\n");
+
+        let logs = sandbox
+            .process(&printing_id)
+            .await
+            .unwrap()
+            .logs()
+            .await
+            .unwrap()
+            .stdout;
+        assert!(logs.starts_with("line-1\nline-2\n"), "{logs:?}");
+        // At most the last checkpoint interval (2 s, ~40 lines; more on a loaded machine's
+        // slower loop) of what was printed before the kill is missing.
+        let kept = logs.lines().count();
+        assert!(
+            kept + 60 >= lines_before,
+            "kept {kept} lines of at least {lines_before} printed before the kill"
+        );
+        client.destroy(&id).await.unwrap();
+    });
 }

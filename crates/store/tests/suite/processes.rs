@@ -202,9 +202,52 @@ async fn the_archive_counts_against_the_tenant(f: &Fixture) {
     );
 }
 
+/// A checkpoint writes while the sandbox exists, and writes nothing once its record is deleted
+/// (a checkpoint racing a destroy must not leave records nobody can reach or delete).
+async fn checkpoints_write_only_for_existing_sandboxes(f: &Fixture) {
+    let store = f.open().await;
+    let (record, _) = store.create_sandbox(new_sandbox("t", "a")).await.unwrap();
+    let running = process("p1", ProcessStatus::Killed, "2026-01-01T00:00:01.000Z");
+    assert!(
+        store
+            .checkpoint_processes(&record.internal_id, vec![running.clone()])
+            .await
+            .unwrap()
+    );
+    // The next checkpoint replaces the record (more output).
+    let mut more = running.clone();
+    more.stdout.push_str("more\n");
+    assert!(
+        store
+            .checkpoint_processes(&record.internal_id, vec![more.clone()])
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store.archived_processes(&record.internal_id).await.unwrap(),
+        vec![more.clone()]
+    );
+
+    assert!(store.delete_sandbox("t", "a").await.unwrap());
+    assert!(
+        !store
+            .checkpoint_processes(&record.internal_id, vec![more])
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .archived_processes(&record.internal_id)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
 crate::both_backends!(
     archived_processes_round_trip_replace_and_go_with_the_sandbox,
     the_archive_keeps_the_newest_records,
     the_archive_of_a_sandbox_is_bounded_in_bytes_oldest_first,
     the_archive_counts_against_the_tenant,
+    checkpoints_write_only_for_existing_sandboxes,
 );
