@@ -10,6 +10,8 @@
 pub mod agent_log;
 pub mod bucket;
 pub mod gvisor;
+mod host;
+pub use host::HostLayout;
 pub mod layers;
 pub mod local;
 pub mod network;

@@ -149,7 +149,9 @@ impl Served {
             // The banner is printed after the listener is bound and the key written, so a
             // test that reads the log right after start sees it.
             if TcpStream::connect(("127.0.0.1", port)).is_ok()
-                && self.log().contains(&format!("sandpit listening on {}", self.url))
+                && self
+                    .log()
+                    .contains(&format!("sandpit listening on {}", self.url))
                 && let Ok(key) = std::fs::read_to_string(&key_file)
                 && !key.trim().is_empty()
             {
