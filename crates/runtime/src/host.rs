@@ -61,9 +61,14 @@ impl HostLayout {
         }
     }
 
+    /// Whether `id`'s writable layer is dropped when it stops.
+    pub(crate) fn is_ephemeral(&self, id: &str) -> bool {
+        self.ephemeral_marker(id).exists()
+    }
+
     /// Drops `upper/` and `work/` of a sandbox marked ephemeral; whether it was.
     pub(crate) fn drop_ephemeral_layer(&self, id: &str) -> Result<bool, DriverError> {
-        if !self.ephemeral_marker(id).exists() {
+        if !self.is_ephemeral(id) {
             return Ok(false);
         }
         let dir = self.sandbox_dir(id);

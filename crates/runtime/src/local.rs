@@ -1328,7 +1328,7 @@ impl Driver for LocalDriver {
                 "snapshots of sandboxes with limits.diskMb are not supported: their writable layer is a disk image".into(),
             ));
         }
-        if self.ephemeral_marker(id).exists() {
+        if self.layout.is_ephemeral(id) {
             return Err(DriverError::Unsupported(
                 "ephemeral sandboxes cannot be snapshotted: their writable layer is dropped when they stop".into(),
             ));
