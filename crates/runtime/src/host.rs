@@ -119,6 +119,18 @@ impl HostLayout {
     }
 }
 
+/// A driver's data dir must be absolute (sandbox paths are handed to other processes).
+pub(crate) fn check_data_dir(dir: &Path) -> Result<(), DriverError> {
+    if dir.is_absolute() {
+        Ok(())
+    } else {
+        Err(DriverError::InvalidSpec(format!(
+            "data dir {} must be an absolute path",
+            dir.display()
+        )))
+    }
+}
+
 /// A socket path must fit `sun_path`.
 pub(crate) fn check_socket_path(socket: &Path) -> Result<(), DriverError> {
     let len = socket.as_os_str().len();

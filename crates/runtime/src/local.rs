@@ -33,7 +33,9 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::watch;
 
 use crate::bucket::{self, ActiveMount, BucketMount};
-use crate::host::{Bridges, HostLayout, check_socket_path, remove_cgroups, remove_file_if_exists};
+use crate::host::{
+    Bridges, HostLayout, check_data_dir, check_socket_path, remove_cgroups, remove_file_if_exists,
+};
 use crate::slirp::Slirp;
 use crate::{
     AgentConnector, Driver, DriverError, EgressEndpoint, ResourceUsage, RunFile, SandboxSpec,
@@ -536,19 +538,8 @@ impl LocalDriver {
     }
 
     pub fn with_config(config: LocalDriverConfig) -> Result<Self, DriverError> {
-        let setup = |stage: &'static str| {
-            move |source| DriverError::Io {
-                id: String::new(),
-                stage,
-                source,
-            }
-        };
-        if !config.data_dir.is_absolute() {
-            return Err(DriverError::InvalidSpec(format!(
-                "data dir {} must be an absolute path",
-                config.data_dir.display()
-            )));
-        }
+        let setup = |stage: &'static str| io_err("", stage);
+        check_data_dir(&config.data_dir)?;
         sandpit_isolation::process::set_child_subreaper()
             .map_err(setup("PR_SET_CHILD_SUBREAPER"))?;
         let cgroups = sandpit_isolation::cgroup::detect(&config.cgroup_group).map_err(|e| {

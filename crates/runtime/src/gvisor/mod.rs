@@ -37,7 +37,9 @@ use tokio::sync::watch;
 
 use sandpit_image::ImageStore;
 
-use crate::host::{Bridges, HostLayout, check_socket_path, remove_cgroups, remove_file_if_exists};
+use crate::host::{
+    Bridges, HostLayout, check_data_dir, check_socket_path, remove_cgroups, remove_file_if_exists,
+};
 use crate::local::{
     cg_err, cgroup_limits, check_run_files, empty_dir, ensure_traversable, io_err, mkdir_mode,
     remove_dir_all_if_exists, resolve_image, sandbox_env, sandbox_usage, serve_egress,
@@ -186,19 +188,8 @@ impl GvisorDriver {
     }
 
     pub fn with_config(config: GvisorConfig) -> Result<Self, DriverError> {
-        let setup = |stage: &'static str| {
-            move |source| DriverError::Io {
-                id: String::new(),
-                stage,
-                source,
-            }
-        };
-        if !config.data_dir.is_absolute() {
-            return Err(DriverError::InvalidSpec(format!(
-                "data dir {} must be an absolute path",
-                config.data_dir.display()
-            )));
-        }
+        let setup = |stage: &'static str| io_err("", stage);
+        check_data_dir(&config.data_dir)?;
         if !config.runsc.is_file() {
             return Err(DriverError::InvalidSpec(format!(
                 "runsc not found at {}",
