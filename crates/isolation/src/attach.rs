@@ -39,7 +39,7 @@ pub fn attach_into(
     if read_only {
         attrs |= MOUNT_ATTR_RDONLY;
     }
-    sys::mount_setattr(tree.as_fd(), attrs)?;
+    sys::mount_setattr(tree.as_fd(), attrs, None)?;
     let Some(target) = prefixes.last() else {
         return Err(invalid("the target must not be /"));
     };

@@ -36,37 +36,19 @@ pub(crate) fn open_tree_clone(path: &Path) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
 }
 
-/// `mount_setattr(fd, "", AT_EMPTY_PATH, {attr_set, userns_fd})` on a detached tree.
-pub(crate) fn mount_setattr_idmap(
+/// `mount_setattr(fd, "", AT_EMPTY_PATH, {attr_set, userns_fd})` on a detached tree
+/// (`userns_fd` only with `MOUNT_ATTR_IDMAP` in `attr_set`).
+pub(crate) fn mount_setattr(
     tree: BorrowedFd<'_>,
     attr_set: u64,
-    userns: BorrowedFd<'_>,
+    userns: Option<BorrowedFd<'_>>,
 ) -> io::Result<()> {
-    setattr(
-        tree,
-        libc::mount_attr {
-            attr_set,
-            attr_clr: 0,
-            propagation: 0,
-            userns_fd: userns.as_raw_fd() as u64,
-        },
-    )
-}
-
-/// `mount_setattr(fd, "", AT_EMPTY_PATH, {attr_set})` on a detached tree.
-pub(crate) fn mount_setattr(tree: BorrowedFd<'_>, attr_set: u64) -> io::Result<()> {
-    setattr(
-        tree,
-        libc::mount_attr {
-            attr_set,
-            attr_clr: 0,
-            propagation: 0,
-            userns_fd: 0,
-        },
-    )
-}
-
-fn setattr(tree: BorrowedFd<'_>, mut attr: libc::mount_attr) -> io::Result<()> {
+    let mut attr = libc::mount_attr {
+        attr_set,
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: userns.map_or(0, |fd| fd.as_raw_fd() as u64),
+    };
     let empty = c"";
     // SAFETY: `attr` is a properly initialised `struct mount_attr` whose size we pass; `empty` is
     // a static NUL-terminated string; the fds in it and `tree` are borrowed and valid for the
@@ -86,21 +68,7 @@ fn setattr(tree: BorrowedFd<'_>, mut attr: libc::mount_attr) -> io::Result<()> {
 
 /// `move_mount(fd, "", AT_FDCWD, target, MOVE_MOUNT_F_EMPTY_PATH)`: attach a detached tree.
 pub(crate) fn move_mount_to(tree: BorrowedFd<'_>, target: &Path) -> io::Result<()> {
-    let c = cstring(target)?;
-    let empty = c"";
-    // SAFETY: both strings are valid NUL-terminated C strings alive for the call; `tree` is a
-    // valid borrowed fd.
-    check(unsafe {
-        libc::syscall(
-            libc::SYS_move_mount,
-            tree.as_raw_fd(),
-            empty.as_ptr(),
-            libc::AT_FDCWD,
-            c.as_ptr(),
-            libc::MOVE_MOUNT_F_EMPTY_PATH,
-        )
-    })?;
-    Ok(())
+    move_mount_raw(tree.as_raw_fd(), &cstring(target)?)
 }
 
 /// [`move_mount_to`] with a target prepared before a fork (no allocation).

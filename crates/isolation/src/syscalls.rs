@@ -201,7 +201,7 @@ impl Syscalls for Linux {
         attr_set: u64,
         userns: BorrowedFd<'_>,
     ) -> io::Result<()> {
-        crate::sys::mount_setattr_idmap(tree, attr_set, userns)
+        crate::sys::mount_setattr(tree, attr_set, Some(userns))
     }
     fn move_mount(&self, tree: BorrowedFd<'_>, target: &Path) -> io::Result<()> {
         crate::sys::move_mount_to(tree, target)

@@ -11,6 +11,8 @@ pub mod agent_log;
 pub mod bucket;
 mod egress_hub;
 pub mod gvisor;
+mod host;
+pub use host::HostLayout;
 pub mod layers;
 pub mod local;
 pub mod network;

@@ -35,6 +35,9 @@ use tokio::sync::watch;
 
 use crate::bucket::{self, ActiveMount, BucketMount};
 use crate::egress_hub::EgressHub;
+use crate::host::{
+    Bridges, HostLayout, check_data_dir, check_socket_path, remove_cgroups, remove_file_if_exists,
+};
 use crate::slirp::Slirp;
 use crate::{
     AgentConnector, Driver, DriverError, EgressEndpoint, ResourceUsage, RunFile, SandboxSpec,
@@ -195,9 +198,11 @@ pub struct LocalDriver {
     /// The one egress listener all sandboxes' `egress.sock` links lead to (made at the first
     /// start; see [`crate::egress_hub`]).
     egress_hub: Mutex<Option<Arc<EgressHub>>>,
+    /// `<data_dir>/sandboxes/<id>/...`.
+    layout: HostLayout,
     /// Accept loops of per-sandbox egress listeners, used only where the run dir cannot link
     /// to the shared one (another file system); aborted at teardown.
-    bridges: Mutex<HashMap<String, tokio::task::JoinHandle<()>>>,
+    bridges: Bridges,
     running: Mutex<HashMap<String, Running>>,
     /// slirp4netns of the sandboxes in `full` network mode.
     slirps: Mutex<HashMap<String, Slirp>>,
@@ -572,19 +577,8 @@ impl LocalDriver {
     }
 
     pub fn with_config(config: LocalDriverConfig) -> Result<Self, DriverError> {
-        let setup = |stage: &'static str| {
-            move |source| DriverError::Io {
-                id: String::new(),
-                stage,
-                source,
-            }
-        };
-        if !config.data_dir.is_absolute() {
-            return Err(DriverError::InvalidSpec(format!(
-                "data dir {} must be an absolute path",
-                config.data_dir.display()
-            )));
-        }
+        let setup = |stage: &'static str| io_err("", stage);
+        check_data_dir(&config.data_dir)?;
         sandpit_isolation::process::set_child_subreaper()
             .map_err(setup("PR_SET_CHILD_SUBREAPER"))?;
         let cgroups = sandpit_isolation::cgroup::detect(&config.cgroup_group).map_err(|e| {
@@ -613,6 +607,7 @@ impl LocalDriver {
         let layers =
             layers::Layers::new(&config.data_dir).map_err(setup("create the layer store"))?;
         Ok(Self {
+            layout: HostLayout::new(config.data_dir.join("sandboxes")),
             layers,
             layers_lock: tokio::sync::Mutex::new(()),
             config,
@@ -621,7 +616,7 @@ impl LocalDriver {
             uids: Mutex::new(uids),
             held_images: Mutex::default(),
             egress_hub: Mutex::default(),
-            bridges: Mutex::default(),
+            bridges: Bridges::default(),
             running: Mutex::new(HashMap::new()),
             slirps: Mutex::new(HashMap::new()),
             mounts: Mutex::new(HashMap::new()),
@@ -638,26 +633,14 @@ impl LocalDriver {
         self.cgroups.as_ref()
     }
 
-    /// `<data_dir>/sandboxes/<id>`.
-    pub fn sandbox_dir(&self, id: &str) -> PathBuf {
-        self.config.data_dir.join("sandboxes").join(id)
+    /// Where each sandbox's files are (`sandbox_dir`, `run_dir`, `agent.log`).
+    pub fn layout(&self) -> &HostLayout {
+        &self.layout
     }
 
     /// `<data_dir>/run/<id>.sock`.
     pub fn socket_path(&self, id: &str) -> PathBuf {
         self.config.data_dir.join("run").join(format!("{id}.sock"))
-    }
-
-    /// `<data_dir>/sandboxes/<id>/run`: root-owned, 0755, created before every start and shown
-    /// read-only at `/run/sandpit` inside the sandbox (which can read it but never change it).
-    pub fn run_dir(&self, id: &str) -> PathBuf {
-        self.sandbox_dir(id).join("run")
-    }
-
-    /// `<data_dir>/sandboxes/<id>/agent.log`: the sandbox init's stdout and stderr (truncated
-    /// at every start, capped, rotated once to `agent.log.1`; see [`agent_log`]).
-    pub fn agent_log(&self, id: &str) -> PathBuf {
-        self.sandbox_dir(id).join("agent.log")
     }
 
     /// Host pid of the sandbox's init, if this driver started it and it is alive.
@@ -666,14 +649,10 @@ impl LocalDriver {
         map.get(id).filter(|r| !*r.exited.borrow()).map(|r| r.pid)
     }
 
-    fn ephemeral_marker(&self, id: &str) -> PathBuf {
-        self.sandbox_dir(id).join("ephemeral")
-    }
-
     /// `<data_dir>/sandboxes/<id>/disk.img`: the ext4 image holding the writable layer of a
     /// sandbox first started with `diskMb`.
     pub fn disk_image(&self, id: &str) -> PathBuf {
-        self.sandbox_dir(id).join("disk.img")
+        self.layout.sandbox_dir(id).join("disk.img")
     }
 
     /// The disk image to start `spec` with, formatted on first use: only with `diskMb`, and
@@ -688,12 +667,13 @@ impl LocalDriver {
             return Ok(None);
         };
         let id = spec.id.as_str();
-        mkdir_mode(&self.sandbox_dir(id), 0o711).map_err(io_err(id, "create the sandbox dir"))?;
+        mkdir_mode(&self.layout.sandbox_dir(id), 0o711)
+            .map_err(io_err(id, "create the sandbox dir"))?;
         let image = self.disk_image(id);
         if image.is_file() {
             return Ok(Some(image));
         }
-        if self.sandbox_dir(id).join("upper").exists() {
+        if self.layout.sandbox_dir(id).join("upper").exists() {
             tracing::warn!(
                 id,
                 "diskMb set on a sandbox created without it: not enforced"
@@ -701,7 +681,7 @@ impl LocalDriver {
             return Ok(None);
         }
         // Formatted under a temporary name, so a failed start never leaves a half-made image.
-        let tmp = self.sandbox_dir(id).join(DISK_IMAGE_TMP);
+        let tmp = self.layout.sandbox_dir(id).join(DISK_IMAGE_TMP);
         let file = std::fs::File::create(&tmp).map_err(io_err(id, "create the disk image"))?;
         file.set_len(mb << 20)
             .map_err(io_err(id, "size the disk image"))?;
@@ -739,7 +719,7 @@ impl LocalDriver {
         &self,
         id: &str,
     ) -> Result<Vec<sandpit_isolation::launch::LayerMount>, DriverError> {
-        let dir = self.sandbox_dir(id);
+        let dir = self.layout.sandbox_dir(id);
         if !dir.join(layers::STACK_FILE).exists() && !dir.join("layers.new").exists() {
             return Ok(Vec::new());
         }
@@ -753,7 +733,7 @@ impl LocalDriver {
 
     /// The sandbox's uid range: the recorded one, else a new one (recorded before use).
     fn uid_base(&self, id: &str) -> Result<u32, DriverError> {
-        let dir = self.sandbox_dir(id);
+        let dir = self.layout.sandbox_dir(id);
         if let Some(base) = read_uid_base(&dir) {
             return Ok(base);
         }
@@ -793,7 +773,7 @@ impl LocalDriver {
 
     /// Frees the uid range of a destroyed sandbox.
     fn release_uid_base(&self, id: &str) {
-        if let Some(base) = read_uid_base(&self.sandbox_dir(id)) {
+        if let Some(base) = read_uid_base(&self.layout.sandbox_dir(id)) {
             let mut uids = self.uids.lock().unwrap_or_else(|p| p.into_inner());
             uids.used.remove(&base);
         }
@@ -807,7 +787,7 @@ impl LocalDriver {
         disk: Option<&Path>,
     ) -> Result<(), DriverError> {
         let id = spec.id.as_str();
-        let dir = self.sandbox_dir(id);
+        let dir = self.layout.sandbox_dir(id);
         mkdir_mode(&dir, 0o711).map_err(io_err(id, "create the sandbox dir"))?;
         for (name, mode) in [("upper", 0o755), ("work", 0o700)] {
             let d = dir.join(name);
@@ -823,17 +803,11 @@ impl LocalDriver {
         for name in ["lower", "rootfs"] {
             mkdir_mode(&dir.join(name), 0o755).map_err(io_err(id, "create the mount points"))?;
         }
-        let run = self.run_dir(id);
+        let run = self.layout.run_dir(id);
         mkdir_mode(&run, 0o755).map_err(io_err(id, "create the run dir"))?;
         chown(&run, Some(0), Some(0)).map_err(io_err(id, "chown the run dir"))?;
         write_run_files(&run, &spec.run_files).map_err(io_err(id, "write the run files"))?;
-        let marker = self.ephemeral_marker(id);
-        if spec.ephemeral {
-            std::fs::write(&marker, b"").map_err(io_err(id, "write the ephemeral marker"))?;
-        } else if marker.exists() {
-            std::fs::remove_file(&marker).map_err(io_err(id, "remove the ephemeral marker"))?;
-        }
-        Ok(())
+        self.layout.mark_ephemeral(id, spec.ephemeral)
     }
 
     /// Binds the agent's socket (returned, for the launcher) and, when the spec has an egress
@@ -869,7 +843,7 @@ impl LocalDriver {
     fn bind_sockets(&self, spec: &SandboxSpec, uid_base: u32) -> Result<UnixListener, DriverError> {
         let id = spec.id.as_str();
         if let Some(endpoint) = &spec.egress {
-            let link = self.run_dir(id).join(EGRESS_SOCKET);
+            let link = self.layout.run_dir(id).join(EGRESS_SOCKET);
             let shared = self
                 .egress_hub()
                 .and_then(|hub| hub.attach(id, uid_base, endpoint.clone(), &link));
@@ -879,16 +853,9 @@ impl LocalDriver {
                     tracing::warn!(id, error = %e, "no shared egress listener: one of its own");
                 }
             }
-            let task = serve_egress(&self.run_dir(id), endpoint)
+            let task = serve_egress(&self.layout.run_dir(id), endpoint)
                 .map_err(io_err(id, "bind the egress socket"))?;
-            let old = self
-                .bridges
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(id.to_string(), task);
-            if let Some(old) = old {
-                old.abort();
-            }
+            self.bridges.replace(id, task);
         }
         self.bind_agent_socket(id)
     }
@@ -906,14 +873,7 @@ impl LocalDriver {
     fn validate(&self, spec: &SandboxSpec) -> Result<CgroupLimits, DriverError> {
         validate_id(&spec.id)?;
         check_run_files(&spec.run_files)?;
-        let socket = self.socket_path(&spec.id);
-        let len = socket.as_os_str().len();
-        if len > MAX_SOCKET_PATH {
-            return Err(DriverError::InvalidSpec(format!(
-                "socket path {} is {len} bytes, the limit for Unix sockets is {MAX_SOCKET_PATH}: use a shorter data dir or id",
-                socket.display()
-            )));
-        }
+        check_socket_path(&self.socket_path(&spec.id))?;
         if let Some(mb) = spec.limits.disk_mb
             && !(MIN_DISK_MB..=MAX_DISK_MB).contains(&mb)
         {
@@ -933,7 +893,7 @@ impl LocalDriver {
         eof: Arc<agent_log::Eof>,
     ) -> Result<u32, DriverError> {
         let id = spec.id.as_str();
-        let dir = self.sandbox_dir(id);
+        let dir = self.layout.sandbox_dir(id);
         let config = LaunchConfig {
             id: id.to_string(),
             hostname: id.to_string(),
@@ -943,11 +903,11 @@ impl LocalDriver {
             cgroup_procs: self.cgroups.procs_files(id),
             listen_fd: LISTEN_FD,
             nofile: self.config.nofile,
-            env: sandbox_env(&spec.env, &self.run_dir(id)),
+            env: sandbox_env(&spec.env, &self.layout.run_dir(id)),
             log_file: None,
             log_fd: Some(LOG_FD),
             agent_log_filter: self.config.agent_log_filter.clone(),
-            run_dir: Some(self.run_dir(id)),
+            run_dir: Some(self.layout.run_dir(id)),
             resolv_conf: Some(network::RESOLV_CONF.to_string()),
             disk_image: host.disk.clone(),
             cgroup_mounts: self.cgroups.sandbox_mounts(),
@@ -966,9 +926,11 @@ impl LocalDriver {
         // The init's stdout/stderr: a pipe whose only reader is our capped copy into agent.log.
         let (log_read, log_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
             .map_err(|e| io_err(id, "create the log pipe")(e.into()))?;
-        let log =
-            agent_log::CappedLog::create(&self.agent_log(id), self.config.agent_log_max_bytes)
-                .map_err(io_err(id, "create agent.log"))?;
+        let log = agent_log::CappedLog::create(
+            &self.layout.agent_log(id),
+            self.config.agent_log_max_bytes,
+        )
+        .map_err(io_err(id, "create agent.log"))?;
         agent_log::spawn_pump(log_read, log, eof)
             .map_err(io_err(id, "start the agent.log copier"))?;
         sandpit_isolation::process::pass_fds(
@@ -1118,7 +1080,7 @@ impl LocalDriver {
                 m.mount_path.display()
             )));
         }
-        let dir = self.sandbox_dir(id).join("mounts");
+        let dir = self.layout.sandbox_dir(id).join("mounts");
         let n = self
             .mount_seq
             .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
@@ -1222,7 +1184,7 @@ impl LocalDriver {
             .and_then(|mut m| m.get_mut(id).map(Slirp::is_alive))
             .unwrap_or(false);
         if !running {
-            let log = self.sandbox_dir(id).join("slirp4netns.log");
+            let log = self.layout.sandbox_dir(id).join("slirp4netns.log");
             let slirp = Slirp::start(
                 &self.config.slirp4netns,
                 pid,
@@ -1282,35 +1244,21 @@ impl LocalDriver {
     /// Empties the sandbox's run dir (egress socket, CA files: written for one run) and drops
     /// a disk image a killed server left half-formatted.
     fn clear_run_files(&self, id: &str) -> Result<(), DriverError> {
-        empty_dir(&self.run_dir(id)).map_err(io_err(id, "clear the run dir"))?;
-        match std::fs::remove_file(self.sandbox_dir(id).join(DISK_IMAGE_TMP)) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                Err(io_err(id, "remove a half-made disk image")(e))
-            }
-            _ => Ok(()),
-        }
+        empty_dir(&self.layout.run_dir(id)).map_err(io_err(id, "clear the run dir"))?;
+        remove_file_if_exists(&self.layout.sandbox_dir(id).join(DISK_IMAGE_TMP))
+            .map_err(io_err(id, "remove a half-made disk image"))
     }
 
     /// Whether a stopped sandbox still has files of a run (see [`Self::clear_run_files`]).
     fn has_run_files(&self, id: &str) -> bool {
-        let run_dir_used = std::fs::read_dir(self.run_dir(id))
-            .map(|mut entries| entries.next().is_some())
-            .unwrap_or(false);
-        run_dir_used || self.sandbox_dir(id).join(DISK_IMAGE_TMP).exists()
+        self.layout.has_run_files(id) || self.layout.sandbox_dir(id).join(DISK_IMAGE_TMP).exists()
     }
 
     /// Kills every process of `id`, waits for them (and the init) to be gone, removes the
     /// cgroups and the socket.
     async fn teardown(&self, id: &str, running: Option<Running>) -> Result<(), DriverError> {
         let deadline = Instant::now() + self.config.stop_timeout;
-        let bridge = self
-            .bridges
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(id);
-        if let Some(bridge) = bridge {
-            bridge.abort();
-        }
+        self.bridges.abort(id);
         let hub = self
             .egress_hub
             .lock()
@@ -1331,7 +1279,7 @@ impl LocalDriver {
         for mount in mounts.into_iter().flatten() {
             mount.stop().await;
         }
-        bucket::clear_host_dirs(&self.sandbox_dir(id).join("mounts"));
+        bucket::clear_host_dirs(&self.layout.sandbox_dir(id).join("mounts"));
         if self.cgroups.exists(id) {
             self.cgroups
                 .kill_all(id)
@@ -1347,26 +1295,8 @@ impl LocalDriver {
                 );
             }
         }
-        // rmdir fails while the killed tasks are still exiting: retry until the deadline.
-        loop {
-            match self.cgroups.remove(id) {
-                Ok(()) => break,
-                Err(e) if Instant::now() >= deadline => {
-                    return Err(cg_err(id, "remove the cgroups")(e));
-                }
-                Err(_) => {
-                    let _ = self.cgroups.kill_all(id);
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                }
-            }
-        }
-        match std::fs::remove_file(self.socket_path(id)) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                return Err(io_err(id, "remove the socket")(e));
-            }
-            _ => {}
-        }
-        Ok(())
+        remove_cgroups(self.cgroups.as_ref(), id, deadline, || false).await?;
+        remove_file_if_exists(&self.socket_path(id)).map_err(io_err(id, "remove the socket"))
     }
 }
 
@@ -1460,18 +1390,9 @@ impl Driver for LocalDriver {
         // remain make `reconcile` finish the job.
         self.clear_run_files(id)?;
         self.teardown(id, running).await?;
-        if self.ephemeral_marker(id).exists() {
-            let dir = self.sandbox_dir(id);
-            for name in ["upper", "work"] {
-                remove_dir_all_if_exists(&dir.join(name))
-                    .map_err(io_err(id, "drop the writable layer"))?;
-            }
-            match std::fs::remove_file(self.disk_image(id)) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                    return Err(io_err(id, "drop the disk image")(e));
-                }
-                _ => {}
-            }
+        if self.layout.drop_ephemeral_layer(id)? {
+            remove_file_if_exists(&self.disk_image(id))
+                .map_err(io_err(id, "drop the disk image"))?;
         }
         Ok(())
     }
@@ -1480,7 +1401,7 @@ impl Driver for LocalDriver {
         self.stop(id).await?;
         self.release_uid_base(id);
         let _layers = self.layers_lock.lock().await;
-        remove_dir_all_if_exists(&self.sandbox_dir(id))
+        remove_dir_all_if_exists(&self.layout.sandbox_dir(id))
             .map_err(io_err(id, "remove the sandbox dir"))?;
         self.layers
             .collect_garbage()
@@ -1511,7 +1432,7 @@ impl Driver for LocalDriver {
                 "snapshots of sandboxes with limits.diskMb are not supported: their writable layer is a disk image".into(),
             ));
         }
-        if self.ephemeral_marker(id).exists() {
+        if self.layout.is_ephemeral(id) {
             return Err(DriverError::Unsupported(
                 "ephemeral sandboxes cannot be snapshotted: their writable layer is dropped when they stop".into(),
             ));
@@ -1520,7 +1441,7 @@ impl Driver for LocalDriver {
         let _layers = self.layers_lock.lock().await;
         let (store, dir, name) = (
             self.layers.clone(),
-            self.sandbox_dir(id),
+            self.layout.sandbox_dir(id),
             snapshot.to_owned(),
         );
         let frozen = tokio::task::spawn_blocking(move || {
@@ -1544,7 +1465,7 @@ impl Driver for LocalDriver {
             .snapshot_stack(snapshot)
             .map_err(io_err(id, "read the snapshot"))?
             .ok_or_else(|| DriverError::SnapshotNotFound(snapshot.to_owned()))?;
-        let dir = self.sandbox_dir(id);
+        let dir = self.layout.sandbox_dir(id);
         if dir.join("upper").exists() || self.disk_image(id).exists() {
             return Err(DriverError::InvalidSpec(format!(
                 "sandbox {id} already has a file system"
@@ -1622,7 +1543,7 @@ impl Driver for LocalDriver {
     async fn adopt_uid_ranges(&self, ranges: &[(String, u32)]) -> Result<(), DriverError> {
         for (id, base) in ranges {
             validate_id(id)?;
-            let dir = self.sandbox_dir(id);
+            let dir = self.layout.sandbox_dir(id);
             if read_uid_base(&dir).is_some() {
                 continue;
             }
@@ -1705,7 +1626,10 @@ impl Driver for LocalDriver {
 
     async fn usage(&self, id: &str) -> Result<ResourceUsage, DriverError> {
         validate_id(id)?;
-        let (image, upper) = (self.disk_image(id), self.sandbox_dir(id).join("upper"));
+        let (image, upper) = (
+            self.disk_image(id),
+            self.layout.sandbox_dir(id).join("upper"),
+        );
         sandbox_usage(
             self.cgroups.as_ref(),
             id,
@@ -1735,44 +1659,22 @@ impl Driver for LocalDriver {
     }
 
     async fn reconcile(&self) -> Result<Vec<String>, DriverError> {
-        let mine: BTreeSet<String> = self
-            .running
-            .lock()
-            .map(|m| m.keys().cloned().collect())
-            .unwrap_or_default();
-        let mut found = BTreeSet::new();
-        // Only cgroups with a sandbox dir are ours: another server (other data dir) may share
-        // the cgroup group.
-        for id in self
-            .cgroups
-            .list()
-            .map_err(cg_err("", "list the sandbox cgroups"))?
-        {
-            if validate_id(&id).is_ok() && self.sandbox_dir(&id).is_dir() {
-                found.insert(id);
-            }
-        }
-        // A server killed while stopping a sandbox may have left only its run files.
-        if let Ok(entries) = std::fs::read_dir(self.config.data_dir.join("sandboxes")) {
-            for entry in entries.flatten() {
-                let id = entry.file_name().to_string_lossy().into_owned();
-                if validate_id(&id).is_ok() && self.has_run_files(&id) {
-                    found.insert(id);
-                }
-            }
-        }
-        let run = self.config.data_dir.join("run");
-        if let Ok(entries) = std::fs::read_dir(&run) {
+        let mut sockets = BTreeSet::new();
+        if let Ok(entries) = std::fs::read_dir(self.config.data_dir.join("run")) {
             for entry in entries.flatten() {
                 let name = entry.file_name().to_string_lossy().into_owned();
                 if let Some(id) = name.strip_suffix(".sock")
                     && validate_id(id).is_ok()
                 {
-                    found.insert(id.to_string());
+                    sockets.insert(id.to_string());
                 }
             }
         }
-        let found: Vec<String> = found.into_iter().filter(|id| !mine.contains(id)).collect();
+        let found = self
+            .layout
+            .orphans(self.cgroups.as_ref(), &self.running, sockets, |id| {
+                self.has_run_files(id)
+            })?;
         for id in &found {
             self.stop(id).await?;
         }

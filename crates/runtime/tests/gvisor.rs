@@ -96,8 +96,8 @@ impl GvEnv {
         match self.driver.start(spec).await {
             Ok(_) => self.driver.socket_path(&spec.id),
             Err(e) => {
-                let log =
-                    std::fs::read_to_string(self.driver.agent_log(&spec.id)).unwrap_or_default();
+                let log = std::fs::read_to_string(self.driver.layout().agent_log(&spec.id))
+                    .unwrap_or_default();
                 panic!("start failed: {e}\nagent.log: {log}");
             }
         }
@@ -140,7 +140,7 @@ impl Drop for GvEnv {
     fn drop(&mut self) {
         let cg = self.driver.cgroups();
         for id in cg.list().unwrap_or_default() {
-            if self.driver.sandbox_dir(&id).exists() {
+            if self.driver.layout().sandbox_dir(&id).exists() {
                 let _ = cg.kill_all(&id);
                 let deadline = Instant::now() + Duration::from_secs(3);
                 while cg.remove(&id).is_err() && Instant::now() < deadline {
@@ -228,7 +228,13 @@ async fn serial_gvisor_sleep_wake_keeps_the_workspace_and_leaves_nothing_behind(
     .await;
     // The writable layer is the host's upper dir, through the overlay.
     assert_eq!(
-        std::fs::read_to_string(env.driver.sandbox_dir(&id).join("upper/workspace/note")).unwrap(),
+        std::fs::read_to_string(
+            env.driver
+                .layout()
+                .sandbox_dir(&id)
+                .join("upper/workspace/note")
+        )
+        .unwrap(),
         "kept\n"
     );
     let pid = env.driver.pid(&id).unwrap();
@@ -246,7 +252,7 @@ async fn serial_gvisor_sleep_wake_keeps_the_workspace_and_leaves_nothing_behind(
 
     env.driver.destroy(&id).await.unwrap();
     env.assert_no_run_left(&id, pid).await;
-    assert!(!env.driver.sandbox_dir(&id).exists());
+    assert!(!env.driver.layout().sandbox_dir(&id).exists());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -258,7 +264,7 @@ async fn serial_gvisor_ephemeral_drops_the_layer_on_stop() {
     let socket = env.start(&spec).await;
     ok(&socket, "echo gone > /workspace/note").await;
     env.driver.stop(&id).await.unwrap();
-    assert!(!env.driver.sandbox_dir(&id).join("upper").exists());
+    assert!(!env.driver.layout().sandbox_dir(&id).join("upper").exists());
     let socket = env.start(&spec).await;
     let (code, _) = exec(&socket, "cat /workspace/note").await;
     assert_ne!(code, 0, "an ephemeral sandbox kept its layer");

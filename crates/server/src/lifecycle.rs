@@ -763,6 +763,19 @@ impl Manager {
         entries.values().cloned().collect()
     }
 
+    /// Locks a sandbox's entry and loads its record (`SANDBOX_NOT_FOUND` when it is gone).
+    async fn lock_loaded<'a>(
+        &self,
+        entry: &'a Entry,
+    ) -> ApiResult<(tokio::sync::MutexGuard<'a, Inner>, SandboxRecord)> {
+        let mut inner = entry.inner.lock().await;
+        let record = self
+            .load(entry, &mut inner)
+            .await?
+            .ok_or_else(|| ApiError::sandbox_not_found(&entry.id))?;
+        Ok((inner, record))
+    }
+
     /// The cached record, loaded from the store the first time.
     async fn load(&self, entry: &Entry, inner: &mut Inner) -> ApiResult<Option<SandboxRecord>> {
         if inner.record.is_none() {
@@ -1222,11 +1235,7 @@ impl Manager {
         let network =
             NetworkChanges::parse(req.network.as_ref(), req.secrets.as_ref(), by_operator)?;
         let entry = self.known_entry(tenant, id).await?;
-        let mut inner = entry.inner.lock().await;
-        let record = self
-            .load(&entry, &mut inner)
-            .await?
-            .ok_or_else(|| ApiError::sandbox_not_found(id))?;
+        let (mut inner, record) = self.lock_loaded(&entry).await?;
         if let Some(policy) = network.policy() {
             // A tier that cannot run the policy refuses it before anything is stored.
             self.driver(record.options.isolation)?
@@ -1285,11 +1294,7 @@ impl Manager {
     /// next start; `POST /v1/sandboxes/{id}/env`).
     pub async fn merge_env(&self, tenant: &str, id: &str, changes: &EnvMap) -> ApiResult<()> {
         let entry = self.known_entry(tenant, id).await?;
-        let mut inner = entry.inner.lock().await;
-        let mut record = self
-            .load(&entry, &mut inner)
-            .await?
-            .ok_or_else(|| ApiError::sandbox_not_found(id))?;
+        let (mut inner, mut record) = self.lock_loaded(&entry).await?;
         for (key, value) in changes {
             match value {
                 Some(v) => record.options.env.insert(key.clone(), v.clone()),
@@ -1315,11 +1320,7 @@ impl Manager {
         let mount = crate::mounts::validate(req)?;
         self.mount_policy.check(&mount.endpoint).await?;
         let entry = self.known_entry(tenant, id).await?;
-        let mut inner = entry.inner.lock().await;
-        let record = self
-            .load(&entry, &mut inner)
-            .await?
-            .ok_or_else(|| ApiError::sandbox_not_found(id))?;
+        let (mut inner, record) = self.lock_loaded(&entry).await?;
         let path = mount.mount_path.display().to_string();
         let stored = self.store.mounts(&entry.internal).await?;
         if stored.iter().any(|m| m.mount_path == path) {
@@ -1363,10 +1364,7 @@ impl Manager {
     pub async fn unmount_bucket(&self, tenant: &str, id: &str, path: &str) -> ApiResult<()> {
         let path = crate::mounts::mount_path(path)?;
         let entry = self.known_entry(tenant, id).await?;
-        let mut inner = entry.inner.lock().await;
-        self.load(&entry, &mut inner)
-            .await?
-            .ok_or_else(|| ApiError::sandbox_not_found(id))?;
+        let (inner, _) = self.lock_loaded(&entry).await?;
         if !self.store.delete_mount(&entry.internal, &path).await? {
             return Err(ApiError::new(
                 ErrorCode::InvalidMountConfig,
@@ -1393,10 +1391,7 @@ impl Manager {
     /// `GET /v1/sandboxes/{id}/mounts`.
     pub async fn list_mounts(&self, tenant: &str, id: &str) -> ApiResult<BucketMountList> {
         let entry = self.known_entry(tenant, id).await?;
-        let mut inner = entry.inner.lock().await;
-        self.load(&entry, &mut inner)
-            .await?
-            .ok_or_else(|| ApiError::sandbox_not_found(id))?;
+        let (inner, _) = self.lock_loaded(&entry).await?;
         let stored = self.store.mounts(&entry.internal).await?;
         let up = match (&inner.started, self.driver_of(&inner)) {
             (Some(_), Ok(driver)) => driver.mounted(&entry.internal).await,
@@ -1412,10 +1407,7 @@ impl Manager {
     /// `POST /v1/sandboxes/{id}/stop`: sleep now, whatever is in flight.
     pub async fn stop(&self, tenant: &str, id: &str) -> ApiResult<SandboxInfo> {
         let entry = self.known_entry(tenant, id).await?;
-        let mut inner = entry.inner.lock().await;
-        self.load(&entry, &mut inner)
-            .await?
-            .ok_or_else(|| ApiError::sandbox_not_found(id))?;
+        let (mut inner, _) = self.lock_loaded(&entry).await?;
         entry.end_on_request(&inner, EndReason::Stopped);
         self.sleep(&entry, &mut inner).await?;
         let record = inner
@@ -1428,10 +1420,7 @@ impl Manager {
     /// `DELETE /v1/sandboxes/{id}`: processes, writable layer and record are gone.
     pub async fn destroy(&self, tenant: &str, id: &str) -> ApiResult<()> {
         let entry = self.known_entry(tenant, id).await?;
-        let mut inner = entry.inner.lock().await;
-        self.load(&entry, &mut inner)
-            .await?
-            .ok_or_else(|| ApiError::sandbox_not_found(id))?;
+        let (mut inner, _) = self.lock_loaded(&entry).await?;
         self.destroy_locked(&entry, &mut inner).await
     }
 

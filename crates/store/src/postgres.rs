@@ -1273,10 +1273,10 @@ impl Store for PostgresStore {
 /// Archives process records (insert or replace, then prune to the per-sandbox and per-tenant
 /// bounds); with `require_sandbox`, only while the sandbox's record exists.
 async fn archive(
-store: &PostgresStore,
-sandbox: &str,
-processes: &[ArchivedProcess],
-require_sandbox: bool,
+    store: &PostgresStore,
+    sandbox: &str,
+    processes: &[ArchivedProcess],
+    require_sandbox: bool,
 ) -> Result<bool> {
     let mut c = store.client().await?;
     let tx = c.transaction().await?;

@@ -122,24 +122,27 @@ impl Processes {
             &id,
             |seq| {
                 let piped = req.stdin == Some(true);
-                let child = spawn(
-                    &self.config.shell,
-                    &req.command,
-                    &cwd,
-                    &env,
-                    piped,
-                    &self.reaper,
-                )
-                .map_err(|e| {
-                    ApiError::new(
-                        ErrorCode::ProcessError,
-                        format!("Failed to start process: {e}"),
-                    )
-                    .context("processId", id.clone())
-                    .context("command", req.command.clone())
-                    .context("cwd", cwd.to_string_lossy().into_owned())
-                    .operation("process.start")
-                })?;
+                let child = existing_dir(&cwd)
+                    .and_then(|()| {
+                        oneshot::spawn(
+                            &self.config.shell,
+                            &req.command,
+                            &cwd,
+                            &env,
+                            piped,
+                            &self.reaper,
+                        )
+                    })
+                    .map_err(|e| {
+                        ApiError::new(
+                            ErrorCode::ProcessError,
+                            format!("Failed to start process: {e}"),
+                        )
+                        .context("processId", id.clone())
+                        .context("command", req.command.clone())
+                        .context("cwd", cwd.to_string_lossy().into_owned())
+                        .operation("process.start")
+                    })?;
                 let pid = child.pid();
                 spawned = Some(child);
                 Ok(Record::new(
@@ -480,22 +483,15 @@ async fn wait_until(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
     }
 }
 
-/// Starts `shell -c command` in its own process group; the reaper owns waiting.
-fn spawn(
-    shell: &Path,
-    command: &str,
-    cwd: &Path,
-    env: &BTreeMap<String, String>,
-    piped_stdin: bool,
-    reaper: &Reaper,
-) -> std::io::Result<Child> {
+/// A process's working directory must exist (its start fails with a message naming it).
+fn existing_dir(cwd: &Path) -> std::io::Result<()> {
     if !cwd.is_dir() {
         return Err(std::io::Error::new(
             std::io::ErrorKind::NotFound,
             format!("working directory {} does not exist", cwd.display()),
         ));
     }
-    oneshot::spawn(shell, command, cwd, env, piped_stdin, reaper)
+    Ok(())
 }
 
 /// A process's output goes into its record's logs.

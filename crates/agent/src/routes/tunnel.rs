@@ -8,6 +8,8 @@
 
 use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::os::fd::AsRawFd;
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{Path, Request};
@@ -15,8 +17,12 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use http::{HeaderValue, StatusCode, header};
 use hyper_util::rt::TokioIo;
+use nix::errno::Errno;
+use nix::sys::socket::MsgFlags;
 use sandpit_protocol::ErrorCode;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::net::tcp::OwnedReadHalf;
 
 use crate::error::ApiError;
 use crate::handler::{ApiResult, AppState};
@@ -60,13 +66,7 @@ async fn handler(Path(port): Path<String>, mut request: Request) -> ApiResult<Re
     let on_upgrade = hyper::upgrade::on(&mut request);
     tokio::spawn(async move {
         match on_upgrade.await {
-            Ok(upgraded) => {
-                let mut client = TokioIo::new(upgraded);
-                let mut upstream = upstream;
-                if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
-                    tracing::debug!(port, error = %e, "tunnel ended");
-                }
-            }
+            Ok(upgraded) => splice(TokioIo::new(upgraded), upstream, port).await,
             Err(e) => tracing::debug!(port, error = %e, "tunnel upgrade failed"),
         }
     });
@@ -75,6 +75,73 @@ async fn handler(Path(port): Path<String>, mut request: Request) -> ApiResult<Re
     headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     headers.insert(header::UPGRADE, HeaderValue::from_static(PROTOCOL));
     Ok(response)
+}
+
+/// How long the server's side may be silent before the tunnel checks, without waiting for a
+/// readiness event, whether it has ended (see [`splice`]).
+const EOF_PROBE: Duration = Duration::from_millis(500);
+
+/// Copies bytes both ways. When the sandbox's server ends its side (EOF), the tunnel is closed
+/// whole, so the caller sees the end of an answer delimited by the connection's end (SSE with
+/// `Connection: close`). When the caller ends its side first, the server's side is half-closed
+/// and its answer still flows.
+///
+/// Under gVisor (runsc 20221219, netstack) the readiness event of a FIN that arrives right
+/// after the last data is sometimes never delivered: the agent's socket sits in CLOSE_WAIT and
+/// an awaited read never returns. So while the server's side is silent, a non-blocking read
+/// every [`EOF_PROBE`] looks at the socket itself.
+async fn splice<C>(client: C, upstream: TcpStream, port: u16)
+where
+    C: AsyncRead + AsyncWrite + Unpin,
+{
+    let (mut client_read, mut client_write) = tokio::io::split(client);
+    let (mut upstream_read, mut upstream_write) = upstream.into_split();
+    let to_upstream = async {
+        match tokio::io::copy(&mut client_read, &mut upstream_write).await {
+            Ok(_) => {
+                let _ = upstream_write.shutdown().await;
+                std::future::pending::<()>().await;
+            }
+            Err(e) => tracing::debug!(port, error = %e, "tunnel: the caller's side failed"),
+        }
+    };
+    let to_client = async {
+        if let Err(e) = copy_probing(&mut upstream_read, &mut client_write).await {
+            tracing::debug!(port, error = %e, "tunnel: the server's side failed");
+        }
+        let _ = client_write.shutdown().await;
+    };
+    tokio::select! {
+        () = to_client => {}
+        () = to_upstream => {}
+    }
+}
+
+/// Copies `from` to `to` until EOF, reading directly (non-blocking) whenever `from` was silent
+/// for [`EOF_PROBE`] (see [`splice`]).
+async fn copy_probing<W>(from: &mut OwnedReadHalf, to: &mut W) -> io::Result<()>
+where
+    W: AsyncWrite + Unpin,
+{
+    let mut buf = vec![0u8; 16 << 10];
+    loop {
+        let n = tokio::select! {
+            read = from.read(&mut buf) => read?,
+            () = tokio::time::sleep(EOF_PROBE) => {
+                let fd = from.as_ref().as_raw_fd();
+                match nix::sys::socket::recv(fd, &mut buf, MsgFlags::MSG_DONTWAIT) {
+                    Ok(n) => n,
+                    Err(Errno::EAGAIN | Errno::EINTR) => continue,
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        };
+        if n == 0 {
+            return Ok(());
+        }
+        to.write_all(&buf[..n]).await?;
+        to.flush().await?;
+    }
 }
 
 /// IPv4 loopback first, then IPv6 (servers bound to `localhost` may listen on `::1` only).

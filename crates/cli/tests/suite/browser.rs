@@ -71,28 +71,26 @@ fn wait_ok(url: &str) -> String {
     }
 }
 
+/// The flags every test's Chromium starts with (no sandbox, nothing resolved but loopback:
+/// no traffic elsewhere, whatever Chromium would like to fetch on its own), shared with the
+/// console's browser test.
+fn chromium_flags() -> Vec<String> {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../server/console/tests/chromium-flags.json"
+    );
+    let flags: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    serde_json::from_value(flags["args"].clone()).unwrap()
+}
+
 /// Loads `url` in headless Chromium and returns the DOM after scripts ran.
 fn chromium_dom(chromium: &Path, url: &str) -> String {
     let profile = tempfile::tempdir().unwrap();
     let output = assert_cmd::Command::new(chromium)
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--disable-default-apps",
-            "--disable-extensions",
-            "--no-pings",
-            // Nothing but *.localhost (loopback) resolves: no traffic elsewhere, whatever
-            // Chromium would like to fetch on its own.
-            "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE *.localhost",
-            "--dump-dom",
-            "--virtual-time-budget=10000",
-        ])
+        .arg("--headless")
+        .args(chromium_flags())
+        .args(["--dump-dom", "--virtual-time-budget=10000"])
         .arg(format!("--user-data-dir={}", profile.path().display()))
         .arg(url)
         .timeout(Duration::from_secs(90))

@@ -8,8 +8,8 @@
 
 use std::path::{Path, PathBuf};
 
-use super::sdk_typescript::{node_tap, required, skip_or_fail};
-use super::support::{Served, images_dir_or_skip, raw_get};
+use super::sdk_typescript::{assert_tap_passed, node_suite_ready, node_tap, skip_or_fail};
+use super::support::{Served, raw_get};
 
 /// `METRIC name value` lines of the browser test.
 fn metric(stdout: &str, name: &str) -> f64 {
@@ -27,15 +27,9 @@ fn metric(stdout: &str, name: &str) -> f64 {
 fn console_in_headless_chromium() {
     let test = "console_in_headless_chromium";
     let console = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../server/console");
-    if !console.join("node_modules/playwright-core").exists() {
-        return skip_or_fail(
-            test,
-            format!(
-                "run `npm ci` in {} first (scripts/test.sh does)",
-                console.display()
-            ),
-        );
-    }
+    let Some(images) = node_suite_ready(test, &console, "playwright-core") else {
+        return;
+    };
     let chromium = Path::new("/usr/bin/chromium");
     if !chromium.is_file() {
         return skip_or_fail(
@@ -43,10 +37,6 @@ fn console_in_headless_chromium() {
             "no /usr/bin/chromium (apt-get install chromium)".into(),
         );
     }
-    let Some(images) = images_dir_or_skip(test) else {
-        assert!(!required(), "{test}: no default image");
-        return;
-    };
     let served = Served::start(&images);
     // The binary under test must hold a built console.
     let index = raw_get(&served.url, "/console/", None);
@@ -72,16 +62,7 @@ fn console_in_headless_chromium() {
         ],
         "node --test (console in Chromium)",
     );
-    println!("{stdout}\n{stderr}");
-    assert!(
-        stdout.contains("\n# fail 0"),
-        "{stdout}\nserver log:\n{}",
-        served.log()
-    );
-    assert!(
-        stdout.contains("\n# pass 2"),
-        "not every test ran:\n{stdout}"
-    );
+    assert_tap_passed(&stdout, &stderr, &served, Some(2));
     for shot in ["01-login", "02-sandboxes", "03-sandbox", "04-preview"] {
         assert!(
             screenshots.join(format!("{shot}.png")).is_file(),

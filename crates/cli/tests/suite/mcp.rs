@@ -6,27 +6,14 @@
 
 use std::path::PathBuf;
 
-use super::sdk_typescript::{node_tap, required, skip_or_fail};
-use super::support::{Served, images_dir_or_skip};
+use super::sdk_typescript::{assert_tap_passed, node_suite_ready, node_tap};
+use super::support::Served;
 
 #[test]
 fn mcp_official_client_over_stdio_and_http() {
     let test = "mcp_official_client_over_stdio_and_http";
     let client = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../mcp/tests/client");
-    if !client
-        .join("node_modules/@modelcontextprotocol/sdk")
-        .exists()
-    {
-        return skip_or_fail(
-            test,
-            format!(
-                "run `npm ci` in {} first (scripts/test.sh does)",
-                client.display()
-            ),
-        );
-    }
-    let Some(images) = images_dir_or_skip(test) else {
-        assert!(!required(), "{test}: no default image");
+    let Some(images) = node_suite_ready(test, &client, "@modelcontextprotocol/sdk") else {
         return;
     };
     let served = Served::start(&images);
@@ -37,14 +24,5 @@ fn mcp_official_client_over_stdio_and_http() {
         &[("SANDPIT_BIN", env!("CARGO_BIN_EXE_sandpit").as_ref())],
         "node --test (MCP client)",
     );
-    println!("{stdout}\n{stderr}");
-    assert!(
-        stdout.contains("\n# fail 0"),
-        "{stdout}\nserver log:\n{}",
-        served.log()
-    );
-    assert!(
-        stdout.contains("\n# pass 5"),
-        "not every test ran:\n{stdout}"
-    );
+    assert_tap_passed(&stdout, &stderr, &served, Some(5));
 }

@@ -20,6 +20,50 @@ pub(super) fn skip_or_fail(test: &str, why: String) {
     eprintln!("SKIPPED {test}: {why}");
 }
 
+/// The default image, when `package` is installed in `dir`'s node_modules (`npm ci`) and the
+/// image exists; otherwise `None`, after [`skip_or_fail`].
+pub(super) fn node_suite_ready(test: &str, dir: &Path, package: &str) -> Option<PathBuf> {
+    if !npm_installed(test, dir, package) {
+        return None;
+    }
+    let images = images_dir_or_skip(test);
+    assert!(images.is_some() || !required(), "{test}: no default image");
+    images
+}
+
+/// Whether `package` is in `dir`'s node_modules (`npm ci` ran); if not, [`skip_or_fail`].
+fn npm_installed(test: &str, dir: &Path, package: &str) -> bool {
+    let installed = dir.join("node_modules").join(package).exists();
+    if !installed {
+        skip_or_fail(
+            test,
+            format!(
+                "run `npm ci` in {} first (scripts/test.sh does)",
+                dir.display()
+            ),
+        );
+    }
+    installed
+}
+
+/// Prints a TAP run's output and asserts that no test failed and `passed` tests passed (any
+/// number but 0 when `None`).
+pub(super) fn assert_tap_passed(stdout: &str, stderr: &str, served: &Served, passed: Option<u32>) {
+    println!("{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("\n# fail 0"),
+        "{stdout}\nserver log:\n{}",
+        served.log()
+    );
+    match passed {
+        Some(n) => assert!(
+            stdout.contains(&format!("\n# pass {n}\n")),
+            "not every test ran:\n{stdout}"
+        ),
+        None => assert!(!stdout.contains("\n# pass 0"), "no test ran:\n{stdout}"),
+    }
+}
+
 /// Runs `cmd`; on failure panics with its output and `context()`.
 pub(super) fn run(cmd: &mut Command, what: &str, context: &dyn Fn() -> String) -> (String, String) {
     let output = cmd
@@ -42,19 +86,10 @@ fn sdk_typescript_suite() {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
     let sdk = root.join("sdks/typescript");
     let examples = root.join("examples/typescript");
-    for (dir, package) in [(&sdk, "typescript"), (&examples, "@sandpit/sdk")] {
-        if !dir.join("node_modules").join(package).exists() {
-            return skip_or_fail(
-                test,
-                format!(
-                    "run `npm ci` in {} first (scripts/test.sh does)",
-                    dir.display()
-                ),
-            );
-        }
+    if !npm_installed(test, &examples, "@sandpit/sdk") {
+        return;
     }
-    let Some(images) = images_dir_or_skip(test) else {
-        assert!(!required(), "{test}: no default image");
+    let Some(images) = node_suite_ready(test, &sdk, "typescript") else {
         return;
     };
     // dist/ is what the tests and the example import: build it from the current sources.
@@ -69,13 +104,7 @@ fn sdk_typescript_suite() {
     let s3 = TestS3::start("ts-sdk-bucket");
     let served = Served::start_with(&images, &s3.serve_args());
     let (stdout, stderr) = node_test(&sdk, &served, &s3);
-    println!("{stdout}\n{stderr}");
-    assert!(
-        stdout.contains("\n# fail 0"),
-        "{stdout}\nserver log:\n{}",
-        served.log()
-    );
-    assert!(!stdout.contains("\n# pass 0"), "no test ran:\n{stdout}");
+    assert_tap_passed(&stdout, &stderr, &served, None);
 }
 
 fn node_test(sdk: &Path, served: &Served, s3: &TestS3) -> (String, String) {

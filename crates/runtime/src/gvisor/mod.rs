@@ -37,9 +37,12 @@ use tokio::sync::watch;
 
 use sandpit_image::ImageStore;
 
+use crate::host::{
+    Bridges, HostLayout, check_data_dir, check_socket_path, remove_cgroups, remove_file_if_exists,
+};
 use crate::local::{
-    MAX_SOCKET_PATH, cg_err, cgroup_limits, check_run_files, empty_dir, ensure_traversable, io_err,
-    mkdir_mode, remove_dir_all_if_exists, resolve_image, sandbox_env, sandbox_usage, serve_egress,
+    cg_err, cgroup_limits, check_run_files, empty_dir, ensure_traversable, io_err, mkdir_mode,
+    remove_dir_all_if_exists, resolve_image, sandbox_env, sandbox_usage, serve_egress,
     update_cgroups, validate_id, watch_exit, write_run_files,
 };
 use crate::{
@@ -127,8 +130,9 @@ pub struct GvisorDriver {
     images: ImageStore,
     cgroups: Box<dyn CgroupManager>,
     running: Mutex<HashMap<String, Running>>,
-    /// Accept loops of the egress bridges of started sandboxes (aborted at teardown).
-    bridges: Mutex<HashMap<String, tokio::task::JoinHandle<()>>>,
+    /// `<data_dir>/gvisor/sandboxes/<id>/...`.
+    layout: HostLayout,
+    bridges: Bridges,
 }
 
 impl std::fmt::Debug for GvisorDriver {
@@ -185,19 +189,8 @@ impl GvisorDriver {
     }
 
     pub fn with_config(config: GvisorConfig) -> Result<Self, DriverError> {
-        let setup = |stage: &'static str| {
-            move |source| DriverError::Io {
-                id: String::new(),
-                stage,
-                source,
-            }
-        };
-        if !config.data_dir.is_absolute() {
-            return Err(DriverError::InvalidSpec(format!(
-                "data dir {} must be an absolute path",
-                config.data_dir.display()
-            )));
-        }
+        let setup = |stage: &'static str| io_err("", stage);
+        check_data_dir(&config.data_dir)?;
         if !config.runsc.is_file() {
             return Err(DriverError::InvalidSpec(format!(
                 "runsc not found at {}",
@@ -216,11 +209,12 @@ impl GvisorDriver {
         let images = ImageStore::open(&config.images_dir)
             .map_err(|e| setup("open the image store")(std::io::Error::other(e.to_string())))?;
         Ok(Self {
+            layout: HostLayout::new(root.join("sandboxes")),
             config,
             images,
             cgroups,
             running: Mutex::new(HashMap::new()),
-            bridges: Mutex::new(HashMap::new()),
+            bridges: Bridges::default(),
         })
     }
 
@@ -233,9 +227,9 @@ impl GvisorDriver {
         self.cgroups.as_ref()
     }
 
-    /// `<data_dir>/gvisor/sandboxes/<id>`.
-    pub fn sandbox_dir(&self, id: &str) -> PathBuf {
-        self.config.data_dir.join("gvisor/sandboxes").join(id)
+    /// Where each sandbox's files are (`sandbox_dir`, `run_dir`, `agent.log`).
+    pub fn layout(&self) -> &HostLayout {
+        &self.layout
     }
 
     /// runsc's `--root`.
@@ -245,17 +239,10 @@ impl GvisorDriver {
 
     /// The host side of the agent's socket.
     pub fn socket_path(&self, id: &str) -> PathBuf {
-        self.sandbox_dir(id).join("sock").join(bundle::AGENT_SOCKET)
-    }
-
-    /// Shown read-only at `/run/sandpit` inside the sandbox.
-    pub fn run_dir(&self, id: &str) -> PathBuf {
-        self.sandbox_dir(id).join("run")
-    }
-
-    /// The agent's (and runsc's) stdout and stderr.
-    pub fn agent_log(&self, id: &str) -> PathBuf {
-        self.sandbox_dir(id).join("agent.log")
+        self.layout
+            .sandbox_dir(id)
+            .join("sock")
+            .join(bundle::AGENT_SOCKET)
     }
 
     /// Host pid of the sandbox (runsc's sandbox process), if this driver started it and it is
@@ -263,10 +250,6 @@ impl GvisorDriver {
     pub fn pid(&self, id: &str) -> Option<u32> {
         let map = self.running.lock().ok()?;
         map.get(id).filter(|r| !*r.exited.borrow()).map(|r| r.pid)
-    }
-
-    fn ephemeral_marker(&self, id: &str) -> PathBuf {
-        self.sandbox_dir(id).join("ephemeral")
     }
 
     fn validate(&self, spec: &SandboxSpec) -> Result<CgroupLimits, DriverError> {
@@ -278,20 +261,13 @@ impl GvisorDriver {
                 "diskMb is not available with gvisor isolation".into(),
             ));
         }
-        let socket = self.socket_path(&spec.id);
-        let len = socket.as_os_str().len();
-        if len > MAX_SOCKET_PATH {
-            return Err(DriverError::InvalidSpec(format!(
-                "socket path {} is {len} bytes, the limit for Unix sockets is {MAX_SOCKET_PATH}: use a shorter data dir or id",
-                socket.display()
-            )));
-        }
+        check_socket_path(&self.socket_path(&spec.id))?;
         host_limits(&spec.limits)
     }
 
     fn prepare_dirs(&self, spec: &SandboxSpec) -> Result<(), DriverError> {
         let id = spec.id.as_str();
-        let dir = self.sandbox_dir(id);
+        let dir = self.layout.sandbox_dir(id);
         mkdir_mode(&dir, 0o700).map_err(io_err(id, "create the sandbox dir"))?;
         for (name, mode) in [
             ("upper", 0o755),
@@ -304,36 +280,23 @@ impl GvisorDriver {
             mkdir_mode(&dir.join(name), mode).map_err(io_err(id, "create the sandbox dirs"))?;
         }
         let _ = std::fs::remove_file(self.socket_path(id));
-        write_run_files(&self.run_dir(id), &spec.run_files)
+        write_run_files(&self.layout.run_dir(id), &spec.run_files)
             .map_err(io_err(id, "write the run files"))?;
         if let Some(endpoint) = &spec.egress {
-            let task = serve_egress(&self.run_dir(id), endpoint)
+            let task = serve_egress(&self.layout.run_dir(id), endpoint)
                 .map_err(io_err(id, "bind the egress socket"))?;
-            let old = self
-                .bridges
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(id.to_string(), task);
-            if let Some(old) = old {
-                old.abort();
-            }
+            self.bridges.replace(id, task);
         }
-        let marker = self.ephemeral_marker(id);
-        if spec.ephemeral {
-            std::fs::write(&marker, b"").map_err(io_err(id, "write the ephemeral marker"))?;
-        } else if marker.exists() {
-            std::fs::remove_file(&marker).map_err(io_err(id, "remove the ephemeral marker"))?;
-        }
-        Ok(())
+        self.layout.mark_ephemeral(id, spec.ephemeral)
     }
 
     fn write_bundle(&self, spec: &SandboxSpec) -> Result<(), DriverError> {
         let id = spec.id.as_str();
-        let dir = self.sandbox_dir(id);
-        let env = sandbox_env(&spec.env, &self.run_dir(id));
+        let dir = self.layout.sandbox_dir(id);
+        let env = sandbox_env(&spec.env, &self.layout.run_dir(id));
         let rootfs = dir.join("rootfs");
         let socket_dir = dir.join("sock");
-        let run_dir = self.run_dir(id);
+        let run_dir = self.layout.run_dir(id);
         let params = bundle::BundleParams {
             hostname: id,
             rootfs: &rootfs,
@@ -391,14 +354,16 @@ impl GvisorDriver {
     /// sandbox's host pid.
     async fn launch(&self, spec: &SandboxSpec, rootfs: &Path) -> Result<u32, DriverError> {
         let id = spec.id.as_str();
-        let dir = self.sandbox_dir(id);
+        let dir = self.layout.sandbox_dir(id);
         let failed = |message: String| DriverError::StartFailed {
             id: id.to_string(),
             message,
         };
-        let log =
-            agent_log::CappedLog::create(&self.agent_log(id), self.config.agent_log_max_bytes)
-                .map_err(io_err(id, "create agent.log"))?;
+        let log = agent_log::CappedLog::create(
+            &self.layout.agent_log(id),
+            self.config.agent_log_max_bytes,
+        )
+        .map_err(io_err(id, "create agent.log"))?;
         let (log_read, log_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
             .map_err(|e| io_err(id, "create the log pipe")(e.into()))?;
         // runsc's exit is watched with a pidfd; the log's end is not used for it here.
@@ -457,7 +422,7 @@ impl GvisorDriver {
 
     /// The end of agent.log, for error messages.
     fn log_tail(&self, id: &str) -> String {
-        let text = std::fs::read(self.agent_log(id)).unwrap_or_default();
+        let text = std::fs::read(self.layout.agent_log(id)).unwrap_or_default();
         let start = text.len().saturating_sub(LOG_TAIL_BYTES as usize);
         String::from_utf8_lossy(&text[start..]).trim().to_string()
     }
@@ -493,14 +458,7 @@ impl GvisorDriver {
     /// state, removes the cgroups and the socket.
     async fn teardown(&self, id: &str, running: Option<Running>) -> Result<(), DriverError> {
         let deadline = Instant::now() + self.config.stop_timeout;
-        let bridge = self
-            .bridges
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(id);
-        if let Some(bridge) = bridge {
-            bridge.abort();
-        }
+        self.bridges.abort(id);
         let mut pids = self.cgroups.pids(id).unwrap_or_default();
         if let Some(r) = &running {
             pids.push(r.pid);
@@ -519,30 +477,14 @@ impl GvisorDriver {
         {
             tracing::warn!(id, message, "runsc delete failed");
         }
-        loop {
+        // runsc's sandbox and gofer are reaped too (they are our children, not in the cgroups
+        // once they exit).
+        remove_cgroups(self.cgroups.as_ref(), id, deadline, || {
             pids = reap(&pids);
-            match self.cgroups.remove(id) {
-                Ok(()) if pids.is_empty() => break,
-                Ok(()) => {}
-                Err(e) if Instant::now() >= deadline => {
-                    return Err(cg_err(id, "remove the cgroups")(e));
-                }
-                Err(_) => {
-                    let _ = self.cgroups.kill_all(id);
-                }
-            }
-            if Instant::now() >= deadline {
-                tracing::warn!(id, ?pids, "sandbox processes outlived the stop");
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        match std::fs::remove_file(self.socket_path(id)) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                Err(io_err(id, "remove the socket")(e))
-            }
-            _ => Ok(()),
-        }
+            !pids.is_empty()
+        })
+        .await?;
+        remove_file_if_exists(&self.socket_path(id)).map_err(io_err(id, "remove the socket"))
     }
 
     fn started(&self, id: &str, pid: u32) -> Started {
@@ -639,21 +581,15 @@ impl Driver for GvisorDriver {
     async fn stop(&self, id: &str) -> Result<(), DriverError> {
         validate_id(id)?;
         let running = self.running.lock().ok().and_then(|mut m| m.remove(id));
-        empty_dir(&self.run_dir(id)).map_err(io_err(id, "clear the run dir"))?;
+        empty_dir(&self.layout.run_dir(id)).map_err(io_err(id, "clear the run dir"))?;
         self.teardown(id, running).await?;
-        if self.ephemeral_marker(id).exists() {
-            let dir = self.sandbox_dir(id);
-            for name in ["upper", "work"] {
-                remove_dir_all_if_exists(&dir.join(name))
-                    .map_err(io_err(id, "drop the writable layer"))?;
-            }
-        }
+        self.layout.drop_ephemeral_layer(id)?;
         Ok(())
     }
 
     async fn destroy(&self, id: &str) -> Result<(), DriverError> {
         self.stop(id).await?;
-        remove_dir_all_if_exists(&self.sandbox_dir(id))
+        remove_dir_all_if_exists(&self.layout.sandbox_dir(id))
             .map_err(io_err(id, "remove the sandbox dir"))
     }
 
@@ -683,7 +619,7 @@ impl Driver for GvisorDriver {
     /// walk of `upper/`.
     async fn usage(&self, id: &str) -> Result<ResourceUsage, DriverError> {
         validate_id(id)?;
-        let upper = self.sandbox_dir(id).join("upper");
+        let upper = self.layout.sandbox_dir(id).join("upper");
         sandbox_usage(self.cgroups.as_ref(), id, move || {
             usage::tree_usage(&upper, usage::MAX_WALK_ENTRIES)
         })
@@ -697,32 +633,12 @@ impl Driver for GvisorDriver {
     }
 
     async fn reconcile(&self) -> Result<Vec<String>, DriverError> {
-        let mine: BTreeSet<String> = self
-            .running
-            .lock()
-            .map(|m| m.keys().cloned().collect())
-            .unwrap_or_default();
-        let mut found = self.state_ids();
-        for id in self
-            .cgroups
-            .list()
-            .map_err(cg_err("", "list the sandbox cgroups"))?
-        {
-            if validate_id(&id).is_ok() && self.sandbox_dir(&id).is_dir() {
-                found.insert(id);
-            }
-        }
-        if let Ok(entries) = std::fs::read_dir(self.config.data_dir.join("gvisor/sandboxes")) {
-            for entry in entries.flatten() {
-                let id = entry.file_name().to_string_lossy().into_owned();
-                let has_run_files =
-                    std::fs::read_dir(self.run_dir(&id)).is_ok_and(|mut e| e.next().is_some());
-                if validate_id(&id).is_ok() && (has_run_files || self.socket_path(&id).exists()) {
-                    found.insert(id);
-                }
-            }
-        }
-        let found: Vec<String> = found.into_iter().filter(|id| !mine.contains(id)).collect();
+        let found = self.layout.orphans(
+            self.cgroups.as_ref(),
+            &self.running,
+            self.state_ids(),
+            |id| self.layout.has_run_files(id) || self.socket_path(id).exists(),
+        )?;
         for id in &found {
             self.stop(id).await?;
         }

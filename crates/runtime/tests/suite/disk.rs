@@ -44,7 +44,13 @@ async fn serial_disk_limit_is_enforced_and_leaves_nothing_on_the_host() {
     env.start(&spec).await;
     let plain_ms = t.elapsed().as_millis();
     assert!(!env.driver.disk_image(&plain).exists());
-    assert!(env.driver.sandbox_dir(&plain).join("upper").is_dir());
+    assert!(
+        env.driver
+            .layout()
+            .sandbox_dir(&plain)
+            .join("upper")
+            .is_dir()
+    );
     env.driver.destroy(&plain).await.unwrap();
 
     let id = unique_id("disk");
@@ -59,7 +65,7 @@ async fn serial_disk_limit_is_enforced_and_leaves_nothing_on_the_host() {
     let s = &started;
     assert!(env.driver.disk_image(&id).is_file());
     // The layer is on the image: nothing on the host dir, no mount in the host's table.
-    assert!(!env.driver.sandbox_dir(&id).join("upper").exists());
+    assert!(!env.driver.layout().sandbox_dir(&id).join("upper").exists());
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
     assert!(!mounts.contains(&needle), "{mounts}");
 
@@ -80,7 +86,7 @@ async fn serial_disk_limit_is_enforced_and_leaves_nothing_on_the_host() {
 
     env.driver.destroy(&id).await.unwrap();
     assert_gone_from_host(&needle).await;
-    assert!(!env.driver.sandbox_dir(&id).exists());
+    assert!(!env.driver.layout().sandbox_dir(&id).exists());
     assert_eq!(losetup(), loops_before);
 }
 

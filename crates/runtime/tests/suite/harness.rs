@@ -117,8 +117,8 @@ impl Env {
         match self.driver.start(spec).await {
             Ok(s) => s,
             Err(e) => {
-                let log =
-                    std::fs::read_to_string(self.driver.agent_log(&spec.id)).unwrap_or_default();
+                let log = std::fs::read_to_string(self.driver.layout().agent_log(&spec.id))
+                    .unwrap_or_default();
                 panic!("start failed: {e}\nagent.log: {log}");
             }
         }
@@ -152,7 +152,7 @@ impl Env {
     }
 
     pub fn host_path(&self, id: &str, rel: &str) -> PathBuf {
-        self.driver.sandbox_dir(id).join("upper").join(rel)
+        self.driver.layout().sandbox_dir(id).join("upper").join(rel)
     }
 }
 
@@ -195,7 +195,7 @@ impl Drop for Env {
             .list()
             .unwrap_or_default()
             .into_iter()
-            .filter(|id| self.driver.sandbox_dir(id).exists())
+            .filter(|id| self.driver.layout().sandbox_dir(id).exists())
             .collect();
         for id in ids {
             let _ = cg.kill_all(&id);

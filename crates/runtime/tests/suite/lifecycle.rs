@@ -46,7 +46,7 @@ async fn serial_stop_kills_everything_and_workspace_survives() {
 
     env.driver.destroy(&id).await.unwrap();
     assert_gone(&env, &id, &[again.pid]);
-    assert!(!env.driver.sandbox_dir(&id).exists());
+    assert!(!env.driver.layout().sandbox_dir(&id).exists());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -58,7 +58,7 @@ async fn serial_ephemeral_layer_is_dropped_on_stop() {
     let started = env.start(&spec).await;
     ok(&started, "echo gone > /workspace/tmp").await;
     env.driver.stop(&id).await.unwrap();
-    assert!(!env.driver.sandbox_dir(&id).join("upper").exists());
+    assert!(!env.driver.layout().sandbox_dir(&id).join("upper").exists());
     let again = env.start(&spec).await;
     assert_ne!(exec(&again, "test -e /workspace/tmp").await.0, 0);
     env.driver.destroy(&id).await.unwrap();
@@ -106,11 +106,18 @@ async fn serial_reconcile_cleans_up_after_a_crash() {
     // Per-run files of a stopped sandbox, as a server killed halfway through a stop leaves
     // them: the egress socket and CA files in the run dir, a half-formatted disk image.
     let halfway = unique_id("rec");
-    let run = env.driver.run_dir(&halfway);
+    let run = env.driver.layout().run_dir(&halfway);
     std::fs::create_dir_all(&run).unwrap();
     std::fs::write(run.join("egress.sock"), b"").unwrap();
     std::fs::write(run.join("ca.crt"), b"").unwrap();
-    std::fs::write(env.driver.sandbox_dir(&halfway).join("disk.img.tmp"), b"").unwrap();
+    std::fs::write(
+        env.driver
+            .layout()
+            .sandbox_dir(&halfway)
+            .join("disk.img.tmp"),
+        b"",
+    )
+    .unwrap();
 
     // A new server on the same data dir.
     let second = LocalDriver::new(
@@ -135,6 +142,7 @@ async fn serial_reconcile_cleans_up_after_a_crash() {
     );
     assert!(
         !env.driver
+            .layout()
             .sandbox_dir(&halfway)
             .join("disk.img.tmp")
             .exists()

@@ -33,7 +33,7 @@ async fn serial_run_dir_is_read_only_inside() {
         let _ = bridged.send(stream);
     }));
     let started = env.start(&spec).await;
-    let run = env.driver.run_dir(&id);
+    let run = env.driver.layout().run_dir(&id);
     let meta = std::fs::metadata(&run).unwrap();
     assert_eq!((meta.uid(), meta.mode() & 0o7777), (0, 0o755));
     // Sandbox users are unprivileged uids of their own range: anyone may connect.

@@ -18,23 +18,13 @@ const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 const p95 = (xs) =>
   [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor(xs.length * 0.95))];
 
+// Shared with crates/cli/tests/suite/browser.rs.
+const chromiumFlags = JSON.parse(readFileSync(new URL("./chromium-flags.json", import.meta.url)));
+
 async function launch() {
   return chromium.launch({
     executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
-    args: [
-      "--no-sandbox",
-      "--disable-gpu",
-      "--disable-quic",
-      "--no-first-run",
-      "--disable-background-networking",
-      "--disable-component-update",
-      "--disable-sync",
-      "--disable-default-apps",
-      "--disable-extensions",
-      "--no-pings",
-      // Nothing but loopback: *.localhost and 127.0.0.1.
-      "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE *.localhost, EXCLUDE 127.0.0.1",
-    ],
+    args: chromiumFlags.args,
   });
 }
 

@@ -70,11 +70,7 @@ impl Manager {
     ) -> ApiResult<SnapshotInfo> {
         validate_name(name.as_deref())?;
         let entry = self.known_entry(tenant, id).await?;
-        let mut inner = entry.inner.lock().await;
-        let record = self
-            .load(&entry, &mut inner)
-            .await?
-            .ok_or_else(|| ApiError::sandbox_not_found(id))?;
+        let (mut inner, record) = self.lock_loaded(&entry).await?;
         let (snapshot, stopped) = self
             .snapshot_locked(&entry, &mut inner, &record, name)
             .await?;
@@ -323,11 +319,7 @@ impl Manager {
         }
         let entry = self.known_entry(tenant, id).await?;
         let (snapshot, parent, stopped) = {
-            let mut inner = entry.inner.lock().await;
-            let record = self
-                .load(&entry, &mut inner)
-                .await?
-                .ok_or_else(|| ApiError::sandbox_not_found(id))?;
+            let (mut inner, record) = self.lock_loaded(&entry).await?;
             let name = Some(format!("fork of {id}"));
             let (snapshot, stopped) = self
                 .snapshot_locked(&entry, &mut inner, &record, name)

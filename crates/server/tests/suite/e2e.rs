@@ -173,6 +173,32 @@ impl Real {
         self.call_as(&self.key.clone(), method, path, body).await
     }
 
+    /// `method path` as `key`, which must answer `status`; the answer's body.
+    pub(super) async fn expect_as(
+        &self,
+        key: &str,
+        method: Method,
+        path: &str,
+        body: Value,
+        status: u16,
+    ) -> Value {
+        let what = format!("{method} {path}");
+        let (s, b) = self.call_as(key, method, path, body).await;
+        assert_eq!(s, status, "{what}: {b}");
+        b
+    }
+
+    /// Creates a sandbox as `key`, which must succeed (201); its info.
+    pub(super) async fn create_as(&self, key: &str, body: Value) -> Value {
+        self.expect_as(key, Method::POST, "/v1/sandboxes", body, 201)
+            .await
+    }
+
+    /// [`Real::create_as`] with the admin key.
+    pub(super) async fn create(&self, body: Value) -> Value {
+        self.create_as(&self.key.clone(), body).await
+    }
+
     pub(super) async fn exec_as(&self, key: &str, id: &str, command: &str) -> (u16, Value) {
         let path = format!("/v1/sandboxes/{id}/api/execute");
         self.call_as(key, Method::POST, &path, json!({"command": command}))

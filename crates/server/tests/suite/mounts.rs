@@ -92,14 +92,7 @@ async fn serial_e2e_bucket_mount_roundtrip_sleep_wake_destroy() {
     };
     let needle = rs.data_dir.to_string_lossy().into_owned();
     let id = "e2e-mount";
-    let (s, b) = rs
-        .call(
-            Method::POST,
-            "/v1/sandboxes",
-            json!({"id": id, "keepAlive": true}),
-        )
-        .await;
-    assert_eq!(s, 201, "{b}");
+    rs.create(json!({"id": id, "keepAlive": true})).await;
     put_object(&s3, "data/from-outside.txt", b"outside\n");
     put_object(&s3, "other/not-yours.txt", b"hidden\n");
 
@@ -339,14 +332,7 @@ async fn serial_e2e_bucket_mount_refusals_and_other_tenants() {
     };
     let id = "e2e-mount-x";
     let path = format!("/v1/sandboxes/{id}/mounts");
-    let (s, b) = rs
-        .call(
-            Method::POST,
-            "/v1/sandboxes",
-            json!({"id": id, "keepAlive": true}),
-        )
-        .await;
-    assert_eq!(s, 201, "{b}");
+    rs.create(json!({"id": id, "keepAlive": true})).await;
 
     // Bad input: clear codes, nothing mounted.
     for (body, status, code) in [

@@ -41,15 +41,11 @@ async fn serial_e2e_fork_of_a_1gib_workspace() {
         return;
     };
     let key = tenant(&rs, "forker").await;
-    let (s, b) = rs
-        .call_as(
-            &key,
-            Method::POST,
-            "/v1/sandboxes",
-            json!({"id": "parent", "keepAlive": true, "labels": {"team": "a"}}),
-        )
-        .await;
-    assert_eq!(s, 201, "{b}");
+    rs.create_as(
+        &key,
+        json!({"id": "parent", "keepAlive": true, "labels": {"team": "a"}}),
+    )
+    .await;
     // 1 GiB of workspace, a file owned by a non-root user, and a deleted image file.
     out(
         &rs,
@@ -199,15 +195,8 @@ async fn serial_e2e_fork_of_a_1gib_workspace() {
         (200, Some("fork of parent")),
         "{b}"
     );
-    let (s, b) = rs
-        .call_as(
-            &key,
-            Method::POST,
-            "/v1/sandboxes",
-            json!({"id": "from-snap", "snapshot": snapshot}),
-        )
+    rs.create_as(&key, json!({"id": "from-snap", "snapshot": snapshot}))
         .await;
-    assert_eq!(s, 201, "{b}");
     assert_eq!(
         out(&rs, &key, "from-snap", "cat /workspace/f").await,
         "parent-data\n"
@@ -280,10 +269,7 @@ async fn serial_e2e_snapshot_chain_is_squashed_past_the_depth_limit() {
         return;
     };
     let key = tenant(&rs, "chain").await;
-    let (s, b) = rs
-        .call_as(&key, Method::POST, "/v1/sandboxes", json!({"id": "c"}))
-        .await;
-    assert_eq!(s, 201, "{b}");
+    rs.create_as(&key, json!({"id": "c"})).await;
     let mut first = String::new();
     let depth = sandpit_runtime::layers::MAX_DEPTH + 3;
     for i in 0..depth {
@@ -332,15 +318,8 @@ async fn serial_e2e_snapshot_chain_is_squashed_past_the_depth_limit() {
         "squashed layers show what the chain showed (deletions included)"
     );
     // The first snapshot keeps its own state.
-    let (s, b) = rs
-        .call_as(
-            &key,
-            Method::POST,
-            "/v1/sandboxes",
-            json!({"id": "old", "snapshot": first}),
-        )
+    rs.create_as(&key, json!({"id": "old", "snapshot": first}))
         .await;
-    assert_eq!(s, 201, "{b}");
     assert_eq!(
         out(&rs, &key, "old", "ls /workspace; cat /workspace/last").await,
         "f0\nlast\n0\n"
@@ -364,10 +343,7 @@ async fn serial_e2e_snapshot_attacks_and_quota() {
         .await;
     assert_eq!(s, 200, "{b}");
     for (key, secret) in [(&alpha, "alpha-secret"), (&beta, "beta-data")] {
-        let (s, b) = rs
-            .call_as(key, Method::POST, "/v1/sandboxes", json!({"id": "box"}))
-            .await;
-        assert_eq!(s, 201, "{b}");
+        rs.create_as(key, json!({"id": "box"})).await;
         out(&rs, key, "box", &format!("echo {secret} > /workspace/s")).await;
     }
     let (s, b) = rs
@@ -496,15 +472,8 @@ async fn serial_e2e_snapshot_attacks_and_quota() {
     }
 
     // Sandboxes whose writable layer cannot be frozen say so.
-    let (s, b) = rs
-        .call_as(
-            &beta,
-            Method::POST,
-            "/v1/sandboxes",
-            json!({"id": "eph", "ephemeral": true}),
-        )
+    rs.create_as(&beta, json!({"id": "eph", "ephemeral": true}))
         .await;
-    assert_eq!(s, 201, "{b}");
     let (s, b) = rs
         .call_as(
             &beta,
@@ -514,29 +483,15 @@ async fn serial_e2e_snapshot_attacks_and_quota() {
         )
         .await;
     assert_error(s, &b, 400, "SNAPSHOT_UNSUPPORTED");
-    let (s, b) = rs
-        .call_as(
-            &beta,
-            Method::POST,
-            "/v1/sandboxes",
-            json!({"id": "disk", "limits": {"diskMb": 32}}),
-        )
+    rs.create_as(&beta, json!({"id": "disk", "limits": {"diskMb": 32}}))
         .await;
-    assert_eq!(s, 201, "{b}");
     let (s, b) = rs
         .call_as(&beta, Method::POST, "/v1/sandboxes/disk/fork", json!({}))
         .await;
     assert_error(s, &b, 400, "SNAPSHOT_UNSUPPORTED");
     if Real::tiers().contains(&sandpit_protocol::control::Isolation::Gvisor) {
-        let (s, b) = rs
-            .call_as(
-                &beta,
-                Method::POST,
-                "/v1/sandboxes",
-                json!({"id": "gv", "isolation": "gvisor"}),
-            )
+        rs.create_as(&beta, json!({"id": "gv", "isolation": "gvisor"}))
             .await;
-        assert_eq!(s, 201, "{b}");
         let (s, b) = rs
             .call_as(&beta, Method::POST, "/v1/sandboxes/gv/snapshots", json!({}))
             .await;
