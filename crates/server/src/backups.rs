@@ -335,20 +335,8 @@ impl Backups {
         let reader = SyncIoBridge::new(StreamReader::new(tar));
         let writer = SyncIoBridge::new(self.objects.writer(&key_of(&record.id)));
         let task = tokio::task::spawn_blocking(move || {
-            let mut out = HashingWriter {
-                inner: writer,
-                hasher: Sha256::new(),
-                written: 0,
-                budget,
-            };
-            let result = (|| -> io::Result<u64> {
-                let mut encoder = zstd::stream::write::Encoder::new(&mut out, level)?;
-                encoder.include_checksum(true)?;
-                let mut reader = reader;
-                let raw = io::copy(&mut reader, &mut encoder)?;
-                encoder.finish()?;
-                Ok(raw)
-            })();
+            let mut out = HashingWriter::new(writer, budget);
+            let result = encode(reader, &mut out, level);
             (result, out)
         });
         let (result, out) = task
@@ -446,35 +434,10 @@ impl Backups {
         let task = tokio::task::spawn_blocking(move || {
             // Owned out here: the pipe must close only after the verdict is set.
             let mut writer = writer;
-            let outcome = (|| -> io::Result<()> {
-                let mut hashing = HashingReader {
-                    inner: reader,
-                    hasher: Sha256::new(),
-                };
-                let raw = {
-                    let decoder = zstd::stream::read::Decoder::new(&mut hashing)?;
-                    // One byte more than recorded: enough to tell "too much" without
-                    // inflating further.
-                    let mut capped = decoder.take(expected_raw + 1);
-                    io::copy(&mut capped, &mut writer)?
-                };
-                // Whatever follows the zstd frame counts towards the checksum too.
-                io::copy(&mut hashing, &mut io::sink())?;
-                if raw != expected_raw {
-                    return Err(io::Error::other(format!(
-                        "the archive decompresses to {}{raw} bytes, {expected_raw} were recorded",
-                        if raw > expected_raw { "more than " } else { "" }
-                    )));
-                }
-                let sha = hex::encode(hashing.hasher.finalize());
-                if sha != expected_sha {
-                    return Err(io::Error::other(format!(
-                        "the archive's SHA-256 is {sha}, {expected_sha} was recorded"
-                    )));
-                }
-                writer.flush()?;
-                Ok(())
-            })();
+            let outcome = decode_verified(reader, expected_raw, &expected_sha, |piece| {
+                writer.write_all(piece).map(|()| true)
+            })
+            .and_then(|()| writer.flush());
             if let Ok(mut v) = slot.lock() {
                 *v = Some(outcome.map_err(|e| e.to_string()));
             }
@@ -590,6 +553,17 @@ pub(crate) struct HashingWriter<W> {
     pub(crate) budget: u64,
 }
 
+impl<W> HashingWriter<W> {
+    pub(crate) fn new(inner: W, budget: u64) -> Self {
+        HashingWriter {
+            inner,
+            hasher: Sha256::new(),
+            written: 0,
+            budget,
+        }
+    }
+}
+
 impl<W: Write> Write for HashingWriter<W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         if self.written + buf.len() as u64 > self.budget {
@@ -624,6 +598,64 @@ impl<R: Read> Read for HashingReader<R> {
         self.hasher.update(&buf[..n]);
         Ok(n)
     }
+}
+
+/// Compresses everything `reader` yields into `out` with zstd (frame checksum on); returns the
+/// number of raw bytes.
+pub(crate) fn encode(mut reader: impl Read, out: &mut impl Write, level: i32) -> io::Result<u64> {
+    let mut encoder = zstd::stream::write::Encoder::new(out, level)?;
+    encoder.include_checksum(true)?;
+    let raw = io::copy(&mut reader, &mut encoder)?;
+    encoder.finish()?;
+    Ok(raw)
+}
+
+/// Decompresses a stored archive (zstd) from `input` and hands the raw bytes to `emit` piece by
+/// piece, then checks them against the record: no more than `expected_raw` bytes are inflated,
+/// and the SHA-256 of everything read (including what follows the zstd frame) must be
+/// `expected_sha`. `emit` answers `false` when its reader is gone: the rest is not checked.
+pub(crate) fn decode_verified(
+    input: impl Read,
+    expected_raw: u64,
+    expected_sha: &str,
+    mut emit: impl FnMut(&[u8]) -> io::Result<bool>,
+) -> io::Result<()> {
+    let mut hashing = HashingReader {
+        inner: input,
+        hasher: Sha256::new(),
+    };
+    let mut raw = 0u64;
+    {
+        let decoder = zstd::stream::read::Decoder::new(&mut hashing)?;
+        // One byte more than recorded: enough to tell "too much" without inflating further.
+        let mut capped = decoder.take(expected_raw + 1);
+        let mut buf = vec![0u8; 256 << 10];
+        loop {
+            let n = capped.read(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            raw += n as u64;
+            if !emit(&buf[..n])? {
+                return Ok(());
+            }
+        }
+    }
+    // Whatever follows the zstd frame counts towards the checksum too.
+    io::copy(&mut hashing, &mut io::sink())?;
+    if raw != expected_raw {
+        return Err(io::Error::other(format!(
+            "the archive decompresses to {}{raw} bytes, {expected_raw} were recorded",
+            if raw > expected_raw { "more than " } else { "" }
+        )));
+    }
+    let sha = hex::encode(hashing.hasher.finalize());
+    if sha != expected_sha {
+        return Err(io::Error::other(format!(
+            "the archive's SHA-256 is {sha}, {expected_sha} was recorded"
+        )));
+    }
+    Ok(())
 }
 
 /// Deletes expired backups every [`REAP_EVERY`] until `stop`.

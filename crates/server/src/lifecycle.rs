@@ -539,6 +539,18 @@ impl Manager {
         self.drivers.get(isolation)
     }
 
+    /// The driver of a tier that can take snapshots, or SNAPSHOT_UNSUPPORTED.
+    fn snapshot_driver(&self, isolation: Isolation) -> ApiResult<Arc<dyn Driver>> {
+        let driver = self.driver(isolation)?;
+        if !driver.supports_snapshots() {
+            return Err(ApiError::new(
+                ErrorCode::SnapshotUnsupported,
+                format!("snapshots are not supported for isolation tier {isolation}"),
+            ));
+        }
+        Ok(driver.clone())
+    }
+
     /// The driver of a loaded sandbox (the caller holds its lock).
     fn driver_of(&self, inner: &Inner) -> ApiResult<&Arc<dyn Driver>> {
         self.driver(

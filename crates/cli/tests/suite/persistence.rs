@@ -345,12 +345,13 @@ fn serial_cli_snapshot_export_import() {
     let exported: serde_json::Value = serde_json::from_str(&json).unwrap();
     assert_eq!(exported["snapshotId"], snap.as_str());
 
+    let wrong = "ab".repeat(32);
     let err = fails(
         &served,
-        &["snapshot", "import", &key, "--sha256", "00"],
-        "SNAPSHOT_IMPORT_FAILED",
+        &["snapshot", "import", &key, "--sha256", &wrong],
+        "VALIDATION_FAILED",
     );
-    assert!(err.contains("nothing was kept"), "{err}");
+    assert!(err.contains("nothing was imported"), "{err}");
     let missing = key.replace(".tar.zst", "-gone.tar.zst");
     fails(
         &served,

@@ -105,17 +105,9 @@ impl Manager {
             )
             .context("sandboxId", entry.id.as_str()));
         }
-        let driver = self.driver(o.isolation)?.clone();
-        if !driver.supports_snapshots() {
-            return Err(ApiError::new(
-                ErrorCode::SnapshotUnsupported,
-                format!(
-                    "snapshots are not supported for isolation tier {}",
-                    o.isolation
-                ),
-            )
-            .context("sandboxId", entry.id.as_str()));
-        }
+        let driver = self
+            .snapshot_driver(o.isolation)
+            .map_err(|e| e.context("sandboxId", entry.id.as_str()))?;
         let was_running = inner.started.is_some();
         if was_running {
             entry.end_on_request(inner, EndReason::Stopped);

@@ -10,7 +10,7 @@
 //! SHA-256, a size cap and zstd into the driver, and ends the stream with an error instead of
 //! its end when the digest or size differ, so the driver keeps nothing.
 
-use std::io::{self, Read};
+use std::io;
 
 use bytes::Bytes;
 use futures::TryStreamExt;
@@ -20,13 +20,13 @@ use sandpit_protocol::control::{
 };
 use sandpit_store::SnapshotRecord;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
+use sha2::Digest;
 use tokio::io::AsyncWriteExt;
 use tokio_util::io::{StreamReader, SyncIoBridge};
 
 use super::snapshots::{snapshot_info, snapshot_not_found, validate_name};
 use super::{Manager, now_ms};
-use crate::backups::{HashingReader, HashingWriter};
+use crate::backups::{HashingWriter, decode_verified, encode};
 use crate::error::{ApiError, ApiResult};
 use crate::objects::Objects;
 
@@ -120,16 +120,7 @@ impl Manager {
             .get_snapshot(tenant, id)
             .await?
             .ok_or_else(|| snapshot_not_found(id))?;
-        let driver = self.driver(record.isolation)?.clone();
-        if !driver.supports_snapshots() {
-            return Err(ApiError::new(
-                ErrorCode::SnapshotUnsupported,
-                format!(
-                    "snapshots are not supported for isolation tier {}",
-                    record.isolation
-                ),
-            ));
-        }
+        let driver = self.snapshot_driver(record.isolation)?;
         let key = format!(
             "{SNAPSHOT_EXPORT_PREFIX}{tenant}/{id}-{}.tar.zst",
             &uuid::Uuid::new_v4().simple().to_string()[..12]
@@ -145,20 +136,8 @@ impl Manager {
         let reader = SyncIoBridge::new(pipe_out);
         let writer = SyncIoBridge::new(objects.writer(&key));
         let upload = tokio::task::spawn_blocking(move || {
-            let mut out = HashingWriter {
-                inner: writer,
-                hasher: Sha256::new(),
-                written: 0,
-                budget: u64::MAX,
-            };
-            let result = (|| -> io::Result<u64> {
-                let mut encoder = zstd::stream::write::Encoder::new(&mut out, 1)?;
-                encoder.include_checksum(true)?;
-                let mut reader = reader;
-                let raw = io::copy(&mut reader, &mut encoder)?;
-                encoder.finish()?;
-                Ok(raw)
-            })();
+            let mut out = HashingWriter::new(writer, u64::MAX);
+            let result = encode(reader, &mut out, 1);
             (result, out)
         });
         let exported = driver.export_snapshot(id, Box::new(pipe_in)).await;
@@ -240,6 +219,14 @@ impl Manager {
         let key = req.object_key.as_str();
         check_key(key, tenant)?;
         validate_name(req.name.as_deref())?;
+        if let Some(sha) = &req.sha256
+            && !(sha.len() == 64 && sha.bytes().all(|b| b.is_ascii_hexdigit()))
+        {
+            return Err(ApiError::validation(
+                "sha256 must be 64 hexadecimal digits (the SHA-256 the export answered)",
+            )
+            .context("field", "sha256"));
+        }
         let stored = match objects.get_small(&record_key(key), MAX_RECORD).await {
             Ok(Some(bytes)) => serde_json::from_slice::<ExportRecord>(&bytes)
                 .map_err(|e| import_failed(key, format!("the export's record: {e}")))?,
@@ -261,24 +248,17 @@ impl Manager {
                 format!("record format {} is not supported", stored.format),
             ));
         }
+        // The caller's expectation, not the archive, is what does not match: a 400.
         if let Some(sha) = &req.sha256
             && !sha.eq_ignore_ascii_case(&stored.sha256)
         {
-            return Err(import_failed(
-                key,
-                format!("the export's SHA-256 is {}, not {sha}", stored.sha256),
-            ));
+            return Err(ApiError::validation(format!(
+                "the export's SHA-256 is {}, not the expected {sha}; nothing was imported",
+                stored.sha256
+            ))
+            .context("objectKey", key));
         }
-        let driver = self.driver(stored.isolation)?.clone();
-        if !driver.supports_snapshots() {
-            return Err(ApiError::new(
-                ErrorCode::SnapshotUnsupported,
-                format!(
-                    "snapshots are not supported for isolation tier {}",
-                    stored.isolation
-                ),
-            ));
-        }
+        let driver = self.snapshot_driver(stored.isolation)?;
         let object = match objects.read(key).await {
             Ok(s) => s,
             Err(object_store::Error::NotFound { .. }) => return Err(export_not_found(key)),
@@ -297,46 +277,10 @@ impl Manager {
         ));
         let (expected_sha, expected_raw) = (stored.sha256.clone(), stored.raw_bytes);
         let feed = tokio::task::spawn_blocking(move || {
-            let outcome = (|| -> io::Result<()> {
-                let mut hashing = HashingReader {
-                    inner: reader,
-                    hasher: Sha256::new(),
-                };
-                let mut raw = 0u64;
-                {
-                    let decoder = zstd::stream::read::Decoder::new(&mut hashing)?;
-                    let mut capped = decoder.take(expected_raw + 1);
-                    let mut buf = vec![0u8; 256 << 10];
-                    loop {
-                        let n = capped.read(&mut buf)?;
-                        if n == 0 {
-                            break;
-                        }
-                        raw += n as u64;
-                        if tx
-                            .blocking_send(Ok(Bytes::copy_from_slice(&buf[..n])))
-                            .is_err()
-                        {
-                            // The driver stopped reading (it failed): nothing to check.
-                            return Ok(());
-                        }
-                    }
-                }
-                io::copy(&mut hashing, &mut io::sink())?;
-                if raw != expected_raw {
-                    return Err(io::Error::other(format!(
-                        "the archive decompresses to {}{raw} bytes, {expected_raw} were recorded",
-                        if raw > expected_raw { "more than " } else { "" }
-                    )));
-                }
-                let sha = hex::encode(hashing.hasher.finalize());
-                if sha != expected_sha {
-                    return Err(io::Error::other(format!(
-                        "the archive's SHA-256 is {sha}, {expected_sha} was recorded"
-                    )));
-                }
-                Ok(())
-            })();
+            let outcome = decode_verified(reader, expected_raw, &expected_sha, |piece| {
+                // A closed channel: the driver stopped reading (it failed), nothing to check.
+                Ok(tx.blocking_send(Ok(Bytes::copy_from_slice(piece))).is_ok())
+            });
             if let Err(e) = &outcome {
                 let _ = tx.blocking_send(Err(io::Error::other(e.to_string())));
             }

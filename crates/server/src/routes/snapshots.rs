@@ -179,7 +179,7 @@ pub async fn export(
     request_body = ImportSnapshotRequest,
     responses(
         (status = 201, description = "Imported", body = SnapshotInfo),
-        (status = 400, description = "A key that is not an export's, a bad name (VALIDATION_FAILED), SNAPSHOT_UNSUPPORTED", body = ErrorResponse),
+        (status = 400, description = "A key that is not an export's, a bad name, a malformed sha256 or one that is not the export's (VALIDATION_FAILED), SNAPSHOT_UNSUPPORTED", body = ErrorResponse),
         (status = 404, description = "No export of the caller's tenant with this key (SNAPSHOT_EXPORT_NOT_FOUND)", body = ErrorResponse),
         (status = 500, description = "Corrupt, truncated or tampered archive, digest mismatch (SNAPSHOT_IMPORT_FAILED)", body = ErrorResponse),
     ),

@@ -201,8 +201,16 @@ async fn serial_e2e_snapshot_export_import_local_store() {
             .is_file()
     );
 
+    // A malformed expectation and one that is not the export's are the caller's mistakes.
     let (s, b) = import(&rs, &rs.key, json!({"objectKey": key, "sha256": "00"})).await;
-    assert_error(s, &b, 500, "SNAPSHOT_IMPORT_FAILED");
+    assert_error(s, &b, 400, "VALIDATION_FAILED");
+    let (s, b) = import(
+        &rs,
+        &rs.key,
+        json!({"objectKey": key, "sha256": "ab".repeat(32)}),
+    )
+    .await;
+    assert_error(s, &b, 400, "VALIDATION_FAILED");
     corrupt_imports_leave_nothing(&rs, &key, &file).await;
     other_tenant_is_refused(&rs, &snapshot, &key, &sha).await;
     let missing = key.replace(".tar.zst", "x.tar.zst");
