@@ -205,6 +205,15 @@ pub enum BackupState {
 }
 
 impl BackupState {
+    /// The state as stored by [`BackupState::as_str`]; anything but "ready" is still being made.
+    pub fn from_stored(s: &str) -> Self {
+        if s == BackupState::Ready.as_str() {
+            BackupState::Ready
+        } else {
+            BackupState::Creating
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             BackupState::Creating => "creating",

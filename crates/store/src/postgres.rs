@@ -195,18 +195,13 @@ fn sandbox_row(r: &Row) -> Result<SandboxRecord> {
 }
 
 fn backup_row(r: &Row) -> Result<BackupRecord> {
-    let state: String = r.try_get(5)?;
     Ok(BackupRecord {
         id: r.try_get(0)?,
         tenant: r.try_get(1)?,
         sandbox_id: r.try_get(2)?,
         dir: r.try_get(3)?,
         name: r.try_get(4)?,
-        state: if state == "ready" {
-            BackupState::Ready
-        } else {
-            BackupState::Creating
-        },
+        state: BackupState::from_stored(&r.try_get::<_, String>(5)?),
         size_bytes: r.try_get::<_, i64>(6)?.max(0) as u64,
         raw_bytes: r.try_get::<_, i64>(7)?.max(0) as u64,
         sha256: r.try_get(8)?,

@@ -90,18 +90,13 @@ const BACKUP_COLUMNS: &str = "id, tenant, sandbox_id, dir, name, state, size_byt
      sha256, created_at, expires_at";
 
 fn backup_row(r: &Row<'_>) -> rusqlite::Result<BackupRecord> {
-    let state: String = r.get(5)?;
     Ok(BackupRecord {
         id: r.get(0)?,
         tenant: r.get(1)?,
         sandbox_id: r.get(2)?,
         dir: r.get(3)?,
         name: r.get(4)?,
-        state: if state == "ready" {
-            BackupState::Ready
-        } else {
-            BackupState::Creating
-        },
+        state: BackupState::from_stored(&r.get::<_, String>(5)?),
         size_bytes: r.get::<_, i64>(6)?.max(0) as u64,
         raw_bytes: r.get::<_, i64>(7)?.max(0) as u64,
         sha256: r.get(8)?,
