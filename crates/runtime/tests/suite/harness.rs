@@ -186,6 +186,16 @@ pub fn alive(pid: u32) -> bool {
     std::path::Path::new(&format!("/proc/{pid}")).exists()
 }
 
+/// Alive and not a zombie: a process killed by one driver may wait a moment to be reaped by
+/// the driver (in this same test process) that spawned it.
+pub fn running(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        // The state follows the command name, which is in parentheses and may hold spaces.
+        stat.rsplit_once(") ")
+            .is_some_and(|(_, rest)| !rest.starts_with(['Z', 'X']))
+    })
+}
+
 /// A failed (panicking) test must not leave sandboxes running: kill and remove the cgroups of
 /// every sandbox of this data dir.
 impl Drop for Env {

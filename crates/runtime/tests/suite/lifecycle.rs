@@ -5,11 +5,11 @@ use std::time::{Duration, Instant};
 use sandpit_runtime::local::LocalDriver;
 use sandpit_runtime::{Driver, DriverError};
 
-use super::harness::{Env, alive, exec, ok, unique_id};
+use super::harness::{Env, alive, exec, ok, running, unique_id};
 
 fn assert_gone(env: &Env, id: &str, pids: &[u32]) {
     for pid in pids {
-        assert!(!alive(*pid), "pid {pid} of {id} survived");
+        assert!(!running(*pid), "pid {pid} of {id} survived");
     }
     for dir in env.driver.cgroups().dirs(id) {
         assert!(!dir.exists(), "cgroup {} left behind", dir.display());
