@@ -113,7 +113,9 @@ def check_kustomization(directory: Path, problems: Problems) -> dict[str, Any] |
     for missing in sorted(on_disk - set(resources)):
         problems.add(KUSTOMIZATION, f"{missing} is in the directory but not listed in resources")
     for extra in sorted(set(resources) - on_disk):
-        problems.add(KUSTOMIZATION, f"{extra} is listed in resources but is not a file of the directory")
+        problems.add(
+            KUSTOMIZATION, f"{extra} is listed in resources but is not a file of the directory"
+        )
     return k
 
 
@@ -126,11 +128,13 @@ def render(directory: Path, k: dict[str, Any]) -> list[tuple[str, dict[str, Any]
         if not path.is_file():
             continue
         for doc in load_yaml_documents(path):
-            for container in containers(doc):
+            for container in containers(doc) if isinstance(doc, dict) else []:
                 image = container.get("image")
                 if image in images:
                     new = images[image]
-                    container["image"] = f"{new.get('newName', image)}:{new['newTag']}" if "newTag" in new else new.get("newName", image)
+                    container["image"] = new.get("newName", image)
+                    if "newTag" in new:
+                        container["image"] += f":{new['newTag']}"
             out.append((name, doc))
     return out
 
@@ -165,7 +169,9 @@ def check_schema(objects: list[tuple[str, dict[str, Any]]], problems: Problems) 
                 kubernetes_validate.validate(obj, version, strict=True)
             except kubernetes_validate.ValidationError as e:
                 path = ".".join(str(p) for p in e.path) or "(top)"
-                problems.add(f"{file} {where(obj)}", f"Kubernetes {version} schema: {path}: {e.message}")
+                problems.add(
+                    f"{file} {where(obj)}", f"Kubernetes {version} schema: {path}: {e.message}"
+                )
             except kubernetes_validate.SchemaNotFoundError as e:
                 problems.add(f"{file} {where(obj)}", f"no schema: {e.message}")
             except (KeyError, TypeError) as e:
@@ -220,13 +226,18 @@ def check_consistency(
         if (kind, ns, name) in seen:
             problems.add(w, "defined twice")
         seen.add((kind, ns, name))
-        if not DNS_SUBDOMAIN.match(name) or (kind in {"Namespace", "Service"} and not DNS_LABEL.match(name)):
+        if not DNS_SUBDOMAIN.match(name) or (
+            kind in {"Namespace", "Service"} and not DNS_LABEL.match(name)
+        ):
             problems.add(w, f"name {name!r} is not a valid DNS-1123 name")
         if kind in CLUSTER_SCOPED:
             if ns is not None:
                 problems.add(w, "cluster-scoped kind with a namespace")
         elif ns not in namespaces:
-            problems.add(w, f"namespace {ns!r} is not one of the Namespaces defined here {sorted(namespaces)}")
+            problems.add(
+                w,
+                f"namespace {ns!r} is not one of the Namespaces defined here {sorted(namespaces)}",
+            )
 
     docs_secrets = documented_secrets(docs)
     for o in objs:
@@ -235,10 +246,14 @@ def check_consistency(
             continue
         w = where(o)
         ns = (o.get("metadata") or {}).get("namespace")
-        template_labels = ((o["spec"].get("template") or {}).get("metadata") or {}).get("labels") or {}
+        template_labels = ((o["spec"].get("template") or {}).get("metadata") or {}).get(
+            "labels"
+        ) or {}
         selector = (o["spec"].get("selector") or {}).get("matchLabels") or {}
         if not selector or not matches(selector, template_labels):
-            problems.add(w, f"selector {selector} does not match the pod template's labels {template_labels}")
+            problems.add(
+                w, f"selector {selector} does not match the pod template's labels {template_labels}"
+            )
         sa = spec.get("serviceAccountName")
         if sa and named("ServiceAccount", ns, sa) is None:
             problems.add(w, f"service account {sa!r} is not defined in {ns}")
@@ -255,12 +270,17 @@ def check_consistency(
             ports = {p.get("name") for p in c.get("ports") or [] if p.get("name")}
             for p in c.get("ports") or []:
                 if p.get("name") and not PORT_NAME.match(p["name"]):
-                    problems.add(cw, f"port name {p['name']!r} is not a valid port name (at most 15 characters)")
+                    problems.add(
+                        cw,
+                        f"port name {p['name']!r} is not a valid port name (at most 15 characters)",
+                    )
             for probe_kind in ("readinessProbe", "livenessProbe", "startupProbe"):
                 probe = c.get(probe_kind) or {}
                 port = (probe.get("httpGet") or probe.get("tcpSocket") or {}).get("port")
                 if isinstance(port, str) and port not in ports:
-                    problems.add(cw, f"{probe_kind} uses port {port!r}, which the container does not declare")
+                    problems.add(
+                        cw, f"{probe_kind} uses port {port!r}, which the container does not declare"
+                    )
             if o.get("kind") in WORKLOADS and c in (spec.get("containers") or []):
                 requests = (c.get("resources") or {}).get("requests") or {}
                 if not {"cpu", "memory"} <= set(requests):
@@ -270,7 +290,9 @@ def check_consistency(
                         problems.add(cw, f"no {probe_kind}")
             for mount in c.get("volumeMounts") or []:
                 if mount.get("name") not in volume_names:
-                    problems.add(cw, f"volume mount {mount.get('name')!r} names no volume of the pod")
+                    problems.add(
+                        cw, f"volume mount {mount.get('name')!r} names no volume of the pod"
+                    )
             for env in c.get("env") or []:
                 source = env.get("valueFrom") or {}
                 if "secretKeyRef" in source:
@@ -281,7 +303,9 @@ def check_consistency(
                     if cm is None:
                         problems.add(cw, f"config map {ref.get('name')!r} is not defined in {ns}")
                     elif ref.get("key") not in (cm.get("data") or {}):
-                        problems.add(cw, f"config map {ref.get('name')!r} has no key {ref.get('key')!r}")
+                        problems.add(
+                            cw, f"config map {ref.get('name')!r} has no key {ref.get('key')!r}"
+                        )
         for secret in sorted(secrets):
             if (ns, secret) not in docs_secrets:
                 problems.add(
@@ -294,13 +318,18 @@ def check_consistency(
         w, ns = where(svc), svc["metadata"].get("namespace")
         selector = svc["spec"].get("selector") or {}
         pods = [o for o in objs if pod_spec(o) is not None and o["metadata"].get("namespace") == ns]
-        targets = [o for o in pods if matches(selector, o["spec"]["template"]["metadata"].get("labels") or {})]
+        targets = [
+            o
+            for o in pods
+            if matches(selector, o["spec"]["template"]["metadata"].get("labels") or {})
+        ]
         if not targets:
             problems.add(w, f"selector {selector} matches no pod template in {ns}")
         for port in svc["spec"].get("ports") or []:
             target = port.get("targetPort")
             if isinstance(target, str) and not any(
-                target in {p.get("name") for c in containers(t) for p in c.get("ports") or []} for t in targets
+                target in {p.get("name") for c in containers(t) for p in c.get("ports") or []}
+                for t in targets
             ):
                 problems.add(w, f"targetPort {target!r} is not a port of the selected pods")
     for pdb in by_kind.get("PodDisruptionBudget", []):
@@ -323,14 +352,22 @@ def check_consistency(
                 backend = (path.get("backend") or {}).get("service") or {}
                 svc = named("Service", ns, backend.get("name", ""))
                 if svc is None:
-                    problems.add(w, f"backend service {backend.get('name')!r} is not defined in {ns}")
+                    problems.add(
+                        w, f"backend service {backend.get('name')!r} is not defined in {ns}"
+                    )
                     continue
                 port = backend.get("port") or {}
                 svc_ports = svc["spec"].get("ports") or []
                 if "name" in port and port["name"] not in {p.get("name") for p in svc_ports}:
-                    problems.add(w, f"backend port {port['name']!r} is not a port of service {backend['name']}")
+                    problems.add(
+                        w,
+                        f"backend port {port['name']!r} is not a port of service {backend['name']}",
+                    )
                 if "number" in port and port["number"] not in {p.get("port") for p in svc_ports}:
-                    problems.add(w, f"backend port {port['number']} is not a port of service {backend['name']}")
+                    problems.add(
+                        w,
+                        f"backend port {port['number']} is not a port of service {backend['name']}",
+                    )
 
 
 # 5: the command lines against the binary.
@@ -373,11 +410,15 @@ def check_flags(objects: list[tuple[str, dict[str, Any]]], binary: str, problems
             for flag in flags:
                 checked += 1
                 if flag not in known | global_flags:
-                    problems.add(w, f"`sandpit {sub}` has no option {flag} (not in `sandpit {sub} --help`)")
+                    problems.add(
+                        w, f"`sandpit {sub}` has no option {flag} (not in `sandpit {sub} --help`)"
+                    )
     return checked
 
 
-def check(directory: Path, docs: Path, verbose: bool = True, binary: str | None = None) -> list[str]:
+def check(
+    directory: Path, docs: Path, verbose: bool = True, binary: str | None = None
+) -> list[str]:
     """Every problem of the manifests in `directory` (empty: valid)."""
     problems = Problems()
     k = check_kustomization(directory, problems)
@@ -385,7 +426,7 @@ def check(directory: Path, docs: Path, verbose: bool = True, binary: str | None 
         return problems.items
     try:
         objects = render(directory, copy.deepcopy(k))
-    except (yaml.YAMLError, KeyError, TypeError) as e:
+    except (yaml.YAMLError, KeyError, TypeError, AttributeError) as e:
         problems.add(str(directory), f"cannot render: {e}")
         return problems.items
     for file, obj in objects:
@@ -401,11 +442,17 @@ def check(directory: Path, docs: Path, verbose: bool = True, binary: str | None 
         if verbose:
             print("note: no kubectl: rendered with the built-in renderer only")
     elif not same_objects(rendered, [o for _, o in objects]):
-        problems.add(str(directory), "kubectl kustomize renders other objects than the built-in renderer")
+        problems.add(
+            str(directory), "kubectl kustomize renders other objects than the built-in renderer"
+        )
     elif verbose:
         print(f"kubectl kustomize: {len(rendered)} objects, the same as the built-in renderer's")
     check_schema(objects, problems)
-    check_consistency(objects, docs, problems)
+    try:
+        check_consistency(objects, docs, problems)
+    except (KeyError, TypeError, AttributeError) as e:
+        # Malformed objects the schema check has reported already.
+        problems.add(str(directory), f"consistency checks stopped at a malformed object ({e!r})")
     if binary is not None:
         n = check_flags(objects, binary, problems)
         if verbose:
@@ -454,12 +501,19 @@ def rename_key(d: dict[str, Any], old: str, new: str) -> None:
 SELF_TESTS: list[tuple[Any, ...]] = [
     (
         "a misspelt field (readinesProbe) is refused by the strict schema",
-        edit_yaml("control-plane.yaml", first("Deployment", lambda o: rename_key(container0(o), "readinessProbe", "readinesProbe"))),
+        edit_yaml(
+            "control-plane.yaml",
+            first(
+                "Deployment", lambda o: rename_key(container0(o), "readinessProbe", "readinesProbe")
+            ),
+        ),
         "Additional properties are not allowed ('readinesProbe' was unexpected)",
     ),
     (
         "a wrong type (replicas: 'two') is refused by the schema",
-        edit_yaml("control-plane.yaml", first("Deployment", lambda o: o["spec"].update(replicas="two"))),
+        edit_yaml(
+            "control-plane.yaml", first("Deployment", lambda o: o["spec"].update(replicas="two"))
+        ),
         "schema: spec.replicas: 'two' is not of type 'integer'",
     ),
     (
@@ -469,43 +523,94 @@ SELF_TESTS: list[tuple[Any, ...]] = [
     ),
     (
         "a removed API version (extensions/v1beta1 Ingress) has no schema",
-        edit_yaml("ingress.yaml", first("Ingress", lambda o: o.update(apiVersion="extensions/v1beta1"))),
+        edit_yaml(
+            "ingress.yaml", first("Ingress", lambda o: o.update(apiVersion="extensions/v1beta1"))
+        ),
         "no schema: Couldn't find schema for kind Ingress with api version extensions/v1beta1",
     ),
     (
         "a field newer than the oldest supported version (pod-level resources) fails 1.30 only",
-        edit_yaml("node.yaml", first("DaemonSet", lambda o: o["spec"]["template"]["spec"].update(resources={"requests": {"cpu": "1"}}))),
+        edit_yaml(
+            "node.yaml",
+            first(
+                "DaemonSet",
+                lambda o: o["spec"]["template"]["spec"].update(
+                    resources={"requests": {"cpu": "1"}}
+                ),
+            ),
+        ),
         "Kubernetes 1.30 schema: spec.template.spec: Additional properties are not allowed ('resources' was unexpected)",
         "Kubernetes 1.37",
     ),
     (
         "a selector that does not match the pod template",
-        edit_yaml("control-plane.yaml", first("Deployment", lambda o: o["spec"]["selector"]["matchLabels"].update({"app.kubernetes.io/component": "api"}))),
+        edit_yaml(
+            "control-plane.yaml",
+            first(
+                "Deployment",
+                lambda o: o["spec"]["selector"]["matchLabels"].update(
+                    {"app.kubernetes.io/component": "api"}
+                ),
+            ),
+        ),
         "does not match the pod template's labels",
     ),
     (
         "a probe on an undeclared port",
-        edit_yaml("node.yaml", first("DaemonSet", lambda o: container0(o)["livenessProbe"]["httpGet"].update(port="healthz"))),
+        edit_yaml(
+            "node.yaml",
+            first(
+                "DaemonSet",
+                lambda o: container0(o)["livenessProbe"]["httpGet"].update(port="healthz"),
+            ),
+        ),
         "livenessProbe uses port 'healthz', which the container does not declare",
     ),
     (
         "a Secret the docs do not tell the operator to create",
-        edit_yaml("control-plane.yaml", first("Deployment", lambda o: container0(o)["env"][0]["valueFrom"]["secretKeyRef"].update(name="sandpit-db"))),
+        edit_yaml(
+            "control-plane.yaml",
+            first(
+                "Deployment",
+                lambda o: container0(o)["env"][0]["valueFrom"]["secretKeyRef"].update(
+                    name="sandpit-db"
+                ),
+            ),
+        ),
         "Secret sandpit/sandpit-db is referenced but docs/cluster.md has no",
     ),
     (
         "an Ingress backend port the Service does not have",
-        edit_yaml("ingress.yaml", first("Ingress", lambda o: o["spec"]["rules"][1]["http"]["paths"][0]["backend"]["service"]["port"].update(name="https"))),
+        edit_yaml(
+            "ingress.yaml",
+            first(
+                "Ingress",
+                lambda o: o["spec"]["rules"][1]["http"]["paths"][0]["backend"]["service"][
+                    "port"
+                ].update(name="https"),
+            ),
+        ),
         "backend port 'https' is not a port of service sandpit-api",
     ),
     (
         "a workload container without resource requests",
-        edit_yaml("node.yaml", first("DaemonSet", lambda o: container0(o)["resources"].pop("requests"))),
+        edit_yaml(
+            "node.yaml", first("DaemonSet", lambda o: container0(o)["resources"].pop("requests"))
+        ),
         "no cpu and memory resource requests",
     ),
     (
+        "a YAML syntax error",
+        lambda d: (d / "ingress.yaml").write_text(
+            (d / "ingress.yaml").read_text() + "  bad: [unclosed\n"
+        ),
+        "cannot render:",
+    ),
+    (
         "a manifest file not listed in kustomization.yaml",
-        lambda d: (d / "extra.yaml").write_text("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: x\n  namespace: sandpit\n"),
+        lambda d: (d / "extra.yaml").write_text(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: x\n  namespace: sandpit\n"
+        ),
         "extra.yaml is in the directory but not listed in resources",
     ),
     (
@@ -517,7 +622,11 @@ SELF_TESTS: list[tuple[Any, ...]] = [
         "the committed broken manifest (scripts/kubernetes/broken.yaml)",
         lambda d: (
             shutil.copy(Path(__file__).with_name("broken.yaml"), d / "broken.yaml"),
-            (d / KUSTOMIZATION).write_text((d / KUSTOMIZATION).read_text().replace("  - ingress.yaml\n", "  - ingress.yaml\n  - broken.yaml\n")),
+            (d / KUSTOMIZATION).write_text(
+                (d / KUSTOMIZATION)
+                .read_text()
+                .replace("  - ingress.yaml\n", "  - ingress.yaml\n  - broken.yaml\n")
+            ),
         ),
         "Kubernetes 1.37 schema: spec.template.spec.containers.0.ports.0.containerPort: 'http' is not of type 'integer'",
     ),
@@ -531,12 +640,30 @@ def self_test(directory: Path, docs: Path, binary: str | None) -> int:
         tests += [
             (
                 "an option `sandpit serve` does not have",
-                edit_yaml("control-plane.yaml", first("Deployment", lambda o: container0(o)["args"].append("--listen-address=0.0.0.0:7070"))),
+                edit_yaml(
+                    "control-plane.yaml",
+                    first(
+                        "Deployment",
+                        lambda o: container0(o)["args"].append("--listen-address=0.0.0.0:7070"),
+                    ),
+                ),
                 "`sandpit serve` has no option --listen-address",
             ),
             (
                 "an option `sandpit node` does not have (in the shell script)",
-                edit_yaml("node.yaml", first("DaemonSet", lambda o: container0(o).update(args=[container0(o)["args"][0].replace("--health-listen", "--healthz-listen")]))),
+                edit_yaml(
+                    "node.yaml",
+                    first(
+                        "DaemonSet",
+                        lambda o: container0(o).update(
+                            args=[
+                                container0(o)["args"][0].replace(
+                                    "--health-listen", "--healthz-listen"
+                                )
+                            ]
+                        ),
+                    ),
+                ),
                 "`sandpit node` has no option --healthz-listen",
             ),
         ]
@@ -556,7 +683,9 @@ def self_test(directory: Path, docs: Path, binary: str | None) -> int:
             shutil.copytree(directory, copy_dir)
             mutate(copy_dir)
             problems = check(copy_dir, docs, verbose=False, binary=binary)
-        if any(expected in p for p in problems) and not any(absent and absent in p for p in problems):
+        if any(expected in p for p in problems) and not any(
+            absent and absent in p for p in problems
+        ):
             print(f"ok   {name}")
             passed += 1
         else:
@@ -570,9 +699,13 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("directory", type=Path, help="the kustomization directory")
     parser.add_argument("--docs", type=Path, required=True, help="docs/cluster.md")
-    parser.add_argument("--self-test", action="store_true", help="also break the manifests on purpose")
     parser.add_argument(
-        "--sandpit", metavar="BIN", help="also check the options the manifests pass to this sandpit binary"
+        "--self-test", action="store_true", help="also break the manifests on purpose"
+    )
+    parser.add_argument(
+        "--sandpit",
+        metavar="BIN",
+        help="also check the options the manifests pass to this sandpit binary",
     )
     args = parser.parse_args()
     problems = check(args.directory, args.docs, binary=args.sandpit)
