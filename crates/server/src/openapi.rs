@@ -113,7 +113,7 @@ use crate::routes::{files, keys, quota, sandboxes};
         sandpit_protocol::control::ForkResponse,
         sandpit_protocol::control::SnapshotExport,
         sandpit_protocol::control::ImportSnapshotRequest,
-        crate::routes::system::Readiness,
+        sandpit_protocol::control::Readiness,
     )),
     modifiers(&BearerAuth, &SandboxIdParams, &CommonErrors),
     tags(

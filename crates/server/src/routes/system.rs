@@ -8,7 +8,7 @@ use axum::Json;
 use axum::extract::State;
 use axum::response::IntoResponse;
 use http::{StatusCode, header};
-use serde::Serialize;
+use sandpit_protocol::control::Readiness;
 use serde_json::json;
 
 use crate::AppState;
@@ -22,18 +22,6 @@ pub async fn health() -> impl IntoResponse {
 /// How long `GET /readyz` waits for the store before it answers 503. Below the readiness
 /// probe's `timeoutSeconds` in deploy/kubernetes (3 s), so the probe sees the JSON answer.
 const READY_STORE_TIMEOUT: Duration = Duration::from_secs(2);
-
-/// The answer of `GET /readyz`.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct Readiness {
-    /// True when every check passed (status 200); false with status 503.
-    pub ready: bool,
-    /// The names of the checks that failed (empty when ready).
-    pub not_ready: Vec<String>,
-    /// Each check by name (`store`): `ok`, or why it is not ready.
-    pub checks: BTreeMap<String, String>,
-}
 
 /// Whether this replica can serve requests (its store answers).
 ///
