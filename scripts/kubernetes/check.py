@@ -14,8 +14,9 @@ What is checked, with no cluster (nothing is applied anywhere):
    Namespace defined here and cluster-scoped ones have none, selectors match their pod
    templates, probes and Services name declared container ports, service accounts, config
    maps (and their keys), priority classes and Ingress backends exist, every Secret a pod
-   references is one docs/cluster.md tells the operator to create, and every workload
-   container has resource requests and readiness and liveness probes.
+   references is one docs/cluster.md tells the operator to create, every workload container
+   has resource requests and readiness and liveness probes, and no command or argument holds
+   `$$` (Kubernetes turns it into `$`) or a `$(NAME)` of no env var of its container.
 
 5. With `--sandpit BIN`: every `--option` the manifests pass to `sandpit SUBCOMMAND` is listed by
    `BIN SUBCOMMAND --help` (or `BIN --help`), so the manifests follow the CLI.
@@ -198,6 +199,26 @@ def matches(selector: dict[str, str], labels: dict[str, str]) -> bool:
     return all(labels.get(k) == v for k, v in selector.items())
 
 
+def expansion_problems(arg: str, env_names: set[str]) -> list[str]:
+    """What Kubernetes' own `$(VAR)` expansion of a command or argument would do unexpectedly:
+    `$$` becomes `$` (so a shell never sees `$$`), and `$(NAME)` of no env var of the
+    container stays as it is (a shell would run it as a command)."""
+    out = []
+    i = 0
+    while i < len(arg) - 1:
+        if arg[i] == "$" and arg[i + 1] == "$":
+            out.append(f"`$$` in {arg[:40]!r}…: Kubernetes turns it into `$`")
+            i += 2
+            continue
+        if arg[i] == "$" and arg[i + 1] == "(":
+            end = arg.find(")", i)
+            name = arg[i + 2 : end] if end > 0 else ""
+            if name not in env_names:
+                out.append(f"`$({name})` names no env var of the container: Kubernetes leaves it")
+        i += 1
+    return out
+
+
 def documented_secrets(docs: Path) -> set[tuple[str, str]]:
     return set(SECRET_IN_DOCS.findall(docs.read_text())) if docs.is_file() else set()
 
@@ -288,6 +309,10 @@ def check_consistency(
                 for probe_kind in ("readinessProbe", "livenessProbe"):
                     if probe_kind not in c:
                         problems.add(cw, f"no {probe_kind}")
+            env_names = {e.get("name") for e in c.get("env") or []}
+            for arg in list(c.get("command") or []) + list(c.get("args") or []):
+                for problem in expansion_problems(str(arg), env_names):
+                    problems.add(cw, problem)
             for mount in c.get("volumeMounts") or []:
                 if mount.get("name") not in volume_names:
                     problems.add(
@@ -598,6 +623,19 @@ SELF_TESTS: list[tuple[Any, ...]] = [
             "node.yaml", first("DaemonSet", lambda o: container0(o)["resources"].pop("requests"))
         ),
         "no cpu and memory resource requests",
+    ),
+    (
+        "`$$` in a shell argument (Kubernetes turns it into `$`)",
+        edit_yaml(
+            "node.yaml",
+            first(
+                "DaemonSet",
+                lambda o: container0(o).update(
+                    args=[container0(o)["args"][0].replace("echo 0 >", "echo $$ >")]
+                ),
+            ),
+        ),
+        "`$$` in",
     ),
     (
         "a YAML syntax error",
