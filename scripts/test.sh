@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Quick start, command 2: runs the whole test suite (as root: sandboxes need namespaces, cgroups
 # and idmapped mounts). Installs what is missing, builds, builds the default image if it is not
-# there yet, installs the npm client for the compatibility test, fuzzes the HTTP API, then runs
-# every test.
+# there yet, installs the npm client for the compatibility test, validates the Kubernetes
+# manifests, fuzzes the HTTP API, then runs every test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
@@ -13,6 +13,13 @@ cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
 
 build_sandpit dev
+
+# Cheap and independent of the steps below: runs in the background, its output shown (and its
+# status checked) before the tests.
+echo "==> Kubernetes manifests: schema validation in the background (scripts/check-kubernetes.sh)"
+kubernetes_log=${CARGO_TARGET_DIR:-target}/check-kubernetes.log
+scripts/check-kubernetes.sh "$SANDPIT_BIN_DIR/sandpit" >"$kubernetes_log" 2>&1 &
+kubernetes_pid=$!
 
 export SANDPIT_IMAGES_DIR=${SANDPIT_IMAGES_DIR:-/var/lib/sandpit/images}
 echo "==> default image in $SANDPIT_IMAGES_DIR"
@@ -41,6 +48,12 @@ soak_started=$SECONDS
 "$SANDPIT_BIN_DIR/sandpit-bench" --soak 60 --soak-interval 10 \
   --soak-out "${CARGO_TARGET_DIR:-target}/soak"
 echo "==> soak took $((SECONDS - soak_started)) s"
+
+echo "==> Kubernetes manifests (scripts/check-kubernetes.sh, started after the build)"
+kubernetes_status=0
+wait "$kubernetes_pid" || kubernetes_status=$?
+cat "$kubernetes_log"
+[ "$kubernetes_status" -eq 0 ] || { echo "Kubernetes manifest check failed" >&2; exit 1; }
 
 echo "==> tests (including serial_crash_safety_loop)"
 if cargo nextest --version >/dev/null 2>&1; then

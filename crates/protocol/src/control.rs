@@ -468,6 +468,19 @@ pub struct SandboxList {
     pub next_cursor: Option<String>,
 }
 
+/// `GET /readyz`: whether a control-plane replica can serve requests.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct Readiness {
+    /// True when every check passed (status 200); false with status 503.
+    pub ready: bool,
+    /// The names of the checks that failed (empty when ready).
+    pub not_ready: Vec<String>,
+    /// Each check by name (`store`): `ok`, or why it is not ready.
+    pub checks: BTreeMap<String, String>,
+}
+
 /// Most children one fork makes.
 pub const MAX_FORK_COUNT: u32 = 32;
 /// Longest snapshot name, in bytes.

@@ -20,8 +20,8 @@
 //! * `GET /console/*`: the web console's static files, no key needed ([`console`]);
 //! * `POST|GET|DELETE /mcp`: the MCP server (streamable HTTP, [`sandpit_mcp`]); its tools call
 //!   this API on loopback with the request's own key;
-//! * `GET /v1/openapi.json`, `GET /healthz`: no key needed; `GET /metrics`: no key unless
-//!   `metrics_auth` is set (then the admin key).
+//! * `GET /v1/openapi.json`, `GET /healthz`, `GET /readyz`: no key needed; `GET /metrics`: no
+//!   key unless `metrics_auth` is set (then the admin key).
 
 mod activity;
 pub mod agent_client;
@@ -217,6 +217,7 @@ fn router(
     }
     let open = Router::new()
         .route("/healthz", get(system::health))
+        .route("/readyz", get(system::ready))
         .route("/v1/openapi.json", get(system::openapi))
         .route("/console", get(console::redirect))
         .route("/console/", get(console::index))

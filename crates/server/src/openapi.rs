@@ -61,6 +61,7 @@ use crate::routes::{files, keys, quota, sandboxes};
         crate::routes::snapshots::fork,
         crate::routes::snapshots::export,
         crate::routes::snapshots::import,
+        crate::routes::system::ready,
     ),
     components(schemas(
         sandpit_protocol::control::CreateSandboxRequest,
@@ -112,6 +113,7 @@ use crate::routes::{files, keys, quota, sandboxes};
         sandpit_protocol::control::ForkResponse,
         sandpit_protocol::control::SnapshotExport,
         sandpit_protocol::control::ImportSnapshotRequest,
+        sandpit_protocol::control::Readiness,
     )),
     modifiers(&BearerAuth, &SandboxIdParams, &CommonErrors),
     tags(
@@ -125,6 +127,7 @@ use crate::routes::{files, keys, quota, sandboxes};
         (name = "quotas", description = "Per-tenant quotas and per-sandbox caps"),
         (name = "backups", description = "Backups of sandbox directories in the object store, per tenant"),
         (name = "snapshots", description = "Snapshots of a sandbox's file system, sandboxes created from them, and forks"),
+        (name = "system", description = "Probes for load balancers and Kubernetes, no key needed"),
         (name = "preview", description = "Preview URLs: ports of a sandbox reachable at `{port}-{id}-{hash}-{token}.{domain}`"),
     )
 )]

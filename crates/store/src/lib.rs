@@ -484,6 +484,10 @@ pub trait Store: Send + Sync + 'static {
     /// Number of sandboxes per state, over all tenants.
     async fn count_by_state(&self) -> Result<Vec<(SandboxState, u64)>>;
 
+    /// The cheapest round trip to the store (`SELECT 1`), for readiness checks: `Ok` when the
+    /// database answers.
+    async fn ping(&self) -> Result<()>;
+
     /// Records an exposed port, replacing the one with the same `(tenant, sandbox_id, port)`.
     async fn put_exposed_port(&self, record: &ExposedPortRecord) -> Result<()>;
 

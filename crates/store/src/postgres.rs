@@ -930,6 +930,11 @@ impl Store for PostgresStore {
         Ok(out)
     }
 
+    async fn ping(&self) -> Result<()> {
+        self.client().await?.query_one("SELECT 1", &[]).await?;
+        Ok(())
+    }
+
     async fn put_exposed_port(&self, record: &ExposedPortRecord) -> Result<()> {
         let r = record;
         let c = self.client().await?;

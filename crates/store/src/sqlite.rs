@@ -1439,4 +1439,12 @@ impl Store for SqliteStore {
         })
         .await
     }
+
+    async fn ping(&self) -> Result<()> {
+        self.with(|c| {
+            c.query_row("SELECT 1", [], |_| Ok(()))?;
+            Ok(())
+        })
+        .await
+    }
 }

@@ -27,6 +27,7 @@ mod network;
 mod openapi;
 mod preview;
 mod quotas;
+mod readiness;
 mod real_steps;
 mod snapshot_transfer;
 mod snapshots;
