@@ -133,6 +133,9 @@ export class MissingCredentialsError extends SandboxError {}
 export class SnapshotNotFoundError extends SandboxError {}
 export class SnapshotInUseError extends SandboxError {}
 export class SnapshotUnsupportedError extends SandboxError {}
+export class SnapshotExportNotFoundError extends SandboxError {}
+export class SnapshotExportError extends SandboxError {}
+export class SnapshotImportError extends SandboxError {}
 /** The server could not be reached, or did not answer in time (`code` CONNECTION_FAILED /
  * REQUEST_TIMEOUT, `httpStatus` 0). */
 export class ConnectionError extends SandboxError {}
@@ -219,6 +222,9 @@ const CLASS_BY_CODE: Partial<Record<ErrorCode, ErrorClass>> = {
   SNAPSHOT_NOT_FOUND: SnapshotNotFoundError,
   SNAPSHOT_IN_USE: SnapshotInUseError,
   SNAPSHOT_UNSUPPORTED: SnapshotUnsupportedError,
+  SNAPSHOT_EXPORT_NOT_FOUND: SnapshotExportNotFoundError,
+  SNAPSHOT_EXPORT_FAILED: SnapshotExportError,
+  SNAPSHOT_IMPORT_FAILED: SnapshotImportError,
 };
 
 /** Whether `code` is in the protocol's error table. */
