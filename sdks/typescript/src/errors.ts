@@ -130,6 +130,7 @@ export class BucketUnmountError extends SandboxError {}
 export class S3FSMountError extends BucketMountError {}
 export class InvalidMountConfigError extends SandboxError {}
 export class MissingCredentialsError extends SandboxError {}
+export class TooManyMountsError extends SandboxError {}
 export class SnapshotNotFoundError extends SandboxError {}
 export class SnapshotInUseError extends SandboxError {}
 export class SnapshotUnsupportedError extends SandboxError {}
@@ -218,6 +219,7 @@ const CLASS_BY_CODE: Partial<Record<ErrorCode, ErrorClass>> = {
   BUCKET_UNMOUNT_ERROR: BucketUnmountError,
   S3FS_MOUNT_ERROR: S3FSMountError,
   INVALID_MOUNT_CONFIG: InvalidMountConfigError,
+  TOO_MANY_MOUNTS: TooManyMountsError,
   MISSING_CREDENTIALS: MissingCredentialsError,
   SNAPSHOT_NOT_FOUND: SnapshotNotFoundError,
   SNAPSHOT_IN_USE: SnapshotInUseError,
