@@ -189,8 +189,9 @@ pub fn write_archive(
             header.set_size(size);
             // Exactly `size` bytes even if the file changes meanwhile (zeros if it shrank),
             // so the stream stays a valid archive.
+            // Read in large pieces: the tar writer asks for 8 KiB at a time.
             let data = ExactReader {
-                inner: file,
+                inner: io::BufReader::with_capacity(READ_PIECE.min(size.max(1) as usize), file),
                 left: size,
             };
             builder
@@ -213,9 +214,12 @@ pub fn write_archive(
 
 /// Reads exactly `left` bytes from `inner`, padding with zeros past its end.
 struct ExactReader {
-    inner: File,
+    inner: io::BufReader<File>,
     left: u64,
 }
+
+/// Size of the reads of a file being archived.
+const READ_PIECE: usize = 1 << 20;
 
 impl Read for ExactReader {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
@@ -424,7 +428,7 @@ struct DirAttrs {
 /// A symlink to create once every other entry is in place: path, target, mtime, owner.
 type PendingLink = (PathBuf, PathBuf, (i64, i64), Option<(u32, u32)>);
 
-const PIECE: usize = 256 * 1024;
+const PIECE: usize = 1 << 20;
 const HOLE_GRAIN: usize = 64 * 1024;
 
 fn unpack_into(root: &Path, mut input: impl Read) -> Result<Stats, BackupError> {
@@ -558,17 +562,26 @@ fn write_sparse(
                 "archive ended inside a file",
             )));
         }
-        for chunk in buf[..n].chunks(HOLE_GRAIN) {
+        // Runs of data are written with one call; all-zero grains become holes.
+        let mut data_from: Option<usize> = None;
+        for (i, chunk) in buf[..n].chunks(HOLE_GRAIN).enumerate() {
+            let at = i * HOLE_GRAIN;
             if chunk.iter().all(|&b| b == 0) {
+                if let Some(from) = data_from.take() {
+                    file.write_all(&buf[from..at]).map_err(io_at(path))?;
+                }
                 pending_hole += chunk.len() as i64;
-            } else {
+            } else if data_from.is_none() {
                 if pending_hole > 0 {
                     file.seek(SeekFrom::Current(pending_hole))
                         .map_err(io_at(path))?;
                     pending_hole = 0;
                 }
-                file.write_all(chunk).map_err(io_at(path))?;
+                data_from = Some(at);
             }
+        }
+        if let Some(from) = data_from {
+            file.write_all(&buf[from..n]).map_err(io_at(path))?;
         }
         left -= n as u64;
     }

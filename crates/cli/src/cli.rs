@@ -438,6 +438,10 @@ pub struct MaxFlags {
     /// Most background processes running at once in one sandbox.
     #[arg(long, default_value_t = 128)]
     pub max_processes: u64,
+    /// Most bucket mounts of one sandbox (each runs an s3fs process on the host); a mount
+    /// beyond is refused with TOO_MANY_MOUNTS.
+    #[arg(long, default_value_t = sandpit_server::mounts::DEFAULT_MAX_PER_SANDBOX)]
+    pub max_mounts_per_sandbox: usize,
 }
 
 /// `serve --default-quota-*`: the quota of tenants without one of their own (unset: unlimited).

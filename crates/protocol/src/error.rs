@@ -153,6 +153,9 @@ error_codes! {
     SnapshotExportFailed = 500,
     // The export could not be imported: corrupt, truncated, digest mismatch (nothing is kept).
     SnapshotImportFailed = 500,
+    // The sandbox has as many bucket mounts as the server allows (`--max-mounts-per-sandbox`):
+    // unmount one first.
+    TooManyMounts = 409,
 }
 
 impl ErrorCode {

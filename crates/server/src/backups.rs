@@ -421,21 +421,52 @@ impl Backups {
             }
         };
 
-        // Blocking side: download → hash → zstd → cap → pipe; the body reads the pipe and ends
-        // cleanly only if the blocking side says everything checked out.
+        // Download → (hash on a thread of its own) → zstd → cap → pipe, on blocking threads; the
+        // body reads the pipe and ends cleanly only if the blocking side says everything checked
+        // out (size and checksum, known once the whole archive was read).
         let (pipe_in, pipe_out) = tokio::io::duplex(1 << 20);
         let verdict: Arc<Mutex<Option<Result<(), String>>>> = Arc::new(Mutex::new(None));
-        let reader = SyncIoBridge::new(StreamReader::new(
-            object.map_err(|e| io::Error::other(format!("reading the archive: {e}"))),
-        ));
+        let (hash_tx, hash_rx) = tokio::sync::mpsc::channel::<Bytes>(32);
+        let hasher = tokio::task::spawn_blocking(move || {
+            let mut rx = hash_rx;
+            let mut hasher = Sha256::new();
+            while let Some(piece) = rx.blocking_recv() {
+                hasher.update(&piece);
+            }
+            hex::encode(hasher.finalize())
+        });
+        let object = object
+            .map_err(|e| io::Error::other(format!("reading the archive: {e}")))
+            .and_then(move |piece| {
+                let tx = hash_tx.clone();
+                async move {
+                    tx.send(piece.clone())
+                        .await
+                        .map_err(|_| io::Error::other("the checksum thread stopped"))?;
+                    Ok(piece)
+                }
+            })
+            .boxed();
+        let reader = SyncIoBridge::new(StreamReader::new(object));
         let writer = SyncIoBridge::new(pipe_in);
         let (expected_sha, expected_raw) = (record.sha256.clone(), record.raw_bytes);
         let slot = verdict.clone();
+        let runtime = tokio::runtime::Handle::current();
         let task = tokio::task::spawn_blocking(move || {
             // Owned out here: the pipe must close only after the verdict is set.
             let mut writer = writer;
-            let outcome = decode_verified(reader, expected_raw, &expected_sha, |piece| {
+            let outcome = decode_capped(reader, expected_raw, |piece| {
                 writer.write_all(piece).map(|()| true)
+            })
+            .and_then(|complete| {
+                if !complete {
+                    return Ok(());
+                }
+                // The reader (and with it the hash channel) is gone: the hash is final.
+                let sha = runtime
+                    .block_on(hasher)
+                    .map_err(|e| io::Error::other(format!("checksum thread: {e}")))?;
+                check_sha(&sha, &expected_sha)
             })
             .and_then(|()| writer.flush());
             if let Ok(mut v) = slot.lock() {
@@ -444,7 +475,7 @@ impl Backups {
             drop(writer);
         });
         let checked = verdict.clone();
-        let body_stream = ReaderStream::with_capacity(pipe_out, 256 << 10).chain(
+        let body_stream = ReaderStream::with_capacity(pipe_out, 1 << 20).chain(
             futures::stream::once(async move {
                 let v = checked.lock().ok().and_then(|v| v.clone());
                 match v {
@@ -602,12 +633,32 @@ impl<R: Read> Read for HashingReader<R> {
 
 /// Compresses everything `reader` yields into `out` with zstd (frame checksum on); returns the
 /// number of raw bytes.
-pub(crate) fn encode(mut reader: impl Read, out: &mut impl Write, level: i32) -> io::Result<u64> {
+///
+/// The compression runs on [`compression_workers`] threads of zstd's own (the frame is the same
+/// single zstd frame any decoder reads), so this thread only moves the bytes: reading the input
+/// in pieces of [`COPY_PIECE`] and hashing and storing the output overlap with compression.
+pub(crate) fn encode(reader: impl Read, out: &mut impl Write, level: i32) -> io::Result<u64> {
     let mut encoder = zstd::stream::write::Encoder::new(out, level)?;
     encoder.include_checksum(true)?;
+    let workers = compression_workers();
+    if workers > 0 {
+        encoder.multithread(workers)?;
+    }
+    // `io::copy` from a `BufReader` reads straight into its buffer: one read per piece.
+    let mut reader = io::BufReader::with_capacity(COPY_PIECE, reader);
     let raw = io::copy(&mut reader, &mut encoder)?;
     encoder.finish()?;
     Ok(raw)
+}
+
+/// Size of the pieces [`encode`] reads its input in.
+const COPY_PIECE: usize = 1 << 20;
+
+/// zstd worker threads per compression: one per CPU, at most 4 (0: compress on the caller's
+/// thread, on a one-CPU host).
+pub(crate) fn compression_workers() -> u32 {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if cpus <= 1 { 0 } else { cpus.min(4) as u32 }
 }
 
 /// Decompresses a stored archive (zstd) from `input` and hands the raw bytes to `emit` piece by
@@ -618,18 +669,42 @@ pub(crate) fn decode_verified(
     input: impl Read,
     expected_raw: u64,
     expected_sha: &str,
-    mut emit: impl FnMut(&[u8]) -> io::Result<bool>,
+    emit: impl FnMut(&[u8]) -> io::Result<bool>,
 ) -> io::Result<()> {
     let mut hashing = HashingReader {
         inner: input,
         hasher: Sha256::new(),
     };
+    if !decode_capped(&mut hashing, expected_raw, emit)? {
+        return Ok(());
+    }
+    check_sha(&hex::encode(hashing.hasher.finalize()), expected_sha)
+}
+
+/// The SHA-256 check of [`decode_verified`].
+fn check_sha(sha: &str, expected_sha: &str) -> io::Result<()> {
+    if sha != expected_sha {
+        return Err(io::Error::other(format!(
+            "the archive's SHA-256 is {sha}, {expected_sha} was recorded"
+        )));
+    }
+    Ok(())
+}
+
+/// [`decode_verified`] without the checksum: decompresses all of `input` (reading it to its
+/// end, also past the zstd frame) and checks the raw size. `Ok(false)`: `emit`'s reader is
+/// gone, nothing more was read. `input` is dropped before this returns.
+fn decode_capped(
+    mut input: impl Read,
+    expected_raw: u64,
+    mut emit: impl FnMut(&[u8]) -> io::Result<bool>,
+) -> io::Result<bool> {
     let mut raw = 0u64;
     {
-        let decoder = zstd::stream::read::Decoder::new(&mut hashing)?;
+        let decoder = zstd::stream::read::Decoder::new(&mut input)?;
         // One byte more than recorded: enough to tell "too much" without inflating further.
         let mut capped = decoder.take(expected_raw + 1);
-        let mut buf = vec![0u8; 256 << 10];
+        let mut buf = vec![0u8; COPY_PIECE];
         loop {
             let n = capped.read(&mut buf)?;
             if n == 0 {
@@ -637,25 +712,19 @@ pub(crate) fn decode_verified(
             }
             raw += n as u64;
             if !emit(&buf[..n])? {
-                return Ok(());
+                return Ok(false);
             }
         }
     }
     // Whatever follows the zstd frame counts towards the checksum too.
-    io::copy(&mut hashing, &mut io::sink())?;
+    io::copy(&mut input, &mut io::sink())?;
     if raw != expected_raw {
         return Err(io::Error::other(format!(
             "the archive decompresses to {}{raw} bytes, {expected_raw} were recorded",
             if raw > expected_raw { "more than " } else { "" }
         )));
     }
-    let sha = hex::encode(hashing.hasher.finalize());
-    if sha != expected_sha {
-        return Err(io::Error::other(format!(
-            "the archive's SHA-256 is {sha}, {expected_sha} was recorded"
-        )));
-    }
-    Ok(())
+    Ok(true)
 }
 
 /// Deletes expired backups every [`REAP_EVERY`] until `stop`.

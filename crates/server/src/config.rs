@@ -129,6 +129,9 @@ pub struct ServeConfig {
     pub egress_resolve: BTreeMap<String, IpAddr>,
     /// Endpoint origins bucket mounts may use besides public https ones (`--mount-endpoint`).
     pub mount_endpoints: Vec<String>,
+    /// Most bucket mounts (s3fs processes) one sandbox may have (`--max-mounts-per-sandbox`,
+    /// default 8); a mount beyond is refused with `TOO_MANY_MOUNTS`.
+    pub max_mounts_per_sandbox: usize,
     /// The operator's blocks (`--egress-block`): no sandbox reaches them, whatever its policy,
     /// through the proxy or in `full` mode. The built-in reserved ranges
     /// (`sandpit_protocol::netrange`) are blocked besides these.
@@ -199,6 +202,7 @@ impl ServeConfig {
             egress_resolve: BTreeMap::new(),
             egress_blocked: Vec::new(),
             mount_endpoints: Vec::new(),
+            max_mounts_per_sandbox: crate::mounts::DEFAULT_MAX_PER_SANDBOX,
             egress_private: Vec::new(),
             egress_unblocked: Vec::new(),
             egress_grants: BTreeMap::new(),

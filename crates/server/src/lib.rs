@@ -416,7 +416,8 @@ impl Server {
         .map_err(StartError::Manager)?;
         manager.set_mount_policy(
             mounts::MountPolicy::new(&config.mount_endpoints, config.egress_blocked.clone())
-                .map_err(StartError::MountEndpoint)?,
+                .map_err(StartError::MountEndpoint)?
+                .with_max_per_sandbox(config.max_mounts_per_sandbox),
         );
         // Features that act on starts and stops subscribe here; lifecycle calls none of them.
         let processes = Arc::new(process_archive::ProcessArchive::new(store.clone()));

@@ -1342,6 +1342,8 @@ impl Manager {
             )
             .context("mountPath", path.as_str()));
         }
+        // Checked under the sandbox's lock: concurrent mounts cannot pass the cap together.
+        self.mount_policy.check_count(stored.len())?;
         if inner.started.is_none() {
             self.wake(&entry, &mut inner, &record).await?;
         }

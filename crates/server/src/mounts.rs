@@ -27,13 +27,29 @@ const MAX_PATH: usize = 1024;
 /// Longest access key id or secret accepted.
 const MAX_KEY: usize = 512;
 
-/// Which endpoints `s3fs` may connect to (see the module docs).
-#[derive(Debug, Clone, Default)]
+/// Default of the most bucket mounts one sandbox may have (`--max-mounts-per-sandbox`).
+pub const DEFAULT_MAX_PER_SANDBOX: usize = 8;
+
+/// Which endpoints `s3fs` may connect to (see the module docs), and how many mounts (each one
+/// an `s3fs` process) one sandbox may have.
+#[derive(Debug, Clone)]
 pub struct MountPolicy {
     /// Normalised origins (`scheme://host:port`) allowed whatever they resolve to.
     pub allowed: Vec<String>,
     /// The operator's blocked ranges (besides the built-in reserved ones).
     pub blocked: Vec<IpNet>,
+    /// Most mounts of one sandbox; a mount beyond is refused with `TOO_MANY_MOUNTS`.
+    pub max_per_sandbox: usize,
+}
+
+impl Default for MountPolicy {
+    fn default() -> Self {
+        MountPolicy {
+            allowed: Vec::new(),
+            blocked: Vec::new(),
+            max_per_sandbox: DEFAULT_MAX_PER_SANDBOX,
+        }
+    }
 }
 
 fn invalid(message: impl Into<String>) -> ApiError {
@@ -84,7 +100,36 @@ impl MountPolicy {
             .iter()
             .map(|o| origin(o).map(|(o, _, _)| o))
             .collect::<Result<_, _>>()?;
-        Ok(MountPolicy { allowed, blocked })
+        Ok(MountPolicy {
+            allowed,
+            blocked,
+            max_per_sandbox: DEFAULT_MAX_PER_SANDBOX,
+        })
+    }
+
+    /// The same policy with at most `max` mounts per sandbox.
+    pub fn with_max_per_sandbox(mut self, max: usize) -> Self {
+        self.max_per_sandbox = max;
+        self
+    }
+
+    /// Refuses a mount of a sandbox that has `existing` mounts already at the cap
+    /// (`TOO_MANY_MOUNTS`, with the cap in its context).
+    pub fn check_count(&self, existing: usize) -> ApiResult<()> {
+        if existing < self.max_per_sandbox {
+            return Ok(());
+        }
+        Err(ApiError::new(
+            ErrorCode::TooManyMounts,
+            format!(
+                "the sandbox has {existing} bucket mounts, this server's maximum is {} \
+                 (unmount one first; the operator sets it with \
+                 `sandpit serve --max-mounts-per-sandbox`)",
+                self.max_per_sandbox
+            ),
+        )
+        .context("mounts", existing as u64)
+        .context("max", self.max_per_sandbox as u64))
     }
 
     /// Refuses an endpoint the operator has not allowed (`INVALID_MOUNT_CONFIG`).
@@ -336,6 +381,21 @@ mod tests {
             let e = validate(&r).expect_err(&format!("{r:?}"));
             assert_eq!(e.code(), code, "{r:?}");
         }
+    }
+
+    #[test]
+    fn mount_count_is_capped() {
+        let policy = MountPolicy::default();
+        assert_eq!(policy.max_per_sandbox, DEFAULT_MAX_PER_SANDBOX);
+        policy.check_count(DEFAULT_MAX_PER_SANDBOX - 1).unwrap();
+        let e = policy.check_count(DEFAULT_MAX_PER_SANDBOX).unwrap_err();
+        assert_eq!(e.code(), ErrorCode::TooManyMounts);
+        let policy = policy.with_max_per_sandbox(1);
+        policy.check_count(0).unwrap();
+        assert_eq!(
+            policy.check_count(1).unwrap_err().code(),
+            ErrorCode::TooManyMounts
+        );
     }
 
     #[tokio::test]

@@ -119,6 +119,48 @@ def test_snapshot_create_from_and_fork(client: Sandpit, fresh: list[Sandbox]) ->
         client.get_snapshot(snap.id)
 
 
+def test_snapshot_export_and_import(client: Sandpit, fresh: list[Sandbox]) -> None:
+    source = _new(client, fresh, "py-exp")
+    source.write_file("/workspace/e.txt", "exported")
+    snap = source.create_snapshot("py-exp")
+    exported = client.export_snapshot(snap.id)
+    assert isinstance(exported, sandpit.SnapshotExport)
+    assert exported.snapshot_id == snap.id
+    assert exported.object_key.startswith("snapshot-exports/")
+    assert exported.object_key.endswith(".tar.zst")
+    assert len(exported.sha256) == 64 and int(exported.sha256, 16) >= 0
+    assert 0 < exported.size_bytes <= exported.raw_bytes
+
+    imported = client.import_snapshot(
+        exported.object_key, sha256=exported.sha256, name="py-imported"
+    )
+    assert isinstance(imported, sandpit.SnapshotInfo)
+    assert imported.id != snap.id and imported.name == "py-imported"
+    assert client.get_snapshot(imported.id) == imported
+    # The export outlives the snapshot it was made of.
+    client.delete_snapshot(snap.id)
+    copy = client.create_from_snapshot(imported.id, unique("py-imp"))
+    fresh.append(copy)
+    assert copy.read_text("/workspace/e.txt") == "exported"
+    copy.destroy()
+    client.delete_snapshot(imported.id)
+    # Without sha256 and name: the exported snapshot's name.
+    again = client.import_snapshot(exported.object_key)
+    assert again.name == "py-exp"
+    client.delete_snapshot(again.id)
+
+    with pytest.raises(errors.ValidationFailedError, match="SHA-256"):
+        client.import_snapshot(exported.object_key, sha256="0" * 64)
+    missing = exported.object_key.removesuffix(".tar.zst") + "-x.tar.zst"
+    with pytest.raises(errors.SnapshotExportNotFoundError) as not_found:
+        client.import_snapshot(missing)
+    assert not_found.value.http_status == 404
+    with pytest.raises(errors.ValidationFailedError):
+        client.import_snapshot("../etc/passwd")
+    with pytest.raises(errors.SnapshotNotFoundError):
+        client.export_snapshot("snap-no-such")
+
+
 @pytest.mark.anyio
 async def test_async_backup_and_snapshot(sandbox: Sandbox) -> None:
     async with AsyncSandpit() as client:
@@ -139,6 +181,10 @@ async def test_async_backup_and_snapshot(sandbox: Sandbox) -> None:
             child = client.sandbox(forked.sandboxes[0].id)
             assert await child.read_text("/tmp/data/x") == "async\n"
             await child.destroy()
+            exported = await client.export_snapshot(snap.id)
+            imported = await client.import_snapshot(exported.object_key, sha256=exported.sha256)
+            assert imported.id != snap.id
+            await client.delete_snapshot(imported.id)
             await client.delete_snapshot(snap.id)
         finally:
             await asb.destroy()

@@ -130,9 +130,13 @@ export class BucketUnmountError extends SandboxError {}
 export class S3FSMountError extends BucketMountError {}
 export class InvalidMountConfigError extends SandboxError {}
 export class MissingCredentialsError extends SandboxError {}
+export class TooManyMountsError extends SandboxError {}
 export class SnapshotNotFoundError extends SandboxError {}
 export class SnapshotInUseError extends SandboxError {}
 export class SnapshotUnsupportedError extends SandboxError {}
+export class SnapshotExportNotFoundError extends SandboxError {}
+export class SnapshotExportError extends SandboxError {}
+export class SnapshotImportError extends SandboxError {}
 /** The server could not be reached, or did not answer in time (`code` CONNECTION_FAILED /
  * REQUEST_TIMEOUT, `httpStatus` 0). */
 export class ConnectionError extends SandboxError {}
@@ -215,10 +219,14 @@ const CLASS_BY_CODE: Partial<Record<ErrorCode, ErrorClass>> = {
   BUCKET_UNMOUNT_ERROR: BucketUnmountError,
   S3FS_MOUNT_ERROR: S3FSMountError,
   INVALID_MOUNT_CONFIG: InvalidMountConfigError,
+  TOO_MANY_MOUNTS: TooManyMountsError,
   MISSING_CREDENTIALS: MissingCredentialsError,
   SNAPSHOT_NOT_FOUND: SnapshotNotFoundError,
   SNAPSHOT_IN_USE: SnapshotInUseError,
   SNAPSHOT_UNSUPPORTED: SnapshotUnsupportedError,
+  SNAPSHOT_EXPORT_NOT_FOUND: SnapshotExportNotFoundError,
+  SNAPSHOT_EXPORT_FAILED: SnapshotExportError,
+  SNAPSHOT_IMPORT_FAILED: SnapshotImportError,
 };
 
 /** Whether `code` is in the protocol's error table. */

@@ -33,6 +33,8 @@ import type {
   SecretSpec,
   SessionDeleteResult,
   SessionOptions,
+  ImportSnapshotOptions,
+  SnapshotExport,
   SnapshotInfo,
   TunnelInfo,
 } from './types.js';
@@ -242,6 +244,31 @@ export async function deleteSnapshot(ns: SandpitNamespace, snapshotId: string): 
   await ns.transport.json(`/v1/snapshots/${encodeURIComponent(snapshotId)}`, {
     method: 'DELETE',
     operation: 'deleteSnapshot',
+  });
+}
+
+/** Exports a snapshot to the server's object store (a zstd tar of its layers, checksummed),
+ * so it outlives the server's disk and can move to another server using the same store. Import
+ * it with `importSnapshot`. `SNAPSHOT_NOT_FOUND` for an unknown id or another tenant's. */
+export function exportSnapshot(ns: SandpitNamespace, snapshotId: string): Promise<SnapshotExport> {
+  return ns.transport.json<SnapshotExport>(
+    `/v1/snapshots/${encodeURIComponent(snapshotId)}/export`,
+    { method: 'POST', operation: 'exportSnapshot', longRunning: true },
+  );
+}
+
+/** Imports an export of the key's tenant (`objectKey` from `exportSnapshot`) as a new snapshot.
+ * `sha256`, if given, must be the export's (`SNAPSHOT_IMPORT_FAILED` otherwise, and for a
+ * corrupt or truncated archive); `SNAPSHOT_EXPORT_NOT_FOUND` for a key that is not there or
+ * belongs to another tenant. */
+export function importSnapshot(
+  ns: SandpitNamespace,
+  options: ImportSnapshotOptions,
+): Promise<SnapshotInfo> {
+  return ns.transport.json<SnapshotInfo>('/v1/snapshots/import', {
+    json: options,
+    operation: 'importSnapshot',
+    longRunning: true,
   });
 }
 

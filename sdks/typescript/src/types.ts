@@ -726,6 +726,31 @@ export interface SnapshotInfo {
   createdAt: string;
 }
 
+/** An export of a snapshot in the server's object store (`exportSnapshot`). */
+export interface SnapshotExport {
+  /** The object's key; pass it to `importSnapshot` on this or another server using the same
+   * store. */
+  objectKey: string;
+  /** Bytes of the stored (zstd-compressed) archive. */
+  sizeBytes: number;
+  /** Bytes of the uncompressed archive. */
+  rawBytes: number;
+  /** Hex SHA-256 of the stored archive. */
+  sha256: string;
+  /** The snapshot exported. */
+  snapshotId: string;
+}
+
+/** What `importSnapshot` imports: an export of the key's tenant. */
+export interface ImportSnapshotOptions {
+  /** The export's `objectKey`. */
+  objectKey: string;
+  /** If given, must equal the export's SHA-256 (checked before the snapshot is kept). */
+  sha256?: string;
+  /** A name for the new snapshot (default: the exported snapshot's). */
+  name?: string;
+}
+
 /** The answer of `fork`: the snapshot it took and the children, running. */
 export interface ForkResult {
   snapshot: SnapshotInfo;

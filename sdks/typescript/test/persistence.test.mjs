@@ -13,14 +13,18 @@ import {
   InvalidMountConfigError,
   MissingCredentialsError,
   SandboxConflictError,
+  SnapshotExportNotFoundError,
   SnapshotInUseError,
   SnapshotNotFoundError,
+  ValidationFailedError,
   createFromSnapshot,
   deleteBackup,
   deleteSnapshot,
+  exportSnapshot,
   getBackup,
   getSandbox,
   getSnapshot,
+  importSnapshot,
   listBackups,
   listSnapshots,
 } from '../dist/index.js';
@@ -172,6 +176,66 @@ describe('snapshots and forks', () => {
     await copy.destroy();
     await deleteSnapshot(ns, snap.id);
     await assert.rejects(getSnapshot(ns, snap.id), SnapshotNotFoundError);
+  });
+});
+
+describe('snapshot export and import', () => {
+  test('exportSnapshot → importSnapshot: a new snapshot with the same files', async () => {
+    const source = fresh('ts-exp');
+    assert.equal((await source.exec('echo exported > /workspace/e.txt')).exitCode, 0);
+    const snap = await source.createSnapshot({ name: 'ts-exp' });
+    const exported = await exportSnapshot(ns, snap.id);
+    assert.equal(exported.snapshotId, snap.id);
+    assert.match(exported.objectKey, /^snapshot-exports\/.+\.tar\.zst$/);
+    assert.match(exported.sha256, /^[0-9a-f]{64}$/);
+    assert.ok(exported.sizeBytes > 0 && exported.rawBytes >= exported.sizeBytes);
+
+    const imported = await importSnapshot(ns, {
+      objectKey: exported.objectKey,
+      sha256: exported.sha256,
+      name: 'ts-imported',
+    });
+    assert.notEqual(imported.id, snap.id);
+    assert.equal(imported.name, 'ts-imported');
+    assert.deepEqual(await getSnapshot(ns, imported.id), imported);
+    // The export outlives the snapshot it was made of.
+    await deleteSnapshot(ns, snap.id);
+    const copy = await createFromSnapshot(ns, imported.id, sandboxId('ts-imp'));
+    made.push(copy);
+    assert.equal((await copy.exec('cat /workspace/e.txt')).stdout, 'exported\n');
+    await copy.destroy();
+    await deleteSnapshot(ns, imported.id);
+
+    // Without sha256 and name: the exported snapshot's name.
+    const again = await importSnapshot(ns, { objectKey: exported.objectKey });
+    assert.equal(again.name, 'ts-exp');
+    await deleteSnapshot(ns, again.id);
+  });
+
+  test('a wrong digest, a missing export and a bad key give typed errors', async () => {
+    await assert.rejects(exportSnapshot(ns, 'snap-no-such'), SnapshotNotFoundError);
+    const source = fresh('ts-exp-bad');
+    const snap = await source.createSnapshot();
+    const exported = await exportSnapshot(ns, snap.id);
+    await assert.rejects(
+      importSnapshot(ns, { objectKey: exported.objectKey, sha256: '0'.repeat(64) }),
+      (err) => {
+        assert.ok(err instanceof ValidationFailedError, String(err));
+        assert.match(err.message, /SHA-256/);
+        return true;
+      },
+    );
+    await assert.rejects(
+      importSnapshot(ns, { objectKey: exported.objectKey.replace(/\.tar\.zst$/, '-x.tar.zst') }),
+      (err) => {
+        assert.ok(err instanceof SnapshotExportNotFoundError, String(err));
+        assert.equal(err.code, 'SNAPSHOT_EXPORT_NOT_FOUND');
+        assert.equal(err.httpStatus, 404);
+        return true;
+      },
+    );
+    await assert.rejects(importSnapshot(ns, { objectKey: '../etc/passwd' }), ValidationFailedError);
+    await deleteSnapshot(ns, snap.id);
   });
 });
 

@@ -33,7 +33,7 @@ use crate::files;
 use crate::handler::{ApiResult, AppState, Body, blocking};
 
 /// Size of the pieces the archive is sent in.
-const PIECE: usize = 256 * 1024;
+const PIECE: usize = 1 << 20;
 
 /// `/api/backup/*`.
 pub fn routes() -> Router<AppState> {

@@ -36,6 +36,7 @@ pub async fn run(args: ServeArgs, data_dir: PathBuf) -> anyhow::Result<()> {
     };
     config.max_exposed_ports = max.max_exposed_ports;
     config.max_processes = max.max_processes;
+    config.max_mounts_per_sandbox = max.max_mounts_per_sandbox;
     let quota = args.default_quota;
     config.default_quota = TenantQuota {
         sandboxes: quota.default_quota_sandboxes,

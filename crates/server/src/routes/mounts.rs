@@ -35,6 +35,7 @@ fn check_id(id: &str) -> ApiResult<()> {
         (status = 201, description = "Mounted", body = BucketMountInfo),
         (status = 400, description = "INVALID_MOUNT_CONFIG (bad field, path in use, endpoint not allowed), MISSING_CREDENTIALS", body = ErrorResponse),
         (status = 404, description = "SANDBOX_NOT_FOUND", body = ErrorResponse),
+        (status = 409, description = "TOO_MANY_MOUNTS: the sandbox has as many mounts as the server allows (`--max-mounts-per-sandbox`, default 8)", body = ErrorResponse),
         (status = 500, description = "S3FS_MOUNT_ERROR: s3fs could not mount (endpoint, bucket or keys wrong; its message)", body = ErrorResponse),
     ),
     security(("bearer" = []))

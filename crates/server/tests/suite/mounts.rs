@@ -431,3 +431,80 @@ async fn serial_e2e_bucket_mount_refusals_and_other_tenants() {
     assert_eq!(stdout(&out), "1\n", "{out}");
     rs.stop().await;
 }
+
+/// The per-sandbox cap (`--max-mounts-per-sandbox`): one mount more is refused with
+/// `TOO_MANY_MOUNTS` before any s3fs starts; other sandboxes are not affected; unmounting frees
+/// a place.
+#[tokio::test(flavor = "multi_thread")]
+async fn serial_e2e_bucket_mount_cap_per_sandbox() {
+    let s3_dir = tempfile::tempdir().unwrap();
+    let s3 = sandpit_s3_test_server::start(s3_dir.path()).unwrap();
+    s3.create_bucket(BUCKET).unwrap();
+    let endpoint = s3.endpoint.clone();
+    let Some(rs) = Real::start_with(move |c| {
+        c.mount_endpoints = vec![endpoint];
+        c.max_mounts_per_sandbox = 2;
+    })
+    .await
+    else {
+        return;
+    };
+    let needle = rs.data_dir.to_string_lossy().into_owned();
+    let (id, other) = ("e2e-mount-cap", "e2e-mount-cap-2");
+    rs.create(json!({"id": id, "keepAlive": true})).await;
+    rs.create(json!({"id": other, "keepAlive": true})).await;
+    let path = format!("/v1/sandboxes/{id}/mounts");
+    for m in ["/mnt/m0", "/mnt/m1"] {
+        let (s, b) = rs
+            .call(Method::POST, &path, mount_body(&s3, m, json!({})))
+            .await;
+        assert_eq!(s, 201, "{b}");
+    }
+    assert_eq!(host_processes(&needle).len(), 2);
+    let (s, b) = rs
+        .call(Method::POST, &path, mount_body(&s3, "/mnt/m2", json!({})))
+        .await;
+    assert_error(s, &b, 409, "TOO_MANY_MOUNTS");
+    assert_eq!(b["context"]["max"], 2, "{b}");
+    assert_eq!(b["context"]["mounts"], 2, "{b}");
+    assert!(
+        b["message"]
+            .as_str()
+            .unwrap()
+            .contains("--max-mounts-per-sandbox"),
+        "{b}"
+    );
+    // Nothing was started or recorded for the refused mount.
+    assert_eq!(host_processes(&needle).len(), 2);
+    let (_, list) = rs.call(Method::GET, &path, Value::Null).await;
+    assert_eq!(list["mounts"].as_array().unwrap().len(), 2, "{list}");
+    let out = rs
+        .exec(id, "grep -c ' /mnt/m2 ' /proc/self/mountinfo")
+        .await;
+    assert_eq!(stdout(&out), "0\n", "{out}");
+
+    // The cap is per sandbox.
+    let (s, b) = rs
+        .call(
+            Method::POST,
+            &format!("/v1/sandboxes/{other}/mounts"),
+            mount_body(&s3, "/mnt/m0", json!({})),
+        )
+        .await;
+    assert_eq!(s, 201, "{b}");
+
+    // Unmounting frees a place.
+    let (s, b) = rs
+        .call(Method::DELETE, &format!("{path}?path=/mnt/m0"), Value::Null)
+        .await;
+    assert!(s == 204 || s == 200, "{s} {b}");
+    let (s, b) = rs
+        .call(Method::POST, &path, mount_body(&s3, "/mnt/m2", json!({})))
+        .await;
+    assert_eq!(s, 201, "{b}");
+    let out = rs
+        .exec(id, "grep -c ' /mnt/m2 ' /proc/self/mountinfo")
+        .await;
+    assert_eq!(stdout(&out), "1\n", "{out}");
+    rs.stop().await;
+}

@@ -664,6 +664,35 @@ class RestoreBackupResult:
 
 
 @dataclass(frozen=True)
+class SnapshotExport:
+    """An export of a snapshot in the server's object store (:meth:`export_snapshot`)."""
+
+    object_key: str
+    """The object's key: pass it to :meth:`import_snapshot` on this or another server using
+    the same store."""
+    size_bytes: int
+    """Bytes of the stored (zstd-compressed) archive."""
+    raw_bytes: int
+    """Bytes of the uncompressed archive."""
+    sha256: str
+    """Hex SHA-256 of the stored archive."""
+    snapshot_id: str
+    """The snapshot exported."""
+    raw: JSON = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def from_json(cls, body: JSON) -> SnapshotExport:
+        return cls(
+            object_key=str(body["objectKey"]),
+            size_bytes=int(body.get("sizeBytes", 0)),
+            raw_bytes=int(body.get("rawBytes", 0)),
+            sha256=str(body.get("sha256", "")),
+            snapshot_id=str(body.get("snapshotId", "")),
+            raw=body,
+        )
+
+
+@dataclass(frozen=True)
 class SnapshotInfo:
     """An immutable snapshot of a sandbox's file system (processes are not part of it)."""
 

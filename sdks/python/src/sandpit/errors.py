@@ -712,6 +712,13 @@ class SnapshotImportFailedError(SandpitError):
     default_status = 500
 
 
+class TooManyMountsError(SandpitError):
+    """``TOO_MANY_MOUNTS`` (HTTP 409)."""
+
+    code = "TOO_MANY_MOUNTS"
+    default_status = 409
+
+
 ERRORS_BY_CODE: dict[str, type[SandpitError]] = {
     "IS_DIRECTORY": IsDirectoryError,
     "NOT_DIRECTORY": NotDirectoryError,
@@ -805,6 +812,7 @@ ERRORS_BY_CODE: dict[str, type[SandpitError]] = {
     "SNAPSHOT_EXPORT_NOT_FOUND": SnapshotExportNotFoundError,
     "SNAPSHOT_EXPORT_FAILED": SnapshotExportFailedError,
     "SNAPSHOT_IMPORT_FAILED": SnapshotImportFailedError,
+    "TOO_MANY_MOUNTS": TooManyMountsError,
 }
 
 

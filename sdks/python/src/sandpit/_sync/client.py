@@ -71,6 +71,7 @@ from .._models import (
     SandboxEvent,
     SandboxInfo,
     SandboxUsage,
+    SnapshotExport,
     SnapshotInfo,
     WaitForLogResult,
     WatchEvent,
@@ -214,6 +215,23 @@ class Sandpit:
     def delete_snapshot(self, snapshot_id: str) -> None:
         """Deletes a snapshot (``SnapshotInUseError`` while sandboxes created from it exist)."""
         self._request("DELETE", f"/v1/snapshots/{quote_id(snapshot_id)}")
+
+    def export_snapshot(self, snapshot_id: str) -> SnapshotExport:
+        """Exports a snapshot to the server's object store (a zstd tar of its layers with its
+        SHA-256), so it outlives the server's disk and can move to another server using the
+        same store; import it with :meth:`import_snapshot`."""
+        path = f"/v1/snapshots/{quote_id(snapshot_id)}/export"
+        return SnapshotExport.from_json(self._json("POST", path))
+
+    def import_snapshot(
+        self, object_key: str, *, sha256: str | None = None, name: str | None = None
+    ) -> SnapshotInfo:
+        """Imports an export of the key's tenant (``object_key`` of :meth:`export_snapshot`) as
+        a new snapshot. ``sha256``, if given, must be the export's (``ValidationFailedError``
+        otherwise); ``SnapshotExportNotFoundError`` for a key that is not there or is another
+        tenant's; ``SnapshotImportFailedError`` for a corrupt or truncated archive."""
+        body = drop_none({"objectKey": object_key, "sha256": sha256, "name": name})
+        return SnapshotInfo.from_json(self._json("POST", "/v1/snapshots/import", json=body))
 
     def create_from_snapshot(
         self, snapshot_id: str, sandbox_id: str | None = None, **options: Any
