@@ -153,6 +153,9 @@ error_codes! {
     SnapshotExportFailed = 500,
     // The export could not be imported: corrupt, truncated, digest mismatch (nothing is kept).
     SnapshotImportFailed = 500,
+    // Cluster mode: the node that holds the sandbox stopped answering its heartbeats (it is
+    // `down`); the sandbox stays on that node and answers again when the node is back.
+    NodeUnavailable = 502,
 }
 
 impl ErrorCode {

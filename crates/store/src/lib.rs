@@ -269,6 +269,20 @@ pub struct SandboxNetwork {
     pub operator_policy: bool,
 }
 
+/// A node of a cluster as stored (`sandpit node`, registered at its join).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeRecord {
+    pub id: String,
+    /// Where its node API listens (`host:port`).
+    pub address: String,
+    /// Random id of the node daemon's current run: a new one means it restarted.
+    pub boot_id: String,
+    /// Its last reported capacity (JSON of `sandpit_protocol::control::NodeCapacity`).
+    pub capacity: String,
+    pub last_heartbeat_ms: i64,
+    pub registered_at_ms: i64,
+}
+
 /// A bucket mount of a sandbox as stored (the credentials sealed at rest).
 #[derive(Clone, PartialEq, Eq)]
 pub struct StoredMount {
@@ -341,6 +355,24 @@ pub struct AuditRecord {
 pub trait Store: Send + Sync + 'static {
     /// The value of a setting, storing `default` first if it has none.
     async fn setting_or_init(&self, key: &str, default: &str) -> Result<String>;
+
+    /// Records a node at its join (insert, or replace address, boot id and capacity).
+    async fn put_node(&self, node: &NodeRecord) -> Result<()>;
+
+    /// Records a heartbeat of node `id` (no-op for an unknown node).
+    async fn node_heartbeat(&self, id: &str, at_ms: i64, capacity: &str) -> Result<()>;
+
+    /// Every node, by id.
+    async fn list_nodes(&self) -> Result<Vec<NodeRecord>>;
+
+    /// Places sandbox `sandbox` (internal id) on `node`; `None` forgets its placement.
+    async fn set_sandbox_node(&self, sandbox: &str, node: Option<&str>) -> Result<()>;
+
+    /// The node sandbox `sandbox` (internal id) is placed on.
+    async fn sandbox_node(&self, sandbox: &str) -> Result<Option<String>>;
+
+    /// How many sandboxes are placed on each node that has any.
+    async fn node_sandbox_counts(&self) -> Result<Vec<(String, u64)>>;
 
     /// Creates a tenant if it does not exist yet.
     async fn ensure_tenant(&self, tenant: &str) -> Result<()>;
