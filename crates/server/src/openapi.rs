@@ -61,6 +61,7 @@ use crate::routes::{files, keys, quota, sandboxes};
         crate::routes::snapshots::fork,
         crate::routes::snapshots::export,
         crate::routes::snapshots::import,
+        crate::routes::nodes::list,
     ),
     components(schemas(
         sandpit_protocol::control::CreateSandboxRequest,
@@ -112,6 +113,10 @@ use crate::routes::{files, keys, quota, sandboxes};
         sandpit_protocol::control::ForkResponse,
         sandpit_protocol::control::SnapshotExport,
         sandpit_protocol::control::ImportSnapshotRequest,
+        sandpit_protocol::control::NodeList,
+        sandpit_protocol::control::NodeInfo,
+        sandpit_protocol::control::NodeState,
+        sandpit_protocol::control::NodeCapacity,
     )),
     modifiers(&BearerAuth, &SandboxIdParams, &CommonErrors),
     tags(
@@ -126,6 +131,7 @@ use crate::routes::{files, keys, quota, sandboxes};
         (name = "backups", description = "Backups of sandbox directories in the object store, per tenant"),
         (name = "snapshots", description = "Snapshots of a sandbox's file system, sandboxes created from them, and forks"),
         (name = "preview", description = "Preview URLs: ports of a sandbox reachable at `{port}-{id}-{hash}-{token}.{domain}`"),
+        (name = "cluster", description = "Cluster mode: the nodes that run the sandboxes (admin key)"),
     )
 )]
 struct ApiDoc;

@@ -94,6 +94,7 @@ export const ERROR_STATUS = {
   SNAPSHOT_EXPORT_NOT_FOUND: 404,
   SNAPSHOT_EXPORT_FAILED: 500,
   SNAPSHOT_IMPORT_FAILED: 500,
+  NODE_UNAVAILABLE: 502,
 } as const;
 
 /** A code of the protocol's error table. */

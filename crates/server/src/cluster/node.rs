@@ -62,6 +62,9 @@ pub struct NodeConfig {
     pub max_sandboxes: u64,
 }
 
+/// A sandbox this node started: its agent and its init's pid.
+type Run = (Arc<dyn AgentConnector>, u32);
+
 struct Node {
     id: String,
     boot_id: String,
@@ -69,7 +72,7 @@ struct Node {
     images: ImageStore,
     max_sandboxes: u64,
     /// Connectors and pids of the sandboxes this run started.
-    runs: std::sync::Mutex<HashMap<String, (Arc<dyn AgentConnector>, u32)>>,
+    runs: std::sync::Mutex<HashMap<String, Run>>,
     /// One lifecycle call per sandbox at a time (replicas may race on one id).
     locks: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     cpus: u32,
@@ -304,7 +307,7 @@ async fn join_until_accepted(url: &str, join: &JoinRequest) -> anyhow::Result<Jo
     loop {
         match client.post(&endpoint).json(join).send().await {
             Ok(answer) if answer.status().is_success() => {
-                return Ok(answer.json().await.context("reading the join answer")?);
+                return answer.json().await.context("reading the join answer");
             }
             Ok(answer) if answer.status().is_client_error() => {
                 let status = answer.status();
@@ -419,7 +422,7 @@ fn driver_error(e: DriverError) -> Response {
 }
 
 /// Ids are the control plane's internal ids: path components of the driver's dirs.
-fn check_id(id: &str) -> Result<(), Response> {
+fn check_id(id: &str) -> Result<(), Box<Response>> {
     let ok = !id.is_empty()
         && id.len() <= 63
         && !id.starts_with(['.', '-'])
@@ -429,11 +432,11 @@ fn check_id(id: &str) -> Result<(), Response> {
     if ok {
         Ok(())
     } else {
-        Err(node_error(
+        Err(Box::new(node_error(
             StatusCode::BAD_REQUEST,
             NodeErrorKind::InvalidSpec,
             format!("invalid sandbox id {id:?}"),
-        ))
+        )))
     }
 }
 
@@ -453,7 +456,7 @@ async fn start_sandbox(
     Json(req): Json<StartRequest>,
 ) -> Response {
     if let Err(r) = check_id(&id) {
-        return r;
+        return *r;
     }
     let lock = node.lock(&id);
     let _held = lock.lock().await;
@@ -503,7 +506,7 @@ async fn start_sandbox(
 
 async fn stop_sandbox(State(node): State<Arc<Node>>, Path(id): Path<String>) -> Response {
     if let Err(r) = check_id(&id) {
-        return r;
+        return *r;
     }
     let lock = node.lock(&id);
     let _held = lock.lock().await;
@@ -516,7 +519,7 @@ async fn stop_sandbox(State(node): State<Arc<Node>>, Path(id): Path<String>) -> 
 
 async fn destroy_sandbox(State(node): State<Arc<Node>>, Path(id): Path<String>) -> Response {
     if let Err(r) = check_id(&id) {
-        return r;
+        return *r;
     }
     let lock = node.lock(&id);
     let _held = lock.lock().await;
@@ -529,7 +532,7 @@ async fn destroy_sandbox(State(node): State<Arc<Node>>, Path(id): Path<String>) 
 
 async fn running(State(node): State<Arc<Node>>, Path(id): Path<String>) -> Response {
     if let Err(r) = check_id(&id) {
-        return r;
+        return *r;
     }
     let running = node.connector(&id).is_some() && node.driver.is_running(&id).await;
     Json(RunningResponse { running }).into_response()
@@ -544,7 +547,7 @@ async fn agent_tunnel(
     mut req: Request,
 ) -> Response {
     if let Err(r) = check_id(&id) {
-        return r;
+        return *r;
     }
     let wants_upgrade = req
         .headers()

@@ -376,16 +376,16 @@ impl RemoteDriver {
         let best = views
             .values()
             .filter(|v| !Self::is_down(&v.record, now))
-            .filter_map(|v| {
+            .map(|v| {
                 let count = placed.get(&v.record.id).copied().unwrap_or(0);
                 let max = v.capacity.max_sandboxes.max(1);
                 let has_image = v.capacity.images.iter().any(|i| i == image);
                 // Full nodes only when every node is full.
                 let full = count >= max;
-                Some((
+                (
                     (full, !has_image, count * 1000 / max, count),
                     v.record.id.clone(),
-                ))
+                )
             })
             .min()?
             .1;

@@ -712,6 +712,13 @@ class SnapshotImportFailedError(SandpitError):
     default_status = 500
 
 
+class NodeUnavailableError(SandpitError):
+    """``NODE_UNAVAILABLE`` (HTTP 502)."""
+
+    code = "NODE_UNAVAILABLE"
+    default_status = 502
+
+
 ERRORS_BY_CODE: dict[str, type[SandpitError]] = {
     "IS_DIRECTORY": IsDirectoryError,
     "NOT_DIRECTORY": NotDirectoryError,
@@ -805,6 +812,7 @@ ERRORS_BY_CODE: dict[str, type[SandpitError]] = {
     "SNAPSHOT_EXPORT_NOT_FOUND": SnapshotExportNotFoundError,
     "SNAPSHOT_EXPORT_FAILED": SnapshotExportFailedError,
     "SNAPSHOT_IMPORT_FAILED": SnapshotImportFailedError,
+    "NODE_UNAVAILABLE": NodeUnavailableError,
 }
 
 
