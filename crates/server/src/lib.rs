@@ -655,7 +655,14 @@ async fn reap_forever(manager: Arc<Manager>, every: Duration, mut stop: watch::R
         tokio::select! {
             _ = tick.tick() => {
                 manager.reap().await;
-                manager.reap_expired().await;
+                if manager.is_cluster() {
+                    // One replica per round expires sandboxes (PostgreSQL advisory lock).
+                    if let Ok(Some(_job)) = manager.store().try_lock_job("ttl-expiry").await {
+                        manager.reap_expired().await;
+                    }
+                } else {
+                    manager.reap_expired().await;
+                }
             }
             _ = async { stop.wait_for(|stop| *stop).await.is_ok() } => return,
         }

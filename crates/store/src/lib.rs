@@ -385,6 +385,14 @@ pub trait Store: Send + Sync + 'static {
         Ok(TenantLock::none())
     }
 
+    /// The lock of a periodic job shared by every replica (TTL expiry, backup expiry), if no
+    /// other handle holds it now: one replica runs a round, the others skip it. `None` when
+    /// another holds it. The default holds nothing, for stores with a single writer process.
+    async fn try_lock_job(&self, job: &str) -> Result<Option<TenantLock>> {
+        let _ = job;
+        Ok(Some(TenantLock::none()))
+    }
+
     /// Records an API key (its SHA-256 digest, hex) for an existing tenant.
     async fn add_api_key(&self, tenant: &str, key_sha256: &str) -> Result<ApiKeyRecord>;
 

@@ -57,6 +57,8 @@ const KEY_COLUMNS: &str = "key_id, tenant, created_at, last_used_at";
 /// Advisory-lock namespace of the per-tenant admission locks (the tenant's hash is the
 /// second key).
 const TENANT_LOCK_CLASS: i32 = 0x5350_0001;
+/// Advisory-lock class of periodic jobs (`Store::try_lock_job`).
+const JOB_LOCK_CLASS: i32 = 0x5350_0002;
 /// Advisory-lock key serialising a tenant's archive pruning (with the tenant's hash).
 const ARCHIVE_LOCK_CLASS: i32 = 0x5350_0002;
 
@@ -513,6 +515,23 @@ impl Store for PostgresStore {
         Ok(TenantLock::new(PgTenantLock {
             client: Some(c),
             key: (TENANT_LOCK_CLASS, tenant.to_owned()),
+        }))
+    }
+
+    async fn try_lock_job(&self, job: &str) -> Result<Option<TenantLock>> {
+        let c = self.client().await?;
+        let got: bool = c
+            .query_one(
+                "SELECT pg_try_advisory_lock($1, hashtext($2))",
+                &[&JOB_LOCK_CLASS, &job],
+            )
+            .await?
+            .try_get(0)?;
+        Ok(got.then(|| {
+            TenantLock::new(PgTenantLock {
+                client: Some(c),
+                key: (JOB_LOCK_CLASS, job.to_owned()),
+            })
         }))
     }
 
