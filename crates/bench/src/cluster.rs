@@ -17,7 +17,7 @@ use sandpit_server::{ServeConfig, Server, StoreBackend};
 use sandpit_store::test_postgres::TestPostgres;
 
 use crate::stats::Samples;
-use crate::{Args, Row, Section, exec_true};
+use crate::{Args, Row, Section, cold_creates};
 
 /// Nodes of the cluster.
 const NODES: u32 = 3;
@@ -78,25 +78,6 @@ async fn start_cluster(args: &Args) -> anyhow::Result<Cluster> {
     })
 }
 
-async fn cold(client: &Client, prefix: &str, n: usize) -> anyhow::Result<Samples> {
-    let mut samples = Samples::default();
-    for i in 0..n {
-        let id = format!("{prefix}-{i}");
-        let t = Instant::now();
-        client
-            .create(&CreateSandboxRequest {
-                id: Some(id.clone()),
-                ..Default::default()
-            })
-            .await?;
-        let result = exec_true(&client.sandbox(&id)).await;
-        samples.push(t.elapsed());
-        client.destroy(&id).await?;
-        result?;
-    }
-    Ok(samples)
-}
-
 pub async fn measure(args: &Args, single_box: &Client) -> anyhow::Result<Section> {
     let mut section = Section::default();
     let run = std::process::id();
@@ -130,7 +111,7 @@ async fn measure_on(
             "cluster: cold create → exec x{} (single box, round {round})...",
             n / 2
         );
-        for s in cold(single_box, &format!("cl-local-{run}-{round}"), n / 2)
+        for s in cold_creates(single_box, &format!("cl-local-{run}-{round}"), n / 2)
             .await?
             .ms()
         {
@@ -140,7 +121,7 @@ async fn measure_on(
             "cluster: cold create → exec x{} (remote node, round {round})...",
             n / 2
         );
-        for s in cold(cluster, &format!("cl-remote-{run}-{round}"), n / 2)
+        for s in cold_creates(cluster, &format!("cl-remote-{run}-{round}"), n / 2)
             .await?
             .ms()
         {

@@ -893,6 +893,26 @@ async fn create_and_exec(client: &Client, id: &str) -> anyhow::Result<()> {
     exec_true(&client.sandbox(id)).await
 }
 
+/// `n` cold creates → first `exec true` (each sandbox destroyed after), ids `{prefix}-{i}`.
+async fn cold_creates(client: &Client, prefix: &str, n: usize) -> anyhow::Result<Samples> {
+    let mut samples = Samples::default();
+    for i in 0..n {
+        let id = format!("{prefix}-{i}");
+        let t = Instant::now();
+        client
+            .create(&CreateSandboxRequest {
+                id: Some(id.clone()),
+                ..Default::default()
+            })
+            .await?;
+        let result = exec_true(&client.sandbox(&id)).await;
+        samples.push(t.elapsed());
+        client.destroy(&id).await?;
+        result?;
+    }
+    Ok(samples)
+}
+
 async fn exec_true(sandbox: &SandboxHandle) -> anyhow::Result<()> {
     check_true(
         sandbox,

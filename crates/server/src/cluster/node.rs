@@ -505,26 +505,27 @@ async fn start_sandbox(
 }
 
 async fn stop_sandbox(State(node): State<Arc<Node>>, Path(id): Path<String>) -> Response {
-    if let Err(r) = check_id(&id) {
-        return *r;
-    }
-    let lock = node.lock(&id);
-    let _held = lock.lock().await;
-    node.forget(&id);
-    match node.driver.stop(&id).await {
-        Ok(()) => StatusCode::NO_CONTENT.into_response(),
-        Err(e) => driver_error(e),
-    }
+    end_sandbox(&node, &id, false).await
 }
 
 async fn destroy_sandbox(State(node): State<Arc<Node>>, Path(id): Path<String>) -> Response {
-    if let Err(r) = check_id(&id) {
+    end_sandbox(&node, &id, true).await
+}
+
+/// Stops the sandbox (its files stay), or destroys it (everything goes).
+async fn end_sandbox(node: &Node, id: &str, destroy: bool) -> Response {
+    if let Err(r) = check_id(id) {
         return *r;
     }
-    let lock = node.lock(&id);
+    let lock = node.lock(id);
     let _held = lock.lock().await;
-    node.forget(&id);
-    match node.driver.destroy(&id).await {
+    node.forget(id);
+    let ended = if destroy {
+        node.driver.destroy(id).await
+    } else {
+        node.driver.stop(id).await
+    };
+    match ended {
         Ok(()) => StatusCode::NO_CONTENT.into_response(),
         Err(e) => driver_error(e),
     }
