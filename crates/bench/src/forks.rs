@@ -9,7 +9,7 @@ use sandpit_client::protocol::control::{CreateSandboxRequest, ForkRequest};
 use sandpit_client::{Client, ExecOptions};
 
 use crate::stats::Samples;
-use crate::{Row, Section, exec_true};
+use crate::{Row, Section, cold_creates, exec_true};
 
 /// Workspace sizes measured, MiB.
 const SIZES_MIB: [u64; 2] = [10, 1024];
@@ -18,21 +18,7 @@ pub async fn measure(client: &Client, samples: usize) -> anyhow::Result<Section>
     let mut section = Section::default();
     let run = std::process::id();
     eprintln!("cold create → exec x{samples} (fork baseline)...");
-    let mut cold = Samples::default();
-    for i in 0..samples {
-        let id = format!("fork-cold-{run}-{i}");
-        let t = Instant::now();
-        client
-            .create(&CreateSandboxRequest {
-                id: Some(id.clone()),
-                ..Default::default()
-            })
-            .await?;
-        let result = exec_true(&client.sandbox(&id)).await;
-        cold.push(t.elapsed());
-        client.destroy(&id).await?;
-        result?;
-    }
+    let cold = cold_creates(client, &format!("fork-cold-{run}"), samples).await?;
     let mut p50s = Vec::new();
     let mut rows = Vec::new();
     for mib in SIZES_MIB {

@@ -2,6 +2,7 @@
 //! baselines (fork+exec, bubblewrap) measured in the same run. A program, not a test.
 
 mod backup;
+mod cluster;
 mod density;
 mod forks;
 mod interpreter;
@@ -139,6 +140,10 @@ struct Args {
     /// plain-S3-client baselines.
     #[arg(long, conflicts_with_all = ["only_interpreter", "only_preview", "only_mcp", "only_tiers"])]
     only_mounts: bool,
+    /// Only the cluster rows (issue 15): three in-process nodes behind a replica on a
+    /// throw-away PostgreSQL (Debian's postgresql-15) against a single-box server.
+    #[arg(long, conflicts_with_all = ["only_interpreter", "only_preview", "only_mcp", "only_tiers", "only_mounts"])]
+    only_cluster: bool,
     /// Fork → first exec samples per workspace size, and cold creates as their baseline (0
     /// skips the fork rows).
     #[arg(long, default_value_t = 20)]
@@ -255,6 +260,12 @@ async fn run(args: &Args) -> anyhow::Result<Report> {
     }
     if args.only_mounts {
         return mounts_report(args).await;
+    }
+    if args.only_cluster {
+        let (_data_dir, server, client) = start_server(args).await?;
+        let section = cluster::measure(args, &client).await;
+        server.shutdown().await?;
+        return Ok(Report::from(section?));
     }
     let rootfs = ImageStore::open(&args.images_dir)?
         .rootfs(DEFAULT_IMAGE)
@@ -880,6 +891,26 @@ async fn create_and_exec(client: &Client, id: &str) -> anyhow::Result<()> {
     };
     client.create(&request).await?;
     exec_true(&client.sandbox(id)).await
+}
+
+/// `n` cold creates → first `exec true` (each sandbox destroyed after), ids `{prefix}-{i}`.
+async fn cold_creates(client: &Client, prefix: &str, n: usize) -> anyhow::Result<Samples> {
+    let mut samples = Samples::default();
+    for i in 0..n {
+        let id = format!("{prefix}-{i}");
+        let t = Instant::now();
+        client
+            .create(&CreateSandboxRequest {
+                id: Some(id.clone()),
+                ..Default::default()
+            })
+            .await?;
+        let result = exec_true(&client.sandbox(&id)).await;
+        samples.push(t.elapsed());
+        client.destroy(&id).await?;
+        result?;
+    }
+    Ok(samples)
 }
 
 async fn exec_true(sandbox: &SandboxHandle) -> anyhow::Result<()> {

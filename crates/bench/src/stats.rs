@@ -17,6 +17,11 @@ impl Samples {
         self.ms.len()
     }
 
+    /// The samples, in milliseconds.
+    pub fn ms(&self) -> &[f64] {
+        &self.ms
+    }
+
     /// Nearest-rank percentile (`p` in 0..=100); `NaN` without samples.
     pub fn percentile(&self, p: f64) -> f64 {
         if self.ms.is_empty() {

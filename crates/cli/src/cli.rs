@@ -115,6 +115,14 @@ pub enum Command {
     /// Run the server (builds the default image first if it is missing); its state and admin
     /// key live in --data-dir (see `sandpit --help`).
     Serve(Box<ServeArgs>),
+    /// Cluster set-up (see docs/cluster.md).
+    Cluster {
+        #[command(subcommand)]
+        command: ClusterCommand,
+    },
+    /// Run a cluster node: the daemon that runs this machine's sandboxes for the control plane
+    /// at --join (its state in --data-dir; see docs/cluster.md).
+    Node(Box<NodeArgs>),
     /// Create a sandbox (or show the existing one with that id).
     Create(CreateArgs),
     /// List sandboxes.
@@ -338,6 +346,50 @@ pub enum GitCommand {
     },
 }
 
+#[derive(Debug, Subcommand)]
+pub enum ClusterCommand {
+    /// Create the cluster's CA and join token in DIR (files 0600); prints the join token (also
+    /// written to DIR/join-token). Give DIR to `serve --cluster-dir` and the token to nodes.
+    Init {
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct NodeArgs {
+    /// Where the node API (mutually authenticated TLS) listens.
+    #[arg(long, default_value = "0.0.0.0:7071")]
+    pub listen: SocketAddr,
+    /// host:port the control plane reaches this node at (default: the listen address).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub advertise: Option<String>,
+    /// Serve plain-HTTP GET /healthz here (for kubelet probes).
+    #[arg(long, value_name = "ADDR")]
+    pub health_listen: Option<SocketAddr>,
+    /// URL of the control plane (any replica), e.g. http://sandpit:7070.
+    #[arg(long, value_name = "URL")]
+    pub join: String,
+    /// The cluster's join token (`sandpit cluster init`).
+    #[arg(long, env = "SANDPIT_JOIN_TOKEN", hide_env_values = true)]
+    pub token: String,
+    /// This node's id (default: kept in the data dir, a random one at first start).
+    #[arg(long)]
+    pub node_id: Option<String>,
+    #[command(flatten)]
+    pub images: ImagesDir,
+    /// First host uid of the sandboxes' uid ranges: nodes sharing one host need disjoint
+    /// ranges (each sandbox takes 65,536 uids).
+    #[arg(long, default_value_t = sandpit_server::DEFAULT_FIRST_UID)]
+    pub first_uid: u32,
+    /// The cgroup that holds this node's sandboxes (nodes sharing one host need distinct ones).
+    #[arg(long, value_name = "PATH", default_value = sandpit_server::DEFAULT_CGROUP_ROOT)]
+    pub cgroup_root: String,
+    /// Most sandboxes this node runs at once (what placement fills it up to).
+    #[arg(long, default_value_t = 100)]
+    pub max_sandboxes: u64,
+}
+
 #[derive(Debug, Args)]
 pub struct ServeArgs {
     /// Address to listen on.
@@ -350,6 +402,11 @@ pub struct ServeArgs {
     #[arg(long, env = "SANDPIT_STORE", value_name = "sqlite|URL", default_value = "sqlite",
           value_parser = sandpit_server::StoreBackend::parse, hide_env_values = true)]
     pub store: sandpit_server::StoreBackend,
+    /// Cluster mode: the dir of `sandpit cluster init` (CA and join token). Sandboxes then run
+    /// on nodes that joined (`sandpit node --join`), and any number of replicas may share the
+    /// PostgreSQL store.
+    #[arg(long, value_name = "DIR")]
+    pub cluster_dir: Option<PathBuf>,
     #[command(flatten)]
     pub images: ImagesDir,
     /// Parent domain of preview URLs (`{port}-{id}-{hash}-{token}.{domain}`); the default resolves

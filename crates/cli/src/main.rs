@@ -9,12 +9,12 @@ mod shell;
 
 use std::process::ExitCode;
 
-use crate::cli::{Cli, Command, FilesCommand, GitCommand};
+use crate::cli::{Cli, ClusterCommand, Command, FilesCommand, GitCommand};
 use crate::commands::cp::Location;
 use crate::commands::target::{self, CreateFlag};
 use crate::commands::{
-    cp, ctx, env, events, exec, expose, files, git, image, keys, mount, network, process, quota,
-    run, sandbox, serve, watch,
+    cluster, cp, ctx, env, events, exec, expose, files, git, image, keys, mount, network, process,
+    quota, run, sandbox, serve, watch,
 };
 
 fn main() -> ExitCode {
@@ -72,6 +72,10 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
     let no_create = CreateFlag::default();
     match command {
         Command::Serve(args) => serve::run(*args, data_dir.clone()).await?,
+        Command::Cluster {
+            command: ClusterCommand::Init { dir },
+        } => cluster::init(&dir)?,
+        Command::Node(args) => cluster::node(*args, data_dir.clone()).await?,
         Command::Mcp => {
             // stdout carries the protocol: nothing else may print there.
             sandpit_mcp::serve_stdio(&url, &connect::api_key(key.as_deref(), &data_dir)?).await?;

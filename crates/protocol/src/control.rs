@@ -428,6 +428,60 @@ pub struct SandboxInfo {
     /// effect at its next start, not now (`limits.diskMb`, `env`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub pending_restart: Vec<String>,
+    /// Cluster mode only: the id of the node the sandbox is placed on (absent on a single box
+    /// and before placement).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+}
+
+/// A node's state in `GET /v1/nodes`: `down` once it missed heartbeats for more than 10 s.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "lowercase")]
+pub enum NodeState {
+    Ready,
+    Down,
+}
+
+/// What a node reports about itself in its heartbeats.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct NodeCapacity {
+    /// CPUs of the node's host.
+    pub cpus: u32,
+    /// Memory of the node's host, in MiB.
+    pub memory_mb: u64,
+    /// Most sandboxes the node runs at once (`sandpit node --max-sandboxes`).
+    pub max_sandboxes: u64,
+    /// Sandboxes running on the node now.
+    pub running: u64,
+    /// Images present in the node's image store.
+    #[serde(default)]
+    pub images: Vec<String>,
+}
+
+/// One node of a cluster (`GET /v1/nodes`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct NodeInfo {
+    pub id: String,
+    /// Where the control plane reaches the node API (mutually authenticated TLS).
+    pub address: String,
+    pub state: NodeState,
+    pub capacity: NodeCapacity,
+    /// Sandboxes placed on the node (running or asleep).
+    pub sandboxes: u64,
+    /// The last heartbeat the control plane received.
+    pub last_heartbeat_at: String,
+}
+
+/// `GET /v1/nodes`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct NodeList {
+    pub nodes: Vec<NodeInfo>,
 }
 
 /// `GET /v1/sandboxes/{id}/usage`: what a sandbox uses now. A sandbox that is not running

@@ -156,6 +156,9 @@ error_codes! {
     // The sandbox has as many bucket mounts as the server allows (`--max-mounts-per-sandbox`):
     // unmount one first.
     TooManyMounts = 409,
+    // Cluster mode: the node that holds the sandbox stopped answering its heartbeats (it is
+    // `down`); the sandbox stays on that node and answers again when the node is back.
+    NodeUnavailable = 502,
 }
 
 impl ErrorCode {

@@ -177,6 +177,9 @@ pub enum DriverError {
     /// No snapshot of this name.
     #[error("snapshot {0:?} not found")]
     SnapshotNotFound(String),
+    /// Cluster mode: the sandbox's node (or every node, for a new sandbox) does not answer.
+    #[error("node {node} is unavailable: {message}")]
+    NodeUnavailable { node: String, message: String },
 }
 
 /// A snapshot the driver took ([`Driver::snapshot`]).
@@ -312,6 +315,11 @@ pub trait Driver: Send + Sync + 'static {
         Err(DriverError::Unsupported(
             "snapshot import is not supported for this isolation tier".into(),
         ))
+    }
+
+    /// The node the sandbox is placed on (cluster mode); drivers of this host answer `None`.
+    async fn node_of(&self, _id: &str) -> Option<String> {
+        None
     }
 
     /// What the sandbox uses now; drivers that cannot tell report nothing used.

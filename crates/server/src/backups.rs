@@ -734,6 +734,11 @@ pub async fn reap_forever(backups: Arc<Backups>, mut stop: watch::Receiver<bool>
     loop {
         tokio::select! {
             _ = tick.tick() => {
+                // One replica of a cluster per round (PostgreSQL advisory lock); a single
+                // box always holds it.
+                let Ok(Some(_job)) = backups.store.try_lock_job("backup-expiry").await else {
+                    continue;
+                };
                 let n = backups.reap().await;
                 if n > 0 {
                     tracing::info!(deleted = n, "reaped expired backups");

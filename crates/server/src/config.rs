@@ -95,6 +95,9 @@ pub struct ServeConfig {
     pub admin_key: Option<String>,
     /// Where the control plane's state lives (default: SQLite in `<data_dir>/sandpit.db`).
     pub store: StoreBackend,
+    /// Cluster mode (`serve --cluster-dir`): the dir of `sandpit cluster init` (CA, join
+    /// token); sandboxes then run on nodes that joined, not on this host.
+    pub cluster_dir: Option<PathBuf>,
     /// Limits for every field a sandbox leaves unset (each within its maximum).
     pub default_limits: Limits,
     /// The largest limits one sandbox may ask for (`--max-*`); an unset field defaults from
@@ -194,6 +197,7 @@ impl ServeConfig {
             max_body_bytes: 64 << 20,
             max_control_body_bytes: 1 << 20,
             reaper_interval: Duration::from_secs(1),
+            cluster_dir: None,
             process_checkpoint_every: crate::process_archive::CHECKPOINT_EVERY,
             shutdown_grace: Duration::from_secs(5),
             preview_domain: "localhost".into(),

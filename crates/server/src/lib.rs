@@ -29,6 +29,7 @@ mod audit;
 pub mod auth;
 pub mod backups;
 pub mod caps;
+pub mod cluster;
 mod config;
 mod console;
 pub mod drivers;
@@ -77,6 +78,8 @@ use tower_http::trace::TraceLayer;
 pub use config::{ADMIN_KEY_ENV, AGENT_BIN_ENV, ServeConfig, StoreBackend, find_agent_binary};
 /// Default of [`ServeConfig::cgroup_root`] (`sandpit serve --cgroup-root`).
 pub use sandpit_runtime::local::DEFAULT_CGROUP_ROOT;
+/// Default of `sandpit node --first-uid`.
+pub use sandpit_runtime::local::DEFAULT_FIRST_UID;
 pub use start_error::StartError;
 
 use crate::auth::Auth;
@@ -97,6 +100,8 @@ pub(crate) struct AppState {
     pub backups: Arc<backups::Backups>,
     /// Sleep captures and crash checkpoints of background processes.
     pub processes: Arc<process_archive::ProcessArchive>,
+    /// Cluster mode (`serve --cluster-dir`): the CA and the nodes' driver.
+    pub cluster: Option<Arc<cluster::ControlPlane>>,
 }
 
 async fn route_not_found() -> ApiError {
@@ -143,6 +148,7 @@ fn router(
             get(quota::get).put(quota::set).delete(quota::reset),
         )
         .route("/v1/audit", get(routes::audit::list))
+        .route("/v1/nodes", get(routes::nodes::list))
         .route("/v1/events", get(events::stream).with_state(events))
         .route(
             "/v1/sandboxes",
@@ -218,6 +224,7 @@ fn router(
     let open = Router::new()
         .route("/healthz", get(system::health))
         .route("/readyz", get(system::ready))
+        .route("/v1/cluster/join", post(routes::nodes::join))
         .route("/v1/openapi.json", get(system::openapi))
         .route("/console", get(console::redirect))
         .route("/console/", get(console::index))
@@ -315,6 +322,10 @@ impl Server {
     /// Starts the server with the drivers built into it: the local namespace driver for the
     /// `standard` tier.
     pub async fn start(config: ServeConfig) -> Result<Server, StartError> {
+        if config.cluster_dir.is_some() {
+            // The nodes run the sandboxes: this process has no local driver.
+            return Self::start_inner(config, None).await;
+        }
         let mut drivers = Drivers::new(local_driver(&config)?);
         if let Some(runsc) = &config.runsc {
             drivers = drivers.with(Isolation::Gvisor, gvisor_driver(&config, runsc)?);
@@ -336,7 +347,17 @@ impl Server {
         config: ServeConfig,
         drivers: Drivers,
     ) -> Result<Server, StartError> {
-        if let Err(e) = drivers.get(config.default_isolation) {
+        Self::start_inner(config, Some(drivers)).await
+    }
+
+    /// `drivers`: `None` in cluster mode (the nodes' driver is made once the store is open).
+    async fn start_inner(
+        config: ServeConfig,
+        drivers: Option<Drivers>,
+    ) -> Result<Server, StartError> {
+        if let Some(drivers) = &drivers
+            && let Err(e) = drivers.get(config.default_isolation)
+        {
             return Err(StartError::DefaultIsolation(e));
         }
         std::fs::create_dir_all(&config.data_dir)
@@ -360,6 +381,28 @@ impl Server {
             ),
         };
         tracing::info!(store = ?config.store, "store opened");
+        let (drivers, cluster) = match (drivers, &config.cluster_dir) {
+            (Some(drivers), _) => (drivers, None),
+            (None, Some(dir)) => {
+                let plane = cluster::ControlPlane::load(dir, store.clone()).map_err(|source| {
+                    StartError::Cluster {
+                        dir: dir.clone(),
+                        source,
+                    }
+                })?;
+                let driver: Arc<dyn Driver> = plane.driver.clone();
+                let drivers = Drivers::new(driver);
+                if let Err(e) = drivers.get(config.default_isolation) {
+                    return Err(StartError::DefaultIsolation(e));
+                }
+                (drivers, Some(Arc::new(plane)))
+            }
+            (None, None) => {
+                return Err(StartError::DefaultIsolation(ApiError::internal(
+                    "no driver",
+                )));
+            }
+        };
         let (admin_key, key_file) =
             auth::load_or_create_admin_key(&config.data_dir, config.admin_key.as_deref())?;
         if config.admin_key.is_none() {
@@ -414,6 +457,7 @@ impl Server {
         )
         .await
         .map_err(StartError::Manager)?;
+        manager.set_cluster(cluster.is_some());
         manager.set_mount_policy(
             mounts::MountPolicy::new(&config.mount_endpoints, config.egress_blocked.clone())
                 .map_err(StartError::MountEndpoint)?
@@ -447,6 +491,7 @@ impl Server {
             max_body_bytes: config.max_body_bytes,
             backups: backups.clone(),
             processes: processes.clone(),
+            cluster: cluster.clone(),
         });
         let bind = |source| StartError::Bind {
             addr: config.listen,
@@ -497,6 +542,14 @@ impl Server {
             shutdown.subscribe(),
         ));
         tokio::spawn(backups::reap_forever(backups, shutdown.subscribe()));
+        if let Some(cluster) = &cluster {
+            tokio::spawn(
+                cluster
+                    .driver
+                    .clone()
+                    .heartbeat_forever(shutdown.subscribe()),
+            );
+        }
         if !config.process_checkpoint_every.is_zero() {
             tokio::spawn(process_archive::checkpoint_forever(
                 processes,
@@ -604,7 +657,14 @@ async fn reap_forever(manager: Arc<Manager>, every: Duration, mut stop: watch::R
         tokio::select! {
             _ = tick.tick() => {
                 manager.reap().await;
-                manager.reap_expired().await;
+                if manager.is_cluster() {
+                    // One replica per round expires sandboxes (PostgreSQL advisory lock).
+                    if let Ok(Some(_job)) = manager.store().try_lock_job("ttl-expiry").await {
+                        manager.reap_expired().await;
+                    }
+                } else {
+                    manager.reap_expired().await;
+                }
             }
             _ = async { stop.wait_for(|stop| *stop).await.is_ok() } => return,
         }

@@ -453,6 +453,9 @@ pub struct Manager {
     mount_policy: crate::mounts::MountPolicy,
     /// Held while a snapshot is deleted or a sandbox starts using one.
     snapshot_lock: tokio::sync::Mutex<()>,
+    /// Cluster mode: other replicas share the store and the sandboxes, so a start or a
+    /// shutdown of this process leaves the sandboxes' states alone.
+    cluster: bool,
 }
 
 impl Manager {
@@ -484,7 +487,14 @@ impl Manager {
             listeners: Vec::new(),
             mount_policy: Default::default(),
             snapshot_lock: tokio::sync::Mutex::new(()),
+            cluster: false,
         })
+    }
+
+    /// Cluster mode (call while building the server): see [`Manager::reconcile`] and
+    /// [`Manager::sleep_all`].
+    pub fn set_cluster(&mut self, cluster: bool) {
+        self.cluster = cluster;
     }
 
     /// Sets which endpoints bucket mounts may use (call while building the server).
@@ -821,6 +831,10 @@ impl Manager {
             labels: o.labels.clone(),
             expires_at: o.expires_at_ms.map(ms_timestamp),
             pending_restart: Vec::new(),
+            node: match self.driver(o.isolation) {
+                Ok(driver) => driver.node_of(&record.internal_id).await,
+                Err(_) => None,
+            },
         };
         let network = egress::state::load(self.store.as_ref(), &record.internal_id).await?;
         egress::state::fill_info(&mut info, &network);
@@ -934,6 +948,10 @@ impl Manager {
                     format!("image {image:?} not found"),
                 )
                 .context("image", image.as_str()),
+                DriverError::NodeUnavailable { node, .. } => {
+                    ApiError::new(ErrorCode::NodeUnavailable, e.to_string())
+                        .context("node", node.as_str())
+                }
                 _ => ApiError::new(
                     ErrorCode::SandboxStartFailed,
                     format!("sandbox failed to start: {}", ErrorChain(&e)),
@@ -1604,6 +1622,24 @@ impl Manager {
         Self::lease(&entry, &inner)
     }
 
+    /// Whether this is a control-plane replica of a cluster.
+    pub fn is_cluster(&self) -> bool {
+        self.cluster
+    }
+
+    /// Cluster mode: a lease on a sandbox the store records as running, wherever it was
+    /// started (another replica's sandboxes are reached on their node, not woken when asleep).
+    pub async fn lease_running_in_cluster(&self, tenant: &str, id: &str) -> Option<Lease> {
+        if let Some(lease) = self.lease_running(tenant, id).await {
+            return Some(lease);
+        }
+        let record = self.store.get_sandbox(tenant, id).await.ok()??;
+        if record.state != SandboxState::Running {
+            return None;
+        }
+        self.acquire(tenant, id).await.ok()
+    }
+
     /// The agent of sandbox `(tenant, id)` if it runs now and no start or stop holds it,
     /// without counting activity or keeping it awake (background work such as the process
     /// checkpoints must not stop a sandbox from going to sleep).
@@ -1752,6 +1788,10 @@ impl Manager {
                 );
             }
         }
+        if self.cluster {
+            // Sandboxes run on the nodes, which reconcile themselves; other replicas use them.
+            return Ok(());
+        }
         let n = self
             .store
             .reset_states(
@@ -1765,11 +1805,17 @@ impl Manager {
         Ok(())
     }
 
-    /// At shutdown: every running sandbox goes to sleep.
+    /// At shutdown: every running sandbox goes to sleep (in cluster mode they keep running on
+    /// their nodes for the other replicas: only this process's streams to them end).
     pub async fn sleep_all(&self) {
         for entry in self.all_entries() {
             let mut inner = entry.inner.lock().await;
             entry.end_on_request(&inner, EndReason::Shutdown);
+            if self.cluster {
+                inner.started = None;
+                entry.running.store(false, Ordering::SeqCst);
+                continue;
+            }
             if inner.started.is_some()
                 && let Err(e) = self.sleep(&entry, &mut inner).await
             {

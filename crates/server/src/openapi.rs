@@ -62,6 +62,7 @@ use crate::routes::{files, keys, quota, sandboxes};
         crate::routes::snapshots::export,
         crate::routes::snapshots::import,
         crate::routes::system::ready,
+        crate::routes::nodes::list,
     ),
     components(schemas(
         sandpit_protocol::control::CreateSandboxRequest,
@@ -114,6 +115,10 @@ use crate::routes::{files, keys, quota, sandboxes};
         sandpit_protocol::control::SnapshotExport,
         sandpit_protocol::control::ImportSnapshotRequest,
         sandpit_protocol::control::Readiness,
+        sandpit_protocol::control::NodeList,
+        sandpit_protocol::control::NodeInfo,
+        sandpit_protocol::control::NodeState,
+        sandpit_protocol::control::NodeCapacity,
     )),
     modifiers(&BearerAuth, &SandboxIdParams, &CommonErrors),
     tags(
@@ -129,6 +134,7 @@ use crate::routes::{files, keys, quota, sandboxes};
         (name = "snapshots", description = "Snapshots of a sandbox's file system, sandboxes created from them, and forks"),
         (name = "system", description = "Probes for load balancers and Kubernetes, no key needed"),
         (name = "preview", description = "Preview URLs: ports of a sandbox reachable at `{port}-{id}-{hash}-{token}.{domain}`"),
+        (name = "cluster", description = "Cluster mode: the nodes that run the sandboxes (admin key)"),
     )
 )]
 struct ApiDoc;

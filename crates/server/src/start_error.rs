@@ -34,6 +34,13 @@ pub enum StartError {
         #[source]
         source: sandpit_store::StoreError,
     },
+    /// The cluster dir of `serve --cluster-dir` (CA, key, join token).
+    #[error("loading the cluster dir {}", dir.display())]
+    Cluster {
+        dir: PathBuf,
+        #[source]
+        source: crate::cluster::pki::PkiError,
+    },
     #[error("connecting to the PostgreSQL store {url}")]
     Postgres {
         /// Without its password.

@@ -269,6 +269,20 @@ pub struct SandboxNetwork {
     pub operator_policy: bool,
 }
 
+/// A node of a cluster as stored (`sandpit node`, registered at its join).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeRecord {
+    pub id: String,
+    /// Where its node API listens (`host:port`).
+    pub address: String,
+    /// Random id of the node daemon's current run: a new one means it restarted.
+    pub boot_id: String,
+    /// Its last reported capacity (JSON of `sandpit_protocol::control::NodeCapacity`).
+    pub capacity: String,
+    pub last_heartbeat_ms: i64,
+    pub registered_at_ms: i64,
+}
+
 /// A bucket mount of a sandbox as stored (the credentials sealed at rest).
 #[derive(Clone, PartialEq, Eq)]
 pub struct StoredMount {
@@ -342,6 +356,24 @@ pub trait Store: Send + Sync + 'static {
     /// The value of a setting, storing `default` first if it has none.
     async fn setting_or_init(&self, key: &str, default: &str) -> Result<String>;
 
+    /// Records a node at its join (insert, or replace address, boot id and capacity).
+    async fn put_node(&self, node: &NodeRecord) -> Result<()>;
+
+    /// Records a heartbeat of node `id` (no-op for an unknown node).
+    async fn node_heartbeat(&self, id: &str, at_ms: i64, capacity: &str) -> Result<()>;
+
+    /// Every node, by id.
+    async fn list_nodes(&self) -> Result<Vec<NodeRecord>>;
+
+    /// Places sandbox `sandbox` (internal id) on `node`; `None` forgets its placement.
+    async fn set_sandbox_node(&self, sandbox: &str, node: Option<&str>) -> Result<()>;
+
+    /// The node sandbox `sandbox` (internal id) is placed on.
+    async fn sandbox_node(&self, sandbox: &str) -> Result<Option<String>>;
+
+    /// How many sandboxes are placed on each node that has any.
+    async fn node_sandbox_counts(&self) -> Result<Vec<(String, u64)>>;
+
     /// Creates a tenant if it does not exist yet.
     async fn ensure_tenant(&self, tenant: &str) -> Result<()>;
 
@@ -351,6 +383,14 @@ pub trait Store: Send + Sync + 'static {
     async fn lock_tenant(&self, tenant: &str) -> Result<TenantLock> {
         let _ = tenant;
         Ok(TenantLock::none())
+    }
+
+    /// The lock of a periodic job shared by every replica (TTL expiry, backup expiry), if no
+    /// other handle holds it now: one replica runs a round, the others skip it. `None` when
+    /// another holds it. The default holds nothing, for stores with a single writer process.
+    async fn try_lock_job(&self, job: &str) -> Result<Option<TenantLock>> {
+        let _ = job;
+        Ok(Some(TenantLock::none()))
     }
 
     /// Records an API key (its SHA-256 digest, hex) for an existing tenant.

@@ -241,6 +241,24 @@ pub(crate) const MIGRATIONS: &[(i64, &str)] = &[
             PRIMARY KEY (sandbox, mount_path)
         );",
     ),
+    (
+        30,
+        // Cluster mode: the nodes (registered at join, heart-beating) and where each sandbox
+        // (by internal id) is placed.
+        "CREATE TABLE nodes (
+            id              TEXT PRIMARY KEY,
+            address         TEXT NOT NULL,
+            boot_id         TEXT NOT NULL,
+            capacity        TEXT NOT NULL,
+            last_heartbeat  INTEGER NOT NULL,
+            registered_at   INTEGER NOT NULL
+        );
+        CREATE TABLE sandbox_nodes (
+            sandbox  TEXT PRIMARY KEY,
+            node     TEXT NOT NULL
+        );
+        CREATE INDEX sandbox_nodes_node ON sandbox_nodes(node);",
+    ),
 ];
 
 /// Brings the schema to the newest version.

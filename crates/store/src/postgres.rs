@@ -22,8 +22,9 @@ use crate::crypto::DataKey;
 use crate::{
     ApiKeyRecord, ArchivedProcess, AuditRecord, BackupRecord, BackupState, ExposedPortRecord,
     MAX_ARCHIVE_BYTES_PER_SANDBOX, MAX_ARCHIVE_BYTES_PER_TENANT, MAX_ARCHIVED_PER_SANDBOX,
-    MAX_AUDIT_PER_TENANT, NewSandbox, Result, SandboxNetwork, SandboxOptions, SandboxRecord,
-    SnapshotRecord, Store, StoreError, StoredMount, TenantLock, key_id_of, postgres_migrations,
+    MAX_AUDIT_PER_TENANT, NewSandbox, NodeRecord, Result, SandboxNetwork, SandboxOptions,
+    SandboxRecord, SnapshotRecord, Store, StoreError, StoredMount, TenantLock, key_id_of,
+    postgres_migrations,
 };
 
 /// Connections per store handle (per replica).
@@ -56,6 +57,8 @@ const KEY_COLUMNS: &str = "key_id, tenant, created_at, last_used_at";
 /// Advisory-lock namespace of the per-tenant admission locks (the tenant's hash is the
 /// second key).
 const TENANT_LOCK_CLASS: i32 = 0x5350_0001;
+/// Advisory-lock class of periodic jobs (`Store::try_lock_job`).
+const JOB_LOCK_CLASS: i32 = 0x5350_0002;
 /// Advisory-lock key serialising a tenant's archive pruning (with the tenant's hash).
 const ARCHIVE_LOCK_CLASS: i32 = 0x5350_0002;
 
@@ -391,6 +394,107 @@ impl Store for PostgresStore {
         Ok(row.try_get(0)?)
     }
 
+    async fn put_node(&self, node: &NodeRecord) -> Result<()> {
+        let c = self.client().await?;
+        c.execute(
+            "INSERT INTO nodes (id, address, boot_id, capacity, last_heartbeat, registered_at) \
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (id) DO UPDATE SET \
+             address = EXCLUDED.address, boot_id = EXCLUDED.boot_id, \
+             capacity = EXCLUDED.capacity, last_heartbeat = EXCLUDED.last_heartbeat, \
+             registered_at = EXCLUDED.registered_at",
+            &[
+                &node.id,
+                &node.address,
+                &node.boot_id,
+                &node.capacity,
+                &node.last_heartbeat_ms,
+                &node.registered_at_ms,
+            ],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn node_heartbeat(&self, id: &str, at_ms: i64, capacity: &str) -> Result<()> {
+        let c = self.client().await?;
+        c.execute(
+            "UPDATE nodes SET last_heartbeat = GREATEST(last_heartbeat, $2), \
+             capacity = CASE WHEN $2 >= last_heartbeat THEN $3 ELSE capacity END WHERE id = $1",
+            &[&id, &at_ms, &capacity],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn list_nodes(&self) -> Result<Vec<NodeRecord>> {
+        let c = self.client().await?;
+        let rows = c
+            .query(
+                "SELECT id, address, boot_id, capacity, last_heartbeat, registered_at \
+                 FROM nodes ORDER BY id COLLATE \"C\"",
+                &[],
+            )
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(NodeRecord {
+                    id: r.try_get(0)?,
+                    address: r.try_get(1)?,
+                    boot_id: r.try_get(2)?,
+                    capacity: r.try_get(3)?,
+                    last_heartbeat_ms: r.try_get(4)?,
+                    registered_at_ms: r.try_get(5)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn set_sandbox_node(&self, sandbox: &str, node: Option<&str>) -> Result<()> {
+        let c = self.client().await?;
+        match node {
+            Some(node) => {
+                c.execute(
+                    "INSERT INTO sandbox_nodes (sandbox, node) VALUES ($1, $2) \
+                     ON CONFLICT (sandbox) DO UPDATE SET node = EXCLUDED.node",
+                    &[&sandbox, &node],
+                )
+                .await?
+            }
+            None => {
+                c.execute("DELETE FROM sandbox_nodes WHERE sandbox = $1", &[&sandbox])
+                    .await?
+            }
+        };
+        Ok(())
+    }
+
+    async fn sandbox_node(&self, sandbox: &str) -> Result<Option<String>> {
+        let c = self.client().await?;
+        let row = c
+            .query_opt(
+                "SELECT node FROM sandbox_nodes WHERE sandbox = $1",
+                &[&sandbox],
+            )
+            .await?;
+        Ok(row.map(|r| r.try_get(0)).transpose()?)
+    }
+
+    async fn node_sandbox_counts(&self) -> Result<Vec<(String, u64)>> {
+        let c = self.client().await?;
+        let rows = c
+            .query(
+                "SELECT node, count(*) FROM sandbox_nodes GROUP BY node",
+                &[],
+            )
+            .await?;
+        rows.iter()
+            .map(|r| {
+                let n: i64 = r.try_get(1)?;
+                Ok((r.try_get(0)?, n.max(0) as u64))
+            })
+            .collect()
+    }
+
     async fn ensure_tenant(&self, tenant: &str) -> Result<()> {
         let c = self.client().await?;
         c.execute(
@@ -411,6 +515,23 @@ impl Store for PostgresStore {
         Ok(TenantLock::new(PgTenantLock {
             client: Some(c),
             key: (TENANT_LOCK_CLASS, tenant.to_owned()),
+        }))
+    }
+
+    async fn try_lock_job(&self, job: &str) -> Result<Option<TenantLock>> {
+        let c = self.client().await?;
+        let got: bool = c
+            .query_one(
+                "SELECT pg_try_advisory_lock($1, hashtext($2))",
+                &[&JOB_LOCK_CLASS, &job],
+            )
+            .await?
+            .try_get(0)?;
+        Ok(got.then(|| {
+            TenantLock::new(PgTenantLock {
+                client: Some(c),
+                key: (JOB_LOCK_CLASS, job.to_owned()),
+            })
         }))
     }
 

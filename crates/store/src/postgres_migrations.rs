@@ -195,6 +195,22 @@ pub(crate) const MIGRATIONS: &[(i64, &str)] = &[
             PRIMARY KEY (sandbox, mount_path)
         );",
     ),
+    (
+        30,
+        "CREATE TABLE nodes (
+            id              TEXT PRIMARY KEY,
+            address         TEXT NOT NULL,
+            boot_id         TEXT NOT NULL,
+            capacity        TEXT NOT NULL,
+            last_heartbeat  BIGINT NOT NULL,
+            registered_at   BIGINT NOT NULL
+        );
+        CREATE TABLE sandbox_nodes (
+            sandbox  TEXT PRIMARY KEY,
+            node     TEXT NOT NULL
+        );
+        CREATE INDEX sandbox_nodes_node ON sandbox_nodes(node);",
+    ),
 ];
 
 /// Key of the advisory lock that serialises migrations of replicas starting together.

@@ -14,8 +14,8 @@ use crate::crypto::{DataKey, is_sealed};
 use crate::{
     ApiKeyRecord, ArchivedProcess, AuditRecord, BackupRecord, BackupState, ExposedPortRecord,
     MAX_ARCHIVE_BYTES_PER_SANDBOX, MAX_ARCHIVE_BYTES_PER_TENANT, MAX_ARCHIVED_PER_SANDBOX,
-    MAX_AUDIT_PER_TENANT, NewSandbox, Result, SandboxNetwork, SandboxOptions, SandboxRecord,
-    SnapshotRecord, Store, StoreError, StoredMount, key_id_of, migrations,
+    MAX_AUDIT_PER_TENANT, NewSandbox, NodeRecord, Result, SandboxNetwork, SandboxOptions,
+    SandboxRecord, SnapshotRecord, Store, StoreError, StoredMount, key_id_of, migrations,
 };
 
 /// SQLite-backed store. One connection behind a mutex: SQLite serialises writers anyway, and
@@ -505,6 +505,103 @@ impl Store for SqliteStore {
                     r.get(0)
                 })?,
             )
+        })
+        .await
+    }
+
+    async fn put_node(&self, node: &NodeRecord) -> Result<()> {
+        let node = node.clone();
+        self.with(move |c| {
+            c.execute(
+                "INSERT OR REPLACE INTO nodes \
+                 (id, address, boot_id, capacity, last_heartbeat, registered_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![
+                    node.id,
+                    node.address,
+                    node.boot_id,
+                    node.capacity,
+                    node.last_heartbeat_ms,
+                    node.registered_at_ms
+                ],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn node_heartbeat(&self, id: &str, at_ms: i64, capacity: &str) -> Result<()> {
+        let (id, capacity) = (id.to_owned(), capacity.to_owned());
+        self.with(move |c| {
+            c.execute(
+                "UPDATE nodes SET last_heartbeat = max(last_heartbeat, ?2), \
+                 capacity = CASE WHEN ?2 >= last_heartbeat THEN ?3 ELSE capacity END WHERE id = ?1",
+                params![id, at_ms, capacity],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn list_nodes(&self) -> Result<Vec<NodeRecord>> {
+        self.with(move |c| {
+            let mut stmt = c.prepare(
+                "SELECT id, address, boot_id, capacity, last_heartbeat, registered_at \
+                 FROM nodes ORDER BY id",
+            )?;
+            let rows = stmt.query_map([], |r| {
+                Ok(NodeRecord {
+                    id: r.get(0)?,
+                    address: r.get(1)?,
+                    boot_id: r.get(2)?,
+                    capacity: r.get(3)?,
+                    last_heartbeat_ms: r.get(4)?,
+                    registered_at_ms: r.get(5)?,
+                })
+            })?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+    }
+
+    async fn set_sandbox_node(&self, sandbox: &str, node: Option<&str>) -> Result<()> {
+        let (sandbox, node) = (sandbox.to_owned(), node.map(str::to_owned));
+        self.with(move |c| {
+            match node {
+                Some(node) => c.execute(
+                    "INSERT OR REPLACE INTO sandbox_nodes (sandbox, node) VALUES (?1, ?2)",
+                    params![sandbox, node],
+                )?,
+                None => c.execute(
+                    "DELETE FROM sandbox_nodes WHERE sandbox = ?1",
+                    params![sandbox],
+                )?,
+            };
+            Ok(())
+        })
+        .await
+    }
+
+    async fn sandbox_node(&self, sandbox: &str) -> Result<Option<String>> {
+        let sandbox = sandbox.to_owned();
+        self.with(move |c| {
+            Ok(c.query_row(
+                "SELECT node FROM sandbox_nodes WHERE sandbox = ?1",
+                params![sandbox],
+                |r| r.get(0),
+            )
+            .optional()?)
+        })
+        .await
+    }
+
+    async fn node_sandbox_counts(&self) -> Result<Vec<(String, u64)>> {
+        self.with(move |c| {
+            let mut stmt = c.prepare("SELECT node, count(*) FROM sandbox_nodes GROUP BY node")?;
+            let rows = stmt.query_map([], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?.max(0) as u64))
+            })?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
         })
         .await
     }

@@ -95,6 +95,7 @@ export const ERROR_STATUS = {
   SNAPSHOT_EXPORT_FAILED: 500,
   SNAPSHOT_IMPORT_FAILED: 500,
   TOO_MANY_MOUNTS: 409,
+  NODE_UNAVAILABLE: 502,
 } as const;
 
 /** A code of the protocol's error table. */

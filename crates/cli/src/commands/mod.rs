@@ -1,6 +1,7 @@
 //! One module per command group.
 
 pub mod backup;
+pub mod cluster;
 pub mod cp;
 pub mod ctx;
 pub mod env;

@@ -15,6 +15,7 @@ pub async fn run(args: ServeArgs, data_dir: PathBuf) -> anyhow::Result<()> {
     let mut config = ServeConfig::new(data_dir.clone());
     config.listen = args.listen;
     config.store = args.store;
+    config.cluster_dir = args.cluster_dir;
     config.images_dir = super::image::images_dir(&args.images, &data_dir);
     config.preview_domain = args.preview_domain;
     config.preview_scheme = args.preview_scheme;

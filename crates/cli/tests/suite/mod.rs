@@ -2,6 +2,7 @@ mod actionable;
 mod architecture;
 mod args;
 mod browser;
+mod cluster;
 mod compat;
 mod console;
 mod copy;

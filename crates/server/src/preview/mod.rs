@@ -168,6 +168,25 @@ impl Previews {
             .cloned()
     }
 
+    /// Cluster mode: the exposure a preview host names, from the store (exposed through
+    /// another replica); kept in the index once found.
+    async fn find_stored(&self, label: &str, port: u16, token: &str) -> Option<Exposure> {
+        let records = self.store().exposed_ports().await.ok()?;
+        let record = records
+            .into_iter()
+            .find(|r| r.port == port && self.label(&r.tenant, &r.sandbox_id) == label)?;
+        if !constant_time_eq(record.token.as_bytes(), token.as_bytes()) {
+            return None;
+        }
+        let exposure = Exposure {
+            label: label.to_owned(),
+            record,
+            run: None,
+        };
+        self.put(exposure.clone());
+        Some(exposure)
+    }
+
     /// Exposures of one sandbox of one tenant.
     fn of_sandbox(&self, tenant: &str, id: &str) -> Vec<Exposure> {
         let label = self.label(tenant, id);

@@ -52,18 +52,32 @@ async fn proxy(
     label: &str,
     token: &str,
 ) -> Result<Response, ApiError> {
-    let exposure = previews.find(label, port, token).ok_or_else(|| {
+    let cluster = previews.manager.is_cluster();
+    let mut exposure = previews.find(label, port, token);
+    if exposure.is_none() && cluster {
+        // Another replica may have exposed it: the store has every exposure.
+        exposure = previews.find_stored(label, port, token).await;
+    }
+    let exposure = exposure.ok_or_else(|| {
         ApiError::new(
             ErrorCode::InvalidToken,
             "Access denied: Invalid token or port not exposed",
         )
     })?;
-    let lease = match previews
-        .manager
-        .lease_running(&exposure.record.tenant, &exposure.record.sandbox_id)
-        .await
-    {
-        Some(lease) if exposure.is_live(Some(lease.run)) => lease,
+    let running = if cluster {
+        // Runs are counted per replica: a sandbox running on its node serves its exposures.
+        previews
+            .manager
+            .lease_running_in_cluster(&exposure.record.tenant, &exposure.record.sandbox_id)
+            .await
+    } else {
+        previews
+            .manager
+            .lease_running(&exposure.record.tenant, &exposure.record.sandbox_id)
+            .await
+    };
+    let lease = match running {
+        Some(lease) if cluster || exposure.is_live(Some(lease.run)) => lease,
         running => return Err(stale(previews, &exposure, running.is_some()).await),
     };
 

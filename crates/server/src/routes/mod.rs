@@ -7,6 +7,7 @@ pub mod env;
 pub mod files;
 pub mod keys;
 pub mod mounts;
+pub mod nodes;
 pub mod quota;
 pub mod sandboxes;
 pub mod snapshots;

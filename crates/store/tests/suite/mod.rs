@@ -4,6 +4,7 @@ mod encryption;
 mod keys;
 mod mounts;
 mod network;
+mod nodes;
 mod ports;
 mod processes;
 mod quotas;

@@ -115,6 +115,31 @@ async fn postgres_tenant_lock_blocks_another_handle_until_dropped() {
         .unwrap();
 }
 
+/// A periodic job's lock: one handle gets it, the other is told no at once (it skips the
+/// round); after release the other gets it. Different jobs do not exclude each other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_job_lock_lets_one_replica_run_a_round() {
+    let Some(f) = Fixture::postgres() else {
+        return;
+    };
+    let (a, b) = (f.open().await, f.open().await);
+    let held = a.try_lock_job("ttl").await.unwrap().expect("free lock");
+    assert!(b.try_lock_job("ttl").await.unwrap().is_none());
+    assert!(b.try_lock_job("backups").await.unwrap().is_some());
+    drop(held);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        if b.try_lock_job("ttl").await.unwrap().is_some() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the lock was not released"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// Replicas starting together on an empty database apply each migration once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_replicas_starting_together_migrate_once() {

@@ -717,6 +717,11 @@ class TooManyMountsError(SandpitError):
 
     code = "TOO_MANY_MOUNTS"
     default_status = 409
+class NodeUnavailableError(SandpitError):
+    """``NODE_UNAVAILABLE`` (HTTP 502)."""
+
+    code = "NODE_UNAVAILABLE"
+    default_status = 502
 
 
 ERRORS_BY_CODE: dict[str, type[SandpitError]] = {
@@ -813,6 +818,7 @@ ERRORS_BY_CODE: dict[str, type[SandpitError]] = {
     "SNAPSHOT_EXPORT_FAILED": SnapshotExportFailedError,
     "SNAPSHOT_IMPORT_FAILED": SnapshotImportFailedError,
     "TOO_MANY_MOUNTS": TooManyMountsError,
+    "NODE_UNAVAILABLE": NodeUnavailableError,
 }
 
 
