@@ -40,8 +40,15 @@ pub fn router(agent: Arc<Agent>) -> Router {
         .fallback(unknown_route)
         .method_not_allowed_fallback(unknown_route)
         .layer(DefaultBodyLimit::max(limit))
+        .layer(middleware::map_request(refresh_meminfo))
         .layer(middleware::map_response(cors))
         .with_state(agent)
+}
+
+/// A request may start a command: its `/proc/meminfo` view must be current first.
+async fn refresh_meminfo(request: axum::extract::Request) -> axum::extract::Request {
+    crate::meminfo::refresh_now();
+    request
 }
 
 /// Headers the seed puts on every response (reference §2.1).

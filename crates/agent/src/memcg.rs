@@ -1,5 +1,5 @@
-//! The sandbox's memory cgroup as the agent sees it: the launcher mounts the sandbox's own
-//! cgroups read-only under `/sys/fs/cgroup` (its cgroup namespace makes them the root), so the
+//! The sandbox's memory cgroup as the agent sees it: the launcher binds the sandbox's own
+//! cgroup directories read-only under `/sys/fs/cgroup` (each the root of its view), so the
 //! agent reads its limit, its usage and the kernel's OOM-kill counter there. The counter lets
 //! a command the OOM killer ended be reported as such instead of as a bare exit code 137.
 

@@ -302,9 +302,12 @@ pub trait CgroupManager: Send + Sync + std::fmt::Debug {
     /// A memory limit below what the sandbox uses fails with [`CgroupError::MemoryBusy`] and
     /// leaves the old limit.
     fn update(&self, name: &str, limits: &CgroupLimits) -> Result<(), CgroupError>;
-    /// The cgroup file systems to mount (read-only) under `/sys/fs/cgroup` inside a sandbox; its
-    /// cgroup namespace makes each show the sandbox's own cgroup as the root.
-    fn sandbox_mounts(&self) -> Vec<CgroupFsMount>;
+    /// The sandbox's own cgroup directories, one per hierarchy, to bind (read-only) under
+    /// `/sys/fs/cgroup` inside it: each shows the sandbox's cgroup as the root, as its cgroup
+    /// namespace does. Binds, not fresh cgroup mounts: a cgroup mount in a new cgroup namespace
+    /// makes a superblock of its own, and the kernel compares every new one with all existing
+    /// ones, so creation slowed with the number of live sandboxes (issue 16).
+    fn sandbox_mounts(&self, name: &str) -> Vec<CgroupFsMount>;
     /// The `cgroup.procs` files a process must write its pid to, to join every hierarchy.
     fn procs_files(&self, name: &str) -> Vec<PathBuf>;
     /// Every directory of the sandbox (one per hierarchy), whether or not it exists.
@@ -357,17 +360,16 @@ pub fn detect(group: &str) -> Result<Box<dyn CgroupManager>, CgroupError> {
     )
 }
 
-/// One cgroup file system as a sandbox mounts it.
+/// One cgroup directory of a sandbox as it sees it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CgroupFsMount {
     /// Directory under `/sys/fs/cgroup` (`memory`, `cpu,cpuacct`, `unified`; empty: the
     /// directory itself, for a pure v2 host).
     pub dir: String,
-    /// `cgroup` (v1) or `cgroup2`.
-    pub fstype: String,
-    /// Mount data: the v1 hierarchy's controllers (`cpu,cpuacct`); empty for v2.
-    pub options: String,
+    /// The sandbox's directory in the host's hierarchy (`/sys/fs/cgroup/memory/sandpit/<id>`),
+    /// bound read-only at `dir`.
+    pub source: PathBuf,
 }
 
 /// A cgroup filesystem mount from `/proc/self/mountinfo`.
@@ -578,8 +580,8 @@ pub fn from_layout(
 pub struct V1Hierarchy {
     pub controller: &'static str,
     pub base: PathBuf,
-    /// Every controller of the hierarchy, comma-separated (`cpu,cpuacct`): the mount data a
-    /// sandbox needs to mount it.
+    /// Every controller of the hierarchy, comma-separated (`cpu,cpuacct`): the name of its
+    /// directory under `/sys/fs/cgroup` inside a sandbox.
     pub controllers: String,
 }
 
@@ -725,21 +727,19 @@ impl CgroupManager for V1Hybrid {
         self.write_limits(name, limits)
     }
 
-    fn sandbox_mounts(&self) -> Vec<CgroupFsMount> {
+    fn sandbox_mounts(&self, name: &str) -> Vec<CgroupFsMount> {
         let mut mounts: Vec<CgroupFsMount> = self
             .hierarchies
             .iter()
             .map(|h| CgroupFsMount {
                 dir: h.controllers.clone(),
-                fstype: "cgroup".into(),
-                options: h.controllers.clone(),
+                source: h.base.join(name),
             })
             .collect();
-        if self.unified.is_some() {
+        if let Some(unified) = &self.unified {
             mounts.push(CgroupFsMount {
                 dir: "unified".into(),
-                fstype: "cgroup2".into(),
-                options: String::new(),
+                source: unified.join(name),
             });
         }
         mounts
@@ -947,11 +947,10 @@ impl CgroupManager for V2 {
         self.write_limits(&dir, name, limits)
     }
 
-    fn sandbox_mounts(&self) -> Vec<CgroupFsMount> {
+    fn sandbox_mounts(&self, name: &str) -> Vec<CgroupFsMount> {
         vec![CgroupFsMount {
             dir: String::new(),
-            fstype: "cgroup2".into(),
-            options: String::new(),
+            source: self.base.join(name),
         }]
     }
 
@@ -1332,11 +1331,10 @@ mod tests {
         ));
         assert_eq!(read("memory.max"), (64u64 << 20).to_string());
         assert_eq!(
-            mgr.sandbox_mounts(),
+            mgr.sandbox_mounts("sb"),
             vec![CgroupFsMount {
                 dir: String::new(),
-                fstype: "cgroup2".into(),
-                options: String::new(),
+                source: dir.clone(),
             }]
         );
     }
@@ -1350,9 +1348,17 @@ mod tests {
                   41 31 0:38 / /sys/fs/cgroup/unified rw - cgroup2 cgroup2 rw\n";
         let own = "3:cpu,cpuacct:/\n4:memory:/\n8:pids:/\n2:cpuset:/\n0::/\n";
         let mgr = from_layout(&parse_mountinfo(mi), &parse_proc_cgroup(own), "g").unwrap();
-        let dirs: Vec<String> = mgr.sandbox_mounts().into_iter().map(|m| m.dir).collect();
+        let mounts = mgr.sandbox_mounts("s");
+        let dirs: Vec<&str> = mounts.iter().map(|m| m.dir.as_str()).collect();
         assert_eq!(dirs, ["memory", "pids", "cpu,cpuacct", "cpuset", "unified"]);
-        assert_eq!(mgr.sandbox_mounts()[2].options, "cpu,cpuacct");
+        assert_eq!(
+            mounts[2].source,
+            PathBuf::from("/sys/fs/cgroup/cpu,cpuacct/g/s")
+        );
+        assert_eq!(
+            mounts[4].source,
+            PathBuf::from("/sys/fs/cgroup/unified/g/s")
+        );
         assert!(
             mgr.dirs("s")
                 .contains(&PathBuf::from("/sys/fs/cgroup/cpuset/g/s"))

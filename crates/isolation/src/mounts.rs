@@ -273,11 +273,13 @@ pub(crate) fn mount_kernel_fs(sys: &dyn Syscalls, root: &Path) -> Result<(), Lau
     .map_err(LaunchError::sys("mount /dev/pts"))
 }
 
-/// Inside the sandbox's mount and cgroup namespaces, before pivot_root: its own cgroups,
-/// read-only, under `/sys/fs/cgroup` (a small read-only tmpfs holds the v1 mount points). The
-/// cgroup namespace makes each hierarchy's root the sandbox's cgroup, so it sees its limits
-/// and usage and nothing of the host. Best effort: a hierarchy that cannot be mounted is
-/// skipped and logged (the sandbox only loses the view).
+/// Inside the sandbox's mount and cgroup namespaces, before pivot_root: its own cgroup
+/// directories, bound read-only under `/sys/fs/cgroup` (a small read-only tmpfs holds the v1
+/// mount points), so it sees its limits and usage and nothing of the host — the view a cgroup
+/// mount in its cgroup namespace would give, without a new superblock per sandbox and
+/// hierarchy (the kernel compares each new cgroup superblock with every existing one, which
+/// made creation slow down with the number of live sandboxes). Best effort: a hierarchy that
+/// cannot be bound is skipped and logged (the sandbox only loses the view).
 pub(crate) fn cgroup_fs(
     sys: &dyn Syscalls,
     root: &Path,
@@ -310,17 +312,25 @@ pub(crate) fn cgroup_fs(
         } else {
             target.join(&m.dir)
         };
-        let mounted = mount_point(sys, &dir, "mkdir a cgroup mount point").and_then(|()| {
-            sys.mount(
-                Some(Path::new("cgroup")),
-                &dir,
-                Some(m.fstype.as_str()),
-                flags,
-                Some(m.options.as_str()),
-            )
-            .map_err(LaunchError::sys("mount a cgroup hierarchy"))
-        });
+        let mounted = mount_point(sys, &dir, "mkdir a cgroup mount point")
+            .and_then(|()| {
+                sys.mount(Some(&m.source), &dir, None, MsFlags::MS_BIND, None)
+                    .map_err(LaunchError::sys("bind a cgroup directory"))
+            })
+            .and_then(|()| {
+                // A bind takes the flags of the mount it comes from: read-only needs a remount.
+                sys.mount(
+                    None,
+                    &dir,
+                    None,
+                    flags | MsFlags::MS_REMOUNT | MsFlags::MS_BIND,
+                    None,
+                )
+                .map_err(LaunchError::sys("remount a cgroup directory read-only"))
+            });
         if let Err(e) = mounted {
+            // Never leave a writable view behind.
+            let _ = sys.umount_detach(&dir);
             let mut out = log;
             let _ = writeln!(
                 out,

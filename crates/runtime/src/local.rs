@@ -910,7 +910,7 @@ impl LocalDriver {
             run_dir: Some(self.layout.run_dir(id)),
             resolv_conf: Some(network::RESOLV_CONF.to_string()),
             disk_image: host.disk.clone(),
-            cgroup_mounts: self.cgroups.sandbox_mounts(),
+            cgroup_mounts: self.cgroups.sandbox_mounts(id),
             layers: host.layers.clone(),
         };
         let input = serde_json::to_vec(&config).map_err(|e| DriverError::StartFailed {

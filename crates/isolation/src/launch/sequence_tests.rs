@@ -366,55 +366,56 @@ fn init_side_falls_back_to_root_when_the_workspace_is_broken() {
     assert_eq!(calls[calls.len() - 2..], ["chdir /workspace", "chdir /"]);
 }
 
-fn cgroup_mount(dir: &str, fstype: &str, options: &str) -> CgroupFsMount {
+fn cgroup_mount(dir: &str, source: &str) -> CgroupFsMount {
     CgroupFsMount {
         dir: dir.into(),
-        fstype: fstype.into(),
-        options: options.into(),
+        source: source.into(),
     }
 }
 
 #[test]
-fn cgroup_v1_views_sit_read_only_under_a_tmpfs() {
+fn cgroup_v1_views_are_read_only_binds_under_a_tmpfs() {
     let sys = init_ready();
     let mut cfg = config();
     cfg.cgroup_mounts = vec![
-        cgroup_mount("memory", "cgroup", "memory"),
-        cgroup_mount("pids", "cgroup", "pids"),
+        cgroup_mount("memory", "/cg/memory/sp/sb"),
+        cgroup_mount("pids", "/cg/pids/sp/sb"),
     ];
     build_init_side(&sys, &cfg, &log()).unwrap();
     assert_eq!(
         between(
             &sys.calls(),
             "mkdir /sb/rootfs/sys/fs ",
-            "mount - /sb/rootfs/sys/fs/cgroup"
+            "mount - /sb/rootfs/sys/fs/cgroup - "
         ),
         [
             "mkdir /sb/rootfs/sys/fs 755",
             "mkdir /sb/rootfs/sys/fs/cgroup 755",
             "mount cgroup-views /sb/rootfs/sys/fs/cgroup tmpfs MS_NOSUID|MS_NODEV|MS_NOEXEC mode=755,size=64k",
             "mkdir /sb/rootfs/sys/fs/cgroup/memory 755",
-            "mount cgroup /sb/rootfs/sys/fs/cgroup/memory cgroup MS_RDONLY|MS_NOSUID|MS_NODEV|MS_NOEXEC memory",
+            "mount /cg/memory/sp/sb /sb/rootfs/sys/fs/cgroup/memory - MS_BIND -",
+            "mount - /sb/rootfs/sys/fs/cgroup/memory - MS_RDONLY|MS_NOSUID|MS_NODEV|MS_NOEXEC|MS_REMOUNT|MS_BIND -",
             "mkdir /sb/rootfs/sys/fs/cgroup/pids 755",
-            "mount cgroup /sb/rootfs/sys/fs/cgroup/pids cgroup MS_RDONLY|MS_NOSUID|MS_NODEV|MS_NOEXEC pids",
+            "mount /cg/pids/sp/sb /sb/rootfs/sys/fs/cgroup/pids - MS_BIND -",
+            "mount - /sb/rootfs/sys/fs/cgroup/pids - MS_RDONLY|MS_NOSUID|MS_NODEV|MS_NOEXEC|MS_REMOUNT|MS_BIND -",
             "mount - /sb/rootfs/sys/fs/cgroup - MS_RDONLY|MS_NOSUID|MS_NODEV|MS_NOEXEC|MS_REMOUNT -",
         ]
     );
-    // Before the pivot: the views are the sandbox's own cgroup namespace's roots.
+    // Before the pivot, while the host's hierarchies are still reachable.
     let calls = sys.calls();
     let view = calls
         .iter()
-        .position(|c| c.starts_with("mount cgroup "))
+        .position(|c| c.starts_with("mount /cg/memory/sp/sb "))
         .unwrap();
     let pivot = calls.iter().position(|c| c == "pivot_root . .").unwrap();
     assert!(view < pivot);
 }
 
 #[test]
-fn cgroup_v2_view_is_mounted_directly() {
+fn cgroup_v2_view_is_bound_directly() {
     let sys = init_ready().with("/sb/rootfs/sys/fs/cgroup", FileKind::Dir);
     let mut cfg = config();
-    cfg.cgroup_mounts = vec![cgroup_mount("", "cgroup2", "nsdelegate")];
+    cfg.cgroup_mounts = vec![cgroup_mount("", "/cg/sp/sb")];
     build_init_side(&sys, &cfg, &log()).unwrap();
     let cgroup: Vec<String> = sys
         .calls()
@@ -424,18 +425,19 @@ fn cgroup_v2_view_is_mounted_directly() {
     assert_eq!(
         cgroup,
         [
-            "mount cgroup /sb/rootfs/sys/fs/cgroup cgroup2 MS_RDONLY|MS_NOSUID|MS_NODEV|MS_NOEXEC nsdelegate"
+            "mount /cg/sp/sb /sb/rootfs/sys/fs/cgroup - MS_BIND -",
+            "mount - /sb/rootfs/sys/fs/cgroup - MS_RDONLY|MS_NOSUID|MS_NODEV|MS_NOEXEC|MS_REMOUNT|MS_BIND -",
         ]
     );
 }
 
 #[test]
 fn a_cgroup_view_that_fails_is_skipped_and_logged() {
-    let sys = init_ready().fail_on("mount cgroup /sb/rootfs/sys/fs/cgroup/memory");
+    let sys = init_ready().fail_on("mount /cg/memory/sp/sb /sb/rootfs/sys/fs/cgroup/memory");
     let mut cfg = config();
     cfg.cgroup_mounts = vec![
-        cgroup_mount("memory", "cgroup", "memory"),
-        cgroup_mount("pids", "cgroup", "pids"),
+        cgroup_mount("memory", "/cg/memory/sp/sb"),
+        cgroup_mount("pids", "/cg/pids/sp/sb"),
     ];
     let log = log();
     build_init_side(&sys, &cfg, &log).unwrap();
@@ -443,12 +445,39 @@ fn a_cgroup_view_that_fails_is_skipped_and_logged() {
     assert!(
         calls
             .iter()
-            .any(|c| c.starts_with("mount cgroup /sb/rootfs/sys/fs/cgroup/pids"))
+            .any(|c| c.starts_with("mount /cg/pids/sp/sb /sb/rootfs/sys/fs/cgroup/pids"))
     );
     assert!(calls.iter().any(|c| c == "pivot_root . ."));
     let text = read_log(&log);
     assert!(
-        text.contains("/sys/fs/cgroup/memory not mounted: mount a cgroup hierarchy failed"),
+        text.contains("/sys/fs/cgroup/memory not mounted: bind a cgroup directory failed"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_cgroup_view_that_cannot_be_made_read_only_is_removed() {
+    let sys = init_ready().fail_on("mount - /sb/rootfs/sys/fs/cgroup/memory ");
+    let mut cfg = config();
+    cfg.cgroup_mounts = vec![cgroup_mount("memory", "/cg/memory/sp/sb")];
+    let log = log();
+    build_init_side(&sys, &cfg, &log).unwrap();
+    assert_eq!(
+        between(
+            &sys.calls(),
+            "mount /cg/memory/sp/sb ",
+            "mount - /sb/rootfs/sys/fs/cgroup - "
+        ),
+        [
+            "mount /cg/memory/sp/sb /sb/rootfs/sys/fs/cgroup/memory - MS_BIND -",
+            "mount - /sb/rootfs/sys/fs/cgroup/memory - MS_RDONLY|MS_NOSUID|MS_NODEV|MS_NOEXEC|MS_REMOUNT|MS_BIND -",
+            "umount -l /sb/rootfs/sys/fs/cgroup/memory",
+            "mount - /sb/rootfs/sys/fs/cgroup - MS_RDONLY|MS_NOSUID|MS_NODEV|MS_NOEXEC|MS_REMOUNT -",
+        ]
+    );
+    let text = read_log(&log);
+    assert!(
+        text.contains("/sys/fs/cgroup/memory not mounted: remount a cgroup directory read-only"),
         "{text}"
     );
 }

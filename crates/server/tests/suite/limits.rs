@@ -129,6 +129,17 @@ async fn serial_patch_changes_a_running_sandboxs_cgroups_and_views_at_once() {
         format!("{}\n100\nrooted\nread-only\n", 256u64 << 20),
         "{out}"
     );
+    // Each view is the sandbox's own directory (bound, not a cgroup mount): nothing above or
+    // beside it, no host path in the mount table, and it cannot be remounted writable.
+    let out = rs
+        .exec(
+            id,
+            "find /sys/fs/cgroup/memory/.. /sys/fs/cgroup/pids/.. -mindepth 2 -type d | wc -l; \
+             awk '{for (i = 7; i < NF; i++) if ($i == \"-\" && $(i+1) ~ /^cgroup/) print $4}' /proc/self/mountinfo | sort -u; \
+             mount -o remount,bind,rw /sys/fs/cgroup/pids 2>/dev/null || echo no-remount",
+        )
+        .await;
+    assert_eq!(out["stdout"], "0\n/\nno-remount\n", "{out}");
 
     // Lower pids and cpus, raise nothing: applied before the answer, without a restart.
     let (s, b) = patch_limits(
