@@ -717,6 +717,8 @@ class TooManyMountsError(SandpitError):
 
     code = "TOO_MANY_MOUNTS"
     default_status = 409
+
+
 class NodeUnavailableError(SandpitError):
     """``NODE_UNAVAILABLE`` (HTTP 502)."""
 
