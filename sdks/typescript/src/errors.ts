@@ -137,6 +137,8 @@ export class SnapshotUnsupportedError extends SandboxError {}
 export class SnapshotExportNotFoundError extends SandboxError {}
 export class SnapshotExportError extends SandboxError {}
 export class SnapshotImportError extends SandboxError {}
+// Cluster mode: the node holding the sandbox stopped answering its heartbeats
+export class NodeUnavailableError extends SandboxError {}
 /** The server could not be reached, or did not answer in time (`code` CONNECTION_FAILED /
  * REQUEST_TIMEOUT, `httpStatus` 0). */
 export class ConnectionError extends SandboxError {}
@@ -227,6 +229,7 @@ const CLASS_BY_CODE: Partial<Record<ErrorCode, ErrorClass>> = {
   SNAPSHOT_EXPORT_NOT_FOUND: SnapshotExportNotFoundError,
   SNAPSHOT_EXPORT_FAILED: SnapshotExportError,
   SNAPSHOT_IMPORT_FAILED: SnapshotImportError,
+  NODE_UNAVAILABLE: NodeUnavailableError,
 };
 
 /** Whether `code` is in the protocol's error table. */
