@@ -37,7 +37,7 @@ use tokio_util::sync::CancellationToken;
 pub use blocks::AddressBlocks;
 pub use policy::{Rules, Secret, SecretError};
 pub use proxy::ClientIo;
-pub use tls::{HOST_CA_BUNDLE, TlsError, generate_ca};
+pub use tls::{HOST_CA_BUNDLE, TlsError, ca_params, generate_ca};
 
 use log::EgressLog;
 use proxy::SandboxProxy;

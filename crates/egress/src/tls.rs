@@ -39,9 +39,10 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-/// Parameters of a sandbox's CA; a pure function of the sandbox, so a stored CA can sign again
-/// without parsing its certificate.
-fn ca_params(sandbox: &str) -> CertificateParams {
+/// Parameters of a CA named `common_name` that signs leaves directly; a pure function of the
+/// name, so a stored CA can sign again without parsing its certificate. Sandbox egress CAs and
+/// the cluster CA share it.
+pub fn ca_params(common_name: &str) -> CertificateParams {
     let mut params = CertificateParams::default();
     params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
     params
@@ -49,7 +50,7 @@ fn ca_params(sandbox: &str) -> CertificateParams {
         .push(DnType::OrganizationName, "sandpit");
     params
         .distinguished_name
-        .push(DnType::CommonName, format!("sandpit egress CA {sandbox}"));
+        .push(DnType::CommonName, common_name);
     params.key_usages = vec![
         KeyUsagePurpose::KeyCertSign,
         KeyUsagePurpose::CrlSign,
@@ -58,10 +59,14 @@ fn ca_params(sandbox: &str) -> CertificateParams {
     params
 }
 
+fn egress_ca_name(sandbox: &str) -> String {
+    format!("sandpit egress CA {sandbox}")
+}
+
 /// A new CA for `sandbox`: `(certificate PEM, private key PEM)`.
 pub fn generate_ca(sandbox: &str) -> Result<(String, String), TlsError> {
     let key = KeyPair::generate()?;
-    let cert = ca_params(sandbox).self_signed(&key)?;
+    let cert = ca_params(&egress_ca_name(sandbox)).self_signed(&key)?;
     Ok((cert.pem(), key.serialize_pem()))
 }
 
@@ -83,7 +88,7 @@ impl SandboxCa {
         Ok(SandboxCa {
             cert_pem: cert_pem.to_owned(),
             cert_der,
-            issuer: Issuer::new(ca_params(sandbox), key),
+            issuer: Issuer::new(ca_params(&egress_ca_name(sandbox)), key),
             leaf_key: KeyPair::generate()?,
             leaves: Mutex::default(),
         })

@@ -10,8 +10,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rcgen::{
-    BasicConstraints, CertificateParams, CertificateSigningRequestParams, DnType,
-    ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose,
+    CertificateParams, CertificateSigningRequestParams, DnType, ExtendedKeyUsagePurpose, Issuer,
+    KeyPair, KeyUsagePurpose,
 };
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
@@ -80,20 +80,7 @@ pub fn node_dns_name(id: &str) -> String {
 }
 
 fn ca_params() -> CertificateParams {
-    let mut params = CertificateParams::default();
-    params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-    params
-        .distinguished_name
-        .push(DnType::OrganizationName, "sandpit");
-    params
-        .distinguished_name
-        .push(DnType::CommonName, "sandpit cluster CA");
-    params.key_usages = vec![
-        KeyUsagePurpose::KeyCertSign,
-        KeyUsagePurpose::CrlSign,
-        KeyUsagePurpose::DigitalSignature,
-    ];
-    params
+    sandpit_egress::ca_params("sandpit cluster CA")
 }
 
 fn write_private(path: &Path, contents: &[u8]) -> Result<(), PkiError> {
