@@ -100,6 +100,7 @@ pub async fn measure(client: &Client, rounds: usize) -> anyhow::Result<Section> 
         Samples::default(),
     );
     let mut stored = 0;
+    let load_before = load_average();
     for round in 0..rounds {
         eprintln!("backup: round {}/{rounds}...", round + 1);
         let t = Instant::now();
@@ -159,6 +160,7 @@ pub async fn measure(client: &Client, rounds: usize) -> anyhow::Result<Section> 
         base_r.push(t.elapsed());
     }
     client.destroy(&id).await?;
+    let load_after = load_average();
 
     let mbps = |d: f64| raw as f64 / 1e6 / (d / 1000.0);
     let (c, r, bc, bcmt, br) = (
@@ -176,7 +178,8 @@ pub async fn measure(client: &Client, rounds: usize) -> anyhow::Result<Section> 
          the host, to and from a file. Create {:.0} MB/s (baseline -T1 {:.0} MB/s, {:.2}×; \
          -T0 {:.0} MB/s, {:.2}×), restore {:.0} MB/s (baseline {:.0} MB/s, {:.2}×), medians of \
          {rounds}. The targets are absolute MB/s; the ratios (baseline time / sandpit time, > 1: \
-         sandpit is faster) compare like with like: -T0 for create (both multi-threaded).",
+         sandpit is faster) compare like with like: -T0 for create (both multi-threaded). \
+         Load average (1 min) {load_before} before the rounds, {load_after} after.",
         raw as f64 / (1u64 << 30) as f64,
         std::thread::available_parallelism()
             .map_or(1, |n| n.get())
@@ -248,4 +251,13 @@ fn dir_bytes(dir: &std::path::Path) -> anyhow::Result<u64> {
         }
     }
     Ok(total)
+}
+
+/// The 1-minute load average (`/proc/loadavg`), or `?`: the box is shared, and the numbers
+/// mean little without it.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().map(str::to_owned))
+        .unwrap_or_else(|| "?".into())
 }

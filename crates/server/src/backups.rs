@@ -37,7 +37,7 @@ use sandpit_store::{BackupRecord, BackupState, Store};
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::watch;
-use tokio_util::io::{ReaderStream, StreamReader, SyncIoBridge};
+use tokio_util::io::{StreamReader, SyncIoBridge};
 
 use crate::AppState;
 use crate::error::{ApiError, ApiResult};
@@ -329,14 +329,14 @@ impl Backups {
         if response.status() != StatusCode::OK {
             return Err(agent_error(response, ErrorCode::BackupCreateFailed).await);
         }
-        let tar = TryStreamExt::map_err(response.into_body().into_data_stream(), |e| {
+        let mut tar = TryStreamExt::map_err(response.into_body().into_data_stream(), |e| {
             io::Error::other(format!("the sandbox's archive stream broke: {e}"))
         });
-        let reader = SyncIoBridge::new(StreamReader::new(tar));
         let writer = SyncIoBridge::new(self.objects.writer(&key_of(&record.id)));
+        let runtime = tokio::runtime::Handle::current();
         let task = tokio::task::spawn_blocking(move || {
             let mut out = HashingWriter::new(writer, budget);
-            let result = encode(reader, &mut out, level);
+            let result = encode_pieces(|| runtime.block_on(tar.next()), &mut out, level);
             (result, out)
         });
         let (result, out) = task
@@ -421,10 +421,11 @@ impl Backups {
             }
         };
 
-        // Download → (hash on a thread of its own) → zstd → cap → pipe, on blocking threads; the
-        // body reads the pipe and ends cleanly only if the blocking side says everything checked
-        // out (size and checksum, known once the whole archive was read).
-        let (pipe_in, pipe_out) = tokio::io::duplex(1 << 20);
+        // Download → (hash on a thread of its own) → zstd → cap → channel, on blocking threads;
+        // the body reads the channel and ends cleanly only if the blocking side says everything
+        // checked out (size and checksum, known once the whole archive was read). The pieces
+        // go to the body as they were decompressed, without a copy.
+        let (piece_tx, piece_rx) = tokio::sync::mpsc::channel::<Bytes>(8);
         let verdict: Arc<Mutex<Option<Result<(), String>>>> = Arc::new(Mutex::new(None));
         let (hash_tx, hash_rx) = tokio::sync::mpsc::channel::<Bytes>(32);
         let hasher = tokio::task::spawn_blocking(move || {
@@ -448,15 +449,16 @@ impl Backups {
             })
             .boxed();
         let reader = SyncIoBridge::new(StreamReader::new(object));
-        let writer = SyncIoBridge::new(pipe_in);
         let (expected_sha, expected_raw) = (record.sha256.clone(), record.raw_bytes);
         let slot = verdict.clone();
         let runtime = tokio::runtime::Handle::current();
         let task = tokio::task::spawn_blocking(move || {
-            // Owned out here: the pipe must close only after the verdict is set.
-            let mut writer = writer;
+            // Owned out here: the channel must close only after the verdict is set.
+            let tx = piece_tx;
             let outcome = decode_capped(reader, expected_raw, |piece| {
-                writer.write_all(piece).map(|()| true)
+                // A closed channel: the body is gone (the agent answered or the request
+                // failed); nothing more to check.
+                Ok(tx.blocking_send(piece).is_ok())
             })
             .and_then(|complete| {
                 if !complete {
@@ -467,15 +469,17 @@ impl Backups {
                     .block_on(hasher)
                     .map_err(|e| io::Error::other(format!("checksum thread: {e}")))?;
                 check_sha(&sha, &expected_sha)
-            })
-            .and_then(|()| writer.flush());
+            });
             if let Ok(mut v) = slot.lock() {
                 *v = Some(outcome.map_err(|e| e.to_string()));
             }
-            drop(writer);
+            drop(tx);
         });
         let checked = verdict.clone();
-        let body_stream = ReaderStream::with_capacity(pipe_out, 1 << 20).chain(
+        let pieces = futures::stream::unfold(piece_rx, |mut rx| async move {
+            rx.recv().await.map(|piece| (Ok::<_, io::Error>(piece), rx))
+        });
+        let body_stream = pieces.chain(
             futures::stream::once(async move {
                 let v = checked.lock().ok().and_then(|v| v.clone());
                 match v {
@@ -493,7 +497,7 @@ impl Backups {
             .map_err(ApiError::internal)?;
         let answer =
             crate::forward::proxy(app, request, tenant, sandbox_id, target.clone(), None).await;
-        // The agent may have answered without reading the whole body; the pipe is closed then
+        // The agent may have answered without reading the whole body; the channel is closed then
         // and the task ends at its next write.
         let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
         let problem = verdict
@@ -638,17 +642,44 @@ impl<R: Read> Read for HashingReader<R> {
 /// single zstd frame any decoder reads), so this thread only moves the bytes: reading the input
 /// in pieces of [`COPY_PIECE`] and hashing and storing the output overlap with compression.
 pub(crate) fn encode(reader: impl Read, out: &mut impl Write, level: i32) -> io::Result<u64> {
+    let mut encoder = new_encoder(out, level)?;
+    // `io::copy` from a `BufReader` reads straight into its buffer: one read per piece.
+    let mut reader = io::BufReader::with_capacity(COPY_PIECE, reader);
+    let raw = io::copy(&mut reader, &mut encoder)?;
+    encoder.finish()?;
+    Ok(raw)
+}
+
+/// [`encode`] of input that arrives in pieces (an HTTP body): each piece goes to zstd as it
+/// is, without first being copied into a read buffer.
+pub(crate) fn encode_pieces(
+    mut next: impl FnMut() -> Option<io::Result<Bytes>>,
+    out: &mut impl Write,
+    level: i32,
+) -> io::Result<u64> {
+    let mut encoder = new_encoder(out, level)?;
+    let mut raw = 0u64;
+    while let Some(piece) = next() {
+        let piece = piece?;
+        encoder.write_all(&piece)?;
+        raw += piece.len() as u64;
+    }
+    encoder.finish()?;
+    Ok(raw)
+}
+
+/// A zstd encoder at `level` with the frame checksum, on [`compression_workers`] threads.
+fn new_encoder<W: Write>(
+    out: W,
+    level: i32,
+) -> io::Result<zstd::stream::write::Encoder<'static, W>> {
     let mut encoder = zstd::stream::write::Encoder::new(out, level)?;
     encoder.include_checksum(true)?;
     let workers = compression_workers();
     if workers > 0 {
         encoder.multithread(workers)?;
     }
-    // `io::copy` from a `BufReader` reads straight into its buffer: one read per piece.
-    let mut reader = io::BufReader::with_capacity(COPY_PIECE, reader);
-    let raw = io::copy(&mut reader, &mut encoder)?;
-    encoder.finish()?;
-    Ok(raw)
+    Ok(encoder)
 }
 
 /// Size of the pieces [`encode`] reads its input in.
@@ -661,15 +692,15 @@ pub(crate) fn compression_workers() -> u32 {
     if cpus <= 1 { 0 } else { cpus.min(4) as u32 }
 }
 
-/// Decompresses a stored archive (zstd) from `input` and hands the raw bytes to `emit` piece by
-/// piece, then checks them against the record: no more than `expected_raw` bytes are inflated,
+/// Decompresses a stored archive (zstd) from `input` and hands the raw bytes to `emit` in pieces
+/// of up to [`COPY_PIECE`] bytes, then checks them against the record: no more than `expected_raw` bytes are inflated,
 /// and the SHA-256 of everything read (including what follows the zstd frame) must be
 /// `expected_sha`. `emit` answers `false` when its reader is gone: the rest is not checked.
 pub(crate) fn decode_verified(
     input: impl Read,
     expected_raw: u64,
     expected_sha: &str,
-    emit: impl FnMut(&[u8]) -> io::Result<bool>,
+    emit: impl FnMut(Bytes) -> io::Result<bool>,
 ) -> io::Result<()> {
     let mut hashing = HashingReader {
         inner: input,
@@ -697,21 +728,32 @@ fn check_sha(sha: &str, expected_sha: &str) -> io::Result<()> {
 fn decode_capped(
     mut input: impl Read,
     expected_raw: u64,
-    mut emit: impl FnMut(&[u8]) -> io::Result<bool>,
+    mut emit: impl FnMut(Bytes) -> io::Result<bool>,
 ) -> io::Result<bool> {
     let mut raw = 0u64;
     {
         let decoder = zstd::stream::read::Decoder::new(&mut input)?;
         // One byte more than recorded: enough to tell "too much" without inflating further.
         let mut capped = decoder.take(expected_raw + 1);
-        let mut buf = vec![0u8; COPY_PIECE];
         loop {
-            let n = capped.read(&mut buf)?;
-            if n == 0 {
+            // A fresh piece each time, filled as far as the decoder goes (it answers after each
+            // block of input), handed over without a copy.
+            let mut piece = vec![0u8; COPY_PIECE];
+            let mut filled = 0;
+            while filled < piece.len() {
+                match capped.read(&mut piece[filled..]) {
+                    Ok(0) => break,
+                    Ok(n) => filled += n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            if filled == 0 {
                 break;
             }
-            raw += n as u64;
-            if !emit(&buf[..n])? {
+            raw += filled as u64;
+            piece.truncate(filled);
+            if !emit(Bytes::from(piece))? {
                 return Ok(false);
             }
         }

@@ -27,7 +27,7 @@ use sandpit_protocol::backup::{ArchiveRequest, ExtractResponse};
 use serde::Deserialize;
 use tokio::sync::mpsc;
 
-use crate::backup::{self, ArchiveOptions, BackupError};
+use crate::backup::{self, ArchiveOptions, ArchiveSink, BackupError};
 use crate::error::ApiError;
 use crate::files;
 use crate::handler::{ApiResult, AppState, Body, blocking};
@@ -94,6 +94,7 @@ async fn archive(
 }
 
 /// Sends what is written to it in pieces of [`PIECE`] bytes; fails once the receiver is gone.
+/// Large pieces of file data ([`ArchiveSink::put_piece`]) are sent as they are, without a copy.
 struct ChannelWriter {
     tx: mpsc::Sender<io::Result<Bytes>>,
     buf: Vec<u8>,
@@ -105,6 +106,10 @@ impl ChannelWriter {
             return Ok(());
         }
         let piece = Bytes::from(std::mem::replace(&mut self.buf, Vec::with_capacity(PIECE)));
+        self.send_bytes(piece)
+    }
+
+    fn send_bytes(&self, piece: Bytes) -> io::Result<()> {
         self.tx
             .blocking_send(Ok(piece))
             .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "receiver went away"))
@@ -124,6 +129,21 @@ impl Write for ChannelWriter {
 
     fn flush(&mut self) -> io::Result<()> {
         self.send()
+    }
+}
+
+/// Pieces smaller than this are gathered with what else is written (small files), larger ones
+/// go out whole.
+const WHOLE_PIECE: usize = 64 << 10;
+
+impl ArchiveSink for ChannelWriter {
+    fn put_piece(&mut self, piece: Vec<u8>) -> io::Result<()> {
+        if piece.len() < WHOLE_PIECE {
+            return self.write_all(&piece);
+        }
+        // What was written before (the entry's header) goes first.
+        self.send()?;
+        self.send_bytes(Bytes::from(piece))
     }
 }
 

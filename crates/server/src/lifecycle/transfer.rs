@@ -279,7 +279,7 @@ impl Manager {
         let feed = tokio::task::spawn_blocking(move || {
             let outcome = decode_verified(reader, expected_raw, &expected_sha, |piece| {
                 // A closed channel: the driver stopped reading (it failed), nothing to check.
-                Ok(tx.blocking_send(Ok(Bytes::copy_from_slice(piece))).is_ok())
+                Ok(tx.blocking_send(Ok(piece)).is_ok())
             });
             if let Err(e) = &outcome {
                 let _ = tx.blocking_send(Err(io::Error::other(e.to_string())));
