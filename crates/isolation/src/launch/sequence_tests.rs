@@ -483,6 +483,14 @@ fn init_side_falls_back_to_root_when_the_workspace_is_broken() {
     assert_eq!(calls[calls.len() - 2..], ["chdir /workspace", "chdir /"]);
 }
 
+/// The recorded calls that touch `/sys/fs/cgroup`.
+fn cgroup_calls(sys: &Recording) -> Vec<String> {
+    sys.calls()
+        .into_iter()
+        .filter(|c| c.contains("/sys/fs/cgroup"))
+        .collect()
+}
+
 fn cgroup_mount(dir: &str, source: &str) -> CgroupFsMount {
     CgroupFsMount {
         dir: dir.into(),
@@ -542,11 +550,7 @@ fn cgroup_v1_views_without_sysfs_are_bound_on_the_prepared_mount_points() {
         cgroup_mount("pids", "/cg/pids/sp/sb"),
     ];
     build_init_side(&sys, &cfg, &log()).unwrap();
-    let cgroup: Vec<String> = sys
-        .calls()
-        .into_iter()
-        .filter(|c| c.contains("/sys/fs/cgroup"))
-        .collect();
+    let cgroup = cgroup_calls(&sys);
     // No tmpfs, no mkdir: nothing but the two read-only binds.
     assert_eq!(
         cgroup,
@@ -565,11 +569,7 @@ fn cgroup_v2_view_is_bound_directly() {
     let mut cfg = config();
     cfg.cgroup_mounts = vec![cgroup_mount("", "/cg/sp/sb")];
     build_init_side(&sys, &cfg, &log()).unwrap();
-    let cgroup: Vec<String> = sys
-        .calls()
-        .into_iter()
-        .filter(|c| c.contains("/sys/fs/cgroup"))
-        .collect();
+    let cgroup = cgroup_calls(&sys);
     assert_eq!(
         cgroup,
         [
