@@ -188,11 +188,12 @@ pub async fn measure(client: &Client, n: usize) -> anyhow::Result<Section> {
         let secs = t.elapsed().as_secs_f64();
         let rate = (chunk.len() - errors.len()) as f64 / secs;
         eprintln!(
-            "  sandboxes {}..{}: {rate:.1}/s, {} errors, server fds {}",
+            "  sandboxes {}..{}: {rate:.1}/s, {} errors, server fds {}, MemAvailable {} MiB",
             i * block,
             i * block + chunk.len(),
             errors.len(),
-            open_fds()
+            open_fds(),
+            mem_available_kb().unwrap_or(0) / 1024
         );
         rates.push((i * block, chunk.len(), rate));
         create_errors.extend(errors);

@@ -180,6 +180,10 @@ struct Args {
     /// Directory for soak.csv, soak.json and soak.png.
     #[arg(long, default_value = "soak-out")]
     soak_out: PathBuf,
+    /// The in-process server's host-memory floor (`serve --min-host-memory-mb`): a density run
+    /// on a shared host can stop creating (HOST_MEMORY_LOW) well before the host runs short.
+    #[arg(long, value_name = "MIB", default_value_t = sandpit_server::caps::DEFAULT_MIN_HOST_MEMORY_MB)]
+    min_host_memory_mb: u64,
 }
 
 /// One row of the report.
@@ -450,6 +454,7 @@ async fn start_server(args: &Args) -> anyhow::Result<(tempfile::TempDir, Server,
     config.listen = ([127, 0, 0, 1], 0).into();
     config.images_dir = args.images_dir.clone();
     config.process_checkpoint_every = Duration::from_secs(args.process_checkpoint_secs);
+    config.min_host_memory_mb = args.min_host_memory_mb;
     let server = Server::start(config).await.context("starting the server")?;
     let client = Client::new(format!("http://{}", server.addr()), server.admin_key())?;
     Ok((data_dir, server, client))

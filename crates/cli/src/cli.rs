@@ -454,6 +454,11 @@ pub struct ServeArgs {
     /// empty. A bare name puts it under the server's own cgroup instead.
     #[arg(long, value_name = "PATH", default_value = sandpit_server::DEFAULT_CGROUP_ROOT)]
     pub cgroup_root: String,
+    /// Give every sandbox a read-only sysfs at /sys (its own /sys/class/net, the host's CPU and
+    /// device tree). Off by default: /sys then holds only /sys/fs/cgroup, and each sandbox
+    /// costs the kernel one superblock less, which is what lets a host hold ~10,000 of them.
+    #[arg(long)]
+    pub sandbox_sysfs: bool,
     /// Refuse to create or start sandboxes (HOST_MEMORY_LOW) while the host's MemAvailable is
     /// below this many MiB (0: no floor).
     #[arg(long, value_name = "MIB", default_value_t = sandpit_server::caps::DEFAULT_MIN_HOST_MEMORY_MB)]

@@ -99,6 +99,12 @@ pub struct LaunchConfig {
     /// The sandbox's cgroup hierarchies, mounted read-only under `/sys/fs/cgroup` inside.
     #[serde(default)]
     pub cgroup_mounts: Vec<CgroupFsMount>,
+    /// Mount a (read-only) sysfs at `/sys`. Off: `/sys` is a small read-only tree holding only
+    /// the cgroup views; a sysfs is one more superblock per sandbox (and one per network
+    /// namespace the kernel compares every new one with), which limits how many sandboxes a
+    /// host holds.
+    #[serde(default)]
+    pub sysfs: bool,
     /// Read-only layers between the writable layer and the image, top first (the frozen
     /// writable layers of snapshots). Each is idmapped from its owner's uid range to this
     /// sandbox's.
@@ -145,6 +151,11 @@ impl LaunchConfig {
     }
     pub fn rootfs_dir(&self) -> PathBuf {
         self.sandbox_dir.join("rootfs")
+    }
+    /// Mount point of the sandbox's one tmpfs (/dev, /dev/shm, the /sys tree, the masks),
+    /// inside the launcher's mount namespace only (empty on the host).
+    pub fn shared_dir(&self) -> PathBuf {
+        self.sandbox_dir.join("shared")
     }
     /// Mount point of [`LaunchConfig::layers`]`[index]` (empty on the host).
     pub fn layer_dir(&self, index: usize) -> PathBuf {
@@ -454,8 +465,8 @@ fn build_host_side(
     mounts::make_rprivate(sys)?;
 
     // d. Idmapped, read-only image (and snapshot layers) under a writable overlay.
-    let (lower, root) = (cfg.lower_dir(), cfg.rootfs_dir());
-    for dir in [&lower, &root] {
+    let (lower, root, shared) = (cfg.lower_dir(), cfg.rootfs_dir(), cfg.shared_dir());
+    for dir in [&lower, &root, &shared] {
         sys.create_dir_all(dir)
             .map_err(LaunchError::sys("create the mount points"))?;
     }
@@ -471,8 +482,12 @@ fn build_host_side(
         mounts::bind_run_dir(sys, run_dir, &root, log)?;
     }
 
-    // e. /dev.
-    mounts::prepare_dev(sys, &root, cfg.uid_base)?;
+    // e. The sandbox's one tmpfs: /dev, /dev/shm, /sys without sysfs, the masking directory.
+    mounts::shared_tmpfs(sys, &shared, cfg.uid_base)?;
+    mounts::prepare_dev(sys, &root, &shared, cfg.uid_base)?;
+    if !cfg.sysfs {
+        mounts::sys_tree(sys, &root, &shared, cfg.uid_base, &cfg.cgroup_mounts)?;
+    }
 
     // f. Become root of the user namespace and create the remaining namespaces.
     sys.clear_groups().map_err(LaunchError::sys("setgroups"))?;
@@ -528,9 +543,10 @@ fn build_init_side(
     log: &fs::File,
 ) -> Result<(), LaunchError> {
     let root = cfg.rootfs_dir();
-    mounts::mount_kernel_fs(sys, &root)?;
-    mounts::cgroup_fs(sys, &root, &cfg.cgroup_mounts, log)?;
+    mounts::mount_kernel_fs(sys, &root, cfg.sysfs)?;
+    mounts::cgroup_fs(sys, &root, &cfg.cgroup_mounts, log, cfg.sysfs)?;
     mounts::meminfo_view(sys, &root)?;
+    mounts::mask_dirs(sys, &root, &cfg.shared_dir().join(mounts::EMPTY_DIR))?;
     sys.sethostname(&cfg.hostname)
         .map_err(LaunchError::sys("sethostname"))?;
     sys.set_link_up("lo")
@@ -618,6 +634,7 @@ mod tests {
             disk_image: None,
             cgroup_mounts: vec![],
             layers: vec![],
+            sysfs: false,
         }
     }
 

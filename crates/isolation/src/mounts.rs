@@ -189,20 +189,67 @@ fn remount_read_only(
         .map_err(LaunchError::sys(stage))
 }
 
-/// A small tmpfs /dev with the usual nodes (bound from the host), links and /dev/shm.
-pub(crate) fn prepare_dev(sys: &dyn Syscalls, root: &Path, owner: u32) -> Result<(), LaunchError> {
-    let dev = root.join("dev");
-    mount_point(sys, &dev, "mkdir /dev")?;
-    let tmpfs_flags = MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC;
-    let opts = format!("mode=755,size=1m,nr_inodes=4096,uid={owner},gid={owner}");
+/// Directory of the shared tmpfs that masks directories (see [`mask_dirs`]).
+pub(crate) const EMPTY_DIR: &str = "empty";
+
+/// Makes `dir` in the shared tmpfs (owned by sandbox root, whatever the umask).
+fn shared_dir(
+    sys: &dyn Syscalls,
+    dir: &Path,
+    mode: u32,
+    owner: u32,
+    stage: &'static str,
+) -> Result<(), LaunchError> {
+    sys.mkdir(dir, mode).map_err(LaunchError::sys(stage))?;
+    sys.chmod(dir, mode).map_err(LaunchError::sys(stage))?;
+    sys.chown(dir, owner).map_err(LaunchError::sys(stage))
+}
+
+/// The sandbox's one tmpfs, mounted at `shared` (a host mount point, in the launcher's private
+/// mount namespace; the sandbox init loses it at pivot_root). Its directories are bound where
+/// the sandbox sees them: `dev/` at /dev (with /dev/shm a sticky directory of it), `sys/` at
+/// /sys when the sandbox gets no sysfs (read-only: the mount points of its cgroup views), and
+/// `empty/` over the masked directories of /proc. One superblock where there were up to seven
+/// (tmpfs /dev, tmpfs /dev/shm, sysfs, a tmpfs for the cgroup views, a tmpfs per masked
+/// directory): the kernel's reclaim walks every superblock's shrinker for every memory cgroup,
+/// which made each sandbox's cost grow with the number of live ones.
+pub(crate) fn shared_tmpfs(
+    sys: &dyn Syscalls,
+    shared: &Path,
+    owner: u32,
+) -> Result<(), LaunchError> {
+    // /dev (1 MiB before) and /dev/shm (64 MiB before) share one size limit now.
+    let opts = format!("mode=755,size=65m,nr_inodes=65536,uid={owner},gid={owner}");
     sys.mount(
-        Some(Path::new("sandpit-dev")),
-        &dev,
+        Some(Path::new("sandpit")),
+        shared,
         Some("tmpfs"),
-        tmpfs_flags,
+        MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
         Some(opts.as_str()),
     )
-    .map_err(LaunchError::sys("mount tmpfs /dev"))?;
+    .map_err(LaunchError::sys("mount the sandbox's tmpfs"))?;
+    shared_dir(
+        sys,
+        &shared.join(EMPTY_DIR),
+        0o555,
+        owner,
+        "mkdir the masking dir",
+    )
+}
+
+/// /dev from the shared tmpfs: the usual nodes (bound from the host), links and /dev/shm.
+pub(crate) fn prepare_dev(
+    sys: &dyn Syscalls,
+    root: &Path,
+    shared: &Path,
+    owner: u32,
+) -> Result<(), LaunchError> {
+    let dev = root.join("dev");
+    mount_point(sys, &dev, "mkdir /dev")?;
+    let staged = shared.join("dev");
+    shared_dir(sys, &staged, 0o755, owner, "mkdir the /dev tree")?;
+    sys.mount(Some(&staged), &dev, None, MsFlags::MS_BIND, None)
+        .map_err(LaunchError::sys("bind /dev"))?;
     for node in DEV_NODES {
         let target = dev.join(node);
         sys.touch(&target)
@@ -217,22 +264,62 @@ pub(crate) fn prepare_dev(sys: &dyn Syscalls, root: &Path, owner: u32) -> Result
     }
     mount_point(sys, &dev.join("pts"), "mkdir /dev/pts")?;
     let shm = dev.join("shm");
-    mount_point(sys, &shm, "mkdir /dev/shm")?;
-    let opts = format!("mode=1777,size=64m,uid={owner},gid={owner}");
-    sys.mount(
-        Some(Path::new("shm")),
-        &shm,
-        Some("tmpfs"),
-        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
-        Some(opts.as_str()),
-    )
-    .map_err(LaunchError::sys("mount /dev/shm"))
+    shared_dir(sys, &shm, 0o1777, owner, "mkdir /dev/shm")?;
+    // A bind of itself, to add nodev (the rest of /dev holds the bound host nodes).
+    sys.mount(Some(&shm), &shm, None, MsFlags::MS_BIND, None)
+        .map_err(LaunchError::sys("bind /dev/shm"))?;
+    let flags = MsFlags::MS_BIND
+        | MsFlags::MS_REMOUNT
+        | MsFlags::MS_NOSUID
+        | MsFlags::MS_NODEV
+        | MsFlags::MS_NOEXEC;
+    sys.mount(None, &shm, None, flags, None)
+        .map_err(LaunchError::sys("remount /dev/shm nodev"))
+}
+
+/// /sys for a sandbox without sysfs: a read-only tree of the shared tmpfs holding
+/// `fs/cgroup` and the mount points of its cgroup views (bound by [`cgroup_fs`] in the
+/// sandbox init). Bound by host root, so the sandbox's mount namespace gets it locked
+/// read-only. If the sandbox replaced `/sys` by something other than a directory, nothing is
+/// mounted (as sysfs was skipped before).
+pub(crate) fn sys_tree(
+    sys: &dyn Syscalls,
+    root: &Path,
+    shared: &Path,
+    owner: u32,
+    views: &[CgroupFsMount],
+) -> Result<(), LaunchError> {
+    let staged = shared.join("sys");
+    let cgroup = staged.join("fs/cgroup");
+    for dir in [&staged, &staged.join("fs"), &cgroup] {
+        shared_dir(sys, dir, 0o755, owner, "mkdir the /sys tree")?;
+    }
+    for view in views.iter().filter(|v| !v.dir.is_empty()) {
+        shared_dir(
+            sys,
+            &cgroup.join(&view.dir),
+            0o755,
+            owner,
+            "mkdir a cgroup mount point",
+        )?;
+    }
+    let target = root.join("sys");
+    if mount_point(sys, &target, "mkdir /sys").is_err() {
+        return Ok(());
+    }
+    sys.mount(Some(&staged), &target, None, MsFlags::MS_BIND, None)
+        .map_err(LaunchError::sys("bind /sys"))?;
+    remount_read_only(sys, &target, "remount /sys read-only")
 }
 
 /// Inside the sandbox's mount namespace, before pivot_root: an unlocked bind of the root onto
 /// itself (pivot_root refuses mounts inherited from a more privileged namespace), then proc,
-/// sysfs and a private devpts.
-pub(crate) fn mount_kernel_fs(sys: &dyn Syscalls, root: &Path) -> Result<(), LaunchError> {
+/// sysfs (when `sysfs`) and a private devpts.
+pub(crate) fn mount_kernel_fs(
+    sys: &dyn Syscalls,
+    root: &Path,
+    sysfs: bool,
+) -> Result<(), LaunchError> {
     sys.mount(
         Some(root),
         root,
@@ -253,7 +340,7 @@ pub(crate) fn mount_kernel_fs(sys: &dyn Syscalls, root: &Path) -> Result<(), Lau
     )
     .map_err(LaunchError::sys("mount /proc"))?;
     let sys_dir = root.join("sys");
-    if mount_point(sys, &sys_dir, "mkdir /sys").is_ok() {
+    if sysfs && mount_point(sys, &sys_dir, "mkdir /sys").is_ok() {
         // Optional: sysfs needs a netns owned by our userns and an unobstructed host /sys.
         let _ = sys.mount(
             Some(Path::new("sysfs")),
@@ -274,8 +361,8 @@ pub(crate) fn mount_kernel_fs(sys: &dyn Syscalls, root: &Path) -> Result<(), Lau
 }
 
 /// Inside the sandbox's mount and cgroup namespaces, before pivot_root: its own cgroup
-/// directories, bound read-only under `/sys/fs/cgroup` (a small read-only tmpfs holds the v1
-/// mount points), so it sees its limits and usage and nothing of the host — the view a cgroup
+/// directories, bound read-only under `/sys/fs/cgroup` (the v1 mount points are in the
+/// read-only /sys tree, or, over a sysfs, on a small read-only tmpfs), so it sees its limits and usage and nothing of the host — the view a cgroup
 /// mount in its cgroup namespace would give, without a new superblock per sandbox and
 /// hierarchy (the kernel compares each new cgroup superblock with every existing one, which
 /// made creation slow down with the number of live sandboxes). Best effort: a hierarchy that
@@ -285,6 +372,7 @@ pub(crate) fn cgroup_fs(
     root: &Path,
     mounts: &[CgroupFsMount],
     log: &fs::File,
+    sysfs: bool,
 ) -> Result<(), LaunchError> {
     if mounts.is_empty() {
         return Ok(());
@@ -295,7 +383,8 @@ pub(crate) fn cgroup_fs(
         mount_point(sys, &target, "mkdir /sys/fs/cgroup")?;
     }
     let flags = MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
-    let needs_dirs = mounts.iter().any(|m| !m.dir.is_empty());
+    // Without sysfs, the mount points are already in the read-only /sys tree ([`sys_tree`]).
+    let needs_dirs = sysfs && mounts.iter().any(|m| !m.dir.is_empty());
     if needs_dirs {
         sys.mount(
             Some(Path::new("cgroup-views")),
@@ -387,8 +476,8 @@ pub const READONLY_PATHS: &[&str] = &[
     "/proc/bus",
     "/proc/fs",
 ];
-/// Paths hidden inside the sandbox: files get /dev/null bound over them, directories an empty
-/// read-only tmpfs.
+/// Paths hidden inside the sandbox: files get /dev/null bound over them, directories a
+/// read-only bind of the shared tmpfs's empty directory.
 pub const MASKED_PATHS: &[&str] = &[
     "/proc/kcore",
     "/proc/keys",
@@ -400,7 +489,24 @@ pub const MASKED_PATHS: &[&str] = &[
     "/sys/firmware",
 ];
 
-/// Applies [`READONLY_PATHS`] and [`MASKED_PATHS`] (after pivot_root); missing paths are skipped.
+/// Before pivot_root (the shared tmpfs is out of reach after it): binds `empty` read-only
+/// over every directory of [`MASKED_PATHS`] under `root`; missing paths are skipped. One empty
+/// directory for all of them, where each had its own tmpfs (a superblock) before.
+pub(crate) fn mask_dirs(sys: &dyn Syscalls, root: &Path, empty: &Path) -> Result<(), LaunchError> {
+    for p in MASKED_PATHS {
+        let path = root.join(p.trim_start_matches('/'));
+        if sys.lstat(&path).ok() != Some(FileKind::Dir) {
+            continue;
+        }
+        sys.mount(Some(empty), &path, None, MsFlags::MS_BIND, None)
+            .map_err(LaunchError::sys("mask a directory"))?;
+        remount_read_only(sys, &path, "remount a masked directory read-only")?;
+    }
+    Ok(())
+}
+
+/// Applies [`READONLY_PATHS`] and the files of [`MASKED_PATHS`] (after pivot_root; the
+/// directories are masked by [`mask_dirs`] before it); missing paths are skipped.
 pub(crate) fn mask_paths(sys: &dyn Syscalls) -> Result<(), LaunchError> {
     for p in READONLY_PATHS {
         let path = Path::new(p);
@@ -422,19 +528,12 @@ pub(crate) fn mask_paths(sys: &dyn Syscalls) -> Result<(), LaunchError> {
         let Ok(kind) = sys.lstat(path) else {
             continue;
         };
-        let res = if kind == FileKind::Dir {
-            sys.mount(
-                Some(Path::new("masked")),
-                path,
-                Some("tmpfs"),
-                MsFlags::MS_RDONLY,
-                Some("size=0"),
-            )
-        } else {
-            let null = Path::new("/dev/null");
-            sys.mount(Some(null), path, None, MsFlags::MS_BIND, None)
-        };
-        res.map_err(LaunchError::sys("mask a path"))?;
+        if kind == FileKind::Dir {
+            continue;
+        }
+        let null = Path::new("/dev/null");
+        sys.mount(Some(null), path, None, MsFlags::MS_BIND, None)
+            .map_err(LaunchError::sys("mask a path"))?;
     }
     Ok(())
 }

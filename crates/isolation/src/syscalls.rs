@@ -70,6 +70,8 @@ pub(crate) trait Syscalls {
     fn symlink(&self, target: &Path, link: &Path) -> io::Result<()>;
     /// `chown(path, uid, uid)`.
     fn chown(&self, path: &Path, uid: u32) -> io::Result<()>;
+    /// `chmod(path, mode)` (what `mkdir` left out under the umask, e.g. the sticky bit).
+    fn chmod(&self, path: &Path, mode: u32) -> io::Result<()>;
     fn read_file(&self, path: &Path) -> io::Result<Vec<u8>>;
     /// Creates or truncates `path` and writes `data` (`/proc` control files, the meminfo view).
     fn write_file(&self, path: &Path, data: &[u8]) -> io::Result<()>;
@@ -151,6 +153,10 @@ impl Syscalls for Linux {
     }
     fn chown(&self, path: &Path, uid: u32) -> io::Result<()> {
         std::os::unix::fs::chown(path, Some(uid), Some(uid))
+    }
+    fn chmod(&self, path: &Path, mode: u32) -> io::Result<()> {
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(path, fs::Permissions::from_mode(mode))
     }
     fn read_file(&self, path: &Path) -> io::Result<Vec<u8>> {
         fs::read(path)

@@ -107,6 +107,9 @@ pub struct LocalDriverConfig {
     pub agent_log_max_bytes: u64,
     /// The agent's tracing filter (default `warn`); the sandbox's env never changes it.
     pub agent_log_filter: Option<String>,
+    /// Sandboxes get a read-only sysfs at `/sys` (default off: `/sys` holds only the cgroup
+    /// views; see [`sandpit_isolation::launch::LaunchConfig::sysfs`]).
+    pub sysfs: bool,
 }
 
 impl LocalDriverConfig {
@@ -128,6 +131,7 @@ impl LocalDriverConfig {
             operator: network::OperatorRanges::default(),
             agent_log_max_bytes: agent_log::DEFAULT_MAX_BYTES,
             agent_log_filter: None,
+            sysfs: false,
         }
     }
 }
@@ -912,6 +916,7 @@ impl LocalDriver {
             disk_image: host.disk.clone(),
             cgroup_mounts: self.cgroups.sandbox_mounts(id),
             layers: host.layers.clone(),
+            sysfs: self.config.sysfs,
         };
         let input = serde_json::to_vec(&config).map_err(|e| DriverError::StartFailed {
             id: id.to_string(),

@@ -161,6 +161,9 @@ pub struct ServeConfig {
     /// from another cgroup finds and cleans the sandboxes of the one before; the gVisor tier
     /// uses `<root>-gvisor`. A bare name is a child of the server's own cgroup.
     pub cgroup_root: String,
+    /// Sandboxes get a read-only sysfs at `/sys` (`--sandbox-sysfs`, default off: `/sys` holds
+    /// only `/sys/fs/cgroup`, one kernel superblock less per sandbox).
+    pub sandbox_sysfs: bool,
     /// No sandbox is created or started while the host's `MemAvailable` is below this many MiB
     /// (`--min-host-memory-mb`, default 512; 0 turns the check off): the request fails with
     /// `HOST_MEMORY_LOW` instead of the host running into its OOM killer.
@@ -215,6 +218,7 @@ impl ServeConfig {
             egress_max_connections_per_sandbox: crate::egress::DEFAULT_MAX_CONNECTIONS_PER_SANDBOX,
             egress_max_connections_per_tenant: crate::egress::DEFAULT_MAX_CONNECTIONS_PER_TENANT,
             cgroup_root: sandpit_runtime::local::DEFAULT_CGROUP_ROOT.to_owned(),
+            sandbox_sysfs: false,
             min_host_memory_mb: crate::caps::DEFAULT_MIN_HOST_MEMORY_MB,
             object_store: crate::objects::ObjectStoreConfig::Local {
                 root: data_dir_objects,

@@ -703,6 +703,7 @@ fn local_driver(config: &ServeConfig) -> Result<Arc<dyn Driver>, StartError> {
         &config.images_dir,
     ))?;
     driver_config.cgroup_group = config.cgroup_root.clone();
+    driver_config.sysfs = config.sandbox_sysfs;
     // The operator's blocks and private ranges hold in `full` mode too (its firewall).
     driver_config.operator = sandpit_runtime::network::OperatorRanges {
         blocked: config.egress_blocked.clone(),

@@ -47,6 +47,7 @@ pub async fn run(args: ServeArgs, data_dir: PathBuf) -> anyhow::Result<()> {
     };
     config.metrics_auth = args.metrics_auth;
     config.cgroup_root = args.cgroup_root;
+    config.sandbox_sysfs = args.sandbox_sysfs;
     config.min_host_memory_mb = args.min_host_memory_mb;
     config.egress_max_connections_per_sandbox = args.egress_max_connections_per_sandbox;
     config.egress_max_connections_per_tenant = args.egress_max_connections_per_tenant;

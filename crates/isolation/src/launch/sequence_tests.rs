@@ -60,10 +60,21 @@ fn assert_calls(sys: &Recording, expected: &[&str]) {
     assert_eq!(sys.calls(), expected, "recorded:\n{:#?}", sys.calls());
 }
 
-/// The /dev of every sandbox: tmpfs owned by sandbox root, host nodes bound on placeholders,
-/// the usual links, a private /dev/shm.
+/// The sandbox's one tmpfs, in the launcher's namespace, with the masking directory.
+const SHARED: &[&str] = &[
+    "mount sandpit /sb/shared tmpfs MS_NOSUID|MS_NOEXEC mode=755,size=65m,nr_inodes=65536,uid=100000,gid=100000",
+    "mkdir /sb/shared/empty 555",
+    "chmod /sb/shared/empty 555",
+    "chown /sb/shared/empty 100000",
+];
+
+/// The /dev of every sandbox: a directory of the shared tmpfs owned by sandbox root, host
+/// nodes bound on placeholders, the usual links, /dev/shm a sticky directory bound nodev.
 const DEV: &[&str] = &[
-    "mount sandpit-dev /sb/rootfs/dev tmpfs MS_NOSUID|MS_NOEXEC mode=755,size=1m,nr_inodes=4096,uid=100000,gid=100000",
+    "mkdir /sb/shared/dev 755",
+    "chmod /sb/shared/dev 755",
+    "chown /sb/shared/dev 100000",
+    "mount /sb/shared/dev /sb/rootfs/dev - MS_BIND -",
     "touch /sb/rootfs/dev/null",
     "mount /dev/null /sb/rootfs/dev/null - MS_BIND -",
     "touch /sb/rootfs/dev/zero",
@@ -82,8 +93,26 @@ const DEV: &[&str] = &[
     "symlink /sb/rootfs/dev/stderr -> /proc/self/fd/2",
     "symlink /sb/rootfs/dev/ptmx -> pts/ptmx",
     "mkdir /sb/rootfs/dev/pts 755",
-    "mkdir /sb/rootfs/dev/shm 755",
-    "mount shm /sb/rootfs/dev/shm tmpfs MS_NOSUID|MS_NODEV|MS_NOEXEC mode=1777,size=64m,uid=100000,gid=100000",
+    "mkdir /sb/rootfs/dev/shm 1777",
+    "chmod /sb/rootfs/dev/shm 1777",
+    "chown /sb/rootfs/dev/shm 100000",
+    "mount /sb/rootfs/dev/shm /sb/rootfs/dev/shm - MS_BIND -",
+    "mount - /sb/rootfs/dev/shm - MS_NOSUID|MS_NODEV|MS_NOEXEC|MS_REMOUNT|MS_BIND -",
+];
+
+/// /sys without sysfs: a read-only tree of the shared tmpfs, bound by host root.
+const SYS: &[&str] = &[
+    "mkdir /sb/shared/sys 755",
+    "chmod /sb/shared/sys 755",
+    "chown /sb/shared/sys 100000",
+    "mkdir /sb/shared/sys/fs 755",
+    "chmod /sb/shared/sys/fs 755",
+    "chown /sb/shared/sys/fs 100000",
+    "mkdir /sb/shared/sys/fs/cgroup 755",
+    "chmod /sb/shared/sys/fs/cgroup 755",
+    "chown /sb/shared/sys/fs/cgroup 100000",
+    "mount /sb/shared/sys /sb/rootfs/sys - MS_BIND -",
+    "mount - /sb/rootfs/sys - MS_RDONLY|MS_NOSUID|MS_NODEV|MS_NOEXEC|MS_REMOUNT|MS_BIND -",
 ];
 
 /// Entering the user namespace as its root, then the namespaces it owns.
@@ -111,15 +140,74 @@ fn host_side_of_the_default_image() {
         "mount - / - MS_REC|MS_PRIVATE -",
         "mkdir -p /sb/lower",
         "mkdir -p /sb/rootfs",
+        "mkdir -p /sb/shared",
         // The image, read-only and shifted by the sandbox's map, under the writable overlay.
         "open_tree /img",
         "mount_setattr tree(/img) RDONLY|IDMAP userns=/proc/4242/ns/user",
         "move_mount tree(/img) /sb/lower",
         "mount overlay /sb/rootfs overlay MS_NODEV lowerdir=/sb/lower,upperdir=/sb/upper,workdir=/sb/work",
     ];
+    expected.extend(SHARED);
     expected.extend(DEV);
+    expected.extend(SYS);
     expected.extend(ENTER);
     assert_calls(&sys, &expected);
+}
+
+#[test]
+fn host_side_with_sysfs_leaves_sys_to_the_init() {
+    let sys = image_dirs(Recording::new());
+    let mut cfg = config();
+    cfg.sysfs = true;
+    host_side(&sys, &cfg).unwrap();
+    let calls = sys.calls();
+    assert!(!calls.iter().any(|c| c.contains("/sys")), "{calls:#?}");
+    assert_eq!(
+        between(&calls, "mount sandpit ", "setgroups").len(),
+        SHARED.len() + DEV.len() + 1
+    );
+}
+
+#[test]
+fn host_side_makes_the_cgroup_mount_points_in_the_read_only_sys_tree() {
+    let sys = image_dirs(Recording::new());
+    let mut cfg = config();
+    cfg.cgroup_mounts = vec![
+        cgroup_mount("memory", "/cg/memory/sp/sb"),
+        cgroup_mount("cpu,cpuacct", "/cg/cpu,cpuacct/sp/sb"),
+    ];
+    host_side(&sys, &cfg).unwrap();
+    assert_eq!(
+        between(
+            &sys.calls(),
+            "mkdir /sb/shared/sys/fs/cgroup ",
+            "mount - /sb/rootfs/sys "
+        ),
+        [
+            "mkdir /sb/shared/sys/fs/cgroup 755",
+            "chmod /sb/shared/sys/fs/cgroup 755",
+            "chown /sb/shared/sys/fs/cgroup 100000",
+            "mkdir /sb/shared/sys/fs/cgroup/memory 755",
+            "chmod /sb/shared/sys/fs/cgroup/memory 755",
+            "chown /sb/shared/sys/fs/cgroup/memory 100000",
+            "mkdir /sb/shared/sys/fs/cgroup/cpu,cpuacct 755",
+            "chmod /sb/shared/sys/fs/cgroup/cpu,cpuacct 755",
+            "chown /sb/shared/sys/fs/cgroup/cpu,cpuacct 100000",
+            "mount /sb/shared/sys /sb/rootfs/sys - MS_BIND -",
+            "mount - /sb/rootfs/sys - MS_RDONLY|MS_NOSUID|MS_NODEV|MS_NOEXEC|MS_REMOUNT|MS_BIND -",
+        ]
+    );
+}
+
+#[test]
+fn sys_over_a_planted_symlink_is_not_mounted() {
+    let sys = image_dirs(Recording::new()).with("/sb/rootfs/sys", FileKind::Symlink);
+    host_side(&sys, &config()).unwrap();
+    let calls = sys.calls();
+    assert!(
+        !calls.iter().any(|c| c.contains("/sb/rootfs/sys")),
+        "{calls:#?}"
+    );
 }
 
 #[test]
@@ -256,14 +344,14 @@ fn run_dir_is_bound_read_only_by_host_root_before_dev() {
     cfg.run_dir = Some(PathBuf::from("/var/lib/sandpit/run/sb"));
     host_side(&sys, &cfg).unwrap();
     assert_eq!(
-        between(&sys.calls(), "mount overlay", "mount sandpit-dev"),
+        between(&sys.calls(), "mount overlay", "mount sandpit "),
         [
             "mount overlay /sb/rootfs overlay MS_NODEV lowerdir=/sb/lower,upperdir=/sb/upper,workdir=/sb/work",
             "mkdir /sb/rootfs/run 755",
             "mkdir /sb/rootfs/run/sandpit 755",
             "mount /var/lib/sandpit/run/sb /sb/rootfs/run/sandpit - MS_BIND -",
             "mount - /sb/rootfs/run/sandpit - MS_RDONLY|MS_NOSUID|MS_NODEV|MS_NOEXEC|MS_REMOUNT|MS_BIND -",
-            DEV[0],
+            SHARED[0],
         ]
     );
 }
@@ -320,6 +408,34 @@ fn init_ready() -> Recording {
         .with("/proc/sys", FileKind::Dir)
         .with("/proc/kcore", FileKind::Other)
         .with("/proc/acpi", FileKind::Dir)
+        .with("/sb/rootfs/proc/acpi", FileKind::Dir)
+}
+
+#[test]
+fn init_side_with_sysfs_mounts_it_read_only_and_masks_its_firmware() {
+    let sys = init_ready().with("/sb/rootfs/sys/firmware", FileKind::Dir);
+    let mut cfg = config();
+    cfg.sysfs = true;
+    build_init_side(&sys, &cfg, &log()).unwrap();
+    let calls = sys.calls();
+    assert_eq!(
+        between(&calls, "mount proc ", "mount devpts"),
+        [
+            "mount proc /sb/rootfs/proc proc MS_NOSUID|MS_NODEV|MS_NOEXEC -",
+            "mount sysfs /sb/rootfs/sys sysfs MS_RDONLY|MS_NOSUID|MS_NODEV|MS_NOEXEC -",
+            "mount devpts /sb/rootfs/dev/pts devpts MS_NOSUID|MS_NOEXEC newinstance,ptmxmode=0666,mode=620,gid=5",
+        ]
+    );
+    assert_eq!(
+        between(&calls, "mount /sb/shared/empty ", "sethostname"),
+        [
+            "mount /sb/shared/empty /sb/rootfs/proc/acpi - MS_BIND -",
+            "mount - /sb/rootfs/proc/acpi - MS_RDONLY|MS_NOSUID|MS_NODEV|MS_NOEXEC|MS_REMOUNT|MS_BIND -",
+            "mount /sb/shared/empty /sb/rootfs/sys/firmware - MS_BIND -",
+            "mount - /sb/rootfs/sys/firmware - MS_RDONLY|MS_NOSUID|MS_NODEV|MS_NOEXEC|MS_REMOUNT|MS_BIND -",
+            "sethostname sb",
+        ]
+    );
 }
 
 #[test]
@@ -334,11 +450,13 @@ fn init_side_mounts_kernel_fs_then_pivots_then_masks() {
             // pivot_root refuses the locked overlay mount: an unlocked bind of it first.
             "mount /sb/rootfs /sb/rootfs - MS_BIND|MS_REC -",
             "mount proc /sb/rootfs/proc proc MS_NOSUID|MS_NODEV|MS_NOEXEC -",
-            "mount sysfs /sb/rootfs/sys sysfs MS_RDONLY|MS_NOSUID|MS_NODEV|MS_NOEXEC -",
             "mount devpts /sb/rootfs/dev/pts devpts MS_NOSUID|MS_NOEXEC newinstance,ptmxmode=0666,mode=620,gid=5",
             "mkdir /sb/rootfs/dev/.sandpit 755",
             "write /sb/rootfs/dev/.sandpit/meminfo \"MemTotal: 1 kB\\n\"",
             "mount /sb/rootfs/dev/.sandpit/meminfo /sb/rootfs/proc/meminfo - MS_BIND -",
+            // Masked directories: the shared tmpfs's empty one, while it is reachable.
+            "mount /sb/shared/empty /sb/rootfs/proc/acpi - MS_BIND -",
+            "mount - /sb/rootfs/proc/acpi - MS_RDONLY|MS_NOSUID|MS_NODEV|MS_NOEXEC|MS_REMOUNT|MS_BIND -",
             "sethostname sb",
             "link up lo",
             // No host path stays reachable.
@@ -350,7 +468,6 @@ fn init_side_mounts_kernel_fs_then_pivots_then_masks() {
             "mount /proc/sys /proc/sys - MS_BIND|MS_REC -",
             "mount - /proc/sys - MS_RDONLY|MS_NOSUID|MS_NODEV|MS_NOEXEC|MS_REMOUNT|MS_BIND -",
             "mount /dev/null /proc/kcore - MS_BIND -",
-            "mount masked /proc/acpi tmpfs MS_RDONLY size=0",
             "write nofollow /etc/resolv.conf 644 \"nameserver 10.0.0.1\\n\"",
             "mkdir /workspace 755",
             "chdir /workspace",
@@ -366,6 +483,14 @@ fn init_side_falls_back_to_root_when_the_workspace_is_broken() {
     assert_eq!(calls[calls.len() - 2..], ["chdir /workspace", "chdir /"]);
 }
 
+/// The recorded calls that touch `/sys/fs/cgroup`.
+fn cgroup_calls(sys: &Recording) -> Vec<String> {
+    sys.calls()
+        .into_iter()
+        .filter(|c| c.contains("/sys/fs/cgroup"))
+        .collect()
+}
+
 fn cgroup_mount(dir: &str, source: &str) -> CgroupFsMount {
     CgroupFsMount {
         dir: dir.into(),
@@ -374,9 +499,10 @@ fn cgroup_mount(dir: &str, source: &str) -> CgroupFsMount {
 }
 
 #[test]
-fn cgroup_v1_views_are_read_only_binds_under_a_tmpfs() {
+fn cgroup_v1_views_over_a_sysfs_are_read_only_binds_under_a_tmpfs() {
     let sys = init_ready();
     let mut cfg = config();
+    cfg.sysfs = true;
     cfg.cgroup_mounts = vec![
         cgroup_mount("memory", "/cg/memory/sp/sb"),
         cgroup_mount("pids", "/cg/pids/sp/sb"),
@@ -412,16 +538,38 @@ fn cgroup_v1_views_are_read_only_binds_under_a_tmpfs() {
 }
 
 #[test]
+fn cgroup_v1_views_without_sysfs_are_bound_on_the_prepared_mount_points() {
+    // The host side made /sys/fs/cgroup/<dir> in the read-only /sys tree.
+    let sys = init_ready()
+        .with("/sb/rootfs/sys/fs/cgroup", FileKind::Dir)
+        .with("/sb/rootfs/sys/fs/cgroup/memory", FileKind::Dir)
+        .with("/sb/rootfs/sys/fs/cgroup/pids", FileKind::Dir);
+    let mut cfg = config();
+    cfg.cgroup_mounts = vec![
+        cgroup_mount("memory", "/cg/memory/sp/sb"),
+        cgroup_mount("pids", "/cg/pids/sp/sb"),
+    ];
+    build_init_side(&sys, &cfg, &log()).unwrap();
+    let cgroup = cgroup_calls(&sys);
+    // No tmpfs, no mkdir: nothing but the two read-only binds.
+    assert_eq!(
+        cgroup,
+        [
+            "mount /cg/memory/sp/sb /sb/rootfs/sys/fs/cgroup/memory - MS_BIND -",
+            "mount - /sb/rootfs/sys/fs/cgroup/memory - MS_RDONLY|MS_NOSUID|MS_NODEV|MS_NOEXEC|MS_REMOUNT|MS_BIND -",
+            "mount /cg/pids/sp/sb /sb/rootfs/sys/fs/cgroup/pids - MS_BIND -",
+            "mount - /sb/rootfs/sys/fs/cgroup/pids - MS_RDONLY|MS_NOSUID|MS_NODEV|MS_NOEXEC|MS_REMOUNT|MS_BIND -",
+        ]
+    );
+}
+
+#[test]
 fn cgroup_v2_view_is_bound_directly() {
     let sys = init_ready().with("/sb/rootfs/sys/fs/cgroup", FileKind::Dir);
     let mut cfg = config();
     cfg.cgroup_mounts = vec![cgroup_mount("", "/cg/sp/sb")];
     build_init_side(&sys, &cfg, &log()).unwrap();
-    let cgroup: Vec<String> = sys
-        .calls()
-        .into_iter()
-        .filter(|c| c.contains("/sys/fs/cgroup"))
-        .collect();
+    let cgroup = cgroup_calls(&sys);
     assert_eq!(
         cgroup,
         [
@@ -459,6 +607,7 @@ fn a_cgroup_view_that_fails_is_skipped_and_logged() {
 fn a_cgroup_view_that_cannot_be_made_read_only_is_removed() {
     let sys = init_ready().fail_on("mount - /sb/rootfs/sys/fs/cgroup/memory ");
     let mut cfg = config();
+    cfg.sysfs = true;
     cfg.cgroup_mounts = vec![cgroup_mount("memory", "/cg/memory/sp/sb")];
     let log = log();
     build_init_side(&sys, &cfg, &log).unwrap();

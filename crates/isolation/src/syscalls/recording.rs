@@ -179,6 +179,9 @@ impl Syscalls for Recording {
     fn chown(&self, path: &Path, uid: u32) -> io::Result<()> {
         self.record(format!("chown {} {uid}", path.display()))
     }
+    fn chmod(&self, path: &Path, mode: u32) -> io::Result<()> {
+        self.record(format!("chmod {} {mode:o}", path.display()))
+    }
     fn read_file(&self, path: &Path) -> io::Result<Vec<u8>> {
         self.contents
             .borrow()

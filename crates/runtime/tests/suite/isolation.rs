@@ -48,9 +48,47 @@ async fn serial_namespaces_identity_and_root() {
         .collect();
     assert_eq!(ifaces, ["lo"]);
     // lo is up (IFF_UP, bit 0 of the flags).
-    let flags = ok(s, "cat /sys/class/net/lo/flags").await;
-    let flags = u32::from_str_radix(flags.trim_start_matches("0x"), 16).unwrap();
+    let flags = ok(
+        s,
+        "python3 -c \"import fcntl, socket, struct; \
+         r = fcntl.ioctl(socket.socket(), 0x8913, struct.pack('256s', b'lo')); \
+         print(struct.unpack('H', r[16:18])[0])\"",
+    )
+    .await;
+    let flags: u32 = flags.parse().unwrap();
     assert_eq!(flags & 1, 1, "lo flags {flags:#x}");
+
+    // No sysfs by default: /sys is a read-only tree holding only the cgroup views.
+    assert_eq!(ok(s, "ls /sys; ls /sys/fs").await, "fs\ncgroup");
+    let mounts = ok(s, "cat /proc/self/mountinfo").await;
+    assert!(!mounts.contains(" - sysfs "), "{mounts}");
+    assert_ne!(exec(s, "touch /sys/x").await.0, 0);
+    assert_ne!(exec(s, "mount -o remount,rw /sys").await.0, 0);
+    // One tmpfs for /dev, /dev/shm, /sys and the masks, and no other.
+    let tmpfs: Vec<&str> = mounts
+        .lines()
+        .filter(|l| l.contains(" - tmpfs "))
+        .map(|l| {
+            l.split(" - tmpfs ")
+                .nth(1)
+                .unwrap()
+                .split(' ')
+                .next()
+                .unwrap()
+        })
+        .collect();
+    assert!(
+        !tmpfs.is_empty() && tmpfs.iter().all(|source| *source == "sandpit"),
+        "{mounts}"
+    );
+    // /dev/shm: a sticky, nodev directory of it.
+    assert_eq!(ok(s, "stat -c %a /dev/shm").await, "1777");
+    assert!(
+        mounts
+            .lines()
+            .any(|l| l.contains(" /dev/shm ") && l.contains("nodev")),
+        "{mounts}"
+    );
 
     // Working directory, environment, stdio.
     assert_eq!(ok(s, "pwd").await, "/workspace");
@@ -72,6 +110,30 @@ async fn serial_namespaces_identity_and_root() {
     let (code, _) = exec(s, "ls /old_root /.oldroot 2>/dev/null").await;
     assert_ne!(code, 0);
 
+    env.driver.destroy(&id).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serial_sysfs_when_the_operator_asks_for_it() {
+    let Some(env) = Env::with(|c| c.sysfs = true) else {
+        return;
+    };
+    let id = unique_id("sysfs");
+    let started = env.start(&env.spec(&id)).await;
+    let s = &started;
+    // The sandbox's own network namespace, read-only, with the cgroup views still bound.
+    let flags = ok(s, "cat /sys/class/net/lo/flags").await;
+    let flags = u32::from_str_radix(flags.trim_start_matches("0x"), 16).unwrap();
+    assert_eq!(flags & 1, 1, "lo flags {flags:#x}");
+    assert_eq!(ok(s, "ls /sys/class/net").await, "lo");
+    assert_ne!(exec(s, "echo x > /sys/kernel/uevent_helper").await.0, 0);
+    assert!(!ok(s, "ls /sys/fs/cgroup").await.is_empty());
+    // /sys/firmware is masked by the shared empty directory.
+    if std::path::Path::new("/sys/firmware").is_dir() {
+        assert_eq!(ok(s, "ls -A /sys/firmware | wc -l").await, "0");
+    }
+    let mounts = ok(s, "cat /proc/self/mountinfo").await;
+    assert_eq!(mounts.matches(" - sysfs ").count(), 1, "{mounts}");
     env.driver.destroy(&id).await.unwrap();
 }
 
