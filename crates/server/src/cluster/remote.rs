@@ -728,3 +728,45 @@ impl Driver for RemoteDriver {
         self.placement(id).await.ok().flatten()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(name: &str, contents: &[u8]) -> RunFile {
+        RunFile {
+            name: name.to_owned(),
+            contents: contents.to_vec(),
+        }
+    }
+
+    #[test]
+    fn the_ca_bundle_travels_as_the_sandbox_ca_only() {
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let ca = b"-----BEGIN CERTIFICATE-----\nsandbox\n-----END CERTIFICATE-----\n";
+        let mut bundle = b"image roots\n".repeat(1000);
+        bundle.extend_from_slice(ca);
+        let wire = wire_run_files(&[
+            file(sandpit_egress::CA_NAME, ca),
+            file(sandpit_egress::BUNDLE_NAME, &bundle),
+            file("other", b"x"),
+        ]);
+        assert_eq!(wire.len(), 3);
+        assert!(!wire[0].after_image_ca_bundle);
+        assert_eq!(wire[0].contents, b64.encode(ca));
+        assert!(wire[1].after_image_ca_bundle);
+        assert_eq!(wire[1].contents, b64.encode(ca));
+        assert!(!wire[2].after_image_ca_bundle);
+
+        // A bundle that does not end with the CA goes whole, as does one without a CA file.
+        let odd = wire_run_files(&[
+            file(sandpit_egress::CA_NAME, ca),
+            file(sandpit_egress::BUNDLE_NAME, b"something else"),
+        ]);
+        assert!(!odd[1].after_image_ca_bundle);
+        assert_eq!(odd[1].contents, b64.encode(b"something else"));
+        let alone = wire_run_files(&[file(sandpit_egress::BUNDLE_NAME, &bundle)]);
+        assert!(!alone[0].after_image_ca_bundle);
+        assert_eq!(alone[0].contents, b64.encode(&bundle));
+    }
+}
