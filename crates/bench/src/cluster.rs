@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use futures::StreamExt;
 use sandpit_client::Client;
-use sandpit_client::protocol::control::CreateSandboxRequest;
+use sandpit_client::protocol::control::{CreateSandboxRequest, SandboxInfo};
 use sandpit_server::cluster::node::{self, NodeConfig, NodeDaemon};
 use sandpit_server::cluster::pki;
 use sandpit_server::{ServeConfig, Server, StoreBackend};
@@ -23,6 +23,8 @@ use crate::{Args, Row, Section, cold_creates};
 const NODES: u32 = 3;
 /// Sandboxes placed for the placement row.
 const PLACED: usize = 200;
+/// Sandboxes created on the single box for the creation-rate baseline.
+const SINGLE_PLACED: usize = 100;
 /// Creations in flight at once for the placement row.
 const PARALLEL: usize = 8;
 
@@ -152,24 +154,34 @@ async fn measure_on(
         target: "p50 ≤ 15 ms".into(),
     });
 
+    // The same burst on the single box: what creating costs on this machine without a
+    // cluster (a smaller one, this is only the baseline).
+    eprintln!("cluster: creating {SINGLE_PLACED} sandboxes on the single box...");
+    let prefix = format!("cl-single-{run}");
+    let (single, single_elapsed) = create_burst(single_box, &prefix, SINGLE_PLACED).await;
+    destroy_burst(single_box, &prefix, SINGLE_PLACED).await;
+    let mut single_latency = Samples::default();
+    let single_ok = single.iter().filter(|(info, _)| info.is_ok()).count();
+    for (_, took) in &single {
+        single_latency.push(*took);
+    }
+    let single_rate = single_ok as f64 / single_elapsed.as_secs_f64();
+    notes.push(format!(
+        "Baseline: the single box created {single_ok} of {SINGLE_PLACED} the same way in {:.1} s ({single_rate:.1} creations/s).",
+        single_elapsed.as_secs_f64()
+    ));
+    rows.push(Row {
+        name: format!(
+            "create on the single box, {PARALLEL} in flight (N={})",
+            single_latency.len()
+        ),
+        samples: single_latency,
+        target: "baseline".into(),
+    });
+
     eprintln!("cluster: placing {PLACED} sandboxes over {NODES} nodes...");
-    let t = Instant::now();
-    let creates = futures::stream::iter(0..PLACED)
-        .map(|i| async move {
-            let started = Instant::now();
-            let info = cluster
-                .create(&CreateSandboxRequest {
-                    id: Some(format!("cl-place-{run}-{i}")),
-                    ephemeral: Some(true),
-                    ..Default::default()
-                })
-                .await;
-            (info, started.elapsed())
-        })
-        .buffer_unordered(PARALLEL)
-        .collect::<Vec<_>>()
-        .await;
-    let elapsed = t.elapsed();
+    let prefix = format!("cl-place-{run}");
+    let (creates, elapsed) = create_burst(cluster, &prefix, PLACED).await;
     let mut per_node: BTreeMap<String, usize> = BTreeMap::new();
     let mut latency = Samples::default();
     let mut failed = 0;
@@ -201,7 +213,7 @@ async fn measure_on(
     ));
     verdicts.push((
         "sustained ≥ 50 creations/s across the cluster".into(),
-        format!("{rate:.1} creations/s"),
+        format!("{rate:.1} creations/s (single box: {single_rate:.1})"),
         rate >= 50.0,
     ));
     rows.push(Row {
@@ -213,12 +225,41 @@ async fn measure_on(
         target: "≥ 50 creations/s".into(),
     });
     eprintln!("cluster: destroying the placed sandboxes...");
-    futures::stream::iter(0..PLACED)
+    destroy_burst(cluster, &prefix, PLACED).await;
+    Ok((rows, notes, verdicts))
+}
+
+type Created = (anyhow::Result<SandboxInfo>, Duration);
+
+/// Creates `{prefix}-{i}` for i < n (ephemeral), [`PARALLEL`] in flight: each answer with
+/// its latency, and the time of the whole burst.
+async fn create_burst(client: &Client, prefix: &str, n: usize) -> (Vec<Created>, Duration) {
+    let t = Instant::now();
+    let creates = futures::stream::iter(0..n)
         .map(|i| async move {
-            let _ = cluster.destroy(&format!("cl-place-{run}-{i}")).await;
+            let started = Instant::now();
+            let info = client
+                .create(&CreateSandboxRequest {
+                    id: Some(format!("{prefix}-{i}")),
+                    ephemeral: Some(true),
+                    ..Default::default()
+                })
+                .await
+                .map_err(anyhow::Error::from);
+            (info, started.elapsed())
         })
         .buffer_unordered(PARALLEL)
         .collect::<Vec<_>>()
         .await;
-    Ok((rows, notes, verdicts))
+    (creates, t.elapsed())
+}
+
+async fn destroy_burst(client: &Client, prefix: &str, n: usize) {
+    futures::stream::iter(0..n)
+        .map(|i| async move {
+            let _ = client.destroy(&format!("{prefix}-{i}")).await;
+        })
+        .buffer_unordered(PARALLEL)
+        .collect::<Vec<_>>()
+        .await;
 }

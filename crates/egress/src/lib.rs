@@ -50,6 +50,18 @@ pub const BUNDLE_NAME: &str = "ca-bundle.crt";
 /// Where images keep their CA bundle (Debian layout).
 const IMAGE_CA_BUNDLE: &str = "etc/ssl/certs/ca-certificates.crt";
 
+/// The contents of [`BUNDLE_NAME`]: the CA bundle of the image at `image_rootfs` (none when it
+/// has no bundle) followed by `ca_pem`. (Cluster nodes build it from their own copy of the
+/// image, so the control plane sends only the sandbox CA.)
+pub fn ca_bundle(image_rootfs: &Path, ca_pem: &[u8]) -> Vec<u8> {
+    let mut bundle = std::fs::read(image_rootfs.join(IMAGE_CA_BUNDLE)).unwrap_or_default();
+    if !bundle.is_empty() && !bundle.ends_with(b"\n") {
+        bundle.push(b'\n');
+    }
+    bundle.extend_from_slice(ca_pem);
+    bundle
+}
+
 /// A started proxy: what the sandbox must see in `/run/sandpit` (name, contents) and the
 /// handle its bridge's connections go to.
 pub struct Attached {
@@ -204,12 +216,7 @@ impl Egress {
         let mut files = Vec::new();
         if let Some(ca) = &ca {
             files.push((CA_NAME, ca.cert_pem.as_bytes().to_vec()));
-            let mut bundle = std::fs::read(image_rootfs.join(IMAGE_CA_BUNDLE)).unwrap_or_default();
-            if !bundle.is_empty() && !bundle.ends_with(b"\n") {
-                bundle.push(b'\n');
-            }
-            bundle.extend_from_slice(ca.cert_pem.as_bytes());
-            files.push((BUNDLE_NAME, bundle));
+            files.push((BUNDLE_NAME, ca_bundle(image_rootfs, ca.cert_pem.as_bytes())));
         }
         let proxy = Arc::new(SandboxProxy {
             sandbox: internal.to_owned(),

@@ -326,6 +326,28 @@ fn serial_cluster_three_nodes_two_replicas() {
                 .unwrap();
             assert_eq!(read.content, id);
         }
+        // The egress CA bundle the node builds from its copy of the image: the image's
+        // bundle, then the sandbox CA (the control plane sends only the CA).
+        let bundle = c2
+            .sandbox("cl-0")
+            .exec(
+                "grep -c 'BEGIN CERTIFICATE' /etc/ssl/certs/ca-certificates.crt \"$SSL_CERT_FILE\"; \
+                 n=$(wc -c < /run/sandpit/ca.crt); \
+                 tail -c \"$n\" \"$SSL_CERT_FILE\" | cmp -s - /run/sandpit/ca.crt && echo ca-last",
+                &ExecOptions::default(),
+            )
+            .await
+            .unwrap();
+        let counts: Vec<usize> = bundle
+            .stdout
+            .lines()
+            .filter_map(|l| l.rsplit(':').next()?.parse().ok())
+            .collect();
+        assert!(
+            counts.len() == 2 && counts[0] > 10 && counts[1] == counts[0] + 1,
+            "{bundle:?}"
+        );
+        assert!(bundle.stdout.ends_with("ca-last\n"), "{bundle:?}");
         // A terminal (WebSocket upgrade through the replica and the node's tunnel).
         pty_echo(&c2, "cl-0").await;
         // A preview URL exposed through one replica serves through the other.
@@ -374,14 +396,48 @@ fn serial_cluster_three_nodes_two_replicas() {
                 .iter()
                 .any(|n| n.id == victim && n.state == NodeState::Ready)
         });
+        // The replicas' pooled connections to the killed process are dead: the next call
+        // opens a new one at once (no connect or call timeout).
+        let t = Instant::now();
         let read = c1
             .sandbox("cl-0")
             .read_file("/workspace/note.txt")
             .await
             .unwrap();
         assert_eq!(read.content, "cl-0");
+        let first_call = t.elapsed();
+        eprintln!("first call after the node restart took {first_call:?}");
+        assert!(first_call < Duration::from_millis(2500), "{first_call:?}");
         assert_eq!(c1.get("cl-0").await.unwrap().node, Some(victim.clone()));
         assert_eq!(nodes[k].sandbox_cgroups(), 1);
+
+        // kill -9 of another node and its restart at once (before any heartbeat notices): a
+        // replica that used it a moment ago holds pooled connections to the dead process, and
+        // its next request still succeeds at once, on a new connection.
+        let (other_id, other_node) = placed
+            .iter()
+            .find(|(_, node)| **node != victim)
+            .map(|(id, node)| (id.clone(), node.clone()))
+            .unwrap();
+        let j = nodes.iter().position(|n| n.id == other_node).unwrap();
+        let warm = c2
+            .sandbox(&other_id)
+            .exec("echo warm", &ExecOptions::default())
+            .await
+            .unwrap();
+        assert_eq!(warm.stdout, "warm\n");
+        nodes[j].kill9();
+        nodes[j].spawn();
+        let t = Instant::now();
+        let again = c2
+            .sandbox(&other_id)
+            .exec("echo again", &ExecOptions::default())
+            .await
+            .unwrap();
+        let took = t.elapsed();
+        eprintln!("first exec after an immediate node restart took {took:?}");
+        assert_eq!(again.stdout, "again\n");
+        assert!(took < Duration::from_millis(2500), "{took:?}");
 
         // kill -9 a replica mid-request: the retry on the other succeeds, nothing is lost.
         let slow = {

@@ -468,6 +468,22 @@ async fn start_sandbox(
     let mut run_files = Vec::new();
     for f in req.run_files {
         match base64::engine::general_purpose::STANDARD.decode(&f.contents) {
+            Ok(contents) if f.after_image_ca_bundle => {
+                let rootfs = match node.images.rootfs(&req.image) {
+                    Ok(rootfs) => rootfs,
+                    Err(_) => {
+                        return node_error(
+                            StatusCode::UNPROCESSABLE_ENTITY,
+                            NodeErrorKind::ImageNotFound,
+                            req.image.clone(),
+                        );
+                    }
+                };
+                run_files.push(RunFile {
+                    name: f.name,
+                    contents: sandpit_egress::ca_bundle(&rootfs, &contents),
+                });
+            }
             Ok(contents) => run_files.push(RunFile {
                 name: f.name,
                 contents,

@@ -19,7 +19,9 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 use rustls::pki_types::ServerName;
 use sandpit_protocol::control::{NodeCapacity, NodeInfo, NodeState};
-use sandpit_runtime::{AgentConnector, AgentStream, Driver, DriverError, SandboxSpec, Started};
+use sandpit_runtime::{
+    AgentConnector, AgentStream, Driver, DriverError, RunFile, SandboxSpec, Started,
+};
 use sandpit_store::{NodeRecord, Store};
 use serde::de::DeserializeOwned;
 
@@ -39,12 +41,36 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// Longest a connection to a node may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
+/// Longest a connection may wait idle in a pool before it is dropped instead of reused.
+const IDLE_FOR: Duration = Duration::from_secs(60);
+/// Idle connections kept per node (beyond this, connections are closed after use).
+const MAX_IDLE: usize = 16;
+/// Connections a pool keeps ready for agent tunnels, which consume one each.
+const WARM: usize = 2;
+
+type Sender = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
+
+/// Idle keep-alive connections (mTLS, HTTP/1) to one node, shared by its API calls and its
+/// agent tunnels. Calls give their connection back when the answer is read; a tunnel takes
+/// one for good (HTTP Upgrade), and the pool opens a replacement in the background so the
+/// next tunnel finds a connection whose TCP and TLS handshakes are done. A pooled connection
+/// whose node went away is seen closed (its connection task ended) and skipped; one that fails
+/// at its first use is retried once on a fresh connection (every node API request is
+/// idempotent), so a restarted node never leaves a replica waiting on dead connections.
+#[derive(Default)]
+struct Pool {
+    idle: Mutex<Vec<(Sender, std::time::Instant)>>,
+    /// Background connects in flight (at most [`WARM`]).
+    warming: std::sync::atomic::AtomicUsize,
+}
+
 /// How to reach one node's API.
 #[derive(Clone)]
 struct NodeClient {
     id: String,
     address: String,
     tls: tokio_rustls::TlsConnector,
+    pool: Arc<Pool>,
 }
 
 impl std::fmt::Debug for NodeClient {
@@ -55,7 +81,17 @@ impl std::fmt::Debug for NodeClient {
 
 type NodeStream = tokio_rustls::client::TlsStream<tokio::net::TcpStream>;
 
+/// Whether a connection was taken from the pool (so a failure may be a stale connection).
+#[derive(Clone, Copy, PartialEq)]
+enum Origin {
+    Pooled,
+    Fresh,
+}
+
 impl NodeClient {
+    /// A new TCP + TLS connection. The client certificate is presented on each; TLS 1.3
+    /// session tickets (rustls' in-memory caches on both sides) spare repeated connections
+    /// the certificate checks.
     async fn connect(&self) -> std::io::Result<NodeStream> {
         let tcp = tokio::time::timeout(
             CONNECT_TIMEOUT,
@@ -66,34 +102,123 @@ impl NodeClient {
         let _ = tcp.set_nodelay(true);
         let name = ServerName::try_from(pki::node_dns_name(&self.id))
             .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
-        self.tls.connect(name, tcp).await
+        tokio::time::timeout(CONNECT_TIMEOUT, self.tls.connect(name, tcp))
+            .await
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "TLS timed out"))?
     }
 
-    /// One request on a fresh connection; `Ok(Err(..))` is the node's error answer.
+    /// A new connection ready for requests (upgrades included).
+    async fn open(&self) -> std::io::Result<Sender> {
+        let stream = self.connect().await?;
+        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(std::io::Error::other)?;
+        tokio::spawn(async move {
+            let _ = conn.with_upgrades().await;
+        });
+        Ok(sender)
+    }
+
+    /// An idle pooled connection, else a new one.
+    async fn checkout(&self) -> std::io::Result<(Sender, Origin)> {
+        loop {
+            let taken = lock(&self.pool.idle).pop();
+            let Some((mut sender, since)) = taken else {
+                break;
+            };
+            if sender.is_closed() || since.elapsed() > IDLE_FOR {
+                continue;
+            }
+            // An idle HTTP/1 connection is ready at once; one whose node went away errors.
+            if let Ok(Ok(())) =
+                tokio::time::timeout(Duration::from_millis(50), sender.ready()).await
+            {
+                return Ok((sender, Origin::Pooled));
+            }
+        }
+        Ok((self.open().await?, Origin::Fresh))
+    }
+
+    /// Gives a connection whose last answer was read in full back to the pool.
+    fn checkin(&self, sender: Sender) {
+        if sender.is_closed() {
+            return;
+        }
+        let mut idle = lock(&self.pool.idle);
+        idle.retain(|(s, since)| !s.is_closed() && since.elapsed() <= IDLE_FOR);
+        if idle.len() < MAX_IDLE {
+            idle.push((sender, std::time::Instant::now()));
+        }
+    }
+
+    /// Opens connections in the background until [`WARM`] are idle (for the next tunnels).
+    fn warm_up(&self) {
+        use std::sync::atomic::Ordering;
+        let idle = lock(&self.pool.idle).len();
+        let warming = self.pool.warming.load(Ordering::Relaxed);
+        for _ in (idle + warming)..WARM {
+            self.pool.warming.fetch_add(1, Ordering::Relaxed);
+            let client = self.clone();
+            tokio::spawn(async move {
+                if let Ok(sender) = client.open().await {
+                    client.checkin(sender);
+                }
+                client.pool.warming.fetch_sub(1, Ordering::Relaxed);
+            });
+        }
+    }
+
+    /// Sends `request` on a pooled connection, once more on a fresh one when a pooled
+    /// connection fails before an answer (it may have died with its node).
+    async fn send(
+        &self,
+        request: impl Fn() -> Result<Request<Full<Bytes>>, http::Error>,
+    ) -> std::io::Result<(http::Response<hyper::body::Incoming>, Sender)> {
+        let mut fresh_only = false;
+        loop {
+            let (mut sender, origin) = if fresh_only {
+                (self.open().await?, Origin::Fresh)
+            } else {
+                self.checkout().await?
+            };
+            match sender
+                .send_request(request().map_err(std::io::Error::other)?)
+                .await
+            {
+                Ok(response) => return Ok((response, sender)),
+                Err(e) if origin == Origin::Pooled => {
+                    tracing::debug!(node = %self.id, error = %e, "pooled node connection failed; retrying on a new one");
+                    // Its siblings likely died with it: drop them all.
+                    lock(&self.pool.idle).clear();
+                    fresh_only = true;
+                }
+                Err(e) => return Err(std::io::Error::other(e)),
+            }
+        }
+    }
+
+    /// One request; `Ok(Err(..))` is the node's error answer.
     async fn call<T: DeserializeOwned>(
         &self,
         method: Method,
         path: &str,
         body: Option<Vec<u8>>,
     ) -> Result<Result<T, (StatusCode, NodeError)>, String> {
+        let body = Bytes::from(body.unwrap_or_default());
+        let json = !body.is_empty();
+        let uri = format!("{NODE_API}{path}");
         let exchange = async {
-            let stream = self.connect().await.map_err(|e| e.to_string())?;
-            let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-                .await
-                .map_err(|e| e.to_string())?;
-            tokio::spawn(conn);
-            let mut request = Request::builder()
-                .method(method)
-                .uri(format!("{NODE_API}{path}"))
-                .header(header::HOST, "node");
-            if body.is_some() {
-                request = request.header(header::CONTENT_TYPE, "application/json");
-            }
-            let request = request
-                .body(Full::new(Bytes::from(body.unwrap_or_default())))
-                .map_err(|e| e.to_string())?;
-            let response = sender
-                .send_request(request)
+            let (response, sender) = self
+                .send(|| {
+                    let mut request = Request::builder()
+                        .method(method.clone())
+                        .uri(&uri)
+                        .header(header::HOST, "node");
+                    if json {
+                        request = request.header(header::CONTENT_TYPE, "application/json");
+                    }
+                    request.body(Full::new(body.clone()))
+                })
                 .await
                 .map_err(|e| e.to_string())?;
             let status = response.status();
@@ -103,6 +228,7 @@ impl NodeClient {
                 .await
                 .map_err(|e| e.to_string())?
                 .to_bytes();
+            self.checkin(sender);
             if status.is_success() {
                 let bytes = if bytes.is_empty() {
                     &b"null"[..]
@@ -136,41 +262,50 @@ struct RemoteConnector {
 #[async_trait::async_trait]
 impl AgentConnector for RemoteConnector {
     async fn connect(&self) -> std::io::Result<AgentStream> {
-        let stream = self.node.connect().await?;
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(std::io::Error::other)?;
-        tokio::spawn(async move {
-            let _ = conn.with_upgrades().await;
-        });
-        let request = Request::builder()
-            .method(Method::GET)
-            .uri(format!("{NODE_API}/sandboxes/{}/agent", self.id))
-            .header(header::HOST, "node")
-            .header(header::CONNECTION, "upgrade")
-            .header(header::UPGRADE, AGENT_UPGRADE)
-            .body(Full::new(Bytes::new()))
-            .map_err(std::io::Error::other)?;
-        let response = sender
-            .send_request(request)
-            .await
-            .map_err(std::io::Error::other)?;
+        let uri = format!("{NODE_API}/sandboxes/{}/agent", self.id);
+        let (response, sender) = tokio::time::timeout(
+            CALL_TIMEOUT,
+            self.node.send(|| {
+                Request::builder()
+                    .method(Method::GET)
+                    .uri(&uri)
+                    .header(header::HOST, "node")
+                    .header(header::CONNECTION, "upgrade")
+                    .header(header::UPGRADE, AGENT_UPGRADE)
+                    .body(Full::new(Bytes::new()))
+            }),
+        )
+        .await
+        .map_err(|_| {
+            std::io::Error::new(std::io::ErrorKind::TimedOut, "node tunnel timed out")
+        })??;
         match response.status() {
             StatusCode::SWITCHING_PROTOCOLS => {
+                drop(sender);
+                // This connection is the tunnel's now: have the next one ready.
+                self.node.warm_up();
                 let upgraded = hyper::upgrade::on(response)
                     .await
                     .map_err(std::io::Error::other)?;
                 Ok(Box::new(TokioIo::new(upgraded)))
             }
-            // The sandbox does not run there (the node restarted, or it was stopped).
-            StatusCode::NOT_FOUND => Err(std::io::Error::new(
-                std::io::ErrorKind::NotFound,
-                format!("sandbox {} does not run on node {}", self.id, self.node.id),
-            )),
-            status => Err(std::io::Error::other(format!(
-                "node {} answered {status} to an agent tunnel",
-                self.node.id
-            ))),
+            status => {
+                // A refusal is a complete answer: the connection can serve again.
+                let _ = response.into_body().collect().await;
+                self.node.checkin(sender);
+                if status == StatusCode::NOT_FOUND {
+                    // The sandbox does not run there (the node restarted, or it was stopped).
+                    Err(std::io::Error::new(
+                        std::io::ErrorKind::NotFound,
+                        format!("sandbox {} does not run on node {}", self.id, self.node.id),
+                    ))
+                } else {
+                    Err(std::io::Error::other(format!(
+                        "node {} answered {status} to an agent tunnel",
+                        self.node.id
+                    )))
+                }
+            }
         }
     }
 }
@@ -183,6 +318,33 @@ struct NodeView {
     /// Sandboxes running at the last status this replica received, and when it came.
     running: HashSet<String>,
     status_at_ms: i64,
+}
+
+/// The run files as sent to a node. The egress CA bundle (the image's bundle plus the sandbox
+/// CA) goes as the sandbox CA alone, and the node puts its own copy of the image's bundle
+/// before it.
+fn wire_run_files(files: &[RunFile]) -> Vec<WireRunFile> {
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let ca = files.iter().find(|f| f.name == sandpit_egress::CA_NAME);
+    files
+        .iter()
+        .map(|f| match ca {
+            Some(ca)
+                if f.name == sandpit_egress::BUNDLE_NAME && f.contents.ends_with(&ca.contents) =>
+            {
+                WireRunFile {
+                    name: f.name.clone(),
+                    contents: b64.encode(&ca.contents),
+                    after_image_ca_bundle: true,
+                }
+            }
+            _ => WireRunFile {
+                name: f.name.clone(),
+                contents: b64.encode(&f.contents),
+                after_image_ca_bundle: false,
+            },
+        })
+        .collect()
 }
 
 /// The driver of a control-plane replica in cluster mode.
@@ -198,6 +360,8 @@ pub struct RemoteDriver {
     /// When this replica last started each sandbox (its node's status older than that cannot
     /// tell whether it runs).
     started_ms: Mutex<HashMap<String, i64>>,
+    /// Connection pools by node id and address (a node that moves gets a new pool).
+    pools: Mutex<HashMap<(String, String), Arc<Pool>>>,
 }
 
 fn unavailable(node: &str, message: impl Into<String>) -> DriverError {
@@ -220,6 +384,7 @@ impl RemoteDriver {
             placed: Mutex::default(),
             node_of: Mutex::default(),
             started_ms: Mutex::default(),
+            pools: Mutex::default(),
         }
     }
 
@@ -228,10 +393,15 @@ impl RemoteDriver {
     }
 
     fn client(&self, record: &NodeRecord) -> NodeClient {
+        let pool = lock(&self.pools)
+            .entry((record.id.clone(), record.address.clone()))
+            .or_default()
+            .clone();
         NodeClient {
             id: record.id.clone(),
             address: record.address.clone(),
             tls: self.tls.clone(),
+            pool,
         }
     }
 
@@ -460,21 +630,13 @@ impl Driver for RemoteDriver {
                 format!("no heartbeat for more than {} s", DOWN_AFTER.as_secs()),
             ));
         }
-        let b64 = base64::engine::general_purpose::STANDARD;
         let request = StartRequest {
             image: spec.image.clone(),
             limits: spec.limits.clone(),
             env: spec.env.clone(),
             ephemeral: spec.ephemeral,
             network: spec.network.clone(),
-            run_files: spec
-                .run_files
-                .iter()
-                .map(|f| WireRunFile {
-                    name: f.name.clone(),
-                    contents: b64.encode(&f.contents),
-                })
-                .collect(),
+            run_files: wire_run_files(&spec.run_files),
         };
         let body =
             serde_json::to_vec(&request).map_err(|e| DriverError::InvalidSpec(e.to_string()))?;
@@ -564,5 +726,47 @@ impl Driver for RemoteDriver {
 
     async fn node_of(&self, id: &str) -> Option<String> {
         self.placement(id).await.ok().flatten()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(name: &str, contents: &[u8]) -> RunFile {
+        RunFile {
+            name: name.to_owned(),
+            contents: contents.to_vec(),
+        }
+    }
+
+    #[test]
+    fn the_ca_bundle_travels_as_the_sandbox_ca_only() {
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let ca = b"-----BEGIN CERTIFICATE-----\nsandbox\n-----END CERTIFICATE-----\n";
+        let mut bundle = b"image roots\n".repeat(1000);
+        bundle.extend_from_slice(ca);
+        let wire = wire_run_files(&[
+            file(sandpit_egress::CA_NAME, ca),
+            file(sandpit_egress::BUNDLE_NAME, &bundle),
+            file("other", b"x"),
+        ]);
+        assert_eq!(wire.len(), 3);
+        assert!(!wire[0].after_image_ca_bundle);
+        assert_eq!(wire[0].contents, b64.encode(ca));
+        assert!(wire[1].after_image_ca_bundle);
+        assert_eq!(wire[1].contents, b64.encode(ca));
+        assert!(!wire[2].after_image_ca_bundle);
+
+        // A bundle that does not end with the CA goes whole, as does one without a CA file.
+        let odd = wire_run_files(&[
+            file(sandpit_egress::CA_NAME, ca),
+            file(sandpit_egress::BUNDLE_NAME, b"something else"),
+        ]);
+        assert!(!odd[1].after_image_ca_bundle);
+        assert_eq!(odd[1].contents, b64.encode(b"something else"));
+        let alone = wire_run_files(&[file(sandpit_egress::BUNDLE_NAME, &bundle)]);
+        assert!(!alone[0].after_image_ca_bundle);
+        assert_eq!(alone[0].contents, b64.encode(&bundle));
     }
 }

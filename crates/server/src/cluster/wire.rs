@@ -50,6 +50,10 @@ pub struct WireRunFile {
     pub name: String,
     /// Base64.
     pub contents: String,
+    /// The node writes its own copy of the image's CA bundle before `contents` (the sandbox
+    /// CA): the egress CA bundle, without sending the image's bundle (~200 KiB) at each start.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub after_image_ca_bundle: bool,
 }
 
 /// `POST /v1/node/sandboxes/{id}/start`: the spec, less what cannot travel (the egress
